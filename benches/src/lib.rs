@@ -1,0 +1,1 @@
+//! Benchmarks of the ugc crates (see `benches/`).

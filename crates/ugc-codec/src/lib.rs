@@ -1,0 +1,3 @@
+//! ugc-codec (under construction).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

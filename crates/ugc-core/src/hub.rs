@@ -1,0 +1,954 @@
+//! The Hub: named live streams with GOP-shared fan-out.
+//!
+//! A stream is a bounded window of recent [`MediaEvent`]s shared by all of its
+//! readers. Readers are cursors (sequence numbers) into that window, so fan-out
+//! to N readers clones nothing but `Bytes` handles, and no reader owns a queue.
+//!
+//! * The publisher never waits for readers: [`HubPublisher::send`] appends to
+//!   the window and wakes readers.
+//! * A new reader starts at the newest keyframe (after the current track set).
+//! * A reader whose position fell out of the window (it is slower than the
+//!   stream) jumps to the newest keyframe, receives
+//!   [`MediaEvent::Discontinuity`] with [`DiscontinuityReason::ReaderSkipped`],
+//!   and the skip is counted in [`StreamStats::reader_skips`].
+//! * The window holds at most [`HubConfig::max_gops`] GOPs and about
+//!   [`HubConfig::max_bytes`] bytes.
+//! * A stream outlives its publisher: a reconnecting publisher, a backup or a
+//!   fallback file takes over ([`Hub::publish`]); readers see one
+//!   [`MediaEvent::Discontinuity`] with [`DiscontinuityReason::SourceChanged`],
+//!   the new track set, and timestamps rebased to continue the timeline. Only
+//!   [`Hub::end`] ends a stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::error::{Error, Result};
+use crate::media::{DiscontinuityReason, MediaEvent, MediaKind, TrackId, Tracks};
+use crate::name::StreamName;
+use crate::pipeline::{Sink, Source};
+use crate::time::{MediaTime, Timescale};
+
+/// Limits of every stream of a [`Hub`].
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// GOPs kept per stream (at least 1). A reader further behind skips.
+    pub max_gops: usize,
+    /// Bytes of frame payload kept per stream; older GOPs are dropped past it
+    /// (the newest GOP is trimmed too when it alone exceeds the limit).
+    pub max_bytes: usize,
+    /// For streams without video: a start point every this many audio frames.
+    pub audio_only_start_every: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_gops: 3,
+            max_bytes: 64 << 20,
+            audio_only_start_every: 50,
+        }
+    }
+}
+
+/// Counters of one stream; read with [`Hub::stats`].
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// Frames accepted from publishers.
+    pub frames_in: AtomicU64,
+    /// Payload bytes accepted from publishers.
+    pub bytes_in: AtomicU64,
+    /// Times a reader fell out of the window and skipped to a keyframe.
+    pub reader_skips: AtomicU64,
+    /// Publisher sessions that took over this stream (including the first).
+    pub publishers: AtomicU64,
+}
+
+/// A snapshot of [`StreamStats`] and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSnapshot {
+    /// The stream name.
+    pub name: String,
+    /// Whether a publisher is attached now.
+    pub publishing: bool,
+    /// Frames accepted.
+    pub frames_in: u64,
+    /// Bytes accepted.
+    pub bytes_in: u64,
+    /// Reader skips.
+    pub reader_skips: u64,
+    /// Publisher sessions so far.
+    pub publishers: u64,
+    /// Readers attached now.
+    pub readers: u64,
+    /// The current track set.
+    pub tracks: Option<Tracks>,
+}
+
+struct Entry {
+    seq: u64,
+    event: MediaEvent,
+    size: usize,
+}
+
+/// A place a reader can start: a video keyframe (or an audio start point).
+struct StartPoint {
+    seq: u64,
+    tracks: Tracks,
+}
+
+#[derive(Default)]
+struct TrackClock {
+    last_dts: Option<i64>,
+    last_step: i64,
+}
+
+struct State {
+    window: VecDeque<Entry>,
+    /// Sequence number the next event gets.
+    next_seq: u64,
+    starts: VecDeque<StartPoint>,
+    bytes: usize,
+    tracks: Option<Tracks>,
+    ended: bool,
+    /// Generation of the publisher allowed to send; bumped on every takeover.
+    generation: u64,
+    publishing: bool,
+    /// Whether anything was ever published (so a takeover is a discontinuity).
+    had_media: bool,
+    /// The current publisher still has to send its first frame (rebase base).
+    rebase_pending: bool,
+    /// A takeover discontinuity is still to be announced.
+    announce_pending: bool,
+    /// Offset added to the current publisher's timestamps (before its first
+    /// frame: the end of the previous timeline).
+    offset: MediaTime,
+    /// Last timestamps per track, to find where the timeline ends.
+    clocks: HashMap<TrackId, (Timescale, TrackClock)>,
+    audio_since_start: u32,
+    readers: u64,
+}
+
+struct StreamShared {
+    name: String,
+    config: HubConfig,
+    state: Mutex<State>,
+    notify: Notify,
+    stats: StreamStats,
+}
+
+impl StreamShared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in this module; the
+        // state is still consistent event by event, so keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct HubInner {
+    config: HubConfig,
+    streams: Mutex<HashMap<String, Arc<StreamShared>>>,
+    watchers: Mutex<Vec<mpsc::UnboundedSender<String>>>,
+}
+
+/// Named live streams. Cheap to clone; all clones share the streams.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("streams", &self.stream_names())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Self {
+        Hub {
+            inner: Arc::new(HubInner {
+                config,
+                streams: Mutex::new(HashMap::new()),
+                watchers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<StreamShared>>> {
+        self.inner.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get_or_create(&self, name: &str) -> Result<Arc<StreamShared>> {
+        let name = StreamName::new(name)?.into_string();
+        let mut created = false;
+        let shared = {
+            let mut streams = self.streams();
+            streams
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    created = true;
+                    Arc::new(StreamShared {
+                        name: name.clone(),
+                        config: self.inner.config.clone(),
+                        state: Mutex::new(State {
+                            window: VecDeque::new(),
+                            next_seq: 0,
+                            starts: VecDeque::new(),
+                            bytes: 0,
+                            tracks: None,
+                            ended: false,
+                            generation: 0,
+                            publishing: false,
+                            had_media: false,
+                            rebase_pending: false,
+                            announce_pending: false,
+                            offset: MediaTime::zero(Timescale::MICROS),
+                            clocks: HashMap::new(),
+                            audio_since_start: 0,
+                            readers: 0,
+                        }),
+                        notify: Notify::new(),
+                        stats: StreamStats::default(),
+                    })
+                })
+                .clone()
+        };
+        if created {
+            let mut watchers = self
+                .inner
+                .watchers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            watchers.retain(|w| w.send(name.clone()).is_ok());
+        }
+        Ok(shared)
+    }
+
+    /// Attaches a publisher to stream `name`, creating the stream if needed.
+    /// If another publisher is attached it is taken over: its next
+    /// [`HubPublisher::send`] fails with [`Error::Closed`]. Readers see a
+    /// discontinuity and continuous, rebased timestamps.
+    pub fn publish(&self, name: &str) -> Result<HubPublisher> {
+        let shared = self.get_or_create(name)?;
+        let generation = {
+            let mut st = shared.lock();
+            st.generation += 1;
+            st.publishing = true;
+            if st.had_media {
+                st.rebase_pending = true;
+                st.announce_pending = true;
+                st.offset = timeline_end(&st.clocks);
+            }
+            st.generation
+        };
+        shared.stats.publishers.fetch_add(1, Ordering::Relaxed);
+        Ok(HubPublisher { shared, generation })
+    }
+
+    /// A reader of stream `name`, creating the (empty) stream if needed. It
+    /// starts at the newest keyframe, or waits for the first one.
+    pub fn subscribe(&self, name: &str) -> Result<HubReader> {
+        let shared = self.get_or_create(name)?;
+        Ok(HubReader::new(shared))
+    }
+
+    /// A reader of stream `name` if it exists.
+    pub fn subscribe_existing(&self, name: &str) -> Option<HubReader> {
+        let shared = self.streams().get(name).cloned()?;
+        Some(HubReader::new(shared))
+    }
+
+    /// Detaches the current publisher of `name` (e.g. its key was revoked);
+    /// its next send fails with [`Error::Closed`]. The stream stays.
+    pub fn disconnect_publisher(&self, name: &str) {
+        if let Some(shared) = self.streams().get(name).cloned() {
+            let mut st = shared.lock();
+            st.generation += 1;
+            st.publishing = false;
+        }
+    }
+
+    /// Ends stream `name`: readers get [`MediaEvent::End`] after what they
+    /// have not read yet; the name is free for a new stream.
+    pub fn end(&self, name: &str) {
+        let Some(shared) = self.streams().remove(name) else {
+            return;
+        };
+        {
+            let mut st = shared.lock();
+            st.generation += 1;
+            st.publishing = false;
+            if !st.ended {
+                push_event(&shared, &mut st, MediaEvent::End, 0);
+                st.ended = true;
+            }
+        }
+        shared.notify.notify_waiters();
+    }
+
+    /// Names of all streams.
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.streams().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether stream `name` exists and has a publisher attached.
+    pub fn is_publishing(&self, name: &str) -> bool {
+        self.streams()
+            .get(name)
+            .is_some_and(|s| s.lock().publishing)
+    }
+
+    /// Counters and state of stream `name`.
+    pub fn stats(&self, name: &str) -> Option<StreamSnapshot> {
+        let shared = self.streams().get(name).cloned()?;
+        let st = shared.lock();
+        Some(StreamSnapshot {
+            name: shared.name.clone(),
+            publishing: st.publishing,
+            frames_in: shared.stats.frames_in.load(Ordering::Relaxed),
+            bytes_in: shared.stats.bytes_in.load(Ordering::Relaxed),
+            reader_skips: shared.stats.reader_skips.load(Ordering::Relaxed),
+            publishers: shared.stats.publishers.load(Ordering::Relaxed),
+            readers: st.readers,
+            tracks: st.tracks.clone(),
+        })
+    }
+
+    /// Names of streams created from now on, in order (for spawning a
+    /// packager or recorder per stream).
+    pub fn watch(&self) -> StreamWatcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        StreamWatcher { rx }
+    }
+}
+
+/// Yields the names of newly created streams; see [`Hub::watch`].
+#[derive(Debug)]
+pub struct StreamWatcher {
+    rx: mpsc::UnboundedReceiver<String>,
+}
+
+impl StreamWatcher {
+    /// The next new stream's name; `None` when the hub is gone.
+    pub async fn next(&mut self) -> Option<String> {
+        self.rx.recv().await
+    }
+}
+
+fn push_event(shared: &StreamShared, st: &mut State, event: MediaEvent, size: usize) {
+    let seq = st.next_seq;
+    st.next_seq += 1;
+    st.bytes += size;
+    st.window.push_back(Entry { seq, event, size });
+    trim(shared, st);
+}
+
+/// Drops the oldest events until the window fits the limits. Whole GOPs go
+/// first; when one GOP alone is too large its head is dropped (readers then
+/// wait for the next keyframe).
+fn trim(shared: &StreamShared, st: &mut State) {
+    let max_gops = shared.config.max_gops.max(1);
+    while st.starts.len() > max_gops {
+        st.starts.pop_front();
+    }
+    let keep_from = st.starts.front().map(|s| s.seq);
+    while let Some(front) = st.window.front() {
+        let before_start = keep_from.is_some_and(|k| front.seq < k);
+        let too_big = st.bytes > shared.config.max_bytes && st.window.len() > 1;
+        if !(before_start || too_big) {
+            break;
+        }
+        if let Some(e) = st.window.pop_front() {
+            st.bytes -= e.size;
+            if st.starts.front().is_some_and(|s| s.seq <= e.seq) {
+                st.starts.pop_front();
+            }
+        }
+    }
+}
+
+/// The publishing end of a Hub stream; a [`Sink`].
+pub struct HubPublisher {
+    shared: Arc<StreamShared>,
+    generation: u64,
+}
+
+impl std::fmt::Debug for HubPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubPublisher")
+            .field("stream", &self.shared.name)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl HubPublisher {
+    /// The stream name.
+    pub fn stream(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether this publisher still owns its stream (not taken over, not
+    /// disconnected, stream not ended).
+    pub fn is_current(&self) -> bool {
+        let st = self.shared.lock();
+        st.generation == self.generation && !st.ended
+    }
+
+    /// Appends one event. Never waits for readers. Fails with
+    /// [`Error::Closed`] once taken over, disconnected or ended, and with
+    /// [`Error::InvalidMedia`] / [`Error::UnknownTrack`] for frames that do
+    /// not fit the announced tracks.
+    pub fn push(&mut self, event: MediaEvent) -> Result<()> {
+        let shared = &*self.shared;
+        {
+            let mut st = shared.lock();
+            if st.generation != self.generation || st.ended {
+                return Err(Error::Closed);
+            }
+            match event {
+                MediaEvent::Tracks(tracks) => {
+                    announce(shared, &mut st);
+                    for t in tracks.iter() {
+                        st.clocks
+                            .entry(t.id)
+                            .and_modify(|(scale, clock)| {
+                                // Keep the timeline end, in the new clock.
+                                if *scale != t.timescale {
+                                    clock.last_dts = clock
+                                        .last_dts
+                                        .map(|d| crate::time::rescale(d, *scale, t.timescale));
+                                    clock.last_step =
+                                        crate::time::rescale(clock.last_step, *scale, t.timescale);
+                                    *scale = t.timescale;
+                                }
+                            })
+                            .or_insert((t.timescale, TrackClock::default()));
+                    }
+                    st.tracks = Some(tracks.clone());
+                    push_event(shared, &mut st, MediaEvent::Tracks(tracks), 0);
+                }
+                MediaEvent::Frame(mut frame) => {
+                    let Some(tracks) = st.tracks.clone() else {
+                        return Err(Error::InvalidMedia("frame before any track set".into()));
+                    };
+                    let Some(info) = tracks.get(frame.track) else {
+                        return Err(Error::UnknownTrack(frame.track));
+                    };
+                    let scale = info.timescale;
+                    announce(shared, &mut st);
+                    if st.rebase_pending {
+                        // offset holds the old timeline's end; make the first
+                        // frame land exactly there.
+                        let first = MediaTime::new(frame.dts, scale);
+                        st.offset = st.offset.saturating_sub(first);
+                        st.rebase_pending = false;
+                    }
+                    let off = st.offset.ticks_at(scale);
+                    frame.dts = frame.dts.saturating_add(off);
+                    frame.pts = frame.pts.saturating_add(off);
+                    if let Some((_, clock)) = st.clocks.get_mut(&frame.track) {
+                        if let Some(last) = clock.last_dts {
+                            let step = frame.dts.saturating_sub(last);
+                            if step > 0 {
+                                clock.last_step = step;
+                            }
+                        }
+                        clock.last_dts = Some(frame.dts);
+                    }
+                    let has_video = tracks.video().is_some();
+                    let is_start = if has_video {
+                        frame.keyframe && info.kind() == MediaKind::Video
+                    } else {
+                        st.audio_since_start += 1;
+                        if st.starts.is_empty()
+                            || st.audio_since_start >= shared.config.audio_only_start_every
+                        {
+                            st.audio_since_start = 0;
+                            true
+                        } else {
+                            false
+                        }
+                    };
+                    let size = frame.data.len();
+                    shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .stats
+                        .bytes_in
+                        .fetch_add(size as u64, Ordering::Relaxed);
+                    st.had_media = true;
+                    if is_start {
+                        let seq = st.next_seq;
+                        st.starts.push_back(StartPoint { seq, tracks });
+                    }
+                    push_event(shared, &mut st, MediaEvent::Frame(frame), size);
+                }
+                MediaEvent::Discontinuity(reason) => {
+                    push_event(shared, &mut st, MediaEvent::Discontinuity(reason), 0);
+                }
+                MediaEvent::End => {
+                    // A publisher that finishes does not end the stream (a
+                    // backup may take over); it detaches.
+                    st.publishing = false;
+                    st.generation += 1;
+                }
+            }
+        }
+        shared.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Pushes the takeover discontinuity once per takeover.
+fn announce(shared: &StreamShared, st: &mut State) {
+    if st.announce_pending {
+        st.announce_pending = false;
+        push_event(
+            shared,
+            st,
+            MediaEvent::Discontinuity(DiscontinuityReason::SourceChanged),
+            0,
+        );
+    }
+}
+
+/// The end of the previous source's timeline: the latest `last_dts + step`
+/// over all tracks, in microseconds.
+fn timeline_end(clocks: &HashMap<TrackId, (Timescale, TrackClock)>) -> MediaTime {
+    let mut end = MediaTime::zero(Timescale::MICROS);
+    for (scale, c) in clocks.values() {
+        if let Some(last) = c.last_dts {
+            let t = MediaTime::new(last.saturating_add(c.last_step.max(1)), *scale)
+                .rescale(Timescale::MICROS);
+            if t > end {
+                end = t;
+            }
+        }
+    }
+    end
+}
+
+impl Drop for HubPublisher {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if st.generation == self.generation {
+            st.publishing = false;
+        }
+    }
+}
+
+impl Sink for HubPublisher {
+    async fn send(&mut self, event: MediaEvent) -> Result<()> {
+        self.push(event)
+    }
+}
+
+/// A cursor over a Hub stream; a [`Source`].
+pub struct HubReader {
+    shared: Arc<StreamShared>,
+    /// Next sequence number to read; `None` until positioned at a start.
+    next: Option<u64>,
+    pending: VecDeque<MediaEvent>,
+    skips: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for HubReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubReader")
+            .field("stream", &self.shared.name)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl HubReader {
+    fn new(shared: Arc<StreamShared>) -> Self {
+        shared.lock().readers += 1;
+        HubReader {
+            shared,
+            next: None,
+            pending: VecDeque::new(),
+            skips: 0,
+            done: false,
+        }
+    }
+
+    /// The stream name.
+    pub fn stream(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// How often this reader fell behind and skipped.
+    pub fn skips(&self) -> u64 {
+        self.skips
+    }
+
+    /// The next event if one is ready, without waiting. `Ok(None)` means
+    /// "nothing yet" unless [`Self::is_done`].
+    pub fn try_next(&mut self) -> Option<MediaEvent> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        if self.done {
+            return None;
+        }
+        let st = self.shared.lock();
+        let oldest = st.window.front().map(|e| e.seq);
+        let pos = match self.next {
+            Some(n) if oldest.is_some_and(|o| n < o) => {
+                // Fell out of the window: jump to the newest start point.
+                self.skips += 1;
+                self.shared
+                    .stats
+                    .reader_skips
+                    .fetch_add(1, Ordering::Relaxed);
+                let Some(sp) = st.starts.back() else {
+                    // No start point retained: wait for the next keyframe.
+                    self.next = None;
+                    self.pending.push_back(MediaEvent::Discontinuity(
+                        DiscontinuityReason::ReaderSkipped,
+                    ));
+                    return self.pending.pop_front();
+                };
+                self.pending.push_back(MediaEvent::Discontinuity(
+                    DiscontinuityReason::ReaderSkipped,
+                ));
+                self.pending
+                    .push_back(MediaEvent::Tracks(sp.tracks.clone()));
+                sp.seq
+            }
+            Some(n) => n,
+            None => {
+                if let Some(sp) = st.starts.back() {
+                    self.pending
+                        .push_back(MediaEvent::Tracks(sp.tracks.clone()));
+                    sp.seq
+                } else if st.ended {
+                    // Ended before any start point: deliver the end.
+                    st.next_seq.saturating_sub(1)
+                } else {
+                    return None;
+                }
+            }
+        };
+        let idx = oldest.map(|o| (pos - o) as usize);
+        match idx.and_then(|i| st.window.get(i)) {
+            Some(entry) => {
+                self.next = Some(entry.seq + 1);
+                if matches!(entry.event, MediaEvent::End) {
+                    self.done = true;
+                }
+                self.pending.push_back(entry.event.clone());
+            }
+            None => {
+                self.next = Some(pos);
+            }
+        }
+        drop(st);
+        self.pending.pop_front()
+    }
+
+    /// Whether [`MediaEvent::End`] was delivered.
+    pub fn is_done(&self) -> bool {
+        self.done && self.pending.is_empty()
+    }
+
+    /// The next event, waiting for it; `None` after the end.
+    pub async fn recv(&mut self) -> Option<MediaEvent> {
+        loop {
+            let shared = Arc::clone(&self.shared);
+            let mut notified = pin!(shared.notify.notified());
+            notified.as_mut().enable();
+            if let Some(e) = self.try_next() {
+                return Some(e);
+            }
+            if self.done {
+                return None;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for HubReader {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.readers = st.readers.saturating_sub(1);
+    }
+}
+
+impl Source for HubReader {
+    async fn next_event(&mut self) -> Result<Option<MediaEvent>> {
+        Ok(self.recv().await)
+    }
+}
+
+/// Helpers for tests and doctests in this and other crates.
+#[doc(hidden)]
+pub mod tests_support {
+    use bytes::Bytes;
+
+    use crate::media::{AudioParams, Codec, TrackId, TrackInfo, TrackParams, Tracks, VideoParams};
+    use crate::time::{Rational, Timescale};
+
+    /// A 1280x720 H.264 track (id 1, ms clock) and an AAC track (id 2, ms).
+    pub fn av_tracks() -> Tracks {
+        Tracks::new(vec![
+            TrackInfo {
+                id: TrackId(1),
+                codec: Codec::H264,
+                timescale: Timescale::MILLIS,
+                config: Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe0, 0]),
+                codec_string: "avc1.64001f".into(),
+                params: TrackParams::Video(VideoParams {
+                    width: 1280,
+                    height: 720,
+                    frame_rate: Some(Rational::new(30, 1)),
+                }),
+                bitrate: None,
+            },
+            TrackInfo {
+                id: TrackId(2),
+                codec: Codec::Aac,
+                timescale: Timescale::MILLIS,
+                config: Bytes::from_static(&[0x12, 0x10]),
+                codec_string: "mp4a.40.2".into(),
+                params: TrackParams::Audio(AudioParams {
+                    sample_rate: 44_100,
+                    channels: 2,
+                    samples_per_frame: 1024,
+                }),
+                bitrate: None,
+            },
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::av_tracks;
+    use super::*;
+    use crate::media::Frame;
+    use bytes::Bytes;
+
+    fn video(dts: i64, key: bool) -> MediaEvent {
+        MediaEvent::Frame(Frame {
+            track: TrackId(1),
+            dts,
+            pts: dts,
+            keyframe: key,
+            data: Bytes::from(vec![0u8; 100]),
+        })
+    }
+
+    fn audio(dts: i64) -> MediaEvent {
+        MediaEvent::Frame(Frame {
+            track: TrackId(2),
+            dts,
+            pts: dts,
+            keyframe: true,
+            data: Bytes::from(vec![1u8; 10]),
+        })
+    }
+
+    fn drain(r: &mut HubReader) -> Vec<MediaEvent> {
+        let mut v = Vec::new();
+        while let Some(e) = r.try_next() {
+            v.push(e);
+        }
+        v
+    }
+
+    fn frame_dts(events: &[MediaEvent]) -> Vec<(u32, i64, bool)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Frame(f) => Some((f.track.0, f.dts, f.keyframe)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_reader_starts_at_newest_keyframe_with_tracks() {
+        let hub = Hub::new(HubConfig::default());
+        let mut p = hub.publish("live/a").unwrap();
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        for i in 0..10 {
+            p.push(video(i * 100, i % 4 == 0)).unwrap();
+            p.push(audio(i * 100)).unwrap();
+        }
+        let mut r = hub.subscribe("live/a").unwrap();
+        let ev = drain(&mut r);
+        assert!(matches!(ev[0], MediaEvent::Tracks(_)));
+        let f = frame_dts(&ev);
+        assert_eq!(f[0], (1, 800, true));
+        assert_eq!(f.len(), 4); // v800 a800 v900 a900
+    }
+
+    #[test]
+    fn reader_before_first_keyframe_waits_for_it() {
+        let hub = Hub::new(HubConfig::default());
+        let mut r = hub.subscribe("live/a").unwrap();
+        let mut p = hub.publish("live/a").unwrap();
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p.push(video(0, false)).unwrap(); // mid-GOP start from the encoder
+        assert!(r.try_next().is_none());
+        p.push(video(33, true)).unwrap();
+        let ev = drain(&mut r);
+        assert_eq!(frame_dts(&ev), vec![(1, 33, true)]);
+    }
+
+    #[test]
+    fn slow_reader_skips_to_newest_keyframe_and_is_counted() {
+        let hub = Hub::new(HubConfig {
+            max_gops: 2,
+            ..HubConfig::default()
+        });
+        let mut p = hub.publish("live/a").unwrap();
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p.push(video(0, true)).unwrap();
+        let mut r = hub.subscribe("live/a").unwrap();
+        assert!(matches!(r.try_next(), Some(MediaEvent::Tracks(_))));
+        assert!(matches!(r.try_next(), Some(MediaEvent::Frame(_))));
+        // The publisher runs 5 GOPs ahead without waiting.
+        for i in 1..=50 {
+            p.push(video(i * 10, i % 10 == 0)).unwrap();
+        }
+        let ev = drain(&mut r);
+        assert_eq!(
+            ev[0],
+            MediaEvent::Discontinuity(DiscontinuityReason::ReaderSkipped)
+        );
+        assert!(matches!(ev[1], MediaEvent::Tracks(_)));
+        assert_eq!(frame_dts(&ev)[0], (1, 500, true));
+        assert_eq!(r.skips(), 1);
+        assert_eq!(hub.stats("live/a").unwrap().reader_skips, 1);
+    }
+
+    #[test]
+    fn window_is_bounded_by_gops_and_bytes() {
+        let hub = Hub::new(HubConfig {
+            max_gops: 2,
+            max_bytes: 5_000,
+            ..HubConfig::default()
+        });
+        let mut p = hub.publish("live/a").unwrap();
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        for i in 0..1000 {
+            p.push(video(i, i % 7 == 0)).unwrap();
+            let st = p.shared.lock();
+            assert!(st.bytes <= 5_000 + 100, "bytes {}", st.bytes);
+            assert!(st.starts.len() <= 2);
+        }
+    }
+
+    #[test]
+    fn takeover_rebases_and_signals_one_discontinuity() {
+        let hub = Hub::new(HubConfig::default());
+        let mut r = hub.subscribe("live/a").unwrap();
+        let mut p1 = hub.publish("live/a").unwrap();
+        p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        for i in 0..5 {
+            p1.push(video(1000 + i * 40, i == 0)).unwrap();
+        }
+        let mut ev = drain(&mut r);
+        // Reconnect: the old session is taken over and restarts at 0.
+        let mut p2 = hub.publish("live/a").unwrap();
+        assert!(matches!(p1.push(video(2000, false)), Err(Error::Closed)));
+        p2.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p2.push(video(0, true)).unwrap();
+        p2.push(video(40, false)).unwrap();
+        ev.extend(drain(&mut r));
+        let discs = ev
+            .iter()
+            .filter(|e| matches!(e, MediaEvent::Discontinuity(_)))
+            .count();
+        assert_eq!(discs, 1);
+        let f = frame_dts(&ev);
+        // 1000..1160, then continues at 1200, 1240.
+        assert_eq!(f[4].1, 1160);
+        assert_eq!(f[5].1, 1200);
+        assert_eq!(f[6].1, 1240);
+    }
+
+    #[test]
+    fn frames_must_fit_announced_tracks() {
+        let hub = Hub::new(HubConfig::default());
+        let mut p = hub.publish("live/a").unwrap();
+        assert!(matches!(
+            p.push(video(0, true)),
+            Err(Error::InvalidMedia(_))
+        ));
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        let bad = MediaEvent::Frame(Frame {
+            track: TrackId(9),
+            dts: 0,
+            pts: 0,
+            keyframe: true,
+            data: Bytes::new(),
+        });
+        assert!(matches!(p.push(bad), Err(Error::UnknownTrack(TrackId(9)))));
+    }
+
+    #[test]
+    fn end_reaches_readers_after_pending_events() {
+        let hub = Hub::new(HubConfig::default());
+        let mut p = hub.publish("live/a").unwrap();
+        let mut r = hub.subscribe("live/a").unwrap();
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p.push(video(0, true)).unwrap();
+        hub.end("live/a");
+        let ev = drain(&mut r);
+        assert_eq!(ev.last(), Some(&MediaEvent::End));
+        assert!(r.is_done());
+        assert!(hub.stream_names().is_empty());
+        assert!(matches!(p.push(video(40, false)), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn invalid_names_are_refused() {
+        let hub = Hub::new(HubConfig::default());
+        assert!(hub.publish("live/../x").is_err());
+        assert!(hub.subscribe(&"a".repeat(5000)).is_err());
+    }
+
+    #[tokio::test]
+    async fn async_reader_wakes_on_publish() {
+        let hub = Hub::new(HubConfig::default());
+        let mut r = hub.subscribe("live/a").unwrap();
+        let mut watch = hub.watch();
+        let h = hub.clone();
+        let task = tokio::spawn(async move {
+            let mut p = h.publish("live/a").unwrap();
+            let _ = p.push(MediaEvent::Tracks(av_tracks()));
+            let _ = p.push(video(0, true));
+            h.end("live/a");
+        });
+        let mut frames = 0;
+        while let Some(e) = r.recv().await {
+            if let MediaEvent::Frame(_) = e {
+                frames += 1;
+            }
+        }
+        task.await.unwrap();
+        assert_eq!(frames, 1);
+        // "live/a" already existed when watch() was called: nothing to report.
+        hub.subscribe("live/b").unwrap();
+        assert_eq!(watch.next().await.as_deref(), Some("live/b"));
+    }
+}

@@ -1,0 +1,3 @@
+//! ugc-dvr (under construction).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
