@@ -23,6 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -130,6 +131,8 @@ struct State {
     clocks: HashMap<TrackId, (Timescale, TrackClock)>,
     audio_since_start: u32,
     readers: u64,
+    /// When [`Hub::reap_idle`] first saw the stream without a publisher.
+    idle_since: Option<Instant>,
 }
 
 struct StreamShared {
@@ -212,6 +215,7 @@ impl Hub {
                             clocks: HashMap::new(),
                             audio_since_start: 0,
                             readers: 0,
+                            idle_since: None,
                         }),
                         notify: Notify::new(),
                         stats: StreamStats::default(),
@@ -240,6 +244,7 @@ impl Hub {
             let mut st = shared.lock();
             st.generation += 1;
             st.publishing = true;
+            st.idle_since = None;
             if st.had_media {
                 st.rebase_pending = true;
                 st.announce_pending = true;
@@ -290,6 +295,32 @@ impl Hub {
             }
         }
         shared.notify.notify_waiters();
+    }
+
+    /// Ends every stream that has had no publisher for `grace`, as seen by
+    /// successive calls (the caller passes its clock; call it periodically).
+    /// Returns the names ended. A stream that never had a publisher (readers
+    /// waiting for one) is ended too once idle for `grace`.
+    pub fn reap_idle(&self, now: Instant, grace: Duration) -> Vec<String> {
+        let candidates: Vec<Arc<StreamShared>> = self.streams().values().cloned().collect();
+        let mut ended = Vec::new();
+        for shared in candidates {
+            let expired = {
+                let mut st = shared.lock();
+                if st.publishing {
+                    st.idle_since = None;
+                    false
+                } else {
+                    let since = *st.idle_since.get_or_insert(now);
+                    now.saturating_duration_since(since) >= grace
+                }
+            };
+            if expired {
+                self.end(&shared.name);
+                ended.push(shared.name.clone());
+            }
+        }
+        ended
     }
 
     /// Names of all streams.
@@ -918,6 +949,33 @@ mod tests {
         assert!(r.is_done());
         assert!(hub.stream_names().is_empty());
         assert!(matches!(p.push(video(40, false)), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn idle_streams_are_reaped_after_grace_only() {
+        let hub = Hub::new(HubConfig::default());
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(10);
+        let p = hub.publish("live/a").unwrap();
+        assert!(hub.reap_idle(t0, grace).is_empty());
+        drop(p);
+        assert!(hub.reap_idle(t0 + Duration::from_secs(1), grace).is_empty());
+        // A reconnect within the grace resets the idle clock.
+        let p = hub.publish("live/a").unwrap();
+        assert!(
+            hub.reap_idle(t0 + Duration::from_secs(20), grace)
+                .is_empty()
+        );
+        drop(p);
+        assert!(
+            hub.reap_idle(t0 + Duration::from_secs(21), grace)
+                .is_empty()
+        );
+        assert_eq!(
+            hub.reap_idle(t0 + Duration::from_secs(31), grace),
+            vec!["live/a".to_string()]
+        );
+        assert!(hub.stream_names().is_empty());
     }
 
     #[test]
