@@ -1,0 +1,60 @@
+# ugc: two commands on a fresh Debian machine.
+#   make demo   install what is missing, build, start the all-in-one server
+#   make test   everything CI runs
+#
+# Build output and tools stay outside the clone so CI reuses them.
+
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/ugc
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+FUZZ_SECONDS ?= 15
+FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc
+DATA ?= $(CURDIR)/data
+CARGO ?= cargo
+
+.PHONY: demo test deps build lint unit fuzz-smoke bench bench-criterion bench-load clean-data
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(CARGO) build --release -p ugc-server
+
+demo: deps build
+	@mkdir -p "$(DATA)"
+	$(CARGO_TARGET_DIR)/release/ugc-server --data "$(DATA)" $(DEMO_FLAGS)
+
+test: deps lint unit fuzz-smoke
+	@echo "make test: all green"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# Unit, property, doc and end-to-end tests (the e2e tests drive real ffmpeg
+# publishers and ffprobe/ffmpeg players against the built ugc-server).
+unit:
+	$(CARGO) test --workspace --locked
+
+fuzz-smoke:
+	@scripts/install-deps.sh fuzz
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p "$$tmp/$$t"; \
+	  echo "fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  CARGO_TARGET_DIR=$(CACHE)/fuzz-target $(CARGO) fuzz run -s none $$t "$$tmp/$$t" corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 3; \
+	  test $${PIPESTATUS[0]} -eq 0; \
+	done
+
+bench: bench-criterion bench-load
+
+bench-criterion:
+	$(CARGO) bench -p ugc-benches -- --warm-up-time 1 --measurement-time 3
+
+bench-load: build
+	@scripts/install-deps.sh bench
+	benches/load-vs-nginx.sh
+
+clean-data:
+	rm -rf "$(DATA)"
