@@ -47,14 +47,46 @@ pub enum PublishDecision {
     },
 }
 
-/// Decides who may publish. Implemented by `ugc-auth`; [`AllowAll`] maps a
-/// key to the stream of the same name, for development.
+/// A viewer asks for a playlist, part or segment of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayRequest {
+    /// The Hub stream name (`live/<stream>`).
+    pub stream: String,
+    /// The `token` query parameter, if any.
+    pub token: Option<String>,
+    /// The viewer's address (after trusted-proxy resolution).
+    pub client_ip: IpAddr,
+}
+
+/// The answer to a [`PlayRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayDecision {
+    /// Serve it.
+    Allow,
+    /// Refuse (HTTP 403), with a reason for the log.
+    Deny {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Decides who may publish and who may play. Implemented by `ugc-auth`;
+/// [`AllowAll`] maps a key to the stream of the same name and lets everyone
+/// play, for development.
 pub trait Authorizer: Send + Sync + 'static {
     /// Decides one publish request.
     fn authorize_publish(
         &self,
         req: &PublishRequest,
     ) -> impl Future<Output = PublishDecision> + Send;
+
+    /// Decides one play request. Called on every playlist, part and segment
+    /// request, so it must be cheap (no database round trip). Allows all by
+    /// default.
+    fn authorize_play(&self, req: &PlayRequest) -> impl Future<Output = PlayDecision> + Send {
+        let _ = req;
+        std::future::ready(PlayDecision::Allow)
+    }
 }
 
 /// Allows every publisher whose app and key are valid stream-name segments;

@@ -27,7 +27,9 @@ pub mod name;
 pub mod pipeline;
 pub mod time;
 
-pub use auth::{AllowAll, Authorizer, Protocol, PublishDecision, PublishRequest};
+pub use auth::{
+    AllowAll, Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
+};
 pub use error::{Error, Result};
 pub use hub::{Hub, HubConfig, HubPublisher, HubReader};
 pub use media::{

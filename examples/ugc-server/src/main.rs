@@ -1,1 +1,202 @@
-fn main() {}
+//! `ugc-server`: the all-in-one ugc server (RTMP ingest -> Hub -> HLS origin).
+//!
+//! Thin wiring only: flags/config, listeners, and the per-stream packager
+//! tasks. Everything a library user would need lives in the crates.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use ugc_core::{AllowAll, Hub, HubConfig};
+use ugc_dvr::LiveRegistry;
+
+use crate::config::{Cli, Config};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(&cli)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ugc")
+        .build()?;
+    runtime.block_on(run(config))
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("UGC_LOG").unwrap_or_else(|_| EnvFilter::new(config.log.clone()));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("creating data dir {}", config.data.display()))?;
+    let data = config.data.canonicalize()?;
+    let hub = Hub::new(HubConfig::default());
+    let registry = Arc::new(LiveRegistry::new());
+
+    let rtmp = TcpListener::bind(config.rtmp)
+        .await
+        .with_context(|| format!("binding RTMP on {}", config.rtmp))?;
+    let http = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http))?;
+    let rtmp_addr = rtmp.local_addr()?;
+    let http_addr = http.local_addr()?;
+    let host = config.public_host.clone().unwrap_or_else(guess_public_host);
+    info!(data = %data.display(), rtmp = %rtmp_addr, http = %http_addr, "ugc-server started");
+    print_banner(&host, rtmp_addr, http_addr);
+
+    let packaging = tokio::spawn(package_streams(
+        hub.clone(),
+        registry.clone(),
+        config.segmenter(),
+        host.clone(),
+        http_addr.port(),
+    ));
+    let reaper = tokio::spawn(reap_idle_streams(
+        hub.clone(),
+        Duration::from_secs(config.publisher_grace_s),
+    ));
+    let rtmp_task = tokio::spawn(ugc_proto::rtmp::server::serve(
+        rtmp,
+        hub.clone(),
+        Arc::new(AllowAll),
+        config.rtmp_server(),
+    ));
+    let app = ugc_proto::origin::router(registry.clone());
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, app.into_make_service())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+
+    tokio::select! {
+        r = http_task => {
+            match r {
+                Ok(Ok(())) => info!("shutting down"),
+                Ok(Err(e)) => warn!(error = %e, "HTTP server failed"),
+                Err(e) => warn!(error = %e, "HTTP task failed"),
+            }
+        }
+        r = rtmp_task => {
+            warn!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "RTMP server stopped");
+        }
+    }
+    packaging.abort();
+    reaper.abort();
+    for name in hub.stream_names() {
+        hub.end(&name);
+    }
+    Ok(())
+}
+
+/// Spawns a packager (segmenter + live window) for every Hub stream and
+/// removes its live window a while after the stream ended.
+async fn package_streams(
+    hub: Hub,
+    registry: Arc<LiveRegistry>,
+    seg: ugc_dvr::SegmenterConfig,
+    host: String,
+    http_port: u16,
+) {
+    let mut watch = hub.watch();
+    // Streams created before the watcher started.
+    let mut pending: Vec<String> = hub.stream_names();
+    loop {
+        let name = match pending.pop() {
+            Some(n) => n,
+            None => match watch.next().await {
+                Some(n) => n,
+                None => return,
+            },
+        };
+        let Some(reader) = hub.subscribe_existing(&name) else {
+            continue;
+        };
+        let live = Arc::new(ugc_dvr::LiveStream::new(&name, seg.clone()));
+        registry.insert(&name, live.clone());
+        let play = format!("http://{host}:{http_port}/{name}/index.m3u8");
+        info!(stream = %name, %play, "new stream");
+        let registry = registry.clone();
+        let seg = seg.clone();
+        tokio::spawn(async move {
+            ugc_dvr::run_packager(reader, live.clone(), seg).await;
+            info!(stream = %name, "stream ended");
+            // Let players fetch the end of the playlist, then forget it
+            // unless a new stream of the same name replaced it.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            registry.remove_if_same(&name, &live);
+        });
+    }
+}
+
+async fn reap_idle_streams(hub: Hub, grace: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        for name in hub.reap_idle(Instant::now(), grace) {
+            info!(stream = %name, "no publisher for {grace:?}: ended");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The address other machines most likely reach us at: the source address
+/// of a route to a public address (no packet is sent), else loopback.
+fn guess_public_host() -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+fn print_banner(host: &str, rtmp: SocketAddr, http: SocketAddr) {
+    let rtmp_port = rtmp.port();
+    let server = if rtmp_port == 1935 {
+        format!("rtmp://{host}/live")
+    } else {
+        format!("rtmp://{host}:{rtmp_port}/live")
+    };
+    let http_port = http.port();
+    println!();
+    println!("  ugc-server is running");
+    println!("  Publish (OBS: Settings > Stream > Custom):");
+    println!("    Server:     {server}");
+    println!("    Stream key: <any name, e.g. demo>");
+    println!("  ffmpeg:       ffmpeg -re -i input.mp4 -c copy -f flv {server}/demo");
+    println!("  Watch (HLS):  http://{host}:{http_port}/live/demo/index.m3u8");
+    println!("    legacy TS:  http://{host}:{http_port}/live/demo/mono-ts.m3u8");
+    println!();
+}
