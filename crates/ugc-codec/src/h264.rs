@@ -358,7 +358,7 @@ pub fn annexb_to_avcc(data: &[u8], nal_length_size: u8) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 

@@ -213,7 +213,7 @@ pub fn parse_sps_size(nal: &[u8]) -> Result<(u32, u32)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// VPS/SPS/PPS arrays of an `hvcC` written by ffmpeg 5.1 + libx265 3.5

@@ -58,6 +58,7 @@ pub struct TsMuxer {
     cc_pat: u8,
     cc_pmt: u8,
     scratch: Vec<u8>,
+    skipped: u64,
 }
 
 const START: [u8; 4] = [0, 0, 0, 1];
@@ -138,6 +139,7 @@ impl TsMuxer {
             cc_pat: 0,
             cc_pmt: 0,
             scratch: Vec::new(),
+            skipped: 0,
         })
     }
 
@@ -149,8 +151,17 @@ impl TsMuxer {
             .map(|s| s.pid)
     }
 
+    /// Frames left out of segments so far because their payload could not be
+    /// converted (broken NAL length framing, AAC frame too long for ADTS).
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped
+    }
+
     /// One segment: PAT + PMT, then `frames` interleaved by decode time
-    /// (stable for equal times). Frames of tracks not muxed are skipped.
+    /// (stable for equal times). Frames of tracks not muxed are skipped; so
+    /// are frames whose payload cannot be converted (counted in
+    /// [`TsMuxer::skipped_frames`]): one malformed frame from a publisher does
+    /// not cost the whole segment.
     pub fn write_segment(&mut self, frames: &[Frame]) -> Result<Bytes> {
         let payload: usize = frames.iter().map(|f| f.data.len()).sum();
         let mut out =
@@ -170,7 +181,9 @@ impl TsMuxer {
             .collect();
         order.sort_by_key(|&(ts, _)| ts);
         for (_, i) in order {
-            self.write_frame(&frames[i], &mut out)?;
+            if self.write_frame(&frames[i], &mut out).is_err() {
+                self.skipped += 1;
+            }
         }
         Ok(Bytes::from(out))
     }
@@ -195,7 +208,8 @@ impl TsMuxer {
         self.cc_pmt = write_section(out, PMT_PID, self.cc_pmt, &sec);
     }
 
-    /// Appends one frame as a PES packet. Frames of tracks not muxed are skipped.
+    /// Appends one frame as a PES packet. Frames of tracks not muxed are
+    /// skipped. On error nothing is appended.
     pub fn write_frame(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<()> {
         let Some(idx) = self.streams.iter().position(|s| s.track == frame.track) else {
             return Ok(());
