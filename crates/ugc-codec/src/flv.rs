@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ugc_core::{
-    AudioParams, Codec, Frame, MediaEvent, MediaKind, Rational, Timescale, TrackId, TrackInfo,
-    TrackParams, Tracks, VideoParams,
+    AudioParams, Codec, Frame, MediaEvent, MediaKind, Timescale, TrackId, TrackInfo, TrackParams,
+    Tracks, VideoParams,
 };
 
 use crate::aac::Asc;
@@ -493,27 +493,23 @@ impl FlvIngest {
 
     /// Applies `onMetaData` hints. They fill in what the bitstream does not say
     /// (bitrates, a frame rate without VUI timing, HEVC/AV1 picture size) and set
-    /// which track kinds to wait for.
+    /// which track kinds to wait for. Sent mid-stream, they take effect with the
+    /// next sequence header rather than re-announcing the tracks.
     pub fn set_metadata(&mut self, meta: FlvMetadata) {
         self.meta = meta;
-        // Re-derive the bitrate / fallback fields of tracks we already know.
-        let mut changed = false;
+        if self.emitted.is_some() {
+            // Mid-stream `onMetaData` updates do not by themselves change the
+            // announced tracks (that would start a new init segment downstream);
+            // they apply from the next sequence header on.
+            return;
+        }
         if let Some(v) = self.video.take() {
-            let nv = self.apply_video_meta(v.clone(), None);
-            changed |= nv != v;
-            self.video = Some(nv);
+            self.video = Some(self.apply_video_meta(v));
         }
-        if let Some(a) = self.audio.take() {
-            let mut na = a.clone();
-            na.bitrate = self.meta.audio_bitrate.filter(|b| *b > 0);
-            changed |= na != a;
-            self.audio = Some(na);
+        if let Some(a) = self.audio.as_mut() {
+            a.bitrate = self.meta.audio_bitrate.filter(|b| *b > 0);
         }
-        if changed && self.emitted.is_some() {
-            self.emit_tracks();
-        } else {
-            self.check_ready(None);
-        }
+        self.check_ready(None);
     }
 
     /// `timestamp_ms` is the already-widened (i64, wrap-corrected) RTMP timestamp.
@@ -689,15 +685,11 @@ impl FlvIngest {
             }),
             bitrate: None,
         };
-        Ok(self.apply_video_meta(info, frame_rate))
+        Ok(self.apply_video_meta(info))
     }
 
     /// Fills bitrate, and size / frame rate where the bitstream had none.
-    fn apply_video_meta(
-        &self,
-        mut info: TrackInfo,
-        _bitstream_rate: Option<Rational>,
-    ) -> TrackInfo {
+    fn apply_video_meta(&self, mut info: TrackInfo) -> TrackInfo {
         info.bitrate = self.meta.video_bitrate.filter(|b| *b > 0);
         if let TrackParams::Video(v) = &mut info.params {
             if let (true, Some(w), Some(h)) = (
@@ -804,6 +796,7 @@ mod tests {
     use crate::h264::tests::X264_AVCC_320X240;
     use crate::hevc::tests::X265_HVCC_352X288;
     use proptest::prelude::*;
+    use ugc_core::Rational;
 
     const ASC_LC_44K_MONO: &[u8] = &[0x12, 0x08];
 
@@ -933,6 +926,10 @@ mod tests {
         });
         i.push_video(0, avc_seq(X264_AVCC_320X240)).unwrap();
         i.push_video(0, avc_seq(X264_AVCC_320X240)).unwrap(); // repeat: ignored
+        i.set_metadata(FlvMetadata {
+            video_bitrate: Some(1),
+            ..Default::default()
+        }); // no re-announce
         assert_eq!(drain(&mut i).len(), 1);
         // avcC of ffmpeg 5.1 / libx264 ultrafast at 1280x720 (Constrained Baseline@3.1).
         let avcc: &[u8] = &[
