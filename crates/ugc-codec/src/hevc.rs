@@ -149,13 +149,37 @@ pub(crate) fn unescape_rbsp(nal: &[u8]) -> Vec<u8> {
 
 /// Picture size (after the conformance window) from an HEVC SPS NAL unit.
 pub fn parse_sps_size(nal: &[u8]) -> Result<(u32, u32)> {
+    parse_sps(nal).map(|s| (s.width, s.height))
+}
+
+/// What [`parse_sps`] reads from an HEVC SPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpsInfo {
+    /// `sps_max_sub_layers_minus1 + 1`.
+    pub max_sub_layers: u8,
+    /// `sps_temporal_id_nesting_flag`.
+    pub temporal_id_nesting: bool,
+    /// `chroma_format_idc`.
+    pub chroma_format_idc: u8,
+    /// `bit_depth_luma_minus8 + 8`.
+    pub bit_depth_luma: u8,
+    /// `bit_depth_chroma_minus8 + 8`.
+    pub bit_depth_chroma: u8,
+    /// Width after the conformance window.
+    pub width: u32,
+    /// Height after the conformance window.
+    pub height: u32,
+}
+
+/// Reads an HEVC SPS NAL unit (with its 2-byte header) up to the bit depths.
+pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo> {
     const WHAT: &str = "HEVC SPS";
     let rbsp = unescape_rbsp(nal);
     let mut r = BitReader::new(WHAT, &rbsp);
     r.skip(16)?; // NAL header
     r.skip(4)?; // sps_video_parameter_set_id
     let max_sub_layers_minus1 = r.bits(3)?;
-    r.skip(1)?; // sps_temporal_id_nesting_flag
+    let temporal_id_nesting = r.flag()?;
     // profile_tier_level(1, max_sub_layers_minus1)
     r.skip(88)?; // general profile/tier/compat/constraints
     r.skip(8)?; // general_level_idc
@@ -187,29 +211,83 @@ pub fn parse_sps_size(nal: &[u8]) -> Result<(u32, u32)> {
         (2, _) => (2, 1),
         _ => (1, 1),
     };
+    let (mut w, mut h) = (u64::from(width), u64::from(height));
     if r.flag()? {
         let left = r.ue()?;
         let right = r.ue()?;
         let top = r.ue()?;
         let bottom = r.ue()?;
-        let crop_w = u64::from(left) + u64::from(right);
-        let crop_h = u64::from(top) + u64::from(bottom);
-        let w = u64::from(width).checked_sub(crop_w * sub_w);
-        let h = u64::from(height).checked_sub(crop_h * sub_h);
-        match (w, h) {
-            (Some(w), Some(h)) => {
-                Ok((u32::try_from(w).unwrap_or(0), u32::try_from(h).unwrap_or(0)))
+        let crop_w = (u64::from(left) + u64::from(right)) * sub_w;
+        let crop_h = (u64::from(top) + u64::from(bottom)) * sub_h;
+        match (w.checked_sub(crop_w), h.checked_sub(crop_h)) {
+            (Some(cw), Some(ch)) => (w, h) = (cw, ch),
+            _ => {
+                return Err(Error::invalid(
+                    WHAT,
+                    nal,
+                    r.bit_pos() / 8,
+                    "conformance window larger than the picture",
+                ));
             }
-            _ => Err(Error::invalid(
-                WHAT,
-                nal,
-                r.bit_pos() / 8,
-                "conformance window larger than the picture",
-            )),
         }
-    } else {
-        Ok((width, height))
     }
+    let depth = |v: u32| u8::try_from(v.saturating_add(8)).unwrap_or(u8::MAX);
+    let bit_depth_luma = depth(r.ue()?);
+    let bit_depth_chroma = depth(r.ue()?);
+    Ok(SpsInfo {
+        max_sub_layers: max_sub_layers_minus1 as u8 + 1,
+        temporal_id_nesting,
+        chroma_format_idc: u8::try_from(chroma_format_idc).unwrap_or(u8::MAX),
+        bit_depth_luma,
+        bit_depth_chroma,
+        width: u32::try_from(w).unwrap_or(0),
+        height: u32::try_from(h).unwrap_or(0),
+    })
+}
+
+/// Builds an `hvcC` record (4-byte NAL lengths) from VPS, SPS and PPS NAL
+/// units (with their NAL headers, emulation prevention in). Profile, tier,
+/// level and constraint flags are copied from the first SPS's
+/// `profile_tier_level`.
+pub fn build_hvcc(vps: &[&[u8]], sps: &[&[u8]], pps: &[&[u8]]) -> Result<Vec<u8>> {
+    let first = sps
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("hvcC needs at least one SPS".into()))?;
+    let info = parse_sps(first)?;
+    let rbsp = unescape_rbsp(first);
+    // NAL header (2) + vps id/max sub layers/nesting (1), then 12 bytes of general PTL.
+    let ptl = rbsp
+        .get(3..15)
+        .ok_or_else(|| Error::truncated("HEVC SPS", first, 3, 12))?;
+    let mut out = Vec::with_capacity(64);
+    out.push(1);
+    out.extend_from_slice(ptl);
+    out.extend_from_slice(&[0xf0, 0x00, 0xfc]); // min_spatial_segmentation 0, parallelism 0
+    out.push(0xfc | (info.chroma_format_idc & 0x03));
+    out.push(0xf8 | (info.bit_depth_luma.saturating_sub(8) & 0x07));
+    out.push(0xf8 | (info.bit_depth_chroma.saturating_sub(8) & 0x07));
+    out.extend_from_slice(&[0, 0]); // avgFrameRate
+    out.push(
+        ((info.max_sub_layers & 0x07) << 3) | (u8::from(info.temporal_id_nesting) << 2) | 0x03,
+    );
+    let arrays: [(u8, &[&[u8]]); 3] = [(NAL_VPS, vps), (NAL_SPS, sps), (NAL_PPS, pps)];
+    out.push(arrays.iter().filter(|(_, n)| !n.is_empty()).count() as u8);
+    for (t, nals) in arrays {
+        if nals.is_empty() {
+            continue;
+        }
+        out.push(0x80 | t); // array_completeness
+        let n = u16::try_from(nals.len())
+            .map_err(|_| Error::InvalidArgument("too many parameter sets".into()))?;
+        out.extend_from_slice(&n.to_be_bytes());
+        for nal in nals {
+            let len = u16::try_from(nal.len())
+                .map_err(|_| Error::InvalidArgument("parameter set longer than 65535".into()))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(nal);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -238,6 +316,12 @@ pub(crate) mod tests {
         assert_eq!(c.nal_length_size, 4);
         assert_eq!((c.width, c.height), (352, 288));
         assert_eq!(c.parameter_sets.len(), 3);
+        // Rebuilding from the parameter sets gives the same profile/level/size.
+        let ps: Vec<&[u8]> = c.parameter_sets.iter().map(|b| &b[..]).collect();
+        let rebuilt = build_hvcc(&[ps[0]], &[ps[1]], &[ps[2]]).unwrap();
+        let again = HevcConfig::parse(&Bytes::from(rebuilt)).unwrap();
+        assert_eq!(again.codec_string(), c.codec_string());
+        assert_eq!((again.width, again.height), (352, 288));
     }
 
     #[test]
