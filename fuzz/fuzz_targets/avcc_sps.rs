@@ -24,7 +24,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = HevcConfig::parse(&b) {
         let _ = c.codec_string();
     }
-    let _ = ugc_codec::hevc::parse_sps_size(data);
+    if let Ok(info) = ugc_codec::hevc::parse_sps(data) {
+        // An hvcC built around a readable SPS parses back to the same size.
+        if let Ok(rec) = ugc_codec::hevc::build_hvcc(&[], &[data], &[]) {
+            let c = HevcConfig::parse(&Bytes::from(rec)).expect("built hvcC parses");
+            assert_eq!((c.width, c.height), (info.width, info.height));
+        }
+    }
     for nls in [1u8, 2, 4] {
         if let Ok(ab) = h264::avcc_to_annexb(data, nls) {
             let _ = h264::annexb_to_avcc(&ab, nls);
