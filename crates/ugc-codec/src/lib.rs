@@ -1,3 +1,32 @@
-//! ugc-codec (under construction).
+//! # ugc-codec
+//!
+//! Bitstreams and containers of the ugc streaming toolkit, as pure readers and
+//! writers over bytes: no sockets, no files, no clocks.
+//!
+//! * [`h264`]: `avcC` + SPS (dimensions, profile/level, VUI frame rate), RFC 6381
+//!   codec strings, AVCC <-> Annex B.
+//! * [`hevc`]: `hvcC` (codec string, NAL length size, picture size).
+//! * [`aac`]: AudioSpecificConfig and ADTS headers.
+//! * [`flv`]: FLV audio/video tag bodies (legacy and Enhanced RTMP) and
+//!   [`flv::FlvIngest`], the RTMP publish-session assembler that produces
+//!   [`ugc_core::MediaEvent`]s.
+//! * [`fmp4`]: CMAF init segments and fragments.
+//! * [`ts`]: MPEG-TS segments (H.264/H.265 + AAC).
+//!
+//! Every reader of peer bytes returns [`Error`] instead of panicking; the
+//! fuzz targets in `fuzz/` hold it to that.
+//!
+//! Not here: sockets and protocol sessions (`ugc-proto`), segmenting and
+//! playlists (`ugc-dvr`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod aac;
+pub mod error;
+pub mod flv;
+pub mod fmp4;
+pub mod h264;
+pub mod hevc;
+pub mod ts;
+
+pub use error::{Error, Result};
