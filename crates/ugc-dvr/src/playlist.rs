@@ -186,6 +186,7 @@ pub fn render_multivariant(variants: &[VariantStream]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

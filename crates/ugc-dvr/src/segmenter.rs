@@ -659,3 +659,62 @@ impl Segmenter {
         part_result
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn aac_state() -> TrackState {
+        let tracks = ugc_core::hub::tests_support::av_tracks();
+        let audio = tracks.audio().cloned();
+        TrackState::new(&audio.expect("audio track"))
+    }
+
+    #[test]
+    fn audio_clock_is_clean_despite_millisecond_jitter() {
+        let mut st = aac_state();
+        assert_eq!(st.out_ts.get(), 44_100);
+        let mut resyncs = 0;
+        let mut outs = Vec::new();
+        for i in 0..1000i64 {
+            // RTMP: 23 or 24 ms steps, rounded down.
+            let (out, delta) = st.map_dts(i * 1024 * 1000 / 44_100, &mut resyncs);
+            if i > 0 {
+                assert_eq!(delta, Some(1024));
+            }
+            outs.push(out);
+        }
+        assert_eq!(resyncs, 0);
+        assert_eq!(outs[999], 999 * 1024);
+    }
+
+    #[test]
+    fn audio_clock_resyncs_only_past_one_frame_of_drift() {
+        let mut st = aac_state();
+        let mut resyncs = 0;
+        st.map_dts(0, &mut resyncs);
+        // 30 ms late: within one frame (23.2 ms)? No: 30 ms is more, but the
+        // clean clock is at 23.2 ms, so the drift is 6.8 ms: keep the clock.
+        let (out, _) = st.map_dts(30, &mut resyncs);
+        assert_eq!((out, resyncs), (1024, 0));
+        // A 500 ms gap: re-sync to the input; the previous sample stretches.
+        let (out, delta) = st.map_dts(530, &mut resyncs);
+        assert_eq!(resyncs, 1);
+        assert_eq!(out, 530 * 441 / 10);
+        assert_eq!(delta, Some(u32::try_from(out - 1024).unwrap()));
+        // Slightly early input never moves the clock backwards.
+        let (out2, delta) = st.map_dts(540, &mut resyncs);
+        assert_eq!((out2, delta, resyncs), (out + 1024, Some(1024), 1));
+    }
+
+    #[test]
+    fn video_timeline_stays_monotonic() {
+        let tracks = ugc_core::hub::tests_support::av_tracks();
+        let mut st = TrackState::new(tracks.video().expect("video"));
+        let mut r = 0;
+        assert_eq!(st.map_dts(100, &mut r), (9000, None));
+        assert_eq!(st.map_dts(90, &mut r), (9000, Some(0)));
+        assert_eq!(st.map_dts(140, &mut r), (12600, Some(3600)));
+    }
+}
