@@ -65,6 +65,10 @@ struct LiveState {
 }
 
 /// The live window of one stream; see the [module docs](self).
+///
+/// Feed it from one [`crate::Segmenter`] for its whole life (msn must keep
+/// increasing); a new Hub stream gets a new `LiveStream`
+/// ([`LiveRegistry::insert`] replaces the old one).
 #[derive(Debug)]
 pub struct LiveStream {
     config: LiveConfig,
@@ -310,6 +314,18 @@ impl LiveRegistry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name)
+    }
+
+    /// Removes `name` only if it is still `stream` (a packager that ends
+    /// must not remove the stream of a newer publisher). True if removed.
+    pub fn remove_if_same(&self, name: &str, stream: &Arc<LiveStream>) -> bool {
+        let mut map = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        if map.get(name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            map.remove(name);
+            true
+        } else {
+            false
+        }
     }
 
     /// The stream `name`.

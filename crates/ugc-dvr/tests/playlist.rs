@@ -255,3 +255,25 @@ async fn watchers_see_every_segment() {
     assert!(u.ended);
     assert!(stream.is_ended());
 }
+
+#[test]
+fn registry_insert_replace_remove() {
+    use std::sync::Arc;
+    use ugc_dvr::LiveRegistry;
+    let reg = LiveRegistry::new();
+    let a = Arc::new(live(6, 2));
+    let b = Arc::new(live(6, 2));
+    assert!(reg.insert("live/x", Arc::clone(&a)).is_none());
+    assert!(Arc::ptr_eq(
+        &reg.insert("live/x", Arc::clone(&b)).unwrap(),
+        &a
+    ));
+    reg.insert("live/a", Arc::clone(&a));
+    assert_eq!(reg.list(), ["live/a", "live/x"]);
+    // An old packager cannot remove its successor's stream.
+    assert!(!reg.remove_if_same("live/x", &a));
+    assert!(reg.remove_if_same("live/x", &b));
+    assert!(reg.get("live/x").is_none());
+    assert!(reg.remove("live/a").is_some());
+    assert!(reg.list().is_empty());
+}

@@ -394,3 +394,56 @@ proptest! {
         }
     }
 }
+
+fn hostile_event() -> impl Strategy<Value = MediaEvent> {
+    let dts = prop_oneof![
+        -5_000i64..100_000,
+        any::<i64>(),
+        Just(i64::MAX),
+        Just(i64::MIN),
+    ];
+    prop_oneof![
+        20 => (1u32..=3, dts.clone(), dts, any::<bool>()).prop_map(|(t, d, p, k)| {
+            let mut f = frame(t, d, k);
+            f.pts = p;
+            MediaEvent::Frame(f)
+        }),
+        2 => Just(MediaEvent::Discontinuity(DiscontinuityReason::TimestampJump)),
+        1 => prop_oneof![Just(av()), Just(audio_only()), Just(video_only())].prop_map(MediaEvent::Tracks),
+        1 => Just(MediaEvent::End),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Garbage timestamps, unknown tracks, events after the end: errors at
+    /// worst, never a panic (overflow checks are on in tests), and every
+    /// segment still starts with a random access point of its reference track.
+    #[test]
+    fn hostile_events_never_panic(
+        events in proptest::collection::vec(hostile_event(), 0..300),
+        target in 0u32..3000,
+        part in proptest::option::of(0u32..1000),
+    ) {
+        let mut s = Segmenter::new(SegmenterConfig { target_duration_ms: target, part_target_ms: part });
+        let mut msn = None;
+        for (i, e) in events.into_iter().enumerate() {
+            let _ = s.push(e, i as i64);
+            if i % 7 == 0 {
+                let _ = s.flush(i64::MAX);
+            }
+            while let Some(o) = s.poll() {
+                if let SegmenterOutput::Segment(seg) = o {
+                    prop_assert!(msn.is_none_or(|m| seg.msn == m + 1));
+                    msn = Some(seg.msn);
+                    let first = &seg.frames[0];
+                    let reference = seg.tracks.video().or(seg.tracks.audio()).unwrap();
+                    prop_assert_eq!(first.track, reference.id);
+                    prop_assert!(first.keyframe || reference.id == TrackId(2));
+                    let _ = seg.ts();
+                }
+            }
+        }
+    }
+}

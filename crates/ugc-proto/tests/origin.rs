@@ -276,3 +276,46 @@ async fn serves_over_a_real_socket() {
     assert!(text.contains("\r\n\r\n#EXTM3U\n"));
     server.abort();
 }
+
+fn percent_encode(s: &[u8]) -> String {
+    s.iter()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (*b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// Any path (raw or percent-encoded bytes) gets a 2xx/400/404, never a
+    /// panic or a 5xx.
+    #[test]
+    fn arbitrary_paths_are_answered(
+        stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        file in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        raw in "[a-z0-9%./+-]{0,40}",
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let app = router(registry());
+        for uri in [
+            format!("/live/{}/{}", percent_encode(&stream), percent_encode(&file)),
+            format!("/live/demo/{raw}"),
+            format!("/live/{raw}/index.m3u8"),
+            format!("/{raw}"),
+        ] {
+            let Ok(req) = Request::builder().uri(uri.as_str()).body(Body::empty()) else {
+                continue;
+            };
+            let status = rt.block_on(app.clone().oneshot(req)).unwrap().status();
+            proptest::prop_assert!(
+                status.is_success() || status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+                "{uri}: {status}"
+            );
+        }
+    }
+}

@@ -39,7 +39,7 @@ pub fn frame(track: u32, dts: i64, key: bool) -> Frame {
     Frame {
         track: TrackId(track),
         dts,
-        pts: dts + if track == 1 { 40 } else { 0 },
+        pts: dts.saturating_add(if track == 1 { 40 } else { 0 }),
         keyframe: key,
         data: Bytes::from(data),
     }
