@@ -1,0 +1,352 @@
+//! The live window of a stream and the registry of live streams.
+//!
+//! A [`LiveStream`] is shared (`Arc`) between the packager task that applies
+//! [`SegmenterOutput`]s and every HTTP request that renders a playlist or
+//! fetches a segment. Reads take a short read lock and clone `Arc`s/`Bytes`
+//! handles, never payloads.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+use ugc_core::MediaKind;
+
+use crate::playlist::{self, MediaPlaylist, Variant, VariantStream};
+use crate::segmenter::{InitSegment, Part, Segment, SegmenterOutput};
+
+/// Configuration of a [`LiveStream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// Segments listed in the live playlist. Default 6.
+    pub window_segments: usize,
+    /// Segments kept fetchable after they left the playlist, so a player
+    /// that just read the playlist can still get the oldest. Default 2.
+    pub grace_segments: usize,
+    /// The segmenter's target duration (floor of `#EXT-X-TARGETDURATION`).
+    pub target_duration_ms: u32,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            window_segments: 6,
+            grace_segments: 2,
+            target_duration_ms: 2000,
+        }
+    }
+}
+
+/// What changed last in a [`LiveStream`]; watch it with
+/// [`LiveStream::subscribe`] (blocking playlist reload waits on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LiveUpdate {
+    /// Increases on every change.
+    pub version: u64,
+    /// The newest closed segment.
+    pub last_msn: Option<u64>,
+    /// The open segment's msn and its number of published parts (LL-HLS).
+    pub open_parts: Option<(u64, u32)>,
+    /// The stream ended.
+    pub ended: bool,
+}
+
+#[derive(Debug, Default)]
+struct LiveState {
+    /// Playlist window plus grace, oldest first, msn consecutive.
+    segments: VecDeque<Arc<Segment>>,
+    /// Discontinuity tags of segments already dropped from `segments`.
+    discontinuities_dropped: u64,
+    inits: BTreeMap<u32, Arc<InitSegment>>,
+    /// Parts of the open segment (LL-HLS).
+    open_parts: Vec<Arc<Part>>,
+    open_msn: Option<u64>,
+    next_msn: u64,
+    ended: bool,
+}
+
+/// The live window of one stream; see the [module docs](self).
+///
+/// Feed it from one [`crate::Segmenter`] for its whole life (msn must keep
+/// increasing); a new Hub stream gets a new `LiveStream`
+/// ([`LiveRegistry::insert`] replaces the old one).
+#[derive(Debug)]
+pub struct LiveStream {
+    config: LiveConfig,
+    state: RwLock<LiveState>,
+    updates: watch::Sender<LiveUpdate>,
+}
+
+impl LiveStream {
+    /// An empty live stream.
+    pub fn new(config: LiveConfig) -> Self {
+        let (updates, _) = watch::channel(LiveUpdate::default());
+        LiveStream {
+            config: LiveConfig {
+                window_segments: config.window_segments.max(1),
+                ..config
+            },
+            state: RwLock::new(LiveState::default()),
+            updates,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, LiveState> {
+        // A panic elsewhere while holding the lock leaves consistent data
+        // (every mutation is a few pushes/pops), so poisoning is ignored.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, LiveState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies one segmenter output and notifies watchers.
+    pub fn apply(&self, output: SegmenterOutput) {
+        let mut st = self.write();
+        match output {
+            SegmenterOutput::Init(init) => {
+                st.inits.insert(init.number, init);
+            }
+            SegmenterOutput::Part { msn, part } => {
+                if st.open_msn != Some(msn) {
+                    st.open_parts.clear();
+                    st.open_msn = Some(msn);
+                }
+                st.open_parts.push(part);
+            }
+            SegmenterOutput::Segment(seg) => {
+                st.open_parts.clear();
+                st.open_msn = None;
+                st.next_msn = seg.msn.saturating_add(1);
+                st.segments.push_back(seg);
+                let keep = self
+                    .config
+                    .window_segments
+                    .saturating_add(self.config.grace_segments);
+                while st.segments.len() > keep {
+                    if let Some(old) = st.segments.pop_front()
+                        && old.discontinuity
+                    {
+                        st.discontinuities_dropped += 1;
+                    }
+                }
+                // Drop init segments no retained segment needs (keep the newest).
+                let oldest_init = st.segments.front().map(|s| s.init);
+                let newest_init = st.inits.keys().next_back().copied();
+                if let Some(oldest) = oldest_init {
+                    st.inits
+                        .retain(|&n, _| n >= oldest || Some(n) == newest_init);
+                }
+            }
+            SegmenterOutput::Ended => st.ended = true,
+        }
+        self.notify(&st);
+    }
+
+    /// Marks the stream ended (`#EXT-X-ENDLIST`).
+    pub fn set_ended(&self) {
+        let mut st = self.write();
+        st.ended = true;
+        self.notify(&st);
+    }
+
+    fn notify(&self, st: &LiveState) {
+        let last_msn = st.segments.back().map(|s| s.msn);
+        let open_parts = st
+            .open_msn
+            .map(|m| (m, u32::try_from(st.open_parts.len()).unwrap_or(u32::MAX)));
+        let ended = st.ended;
+        self.updates.send_modify(|u| {
+            u.version = u.version.wrapping_add(1);
+            u.last_msn = last_msn;
+            u.open_parts = open_parts;
+            u.ended = ended;
+        });
+    }
+
+    /// A receiver of [`LiveUpdate`]s.
+    pub fn subscribe(&self) -> watch::Receiver<LiveUpdate> {
+        self.updates.subscribe()
+    }
+
+    /// Whether the stream ended.
+    pub fn is_ended(&self) -> bool {
+        self.read().ended
+    }
+
+    /// Whether at least one segment is available (a playlist is worth
+    /// serving).
+    pub fn has_segments(&self) -> bool {
+        !self.read().segments.is_empty()
+    }
+
+    /// The segments listed in the playlist, oldest first.
+    pub fn window(&self) -> Vec<Arc<Segment>> {
+        let st = self.read();
+        let skip = st
+            .segments
+            .len()
+            .saturating_sub(self.config.window_segments);
+        st.segments.iter().skip(skip).cloned().collect()
+    }
+
+    /// Segment `msn` if it is still (or already) retained.
+    pub fn segment(&self, msn: u64) -> Option<Arc<Segment>> {
+        let st = self.read();
+        let first = st.segments.front()?.msn;
+        let idx = usize::try_from(msn.checked_sub(first)?).ok()?;
+        st.segments.get(idx).filter(|s| s.msn == msn).cloned()
+    }
+
+    /// Init segment `n` if a retained segment (or the newest track set)
+    /// uses it.
+    pub fn init(&self, n: u32) -> Option<Arc<InitSegment>> {
+        self.read().inits.get(&n).cloned()
+    }
+
+    /// The newest init segment.
+    pub fn current_init(&self) -> Option<Arc<InitSegment>> {
+        self.read().inits.values().next_back().cloned()
+    }
+
+    /// Renders the live media playlist for `variant`.
+    pub fn render_media_playlist(&self, variant: Variant) -> String {
+        let st = self.read();
+        let in_grace = st
+            .segments
+            .len()
+            .saturating_sub(self.config.window_segments);
+        let window: Vec<Arc<Segment>> = st.segments.iter().skip(in_grace).cloned().collect();
+        let discontinuity_sequence = st.discontinuities_dropped
+            + st.segments
+                .iter()
+                .take(in_grace)
+                .filter(|s| s.discontinuity)
+                .count() as u64;
+        MediaPlaylist {
+            segments: &window,
+            target_duration_ms: self.config.target_duration_ms,
+            discontinuity_sequence,
+            next_msn: st.next_msn,
+            ended: st.ended,
+        }
+        .render(variant)
+    }
+
+    /// This stream as one multivariant entry whose media playlist is `uri`:
+    /// bandwidth measured over the window (peak segment and average), or the
+    /// declared bitrates before any segment.
+    pub fn variant_stream(&self, uri: &str) -> VariantStream {
+        let window = self.window();
+        let init = self.current_init();
+        let tracks = init.as_ref().map(|i| i.tracks.clone()).unwrap_or_default();
+        let declared: u64 = tracks.iter().filter_map(|t| t.bitrate).map(u64::from).sum();
+        let mut peak = 0u64;
+        let mut total_bits = 0u64;
+        let mut total_ms = 0u64;
+        for s in &window {
+            let bits = (s.fmp4_size() as u64).saturating_mul(8);
+            if let Some(rate) = bits.saturating_mul(1000).checked_div(s.duration_ms) {
+                peak = peak.max(rate);
+            }
+            total_bits = total_bits.saturating_add(bits);
+            total_ms = total_ms.saturating_add(s.duration_ms);
+        }
+        let average = total_bits.saturating_mul(1000).checked_div(total_ms);
+        let bandwidth = if peak > 0 { peak } else { declared };
+        let video = tracks.video();
+        let codecs = tracks
+            .iter()
+            .filter(|t| !t.codec_string.is_empty())
+            .map(|t| t.codec_string.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        VariantStream {
+            uri: uri.to_owned(),
+            bandwidth,
+            average_bandwidth: average.or((declared > 0).then_some(declared)),
+            codecs,
+            resolution: video
+                .and_then(|t| t.video())
+                .map(|v| (v.width, v.height))
+                .filter(|&(w, h)| w > 0 && h > 0),
+            frame_rate: video
+                .filter(|t| t.kind() == MediaKind::Video)
+                .and_then(|t| t.video())
+                .and_then(|v| v.frame_rate),
+        }
+    }
+
+    /// Renders the multivariant playlist: one variant, `mono.m3u8`.
+    pub fn render_multivariant(&self) -> String {
+        playlist::render_multivariant(&[self.variant_stream("mono.m3u8")])
+    }
+}
+
+/// Live streams by name (`live/<stream>`).
+#[derive(Debug, Default)]
+pub struct LiveRegistry {
+    streams: RwLock<HashMap<String, Arc<LiveStream>>>,
+}
+
+impl LiveRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `stream` as `name`, returning the stream it replaces.
+    pub fn insert(&self, name: &str, stream: Arc<LiveStream>) -> Option<Arc<LiveStream>> {
+        self.streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), stream)
+    }
+
+    /// Removes `name`.
+    pub fn remove(&self, name: &str) -> Option<Arc<LiveStream>> {
+        self.streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
+    /// Removes `name` only if it is still `stream` (a packager that ends
+    /// must not remove the stream of a newer publisher). True if removed.
+    pub fn remove_if_same(&self, name: &str, stream: &Arc<LiveStream>) -> bool {
+        let mut map = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        if map.get(name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            map.remove(name);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The stream `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// All names, sorted.
+    pub fn list(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+}

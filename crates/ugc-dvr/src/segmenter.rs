@@ -1,0 +1,720 @@
+//! The segmenter: a sans-IO state machine that turns a live stream's
+//! [`MediaEvent`]s into numbered init segments, GOP-aligned fMP4 media
+//! segments and (optionally) LL-HLS partial segments.
+//!
+//! Contract (like str0m's "drain after every input"): call
+//! [`Segmenter::push`] with each event and the wall clock of its arrival, then
+//! drain [`Segmenter::poll`] until it returns `None`. Call
+//! [`Segmenter::flush`] when the source went idle so the open segment is
+//! published.
+//!
+//! Rules:
+//! * A segment starts with a video keyframe (streams without video: with any
+//!   audio frame) and is cut at the first keyframe at or after
+//!   [`SegmenterConfig::target_duration_ms`]; it never holds part of a frame.
+//! * A sample lasts until the next sample of its track; the last sample of a
+//!   segment whose successor has not arrived yet gets its track's previous
+//!   delta (audio: one frame).
+//! * Audio is re-timed onto a clean clock: every frame lasts exactly
+//!   `samples_per_frame` ticks at the sample rate, and the clock re-syncs to
+//!   the input only when the two drift apart by more than one frame.
+//! * [`MediaEvent::Discontinuity`] and a changed [`MediaEvent::Tracks`] close
+//!   the open segment; the next one is marked discontinuous (a changed track
+//!   set also gets a new numbered init segment). [`MediaEvent::End`] closes
+//!   and reports [`SegmenterOutput::Ended`].
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use ugc_codec::fmp4;
+use ugc_codec::ts::TsMuxer;
+use ugc_core::time::rescale;
+use ugc_core::{Frame, MediaEvent, MediaKind, Timescale, TrackInfo, Tracks};
+
+use crate::error::Error;
+
+/// Configuration of a [`Segmenter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmenterConfig {
+    /// Target segment duration; a segment is cut at the first keyframe at or
+    /// after it. Default 2000 ms.
+    pub target_duration_ms: u32,
+    /// Target partial-segment duration for LL-HLS; `None` (the default) makes
+    /// one part per segment and emits no [`SegmenterOutput::Part`].
+    pub part_target_ms: Option<u32>,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig {
+            target_duration_ms: 2000,
+            part_target_ms: None,
+        }
+    }
+}
+
+/// An initialization segment (`ftyp` + `moov`) for one track set.
+#[derive(Debug, Clone)]
+pub struct InitSegment {
+    /// Its number (`init-<number>.mp4`), increasing from 0 per stream.
+    pub number: u32,
+    /// The track set it describes.
+    pub tracks: Tracks,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// A partial segment: one `moof` + `mdat`.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Index within its segment, from 0.
+    pub index: u32,
+    /// Starts with a keyframe (HLS `INDEPENDENT=YES`).
+    pub independent: bool,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// `moof` + `mdat`.
+    pub data: Bytes,
+}
+
+/// A closed media segment.
+#[derive(Debug)]
+pub struct Segment {
+    /// Media sequence number, strictly increasing per stream from 0.
+    pub msn: u64,
+    /// Number of the init segment it needs.
+    pub init: u32,
+    /// A discontinuity precedes this segment.
+    pub discontinuity: bool,
+    /// Decode time of its first frame, in milliseconds.
+    pub start_dts_ms: i64,
+    /// Presentation time of its first frame, in milliseconds.
+    pub start_pts_ms: i64,
+    /// Duration in milliseconds: from its first keyframe to the next
+    /// segment's (or to the end of its last frame when nothing follows).
+    pub duration_ms: u64,
+    /// Wall-clock time of its first frame (unix milliseconds).
+    pub program_date_time_ms: i64,
+    /// Its parts, in order; their data are slices of [`Self::data`].
+    pub parts: Vec<Part>,
+    /// The frames, in arrival order, with their input timestamps (for the
+    /// MPEG-TS rendition).
+    pub frames: Vec<Frame>,
+    /// The track set the frames refer to.
+    pub tracks: Tracks,
+    /// The fMP4 media segment: `styp` followed by every part.
+    pub data: Bytes,
+    ts: OnceLock<Bytes>,
+}
+
+impl Segment {
+    /// Size of the fMP4 segment in bytes.
+    pub fn fmp4_size(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The MPEG-TS rendition, muxed on first request and then cached.
+    pub fn ts(&self) -> Result<Bytes, Error> {
+        if let Some(b) = self.ts.get() {
+            return Ok(b.clone());
+        }
+        let bytes = TsMuxer::new(&self.tracks)
+            .and_then(|mut mux| mux.write_segment(&self.frames))
+            .map_err(|source| Error::Mux {
+                what: format!("segment {} as MPEG-TS", self.msn),
+                source,
+            })?;
+        // A concurrent request may have won; either value is the same.
+        Ok(self.ts.get_or_init(|| bytes).clone())
+    }
+
+    /// Size of the MPEG-TS rendition, if it was rendered.
+    pub fn ts_size(&self) -> Option<usize> {
+        self.ts.get().map(Bytes::len)
+    }
+}
+
+/// What the segmenter produced; drain with [`Segmenter::poll`].
+#[derive(Debug, Clone)]
+pub enum SegmenterOutput {
+    /// A new init segment; the following segments refer to it.
+    Init(Arc<InitSegment>),
+    /// A new part of the open segment `msn` (only with
+    /// [`SegmenterConfig::part_target_ms`]).
+    Part {
+        /// The segment the part belongs to.
+        msn: u64,
+        /// The part.
+        part: Arc<Part>,
+    },
+    /// A closed segment.
+    Segment(Arc<Segment>),
+    /// The stream ended; nothing follows.
+    Ended,
+}
+
+/// Counters of a [`Segmenter`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmenterStats {
+    /// Frames dropped because no segment could start yet (waiting for a
+    /// keyframe).
+    pub frames_dropped: u64,
+    /// Times the clean audio clock was re-synced to the input.
+    pub audio_resyncs: u64,
+}
+
+#[derive(Debug)]
+struct TrackState {
+    info: TrackInfo,
+    /// fMP4 timescale.
+    out_ts: Timescale,
+    /// Audio samples per frame at `out_ts` (audio tracks only).
+    audio_frame: Option<i64>,
+    /// Output dts of the last sample of this track.
+    last_out_dts: Option<i64>,
+    /// Duration of the previous sample (the fallback for the last one).
+    last_duration: u32,
+}
+
+impl TrackState {
+    fn new(info: &TrackInfo) -> Self {
+        let out_ts = fmp4::track_timescale(info);
+        let audio_frame = match (info.kind(), info.audio()) {
+            (MediaKind::Audio, Some(a)) if a.samples_per_frame > 0 => {
+                let native = Timescale::new(a.sample_rate).unwrap_or(out_ts);
+                Some(rescale(i64::from(a.samples_per_frame), native, out_ts)).filter(|&n| n > 0)
+            }
+            _ => None,
+        };
+        let last_duration = match (audio_frame, info.video().and_then(|v| v.frame_rate)) {
+            (Some(n), _) => u32::try_from(n).unwrap_or(0),
+            (None, Some(r)) if r.num > 0 => {
+                let ticks = u64::from(out_ts.get()) * u64::from(r.den) / u64::from(r.num);
+                u32::try_from(ticks).unwrap_or(0)
+            }
+            // 30 fps when nothing is known.
+            _ => out_ts.get() / 30,
+        };
+        TrackState {
+            info: info.clone(),
+            out_ts,
+            audio_frame,
+            last_out_dts: None,
+            last_duration,
+        }
+    }
+
+    /// Maps an input dts to the output timeline and returns it with the
+    /// delta to the previous sample (`None` for the first).
+    fn map_dts(&mut self, in_dts: i64, resyncs: &mut u64) -> (i64, Option<u32>) {
+        let expected = rescale(in_dts, self.info.timescale, self.out_ts);
+        let out = match (self.last_out_dts, self.audio_frame) {
+            (None, _) => expected,
+            (Some(last), Some(frame)) => {
+                let clean = last.saturating_add(frame);
+                if clean.abs_diff(expected) > frame.unsigned_abs() && expected > last {
+                    *resyncs += 1;
+                    expected
+                } else {
+                    clean
+                }
+            }
+            // Video: keep the timeline monotonic.
+            (Some(last), None) => expected.max(last),
+        };
+        let delta = self
+            .last_out_dts
+            .map(|last| u32::try_from(out.saturating_sub(last)).unwrap_or(u32::MAX));
+        if let Some(d) = delta {
+            self.last_duration = d;
+        }
+        self.last_out_dts = Some(out);
+        (out, delta)
+    }
+}
+
+#[derive(Debug)]
+struct PendingSample {
+    track: usize,
+    out_dts: i64,
+    sample: fmp4::Sample,
+}
+
+#[derive(Debug)]
+struct OpenSegment {
+    msn: u64,
+    discontinuity: bool,
+    start_out_dts: i64,
+    start_dts_ms: i64,
+    start_pts_ms: i64,
+    program_date_time_ms: i64,
+    /// Samples not yet in a part.
+    samples: Vec<PendingSample>,
+    /// Per track: index into `samples` of its last sample, if there.
+    last_idx: Vec<Option<usize>>,
+    parts: Vec<Part>,
+    part_start_out_dts: i64,
+    frames: Vec<Frame>,
+}
+
+/// The segmenter state machine; see the [module docs](self).
+#[derive(Debug)]
+pub struct Segmenter {
+    config: SegmenterConfig,
+    tracks: Option<Tracks>,
+    states: Vec<TrackState>,
+    /// Index into `states` of the track that cuts segments (video if any).
+    reference: Option<usize>,
+    init_number: Option<u32>,
+    next_msn: u64,
+    next_fragment_seq: u32,
+    open: Option<OpenSegment>,
+    discontinuity_pending: bool,
+    /// Wall clock and media end of the last segment when the next one
+    /// continues it without a gap: `(pdt_ms + duration_ms)`.
+    continuing_pdt_ms: Option<i64>,
+    out: VecDeque<SegmenterOutput>,
+    ended: bool,
+    stats: SegmenterStats,
+}
+
+impl Segmenter {
+    /// A segmenter with `config`.
+    pub fn new(config: SegmenterConfig) -> Self {
+        Segmenter {
+            config,
+            tracks: None,
+            states: Vec::new(),
+            reference: None,
+            init_number: None,
+            next_msn: 0,
+            next_fragment_seq: 1,
+            open: None,
+            discontinuity_pending: false,
+            continuing_pdt_ms: None,
+            out: VecDeque::new(),
+            ended: false,
+            stats: SegmenterStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SegmenterConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SegmenterStats {
+        &self.stats
+    }
+
+    /// Whether [`MediaEvent::End`] was pushed.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Feeds one event that arrived at `now_unix_ms`. Drain [`Self::poll`]
+    /// afterwards (also after an error: outputs made before it stay valid).
+    pub fn push(&mut self, event: MediaEvent, now_unix_ms: i64) -> Result<(), Error> {
+        if self.ended {
+            return Err(Error::AfterEnd);
+        }
+        match event {
+            MediaEvent::Tracks(tracks) => self.on_tracks(tracks),
+            MediaEvent::Frame(frame) => self.on_frame(frame, now_unix_ms),
+            MediaEvent::Discontinuity(_) => {
+                let r = self.close(None);
+                self.discontinuity_pending = true;
+                self.reset_timelines();
+                r
+            }
+            MediaEvent::End => {
+                let r = self.close(None);
+                self.ended = true;
+                self.out.push_back(SegmenterOutput::Ended);
+                r
+            }
+            // `MediaEvent` is non-exhaustive; future events do not cut.
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes the open segment (the source went idle). The next segment
+    /// starts at the next keyframe and takes its date from the clock.
+    pub fn flush(&mut self, now_unix_ms: i64) -> Result<(), Error> {
+        let _ = now_unix_ms;
+        let r = self.close(None);
+        self.continuing_pdt_ms = None;
+        r
+    }
+
+    /// The next output, if any. Call until `None` after every
+    /// [`Self::push`] / [`Self::flush`].
+    pub fn poll(&mut self) -> Option<SegmenterOutput> {
+        self.out.pop_front()
+    }
+
+    fn reset_timelines(&mut self) {
+        for s in &mut self.states {
+            s.last_out_dts = None;
+        }
+        self.continuing_pdt_ms = None;
+    }
+
+    fn on_tracks(&mut self, tracks: Tracks) -> Result<(), Error> {
+        if self.tracks.as_ref() == Some(&tracks) {
+            return Ok(());
+        }
+        let r = self.close(None);
+        self.states = tracks.iter().map(TrackState::new).collect();
+        self.reference = tracks
+            .iter()
+            .position(|t| t.kind() == MediaKind::Video)
+            .or_else(|| (!tracks.is_empty()).then_some(0));
+        let number = self.init_number.map_or(0, |n| n.wrapping_add(1));
+        if self.init_number.is_some() {
+            self.discontinuity_pending = true;
+        }
+        self.init_number = Some(number);
+        self.continuing_pdt_ms = None;
+        let data = fmp4::init_segment(tracks.as_slice()).map_err(|source| Error::Mux {
+            what: format!("init {number}"),
+            source,
+        });
+        self.tracks = Some(tracks.clone());
+        let data = data?;
+        self.out
+            .push_back(SegmenterOutput::Init(Arc::new(InitSegment {
+                number,
+                tracks,
+                data,
+            })));
+        r
+    }
+
+    fn on_frame(&mut self, frame: Frame, now_unix_ms: i64) -> Result<(), Error> {
+        if self.tracks.is_none() {
+            return Err(Error::FrameBeforeTracks {
+                track: frame.track,
+                dts: frame.dts,
+            });
+        }
+        let Some(ti) = self.states.iter().position(|s| s.info.id == frame.track) else {
+            return Err(Error::UnknownTrack {
+                track: frame.track,
+                dts: frame.dts,
+            });
+        };
+        let is_ref = self.reference == Some(ti);
+        let is_audio = self
+            .states
+            .get(ti)
+            .is_some_and(|s| s.info.kind() == MediaKind::Audio);
+        // Every audio frame is a random access point, whatever the source says.
+        let keyframe = frame.keyframe || is_audio;
+        let starts = is_ref && keyframe;
+        if self.open.is_none() && !starts {
+            self.stats.frames_dropped += 1;
+            return Ok(());
+        }
+        let (out_dts, delta) = match self.states.get_mut(ti) {
+            Some(st) => st.map_dts(frame.dts, &mut self.stats.audio_resyncs),
+            None => return Ok(()),
+        };
+        // The previous sample of this track now knows its duration.
+        if let (Some(open), Some(d)) = (self.open.as_mut(), delta)
+            && let Some(Some(j)) = open.last_idx.get(ti).copied()
+            && let Some(prev) = open.samples.get_mut(j)
+        {
+            prev.sample.duration = d;
+        }
+        let mut result = Ok(());
+        if is_ref && let Some(open) = &self.open {
+            let span = out_dts.saturating_sub(open.start_out_dts);
+            let target = self.ticks_of_ms(self.config.target_duration_ms, ti);
+            if starts && span >= target {
+                result = self.close(Some(out_dts));
+            } else if let Some(pt) = self.config.part_target_ms {
+                let part_span = out_dts.saturating_sub(open.part_start_out_dts);
+                if part_span >= self.ticks_of_ms(pt, ti) && !open.samples.is_empty() {
+                    result = self.cut_part(out_dts);
+                }
+            }
+        }
+        if self.open.is_none() {
+            self.open_segment(&frame, ti, out_dts, now_unix_ms);
+        }
+        let Some(st) = self.states.get(ti) else {
+            return result;
+        };
+        let pts_out = rescale(frame.pts, st.info.timescale, st.out_ts);
+        let cts = pts_out.saturating_sub(out_dts);
+        let cts = i32::try_from(cts).unwrap_or(if cts < 0 { i32::MIN } else { i32::MAX });
+        let sample = fmp4::Sample {
+            duration: st.last_duration,
+            cts_offset: cts,
+            keyframe,
+            data: frame.data.clone(),
+        };
+        if let Some(open) = self.open.as_mut() {
+            if let Some(slot) = open.last_idx.get_mut(ti) {
+                *slot = Some(open.samples.len());
+            }
+            open.samples.push(PendingSample {
+                track: ti,
+                out_dts,
+                sample,
+            });
+            open.frames.push(frame);
+        }
+        result
+    }
+
+    fn ticks_of_ms(&self, ms: u32, track: usize) -> i64 {
+        let ts = self
+            .states
+            .get(track)
+            .map_or(Timescale::MILLIS, |s| s.out_ts);
+        rescale(i64::from(ms), Timescale::MILLIS, ts)
+    }
+
+    fn ref_ts(&self) -> Timescale {
+        self.reference
+            .and_then(|r| self.states.get(r))
+            .map_or(Timescale::MILLIS, |s| s.out_ts)
+    }
+
+    fn open_segment(&mut self, frame: &Frame, ti: usize, out_dts: i64, now_unix_ms: i64) {
+        let ref_ts = self.ref_ts();
+        let in_ts = self
+            .states
+            .get(ti)
+            .map_or(Timescale::MILLIS, |s| s.info.timescale);
+        let pts_out_ms = rescale(frame.pts, in_ts, Timescale::MILLIS);
+        let dts_ms = rescale(out_dts, ref_ts, Timescale::MILLIS);
+        let msn = self.next_msn;
+        self.next_msn = self.next_msn.saturating_add(1);
+        self.open = Some(OpenSegment {
+            msn,
+            discontinuity: std::mem::take(&mut self.discontinuity_pending),
+            start_out_dts: out_dts,
+            start_dts_ms: dts_ms,
+            start_pts_ms: pts_out_ms.saturating_add(dts_ms.saturating_sub(rescale(
+                frame.dts,
+                in_ts,
+                Timescale::MILLIS,
+            ))),
+            program_date_time_ms: self.continuing_pdt_ms.take().unwrap_or(now_unix_ms),
+            samples: Vec::new(),
+            last_idx: vec![None; self.states.len()],
+            parts: Vec::new(),
+            part_start_out_dts: out_dts,
+            frames: Vec::new(),
+        });
+    }
+
+    /// Muxes the pending samples of the open segment into one part ending at
+    /// `end_out_dts` (reference timeline).
+    fn cut_part(&mut self, end_out_dts: i64) -> Result<(), Error> {
+        let ref_ts = self.ref_ts();
+        let emit = self.config.part_target_ms.is_some();
+        let reference = self.reference;
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if open.samples.is_empty() {
+            return Ok(());
+        }
+        let samples = std::mem::take(&mut open.samples);
+        for slot in &mut open.last_idx {
+            *slot = None;
+        }
+        let independent = samples
+            .iter()
+            .find(|s| Some(s.track) == reference)
+            .is_some_and(|s| s.sample.keyframe);
+        // Group per track, in track order.
+        let mut per_track: Vec<(usize, u64, Vec<fmp4::Sample>)> = Vec::new();
+        for s in samples {
+            match per_track.iter_mut().find(|(t, _, _)| *t == s.track) {
+                Some((_, _, v)) => v.push(s.sample),
+                None => per_track.push((
+                    s.track,
+                    u64::try_from(s.out_dts).unwrap_or(0),
+                    vec![s.sample],
+                )),
+            }
+        }
+        per_track.sort_by_key(|(t, _, _)| *t);
+        let frags: Vec<fmp4::TrackFragment<'_>> = per_track
+            .iter()
+            .filter_map(|(t, base, samples)| {
+                Some(fmp4::TrackFragment {
+                    track: self.states.get(*t)?.info.id,
+                    base_decode_time: *base,
+                    samples,
+                })
+            })
+            .collect();
+        let seq = self.next_fragment_seq;
+        self.next_fragment_seq = self.next_fragment_seq.wrapping_add(1).max(1);
+        let index = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
+        let data = fmp4::fragment(seq, &frags).map_err(|source| Error::Mux {
+            what: format!("segment {} part {index}", open.msn),
+            source,
+        })?;
+        let start_ms = rescale(open.part_start_out_dts, ref_ts, Timescale::MILLIS);
+        let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
+        let part = Part {
+            index,
+            independent,
+            duration_ms: u64::try_from(end_ms.saturating_sub(start_ms)).unwrap_or(0),
+            data,
+        };
+        open.part_start_out_dts = end_out_dts;
+        if emit {
+            self.out.push_back(SegmenterOutput::Part {
+                msn: open.msn,
+                part: Arc::new(part.clone()),
+            });
+        }
+        open.parts.push(part);
+        Ok(())
+    }
+
+    /// Closes the open segment. `next_start` is the reference-timeline dts of
+    /// the keyframe that starts the next segment, when a cut (not a flush)
+    /// closes it.
+    fn close(&mut self, next_start: Option<i64>) -> Result<(), Error> {
+        let Some(open) = self.open.as_ref() else {
+            return Ok(());
+        };
+        let end_out_dts = match next_start {
+            Some(e) => e,
+            None => {
+                // The end of the last reference sample.
+                let reference = self.reference;
+                open.samples
+                    .iter()
+                    .rev()
+                    .find(|s| Some(s.track) == reference)
+                    .map(|s| s.out_dts.saturating_add(i64::from(s.sample.duration)))
+                    .or_else(|| {
+                        let r = self.reference.and_then(|r| self.states.get(r))?;
+                        Some(r.last_out_dts?.saturating_add(i64::from(r.last_duration)))
+                    })
+                    .unwrap_or(open.part_start_out_dts)
+            }
+        };
+        let part_result = self.cut_part(end_out_dts);
+        let ref_ts = self.ref_ts();
+        let Some(open) = self.open.take() else {
+            return part_result;
+        };
+        let styp = fmp4::styp();
+        let mut buf = BytesMut::with_capacity(
+            styp.len() + open.parts.iter().map(|p| p.data.len()).sum::<usize>(),
+        );
+        buf.extend_from_slice(&styp);
+        for p in &open.parts {
+            buf.extend_from_slice(&p.data);
+        }
+        let data = buf.freeze();
+        let mut offset = styp.len();
+        let parts = open
+            .parts
+            .into_iter()
+            .map(|mut p| {
+                let len = p.data.len();
+                if let Some(slice) = data.get(offset..offset.saturating_add(len)) {
+                    p.data = data.slice_ref(slice);
+                }
+                offset = offset.saturating_add(len);
+                p
+            })
+            .collect();
+        let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
+        let duration_ms = u64::try_from(end_ms.saturating_sub(open.start_dts_ms)).unwrap_or(0);
+        self.continuing_pdt_ms = Some(
+            open.program_date_time_ms
+                .saturating_add(i64::try_from(duration_ms).unwrap_or(i64::MAX)),
+        );
+        let segment = Segment {
+            msn: open.msn,
+            init: self.init_number.unwrap_or(0),
+            discontinuity: open.discontinuity,
+            start_dts_ms: open.start_dts_ms,
+            start_pts_ms: open.start_pts_ms,
+            duration_ms,
+            program_date_time_ms: open.program_date_time_ms,
+            parts,
+            frames: open.frames,
+            tracks: self.tracks.clone().unwrap_or_default(),
+            data,
+            ts: OnceLock::new(),
+        };
+        self.out
+            .push_back(SegmenterOutput::Segment(Arc::new(segment)));
+        part_result
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn aac_state() -> TrackState {
+        let tracks = ugc_core::hub::tests_support::av_tracks();
+        let audio = tracks.audio().cloned();
+        TrackState::new(&audio.expect("audio track"))
+    }
+
+    #[test]
+    fn audio_clock_is_clean_despite_millisecond_jitter() {
+        let mut st = aac_state();
+        assert_eq!(st.out_ts.get(), 44_100);
+        let mut resyncs = 0;
+        let mut outs = Vec::new();
+        for i in 0..1000i64 {
+            // RTMP: 23 or 24 ms steps, rounded down.
+            let (out, delta) = st.map_dts(i * 1024 * 1000 / 44_100, &mut resyncs);
+            if i > 0 {
+                assert_eq!(delta, Some(1024));
+            }
+            outs.push(out);
+        }
+        assert_eq!(resyncs, 0);
+        assert_eq!(outs[999], 999 * 1024);
+    }
+
+    #[test]
+    fn audio_clock_resyncs_only_past_one_frame_of_drift() {
+        let mut st = aac_state();
+        let mut resyncs = 0;
+        st.map_dts(0, &mut resyncs);
+        // 30 ms late: within one frame (23.2 ms)? No: 30 ms is more, but the
+        // clean clock is at 23.2 ms, so the drift is 6.8 ms: keep the clock.
+        let (out, _) = st.map_dts(30, &mut resyncs);
+        assert_eq!((out, resyncs), (1024, 0));
+        // A 500 ms gap: re-sync to the input; the previous sample stretches.
+        let (out, delta) = st.map_dts(530, &mut resyncs);
+        assert_eq!(resyncs, 1);
+        assert_eq!(out, 530 * 441 / 10);
+        assert_eq!(delta, Some(u32::try_from(out - 1024).unwrap()));
+        // Slightly early input never moves the clock backwards.
+        let (out2, delta) = st.map_dts(540, &mut resyncs);
+        assert_eq!((out2, delta, resyncs), (out + 1024, Some(1024), 1));
+    }
+
+    #[test]
+    fn video_timeline_stays_monotonic() {
+        let tracks = ugc_core::hub::tests_support::av_tracks();
+        let mut st = TrackState::new(tracks.video().expect("video"));
+        let mut r = 0;
+        assert_eq!(st.map_dts(100, &mut r), (9000, None));
+        assert_eq!(st.map_dts(90, &mut r), (9000, Some(0)));
+        assert_eq!(st.map_dts(140, &mut r), (12600, Some(3600)));
+    }
+}

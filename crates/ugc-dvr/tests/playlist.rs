@@ -1,0 +1,279 @@
+//! The live window and its playlists, parsed back with m3u8-rs.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use ugc_core::{DiscontinuityReason, MediaEvent};
+use ugc_dvr::{LiveConfig, LiveStream, Segmenter, SegmenterConfig, Variant};
+
+fn live(window: usize, grace: usize) -> LiveStream {
+    LiveStream::new(LiveConfig {
+        window_segments: window,
+        grace_segments: grace,
+        target_duration_ms: 2000,
+    })
+}
+
+/// Feeds `events` through a segmenter (target 2 s) into `stream`.
+fn feed(stream: &LiveStream, seg: &mut Segmenter, events: Vec<MediaEvent>, t0: i64) {
+    for (i, e) in events.into_iter().enumerate() {
+        seg.push(e, t0 + i as i64 * 40).unwrap();
+        while let Some(o) = seg.poll() {
+            stream.apply(o);
+        }
+    }
+}
+
+/// `n` seconds of A/V from `start_ms`, 25 fps video with 1 s GOPs, AAC.
+fn av_seconds(start_ms: i64, secs: i64, gop: i64) -> Vec<MediaEvent> {
+    let mut out = Vec::new();
+    let mut next_audio = start_ms;
+    for i in 0..secs * 25 {
+        let t = start_ms + i * 40;
+        out.push(v(t, i % gop == 0));
+        while next_audio < t + 40 {
+            out.push(a(next_audio));
+            next_audio += 23;
+        }
+    }
+    out
+}
+
+fn parse_media(s: &str) -> m3u8_rs::MediaPlaylist {
+    m3u8_rs::parse_media_playlist_res(s.as_bytes())
+        .unwrap_or_else(|e| panic!("unparsable playlist {e:?}:\n{s}"))
+}
+
+#[test]
+fn media_playlist_standard_tags() {
+    let stream = live(3, 1);
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    // GOP 1.2 s: segments of 2.4 s, so TARGETDURATION must be 3.
+    events.extend(av_seconds(0, 12, 30));
+    feed(&stream, &mut seg, events, T0);
+    let text = stream.render_media_playlist(Variant::Fmp4);
+    let pl = parse_media(&text);
+    assert_eq!(pl.version, Some(7));
+    assert!(pl.independent_segments);
+    assert!(!pl.end_list);
+    assert!(pl.unknown_tags.is_empty(), "{:?}", pl.unknown_tags);
+    assert_eq!(pl.segments.len(), 3);
+    assert_eq!(pl.target_duration, 3);
+    for s in &pl.segments {
+        assert!(s.duration.round() as u64 <= pl.target_duration);
+        assert!((s.duration - 2.4).abs() < 1e-6, "{}", s.duration);
+        assert!(s.unknown_tags.is_empty());
+    }
+    // 12 s in 2.4 s segments: msn 0..=3 closed (4 is open); window of 3.
+    assert_eq!(pl.media_sequence, 1);
+    let uris: Vec<&str> = pl.segments.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(uris, ["seg-1.m4s", "seg-2.m4s", "seg-3.m4s"]);
+    assert_eq!(
+        pl.segments[0].map.as_ref().map(|m| m.uri.as_str()),
+        Some("init-0.mp4")
+    );
+    assert!(pl.segments[1].map.is_none());
+    // Dates: from the clock for the first segment, then derived, and parsed
+    // back exactly.
+    let window = stream.window();
+    for (s, w) in pl.segments.iter().zip(&window) {
+        let pdt = s.program_date_time.expect("date");
+        assert_eq!(pdt.timestamp_millis(), w.program_date_time_ms);
+    }
+    // The segment before the window is still fetchable (grace), not older.
+    assert!(stream.segment(0).is_some());
+    assert!(stream.segment(4).is_none());
+    feed(&stream, &mut seg, av_seconds(12_000, 3, 30), T0 + 20_000);
+    // Cuts at 12.0 s and 14.4 s close msn 4 and 5: retained 2..=5.
+    assert!(stream.segment(1).is_none());
+    assert!(stream.segment(2).is_some());
+    assert!(stream.segment(5).is_some());
+    assert!(stream.segment(u64::MAX).is_none());
+    let pl = parse_media(&stream.render_media_playlist(Variant::Fmp4));
+    assert_eq!(pl.media_sequence, 3);
+}
+
+#[test]
+fn target_duration_never_below_config() {
+    let stream = LiveStream::new(LiveConfig {
+        target_duration_ms: 6000,
+        ..LiveConfig::default()
+    });
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(av_seconds(0, 5, 25));
+    feed(&stream, &mut seg, events, T0);
+    let pl = parse_media(&stream.render_media_playlist(Variant::Fmp4));
+    assert_eq!(pl.target_duration, 6);
+}
+
+#[test]
+fn ts_playlist_has_no_map() {
+    let stream = live(6, 2);
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(av_seconds(0, 5, 25));
+    events.push(MediaEvent::End);
+    feed(&stream, &mut seg, events, T0);
+    let pl = parse_media(&stream.render_media_playlist(Variant::Ts));
+    assert_eq!(pl.version, Some(3));
+    assert!(pl.end_list);
+    assert!(pl.segments.iter().all(|s| s.map.is_none()));
+    assert!(pl.segments.iter().all(|s| s.uri.ends_with(".ts")));
+    let total: f32 = pl.segments.iter().map(|s| s.duration).sum();
+    assert!((total - 5.0).abs() < 1e-3, "{total}");
+}
+
+#[test]
+fn discontinuity_sequence_counts_slid_out_discontinuities() {
+    let stream = live(3, 1);
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    // Segments 0,1 | disc | 2,3 | disc (new tracks) | 4,5,6 ...
+    events.extend(av_seconds(0, 4, 25));
+    events.push(MediaEvent::Discontinuity(
+        DiscontinuityReason::SourceChanged,
+    ));
+    events.extend(av_seconds(10_000, 4, 25));
+    events.push(MediaEvent::Tracks(video_only()));
+    events.extend((0..300).map(|i| v(20_000 + i * 40, i % 25 == 0)));
+    feed(&stream, &mut seg, events, T0);
+
+    let mut seen = Vec::new();
+    // Replay the window history: render after every segment.
+    let stream2 = live(3, 1);
+    let mut seg2 = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(av_seconds(0, 4, 25));
+    events.push(MediaEvent::Discontinuity(
+        DiscontinuityReason::SourceChanged,
+    ));
+    events.extend(av_seconds(10_000, 4, 25));
+    events.push(MediaEvent::Tracks(video_only()));
+    events.extend((0..300).map(|i| v(20_000 + i * 40, i % 25 == 0)));
+    for e in events {
+        seg2.push(e, T0).unwrap();
+        while let Some(o) = seg2.poll() {
+            let is_segment = matches!(o, ugc_dvr::SegmenterOutput::Segment(_));
+            stream2.apply(o);
+            if is_segment {
+                let pl = parse_media(&stream2.render_media_playlist(Variant::Fmp4));
+                seen.push((
+                    pl.media_sequence,
+                    pl.discontinuity_sequence,
+                    pl.segments
+                        .iter()
+                        .map(|s| s.discontinuity)
+                        .collect::<Vec<_>>(),
+                    pl.segments
+                        .iter()
+                        .filter_map(|s| s.map.as_ref().map(|m| m.uri.clone()))
+                        .collect::<Vec<_>>(),
+                ));
+            }
+        }
+    }
+    // Discontinuities precede msn 2 and msn 4.
+    let expect_disc = |msn: u64| msn == 2 || msn == 4;
+    for (ms, ds, flags, _) in &seen {
+        let before = (0..*ms).filter(|&m| expect_disc(m)).count() as u64;
+        assert_eq!(*ds, before, "media sequence {ms}");
+        for (i, f) in flags.iter().enumerate() {
+            assert_eq!(*f, expect_disc(ms + i as u64));
+        }
+    }
+    // Init changes at msn 4: a second MAP while both are in the window.
+    let (_, _, _, maps) = seen.iter().find(|(ms, ..)| *ms == 3).unwrap();
+    assert_eq!(maps, &["init-0.mp4", "init-1.mp4"]);
+    assert!(seen.iter().any(|(_, ds, ..)| *ds == 2));
+    // The first run (other wall clock) ends in the same state but for dates.
+    let strip = |t: String| {
+        t.lines()
+            .filter(|l| !l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        strip(stream.render_media_playlist(Variant::Fmp4)),
+        strip(stream2.render_media_playlist(Variant::Fmp4))
+    );
+    // Init 0 is gone once no retained segment needs it; init 1 stays.
+    assert!(stream.init(0).is_none());
+    assert!(stream.init(1).is_some());
+}
+
+#[test]
+fn multivariant_describes_the_stream() {
+    let stream = live(6, 2);
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(av_seconds(0, 7, 25));
+    feed(&stream, &mut seg, events, T0);
+    let text = stream.render_multivariant();
+    let pl = match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MasterPlaylist(pl)) => pl,
+        other => panic!("{other:?}\n{text}"),
+    };
+    assert_eq!(pl.variants.len(), 1);
+    let v = &pl.variants[0];
+    assert_eq!(v.uri, "mono.m3u8");
+    assert_eq!(v.codecs.as_deref(), Some("avc1.64001f,mp4a.40.2"));
+    let res = v.resolution.unwrap();
+    assert_eq!((res.width, res.height), (1280, 720));
+    assert_eq!(v.frame_rate, Some(30.0));
+    // Bandwidth measured over the window: peak >= average > 0.
+    let window = stream.window();
+    let bytes: usize = window.iter().map(|s| s.fmp4_size()).sum();
+    let ms: u64 = window.iter().map(|s| s.duration_ms).sum();
+    assert_eq!(v.average_bandwidth, Some(bytes as u64 * 8 * 1000 / ms));
+    assert!(v.bandwidth >= v.average_bandwidth.unwrap());
+    assert!(text.contains("FRAME-RATE=30.000"));
+}
+
+#[tokio::test]
+async fn watchers_see_every_segment() {
+    let stream = live(6, 2);
+    let mut rx = stream.subscribe();
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(av_seconds(0, 5, 25));
+    feed(&stream, &mut seg, events, T0);
+    assert!(rx.has_changed().unwrap());
+    let u = *rx.borrow_and_update();
+    assert_eq!(u.last_msn, Some(1));
+    assert!(!u.ended);
+    // Blocking-reload style wait, satisfied by the end of the stream.
+    let waiter = {
+        let mut rx = stream.subscribe();
+        tokio::spawn(async move { rx.wait_for(|u| u.last_msn >= Some(2)).await.map(|u| *u) })
+    };
+    feed(&stream, &mut seg, vec![MediaEvent::End], T0);
+    let u = waiter.await.unwrap().unwrap();
+    assert_eq!(u.last_msn, Some(2));
+    assert!(u.ended);
+    assert!(stream.is_ended());
+}
+
+#[test]
+fn registry_insert_replace_remove() {
+    use std::sync::Arc;
+    use ugc_dvr::LiveRegistry;
+    let reg = LiveRegistry::new();
+    let a = Arc::new(live(6, 2));
+    let b = Arc::new(live(6, 2));
+    assert!(reg.insert("live/x", Arc::clone(&a)).is_none());
+    assert!(Arc::ptr_eq(
+        &reg.insert("live/x", Arc::clone(&b)).unwrap(),
+        &a
+    ));
+    reg.insert("live/a", Arc::clone(&a));
+    assert_eq!(reg.list(), ["live/a", "live/x"]);
+    // An old packager cannot remove its successor's stream.
+    assert!(!reg.remove_if_same("live/x", &a));
+    assert!(reg.remove_if_same("live/x", &b));
+    assert!(reg.get("live/x").is_none());
+    assert!(reg.remove("live/a").is_some());
+    assert!(reg.list().is_empty());
+}

@@ -1,0 +1,449 @@
+//! Segment cutting rules of the `Segmenter`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use ugc_core::{DiscontinuityReason, Frame, MediaEvent, TrackId};
+use ugc_dvr::{Error, Segmenter, SegmenterConfig, SegmenterOutput};
+
+#[test]
+fn cuts_at_keyframes_on_target() {
+    // Keyframe every second, target 2 s: a segment per two GOPs.
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    events.extend(video_events(150, 25));
+    events.push(MediaEvent::End);
+    let out = run(config(2000), events);
+    assert!(matches!(out.first(), Some(SegmenterOutput::Init(i)) if i.number == 0));
+    assert!(matches!(out.last(), Some(SegmenterOutput::Ended)));
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 3);
+    for (i, s) in segs.iter().enumerate() {
+        assert_eq!(s.msn, i as u64);
+        assert_eq!(s.duration_ms, 2000);
+        assert_eq!(s.start_dts_ms, i as i64 * 2000);
+        assert_eq!(s.start_pts_ms, i as i64 * 2000 + 40);
+        assert_eq!(s.frames.len(), 50);
+        assert!(s.frames[0].keyframe);
+        assert!(!s.discontinuity);
+        assert_eq!(s.parts.len(), 1);
+        assert!(s.parts[0].independent);
+        assert_eq!(s.parts[0].duration_ms, 2000);
+    }
+}
+
+#[test]
+fn cuts_at_first_keyframe_after_target() {
+    // GOP 1.2 s, target 2 s: cut at 2.4 s, 4.8 s; the last segment ends at
+    // the last frame plus one frame duration.
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    events.extend(video_events(150, 30));
+    events.push(MediaEvent::End);
+    let segs = segments(&run(config(2000), events));
+    let d: Vec<u64> = segs.iter().map(|s| s.duration_ms).collect();
+    assert_eq!(d, vec![2400, 2400, 1200]);
+    assert_eq!(d.iter().sum::<u64>(), 150 * 40);
+    for s in &segs {
+        assert!(s.frames[0].keyframe && s.frames[0].track == TrackId(1));
+    }
+}
+
+#[test]
+fn long_gop_makes_long_segments() {
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    events.extend(video_events(250, 125)); // 5 s GOPs
+    events.push(MediaEvent::End);
+    let d: Vec<u64> = segments(&run(config(2000), events))
+        .iter()
+        .map(|s| s.duration_ms)
+        .collect();
+    assert_eq!(d, vec![5000, 5000]);
+}
+
+#[test]
+fn frames_before_the_first_keyframe_are_dropped() {
+    let mut s = Segmenter::new(config(2000));
+    s.push(MediaEvent::Tracks(av()), T0).unwrap();
+    s.push(a(0), T0).unwrap();
+    s.push(v(0, false), T0).unwrap();
+    s.push(v(40, true), T0).unwrap();
+    s.push(a(46), T0).unwrap();
+    s.push(MediaEvent::End, T0).unwrap();
+    assert_eq!(s.stats().frames_dropped, 2);
+    let mut out = Vec::new();
+    while let Some(o) = s.poll() {
+        out.push(o);
+    }
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].frames.len(), 2);
+    assert_eq!(segs[0].start_dts_ms, 40);
+}
+
+#[test]
+fn discontinuity_closes_and_marks_next() {
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(video_events(30, 25));
+    events.push(MediaEvent::Discontinuity(
+        DiscontinuityReason::SourceChanged,
+    ));
+    // A non-keyframe right after the discontinuity cannot start a segment.
+    events.push(v(5000, false));
+    events.push(v(5040, true));
+    events.push(a(5050));
+    events.push(v(5080, false));
+    events.push(MediaEvent::End);
+    let out = run(config(2000), events);
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 2);
+    assert!(!segs[0].discontinuity);
+    assert_eq!(segs[0].duration_ms, 30 * 40);
+    assert_eq!(segs[0].frames.len(), 30);
+    assert!(segs[1].discontinuity);
+    assert_eq!(segs[1].start_dts_ms, 5040);
+    assert_eq!(segs[1].frames.len(), 3);
+    // After a discontinuity the date comes from the clock, not from the
+    // previous segment.
+    assert_eq!(segs[0].program_date_time_ms, T0 + 10);
+    assert_eq!(segs[1].program_date_time_ms, T0 + 33 * 10);
+    assert_eq!(segs[0].init, segs[1].init);
+}
+
+#[test]
+fn contiguous_segments_derive_program_date_time() {
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    events.extend(video_events(150, 25));
+    events.push(MediaEvent::End);
+    let segs = segments(&run(config(2000), events));
+    for w in segs.windows(2) {
+        assert_eq!(
+            w[1].program_date_time_ms,
+            w[0].program_date_time_ms + w[0].duration_ms as i64
+        );
+    }
+}
+
+#[test]
+fn tracks_change_makes_new_init_and_discontinuity() {
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(video_events(30, 25));
+    // The same track set again (a Hub reader skip) changes nothing.
+    events.push(MediaEvent::Tracks(av()));
+    events.push(v(1200, false));
+    events.push(MediaEvent::Tracks(video_only()));
+    events.push(v(1240, true));
+    events.push(v(1280, false));
+    events.push(MediaEvent::End);
+    let out = run(config(2000), events);
+    let inits: Vec<u32> = out
+        .iter()
+        .filter_map(|o| match o {
+            SegmenterOutput::Init(i) => Some(i.number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inits, vec![0, 1]);
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 2);
+    assert_eq!((segs[0].init, segs[0].discontinuity), (0, false));
+    assert_eq!(segs[0].frames.len(), 31);
+    assert_eq!((segs[1].init, segs[1].discontinuity), (1, true));
+    assert_eq!(segs[1].tracks, video_only());
+    // The init output comes before the segments that use it.
+    let pos_init1 = out
+        .iter()
+        .position(|o| matches!(o, SegmenterOutput::Init(i) if i.number == 1))
+        .unwrap();
+    let pos_seg1 = out
+        .iter()
+        .position(|o| matches!(o, SegmenterOutput::Segment(s) if s.msn == 1))
+        .unwrap();
+    assert!(pos_init1 < pos_seg1);
+}
+
+#[test]
+fn audio_only_is_cut_by_duration() {
+    // AAC 44.1 kHz over RTMP: 23/24 ms jittery millisecond timestamps.
+    let mut events = vec![MediaEvent::Tracks(audio_only())];
+    let n = 400i64;
+    for i in 0..n {
+        events.push(a(i * 1024 * 1000 / 44_100));
+    }
+    events.push(MediaEvent::End);
+    let mut s = Segmenter::new(config(2000));
+    let mut out = Vec::new();
+    for e in events {
+        s.push(e, T0).unwrap();
+        while let Some(o) = s.poll() {
+            out.push(o);
+        }
+    }
+    assert_eq!(s.stats().audio_resyncs, 0);
+    let segs = segments(&out);
+    // 2 s = 86.13 frames: cut after 87 frames (the first at or after 2 s).
+    let counts: Vec<usize> = segs.iter().map(|s| s.frames.len()).collect();
+    assert_eq!(counts, vec![87, 87, 87, 87, 52]);
+    // Clean clock: segment boundaries land on exact multiples of 1024
+    // samples, so the total is the sample count, to the millisecond.
+    let total: u64 = segs.iter().map(|s| s.duration_ms).sum();
+    assert_eq!(total, (n as u64 * 1024 * 1000 + 22_050) / 44_100);
+    for s in &segs[..4] {
+        assert!(s.duration_ms >= 2000);
+        assert!(s.parts[0].independent);
+    }
+}
+
+#[test]
+fn end_closes_and_later_events_are_refused() {
+    let mut s = Segmenter::new(config(2000));
+    s.push(MediaEvent::Tracks(video_only()), T0).unwrap();
+    s.push(v(0, true), T0).unwrap();
+    s.push(v(40, false), T0).unwrap();
+    assert!(s.poll().is_some()); // init
+    assert!(s.poll().is_none()); // open segment not published yet
+    s.push(MediaEvent::End, T0).unwrap();
+    let seg = match s.poll() {
+        Some(SegmenterOutput::Segment(seg)) => seg,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(seg.duration_ms, 80);
+    assert!(matches!(s.poll(), Some(SegmenterOutput::Ended)));
+    assert!(s.is_ended());
+    assert!(matches!(s.push(v(80, true), T0), Err(Error::AfterEnd)));
+}
+
+#[test]
+fn flush_publishes_the_open_segment() {
+    let mut s = Segmenter::new(config(2000));
+    s.push(MediaEvent::Tracks(video_only()), T0).unwrap();
+    for e in video_events(10, 25) {
+        s.push(e, T0).unwrap();
+    }
+    s.flush(T0 + 4000).unwrap();
+    let _init = s.poll();
+    assert!(matches!(s.poll(), Some(SegmenterOutput::Segment(seg)) if seg.duration_ms == 400));
+    // The publisher comes back: a new segment at the next keyframe, dated now.
+    s.push(v(10_000, false), T0 + 9000).unwrap();
+    s.push(v(10_040, true), T0 + 9040).unwrap();
+    s.push(MediaEvent::End, T0 + 9100).unwrap();
+    match s.poll() {
+        Some(SegmenterOutput::Segment(seg)) => {
+            assert_eq!(seg.msn, 1);
+            assert_eq!(seg.program_date_time_ms, T0 + 9040);
+            assert_eq!(seg.frames.len(), 1);
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn source_errors_are_reported() {
+    let mut s = Segmenter::new(config(2000));
+    assert!(matches!(
+        s.push(v(0, true), T0),
+        Err(Error::FrameBeforeTracks { .. })
+    ));
+    s.push(MediaEvent::Tracks(video_only()), T0).unwrap();
+    assert!(matches!(
+        s.push(a(0), T0),
+        Err(Error::UnknownTrack {
+            track: TrackId(2),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn parts_are_cut_on_part_target() {
+    let cfg = SegmenterConfig {
+        target_duration_ms: 2000,
+        part_target_ms: Some(500),
+    };
+    let mut events = vec![MediaEvent::Tracks(av())];
+    for i in 0..100i64 {
+        events.push(v(i * 40, i % 50 == 0));
+        events.push(a(i * 40 + 5));
+    }
+    events.push(MediaEvent::End);
+    let out = run(cfg, events);
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 2);
+    for s in &segs {
+        assert_eq!(s.parts.len(), 4);
+        let d: Vec<u64> = s.parts.iter().map(|p| p.duration_ms).collect();
+        assert_eq!(d, vec![520, 520, 520, 440]);
+        let indep: Vec<bool> = s.parts.iter().map(|p| p.independent).collect();
+        assert_eq!(indep, vec![true, false, false, false]);
+        // The segment is styp + its parts, and the parts are views of it.
+        let parts_len: usize = s.parts.iter().map(|p| p.data.len()).sum();
+        assert_eq!(s.data.len(), ugc_codec::fmp4::styp().len() + parts_len);
+        assert!(s.data.ends_with(&s.parts[3].data));
+    }
+    // Every part was announced before its segment.
+    let mut announced = 0;
+    for o in &out {
+        match o {
+            SegmenterOutput::Part { msn, part } => {
+                assert_eq!(part.index, announced);
+                assert!(*msn <= 1);
+                announced += 1;
+            }
+            SegmenterOutput::Segment(s) => {
+                assert_eq!(announced as usize, s.parts.len());
+                announced = 0;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn ts_rendition_is_rendered_once() {
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(video_events(10, 25));
+    events.push(MediaEvent::End);
+    let segs = segments(&run(config(2000), events));
+    assert_eq!(segs[0].ts_size(), None);
+    let a = segs[0].ts().unwrap();
+    let b = segs[0].ts().unwrap();
+    assert_eq!(a.as_ptr(), b.as_ptr());
+    assert_eq!(segs[0].ts_size(), Some(a.len()));
+}
+
+/// One generated stream: video frames with random steps and keyframes,
+/// audio frames with jitter, merged in a random order that keeps each
+/// track's own order.
+fn stream_strategy() -> impl Strategy<Value = (Vec<Frame>, u32)> {
+    (
+        proptest::collection::vec((30i64..=45, proptest::bool::weighted(0.06)), 2..400),
+        proptest::collection::vec(22i64..=24, 0..600),
+        proptest::collection::vec(any::<bool>(), 1000),
+        500u32..4000,
+    )
+        .prop_map(|(vsteps, asteps, order, target)| {
+            let mut video = Vec::new();
+            let mut t = 1000;
+            for (i, (step, key)) in vsteps.iter().enumerate() {
+                video.push(frame(1, t, i == 0 || *key));
+                t += step;
+            }
+            let mut audio = Vec::new();
+            let mut t = 1003;
+            for step in asteps {
+                audio.push(frame(2, t, true));
+                t += step;
+            }
+            // The first event is the first video keyframe.
+            let mut frames = vec![video.remove(0)];
+            let (mut vi, mut ai) = (0, 0);
+            let mut o = order.iter().cycle();
+            while vi < video.len() || ai < audio.len() {
+                let take_video = ai >= audio.len() || (vi < video.len() && *o.next().unwrap());
+                if take_video {
+                    frames.push(video[vi].clone());
+                    vi += 1;
+                } else {
+                    frames.push(audio[ai].clone());
+                    ai += 1;
+                }
+            }
+            (frames, target)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn segmenter_invariants((frames, target) in stream_strategy()) {
+        let mut events = vec![MediaEvent::Tracks(av())];
+        events.extend(frames.iter().cloned().map(MediaEvent::Frame));
+        events.push(MediaEvent::End);
+        let out = run(config(target), events);
+        let segs = segments(&out);
+        prop_assert!(!segs.is_empty());
+        // msn strictly increasing (consecutive from 0).
+        for (i, s) in segs.iter().enumerate() {
+            prop_assert_eq!(s.msn, i as u64);
+            prop_assert!(!s.discontinuity);
+            // Every segment starts with a video keyframe.
+            prop_assert_eq!(s.frames[0].track, TrackId(1));
+            prop_assert!(s.frames[0].keyframe);
+            prop_assert_eq!(s.parts.len(), 1);
+        }
+        // All but the last reach the target.
+        for s in &segs[..segs.len() - 1] {
+            prop_assert!(s.duration_ms >= u64::from(target), "{} < {}", s.duration_ms, target);
+        }
+        // No frame lost or duplicated, order kept.
+        let got: Vec<&Frame> = segs.iter().flat_map(|s| s.frames.iter()).collect();
+        prop_assert_eq!(got.len(), frames.len());
+        for (g, f) in got.iter().zip(frames.iter()) {
+            prop_assert_eq!(*g, f);
+        }
+        // Durations sum to the input span of the video track (its last
+        // frame lasting as long as the one before).
+        let vdts: Vec<i64> = frames.iter().filter(|f| f.track == TrackId(1)).map(|f| f.dts).collect();
+        let last = vdts[vdts.len() - 1];
+        let span = last + (last - vdts[vdts.len() - 2]) - vdts[0];
+        prop_assert_eq!(segs.iter().map(|s| s.duration_ms).sum::<u64>(), span as u64);
+        // Segments tile the timeline.
+        for w in segs.windows(2) {
+            prop_assert_eq!(w[0].start_dts_ms + w[0].duration_ms as i64, w[1].start_dts_ms);
+        }
+    }
+}
+
+fn hostile_event() -> impl Strategy<Value = MediaEvent> {
+    let dts = prop_oneof![
+        -5_000i64..100_000,
+        any::<i64>(),
+        Just(i64::MAX),
+        Just(i64::MIN),
+    ];
+    prop_oneof![
+        20 => (1u32..=3, dts.clone(), dts, any::<bool>()).prop_map(|(t, d, p, k)| {
+            let mut f = frame(t, d, k);
+            f.pts = p;
+            MediaEvent::Frame(f)
+        }),
+        2 => Just(MediaEvent::Discontinuity(DiscontinuityReason::TimestampJump)),
+        1 => prop_oneof![Just(av()), Just(audio_only()), Just(video_only())].prop_map(MediaEvent::Tracks),
+        1 => Just(MediaEvent::End),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Garbage timestamps, unknown tracks, events after the end: errors at
+    /// worst, never a panic (overflow checks are on in tests), and every
+    /// segment still starts with a random access point of its reference track.
+    #[test]
+    fn hostile_events_never_panic(
+        events in proptest::collection::vec(hostile_event(), 0..300),
+        target in 0u32..3000,
+        part in proptest::option::of(0u32..1000),
+    ) {
+        let mut s = Segmenter::new(SegmenterConfig { target_duration_ms: target, part_target_ms: part });
+        let mut msn = None;
+        for (i, e) in events.into_iter().enumerate() {
+            let _ = s.push(e, i as i64);
+            if i % 7 == 0 {
+                let _ = s.flush(i64::MAX);
+            }
+            while let Some(o) = s.poll() {
+                if let SegmenterOutput::Segment(seg) = o {
+                    prop_assert!(msn.is_none_or(|m| seg.msn == m + 1));
+                    msn = Some(seg.msn);
+                    let first = &seg.frames[0];
+                    let reference = seg.tracks.video().or(seg.tracks.audio()).unwrap();
+                    prop_assert_eq!(first.track, reference.id);
+                    prop_assert!(first.keyframe || reference.id == TrackId(2));
+                    let _ = seg.ts();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The HTTP origin: HLS playlists and segments of the live streams in a
+//! [`LiveRegistry`].
+//!
+//! Routes (`<s>` is the stream, the registry name is `live/<s>`):
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/live/<s>/index.m3u8` | multivariant playlist |
+//! | `/live/<s>/mono.m3u8` | fMP4 media playlist |
+//! | `/live/<s>/mono-ts.m3u8` | MPEG-TS media playlist |
+//! | `/live/<s>/init-<n>.mp4` | init segment |
+//! | `/live/<s>/seg-<msn>.m4s` | fMP4 media segment |
+//! | `/live/<s>/seg-<msn>.ts` | MPEG-TS media segment (muxed on first request) |
+//!
+//! Names are validated with [`StreamName`]; nothing here touches the file
+//! system. Every answer carries `Access-Control-Allow-Origin: *`, `OPTIONS`
+//! preflights are answered, `HEAD` works like `GET` without a body. Segments
+//! are immutable (cached for a year), live playlists for a second, errors not
+//! at all.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use bytes::Bytes;
+use ugc_core::StreamName;
+use ugc_dvr::{LiveRegistry, LiveStream, Variant};
+
+/// `Content-Type` of playlists.
+pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// `Cache-Control` of segments and init segments.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of live playlists.
+pub const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
+/// `Cache-Control` of playlists of ended streams.
+pub const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
+/// `Cache-Control` of errors.
+pub const NO_CACHE: &str = "no-cache";
+
+/// The origin's routes over `registry`.
+pub fn router(registry: Arc<LiveRegistry>) -> Router {
+    Router::new()
+        .route("/live/{stream}/{file}", get(live_file))
+        .fallback(|| async { error(StatusCode::NOT_FOUND) })
+        .layer(middleware::from_fn(cors))
+        .with_state(registry)
+}
+
+/// Adds CORS headers and answers preflights.
+async fn cors(req: Request, next: Next) -> Response {
+    let allow_any = HeaderValue::from_static("*");
+    if req.method() == Method::OPTIONS {
+        let allow_headers = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or_else(|| allow_any.clone());
+        let mut res = Response::new(Body::empty());
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_any);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        return res;
+    }
+    let mut res = next.run(req).await;
+    res.headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_any);
+    res
+}
+
+fn respond(content_type: &'static str, cache: &'static str, body: Bytes) -> Response {
+    let mut res = Response::new(Body::from(body));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    res
+}
+
+fn error(status: StatusCode) -> Response {
+    let mut res = Response::new(Body::from(
+        status.canonical_reason().unwrap_or("error").to_owned() + "\n",
+    ));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
+    res
+}
+
+/// A file below `/live/<s>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LiveFile {
+    Multivariant,
+    MediaPlaylist(Variant),
+    Init(u32),
+    Segment(Variant, u64),
+}
+
+/// Why a file name was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileNameError {
+    /// Not a file name we know.
+    Unknown,
+    /// A known pattern with a malformed number.
+    BadNumber,
+}
+
+/// Parses a decimal number of at most 20 digits; overflow means "no such
+/// file" (the number cannot exist), other garbage is a bad request.
+fn parse_number<T: std::str::FromStr>(digits: &str) -> Result<T, FileNameError> {
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FileNameError::BadNumber);
+    }
+    digits.parse().map_err(|_| FileNameError::Unknown)
+}
+
+fn parse_file(file: &str) -> Result<LiveFile, FileNameError> {
+    match file {
+        "index.m3u8" => return Ok(LiveFile::Multivariant),
+        "mono.m3u8" => return Ok(LiveFile::MediaPlaylist(Variant::Fmp4)),
+        "mono-ts.m3u8" => return Ok(LiveFile::MediaPlaylist(Variant::Ts)),
+        _ => {}
+    }
+    if let Some(n) = file
+        .strip_prefix("init-")
+        .and_then(|r| r.strip_suffix(".mp4"))
+    {
+        return parse_number(n).map(LiveFile::Init);
+    }
+    if let Some(rest) = file.strip_prefix("seg-") {
+        if let Some(n) = rest.strip_suffix(".m4s") {
+            return parse_number(n).map(|n| LiveFile::Segment(Variant::Fmp4, n));
+        }
+        if let Some(n) = rest.strip_suffix(".ts") {
+            return parse_number(n).map(|n| LiveFile::Segment(Variant::Ts, n));
+        }
+    }
+    Err(FileNameError::Unknown)
+}
+
+async fn live_file(
+    State(registry): State<Arc<LiveRegistry>>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let Ok(Path((stream, file))) = path else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    let Ok(name) = StreamName::from_parts("live", &stream) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    let file = match parse_file(&file) {
+        Ok(f) => f,
+        Err(FileNameError::BadNumber) => return error(StatusCode::BAD_REQUEST),
+        Err(FileNameError::Unknown) => return error(StatusCode::NOT_FOUND),
+    };
+    let Some(live) = registry.get(name.as_str()) else {
+        return error(StatusCode::NOT_FOUND);
+    };
+    serve(&live, file)
+}
+
+fn playlist_cache(live: &LiveStream) -> &'static str {
+    if live.is_ended() {
+        ENDED_PLAYLIST_CACHE
+    } else {
+        LIVE_PLAYLIST_CACHE
+    }
+}
+
+fn serve(live: &LiveStream, file: LiveFile) -> Response {
+    match file {
+        LiveFile::Multivariant | LiveFile::MediaPlaylist(_) if !live.has_segments() => {
+            // Nothing to play yet: players retry.
+            error(StatusCode::NOT_FOUND)
+        }
+        LiveFile::Multivariant => respond(
+            PLAYLIST_TYPE,
+            playlist_cache(live),
+            Bytes::from(live.render_multivariant()),
+        ),
+        LiveFile::MediaPlaylist(v) => respond(
+            PLAYLIST_TYPE,
+            playlist_cache(live),
+            Bytes::from(live.render_media_playlist(v)),
+        ),
+        LiveFile::Init(n) => match live.init(n) {
+            Some(init) => respond("video/mp4", IMMUTABLE, init.data.clone()),
+            None => error(StatusCode::NOT_FOUND),
+        },
+        LiveFile::Segment(v, msn) => {
+            let Some(seg) = live.segment(msn) else {
+                return error(StatusCode::NOT_FOUND);
+            };
+            match v {
+                Variant::Fmp4 => respond("video/iso.segment", IMMUTABLE, seg.data.clone()),
+                // Muxing one segment takes well under a millisecond; it runs
+                // once per segment and is cached.
+                Variant::Ts => match seg.ts() {
+                    Ok(ts) => respond("video/mp2t", IMMUTABLE, ts),
+                    Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(parse_file("index.m3u8"), Ok(LiveFile::Multivariant));
+        assert_eq!(
+            parse_file("seg-17.m4s"),
+            Ok(LiveFile::Segment(Variant::Fmp4, 17))
+        );
+        assert_eq!(
+            parse_file("seg-0.ts"),
+            Ok(LiveFile::Segment(Variant::Ts, 0))
+        );
+        assert_eq!(parse_file("init-3.mp4"), Ok(LiveFile::Init(3)));
+        assert_eq!(parse_file("seg-x.m4s"), Err(FileNameError::BadNumber));
+        assert_eq!(parse_file("seg-.m4s"), Err(FileNameError::BadNumber));
+        assert_eq!(parse_file("seg--1.m4s"), Err(FileNameError::BadNumber));
+        assert_eq!(parse_file("seg-+1.m4s"), Err(FileNameError::BadNumber));
+        assert_eq!(
+            parse_file("seg-99999999999999999999.m4s"),
+            Err(FileNameError::Unknown)
+        );
+        assert_eq!(
+            parse_file(&format!("seg-{}.m4s", "9".repeat(5000))),
+            Err(FileNameError::BadNumber)
+        );
+        assert_eq!(
+            parse_file("init-4294967296.mp4"),
+            Err(FileNameError::Unknown)
+        );
+        assert_eq!(parse_file("passwd"), Err(FileNameError::Unknown));
+        assert_eq!(parse_file("seg-1.mp4"), Err(FileNameError::Unknown));
+    }
+}

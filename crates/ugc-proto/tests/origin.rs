@@ -1,0 +1,321 @@
+//! The HTTP origin over a live registry: headers, content types, errors and
+//! hostile paths.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Method, Request, StatusCode, header};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+use ugc_core::{Frame, MediaEvent, TrackId};
+use ugc_dvr::{LiveConfig, LiveRegistry, LiveStream, Segmenter, SegmenterConfig};
+use ugc_proto::origin::router;
+
+fn stream_with_segments(end: bool) -> Arc<LiveStream> {
+    let live = Arc::new(LiveStream::new(LiveConfig::default()));
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(ugc_core::hub::tests_support::av_tracks())];
+    for i in 0..150i64 {
+        events.push(MediaEvent::Frame(Frame {
+            track: TrackId(1),
+            dts: i * 40,
+            pts: i * 40,
+            keyframe: i % 25 == 0,
+            data: Bytes::from(vec![i as u8; 300]),
+        }));
+        events.push(MediaEvent::Frame(Frame {
+            track: TrackId(2),
+            dts: i * 40 + 3,
+            pts: i * 40 + 3,
+            keyframe: true,
+            data: Bytes::from(vec![1u8; 20]),
+        }));
+    }
+    if end {
+        events.push(MediaEvent::End);
+    }
+    for e in events {
+        seg.push(e, 1_700_000_000_000).unwrap();
+        while let Some(o) = seg.poll() {
+            live.apply(o);
+        }
+    }
+    live
+}
+
+fn registry() -> Arc<LiveRegistry> {
+    let reg = Arc::new(LiveRegistry::new());
+    reg.insert("live/demo", stream_with_segments(false));
+    reg.insert("live/done", stream_with_segments(true));
+    reg.insert(
+        "live/empty",
+        Arc::new(LiveStream::new(LiveConfig::default())),
+    );
+    reg
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers
+            .get(&name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+}
+
+async fn request(method: Method, uri: &str) -> Answer {
+    let res = router(registry())
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = to_bytes(res.into_body(), 1 << 24).await.unwrap();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(uri: &str) -> Answer {
+    request(Method::GET, uri).await
+}
+
+#[tokio::test]
+async fn playlists() {
+    for (uri, needle) in [
+        ("/live/demo/index.m3u8", "mono.m3u8"),
+        ("/live/demo/mono.m3u8", "seg-0.m4s"),
+        ("/live/demo/mono-ts.m3u8", "seg-0.ts"),
+    ] {
+        let r = get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert_eq!(
+            r.header(header::CONTENT_TYPE),
+            "application/vnd.apple.mpegurl"
+        );
+        assert_eq!(r.header(header::CACHE_CONTROL), "public, max-age=1");
+        assert_eq!(r.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+        let text = std::str::from_utf8(&r.body).unwrap();
+        assert!(text.starts_with("#EXTM3U\n"));
+        assert!(text.contains(needle), "{uri}: {text}");
+    }
+    let r = get("/live/done/mono.m3u8").await;
+    assert!(
+        std::str::from_utf8(&r.body)
+            .unwrap()
+            .ends_with("#EXT-X-ENDLIST\n")
+    );
+    assert_eq!(r.header(header::CACHE_CONTROL), "public, max-age=30");
+}
+
+#[tokio::test]
+async fn segments_and_init() {
+    let reg = registry();
+    let live = reg.get("live/demo").unwrap();
+    let r = get("/live/demo/init-0.mp4").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header(header::CONTENT_TYPE), "video/mp4");
+    assert_eq!(
+        r.header(header::CACHE_CONTROL),
+        "public, max-age=31536000, immutable"
+    );
+    assert!(!r.body.is_empty());
+
+    let r = get("/live/demo/seg-1.m4s").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header(header::CONTENT_TYPE), "video/iso.segment");
+    assert_eq!(
+        r.header(header::CACHE_CONTROL),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(r.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+    // Same length as the segment the live window holds (our registry is a
+    // fresh one, built the same way).
+    assert_eq!(r.body.len(), live.segment(1).unwrap().data.len());
+
+    let r = get("/live/demo/seg-1.ts").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header(header::CONTENT_TYPE), "video/mp2t");
+    assert_eq!(r.body.len() % 188, 0);
+}
+
+#[tokio::test]
+async fn head_has_headers_and_no_body() {
+    let r = request(Method::HEAD, "/live/demo/seg-0.m4s").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header(header::CONTENT_TYPE), "video/iso.segment");
+    assert!(r.body.is_empty());
+    let r = request(Method::HEAD, "/live/demo/mono.m3u8").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn cors_preflight() {
+    let res = router(registry())
+        .oneshot(
+            Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/live/demo/mono.m3u8")
+                .header(header::ORIGIN, "https://player.example")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "range")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let h = res.headers();
+    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(
+        h[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
+    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "range");
+}
+
+#[tokio::test]
+async fn not_found_is_not_cached() {
+    for uri in [
+        "/live/nosuch/index.m3u8",
+        "/live/empty/index.m3u8",
+        "/live/empty/mono.m3u8",
+        "/live/demo/seg-999.m4s",
+        "/live/demo/seg-999.ts",
+        "/live/demo/init-7.mp4",
+        "/live/demo/seg-99999999999999999999.m4s",
+        "/live/demo/init-4294967296.mp4",
+        "/live/demo/passwd",
+        "/live/demo",
+        "/",
+        "/live/a/../../x",
+        "/live/demo/sub/seg-0.m4s",
+    ] {
+        let r = get(uri).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(r.header(header::CACHE_CONTROL), "no-cache", "{uri}");
+        assert_eq!(r.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*", "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn bad_names_and_numbers_are_rejected() {
+    let long = format!("/live/{}/index.m3u8", "a".repeat(300));
+    let huge = format!("/live/demo/seg-{}.m4s", "9".repeat(4000));
+    for uri in [
+        "/live/..%2f..%2fetc%2fpasswd/index.m3u8",
+        "/live/..%2f..%2fetc/passwd/index.m3u8",
+        "/live/%2e%2e/index.m3u8",
+        "/live/.hidden/index.m3u8",
+        "/live/a%00b/index.m3u8",
+        "/live/a%20b/mono.m3u8",
+        "/live/%ff%fe/index.m3u8",
+        long.as_str(),
+        "/live/demo/seg-abc.m4s",
+        "/live/demo/seg--1.m4s",
+        "/live/demo/seg-1e3.ts",
+        "/live/demo/seg-.m4s",
+        "/live/demo/init-x.mp4",
+        huge.as_str(),
+    ] {
+        let r = get(uri).await;
+        assert!(
+            r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::NOT_FOUND,
+            "{uri}: {}",
+            r.status
+        );
+        assert_eq!(r.header(header::CACHE_CONTROL), "no-cache", "{uri}");
+    }
+    assert_eq!(
+        get("/live/%2e%2e/index.m3u8").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get("/live/demo/seg-abc.m4s").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn serves_over_a_real_socket() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router(registry())).await.unwrap();
+    });
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"GET /live/demo/mono.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/vnd.apple.mpegurl\r\n"));
+    assert!(lower.contains("access-control-allow-origin: *\r\n"));
+    assert!(text.contains("\r\n\r\n#EXTM3U\n"));
+    server.abort();
+}
+
+fn percent_encode(s: &[u8]) -> String {
+    s.iter()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (*b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// Any path (raw or percent-encoded bytes) gets a 2xx/400/404, never a
+    /// panic or a 5xx.
+    #[test]
+    fn arbitrary_paths_are_answered(
+        stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        file in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        raw in "[a-z0-9%./+-]{0,40}",
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let app = router(registry());
+        for uri in [
+            format!("/live/{}/{}", percent_encode(&stream), percent_encode(&file)),
+            format!("/live/demo/{raw}"),
+            format!("/live/{raw}/index.m3u8"),
+            format!("/{raw}"),
+        ] {
+            let Ok(req) = Request::builder().uri(uri.as_str()).body(Body::empty()) else {
+                continue;
+            };
+            let status = rt.block_on(app.clone().oneshot(req)).unwrap().status();
+            proptest::prop_assert!(
+                status.is_success() || status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+                "{uri}: {status}"
+            );
+        }
+    }
+}
