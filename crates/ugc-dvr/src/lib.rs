@@ -45,7 +45,7 @@ pub mod segmenter;
 
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate};
-pub use packager::run_packager;
+pub use packager::{PackagerConfig, package_hub, run_packager};
 pub use playlist::{Variant, VariantStream, format_program_date_time};
 pub use segmenter::{
     InitSegment, Part, Segment, Segmenter, SegmenterConfig, SegmenterOutput, SegmenterStats,

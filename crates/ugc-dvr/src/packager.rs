@@ -59,3 +59,62 @@ pub async fn run_packager(mut reader: HubReader, stream: Arc<LiveStream>, config
         }
     }
 }
+
+/// Settings of [`package_hub`].
+#[derive(Debug, Clone)]
+pub struct PackagerConfig {
+    /// How segments are cut.
+    pub segmenter: SegmenterConfig,
+    /// The live window of each stream.
+    pub live: crate::live::LiveConfig,
+    /// How long an ended stream's playlist stays served (players fetch the
+    /// `EXT-X-ENDLIST` and the last segments) before it is forgotten.
+    pub linger: Duration,
+}
+
+impl Default for PackagerConfig {
+    fn default() -> Self {
+        PackagerConfig {
+            segmenter: SegmenterConfig::default(),
+            live: crate::live::LiveConfig::default(),
+            linger: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Packages every stream of `hub` (present and future) into `registry`: one
+/// task per stream runs [`run_packager`]; an ended stream stays in the
+/// registry for [`PackagerConfig::linger`] unless a new stream of the same
+/// name replaced it. Returns when the hub is dropped.
+pub async fn package_hub(
+    hub: ugc_core::Hub,
+    registry: Arc<crate::live::LiveRegistry>,
+    config: PackagerConfig,
+) {
+    let mut watch = hub.watch();
+    // Streams created before the watcher started.
+    let mut pending = hub.stream_names();
+    loop {
+        let name = match pending.pop() {
+            Some(n) => n,
+            None => match watch.next().await {
+                Some(n) => n,
+                None => return,
+            },
+        };
+        let Some(reader) = hub.subscribe_existing(&name) else {
+            continue;
+        };
+        let live = Arc::new(LiveStream::new(config.live.clone()));
+        registry.insert(&name, live.clone());
+        tracing::info!(stream = %name, "packaging");
+        let registry = registry.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            run_packager(reader, live.clone(), config.segmenter).await;
+            tracing::info!(stream = %name, "stream ended");
+            tokio::time::sleep(config.linger).await;
+            registry.remove_if_same(&name, &live);
+        });
+    }
+}

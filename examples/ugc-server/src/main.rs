@@ -55,13 +55,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!(data = %data.display(), rtmp = %rtmp_addr, http = %http_addr, "ugc-server started");
     print_banner(&host, rtmp_addr, http_addr);
 
-    let packaging = tokio::spawn(package_streams(
+    let packaging = tokio::spawn(ugc_dvr::package_hub(
         hub.clone(),
         registry.clone(),
-        config.segmenter(),
-        host.clone(),
-        http_addr.port(),
+        config.packager(),
     ));
+    let announcer = tokio::spawn(announce_streams(hub.clone(), host.clone(), http_addr.port()));
     let reaper = tokio::spawn(reap_idle_streams(
         hub.clone(),
         Duration::from_secs(config.publisher_grace_s),
@@ -92,6 +91,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     packaging.abort();
+    announcer.abort();
     reaper.abort();
     for name in hub.stream_names() {
         hub.end(&name);
@@ -99,43 +99,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Spawns a packager (segmenter + live window) for every Hub stream and
-/// removes its live window a while after the stream ended.
-async fn package_streams(
-    hub: Hub,
-    registry: Arc<LiveRegistry>,
-    seg: ugc_dvr::SegmenterConfig,
-    host: String,
-    http_port: u16,
-) {
+/// Logs the play URL of every new stream.
+async fn announce_streams(hub: Hub, host: String, http_port: u16) {
     let mut watch = hub.watch();
-    // Streams created before the watcher started.
-    let mut pending: Vec<String> = hub.stream_names();
-    loop {
-        let name = match pending.pop() {
-            Some(n) => n,
-            None => match watch.next().await {
-                Some(n) => n,
-                None => return,
-            },
-        };
-        let Some(reader) = hub.subscribe_existing(&name) else {
-            continue;
-        };
-        let live = Arc::new(ugc_dvr::LiveStream::new(&name, seg.clone()));
-        registry.insert(&name, live.clone());
+    while let Some(name) = watch.next().await {
         let play = format!("http://{host}:{http_port}/{name}/index.m3u8");
         info!(stream = %name, %play, "new stream");
-        let registry = registry.clone();
-        let seg = seg.clone();
-        tokio::spawn(async move {
-            ugc_dvr::run_packager(reader, live.clone(), seg).await;
-            info!(stream = %name, "stream ended");
-            // Let players fetch the end of the playlist, then forget it
-            // unless a new stream of the same name replaced it.
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            registry.remove_if_same(&name, &live);
-        });
     }
 }
 

@@ -1,0 +1,165 @@
+//! Configuration: defaults < TOML file < environment < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+
+/// All-in-one ugc streaming server: RTMP in, HLS out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// TOML configuration file (keys as the long flags, with `_`).
+    #[arg(long, env = "UGC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (archive, database, logs). Nothing is written outside it.
+    #[arg(long, env = "UGC_DATA")]
+    pub data: Option<PathBuf>,
+    /// RTMP listen address.
+    #[arg(long, env = "UGC_RTMP")]
+    pub rtmp: Option<SocketAddr>,
+    /// HTTP listen address (HLS origin, API, panels).
+    #[arg(long, env = "UGC_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Host name or address printed in publish and play URLs.
+    #[arg(long, env = "UGC_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+    /// Target HLS segment duration in milliseconds (segments cut at keyframes).
+    #[arg(long, env = "UGC_SEGMENT_MS")]
+    pub segment_ms: Option<u32>,
+    /// Segments in the live playlist window.
+    #[arg(long, env = "UGC_WINDOW_SEGMENTS")]
+    pub window_segments: Option<usize>,
+    /// Seconds a stream survives without a publisher (a reconnect continues it).
+    #[arg(long, env = "UGC_PUBLISHER_GRACE_S")]
+    pub publisher_grace_s: Option<u64>,
+    /// Log filter (tracing `EnvFilter` syntax); `UGC_LOG` overrides.
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+/// The TOML file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    rtmp: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    public_host: Option<String>,
+    segment_ms: Option<u32>,
+    window_segments: Option<usize>,
+    publisher_grace_s: Option<u64>,
+    log: Option<String>,
+    max_rtmp_connections: Option<usize>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data: PathBuf,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub public_host: Option<String>,
+    pub segment_ms: u32,
+    pub window_segments: usize,
+    pub publisher_grace_s: u64,
+    pub log: String,
+    pub max_rtmp_connections: Option<usize>,
+}
+
+impl Config {
+    pub fn load(cli: &Cli) -> anyhow::Result<Config> {
+        let file = match &cli.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let segment_ms = cli.segment_ms.or(file.segment_ms).unwrap_or(2000);
+        anyhow::ensure!(
+            (200..=30_000).contains(&segment_ms),
+            "segment_ms must be within 200..=30000, got {segment_ms}"
+        );
+        let window_segments = cli.window_segments.or(file.window_segments).unwrap_or(6);
+        anyhow::ensure!(
+            (2..=100).contains(&window_segments),
+            "window_segments must be within 2..=100"
+        );
+        Ok(Config {
+            data: cli
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            rtmp: cli
+                .rtmp
+                .or(file.rtmp)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1935))),
+            http: cli
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            public_host: cli.public_host.clone().or(file.public_host),
+            segment_ms,
+            window_segments,
+            publisher_grace_s: cli
+                .publisher_grace_s
+                .or(file.publisher_grace_s)
+                .unwrap_or(20),
+            log: cli
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
+            max_rtmp_connections: file.max_rtmp_connections,
+        })
+    }
+
+    pub fn packager(&self) -> ugc_dvr::PackagerConfig {
+        let mut c = ugc_dvr::PackagerConfig::default();
+        c.segmenter.target_duration_ms = self.segment_ms;
+        c.live.target_duration_ms = self.segment_ms;
+        c.live.window_segments = self.window_segments;
+        c
+    }
+
+    pub fn rtmp_server(&self) -> ugc_proto::rtmp::server::RtmpServerConfig {
+        let mut c = ugc_proto::rtmp::server::RtmpServerConfig::default();
+        if let Some(m) = self.max_rtmp_connections {
+            c.max_connections = m;
+        }
+        c
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("ugc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ugc.toml");
+        std::fs::write(&file, "rtmp = \"127.0.0.1:19350\"\nsegment_ms = 4000\n").unwrap();
+        let cli = Cli::parse_from([
+            "ugc-server",
+            "--config",
+            file.to_str().unwrap(),
+            "--segment-ms",
+            "1000",
+        ]);
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(c.rtmp, "127.0.0.1:19350".parse().unwrap());
+        assert_eq!(c.segment_ms, 1000);
+        assert_eq!(c.http.port(), 8080);
+        std::fs::write(&file, "nonsense = 1\n").unwrap();
+        assert!(Config::load(&cli).is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! End to end: real ffmpeg publishes over RTMP to the real ugc-server binary;
+//! real ffprobe/ffmpeg read the HLS it serves.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Segment target of the server under test (its default).
+const SEGMENT_S: f64 = 2.0;
+
+fn media_playlist(server: &Server, stream: &str) -> Option<String> {
+    let r = server.get(&format!("/live/{stream}/mono.m3u8"));
+    (r.status == 200).then(|| r.text())
+}
+
+fn segments(server: &Server, stream: &str) -> Vec<PlaylistSegment> {
+    media_playlist(server, stream)
+        .map(|t| parse_media_playlist(&t))
+        .unwrap_or_default()
+}
+
+/// Downloads init + segment into one file, ready for ffprobe.
+fn fetch_fmp4(server: &Server, stream: &str, seg: &PlaylistSegment, dir: &Path) -> PathBuf {
+    let map = seg.map.as_deref().expect("EXT-X-MAP before segment");
+    let init = server.get(&format!("/live/{stream}/{map}"));
+    assert_eq!(init.status, 200, "init {map}");
+    let media = server.get(&format!("/live/{stream}/{}", seg.uri));
+    assert_eq!(media.status, 200, "segment {}", seg.uri);
+    let path = dir.join(format!("{}-{}.mp4", stream.replace('/', "_"), seg.msn));
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&init.body).unwrap();
+    f.write_all(&media.body).unwrap();
+    path
+}
+
+/// Checks one served segment: decodes cleanly, starts with a keyframe, audio
+/// and video start within 100 ms of each other.
+fn check_segment(path: &Path, expect_width: u32) {
+    let errors = decode_errors(path);
+    assert!(errors.trim().is_empty(), "{}: {errors}", path.display());
+    let keys = video_keyframes(path);
+    assert!(!keys.is_empty(), "{}: no video frames", path.display());
+    assert!(
+        keys[0],
+        "{}: does not start with a keyframe",
+        path.display()
+    );
+    let streams = probe_streams(path);
+    let v = streams.iter().find(|s| s.0 == "video").expect("video");
+    let a = streams.iter().find(|s| s.0 == "audio").expect("audio");
+    assert_eq!(v.2, expect_width, "{}: width", path.display());
+    assert!(
+        (v.1 - a.1).abs() <= 0.100,
+        "{}: video starts at {} s, audio at {} s",
+        path.display(),
+        v.1,
+        a.1
+    );
+}
+
+#[test]
+fn ffmpeg_1080p_publish_plays_over_hls() {
+    let clip = test_clip(1920, 1080, 14, 4000);
+    let server = Server::start(&[]);
+    let work = TempDir::new("play");
+    let started = Instant::now();
+    let mut publisher = publish_file(&clip, &server.rtmp_url("e2e"));
+
+    // The playlist appears within two segment durations.
+    let appeared = wait_until(Duration::from_secs(10), || {
+        !segments(&server, "live/e2e").is_empty()
+    })
+    .expect("playlist with a segment");
+    let since_publish = started.elapsed();
+    assert!(
+        since_publish.as_secs_f64() <= 2.0 * SEGMENT_S + 0.5,
+        "first segment after {since_publish:?} (polling took {appeared:?})"
+    );
+
+    // Multivariant playlist: one variant with CODECS, RESOLUTION, BANDWIDTH, FRAME-RATE.
+    let master = server.get("/live/e2e/index.m3u8");
+    assert_eq!(master.status, 200);
+    assert_eq!(
+        master.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    let text = master.text();
+    let inf = text
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .expect("variant");
+    assert!(inf.contains("CODECS=\"avc1.64"), "{inf}");
+    assert!(inf.contains("mp4a.40.2"), "{inf}");
+    assert!(inf.contains("RESOLUTION=1920x1080"), "{inf}");
+    assert!(inf.contains("FRAME-RATE=30.000"), "{inf}");
+    assert!(inf.contains("BANDWIDTH="), "{inf}");
+    assert!(master.header("access-control-allow-origin").is_some());
+
+    // A live reader: ffmpeg reads the multivariant playlist for 4 s.
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(server.url("/live/e2e/index.m3u8"))
+        .args(["-t", "4", "-f", "null", "-"]));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "ffmpeg as HLS reader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Wait for the whole clip (14 s) to be published, then check every segment.
+    assert!(wait_until(Duration::from_secs(30), || !publisher.running()).is_some());
+    let segs = segments(&server, "live/e2e");
+    assert!(segs.len() >= 4, "{segs:?}");
+    for seg in &segs {
+        assert!(
+            seg.duration <= SEGMENT_S + 0.1,
+            "segment {} lasts {} s (GOP is 2 s)",
+            seg.msn,
+            seg.duration
+        );
+        let path = fetch_fmp4(&server, "live/e2e", seg, work.path());
+        check_segment(&path, 1920);
+    }
+
+    // Cache headers: segments immutable, playlists short-lived.
+    let seg = server.get(&format!("/live/e2e/{}", segs[0].uri));
+    assert!(
+        seg.header("cache-control")
+            .is_some_and(|v| v.contains("immutable")),
+        "{:?}",
+        seg.headers
+    );
+    let pl = server.get("/live/e2e/mono.m3u8");
+    let cc = pl.header("cache-control").unwrap_or_default().to_string();
+    assert!(cc.contains("max-age=1") || cc.contains("no-cache"), "{cc}");
+
+    // The MPEG-TS variant of the same segments decodes too.
+    let ts = server.get("/live/e2e/mono-ts.m3u8");
+    assert_eq!(ts.status, 200);
+    let ts_segs = parse_media_playlist(&ts.text());
+    assert_eq!(ts_segs.len(), segs.len());
+    let first = &ts_segs[ts_segs.len() - 1];
+    let body = server.get(&format!("/live/e2e/{}", first.uri));
+    assert_eq!(body.header("content-type"), Some("video/mp2t"));
+    let tsfile = work.path().join("seg.ts");
+    std::fs::write(&tsfile, &body.body).unwrap();
+    let errors = decode_errors(&tsfile);
+    assert!(errors.trim().is_empty(), "TS segment: {errors}");
+    assert!(video_keyframes(&tsfile)[0]);
+}
+
+#[test]
+fn two_publishers_stay_independent() {
+    let server = Server::start(&[]);
+    let work = TempDir::new("two");
+    let mut a = publish_live(640, 360, &server.rtmp_url("alpha"));
+    let _b = publish_live(320, 240, &server.rtmp_url("beta"));
+    let both = wait_until(Duration::from_secs(15), || {
+        segments(&server, "live/alpha").len() >= 2 && segments(&server, "live/beta").len() >= 2
+    });
+    assert!(both.is_some(), "both streams segment");
+    for (stream, width) in [("live/alpha", 640), ("live/beta", 320)] {
+        let segs = segments(&server, stream);
+        let path = fetch_fmp4(&server, stream, segs.last().unwrap(), work.path());
+        check_segment(&path, width);
+    }
+    // Stopping one publisher does not stop the other.
+    a.kill();
+    let before = segments(&server, "live/beta").last().unwrap().msn;
+    assert!(
+        wait_until(Duration::from_secs(8), || {
+            segments(&server, "live/beta").last().unwrap().msn >= before + 2
+        })
+        .is_some(),
+        "beta keeps going after alpha stopped"
+    );
+}
+
+#[test]
+fn publisher_reconnecting_mid_gop_continues_with_a_discontinuity() {
+    let clip = test_clip(1920, 1080, 14, 4000);
+    let server = Server::start(&[]);
+    let work = TempDir::new("reconnect");
+    let mut first = publish_file(&clip, &server.rtmp_url("re"));
+    assert!(
+        wait_until(Duration::from_secs(10), || segments(&server, "live/re")
+            .len()
+            >= 2)
+        .is_some()
+    );
+    // Kill the publisher in the middle of a GOP (GOPs are 2 s).
+    std::thread::sleep(Duration::from_millis(1000));
+    first.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = publish_file(&clip, &server.rtmp_url("re"));
+    let continued = wait_until(Duration::from_secs(15), || {
+        segments(&server, "live/re")
+            .iter()
+            .skip_while(|s| !s.discontinuity)
+            .count()
+            >= 2
+    });
+    second.kill();
+    assert!(
+        continued.is_some(),
+        "no discontinuity followed by new segments: {}",
+        media_playlist(&server, "live/re").unwrap_or_default()
+    );
+    let segs = segments(&server, "live/re");
+    let mut msns = HashSet::new();
+    for seg in &segs {
+        assert!(msns.insert(seg.msn));
+        let path = fetch_fmp4(&server, "live/re", seg, work.path());
+        check_segment(&path, 1920);
+    }
+}
+
+#[test]
+fn bad_clients_do_not_hurt_the_server_or_other_streams() {
+    let server = Server::start(&[]);
+    let good = publish_live(320, 240, &server.rtmp_url("good"));
+    assert!(
+        wait_until(Duration::from_secs(15), || !segments(&server, "live/good")
+            .is_empty())
+        .is_some()
+    );
+
+    let send = |bytes: &[u8]| {
+        if let Ok(mut s) = TcpStream::connect(server.rtmp) {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.write_all(bytes);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+        }
+    };
+    // Garbage, a truncated handshake, a bad version byte.
+    send(&[0xde; 4096]);
+    let mut c0c1 = vec![3u8];
+    c0c1.extend_from_slice(&[0u8; 700]);
+    send(&c0c1);
+    send(&[0x06; 1537]);
+
+    // Publishers with hostile names: refused, not written anywhere.
+    let long_key = "k".repeat(5000);
+    for key in [long_key.as_str(), "..", "a..b/../../etc"] {
+        let out = run(Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi"])
+            .args(["-i", "testsrc2=size=160x120:rate=10", "-t", "1"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv"])
+            .arg(format!("rtmp://{}/live/{key}", server.rtmp)));
+        assert!(!out.status.success(), "publish to {key:.40} was accepted");
+    }
+
+    // HTTP traversal attempts.
+    for path in [
+        "/live/..%2f..%2fetc%2fpasswd/index.m3u8",
+        "/live/../../etc/passwd",
+        "/live/good/../../../etc/passwd",
+        "/live/good/seg-99999999999999999999999.m4s",
+        "/live/good/seg-abc.m4s",
+        "/live/good/init-x.mp4",
+    ] {
+        let r = server.get(path);
+        assert!(
+            (400..500).contains(&r.status),
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
+    // Still serving, the good stream keeps producing segments.
+    let mut server = server;
+    assert!(server.alive());
+    let last = segments(&server, "live/good").last().unwrap().msn;
+    assert!(
+        wait_until(Duration::from_secs(8), || {
+            segments(&server, "live/good").last().unwrap().msn > last
+        })
+        .is_some()
+    );
+    drop(good);
+    // Nothing was written outside the data dir (the server's cwd is empty).
+    let written: Vec<_> = std::fs::read_dir(server.cwd.path()).unwrap().collect();
+    assert!(written.is_empty(), "server wrote {written:?} into its cwd");
+}

@@ -1,0 +1,440 @@
+//! Test harness for end-to-end tests: runs the real `ugc-server` binary and
+//! real ffmpeg/ffprobe processes, and speaks plain HTTP/1.1 over std sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ugc-e2e-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running ugc-server, killed on drop.
+pub struct Server {
+    child: Child,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub data: TempDir,
+    pub cwd: TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let data = TempDir::new("data");
+        let cwd = TempDir::new("cwd");
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = cwd.path().with_extension("log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ugc-server"))
+            .current_dir(cwd.path())
+            .arg("--data")
+            .arg(data.path())
+            .args(["--rtmp", &rtmp.to_string(), "--http", &http.to_string()])
+            .args(["--public-host", "127.0.0.1"])
+            .args(extra)
+            .env("UGC_LOG", "info,ugc_proto=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start ugc-server");
+        let server = Server {
+            child,
+            rtmp,
+            http,
+            data,
+            cwd,
+            log,
+        };
+        wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(server.http).is_ok() && TcpStream::connect(server.rtmp).is_ok()
+        })
+        .expect("ugc-server listens");
+        server
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http_get(self.http, path)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- ugc-server log ----\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A process killed on drop (publishers).
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+    pub fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` every 50 ms until it holds or `timeout` passes; the time it took.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the path is sent exactly as given, so tests can
+/// send traversal attempts no client library would).
+pub fn http_get(addr: SocketAddr, path: &str) -> Response {
+    http_request(addr, "GET", path)
+}
+
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nOrigin: http://example.test\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read http");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size_str = String::from_utf8_lossy(&b[..i]);
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = i + 2;
+        out.extend_from_slice(&b[start..start + size]);
+        b = &b[start + size + 2..];
+    }
+    out
+}
+
+/// Runs a command to completion, returning its output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// A generated test clip, made once per machine and cached in the temp dir
+/// (ffmpeg lavfi test pattern + tone): `WxH@30`, H.264 High with a keyframe
+/// every 2 s, AAC-LC 48 kHz stereo.
+pub fn test_clip(width: u32, height: u32, seconds: u32, kbps: u32) -> PathBuf {
+    static LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _g = LOCK.get_or_init(Default::default).lock().unwrap();
+    let dir = std::env::temp_dir().join("ugc-test-media");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "testsrc2_{width}x{height}_30fps_{seconds}s_{kbps}k_aac.mp4"
+    ));
+    if path.exists() {
+        return path;
+    }
+    let tmp = path.with_extension(format!("{}.tmp.mp4", std::process::id()));
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={width}x{height}:rate=30"),
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo",
+        ])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args(["-b:v", &format!("{kbps}k"), "-maxrate", &format!("{kbps}k")])
+        .args(["-bufsize", &format!("{}k", kbps * 2)])
+        .args(["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"])
+        .args(["-c:a", "aac", "-b:a", "128k"])
+        .arg(&tmp));
+    assert!(
+        out.status.success(),
+        "ffmpeg failed to make the test clip: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// `ffmpeg -re -i clip -c copy -f flv url` in the background.
+pub fn publish_file(clip: &Path, url: &str) -> Proc {
+    publish_args(&["-re", "-i", clip.to_str().unwrap(), "-c", "copy"], url)
+}
+
+/// A live-encoded publisher (lavfi pattern, low CPU), for several at once.
+pub fn publish_live(width: u32, height: u32, url: &str) -> Proc {
+    publish_args(
+        &[
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={width}x{height}:rate=30"),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+        ],
+        url,
+    )
+}
+
+fn publish_args(input: &[&str], url: &str) -> Proc {
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(input)
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg");
+    Proc(child)
+}
+
+/// A parsed media playlist: (msn, discontinuity before it, duration s, uri).
+#[derive(Debug, Clone)]
+pub struct PlaylistSegment {
+    pub msn: u64,
+    pub discontinuity: bool,
+    pub duration: f64,
+    pub uri: String,
+    pub map: Option<String>,
+}
+
+pub fn parse_media_playlist(text: &str) -> Vec<PlaylistSegment> {
+    let mut out = Vec::new();
+    let mut msn = 0u64;
+    let mut disc = false;
+    let mut dur = 0.0;
+    let mut map = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v.trim().parse().unwrap();
+        } else if line.starts_with("#EXT-X-DISCONTINUITY") && !line.contains("SEQUENCE") {
+            disc = true;
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            dur = v.split(',').next().unwrap().parse().unwrap();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=") {
+            map = Some(v.trim_matches('"').to_string());
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            out.push(PlaylistSegment {
+                msn,
+                discontinuity: disc,
+                duration: dur,
+                uri: line.trim().to_string(),
+                map: map.clone(),
+            });
+            msn += 1;
+            disc = false;
+        }
+    }
+    out
+}
+
+/// ffprobe of a file: per stream (codec_type, start_time s, width, height).
+pub fn probe_streams(file: &Path) -> Vec<(String, f64, u32, u32)> {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries"])
+        .arg("stream=codec_type,start_time,width,height")
+        .args(["-of", "compact=p=0"])
+        .arg(file));
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let field = |k: &str| {
+                l.split('|')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default()
+            };
+            (
+                field("codec_type"),
+                field("start_time").parse().unwrap_or(f64::NAN),
+                field("width").parse().unwrap_or(0),
+                field("height").parse().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Decodes every frame of `file`; returns ffmpeg's error output (empty when clean).
+pub fn decode_errors(file: &Path) -> String {
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"]));
+    let mut s = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        s.push_str(&format!("\nffmpeg exited with {}", out.status));
+    }
+    s
+}
+
+/// Key-frame flags of the video frames of `file`, in order.
+pub fn video_keyframes(file: &Path) -> Vec<bool> {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .arg("frame=key_frame")
+        .args(["-of", "csv=p=0"])
+        .arg(file));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().starts_with('1'))
+        .collect()
+}
