@@ -1,3 +1,18 @@
-//! ugc-proto (under construction).
+//! # ugc-proto
+//!
+//! Wire protocols of the ugc streaming toolkit, each a sans-IO core (bytes in,
+//! events and bytes out, no sockets, tasks or clock reads) plus a thin tokio
+//! adapter behind the `tokio` feature.
+//!
+//! * [`rtmp`]: RTMP server ingest ([`rtmp::ServerSession`],
+//!   [`rtmp::server::serve`]).
+//!
+//! Storage layout and auth policy are not here: publish requests go to a
+//! [`ugc_core::Authorizer`] supplied by the caller.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod error;
+pub mod rtmp;
+
+pub use error::{Error, Result};
