@@ -151,6 +151,8 @@ pub struct ChunkDecoder {
     /// Input bytes consumed, for error offsets.
     offset: u64,
     out: VecDeque<Message>,
+    /// Payload bytes of the messages in `out`.
+    queued: u64,
 }
 
 impl Default for ChunkDecoder {
@@ -172,6 +174,7 @@ impl ChunkDecoder {
             pending_bytes: 0,
             offset: 0,
             out: VecDeque::new(),
+            queued: 0,
         }
     }
 
@@ -228,12 +231,24 @@ impl ChunkDecoder {
                         self.offset += take as u64;
                         input = &input[take..];
                     }
-                    Some(h) => {
+                    Some(h) if h.len >= have => {
                         let from_input = h.len - have;
                         input = &input[from_input..];
                         self.offset += from_input as u64;
                         self.hdr_len = 0;
                         self.apply(h)?;
+                    }
+                    Some(h) => {
+                        // The header turned out shorter than what was
+                        // buffered (a fmt 3 chunk without the repeated
+                        // extended timestamp): the surplus is payload.
+                        let mut surplus = [0u8; MAX_HEADER_LEN];
+                        let n = have - h.len;
+                        surplus[..n].copy_from_slice(&tmp[h.len..have]);
+                        self.hdr_len = 0;
+                        self.offset -= n as u64;
+                        self.apply(h)?;
+                        self.feed(&surplus[..n])?;
                     }
                 }
             } else {
@@ -257,7 +272,14 @@ impl ChunkDecoder {
 
     /// The next complete message.
     pub fn poll_message(&mut self) -> Option<Message> {
-        self.out.pop_front()
+        let m = self.out.pop_front()?;
+        self.queued -= m.payload.len() as u64;
+        Some(m)
+    }
+
+    /// Payload bytes of the complete messages not polled yet.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued
     }
 
     fn err(&self, csid: u32, data: &[u8], reason: impl Into<String>) -> Error {
@@ -491,6 +513,7 @@ impl ChunkDecoder {
             }
             _ => {}
         }
+        self.queued += msg.payload.len() as u64;
         self.out.push_back(msg);
         Ok(())
     }
@@ -794,9 +817,16 @@ mod tests {
         wire.extend_from_slice(&[0xab; 128]);
         wire.push(0xc6);
         wire.extend_from_slice(&[0xab; 44]);
-        let msgs = decode_split(&wire, &[13, 200]).unwrap();
-        assert_eq!(msgs[0].payload.len(), 300);
-        assert!(msgs[0].payload.iter().all(|&b| b == 0xab));
+        for cuts in [
+            vec![13, 200],
+            (0..wire.len()).collect(),
+            vec![145],
+            vec![146, 147],
+        ] {
+            let msgs = decode_split(&wire, &cuts).unwrap();
+            assert_eq!(msgs[0].payload.len(), 300);
+            assert!(msgs[0].payload.iter().all(|&b| b == 0xab));
+        }
     }
 
     #[test]

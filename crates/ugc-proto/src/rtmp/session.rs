@@ -290,7 +290,11 @@ impl ServerSession {
     }
 
     /// Accepts the pending publish: sends Stream Begin and `onStatus`
-    /// `NetStream.Publish.Start` on the publishing message stream.
+    /// `NetStream.Publish.Start` on the publishing message stream, then
+    /// handles what the client sent after `publish` (drain
+    /// [`Self::poll_output`] and [`Self::poll_event`] afterwards). Fails with
+    /// [`Error::InvalidState`] without a pending publish, or with the peer's
+    /// error if that queued input was bad (the session is then closed).
     pub fn accept_publish(&mut self) -> Result<()> {
         let Phase::Connected(conn) = &mut self.phase else {
             return Err(Error::InvalidState("accept_publish before connect"));
@@ -322,7 +326,11 @@ impl ServerSession {
             Some(key),
             &mut self.out,
         );
-        Ok(())
+        let r = conn.process_queued(&self.config, &mut self.out, &mut self.events);
+        if r.is_err() {
+            self.closed = true;
+        }
+        r
     }
 
     /// Refuses the pending publish with `onStatus` `NetStream.Publish.BadName`
@@ -338,6 +346,8 @@ impl ServerSession {
             ));
         };
         conn.publish = Publish::Idle;
+        // What the client sent after `publish` is dropped unread.
+        while conn.decoder.poll_message().is_some() {}
         conn.on_status(
             stream_id,
             "error",
@@ -347,13 +357,6 @@ impl ServerSession {
             &mut self.out,
         );
         self.closed = true;
-        // Media queued behind the request must not reach the caller.
-        self.events.retain(|e| {
-            !matches!(
-                e,
-                ServerEvent::Audio { .. } | ServerEvent::Video { .. } | ServerEvent::Metadata(_)
-            )
-        });
         Ok(())
     }
 }
@@ -368,10 +371,16 @@ impl Conn {
     ) -> Result<()> {
         self.received += input.len() as u64;
         let fed = self.decoder.feed(input);
-        while let Some(m) = self.decoder.poll_message() {
-            self.on_message(m, config, out, events)?;
-        }
+        self.process_queued(config, out, events)?;
         fed?;
+        if matches!(self.publish, Publish::Pending { .. })
+            && self.decoder.queued_bytes() > config.limits.max_pending_bytes
+        {
+            return Err(Error::Protocol(format!(
+                "{} bytes of messages queued while the publish awaits a decision",
+                self.decoder.queued_bytes()
+            )));
+        }
         if self.received - self.last_ack >= u64::from(self.peer_window) {
             self.last_ack = self.received;
             // The sequence number wraps at 2^32 by definition.
@@ -384,6 +393,24 @@ impl Conn {
                 &seq.to_be_bytes(),
                 out,
             );
+        }
+        Ok(())
+    }
+
+    /// Handles the decoded messages, stopping while a publish awaits the
+    /// caller's decision: what the client sent after `publish` (media, or an
+    /// `FCUnpublish` in the same read) is handled after the decision, in order.
+    fn process_queued(
+        &mut self,
+        config: &SessionConfig,
+        out: &mut BytesMut,
+        events: &mut VecDeque<ServerEvent>,
+    ) -> Result<()> {
+        while !matches!(self.publish, Publish::Pending { .. }) {
+            let Some(m) = self.decoder.poll_message() else {
+                break;
+            };
+            self.on_message(m, config, out, events)?;
         }
         Ok(())
     }
