@@ -1,7 +1,22 @@
-//! ugc-proto (under construction).
+//! # ugc-proto
 //!
-//! * [`origin`]: the HTTP origin (HLS playlists and segments of live streams).
+//! Wire protocols of the ugc streaming toolkit, each a sans-IO core (bytes in,
+//! events and bytes out, no sockets, tasks or clock reads) plus a thin tokio
+//! adapter behind the `tokio` feature.
+//!
+//! * [`rtmp`]: RTMP server ingest ([`rtmp::ServerSession`],
+//!   `rtmp::server::serve`).
+//! * `origin`: the HTTP origin (HLS playlists and segments of live streams),
+//!   an axum router (feature `tokio`).
+//!
+//! Storage layout and auth policy are not here: publish requests go to a
+//! [`ugc_core::Authorizer`] supplied by the caller.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod error;
+#[cfg(feature = "tokio")]
 pub mod origin;
+pub mod rtmp;
+
+pub use error::{Error, Result};

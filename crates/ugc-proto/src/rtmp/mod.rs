@@ -1,0 +1,32 @@
+//! RTMP server ingest.
+//!
+//! A sans-IO core, layered as the protocol is:
+//!
+//! * [`handshake`]: C0/C1 -> S0/S1/S2, C2 (simple and digest flavours),
+//!   phases as types.
+//! * [`chunk`]: the chunk stream demuxer ([`ChunkDecoder`]) and muxer
+//!   ([`ChunkEncoder`]), with bounded memory and widened timestamps.
+//! * [`amf0`]: AMF0 values for commands and metadata.
+//! * [`session`]: [`ServerSession`], the NetConnection/NetStream commands of
+//!   a publisher, reporting [`ServerEvent`]s; policy (who may publish) is the
+//!   caller's answer to [`ServerEvent::PublishRequested`].
+//!
+//! The tokio adapter [`server`] (cargo feature `tokio`, on by default)
+//! accepts connections and feeds accepted publishers into a
+//! [`ugc_core::Hub`].
+//!
+//! Not done here: playing (`play` is refused with `NetStream.Play.Failed`),
+//! RTMPE/RTMPT, AMF3 values (AMF3 command messages whose values are AMF0, as
+//! sent by some clients, are accepted).
+
+pub mod amf0;
+pub mod chunk;
+pub mod handshake;
+pub mod session;
+
+#[cfg(feature = "tokio")]
+pub mod server;
+
+pub use amf0::Amf0Value;
+pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkLimits, Message};
+pub use session::{ServerEvent, ServerSession, SessionConfig};

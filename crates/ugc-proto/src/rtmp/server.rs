@@ -1,0 +1,265 @@
+//! The tokio adapter: accepts RTMP connections and publishes accepted
+//! streams into a [`Hub`].
+//!
+//! One task per connection, each a small loop around a [`ServerSession`]:
+//! read -> [`ServerSession::handle_input`] -> write every
+//! [`ServerSession::poll_output`] -> handle every
+//! [`ServerSession::poll_event`]. Publish requests are decided by the
+//! caller's [`Authorizer`]; audio, video and metadata go through
+//! [`FlvIngest`] into the [`HubPublisher`]. A connection's error (bad bytes,
+//! timeout, takeover of its stream) is logged with the peer address and
+//! closes only that connection.
+
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout, timeout_at};
+use ugc_codec::flv::FlvIngest;
+use ugc_core::{Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest};
+
+use super::session::{ServerEvent, ServerSession, SessionConfig};
+use crate::error::{Error, Result};
+
+/// Settings of [`serve`].
+#[derive(Debug, Clone)]
+pub struct RtmpServerConfig {
+    /// Settings of every session.
+    pub session: SessionConfig,
+    /// Time from accept until the handshake is complete.
+    pub handshake_timeout: Duration,
+    /// Longest silence from a connected peer.
+    pub idle_timeout: Duration,
+    /// Longest time one write to the peer may take.
+    pub write_timeout: Duration,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Size of the per-connection read buffer.
+    pub read_buffer_size: usize,
+}
+
+impl Default for RtmpServerConfig {
+    fn default() -> Self {
+        RtmpServerConfig {
+            session: SessionConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            read_buffer_size: 64 * 1024,
+        }
+    }
+}
+
+/// Accepts RTMP connections on `listener` forever, one task per connection.
+/// Accepted publishers publish into `hub` under the stream name `auth`
+/// returns. Returns only if accepting fails for good.
+pub async fn serve<A: Authorizer>(
+    listener: TcpListener,
+    hub: Hub,
+    auth: Arc<A>,
+    config: RtmpServerConfig,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    let seeds = std::collections::hash_map::RandomState::new();
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and similar: back off, keep serving.
+                tracing::warn!(error = %e, "rtmp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = config.max_connections, "rtmp connection limit reached; closing");
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let seed = seeds.hash_one(peer);
+        let conn = Connection {
+            tcp,
+            peer,
+            hub: hub.clone(),
+            auth: Arc::clone(&auth),
+            config: Arc::clone(&config),
+            publishing: None,
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            conn.run(seed).await;
+        });
+    }
+}
+
+struct Publishing {
+    stream: String,
+    publisher: HubPublisher,
+    ingest: FlvIngest,
+}
+
+struct Connection<A> {
+    tcp: TcpStream,
+    peer: SocketAddr,
+    hub: Hub,
+    auth: Arc<A>,
+    config: Arc<RtmpServerConfig>,
+    publishing: Option<Publishing>,
+}
+
+impl<A: Authorizer> Connection<A> {
+    async fn run(mut self, seed: u64) {
+        let mut session = ServerSession::new(SessionConfig {
+            handshake_seed: seed,
+            ..self.config.session.clone()
+        });
+        let result = self.drive(&mut session).await;
+        let stream = self.publishing.as_ref().map(|p| p.stream.clone());
+        self.end_publish();
+        match result {
+            Ok(()) => tracing::debug!(peer = %self.peer, ?stream, "rtmp connection closed"),
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, ?stream, error = %e, "rtmp connection closed on error")
+            }
+        }
+        let _ = self.tcp.shutdown().await;
+    }
+
+    async fn drive(&mut self, session: &mut ServerSession) -> Result<()> {
+        let handshake_deadline = Instant::now() + self.config.handshake_timeout;
+        let mut buf = vec![0u8; self.config.read_buffer_size.max(1)];
+        loop {
+            let read = if session.is_connected() {
+                timeout(self.config.idle_timeout, self.tcp.read(&mut buf))
+                    .await
+                    .map_err(|_| Error::Timeout("peer idle"))?
+            } else {
+                timeout_at(handshake_deadline, self.tcp.read(&mut buf))
+                    .await
+                    .map_err(|_| Error::Timeout("handshake"))?
+            };
+            let n = read?;
+            if n == 0 {
+                return Ok(());
+            }
+            let input = session.handle_input(&buf[..n]);
+            // Events of messages before a bad one are still delivered (a
+            // clean FCUnpublish before garbage ends the stream cleanly).
+            self.flush(session).await?;
+            self.handle_events(session).await?;
+            input?;
+            if session.is_closed() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn flush(&mut self, session: &mut ServerSession) -> Result<()> {
+        while let Some(out) = session.poll_output() {
+            timeout(self.config.write_timeout, self.tcp.write_all(&out))
+                .await
+                .map_err(|_| Error::Timeout("write"))??;
+        }
+        Ok(())
+    }
+
+    async fn handle_events(&mut self, session: &mut ServerSession) -> Result<()> {
+        while let Some(event) = session.poll_event() {
+            match event {
+                ServerEvent::PublishRequested { app, key, .. } => {
+                    self.authorize(session, app, key).await?;
+                    self.flush(session).await?;
+                }
+                ServerEvent::Metadata(meta) => {
+                    if let Some(p) = &mut self.publishing {
+                        p.ingest.set_metadata(meta);
+                    }
+                }
+                ServerEvent::Audio { timestamp_ms, body } => {
+                    if let Some(p) = &mut self.publishing {
+                        p.ingest
+                            .push_audio(timestamp_ms, body)
+                            .map_err(|e| Error::Media(e.to_string()))?;
+                        drain(p)?;
+                    }
+                }
+                ServerEvent::Video { timestamp_ms, body } => {
+                    if let Some(p) = &mut self.publishing {
+                        p.ingest
+                            .push_video(timestamp_ms, body)
+                            .map_err(|e| Error::Media(e.to_string()))?;
+                        drain(p)?;
+                    }
+                }
+                ServerEvent::PublishEnded => {
+                    if let Some(stream) = self.publishing.as_ref().map(|p| p.stream.clone()) {
+                        tracing::info!(peer = %self.peer, %stream, "rtmp publish ended");
+                    }
+                    self.end_publish();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn authorize(
+        &mut self,
+        session: &mut ServerSession,
+        app: String,
+        key: String,
+    ) -> Result<()> {
+        let req = PublishRequest {
+            protocol: Protocol::Rtmp,
+            app,
+            key,
+            client_ip: self.peer.ip(),
+        };
+        match self.auth.authorize_publish(&req).await {
+            PublishDecision::Allow { stream } => match self.hub.publish(&stream) {
+                Ok(publisher) => {
+                    session.accept_publish()?;
+                    tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
+                    self.publishing = Some(Publishing {
+                        stream,
+                        publisher,
+                        ingest: FlvIngest::new(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer, %stream, error = %e, "hub refused publish");
+                    session.reject_publish("stream unavailable")?;
+                }
+            },
+            PublishDecision::Deny { reason } => {
+                // The reason is for our log only (the key is not logged: it is a secret).
+                tracing::info!(peer = %self.peer, app = %req.app, %reason, "rtmp publish denied");
+                session.reject_publish("publish denied")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_publish(&mut self) {
+        if let Some(mut p) = self.publishing.take() {
+            p.ingest.finish();
+            if let Err(e) = drain(&mut p) {
+                tracing::debug!(peer = %self.peer, stream = %p.stream, error = %e, "final media not accepted");
+            }
+        }
+    }
+}
+
+/// Moves the assembled media events into the Hub.
+fn drain(p: &mut Publishing) -> Result<()> {
+    while let Some(ev) = p.ingest.poll_event() {
+        p.publisher.push(ev)?;
+    }
+    Ok(())
+}
