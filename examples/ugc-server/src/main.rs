@@ -33,7 +33,10 @@ fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("UGC_LOG").unwrap_or_else(|_| EnvFilter::new(config.log.clone()));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -60,7 +63,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registry.clone(),
         config.packager(),
     ));
-    let announcer = tokio::spawn(announce_streams(hub.clone(), host.clone(), http_addr.port()));
+    let announcer = tokio::spawn(announce_streams(
+        hub.clone(),
+        host.clone(),
+        http_addr.port(),
+    ));
     let reaper = tokio::spawn(reap_idle_streams(
         hub.clone(),
         Duration::from_secs(config.publisher_grace_s),

@@ -16,7 +16,7 @@ use support::*;
 const SEGMENT_S: f64 = 2.0;
 
 fn media_playlist(server: &Server, stream: &str) -> Option<String> {
-    let r = server.get(&format!("/live/{stream}/mono.m3u8"));
+    let r = server.get(&format!("/{stream}/mono.m3u8"));
     (r.status == 200).then(|| r.text())
 }
 
@@ -26,12 +26,12 @@ fn segments(server: &Server, stream: &str) -> Vec<PlaylistSegment> {
         .unwrap_or_default()
 }
 
-/// Downloads init + segment into one file, ready for ffprobe.
+/// Downloads init + segment of Hub stream `stream` (`live/<name>`) into one file, ready for ffprobe.
 fn fetch_fmp4(server: &Server, stream: &str, seg: &PlaylistSegment, dir: &Path) -> PathBuf {
     let map = seg.map.as_deref().expect("EXT-X-MAP before segment");
-    let init = server.get(&format!("/live/{stream}/{map}"));
+    let init = server.get(&format!("/{stream}/{map}"));
     assert_eq!(init.status, 200, "init {map}");
-    let media = server.get(&format!("/live/{stream}/{}", seg.uri));
+    let media = server.get(&format!("/{stream}/{}", seg.uri));
     assert_eq!(media.status, 200, "segment {}", seg.uri);
     let path = dir.join(format!("{}-{}.mp4", stream.replace('/', "_"), seg.msn));
     let mut f = std::fs::File::create(&path).unwrap();

@@ -221,10 +221,7 @@ fn parse_response(raw: &[u8]) -> Response {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
         let size_str = String::from_utf8_lossy(&b[..i]);
         let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("0").trim(), 16)
             .unwrap_or(0);
