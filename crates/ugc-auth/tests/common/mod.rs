@@ -86,7 +86,9 @@ impl Postgres {
         } else {
             Command::new(&exe)
         };
-        cmd.args(args).output().unwrap_or_else(|e| panic!("{prog}: {e}"))
+        cmd.args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{prog}: {e}"))
     }
 
     pub fn start() -> Postgres {
@@ -113,15 +115,25 @@ impl Postgres {
         };
         let data = pg.dir.path().join("data");
         let data_s = data.to_str().unwrap().to_owned();
-        let out = pg.run("initdb", &["-D", &data_s, "-A", "trust", "-U", "postgres", "-E", "UTF8"]);
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = pg.run(
+            "initdb",
+            &["-D", &data_s, "-A", "trust", "-U", "postgres", "-E", "UTF8"],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             port,
             pg.dir.path().display()
         );
         let log = pg.dir.path().join("log").to_str().unwrap().to_owned();
-        let out = pg.run("pg_ctl", &["-D", &data_s, "-l", &log, "-o", &opts, "-w", "start"]);
+        let out = pg.run(
+            "pg_ctl",
+            &["-D", &data_s, "-l", &log, "-o", &opts, "-w", "start"],
+        );
         assert!(
             out.status.success(),
             "pg_ctl start failed: {} {}",
@@ -139,7 +151,10 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let _ = self.run("pg_ctl", &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"]);
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"],
+        );
     }
 }
 
@@ -204,7 +219,13 @@ impl Api {
     }
 
     /// Sends `body` (raw) and returns status and JSON (Null if empty).
-    pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -222,13 +243,24 @@ impl Api {
         let v = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         (status, v)
     }
 
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let b = if body.is_null() { String::new() } else { body.to_string() };
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let b = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
         self.raw(method, path, token, &b).await
     }
 }
