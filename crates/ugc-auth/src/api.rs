@@ -267,7 +267,8 @@ impl ControlPlane {
         for (_, path, mr) in routes() {
             r = r.route(path, mr);
         }
-        r.with_state(self.clone())
+        r.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
+            .with_state(self.clone())
     }
 
     /// The `(method, path)` pairs of [`router`](Self::router), paths

@@ -64,23 +64,32 @@ impl ControlPlane {
         if let Err(e) = validate::stream_key(&req.key) {
             return deny_pub(e.to_string());
         }
-        let cached = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&req.key)
-            .cloned();
+        let cached = {
+            let keys = self
+                .inner
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if keys.retired.contains(&req.key) {
+                return deny_pub("stream key was rotated or deleted");
+            }
+            keys.by_key.get(&req.key).cloned()
+        };
         let name = match cached {
             Some(n) => n,
             // Another node sharing the database may have created it.
             None => match self.inner.store.stream_name_by_key(&req.key).await {
                 Ok(Some(n)) => {
-                    self.inner
+                    let mut keys = self
+                        .inner
                         .keys
                         .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(req.key.clone(), n.clone());
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Retired while we read the database: refuse.
+                    if keys.retired.contains(&req.key) {
+                        return deny_pub("stream key was rotated or deleted");
+                    }
+                    keys.by_key.insert(req.key.clone(), n.clone());
                     n
                 }
                 Ok(None) => return deny_pub("unknown stream key"),

@@ -141,6 +141,22 @@ pub struct PlayGrant {
     pub session: SessionId,
 }
 
+/// Stream key -> stream name, plus the keys this process retired (rotated
+/// or deleted). Retired keys are never allowed again, even if a concurrent
+/// cache-miss lookup read them from the database just before the change.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    pub(crate) by_key: HashMap<String, String>,
+    pub(crate) retired: HashSet<String>,
+}
+
+impl KeyCache {
+    fn retire(&mut self, key: &str) {
+        self.by_key.remove(key);
+        self.retired.insert(key.to_owned());
+    }
+}
+
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -160,8 +176,8 @@ pub(crate) struct Inner {
     pub(crate) hub: Option<ugc_core::Hub>,
     pub(crate) default_ttl: u64,
     pub(crate) max_ttl: u64,
-    /// stream key -> stream name
-    pub(crate) keys: RwLock<HashMap<String, String>>,
+    /// Stream keys, current and retired.
+    pub(crate) keys: RwLock<KeyCache>,
     /// stream name -> settings
     pub(crate) settings: RwLock<HashMap<String, StreamSettings>>,
     pub(crate) revoked: RwLock<HashSet<SessionId>>,
@@ -291,7 +307,10 @@ impl ControlPlane {
                 hub: config.hub,
                 default_ttl: config.default_play_ttl.as_secs().max(1),
                 max_ttl: config.max_play_ttl.as_secs().max(1),
-                keys: RwLock::new(keys),
+                keys: RwLock::new(KeyCache {
+                    by_key: keys,
+                    retired: HashSet::new(),
+                }),
                 settings: RwLock::new(settings),
                 revoked: RwLock::new(revoked),
                 principals: RwLock::new(HashMap::new()),
@@ -471,7 +490,9 @@ impl ControlPlane {
             created_at: i64::try_from(unix_now()).unwrap_or(i64::MAX),
         };
         self.inner.store.insert_stream(&rec).await?;
-        write(&self.inner.keys).insert(rec.key.clone(), rec.name.clone());
+        write(&self.inner.keys)
+            .by_key
+            .insert(rec.key.clone(), rec.name.clone());
         write(&self.inner.settings).insert(rec.name.clone(), StreamSettings::from(&rec));
         self.notify(&rec.name, ChangeKind::Created);
         Ok(rec)
@@ -519,8 +540,8 @@ impl ControlPlane {
     /// Deletes a stream `by` owns, drops its publisher and its sessions.
     pub async fn delete_stream(&self, by: &Principal, name: &str) -> Result<()> {
         let s = self.stream_for(by, name).await?;
+        write(&self.inner.keys).retire(&s.key);
         self.inner.store.delete_stream(name).await?;
-        write(&self.inner.keys).remove(&s.key);
         write(&self.inner.settings).remove(name);
         self.drop_publisher(name);
         self.notify(name, ChangeKind::Deleted);
@@ -534,9 +555,11 @@ impl ControlPlane {
         let old = std::mem::replace(&mut s.key, random_token::<16>()?);
         // Refuse the old key before the database write, so no publish can
         // slip in between.
-        write(&self.inner.keys).remove(&old);
+        write(&self.inner.keys).retire(&old);
         self.inner.store.update_stream(&s).await?;
-        write(&self.inner.keys).insert(s.key.clone(), s.name.clone());
+        write(&self.inner.keys)
+            .by_key
+            .insert(s.key.clone(), s.name.clone());
         self.drop_publisher(name);
         self.notify(name, ChangeKind::KeyRotated);
         Ok(s.key)

@@ -415,7 +415,8 @@ async fn openapi_matches_router() {
         assert_eq!(s, want, "{m} {p}");
     }
     assert_eq!(api.raw("PUT", "/streams/x", None, "").await.0, 405);
-    assert_eq!(api.raw("GET", "/nothing", None, "").await.0, 404);
+    let (s, v) = api.raw("GET", "/nothing", None, "").await;
+    assert_eq!((s, v["error"].is_string()), (404, true), "{v}");
 }
 
 async fn parallel_play_tokens(db: Db) {
@@ -488,4 +489,45 @@ async fn client_ip_through_trusted_proxy() {
         IpAddr::from([203, 0, 113, 5])
     );
     assert_eq!(cp.client_ip(far, ["203.0.113.5"]), far);
+}
+
+/// Two control planes on one database (two nodes): a key created on one is
+/// accepted by the other through its cache-miss lookup; a key rotated on a
+/// node is refused there at once.
+#[tokio::test]
+async fn second_node_sees_new_keys() {
+    let dir = TempDir::new("nodes");
+    let cfg = Db::sqlite().config(&dir);
+    let a = ControlPlane::open(cfg.clone()).await.unwrap();
+    let b = ControlPlane::open(cfg).await.unwrap();
+    let (_, key) = a.ensure_demo_stream("late").await.unwrap();
+    let req = |key: &str| PublishRequest {
+        protocol: Protocol::Rtmp,
+        app: "live".into(),
+        key: key.into(),
+        client_ip: [127, 0, 0, 1].into(),
+    };
+    assert_eq!(
+        b.authorizer().authorize_publish(&req(&key)).await,
+        PublishDecision::Allow {
+            stream: "live/late".into()
+        }
+    );
+    let new = b.rotate_key(&admin(), "late").await.unwrap();
+    assert!(matches!(
+        b.authorizer().authorize_publish(&req(&key)).await,
+        PublishDecision::Deny { .. }
+    ));
+    assert_eq!(
+        b.authorizer().authorize_publish(&req(&new)).await,
+        PublishDecision::Allow {
+            stream: "live/late".into()
+        }
+    );
+    assert_eq!(
+        a.authorizer().authorize_publish(&req(&new)).await,
+        PublishDecision::Allow {
+            stream: "live/late".into()
+        }
+    );
 }
