@@ -21,6 +21,8 @@ need ffmpeg ffmpeg
 need ffprobe ffmpeg
 need curl curl
 need pkg-config pkg-config
+# ugc-auth's tests start a private PostgreSQL server from these binaries.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "$want_bench" = 1 ]; then
   need nginx nginx
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)

@@ -1,0 +1,279 @@
+//! The REST API (`/api/v1`, JSON, bearer auth).
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::plane::{ControlPlane, NewStream, StreamPatch};
+use crate::store::{Principal, StreamRecord};
+
+/// An error answer: status and `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "control API");
+            return ApiError(status, "internal error".into());
+        }
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, r.body_text())
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+async fn auth(cp: &ControlPlane, headers: &HeaderMap) -> ApiResult<Principal> {
+    let unauthorized = || {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or bad bearer token".into(),
+        )
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unauthorized)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(unauthorized)?
+        .trim();
+    cp.authenticate(token).await?.ok_or_else(unauthorized)
+}
+
+/// The JSON of a stream, as the owner sees it.
+pub(crate) fn stream_json(cp: &ControlPlane, s: &StreamRecord) -> Value {
+    let urls = cp.public_urls();
+    json!({
+        "name": s.name,
+        "title": s.title,
+        "owner": s.owner,
+        "private": s.private,
+        "srt_passphrase": s.srt_passphrase,
+        "transcode": s.transcode,
+        "dvr_hours": s.dvr_hours,
+        "restream": s.restream,
+        "created_at": s.created_at,
+        "key": s.key,
+        "publish": {
+            "rtmp": urls.rtmp(&s.key),
+            "srt": urls.srt(&s.key),
+            "whip": urls.whip(&s.name),
+        },
+        "play": urls.play(&s.name),
+        "live": cp.is_live(&s.name),
+    })
+}
+
+async fn create_stream(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    body: Result<Json<NewStream>, JsonRejection>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let Json(new) = body?;
+    let s = cp.create_stream(&p, new).await?;
+    Ok((StatusCode::CREATED, Json(stream_json(&cp, &s))).into_response())
+}
+
+async fn list_streams(State(cp): State<ControlPlane>, headers: HeaderMap) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let list: Vec<Value> = cp
+        .list_streams(&p)
+        .await?
+        .iter()
+        .map(|s| stream_json(&cp, s))
+        .collect();
+    Ok(Json(json!({ "streams": list })).into_response())
+}
+
+async fn get_stream(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let s = cp.stream_for(&p, &name).await?;
+    Ok(Json(stream_json(&cp, &s)).into_response())
+}
+
+async fn patch_stream(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<StreamPatch>, JsonRejection>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let Json(patch) = body?;
+    let s = cp.update_stream(&p, &name, patch).await?;
+    Ok(Json(stream_json(&cp, &s)).into_response())
+}
+
+async fn delete_stream(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    cp.delete_stream(&p, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn rotate_key(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let key = cp.rotate_key(&p, &name).await?;
+    let urls = cp.public_urls();
+    Ok(Json(json!({
+        "key": key,
+        "publish": { "rtmp": urls.rtmp(&key), "srt": urls.srt(&key), "whip": urls.whip(&name) },
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlayBody {
+    #[serde(default)]
+    ttl_s: Option<u64>,
+    #[serde(default)]
+    bind_ip: Option<String>,
+}
+
+async fn play(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    // An empty body means all defaults.
+    let b: PlayBody = if body.iter().all(u8::is_ascii_whitespace) {
+        PlayBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))?
+    };
+    let bind_ip = b
+        .bind_ip
+        .map(|s| {
+            s.parse::<std::net::IpAddr>().map_err(|_| Error::Invalid {
+                field: "bind_ip",
+                reason: "not an IP address".into(),
+            })
+        })
+        .transpose()?;
+    let g = cp.issue_play(&p, &name, b.ttl_s, bind_ip).await?;
+    Ok(Json(json!({
+        "url": g.url,
+        "token": g.token,
+        "expires_at": g.expires_at,
+        "session": g.session.to_string(),
+    }))
+    .into_response())
+}
+
+async fn revoke_session(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    cp.revoke_session(&p, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatorBody {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn create_creator(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let b: CreatorBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CreatorBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))?
+    };
+    let (id, token) = cp.create_creator(&p, b.name.as_deref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "token": token })),
+    )
+        .into_response())
+}
+
+async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+/// Every route: (method, path relative to `/api/v1`, handler). The router
+/// and the OpenAPI test both read this table.
+pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlPlane>)> {
+    vec![
+        ("post", "/streams", post(create_stream)),
+        ("get", "/streams", get(list_streams)),
+        ("get", "/streams/{name}", get(get_stream)),
+        ("patch", "/streams/{name}", patch(patch_stream)),
+        ("delete", "/streams/{name}", delete(delete_stream)),
+        ("post", "/streams/{name}/key", post(rotate_key)),
+        ("post", "/streams/{name}/play", post(play)),
+        ("delete", "/sessions/{id}", delete(revoke_session)),
+        ("post", "/creators", post(create_creator)),
+        ("get", "/openapi.json", get(openapi)),
+    ]
+}
+
+impl ControlPlane {
+    /// The REST API, to be mounted at `/api/v1`
+    /// (`Router::new().nest("/api/v1", cp.router())`).
+    pub fn router(&self) -> axum::Router {
+        let mut r = axum::Router::new();
+        for (_, path, mr) in routes() {
+            r = r.route(path, mr);
+        }
+        r.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
+            .with_state(self.clone())
+    }
+
+    /// The `(method, path)` pairs of [`router`](Self::router), paths
+    /// relative to `/api/v1`.
+    pub fn api_routes() -> Vec<(&'static str, &'static str)> {
+        routes().into_iter().map(|(m, p, _)| (m, p)).collect()
+    }
+}

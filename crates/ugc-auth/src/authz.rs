@@ -1,0 +1,197 @@
+//! The [`ugc_core::Authorizer`] of the control plane.
+
+use serde_json::json;
+use ugc_core::{Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest};
+
+use crate::plane::ControlPlane;
+use crate::util::unix_now;
+use crate::validate;
+
+/// The application name every ingest protocol publishes under.
+pub const APP: &str = "live";
+
+/// Authorizes publishers by stream key and viewers by play token, from
+/// memory; then asks the external backends, if configured. Cheap to clone.
+///
+/// * Publish: `app` must be `live` and `key` the current key of a stream
+///   `<name>`; the answer is `live/<name>`. Same for RTMP (`live/<key>`),
+///   SRT (`r=live/<key>`) and WHIP (bearer key): the ingest passes app and
+///   key.
+/// * Play: `stream` is `live/<name>` (or `live/<name>/<rendition>`); public
+///   streams are allowed; private ones need a token for `<name>`, not
+///   expired, not revoked, and bound to `client_ip` if it is IP-bound.
+///   Unknown streams are refused.
+#[derive(Clone, Debug)]
+pub struct ControlAuthorizer {
+    pub(crate) cp: ControlPlane,
+}
+
+fn deny_pub(reason: impl Into<String>) -> PublishDecision {
+    PublishDecision::Deny {
+        reason: reason.into(),
+    }
+}
+
+fn deny_play(reason: impl Into<String>) -> PlayDecision {
+    PlayDecision::Deny {
+        reason: reason.into(),
+    }
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Rtmp => "rtmp",
+        Protocol::Srt => "srt",
+        Protocol::Whip => "whip",
+        _ => "other",
+    }
+}
+
+impl ControlPlane {
+    /// The [`Authorizer`] for ingest and origin.
+    pub fn authorizer(&self) -> ControlAuthorizer {
+        ControlAuthorizer { cp: self.clone() }
+    }
+
+    /// The local publish decision (no external backend).
+    pub async fn check_publish(&self, req: &PublishRequest) -> PublishDecision {
+        if req.app != APP {
+            return deny_pub(format!(
+                "unknown app {:?}",
+                req.app.escape_default().to_string()
+            ));
+        }
+        if let Err(e) = validate::stream_key(&req.key) {
+            return deny_pub(e.to_string());
+        }
+        let cached = {
+            let keys = self
+                .inner
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if keys.retired.contains(&req.key) {
+                return deny_pub("stream key was rotated or deleted");
+            }
+            keys.by_key.get(&req.key).cloned()
+        };
+        let name = match cached {
+            Some(n) => n,
+            // Another node sharing the database may have created it.
+            None => match self.inner.store.stream_name_by_key(&req.key).await {
+                Ok(Some(n)) => {
+                    let mut keys = self
+                        .inner
+                        .keys
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Retired while we read the database: refuse.
+                    if keys.retired.contains(&req.key) {
+                        return deny_pub("stream key was rotated or deleted");
+                    }
+                    keys.by_key.insert(req.key.clone(), n.clone());
+                    n
+                }
+                Ok(None) => return deny_pub("unknown stream key"),
+                Err(e) => return deny_pub(format!("key lookup failed: {e}")),
+            },
+        };
+        PublishDecision::Allow {
+            stream: format!("{APP}/{name}"),
+        }
+    }
+
+    /// The local play decision at `now` (unix s), without the external
+    /// backend: pure memory, no I/O.
+    pub fn check_play(&self, req: &PlayRequest, now: u64) -> PlayDecision {
+        let Some(rest) = req.stream.strip_prefix("live/") else {
+            return deny_play("not a live/ stream");
+        };
+        let name = rest.split('/').next().unwrap_or(rest);
+        let private = match self
+            .inner
+            .settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+        {
+            Some(s) => s.private,
+            None => return deny_play("unknown stream"),
+        };
+        if !private {
+            return PlayDecision::Allow;
+        }
+        let Some(token) = req.token.as_deref() else {
+            return deny_play("private stream: no token");
+        };
+        let claims = match self.inner.key.verify(token, now) {
+            Ok(c) => c,
+            Err(e) => return deny_play(e.to_string()),
+        };
+        if claims.stream != name {
+            return deny_play("token for another stream");
+        }
+        if let Some(ip) = claims.bind_ip
+            && ip != req.client_ip
+            && Some(ip) != ipv4_of(req.client_ip)
+        {
+            return deny_play("token bound to another address");
+        }
+        if self
+            .inner
+            .revoked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&claims.session)
+        {
+            return deny_play("session revoked");
+        }
+        PlayDecision::Allow
+    }
+}
+
+fn ipv4_of(ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4),
+        std::net::IpAddr::V4(_) => None,
+    }
+}
+
+impl Authorizer for ControlAuthorizer {
+    async fn authorize_publish(&self, req: &PublishRequest) -> PublishDecision {
+        let d = self.cp.check_publish(req).await;
+        let (PublishDecision::Allow { stream }, Some(b)) = (&d, &self.cp.inner.publish_backend)
+        else {
+            return d;
+        };
+        let body = json!({
+            "action": "publish",
+            "protocol": protocol_name(req.protocol),
+            "app": req.app,
+            "key": req.key,
+            "stream": stream,
+            "client_ip": req.client_ip.to_string(),
+        });
+        match b.ask(body).await {
+            Ok(()) => d,
+            Err(reason) => deny_pub(reason),
+        }
+    }
+
+    async fn authorize_play(&self, req: &PlayRequest) -> PlayDecision {
+        let d = self.cp.check_play(req, unix_now());
+        let (PlayDecision::Allow, Some(b)) = (&d, &self.cp.inner.play_backend) else {
+            return d;
+        };
+        let body = json!({
+            "action": "play",
+            "stream": req.stream,
+            "token": req.token,
+            "client_ip": req.client_ip.to_string(),
+        });
+        match b.ask(body).await {
+            Ok(()) => d,
+            Err(reason) => deny_play(reason),
+        }
+    }
+}

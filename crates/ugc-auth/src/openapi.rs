@@ -1,0 +1,231 @@
+//! The OpenAPI 3 document of the control API, written by hand.
+
+use serde_json::{Value, json};
+
+fn err(desc: &str) -> Value {
+    json!({ "description": desc, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn ok(desc: &str, schema: &str) -> Value {
+    json!({ "description": desc, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+fn body(schema: &str, required: bool) -> Value {
+    json!({ "required": required, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+fn name_param() -> Value {
+    json!([{ "name": "name", "in": "path", "required": true,
+             "schema": { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$" } }])
+}
+
+/// The document served at `/api/v1/openapi.json`.
+pub(crate) fn document() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "ugc control API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Streams, stream keys, play tokens. Bearer auth with the admin token or a creator token; creators see only their own streams."
+        },
+        "servers": [{ "url": "/api/v1" }],
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/streams": {
+                "post": {
+                    "summary": "Create a stream with a fresh key",
+                    "requestBody": body("NewStream", true),
+                    "responses": {
+                        "201": ok("The stream, its key and publish URLs", "Stream"),
+                        "400": err("Bad JSON, name or field"),
+                        "401": err("Missing or bad token"),
+                        "409": err("A stream of that name exists")
+                    }
+                },
+                "get": {
+                    "summary": "List the streams the caller may see",
+                    "responses": {
+                        "200": ok("The streams", "StreamList"),
+                        "401": err("Missing or bad token")
+                    }
+                }
+            },
+            "/streams/{name}": {
+                "parameters": name_param(),
+                "get": {
+                    "summary": "Read a stream",
+                    "responses": {
+                        "200": ok("The stream", "Stream"),
+                        "400": err("Bad name"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Another creator's stream"),
+                        "404": err("No such stream")
+                    }
+                },
+                "patch": {
+                    "summary": "Change a stream; running servers apply it without restart",
+                    "requestBody": body("StreamPatch", true),
+                    "responses": {
+                        "200": ok("The changed stream", "Stream"),
+                        "400": err("Bad JSON, name or field"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Another creator's stream"),
+                        "404": err("No such stream")
+                    }
+                },
+                "delete": {
+                    "summary": "Delete a stream (drops a live publisher)",
+                    "responses": {
+                        "204": { "description": "Deleted" },
+                        "400": err("Bad name"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Another creator's stream"),
+                        "404": err("No such stream")
+                    }
+                }
+            },
+            "/streams/{name}/key": {
+                "parameters": name_param(),
+                "post": {
+                    "summary": "Rotate the stream key: the old key stops at once and its publisher is dropped",
+                    "responses": {
+                        "200": ok("The new key", "Key"),
+                        "400": err("Bad name"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Another creator's stream"),
+                        "404": err("No such stream")
+                    }
+                }
+            },
+            "/streams/{name}/play": {
+                "parameters": name_param(),
+                "post": {
+                    "summary": "Open a viewer session: a play URL with a signed token",
+                    "requestBody": body("PlayRequest", false),
+                    "responses": {
+                        "200": ok("The play URL", "Play"),
+                        "400": err("Bad JSON, ttl_s or bind_ip"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Another creator's stream"),
+                        "404": err("No such stream")
+                    }
+                }
+            },
+            "/sessions/{id}": {
+                "parameters": [{ "name": "id", "in": "path", "required": true,
+                                 "schema": { "type": "string", "pattern": "^[0-9a-f]{32}$" } }],
+                "delete": {
+                    "summary": "Revoke a viewer session: its token gets 403 from now on",
+                    "responses": {
+                        "204": { "description": "Revoked" },
+                        "401": err("Missing or bad token"),
+                        "403": err("Session of another creator's stream"),
+                        "404": err("No such session")
+                    }
+                }
+            },
+            "/creators": {
+                "post": {
+                    "summary": "Create a creator (admin only); the token is shown once",
+                    "requestBody": body("NewCreator", false),
+                    "responses": {
+                        "201": ok("The creator id and token", "Creator"),
+                        "400": err("Bad JSON or name"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Not the admin")
+                    }
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": { "200": { "description": "OpenAPI 3 document" } }
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+                "NewStream": {
+                    "type": "object", "required": ["name"], "additionalProperties": false,
+                    "properties": {
+                        "name": { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$" },
+                        "title": { "type": "string", "maxLength": 200 },
+                        "private": { "type": "boolean", "default": false },
+                        "srt_passphrase": { "type": "string", "minLength": 10, "maxLength": 79 },
+                        "transcode": { "type": "string", "description": "off, default or a configured profile", "default": "off" },
+                        "dvr_hours": { "type": "integer", "minimum": 0, "maximum": 8760, "default": 0 },
+                        "restream": { "type": "array", "maxItems": 16, "items": { "type": "string", "pattern": "^rtmps?://" } }
+                    }
+                },
+                "StreamPatch": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "title": { "type": "string", "maxLength": 200 },
+                        "private": { "type": "boolean" },
+                        "srt_passphrase": { "type": "string", "nullable": true, "minLength": 10, "maxLength": 79 },
+                        "transcode": { "type": "string" },
+                        "dvr_hours": { "type": "integer", "minimum": 0, "maximum": 8760 },
+                        "restream": { "type": "array", "maxItems": 16, "items": { "type": "string", "pattern": "^rtmps?://" } }
+                    }
+                },
+                "Stream": {
+                    "type": "object",
+                    "properties": {
+                        "name": { "type": "string" },
+                        "title": { "type": "string" },
+                        "owner": { "type": "string" },
+                        "private": { "type": "boolean" },
+                        "srt_passphrase": { "type": "string", "nullable": true },
+                        "transcode": { "type": "string" },
+                        "dvr_hours": { "type": "integer" },
+                        "restream": { "type": "array", "items": { "type": "string" } },
+                        "created_at": { "type": "integer", "description": "unix seconds" },
+                        "key": { "type": "string" },
+                        "publish": { "$ref": "#/components/schemas/PublishUrls" },
+                        "play": { "type": "string", "description": "playlist URL (private streams need ?token=)" },
+                        "live": { "type": "boolean" }
+                    }
+                },
+                "StreamList": {
+                    "type": "object",
+                    "properties": { "streams": { "type": "array", "items": { "$ref": "#/components/schemas/Stream" } } }
+                },
+                "PublishUrls": {
+                    "type": "object",
+                    "properties": { "rtmp": { "type": "string" }, "srt": { "type": "string" }, "whip": { "type": "string" } }
+                },
+                "Key": {
+                    "type": "object",
+                    "properties": { "key": { "type": "string" }, "publish": { "$ref": "#/components/schemas/PublishUrls" } }
+                },
+                "PlayRequest": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "ttl_s": { "type": "integer", "minimum": 1, "description": "default 3600, at most 7 days" },
+                        "bind_ip": { "type": "string", "description": "only this client address may use the token" }
+                    }
+                },
+                "Play": {
+                    "type": "object",
+                    "properties": {
+                        "url": { "type": "string" },
+                        "token": { "type": "string" },
+                        "expires_at": { "type": "integer", "description": "unix seconds" },
+                        "session": { "type": "string" }
+                    }
+                },
+                "NewCreator": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "name": { "type": "string", "maxLength": 64 } }
+                },
+                "Creator": {
+                    "type": "object",
+                    "properties": { "id": { "type": "string" }, "token": { "type": "string" } }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,697 @@
+//! [`ControlPlane`]: the store plus the in-memory views the hot paths read
+//! (stream keys, stream settings, revoked sessions, API principals).
+//!
+//! This process is the single writer of its caches: every change made
+//! through it updates them at once. Several nodes sharing one PostgreSQL
+//! see each other's new keys and tokens (cache misses fall back to the
+//! database) but not each other's rotations, revocations or setting changes
+//! until restart; HTTP change notification between nodes is future work.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::broadcast;
+
+use crate::error::{Error, Result};
+use crate::external::BackendClient;
+use crate::store::{ADMIN_ID, Principal, SessionRecord, Store, StreamRecord};
+use crate::token::{PlayClaims, SessionId, TokenKey};
+use crate::util::{hex, random_bytes, random_token, sha256, unix_now};
+use crate::{ControlConfig, PublicUrls, TrustedProxies, validate};
+
+/// What a running server needs of a stream's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Private streams need a play token.
+    pub private: bool,
+    /// `off`, `default` or a named profile.
+    pub transcode: String,
+    /// Archive depth in hours (0 = off).
+    pub dvr_hours: u32,
+    /// Restream targets.
+    pub restream: Vec<String>,
+    /// SRT passphrase.
+    pub srt_passphrase: Option<String>,
+}
+
+impl From<&StreamRecord> for StreamSettings {
+    fn from(s: &StreamRecord) -> Self {
+        StreamSettings {
+            private: s.private,
+            transcode: s.transcode.clone(),
+            dvr_hours: s.dvr_hours,
+            restream: s.restream.clone(),
+            srt_passphrase: s.srt_passphrase.clone(),
+        }
+    }
+}
+
+/// What happened to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChangeKind {
+    /// Created.
+    Created,
+    /// Settings changed (read them with [`ControlPlane::settings`]).
+    Updated,
+    /// Key rotated (the publisher on the old key was dropped).
+    KeyRotated,
+    /// Deleted.
+    Deleted,
+}
+
+/// One change notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChange {
+    /// The stream name (without `live/`).
+    pub name: String,
+    /// What changed.
+    pub kind: ChangeKind,
+}
+
+/// A new stream (`POST /streams`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStream {
+    /// `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    /// Title (default: empty).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Default false.
+    #[serde(default)]
+    pub private: Option<bool>,
+    /// Default none.
+    #[serde(default)]
+    pub srt_passphrase: Option<String>,
+    /// Default `off`.
+    #[serde(default)]
+    pub transcode: Option<String>,
+    /// Default 0.
+    #[serde(default)]
+    pub dvr_hours: Option<u32>,
+    /// Default empty.
+    #[serde(default)]
+    pub restream: Option<Vec<String>>,
+}
+
+/// A change to a stream (`PATCH /streams/{name}`); absent fields stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamPatch {
+    /// New title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// New private flag.
+    #[serde(default)]
+    pub private: Option<bool>,
+    /// `Some(None)` (JSON `null`) removes the passphrase.
+    #[serde(default, deserialize_with = "double_option")]
+    pub srt_passphrase: Option<Option<String>>,
+    /// New transcode profile.
+    #[serde(default)]
+    pub transcode: Option<String>,
+    /// New archive depth.
+    #[serde(default)]
+    pub dvr_hours: Option<u32>,
+    /// New restream list.
+    #[serde(default)]
+    pub restream: Option<Vec<String>>,
+}
+
+fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// A play URL for a viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayGrant {
+    /// The playlist URL with `?token=`.
+    pub url: String,
+    /// The token.
+    pub token: String,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+    /// The session (revoke with `DELETE /sessions/{id}`).
+    pub session: SessionId,
+}
+
+/// Stream key -> stream name, plus the keys this process retired (rotated
+/// or deleted). Retired keys are never allowed again, even if a concurrent
+/// cache-miss lookup read them from the database just before the change.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    pub(crate) by_key: HashMap<String, String>,
+    pub(crate) retired: HashSet<String>,
+}
+
+impl KeyCache {
+    fn retire(&mut self, key: &str) {
+        self.by_key.remove(key);
+        self.retired.insert(key.to_owned());
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) key: TokenKey,
+    pub(crate) public: PublicUrls,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) profiles: Vec<String>,
+    pub(crate) publish_backend: Option<BackendClient>,
+    pub(crate) play_backend: Option<BackendClient>,
+    pub(crate) hub: Option<ugc_core::Hub>,
+    pub(crate) default_ttl: u64,
+    pub(crate) max_ttl: u64,
+    /// Stream keys, current and retired.
+    pub(crate) keys: RwLock<KeyCache>,
+    /// stream name -> settings
+    pub(crate) settings: RwLock<HashMap<String, StreamSettings>>,
+    pub(crate) revoked: RwLock<HashSet<SessionId>>,
+    /// sha256(bearer token) -> principal
+    principals: RwLock<HashMap<[u8; 32], Principal>>,
+    changes: broadcast::Sender<StreamChange>,
+    generated_admin: Mutex<Option<String>>,
+}
+
+/// The control plane. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("public", &self.inner.public)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads the play-token secret from `path`, creating it (32 random bytes,
+/// hex, mode 0600 on Unix) on first start.
+fn load_or_create_secret(path: &std::path::Path) -> Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => crate::util::unhex::<32>(s.trim())
+            .map(|b| b.to_vec())
+            .ok_or_else(|| Error::Config(format!("{}: not 64 hex digits", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = random_bytes::<32>()?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(path).map_err(io(path))?;
+            std::io::Write::write_all(&mut f, hex(&secret).as_bytes()).map_err(io(path))?;
+            f.sync_all().map_err(io(path))?;
+            Ok(secret.to_vec())
+        }
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+impl ControlPlane {
+    /// Opens (creating on first start) the database and the token secret,
+    /// applies migrations, sets or generates the admin token and loads the
+    /// in-memory views.
+    pub async fn open(config: ControlConfig) -> Result<ControlPlane> {
+        std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+        let url = match &config.database_url {
+            Some(u) => u.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                config.data_dir.join("ugc.db").display()
+            ),
+        };
+        let store = Store::open(&url).await?;
+        let secret = match &config.token_secret {
+            Some(s) if s.len() >= 16 => s.clone(),
+            Some(_) => return Err(Error::Config("token secret shorter than 16 bytes".into())),
+            None => load_or_create_secret(&config.data_dir.join("play-token.key"))?,
+        };
+        let now = unix_now();
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let mut generated = None;
+        match &config.admin_token {
+            Some(t) => {
+                if t.len() < 16 {
+                    return Err(Error::Config(
+                        "admin token shorter than 16 characters".into(),
+                    ));
+                }
+                store.set_admin_token(&hex(&sha256(t)), now_i).await?;
+            }
+            None => {
+                if !store.admin_exists().await? {
+                    let t = random_token::<32>()?;
+                    store.set_admin_token(&hex(&sha256(&t)), now_i).await?;
+                    generated = Some(t);
+                }
+            }
+        }
+        let streams = store.streams(None).await?;
+        let keys = streams
+            .iter()
+            .map(|s| (s.key.clone(), s.name.clone()))
+            .collect();
+        let settings = streams
+            .iter()
+            .map(|s| (s.name.clone(), StreamSettings::from(s)))
+            .collect();
+        let revoked = store
+            .revoked_sessions(now_i)
+            .await?
+            .iter()
+            .filter_map(|s| SessionId::parse(s))
+            .collect();
+        let publish_backend = config
+            .publish_backend
+            .as_ref()
+            .map(BackendClient::new)
+            .transpose()?;
+        let play_backend = config
+            .play_backend
+            .as_ref()
+            .map(BackendClient::new)
+            .transpose()?;
+        let (changes, _) = broadcast::channel(256);
+        Ok(ControlPlane {
+            inner: Arc::new(Inner {
+                store,
+                key: TokenKey::new(&secret),
+                public: config.public_urls,
+                trusted: config.trusted_proxies,
+                profiles: config.transcode_profiles,
+                publish_backend,
+                play_backend,
+                hub: config.hub,
+                default_ttl: config.default_play_ttl.as_secs().max(1),
+                max_ttl: config.max_play_ttl.as_secs().max(1),
+                keys: RwLock::new(KeyCache {
+                    by_key: keys,
+                    retired: HashSet::new(),
+                }),
+                settings: RwLock::new(settings),
+                revoked: RwLock::new(revoked),
+                principals: RwLock::new(HashMap::new()),
+                changes,
+                generated_admin: Mutex::new(generated),
+            }),
+        })
+    }
+
+    /// The admin token generated by this [`open`](Self::open) (first start
+    /// without a configured token), once; `None` afterwards. The server
+    /// prints it: the database holds only its hash.
+    pub fn take_generated_admin_token(&self) -> Option<String> {
+        self.inner
+            .generated_admin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The public URLs configuration.
+    pub fn public_urls(&self) -> &PublicUrls {
+        &self.inner.public
+    }
+
+    /// The play-token key (for nodes that verify tokens themselves).
+    pub fn token_key(&self) -> &TokenKey {
+        &self.inner.key
+    }
+
+    /// The client address of a request from `peer` with these
+    /// `X-Forwarded-For` header values, trusting the header only from the
+    /// configured proxies.
+    pub fn client_ip<'a>(&self, peer: IpAddr, xff: impl IntoIterator<Item = &'a str>) -> IpAddr {
+        self.inner.trusted.client_ip(peer, xff)
+    }
+
+    /// The settings of stream `name` (without `live/`), from memory.
+    pub fn settings(&self, name: &str) -> Option<StreamSettings> {
+        read(&self.inner.settings).get(name).cloned()
+    }
+
+    /// Change notifications (created, updated, key rotated, deleted). A
+    /// receiver that lags gets `RecvError::Lagged` and should re-read every
+    /// stream's [`settings`](Self::settings).
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<StreamChange> {
+        self.inner.changes.subscribe()
+    }
+
+    fn notify(&self, name: &str, kind: ChangeKind) {
+        // No receivers is fine.
+        let _ = self.inner.changes.send(StreamChange {
+            name: name.to_owned(),
+            kind,
+        });
+    }
+
+    fn drop_publisher(&self, name: &str) {
+        if let Some(hub) = &self.inner.hub {
+            hub.disconnect_publisher(&format!("live/{name}"));
+        }
+    }
+
+    /// Whether `live/<name>` has a publisher (false without a Hub).
+    pub fn is_live(&self, name: &str) -> bool {
+        self.inner
+            .hub
+            .as_ref()
+            .is_some_and(|h| h.is_publishing(&format!("live/{name}")))
+    }
+
+    // ---- principals -----------------------------------------------------
+
+    /// The principal of a bearer token, from memory or the database.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Option<Principal>> {
+        if bearer.is_empty() || bearer.len() > 256 {
+            return Ok(None);
+        }
+        let h = sha256(bearer);
+        if let Some(p) = read(&self.inner.principals).get(&h) {
+            return Ok(Some(p.clone()));
+        }
+        let p = self.inner.store.principal_by_token_hash(&hex(&h)).await?;
+        if let Some(p) = &p {
+            write(&self.inner.principals).insert(h, p.clone());
+        }
+        Ok(p)
+    }
+
+    /// Creates a creator (admin only); returns `(id, token)`. The token is
+    /// shown once and stored hashed.
+    pub async fn create_creator(
+        &self,
+        by: &Principal,
+        name: Option<&str>,
+    ) -> Result<(String, String)> {
+        if !by.admin {
+            return Err(Error::Forbidden("only the admin creates creators".into()));
+        }
+        let id = format!("c_{}", hex(&random_bytes::<8>()?));
+        let name = name.unwrap_or(&id).to_owned();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(Error::Invalid {
+                field: "name",
+                reason: "1 to 64 characters, no control characters".into(),
+            });
+        }
+        let token = random_token::<32>()?;
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        self.inner
+            .store
+            .insert_creator(&id, &name, &hex(&sha256(&token)), false, now)
+            .await?;
+        Ok((id, token))
+    }
+
+    // ---- streams --------------------------------------------------------
+
+    /// The stream `name` if `by` may see it: 404 if missing, 403 if another
+    /// creator's.
+    pub async fn stream_for(&self, by: &Principal, name: &str) -> Result<StreamRecord> {
+        validate::stream_name(name)?;
+        let s = self
+            .inner
+            .store
+            .stream(name)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "stream",
+                id: name.to_owned(),
+            })?;
+        if !by.admin && s.owner != by.id {
+            return Err(Error::Forbidden(format!(
+                "stream {name:?} belongs to another creator"
+            )));
+        }
+        Ok(s)
+    }
+
+    /// The streams `by` may see.
+    pub async fn list_streams(&self, by: &Principal) -> Result<Vec<StreamRecord>> {
+        self.inner
+            .store
+            .streams(if by.admin { None } else { Some(&by.id) })
+            .await
+    }
+
+    /// Creates a stream owned by `by` with a fresh key.
+    pub async fn create_stream(&self, by: &Principal, new: NewStream) -> Result<StreamRecord> {
+        validate::stream_name(&new.name)?;
+        let title = new.title.unwrap_or_default();
+        validate::title(&title)?;
+        let transcode = new.transcode.unwrap_or_else(|| "off".into());
+        validate::transcode(&transcode, &self.inner.profiles)?;
+        let dvr_hours = new.dvr_hours.unwrap_or(0);
+        validate::dvr_hours(dvr_hours)?;
+        let restream = new.restream.unwrap_or_default();
+        validate::restream(&restream)?;
+        if let Some(p) = &new.srt_passphrase {
+            validate::srt_passphrase(p)?;
+        }
+        let rec = StreamRecord {
+            name: new.name,
+            owner: by.id.clone(),
+            title,
+            private: new.private.unwrap_or(false),
+            key: random_token::<16>()?,
+            transcode,
+            dvr_hours,
+            restream,
+            srt_passphrase: new.srt_passphrase,
+            created_at: i64::try_from(unix_now()).unwrap_or(i64::MAX),
+        };
+        self.inner.store.insert_stream(&rec).await?;
+        write(&self.inner.keys)
+            .by_key
+            .insert(rec.key.clone(), rec.name.clone());
+        write(&self.inner.settings).insert(rec.name.clone(), StreamSettings::from(&rec));
+        self.notify(&rec.name, ChangeKind::Created);
+        Ok(rec)
+    }
+
+    /// Applies `patch` to a stream `by` owns; running servers are notified.
+    pub async fn update_stream(
+        &self,
+        by: &Principal,
+        name: &str,
+        patch: StreamPatch,
+    ) -> Result<StreamRecord> {
+        let mut s = self.stream_for(by, name).await?;
+        if let Some(t) = patch.title {
+            validate::title(&t)?;
+            s.title = t;
+        }
+        if let Some(p) = patch.private {
+            s.private = p;
+        }
+        if let Some(p) = patch.srt_passphrase {
+            if let Some(p) = &p {
+                validate::srt_passphrase(p)?;
+            }
+            s.srt_passphrase = p;
+        }
+        if let Some(t) = patch.transcode {
+            validate::transcode(&t, &self.inner.profiles)?;
+            s.transcode = t;
+        }
+        if let Some(h) = patch.dvr_hours {
+            validate::dvr_hours(h)?;
+            s.dvr_hours = h;
+        }
+        if let Some(r) = patch.restream {
+            validate::restream(&r)?;
+            s.restream = r;
+        }
+        self.inner.store.update_stream(&s).await?;
+        write(&self.inner.settings).insert(s.name.clone(), StreamSettings::from(&s));
+        self.notify(&s.name, ChangeKind::Updated);
+        Ok(s)
+    }
+
+    /// Deletes a stream `by` owns, drops its publisher and its sessions.
+    pub async fn delete_stream(&self, by: &Principal, name: &str) -> Result<()> {
+        let s = self.stream_for(by, name).await?;
+        write(&self.inner.keys).retire(&s.key);
+        self.inner.store.delete_stream(name).await?;
+        write(&self.inner.settings).remove(name);
+        self.drop_publisher(name);
+        self.notify(name, ChangeKind::Deleted);
+        Ok(())
+    }
+
+    /// Gives a stream `by` owns a new key: the old one stops at once and a
+    /// publisher on it is dropped. Returns the new key.
+    pub async fn rotate_key(&self, by: &Principal, name: &str) -> Result<String> {
+        let mut s = self.stream_for(by, name).await?;
+        let old = std::mem::replace(&mut s.key, random_token::<16>()?);
+        // Refuse the old key before the database write, so no publish can
+        // slip in between.
+        write(&self.inner.keys).retire(&old);
+        self.inner.store.update_stream(&s).await?;
+        write(&self.inner.keys)
+            .by_key
+            .insert(s.key.clone(), s.name.clone());
+        self.drop_publisher(name);
+        self.notify(name, ChangeKind::KeyRotated);
+        Ok(s.key)
+    }
+
+    /// Creates the admin-owned stream `name` unless it exists; returns it
+    /// and its key (for `make demo`).
+    pub async fn ensure_demo_stream(&self, name: &str) -> Result<(StreamRecord, String)> {
+        let admin = Principal {
+            id: ADMIN_ID.into(),
+            admin: true,
+        };
+        let s = match self.inner.store.stream(name).await? {
+            Some(s) => s,
+            None => {
+                let new = NewStream {
+                    name: name.to_owned(),
+                    title: Some("Demo".into()),
+                    ..NewStream::default()
+                };
+                match self.create_stream(&admin, new).await {
+                    Ok(s) => s,
+                    Err(Error::Conflict { .. }) => self.stream_for(&admin, name).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let key = s.key.clone();
+        Ok((s, key))
+    }
+
+    // ---- play sessions --------------------------------------------------
+
+    /// Opens a play session on a stream `by` owns and signs its token.
+    /// `ttl_s` defaults to the configured default and must not exceed the
+    /// maximum.
+    pub async fn issue_play(
+        &self,
+        by: &Principal,
+        name: &str,
+        ttl_s: Option<u64>,
+        bind_ip: Option<IpAddr>,
+    ) -> Result<PlayGrant> {
+        let s = self.stream_for(by, name).await?;
+        let bind_ip = bind_ip.map(|ip| match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        });
+        let ttl = ttl_s.unwrap_or(self.inner.default_ttl);
+        if ttl == 0 || ttl > self.inner.max_ttl {
+            return Err(Error::Invalid {
+                field: "ttl_s",
+                reason: format!("{ttl} not in 1..={}", self.inner.max_ttl),
+            });
+        }
+        let now = unix_now();
+        let expires_at = now.checked_add(ttl).ok_or(Error::Invalid {
+            field: "ttl_s",
+            reason: "overflow".into(),
+        })?;
+        let session = SessionId::random()?;
+        let token = self.inner.key.sign(&PlayClaims {
+            stream: s.name.clone(),
+            expires_at,
+            session,
+            bind_ip,
+        })?;
+        self.inner
+            .store
+            .insert_session(
+                &SessionRecord {
+                    id: session.to_string(),
+                    stream: s.name.clone(),
+                    expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
+                    bind_ip: bind_ip.map(|i| i.to_string()),
+                    revoked: false,
+                },
+                i64::try_from(now).unwrap_or(i64::MAX),
+            )
+            .await?;
+        Ok(PlayGrant {
+            url: format!("{}?token={token}", self.inner.public.play(&s.name)),
+            token,
+            expires_at,
+            session,
+        })
+    }
+
+    /// Revokes a play session on a stream `by` owns: its token is refused
+    /// from now on.
+    pub async fn revoke_session(&self, by: &Principal, id: &str) -> Result<()> {
+        let not_found = || Error::NotFound {
+            what: "session",
+            id: id.chars().take(64).collect(),
+        };
+        let sid = SessionId::parse(id).ok_or_else(not_found)?;
+        let rec = self
+            .inner
+            .store
+            .session(&sid.to_string())
+            .await?
+            .ok_or_else(not_found)?;
+        if !by.admin {
+            match self.inner.store.stream(&rec.stream).await? {
+                Some(s) if s.owner == by.id => {}
+                Some(_) => {
+                    return Err(Error::Forbidden(
+                        "session of another creator's stream".into(),
+                    ));
+                }
+                None => return Err(not_found()),
+            }
+        }
+        write(&self.inner.revoked).insert(sid);
+        self.inner.store.revoke_session(&rec.id).await?;
+        Ok(())
+    }
+
+    /// Forgets expired sessions (database and revocation set). Call now
+    /// and then (e.g. hourly).
+    pub async fn prune_sessions(&self) -> Result<u64> {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let n = self.inner.store.prune_sessions(now).await?;
+        let still: HashSet<SessionId> = self
+            .inner
+            .store
+            .revoked_sessions(now)
+            .await?
+            .iter()
+            .filter_map(|s| SessionId::parse(s))
+            .collect();
+        write(&self.inner.revoked).retain(|s| still.contains(s));
+        Ok(n)
+    }
+}

@@ -1,0 +1,422 @@
+//! The database: creators, streams and play sessions, in SQLite (embedded,
+//! the default) or PostgreSQL (by URL), through one sqlx `Any` code path
+//! with runtime-checked `query()` calls and the same migrations.
+//!
+//! The schema uses only `TEXT` and `BIGINT` columns (booleans as 0/1, times
+//! as unix seconds, lists as JSON text) so both backends decode alike.
+
+use std::borrow::Cow;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+use crate::error::{Error, Result, db};
+
+/// A creator's or the admin's identity, from a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Creator id (`admin` for the admin).
+    pub id: String,
+    /// The admin sees and changes every stream and creates creators.
+    pub admin: bool,
+}
+
+/// The id of the admin principal.
+pub const ADMIN_ID: &str = "admin";
+
+/// One stream as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// Stream name (`[a-z0-9_-]{1,64}`); the Hub stream is `live/<name>`.
+    pub name: String,
+    /// Creator id of the owner.
+    pub owner: String,
+    /// Free-text title.
+    pub title: String,
+    /// Private streams need a play token.
+    pub private: bool,
+    /// The current stream key.
+    pub key: String,
+    /// `off`, `default` or a named profile.
+    pub transcode: String,
+    /// Archive depth in hours (0 = off).
+    pub dvr_hours: u32,
+    /// `rtmp://` / `rtmps://` push targets.
+    pub restream: Vec<String>,
+    /// SRT passphrase, if the SRT ingest must be encrypted.
+    pub srt_passphrase: Option<String>,
+    /// Creation time, unix seconds.
+    pub created_at: i64,
+}
+
+/// One play session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id (32 hex digits).
+    pub id: String,
+    /// Stream name.
+    pub stream: String,
+    /// Expiry, unix seconds.
+    pub expires_at: i64,
+    /// Client address the token is bound to.
+    pub bind_ip: Option<String>,
+    /// Revoked sessions' tokens are refused.
+    pub revoked: bool,
+}
+
+/// The schema migrations, embedded.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+/// A connection pool to the control-plane database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+const STREAM_COLS: &str = "name, owner, title, private, stream_key, transcode, dvr_hours, restream, srt_passphrase, created_at";
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc` or
+    /// `postgres://user@host:port/db`) and applies the migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .connect(url)
+            .await
+            .map_err(db("connect"))?;
+        if sqlite {
+            // Readers do not block the writer; persistent in the file.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .map_err(db("set WAL mode"))?;
+        }
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(
+                    *v,
+                    Cow::Borrowed(*d),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- creators -------------------------------------------------------
+
+    /// Adds a creator whose token hashes to `token_sha256` (hex).
+    pub async fn insert_creator(
+        &self,
+        id: &str,
+        name: &str,
+        token_sha256: &str,
+        admin: bool,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO creators (id, name, token_sha256, is_admin, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(token_sha256)
+        .bind(i64::from(admin))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, "creator", id, "insert creator"))?;
+        Ok(())
+    }
+
+    /// Sets the admin token hash (creating the admin row if needed).
+    pub async fn set_admin_token(&self, token_sha256: &str, now: i64) -> Result<()> {
+        let n = sqlx::query("UPDATE creators SET token_sha256 = $1 WHERE id = $2")
+            .bind(token_sha256)
+            .bind(ADMIN_ID)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update admin"))?
+            .rows_affected();
+        if n == 0 {
+            self.insert_creator(ADMIN_ID, "admin", token_sha256, true, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the admin row exists.
+    pub async fn admin_exists(&self) -> Result<bool> {
+        let row = sqlx::query("SELECT id FROM creators WHERE id = $1")
+            .bind(ADMIN_ID)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find admin"))?;
+        Ok(row.is_some())
+    }
+
+    /// The principal whose token hashes to `token_sha256`.
+    pub async fn principal_by_token_hash(&self, token_sha256: &str) -> Result<Option<Principal>> {
+        let row = sqlx::query("SELECT id, is_admin FROM creators WHERE token_sha256 = $1")
+            .bind(token_sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find creator"))?;
+        row.map(|r| {
+            Ok(Principal {
+                id: get(&r, "creators", "id")?,
+                admin: get::<i64>(&r, "creators", "is_admin")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- streams --------------------------------------------------------
+
+    /// Adds a stream; [`Error::Conflict`] if the name (or key) exists.
+    pub async fn insert_stream(&self, s: &StreamRecord) -> Result<()> {
+        let restream = restream_json(&s.restream);
+        sqlx::query(
+            "INSERT INTO streams (name, owner, title, private, stream_key, transcode, dvr_hours, restream, srt_passphrase, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&s.name)
+        .bind(&s.owner)
+        .bind(&s.title)
+        .bind(i64::from(s.private))
+        .bind(&s.key)
+        .bind(&s.transcode)
+        .bind(i64::from(s.dvr_hours))
+        .bind(restream)
+        .bind(s.srt_passphrase.clone())
+        .bind(s.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, "stream", &s.name, "insert stream"))?;
+        Ok(())
+    }
+
+    /// One stream.
+    pub async fn stream(&self, name: &str) -> Result<Option<StreamRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {STREAM_COLS} FROM streams WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("get stream"))?;
+        row.map(|r| stream_row(&r)).transpose()
+    }
+
+    /// All streams, or those of one owner, by name.
+    pub async fn streams(&self, owner: Option<&str>) -> Result<Vec<StreamRecord>> {
+        let rows = match owner {
+            Some(o) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {STREAM_COLS} FROM streams WHERE owner = $1 ORDER BY name"
+                )))
+                .bind(o)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {STREAM_COLS} FROM streams ORDER BY name"
+                )))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(db("list streams"))?;
+        rows.iter().map(stream_row).collect()
+    }
+
+    /// Writes every field of `s` except name, owner and created_at.
+    pub async fn update_stream(&self, s: &StreamRecord) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE streams SET title = $1, private = $2, stream_key = $3, transcode = $4, dvr_hours = $5, \
+             restream = $6, srt_passphrase = $7 WHERE name = $8",
+        )
+        .bind(&s.title)
+        .bind(i64::from(s.private))
+        .bind(&s.key)
+        .bind(&s.transcode)
+        .bind(i64::from(s.dvr_hours))
+        .bind(restream_json(&s.restream))
+        .bind(s.srt_passphrase.clone())
+        .bind(&s.name)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, "stream key", "", "update stream"))?
+        .rows_affected();
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "stream",
+                id: s.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a stream and its play sessions; false if it did not exist.
+    pub async fn delete_stream(&self, name: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM streams WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db("delete stream"))?
+            .rows_affected();
+        sqlx::query("DELETE FROM play_sessions WHERE stream = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db("delete sessions"))?;
+        Ok(n > 0)
+    }
+
+    /// The stream whose current key is `key`.
+    pub async fn stream_name_by_key(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT name FROM streams WHERE stream_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find key"))?;
+        row.map(|r| get(&r, "streams", "name")).transpose()
+    }
+
+    // ---- play sessions --------------------------------------------------
+
+    /// Adds a play session.
+    pub async fn insert_session(&self, s: &SessionRecord, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO play_sessions (id, stream, expires_at, bind_ip, revoked, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.id)
+        .bind(&s.stream)
+        .bind(s.expires_at)
+        .bind(s.bind_ip.clone())
+        .bind(i64::from(s.revoked))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, "session", &s.id, "insert session"))?;
+        Ok(())
+    }
+
+    /// One play session.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT id, stream, expires_at, bind_ip, revoked FROM play_sessions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("get session"))?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                id: get(&r, "play_sessions", "id")?,
+                stream: get(&r, "play_sessions", "stream")?,
+                expires_at: get(&r, "play_sessions", "expires_at")?,
+                bind_ip: get(&r, "play_sessions", "bind_ip")?,
+                revoked: get::<i64>(&r, "play_sessions", "revoked")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Marks a session revoked.
+    pub async fn revoke_session(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE play_sessions SET revoked = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("revoke session"))?;
+        Ok(())
+    }
+
+    /// Ids of revoked sessions that have not expired at `now`.
+    pub async fn revoked_sessions(&self, now: i64) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT id FROM play_sessions WHERE revoked = 1 AND expires_at > $1")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list revoked"))?;
+        rows.iter().map(|r| get(r, "play_sessions", "id")).collect()
+    }
+
+    /// Deletes sessions that expired before `now`; returns how many.
+    pub async fn prune_sessions(&self, now: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM play_sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db("prune sessions"))?
+                .rows_affected(),
+        )
+    }
+}
+
+fn get<'r, T>(row: &'r AnyRow, table: &'static str, col: &'static str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(col).map_err(|e| Error::Corrupt {
+        table,
+        reason: format!("{col}: {e}"),
+    })
+}
+
+fn stream_row(r: &AnyRow) -> Result<StreamRecord> {
+    const T: &str = "streams";
+    let restream: String = get(r, T, "restream")?;
+    let restream = serde_json::from_str(&restream).map_err(|e| Error::Corrupt {
+        table: T,
+        reason: format!("restream: {e}"),
+    })?;
+    let dvr: i64 = get(r, T, "dvr_hours")?;
+    Ok(StreamRecord {
+        name: get(r, T, "name")?,
+        owner: get(r, T, "owner")?,
+        title: get(r, T, "title")?,
+        private: get::<i64>(r, T, "private")? != 0,
+        key: get(r, T, "stream_key")?,
+        transcode: get(r, T, "transcode")?,
+        dvr_hours: u32::try_from(dvr).map_err(|_| Error::Corrupt {
+            table: T,
+            reason: format!("dvr_hours {dvr}"),
+        })?,
+        restream,
+        srt_passphrase: get(r, T, "srt_passphrase")?,
+        created_at: get(r, T, "created_at")?,
+    })
+}
+
+fn restream_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+fn conflict_or(e: sqlx::Error, what: &'static str, id: &str, context: &'static str) -> Error {
+    if let sqlx::Error::Database(d) = &e
+        && d.is_unique_violation()
+    {
+        return Error::Conflict {
+            what,
+            id: id.to_owned(),
+        };
+    }
+    Error::Database { context, source: e }
+}

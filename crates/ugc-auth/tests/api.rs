@@ -1,0 +1,653 @@
+//! Every control API route, happy path and errors, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ADMIN, Api, Db, TempDir, serve};
+use serde_json::{Value, json};
+use ugc_auth::{ChangeKind, ControlPlane};
+use ugc_core::{Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest};
+
+async fn publish(cp: &ControlPlane, key: &str) -> PublishDecision {
+    cp.authorizer()
+        .authorize_publish(&PublishRequest {
+            protocol: Protocol::Rtmp,
+            app: "live".into(),
+            key: key.into(),
+            client_ip: [127, 0, 0, 1].into(),
+        })
+        .await
+}
+
+async fn play(cp: &ControlPlane, stream: &str, token: Option<&str>) -> PlayDecision {
+    cp.authorizer()
+        .authorize_play(&PlayRequest {
+            stream: stream.into(),
+            token: token.map(Into::into),
+            client_ip: [127, 0, 0, 1].into(),
+        })
+        .await
+}
+
+async fn suite(db: Db) {
+    let dir = TempDir::new("api");
+    let hub = ugc_core::Hub::new(ugc_core::HubConfig::default());
+    let mut cfg = db.config(&dir);
+    cfg.hub = Some(hub.clone());
+    cfg.transcode_profiles = vec!["mobile".into()];
+    let cp = ControlPlane::open(cfg).await.expect("open");
+    assert_eq!(
+        cp.take_generated_admin_token(),
+        None,
+        "admin token was configured"
+    );
+    let mut changes = cp.subscribe_changes();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    let a = Some(ADMIN);
+
+    // ---- 401 on every authenticated route without / with a bad token
+    for (m, p) in [
+        ("POST", "/streams"),
+        ("GET", "/streams"),
+        ("GET", "/streams/x"),
+        ("PATCH", "/streams/x"),
+        ("DELETE", "/streams/x"),
+        ("POST", "/streams/x/key"),
+        ("POST", "/streams/x/play"),
+        ("DELETE", "/sessions/00000000000000000000000000000000"),
+        ("POST", "/creators"),
+    ] {
+        let (s, v) = api.call(m, p, None, json!({})).await;
+        assert_eq!(s, 401, "{m} {p} without token");
+        assert!(v["error"].is_string(), "{m} {p}: JSON error body");
+        assert_eq!(
+            api.call(m, p, Some("nope"), json!({})).await.0,
+            401,
+            "{m} {p} bad token"
+        );
+    }
+
+    // ---- creators
+    let (s, v) = api
+        .call("POST", "/creators", a, json!({"name": "Alice"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let alice = v["token"].as_str().unwrap().to_owned();
+    assert!(v["id"].as_str().unwrap().starts_with("c_"));
+    let (s, v) = api.call("POST", "/creators", a, Value::Null).await;
+    assert_eq!(s, 201, "{v}");
+    let bob = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.call("POST", "/creators", Some(&alice), json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(api.raw("POST", "/creators", a, "{bad").await.0, 400);
+    assert_eq!(
+        api.call("POST", "/creators", a, json!({"name": ""}))
+            .await
+            .0,
+        400
+    );
+
+    // ---- create
+    let (s, v) = api
+        .call(
+            "POST",
+            "/streams",
+            Some(&alice),
+            json!({"name": "cam1", "title": "My cam", "private": true, "transcode": "default",
+                   "dvr_hours": 24, "restream": ["rtmp://a.example/live/k"], "srt_passphrase": "0123456789ab"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    assert!(key.len() >= 22, "128-bit key: {key}");
+    assert_eq!(
+        v["publish"]["rtmp"],
+        format!("rtmp://localhost:1935/live/{key}")
+    );
+    assert_eq!(
+        v["publish"]["srt"],
+        format!("srt://localhost:9000?streamid=#!::r=live/{key},m=publish")
+    );
+    assert_eq!(v["publish"]["whip"], "http://localhost:8080/whip/cam1");
+    assert_eq!(v["private"], true);
+    assert_eq!(v["dvr_hours"], 24);
+    assert_eq!(v["transcode"], "default");
+    assert_eq!(v["restream"], json!(["rtmp://a.example/live/k"]));
+    assert_eq!(v["srt_passphrase"], "0123456789ab");
+    assert_eq!(
+        changes.recv().await.unwrap(),
+        ugc_auth::StreamChange {
+            name: "cam1".into(),
+            kind: ChangeKind::Created
+        }
+    );
+    // 409 duplicate (also for another creator)
+    assert_eq!(
+        api.call("POST", "/streams", Some(&alice), json!({"name": "cam1"}))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        api.call("POST", "/streams", Some(&bob), json!({"name": "cam1"}))
+            .await
+            .0,
+        409
+    );
+    // 400: bad JSON, bad names, bad fields, unknown fields
+    assert_eq!(
+        api.raw("POST", "/streams", Some(&alice), "{\"name\":")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(api.raw("POST", "/streams", Some(&alice), "").await.0, 400);
+    for bad in [
+        json!({"name": "../etc"}),
+        json!({"name": "a/b"}),
+        json!({"name": "Caps"}),
+        json!({"name": ""}),
+        json!({"name": "x".repeat(65)}),
+        json!({"name": "a\u{0}b"}),
+        json!({"name": "ok", "transcode": "ultra"}),
+        json!({"name": "ok", "dvr_hours": 100000}),
+        json!({"name": "ok", "dvr_hours": -1}),
+        json!({"name": "ok", "restream": ["http://x/y"]}),
+        json!({"name": "ok", "srt_passphrase": "short"}),
+        json!({"name": "ok", "private": "yes"}),
+        json!({"name": "ok", "bogus": 1}),
+        json!({"title": "no name"}),
+    ] {
+        let (s, v) = api
+            .call("POST", "/streams", Some(&alice), bad.clone())
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(v["error"].is_string());
+    }
+    let (s, v) = api
+        .call(
+            "POST",
+            "/streams",
+            Some(&bob),
+            json!({"name": "bobcast", "transcode": "mobile"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let bob_key = v["key"].as_str().unwrap().to_owned();
+    assert_eq!(changes.recv().await.unwrap().name, "bobcast");
+
+    // ---- list: creators see their own, admin all
+    let (s, v) = api.call("GET", "/streams", Some(&alice), Value::Null).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cam1"]);
+    let (_, v) = api.call("GET", "/streams", a, Value::Null).await;
+    assert_eq!(v["streams"].as_array().unwrap().len(), 2);
+
+    // ---- get
+    let (s, v) = api
+        .call("GET", "/streams/cam1", Some(&alice), Value::Null)
+        .await;
+    assert_eq!((s, v["title"].as_str()), (200, Some("My cam")));
+    assert_eq!(
+        api.call("GET", "/streams/cam1", a, Value::Null).await.0,
+        200
+    );
+    assert_eq!(
+        api.call("GET", "/streams/cam1", Some(&bob), Value::Null)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api.call("GET", "/streams/nope", Some(&alice), Value::Null)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call("GET", "/streams/Bad..Name", Some(&alice), Value::Null)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        api.call("GET", "/streams/%2e%2e", Some(&alice), Value::Null)
+            .await
+            .0,
+        400
+    );
+
+    // ---- publish authorization
+    assert_eq!(
+        publish(&cp, &key).await,
+        PublishDecision::Allow {
+            stream: "live/cam1".into()
+        }
+    );
+    assert!(matches!(
+        publish(&cp, "wrong-key").await,
+        PublishDecision::Deny { .. }
+    ));
+    assert!(matches!(
+        publish(&cp, "../x").await,
+        PublishDecision::Deny { .. }
+    ));
+    let mut req = PublishRequest {
+        protocol: Protocol::Srt,
+        app: "other".into(),
+        key: key.clone(),
+        client_ip: [127, 0, 0, 1].into(),
+    };
+    assert!(matches!(
+        cp.authorizer().authorize_publish(&req).await,
+        PublishDecision::Deny { .. }
+    ));
+    req.app = "live".into();
+    assert!(matches!(
+        cp.authorizer().authorize_publish(&req).await,
+        PublishDecision::Allow { .. }
+    ));
+
+    // ---- patch reaches settings and subscribers
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/streams/cam1",
+            Some(&alice),
+            json!({"transcode": "off", "dvr_hours": 0, "srt_passphrase": null, "title": "T2"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["srt_passphrase"], Value::Null);
+    assert_eq!(v["title"], "T2");
+    assert_eq!(v["private"], true, "absent fields stay");
+    assert_eq!(
+        changes.recv().await.unwrap(),
+        ugc_auth::StreamChange {
+            name: "cam1".into(),
+            kind: ChangeKind::Updated
+        }
+    );
+    let st = cp.settings("cam1").unwrap();
+    assert_eq!(
+        (st.transcode.as_str(), st.dvr_hours, st.private),
+        ("off", 0, true)
+    );
+    assert_eq!(
+        api.call("PATCH", "/streams/cam1", Some(&bob), json!({"title": "x"}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api.call(
+            "PATCH",
+            "/streams/nope",
+            Some(&alice),
+            json!({"title": "x"})
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        api.raw("PATCH", "/streams/cam1", Some(&alice), "nope")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        api.call(
+            "PATCH",
+            "/streams/cam1",
+            Some(&alice),
+            json!({"dvr_hours": 9999})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        api.call(
+            "PATCH",
+            "/streams/cam1",
+            Some(&alice),
+            json!({"name": "renamed"})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        api.call("PATCH", "/streams/a.b", Some(&alice), json!({}))
+            .await
+            .0,
+        400
+    );
+
+    // ---- play tokens
+    assert!(
+        matches!(
+            play(&cp, "live/cam1", None).await,
+            PlayDecision::Deny { .. }
+        ),
+        "private needs a token"
+    );
+    assert_eq!(
+        play(&cp, "live/bobcast", None).await,
+        PlayDecision::Allow,
+        "public"
+    );
+    let (s, v) = api
+        .call(
+            "POST",
+            "/streams/cam1/play",
+            Some(&alice),
+            json!({"ttl_s": 60}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let session = v["session"].as_str().unwrap().to_owned();
+    assert_eq!(
+        v["url"],
+        format!("http://localhost:8080/live/cam1/index.m3u8?token={token}")
+    );
+    let exp = v["expires_at"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 55..=now + 61).contains(&exp), "{exp} vs {now}");
+    assert_eq!(
+        play(&cp, "live/cam1", Some(&token)).await,
+        PlayDecision::Allow
+    );
+    assert_eq!(
+        play(&cp, "live/cam1/720p", Some(&token)).await,
+        PlayDecision::Allow
+    );
+    assert!(matches!(
+        play(&cp, "live/bobcast2", Some(&token)).await,
+        PlayDecision::Deny { .. }
+    ));
+    // empty body: defaults
+    let (s, v) = api
+        .call("POST", "/streams/cam1/play", Some(&alice), Value::Null)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // IP-bound
+    let (s, v) = api
+        .call(
+            "POST",
+            "/streams/cam1/play",
+            Some(&alice),
+            json!({"bind_ip": "10.9.9.9"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let bound = v["token"].as_str().unwrap().to_owned();
+    assert!(
+        matches!(
+            play(&cp, "live/cam1", Some(&bound)).await,
+            PlayDecision::Deny { .. }
+        ),
+        "wrong IP"
+    );
+    let from_bound = PlayRequest {
+        stream: "live/cam1".into(),
+        token: Some(bound),
+        client_ip: [10, 9, 9, 9].into(),
+    };
+    assert_eq!(
+        cp.authorizer().authorize_play(&from_bound).await,
+        PlayDecision::Allow
+    );
+    // errors
+    assert_eq!(
+        api.call(
+            "POST",
+            "/streams/cam1/play",
+            Some(&alice),
+            json!({"bind_ip": "nope"})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/streams/cam1/play",
+            Some(&alice),
+            json!({"ttl_s": 0})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/streams/cam1/play",
+            Some(&alice),
+            json!({"ttl_s": 99999999})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        api.raw("POST", "/streams/cam1/play", Some(&alice), "{")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        api.call("POST", "/streams/cam1/play", Some(&bob), json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api.call("POST", "/streams/nope/play", Some(&alice), json!({}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call("POST", "/streams/No!/play", Some(&alice), json!({}))
+            .await
+            .0,
+        400
+    );
+
+    // ---- revoke
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("/sessions/{session}"),
+            Some(&bob),
+            Value::Null
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            "/sessions/00000000000000000000000000000000",
+            Some(&alice),
+            Value::Null
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        api.call("DELETE", "/sessions/zz", Some(&alice), Value::Null)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("/sessions/{session}"),
+            Some(&alice),
+            Value::Null
+        )
+        .await
+        .0,
+        204
+    );
+    assert!(
+        matches!(
+            play(&cp, "live/cam1", Some(&token)).await,
+            PlayDecision::Deny { .. }
+        ),
+        "revoked"
+    );
+
+    // ---- key rotation: old key refused, publisher dropped
+    let publisher = hub.publish("live/cam1").unwrap();
+    assert!(hub.is_publishing("live/cam1"));
+    assert_eq!(
+        api.call("GET", "/streams/cam1", Some(&alice), Value::Null)
+            .await
+            .1["live"],
+        true
+    );
+    let (s, v) = api
+        .call("POST", "/streams/cam1/key", Some(&alice), Value::Null)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let new_key = v["key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    assert!(
+        !hub.is_publishing("live/cam1"),
+        "publisher on the old key dropped"
+    );
+    assert!(!publisher.is_current());
+    assert!(
+        matches!(publish(&cp, &key).await, PublishDecision::Deny { .. }),
+        "old key refused"
+    );
+    assert_eq!(
+        publish(&cp, &new_key).await,
+        PublishDecision::Allow {
+            stream: "live/cam1".into()
+        }
+    );
+    assert_eq!(
+        changes.recv().await.unwrap(),
+        ugc_auth::StreamChange {
+            name: "cam1".into(),
+            kind: ChangeKind::KeyRotated
+        }
+    );
+    assert_eq!(
+        api.call("POST", "/streams/cam1/key", Some(&bob), Value::Null)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api.call("POST", "/streams/nope/key", Some(&alice), Value::Null)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call("POST", "/streams/..x/key", Some(&alice), Value::Null)
+            .await
+            .0,
+        400
+    );
+
+    // ---- delete
+    assert_eq!(
+        api.call("DELETE", "/streams/cam1", Some(&bob), Value::Null)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api.call("DELETE", "/streams/nope", Some(&alice), Value::Null)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call("DELETE", "/streams/A", Some(&alice), Value::Null)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        api.call("DELETE", "/streams/cam1", Some(&alice), Value::Null)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api.call("GET", "/streams/cam1", Some(&alice), Value::Null)
+            .await
+            .0,
+        404
+    );
+    assert!(cp.settings("cam1").is_none());
+    assert!(matches!(
+        publish(&cp, &new_key).await,
+        PublishDecision::Deny { .. }
+    ));
+    assert_eq!(
+        changes.recv().await.unwrap(),
+        ugc_auth::StreamChange {
+            name: "cam1".into(),
+            kind: ChangeKind::Deleted
+        }
+    );
+    // the name is free again
+    assert_eq!(
+        api.call("POST", "/streams", Some(&alice), json!({"name": "cam1"}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        publish(&cp, &bob_key).await,
+        PublishDecision::Allow {
+            stream: "live/bobcast".into()
+        }
+    );
+
+    // ---- openapi
+    let (s, v) = api.call("GET", "/openapi.json", None, Value::Null).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["openapi"], "3.0.3");
+    drop(srv);
+    cp.store().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_sqlite() {
+    suite(Db::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_postgres() {
+    suite(Db::postgres()).await;
+}
