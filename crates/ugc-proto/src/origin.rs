@@ -17,18 +17,27 @@
 //! preflights are answered, `HEAD` works like `GET` without a body. Segments
 //! are immutable (cached for a year), live playlists for a second, errors not
 //! at all.
+//!
+//! Every request is put to an [`Authorizer`]'s `authorize_play` with the
+//! `token` query parameter and the client address (see [`ClientIp`]); a
+//! denial is `403`. A playlist served to a request that carried a token lists
+//! its URIs with the same `?token=`, so players that resolve relative URIs
+//! (and drop the query) keep sending it.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use ugc_core::StreamName;
+use ugc_core::{AllowAll, Authorizer, PlayDecision, PlayRequest, StreamName};
 use ugc_dvr::{LiveRegistry, LiveStream, Variant};
 
 /// `Content-Type` of playlists.
@@ -42,13 +51,101 @@ pub const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
 /// `Cache-Control` of errors.
 pub const NO_CACHE: &str = "no-cache";
 
-/// The origin's routes over `registry`.
+/// Resolves the viewer's address from the TCP peer and the request headers
+/// (e.g. `X-Forwarded-For` from trusted proxies only).
+pub type ClientIp = Arc<dyn Fn(IpAddr, &HeaderMap) -> IpAddr + Send + Sync>;
+
+/// A [`ClientIp`] that believes no header: the TCP peer is the viewer.
+pub fn peer_is_client() -> ClientIp {
+    Arc::new(|peer, _| peer)
+}
+
+struct Origin<A> {
+    registry: Arc<LiveRegistry>,
+    auth: Arc<A>,
+    client_ip: ClientIp,
+}
+
+/// The origin's routes over `registry`, open to every viewer.
 pub fn router(registry: Arc<LiveRegistry>) -> Router {
+    router_with_auth(registry, Arc::new(AllowAll), peer_is_client())
+}
+
+/// The origin's routes over `registry`; every request is authorized by
+/// `auth`. Serve with `into_make_service_with_connect_info::<SocketAddr>()`
+/// so the peer address is known (without it the client is `0.0.0.0`, which
+/// no IP-bound token matches).
+pub fn router_with_auth<A: Authorizer>(
+    registry: Arc<LiveRegistry>,
+    auth: Arc<A>,
+    client_ip: ClientIp,
+) -> Router {
     Router::new()
-        .route("/live/{stream}/{file}", get(live_file))
+        .route("/live/{stream}/{file}", get(live_file::<A>))
         .fallback(|| async { error(StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(cors))
-        .with_state(registry)
+        .with_state(Arc::new(Origin {
+            registry,
+            auth,
+            client_ip,
+        }))
+}
+
+/// The value of `token` in a raw query string.
+fn token_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .map(str::to_owned)
+}
+
+/// Whether `token` may be copied into playlist URIs as is (tokens are
+/// base64url plus separators; anything else is not echoed).
+fn token_is_url_safe(token: &str) -> bool {
+    token.len() <= 1024
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+/// Appends `?token=<token>` to every URI of a playlist: URI lines and
+/// `URI="..."` attributes.
+pub fn with_token(playlist: &str, token: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + 64 * token.len() / 8);
+    for line in playlist.lines() {
+        if line.is_empty() {
+        } else if !line.starts_with('#') {
+            out.push_str(line);
+            out.push_str(if line.contains('?') {
+                "&token="
+            } else {
+                "?token="
+            });
+            out.push_str(token);
+        } else if let Some(start) = line.find("URI=\"") {
+            let value_start = start + 5;
+            match line[value_start..].find('"') {
+                Some(len) => {
+                    let end = value_start + len;
+                    let sep = if line[value_start..end].contains('?') {
+                        "&"
+                    } else {
+                        "?"
+                    };
+                    out.push_str(&line[..end]);
+                    out.push_str(sep);
+                    out.push_str("token=");
+                    out.push_str(token);
+                    out.push_str(&line[end..]);
+                }
+                None => out.push_str(line),
+            }
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Adds CORS headers and answers preflights.
@@ -154,9 +251,10 @@ fn parse_file(file: &str) -> Result<LiveFile, FileNameError> {
     Err(FileNameError::Unknown)
 }
 
-async fn live_file(
-    State(registry): State<Arc<LiveRegistry>>,
+async fn live_file<A: Authorizer>(
+    State(origin): State<Arc<Origin<A>>>,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    req: Request,
 ) -> Response {
     let Ok(Path((stream, file))) = path else {
         return error(StatusCode::BAD_REQUEST);
@@ -169,10 +267,25 @@ async fn live_file(
         Err(FileNameError::BadNumber) => return error(StatusCode::BAD_REQUEST),
         Err(FileNameError::Unknown) => return error(StatusCode::NOT_FOUND),
     };
-    let Some(live) = registry.get(name.as_str()) else {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let token = token_param(req.uri().query());
+    let play = PlayRequest {
+        stream: name.as_str().to_owned(),
+        token: token.clone(),
+        client_ip: (origin.client_ip)(peer, req.headers()),
+    };
+    if let PlayDecision::Deny { reason } = origin.auth.authorize_play(&play).await {
+        tracing::debug!(stream = %play.stream, client = %play.client_ip, %reason, "play denied");
+        return error(StatusCode::FORBIDDEN);
+    }
+    let Some(live) = origin.registry.get(name.as_str()) else {
         return error(StatusCode::NOT_FOUND);
     };
-    serve(&live, file)
+    let token = token.filter(|t| token_is_url_safe(t));
+    serve(&live, file, token.as_deref())
 }
 
 fn playlist_cache(live: &LiveStream) -> &'static str {
@@ -183,7 +296,14 @@ fn playlist_cache(live: &LiveStream) -> &'static str {
     }
 }
 
-fn serve(live: &LiveStream, file: LiveFile) -> Response {
+fn playlist_body(text: String, token: Option<&str>) -> Bytes {
+    match token {
+        Some(t) => Bytes::from(with_token(&text, t)),
+        None => Bytes::from(text),
+    }
+}
+
+fn serve(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
     match file {
         LiveFile::Multivariant | LiveFile::MediaPlaylist(_) if !live.has_segments() => {
             // Nothing to play yet: players retry.
@@ -192,12 +312,12 @@ fn serve(live: &LiveStream, file: LiveFile) -> Response {
         LiveFile::Multivariant => respond(
             PLAYLIST_TYPE,
             playlist_cache(live),
-            Bytes::from(live.render_multivariant()),
+            playlist_body(live.render_multivariant(), token),
         ),
         LiveFile::MediaPlaylist(v) => respond(
             PLAYLIST_TYPE,
             playlist_cache(live),
-            Bytes::from(live.render_media_playlist(v)),
+            playlist_body(live.render_media_playlist(v), token),
         ),
         LiveFile::Init(n) => match live.init(n) {
             Some(init) => respond("video/mp4", IMMUTABLE, init.data.clone()),
@@ -224,6 +344,25 @@ fn serve(live: &LiveStream, file: LiveFile) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_reach_every_playlist_uri() {
+        let pl = "#EXTM3U\n#EXT-X-MAP:URI=\"init-0.mp4\"\n#EXTINF:2.000,\nseg-1.m4s\n\
+                  #EXT-X-STREAM-INF:BANDWIDTH=1\nmono.m3u8?x=1\n";
+        let out = with_token(pl, "abc");
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init-0.mp4?token=abc\"\n#EXTINF:2.000,\n\
+             seg-1.m4s?token=abc\n#EXT-X-STREAM-INF:BANDWIDTH=1\nmono.m3u8?x=1&token=abc\n"
+        );
+        assert_eq!(
+            token_param(Some("a=1&token=xyz&b=2")).as_deref(),
+            Some("xyz")
+        );
+        assert_eq!(token_param(Some("tokens=1")), None);
+        assert!(!token_is_url_safe("a\"b"));
+        assert!(token_is_url_safe("AZaz09-_.~"));
+    }
 
     #[test]
     fn file_names() {

@@ -38,6 +38,12 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax); `UGC_LOG` overrides.
     #[arg(long)]
     pub log: Option<String>,
+    /// Control-plane database: `postgres://...`; default SQLite in the data dir.
+    #[arg(long, env = "UGC_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Make sure a stream of this name exists and print how to publish and watch it.
+    #[arg(long, env = "UGC_DEMO_STREAM")]
+    pub demo_stream: Option<String>,
 }
 
 /// The TOML file: every key optional.
@@ -53,6 +59,10 @@ struct FileConfig {
     publisher_grace_s: Option<u64>,
     log: Option<String>,
     max_rtmp_connections: Option<usize>,
+    database_url: Option<String>,
+    demo_stream: Option<String>,
+    /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// The effective configuration.
@@ -67,6 +77,9 @@ pub struct Config {
     pub publisher_grace_s: u64,
     pub log: String,
     pub max_rtmp_connections: Option<usize>,
+    pub database_url: Option<String>,
+    pub demo_stream: Option<String>,
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Config {
@@ -112,6 +125,9 @@ impl Config {
                 .or(file.log)
                 .unwrap_or_else(|| "info".into()),
             max_rtmp_connections: file.max_rtmp_connections,
+            database_url: cli.database_url.clone().or(file.database_url),
+            demo_stream: cli.demo_stream.clone().or(file.demo_stream),
+            trusted_proxies: file.trusted_proxies.unwrap_or_default(),
         })
     }
 

@@ -13,7 +13,8 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
-use ugc_core::{AllowAll, Hub, HubConfig};
+use ugc_auth::{ControlConfig, ControlPlane, PublicUrls, TrustedProxies};
+use ugc_core::{Hub, HubConfig};
 use ugc_dvr::LiveRegistry;
 
 use crate::config::{Cli, Config};
@@ -55,8 +56,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let rtmp_addr = rtmp.local_addr()?;
     let http_addr = http.local_addr()?;
     let host = config.public_host.clone().unwrap_or_else(guess_public_host);
+
+    let mut cc = ControlConfig::new(&data);
+    cc.database_url = config.database_url.clone();
+    cc.admin_token = std::env::var("UGC_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    cc.public_urls = PublicUrls {
+        host: host.clone(),
+        rtmp_port: rtmp_addr.port(),
+        http_port: http_addr.port(),
+        ..PublicUrls::default()
+    };
+    cc.trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+    cc.hub = Some(hub.clone());
+    let control = ControlPlane::open(cc)
+        .await
+        .context("opening the control plane store")?;
     info!(data = %data.display(), rtmp = %rtmp_addr, http = %http_addr, "ugc-server started");
-    print_banner(&host, rtmp_addr, http_addr);
+    print_banner(
+        &control,
+        rtmp_addr,
+        http_addr,
+        config.demo_stream.as_deref(),
+    )
+    .await?;
 
     let packaging = tokio::spawn(ugc_dvr::package_hub(
         hub.clone(),
@@ -72,18 +97,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hub.clone(),
         Duration::from_secs(config.publisher_grace_s),
     ));
+    let authorizer = Arc::new(control.authorizer());
     let rtmp_task = tokio::spawn(ugc_proto::rtmp::server::serve(
         rtmp,
         hub.clone(),
-        Arc::new(AllowAll),
+        authorizer.clone(),
         config.rtmp_server(),
     ));
-    let app = ugc_proto::origin::router(registry.clone());
+    let client_ip: ugc_proto::origin::ClientIp = {
+        let control = control.clone();
+        Arc::new(move |peer, headers: &axum::http::HeaderMap| {
+            let xff = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            control.client_ip(peer, xff)
+        })
+    };
+    let app = axum::Router::new().nest("/api/v1", control.router()).merge(
+        ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
+    );
     let http_task = tokio::spawn(async move {
-        axum::serve(http, app.into_make_service())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     });
+    let pruner = tokio::spawn(prune_sessions(control.clone()));
 
     tokio::select! {
         r = http_task => {
@@ -98,6 +140,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     packaging.abort();
+    pruner.abort();
     announcer.abort();
     reaper.abort();
     for name in hub.stream_names() {
@@ -158,21 +201,58 @@ fn guess_public_host() -> String {
         .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
-fn print_banner(host: &str, rtmp: SocketAddr, http: SocketAddr) {
+/// Drops expired play sessions now and then.
+async fn prune_sessions(control: ControlPlane) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        if let Err(e) = control.prune_sessions().await {
+            warn!(error = %e, "pruning play sessions");
+        }
+    }
+}
+
+async fn print_banner(
+    control: &ControlPlane,
+    rtmp: SocketAddr,
+    http: SocketAddr,
+    demo: Option<&str>,
+) -> anyhow::Result<()> {
+    let urls = control.public_urls().clone();
+    let host = &urls.host;
     let rtmp_port = rtmp.port();
     let server = if rtmp_port == 1935 {
         format!("rtmp://{host}/live")
     } else {
         format!("rtmp://{host}:{rtmp_port}/live")
     };
-    let http_port = http.port();
+    let http_base = format!("http://{host}:{}", http.port());
     println!();
     println!("  ugc-server is running");
-    println!("  Publish (OBS: Settings > Stream > Custom):");
-    println!("    Server:     {server}");
-    println!("    Stream key: <any name, e.g. demo>");
-    println!("  ffmpeg:       ffmpeg -re -i input.mp4 -c copy -f flv {server}/demo");
-    println!("  Watch (HLS):  http://{host}:{http_port}/live/demo/index.m3u8");
-    println!("    legacy TS:  http://{host}:{http_port}/live/demo/mono-ts.m3u8");
+    println!("  Control API:  {http_base}/api/v1  (OpenAPI: {http_base}/api/v1/openapi.json)");
+    if let Some(token) = control.take_generated_admin_token() {
+        println!("  Admin token (shown once, stored hashed; set UGC_ADMIN_TOKEN to choose it):");
+        println!("    {token}");
+    }
+    if let Some(name) = demo {
+        let (stream, key) = control
+            .ensure_demo_stream(name)
+            .await
+            .with_context(|| format!("creating the demo stream {name:?}"))?;
+        println!("  Demo stream \"{}\":", stream.name);
+        println!("    OBS:        Settings > Stream > Custom");
+        println!("      Server:     {server}");
+        println!("      Stream key: {key}");
+        println!(
+            "    ffmpeg:     ffmpeg -re -i input.mp4 -c copy -f flv {}",
+            urls.rtmp(&key)
+        );
+        println!("    Watch:      {http_base}/watch/{}", stream.name);
+        println!("    HLS:        {}", urls.play(&stream.name));
+    } else {
+        println!("  Create a stream: POST {http_base}/api/v1/streams {{\"name\": \"...\"}}");
+        println!("  then publish to {server} with the returned key.");
+    }
     println!();
+    Ok(())
 }

@@ -71,7 +71,8 @@ fn ffmpeg_1080p_publish_plays_over_hls() {
     let server = Server::start(&[]);
     let work = TempDir::new("play");
     let started = Instant::now();
-    let mut publisher = publish_file(&clip, &server.rtmp_url("e2e"));
+    let key = server.create_stream("e2e", "");
+    let mut publisher = publish_file(&clip, &server.rtmp_url(&key));
 
     // The playlist appears within two segment durations.
     let appeared = wait_until(Duration::from_secs(10), || {
@@ -160,8 +161,16 @@ fn ffmpeg_1080p_publish_plays_over_hls() {
 fn two_publishers_stay_independent() {
     let server = Server::start(&[]);
     let work = TempDir::new("two");
-    let mut a = publish_live(640, 360, &server.rtmp_url("alpha"));
-    let _b = publish_live(320, 240, &server.rtmp_url("beta"));
+    let mut a = publish_live(
+        640,
+        360,
+        &server.rtmp_url(&server.create_stream("alpha", "")),
+    );
+    let _b = publish_live(
+        320,
+        240,
+        &server.rtmp_url(&server.create_stream("beta", "")),
+    );
     let both = wait_until(Duration::from_secs(15), || {
         segments(&server, "live/alpha").len() >= 2 && segments(&server, "live/beta").len() >= 2
     });
@@ -188,7 +197,8 @@ fn publisher_reconnecting_mid_gop_continues_with_a_discontinuity() {
     let clip = test_clip(1920, 1080, 14, 4000);
     let server = Server::start(&[]);
     let work = TempDir::new("reconnect");
-    let mut first = publish_file(&clip, &server.rtmp_url("re"));
+    let key = server.create_stream("re", "");
+    let mut first = publish_file(&clip, &server.rtmp_url(&key));
     assert!(
         wait_until(Duration::from_secs(10), || segments(&server, "live/re")
             .len()
@@ -199,7 +209,7 @@ fn publisher_reconnecting_mid_gop_continues_with_a_discontinuity() {
     std::thread::sleep(Duration::from_millis(1000));
     first.kill();
     std::thread::sleep(Duration::from_millis(500));
-    let mut second = publish_file(&clip, &server.rtmp_url("re"));
+    let mut second = publish_file(&clip, &server.rtmp_url(&key));
     let continued = wait_until(Duration::from_secs(15), || {
         segments(&server, "live/re")
             .iter()
@@ -225,7 +235,11 @@ fn publisher_reconnecting_mid_gop_continues_with_a_discontinuity() {
 #[test]
 fn bad_clients_do_not_hurt_the_server_or_other_streams() {
     let server = Server::start(&[]);
-    let good = publish_live(320, 240, &server.rtmp_url("good"));
+    let good = publish_live(
+        320,
+        240,
+        &server.rtmp_url(&server.create_stream("good", "")),
+    );
     assert!(
         wait_until(Duration::from_secs(15), || !segments(&server, "live/good")
             .is_empty())
@@ -248,9 +262,15 @@ fn bad_clients_do_not_hurt_the_server_or_other_streams() {
     send(&c0c1);
     send(&[0x06; 1537]);
 
-    // Publishers with hostile names: refused, not written anywhere.
+    // Publishers with hostile or unknown keys: refused, not written anywhere.
     let long_key = "k".repeat(5000);
-    for key in [long_key.as_str(), "..", "a..b/../../etc"] {
+    for key in [
+        long_key.as_str(),
+        "..",
+        "a..b/../../etc",
+        "good",
+        "no-such-key",
+    ] {
         let out = run(Command::new("ffmpeg")
             .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi"])
             .args(["-i", "testsrc2=size=160x120:rate=10", "-t", "1"])
@@ -291,4 +311,99 @@ fn bad_clients_do_not_hurt_the_server_or_other_streams() {
     // Nothing was written outside the data dir (the server's cwd is empty).
     let written: Vec<_> = std::fs::read_dir(server.cwd.path()).unwrap().collect();
     assert!(written.is_empty(), "server wrote {written:?} into its cwd");
+}
+
+#[test]
+fn wrong_keys_are_refused_and_rotation_drops_the_publisher() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("rot", "");
+    let mut publisher = publish_live(320, 240, &server.rtmp_url(&key));
+    assert!(
+        wait_until(Duration::from_secs(15), || !segments(&server, "live/rot")
+            .is_empty())
+        .is_some()
+    );
+    let r = http_send(
+        server.http,
+        "POST",
+        "/api/v1/streams/rot/key",
+        Some(ADMIN_TOKEN),
+        Some("{}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new_key = json_str(&r.text(), "key").unwrap();
+    assert_ne!(new_key, key);
+    // The live publisher on the old key is dropped at once.
+    assert!(
+        wait_until(Duration::from_secs(5), || !publisher.running()).is_some(),
+        "publisher on the rotated key still connected"
+    );
+    // The old key is refused, the new one works.
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=160x120:rate=10", "-t", "1"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv"])
+        .arg(server.rtmp_url(&key)));
+    assert!(!out.status.success(), "old key accepted after rotation");
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=160x120:rate=10", "-t", "1"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv"])
+        .arg(server.rtmp_url(&new_key)));
+    assert!(
+        out.status.success(),
+        "new key refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn private_stream_needs_a_valid_token_on_every_request() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("secret", "\"private\": true");
+    let _publisher = publish_live(320, 240, &server.rtmp_url(&key));
+    let token = server.play_token("secret", "{\"ttl_s\": 600}");
+    let with = |path: &str| server.get(&format!("/live/secret/{path}?token={token}"));
+    assert!(
+        wait_until(Duration::from_secs(15), || with("mono.m3u8").status == 200).is_some(),
+        "playlist with a valid token"
+    );
+    let playlist = with("mono.m3u8").text();
+    // URIs in the playlist carry the token, so players keep sending it.
+    let seg_uri = playlist
+        .lines()
+        .find(|l| l.starts_with("seg-"))
+        .expect("a segment")
+        .to_string();
+    assert!(seg_uri.contains(&format!("token={token}")), "{seg_uri}");
+    assert_eq!(server.get(&format!("/live/secret/{seg_uri}")).status, 200);
+    assert!(
+        with("index.m3u8")
+            .text()
+            .contains(&format!("mono.m3u8?token={token}"))
+    );
+
+    let seg = seg_uri.split('?').next().unwrap().to_string();
+    let expired = server.play_token("secret", "{\"ttl_s\": 1}");
+    let other_ip = server.play_token("secret", "{\"bind_ip\": \"203.0.113.9\"}");
+    let mut tampered = token.clone().into_bytes();
+    let mid = tampered.len() / 2;
+    tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    for path in ["mono.m3u8", "index.m3u8", seg.as_str(), "init-0.mp4"] {
+        assert_eq!(
+            server.get(&format!("/live/secret/{path}")).status,
+            403,
+            "{path} without token"
+        );
+        for (what, t) in [
+            ("expired", &expired),
+            ("other ip", &other_ip),
+            ("tampered", &tampered),
+        ] {
+            let r = server.get(&format!("/live/secret/{path}?token={t}"));
+            assert_eq!(r.status, 403, "{path} with {what} token");
+        }
+    }
 }

@@ -40,6 +40,9 @@ impl Drop for TempDir {
     }
 }
 
+/// The admin token every test server is started with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
+
 /// A running ugc-server, killed on drop.
 pub struct Server {
     child: Child,
@@ -66,6 +69,7 @@ impl Server {
             .args(["--public-host", "127.0.0.1"])
             .args(extra)
             .env("UGC_LOG", "info,ugc_proto=debug")
+            .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -83,6 +87,35 @@ impl Server {
         })
         .expect("ugc-server listens");
         server
+    }
+
+    /// Creates stream `name` through the control API; returns its publish
+    /// key. `extra` is more JSON fields, e.g. `"private": true`.
+    pub fn create_stream(&self, name: &str, extra: &str) -> String {
+        let sep = if extra.is_empty() { "" } else { ", " };
+        let body = format!("{{\"name\": \"{name}\"{sep}{extra}}}");
+        let r = http_send(
+            self.http,
+            "POST",
+            "/api/v1/streams",
+            Some(ADMIN_TOKEN),
+            Some(&body),
+        );
+        assert_eq!(r.status, 201, "create stream: {}", r.text());
+        json_str(&r.text(), "key").expect("key in answer")
+    }
+
+    /// A play URL with token for `name` (`ttl_s`, optional bound IP).
+    pub fn play_token(&self, name: &str, body: &str) -> String {
+        let r = http_send(
+            self.http,
+            "POST",
+            &format!("/api/v1/streams/{name}/play"),
+            Some(ADMIN_TOKEN),
+            Some(body),
+        );
+        assert_eq!(r.status, 200, "play token: {}", r.text());
+        json_str(&r.text(), "token").expect("token in answer")
     }
 
     pub fn rtmp_url(&self, key: &str) -> String {
@@ -176,13 +209,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Response {
 }
 
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Response {
+    http_send(addr, method, path, None, None)
+}
+
+/// A minimal HTTP/1.1 request with an optional bearer token and JSON body.
+pub fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&str>,
+) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nOrigin: http://example.test\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nOrigin: http://example.test\r\n"
+    );
+    if let Some(b) = bearer {
+        head.push_str(&format!("Authorization: Bearer {b}\r\n"));
+    }
+    let body = json.unwrap_or("");
+    if json.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read http");
     parse_response(&raw)
@@ -233,6 +288,16 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[start + size + 2..];
     }
     out
+}
+
+/// The string value of `"key": "..."` in a flat JSON text (enough for the
+/// control API's answers; avoids a JSON dependency in tests).
+pub fn json_str(json: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\":");
+    let at = json.find(&pat)? + pat.len();
+    let rest = json[at..].trim_start().strip_prefix('"')?;
+    let end = rest.find('"')?;
+    Some(rest[..end].to_string())
 }
 
 /// Runs a command to completion, returning its output.
