@@ -38,6 +38,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 
+# FFmpeg 9 (static, inside a PyPI wheel): the only publisher here that sends
+# Enhanced RTMP (HEVC/AV1 over RTMP); Debian's ffmpeg 5.1 cannot.
+if ! python3 -c 'import imageio_ffmpeg' >/dev/null 2>&1; then
+  echo "installing imageio-ffmpeg (FFmpeg 9 for Enhanced RTMP tests)"
+  python3 -m pip install --quiet --disable-pip-version-check imageio-ffmpeg==0.8.1 2>&1 \
+    | grep -v -i 'running pip as the' || true
+fi
+
 if [ "$want_fuzz" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet

@@ -407,3 +407,56 @@ fn private_stream_needs_a_valid_token_on_every_request() {
         }
     }
 }
+
+/// FFmpeg 9 from the `imageio-ffmpeg` wheel (scripts/install-deps.sh).
+fn ffmpeg9() -> PathBuf {
+    let out = run(Command::new("python3").args([
+        "-c",
+        "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
+    ]));
+    assert!(
+        out.status.success(),
+        "imageio-ffmpeg missing (scripts/install-deps.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn enhanced_rtmp_hevc_from_ffmpeg9_plays_over_hls() {
+    let server = Server::start(&[]);
+    let work = TempDir::new("hevc");
+    let key = server.create_stream("hevc", "");
+    let _publisher = Proc(
+        Command::new(ffmpeg9())
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-c:v", "libx265", "-preset", "ultrafast", "-g", "30"])
+            .args([
+                "-x265-params",
+                "log-level=none:keyint=30:min-keyint=30:scenecut=0",
+            ])
+            .args(["-c:a", "aac", "-t", "12", "-f", "flv"])
+            .arg(server.rtmp_url(&key))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ffmpeg 9"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || segments(&server, "live/hevc")
+            .len()
+            >= 2)
+        .is_some(),
+        "HEVC stream segments"
+    );
+    let master = server.get("/live/hevc/index.m3u8").text();
+    assert!(master.contains("CODECS=\"hvc1."), "{master}");
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    for seg in segments(&server, "live/hevc").iter().take(2) {
+        let path = fetch_fmp4(&server, "live/hevc", seg, work.path());
+        check_segment(&path, 640);
+    }
+}
