@@ -61,25 +61,37 @@ ticks() {
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-publishers() { # url_prefix count
-  local prefix=$1 n=$2
+ADMIN=bench-admin-token-0123456789abcdef
+# Key of stream s$1 on ugc-server (created through the control API), or the
+# stream name itself for nginx-rtmp, which takes any name.
+ugc_key() {
+  curl -s -X POST -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+    -d "{\"name\": \"s$1\"}" 127.0.0.1:18080/api/v1/streams >/dev/null
+  curl -s -X POST -H "Authorization: Bearer $ADMIN" 127.0.0.1:18080/api/v1/streams/s$1/key \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}
+
+publishers() { # target(ugc|nginx) url_prefix count
+  local target=$1 prefix=$2 n=$3 name
   for i in $(seq 1 "$n"); do
+    if [ "$target" = ugc ]; then name=$(ugc_key "$i"); else name="s$i"; fi
     ffmpeg -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$CLIP" -c copy \
-      -f flv "$prefix/s$i" </dev/null >/dev/null 2>&1 &
+      -f flv "$prefix/$name" </dev/null >/dev/null 2>&1 &
     PIDS+=($!)
   done
 }
 stop_publishers() {
   for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${PIDS[@]:-}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
 }
 
 start_ugc() {
-  "$UGC_BIN" --data "$WORK/ugc-data" --rtmp 127.0.0.1:19935 --http 127.0.0.1:18080 \
+  UGC_ADMIN_TOKEN=$ADMIN "$UGC_BIN" --data "$WORK/ugc-data" --rtmp 127.0.0.1:19935 --http 127.0.0.1:18080 \
     --public-host 127.0.0.1 >"$WORK/ugc.log" 2>&1 &
   UGC_PID=$!
   for _ in $(seq 1 50); do curl -s -o /dev/null 127.0.0.1:18080/ && break; sleep 0.1; done
+  kill -0 "$UGC_PID" || { cat "$WORK/ugc.log"; exit 1; }
 }
 
 start_nginx() {
@@ -118,7 +130,7 @@ EOF
   nginx -c "$WORK/nginx.conf" -p "$WORK"
   sleep 0.5
 }
-nginx_pids() { pgrep -f "nginx.*$WORK" || true; }
+nginx_pids() { local m; m=$(cat "$WORK/nginx.pid"); echo "$m" $(pgrep -P "$m"); }
 
 measure() { # label pids... -> prints cpu seconds over WINDOW
   local a b; a=$(ticks "$@"); sleep "$WINDOW"; b=$(ticks "$@")
@@ -129,7 +141,7 @@ echo "== ingest + HLS packaging, ${WINDOW}s window after ${WARMUP}s warm-up =="
 printf '%-4s %14s %14s %10s %14s %14s\n' N ugc_cpu_s nginx_cpu_s ratio ugc_per_stream nginx_per_str
 for n in $COUNTS; do
   start_ugc
-  publishers rtmp://127.0.0.1:19935/live "$n"
+  publishers ugc rtmp://127.0.0.1:19935/live "$n"
   sleep "$WARMUP"
   ugc=$(measure "$UGC_PID")
   live=$(curl -s 127.0.0.1:18080/live/s1/mono.m3u8 | grep -c '^seg-' || true)
@@ -137,7 +149,7 @@ for n in $COUNTS; do
   kill "$UGC_PID"; wait "$UGC_PID" 2>/dev/null || true
 
   start_nginx
-  publishers rtmp://127.0.0.1:19936/live "$n"
+  publishers nginx rtmp://127.0.0.1:19936/live "$n"
   sleep "$WARMUP"
   # shellcheck disable=SC2046
   ngx=$(measure $(nginx_pids))
@@ -156,7 +168,7 @@ done
 echo
 echo "== HLS segment delivery: wrk -c 200 -d 10s, same bytes =="
 start_ugc
-publishers rtmp://127.0.0.1:19935/live 1
+publishers ugc rtmp://127.0.0.1:19935/live 1
 for _ in $(seq 1 100); do curl -s 127.0.0.1:18080/live/s1/mono.m3u8 | grep -q '^seg-' && break; sleep 0.2; done
 SEG=$(curl -s 127.0.0.1:18080/live/s1/mono.m3u8 | grep '^seg-' | head -1)
 curl -s -o "$WORK/seg.m4s" "127.0.0.1:18080/live/s1/$SEG"
