@@ -114,9 +114,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             control.client_ip(peer, xff)
         })
     };
-    let app = axum::Router::new().nest("/api/v1", control.router()).merge(
+    let mut app = axum::Router::new().nest("/api/v1", control.router()).merge(
         ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
     );
+    // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
+    match &config.web {
+        Some(dir) => {
+            info!(dir = %dir.display(), "web panels");
+            app = app.merge(ugc_auth::web::router(dir.clone()));
+        }
+        None => warn!("web panel files not found: pass --web <repo>/web to serve / and /watch"),
+    }
     let http_task = tokio::spawn(async move {
         axum::serve(
             http,
