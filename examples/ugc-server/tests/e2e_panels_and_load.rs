@@ -95,8 +95,11 @@ fn panel_routes_serve_only_their_files_and_leave_api_and_origin_alone() {
     assert_eq!(server.get("/nowhere").status, 404);
 }
 
-/// Sends `GET path` on an already connected socket; (status, body length).
-fn get_on(mut s: TcpStream, host: &str, path: &str) -> Result<(u16, usize), String> {
+/// (status, body length) of one answer, or what went wrong.
+type Outcome = Result<(u16, usize), String>;
+
+/// Sends `GET path` on an already connected socket.
+fn get_on(mut s: TcpStream, host: &str, path: &str) -> Outcome {
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
@@ -111,11 +114,7 @@ fn get_on(mut s: TcpStream, host: &str, path: &str) -> Result<(u16, usize), Stri
 }
 
 /// Opens `n` connections, then sends `path` on all of them at once.
-fn parallel_gets(
-    server: &Server,
-    n: usize,
-    path: &str,
-) -> (Vec<Result<(u16, usize), String>>, Duration) {
+fn parallel_gets(server: &Server, n: usize, path: &str) -> (Vec<Outcome>, Duration) {
     let conns: Vec<TcpStream> = (0..n)
         .map(|i| TcpStream::connect(server.http).unwrap_or_else(|e| panic!("connection {i}: {e}")))
         .collect();
