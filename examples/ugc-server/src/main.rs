@@ -80,6 +80,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         rtmp_addr,
         http_addr,
         config.demo_stream.as_deref(),
+        config.web.is_some(),
     )
     .await?;
 
@@ -225,6 +226,7 @@ async fn print_banner(
     rtmp: SocketAddr,
     http: SocketAddr,
     demo: Option<&str>,
+    panel: bool,
 ) -> anyhow::Result<()> {
     let urls = control.public_urls().clone();
     let host = &urls.host;
@@ -238,6 +240,9 @@ async fn print_banner(
     println!();
     println!("  ugc-server is running");
     println!("  Control API:  {http_base}/api/v1  (OpenAPI: {http_base}/api/v1/openapi.json)");
+    if panel {
+        println!("  Creator panel: {http_base}/  (sign in with the admin or a creator token)");
+    }
     if let Some(token) = control.take_generated_admin_token() {
         println!("  Admin token (shown once, stored hashed; set UGC_ADMIN_TOKEN to choose it):");
         println!("    {token}");
