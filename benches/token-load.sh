@@ -6,7 +6,9 @@
 # media playlist of each: "closed" with ?token= (HMAC verified, revocation
 # checked, playlist URIs rewritten with the token), "open" without, in
 # A-B-B-A order ROUNDS times; the script prints the median requests/s of
-# each side and their ratio token/no-token (the issue's goal: >= 0.9).
+# each side and their ratio token/no-token (the issue's goal: >= 0.9), and
+# the server's CPU time per request of each side (from /proc), which is
+# steadier than requests/s when other work shares the machine.
 #
 # Env: SECONDS_PER_RUN=5 ROUNDS=2 CONNS=100 UGC_BIN=... (default: release build).
 set -euo pipefail
@@ -22,6 +24,7 @@ WORK=$(mktemp -d /tmp/ugc-token-load.XXXXXX)
 MEDIA_DIR=${TMPDIR:-/tmp}/ugc-test-media
 CLIP=$MEDIA_DIR/bench_360p30_600k_aac_10s.mp4
 PIDS=()
+HZ=$(getconf CLK_TCK)
 
 cleanup() {
   # Publishers first, then the server (PIDS[0]).
@@ -50,7 +53,8 @@ BASE=http://$HTTP
 
 UGC_ADMIN_TOKEN=$ADMIN UGC_LOG=warn "$UGC_BIN" --data "$WORK/data" --http "$HTTP" --rtmp "$RTMP" \
   --public-host 127.0.0.1 >"$WORK/server.log" 2>&1 &
-PIDS+=($!)
+SERVER_PID=$!
+PIDS+=($SERVER_PID)
 for _ in $(seq 50); do curl -sf "$BASE/api/v1/openapi.json" >/dev/null && break; sleep 0.2; done
 
 api() { curl -sf -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' "$@"; }
@@ -98,13 +102,22 @@ url_of() {
   esac
 }
 
+# CPU ticks (user + system) of the server so far.
+server_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+
+# One wrk run: "<requests/s> <server CPU microseconds per request>". The
+# second figure holds up better than the first on a busy machine.
 rps() {
-  local out url
+  local out url t0 t1
   url=$(url_of "$1")
-  out=$(wrk -t2 -c"$CONNS" -d"${RUN_S}s" --latency "$url" 2>&1)
+  t0=$(server_ticks)
+  out=$(wrk -t2 -c"$CONNS" -d"${RUN_S}s" "$url" 2>&1)
+  t1=$(server_ticks)
   # (a subshell: a failure prints and yields no number, which measure() reports)
   if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then echo "errors for $url:" >&2; echo "$out" >&2; return 1; fi
-  echo "$out" | awk '/Requests\/sec/ {print $2}'
+  echo "$out" | awk -v ticks=$((t1 - t0)) -v hz="$HZ" '
+    /requests in/ {n = $1} /Requests\/sec/ {r = $2}
+    END {printf "%s %.2f\n", r, ticks / hz * 1e6 / n}'
 }
 
 measure() { # name url_with url_without
@@ -113,16 +126,21 @@ measure() { # name url_with url_without
     with+=("$(rps "$2")"); without+=("$(rps "$3")"); without+=("$(rps "$3")"); with+=("$(rps "$2")")
   done
   [ ${#with[@]} -eq $((2 * ROUNDS)) ] && [ ${#without[@]} -eq $((2 * ROUNDS)) ] \
-    && ! printf '%s\n' "${with[@]}" "${without[@]}" | grep -qx '' \
+    && ! printf '%s\n' "${with[@]}" "${without[@]}" | grep -qvx '[0-9.]* [0-9.]*' \
     || { echo "$1: a wrk run failed" >&2; exit 1; }
   python3 - "$1" "${with[*]}" "${without[*]}" <<'EOF'
 import statistics, sys
 name = sys.argv[1]
-a = [float(x) for x in sys.argv[2].split()]
-b = [float(x) for x in sys.argv[3].split()]
-ma, mb = statistics.median(a), statistics.median(b)
-print(f"{name:9} with token {ma:8.0f} req/s   without {mb:8.0f} req/s   ratio {ma / mb:.3f}"
-      f"   (runs: {' '.join(f'{x:.0f}' for x in a)} | {' '.join(f'{x:.0f}' for x in b)})")
+def parse(arg):
+    v = [float(x) for x in arg.split()]
+    return v[0::2], v[1::2]
+ra, ca = parse(sys.argv[2])
+rb, cb = parse(sys.argv[3])
+m = statistics.median
+print(f"{name:9} req/s: with token {m(ra):8.0f}  without {m(rb):8.0f}  ratio {m(ra) / m(rb):.3f}"
+      f"   (runs: {' '.join(f'{x:.0f}' for x in ra)} | {' '.join(f'{x:.0f}' for x in rb)})")
+print(f"{'':9} server CPU per request: with token {m(ca):6.2f} us  without {m(cb):6.2f} us"
+      f"  -> CPU-bound ratio {m(cb) / m(ca):.3f}")
 EOF
 }
 
