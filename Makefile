@@ -12,7 +12,7 @@ FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_t
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint unit fuzz-smoke bench bench-criterion bench-load clean-data
+.PHONY: demo test deps build build-web lint unit browser fuzz-smoke bench bench-criterion bench-load clean-data
 
 deps:
 	@scripts/install-deps.sh
@@ -20,11 +20,16 @@ deps:
 build:
 	$(CARGO) build --release -p ugc-server
 
-demo: deps build
-	@mkdir -p "$(DATA)"
-	$(CARGO_TARGET_DIR)/release/ugc-server --data "$(DATA)" $(DEMO_FLAGS)
+# Web panels: npm ci (pinned hls.js, playwright-core) and web/dist/hls.min.js.
+build-web:
+	@scripts/build-web.sh
 
-test: deps lint unit fuzz-smoke
+demo: deps build build-web
+	@mkdir -p "$(DATA)"
+	$(CARGO_TARGET_DIR)/release/ugc-server --data "$(DATA)" --web "$(CURDIR)/web" \
+	  --demo-stream demo $(DEMO_FLAGS)
+
+test: deps lint unit browser fuzz-smoke
 	@echo "make test: all green"
 
 lint:
@@ -35,6 +40,13 @@ lint:
 # publishers and ffprobe/ffmpeg players against the built ugc-server).
 unit:
 	$(CARGO) test --workspace --locked
+
+# The web panels in headless Chromium (playwright-core), against the built
+# server and a real ffmpeg publisher.
+browser: build-web
+	@scripts/install-deps.sh browser
+	$(CARGO) build -p ugc-server --locked
+	UGC_SERVER_BIN=$(CARGO_TARGET_DIR)/debug/ugc-server node web/tests/browser.mjs
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz

@@ -4,13 +4,15 @@
 #   scripts/install-deps.sh            # runtime + test peers (ffmpeg, ffprobe)
 #   scripts/install-deps.sh bench      # + nginx-rtmp, wrk (benchmark peers)
 #   scripts/install-deps.sh fuzz       # + cargo-fuzz
+#   scripts/install-deps.sh browser    # + chromium (browser test of the web panels)
 set -euo pipefail
 
-want_bench=0; want_fuzz=0
+want_bench=0; want_fuzz=0; want_browser=0
 for a in "$@"; do
   case "$a" in
     bench) want_bench=1 ;;
     fuzz) want_fuzz=1 ;;
+    browser) want_browser=1 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -21,8 +23,14 @@ need ffmpeg ffmpeg
 need ffprobe ffmpeg
 need curl curl
 need pkg-config pkg-config
+# The web panels: scripts/build-web.sh installs hls.js with npm.
+need node nodejs
+need npm npm
 # ugc-auth's tests start a private PostgreSQL server from these binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+if [ "$want_browser" = 1 ]; then
+  need chromium chromium
+fi
 if [ "$want_bench" = 1 ]; then
   need nginx nginx
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)

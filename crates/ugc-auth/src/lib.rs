@@ -13,6 +13,7 @@
 //! * optional external HTTP backends for publish and play ([`ExternalBackend`]);
 //! * the REST API under `/api/v1` ([`ControlPlane::router`]) with its
 //!   OpenAPI document;
+//! * the web panels ([`web::router`]): creator panel and viewer page;
 //! * provisioning: [`ControlPlane::settings`] and
 //!   [`ControlPlane::subscribe_changes`] let a running server apply a
 //!   `PATCH` without a restart.
@@ -61,6 +62,7 @@ pub mod store;
 pub mod token;
 mod util;
 pub mod validate;
+pub mod web;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -44,6 +44,10 @@ pub struct Cli {
     /// Make sure a stream of this name exists and print how to publish and watch it.
     #[arg(long, env = "UGC_DEMO_STREAM")]
     pub demo_stream: Option<String>,
+    /// Directory of the web panels (`index.html`, `watch.html`, `assets/`,
+    /// `dist/`); default `./web`, else the source tree's `web/`.
+    #[arg(long, env = "UGC_WEB")]
+    pub web: Option<PathBuf>,
 }
 
 /// The TOML file: every key optional.
@@ -61,6 +65,7 @@ struct FileConfig {
     max_rtmp_connections: Option<usize>,
     database_url: Option<String>,
     demo_stream: Option<String>,
+    web: Option<PathBuf>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
     trusted_proxies: Option<Vec<String>>,
 }
@@ -80,6 +85,8 @@ pub struct Config {
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
     pub trusted_proxies: Vec<String>,
+    /// The web panels' directory, if one was given or found.
+    pub web: Option<PathBuf>,
 }
 
 impl Config {
@@ -128,6 +135,7 @@ impl Config {
             database_url: cli.database_url.clone().or(file.database_url),
             demo_stream: cli.demo_stream.clone().or(file.demo_stream),
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
+            web: cli.web.clone().or(file.web).or_else(default_web_dir),
         })
     }
 
@@ -146,6 +154,15 @@ impl Config {
         }
         c
     }
+}
+
+/// `./web` when it holds the panels, else the source tree's `web/` (for
+/// `make demo` and `cargo run` from anywhere in a checkout).
+fn default_web_dir() -> Option<PathBuf> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    [PathBuf::from("web"), source]
+        .into_iter()
+        .find(|d| ugc_auth::web::is_web_dir(d))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

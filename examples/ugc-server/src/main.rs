@@ -80,6 +80,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         rtmp_addr,
         http_addr,
         config.demo_stream.as_deref(),
+        config.web.is_some(),
     )
     .await?;
 
@@ -114,9 +115,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             control.client_ip(peer, xff)
         })
     };
-    let app = axum::Router::new().nest("/api/v1", control.router()).merge(
+    let mut app = axum::Router::new().nest("/api/v1", control.router()).merge(
         ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
     );
+    // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
+    match &config.web {
+        Some(dir) => {
+            info!(dir = %dir.display(), "web panels");
+            app = app.merge(ugc_auth::web::router(dir.clone()));
+        }
+        None => warn!("web panel files not found: pass --web <repo>/web to serve / and /watch"),
+    }
     let http_task = tokio::spawn(async move {
         axum::serve(
             http,
@@ -217,6 +226,7 @@ async fn print_banner(
     rtmp: SocketAddr,
     http: SocketAddr,
     demo: Option<&str>,
+    panel: bool,
 ) -> anyhow::Result<()> {
     let urls = control.public_urls().clone();
     let host = &urls.host;
@@ -230,6 +240,9 @@ async fn print_banner(
     println!();
     println!("  ugc-server is running");
     println!("  Control API:  {http_base}/api/v1  (OpenAPI: {http_base}/api/v1/openapi.json)");
+    if panel {
+        println!("  Creator panel: {http_base}/  (sign in with the admin or a creator token)");
+    }
     if let Some(token) = control.take_generated_admin_token() {
         println!("  Admin token (shown once, stored hashed; set UGC_ADMIN_TOKEN to choose it):");
         println!("    {token}");

@@ -1,0 +1,339 @@
+// The creator panel at /: sign in with an API token, list and create
+// streams, copy publish settings, rotate keys, toggle private, preview.
+import { api, ApiError, clearToken, saveToken, savedToken } from './api.js';
+import { playlistUrl, startPlayer } from './player.js';
+
+const $ = (id) => document.getElementById(id);
+const REFRESH_MS = 5000;
+
+const cards = new Map(); // stream name -> { el, stream, player, watchToken }
+let refreshTimer = 0;
+let toastTimer = 0;
+
+function toast(text) {
+  const t = $('toast');
+  t.textContent = text;
+  t.classList.add('on');
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => t.classList.remove('on'), 2500);
+}
+
+// ---- sign in / out -------------------------------------------------------
+
+function showSignIn(message = '') {
+  clearInterval(refreshTimer);
+  for (const c of cards.values()) stopPreview(c);
+  cards.clear();
+  $('streams').replaceChildren();
+  $('app').hidden = true;
+  $('signout').hidden = true;
+  $('who').hidden = true;
+  $('signin').hidden = false;
+  $('signin-error').textContent = message;
+  $('token').focus();
+}
+
+async function enter() {
+  $('signin').hidden = true;
+  $('app').hidden = false;
+  $('signout').hidden = false;
+  $('who').hidden = false;
+  $('who').textContent = 'Signed in';
+  await refresh();
+  clearInterval(refreshTimer);
+  refreshTimer = setInterval(() => refresh().catch(() => {}), REFRESH_MS);
+}
+
+$('signin-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const token = $('token').value.trim();
+  if (!token) {
+    $('signin-error').textContent = 'Enter your API token.';
+    return;
+  }
+  try {
+    await api('GET', '/streams', undefined, token);
+  } catch (err) {
+    $('signin-error').textContent =
+      err.status === 401 ? 'That token was not accepted.' : `Sign-in failed: ${err.message}`;
+    return;
+  }
+  saveToken(token, $('remember').checked);
+  $('token').value = '';
+  $('signin-error').textContent = '';
+  await enter();
+});
+
+$('signout').addEventListener('click', () => {
+  clearToken();
+  showSignIn();
+});
+
+// ---- API calls with the stored token -------------------------------------
+
+async function call(method, path, body) {
+  try {
+    return await api(method, path, body);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      clearToken();
+      showSignIn('Your session ended: sign in again.');
+    }
+    throw err;
+  }
+}
+
+// ---- the stream list -----------------------------------------------------
+
+async function refresh() {
+  const { streams } = await call('GET', '/streams');
+  const seen = new Set();
+  for (const s of streams) {
+    seen.add(s.name);
+    const c = cards.get(s.name) || addCard(s);
+    update(c, s);
+  }
+  for (const [name, c] of cards) {
+    if (!seen.has(name)) removeCard(c);
+  }
+  // Order as the API lists them.
+  const list = $('streams');
+  for (const s of streams) list.append(cards.get(s.name).el);
+  $('empty').hidden = streams.length > 0;
+}
+
+$('refresh').addEventListener('click', () =>
+  refresh().then(() => toast('Updated'), (e) => toast(e.message)),
+);
+
+/** `rtmp://host:port/live/<key>` -> `rtmp://host:port/live`. */
+function obsServer(rtmpUrl) {
+  const i = rtmpUrl.lastIndexOf('/');
+  return i > 'rtmp://'.length ? rtmpUrl.slice(0, i) : rtmpUrl;
+}
+
+function watchUrl(name, token) {
+  const u = new URL(`/watch/${encodeURIComponent(name)}`, location.href);
+  if (token) u.searchParams.set('token', token);
+  return u.href;
+}
+
+function addCard(stream) {
+  const el = $('stream-tpl').content.firstElementChild.cloneNode(true);
+  const c = { el, stream, player: null, watchToken: '' };
+  const q = (sel) => el.querySelector(sel);
+  el.dataset.stream = stream.name;
+
+  for (const b of el.querySelectorAll('button.copy')) {
+    b.addEventListener('click', () => copy(q(b.dataset.copy).value, b));
+  }
+  q('.s-show').addEventListener('click', (e) => {
+    const shown = e.currentTarget.getAttribute('aria-pressed') === 'true';
+    for (const sel of ['.s-key', '.s-rtmp', '.s-srt']) q(sel).type = shown ? 'password' : 'text';
+    e.currentTarget.setAttribute('aria-pressed', String(!shown));
+    e.currentTarget.textContent = shown ? 'Show' : 'Hide';
+  });
+  q('.s-private-toggle').addEventListener('change', async (e) => {
+    const box = e.currentTarget;
+    const want = box.checked;
+    box.disabled = true;
+    try {
+      const s = await call('PATCH', `/streams/${c.stream.name}`, { private: want });
+      c.watchToken = '';
+      update(c, s);
+      toast(want ? `${s.name} is private: share watch links with tokens` : `${s.name} is public`);
+      if (c.player) startPreview(c);
+    } catch (err) {
+      box.checked = !want;
+      toast(`Could not change: ${err.message}`);
+    } finally {
+      box.disabled = false;
+    }
+  });
+  q('.s-rotate').addEventListener('click', async () => {
+    const msg = `Rotate the key of "${c.stream.name}"? The old key stops working at once and a live publisher on it is disconnected.`;
+    if (!confirm(msg)) return;
+    try {
+      const r = await call('POST', `/streams/${c.stream.name}/key`);
+      update(c, { ...c.stream, key: r.key, publish: r.publish, live: false });
+      toast('New key ready: update it in your encoder');
+    } catch (err) {
+      toast(`Could not rotate: ${err.message}`);
+    }
+  });
+  q('.s-link').addEventListener('click', async () => {
+    try {
+      await newWatchToken(c);
+      toast('New watch link ready: copy it to share');
+    } catch (err) {
+      toast(`Could not make a link: ${err.message}`);
+    }
+  });
+  q('.s-delete').addEventListener('click', async () => {
+    if (!confirm(`Delete the stream "${c.stream.name}"? This cannot be undone.`)) return;
+    try {
+      await call('DELETE', `/streams/${c.stream.name}`);
+      removeCard(c);
+      $('empty').hidden = cards.size > 0;
+      toast('Stream deleted');
+    } catch (err) {
+      toast(`Could not delete: ${err.message}`);
+    }
+  });
+  q('.s-preview').addEventListener('click', () => {
+    if (c.player) stopPreview(c);
+    else startPreview(c);
+  });
+
+  cards.set(stream.name, c);
+  $('streams').append(el);
+  return c;
+}
+
+function update(c, s) {
+  c.stream = s;
+  const q = (sel) => c.el.querySelector(sel);
+  q('.s-name').textContent = s.name;
+  q('.s-title').textContent = s.title || '';
+  q('.s-title').hidden = !s.title;
+  q('.s-private').hidden = !s.private;
+  q('.s-private-toggle').checked = Boolean(s.private);
+  const liveBadge = q('.s-live');
+  liveBadge.dataset.live = String(Boolean(s.live));
+  liveBadge.textContent = s.live ? 'Live' : 'Offline';
+  q('.s-obs-server').value = obsServer(s.publish.rtmp);
+  q('.s-key').value = s.key;
+  q('.s-rtmp').value = s.publish.rtmp;
+  q('.s-srt').value = s.publish.srt;
+  q('.s-whip').value = s.publish.whip;
+  q('.s-link').hidden = !s.private;
+  const watch = s.private
+    ? c.watchToken
+      ? watchUrl(s.name, c.watchToken)
+      : ''
+    : watchUrl(s.name);
+  q('.s-watch').value = watch;
+  q('.s-watch').placeholder = s.private ? 'Private: press “New watch link”' : '';
+  q('[data-copy=".s-watch"]').disabled = !watch;
+  const open = q('.s-open');
+  if (watch) open.href = watch;
+  else open.removeAttribute('href');
+  open.setAttribute('aria-disabled', String(!watch));
+}
+
+async function newWatchToken(c) {
+  const r = await call('POST', `/streams/${c.stream.name}/play`, {});
+  c.watchToken = r.token;
+  update(c, c.stream);
+  return r.token;
+}
+
+function removeCard(c) {
+  stopPreview(c);
+  c.el.remove();
+  cards.delete(c.stream.name);
+}
+
+// ---- preview -------------------------------------------------------------
+
+const PREVIEW_TEXT = {
+  loading: 'Loading…',
+  offline: 'Not live yet: start publishing and the preview begins here.',
+  unreachable: 'Cannot reach the server; retrying…',
+  forbidden: 'The origin refused the preview token.',
+  'missing-player': 'The player asset (hls.js) is not installed: run scripts/build-web.sh.',
+  error: 'Playback failed.',
+};
+
+async function startPreview(c) {
+  stopPreview(c);
+  const box = c.el.querySelector('.preview');
+  const msg = box.querySelector('.player-msg');
+  const btn = c.el.querySelector('.s-preview');
+  box.hidden = false;
+  btn.setAttribute('aria-expanded', 'true');
+  btn.textContent = 'Close preview';
+  let token = '';
+  if (c.stream.private) {
+    try {
+      token = c.watchToken || (await newWatchToken(c));
+    } catch (err) {
+      msg.textContent = `No preview token: ${err.message}`;
+      return;
+    }
+  }
+  const video = box.querySelector('video');
+  c.player = startPlayer(video, playlistUrl(c.stream.name, token), (state) => {
+    msg.hidden = state === 'playing';
+    msg.textContent = PREVIEW_TEXT[state] || '';
+  });
+}
+
+function stopPreview(c) {
+  if (c.player) c.player.stop();
+  c.player = null;
+  const box = c.el.querySelector('.preview');
+  box.hidden = true;
+  const btn = c.el.querySelector('.s-preview');
+  btn.setAttribute('aria-expanded', 'false');
+  btn.textContent = 'Preview';
+}
+
+// ---- create --------------------------------------------------------------
+
+$('create-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const name = $('new-name').value.trim();
+  const err = $('create-error');
+  if (!/^[a-z0-9_-]{1,64}$/.test(name)) {
+    err.textContent = 'Names are 1 to 64 characters of a–z, 0–9, “-” and “_”.';
+    $('new-name').focus();
+    return;
+  }
+  const body = { name, private: $('new-private').checked };
+  const title = $('new-title').value.trim();
+  if (title) body.title = title;
+  try {
+    const s = await call('POST', '/streams', body);
+    err.textContent = '';
+    $('create-form').reset();
+    update(addCard(s), s);
+    $('streams').prepend(cards.get(s.name).el);
+    $('empty').hidden = true;
+    cards.get(s.name).el.querySelector('.s-name').scrollIntoView({ block: 'nearest' });
+    toast(`Created ${s.name}: copy the server and key into OBS`);
+  } catch (ex) {
+    err.textContent =
+      ex.status === 409 ? `A stream named “${name}” already exists.` : `Could not create: ${ex.message}`;
+  }
+});
+
+// ---- clipboard -----------------------------------------------------------
+
+async function copy(text, button) {
+  if (!text) return;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // Plain http on a non-localhost address has no clipboard API.
+    const ta = document.createElement('textarea');
+    ta.value = text;
+    ta.setAttribute('readonly', '');
+    ta.className = 'offscreen';
+    document.body.append(ta);
+    ta.select();
+    document.execCommand('copy');
+    ta.remove();
+  }
+  const old = button.textContent;
+  button.textContent = 'Copied';
+  setTimeout(() => (button.textContent = old), 1200);
+}
+
+// ---- start ---------------------------------------------------------------
+
+if (savedToken()) {
+  enter().catch((err) => showSignIn(err.status === 401 ? '' : err.message));
+} else {
+  showSignIn();
+}

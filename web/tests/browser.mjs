@@ -1,0 +1,311 @@
+// Browser test of the web panels, run by `make test` (target `browser`).
+//
+// Starts the built ugc-server (UGC_SERVER_BIN, else
+// $CARGO_TARGET_DIR/debug/ugc-server), drives headless Chromium
+// (/usr/bin/chromium, through playwright-core; no browser download) through
+// the creator panel, publishes with ffmpeg to the key the panel shows, and
+// checks the viewer page plays (video currentTime advances), that a private
+// stream without a token shows the private message, that a token link from
+// the panel plays, and that a missing player asset is explained.
+// Exits non-zero on the first failure.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, createWriteStream, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, homedir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const ADMIN = 'browser-test-admin-token-0123456789';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const targetDir = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache/ugc/target');
+const SERVER_BIN = process.env.UGC_SERVER_BIN || join(targetDir, 'debug/ugc-server');
+const t0 = Date.now();
+
+const children = [];
+const tmp = mkdtempSync(join(tmpdir(), 'ugc-browser-'));
+let serverLog = join(tmp, 'server.log');
+
+function step(msg) {
+  console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${msg}`);
+}
+
+function cleanup() {
+  for (const c of children) {
+    if (c.exitCode === null) c.kill('SIGKILL');
+  }
+  rmSync(tmp, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, timeoutMs, f) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    try {
+      last = await f();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(200);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last})`);
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+async function startServer() {
+  if (!existsSync(SERVER_BIN)) {
+    throw new Error(`${SERVER_BIN} not found: run cargo build -p ugc-server (or set UGC_SERVER_BIN)`);
+  }
+  if (!existsSync(join(WEB, 'dist/hls.min.js'))) {
+    throw new Error('web/dist/hls.min.js missing: run scripts/build-web.sh');
+  }
+  const http = await freePort();
+  const rtmp = await freePort();
+  const log = createWriteStream(serverLog);
+  const child = spawn(
+    SERVER_BIN,
+    ['--data', join(tmp, 'data'), '--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`,
+     '--public-host', '127.0.0.1', '--segment-ms', '1000', '--web', WEB],
+    { cwd: tmp, env: { ...process.env, UGC_ADMIN_TOKEN: ADMIN, UGC_LOG: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  children.push(child);
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  const base = `http://127.0.0.1:${http}`;
+  await until('ugc-server to answer', 15000, async () => {
+    if (child.exitCode !== null) throw new Error(`ugc-server exited with ${child.exitCode}`);
+    const r = await fetch(`${base}/api/v1/openapi.json`);
+    return r.ok;
+  });
+  return { base, rtmp };
+}
+
+function publish(url) {
+  const child = spawn('ffmpeg', [
+    '-hide_banner', '-loglevel', 'error', '-nostdin', '-re',
+    '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=25',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p', '-g', '25',
+    '-c:a', 'aac', '-b:a', '64k', '-f', 'flv', url,
+  ], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  return child;
+}
+
+/** Waits until the page's <video> has played `seconds` further than it was. */
+async function videoAdvances(page, selector, seconds, timeoutMs) {
+  const first = await until(`${selector} to start playing`, timeoutMs, async () => {
+    const t = await page.$eval(selector, (v) => v.currentTime);
+    return t > 0.2 ? t : 0;
+  });
+  const later = await until(`${selector} currentTime to advance past ${first + seconds}`, timeoutMs,
+    async () => {
+      const t = await page.$eval(selector, (v) => v.currentTime);
+      return t >= first + seconds ? t : 0;
+    });
+  return [first, later];
+}
+
+async function overlay(page) {
+  return page.$eval('#msg', (m) => ({
+    hidden: m.hidden,
+    state: m.dataset.state || '',
+    text: m.textContent.replace(/\s+/g, ' ').trim(),
+  }));
+}
+
+/** Saves screenshots of the pages into $UGC_SCREENSHOTS (for reviewing the look). */
+async function screenshots(context, base, card) {
+  const dir = process.env.UGC_SCREENSHOTS;
+  const p = await context.newPage();
+  await p.setViewportSize({ width: 1200, height: 1000 });
+  await p.goto(`${base}/`);
+  await p.screenshot({ path: join(dir, 'signin.png') });
+  await p.fill('#token', ADMIN);
+  await p.click('#signin-form button[type=submit]');
+  await p.waitForSelector(`${card} .s-live[data-live=true]`, { timeout: 15000 });
+  await p.click(`${card} .s-preview`);
+  await sleep(4000);
+  await p.screenshot({ path: join(dir, 'panel.png'), fullPage: true });
+  await p.goto(`${base}/watch/browser`);
+  await p.waitForSelector('#msg[data-state=forbidden]');
+  await p.screenshot({ path: join(dir, 'watch-private.png') });
+  await p.emulateMedia({ colorScheme: 'dark' });
+  await p.goto(`${base}/`);
+  await p.waitForSelector(`${card} .s-live[data-live=true]`, { timeout: 15000 });
+  await p.screenshot({ path: join(dir, 'panel-dark.png'), fullPage: true });
+  await p.close();
+  step(`screenshots in ${dir}`);
+}
+
+async function main() {
+  const { base, rtmp } = await startServer();
+  step(`ugc-server up at ${base}`);
+
+  // Non-panel routes still answer as before.
+  assert((await fetch(`${base}/api/v1/streams`)).status === 401, 'API without token is 401');
+  const unknown = (await fetch(`${base}/live/nope/index.m3u8`)).status;
+  assert(unknown === 403 || unknown === 404, `origin answers ${unknown} for an unknown stream`);
+  assert((await fetch(`${base}/watch/..%2Fetc`)).status === 404, 'bad stream names are 404');
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required'],
+  });
+  const pageErrors = [];
+  const context = await browser.newContext();
+  context.on('page', (p) => p.on('pageerror', (e) => pageErrors.push(`${p.url()}: ${e.message}`)));
+  const panel = await context.newPage();
+  try {
+    // ---- creator panel: sign in --------------------------------------------
+    await panel.goto(`${base}/`);
+    await panel.waitForSelector('#signin:not([hidden])');
+    await panel.fill('#token', 'wrong-token');
+    await panel.click('#signin-form button[type=submit]');
+    await panel.waitForFunction(() => document.getElementById('signin-error').textContent.includes('not accepted'));
+    await panel.fill('#token', ADMIN);
+    await panel.click('#signin-form button[type=submit]');
+    await panel.waitForSelector('#app:not([hidden])');
+    step('signed in with the admin token');
+
+    // ---- create a stream through the UI --------------------------------------
+    await panel.fill('#new-name', 'browser');
+    await panel.fill('#new-title', 'Browser test');
+    await panel.click('#create-form button[type=submit]');
+    const card = '[data-stream=browser]';
+    await panel.waitForSelector(card);
+    const key = await panel.$eval(`${card} .s-key`, (i) => i.value);
+    const rtmpUrl = await panel.$eval(`${card} .s-rtmp`, (i) => i.value);
+    const obsServer = await panel.$eval(`${card} .s-obs-server`, (i) => i.value);
+    assert(/^[A-Za-z0-9_-]{16,}$/.test(key), `a key is shown (${key})`);
+    assert(obsServer === `rtmp://127.0.0.1:${rtmp}/live`, `OBS server ${obsServer}`);
+    assert(rtmpUrl === `${obsServer}/${key}`, `RTMP URL ${rtmpUrl}`);
+    const srt = await panel.$eval(`${card} .s-srt`, (i) => i.value);
+    const whip = await panel.$eval(`${card} .s-whip`, (i) => i.value);
+    assert(srt.startsWith('srt://') && srt.includes(key), `SRT URL ${srt}`);
+    assert(whip.endsWith('/whip/browser'), `WHIP URL ${whip}`);
+    // A duplicate name is refused with a clear message.
+    await panel.fill('#new-name', 'browser');
+    await panel.click('#create-form button[type=submit]');
+    await panel.waitForFunction(() => document.getElementById('create-error').textContent.includes('already exists'));
+    step(`created "browser" in the panel; key ${key.slice(0, 4)}…`);
+
+    // ---- publish to the key the panel shows -----------------------------------
+    publish(rtmpUrl);
+    await panel.waitForSelector(`${card} .s-live[data-live=true]`, { timeout: 20000 });
+    step('panel shows the stream live');
+    await panel.click(`${card} .s-preview`);
+
+    // ---- viewer page -----------------------------------------------------------
+    const viewer = await context.newPage();
+    await viewer.goto(`${base}/watch/browser`);
+    const [a, b] = await videoAdvances(viewer, '#video', 2, 30000);
+    assert((await overlay(viewer)).hidden, 'no overlay while playing');
+    assert((await viewer.textContent('#live')) === 'Live', 'live badge on the watch page');
+    step(`watch page plays: currentTime ${a.toFixed(2)} -> ${b.toFixed(2)} s`);
+    const [pa, pb] = await videoAdvances(panel, `${card} .s-video`, 1, 20000);
+    step(`panel preview plays: currentTime ${pa.toFixed(2)} -> ${pb.toFixed(2)} s`);
+    await viewer.close();
+
+    // ---- private: no token -> clear message; token link from the panel plays --
+    await panel.check(`${card} .s-private-toggle`);
+    await panel.waitForSelector(`${card} .s-private:not([hidden])`);
+    await panel.waitForSelector(`${card} .s-link:not([hidden])`);
+    const noToken = await context.newPage();
+    await noToken.goto(`${base}/watch/browser`);
+    await noToken.waitForSelector('#msg[data-state=forbidden]', { timeout: 15000 });
+    const o = await overlay(noToken);
+    assert(!o.hidden && /private/i.test(o.text) && /token/i.test(o.text), `private message: ${o.text}`);
+    step(`private stream without token: "${o.text}"`);
+    await noToken.goto(`${base}/watch/browser?token=v1.tampered.token`);
+    await noToken.waitForSelector('#msg[data-state=forbidden]', { timeout: 15000 });
+    const bad = await overlay(noToken);
+    assert(/refused/i.test(bad.text), `refused-token message: ${bad.text}`);
+    step(`private stream with a bad token: "${bad.text}"`);
+    await noToken.close();
+
+    await panel.click(`${card} .s-link`);
+    const link = await until('a watch link with a token', 10000, () =>
+      panel.$eval(`${card} .s-watch`, (i) => (i.value.includes('token=') ? i.value : '')));
+    assert(link.startsWith(`${base}/watch/browser?token=`), `watch link ${link}`);
+    const withToken = await context.newPage();
+    await withToken.goto(link);
+    const [c, d] = await videoAdvances(withToken, '#video', 2, 30000);
+    step(`private stream with the panel's token link plays: ${c.toFixed(2)} -> ${d.toFixed(2)} s`);
+    await withToken.close();
+
+    // ---- a missing player asset is explained -----------------------------------
+    // Without hls.js and without native HLS (forced off here), the page says so.
+    const noPlayer = await context.newPage();
+    await noPlayer.route('**/vendor/hls.min.js', (r) => r.fulfill({ status: 404, body: 'not found' }));
+    await noPlayer.addInitScript(() => {
+      HTMLMediaElement.prototype.canPlayType = () => '';
+    });
+    await noPlayer.goto(`${base}/watch/browser`);
+    await noPlayer.waitForSelector('#msg[data-state=missing-player]', { timeout: 10000 });
+    step(`without hls.js: "${(await overlay(noPlayer)).text}"`);
+    await noPlayer.close();
+    // Without hls.js but with native HLS (this Chromium has it), it still plays.
+    const native = await context.newPage();
+    await native.route('**/vendor/hls.min.js', (r) => r.fulfill({ status: 404, body: 'not found' }));
+    await native.goto(link);
+    const kind = await native.$eval('#video', (v) => v.canPlayType('application/vnd.apple.mpegurl'));
+    if (kind !== '') {
+      const [e, f] = await videoAdvances(native, '#video', 1, 30000);
+      step(`without hls.js, native HLS plays: ${e.toFixed(2)} -> ${f.toFixed(2)} s`);
+    }
+    await native.close();
+
+    if (process.env.UGC_SCREENSHOTS) {
+      await screenshots(context, base, card);
+    }
+
+    assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
+  } catch (e) {
+    const shot = join(tmpdir(), 'ugc-browser-failure.png');
+    await panel.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    console.error(`screenshot of the panel: ${shot}`);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  step('browser test passed');
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`browser test FAILED: ${e.stack || e}`);
+    try {
+      const log = readFileSync(serverLog, 'utf8').split('\n').slice(-40).join('\n');
+      console.error(`---- ugc-server log (tail) ----\n${log}`);
+    } catch {
+      // no log
+    }
+    process.exit(1);
+  },
+);
