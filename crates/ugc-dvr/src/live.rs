@@ -339,8 +339,9 @@ impl LiveRegistry {
     }
 
     /// The renditions of `name`: registered streams named
-    /// `<name>/<rendition>` that have segments, as `(rendition, stream)`,
-    /// sorted by rendition name.
+    /// `<name>/<rendition>` that have segments and have not ended (a ladder
+    /// that was turned off leaves ended renditions behind for a while), as
+    /// `(rendition, stream)`, sorted by rendition name.
     pub fn renditions(&self, name: &str) -> Vec<(String, Arc<LiveStream>)> {
         let prefix = format!("{name}/");
         let mut v: Vec<(String, Arc<LiveStream>)> = self
@@ -350,7 +351,7 @@ impl LiveRegistry {
             .iter()
             .filter_map(|(k, s)| {
                 let r = k.strip_prefix(&prefix)?;
-                (!r.contains('/') && s.has_segments()).then(|| (r.to_owned(), s.clone()))
+                (!r.contains('/') && s.has_segments() && !s.is_ended()).then(|| (r.to_owned(), s.clone()))
             })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));

@@ -44,6 +44,10 @@ pub struct Cli {
     /// Make sure a stream of this name exists and print how to publish and watch it.
     #[arg(long, env = "UGC_DEMO_STREAM")]
     pub demo_stream: Option<String>,
+    /// Transcode profile (`off`, `default` or a `[transcode.profiles]` name)
+    /// of streams the control plane has no setting for.
+    #[arg(long, env = "UGC_TRANSCODE_DEFAULT")]
+    pub transcode_default: Option<String>,
 }
 
 /// The TOML file: every key optional.
@@ -63,6 +67,8 @@ struct FileConfig {
     demo_stream: Option<String>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
     trusted_proxies: Option<Vec<String>>,
+    /// Ladder profiles (see `transcode.rs`).
+    transcode: Option<crate::transcode::TranscodeFile>,
 }
 
 /// The effective configuration.
@@ -80,6 +86,7 @@ pub struct Config {
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
     pub trusted_proxies: Vec<String>,
+    pub transcode: crate::transcode::TranscodeConfig,
 }
 
 impl Config {
@@ -128,6 +135,10 @@ impl Config {
             database_url: cli.database_url.clone().or(file.database_url),
             demo_stream: cli.demo_stream.clone().or(file.demo_stream),
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
+            transcode: crate::transcode::TranscodeConfig::load(
+                file.transcode,
+                cli.transcode_default.clone(),
+            )?,
         })
     }
 

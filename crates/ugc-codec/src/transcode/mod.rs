@@ -33,7 +33,10 @@
 
 mod logo;
 mod raw;
+mod run;
 mod rung;
+
+pub use run::{LadderReport, run_ladder};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
