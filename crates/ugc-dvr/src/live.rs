@@ -351,7 +351,8 @@ impl LiveRegistry {
             .iter()
             .filter_map(|(k, s)| {
                 let r = k.strip_prefix(&prefix)?;
-                (!r.contains('/') && s.has_segments() && !s.is_ended()).then(|| (r.to_owned(), s.clone()))
+                (!r.contains('/') && s.has_segments() && !s.is_ended())
+                    .then(|| (r.to_owned(), s.clone()))
             })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
