@@ -22,7 +22,9 @@ fn tags(file: &Bytes) -> Vec<(u8, i64, Bytes)> {
     while let Some(h) = file.get(pos..pos + 11) {
         let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
         let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
-        let Some(body) = file.get(pos + 11..pos + 11 + size) else { break };
+        let Some(body) = file.get(pos + 11..pos + 11 + size) else {
+            break;
+        };
         out.push((h[0] & 0x1f, i64::from(ts), file.slice_ref(body)));
         pos += 11 + size + 4;
     }

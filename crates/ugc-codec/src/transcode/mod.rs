@@ -529,8 +529,10 @@ impl Worker {
                 }
             }
         }
-        // Audio format changes and passthrough track changes need new rungs.
-        if self.started && (audio_changed || self.config.passthrough.is_some()) {
+        // Audio format changes and passthrough track changes need new rungs
+        // (a repeated, identical track set, e.g. after a takeover, does not).
+        let changed = old.as_ref() != Some(&tracks);
+        if self.started && changed && (audio_changed || self.config.passthrough.is_some()) {
             self.stop_rungs()?;
             self.planned = None;
         }
