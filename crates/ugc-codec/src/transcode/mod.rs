@@ -356,7 +356,13 @@ fn open_decoder(info: &TrackInfo) -> std::result::Result<Decoder, String> {
     let codec = AVCodec::find_decoder(id)
         .ok_or_else(|| format!("FFmpeg lacks a {:?} decoder", info.codec))?;
     let mut ctx = AVCodecContext::new(&codec);
-    if !info.config.is_empty() && !raw::set_extradata(&mut ctx, &info.config) {
+    // FFmpeg's Opus decoder wants an `OpusHead` (or nothing: channels from
+    // the context), not the `dOps` body our tracks carry.
+    let extradata = match info.codec {
+        Codec::Opus if !info.config.starts_with(b"OpusHead") => &[][..],
+        _ => &info.config[..],
+    };
+    if !extradata.is_empty() && !raw::set_extradata(&mut ctx, extradata) {
         return Err("allocating decoder extradata".into());
     }
     if let Some(a) = info.audio() {
