@@ -12,7 +12,7 @@ FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_t
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
-.PHONY: demo test deps build build-web lint unit browser fuzz-smoke bench bench-criterion bench-load clean-data
+.PHONY: demo test deps build build-web lint unit browser fuzz-smoke bench bench-criterion bench-load clean-data bench-transcode
 
 deps:
 	@scripts/install-deps.sh
@@ -67,6 +67,10 @@ bench-criterion:
 bench-load: build
 	@scripts/install-deps.sh bench
 	benches/load-vs-nginx.sh
+
+# The ABR ladder vs the ffmpeg CLI (fps, CPU s per media s, PSNR/SSIM).
+bench-transcode: deps
+	benches/transcode-vs-ffmpeg.sh
 
 clean-data:
 	rm -rf "$(DATA)"

@@ -26,6 +26,12 @@ need pkg-config pkg-config
 # The web panels: scripts/build-web.sh installs hls.js with npm.
 need node nodejs
 need npm npm
+# ugc-codec's `ffmpeg` feature (the transcoding ladder, rsmpeg): FFmpeg 5.1
+# headers and libraries, and libclang for rusty_ffmpeg's bindgen.
+for pkg in libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev \
+  libavdevice-dev libswscale-dev libswresample-dev libclang-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done
 # ugc-auth's tests start a private PostgreSQL server from these binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "$want_browser" = 1 ]; then
@@ -58,3 +64,6 @@ if [ "$want_fuzz" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet
 fi
+
+# Stripped FFmpeg pkg-config files for rsmpeg (see the script).
+"$(dirname "$0")/ffmpeg-pkgconfig.sh"

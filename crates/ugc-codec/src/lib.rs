@@ -12,13 +12,21 @@
 //!   [`ugc_core::MediaEvent`]s.
 //! * [`fmp4`]: CMAF init segments and fragments.
 //! * [`ts`]: MPEG-TS segments (H.264/H.265 + AAC).
+//! * [`ladder`]: ABR ladder settings, rung planning (never upscale) and the
+//!   per-rendition demux of the ladder's output.
+//! * `transcode` (feature `ffmpeg`, links the system FFmpeg 5.1 through
+//!   rsmpeg): the ladder itself, a [`ugc_core::Transform`] that decodes once,
+//!   scales and encodes every rung on its own thread.
 //!
 //! Every reader of peer bytes returns [`Error`] instead of panicking; the
 //! fuzz targets in `fuzz/` hold it to that.
 //!
 //! Not here: sockets and protocol sessions (`ugc-proto`), segmenting and
 //! playlists (`ugc-dvr`).
-#![forbid(unsafe_code)]
+// Without `ffmpeg` nothing here is unsafe; with it, `transcode::raw` alone
+// holds the FFI byte access rsmpeg 0.14 has no safe API for.
+#![cfg_attr(not(feature = "ffmpeg"), forbid(unsafe_code))]
+#![cfg_attr(feature = "ffmpeg", deny(unsafe_code))]
 #![deny(missing_docs)]
 
 pub mod aac;
@@ -27,6 +35,9 @@ pub mod flv;
 pub mod fmp4;
 pub mod h264;
 pub mod hevc;
+pub mod ladder;
+#[cfg(feature = "ffmpeg")]
+pub mod transcode;
 pub mod ts;
 
 pub use error::{Error, Result};

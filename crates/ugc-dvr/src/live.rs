@@ -282,7 +282,8 @@ impl LiveStream {
         }
     }
 
-    /// Renders the multivariant playlist: one variant, `mono.m3u8`.
+    /// Renders the multivariant playlist: one variant, `mono.m3u8`. (A
+    /// stream with a transcoding ladder: [`LiveRegistry::render_multivariant`].)
     pub fn render_multivariant(&self) -> String {
         playlist::render_multivariant(&[self.variant_stream("mono.m3u8")])
     }
@@ -335,6 +336,46 @@ impl LiveRegistry {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// The renditions of `name`: registered streams named
+    /// `<name>/<rendition>` that have segments and have not ended (a ladder
+    /// that was turned off leaves ended renditions behind for a while), as
+    /// `(rendition, stream)`, sorted by rendition name.
+    pub fn renditions(&self, name: &str) -> Vec<(String, Arc<LiveStream>)> {
+        let prefix = format!("{name}/");
+        let mut v: Vec<(String, Arc<LiveStream>)> = self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(k, s)| {
+                let r = k.strip_prefix(&prefix)?;
+                (!r.contains('/') && s.has_segments() && !s.is_ended())
+                    .then(|| (r.to_owned(), s.clone()))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The multivariant playlist of stream `name`. With a transcoding
+    /// ladder (streams `<name>/<rendition>` with segments) it lists every
+    /// rendition, highest bandwidth first, each with its own media playlist
+    /// `<rendition>/mono.m3u8`; otherwise the stream itself as
+    /// `mono.m3u8`. `None` when nothing has segments yet.
+    pub fn render_multivariant(&self, name: &str) -> Option<String> {
+        let renditions = self.renditions(name);
+        if renditions.is_empty() {
+            let own = self.get(name)?;
+            return own.has_segments().then(|| own.render_multivariant());
+        }
+        let mut variants: Vec<VariantStream> = renditions
+            .iter()
+            .map(|(r, s)| s.variant_stream(&format!("{r}/mono.m3u8")))
+            .collect();
+        variants.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth).then(a.uri.cmp(&b.uri)));
+        Some(playlist::render_multivariant(&variants))
     }
 
     /// All names, sorted.

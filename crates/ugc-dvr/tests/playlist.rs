@@ -277,3 +277,65 @@ fn registry_insert_replace_remove() {
     assert!(reg.remove("live/a").is_some());
     assert!(reg.list().is_empty());
 }
+
+#[test]
+fn multivariant_lists_every_rendition_of_a_ladder() {
+    use std::sync::Arc;
+    let registry = ugc_dvr::LiveRegistry::new();
+    let main = Arc::new(live(6, 2));
+    feed(
+        &main,
+        &mut Segmenter::new(SegmenterConfig::default()),
+        std::iter::once(MediaEvent::Tracks(av()))
+            .chain(av_seconds(0, 6, 25))
+            .collect(),
+        0,
+    );
+    registry.insert("live/x", main);
+    // Without renditions: the stream itself.
+    let own = registry.render_multivariant("live/x").unwrap();
+    assert!(own.contains("\nmono.m3u8\n"), "{own}");
+    // Two renditions, the smaller one with less data per frame.
+    for (name, repeat) in [("720p", 4usize), ("360p", 1usize)] {
+        let s = Arc::new(live(6, 2));
+        let events = std::iter::once(MediaEvent::Tracks(av()))
+            .chain(av_seconds(0, 6, 25))
+            .map(|e| match e {
+                MediaEvent::Frame(mut f) if f.track.0 == 1 => {
+                    f.data = bytes::Bytes::from(f.data.repeat(repeat * 50));
+                    MediaEvent::Frame(f)
+                }
+                e => e,
+            })
+            .collect();
+        feed(
+            &s,
+            &mut Segmenter::new(SegmenterConfig::default()),
+            events,
+            0,
+        );
+        registry.insert(&format!("live/x/{name}"), s);
+    }
+    // Not a rendition of x: a deeper name, and a prefix sibling.
+    registry.insert("live/x/720p/deeper", Arc::new(live(6, 2)));
+    registry.insert("live/xy", Arc::new(live(6, 2)));
+    assert_eq!(
+        registry
+            .renditions("live/x")
+            .iter()
+            .map(|(r, _)| r.as_str())
+            .collect::<Vec<_>>(),
+        vec!["360p", "720p"]
+    );
+    let text = registry.render_multivariant("live/x").unwrap();
+    let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
+    let uris: Vec<&str> = parsed.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(uris, vec!["720p/mono.m3u8", "360p/mono.m3u8"], "{text}");
+    assert!(parsed.variants[0].bandwidth > parsed.variants[1].bandwidth);
+    for v in &parsed.variants {
+        assert!(v.average_bandwidth.is_some());
+        assert!(v.codecs.is_some());
+        assert!(v.resolution.is_some());
+    }
+    assert_eq!(registry.render_multivariant("live/none"), None);
+}

@@ -5,7 +5,8 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `/live/<s>/index.m3u8` | multivariant playlist |
+//! | `/live/<s>/index.m3u8` | multivariant playlist (every rendition of a transcoding ladder, else `mono.m3u8`) |
+//! | `/live/<s>/<r>/mono.m3u8`, `.../init-<n>.mp4`, `.../seg-<msn>.m4s` ... | rendition `<r>` (registry name `live/<s>/<r>`): the same files as below |
 //! | `/live/<s>/mono.m3u8` | fMP4 media playlist |
 //! | `/live/<s>/mono-ts.m3u8` | MPEG-TS media playlist |
 //! | `/live/<s>/init-<n>.mp4` | init segment |
@@ -82,6 +83,10 @@ pub fn router_with_auth<A: Authorizer>(
 ) -> Router {
     Router::new()
         .route("/live/{stream}/{file}", get(live_file::<A>))
+        .route(
+            "/live/{stream}/{rendition}/{file}",
+            get(rendition_file::<A>),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(cors))
         .with_state(Arc::new(Origin {
@@ -259,9 +264,37 @@ async fn live_file<A: Authorizer>(
     let Ok(Path((stream, file))) = path else {
         return error(StatusCode::BAD_REQUEST);
     };
+    live_request(origin, stream, None, file, req).await
+}
+
+/// A file of one rendition of a transcoding ladder.
+async fn rendition_file<A: Authorizer>(
+    State(origin): State<Arc<Origin<A>>>,
+    path: Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>,
+    req: Request,
+) -> Response {
+    let Ok(Path((stream, rendition, file))) = path else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    live_request(origin, stream, Some(rendition), file, req).await
+}
+
+async fn live_request<A: Authorizer>(
+    origin: Arc<Origin<A>>,
+    stream: String,
+    rendition: Option<String>,
+    file: String,
+    req: Request,
+) -> Response {
     let Ok(name) = StreamName::from_parts("live", &stream) else {
         return error(StatusCode::BAD_REQUEST);
     };
+    if rendition
+        .as_deref()
+        .is_some_and(|r| ugc_core::name::validate_segment(r).is_err())
+    {
+        return error(StatusCode::BAD_REQUEST);
+    }
     let file = match parse_file(&file) {
         Ok(f) => f,
         Err(FileNameError::BadNumber) => return error(StatusCode::BAD_REQUEST),
@@ -281,11 +314,28 @@ async fn live_file<A: Authorizer>(
         tracing::debug!(stream = %play.stream, client = %play.client_ip, %reason, "play denied");
         return error(StatusCode::FORBIDDEN);
     }
-    let Some(live) = origin.registry.get(name.as_str()) else {
+    let token = token.filter(|t| token_is_url_safe(t));
+    // Play is authorized on the stream; its renditions follow it.
+    let registry_name = match &rendition {
+        Some(r) => format!("{}/{r}", name.as_str()),
+        None => name.as_str().to_owned(),
+    };
+    let Some(live) = origin.registry.get(&registry_name) else {
         return error(StatusCode::NOT_FOUND);
     };
-    let token = token.filter(|t| token_is_url_safe(t));
-    serve(&live, file, token.as_deref())
+    match (file, &rendition) {
+        (LiveFile::Multivariant, Some(_)) => error(StatusCode::NOT_FOUND),
+        (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&registry_name)
+        {
+            Some(text) => respond(
+                PLAYLIST_TYPE,
+                playlist_cache(&live),
+                playlist_body(text, token.as_deref()),
+            ),
+            None => error(StatusCode::NOT_FOUND),
+        },
+        (file, _) => serve(&live, file, token.as_deref()),
+    }
 }
 
 fn playlist_cache(live: &LiveStream) -> &'static str {

@@ -319,3 +319,49 @@ proptest::proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn ladder_renditions_have_their_own_playlists() {
+    let reg = registry();
+    reg.insert("live/demo/720p", stream_with_segments(false));
+    reg.insert("live/demo/360p", stream_with_segments(false));
+    let call = |uri: &'static str| {
+        let reg = reg.clone();
+        async move {
+            let res = router(reg)
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = res.status();
+            let body = to_bytes(res.into_body(), 1 << 24).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, master) = call("/live/demo/index.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(master.contains("\n360p/mono.m3u8\n"), "{master}");
+    assert!(master.contains("\n720p/mono.m3u8\n"), "{master}");
+    assert!(!master.contains("\nmono.m3u8\n"), "{master}");
+    let (status, media) = call("/live/demo/720p/mono.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(media.contains("seg-0.m4s"));
+    assert_eq!(call("/live/demo/720p/seg-0.m4s").await.0, StatusCode::OK);
+    assert_eq!(call("/live/demo/720p/init-0.mp4").await.0, StatusCode::OK);
+    assert_eq!(call("/live/demo/720p/mono-ts.m3u8").await.0, StatusCode::OK);
+    assert_eq!(
+        call("/live/demo/720p/index.m3u8").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call("/live/demo/1080p/mono.m3u8").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call("/live/demo/..%2f/mono.m3u8").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        call("/live/demo/.x/mono.m3u8").await.0,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -48,6 +48,10 @@ pub struct Cli {
     /// `dist/`); default `./web`, else the source tree's `web/`.
     #[arg(long, env = "UGC_WEB")]
     pub web: Option<PathBuf>,
+    /// Transcode profile (`off`, `default` or a `[transcode.profiles]` name)
+    /// of streams the control plane has no setting for.
+    #[arg(long, env = "UGC_TRANSCODE_DEFAULT")]
+    pub transcode_default: Option<String>,
 }
 
 /// The TOML file: every key optional.
@@ -68,6 +72,8 @@ struct FileConfig {
     web: Option<PathBuf>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
     trusted_proxies: Option<Vec<String>>,
+    /// Ladder profiles (see `transcode.rs`).
+    transcode: Option<crate::transcode::TranscodeFile>,
 }
 
 /// The effective configuration.
@@ -87,6 +93,7 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// The web panels' directory, if one was given or found.
     pub web: Option<PathBuf>,
+    pub transcode: crate::transcode::TranscodeConfig,
 }
 
 impl Config {
@@ -136,6 +143,10 @@ impl Config {
             demo_stream: cli.demo_stream.clone().or(file.demo_stream),
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
             web: cli.web.clone().or(file.web).or_else(default_web_dir),
+            transcode: crate::transcode::TranscodeConfig::load(
+                file.transcode,
+                cli.transcode_default.clone(),
+            )?,
         })
     }
 

@@ -4,6 +4,7 @@
 //! tasks. Everything a library user would need lives in the crates.
 
 mod config;
+mod transcode;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     cc.trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
     cc.hub = Some(hub.clone());
+    cc.transcode_profiles = config.transcode.profile_names();
     let control = ControlPlane::open(cc)
         .await
         .context("opening the control plane store")?;
@@ -135,6 +137,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
     });
     let pruner = tokio::spawn(prune_sessions(control.clone()));
+    let transcoder = transcode::spawn(hub.clone(), control.clone(), config.transcode.clone());
 
     tokio::select! {
         r = http_task => {
@@ -150,6 +153,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     packaging.abort();
     pruner.abort();
+    transcoder.abort();
     announcer.abort();
     reaper.abort();
     for name in hub.stream_names() {

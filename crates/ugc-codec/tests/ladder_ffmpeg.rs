@@ -1,0 +1,383 @@
+//! The FFmpeg ladder on a real capture (feature `ffmpeg`): IDRs aligned
+//! across rungs, audio in every rung, never upscaled, passthrough, logo
+//! pixels, and corrupt input that must not take the ladder down.
+#![cfg(feature = "ffmpeg")]
+#![allow(clippy::unwrap_used)]
+
+mod support {
+    pub mod flv_file;
+}
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use bytes::Bytes;
+use support::flv_file::read_flv;
+use ugc_codec::flv::FlvIngest;
+use ugc_codec::ladder::{Corner, LadderConfig, LadderDemux, LogoConfig, RenditionConfig};
+use ugc_codec::transcode::Ladder;
+use ugc_core::{Frame, MediaEvent, Tracks, Transform};
+
+const CAPTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/ffmpeg51_libx264_aac_320x240_2s.flv"
+);
+
+fn events_of(file: &Bytes) -> Vec<MediaEvent> {
+    let mut ingest = FlvIngest::new();
+    let mut out = Vec::new();
+    for tag in read_flv(file) {
+        let ts = i64::from(tag.timestamp);
+        match tag.tag_type {
+            8 => ingest.push_audio(ts, tag.body).unwrap(),
+            9 => ingest.push_video(ts, tag.body).unwrap(),
+            _ => {}
+        }
+        while let Some(e) = ingest.poll_event() {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn capture() -> Vec<MediaEvent> {
+    events_of(&Bytes::from(std::fs::read(CAPTURE).unwrap()))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ugc-ladder-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn small_ladder() -> LadderConfig {
+    LadderConfig {
+        renditions: vec![
+            RenditionConfig::new("480p", 480, 1500, 128),
+            RenditionConfig::new("240p", 240, 400, 96),
+            RenditionConfig::new("120p", 120, 150, 64),
+        ],
+        passthrough: Some("source".into()),
+        preset: "superfast".into(),
+        keyframe_interval_ms: 500,
+        drop_when_behind: false,
+        encoder_threads: 1,
+        ..LadderConfig::default()
+    }
+}
+
+/// Per rendition: its track sets and frames.
+type Split = BTreeMap<usize, (Vec<Tracks>, Vec<Frame>, bool)>;
+
+fn run(config: LadderConfig, input: Vec<MediaEvent>) -> (Split, Ladder) {
+    let mut ladder = Ladder::new(config).unwrap();
+    let mut out = Vec::new();
+    for e in input {
+        ladder.push(e, &mut out).unwrap();
+    }
+    ladder.flush(&mut out).unwrap();
+    let mut demux = LadderDemux::new();
+    let mut split = Split::new();
+    for e in out {
+        for (i, e) in demux.route(e) {
+            let entry = split.entry(i).or_default();
+            match e {
+                MediaEvent::Tracks(t) => entry.0.push(t),
+                MediaEvent::Frame(f) => entry.1.push(f),
+                MediaEvent::End => entry.2 = true,
+                _ => {}
+            }
+        }
+    }
+    (split, ladder)
+}
+
+fn video_keyframe_pts(frames: &[Frame]) -> Vec<i64> {
+    frames
+        .iter()
+        .filter(|f| f.track.0 == 1 && f.keyframe)
+        .map(|f| f.pts)
+        .collect()
+}
+
+#[test]
+fn rungs_are_planned_aligned_and_have_audio() {
+    let (split, ladder) = run(small_ladder(), capture());
+    // 480p is taller than the 320x240 source: left out (never upscale).
+    // 240p and 120p re-encoded, index 3 = passthrough.
+    assert_eq!(split.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    let size = |i: usize| {
+        let t = &split[&i].0[0];
+        let v = t.video().unwrap().video().unwrap();
+        (v.width, v.height)
+    };
+    assert_eq!(size(1), (320, 240));
+    assert_eq!(size(2), (160, 120));
+    assert_eq!(size(3), (320, 240));
+    let k1 = video_keyframe_pts(&split[&1].1);
+    let k2 = video_keyframe_pts(&split[&2].1);
+    assert!(k1.len() >= 3, "IDRs every 500 ms over 2 s: {k1:?}");
+    assert_eq!(k1, k2, "IDRs at the same pts in every rung");
+    for i in [1, 2] {
+        let (tracks, frames, ended) = &split[&i];
+        assert!(ended);
+        let t = &tracks[0];
+        assert_eq!(t.audio().unwrap().codec_string, "mp4a.40.2");
+        assert!(t.video().unwrap().codec_string.starts_with("avc1."));
+        let audio = frames.iter().filter(|f| f.track.0 == 2).count();
+        let video = frames.iter().filter(|f| f.track.0 == 1).count();
+        assert!(audio > 60, "rung {i}: {audio} AAC frames");
+        assert!(video >= 55, "rung {i}: {video} pictures");
+    }
+    let s = ladder.stats();
+    assert_eq!(s.pictures_dropped, 0);
+    assert_eq!(s.decode_errors, 0);
+}
+
+fn annexb(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames.iter().filter(|f| f.track.0 == 1) {
+        ugc_codec::h264::avcc_to_annexb_into(&f.data, 4, &mut out).unwrap();
+    }
+    out
+}
+
+/// The last decoded picture of an Annex B stream as RGB24 bytes.
+fn last_picture_rgb(h264: &[u8], tracks: &Tracks, name: &str) -> (Vec<u8>, u32, u32) {
+    let v = tracks.video().unwrap();
+    let cfg = ugc_codec::h264::AvcConfig::parse(&v.config).unwrap();
+    let mut stream = Vec::new();
+    for ps in cfg.sps.iter().chain(cfg.pps.iter()) {
+        stream.extend_from_slice(&[0, 0, 0, 1]);
+        stream.extend_from_slice(ps);
+    }
+    stream.extend_from_slice(h264);
+    let path = tmp(name);
+    std::fs::write(&path, &stream).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "h264", "-i"])
+        .arg(&path)
+        .args(["-pix_fmt", "rgb24", "-f", "rawvideo", "-update", "1", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = v.video().unwrap();
+    let frame = (p.width * p.height * 3) as usize;
+    let data = out.stdout;
+    assert!(data.len() >= frame);
+    (data[data.len() - frame..].to_vec(), p.width, p.height)
+}
+
+fn pixel(rgb: &[u8], w: u32, x: u32, y: u32) -> (u8, u8, u8) {
+    let o = ((y * w + x) * 3) as usize;
+    (rgb[o], rgb[o + 1], rgb[o + 2])
+}
+
+#[test]
+fn logo_is_burnt_in_at_its_corner() {
+    let png = tmp("logo.png");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=0xff0000:s=40x40",
+            "-frames:v",
+            "1",
+        ])
+        .arg(&png)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut config = small_ladder();
+    config.passthrough = None;
+    config.logo = Some(LogoConfig {
+        png: std::fs::read(&png).unwrap(),
+        corner: Corner::TopRight,
+        margin: 0,
+        opacity: 100,
+        // 40 px at 240 lines = 180 px at 1080.
+        height: 180,
+    });
+    let (split, _) = run(config, capture());
+    let (tracks, frames, _) = &split[&1];
+    let (rgb, w, h) = last_picture_rgb(&annexb(frames), &tracks[0], "logo240.h264");
+    assert_eq!((w, h), (320, 240));
+    // Inside the logo (top right, 40x40): red.
+    let (r, g, b) = pixel(&rgb, w, w - 20, 20);
+    assert!(r > 200 && g < 60 && b < 60, "logo pixel {:?}", (r, g, b));
+    // Outside: the capture's picture, not red.
+    let (r, g, b) = pixel(&rgb, w, 20, h - 20);
+    assert!(
+        !(r > 200 && g < 60 && b < 60),
+        "no logo at bottom left {:?}",
+        (r, g, b)
+    );
+    // The 120p rung has it too, at half size.
+    let (tracks, frames, _) = &split[&2];
+    let (rgb, w, _) = last_picture_rgb(&annexb(frames), &tracks[0], "logo120.h264");
+    let (r, g, b) = pixel(&rgb, w, w - 10, 10);
+    assert!(
+        r > 180 && g < 80 && b < 80,
+        "logo pixel at 120p {:?}",
+        (r, g, b)
+    );
+}
+
+/// A second source at another resolution, made by ffmpeg.
+fn other_resolution() -> Option<Vec<MediaEvent>> {
+    let path = tmp("176x144.flv");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=176x144:r=25:d=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=440:d=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+            "-shortest",
+            "-f",
+            "flv",
+        ])
+        .arg(&path)
+        .status()
+        .ok()?;
+    ok.success()
+        .then(|| events_of(&Bytes::from(std::fs::read(&path).unwrap())))
+}
+
+fn shift(events: Vec<MediaEvent>, by: i64) -> Vec<MediaEvent> {
+    events
+        .into_iter()
+        .map(|e| match e {
+            MediaEvent::Frame(mut f) => {
+                f.dts += by;
+                f.pts += by;
+                MediaEvent::Frame(f)
+            }
+            e => e,
+        })
+        .collect()
+}
+
+#[test]
+fn corrupt_input_resyncs_and_resolution_changes_replan() {
+    let mut input = Vec::new();
+    let cap = capture();
+    // Missing SPS: pictures before any track set, and a track set whose
+    // avcC has no usable SPS, are ignored.
+    for e in &cap {
+        if let MediaEvent::Frame(f) = e {
+            input.push(MediaEvent::Frame(f.clone()));
+            break;
+        }
+    }
+    // Truncated NAL units: every 7th video frame cut in half.
+    let mut n = 0;
+    for e in cap.iter().cloned() {
+        match e {
+            MediaEvent::Frame(mut f) if f.track.0 == 1 => {
+                n += 1;
+                if n % 7 == 3 {
+                    f.data = f.data.slice(..f.data.len() / 2);
+                }
+                input.push(MediaEvent::Frame(f));
+            }
+            e => input.push(e),
+        }
+    }
+    // Garbage frames.
+    input.push(MediaEvent::Frame(Frame {
+        track: ugc_core::TrackId(1),
+        dts: 2100,
+        pts: 2100,
+        keyframe: false,
+        data: Bytes::from_static(&[0, 0, 0, 9, 0x41, 0xff, 0xff, 0xff]),
+    }));
+    // A resolution change mid-stream.
+    let Some(other) = other_resolution() else {
+        eprintln!("NOTICE: ffmpeg not available; skipping the resolution change");
+        return;
+    };
+    input.extend(shift(other, 2200));
+    let (split, ladder) = run(small_ladder(), input);
+    let stats = ladder.stats();
+    assert!(stats.decode_errors > 0 || stats.pictures_encoded > 0);
+    let (tracks, frames, ended) = &split[&2];
+    assert!(*ended);
+    // 120p for both sources (160x120, then 146x120 for 176x144: even width).
+    assert_eq!(
+        tracks.len(),
+        2,
+        "a new track set after the resolution change"
+    );
+    let w2 = tracks[1].video().unwrap().video().unwrap().width;
+    assert_eq!(w2, 146);
+    let after = frames
+        .iter()
+        .filter(|f| f.track.0 == 1 && f.pts >= 2200)
+        .count();
+    assert!(
+        after >= 20,
+        "the ladder kept encoding after the change: {after}"
+    );
+    // 240p is taller than 176x144: that rung is gone after the change.
+    assert_eq!(split[&1].0.len(), 1);
+}
+
+#[test]
+fn live_mode_drops_instead_of_queueing() {
+    // One thread, slow preset and a tiny queue: the rungs cannot keep up
+    // with input pushed as fast as possible.
+    let mut config = small_ladder();
+    config.drop_when_behind = true;
+    config.max_pending_frames = 1;
+    config.preset = "medium".into();
+    let mut ladder = Ladder::new(config).unwrap();
+    let mut out = Vec::new();
+    for e in capture() {
+        ladder.push(e, &mut out).unwrap();
+    }
+    ladder.flush(&mut out).unwrap();
+    let s = ladder.stats();
+    assert!(
+        s.pictures_dropped + s.input_dropped > 0,
+        "nothing dropped: {s:?}"
+    );
+    // Still aligned: same IDR pts in every rung.
+    let mut demux = LadderDemux::new();
+    let mut keys: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+    for e in out {
+        for (i, e) in demux.route(e) {
+            if let MediaEvent::Frame(f) = e
+                && f.track.0 == 1
+                && f.keyframe
+                && i < 3
+            {
+                keys.entry(i).or_default().push(f.pts);
+            }
+        }
+    }
+    assert_eq!(keys.get(&1), keys.get(&2));
+}

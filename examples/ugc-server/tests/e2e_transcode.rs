@@ -1,0 +1,334 @@
+//! The transcoding ladder end to end: ffmpeg publishes 1080p30 over RTMP,
+//! the control API turns the ladder on for the running stream, the master
+//! playlist lists three renditions that ffprobe decodes at their sizes and
+//! bitrates, with IDRs at identical pts at every segment start, audio in
+//! every rendition, the logo at its corner, clean rendition switches; then
+//! the API turns it off again.
+#![cfg(feature = "ffmpeg")]
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn patch_transcode(server: &Server, name: &str, value: &str) {
+    let r = http_send(
+        server.http,
+        "PATCH",
+        &format!("/api/v1/streams/{name}"),
+        Some(ADMIN_TOKEN),
+        Some(&format!("{{\"transcode\": \"{value}\"}}")),
+    );
+    assert_eq!(r.status, 200, "PATCH transcode: {}", r.text());
+}
+
+/// `(uri, attributes)` of every variant of a master playlist.
+fn variants(master: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut attrs = None;
+    for line in master.lines() {
+        if let Some(a) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            attrs = Some(a.to_owned());
+        } else if !line.starts_with('#')
+            && !line.is_empty()
+            && let Some(a) = attrs.take()
+        {
+            out.push((line.to_owned(), a));
+        }
+    }
+    out
+}
+
+fn attr<'a>(attrs: &'a str, key: &str) -> Option<&'a str> {
+    // CODECS is quoted and contains commas.
+    let start = attrs.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &attrs[start..];
+    if let Some(q) = rest.strip_prefix('"') {
+        return q.split('"').next();
+    }
+    rest.split(',').next()
+}
+
+fn fetch(server: &Server, path: &str) -> Vec<u8> {
+    let r = server.get(path);
+    assert_eq!(r.status, 200, "GET {path}");
+    r.body
+}
+
+/// First video packet of a segment: (pts seconds, keyframe).
+fn first_video_packet(file: &Path) -> (f64, bool) {
+    let out = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-read_intervals",
+            "%+#1",
+        ])
+        .args(["-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"])
+        .arg(file));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    let mut parts = line.split(',');
+    let pts = parts.next().unwrap_or("nan").parse().unwrap_or(f64::NAN);
+    let key = parts.next().unwrap_or("").starts_with('K');
+    (pts, key)
+}
+
+/// Sum of video packet sizes (bytes) and the video duration (s) of a file.
+fn video_bytes_and_seconds(file: &Path) -> (u64, f64) {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=size,pts_time", "-of", "csv=p=0"])
+        .arg(file));
+    let mut bytes = 0u64;
+    let (mut first, mut last) = (f64::MAX, f64::MIN);
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut p = l.split(',');
+        let pts: f64 = p.next().unwrap_or("").parse().unwrap_or(f64::NAN);
+        let size: u64 = p.next().unwrap_or("").parse().unwrap_or(0);
+        bytes += size;
+        if pts.is_finite() {
+            first = first.min(pts);
+            last = last.max(pts);
+        }
+    }
+    (bytes, last - first + 1.0 / 30.0)
+}
+
+/// A decoded RGB24 picture of a file's first frame.
+fn first_picture(file: &Path, w: u32, h: u32) -> Vec<u8> {
+    let out = run(Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-frames:v", "1", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), (w * h * 3) as usize);
+    out.stdout
+}
+
+fn is_magenta(rgb: &[u8], w: u32, x: u32, y: u32) -> bool {
+    let o = ((y * w + x) * 3) as usize;
+    let (r, g, b) = (rgb[o], rgb[o + 1], rgb[o + 2]);
+    r > 190 && g < 70 && b > 190
+}
+
+#[test]
+fn ladder_on_a_running_stream_through_the_api() {
+    // 30 s of 1080p30 at 5 Mbps, published as is (the publisher costs no CPU).
+    let clip = test_clip(1920, 1080, 30, 5000);
+    let work = TempDir::new("transcode");
+    let logo = work.path().join("logo.png");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=0xff00ff:s=64x64",
+        ])
+        .args(["-frames:v", "1"])
+        .arg(&logo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The built-in `default` ladder (1080p 4000k / 720p 2000k / 360p 1000k),
+    // at `superfast` so the test keeps real time on 2 shared cores.
+    let config = work.path().join("ugc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[transcode]\npreset = \"superfast\"\n[transcode.logo]\npng = \"{}\"\n\
+             corner = \"top-right\"\nmargin = 0\nopacity = 100\nheight = 216\n",
+            logo.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--window-segments",
+        "30",
+    ]);
+    let key = server.create_stream("ladder", "\"transcode\": \"off\"");
+    let mut publisher = publish_file(&clip, &server.rtmp_url(&key));
+    // Untranscoded first: the master playlist is the stream itself.
+    wait_until(Duration::from_secs(15), || {
+        server.get("/live/ladder/index.m3u8").status == 200
+    })
+    .expect("stream is live");
+    assert!(
+        server
+            .get("/live/ladder/index.m3u8")
+            .text()
+            .contains("\nmono.m3u8\n")
+    );
+
+    // Turn the ladder on for the running stream.
+    let on_at = Instant::now();
+    patch_transcode(&server, "ladder", "default");
+    let master = {
+        let mut m = String::new();
+        wait_until(Duration::from_secs(20), || {
+            m = server.get("/live/ladder/index.m3u8").text();
+            variants(&m).len() == 3
+        })
+        .unwrap_or_else(|| panic!("three renditions; master: {m}\nlog:\n{}", server.log()));
+        m
+    };
+    eprintln!("renditions listed {:?} after PATCH", on_at.elapsed());
+    let v = variants(&master);
+    let expect = [
+        ("1080p/mono.m3u8", 1920, 1080, 4_000_000u64),
+        ("720p/mono.m3u8", 1280, 720, 2_000_000),
+        ("360p/mono.m3u8", 640, 360, 1_000_000),
+    ];
+    for ((uri, attrs), (want_uri, w, h, _)) in v.iter().zip(expect) {
+        assert_eq!(uri, want_uri, "{master}");
+        assert_eq!(
+            attr(attrs, "RESOLUTION"),
+            Some(format!("{w}x{h}").as_str()),
+            "{attrs}"
+        );
+        let codecs = attr(attrs, "CODECS").unwrap();
+        assert!(
+            codecs.starts_with("avc1.") && codecs.contains("mp4a.40.2"),
+            "{attrs}"
+        );
+        assert_eq!(attr(attrs, "FRAME-RATE"), Some("30.000"), "{attrs}");
+        assert!(attr(attrs, "BANDWIDTH").unwrap().parse::<u64>().unwrap() > 0);
+        assert!(attr(attrs, "AVERAGE-BANDWIDTH").is_some(), "{attrs}");
+    }
+
+    // Let ~20 s of every rendition accumulate, then take them whole.
+    let _ = wait_until(Duration::from_secs(40), || !publisher.running());
+    std::thread::sleep(Duration::from_secs(3));
+    let mut starts: BTreeMap<&str, Vec<(f64, bool)>> = BTreeMap::new();
+    let mut ts_segments: BTreeMap<&str, Vec<Vec<u8>>> = BTreeMap::new();
+    for (uri, w, h, target) in expect {
+        let rendition = uri.split('/').next().unwrap();
+        let base = format!("/live/ladder/{rendition}");
+        let media = server.get(&format!("{base}/mono.m3u8")).text();
+        let segs = parse_media_playlist(&media);
+        // Skip the first segment (the ladder started mid-GOP of the source).
+        let segs: Vec<_> = segs.into_iter().skip(1).collect();
+        assert!(segs.len() >= 8, "{rendition}: {media}");
+        let init = fetch(&server, &format!("{base}/{}", segs[0].map.clone().unwrap()));
+        let mut whole = init.clone();
+        let mut seconds = 0.0;
+        for s in &segs {
+            let data = fetch(&server, &format!("{base}/{}", s.uri));
+            let one = work.path().join(format!("{rendition}-{}.mp4", s.msn));
+            let mut f = init.clone();
+            f.extend_from_slice(&data);
+            std::fs::write(&one, &f).unwrap();
+            starts
+                .entry(rendition)
+                .or_default()
+                .push(first_video_packet(&one));
+            whole.extend_from_slice(&data);
+            seconds += s.duration;
+            let ts = fetch(&server, &format!("{base}/{}", s.uri.replace(".m4s", ".ts")));
+            ts_segments.entry(rendition).or_default().push(ts);
+        }
+        let file = work.path().join(format!("{rendition}.mp4"));
+        std::fs::write(&file, &whole).unwrap();
+        let streams = probe_streams(&file);
+        assert!(
+            streams
+                .iter()
+                .any(|s| s.0 == "video" && s.2 == w && s.3 == h),
+            "{rendition}: {streams:?}"
+        );
+        assert!(
+            streams.iter().any(|s| s.0 == "audio"),
+            "{rendition}: audio: {streams:?}"
+        );
+        let errors = decode_errors(&file);
+        assert!(errors.is_empty(), "{rendition} decodes cleanly: {errors}");
+        let (bytes, dur) = video_bytes_and_seconds(&file);
+        let kbps = bytes as f64 * 8.0 / dur / 1000.0;
+        eprintln!(
+            "{rendition}: {seconds:.1} s in playlist, video {kbps:.0} kbit/s (target {})",
+            target / 1000
+        );
+        assert!(dur >= 15.0, "{rendition}: only {dur:.1} s measured");
+        let ratio = kbps * 1000.0 / target as f64;
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "{rendition}: {kbps:.0} kbit/s vs {target}"
+        );
+        // The logo: top right, 216 lines tall at 1080 lines, scaled with
+        // the rendition.
+        let rgb = first_picture(&file, w, h);
+        let size = h * 216 / 1080;
+        assert!(
+            is_magenta(&rgb, w, w - size / 2, size / 2),
+            "{rendition}: logo at its corner"
+        );
+        assert!(
+            !is_magenta(&rgb, w, size / 2, h - size / 2),
+            "{rendition}: no logo bottom left"
+        );
+        assert!(
+            !is_magenta(&rgb, w, w - size / 2, h - size / 2),
+            "{rendition}: no logo bottom right"
+        );
+    }
+    // IDRs at identical pts at every segment start, across renditions.
+    let a = &starts["1080p"];
+    for (r, s) in &starts {
+        assert!(
+            s.iter().all(|(_, key)| *key),
+            "{r}: every segment starts with a keyframe"
+        );
+        let n = a.len().min(s.len());
+        let pa: Vec<i64> = a[..n]
+            .iter()
+            .map(|(p, _)| (p * 1000.0).round() as i64)
+            .collect();
+        let ps: Vec<i64> = s[..n]
+            .iter()
+            .map(|(p, _)| (p * 1000.0).round() as i64)
+            .collect();
+        assert_eq!(pa, ps, "{r}: segment starts line up with 1080p");
+    }
+    // A player switching renditions at segment boundaries (360p -> 1080p ->
+    // 720p -> ...) decodes without an error.
+    let order = ["360p", "1080p", "720p"];
+    let n = ts_segments.values().map(Vec::len).min().unwrap();
+    let mut switched = Vec::new();
+    for i in 0..n.min(9) {
+        switched.extend_from_slice(&ts_segments[order[i % 3]][i]);
+    }
+    let file = work.path().join("switched.ts");
+    std::fs::write(&file, &switched).unwrap();
+    let errors = decode_errors(&file);
+    assert!(errors.is_empty(), "switching renditions: {errors}");
+
+    // And off again: the master playlist is the stream itself within seconds.
+    let key2 = key;
+    let mut publisher = publish_file(&clip, &server.rtmp_url(&key2));
+    patch_transcode(&server, "ladder", "off");
+    let mut m = String::new();
+    wait_until(Duration::from_secs(15), || {
+        m = server.get("/live/ladder/index.m3u8").text();
+        m.contains("\nmono.m3u8\n") && variants(&m).len() == 1
+    })
+    .unwrap_or_else(|| panic!("ladder off: {m}"));
+    publisher.kill();
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
