@@ -12,6 +12,8 @@
 //!   [`ugc_core::MediaEvent`]s.
 //! * [`fmp4`]: CMAF init segments and fragments.
 //! * [`ts`]: MPEG-TS segments (H.264/H.265 + AAC).
+//! * [`ts_demux`]: MPEG-TS demuxing (PAT/PMT, PES, H.264/H.265/AAC) into
+//!   [`ugc_core::MediaEvent`]s, for SRT ingest.
 //!
 //! Every reader of peer bytes returns [`Error`] instead of panicking; the
 //! fuzz targets in `fuzz/` hold it to that.
@@ -28,5 +30,6 @@ pub mod fmp4;
 pub mod h264;
 pub mod hevc;
 pub mod ts;
+pub mod ts_demux;
 
 pub use error::{Error, Result};
