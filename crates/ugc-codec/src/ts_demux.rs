@@ -21,7 +21,9 @@
 //! track 1 at 90 kHz, audio track 2 at its sample rate; `MediaEvent::Tracks`
 //! comes once every elementary stream of the program has its configuration
 //! (or after [`STARTUP_BUFFER_TICKS`] of media show one never will), and
-//! again when a configuration changes.
+//! again when a configuration changes. Frames come out interleaved by decode
+//! time across the tracks (as an FLV publisher sends them), which costs up
+//! to one audio PES of latency (ffmpeg packs ~100 ms of AAC per PES).
 //!
 //! ```
 //! use ugc_codec::ts_demux::TsDemuxer;
@@ -63,6 +65,9 @@ pub const STREAM_TYPE_AAC_ADTS: u8 = 0x0f;
 pub const STARTUP_BUFFER_TICKS: i64 = 180_000;
 /// Frames buffered at most while starting up.
 pub const STARTUP_BUFFER_FRAMES: usize = 300;
+/// How far (90 kHz ticks, 1 s) one track's frames wait for the other's to
+/// interleave them by decode time.
+pub const MAX_INTERLEAVE_TICKS: i64 = 90_000;
 /// Largest PES accepted (bytes); a longer one is dropped and counted.
 pub const MAX_PES_SIZE: usize = 16 << 20;
 
@@ -189,6 +194,9 @@ pub struct TsDemuxer {
     clock: Option<(i64, i64)>,
     emitted: Option<Tracks>,
     pending: VecDeque<Frame>,
+    /// Frames waiting to be interleaved by decode time (video, audio).
+    queued_video: VecDeque<Frame>,
+    queued_audio: VecDeque<Frame>,
     out: VecDeque<MediaEvent>,
     stats: TsDemuxStats,
     finished: bool,
@@ -222,6 +230,8 @@ impl TsDemuxer {
             clock: None,
             emitted: None,
             pending: VecDeque::new(),
+            queued_video: VecDeque::new(),
+            queued_audio: VecDeque::new(),
             out: VecDeque::new(),
             stats: TsDemuxStats::default(),
             finished: false,
@@ -330,6 +340,7 @@ impl TsDemuxer {
             self.release();
         }
         self.pending.clear();
+        self.interleave(true);
         self.finished = true;
     }
 
@@ -947,6 +958,7 @@ impl TsDemuxer {
         if self.emitted.is_some() {
             let t = self.current_tracks();
             if self.emitted.as_ref() != Some(&t) {
+                self.interleave(true);
                 self.stats.tracks_emitted += 1;
                 self.emitted = Some(t.clone());
                 self.out.push_back(MediaEvent::Tracks(t));
@@ -969,10 +981,77 @@ impl TsDemuxer {
         self.out.push_back(MediaEvent::Tracks(t));
         while let Some(f) = self.pending.pop_front() {
             if self.track_known(f.track) {
-                self.out.push_back(MediaEvent::Frame(f));
+                self.queue(f);
             } else {
                 self.stats.dropped_frames += 1;
             }
+        }
+        self.interleave(false);
+    }
+
+    fn queue(&mut self, f: Frame) {
+        if f.track == VIDEO_TRACK {
+            self.queued_video.push_back(f);
+        } else {
+            self.queued_audio.push_back(f);
+        }
+    }
+
+    /// Moves queued frames to the output in decode-time order across the
+    /// tracks (a TS muxer packs several audio frames per PES, so audio
+    /// arrives late next to video). A track waits for the other at most
+    /// [`MAX_INTERLEAVE_TICKS`] of its own media; `force` empties both.
+    fn interleave(&mut self, force: bool) {
+        let both = self
+            .emitted
+            .as_ref()
+            .is_some_and(|t| t.get(VIDEO_TRACK).is_some() && t.get(AUDIO_TRACK).is_some());
+        loop {
+            let take_video = match (self.queued_video.front(), self.queued_audio.front()) {
+                (Some(v), Some(a)) => {
+                    v.dts_time(self.timescale_of(VIDEO_TRACK))
+                        <= a.dts_time(self.timescale_of(AUDIO_TRACK))
+                }
+                (Some(_), None) => {
+                    if !(force || !both || self.span_exceeded(true)) {
+                        break;
+                    }
+                    true
+                }
+                (None, Some(_)) => {
+                    if !(force || !both || self.span_exceeded(false)) {
+                        break;
+                    }
+                    false
+                }
+                (None, None) => break,
+            };
+            let f = if take_video {
+                self.queued_video.pop_front()
+            } else {
+                self.queued_audio.pop_front()
+            };
+            if let Some(f) = f {
+                self.out.push_back(MediaEvent::Frame(f));
+            }
+        }
+    }
+
+    fn span_exceeded(&self, video: bool) -> bool {
+        let (q, id) = if video {
+            (&self.queued_video, VIDEO_TRACK)
+        } else {
+            (&self.queued_audio, AUDIO_TRACK)
+        };
+        match (q.front(), q.back()) {
+            (Some(a), Some(b)) => {
+                let ts = self.timescale_of(id);
+                b.dts_time(ts)
+                    .saturating_sub(a.dts_time(ts))
+                    .ticks_at(Timescale::MPEG)
+                    > MAX_INTERLEAVE_TICKS
+            }
+            _ => false,
         }
     }
 
@@ -991,7 +1070,8 @@ impl TsDemuxer {
         }
         if self.emitted.is_some() {
             if self.track_known(frame.track) {
-                self.out.push_back(MediaEvent::Frame(frame));
+                self.queue(frame);
+                self.interleave(false);
             } else {
                 self.stats.dropped_frames += 1;
             }

@@ -18,5 +18,6 @@ pub mod error;
 #[cfg(feature = "tokio")]
 pub mod origin;
 pub mod rtmp;
+pub mod srt;
 
 pub use error::{Error, Result};

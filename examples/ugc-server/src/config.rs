@@ -23,6 +23,12 @@ pub struct Cli {
     /// HTTP listen address (HLS origin, API, panels).
     #[arg(long, env = "UGC_HTTP")]
     pub http: Option<SocketAddr>,
+    /// SRT listen address (UDP; publishers send MPEG-TS).
+    #[arg(long, env = "UGC_SRT")]
+    pub srt: Option<SocketAddr>,
+    /// SRT receive latency in milliseconds (3-4x the publisher's RTT).
+    #[arg(long, env = "UGC_SRT_LATENCY_MS")]
+    pub srt_latency_ms: Option<u64>,
     /// Host name or address printed in publish and play URLs.
     #[arg(long, env = "UGC_PUBLIC_HOST")]
     pub public_host: Option<String>,
@@ -63,6 +69,13 @@ struct FileConfig {
     demo_stream: Option<String>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
     trusted_proxies: Option<Vec<String>>,
+    srt: Option<SocketAddr>,
+    srt_latency_ms: Option<u64>,
+    /// Per-stream settings until/besides the control plane: `[streams.<name>]`.
+    #[serde(default)]
+    streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
+    /// Extra trusted CA certificates (PEM) for `rtmps://` restream targets.
+    restream_ca_file: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -80,6 +93,11 @@ pub struct Config {
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
     pub trusted_proxies: Vec<String>,
+    pub srt: SocketAddr,
+    pub srt_latency_ms: u64,
+    pub streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
+    #[allow(dead_code)] // wired by the restream supervisor
+    pub restream_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -128,6 +146,13 @@ impl Config {
             database_url: cli.database_url.clone().or(file.database_url),
             demo_stream: cli.demo_stream.clone().or(file.demo_stream),
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
+            srt: cli
+                .srt
+                .or(file.srt)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9000))),
+            srt_latency_ms: cli.srt_latency_ms.or(file.srt_latency_ms).unwrap_or(120),
+            streams: file.streams,
+            restream_ca_file: file.restream_ca_file,
         })
     }
 

@@ -4,6 +4,7 @@
 //! tasks. Everything a library user would need lives in the crates.
 
 mod config;
+mod ingest;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     cc.public_urls = PublicUrls {
         host: host.clone(),
         rtmp_port: rtmp_addr.port(),
+        srt_port: config.srt.port(),
         http_port: http_addr.port(),
         ..PublicUrls::default()
     };
@@ -104,6 +106,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         authorizer.clone(),
         config.rtmp_server(),
     ));
+    // SRT ingest (same Authorizer as RTMP; passphrases from the control plane).
+    let srt_stats = ugc_proto::srt::server::SrtStatsRegistry::default();
+    let (srt_addr, srt_serve) = ingest::bind_srt(
+        &config,
+        hub.clone(),
+        authorizer.clone(),
+        control.clone(),
+        srt_stats.clone(),
+    )
+    .await?;
+    info!(srt = %srt_addr, "SRT listening");
+    let srt_task = tokio::spawn(srt_serve);
     let client_ip: ugc_proto::origin::ClientIp = {
         let control = control.clone();
         Arc::new(move |peer, headers: &axum::http::HeaderMap| {
@@ -137,6 +151,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         r = rtmp_task => {
             warn!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "RTMP server stopped");
+        }
+        r = srt_task => {
+            warn!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "SRT server stopped");
         }
     }
     packaging.abort();
