@@ -3,7 +3,7 @@
 //! 0.4.4's listener (caller AES-256 vs an AES-128 answer, a passphrase
 //! without a key length, a passphrase sent to an unencrypted stream) are
 //! answered cleanly, and the same listener serves the next caller.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -177,10 +177,10 @@ fn garbage_datagrams_never_panic_the_listener() {
             *b = rng as u8;
         }
         // Control-packet flag set on half of them.
-        if let Some(b) = d.first_mut() {
-            if len % 2 == 0 {
-                *b |= 0x80;
-            }
+        if let Some(b) = d.first_mut()
+            && len % 2 == 0
+        {
+            *b |= 0x80;
         }
         l.handle_datagram(now, peer, &d);
         while l.poll_event().is_some() {}
