@@ -96,7 +96,6 @@ pub struct Config {
     pub srt: SocketAddr,
     pub srt_latency_ms: u64,
     pub streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
-    #[allow(dead_code)] // wired by the restream supervisor
     pub restream_ca_file: Option<PathBuf>,
 }
 

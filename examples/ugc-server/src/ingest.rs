@@ -22,7 +22,6 @@ pub struct StreamOverrides {
     pub srt_passphrase: Option<String>,
     /// Restream targets (`rtmp://` / `rtmps://` URLs with the key).
     #[serde(default)]
-    #[allow(dead_code)] // wired by the restream supervisor
     pub restream: Vec<String>,
 }
 

@@ -5,6 +5,7 @@
 
 mod config;
 mod ingest;
+mod restream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,6 +119,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
     info!(srt = %srt_addr, "SRT listening");
     let srt_task = tokio::spawn(srt_serve);
+    // Restream: one RTMP(S) push per live stream and target.
+    let restreams = restream::Restreams::default();
+    let restreamer = tokio::spawn(restream::supervise(
+        hub.clone(),
+        control.clone(),
+        config.streams.clone(),
+        restream::push_config(config.restream_ca_file.as_deref())?,
+        restreams.clone(),
+    ));
     let client_ip: ugc_proto::origin::ClientIp = {
         let control = control.clone();
         Arc::new(move |peer, headers: &axum::http::HeaderMap| {
@@ -128,7 +138,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             control.client_ip(peer, xff)
         })
     };
-    let app = axum::Router::new().nest("/api/v1", control.router()).merge(
+    let api = control.router().merge(restream::stats_router(
+        control.clone(),
+        restreams.clone(),
+        srt_stats.clone(),
+    ));
+    let app = axum::Router::new().nest("/api/v1", api).merge(
         ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
     );
     let http_task = tokio::spawn(async move {
@@ -157,6 +172,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     packaging.abort();
+    restreamer.abort();
     pruner.abort();
     announcer.abort();
     reaper.abort();
