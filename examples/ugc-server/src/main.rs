@@ -143,9 +143,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         restreams.clone(),
         srt_stats.clone(),
     ));
-    let app = axum::Router::new().nest("/api/v1", api).merge(
-        ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
-    );
+    let app = axum::Router::new()
+        .nest("/api/v1", api)
+        .merge(ugc_proto::origin::router_with_auth(
+            registry.clone(),
+            authorizer,
+            client_ip,
+        ));
     let http_task = tokio::spawn(async move {
         axum::serve(
             http,

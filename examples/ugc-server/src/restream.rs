@@ -119,10 +119,10 @@ fn reconcile(
         keep
     });
     for k in want {
-        if !pushes.contains_key(&k) {
-            info!(stream = %k.0, target = %ugc_proto::rtmp::push::redact(&k.1), "restream started");
-            let h = spawn_push(hub.clone(), k.0.clone(), k.1.clone(), config.clone());
-            pushes.insert(k, h);
+        if let std::collections::hash_map::Entry::Vacant(slot) = pushes.entry(k) {
+            let (stream, url) = slot.key().clone();
+            info!(stream = %stream, target = %ugc_proto::rtmp::push::redact(&url), "restream started");
+            slot.insert(spawn_push(hub.clone(), stream, url, config.clone()));
         }
     }
 }

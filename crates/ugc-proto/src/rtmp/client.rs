@@ -55,7 +55,9 @@ impl ClientConfig {
         let rest = url
             .strip_prefix("rtmp://")
             .or_else(|| url.strip_prefix("rtmps://"))
-            .ok_or(Error::InvalidState("URL must start with rtmp:// or rtmps://"))?;
+            .ok_or(Error::InvalidState(
+                "URL must start with rtmp:// or rtmps://",
+            ))?;
         let scheme_len = url.len() - rest.len();
         let (host, path) = rest
             .split_once('/')
@@ -284,7 +286,11 @@ impl ClientSession {
         ];
         self.command(
             0,
-            &[s("connect"), Amf0Value::Number(txn), Amf0Value::Object(props)],
+            &[
+                s("connect"),
+                Amf0Value::Number(txn),
+                Amf0Value::Object(props),
+            ],
         );
         self.phase = Phase::AwaitConnect;
     }
@@ -299,8 +305,14 @@ impl ClientSession {
                 if let Some(t) = m.payload.get(2..6) {
                     p[2..].copy_from_slice(t);
                 }
-                self.encoder
-                    .write(CSID_CONTROL, 0, msg_type::USER_CONTROL, 0, &p, &mut self.out);
+                self.encoder.write(
+                    CSID_CONTROL,
+                    0,
+                    msg_type::USER_CONTROL,
+                    0,
+                    &p,
+                    &mut self.out,
+                );
             }
             msg_type::WINDOW_ACK_SIZE => {
                 if let Some(v) = m.payload.get(..4) {
@@ -345,19 +357,42 @@ impl ClientSession {
                 let code = field("code");
                 let desc = field("description");
                 self.reject(
-                    if code.is_empty() { "_error".into() } else { code },
+                    if code.is_empty() {
+                        "_error".into()
+                    } else {
+                        code
+                    },
                     desc,
                 );
             }
             ("_result", Phase::AwaitConnect) => {
                 let key = self.config.stream_key.clone();
                 let t1 = self.txn();
-                self.command(0, &[s("releaseStream"), Amf0Value::Number(t1), Amf0Value::Null, s(&key)]);
+                self.command(
+                    0,
+                    &[
+                        s("releaseStream"),
+                        Amf0Value::Number(t1),
+                        Amf0Value::Null,
+                        s(&key),
+                    ],
+                );
                 let t2 = self.txn();
-                self.command(0, &[s("FCPublish"), Amf0Value::Number(t2), Amf0Value::Null, s(&key)]);
+                self.command(
+                    0,
+                    &[
+                        s("FCPublish"),
+                        Amf0Value::Number(t2),
+                        Amf0Value::Null,
+                        s(&key),
+                    ],
+                );
                 let t3 = self.txn();
                 self.create_txn = t3;
-                self.command(0, &[s("createStream"), Amf0Value::Number(t3), Amf0Value::Null]);
+                self.command(
+                    0,
+                    &[s("createStream"), Amf0Value::Number(t3), Amf0Value::Null],
+                );
                 self.phase = Phase::AwaitCreateStream;
             }
             ("_result", Phase::AwaitCreateStream) if txn == self.create_txn => {
@@ -376,7 +411,13 @@ impl ClientSession {
                 let stream_id = self.stream_id;
                 let mut body = BytesMut::with_capacity(128);
                 amf0::encode_all(
-                    &[s("publish"), Amf0Value::Number(t), Amf0Value::Null, s(&key), s("live")],
+                    &[
+                        s("publish"),
+                        Amf0Value::Number(t),
+                        Amf0Value::Null,
+                        s(&key),
+                        s("live"),
+                    ],
                     &mut body,
                 );
                 self.encoder.write(
@@ -435,7 +476,11 @@ impl ClientSession {
     pub fn send_metadata(&mut self, props: Vec<(String, Amf0Value)>) -> Result<()> {
         let mut body = BytesMut::with_capacity(256);
         amf0::encode_all(
-            &[s("@setDataFrame"), s("onMetaData"), Amf0Value::EcmaArray(props)],
+            &[
+                s("@setDataFrame"),
+                s("onMetaData"),
+                Amf0Value::EcmaArray(props),
+            ],
             &mut body,
         );
         self.media(CSID_DATA, msg_type::DATA_AMF0, 0, &body)
@@ -448,10 +493,26 @@ impl ClientSession {
         }
         let key = self.config.stream_key.clone();
         let t = self.txn();
-        self.command(0, &[s("FCUnpublish"), Amf0Value::Number(t), Amf0Value::Null, s(&key)]);
+        self.command(
+            0,
+            &[
+                s("FCUnpublish"),
+                Amf0Value::Number(t),
+                Amf0Value::Null,
+                s(&key),
+            ],
+        );
         let t = self.txn();
         let id = f64::from(self.stream_id);
-        self.command(0, &[s("deleteStream"), Amf0Value::Number(t), Amf0Value::Null, Amf0Value::Number(id)]);
+        self.command(
+            0,
+            &[
+                s("deleteStream"),
+                Amf0Value::Number(t),
+                Amf0Value::Null,
+                Amf0Value::Number(id),
+            ],
+        );
         self.phase = Phase::Closed;
     }
 }
@@ -469,7 +530,13 @@ mod tests {
         assert_eq!(c.tc_url, "rtmp://a.example:1936/live2/app");
         let c = ClientConfig::from_url("rtmps://b/live/x").unwrap();
         assert_eq!(c.tc_url, "rtmps://b/live");
-        for bad in ["http://a/b/c", "rtmp://a", "rtmp://a/k", "rtmp:///live/k", "rtmp://a/live/"] {
+        for bad in [
+            "http://a/b/c",
+            "rtmp://a",
+            "rtmp://a/k",
+            "rtmp:///live/k",
+            "rtmp://a/live/",
+        ] {
             assert!(ClientConfig::from_url(bad).is_err(), "{bad}");
         }
     }

@@ -291,7 +291,8 @@ impl Pusher {
     }
 
     async fn connect(&self) -> std::result::Result<(Box<dyn Io>, ClientConfig), Failure> {
-        let client = ClientConfig::from_url(&self.url).map_err(|e| Failure::Refused(e.to_string()))?;
+        let client =
+            ClientConfig::from_url(&self.url).map_err(|e| Failure::Refused(e.to_string()))?;
         let tls = self.url.starts_with("rtmps://");
         let rest = self.url.split_once("://").map_or("", |(_, r)| r);
         let authority = rest.split('/').next().unwrap_or("");
@@ -384,9 +385,10 @@ impl Pusher {
                             media.set_tracks(&t, &mut client).map_err(Failure::Refused)?;
                         }
                         MediaEvent::Frame(f) => {
-                            if media.send_frame(&f, &mut client, &mut tag)
-                                .map_err(|e| Failure::Transient(e.to_string()))?
-                            {
+                            let sent = media
+                                .send_frame(&f, &mut client, &mut tag)
+                                .map_err(|e| Failure::Transient(e.to_string()))?;
+                            if sent {
                                 self.set(|s| s.frames_sent += 1);
                             }
                         }
@@ -469,7 +471,11 @@ struct MediaState {
 }
 
 impl MediaState {
-    fn set_tracks(&mut self, t: &Tracks, client: &mut ClientSession) -> std::result::Result<(), String> {
+    fn set_tracks(
+        &mut self,
+        t: &Tracks,
+        client: &mut ClientSession,
+    ) -> std::result::Result<(), String> {
         if self.tracks.as_ref() == Some(t) {
             return Ok(());
         }
@@ -479,8 +485,14 @@ impl MediaState {
             let body = flv::video_sequence_header(v).map_err(|e| e.to_string())?;
             client.send_video(ts, &body).map_err(|e| e.to_string())?;
             if let Some(p) = v.video() {
-                meta.push(("width".to_owned(), super::Amf0Value::Number(f64::from(p.width))));
-                meta.push(("height".to_owned(), super::Amf0Value::Number(f64::from(p.height))));
+                meta.push((
+                    "width".to_owned(),
+                    super::Amf0Value::Number(f64::from(p.width)),
+                ));
+                meta.push((
+                    "height".to_owned(),
+                    super::Amf0Value::Number(f64::from(p.height)),
+                ));
             }
             let id = match v.codec {
                 Codec::H264 => 7.0,
