@@ -1165,4 +1165,47 @@ mod tests {
             let _ = drain(&mut i);
         }
     }
+
+    #[test]
+    fn written_tags_parse_back() {
+        use ugc_core::hub::tests_support::av_tracks;
+        let tracks = av_tracks();
+        let v = tracks.video().unwrap();
+        let hdr = Bytes::from(video_sequence_header(v).unwrap());
+        let tag = parse_video_tag(&hdr).unwrap();
+        assert!(matches!(tag.packet, VideoPacket::SequenceHeader(c) if c == v.config));
+        let f = Frame {
+            track: v.id,
+            dts: 1000,
+            pts: 1066,
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+        };
+        let mut out = Vec::new();
+        write_video_tag(v, &f, &mut out).unwrap();
+        let tag = parse_video_tag(&Bytes::from(out)).unwrap();
+        assert!(tag.frame_type.is_key());
+        match tag.packet {
+            VideoPacket::CodedFrames {
+                composition_time,
+                data,
+            } => {
+                assert_eq!(composition_time, 66);
+                assert_eq!(data, f.data);
+            }
+            other => panic!("{other:?}"),
+        }
+        // HEVC goes out as Enhanced RTMP.
+        let mut h = v.clone();
+        h.codec = Codec::H265;
+        let mut out = Vec::new();
+        write_video_tag(&h, &f, &mut out).unwrap();
+        let tag = parse_video_tag(&Bytes::from(out)).unwrap();
+        assert!(matches!(tag.codec, VideoCodec::Hevc));
+        let a = tracks.audio().unwrap();
+        let hdr = Bytes::from(audio_sequence_header(a).unwrap());
+        assert!(
+            matches!(parse_audio_tag(&hdr).unwrap().packet, AudioPacket::SequenceHeader(c) if c == a.config)
+        );
+    }
 }

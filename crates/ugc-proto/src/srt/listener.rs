@@ -16,7 +16,8 @@
 //!   passphrase with `SRT_REJ_BADSECRET` (1010);
 //! * every call into `srt-protocol` runs under `catch_unwind`: a panic loses
 //!   only that caller's handshake (it is answered with a rejection) or that
-//!   one connection, and is counted.
+//!   one connection, and is counted. (This needs the default
+//!   `panic = "unwind"`; a binary built with `panic = "abort"` loses it.)
 //!
 //! Run loop (see [`crate::srt::server`] for the tokio one):
 //!
@@ -250,6 +251,11 @@ impl SrtListener {
     /// Handshakes in progress.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether `peer` has a handshake in progress.
+    pub fn is_pending(&self, peer: &SocketAddr) -> bool {
+        self.pending.contains_key(peer)
     }
 
     /// The next datagram to send and its destination.

@@ -183,7 +183,7 @@ pub async fn serve<A: Authorizer>(
             }
             _ = tick.tick() => {
                 listener.handle_timeout(Instant::now().into_std());
-                deciding.retain(|peer, _| !routes.contains_key(peer));
+                deciding.retain(|peer, _| listener.is_pending(peer));
             }
         }
         while let Some((d, to)) = listener.poll_transmit() {

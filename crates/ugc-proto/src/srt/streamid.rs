@@ -12,7 +12,8 @@
 //! How ugc reads it for ingest:
 //!
 //! * the resource `r=<app>/<key>` gives the app and the stream key (`r=<key>`
-//!   alone means app `live`); without `r`, the session id `s=` is the key;
+//!   alone means app `live`); without `r`, the session id `s=` is read the
+//!   same way (`s=<key>` or `s=<app>/<key>`);
 //! * a missing `m` is taken as `publish` (ugc's SRT port only ingests; the
 //!   spec's default `request` would refuse every caller that omits it);
 //! * anything else than `t=stream` and `m=publish` is refused with a reason the
@@ -197,7 +198,7 @@ impl StreamId {
         }
         let (app, key) = match (&resource, &session) {
             (Some(r), _) => split_resource(r)?,
-            (None, Some(s)) => (DEFAULT_APP.to_owned(), s.clone()),
+            (None, Some(s)) => split_resource(s)?,
             (None, None) => return Err(StreamIdError::NoResource),
         };
         Ok(StreamId {
@@ -238,6 +239,7 @@ mod tests {
             ("#!::m=publish,r=live/k1", "live", "k1"),
             ("#!::r=k1", "live", "k1"),
             ("#!::u=bob,s=k1,m=publish", "live", "k1"),
+            ("#!::s=live/k1", "live", "k1"),
             ("#!::r=other/k1,x-custom=7", "other", "k1"),
             ("k1", "live", "k1"),
             ("live/k1", "live", "k1"),
@@ -259,6 +261,8 @@ mod tests {
         assert_eq!(code("#!::r"), 2400);
         assert_eq!(code("#!::r="), 2400);
         assert_eq!(code("live/a/b"), 2400);
+        // Fuzz-found: a session id with more than one '/' is no key.
+        assert_eq!(code("#!::s=live/abc123#!:=li/x"), 2400);
         assert_eq!(code("/k"), 2400);
         assert_eq!(code("k\n"), 2400);
         assert_eq!(code(""), 2400);
