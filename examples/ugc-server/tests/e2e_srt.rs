@@ -529,3 +529,30 @@ fn five_percent_loss_loses_no_frames_fifteen_percent_degrades_gracefully() {
     );
     assert!(server.alive());
 }
+
+#[test]
+fn key_rotation_drops_the_srt_publisher() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("rotate", "");
+    let mut p = publish_live_srt(&srt_url(server.srt, &key, ""));
+    wait_until(Duration::from_secs(15), || {
+        !segments(&server, "live/rotate").is_empty()
+    })
+    .expect("live");
+    let r = http_send(
+        server.http,
+        "POST",
+        "/api/v1/streams/rotate/key",
+        Some(ADMIN_TOKEN),
+        Some("{}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The connection is shut down at once; ffmpeg gives up.
+    wait_until(Duration::from_secs(10), || {
+        plain_log(&server).contains("taken_over=true")
+    })
+    .unwrap_or_else(|| panic!("publisher dropped: {}", plain_log(&server)));
+    wait_until(Duration::from_secs(15), || !p.running()).expect("ffmpeg stopped");
+    // The old key is refused now.
+    assert!(refused_caller(&srt_url(server.srt, &key, "")));
+}
