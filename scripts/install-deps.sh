@@ -37,6 +37,13 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 if [ "$want_browser" = 1 ]; then
   need chromium chromium
 fi
+# SRT ingest and restream tests (issue 3): srt-live-transmit as an SRT caller,
+# nginx-rtmp as a restream target, nginx `stream` + openssl for RTMPS.
+need srt-live-transmit srt-tools
+need openssl openssl
+need nginx nginx
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 if [ "$want_bench" = 1 ]; then
   need nginx nginx
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)

@@ -17,6 +17,8 @@
 //! * `transcode` (feature `ffmpeg`, links the system FFmpeg 5.1 through
 //!   rsmpeg): the ladder itself, a [`ugc_core::Transform`] that decodes once,
 //!   scales and encodes every rung on its own thread.
+//! * [`ts_demux`]: MPEG-TS demuxing (PAT/PMT, PES, H.264/H.265/AAC) into
+//!   [`ugc_core::MediaEvent`]s, for SRT ingest.
 //!
 //! Every reader of peer bytes returns [`Error`] instead of panicking; the
 //! fuzz targets in `fuzz/` hold it to that.
@@ -39,5 +41,6 @@ pub mod ladder;
 #[cfg(feature = "ffmpeg")]
 pub mod transcode;
 pub mod ts;
+pub mod ts_demux;
 
 pub use error::{Error, Result};

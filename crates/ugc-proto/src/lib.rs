@@ -5,7 +5,11 @@
 //! adapter behind the `tokio` feature.
 //!
 //! * [`rtmp`]: RTMP server ingest ([`rtmp::ServerSession`],
-//!   `rtmp::server::serve`).
+//!   `rtmp::server::serve`) and the publishing client for restream
+//!   ([`rtmp::ClientSession`], `rtmp::push::spawn_push` over TCP or TLS).
+//! * [`srt`]: SRT ingest: stream ids, the panic-contained sans-IO listener
+//!   ([`srt::SrtListener`]) and `srt::server::serve` (UDP, MPEG-TS into the
+//!   Hub).
 //! * `origin`: the HTTP origin (HLS playlists and segments of live streams),
 //!   an axum router (feature `tokio`).
 //!
@@ -18,5 +22,6 @@ pub mod error;
 #[cfg(feature = "tokio")]
 pub mod origin;
 pub mod rtmp;
+pub mod srt;
 
 pub use error::{Error, Result};

@@ -23,6 +23,12 @@ pub struct Cli {
     /// HTTP listen address (HLS origin, API, panels).
     #[arg(long, env = "UGC_HTTP")]
     pub http: Option<SocketAddr>,
+    /// SRT listen address (UDP; publishers send MPEG-TS).
+    #[arg(long, env = "UGC_SRT")]
+    pub srt: Option<SocketAddr>,
+    /// SRT receive latency in milliseconds (3-4x the publisher's RTT).
+    #[arg(long, env = "UGC_SRT_LATENCY_MS")]
+    pub srt_latency_ms: Option<u64>,
     /// Host name or address printed in publish and play URLs.
     #[arg(long, env = "UGC_PUBLIC_HOST")]
     pub public_host: Option<String>,
@@ -74,6 +80,13 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     /// Ladder profiles (see `transcode.rs`).
     transcode: Option<crate::transcode::TranscodeFile>,
+    srt: Option<SocketAddr>,
+    srt_latency_ms: Option<u64>,
+    /// Per-stream settings until/besides the control plane: `[streams.<name>]`.
+    #[serde(default)]
+    streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
+    /// Extra trusted CA certificates (PEM) for `rtmps://` restream targets.
+    restream_ca_file: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -94,6 +107,10 @@ pub struct Config {
     /// The web panels' directory, if one was given or found.
     pub web: Option<PathBuf>,
     pub transcode: crate::transcode::TranscodeConfig,
+    pub srt: SocketAddr,
+    pub srt_latency_ms: u64,
+    pub streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
+    pub restream_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -147,6 +164,13 @@ impl Config {
                 file.transcode,
                 cli.transcode_default.clone(),
             )?,
+            srt: cli
+                .srt
+                .or(file.srt)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9000))),
+            srt_latency_ms: cli.srt_latency_ms.or(file.srt_latency_ms).unwrap_or(120),
+            streams: file.streams,
+            restream_ca_file: file.restream_ca_file,
         })
     }
 

@@ -5,6 +5,8 @@
 
 mod config;
 mod transcode;
+mod ingest;
+mod restream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +68,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     cc.public_urls = PublicUrls {
         host: host.clone(),
         rtmp_port: rtmp_addr.port(),
+        srt_port: config.srt.port(),
         http_port: http_addr.port(),
         ..PublicUrls::default()
     };
@@ -107,6 +110,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
         authorizer.clone(),
         config.rtmp_server(),
     ));
+    // SRT ingest (same Authorizer as RTMP; passphrases from the control plane).
+    let srt_stats = ugc_proto::srt::server::SrtStatsRegistry::default();
+    let (srt_addr, srt_serve) = ingest::bind_srt(
+        &config,
+        hub.clone(),
+        authorizer.clone(),
+        control.clone(),
+        srt_stats.clone(),
+    )
+    .await?;
+    info!(srt = %srt_addr, "SRT listening");
+    let srt_task = tokio::spawn(srt_serve);
+    // Restream: one RTMP(S) push per live stream and target.
+    let restreams = restream::Restreams::default();
+    let restreamer = tokio::spawn(restream::supervise(
+        hub.clone(),
+        control.clone(),
+        config.streams.clone(),
+        restream::push_config(config.restream_ca_file.as_deref())?,
+        restreams.clone(),
+    ));
     let client_ip: ugc_proto::origin::ClientIp = {
         let control = control.clone();
         Arc::new(move |peer, headers: &axum::http::HeaderMap| {
@@ -117,7 +141,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             control.client_ip(peer, xff)
         })
     };
-    let mut app = axum::Router::new().nest("/api/v1", control.router()).merge(
+    let api = control.router().merge(restream::stats_router(
+        control.clone(),
+        restreams.clone(),
+        srt_stats.clone(),
+    ));
+    let mut app = axum::Router::new().nest("/api/v1", api).merge(
         ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
     );
     // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
@@ -150,8 +179,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         r = rtmp_task => {
             warn!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "RTMP server stopped");
         }
+        r = srt_task => {
+            warn!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "SRT server stopped");
+        }
     }
     packaging.abort();
+    restreamer.abort();
     pruner.abort();
     transcoder.abort();
     announcer.abort();

@@ -1,4 +1,4 @@
-//! RTMP server ingest.
+//! RTMP: server ingest and client push.
 //!
 //! A sans-IO core, layered as the protocol is:
 //!
@@ -11,6 +11,9 @@
 //!   a publisher, reporting [`ServerEvent`]s; policy (who may publish) is the
 //!   caller's answer to [`ServerEvent::PublishRequested`].
 //!
+//! * [`client`]: [`ClientSession`], the publishing client used to push
+//!   streams to other servers (restream).
+//!
 //! The tokio adapter [`server`] (cargo feature `tokio`, on by default)
 //! accepts connections and feeds accepted publishers into a
 //! [`ugc_core::Hub`].
@@ -21,12 +24,16 @@
 
 pub mod amf0;
 pub mod chunk;
+pub mod client;
 pub mod handshake;
 pub mod session;
 
+#[cfg(feature = "tokio")]
+pub mod push;
 #[cfg(feature = "tokio")]
 pub mod server;
 
 pub use amf0::Amf0Value;
 pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkLimits, Message};
+pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use session::{ServerEvent, ServerSession, SessionConfig};

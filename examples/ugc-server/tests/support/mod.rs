@@ -17,6 +17,14 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A free UDP port on loopback (bound then released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -48,6 +56,8 @@ pub struct Server {
     child: Child,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    /// SRT (UDP) listen address.
+    pub srt: SocketAddr,
     pub data: TempDir,
     pub cwd: TempDir,
     log: PathBuf,
@@ -59,6 +69,7 @@ impl Server {
         let cwd = TempDir::new("cwd");
         let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let log = cwd.path().with_extension("log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ugc-server"))
@@ -66,6 +77,7 @@ impl Server {
             .arg("--data")
             .arg(data.path())
             .args(["--rtmp", &rtmp.to_string(), "--http", &http.to_string()])
+            .args(["--srt", &srt.to_string()])
             .args(["--public-host", "127.0.0.1"])
             .args(extra)
             .env("UGC_LOG", "info,ugc_proto=debug")
@@ -78,6 +90,7 @@ impl Server {
             child,
             rtmp,
             http,
+            srt,
             data,
             cwd,
             log,
@@ -128,6 +141,11 @@ impl Server {
 
     pub fn get(&self, path: &str) -> Response {
         http_get(self.http, path)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

@@ -1,0 +1,733 @@
+//! The sans-IO SRT listener: handshakes of many callers on one UDP port,
+//! decided by the caller of this module, and the established connections.
+//!
+//! Built on `srt-protocol` 0.4.4's own sans-IO pieces (the per-caller
+//! `Listen` handshake state machine and `DuplexConnection`), driven here
+//! instead of by `srt-tokio`'s listener task, because that crate's HSv5 code
+//! panics (`unimplemented!`) on some key-settings mismatches a caller can
+//! provoke, and its listener task would die with it for every caller on the
+//! port. Here:
+//!
+//! * the caller's keying material (KMREQ) is read from its conclusion
+//!   handshake before the answer is built, so the answer always matches it:
+//!   the key size is the caller's, a passphrase sent to an unencrypted stream
+//!   and an encrypted stream called without one are refused with
+//!   `SRT_REJ_UNSECURE` (1011) before `srt-protocol` sees them, a wrong
+//!   passphrase with `SRT_REJ_BADSECRET` (1010);
+//! * every call into `srt-protocol` runs under `catch_unwind`: a panic loses
+//!   only that caller's handshake (it is answered with a rejection) or that
+//!   one connection, and is counted. (This needs the default
+//!   `panic = "unwind"`; a binary built with `panic = "abort"` loses it.)
+//!
+//! Run loop (see [`crate::srt::server`] for the tokio one):
+//!
+//! 1. datagrams from peers without an established [`SrtConnection`] go to
+//!    [`SrtListener::handle_datagram`];
+//! 2. drain [`SrtListener::poll_transmit`] (send each to its address) and
+//!    [`SrtListener::poll_event`]: answer every
+//!    [`ListenerEvent::AccessRequested`] with [`SrtListener::accept`] or
+//!    [`SrtListener::reject`] (now or later; the caller retransmits its
+//!    conclusion meanwhile), and take every [`ListenerEvent::Connected`]
+//!    connection;
+//! 3. call [`SrtListener::handle_timeout`] now and then (every 100 ms is
+//!    plenty) to expire stale handshakes.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use srt_protocol::connection::{Connection, DuplexConnection};
+use srt_protocol::options::{KeySize, Passphrase};
+use srt_protocol::packet::{
+    ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet, RejectReason,
+    ShakeType, SrtControlPacket, TimeStamp,
+};
+use srt_protocol::protocol::pending_connection::listen::Listen;
+use srt_protocol::protocol::pending_connection::{AccessControlResponse, ConnectionResult};
+use srt_protocol::settings::{ConnInitSettings, KeySettings};
+
+use super::streamid::{StreamId, StreamIdError};
+
+/// Settings of an [`SrtListener`].
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Receiver latency (TSBPD) we ask for; the larger of ours and the
+    /// caller's wins. Default 120 ms; 3-4x the RTT is recommended.
+    pub latency: Duration,
+    /// Handshakes in progress at once; further callers are ignored until
+    /// some finish.
+    pub max_pending: usize,
+    /// How long a handshake may take, including the access decision.
+    pub handshake_timeout: Duration,
+    /// A connection that hears nothing from its peer this long closes.
+    pub peer_idle_timeout: Duration,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            latency: Duration::from_millis(120),
+            max_pending: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            peer_idle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An SRT rejection reason as sent to the caller (`SRT_REJ_*` codes: 1000+
+/// core, 2000+ access control = 2000 + an HTTP status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectCode(pub u16);
+
+impl RejectCode {
+    /// 1010 `SRT_REJ_BADSECRET`: wrong passphrase.
+    pub const BAD_SECRET: RejectCode = RejectCode(1010);
+    /// 1011 `SRT_REJ_UNSECURE`: passphrase required, or given where none is.
+    pub const UNSECURE: RejectCode = RejectCode(1011);
+    /// 1006 `SRT_REJ_IPE`: internal error (a handshake that panicked).
+    pub const INTERNAL: RejectCode = RejectCode(1006);
+    /// 2400: malformed stream id.
+    pub const BAD_REQUEST: RejectCode = RejectCode(2400);
+    /// 2401: unknown or revoked stream key.
+    pub const UNAUTHORIZED: RejectCode = RejectCode(2401);
+    /// 2403: publishing refused by policy.
+    pub const FORBIDDEN: RejectCode = RejectCode(2403);
+    /// 2405: a mode other than publish.
+    pub const BAD_MODE: RejectCode = RejectCode(2405);
+    /// 2409: the stream cannot take this publisher.
+    pub const CONFLICT: RejectCode = RejectCode(2409);
+    /// 2503: the server is shutting down or overloaded.
+    pub const UNAVAILABLE: RejectCode = RejectCode(2503);
+
+    fn to_reason(self) -> RejectReason {
+        let c = i32::from(self.0);
+        RejectReason::try_from(c).unwrap_or(RejectReason::User(c))
+    }
+}
+
+/// The encryption a caller asked for in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerEncryption {
+    /// No keying material: the caller has no passphrase.
+    None,
+    /// Keying material with keys of this many bytes (16, 24, 32).
+    Aes {
+        /// Key length in bytes.
+        key_len: u8,
+    },
+}
+
+/// What the listener reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ListenerEvent {
+    /// A caller completed the cookie exchange and asks to connect with this
+    /// stream id; answer with [`SrtListener::accept`] or
+    /// [`SrtListener::reject`]. A malformed stream id is refused already
+    /// (this event carries the parse error for the log).
+    AccessRequested {
+        /// The caller.
+        peer: SocketAddr,
+        /// The parsed stream id, or why it was refused.
+        stream_id: Result<StreamId, StreamIdError>,
+        /// The caller's keying material.
+        encryption: CallerEncryption,
+    },
+    /// A caller is connected: drive the connection from now on.
+    Connected {
+        /// The caller.
+        peer: SocketAddr,
+        /// The connection.
+        connection: Box<SrtConnection>,
+    },
+    /// A caller was refused.
+    Rejected {
+        /// The caller.
+        peer: SocketAddr,
+        /// The reason sent.
+        code: RejectCode,
+    },
+}
+
+/// Counters of an [`SrtListener`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Datagrams that did not parse as SRT.
+    pub parse_errors: u64,
+    /// Callers connected.
+    pub connected: u64,
+    /// Callers refused.
+    pub rejected: u64,
+    /// Handshakes that timed out.
+    pub timed_out: u64,
+    /// Panics inside `srt-protocol` caught (handshakes and connections).
+    pub panics: u64,
+    /// Inductions ignored because too many handshakes were in progress.
+    pub overload_drops: u64,
+}
+
+struct Pending {
+    listen: Listen,
+    started: Instant,
+    /// The caller's last conclusion handshake (to answer a rejection
+    /// ourselves) and its packet timestamp.
+    conclusion: Option<(TimeStamp, HandshakeControlInfo)>,
+    encryption: CallerEncryption,
+    caller_key_size: KeySize,
+    awaiting_decision: bool,
+}
+
+struct Rejected {
+    answer: Packet,
+    until: Instant,
+}
+
+/// The sans-IO SRT listener; see the [module documentation](self).
+pub struct SrtListener {
+    config: ListenerConfig,
+    base: ConnInitSettings,
+    pending: HashMap<SocketAddr, Pending>,
+    rejected: HashMap<SocketAddr, Rejected>,
+    transmit: VecDeque<(Bytes, SocketAddr)>,
+    events: VecDeque<ListenerEvent>,
+    stats: ListenerStats,
+}
+
+impl std::fmt::Debug for SrtListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtListener")
+            .field("pending", &self.pending.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn serialize(p: &Packet) -> Bytes {
+    let mut v = Vec::with_capacity(p.wire_size());
+    p.serialize(&mut v);
+    Bytes::from(v)
+}
+
+/// Parses one datagram, never letting a parser panic escape.
+pub(crate) fn parse_packet(data: &[u8], ipv6: bool) -> Option<Packet> {
+    catch_unwind(|| {
+        let mut buf = data;
+        Packet::parse(&mut buf, ipv6).ok()
+    })
+    .ok()
+    .flatten()
+}
+
+impl SrtListener {
+    /// A listener with `config`.
+    pub fn new(config: ListenerConfig) -> Self {
+        let base = ConnInitSettings {
+            recv_latency: config.latency,
+            send_latency: config.latency,
+            peer_idle_timeout: config.peer_idle_timeout,
+            key_settings: None,
+            ..ConnInitSettings::default()
+        };
+        SrtListener {
+            config,
+            base,
+            pending: HashMap::new(),
+            rejected: HashMap::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ListenerStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ListenerStats {
+        &self.stats
+    }
+
+    /// Handshakes in progress.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether `peer` has a handshake in progress.
+    pub fn is_pending(&self, peer: &SocketAddr) -> bool {
+        self.pending.contains_key(peer)
+    }
+
+    /// The next datagram to send and its destination.
+    pub fn poll_transmit(&mut self) -> Option<(Bytes, SocketAddr)> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ListenerEvent> {
+        self.events.pop_front()
+    }
+
+    /// A datagram from `from`, a peer without an established connection.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.stats.datagrams += 1;
+        let Some(packet) = parse_packet(data, from.is_ipv6()) else {
+            self.stats.parse_errors += 1;
+            return;
+        };
+        let Packet::Control(control) = &packet else {
+            // Data from a peer we have no connection with: ignore.
+            return;
+        };
+        let ControlTypes::Handshake(shake) = &control.control_type else {
+            return;
+        };
+        if let Some(r) = self.rejected.get(&from) {
+            // Answer retransmitted conclusions with the same rejection; a new
+            // induction starts over.
+            if shake.shake_type != ShakeType::Induction {
+                self.transmit.push_back((serialize(&r.answer), from));
+                return;
+            }
+            self.rejected.remove(&from);
+        }
+        if !self.pending.contains_key(&from) {
+            if shake.shake_type != ShakeType::Induction {
+                return;
+            }
+            if self.pending.len() >= self.config.max_pending {
+                self.stats.overload_drops += 1;
+                return;
+            }
+            self.pending.insert(
+                from,
+                Pending {
+                    listen: Listen::new(self.base.copy_randomize(), true),
+                    started: now,
+                    conclusion: None,
+                    encryption: CallerEncryption::None,
+                    caller_key_size: KeySize::Unspecified,
+                    awaiting_decision: false,
+                },
+            );
+        }
+        let Some(p) = self.pending.get_mut(&from) else {
+            return;
+        };
+        if p.awaiting_decision {
+            // The caller retransmits its conclusion while we decide.
+            return;
+        }
+        if shake.shake_type == ShakeType::Conclusion
+            && let HandshakeVsInfo::V5(info) = &shake.info
+        {
+            p.conclusion = Some((control.timestamp, shake.clone()));
+            p.caller_key_size = info.key_size;
+            p.encryption = match &info.ext_km {
+                Some(SrtControlPacket::KeyRefreshRequest(km)) => {
+                    let keys = km.key_flags.bits().count_ones().max(1) as usize;
+                    let len = km.wrapped_keys.len().saturating_sub(8) / keys;
+                    CallerEncryption::Aes {
+                        key_len: u8::try_from(len).unwrap_or(0),
+                    }
+                }
+                // Keying material that is not a request: treat as encrypted
+                // with an unusable key (refused below).
+                Some(_) => CallerEncryption::Aes { key_len: 0 },
+                None => CallerEncryption::None,
+            };
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            p.listen.handle_packet(now, Ok((packet, from)))
+        }));
+        self.on_result(now, from, result);
+    }
+
+    /// Accepts the pending caller `peer`, with `passphrase` if its stream is
+    /// encrypted. Refuses it instead when its keying material does not fit
+    /// (`SRT_REJ_UNSECURE` / `SRT_REJ_BADSECRET`).
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr, passphrase: Option<&str>) {
+        let Some(p) = self.pending.get_mut(&peer) else {
+            return;
+        };
+        if !p.awaiting_decision {
+            return;
+        }
+        let keys = match (passphrase, p.encryption) {
+            (None, CallerEncryption::None) => None,
+            (None, CallerEncryption::Aes { .. }) | (Some(_), CallerEncryption::None) => {
+                return self.reject(now, peer, RejectCode::UNSECURE);
+            }
+            (Some(pass), CallerEncryption::Aes { key_len }) => {
+                // The answer must use the caller's key size field exactly;
+                // an unspecified size means 16-byte keys.
+                let expected = match p.caller_key_size {
+                    KeySize::Unspecified => 16,
+                    k => k.as_usize(),
+                };
+                if usize::from(key_len) != expected {
+                    return self.reject(now, peer, RejectCode::BAD_SECRET);
+                }
+                let Ok(passphrase) = Passphrase::try_from(pass.to_owned()) else {
+                    return self.reject(now, peer, RejectCode::BAD_SECRET);
+                };
+                Some(KeySettings {
+                    key_size: p.caller_key_size,
+                    passphrase,
+                })
+            }
+        };
+        p.awaiting_decision = false;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            p.listen
+                .handle_access_control_response(now, AccessControlResponse::Accepted(keys))
+        }));
+        self.on_result(now, peer, result);
+    }
+
+    /// Refuses the pending caller `peer` with `code`.
+    pub fn reject(&mut self, now: Instant, peer: SocketAddr, code: RejectCode) {
+        let Some(p) = self.pending.get_mut(&peer) else {
+            return;
+        };
+        if !p.awaiting_decision {
+            return;
+        }
+        p.awaiting_decision = false;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            p.listen.handle_access_control_response(
+                now,
+                AccessControlResponse::Rejected(code.to_reason()),
+            )
+        }));
+        self.on_result(now, peer, result);
+    }
+
+    /// Expires stale handshakes and remembered rejections.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let limit = self.config.handshake_timeout;
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, p| now.saturating_duration_since(p.started) < limit);
+        self.stats.timed_out += (before - self.pending.len()) as u64;
+        self.rejected.retain(|_, r| now < r.until);
+    }
+
+    fn on_result(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        result: std::thread::Result<ConnectionResult>,
+    ) {
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.panics += 1;
+                return self.reject_ourselves(now, peer, RejectCode::INTERNAL);
+            }
+        };
+        match result {
+            ConnectionResult::SendPacket((p, to)) => {
+                self.transmit.push_back((serialize(&p), to));
+            }
+            ConnectionResult::RequestAccess(req) => {
+                let encryption = self
+                    .pending
+                    .get(&peer)
+                    .map_or(CallerEncryption::None, |p| p.encryption);
+                let sid = req.stream_id.as_ref().map(|s| s.as_str()).unwrap_or("");
+                let stream_id = StreamId::parse(sid);
+                if let Some(p) = self.pending.get_mut(&peer) {
+                    p.awaiting_decision = true;
+                }
+                match &stream_id {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let code = RejectCode(e.reject_code());
+                        self.reject(now, peer, code);
+                    }
+                }
+                self.events.push_back(ListenerEvent::AccessRequested {
+                    peer,
+                    stream_id,
+                    encryption,
+                });
+            }
+            ConnectionResult::Reject(answer, reason) => {
+                let code = reject_code_of(&reason);
+                match answer {
+                    Some((p, to)) => {
+                        self.transmit.push_back((serialize(&p), to));
+                        self.remember_rejection(now, peer, p);
+                    }
+                    None => {
+                        self.pending.remove(&peer);
+                    }
+                }
+                self.stats.rejected += 1;
+                self.events
+                    .push_back(ListenerEvent::Rejected { peer, code });
+            }
+            ConnectionResult::Connected(answer, connection) => {
+                self.pending.remove(&peer);
+                if let Some((p, to)) = answer {
+                    self.transmit.push_back((serialize(&p), to));
+                }
+                self.stats.connected += 1;
+                match SrtConnection::new(connection) {
+                    Some(c) => self.events.push_back(ListenerEvent::Connected {
+                        peer,
+                        connection: Box::new(c),
+                    }),
+                    None => self.stats.panics += 1,
+                }
+            }
+            ConnectionResult::NotHandled(_) | ConnectionResult::NoAction => {}
+            ConnectionResult::Failure(_) => {
+                self.pending.remove(&peer);
+            }
+        }
+    }
+
+    fn remember_rejection(&mut self, now: Instant, peer: SocketAddr, answer: Packet) {
+        self.pending.remove(&peer);
+        self.rejected.insert(
+            peer,
+            Rejected {
+                answer,
+                until: now + Duration::from_secs(5),
+            },
+        );
+    }
+
+    /// Answers `peer`'s last conclusion with a rejection built here (when
+    /// `srt-protocol` could not answer).
+    fn reject_ourselves(&mut self, now: Instant, peer: SocketAddr, code: RejectCode) {
+        let Some(p) = self.pending.remove(&peer) else {
+            return;
+        };
+        self.stats.rejected += 1;
+        if let Some((timestamp, shake)) = p.conclusion {
+            let answer = Packet::Control(ControlPacket {
+                timestamp,
+                dest_sockid: shake.socket_id,
+                control_type: ControlTypes::Handshake(HandshakeControlInfo {
+                    shake_type: ShakeType::Rejection(code.to_reason()),
+                    socket_id: p.listen.settings().local_sockid,
+                    ..shake
+                }),
+            });
+            self.transmit.push_back((serialize(&answer), peer));
+            self.rejected.insert(
+                peer,
+                Rejected {
+                    answer,
+                    until: now + Duration::from_secs(5),
+                },
+            );
+        }
+        self.events
+            .push_back(ListenerEvent::Rejected { peer, code });
+    }
+}
+
+fn reject_code_of(r: &srt_protocol::protocol::pending_connection::ConnectionReject) -> RejectCode {
+    use srt_protocol::protocol::pending_connection::ConnectionReject as C;
+    let reason = match r {
+        C::Rejecting(r) | C::Rejected(r) => *r,
+    };
+    let code: i32 = reason.into();
+    RejectCode(u16::try_from(code).unwrap_or(0))
+}
+
+/// Statistics of one SRT connection (receiving side).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SrtConnectionStats {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u64,
+    /// Data packets received (including retransmissions).
+    pub rx_packets: u64,
+    /// Data packets detected lost (sequence gaps).
+    pub rx_lost: u64,
+    /// Retransmitted packets received.
+    pub rx_retransmitted: u64,
+    /// Packets dropped as too late (never delivered).
+    pub rx_dropped: u64,
+    /// Packets that failed to decrypt.
+    pub rx_decrypt_errors: u64,
+    /// Payload bytes received.
+    pub rx_bytes: u64,
+    /// Receive bitrate over the last statistics interval, bits/s.
+    pub rx_bitrate: u64,
+    /// Negotiated receive latency, milliseconds.
+    pub latency_ms: u64,
+}
+
+/// One established SRT connection (we receive; sending is only control
+/// traffic): a sans-IO wrapper around `srt-protocol`'s `DuplexConnection`
+/// where every call is panic-contained.
+///
+/// Loop: [`handle_datagram`](Self::handle_datagram) for each datagram from
+/// the peer; then [`handle_timeout`](Self::handle_timeout) when
+/// [`poll_timeout`](Self::poll_timeout) is due; after either, drain
+/// [`poll_transmit`](Self::poll_transmit) and [`poll_data`](Self::poll_data);
+/// stop when [`is_closed`](Self::is_closed).
+pub struct SrtConnection {
+    conn: DuplexConnection,
+    peer: SocketAddr,
+    stream_id: Option<String>,
+    closed: bool,
+    panicked: bool,
+    bitrate: (Instant, u64, u64),
+}
+
+impl std::fmt::Debug for SrtConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtConnection")
+            .field("peer", &self.peer)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SrtConnection {
+    fn new(connection: Connection) -> Option<Self> {
+        let peer = connection.settings.remote;
+        let stream_id = connection.settings.stream_id.clone();
+        let start = connection.settings.socket_start_time;
+        let conn = catch_unwind(AssertUnwindSafe(|| DuplexConnection::new(connection))).ok()?;
+        Some(SrtConnection {
+            conn,
+            peer,
+            stream_id,
+            closed: false,
+            panicked: false,
+            bitrate: (start, 0, 0),
+        })
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The stream id the caller sent.
+    pub fn stream_id(&self) -> Option<&str> {
+        self.stream_id.as_deref()
+    }
+
+    /// Whether `srt-protocol` panicked inside this connection (it is closed).
+    pub fn panicked(&self) -> bool {
+        self.panicked
+    }
+
+    fn guard<T>(&mut self, f: impl FnOnce(&mut DuplexConnection) -> T) -> Option<T> {
+        if self.closed {
+            return None;
+        }
+        match catch_unwind(AssertUnwindSafe(|| f(&mut self.conn))) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.closed = true;
+                self.panicked = true;
+                None
+            }
+        }
+    }
+
+    /// A datagram from the peer.
+    pub fn handle_datagram(&mut self, now: Instant, data: &[u8]) {
+        let Some(packet) = parse_packet(data, self.peer.is_ipv6()) else {
+            return;
+        };
+        let peer = self.peer;
+        self.guard(|c| c.handle_packet_input(now, Ok((packet, peer))));
+    }
+
+    /// Runs the connection's timers (ACK, NAK, keep-alive, idle timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let closed = self.guard(|c| {
+            let close = c.should_close(now);
+            if c.should_update_statistics(now) {
+                c.update_statistics(now);
+            }
+            close
+        });
+        if closed.unwrap_or(true) {
+            self.closed = true;
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub fn poll_timeout(&mut self, now: Instant) -> Instant {
+        self.guard(|c| c.next_timer(now))
+            .unwrap_or(now + Duration::from_secs(1))
+    }
+
+    /// The next datagram to send to the peer, serialized into `out`
+    /// (cleared first); false when there is none.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        match self.guard(|c| c.next_packet(now)).flatten() {
+            Some((p, _)) => {
+                p.serialize(out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next message received, in order (for live mode: one datagram's
+    /// payload, usually 7 TS packets).
+    pub fn poll_data(&mut self, now: Instant) -> Option<Bytes> {
+        self.guard(|c| c.next_data(now)).flatten().map(|(_, b)| b)
+    }
+
+    /// Closes from our side; returns the shutdown datagram to send to the
+    /// peer so it stops at once.
+    pub fn close(&mut self, now: Instant) -> Bytes {
+        let settings = self.conn.settings();
+        let elapsed = now.saturating_duration_since(settings.socket_start_time);
+        let packet = Packet::Control(ControlPacket {
+            timestamp: TimeStamp::from_micros(
+                u32::try_from(elapsed.as_micros() % (1u128 << 32)).unwrap_or(0),
+            ),
+            dest_sockid: settings.remote_sockid,
+            control_type: ControlTypes::Shutdown,
+        });
+        self.closed = true;
+        serialize(&packet)
+    }
+
+    /// Whether the connection is over (peer shutdown, idle timeout, error).
+    pub fn is_closed(&self) -> bool {
+        self.closed || !self.conn.is_open()
+    }
+
+    /// Current statistics.
+    pub fn stats(&mut self, now: Instant) -> SrtConnectionStats {
+        let s = self.conn.statistics();
+        let rx_bytes = s.rx_bytes;
+        let (at, bytes, mut rate) = self.bitrate;
+        let dt = now.saturating_duration_since(at);
+        if dt >= Duration::from_secs(1) {
+            let micros = u64::try_from(dt.as_micros()).unwrap_or(u64::MAX).max(1);
+            rate = rx_bytes.saturating_sub(bytes).saturating_mul(8_000_000) / micros;
+            self.bitrate = (now, rx_bytes, rate);
+        }
+        SrtConnectionStats {
+            rtt_us: u64::try_from(s.rx_average_rtt.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(u64::try_from(s.tx_average_rtt.as_micros()).unwrap_or(0)),
+            rx_packets: s.rx_data,
+            rx_lost: s.rx_loss_data,
+            rx_retransmitted: s.rx_retransmit_data,
+            rx_dropped: s.rx_dropped_data,
+            rx_decrypt_errors: s.rx_decrypt_errors,
+            rx_bytes,
+            rx_bitrate: rate,
+            latency_ms: u64::try_from(self.conn.settings().recv_tsbpd_latency.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! SRT ingest.
+//!
+//! * [`streamid`]: the stream id parser (access-control syntax and bare
+//!   keys), pure.
+//! * [`listener`]: the sans-IO listener ([`SrtListener`]: handshakes, access
+//!   decisions as events, encryption checks, panic containment) and
+//!   [`SrtConnection`] (one established caller), over `srt-protocol`'s
+//!   sans-IO state machines.
+//! * [`server`] (feature `tokio`): the UDP adapter; accepted publishers'
+//!   MPEG-TS goes through [`ugc_codec::ts_demux::TsDemuxer`] into the
+//!   [`ugc_core::Hub`], exactly like RTMP's FLV.
+
+pub mod listener;
+#[cfg(feature = "tokio")]
+pub mod server;
+pub mod streamid;
+
+pub use listener::{
+    CallerEncryption, ListenerConfig, ListenerEvent, ListenerStats, RejectCode, SrtConnection,
+    SrtConnectionStats, SrtListener,
+};
+pub use streamid::{StreamId, StreamIdError};

@@ -1,0 +1,214 @@
+//! Restream wiring: keeps one RTMP(S) push per (live stream, target),
+//! targets from the control plane's `restream` setting (config
+//! `[streams.<name>] restream` when the API has none), and serves the
+//! status of every push and SRT session at `GET /api/v1/stats/{restream,srt}`
+//! (admin bearer token).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tracing::info;
+use ugc_auth::ControlPlane;
+use ugc_core::Hub;
+use ugc_proto::rtmp::push::{PushConfig, PushHandle, PushState, spawn_push, tls_config};
+use ugc_proto::srt::server::SrtStatsRegistry;
+
+use crate::ingest::{StreamOverrides, stream_name};
+
+type Pushes = Arc<Mutex<HashMap<(String, String), PushHandle>>>;
+
+/// The running pushes.
+#[derive(Clone, Default)]
+pub struct Restreams {
+    pushes: Pushes,
+}
+
+impl Restreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), PushHandle>> {
+        self.pushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The push settings: TLS roots are the web PKI plus `ca_file` (PEM).
+pub fn push_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<PushConfig> {
+    let mut extra = Vec::new();
+    if let Some(path) = ca_file {
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading {}", path.display()))?
+        {
+            extra.push(cert.with_context(|| format!("parsing {}", path.display()))?);
+        }
+    }
+    Ok(PushConfig {
+        tls: Some(tls_config(extra)?),
+        ..PushConfig::default()
+    })
+}
+
+fn targets(
+    control: &ControlPlane,
+    overrides: &BTreeMap<String, StreamOverrides>,
+    name: &str,
+) -> Vec<String> {
+    let api = control
+        .settings(name)
+        .map(|s| s.restream)
+        .unwrap_or_default();
+    if !api.is_empty() {
+        return api;
+    }
+    overrides
+        .get(name)
+        .map(|o| o.restream.clone())
+        .unwrap_or_default()
+}
+
+/// Starts and stops pushes as streams come and go and settings change.
+pub async fn supervise(
+    hub: Hub,
+    control: ControlPlane,
+    overrides: BTreeMap<String, StreamOverrides>,
+    config: PushConfig,
+    restreams: Restreams,
+) {
+    let mut watch = hub.watch();
+    let mut changes = control.subscribe_changes();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = watch.next() => {}
+            _ = changes.recv() => {}
+            _ = tick.tick() => {}
+        }
+        reconcile(&hub, &control, &overrides, &config, &restreams);
+    }
+}
+
+fn reconcile(
+    hub: &Hub,
+    control: &ControlPlane,
+    overrides: &BTreeMap<String, StreamOverrides>,
+    config: &PushConfig,
+    restreams: &Restreams,
+) {
+    let mut want: Vec<(String, String)> = Vec::new();
+    for stream in hub.stream_names() {
+        let Some(name) = stream_name(&stream) else {
+            continue;
+        };
+        for url in targets(control, overrides, name) {
+            want.push((stream.clone(), url));
+        }
+    }
+    let mut pushes = restreams.lock();
+    pushes.retain(|k, h| {
+        let keep = want.contains(k) && h.status().state != PushState::Stopped;
+        if !keep {
+            info!(stream = %k.0, target = %h.status().target, "restream stopped");
+        }
+        keep
+    });
+    for k in want {
+        if let std::collections::hash_map::Entry::Vacant(slot) = pushes.entry(k) {
+            let (stream, url) = slot.key().clone();
+            info!(stream = %stream, target = %ugc_proto::rtmp::push::redact(&url), "restream started");
+            slot.insert(spawn_push(hub.clone(), stream, url, config.clone()));
+        }
+    }
+}
+
+#[derive(Clone)]
+struct StatsState {
+    control: ControlPlane,
+    restreams: Restreams,
+    srt: SrtStatsRegistry,
+}
+
+/// `GET /stats/restream`, `GET /stats/srt` (nest under `/api/v1`).
+pub fn stats_router(
+    control: ControlPlane,
+    restreams: Restreams,
+    srt: SrtStatsRegistry,
+) -> axum::Router {
+    axum::Router::new()
+        .route("/stats/restream", get(restream_stats))
+        .route("/stats/srt", get(srt_stats))
+        .with_state(StatsState {
+            control,
+            restreams,
+            srt,
+        })
+}
+
+async fn admin(state: &StatsState, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    matches!(state.control.authenticate(bearer).await, Ok(Some(p)) if p.admin)
+}
+
+async fn restream_stats(State(state): State<StatsState>, headers: HeaderMap) -> Response {
+    if !admin(&state, &headers).await {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let list: Vec<serde_json::Value> = state
+        .restreams
+        .lock()
+        .iter()
+        .map(|((stream, _), h)| {
+            let s = h.status();
+            serde_json::json!({
+                "stream": stream,
+                "target": s.target,
+                "state": format!("{:?}", s.state).to_lowercase(),
+                "last_error": s.last_error,
+                "bytes_sent": s.bytes_sent,
+                "frames_sent": s.frames_sent,
+                "skips": s.skips,
+                "reconnects": s.reconnects,
+            })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn srt_stats(State(state): State<StatsState>, headers: HeaderMap) -> Response {
+    if !admin(&state, &headers).await {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let list: Vec<serde_json::Value> = state
+        .srt
+        .snapshot()
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "stream": s.stream,
+                "peer": s.peer.to_string(),
+                "rtt_us": s.connection.rtt_us,
+                "latency_ms": s.connection.latency_ms,
+                "rx_packets": s.connection.rx_packets,
+                "rx_lost": s.connection.rx_lost,
+                "rx_retransmitted": s.connection.rx_retransmitted,
+                "rx_dropped": s.connection.rx_dropped,
+                "rx_bytes": s.connection.rx_bytes,
+                "rx_bitrate": s.connection.rx_bitrate,
+                "ts_cc_errors": s.demux.cc_errors,
+                "video_frames": s.demux.video_frames,
+                "audio_frames": s.demux.audio_frames,
+            })
+        })
+        .collect();
+    Json(list).into_response()
+}
