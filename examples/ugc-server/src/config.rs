@@ -12,10 +12,10 @@ use serde::Deserialize;
 #[command(version, about)]
 pub struct Cli {
     /// TOML configuration file (keys as the long flags, with `_`).
-    #[arg(long, env = "UGC_CONFIG")]
+    #[arg(long, env = "UGC_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory (archive, database, logs). Nothing is written outside it.
-    #[arg(long, env = "UGC_DATA")]
+    #[arg(long, env = "UGC_DATA", global = true)]
     pub data: Option<PathBuf>,
     /// RTMP listen address.
     #[arg(long, env = "UGC_RTMP")]
@@ -44,6 +44,12 @@ pub struct Cli {
     /// Make sure a stream of this name exists and print how to publish and watch it.
     #[arg(long, env = "UGC_DEMO_STREAM")]
     pub demo_stream: Option<String>,
+    /// DVR archive depth (hours) of streams whose own `dvr_hours` is 0; 0 = off.
+    #[arg(long, env = "UGC_DVR_HOURS")]
+    pub dvr_hours: Option<u32>,
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<crate::dvr::Command>,
 }
 
 /// The TOML file: every key optional.
@@ -63,6 +69,8 @@ struct FileConfig {
     demo_stream: Option<String>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
     trusted_proxies: Option<Vec<String>>,
+    /// `[dvr]`: archive, retention, S3 tier.
+    dvr: Option<crate::dvr::DvrFileConfig>,
 }
 
 /// The effective configuration.
@@ -80,6 +88,7 @@ pub struct Config {
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
     pub trusted_proxies: Vec<String>,
+    pub dvr: crate::dvr::DvrConfig,
 }
 
 impl Config {
@@ -98,12 +107,15 @@ impl Config {
             (2..=100).contains(&window_segments),
             "window_segments must be within 2..=100"
         );
+        let data = cli
+            .data
+            .clone()
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let dvr = crate::dvr::DvrConfig::new(file.dvr, cli.dvr_hours, &data);
         Ok(Config {
-            data: cli
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("data")),
+            data,
+            dvr,
             rtmp: cli
                 .rtmp
                 .or(file.rtmp)

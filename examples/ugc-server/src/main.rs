@@ -4,6 +4,7 @@
 //! tasks. Everything a library user would need lives in the crates.
 
 mod config;
+mod dvr;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli)?;
     init_logging(&config);
+    if let Some(dvr::Command::Dvr {
+        command: dvr::DvrCommand::Export(args),
+    }) = &cli.command
+    {
+        return dvr::export_command(&config.dvr, args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ugc")
@@ -83,10 +90,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
+    let archive = dvr::open_archive(&config.dvr, &control)?;
+    let mut packager = config.packager();
+    packager.observer = Some(Arc::new(archive.clone()));
+    let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
     let packaging = tokio::spawn(ugc_dvr::package_hub(
         hub.clone(),
         registry.clone(),
-        config.packager(),
+        packager,
     ));
     let announcer = tokio::spawn(announce_streams(
         hub.clone(),
@@ -114,9 +125,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
             control.client_ip(peer, xff)
         })
     };
-    let app = axum::Router::new().nest("/api/v1", control.router()).merge(
-        ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
+    let origin = ugc_proto::origin::router_with_auth(
+        registry.clone(),
+        authorizer.clone(),
+        client_ip.clone(),
     );
+    let origin = ugc_proto::dvr::layer(
+        origin,
+        ugc_proto::dvr::DvrOrigin {
+            archive: archive.clone(),
+            registry: registry.clone(),
+            auth: authorizer,
+            client_ip,
+            target_duration_ms: config.segment_ms,
+        },
+    );
+    let app = axum::Router::new()
+        .nest("/api/v1", control.router())
+        .merge(origin);
     let http_task = tokio::spawn(async move {
         axum::serve(
             http,
@@ -140,12 +166,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     packaging.abort();
+    dvr_settings.abort();
     pruner.abort();
     announcer.abort();
     reaper.abort();
     for name in hub.stream_names() {
         hub.end(&name);
     }
+    // Let the archive writer finish what is queued.
+    let _ =
+        tokio::task::spawn_blocking(move || archive.flush_blocking(Duration::from_secs(5))).await;
     Ok(())
 }
 

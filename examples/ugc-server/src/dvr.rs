@@ -1,0 +1,207 @@
+//! DVR wiring: config, the archive, control-plane settings, and the
+//! `ugc-server dvr export` command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use tracing::{info, warn};
+use ugc_auth::ControlPlane;
+use ugc_dvr::archive::{Archive, ArchiveConfig, DepthPolicy, TrackKey};
+
+/// `[dvr]` in the TOML file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DvrFileConfig {
+    /// Archive depth in hours of streams whose control-plane `dvr_hours` is
+    /// 0 (0 = those streams are not recorded). Default 0.
+    pub hours: Option<u32>,
+    /// Archive directory. Default `<data>/dvr`.
+    pub dir: Option<PathBuf>,
+    /// Total size of the local archive in GB (oldest data goes first).
+    pub max_gb: Option<f64>,
+}
+
+/// Effective DVR settings.
+#[derive(Debug, Clone)]
+pub struct DvrConfig {
+    pub hours: u32,
+    pub dir: PathBuf,
+    pub max_bytes: Option<u64>,
+}
+
+impl DvrConfig {
+    pub fn new(file: Option<DvrFileConfig>, flag_hours: Option<u32>, data: &Path) -> Self {
+        let file = file.unwrap_or_default();
+        DvrConfig {
+            hours: flag_hours.or(file.hours).unwrap_or(0),
+            dir: file.dir.unwrap_or_else(|| data.join("dvr")),
+            max_bytes: file.max_gb.map(|g| (g * 1e9) as u64),
+        }
+    }
+}
+
+/// `ugc-server <command>`; without one the server runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// DVR archive tools.
+    Dvr {
+        #[command(subcommand)]
+        command: DvrCommand,
+    },
+}
+
+/// `ugc-server dvr <command>`.
+#[derive(Debug, Subcommand)]
+pub enum DvrCommand {
+    /// Export a range of the archive as a progressive MP4 (no re-encoding).
+    Export(ExportArgs),
+}
+
+/// `ugc-server dvr export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Stream name (`foo` or `live/foo`).
+    #[arg(long)]
+    pub stream: String,
+    /// Start: unix seconds, or negative seconds relative to now (`-600`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub from: i64,
+    /// Length in seconds.
+    #[arg(long)]
+    pub duration: u32,
+    /// Output file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+fn depth_policy(control: Option<ControlPlane>, default_hours: u32) -> DepthPolicy {
+    Arc::new(move |stream: &str| {
+        let name = stream.strip_prefix("live/").unwrap_or(stream);
+        control
+            .as_ref()
+            .and_then(|c| c.settings(name))
+            .map(|s| s.dvr_hours)
+            .filter(|&h| h > 0)
+            .unwrap_or(default_hours)
+    })
+}
+
+/// Opens the archive (a directory walk: call before serving).
+pub fn open_archive(config: &DvrConfig, control: &ControlPlane) -> anyhow::Result<Archive> {
+    let mut ac = ArchiveConfig::new(&config.dir, config.hours);
+    ac.depth = depth_policy(Some(control.clone()), config.hours);
+    ac.max_bytes = config.max_bytes;
+    let archive = Archive::open(ac)
+        .with_context(|| format!("opening the DVR archive {}", config.dir.display()))?;
+    info!(dir = %config.dir.display(), default_hours = config.hours,
+        local_bytes = archive.local_bytes(), streams = archive.keys().len(), "DVR archive");
+    Ok(archive)
+}
+
+/// Re-runs retention when a stream's settings change (a lower `dvr_hours`
+/// applies at once).
+pub async fn follow_settings(control: ControlPlane, archive: Archive) {
+    let mut changes = control.subscribe_changes();
+    loop {
+        match changes.recv().await {
+            Ok(change) => {
+                tracing::debug!(stream = %change.name, kind = ?change.kind, "dvr: settings changed");
+                archive.sweep();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => archive.sweep(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// `ugc-server dvr export`.
+pub fn export_command(config: &DvrConfig, args: &ExportArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let stream = if args.stream.contains('/') {
+        args.stream.clone()
+    } else {
+        format!("live/{}", args.stream)
+    };
+    let key =
+        TrackKey::source(&stream).with_context(|| format!("bad stream name {:?}", args.stream))?;
+    anyhow::ensure!(
+        (1..=ugc_dvr::range::MAX_RANGE_SECONDS).contains(&args.duration),
+        "--duration must be within 1..=86400 seconds"
+    );
+    let now_s = ugc_dvr::archive::now_unix_ms() / 1000;
+    let from = if args.from < 0 {
+        now_s + args.from
+    } else {
+        args.from
+    };
+    anyhow::ensure!(from <= now_s, "--from is in the future");
+    let archive = Archive::open_read_only(&config.dir)
+        .with_context(|| format!("reading the archive {}", config.dir.display()))?;
+    let from_ms = from * 1000;
+    let to_ms = from_ms + i64::from(args.duration) * 1000;
+    let segments = archive.range(&key, from_ms, to_ms);
+    if segments.is_empty() {
+        let bounds = archive.bounds(&key);
+        anyhow::bail!(
+            "nothing of {stream} archived in [{from}, {}) (archive: {})",
+            from + i64::from(args.duration),
+            match bounds {
+                Some((a, b)) => format!("{}..{}", a / 1000, b / 1000),
+                None => "empty".into(),
+            }
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let plan = rt
+        .block_on(archive.plan_export(&key, from_ms, to_ms))
+        .context("planning the export")?;
+    if plan.truncated {
+        warn!("the track set changed inside the range: the export stops before the change");
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(plan.len);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let tmp = args.output.with_extension("mp4.part");
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let started = std::time::Instant::now();
+    let written = plan.write_to(&mut out, |done| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    })?;
+    use std::io::Write as _;
+    out.flush()?;
+    drop(out);
+    std::fs::rename(&tmp, &args.output)?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    eprintln!(
+        "wrote {} ({} bytes, {:.1} s of media, {} segments) in {:.2} s ({:.0} MB/s)",
+        args.output.display(),
+        written,
+        plan.duration_ms as f64 / 1000.0,
+        plan.files.len(),
+        secs,
+        written as f64 / secs / 1e6
+    );
+    Ok(())
+}
