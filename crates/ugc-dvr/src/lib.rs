@@ -49,6 +49,8 @@ pub mod live;
 pub mod packager;
 pub mod playlist;
 pub mod range;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod segmenter;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};

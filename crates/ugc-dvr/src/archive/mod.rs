@@ -165,19 +165,32 @@ impl TrackIndex {
         }
     }
 
-    /// The segments overlapping `[from_ms, to_ms)` on the wall clock, oldest
-    /// first.
+    /// The segments of the wall-clock range `[from_ms, to_ms)`, oldest
+    /// first: those whose midpoint lies in the range (so the total is within
+    /// one segment of the length asked for), or, when that is none (a range
+    /// shorter than a segment), those overlapping it.
     pub fn range(
         &self,
         from_ms: i64,
         to_ms: i64,
     ) -> impl Iterator<Item = &ArchivedSegment> + Clone {
-        let first = self
-            .segments
-            .partition_point(|s| s.name.end_ms() <= from_ms);
-        self.segments
-            .range(first..)
-            .take_while(move |s| s.name.pdt_ms < to_ms)
+        let mid = |s: &ArchivedSegment| {
+            s.name
+                .pdt_ms
+                .saturating_add(i64::from(s.name.duration_ms / 2))
+        };
+        let mut a = self.segments.partition_point(|s| mid(s) < from_ms);
+        let mut b = self.segments.partition_point(|s| mid(s) < to_ms).max(a);
+        if a == b {
+            a = self
+                .segments
+                .partition_point(|s| s.name.end_ms() <= from_ms);
+            b = self
+                .segments
+                .partition_point(|s| s.name.pdt_ms < to_ms)
+                .max(a);
+        }
+        self.segments.range(a..b)
     }
 
     /// Wall clock of the first segment's start and the last one's end.
