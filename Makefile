@@ -34,6 +34,7 @@ lint:
 # Unit, property, doc and end-to-end tests (the e2e tests drive real ffmpeg
 # publishers and ffprobe/ffmpeg players against the built ugc-server).
 unit:
+	@scripts/install-deps.sh s3
 	$(CARGO) test --workspace --locked
 
 fuzz-smoke:

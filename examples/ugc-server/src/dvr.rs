@@ -22,6 +22,36 @@ pub struct DvrFileConfig {
     pub dir: Option<PathBuf>,
     /// Total size of the local archive in GB (oldest data goes first).
     pub max_gb: Option<f64>,
+    /// The S3 tier.
+    pub s3: Option<S3FileConfig>,
+}
+
+/// `[dvr.s3]` in the TOML file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3FileConfig {
+    /// `http://host:port` of an S3-compatible server; unset = AWS.
+    pub endpoint: Option<String>,
+    /// Bucket.
+    pub bucket: String,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Access key id (or env `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret (or env `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// Key prefix of every object (default `ugc/`).
+    pub prefix: Option<String>,
+    /// Delete local files once an upload is verified (default true).
+    pub delete_local: Option<bool>,
+    /// Cache directory for ranges read back from S3 (default `<data>/dvr-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Cache size in GB (default 100).
+    pub cache_gb: Option<f64>,
+    /// Cache TTL in seconds (default 86400).
+    pub cache_ttl_s: Option<u64>,
+    /// Multipart part size in MiB (default 8, at least 5).
+    pub part_mb: Option<u64>,
 }
 
 /// Effective DVR settings.
@@ -30,6 +60,7 @@ pub struct DvrConfig {
     pub hours: u32,
     pub dir: PathBuf,
     pub max_bytes: Option<u64>,
+    pub s3: Option<S3FileConfig>,
 }
 
 impl DvrConfig {
@@ -39,6 +70,7 @@ impl DvrConfig {
             hours: flag_hours.or(file.hours).unwrap_or(0),
             dir: file.dir.unwrap_or_else(|| data.join("dvr")),
             max_bytes: file.max_gb.map(|g| (g * 1e9) as u64),
+            s3: file.s3,
         }
     }
 }
@@ -101,6 +133,75 @@ pub fn open_archive(config: &DvrConfig, control: &ControlPlane) -> anyhow::Resul
     Ok(archive)
 }
 
+/// The S3 tier of `[dvr.s3]`: the read-back cache becomes the archive's
+/// remote store, and the uploader task is returned to spawn.
+pub fn start_s3(
+    config: &DvrConfig,
+    data: &Path,
+    archive: &Archive,
+) -> anyhow::Result<Option<Arc<ugc_dvr::s3::Uploader>>> {
+    use ugc_dvr::s3::{UploadConfig, Uploader};
+    let (Some(s3), Some(store)) = (&config.s3, s3_read_side(config, data, archive)?) else {
+        return Ok(None);
+    };
+    let upload = UploadConfig {
+        prefix: s3.prefix.clone().unwrap_or_else(|| "ugc/".into()),
+        part_size: (s3.part_mb.unwrap_or(8).max(5) << 20) as usize,
+        delete_local: s3.delete_local.unwrap_or(true),
+        ..UploadConfig::default()
+    };
+    let uploader = Uploader::new(archive.clone(), store, upload).context("dvr.s3: upload queue")?;
+    // Sessions that ended while the server was down.
+    let queued = uploader.enqueue_finished()?;
+    info!(bucket = %s3.bucket, endpoint = ?s3.endpoint, queued, "DVR S3 tier");
+    Ok(Some(uploader))
+}
+
+/// The S3 client and the read-back cache (set as the archive's remote
+/// store); the CLI export needs only this.
+fn s3_read_side(
+    config: &DvrConfig,
+    data: &Path,
+    archive: &Archive,
+) -> anyhow::Result<Option<Arc<dyn ugc_dvr::s3::Store>>> {
+    use ugc_dvr::s3::{CacheConfig, S3Cache, S3Settings, s3_store};
+    let Some(s3) = &config.s3 else {
+        return Ok(None);
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let settings = S3Settings {
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        access_key_id: s3
+            .access_key_id
+            .clone()
+            .or_else(|| env("AWS_ACCESS_KEY_ID"))
+            .context("dvr.s3: access_key_id (or AWS_ACCESS_KEY_ID) is required")?,
+        secret_access_key: s3
+            .secret_access_key
+            .clone()
+            .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
+            .context("dvr.s3: secret_access_key (or AWS_SECRET_ACCESS_KEY) is required")?,
+    };
+    let store: Arc<dyn ugc_dvr::s3::Store> =
+        Arc::new(s3_store(&settings).context("dvr.s3: building the S3 client")?);
+    let mut cache = CacheConfig::new(
+        s3.cache_dir
+            .clone()
+            .unwrap_or_else(|| data.join("dvr-cache")),
+    );
+    if let Some(gb) = s3.cache_gb {
+        cache.max_bytes = (gb * 1e9) as u64;
+    }
+    if let Some(ttl) = s3.cache_ttl_s {
+        cache.ttl = std::time::Duration::from_secs(ttl);
+    }
+    let cache = S3Cache::new(store.clone(), cache).context("dvr.s3: opening the cache")?;
+    archive.set_remote(Arc::new(cache));
+    Ok(Some(store))
+}
+
 /// Re-runs retention when a stream's settings change (a lower `dvr_hours`
 /// applies at once).
 pub async fn follow_settings(control: ControlPlane, archive: Archive) {
@@ -118,7 +219,7 @@ pub async fn follow_settings(control: ControlPlane, archive: Archive) {
 }
 
 /// `ugc-server dvr export`.
-pub fn export_command(config: &DvrConfig, args: &ExportArgs) -> anyhow::Result<()> {
+pub fn export_command(config: &DvrConfig, data: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     let stream = if args.stream.contains('/') {
         args.stream.clone()
@@ -140,6 +241,12 @@ pub fn export_command(config: &DvrConfig, args: &ExportArgs) -> anyhow::Result<(
     anyhow::ensure!(from <= now_s, "--from is in the future");
     let archive = Archive::open_read_only(&config.dir)
         .with_context(|| format!("reading the archive {}", config.dir.display()))?;
+    // Ranges moved to S3 are read back through the same cache as the server's.
+    s3_read_side(config, data, &archive)?;
+    if let Some(s3) = &config.s3 {
+        ugc_dvr::s3::load_remote_index(&archive, &config.dir)
+            .with_context(|| format!("reading the S3 index of bucket {}", s3.bucket))?;
+    }
     let from_ms = from * 1000;
     let to_ms = from_ms + i64::from(args.duration) * 1000;
     let segments = archive.range(&key, from_ms, to_ms);

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         command: dvr::DvrCommand::Export(args),
     }) = &cli.command
     {
-        return dvr::export_command(&config.dvr, args);
+        return dvr::export_command(&config.dvr, &config.data, args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -91,6 +91,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
 
     let archive = dvr::open_archive(&config.dvr, &control)?;
+    let uploader = dvr::start_s3(&config.dvr, &data, &archive)?.map(|u| tokio::spawn(u.run()));
     let mut packager = config.packager();
     packager.observer = Some(Arc::new(archive.clone()));
     let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
@@ -167,6 +168,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     packaging.abort();
     dvr_settings.abort();
+    if let Some(u) = uploader {
+        u.abort();
+    }
     pruner.abort();
     announcer.abort();
     reaper.abort();

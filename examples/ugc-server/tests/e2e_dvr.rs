@@ -348,3 +348,111 @@ fn dvr_survives_kill9_mid_recording_and_resumes() {
     assert!(t.contains("#EXT-X-DISCONTINUITY"), "{t}");
     assert_eq!(t.matches("#EXT-X-MAP").count(), 2, "{t}");
 }
+
+/// `s3s-fs` (installed by `scripts/install-deps.sh s3`) on loopback.
+struct S3Fs(std::process::Child);
+
+impl S3Fs {
+    fn start(root: &Path, port: u16) -> S3Fs {
+        let home = std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        let bin = home.join(".cargo/bin/s3s-fs");
+        assert!(
+            bin.exists(),
+            "s3s-fs missing: run scripts/install-deps.sh s3"
+        );
+        std::fs::create_dir_all(root.join("dvr")).unwrap();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--access-key",
+                "e2eaccess",
+                "--secret-key",
+                "e2esecret0123456789",
+            ])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .expect("s3s-fs listens");
+        S3Fs(child)
+    }
+}
+
+impl Drop for S3Fs {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
+    let s3root = TempDir::new("s3");
+    let port = free_port();
+    let _s3 = S3Fs::start(s3root.path(), port);
+    let cfg_dir = TempDir::new("s3cfg");
+    let cfg = cfg_dir.path().join("ugc.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[dvr]\nhours = 1\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"dvr\"\n\
+             access_key_id = \"e2eaccess\"\nsecret_access_key = \"e2esecret0123456789\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--publisher-grace-s",
+        "1",
+    ]);
+    let key = server.create_stream("ev", "");
+    let start = unix_now();
+    let clip = test_clip(640, 360, 14, 800);
+    let mut publisher = publish_file(&clip, &server.rtmp_url(&key));
+    assert!(wait_until(Duration::from_secs(30), || !publisher.running()).is_some());
+    // Publisher gone for the grace time: the event ends and moves to S3.
+    let local = server.data.path().join("dvr/live/ev/src");
+    let moved = wait_until(Duration::from_secs(40), || {
+        files_under(&local)
+            .iter()
+            .all(|f| !f.extension().is_some_and(|e| e == "m4s"))
+            && files_under(&s3root.path().join("dvr"))
+                .iter()
+                .any(|f| f.extension().is_some_and(|e| e == "mp4"))
+    });
+    assert!(moved.is_some(), "event not moved to S3:\n{}", server.log());
+    // The uploaded object is a playable (fragmented) MP4 of the event.
+    let object = files_under(&s3root.path().join("dvr"))
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "mp4"))
+        .unwrap();
+    let errors = decode_errors(&object);
+    assert!(errors.trim().is_empty(), "{errors}");
+    // Range playlist and export now come from S3 through the cache.
+    let path = format!("/live/ev/index-{start}-10.m3u8");
+    let r = server.get(&path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let errors = play_errors(&server.url(&path));
+    assert!(errors.trim().is_empty(), "{errors}");
+    let r = server.get(&format!("/live/ev/archive-{start}-10.mp4"));
+    assert_eq!(r.status, 200);
+    let work = TempDir::new("s3exp");
+    let f = work.path().join("e.mp4");
+    std::fs::write(&f, &r.body).unwrap();
+    let d = probe_duration(f.to_str().unwrap());
+    assert!((d - 10.0).abs() <= 2.1, "{d}");
+    assert!(
+        files_under(&server.data.path().join("dvr-cache"))
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "bin")),
+        "reads went through the cache"
+    );
+    publisher.kill();
+}
