@@ -422,7 +422,7 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
     let moved = wait_until(Duration::from_secs(40), || {
         files_under(&local)
             .iter()
-            .all(|f| !f.extension().is_some_and(|e| e == "m4s"))
+            .all(|f| f.extension().is_none_or(|e| e != "m4s"))
             && files_under(&s3root.path().join("dvr"))
                 .iter()
                 .any(|f| f.extension().is_some_and(|e| e == "mp4"))
