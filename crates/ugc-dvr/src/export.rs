@@ -253,6 +253,9 @@ fn read_at(f: &mut File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Most samples one `trun` may claim.
+const MAX_TRUN_SAMPLES: u32 = 1 << 20;
+
 /// One trun's worth of samples in a segment file.
 struct Run {
     track: u32,
@@ -401,13 +404,19 @@ fn parse_moof(
                 .iter()
                 .filter(|&&b| tf & b != 0)
                 .count();
+            // Fields absent from the trun take tfhd defaults, so a trun can
+            // claim many samples in few bytes: bound it (a segment of a few
+            // seconds has a few thousand).
+            if count > MAX_TRUN_SAMPLES {
+                return Err((*rp, format!("trun claims {count} samples")));
+            }
             let need = (count as usize)
                 .checked_mul(per * 4)
                 .and_then(|n| n.checked_add(q));
             if need.is_none_or(|n| n > *re) {
                 return Err((*rp, format!("trun with {count} samples exceeds its box")));
             }
-            let mut samples = Vec::with_capacity(count as usize);
+            let mut samples = Vec::with_capacity((count as usize).min(4096));
             let mut total = 0u64;
             for i in 0..count {
                 let mut field = || {
@@ -444,6 +453,10 @@ fn parse_moof(
                 samples.push((dur, size, cts, sync));
             }
             next_data = src.saturating_add(total);
+            let so_far: usize = runs.iter().map(|r| r.samples.len()).sum();
+            if so_far + samples.len() > MAX_TRUN_SAMPLES as usize * 4 {
+                return Err((*rp, "too many samples in one segment".to_owned()));
+            }
             runs.push(Run {
                 track,
                 src_offset: src,
