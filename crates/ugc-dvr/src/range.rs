@@ -136,6 +136,121 @@ fn write_pdt(out: &mut String, unix_ms: i64) {
     );
 }
 
+/// Offers a rewind window in a live media playlist: puts `archived` (the
+/// current session's archived segments just before the live window, oldest
+/// first) in front of the live playlist's first segment, with the media and
+/// discontinuity sequence numbers moved back accordingly. Only the run of
+/// archived segments whose msn ends exactly at the live window's first msn
+/// is used (msn must stay consecutive). `None` when there is nothing to add
+/// or the playlist is not one we understand; then serve it unchanged.
+pub fn splice_rewind(
+    live: &str,
+    archived: &[ArchivedSegment],
+    token: Option<&str>,
+) -> Option<String> {
+    let mut msn: Option<u64> = None;
+    let mut dseq: u64 = 0;
+    let mut target: Option<u64> = None;
+    let mut first_seg_line = None;
+    for (i, line) in live.lines().enumerate() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            dseq = v.trim().parse().ok()?;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            target = v.trim().parse().ok();
+        } else if first_seg_line.is_none()
+            && (line == "#EXT-X-DISCONTINUITY"
+                || line.starts_with("#EXT-X-MAP:")
+                || line.starts_with("#EXT-X-PROGRAM-DATE-TIME:")
+                || line.starts_with("#EXTINF:")
+                || line.starts_with("#EXT-X-PART:")
+                || line.starts_with("#EXT-X-GAP")
+                || line.starts_with("#EXT-X-BITRATE:"))
+        {
+            first_seg_line = Some(i);
+        }
+    }
+    let first_live = msn?;
+    let first_seg_line = first_seg_line?;
+    // The consecutive run ending at first_live - 1.
+    let mut run: Vec<&ArchivedSegment> = Vec::new();
+    let mut want = first_live.checked_sub(1)?;
+    for s in archived.iter().rev() {
+        if s.name.msn != want {
+            if s.name.msn > want {
+                continue;
+            }
+            break;
+        }
+        run.push(s);
+        match want.checked_sub(1) {
+            Some(w) => want = w,
+            None => break,
+        }
+    }
+    if run.is_empty() {
+        return None;
+    }
+    run.reverse();
+    let first_msn = run.first()?.name.msn;
+    let dropped_disc = run.iter().filter(|s| s.name.discontinuity).count() as u64;
+    let max_dur = run
+        .iter()
+        .map(|s| u64::from(s.name.duration_ms).div_ceil(1000))
+        .max()
+        .unwrap_or(0);
+    let mut out = String::with_capacity(live.len() + run.len() * 140);
+    for (i, line) in live.lines().enumerate() {
+        if i == first_seg_line {
+            let mut prev: Option<&SegmentName> = None;
+            for seg in &run {
+                let n = &seg.name;
+                if prev.is_some() && n.discontinuity {
+                    out.push_str("#EXT-X-DISCONTINUITY\n");
+                }
+                if prev.is_none_or(|p| p.init != n.init) {
+                    out.push_str("#EXT-X-MAP:URI=\"");
+                    out.push_str(DVR_PREFIX);
+                    out.push_str(&names::init_file_name(n.session, n.init));
+                    push_token(&mut out, token);
+                    out.push_str("\"\n");
+                }
+                out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+                write_pdt(&mut out, n.pdt_ms);
+                let _ = write!(
+                    out,
+                    "\n#EXTINF:{}.{:03},\n{DVR_PREFIX}{}",
+                    n.duration_ms / 1000,
+                    n.duration_ms % 1000,
+                    n.file_name()
+                );
+                push_token(&mut out, token);
+                out.push('\n');
+                prev = Some(n);
+            }
+            // The first live segment continues the run: no discontinuity
+            // unless the live playlist already marks one.
+        }
+        if line.starts_with("#EXT-X-MEDIA-SEQUENCE:") {
+            let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
+        } else if line.starts_with("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            let _ = writeln!(
+                out,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+                dseq.saturating_sub(dropped_disc)
+            );
+        } else if line.starts_with("#EXT-X-TARGETDURATION:") && target.is_some_and(|t| max_dur > t)
+        {
+            let _ = writeln!(out, "#EXT-X-TARGETDURATION:{max_dur}");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Some(out)
+}
+
 /// A parsed DVR file name below `/live/<stream>/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DvrFile {
@@ -281,6 +396,27 @@ mod tests {
         let e = render_range(&segs, RangeKind::Event { ended: false }, 2000, 1000, None);
         assert!(e.contains("#EXT-X-PLAYLIST-TYPE:EVENT"));
         assert!(!e.contains("ENDLIST"));
+    }
+
+    #[test]
+    fn rewind_prepends_the_consecutive_archived_run() {
+        let live = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n\
+                    #EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+                    #EXT-X-MAP:URI=\"init-0.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:x\n#EXTINF:2.000,\nseg-10.m4s\n";
+        let mut archived: Vec<ArchivedSegment> = (5..=11)
+            .map(|m| seg(1_000_000 + m as i64 * 2000, 2000, 7, m))
+            .collect();
+        archived.remove(1); // msn 6 missing: the run is 7..=9
+        archived[2].name.discontinuity = true; // msn 8
+        let out = splice_rewind(live, &archived, Some("t")).unwrap();
+        assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:7\n"), "{out}");
+        assert!(out.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{out}");
+        let segs: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(segs.len(), 4);
+        assert!(segs[0].starts_with("dvr-s1014000_2000_0_7_7_0_c.m4s?token=t"));
+        assert_eq!(segs[3], "seg-10.m4s");
+        assert_eq!(out.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+        assert!(splice_rewind(live, &archived[..1], None).is_none());
     }
 
     #[test]

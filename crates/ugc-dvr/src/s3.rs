@@ -65,6 +65,18 @@ pub struct UploadConfig {
     pub backoff_max: Duration,
     /// Delete the local files after a verified upload. Default true.
     pub delete_local: bool,
+    /// Which streams (`live/<s>`) go to S3; `None`: all.
+    pub streams: Option<StreamFilter>,
+}
+
+/// A per-stream on/off switch (`live/<s>` -> upload?).
+#[derive(Clone)]
+pub struct StreamFilter(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for StreamFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamFilter(..)")
+    }
 }
 
 impl Default for UploadConfig {
@@ -75,6 +87,7 @@ impl Default for UploadConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(15),
             delete_local: true,
+            streams: None,
         }
     }
 }
@@ -201,6 +214,12 @@ impl Uploader {
     /// Queues the upload of session `session` of `key` (also for sessions
     /// that ended before a restart: see [`Uploader::enqueue_finished`]).
     pub fn enqueue(&self, archive: &Archive, key: &TrackKey, session: i64) -> io::Result<()> {
+        if let Some(f) = &self.config.streams
+            && !(f.0)(&key.stream)
+        {
+            tracing::debug!(stream = %key.stream, session, "S3 off for this stream: kept local");
+            return Ok(());
+        }
         let name = job_name(key, session);
         let dir = queue_dir(archive);
         if dir.join(&name).exists() {

@@ -7,6 +7,11 @@
 //! | `archive-<from>-<seconds>.mp4` | progressive MP4 of the range (moov first, HTTP Range) |
 //! | `dvr-s<...>.m4s`, `dvr-i<...>.mp4` | archived segments and init segments |
 //!
+//! With a rewind window ([`DvrOrigin::rewind_s`]) the live `mono.m3u8`
+//! also lists the archived segments of the current recording before the
+//! live window (same media sequence numbers), so players can pause and seek
+//! back; requests with LL-HLS `_HLS_` parameters are left alone.
+//!
 //! `<from>` is unix seconds, `<seconds>` 1..=86400. A `from` in the future,
 //! malformed numbers or names are `400`; a range with nothing archived is
 //! `404`. File names are parsed strictly and looked up in the archive index,
@@ -52,7 +57,13 @@ pub struct DvrOrigin<A> {
     pub client_ip: ClientIp,
     /// Target segment duration (floor of `#EXT-X-TARGETDURATION`).
     pub target_duration_ms: u32,
+    /// Rewind window of the live playlist of a stream (`live/<s>`), in
+    /// seconds; 0 = the live window only.
+    pub rewind_s: RewindPolicy,
 }
+
+/// Rewind window in seconds per stream (`live/<s>`).
+pub type RewindPolicy = Arc<dyn Fn(&str) -> u32 + Send + Sync>;
 
 /// Wraps `router` (the origin's) so DVR file names below `/live/<s>/` are
 /// answered here and everything else reaches `router`.
@@ -123,6 +134,19 @@ async fn intercept<A: Authorizer>(
     let Some((stream, file)) = split_path(req.uri().path()) else {
         return next.run(req).await;
     };
+    if file == "mono.m3u8"
+        && req.method() == Method::GET
+        && !req.uri().query().is_some_and(|q| q.contains("_HLS_"))
+    {
+        let rewind = StreamName::from_parts("live", stream)
+            .ok()
+            .map(|n| ((dvr.rewind_s)(n.as_str()), n));
+        if let Some((secs, name)) = rewind.filter(|(s, _)| *s > 0) {
+            let token = token_param(req.uri().query()).filter(|t| token_is_url_safe(t));
+            let res = next.run(req).await;
+            return with_rewind(&dvr, res, name.as_str(), secs, token.as_deref()).await;
+        }
+    }
     let file = match parse_dvr_file(file) {
         Ok(f) => f,
         Err(DvrFileError::NotDvr) => return next.run(req).await,
@@ -159,6 +183,46 @@ async fn intercept<A: Authorizer>(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     serve(&dvr, &key, file, token.as_deref(), head, range.as_deref()).await
+}
+
+/// Splices the archived part of the rewind window into a live playlist
+/// response of the origin (only a `200`; anything else passes unchanged).
+async fn with_rewind<A: Authorizer>(
+    dvr: &DvrOrigin<A>,
+    res: Response,
+    stream: &str,
+    secs: u32,
+    token: Option<&str>,
+) -> Response {
+    let Some(key) = TrackKey::source(stream) else {
+        return res;
+    };
+    let Some(session) = dvr.archive.current_session(&key) else {
+        return res;
+    };
+    if res.status() != StatusCode::OK {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let Ok(bytes) = axum::body::to_bytes(body, 4 << 20).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "live playlist unreadable",
+        );
+    };
+    let from = now_unix_ms().saturating_sub(i64::from(secs) * 1000);
+    let archived: Vec<_> = dvr
+        .archive
+        .range(&key, from, i64::MAX)
+        .into_iter()
+        .filter(|s| s.name.session == session)
+        .collect();
+    let text = std::str::from_utf8(&bytes).ok();
+    match text.and_then(|t| ugc_dvr::range::splice_rewind(t, &archived, token)) {
+        Some(spliced) => Response::from_parts(parts, Body::from(spliced)),
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 async fn serve<A: Authorizer>(

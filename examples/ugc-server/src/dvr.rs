@@ -1,6 +1,7 @@
 //! DVR wiring: config, the archive, control-plane settings, and the
 //! `ugc-server dvr export` command.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,8 +23,25 @@ pub struct DvrFileConfig {
     pub dir: Option<PathBuf>,
     /// Total size of the local archive in GB (oldest data goes first).
     pub max_gb: Option<f64>,
+    /// Rewind window of live playlists in seconds (0 = live window only).
+    pub rewind_s: Option<u32>,
+    /// Per-stream settings: `[dvr.streams.<name>]`.
+    pub streams: Option<HashMap<String, StreamDvrConfig>>,
     /// The S3 tier.
     pub s3: Option<S3FileConfig>,
+}
+
+/// `[dvr.streams.<name>]`: one stream's DVR settings (the control plane's
+/// `dvr_hours`, when above 0, wins over `hours`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDvrConfig {
+    /// Archive depth in hours.
+    pub hours: Option<u32>,
+    /// Rewind window in seconds.
+    pub rewind_s: Option<u32>,
+    /// Move finished events to S3 (default true when `[dvr.s3]` is set).
+    pub s3: Option<bool>,
 }
 
 /// `[dvr.s3]` in the TOML file.
@@ -60,6 +78,8 @@ pub struct DvrConfig {
     pub hours: u32,
     pub dir: PathBuf,
     pub max_bytes: Option<u64>,
+    pub rewind_s: u32,
+    pub streams: HashMap<String, StreamDvrConfig>,
     pub s3: Option<S3FileConfig>,
 }
 
@@ -70,6 +90,8 @@ impl DvrConfig {
             hours: flag_hours.or(file.hours).unwrap_or(0),
             dir: file.dir.unwrap_or_else(|| data.join("dvr")),
             max_bytes: file.max_gb.map(|g| (g * 1e9) as u64),
+            rewind_s: file.rewind_s.unwrap_or(0),
+            streams: file.streams.unwrap_or_default(),
             s3: file.s3,
         }
     }
@@ -109,7 +131,11 @@ pub struct ExportArgs {
     pub output: PathBuf,
 }
 
-fn depth_policy(control: Option<ControlPlane>, default_hours: u32) -> DepthPolicy {
+/// Depth of `live/<s>`: the control plane's `dvr_hours` when above 0, else
+/// `[dvr.streams.<s>] hours`, else `[dvr] hours`.
+fn depth_policy(control: Option<ControlPlane>, config: &DvrConfig) -> DepthPolicy {
+    let default_hours = config.hours;
+    let streams = config.streams.clone();
     Arc::new(move |stream: &str| {
         let name = stream.strip_prefix("live/").unwrap_or(stream);
         control
@@ -117,14 +143,28 @@ fn depth_policy(control: Option<ControlPlane>, default_hours: u32) -> DepthPolic
             .and_then(|c| c.settings(name))
             .map(|s| s.dvr_hours)
             .filter(|&h| h > 0)
+            .or_else(|| streams.get(name).and_then(|s| s.hours))
             .unwrap_or(default_hours)
+    })
+}
+
+/// Rewind window of `live/<s>` in seconds.
+pub fn rewind_policy(config: &DvrConfig) -> ugc_proto::dvr::RewindPolicy {
+    let default = config.rewind_s;
+    let streams = config.streams.clone();
+    Arc::new(move |stream: &str| {
+        let name = stream.strip_prefix("live/").unwrap_or(stream);
+        streams
+            .get(name)
+            .and_then(|s| s.rewind_s)
+            .unwrap_or(default)
     })
 }
 
 /// Opens the archive (a directory walk: call before serving).
 pub fn open_archive(config: &DvrConfig, control: &ControlPlane) -> anyhow::Result<Archive> {
     let mut ac = ArchiveConfig::new(&config.dir, config.hours);
-    ac.depth = depth_policy(Some(control.clone()), config.hours);
+    ac.depth = depth_policy(Some(control.clone()), config);
     ac.max_bytes = config.max_bytes;
     let archive = Archive::open(ac)
         .with_context(|| format!("opening the DVR archive {}", config.dir.display()))?;
@@ -148,6 +188,13 @@ pub fn start_s3(
         prefix: s3.prefix.clone().unwrap_or_else(|| "ugc/".into()),
         part_size: (s3.part_mb.unwrap_or(8).max(5) << 20) as usize,
         delete_local: s3.delete_local.unwrap_or(true),
+        streams: Some({
+            let streams = config.streams.clone();
+            ugc_dvr::s3::StreamFilter(Arc::new(move |stream: &str| {
+                let name = stream.strip_prefix("live/").unwrap_or(stream);
+                streams.get(name).and_then(|s| s.s3).unwrap_or(true)
+            }))
+        }),
         ..UploadConfig::default()
     };
     let uploader = Uploader::new(archive.clone(), store, upload).context("dvr.s3: upload queue")?;

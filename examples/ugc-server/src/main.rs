@@ -139,6 +139,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             auth: authorizer,
             client_ip,
             target_duration_ms: config.segment_ms,
+            rewind_s: dvr::rewind_policy(&config.dvr),
         },
     );
     let app = axum::Router::new()

@@ -401,7 +401,7 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
     std::fs::write(
         &cfg,
         format!(
-            "[dvr]\nhours = 1\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"dvr\"\n\
+            "[dvr]\nhours = 1\nrewind_s = 3600\n[dvr.streams.keep]\ns3 = false\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"dvr\"\n\
              access_key_id = \"e2eaccess\"\nsecret_access_key = \"e2esecret0123456789\"\n"
         ),
     )
@@ -411,11 +411,34 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
         cfg.to_str().unwrap(),
         "--publisher-grace-s",
         "1",
+        "--window-segments",
+        "2",
     ]);
     let key = server.create_stream("ev", "");
+    let keep_key = server.create_stream("keep", "");
     let start = unix_now();
     let clip = test_clip(640, 360, 14, 800);
     let mut publisher = publish_file(&clip, &server.rtmp_url(&key));
+    let mut keep = publish_live(320, 240, &server.rtmp_url(&keep_key));
+    // The rewind window: the live playlist lists the archived segments of
+    // this recording before its 2-segment live window, msn consecutive.
+    let rewound = wait_until(Duration::from_secs(20), || {
+        let t = server.get("/live/ev/mono.m3u8").text();
+        t.matches("dvr-s").count() >= 3 && t.contains("#EXT-X-MEDIA-SEQUENCE:0\n")
+    });
+    let live = server.get("/live/ev/mono.m3u8").text();
+    assert!(rewound.is_some(), "{live}");
+    let segs = parse_media_playlist(&live);
+    assert!(segs.last().unwrap().uri.starts_with("seg-"), "{live}");
+    for (i, s) in segs.iter().enumerate() {
+        assert!(
+            s.uri.contains(&format!("_{i}_0_")) || s.uri == format!("seg-{i}.m4s"),
+            "{live}"
+        );
+    }
+    let r = server.get(&format!("/live/ev/{}", segs[0].uri));
+    assert_eq!(r.status, 200);
+    keep.kill();
     assert!(wait_until(Duration::from_secs(30), || !publisher.running()).is_some());
     // Publisher gone for the grace time: the event ends and moves to S3.
     let local = server.data.path().join("dvr/live/ev/src");
@@ -435,6 +458,13 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
         .unwrap();
     let errors = decode_errors(&object);
     assert!(errors.trim().is_empty(), "{errors}");
+    // `[dvr.streams.keep] s3 = false`: that event stays on local disk.
+    std::thread::sleep(Duration::from_secs(2));
+    let kept = files_under(&server.data.path().join("dvr/live/keep/src"));
+    assert!(
+        kept.iter()
+            .any(|f| f.extension().is_some_and(|e| e == "m4s"))
+    );
     // Range playlist and export now come from S3 through the cache.
     let path = format!("/live/ev/index-{start}-10.m3u8");
     let r = server.get(&path);

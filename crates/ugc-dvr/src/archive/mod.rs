@@ -720,6 +720,18 @@ impl Archive {
         })
     }
 
+    /// The newest session of `key` being recorded now.
+    pub fn current_session(&self, key: &TrackKey) -> Option<i64> {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, s)| *s)
+            .max()
+    }
+
     /// Sessions of `key` with local files, and whether each is still
     /// being recorded.
     pub fn local_sessions(&self, key: &TrackKey) -> Vec<(i64, bool)> {
