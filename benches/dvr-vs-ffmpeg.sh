@@ -5,7 +5,7 @@
 #     peak memory.
 #  2. CPU of the server per published stream, recording on vs off (same load).
 # Usage: benches/dvr-vs-ffmpeg.sh   (UGC_SERVER_BIN overrides the binary;
-# STREAMS, LOAD_S, LOOPS tune the load).
+# STREAMS, LOAD_S, LOOPS tune the load; SKIP_CPU=1 runs the export part only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${UGC_SERVER_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}/release/ugc-server}
@@ -63,18 +63,26 @@ for i in 1 2 3; do
     -c copy -movflags +faststart "$WORK/theirs.mp4"
   theirs+=("$(cat "$WORK/t")")
 done
+http=()
+for i in 1 2 3; do
+  http+=("$(curl -s -o "$WORK/http.mp4" -w '%{time_total}' "http://127.0.0.1:$HTTP/live/exp/archive-$FROM-86400.mp4")")
+done
+HTTP_S=$(printf '%s\n' "${http[@]}" | best)
+cmp -s "$WORK/http.mp4" "$WORK/ours.mp4" || echo "warning: HTTP export differs from the CLI export"
 OURS_S=$(printf '%s\n' "${ours[@]}" | cut -d' ' -f1 | best)
 THEIRS_S=$(printf '%s\n' "${theirs[@]}" | cut -d' ' -f1 | best)
 OURS_KB=$(printf '%s\n' "${ours[@]}" | cut -d' ' -f2 | sort -n | tail -1)
 THEIRS_KB=$(printf '%s\n' "${theirs[@]}" | cut -d' ' -f2 | sort -n | tail -1)
 SIZE=$(stat -c %s "$WORK/ours.mp4"); FSIZE=$(stat -c %s "$WORK/theirs.mp4")
 DUR=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$WORK/ours.mp4")
-python3 - "$SIZE" "$OURS_S" "$OURS_KB" "$FSIZE" "$THEIRS_S" "$THEIRS_KB" "$DUR" <<'EOF'
+python3 - "$SIZE" "$OURS_S" "$OURS_KB" "$FSIZE" "$THEIRS_S" "$THEIRS_KB" "$DUR" "$HTTP_S" <<'EOF'
 import sys
-size, ts, kb, fsize, fs, fkb, dur = sys.argv[1:]
+size, ts, kb, fsize, fs, fkb, dur, hs = sys.argv[1:]
+hs = max(float(hs), 0.01)
 size, ts, fsize, fs = int(size), max(float(ts), 0.01), int(fsize), max(float(fs), 0.01)
 print(f"MP4 export of {float(dur):.0f} s ({size/1e6:.1f} MB):")
 print(f"  ugc-server dvr export : {ts:.2f} s  {size/ts/1e6:7.0f} MB/s  peak RSS {int(kb)/1024:.0f} MiB")
+print(f"  GET archive-....mp4 (HTTP, loopback): {hs:.2f} s  {size/hs/1e6:7.0f} MB/s")
 print(f"  ffmpeg -c copy +faststart: {fs:.2f} s  {fsize/fs/1e6:7.0f} MB/s  peak RSS {int(fkb)/1024:.0f} MiB")
 print(f"  ratio: {fs/ts:.1f}x")
 EOF
@@ -102,6 +110,7 @@ cpu_run() { # $1 label, $2 dvr hours
   if [ "$2" != 0 ]; then echo "  archived: $(du -sh "$WORK/$1/dvr" | cut -f1) in ${LOAD_S}+5 s"; fi
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 }
+[ "${SKIP_CPU:-0}" = 1 ] && exit 0
 echo "server CPU with $STREAMS x 4 Mbit/s 720p streams, ${LOAD_S} s:"
 cpu_run off 0
 cpu_run on 1

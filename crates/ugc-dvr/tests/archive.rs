@@ -232,6 +232,12 @@ fn export_puts_moov_first_and_reads_any_range() {
     let mut all = Vec::new();
     plan.write_to(&mut all, |_| {}).unwrap();
     assert_eq!(all.len() as u64, plan.len);
+    // The file-to-file path writes the same bytes.
+    let out_path = dir.0.join("out.mp4");
+    let mut f = std::fs::File::create(&out_path).unwrap();
+    assert_eq!(plan.write_file(&mut f, |_| {}).unwrap(), plan.len);
+    drop(f);
+    assert!(std::fs::read(&out_path).unwrap() == all);
     // The mdat holds every frame payload exactly once, in order.
     let payload_bytes: usize = outs
         .iter()

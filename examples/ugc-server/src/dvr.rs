@@ -330,18 +330,14 @@ pub fn export_command(config: &DvrConfig, data: &Path, args: &ExportArgs) -> any
         None
     };
     let tmp = args.output.with_extension("mp4.part");
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
+    let mut out =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let started = std::time::Instant::now();
-    let written = plan.write_to(&mut out, |done| {
+    let written = plan.write_file(&mut out, |done| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
     })?;
-    use std::io::Write as _;
-    out.flush()?;
     drop(out);
     std::fs::rename(&tmp, &args.output)?;
     if let Some(b) = bar {
