@@ -1058,18 +1058,20 @@ mod plain_http {
                     std::io::Error::other("https needs ugc-dvr's feature s3-tls"),
                 ));
             }
-            let res =
-                tokio::time::timeout(std::time::Duration::from_secs(30), self.client.request(req))
-                    .await
-                    .map_err(|e| HttpError::new(HttpErrorKind::Timeout, e))?
-                    .map_err(|e| {
-                        let kind = if e.is_connect() {
-                            HttpErrorKind::Connect
-                        } else {
-                            HttpErrorKind::Request
-                        };
-                        HttpError::new(kind, e)
-                    })?;
+            let res = tokio::time::timeout(
+                std::time::Duration::from_secs(120),
+                self.client.request(req),
+            )
+            .await
+            .map_err(|e| HttpError::new(HttpErrorKind::Timeout, e))?
+            .map_err(|e| {
+                let kind = if e.is_connect() {
+                    HttpErrorKind::Connect
+                } else {
+                    HttpErrorKind::Request
+                };
+                HttpError::new(kind, e)
+            })?;
             let (parts, body) = res.into_parts();
             let body = body.map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e));
             Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
