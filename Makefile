@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CACHE ?= $(HOME)/.cache/ugc
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 FUZZ_SECONDS ?= 15
-FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid
+FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid dvr_request dvr_export
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
@@ -39,6 +39,7 @@ lint:
 # Unit, property, doc and end-to-end tests (the e2e tests drive real ffmpeg
 # publishers and ffprobe/ffmpeg players against the built ugc-server).
 unit:
+	@scripts/install-deps.sh s3
 	$(CARGO) test --workspace --locked
 
 # The web panels in headless Chromium (playwright-core), against the built

@@ -5,14 +5,16 @@
 #   scripts/install-deps.sh bench      # + nginx-rtmp, wrk (benchmark peers)
 #   scripts/install-deps.sh fuzz       # + cargo-fuzz
 #   scripts/install-deps.sh browser    # + chromium (browser test of the web panels)
+#   scripts/install-deps.sh s3         # + s3s-fs (S3 server for the DVR's S3 tests)
 set -euo pipefail
 
-want_bench=0; want_fuzz=0; want_browser=0
+want_bench=0; want_fuzz=0; want_browser=0; want_s3=0
 for a in "$@"; do
   case "$a" in
     bench) want_bench=1 ;;
     fuzz) want_fuzz=1 ;;
     browser) want_browser=1 ;;
+    s3) want_s3=1 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -74,3 +76,9 @@ fi
 
 # Stripped FFmpeg pkg-config files for rsmpeg (see the script).
 "$(dirname "$0")/ffmpeg-pkgconfig.sh"
+# A real SigV4 S3 server over a directory, for ugc-dvr's S3 tier tests; the
+# binary lives in ~/.cargo/bin (outside the clone). 0.15+ needs a newer rustc.
+if [ "$want_s3" = 1 ] && ! s3s-fs --version >/dev/null 2>&1; then
+  echo "installing s3s-fs 0.14.1 (a few minutes, once)"
+  cargo install s3s-fs@0.14.1 --locked --features binary --quiet
+fi

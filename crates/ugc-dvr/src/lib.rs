@@ -6,8 +6,13 @@
 //! and the thin tokio loop [`run_packager`] that feeds a Hub stream through
 //! them.
 //!
+//! The DVR: the [`archive`] keeps the same segments on disk (crash-safe
+//! time index, retention by depth and size), [`range`] renders playlists
+//! over any archived range, [`export`] builds a progressive MP4 of a range
+//! without re-encoding, and [`s3`] (feature `s3`) moves finished recordings
+//! to an S3-compatible bucket behind a local LRU + TTL cache.
+//!
 //! It does not parse protocols, serve HTTP or decide who may watch.
-//! (The on-disk archive, retention and the S3 tier come later.)
 //!
 //! ```
 //! use ugc_dvr::{LiveConfig, LiveStream, Segmenter, SegmenterConfig, Variant};
@@ -37,15 +42,24 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod error;
+pub mod export;
 pub mod live;
 pub mod packager;
 pub mod playlist;
+pub mod range;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod segmenter;
 
+pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate};
-pub use packager::{PackagerConfig, package_hub, run_packager};
+pub use packager::{
+    ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
+    run_packager_observed,
+};
 pub use playlist::{Variant, VariantStream, format_program_date_time};
 pub use segmenter::{
     InitSegment, Part, Segment, Segmenter, SegmenterConfig, SegmenterOutput, SegmenterStats,

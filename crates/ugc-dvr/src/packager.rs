@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ugc_core::{HubReader, MediaEvent};
 
 use crate::live::LiveStream;
-use crate::segmenter::{Segmenter, SegmenterConfig};
+use crate::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
 
 fn now_unix_ms() -> i64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -16,8 +16,32 @@ fn now_unix_ms() -> i64 {
     }
 }
 
-fn drain(segmenter: &mut Segmenter, stream: &LiveStream) {
+/// Sees every [`SegmenterOutput`] of one Hub stream, next to its
+/// [`LiveStream`] (e.g. the DVR [`crate::archive::Recorder`]).
+///
+/// Called on the packager task: implementations must return at once (hand
+/// work to a thread or a bounded queue; never block on I/O).
+pub trait SegmentObserver: Send {
+    /// One output, before the live window applies it.
+    fn on_output(&mut self, output: &SegmenterOutput);
+}
+
+/// Makes a [`SegmentObserver`] for each Hub stream [`package_hub`] packages.
+pub trait ObserverFactory: Send + Sync {
+    /// An observer for the Hub stream `stream` (e.g. `live/foo`), or `None`
+    /// to observe nothing.
+    fn observe(&self, stream: &str) -> Option<Box<dyn SegmentObserver>>;
+}
+
+fn drain(
+    segmenter: &mut Segmenter,
+    stream: &LiveStream,
+    observer: &mut Option<Box<dyn SegmentObserver>>,
+) {
     while let Some(out) = segmenter.poll() {
+        if let Some(o) = observer.as_mut() {
+            o.on_output(&out);
+        }
         stream.apply(out);
     }
 }
@@ -26,7 +50,17 @@ fn drain(segmenter: &mut Segmenter, stream: &LiveStream) {
 ///
 /// When no event arrives for twice the target duration the open segment is
 /// flushed (the publisher went idle), so players get what was sent.
-pub async fn run_packager(mut reader: HubReader, stream: Arc<LiveStream>, config: SegmenterConfig) {
+pub async fn run_packager(reader: HubReader, stream: Arc<LiveStream>, config: SegmenterConfig) {
+    run_packager_observed(reader, stream, config, None).await;
+}
+
+/// [`run_packager`] that also shows every output to `observer`.
+pub async fn run_packager_observed(
+    mut reader: HubReader,
+    stream: Arc<LiveStream>,
+    config: SegmenterConfig,
+    mut observer: Option<Box<dyn SegmentObserver>>,
+) {
     let idle = Duration::from_millis(u64::from(config.target_duration_ms.max(1)) * 2);
     let mut segmenter = Segmenter::new(config);
     loop {
@@ -36,7 +70,7 @@ pub async fn run_packager(mut reader: HubReader, stream: Arc<LiveStream>, config
                 if let Err(e) = segmenter.push(event, now_unix_ms()) {
                     tracing::warn!(stream = reader.stream(), error = %e, "segmenter rejected an event");
                 }
-                drain(&mut segmenter, &stream);
+                drain(&mut segmenter, &stream, &mut observer);
                 if end {
                     stream.set_ended();
                     return;
@@ -46,7 +80,7 @@ pub async fn run_packager(mut reader: HubReader, stream: Arc<LiveStream>, config
                 if let Err(e) = segmenter.push(MediaEvent::End, now_unix_ms()) {
                     tracing::warn!(stream = reader.stream(), error = %e, "closing the segmenter");
                 }
-                drain(&mut segmenter, &stream);
+                drain(&mut segmenter, &stream, &mut observer);
                 stream.set_ended();
                 return;
             }
@@ -54,14 +88,14 @@ pub async fn run_packager(mut reader: HubReader, stream: Arc<LiveStream>, config
                 if let Err(e) = segmenter.flush(now_unix_ms()) {
                     tracing::warn!(stream = reader.stream(), error = %e, "flushing an idle stream");
                 }
-                drain(&mut segmenter, &stream);
+                drain(&mut segmenter, &stream, &mut observer);
             }
         }
     }
 }
 
 /// Settings of [`package_hub`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PackagerConfig {
     /// How segments are cut.
     pub segmenter: SegmenterConfig,
@@ -70,6 +104,19 @@ pub struct PackagerConfig {
     /// How long an ended stream's playlist stays served (players fetch the
     /// `EXT-X-ENDLIST` and the last segments) before it is forgotten.
     pub linger: Duration,
+    /// Makes an observer per stream (the DVR recorder); `None` by default.
+    pub observer: Option<Arc<dyn ObserverFactory>>,
+}
+
+impl std::fmt::Debug for PackagerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackagerConfig")
+            .field("segmenter", &self.segmenter)
+            .field("live", &self.live)
+            .field("linger", &self.linger)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for PackagerConfig {
@@ -78,6 +125,7 @@ impl Default for PackagerConfig {
             segmenter: SegmenterConfig::default(),
             live: crate::live::LiveConfig::default(),
             linger: Duration::from_secs(60),
+            observer: None,
         }
     }
 }
@@ -110,8 +158,9 @@ pub async fn package_hub(
         tracing::info!(stream = %name, "packaging");
         let registry = registry.clone();
         let config = config.clone();
+        let observer = config.observer.as_ref().and_then(|f| f.observe(&name));
         tokio::spawn(async move {
-            run_packager(reader, live.clone(), config.segmenter).await;
+            run_packager_observed(reader, live.clone(), config.segmenter, observer).await;
             tracing::info!(stream = %name, "stream ended");
             tokio::time::sleep(config.linger).await;
             registry.remove_if_same(&name, &live);

@@ -12,12 +12,16 @@
 //!   Hub).
 //! * `origin`: the HTTP origin (HLS playlists and segments of live streams),
 //!   an axum router (feature `tokio`).
+//! * `dvr`: the DVR routes (range and from-now playlists, archived
+//!   segments, MP4 export with HTTP Range), a layer over the origin.
 //!
 //! Storage layout and auth policy are not here: publish requests go to a
 //! [`ugc_core::Authorizer`] supplied by the caller.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod dvr;
 pub mod error;
 #[cfg(feature = "tokio")]
 pub mod origin;

@@ -12,10 +12,10 @@ use serde::Deserialize;
 #[command(version, about)]
 pub struct Cli {
     /// TOML configuration file (keys as the long flags, with `_`).
-    #[arg(long, env = "UGC_CONFIG")]
+    #[arg(long, env = "UGC_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory (archive, database, logs). Nothing is written outside it.
-    #[arg(long, env = "UGC_DATA")]
+    #[arg(long, env = "UGC_DATA", global = true)]
     pub data: Option<PathBuf>,
     /// RTMP listen address.
     #[arg(long, env = "UGC_RTMP")]
@@ -58,6 +58,12 @@ pub struct Cli {
     /// of streams the control plane has no setting for.
     #[arg(long, env = "UGC_TRANSCODE_DEFAULT")]
     pub transcode_default: Option<String>,
+    /// DVR archive depth (hours) of streams whose own `dvr_hours` is 0; 0 = off.
+    #[arg(long, env = "UGC_DVR_HOURS")]
+    pub dvr_hours: Option<u32>,
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<crate::dvr::Command>,
 }
 
 /// The TOML file: every key optional.
@@ -87,6 +93,8 @@ struct FileConfig {
     streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
     /// Extra trusted CA certificates (PEM) for `rtmps://` restream targets.
     restream_ca_file: Option<PathBuf>,
+    /// `[dvr]`: archive, retention, S3 tier.
+    dvr: Option<crate::dvr::DvrFileConfig>,
 }
 
 /// The effective configuration.
@@ -111,6 +119,7 @@ pub struct Config {
     pub srt_latency_ms: u64,
     pub streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
     pub restream_ca_file: Option<PathBuf>,
+    pub dvr: crate::dvr::DvrConfig,
 }
 
 impl Config {
@@ -129,12 +138,15 @@ impl Config {
             (2..=100).contains(&window_segments),
             "window_segments must be within 2..=100"
         );
+        let data = cli
+            .data
+            .clone()
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let dvr = crate::dvr::DvrConfig::new(file.dvr, cli.dvr_hours, &data);
         Ok(Config {
-            data: cli
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("data")),
+            data,
+            dvr,
             rtmp: cli
                 .rtmp
                 .or(file.rtmp)

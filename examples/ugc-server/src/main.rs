@@ -4,9 +4,10 @@
 //! tasks. Everything a library user would need lives in the crates.
 
 mod config;
-mod transcode;
+mod dvr;
 mod ingest;
 mod restream;
+mod transcode;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli)?;
     init_logging(&config);
+    if let Some(dvr::Command::Dvr {
+        command: dvr::DvrCommand::Export(args),
+    }) = &cli.command
+    {
+        return dvr::export_command(&config.dvr, &config.data, args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ugc")
@@ -89,10 +96,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
+    let archive = dvr::open_archive(&config.dvr, &control)?;
+    let uploader = dvr::start_s3(&config.dvr, &data, &archive)?.map(|u| tokio::spawn(u.run()));
+    let mut packager = config.packager();
+    packager.observer = Some(Arc::new(archive.clone()));
+    let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
     let packaging = tokio::spawn(ugc_dvr::package_hub(
         hub.clone(),
         registry.clone(),
-        config.packager(),
+        packager,
     ));
     let announcer = tokio::spawn(announce_streams(
         hub.clone(),
@@ -146,9 +158,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         restreams.clone(),
         srt_stats.clone(),
     ));
-    let mut app = axum::Router::new().nest("/api/v1", api).merge(
-        ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
+    let origin = ugc_proto::origin::router_with_auth(
+        registry.clone(),
+        authorizer.clone(),
+        client_ip.clone(),
     );
+    let origin = ugc_proto::dvr::layer(
+        origin,
+        ugc_proto::dvr::DvrOrigin {
+            archive: archive.clone(),
+            registry: registry.clone(),
+            auth: authorizer,
+            client_ip,
+            target_duration_ms: config.segment_ms,
+            rewind_s: dvr::rewind_policy(&config.dvr),
+        },
+    );
+    let mut app = axum::Router::new().nest("/api/v1", api).merge(origin);
     // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
     match &config.web {
         Some(dir) => {
@@ -185,6 +211,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     packaging.abort();
     restreamer.abort();
+    dvr_settings.abort();
+    if let Some(u) = uploader {
+        u.abort();
+    }
     pruner.abort();
     transcoder.abort();
     announcer.abort();
@@ -192,6 +222,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for name in hub.stream_names() {
         hub.end(&name);
     }
+    // Let the archive writer finish what is queued.
+    let _ =
+        tokio::task::spawn_blocking(move || archive.flush_blocking(Duration::from_secs(5))).await;
     Ok(())
 }
 

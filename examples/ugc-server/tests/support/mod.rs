@@ -9,6 +9,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The ugc-server binary under test: `UGC_SERVER_BIN` if set (a copy taken
+/// right after the build, when several worktrees share one target dir and
+/// may overwrite each other's binary), else the one cargo built.
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("UGC_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ugc-server")))
+}
+
 /// A free TCP port on loopback (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -66,13 +75,37 @@ pub struct Server {
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let data = TempDir::new("data");
-        let cwd = TempDir::new("cwd");
         let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        Server::start_at(data, rtmp, http, srt, extra)
+    }
+
+    /// `kill -9` (SIGKILL) the server and start it again on the same data
+    /// directory and ports with `extra` flags.
+    pub fn kill9_and_restart(self, extra: &[&str]) -> Server {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        let _ = this.child.kill();
+        let _ = this.child.wait();
+        // Move the fields out without running Drop (which would delete data).
+        let data = TempDir(std::mem::take(&mut this.data.0));
+        let _ = std::fs::remove_file(&this.log);
+        let _ = std::fs::remove_dir_all(&this.cwd.0);
+        let (rtmp, http, srt) = (this.rtmp, this.http, this.srt);
+        Server::start_at(data, rtmp, http, srt, extra)
+    }
+
+    pub fn start_at(
+        data: TempDir,
+        rtmp: SocketAddr,
+        http: SocketAddr,
+        srt: SocketAddr,
+        extra: &[&str],
+    ) -> Server {
+        let cwd = TempDir::new("cwd");
         let log = cwd.path().with_extension("log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ugc-server"))
+        let child = Command::new(server_bin())
             .current_dir(cwd.path())
             .arg("--data")
             .arg(data.path())
@@ -228,6 +261,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Response {
 
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Response {
     http_send(addr, method, path, None, None)
+}
+
+/// A GET with extra request headers (e.g. `Range`).
+pub fn http_get_headers(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read http");
+    parse_response(&raw)
 }
 
 /// A minimal HTTP/1.1 request with an optional bearer token and JSON body.

@@ -1,0 +1,152 @@
+//! File names of the archive. The names carry the whole time index, so the
+//! index is rebuilt from a directory listing and a file is either complete
+//! (renamed into place after `fsync`) or absent.
+//!
+//! * segment: `s<pdt_ms>_<duration_ms>_<dts_ms>_<session>_<msn>_<init>_<c|d>.m4s`
+//!   (`d`: a discontinuity precedes it)
+//! * init segment: `i<session>_<n>.mp4`
+//! * in progress: anything ending in `.tmp` (deleted on start)
+
+/// The index fields of one archived segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentName {
+    /// Wall clock of its first frame, unix milliseconds.
+    pub pdt_ms: i64,
+    /// Duration in milliseconds.
+    pub duration_ms: u32,
+    /// Media (decode) time of its first frame, milliseconds.
+    pub dts_ms: i64,
+    /// The recording session (one per Hub stream life): its start, unix ms.
+    pub session: i64,
+    /// Media sequence number within the session.
+    pub msn: u64,
+    /// The init segment number within the session.
+    pub init: u32,
+    /// A discontinuity precedes it.
+    pub discontinuity: bool,
+}
+
+impl SegmentName {
+    /// The file name.
+    pub fn file_name(&self) -> String {
+        format!(
+            "s{}_{}_{}_{}_{}_{}_{}.m4s",
+            self.pdt_ms,
+            self.duration_ms,
+            self.dts_ms,
+            self.session,
+            self.msn,
+            self.init,
+            if self.discontinuity { 'd' } else { 'c' }
+        )
+    }
+
+    /// Parses a file name made by [`Self::file_name`]; anything else is `None`.
+    pub fn parse(name: &str) -> Option<SegmentName> {
+        let body = name.strip_prefix('s')?.strip_suffix(".m4s")?;
+        if body.len() > 128 {
+            return None;
+        }
+        let mut it = body.split('_');
+        let pdt_ms = int(it.next()?)?;
+        let duration_ms = uint(it.next()?)?;
+        let dts_ms = int(it.next()?)?;
+        let session = int(it.next()?)?;
+        let msn = uint(it.next()?)?;
+        let init = uint(it.next()?)?;
+        let discontinuity = match it.next()? {
+            "c" => false,
+            "d" => true,
+            _ => return None,
+        };
+        if it.next().is_some() {
+            return None;
+        }
+        let n = SegmentName {
+            pdt_ms,
+            duration_ms,
+            dts_ms,
+            session,
+            msn,
+            init,
+            discontinuity,
+        };
+        // Canonical spelling only (no leading zeros or '+'), so one segment
+        // has exactly one name.
+        (n.file_name() == name).then_some(n)
+    }
+
+    /// End of the segment on the wall clock.
+    pub fn end_ms(&self) -> i64 {
+        self.pdt_ms.saturating_add(i64::from(self.duration_ms))
+    }
+}
+
+/// The file name of init segment `n` of `session`.
+pub fn init_file_name(session: i64, n: u32) -> String {
+    format!("i{session}_{n}.mp4")
+}
+
+/// Parses an init segment file name: `(session, n)`.
+pub fn parse_init_name(name: &str) -> Option<(i64, u32)> {
+    let body = name.strip_prefix('i')?.strip_suffix(".mp4")?;
+    let (s, n) = body.split_once('_')?;
+    let r = (int(s)?, uint(n)?);
+    (init_file_name(r.0, r.1) == name).then_some(r)
+}
+
+fn int<T: std::str::FromStr>(s: &str) -> Option<T> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn uint<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_reject_non_canonical() {
+        let n = SegmentName {
+            pdt_ms: 1_795_681_772_123,
+            duration_ms: 2002,
+            dts_ms: -40,
+            session: 1_795_681_700_000,
+            msn: 17,
+            init: 1,
+            discontinuity: true,
+        };
+        let f = n.file_name();
+        assert_eq!(f, "s1795681772123_2002_-40_1795681700000_17_1_d.m4s");
+        assert_eq!(SegmentName::parse(&f), Some(n));
+        for bad in [
+            "s01_2_3_4_5_6_c.m4s",
+            "s1_2_3_4_5_6_x.m4s",
+            "s1_2_3_4_5_6_c_7.m4s",
+            "s1_2_3_4_5_c.m4s",
+            "s1_-2_3_4_5_6_c.m4s",
+            "s1_2_3_4_5_6_c.m4s.tmp",
+            "../s1_2_3_4_5_6_c.m4s",
+            "s+1_2_3_4_5_6_c.m4s",
+            "s99999999999999999999_2_3_4_5_6_c.m4s",
+        ] {
+            assert_eq!(SegmentName::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_init_name("i1795681700000_3.mp4"),
+            Some((1_795_681_700_000, 3))
+        );
+        assert_eq!(parse_init_name("i1_03.mp4"), None);
+        assert_eq!(parse_init_name("i1_3.mp4.tmp"), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! The archive on a real file system: writes, rebuild after a "crash",
+//! write errors (recording pauses, nothing busy-loops), retention, and the
+//! MP4 export's layout.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use ugc_core::MediaEvent;
+use ugc_dvr::archive::{
+    Archive, ArchiveConfig, ArchivedSegment, Location, SegmentName, TrackIndex, TrackKey,
+    now_unix_ms, plan_retention,
+};
+use ugc_dvr::{SegmentObserver, Segmenter, SegmenterOutput};
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("ugc-dvr-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `seconds` of 25 fps video (1 s GOPs) + audio, wall clock from `t0`.
+fn outputs(seconds: i64, t0: i64) -> Vec<SegmenterOutput> {
+    let mut seg = Segmenter::new(config(2000));
+    let mut out = Vec::new();
+    let mut events = vec![MediaEvent::Tracks(av())];
+    for i in 0..seconds * 25 {
+        events.push(v(i * 40, i % 25 == 0));
+        events.push(a(i * 40));
+    }
+    events.push(MediaEvent::End);
+    for (i, e) in events.into_iter().enumerate() {
+        seg.push(e, t0 + i as i64 * 20).unwrap();
+        while let Some(o) = seg.poll() {
+            out.push(o);
+        }
+    }
+    out
+}
+
+fn record(archive: &Archive, hub: &str, outs: &[SegmenterOutput]) {
+    let mut r = archive.recorder(hub).unwrap();
+    for o in outs {
+        r.on_output(o);
+    }
+    assert!(archive.flush_blocking(Duration::from_secs(10)));
+}
+
+#[test]
+fn segments_survive_a_restart_and_tmp_leftovers_are_removed() {
+    let dir = Dir::new("restart");
+    let t0 = now_unix_ms() - 60_000;
+    let key = TrackKey::source("live/a").unwrap();
+    {
+        let archive = Archive::open(ArchiveConfig::new(&dir.0, 1)).unwrap();
+        record(&archive, "live/a", &outputs(20, t0));
+        assert_eq!(archive.range(&key, 0, i64::MAX).len(), 10);
+        assert_eq!(archive.stats().segments_written.load(Ordering::Relaxed), 10);
+    }
+    // A segment in progress when the process died.
+    let sdir = dir.0.join("live/a/src");
+    std::fs::write(sdir.join("s1_2_3_4_5_6_c.m4s.tmp"), b"partial").unwrap();
+    // A segment whose init segment is gone cannot be played: not indexed.
+    std::fs::write(sdir.join("s9_2000_0_777_0_0_c.m4s"), b"orphan").unwrap();
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 1)).unwrap();
+    let segs = archive.range(&key, 0, i64::MAX);
+    assert_eq!(segs.len(), 10);
+    assert!(!sdir.join("s1_2_3_4_5_6_c.m4s.tmp").exists());
+    // Consecutive, 2 s each, one session.
+    for w in segs.windows(2) {
+        assert_eq!(w[1].name.msn, w[0].name.msn + 1);
+        assert_eq!(w[0].name.duration_ms, 2000);
+        assert_eq!(w[1].name.session, w[0].name.session);
+    }
+    // The range rule: segments whose midpoint is inside.
+    let first = segs[0].name.pdt_ms;
+    assert_eq!(archive.range(&key, first + 1000, first + 7000).len(), 3);
+    assert_eq!(archive.range(&key, first + 2500, first + 2600).len(), 1);
+    assert!(
+        archive
+            .range(&key, first - 100_000, first - 50_000)
+            .is_empty()
+    );
+    // A new recorder gets a later session.
+    let r = archive.recorder("live/a").unwrap();
+    assert!(r.session() > segs[0].name.session);
+}
+
+#[test]
+fn write_errors_pause_recording_and_it_resumes() {
+    let dir = Dir::new("full");
+    let mut cfg = ArchiveConfig::new(&dir.0, 1);
+    cfg.pause_on_error = Duration::from_millis(300);
+    let archive = Archive::open(cfg).unwrap();
+    let key = TrackKey::source("live/b").unwrap();
+    // The stream's directory cannot be created: every write fails, like a
+    // full disk.
+    std::fs::create_dir_all(dir.0.join("live")).unwrap();
+    std::fs::write(dir.0.join("live/b"), b"not a directory").unwrap();
+    let outs = outputs(20, now_unix_ms() - 60_000);
+    record(&archive, "live/b", &outs);
+    let status = archive.status(&key);
+    assert!(status.paused.is_some(), "{status:?}");
+    // One failed attempt, then the pause drops segments without touching
+    // the disk (no busy loop).
+    assert_eq!(archive.stats().write_errors.load(Ordering::Relaxed), 1);
+    assert_eq!(archive.stats().segments_dropped.load(Ordering::Relaxed), 10);
+    // Space again; after the pause the next session records.
+    std::fs::remove_file(dir.0.join("live/b")).unwrap();
+    std::thread::sleep(Duration::from_millis(350));
+    record(&archive, "live/b", &outputs(6, now_unix_ms() - 10_000));
+    assert_eq!(archive.status(&key).paused, None);
+    assert_eq!(archive.range(&key, 0, i64::MAX).len(), 3);
+}
+
+fn entry(stream: &str, pdt: i64, size: u64) -> (TrackKey, ArchivedSegment) {
+    (
+        TrackKey::source(stream).unwrap(),
+        ArchivedSegment {
+            name: SegmentName {
+                pdt_ms: pdt,
+                duration_ms: 2000,
+                dts_ms: 0,
+                session: 1,
+                msn: 0,
+                init: 0,
+                discontinuity: false,
+            },
+            size,
+            location: Location::Local,
+        },
+    )
+}
+
+#[test]
+fn retention_by_depth_then_by_total_size_oldest_first() {
+    let hour = 3_600_000;
+    let now = 100 * hour;
+    let mut index: HashMap<TrackKey, TrackIndex> = HashMap::new();
+    // a: 3 h deep, 1 segment per 10 min; b: same, starting 5 min later.
+    for (stream, offset) in [("live/a", 0), ("live/b", 5 * 60_000)] {
+        for i in 0..18 {
+            let (k, s) = entry(stream, now - 3 * hour + offset + i * 600_000, 100);
+            let t = index.entry(k).or_default();
+            t.local_bytes += s.size;
+            t.segments.push_back(s);
+        }
+    }
+    let depth = |s: &str| if s == "live/a" { 1 } else { 2 };
+    let plan = plan_retention(&index, &depth, None, &HashSet::new(), now);
+    let a = plan
+        .segments
+        .iter()
+        .filter(|(k, _)| k.stream == "live/a")
+        .count();
+    let b = plan
+        .segments
+        .iter()
+        .filter(|(k, _)| k.stream == "live/b")
+        .count();
+    // a keeps the last hour (6 segments ending after now-1h), b two hours.
+    assert_eq!((a, b), (12, 6));
+    // Size cap: 3600 bytes total, cap 1000: the oldest go first, across
+    // streams, alternating a/b by age.
+    let plan = plan_retention(&index, &|_| 0, Some(1000), &HashSet::new(), now);
+    assert_eq!(plan.segments.len(), 26);
+    let pdts: Vec<i64> = plan.segments.iter().map(|(_, s)| s.name.pdt_ms).collect();
+    let mut sorted = pdts.clone();
+    sorted.sort();
+    assert_eq!(pdts, sorted, "oldest first");
+    // Depth 0 keeps everything (recording off does not delete).
+    let plan = plan_retention(&index, &|_| 0, None, &HashSet::new(), now);
+    assert!(plan.segments.is_empty());
+}
+
+#[test]
+fn retention_deletes_files_past_the_depth() {
+    let dir = Dir::new("depth");
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 1)).unwrap();
+    let key = TrackKey::source("live/c").unwrap();
+    // Two hours ago: past the 1 h depth, removed as soon as retention runs.
+    record(
+        &archive,
+        "live/c",
+        &outputs(10, now_unix_ms() - 2 * 3_600_000),
+    );
+    archive.sweep();
+    assert!(archive.flush_blocking(Duration::from_secs(5)));
+    assert!(archive.range(&key, 0, i64::MAX).is_empty());
+    let left: Vec<_> = std::fs::read_dir(dir.0.join("live/c/src"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(archive.local_bytes(), 0);
+}
+
+#[test]
+fn export_puts_moov_first_and_reads_any_range() {
+    let dir = Dir::new("export");
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 1)).unwrap();
+    let key = TrackKey::source("live/d").unwrap();
+    let outs = outputs(20, now_unix_ms() - 60_000);
+    record(&archive, "live/d", &outs);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan = rt.block_on(archive.plan_export(&key, 0, i64::MAX)).unwrap();
+    let plan = Arc::new(plan);
+    assert!(plan.moov_offset < plan.mdat_offset);
+    assert!(
+        (plan.duration_ms as i64 - 20_000).abs() <= 100,
+        "{}",
+        plan.duration_ms
+    );
+    let mut all = Vec::new();
+    plan.write_to(&mut all, |_| {}).unwrap();
+    assert_eq!(all.len() as u64, plan.len);
+    // The file-to-file path writes the same bytes.
+    let out_path = dir.0.join("out.mp4");
+    let mut f = std::fs::File::create(&out_path).unwrap();
+    assert_eq!(plan.write_file(&mut f, |_| {}).unwrap(), plan.len);
+    drop(f);
+    assert!(std::fs::read(&out_path).unwrap() == all);
+    // The mdat holds every frame payload exactly once, in order.
+    let payload_bytes: usize = outs
+        .iter()
+        .filter_map(|o| match o {
+            SegmenterOutput::Segment(s) => {
+                Some(s.frames.iter().map(|f| f.data.len()).sum::<usize>())
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(all.len() - plan.header.len(), payload_bytes);
+    // Any sub-range equals the same bytes of the whole.
+    use std::io::Read as _;
+    for (a, b) in [
+        (0u64, 10u64),
+        (30, 700),
+        (plan.len - 5, plan.len),
+        (plan.mdat_offset + 3, plan.len - 2),
+    ] {
+        let mut buf = Vec::new();
+        plan.reader(a, b).read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, all[a as usize..b as usize], "{a}..{b}");
+    }
+}

@@ -1,0 +1,347 @@
+//! The S3 tier against a real S3 server: `s3s-fs` 0.14.1 (SigV4, files on
+//! disk) started on loopback (install: `scripts/install-deps.sh s3`).
+//! Upload with the server gone for 60 s in the middle, integrity, no
+//! orphaned multipart uploads, read back through the cache (single fetch,
+//! LRU by size, TTL).
+#![cfg(feature = "s3")]
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use sha2::Digest as _;
+use ugc_core::{Frame, MediaEvent, TrackId};
+use ugc_dvr::archive::{Archive, ArchiveConfig, Location, TrackKey, now_unix_ms};
+use ugc_dvr::s3::{CacheConfig, S3Cache, S3Settings, Store, UploadConfig, Uploader, s3_store};
+use ugc_dvr::{SegmentObserver, Segmenter};
+
+const ACCESS: &str = "ugctestaccess";
+const SECRET: &str = "ugctestsecret0123456789";
+const BUCKET: &str = "dvr";
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("ugc-s3-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn s3s_fs_bin() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    for p in [
+        home.join(".cargo/bin/s3s-fs"),
+        PathBuf::from("/usr/local/bin/s3s-fs"),
+    ] {
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "s3s-fs not found: run scripts/install-deps.sh s3 (cargo install s3s-fs@0.14.1 --locked --features binary)"
+    );
+}
+
+struct S3Server {
+    child: Child,
+    root: PathBuf,
+}
+
+impl S3Server {
+    fn start(root: &Path, port: u16) -> S3Server {
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let child = Command::new(s3s_fs_bin())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS, "--secret-key", SECRET])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3Server {
+            child,
+            root: root.to_owned(),
+        }
+    }
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    /// Multipart uploads s3s-fs still holds (its files for them).
+    fn pending_uploads(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(".upload"))
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn store(port: u16) -> Arc<dyn Store> {
+    Arc::new(
+        s3_store(&S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            bucket: BUCKET.into(),
+            region: "us-east-1".into(),
+            access_key_id: ACCESS.into(),
+            secret_access_key: SECRET.into(),
+        })
+        .unwrap(),
+    )
+}
+
+/// Records `seconds` of 25 fps video with `frame_kb` KiB frames into the
+/// archive as one session that then ends.
+fn record_session(archive: &Archive, hub: &str, seconds: i64, frame_kb: usize) {
+    let mut seg = Segmenter::new(config(2000));
+    let mut rec = archive.recorder(hub).unwrap();
+    let t0 = now_unix_ms() - seconds * 1000 - 5000;
+    let mut events = vec![MediaEvent::Tracks(av())];
+    for i in 0..seconds * 25 {
+        let mut data = vec![(i % 251) as u8; frame_kb * 1024];
+        data[..8].copy_from_slice(&i.to_be_bytes());
+        events.push(MediaEvent::Frame(Frame {
+            track: TrackId(1),
+            dts: i * 40,
+            pts: i * 40,
+            keyframe: i % 50 == 0,
+            data: Bytes::from(data),
+        }));
+        events.push(a(i * 40));
+    }
+    events.push(MediaEvent::End);
+    for (i, e) in events.into_iter().enumerate() {
+        seg.push(e, t0 + i as i64 * 20).unwrap();
+        while let Some(o) = seg.poll() {
+            rec.on_output(&o);
+        }
+    }
+}
+
+/// The session's files concatenated as the uploader lays them out.
+fn local_object(archive: &Archive, key: &TrackKey, session: i64) -> Vec<u8> {
+    let files = archive.session_files(key, session);
+    let mut out = Vec::new();
+    for (n, _) in files.inits {
+        out.extend(std::fs::read(archive.init_path(key, session, n)).unwrap());
+    }
+    for (n, _) in files.segments {
+        out.extend(std::fs::read(archive.segment_path(key, &n)).unwrap());
+    }
+    out
+}
+
+fn job_parts(queue: &Path) -> Option<usize> {
+    let e = std::fs::read_dir(queue).ok()?.flatten().next()?;
+    let text = std::fs::read_to_string(e.path()).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("parts")?.as_array().map(Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_survives_a_60s_outage_then_reads_come_back_through_the_cache() {
+    let dir = Dir::new("outage");
+    let s3root = dir.0.join("s3");
+    let port = free_port();
+    let mut server = S3Server::start(&s3root, port);
+    let archive_root = dir.0.join("dvr");
+    let archive = Archive::open(ArchiveConfig::new(&archive_root, 1)).unwrap();
+    let cache = Arc::new(S3Cache::new(store(port), CacheConfig::new(dir.0.join("cache"))).unwrap());
+    archive.set_remote(cache.clone());
+    let up = Uploader::new(
+        archive.clone(),
+        store(port),
+        UploadConfig {
+            part_size: 5 << 20,
+            backoff_max: Duration::from_secs(4),
+            ..UploadConfig::default()
+        },
+    )
+    .unwrap();
+    let key = TrackKey::source("live/event").unwrap();
+
+    // ~45 MB, 9 parts of 5 MiB. Hold the uploader until the files are
+    // checked, so the whole object is known.
+    let rec_session = {
+        let a = archive.clone();
+        tokio::task::spawn_blocking(move || {
+            record_session(&a, "live/event", 28, 64);
+            a.flush_blocking(Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+    };
+    assert!(rec_session);
+    let segs = archive.range(&key, 0, i64::MAX);
+    assert!(segs.len() >= 13, "{} segments", segs.len());
+    let session = segs[0].name.session;
+    let expected = local_object(&archive, &key, session);
+    let expected_sha = sha2::Sha256::digest(&expected);
+    let first_seg_bytes = std::fs::read(archive.segment_path(&key, &segs[0].name)).unwrap();
+    let queue = archive_root.join(".s3/queue");
+    assert!(job_parts(&queue).is_some() || queue.read_dir().unwrap().count() == 1);
+
+    // Start uploading; stop the S3 server once two parts are in.
+    let task = tokio::spawn(up.clone().run());
+    let started = Instant::now();
+    loop {
+        if job_parts(&queue).unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "upload did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.stop();
+    let parts_at_stop = job_parts(&queue).unwrap_or(0);
+    assert!(
+        parts_at_stop < 9,
+        "the upload finished before the server stopped ({parts_at_stop} parts)"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(up.stats().uploaded.load(Ordering::Relaxed), 0);
+    let _server = S3Server::start(&s3root, port);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while up.stats().uploaded.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "upload did not complete after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(up.stats().retries.load(Ordering::Relaxed) > 0);
+
+    // The object equals the local files; no multipart upload is left.
+    let object = s3root
+        .join(BUCKET)
+        .join(format!("ugc/live/event/src/{session}.mp4"));
+    let stored = std::fs::read(&object).unwrap();
+    assert_eq!(stored.len(), expected.len());
+    assert_eq!(sha2::Sha256::digest(&stored), expected_sha);
+    assert!(
+        _server.pending_uploads().is_empty(),
+        "{:?}",
+        _server.pending_uploads()
+    );
+    assert!(
+        queue.read_dir().unwrap().next().is_none(),
+        "job left in the queue"
+    );
+
+    // Local files are gone; the index points into the object.
+    let segs_after = archive.range(&key, 0, i64::MAX);
+    assert_eq!(segs_after.len(), segs.len());
+    assert!(
+        segs_after
+            .iter()
+            .all(|s| matches!(s.location, Location::Remote { .. }))
+    );
+    assert!(!archive.segment_path(&key, &segs[0].name).exists());
+
+    // Eight concurrent reads of one segment: one S3 fetch.
+    let mut reads = Vec::new();
+    for _ in 0..8 {
+        let a = archive.clone();
+        let k = key.clone();
+        let n = segs[0].name;
+        reads.push(tokio::spawn(async move {
+            a.segment_file(&k, &n).await.unwrap()
+        }));
+    }
+    for r in reads {
+        let p = r.await.unwrap();
+        assert!(std::fs::read(p).unwrap() == first_seg_bytes);
+    }
+    assert_eq!(cache.stats().fetches.load(Ordering::Relaxed), 1);
+    archive.segment_file(&key, &segs[0].name).await.unwrap();
+    assert_eq!(cache.stats().fetches.load(Ordering::Relaxed), 1);
+    assert!(cache.stats().hits.load(Ordering::Relaxed) >= 1);
+    // An MP4 export of a range that lives only in S3 works through the cache.
+    let plan = archive.plan_export(&key, 0, i64::MAX).await.unwrap();
+    assert!(plan.moov_offset < plan.mdat_offset);
+
+    // After a restart the index is rebuilt from the remote index files.
+    drop(task);
+    let archive2 = Archive::open(ArchiveConfig::new(&archive_root, 1)).unwrap();
+    let _up2 = Uploader::new(archive2.clone(), store(port), UploadConfig::default()).unwrap();
+    let segs2 = archive2.range(&key, 0, i64::MAX);
+    assert_eq!(segs2.len(), segs.len());
+    assert!(
+        segs2
+            .iter()
+            .all(|s| matches!(s.location, Location::Remote { .. }))
+    );
+
+    // LRU by size: room for two segments.
+    let seg_len = segs[0].size;
+    let mut cfg = CacheConfig::new(dir.0.join("lru"));
+    cfg.max_bytes = seg_len * 5 / 2;
+    let lru = S3Cache::new(store(port), cfg).unwrap();
+    let obj = format!("ugc/live/event/src/{session}.mp4");
+    let at = |i: usize| match &segs_after[i].location {
+        Location::Remote { offset, .. } => *offset,
+        Location::Local => unreachable!(),
+    };
+    let pa = lru.get(&obj, at(0), seg_len).await.unwrap();
+    let pb = lru.get(&obj, at(1), segs_after[1].size).await.unwrap();
+    lru.get(&obj, at(0), seg_len).await.unwrap(); // a is now the most recent
+    let pc = lru.get(&obj, at(2), segs_after[2].size).await.unwrap();
+    assert!(pa.exists() && pc.exists());
+    assert!(!pb.exists(), "the least recently used file is evicted");
+    assert_eq!(lru.stats().evictions.load(Ordering::Relaxed), 1);
+    assert!(lru.bytes() <= seg_len * 5 / 2);
+    assert_eq!(lru.stats().fetches.load(Ordering::Relaxed), 3);
+    lru.get(&obj, at(1), segs_after[1].size).await.unwrap();
+    assert_eq!(lru.stats().fetches.load(Ordering::Relaxed), 4);
+
+    // TTL: an old file is fetched again.
+    let mut cfg = CacheConfig::new(dir.0.join("ttl"));
+    cfg.ttl = Duration::from_millis(300);
+    let ttl = S3Cache::new(store(port), cfg).unwrap();
+    ttl.get(&obj, at(0), seg_len).await.unwrap();
+    ttl.get(&obj, at(0), seg_len).await.unwrap();
+    assert_eq!(ttl.stats().fetches.load(Ordering::Relaxed), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let p = ttl.get(&obj, at(0), seg_len).await.unwrap();
+    assert_eq!(ttl.stats().fetches.load(Ordering::Relaxed), 2);
+    assert_eq!(ttl.stats().expired.load(Ordering::Relaxed), 1);
+    assert!(std::fs::read(p).unwrap() == first_seg_bytes);
+}

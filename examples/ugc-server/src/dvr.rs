@@ -1,0 +1,357 @@
+//! DVR wiring: config, the archive, control-plane settings, and the
+//! `ugc-server dvr export` command.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use tracing::{info, warn};
+use ugc_auth::ControlPlane;
+use ugc_dvr::archive::{Archive, ArchiveConfig, DepthPolicy, TrackKey};
+
+/// `[dvr]` in the TOML file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DvrFileConfig {
+    /// Archive depth in hours of streams whose control-plane `dvr_hours` is
+    /// 0 (0 = those streams are not recorded). Default 0.
+    pub hours: Option<u32>,
+    /// Archive directory. Default `<data>/dvr`.
+    pub dir: Option<PathBuf>,
+    /// Total size of the local archive in GB (oldest data goes first).
+    pub max_gb: Option<f64>,
+    /// Rewind window of live playlists in seconds (0 = live window only).
+    pub rewind_s: Option<u32>,
+    /// Per-stream settings: `[dvr.streams.<name>]`.
+    pub streams: Option<HashMap<String, StreamDvrConfig>>,
+    /// The S3 tier.
+    pub s3: Option<S3FileConfig>,
+}
+
+/// `[dvr.streams.<name>]`: one stream's DVR settings (the control plane's
+/// `dvr_hours`, when above 0, wins over `hours`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDvrConfig {
+    /// Archive depth in hours.
+    pub hours: Option<u32>,
+    /// Rewind window in seconds.
+    pub rewind_s: Option<u32>,
+    /// Move finished events to S3 (default true when `[dvr.s3]` is set).
+    pub s3: Option<bool>,
+}
+
+/// `[dvr.s3]` in the TOML file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3FileConfig {
+    /// `http://host:port` of an S3-compatible server; unset = AWS.
+    pub endpoint: Option<String>,
+    /// Bucket.
+    pub bucket: String,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Access key id (or env `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret (or env `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// Key prefix of every object (default `ugc/`).
+    pub prefix: Option<String>,
+    /// Delete local files once an upload is verified (default true).
+    pub delete_local: Option<bool>,
+    /// Cache directory for ranges read back from S3 (default `<data>/dvr-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Cache size in GB (default 100).
+    pub cache_gb: Option<f64>,
+    /// Cache TTL in seconds (default 86400).
+    pub cache_ttl_s: Option<u64>,
+    /// Multipart part size in MiB (default 8, at least 5).
+    pub part_mb: Option<u64>,
+}
+
+/// Effective DVR settings.
+#[derive(Debug, Clone)]
+pub struct DvrConfig {
+    pub hours: u32,
+    pub dir: PathBuf,
+    pub max_bytes: Option<u64>,
+    pub rewind_s: u32,
+    pub streams: HashMap<String, StreamDvrConfig>,
+    pub s3: Option<S3FileConfig>,
+}
+
+impl DvrConfig {
+    pub fn new(file: Option<DvrFileConfig>, flag_hours: Option<u32>, data: &Path) -> Self {
+        let file = file.unwrap_or_default();
+        DvrConfig {
+            hours: flag_hours.or(file.hours).unwrap_or(0),
+            dir: file.dir.unwrap_or_else(|| data.join("dvr")),
+            max_bytes: file.max_gb.map(|g| (g * 1e9) as u64),
+            rewind_s: file.rewind_s.unwrap_or(0),
+            streams: file.streams.unwrap_or_default(),
+            s3: file.s3,
+        }
+    }
+}
+
+/// `ugc-server <command>`; without one the server runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// DVR archive tools.
+    Dvr {
+        #[command(subcommand)]
+        command: DvrCommand,
+    },
+}
+
+/// `ugc-server dvr <command>`.
+#[derive(Debug, Subcommand)]
+pub enum DvrCommand {
+    /// Export a range of the archive as a progressive MP4 (no re-encoding).
+    Export(ExportArgs),
+}
+
+/// `ugc-server dvr export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Stream name (`foo` or `live/foo`).
+    #[arg(long)]
+    pub stream: String,
+    /// Start: unix seconds, or negative seconds relative to now (`-600`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub from: i64,
+    /// Length in seconds.
+    #[arg(long)]
+    pub duration: u32,
+    /// Output file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// Depth of `live/<s>`: the control plane's `dvr_hours` when above 0, else
+/// `[dvr.streams.<s>] hours`, else `[dvr] hours`.
+fn depth_policy(control: Option<ControlPlane>, config: &DvrConfig) -> DepthPolicy {
+    let default_hours = config.hours;
+    let streams = config.streams.clone();
+    Arc::new(move |stream: &str| {
+        let name = stream.strip_prefix("live/").unwrap_or(stream);
+        control
+            .as_ref()
+            .and_then(|c| c.settings(name))
+            .map(|s| s.dvr_hours)
+            .filter(|&h| h > 0)
+            .or_else(|| streams.get(name).and_then(|s| s.hours))
+            .unwrap_or(default_hours)
+    })
+}
+
+/// Rewind window of `live/<s>` in seconds.
+pub fn rewind_policy(config: &DvrConfig) -> ugc_proto::dvr::RewindPolicy {
+    let default = config.rewind_s;
+    let streams = config.streams.clone();
+    Arc::new(move |stream: &str| {
+        let name = stream.strip_prefix("live/").unwrap_or(stream);
+        streams
+            .get(name)
+            .and_then(|s| s.rewind_s)
+            .unwrap_or(default)
+    })
+}
+
+/// Opens the archive (a directory walk: call before serving).
+pub fn open_archive(config: &DvrConfig, control: &ControlPlane) -> anyhow::Result<Archive> {
+    let mut ac = ArchiveConfig::new(&config.dir, config.hours);
+    ac.depth = depth_policy(Some(control.clone()), config);
+    ac.max_bytes = config.max_bytes;
+    let archive = Archive::open(ac)
+        .with_context(|| format!("opening the DVR archive {}", config.dir.display()))?;
+    info!(dir = %config.dir.display(), default_hours = config.hours,
+        local_bytes = archive.local_bytes(), streams = archive.keys().len(), "DVR archive");
+    Ok(archive)
+}
+
+/// The S3 tier of `[dvr.s3]`: the read-back cache becomes the archive's
+/// remote store, and the uploader task is returned to spawn.
+pub fn start_s3(
+    config: &DvrConfig,
+    data: &Path,
+    archive: &Archive,
+) -> anyhow::Result<Option<Arc<ugc_dvr::s3::Uploader>>> {
+    use ugc_dvr::s3::{UploadConfig, Uploader};
+    let (Some(s3), Some(store)) = (&config.s3, s3_read_side(config, data, archive)?) else {
+        return Ok(None);
+    };
+    let upload = UploadConfig {
+        prefix: s3.prefix.clone().unwrap_or_else(|| "ugc/".into()),
+        part_size: (s3.part_mb.unwrap_or(8).max(5) << 20) as usize,
+        delete_local: s3.delete_local.unwrap_or(true),
+        streams: Some({
+            let streams = config.streams.clone();
+            ugc_dvr::s3::StreamFilter(Arc::new(move |stream: &str| {
+                let name = stream.strip_prefix("live/").unwrap_or(stream);
+                streams.get(name).and_then(|s| s.s3).unwrap_or(true)
+            }))
+        }),
+        ..UploadConfig::default()
+    };
+    let uploader = Uploader::new(archive.clone(), store, upload).context("dvr.s3: upload queue")?;
+    // Sessions that ended while the server was down.
+    let queued = uploader.enqueue_finished()?;
+    info!(bucket = %s3.bucket, endpoint = ?s3.endpoint, queued, "DVR S3 tier");
+    Ok(Some(uploader))
+}
+
+/// The S3 client and the read-back cache (set as the archive's remote
+/// store); the CLI export needs only this.
+fn s3_read_side(
+    config: &DvrConfig,
+    data: &Path,
+    archive: &Archive,
+) -> anyhow::Result<Option<Arc<dyn ugc_dvr::s3::Store>>> {
+    use ugc_dvr::s3::{CacheConfig, S3Cache, S3Settings, s3_store};
+    let Some(s3) = &config.s3 else {
+        return Ok(None);
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let settings = S3Settings {
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        access_key_id: s3
+            .access_key_id
+            .clone()
+            .or_else(|| env("AWS_ACCESS_KEY_ID"))
+            .context("dvr.s3: access_key_id (or AWS_ACCESS_KEY_ID) is required")?,
+        secret_access_key: s3
+            .secret_access_key
+            .clone()
+            .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
+            .context("dvr.s3: secret_access_key (or AWS_SECRET_ACCESS_KEY) is required")?,
+    };
+    let store: Arc<dyn ugc_dvr::s3::Store> =
+        Arc::new(s3_store(&settings).context("dvr.s3: building the S3 client")?);
+    let mut cache = CacheConfig::new(
+        s3.cache_dir
+            .clone()
+            .unwrap_or_else(|| data.join("dvr-cache")),
+    );
+    if let Some(gb) = s3.cache_gb {
+        cache.max_bytes = (gb * 1e9) as u64;
+    }
+    if let Some(ttl) = s3.cache_ttl_s {
+        cache.ttl = std::time::Duration::from_secs(ttl);
+    }
+    let cache = S3Cache::new(store.clone(), cache).context("dvr.s3: opening the cache")?;
+    archive.set_remote(Arc::new(cache));
+    Ok(Some(store))
+}
+
+/// Re-runs retention when a stream's settings change (a lower `dvr_hours`
+/// applies at once).
+pub async fn follow_settings(control: ControlPlane, archive: Archive) {
+    let mut changes = control.subscribe_changes();
+    loop {
+        match changes.recv().await {
+            Ok(change) => {
+                tracing::debug!(stream = %change.name, kind = ?change.kind, "dvr: settings changed");
+                archive.sweep();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => archive.sweep(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// `ugc-server dvr export`.
+pub fn export_command(config: &DvrConfig, data: &Path, args: &ExportArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let stream = if args.stream.contains('/') {
+        args.stream.clone()
+    } else {
+        format!("live/{}", args.stream)
+    };
+    let key =
+        TrackKey::source(&stream).with_context(|| format!("bad stream name {:?}", args.stream))?;
+    anyhow::ensure!(
+        (1..=ugc_dvr::range::MAX_RANGE_SECONDS).contains(&args.duration),
+        "--duration must be within 1..=86400 seconds"
+    );
+    let now_s = ugc_dvr::archive::now_unix_ms() / 1000;
+    let from = if args.from < 0 {
+        now_s + args.from
+    } else {
+        args.from
+    };
+    anyhow::ensure!(from <= now_s, "--from is in the future");
+    let archive = Archive::open_read_only(&config.dir)
+        .with_context(|| format!("reading the archive {}", config.dir.display()))?;
+    // Ranges moved to S3 are read back through the same cache as the server's.
+    s3_read_side(config, data, &archive)?;
+    if let Some(s3) = &config.s3 {
+        ugc_dvr::s3::load_remote_index(&archive, &config.dir)
+            .with_context(|| format!("reading the S3 index of bucket {}", s3.bucket))?;
+    }
+    let from_ms = from * 1000;
+    let to_ms = from_ms + i64::from(args.duration) * 1000;
+    let segments = archive.range(&key, from_ms, to_ms);
+    if segments.is_empty() {
+        let bounds = archive.bounds(&key);
+        anyhow::bail!(
+            "nothing of {stream} archived in [{from}, {}) (archive: {})",
+            from + i64::from(args.duration),
+            match bounds {
+                Some((a, b)) => format!("{}..{}", a / 1000, b / 1000),
+                None => "empty".into(),
+            }
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let plan = rt
+        .block_on(archive.plan_export(&key, from_ms, to_ms))
+        .context("planning the export")?;
+    if plan.truncated {
+        warn!("the track set changed inside the range: the export stops before the change");
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(plan.len);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let tmp = args.output.with_extension("mp4.part");
+    let mut out =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let started = std::time::Instant::now();
+    let written = plan.write_file(&mut out, |done| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    })?;
+    drop(out);
+    std::fs::rename(&tmp, &args.output)?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    eprintln!(
+        "wrote {} ({} bytes, {:.1} s of media, {} segments) in {:.2} s ({:.0} MB/s)",
+        args.output.display(),
+        written,
+        plan.duration_ms as f64 / 1000.0,
+        plan.files.len(),
+        secs,
+        written as f64 / secs / 1e6
+    );
+    Ok(())
+}

@@ -1,0 +1,488 @@
+//! End to end: the DVR. Real ffmpeg publishes over RTMP; the archive is read
+//! back through range playlists (played by ffmpeg), the MP4 export (checked
+//! with ffprobe, byte ranges compared) and survives `kill -9`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::*;
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Sum of `#EXTINF` durations of a playlist.
+fn playlist_seconds(text: &str) -> f64 {
+    parse_media_playlist(text).iter().map(|s| s.duration).sum()
+}
+
+/// ffprobe's duration of a file or URL.
+fn probe_duration(input: &str) -> f64 {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration"])
+        .args(["-of", "csv=p=0", input]));
+    assert!(
+        out.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
+}
+
+/// Plays `url` to the end with ffmpeg; returns its error output.
+fn play_errors(url: &str) -> String {
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i", url])
+        .args(["-f", "null", "-"]));
+    let mut s = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        s.push_str(&format!("\nffmpeg exited with {}", out.status));
+    }
+    s
+}
+
+fn box_offset(data: &[u8], kind: &[u8; 4]) -> Option<usize> {
+    // Top-level boxes only.
+    let mut at = 0usize;
+    while at + 8 <= data.len() {
+        let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if &data[at + 4..at + 8] == kind {
+            return Some(at);
+        }
+        if size < 8 {
+            return None;
+        }
+        at += size;
+    }
+    None
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dvr_records_60s_ranges_play_export_has_moov_first_and_ranges() {
+    let clip = test_clip(640, 360, 60, 800);
+    let server = Server::start(&[]);
+    let work = TempDir::new("dvr");
+    // The archive depth comes from the control API.
+    let key = server.create_stream("rec", "\"dvr_hours\": 2");
+    let start = unix_now();
+    let mut publisher = publish_file(&clip, &server.rtmp_url(&key));
+
+    // While live: "from the start" is a growing EVENT playlist.
+    std::thread::sleep(Duration::from_secs(20));
+    let r = server.get(&format!("/live/rec/index-{start}-now.m3u8"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = r.text();
+    assert!(ev.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{ev}");
+    assert!(!ev.contains("#EXT-X-ENDLIST"), "{ev}");
+    assert!(
+        playlist_seconds(&ev) >= 12.0,
+        "{} s archived after 20 s",
+        playlist_seconds(&ev)
+    );
+
+    // Wait for the 60 s publish to end.
+    let ended = wait_until(Duration::from_secs(75), || !publisher.running());
+    assert!(ended.is_some(), "publisher did not finish");
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Range playlists for several windows: right length (+-1 segment), every
+    // segment has a date, ffmpeg plays them without error.
+    for (offset, len) in [(4i64, 20u32), (30, 10), (0, 56)] {
+        let path = format!("/live/rec/index-{}-{len}.m3u8", start + offset);
+        let r = server.get(&path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let text = r.text();
+        assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+        let segs = parse_media_playlist(&text);
+        assert_eq!(
+            text.matches("#EXT-X-PROGRAM-DATE-TIME:").count(),
+            segs.len(),
+            "a date on every segment"
+        );
+        let total = playlist_seconds(&text);
+        assert!(
+            (total - f64::from(len)).abs() <= 2.1,
+            "{path}: {total} s listed for {len} s"
+        );
+        let url = server.url(&path);
+        let errors = play_errors(&url);
+        assert!(errors.trim().is_empty(), "{path}: {errors}");
+        let probed = probe_duration(&url);
+        assert!(
+            (probed - f64::from(len)).abs() <= 2.2,
+            "{path}: ffprobe says {probed} s for {len} s"
+        );
+    }
+    // After the publisher left, the from-now playlist ends once the stream
+    // is gone; until then it keeps growing. Either way it lists everything.
+    let ev = server
+        .get(&format!("/live/rec/index-{start}-now.m3u8"))
+        .text();
+    assert!(playlist_seconds(&ev) >= 54.0, "{ev}");
+
+    // MP4 export of 30 s: duration +-1 GOP (2 s), plays, moov before mdat.
+    let mp4_path = format!("/live/rec/archive-{}-30.mp4", start + 10);
+    let r = server.get(&mp4_path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        r.header("content-length").and_then(|v| v.parse().ok()),
+        Some(r.body.len())
+    );
+    let mp4 = r.body;
+    let moov = box_offset(&mp4, b"moov").expect("moov");
+    let mdat = box_offset(&mp4, b"mdat").expect("mdat");
+    assert!(moov < mdat, "moov at {moov} must precede mdat at {mdat}");
+    let file = work.path().join("export.mp4");
+    std::fs::write(&file, &mp4).unwrap();
+    let errors = decode_errors(&file);
+    assert!(errors.trim().is_empty(), "{errors}");
+    let d = probe_duration(file.to_str().unwrap());
+    assert!((d - 30.0).abs() <= 2.1, "export lasts {d} s");
+    let streams = probe_streams(&file);
+    assert!(streams.iter().any(|s| s.0 == "video" && s.2 == 640));
+    assert!(streams.iter().any(|s| s.0 == "audio"));
+    // Same bytes on a second request; Range requests return those bytes.
+    let len = mp4.len();
+    for (range, want) in [
+        ("bytes=0-99".to_string(), 0..100),
+        (
+            format!("bytes={}-{}", mdat, mdat + 65_535),
+            mdat..mdat + 65_536,
+        ),
+        (format!("bytes={}-", len - 1000), len - 1000..len),
+        ("bytes=-777".to_string(), len - 777..len),
+        (format!("bytes={}-{}", len / 2, len * 2), len / 2..len),
+    ] {
+        let r = http_get_headers(server.http, &mp4_path, &[("Range", &range)]);
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {}-{}/{len}", want.start, want.end - 1).as_str()),
+            "{range}"
+        );
+        assert!(r.body == mp4[want.clone()], "{range}: bytes differ");
+    }
+    let r = http_get_headers(
+        server.http,
+        &mp4_path,
+        &[("Range", &format!("bytes={len}-"))],
+    );
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+
+    // The CLI exports the same range to the same bytes.
+    let out = work.path().join("cli.mp4");
+    let status = Command::new(server_bin())
+        .arg("dvr")
+        .arg("export")
+        .arg("--data")
+        .arg(server.data.path())
+        .args(["--stream", "rec", "--from", &(start + 10).to_string()])
+        .args(["--duration", "30", "-o"])
+        .arg(&out)
+        .env("UGC_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::read(&out).unwrap() == mp4, "CLI export differs");
+
+    // Bad input: clear 4xx, no panic, nothing outside the data dir.
+    let future = unix_now() + 3600;
+    for (path, want) in [
+        (format!("/live/rec/index-{future}-10.m3u8"), 400),
+        (format!("/live/rec/archive-{future}-10.mp4"), 400),
+        (format!("/live/rec/index-{}-10.m3u8", start - 86_400), 404),
+        (format!("/live/rec/index-{}-10.m3u8", start - 86_400), 404),
+        (format!("/live/rec/index-{start}--10.m3u8"), 400),
+        (format!("/live/rec/index--{start}-10.m3u8"), 400),
+        (format!("/live/rec/index-{start}-0.m3u8"), 400),
+        (format!("/live/rec/index-{start}-99999999.m3u8"), 400),
+        (
+            format!("/live/rec/archive-{start}-99999999999999999999999.mp4"),
+            400,
+        ),
+        ("/live/rec/index-abc-10.m3u8".into(), 400),
+        ("/live/rec/index-1.5-10.m3u8".into(), 400),
+        (format!("/live/rec/index-{start}-ten.m3u8"), 400),
+        (format!("/live/../index-{start}-10.m3u8"), 400),
+        (format!("/live/..%2F..%2Fetc/index-{start}-10.m3u8"), 400),
+        ("/live/rec/dvr-..%2F..%2F..%2Fetc%2Fpasswd".into(), 400),
+        ("/live/rec/dvr-s1_2_3_4_5_6_c.m4s".into(), 404),
+        ("/live/rec/dvr-i1_0.mp4".into(), 404),
+        // Unknown streams are refused by the control plane's authorizer.
+        (format!("/live/nosuch/index-{start}-10.m3u8"), 403),
+    ] {
+        let r = server.get(&path);
+        assert_eq!(r.status, want, "{path}: {}", r.text());
+    }
+    // Every file the server wrote is inside its data directory, and the
+    // archive has one tree per stream and rendition.
+    let files = files_under(&server.data.path().join("dvr"));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("/dvr/live/rec/src/"))
+    );
+    assert!(files.iter().all(|f| !f.to_string_lossy().ends_with(".tmp")));
+    publisher.kill();
+}
+
+#[test]
+fn dvr_survives_kill9_mid_recording_and_resumes() {
+    let server = Server::start(&["--dvr-hours", "1"]);
+    let key = server.create_stream("crash", "");
+    let start = unix_now();
+    let mut publisher = publish_live(320, 240, &server.rtmp_url(&key));
+    // publish_live sends a keyframe every 30 frames: 1 s GOPs, 2 s segments.
+    let ok = wait_until(Duration::from_secs(30), || {
+        server
+            .get(&format!("/live/crash/index-{start}-now.m3u8"))
+            .text()
+            .matches("#EXTINF")
+            .count()
+            >= 5
+    });
+    assert!(ok.is_some(), "5 segments archived");
+    std::thread::sleep(Duration::from_millis(700));
+    // What the live window had just before the crash.
+    let live_before = parse_media_playlist(&server.get("/live/crash/mono.m3u8").text());
+    let last_live = live_before.last().map(|s| s.msn).expect("live segments");
+    let archived_before = parse_media_playlist(
+        &server
+            .get(&format!("/live/crash/index-{start}-now.m3u8"))
+            .text(),
+    );
+
+    let server = server.kill9_and_restart(&["--dvr-hours", "1"]);
+    publisher.kill();
+    let dir = server.data.path().join("dvr/live/crash/src");
+    let tmp_left: Vec<_> = files_under(&dir)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(tmp_left.is_empty(), "{tmp_left:?}");
+
+    // Everything archived before the crash is still listed; the segments of
+    // the live window are all archived except at most the newest one.
+    let r = server.get(&format!("/live/crash/index-{start}-now.m3u8"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = parse_media_playlist(&r.text());
+    assert!(
+        after.len() >= archived_before.len(),
+        "{} archived before the crash, {} after",
+        archived_before.len(),
+        after.len()
+    );
+    for s in &archived_before {
+        assert!(after.iter().any(|a| a.uri == s.uri), "{} lost", s.uri);
+    }
+    // msn is in the file name: `..._<session>_<msn>_<init>_<c|d>.m4s`.
+    let msn_of = |uri: &str| -> u64 {
+        let parts: Vec<&str> = uri.trim_end_matches(".m4s").split('_').collect();
+        parts[parts.len() - 3].parse().unwrap()
+    };
+    let archived: Vec<u64> = after.iter().map(|s| msn_of(&s.uri)).collect();
+    for s in &live_before {
+        assert!(
+            archived.contains(&s.msn) || s.msn == last_live,
+            "live segment {} not archived (archived {archived:?})",
+            s.msn
+        );
+    }
+    // The index agrees with the files and everything plays.
+    let seg_files = files_under(&dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "m4s"))
+        .count();
+    assert_eq!(seg_files, after.len(), "index and files agree");
+    let url = server.url(&format!("/live/crash/index-{start}-now.m3u8"));
+    let errors = play_errors(&url);
+    assert!(errors.trim().is_empty(), "{errors}");
+
+    // Recording resumes with a new publisher, after a marked discontinuity.
+    let resumed_at = Instant::now();
+    let _publisher = publish_live(320, 240, &server.rtmp_url(&key));
+    let ok = wait_until(Duration::from_secs(30), || {
+        let t = server
+            .get(&format!("/live/crash/index-{start}-now.m3u8"))
+            .text();
+        t.matches("#EXTINF").count() >= after.len() + 2
+    });
+    assert!(
+        ok.is_some(),
+        "recording did not resume within {:?}",
+        resumed_at.elapsed()
+    );
+    let t = server
+        .get(&format!("/live/crash/index-{start}-now.m3u8"))
+        .text();
+    assert!(t.contains("#EXT-X-DISCONTINUITY"), "{t}");
+    assert_eq!(t.matches("#EXT-X-MAP").count(), 2, "{t}");
+}
+
+/// `s3s-fs` (installed by `scripts/install-deps.sh s3`) on loopback.
+struct S3Fs(std::process::Child);
+
+impl S3Fs {
+    fn start(root: &Path, port: u16) -> S3Fs {
+        let home = std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        let bin = home.join(".cargo/bin/s3s-fs");
+        assert!(
+            bin.exists(),
+            "s3s-fs missing: run scripts/install-deps.sh s3"
+        );
+        std::fs::create_dir_all(root.join("dvr")).unwrap();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--access-key",
+                "e2eaccess",
+                "--secret-key",
+                "e2esecret0123456789",
+            ])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .expect("s3s-fs listens");
+        S3Fs(child)
+    }
+}
+
+impl Drop for S3Fs {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
+    let s3root = TempDir::new("s3");
+    let port = free_port();
+    let _s3 = S3Fs::start(s3root.path(), port);
+    let cfg_dir = TempDir::new("s3cfg");
+    let cfg = cfg_dir.path().join("ugc.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[dvr]\nhours = 1\nrewind_s = 3600\n[dvr.streams.keep]\ns3 = false\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"dvr\"\n\
+             access_key_id = \"e2eaccess\"\nsecret_access_key = \"e2esecret0123456789\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--publisher-grace-s",
+        "1",
+        "--window-segments",
+        "2",
+    ]);
+    let key = server.create_stream("ev", "");
+    let keep_key = server.create_stream("keep", "");
+    let start = unix_now();
+    let clip = test_clip(640, 360, 14, 800);
+    let mut publisher = publish_file(&clip, &server.rtmp_url(&key));
+    let mut keep = publish_live(320, 240, &server.rtmp_url(&keep_key));
+    // The rewind window: the live playlist lists the archived segments of
+    // this recording before its 2-segment live window, msn consecutive.
+    let rewound = wait_until(Duration::from_secs(20), || {
+        let t = server.get("/live/ev/mono.m3u8").text();
+        t.matches("dvr-s").count() >= 3 && t.contains("#EXT-X-MEDIA-SEQUENCE:0\n")
+    });
+    let live = server.get("/live/ev/mono.m3u8").text();
+    assert!(rewound.is_some(), "{live}");
+    let segs = parse_media_playlist(&live);
+    assert!(segs.last().unwrap().uri.starts_with("seg-"), "{live}");
+    for (i, s) in segs.iter().enumerate() {
+        assert!(
+            s.uri.contains(&format!("_{i}_0_")) || s.uri == format!("seg-{i}.m4s"),
+            "{live}"
+        );
+    }
+    let r = server.get(&format!("/live/ev/{}", segs[0].uri));
+    assert_eq!(r.status, 200);
+    keep.kill();
+    assert!(wait_until(Duration::from_secs(30), || !publisher.running()).is_some());
+    // Publisher gone for the grace time: the event ends and moves to S3.
+    let local = server.data.path().join("dvr/live/ev/src");
+    let moved = wait_until(Duration::from_secs(40), || {
+        files_under(&local)
+            .iter()
+            .all(|f| f.extension().is_none_or(|e| e != "m4s"))
+            && files_under(&s3root.path().join("dvr"))
+                .iter()
+                .any(|f| f.extension().is_some_and(|e| e == "mp4"))
+    });
+    assert!(moved.is_some(), "event not moved to S3:\n{}", server.log());
+    // The uploaded object is a playable (fragmented) MP4 of the event.
+    let object = files_under(&s3root.path().join("dvr"))
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "mp4"))
+        .unwrap();
+    let errors = decode_errors(&object);
+    assert!(errors.trim().is_empty(), "{errors}");
+    // `[dvr.streams.keep] s3 = false`: that event stays on local disk.
+    std::thread::sleep(Duration::from_secs(2));
+    let kept = files_under(&server.data.path().join("dvr/live/keep/src"));
+    assert!(
+        kept.iter()
+            .any(|f| f.extension().is_some_and(|e| e == "m4s"))
+    );
+    // Range playlist and export now come from S3 through the cache.
+    let path = format!("/live/ev/index-{start}-10.m3u8");
+    let r = server.get(&path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let errors = play_errors(&server.url(&path));
+    assert!(errors.trim().is_empty(), "{errors}");
+    let r = server.get(&format!("/live/ev/archive-{start}-10.mp4"));
+    assert_eq!(r.status, 200);
+    let work = TempDir::new("s3exp");
+    let f = work.path().join("e.mp4");
+    std::fs::write(&f, &r.body).unwrap();
+    let d = probe_duration(f.to_str().unwrap());
+    assert!((d - 10.0).abs() <= 2.1, "{d}");
+    assert!(
+        files_under(&server.data.path().join("dvr-cache"))
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "bin")),
+        "reads went through the cache"
+    );
+    publisher.kill();
+}
