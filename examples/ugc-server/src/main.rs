@@ -33,10 +33,15 @@ fn main() -> anyhow::Result<()> {
     {
         return dvr::export_command(&config.dvr, &config.data, args);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ugc")
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("UGC_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().thread_name("ugc").build()?;
     runtime.block_on(run(config))
 }
 
