@@ -7,7 +7,8 @@
 //! * [`rtmp`]: RTMP server ingest ([`rtmp::ServerSession`],
 //!   `rtmp::server::serve`).
 //! * `origin`: the HTTP origin (HLS playlists and segments of live streams),
-//!   an axum router (feature `tokio`).
+//!   an axum router (feature `tokio`); `tls`: serving it over TLS with
+//!   HTTP/2 and HTTP/1.1 (feature `tls`).
 //!
 //! Storage layout and auth policy are not here: publish requests go to a
 //! [`ugc_core::Authorizer`] supplied by the caller.
@@ -18,5 +19,7 @@ pub mod error;
 #[cfg(feature = "tokio")]
 pub mod origin;
 pub mod rtmp;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{Error, Result};
