@@ -12,7 +12,7 @@ FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_t
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint unit fuzz-smoke bench bench-criterion bench-load clean-data
+.PHONY: demo test deps build lint unit test-browser fuzz-smoke bench bench-criterion bench-load bench-ll-hls clean-data
 
 deps:
 	@scripts/install-deps.sh
@@ -24,7 +24,7 @@ demo: deps build
 	@mkdir -p "$(DATA)"
 	$(CARGO_TARGET_DIR)/release/ugc-server --data "$(DATA)" $(DEMO_FLAGS)
 
-test: deps lint unit fuzz-smoke
+test: deps lint unit test-browser fuzz-smoke
 	@echo "make test: all green"
 
 lint:
@@ -35,6 +35,13 @@ lint:
 # publishers and ffprobe/ffmpeg players against the built ugc-server).
 unit:
 	$(CARGO) test --workspace --locked
+
+# hls.js (lowLatencyMode) in headless Chromium plays an LL-HLS stream
+# published by ffmpeg for 20 s (examples/ugc-server/tests/e2e_ll_hls.rs).
+test-browser:
+	@scripts/install-deps.sh browser
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	$(CARGO) test -p ugc-server --test e2e_ll_hls --locked -- --ignored
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz
@@ -55,6 +62,11 @@ bench-criterion:
 bench-load: build
 	@scripts/install-deps.sh bench
 	benches/load-vs-nginx.sh
+
+# LL-HLS vs classic HLS vs nginx-rtmp HLS latency, and 1000-client fan-out.
+bench-ll-hls: build
+	@scripts/install-deps.sh bench browser
+	benches/ll-hls-latency.sh
 
 clean-data:
 	rm -rf "$(DATA)"

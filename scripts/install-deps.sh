@@ -4,13 +4,15 @@
 #   scripts/install-deps.sh            # runtime + test peers (ffmpeg, ffprobe)
 #   scripts/install-deps.sh bench      # + nginx-rtmp, wrk (benchmark peers)
 #   scripts/install-deps.sh fuzz       # + cargo-fuzz
+#   scripts/install-deps.sh browser    # + chromium, node/npm, openssl (LL-HLS browser test)
 set -euo pipefail
 
-want_bench=0; want_fuzz=0
+want_bench=0; want_fuzz=0; want_browser=0
 for a in "$@"; do
   case "$a" in
     bench) want_bench=1 ;;
     fuzz) want_fuzz=1 ;;
+    browser) want_browser=1 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -27,6 +29,14 @@ if [ "$want_bench" = 1 ]; then
   need nginx nginx
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
   need wrk wrk
+fi
+
+if [ "$want_browser" = 1 ]; then
+  need chromium chromium
+  need node nodejs
+  need npm npm
+  need openssl openssl
+  need nginx nginx
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

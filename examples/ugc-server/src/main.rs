@@ -117,6 +117,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let app = axum::Router::new().nest("/api/v1", control.router()).merge(
         ugc_proto::origin::router_with_auth(registry.clone(), authorizer, client_ip),
     );
+    let app_tls = app.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(
             http,
@@ -126,6 +127,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
     });
     let pruner = tokio::spawn(prune_sessions(control.clone()));
+    let https_task = match &config.https {
+        Some(https) => Some(spawn_https(https, app_tls).await?),
+        None => None,
+    };
 
     tokio::select! {
         r = http_task => {
@@ -141,12 +146,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     packaging.abort();
     pruner.abort();
+    if let Some(t) = https_task {
+        t.abort();
+    }
     announcer.abort();
     reaper.abort();
     for name in hub.stream_names() {
         hub.end(&name);
     }
     Ok(())
+}
+
+/// Binds the HTTPS listener (HTTP/2 + HTTP/1.1 over TLS) and serves `app`.
+async fn spawn_https(
+    (addr, cert, key): &(SocketAddr, std::path::PathBuf, std::path::PathBuf),
+    app: axum::Router,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let tls = ugc_proto::tls::server_config(cert, key).context("loading the TLS certificate")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding HTTPS on {addr}"))?;
+    info!(https = %listener.local_addr()?, "HTTPS (HTTP/2, HTTP/1.1) listening");
+    Ok(tokio::spawn(ugc_proto::tls::serve_tls(listener, tls, app)))
 }
 
 /// Logs the play URL of every new stream.
