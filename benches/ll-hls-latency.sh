@@ -47,14 +47,18 @@ start_ugc() { # name rtmp http part_ms
     --public-host 127.0.0.1 --part-ms "$4" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$3/" && break; sleep 0.1; done
+}
+create_stream() { # http -> key
   curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d '{"name":"bench"}' "127.0.0.1:$3/api/v1/streams" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+    -d '{"name":"bench"}' "127.0.0.1:$1/api/v1/streams" |
+    python3 -c 'import re,sys; t=sys.stdin.read(); m=re.search(r"\"key\":\s*\"([^\"]+)\"", t); print(m.group(1) if m else sys.exit("create stream: " + t))'
 }
 
-KEY_LL=$(start_ugc ll 19945 18090 200)
+start_ugc ll 19945 18090 200
 UGC_LL_PID=${PIDS[-1]}
-KEY_CL=$(start_ugc classic 19946 18091 0)
+start_ugc classic 19946 18091 0
+KEY_LL=$(create_stream 18090)
+KEY_CL=$(create_stream 18091)
 
 mkdir -p "$WORK/nginx-hls" "$WORK/nginx-logs"
 chmod 777 "$WORK/nginx-hls"
@@ -98,8 +102,14 @@ ffmpeg -hide_banner -loglevel error -nostdin -re \
   -c:v libx264 -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
   -b:v 1200k -pix_fmt yuv420p -c:a aac -b:a 96k -map 0:v -map 1:a -flags +global_header \
   -f tee "[f=flv:onfail=ignore]rtmp://127.0.0.1:19945/live/$KEY_LL|[f=flv:onfail=ignore]rtmp://127.0.0.1:19946/live/$KEY_CL|[f=flv:onfail=ignore]rtmp://127.0.0.1:19947/live/bench" \
-  </dev/null >"$WORK/ffmpeg.log" 2>&1 &
+  -progress pipe:1 -stats_period 0.1 </dev/null 2>"$WORK/ffmpeg.log" |
+  python3 -u -c 'import sys, time
+for l in sys.stdin:
+    if l.startswith("out_time_us="): print(f"{time.time():.4f} {l.strip()}", flush=True)' >"$WORK/progress.log" &
 PIDS+=($!)
+# The ffmpeg of that pipeline, for cleanup.
+sleep 0.5
+PIDS+=($(pgrep -f "rtmp://127.0.0.1:19947/live/bench" || true))
 echo "publishing; warming up 10 s" >&2
 sleep 10
 
@@ -108,9 +118,11 @@ CL=http://127.0.0.1:18091/live/bench
 NG=http://127.0.0.1:18092/hls/bench.m3u8
 
 echo "== 1. server-side availability (${PLAY_S}s) =="
-python3 benches/ll_hls_probe.py avail "$LL/mono.m3u8" "$PLAY_S" > "$WORK/avail-ll.json" &
-python3 benches/ll_hls_probe.py segavail "$CL/mono.m3u8" "$PLAY_S" > "$WORK/avail-cl.json" &
-wait %1 %2 2>/dev/null || wait
+python3 benches/ll_hls_probe.py avail "$LL/mono.m3u8" "$PLAY_S" "$WORK/progress.log" > "$WORK/avail-ll.json" &
+p1=$!
+python3 benches/ll_hls_probe.py segavail "$CL/mono.m3u8" "$PLAY_S" "$WORK/progress.log" > "$WORK/avail-cl.json" &
+p2=$!
+wait "$p1" "$p2"
 echo "ugc LL-HLS parts:      $(cat "$WORK/avail-ll.json")"
 echo "ugc classic segments:  $(cat "$WORK/avail-cl.json")"
 

@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """Server-side LL-HLS / HLS measurements against a running ugc origin.
 
-  ll_hls_probe.py avail  BASE_URL SECONDS    # part availability (LL-HLS)
-  ll_hls_probe.py segavail BASE_URL SECONDS  # segment availability (classic)
+  ll_hls_probe.py avail  BASE_URL SECONDS PROGRESS    # part availability (LL-HLS)
+  ll_hls_probe.py segavail BASE_URL SECONDS PROGRESS  # segment availability (classic)
   ll_hls_probe.py fanout BASE_URL SECONDS N  # N clients doing blocking reloads
 
 BASE_URL is the media playlist, e.g. http://127.0.0.1:18080/live/bench/mono.m3u8.
 
-Availability: the PROGRAM-DATE-TIME of a segment is the server's wall clock
-when its first frame arrived (the publisher sends with -re, so that is when it
-was sent, give or take loopback), and a part starts at that date plus the
-durations of the parts before it. A blocking reload for the next part returns
-when the part exists; `delay - duration` is what the server adds on top of
-the unavoidable wait for the part's own frames (goal <= 50 ms).
+Availability is measured against the publisher's clock, not the server's:
+PROGRESS is a file of "<unix time> out_time_us=<us>" lines stamped as ffmpeg
+(-re, -progress pipe:1 -stats_period 0.1) reports them, so the frame with
+media time t was sent no later than min(stamp - out_time) + t. A part's
+media time is the tfdt of its first video fragment (timescale from the init
+segment). A blocking reload for the next part returns when the part exists;
+`delay - duration` is what the server adds on top of the unavoidable wait
+for the part's own frames (goal <= 50 ms).
 """
+import struct
 import asyncio
 import datetime
 import json
@@ -80,45 +83,116 @@ def summary(name, xs):
                    'max': round(max(xs), 1)}}
 
 
-def avail(base, seconds):
+def boxes(data, name):
+    """Offsets of the payloads of every box `name` at any depth we descend."""
+    out = []
+    def walk(buf, start, end):
+        i = start
+        while i + 8 <= end:
+            size, typ = struct.unpack('>I4s', buf[i:i + 8])
+            if size < 8:
+                return
+            if typ == name:
+                out.append(i + 8)
+            if typ in (b'moov', b'trak', b'mdia', b'moof', b'traf'):
+                walk(buf, i + 8, i + size)
+            i += size
+    walk(data, 0, len(data))
+    return out
+
+
+def video_timescale(init):
+    off = boxes(init, b'mdhd')[0]
+    version = init[off]
+    return struct.unpack('>I', init[off + 12:off + 16] if version == 0 else init[off + 20:off + 24])[0]
+
+
+def first_tfdt(frag):
+    off = boxes(frag, b'tfdt')[0]
+    if frag[off] == 1:
+        return struct.unpack('>Q', frag[off + 4:off + 12])[0]
+    return struct.unpack('>I', frag[off + 4:off + 8])[0]
+
+
+def send_clock(progress):
+    """min(stamp - out_time) in ms: frame at media time t left at <= t + this."""
+    best = None
+    with open(progress) as f:
+        for line in f:
+            try:
+                stamp, kv = line.split()
+                us = int(kv.split('=')[1])
+            except (ValueError, IndexError):
+                continue
+            if us <= 0:
+                continue
+            v = float(stamp) * 1000 - us / 1000
+            best = v if best is None else min(best, v)
+    return best
+
+
+def avail(base, seconds, progress):
     end = time.time() + seconds
-    _, hint = parse(get(base))
-    delays, over = [], []
+    prefix = base.rsplit('/', 1)[0]
+    text = get(base)
+    _, hint = parse(text)
+    init_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text).group(1)
+    with urllib.request.urlopen(f'{prefix}/{init_uri}') as r:
+        ts = video_timescale(r.read())
+    got = []
     while time.time() < end and hint:
         m, p = hint
         text = get(f'{base}?_HLS_msn={m}&_HLS_part={p}')
         now = time.time() * 1000
         segs, hint = parse(text)
         seg = segs.get(m)
-        if not seg or p not in seg['parts'] or seg['pdt'] is None:
+        if not seg or p not in seg['parts']:
             continue  # the segment closed before that part; ask for the next
-        start = seg['pdt'] + sum(d for i, d in seg['parts'].items() if i < p)
-        dur = seg['parts'][p]
-        delays.append(now - start)
-        over.append(now - start - dur)
+        with urllib.request.urlopen(f'{prefix}/part-{m}.{p}.m4s') as r:
+            t_ms = first_tfdt(r.read()) * 1000 / ts
+        got.append((now, seg['parts'][p], t_ms))
+    offset = send_clock(progress)
+    delays, over = [], []
+    for now, dur, t_ms in got:
+        sent = offset + t_ms
+        delays.append(now - sent)
+        over.append(now - sent - dur)
     out = {}
     out.update(summary('part_available_after_first_frame_ms', delays))
     out.update(summary('part_available_minus_part_duration_ms', over))
     return out
 
 
-def segavail(base, seconds):
+def segavail(base, seconds, progress):
     end = time.time() + seconds
+    prefix = base.rsplit('/', 1)[0]
     seen = set()
     first = True
-    delays, over = [], []
+    got = []
+    ts = None
     while time.time() < end:
-        segs, _ = parse(get(base))
+        text = get(base)
         now = time.time() * 1000
+        if ts is None:
+            init_uri = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text).group(1)
+            with urllib.request.urlopen(f'{prefix}/{init_uri}') as r:
+                ts = video_timescale(r.read())
+        segs, _ = parse(text)
         for msn, s in segs.items():
             if s['dur'] is None or msn in seen:
                 continue
             seen.add(msn)
             if not first:
-                delays.append(now - s['pdt'])
-                over.append(now - s['pdt'] - s['dur'])
+                with urllib.request.urlopen(f'{prefix}/seg-{msn}.m4s') as r:
+                    got.append((now, s['dur'], first_tfdt(r.read()) * 1000 / ts))
         first = False
         time.sleep(0.05)
+    offset = send_clock(progress)
+    delays, over = [], []
+    for now, dur, t_ms in got:
+        sent = offset + t_ms
+        delays.append(now - sent)
+        over.append(now - sent - dur)
     out = {}
     out.update(summary('segment_available_after_first_frame_ms', delays))
     out.update(summary('segment_available_minus_duration_ms', over))
@@ -191,9 +265,9 @@ async def fanout(base, seconds, n):
 def main():
     mode, base, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     if mode == 'avail':
-        print(json.dumps(avail(base, seconds)))
+        print(json.dumps(avail(base, seconds, sys.argv[4])))
     elif mode == 'segavail':
-        print(json.dumps(segavail(base, seconds)))
+        print(json.dumps(segavail(base, seconds, sys.argv[4])))
     elif mode == 'fanout':
         print(json.dumps(asyncio.run(fanout(base, seconds, int(sys.argv[4])))))
     else:
