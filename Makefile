@@ -12,7 +12,7 @@ FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_t
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
-.PHONY: demo test deps build build-web lint unit browser fuzz-smoke bench bench-criterion bench-load clean-data bench-transcode
+.PHONY: demo test deps build build-web lint unit browser browser-ll-hls fuzz-smoke bench bench-criterion bench-load bench-transcode bench-ll-hls clean-data
 
 deps:
 	@scripts/install-deps.sh
@@ -29,7 +29,7 @@ demo: deps build build-web
 	$(CARGO_TARGET_DIR)/release/ugc-server --data "$(DATA)" --web "$(CURDIR)/web" \
 	  --demo-stream demo $(DEMO_FLAGS)
 
-test: deps lint unit browser fuzz-smoke
+test: deps lint unit browser browser-ll-hls fuzz-smoke
 	@echo "make test: all green"
 
 lint:
@@ -48,6 +48,13 @@ browser: build-web
 	@scripts/install-deps.sh browser
 	$(CARGO) build -p ugc-server --locked
 	UGC_SERVER_BIN=$(CARGO_TARGET_DIR)/debug/ugc-server node web/tests/browser.mjs
+
+# hls.js (lowLatencyMode) in headless Chromium plays an LL-HLS stream
+# published by ffmpeg for 20 s (examples/ugc-server/tests/e2e_ll_hls.rs).
+browser-ll-hls:
+	@scripts/install-deps.sh browser
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	$(CARGO) test -p ugc-server --test e2e_ll_hls --locked -- --ignored
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz
@@ -72,6 +79,11 @@ bench-load: build
 # The ABR ladder vs the ffmpeg CLI (fps, CPU s per media s, PSNR/SSIM).
 bench-transcode: deps
 	benches/transcode-vs-ffmpeg.sh
+
+# LL-HLS vs classic HLS vs nginx-rtmp HLS latency, and 1000-client fan-out.
+bench-ll-hls: build
+	@scripts/install-deps.sh bench browser
+	benches/ll-hls-latency.sh
 
 clean-data:
 	rm -rf "$(DATA)"

@@ -4,7 +4,7 @@
 #   scripts/install-deps.sh            # runtime + test peers (ffmpeg, ffprobe)
 #   scripts/install-deps.sh bench      # + nginx-rtmp, wrk (benchmark peers)
 #   scripts/install-deps.sh fuzz       # + cargo-fuzz
-#   scripts/install-deps.sh browser    # + chromium (browser test of the web panels)
+#   scripts/install-deps.sh browser    # + chromium, node/npm, openssl (browser tests: panels, LL-HLS)
 #   scripts/install-deps.sh s3         # + s3s-fs (S3 server for the DVR's S3 tests)
 set -euo pipefail
 
@@ -36,9 +36,6 @@ for pkg in libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev \
 done
 # ugc-auth's tests start a private PostgreSQL server from these binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
-if [ "$want_browser" = 1 ]; then
-  need chromium chromium
-fi
 # SRT ingest and restream tests (issue 3): srt-live-transmit as an SRT caller,
 # nginx-rtmp as a restream target, nginx `stream` + openssl for RTMPS.
 need srt-live-transmit srt-tools
@@ -50,6 +47,14 @@ if [ "$want_bench" = 1 ]; then
   need nginx nginx
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
   need wrk wrk
+fi
+
+if [ "$want_browser" = 1 ]; then
+  need chromium chromium
+  need node nodejs
+  need npm npm
+  need openssl openssl
+  need nginx nginx
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -55,12 +55,15 @@ pub mod segmenter;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};
 pub use error::Error;
-pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate};
+pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{
     ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
     run_packager_observed,
 };
-pub use playlist::{Variant, VariantStream, format_program_date_time};
+pub use playlist::{
+    LowLatency, RenditionReport, Variant, VariantStream, format_program_date_time, part_uri,
+};
 pub use segmenter::{
-    InitSegment, Part, Segment, Segmenter, SegmenterConfig, SegmenterOutput, SegmenterStats,
+    InitSegment, Part, Segment, SegmentStart, Segmenter, SegmenterConfig, SegmenterOutput,
+    SegmenterStats,
 };

@@ -11,8 +11,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 use ugc_core::MediaKind;
 
-use crate::playlist::{self, MediaPlaylist, Variant, VariantStream};
-use crate::segmenter::{InitSegment, Part, Segment, SegmenterOutput};
+use bytes::Bytes;
+
+use crate::playlist::{self, LowLatency, MediaPlaylist, RenditionReport, Variant, VariantStream};
+use crate::segmenter::{InitSegment, Part, Segment, SegmentStart, SegmenterOutput};
 
 /// Configuration of a [`LiveStream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub struct LiveConfig {
     pub grace_segments: usize,
     /// The segmenter's target duration (floor of `#EXT-X-TARGETDURATION`).
     pub target_duration_ms: u32,
+    /// The segmenter's part target: `Some` renders LL-HLS playlists
+    /// (parts, preload hint, server control). Default `None`.
+    pub part_target_ms: Option<u32>,
 }
 
 impl Default for LiveConfig {
@@ -32,6 +37,7 @@ impl Default for LiveConfig {
             window_segments: 6,
             grace_segments: 2,
             target_duration_ms: 2000,
+            part_target_ms: None,
         }
     }
 }
@@ -50,6 +56,54 @@ pub struct LiveUpdate {
     pub ended: bool,
 }
 
+impl LiveUpdate {
+    /// Whether a blocking playlist request for `_HLS_msn=msn` (and
+    /// `_HLS_part=part`) can be answered: segment `msn` is complete, or (with
+    /// `part`) part `part` of segment `msn` or any later part is published.
+    /// A closed segment counts as having all its parts.
+    pub fn reached(&self, msn: u64, part: Option<u32>) -> bool {
+        if self.last_msn.is_some_and(|m| m >= msn) {
+            return true;
+        }
+        match (part, self.open_parts) {
+            (Some(p), Some((m, n))) => m > msn || (m == msn && n > p),
+            _ => false,
+        }
+    }
+}
+
+/// How far part `(msn, index)` is; see [`LiveStream::part_progress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartProgress {
+    /// Complete: its bytes from the asked offset on.
+    Complete(Bytes),
+    /// Being written: the chunks (or the tail of one) after the asked
+    /// offset, possibly none yet.
+    Partial(Vec<Bytes>),
+    /// Not started, but it may still come (the open or next segment).
+    NotYet,
+    /// It does not and will not exist here (dropped from the window, or its
+    /// segment closed with fewer parts).
+    Never,
+}
+
+/// Options of [`LiveStream::render_media_playlist_with`].
+#[derive(Debug, Clone, Default)]
+pub struct PlaylistQuery {
+    /// Render a delta update (`_HLS_skip=YES` or `v2`).
+    pub skip: bool,
+    /// `#EXT-X-RENDITION-REPORT`s of the other renditions.
+    pub rendition_reports: Vec<RenditionReport>,
+}
+
+/// The part being written.
+#[derive(Debug)]
+struct Building {
+    msn: u64,
+    index: u32,
+    chunks: Vec<Bytes>,
+}
+
 #[derive(Debug, Default)]
 struct LiveState {
     /// Playlist window plus grace, oldest first, msn consecutive.
@@ -60,6 +114,10 @@ struct LiveState {
     /// Parts of the open segment (LL-HLS).
     open_parts: Vec<Arc<Part>>,
     open_msn: Option<u64>,
+    /// The header of the open segment (LL-HLS).
+    open_start: Option<SegmentStart>,
+    /// The part being written (LL-HLS).
+    building: Option<Building>,
     next_msn: u64,
     ended: bool,
 }
@@ -74,12 +132,16 @@ pub struct LiveStream {
     config: LiveConfig,
     state: RwLock<LiveState>,
     updates: watch::Sender<LiveUpdate>,
+    /// Bumped on every chunk of the part being written (and on every
+    /// update), for readers of a part in progress.
+    chunks: watch::Sender<u64>,
 }
 
 impl LiveStream {
     /// An empty live stream.
     pub fn new(config: LiveConfig) -> Self {
         let (updates, _) = watch::channel(LiveUpdate::default());
+        let (chunks, _) = watch::channel(0);
         LiveStream {
             config: LiveConfig {
                 window_segments: config.window_segments.max(1),
@@ -87,6 +149,7 @@ impl LiveStream {
             },
             state: RwLock::new(LiveState::default()),
             updates,
+            chunks,
         }
     }
 
@@ -112,16 +175,47 @@ impl LiveStream {
             SegmenterOutput::Init(init) => {
                 st.inits.insert(init.number, init);
             }
+            SegmenterOutput::Opened(start) => {
+                st.open_parts.clear();
+                st.open_msn = Some(start.msn);
+                st.open_start = Some(start);
+                st.building = None;
+            }
+            SegmenterOutput::PartChunk { msn, part, data } => {
+                match st.building.as_mut() {
+                    Some(b) if b.msn == msn && b.index == part => b.chunks.push(data),
+                    _ => {
+                        st.building = Some(Building {
+                            msn,
+                            index: part,
+                            chunks: vec![data],
+                        })
+                    }
+                }
+                // Chunks change no playlist: wake only the part readers.
+                drop(st);
+                self.chunks.send_modify(|n| *n = n.wrapping_add(1));
+                return;
+            }
             SegmenterOutput::Part { msn, part } => {
                 if st.open_msn != Some(msn) {
                     st.open_parts.clear();
                     st.open_msn = Some(msn);
+                }
+                if st
+                    .building
+                    .as_ref()
+                    .is_some_and(|b| b.msn == msn && b.index <= part.index)
+                {
+                    st.building = None;
                 }
                 st.open_parts.push(part);
             }
             SegmenterOutput::Segment(seg) => {
                 st.open_parts.clear();
                 st.open_msn = None;
+                st.open_start = None;
+                st.building = None;
                 st.next_msn = seg.msn.saturating_add(1);
                 st.segments.push_back(seg);
                 let keep = self
@@ -167,6 +261,103 @@ impl LiveStream {
             u.open_parts = open_parts;
             u.ended = ended;
         });
+        self.chunks.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes on every chunk of a part in progress and on
+    /// every [`LiveUpdate`]: wait on it between [`Self::part_progress`]
+    /// calls.
+    pub fn subscribe_chunks(&self) -> watch::Receiver<u64> {
+        self.chunks.subscribe()
+    }
+
+    /// The current [`LiveUpdate`].
+    pub fn update(&self) -> LiveUpdate {
+        *self.updates.borrow()
+    }
+
+    /// Whether the playlists carry LL-HLS parts.
+    pub fn low_latency(&self) -> bool {
+        self.config.part_target_ms.is_some()
+    }
+
+    /// The next part to be produced (`#EXT-X-PRELOAD-HINT`): the part
+    /// being written, else the one after the newest.
+    pub fn preload_hint(&self) -> Option<(u64, u32)> {
+        Self::preload_of(&self.read())
+    }
+
+    fn preload_of(st: &LiveState) -> Option<(u64, u32)> {
+        if st.ended {
+            return None;
+        }
+        if let Some(b) = &st.building {
+            return Some((b.msn, b.index));
+        }
+        match st.open_msn {
+            Some(m) => Some((m, u32::try_from(st.open_parts.len()).unwrap_or(u32::MAX))),
+            None => Some((st.next_msn, 0)),
+        }
+    }
+
+    /// The msn of the segment being produced (open, or next to open).
+    pub fn producing_msn(&self) -> u64 {
+        let st = self.read();
+        st.open_msn.unwrap_or(st.next_msn)
+    }
+
+    /// Part `index` of segment `msn`, published or in progress, from byte
+    /// `offset` on. Never blocks; wait on [`Self::subscribe_chunks`] and ask
+    /// again while it is [`PartProgress::Partial`] or
+    /// [`PartProgress::NotYet`].
+    pub fn part_progress(&self, msn: u64, index: u32, offset: usize) -> PartProgress {
+        let st = self.read();
+        let idx = usize::try_from(index).unwrap_or(usize::MAX);
+        let tail = |data: &Bytes| data.slice(offset.min(data.len())..);
+        if st.open_msn == Some(msn) {
+            if let Some(p) = st.open_parts.get(idx) {
+                return PartProgress::Complete(tail(&p.data));
+            }
+            if let Some(b) = st
+                .building
+                .as_ref()
+                .filter(|b| b.index == index && b.msn == msn)
+            {
+                let mut pos = 0usize;
+                let mut out = Vec::new();
+                for c in &b.chunks {
+                    let end = pos.saturating_add(c.len());
+                    if end > offset {
+                        out.push(c.slice(offset.saturating_sub(pos).min(c.len())..));
+                    }
+                    pos = end;
+                }
+                return PartProgress::Partial(out);
+            }
+            return if st.ended {
+                PartProgress::Never
+            } else {
+                PartProgress::NotYet
+            };
+        }
+        let first = st.segments.front().map_or(st.next_msn, |s| s.msn);
+        if msn < first {
+            return PartProgress::Never;
+        }
+        if msn < st.next_msn {
+            let seg = usize::try_from(msn - first)
+                .ok()
+                .and_then(|i| st.segments.get(i));
+            return match seg.and_then(|s| s.parts.get(idx)) {
+                Some(p) => PartProgress::Complete(tail(&p.data)),
+                None => PartProgress::Never,
+            };
+        }
+        if st.ended {
+            PartProgress::Never
+        } else {
+            PartProgress::NotYet
+        }
     }
 
     /// A receiver of [`LiveUpdate`]s.
@@ -214,8 +405,15 @@ impl LiveStream {
         self.read().inits.values().next_back().cloned()
     }
 
-    /// Renders the live media playlist for `variant`.
+    /// Renders the live media playlist for `variant` (LL-HLS tags for
+    /// [`Variant::Fmp4`] when [`LiveConfig::part_target_ms`] is set).
     pub fn render_media_playlist(&self, variant: Variant) -> String {
+        self.render_media_playlist_with(variant, &PlaylistQuery::default())
+    }
+
+    /// Renders the live media playlist for `variant` with `query`'s options
+    /// (delta update, rendition reports).
+    pub fn render_media_playlist_with(&self, variant: Variant, query: &PlaylistQuery) -> String {
         let st = self.read();
         let in_grace = st
             .segments
@@ -234,6 +432,14 @@ impl LiveStream {
             discontinuity_sequence,
             next_msn: st.next_msn,
             ended: st.ended,
+            low_latency: self.config.part_target_ms.map(|pt| LowLatency {
+                part_target_ms: pt,
+                open: st.open_start.filter(|o| Some(o.msn) == st.open_msn),
+                open_parts: &st.open_parts,
+                preload: Self::preload_of(&st),
+                skip: query.skip,
+                rendition_reports: &query.rendition_reports,
+            }),
         }
         .render(variant)
     }

@@ -119,6 +119,16 @@ impl std::fmt::Debug for PackagerConfig {
     }
 }
 
+impl PackagerConfig {
+    /// Sets the LL-HLS part target of the segmenter and the live window
+    /// together (`None`: classic HLS, one part per segment).
+    pub fn with_part_target(mut self, part_target_ms: Option<u32>) -> Self {
+        self.segmenter.part_target_ms = part_target_ms;
+        self.live.part_target_ms = part_target_ms;
+        self
+    }
+}
+
 impl Default for PackagerConfig {
     fn default() -> Self {
         PackagerConfig {

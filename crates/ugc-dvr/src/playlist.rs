@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ugc_core::Rational;
 
-use crate::segmenter::Segment;
+use crate::segmenter::{Part, Segment, SegmentStart};
 
 /// Which media playlist flavour to render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +25,12 @@ impl Variant {
             Variant::Ts => format!("seg-{msn}.ts"),
         }
     }
+}
+
+/// The URI of part `index` of segment `msn` relative to the playlist:
+/// `part-<msn>.<index>.m4s`.
+pub fn part_uri(msn: u64, index: u32) -> String {
+    format!("part-{msn}.{index}.m4s")
 }
 
 /// The URI of init segment `n` relative to the playlist.
@@ -76,6 +82,38 @@ pub fn format_seconds_3(ms: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
+/// An `#EXT-X-RENDITION-REPORT` of another rendition of the same stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// Its media playlist URI, relative to this playlist.
+    pub uri: String,
+    /// Its newest media sequence number (the open segment's when it has
+    /// parts).
+    pub last_msn: u64,
+    /// Its newest part of `last_msn`.
+    pub last_part: Option<u32>,
+}
+
+/// The LL-HLS inputs of a media playlist (RFC 8216bis section 4.4.3.7,
+/// 4.4.3.8, 4.4.4.9, 4.4.5.2, 4.4.5.3).
+#[derive(Debug, Clone, Default)]
+pub struct LowLatency<'a> {
+    /// Configured part target; `#EXT-X-PART-INF:PART-TARGET` is at least
+    /// this and at least the longest listed part.
+    pub part_target_ms: u32,
+    /// The open segment, whose parts are listed after the closed segments.
+    pub open: Option<SegmentStart>,
+    /// The published parts of the open segment.
+    pub open_parts: &'a [Arc<Part>],
+    /// The part to announce with `#EXT-X-PRELOAD-HINT` (`None` once ended).
+    pub preload: Option<(u64, u32)>,
+    /// Render a delta update (`_HLS_skip=YES`): segments further than
+    /// `CAN-SKIP-UNTIL` from the end become one `#EXT-X-SKIP`.
+    pub skip: bool,
+    /// Reports of the other renditions.
+    pub rendition_reports: &'a [RenditionReport],
+}
+
 /// The inputs of a live media playlist.
 #[derive(Debug, Clone)]
 pub struct MediaPlaylist<'a> {
@@ -89,9 +127,67 @@ pub struct MediaPlaylist<'a> {
     pub next_msn: u64,
     /// The stream ended (`#EXT-X-ENDLIST`).
     pub ended: bool,
+    /// LL-HLS: parts, server control, preload hint, delta updates.
+    pub low_latency: Option<LowLatency<'a>>,
 }
 
 impl MediaPlaylist<'_> {
+    /// Index of the first segment whose parts are listed: parts are kept
+    /// for the segments less than three target durations from the end.
+    fn first_with_parts(&self) -> usize {
+        let horizon = self.target_duration_secs().saturating_mul(3000);
+        let mut after = 0u64;
+        let mut first = self.segments.len();
+        for (i, seg) in self.segments.iter().enumerate().rev() {
+            if after >= horizon {
+                break;
+            }
+            first = i;
+            after = after.saturating_add(seg.duration_ms);
+        }
+        first
+    }
+
+    /// `PART-TARGET` in milliseconds: the configured target, raised to the
+    /// longest listed part so every part is within it.
+    pub fn part_target_ms(&self) -> Option<u64> {
+        let ll = self.low_latency.as_ref()?;
+        let closed = self
+            .segments
+            .get(self.first_with_parts()..)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s.parts.iter().map(|p| p.duration_ms));
+        let open = ll.open_parts.iter().map(|p| p.duration_ms);
+        Some(
+            closed
+                .chain(open)
+                .fold(u64::from(ll.part_target_ms), u64::max)
+                .max(1),
+        )
+    }
+
+    /// `CAN-SKIP-UNTIL` in milliseconds: six target durations.
+    pub fn skip_until_ms(&self) -> u64 {
+        self.target_duration_secs().saturating_mul(6000)
+    }
+
+    /// How many segments a delta update skips: the leading segments that
+    /// end at least `CAN-SKIP-UNTIL` before the end of the playlist.
+    pub fn skippable_segments(&self) -> usize {
+        let boundary = self.skip_until_ms();
+        let mut after = 0u64;
+        let mut keep = 0usize;
+        for seg in self.segments.iter().rev() {
+            if after >= boundary {
+                break;
+            }
+            keep += 1;
+            after = after.saturating_add(seg.duration_ms);
+        }
+        self.segments.len().saturating_sub(keep)
+    }
+
     /// `#EXT-X-TARGETDURATION`: the ceiling of the longest segment, and at
     /// least the configured target, in whole seconds.
     pub fn target_duration_secs(&self) -> u64 {
@@ -105,25 +201,57 @@ impl MediaPlaylist<'_> {
         max_ms.div_ceil(1000).max(1)
     }
 
-    /// Renders the playlist for `variant`.
+    /// Renders the playlist for `variant`. LL-HLS tags are written for
+    /// [`Variant::Fmp4`] when [`Self::low_latency`] is set.
     pub fn render(&self, variant: Variant) -> String {
         let mut out = String::with_capacity(256 + self.segments.len() * 96);
-        let version = match variant {
-            Variant::Fmp4 => 7,
-            Variant::Ts => 3,
+        let ll = self
+            .low_latency
+            .as_ref()
+            .filter(|_| variant == Variant::Fmp4);
+        let version = match (variant, ll) {
+            (Variant::Fmp4, Some(_)) => 9,
+            (Variant::Fmp4, None) => 7,
+            (Variant::Ts, _) => 3,
         };
         let media_sequence = self.segments.first().map_or(self.next_msn, |s| s.msn);
         // Writing to a String cannot fail.
         let _ = write!(
             out,
-            "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{}\n\
-             #EXT-X-MEDIA-SEQUENCE:{media_sequence}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n\
-             #EXT-X-INDEPENDENT-SEGMENTS\n",
+            "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{}\n",
             self.target_duration_secs(),
+        );
+        let part_target = self.part_target_ms().unwrap_or(0);
+        if ll.is_some() {
+            let _ = write!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={},PART-HOLD-BACK={}\n\
+                 #EXT-X-PART-INF:PART-TARGET={}\n",
+                format_seconds_3(self.skip_until_ms()),
+                format_seconds_3(part_target.saturating_mul(3)),
+                format_seconds_3(part_target),
+            );
+        }
+        let _ = write!(
+            out,
+            "#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n\
+             #EXT-X-INDEPENDENT-SEGMENTS\n",
             self.discontinuity_sequence,
         );
+        let skipped = match ll {
+            Some(l) if l.skip => self.skippable_segments(),
+            _ => 0,
+        };
+        if skipped > 0 {
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
+        let parts_from = if ll.is_some() {
+            self.first_with_parts()
+        } else {
+            usize::MAX
+        };
         let mut current_init = None;
-        for seg in self.segments {
+        for (i, seg) in self.segments.iter().enumerate().skip(skipped) {
             if seg.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
@@ -131,19 +259,77 @@ impl MediaPlaylist<'_> {
                 let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(seg.init));
                 current_init = Some(seg.init);
             }
+            let _ = writeln!(
+                out,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                format_program_date_time(seg.program_date_time_ms)
+            );
+            if i >= parts_from {
+                for p in &seg.parts {
+                    write_part(&mut out, seg.msn, p);
+                }
+            }
             let _ = write!(
                 out,
-                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{},\n{}\n",
-                format_program_date_time(seg.program_date_time_ms),
+                "#EXTINF:{},\n{}\n",
                 format_seconds_3(seg.duration_ms),
                 variant.segment_uri(seg.msn),
             );
+        }
+        if let Some(ll) = ll {
+            if let Some(open) = ll.open.filter(|_| !ll.open_parts.is_empty()) {
+                if open.discontinuity {
+                    out.push_str("#EXT-X-DISCONTINUITY\n");
+                }
+                if current_init != Some(open.init) {
+                    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(open.init));
+                }
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PROGRAM-DATE-TIME:{}",
+                    format_program_date_time(open.program_date_time_ms)
+                );
+                for p in ll.open_parts {
+                    write_part(&mut out, open.msn, p);
+                }
+            }
+            if let Some((msn, index)) = ll.preload.filter(|_| !self.ended) {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
+                    part_uri(msn, index)
+                );
+            }
+            for r in ll.rendition_reports {
+                let _ = write!(
+                    out,
+                    "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+                    r.uri, r.last_msn
+                );
+                if let Some(p) = r.last_part {
+                    let _ = write!(out, ",LAST-PART={p}");
+                }
+                out.push('\n');
+            }
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
         }
         out
     }
+}
+
+fn write_part(out: &mut String, msn: u64, part: &Part) {
+    let _ = write!(
+        out,
+        "#EXT-X-PART:DURATION={},URI=\"{}\"",
+        format_seconds_3(part.duration_ms),
+        part_uri(msn, part.index)
+    );
+    if part.independent {
+        out.push_str(",INDEPENDENT=YES");
+    }
+    out.push('\n');
 }
 
 /// One `#EXT-X-STREAM-INF` entry of a multivariant playlist.

@@ -42,6 +42,14 @@ pub struct SegmenterConfig {
     pub target_duration_ms: u32,
     /// Target partial-segment duration for LL-HLS; `None` (the default) makes
     /// one part per segment and emits no [`SegmenterOutput::Part`].
+    ///
+    /// With parts, a part is cut before the reference frame that would make
+    /// it longer than the target (so part durations stay at or below
+    /// `#EXT-X-PART-INF:PART-TARGET` unless a single frame is longer), and
+    /// each part is written as CMAF chunks (one `moof` + `mdat` per
+    /// reference frame) announced with [`SegmenterOutput::PartChunk`] as
+    /// soon as the next reference frame fixes their durations, so an origin
+    /// can serve a preload-hinted part while it is being produced.
     pub part_target_ms: Option<u32>,
 }
 
@@ -135,11 +143,40 @@ impl Segment {
     }
 }
 
+/// The header of a segment that just opened (LL-HLS: its parts are listed
+/// before it closes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentStart {
+    /// Its media sequence number.
+    pub msn: u64,
+    /// Number of the init segment it needs.
+    pub init: u32,
+    /// A discontinuity precedes it.
+    pub discontinuity: bool,
+    /// Wall-clock time of its first frame (unix milliseconds).
+    pub program_date_time_ms: i64,
+}
+
 /// What the segmenter produced; drain with [`Segmenter::poll`].
 #[derive(Debug, Clone)]
 pub enum SegmenterOutput {
     /// A new init segment; the following segments refer to it.
     Init(Arc<InitSegment>),
+    /// A segment opened (only with [`SegmenterConfig::part_target_ms`]).
+    Opened(SegmentStart),
+    /// The next bytes of part `part` of the open segment `msn`, which is
+    /// still being written: one or more complete CMAF chunks (`moof` +
+    /// `mdat`). The part's [`SegmenterOutput::Part`] follows; its data is
+    /// the concatenation of its chunks (only with
+    /// [`SegmenterConfig::part_target_ms`]).
+    PartChunk {
+        /// The segment the part belongs to.
+        msn: u64,
+        /// The part's index within its segment.
+        part: u32,
+        /// The chunk's bytes.
+        data: Bytes,
+    },
     /// A new part of the open segment `msn` (only with
     /// [`SegmenterConfig::part_target_ms`]).
     Part {
@@ -255,6 +292,10 @@ struct OpenSegment {
     last_idx: Vec<Option<usize>>,
     parts: Vec<Part>,
     part_start_out_dts: i64,
+    /// Chunks of the part being written (LL-HLS).
+    part_chunks: Vec<Bytes>,
+    /// Whether the part being written starts with a reference keyframe.
+    part_independent: Option<bool>,
     frames: Vec<Frame>,
 }
 
@@ -437,8 +478,18 @@ impl Segmenter {
                 result = self.close(Some(out_dts));
             } else if let Some(pt) = self.config.part_target_ms {
                 let part_span = out_dts.saturating_sub(open.part_start_out_dts);
-                if part_span >= self.ticks_of_ms(pt, ti) && !open.samples.is_empty() {
+                // The frame after this one most likely lasts as long as the
+                // previous one: cut now if including this frame would make
+                // the part longer than the target.
+                let next = i64::from(delta.unwrap_or(0));
+                let has_pending = !open.samples.is_empty();
+                if part_span > 0
+                    && part_span.saturating_add(next) > self.ticks_of_ms(pt, ti)
+                    && (has_pending || !open.part_chunks.is_empty())
+                {
                     result = self.cut_part(out_dts);
+                } else if has_pending {
+                    result = self.write_chunk().map(|_| ());
                 }
             }
         }
@@ -495,9 +546,19 @@ impl Segmenter {
         let dts_ms = rescale(out_dts, ref_ts, Timescale::MILLIS);
         let msn = self.next_msn;
         self.next_msn = self.next_msn.saturating_add(1);
+        let discontinuity = std::mem::take(&mut self.discontinuity_pending);
+        let program_date_time_ms = self.continuing_pdt_ms.take().unwrap_or(now_unix_ms);
+        if self.config.part_target_ms.is_some() {
+            self.out.push_back(SegmenterOutput::Opened(SegmentStart {
+                msn,
+                init: self.init_number.unwrap_or(0),
+                discontinuity,
+                program_date_time_ms,
+            }));
+        }
         self.open = Some(OpenSegment {
             msn,
-            discontinuity: std::mem::take(&mut self.discontinuity_pending),
+            discontinuity,
             start_out_dts: out_dts,
             start_dts_ms: dts_ms,
             start_pts_ms: pts_out_ms.saturating_add(dts_ms.saturating_sub(rescale(
@@ -505,35 +566,38 @@ impl Segmenter {
                 in_ts,
                 Timescale::MILLIS,
             ))),
-            program_date_time_ms: self.continuing_pdt_ms.take().unwrap_or(now_unix_ms),
+            program_date_time_ms,
             samples: Vec::new(),
             last_idx: vec![None; self.states.len()],
             parts: Vec::new(),
             part_start_out_dts: out_dts,
+            part_chunks: Vec::new(),
+            part_independent: None,
             frames: Vec::new(),
         });
     }
 
-    /// Muxes the pending samples of the open segment into one part ending at
-    /// `end_out_dts` (reference timeline).
-    fn cut_part(&mut self, end_out_dts: i64) -> Result<(), Error> {
-        let ref_ts = self.ref_ts();
-        let emit = self.config.part_target_ms.is_some();
+    /// Muxes the pending samples of the open segment into one fragment
+    /// (`moof` + `mdat`) of the part being written and returns it (`None`
+    /// when nothing is pending). Remembers whether the part is independent.
+    fn mux_pending(&mut self) -> Result<Option<Bytes>, Error> {
         let reference = self.reference;
         let Some(open) = self.open.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         if open.samples.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let samples = std::mem::take(&mut open.samples);
         for slot in &mut open.last_idx {
             *slot = None;
         }
-        let independent = samples
-            .iter()
-            .find(|s| Some(s.track) == reference)
-            .is_some_and(|s| s.sample.keyframe);
+        if open.part_independent.is_none() {
+            open.part_independent = samples
+                .iter()
+                .find(|s| Some(s.track) == reference)
+                .map(|s| s.sample.keyframe);
+        }
         // Group per track, in track order.
         let mut per_track: Vec<(usize, u64, Vec<fmp4::Sample>)> = Vec::new();
         for s in samples {
@@ -564,6 +628,60 @@ impl Segmenter {
             what: format!("segment {} part {index}", open.msn),
             source,
         })?;
+        Ok(Some(data))
+    }
+
+    /// Writes the pending samples as one CMAF chunk of the part being
+    /// written and announces it (LL-HLS).
+    fn write_chunk(&mut self) -> Result<bool, Error> {
+        let Some(data) = self.mux_pending()? else {
+            return Ok(false);
+        };
+        let Some(open) = self.open.as_mut() else {
+            return Ok(false);
+        };
+        let part = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
+        open.part_chunks.push(data.clone());
+        self.out.push_back(SegmenterOutput::PartChunk {
+            msn: open.msn,
+            part,
+            data,
+        });
+        Ok(true)
+    }
+
+    /// Completes the part being written with the pending samples; the part
+    /// ends at `end_out_dts` (reference timeline).
+    fn cut_part(&mut self, end_out_dts: i64) -> Result<(), Error> {
+        let ref_ts = self.ref_ts();
+        let emit = self.config.part_target_ms.is_some();
+        let last = self.mux_pending();
+        let Some(open) = self.open.as_mut() else {
+            return last.map(|_| ());
+        };
+        let mut chunks = std::mem::take(&mut open.part_chunks);
+        let independent = open.part_independent.take().unwrap_or(false);
+        let last = last?;
+        if let Some(data) = last.as_ref().filter(|_| emit) {
+            self.out.push_back(SegmenterOutput::PartChunk {
+                msn: open.msn,
+                part: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
+                data: data.clone(),
+            });
+        }
+        chunks.extend(last);
+        let data = match chunks.len() {
+            0 => return Ok(()),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                for c in &chunks {
+                    buf.extend_from_slice(c);
+                }
+                buf.freeze()
+            }
+        };
+        let index = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
         let start_ms = rescale(open.part_start_out_dts, ref_ts, Timescale::MILLIS);
         let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
         let part = Part {

@@ -12,6 +12,7 @@ fn live(window: usize, grace: usize) -> LiveStream {
         window_segments: window,
         grace_segments: grace,
         target_duration_ms: 2000,
+        part_target_ms: None,
     })
 }
 

@@ -270,15 +270,16 @@ fn parts_are_cut_on_part_target() {
     let segs = segments(&out);
     assert_eq!(segs.len(), 2);
     for s in &segs {
-        assert_eq!(s.parts.len(), 4);
+        // A part is cut before the frame that would take it past 500 ms.
+        assert_eq!(s.parts.len(), 5);
         let d: Vec<u64> = s.parts.iter().map(|p| p.duration_ms).collect();
-        assert_eq!(d, vec![520, 520, 520, 440]);
+        assert_eq!(d, vec![480, 480, 480, 480, 80]);
         let indep: Vec<bool> = s.parts.iter().map(|p| p.independent).collect();
-        assert_eq!(indep, vec![true, false, false, false]);
+        assert_eq!(indep, vec![true, false, false, false, false]);
         // The segment is styp + its parts, and the parts are views of it.
         let parts_len: usize = s.parts.iter().map(|p| p.data.len()).sum();
         assert_eq!(s.data.len(), ugc_codec::fmp4::styp().len() + parts_len);
-        assert!(s.data.ends_with(&s.parts[3].data));
+        assert!(s.data.ends_with(&s.parts[4].data));
     }
     // Every part was announced before its segment.
     let mut announced = 0;

@@ -11,7 +11,8 @@
 //!   ([`srt::SrtListener`]) and `srt::server::serve` (UDP, MPEG-TS into the
 //!   Hub).
 //! * `origin`: the HTTP origin (HLS playlists and segments of live streams),
-//!   an axum router (feature `tokio`).
+//!   an axum router (feature `tokio`); `tls`: serving it over TLS with
+//!   HTTP/2 and HTTP/1.1 (feature `tls`).
 //! * `dvr`: the DVR routes (range and from-now playlists, archived
 //!   segments, MP4 export with HTTP Range), a layer over the origin.
 //!
@@ -27,5 +28,7 @@ pub mod error;
 pub mod origin;
 pub mod rtmp;
 pub mod srt;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -12,12 +12,40 @@
 //! | `/live/<s>/init-<n>.mp4` | init segment |
 //! | `/live/<s>/seg-<msn>.m4s` | fMP4 media segment |
 //! | `/live/<s>/seg-<msn>.ts` | MPEG-TS media segment (muxed on first request) |
+//! | `/live/<s>/part-<msn>.<i>.m4s` | LL-HLS part `i` of segment `msn` (streamed while being written) |
+//!
+//! ## LL-HLS
+//!
+//! When the stream's [`ugc_dvr::LiveConfig::part_target_ms`] is set,
+//! `mono.m3u8` carries parts, `#EXT-X-PRELOAD-HINT` and
+//! `#EXT-X-SERVER-CONTROL` (RFC 8216bis), and takes:
+//!
+//! * `_HLS_msn=<M>[&_HLS_part=<P>]`: blocking reload. The answer waits until
+//!   segment `M` is complete (or part `P` of it, or any later part, exists),
+//!   and comes at once when it does; at most [`OriginConfig::hold`] (default
+//!   three target durations), then `503`. `M` more than two segments past the
+//!   newest complete one, `_HLS_part` without `_HLS_msn`, or values that are
+//!   not decimal numbers are `400`. Every held request is one future parked on
+//!   a `tokio::sync::watch` (a waker, no task); past
+//!   [`OriginConfig::max_held_requests`] more are `503` at once.
+//! * `_HLS_skip=YES|v2`: delta update (`#EXT-X-SKIP`).
+//!
+//! A part that is not complete yet (the preload hint) is answered as soon as
+//! its first chunk exists, with a chunked body that grows as its frames
+//! arrive.
 //!
 //! Names are validated with [`StreamName`]; nothing here touches the file
 //! system. Every answer carries `Access-Control-Allow-Origin: *`, `OPTIONS`
-//! preflights are answered, `HEAD` works like `GET` without a body. Segments
-//! are immutable (cached for a year), live playlists for a second, errors not
-//! at all.
+//! preflights are answered, `HEAD` works like `GET` without a body.
+//!
+//! Cache headers keep a CDN edge (nginx `proxy_cache`, keyed on the full
+//! URI) correct: segments, parts and init segments are immutable (a year);
+//! classic live playlists one second; LL-HLS playlists without `_HLS_msn`
+//! `no-cache` (they change every part, and HTTP freshness has whole seconds
+//! only, so "at most half a part" is zero); a blocking answer is final for
+//! its query (it contains the asked part, and later clients ask for later
+//! parts), so it is cached for one target duration and an edge may collapse
+//! identical blocking requests into one; errors are never cached.
 //!
 //! Every request is put to an [`Authorizer`]'s `authorize_play` with the
 //! `token` query parameter and the client address (see [`ClientIp`]); a
@@ -27,6 +55,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -39,7 +69,7 @@ use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use ugc_core::{AllowAll, Authorizer, PlayDecision, PlayRequest, StreamName};
-use ugc_dvr::{LiveRegistry, LiveStream, Variant};
+use ugc_dvr::{LiveRegistry, LiveStream, PartProgress, PlaylistQuery, Variant};
 
 /// `Content-Type` of playlists.
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -49,8 +79,27 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
 /// `Cache-Control` of playlists of ended streams.
 pub const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
-/// `Cache-Control` of errors.
+/// `Cache-Control` of errors and of LL-HLS playlists without `_HLS_msn`.
 pub const NO_CACHE: &str = "no-cache";
+
+/// Settings of the origin.
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Longest hold of a blocking playlist reload or of a part that has not
+    /// started; `None`: three target durations of the stream.
+    pub hold: Option<Duration>,
+    /// Blocking requests held at once (all streams); more get `503`.
+    pub max_held_requests: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            hold: None,
+            max_held_requests: 20_000,
+        }
+    }
+}
 
 /// Resolves the viewer's address from the TCP peer and the request headers
 /// (e.g. `X-Forwarded-For` from trusted proxies only).
@@ -65,6 +114,28 @@ struct Origin<A> {
     registry: Arc<LiveRegistry>,
     auth: Arc<A>,
     client_ip: ClientIp,
+    config: OriginConfig,
+    held: AtomicUsize,
+}
+
+/// One held request; releases its slot when dropped.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn take(counter: &'a AtomicUsize, max: usize) -> Option<Held<'a>> {
+        let prev = counter.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Held(counter))
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The origin's routes over `registry`, open to every viewer.
@@ -81,6 +152,16 @@ pub fn router_with_auth<A: Authorizer>(
     auth: Arc<A>,
     client_ip: ClientIp,
 ) -> Router {
+    router_with_config(registry, auth, client_ip, OriginConfig::default())
+}
+
+/// [`router_with_auth`] with explicit [`OriginConfig`].
+pub fn router_with_config<A: Authorizer>(
+    registry: Arc<LiveRegistry>,
+    auth: Arc<A>,
+    client_ip: ClientIp,
+    config: OriginConfig,
+) -> Router {
     Router::new()
         .route("/live/{stream}/{file}", get(live_file::<A>))
         .route(
@@ -93,6 +174,8 @@ pub fn router_with_auth<A: Authorizer>(
             registry,
             auth,
             client_ip,
+            config,
+            held: AtomicUsize::new(0),
         }))
 }
 
@@ -212,6 +295,7 @@ enum LiveFile {
     MediaPlaylist(Variant),
     Init(u32),
     Segment(Variant, u64),
+    Part(u64, u32),
 }
 
 /// Why a file name was not served.
@@ -253,7 +337,54 @@ fn parse_file(file: &str) -> Result<LiveFile, FileNameError> {
             return parse_number(n).map(|n| LiveFile::Segment(Variant::Ts, n));
         }
     }
+    if let Some((m, p)) = file
+        .strip_prefix("part-")
+        .and_then(|r| r.strip_suffix(".m4s"))
+        .and_then(|r| r.split_once('.'))
+    {
+        return Ok(LiveFile::Part(parse_number(m)?, parse_number(p)?));
+    }
     Err(FileNameError::Unknown)
+}
+
+/// The LL-HLS delivery directives of a playlist request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Directives {
+    msn: Option<u64>,
+    part: Option<u32>,
+    skip: bool,
+}
+
+/// Parses `_HLS_msn`, `_HLS_part` and `_HLS_skip`; `Err` is a bad request
+/// (not a decimal number, out of range, `_HLS_part` without `_HLS_msn`,
+/// repeated, unknown `_HLS_skip` value).
+fn parse_directives(query: Option<&str>) -> Result<Directives, ()> {
+    let mut d = Directives::default();
+    let number = |v: &str| -> Result<u64, ()> {
+        if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        v.parse().map_err(|_| ())
+    };
+    for kv in query.unwrap_or("").split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "_HLS_msn" if d.msn.is_none() => d.msn = Some(number(v)?),
+            "_HLS_part" if d.part.is_none() => {
+                d.part = Some(u32::try_from(number(v)?).map_err(|_| ())?)
+            }
+            "_HLS_skip" if !d.skip => match v {
+                "YES" | "v2" => d.skip = true,
+                _ => return Err(()),
+            },
+            "_HLS_msn" | "_HLS_part" | "_HLS_skip" => return Err(()),
+            _ => {}
+        }
+    }
+    if d.part.is_some() && d.msn.is_none() {
+        return Err(());
+    }
+    Ok(d)
 }
 
 async fn live_file<A: Authorizer>(
@@ -334,8 +465,166 @@ async fn live_request<A: Authorizer>(
             ),
             None => error(StatusCode::NOT_FOUND),
         },
+        (LiveFile::MediaPlaylist(v), _) => {
+            let Ok(d) = parse_directives(req.uri().query()) else {
+                return error(StatusCode::BAD_REQUEST);
+            };
+            media_playlist(&origin, live, v, d, token.as_deref()).await
+        }
+        (LiveFile::Part(msn, index), _) => part(&origin, live, msn, index).await,
         (file, _) => serve(&live, file, token.as_deref()),
     }
+}
+
+fn hold_of<A>(origin: &Origin<A>, live: &LiveStream) -> Duration {
+    origin.config.hold.unwrap_or_else(|| {
+        Duration::from_millis(u64::from(live.config().target_duration_ms.max(500)) * 3)
+    })
+}
+
+/// The media playlist, after a blocking wait when `_HLS_msn` asks for it.
+async fn media_playlist<A>(
+    origin: &Origin<A>,
+    live: Arc<LiveStream>,
+    variant: Variant,
+    d: Directives,
+    token: Option<&str>,
+) -> Response {
+    let ll = live.low_latency() && variant == Variant::Fmp4;
+    let mut cache = if !ll {
+        playlist_cache(&live)
+    } else if live.is_ended() {
+        ENDED_PLAYLIST_CACHE
+    } else {
+        NO_CACHE
+    };
+    let mut blocking_cache = None;
+    if let (true, Some(msn)) = (ll, d.msn) {
+        let mut rx = live.subscribe();
+        let now = *rx.borrow_and_update();
+        // More than two segments past the newest complete one: never
+        // answerable in time (RFC 8216bis 6.2.5.2).
+        let limit = now.last_msn.map_or(2, |m| m.saturating_add(2));
+        let max_part = 4 * live.config().target_duration_ms.max(1000)
+            / live.config().part_target_ms.unwrap_or(1000).max(1);
+        if msn > limit || d.part.is_some_and(|p| p > max_part.max(64)) {
+            return error(StatusCode::BAD_REQUEST);
+        }
+        if !now.ended && !now.reached(msn, d.part) {
+            let Some(_held) = Held::take(&origin.held, origin.config.max_held_requests) else {
+                return error(StatusCode::SERVICE_UNAVAILABLE);
+            };
+            let wait = rx.wait_for(|u| u.ended || u.reached(msn, d.part));
+            match tokio::time::timeout(hold_of(origin, &live), wait).await {
+                Ok(Ok(_)) => {}
+                // The stream was replaced or the hold expired.
+                Ok(Err(_)) | Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE),
+            }
+        }
+        let secs = live.config().target_duration_ms.div_ceil(1000).max(1);
+        blocking_cache = Some(format!("public, max-age={secs}"));
+        cache = "";
+    }
+    if !live.has_segments() {
+        return error(StatusCode::NOT_FOUND);
+    }
+    let query = PlaylistQuery {
+        skip: d.skip && ll,
+        ..PlaylistQuery::default()
+    };
+    let body = playlist_body(live.render_media_playlist_with(variant, &query), token);
+    let mut res = respond(PLAYLIST_TYPE, NO_CACHE, body);
+    let value = match blocking_cache {
+        Some(v) => HeaderValue::from_str(&v).ok(),
+        None => Some(HeaderValue::from_static(cache)),
+    };
+    if let Some(v) = value {
+        res.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    res
+}
+
+/// A part: at once when complete, streamed while it is being written, after
+/// a bounded wait when it has not started.
+async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32) -> Response {
+    let mut rx = live.subscribe_chunks();
+    rx.borrow_and_update();
+    let first = match live.part_progress(msn, index, 0) {
+        PartProgress::Complete(b) => return respond("video/mp4", IMMUTABLE, b),
+        PartProgress::Never => return error(StatusCode::NOT_FOUND),
+        PartProgress::Partial(c) => c,
+        PartProgress::NotYet => {
+            // Only the part being produced next (or the first of the next
+            // segment) is worth waiting for.
+            let producing = live.producing_msn();
+            let max_part = 4 * live.config().target_duration_ms.max(1000)
+                / live.config().part_target_ms.unwrap_or(1000).max(1);
+            if msn > producing.saturating_add(1) || index > max_part.max(64) {
+                return error(StatusCode::NOT_FOUND);
+            }
+            let Some(_held) = Held::take(&origin.held, origin.config.max_held_requests) else {
+                return error(StatusCode::SERVICE_UNAVAILABLE);
+            };
+            let deadline = tokio::time::Instant::now() + hold_of(origin, &live);
+            loop {
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE),
+                }
+                match live.part_progress(msn, index, 0) {
+                    PartProgress::Complete(b) => return respond("video/mp4", IMMUTABLE, b),
+                    PartProgress::Never => return error(StatusCode::NOT_FOUND),
+                    PartProgress::Partial(c) => break c,
+                    PartProgress::NotYet => {}
+                }
+            }
+        }
+    };
+    let hold = hold_of(origin, &live);
+    let sent: usize = first.iter().map(Bytes::len).sum();
+    let head = futures_util::stream::iter(first.into_iter().map(Ok::<Bytes, std::io::Error>));
+    let tail = futures_util::stream::unfold(
+        (live, rx, sent, false),
+        move |(live, mut rx, offset, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match live.part_progress(msn, index, offset) {
+                    PartProgress::Complete(rest) => {
+                        let n = rest.len();
+                        return Some((Ok(rest), (live, rx, offset + n, true)));
+                    }
+                    PartProgress::Partial(chunks) if !chunks.is_empty() => {
+                        let n: usize = chunks.iter().map(Bytes::len).sum();
+                        let data = if chunks.len() == 1 {
+                            chunks.into_iter().next().unwrap_or_default()
+                        } else {
+                            Bytes::from(chunks.concat())
+                        };
+                        return Some((Ok(data), (live, rx, offset + n, false)));
+                    }
+                    PartProgress::Partial(_) => {}
+                    // The part was abandoned: abort the body so no cache
+                    // keeps a truncated part.
+                    PartProgress::Never | PartProgress::NotYet => {
+                        let e = std::io::Error::other("part abandoned");
+                        return Some((Err(e), (live, rx, offset, true)));
+                    }
+                }
+                if !matches!(tokio::time::timeout(hold, rx.changed()).await, Ok(Ok(()))) {
+                    let e = std::io::Error::other("part stalled");
+                    return Some((Err(e), (live, rx, offset, true)));
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt as _;
+    let mut res = Response::new(Body::from_stream(head.chain(tail)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    res
 }
 
 fn playlist_cache(live: &LiveStream) -> &'static str {
@@ -372,6 +661,10 @@ fn serve(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
         LiveFile::Init(n) => match live.init(n) {
             Some(init) => respond("video/mp4", IMMUTABLE, init.data.clone()),
             None => error(StatusCode::NOT_FOUND),
+        },
+        LiveFile::Part(msn, index) => match live.part_progress(msn, index, 0) {
+            PartProgress::Complete(b) => respond("video/mp4", IMMUTABLE, b),
+            _ => error(StatusCode::NOT_FOUND),
         },
         LiveFile::Segment(v, msn) => {
             let Some(seg) = live.segment(msn) else {
@@ -415,6 +708,39 @@ mod tests {
     }
 
     #[test]
+    fn directives() {
+        let d = |q: &str| parse_directives(Some(q));
+        assert_eq!(
+            d("_HLS_msn=5&_HLS_part=2&token=x"),
+            Ok(Directives {
+                msn: Some(5),
+                part: Some(2),
+                skip: false
+            })
+        );
+        assert_eq!(d("_HLS_skip=YES").map(|d| d.skip), Ok(true));
+        assert_eq!(d("_HLS_skip=v2").map(|d| d.skip), Ok(true));
+        assert_eq!(parse_directives(None), Ok(Directives::default()));
+        for bad in [
+            "_HLS_part=1",
+            "_HLS_msn=-1",
+            "_HLS_msn=+1",
+            "_HLS_msn=abc",
+            "_HLS_msn=",
+            "_HLS_msn",
+            "_HLS_msn=99999999999999999999999",
+            "_HLS_msn=18446744073709551616",
+            "_HLS_msn=1&_HLS_part=4294967296",
+            "_HLS_msn=1&_HLS_part=-2",
+            "_HLS_msn=1&_HLS_msn=2",
+            "_HLS_skip=NO",
+            "_HLS_msn=1.5",
+        ] {
+            assert_eq!(d(bad), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
     fn file_names() {
         assert_eq!(parse_file("index.m3u8"), Ok(LiveFile::Multivariant));
         assert_eq!(
@@ -443,6 +769,13 @@ mod tests {
             Err(FileNameError::Unknown)
         );
         assert_eq!(parse_file("passwd"), Err(FileNameError::Unknown));
+        assert_eq!(parse_file("part-7.3.m4s"), Ok(LiveFile::Part(7, 3)));
+        assert_eq!(parse_file("part-7.x.m4s"), Err(FileNameError::BadNumber));
+        assert_eq!(parse_file("part--1.0.m4s"), Err(FileNameError::BadNumber));
+        assert_eq!(
+            parse_file("part-1.4294967296.m4s"),
+            Err(FileNameError::Unknown)
+        );
         assert_eq!(parse_file("seg-1.mp4"), Err(FileNameError::Unknown));
     }
 }

@@ -38,6 +38,20 @@ pub struct Cli {
     /// Segments in the live playlist window.
     #[arg(long, env = "UGC_WINDOW_SEGMENTS")]
     pub window_segments: Option<usize>,
+    /// LL-HLS part target in milliseconds (default 200; 0 turns LL-HLS off:
+    /// classic HLS, one fragment per segment).
+    #[arg(long, env = "UGC_PART_MS")]
+    pub part_ms: Option<u32>,
+    /// HTTPS listen address (HLS origin, API; HTTP/2 + HTTP/1.1 by ALPN).
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, env = "UGC_HTTPS")]
+    pub https: Option<SocketAddr>,
+    /// PEM certificate chain for --https.
+    #[arg(long, env = "UGC_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --https.
+    #[arg(long, env = "UGC_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds a stream survives without a publisher (a reconnect continues it).
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S")]
     pub publisher_grace_s: Option<u64>,
@@ -76,6 +90,10 @@ struct FileConfig {
     public_host: Option<String>,
     segment_ms: Option<u32>,
     window_segments: Option<usize>,
+    part_ms: Option<u32>,
+    https: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     publisher_grace_s: Option<u64>,
     log: Option<String>,
     max_rtmp_connections: Option<usize>,
@@ -106,6 +124,10 @@ pub struct Config {
     pub public_host: Option<String>,
     pub segment_ms: u32,
     pub window_segments: usize,
+    /// LL-HLS part target; `None` is classic HLS.
+    pub part_ms: Option<u32>,
+    /// HTTPS listener with its certificate and key.
+    pub https: Option<(SocketAddr, PathBuf, PathBuf)>,
     pub publisher_grace_s: u64,
     pub log: String,
     pub max_rtmp_connections: Option<usize>,
@@ -138,6 +160,20 @@ impl Config {
             (2..=100).contains(&window_segments),
             "window_segments must be within 2..=100"
         );
+        let part_ms = cli.part_ms.or(file.part_ms).unwrap_or(200);
+        anyhow::ensure!(
+            part_ms == 0 || (50..=segment_ms).contains(&part_ms),
+            "part_ms must be 0 (off) or within 50..=segment_ms, got {part_ms}"
+        );
+        let https = match (
+            cli.https.or(file.https),
+            cli.tls_cert.clone().or(file.tls_cert),
+            cli.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(addr), Some(cert), Some(key)) => Some((addr, cert, key)),
+            (None, None, None) => None,
+            _ => anyhow::bail!("https, tls_cert and tls_key go together"),
+        };
         let data = cli
             .data
             .clone()
@@ -145,6 +181,8 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("data"));
         let dvr = crate::dvr::DvrConfig::new(file.dvr, cli.dvr_hours, &data);
         Ok(Config {
+            part_ms: (part_ms > 0).then_some(part_ms),
+            https,
             data,
             dvr,
             rtmp: cli
@@ -191,7 +229,7 @@ impl Config {
         c.segmenter.target_duration_ms = self.segment_ms;
         c.live.target_duration_ms = self.segment_ms;
         c.live.window_segments = self.window_segments;
-        c
+        c.with_part_target(self.part_ms)
     }
 
     pub fn rtmp_server(&self) -> ugc_proto::rtmp::server::RtmpServerConfig {

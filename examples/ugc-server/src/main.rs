@@ -188,6 +188,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => warn!("web panel files not found: pass --web <repo>/web to serve / and /watch"),
     }
+    let app_tls = app.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(
             http,
@@ -198,6 +199,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     let pruner = tokio::spawn(prune_sessions(control.clone()));
     let transcoder = transcode::spawn(hub.clone(), control.clone(), config.transcode.clone());
+    let https_task = match &config.https {
+        Some(https) => Some(spawn_https(https, app_tls).await?),
+        None => None,
+    };
 
     tokio::select! {
         r = http_task => {
@@ -222,6 +227,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     pruner.abort();
     transcoder.abort();
+    if let Some(t) = https_task {
+        t.abort();
+    }
     announcer.abort();
     reaper.abort();
     for name in hub.stream_names() {
@@ -231,6 +239,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ =
         tokio::task::spawn_blocking(move || archive.flush_blocking(Duration::from_secs(5))).await;
     Ok(())
+}
+
+/// Binds the HTTPS listener (HTTP/2 + HTTP/1.1 over TLS) and serves `app`.
+async fn spawn_https(
+    (addr, cert, key): &(SocketAddr, std::path::PathBuf, std::path::PathBuf),
+    app: axum::Router,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let tls = ugc_proto::tls::server_config(cert, key).context("loading the TLS certificate")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding HTTPS on {addr}"))?;
+    info!(https = %listener.local_addr()?, "HTTPS (HTTP/2, HTTP/1.1) listening");
+    Ok(tokio::spawn(ugc_proto::tls::serve_tls(listener, tls, app)))
 }
 
 /// Logs the play URL of every new stream.

@@ -879,7 +879,9 @@ impl SegmentObserver for Recorder {
                     });
                 }
             }
-            SegmenterOutput::Part { .. } => {}
+            SegmenterOutput::Part { .. }
+            | SegmenterOutput::Opened(_)
+            | SegmenterOutput::PartChunk { .. } => {}
         }
     }
 }

@@ -1,0 +1,403 @@
+//! LL-HLS conformance of the live playlists (RFC 8216bis): tags and
+//! attributes, part durations within PART-TARGET, msn/part arithmetic across
+//! segment boundaries, preload hints, delta updates, and the bytes of parts
+//! in progress.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use ugc_core::MediaEvent;
+use ugc_dvr::{
+    LiveConfig, LiveStream, PartProgress, PlaylistQuery, Segmenter, SegmenterConfig,
+    SegmenterOutput, Variant,
+};
+
+const PART_MS: u32 = 200;
+
+fn ll_live(window: usize) -> LiveStream {
+    LiveStream::new(LiveConfig {
+        window_segments: window,
+        grace_segments: 2,
+        target_duration_ms: 1000,
+        part_target_ms: Some(PART_MS),
+    })
+}
+
+fn ll_segmenter() -> Segmenter {
+    Segmenter::new(SegmenterConfig {
+        target_duration_ms: 1000,
+        part_target_ms: Some(PART_MS),
+    })
+}
+
+/// `secs` seconds of 30 fps video (GOP `gop` frames) with AAC.
+fn av30(secs: i64, gop: i64) -> Vec<MediaEvent> {
+    let mut out = vec![MediaEvent::Tracks(av())];
+    let mut next_audio = 0i64;
+    for i in 0..secs * 30 {
+        let t = i * 1000 / 30;
+        out.push(v(t, i % gop == 0));
+        while next_audio * 1024 * 1000 / 44_100 < t + 33 {
+            out.push(a(next_audio * 1024 * 1000 / 44_100));
+            next_audio += 1;
+        }
+    }
+    out
+}
+
+fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("{name}=");
+    let mut rest = line.split_once(':')?.1;
+    while !rest.is_empty() {
+        let (item, tail) = if let Some(stripped) = rest.strip_prefix(&key) {
+            let value_and_tail = stripped;
+            if let Some(q) = value_and_tail.strip_prefix('"') {
+                let end = q.find('"')?;
+                return Some(&q[..end]);
+            }
+            let end = value_and_tail.find(',').unwrap_or(value_and_tail.len());
+            return Some(&value_and_tail[..end]);
+        } else {
+            // Skip one attribute (quoted values may hold commas).
+            let mut in_quotes = false;
+            let mut cut = rest.len();
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '"' => in_quotes = !in_quotes,
+                    ',' if !in_quotes => {
+                        cut = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            (&rest[..cut], rest.get(cut + 1..).unwrap_or(""))
+        };
+        let _ = item;
+        rest = tail;
+    }
+    None
+}
+
+fn ms(secs: &str) -> u64 {
+    let (s, frac) = secs.split_once('.').unwrap_or((secs, "0"));
+    let frac = format!("{frac:0<3}");
+    s.parse::<u64>().unwrap() * 1000 + frac[..3].parse::<u64>().unwrap()
+}
+
+fn parse_part_uri(uri: &str) -> (u64, u32) {
+    let body = uri
+        .strip_prefix("part-")
+        .unwrap()
+        .strip_suffix(".m4s")
+        .unwrap();
+    let (m, p) = body.split_once('.').unwrap();
+    (m.parse().unwrap(), p.parse().unwrap())
+}
+
+/// A listed part: msn, index, duration in ms, independent.
+type ListedPart = (u64, u32, u64, bool);
+
+/// Checks one LL-HLS playlist and returns (parts listed in order, hint).
+fn check_playlist(text: &str) -> (Vec<ListedPart>, Option<(u64, u32)>) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "#EXTM3U");
+    assert!(lines.contains(&"#EXT-X-VERSION:9"), "{text}");
+    let sc = lines
+        .iter()
+        .find(|l| l.starts_with("#EXT-X-SERVER-CONTROL:"))
+        .expect("server control");
+    assert_eq!(attr(sc, "CAN-BLOCK-RELOAD"), Some("YES"));
+    let target_s: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let part_target = ms(lines
+        .iter()
+        .find_map(|l| l.strip_prefix("#EXT-X-PART-INF:PART-TARGET="))
+        .expect("part inf"));
+    assert!(part_target >= u64::from(PART_MS));
+    // PART-HOLD-BACK at least 3 x PART-TARGET, CAN-SKIP-UNTIL at least 6 x TD.
+    assert!(ms(attr(sc, "PART-HOLD-BACK").unwrap()) >= 3 * part_target);
+    assert!(ms(attr(sc, "CAN-SKIP-UNTIL").unwrap()) >= 6 * target_s * 1000);
+    let mut msn: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    if let Some(skip) = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS="))
+    {
+        msn += skip.parse::<u64>().unwrap();
+    }
+    let mut parts = Vec::new();
+    let mut seg_parts: Vec<(u32, u64)> = Vec::new();
+    let mut pdt_seen = false;
+    let mut hint = None;
+    for l in &lines {
+        if l.starts_with("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt_seen = true;
+        } else if l.starts_with("#EXT-X-PART:") {
+            let uri = attr(l, "URI").unwrap();
+            let (m, p) = parse_part_uri(uri);
+            assert_eq!(m, msn, "part of the wrong segment: {l}\n{text}");
+            assert_eq!(p as usize, seg_parts.len(), "part index gap: {l}\n{text}");
+            let d = ms(attr(l, "DURATION").unwrap());
+            assert!(
+                d <= part_target,
+                "part {m}.{p} of {d} ms > PART-TARGET\n{text}"
+            );
+            let independent = attr(l, "INDEPENDENT") == Some("YES");
+            if p == 0 {
+                assert!(independent, "a segment's first part starts with a keyframe");
+            }
+            seg_parts.push((p, d));
+            parts.push((m, p, d, independent));
+        } else if let Some(d) = l.strip_prefix("#EXTINF:") {
+            assert!(pdt_seen, "every segment carries a PROGRAM-DATE-TIME");
+            pdt_seen = false;
+            let d = ms(d.trim_end_matches(','));
+            if !seg_parts.is_empty() {
+                let sum: u64 = seg_parts.iter().map(|(_, d)| d).sum();
+                assert!(
+                    sum.abs_diff(d) <= seg_parts.len() as u64,
+                    "parts {sum} vs {d}"
+                );
+            }
+            seg_parts.clear();
+        } else if l.starts_with("seg-") {
+            assert_eq!(*l, format!("seg-{msn}.m4s"));
+            msn += 1;
+        } else if l.starts_with("#EXT-X-PRELOAD-HINT:") {
+            assert_eq!(attr(l, "TYPE"), Some("PART"));
+            hint = Some(parse_part_uri(attr(l, "URI").unwrap()));
+        }
+    }
+    (parts, hint)
+}
+
+#[test]
+fn ll_playlists_conform_while_the_stream_grows() {
+    let live = ll_live(8);
+    let mut seg = ll_segmenter();
+    let mut chunks: HashMap<(u64, u32), BytesMut> = HashMap::new();
+    let mut renders = 0;
+    for (i, e) in av30(8, 30).into_iter().enumerate() {
+        seg.push(e, T0 + i as i64 * 20).unwrap();
+        while let Some(o) = seg.poll() {
+            match &o {
+                SegmenterOutput::PartChunk { msn, part, data } => {
+                    chunks
+                        .entry((*msn, *part))
+                        .or_default()
+                        .extend_from_slice(data);
+                    // Readers of the part in progress see exactly its chunks so far.
+                    let got = match live.part_progress(*msn, *part, 0) {
+                        PartProgress::Partial(c) => c.concat(),
+                        PartProgress::NotYet => Vec::new(),
+                        other => panic!("{other:?}"),
+                    };
+                    let before = chunks[&(*msn, *part)].len() - data.len();
+                    assert_eq!(got.len(), before);
+                }
+                SegmenterOutput::Part { msn, part } => {
+                    // A part is the concatenation of its chunks.
+                    let c = chunks.remove(&(*msn, part.index)).unwrap_or_default();
+                    assert_eq!(c.freeze(), part.data);
+                }
+                _ => {}
+            }
+            live.apply(o);
+        }
+        if !live.has_segments() || i % 7 != 0 {
+            continue;
+        }
+        renders += 1;
+        let text = live.render_media_playlist(Variant::Fmp4);
+        let (parts, hint) = check_playlist(&text);
+        let (m, p, _, _) = *parts.last().unwrap();
+        // The hint is the part after the newest listed one, across a
+        // segment boundary when the newest closed its segment.
+        let hint = hint.unwrap();
+        let update = live.update();
+        assert!(
+            hint == (m, p + 1) || hint == (m + 1, 0),
+            "{hint:?} after {m}.{p}"
+        );
+        assert!(update.reached(m, Some(p)));
+        assert!(!update.reached(hint.0, Some(hint.1)));
+        if let Some((om, n)) = update.open_parts.filter(|&(_, n)| n > 0) {
+            assert_eq!((om, n - 1), (m, p));
+        } else {
+            assert_eq!(update.last_msn, Some(m));
+            assert_eq!(hint, (m + 1, 0));
+        }
+        // Every listed part is fetchable and complete.
+        for (m, p, _, _) in &parts {
+            assert!(
+                matches!(live.part_progress(*m, *p, 0), PartProgress::Complete(b) if !b.is_empty())
+            );
+        }
+        // Standard tags still parse for classic clients.
+        m3u8_rs::parse_media_playlist_res(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    }
+    assert!(renders > 20);
+    // A segment's parts are views of the fMP4 segment, in order.
+    let last = live.window().pop().unwrap();
+    let mut joined = BytesMut::new();
+    for p in &last.parts {
+        joined.extend_from_slice(&p.data);
+    }
+    assert!(last.data.ends_with(&joined));
+    assert!(matches!(
+        live.part_progress(last.msn, u32::try_from(last.parts.len()).unwrap(), 0),
+        PartProgress::Never | PartProgress::NotYet
+    ));
+    assert_eq!(live.part_progress(0, 999, 0), PartProgress::Never);
+    assert_eq!(live.part_progress(u64::MAX, 0, 0), PartProgress::NotYet);
+}
+
+#[test]
+fn delta_update_is_the_full_playlist_minus_skipped_segments() {
+    // 20 one-second segments in the window; CAN-SKIP-UNTIL is 6 s.
+    let live = ll_live(20);
+    let mut seg = ll_segmenter();
+    for (i, e) in av30(22, 30).into_iter().enumerate() {
+        seg.push(e, T0 + i as i64 * 20).unwrap();
+        while let Some(o) = seg.poll() {
+            live.apply(o);
+        }
+    }
+    let full = live.render_media_playlist(Variant::Fmp4);
+    let delta = live.render_media_playlist_with(
+        Variant::Fmp4,
+        &PlaylistQuery {
+            skip: true,
+            ..PlaylistQuery::default()
+        },
+    );
+    check_playlist(&delta);
+    let skipped: usize = delta
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS="))
+        .expect("skip tag")
+        .parse()
+        .unwrap();
+    assert!(skipped >= 10, "{delta}");
+    // Remove the skipped segments (their tags up to their URI) from the full
+    // playlist; the rest must be identical, plus the EXT-X-SKIP line.
+    let mut expect = Vec::new();
+    let mut seen = 0;
+    let mut pending = Vec::new();
+    let mut in_header = true;
+    for l in full.lines() {
+        if in_header && l == "#EXT-X-INDEPENDENT-SEGMENTS" {
+            expect.push(l.to_owned());
+            expect.push(format!("#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}"));
+            in_header = false;
+            continue;
+        }
+        if in_header {
+            expect.push(l.to_owned());
+            continue;
+        }
+        pending.push(l.to_owned());
+        if l.starts_with("seg-") {
+            if seen >= skipped {
+                expect.append(&mut pending);
+            } else {
+                // A skipped segment's MAP must reappear before the first kept one.
+                pending.retain(|p| p.starts_with("#EXT-X-MAP"));
+            }
+            seen += 1;
+        }
+    }
+    expect.append(&mut pending);
+    // The first kept segment carries the MAP again.
+    let expect = expect.join("\n") + "\n";
+    let normalize = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("#EXT-X-MAP"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(normalize(&delta), normalize(&expect));
+    assert!(delta.contains("#EXT-X-MAP:URI=\"init-0.mp4\""));
+    // The segments after the skip boundary span at least CAN-SKIP-UNTIL.
+    let kept: f64 = delta
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').parse::<f64>().unwrap())
+        .sum();
+    assert!(kept >= 6.0, "{kept}");
+    // Without LL-HLS nothing changes for classic clients.
+    let classic = LiveStream::new(LiveConfig::default());
+    assert!(
+        !classic
+            .render_media_playlist(Variant::Fmp4)
+            .contains("EXT-X-PART")
+    );
+}
+
+#[test]
+fn reached_follows_msn_and_part_order() {
+    let mut u = ugc_dvr::LiveUpdate {
+        last_msn: Some(4),
+        open_parts: Some((5, 2)),
+        ..Default::default()
+    };
+    assert!(u.reached(4, None));
+    assert!(!u.reached(5, None));
+    assert!(u.reached(5, Some(1)));
+    assert!(!u.reached(5, Some(2)));
+    assert!(u.reached(3, Some(99)));
+    assert!(u.reached(4, Some(99)), "a closed segment has all its parts");
+    u.open_parts = Some((6, 0));
+    assert!(u.reached(5, Some(7)));
+    u.open_parts = None;
+    u.last_msn = None;
+    assert!(!u.reached(0, Some(0)));
+}
+
+#[test]
+fn part_bytes_from_an_offset() {
+    let live = ll_live(4);
+    let mut seg = ll_segmenter();
+    let mut seen_partial = false;
+    for (i, e) in av30(2, 30).into_iter().enumerate() {
+        seg.push(e, T0 + i as i64 * 20).unwrap();
+        while let Some(o) = seg.poll() {
+            if let SegmenterOutput::PartChunk { msn, part, data } = &o {
+                let before: Vec<Bytes> = match live.part_progress(*msn, *part, 0) {
+                    PartProgress::Partial(c) => c,
+                    _ => Vec::new(),
+                };
+                let len: usize = before.iter().map(Bytes::len).sum();
+                live.apply(o.clone());
+                // From the old end on, exactly the new chunk; from the middle
+                // of it, its tail.
+                assert_eq!(
+                    live.part_progress(*msn, *part, len),
+                    PartProgress::Partial(vec![data.clone()])
+                );
+                assert_eq!(
+                    live.part_progress(*msn, *part, len + 3),
+                    PartProgress::Partial(vec![data.slice(3..)])
+                );
+                seen_partial = true;
+                continue;
+            }
+            live.apply(o);
+        }
+    }
+    assert!(seen_partial);
+}

@@ -1,0 +1,389 @@
+//! LL-HLS on the origin, against a stream fed in real time: blocking
+//! reload timing, 1 000 held requests, bounded holds, bad directives, and a
+//! preload-hinted part streamed while it is written.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+use ugc_core::{AllowAll, Frame, MediaEvent, TrackId};
+use ugc_dvr::{LiveConfig, LiveRegistry, LiveStream, Segmenter, SegmenterConfig, SegmenterOutput};
+use ugc_proto::origin::{OriginConfig, peer_is_client, router_with_config};
+
+const PART_MS: u32 = 200;
+const FRAME_MS: u64 = 33;
+
+type Produced = Arc<Mutex<HashMap<(u64, u32), Instant>>>;
+
+struct Feed {
+    live: Arc<LiveStream>,
+    /// When each part was published.
+    parts: Produced,
+    /// When each part's first chunk was published.
+    first_chunks: Produced,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A live stream fed with 30 fps video (1 s GOPs) and AAC in real time for
+/// `secs` seconds, then kept open (no end).
+fn feed(secs: u64) -> Feed {
+    let live = Arc::new(LiveStream::new(LiveConfig {
+        window_segments: 6,
+        grace_segments: 2,
+        target_duration_ms: 1000,
+        part_target_ms: Some(PART_MS),
+    }));
+    let parts: Produced = Arc::default();
+    let first_chunks: Produced = Arc::default();
+    let task = {
+        let (live, parts, first_chunks) = (live.clone(), parts.clone(), first_chunks.clone());
+        tokio::spawn(async move {
+            let mut seg = Segmenter::new(SegmenterConfig {
+                target_duration_ms: 1000,
+                part_target_ms: Some(PART_MS),
+            });
+            let start = tokio::time::Instant::now();
+            let apply = |seg: &mut Segmenter| {
+                while let Some(o) = seg.poll() {
+                    match &o {
+                        SegmenterOutput::Part { msn, part } => {
+                            parts
+                                .lock()
+                                .unwrap()
+                                .insert((*msn, part.index), Instant::now());
+                        }
+                        SegmenterOutput::PartChunk { msn, part, .. } => {
+                            first_chunks
+                                .lock()
+                                .unwrap()
+                                .entry((*msn, *part))
+                                .or_insert_with(Instant::now);
+                        }
+                        _ => {}
+                    }
+                    live.apply(o);
+                }
+            };
+            seg.push(
+                MediaEvent::Tracks(ugc_core::hub::tests_support::av_tracks()),
+                0,
+            )
+            .unwrap();
+            apply(&mut seg);
+            let frames = secs * 1000 / FRAME_MS;
+            for i in 0..frames as i64 {
+                tokio::time::sleep_until(start + Duration::from_millis(i as u64 * FRAME_MS)).await;
+                let t = i * FRAME_MS as i64;
+                let now = 1_700_000_000_000 + t;
+                seg.push(
+                    MediaEvent::Frame(Frame {
+                        track: TrackId(1),
+                        dts: t,
+                        pts: t,
+                        keyframe: i % 30 == 0,
+                        data: Bytes::from(vec![i as u8; 1500]),
+                    }),
+                    now,
+                )
+                .unwrap();
+                seg.push(
+                    MediaEvent::Frame(Frame {
+                        track: TrackId(2),
+                        dts: t + 1,
+                        pts: t + 1,
+                        keyframe: true,
+                        data: Bytes::from(vec![2u8; 30]),
+                    }),
+                    now,
+                )
+                .unwrap();
+                apply(&mut seg);
+            }
+        })
+    };
+    Feed {
+        live,
+        parts,
+        first_chunks,
+        task,
+    }
+}
+
+fn app(live: &Arc<LiveStream>, config: OriginConfig) -> Router {
+    let reg = Arc::new(LiveRegistry::new());
+    reg.insert("live/ll", live.clone());
+    router_with_config(reg, Arc::new(AllowAll), peer_is_client(), config)
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, String, Bytes) {
+    let res = app
+        .clone()
+        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let cc = res
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        status,
+        cc,
+        to_bytes(res.into_body(), 1 << 24).await.unwrap(),
+    )
+}
+
+fn hint(playlist: &str) -> (u64, u32) {
+    let line = playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))
+        .unwrap();
+    let uri = line.split("URI=\"part-").nth(1).unwrap();
+    let (m, rest) = uri.split_once('.').unwrap();
+    let p = rest.split_once('.').unwrap().0;
+    (m.parse().unwrap(), p.parse().unwrap())
+}
+
+async fn wait_for_segments(live: &LiveStream) {
+    for _ in 0..500 {
+        if live.has_segments() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no segment after 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_reload_answers_within_one_part_of_production() {
+    let f = feed(6);
+    let app = app(&f.live, OriginConfig::default());
+    wait_for_segments(&f.live).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let (_, _, body) = get(&app, "/live/ll/mono.m3u8").await;
+        let (m, p) = hint(std::str::from_utf8(&body).unwrap());
+        let (status, cc, body) = get(
+            &app,
+            &format!("/live/ll/mono.m3u8?_HLS_msn={m}&_HLS_part={p}"),
+        )
+        .await;
+        let answered = Instant::now();
+        assert_eq!(status, StatusCode::OK);
+        assert!(cc.starts_with("public, max-age="), "{cc}");
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        // The answer lists the asked part (or its segment closed with fewer
+        // parts and the next segment began).
+        let listed = text.contains(&format!("URI=\"part-{m}.{p}.m4s\""));
+        let produced = f.parts.lock().unwrap().get(&(m, p)).copied();
+        match produced {
+            Some(at) if listed => worst = worst.max(answered.saturating_duration_since(at)),
+            _ => assert!(text.contains(&format!("seg-{m}.m4s")), "{text}"),
+        }
+    }
+    assert!(
+        worst < Duration::from_millis(u64::from(PART_MS)),
+        "blocking reload answered {worst:?} after the part"
+    );
+    f.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_held_requests_return_correctly_in_bounded_memory() {
+    let f = feed(5);
+    let app = app(&f.live, OriginConfig::default());
+    wait_for_segments(&f.live).await;
+    let (_, _, body) = get(&app, "/live/ll/mono.m3u8").await;
+    let (m, p) = hint(std::str::from_utf8(&body).unwrap());
+    let rss_before = rss_kib();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let app = app.clone();
+        let uri = format!("/live/ll/mono.m3u8?_HLS_msn={m}&_HLS_part={p}");
+        tasks.push(tokio::spawn(async move { get(&app, &uri).await }));
+    }
+    let mut texts = Vec::new();
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        texts.push(body);
+    }
+    let took = started.elapsed();
+    let grew = rss_kib().saturating_sub(rss_before);
+    // Every answer has the asked part.
+    for t in &texts {
+        let t = std::str::from_utf8(t).unwrap();
+        assert!(
+            t.contains(&format!("URI=\"part-{m}.{p}.m4s\"")) || t.contains(&format!("seg-{m}.m4s")),
+            "{t}"
+        );
+    }
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        grew < 64 * 1024,
+        "RSS grew by {grew} KiB for 1000 held requests"
+    );
+    f.task.abort();
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_are_bounded_and_bad_directives_are_400() {
+    let f = feed(5);
+    let config = OriginConfig {
+        hold: Some(Duration::from_millis(300)),
+        max_held_requests: 1,
+    };
+    let app = app(&f.live, config);
+    wait_for_segments(&f.live).await;
+    f.task.await.unwrap();
+    let last = f.live.update().last_msn.unwrap();
+    for bad in [
+        "_HLS_msn=-1",
+        "_HLS_msn=abc",
+        "_HLS_msn=99999999999999999999999999",
+        "_HLS_msn=18446744073709551615",
+        "_HLS_part=1",
+        "_HLS_msn=1&_HLS_part=-1",
+        "_HLS_msn=1&_HLS_part=x",
+        "_HLS_msn=1&_HLS_part=4294967295",
+        "_HLS_skip=maybe",
+    ] {
+        let (status, cc, _) = get(&app, &format!("/live/ll/mono.m3u8?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(cc, "no-cache");
+    }
+    let (status, _, _) = get(&app, &format!("/live/ll/mono.m3u8?_HLS_msn={}", last + 3)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "too far ahead");
+    // The publisher stalled: a held request ends with 503 after the hold, and
+    // a second one meanwhile is refused at once (limit 1).
+    let uri = format!("/live/ll/mono.m3u8?_HLS_msn={}", last + 2);
+    let held = {
+        let (app, uri) = (app.clone(), uri.clone());
+        tokio::spawn(async move {
+            let t = Instant::now();
+            (get(&app, &uri).await.0, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    assert_eq!(get(&app, &uri).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(t.elapsed() < Duration::from_millis(100));
+    let (status, took) = held.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    // Satisfied requests answer at once; the plain playlist is not cached.
+    let (status, cc, _) = get(&app, &format!("/live/ll/mono.m3u8?_HLS_msn={last}")).await;
+    assert_eq!((status, cc.as_str()), (StatusCode::OK, "public, max-age=1"));
+    let (status, cc, _) = get(&app, "/live/ll/mono.m3u8").await;
+    assert_eq!((status, cc.as_str()), (StatusCode::OK, "no-cache"));
+    // Parts: immutable; unknown ones 404.
+    let (status, cc, body) = get(&app, &format!("/live/ll/part-{last}.0.m4s")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cc.contains("immutable"));
+    assert_eq!(&body[4..8], b"moof");
+    let (status, _, _) = get(&app, &format!("/live/ll/part-{last}.999.m4s")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = get(&app, "/live/ll/part-99999.0.m4s").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preload_hinted_part_streams_while_it_is_written() {
+    let f = feed(6);
+    let app = app(&f.live, OriginConfig::default());
+    wait_for_segments(&f.live).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // Ask for a part two parts ahead of the hint so it has not started.
+    let (m, p) = f.live.preload_hint().unwrap();
+    let want = (m, p + 1);
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        format!(
+            "GET /live/ll/part-{}.{}.m4s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            want.0, want.1
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut first_body_at = None;
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = sock.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if first_body_at.is_none()
+            && let Some(h) = raw.windows(4).position(|w| w == b"\r\n\r\n")
+            && raw.len() > h + 4
+        {
+            first_body_at = Some(Instant::now());
+        }
+    }
+    let text_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..text_end]).to_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        // The segment closed before that part: a 404 is the right answer.
+        assert!(head.starts_with("http/1.1 404"), "{head}");
+        server.abort();
+        return;
+    }
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let body = dechunk(&raw[text_end + 4..]);
+    let done = f.parts.lock().unwrap()[&want];
+    let first = f.first_chunks.lock().unwrap()[&want];
+    let part = match f.live.part_progress(want.0, want.1, 0) {
+        ugc_dvr::PartProgress::Complete(b) => b,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(Bytes::from(body), part);
+    // The first bytes left before the part was complete.
+    let first_body_at = first_body_at.unwrap();
+    assert!(first_body_at < done, "no bytes before the part completed");
+    assert!(first_body_at.saturating_duration_since(first) < Duration::from_millis(50));
+    server.abort();
+    f.task.abort();
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}

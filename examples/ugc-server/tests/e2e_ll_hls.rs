@@ -1,0 +1,329 @@
+//! End to end LL-HLS: real ffmpeg publishes over RTMP to the real
+//! ugc-server; the origin is read over HTTP/1.1, h2c and HTTP/2 over TLS
+//! (curl), through a real nginx `proxy_cache` edge, and by hls.js in
+//! headless Chromium (`#[ignore]`d here: `make test` runs it with the npm
+//! dependencies installed, see tests/browser/).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn hint(playlist: &str) -> Option<(u64, u32)> {
+    let line = playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))?;
+    let uri = line.split("URI=\"part-").nth(1)?;
+    let (m, rest) = uri.split_once('.')?;
+    let p = rest.split_once('.')?.0;
+    Some((m.parse().ok()?, p.parse().ok()?))
+}
+
+/// Starts the server (LL-HLS on by default) with HTTPS, creates and publishes
+/// stream `name`, and waits until its playlist lists parts.
+fn live_server(name: &str, tls: &TempDir) -> (Server, Proc, SocketAddr) {
+    let cert = tls.path().join("cert.pem");
+    let key = tls.path().join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = Server::start(&[
+        "--https",
+        &https.to_string(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let key = server.create_stream(name, "");
+    let publisher = publish_live(320, 240, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(20), || {
+        let r = server.get(&format!("/live/{name}/mono.m3u8"));
+        r.status == 200 && r.text().contains("#EXT-X-PART:")
+    })
+    .unwrap_or_else(|| panic!("no LL-HLS playlist: {}", server.log()));
+    (server, publisher, https)
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ll_hls_over_http2_and_through_an_nginx_cache() {
+    let tls = TempDir::new("tls");
+    let (server, mut publisher, https) = live_server("llcache", &tls);
+    let base = "/live/llcache";
+    let playlist = server.get(&format!("{base}/mono.m3u8"));
+    let text = playlist.text();
+    assert_eq!(playlist.header("cache-control"), Some("no-cache"));
+    assert!(
+        text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES"),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.200"), "{text}");
+
+    // h2c (prior knowledge) on the plain port; HTTP/2 and HTTP/1.1 over TLS.
+    let h2c = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &server.url(&format!("{base}/mono.m3u8")),
+    ]);
+    assert_eq!(h2c, "2 200");
+    let cacert = tls.path().join("cert.pem");
+    let tls_url = format!("https://{https}{base}/mono.m3u8");
+    let h2 = curl(&[
+        "--cacert",
+        cacert.to_str().unwrap(),
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &tls_url,
+    ]);
+    assert_eq!(h2, "2 200");
+    let h1 = curl(&[
+        "--cacert",
+        cacert.to_str().unwrap(),
+        "--http1.1",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &tls_url,
+    ]);
+    assert_eq!(h1, "1.1 200");
+    // A blocking reload over HTTP/2 + TLS.
+    let (m, p) = hint(&text).unwrap();
+    let blocked = curl(&[
+        "--cacert",
+        cacert.to_str().unwrap(),
+        "--http2",
+        &format!("{tls_url}?_HLS_msn={m}&_HLS_part={p}"),
+    ]);
+    assert!(
+        blocked.contains(&format!("part-{m}.{p}.m4s")) || blocked.contains(&format!("seg-{m}.m4s")),
+        "{blocked}"
+    );
+
+    // nginx proxy_cache in front of the origin.
+    let edge = Nginx::start(server.http);
+    // Parts and segments: cached (immutable), identical to the origin's.
+    let text = edge.get(&format!("{base}/mono.m3u8")).text();
+    let part_uri = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| l.split("URI=\"").nth(1))
+        .filter_map(|u| u.split('"').next())
+        .next()
+        .expect("a part")
+        .to_owned();
+    let seg_uri = text
+        .lines()
+        .find(|l| l.starts_with("seg-"))
+        .unwrap()
+        .to_owned();
+    for uri in [&part_uri, &seg_uri] {
+        let a = edge.get(&format!("{base}/{uri}"));
+        let b = edge.get(&format!("{base}/{uri}"));
+        assert_eq!(a.status, 200, "{uri}");
+        assert_eq!(b.header("x-cache-status"), Some("HIT"), "{uri}");
+        assert_eq!(a.body, b.body);
+        assert_eq!(a.body, server.get(&format!("{base}/{uri}")).body);
+    }
+    // Plain LL playlists are not served stale: the hint moves on.
+    let h1 = hint(&edge.get(&format!("{base}/mono.m3u8")).text()).unwrap();
+    std::thread::sleep(Duration::from_millis(450));
+    let again = edge.get(&format!("{base}/mono.m3u8"));
+    assert_ne!(again.header("x-cache-status"), Some("HIT"));
+    let h2 = hint(&again.text()).unwrap();
+    assert!(h2 > h1, "{h1:?} then {h2:?}");
+    // Blocking reloads: keyed on their query; identical ones collapse and
+    // every answer has the asked part; the next part is not answered from
+    // the cache of the previous one.
+    let (m, p) = h2;
+    let q = format!("{base}/mono.m3u8?_HLS_msn={m}&_HLS_part={p}");
+    let started = Instant::now();
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..12).map(|_| s.spawn(|| edge.get(&q))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mut misses = 0;
+    for a in &answers {
+        assert_eq!(a.status, 200);
+        let t = a.text();
+        assert!(
+            t.contains(&format!("part-{m}.{p}.m4s")) || t.contains(&format!("seg-{m}.m4s")),
+            "{t}"
+        );
+        if a.header("x-cache-status") == Some("MISS") {
+            misses += 1;
+        }
+    }
+    assert!(
+        misses <= 2,
+        "{misses} of 12 identical blocking requests reached the origin"
+    );
+    let next = hint(&answers[0].text()).unwrap();
+    let n = edge.get(&format!(
+        "{base}/mono.m3u8?_HLS_msn={}&_HLS_part={}",
+        next.0, next.1
+    ));
+    assert_eq!(n.status, 200);
+    assert_eq!(n.header("x-cache-status"), Some("MISS"));
+    let t = n.text();
+    assert!(
+        t.contains(&format!("part-{}.{}.m4s", next.0, next.1))
+            || t.contains(&format!("seg-{}.m4s", next.0)),
+        "{t}"
+    );
+    // Bad directives are 400 through the edge too, and not cached.
+    for bad in ["_HLS_msn=-1", "_HLS_part=3", "_HLS_msn=x&_HLS_part=1"] {
+        let r = edge.get(&format!("{base}/mono.m3u8?{bad}"));
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    publisher.kill();
+}
+
+/// hls.js in headless Chromium, `lowLatencyMode: true`: 20 s of playback
+/// without a stall, latency under the goal. Needs `npm ci` in
+/// tests/browser (make test does it).
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make test-browser`"]
+fn hls_js_low_latency_plays_20_s_without_stall() {
+    let tls = TempDir::new("tls");
+    let (server, mut publisher, _) = live_server("llbrowser", &tls);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .args([
+            "--url",
+            &server.url("/live/llbrowser/index.m3u8"),
+            "--seconds",
+            "20",
+        ])
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("hls.js: {stdout}");
+    let num = |k: &str| -> f64 {
+        let pat = format!("\"{k}\":");
+        let rest = &stdout[stdout
+            .find(&pat)
+            .unwrap_or_else(|| panic!("{k} in {stdout}"))
+            + pat.len()..];
+        let end = rest.find([',', '}']).unwrap();
+        rest[..end].parse().unwrap_or(f64::NAN)
+    };
+    assert!(stdout.contains("\"started\":true"), "{stdout}");
+    assert!(stdout.contains("\"errors\":[]"), "{stdout}");
+    assert!(num("watched_s") >= 19.0, "{stdout}");
+    assert!(
+        num("advanced_s") >= 18.5,
+        "playback did not advance: {stdout}"
+    );
+    assert_eq!(num("waiting_events"), 0.0, "stalled: {stdout}");
+    assert!(num("longest_freeze_s") < 1.0, "froze: {stdout}");
+    let latency = num("latency_p50_s");
+    assert!(latency < 1.5, "hls.js latency p50 {latency} s: {stdout}");
+    publisher.kill();
+}
+
+/// nginx with `proxy_cache` in front of an origin, on a free port, as a
+/// child process with its files in a temp dir.
+struct Nginx {
+    proc: Proc,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    fn start(origin: SocketAddr) -> Nginx {
+        let dir = TempDir::new("nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            include_str!("nginx-edge.conf.in"),
+            dir = d,
+            listen = addr,
+            origin = origin
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-e", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let nginx = Nginx {
+            proc: Proc(child),
+            addr,
+            _dir: dir,
+        };
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        })
+        .expect("nginx listens");
+        nginx
+    }
+
+    fn get(&self, path: &str) -> Response {
+        http_get(self.addr, path)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.proc.kill();
+    }
+}
