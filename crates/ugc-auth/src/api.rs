@@ -16,6 +16,23 @@ use crate::store::{Principal, StreamRecord};
 #[derive(Debug)]
 pub(crate) struct ApiError(StatusCode, String);
 
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, msg: String) -> Self {
+        ApiError(status, msg)
+    }
+}
+
+/// The bearer token of a request.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(
+        value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?
+            .trim(),
+    )
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "error": self.1 }))).into_response()
@@ -54,15 +71,7 @@ async fn auth(cp: &ControlPlane, headers: &HeaderMap) -> ApiResult<Principal> {
             "missing or bad bearer token".into(),
         )
     };
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(unauthorized)?
-        .trim();
+    let token = bearer(headers).ok_or_else(unauthorized)?;
     cp.authenticate(token).await?.ok_or_else(unauthorized)
 }
 
@@ -255,6 +264,8 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("post", "/streams/{name}/play", post(play)),
         ("delete", "/sessions/{id}", delete(revoke_session)),
         ("post", "/creators", post(create_creator)),
+        ("get", "/settings", get(crate::provision::get_settings)),
+        ("get", "/changes", get(crate::provision::get_changes)),
         ("get", "/openapi.json", get(openapi)),
     ]
 }

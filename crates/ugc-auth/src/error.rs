@@ -62,6 +62,17 @@ pub enum Error {
     /// The OS random number generator failed.
     #[error("random number generator: {0}")]
     Random(String),
+    /// Talking to a remote control plane failed (connection, HTTP status,
+    /// a malformed snapshot or event).
+    #[error("control plane {url}: {reason}")]
+    Remote {
+        /// The control plane URL.
+        url: String,
+        /// The HTTP status, when the failure is one.
+        status: Option<u16>,
+        /// What went wrong.
+        reason: String,
+    },
     /// A row in the database does not decode (an internal bug or a database
     /// edited by hand).
     #[error("corrupt row in {table}: {reason}")]

@@ -16,7 +16,10 @@
 //! * the web panels ([`web::router`]): creator panel and viewer page;
 //! * provisioning: [`ControlPlane::settings`] and
 //!   [`ControlPlane::subscribe_changes`] let a running server apply a
-//!   `PATCH` without a restart.
+//!   `PATCH` without a restart, in-process; separate media nodes follow
+//!   the HTTP feed (`GET /api/v1/settings`, `GET /api/v1/changes` as
+//!   Server-Sent Events) with [`RemoteSettings`]. Both implement
+//!   [`SettingsSource`].
 //!
 //! It does not contain media code, sockets of its own (the caller serves the
 //! router), nor a TLS stack (external backends are plain `http://`).
@@ -58,6 +61,9 @@ mod external;
 pub mod net;
 mod openapi;
 mod plane;
+mod provision;
+pub mod remote;
+mod sse;
 pub mod store;
 pub mod token;
 mod util;
@@ -74,6 +80,8 @@ pub use net::{IpNet, TrustedProxies};
 pub use plane::{
     ChangeKind, ControlPlane, NewStream, PlayGrant, StreamChange, StreamPatch, StreamSettings,
 };
+pub use provision::SettingsSource;
+pub use remote::{RemoteConfig, RemoteSettings};
 pub use store::{Principal, SessionRecord, Store, StreamRecord};
 pub use token::{PlayClaims, SessionId, TokenError, TokenKey};
 
@@ -159,6 +167,10 @@ pub struct ControlConfig {
     pub publish_backend: Option<ExternalBackend>,
     /// Asked on every play request after the token check, if set.
     pub play_backend: Option<ExternalBackend>,
+    /// A token (at least 16 characters) that media nodes present to read
+    /// the settings feed (`GET /api/v1/settings`, `/api/v1/changes`); the
+    /// admin token works too. Grants nothing else.
+    pub node_token: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Named transcode profiles accepted besides `off` and `default`.
@@ -181,6 +193,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("public_urls", &self.public_urls)
             .field("publish_backend", &self.publish_backend)
             .field("play_backend", &self.play_backend)
+            .field("node_token", &self.node_token.as_ref().map(|_| ".."))
             .field("trusted_proxies", &self.trusted_proxies)
             .field("transcode_profiles", &self.transcode_profiles)
             .field("hub", &self.hub.is_some())
@@ -199,6 +212,7 @@ impl ControlConfig {
             public_urls: PublicUrls::default(),
             publish_backend: None,
             play_backend: None,
+            node_token: None,
             trusted_proxies: TrustedProxies::default(),
             transcode_profiles: Vec::new(),
             hub: None,

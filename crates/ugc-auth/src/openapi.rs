@@ -136,6 +136,30 @@ pub(crate) fn document() -> Value {
                     }
                 }
             },
+            "/settings": {
+                "get": {
+                    "summary": "Every stream's settings and the feed version they are at (media nodes; admin or node token)",
+                    "responses": {
+                        "200": ok("The snapshot", "SettingsSnapshot"),
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token")
+                    }
+                }
+            },
+            "/changes": {
+                "get": {
+                    "summary": "Settings change feed as Server-Sent Events (media nodes; admin or node token)",
+                    "description": "Events: `change` (data: SettingsChange; id: the version after it) and `snapshot` (data: SettingsSnapshot), sent first when there is no Last-Event-ID or it is too old to resume from. A `: keep-alive` comment every 10 s.",
+                    "parameters": [{ "name": "Last-Event-ID", "in": "header", "required": false,
+                                     "description": "resume after this version",
+                                     "schema": { "type": "string", "pattern": "^[0-9a-f]+-[0-9]+$" } }],
+                    "responses": {
+                        "200": { "description": "The event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token")
+                    }
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -215,6 +239,31 @@ pub(crate) fn document() -> Value {
                         "token": { "type": "string" },
                         "expires_at": { "type": "integer", "description": "unix seconds" },
                         "session": { "type": "string" }
+                    }
+                },
+                "StreamSettings": {
+                    "type": "object",
+                    "properties": {
+                        "private": { "type": "boolean" },
+                        "transcode": { "type": "string" },
+                        "dvr_hours": { "type": "integer" },
+                        "restream": { "type": "array", "items": { "type": "string" } },
+                        "srt_passphrase": { "type": "string", "nullable": true }
+                    }
+                },
+                "SettingsSnapshot": {
+                    "type": "object",
+                    "properties": {
+                        "version": { "type": "string", "description": "<epoch>-<seq>" },
+                        "streams": { "type": "object", "additionalProperties": { "$ref": "#/components/schemas/StreamSettings" } }
+                    }
+                },
+                "SettingsChange": {
+                    "type": "object",
+                    "properties": {
+                        "name": { "type": "string" },
+                        "kind": { "type": "string", "enum": ["created", "updated", "key_rotated", "deleted"] },
+                        "settings": { "allOf": [{ "$ref": "#/components/schemas/StreamSettings" }], "nullable": true }
                     }
                 },
                 "NewCreator": {

@@ -4,8 +4,9 @@
 //! This process is the single writer of its caches: every change made
 //! through it updates them at once. Several nodes sharing one PostgreSQL
 //! see each other's new keys and tokens (cache misses fall back to the
-//! database) but not each other's rotations, revocations or setting changes
-//! until restart; HTTP change notification between nodes is future work.
+//! database) but not each other's rotations or revocations until restart.
+//! Stream settings reach separate media nodes over HTTP instead: the
+//! change feed (`GET /api/v1/changes`, see [`crate::remote`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -21,7 +22,7 @@ use crate::util::{hex, random_bytes, random_token, sha256, unix_now};
 use crate::{ControlConfig, PublicUrls, TrustedProxies, validate};
 
 /// What a running server needs of a stream's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamSettings {
     /// Private streams need a play token.
     pub private: bool,
@@ -48,7 +49,8 @@ impl From<&StreamRecord> for StreamSettings {
 }
 
 /// What happened to a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChangeKind {
     /// Created.
@@ -184,6 +186,11 @@ pub(crate) struct Inner {
     /// sha256(bearer token) -> principal
     principals: RwLock<HashMap<[u8; 32], Principal>>,
     changes: broadcast::Sender<StreamChange>,
+    /// The sequenced change feed of `GET /changes`; its lock also orders
+    /// settings writes, so events carry settings in commit order.
+    pub(crate) feed: Mutex<crate::provision::Feed>,
+    /// sha256 of the node token, if configured.
+    pub(crate) node_token: Option<[u8; 32]>,
     generated_admin: Mutex<Option<String>>,
 }
 
@@ -295,6 +302,16 @@ impl ControlPlane {
             .map(BackendClient::new)
             .transpose()?;
         let (changes, _) = broadcast::channel(256);
+        let feed = crate::provision::Feed::new()?;
+        let node_token = match &config.node_token {
+            Some(t) if t.len() < 16 => {
+                return Err(Error::Config(
+                    "node token shorter than 16 characters".into(),
+                ));
+            }
+            Some(t) => Some(sha256(t)),
+            None => None,
+        };
         Ok(ControlPlane {
             inner: Arc::new(Inner {
                 store,
@@ -315,6 +332,8 @@ impl ControlPlane {
                 revoked: RwLock::new(revoked),
                 principals: RwLock::new(HashMap::new()),
                 changes,
+                feed: Mutex::new(feed),
+                node_token,
                 generated_admin: Mutex::new(generated),
             }),
         })
@@ -365,12 +384,35 @@ impl ControlPlane {
         self.inner.changes.subscribe()
     }
 
-    fn notify(&self, name: &str, kind: ChangeKind) {
-        // No receivers is fine.
-        let _ = self.inner.changes.send(StreamChange {
+    /// Applies a settings change to memory and announces it, in-process
+    /// and on the HTTP feed. `new`: the settings of a created or updated
+    /// stream; a deletion removes them; a key rotation leaves them.
+    fn commit(&self, name: &str, kind: ChangeKind, new: Option<StreamSettings>) {
+        let mut feed = self
+            .inner
+            .feed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = {
+            let mut map = write(&self.inner.settings);
+            match (kind, new) {
+                (ChangeKind::Deleted, _) => {
+                    map.remove(name);
+                }
+                (_, Some(s)) => {
+                    map.insert(name.to_owned(), s);
+                }
+                (_, None) => {}
+            }
+            map.get(name).cloned()
+        };
+        let change = StreamChange {
             name: name.to_owned(),
             kind,
-        });
+        };
+        feed.push(change.clone(), current);
+        // No receivers is fine.
+        let _ = self.inner.changes.send(change);
     }
 
     fn drop_publisher(&self, name: &str) {
@@ -493,8 +535,11 @@ impl ControlPlane {
         write(&self.inner.keys)
             .by_key
             .insert(rec.key.clone(), rec.name.clone());
-        write(&self.inner.settings).insert(rec.name.clone(), StreamSettings::from(&rec));
-        self.notify(&rec.name, ChangeKind::Created);
+        self.commit(
+            &rec.name,
+            ChangeKind::Created,
+            Some(StreamSettings::from(&rec)),
+        );
         Ok(rec)
     }
 
@@ -532,8 +577,7 @@ impl ControlPlane {
             s.restream = r;
         }
         self.inner.store.update_stream(&s).await?;
-        write(&self.inner.settings).insert(s.name.clone(), StreamSettings::from(&s));
-        self.notify(&s.name, ChangeKind::Updated);
+        self.commit(&s.name, ChangeKind::Updated, Some(StreamSettings::from(&s)));
         Ok(s)
     }
 
@@ -542,9 +586,8 @@ impl ControlPlane {
         let s = self.stream_for(by, name).await?;
         write(&self.inner.keys).retire(&s.key);
         self.inner.store.delete_stream(name).await?;
-        write(&self.inner.settings).remove(name);
         self.drop_publisher(name);
-        self.notify(name, ChangeKind::Deleted);
+        self.commit(name, ChangeKind::Deleted, None);
         Ok(())
     }
 
@@ -561,7 +604,7 @@ impl ControlPlane {
             .by_key
             .insert(s.key.clone(), s.name.clone());
         self.drop_publisher(name);
-        self.notify(name, ChangeKind::KeyRotated);
+        self.commit(name, ChangeKind::KeyRotated, None);
         Ok(s.key)
     }
 
