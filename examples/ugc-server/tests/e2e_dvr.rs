@@ -520,7 +520,7 @@ fn dvr_export_spans_a_resolution_change() {
         .arg(&file));
     let sizes: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(str::to_owned)
+        .map(|l| l.trim_end_matches(',').to_owned())
         .collect();
     assert_eq!(sizes.first().map(String::as_str), Some("640,360"));
     assert_eq!(sizes.last().map(String::as_str), Some("426,240"));
