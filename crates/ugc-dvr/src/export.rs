@@ -85,8 +85,11 @@ pub struct ExportPlan {
     pub len: u64,
     /// Duration of the longest track in milliseconds.
     pub duration_ms: u64,
-    /// Segments left out because their init segment differs from the first
-    /// one's (a track change): the export stops before the first of them.
+    /// Segments left out because their init segment is incompatible with
+    /// the first one's (other tracks or timescales): the export stops
+    /// before the first of them. A change of codec parameters alone
+    /// (resolution, profile, a new publisher with the same tracks) is not a
+    /// truncation: it becomes a second `stsd` sample entry.
     pub truncated: bool,
     /// Byte offset of the `moov` box.
     pub moov_offset: u64,
@@ -109,6 +112,11 @@ struct TrackTables {
     sizes: Vec<u32>,
     /// (output-relative mdat offset, samples) per chunk.
     chunks: Vec<(u64, u32)>,
+    /// 1-based `stsd` entry of each chunk (parallel to `chunks`).
+    chunk_sdi: Vec<u32>,
+    /// Distinct sample entries (bytes of the entry box) in first-use order;
+    /// more than one when the export spans a track change.
+    entries: Vec<Vec<u8>>,
     duration: u64,
     first_dts: Option<u64>,
     first_cts: Option<i32>,
@@ -150,7 +158,7 @@ struct InitInfo {
     tracks: Vec<(u32, u32)>,
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(
         b.get(at..at.checked_add(4)?)?.try_into().ok()?,
     ))
@@ -163,11 +171,11 @@ fn be64(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// A box: (type, box start, payload start, box end).
-type BoxRef = ([u8; 4], usize, usize, usize);
+pub(crate) type BoxRef = ([u8; 4], usize, usize, usize);
 
 /// The boxes directly inside `b[start..end]`: (type, box start, payload
 /// start, box end).
-fn boxes(b: &[u8], start: usize, end: usize) -> Result<Vec<BoxRef>, (usize, String)> {
+pub(crate) fn boxes(b: &[u8], start: usize, end: usize) -> Result<Vec<BoxRef>, (usize, String)> {
     let mut out = Vec::new();
     let mut at = start;
     while at < end {
@@ -205,7 +213,7 @@ fn boxes(b: &[u8], start: usize, end: usize) -> Result<Vec<BoxRef>, (usize, Stri
     Ok(out)
 }
 
-fn find(list: &[BoxRef], kind: &[u8; 4]) -> Option<(usize, usize, usize)> {
+pub(crate) fn find(list: &[BoxRef], kind: &[u8; 4]) -> Option<(usize, usize, usize)> {
     list.iter().find(|b| &b.0 == kind).map(|b| (b.1, b.2, b.3))
 }
 
@@ -243,6 +251,44 @@ fn parse_init(path: &std::path::Path, bytes: Bytes) -> Result<InitInfo, ExportEr
         moov: (ms, me),
         tracks,
     })
+}
+
+/// The first `stsd` sample entry (whole box) of every track of `info`, by
+/// track id.
+fn sample_entries(info: &InitInfo) -> Vec<(u32, Vec<u8>)> {
+    let b = &info.bytes[..];
+    let mut out = Vec::new();
+    let Ok(children) = boxes(b, info.moov.0 + 8, info.moov.1) else {
+        return out;
+    };
+    for (kind, _, p, e) in children {
+        if &kind != b"trak" {
+            continue;
+        }
+        let Ok(trak) = boxes(b, p, e) else { continue };
+        let id = find(&trak, b"tkhd").and_then(|(_, tp, _)| {
+            let v = b.get(tp).copied()?;
+            be32(b, tp + if v == 1 { 20 } else { 12 })
+        });
+        let mut entry = None;
+        let mut range = find(&trak, b"mdia").map(|(_, p, e)| (p, e));
+        for kind in [b"minf", b"stbl", b"stsd"] {
+            range = range.and_then(|(p, e)| {
+                let list = boxes(b, p, e).ok()?;
+                find(&list, kind).map(|(_, p, e)| (p, e))
+            });
+        }
+        if let Some((sp, se)) = range
+            && let Ok(list) = boxes(b, sp.saturating_add(8).min(se), se)
+            && let Some(&(_, s, _, e)) = list.first()
+        {
+            entry = b.get(s..e).map(<[u8]>::to_vec);
+        }
+        if let (Some(id), Some(entry)) = (id, entry) {
+            out.push((id, entry));
+        }
+    }
+    out
 }
 
 /// Reads `len` bytes at `offset` (fewer at the end of the file).
@@ -477,6 +523,7 @@ pub fn plan_export(
     let first = segments.first().ok_or(ExportError::Empty)?;
     let (ipath, ibytes) = inits.get(first.init).ok_or(ExportError::Empty)?;
     let info = parse_init(ipath, ibytes.clone())?;
+    let first_entries = sample_entries(&info);
     let mut tables: Vec<TrackTables> = info
         .tracks
         .iter()
@@ -484,9 +531,17 @@ pub fn plan_export(
             id,
             timescale,
             all_sync: true,
+            entries: first_entries
+                .iter()
+                .filter(|(t, _)| *t == id)
+                .map(|(_, e)| e.clone())
+                .collect(),
             ..TrackTables::default()
         })
         .collect();
+    // Per init index: the stsd entry (1-based) of each table, or None when
+    // the init is incompatible (other tracks or timescales).
+    let mut sdi_by_init: Vec<(usize, Option<Vec<u32>>)> = Vec::new();
     let mut files = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
     let mut mdat_len = 0u64;
@@ -495,15 +550,43 @@ pub fn plan_export(
     for seg in segments {
         let same_init =
             seg.init == first.init || inits.get(seg.init).is_some_and(|(_, b)| *b == info.bytes);
-        if !same_init {
-            truncated = true;
-            break;
-        }
+        let sdi: Vec<u32> = if same_init {
+            vec![1; tables.len()]
+        } else {
+            let known = sdi_by_init
+                .iter()
+                .find(|(i, _)| *i == seg.init)
+                .map(|x| x.1.clone());
+            let sdi = match known {
+                Some(s) => s,
+                None => {
+                    let s = match inits.get(seg.init) {
+                        Some((p, b)) => {
+                            let other = parse_init(p, b.clone())?;
+                            switch_entries(&info, &other, &mut tables)
+                        }
+                        None => None,
+                    };
+                    sdi_by_init.push((seg.init, s.clone()));
+                    s
+                }
+            };
+            match sdi {
+                Some(s) => s,
+                None => {
+                    truncated = true;
+                    break;
+                }
+            }
+        };
         let runs = read_fragments(&seg.path, &mut first_dts)?;
         let file = files.len();
         files.push(seg.path.clone());
         for run in runs {
-            let Some(t) = tables.iter_mut().find(|t| t.id == run.track) else {
+            let Some(ti) = tables.iter().position(|t| t.id == run.track) else {
+                continue;
+            };
+            let Some(t) = tables.get_mut(ti) else {
                 continue;
             };
             let bytes: u64 = run.samples.iter().map(|s| u64::from(s.1)).sum();
@@ -514,6 +597,7 @@ pub fn plan_export(
                 mdat_len,
                 u32::try_from(run.samples.len()).unwrap_or(u32::MAX),
             ));
+            t.chunk_sdi.push(sdi.get(ti).copied().unwrap_or(1));
             for (d, s, c, sync) in run.samples {
                 t.push_sample(d, s, c, sync);
             }
@@ -585,6 +669,38 @@ pub fn plan_export(
         moov_offset,
         mdat_offset,
     })
+}
+
+/// The `stsd` entry numbers (1-based, per table) of segments made with
+/// init `other`, adding its sample entries to `tables` where they differ
+/// from those seen so far; `None` when `other` has other tracks or
+/// timescales than `first` (the export cannot continue across it).
+fn switch_entries(
+    first: &InitInfo,
+    other: &InitInfo,
+    tables: &mut [TrackTables],
+) -> Option<Vec<u32>> {
+    if other.tracks != first.tracks {
+        return None;
+    }
+    let entries = sample_entries(other);
+    let mut sdi = Vec::with_capacity(tables.len());
+    for t in tables.iter_mut() {
+        let (_, e) = entries.iter().find(|(id, _)| *id == t.id)?;
+        // Only the same kind of sample entry (avc1 after avc1, ...).
+        if t.entries.first().and_then(|f| f.get(4..8)) != e.get(4..8) {
+            return None;
+        }
+        let at = match t.entries.iter().position(|x| x == e) {
+            Some(i) => i,
+            None => {
+                t.entries.push(e.clone());
+                t.entries.len() - 1
+            }
+        };
+        sdi.push(u32::try_from(at + 1).ok()?);
+    }
+    Some(sdi)
 }
 
 fn ftyp_box() -> Vec<u8> {
@@ -770,7 +886,16 @@ fn write_stbl(
     large: bool,
 ) {
     let at = begin(b, b"stbl");
-    if let Ok(children) = boxes(src, p, e)
+    if t.entries.len() > 1 {
+        // A track change: one sample entry per parameter set, chosen per
+        // chunk by stsc's sample_description_index.
+        let x = begin_full(b, b"stsd", 0, 0);
+        put32(b, t.entries.len() as u32);
+        for e in &t.entries {
+            b.extend_from_slice(e);
+        }
+        end(b, x);
+    } else if let Ok(children) = boxes(src, p, e)
         && let Some((s, _, e)) = find(&children, b"stsd")
     {
         b.extend_from_slice(src.get(s..e).unwrap_or_default());
@@ -806,12 +931,13 @@ fn write_stbl(
     let mut runs = 0u32;
     let mut prev = None;
     for (i, &(_, n)) in t.chunks.iter().enumerate() {
-        if prev != Some(n) {
+        let sdi = t.chunk_sdi.get(i).copied().unwrap_or(1);
+        if prev != Some((n, sdi)) {
             put32(b, i as u32 + 1);
             put32(b, n);
-            put32(b, 1);
+            put32(b, sdi);
             runs += 1;
-            prev = Some(n);
+            prev = Some((n, sdi));
         }
     }
     if let Some(c) = b.get_mut(count_at..count_at + 4) {

@@ -52,6 +52,7 @@ pub mod range;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod segmenter;
+pub mod variants;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};
 pub use error::Error;

@@ -7,6 +7,19 @@
 //! | `archive-<from>-<seconds>.mp4` | progressive MP4 of the range (moov first, HTTP Range) |
 //! | `dvr-s<...>.m4s`, `dvr-i<...>.mp4` | archived segments and init segments |
 //!
+//! The same files of one rendition of a transcoding ladder are below
+//! `/live/<s>/<r>/` (archive key `live/<s>/<r>`; the source rendition is
+//! also reachable as `/live/<s>/src/`). When a rendition other than the
+//! source is archived in a range, `/live/<s>/index-<from>-<seconds>.m3u8`
+//! and `index-<from>-now.m3u8` are multivariant playlists listing every
+//! archived rendition (`<r>/index-...`, `src/index-...`) with `BANDWIDTH`
+//! measured over the range and `CODECS`/`RESOLUTION` from the archived init
+//! segment; without a ladder they stay the source's media playlists.
+//! An MP4 export spanning a codec parameter change carries one `stsd`
+//! sample entry per parameter set; one spanning a change of tracks stops
+//! before it with `x-ugc-export-truncated: true` and
+//! `x-ugc-export-duration-ms`.
+//!
 //! With a rewind window ([`DvrOrigin::rewind_s`]) the live `mono.m3u8`
 //! also lists the archived segments of the current recording before the
 //! live window (same media sequence numbers), so players can pause and seek
@@ -34,11 +47,20 @@ use axum::response::Response;
 use bytes::Bytes;
 use ugc_core::{Authorizer, PlayDecision, PlayRequest, StreamName};
 use ugc_dvr::LiveRegistry;
-use ugc_dvr::archive::{Archive, TrackKey, now_unix_ms};
+use ugc_dvr::archive::{Archive, SOURCE_RENDITION, TrackKey, now_unix_ms};
 use ugc_dvr::export::ExportPlan;
+use ugc_dvr::playlist::render_multivariant;
 use ugc_dvr::range::{DvrFile, DvrFileError, RangeKind, parse_dvr_file, render_range};
+use ugc_dvr::variants::dvr_variant;
 
 use crate::origin::{ClientIp, IMMUTABLE, NO_CACHE, PLAYLIST_TYPE};
+
+/// Response header of an MP4 export that stops before the end of the
+/// range asked for (a track change it cannot carry, e.g. audio added).
+pub const TRUNCATED_HEADER: &str = "x-ugc-export-truncated";
+/// Response header with the duration (ms) an MP4 export covers, sent with
+/// [`TRUNCATED_HEADER`].
+pub const DURATION_HEADER: &str = "x-ugc-export-duration-ms";
 
 /// `Cache-Control` of closed-range playlists and exports.
 pub const RANGE_CACHE: &str = "public, max-age=60";
@@ -105,11 +127,15 @@ fn respond(content_type: &'static str, cache: &'static str, body: Body) -> Respo
     res
 }
 
-/// `/live/<s>/<file>` -> (`s`, `file`).
-fn split_path(path: &str) -> Option<(&str, &str)> {
+/// `/live/<s>/<file>` -> (`s`, `None`, `file`);
+/// `/live/<s>/<r>/<file>` -> (`s`, `Some(r)`, `file`).
+fn split_path(path: &str) -> Option<(&str, Option<&str>, &str)> {
     let rest = path.strip_prefix("/live/")?;
     let (stream, file) = rest.split_once('/')?;
-    (!file.contains('/')).then_some((stream, file))
+    match file.split_once('/') {
+        None => Some((stream, None, file)),
+        Some((r, f)) => (!f.contains('/')).then_some((stream, Some(r), f)),
+    }
 }
 
 fn token_param(query: Option<&str>) -> Option<String> {
@@ -131,10 +157,11 @@ async fn intercept<A: Authorizer>(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some((stream, file)) = split_path(req.uri().path()) else {
+    let Some((stream, rendition, file)) = split_path(req.uri().path()) else {
         return next.run(req).await;
     };
-    if file == "mono.m3u8"
+    if rendition.is_none()
+        && file == "mono.m3u8"
         && req.method() == Method::GET
         && !req.uri().query().is_some_and(|q| q.contains("_HLS_"))
     {
@@ -173,9 +200,18 @@ async fn intercept<A: Authorizer>(
         return error(StatusCode::FORBIDDEN, "play denied");
     }
     let token = token.filter(|t| token_is_url_safe(t));
-    let Some(key) = TrackKey::source(name.as_str()) else {
-        return error(StatusCode::BAD_REQUEST, "bad stream name");
+    let key = match rendition {
+        None => TrackKey::source(name.as_str()),
+        Some(r) => TrackKey::from_hub_name(&format!("{}/{r}", name.as_str())),
     };
+    let Some(key) = key else {
+        return error(StatusCode::BAD_REQUEST, "bad stream or rendition name");
+    };
+    if rendition.is_none()
+        && let Some(res) = multivariant(&dvr, name.as_str(), file, token.as_deref()).await
+    {
+        return res;
+    }
     let head = req.method() == Method::HEAD;
     let range = req
         .headers()
@@ -183,6 +219,87 @@ async fn intercept<A: Authorizer>(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     serve(&dvr, &key, file, token.as_deref(), head, range.as_deref()).await
+}
+
+/// The DVR multivariant playlist of a range or from-now request on the
+/// stream itself (`/live/<s>/index-...`), when a rendition other than the
+/// source is archived in it: every rendition archived in the range (the
+/// source as `src/`), highest bandwidth first, each pointing at its own
+/// `<r>/index-...` media playlist. `None` (serve the source's media
+/// playlist as before) when only the source was recorded there.
+async fn multivariant<A: Authorizer>(
+    dvr: &DvrOrigin<A>,
+    stream: &str,
+    file: DvrFile,
+    token: Option<&str>,
+) -> Option<Response> {
+    let (from_ms, to_ms, playlist, cache) = match file {
+        DvrFile::Range { from, seconds } => (
+            from.saturating_mul(1000),
+            from.saturating_mul(1000)
+                .saturating_add(i64::from(seconds) * 1000),
+            format!("index-{from}-{seconds}.m3u8"),
+            RANGE_CACHE,
+        ),
+        DvrFile::FromNow { from } => (
+            from.saturating_mul(1000),
+            i64::MAX,
+            format!("index-{from}-now.m3u8"),
+            EVENT_CACHE,
+        ),
+        _ => return None,
+    };
+    if from_ms > now_unix_ms() {
+        return None;
+    }
+    let keys: Vec<TrackKey> = dvr
+        .archive
+        .keys()
+        .into_iter()
+        .filter(|k| k.stream == stream)
+        .collect();
+    if keys.iter().all(|k| k.rendition == SOURCE_RENDITION) {
+        return None;
+    }
+    let mut variants = Vec::new();
+    for k in keys {
+        let segs = dvr.archive.range(&k, from_ms, to_ms);
+        let Some(first) = segs.first() else { continue };
+        let init = match dvr
+            .archive
+            .init_file(&k, first.name.session, first.name.init)
+            .await
+        {
+            Ok(path) => match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+                Ok(Ok(b)) => b,
+                _ => {
+                    return Some(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "archive unavailable",
+                    ));
+                }
+            },
+            Err(e) => return Some(io_error(&e)),
+        };
+        let mut uri = format!("{}/{playlist}", k.rendition);
+        if let Some(t) = token {
+            uri.push_str("?token=");
+            uri.push_str(t);
+        }
+        variants.push(dvr_variant(&uri, &segs, &init));
+    }
+    if variants
+        .iter()
+        .all(|v| v.uri.starts_with(&format!("{SOURCE_RENDITION}/")))
+    {
+        return None;
+    }
+    variants.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth).then(a.uri.cmp(&b.uri)));
+    Some(respond(
+        PLAYLIST_TYPE,
+        cache,
+        Body::from(render_multivariant(&variants)),
+    ))
 }
 
 /// Splices the archived part of the rewind window into a live playlist
@@ -408,12 +525,21 @@ async fn export<A: Authorizer>(
     let body = if head {
         Body::empty()
     } else {
-        stream_body(plan, start, end)
+        stream_body(plan.clone(), start, end)
     };
     let mut res = respond("video/mp4", RANGE_CACHE, body);
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if plan.truncated {
+        // The range crosses a change of tracks the MP4 cannot carry (see
+        // ExportPlan::truncated): the file ends before it; say so and how
+        // much it covers.
+        h.insert(TRUNCATED_HEADER, HeaderValue::from_static("true"));
+        if let Ok(v) = HeaderValue::from_str(&plan.duration_ms.to_string()) {
+            h.insert(DURATION_HEADER, v);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&(end - start).to_string()) {
         h.insert(header::CONTENT_LENGTH, v);
     }
@@ -422,7 +548,15 @@ async fn export<A: Authorizer>(
     {
         h.insert(header::CONTENT_RANGE, v);
     }
-    let stream = key.stream.rsplit('/').next().unwrap_or("archive");
+    let mut stream = key
+        .stream
+        .rsplit('/')
+        .next()
+        .unwrap_or("archive")
+        .to_owned();
+    if key.rendition != SOURCE_RENDITION {
+        stream = format!("{stream}-{}", key.rendition);
+    }
     if let Ok(v) = HeaderValue::from_str(&format!(
         "inline; filename=\"{stream}-{from}-{seconds}.mp4\""
     )) {
@@ -501,9 +635,13 @@ mod tests {
     fn paths() {
         assert_eq!(
             split_path("/live/foo/index-1-2.m3u8"),
-            Some(("foo", "index-1-2.m3u8"))
+            Some(("foo", None, "index-1-2.m3u8"))
         );
-        assert_eq!(split_path("/live/foo/bar/x"), None);
+        assert_eq!(
+            split_path("/live/foo/720p/index-1-2.m3u8"),
+            Some(("foo", Some("720p"), "index-1-2.m3u8"))
+        );
+        assert_eq!(split_path("/live/foo/bar/x/y"), None);
         assert_eq!(split_path("/api/v1/streams"), None);
     }
 }

@@ -486,3 +486,42 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
     );
     publisher.kill();
 }
+
+/// An export across a new publisher with other video parameters (360p then
+/// 240p, same audio): one MP4 with two `avc1` sample entries that ffmpeg
+/// decodes to the end at both sizes, not an export cut at the change.
+#[test]
+fn dvr_export_spans_a_resolution_change() {
+    let first = test_clip(640, 360, 10, 800);
+    let second = test_clip(426, 240, 10, 400);
+    let server = Server::start(&[]);
+    let work = TempDir::new("dvr-change");
+    let key = server.create_stream("chg", "\"dvr_hours\": 1");
+    let start = unix_now();
+    for clip in [&first, &second] {
+        let mut p = publish_file(clip, &server.rtmp_url(&key));
+        assert!(wait_until(Duration::from_secs(25), || !p.running()).is_some());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let secs = unix_now() - start + 1;
+    let r = server.get(&format!("/live/chg/archive-{start}-{secs}.mp4"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-ugc-export-truncated").is_none());
+    let file = work.path().join("change.mp4");
+    std::fs::write(&file, &r.body).unwrap();
+    let d = probe_duration(file.to_str().unwrap());
+    assert!(d >= 16.0, "export across the change lasts {d} s");
+    let errors = play_errors(file.to_str().unwrap());
+    assert!(errors.trim().is_empty(), "{errors}");
+    // Frame sizes as decoded: both resolutions appear, in order.
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["frame=width,height", "-of", "csv=p=0"])
+        .arg(&file));
+    let sizes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches(',').to_owned())
+        .collect();
+    assert_eq!(sizes.first().map(String::as_str), Some("640,360"));
+    assert_eq!(sizes.last().map(String::as_str), Some("426,240"));
+}
