@@ -46,7 +46,9 @@ unit:
 # server and a real ffmpeg publisher.
 browser: build-web
 	@scripts/install-deps.sh browser
-	$(CARGO) build -p ugc-server --locked
+	# The same feature set as `make unit` (workspace-wide), so after it this
+	# builds nothing and the binary is the one the e2e tests ran.
+	$(CARGO) test --workspace --locked --no-run
 	UGC_SERVER_BIN=$(CARGO_TARGET_DIR)/debug/ugc-server node web/tests/browser.mjs
 
 # hls.js (lowLatencyMode) in headless Chromium plays an LL-HLS stream
@@ -54,7 +56,7 @@ browser: build-web
 browser-ll-hls:
 	@scripts/install-deps.sh browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
-	$(CARGO) test -p ugc-server --test e2e_ll_hls --locked -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_ll_hls -- --ignored
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz
