@@ -286,6 +286,10 @@ struct OpenSegment {
     start_dts_ms: i64,
     start_pts_ms: i64,
     program_date_time_ms: i64,
+    /// Input dts (ms) of its first frame, dated with the clock offset.
+    start_media_ms: i64,
+    /// Re-date it when it closes (the first segment).
+    redate: bool,
     /// Samples not yet in a part.
     samples: Vec<PendingSample>,
     /// Per track: index into `samples` of its last sample, if there.
@@ -312,9 +316,17 @@ pub struct Segmenter {
     next_fragment_seq: u32,
     open: Option<OpenSegment>,
     discontinuity_pending: bool,
-    /// Wall clock and media end of the last segment when the next one
-    /// continues it without a gap: `(pdt_ms + duration_ms)`.
-    continuing_pdt_ms: Option<i64>,
+    /// The media timeline's wall clock: the smallest `arrival - media time`
+    /// (unix ms minus input dts in ms) of the frames seen since the last
+    /// reset (discontinuity, new track set, flush). A frame delivered late
+    /// (a burst of cached frames when a reader starts at the GOP start, a
+    /// network hiccup) does not move it; a frame on time lowers it.
+    clock_offset_ms: Option<i64>,
+    /// Date of the last closed segment (dates never go backwards).
+    last_pdt_ms: Option<i64>,
+    /// The next segment is the first: it is re-dated when it closes (its
+    /// first frames may be a burst of cached frames delivered late).
+    redate_next: bool,
     out: VecDeque<SegmenterOutput>,
     ended: bool,
     stats: SegmenterStats,
@@ -333,7 +345,9 @@ impl Segmenter {
             next_fragment_seq: 1,
             open: None,
             discontinuity_pending: false,
-            continuing_pdt_ms: None,
+            clock_offset_ms: None,
+            last_pdt_ms: None,
+            redate_next: true,
             out: VecDeque::new(),
             ended: false,
             stats: SegmenterStats::default(),
@@ -386,7 +400,7 @@ impl Segmenter {
     pub fn flush(&mut self, now_unix_ms: i64) -> Result<(), Error> {
         let _ = now_unix_ms;
         let r = self.close(None);
-        self.continuing_pdt_ms = None;
+        self.clock_offset_ms = None;
         r
     }
 
@@ -400,7 +414,7 @@ impl Segmenter {
         for s in &mut self.states {
             s.last_out_dts = None;
         }
-        self.continuing_pdt_ms = None;
+        self.clock_offset_ms = None;
     }
 
     fn on_tracks(&mut self, tracks: Tracks) -> Result<(), Error> {
@@ -418,7 +432,7 @@ impl Segmenter {
             self.discontinuity_pending = true;
         }
         self.init_number = Some(number);
-        self.continuing_pdt_ms = None;
+        self.clock_offset_ms = None;
         let data = fmp4::init_segment(tracks.as_slice()).map_err(|source| Error::Mux {
             what: format!("init {number}"),
             source,
@@ -447,6 +461,11 @@ impl Segmenter {
                 dts: frame.dts,
             });
         };
+        if let Some(st) = self.states.get(ti) {
+            let media_ms = rescale(frame.dts, st.info.timescale, Timescale::MILLIS);
+            let offset = now_unix_ms.saturating_sub(media_ms);
+            self.clock_offset_ms = Some(self.clock_offset_ms.map_or(offset, |o| o.min(offset)));
+        }
         let is_ref = self.reference == Some(ti);
         let is_audio = self
             .states
@@ -522,6 +541,15 @@ impl Segmenter {
         result
     }
 
+    /// The date of media time `media_ms`: clock offset + media time, never
+    /// before the last closed segment's date.
+    fn date_of(&self, media_ms: i64, fallback_unix_ms: i64) -> i64 {
+        let date = self
+            .clock_offset_ms
+            .map_or(fallback_unix_ms, |o| o.saturating_add(media_ms));
+        self.last_pdt_ms.map_or(date, |last| date.max(last))
+    }
+
     fn ticks_of_ms(&self, ms: u32, track: usize) -> i64 {
         let ts = self
             .states
@@ -547,7 +575,8 @@ impl Segmenter {
         let msn = self.next_msn;
         self.next_msn = self.next_msn.saturating_add(1);
         let discontinuity = std::mem::take(&mut self.discontinuity_pending);
-        let program_date_time_ms = self.continuing_pdt_ms.take().unwrap_or(now_unix_ms);
+        let start_media_ms = rescale(frame.dts, in_ts, Timescale::MILLIS);
+        let program_date_time_ms = self.date_of(start_media_ms, now_unix_ms);
         if self.config.part_target_ms.is_some() {
             self.out.push_back(SegmenterOutput::Opened(SegmentStart {
                 msn,
@@ -567,6 +596,8 @@ impl Segmenter {
                 Timescale::MILLIS,
             ))),
             program_date_time_ms,
+            start_media_ms,
+            redate: std::mem::take(&mut self.redate_next),
             samples: Vec::new(),
             last_idx: vec![None; self.states.len()],
             parts: Vec::new(),
@@ -754,10 +785,19 @@ impl Segmenter {
             .collect();
         let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
         let duration_ms = u64::try_from(end_ms.saturating_sub(open.start_dts_ms)).unwrap_or(0);
-        self.continuing_pdt_ms = Some(
+        // The first segment is re-dated with the clock offset as it is now:
+        // its first frames may be a burst of cached frames delivered late (a
+        // new Hub reader starts at the GOP start), and the frames seen since
+        // show by how much. (An origin serves no playlist before the first
+        // segment closes, so the change is never seen; later segments keep
+        // the date they opened with, dated from the frames seen until then.)
+        let program_date_time_ms = if open.redate {
+            self.date_of(open.start_media_ms, open.program_date_time_ms)
+                .min(open.program_date_time_ms)
+        } else {
             open.program_date_time_ms
-                .saturating_add(i64::try_from(duration_ms).unwrap_or(i64::MAX)),
-        );
+        };
+        self.last_pdt_ms = Some(program_date_time_ms);
         let segment = Segment {
             msn: open.msn,
             init: self.init_number.unwrap_or(0),
@@ -765,7 +805,7 @@ impl Segmenter {
             start_dts_ms: open.start_dts_ms,
             start_pts_ms: open.start_pts_ms,
             duration_ms,
-            program_date_time_ms: open.program_date_time_ms,
+            program_date_time_ms,
             parts,
             frames: open.frames,
             tracks: self.tracks.clone().unwrap_or_default(),
