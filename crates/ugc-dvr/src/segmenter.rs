@@ -538,6 +538,35 @@ impl Segmenter {
             });
             open.frames.push(frame);
         }
+        // LL-HLS: close the part as soon as its last reference frame is in,
+        // not when the next one arrives (a frame interval later): with the
+        // frame given its track's nominal duration (the previous delta), the
+        // part ends where the next frame is expected, and a part is cut when
+        // one more frame would not fit in the target (the same rule as the
+        // check on arrival above, one frame earlier). Not the segment's last
+        // part (ending at or past the target duration, where the next
+        // keyframe cuts the segment): samples of other tracks that arrive
+        // before that keyframe belong to it.
+        if is_ref && let (Some(pt), Some(open)) = (self.config.part_target_ms, &self.open) {
+            let nominal = self
+                .states
+                .get(ti)
+                .map_or(0, |s| i64::from(s.last_duration));
+            let end = out_dts.saturating_add(nominal);
+            let span = end.saturating_sub(open.part_start_out_dts);
+            let last_part = end.saturating_sub(open.start_out_dts)
+                >= self.ticks_of_ms(self.config.target_duration_ms, ti);
+            if nominal > 0
+                && span > 0
+                && !last_part
+                && span.saturating_add(nominal) > self.ticks_of_ms(pt, ti)
+            {
+                let r = self.cut_part(end);
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+        }
         result
     }
 
@@ -736,14 +765,31 @@ impl Segmenter {
     /// the keyframe that starts the next segment, when a cut (not a flush)
     /// closes it.
     fn close(&mut self, next_start: Option<i64>) -> Result<(), Error> {
-        let Some(open) = self.open.as_ref() else {
+        let reference = self.reference;
+        let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
+        // The stream ends or goes idle with only other tracks' samples
+        // (audio) since a part was closed with its last reference frame:
+        // they would make a part of no duration. They are dropped (less
+        // than one video frame of audio, within the last part's time).
+        if next_start.is_none()
+            && !open.parts.is_empty()
+            && open.part_chunks.is_empty()
+            && open.samples.iter().all(|s| Some(s.track) != reference)
+        {
+            let n = open.samples.len();
+            open.samples.clear();
+            open.frames.truncate(open.frames.len().saturating_sub(n));
+            for slot in &mut open.last_idx {
+                *slot = None;
+            }
+        }
+        let open = &*open;
         let end_out_dts = match next_start {
             Some(e) => e,
             None => {
                 // The end of the last reference sample.
-                let reference = self.reference;
                 open.samples
                     .iter()
                     .rev()
