@@ -507,7 +507,10 @@ impl Segmenter {
                     && (has_pending || !open.part_chunks.is_empty())
                 {
                     result = self.cut_part(out_dts);
-                } else if has_pending {
+                } else if open.samples.iter().any(|s| Some(s.track) == self.reference) {
+                    // One chunk per reference frame: samples of other tracks
+                    // pending since a part was closed with its last
+                    // reference frame wait for this one.
                     result = self.write_chunk().map(|_| ());
                 }
             }

@@ -478,4 +478,11 @@ fn a_part_closes_with_its_last_frame() {
     assert_eq!(segs[1].parts[0].duration_ms, 200);
     assert_eq!(segs[1].frames.len(), 5 + 4);
     assert!(parts.iter().all(|p| p.duration_ms > 0));
+    // One CMAF chunk per video frame: the audio pending after a part closed
+    // early waits for the next video frame instead of making a chunk alone.
+    let chunks = all
+        .iter()
+        .filter(|o| matches!(o, SegmenterOutput::PartChunk { .. }))
+        .count();
+    assert_eq!(chunks, 30);
 }
