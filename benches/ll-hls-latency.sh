@@ -43,8 +43,9 @@ for c in ffmpeg nginx node python3; do command -v $c >/dev/null || { echo "missi
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 start_ugc() { # name rtmp http part_ms
+  # Each server gets its own SRT port (the default 9000 can be bound once).
   UGC_ADMIN_TOKEN=$TOKEN "$UGC_BIN" --data "$WORK/$1" --rtmp "127.0.0.1:$2" --http "127.0.0.1:$3" \
-    --public-host 127.0.0.1 --part-ms "$4" >"$WORK/$1.log" 2>&1 &
+    --srt "127.0.0.1:$(($2 + 100))" --public-host 127.0.0.1 --part-ms "$4" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$3/" && break; sleep 0.1; done
 }

@@ -59,7 +59,7 @@ pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{
     ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
-    run_packager_observed,
+    run_packager_observed, run_packager_with_clock,
 };
 pub use playlist::{
     LowLatency, RenditionReport, Variant, VariantStream, format_program_date_time, part_uri,

@@ -300,6 +300,29 @@ impl LiveStream {
         }
     }
 
+    /// This stream as an `#EXT-X-RENDITION-REPORT` in another rendition's
+    /// playlist, whose URI for it is `uri`: its newest published part (the
+    /// open segment's last part, else the last part of the newest closed
+    /// segment), or its newest segment without parts. `None` before the
+    /// first segment or part.
+    pub fn rendition_report(&self, uri: &str) -> Option<RenditionReport> {
+        let st = self.read();
+        let (last_msn, last_part) = match (st.open_msn, st.open_parts.len()) {
+            (Some(m), n) if n > 0 => (m, Some(u32::try_from(n - 1).unwrap_or(u32::MAX))),
+            _ => {
+                let seg = st.segments.back()?;
+                let part = seg.parts.len().checked_sub(1);
+                let part = part.filter(|_| self.low_latency());
+                (seg.msn, part.map(|p| u32::try_from(p).unwrap_or(u32::MAX)))
+            }
+        };
+        Some(RenditionReport {
+            uri: uri.to_owned(),
+            last_msn,
+            last_part,
+        })
+    }
+
     /// The msn of the segment being produced (open, or next to open).
     pub fn producing_msn(&self) -> u64 {
         let st = self.read();

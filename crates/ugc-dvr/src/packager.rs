@@ -56,10 +56,22 @@ pub async fn run_packager(reader: HubReader, stream: Arc<LiveStream>, config: Se
 
 /// [`run_packager`] that also shows every output to `observer`.
 pub async fn run_packager_observed(
+    reader: HubReader,
+    stream: Arc<LiveStream>,
+    config: SegmenterConfig,
+    observer: Option<Box<dyn SegmentObserver>>,
+) {
+    run_packager_with_clock(reader, stream, config, observer, now_unix_ms).await;
+}
+
+/// [`run_packager_observed`] with the wall clock `now_unix_ms` (unix
+/// milliseconds) injected, for tests.
+pub async fn run_packager_with_clock(
     mut reader: HubReader,
     stream: Arc<LiveStream>,
     config: SegmenterConfig,
     mut observer: Option<Box<dyn SegmentObserver>>,
+    now_unix_ms: impl Fn() -> i64 + Send,
 ) {
     let idle = Duration::from_millis(u64::from(config.target_duration_ms.max(1)) * 2);
     let mut segmenter = Segmenter::new(config);

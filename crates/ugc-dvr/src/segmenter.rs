@@ -286,6 +286,10 @@ struct OpenSegment {
     start_dts_ms: i64,
     start_pts_ms: i64,
     program_date_time_ms: i64,
+    /// Input dts (ms) of its first frame, dated with the clock offset.
+    start_media_ms: i64,
+    /// Re-date it when it closes (the first segment).
+    redate: bool,
     /// Samples not yet in a part.
     samples: Vec<PendingSample>,
     /// Per track: index into `samples` of its last sample, if there.
@@ -312,9 +316,17 @@ pub struct Segmenter {
     next_fragment_seq: u32,
     open: Option<OpenSegment>,
     discontinuity_pending: bool,
-    /// Wall clock and media end of the last segment when the next one
-    /// continues it without a gap: `(pdt_ms + duration_ms)`.
-    continuing_pdt_ms: Option<i64>,
+    /// The media timeline's wall clock: the smallest `arrival - media time`
+    /// (unix ms minus input dts in ms) of the frames seen since the last
+    /// reset (discontinuity, new track set, flush). A frame delivered late
+    /// (a burst of cached frames when a reader starts at the GOP start, a
+    /// network hiccup) does not move it; a frame on time lowers it.
+    clock_offset_ms: Option<i64>,
+    /// Date of the last closed segment (dates never go backwards).
+    last_pdt_ms: Option<i64>,
+    /// The next segment is the first: it is re-dated when it closes (its
+    /// first frames may be a burst of cached frames delivered late).
+    redate_next: bool,
     out: VecDeque<SegmenterOutput>,
     ended: bool,
     stats: SegmenterStats,
@@ -333,7 +345,9 @@ impl Segmenter {
             next_fragment_seq: 1,
             open: None,
             discontinuity_pending: false,
-            continuing_pdt_ms: None,
+            clock_offset_ms: None,
+            last_pdt_ms: None,
+            redate_next: true,
             out: VecDeque::new(),
             ended: false,
             stats: SegmenterStats::default(),
@@ -386,7 +400,7 @@ impl Segmenter {
     pub fn flush(&mut self, now_unix_ms: i64) -> Result<(), Error> {
         let _ = now_unix_ms;
         let r = self.close(None);
-        self.continuing_pdt_ms = None;
+        self.clock_offset_ms = None;
         r
     }
 
@@ -400,7 +414,7 @@ impl Segmenter {
         for s in &mut self.states {
             s.last_out_dts = None;
         }
-        self.continuing_pdt_ms = None;
+        self.clock_offset_ms = None;
     }
 
     fn on_tracks(&mut self, tracks: Tracks) -> Result<(), Error> {
@@ -418,7 +432,7 @@ impl Segmenter {
             self.discontinuity_pending = true;
         }
         self.init_number = Some(number);
-        self.continuing_pdt_ms = None;
+        self.clock_offset_ms = None;
         let data = fmp4::init_segment(tracks.as_slice()).map_err(|source| Error::Mux {
             what: format!("init {number}"),
             source,
@@ -447,6 +461,11 @@ impl Segmenter {
                 dts: frame.dts,
             });
         };
+        if let Some(st) = self.states.get(ti) {
+            let media_ms = rescale(frame.dts, st.info.timescale, Timescale::MILLIS);
+            let offset = now_unix_ms.saturating_sub(media_ms);
+            self.clock_offset_ms = Some(self.clock_offset_ms.map_or(offset, |o| o.min(offset)));
+        }
         let is_ref = self.reference == Some(ti);
         let is_audio = self
             .states
@@ -488,7 +507,10 @@ impl Segmenter {
                     && (has_pending || !open.part_chunks.is_empty())
                 {
                     result = self.cut_part(out_dts);
-                } else if has_pending {
+                } else if open.samples.iter().any(|s| Some(s.track) == self.reference) {
+                    // One chunk per reference frame: samples of other tracks
+                    // pending since a part was closed with its last
+                    // reference frame wait for this one.
                     result = self.write_chunk().map(|_| ());
                 }
             }
@@ -519,7 +541,45 @@ impl Segmenter {
             });
             open.frames.push(frame);
         }
+        // LL-HLS: close the part as soon as its last reference frame is in,
+        // not when the next one arrives (a frame interval later): with the
+        // frame given its track's nominal duration (the previous delta), the
+        // part ends where the next frame is expected, and a part is cut when
+        // one more frame would not fit in the target (the same rule as the
+        // check on arrival above, one frame earlier). Not the segment's last
+        // part (ending at or past the target duration, where the next
+        // keyframe cuts the segment): samples of other tracks that arrive
+        // before that keyframe belong to it.
+        if is_ref && let (Some(pt), Some(open)) = (self.config.part_target_ms, &self.open) {
+            let nominal = self
+                .states
+                .get(ti)
+                .map_or(0, |s| i64::from(s.last_duration));
+            let end = out_dts.saturating_add(nominal);
+            let span = end.saturating_sub(open.part_start_out_dts);
+            let last_part = end.saturating_sub(open.start_out_dts)
+                >= self.ticks_of_ms(self.config.target_duration_ms, ti);
+            if nominal > 0
+                && span > 0
+                && !last_part
+                && span.saturating_add(nominal) > self.ticks_of_ms(pt, ti)
+            {
+                let r = self.cut_part(end);
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+        }
         result
+    }
+
+    /// The date of media time `media_ms`: clock offset + media time, never
+    /// before the last closed segment's date.
+    fn date_of(&self, media_ms: i64, fallback_unix_ms: i64) -> i64 {
+        let date = self
+            .clock_offset_ms
+            .map_or(fallback_unix_ms, |o| o.saturating_add(media_ms));
+        self.last_pdt_ms.map_or(date, |last| date.max(last))
     }
 
     fn ticks_of_ms(&self, ms: u32, track: usize) -> i64 {
@@ -547,7 +607,8 @@ impl Segmenter {
         let msn = self.next_msn;
         self.next_msn = self.next_msn.saturating_add(1);
         let discontinuity = std::mem::take(&mut self.discontinuity_pending);
-        let program_date_time_ms = self.continuing_pdt_ms.take().unwrap_or(now_unix_ms);
+        let start_media_ms = rescale(frame.dts, in_ts, Timescale::MILLIS);
+        let program_date_time_ms = self.date_of(start_media_ms, now_unix_ms);
         if self.config.part_target_ms.is_some() {
             self.out.push_back(SegmenterOutput::Opened(SegmentStart {
                 msn,
@@ -567,6 +628,8 @@ impl Segmenter {
                 Timescale::MILLIS,
             ))),
             program_date_time_ms,
+            start_media_ms,
+            redate: std::mem::take(&mut self.redate_next),
             samples: Vec::new(),
             last_idx: vec![None; self.states.len()],
             parts: Vec::new(),
@@ -705,14 +768,31 @@ impl Segmenter {
     /// the keyframe that starts the next segment, when a cut (not a flush)
     /// closes it.
     fn close(&mut self, next_start: Option<i64>) -> Result<(), Error> {
-        let Some(open) = self.open.as_ref() else {
+        let reference = self.reference;
+        let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
+        // The stream ends or goes idle with only other tracks' samples
+        // (audio) since a part was closed with its last reference frame:
+        // they would make a part of no duration. They are dropped (less
+        // than one video frame of audio, within the last part's time).
+        if next_start.is_none()
+            && !open.parts.is_empty()
+            && open.part_chunks.is_empty()
+            && open.samples.iter().all(|s| Some(s.track) != reference)
+        {
+            let n = open.samples.len();
+            open.samples.clear();
+            open.frames.truncate(open.frames.len().saturating_sub(n));
+            for slot in &mut open.last_idx {
+                *slot = None;
+            }
+        }
+        let open = &*open;
         let end_out_dts = match next_start {
             Some(e) => e,
             None => {
                 // The end of the last reference sample.
-                let reference = self.reference;
                 open.samples
                     .iter()
                     .rev()
@@ -754,10 +834,19 @@ impl Segmenter {
             .collect();
         let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
         let duration_ms = u64::try_from(end_ms.saturating_sub(open.start_dts_ms)).unwrap_or(0);
-        self.continuing_pdt_ms = Some(
+        // The first segment is re-dated with the clock offset as it is now:
+        // its first frames may be a burst of cached frames delivered late (a
+        // new Hub reader starts at the GOP start), and the frames seen since
+        // show by how much. (An origin serves no playlist before the first
+        // segment closes, so the change is never seen; later segments keep
+        // the date they opened with, dated from the frames seen until then.)
+        let program_date_time_ms = if open.redate {
+            self.date_of(open.start_media_ms, open.program_date_time_ms)
+                .min(open.program_date_time_ms)
+        } else {
             open.program_date_time_ms
-                .saturating_add(i64::try_from(duration_ms).unwrap_or(i64::MAX)),
-        );
+        };
+        self.last_pdt_ms = Some(program_date_time_ms);
         let segment = Segment {
             msn: open.msn,
             init: self.init_number.unwrap_or(0),
@@ -765,7 +854,7 @@ impl Segmenter {
             start_dts_ms: open.start_dts_ms,
             start_pts_ms: open.start_pts_ms,
             duration_ms,
-            program_date_time_ms: open.program_date_time_ms,
+            program_date_time_ms,
             parts,
             frames: open.frames,
             tracks: self.tracks.clone().unwrap_or_default(),

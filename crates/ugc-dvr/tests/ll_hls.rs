@@ -401,3 +401,88 @@ fn part_bytes_from_an_offset() {
     }
     assert!(seen_partial);
 }
+
+/// A part is published when its last video frame is pushed (its end is where
+/// the next frame is expected), not a frame interval later when the next
+/// frame arrives; jitter on the next frame keeps the timeline consistent.
+#[test]
+fn a_part_closes_with_its_last_frame() {
+    let mut s = ll_segmenter();
+    s.push(MediaEvent::Tracks(av()), T0).unwrap();
+    let mut parts = Vec::new();
+    let mut all = Vec::new();
+    // 25 fps: 5 frames fill a 200 ms part. Audio interleaved after each frame;
+    // frames 10 and 11 arrive 3 ms late / early in media time.
+    let dts = |i: i64| match i {
+        10 => 403,
+        11 => 437,
+        _ => i * 40,
+    };
+    for i in 0..30i64 {
+        s.push(v(dts(i), i % 25 == 0), T0 + i * 40).unwrap();
+        let mut new = Vec::new();
+        while let Some(o) = s.poll() {
+            if let SegmenterOutput::Part { part, .. } = &o {
+                new.push(part.clone());
+            }
+            all.push(o);
+        }
+        // The last frame of parts 0 to 3 (frames 4, 9, ...) closes them.
+        match i {
+            4 | 9 | 14 | 19 => {
+                assert_eq!(new.len(), 1, "frame {i} completes a part");
+                assert_eq!(new[0].duration_ms, 200);
+                assert_eq!(new[0].index as i64, i / 5);
+            }
+            0..=3 | 5..=8 => assert!(new.is_empty(), "frame {i}: part not full yet"),
+            // Part 4 ends the segment: the keyframe that cuts it closes it.
+            24 => assert!(new.is_empty()),
+            25 => assert_eq!(new.len(), 1),
+            _ => {}
+        }
+        parts.extend(new);
+        s.push(a(dts(i) + 5), T0 + i * 40 + 5).unwrap();
+        while let Some(o) = s.poll() {
+            assert!(
+                !matches!(o, SegmenterOutput::Part { .. }),
+                "audio closes no part"
+            );
+            all.push(o);
+        }
+    }
+    s.push(MediaEvent::End, T0 + 1300).unwrap();
+    all.extend(std::iter::from_fn(|| s.poll()));
+    let segs = segments(&all);
+    assert_eq!(segs.len(), 2);
+    // The segment is its parts, byte for byte, and they tile its duration
+    // within the jitter.
+    let seg = &segs[0];
+    assert_eq!(seg.duration_ms, 1000);
+    let mut joined = BytesMut::new();
+    for p in &seg.parts {
+        assert!(p.duration_ms <= u64::from(PART_MS), "{}", p.duration_ms);
+        joined.extend_from_slice(&p.data);
+    }
+    assert!(seg.data.ends_with(&joined));
+    let total: u64 = seg.parts.iter().map(|p| p.duration_ms).sum();
+    assert!(total.abs_diff(seg.duration_ms) <= 5, "{total}");
+    // Five 200 ms parts; the last one (ending at the target duration) is
+    // closed by the keyframe that cuts the segment, so the audio pushed
+    // after its last video frame (a(965)) is in it.
+    assert_eq!(seg.parts.len(), 5);
+    assert_eq!(seg.frames.len(), 25 + 25);
+    assert_eq!(segs[1].frames.first().map(|f| f.dts), Some(1000));
+    // Segment 1 (frames 25..=29) ends with the stream: the audio after its
+    // last video frame is dropped rather than made a part of no duration.
+    assert_eq!(segs[1].parts.len(), 1);
+    assert_eq!(segs[1].parts[0].duration_ms, 200);
+    assert_eq!(segs[1].frames.len(), 5 + 4);
+    assert!(parts.iter().all(|p| p.duration_ms > 0));
+    // One CMAF chunk per video frame: the audio pending after a part closed
+    // early waits for the next video frame instead of making a chunk alone.
+    let chunks = all
+        .iter()
+        .filter(|o| matches!(o, SegmenterOutput::PartChunk { .. }))
+        .count();
+    assert_eq!(chunks, 30);
+}

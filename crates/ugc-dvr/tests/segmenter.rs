@@ -103,19 +103,37 @@ fn discontinuity_closes_and_marks_next() {
     assert!(segs[1].discontinuity);
     assert_eq!(segs[1].start_dts_ms, 5040);
     assert_eq!(segs[1].frames.len(), 3);
-    // After a discontinuity the date comes from the clock, not from the
-    // previous segment.
-    assert_eq!(segs[0].program_date_time_ms, T0 + 10);
+    // `run` delivers 40 ms of media every 10 ms, so every frame arrives
+    // earlier (relative to its media time) than the one before: the first
+    // segment is dated with the offset of the newest frame when it closes.
+    // Frame k (media 40k ms) is event k + 1.
+    assert_eq!(segs[0].program_date_time_ms, T0 + 30 * 10 - 29 * 40);
+    // After a discontinuity the offset restarts from the new frames, not
+    // from the previous segment: the keyframe v(5040) is event 33 and the
+    // frame before it, v(5000) event 32, arrived 10 ms later relative to
+    // its time.
     assert_eq!(segs[1].program_date_time_ms, T0 + 33 * 10);
     assert_eq!(segs[0].init, segs[1].init);
 }
 
 #[test]
 fn contiguous_segments_derive_program_date_time() {
-    let mut events = vec![MediaEvent::Tracks(video_only())];
-    events.extend(video_events(150, 25));
-    events.push(MediaEvent::End);
-    let segs = segments(&run(config(2000), events));
+    // Real-time delivery with up to 30 ms of jitter: dates follow media
+    // time from the earliest arrival, so contiguous segments are contiguous
+    // in wall-clock time too.
+    let mut s = Segmenter::new(config(2000));
+    s.push(MediaEvent::Tracks(video_only()), T0).unwrap();
+    let mut out = Vec::new();
+    for (i, e) in video_events(150, 25).into_iter().enumerate() {
+        let jitter = [0, 30, 7, 19][i % 4];
+        s.push(e, T0 + i as i64 * 40 + jitter).unwrap();
+        out.extend(std::iter::from_fn(|| s.poll()));
+    }
+    s.push(MediaEvent::End, T0 + 6000).unwrap();
+    out.extend(std::iter::from_fn(|| s.poll()));
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 3);
+    assert_eq!(segs[0].program_date_time_ms, T0);
     for w in segs.windows(2) {
         assert_eq!(
             w[1].program_date_time_ms,

@@ -69,7 +69,7 @@ use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use ugc_core::{AllowAll, Authorizer, PlayDecision, PlayRequest, StreamName};
-use ugc_dvr::{LiveRegistry, LiveStream, PartProgress, PlaylistQuery, Variant};
+use ugc_dvr::{LiveRegistry, LiveStream, PartProgress, PlaylistQuery, RenditionReport, Variant};
 
 /// `Content-Type` of playlists.
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -469,7 +469,11 @@ async fn live_request<A: Authorizer>(
             let Ok(d) = parse_directives(req.uri().query()) else {
                 return error(StatusCode::BAD_REQUEST);
             };
-            media_playlist(&origin, live, v, d, token.as_deref()).await
+            // A rendition of a ladder reports every other rendition.
+            let ladder = rendition
+                .as_deref()
+                .map(|r| (&*origin.registry, name.as_str(), r));
+            media_playlist(&origin, live, v, d, token.as_deref(), ladder).await
         }
         (LiveFile::Part(msn, index), _) => part(&origin, live, msn, index).await,
         (file, _) => serve(&live, file, token.as_deref()),
@@ -489,6 +493,7 @@ async fn media_playlist<A>(
     variant: Variant,
     d: Directives,
     token: Option<&str>,
+    ladder: Option<(&LiveRegistry, &str, &str)>,
 ) -> Response {
     let ll = live.low_latency() && variant == Variant::Fmp4;
     let mut cache = if !ll {
@@ -530,7 +535,10 @@ async fn media_playlist<A>(
     }
     let query = PlaylistQuery {
         skip: d.skip && ll,
-        ..PlaylistQuery::default()
+        rendition_reports: match ladder.filter(|_| ll) {
+            Some((registry, stream, own)) => rendition_reports(registry, stream, own),
+            None => Vec::new(),
+        },
     };
     let body = playlist_body(live.render_media_playlist_with(variant, &query), token);
     let mut res = respond(PLAYLIST_TYPE, NO_CACHE, body);
@@ -542,6 +550,17 @@ async fn media_playlist<A>(
         res.headers_mut().insert(header::CACHE_CONTROL, v);
     }
     res
+}
+
+/// `#EXT-X-RENDITION-REPORT`s of the renditions of `stream` other than
+/// `own`, with URIs relative to `own`'s (LL-HLS, fMP4) media playlist.
+fn rendition_reports(registry: &LiveRegistry, stream: &str, own: &str) -> Vec<RenditionReport> {
+    registry
+        .renditions(stream)
+        .iter()
+        .filter(|(r, s)| r != own && s.low_latency())
+        .filter_map(|(r, s)| s.rendition_report(&format!("../{r}/mono.m3u8")))
+        .collect()
 }
 
 /// A part: at once when complete, streamed while it is being written, after

@@ -387,3 +387,131 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[eol + 2 + size + 2..];
     }
 }
+
+/// A live stream fed at once with `frames` frames of 30 fps video (1 s
+/// GOPs) and AAC, left open.
+fn fed_now(frames: i64) -> Arc<LiveStream> {
+    let live = Arc::new(LiveStream::new(LiveConfig {
+        window_segments: 6,
+        grace_segments: 2,
+        target_duration_ms: 1000,
+        part_target_ms: Some(PART_MS),
+    }));
+    let mut seg = Segmenter::new(SegmenterConfig {
+        target_duration_ms: 1000,
+        part_target_ms: Some(PART_MS),
+    });
+    let mut events = vec![MediaEvent::Tracks(ugc_core::hub::tests_support::av_tracks())];
+    for i in 0..frames {
+        let t = i * FRAME_MS as i64;
+        events.push(MediaEvent::Frame(Frame {
+            track: TrackId(1),
+            dts: t,
+            pts: t,
+            keyframe: i % 30 == 0,
+            data: Bytes::from(vec![i as u8; 500]),
+        }));
+        events.push(MediaEvent::Frame(Frame {
+            track: TrackId(2),
+            dts: t + 1,
+            pts: t + 1,
+            keyframe: true,
+            data: Bytes::from(vec![2u8; 30]),
+        }));
+    }
+    for e in events {
+        seg.push(e, 1_700_000_000_000).unwrap();
+        while let Some(o) = seg.poll() {
+            live.apply(o);
+        }
+    }
+    live
+}
+
+#[tokio::test]
+async fn rendition_playlists_report_every_other_rendition() {
+    let reg = Arc::new(LiveRegistry::new());
+    // 30 fps with 1 s GOPs: 33 ms frames put the keyframes at 0, 990, 1980
+    // ms, so segments are cut every 60 frames (1980 ms, 10 parts).
+    let source = fed_now(100);
+    let hi = fed_now(100);
+    // Mid-segment with parts, and just after a cut (no part of the open
+    // segment published yet).
+    let mid = fed_now(80);
+    let lo = fed_now(61);
+    reg.insert("live/ll", source);
+    reg.insert("live/ll/hi", hi.clone());
+    reg.insert("live/ll/mid", mid.clone());
+    reg.insert("live/ll/lo", lo.clone());
+    let app = router_with_config(
+        reg,
+        Arc::new(AllowAll),
+        peer_is_client(),
+        OriginConfig::default(),
+    );
+    let reports = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    // The expected report of a rendition, from its own playlist.
+    let expect = |name: &str, live: &LiveStream| {
+        let u = live.update();
+        let (msn, part) = match u.open_parts {
+            Some((m, n)) if n > 0 => (m, n - 1),
+            _ => {
+                let m = u.last_msn.unwrap();
+                (m, live.segment(m).unwrap().parts.len() as u32 - 1)
+            }
+        };
+        format!(
+            "#EXT-X-RENDITION-REPORT:URI=\"../{name}/mono.m3u8\",LAST-MSN={msn},LAST-PART={part}"
+        )
+    };
+    assert_eq!(
+        lo.update().open_parts,
+        Some((1, 0)),
+        "lo: no part after the cut"
+    );
+    assert!(mid.update().open_parts.unwrap().1 > 0);
+
+    let (status, _, body) = get(&app, "/live/ll/hi/mono.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(
+        reports(&text),
+        vec![expect("lo", &lo), expect("mid", &mid)],
+        "{text}"
+    );
+    // Reports come last, after the preload hint.
+    assert!(
+        text.find("#EXT-X-PRELOAD-HINT").unwrap() < text.find("#EXT-X-RENDITION-REPORT").unwrap()
+    );
+    // The reported part exists where the report points.
+    let (status, _, _) = get(&app, "/live/ll/lo/part-0.9.m4s").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        expect("lo", &lo),
+        "#EXT-X-RENDITION-REPORT:URI=\"../lo/mono.m3u8\",LAST-MSN=0,LAST-PART=9"
+    );
+
+    let (_, _, body) = get(&app, "/live/ll/lo/mono.m3u8?_HLS_msn=0").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(
+        reports(&text),
+        vec![expect("hi", &hi), expect("mid", &mid)],
+        "{text}"
+    );
+    // Delta updates keep them; a token follows the URIs.
+    let (_, _, body) = get(&app, "/live/ll/mid/mono.m3u8?_HLS_skip=YES&token=abc").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(reports(&text).len(), 2, "{text}");
+    assert!(text.contains("URI=\"../hi/mono.m3u8?token=abc\""), "{text}");
+
+    // The source playlist (not a rendition) and classic TS playlists carry none.
+    let (_, _, body) = get(&app, "/live/ll/mono.m3u8").await;
+    assert!(reports(std::str::from_utf8(&body).unwrap()).is_empty());
+    let (_, _, body) = get(&app, "/live/ll/hi/mono-ts.m3u8").await;
+    assert!(reports(std::str::from_utf8(&body).unwrap()).is_empty());
+}
