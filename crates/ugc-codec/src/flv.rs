@@ -173,21 +173,7 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag> {
 
     // Enhanced RTMP: [IsExHeader:1][FrameType:3][PacketType:4]
     let frame_type = VideoFrameType::from_bits((b0 >> 4) & 0x07);
-    let mut packet_type = b0 & 0x0f;
-    // v2 ModEx: [size-1 (UI8, 255 -> UI16 size-1)][data][ModExType:4][PacketType:4], repeatable.
-    let mut guard = 0;
-    while packet_type == 7 {
-        guard += 1;
-        if guard > 16 {
-            return Err(r.invalid("too many ModEx packets"));
-        }
-        let mut size = usize::from(r.u8()?) + 1;
-        if size == 256 {
-            size = usize::from(r.u16()?) + 1;
-        }
-        r.bytes(size)?;
-        packet_type = r.u8()? & 0x0f;
-    }
+    let packet_type = skip_mod_ex(&mut r, b0 & 0x0f)?;
     if packet_type == 6 {
         return Err(Error::unsupported(WHAT, "Enhanced RTMP multitrack video"));
     }
@@ -280,6 +266,26 @@ pub struct AudioTag {
     pub packet: AudioPacket,
 }
 
+/// Skips Enhanced RTMP v2 ModEx prefixes (packet type 7:
+/// `[size-1 (UI8, 255 -> UI16 size-1)][data][ModExType:4][PacketType:4]`,
+/// repeatable) and returns the real packet type. Shared by audio and video.
+fn skip_mod_ex(r: &mut Reader<'_>, mut packet_type: u8) -> Result<u8> {
+    let mut guard = 0;
+    while packet_type == 7 {
+        guard += 1;
+        if guard > 16 {
+            return Err(r.invalid("too many ModEx packets"));
+        }
+        let mut size = usize::from(r.u8()?) + 1;
+        if size == 256 {
+            size = usize::from(r.u16()?) + 1;
+        }
+        r.bytes(size)?;
+        packet_type = r.u8()? & 0x0f;
+    }
+    Ok(packet_type)
+}
+
 /// Parses an audio tag body (RTMP message type 8).
 pub fn parse_audio_tag(body: &Bytes) -> Result<AudioTag> {
     const WHAT: &str = "FLV audio tag";
@@ -287,20 +293,7 @@ pub fn parse_audio_tag(body: &Bytes) -> Result<AudioTag> {
     let b0 = r.u8()?;
     let format = b0 >> 4;
     if format == SOUND_FORMAT_EX_HEADER {
-        let mut packet_type = b0 & 0x0f;
-        let mut guard = 0;
-        while packet_type == 7 {
-            guard += 1;
-            if guard > 16 {
-                return Err(r.invalid("too many ModEx packets"));
-            }
-            let mut size = usize::from(r.u8()?) + 1;
-            if size == 256 {
-                size = usize::from(r.u16()?) + 1;
-            }
-            r.bytes(size)?;
-            packet_type = r.u8()? & 0x0f;
-        }
+        let packet_type = skip_mod_ex(&mut r, b0 & 0x0f)?;
         if packet_type == 5 {
             return Err(Error::unsupported(WHAT, "Enhanced RTMP multitrack audio"));
         }

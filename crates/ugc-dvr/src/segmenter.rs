@@ -212,6 +212,11 @@ struct TrackState {
     last_out_dts: Option<i64>,
     /// Duration of the previous sample (the fallback for the last one).
     last_duration: u32,
+    /// Where the last sample ends when it was written with an assumed
+    /// (nominal) duration before the next frame arrived (LL-HLS early part
+    /// close): the next sample may not start before it, or decode times
+    /// would overlap across chunks.
+    committed_end: Option<i64>,
 }
 
 impl TrackState {
@@ -239,6 +244,7 @@ impl TrackState {
             audio_frame,
             last_out_dts: None,
             last_duration,
+            committed_end: None,
         }
     }
 
@@ -257,8 +263,12 @@ impl TrackState {
                     clean
                 }
             }
-            // Video: keep the timeline monotonic.
-            (Some(last), None) => expected.max(last),
+            // Video: keep the timeline monotonic, and never start before
+            // the end already promised for the previous sample (input
+            // jitter of a tick or a millisecond moves this frame that much).
+            (Some(last), None) => expected
+                .max(last)
+                .max(self.committed_end.take().unwrap_or(i64::MIN)),
         };
         let delta = self
             .last_out_dts
@@ -522,7 +532,12 @@ impl Segmenter {
             return result;
         };
         let pts_out = rescale(frame.pts, st.info.timescale, st.out_ts);
-        let cts = pts_out.saturating_sub(out_dts);
+        // Video keeps the input's composition offset, also when its decode
+        // time was moved a tick forward (see `committed_end`).
+        let cts = match st.audio_frame {
+            None => pts_out.saturating_sub(rescale(frame.dts, st.info.timescale, st.out_ts)),
+            Some(_) => pts_out.saturating_sub(out_dts),
+        };
         let cts = i32::try_from(cts).unwrap_or(if cts < 0 { i32::MIN } else { i32::MAX });
         let sample = fmp4::Sample {
             duration: st.last_duration,
@@ -564,6 +579,9 @@ impl Segmenter {
                 && !last_part
                 && span.saturating_add(nominal) > self.ticks_of_ms(pt, ti)
             {
+                if let Some(st) = self.states.get_mut(ti) {
+                    st.committed_end = Some(end);
+                }
                 let r = self.cut_part(end);
                 if result.is_ok() {
                     result = r;

@@ -53,7 +53,7 @@ use ugc_dvr::playlist::render_multivariant;
 use ugc_dvr::range::{DvrFile, DvrFileError, RangeKind, parse_dvr_file, render_range};
 use ugc_dvr::variants::dvr_variant;
 
-use crate::origin::{ClientIp, IMMUTABLE, NO_CACHE, PLAYLIST_TYPE};
+use crate::origin::{ClientIp, IMMUTABLE, NO_CACHE, PLAYLIST_TYPE, token_is_url_safe, token_param};
 
 /// Response header of an MP4 export that stops before the end of the
 /// range asked for (a track change it cannot carry, e.g. audio added).
@@ -136,20 +136,6 @@ fn split_path(path: &str) -> Option<(&str, Option<&str>, &str)> {
         None => Some((stream, None, file)),
         Some((r, f)) => (!f.contains('/')).then_some((stream, Some(r), f)),
     }
-}
-
-fn token_param(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_owned)
-}
-
-fn token_is_url_safe(token: &str) -> bool {
-    token.len() <= 1024
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 async fn intercept<A: Authorizer>(

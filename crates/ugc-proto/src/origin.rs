@@ -180,7 +180,7 @@ pub fn router_with_config<A: Authorizer>(
 }
 
 /// The value of `token` in a raw query string.
-fn token_param(query: Option<&str>) -> Option<String> {
+pub(crate) fn token_param(query: Option<&str>) -> Option<String> {
     query?
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
@@ -189,7 +189,7 @@ fn token_param(query: Option<&str>) -> Option<String> {
 
 /// Whether `token` may be copied into playlist URIs as is (tokens are
 /// base64url plus separators; anything else is not echoed).
-fn token_is_url_safe(token: &str) -> bool {
+pub(crate) fn token_is_url_safe(token: &str) -> bool {
     token.len() <= 1024
         && token
             .bytes()
