@@ -311,6 +311,9 @@ struct OpenSegment {
     /// Whether the part being written starts with a reference keyframe.
     part_independent: Option<bool>,
     frames: Vec<Frame>,
+    /// The end of the segment's last part, which waits for other tracks'
+    /// samples up to there before it is cut.
+    last_part_end: Option<i64>,
 }
 
 /// The segmenter state machine; see the [module docs](self).
@@ -340,6 +343,14 @@ pub struct Segmenter {
     out: VecDeque<SegmenterOutput>,
     ended: bool,
     stats: SegmenterStats,
+    /// Samples of other tracks (audio) that arrived after the last part of
+    /// the segment just closed had been published, with their frames: they
+    /// start the next segment.
+    carry: Option<(Vec<PendingSample>, Vec<Frame>)>,
+    /// Output dts of the reference track's last keyframe, and the interval
+    /// to the one before: where the next keyframe is expected.
+    last_keyframe: Option<i64>,
+    keyframe_interval: Option<i64>,
 }
 
 impl Segmenter {
@@ -361,6 +372,9 @@ impl Segmenter {
             out: VecDeque::new(),
             ended: false,
             stats: SegmenterStats::default(),
+            carry: None,
+            last_keyframe: None,
+            keyframe_interval: None,
         }
     }
 
@@ -425,6 +439,8 @@ impl Segmenter {
             s.last_out_dts = None;
         }
         self.clock_offset_ms = None;
+        self.last_keyframe = None;
+        self.keyframe_interval = None;
     }
 
     fn on_tracks(&mut self, tracks: Tracks) -> Result<(), Error> {
@@ -433,6 +449,8 @@ impl Segmenter {
         }
         let r = self.close(None);
         self.states = tracks.iter().map(TrackState::new).collect();
+        self.last_keyframe = None;
+        self.keyframe_interval = None;
         self.reference = tracks
             .iter()
             .position(|t| t.kind() == MediaKind::Video)
@@ -499,7 +517,27 @@ impl Segmenter {
         {
             prev.sample.duration = d;
         }
+        if starts {
+            if let Some(prev) = self.last_keyframe.filter(|p| out_dts > *p) {
+                self.keyframe_interval = Some(out_dts.saturating_sub(prev));
+            }
+            self.last_keyframe = Some(out_dts);
+        }
         let mut result = Ok(());
+        if let Some(end) = self.open.as_ref().and_then(|o| o.last_part_end) {
+            let ref_ts = self.ref_ts();
+            let own_ts = self.states.get(ti).map_or(ref_ts, |s| s.out_ts);
+            if is_ref {
+                // The keyframe came (it closes the part with the segment)
+                // or another frame did (the part goes on).
+                if let Some(open) = self.open.as_mut() {
+                    open.last_part_end = None;
+                }
+            } else if out_dts >= rescale(end, ref_ts, own_ts) {
+                // Past the end: this sample starts the next part.
+                result = self.cut_part_early(self.reference.unwrap_or(0), end);
+            }
+        }
         if is_ref && let Some(open) = &self.open {
             let span = out_dts.saturating_sub(open.start_out_dts);
             let target = self.ticks_of_ms(self.config.target_duration_ms, ti);
@@ -561,10 +599,19 @@ impl Segmenter {
         // frame given its track's nominal duration (the previous delta), the
         // part ends where the next frame is expected, and a part is cut when
         // one more frame would not fit in the target (the same rule as the
-        // check on arrival above, one frame earlier). Not the segment's last
-        // part (ending at or past the target duration, where the next
-        // keyframe cuts the segment): samples of other tracks that arrive
-        // before that keyframe belong to it.
+        // check on arrival above, one frame earlier). The part that reaches
+        // the segment's target duration is cut too: the next frame is most
+        // likely the keyframe that ends the segment, and waiting for it
+        // would make the segment's last part a frame interval late (the
+        // availability goal is part duration + 50 ms). "Most likely": the
+        // keyframe interval seen so far puts the next keyframe there (within
+        // half a frame), or no interval is known yet and the part is the
+        // first to reach the target. That part also waits for the other
+        // tracks' samples up to its end (`last_part_end`, usually a few ms),
+        // so the next segment does not start with audio from before its
+        // keyframe; the keyframe closes it if it comes first. Samples of
+        // other tracks that still arrive late start the next segment (see
+        // `carry`); if no keyframe comes, the segment goes on with parts.
         if is_ref && let (Some(pt), Some(open)) = (self.config.part_target_ms, &self.open) {
             let nominal = self
                 .states
@@ -572,23 +619,63 @@ impl Segmenter {
                 .map_or(0, |s| i64::from(s.last_duration));
             let end = out_dts.saturating_add(nominal);
             let span = end.saturating_sub(open.part_start_out_dts);
-            let last_part = end.saturating_sub(open.start_out_dts)
-                >= self.ticks_of_ms(self.config.target_duration_ms, ti);
-            if nominal > 0
-                && span > 0
-                && !last_part
-                && span.saturating_add(nominal) > self.ticks_of_ms(pt, ti)
-            {
-                if let Some(st) = self.states.get_mut(ti) {
-                    st.committed_end = Some(end);
+            let target = self.ticks_of_ms(self.config.target_duration_ms, ti);
+            let keyframe_due = match (self.last_keyframe, self.keyframe_interval) {
+                (Some(k), Some(i)) => {
+                    k.saturating_add(i).abs_diff(end) <= nominal.unsigned_abs() / 2
                 }
-                let r = self.cut_part(end);
-                if result.is_ok() {
-                    result = r;
+                _ => open.part_start_out_dts.saturating_sub(open.start_out_dts) < target,
+            };
+            let reaches_target = end.saturating_sub(open.start_out_dts) >= target && keyframe_due;
+            let full = span.saturating_add(nominal) > self.ticks_of_ms(pt, ti);
+            if nominal > 0 && span > 0 && (reaches_target || full) {
+                if !reaches_target || self.others_cover(end) {
+                    let r = self.cut_part_early(ti, end);
+                    if result.is_ok() {
+                        result = r;
+                    }
+                } else if let Some(open) = self.open.as_mut() {
+                    // The segment's last part waits for the audio up to its
+                    // end (a few ms), so that the next segment does not
+                    // start with audio from before its keyframe.
+                    open.last_part_end = Some(end);
                 }
+            }
+        } else if !is_ref
+            && let Some(end) = self.open.as_ref().and_then(|o| o.last_part_end)
+            && self.others_cover(end)
+        {
+            let r = self.cut_part_early(self.reference.unwrap_or(0), end);
+            if result.is_ok() {
+                result = r;
             }
         }
         result
+    }
+
+    /// Whether every track but the reference has samples up to `end`
+    /// (reference timeline), or none yet.
+    fn others_cover(&self, end: i64) -> bool {
+        let ref_ts = self.ref_ts();
+        self.states.iter().enumerate().all(|(i, st)| {
+            Some(i) == self.reference
+                || st.last_out_dts.is_none_or(|last| {
+                    last.saturating_add(i64::from(st.last_duration))
+                        >= rescale(end, ref_ts, st.out_ts)
+                })
+        })
+    }
+
+    /// Cuts the part before the frame after the reference frame `ti` just
+    /// pushed has arrived: that frame may not start before `end`.
+    fn cut_part_early(&mut self, ti: usize, end: i64) -> Result<(), Error> {
+        if let Some(st) = self.states.get_mut(ti) {
+            st.committed_end = Some(end);
+        }
+        if let Some(open) = self.open.as_mut() {
+            open.last_part_end = None;
+        }
+        self.cut_part(end)
     }
 
     /// The date of media time `media_ms`: clock offset + media time, never
@@ -655,7 +742,17 @@ impl Segmenter {
             part_chunks: Vec::new(),
             part_independent: None,
             frames: Vec::new(),
+            last_part_end: None,
         });
+        if let (Some((samples, frames)), Some(open)) = (self.carry.take(), self.open.as_mut()) {
+            for (i, s) in samples.iter().enumerate() {
+                if let Some(slot) = open.last_idx.get_mut(s.track) {
+                    *slot = Some(i);
+                }
+            }
+            open.samples = samples;
+            open.frames = frames;
+        }
     }
 
     /// Muxes the pending samples of the open segment into one fragment
@@ -790,20 +887,24 @@ impl Segmenter {
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
-        // The stream ends or goes idle with only other tracks' samples
-        // (audio) since a part was closed with its last reference frame:
-        // they would make a part of no duration. They are dropped (less
-        // than one video frame of audio, within the last part's time).
-        if next_start.is_none()
-            && !open.parts.is_empty()
+        // Only other tracks' samples (audio) since a part was closed with
+        // its last reference frame: they would make a part of no duration.
+        // A keyframe cutting the segment takes them into the next one; when
+        // the stream ends or goes idle they are dropped (less than one video
+        // frame of audio, within the last part's time).
+        if !open.parts.is_empty()
             && open.part_chunks.is_empty()
+            && !open.samples.is_empty()
             && open.samples.iter().all(|s| Some(s.track) != reference)
         {
             let n = open.samples.len();
-            open.samples.clear();
-            open.frames.truncate(open.frames.len().saturating_sub(n));
+            let samples = std::mem::take(&mut open.samples);
+            let frames = open.frames.split_off(open.frames.len().saturating_sub(n));
             for slot in &mut open.last_idx {
                 *slot = None;
+            }
+            if next_start.is_some() {
+                self.carry = Some((samples, frames));
             }
         }
         let open = &*open;

@@ -435,18 +435,19 @@ fn a_part_closes_with_its_last_frame() {
                 assert_eq!(new[0].index as i64, i / 5);
             }
             0..=3 | 5..=8 => assert!(new.is_empty(), "frame {i}: part not full yet"),
-            // Part 4 ends the segment: the keyframe that cuts it closes it.
-            24 => assert!(new.is_empty()),
-            25 => assert_eq!(new.len(), 1),
+            // Part 4 ends the segment: it waits for the audio up to its end,
+            // which comes next (not for the keyframe that cuts the segment).
+            24 | 25 => assert!(new.is_empty()),
             _ => {}
         }
         parts.extend(new);
         s.push(a(dts(i) + 5), T0 + i * 40 + 5).unwrap();
         while let Some(o) = s.poll() {
-            assert!(
-                !matches!(o, SegmenterOutput::Part { .. }),
-                "audio closes no part"
-            );
+            if let SegmenterOutput::Part { part, .. } = &o {
+                assert_eq!(i, 24, "audio closes only the segment's last part");
+                assert_eq!((part.index, part.duration_ms), (4, 200));
+                parts.push(part.clone());
+            }
             all.push(o);
         }
     }
@@ -466,9 +467,9 @@ fn a_part_closes_with_its_last_frame() {
     assert!(seg.data.ends_with(&joined));
     let total: u64 = seg.parts.iter().map(|p| p.duration_ms).sum();
     assert!(total.abs_diff(seg.duration_ms) <= 5, "{total}");
-    // Five 200 ms parts; the last one (ending at the target duration) is
-    // closed by the keyframe that cuts the segment, so the audio pushed
-    // after its last video frame (a(965)) is in it.
+    // Five 200 ms parts; the last one (ending at the target duration) was
+    // closed by the audio pushed after its last video frame (a(965)), which
+    // is in it.
     assert_eq!(seg.parts.len(), 5);
     assert_eq!(seg.frames.len(), 25 + 25);
     assert_eq!(segs[1].frames.first().map(|f| f.dts), Some(1000));
@@ -585,4 +586,63 @@ fn early_closed_parts_never_overlap_the_next_chunk_with_ms_jitter() {
             w[1].0
         );
     }
+}
+
+/// Feeds 30 fps video with RTMP millisecond timestamps (deltas 33/33/34) and
+/// AAC interleaved after each frame; returns, per part, its (msn, index,
+/// duration) and the index of the video frame whose push published it.
+fn parts_published(target_ms: u32, gop: i64, frames: i64) -> Vec<(u64, u32, u64, i64)> {
+    let mut s = Segmenter::new(SegmenterConfig {
+        target_duration_ms: target_ms,
+        part_target_ms: Some(PART_MS),
+    });
+    s.push(MediaEvent::Tracks(av()), T0).unwrap();
+    let mut out = Vec::new();
+    let mut next_audio = 0i64;
+    for i in 0..frames {
+        let t = i * 1000 / 30;
+        for e in std::iter::once(v(t, i % gop == 0)).chain(std::iter::from_fn(|| {
+            let at = next_audio * 1024 * 1000 / 44_100;
+            (at < t + 33).then(|| {
+                next_audio += 1;
+                a(at)
+            })
+        })) {
+            s.push(e, T0 + t).unwrap();
+            while let Some(o) = s.poll() {
+                if let SegmenterOutput::Part { msn, part } = o {
+                    out.push((msn, part.index, part.duration_ms, i));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The segment's last part is published with its last video frame, not a
+/// frame interval later with the keyframe that cuts the segment; the audio
+/// in between starts the next segment.
+#[test]
+fn a_segments_last_part_is_published_with_its_last_frame() {
+    // 2 s GOPs and segments: 10 parts of 6 frames each.
+    let parts = parts_published(2000, 60, 300);
+    for &(msn, index, dur, pushed) in &parts {
+        let last_frame = msn as i64 * 60 + (i64::from(index) + 1) * 6 - 1;
+        assert_eq!(pushed, last_frame, "part {msn}.{index} ({dur} ms)");
+        assert!(dur <= u64::from(PART_MS), "{dur}");
+    }
+    assert!(parts.iter().filter(|p| p.0 == 2).count() == 10, "{parts:?}");
+    // A GOP (1 s) shorter than the target: the keyframe at 1 s does not cut,
+    // and once the interval is known no part is cut there for it.
+    let parts = parts_published(2000, 30, 300);
+    for msn in 1..4 {
+        let durs: Vec<u64> = parts.iter().filter(|p| p.0 == msn).map(|p| p.2).collect();
+        assert_eq!(durs.len(), 10, "segment {msn}: {durs:?}");
+        assert!(durs.iter().all(|d| *d >= 166), "segment {msn}: {durs:?}");
+    }
+    // A GOP (3 s) longer than the target: the segment goes on past it.
+    let parts = parts_published(2000, 90, 450);
+    let durs: Vec<u64> = parts.iter().filter(|p| p.0 == 2).map(|p| p.2).collect();
+    assert_eq!(durs.len(), 15, "{durs:?}");
+    assert!(durs.iter().sum::<u64>().abs_diff(3000) <= 2, "{durs:?}");
 }

@@ -75,8 +75,12 @@ use ugc_dvr::{LiveRegistry, LiveStream, PartProgress, PlaylistQuery, RenditionRe
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// `Cache-Control` of segments and init segments.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// `Cache-Control` of live playlists.
-pub const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
+/// `Cache-Control` of live playlists: a shared cache (CDN edge) may keep one
+/// for a second, a browser fetches it anew. A player computes the live edge
+/// from the time it fetched the playlist; a copy up to a second old from
+/// the browser's own cache would put it that much further behind live than
+/// it believes.
+pub const LIVE_PLAYLIST_CACHE: &str = "public, max-age=0, s-maxage=1";
 /// `Cache-Control` of playlists of ended streams.
 pub const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
 /// `Cache-Control` of errors and of LL-HLS playlists without `_HLS_msn`.

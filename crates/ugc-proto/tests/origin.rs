@@ -109,7 +109,10 @@ async fn playlists() {
             r.header(header::CONTENT_TYPE),
             "application/vnd.apple.mpegurl"
         );
-        assert_eq!(r.header(header::CACHE_CONTROL), "public, max-age=1");
+        assert_eq!(
+            r.header(header::CACHE_CONTROL),
+            "public, max-age=0, s-maxage=1"
+        );
         assert_eq!(r.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
         let text = std::str::from_utf8(&r.body).unwrap();
         assert!(text.starts_with("#EXTM3U\n"));
