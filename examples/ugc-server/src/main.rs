@@ -106,7 +106,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut packager = config.packager();
     packager.observer = Some(Arc::new(archive.clone()));
     let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
-    let packaging = tokio::spawn(ugc_dvr::package_hub(
+    let ingest_rt = ingest::paced_runtime(config.ingest_tick, hub.clone())?;
+    let packaging = ingest_rt.spawn(ugc_dvr::package_hub(
         hub.clone(),
         registry.clone(),
         packager,
@@ -121,7 +122,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.publisher_grace_s),
     ));
     let authorizer = Arc::new(control.authorizer());
-    let rtmp_task = tokio::spawn(ugc_proto::rtmp::server::serve(
+    let rtmp_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve(
         rtmp,
         hub.clone(),
         authorizer.clone(),

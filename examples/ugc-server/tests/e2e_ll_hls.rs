@@ -230,7 +230,7 @@ fn ll_hls_over_http2_and_through_an_nginx_cache() {
 /// without a stall, latency under the goal. Needs `npm ci` in
 /// tests/browser (make test does it).
 #[test]
-#[ignore = "needs Chromium and tests/browser/node_modules: run by `make test-browser`"]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn hls_js_low_latency_plays_20_s_without_stall() {
     let tls = TempDir::new("tls");
     let (server, mut publisher, _) = live_server("llbrowser", &tls);
