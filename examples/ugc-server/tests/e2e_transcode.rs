@@ -2,8 +2,9 @@
 //! the control API turns the ladder on for the running stream, the master
 //! playlist lists three renditions that ffprobe decodes at their sizes and
 //! bitrates, with IDRs at identical pts at every segment start, audio in
-//! every rendition, the logo at its corner, clean rendition switches; then
-//! the API turns it off again.
+//! every rendition, the logo at its corner, clean rendition switches, and
+//! `GET /api/v1/stats/transcode` shows the ladder's counters; then the API
+//! turns it off again.
 #![cfg(feature = "ffmpeg")]
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -52,6 +53,23 @@ fn attr<'a>(attrs: &'a str, key: &str) -> Option<&'a str> {
         return q.split('"').next();
     }
     rest.split(',').next()
+}
+
+/// The `GET /api/v1/stats/transcode` entry of stream `name` (`Null` when
+/// it has no running ladder).
+fn transcode_stats(server: &Server, name: &str) -> serde_json::Value {
+    let r = http_send(
+        server.http,
+        "GET",
+        "/api/v1/stats/transcode",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "stats/transcode: {}", r.text());
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
+    list.into_iter()
+        .find(|l| l["stream"] == name)
+        .unwrap_or_default()
 }
 
 fn fetch(server: &Server, path: &str) -> Vec<u8> {
@@ -212,6 +230,45 @@ fn ladder_on_a_running_stream_through_the_api() {
         assert!(attr(attrs, "AVERAGE-BANDWIDTH").is_some(), "{attrs}");
     }
 
+    // The ladder's counters, admin only: every rendition puts out video and
+    // audio; drops are counted (how many depends on the machine).
+    let anonymous = http_send(server.http, "GET", "/api/v1/stats/transcode", None, None);
+    assert_eq!(anonymous.status, 401);
+    let mut stats = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), || {
+        stats = transcode_stats(&server, "ladder");
+        stats["renditions"].as_array().is_some_and(|r| {
+            r.len() == 3
+                && r.iter().all(|r| {
+                    r["video_frames_out"].as_u64() > Some(0)
+                        && r["audio_frames_out"].as_u64() > Some(0)
+                })
+        })
+    })
+    .unwrap_or_else(|| panic!("every rendition has output: {stats}"));
+    eprintln!("stats/transcode: {stats}");
+    assert_eq!(stats["profile"], "default", "{stats}");
+    for (r, (uri, w, h, _)) in stats["renditions"].as_array().unwrap().iter().zip(expect) {
+        assert_eq!(r["name"], uri.split('/').next().unwrap(), "{stats}");
+        let size = (r["width"].as_u64(), r["height"].as_u64());
+        assert_eq!(size, (Some(w.into()), Some(h.into())), "{stats}");
+    }
+    for k in [
+        "frames_in",
+        "frames_out",
+        "pictures_encoded",
+        "input_dropped",
+        "pictures_dropped",
+        "decode_errors",
+        "restarts",
+        "running_s",
+    ] {
+        assert!(stats[k].is_u64(), "{k}: {stats}");
+    }
+    assert!(stats["frames_in"].as_u64() > Some(0), "{stats}");
+    assert!(stats["frames_out"].as_u64() > Some(0), "{stats}");
+    assert_eq!(stats["restarts"], 0, "{stats}");
+
     // Let ~20 s of every rendition accumulate, then take them whole.
     let _ = wait_until(Duration::from_secs(40), || !publisher.running());
     std::thread::sleep(Duration::from_secs(3));
@@ -328,6 +385,11 @@ fn ladder_on_a_running_stream_through_the_api() {
         m.contains("\nmono.m3u8\n") && variants(&m).len() == 1
     })
     .unwrap_or_else(|| panic!("ladder off: {m}"));
+    // A stopped ladder leaves the stats.
+    wait_until(Duration::from_secs(10), || {
+        transcode_stats(&server, "ladder").is_null()
+    })
+    .unwrap_or_else(|| panic!("still listed: {}", transcode_stats(&server, "ladder")));
     publisher.kill();
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
