@@ -12,7 +12,7 @@ FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_t
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
-.PHONY: demo test deps build build-web lint unit browser browser-ll-hls fuzz-smoke bench bench-criterion bench-load bench-transcode bench-ll-hls clean-data
+.PHONY: demo test deps build build-web lint unit browser browser-hls-js fuzz-smoke bench bench-criterion bench-load bench-transcode bench-ll-hls clean-data
 
 deps:
 	@scripts/install-deps.sh
@@ -29,7 +29,7 @@ demo: deps build build-web
 	$(CARGO_TARGET_DIR)/release/ugc-server --data "$(DATA)" --web "$(CURDIR)/web" \
 	  --demo-stream demo $(DEMO_FLAGS)
 
-test: deps lint unit browser browser-ll-hls fuzz-smoke
+test: deps lint unit browser browser-hls-js fuzz-smoke
 	@echo "make test: all green"
 
 lint:
@@ -51,12 +51,15 @@ browser: build-web
 	$(CARGO) test --workspace --locked --no-run
 	UGC_SERVER_BIN=$(CARGO_TARGET_DIR)/debug/ugc-server node web/tests/browser.mjs
 
-# hls.js (lowLatencyMode) in headless Chromium plays an LL-HLS stream
-# published by ffmpeg for 20 s (examples/ugc-server/tests/e2e_ll_hls.rs).
-browser-ll-hls:
+# hls.js in headless Chromium (tests/browser/play.mjs), the #[ignore]d tests:
+# it plays an LL-HLS stream published by ffmpeg for 20 s
+# (examples/ugc-server/tests/e2e_ll_hls.rs) and switches through every
+# rendition of a transcoding ladder (e2e_transcode.rs).
+browser-hls-js:
 	@scripts/install-deps.sh browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	$(CARGO) test --workspace --locked --test e2e_ll_hls -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz

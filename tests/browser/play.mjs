@@ -1,13 +1,23 @@
 // Plays an HLS URL with hls.js in headless Chromium (playwright-core, the
 // Debian /usr/bin/chromium) and prints one JSON line with what happened:
 //   node play.mjs --url http://127.0.0.1:8080/live/x/index.m3u8 [--seconds 20]
-//                 [--low-latency 1|0] [--chromium /usr/bin/chromium]
+//                 [--low-latency 1|0] [--switch HOLD_S] [--chromium /usr/bin/chromium]
 // Measures: playback progress, stalls (`waiting` after playback started, or
 // a second without progress), hls.js's `latency` (distance to the live edge
 // it reports), and wall clock minus `playingDate` (PROGRAM-DATE-TIME of the
 // frame on screen: arrival at the server -> display) when the playlist has
-// dates. The page is our own tiny one, served by request interception on
-// the stream's origin.
+// dates. `errors` are fatal hls.js errors, non-fatal ones that mean media
+// did not parse or append (bufferAppendError, fragParsingError, ...) and
+// `<video>` errors; other non-fatal ones (stalls, nudges) are counted in
+// `nonfatal`. The page is our own tiny one, served by request interception
+// on the stream's origin.
+//
+// With `--switch HOLD_S` (a multivariant URL), instead of watching
+// `seconds`, it forces `hls.currentLevel` through every level once, lowest
+// -> highest -> the others (rotated so that the first is not the level
+// playing), waiting (up to 15 s) for LEVEL_SWITCHED to that level and for
+// the video's decoded size to be the level's RESOLUTION, then plays it
+// HOLD_S seconds; `switches` says per level what it saw.
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -21,11 +31,12 @@ const args = Object.fromEntries(
 );
 const url = args.url;
 if (!url) {
-  console.error('usage: play.mjs --url URL [--seconds N] [--low-latency 1|0]');
+  console.error('usage: play.mjs --url URL [--seconds N] [--low-latency 1|0] [--switch HOLD_S]');
   process.exit(2);
 }
 const seconds = Number(args.seconds ?? 20);
 const lowLatency = (args['low-latency'] ?? '1') !== '0';
+const switchHold = args.switch === undefined ? null : Number(args.switch);
 const executablePath = args.chromium ?? process.env.CHROMIUM ?? '/usr/bin/chromium';
 const here = dirname(fileURLToPath(import.meta.url));
 const hlsJs = readFileSync(join(here, 'node_modules/hls.js/dist/hls.min.js'), 'utf8');
@@ -34,11 +45,50 @@ const page_html = `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay style="width:320px"></video>
 <script>${hlsJs}</script>
 <script>
-window.report = { samples: [], waiting: 0, errors: [], started: null, levelUpdates: 0 };
+window.report = { samples: [], waiting: 0, errors: [], nonfatal: {}, started: null, levelUpdates: 0 };
 const video = document.getElementById('v');
 const hls = new Hls({ lowLatencyMode: ${lowLatency}, enableWorker: true, backBufferLength: 10 });
 window.hls = hls;
-hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) window.report.errors.push(d.type + ':' + d.details); });
+// Non-fatal errors that still mean media was refused or lost.
+const MEDIA_ERRORS = new Set([
+  'fragParsingError', 'fragDecryptError', 'remuxAllocError', 'bufferAddCodecError',
+  'bufferIncompatibleCodecsError', 'bufferAppendError', 'bufferAppendingError',
+  'manifestIncompatibleCodecsError', 'levelSwitchError', 'internalException',
+]);
+hls.on(Hls.Events.ERROR, (_, d) => {
+  if (d.fatal || MEDIA_ERRORS.has(d.details)) {
+    window.report.errors.push(d.type + ':' + d.details + (d.fatal ? ':fatal' : ''));
+  } else {
+    window.report.nonfatal[d.details] = (window.report.nonfatal[d.details] ?? 0) + 1;
+  }
+});
+video.addEventListener('error', () => {
+  window.report.errors.push('video:' + (video.error ? video.error.code + ' ' + video.error.message : '?'));
+});
+// Forces a level now; resolves once hls.js says it plays it and the decoded
+// size is the level's, or after timeoutMs.
+window.switchTo = (level, width, height, timeoutMs) => new Promise((resolve) => {
+  const t0 = performance.now();
+  const alreadyOn = hls.currentLevel === level;
+  let switchedMs = alreadyOn ? 0 : null;
+  const onSwitched = (_, d) => {
+    if (d.level === level && switchedMs === null) switchedMs = performance.now() - t0;
+  };
+  hls.on(Hls.Events.LEVEL_SWITCHED, onSwitched);
+  hls.currentLevel = level;
+  const poll = setInterval(() => {
+    const matched = video.videoWidth === width && video.videoHeight === height;
+    const ms = performance.now() - t0;
+    if ((switchedMs !== null && matched) || ms > timeoutMs) {
+      clearInterval(poll);
+      hls.off(Hls.Events.LEVEL_SWITCHED, onSwitched);
+      resolve({
+        level, width, height, already_on: alreadyOn, switched_ms: switchedMs, size_matched: matched, ms,
+        video_width: video.videoWidth, video_height: video.videoHeight, ct: video.currentTime,
+      });
+    }
+  }, 50);
+});
 hls.on(Hls.Events.LEVEL_UPDATED, () => { window.report.levelUpdates++; });
 video.addEventListener('playing', () => { if (window.report.started === null) window.report.started = performance.now(); });
 video.addEventListener('waiting', () => { if (window.report.started !== null) window.report.waiting++; });
@@ -67,6 +117,8 @@ const browser = await chromium.launch({
   ],
 });
 let result;
+let levels = [];
+const switches = [];
 try {
   const page = await browser.newPage();
   // The page is intercepted on the stream's own origin, so the player's
@@ -77,9 +129,38 @@ try {
   );
   await page.goto(pageUrl);
   // Wait (up to 15 s) for playback to start, then watch `seconds`.
-  await page.waitForFunction(() => window.report.started !== null, null, { timeout: 15000 })
-    .catch(() => {});
-  await page.waitForTimeout(seconds * 1000);
+  const playing = await page
+    .waitForFunction(() => window.report.started !== null, null, { timeout: 15000 })
+    .then(() => true, () => false);
+  if (switchHold === null) {
+    await page.waitForTimeout(seconds * 1000);
+  } else if (playing) {
+    levels = await page.evaluate(() =>
+      window.hls.levels.map((l, index) => ({ index, width: l.width, height: l.height, bitrate: l.bitrate })));
+    const up = [...levels].sort((a, b) => a.height - b.height || a.bitrate - b.bitrate);
+    const order = up.length > 1 ? [up[0], up[up.length - 1], ...up.slice(1, -1)] : up;
+    // Every step a real switch: start with a level the player is not on.
+    const current = await page.evaluate(() => window.hls.currentLevel);
+    if (order.length > 1 && order[0].index === current) order.push(order.shift());
+    for (const l of order) {
+      const s = await page.evaluate(
+        ([i, w, h]) => window.switchTo(i, w, h, 15000), [l.index, l.width, l.height]);
+      await page.waitForTimeout(switchHold * 1000);
+      const end = await page.evaluate(() => ({
+        ct: document.getElementById('v').currentTime,
+        w: document.getElementById('v').videoWidth,
+        h: document.getElementById('v').videoHeight,
+        level: window.hls.currentLevel,
+      }));
+      const { ct, ...rest } = s;
+      switches.push({
+        ...rest,
+        held_s: switchHold,
+        advanced_s: end.ct - ct,
+        still_matched: end.level === l.index && end.w === l.width && end.h === l.height,
+      });
+    }
+  }
   result = await page.evaluate(() => window.report);
 } finally {
   // playwright keeps the profile in its own temp dir and removes it.
@@ -113,9 +194,11 @@ console.log(JSON.stringify({
   waiting_events: result.waiting,
   longest_freeze_s: longestFreeze,
   errors: result.errors,
+  nonfatal: result.nonfatal,
   level_updates: result.levelUpdates,
   latency_p50_s: pct(settled.map((s) => s.latency), 50),
   latency_p95_s: pct(settled.map((s) => s.latency), 95),
   pdt_latency_p50_s: pct(settled.map((s) => s.pdtLatency), 50),
   pdt_latency_p95_s: pct(settled.map((s) => s.pdtLatency), 95),
+  ...(switchHold === null ? {} : { levels, switches }),
 }));

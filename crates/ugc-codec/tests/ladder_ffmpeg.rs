@@ -381,3 +381,53 @@ fn live_mode_drops_instead_of_queueing() {
     }
     assert_eq!(keys.get(&1), keys.get(&2));
 }
+
+#[tokio::test]
+async fn run_ladder_counts_per_rendition_while_it_runs() {
+    use std::sync::Arc;
+    use ugc_codec::transcode::{LadderRunStats, run_ladder_with_stats};
+    use ugc_core::{Hub, HubConfig};
+
+    let hub = Hub::new(HubConfig::default());
+    let mut events = capture().into_iter();
+    let mut publisher = hub.publish("live/t").unwrap();
+    publisher.push(events.next().unwrap()).unwrap();
+    let stats = Arc::new(LadderRunStats::default());
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_ladder_with_stats(
+        hub.clone(),
+        "live/t".into(),
+        small_ladder(),
+        stop_rx,
+        stats.clone(),
+    ));
+    // Let it subscribe before the rest of the capture arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for e in events {
+        publisher.push(e).unwrap();
+    }
+    hub.end("live/t");
+    let report = task.await.unwrap().unwrap();
+    // The caller's handle saw what the run reports.
+    assert_eq!(stats.report(), report);
+    assert_eq!(report.restarts, 0);
+    assert!(report.stats.frames_in > 0, "{report:?}");
+    // 320x240 in: 480p is left out (never upscale); the passthrough is last.
+    let names: Vec<&str> = report.renditions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["240p", "120p", "source"], "{report:?}");
+    let sizes: Vec<(u32, u32)> = report
+        .renditions
+        .iter()
+        .map(|r| (r.width, r.height))
+        .collect();
+    assert_eq!(sizes, [(320, 240), (160, 120), (320, 240)]);
+    for r in &report.renditions {
+        assert!(r.video_frames > 0 && r.audio_frames > 0, "{r:?}");
+    }
+    let out: u64 = report
+        .renditions
+        .iter()
+        .map(|r| r.video_frames + r.audio_frames)
+        .sum();
+    assert!(out <= report.stats.frames_out, "{report:?}");
+}

@@ -159,10 +159,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             control.client_ip(peer, xff)
         })
     };
+    let transcode_stats = transcode::TranscodeStats::default();
     let api = control.router().merge(restream::stats_router(
         control.clone(),
         restreams.clone(),
         srt_stats.clone(),
+        transcode_stats.clone(),
     ));
     let origin = ugc_proto::origin::router_with_auth(
         registry.clone(),
@@ -199,7 +201,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
     });
     let pruner = tokio::spawn(prune_sessions(control.clone()));
-    let transcoder = transcode::spawn(hub.clone(), control.clone(), config.transcode.clone());
+    let transcoder = transcode::spawn(
+        hub.clone(),
+        control.clone(),
+        config.transcode.clone(),
+        transcode_stats,
+    );
     let https_task = match &config.https {
         Some(https) => Some(spawn_https(https, app_tls).await?),
         None => None,

@@ -1,8 +1,8 @@
 //! Restream wiring: keeps one RTMP(S) push per (live stream, target),
 //! targets from the control plane's `restream` setting (config
 //! `[streams.<name>] restream` when the API has none), and serves the
-//! status of every push and SRT session at `GET /api/v1/stats/{restream,srt}`
-//! (admin bearer token).
+//! status of every push, SRT session and transcoding ladder at
+//! `GET /api/v1/stats/{restream,srt,transcode}` (admin bearer token).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,7 @@ use ugc_proto::rtmp::push::{PushConfig, PushHandle, PushState, spawn_push, tls_c
 use ugc_proto::srt::server::SrtStatsRegistry;
 
 use crate::ingest::{StreamOverrides, stream_name};
+use crate::transcode::TranscodeStats;
 
 type Pushes = Arc<Mutex<HashMap<(String, String), PushHandle>>>;
 
@@ -132,21 +133,26 @@ struct StatsState {
     control: ControlPlane,
     restreams: Restreams,
     srt: SrtStatsRegistry,
+    transcode: TranscodeStats,
 }
 
-/// `GET /stats/restream`, `GET /stats/srt` (nest under `/api/v1`).
+/// `GET /stats/restream`, `GET /stats/srt`, `GET /stats/transcode` (nest
+/// under `/api/v1`).
 pub fn stats_router(
     control: ControlPlane,
     restreams: Restreams,
     srt: SrtStatsRegistry,
+    transcode: TranscodeStats,
 ) -> axum::Router {
     axum::Router::new()
         .route("/stats/restream", get(restream_stats))
         .route("/stats/srt", get(srt_stats))
+        .route("/stats/transcode", get(transcode_stats))
         .with_state(StatsState {
             control,
             restreams,
             srt,
+            transcode,
         })
 }
 
@@ -211,4 +217,11 @@ async fn srt_stats(State(state): State<StatsState>, headers: HeaderMap) -> Respo
         })
         .collect();
     Json(list).into_response()
+}
+
+async fn transcode_stats(State(state): State<StatsState>, headers: HeaderMap) -> Response {
+    if !admin(&state, &headers).await {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    Json(state.transcode.json()).into_response()
 }

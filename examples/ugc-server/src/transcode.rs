@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+#[cfg(feature = "ffmpeg")]
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -155,6 +157,69 @@ impl TranscodeConfig {
     }
 }
 
+/// The ladders running now, by stream name, for `GET
+/// /api/v1/stats/transcode`: the supervisor adds a stream's counters when
+/// its ladder starts, the ladder's task removes them when it ends.
+#[derive(Clone, Default)]
+pub struct TranscodeStats {
+    #[cfg(feature = "ffmpeg")]
+    running: Arc<Mutex<BTreeMap<String, supervisor::Registered>>>,
+}
+
+impl TranscodeStats {
+    /// One JSON object per running ladder (none without the `ffmpeg`
+    /// feature): stream, profile, seconds running, restarts, the ladder's
+    /// counters (drops are for all rungs alike, so they are per ladder) and
+    /// per rendition its size and frames out.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        #[cfg(feature = "ffmpeg")]
+        {
+            self.lock()
+                .iter()
+                .map(|(stream, r)| {
+                    let report = r.stats.report();
+                    let s = report.stats;
+                    let renditions: Vec<serde_json::Value> = report
+                        .renditions
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "name": r.name,
+                                "width": r.width,
+                                "height": r.height,
+                                "video_frames_out": r.video_frames,
+                                "audio_frames_out": r.audio_frames,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "stream": stream,
+                        "profile": r.profile,
+                        "running_s": r.since.elapsed().as_secs(),
+                        "restarts": report.restarts,
+                        "frames_in": s.frames_in,
+                        "frames_out": s.frames_out,
+                        "pictures_encoded": s.pictures_encoded,
+                        "input_dropped": s.input_dropped,
+                        "pictures_dropped": s.pictures_dropped,
+                        "decode_errors": s.decode_errors,
+                        "renditions": renditions,
+                    })
+                })
+                .collect()
+        }
+        #[cfg(not(feature = "ffmpeg"))]
+        Vec::new()
+    }
+
+    #[cfg(feature = "ffmpeg")]
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, supervisor::Registered>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(feature = "ffmpeg")]
 pub use supervisor::spawn;
 
@@ -162,16 +227,24 @@ pub use supervisor::spawn;
 mod supervisor {
     use std::collections::HashMap;
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use tokio::sync::broadcast::error::RecvError;
     use tokio::sync::watch;
     use tokio::task::JoinHandle;
     use tracing::{info, warn};
     use ugc_auth::ControlPlane;
+    use ugc_codec::transcode::LadderRunStats;
     use ugc_core::Hub;
 
-    use super::TranscodeConfig;
+    use super::{TranscodeConfig, TranscodeStats};
+
+    /// A running ladder as the stats endpoint sees it.
+    pub(super) struct Registered {
+        pub(super) profile: String,
+        pub(super) since: Instant,
+        pub(super) stats: Arc<LadderRunStats>,
+    }
 
     struct Running {
         profile: String,
@@ -179,9 +252,15 @@ mod supervisor {
         task: JoinHandle<()>,
     }
 
-    /// Runs a ladder for every `live/<name>` stream whose setting wants one.
-    pub fn spawn(hub: Hub, control: ControlPlane, config: TranscodeConfig) -> JoinHandle<()> {
-        tokio::spawn(supervise(hub, control, Arc::new(config)))
+    /// Runs a ladder for every `live/<name>` stream whose setting wants one;
+    /// `stats` lists the running ones.
+    pub fn spawn(
+        hub: Hub,
+        control: ControlPlane,
+        config: TranscodeConfig,
+        stats: TranscodeStats,
+    ) -> JoinHandle<()> {
+        tokio::spawn(supervise(hub, control, Arc::new(config), stats))
     }
 
     fn wanted(control: &ControlPlane, config: &TranscodeConfig, name: &str) -> String {
@@ -195,6 +274,7 @@ mod supervisor {
         hub: &Hub,
         control: &ControlPlane,
         config: &TranscodeConfig,
+        stats: &TranscodeStats,
         running: &mut HashMap<String, Running>,
         name: &str,
     ) {
@@ -219,12 +299,37 @@ mod supervisor {
         };
         let (stop, stop_rx) = watch::channel(false);
         let hub = hub.clone();
+        let counters = Arc::new(LadderRunStats::default());
+        stats.lock().insert(
+            name.to_owned(),
+            Registered {
+                profile: want.clone(),
+                since: Instant::now(),
+                stats: counters.clone(),
+            },
+        );
         let task = tokio::spawn({
             let name = name.to_owned();
+            let stats = stats.clone();
             async move {
-                if let Err(e) = ugc_codec::transcode::run_ladder(hub, source, ladder, stop_rx).await
-                {
+                let r = ugc_codec::transcode::run_ladder_with_stats(
+                    hub,
+                    source,
+                    ladder,
+                    stop_rx,
+                    counters.clone(),
+                )
+                .await;
+                if let Err(e) = r {
                     warn!(stream = %name, error = %e, "transcoding not possible");
+                }
+                // Unless a newer ladder of the stream registered since.
+                let mut running = stats.lock();
+                if running
+                    .get(&name)
+                    .is_some_and(|r| Arc::ptr_eq(&r.stats, &counters))
+                {
+                    running.remove(&name);
                 }
             }
         });
@@ -238,7 +343,12 @@ mod supervisor {
         );
     }
 
-    async fn supervise(hub: Hub, control: ControlPlane, config: Arc<TranscodeConfig>) {
+    async fn supervise(
+        hub: Hub,
+        control: ControlPlane,
+        config: Arc<TranscodeConfig>,
+        stats: TranscodeStats,
+    ) {
         let mut watch = hub.watch();
         let mut changes = control.subscribe_changes();
         let mut running: HashMap<String, Running> = HashMap::new();
@@ -250,7 +360,7 @@ mod supervisor {
         };
         for full in hub.stream_names() {
             if let Some(n) = top_level(&full) {
-                reconcile(&hub, &control, &config, &mut running, &n);
+                reconcile(&hub, &control, &config, &stats, &mut running, &n);
             }
         }
         loop {
@@ -258,17 +368,17 @@ mod supervisor {
                 n = watch.next() => match n {
                     Some(full) => {
                         if let Some(n) = top_level(&full) {
-                            reconcile(&hub, &control, &config, &mut running, &n);
+                            reconcile(&hub, &control, &config, &stats, &mut running, &n);
                         }
                     }
                     None => return,
                 },
                 c = changes.recv() => match c {
-                    Ok(change) => reconcile(&hub, &control, &config, &mut running, &change.name),
+                    Ok(change) => reconcile(&hub, &control, &config, &stats, &mut running, &change.name),
                     Err(RecvError::Lagged(_)) => {
                         for full in hub.stream_names() {
                             if let Some(n) = top_level(&full) {
-                                reconcile(&hub, &control, &config, &mut running, &n);
+                                reconcile(&hub, &control, &config, &stats, &mut running, &n);
                             }
                         }
                     }
@@ -281,7 +391,7 @@ mod supervisor {
                         hub.stream_names().iter().filter_map(|f| top_level(f))
                     ).collect();
                     for n in names {
-                        reconcile(&hub, &control, &config, &mut running, &n);
+                        reconcile(&hub, &control, &config, &stats, &mut running, &n);
                     }
                 }
             }
@@ -295,6 +405,7 @@ pub fn spawn(
     _hub: ugc_core::Hub,
     _control: ugc_auth::ControlPlane,
     config: TranscodeConfig,
+    _stats: TranscodeStats,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if config.default != "off" || config.profiles.len() > 1 {

@@ -2,8 +2,10 @@
 //! the control API turns the ladder on for the running stream, the master
 //! playlist lists three renditions that ffprobe decodes at their sizes and
 //! bitrates, with IDRs at identical pts at every segment start, audio in
-//! every rendition, the logo at its corner, clean rendition switches; then
-//! the API turns it off again.
+//! every rendition, the logo at its corner, clean rendition switches, and
+//! `GET /api/v1/stats/transcode` shows the ladder's counters; then the API
+//! turns it off again. An `#[ignore]`d test (`make browser-hls-js`) has
+//! hls.js in headless Chromium switch through every rendition.
 #![cfg(feature = "ffmpeg")]
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -52,6 +54,23 @@ fn attr<'a>(attrs: &'a str, key: &str) -> Option<&'a str> {
         return q.split('"').next();
     }
     rest.split(',').next()
+}
+
+/// The `GET /api/v1/stats/transcode` entry of stream `name` (`Null` when
+/// it has no running ladder).
+fn transcode_stats(server: &Server, name: &str) -> serde_json::Value {
+    let r = http_send(
+        server.http,
+        "GET",
+        "/api/v1/stats/transcode",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "stats/transcode: {}", r.text());
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
+    list.into_iter()
+        .find(|l| l["stream"] == name)
+        .unwrap_or_default()
 }
 
 fn fetch(server: &Server, path: &str) -> Vec<u8> {
@@ -212,6 +231,45 @@ fn ladder_on_a_running_stream_through_the_api() {
         assert!(attr(attrs, "AVERAGE-BANDWIDTH").is_some(), "{attrs}");
     }
 
+    // The ladder's counters, admin only: every rendition puts out video and
+    // audio; drops are counted (how many depends on the machine).
+    let anonymous = http_send(server.http, "GET", "/api/v1/stats/transcode", None, None);
+    assert_eq!(anonymous.status, 401);
+    let mut stats = serde_json::Value::Null;
+    wait_until(Duration::from_secs(20), || {
+        stats = transcode_stats(&server, "ladder");
+        stats["renditions"].as_array().is_some_and(|r| {
+            r.len() == 3
+                && r.iter().all(|r| {
+                    r["video_frames_out"].as_u64() > Some(0)
+                        && r["audio_frames_out"].as_u64() > Some(0)
+                })
+        })
+    })
+    .unwrap_or_else(|| panic!("every rendition has output: {stats}"));
+    eprintln!("stats/transcode: {stats}");
+    assert_eq!(stats["profile"], "default", "{stats}");
+    for (r, (uri, w, h, _)) in stats["renditions"].as_array().unwrap().iter().zip(expect) {
+        assert_eq!(r["name"], uri.split('/').next().unwrap(), "{stats}");
+        let size = (r["width"].as_u64(), r["height"].as_u64());
+        assert_eq!(size, (Some(w.into()), Some(h.into())), "{stats}");
+    }
+    for k in [
+        "frames_in",
+        "frames_out",
+        "pictures_encoded",
+        "input_dropped",
+        "pictures_dropped",
+        "decode_errors",
+        "restarts",
+        "running_s",
+    ] {
+        assert!(stats[k].is_u64(), "{k}: {stats}");
+    }
+    assert!(stats["frames_in"].as_u64() > Some(0), "{stats}");
+    assert!(stats["frames_out"].as_u64() > Some(0), "{stats}");
+    assert_eq!(stats["restarts"], 0, "{stats}");
+
     // Let ~20 s of every rendition accumulate, then take them whole.
     let _ = wait_until(Duration::from_secs(40), || !publisher.running());
     std::thread::sleep(Duration::from_secs(3));
@@ -328,6 +386,96 @@ fn ladder_on_a_running_stream_through_the_api() {
         m.contains("\nmono.m3u8\n") && variants(&m).len() == 1
     })
     .unwrap_or_else(|| panic!("ladder off: {m}"));
+    // A stopped ladder leaves the stats.
+    wait_until(Duration::from_secs(10), || {
+        transcode_stats(&server, "ladder").is_null()
+    })
+    .unwrap_or_else(|| panic!("still listed: {}", transcode_stats(&server, "ladder")));
+    publisher.kill();
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// hls.js in headless Chromium (tests/browser/play.mjs `--switch`) plays the
+/// multivariant playlist of a running ladder and is forced through every
+/// rendition: each switch lands (LEVEL_SWITCHED, decoded size = the
+/// variant's RESOLUTION), playback goes on, no decode or append error.
+/// `#[ignore]`d: it needs the npm dependencies in tests/browser (`make
+/// browser-hls-js` installs them and runs it).
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: make browser-hls-js"]
+fn hls_js_switches_between_every_rendition() {
+    // 720p in, 720p/480p/240p out: three rungs a 2-core machine keeps real
+    // time with while Chromium decodes.
+    let clip = test_clip(1280, 720, 60, 2500);
+    let work = TempDir::new("transcode-switch");
+    let config = work.path().join("ugc.toml");
+    std::fs::write(
+        &config,
+        "[transcode]\npreset = \"superfast\"\n[transcode.profiles.small]\nrenditions = [\n\
+         { name = \"720p\", height = 720, video_kbps = 1800, audio_kbps = 128 },\n\
+         { name = \"480p\", height = 480, video_kbps = 900, audio_kbps = 96 },\n\
+         { name = \"240p\", height = 240, video_kbps = 300, audio_kbps = 64 },\n]\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let key = server.create_stream("abr", "\"transcode\": \"off\"");
+    let mut publisher = publish_file(&clip, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(15), || {
+        server.get("/live/abr/index.m3u8").status == 200
+    })
+    .expect("stream is live");
+    patch_transcode(&server, "abr", "small");
+    let mut m = String::new();
+    wait_until(Duration::from_secs(20), || {
+        m = server.get("/live/abr/index.m3u8").text();
+        variants(&m).len() == 3
+    })
+    .unwrap_or_else(|| panic!("three renditions; master: {m}\nlog:\n{}", server.log()));
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .args(["--url", &server.url("/live/abr/index.m3u8")])
+        .args(["--switch", "5"])
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("hls.js: {stdout}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["started"], true, "{stdout}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{stdout}");
+    let levels = r["levels"].as_array().unwrap();
+    let mut sizes: Vec<(u64, u64)> = levels
+        .iter()
+        .map(|l| (l["width"].as_u64().unwrap(), l["height"].as_u64().unwrap()))
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [(426, 240), (854, 480), (1280, 720)], "{stdout}");
+    let switches = r["switches"].as_array().unwrap();
+    let mut visited: Vec<u64> = switches
+        .iter()
+        .map(|s| s["level"].as_u64().unwrap())
+        .collect();
+    visited.sort();
+    assert_eq!(visited, [0, 1, 2], "every level once: {stdout}");
+    for s in switches {
+        assert_eq!(s["already_on"], false, "not a switch: {s}");
+        assert!(!s["switched_ms"].is_null(), "no LEVEL_SWITCHED: {s}");
+        assert_eq!(s["size_matched"], true, "decoded size: {s}");
+        assert_eq!(s["still_matched"], true, "stayed on the level: {s}");
+        let advanced = s["advanced_s"].as_f64().unwrap();
+        assert!(
+            advanced >= 2.5,
+            "playback advanced {advanced} s in 5 s: {s}"
+        );
+    }
+    assert!(r["advanced_s"].as_f64().unwrap() >= 15.0, "{stdout}");
     publisher.kill();
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");

@@ -36,7 +36,7 @@ mod raw;
 mod run;
 mod rung;
 
-pub use run::{LadderReport, run_ladder};
+pub use run::{LadderReport, LadderRunStats, RenditionReport, run_ladder, run_ladder_with_stats};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
@@ -172,6 +172,16 @@ impl Ladder {
     /// A ladder whose threads call `notify` whenever output is ready (wake
     /// the task that calls [`Ladder::poll_output`]).
     pub fn with_notify(config: LadderConfig, notify: Option<Notify>) -> crate::Result<Ladder> {
+        Ladder::with_stats(config, notify, Arc::default())
+    }
+
+    /// A ladder that counts into `stats` (a replacement ladder continues
+    /// the counters of the one it replaces).
+    pub fn with_stats(
+        config: LadderConfig,
+        notify: Option<Notify>,
+        stats: Arc<LadderStats>,
+    ) -> crate::Result<Ladder> {
         config.validate()?;
         raw::quiet_ffmpeg_logs();
         let drop_when_behind = config.drop_when_behind;
@@ -181,7 +191,6 @@ impl Ladder {
         };
         let (in_tx, in_rx) = mpsc::sync_channel(INPUT_QUEUE);
         let (out_tx, out_rx) = mpsc::channel();
-        let stats = Arc::new(LadderStats::default());
         let failure = Arc::new(Mutex::new(None));
         let output = Output {
             tx: out_tx,

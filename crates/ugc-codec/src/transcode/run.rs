@@ -1,32 +1,70 @@
 //! The thin tokio loop that runs a [`Ladder`] from a Hub stream into one Hub
 //! stream per rendition, restarting it when it fails.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
-use ugc_core::{Hub, HubPublisher, MediaEvent, Transform};
+use ugc_core::{Hub, HubPublisher, MediaEvent, TrackId, Transform};
 
-use super::{Ladder, LadderStatsSnapshot};
+use super::{Ladder, LadderStats, LadderStatsSnapshot};
 use crate::ladder::{LadderConfig, LadderDemux};
 
-/// How a [`run_ladder`] went.
+/// How a [`run_ladder`] went (or goes: [`LadderRunStats::report`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LadderReport {
     /// Ladders built after the first one failed.
     pub restarts: u32,
-    /// Counters summed over every ladder instance.
+    /// Counters summed over every ladder instance. Drops are for all rungs
+    /// alike (IDRs stay aligned), so they are not counted per rendition.
     pub stats: LadderStatsSnapshot,
+    /// What each rendition put out, in config order (a rendition the
+    /// source is too small for never appears).
+    pub renditions: Vec<RenditionReport>,
 }
 
-fn add(a: &mut LadderStatsSnapshot, b: LadderStatsSnapshot) {
-    a.frames_in += b.frames_in;
-    a.input_dropped += b.input_dropped;
-    a.pictures_dropped += b.pictures_dropped;
-    a.decode_errors += b.decode_errors;
-    a.pictures_encoded += b.pictures_encoded;
-    a.frames_out += b.frames_out;
+/// Output of one rendition of a [`run_ladder`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// Its name ([`LadderConfig::rendition_name`]).
+    pub name: String,
+    /// Video size of its latest track set (0 before one, or without video).
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// Video frames published to its Hub stream.
+    pub video_frames: u64,
+    /// Audio frames published to its Hub stream.
+    pub audio_frames: u64,
+}
+
+/// Live counters of a [`run_ladder_with_stats`], for a caller that shows
+/// them while it runs (a stats endpoint). They add up over ladder restarts.
+#[derive(Debug, Default)]
+pub struct LadderRunStats {
+    ladder: Arc<LadderStats>,
+    restarts: AtomicU32,
+    /// By rendition index.
+    renditions: Mutex<BTreeMap<usize, RenditionReport>>,
+}
+
+impl LadderRunStats {
+    /// Reads every counter.
+    pub fn report(&self) -> LadderReport {
+        LadderReport {
+            restarts: self.restarts.load(Ordering::Relaxed),
+            stats: self.ladder.snapshot(),
+            renditions: self.lock().values().cloned().collect(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, RenditionReport>> {
+        self.renditions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Drops a ladder off the reactor (dropping joins its threads).
@@ -38,26 +76,40 @@ fn retire(ladder: Ladder) {
 /// `<source>/<rendition>` until the source ends or `stop` turns true; then
 /// ends the rendition streams. A ladder that fails is replaced by a new one
 /// that starts at the next keyframe (at most once a second); other streams
-/// are not affected. Per-instance counters are logged every 10 s when
-/// something was dropped.
+/// are not affected. The counters are logged every 10 s when something was
+/// dropped.
 pub async fn run_ladder(
     hub: Hub,
     source: String,
     config: LadderConfig,
+    stop: watch::Receiver<bool>,
+) -> crate::Result<LadderReport> {
+    run_ladder_with_stats(hub, source, config, stop, Arc::default()).await
+}
+
+/// [`run_ladder`], counting into `stats` as it goes.
+pub async fn run_ladder_with_stats(
+    hub: Hub,
+    source: String,
+    config: LadderConfig,
     mut stop: watch::Receiver<bool>,
+    stats: Arc<LadderRunStats>,
 ) -> crate::Result<LadderReport> {
     let Some(mut reader) = hub.subscribe_existing(&source) else {
-        return Ok(LadderReport::default());
+        return Ok(stats.report());
     };
     let notify = Arc::new(Notify::new());
     let new_ladder = || {
         let n = notify.clone();
-        Ladder::with_notify(config.clone(), Some(Arc::new(move || n.notify_one())))
+        Ladder::with_stats(
+            config.clone(),
+            Some(Arc::new(move || n.notify_one())),
+            stats.ladder.clone(),
+        )
     };
     let mut ladder = new_ladder()?;
     let mut demux = LadderDemux::new();
     let mut publishers: HashMap<usize, HubPublisher> = HashMap::new();
-    let mut report = LadderReport::default();
     let mut out = Vec::new();
     let mut last_tracks = None;
     let mut need_key = false;
@@ -105,11 +157,11 @@ pub async fn run_ladder(
             &mut demux,
             &mut publishers,
             &mut out,
+            &stats,
         );
         if let Err(e) = result {
-            report.restarts += 1;
-            tracing::warn!(stream = %source, error = %e, restarts = report.restarts, "transcode ladder failed; restarting");
-            add(&mut report.stats, ladder.stats());
+            let restarts = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(stream = %source, error = %e, restarts, "transcode ladder failed; restarting");
             let wait = Duration::from_secs(1).saturating_sub(last_restart.elapsed());
             tokio::time::sleep(wait).await;
             last_restart = Instant::now();
@@ -147,11 +199,10 @@ pub async fn run_ladder(
             &mut demux,
             &mut publishers,
             &mut out,
+            &stats,
         );
-        add(&mut report.stats, ladder_back.stats());
         retire(ladder_back);
     } else {
-        add(&mut report.stats, ladder.stats());
         retire(ladder);
     }
     for (i, _) in publishers.drain() {
@@ -159,6 +210,7 @@ pub async fn run_ladder(
             hub.end(&format!("{source}/{name}"));
         }
     }
+    let report = stats.report();
     tracing::info!(stream = %source, stats = ?report.stats, restarts = report.restarts, "transcoding stopped");
     Ok(report)
 }
@@ -170,7 +222,12 @@ fn route(
     demux: &mut LadderDemux,
     publishers: &mut HashMap<usize, HubPublisher>,
     out: &mut Vec<MediaEvent>,
+    stats: &LadderRunStats,
 ) {
+    if out.is_empty() {
+        return;
+    }
+    let mut counters = stats.lock();
     for e in out.drain(..) {
         for (i, e) in demux.route(e) {
             if matches!(e, MediaEvent::End) {
@@ -179,6 +236,21 @@ fn route(
             let Some(name) = config.rendition_name(i) else {
                 continue;
             };
+            let c = counters.entry(i).or_insert_with(|| RenditionReport {
+                name: name.to_owned(),
+                ..RenditionReport::default()
+            });
+            match &e {
+                // Per-rendition track ids after the demux: 1 video, 2 audio.
+                MediaEvent::Frame(f) if f.track == TrackId(1) => c.video_frames += 1,
+                MediaEvent::Frame(_) => c.audio_frames += 1,
+                MediaEvent::Tracks(t) => {
+                    let v = t.video().and_then(|v| v.video());
+                    c.width = v.map_or(0, |v| v.width);
+                    c.height = v.map_or(0, |v| v.height);
+                }
+                _ => {}
+            }
             let publisher = match publishers.entry(i) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
