@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod chunks;
 pub mod error;
 pub mod export;
 pub mod live;
@@ -55,6 +56,7 @@ pub mod segmenter;
 pub mod variants;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};
+pub use chunks::Chunks;
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{

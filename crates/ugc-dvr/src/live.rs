@@ -75,8 +75,9 @@ impl LiveUpdate {
 /// How far part `(msn, index)` is; see [`LiveStream::part_progress`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartProgress {
-    /// Complete: its bytes from the asked offset on.
-    Complete(Bytes),
+    /// Complete: its bytes from the asked offset on (none when the offset
+    /// is at its end).
+    Complete(Vec<Bytes>),
     /// Being written: the chunks (or the tail of one) after the asked
     /// offset, possibly none yet.
     Partial(Vec<Bytes>),
@@ -336,26 +337,16 @@ impl LiveStream {
     pub fn part_progress(&self, msn: u64, index: u32, offset: usize) -> PartProgress {
         let st = self.read();
         let idx = usize::try_from(index).unwrap_or(usize::MAX);
-        let tail = |data: &Bytes| data.slice(offset.min(data.len())..);
         if st.open_msn == Some(msn) {
             if let Some(p) = st.open_parts.get(idx) {
-                return PartProgress::Complete(tail(&p.data));
+                return PartProgress::Complete(p.data.tail(offset));
             }
             if let Some(b) = st
                 .building
                 .as_ref()
                 .filter(|b| b.index == index && b.msn == msn)
             {
-                let mut pos = 0usize;
-                let mut out = Vec::new();
-                for c in &b.chunks {
-                    let end = pos.saturating_add(c.len());
-                    if end > offset {
-                        out.push(c.slice(offset.saturating_sub(pos).min(c.len())..));
-                    }
-                    pos = end;
-                }
-                return PartProgress::Partial(out);
+                return PartProgress::Partial(crate::chunks::tail(&b.chunks, offset));
             }
             return if st.ended {
                 PartProgress::Never
@@ -372,7 +363,7 @@ impl LiveStream {
                 .ok()
                 .and_then(|i| st.segments.get(i));
             return match seg.and_then(|s| s.parts.get(idx)) {
-                Some(p) => PartProgress::Complete(tail(&p.data)),
+                Some(p) => PartProgress::Complete(p.data.tail(offset)),
                 None => PartProgress::Never,
             };
         }

@@ -26,7 +26,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+use crate::chunks::Chunks;
 use ugc_codec::fmp4;
 use ugc_codec::ts::TsMuxer;
 use ugc_core::time::rescale;
@@ -82,8 +84,8 @@ pub struct Part {
     pub independent: bool,
     /// Duration in milliseconds.
     pub duration_ms: u64,
-    /// `moof` + `mdat`.
-    pub data: Bytes,
+    /// Its CMAF chunks (`moof` + `mdat` each).
+    pub data: Chunks,
 }
 
 /// A closed media segment.
@@ -104,15 +106,15 @@ pub struct Segment {
     pub duration_ms: u64,
     /// Wall-clock time of its first frame (unix milliseconds).
     pub program_date_time_ms: i64,
-    /// Its parts, in order; their data are slices of [`Self::data`].
+    /// Its parts, in order; [`Self::data`] shares their chunks.
     pub parts: Vec<Part>,
     /// The frames, in arrival order, with their input timestamps (for the
     /// MPEG-TS rendition).
     pub frames: Vec<Frame>,
     /// The track set the frames refer to.
     pub tracks: Tracks,
-    /// The fMP4 media segment: `styp` followed by every part.
-    pub data: Bytes,
+    /// The fMP4 media segment: `styp` followed by every part's chunks.
+    pub data: Chunks,
     ts: OnceLock<Bytes>,
 }
 
@@ -848,17 +850,10 @@ impl Segmenter {
             });
         }
         chunks.extend(last);
-        let data = match chunks.len() {
-            0 => return Ok(()),
-            1 => chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-                for c in &chunks {
-                    buf.extend_from_slice(c);
-                }
-                buf.freeze()
-            }
-        };
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let data = Chunks::new(chunks);
         let index = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
         let start_ms = rescale(open.part_start_out_dts, ref_ts, Timescale::MILLIS);
         let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
@@ -929,28 +924,14 @@ impl Segmenter {
         let Some(open) = self.open.take() else {
             return part_result;
         };
-        let styp = fmp4::styp();
-        let mut buf = BytesMut::with_capacity(
-            styp.len() + open.parts.iter().map(|p| p.data.len()).sum::<usize>(),
-        );
-        buf.extend_from_slice(&styp);
-        for p in &open.parts {
-            buf.extend_from_slice(&p.data);
-        }
-        let data = buf.freeze();
-        let mut offset = styp.len();
-        let parts = open
-            .parts
-            .into_iter()
-            .map(|mut p| {
-                let len = p.data.len();
-                if let Some(slice) = data.get(offset..offset.saturating_add(len)) {
-                    p.data = data.slice_ref(slice);
-                }
-                offset = offset.saturating_add(len);
-                p
-            })
+        let data: Chunks = std::iter::once(fmp4::styp())
+            .chain(
+                open.parts
+                    .iter()
+                    .flat_map(|p| p.data.pieces().iter().cloned()),
+            )
             .collect();
+        let parts = open.parts;
         let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
         let duration_ms = u64::try_from(end_ms.saturating_sub(open.start_dts_ms)).unwrap_or(0);
         // The first segment is re-dated with the clock offset as it is now:

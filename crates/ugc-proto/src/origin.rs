@@ -69,7 +69,9 @@ use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use ugc_core::{AllowAll, Authorizer, PlayDecision, PlayRequest, StreamName};
-use ugc_dvr::{LiveRegistry, LiveStream, PartProgress, PlaylistQuery, RenditionReport, Variant};
+use ugc_dvr::{
+    Chunks, LiveRegistry, LiveStream, PartProgress, PlaylistQuery, RenditionReport, Variant,
+};
 
 /// `Content-Type` of playlists.
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -271,11 +273,63 @@ async fn cors(req: Request, next: Next) -> Response {
 }
 
 fn respond(content_type: &'static str, cache: &'static str, body: Bytes) -> Response {
-    let mut res = Response::new(Body::from(body));
+    respond_body(content_type, cache, Body::from(body))
+}
+
+/// A response whose body is `chunks` as they are, without joining them.
+fn respond_chunks(content_type: &'static str, cache: &'static str, chunks: Chunks) -> Response {
+    let body = match chunks.pieces() {
+        [] => Body::empty(),
+        [one] => Body::from(one.clone()),
+        _ => Body::new(ChunksBody {
+            remaining: chunks.len() as u64,
+            chunks,
+            next: 0,
+        }),
+    };
+    respond_body(content_type, cache, body)
+}
+
+fn respond_body(content_type: &'static str, cache: &'static str, body: Body) -> Response {
+    let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     res
+}
+
+/// A body of shared pieces with an exact length (a `Content-Length`
+/// response, which hyper writes with vectored writes).
+struct ChunksBody {
+    chunks: Chunks,
+    next: usize,
+    remaining: u64,
+}
+
+impl http_body::Body for ChunksBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let piece = this.chunks.pieces().get(this.next).cloned();
+        std::task::Poll::Ready(piece.map(|p| {
+            this.next += 1;
+            this.remaining = this.remaining.saturating_sub(p.len() as u64);
+            Ok(http_body::Frame::data(p))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 fn error(status: StatusCode) -> Response {
@@ -573,7 +627,9 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
     let mut rx = live.subscribe_chunks();
     rx.borrow_and_update();
     let first = match live.part_progress(msn, index, 0) {
-        PartProgress::Complete(b) => return respond("video/mp4", IMMUTABLE, b),
+        PartProgress::Complete(b) => {
+            return respond_chunks("video/mp4", IMMUTABLE, Chunks::new(b));
+        }
         PartProgress::Never => return error(StatusCode::NOT_FOUND),
         PartProgress::Partial(c) => c,
         PartProgress::NotYet => {
@@ -595,7 +651,9 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
                     Ok(Err(_)) | Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE),
                 }
                 match live.part_progress(msn, index, 0) {
-                    PartProgress::Complete(b) => return respond("video/mp4", IMMUTABLE, b),
+                    PartProgress::Complete(b) => {
+                        return respond_chunks("video/mp4", IMMUTABLE, Chunks::new(b));
+                    }
                     PartProgress::Never => return error(StatusCode::NOT_FOUND),
                     PartProgress::Partial(c) => break c,
                     PartProgress::NotYet => {}
@@ -615,17 +673,11 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
             loop {
                 match live.part_progress(msn, index, offset) {
                     PartProgress::Complete(rest) => {
-                        let n = rest.len();
-                        return Some((Ok(rest), (live, rx, offset + n, true)));
+                        return Some((Ok(rest), (live, rx, offset, true)));
                     }
                     PartProgress::Partial(chunks) if !chunks.is_empty() => {
                         let n: usize = chunks.iter().map(Bytes::len).sum();
-                        let data = if chunks.len() == 1 {
-                            chunks.into_iter().next().unwrap_or_default()
-                        } else {
-                            Bytes::from(chunks.concat())
-                        };
-                        return Some((Ok(data), (live, rx, offset + n, false)));
+                        return Some((Ok(chunks), (live, rx, offset + n, false)));
                     }
                     PartProgress::Partial(_) => {}
                     // The part was abandoned: abort the body so no cache
@@ -643,6 +695,13 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
         },
     );
     use futures_util::StreamExt as _;
+    let tail = tail.flat_map(|step: std::io::Result<Vec<Bytes>>| {
+        let pieces: Vec<std::io::Result<Bytes>> = match step {
+            Ok(chunks) => chunks.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures_util::stream::iter(pieces)
+    });
     let mut res = Response::new(Body::from_stream(head.chain(tail)));
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
@@ -686,7 +745,7 @@ fn serve(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
             None => error(StatusCode::NOT_FOUND),
         },
         LiveFile::Part(msn, index) => match live.part_progress(msn, index, 0) {
-            PartProgress::Complete(b) => respond("video/mp4", IMMUTABLE, b),
+            PartProgress::Complete(b) => respond_chunks("video/mp4", IMMUTABLE, Chunks::new(b)),
             _ => error(StatusCode::NOT_FOUND),
         },
         LiveFile::Segment(v, msn) => {
@@ -694,7 +753,7 @@ fn serve(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
                 return error(StatusCode::NOT_FOUND);
             };
             match v {
-                Variant::Fmp4 => respond("video/iso.segment", IMMUTABLE, seg.data.clone()),
+                Variant::Fmp4 => respond_chunks("video/iso.segment", IMMUTABLE, seg.data.clone()),
                 // Muxing one segment takes well under a millisecond; it runs
                 // once per segment and is cached.
                 Variant::Ts => match seg.ts() {

@@ -363,7 +363,7 @@ async fn preload_hinted_part_streams_while_it_is_written() {
         ugc_dvr::PartProgress::Complete(b) => b,
         other => panic!("{other:?}"),
     };
-    assert_eq!(Bytes::from(body), part);
+    assert_eq!(Bytes::from(body), Bytes::from(part.concat()));
     // The first bytes left before the part was complete.
     let first_body_at = first_body_at.unwrap();
     assert!(first_body_at < done, "no bytes before the part completed");
@@ -514,4 +514,34 @@ async fn rendition_playlists_report_every_other_rendition() {
     assert!(reports(std::str::from_utf8(&body).unwrap()).is_empty());
     let (_, _, body) = get(&app, "/live/ll/hi/mono-ts.m3u8").await;
     assert!(reports(std::str::from_utf8(&body).unwrap()).is_empty());
+}
+
+/// Segments and parts are served from their CMAF chunks as they are (no
+/// joined copy): the body is the chunks in order, with an exact
+/// `Content-Length`, not a chunked transfer.
+#[tokio::test]
+async fn segments_and_parts_are_served_from_their_chunks() {
+    let live = fed_now(100);
+    let app = app(&live, OriginConfig::default());
+    let seg = live.segment(0).unwrap();
+    assert!(seg.data.pieces().len() > 30, "{:?}", seg.data);
+    let part = seg.parts[1].clone();
+    assert!(part.data.pieces().len() > 1, "{:?}", part.data);
+    for (uri, want, ctype) in [
+        ("/live/ll/seg-0.m4s", &seg.data, "video/iso.segment"),
+        ("/live/ll/part-0.1.m4s", &part.data, "video/mp4"),
+    ] {
+        let res = app
+            .clone()
+            .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        assert_eq!(res.headers()[header::CONTENT_TYPE], ctype, "{uri}");
+        let body = res.into_body();
+        use http_body::Body as _;
+        assert_eq!(body.size_hint().exact(), Some(want.len() as u64), "{uri}");
+        let got = to_bytes(body, 1 << 24).await.unwrap();
+        assert_eq!(got, want.to_bytes(), "{uri}");
+    }
 }

@@ -1002,10 +1002,13 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[&[u8]]) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        // A live segment comes in dozens of CMAF chunks: one write each
+        // would be dozens of syscalls.
+        let mut f = io::BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
         for d in data {
             f.write_all(d)?;
         }
+        let f = f.into_inner().map_err(io::IntoInnerError::into_error)?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, dir.join(name))?;
@@ -1197,7 +1200,8 @@ fn write_segment(
         init: seg.init,
         discontinuity: seg.discontinuity,
     };
-    write_atomic(&archive.dir(key), &name.file_name(), &[&seg.data])?;
+    let pieces: Vec<&[u8]> = seg.data.pieces().iter().map(|p| &p[..]).collect();
+    write_atomic(&archive.dir(key), &name.file_name(), &pieces)?;
     let size = seg.data.len() as u64;
     write(&archive.inner.index)
         .entry(key.clone())
