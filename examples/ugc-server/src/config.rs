@@ -55,10 +55,10 @@ pub struct Cli {
     /// Seconds a stream survives without a publisher (a reconnect continues it).
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S")]
     pub publisher_grace_s: Option<u64>,
-    /// RTMP ingest and packaging collect socket events once per tick of this
-    /// many milliseconds while streams exist, on a thread of their own
-    /// (default 0: wake for every event). Fewer wakeups for at most a tick
-    /// of latency; pays off from a few dozen streams.
+    /// RTMP ingest and packaging run on a thread of their own that wakes at
+    /// most once per tick of this many milliseconds and then takes every
+    /// socket event that arrived (default 10; 0: the shared runtime, woken
+    /// for every event). Fewer wakeups for at most a tick of latency.
     #[arg(long, env = "UGC_INGEST_TICK_MS")]
     pub ingest_tick_ms: Option<u64>,
     /// Log filter (tracing `EnvFilter` syntax); `UGC_LOG` overrides.
@@ -209,7 +209,7 @@ impl Config {
                 .publisher_grace_s
                 .or(file.publisher_grace_s)
                 .unwrap_or(20),
-            ingest_tick: Some(cli.ingest_tick_ms.or(file.ingest_tick_ms).unwrap_or(0))
+            ingest_tick: Some(cli.ingest_tick_ms.or(file.ingest_tick_ms).unwrap_or(10))
                 .filter(|ms| *ms > 0)
                 .map(|ms| std::time::Duration::from_millis(ms.min(100))),
             log: cli

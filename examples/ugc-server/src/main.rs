@@ -106,7 +106,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut packager = config.packager();
     packager.observer = Some(Arc::new(archive.clone()));
     let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
-    let ingest_rt = ingest::paced_runtime(config.ingest_tick, hub.clone())?;
+    let ingest_rt = ingest::paced_runtime(config.ingest_tick)?;
     let packaging = ingest_rt.spawn(ugc_dvr::package_hub(
         hub.clone(),
         registry.clone(),

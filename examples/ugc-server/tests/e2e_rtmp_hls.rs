@@ -160,9 +160,9 @@ fn ffmpeg_1080p_publish_plays_over_hls() {
 
 #[test]
 fn two_publishers_stay_independent() {
-    // On the paced ingest runtime (one thread, socket events taken once per
-    // tick): the other tests cover the default, per-event one.
-    let server = Server::start(&["--ingest-tick-ms", "10"]);
+    // On the shared runtime, woken for every socket event: the other tests
+    // cover the default, paced one (one thread, at most a wakeup per tick).
+    let server = Server::start(&["--ingest-tick-ms", "0"]);
     let work = TempDir::new("two");
     let mut a = publish_live(
         640,
