@@ -8,13 +8,16 @@
 #    nginx serving the same bytes as a static file; requests/s and ratio.
 # 3. Viewers: ugc-server RSS with 10 and 1000 concurrent wrk connections.
 #
-# Env: COUNTS="8 32" WINDOW=20 WARMUP=6 UGC_BIN=... (defaults below).
+# Env: COUNTS="8 32" WINDOW=20 WARMUP=6 REPEAT=3 UGC_BIN=... (defaults below).
+# Each count runs REPEAT rounds of ugc then nginx; the ratio is the median of
+# the rounds' ratios (single windows vary by +-20 % on a 2-core VM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COUNTS=${COUNTS:-"8 32"}
 WINDOW=${WINDOW:-20}
 WARMUP=${WARMUP:-6}
+REPEAT=${REPEAT:-3}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
 NGINX_MOD=/usr/lib/nginx/modules/ngx_rtmp_module.so
@@ -137,32 +140,48 @@ measure() { # label pids... -> prints cpu seconds over WINDOW
   python3 -c "print(f'{($b - $a) / $HZ:.2f}')"
 }
 
-echo "== ingest + HLS packaging, ${WINDOW}s window after ${WARMUP}s warm-up =="
-printf '%-4s %14s %14s %10s %14s %14s\n' N ugc_cpu_s nginx_cpu_s ratio ugc_per_stream nginx_per_str
+echo "== ingest + HLS packaging, ${WINDOW}s windows after ${WARMUP}s warm-up, $REPEAT rounds =="
+printf '%-4s %-6s %14s %14s %10s %14s %14s\n' N round ugc_cpu_s nginx_cpu_s ratio ugc_per_stream nginx_per_str
 for n in $COUNTS; do
-  start_ugc
-  publishers ugc rtmp://127.0.0.1:19935/live "$n"
-  sleep "$WARMUP"
-  ugc=$(measure "$UGC_PID")
-  live=$(curl -s 127.0.0.1:18080/live/s1/mono.m3u8 | grep -c '^seg-' || true)
-  stop_publishers
-  kill "$UGC_PID"; wait "$UGC_PID" 2>/dev/null || true
+  rounds=()
+  for r in $(seq 1 "$REPEAT"); do
+    start_ugc
+    publishers ugc rtmp://127.0.0.1:19935/live "$n"
+    sleep "$WARMUP"
+    ugc=$(measure "$UGC_PID")
+    live=$(curl -s 127.0.0.1:18080/live/s1/mono.m3u8 | grep -c '^seg-' || true)
+    stop_publishers
+    kill "$UGC_PID"; wait "$UGC_PID" 2>/dev/null || true
+    rm -rf "$WORK/ugc-data"
 
-  start_nginx
-  publishers nginx rtmp://127.0.0.1:19936/live "$n"
-  sleep "$WARMUP"
-  # shellcheck disable=SC2046
-  ngx=$(measure $(nginx_pids))
-  nlive=$(ls "$WORK/nginx-hls" | grep -c '\.ts$' || true)
-  stop_publishers
-  kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; sleep 0.5
-  python3 - "$n" "$ugc" "$ngx" <<'PY'
+    start_nginx
+    publishers nginx rtmp://127.0.0.1:19936/live "$n"
+    sleep "$WARMUP"
+    # shellcheck disable=SC2046
+    ngx=$(measure $(nginx_pids))
+    nlive=$(ls "$WORK/nginx-hls" | grep -c '\.ts$' || true)
+    stop_publishers
+    kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; sleep 0.5
+    rm -rf "$WORK/nginx-hls"
+    python3 - "$n" "$r" "$ugc" "$ngx" <<'PY'
 import sys
-n, u, g = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-r = u / g if g > 0 else float('inf')
-print(f"{n:<4} {u:14.2f} {g:14.2f} {r:10.2f} {u/n:14.3f} {g/n:14.3f}")
+n, r, u, g = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+ratio = u / g if g > 0 else float('inf')
+print(f"{n:<4} {r:<6} {u:14.2f} {g:14.2f} {ratio:10.2f} {u/n:14.3f} {g/n:14.3f}")
 PY
-  echo "     (ugc s1 playlist segments: $live; nginx .ts files: $nlive)"
+    echo "            (ugc s1 playlist segments: $live; nginx .ts files: $nlive)"
+    rounds+=("$ugc:$ngx")
+  done
+  python3 - "$n" "${rounds[@]}" <<'PY'
+import statistics, sys
+n = int(sys.argv[1])
+pairs = [tuple(map(float, a.split(':'))) for a in sys.argv[2:]]
+ratios = sorted(u / g for u, g in pairs if g > 0)
+u = statistics.median(p[0] for p in pairs)
+g = statistics.median(p[1] for p in pairs)
+print(f"{n:<4} median {u:14.2f} {g:14.2f} {statistics.median(ratios):10.2f} {u/n:14.3f} {g/n:14.3f}"
+      f"   (ratios {', '.join(f'{r:.2f}' for r in ratios)})")
+PY
 done
 
 echo
