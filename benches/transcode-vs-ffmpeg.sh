@@ -7,6 +7,7 @@
 #
 #   benches/transcode-vs-ffmpeg.sh                 # 10 s source, veryfast + superfast
 #   SECONDS_OF_MEDIA=20 PRESETS="superfast" benches/transcode-vs-ffmpeg.sh
+#   SOURCE=my_1080p30.flv benches/transcode-vs-ffmpeg.sh   # your own source
 #
 # Needs ffmpeg/ffprobe and the FFmpeg -dev packages (scripts/install-deps.sh).
 set -euo pipefail
@@ -23,8 +24,10 @@ ladder="$CARGO_TARGET_DIR/release/examples/ladder_file"
 # The source: 1080p30 H.264 High 5 Mbps + AAC 128k, 2 s GOP, in FLV (what an
 # RTMP publisher sends). testsrc2 plus film-like grain, so rate control has
 # real work to do.
-src="$CACHE/bench-media/src_1080p30_5M_${SECONDS_OF_MEDIA}s.flv"
-if [ ! -e "$src" ]; then
+src=${SOURCE:-$CACHE/bench-media/src_1080p30_5M_${SECONDS_OF_MEDIA}s.flv}
+if [ -n "${SOURCE:-}" ]; then
+  SECONDS_OF_MEDIA=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$src")
+elif [ ! -e "$src" ]; then
   mkdir -p "$(dirname "$src")"
   echo "making the ${SECONDS_OF_MEDIA} s 1080p30 source (once)"
   ffmpeg -hide_banner -v error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t" \
@@ -52,7 +55,7 @@ quality() {
 
 pictures=$(ffprobe -v error -select_streams v:0 -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$src")
 echo "source: $src ($pictures pictures, ${SECONDS_OF_MEDIA} s); load: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
-printf '\n%-10s %-7s %8s %10s %9s   %s\n' preset tool fps "cpu s/s" "wall s" "PSNR dB / SSIM per rung (1080p 720p 360p)"
+printf '\n%-10s %-7s %8s %10s %9s %6s   %s\n' preset tool fps "cpu s/s" "wall s" cores "PSNR dB / SSIM per rung (1080p 720p 360p)"
 for preset in $PRESETS; do
   # ffmpeg CLI: one decode, split, scale, three libx264 + AAC outputs.
   fc="[0:v]split=3[v1][v2][v3];[v1]scale=1920:1080[o1];[v2]scale=1280:720[o2];[v3]scale=640:360[o3]"
@@ -63,12 +66,16 @@ for preset in $PRESETS; do
   cli_fps=$(echo "$pictures $wall" | awk '{printf "%.1f", $1/$2}')
   cli_cpu=$(echo "$user $sys $SECONDS_OF_MEDIA" | awk '{printf "%.2f", ($1+$2)/$3}')
   q=""; for r in $rungs; do IFS=: read -r n w h <<<"$r"; q="$q $(quality "$work/cli-$n.mp4" "$w" "$h" | awk '{printf "%.2f/%.4f", $1, $2}')"; done
-  printf '%-10s %-7s %8s %10s %9s  %s\n' "$preset" ffmpeg "$cli_fps" "$cli_cpu" "$wall" "$q"
+  cli_cores=$(echo "$user $sys $wall" | awk '{printf "%.2f", ($1+$2)/$3}')
+  printf '%-10s %-7s %8s %10s %9s %6s  %s\n' "$preset" ffmpeg "$cli_fps" "$cli_cpu" "$wall" "$cli_cores" "$q"
 
   read -r wall user sys < <(timed "$ladder" "$src" "$work" "$preset")
   ugc_fps=$(echo "$pictures $wall" | awk '{printf "%.1f", $1/$2}')
   ugc_cpu=$(echo "$user $sys $SECONDS_OF_MEDIA" | awk '{printf "%.2f", ($1+$2)/$3}')
   q=""; for r in $rungs; do IFS=: read -r n w h <<<"$r"; q="$q $(quality "$work/$n.h264" "$w" "$h" | awk '{printf "%.2f/%.4f", $1, $2}')"; done
-  printf '%-10s %-7s %8s %10s %9s  %s\n' "$preset" ugc "$ugc_fps" "$ugc_cpu" "$wall" "$q"
+  ugc_cores=$(echo "$user $sys $wall" | awk '{printf "%.2f", ($1+$2)/$3}')
+  printf '%-10s %-7s %8s %10s %9s %6s  %s\n' "$preset" ugc "$ugc_fps" "$ugc_cpu" "$wall" "$ugc_cores" "$q"
   echo "$preset: ugc/ffmpeg fps ratio $(echo "$ugc_fps $cli_fps" | awk '{printf "%.2f", $1/$2}'), real time (>= 30 fps): $(echo "$ugc_fps" | awk '{print ($1>=30)?"yes":"no"}')"
+  # At ugc's CPU per picture, all cores busy is the most any scheduling buys.
+  echo "$preset: CPU per picture ugc/ffmpeg $(echo "$ugc_cpu $cli_cpu" | awk '{printf "%.2f", $1/$2}'); fps ratio with every core busy at that CPU: $(echo "$cli_cpu $ugc_cpu $cli_cores" | awk -v n="$(nproc)" '{printf "%.2f", n/$3*$1/$2}')"
 done
