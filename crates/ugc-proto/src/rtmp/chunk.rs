@@ -67,6 +67,45 @@ pub mod msg_type {
     pub const AGGREGATE: u8 = 22;
 }
 
+/// Chunk stream ids our server and client send on.
+pub(crate) mod csid {
+    /// Protocol control and user control messages.
+    pub const CONTROL: u32 = 2;
+    /// Connection-level commands and their answers.
+    pub const COMMAND: u32 = 3;
+    /// Stream-level messages (`onStatus`, `@setDataFrame`).
+    pub const STREAM: u32 = 5;
+    /// Audio we publish.
+    pub const AUDIO: u32 = 4;
+    /// Video we publish.
+    pub const VIDEO: u32 = 6;
+}
+
+/// User control event types.
+pub(crate) mod user_control {
+    /// Stream Begin.
+    pub const STREAM_BEGIN: u16 = 0;
+    /// Ping Request (the peer wants its timestamp back).
+    pub const PING_REQUEST: u16 = 6;
+    /// Ping Response.
+    pub const PING_RESPONSE: u16 = 7;
+}
+
+/// Whether a User Control message body is a Ping Request.
+pub(crate) fn is_ping_request(payload: &[u8]) -> bool {
+    payload.get(..2) == Some(&user_control::PING_REQUEST.to_be_bytes()[..])
+}
+
+/// The Ping Response body to a Ping Request body (its timestamp echoed).
+pub(crate) fn ping_response(request: &[u8]) -> [u8; 6] {
+    let mut p = [0u8; 6];
+    p[..2].copy_from_slice(&user_control::PING_RESPONSE.to_be_bytes());
+    if let Some(t) = request.get(2..6) {
+        p[2..].copy_from_slice(t);
+    }
+    p
+}
+
 /// Per-connection limits of the chunk layer.
 #[derive(Debug, Clone)]
 pub struct ChunkLimits {

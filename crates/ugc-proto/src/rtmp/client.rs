@@ -21,17 +21,12 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::amf0::{self, Amf0Value};
-use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkLimits, Message, msg_type};
+use super::chunk::{
+    ChunkDecoder, ChunkEncoder, ChunkLimits, Message, csid, is_ping_request, msg_type,
+    ping_response,
+};
 use super::handshake::{PACKET_SIZE, RTMP_VERSION};
 use crate::error::{Error, Result};
-
-const CSID_CONTROL: u32 = 2;
-const CSID_COMMAND: u32 = 3;
-const CSID_AUDIO: u32 = 4;
-const CSID_VIDEO: u32 = 6;
-const CSID_DATA: u32 = 5;
-const UC_PING_REQUEST: u16 = 6;
-const UC_PING_RESPONSE: u16 = 7;
 
 /// What a [`ClientSession`] publishes to.
 #[derive(Debug, Clone)]
@@ -236,7 +231,7 @@ impl ClientSession {
             self.last_ack = self.received;
             let seq = (self.received & 0xffff_ffff) as u32;
             self.encoder.write(
-                CSID_CONTROL,
+                csid::CONTROL,
                 0,
                 msg_type::ACKNOWLEDGEMENT,
                 0,
@@ -251,7 +246,7 @@ impl ClientSession {
         let mut body = BytesMut::with_capacity(256);
         amf0::encode_all(values, &mut body);
         self.encoder.write(
-            CSID_COMMAND,
+            csid::COMMAND,
             0,
             msg_type::COMMAND_AMF0,
             stream_id,
@@ -269,7 +264,7 @@ impl ClientSession {
     fn start_connect(&mut self) {
         let cs = self.config.chunk_size.clamp(128, 65_536);
         self.encoder.write(
-            CSID_CONTROL,
+            csid::CONTROL,
             0,
             msg_type::SET_CHUNK_SIZE,
             0,
@@ -297,16 +292,10 @@ impl ClientSession {
 
     fn on_message(&mut self, m: Message) -> Result<()> {
         match m.type_id {
-            msg_type::USER_CONTROL
-                if m.payload.get(..2) == Some(&UC_PING_REQUEST.to_be_bytes()[..]) =>
-            {
-                let mut p = [0u8; 6];
-                p[..2].copy_from_slice(&UC_PING_RESPONSE.to_be_bytes());
-                if let Some(t) = m.payload.get(2..6) {
-                    p[2..].copy_from_slice(t);
-                }
+            msg_type::USER_CONTROL if is_ping_request(&m.payload) => {
+                let p = ping_response(&m.payload);
                 self.encoder.write(
-                    CSID_CONTROL,
+                    csid::CONTROL,
                     0,
                     msg_type::USER_CONTROL,
                     0,
@@ -421,7 +410,7 @@ impl ClientSession {
                     &mut body,
                 );
                 self.encoder.write(
-                    CSID_DATA,
+                    csid::STREAM,
                     0,
                     msg_type::COMMAND_AMF0,
                     stream_id,
@@ -464,12 +453,12 @@ impl ClientSession {
 
     /// Sends an FLV video tag body at `timestamp_ms`.
     pub fn send_video(&mut self, timestamp_ms: u32, body: &[u8]) -> Result<()> {
-        self.media(CSID_VIDEO, msg_type::VIDEO, timestamp_ms, body)
+        self.media(csid::VIDEO, msg_type::VIDEO, timestamp_ms, body)
     }
 
     /// Sends an FLV audio tag body at `timestamp_ms`.
     pub fn send_audio(&mut self, timestamp_ms: u32, body: &[u8]) -> Result<()> {
-        self.media(CSID_AUDIO, msg_type::AUDIO, timestamp_ms, body)
+        self.media(csid::AUDIO, msg_type::AUDIO, timestamp_ms, body)
     }
 
     /// Sends `@setDataFrame("onMetaData", props)`.
@@ -483,7 +472,7 @@ impl ClientSession {
             ],
             &mut body,
         );
-        self.media(CSID_DATA, msg_type::DATA_AMF0, 0, &body)
+        self.media(csid::STREAM, msg_type::DATA_AMF0, 0, &body)
     }
 
     /// Ends the publish politely (`FCUnpublish`, `deleteStream`).

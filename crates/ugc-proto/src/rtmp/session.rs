@@ -52,21 +52,12 @@ use bytes::{Bytes, BytesMut};
 use ugc_codec::flv::FlvMetadata;
 
 use super::amf0::{self, Amf0Value};
-use super::chunk::{ChunkDecoder, ChunkEncoder, ChunkLimits, Message, be_u32, msg_type};
+use super::chunk::{
+    ChunkDecoder, ChunkEncoder, ChunkLimits, Message, be_u32, csid, is_ping_request, msg_type,
+    ping_response, user_control,
+};
 use super::handshake::{C0C1Outcome, C2Outcome, ExpectC0C1, ExpectC2};
 use crate::error::{Error, Result, short_hex};
-
-/// Chunk stream of our protocol control messages.
-const CSID_CONTROL: u32 = 2;
-/// Chunk stream of our connection-level command answers.
-const CSID_COMMAND: u32 = 3;
-/// Chunk stream of our stream-level (`onStatus`) messages.
-const CSID_STREAM: u32 = 5;
-
-/// User control event types.
-const UC_STREAM_BEGIN: u16 = 0;
-const UC_PING_REQUEST: u16 = 6;
-const UC_PING_RESPONSE: u16 = 7;
 
 /// Settings of a [`ServerSession`].
 #[derive(Debug, Clone)]
@@ -306,10 +297,10 @@ impl ServerSession {
         };
         conn.publish = Publish::Publishing { stream_id };
         let mut uc = [0u8; 6];
-        uc[..2].copy_from_slice(&UC_STREAM_BEGIN.to_be_bytes());
+        uc[..2].copy_from_slice(&user_control::STREAM_BEGIN.to_be_bytes());
         uc[2..].copy_from_slice(&stream_id.to_be_bytes());
         conn.encoder.write(
-            CSID_CONTROL,
+            csid::CONTROL,
             0,
             msg_type::USER_CONTROL,
             0,
@@ -386,7 +377,7 @@ impl Conn {
             // The sequence number wraps at 2^32 by definition.
             let seq = (self.received & 0xffff_ffff) as u32;
             self.encoder.write(
-                CSID_CONTROL,
+                csid::CONTROL,
                 0,
                 msg_type::ACKNOWLEDGEMENT,
                 0,
@@ -435,16 +426,10 @@ impl Conn {
             {
                 events.push_back(media_event(m.type_id, m.timestamp, m.payload));
             }
-            msg_type::USER_CONTROL
-                if m.payload.get(..2) == Some(&UC_PING_REQUEST.to_be_bytes()[..]) =>
-            {
-                let mut p = [0u8; 6];
-                p[..2].copy_from_slice(&UC_PING_RESPONSE.to_be_bytes());
-                if let Some(t) = m.payload.get(2..6) {
-                    p[2..].copy_from_slice(t);
-                }
+            msg_type::USER_CONTROL if is_ping_request(&m.payload) => {
+                let p = ping_response(&m.payload);
                 self.encoder
-                    .write(CSID_CONTROL, 0, msg_type::USER_CONTROL, 0, &p, out);
+                    .write(csid::CONTROL, 0, msg_type::USER_CONTROL, 0, &p, out);
             }
             msg_type::WINDOW_ACK_SIZE => {
                 if let Some(v) = be_u32(&m.payload)
@@ -509,7 +494,7 @@ impl Conn {
                     .unwrap_or(0.0);
                 self.app = Some(app);
                 self.encoder.write(
-                    CSID_CONTROL,
+                    csid::CONTROL,
                     0,
                     msg_type::WINDOW_ACK_SIZE,
                     0,
@@ -519,10 +504,10 @@ impl Conn {
                 let mut bw = [2u8; 5];
                 bw[..4].copy_from_slice(&config.peer_bandwidth.to_be_bytes());
                 self.encoder
-                    .write(CSID_CONTROL, 0, msg_type::SET_PEER_BANDWIDTH, 0, &bw, out);
+                    .write(csid::CONTROL, 0, msg_type::SET_PEER_BANDWIDTH, 0, &bw, out);
                 let cs = config.chunk_size.clamp(1, super::chunk::MAX_CHUNK_SIZE);
                 self.encoder.write(
-                    CSID_CONTROL,
+                    csid::CONTROL,
                     0,
                     msg_type::SET_CHUNK_SIZE,
                     0,
@@ -671,9 +656,9 @@ impl Conn {
         let mut body = BytesMut::with_capacity(256);
         amf0::encode_all(values, &mut body);
         let csid = if stream_id == 0 {
-            CSID_COMMAND
+            csid::COMMAND
         } else {
-            CSID_STREAM
+            csid::STREAM
         };
         self.encoder
             .write(csid, 0, msg_type::COMMAND_AMF0, stream_id, &body, out);
