@@ -69,36 +69,36 @@ pub fn render_range<'a>(
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
         }
-        if new_map {
-            out.push_str("#EXT-X-MAP:URI=\"");
-            out.push_str(DVR_PREFIX);
-            out.push_str(&names::init_file_name(n.session, n.init));
-            push_token(&mut out, token);
-            out.push_str("\"\n");
-        }
-        out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-        write_pdt(&mut out, n.pdt_ms);
-        let _ = write!(
-            out,
-            "\n#EXTINF:{}.{:03},\n{DVR_PREFIX}s{}_{}_{}_{}_{}_{}_{}.m4s",
-            n.duration_ms / 1000,
-            n.duration_ms % 1000,
-            n.pdt_ms,
-            n.duration_ms,
-            n.dts_ms,
-            n.session,
-            n.msn,
-            n.init,
-            if n.discontinuity { 'd' } else { 'c' }
-        );
-        push_token(&mut out, token);
-        out.push('\n');
+        push_segment(&mut out, n, new_map, token);
         prev = Some(n);
     }
     if matches!(kind, RangeKind::Vod | RangeKind::Event { ended: true }) {
         out.push_str("#EXT-X-ENDLIST\n");
     }
     out
+}
+
+/// An archived segment's playlist lines (its `EXT-X-MAP` first when
+/// `new_map`): date, duration and URI under [`DVR_PREFIX`].
+fn push_segment(out: &mut String, n: &SegmentName, new_map: bool, token: Option<&str>) {
+    if new_map {
+        out.push_str("#EXT-X-MAP:URI=\"");
+        out.push_str(DVR_PREFIX);
+        out.push_str(&names::init_file_name(n.session, n.init));
+        push_token(out, token);
+        out.push_str("\"\n");
+    }
+    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+    write_pdt(out, n.pdt_ms);
+    let _ = write!(
+        out,
+        "\n#EXTINF:{}.{:03},\n{DVR_PREFIX}{}",
+        n.duration_ms / 1000,
+        n.duration_ms % 1000,
+        n.file_name()
+    );
+    push_token(out, token);
+    out.push('\n');
 }
 
 fn push_token(out: &mut String, token: Option<&str>) {
@@ -209,24 +209,8 @@ pub fn splice_rewind(
                 if prev.is_some() && n.discontinuity {
                     out.push_str("#EXT-X-DISCONTINUITY\n");
                 }
-                if prev.is_none_or(|p| p.init != n.init) {
-                    out.push_str("#EXT-X-MAP:URI=\"");
-                    out.push_str(DVR_PREFIX);
-                    out.push_str(&names::init_file_name(n.session, n.init));
-                    push_token(&mut out, token);
-                    out.push_str("\"\n");
-                }
-                out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-                write_pdt(&mut out, n.pdt_ms);
-                let _ = write!(
-                    out,
-                    "\n#EXTINF:{}.{:03},\n{DVR_PREFIX}{}",
-                    n.duration_ms / 1000,
-                    n.duration_ms % 1000,
-                    n.file_name()
-                );
-                push_token(&mut out, token);
-                out.push('\n');
+                let new_map = prev.is_none_or(|p| p.init != n.init);
+                push_segment(&mut out, n, new_map, token);
                 prev = Some(n);
             }
             // The first live segment continues the run: no discontinuity
