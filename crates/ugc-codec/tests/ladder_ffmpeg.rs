@@ -431,3 +431,140 @@ async fn run_ladder_counts_per_rendition_while_it_runs() {
         .sum();
     assert!(out <= report.stats.frames_out, "{report:?}");
 }
+
+/// The packets of a single-stream Ogg file, joined across pages.
+fn ogg_packets(mut data: &[u8]) -> Vec<Bytes> {
+    let mut packets = Vec::new();
+    let mut packet = Vec::new();
+    while data.len() >= 27 && data.starts_with(b"OggS") {
+        let segments = usize::from(data[26]);
+        let lacing = &data[27..27 + segments];
+        let mut body = &data[27 + segments..];
+        for &len in lacing {
+            let (piece, rest) = body.split_at(usize::from(len));
+            packet.extend_from_slice(piece);
+            body = rest;
+            if len < 255 {
+                packets.push(Bytes::from(std::mem::take(&mut packet)));
+            }
+        }
+        data = body;
+    }
+    packets
+}
+
+/// The capture's video with its AAC replaced by 2 s of a 440 Hz tone in
+/// Opus (what a WebRTC publisher sends): 20 ms packets from libopus, the
+/// `OpusHead` as the track's config, interleaved by time.
+fn capture_with_opus() -> Vec<MediaEvent> {
+    use ugc_core::{AudioParams, Codec, Timescale, TrackInfo, TrackParams};
+    let ogg = tmp("tone.opus");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("sine=frequency=440:sample_rate=48000:duration=2")
+        .args([
+            "-ac",
+            "2",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "96k",
+            "-frame_duration",
+            "20",
+        ])
+        .arg(&ogg)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let packets = ogg_packets(&std::fs::read(&ogg).unwrap());
+    assert!(packets[0].starts_with(b"OpusHead") && packets[1].starts_with(b"OpusTags"));
+    let mut out = Vec::new();
+    let mut opus = packets[2..].iter().enumerate().map(|(k, p)| {
+        let t = k as i64 * 960;
+        (t * 1000 / 48_000, t, p.clone())
+    });
+    let mut next_opus = opus.next();
+    let mut audio_id = None;
+    for e in capture() {
+        match e {
+            MediaEvent::Tracks(t) => {
+                let aac = t.audio().unwrap().clone();
+                audio_id = Some(aac.id);
+                let mut infos: Vec<TrackInfo> =
+                    t.iter().filter(|i| i.id != aac.id).cloned().collect();
+                infos.push(TrackInfo {
+                    id: aac.id,
+                    codec: Codec::Opus,
+                    timescale: Timescale::new(48_000).unwrap(),
+                    config: packets[0].clone(),
+                    codec_string: "opus".into(),
+                    params: TrackParams::Audio(AudioParams {
+                        sample_rate: 48_000,
+                        channels: 2,
+                        samples_per_frame: 960,
+                    }),
+                    bitrate: Some(96_000),
+                });
+                out.push(MediaEvent::Tracks(Tracks::new(infos)));
+            }
+            MediaEvent::Frame(f) if Some(f.track) == audio_id => {}
+            MediaEvent::Frame(f) => {
+                while let Some((_, t, p)) = next_opus.take_if(|(ms, ..)| *ms <= f.dts) {
+                    out.push(MediaEvent::Frame(Frame {
+                        track: audio_id.unwrap(),
+                        dts: t,
+                        pts: t,
+                        keyframe: true,
+                        data: p,
+                    }));
+                    next_opus = opus.next();
+                }
+                out.push(MediaEvent::Frame(f));
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[test]
+fn opus_input_becomes_aac_in_every_rung() {
+    let mut config = small_ladder();
+    config.passthrough = None;
+    let (split, ladder) = run(config, capture_with_opus());
+    assert_eq!(split.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    for i in [1, 2] {
+        let (tracks, frames, _) = &split[&i];
+        let audio = tracks[0].audio().unwrap();
+        assert_eq!(audio.codec_string, "mp4a.40.2", "rung {i}");
+        let aac: Vec<&Frame> = frames.iter().filter(|f| f.track == audio.id).collect();
+        // 2 s at 48 kHz is 93.75 AAC frames; the tone ends with the video.
+        assert!(aac.len() >= 80, "rung {i}: {} AAC frames", aac.len());
+        // The AAC decodes to the tone, not to silence.
+        let asc = ugc_codec::aac::Asc::parse(&audio.config).unwrap();
+        let mut adts = Vec::new();
+        for f in &aac {
+            adts.extend_from_slice(&ugc_codec::aac::adts_header(&asc, f.data.len()));
+            adts.extend_from_slice(&f.data);
+        }
+        let file = tmp(&format!("opus-rung-{i}.aac"));
+        std::fs::write(&file, adts).unwrap();
+        let stats = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostats", "-v", "info", "-i"])
+            .arg(&file)
+            .args(["-af", "astats=metadata=0:reset=0", "-f", "null", "-"])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&stats.stderr);
+        let rms = log
+            .lines()
+            .filter(|l| l.contains("RMS level dB"))
+            .filter_map(|l| l.rsplit(':').next()?.trim().parse::<f64>().ok())
+            .next_back()
+            .unwrap_or_else(|| panic!("no astats in {log}"));
+        // A full-scale sine at 1/8 amplitude (lavfi's default) is -21 dB RMS.
+        assert!(rms > -30.0, "rung {i}: RMS {rms} dB\n{log}");
+        assert!(!log.contains("Error"), "rung {i}: {log}");
+    }
+    assert_eq!(ladder.stats().decode_errors, 0);
+}
