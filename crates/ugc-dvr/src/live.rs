@@ -121,6 +121,10 @@ struct LiveState {
     building: Option<Building>,
     next_msn: u64,
     ended: bool,
+    /// The longest segment of the stream's life: `#EXT-X-TARGETDURATION`
+    /// must not change, so it never drops when that segment leaves the
+    /// window.
+    longest_ms: u64,
 }
 
 /// The live window of one stream; see the [module docs](self).
@@ -218,6 +222,7 @@ impl LiveStream {
                 st.open_start = None;
                 st.building = None;
                 st.next_msn = seg.msn.saturating_add(1);
+                st.longest_ms = st.longest_ms.max(seg.duration_ms);
                 st.segments.push_back(seg);
                 let keep = self
                     .config
@@ -442,7 +447,9 @@ impl LiveStream {
                 .count() as u64;
         MediaPlaylist {
             segments: &window,
-            target_duration_ms: self.config.target_duration_ms,
+            target_duration_ms: u32::try_from(st.longest_ms)
+                .unwrap_or(u32::MAX)
+                .max(self.config.target_duration_ms),
             discontinuity_sequence,
             next_msn: st.next_msn,
             ended: st.ended,

@@ -114,12 +114,30 @@ pub struct LowLatency<'a> {
     pub rendition_reports: &'a [RenditionReport],
 }
 
+/// Timestamp jitter a segment may exceed a whole second by without raising
+/// `#EXT-X-TARGETDURATION` (RTMP's millisecond rounding makes 2.002 s
+/// segments of 2 s GOPs).
+pub const TARGET_DURATION_SLACK_MS: u64 = 50;
+
+/// `#EXT-X-TARGETDURATION` for segments of at most `max_ms`: whole seconds,
+/// rounded up once past [`TARGET_DURATION_SLACK_MS`] (RFC 8216 only needs
+/// every EXTINF rounded to the nearest integer to be at most it; rounding up
+/// keeps it safe for players that treat it as a strict maximum).
+pub fn target_duration_secs(max_ms: u64) -> u64 {
+    max_ms
+        .saturating_sub(TARGET_DURATION_SLACK_MS)
+        .div_ceil(1000)
+        .max(1)
+}
+
 /// The inputs of a live media playlist.
 #[derive(Debug, Clone)]
 pub struct MediaPlaylist<'a> {
     /// The segments, oldest first, msn consecutive.
     pub segments: &'a [Arc<Segment>],
-    /// Configured target duration; `#EXT-X-TARGETDURATION` is at least this.
+    /// The configured target duration, or the longest segment of the
+    /// stream's life when longer: `#EXT-X-TARGETDURATION` is at least
+    /// [`target_duration_secs`] of it (so it never drops).
     pub target_duration_ms: u32,
     /// Discontinuities before the first segment.
     pub discontinuity_sequence: u64,
@@ -188,8 +206,8 @@ impl MediaPlaylist<'_> {
         self.segments.len().saturating_sub(keep)
     }
 
-    /// `#EXT-X-TARGETDURATION`: the ceiling of the longest segment, and at
-    /// least the configured target, in whole seconds.
+    /// `#EXT-X-TARGETDURATION`: [`target_duration_secs`] of the longest
+    /// segment, and at least of the configured target.
     pub fn target_duration_secs(&self) -> u64 {
         let max_ms = self
             .segments
@@ -198,7 +216,7 @@ impl MediaPlaylist<'_> {
             .max()
             .unwrap_or(0)
             .max(u64::from(self.target_duration_ms));
-        max_ms.div_ceil(1000).max(1)
+        target_duration_secs(max_ms)
     }
 
     /// Renders the playlist for `variant`. LL-HLS tags are written for

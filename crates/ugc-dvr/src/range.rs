@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 
 use crate::archive::{ArchivedSegment, SegmentName, names};
+use crate::playlist::target_duration_secs;
 
 /// The prefix of archive URIs below `/live/<stream>/`.
 pub const DVR_PREFIX: &str = "dvr-";
@@ -57,7 +58,7 @@ pub fn render_range<'a>(
         out,
         "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n\
          #EXT-X-PLAYLIST-TYPE:{playlist_type}\n#EXT-X-INDEPENDENT-SEGMENTS\n",
-        u64::from(max_ms).div_ceil(1000).max(1)
+        target_duration_secs(u64::from(max_ms))
     );
     let mut prev: Option<&SegmentName> = None;
     for seg in segments {
@@ -197,7 +198,7 @@ pub fn splice_rewind(
     let dropped_disc = run.iter().filter(|s| s.name.discontinuity).count() as u64;
     let max_dur = run
         .iter()
-        .map(|s| u64::from(s.name.duration_ms).div_ceil(1000))
+        .map(|s| target_duration_secs(u64::from(s.name.duration_ms)))
         .max()
         .unwrap_or(0);
     let mut out = String::with_capacity(live.len() + run.len() * 140);

@@ -340,3 +340,54 @@ fn multivariant_lists_every_rendition_of_a_ladder() {
     }
     assert_eq!(registry.render_multivariant("live/none"), None);
 }
+
+/// `#EXT-X-TARGETDURATION` must not change during a live stream: a long
+/// segment that left the window keeps it up, and a few ms of timestamp
+/// jitter over the target do not raise it.
+#[test]
+fn target_duration_never_drops_and_ignores_ms_jitter() {
+    // A first GOP of 2.4 s (60 frames at 25 fps), then 2 s GOPs.
+    let stream = live(2, 0);
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(av_seconds(0, 3, 60).into_iter().filter(|e| match e {
+        MediaEvent::Frame(f) => f.dts < 2400,
+        _ => true,
+    }));
+    events.extend(av_seconds(2400, 12, 50));
+    feed(&stream, &mut seg, events, T0);
+    let pl = parse_media(&stream.render_media_playlist(Variant::Fmp4));
+    assert!(pl.media_sequence >= 1, "the 2.4 s segment left the window");
+    assert!(
+        pl.segments.iter().all(|s| (s.duration - 2.0).abs() < 1e-6),
+        "{pl:?}"
+    );
+    assert_eq!(pl.target_duration, 3);
+    // 2 s GOPs, every other one 2 ms longer: 2.002 s segments stay at 2.
+    let stream = live(3, 1);
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    let mut events = vec![MediaEvent::Tracks(av())];
+    for gop in 0..6i64 {
+        let start = gop * 2000 + (gop + 1) / 2 * 2;
+        events.extend((0..60).map(|i| v(start + i * 33, i == 0)));
+    }
+    feed(&stream, &mut seg, events, T0);
+    let pl = parse_media(&stream.render_media_playlist(Variant::Fmp4));
+    assert!(
+        pl.segments
+            .iter()
+            .any(|s| (s.duration - 2.002).abs() < 1e-6),
+        "{pl:?}"
+    );
+    assert_eq!(pl.target_duration, 2);
+}
+
+#[test]
+fn target_duration_rounds_up_past_the_slack() {
+    use ugc_dvr::playlist::target_duration_secs as td;
+    assert_eq!(
+        [td(0), td(1000), td(2000), td(2002), td(2050)],
+        [1, 1, 2, 2, 2]
+    );
+    assert_eq!([td(2051), td(2400), td(3000)], [3, 3, 3]);
+}
