@@ -171,6 +171,24 @@ fn ll_hls_over_http2_and_through_an_nginx_cache() {
         assert_eq!(a.body, b.body);
         assert_eq!(a.body, server.get(&format!("{base}/{uri}")).body);
     }
+    // A segment is served as its CMAF chunks, unjoined: over HTTP/2 and
+    // TLS too it arrives whole.
+    let seg_file = tls.path().join("seg.m4s");
+    let got = curl(&[
+        "--cacert",
+        cacert.to_str().unwrap(),
+        "--http2",
+        "-o",
+        seg_file.to_str().unwrap(),
+        "-w",
+        "%{http_version} %{http_code}",
+        &format!("https://{https}{base}/{seg_uri}"),
+    ]);
+    assert_eq!(got, "2 200");
+    assert_eq!(
+        std::fs::read(&seg_file).unwrap(),
+        server.get(&format!("{base}/{seg_uri}")).body
+    );
     // Plain LL playlists are not served stale: the hint moves on.
     let h1 = hint(&edge.get(&format!("{base}/mono.m3u8")).text()).unwrap();
     std::thread::sleep(Duration::from_millis(450));
