@@ -27,13 +27,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-
-use crate::chunks::Chunks;
 use ugc_codec::fmp4;
 use ugc_codec::ts::TsMuxer;
 use ugc_core::time::rescale;
 use ugc_core::{Frame, MediaEvent, MediaKind, Timescale, TrackInfo, Tracks};
 
+use crate::chunks::Chunks;
 use crate::error::Error;
 
 /// Configuration of a [`Segmenter`].
