@@ -59,10 +59,13 @@ impl Chunks {
         }
     }
 
-    /// The pieces from byte `offset` on (the first one sliced; none when
-    /// `offset >= len`), sharing memory.
-    pub fn tail(&self, offset: usize) -> Vec<Bytes> {
-        tail(&self.pieces, offset)
+    /// The bytes from `offset` on (empty when `offset >= len`), sharing
+    /// memory; from 0 it is `self` (one reference count).
+    pub fn tail(&self, offset: usize) -> Chunks {
+        if offset == 0 {
+            return self.clone();
+        }
+        Chunks::new(tail(&self.pieces, offset))
     }
 }
 
@@ -146,7 +149,7 @@ mod tests {
             prop_assert!(c.pieces().iter().all(|p| !p.is_empty()));
             prop_assert_eq!(&c.to_bytes()[..], &data[..]);
             prop_assert_eq!(&c, &Chunks::from(Bytes::from(data.clone())));
-            let tail: Vec<u8> = c.tail(offset).concat();
+            let tail = c.tail(offset).to_bytes();
             prop_assert_eq!(&tail[..], &data[offset.min(data.len())..]);
         }
     }

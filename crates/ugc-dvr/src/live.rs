@@ -13,6 +13,7 @@ use ugc_core::MediaKind;
 
 use bytes::Bytes;
 
+use crate::chunks::Chunks;
 use crate::playlist::{self, LowLatency, MediaPlaylist, RenditionReport, Variant, VariantStream};
 use crate::segmenter::{InitSegment, Part, Segment, SegmentStart, SegmenterOutput};
 
@@ -77,7 +78,7 @@ impl LiveUpdate {
 pub enum PartProgress {
     /// Complete: its bytes from the asked offset on (none when the offset
     /// is at its end).
-    Complete(Vec<Bytes>),
+    Complete(Chunks),
     /// Being written: the chunks (or the tail of one) after the asked
     /// offset, possibly none yet.
     Partial(Vec<Bytes>),

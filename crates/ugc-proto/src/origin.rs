@@ -627,9 +627,7 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
     let mut rx = live.subscribe_chunks();
     rx.borrow_and_update();
     let first = match live.part_progress(msn, index, 0) {
-        PartProgress::Complete(b) => {
-            return respond_chunks("video/mp4", IMMUTABLE, Chunks::new(b));
-        }
+        PartProgress::Complete(b) => return respond_chunks("video/mp4", IMMUTABLE, b),
         PartProgress::Never => return error(StatusCode::NOT_FOUND),
         PartProgress::Partial(c) => c,
         PartProgress::NotYet => {
@@ -651,9 +649,7 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
                     Ok(Err(_)) | Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE),
                 }
                 match live.part_progress(msn, index, 0) {
-                    PartProgress::Complete(b) => {
-                        return respond_chunks("video/mp4", IMMUTABLE, Chunks::new(b));
-                    }
+                    PartProgress::Complete(b) => return respond_chunks("video/mp4", IMMUTABLE, b),
                     PartProgress::Never => return error(StatusCode::NOT_FOUND),
                     PartProgress::Partial(c) => break c,
                     PartProgress::NotYet => {}
@@ -673,6 +669,7 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
             loop {
                 match live.part_progress(msn, index, offset) {
                     PartProgress::Complete(rest) => {
+                        let rest = rest.pieces().to_vec();
                         return Some((Ok(rest), (live, rx, offset, true)));
                     }
                     PartProgress::Partial(chunks) if !chunks.is_empty() => {
@@ -745,7 +742,7 @@ fn serve(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
             None => error(StatusCode::NOT_FOUND),
         },
         LiveFile::Part(msn, index) => match live.part_progress(msn, index, 0) {
-            PartProgress::Complete(b) => respond_chunks("video/mp4", IMMUTABLE, Chunks::new(b)),
+            PartProgress::Complete(b) => respond_chunks("video/mp4", IMMUTABLE, b),
             _ => error(StatusCode::NOT_FOUND),
         },
         LiveFile::Segment(v, msn) => {

@@ -363,7 +363,7 @@ async fn preload_hinted_part_streams_while_it_is_written() {
         ugc_dvr::PartProgress::Complete(b) => b,
         other => panic!("{other:?}"),
     };
-    assert_eq!(Bytes::from(body), Bytes::from(part.concat()));
+    assert_eq!(Bytes::from(body), part.to_bytes());
     // The first bytes left before the part was complete.
     let first_body_at = first_body_at.unwrap();
     assert!(first_body_at < done, "no bytes before the part completed");
