@@ -323,11 +323,6 @@ impl Hub {
         ended
     }
 
-    /// Whether no stream exists.
-    pub fn is_empty(&self) -> bool {
-        self.streams().is_empty()
-    }
-
     /// Names of all streams.
     pub fn stream_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.streams().keys().cloned().collect();

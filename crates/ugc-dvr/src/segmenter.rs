@@ -617,9 +617,10 @@ impl Segmenter {
         }
         // LL-HLS: close the part as soon as its last reference frame is in,
         // not when the next one arrives (a frame interval later): with the
-        // frame given its track's nominal duration (the previous delta), the
-        // part ends where the next frame is expected, and a part is cut when
-        // one more frame would not fit in the target (the same rule as the
+        // frame given its track's estimated duration
+        // (`TrackState::estimate`), the part ends where the next frame is
+        // expected, and a part is cut when one more frame would not fit in
+        // the target (the same rule as the
         // check on arrival above, one frame earlier). The part that reaches
         // the segment's target duration is cut too: the next frame is most
         // likely the keyframe that ends the segment, and waiting for it

@@ -89,7 +89,12 @@ pub fn paced_runtime(tick: Option<Duration>) -> anyhow::Result<tokio::runtime::H
     let (on_park, on_unpark) = (pacer.clone(), pacer);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(move || on_park.lock().unwrap_or_else(|e| e.into_inner()).park())
+        .on_thread_park(move || {
+            on_park
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .park(Instant::now());
+        })
         .on_thread_unpark(move || {
             let pause = on_unpark
                 .lock()
@@ -123,8 +128,9 @@ struct Pacer {
 const IMMEDIATE_WAKE: Duration = Duration::from_micros(200);
 
 impl Pacer {
-    fn park(&mut self) {
-        self.parked = Some(Instant::now());
+    /// The thread goes to wait for I/O at `now`.
+    fn park(&mut self, now: Instant) {
+        self.parked = Some(now);
     }
 
     /// The pause before the tasks run, after a wait that ended at `now`.
@@ -149,7 +155,7 @@ mod tests {
     const TICK: Duration = Duration::from_millis(10);
 
     fn wake(p: &mut Pacer, parked: Instant, now: Instant) -> Option<Duration> {
-        p.parked = Some(parked);
+        p.park(parked);
         p.unpark(now, TICK)
     }
 
