@@ -260,6 +260,12 @@ impl LadderConfig {
     }
 }
 
+/// Video track id within one rendition, after [`LadderDemux`] (as FLV
+/// ingest numbers it).
+pub const RENDITION_VIDEO_TRACK: TrackId = TrackId(1);
+/// Audio track id within one rendition, after [`LadderDemux`].
+pub const RENDITION_AUDIO_TRACK: TrackId = TrackId(2);
+
 /// Video track id of rendition `index` in the ladder's combined output.
 pub fn video_track(index: usize) -> TrackId {
     TrackId(u32::try_from(index).unwrap_or(u32::MAX / 2 - 1) * 2 + 1)
@@ -270,12 +276,17 @@ pub fn audio_track(index: usize) -> TrackId {
     TrackId(u32::try_from(index).unwrap_or(u32::MAX / 2 - 1) * 2 + 2)
 }
 
-/// Rendition index and per-rendition track id (1 video, 2 audio) of a
-/// combined-output track.
+/// Rendition index and per-rendition track id ([`RENDITION_VIDEO_TRACK`]
+/// or [`RENDITION_AUDIO_TRACK`]) of a combined-output track.
 pub fn split_track(id: TrackId) -> Option<(usize, TrackId)> {
     let n = id.0.checked_sub(1)?;
     let index = usize::try_from(n / 2).ok()?;
-    Some((index, TrackId(n % 2 + 1)))
+    let track = if n % 2 == 0 {
+        RENDITION_VIDEO_TRACK
+    } else {
+        RENDITION_AUDIO_TRACK
+    };
+    Some((index, track))
 }
 
 /// Splits the ladder's combined output into per-rendition events (pure).

@@ -620,8 +620,8 @@ impl Segmenter {
         // frame given its track's estimated duration
         // (`TrackState::estimate`), the part ends where the next frame is
         // expected, and a part is cut when one more frame would not fit in
-        // the target (the same rule as the
-        // check on arrival above, one frame earlier). The part that reaches
+        // the target (the same rule as the check on arrival above, one frame
+        // earlier). The part that reaches
         // the segment's target duration is cut too: the next frame is most
         // likely the keyframe that ends the segment, and waiting for it
         // would make the segment's last part a frame interval late (the

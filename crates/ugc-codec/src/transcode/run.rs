@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
-use ugc_core::{Hub, HubPublisher, MediaEvent, TrackId, Transform};
+use ugc_core::{Hub, HubPublisher, MediaEvent, Transform};
 
 use super::{Ladder, LadderStats, LadderStatsSnapshot};
-use crate::ladder::{LadderConfig, LadderDemux};
+use crate::ladder::{LadderConfig, LadderDemux, RENDITION_VIDEO_TRACK};
 
 /// How a [`run_ladder`] went (or goes: [`LadderRunStats::report`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -241,8 +241,7 @@ fn route(
                 ..RenditionReport::default()
             });
             match &e {
-                // Per-rendition track ids after the demux: 1 video, 2 audio.
-                MediaEvent::Frame(f) if f.track == TrackId(1) => c.video_frames += 1,
+                MediaEvent::Frame(f) if f.track == RENDITION_VIDEO_TRACK => c.video_frames += 1,
                 MediaEvent::Frame(_) => c.audio_frames += 1,
                 MediaEvent::Tracks(t) => {
                     let v = t.video().and_then(|v| v.video());
