@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -252,24 +251,12 @@ fn ll_hls_over_http2_and_through_an_nginx_cache() {
 fn hls_js_low_latency_plays_20_s_without_stall() {
     let tls = TempDir::new("tls");
     let (server, mut publisher, _) = live_server("llbrowser", &tls);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .args([
-            "--url",
-            &server.url("/live/llbrowser/index.m3u8"),
-            "--seconds",
-            "20",
-        ])
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("hls.js: {stdout}");
+    let stdout = play_hls_js(&[
+        "--url",
+        &server.url("/live/llbrowser/index.m3u8"),
+        "--seconds",
+        "20",
+    ]);
     let num = |k: &str| -> f64 {
         let pat = format!("\"{k}\":");
         let rest = &stdout[stdout

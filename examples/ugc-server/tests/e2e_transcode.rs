@@ -433,20 +433,12 @@ fn hls_js_switches_between_every_rendition() {
     })
     .unwrap_or_else(|| panic!("three renditions; master: {m}\nlog:\n{}", server.log()));
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .args(["--url", &server.url("/live/abr/index.m3u8")])
-        .args(["--switch", "5"])
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("hls.js: {stdout}");
+    let stdout = play_hls_js(&[
+        "--url",
+        &server.url("/live/abr/index.m3u8"),
+        "--switch",
+        "5",
+    ]);
     let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(r["started"], true, "{stdout}");
     assert_eq!(r["errors"], serde_json::json!([]), "{stdout}");

@@ -373,6 +373,22 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
+/// Plays with hls.js in headless Chromium (`tests/browser/play.mjs`, which
+/// needs `npm ci` there; `make browser-hls-js` does it) with `args`,
+/// asserts it exited 0, and returns the JSON report it printed.
+pub fn play_hls_js(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
+    let out = run(Command::new("node").arg(&script).args(args));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("hls.js: {stdout}");
+    stdout
+}
+
 /// A generated test clip, made once per machine and cached in the temp dir
 /// (ffmpeg lavfi test pattern + tone): `WxH@30`, H.264 High with a keyframe
 /// every 2 s, AAC-LC 48 kHz stereo.
