@@ -74,13 +74,12 @@ pub async fn bind_srt(
 /// current one, which wakes for every socket event: one wakeup, `recv` and
 /// ACK per RTMP message or chunk (~75 per second for a 1.5 Mbps stream),
 /// which was most of the server's CPU per stream. With a tick it is a
-/// current-thread runtime on its own OS thread whose wakeups are at least a
-/// tick apart: when a wait for I/O ends less than a tick after the previous
-/// one did, the thread sleeps out the rest of the tick before it runs the
-/// tasks, and the events that arrive meanwhile are taken in the same pass.
-/// Under load that is one wakeup per tick for all streams, bigger reads and
-/// fewer ACKs, for at most a tick of added ingest latency (LL-HLS parts are
-/// 200 ms); a quiet server wakes only for its events, never on a timer.
+/// current-thread runtime on its own OS thread whose passes over the tasks
+/// are paced by [`Pacer`]: events that arrive within a tick are taken
+/// together at its end. Under load that is one wakeup per tick for all
+/// streams, bigger reads and fewer ACKs, for at most a tick of added ingest
+/// latency (LL-HLS parts are 200 ms); a quiet server wakes only for its
+/// events, never on a timer.
 pub fn paced_runtime(tick: Option<Duration>) -> anyhow::Result<tokio::runtime::Handle> {
     let Some(tick) = tick else {
         return Ok(tokio::runtime::Handle::current());
@@ -90,21 +89,18 @@ pub fn paced_runtime(tick: Option<Duration>) -> anyhow::Result<tokio::runtime::H
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(move || {
-            on_park
+            let pause = on_park
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .park(Instant::now());
+                .park(Instant::now(), tick);
+            pause_thread(pause);
         })
         .on_thread_unpark(move || {
             let pause = on_unpark
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .unpark(Instant::now(), tick);
-            if let Some(pause) = pause {
-                // Blocking this runtime's only thread on purpose: events
-                // queue up in the kernel meanwhile.
-                std::thread::sleep(pause);
-            }
+            pause_thread(pause);
         })
         .build()?;
     let handle = rt.handle().clone();
@@ -114,36 +110,78 @@ pub fn paced_runtime(tick: Option<Duration>) -> anyhow::Result<tokio::runtime::H
     Ok(handle)
 }
 
+/// Blocks the paced runtime's only thread on purpose: events queue up in
+/// the kernel meanwhile.
+fn pause_thread(pause: Option<Duration>) {
+    if let Some(pause) = pause {
+        std::thread::sleep(pause);
+    }
+}
+
 /// When the paced runtime's thread may run again (see [`paced_runtime`]).
+///
+/// Ticks: a tick begins with a pass over the tasks that follows a real wait.
+/// Within it the thread may wait for I/O once more without sleeping, so
+/// that events already queued by the first pass (on loopback, the data a
+/// publisher's kernel sends as soon as our reads ACK what it held back)
+/// are taken in the same tick. The next wait comes after a sleep to the end
+/// of the tick: events that arrive meanwhile are queued when the thread
+/// asks for them, and the wait returns without blocking. Under load that is
+/// one context switch per tick (the sleep's) instead of two (the wait's,
+/// then a sleep after it).
 #[derive(Debug, Default)]
 struct Pacer {
-    /// When the thread went to wait for I/O.
-    parked: Option<Instant>,
-    /// When a pass that followed a real wait began.
-    last_pass: Option<Instant>,
+    /// When the current tick began.
+    tick_start: Option<Instant>,
+    /// The current tick's wait without a sleep has been used.
+    continued: bool,
+    /// When the current wait began, and whether a sleep to the end of a
+    /// tick came before it.
+    wait: Option<(Instant, bool)>,
 }
 
 /// A wait shorter than this found events already queued: the thread did
-/// not sleep, so the pass continues the current one.
+/// not block.
 const IMMEDIATE_WAKE: Duration = Duration::from_micros(200);
 
 impl Pacer {
-    /// The thread goes to wait for I/O at `now`.
-    fn park(&mut self, now: Instant) {
-        self.parked = Some(now);
+    /// The pause before the thread, at `now`, waits for I/O.
+    fn park(&mut self, now: Instant, tick: Duration) -> Option<Duration> {
+        let end = self
+            .tick_start
+            .map(|start| start + tick)
+            .filter(|&end| end > now);
+        match end {
+            Some(end) if self.continued => {
+                self.wait = Some((end, true));
+                Some(end - now)
+            }
+            _ => {
+                self.continued = true;
+                self.wait = Some((now, false));
+                None
+            }
+        }
     }
 
     /// The pause before the tasks run, after a wait that ended at `now`.
     fn unpark(&mut self, now: Instant, tick: Duration) -> Option<Duration> {
-        let waited = self.parked.take().map(|p| now.saturating_duration_since(p));
-        if waited.is_some_and(|w| w < IMMEDIATE_WAKE) {
+        let (began, after_sleep) = self.wait.take()?;
+        if !after_sleep && now.saturating_duration_since(began) < IMMEDIATE_WAKE {
+            // Events were already queued: the pass continues the tick.
             return None;
         }
-        let pause = self
-            .last_pass
-            .map(|last| (last + tick).saturating_duration_since(now))
-            .filter(|p| !p.is_zero());
-        self.last_pass = Some(now + pause.unwrap_or_default());
+        // A new tick: the sleep ended the last one, or the wait blocked
+        // until an event came, which waits for the last tick to end.
+        let pause = if after_sleep {
+            None
+        } else {
+            self.tick_start
+                .map(|start| (start + tick).saturating_duration_since(now))
+                .filter(|p| !p.is_zero())
+        };
+        self.tick_start = Some(now + pause.unwrap_or_default());
+        self.continued = false;
         pause
     }
 }
@@ -153,30 +191,37 @@ mod tests {
     use super::*;
 
     const TICK: Duration = Duration::from_millis(10);
-
-    fn wake(p: &mut Pacer, parked: Instant, now: Instant) -> Option<Duration> {
-        p.park(parked);
-        p.unpark(now, TICK)
-    }
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn wakeups_are_at_least_a_tick_apart_and_a_quiet_server_never_waits() {
+    fn passes_are_paced_by_ticks_and_a_quiet_server_never_waits() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut p = Pacer::default();
-        // The first event runs at once.
-        assert_eq!(wake(&mut p, t0, ms(5)), None);
-        // The next one, 2 ms later, waits for the tick to end (at 15 ms).
-        assert_eq!(wake(&mut p, ms(6), ms(7)), Some(Duration::from_millis(8)));
-        // Events already queued after that pass (a wait of ~0) continue it.
-        assert_eq!(wake(&mut p, ms(16), ms(16)), None);
-        // An event 1 ms after the tick runs at once: no timer, no extra wait.
-        assert_eq!(wake(&mut p, ms(17), ms(26)), None);
-        // A long quiet spell: at once again.
-        assert_eq!(wake(&mut p, ms(27), ms(5000)), None);
-        assert_eq!(
-            wake(&mut p, ms(5001), ms(5003)),
-            Some(Duration::from_millis(7))
-        );
+        // Idle: the thread waits at once, and the first event runs at once.
+        assert_eq!(p.park(t0, TICK), None);
+        assert_eq!(p.unpark(ms(5), TICK), None);
+        // Under load. The tick's first pass ends at 6 ms; the thread waits
+        // without a sleep and finds events queued: the same tick goes on.
+        assert_eq!(p.park(ms(6), TICK), None);
+        assert_eq!(p.unpark(ms(6), TICK), None);
+        // That pass ends at 7 ms: sleep to the tick's end (15 ms), then
+        // the wait returns what came meanwhile, a new tick.
+        assert_eq!(p.park(ms(7), TICK), Some(8 * MS));
+        assert_eq!(p.unpark(ms(15), TICK), None);
+        assert_eq!(p.park(ms(16), TICK), None);
+        assert_eq!(p.unpark(ms(16), TICK), None);
+        assert_eq!(p.park(ms(17), TICK), Some(8 * MS));
+        // Light load: after the sleep nothing is queued, the wait blocks
+        // until an event at 30 ms, which runs at once (a new tick).
+        assert_eq!(p.unpark(ms(30), TICK), None);
+        // Its wait without a sleep blocks too; an event 2 ms later waits
+        // for the tick to end (40 ms).
+        assert_eq!(p.park(ms(31), TICK), None);
+        assert_eq!(p.unpark(ms(32), TICK), Some(8 * MS));
+        // A pass longer than a tick waits at once; a long quiet spell
+        // wakes at once.
+        assert_eq!(p.park(ms(55), TICK), None);
+        assert_eq!(p.unpark(ms(5000), TICK), None);
     }
 }
