@@ -74,6 +74,14 @@ if ! python3 -c 'import imageio_ffmpeg' >/dev/null 2>&1; then
     | grep -v -i 'running pip as the' || true
 fi
 
+# prometheus_client: the reference parser the /metrics test reads the
+# exposition with.
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "installing prometheus-client (parser for the /metrics test)"
+  python3 -m pip install --quiet --disable-pip-version-check prometheus-client==0.21.1 2>&1 \
+    | grep -v -i 'running pip as the' || true
+fi
+
 if [ "$want_fuzz" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet

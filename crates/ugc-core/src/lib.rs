@@ -23,6 +23,7 @@ pub mod auth;
 pub mod error;
 pub mod hub;
 pub mod media;
+pub mod metrics;
 pub mod name;
 pub mod pipeline;
 pub mod time;

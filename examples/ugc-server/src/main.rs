@@ -6,6 +6,7 @@
 mod config;
 mod dvr;
 mod ingest;
+mod metrics;
 mod restream;
 mod transcode;
 
@@ -102,7 +103,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
 
     let archive = dvr::open_archive(&config.dvr, &control)?;
-    let uploader = dvr::start_s3(&config.dvr, &data, &archive)?.map(|u| tokio::spawn(u.run()));
+    let s3_uploader = dvr::start_s3(&config.dvr, &data, &archive)?;
+    let uploader = s3_uploader.clone().map(|u| tokio::spawn(u.run()));
     let mut packager = config.packager();
     packager.observer = Some(Arc::new(archive.clone()));
     let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
@@ -182,7 +184,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             rewind_s: dvr::rewind_policy(&config.dvr),
         },
     );
-    let mut app = axum::Router::new().nest("/api/v1", api).merge(origin);
+    let metrics = metrics::router(metrics::Sources {
+        hub: hub.clone(),
+        control: control.clone(),
+        restreams: restreams.clone(),
+        srt: srt_stats.clone(),
+        transcode: transcode_stats.clone(),
+        archive: archive.clone(),
+        uploader: s3_uploader,
+    });
+    let mut app = axum::Router::new()
+        .nest("/api/v1", api)
+        .merge(metrics)
+        .merge(origin);
     // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
     match &config.web {
         Some(dir) => {

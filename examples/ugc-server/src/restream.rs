@@ -32,6 +32,17 @@ pub struct Restreams {
 }
 
 impl Restreams {
+    /// Every push's stream and status, ordered by stream and target.
+    pub fn statuses(&self) -> Vec<(String, ugc_proto::rtmp::push::PushStatus)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|((stream, _), h)| (stream.clone(), h.status()))
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1.target).cmp(&(&b.0, &b.1.target)));
+        v
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), PushHandle>> {
         self.pushes
             .lock()
@@ -171,10 +182,9 @@ async fn restream_stats(State(state): State<StatsState>, headers: HeaderMap) -> 
     }
     let list: Vec<serde_json::Value> = state
         .restreams
-        .lock()
-        .iter()
-        .map(|((stream, _), h)| {
-            let s = h.status();
+        .statuses()
+        .into_iter()
+        .map(|(stream, s)| {
             serde_json::json!({
                 "stream": stream,
                 "target": s.target,

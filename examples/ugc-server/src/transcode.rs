@@ -157,6 +157,21 @@ impl TranscodeConfig {
     }
 }
 
+/// One running ladder's counters, as `/metrics` shows them.
+struct LadderSample {
+    stream: String,
+    running_s: f64,
+    restarts: u32,
+    frames_in: u64,
+    frames_out: u64,
+    pictures_encoded: u64,
+    input_dropped: u64,
+    pictures_dropped: u64,
+    decode_errors: u64,
+    /// Name, video frames, audio frames.
+    renditions: Vec<(String, u64, u64)>,
+}
+
 /// The ladders running now, by stream name, for `GET
 /// /api/v1/stats/transcode`: the supervisor adds a stream's counters when
 /// its ladder starts, the ladder's task removes them when it ends.
@@ -205,6 +220,120 @@ impl TranscodeStats {
                         "decode_errors": s.decode_errors,
                         "renditions": renditions,
                     })
+                })
+                .collect()
+        }
+        #[cfg(not(feature = "ffmpeg"))]
+        Vec::new()
+    }
+
+    /// The ladders' counters for `/metrics` (families without samples
+    /// without the `ffmpeg` feature).
+    pub fn write_metrics(&self, m: &mut ugc_core::metrics::Exposition) {
+        use ugc_core::metrics::Kind;
+        let ladders = self.samples();
+        type Field = fn(&LadderSample) -> f64;
+        let families: [(&str, Kind, &str, Field); 8] = [
+            (
+                "ugc_transcode_running_seconds",
+                Kind::Gauge,
+                "Seconds since the stream's ladder started.",
+                |l| l.running_s,
+            ),
+            (
+                "ugc_transcode_restarts_total",
+                Kind::Counter,
+                "Ladders built after the first one failed.",
+                |l| f64::from(l.restarts),
+            ),
+            (
+                "ugc_transcode_frames_in_total",
+                Kind::Counter,
+                "Source frames taken by the ladder.",
+                |l| l.frames_in as f64,
+            ),
+            (
+                "ugc_transcode_frames_out_total",
+                Kind::Counter,
+                "Frames put out, all renditions, audio and video.",
+                |l| l.frames_out as f64,
+            ),
+            (
+                "ugc_transcode_pictures_encoded_total",
+                Kind::Counter,
+                "Decoded pictures sent to the renditions.",
+                |l| l.pictures_encoded as f64,
+            ),
+            (
+                "ugc_transcode_input_dropped_total",
+                Kind::Counter,
+                "Source frames dropped because decoding was behind.",
+                |l| l.input_dropped as f64,
+            ),
+            (
+                "ugc_transcode_pictures_dropped_total",
+                Kind::Counter,
+                "Pictures dropped for every rendition because one was behind.",
+                |l| l.pictures_dropped as f64,
+            ),
+            (
+                "ugc_transcode_decode_errors_total",
+                Kind::Counter,
+                "Source packets the decoders rejected.",
+                |l| l.decode_errors as f64,
+            ),
+        ];
+        for (name, kind, help, field) in families {
+            m.family(name, kind, help);
+            for l in &ladders {
+                m.sample(&[("stream", &l.stream)], field(l));
+            }
+        }
+        m.family(
+            "ugc_transcode_rendition_frames_out_total",
+            Kind::Counter,
+            "Frames a rendition published, by media kind.",
+        );
+        for l in &ladders {
+            for (rendition, video, audio) in &l.renditions {
+                for (kind, n) in [("video", video), ("audio", audio)] {
+                    m.sample(
+                        &[
+                            ("stream", &l.stream),
+                            ("rendition", rendition),
+                            ("kind", kind),
+                        ],
+                        *n as f64,
+                    );
+                }
+            }
+        }
+    }
+
+    fn samples(&self) -> Vec<LadderSample> {
+        #[cfg(feature = "ffmpeg")]
+        {
+            self.lock()
+                .iter()
+                .map(|(stream, r)| {
+                    let report = r.stats.report();
+                    let s = report.stats;
+                    LadderSample {
+                        stream: stream.clone(),
+                        running_s: r.since.elapsed().as_secs_f64(),
+                        restarts: report.restarts,
+                        frames_in: s.frames_in,
+                        frames_out: s.frames_out,
+                        pictures_encoded: s.pictures_encoded,
+                        input_dropped: s.input_dropped,
+                        pictures_dropped: s.pictures_dropped,
+                        decode_errors: s.decode_errors,
+                        renditions: report
+                            .renditions
+                            .iter()
+                            .map(|r| (r.name.clone(), r.video_frames, r.audio_frames))
+                            .collect(),
+                    }
                 })
                 .collect()
         }

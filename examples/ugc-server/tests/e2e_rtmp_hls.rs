@@ -463,3 +463,144 @@ fn enhanced_rtmp_hevc_from_ffmpeg9_plays_over_hls() {
         check_segment(&path, 640);
     }
 }
+
+/// One Prometheus sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// `/metrics` parsed by prometheus_client (tests/metrics/parse.py): the
+/// samples as (name, labels, value).
+fn scrape_metrics(server: &Server, headers: &[(&str, &str)]) -> Vec<Sample> {
+    let r = http_get_headers(server.http, "/metrics", headers);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/metrics/parse.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(&r.body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition ({}; scripts/install-deps.sh installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        r.text()
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let labels = v[1]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            (
+                v[0].as_str().unwrap().to_string(),
+                labels,
+                v[2].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn metric(samples: &[Sample], name: &str, stream: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, labels, _)| {
+            n == name && labels.iter().any(|(k, v)| k == "stream" && v == stream)
+        })
+        .map(|s| s.2)
+}
+
+/// `/metrics` is an exposition Prometheus' reference client parses, whose
+/// Hub counters follow a live publisher. It names streams and publishers,
+/// so a client that is not on this host (here: behind a trusted proxy)
+/// needs the admin token.
+#[test]
+fn metrics_follow_a_live_stream_and_want_the_admin_token_from_afar() {
+    let work = TempDir::new("metrics");
+    let config = work.path().join("ugc.toml");
+    std::fs::write(&config, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let key = server.create_stream("gauges", "");
+    let mut publisher = publish_live(320, 240, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(20), || {
+        !segments(&server, "live/gauges").is_empty()
+    })
+    .expect("the stream is packaged");
+
+    let first = scrape_metrics(&server, &[]);
+    let info = first.iter().find(|s| s.0 == "ugc_info").expect("ugc_info");
+    assert_eq!(info.2, 1.0);
+    assert!(first.iter().any(|s| s.0 == "ugc_streams" && s.2 >= 1.0));
+    assert_eq!(
+        metric(&first, "ugc_stream_publishing", "live/gauges"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&first, "ugc_stream_publishers_total", "live/gauges"),
+        Some(1.0)
+    );
+    // The packager and the archive read the stream.
+    assert!(metric(&first, "ugc_stream_readers", "live/gauges").unwrap() >= 1.0);
+    let frames = metric(&first, "ugc_stream_frames_in_total", "live/gauges").unwrap();
+    let bytes = metric(&first, "ugc_stream_bytes_in_total", "live/gauges").unwrap();
+    assert!(
+        frames > 0.0 && bytes > frames,
+        "{frames} frames, {bytes} bytes"
+    );
+    // Every family is there, with samples or not.
+    let text = http_get(server.http, "/metrics").text();
+    for family in [
+        "ugc_restream_up",
+        "ugc_srt_rx_packets_total",
+        "ugc_transcode_frames_in_total",
+        "ugc_dvr_segments_written_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{text}"
+        );
+    }
+
+    std::thread::sleep(Duration::from_secs(2));
+    let later = scrape_metrics(&server, &[]);
+    let frames_later = metric(&later, "ugc_stream_frames_in_total", "live/gauges").unwrap();
+    // ~30 video + ~47 audio frames a second.
+    assert!(frames_later >= frames + 100.0, "{frames} -> {frames_later}");
+
+    // From afar (a trusted proxy forwards a public client): the admin token.
+    let remote = [("X-Forwarded-For", "203.0.113.9")];
+    let r = http_get_headers(server.http, "/metrics", &remote);
+    assert_eq!(r.status, 401);
+    assert!(!r.text().contains("gauges"));
+    let creator = format!("Bearer {key}");
+    let r = http_get_headers(
+        server.http,
+        "/metrics",
+        &[remote[0], ("Authorization", &creator)],
+    );
+    assert_eq!(r.status, 401, "a stream key is not an admin token");
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let with_token = scrape_metrics(&server, &[remote[0], ("Authorization", &admin)]);
+    assert!(metric(&with_token, "ugc_stream_frames_in_total", "live/gauges").is_some());
+
+    publisher.kill();
+    wait_until(Duration::from_secs(10), || {
+        metric(
+            &scrape_metrics(&server, &[]),
+            "ugc_stream_publishing",
+            "live/gauges",
+        ) == Some(0.0)
+    })
+    .expect("publishing drops to 0 when the publisher leaves");
+}

@@ -1,0 +1,182 @@
+//! A writer of the Prometheus text exposition format (version 0.0.4), for a
+//! `/metrics` route that reads the counters the pipeline already keeps
+//! (`Hub::stats`, archive, restream, ladder counters) when it is scraped.
+//!
+//! ```
+//! use ugc_core::metrics::{Exposition, Kind};
+//!
+//! let mut m = Exposition::new();
+//! m.family("ugc_stream_frames_in_total", Kind::Counter, "Frames accepted.");
+//! m.sample(&[("stream", "live/a\"b")], 42.0);
+//! let text = m.finish();
+//! let lines: Vec<&str> = text.lines().collect();
+//! assert_eq!(lines[0], "# HELP ugc_stream_frames_in_total Frames accepted.");
+//! assert_eq!(lines[1], "# TYPE ugc_stream_frames_in_total counter");
+//! assert_eq!(lines[2], r#"ugc_stream_frames_in_total{stream="live/a\"b"} 42"#);
+//! ```
+
+use std::fmt::Write as _;
+
+/// The `Content-Type` of [`Exposition::finish`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The type of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (resets when the process restarts).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// Builds one exposition: families, each followed by its samples.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+    family: String,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts family `name` (`[a-zA-Z_:][a-zA-Z0-9_:]*`, a constant of
+    /// the caller); the samples that follow belong to it. Every family
+    /// must be started once: the format wants a family's samples together.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
+        debug_assert!(valid_name(name, true), "bad metric name {name:?}");
+        self.family.clear();
+        self.family.push_str(name);
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = write!(self.out, "# HELP {name} ");
+        for c in help.chars() {
+            match c {
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                c => self.out.push(c),
+            }
+        }
+        let _ = writeln!(self.out, "\n# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample of the current family. Label names are constants of the
+    /// caller (`[a-zA-Z_][a-zA-Z0-9_]*`); label values are any text (stream
+    /// names, URLs) and are escaped. Integral values up to 2^53 print
+    /// without a fraction.
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        debug_assert!(!self.family.is_empty(), "sample before any family");
+        self.out.push_str(&self.family);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (name, value)) in labels.iter().enumerate() {
+                debug_assert!(valid_name(name, false), "bad label name {name:?}");
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(name);
+                self.out.push_str("=\"");
+                for c in value.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        write_value(&mut self.out, value);
+        self.out.push('\n');
+        self
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn write_value(out: &mut String, v: f64) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() <= EXACT {
+        // Exact: |v| <= 2^53 fits an i64.
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn valid_name(name: &str, colon: bool) -> bool {
+    let ok = |c: char, first: bool| {
+        c.is_ascii_alphabetic() || c == '_' || (colon && c == ':') || (!first && c.is_ascii_digit())
+    };
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_samples_and_escaping() {
+        let mut m = Exposition::new();
+        m.family("ugc_streams", Kind::Gauge, "Streams.\nTwo lines \\ here.")
+            .sample(&[], 3.0);
+        m.family("ugc_x_total", Kind::Counter, "X.")
+            .sample(
+                &[("stream", "a\\b\nc"), ("target", "rtmp://h/app/***")],
+                1e20,
+            )
+            .sample(&[("stream", "")], 0.25);
+        assert_eq!(
+            m.finish(),
+            "# HELP ugc_streams Streams.\\nTwo lines \\\\ here.\n\
+             # TYPE ugc_streams gauge\n\
+             ugc_streams 3\n\
+             # HELP ugc_x_total X.\n\
+             # TYPE ugc_x_total counter\n\
+             ugc_x_total{stream=\"a\\\\b\\nc\",target=\"rtmp://h/app/***\"} 100000000000000000000\n\
+             ugc_x_total{stream=\"\"} 0.25\n"
+        );
+    }
+
+    #[test]
+    fn values() {
+        let text = |v: f64| {
+            let mut s = String::new();
+            write_value(&mut s, v);
+            s
+        };
+        assert_eq!(text(0.0), "0");
+        assert_eq!(text(-7.0), "-7");
+        assert_eq!(text(9_007_199_254_740_992.0), "9007199254740992");
+        assert_eq!(text(0.001), "0.001");
+        assert_eq!(text(f64::NAN), "NaN");
+        assert_eq!(text(f64::INFINITY), "+Inf");
+        assert_eq!(text(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("ugc_a:b_total", true));
+        assert!(!valid_name("ugc_a:b", false));
+        assert!(!valid_name("1abc", true));
+        assert!(!valid_name("", true));
+        assert!(!valid_name("a-b", true));
+        assert!(valid_name("_x9", false));
+    }
+}
