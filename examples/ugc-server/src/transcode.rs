@@ -157,10 +157,11 @@ impl TranscodeConfig {
     }
 }
 
-/// One running ladder's counters, as `/metrics` shows them.
+/// One running ladder's counters, for the stats route and `/metrics`.
 struct LadderSample {
     stream: String,
-    running_s: f64,
+    profile: String,
+    running: std::time::Duration,
     restarts: u32,
     frames_in: u64,
     frames_out: u64,
@@ -168,8 +169,15 @@ struct LadderSample {
     input_dropped: u64,
     pictures_dropped: u64,
     decode_errors: u64,
-    /// Name, video frames, audio frames.
-    renditions: Vec<(String, u64, u64)>,
+    renditions: Vec<RenditionSample>,
+}
+
+struct RenditionSample {
+    name: String,
+    width: u32,
+    height: u32,
+    video_frames: u64,
+    audio_frames: u64,
 }
 
 /// The ladders running now, by stream name, for `GET
@@ -187,44 +195,37 @@ impl TranscodeStats {
     /// counters (drops are for all rungs alike, so they are per ladder) and
     /// per rendition its size and frames out.
     pub fn json(&self) -> Vec<serde_json::Value> {
-        #[cfg(feature = "ffmpeg")]
-        {
-            self.lock()
-                .iter()
-                .map(|(stream, r)| {
-                    let report = r.stats.report();
-                    let s = report.stats;
-                    let renditions: Vec<serde_json::Value> = report
-                        .renditions
-                        .iter()
-                        .map(|r| {
-                            serde_json::json!({
-                                "name": r.name,
-                                "width": r.width,
-                                "height": r.height,
-                                "video_frames_out": r.video_frames,
-                                "audio_frames_out": r.audio_frames,
-                            })
+        self.samples()
+            .into_iter()
+            .map(|l| {
+                let renditions: Vec<serde_json::Value> = l
+                    .renditions
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "name": r.name,
+                            "width": r.width,
+                            "height": r.height,
+                            "video_frames_out": r.video_frames,
+                            "audio_frames_out": r.audio_frames,
                         })
-                        .collect();
-                    serde_json::json!({
-                        "stream": stream,
-                        "profile": r.profile,
-                        "running_s": r.since.elapsed().as_secs(),
-                        "restarts": report.restarts,
-                        "frames_in": s.frames_in,
-                        "frames_out": s.frames_out,
-                        "pictures_encoded": s.pictures_encoded,
-                        "input_dropped": s.input_dropped,
-                        "pictures_dropped": s.pictures_dropped,
-                        "decode_errors": s.decode_errors,
-                        "renditions": renditions,
                     })
+                    .collect();
+                serde_json::json!({
+                    "stream": l.stream,
+                    "profile": l.profile,
+                    "running_s": l.running.as_secs(),
+                    "restarts": l.restarts,
+                    "frames_in": l.frames_in,
+                    "frames_out": l.frames_out,
+                    "pictures_encoded": l.pictures_encoded,
+                    "input_dropped": l.input_dropped,
+                    "pictures_dropped": l.pictures_dropped,
+                    "decode_errors": l.decode_errors,
+                    "renditions": renditions,
                 })
-                .collect()
-        }
-        #[cfg(not(feature = "ffmpeg"))]
-        Vec::new()
+            })
+            .collect()
     }
 
     /// The ladders' counters for `/metrics` (families without samples
@@ -238,7 +239,7 @@ impl TranscodeStats {
                 "ugc_transcode_running_seconds",
                 Kind::Gauge,
                 "Seconds since the stream's ladder started.",
-                |l| l.running_s,
+                |l| l.running.as_secs_f64(),
             ),
             (
                 "ugc_transcode_restarts_total",
@@ -295,15 +296,15 @@ impl TranscodeStats {
             "Frames a rendition published, by media kind.",
         );
         for l in &ladders {
-            for (rendition, video, audio) in &l.renditions {
-                for (kind, n) in [("video", video), ("audio", audio)] {
+            for r in &l.renditions {
+                for (kind, n) in [("video", r.video_frames), ("audio", r.audio_frames)] {
                     m.sample(
                         &[
                             ("stream", &l.stream),
-                            ("rendition", rendition),
+                            ("rendition", &r.name),
                             ("kind", kind),
                         ],
-                        *n as f64,
+                        n as f64,
                     );
                 }
             }
@@ -320,7 +321,8 @@ impl TranscodeStats {
                     let s = report.stats;
                     LadderSample {
                         stream: stream.clone(),
-                        running_s: r.since.elapsed().as_secs_f64(),
+                        profile: r.profile.clone(),
+                        running: r.since.elapsed(),
                         restarts: report.restarts,
                         frames_in: s.frames_in,
                         frames_out: s.frames_out,
@@ -331,7 +333,13 @@ impl TranscodeStats {
                         renditions: report
                             .renditions
                             .iter()
-                            .map(|r| (r.name.clone(), r.video_frames, r.audio_frames))
+                            .map(|r| RenditionSample {
+                                name: r.name.clone(),
+                                width: r.width,
+                                height: r.height,
+                                video_frames: r.video_frames,
+                                audio_frames: r.audio_frames,
+                            })
                             .collect(),
                     }
                 })
