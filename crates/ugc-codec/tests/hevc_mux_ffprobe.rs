@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod support {
+    pub mod scratch;
+}
+
 use std::process::Command;
 
 use bytes::Bytes;
@@ -122,9 +126,7 @@ fn frame_count(path: &std::path::Path) -> u64 {
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ugc-codec-hevc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    support::scratch::scratch("ugc-codec-hevc", name)
 }
 
 #[test]

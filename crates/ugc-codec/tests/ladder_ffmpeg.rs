@@ -6,6 +6,7 @@
 
 mod support {
     pub mod flv_file;
+    pub mod scratch;
 }
 
 use std::collections::BTreeMap;
@@ -46,9 +47,7 @@ fn capture() -> Vec<MediaEvent> {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ugc-ladder-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    support::scratch::scratch("ugc-ladder-test", name)
 }
 
 fn small_ladder() -> LadderConfig {

@@ -5,6 +5,7 @@
 
 mod support {
     pub mod flv_file;
+    pub mod scratch;
 }
 
 use std::path::PathBuf;
@@ -62,9 +63,7 @@ fn tool(name: &str) -> bool {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ugc-codec-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    support::scratch::scratch("ugc-codec-test", name)
 }
 
 /// Decodes `path` fully with ffmpeg; asserts no error output. Returns the

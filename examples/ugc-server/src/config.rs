@@ -290,6 +290,8 @@ mod tests {
         assert_eq!(c.segment_ms, 1000);
         assert_eq!(c.http.port(), 8080);
         std::fs::write(&file, "nonsense = 1\n").unwrap();
-        assert!(Config::load(&cli).is_err());
+        let refused = Config::load(&cli).is_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(refused);
     }
 }
