@@ -431,6 +431,16 @@ impl ControlPlane {
 
     // ---- principals -----------------------------------------------------
 
+    /// Whether a request carries an admin's bearer token, read as the
+    /// control API reads it (for routes mounted outside it: stats,
+    /// `/metrics`). A store error counts as no.
+    pub async fn is_admin_request(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(token) = crate::api::bearer(headers) else {
+            return false;
+        };
+        matches!(self.authenticate(token).await, Ok(Some(p)) if p.admin)
+    }
+
     /// The principal of a bearer token, from memory or the database.
     pub async fn authenticate(&self, bearer: &str) -> Result<Option<Principal>> {
         if bearer.is_empty() || bearer.len() > 256 {

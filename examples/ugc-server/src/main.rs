@@ -179,7 +179,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             archive: archive.clone(),
             registry: registry.clone(),
             auth: authorizer,
-            client_ip,
+            client_ip: client_ip.clone(),
             target_duration_ms: config.segment_ms,
             rewind_s: dvr::rewind_policy(&config.dvr),
         },
@@ -187,6 +187,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = metrics::router(metrics::Sources {
         hub: hub.clone(),
         control: control.clone(),
+        client_ip,
         restreams: restreams.clone(),
         srt: srt_stats.clone(),
         transcode: transcode_stats.clone(),

@@ -18,6 +18,7 @@ use ugc_core::Hub;
 use ugc_core::metrics::{CONTENT_TYPE, Exposition, Kind};
 use ugc_dvr::archive::Archive;
 use ugc_dvr::s3::Uploader;
+use ugc_proto::origin::ClientIp;
 use ugc_proto::rtmp::push::PushState;
 use ugc_proto::srt::server::SrtStatsRegistry;
 
@@ -29,6 +30,8 @@ use crate::transcode::TranscodeStats;
 pub struct Sources {
     pub hub: Hub,
     pub control: ControlPlane,
+    /// The client's address, as the origin resolves it (trusted proxies).
+    pub client_ip: ClientIp,
     pub restreams: Restreams,
     pub srt: SrtStatsRegistry,
     pub transcode: TranscodeStats,
@@ -48,24 +51,13 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let xff = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let local = s.control.client_ip(peer.ip(), xff).is_loopback();
-    if !local {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !matches!(s.control.authenticate(bearer).await, Ok(Some(p)) if p.admin) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-            )
-                .into_response();
-        }
+    let local = (s.client_ip)(peer.ip(), &headers).is_loopback();
+    if !local && !s.control.is_admin_request(&headers).await {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+        )
+            .into_response();
     }
     (
         [

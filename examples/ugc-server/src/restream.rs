@@ -168,12 +168,7 @@ pub fn stats_router(
 }
 
 async fn admin(state: &StatsState, headers: &HeaderMap) -> bool {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    matches!(state.control.authenticate(bearer).await, Ok(Some(p)) if p.admin)
+    state.control.is_admin_request(headers).await
 }
 
 async fn restream_stats(State(state): State<StatsState>, headers: HeaderMap) -> Response {
