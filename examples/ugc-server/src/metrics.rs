@@ -174,12 +174,33 @@ fn restream(m: &mut Exposition, restreams: &Restreams) {
             |p| p.reconnects as f64,
         ),
     ];
+    let targets = target_labels(&pushes);
     for (name, kind, help, field) in families {
         m.family(name, kind, help);
-        for (stream, p) in &pushes {
-            m.sample(&[("stream", stream), ("target", &p.target)], field(p));
+        for ((stream, p), target) in pushes.iter().zip(&targets) {
+            m.sample(&[("stream", stream), ("target", target)], field(p));
         }
     }
+}
+
+/// The `target` label of each push. Targets are shown with their keys
+/// redacted, so two pushes of a stream to one server (two channels of one
+/// platform) would be the same series, which Prometheus refuses; the
+/// second and later get ` #2`, ` #3`, ... in `pushes`' order.
+fn target_labels(pushes: &[(String, ugc_proto::rtmp::push::PushStatus)]) -> Vec<String> {
+    let mut seen: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    pushes
+        .iter()
+        .map(|(stream, p)| {
+            let n = seen.entry((stream, &p.target)).or_default();
+            *n += 1;
+            if *n == 1 {
+                p.target.clone()
+            } else {
+                format!("{} #{n}", p.target)
+            }
+        })
+        .collect()
 }
 
 fn srt(m: &mut Exposition, registry: &SrtStatsRegistry) {
@@ -294,5 +315,46 @@ fn dvr(m: &mut Exposition, archive: &Archive, uploader: Option<&Uploader>) {
             m.family(name, Kind::Counter, help)
                 .sample(&[], v.load(Relaxed) as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ugc_proto::rtmp::push::PushStatus;
+
+    fn push(stream: &str, target: &str) -> (String, PushStatus) {
+        let status = PushStatus {
+            target: target.into(),
+            state: PushState::Live,
+            last_error: None,
+            bytes_sent: 0,
+            frames_sent: 0,
+            skips: 0,
+            reconnects: 0,
+        };
+        (stream.into(), status)
+    }
+
+    #[test]
+    fn pushes_with_one_redacted_target_stay_distinct_series() {
+        let yt = "rtmp://a.rtmp.youtube.com/live2/***";
+        let pushes = [
+            push("live/a", yt),
+            push("live/a", yt),
+            push("live/a", "rtmp://live.twitch.tv/app/***"),
+            push("live/a", yt),
+            push("live/b", yt),
+        ];
+        assert_eq!(
+            target_labels(&pushes),
+            [
+                yt.to_string(),
+                format!("{yt} #2"),
+                "rtmp://live.twitch.tv/app/***".into(),
+                format!("{yt} #3"),
+                yt.into(),
+            ]
+        );
     }
 }

@@ -32,15 +32,16 @@ pub struct Restreams {
 }
 
 impl Restreams {
-    /// Every push's stream and status, ordered by stream and target.
+    /// Every push's stream and status, ordered by stream and target URL
+    /// (keys included, so pushes whose redacted targets are equal keep
+    /// their order from one call to the next).
     pub fn statuses(&self) -> Vec<(String, ugc_proto::rtmp::push::PushStatus)> {
-        let mut v: Vec<_> = self
-            .lock()
-            .iter()
-            .map(|((stream, _), h)| (stream.clone(), h.status()))
-            .collect();
-        v.sort_by(|a, b| (&a.0, &a.1.target).cmp(&(&b.0, &b.1.target)));
-        v
+        let pushes = self.lock();
+        let mut keys: Vec<&(String, String)> = pushes.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|k| (k.0.clone(), pushes[k].status()))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), PushHandle>> {
