@@ -66,21 +66,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 
+# Python packages from PyPI, pinned: module, package==version, what for.
+# pip's own failure is not fatal here (it warns about running as root), so
+# the import is checked afterwards: a missing package stops the script
+# instead of failing a test later.
+pip_need() {
+  python3 -c "import $1" >/dev/null 2>&1 && return
+  echo "installing $2 ($3)"
+  python3 -m pip install --quiet --disable-pip-version-check "$2" 2>&1 \
+    | grep -v -i 'running pip as the' || true
+  python3 -c "import $1" >/dev/null 2>&1 || { echo "could not install $2 with pip" >&2; exit 1; }
+}
 # FFmpeg 9 (static, inside a PyPI wheel): the only publisher here that sends
 # Enhanced RTMP (HEVC/AV1 over RTMP); Debian's ffmpeg 5.1 cannot.
-if ! python3 -c 'import imageio_ffmpeg' >/dev/null 2>&1; then
-  echo "installing imageio-ffmpeg (FFmpeg 9 for Enhanced RTMP tests)"
-  python3 -m pip install --quiet --disable-pip-version-check imageio-ffmpeg==0.8.1 2>&1 \
-    | grep -v -i 'running pip as the' || true
-fi
-
+pip_need imageio_ffmpeg imageio-ffmpeg==0.8.1 "FFmpeg 9 for Enhanced RTMP tests"
 # prometheus_client: the reference parser the /metrics test reads the
 # exposition with.
-if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
-  echo "installing prometheus-client (parser for the /metrics test)"
-  python3 -m pip install --quiet --disable-pip-version-check prometheus-client==0.21.1 2>&1 \
-    | grep -v -i 'running pip as the' || true
-fi
+pip_need prometheus_client prometheus-client==0.21.1 "parser for the /metrics test"
 
 if [ "$want_fuzz" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
