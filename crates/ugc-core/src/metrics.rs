@@ -105,6 +105,63 @@ impl Exposition {
     }
 }
 
+/// A metric family whose samples are read from rows of `T`, for
+/// [`Exposition::families`].
+pub struct Family<T> {
+    /// See [`Exposition::family`].
+    pub name: &'static str,
+    /// See [`Exposition::family`].
+    pub kind: Kind,
+    /// See [`Exposition::family`].
+    pub help: &'static str,
+    /// A row's value.
+    pub value: fn(&T) -> f64,
+}
+
+impl<T> Family<T> {
+    /// A counter family.
+    pub const fn counter(name: &'static str, help: &'static str, value: fn(&T) -> f64) -> Self {
+        Family {
+            name,
+            kind: Kind::Counter,
+            help,
+            value,
+        }
+    }
+
+    /// A gauge family.
+    pub const fn gauge(name: &'static str, help: &'static str, value: fn(&T) -> f64) -> Self {
+        Family {
+            name,
+            kind: Kind::Gauge,
+            help,
+            value,
+        }
+    }
+}
+
+impl Exposition {
+    /// Writes each of `families` with one sample per row of `rows`;
+    /// `labels` gives a row's labels (the same for every family).
+    pub fn families<T>(
+        &mut self,
+        families: &[Family<T>],
+        rows: &[T],
+        labels: impl Fn(&T) -> Vec<(&'static str, String)>,
+    ) -> &mut Self {
+        let labels: Vec<_> = rows.iter().map(labels).collect();
+        for f in families {
+            self.family(f.name, f.kind, f.help);
+            for (row, labels) in rows.iter().zip(&labels) {
+                let labels: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.sample(&labels, (f.value)(row));
+            }
+        }
+        self
+    }
+}
+
 fn write_value(out: &mut String, v: f64) {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if v.is_nan() {
@@ -151,6 +208,27 @@ mod tests {
              # TYPE ugc_x_total counter\n\
              ugc_x_total{stream=\"a\\\\b\\nc\",target=\"rtmp://h/app/***\"} 100000000000000000000\n\
              ugc_x_total{stream=\"\"} 0.25\n"
+        );
+    }
+
+    #[test]
+    fn families_of_rows() {
+        let rows = [("a", 1u64, 2u64), ("b", 3, 4)];
+        let mut m = Exposition::new();
+        m.families(
+            &[
+                Family::counter("x_total", "X.", |r: &(&str, u64, u64)| r.1 as f64),
+                Family::gauge("y", "Y.", |r: &(&str, u64, u64)| r.2 as f64),
+            ],
+            &rows,
+            |r| vec![("stream", r.0.to_string())],
+        );
+        assert_eq!(
+            m.finish(),
+            "# HELP x_total X.\n# TYPE x_total counter\n\
+             x_total{stream=\"a\"} 1\nx_total{stream=\"b\"} 3\n\
+             # HELP y Y.\n# TYPE y gauge\n\
+             y{stream=\"a\"} 2\ny{stream=\"b\"} 4\n"
         );
     }
 

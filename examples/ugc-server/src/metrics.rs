@@ -15,11 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ugc_auth::ControlPlane;
 use ugc_core::Hub;
-use ugc_core::metrics::{CONTENT_TYPE, Exposition, Kind};
-use ugc_dvr::archive::Archive;
-use ugc_dvr::s3::Uploader;
+use ugc_core::metrics::{CONTENT_TYPE, Exposition, Family, Kind};
+use ugc_dvr::archive::{Archive, ArchiveStats};
+use ugc_dvr::s3::{UploadStats, Uploader};
 use ugc_proto::origin::ClientIp;
-use ugc_proto::rtmp::push::PushState;
+use ugc_proto::rtmp::push::{PushState, PushStatus};
 use ugc_proto::srt::server::SrtStatsRegistry;
 
 use crate::restream::Restreams;
@@ -92,102 +92,85 @@ fn hub(m: &mut Exposition, hub: &Hub) {
         "Streams in the Hub (published, or kept for a returning publisher), renditions included.",
     )
     .sample(&[], streams.len() as f64);
-    type Field = fn(&ugc_core::hub::StreamSnapshot) -> f64;
-    let families: [(&str, Kind, &str, Field); 6] = [
-        (
+    let families: &[Family<ugc_core::hub::StreamSnapshot>] = &[
+        Family::gauge(
             "ugc_stream_publishing",
-            Kind::Gauge,
             "1 while a publisher is attached.",
             |s| f64::from(u8::from(s.publishing)),
         ),
-        (
+        Family::gauge(
             "ugc_stream_readers",
-            Kind::Gauge,
             "Readers attached (packager, archive, restream, transcoder).",
             |s| s.readers as f64,
         ),
-        (
+        Family::counter(
             "ugc_stream_frames_in_total",
-            Kind::Counter,
             "Frames accepted from publishers.",
             |s| s.frames_in as f64,
         ),
-        (
+        Family::counter(
             "ugc_stream_bytes_in_total",
-            Kind::Counter,
             "Payload bytes accepted from publishers.",
             |s| s.bytes_in as f64,
         ),
-        (
+        Family::counter(
             "ugc_stream_reader_skips_total",
-            Kind::Counter,
             "Times a slow reader skipped to the newest keyframe.",
             |s| s.reader_skips as f64,
         ),
-        (
+        Family::counter(
             "ugc_stream_publishers_total",
-            Kind::Counter,
             "Publisher sessions that took the stream over (the first included).",
             |s| s.publishers as f64,
         ),
     ];
-    for (name, kind, help, field) in families {
-        m.family(name, kind, help);
-        for s in &streams {
-            m.sample(&[("stream", &s.name)], field(s));
-        }
-    }
+    m.families(families, &streams, |s| vec![("stream", s.name.clone())]);
 }
 
 fn restream(m: &mut Exposition, restreams: &Restreams) {
     let pushes = restreams.statuses();
-    type Field = fn(&ugc_proto::rtmp::push::PushStatus) -> f64;
-    let families: [(&str, Kind, &str, Field); 5] = [
-        (
+    let families: &[Family<(String, PushStatus)>] = &[
+        Family::gauge(
             "ugc_restream_up",
-            Kind::Gauge,
             "1 while the push to the target is publishing.",
-            |p| f64::from(u8::from(p.state == PushState::Live)),
+            |(_, p)| f64::from(u8::from(p.state == PushState::Live)),
         ),
-        (
+        Family::counter(
             "ugc_restream_bytes_sent_total",
-            Kind::Counter,
             "Bytes written to the target.",
-            |p| p.bytes_sent as f64,
+            |(_, p)| p.bytes_sent as f64,
         ),
-        (
+        Family::counter(
             "ugc_restream_frames_sent_total",
-            Kind::Counter,
             "Frames sent to the target.",
-            |p| p.frames_sent as f64,
+            |(_, p)| p.frames_sent as f64,
         ),
-        (
+        Family::counter(
             "ugc_restream_skips_total",
-            Kind::Counter,
             "Times the push fell behind and skipped to a keyframe.",
-            |p| p.skips as f64,
+            |(_, p)| p.skips as f64,
         ),
-        (
+        Family::counter(
             "ugc_restream_reconnects_total",
-            Kind::Counter,
             "Sessions started after the first.",
-            |p| p.reconnects as f64,
+            |(_, p)| p.reconnects as f64,
         ),
     ];
-    let targets = target_labels(&pushes);
-    for (name, kind, help, field) in families {
-        m.family(name, kind, help);
-        for ((stream, p), target) in pushes.iter().zip(&targets) {
-            m.sample(&[("stream", stream), ("target", target)], field(p));
-        }
-    }
+    let rows: Vec<(String, PushStatus)> = target_labels(&pushes)
+        .into_iter()
+        .zip(pushes)
+        .map(|(target, (stream, p))| (stream, PushStatus { target, ..p }))
+        .collect();
+    m.families(families, &rows, |(stream, p)| {
+        vec![("stream", stream.clone()), ("target", p.target.clone())]
+    });
 }
 
 /// The `target` label of each push. Targets are shown with their keys
 /// redacted, so two pushes of a stream to one server (two channels of one
 /// platform) would be the same series, which Prometheus refuses; the
 /// second and later get ` #2`, ` #3`, ... in `pushes`' order.
-fn target_labels(pushes: &[(String, ugc_proto::rtmp::push::PushStatus)]) -> Vec<String> {
+fn target_labels(pushes: &[(String, PushStatus)]) -> Vec<String> {
     let mut seen: std::collections::HashMap<(&str, &str), usize> = Default::default();
     pushes
         .iter()
@@ -205,123 +188,99 @@ fn target_labels(pushes: &[(String, ugc_proto::rtmp::push::PushStatus)]) -> Vec<
 
 fn srt(m: &mut Exposition, registry: &SrtStatsRegistry) {
     let sessions = registry.snapshot();
-    type Field = fn(&ugc_proto::srt::server::SrtSessionStats) -> f64;
-    let families: [(&str, Kind, &str, Field); 8] = [
-        (
+    let families: &[Family<ugc_proto::srt::server::SrtSessionStats>] = &[
+        Family::gauge(
             "ugc_srt_rtt_seconds",
-            Kind::Gauge,
             "Smoothed round-trip time to the publisher.",
             |s| s.connection.rtt_us as f64 / 1e6,
         ),
-        (
+        Family::gauge(
             "ugc_srt_receive_bitrate_bits_per_second",
-            Kind::Gauge,
             "Receive rate over the last second.",
             |s| s.connection.rx_bitrate as f64,
         ),
-        (
-            "ugc_srt_rx_packets_total",
-            Kind::Counter,
-            "Data packets received.",
-            |s| s.connection.rx_packets as f64,
-        ),
-        (
-            "ugc_srt_rx_bytes_total",
-            Kind::Counter,
-            "Payload bytes received.",
-            |s| s.connection.rx_bytes as f64,
-        ),
-        (
+        Family::counter("ugc_srt_rx_packets_total", "Data packets received.", |s| {
+            s.connection.rx_packets as f64
+        }),
+        Family::counter("ugc_srt_rx_bytes_total", "Payload bytes received.", |s| {
+            s.connection.rx_bytes as f64
+        }),
+        Family::counter(
             "ugc_srt_rx_lost_total",
-            Kind::Counter,
             "Packets detected as lost (NAKed).",
             |s| s.connection.rx_lost as f64,
         ),
-        (
+        Family::counter(
             "ugc_srt_rx_retransmitted_total",
-            Kind::Counter,
             "Retransmitted packets received.",
             |s| s.connection.rx_retransmitted as f64,
         ),
-        (
+        Family::counter(
             "ugc_srt_rx_dropped_total",
-            Kind::Counter,
             "Packets given up on (too late to play).",
             |s| s.connection.rx_dropped as f64,
         ),
-        (
+        Family::counter(
             "ugc_srt_ts_cc_errors_total",
-            Kind::Counter,
             "MPEG-TS continuity counter errors.",
             |s| s.demux.cc_errors as f64,
         ),
     ];
-    for (name, kind, help, field) in families {
-        m.family(name, kind, help);
-        for s in &sessions {
-            let peer = s.peer.to_string();
-            m.sample(&[("stream", &s.stream), ("peer", &peer)], field(s));
-        }
-    }
+    m.families(families, &sessions, |s| {
+        vec![("stream", s.stream.clone()), ("peer", s.peer.to_string())]
+    });
 }
 
 fn dvr(m: &mut Exposition, archive: &Archive, uploader: Option<&Uploader>) {
     use std::sync::atomic::Ordering::Relaxed;
-    let a = archive.stats();
-    for (name, help, v) in [
-        (
+    let archived: &[Family<ArchiveStats>] = &[
+        Family::counter(
             "ugc_dvr_segments_written_total",
             "Segments written to the archive.",
-            &a.segments_written,
+            |a| a.segments_written.load(Relaxed) as f64,
         ),
-        (
+        Family::counter(
             "ugc_dvr_segments_dropped_total",
             "Segments not archived: queue full, paused after an error, or a failed write.",
-            &a.segments_dropped,
+            |a| a.segments_dropped.load(Relaxed) as f64,
         ),
-        (
-            "ugc_dvr_write_errors_total",
-            "Archive write errors.",
-            &a.write_errors,
-        ),
-        (
+        Family::counter("ugc_dvr_write_errors_total", "Archive write errors.", |a| {
+            a.write_errors.load(Relaxed) as f64
+        }),
+        Family::counter(
             "ugc_dvr_segments_expired_total",
             "Segments removed by retention.",
-            &a.segments_expired,
+            |a| a.segments_expired.load(Relaxed) as f64,
         ),
-    ] {
-        m.family(name, Kind::Counter, help)
-            .sample(&[], v.load(Relaxed) as f64);
-    }
+    ];
+    m.families(archived, std::slice::from_ref(archive.stats()), |_| {
+        Vec::new()
+    });
     if let Some(u) = uploader {
-        let u = u.stats();
-        for (name, help, v) in [
-            (
+        let uploaded: &[Family<UploadStats>] = &[
+            Family::counter(
                 "ugc_dvr_s3_sessions_uploaded_total",
                 "Recording sessions uploaded to the object store and verified.",
-                &u.uploaded,
+                |u| u.uploaded.load(Relaxed) as f64,
             ),
-            (
+            Family::counter(
                 "ugc_dvr_s3_retries_total",
                 "Object store requests retried.",
-                &u.retries,
+                |u| u.retries.load(Relaxed) as f64,
             ),
-            (
+            Family::counter(
                 "ugc_dvr_s3_aborted_total",
                 "Multipart uploads aborted to start over.",
-                &u.aborted,
+                |u| u.aborted.load(Relaxed) as f64,
             ),
-        ] {
-            m.family(name, Kind::Counter, help)
-                .sample(&[], v.load(Relaxed) as f64);
-        }
+        ];
+        m.families(uploaded, std::slice::from_ref(u.stats()), |_| Vec::new());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ugc_proto::rtmp::push::PushStatus;
 
     fn push(stream: &str, target: &str) -> (String, PushStatus) {
         let status = PushStatus {

@@ -231,84 +231,77 @@ impl TranscodeStats {
     /// The ladders' counters for `/metrics` (families without samples
     /// without the `ffmpeg` feature).
     pub fn write_metrics(&self, m: &mut ugc_core::metrics::Exposition) {
-        use ugc_core::metrics::Kind;
+        use ugc_core::metrics::Family;
         let ladders = self.samples();
-        type Field = fn(&LadderSample) -> f64;
-        let families: [(&str, Kind, &str, Field); 8] = [
-            (
+        let families: &[Family<LadderSample>] = &[
+            Family::gauge(
                 "ugc_transcode_running_seconds",
-                Kind::Gauge,
                 "Seconds since the stream's ladder started.",
                 |l| l.running.as_secs_f64(),
             ),
-            (
+            Family::counter(
                 "ugc_transcode_restarts_total",
-                Kind::Counter,
                 "Ladders built after the first one failed.",
                 |l| f64::from(l.restarts),
             ),
-            (
+            Family::counter(
                 "ugc_transcode_frames_in_total",
-                Kind::Counter,
                 "Source frames taken by the ladder.",
                 |l| l.frames_in as f64,
             ),
-            (
+            Family::counter(
                 "ugc_transcode_frames_out_total",
-                Kind::Counter,
                 "Frames put out, all renditions, audio and video.",
                 |l| l.frames_out as f64,
             ),
-            (
+            Family::counter(
                 "ugc_transcode_pictures_encoded_total",
-                Kind::Counter,
                 "Decoded pictures sent to the renditions.",
                 |l| l.pictures_encoded as f64,
             ),
-            (
+            Family::counter(
                 "ugc_transcode_input_dropped_total",
-                Kind::Counter,
                 "Source frames dropped because decoding was behind.",
                 |l| l.input_dropped as f64,
             ),
-            (
+            Family::counter(
                 "ugc_transcode_pictures_dropped_total",
-                Kind::Counter,
                 "Pictures dropped for every rendition because one was behind.",
                 |l| l.pictures_dropped as f64,
             ),
-            (
+            Family::counter(
                 "ugc_transcode_decode_errors_total",
-                Kind::Counter,
                 "Source packets the decoders rejected.",
                 |l| l.decode_errors as f64,
             ),
         ];
-        for (name, kind, help, field) in families {
-            m.family(name, kind, help);
-            for l in &ladders {
-                m.sample(&[("stream", &l.stream)], field(l));
-            }
-        }
-        m.family(
-            "ugc_transcode_rendition_frames_out_total",
-            Kind::Counter,
-            "Frames a rendition published, by media kind.",
+        m.families(families, &ladders, |l| vec![("stream", l.stream.clone())]);
+        // One row per rendition and media kind.
+        type Output<'a> = (&'a str, &'a str, &'static str, u64);
+        let outputs: Vec<Output> = ladders
+            .iter()
+            .flat_map(|l| {
+                l.renditions.iter().flat_map(|r| {
+                    [("video", r.video_frames), ("audio", r.audio_frames)]
+                        .map(|(kind, n)| (l.stream.as_str(), r.name.as_str(), kind, n))
+                })
+            })
+            .collect();
+        m.families(
+            &[Family::counter(
+                "ugc_transcode_rendition_frames_out_total",
+                "Frames a rendition published, by media kind.",
+                |o: &Output| o.3 as f64,
+            )],
+            &outputs,
+            |&(stream, rendition, kind, _)| {
+                vec![
+                    ("stream", stream.to_string()),
+                    ("rendition", rendition.to_string()),
+                    ("kind", kind.to_string()),
+                ]
+            },
         );
-        for l in &ladders {
-            for r in &l.renditions {
-                for (kind, n) in [("video", r.video_frames), ("audio", r.audio_frames)] {
-                    m.sample(
-                        &[
-                            ("stream", &l.stream),
-                            ("rendition", &r.name),
-                            ("kind", kind),
-                        ],
-                        n as f64,
-                    );
-                }
-            }
-        }
     }
 
     fn samples(&self) -> Vec<LadderSample> {
