@@ -141,6 +141,10 @@ struct StreamShared {
     state: Mutex<State>,
     notify: Notify,
     stats: StreamStats,
+    /// Until when a reader wants this stream at low latency
+    /// ([`Hub::want_low_latency`]). Its own lock: viewers' requests set it
+    /// without contending with the publisher's pushes.
+    low_latency_until: Mutex<Option<Instant>>,
 }
 
 impl StreamShared {
@@ -219,6 +223,7 @@ impl Hub {
                         }),
                         notify: Notify::new(),
                         stats: StreamStats::default(),
+                        low_latency_until: Mutex::new(None),
                     })
                 })
                 .clone()
@@ -321,6 +326,23 @@ impl Hub {
             }
         }
         ended
+    }
+
+    /// A reader of stream `name` wants it at low latency until `until` (a
+    /// player on LL-HLS parts). Publishers may batch their input for
+    /// efficiency while no reader does: see
+    /// [`HubPublisher::low_latency_wanted`]. Does nothing if the stream does
+    /// not exist; a later `until` than the current one extends it.
+    pub fn want_low_latency(&self, name: &str, until: Instant) {
+        if let Some(shared) = self.streams().get(name).cloned() {
+            let mut at = shared
+                .low_latency_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if at.is_none_or(|t| t < until) {
+                *at = Some(until);
+            }
+        }
     }
 
     /// Names of all streams.
@@ -437,6 +459,17 @@ impl HubPublisher {
     pub fn is_current(&self) -> bool {
         let st = self.shared.lock();
         st.generation == self.generation && !st.ended
+    }
+
+    /// Whether a reader wants this stream at low latency at `now`
+    /// ([`Hub::want_low_latency`]). While none does, an ingest may hold its
+    /// input back for tens of milliseconds to take it in fewer, larger reads.
+    pub fn low_latency_wanted(&self, now: Instant) -> bool {
+        self.shared
+            .low_latency_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| until > now)
     }
 
     /// Appends one event. Never waits for readers. Fails with
@@ -818,6 +851,29 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn low_latency_is_wanted_until_the_latest_deadline_and_survives_takeover() {
+        let hub = Hub::new(HubConfig::default());
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        // No stream yet: nothing to mark, and nothing is created.
+        hub.want_low_latency("live/a", t0 + 10 * s);
+        assert!(hub.stream_names().is_empty());
+        let p = hub.publish("live/a").unwrap();
+        assert!(!p.low_latency_wanted(t0));
+        hub.want_low_latency("live/a", t0 + 10 * s);
+        // An earlier deadline does not shorten a later one.
+        hub.want_low_latency("live/a", t0 + 2 * s);
+        assert!(p.low_latency_wanted(t0 + 9 * s));
+        assert!(!p.low_latency_wanted(t0 + 10 * s));
+        // Another stream is not affected.
+        let other = hub.publish("live/b").unwrap();
+        assert!(!other.low_latency_wanted(t0));
+        // The viewers' wish belongs to the stream: a new publisher has it.
+        let p2 = hub.publish("live/a").unwrap();
+        assert!(p2.low_latency_wanted(t0 + 5 * s));
     }
 
     #[test]
