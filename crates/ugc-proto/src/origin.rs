@@ -68,7 +68,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use ugc_core::{AllowAll, Authorizer, PlayDecision, PlayRequest, StreamName};
+use ugc_core::{AllowAll, Authorizer, Hub, PlayDecision, PlayRequest, StreamName};
 use ugc_dvr::{
     Chunks, LiveRegistry, LiveStream, PartProgress, PlaylistQuery, RenditionReport, Variant,
 };
@@ -96,13 +96,24 @@ pub struct OriginConfig {
     pub hold: Option<Duration>,
     /// Blocking requests held at once (all streams); more get `503`.
     pub max_held_requests: usize,
+    /// The hub to tell when a viewer plays a stream at low latency (a
+    /// blocking LL-HLS playlist reload or a part): [`Hub::want_low_latency`]
+    /// for [`LOW_LATENCY_DEMAND`] from the request, so that the stream's
+    /// ingest stops batching its reads. `None`: nobody is told.
+    pub low_latency_hub: Option<Hub>,
 }
+
+/// How long one LL-HLS request keeps its stream wanted at low latency
+/// ([`OriginConfig::low_latency_hub`]). A low-latency player asks every part
+/// (a fraction of a second); this spans a few seconds of stalls.
+pub const LOW_LATENCY_DEMAND: Duration = Duration::from_secs(10);
 
 impl Default for OriginConfig {
     fn default() -> Self {
         OriginConfig {
             hold: None,
             max_held_requests: 20_000,
+            low_latency_hub: None,
         }
     }
 }
@@ -512,6 +523,20 @@ async fn live_request<A: Authorizer>(
     let Some(live) = origin.registry.get(&registry_name) else {
         return error(StatusCode::NOT_FOUND);
     };
+    if let Some(hub) = &origin.config.low_latency_hub {
+        let low_latency = match &file {
+            LiveFile::Part(..) => true,
+            LiveFile::MediaPlaylist(Variant::Fmp4) => live.low_latency() && has_msn(&req),
+            _ => false,
+        };
+        if low_latency {
+            // The ingest feeds the stream; its renditions follow it.
+            hub.want_low_latency(
+                name.as_str(),
+                std::time::Instant::now() + LOW_LATENCY_DEMAND,
+            );
+        }
+    }
     match (file, &rendition) {
         (LiveFile::Multivariant, Some(_)) => error(StatusCode::NOT_FOUND),
         (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&registry_name)
@@ -536,6 +561,12 @@ async fn live_request<A: Authorizer>(
         (LiveFile::Part(msn, index), _) => part(&origin, live, msn, index).await,
         (file, _) => serve(&live, file, token.as_deref()),
     }
+}
+
+/// Whether the query asks for a blocking reload (`_HLS_msn`), the mark of
+/// a low-latency player.
+fn has_msn(req: &Request) -> bool {
+    parse_directives(req.uri().query()).is_ok_and(|d| d.msn.is_some())
 }
 
 fn hold_of<A>(origin: &Origin<A>, live: &LiveStream) -> Duration {

@@ -252,6 +252,7 @@ async fn holds_are_bounded_and_bad_directives_are_400() {
     let config = OriginConfig {
         hold: Some(Duration::from_millis(300)),
         max_held_requests: 1,
+        ..OriginConfig::default()
     };
     let app = app(&f.live, config);
     wait_for_segments(&f.live).await;
@@ -544,4 +545,67 @@ async fn segments_and_parts_are_served_from_their_chunks() {
         let got = to_bytes(body, 1 << 24).await.unwrap();
         assert_eq!(got, want.to_bytes(), "{uri}");
     }
+}
+
+/// Blocking reloads and parts mark the stream wanted at low latency on the
+/// hub (which stops its ingest from batching reads); plain playlist reloads,
+/// segments and the multivariant playlist do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_latency_requests_tell_the_hub() {
+    let f = feed(4);
+    let hub = ugc_core::Hub::new(ugc_core::hub::HubConfig::default());
+    let publisher = hub.publish("live/ll").unwrap();
+    let app = app(
+        &f.live,
+        OriginConfig {
+            low_latency_hub: Some(hub.clone()),
+            ..OriginConfig::default()
+        },
+    );
+    wait_for_segments(&f.live).await;
+    let wanted = || publisher.low_latency_wanted(Instant::now());
+    let (_, _, body) = get(&app, "/live/ll/mono.m3u8").await;
+    let playlist = String::from_utf8(body.to_vec()).unwrap();
+    let seg = playlist.lines().find(|l| l.starts_with("seg-")).unwrap();
+    for uri in [
+        "/live/ll/index.m3u8".to_owned(),
+        "/live/ll/mono.m3u8".to_owned(),
+        "/live/ll/mono-ts.m3u8?_HLS_msn=1".to_owned(),
+        format!("/live/ll/{seg}"),
+    ] {
+        let (status, _, _) = get(&app, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(!wanted(), "{uri} marked the stream low-latency");
+    }
+    let (m, p) = hint(&playlist);
+    let (status, _, _) = get(
+        &app,
+        &format!("/live/ll/mono.m3u8?_HLS_msn={m}&_HLS_part={p}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(wanted(), "a blocking reload did not mark the stream");
+    // For a while, not forever.
+    assert!(!publisher.low_latency_wanted(Instant::now() + Duration::from_secs(11)));
+
+    // A part request alone marks it too (a fresh hub: nothing marked yet).
+    let hub = ugc_core::Hub::new(ugc_core::hub::HubConfig::default());
+    let publisher = hub.publish("live/ll").unwrap();
+    let app = self::app(
+        &f.live,
+        OriginConfig {
+            low_latency_hub: Some(hub.clone()),
+            ..OriginConfig::default()
+        },
+    );
+    let part = playlist
+        .lines()
+        .rev()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .find_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .unwrap();
+    let (status, _, _) = get(&app, &format!("/live/ll/{part}")).await;
+    assert_eq!(status, StatusCode::OK, "{part}");
+    assert!(publisher.low_latency_wanted(Instant::now()));
+    f.task.abort();
 }
