@@ -9,13 +9,16 @@
 //! [`ChunkDecoder`] reassembles messages from any split of the input: only a
 //! partial chunk *header* (at most 18 bytes) is ever buffered; payload bytes
 //! are copied once, straight into the message's own buffer, which becomes
-//! the message's `Bytes`. [`ChunkEncoder`] cuts messages into chunks with
-//! header compression.
+//! the message's `Bytes`. Each chunk stream cuts those buffers from a slab
+//! of [`SLAB_SIZE`] bytes (larger messages get their own), so a message costs
+//! no allocation of its own and its `Bytes` clones only count references.
+//! [`ChunkEncoder`] cuts messages into chunks with header compression.
 //!
 //! Limits keep memory bounded per connection: a message is at most
 //! [`ChunkLimits::max_message_size`], the messages being reassembled at once
 //! at most [`ChunkLimits::max_pending_bytes`], and at most
-//! [`ChunkLimits::max_chunk_streams`] chunk streams are tracked.
+//! [`ChunkLimits::max_chunk_streams`] chunk streams are tracked (each with at
+//! most one slab's unused rest).
 //!
 //! Timestamps are 32-bit on the wire; each chunk stream widens its own with a
 //! [`ugc_core::Unwrapper32`], so a stream running past 49.7 days (or starting
@@ -36,6 +39,9 @@ pub const MAX_CHUNK_SIZE: u32 = 1 << 24;
 /// The largest chunk header: 3-byte basic header, 11-byte message header,
 /// 4-byte extended timestamp.
 pub const MAX_HEADER_LEN: usize = 18;
+/// Bytes of the slab a chunk stream cuts its message buffers from; a
+/// message of more than a quarter of it gets a buffer of its own.
+pub const SLAB_SIZE: usize = 64 << 10;
 
 /// Message type ids of the protocol control messages the chunk layer obeys.
 pub mod msg_type {
@@ -155,8 +161,11 @@ struct ChunkStream {
     length: u32,
     type_id: u8,
     stream_id: u32,
-    /// The message being reassembled (capacity = `length`).
-    partial: Option<BytesMut>,
+    /// A message is being reassembled: its bytes so far are `buf`.
+    partial: bool,
+    /// The message being reassembled, at the front of the rest of a slab
+    /// (or of its own buffer) with room for all of it.
+    buf: BytesMut,
     timestamp: i64,
     unwrap: Unwrapper32,
 }
@@ -241,17 +250,16 @@ impl ChunkDecoder {
                 self.offset += n as u64;
                 let left = left - n as u32;
                 let stream = &mut self.streams[idx];
-                let Some(partial) = stream.partial.as_mut() else {
-                    // Invariant: `cur` is only set while a message is in progress.
-                    unreachable!("payload without a message in progress");
-                };
-                partial.extend_from_slice(now);
+                // Invariant: `cur` is only set while a message is in progress,
+                // and its buffer has room for the whole message.
+                debug_assert!(stream.partial && stream.buf.capacity() >= stream.length as usize);
+                stream.buf.extend_from_slice(now);
                 if left > 0 {
                     self.cur = Some((idx, left));
                     continue;
                 }
                 self.cur = None;
-                if partial.len() as u64 == u64::from(stream.length) {
+                if stream.buf.len() as u64 == u64::from(stream.length) {
                     self.complete(idx)?;
                 }
                 continue;
@@ -417,7 +425,7 @@ impl ChunkDecoder {
                     return Ok(None);
                 };
                 let v = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-                let in_progress = p.partial.is_some();
+                let in_progress = p.partial;
                 let next_ts = if in_progress {
                     p.ts_wire
                 } else {
@@ -451,7 +459,8 @@ impl ChunkDecoder {
                     length: 0,
                     type_id: 0,
                     stream_id: 0,
-                    partial: None,
+                    partial: false,
+                    buf: BytesMut::new(),
                     timestamp: 0,
                     unwrap: Unwrapper32::new(),
                 });
@@ -460,9 +469,9 @@ impl ChunkDecoder {
         };
         let chunk_size = self.chunk_size;
         let s = &mut self.streams[idx];
-        if let Some(p) = &s.partial {
+        if s.partial {
             if h.fmt != 3 {
-                let (got, len) = (p.len(), s.length);
+                let (got, len) = (s.buf.len(), s.length);
                 let hdr = self.hdr;
                 return Err(self.err(
                     h.csid,
@@ -473,7 +482,7 @@ impl ChunkDecoder {
                     ),
                 ));
             }
-            let left = s.length - p.len() as u32;
+            let left = s.length - s.buf.len() as u32;
             self.cur = Some((idx, left.min(chunk_size)));
             return Ok(());
         }
@@ -504,7 +513,11 @@ impl ChunkDecoder {
             });
         }
         self.pending_bytes = pending;
-        s.partial = Some(BytesMut::with_capacity(h.msg_len as usize));
+        let len = h.msg_len as usize;
+        if s.buf.capacity() < len {
+            s.buf = BytesMut::with_capacity(if len > SLAB_SIZE / 4 { len } else { SLAB_SIZE });
+        }
+        s.partial = true;
         if h.msg_len == 0 {
             return self.complete(idx);
         }
@@ -515,16 +528,18 @@ impl ChunkDecoder {
     /// Emits the complete message of stream `idx`; obeys Set Chunk Size and Abort.
     fn complete(&mut self, idx: usize) -> Result<()> {
         let s = &mut self.streams[idx];
-        let Some(partial) = s.partial.take() else {
+        if !std::mem::take(&mut s.partial) {
             return Ok(());
-        };
+        }
+        // The message leaves; the slab's rest stays for the next ones.
+        let payload = s.buf.split().freeze();
         self.pending_bytes = self.pending_bytes.saturating_sub(u64::from(s.length));
         let msg = Message {
             csid: s.csid,
             type_id: s.type_id,
             stream_id: s.stream_id,
             timestamp: s.timestamp,
-            payload: partial.freeze(),
+            payload,
         };
         match msg.type_id {
             msg_type::SET_CHUNK_SIZE => {
@@ -542,9 +557,9 @@ impl ChunkDecoder {
                 let csid = be_u32(&msg.payload)
                     .ok_or_else(|| self.err(msg.csid, &msg.payload, "short Abort"))?;
                 if let Some(i) = self.find(csid)
-                    && let Some(p) = self.streams[i].partial.take()
+                    && std::mem::take(&mut self.streams[i].partial)
                 {
-                    let _ = p;
+                    self.streams[i].buf.clear();
                     self.pending_bytes = self
                         .pending_bytes
                         .saturating_sub(u64::from(self.streams[i].length));
