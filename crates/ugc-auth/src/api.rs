@@ -247,8 +247,17 @@ async fn create_creator(
         .into_response())
 }
 
-async fn openapi() -> Response {
-    Json(crate::openapi::document()).into_response()
+/// Routes an embedder serves under `/api/v1` next to the control API
+/// (e.g. statistics of its pipeline), with their OpenAPI path items, so
+/// that `/api/v1/openapi.json` describes every route the server answers.
+/// Mount with [`ControlPlane::router_with`].
+#[derive(Debug, Default)]
+pub struct ApiExtension {
+    /// The routes, paths relative to `/api/v1`.
+    pub router: axum::Router,
+    /// OpenAPI path items by path, e.g. `{"/stats/srt": {"get": {...}}}`.
+    /// A path the control API has already is refused.
+    pub paths: serde_json::Map<String, Value>,
 }
 
 /// Every route: (method, path relative to `/api/v1`, handler). The router
@@ -266,7 +275,12 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("post", "/creators", post(create_creator)),
         ("get", "/settings", get(crate::provision::get_settings)),
         ("get", "/changes", get(crate::provision::get_changes)),
-        ("get", "/openapi.json", get(openapi)),
+        // Served by `router_with`, with the extensions' paths.
+        (
+            "get",
+            "/openapi.json",
+            get(|| async { StatusCode::NOT_FOUND }),
+        ),
     ]
 }
 
@@ -274,12 +288,43 @@ impl ControlPlane {
     /// The REST API, to be mounted at `/api/v1`
     /// (`Router::new().nest("/api/v1", cp.router())`).
     pub fn router(&self) -> axum::Router {
+        self.router_with(Vec::new())
+    }
+
+    /// [`router`](Self::router) with more routes under `/api/v1`; the
+    /// OpenAPI document lists theirs too.
+    ///
+    /// # Panics
+    /// If an extension documents a path the control API has (a programming
+    /// error of the embedder, found when its server starts).
+    pub fn router_with(&self, extensions: Vec<ApiExtension>) -> axum::Router {
+        let mut doc = crate::openapi::document();
+        let mut extra = axum::Router::new();
+        for ext in extensions {
+            if let Some(paths) = doc["paths"].as_object_mut() {
+                for (path, item) in ext.paths {
+                    assert!(
+                        !paths.contains_key(&path),
+                        "API extension documents {path}, a control API path"
+                    );
+                    paths.insert(path, item);
+                }
+            }
+            extra = extra.merge(ext.router);
+        }
+        let doc = std::sync::Arc::new(doc);
         let mut r = axum::Router::new();
         for (_, path, mr) in routes() {
-            r = r.route(path, mr);
+            r = if path == "/openapi.json" {
+                let doc = doc.clone();
+                r.route(path, get(move || async move { Json(Value::clone(&doc)) }))
+            } else {
+                r.route(path, mr)
+            };
         }
         r.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
             .with_state(self.clone())
+            .merge(extra)
     }
 
     /// The `(method, path)` pairs of [`router`](Self::router), paths

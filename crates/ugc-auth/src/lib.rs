@@ -73,6 +73,7 @@ pub mod web;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use api::ApiExtension;
 pub use authz::ControlAuthorizer;
 pub use error::{Error, Result};
 pub use external::ExternalBackend;

@@ -162,12 +162,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })
     };
     let transcode_stats = transcode::TranscodeStats::default();
-    let api = control.router().merge(restream::stats_router(
+    let api = control.router_with(vec![restream::stats_api(
         control.clone(),
         restreams.clone(),
         srt_stats.clone(),
         transcode_stats.clone(),
-    ));
+    )]);
     let origin = ugc_proto::origin::router_with_auth(
         registry.clone(),
         authorizer.clone(),

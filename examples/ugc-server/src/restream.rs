@@ -148,15 +148,16 @@ struct StatsState {
     transcode: TranscodeStats,
 }
 
-/// `GET /stats/restream`, `GET /stats/srt`, `GET /stats/transcode` (nest
-/// under `/api/v1`).
-pub fn stats_router(
+/// `GET /stats/restream`, `GET /stats/srt`, `GET /stats/transcode` under
+/// `/api/v1`, documented in its OpenAPI document
+/// ([`ControlPlane::router_with`]).
+pub fn stats_api(
     control: ControlPlane,
     restreams: Restreams,
     srt: SrtStatsRegistry,
     transcode: TranscodeStats,
-) -> axum::Router {
-    axum::Router::new()
+) -> ugc_auth::ApiExtension {
+    let router = axum::Router::new()
         .route("/stats/restream", get(restream_stats))
         .route("/stats/srt", get(srt_stats))
         .route("/stats/transcode", get(transcode_stats))
@@ -165,7 +166,63 @@ pub fn stats_router(
             restreams,
             srt,
             transcode,
-        })
+        });
+    ugc_auth::ApiExtension {
+        router,
+        paths: stats_paths(),
+    }
+}
+
+/// The OpenAPI path items of the stats routes: each an admin-only `GET`
+/// answering a JSON array, one entry per live push, SRT publisher or ladder.
+fn stats_paths() -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let int = || json!({ "type": "integer" });
+    let string = || json!({ "type": "string" });
+    let item = |summary: &str, entry: serde_json::Value| {
+        json!({ "get": {
+            "summary": summary,
+            "description": "Admin token only.",
+            "responses": {
+                "200": { "description": "One entry each", "content": { "application/json": {
+                    "schema": { "type": "array", "items": entry } } } },
+                "401": { "description": "Missing token, or not the admin token" }
+            }
+        } })
+    };
+    let restream = json!({ "type": "object", "properties": {
+        "stream": string(), "target": { "type": "string", "description": "URL, key redacted" },
+        "state": { "type": "string", "enum": ["connecting", "live", "retrying", "failed"] },
+        "last_error": { "type": "string", "nullable": true },
+        "bytes_sent": int(), "frames_sent": int(), "skips": int(), "reconnects": int()
+    } });
+    let srt = json!({ "type": "object", "properties": {
+        "stream": string(), "peer": string(), "rtt_us": int(), "latency_ms": int(),
+        "rx_packets": int(), "rx_lost": int(), "rx_retransmitted": int(), "rx_dropped": int(),
+        "rx_bytes": int(), "rx_bitrate": { "type": "integer", "description": "bits/s" },
+        "ts_cc_errors": int(), "video_frames": int(), "audio_frames": int()
+    } });
+    let rendition = json!({ "type": "object", "properties": {
+        "name": string(), "width": int(), "height": int(),
+        "video_frames_out": int(), "audio_frames_out": int()
+    } });
+    let transcode = json!({ "type": "object", "properties": {
+        "stream": string(), "profile": string(), "running_s": int(), "restarts": int(),
+        "frames_in": int(), "frames_out": int(), "pictures_encoded": int(),
+        "input_dropped": int(), "pictures_dropped": int(), "decode_errors": int(),
+        "renditions": { "type": "array", "items": rendition }
+    } });
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "/stats/restream".into(),
+        item("Restream pushes of live streams", restream),
+    );
+    paths.insert("/stats/srt".into(), item("SRT publishers", srt));
+    paths.insert(
+        "/stats/transcode".into(),
+        item("Transcoding ladders", transcode),
+    );
+    paths
 }
 
 async fn admin(state: &StatsState, headers: &HeaderMap) -> bool {

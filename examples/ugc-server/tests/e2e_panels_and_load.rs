@@ -1,5 +1,6 @@
-//! End to end: the web panel routes next to the API and the origin, and
-//! 2 000 parallel token-checked segment requests against the real binary.
+//! End to end: the web panel routes next to the API and the origin, the
+//! OpenAPI document against the routes the server answers, and 2 000
+//! parallel token-checked segment requests against the real binary.
 //! (The panels themselves are exercised in Chromium by `web/tests/browser.mjs`.)
 
 mod support;
@@ -10,6 +11,65 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use support::*;
+
+/// `/api/v1/openapi.json` of the real server lists the control API and the
+/// server's own routes (`/stats/*`); every documented route exists (401
+/// without a token, 200 for the document itself and with the admin token
+/// for the stats), and a route it does not list is a 404.
+#[test]
+fn openapi_lists_every_api_route_of_the_server() {
+    let server = Server::start(&[]);
+    let r = http_send(server.http, "GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(r.status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    for stats in ["/stats/restream", "/stats/srt", "/stats/transcode"] {
+        assert!(
+            routes.contains(&("GET".into(), stats.into())),
+            "{stats} is not documented"
+        );
+        let r = http_send(
+            server.http,
+            "GET",
+            &format!("/api/v1{stats}"),
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        assert_eq!(r.status, 200, "{stats}");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(v.is_array(), "{stats}: {v}");
+    }
+    assert!(routes.len() >= 15, "{routes:?}");
+    for (method, path) in &routes {
+        let concrete = path
+            .replace("{name}", "x")
+            .replace("{id}", "00000000000000000000000000000000");
+        let r = http_send(
+            server.http,
+            method,
+            &format!("/api/v1{concrete}"),
+            None,
+            None,
+        );
+        let want = if path == "/openapi.json" { 200 } else { 401 };
+        assert_eq!(r.status, want, "{method} {path}");
+    }
+    let r = http_send(
+        server.http,
+        "GET",
+        "/api/v1/stats/nothing",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 404);
+}
 
 /// A throwaway panel directory with a file outside it that must stay unreachable.
 fn fake_web_dir() -> TempDir {
