@@ -67,7 +67,7 @@ fuzz-smoke:
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p "$$tmp/$$t"; \
 	  echo "fuzz $$t for $(FUZZ_SECONDS)s"; \
-	  CARGO_TARGET_DIR=$(CACHE)/fuzz-target $(CARGO) fuzz run -s none $$t "$$tmp/$$t" corpus/$$t -- \
+	  TMPDIR="$$tmp" CARGO_TARGET_DIR=$(CACHE)/fuzz-target $(CARGO) fuzz run -s none $$t "$$tmp/$$t" corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 3; \
 	  test $${PIPESTATUS[0]} -eq 0; \
 	done

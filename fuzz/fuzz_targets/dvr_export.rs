@@ -15,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let at = usize::from(u16::from_be_bytes(*len)).min(rest.len());
     let (init, seg) = rest.split_at(at);
+    // libFuzzer exits without teardown, so this directory stays behind:
+    // `make fuzz-smoke` points TMPDIR into a directory it removes.
     let dir = std::env::temp_dir().join(format!("ugc-fuzz-export-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("seg.m4s");
