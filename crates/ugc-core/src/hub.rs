@@ -157,6 +157,8 @@ impl StreamShared {
 
 struct HubInner {
     config: HubConfig,
+    /// The latest [`Hub::want_low_latency`] deadline of any stream.
+    low_latency_until: Mutex<Option<Instant>>,
     streams: Mutex<HashMap<String, Arc<StreamShared>>>,
     watchers: Mutex<Vec<mpsc::UnboundedSender<String>>>,
 }
@@ -181,6 +183,7 @@ impl Hub {
         Hub {
             inner: Arc::new(HubInner {
                 config,
+                low_latency_until: Mutex::new(None),
                 streams: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(Vec::new()),
             }),
@@ -334,15 +337,26 @@ impl Hub {
     /// [`HubPublisher::low_latency_wanted`]. Does nothing if the stream does
     /// not exist; a later `until` than the current one extends it.
     pub fn want_low_latency(&self, name: &str, until: Instant) {
-        if let Some(shared) = self.streams().get(name).cloned() {
-            let mut at = shared
-                .low_latency_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+        let Some(shared) = self.streams().get(name).cloned() else {
+            return;
+        };
+        for at in [&shared.low_latency_until, &self.inner.low_latency_until] {
+            let mut at = at.lock().unwrap_or_else(|p| p.into_inner());
             if at.is_none_or(|t| t < until) {
                 *at = Some(until);
             }
         }
+    }
+
+    /// Whether a reader wants any stream at low latency at `now` (see
+    /// [`Hub::want_low_latency`]): a runtime that only serves batching
+    /// ingests may then wake less often.
+    pub fn low_latency_wanted(&self, now: Instant) -> bool {
+        self.inner
+            .low_latency_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| until > now)
     }
 
     /// Names of all streams.
@@ -861,6 +875,7 @@ mod tests {
         // No stream yet: nothing to mark, and nothing is created.
         hub.want_low_latency("live/a", t0 + 10 * s);
         assert!(hub.stream_names().is_empty());
+        assert!(!hub.low_latency_wanted(t0));
         let p = hub.publish("live/a").unwrap();
         assert!(!p.low_latency_wanted(t0));
         hub.want_low_latency("live/a", t0 + 10 * s);
@@ -868,9 +883,11 @@ mod tests {
         hub.want_low_latency("live/a", t0 + 2 * s);
         assert!(p.low_latency_wanted(t0 + 9 * s));
         assert!(!p.low_latency_wanted(t0 + 10 * s));
-        // Another stream is not affected.
+        // Another stream is not affected, but the hub has a stream wanted.
         let other = hub.publish("live/b").unwrap();
         assert!(!other.low_latency_wanted(t0));
+        assert!(hub.low_latency_wanted(t0 + 9 * s));
+        assert!(!hub.low_latency_wanted(t0 + 10 * s));
         // The viewers' wish belongs to the stream: a new publisher has it.
         let p2 = hub.publish("live/a").unwrap();
         assert!(p2.low_latency_wanted(t0 + 5 * s));
