@@ -8,7 +8,10 @@
 #    nginx serving the same bytes as a static file; requests/s and ratio.
 # 3. Viewers: ugc-server RSS with 10 and 1000 concurrent wrk connections.
 #
-# Env: COUNTS="8 32" WINDOW=20 WARMUP=20 REPEAT=3 UGC_BIN=... (defaults below).
+# Env: COUNTS="8 32" WINDOW=20 WARMUP=20 REPEAT=3 UGC_BIN=... (defaults below),
+# UGC_ARGS: extra ugc-server flags (e.g. "--ingest-batch-ms 0" measures it
+# reading as data arrives, as it does for streams with LL-HLS viewers; with
+# no viewer here, the default batches its reads).
 # WARMUP covers ugc's live window filling up (6 x 2 s segments + grace held
 # in memory): measured during the fill, first-touch page faults of that
 # memory (~33 k per 20 s at 32 streams, ~1 k once it is full) count
@@ -24,6 +27,7 @@ WARMUP=${WARMUP:-20}
 REPEAT=${REPEAT:-3}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
+read -r -a UGC_ARGS <<<"${UGC_ARGS:-}"
 NGINX_MOD=/usr/lib/nginx/modules/ngx_rtmp_module.so
 WORK=$(mktemp -d /tmp/ugc-bench.XXXXXX)
 chmod 755 "$WORK"
@@ -95,7 +99,7 @@ stop_publishers() {
 
 start_ugc() {
   UGC_ADMIN_TOKEN=$ADMIN "$UGC_BIN" --data "$WORK/ugc-data" --rtmp 127.0.0.1:19935 --http 127.0.0.1:18080 \
-    --public-host 127.0.0.1 >"$WORK/ugc.log" 2>&1 &
+    --public-host 127.0.0.1 "${UGC_ARGS[@]}" >"$WORK/ugc.log" 2>&1 &
   UGC_PID=$!
   for _ in $(seq 1 50); do curl -s -o /dev/null 127.0.0.1:18080/ && break; sleep 0.1; done
   kill -0 "$UGC_PID" || { cat "$WORK/ugc.log"; exit 1; }

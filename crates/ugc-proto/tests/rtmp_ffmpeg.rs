@@ -453,3 +453,87 @@ async fn record_ffmpeg51_publish_720p() {
     );
     std::fs::write(path, &recorded).unwrap();
 }
+
+/// Arrival times, at a Hub reader, of the frames of `seconds` of a real-time
+/// ffmpeg publish through `serve` with read batching.
+async fn frame_arrivals(reader: &mut ugc_core::HubReader, seconds: f64) -> Vec<std::time::Instant> {
+    let mut at = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, reader.recv()).await {
+        if matches!(ev, MediaEvent::Frame(_)) {
+            at.push(std::time::Instant::now());
+        }
+    }
+    at
+}
+
+/// Groups of frames that reached the reader together (less than 15 ms
+/// apart), per second.
+fn bursts_per_second(at: &[std::time::Instant]) -> f64 {
+    let (Some(first), Some(last)) = (at.first(), at.last()) else {
+        return 0.0;
+    };
+    let bursts = 1 + at
+        .windows(2)
+        .filter(|w| w[1] - w[0] > Duration::from_millis(15))
+        .count();
+    bursts as f64 / (*last - *first).as_secs_f64().max(0.001)
+}
+
+/// While no viewer wants the stream at low latency, a publisher is read
+/// once per batch interval: its 30 fps video and ~43 audio frames/s reach
+/// the Hub in a few bursts per second. A viewer's low-latency wish switches
+/// to reading as data arrives within an interval; when it lapses, batching
+/// resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_batched_until_a_viewer_wants_low_latency() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = Hub::new(HubConfig::default());
+    let config = RtmpServerConfig {
+        batch_reads: Some(Duration::from_millis(200)),
+        ..RtmpServerConfig::default()
+    };
+    tokio::spawn(serve(listener, hub.clone(), Arc::new(AllowAll), config));
+    let mut reader = hub.subscribe("live/batch").unwrap();
+    let url = format!("rtmp://{addr}/live/batch");
+    let child = ffmpeg_publish(&url, &[], 8, true).spawn().unwrap();
+    // Until the first frame (ffmpeg start-up), then settle.
+    let _ = tokio::time::timeout(Duration::from_secs(10), reader.recv()).await;
+    frame_arrivals(&mut reader, 0.5).await;
+
+    let batched = bursts_per_second(&frame_arrivals(&mut reader, 2.0).await);
+    let wish = std::time::Instant::now() + Duration::from_millis(2500);
+    hub.want_low_latency("live/batch", wish);
+    frame_arrivals(&mut reader, 0.4).await;
+    let live = frame_arrivals(&mut reader, 1.8).await;
+    let low_latency = bursts_per_second(&live);
+    let longest_gap = live.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    tokio::time::sleep_until(wish.into()).await;
+    frame_arrivals(&mut reader, 0.4).await;
+    let again = bursts_per_second(&frame_arrivals(&mut reader, 2.0).await);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    eprintln!(
+        "bursts/s: batched {batched:.1}, low latency {low_latency:.1} (longest gap \
+         {longest_gap:?}), lapsed {again:.1}"
+    );
+    // Batched: 5 reads/s, each a burst (a little more when a read ends
+    // within a frame's bytes). As data arrives: about one burst per video
+    // frame.
+    assert!(batched <= 8.0, "{batched:.1} bursts/s while batched");
+    assert!(again <= 8.0, "{again:.1} bursts/s after the wish lapsed");
+    assert!(
+        low_latency >= 15.0,
+        "{low_latency:.1} bursts/s at low latency"
+    );
+    assert!(
+        longest_gap < Duration::from_millis(150),
+        "{longest_gap:?} without frames at low latency"
+    );
+}

@@ -61,6 +61,12 @@ pub struct Cli {
     /// for every event). Fewer wakeups for at most a tick of latency.
     #[arg(long, env = "UGC_INGEST_TICK_MS")]
     pub ingest_tick_ms: Option<u64>,
+    /// RTMP read batching in ms for streams no viewer plays at low latency
+    /// (LL-HLS parts): a publisher is read about once per interval, in
+    /// fewer, larger reads, and while no stream is played at low latency
+    /// the ingest tick relaxes to it (default 40; 0: read as data arrives).
+    #[arg(long, env = "UGC_INGEST_BATCH_MS")]
+    pub ingest_batch_ms: Option<u64>,
     /// Log filter (tracing `EnvFilter` syntax); `UGC_LOG` overrides.
     #[arg(long)]
     pub log: Option<String>,
@@ -102,6 +108,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     publisher_grace_s: Option<u64>,
     ingest_tick_ms: Option<u64>,
+    ingest_batch_ms: Option<u64>,
     log: Option<String>,
     max_rtmp_connections: Option<usize>,
     database_url: Option<String>,
@@ -138,6 +145,8 @@ pub struct Config {
     pub publisher_grace_s: u64,
     /// Ingest tick; `None`: wake for every event.
     pub ingest_tick: Option<std::time::Duration>,
+    /// RTMP read batching while no viewer wants low latency; `None`: off.
+    pub ingest_batch: Option<std::time::Duration>,
     pub log: String,
     pub max_rtmp_connections: Option<usize>,
     pub database_url: Option<String>,
@@ -212,6 +221,9 @@ impl Config {
             ingest_tick: Some(cli.ingest_tick_ms.or(file.ingest_tick_ms).unwrap_or(10))
                 .filter(|ms| *ms > 0)
                 .map(|ms| std::time::Duration::from_millis(ms.min(100))),
+            ingest_batch: Some(cli.ingest_batch_ms.or(file.ingest_batch_ms).unwrap_or(40))
+                .filter(|ms| *ms > 0)
+                .map(|ms| std::time::Duration::from_millis(ms.min(200))),
             log: cli
                 .log
                 .clone()
@@ -249,6 +261,7 @@ impl Config {
         if let Some(m) = self.max_rtmp_connections {
             c.max_connections = m;
         }
+        c.batch_reads = self.ingest_batch;
         c
     }
 }

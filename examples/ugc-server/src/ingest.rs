@@ -80,26 +80,39 @@ pub async fn bind_srt(
 /// streams, bigger reads and fewer ACKs, for at most a tick of added ingest
 /// latency (LL-HLS parts are 200 ms); a quiet server wakes only for its
 /// events, never on a timer.
-pub fn paced_runtime(tick: Option<Duration>) -> anyhow::Result<tokio::runtime::Handle> {
-    let Some(tick) = tick else {
+///
+/// `relaxed`: a longer tick for while no stream of the hub is wanted at low
+/// latency ([`Hub::low_latency_wanted`]), the RTMP read batching interval.
+/// Batching connections then read once per interval anyway, and the longer
+/// tick also absorbs the wakeups their unread sockets would cause (the
+/// sender's TCP sends on its own delayed-ACK timer).
+pub fn paced_runtime(
+    tick: Option<Duration>,
+    relaxed: Option<(Duration, Hub)>,
+) -> anyhow::Result<tokio::runtime::Handle> {
+    let Some(fast) = tick else {
         return Ok(tokio::runtime::Handle::current());
     };
+    let tick_at = Arc::new(move |now: Instant| tick_at(fast, relaxed.as_ref(), now));
     let pacer = Arc::new(Mutex::new(Pacer::default()));
     let (on_park, on_unpark) = (pacer.clone(), pacer);
+    let (park_tick, unpark_tick) = (tick_at.clone(), tick_at);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(move || {
+            let now = Instant::now();
             let pause = on_park
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .park(Instant::now(), tick);
+                .park(now, park_tick(now));
             pause_thread(pause);
         })
         .on_thread_unpark(move || {
+            let now = Instant::now();
             let pause = on_unpark
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .unpark(Instant::now(), tick);
+                .unpark(now, unpark_tick(now));
             pause_thread(pause);
         })
         .build()?;
@@ -108,6 +121,15 @@ pub fn paced_runtime(tick: Option<Duration>) -> anyhow::Result<tokio::runtime::H
         .name("ugc-ingest".into())
         .spawn(move || rt.block_on(std::future::pending::<()>()))?;
     Ok(handle)
+}
+
+/// The paced runtime's tick at `now`: `fast`, or the relaxed one while no
+/// stream of its hub is wanted at low latency.
+fn tick_at(fast: Duration, relaxed: Option<&(Duration, Hub)>, now: Instant) -> Duration {
+    match relaxed {
+        Some((slow, hub)) if !hub.low_latency_wanted(now) => fast.max(*slow),
+        _ => fast,
+    }
 }
 
 /// Blocks the paced runtime's only thread on purpose: events queue up in
@@ -188,6 +210,31 @@ impl Pacer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_tick_relaxes_while_no_stream_is_wanted_at_low_latency() {
+        use super::tick_at;
+        use std::time::{Duration, Instant};
+        use ugc_core::{Hub, HubConfig};
+        let (fast, slow) = (Duration::from_millis(10), Duration::from_millis(40));
+        let hub = Hub::new(HubConfig::default());
+        let _p = hub.publish("live/a").unwrap();
+        let now = Instant::now();
+        assert_eq!(tick_at(fast, None, now), fast);
+        let relaxed = (slow, hub.clone());
+        assert_eq!(tick_at(fast, Some(&relaxed), now), slow);
+        // Never faster than the tick itself.
+        assert_eq!(
+            tick_at(fast, Some(&(Duration::from_millis(5), hub.clone())), now),
+            fast
+        );
+        hub.want_low_latency("live/a", now + Duration::from_secs(10));
+        assert_eq!(tick_at(fast, Some(&relaxed), now), fast);
+        assert_eq!(
+            tick_at(fast, Some(&relaxed), now + Duration::from_secs(11)),
+            slow
+        );
+    }
+
     use super::*;
 
     const TICK: Duration = Duration::from_millis(10);

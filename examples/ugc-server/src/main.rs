@@ -108,7 +108,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut packager = config.packager();
     packager.observer = Some(Arc::new(archive.clone()));
     let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
-    let ingest_rt = ingest::paced_runtime(config.ingest_tick)?;
+    let ingest_rt = ingest::paced_runtime(
+        config.ingest_tick,
+        config.ingest_batch.map(|b| (b, hub.clone())),
+    )?;
     let packaging = ingest_rt.spawn(ugc_dvr::package_hub(
         hub.clone(),
         registry.clone(),
@@ -168,10 +171,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         srt_stats.clone(),
         transcode_stats.clone(),
     )]);
-    let origin = ugc_proto::origin::router_with_auth(
+    let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         authorizer.clone(),
         client_ip.clone(),
+        ugc_proto::origin::OriginConfig {
+            low_latency_hub: Some(hub.clone()),
+            ..Default::default()
+        },
     );
     let origin = ugc_proto::dvr::layer(
         origin,

@@ -40,6 +40,11 @@ pub struct RtmpServerConfig {
     pub max_connections: usize,
     /// Size of the per-connection read buffer.
     pub read_buffer_size: usize,
+    /// Read batching while no viewer wants a stream at low latency
+    /// ([`HubPublisher::low_latency_wanted`]): its publisher's socket is
+    /// read at most about once per this interval (see [`ReadBatcher`]).
+    /// `None`: read whenever data arrives.
+    pub batch_reads: Option<Duration>,
 }
 
 impl Default for RtmpServerConfig {
@@ -51,6 +56,7 @@ impl Default for RtmpServerConfig {
             write_timeout: Duration::from_secs(10),
             max_connections: 1024,
             read_buffer_size: 64 * 1024,
+            batch_reads: None,
         }
     }
 }
@@ -67,6 +73,7 @@ pub async fn serve<A: Authorizer>(
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let config = Arc::new(config);
     let seeds = std::collections::hash_map::RandomState::new();
+    let epoch = Instant::now();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -91,6 +98,7 @@ pub async fn serve<A: Authorizer>(
             auth: Arc::clone(&auth),
             config: Arc::clone(&config),
             publishing: None,
+            batcher: config.batch_reads.map(|i| ReadBatcher::new(epoch, i)),
         };
         tokio::spawn(async move {
             let _permit = permit;
@@ -112,6 +120,7 @@ struct Connection<A> {
     auth: Arc<A>,
     config: Arc<RtmpServerConfig>,
     publishing: Option<Publishing>,
+    batcher: Option<ReadBatcher>,
 }
 
 impl<A: Authorizer> Connection<A> {
@@ -135,7 +144,15 @@ impl<A: Authorizer> Connection<A> {
     async fn drive(&mut self, session: &mut ServerSession) -> Result<()> {
         let handshake_deadline = Instant::now() + self.config.handshake_timeout;
         let mut buf = vec![0u8; self.config.read_buffer_size.max(1)];
+        let mut last_full = false;
         loop {
+            if let (Some(batcher), Some(p)) = (&self.batcher, &self.publishing) {
+                let now = Instant::now();
+                let low_latency = p.publisher.low_latency_wanted(now.into_std());
+                if let Some(at) = batcher.next_read(now, low_latency, last_full) {
+                    tokio::time::sleep_until(at).await;
+                }
+            }
             let read = if session.is_connected() {
                 timeout(self.config.idle_timeout, self.tcp.read(&mut buf))
                     .await
@@ -149,6 +166,7 @@ impl<A: Authorizer> Connection<A> {
             if n == 0 {
                 return Ok(());
             }
+            last_full = n == buf.len();
             let input = session.handle_input(&buf[..n]);
             // Events of messages before a bad one are still delivered (a
             // clean FCUnpublish before garbage ends the stream cleanly).
@@ -256,10 +274,103 @@ impl<A: Authorizer> Connection<A> {
     }
 }
 
+/// When a publishing connection reads next while no viewer wants its
+/// stream at low latency, so that a publisher's data comes in a few large
+/// reads instead of many small ones.
+///
+/// Why it saves: ffmpeg writes each RTMP chunk header and its payload with
+/// separate sends and leaves Nagle on. After a small segment its TCP holds
+/// the rest until that segment is acknowledged, and our acknowledgement goes
+/// out when we read. Reading as data arrives makes about one TCP segment,
+/// one ACK, one wakeup and one `recvfrom` per send. Reading once per
+/// interval lets the sender coalesce everything written in between into one
+/// segment, which our next read takes with the rest.
+///
+/// Reads happen at grid points (`epoch + k * interval`), shared by all
+/// connections so their wakeups coincide. Data waits at most about two
+/// intervals: held at the sender until a read, then in our socket until the
+/// next one. A read that fills the buffer is followed by another at once, so
+/// a publisher of any bitrate is never throttled.
+#[derive(Debug, Clone)]
+pub struct ReadBatcher {
+    epoch: Instant,
+    interval: Duration,
+}
+
+impl ReadBatcher {
+    /// A batcher on the grid `epoch + k * interval`.
+    pub fn new(epoch: Instant, interval: Duration) -> Self {
+        ReadBatcher {
+            epoch,
+            interval: interval.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// When to read next (`None`: now), given the time, whether a viewer
+    /// wants the stream at low latency, and whether the last read filled
+    /// the buffer (more may be waiting).
+    pub fn next_read(&self, now: Instant, low_latency: bool, last_full: bool) -> Option<Instant> {
+        if low_latency || last_full {
+            return None;
+        }
+        let since = now.saturating_duration_since(self.epoch).as_nanos();
+        let step = self.interval.as_nanos();
+        let next =
+            u64::try_from((since / step + 1) * step).map_or(Duration::MAX, Duration::from_nanos);
+        Some(
+            self.epoch
+                .checked_add(next)
+                .unwrap_or_else(|| now + self.interval),
+        )
+    }
+}
+
 /// Moves the assembled media events into the Hub.
 fn drain(p: &mut Publishing) -> Result<()> {
     while let Some(ev) = p.ingest.poll_event() {
         p.publisher.push(ev)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_reads_fall_on_a_shared_grid_unless_low_latency_or_a_full_buffer() {
+        let epoch = Instant::now();
+        let ms = Duration::from_millis;
+        let b = ReadBatcher::new(epoch, ms(40));
+        // The next grid point strictly after now, whatever the phase.
+        assert_eq!(b.next_read(epoch, false, false), Some(epoch + ms(40)));
+        assert_eq!(
+            b.next_read(epoch + ms(1), false, false),
+            Some(epoch + ms(40))
+        );
+        assert_eq!(
+            b.next_read(epoch + ms(39), false, false),
+            Some(epoch + ms(40))
+        );
+        assert_eq!(
+            b.next_read(epoch + ms(40), false, false),
+            Some(epoch + ms(80))
+        );
+        assert_eq!(
+            b.next_read(epoch + ms(1001), false, false),
+            Some(epoch + ms(1040))
+        );
+        // Another connection's batcher on the same epoch wakes at the same points.
+        let other = ReadBatcher::new(epoch, ms(40));
+        assert_eq!(
+            other.next_read(epoch + ms(17), false, false),
+            Some(epoch + ms(40))
+        );
+        // A viewer wants low latency, or the buffer came back full: read now.
+        assert_eq!(b.next_read(epoch + ms(5), true, false), None);
+        assert_eq!(b.next_read(epoch + ms(5), false, true), None);
+        // A zero interval is taken as 1 ms, never a division by zero.
+        let z = ReadBatcher::new(epoch, Duration::ZERO);
+        assert_eq!(z.next_read(epoch, false, false), Some(epoch + ms(1)));
+    }
 }
