@@ -144,7 +144,28 @@ struct StreamShared {
     /// Until when a reader wants this stream at low latency
     /// ([`Hub::want_low_latency`]). Its own lock: viewers' requests set it
     /// without contending with the publisher's pushes.
-    low_latency_until: Mutex<Option<Instant>>,
+    low_latency: LowLatencyWish,
+}
+
+/// Until when readers want low latency ([`Hub::want_low_latency`]).
+#[derive(Default)]
+struct LowLatencyWish(Mutex<Option<Instant>>);
+
+impl LowLatencyWish {
+    /// Extends the wish to `until` (an earlier deadline changes nothing).
+    fn extend(&self, until: Instant) {
+        let mut at = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_none_or(|t| t < until) {
+            *at = Some(until);
+        }
+    }
+
+    fn holds_at(&self, now: Instant) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| until > now)
+    }
 }
 
 impl StreamShared {
@@ -158,7 +179,7 @@ impl StreamShared {
 struct HubInner {
     config: HubConfig,
     /// The latest [`Hub::want_low_latency`] deadline of any stream.
-    low_latency_until: Mutex<Option<Instant>>,
+    low_latency: LowLatencyWish,
     streams: Mutex<HashMap<String, Arc<StreamShared>>>,
     watchers: Mutex<Vec<mpsc::UnboundedSender<String>>>,
 }
@@ -183,7 +204,7 @@ impl Hub {
         Hub {
             inner: Arc::new(HubInner {
                 config,
-                low_latency_until: Mutex::new(None),
+                low_latency: LowLatencyWish::default(),
                 streams: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(Vec::new()),
             }),
@@ -226,7 +247,7 @@ impl Hub {
                         }),
                         notify: Notify::new(),
                         stats: StreamStats::default(),
-                        low_latency_until: Mutex::new(None),
+                        low_latency: LowLatencyWish::default(),
                     })
                 })
                 .clone()
@@ -340,23 +361,15 @@ impl Hub {
         let Some(shared) = self.streams().get(name).cloned() else {
             return;
         };
-        for at in [&shared.low_latency_until, &self.inner.low_latency_until] {
-            let mut at = at.lock().unwrap_or_else(|p| p.into_inner());
-            if at.is_none_or(|t| t < until) {
-                *at = Some(until);
-            }
-        }
+        shared.low_latency.extend(until);
+        self.inner.low_latency.extend(until);
     }
 
     /// Whether a reader wants any stream at low latency at `now` (see
     /// [`Hub::want_low_latency`]): a runtime that only serves batching
     /// ingests may then wake less often.
     pub fn low_latency_wanted(&self, now: Instant) -> bool {
-        self.inner
-            .low_latency_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|until| until > now)
+        self.inner.low_latency.holds_at(now)
     }
 
     /// Names of all streams.
@@ -479,11 +492,7 @@ impl HubPublisher {
     /// ([`Hub::want_low_latency`]). While none does, an ingest may hold its
     /// input back for tens of milliseconds to take it in fewer, larger reads.
     pub fn low_latency_wanted(&self, now: Instant) -> bool {
-        self.shared
-            .low_latency_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|until| until > now)
+        self.shared.low_latency.holds_at(now)
     }
 
     /// Appends one event. Never waits for readers. Fails with
