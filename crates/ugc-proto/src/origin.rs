@@ -523,20 +523,6 @@ async fn live_request<A: Authorizer>(
     let Some(live) = origin.registry.get(&registry_name) else {
         return error(StatusCode::NOT_FOUND);
     };
-    if let Some(hub) = &origin.config.low_latency_hub {
-        let low_latency = match &file {
-            LiveFile::Part(..) => true,
-            LiveFile::MediaPlaylist(Variant::Fmp4) => live.low_latency() && has_msn(&req),
-            _ => false,
-        };
-        if low_latency {
-            // The ingest feeds the stream; its renditions follow it.
-            hub.want_low_latency(
-                name.as_str(),
-                std::time::Instant::now() + LOW_LATENCY_DEMAND,
-            );
-        }
-    }
     match (file, &rendition) {
         (LiveFile::Multivariant, Some(_)) => error(StatusCode::NOT_FOUND),
         (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&registry_name)
@@ -552,21 +538,33 @@ async fn live_request<A: Authorizer>(
             let Ok(d) = parse_directives(req.uri().query()) else {
                 return error(StatusCode::BAD_REQUEST);
             };
+            if v == Variant::Fmp4 && live.low_latency() && d.msn.is_some() {
+                want_low_latency(&origin, &name);
+            }
             // A rendition of a ladder reports every other rendition.
             let ladder = rendition
                 .as_deref()
                 .map(|r| (&*origin.registry, name.as_str(), r));
             media_playlist(&origin, live, v, d, token.as_deref(), ladder).await
         }
-        (LiveFile::Part(msn, index), _) => part(&origin, live, msn, index).await,
+        (LiveFile::Part(msn, index), _) => {
+            want_low_latency(&origin, &name);
+            part(&origin, live, msn, index).await
+        }
         (file, _) => serve(&live, file, token.as_deref()),
     }
 }
 
-/// Whether the query asks for a blocking reload (`_HLS_msn`), the mark of
-/// a low-latency player.
-fn has_msn(req: &Request) -> bool {
-    parse_directives(req.uri().query()).is_ok_and(|d| d.msn.is_some())
+/// A viewer of `stream` plays at low latency (a blocking reload or a part):
+/// tell the hub, if any ([`OriginConfig::low_latency_hub`]). The ingest feeds
+/// the stream itself; its renditions follow it.
+fn want_low_latency<A>(origin: &Origin<A>, stream: &StreamName) {
+    if let Some(hub) = &origin.config.low_latency_hub {
+        hub.want_low_latency(
+            stream.as_str(),
+            std::time::Instant::now() + LOW_LATENCY_DEMAND,
+        );
+    }
 }
 
 fn hold_of<A>(origin: &Origin<A>, live: &LiveStream) -> Duration {

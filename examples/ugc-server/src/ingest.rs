@@ -93,10 +93,10 @@ pub fn paced_runtime(
     let Some(fast) = tick else {
         return Ok(tokio::runtime::Handle::current());
     };
-    let tick_at = Arc::new(move |now: Instant| tick_at(fast, relaxed.as_ref(), now));
+    let tick_now = Arc::new(move |now: Instant| tick_at(fast, relaxed.as_ref(), now));
     let pacer = Arc::new(Mutex::new(Pacer::default()));
     let (on_park, on_unpark) = (pacer.clone(), pacer);
-    let (park_tick, unpark_tick) = (tick_at.clone(), tick_at);
+    let (park_tick, unpark_tick) = (tick_now.clone(), tick_now);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(move || {
