@@ -87,6 +87,9 @@ pub struct StreamSnapshot {
     pub readers: u64,
     /// The current track set.
     pub tracks: Option<Tracks>,
+    /// Until when a reader wants the stream at low latency
+    /// ([`Hub::want_low_latency`]).
+    pub low_latency_until: Option<Instant>,
 }
 
 struct Entry {
@@ -160,11 +163,12 @@ impl LowLatencyWish {
         }
     }
 
+    fn until(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn holds_at(&self, now: Instant) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|until| until > now)
+        self.until().is_some_and(|until| until > now)
     }
 }
 
@@ -399,6 +403,7 @@ impl Hub {
             publishers: shared.stats.publishers.load(Ordering::Relaxed),
             readers: st.readers,
             tracks: st.tracks.clone(),
+            low_latency_until: shared.low_latency.until(),
         })
     }
 

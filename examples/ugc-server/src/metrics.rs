@@ -99,6 +99,15 @@ fn hub(m: &mut Exposition, hub: &Hub) {
             |s| f64::from(u8::from(s.publishing)),
         ),
         Family::gauge(
+            "ugc_stream_low_latency",
+            "1 while a viewer wants the stream at low latency (LL-HLS blocking reloads or parts \
+             in the last 10 s): its RTMP ingest then reads as data arrives instead of batching.",
+            |s| {
+                let now = std::time::Instant::now();
+                f64::from(u8::from(s.low_latency_until.is_some_and(|t| t > now)))
+            },
+        ),
+        Family::gauge(
             "ugc_stream_readers",
             "Readers attached (packager, archive, restream, transcoder).",
             |s| s.readers as f64,

@@ -604,3 +604,39 @@ fn metrics_follow_a_live_stream_and_want_the_admin_token_from_afar() {
     })
     .expect("publishing drops to 0 when the publisher leaves");
 }
+
+/// The origin's low-latency signal reaches the ingest of the real server:
+/// a stream nobody plays at low latency is batched (`ugc_stream_low_latency`
+/// 0); plain playlist and segment fetches leave it so, and one LL-HLS part
+/// request switches it (1).
+#[test]
+fn a_low_latency_viewer_switches_its_stream_out_of_read_batching() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("lowlat", "");
+    let mut publisher = publish_live(320, 240, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(20), || {
+        !segments(&server, "live/lowlat").is_empty()
+    })
+    .expect("the stream is packaged");
+    let low_latency = || {
+        metric(
+            &scrape_metrics(&server, &[]),
+            "ugc_stream_low_latency",
+            "live/lowlat",
+        )
+    };
+    assert_eq!(low_latency(), Some(0.0));
+    let playlist = media_playlist(&server, "live/lowlat").expect("playlist");
+    let seg = &segments(&server, "live/lowlat")[0];
+    assert_eq!(server.get(&format!("/live/lowlat/{}", seg.uri)).status, 200);
+    assert_eq!(low_latency(), Some(0.0), "a classic viewer switched it");
+    let part = playlist
+        .lines()
+        .rev()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .find_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .expect("the default server has LL-HLS parts");
+    assert_eq!(server.get(&format!("/live/lowlat/{part}")).status, 200);
+    assert_eq!(low_latency(), Some(1.0));
+    publisher.kill();
+}
