@@ -104,6 +104,10 @@ fn dvr_records_60s_ranges_play_export_has_moov_first_and_ranges() {
         playlist_seconds(&ev)
     );
 
+    // Ranges below count from where the server's recording begins, not
+    // from when this test took the time (ffmpeg may start seconds later).
+    let rec = archive_start(&server, "rec", start);
+
     // Wait for the 60 s publish to end.
     let ended = wait_until(Duration::from_secs(75), || !publisher.running());
     assert!(ended.is_some(), "publisher did not finish");
@@ -112,7 +116,7 @@ fn dvr_records_60s_ranges_play_export_has_moov_first_and_ranges() {
     // Range playlists for several windows: right length (+-1 segment), every
     // segment has a date, ffmpeg plays them without error.
     for (offset, len) in [(4i64, 20u32), (30, 10), (0, 56)] {
-        let path = format!("/live/rec/index-{}-{len}.m3u8", start + offset);
+        let path = format!("/live/rec/index-{}-{len}.m3u8", rec + offset);
         let r = server.get(&path);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         let text = r.text();
@@ -146,7 +150,7 @@ fn dvr_records_60s_ranges_play_export_has_moov_first_and_ranges() {
     assert!(playlist_seconds(&ev) >= 54.0, "{ev}");
 
     // MP4 export of 30 s: duration +-1 GOP (2 s), plays, moov before mdat.
-    let mp4_path = format!("/live/rec/archive-{}-30.mp4", start + 10);
+    let mp4_path = format!("/live/rec/archive-{}-30.mp4", rec + 10);
     let r = server.get(&mp4_path);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
@@ -206,7 +210,7 @@ fn dvr_records_60s_ranges_play_export_has_moov_first_and_ranges() {
         .arg("export")
         .arg("--data")
         .arg(server.data.path())
-        .args(["--stream", "rec", "--from", &(start + 10).to_string()])
+        .args(["--stream", "rec", "--from", &(rec + 10).to_string()])
         .args(["--duration", "30", "-o"])
         .arg(&out)
         .env("UGC_LOG", "warn")
@@ -438,6 +442,10 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
     }
     let r = server.get(&format!("/live/ev/{}", segs[0].uri));
     assert_eq!(r.status, 200);
+    // Where the recording begins, as the server dated it (the publisher may
+    // have started seconds after `start` on a loaded machine).
+    let rec = first_archived_ms(&live).expect("archived segments listed") / 1000;
+    assert!(rec >= start - 1, "{rec} before {start}");
     keep.kill();
     assert!(wait_until(Duration::from_secs(30), || !publisher.running()).is_some());
     // Publisher gone for the grace time: the event ends and moves to S3.
@@ -466,12 +474,12 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
             .any(|f| f.extension().is_some_and(|e| e == "m4s"))
     );
     // Range playlist and export now come from S3 through the cache.
-    let path = format!("/live/ev/index-{start}-10.m3u8");
+    let path = format!("/live/ev/index-{rec}-10.m3u8");
     let r = server.get(&path);
     assert_eq!(r.status, 200, "{}", r.text());
     let errors = play_errors(&server.url(&path));
     assert!(errors.trim().is_empty(), "{errors}");
-    let r = server.get(&format!("/live/ev/archive-{start}-10.mp4"));
+    let r = server.get(&format!("/live/ev/archive-{rec}-10.mp4"));
     assert_eq!(r.status, 200);
     let work = TempDir::new("s3exp");
     let f = work.path().join("e.mp4");

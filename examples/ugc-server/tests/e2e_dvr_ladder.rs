@@ -137,7 +137,8 @@ fn dvr_archives_every_rendition_and_serves_a_multivariant_range() {
     assert!(ev.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{ev}");
 
     // MP4 export of one rendition: its size, about the asked duration.
-    let r = server.get(&format!("/live/lad/240p/archive-{}-12.mp4", start + 4));
+    let rec = archive_start(&server, "lad/240p", start);
+    let r = server.get(&format!("/live/lad/240p/archive-{}-12.mp4", rec + 4));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.header("content-disposition")

@@ -582,3 +582,28 @@ pub fn video_keyframes(file: &Path) -> Vec<bool> {
         .map(|l| l.trim().starts_with('1'))
         .collect()
 }
+
+/// The wall clock (unix ms) of the first archived segment listed in a
+/// playlist, read from its name (`dvr-s<pdt_ms>_...`), or `None`.
+pub fn first_archived_ms(playlist: &str) -> Option<i64> {
+    playlist.lines().find_map(|l| {
+        let name = l.rsplit('/').next()?.strip_prefix("dvr-s")?;
+        name.split('_').next()?.parse().ok()
+    })
+}
+
+/// The unix second in which the archive of `stream` (e.g. `rec` or
+/// `lad/240p`) begins, as the server recorded it: read from its first
+/// archived segment after `since` (waits up to 30 s for one). Tests build
+/// DVR ranges from it rather than from their own clock, because on a loaded
+/// machine a publisher may start seconds after the test took the time.
+pub fn archive_start(server: &Server, stream: &str, since: i64) -> i64 {
+    let path = format!("/live/{stream}/index-{since}-now.m3u8");
+    let mut found = None;
+    wait_until(Duration::from_secs(30), || {
+        found = first_archived_ms(&server.get(&path).text());
+        found.is_some()
+    });
+    let ms = found.unwrap_or_else(|| panic!("nothing archived in {path}:\n{}", server.log()));
+    ms.div_euclid(1000)
+}
