@@ -590,12 +590,19 @@ impl Segmenter {
         let Some(st) = self.states.get(ti) else {
             return result;
         };
-        let pts_out = rescale(frame.pts, st.info.timescale, st.out_ts);
         // Video keeps the input's composition offset, also when its decode
-        // time was moved a tick forward (see `committed_end`).
+        // time was moved a tick forward (see `committed_end`). Audio has no
+        // reordering: it is presented when it is decoded, on the clean clock.
+        // (Taking its input pts instead would carry the publisher's
+        // millisecond jitter into composition offsets, and MSE, which
+        // buffers by presentation time, would see small holes.)
         let cts = match st.audio_frame {
-            None => pts_out.saturating_sub(rescale(frame.dts, st.info.timescale, st.out_ts)),
-            Some(_) => pts_out.saturating_sub(out_dts),
+            None => rescale(frame.pts, st.info.timescale, st.out_ts).saturating_sub(rescale(
+                frame.dts,
+                st.info.timescale,
+                st.out_ts,
+            )),
+            Some(_) => 0,
         };
         let cts = i32::try_from(cts).unwrap_or(if cts < 0 { i32::MIN } else { i32::MAX });
         let sample = fmp4::Sample {

@@ -508,69 +508,14 @@ fn a_part_closes_with_its_last_frame() {
     assert_eq!(chunks, 30);
 }
 
-/// Video fragments (tfdt, sum of trun durations) of a CMAF byte string, by
-/// walking moof/traf boxes (track 1 is video in the test tracks).
+/// Video fragments (tfdt, sum of trun durations) of a CMAF byte string
+/// (track 1 is video in the test tracks).
 fn video_fragments(data: &[u8]) -> Vec<(u64, u64)> {
-    fn boxes(b: &[u8]) -> Vec<([u8; 4], &[u8])> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at + 8 <= b.len() {
-            let size = u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-            let kind: [u8; 4] = b[at + 4..at + 8].try_into().unwrap();
-            assert!(
-                size >= 8 && at + size <= b.len(),
-                "box {kind:?} size {size}"
-            );
-            out.push((kind, &b[at + 8..at + size]));
-            at += size;
-        }
-        out
-    }
-    let mut frags = Vec::new();
-    for (kind, moof) in boxes(data) {
-        if &kind != b"moof" {
-            continue;
-        }
-        for (kind, traf) in boxes(moof) {
-            if &kind != b"traf" {
-                continue;
-            }
-            let children = boxes(traf);
-            let tfhd = children.iter().find(|(k, _)| k == b"tfhd").unwrap().1;
-            if u32::from_be_bytes(tfhd[4..8].try_into().unwrap()) != 1 {
-                continue;
-            }
-            let tfdt = children.iter().find(|(k, _)| k == b"tfdt").unwrap().1;
-            let base = if tfdt[0] == 1 {
-                u64::from_be_bytes(tfdt[4..12].try_into().unwrap())
-            } else {
-                u64::from(u32::from_be_bytes(tfdt[4..8].try_into().unwrap()))
-            };
-            let trun = children.iter().find(|(k, _)| k == b"trun").unwrap().1;
-            let flags = u32::from_be_bytes(trun[0..4].try_into().unwrap()) & 0xff_ffff;
-            let count = u32::from_be_bytes(trun[4..8].try_into().unwrap()) as usize;
-            assert!(flags & 0x100 != 0, "trun carries durations");
-            let mut at = 8;
-            if flags & 0x1 != 0 {
-                at += 4;
-            }
-            if flags & 0x4 != 0 {
-                at += 4;
-            }
-            let per = [0x100, 0x200, 0x400, 0x800]
-                .iter()
-                .filter(|f| flags & **f != 0)
-                .count()
-                * 4;
-            let mut total = 0u64;
-            for i in 0..count {
-                let d = &trun[at + i * per..at + i * per + 4];
-                total += u64::from(u32::from_be_bytes(d.try_into().unwrap()));
-            }
-            frags.push((base, total));
-        }
-    }
-    frags
+    track_runs(data)
+        .into_iter()
+        .filter(|r| r.track == 1)
+        .map(|r| (r.base, r.samples.iter().map(|s| u64::from(s.0)).sum()))
+        .collect()
 }
 
 #[test]

@@ -469,3 +469,39 @@ proptest! {
         }
     }
 }
+
+/// RTMP audio timestamps are milliseconds: 1024-sample AAC frames at
+/// 44.1 kHz arrive 23 or 24 ms apart around their exact 23.22 ms. The
+/// samples go on a clean clock, and each is presented when it is decoded:
+/// a composition offset would carry the jitter into presentation times,
+/// where MSE (which buffers by PTS) sees holes between frames.
+#[test]
+fn audio_is_presented_when_decoded_despite_ms_jitter() {
+    let mut events = vec![MediaEvent::Tracks(av())];
+    for i in 0..200i64 {
+        let video_ms = i * 40;
+        events.push(v(video_ms, i % 25 == 0));
+        // Two audio frames per video frame's 40 ms, at ms resolution.
+        for k in 0..2 {
+            let n = i * 2 + k;
+            let exact = n * 1024 * 1000 / 44_100;
+            events.push(a((exact + (n % 3) - 1).max(0)));
+        }
+    }
+    events.push(MediaEvent::End);
+    let segs = segments(&run(config(2000), events));
+    assert!(segs.len() >= 3);
+    let mut audio_samples = 0;
+    for seg in &segs {
+        for run in track_runs(&seg.data.to_bytes()) {
+            if run.track == 2 {
+                for (duration, cts) in run.samples {
+                    assert_eq!(duration, 1024, "msn {}", seg.msn);
+                    assert_eq!(cts, 0, "msn {}: audio composition offset", seg.msn);
+                    audio_samples += 1;
+                }
+            }
+        }
+    }
+    assert!(audio_samples > 300);
+}
