@@ -122,10 +122,22 @@ struct LiveState {
     building: Option<Building>,
     next_msn: u64,
     ended: bool,
+    /// Where the segmenter expects the next part ([`SegmenterOutput::PreloadHint`]),
+    /// until the next part is published.
+    hint: Option<(u64, u32)>,
     /// The longest segment of the stream's life: `#EXT-X-TARGETDURATION`
     /// must not change, so it never drops when that segment leaves the
     /// window.
     longest_ms: u64,
+}
+
+impl LiveState {
+    /// Segment `msn` if it is retained.
+    fn segment_of(&self, msn: u64) -> Option<&Arc<Segment>> {
+        let first = self.segments.front()?.msn;
+        let idx = usize::try_from(msn.checked_sub(first)?).ok()?;
+        self.segments.get(idx).filter(|s| s.msn == msn)
+    }
 }
 
 /// The live window of one stream; see the [module docs](self).
@@ -176,7 +188,35 @@ impl LiveStream {
 
     /// Applies one segmenter output and notifies watchers.
     pub fn apply(&self, output: SegmenterOutput) {
+        self.apply_all(std::iter::once(output));
+    }
+
+    /// Applies the outputs of one segmenter input under one lock, then
+    /// notifies watchers once: a blocking playlist request woken by a new
+    /// part never sees the part without the preload hint that follows it.
+    pub fn apply_all(&self, outputs: impl IntoIterator<Item = SegmenterOutput>) {
         let mut st = self.write();
+        let mut changed = false;
+        let mut chunk = false;
+        for output in outputs {
+            if Self::apply_one(&self.config, &mut st, output) {
+                changed = true;
+            } else {
+                chunk = true;
+            }
+        }
+        if changed {
+            self.notify(&st);
+        } else if chunk {
+            // Chunks change no playlist: wake only the part readers.
+            drop(st);
+            self.chunks.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Applies one output; false when it changed no playlist (a chunk of
+    /// the part being written).
+    fn apply_one(config: &LiveConfig, st: &mut LiveState, output: SegmenterOutput) -> bool {
         match output {
             SegmenterOutput::Init(init) => {
                 st.inits.insert(init.number, init);
@@ -198,11 +238,9 @@ impl LiveStream {
                         })
                     }
                 }
-                // Chunks change no playlist: wake only the part readers.
-                drop(st);
-                self.chunks.send_modify(|n| *n = n.wrapping_add(1));
-                return;
+                return false;
             }
+            SegmenterOutput::PreloadHint { msn, part } => st.hint = Some((msn, part)),
             SegmenterOutput::Part { msn, part } => {
                 if st.open_msn != Some(msn) {
                     st.open_parts.clear();
@@ -216,6 +254,7 @@ impl LiveStream {
                     st.building = None;
                 }
                 st.open_parts.push(part);
+                st.hint = None;
             }
             SegmenterOutput::Segment(seg) => {
                 st.open_parts.clear();
@@ -225,10 +264,7 @@ impl LiveStream {
                 st.next_msn = seg.msn.saturating_add(1);
                 st.longest_ms = st.longest_ms.max(seg.duration_ms);
                 st.segments.push_back(seg);
-                let keep = self
-                    .config
-                    .window_segments
-                    .saturating_add(self.config.grace_segments);
+                let keep = config.window_segments.saturating_add(config.grace_segments);
                 while st.segments.len() > keep {
                     if let Some(old) = st.segments.pop_front()
                         && old.discontinuity
@@ -246,7 +282,7 @@ impl LiveStream {
             }
             SegmenterOutput::Ended => st.ended = true,
         }
-        self.notify(&st);
+        true
     }
 
     /// Marks the stream ended (`#EXT-X-ENDLIST`).
@@ -289,7 +325,9 @@ impl LiveStream {
     }
 
     /// The next part to be produced (`#EXT-X-PRELOAD-HINT`): the part
-    /// being written, else the one after the newest.
+    /// being written, else where the segmenter expects it (the first part
+    /// of the next segment when the newest part is expected to be its
+    /// segment's last), else the one after the newest.
     pub fn preload_hint(&self) -> Option<(u64, u32)> {
         Self::preload_of(&self.read())
     }
@@ -301,10 +339,15 @@ impl LiveStream {
         if let Some(b) = &st.building {
             return Some((b.msn, b.index));
         }
-        match st.open_msn {
-            Some(m) => Some((m, u32::try_from(st.open_parts.len()).unwrap_or(u32::MAX))),
-            None => Some((st.next_msn, 0)),
-        }
+        let after_newest = match st.open_msn {
+            Some(m) => (m, u32::try_from(st.open_parts.len()).unwrap_or(u32::MAX)),
+            None => (st.next_msn, 0),
+        };
+        Some(
+            st.hint
+                .filter(|h| *h >= after_newest)
+                .unwrap_or(after_newest),
+        )
     }
 
     /// This stream as an `#EXT-X-RENDITION-REPORT` in another rendition's
@@ -340,8 +383,26 @@ impl LiveStream {
     /// `offset` on. Never blocks; wait on [`Self::subscribe_chunks`] and ask
     /// again while it is [`PartProgress::Partial`] or
     /// [`PartProgress::NotYet`].
+    ///
+    /// The part just after the last of a closed segment is the next
+    /// segment's first: a preload hint may have named it before the
+    /// keyframe that closed the segment arrived, and a hinted resource must
+    /// arrive (the same bytes under two URIs; neither URI ever changes).
     pub fn part_progress(&self, msn: u64, index: u32, offset: usize) -> PartProgress {
         let st = self.read();
+        match Self::part_progress_of(&st, msn, index, offset) {
+            PartProgress::Never
+                if st.segment_of(msn).is_some_and(|s| {
+                    s.parts.len() == usize::try_from(index).unwrap_or(usize::MAX)
+                }) =>
+            {
+                Self::part_progress_of(&st, msn.saturating_add(1), 0, offset)
+            }
+            p => p,
+        }
+    }
+
+    fn part_progress_of(st: &LiveState, msn: u64, index: u32, offset: usize) -> PartProgress {
         let idx = usize::try_from(index).unwrap_or(usize::MAX);
         if st.open_msn == Some(msn) {
             if let Some(p) = st.open_parts.get(idx) {
@@ -408,10 +469,7 @@ impl LiveStream {
 
     /// Segment `msn` if it is still (or already) retained.
     pub fn segment(&self, msn: u64) -> Option<Arc<Segment>> {
-        let st = self.read();
-        let first = st.segments.front()?.msn;
-        let idx = usize::try_from(msn.checked_sub(first)?).ok()?;
-        st.segments.get(idx).filter(|s| s.msn == msn).cloned()
+        self.read().segment_of(msn).cloned()
     }
 
     /// Init segment `n` if a retained segment (or the newest track set)

@@ -38,12 +38,15 @@ fn drain(
     stream: &LiveStream,
     observer: &mut Option<Box<dyn SegmentObserver>>,
 ) {
+    let mut outputs = Vec::new();
     while let Some(out) = segmenter.poll() {
         if let Some(o) = observer.as_mut() {
             o.on_output(&out);
         }
-        stream.apply(out);
+        outputs.push(out);
     }
+    // One update per input: a part and the preload hint after it together.
+    stream.apply_all(outputs);
 }
 
 /// Packages the Hub stream `reader` into `stream` until the stream ends.

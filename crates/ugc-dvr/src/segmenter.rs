@@ -186,6 +186,18 @@ pub enum SegmenterOutput {
         /// The part.
         part: Arc<Part>,
     },
+    /// Where the next part most likely goes (LL-HLS `#EXT-X-PRELOAD-HINT`),
+    /// after a part was cut before the frame that follows it arrived: part
+    /// `part` of segment `msn`, which is `(open msn + 1, 0)` when the part
+    /// just cut is expected to be its segment's last (the next reference
+    /// frame is due to be the keyframe that ends the segment). Only with
+    /// [`SegmenterConfig::part_target_ms`].
+    PreloadHint {
+        /// The segment of the next part.
+        msn: u64,
+        /// The index of the next part within it.
+        part: u32,
+    },
     /// A closed segment.
     Segment(Arc<Segment>),
     /// The stream ended; nothing follows.
@@ -554,7 +566,7 @@ impl Segmenter {
                 }
             } else if out_dts >= rescale(end, ref_ts, own_ts) {
                 // Past the end: this sample starts the next part.
-                result = self.cut_part_early(self.reference.unwrap_or(0), end);
+                result = self.cut_part_early(self.reference.unwrap_or(0), end, true);
             }
         }
         if is_ref && let Some(open) = &self.open {
@@ -656,7 +668,7 @@ impl Segmenter {
             let full = span.saturating_add(nominal) > self.ticks_of_ms(pt, ti);
             if nominal > 0 && span > 0 && (reaches_target || full) {
                 if !reaches_target || self.others_cover(end) {
-                    let r = self.cut_part_early(ti, end);
+                    let r = self.cut_part_early(ti, end, reaches_target);
                     if result.is_ok() {
                         result = r;
                     }
@@ -671,7 +683,7 @@ impl Segmenter {
             && let Some(end) = self.open.as_ref().and_then(|o| o.last_part_end)
             && self.others_cover(end)
         {
-            let r = self.cut_part_early(self.reference.unwrap_or(0), end);
+            let r = self.cut_part_early(self.reference.unwrap_or(0), end, true);
             if result.is_ok() {
                 result = r;
             }
@@ -693,8 +705,12 @@ impl Segmenter {
     }
 
     /// Cuts the part before the frame after the reference frame `ti` just
-    /// pushed has arrived: that frame may not start before `end`.
-    fn cut_part_early(&mut self, ti: usize, end: i64) -> Result<(), Error> {
+    /// pushed has arrived: that frame may not start before `end`. `last`:
+    /// the part is expected to be its segment's last (the next reference
+    /// frame is due to be the keyframe that ends the segment), which the
+    /// preload hint then names: the first part of the next segment instead
+    /// of a part of this one that would never come.
+    fn cut_part_early(&mut self, ti: usize, end: i64, last: bool) -> Result<(), Error> {
         if let Some(st) = self.states.get_mut(ti) {
             st.committed_end = Some(end);
         }
@@ -709,7 +725,20 @@ impl Segmenter {
                 last.sample.duration = d;
             }
         }
-        self.cut_part(end)
+        self.cut_part(end)?;
+        if let Some(open) = self.open.as_ref() {
+            let (msn, part) = if last {
+                (open.msn.saturating_add(1), 0)
+            } else {
+                (
+                    open.msn,
+                    u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
+                )
+            };
+            self.out
+                .push_back(SegmenterOutput::PreloadHint { msn, part });
+        }
+        Ok(())
     }
 
     /// The date of media time `media_ms`: clock offset + media time, never

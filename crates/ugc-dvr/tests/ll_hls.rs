@@ -278,10 +278,16 @@ fn ll_playlists_conform_while_the_stream_grows() {
         joined.extend_from_slice(&p.data.to_bytes());
     }
     assert!(last.data.to_bytes().ends_with(&joined));
-    assert!(matches!(
+    // The part after a closed segment's last is the next segment's first
+    // (a preload hint may have named it before the keyframe came).
+    assert_eq!(
         live.part_progress(last.msn, u32::try_from(last.parts.len()).unwrap(), 0),
-        PartProgress::Never | PartProgress::NotYet
-    ));
+        live.part_progress(last.msn + 1, 0, 0)
+    );
+    assert_eq!(
+        live.part_progress(last.msn, u32::try_from(last.parts.len()).unwrap() + 1, 0),
+        PartProgress::Never
+    );
     assert_eq!(live.part_progress(0, 999, 0), PartProgress::Never);
     assert_eq!(live.part_progress(u64::MAX, 0, 0), PartProgress::NotYet);
 }
@@ -612,4 +618,78 @@ fn a_segments_last_part_is_published_with_its_last_frame() {
     let durs: Vec<u64> = parts.iter().filter(|p| p.0 == 2).map(|p| p.2).collect();
     assert_eq!(durs.len(), 15, "{durs:?}");
     assert!(durs.iter().sum::<u64>().abs_diff(3000) <= 2, "{durs:?}");
+}
+
+/// Every part a playlist ever hinted is served: a player that follows the
+/// hint (as RFC 8216bis allows) gets bytes, never a 404. With regular GOPs
+/// the hint after a segment's last part names the next segment's first
+/// part; keyframes the segmenter did not expect (scene cuts, a GOP that
+/// changes length) end a segment after a hint named a part of it, and that
+/// part is then served as the next segment's first.
+#[test]
+fn every_hinted_part_is_served() {
+    // Keyframe pattern in frames (30 fps): regular 2 s GOPs, then scene
+    // cuts and GOP resets at odd places.
+    let mut keyframes = vec![0, 60, 120, 180, 240];
+    keyframes.extend([271, 300, 333, 360, 420, 455, 480, 540, 570, 600, 660]);
+    for (target, frames) in [(2000u32, 720i64), (1000, 720)] {
+        let live = LiveStream::new(LiveConfig {
+            window_segments: 100,
+            grace_segments: 2,
+            target_duration_ms: target,
+            part_target_ms: Some(PART_MS),
+        });
+        let mut seg = Segmenter::new(SegmenterConfig {
+            target_duration_ms: target,
+            part_target_ms: Some(PART_MS),
+        });
+        seg.push(MediaEvent::Tracks(av()), T0).unwrap();
+        let mut hints = Vec::new();
+        let mut next_audio = 0i64;
+        for i in 0..frames {
+            let t = (i * 1000 + 15) / 30;
+            let mut events = vec![v(t, keyframes.contains(&i))];
+            while next_audio * 1024 * 1000 / 44_100 < t + 33 {
+                events.push(a(next_audio * 1024 * 1000 / 44_100));
+                next_audio += 1;
+            }
+            for e in events {
+                seg.push(e, T0 + t).unwrap();
+                let mut outs = Vec::new();
+                while let Some(o) = seg.poll() {
+                    outs.push(o);
+                }
+                live.apply_all(outs);
+                if live.has_segments() {
+                    let text = live.render_media_playlist(Variant::Fmp4);
+                    let (_, hint) = check_playlist(&text);
+                    let hint = hint.unwrap();
+                    if hints.last() != Some(&hint) {
+                        hints.push(hint);
+                    }
+                }
+            }
+        }
+        // The newest hint may still come; every earlier one has bytes.
+        hints.pop();
+        assert!(hints.len() > 40, "{hints:?}");
+        let mut next_segment_first = 0;
+        for (m, p) in &hints {
+            match live.part_progress(*m, *p, 0) {
+                PartProgress::Complete(b) if !b.is_empty() => {}
+                other => panic!("target {target}: hinted part {m}.{p} is {other:?}"),
+            }
+            if live
+                .segment(*m)
+                .is_some_and(|s| s.parts.len() == *p as usize)
+            {
+                next_segment_first += 1;
+            }
+        }
+        // Hints name parts that really come, but for the unexpected cuts.
+        assert!(
+            next_segment_first <= 6,
+            "target {target}: {next_segment_first} hints named a part after a segment's last"
+        );
+    }
 }

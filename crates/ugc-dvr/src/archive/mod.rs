@@ -880,6 +880,7 @@ impl SegmentObserver for Recorder {
                 }
             }
             SegmenterOutput::Part { .. }
+            | SegmenterOutput::PreloadHint { .. }
             | SegmenterOutput::Opened(_)
             | SegmenterOutput::PartChunk { .. } => {}
         }
