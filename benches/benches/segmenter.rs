@@ -70,6 +70,7 @@ fn segment(c: &mut Criterion) {
             let mut s = Segmenter::new(SegmenterConfig {
                 target_duration_ms: 2000,
                 part_target_ms: Some(500),
+                ..Default::default()
             });
             let mut n = 0usize;
             for e in events.iter().cloned() {

@@ -125,10 +125,6 @@ struct LiveState {
     /// Where the segmenter expects the next part ([`SegmenterOutput::PreloadHint`]),
     /// until the next part is published.
     hint: Option<(u64, u32)>,
-    /// The longest segment of the stream's life: `#EXT-X-TARGETDURATION`
-    /// must not change, so it never drops when that segment leaves the
-    /// window.
-    longest_ms: u64,
 }
 
 impl LiveState {
@@ -262,7 +258,6 @@ impl LiveStream {
                 st.open_start = None;
                 st.building = None;
                 st.next_msn = seg.msn.saturating_add(1);
-                st.longest_ms = st.longest_ms.max(seg.duration_ms);
                 st.segments.push_back(seg);
                 let keep = config.window_segments.saturating_add(config.grace_segments);
                 while st.segments.len() > keep {
@@ -506,9 +501,7 @@ impl LiveStream {
                 .count() as u64;
         MediaPlaylist {
             segments: &window,
-            target_duration_ms: u32::try_from(st.longest_ms)
-                .unwrap_or(u32::MAX)
-                .max(self.config.target_duration_ms),
+            target_duration_ms: self.config.target_duration_ms,
             discontinuity_sequence,
             next_msn: st.next_msn,
             ended: st.ended,

@@ -135,9 +135,9 @@ pub fn target_duration_secs(max_ms: u64) -> u64 {
 pub struct MediaPlaylist<'a> {
     /// The segments, oldest first, msn consecutive.
     pub segments: &'a [Arc<Segment>],
-    /// The configured target duration, or the longest segment of the
-    /// stream's life when longer: `#EXT-X-TARGETDURATION` is at least
-    /// [`target_duration_secs`] of it (so it never drops).
+    /// The configured target duration: `#EXT-X-TARGETDURATION` is at least
+    /// [`target_duration_secs`] of it when the segments do not carry their
+    /// stream's fixed target ([`Segment::target_duration_s`]).
     pub target_duration_ms: u32,
     /// Discontinuities before the first segment.
     pub discontinuity_sequence: u64,
@@ -206,9 +206,21 @@ impl MediaPlaylist<'_> {
         self.segments.len().saturating_sub(keep)
     }
 
-    /// `#EXT-X-TARGETDURATION`: [`target_duration_secs`] of the longest
-    /// segment, and at least of the configured target.
+    /// `#EXT-X-TARGETDURATION`: the stream's fixed target, which every
+    /// segment carries ([`Segment::target_duration_s`]; it never changes
+    /// while the stream lives), at least of the configured target; without
+    /// segments (or for segments that
+    /// carry none) [`target_duration_secs`] of the longest segment and of
+    /// the configured target.
     pub fn target_duration_secs(&self) -> u64 {
+        if let Some(t) = self
+            .segments
+            .last()
+            .map(|s| s.target_duration_s)
+            .filter(|t| *t > 0)
+        {
+            return t.max(target_duration_secs(u64::from(self.target_duration_ms)));
+        }
         let max_ms = self
             .segments
             .iter()

@@ -12,6 +12,15 @@
 //! * A segment starts with a video keyframe (streams without video: with any
 //!   audio frame) and is cut at the first keyframe at or after
 //!   [`SegmenterConfig::target_duration_ms`]; it never holds part of a frame.
+//! * `#EXT-X-TARGETDURATION` is fixed for the segmenter's life
+//!   ([`Segment::target_duration_s`]: [`SegmenterConfig::target_duration_s`],
+//!   or the configured duration or the first segment when longer, as HLS
+//!   rounds it). To stay within it, a keyframe before the configured
+//!   duration also cuts when waiting for the next one (the longest of the
+//!   last eight keyframe intervals away) would make the segment longer: a
+//!   scene cut that resets the encoder's GOP. A GOP longer than the target
+//!   still makes longer segments (they are counted:
+//!   [`SegmenterStats::target_overruns`]).
 //! * A sample lasts until the next sample of its track; the last sample of a
 //!   segment whose successor has not arrived yet gets its track's previous
 //!   delta (audio: one frame).
@@ -35,6 +44,12 @@ use ugc_core::{Frame, MediaEvent, MediaKind, Timescale, TrackInfo, Tracks};
 use crate::chunks::Chunks;
 use crate::error::Error;
 
+/// How many keyframe intervals predict the next one when a keyframe before
+/// the target may cut ([`SegmenterStats::early_cuts`]): the longest of them.
+/// Enough that a few scene cuts in a row do not hide the encoder's GOP; few
+/// enough that one stall long ago does not cut at every keyframe.
+const KEYFRAME_HISTORY: usize = 8;
+
 /// Configuration of a [`Segmenter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmenterConfig {
@@ -52,6 +67,14 @@ pub struct SegmenterConfig {
     /// soon as the next reference frame fixes their durations, so an origin
     /// can serve a preload-hinted part while it is being produced.
     pub part_target_ms: Option<u32>,
+    /// `#EXT-X-TARGETDURATION` in whole seconds, fixed for the stream's
+    /// life (RFC 8216 4.3.3.1 allows no change). `None` (the default): the
+    /// larger of [`Self::target_duration_ms`] and the first segment (which
+    /// shows the encoder's keyframe interval), by
+    /// [`crate::playlist::target_duration_secs`]. Set it higher for encoders
+    /// whose GOP varies, at the price of latency (players stay about three
+    /// target durations behind live).
+    pub target_duration_s: Option<u32>,
 }
 
 impl Default for SegmenterConfig {
@@ -59,6 +82,7 @@ impl Default for SegmenterConfig {
         SegmenterConfig {
             target_duration_ms: 2000,
             part_target_ms: None,
+            target_duration_s: None,
         }
     }
 }
@@ -103,6 +127,9 @@ pub struct Segment {
     /// Duration in milliseconds: from its first keyframe to the next
     /// segment's (or to the end of its last frame when nothing follows).
     pub duration_ms: u64,
+    /// `#EXT-X-TARGETDURATION` of the stream, in seconds: the same for every
+    /// segment of a segmenter (see [`SegmenterConfig::target_duration_s`]).
+    pub target_duration_s: u64,
     /// Wall-clock time of its first frame (unix milliseconds).
     pub program_date_time_ms: i64,
     /// Its parts, in order; [`Self::data`] shares their chunks.
@@ -212,6 +239,12 @@ pub struct SegmenterStats {
     pub frames_dropped: u64,
     /// Times the clean audio clock was re-synced to the input.
     pub audio_resyncs: u64,
+    /// Segments longer than the fixed target duration allows (a GOP longer
+    /// than it: the encoder's keyframe interval changed).
+    pub target_overruns: u64,
+    /// Segments cut at a keyframe before the configured duration, so that
+    /// the next keyframe would not make them longer than the target.
+    pub early_cuts: u64,
 }
 
 #[derive(Debug)]
@@ -382,6 +415,12 @@ pub struct Segmenter {
     /// to the one before: where the next keyframe is expected.
     last_keyframe: Option<i64>,
     keyframe_interval: Option<i64>,
+    /// The last [`KEYFRAME_HISTORY`] keyframe intervals (reference
+    /// timeline), newest last.
+    keyframe_intervals: VecDeque<i64>,
+    /// `#EXT-X-TARGETDURATION` in seconds, fixed when the first segment
+    /// closes.
+    target_s: Option<u64>,
 }
 
 impl Segmenter {
@@ -406,6 +445,8 @@ impl Segmenter {
             carry: None,
             last_keyframe: None,
             keyframe_interval: None,
+            keyframe_intervals: VecDeque::with_capacity(KEYFRAME_HISTORY),
+            target_s: None,
         }
     }
 
@@ -472,6 +513,7 @@ impl Segmenter {
         self.clock_offset_ms = None;
         self.last_keyframe = None;
         self.keyframe_interval = None;
+        self.keyframe_intervals.clear();
     }
 
     fn on_tracks(&mut self, tracks: Tracks) -> Result<(), Error> {
@@ -482,6 +524,7 @@ impl Segmenter {
         self.states = tracks.iter().map(TrackState::new).collect();
         self.last_keyframe = None;
         self.keyframe_interval = None;
+        self.keyframe_intervals.clear();
         self.reference = tracks
             .iter()
             .position(|t| t.kind() == MediaKind::Video)
@@ -550,7 +593,12 @@ impl Segmenter {
         }
         if starts {
             if let Some(prev) = self.last_keyframe.filter(|p| out_dts > *p) {
-                self.keyframe_interval = Some(out_dts.saturating_sub(prev));
+                let interval = out_dts.saturating_sub(prev);
+                self.keyframe_interval = Some(interval);
+                if self.keyframe_intervals.len() == KEYFRAME_HISTORY {
+                    self.keyframe_intervals.pop_front();
+                }
+                self.keyframe_intervals.push_back(interval);
             }
             self.last_keyframe = Some(out_dts);
         }
@@ -573,6 +621,9 @@ impl Segmenter {
             let span = out_dts.saturating_sub(open.start_out_dts);
             let target = self.ticks_of_ms(self.config.target_duration_ms, ti);
             if starts && span >= target {
+                result = self.close(Some(out_dts));
+            } else if starts && self.cut_before_target(span, ti) {
+                self.stats.early_cuts += 1;
                 result = self.close(Some(out_dts));
             } else if let Some(pt) = self.config.part_target_ms {
                 let part_span = out_dts.saturating_sub(open.part_start_out_dts);
@@ -689,6 +740,25 @@ impl Segmenter {
             }
         }
         result
+    }
+
+    /// Whether a keyframe `span` ticks (track `ti`) into the open segment,
+    /// before the configured duration, must cut it: once the target duration
+    /// is fixed, when waiting for the next keyframe (the longest of the last
+    /// [`KEYFRAME_HISTORY`] intervals away) would make the segment longer than the target
+    /// allows, and the segment is at least a quarter of the configured
+    /// duration long.
+    fn cut_before_target(&self, span: i64, ti: usize) -> bool {
+        let (Some(target_s), Some(&next)) = (self.target_s, self.keyframe_intervals.iter().max())
+        else {
+            return false;
+        };
+        let limit_ms = target_s
+            .saturating_mul(1000)
+            .saturating_add(crate::playlist::TARGET_DURATION_SLACK_MS);
+        let limit = self.ticks_of_ms(u32::try_from(limit_ms).unwrap_or(u32::MAX), ti);
+        let min = self.ticks_of_ms(self.config.target_duration_ms / 4, ti);
+        span >= min && span.saturating_add(next) > limit
     }
 
     /// Whether every track but the reference has samples up to `end`
@@ -995,6 +1065,27 @@ impl Segmenter {
         let parts = open.parts;
         let end_ms = rescale(end_out_dts, ref_ts, Timescale::MILLIS);
         let duration_ms = u64::try_from(end_ms.saturating_sub(open.start_dts_ms)).unwrap_or(0);
+        let target_duration_s = match self.target_s {
+            Some(t) => {
+                let limit = t
+                    .saturating_mul(1000)
+                    .saturating_add(crate::playlist::TARGET_DURATION_SLACK_MS);
+                if duration_ms > limit {
+                    self.stats.target_overruns += 1;
+                }
+                t
+            }
+            None => {
+                let t = match self.config.target_duration_s {
+                    Some(s) => u64::from(s.max(1)),
+                    None => crate::playlist::target_duration_secs(
+                        duration_ms.max(u64::from(self.config.target_duration_ms)),
+                    ),
+                };
+                self.target_s = Some(t);
+                t
+            }
+        };
         // The first segment is re-dated with the clock offset as it is now:
         // its first frames may be a burst of cached frames delivered late (a
         // new Hub reader starts at the GOP start), and the frames seen since
@@ -1015,6 +1106,7 @@ impl Segmenter {
             start_dts_ms: open.start_dts_ms,
             start_pts_ms: open.start_pts_ms,
             duration_ms,
+            target_duration_s,
             program_date_time_ms,
             parts,
             frames: open.frames,

@@ -31,6 +31,7 @@ fn ll_segmenter() -> Segmenter {
     Segmenter::new(SegmenterConfig {
         target_duration_ms: 1000,
         part_target_ms: Some(PART_MS),
+        ..Default::default()
     })
 }
 
@@ -185,6 +186,12 @@ fn check_playlist(text: &str) -> (Vec<ListedPart>, Option<(u64, u32)>) {
             assert!(pdt_seen, "every segment carries a PROGRAM-DATE-TIME");
             pdt_seen = false;
             let d = ms(d.trim_end_matches(','));
+            // RFC 8216 4.3.3.1: EXTINF rounded to the nearest integer is at
+            // most the target duration.
+            assert!(
+                d < target_s * 1000 + 500,
+                "EXTINF {d} ms > TARGETDURATION {target_s}\n{text}"
+            );
             if !seg_parts.is_empty() {
                 let sum: u64 = seg_parts.iter().map(|(_, d)| d).sum();
                 assert!(
@@ -566,6 +573,7 @@ fn parts_published(target_ms: u32, gop: i64, frames: i64) -> Vec<(u64, u32, u64,
     let mut s = Segmenter::new(SegmenterConfig {
         target_duration_ms: target_ms,
         part_target_ms: Some(PART_MS),
+        ..Default::default()
     });
     s.push(MediaEvent::Tracks(av()), T0).unwrap();
     let mut out = Vec::new();
@@ -642,9 +650,11 @@ fn every_hinted_part_is_served() {
         let mut seg = Segmenter::new(SegmenterConfig {
             target_duration_ms: target,
             part_target_ms: Some(PART_MS),
+            ..Default::default()
         });
         seg.push(MediaEvent::Tracks(av()), T0).unwrap();
         let mut hints = Vec::new();
+        let mut target_line = None;
         let mut next_audio = 0i64;
         for i in 0..frames {
             let t = (i * 1000 + 15) / 30;
@@ -662,6 +672,13 @@ fn every_hinted_part_is_served() {
                 live.apply_all(outs);
                 if live.has_segments() {
                     let text = live.render_media_playlist(Variant::Fmp4);
+                    // The target duration never changes (RFC 8216 6.2.1),
+                    // across scene cuts and GOP resets.
+                    let line = text
+                        .lines()
+                        .find(|l| l.starts_with("#EXT-X-TARGETDURATION:"));
+                    let line = line.unwrap().to_owned();
+                    assert_eq!(target_line.get_or_insert_with(|| line.clone()), &line);
                     let (_, hint) = check_playlist(&text);
                     let hint = hint.unwrap();
                     if hints.last() != Some(&hint) {

@@ -76,6 +76,7 @@ async fn program_date_time_is_not_late_after_a_burst_of_cached_frames() {
         SegmenterConfig {
             target_duration_ms: 2000,
             part_target_ms: Some(200),
+            ..Default::default()
         },
         None,
         clock,

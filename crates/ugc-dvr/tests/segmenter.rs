@@ -277,6 +277,7 @@ fn parts_are_cut_on_part_target() {
     let cfg = SegmenterConfig {
         target_duration_ms: 2000,
         part_target_ms: Some(500),
+        ..Default::default()
     };
     let mut events = vec![MediaEvent::Tracks(av())];
     for i in 0..100i64 {
@@ -391,10 +392,16 @@ proptest! {
             prop_assert!(s.frames[0].keyframe);
             prop_assert_eq!(s.parts.len(), 1);
         }
-        // All but the last reach the target.
+        // All but the last reach the target, or were cut at a keyframe at
+        // least a quarter of it in, so the next keyframe would not make
+        // them longer than the fixed target duration.
         for s in &segs[..segs.len() - 1] {
-            prop_assert!(s.duration_ms >= u64::from(target), "{} < {}", s.duration_ms, target);
+            prop_assert!(s.duration_ms >= u64::from(target / 4), "{} < {}", s.duration_ms, target);
         }
+        // One target duration for the stream's life.
+        let fixed = segs[0].target_duration_s;
+        prop_assert!(segs.iter().all(|s| s.target_duration_s == fixed));
+        prop_assert!(fixed >= u64::from(target).div_ceil(1000).max(1) - 1);
         // No frame lost or duplicated, order kept.
         let got: Vec<&Frame> = segs.iter().flat_map(|s| s.frames.iter()).collect();
         prop_assert_eq!(got.len(), frames.len());
@@ -446,7 +453,7 @@ proptest! {
         target in 0u32..3000,
         part in proptest::option::of(0u32..1000),
     ) {
-        let mut s = Segmenter::new(SegmenterConfig { target_duration_ms: target, part_target_ms: part });
+        let mut s = Segmenter::new(SegmenterConfig { target_duration_ms: target, part_target_ms: part, ..Default::default() });
         let mut msn = None;
         for (i, e) in events.into_iter().enumerate() {
             let _ = s.push(e, i as i64);
@@ -504,4 +511,68 @@ fn audio_is_presented_when_decoded_despite_ms_jitter() {
         }
     }
     assert!(audio_samples > 300);
+}
+
+/// A scene cut that resets the encoder's GOP (keyframes at 0, 2, 4, 5, 7,
+/// 9 s...) used to make a 3 s segment [4, 7) and raise the target duration
+/// from 2 to 3 mid-stream, which RFC 8216 6.2.1 forbids. The keyframe at 5 s
+/// now cuts: waiting for the next one (2 s away, the longest recent
+/// interval) would overrun the fixed target.
+#[test]
+fn a_gop_reset_cuts_early_to_keep_the_target_duration() {
+    let keys = [0i64, 50, 100, 125, 175, 225, 275, 325];
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    events.extend((0..350).map(|i| v(i * 40, keys.contains(&i))));
+    events.push(MediaEvent::End);
+    let mut s = Segmenter::new(config(2000));
+    let mut segs = Vec::new();
+    for (i, e) in events.into_iter().enumerate() {
+        s.push(e, T0 + i as i64 * 40).unwrap();
+        while let Some(o) = s.poll() {
+            if let SegmenterOutput::Segment(seg) = o {
+                segs.push(seg);
+            }
+        }
+    }
+    let d: Vec<u64> = segs.iter().map(|s| s.duration_ms).collect();
+    assert_eq!(d, vec![2000, 2000, 1000, 2000, 2000, 2000, 2000, 1000]);
+    assert!(segs.iter().all(|s| s.target_duration_s == 2));
+    assert_eq!(s.stats().early_cuts, 1);
+    assert_eq!(s.stats().target_overruns, 0);
+
+    // A GOP that grows past the target for good cannot be cut shorter
+    // (segments start at keyframes): the target stays, the overrun counts.
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    events.extend((0..300).map(|i| v(i * 40, if i < 100 { i % 50 == 0 } else { i % 100 == 0 })));
+    events.push(MediaEvent::End);
+    let mut s = Segmenter::new(config(2000));
+    let mut segs = Vec::new();
+    for (i, e) in events.into_iter().enumerate() {
+        s.push(e, T0 + i as i64 * 40).unwrap();
+        while let Some(o) = s.poll() {
+            if let SegmenterOutput::Segment(seg) = o {
+                segs.push(seg);
+            }
+        }
+    }
+    let d: Vec<u64> = segs.iter().map(|s| s.duration_ms).collect();
+    assert_eq!(d, vec![2000, 2000, 4000, 4000]);
+    assert!(segs.iter().all(|s| s.target_duration_s == 2));
+    assert_eq!(s.stats().target_overruns, 2);
+
+    // An explicit target duration (for encoders whose GOP varies) is kept
+    // as given, and its headroom avoids the early cut.
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    events.extend((0..350).map(|i| v(i * 40, keys.contains(&i))));
+    events.push(MediaEvent::End);
+    let segs = segments(&run(
+        SegmenterConfig {
+            target_duration_s: Some(4),
+            ..config(2000)
+        },
+        events,
+    ));
+    let d: Vec<u64> = segs.iter().map(|s| s.duration_ms).collect();
+    assert_eq!(d, vec![2000, 2000, 3000, 2000, 2000, 2000, 1000]);
+    assert!(segs.iter().all(|s| s.target_duration_s == 4));
 }

@@ -48,6 +48,7 @@ fn feed(secs: u64) -> Feed {
             let mut seg = Segmenter::new(SegmenterConfig {
                 target_duration_ms: 1000,
                 part_target_ms: Some(PART_MS),
+                ..Default::default()
             });
             let start = tokio::time::Instant::now();
             let apply = |seg: &mut Segmenter| {
@@ -401,6 +402,7 @@ fn fed_now(frames: i64) -> Arc<LiveStream> {
     let mut seg = Segmenter::new(SegmenterConfig {
         target_duration_ms: 1000,
         part_target_ms: Some(PART_MS),
+        ..Default::default()
     });
     let mut events = vec![MediaEvent::Tracks(ugc_core::hub::tests_support::av_tracks())];
     for i in 0..frames {

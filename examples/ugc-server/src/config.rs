@@ -35,6 +35,11 @@ pub struct Cli {
     /// Target HLS segment duration in milliseconds (segments cut at keyframes).
     #[arg(long, env = "UGC_SEGMENT_MS")]
     pub segment_ms: Option<u32>,
+    /// `#EXT-X-TARGETDURATION` in seconds, fixed for each stream's life
+    /// (default 0: the segment duration or the encoder's first GOP when
+    /// longer). Raise it for encoders whose keyframe interval varies.
+    #[arg(long, env = "UGC_TARGET_DURATION_S")]
+    pub target_duration_s: Option<u32>,
     /// Segments in the live playlist window.
     #[arg(long, env = "UGC_WINDOW_SEGMENTS")]
     pub window_segments: Option<usize>,
@@ -101,6 +106,7 @@ struct FileConfig {
     http: Option<SocketAddr>,
     public_host: Option<String>,
     segment_ms: Option<u32>,
+    target_duration_s: Option<u32>,
     window_segments: Option<usize>,
     part_ms: Option<u32>,
     https: Option<SocketAddr>,
@@ -137,6 +143,8 @@ pub struct Config {
     pub http: SocketAddr,
     pub public_host: Option<String>,
     pub segment_ms: u32,
+    /// Fixed `#EXT-X-TARGETDURATION`; `None`: from the segments.
+    pub target_duration_s: Option<u32>,
     pub window_segments: usize,
     /// LL-HLS part target; `None` is classic HLS.
     pub part_ms: Option<u32>,
@@ -172,6 +180,18 @@ impl Config {
         anyhow::ensure!(
             (200..=30_000).contains(&segment_ms),
             "segment_ms must be within 200..=30000, got {segment_ms}"
+        );
+        let target_duration_s = cli
+            .target_duration_s
+            .or(file.target_duration_s)
+            .unwrap_or(0);
+        anyhow::ensure!(
+            target_duration_s == 0 || u64::from(target_duration_s) * 1000 >= u64::from(segment_ms),
+            "target_duration_s must be 0 (automatic) or at least segment_ms, got {target_duration_s}"
+        );
+        anyhow::ensure!(
+            target_duration_s <= 60,
+            "target_duration_s must be at most 60"
         );
         let window_segments = cli.window_segments.or(file.window_segments).unwrap_or(6);
         anyhow::ensure!(
@@ -213,6 +233,7 @@ impl Config {
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
             public_host: cli.public_host.clone().or(file.public_host),
             segment_ms,
+            target_duration_s: (target_duration_s > 0).then_some(target_duration_s),
             window_segments,
             publisher_grace_s: cli
                 .publisher_grace_s
@@ -251,6 +272,7 @@ impl Config {
     pub fn packager(&self) -> ugc_dvr::PackagerConfig {
         let mut c = ugc_dvr::PackagerConfig::default();
         c.segmenter.target_duration_ms = self.segment_ms;
+        c.segmenter.target_duration_s = self.target_duration_s;
         c.live.target_duration_ms = self.segment_ms;
         c.live.window_segments = self.window_segments;
         c.with_part_target(self.part_ms)

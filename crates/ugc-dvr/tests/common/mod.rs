@@ -79,6 +79,7 @@ pub fn config(target_ms: u32) -> SegmenterConfig {
     SegmenterConfig {
         target_duration_ms: target_ms,
         part_target_ms: None,
+        ..Default::default()
     }
 }
 
