@@ -18,7 +18,8 @@
 //! use ugc_dvr::{LiveConfig, LiveStream, Segmenter, SegmenterConfig, Variant};
 //! # use ugc_core::{Frame, MediaEvent, TrackId};
 //! # let tracks = ugc_core::hub::tests_support::av_tracks();
-//! let live = LiveStream::new(LiveConfig::default());
+//! // Media URIs carry the stream's session (here: its start, unix ms).
+//! let live = LiveStream::with_session(LiveConfig::default(), 1_700_000_000_000);
 //! let mut seg = Segmenter::new(SegmenterConfig::default());
 //! let mut events = vec![MediaEvent::Tracks(tracks)];
 //! for i in 0..200i64 {
@@ -35,7 +36,7 @@
 //!     }
 //! }
 //! let playlist = live.render_media_playlist(Variant::Fmp4);
-//! assert!(playlist.contains("#EXT-X-MAP:URI=\"init-0.mp4\""));
+//! assert!(playlist.contains("#EXT-X-MAP:URI=\"init-1700000000000-0.mp4\""));
 //! assert!(playlist.ends_with("#EXT-X-ENDLIST\n"));
 //! # Ok::<(), ugc_dvr::Error>(())
 //! ```
@@ -64,7 +65,8 @@ pub use packager::{
     run_packager_observed, run_packager_with_clock,
 };
 pub use playlist::{
-    LowLatency, RenditionReport, Variant, VariantStream, format_program_date_time, part_uri,
+    LowLatency, MediaFile, MediaFileError, RenditionReport, Variant, VariantStream,
+    format_program_date_time, part_uri,
 };
 pub use segmenter::{
     InitSegment, Part, Segment, SegmentStart, Segmenter, SegmenterConfig, SegmenterOutput,

@@ -144,6 +144,8 @@ impl LiveState {
 #[derive(Debug)]
 pub struct LiveStream {
     config: LiveConfig,
+    /// The session in every media URI ([`crate::MediaFile`]).
+    session: u64,
     state: RwLock<LiveState>,
     updates: watch::Sender<LiveUpdate>,
     /// Bumped on every chunk of the part being written (and on every
@@ -152,8 +154,18 @@ pub struct LiveStream {
 }
 
 impl LiveStream {
-    /// An empty live stream.
+    /// An empty live stream of session 0 (tests, a single stream that never
+    /// restarts); see [`Self::with_session`].
     pub fn new(config: LiveConfig) -> Self {
+        Self::with_session(config, 0)
+    }
+
+    /// An empty live stream whose media URIs carry `session`
+    /// ([`crate::MediaFile`]). Give each life of a stream name its own,
+    /// larger than the last (e.g. its start in unix milliseconds, as
+    /// [`crate::package_hub`] does): its segment numbers restart at 0, and
+    /// its URIs must not name an earlier life's bytes that a cache keeps.
+    pub fn with_session(config: LiveConfig, session: u64) -> Self {
         let (updates, _) = watch::channel(LiveUpdate::default());
         let (chunks, _) = watch::channel(0);
         LiveStream {
@@ -161,6 +173,7 @@ impl LiveStream {
                 window_segments: config.window_segments.max(1),
                 ..config
             },
+            session,
             state: RwLock::new(LiveState::default()),
             updates,
             chunks,
@@ -170,6 +183,11 @@ impl LiveStream {
     /// The configuration.
     pub fn config(&self) -> &LiveConfig {
         &self.config
+    }
+
+    /// The session in this stream's media URIs.
+    pub fn session(&self) -> u64 {
+        self.session
     }
 
     fn read(&self) -> RwLockReadGuard<'_, LiveState> {
@@ -500,6 +518,7 @@ impl LiveStream {
                 .filter(|s| s.discontinuity)
                 .count() as u64;
         MediaPlaylist {
+            session: self.session,
             segments: &window,
             target_duration_ms: self.config.target_duration_ms,
             discontinuity_sequence,

@@ -37,9 +37,26 @@ fn drain(
     segmenter: &mut Segmenter,
     stream: &LiveStream,
     observer: &mut Option<Box<dyn SegmentObserver>>,
+    overruns: &mut u64,
+    name: &str,
 ) {
     let mut outputs = Vec::new();
     while let Some(out) = segmenter.poll() {
+        if let SegmenterOutput::Segment(seg) = &out
+            && segmenter.stats().target_overruns > *overruns
+        {
+            *overruns = segmenter.stats().target_overruns;
+            tracing::warn!(
+                stream = name,
+                msn = seg.msn,
+                duration_ms = seg.duration_ms,
+                target_s = seg.target_duration_s,
+                overruns = *overruns,
+                "segment longer than the stream's target duration: the encoder's keyframe \
+                 interval grew past it (set it at or below the segment duration, or raise \
+                 target_duration_s)"
+            );
+        }
         if let Some(o) = observer.as_mut() {
             o.on_output(&out);
         }
@@ -78,6 +95,7 @@ pub async fn run_packager_with_clock(
 ) {
     let idle = Duration::from_millis(u64::from(config.target_duration_ms.max(1)) * 2);
     let mut segmenter = Segmenter::new(config);
+    let mut overruns = 0;
     loop {
         match tokio::time::timeout(idle, reader.recv()).await {
             Ok(Some(event)) => {
@@ -85,7 +103,13 @@ pub async fn run_packager_with_clock(
                 if let Err(e) = segmenter.push(event, now_unix_ms()) {
                     tracing::warn!(stream = reader.stream(), error = %e, "segmenter rejected an event");
                 }
-                drain(&mut segmenter, &stream, &mut observer);
+                drain(
+                    &mut segmenter,
+                    &stream,
+                    &mut observer,
+                    &mut overruns,
+                    reader.stream(),
+                );
                 if end {
                     stream.set_ended();
                     return;
@@ -95,7 +119,13 @@ pub async fn run_packager_with_clock(
                 if let Err(e) = segmenter.push(MediaEvent::End, now_unix_ms()) {
                     tracing::warn!(stream = reader.stream(), error = %e, "closing the segmenter");
                 }
-                drain(&mut segmenter, &stream, &mut observer);
+                drain(
+                    &mut segmenter,
+                    &stream,
+                    &mut observer,
+                    &mut overruns,
+                    reader.stream(),
+                );
                 stream.set_ended();
                 return;
             }
@@ -103,7 +133,13 @@ pub async fn run_packager_with_clock(
                 if let Err(e) = segmenter.flush(now_unix_ms()) {
                     tracing::warn!(stream = reader.stream(), error = %e, "flushing an idle stream");
                 }
-                drain(&mut segmenter, &stream, &mut observer);
+                drain(
+                    &mut segmenter,
+                    &stream,
+                    &mut observer,
+                    &mut overruns,
+                    reader.stream(),
+                );
             }
         }
     }
@@ -178,7 +214,16 @@ pub async fn package_hub(
         let Some(reader) = hub.subscribe_existing(&name) else {
             continue;
         };
-        let live = Arc::new(LiveStream::new(config.live.clone()));
+        // Each life of a stream name gets a session larger than the last
+        // one's, so its media URIs (segment numbers restart at 0) never
+        // name bytes of an earlier broadcast that a cache may keep: its start
+        // in unix ms, also across restarts of this process.
+        let session = u64::try_from(now_unix_ms()).unwrap_or(0).max(
+            registry
+                .get(&name)
+                .map_or(0, |old| old.session().saturating_add(1)),
+        );
+        let live = Arc::new(LiveStream::with_session(config.live.clone(), session));
         registry.insert(&name, live.clone());
         tracing::info!(stream = %name, "packaging");
         let registry = registry.clone();

@@ -18,24 +18,110 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// The URI of segment `msn` relative to the playlist.
-    pub fn segment_uri(self, msn: u64) -> String {
-        match self {
-            Variant::Fmp4 => format!("seg-{msn}.m4s"),
-            Variant::Ts => format!("seg-{msn}.ts"),
-        }
+    /// The URI of segment `msn` of session `session` relative to the
+    /// playlist: `seg-<session>-<msn>.m4s` (or `.ts`).
+    pub fn segment_uri(self, session: u64, msn: u64) -> String {
+        MediaFile::Segment(self, session, msn).to_string()
     }
 }
 
-/// The URI of part `index` of segment `msn` relative to the playlist:
-/// `part-<msn>.<index>.m4s`.
-pub fn part_uri(msn: u64, index: u32) -> String {
-    format!("part-{msn}.{index}.m4s")
+/// The URI of part `index` of segment `msn` of session `session` relative
+/// to the playlist: `part-<session>-<msn>.<index>.m4s`.
+pub fn part_uri(session: u64, msn: u64, index: u32) -> String {
+    MediaFile::Part(session, msn, index).to_string()
 }
 
-/// The URI of init segment `n` relative to the playlist.
-pub fn init_uri(n: u32) -> String {
-    format!("init-{n}.mp4")
+/// The URI of init segment `n` of session `session` relative to the
+/// playlist: `init-<session>-<n>.mp4`.
+pub fn init_uri(session: u64, n: u32) -> String {
+    MediaFile::Init(session, n).to_string()
+}
+
+/// A media file of a live stream, named as its playlists list it. Every
+/// name carries the session of the stream ([`crate::LiveStream::session`]):
+/// a stream that ends and is published again restarts its segment numbers,
+/// and a media URI must never be reused with other bytes (they are served
+/// `immutable`, so browsers and CDN edges would keep the old broadcast's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaFile {
+    /// `init-<session>-<n>.mp4`.
+    Init(u64, u32),
+    /// `seg-<session>-<msn>.m4s` or `seg-<session>-<msn>.ts`.
+    Segment(Variant, u64, u64),
+    /// `part-<session>-<msn>.<index>.m4s` (LL-HLS).
+    Part(u64, u64, u32),
+}
+
+/// Why [`MediaFile::parse`] refused a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaFileError {
+    /// Not a media file name (any pattern we do not serve).
+    Unknown,
+    /// A known pattern with a number that is not plain decimal digits (a
+    /// bad request, unlike a number too large to exist, which is unknown).
+    BadNumber,
+}
+
+impl MediaFile {
+    /// The session the file belongs to.
+    pub fn session(self) -> u64 {
+        match self {
+            MediaFile::Init(s, _) | MediaFile::Segment(_, s, _) | MediaFile::Part(s, _, _) => s,
+        }
+    }
+
+    /// Parses a name made by its `Display`.
+    pub fn parse(name: &str) -> Result<MediaFile, MediaFileError> {
+        if let Some(rest) = name
+            .strip_prefix("init-")
+            .and_then(|r| r.strip_suffix(".mp4"))
+        {
+            let (session, n) = rest.split_once('-').ok_or(MediaFileError::BadNumber)?;
+            return Ok(MediaFile::Init(number(session)?, number(n)?));
+        }
+        if let Some(rest) = name.strip_prefix("seg-") {
+            let (rest, variant) = match (rest.strip_suffix(".m4s"), rest.strip_suffix(".ts")) {
+                (Some(r), _) => (r, Variant::Fmp4),
+                (None, Some(r)) => (r, Variant::Ts),
+                (None, None) => return Err(MediaFileError::Unknown),
+            };
+            let (session, msn) = rest.split_once('-').ok_or(MediaFileError::BadNumber)?;
+            return Ok(MediaFile::Segment(variant, number(session)?, number(msn)?));
+        }
+        if let Some(rest) = name
+            .strip_prefix("part-")
+            .and_then(|r| r.strip_suffix(".m4s"))
+        {
+            let (session, rest) = rest.split_once('-').ok_or(MediaFileError::BadNumber)?;
+            let (msn, index) = rest.split_once('.').ok_or(MediaFileError::BadNumber)?;
+            return Ok(MediaFile::Part(
+                number(session)?,
+                number(msn)?,
+                number(index)?,
+            ));
+        }
+        Err(MediaFileError::Unknown)
+    }
+}
+
+/// A decimal number of at most 20 plain digits; one that does not fit `T`
+/// cannot name an existing file ([`MediaFileError::Unknown`]).
+fn number<T: std::str::FromStr>(digits: &str) -> Result<T, MediaFileError> {
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(MediaFileError::BadNumber);
+    }
+    digits.parse().map_err(|_| MediaFileError::Unknown)
+}
+
+impl std::fmt::Display for MediaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            MediaFile::Init(s, n) => write!(f, "init-{s}-{n}.mp4"),
+            MediaFile::Segment(Variant::Fmp4, s, msn) => write!(f, "seg-{s}-{msn}.m4s"),
+            MediaFile::Segment(Variant::Ts, s, msn) => write!(f, "seg-{s}-{msn}.ts"),
+            MediaFile::Part(s, msn, i) => write!(f, "part-{s}-{msn}.{i}.m4s"),
+        }
+    }
 }
 
 /// Formats unix milliseconds as ISO 8601 UTC with milliseconds, as
@@ -133,6 +219,8 @@ pub fn target_duration_secs(max_ms: u64) -> u64 {
 /// The inputs of a live media playlist.
 #[derive(Debug, Clone)]
 pub struct MediaPlaylist<'a> {
+    /// The stream's session, in every media URI ([`MediaFile`]).
+    pub session: u64,
     /// The segments, oldest first, msn consecutive.
     pub segments: &'a [Arc<Segment>],
     /// The configured target duration: `#EXT-X-TARGETDURATION` is at least
@@ -286,7 +374,11 @@ impl MediaPlaylist<'_> {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
             if variant == Variant::Fmp4 && current_init != Some(seg.init) {
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(seg.init));
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-MAP:URI=\"{}\"",
+                    init_uri(self.session, seg.init)
+                );
                 current_init = Some(seg.init);
             }
             let _ = writeln!(
@@ -296,14 +388,14 @@ impl MediaPlaylist<'_> {
             );
             if i >= parts_from {
                 for p in &seg.parts {
-                    write_part(&mut out, seg.msn, p);
+                    write_part(&mut out, self.session, seg.msn, p);
                 }
             }
             let _ = write!(
                 out,
                 "#EXTINF:{},\n{}\n",
                 format_seconds_3(seg.duration_ms),
-                variant.segment_uri(seg.msn),
+                variant.segment_uri(self.session, seg.msn),
             );
         }
         if let Some(ll) = ll {
@@ -312,7 +404,11 @@ impl MediaPlaylist<'_> {
                     out.push_str("#EXT-X-DISCONTINUITY\n");
                 }
                 if current_init != Some(open.init) {
-                    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(open.init));
+                    let _ = writeln!(
+                        out,
+                        "#EXT-X-MAP:URI=\"{}\"",
+                        init_uri(self.session, open.init)
+                    );
                 }
                 let _ = writeln!(
                     out,
@@ -320,14 +416,14 @@ impl MediaPlaylist<'_> {
                     format_program_date_time(open.program_date_time_ms)
                 );
                 for p in ll.open_parts {
-                    write_part(&mut out, open.msn, p);
+                    write_part(&mut out, self.session, open.msn, p);
                 }
             }
             if let Some((msn, index)) = ll.preload.filter(|_| !self.ended) {
                 let _ = writeln!(
                     out,
                     "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-                    part_uri(msn, index)
+                    part_uri(self.session, msn, index)
                 );
             }
             for r in ll.rendition_reports {
@@ -349,12 +445,12 @@ impl MediaPlaylist<'_> {
     }
 }
 
-fn write_part(out: &mut String, msn: u64, part: &Part) {
+fn write_part(out: &mut String, session: u64, msn: u64, part: &Part) {
     let _ = write!(
         out,
         "#EXT-X-PART:DURATION={},URI=\"{}\"",
         format_seconds_3(part.duration_ms),
-        part_uri(msn, part.index)
+        part_uri(session, msn, part.index)
     );
     if part.independent {
         out.push_str(",INDEPENDENT=YES");

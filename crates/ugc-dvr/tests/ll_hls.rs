@@ -111,13 +111,10 @@ fn ms(secs: &str) -> u64 {
 }
 
 fn parse_part_uri(uri: &str) -> (u64, u32) {
-    let body = uri
-        .strip_prefix("part-")
-        .unwrap()
-        .strip_suffix(".m4s")
-        .unwrap();
-    let (m, p) = body.split_once('.').unwrap();
-    (m.parse().unwrap(), p.parse().unwrap())
+    match ugc_dvr::MediaFile::parse(uri) {
+        Ok(ugc_dvr::MediaFile::Part(0, m, p)) => (m, p),
+        other => panic!("{uri}: {other:?}"),
+    }
 }
 
 /// A listed part: msn, index, duration in ms, independent.
@@ -201,7 +198,7 @@ fn check_playlist(text: &str) -> (Vec<ListedPart>, Option<(u64, u32)>) {
             }
             seg_parts.clear();
         } else if l.starts_with("seg-") {
-            assert_eq!(*l, format!("seg-{msn}.m4s"));
+            assert_eq!(*l, format!("seg-0-{msn}.m4s"));
             msn += 1;
         } else if l.starts_with("#EXT-X-PRELOAD-HINT:") {
             assert_eq!(attr(l, "TYPE"), Some("PART"));
@@ -364,7 +361,7 @@ fn delta_update_is_the_full_playlist_minus_skipped_segments() {
             .join("\n")
     };
     assert_eq!(normalize(&delta), normalize(&expect));
-    assert!(delta.contains("#EXT-X-MAP:URI=\"init-0.mp4\""));
+    assert!(delta.contains("#EXT-X-MAP:URI=\"init-0-0.mp4\""));
     // The segments after the skip boundary span at least CAN-SKIP-UNTIL.
     let kept: f64 = delta
         .lines()

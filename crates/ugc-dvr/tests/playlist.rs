@@ -70,10 +70,10 @@ fn media_playlist_standard_tags() {
     // 12 s in 2.4 s segments: msn 0..=3 closed (4 is open); window of 3.
     assert_eq!(pl.media_sequence, 1);
     let uris: Vec<&str> = pl.segments.iter().map(|s| s.uri.as_str()).collect();
-    assert_eq!(uris, ["seg-1.m4s", "seg-2.m4s", "seg-3.m4s"]);
+    assert_eq!(uris, ["seg-0-1.m4s", "seg-0-2.m4s", "seg-0-3.m4s"]);
     assert_eq!(
         pl.segments[0].map.as_ref().map(|m| m.uri.as_str()),
-        Some("init-0.mp4")
+        Some("init-0-0.mp4")
     );
     assert!(pl.segments[1].map.is_none());
     // Dates: from the clock for the first segment, then derived, and parsed
@@ -187,7 +187,7 @@ fn discontinuity_sequence_counts_slid_out_discontinuities() {
     }
     // Init changes at msn 4: a second MAP while both are in the window.
     let (_, _, _, maps) = seen.iter().find(|(ms, ..)| *ms == 3).unwrap();
-    assert_eq!(maps, &["init-0.mp4", "init-1.mp4"]);
+    assert_eq!(maps, &["init-0-0.mp4", "init-0-1.mp4"]);
     assert!(seen.iter().any(|(_, ds, ..)| *ds == 2));
     // The first run (other wall clock) ends in the same state but for dates.
     let strip = |t: String| {

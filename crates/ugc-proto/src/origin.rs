@@ -6,13 +6,18 @@
 //! | path | answer |
 //! |---|---|
 //! | `/live/<s>/index.m3u8` | multivariant playlist (every rendition of a transcoding ladder, else `mono.m3u8`) |
-//! | `/live/<s>/<r>/mono.m3u8`, `.../init-<n>.mp4`, `.../seg-<msn>.m4s` ... | rendition `<r>` (registry name `live/<s>/<r>`): the same files as below |
+//! | `/live/<s>/<r>/mono.m3u8`, `.../init-<id>-<n>.mp4`, `.../seg-<id>-<msn>.m4s` ... | rendition `<r>` (registry name `live/<s>/<r>`): the same files as below |
 //! | `/live/<s>/mono.m3u8` | fMP4 media playlist |
 //! | `/live/<s>/mono-ts.m3u8` | MPEG-TS media playlist |
-//! | `/live/<s>/init-<n>.mp4` | init segment |
-//! | `/live/<s>/seg-<msn>.m4s` | fMP4 media segment |
-//! | `/live/<s>/seg-<msn>.ts` | MPEG-TS media segment (muxed on first request) |
-//! | `/live/<s>/part-<msn>.<i>.m4s` | LL-HLS part `i` of segment `msn` (streamed while being written) |
+//! | `/live/<s>/init-<id>-<n>.mp4` | init segment |
+//! | `/live/<s>/seg-<id>-<msn>.m4s` | fMP4 media segment |
+//! | `/live/<s>/seg-<id>-<msn>.ts` | MPEG-TS media segment (muxed on first request) |
+//! | `/live/<s>/part-<id>-<msn>.<i>.m4s` | LL-HLS part `i` of segment `msn` (streamed while being written) |
+//!
+//! `<id>` is the stream's session ([`LiveStream::session`]): a stream that
+//! is published again after it ended restarts its numbers under a new one,
+//! so no media URI, which is served `immutable`, ever names other bytes.
+//! Media of another session is `404`.
 //!
 //! ## LL-HLS
 //!
@@ -40,7 +45,8 @@
 //!
 //! Cache headers keep a CDN edge (nginx `proxy_cache`, keyed on the full
 //! URI) correct: segments, parts and init segments are immutable (a year);
-//! classic live playlists one second; LL-HLS playlists without `_HLS_msn`
+//! classic live playlists, and playlists of ended streams (the stream may be
+//! published again under the same URL), one second; LL-HLS playlists without `_HLS_msn`
 //! `no-cache` (they change every part, and HTTP freshness has whole seconds
 //! only, so "at most half a part" is zero); a blocking answer is final for
 //! its query (it contains the asked part, and later clients ask for later
@@ -70,7 +76,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use ugc_core::{AllowAll, Authorizer, Hub, PlayDecision, PlayRequest, StreamName};
 use ugc_dvr::{
-    Chunks, LiveRegistry, LiveStream, PartProgress, PlaylistQuery, RenditionReport, Variant,
+    Chunks, LiveRegistry, LiveStream, MediaFile, MediaFileError, PartProgress, PlaylistQuery,
+    RenditionReport, Variant,
 };
 
 /// `Content-Type` of playlists.
@@ -83,8 +90,11 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// the browser's own cache would put it that much further behind live than
 /// it believes.
 pub const LIVE_PLAYLIST_CACHE: &str = "public, max-age=0, s-maxage=1";
-/// `Cache-Control` of playlists of ended streams.
-pub const ENDED_PLAYLIST_CACHE: &str = "public, max-age=30";
+/// `Cache-Control` of playlists of ended streams: as live ones. The same
+/// URL goes live again when the stream is published again, and a copy of
+/// the ended playlist kept longer would hide the new broadcast (players
+/// that got `#EXT-X-ENDLIST` stop reloading anyway).
+pub const ENDED_PLAYLIST_CACHE: &str = LIVE_PLAYLIST_CACHE;
 /// `Cache-Control` of errors and of LL-HLS playlists without `_HLS_msn`.
 pub const NO_CACHE: &str = "no-cache";
 
@@ -362,9 +372,7 @@ fn error(status: StatusCode) -> Response {
 enum LiveFile {
     Multivariant,
     MediaPlaylist(Variant),
-    Init(u32),
-    Segment(Variant, u64),
-    Part(u64, u32),
+    Media(MediaFile),
 }
 
 /// Why a file name was not served.
@@ -376,15 +384,6 @@ enum FileNameError {
     BadNumber,
 }
 
-/// Parses a decimal number of at most 20 digits; overflow means "no such
-/// file" (the number cannot exist), other garbage is a bad request.
-fn parse_number<T: std::str::FromStr>(digits: &str) -> Result<T, FileNameError> {
-    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(FileNameError::BadNumber);
-    }
-    digits.parse().map_err(|_| FileNameError::Unknown)
-}
-
 fn parse_file(file: &str) -> Result<LiveFile, FileNameError> {
     match file {
         "index.m3u8" => return Ok(LiveFile::Multivariant),
@@ -392,28 +391,12 @@ fn parse_file(file: &str) -> Result<LiveFile, FileNameError> {
         "mono-ts.m3u8" => return Ok(LiveFile::MediaPlaylist(Variant::Ts)),
         _ => {}
     }
-    if let Some(n) = file
-        .strip_prefix("init-")
-        .and_then(|r| r.strip_suffix(".mp4"))
-    {
-        return parse_number(n).map(LiveFile::Init);
-    }
-    if let Some(rest) = file.strip_prefix("seg-") {
-        if let Some(n) = rest.strip_suffix(".m4s") {
-            return parse_number(n).map(|n| LiveFile::Segment(Variant::Fmp4, n));
-        }
-        if let Some(n) = rest.strip_suffix(".ts") {
-            return parse_number(n).map(|n| LiveFile::Segment(Variant::Ts, n));
-        }
-    }
-    if let Some((m, p)) = file
-        .strip_prefix("part-")
-        .and_then(|r| r.strip_suffix(".m4s"))
-        .and_then(|r| r.split_once('.'))
-    {
-        return Ok(LiveFile::Part(parse_number(m)?, parse_number(p)?));
-    }
-    Err(FileNameError::Unknown)
+    MediaFile::parse(file)
+        .map(LiveFile::Media)
+        .map_err(|e| match e {
+            MediaFileError::BadNumber => FileNameError::BadNumber,
+            _ => FileNameError::Unknown,
+        })
 }
 
 /// The LL-HLS delivery directives of a playlist request.
@@ -523,6 +506,13 @@ async fn live_request<A: Authorizer>(
     let Some(live) = origin.registry.get(&registry_name) else {
         return error(StatusCode::NOT_FOUND);
     };
+    // A media file of another life of the stream (published before, and
+    // perhaps still in a cache) is gone.
+    if let LiveFile::Media(m) = file
+        && m.session() != live.session()
+    {
+        return error(StatusCode::NOT_FOUND);
+    }
     match (file, &rendition) {
         (LiveFile::Multivariant, Some(_)) => error(StatusCode::NOT_FOUND),
         (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&registry_name)
@@ -547,7 +537,7 @@ async fn live_request<A: Authorizer>(
                 .map(|r| (&*origin.registry, name.as_str(), r));
             media_playlist(&origin, live, v, d, token.as_deref(), ladder).await
         }
-        (LiveFile::Part(msn, index), _) => {
+        (LiveFile::Media(MediaFile::Part(_, msn, index)), _) => {
             want_low_latency(&origin, &name);
             part(&origin, live, msn, index).await
         }
@@ -766,15 +756,17 @@ fn serve(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
             playlist_cache(live),
             playlist_body(live.render_media_playlist(v), token),
         ),
-        LiveFile::Init(n) => match live.init(n) {
+        LiveFile::Media(MediaFile::Init(_, n)) => match live.init(n) {
             Some(init) => respond("video/mp4", IMMUTABLE, init.data.clone()),
             None => error(StatusCode::NOT_FOUND),
         },
-        LiveFile::Part(msn, index) => match live.part_progress(msn, index, 0) {
-            PartProgress::Complete(b) => respond_chunks("video/mp4", IMMUTABLE, b),
-            _ => error(StatusCode::NOT_FOUND),
-        },
-        LiveFile::Segment(v, msn) => {
+        LiveFile::Media(MediaFile::Part(_, msn, index)) => {
+            match live.part_progress(msn, index, 0) {
+                PartProgress::Complete(b) => respond_chunks("video/mp4", IMMUTABLE, b),
+                _ => error(StatusCode::NOT_FOUND),
+            }
+        }
+        LiveFile::Media(MediaFile::Segment(v, _, msn)) => {
             let Some(seg) = live.segment(msn) else {
                 return error(StatusCode::NOT_FOUND);
             };
@@ -850,40 +842,50 @@ mod tests {
 
     #[test]
     fn file_names() {
+        use MediaFile::*;
         assert_eq!(parse_file("index.m3u8"), Ok(LiveFile::Multivariant));
-        assert_eq!(
-            parse_file("seg-17.m4s"),
-            Ok(LiveFile::Segment(Variant::Fmp4, 17))
+        let ok = |name: &str, want: MediaFile| {
+            assert_eq!(parse_file(name), Ok(LiveFile::Media(want)), "{name}");
+            assert_eq!(want.to_string(), name);
+        };
+        ok("seg-5-17.m4s", Segment(Variant::Fmp4, 5, 17));
+        ok(
+            "seg-1764757328123-0.ts",
+            Segment(Variant::Ts, 1764757328123, 0),
         );
+        ok("init-5-3.mp4", Init(5, 3));
+        ok("part-5-7.3.m4s", Part(5, 7, 3));
+        for bad in [
+            "seg-x.m4s",
+            "seg-.m4s",
+            "seg-17.m4s",
+            "seg-5-x.m4s",
+            "seg-5--1.m4s",
+            "seg-5-+1.m4s",
+            "seg--5-1.m4s",
+            "part-5-7.x.m4s",
+            "part-5--1.0.m4s",
+            "part-7.3.m4s",
+            "init-3.mp4",
+        ] {
+            assert_eq!(parse_file(bad), Err(FileNameError::BadNumber), "{bad}");
+        }
         assert_eq!(
-            parse_file("seg-0.ts"),
-            Ok(LiveFile::Segment(Variant::Ts, 0))
-        );
-        assert_eq!(parse_file("init-3.mp4"), Ok(LiveFile::Init(3)));
-        assert_eq!(parse_file("seg-x.m4s"), Err(FileNameError::BadNumber));
-        assert_eq!(parse_file("seg-.m4s"), Err(FileNameError::BadNumber));
-        assert_eq!(parse_file("seg--1.m4s"), Err(FileNameError::BadNumber));
-        assert_eq!(parse_file("seg-+1.m4s"), Err(FileNameError::BadNumber));
-        assert_eq!(
-            parse_file("seg-99999999999999999999.m4s"),
-            Err(FileNameError::Unknown)
-        );
-        assert_eq!(
-            parse_file(&format!("seg-{}.m4s", "9".repeat(5000))),
+            parse_file(&format!("seg-1-{}.m4s", "9".repeat(5000))),
             Err(FileNameError::BadNumber)
         );
-        assert_eq!(
-            parse_file("init-4294967296.mp4"),
-            Err(FileNameError::Unknown)
-        );
-        assert_eq!(parse_file("passwd"), Err(FileNameError::Unknown));
-        assert_eq!(parse_file("part-7.3.m4s"), Ok(LiveFile::Part(7, 3)));
-        assert_eq!(parse_file("part-7.x.m4s"), Err(FileNameError::BadNumber));
-        assert_eq!(parse_file("part--1.0.m4s"), Err(FileNameError::BadNumber));
-        assert_eq!(
-            parse_file("part-1.4294967296.m4s"),
-            Err(FileNameError::Unknown)
-        );
-        assert_eq!(parse_file("seg-1.mp4"), Err(FileNameError::Unknown));
+        for unknown in [
+            "seg-1-99999999999999999999.m4s",
+            "init-1-4294967296.mp4",
+            "part-1-1.4294967296.m4s",
+            "passwd",
+            "seg-1-1.mp4",
+        ] {
+            assert_eq!(
+                parse_file(unknown),
+                Err(FileNameError::Unknown),
+                "{unknown}"
+            );
+        }
     }
 }

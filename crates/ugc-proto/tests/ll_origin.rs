@@ -147,10 +147,11 @@ fn hint(playlist: &str) -> (u64, u32) {
         .lines()
         .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))
         .unwrap();
-    let uri = line.split("URI=\"part-").nth(1).unwrap();
-    let (m, rest) = uri.split_once('.').unwrap();
-    let p = rest.split_once('.').unwrap().0;
-    (m.parse().unwrap(), p.parse().unwrap())
+    let uri = line.split("URI=\"").nth(1).unwrap().trim_end_matches('"');
+    match ugc_dvr::MediaFile::parse(uri) {
+        Ok(ugc_dvr::MediaFile::Part(0, m, p)) => (m, p),
+        other => panic!("{uri}: {other:?}"),
+    }
 }
 
 async fn wait_for_segments(live: &LiveStream) {
@@ -183,11 +184,11 @@ async fn blocking_reload_answers_within_one_part_of_production() {
         let text = String::from_utf8(body.to_vec()).unwrap();
         // The answer lists the asked part (or its segment closed with fewer
         // parts and the next segment began).
-        let listed = text.contains(&format!("URI=\"part-{m}.{p}.m4s\""));
+        let listed = text.contains(&format!("URI=\"part-0-{m}.{p}.m4s\""));
         let produced = f.parts.lock().unwrap().get(&(m, p)).copied();
         match produced {
             Some(at) if listed => worst = worst.max(answered.saturating_duration_since(at)),
-            _ => assert!(text.contains(&format!("seg-{m}.m4s")), "{text}"),
+            _ => assert!(text.contains(&format!("seg-0-{m}.m4s")), "{text}"),
         }
     }
     assert!(
@@ -224,7 +225,8 @@ async fn a_thousand_held_requests_return_correctly_in_bounded_memory() {
     for t in &texts {
         let t = std::str::from_utf8(t).unwrap();
         assert!(
-            t.contains(&format!("URI=\"part-{m}.{p}.m4s\"")) || t.contains(&format!("seg-{m}.m4s")),
+            t.contains(&format!("URI=\"part-0-{m}.{p}.m4s\""))
+                || t.contains(&format!("seg-0-{m}.m4s")),
             "{t}"
         );
     }
@@ -302,13 +304,13 @@ async fn holds_are_bounded_and_bad_directives_are_400() {
     let (status, cc, _) = get(&app, "/live/ll/mono.m3u8").await;
     assert_eq!((status, cc.as_str()), (StatusCode::OK, "no-cache"));
     // Parts: immutable; unknown ones 404.
-    let (status, cc, body) = get(&app, &format!("/live/ll/part-{last}.0.m4s")).await;
+    let (status, cc, body) = get(&app, &format!("/live/ll/part-0-{last}.0.m4s")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(cc.contains("immutable"));
     assert_eq!(&body[4..8], b"moof");
-    let (status, _, _) = get(&app, &format!("/live/ll/part-{last}.999.m4s")).await;
+    let (status, _, _) = get(&app, &format!("/live/ll/part-0-{last}.999.m4s")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _, _) = get(&app, "/live/ll/part-99999.0.m4s").await;
+    let (status, _, _) = get(&app, "/live/ll/part-0-99999.0.m4s").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -326,7 +328,7 @@ async fn preload_hinted_part_streams_while_it_is_written() {
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     sock.write_all(
         format!(
-            "GET /live/ll/part-{}.{}.m4s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /live/ll/part-0-{}.{}.m4s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             want.0, want.1
         )
         .as_bytes(),
@@ -492,7 +494,7 @@ async fn rendition_playlists_report_every_other_rendition() {
         text.find("#EXT-X-PRELOAD-HINT").unwrap() < text.find("#EXT-X-RENDITION-REPORT").unwrap()
     );
     // The reported part exists where the report points.
-    let (status, _, _) = get(&app, "/live/ll/lo/part-0.9.m4s").await;
+    let (status, _, _) = get(&app, "/live/ll/lo/part-0-0.9.m4s").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         expect("lo", &lo),
@@ -531,8 +533,8 @@ async fn segments_and_parts_are_served_from_their_chunks() {
     let part = seg.parts[1].clone();
     assert!(part.data.pieces().len() > 1, "{:?}", part.data);
     for (uri, want, ctype) in [
-        ("/live/ll/seg-0.m4s", &seg.data, "video/iso.segment"),
-        ("/live/ll/part-0.1.m4s", &part.data, "video/mp4"),
+        ("/live/ll/seg-0-0.m4s", &seg.data, "video/iso.segment"),
+        ("/live/ll/part-0-0.1.m4s", &part.data, "video/mp4"),
     ] {
         let res = app
             .clone()

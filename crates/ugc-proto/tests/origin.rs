@@ -100,8 +100,8 @@ async fn get(uri: &str) -> Answer {
 async fn playlists() {
     for (uri, needle) in [
         ("/live/demo/index.m3u8", "mono.m3u8"),
-        ("/live/demo/mono.m3u8", "seg-0.m4s"),
-        ("/live/demo/mono-ts.m3u8", "seg-0.ts"),
+        ("/live/demo/mono.m3u8", "seg-0-0.m4s"),
+        ("/live/demo/mono-ts.m3u8", "seg-0-0.ts"),
     ] {
         let r = get(uri).await;
         assert_eq!(r.status, StatusCode::OK, "{uri}");
@@ -124,14 +124,19 @@ async fn playlists() {
             .unwrap()
             .ends_with("#EXT-X-ENDLIST\n")
     );
-    assert_eq!(r.header(header::CACHE_CONTROL), "public, max-age=30");
+    // The stream may be published again under this URL: kept no longer
+    // than a live playlist.
+    assert_eq!(
+        r.header(header::CACHE_CONTROL),
+        "public, max-age=0, s-maxage=1"
+    );
 }
 
 #[tokio::test]
 async fn segments_and_init() {
     let reg = registry();
     let live = reg.get("live/demo").unwrap();
-    let r = get("/live/demo/init-0.mp4").await;
+    let r = get("/live/demo/init-0-0.mp4").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header(header::CONTENT_TYPE), "video/mp4");
     assert_eq!(
@@ -140,7 +145,7 @@ async fn segments_and_init() {
     );
     assert!(!r.body.is_empty());
 
-    let r = get("/live/demo/seg-1.m4s").await;
+    let r = get("/live/demo/seg-0-1.m4s").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header(header::CONTENT_TYPE), "video/iso.segment");
     assert_eq!(
@@ -152,7 +157,7 @@ async fn segments_and_init() {
     // fresh one, built the same way).
     assert_eq!(r.body.len(), live.segment(1).unwrap().data.len());
 
-    let r = get("/live/demo/seg-1.ts").await;
+    let r = get("/live/demo/seg-0-1.ts").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header(header::CONTENT_TYPE), "video/mp2t");
     assert_eq!(r.body.len() % 188, 0);
@@ -160,7 +165,7 @@ async fn segments_and_init() {
 
 #[tokio::test]
 async fn head_has_headers_and_no_body() {
-    let r = request(Method::HEAD, "/live/demo/seg-0.m4s").await;
+    let r = request(Method::HEAD, "/live/demo/seg-0-0.m4s").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header(header::CONTENT_TYPE), "video/iso.segment");
     assert!(r.body.is_empty());
@@ -202,16 +207,20 @@ async fn not_found_is_not_cached() {
         "/live/nosuch/index.m3u8",
         "/live/empty/index.m3u8",
         "/live/empty/mono.m3u8",
-        "/live/demo/seg-999.m4s",
-        "/live/demo/seg-999.ts",
-        "/live/demo/init-7.mp4",
-        "/live/demo/seg-99999999999999999999.m4s",
-        "/live/demo/init-4294967296.mp4",
+        "/live/demo/seg-0-999.m4s",
+        "/live/demo/seg-0-999.ts",
+        "/live/demo/init-0-7.mp4",
+        "/live/demo/seg-0-99999999999999999999.m4s",
+        // Another session's media: an earlier life of the stream.
+        "/live/demo/seg-1-0.m4s",
+        "/live/demo/init-7-0.mp4",
+        "/live/demo/seg-1764757328123-0.ts",
+        "/live/demo/init-0-4294967296.mp4",
         "/live/demo/passwd",
         "/live/demo",
         "/",
         "/live/a/../../x",
-        "/live/demo/sub/seg-0.m4s",
+        "/live/demo/sub/seg-0-0.m4s",
     ] {
         let r = get(uri).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
@@ -223,7 +232,7 @@ async fn not_found_is_not_cached() {
 #[tokio::test]
 async fn bad_names_and_numbers_are_rejected() {
     let long = format!("/live/{}/index.m3u8", "a".repeat(300));
-    let huge = format!("/live/demo/seg-{}.m4s", "9".repeat(4000));
+    let huge = format!("/live/demo/seg-0-{}.m4s", "9".repeat(4000));
     for uri in [
         "/live/..%2f..%2fetc%2fpasswd/index.m3u8",
         "/live/..%2f..%2fetc/passwd/index.m3u8",
@@ -347,9 +356,9 @@ async fn ladder_renditions_have_their_own_playlists() {
     assert!(!master.contains("\nmono.m3u8\n"), "{master}");
     let (status, media) = call("/live/demo/720p/mono.m3u8").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(media.contains("seg-0.m4s"));
-    assert_eq!(call("/live/demo/720p/seg-0.m4s").await.0, StatusCode::OK);
-    assert_eq!(call("/live/demo/720p/init-0.mp4").await.0, StatusCode::OK);
+    assert!(media.contains("seg-0-0.m4s"));
+    assert_eq!(call("/live/demo/720p/seg-0-0.m4s").await.0, StatusCode::OK);
+    assert_eq!(call("/live/demo/720p/init-0-0.mp4").await.0, StatusCode::OK);
     assert_eq!(call("/live/demo/720p/mono-ts.m3u8").await.0, StatusCode::OK);
     assert_eq!(
         call("/live/demo/720p/index.m3u8").await.0,

@@ -394,7 +394,8 @@ fn private_stream_needs_a_valid_token_on_every_request() {
     tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
     std::thread::sleep(Duration::from_millis(2100));
-    for path in ["mono.m3u8", "index.m3u8", seg.as_str(), "init-0.mp4"] {
+    let init = init_uri(&playlist).expect("an init segment");
+    for path in ["mono.m3u8", "index.m3u8", seg.as_str(), init.as_str()] {
         assert_eq!(
             server.get(&format!("/live/secret/{path}")).status,
             403,

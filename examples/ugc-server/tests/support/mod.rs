@@ -607,3 +607,105 @@ pub fn archive_start(server: &Server, stream: &str, since: i64) -> i64 {
     let ms = found.unwrap_or_else(|| panic!("nothing archived in {path}:\n{}", server.log()));
     ms.div_euclid(1000)
 }
+
+/// Every media file a playlist names (URI lines and `URI="..."`
+/// attributes, without their query), parsed: `seg-<session>-<msn>`,
+/// `part-<session>-<msn>.<i>`, `init-<session>-<n>`.
+pub fn media_files(playlist: &str) -> Vec<ugc_dvr::MediaFile> {
+    let mut uris = Vec::new();
+    for line in playlist.lines() {
+        if !line.starts_with('#') {
+            uris.push(line);
+        } else if let Some(rest) = line.split("URI=\"").nth(1) {
+            uris.push(rest.split('"').next().unwrap_or(""));
+        }
+    }
+    uris.into_iter()
+        .filter_map(|u| ugc_dvr::MediaFile::parse(u.split('?').next()?).ok())
+        .collect()
+}
+
+/// Whether a playlist lists part `p` of segment `m` (any session).
+pub fn lists_part(playlist: &str, m: u64, p: u32) -> bool {
+    media_files(playlist)
+        .iter()
+        .any(|f| matches!(*f, ugc_dvr::MediaFile::Part(_, mm, pp) if (mm, pp) == (m, p)))
+}
+
+/// Whether a playlist lists segment `m` (any session, either variant).
+pub fn lists_segment(playlist: &str, m: u64) -> bool {
+    media_files(playlist)
+        .iter()
+        .any(|f| matches!(*f, ugc_dvr::MediaFile::Segment(_, _, mm) if mm == m))
+}
+
+/// The `#EXT-X-PRELOAD-HINT` part of a playlist: (msn, index).
+pub fn preload_hint(playlist: &str) -> Option<(u64, u32)> {
+    let line = playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))?;
+    match media_files(line).first()? {
+        ugc_dvr::MediaFile::Part(_, m, p) => Some((*m, *p)),
+        _ => None,
+    }
+}
+
+/// The URI of the first `#EXT-X-MAP` of a playlist (without a query).
+pub fn init_uri(playlist: &str) -> Option<String> {
+    let line = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP:"))?;
+    let uri = line.split("URI=\"").nth(1)?.split('"').next()?;
+    Some(uri.split('?').next()?.to_owned())
+}
+
+/// nginx with `proxy_cache` in front of an origin, on a free port, as a
+/// child process with its files in a temp dir.
+pub struct NginxEdge {
+    proc: Proc,
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl NginxEdge {
+    pub fn start(origin: SocketAddr) -> NginxEdge {
+        let dir = TempDir::new("nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            include_str!("../nginx-edge.conf.in"),
+            dir = d,
+            listen = addr,
+            origin = origin
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-e", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let nginx = NginxEdge {
+            proc: Proc(child),
+            addr,
+            _dir: dir,
+        };
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        })
+        .expect("nginx listens");
+        nginx
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http_get(self.addr, path)
+    }
+}
+
+impl Drop for NginxEdge {
+    fn drop(&mut self) {
+        self.proc.kill();
+    }
+}
