@@ -256,6 +256,8 @@ fn hls_js_low_latency_plays_20_s_without_stall() {
         let end = rest.find([',', '}']).unwrap();
         rest[..end].parse().unwrap_or(f64::NAN)
     };
+    // The player's report, for figures (`--nocapture`).
+    eprintln!("hls.js report: {stdout}");
     assert!(stdout.contains("\"started\":true"), "{stdout}");
     assert!(stdout.contains("\"errors\":[]"), "{stdout}");
     assert!(num("watched_s") >= 19.0, "{stdout}");
