@@ -53,6 +53,7 @@ pub mod range;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod segmenter;
+mod ts_counters;
 pub mod variants;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};
