@@ -156,6 +156,77 @@ fn ffmpeg_1080p_publish_plays_over_hls() {
     let errors = decode_errors(&tsfile);
     assert!(errors.trim().is_empty(), "TS segment: {errors}");
     assert!(video_keyframes(&tsfile)[0]);
+
+    // Played back to back, the TS segments are one continuous transport
+    // stream: every PID's continuity counter goes on across the boundaries
+    // (ISO/IEC 13818-1 2.4.3.3), whichever order they were first asked for
+    // in (each is muxed on its first request). URIs come from the playlist.
+    assert!(ts_segs.len() >= 3, "{ts_segs:?}");
+    assert!(!ts_segs.iter().any(|s| s.discontinuity), "{ts_segs:?}");
+    let mut joined = Vec::new();
+    for seg in &ts_segs {
+        let body = server.get(&format!("/live/e2e/{}", seg.uri));
+        assert_eq!(body.status, 200, "{}", seg.uri);
+        joined.push(body.body);
+    }
+    assert_ts_continuity(&joined);
+    let joined_file = work.path().join("joined.ts");
+    std::fs::write(&joined_file, joined.concat()).unwrap();
+    let complaints = ts_continuity_complaints(&joined_file);
+    assert!(
+        complaints.is_empty(),
+        "ffmpeg on the joined segments:\n{complaints}"
+    );
+}
+
+/// Checks with a parser of its own that in the concatenation of `segments`
+/// every payload-carrying packet's `continuity_counter` is its PID's previous
+/// one plus 1 (mod 16), across segment boundaries too.
+fn assert_ts_continuity(segments: &[Vec<u8>]) {
+    let mut last: std::collections::HashMap<u16, (u8, usize)> = Default::default();
+    let mut packets = 0;
+    for (i, seg) in segments.iter().enumerate() {
+        assert_eq!(seg.len() % 188, 0, "segment {i}: {} bytes", seg.len());
+        for (n, p) in seg.chunks(188).enumerate() {
+            assert_eq!(p[0], 0x47, "segment {i} packet {n}: sync byte");
+            let pid = u16::from(p[1] & 0x1f) << 8 | u16::from(p[2]);
+            let has_payload = p[3] & 0x10 != 0;
+            let cc = p[3] & 0x0f;
+            if pid == 0x1fff || !has_payload {
+                continue;
+            }
+            if let Some((prev, seg_of_prev)) = last.get(&pid) {
+                assert_eq!(
+                    cc,
+                    (prev + 1) & 0x0f,
+                    "PID {pid:#x}: segment {i} packet {n} follows CC {prev} (segment {seg_of_prev})"
+                );
+            }
+            last.insert(pid, (cc, i));
+            packets += 1;
+        }
+    }
+    // PAT, PMT, video and audio.
+    assert!(last.len() >= 4 && packets > 100, "{last:?}");
+}
+
+/// What ffmpeg says about continuity while it reads `file` (its demuxer logs
+/// "Continuity check failed" at debug level and "Packet corrupt" at warning
+/// level); empty when nothing.
+fn ts_continuity_complaints(file: &Path) -> String {
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "debug", "-i"])
+        .arg(file)
+        .args(["-map", "0", "-c", "copy", "-f", "null", "-"]));
+    assert!(out.status.success(), "ffmpeg failed on {}", file.display());
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("continuity") || l.contains("corrupt")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
