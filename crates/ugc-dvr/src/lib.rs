@@ -46,6 +46,7 @@ pub mod archive;
 pub mod chunks;
 pub mod error;
 pub mod export;
+pub mod frame_rate;
 pub mod live;
 pub mod packager;
 pub mod playlist;
