@@ -496,39 +496,66 @@ fn ffmpeg9() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-#[test]
-fn enhanced_rtmp_hevc_from_ffmpeg9_plays_over_hls() {
-    let server = Server::start(&[]);
-    let work = TempDir::new("hevc");
-    let key = server.create_stream("hevc", "");
-    let _publisher = Proc(
+/// FFmpeg 9 publishing 640x360 libx265 + AAC over Enhanced RTMP for 12 s at
+/// `rate`, without FLV metadata (so no `framerate` there), with `x265`
+/// parameters added.
+fn publish_hevc(server: &Server, key: &str, rate: &str, x265: &str) -> Proc {
+    Proc(
         Command::new(ffmpeg9())
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size=640x360:rate={rate}"))
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
             .args(["-c:v", "libx265", "-preset", "ultrafast", "-g", "30"])
             .args([
                 "-x265-params",
-                "log-level=none:keyint=30:min-keyint=30:scenecut=0",
+                &format!("log-level=none:keyint=30:min-keyint=30:scenecut=0{x265}"),
             ])
-            .args(["-c:a", "aac", "-t", "12", "-f", "flv"])
-            .arg(server.rtmp_url(&key))
+            .args([
+                "-c:a",
+                "aac",
+                "-t",
+                "12",
+                "-flvflags",
+                "no_metadata",
+                "-f",
+                "flv",
+            ])
+            .arg(server.rtmp_url(key))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start ffmpeg 9"),
-    );
+    )
+}
+
+#[test]
+fn enhanced_rtmp_hevc_from_ffmpeg9_plays_over_hls() {
+    let server = Server::start(&[]);
+    let work = TempDir::new("hevc");
+    let key = server.create_stream("hevc", "");
+    // The frame rate is in the SPS's VUI timing info only (x265 writes
+    // none in the VPS, and no FLV metadata is sent).
+    let _publisher = publish_hevc(&server, &key, "30", "");
+    // A second stream whose encoder writes no timing info at all: its
+    // frame rate is measured on the segments.
+    let key = server.create_stream("hevcnotiming", "");
+    let _untimed = publish_hevc(&server, &key, "25", ":vui-timing-info=0");
     assert!(
         wait_until(Duration::from_secs(20), || segments(&server, "live/hevc")
             .len()
-            >= 2)
+            >= 2
+            && segments(&server, "live/hevcnotiming").len() >= 2)
         .is_some(),
         "HEVC stream segments"
     );
     let master = server.get("/live/hevc/index.m3u8").text();
     assert!(master.contains("CODECS=\"hvc1."), "{master}");
     assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    assert!(master.contains(",FRAME-RATE=30.000\n"), "{master}");
+    let master = server.get("/live/hevcnotiming/index.m3u8").text();
+    assert!(master.contains(",FRAME-RATE=25.000\n"), "{master}");
     for seg in segments(&server, "live/hevc").iter().take(2) {
         let path = fetch_fmp4(&server, "live/hevc", seg, work.path());
         check_segment(&path, 640);
