@@ -1,5 +1,6 @@
-//! `avcC` / SPS / `hvcC` parsing and AVCC -> Annex B conversion never panic;
-//! a parsed avcC round-trips through `build_avcc`.
+//! `avcC` / SPS / `hvcC` / HEVC VPS parsing and AVCC -> Annex B conversion
+//! never panic; a parsed avcC round-trips through `build_avcc`; an hvcC built
+//! around a readable HEVC SPS gives back its size and frame rate.
 #![no_main]
 
 use bytes::Bytes;
@@ -25,11 +26,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = c.codec_string();
     }
     if let Ok(info) = ugc_codec::hevc::parse_sps(data) {
-        // An hvcC built around a readable SPS parses back to the same size.
+        // An hvcC built around a readable SPS parses back to the same size
+        // and (without a VPS) the SPS's frame rate.
         if let Ok(rec) = ugc_codec::hevc::build_hvcc(&[], &[data], &[]) {
             let c = HevcConfig::parse(&Bytes::from(rec)).expect("built hvcC parses");
             assert_eq!((c.width, c.height), (info.width, info.height));
+            assert_eq!(c.frame_rate, info.frame_rate);
         }
+        if let Some(r) = info.frame_rate {
+            assert!(r.num > 0 && r.den > 0);
+        }
+    }
+    if let Ok(Some(r)) = ugc_codec::hevc::parse_vps_frame_rate(data) {
+        assert!(r.num > 0 && r.den > 0);
     }
     for nls in [1u8, 2, 4] {
         if let Ok(ab) = h264::avcc_to_annexb(data, nls) {

@@ -172,6 +172,11 @@ impl<'a> BitReader<'a> {
         self.bit
     }
 
+    /// An [`Error::Invalid`] at the current byte.
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::invalid(self.what, self.data, self.bit / 8, reason)
+    }
+
     /// Reads `n <= 32` bits.
     pub(crate) fn bits(&mut self, n: u32) -> Result<u32> {
         debug_assert!(n <= 32);

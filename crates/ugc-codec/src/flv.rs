@@ -658,7 +658,13 @@ impl FlvIngest {
             }
             VideoCodec::Hevc => {
                 let c = HevcConfig::parse(&config)?;
-                (Codec::H265, c.codec_string(), c.width, c.height, None)
+                (
+                    Codec::H265,
+                    c.codec_string(),
+                    c.width,
+                    c.height,
+                    c.frame_rate,
+                )
             }
             _ => {
                 let s = av1_codec_string(&config)?;
@@ -1026,7 +1032,7 @@ mod tests {
         let mut i = FlvIngest::new();
         i.set_metadata(FlvMetadata {
             has_audio: Some(false),
-            frame_rate_milli: Some(25_000),
+            frame_rate_milli: Some(30_000),
             ..Default::default()
         });
         i.push_video(0, Bytes::from(seq)).unwrap();
@@ -1037,6 +1043,7 @@ mod tests {
         let v = t.video().unwrap();
         assert_eq!(v.codec, Codec::H265);
         assert_eq!(v.codec_string, "hvc1.1.6.L60.90");
+        // The SPS's VUI timing info beats onMetaData's framerate.
         assert_eq!(v.video().unwrap().frame_rate, Some(Rational::new(25, 1)));
         // CodedFramesX: no composition time, pts == dts.
         i.push_video(

@@ -779,7 +779,7 @@ impl TsDemuxer {
                     params: TrackParams::Video(VideoParams {
                         width: c.width,
                         height: c.height,
-                        frame_rate: None,
+                        frame_rate: c.frame_rate,
                     }),
                     config,
                     bitrate: None,

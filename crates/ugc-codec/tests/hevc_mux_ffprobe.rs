@@ -37,6 +37,8 @@ fn load() -> (Tracks, Vec<Frame>) {
     let c = HevcConfig::parse(&config).unwrap();
     assert_eq!((c.width, c.height), (352, 288));
     assert_eq!(c.codec_string(), "hvc1.1.6.L60.90");
+    // ffprobe: r_frame_rate 25/1 (the SPS's VUI timing info).
+    assert_eq!(c.frame_rate, Some(ugc_core::Rational::new(25, 1)));
     // Access units: split at each AUD; keep slices only (parameter sets are in hvcC).
     let mut aus: Vec<Vec<u8>> = Vec::new();
     for n in &nals {

@@ -107,6 +107,11 @@ fn ffmpeg_hevc_ts_builds_hvcc_from_parameter_sets() {
         (v.video().unwrap().width, v.video().unwrap().height),
         (352, 288)
     );
+    // From the SPS's VUI timing info (ffprobe: 25/1), for FRAME-RATE.
+    assert_eq!(
+        v.video().unwrap().frame_rate,
+        Some(ugc_core::Rational::new(25, 1))
+    );
     let cfg = ugc_codec::hevc::HevcConfig::parse(&v.config).unwrap();
     assert_eq!(cfg.parameter_sets.len(), 3);
     assert_eq!(t[0].audio().unwrap().timescale.get(), 48_000);

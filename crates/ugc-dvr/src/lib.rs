@@ -47,6 +47,7 @@ pub mod archive;
 pub mod chunks;
 pub mod error;
 pub mod export;
+pub mod frame_rate;
 pub mod live;
 pub mod packager;
 pub mod playlist;
@@ -54,6 +55,7 @@ pub mod range;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod segmenter;
+mod ts_counters;
 pub mod variants;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};

@@ -576,7 +576,14 @@ impl LiveStream {
             frame_rate: video
                 .filter(|t| t.kind() == MediaKind::Video)
                 .and_then(|t| t.video())
-                .and_then(|v| v.frame_rate),
+                .and_then(|v| v.frame_rate)
+                .or_else(|| {
+                    // Declared nowhere: measured on the current track set's segments.
+                    let init = init.as_ref().map(|i| i.number);
+                    crate::frame_rate::of_segments(
+                        window.iter().filter(|s| Some(s.init) == init).map(|s| &**s),
+                    )
+                }),
         }
     }
 

@@ -37,12 +37,13 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use ugc_codec::fmp4;
-use ugc_codec::ts::TsMuxer;
+use ugc_codec::ts::{Continuity, TsMuxer};
 use ugc_core::time::rescale;
 use ugc_core::{Frame, MediaEvent, MediaKind, Timescale, TrackInfo, Tracks};
 
 use crate::chunks::Chunks;
 use crate::error::Error;
+use crate::ts_counters::TsCounters;
 
 /// How many keyframe intervals predict the next one when a keyframe before
 /// the target may cut ([`SegmenterStats::early_cuts`]): the longest of them.
@@ -141,6 +142,10 @@ pub struct Segment {
     pub tracks: Tracks,
     /// The fMP4 media segment: `styp` followed by every part's chunks.
     pub data: Chunks,
+    /// The continuity counters its MPEG-TS rendition starts from: where the
+    /// previous segment's ends, so segments play back to back without
+    /// continuity errors.
+    ts_continuity: Continuity,
     ts: OnceLock<Bytes>,
 }
 
@@ -150,13 +155,17 @@ impl Segment {
         self.data.len()
     }
 
-    /// The MPEG-TS rendition, muxed on first request and then cached.
+    /// The MPEG-TS rendition, muxed on first request and then cached. Its
+    /// continuity counters continue the previous segment's.
     pub fn ts(&self) -> Result<Bytes, Error> {
         if let Some(b) = self.ts.get() {
             return Ok(b.clone());
         }
         let bytes = TsMuxer::new(&self.tracks)
-            .and_then(|mut mux| mux.write_segment(&self.frames))
+            .and_then(|mut mux| {
+                mux.set_continuity(&self.ts_continuity);
+                mux.write_segment(&self.frames)
+            })
             .map_err(|source| Error::Mux {
                 what: format!("segment {} as MPEG-TS", self.msn),
                 source,
@@ -421,6 +430,8 @@ pub struct Segmenter {
     /// `#EXT-X-TARGETDURATION` in seconds, fixed when the first segment
     /// closes.
     target_s: Option<u64>,
+    /// Continuity counters of the segments' MPEG-TS renditions.
+    ts_counters: TsCounters,
 }
 
 impl Segmenter {
@@ -447,6 +458,7 @@ impl Segmenter {
             keyframe_interval: None,
             keyframe_intervals: VecDeque::with_capacity(KEYFRAME_HISTORY),
             target_s: None,
+            ts_counters: TsCounters::default(),
         }
     }
 
@@ -1099,6 +1111,8 @@ impl Segmenter {
             open.program_date_time_ms
         };
         self.last_pdt_ms = Some(program_date_time_ms);
+        let tracks = self.tracks.clone().unwrap_or_default();
+        let ts_continuity = self.ts_counters.start_of(&tracks, &open.frames);
         let segment = Segment {
             msn: open.msn,
             init: self.init_number.unwrap_or(0),
@@ -1110,8 +1124,9 @@ impl Segmenter {
             program_date_time_ms,
             parts,
             frames: open.frames,
-            tracks: self.tracks.clone().unwrap_or_default(),
+            tracks,
             data,
+            ts_continuity,
             ts: OnceLock::new(),
         };
         self.out

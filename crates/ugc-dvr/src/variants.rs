@@ -3,8 +3,11 @@
 //! the archived segments of the range and `CODECS`/`RESOLUTION` read from
 //! the rendition's init segment (its `stsd` sample entries), so the
 //! playlist describes what was recorded, not what is configured now.
+//! `FRAME-RATE` comes from the timing info of the recorded parameter sets
+//! (`avcC` / `hvcC`), when they have any.
 
 use bytes::Bytes;
+use ugc_core::Rational;
 
 use crate::archive::ArchivedSegment;
 use crate::export::{boxes, find};
@@ -18,6 +21,8 @@ pub struct InitFacts {
     pub codecs: Vec<String>,
     /// Width and height of the first video track.
     pub resolution: Option<(u32, u32)>,
+    /// Frame rate of the first video track whose parameter sets declare one.
+    pub frame_rate: Option<Rational>,
 }
 
 /// Reads codecs and resolution from an fMP4 init segment. Malformed input
@@ -59,13 +64,13 @@ pub fn init_facts(init: &[u8]) -> InitFacts {
                     facts.resolution = Some((u32::from(w), u32::from(h)));
                 }
                 let children = boxes(init, ep.saturating_add(78).min(ee), ee).unwrap_or_default();
-                let codec = if entry.starts_with(b"avc") {
+                let described = if entry.starts_with(b"avc") {
                     find(&children, b"avcC").and_then(|(_, cp, ce)| {
                         ugc_codec::h264::AvcConfig::parse(&Bytes::copy_from_slice(
                             init.get(cp..ce)?,
                         ))
                         .ok()
-                        .map(|c| c.codec_string())
+                        .map(|c| (c.codec_string(), c.frame_rate))
                     })
                 } else {
                     find(&children, b"hvcC").and_then(|(_, cp, ce)| {
@@ -73,10 +78,13 @@ pub fn init_facts(init: &[u8]) -> InitFacts {
                             init.get(cp..ce)?,
                         ))
                         .ok()
-                        .map(|c| c.codec_string())
+                        .map(|c| (c.codec_string(), c.frame_rate))
                     })
                 };
-                facts.codecs.extend(codec);
+                if let Some((codec, frame_rate)) = described {
+                    facts.codecs.push(codec);
+                    facts.frame_rate = facts.frame_rate.or(frame_rate);
+                }
             }
             b"mp4a" => {
                 let children = boxes(init, ep.saturating_add(28).min(ee), ee).unwrap_or_default();
@@ -170,6 +178,30 @@ pub fn dvr_variant(uri: &str, segments: &[ArchivedSegment], init: &[u8]) -> Vari
         average_bandwidth: bits.saturating_mul(1000).checked_div(ms),
         codecs: facts.codecs.join(","),
         resolution: facts.resolution,
-        frame_rate: None,
+        frame_rate: facts.frame_rate,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_facts_of_an_h264_and_aac_init_segment() {
+        let tracks = ugc_core::hub::tests_support::av_tracks();
+        let init = ugc_codec::fmp4::init_segment(tracks.as_slice()).unwrap();
+        let facts = init_facts(&init);
+        assert_eq!(facts.codecs, ["avc1.64001f", "mp4a.40.2"]);
+        assert_eq!(facts.resolution, Some((1280, 720)));
+        let declared = ugc_codec::h264::AvcConfig::parse(&tracks.as_slice()[0].config)
+            .unwrap()
+            .frame_rate;
+        assert!(declared.is_some());
+        assert_eq!(facts.frame_rate, declared);
+        // Cut anywhere: whatever could be read, no panic.
+        for n in 0..init.len() {
+            let _ = init_facts(&init[..n]);
+        }
     }
 }

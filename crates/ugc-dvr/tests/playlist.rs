@@ -233,6 +233,48 @@ fn multivariant_describes_the_stream() {
     assert!(text.contains("FRAME-RATE=30.000"));
 }
 
+#[test]
+fn multivariant_measures_the_frame_rate_none_declares() {
+    // No timing info in the SPS, no metadata: FRAME-RATE from the frames
+    // of the closed segments (25 fps here), once there is a second of them.
+    let mut tracks = av();
+    let undeclared = ugc_core::Tracks::new(
+        tracks
+            .iter()
+            .cloned()
+            .map(|mut t| {
+                if let ugc_core::TrackParams::Video(v) = &mut t.params {
+                    v.frame_rate = None;
+                }
+                t
+            })
+            .collect(),
+    );
+    let stream = live(6, 2);
+    let mut seg = Segmenter::new(SegmenterConfig::default());
+    feed(
+        &stream,
+        &mut seg,
+        vec![MediaEvent::Tracks(undeclared.clone())],
+        T0,
+    );
+    feed(&stream, &mut seg, av_seconds(0, 1, 25), T0);
+    assert!(!stream.render_multivariant().contains("FRAME-RATE"));
+    feed(&stream, &mut seg, av_seconds(1000, 6, 25), T0);
+    let text = stream.render_multivariant();
+    assert!(text.contains(",FRAME-RATE=25.000\n"), "{text}");
+    // A new track set is measured on its own segments only: 50 fps now.
+    tracks = undeclared;
+    let mut v = tracks.video().unwrap().clone();
+    v.codec_string = "avc1.640020".into();
+    let changed = ugc_core::Tracks::new(vec![v, tracks.audio().unwrap().clone()]);
+    let mut events = vec![MediaEvent::Tracks(changed)];
+    events.extend((0..250).map(|i| common::v(7000 + i * 20, i % 50 == 0)));
+    feed(&stream, &mut seg, events, T0);
+    let text = stream.render_multivariant();
+    assert!(text.contains(",FRAME-RATE=50.000\n"), "{text}");
+}
+
 #[tokio::test]
 async fn watchers_see_every_segment() {
     let stream = live(6, 2);

@@ -331,6 +331,95 @@ fn ts_rendition_is_rendered_once() {
     assert_eq!(segs[0].ts_size(), Some(a.len()));
 }
 
+/// A video frame with a real NAL length framing (one 4-byte-prefixed slice
+/// whose size varies), so the MPEG-TS muxer keeps it.
+fn sized_video(dts: i64, key: bool) -> MediaEvent {
+    let len = 200 + usize::try_from(dts * 37 % 3000).unwrap();
+    let mut data = u32::try_from(len).unwrap().to_be_bytes().to_vec();
+    data.push(if key { 0x65 } else { 0x41 });
+    data.resize(4 + len, 0x5a);
+    MediaEvent::Frame(Frame {
+        track: TrackId(1),
+        dts,
+        pts: dts + 40,
+        keyframe: key,
+        data: data.into(),
+    })
+}
+
+/// Checks (a parser of its own) that every payload-carrying packet's
+/// continuity counter is its PID's previous one + 1 (mod 16); returns the
+/// packets per PID.
+fn ts_continuity(stream: &[u8]) -> Result<std::collections::BTreeMap<u16, usize>, String> {
+    let mut last = std::collections::BTreeMap::<u16, (u8, usize)>::new();
+    for (n, p) in stream.chunks(188).enumerate() {
+        if p.len() != 188 || p[0] != 0x47 {
+            return Err(format!("packet {n}: not a TS packet"));
+        }
+        let pid = u16::from(p[1] & 0x1f) << 8 | u16::from(p[2]);
+        let cc = p[3] & 0x0f;
+        let payload = p[3] & 0x10 != 0;
+        if let Some((prev, count)) = last.get_mut(&pid) {
+            let want = if payload { (*prev + 1) & 0x0f } else { *prev };
+            if cc != want {
+                return Err(format!(
+                    "packet {n}, PID {pid:#x}: counter {cc}, want {want}"
+                ));
+            }
+            *prev = cc;
+            *count += 1;
+        } else {
+            last.insert(pid, (cc, 1));
+        }
+    }
+    Ok(last.into_iter().map(|(pid, (_, n))| (pid, n)).collect())
+}
+
+#[test]
+fn ts_renditions_continue_continuity_counters_across_segments() {
+    // Segments with frames of many sizes, a discontinuity and a new track
+    // set (video only) in the middle, classic and LL-HLS; each TS
+    // rendition muxed lazily, the last segment first: played back to back
+    // in order, every PID's counter goes on.
+    let mut events = vec![MediaEvent::Tracks(av())];
+    for i in 0..100 {
+        events.push(sized_video(i * 40, i % 25 == 0));
+        events.push(a(i * 40 + 7));
+    }
+    events.push(MediaEvent::Discontinuity(
+        DiscontinuityReason::SourceChanged,
+    ));
+    for i in 100..200 {
+        events.push(sized_video(i * 40, i % 25 == 0));
+        events.push(a(i * 40 + 7));
+    }
+    events.push(MediaEvent::Tracks(video_only()));
+    for i in 200..300 {
+        events.push(sized_video(i * 40, i % 25 == 0));
+    }
+    events.push(MediaEvent::End);
+    for part_target_ms in [None, Some(200)] {
+        let config = SegmenterConfig {
+            target_duration_ms: 1000,
+            part_target_ms,
+            ..Default::default()
+        };
+        let segs = segments(&run(config, events.clone()));
+        assert_eq!(segs.len(), 12);
+        assert_eq!(segs.iter().filter(|s| s.discontinuity).count(), 2);
+        let ts: Vec<_> = segs.iter().rev().map(|s| s.ts().unwrap()).collect();
+        let joined: Vec<u8> = ts.iter().rev().flatten().copied().collect();
+        let pids = ts_continuity(&joined).unwrap_or_else(|e| panic!("{part_target_ms:?}: {e}"));
+        assert_eq!(
+            pids.keys().copied().collect::<Vec<_>>(),
+            [0, 0x100, 0x101, 0x1000]
+        );
+        assert_eq!((pids[&0], pids[&0x1000]), (12, 12));
+        // Many times round the 4-bit counter.
+        assert!(pids[&0x100] > 16 * 20, "{pids:?}");
+    }
+}
+
 /// One generated stream: video frames with random steps and keyframes,
 /// audio frames with jitter, merged in a random order that keeps each
 /// track's own order.

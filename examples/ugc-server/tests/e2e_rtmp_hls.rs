@@ -156,6 +156,77 @@ fn ffmpeg_1080p_publish_plays_over_hls() {
     let errors = decode_errors(&tsfile);
     assert!(errors.trim().is_empty(), "TS segment: {errors}");
     assert!(video_keyframes(&tsfile)[0]);
+
+    // Played back to back, the TS segments are one continuous transport
+    // stream: every PID's continuity counter goes on across the boundaries
+    // (ISO/IEC 13818-1 2.4.3.3), whichever order they were first asked for
+    // in (each is muxed on its first request). URIs come from the playlist.
+    assert!(ts_segs.len() >= 3, "{ts_segs:?}");
+    assert!(!ts_segs.iter().any(|s| s.discontinuity), "{ts_segs:?}");
+    let mut joined = Vec::new();
+    for seg in &ts_segs {
+        let body = server.get(&format!("/live/e2e/{}", seg.uri));
+        assert_eq!(body.status, 200, "{}", seg.uri);
+        joined.push(body.body);
+    }
+    assert_ts_continuity(&joined);
+    let joined_file = work.path().join("joined.ts");
+    std::fs::write(&joined_file, joined.concat()).unwrap();
+    let complaints = ts_continuity_complaints(&joined_file);
+    assert!(
+        complaints.is_empty(),
+        "ffmpeg on the joined segments:\n{complaints}"
+    );
+}
+
+/// Checks with a parser of its own that in the concatenation of `segments`
+/// every payload-carrying packet's `continuity_counter` is its PID's previous
+/// one plus 1 (mod 16), across segment boundaries too.
+fn assert_ts_continuity(segments: &[Vec<u8>]) {
+    let mut last: std::collections::HashMap<u16, (u8, usize)> = Default::default();
+    let mut packets = 0;
+    for (i, seg) in segments.iter().enumerate() {
+        assert_eq!(seg.len() % 188, 0, "segment {i}: {} bytes", seg.len());
+        for (n, p) in seg.chunks(188).enumerate() {
+            assert_eq!(p[0], 0x47, "segment {i} packet {n}: sync byte");
+            let pid = u16::from(p[1] & 0x1f) << 8 | u16::from(p[2]);
+            let has_payload = p[3] & 0x10 != 0;
+            let cc = p[3] & 0x0f;
+            if pid == 0x1fff || !has_payload {
+                continue;
+            }
+            if let Some((prev, seg_of_prev)) = last.get(&pid) {
+                assert_eq!(
+                    cc,
+                    (prev + 1) & 0x0f,
+                    "PID {pid:#x}: segment {i} packet {n} follows CC {prev} (segment {seg_of_prev})"
+                );
+            }
+            last.insert(pid, (cc, i));
+            packets += 1;
+        }
+    }
+    // PAT, PMT, video and audio.
+    assert!(last.len() >= 4 && packets > 100, "{last:?}");
+}
+
+/// What ffmpeg says about continuity while it reads `file` (its demuxer logs
+/// "Continuity check failed" at debug level and "Packet corrupt" at warning
+/// level); empty when nothing.
+fn ts_continuity_complaints(file: &Path) -> String {
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "debug", "-i"])
+        .arg(file)
+        .args(["-map", "0", "-c", "copy", "-f", "null", "-"]));
+    assert!(out.status.success(), "ffmpeg failed on {}", file.display());
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("continuity") || l.contains("corrupt")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -426,39 +497,66 @@ fn ffmpeg9() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-#[test]
-fn enhanced_rtmp_hevc_from_ffmpeg9_plays_over_hls() {
-    let server = Server::start(&[]);
-    let work = TempDir::new("hevc");
-    let key = server.create_stream("hevc", "");
-    let _publisher = Proc(
+/// FFmpeg 9 publishing 640x360 libx265 + AAC over Enhanced RTMP for 12 s at
+/// `rate`, without FLV metadata (so no `framerate` there), with `x265`
+/// parameters added.
+fn publish_hevc(server: &Server, key: &str, rate: &str, x265: &str) -> Proc {
+    Proc(
         Command::new(ffmpeg9())
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size=640x360:rate={rate}"))
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
             .args(["-c:v", "libx265", "-preset", "ultrafast", "-g", "30"])
             .args([
                 "-x265-params",
-                "log-level=none:keyint=30:min-keyint=30:scenecut=0",
+                &format!("log-level=none:keyint=30:min-keyint=30:scenecut=0{x265}"),
             ])
-            .args(["-c:a", "aac", "-t", "12", "-f", "flv"])
-            .arg(server.rtmp_url(&key))
+            .args([
+                "-c:a",
+                "aac",
+                "-t",
+                "12",
+                "-flvflags",
+                "no_metadata",
+                "-f",
+                "flv",
+            ])
+            .arg(server.rtmp_url(key))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start ffmpeg 9"),
-    );
+    )
+}
+
+#[test]
+fn enhanced_rtmp_hevc_from_ffmpeg9_plays_over_hls() {
+    let server = Server::start(&[]);
+    let work = TempDir::new("hevc");
+    let key = server.create_stream("hevc", "");
+    // The frame rate is in the SPS's VUI timing info only (x265 writes
+    // none in the VPS, and no FLV metadata is sent).
+    let _publisher = publish_hevc(&server, &key, "30", "");
+    // A second stream whose encoder writes no timing info at all: its
+    // frame rate is measured on the segments.
+    let key = server.create_stream("hevcnotiming", "");
+    let _untimed = publish_hevc(&server, &key, "25", ":vui-timing-info=0");
     assert!(
         wait_until(Duration::from_secs(20), || segments(&server, "live/hevc")
             .len()
-            >= 2)
+            >= 2
+            && segments(&server, "live/hevcnotiming").len() >= 2)
         .is_some(),
         "HEVC stream segments"
     );
     let master = server.get("/live/hevc/index.m3u8").text();
     assert!(master.contains("CODECS=\"hvc1."), "{master}");
     assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    assert!(master.contains(",FRAME-RATE=30.000\n"), "{master}");
+    let master = server.get("/live/hevcnotiming/index.m3u8").text();
+    assert!(master.contains(",FRAME-RATE=25.000\n"), "{master}");
     for seg in segments(&server, "live/hevc").iter().take(2) {
         let path = fetch_fmp4(&server, "live/hevc", seg, work.path());
         check_segment(&path, 640);

@@ -213,6 +213,7 @@ fn hevc_over_srt_reaches_the_hub_with_its_codec_config() {
     let master = server.get("/live/hevc/index.m3u8").text();
     assert!(master.contains("CODECS=\"hvc1.1."), "{master}");
     assert!(master.contains("RESOLUTION=352x288"), "{master}");
+    assert!(master.contains(",FRAME-RATE=25.000\n"), "{master}");
 }
 
 #[test]
