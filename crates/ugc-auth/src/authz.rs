@@ -1,14 +1,17 @@
 //! The [`ugc_core::Authorizer`] of the control plane.
 
 use serde_json::json;
-use ugc_core::{Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, StreamPath,
+};
 
 use crate::plane::ControlPlane;
 use crate::util::unix_now;
 use crate::validate;
 
-/// The application name every ingest protocol publishes under.
-pub const APP: &str = "live";
+/// The application name every ingest protocol publishes under: the
+/// control plane's streams are all `live/<name>`.
+pub const APP: &str = ugc_core::DEFAULT_APP;
 
 /// Authorizes publishers by stream key and viewers by play token, from
 /// memory; then asks the external backends, if configured. Cheap to clone.
@@ -96,18 +99,19 @@ impl ControlPlane {
                 Err(e) => return deny_pub(format!("key lookup failed: {e}")),
             },
         };
-        PublishDecision::Allow {
-            stream: format!("{APP}/{name}"),
+        match StreamPath::new(APP, &name) {
+            Ok(stream) => PublishDecision::Allow { stream },
+            Err(e) => deny_pub(format!("stream name: {e}")),
         }
     }
 
     /// The local play decision at `now` (unix s), without the external
     /// backend: pure memory, no I/O.
     pub fn check_play(&self, req: &PlayRequest, now: u64) -> PlayDecision {
-        let Some(rest) = req.stream.strip_prefix("live/") else {
+        if req.stream.app() != APP {
             return deny_play("not a live/ stream");
-        };
-        let name = rest.split('/').next().unwrap_or(rest);
+        }
+        let name = req.stream.name();
         let private = match self
             .inner
             .settings
@@ -169,7 +173,7 @@ impl Authorizer for ControlAuthorizer {
             "protocol": protocol_name(req.protocol),
             "app": req.app,
             "key": req.key,
-            "stream": stream,
+            "stream": stream.as_str(),
             "client_ip": req.client_ip.to_string(),
         });
         match b.ask(body).await {
@@ -185,7 +189,7 @@ impl Authorizer for ControlAuthorizer {
         };
         let body = json!({
             "action": "play",
-            "stream": req.stream,
+            "stream": req.stream.as_str(),
             "token": req.token,
             "client_ip": req.client_ip.to_string(),
         });

@@ -22,7 +22,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 
 /// Stream names: 1 to 64 bytes of `[a-z0-9_-]` (lowercase, so names map
 /// one-to-one onto URLs and file names on case-insensitive disks), and a
-/// valid [`ugc_core::StreamName`] segment.
+/// valid [`ugc_core::StreamPath`] segment.
 pub fn stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_STREAM_NAME {
         return Err(invalid(

@@ -6,7 +6,9 @@ mod common;
 use common::{ADMIN, Api, Db, TempDir, serve};
 use serde_json::{Value, json};
 use ugc_auth::{ChangeKind, ControlPlane};
-use ugc_core::{Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, StreamPath,
+};
 
 async fn publish(cp: &ControlPlane, key: &str) -> PublishDecision {
     cp.authorizer()
@@ -22,7 +24,7 @@ async fn publish(cp: &ControlPlane, key: &str) -> PublishDecision {
 async fn play(cp: &ControlPlane, stream: &str, token: Option<&str>) -> PlayDecision {
     cp.authorizer()
         .authorize_play(&PlayRequest {
-            stream: stream.into(),
+            stream: StreamPath::parse(stream).unwrap(),
             token: token.map(Into::into),
             client_ip: [127, 0, 0, 1].into(),
         })
@@ -232,7 +234,7 @@ async fn suite(db: Db) {
     assert_eq!(
         publish(&cp, &key).await,
         PublishDecision::Allow {
-            stream: "live/cam1".into()
+            stream: StreamPath::parse("live/cam1").unwrap()
         }
     );
     assert!(matches!(
@@ -406,7 +408,7 @@ async fn suite(db: Db) {
         "wrong IP"
     );
     let from_bound = PlayRequest {
-        stream: "live/cam1".into(),
+        stream: StreamPath::parse("live/cam1").unwrap(),
         token: Some(bound),
         client_ip: [10, 9, 9, 9].into(),
     };
@@ -522,8 +524,8 @@ async fn suite(db: Db) {
     );
 
     // ---- key rotation: old key refused, publisher dropped
-    let publisher = hub.publish("live/cam1").unwrap();
-    assert!(hub.is_publishing("live/cam1"));
+    let publisher = hub.publish(&StreamPath::parse("live/cam1").unwrap());
+    assert!(hub.is_publishing(&StreamPath::parse("live/cam1").unwrap()));
     assert_eq!(
         api.call("GET", "/streams/cam1", Some(&alice), Value::Null)
             .await
@@ -537,7 +539,7 @@ async fn suite(db: Db) {
     let new_key = v["key"].as_str().unwrap().to_owned();
     assert_ne!(new_key, key);
     assert!(
-        !hub.is_publishing("live/cam1"),
+        !hub.is_publishing(&StreamPath::parse("live/cam1").unwrap()),
         "publisher on the old key dropped"
     );
     assert!(!publisher.is_current());
@@ -548,7 +550,7 @@ async fn suite(db: Db) {
     assert_eq!(
         publish(&cp, &new_key).await,
         PublishDecision::Allow {
-            stream: "live/cam1".into()
+            stream: StreamPath::parse("live/cam1").unwrap()
         }
     );
     assert_eq!(
@@ -630,7 +632,7 @@ async fn suite(db: Db) {
     assert_eq!(
         publish(&cp, &bob_key).await,
         PublishDecision::Allow {
-            stream: "live/bobcast".into()
+            stream: StreamPath::parse("live/bobcast").unwrap()
         }
     );
 

@@ -12,7 +12,9 @@ use common::{ADMIN, Api, Db, TempDir, serve};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ugc_auth::{ControlConfig, ControlPlane, ExternalBackend, PlayClaims, Principal, SessionId};
-use ugc_core::{Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, StreamPath,
+};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -30,7 +32,7 @@ fn admin() -> Principal {
 
 fn preq(stream: &str, token: Option<&str>, ip: [u8; 4]) -> PlayRequest {
     PlayRequest {
-        stream: stream.into(),
+        stream: StreamPath::parse(stream).unwrap(),
         token: token.map(Into::into),
         client_ip: IpAddr::from(ip),
     }
@@ -203,7 +205,7 @@ async fn state_survives_restart() {
     assert_eq!(
         auth.authorize_publish(&pr).await,
         PublishDecision::Allow {
-            stream: "live/demo".into()
+            stream: StreamPath::parse("live/demo").unwrap()
         }
     );
     // the secret persisted: old tokens verify; revocations were reloaded
@@ -510,7 +512,7 @@ async fn second_node_sees_new_keys() {
     assert_eq!(
         b.authorizer().authorize_publish(&req(&key)).await,
         PublishDecision::Allow {
-            stream: "live/late".into()
+            stream: StreamPath::parse("live/late").unwrap()
         }
     );
     let new = b.rotate_key(&admin(), "late").await.unwrap();
@@ -521,13 +523,13 @@ async fn second_node_sees_new_keys() {
     assert_eq!(
         b.authorizer().authorize_publish(&req(&new)).await,
         PublishDecision::Allow {
-            stream: "live/late".into()
+            stream: StreamPath::parse("live/late").unwrap()
         }
     );
     assert_eq!(
         a.authorizer().authorize_publish(&req(&new)).await,
         PublishDecision::Allow {
-            stream: "live/late".into()
+            stream: StreamPath::parse("live/late").unwrap()
         }
     );
 }

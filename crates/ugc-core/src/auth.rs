@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::net::IpAddr;
 
+use crate::name::StreamPath;
+
 /// The ingest protocol of a publish request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -35,10 +37,10 @@ pub struct PublishRequest {
 /// The answer to a [`PublishRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishDecision {
-    /// Publish as the Hub stream of this name (e.g. `live/<stream>`).
+    /// Publish as this stream (e.g. `live/<stream>`).
     Allow {
-        /// The Hub stream name.
-        stream: String,
+        /// The stream.
+        stream: StreamPath,
     },
     /// Refuse, with a reason for the log (never sent to the peer verbatim).
     Deny {
@@ -50,8 +52,9 @@ pub enum PublishDecision {
 /// A viewer asks for a playlist, part or segment of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlayRequest {
-    /// The Hub stream name (`live/<stream>`).
-    pub stream: String,
+    /// The stream (`live/<stream>`; a ladder's renditions are played under
+    /// their source's authorization, so this is the source).
+    pub stream: StreamPath,
     /// The `token` query parameter, if any.
     pub token: Option<String>,
     /// The viewer's address (after trusted-proxy resolution).
@@ -96,10 +99,8 @@ pub struct AllowAll;
 
 impl Authorizer for AllowAll {
     async fn authorize_publish(&self, req: &PublishRequest) -> PublishDecision {
-        match crate::name::StreamName::from_parts(&req.app, &req.key) {
-            Ok(name) => PublishDecision::Allow {
-                stream: name.into_string(),
-            },
+        match StreamPath::new(&req.app, &req.key) {
+            Ok(stream) => PublishDecision::Allow { stream },
             Err(e) => PublishDecision::Deny {
                 reason: e.to_string(),
             },

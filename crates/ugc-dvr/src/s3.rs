@@ -43,6 +43,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use ugc_core::StreamPath;
+
 use crate::archive::{
     Archive, ArchivedInit, ArchivedSegment, Location, RemoteStore, SegmentName, TrackKey, names,
     write_atomic,
@@ -71,7 +73,7 @@ pub struct UploadConfig {
 
 /// A per-stream on/off switch (`live/<s>` -> upload?).
 #[derive(Clone)]
-pub struct StreamFilter(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+pub struct StreamFilter(pub Arc<dyn Fn(&StreamPath) -> bool + Send + Sync>);
 
 impl std::fmt::Debug for StreamFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,7 +163,7 @@ fn remote_dir(archive: &Archive, key: &TrackKey) -> PathBuf {
 fn job_name(key: &TrackKey, session: i64) -> String {
     format!(
         "{}_{}_{session}.job",
-        key.stream.replace('/', "~"),
+        key.stream.as_str().replace('/', "~"),
         key.rendition
     )
 }
@@ -230,7 +232,7 @@ impl Uploader {
             self.config.prefix, key.stream, key.rendition
         );
         let job = Job {
-            stream: key.stream.clone(),
+            stream: key.stream.to_string(),
             rendition: key.rendition.clone(),
             session,
             object,
@@ -336,17 +338,15 @@ impl Uploader {
     async fn run_job(&self, name: &str) -> io::Result<()> {
         let dir = queue_dir(&self.archive);
         let mut job = load_job(&dir.join(name))?;
-        let key = TrackKey {
-            stream: job.stream.clone(),
-            rendition: job.rendition.clone(),
-        };
-        if TrackKey::from_hub_name(&format!("{}/{}", key.stream, key.rendition)).as_ref()
-            != Some(&key)
-        {
+        let key = StreamPath::parse(&job.stream)
+            .ok()
+            .filter(StreamPath::is_source)
+            .and_then(|s| TrackKey::rendition(&s, &job.rendition));
+        let Some(key) = key else {
             tracing::error!(job = %name, "malformed job dropped");
             let _ = std::fs::remove_file(dir.join(name));
             return Ok(());
-        }
+        };
         let path = ObjectPath::from(job.object.as_str());
         // Fix the layout once.
         if job.entries.is_empty() {
@@ -597,8 +597,10 @@ fn read_remote_indexes(archive: &Archive) -> io::Result<Vec<(TrackKey, String, V
                         .unwrap_or("")
                         .to_owned()
                 };
-                let hub = format!("{}/{}/{}", name(&app), name(&stream), name(&rdir));
-                let Some(key) = TrackKey::from_hub_name(&hub) else {
+                let key = StreamPath::new(&name(&app), &name(&stream))
+                    .ok()
+                    .and_then(|s| TrackKey::rendition(&s, &name(&rdir)));
+                let Some(key) = key else {
                     continue;
                 };
                 for f in std::fs::read_dir(&rdir)? {

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use ugc_codec::flv;
-use ugc_core::{Codec, Hub, MediaEvent, MediaKind, Timescale, Tracks, time::rescale};
+use ugc_core::{Codec, Hub, MediaEvent, MediaKind, StreamPath, Timescale, Tracks, time::rescale};
 
 use super::client::{ClientConfig, ClientEvent, ClientSession};
 use crate::error::{Error, Result};
@@ -175,7 +175,7 @@ fn lock(m: &Mutex<PushStatus>) -> std::sync::MutexGuard<'_, PushStatus> {
 
 /// Starts pushing Hub stream `stream` to `url` (on the current tokio
 /// runtime).
-pub fn spawn_push(hub: Hub, stream: String, url: String, config: PushConfig) -> PushHandle {
+pub fn spawn_push(hub: Hub, stream: StreamPath, url: String, config: PushConfig) -> PushHandle {
     let status = Arc::new(Mutex::new(PushStatus {
         target: redact(&url),
         state: PushState::Connecting,
@@ -219,7 +219,7 @@ enum Failure {
 
 struct Pusher {
     hub: Hub,
-    stream: String,
+    stream: StreamPath,
     url: String,
     config: PushConfig,
     status: Arc<Mutex<PushStatus>>,
@@ -365,10 +365,7 @@ impl Pusher {
         tracing::info!(stream = %self.stream, target = %redact(&self.url), "restream live");
 
         // Media. A fresh reader starts at the newest keyframe.
-        let mut reader = self
-            .hub
-            .subscribe(&self.stream)
-            .map_err(|e| Failure::Refused(e.to_string()))?;
+        let mut reader = self.hub.subscribe(&self.stream);
         let mut media = MediaState::default();
         let mut tag = Vec::with_capacity(64 * 1024);
         let mut stop = self.stop.clone();

@@ -20,7 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 use ugc_codec::flv::FlvIngest;
-use ugc_core::{Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest, StreamPath,
+};
 
 use super::session::{ServerEvent, ServerSession, SessionConfig};
 use crate::error::{Error, Result};
@@ -108,7 +110,7 @@ pub async fn serve<A: Authorizer>(
 }
 
 struct Publishing {
-    stream: String,
+    stream: StreamPath,
     publisher: HubPublisher,
     ingest: FlvIngest,
 }
@@ -240,21 +242,16 @@ impl<A: Authorizer> Connection<A> {
             client_ip: self.peer.ip(),
         };
         match self.auth.authorize_publish(&req).await {
-            PublishDecision::Allow { stream } => match self.hub.publish(&stream) {
-                Ok(publisher) => {
-                    session.accept_publish()?;
-                    tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
-                    self.publishing = Some(Publishing {
-                        stream,
-                        publisher,
-                        ingest: FlvIngest::new(),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(peer = %self.peer, %stream, error = %e, "hub refused publish");
-                    session.reject_publish("stream unavailable")?;
-                }
-            },
+            PublishDecision::Allow { stream } => {
+                let publisher = self.hub.publish(&stream);
+                session.accept_publish()?;
+                tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
+                self.publishing = Some(Publishing {
+                    stream,
+                    publisher,
+                    ingest: FlvIngest::new(),
+                });
+            }
             PublishDecision::Deny { reason } => {
                 // The reason is for our log only (the key is not logged: it is a secret).
                 tracing::info!(peer = %self.peer, app = %req.app, %reason, "rtmp publish denied");
