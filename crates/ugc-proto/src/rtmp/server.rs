@@ -9,6 +9,9 @@
 //! [`FlvIngest`] into the [`HubPublisher`]. A connection's error (bad bytes,
 //! timeout, takeover of its stream) is logged with the peer address and
 //! closes only that connection.
+//!
+//! A refused publisher gets the authorizer's reason in the `onStatus`
+//! description.
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -20,7 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 use ugc_codec::flv::FlvIngest;
-use ugc_core::{Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, DenyKind, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest,
+};
 
 use super::session::{ServerEvent, ServerSession, SessionConfig};
 use crate::error::{Error, Result};
@@ -252,13 +257,16 @@ impl<A: Authorizer> Connection<A> {
                 }
                 Err(e) => {
                     tracing::warn!(peer = %self.peer, %stream, error = %e, "hub refused publish");
-                    session.reject_publish("stream unavailable")?;
+                    session.reject_publish(
+                        DenyKind::Unavailable,
+                        "this server cannot take the stream now; try again",
+                    )?;
                 }
             },
-            PublishDecision::Deny { reason } => {
-                // The reason is for our log only (the key is not logged: it is a secret).
-                tracing::info!(peer = %self.peer, app = %req.app, %reason, "rtmp publish denied");
-                session.reject_publish("publish denied")?;
+            PublishDecision::Deny { kind, reason } => {
+                // The key is not logged (a secret); the reason never holds it.
+                tracing::info!(peer = %self.peer, app = %req.app, ?kind, %reason, "rtmp publish denied");
+                session.reject_publish(kind, &reason)?;
             }
         }
         Ok(())
