@@ -18,6 +18,12 @@
 //! [`ServerSession::poll_event`]. The session reads no clock and owns no
 //! socket; timeouts are the caller's.
 //!
+//! After a rejection the session is closed: write its last output, then
+//! half-close the connection and keep reading (and discarding) until the
+//! peer closes or a short linger passes. Closing at once makes the kernel
+//! answer the client's next writes with a reset, so it may never show the
+//! status (librtmp even dies of SIGPIPE). The tokio adapter does this.
+//!
 //! ```
 //! use ugc_core::DenyKind;
 //! use ugc_proto::rtmp::{ServerEvent, ServerSession, SessionConfig};
@@ -331,7 +337,8 @@ impl ServerSession {
     /// the publishing stream, whose code says what kind of refusal it is
     /// ([`refusal_code`]) and whose description is `reason` (at most
     /// [`MAX_DESCRIPTION`] bytes, control characters blanked), and closes
-    /// the session: flush [`Self::poll_output`], then close the connection.
+    /// the session. Flush [`Self::poll_output`], then half-close the
+    /// connection and let the peer read it (see the module docs).
     ///
     /// What clients print for [`DenyKind::Unauthorized`]
     /// (`NetStream.Publish.Denied`): ffmpeg `Server error: <reason>`;
