@@ -1,6 +1,7 @@
 //! A refused RTMP publisher over real TCP against `rtmp::server::serve`: it
 //! reads the authorizer's reason, the server lingers (half-closed, reading)
-//! so the client is not reset, and the linger is bounded.
+//! so the client is not reset, and the linger is bounded. Our own restream
+//! client reports a target's reason.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use ugc_core::{Authorizer, Hub, HubConfig, PublishDecision, PublishRequest};
+use ugc_proto::rtmp::push::{PushConfig, PushState, spawn_push};
 use ugc_proto::rtmp::server::{RtmpServerConfig, serve};
 use ugc_proto::rtmp::{ClientConfig, ClientEvent, ClientSession};
 
@@ -114,4 +116,30 @@ async fn a_refused_publisher_that_closes_at_once_ends_the_linger() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_tcp, ev) = publish_until_answered(addr).await;
     assert!(matches!(ev, ClientEvent::Rejected { .. }), "{ev:?}");
+}
+
+#[tokio::test]
+async fn a_restream_target_that_refuses_reports_its_reason() {
+    let addr = refusing_server(Duration::from_millis(500), 8).await;
+    let hub = Hub::new(HubConfig::default());
+    let push = spawn_push(
+        hub,
+        "live/src".into(),
+        format!("rtmp://{addr}/live/wrong-key"),
+        PushConfig::default(),
+    );
+    let mut status = push.status();
+    for _ in 0..100 {
+        status = push.status();
+        if status.last_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status.last_error.as_deref(),
+        Some("refused: unknown stream key (NetStream.Publish.Denied)"),
+        "{status:?}"
+    );
+    assert_ne!(status.state, PushState::Live);
 }
