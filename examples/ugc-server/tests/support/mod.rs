@@ -2,6 +2,8 @@
 //! real ffmpeg/ffprobe processes, and speaks plain HTTP/1.1 over std sockets.
 #![allow(dead_code)]
 
+pub mod gst;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
