@@ -1,6 +1,8 @@
-//! End to end with GStreamer 1.22 as a second client implementation: a
-//! wrong key is refused with a reason that `rtmp2sink` prints, and librtmp
-//! (`rtmpsink`) fails with an error instead of dying of SIGPIPE.
+//! End to end with GStreamer 1.22 as a second client implementation:
+//! `rtmp2sink` (RTMP) and `srtsink` (SRT + MPEG-TS) publish to the real
+//! ugc-server, whose HLS must play; a wrong key is refused with a reason
+//! that `rtmp2sink` prints, and librtmp (`rtmpsink`) fails with an error
+//! instead of dying of SIGPIPE.
 
 mod support;
 
@@ -9,6 +11,56 @@ use std::time::Duration;
 
 use support::gst::{self, GstRun};
 use support::*;
+
+#[test]
+fn rtmp2sink_publishes_h264_and_aac_that_play_over_hls() {
+    gst::require_elements(&["rtmp2sink", "flvmux", "openh264enc", "avenc_aac"]);
+    let server = Server::start(&[]);
+    let work = TempDir::new("gst-rtmp");
+    let key = server.create_stream("gstrtmp", "");
+    let location = format!("location={}", server.rtmp_url(&key));
+    let _publisher = gst::spawn(&gst::av_pipeline(
+        640,
+        360,
+        &[
+            "flvmux",
+            "name=m",
+            "streamable=true",
+            "!",
+            "rtmp2sink",
+            &location,
+        ],
+    ));
+    assert_live_hls_plays(&server, "gstrtmp", 640, work.path());
+}
+
+#[test]
+fn srtsink_publishes_mpegts_that_plays_over_hls() {
+    gst::require_elements(&["srtsink", "mpegtsmux", "openh264enc", "avenc_aac"]);
+    let server = Server::start(&[]);
+    let work = TempDir::new("gst-srt");
+    let key = server.create_stream("gstsrt", "");
+    let uri = format!("uri=srt://{}", server.srt);
+    // srtsink takes the stream id as a property (a `#` in the URI would
+    // start its fragment). `alignment=7`: 7 TS packets per buffer, one SRT
+    // message each; with the default, mpegtsmux hands srtsink whole frames
+    // and the keyframes (over one SRT payload) never arrive.
+    let streamid = format!("streamid=#!::r=live/{key},m=publish");
+    let _publisher = gst::spawn(&gst::av_pipeline(
+        640,
+        360,
+        &[
+            "mpegtsmux",
+            "name=m",
+            "alignment=7",
+            "!",
+            "srtsink",
+            &uri,
+            &streamid,
+        ],
+    ));
+    assert_live_hls_plays(&server, "gstsrt", 640, work.path());
+}
 
 /// A short live H.264 publish to `sink` (tokens), without audio.
 fn publish_video(sink: &[&str]) -> GstRun {
