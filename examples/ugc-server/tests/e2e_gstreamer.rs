@@ -1,8 +1,8 @@
-//! End to end with GStreamer 1.22 as a second client implementation:
+//! End to end with GStreamer 1.22 as a second implementation of both ends:
 //! `rtmp2sink` (RTMP) and `srtsink` (SRT + MPEG-TS) publish to the real
-//! ugc-server, whose HLS must play; a wrong key is refused with a reason
-//! that `rtmp2sink` prints, and librtmp (`rtmpsink`) fails with an error
-//! instead of dying of SIGPIPE.
+//! ugc-server, and `playbin3` plays its live HLS. A wrong key is refused
+//! with a reason that `rtmp2sink` prints, and librtmp (`rtmpsink`) fails
+//! with an error instead of dying of SIGPIPE.
 
 mod support;
 
@@ -164,4 +164,74 @@ fn librtmp_with_a_wrong_key_fails_with_an_error_not_sigpipe() {
         log.contains("rtmp publish denied") && log.contains("unknown stream key"),
         "{log}"
     );
+}
+
+#[test]
+fn playbin3_plays_the_live_fmp4_playlist_and_playbin_the_ts_one() {
+    gst::require_elements(&["playbin3", "playbin", "hlsdemux2", "fakesink"]);
+    // A short window, so that the players join a stream whose playlist no
+    // longer starts at its first segment (legacy playbin plays fMP4 only
+    // when it joins at the first segment).
+    let server = Server::start(&["--window-segments", "3"]);
+    let key = server.create_stream("players", "");
+    let _publisher = publish_live(640, 360, &server.rtmp_url(&key));
+    let ready = wait_until(Duration::from_secs(30), || {
+        let r = server.get("/live/players/mono.m3u8");
+        r.status == 200
+            && parse_media_playlist(&r.text())
+                .first()
+                .is_some_and(|s| s.msn >= 2)
+    });
+    assert!(ready.is_some(), "the window did not slide");
+    // playbin3 (hlsdemux2) on the fMP4 playlist; the legacy playbin on the
+    // MPEG-TS variant (see the README's "Players").
+    for (player, playlist) in [("playbin3", "mono.m3u8"), ("playbin", "mono-ts.m3u8")] {
+        let uri = format!("uri={}", server.url(&format!("/live/players/{playlist}")));
+        let run = gst::launch(
+            Duration::from_secs(8),
+            &[
+                "-v",
+                player,
+                &uri,
+                "video-sink=fakesink name=vs silent=false sync=true",
+                "audio-sink=fakesink name=as silent=false sync=true",
+            ],
+        );
+        let what = format!("{player} {playlist}");
+        // A live stream never ends: it played until we stopped it.
+        assert!(
+            run.timed_out,
+            "{what} stopped by itself:\n{}",
+            tail(&run.output)
+        );
+        assert!(
+            !run.output.contains("ERROR") && !run.output.contains("WARNING: from element"),
+            "{what}:\n{}",
+            tail(&run.output)
+        );
+        assert!(run.output.contains("Setting pipeline to PLAYING"), "{what}");
+        // In real time (sync=true), at least 4 s of the 8 s were played:
+        // video and audio buffers reached the sinks with advancing PTS.
+        let video = gst::sink_pts(&run.output, "vs");
+        let audio = gst::sink_pts(&run.output, "as");
+        let span = |v: &[f64]| v.last().zip(v.first()).map_or(0.0, |(l, f)| l - f);
+        assert!(
+            video.len() >= 120 && span(&video) >= 4.0,
+            "{what}: {} video buffers over {:.2} s",
+            video.len(),
+            span(&video)
+        );
+        assert!(
+            span(&audio) >= 4.0,
+            "{what}: {} audio buffers over {:.2} s",
+            audio.len(),
+            span(&audio)
+        );
+    }
+}
+
+/// The end of a long gst-launch output, for assertion messages.
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
