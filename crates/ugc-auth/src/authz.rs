@@ -5,6 +5,7 @@ use ugc_core::{
     Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, StreamPath,
 };
 
+use crate::external::BackendDenial;
 use crate::plane::ControlPlane;
 use crate::util::unix_now;
 use crate::validate;
@@ -19,7 +20,12 @@ pub const APP: &str = ugc_core::DEFAULT_APP;
 /// * Publish: `app` must be `live` and `key` the current key of a stream
 ///   `<name>`; the answer is `live/<name>`. Same for RTMP (`live/<key>`),
 ///   SRT (`r=live/<key>`) and WHIP (bearer key): the ingest passes app and
-///   key.
+///   key. Refusals say why without a secret (the publisher reads them):
+///   unknown app, malformed key, unknown key, rotated key are
+///   [`DenyKind::Unauthorized`](ugc_core::DenyKind::Unauthorized); a failed
+///   key lookup or an unreachable backend is
+///   [`DenyKind::Unavailable`](ugc_core::DenyKind::Unavailable) (the detail
+///   goes to our log only).
 /// * Play: `stream` is `live/<name>` (or `live/<name>/<rendition>`); public
 ///   streams are allowed; private ones need a token for `<name>`, not
 ///   expired, not revoked, and bound to `client_ip` if it is IP-bound.
@@ -27,12 +33,6 @@ pub const APP: &str = ugc_core::DEFAULT_APP;
 #[derive(Clone, Debug)]
 pub struct ControlAuthorizer {
     pub(crate) cp: ControlPlane,
-}
-
-fn deny_pub(reason: impl Into<String>) -> PublishDecision {
-    PublishDecision::Deny {
-        reason: reason.into(),
-    }
 }
 
 fn deny_play(reason: impl Into<String>) -> PlayDecision {
@@ -59,13 +59,17 @@ impl ControlPlane {
     /// The local publish decision (no external backend).
     pub async fn check_publish(&self, req: &PublishRequest) -> PublishDecision {
         if req.app != APP {
-            return deny_pub(format!(
-                "unknown app {:?}",
+            return PublishDecision::unauthorized(format!(
+                "unknown application {:?} (publish to {APP}/<stream key>)",
                 req.app.escape_default().to_string()
             ));
         }
         if let Err(e) = validate::stream_key(&req.key) {
-            return deny_pub(e.to_string());
+            let why = match e {
+                crate::Error::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            return PublishDecision::unauthorized(format!("malformed stream key: {why}"));
         }
         let cached = {
             let keys = self
@@ -74,7 +78,7 @@ impl ControlPlane {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if keys.retired.contains(&req.key) {
-                return deny_pub("stream key was rotated or deleted");
+                return PublishDecision::unauthorized("stream key was rotated or deleted");
             }
             keys.by_key.get(&req.key).cloned()
         };
@@ -90,18 +94,22 @@ impl ControlPlane {
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     // Retired while we read the database: refuse.
                     if keys.retired.contains(&req.key) {
-                        return deny_pub("stream key was rotated or deleted");
+                        return PublishDecision::unauthorized("stream key was rotated or deleted");
                     }
                     keys.by_key.insert(req.key.clone(), n.clone());
                     n
                 }
-                Ok(None) => return deny_pub("unknown stream key"),
-                Err(e) => return deny_pub(format!("key lookup failed: {e}")),
+                Ok(None) => return PublishDecision::unauthorized("unknown stream key"),
+                Err(e) => {
+                    // The database error may name hosts or tables: log only.
+                    tracing::warn!(error = %e, "stream key lookup failed; refusing the publisher");
+                    return PublishDecision::unavailable("stream key lookup failed; try again");
+                }
             },
         };
         match StreamPath::new(APP, &name) {
             Ok(stream) => PublishDecision::Allow { stream },
-            Err(e) => deny_pub(format!("stream name: {e}")),
+            Err(e) => PublishDecision::bad_name(format!("stream name: {e}")),
         }
     }
 
@@ -178,7 +186,14 @@ impl Authorizer for ControlAuthorizer {
         });
         match b.ask(body).await {
             Ok(()) => d,
-            Err(reason) => deny_pub(reason),
+            Err(BackendDenial::Refused(status)) => PublishDecision::unauthorized(format!(
+                "refused by the publish auth backend (HTTP {status})"
+            )),
+            Err(BackendDenial::Failed(why)) => {
+                // `why` may name the backend's address: log only.
+                tracing::warn!(error = %why, "publish auth backend failed; refusing the publisher");
+                PublishDecision::unavailable("publish auth backend unavailable; try again")
+            }
         }
     }
 
@@ -195,7 +210,7 @@ impl Authorizer for ControlAuthorizer {
         });
         match b.ask(body).await {
             Ok(()) => d,
-            Err(reason) => deny_play(reason),
+            Err(why) => deny_play(why.to_string()),
         }
     }
 }

@@ -46,7 +46,11 @@ pub fn stream_name(name: &str) -> Result<()> {
 /// 128 bytes. (Keys we generate are 22 base64url characters, 128 random
 /// bits.)
 pub fn stream_key(key: &str) -> Result<()> {
-    ugc_core::name::validate_segment(key).map_err(|e| invalid("key", e.to_string()))
+    ugc_core::name::validate_segment(key).map_err(|e| match e {
+        // Publishers read this reason: no "invalid argument:" prefix.
+        ugc_core::Error::InvalidArgument(why) => invalid("key", why),
+        other => invalid("key", other.to_string()),
+    })
 }
 
 /// Titles: up to 200 characters, no control characters.

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ugc_auth::{ControlConfig, ControlPlane, ExternalBackend, PlayClaims, Principal, SessionId};
 use ugc_core::{
-    Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, StreamPath,
+    Authorizer, DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
+    StreamPath,
 };
 
 fn now() -> u64 {
@@ -343,6 +344,23 @@ async fn external_backends() {
             allow,
             "publish {path}: {d:?}"
         );
+        // The publisher reads the reason: a refusal names the backend's
+        // status; a failed backend is "try again", without its address.
+        let expect = match path {
+            "/deny" => Some(PublishDecision::unauthorized(
+                "refused by the publish auth backend (HTTP 403)",
+            )),
+            "/redirect" => Some(PublishDecision::unauthorized(
+                "refused by the publish auth backend (HTTP 302)",
+            )),
+            "/hang" | "/big" => Some(PublishDecision::unavailable(
+                "publish auth backend unavailable; try again",
+            )),
+            _ => None,
+        };
+        if let Some(expect) = expect {
+            assert_eq!(d, expect, "publish {path}");
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(2),
             "{path} took {:?}",
@@ -373,10 +391,13 @@ async fn external_backends() {
     cfg.publish_backend = Some(ExternalBackend::new(format!("http://{dead}/x")));
     cfg.play_backend = None;
     let cp = ControlPlane::open(cfg.clone()).await.unwrap();
-    assert!(matches!(
+    assert_eq!(
         cp.authorizer().authorize_publish(&pubreq(&key)).await,
-        PublishDecision::Deny { .. }
-    ));
+        PublishDecision::Deny {
+            kind: DenyKind::Unavailable,
+            reason: "publish auth backend unavailable; try again".into()
+        }
+    );
     // https is refused at open (no TLS stack)
     cfg.publish_backend = Some(ExternalBackend::new("https://auth.example/x"));
     assert!(matches!(
@@ -516,10 +537,10 @@ async fn second_node_sees_new_keys() {
         }
     );
     let new = b.rotate_key(&admin(), "late").await.unwrap();
-    assert!(matches!(
+    assert_eq!(
         b.authorizer().authorize_publish(&req(&key)).await,
-        PublishDecision::Deny { .. }
-    ));
+        PublishDecision::unauthorized("stream key was rotated or deleted")
+    );
     assert_eq!(
         b.authorizer().authorize_publish(&req(&new)).await,
         PublishDecision::Allow {

@@ -42,11 +42,62 @@ pub enum PublishDecision {
         /// The stream.
         stream: StreamPath,
     },
-    /// Refuse, with a reason for the log (never sent to the peer verbatim).
+    /// Refuse. The ingest answers with its protocol's code for `kind` and
+    /// shows `reason` to the publisher (RTMP: the `onStatus` description,
+    /// which OBS, ffmpeg and GStreamer print), and logs both.
     Deny {
-        /// Why.
+        /// What kind of refusal (picks the protocol's refusal code).
+        kind: DenyKind,
+        /// Why, in words for the publisher and the log: "unknown stream
+        /// key", "stream key was rotated or deleted". Never a secret (the
+        /// key itself, tokens, internal addresses, database errors).
         reason: String,
     },
+}
+
+impl PublishDecision {
+    /// [`PublishDecision::Deny`] of kind [`DenyKind::Unauthorized`].
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        PublishDecision::Deny {
+            kind: DenyKind::Unauthorized,
+            reason: reason.into(),
+        }
+    }
+
+    /// [`PublishDecision::Deny`] of kind [`DenyKind::BadName`].
+    pub fn bad_name(reason: impl Into<String>) -> Self {
+        PublishDecision::Deny {
+            kind: DenyKind::BadName,
+            reason: reason.into(),
+        }
+    }
+
+    /// [`PublishDecision::Deny`] of kind [`DenyKind::Unavailable`].
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        PublishDecision::Deny {
+            kind: DenyKind::Unavailable,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The kind of a publish refusal. Each ingest protocol maps it to its own
+/// code, so that clients tell "wrong key" from "name taken" from "try again".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenyKind {
+    /// The publisher may not publish: an unknown, rotated or malformed key,
+    /// an unknown application, refused by an auth backend. RTMP
+    /// `NetStream.Publish.Denied`, SRT 2401.
+    Unauthorized,
+    /// The stream name is invalid, or taken. RTMP
+    /// `NetStream.Publish.BadName` (which clients show as "stream already
+    /// exists"), SRT 2400.
+    BadName,
+    /// No decision or no room now (a key lookup or an auth backend failed,
+    /// a limit is reached); the same request may succeed later. RTMP
+    /// `NetStream.Failed`, SRT 2503.
+    Unavailable,
 }
 
 /// A viewer asks for a playlist, part or segment of a stream.
@@ -101,9 +152,7 @@ impl Authorizer for AllowAll {
     async fn authorize_publish(&self, req: &PublishRequest) -> PublishDecision {
         match StreamPath::new(&req.app, &req.key) {
             Ok(stream) => PublishDecision::Allow { stream },
-            Err(e) => PublishDecision::Deny {
-                reason: e.to_string(),
-            },
+            Err(e) => PublishDecision::bad_name(e.to_string()),
         }
     }
 }

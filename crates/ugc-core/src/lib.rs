@@ -30,7 +30,8 @@ pub mod pipeline;
 pub mod time;
 
 pub use auth::{
-    AllowAll, Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
+    AllowAll, Authorizer, DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision,
+    PublishRequest,
 };
 pub use error::{Error, Result};
 pub use hub::{Hub, HubConfig, HubPublisher, HubReader};

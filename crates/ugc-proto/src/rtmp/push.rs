@@ -202,6 +202,23 @@ pub fn spawn_push(hub: Hub, stream: StreamPath, url: String, config: PushConfig)
     }
 }
 
+/// A target's status for our log and [`PushStatus::last_error`]:
+/// `refused: unknown stream key (NetStream.Publish.Denied)`. The target's
+/// description is cut to 200 characters with control characters blanked.
+fn status_text(what: &str, code: &str, description: &str) -> String {
+    let description: String = description
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let description = description.trim();
+    if description.is_empty() {
+        format!("{what}: {code}")
+    } else {
+        format!("{what}: {description} ({code})")
+    }
+}
+
 enum SessionEnd {
     /// The Hub stream ended.
     StreamEnded,
@@ -345,10 +362,18 @@ impl Pusher {
                 match ev {
                     ClientEvent::Publishing => live = true,
                     ClientEvent::Rejected { code, description } => {
-                        return Err(Failure::Refused(format!("refused: {code} {description}")));
+                        return Err(Failure::Refused(status_text(
+                            "refused",
+                            &code,
+                            &description,
+                        )));
                     }
-                    ClientEvent::Ended { code } => {
-                        return Err(Failure::Transient(format!("ended by target: {code}")));
+                    ClientEvent::Ended { code, description } => {
+                        return Err(Failure::Transient(status_text(
+                            "ended by target",
+                            &code,
+                            &description,
+                        )));
                     }
                 }
             }
@@ -413,10 +438,10 @@ impl Pusher {
                     while let Some(ev) = client.poll_event() {
                         match ev {
                             ClientEvent::Rejected { code, description } => {
-                                return Err(Failure::Refused(format!("refused: {code} {description}")));
+                                return Err(Failure::Refused(status_text("refused", &code, &description)));
                             }
-                            ClientEvent::Ended { code } => {
-                                return Err(Failure::Transient(format!("ended by target: {code}")));
+                            ClientEvent::Ended { code, description } => {
+                                return Err(Failure::Transient(status_text("ended by target", &code, &description)));
                             }
                             ClientEvent::Publishing => {}
                         }

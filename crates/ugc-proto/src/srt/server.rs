@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use ugc_codec::ts_demux::{TsDemuxStats, TsDemuxer};
 use ugc_core::{
-    Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest, StreamPath,
+    Authorizer, DenyKind, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest, StreamPath,
 };
 
 use super::listener::{
@@ -106,6 +106,16 @@ enum Decision {
         peer: SocketAddr,
         code: RejectCode,
     },
+}
+
+/// The SRT reject reason for a publish refusal of `kind`.
+fn reject_code(kind: DenyKind) -> RejectCode {
+    match kind {
+        DenyKind::Unauthorized => RejectCode::UNAUTHORIZED,
+        DenyKind::BadName => RejectCode::BAD_REQUEST,
+        // Unavailable, and kinds added later.
+        _ => RejectCode::UNAVAILABLE,
+    }
 }
 
 struct Route {
@@ -220,11 +230,11 @@ pub async fn serve<A: Authorizer>(
                                         passphrase,
                                     }
                                 }
-                                Ok(PublishDecision::Deny { reason }) => {
-                                    tracing::info!(%peer, app = %req.app, %reason, "srt publish denied");
+                                Ok(PublishDecision::Deny { kind, reason }) => {
+                                    tracing::info!(%peer, app = %req.app, ?kind, %reason, "srt publish denied");
                                     Decision::Reject {
                                         peer,
-                                        code: RejectCode::UNAUTHORIZED,
+                                        code: reject_code(kind),
                                     }
                                 }
                                 Err(_) => Decision::Reject {
