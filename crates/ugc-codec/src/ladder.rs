@@ -2,7 +2,7 @@
 //! source gets ([`LadderConfig::plan`]: never upscale) and how the ladder's
 //! combined output is split into one stream per rendition ([`LadderDemux`]).
 //!
-//! The encoder itself ([`crate::transcode::Ladder`]) needs the `ffmpeg`
+//! The encoder itself (`transcode::Ladder`) needs the `ffmpeg`
 //! feature; everything here builds without it, so servers can parse and
 //! validate ladder settings either way.
 //!

@@ -9,7 +9,7 @@
 //! The DVR: the [`archive`] keeps the same segments on disk (crash-safe
 //! time index, retention by depth and size), [`range`] renders playlists
 //! over any archived range, [`export`] builds a progressive MP4 of a range
-//! without re-encoding, and [`s3`] (feature `s3`) moves finished recordings
+//! without re-encoding, and `s3` (feature `s3`) moves finished recordings
 //! to an S3-compatible bucket behind a local LRU + TTL cache.
 //!
 //! It does not parse protocols, serve HTTP or decide who may watch.
@@ -57,13 +57,14 @@ pub mod s3;
 pub mod segmenter;
 mod ts_counters;
 pub mod variants;
+pub mod vod;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};
 pub use chunks::Chunks;
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{
-    ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
+    HlsPackager, ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
     run_packager_observed, run_packager_with_clock,
 };
 pub use playlist::{

@@ -31,4 +31,8 @@ pub mod srt;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+/// The HTTP framework the origin's routers are made with: the same version
+/// for an embedder's own routes ([`origin::serve`] serves them all).
+#[cfg(feature = "tokio")]
+pub use axum;
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ mod transcode;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -60,7 +60,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data dir {}", config.data.display()))?;
     let data = config.data.canonicalize()?;
-    let hub = Hub::new(HubConfig::default());
+    // A publisher that leaves keeps its stream for the grace time (a
+    // reconnect continues it); then the stream ends.
+    let hub = Hub::new(HubConfig {
+        publisher_grace: Duration::from_secs(config.publisher_grace_s),
+        ..HubConfig::default()
+    });
     let registry = Arc::new(LiveRegistry::new());
 
     let rtmp = TcpListener::bind(config.rtmp)
@@ -121,10 +126,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hub.clone(),
         host.clone(),
         http_addr.port(),
-    ));
-    let reaper = tokio::spawn(reap_idle_streams(
-        hub.clone(),
-        Duration::from_secs(config.publisher_grace_s),
     ));
     let authorizer = Arc::new(control.authorizer());
     let rtmp_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve(
@@ -261,7 +262,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         t.abort();
     }
     announcer.abort();
-    reaper.abort();
     for name in hub.stream_names() {
         hub.end(&name);
     }
@@ -290,16 +290,6 @@ async fn announce_streams(hub: Hub, host: String, http_port: u16) {
     while let Some(name) = watch.next().await {
         let play = format!("http://{host}:{http_port}/{name}/index.m3u8");
         info!(stream = %name, %play, "new stream");
-    }
-}
-
-async fn reap_idle_streams(hub: Hub, grace: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        for name in hub.reap_idle(Instant::now(), grace) {
-            info!(stream = %name, "no publisher for {grace:?}: ended");
-        }
     }
 }
 

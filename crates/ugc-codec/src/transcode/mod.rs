@@ -140,6 +140,8 @@ enum Input {
 pub struct Ladder {
     input: Option<SyncSender<Input>>,
     output: Receiver<MediaEvent>,
+    /// The task waiting in [`Transform::poll_output`], woken by the threads.
+    waker: Arc<Mutex<Option<std::task::Waker>>>,
     stats: Arc<LadderStats>,
     failure: Arc<Mutex<Option<String>>>,
     worker: Option<JoinHandle<()>>,
@@ -192,9 +194,21 @@ impl Ladder {
         let (in_tx, in_rx) = mpsc::sync_channel(INPUT_QUEUE);
         let (out_tx, out_rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
+        // Output wakes a pipeline that polls the ladder as a transform, and
+        // calls the caller's notify.
+        let waker: Arc<Mutex<Option<std::task::Waker>>> = Arc::default();
+        let wake = waker.clone();
+        let notify: Notify = Arc::new(move || {
+            if let Some(w) = wake.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                w.wake();
+            }
+            if let Some(n) = &notify {
+                n();
+            }
+        });
         let output = Output {
             tx: out_tx,
-            notify,
+            notify: Some(notify),
             stats: stats.clone(),
         };
         let worker = {
@@ -221,6 +235,7 @@ impl Ladder {
         Ok(Ladder {
             input: Some(in_tx),
             output: out_rx,
+            waker,
             stats,
             failure,
             worker: Some(worker),
@@ -309,11 +324,13 @@ impl Transform for Ladder {
             self.video_track = t.video().map(|v| v.id);
         }
         self.send(event)?;
-        self.poll_output(out)
+        Ladder::poll_output(self, out)
     }
 
     /// Ends the input, waits for every rung to finish encoding and returns
-    /// the rest of the output.
+    /// the rest of the output. Blocks for the encoders' tails: in a
+    /// pipeline on a tokio runtime, pump the ladder where blocking is fine
+    /// (a multi-threaded runtime, or `spawn_blocking` around the flush).
     fn flush(&mut self, out: &mut Vec<MediaEvent>) -> Result<()> {
         if let Some(tx) = self.input.take() {
             let _ = tx.send(Input::Event(MediaEvent::End));
@@ -321,7 +338,25 @@ impl Transform for Ladder {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
-        self.poll_output(out)
+        Ladder::poll_output(self, out)
+    }
+
+    /// Encoded output the ladder's threads made since: `Ready` with it (or
+    /// with a thread's failure), else `Pending` until a thread has more.
+    /// This is what lets [`ugc_core::pump`] run a ladder like any transform.
+    fn poll_output(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut Vec<MediaEvent>,
+    ) -> std::task::Poll<Result<()>> {
+        // Register first: output that arrives after the check below wakes us.
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        let before = out.len();
+        match Ladder::poll_output(self, out) {
+            Err(e) => std::task::Poll::Ready(Err(e)),
+            Ok(()) if out.len() > before => std::task::Poll::Ready(Ok(())),
+            Ok(()) => std::task::Poll::Pending,
+        }
     }
 }
 

@@ -389,8 +389,14 @@ impl Pusher {
         });
         tracing::info!(stream = %self.stream, target = %redact(&self.url), "restream live");
 
-        // Media. A fresh reader starts at the newest keyframe.
-        let mut reader = self.hub.subscribe(&self.stream);
+        // Media. A fresh reader starts at the newest keyframe. A stream that
+        // ended meanwhile is not created anew (it would wait for a
+        // publisher forever).
+        let Some(mut reader) = self.hub.subscribe_existing(&self.stream) else {
+            client.unpublish();
+            let _ = self.flush(&mut io, &mut client, &mut sent_before).await;
+            return Ok(SessionEnd::StreamEnded);
+        };
         let mut media = MediaState::default();
         let mut tag = Vec::with_capacity(64 * 1024);
         let mut stop = self.stop.clone();
