@@ -11,6 +11,11 @@
 //! rung is index `renditions.len()`) uses video track `2i + 1` and audio
 //! track `2i + 2`. [`LadderDemux`] turns that back into per-rendition streams
 //! with the usual ids 1 (video) and 2 (audio).
+//!
+//! [`stats`]: the counters of running ladders and the registry a server
+//! lists them in (`/metrics` families, JSON).
+
+pub mod stats;
 
 use ugc_core::{MediaEvent, TrackId, Tracks};
 

@@ -11,6 +11,10 @@
 //! over any archived range, [`export`] builds a progressive MP4 of a range
 //! without re-encoding, and `s3` (feature `s3`) moves finished recordings
 //! to an S3-compatible bucket behind a local LRU + TTL cache.
+//! [`policy`] maps per-stream settings to depth, rewind and S3 choices,
+//! [`export_file`] writes an archived range to a file (the export command's
+//! core), and the archive and uploader render their counters as `/metrics`
+//! families (`Archive::write_metrics`).
 //!
 //! It does not parse protocols, serve HTTP or decide who may watch.
 //!
@@ -47,10 +51,13 @@ pub mod archive;
 pub mod chunks;
 pub mod error;
 pub mod export;
+pub mod export_file;
 pub mod frame_rate;
 pub mod live;
+mod metrics;
 pub mod packager;
 pub mod playlist;
+pub mod policy;
 pub mod range;
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -989,6 +989,29 @@ pub struct S3Settings {
     pub secret_access_key: String,
 }
 
+/// The read side of an archive's S3 tier: the client of `settings` and a
+/// read-back [`S3Cache`] (`cache`) set as `archive`'s remote store, so that
+/// ranges moved to the bucket play and export. Returns the client, for an
+/// [`Uploader`]. Blocking (opens the cache directory): call at start.
+pub fn attach_read_side(
+    archive: &Archive,
+    settings: &S3Settings,
+    cache: CacheConfig,
+) -> io::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = Arc::new(
+        s3_store(settings).map_err(|e| io::Error::other(format!("building the S3 client: {e}")))?,
+    );
+    let dir = cache.dir.clone();
+    let cache = S3Cache::new(store.clone(), cache).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("opening the cache {}: {e}", dir.display()),
+        )
+    })?;
+    archive.set_remote(Arc::new(cache));
+    Ok(store)
+}
+
 /// An S3 client for `settings`: path-style requests, plain HTTP allowed,
 /// object_store's own retries kept short (the uploader retries for as long
 /// as it takes).

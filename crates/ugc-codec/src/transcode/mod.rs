@@ -35,10 +35,15 @@ mod logo;
 mod raw;
 mod run;
 mod rung;
+mod supervise;
 
-pub use run::{LadderReport, LadderRunStats, RenditionReport, run_ladder, run_ladder_with_stats};
+pub use crate::ladder::stats::{
+    LadderReport, LadderRunStats, LadderStats, LadderStatsSnapshot, RenditionReport,
+};
+pub use run::{run_ladder, run_ladder_with_stats};
+pub use supervise::{ProfileOf, RECONCILE_INTERVAL, supervise};
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -57,56 +62,6 @@ use self::rung::{Job, Rung, RungSpec};
 
 /// Events waiting for the decode thread before `push` starts dropping.
 const INPUT_QUEUE: usize = 120;
-
-/// Counters of a ladder (shared with its threads).
-#[derive(Debug, Default)]
-pub struct LadderStats {
-    /// Frames accepted by `push`.
-    pub frames_in: AtomicU64,
-    /// Input frames dropped because the decode thread was behind (video up
-    /// to the next keyframe).
-    pub input_dropped: AtomicU64,
-    /// Decoded pictures dropped for all rungs because a rung was behind.
-    pub pictures_dropped: AtomicU64,
-    /// Packets the decoders rejected (corrupt input).
-    pub decode_errors: AtomicU64,
-    /// Pictures sent to the rungs.
-    pub pictures_encoded: AtomicU64,
-    /// Output frames (all rungs, audio and video).
-    pub frames_out: AtomicU64,
-}
-
-/// A snapshot of [`LadderStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LadderStatsSnapshot {
-    /// See [`LadderStats::frames_in`].
-    pub frames_in: u64,
-    /// See [`LadderStats::input_dropped`].
-    pub input_dropped: u64,
-    /// See [`LadderStats::pictures_dropped`].
-    pub pictures_dropped: u64,
-    /// See [`LadderStats::decode_errors`].
-    pub decode_errors: u64,
-    /// See [`LadderStats::pictures_encoded`].
-    pub pictures_encoded: u64,
-    /// See [`LadderStats::frames_out`].
-    pub frames_out: u64,
-}
-
-impl LadderStats {
-    /// Reads every counter.
-    pub fn snapshot(&self) -> LadderStatsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        LadderStatsSnapshot {
-            frames_in: l(&self.frames_in),
-            input_dropped: l(&self.input_dropped),
-            pictures_dropped: l(&self.pictures_dropped),
-            decode_errors: l(&self.decode_errors),
-            pictures_encoded: l(&self.pictures_encoded),
-            frames_out: l(&self.frames_out),
-        }
-    }
-}
 
 /// Called (from a ladder thread) whenever output is ready.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
