@@ -1,0 +1,7 @@
+//! Deterministic tests on simulated time: RTMP bytes in, origin HTTP
+//! answers out, one clock (see `harness`).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod harness;
+
+mod ll_hls;
