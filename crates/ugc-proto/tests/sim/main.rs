@@ -4,4 +4,5 @@
 
 mod harness;
 
+mod ingest;
 mod ll_hls;
