@@ -562,6 +562,16 @@ impl HubPublisher {
         self.shared.low_latency.holds_at(now)
     }
 
+    /// Detaches from the stream (it shows no publisher) without ending it:
+    /// the stream waits for a reconnect. [`Sink::finish`] does this first,
+    /// then ends the stream after the grace.
+    pub fn detach(&self) {
+        let mut st = self.shared.lock();
+        if st.generation == self.generation {
+            st.publishing = false;
+        }
+    }
+
     /// [`Self::low_latency_wanted`] as a handle of its own, for an ingest
     /// [`crate::Source`] whose publisher is the [`Sink`] of a pipeline.
     pub fn low_latency_probe(&self) -> LowLatencyProbe {
@@ -733,12 +743,7 @@ impl Sink for HubPublisher {
     /// continues the stream), then ends the stream unless another publisher
     /// attached since. The hub reads no clock: the wait is this future's.
     async fn finish(&mut self) -> Result<()> {
-        {
-            let mut st = self.shared.lock();
-            if st.generation == self.generation {
-                st.publishing = false;
-            }
-        }
+        self.detach();
         let grace = self.shared.config.publisher_grace;
         if !grace.is_zero() {
             tokio::time::sleep(grace).await;

@@ -5,7 +5,7 @@
 //!
 //! The clock is tokio's, paused (`#[tokio::test(start_paused = true)]`):
 //! [`Sim::run_until`] sleeps from one scheduled instant to the next (a tag a
-//! publisher sends, a reaper tick, an idle flush), so tokio's auto-advance
+//! publisher sends, a grace period's end, an idle flush), so tokio's auto-advance
 //! moves the clock exactly there, stopping at every timer of the origin on
 //! the way, and does at each instant what the servers' tasks would do, in
 //! order. The segmenter's
@@ -16,13 +16,18 @@
 //! [`Resp::answered_ms`] records.
 //!
 //! What stands in for which production glue (keep them in step):
-//! * a connection: `ugc_proto::rtmp::server` (`Connection::handle_events`):
-//!   every `PublishRequested` is accepted when `<app>/<key>` is a valid
+//! * a connection: `ugc_proto::rtmp::server` (`RtmpConnection::publish`,
+//!   then the `RtmpPublish` source driven into a `HubPublisher`): every
+//!   `PublishRequested` is accepted when `<app>/<key>` is a valid
 //!   [`StreamPath`]; an ingest or Hub error closes the connection.
 //! * packaging: `ugc_dvr::package_hub` and `run_packager`: one segmenter
 //!   per life of a stream, idle flush after twice the target duration,
 //!   a session larger than the previous life's, removal after the linger.
-//! * the reaper of `ugc-server` (`reap_idle_streams`, every 500 ms).
+//! * the publisher grace: `serve` detaches a publisher whose connection
+//!   closed and finishes it ([`ugc_core::Sink::finish`]) after
+//!   `HubConfig::publisher_grace`, which ends the stream unless another
+//!   publisher attached; the harness waits the grace on its own schedule
+//!   and finishes the publisher then.
 //!
 //! Not modelled: TCP (bytes arrive when sent, in the plan's chunking), the
 //! paced ingest runtime's tick and read batching, the DVR archive.
@@ -98,8 +103,8 @@ pub struct SimConfig {
     pub origin: OriginConfig,
     /// The Hub's limits.
     pub hub: HubConfig,
-    /// How long a stream without a publisher lives on before the reaper
-    /// ends it; `None`: never.
+    /// How long a stream without a publisher lives on before its publisher
+    /// is finished, which ends it; `None`: never.
     pub publisher_grace_ms: Option<i64>,
     /// Unix ms at simulated time 0.
     pub unix_start_ms: i64,
@@ -198,6 +203,11 @@ struct Conn {
     open: bool,
     client_events: Vec<ClientEvent>,
     errors: Vec<String>,
+    /// The publisher of a closed connection, until its grace is over and
+    /// the harness finishes it (as `rtmp::server::serve` does with
+    /// `Sink::finish` after the hub's publisher grace).
+    gone: Option<HubPublisher>,
+    gone_at_ms: i64,
 }
 
 /// The chunk size our client announces (and the absolute-timestamp writer
@@ -209,8 +219,6 @@ const PUBLISH_STREAM_ID: u32 = 1;
 /// Chunk streams of the absolute-timestamp writer (not our client's).
 const ABS_CSID_VIDEO: u32 = 20;
 const ABS_CSID_AUDIO: u32 = 21;
-/// ugc-server's reaper interval.
-const REAP_EVERY_MS: i64 = 500;
 
 impl Conn {
     fn end_publish(&mut self) {
@@ -221,14 +229,17 @@ impl Conn {
                     break;
                 }
             }
+            p.publisher.detach();
+            self.gone = Some(p.publisher);
         }
     }
 
-    fn close(&mut self, error: Option<String>) {
+    fn close(&mut self, error: Option<String>, now_ms: i64) {
         self.errors.extend(error);
         self.end_publish();
         self.open = false;
         self.queue.clear();
+        self.gone_at_ms = now_ms;
     }
 
     /// What `rtmp::server` does with the session's events.
@@ -313,14 +324,18 @@ pub struct Sim {
     router: Router,
     conns: Vec<Conn>,
     packagers: Vec<Packager>,
-    next_reap_ms: i64,
 }
 
 impl Sim {
     /// A harness at simulated time 0. Call inside a runtime with paused
     /// time (`#[tokio::test(start_paused = true)]`).
     pub fn new(config: SimConfig) -> Sim {
-        let hub = Hub::new(config.hub.clone());
+        // The harness waits out the publisher grace on its own clock and
+        // then finishes the publisher: the hub itself waits no more.
+        let hub = Hub::new(HubConfig {
+            publisher_grace: Duration::ZERO,
+            ..config.hub.clone()
+        });
         let registry = Arc::new(LiveRegistry::new());
         let router = router_with_config(
             registry.clone(),
@@ -339,7 +354,6 @@ impl Sim {
             router,
             conns: Vec::new(),
             packagers: Vec::new(),
-            next_reap_ms: 0,
         }
     }
 
@@ -401,6 +415,8 @@ impl Sim {
             open: true,
             client_events: Vec::new(),
             errors: Vec::new(),
+            gone: None,
+            gone_at_ms: 0,
             plan,
         });
         self.exchange(id.0);
@@ -447,7 +463,8 @@ impl Sim {
     /// Drops the connection now, as a killed encoder does (no
     /// `FCUnpublish`): the stream waits for its grace period.
     pub fn disconnect(&mut self, id: PubId) {
-        self.conns[id.0].close(None);
+        let now = self.now_ms();
+        self.conns[id.0].close(None, now);
         self.pump();
     }
 
@@ -456,7 +473,8 @@ impl Sim {
     pub fn unpublish(&mut self, id: PubId) {
         self.conns[id.0].client.unpublish();
         self.exchange(id.0);
-        self.conns[id.0].close(None);
+        let now = self.now_ms();
+        self.conns[id.0].close(None, now);
         self.pump();
     }
 
@@ -464,6 +482,7 @@ impl Sim {
     /// the plan's reads to the server, the server's events handled after
     /// each read (and the packagers pumped), the server's output back.
     fn exchange(&mut self, ci: usize) {
+        let now = self.now_ms();
         loop {
             let c = &mut self.conns[ci];
             if !c.open {
@@ -491,7 +510,7 @@ impl Sim {
             }
             if c.server.is_closed() && c.open {
                 // Refused (or a peer error, already recorded).
-                c.close(None);
+                c.close(None, now);
             }
             if !progressed {
                 return;
@@ -501,6 +520,7 @@ impl Sim {
 
     /// `wire` reaches the server, in the plan's reads.
     fn deliver(&mut self, ci: usize, wire: &[u8]) {
+        let now = self.now_ms();
         let reads = self.conns[ci].cut(wire);
         for r in reads {
             let c = &mut self.conns[ci];
@@ -511,8 +531,8 @@ impl Sim {
             let events = c.handle_events(&self.hub);
             match (input, events) {
                 (Ok(()), Ok(())) => {}
-                (Err(e), _) => c.close(Some(format!("session: {e}"))),
-                (_, Err(e)) => c.close(Some(format!("ingest: {e}"))),
+                (Err(e), _) => c.close(Some(format!("session: {e}")), now),
+                (_, Err(e)) => c.close(Some(format!("ingest: {e}")), now),
             }
             self.pump();
         }
@@ -630,7 +650,7 @@ impl Sim {
         }
     }
 
-    /// The timed work due now: idle flushes, the reaper, the linger.
+    /// The timed work due now: idle flushes, grace ends, the linger.
     fn timers(&mut self) {
         let now = self.now_ms();
         let unix = self.clock.unix_ms();
@@ -645,14 +665,15 @@ impl Sim {
                 p.last_event_ms = now;
             }
         }
-        if now >= self.next_reap_ms {
-            if let Some(grace) = self.config.publisher_grace_ms {
-                let at = tokio::time::Instant::now().into_std();
-                self.hub
-                    .reap_idle(at, Duration::from_millis(grace.max(0) as u64));
-            }
-            while self.next_reap_ms <= now {
-                self.next_reap_ms += REAP_EVERY_MS;
+        if let Some(grace) = self.config.publisher_grace_ms {
+            for c in &mut self.conns {
+                if now >= c.gone_at_ms.saturating_add(grace)
+                    && let Some(mut p) = c.gone.take()
+                {
+                    // Ends the stream unless another publisher attached
+                    // since; with no grace left in the hub it is ready now.
+                    let _ = futures_util::FutureExt::now_or_never(ugc_core::Sink::finish(&mut p));
+                }
             }
         }
         self.pump();
@@ -698,8 +719,12 @@ impl Sim {
                 next = next.min(end.saturating_add(linger));
             }
         }
-        if self.config.publisher_grace_ms.is_some() {
-            next = next.min(self.next_reap_ms);
+        if let Some(grace) = self.config.publisher_grace_ms {
+            for c in &self.conns {
+                if c.gone.is_some() {
+                    next = next.min(c.gone_at_ms.saturating_add(grace));
+                }
+            }
         }
         next
     }
