@@ -15,12 +15,25 @@
 //! so the `mdat` is the concatenation of the segments' `mdat` payloads. An
 //! edit list aligns tracks that start at different times and hides the
 //! composition delay of B-frames.
+//!
+//! Boxes are read and written with mp4-atom: the init segments' `moov`s and
+//! the segments' `moof`s are decoded (its errors become
+//! [`ExportError::Malformed`] with the file and offset), the output's `moov`
+//! is the first init's box tree with the sample tables filled in. mp4-atom
+//! does not move chunk offsets when the `moov` grows, so its size is taken
+//! with placeholder offsets first; the `mdat` is only a header, its payload
+//! is streamed from the segment files.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use mp4_atom::{
+    Any, Atom as _, Co64, Codec, Ctts, CttsEntry, Decode as _, DecodeMaybe as _, Edts, Elst,
+    ElstEntry, Encode as _, Ftyp, Header, Mdat, Moof, Moov, Stco, Stsc, StscEntry, Stss, Stsz,
+    StszSamples, Stts, SttsEntry,
+};
 
 /// Why an export could not be planned.
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +127,9 @@ struct TrackTables {
     chunks: Vec<(u64, u32)>,
     /// 1-based `stsd` entry of each chunk (parallel to `chunks`).
     chunk_sdi: Vec<u32>,
-    /// Distinct sample entries (bytes of the entry box) in first-use order;
-    /// more than one when the export spans a track change.
-    entries: Vec<Vec<u8>>,
+    /// Distinct sample entries in first-use order; more than one when the
+    /// export spans a track change.
+    entries: Vec<Codec>,
     duration: u64,
     first_dts: Option<u64>,
     first_cts: Option<i32>,
@@ -153,142 +166,62 @@ impl TrackTables {
 #[derive(Debug, Clone)]
 struct InitInfo {
     bytes: Bytes,
-    moov: (usize, usize),
+    moov: Moov,
     /// (track id, timescale) in trak order.
     tracks: Vec<(u32, u32)>,
 }
 
-pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn be64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
-
-/// A box: (type, box start, payload start, box end).
-pub(crate) type BoxRef = ([u8; 4], usize, usize, usize);
-
-/// The boxes directly inside `b[start..end]`: (type, box start, payload
-/// start, box end).
-pub(crate) fn boxes(b: &[u8], start: usize, end: usize) -> Result<Vec<BoxRef>, (usize, String)> {
-    let mut out = Vec::new();
-    let mut at = start;
-    while at < end {
-        let size = be32(b, at).ok_or((at, "truncated box header".to_owned()))?;
-        let kind: [u8; 4] = b
-            .get(at + 4..at + 8)
-            .and_then(|k| k.try_into().ok())
-            .ok_or((at, "truncated box header".to_owned()))?;
-        let (len, payload) = match size {
-            1 => {
-                let l = be64(b, at + 8).ok_or((at, "truncated largesize".to_owned()))?;
-                (
-                    usize::try_from(l).map_err(|_| (at, "box too large".to_owned()))?,
-                    at + 16,
-                )
-            }
-            0 => (end - at, at + 8),
-            n => (n as usize, at + 8),
-        };
-        let box_end = at
-            .checked_add(len)
-            .ok_or((at, "box size overflow".to_owned()))?;
-        if len < payload - at || box_end > end {
-            return Err((
-                at,
-                format!(
-                    "box {} of size {len} exceeds its parent",
-                    String::from_utf8_lossy(&kind)
-                ),
-            ));
-        }
-        out.push((kind, at, payload, box_end));
-        at = box_end;
-    }
-    Ok(out)
-}
-
-pub(crate) fn find(list: &[BoxRef], kind: &[u8; 4]) -> Option<(usize, usize, usize)> {
-    list.iter().find(|b| &b.0 == kind).map(|b| (b.1, b.2, b.3))
-}
-
-fn parse_init(path: &std::path::Path, bytes: Bytes) -> Result<InitInfo, ExportError> {
-    let bad = |(offset, reason): (usize, String)| ExportError::Malformed {
+fn malformed(path: &Path, offset: u64, reason: impl Into<String>) -> ExportError {
+    ExportError::Malformed {
         path: path.to_owned(),
-        offset: offset as u64,
-        reason,
-    };
-    let top = boxes(&bytes, 0, bytes.len()).map_err(bad)?;
-    let (ms, mp, me) = find(&top, b"moov").ok_or_else(|| bad((0, "no moov".into())))?;
-    let mut tracks = Vec::new();
-    for (kind, _s, p, e) in boxes(&bytes, mp, me).map_err(bad)? {
-        if &kind != b"trak" {
-            continue;
-        }
-        let trak = boxes(&bytes, p, e).map_err(bad)?;
-        let (_, tp, _) = find(&trak, b"tkhd").ok_or_else(|| bad((p, "no tkhd".into())))?;
-        let v = bytes.get(tp).copied().unwrap_or(0);
-        let id = be32(&bytes, tp + if v == 1 { 20 } else { 12 })
-            .ok_or_else(|| bad((tp, "short tkhd".into())))?;
-        let (_, mp2, me2) = find(&trak, b"mdia").ok_or_else(|| bad((p, "no mdia".into())))?;
-        let mdia = boxes(&bytes, mp2, me2).map_err(bad)?;
-        let (_, hp, _) = find(&mdia, b"mdhd").ok_or_else(|| bad((mp2, "no mdhd".into())))?;
-        let v = bytes.get(hp).copied().unwrap_or(0);
-        let ts = be32(&bytes, hp + if v == 1 { 20 } else { 12 })
-            .ok_or_else(|| bad((hp, "short mdhd".into())))?;
-        tracks.push((id, ts.max(1)));
+        offset,
+        reason: reason.into(),
     }
+}
+
+/// Reads the `moov` of an init segment (the first one; other top-level
+/// boxes are skipped).
+fn parse_init(path: &Path, bytes: Bytes) -> Result<InitInfo, ExportError> {
+    let mut buf = &bytes[..];
+    let mut moov = None;
+    loop {
+        let at = (bytes.len() - buf.len()) as u64;
+        match Any::decode_maybe(&mut buf) {
+            Ok(Some(Any::Moov(m))) => {
+                moov.get_or_insert((at, m));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) if buf.is_empty() => break,
+            Ok(None) => return Err(malformed(path, at, "truncated box")),
+            Err(e) => return Err(malformed(path, at, format!("box layer: {e}"))),
+        }
+    }
+    let (at, moov) = moov.ok_or_else(|| malformed(path, 0, "no moov"))?;
+    let tracks: Vec<(u32, u32)> = moov
+        .trak
+        .iter()
+        .map(|t| (t.tkhd.track_id, t.mdia.mdhd.timescale.max(1)))
+        .collect();
     if tracks.is_empty() {
-        return Err(bad((ms, "moov without tracks".into())));
+        return Err(malformed(path, at, "moov without tracks"));
     }
     Ok(InitInfo {
         bytes,
-        moov: (ms, me),
+        moov,
         tracks,
     })
 }
 
-/// The first `stsd` sample entry (whole box) of every track of `info`, by
-/// track id.
-fn sample_entries(info: &InitInfo) -> Vec<(u32, Vec<u8>)> {
-    let b = &info.bytes[..];
-    let mut out = Vec::new();
-    let Ok(children) = boxes(b, info.moov.0 + 8, info.moov.1) else {
-        return out;
-    };
-    for (kind, _, p, e) in children {
-        if &kind != b"trak" {
-            continue;
-        }
-        let Ok(trak) = boxes(b, p, e) else { continue };
-        let id = find(&trak, b"tkhd").and_then(|(_, tp, _)| {
-            let v = b.get(tp).copied()?;
-            be32(b, tp + if v == 1 { 20 } else { 12 })
-        });
-        let mut entry = None;
-        let mut range = find(&trak, b"mdia").map(|(_, p, e)| (p, e));
-        for kind in [b"minf", b"stbl", b"stsd"] {
-            range = range.and_then(|(p, e)| {
-                let list = boxes(b, p, e).ok()?;
-                find(&list, kind).map(|(_, p, e)| (p, e))
-            });
-        }
-        if let Some((sp, se)) = range
-            && let Ok(list) = boxes(b, sp.saturating_add(8).min(se), se)
-            && let Some(&(_, s, _, e)) = list.first()
-        {
-            entry = b.get(s..e).map(<[u8]>::to_vec);
-        }
-        if let (Some(id), Some(entry)) = (id, entry) {
-            out.push((id, entry));
-        }
-    }
-    out
+/// The first `stsd` sample entry of every track of `info`, by track id.
+fn sample_entries(info: &InitInfo) -> Vec<(u32, Codec)> {
+    info.moov
+        .trak
+        .iter()
+        .filter_map(|t| {
+            let entry = t.mdia.minf.stbl.stsd.codecs.first()?;
+            Some((t.tkhd.track_id, entry.clone()))
+        })
+        .collect()
 }
 
 /// Reads `len` bytes at `offset` (fewer at the end of the file).
@@ -310,11 +243,9 @@ struct Run {
 }
 
 /// Reads the fragments of one segment file: per `trun` the samples and
-/// where their bytes are; also the start of each track's first tfdt.
-fn read_fragments(
-    path: &std::path::Path,
-    first_dts: &mut Vec<(u32, u64)>,
-) -> Result<Vec<Run>, ExportError> {
+/// where their bytes are; also the start of each track's first tfdt. Only
+/// box headers and `moof`s are read, never the media.
+fn read_fragments(path: &Path, first_dts: &mut Vec<(u32, u64)>) -> Result<Vec<Run>, ExportError> {
     let io_err = |source| ExportError::Io {
         path: path.to_owned(),
         source,
@@ -325,33 +256,27 @@ fn read_fragments(
     let mut at = 0u64;
     while at < file_len {
         let head = read_at(&mut f, at, 16).map_err(io_err)?;
-        let bad = |reason: &str| ExportError::Malformed {
-            path: path.to_owned(),
-            offset: at,
-            reason: reason.to_owned(),
+        let mut rest = &head[..];
+        let header = Header::decode(&mut rest)
+            .map_err(|e| malformed(path, at, format!("box header: {e}")))?;
+        let header_len = (head.len() - rest.len()) as u64;
+        let len = match header.size {
+            Some(body) => (body as u64).checked_add(header_len),
+            None => Some(file_len - at),
         };
-        let size = be32(&head, 0).ok_or_else(|| bad("truncated box header"))?;
-        let kind = head.get(4..8).ok_or_else(|| bad("truncated box header"))?;
-        let len = match size {
-            1 => be64(&head, 8).ok_or_else(|| bad("truncated largesize"))?,
-            0 => file_len - at,
-            n => u64::from(n),
+        let Some(len) = len.filter(|len| at.checked_add(*len).is_some_and(|e| e <= file_len))
+        else {
+            return Err(malformed(path, at, "box exceeds the file"));
         };
-        if len < 8 || at.checked_add(len).is_none_or(|e| e > file_len) {
-            return Err(bad("box exceeds the file"));
-        }
-        if kind == b"moof" {
+        if header.kind == Moof::KIND {
             if len > 64 << 20 {
-                return Err(bad("moof larger than 64 MiB"));
+                return Err(malformed(path, at, "moof larger than 64 MiB"));
             }
-            let moof = read_at(&mut f, at, len as usize).map_err(io_err)?;
-            parse_moof(&moof, at, &mut runs, first_dts).map_err(|(o, r)| {
-                ExportError::Malformed {
-                    path: path.to_owned(),
-                    offset: at + o as u64,
-                    reason: r,
-                }
-            })?;
+            let bytes = read_at(&mut f, at, len as usize).map_err(io_err)?;
+            let moof = Moof::decode(&mut &bytes[..])
+                .map_err(|e| malformed(path, at, format!("box layer: {e}")))?;
+            parse_moof(&moof, at, &mut runs, first_dts)
+                .map_err(|reason| malformed(path, at, reason))?;
         }
         at += len;
     }
@@ -359,149 +284,65 @@ fn read_fragments(
     for r in &runs {
         let bytes: u64 = r.samples.iter().map(|s| u64::from(s.1)).sum();
         if r.src_offset.checked_add(bytes).is_none_or(|e| e > file_len) {
-            return Err(ExportError::Malformed {
-                path: path.to_owned(),
-                offset: r.src_offset,
-                reason: "sample data beyond the end of the file".into(),
-            });
+            return Err(malformed(
+                path,
+                r.src_offset,
+                "sample data beyond the end of the file",
+            ));
         }
     }
     Ok(runs)
 }
 
+/// The runs of one `moof` at `moof_offset`: fields a `trun` leaves out
+/// take the `tfhd` defaults (0 without them).
 fn parse_moof(
-    moof: &[u8],
+    moof: &Moof,
     moof_offset: u64,
     runs: &mut Vec<Run>,
     first_dts: &mut Vec<(u32, u64)>,
-) -> Result<(), (usize, String)> {
-    let top = boxes(moof, 8, moof.len())?;
-    for (kind, _s, p, e) in top {
-        if &kind != b"traf" {
-            continue;
-        }
-        let traf = boxes(moof, p, e)?;
-        let (_, hp, he) = find(&traf, b"tfhd").ok_or((p, "traf without tfhd".to_owned()))?;
-        let flags = be32(moof, hp).ok_or((hp, "short tfhd".to_owned()))? & 0x00ff_ffff;
-        let track = be32(moof, hp + 4).ok_or((hp, "short tfhd".to_owned()))?;
-        let mut q = hp + 8;
-        let mut base = moof_offset;
-        if flags & 0x1 != 0 {
-            base = be64(moof, q).ok_or((hp, "short tfhd".to_owned()))?;
-            q += 8;
-        }
-        if flags & 0x2 != 0 {
-            q += 4;
-        }
-        let mut def_dur = 0;
-        let mut def_size = 0;
-        let mut def_flags = 0;
-        if flags & 0x8 != 0 {
-            def_dur = be32(moof, q).ok_or((hp, "short tfhd".to_owned()))?;
-            q += 4;
-        }
-        if flags & 0x10 != 0 {
-            def_size = be32(moof, q).ok_or((hp, "short tfhd".to_owned()))?;
-            q += 4;
-        }
-        if flags & 0x20 != 0 {
-            def_flags = be32(moof, q).ok_or((hp, "short tfhd".to_owned()))?;
-            q += 4;
-        }
-        if q > he {
-            return Err((hp, "tfhd shorter than its flags".into()));
-        }
-        if let Some((_, dp, _)) = find(&traf, b"tfdt") {
-            let v = moof.get(dp).copied().unwrap_or(0);
-            let dts = if v == 1 {
-                be64(moof, dp + 4)
-            } else {
-                be32(moof, dp + 4).map(u64::from)
-            }
-            .ok_or((dp, "short tfdt".to_owned()))?;
-            if !first_dts.iter().any(|(t, _)| *t == track) {
-                first_dts.push((track, dts));
-            }
+) -> Result<(), String> {
+    for traf in &moof.traf {
+        let tfhd = &traf.tfhd;
+        let track = tfhd.track_id;
+        let base = tfhd.base_data_offset.unwrap_or(moof_offset);
+        let def_dur = tfhd.default_sample_duration.unwrap_or(0);
+        let def_size = tfhd.default_sample_size.unwrap_or(0);
+        let def_flags = tfhd.default_sample_flags.unwrap_or(0);
+        if let Some(tfdt) = &traf.tfdt
+            && !first_dts.iter().any(|(t, _)| *t == track)
+        {
+            first_dts.push((track, tfdt.base_media_decode_time));
         }
         let mut next_data = base;
-        for (kind, _rs, rp, re) in &traf {
-            if kind != b"trun" {
-                continue;
-            }
-            let vf = be32(moof, *rp).ok_or((*rp, "short trun".to_owned()))?;
-            let version = vf >> 24;
-            let tf = vf & 0x00ff_ffff;
-            let count = be32(moof, rp + 4).ok_or((*rp, "short trun".to_owned()))?;
-            let mut q = rp + 8;
-            let mut src = next_data;
-            if tf & 0x1 != 0 {
-                let off = be32(moof, q).ok_or((*rp, "short trun".to_owned()))? as i32;
-                src = base
-                    .checked_add_signed(i64::from(off))
-                    .ok_or((*rp, "data offset before the file".to_owned()))?;
-                q += 4;
-            }
-            let mut first_flags = None;
-            if tf & 0x4 != 0 {
-                first_flags = Some(be32(moof, q).ok_or((*rp, "short trun".to_owned()))?);
-                q += 4;
-            }
-            let per = [0x100, 0x200, 0x400, 0x800]
-                .iter()
-                .filter(|&&b| tf & b != 0)
-                .count();
+        for trun in &traf.trun {
             // Fields absent from the trun take tfhd defaults, so a trun can
             // claim many samples in few bytes: bound it (a segment of a few
             // seconds has a few thousand).
-            if count > MAX_TRUN_SAMPLES {
-                return Err((*rp, format!("trun claims {count} samples")));
+            let count = trun.samples.len();
+            if count > MAX_TRUN_SAMPLES as usize {
+                return Err(format!("trun claims {count} samples"));
             }
-            let need = (count as usize)
-                .checked_mul(per * 4)
-                .and_then(|n| n.checked_add(q));
-            if need.is_none_or(|n| n > *re) {
-                return Err((*rp, format!("trun with {count} samples exceeds its box")));
-            }
-            let mut samples = Vec::with_capacity((count as usize).min(4096));
+            let src = match trun.data_offset {
+                Some(off) => base
+                    .checked_add_signed(i64::from(off))
+                    .ok_or("data offset before the file")?,
+                None => next_data,
+            };
+            let mut samples = Vec::with_capacity(count.min(4096));
             let mut total = 0u64;
-            for i in 0..count {
-                let mut field = || {
-                    let v = be32(moof, q).unwrap_or(0);
-                    q += 4;
-                    v
-                };
-                let dur = if tf & 0x100 != 0 { field() } else { def_dur };
-                let size = if tf & 0x200 != 0 { field() } else { def_size };
-                let sflags = if tf & 0x400 != 0 {
-                    field()
-                } else if i == 0 {
-                    first_flags.unwrap_or(def_flags)
-                } else {
-                    def_flags
-                };
-                let sflags = if i == 0 {
-                    first_flags.unwrap_or(sflags)
-                } else {
-                    sflags
-                };
-                let cts = if tf & 0x800 != 0 {
-                    let v = field();
-                    if version == 0 {
-                        i32::try_from(v).unwrap_or(i32::MAX)
-                    } else {
-                        v as i32
-                    }
-                } else {
-                    0
-                };
-                let sync = sflags & 0x0001_0000 == 0;
+            for e in trun.samples.iter() {
+                let size = e.size.unwrap_or(def_size);
+                // A version 0 offset above i32::MAX saturates.
+                let cts = e.cts.map_or(0, |c| i32::try_from(c).unwrap_or(i32::MAX));
+                let sync = e.flags.unwrap_or(def_flags) & 0x0001_0000 == 0;
                 total += u64::from(size);
-                samples.push((dur, size, cts, sync));
+                samples.push((e.duration.unwrap_or(def_dur), size, cts, sync));
             }
             next_data = src.saturating_add(total);
             let so_far: usize = runs.iter().map(|r| r.samples.len()).sum();
             if so_far + samples.len() > MAX_TRUN_SAMPLES as usize * 4 {
-                return Err((*rp, "too many samples in one segment".to_owned()));
+                return Err("too many samples in one segment".to_owned());
             }
             runs.push(Run {
                 track,
@@ -620,36 +461,41 @@ pub fn plan_export(
     if tables.is_empty() {
         return Err(ExportError::Empty);
     }
-    // Lay out: ftyp, moov, mdat header; offsets depend on moov's size,
-    // which depends on stco vs co64.
-    let ftyp = ftyp_box();
+    // Lay out: ftyp, moov, mdat header. The chunk offsets depend on the
+    // moov's size, which depends on stco vs co64 (not on the offsets): size
+    // it with offsets from 0, then write it with the real ones.
+    let encode_err = |e: mp4_atom::Error| malformed(ipath, 0, format!("writing the moov: {e}"));
+    let mut ftyp = Vec::new();
+    ftyp_box().encode(&mut ftyp).map_err(encode_err)?;
     let mdat_header_len = if mdat_len + 8 > u64::from(u32::MAX) {
         16
     } else {
         8
     };
-    let mut large = false;
-    let mut moov = build_moov(&info, &tables, 0, large);
-    let total = ftyp.len() as u64 + moov.len() as u64 + mdat_header_len + mdat_len;
-    if total > u64::from(u32::MAX) {
-        large = true;
-    }
-    moov = build_moov(&info, &tables, 0, large);
-    let data_start = ftyp.len() as u64 + moov.len() as u64 + mdat_header_len;
-    moov = build_moov(&info, &tables, data_start, large);
-    let mut header = Vec::with_capacity(ftyp.len() + moov.len() + 16);
-    header.extend_from_slice(&ftyp);
+    let moov_len = |large| -> Result<u64, ExportError> {
+        let mut b = Vec::new();
+        build_moov(&info, &tables, 0, large)
+            .encode(&mut b)
+            .map_err(encode_err)?;
+        Ok(b.len() as u64)
+    };
+    let fixed = ftyp.len() as u64 + mdat_header_len + mdat_len;
+    let large = fixed + moov_len(false)? > u64::from(u32::MAX);
+    let data_start = ftyp.len() as u64 + moov_len(large)? + mdat_header_len;
+    let mut header = ftyp;
     let moov_offset = header.len() as u64;
-    header.extend_from_slice(&moov);
+    build_moov(&info, &tables, data_start, large)
+        .encode(&mut header)
+        .map_err(encode_err)?;
     let mdat_offset = header.len() as u64;
-    if mdat_header_len == 16 {
-        header.extend_from_slice(&1u32.to_be_bytes());
-        header.extend_from_slice(b"mdat");
-        header.extend_from_slice(&(mdat_len + 16).to_be_bytes());
-    } else {
-        header.extend_from_slice(&((mdat_len + 8) as u32).to_be_bytes());
-        header.extend_from_slice(b"mdat");
+    // The mdat's payload is streamed from the segment files: its header only.
+    Header {
+        kind: Mdat::KIND,
+        size: Some(mdat_len as usize),
     }
+    .encode(&mut header)
+    .map_err(encode_err)?;
+    debug_assert_eq!(header.len() as u64, data_start);
     let hlen = header.len() as u64;
     for p in &mut pieces {
         p.out_offset += hlen;
@@ -688,7 +534,8 @@ fn switch_entries(
     for t in tables.iter_mut() {
         let (_, e) = entries.iter().find(|(id, _)| *id == t.id)?;
         // Only the same kind of sample entry (avc1 after avc1, ...).
-        if t.entries.first().and_then(|f| f.get(4..8)) != e.get(4..8) {
+        let first = t.entries.first()?;
+        if std::mem::discriminant(first) != std::mem::discriminant(e) {
             return None;
         }
         let at = match t.entries.iter().position(|x| x == e) {
@@ -703,270 +550,132 @@ fn switch_entries(
     Some(sdi)
 }
 
-fn ftyp_box() -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&32u32.to_be_bytes());
-    b.extend_from_slice(b"ftyp");
-    b.extend_from_slice(b"isom");
-    b.extend_from_slice(&0x200u32.to_be_bytes());
-    for brand in [b"isom", b"iso2", b"avc1", b"mp41"] {
-        b.extend_from_slice(brand);
-    }
-    b
-}
-
-fn begin(b: &mut Vec<u8>, kind: &[u8; 4]) -> usize {
-    let at = b.len();
-    b.extend_from_slice(&[0, 0, 0, 0]);
-    b.extend_from_slice(kind);
-    at
-}
-
-fn begin_full(b: &mut Vec<u8>, kind: &[u8; 4], version: u8, flags: u32) -> usize {
-    let at = begin(b, kind);
-    b.extend_from_slice(&((u32::from(version) << 24) | flags).to_be_bytes());
-    at
-}
-
-fn end(b: &mut [u8], at: usize) {
-    // Boxes here stay far below 4 GiB (sample tables of < 2^28 samples).
-    let size = u32::try_from(b.len() - at).unwrap_or(u32::MAX);
-    if let Some(s) = b.get_mut(at..at + 4) {
-        s.copy_from_slice(&size.to_be_bytes());
+fn ftyp_box() -> Ftyp {
+    Ftyp {
+        major_brand: b"isom".into(),
+        minor_version: 0x200,
+        compatible_brands: vec![
+            b"isom".into(),
+            b"iso2".into(),
+            b"avc1".into(),
+            b"mp41".into(),
+        ],
     }
 }
 
-fn put32(b: &mut Vec<u8>, v: u32) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-/// Copies `src[s..e]` with the 4-byte (v0) or 8-byte (v1) duration at
-/// `v0_at`/`v1_at` (relative to the payload) replaced.
-fn patch_duration(
-    out: &mut Vec<u8>,
-    src: &[u8],
-    (s, p, e): (usize, usize, usize),
-    v0_at: usize,
-    v1_at: usize,
-    dur: u64,
-) {
-    let start = out.len();
-    out.extend_from_slice(src.get(s..e).unwrap_or_default());
-    let v = src.get(p).copied().unwrap_or(0);
-    let rel = p - s;
-    if v == 1 {
-        if let Some(d) = out.get_mut(start + rel + v1_at..start + rel + v1_at + 8) {
-            d.copy_from_slice(&dur.to_be_bytes());
-        }
-    } else if let Some(d) = out.get_mut(start + rel + v0_at..start + rel + v0_at + 4) {
-        d.copy_from_slice(&u32::try_from(dur).unwrap_or(u32::MAX).to_be_bytes());
-    }
-}
-
-fn build_moov(info: &InitInfo, tables: &[TrackTables], data_start: u64, large: bool) -> Vec<u8> {
-    let src = &info.bytes[..];
-    let (ms, me) = info.moov;
-    let mut b = Vec::with_capacity(1024 + tables.iter().map(|t| t.sizes.len() * 5).sum::<usize>());
-    let moov = begin(&mut b, b"moov");
-    let movie_ts = 1000u64;
-    let track_ms = |t: &TrackTables| t.duration.saturating_mul(movie_ts) / u64::from(t.timescale);
-    let movie_dur = tables.iter().map(track_ms).max().unwrap_or(0);
-    // Start of each track on the common timeline, in seconds * movie_ts.
-    let starts: Vec<u64> = tables
-        .iter()
-        .map(|t| t.first_dts.unwrap_or(0).saturating_mul(movie_ts) / u64::from(t.timescale))
-        .collect();
-    let min_start = starts.iter().copied().min().unwrap_or(0);
-    let Ok(children) = boxes(src, ms + 8, me) else {
-        return b;
+/// The export's `moov`: the first init segment's, with complete sample
+/// tables (chunk offsets from `data_start`, `co64` when `large`), durations,
+/// an edit list per track, and no `mvex`. Tracks without samples are left
+/// out.
+fn build_moov(info: &InitInfo, tables: &[TrackTables], data_start: u64, large: bool) -> Moov {
+    const MOVIE_TS: u64 = 1000;
+    let track_ms = |t: &TrackTables| t.duration.saturating_mul(MOVIE_TS) / u64::from(t.timescale);
+    // Start of each track on the common timeline, in MOVIE_TS units.
+    let start = |t: &TrackTables| {
+        t.first_dts.unwrap_or(0).saturating_mul(MOVIE_TS) / u64::from(t.timescale)
     };
-    for (kind, s, p, e) in children {
-        match &kind {
-            b"mvhd" => patch_duration(&mut b, src, (s, p, e), 16, 24, movie_dur),
-            b"trak" => {
-                let Ok(trak) = boxes(src, p, e) else { continue };
-                let id = find(&trak, b"tkhd")
-                    .and_then(|(_, tp, _)| {
-                        let v = src.get(tp).copied()?;
-                        be32(src, tp + if v == 1 { 20 } else { 12 })
-                    })
-                    .unwrap_or(0);
-                let Some((ti, t)) = tables.iter().enumerate().find(|(_, t)| t.id == id) else {
-                    continue; // a track without samples is left out
-                };
-                let delay = starts
-                    .get(ti)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(min_start);
-                write_trak(&mut b, src, &trak, t, track_ms(t), delay, data_start, large);
-            }
-            b"mvex" => {}
-            _ => b.extend_from_slice(src.get(s..e).unwrap_or_default()),
+    let min_start = tables.iter().map(start).min().unwrap_or(0);
+    let mut moov = info.moov.clone();
+    moov.mvhd.timescale = MOVIE_TS as u32;
+    moov.mvhd.duration = tables.iter().map(track_ms).max().unwrap_or(0);
+    moov.mvex = None;
+    moov.trak
+        .retain(|trak| tables.iter().any(|t| t.id == trak.tkhd.track_id));
+    for trak in &mut moov.trak {
+        let Some(t) = tables.iter().find(|t| t.id == trak.tkhd.track_id) else {
+            continue;
+        };
+        let duration = track_ms(t);
+        trak.tkhd.duration = duration;
+        // Edit list: an empty edit for a later start, then the media from
+        // its first presentation time.
+        let delay = start(t).saturating_sub(min_start);
+        let mut edits = Vec::with_capacity(2);
+        if delay > 0 {
+            edits.push(ElstEntry {
+                segment_duration: delay,
+                media_time: None,
+                media_rate: 1.into(),
+            });
         }
+        edits.push(ElstEntry {
+            segment_duration: duration,
+            media_time: Some(u64::try_from(t.first_cts.unwrap_or(0)).unwrap_or(0)),
+            media_rate: 1.into(),
+        });
+        trak.edts = Some(Edts {
+            elst: Some(Elst { entries: edits }),
+        });
+        trak.mdia.mdhd.duration = t.duration;
+        write_stbl(&mut trak.mdia.minf.stbl, t, data_start, large);
     }
-    end(&mut b, moov);
-    b
+    moov
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_trak(
-    b: &mut Vec<u8>,
-    src: &[u8],
-    trak: &[BoxRef],
-    t: &TrackTables,
-    dur_movie: u64,
-    delay_movie: u64,
-    data_start: u64,
-    large: bool,
-) {
-    let at = begin(b, b"trak");
-    for &(kind, s, p, e) in trak {
-        match &kind {
-            b"tkhd" => {
-                patch_duration(b, src, (s, p, e), 20, 28, dur_movie);
-                // Edit list: an empty edit for a later start, then the media
-                // from its first presentation time.
-                let edts = begin(b, b"edts");
-                let elst = begin_full(b, b"elst", 0, 0);
-                put32(b, if delay_movie > 0 { 2 } else { 1 });
-                if delay_movie > 0 {
-                    put32(b, u32::try_from(delay_movie).unwrap_or(u32::MAX));
-                    put32(b, u32::MAX); // media_time -1: empty
-                    put32(b, 0x0001_0000);
-                }
-                put32(b, u32::try_from(dur_movie).unwrap_or(u32::MAX));
-                put32(
-                    b,
-                    u32::try_from(t.first_cts.unwrap_or(0).max(0)).unwrap_or(0),
-                );
-                put32(b, 0x0001_0000);
-                end(b, elst);
-                end(b, edts);
-            }
-            b"edts" => {}
-            b"mdia" => {
-                let m = begin(b, b"mdia");
-                let Ok(mdia) = boxes(src, p, e) else { continue };
-                for (k2, s2, p2, e2) in mdia {
-                    match &k2 {
-                        b"mdhd" => patch_duration(b, src, (s2, p2, e2), 16, 24, t.duration),
-                        b"minf" => {
-                            let mi = begin(b, b"minf");
-                            let Ok(minf) = boxes(src, p2, e2) else {
-                                continue;
-                            };
-                            for (k3, s3, p3, e3) in minf {
-                                if &k3 == b"stbl" {
-                                    write_stbl(b, src, p3, e3, t, data_start, large);
-                                } else {
-                                    b.extend_from_slice(src.get(s3..e3).unwrap_or_default());
-                                }
-                            }
-                            end(b, mi);
-                        }
-                        _ => b.extend_from_slice(src.get(s2..e2).unwrap_or_default()),
-                    }
-                }
-                end(b, m);
-            }
-            _ => b.extend_from_slice(src.get(s..e).unwrap_or_default()),
-        }
-    }
-    end(b, at);
-}
-
-fn write_stbl(
-    b: &mut Vec<u8>,
-    src: &[u8],
-    p: usize,
-    e: usize,
-    t: &TrackTables,
-    data_start: u64,
-    large: bool,
-) {
-    let at = begin(b, b"stbl");
+fn write_stbl(stbl: &mut mp4_atom::Stbl, t: &TrackTables, data_start: u64, large: bool) {
     if t.entries.len() > 1 {
         // A track change: one sample entry per parameter set, chosen per
         // chunk by stsc's sample_description_index.
-        let x = begin_full(b, b"stsd", 0, 0);
-        put32(b, t.entries.len() as u32);
-        for e in &t.entries {
-            b.extend_from_slice(e);
-        }
-        end(b, x);
-    } else if let Ok(children) = boxes(src, p, e)
-        && let Some((s, _, e)) = find(&children, b"stsd")
-    {
-        b.extend_from_slice(src.get(s..e).unwrap_or_default());
+        stbl.stsd.codecs = t.entries.clone();
     }
-    let x = begin_full(b, b"stts", 0, 0);
-    put32(b, t.stts.len() as u32);
-    for &(n, d) in &t.stts {
-        put32(b, n);
-        put32(b, d);
-    }
-    end(b, x);
-    if t.any_cts {
-        let x = begin_full(b, b"ctts", 1, 0);
-        put32(b, t.ctts.len() as u32);
-        for &(n, c) in &t.ctts {
-            put32(b, n);
-            b.extend_from_slice(&c.to_be_bytes());
-        }
-        end(b, x);
-    }
-    if !t.all_sync {
-        let x = begin_full(b, b"stss", 0, 0);
-        put32(b, t.stss.len() as u32);
-        for &n in &t.stss {
-            put32(b, n);
-        }
-        end(b, x);
-    }
-    // stsc: runs of chunks with the same sample count.
-    let x = begin_full(b, b"stsc", 0, 0);
-    let count_at = b.len();
-    put32(b, 0);
-    let mut runs = 0u32;
+    stbl.stts = Stts {
+        entries: t
+            .stts
+            .iter()
+            .map(|&(sample_count, sample_delta)| SttsEntry {
+                sample_count,
+                sample_delta,
+            })
+            .collect(),
+    };
+    stbl.ctts = t.any_cts.then(|| Ctts {
+        entries: t
+            .ctts
+            .iter()
+            .map(|&(sample_count, offset)| CttsEntry {
+                sample_count,
+                sample_offset: i64::from(offset),
+            })
+            .collect(),
+    });
+    stbl.stss = (!t.all_sync).then(|| Stss {
+        entries: t.stss.clone(),
+    });
+    // stsc: runs of chunks with the same sample count and sample entry.
+    let mut stsc = Vec::new();
     let mut prev = None;
     for (i, &(_, n)) in t.chunks.iter().enumerate() {
         let sdi = t.chunk_sdi.get(i).copied().unwrap_or(1);
         if prev != Some((n, sdi)) {
-            put32(b, i as u32 + 1);
-            put32(b, n);
-            put32(b, sdi);
-            runs += 1;
+            stsc.push(StscEntry {
+                first_chunk: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                samples_per_chunk: n,
+                sample_description_index: sdi,
+            });
             prev = Some((n, sdi));
         }
     }
-    if let Some(c) = b.get_mut(count_at..count_at + 4) {
-        c.copy_from_slice(&runs.to_be_bytes());
-    }
-    end(b, x);
-    let x = begin_full(b, b"stsz", 0, 0);
-    put32(b, 0);
-    put32(b, t.sizes.len() as u32);
-    for &s in &t.sizes {
-        put32(b, s);
-    }
-    end(b, x);
+    stbl.stsc = Stsc { entries: stsc };
+    stbl.stsz = Stsz {
+        samples: StszSamples::Different {
+            sizes: t.sizes.clone(),
+        },
+    };
+    let offsets = t.chunks.iter().map(|&(off, _)| data_start + off);
     if large {
-        let x = begin_full(b, b"co64", 0, 0);
-        put32(b, t.chunks.len() as u32);
-        for &(off, _) in &t.chunks {
-            b.extend_from_slice(&(data_start + off).to_be_bytes());
-        }
-        end(b, x);
+        stbl.stco = None;
+        stbl.co64 = Some(Co64 {
+            entries: offsets.collect(),
+        });
     } else {
-        let x = begin_full(b, b"stco", 0, 0);
-        put32(b, t.chunks.len() as u32);
-        for &(off, _) in &t.chunks {
-            put32(b, u32::try_from(data_start + off).unwrap_or(u32::MAX));
-        }
-        end(b, x);
+        // The whole output stays below 4 GiB (else `large`).
+        stbl.co64 = None;
+        stbl.stco = Some(Stco {
+            entries: offsets
+                .map(|o| u32::try_from(o).unwrap_or(u32::MAX))
+                .collect(),
+        });
     }
-    end(b, at);
 }
 
 impl ExportPlan {
