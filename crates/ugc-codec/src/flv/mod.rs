@@ -1,6 +1,7 @@
 //! FLV audio/video tag *bodies* as carried in RTMP messages of type 8 (audio)
 //! and 9 (video), legacy and Enhanced RTMP (v1/v2), and [`FlvIngest`], which
-//! turns the tags of one publish session into ugc [`MediaEvent`]s.
+//! turns the tags of one publish session into ugc
+//! [`MediaEvent`](ugc_core::MediaEvent)s.
 //!
 //! Parsing is zero-copy: payloads are `slice()`s of the tag body `Bytes`.
 //! There is no FLV file header or tag header here: RTMP carries bodies only.
