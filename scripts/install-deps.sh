@@ -43,6 +43,13 @@ need openssl openssl
 need nginx nginx
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+# GStreamer as a second publisher and player implementation (issue 21):
+# rtmp2sink, srtsink, rtmpsink (librtmp), openh264enc, avenc_aac, playbin3.
+need gst-launch-1.0 gstreamer1.0-tools
+for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+  gstreamer1.0-libav; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done
 if [ "$want_bench" = 1 ]; then
   need nginx nginx
   [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)

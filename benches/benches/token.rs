@@ -5,6 +5,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use ugc_auth::{ControlConfig, ControlPlane, PlayClaims, Principal, SessionId, TokenKey};
 use ugc_core::PlayRequest;
+use ugc_core::StreamPath;
 
 fn claims() -> PlayClaims {
     PlayClaims {
@@ -52,7 +53,7 @@ fn token(c: &mut Criterion) {
             .await
             .expect("play");
         let req = PlayRequest {
-            stream: "live/bench".into(),
+            stream: StreamPath::parse("live/bench").unwrap(),
             token: Some(g.token),
             client_ip: [203, 0, 113, 7].into(),
         };

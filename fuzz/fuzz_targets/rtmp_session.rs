@@ -50,7 +50,9 @@ fuzz_target!(|data: &[u8]| {
             match ev {
                 ServerEvent::PublishRequested { .. } if !failed => {
                     if reject {
-                        session.reject_publish("no").expect("pending");
+                        session
+                            .reject_publish(ugc_core::DenyKind::Unauthorized, "no")
+                            .expect("pending");
                         failed = true;
                     } else if let Err(e) = session.accept_publish() {
                         // Input queued behind `publish` was bad: closed now.

@@ -1,14 +1,18 @@
 //! The [`ugc_core::Authorizer`] of the control plane.
 
 use serde_json::json;
-use ugc_core::{Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, StreamPath,
+};
 
+use crate::external::BackendDenial;
 use crate::plane::ControlPlane;
 use crate::util::unix_now;
 use crate::validate;
 
-/// The application name every ingest protocol publishes under.
-pub const APP: &str = "live";
+/// The application name every ingest protocol publishes under: the
+/// control plane's streams are all `live/<name>`.
+pub const APP: &str = ugc_core::DEFAULT_APP;
 
 /// Authorizes publishers by stream key and viewers by play token, from
 /// memory; then asks the external backends, if configured. Cheap to clone.
@@ -16,7 +20,12 @@ pub const APP: &str = "live";
 /// * Publish: `app` must be `live` and `key` the current key of a stream
 ///   `<name>`; the answer is `live/<name>`. Same for RTMP (`live/<key>`),
 ///   SRT (`r=live/<key>`) and WHIP (bearer key): the ingest passes app and
-///   key.
+///   key. Refusals say why without a secret (the publisher reads them):
+///   unknown app, malformed key, unknown key, rotated key are
+///   [`DenyKind::Unauthorized`](ugc_core::DenyKind::Unauthorized); a failed
+///   key lookup or an unreachable backend is
+///   [`DenyKind::Unavailable`](ugc_core::DenyKind::Unavailable) (the detail
+///   goes to our log only).
 /// * Play: `stream` is `live/<name>` (or `live/<name>/<rendition>`); public
 ///   streams are allowed; private ones need a token for `<name>`, not
 ///   expired, not revoked, and bound to `client_ip` if it is IP-bound.
@@ -24,12 +33,6 @@ pub const APP: &str = "live";
 #[derive(Clone, Debug)]
 pub struct ControlAuthorizer {
     pub(crate) cp: ControlPlane,
-}
-
-fn deny_pub(reason: impl Into<String>) -> PublishDecision {
-    PublishDecision::Deny {
-        reason: reason.into(),
-    }
 }
 
 fn deny_play(reason: impl Into<String>) -> PlayDecision {
@@ -56,13 +59,17 @@ impl ControlPlane {
     /// The local publish decision (no external backend).
     pub async fn check_publish(&self, req: &PublishRequest) -> PublishDecision {
         if req.app != APP {
-            return deny_pub(format!(
-                "unknown app {:?}",
+            return PublishDecision::unauthorized(format!(
+                "unknown application {:?} (publish to {APP}/<stream key>)",
                 req.app.escape_default().to_string()
             ));
         }
         if let Err(e) = validate::stream_key(&req.key) {
-            return deny_pub(e.to_string());
+            let why = match e {
+                crate::Error::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            return PublishDecision::unauthorized(format!("malformed stream key: {why}"));
         }
         let cached = {
             let keys = self
@@ -71,7 +78,7 @@ impl ControlPlane {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if keys.retired.contains(&req.key) {
-                return deny_pub("stream key was rotated or deleted");
+                return PublishDecision::unauthorized("stream key was rotated or deleted");
             }
             keys.by_key.get(&req.key).cloned()
         };
@@ -87,27 +94,32 @@ impl ControlPlane {
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     // Retired while we read the database: refuse.
                     if keys.retired.contains(&req.key) {
-                        return deny_pub("stream key was rotated or deleted");
+                        return PublishDecision::unauthorized("stream key was rotated or deleted");
                     }
                     keys.by_key.insert(req.key.clone(), n.clone());
                     n
                 }
-                Ok(None) => return deny_pub("unknown stream key"),
-                Err(e) => return deny_pub(format!("key lookup failed: {e}")),
+                Ok(None) => return PublishDecision::unauthorized("unknown stream key"),
+                Err(e) => {
+                    // The database error may name hosts or tables: log only.
+                    tracing::warn!(error = %e, "stream key lookup failed; refusing the publisher");
+                    return PublishDecision::unavailable("stream key lookup failed; try again");
+                }
             },
         };
-        PublishDecision::Allow {
-            stream: format!("{APP}/{name}"),
+        match StreamPath::new(APP, &name) {
+            Ok(stream) => PublishDecision::Allow { stream },
+            Err(e) => PublishDecision::bad_name(format!("stream name: {e}")),
         }
     }
 
     /// The local play decision at `now` (unix s), without the external
     /// backend: pure memory, no I/O.
     pub fn check_play(&self, req: &PlayRequest, now: u64) -> PlayDecision {
-        let Some(rest) = req.stream.strip_prefix("live/") else {
+        if req.stream.app() != APP {
             return deny_play("not a live/ stream");
-        };
-        let name = rest.split('/').next().unwrap_or(rest);
+        }
+        let name = req.stream.name();
         let private = match self
             .inner
             .settings
@@ -169,12 +181,19 @@ impl Authorizer for ControlAuthorizer {
             "protocol": protocol_name(req.protocol),
             "app": req.app,
             "key": req.key,
-            "stream": stream,
+            "stream": stream.as_str(),
             "client_ip": req.client_ip.to_string(),
         });
         match b.ask(body).await {
             Ok(()) => d,
-            Err(reason) => deny_pub(reason),
+            Err(BackendDenial::Refused(status)) => PublishDecision::unauthorized(format!(
+                "refused by the publish auth backend (HTTP {status})"
+            )),
+            Err(BackendDenial::Failed(why)) => {
+                // `why` may name the backend's address: log only.
+                tracing::warn!(error = %why, "publish auth backend failed; refusing the publisher");
+                PublishDecision::unavailable("publish auth backend unavailable; try again")
+            }
         }
     }
 
@@ -185,13 +204,13 @@ impl Authorizer for ControlAuthorizer {
         };
         let body = json!({
             "action": "play",
-            "stream": req.stream,
+            "stream": req.stream.as_str(),
             "token": req.token,
             "client_ip": req.client_ip.to_string(),
         });
         match b.ask(body).await {
             Ok(()) => d,
-            Err(reason) => deny_play(reason),
+            Err(why) => deny_play(why.to_string()),
         }
     }
 }

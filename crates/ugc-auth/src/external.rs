@@ -69,33 +69,56 @@ impl BackendClient {
         })
     }
 
-    /// POSTs `body` and answers `Ok(())` on 2xx, `Err(reason)` otherwise.
-    pub(crate) async fn ask(&self, body: serde_json::Value) -> Result<(), String> {
+    /// POSTs `body` and answers `Ok(())` on 2xx, why not otherwise.
+    pub(crate) async fn ask(&self, body: serde_json::Value) -> Result<(), BackendDenial> {
         let fut = async {
             let req = hyper::Request::post(self.uri.clone())
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body.to_string())))
-                .map_err(|e| format!("request: {e}"))?;
+                .map_err(|e| BackendDenial::Failed(format!("request: {e}")))?;
             let resp = self
                 .client
                 .request(req)
                 .await
-                .map_err(|e| format!("backend unreachable: {e}"))?;
+                .map_err(|e| BackendDenial::Failed(format!("backend unreachable: {e}")))?;
             let status = resp.status();
             // Read (and bound) the body so the connection can be reused.
             Limited::new(resp.into_body(), self.cfg.max_body)
                 .collect()
                 .await
-                .map_err(|e| format!("backend body: {e}"))?;
+                .map_err(|e| BackendDenial::Failed(format!("backend body: {e}")))?;
             if status.is_success() {
                 Ok(())
             } else {
-                Err(format!("backend answered {status}"))
+                Err(BackendDenial::Refused(status.as_u16()))
             }
         };
         match tokio::time::timeout(self.cfg.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(format!("backend timed out after {:?}", self.cfg.timeout)),
+            Err(_) => Err(BackendDenial::Failed(format!(
+                "backend timed out after {:?}",
+                self.cfg.timeout
+            ))),
+        }
+    }
+}
+
+/// Why a backend did not allow a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BackendDenial {
+    /// It answered with this non-2xx HTTP status: a refusal.
+    Refused(u16),
+    /// No usable answer (unreachable, timed out, body over the cap): the
+    /// request is refused all the same (fail closed), but the publisher may
+    /// try again later. The text is for our log (it may name the backend).
+    Failed(String),
+}
+
+impl std::fmt::Display for BackendDenial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendDenial::Refused(status) => write!(f, "backend answered {status}"),
+            BackendDenial::Failed(why) => f.write_str(why),
         }
     }
 }

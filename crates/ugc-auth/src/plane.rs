@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::broadcast;
+use ugc_core::StreamPath;
 
 use crate::error::{Error, Result};
 use crate::external::BackendClient;
@@ -416,17 +417,20 @@ impl ControlPlane {
     }
 
     fn drop_publisher(&self, name: &str) {
-        if let Some(hub) = &self.inner.hub {
-            hub.disconnect_publisher(&format!("live/{name}"));
+        if let (Some(hub), Ok(path)) = (&self.inner.hub, StreamPath::live(name)) {
+            hub.disconnect_publisher(&path);
         }
     }
 
     /// Whether `live/<name>` has a publisher (false without a Hub).
     pub fn is_live(&self, name: &str) -> bool {
+        let Ok(path) = StreamPath::live(name) else {
+            return false;
+        };
         self.inner
             .hub
             .as_ref()
-            .is_some_and(|h| h.is_publishing(&format!("live/{name}")))
+            .is_some_and(|h| h.is_publishing(&path))
     }
 
     // ---- principals -----------------------------------------------------

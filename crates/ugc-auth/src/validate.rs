@@ -22,7 +22,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 
 /// Stream names: 1 to 64 bytes of `[a-z0-9_-]` (lowercase, so names map
 /// one-to-one onto URLs and file names on case-insensitive disks), and a
-/// valid [`ugc_core::StreamName`] segment.
+/// valid [`ugc_core::StreamPath`] segment.
 pub fn stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_STREAM_NAME {
         return Err(invalid(
@@ -46,7 +46,11 @@ pub fn stream_name(name: &str) -> Result<()> {
 /// 128 bytes. (Keys we generate are 22 base64url characters, 128 random
 /// bits.)
 pub fn stream_key(key: &str) -> Result<()> {
-    ugc_core::name::validate_segment(key).map_err(|e| invalid("key", e.to_string()))
+    ugc_core::name::validate_segment(key).map_err(|e| match e {
+        // Publishers read this reason: no "invalid argument:" prefix.
+        ugc_core::Error::InvalidArgument(why) => invalid("key", why),
+        other => invalid("key", other.to_string()),
+    })
 }
 
 /// Titles: up to 200 characters, no control characters.

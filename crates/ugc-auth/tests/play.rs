@@ -12,7 +12,10 @@ use common::{ADMIN, Api, Db, TempDir, serve};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ugc_auth::{ControlConfig, ControlPlane, ExternalBackend, PlayClaims, Principal, SessionId};
-use ugc_core::{Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
+    StreamPath,
+};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -30,7 +33,7 @@ fn admin() -> Principal {
 
 fn preq(stream: &str, token: Option<&str>, ip: [u8; 4]) -> PlayRequest {
     PlayRequest {
-        stream: stream.into(),
+        stream: StreamPath::parse(stream).unwrap(),
         token: token.map(Into::into),
         client_ip: IpAddr::from(ip),
     }
@@ -203,7 +206,7 @@ async fn state_survives_restart() {
     assert_eq!(
         auth.authorize_publish(&pr).await,
         PublishDecision::Allow {
-            stream: "live/demo".into()
+            stream: StreamPath::parse("live/demo").unwrap()
         }
     );
     // the secret persisted: old tokens verify; revocations were reloaded
@@ -341,6 +344,23 @@ async fn external_backends() {
             allow,
             "publish {path}: {d:?}"
         );
+        // The publisher reads the reason: a refusal names the backend's
+        // status; a failed backend is "try again", without its address.
+        let expect = match path {
+            "/deny" => Some(PublishDecision::unauthorized(
+                "refused by the publish auth backend (HTTP 403)",
+            )),
+            "/redirect" => Some(PublishDecision::unauthorized(
+                "refused by the publish auth backend (HTTP 302)",
+            )),
+            "/hang" | "/big" => Some(PublishDecision::unavailable(
+                "publish auth backend unavailable; try again",
+            )),
+            _ => None,
+        };
+        if let Some(expect) = expect {
+            assert_eq!(d, expect, "publish {path}");
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(2),
             "{path} took {:?}",
@@ -371,10 +391,13 @@ async fn external_backends() {
     cfg.publish_backend = Some(ExternalBackend::new(format!("http://{dead}/x")));
     cfg.play_backend = None;
     let cp = ControlPlane::open(cfg.clone()).await.unwrap();
-    assert!(matches!(
+    assert_eq!(
         cp.authorizer().authorize_publish(&pubreq(&key)).await,
-        PublishDecision::Deny { .. }
-    ));
+        PublishDecision::Deny {
+            kind: DenyKind::Unavailable,
+            reason: "publish auth backend unavailable; try again".into()
+        }
+    );
     // https is refused at open (no TLS stack)
     cfg.publish_backend = Some(ExternalBackend::new("https://auth.example/x"));
     assert!(matches!(
@@ -510,24 +533,24 @@ async fn second_node_sees_new_keys() {
     assert_eq!(
         b.authorizer().authorize_publish(&req(&key)).await,
         PublishDecision::Allow {
-            stream: "live/late".into()
+            stream: StreamPath::parse("live/late").unwrap()
         }
     );
     let new = b.rotate_key(&admin(), "late").await.unwrap();
-    assert!(matches!(
+    assert_eq!(
         b.authorizer().authorize_publish(&req(&key)).await,
-        PublishDecision::Deny { .. }
-    ));
+        PublishDecision::unauthorized("stream key was rotated or deleted")
+    );
     assert_eq!(
         b.authorizer().authorize_publish(&req(&new)).await,
         PublishDecision::Allow {
-            stream: "live/late".into()
+            stream: StreamPath::parse("live/late").unwrap()
         }
     );
     assert_eq!(
         a.authorizer().authorize_publish(&req(&new)).await,
         PublishDecision::Allow {
-            stream: "live/late".into()
+            stream: StreamPath::parse("live/late").unwrap()
         }
     );
 }

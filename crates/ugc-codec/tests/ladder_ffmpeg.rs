@@ -18,7 +18,7 @@ use support::flv_file::read_flv;
 use ugc_codec::flv::FlvIngest;
 use ugc_codec::ladder::{Corner, LadderConfig, LadderDemux, LogoConfig, RenditionConfig};
 use ugc_codec::transcode::Ladder;
-use ugc_core::{Frame, MediaEvent, Tracks, Transform};
+use ugc_core::{Frame, MediaEvent, StreamPath, Tracks, Transform};
 
 const CAPTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -389,13 +389,13 @@ async fn run_ladder_counts_per_rendition_while_it_runs() {
 
     let hub = Hub::new(HubConfig::default());
     let mut events = capture().into_iter();
-    let mut publisher = hub.publish("live/t").unwrap();
+    let mut publisher = hub.publish(&StreamPath::parse("live/t").unwrap());
     publisher.push(events.next().unwrap()).unwrap();
     let stats = Arc::new(LadderRunStats::default());
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(run_ladder_with_stats(
         hub.clone(),
-        "live/t".into(),
+        StreamPath::parse("live/t").unwrap(),
         small_ladder(),
         stop_rx,
         stats.clone(),
@@ -405,7 +405,7 @@ async fn run_ladder_counts_per_rendition_while_it_runs() {
     for e in events {
         publisher.push(e).unwrap();
     }
-    hub.end("live/t");
+    hub.end(&StreamPath::parse("live/t").unwrap());
     let report = task.await.unwrap().unwrap();
     // The caller's handle saw what the run reports.
     assert_eq!(stats.report(), report);

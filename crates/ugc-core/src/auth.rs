@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::net::IpAddr;
 
+use crate::name::StreamPath;
+
 /// The ingest protocol of a publish request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -35,23 +37,75 @@ pub struct PublishRequest {
 /// The answer to a [`PublishRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishDecision {
-    /// Publish as the Hub stream of this name (e.g. `live/<stream>`).
+    /// Publish as this stream (e.g. `live/<stream>`).
     Allow {
-        /// The Hub stream name.
-        stream: String,
+        /// The stream.
+        stream: StreamPath,
     },
-    /// Refuse, with a reason for the log (never sent to the peer verbatim).
+    /// Refuse. The ingest answers with its protocol's code for `kind` and
+    /// shows `reason` to the publisher (RTMP: the `onStatus` description,
+    /// which OBS, ffmpeg and GStreamer print), and logs both.
     Deny {
-        /// Why.
+        /// What kind of refusal (picks the protocol's refusal code).
+        kind: DenyKind,
+        /// Why, in words for the publisher and the log: "unknown stream
+        /// key", "stream key was rotated or deleted". Never a secret (the
+        /// key itself, tokens, internal addresses, database errors).
         reason: String,
     },
+}
+
+impl PublishDecision {
+    /// [`PublishDecision::Deny`] of kind [`DenyKind::Unauthorized`].
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        PublishDecision::Deny {
+            kind: DenyKind::Unauthorized,
+            reason: reason.into(),
+        }
+    }
+
+    /// [`PublishDecision::Deny`] of kind [`DenyKind::BadName`].
+    pub fn bad_name(reason: impl Into<String>) -> Self {
+        PublishDecision::Deny {
+            kind: DenyKind::BadName,
+            reason: reason.into(),
+        }
+    }
+
+    /// [`PublishDecision::Deny`] of kind [`DenyKind::Unavailable`].
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        PublishDecision::Deny {
+            kind: DenyKind::Unavailable,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The kind of a publish refusal. Each ingest protocol maps it to its own
+/// code, so that clients tell "wrong key" from "name taken" from "try again".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenyKind {
+    /// The publisher may not publish: an unknown, rotated or malformed key,
+    /// an unknown application, refused by an auth backend. RTMP
+    /// `NetStream.Publish.Denied`, SRT 2401.
+    Unauthorized,
+    /// The stream name is invalid, or taken. RTMP
+    /// `NetStream.Publish.BadName` (which clients show as "stream already
+    /// exists"), SRT 2400.
+    BadName,
+    /// No decision or no room now (a key lookup or an auth backend failed,
+    /// a limit is reached); the same request may succeed later. RTMP
+    /// `NetStream.Failed`, SRT 2503.
+    Unavailable,
 }
 
 /// A viewer asks for a playlist, part or segment of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlayRequest {
-    /// The Hub stream name (`live/<stream>`).
-    pub stream: String,
+    /// The stream (`live/<stream>`; a ladder's renditions are played under
+    /// their source's authorization, so this is the source).
+    pub stream: StreamPath,
     /// The `token` query parameter, if any.
     pub token: Option<String>,
     /// The viewer's address (after trusted-proxy resolution).
@@ -96,13 +150,9 @@ pub struct AllowAll;
 
 impl Authorizer for AllowAll {
     async fn authorize_publish(&self, req: &PublishRequest) -> PublishDecision {
-        match crate::name::StreamName::from_parts(&req.app, &req.key) {
-            Ok(name) => PublishDecision::Allow {
-                stream: name.into_string(),
-            },
-            Err(e) => PublishDecision::Deny {
-                reason: e.to_string(),
-            },
+        match StreamPath::new(&req.app, &req.key) {
+            Ok(stream) => PublishDecision::Allow { stream },
+            Err(e) => PublishDecision::bad_name(e.to_string()),
         }
     }
 }

@@ -12,7 +12,8 @@
 //! * [`hub`]: named live streams with GOP-shared fan-out, slow-reader
 //!   skip-to-keyframe and replaceable publishers.
 //! * [`auth`]: the [`Authorizer`] seam between ingest and the control plane.
-//! * [`name`]: the stream-name allow-list.
+//! * [`name`]: [`StreamPath`], the one typed name of a stream
+//!   (`<app>/<name>[/<rendition>]`), and the allow-list of its segments.
 //!
 //! This crate has no sockets, no FFmpeg, no HTTP and no database; it reads no
 //! clock (callers pass `now` where time matters).
@@ -29,7 +30,8 @@ pub mod pipeline;
 pub mod time;
 
 pub use auth::{
-    AllowAll, Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
+    AllowAll, Authorizer, DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision,
+    PublishRequest,
 };
 pub use error::{Error, Result};
 pub use hub::{Hub, HubConfig, HubPublisher, HubReader};
@@ -37,6 +39,6 @@ pub use media::{
     AudioParams, Codec, DiscontinuityReason, Frame, MediaEvent, MediaKind, TrackId, TrackInfo,
     TrackParams, Tracks, VideoParams,
 };
-pub use name::StreamName;
+pub use name::{DEFAULT_APP, StreamPath};
 pub use pipeline::{Passthrough, Sink, Source, Transform, pump};
 pub use time::{MediaTime, Rational, Timescale, Unwrapper32};

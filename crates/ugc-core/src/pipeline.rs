@@ -37,8 +37,9 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let hub = Hub::new(HubConfig::default());
-//! let mut reader = hub.subscribe("live/demo").unwrap();
-//! let mut publisher = hub.publish("live/demo").unwrap();
+//! let stream = ugc_core::StreamPath::live("demo")?;
+//! let mut reader = hub.subscribe(&stream);
+//! let mut publisher = hub.publish(&stream);
 //! # let tracks = ugc_core::hub::tests_support::av_tracks();
 //! publisher.send(MediaEvent::Tracks(tracks)).await?;
 //! for i in 0..4 {
@@ -47,7 +48,7 @@
 //!     publisher.send(MediaEvent::Frame(Frame { track: TrackId(2), dts: i * 21, pts: i * 21, keyframe: true, data })).await?;
 //! }
 //! drop(publisher);
-//! hub.end("live/demo");
+//! hub.end(&stream);
 //!
 //! let mut count = Count::default();
 //! pump(&mut reader, &mut VideoOnly, &mut count).await?;

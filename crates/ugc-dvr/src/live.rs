@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
-use ugc_core::MediaKind;
+use ugc_core::{MediaKind, StreamPath};
 
 use bytes::Bytes;
 
@@ -594,10 +594,11 @@ impl LiveStream {
     }
 }
 
-/// Live streams by name (`live/<stream>`).
+/// Live streams by path (`live/<stream>`, and `live/<stream>/<rendition>`
+/// for the renditions of its ladder).
 #[derive(Debug, Default)]
 pub struct LiveRegistry {
-    streams: RwLock<HashMap<String, Arc<LiveStream>>>,
+    streams: RwLock<HashMap<StreamPath, Arc<LiveStream>>>,
 }
 
 impl LiveRegistry {
@@ -607,15 +608,15 @@ impl LiveRegistry {
     }
 
     /// Adds `stream` as `name`, returning the stream it replaces.
-    pub fn insert(&self, name: &str, stream: Arc<LiveStream>) -> Option<Arc<LiveStream>> {
+    pub fn insert(&self, name: &StreamPath, stream: Arc<LiveStream>) -> Option<Arc<LiveStream>> {
         self.streams
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), stream)
+            .insert(name.clone(), stream)
     }
 
     /// Removes `name`.
-    pub fn remove(&self, name: &str) -> Option<Arc<LiveStream>> {
+    pub fn remove(&self, name: &StreamPath) -> Option<Arc<LiveStream>> {
         self.streams
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -624,7 +625,7 @@ impl LiveRegistry {
 
     /// Removes `name` only if it is still `stream` (a packager that ends
     /// must not remove the stream of a newer publisher). True if removed.
-    pub fn remove_if_same(&self, name: &str, stream: &Arc<LiveStream>) -> bool {
+    pub fn remove_if_same(&self, name: &StreamPath, stream: &Arc<LiveStream>) -> bool {
         let mut map = self.streams.write().unwrap_or_else(|e| e.into_inner());
         if map.get(name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
             map.remove(name);
@@ -635,7 +636,7 @@ impl LiveRegistry {
     }
 
     /// The stream `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
+    pub fn get(&self, name: &StreamPath) -> Option<Arc<LiveStream>> {
         self.streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -643,21 +644,19 @@ impl LiveRegistry {
             .cloned()
     }
 
-    /// The renditions of `name`: registered streams named
+    /// The renditions of `name` (a published stream): registered streams
     /// `<name>/<rendition>` that have segments and have not ended (a ladder
     /// that was turned off leaves ended renditions behind for a while), as
     /// `(rendition, stream)`, sorted by rendition name.
-    pub fn renditions(&self, name: &str) -> Vec<(String, Arc<LiveStream>)> {
-        let prefix = format!("{name}/");
+    pub fn renditions(&self, name: &StreamPath) -> Vec<(String, Arc<LiveStream>)> {
         let mut v: Vec<(String, Arc<LiveStream>)> = self
             .streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter_map(|(k, s)| {
-                let r = k.strip_prefix(&prefix)?;
-                (!r.contains('/') && s.has_segments() && !s.is_ended())
-                    .then(|| (r.to_owned(), s.clone()))
+                let r = k.rendition().filter(|_| k.source() == *name)?;
+                (s.has_segments() && !s.is_ended()).then(|| (r.to_owned(), s.clone()))
             })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -669,7 +668,7 @@ impl LiveRegistry {
     /// rendition, highest bandwidth first, each with its own media playlist
     /// `<rendition>/mono.m3u8`; otherwise the stream itself as
     /// `mono.m3u8`. `None` when nothing has segments yet.
-    pub fn render_multivariant(&self, name: &str) -> Option<String> {
+    pub fn render_multivariant(&self, name: &StreamPath) -> Option<String> {
         let renditions = self.renditions(name);
         if renditions.is_empty() {
             let own = self.get(name)?;
@@ -683,9 +682,9 @@ impl LiveRegistry {
         Some(playlist::render_multivariant(&variants))
     }
 
-    /// All names, sorted.
-    pub fn list(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+    /// All streams, sorted.
+    pub fn list(&self) -> Vec<StreamPath> {
+        let mut names: Vec<StreamPath> = self
             .streams
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ugc_core::{HubReader, MediaEvent};
+use ugc_core::{HubReader, MediaEvent, StreamPath};
 
 use crate::live::LiveStream;
 use crate::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
@@ -30,7 +30,7 @@ pub trait SegmentObserver: Send {
 pub trait ObserverFactory: Send + Sync {
     /// An observer for the Hub stream `stream` (e.g. `live/foo`), or `None`
     /// to observe nothing.
-    fn observe(&self, stream: &str) -> Option<Box<dyn SegmentObserver>>;
+    fn observe(&self, stream: &StreamPath) -> Option<Box<dyn SegmentObserver>>;
 }
 
 fn drain(
@@ -38,7 +38,7 @@ fn drain(
     stream: &LiveStream,
     observer: &mut Option<Box<dyn SegmentObserver>>,
     overruns: &mut u64,
-    name: &str,
+    name: &StreamPath,
 ) {
     let mut outputs = Vec::new();
     while let Some(out) = segmenter.poll() {
@@ -47,7 +47,7 @@ fn drain(
         {
             *overruns = segmenter.stats().target_overruns;
             tracing::warn!(
-                stream = name,
+                stream = %name,
                 msn = seg.msn,
                 duration_ms = seg.duration_ms,
                 target_s = seg.target_duration_s,
@@ -101,7 +101,7 @@ pub async fn run_packager_with_clock(
             Ok(Some(event)) => {
                 let end = matches!(event, MediaEvent::End);
                 if let Err(e) = segmenter.push(event, now_unix_ms()) {
-                    tracing::warn!(stream = reader.stream(), error = %e, "segmenter rejected an event");
+                    tracing::warn!(stream = %reader.stream(), error = %e, "segmenter rejected an event");
                 }
                 drain(
                     &mut segmenter,
@@ -117,7 +117,7 @@ pub async fn run_packager_with_clock(
             }
             Ok(None) => {
                 if let Err(e) = segmenter.push(MediaEvent::End, now_unix_ms()) {
-                    tracing::warn!(stream = reader.stream(), error = %e, "closing the segmenter");
+                    tracing::warn!(stream = %reader.stream(), error = %e, "closing the segmenter");
                 }
                 drain(
                     &mut segmenter,
@@ -131,7 +131,7 @@ pub async fn run_packager_with_clock(
             }
             Err(_idle) => {
                 if let Err(e) = segmenter.flush(now_unix_ms()) {
-                    tracing::warn!(stream = reader.stream(), error = %e, "flushing an idle stream");
+                    tracing::warn!(stream = %reader.stream(), error = %e, "flushing an idle stream");
                 }
                 drain(
                     &mut segmenter,
@@ -200,16 +200,11 @@ pub async fn package_hub(
     registry: Arc<crate::live::LiveRegistry>,
     config: PackagerConfig,
 ) {
+    // Every stream: those that exist, then new ones.
     let mut watch = hub.watch();
-    // Streams created before the watcher started.
-    let mut pending = hub.stream_names();
     loop {
-        let name = match pending.pop() {
-            Some(n) => n,
-            None => match watch.next().await {
-                Some(n) => n,
-                None => return,
-            },
+        let Some(name) = watch.next().await else {
+            return;
         };
         let Some(reader) = hub.subscribe_existing(&name) else {
             continue;

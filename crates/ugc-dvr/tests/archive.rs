@@ -54,7 +54,7 @@ fn outputs(seconds: i64, t0: i64) -> Vec<SegmenterOutput> {
 }
 
 fn record(archive: &Archive, hub: &str, outs: &[SegmenterOutput]) {
-    let mut r = archive.recorder(hub).unwrap();
+    let mut r = archive.recorder(&path(hub)).unwrap();
     for o in outs {
         r.on_output(o);
     }
@@ -65,7 +65,7 @@ fn record(archive: &Archive, hub: &str, outs: &[SegmenterOutput]) {
 fn segments_survive_a_restart_and_tmp_leftovers_are_removed() {
     let dir = Dir::new("restart");
     let t0 = now_unix_ms() - 60_000;
-    let key = TrackKey::source("live/a").unwrap();
+    let key = TrackKey::source(&path("live/a"));
     {
         let archive = Archive::open(ArchiveConfig::new(&dir.0, 1)).unwrap();
         record(&archive, "live/a", &outputs(20, t0));
@@ -97,7 +97,7 @@ fn segments_survive_a_restart_and_tmp_leftovers_are_removed() {
             .is_empty()
     );
     // A new recorder gets a later session.
-    let r = archive.recorder("live/a").unwrap();
+    let r = archive.recorder(&path("live/a")).unwrap();
     assert!(r.session() > segs[0].name.session);
 }
 
@@ -107,7 +107,7 @@ fn write_errors_pause_recording_and_it_resumes() {
     let mut cfg = ArchiveConfig::new(&dir.0, 1);
     cfg.pause_on_error = Duration::from_millis(300);
     let archive = Archive::open(cfg).unwrap();
-    let key = TrackKey::source("live/b").unwrap();
+    let key = TrackKey::source(&path("live/b"));
     // The stream's directory cannot be created: every write fails, like a
     // full disk.
     std::fs::create_dir_all(dir.0.join("live")).unwrap();
@@ -130,7 +130,7 @@ fn write_errors_pause_recording_and_it_resumes() {
 
 fn entry(stream: &str, pdt: i64, size: u64) -> (TrackKey, ArchivedSegment) {
     (
-        TrackKey::source(stream).unwrap(),
+        TrackKey::source(&path(stream)),
         ArchivedSegment {
             name: SegmentName {
                 pdt_ms: pdt,
@@ -161,17 +161,17 @@ fn retention_by_depth_then_by_total_size_oldest_first() {
             t.segments.push_back(s);
         }
     }
-    let depth = |s: &str| if s == "live/a" { 1 } else { 2 };
+    let depth = |s: &ugc_core::StreamPath| if s.as_str() == "live/a" { 1 } else { 2 };
     let plan = plan_retention(&index, &depth, None, &HashSet::new(), now);
     let a = plan
         .segments
         .iter()
-        .filter(|(k, _)| k.stream == "live/a")
+        .filter(|(k, _)| k.stream.as_str() == "live/a")
         .count();
     let b = plan
         .segments
         .iter()
-        .filter(|(k, _)| k.stream == "live/b")
+        .filter(|(k, _)| k.stream.as_str() == "live/b")
         .count();
     // a keeps the last hour (6 segments ending after now-1h), b two hours.
     assert_eq!((a, b), (12, 6));
@@ -192,7 +192,7 @@ fn retention_by_depth_then_by_total_size_oldest_first() {
 fn retention_deletes_files_past_the_depth() {
     let dir = Dir::new("depth");
     let archive = Archive::open(ArchiveConfig::new(&dir.0, 1)).unwrap();
-    let key = TrackKey::source("live/c").unwrap();
+    let key = TrackKey::source(&path("live/c"));
     // Two hours ago: past the 1 h depth, removed as soon as retention runs.
     record(
         &archive,
@@ -214,7 +214,7 @@ fn retention_deletes_files_past_the_depth() {
 fn export_puts_moov_first_and_reads_any_range() {
     let dir = Dir::new("export");
     let archive = Archive::open(ArchiveConfig::new(&dir.0, 1)).unwrap();
-    let key = TrackKey::source("live/d").unwrap();
+    let key = TrackKey::source(&path("live/d"));
     let outs = outputs(20, now_unix_ms() - 60_000);
     record(&archive, "live/d", &outs);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -15,14 +15,14 @@ use ugc_dvr::{
 #[tokio::test(start_paused = true)]
 async fn packages_a_hub_stream_flushes_when_idle_and_ends() {
     let hub = Hub::new(HubConfig::default());
-    let reader = hub.subscribe("live/demo").unwrap();
+    let reader = hub.subscribe(&path("live/demo"));
     let live = Arc::new(LiveStream::new(LiveConfig::default()));
     let task = tokio::spawn(run_packager(
         reader,
         Arc::clone(&live),
         SegmenterConfig::default(),
     ));
-    let mut publisher = hub.publish("live/demo").unwrap();
+    let mut publisher = hub.publish(&path("live/demo"));
     publisher.push(MediaEvent::Tracks(av())).unwrap();
     // Real-time pacing (a Hub reader that has not read anything yet starts
     // at the newest keyframe).
@@ -37,7 +37,7 @@ async fn packages_a_hub_stream_flushes_when_idle_and_ends() {
     assert_eq!(live.window().len(), 2);
     assert_eq!(live.window()[1].duration_ms, 1000);
     assert!(!live.is_ended());
-    hub.end("live/demo");
+    hub.end(&path("live/demo"));
     task.await.unwrap();
     assert!(live.is_ended());
     assert!(
@@ -55,7 +55,7 @@ async fn program_date_time_is_not_late_after_a_burst_of_cached_frames() {
     let start = tokio::time::Instant::now();
     let clock = move || BASE + i64::try_from(start.elapsed().as_millis()).unwrap();
     let hub = Hub::new(HubConfig::default());
-    let mut publisher = hub.publish("live/demo").unwrap();
+    let mut publisher = hub.publish(&path("live/demo"));
     publisher.push(MediaEvent::Tracks(video_only())).unwrap();
     // 25 fps, keyframe every 2 s; frame k has media time 40k ms and is
     // published at wall clock BASE + 40k ms (+ up to 25 ms of jitter).
@@ -65,7 +65,7 @@ async fn program_date_time_is_not_late_after_a_burst_of_cached_frames() {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     // 400 ms in: a packager starts and first reads frames 0..=9 at once.
-    let reader = hub.subscribe_existing("live/demo").unwrap();
+    let reader = hub.subscribe_existing(&path("live/demo")).unwrap();
     let live = Arc::new(LiveStream::new(LiveConfig {
         part_target_ms: Some(200),
         ..LiveConfig::default()
@@ -99,7 +99,7 @@ async fn program_date_time_is_not_late_after_a_burst_of_cached_frames() {
             open_dates.push(d.to_owned());
         }
     }
-    hub.end("live/demo");
+    hub.end(&path("live/demo"));
     task.await.unwrap();
     let window = live.window();
     assert_eq!(window.len(), 4, "segments at 0, 2, 4, 6 s");

@@ -306,18 +306,18 @@ fn registry_insert_replace_remove() {
     let reg = LiveRegistry::new();
     let a = Arc::new(live(6, 2));
     let b = Arc::new(live(6, 2));
-    assert!(reg.insert("live/x", Arc::clone(&a)).is_none());
+    assert!(reg.insert(&path("live/x"), Arc::clone(&a)).is_none());
     assert!(Arc::ptr_eq(
-        &reg.insert("live/x", Arc::clone(&b)).unwrap(),
+        &reg.insert(&path("live/x"), Arc::clone(&b)).unwrap(),
         &a
     ));
-    reg.insert("live/a", Arc::clone(&a));
+    reg.insert(&path("live/a"), Arc::clone(&a));
     assert_eq!(reg.list(), ["live/a", "live/x"]);
     // An old packager cannot remove its successor's stream.
-    assert!(!reg.remove_if_same("live/x", &a));
-    assert!(reg.remove_if_same("live/x", &b));
-    assert!(reg.get("live/x").is_none());
-    assert!(reg.remove("live/a").is_some());
+    assert!(!reg.remove_if_same(&path("live/x"), &a));
+    assert!(reg.remove_if_same(&path("live/x"), &b));
+    assert!(reg.get(&path("live/x")).is_none());
+    assert!(reg.remove(&path("live/a")).is_some());
     assert!(reg.list().is_empty());
 }
 
@@ -334,9 +334,9 @@ fn multivariant_lists_every_rendition_of_a_ladder() {
             .collect(),
         0,
     );
-    registry.insert("live/x", main);
+    registry.insert(&path("live/x"), main);
     // Without renditions: the stream itself.
-    let own = registry.render_multivariant("live/x").unwrap();
+    let own = registry.render_multivariant(&path("live/x")).unwrap();
     assert!(own.contains("\nmono.m3u8\n"), "{own}");
     // Two renditions, the smaller one with less data per frame.
     for (name, repeat) in [("720p", 4usize), ("360p", 1usize)] {
@@ -357,20 +357,21 @@ fn multivariant_lists_every_rendition_of_a_ladder() {
             events,
             0,
         );
-        registry.insert(&format!("live/x/{name}"), s);
+        registry.insert(&path(&format!("live/x/{name}")), s);
     }
-    // Not a rendition of x: a deeper name, and a prefix sibling.
-    registry.insert("live/x/720p/deeper", Arc::new(live(6, 2)));
-    registry.insert("live/xy", Arc::new(live(6, 2)));
+    // Not a rendition of x: a prefix sibling, and another app's x. (A
+    // deeper name cannot be a StreamPath.)
+    registry.insert(&path("live/xy"), Arc::new(live(6, 2)));
+    registry.insert(&path("other/x/480p"), Arc::new(live(6, 2)));
     assert_eq!(
         registry
-            .renditions("live/x")
+            .renditions(&path("live/x"))
             .iter()
             .map(|(r, _)| r.as_str())
             .collect::<Vec<_>>(),
         vec!["360p", "720p"]
     );
-    let text = registry.render_multivariant("live/x").unwrap();
+    let text = registry.render_multivariant(&path("live/x")).unwrap();
     let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
     let uris: Vec<&str> = parsed.variants.iter().map(|v| v.uri.as_str()).collect();
     assert_eq!(uris, vec!["720p/mono.m3u8", "360p/mono.m3u8"], "{text}");
@@ -380,7 +381,7 @@ fn multivariant_lists_every_rendition_of_a_ladder() {
         assert!(v.codecs.is_some());
         assert!(v.resolution.is_some());
     }
-    assert_eq!(registry.render_multivariant("live/none"), None);
+    assert_eq!(registry.render_multivariant(&path("live/none")), None);
 }
 
 /// `#EXT-X-TARGETDURATION` must not change during a live stream: a long

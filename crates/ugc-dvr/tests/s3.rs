@@ -130,7 +130,7 @@ fn store(port: u16) -> Arc<dyn Store> {
 /// archive as one session that then ends.
 fn record_session(archive: &Archive, hub: &str, seconds: i64, frame_kb: usize) {
     let mut seg = Segmenter::new(config(2000));
-    let mut rec = archive.recorder(hub).unwrap();
+    let mut rec = archive.recorder(&path(hub)).unwrap();
     let t0 = now_unix_ms() - seconds * 1000 - 5000;
     let mut events = vec![MediaEvent::Tracks(av())];
     for i in 0..seconds * 25 {
@@ -194,7 +194,7 @@ async fn upload_survives_a_60s_outage_then_reads_come_back_through_the_cache() {
         },
     )
     .unwrap();
-    let key = TrackKey::source("live/event").unwrap();
+    let key = TrackKey::source(&path("live/event"));
 
     // ~45 MB, 9 parts of 5 MiB. Hold the uploader until the files are
     // checked, so the whole object is known.

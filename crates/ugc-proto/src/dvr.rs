@@ -1,6 +1,6 @@
 //! HTTP routes of the DVR, next to the live [`crate::origin`]:
 //!
-//! | path below `/live/<s>/` | answer |
+//! | path below `/<app>/<s>/` (`/live/<s>/`) | answer |
 //! |---|---|
 //! | `index-<from>-<seconds>.m3u8` | VOD playlist of the archived range (`#EXT-X-ENDLIST`) |
 //! | `index-<from>-now.m3u8` | EVENT playlist from `from` to the live edge |
@@ -45,7 +45,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use bytes::Bytes;
-use ugc_core::{Authorizer, PlayDecision, PlayRequest, StreamName};
+use ugc_core::{Authorizer, PlayDecision, PlayRequest, StreamPath};
 use ugc_dvr::LiveRegistry;
 use ugc_dvr::archive::{Archive, SOURCE_RENDITION, TrackKey, now_unix_ms};
 use ugc_dvr::export::ExportPlan;
@@ -85,7 +85,7 @@ pub struct DvrOrigin<A> {
 }
 
 /// Rewind window in seconds per stream (`live/<s>`).
-pub type RewindPolicy = Arc<dyn Fn(&str) -> u32 + Send + Sync>;
+pub type RewindPolicy = Arc<dyn Fn(&StreamPath) -> u32 + Send + Sync>;
 
 /// Wraps `router` (the origin's) so DVR file names below `/live/<s>/` are
 /// answered here and everything else reaches `router`.
@@ -127,14 +127,15 @@ fn respond(content_type: &'static str, cache: &'static str, body: Body) -> Respo
     res
 }
 
-/// `/live/<s>/<file>` -> (`s`, `None`, `file`);
-/// `/live/<s>/<r>/<file>` -> (`s`, `Some(r)`, `file`).
-fn split_path(path: &str) -> Option<(&str, Option<&str>, &str)> {
-    let rest = path.strip_prefix("/live/")?;
+/// `/<app>/<s>/<file>` -> (`app`, `s`, `None`, `file`);
+/// `/<app>/<s>/<r>/<file>` -> (`app`, `s`, `Some(r)`, `file`).
+fn split_path(path: &str) -> Option<(&str, &str, Option<&str>, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (app, rest) = rest.split_once('/')?;
     let (stream, file) = rest.split_once('/')?;
     match file.split_once('/') {
-        None => Some((stream, None, file)),
-        Some((r, f)) => (!f.contains('/')).then_some((stream, Some(r), f)),
+        None => Some((app, stream, None, file)),
+        Some((r, f)) => (!f.contains('/')).then_some((app, stream, Some(r), f)),
     }
 }
 
@@ -143,7 +144,7 @@ async fn intercept<A: Authorizer>(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some((stream, rendition, file)) = split_path(req.uri().path()) else {
+    let Some((app, stream, rendition, file)) = split_path(req.uri().path()) else {
         return next.run(req).await;
     };
     if rendition.is_none()
@@ -151,13 +152,13 @@ async fn intercept<A: Authorizer>(
         && req.method() == Method::GET
         && !req.uri().query().is_some_and(|q| q.contains("_HLS_"))
     {
-        let rewind = StreamName::from_parts("live", stream)
+        let rewind = StreamPath::new(app, stream)
             .ok()
-            .map(|n| ((dvr.rewind_s)(n.as_str()), n));
+            .map(|n| ((dvr.rewind_s)(&n), n));
         if let Some((secs, name)) = rewind.filter(|(s, _)| *s > 0) {
             let token = token_param(req.uri().query()).filter(|t| token_is_url_safe(t));
             let res = next.run(req).await;
-            return with_rewind(&dvr, res, name.as_str(), secs, token.as_deref()).await;
+            return with_rewind(&dvr, res, &name, secs, token.as_deref()).await;
         }
     }
     let file = match parse_dvr_file(file) {
@@ -168,7 +169,7 @@ async fn intercept<A: Authorizer>(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return next.run(req).await;
     }
-    let Ok(name) = StreamName::from_parts("live", stream) else {
+    let Ok(name) = StreamPath::new(app, stream) else {
         return error(StatusCode::BAD_REQUEST, "bad stream name");
     };
     let peer = req
@@ -177,7 +178,7 @@ async fn intercept<A: Authorizer>(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let token = token_param(req.uri().query());
     let play = PlayRequest {
-        stream: name.as_str().to_owned(),
+        stream: name.clone(),
         token: token.clone(),
         client_ip: (dvr.client_ip)(peer, req.headers()),
     };
@@ -187,14 +188,14 @@ async fn intercept<A: Authorizer>(
     }
     let token = token.filter(|t| token_is_url_safe(t));
     let key = match rendition {
-        None => TrackKey::source(name.as_str()),
-        Some(r) => TrackKey::from_hub_name(&format!("{}/{r}", name.as_str())),
+        None => Some(TrackKey::source(&name)),
+        Some(r) => TrackKey::rendition(&name, r),
     };
     let Some(key) = key else {
         return error(StatusCode::BAD_REQUEST, "bad stream or rendition name");
     };
     if rendition.is_none()
-        && let Some(res) = multivariant(&dvr, name.as_str(), file, token.as_deref()).await
+        && let Some(res) = multivariant(&dvr, &name, file, token.as_deref()).await
     {
         return res;
     }
@@ -215,7 +216,7 @@ async fn intercept<A: Authorizer>(
 /// playlist as before) when only the source was recorded there.
 async fn multivariant<A: Authorizer>(
     dvr: &DvrOrigin<A>,
-    stream: &str,
+    stream: &StreamPath,
     file: DvrFile,
     token: Option<&str>,
 ) -> Option<Response> {
@@ -242,7 +243,7 @@ async fn multivariant<A: Authorizer>(
         .archive
         .keys()
         .into_iter()
-        .filter(|k| k.stream == stream)
+        .filter(|k| k.stream == *stream)
         .collect();
     if keys.iter().all(|k| k.rendition == SOURCE_RENDITION) {
         return None;
@@ -293,13 +294,11 @@ async fn multivariant<A: Authorizer>(
 async fn with_rewind<A: Authorizer>(
     dvr: &DvrOrigin<A>,
     res: Response,
-    stream: &str,
+    stream: &StreamPath,
     secs: u32,
     token: Option<&str>,
 ) -> Response {
-    let Some(key) = TrackKey::source(stream) else {
-        return res;
-    };
+    let key = TrackKey::source(stream);
     let Some(session) = dvr.archive.current_session(&key) else {
         return res;
     };
@@ -534,12 +533,7 @@ async fn export<A: Authorizer>(
     {
         h.insert(header::CONTENT_RANGE, v);
     }
-    let mut stream = key
-        .stream
-        .rsplit('/')
-        .next()
-        .unwrap_or("archive")
-        .to_owned();
+    let mut stream = key.stream.name().to_owned();
     if key.rendition != SOURCE_RENDITION {
         stream = format!("{stream}-{}", key.rendition);
     }
@@ -621,13 +615,16 @@ mod tests {
     fn paths() {
         assert_eq!(
             split_path("/live/foo/index-1-2.m3u8"),
-            Some(("foo", None, "index-1-2.m3u8"))
+            Some(("live", "foo", None, "index-1-2.m3u8"))
         );
         assert_eq!(
-            split_path("/live/foo/720p/index-1-2.m3u8"),
-            Some(("foo", Some("720p"), "index-1-2.m3u8"))
+            split_path("/tv/foo/720p/index-1-2.m3u8"),
+            Some(("tv", "foo", Some("720p"), "index-1-2.m3u8"))
         );
         assert_eq!(split_path("/live/foo/bar/x/y"), None);
-        assert_eq!(split_path("/api/v1/streams"), None);
+        assert_eq!(split_path("/live/foo"), None);
+        // Other routes split too, and are no DVR files: they pass on.
+        let (_, _, _, file) = split_path("/api/v1/streams").unwrap();
+        assert_eq!(parse_dvr_file(file), Err(DvrFileError::NotDvr));
     }
 }

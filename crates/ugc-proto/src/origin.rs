@@ -1,7 +1,9 @@
 //! The HTTP origin: HLS playlists and segments of the live streams in a
 //! [`LiveRegistry`].
 //!
-//! Routes (`<s>` is the stream, the registry name is `live/<s>`):
+//! Routes (`<s>` is the stream of app `live`, the registry's
+//! [`StreamPath`] `live/<s>`; a stream of another app `<a>`, which the
+//! [`Authorizer`] allows, is served the same way below `/<a>/<s>/`):
 //!
 //! | path | answer |
 //! |---|---|
@@ -74,7 +76,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use ugc_core::{AllowAll, Authorizer, Hub, PlayDecision, PlayRequest, StreamName};
+use ugc_core::{AllowAll, Authorizer, Hub, PlayDecision, PlayRequest, StreamPath};
 use ugc_dvr::{
     Chunks, LiveRegistry, LiveStream, MediaFile, MediaFileError, PartProgress, PlaylistQuery,
     RenditionReport, Variant,
@@ -190,9 +192,9 @@ pub fn router_with_config<A: Authorizer>(
     config: OriginConfig,
 ) -> Router {
     Router::new()
-        .route("/live/{stream}/{file}", get(live_file::<A>))
+        .route("/{app}/{stream}/{file}", get(live_file::<A>))
         .route(
-            "/live/{stream}/{rendition}/{file}",
+            "/{app}/{stream}/{rendition}/{file}",
             get(rendition_file::<A>),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND) })
@@ -441,43 +443,42 @@ fn parse_directives(query: Option<&str>) -> Result<Directives, ()> {
 
 async fn live_file<A: Authorizer>(
     State(origin): State<Arc<Origin<A>>>,
-    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    path: Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>,
     req: Request,
 ) -> Response {
-    let Ok(Path((stream, file))) = path else {
+    let Ok(Path((app, stream, file))) = path else {
         return error(StatusCode::BAD_REQUEST);
     };
-    live_request(origin, stream, None, file, req).await
+    let Ok(name) = StreamPath::new(&app, &stream) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    live_request(origin, name, file, req).await
 }
 
 /// A file of one rendition of a transcoding ladder.
 async fn rendition_file<A: Authorizer>(
     State(origin): State<Arc<Origin<A>>>,
-    path: Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>,
+    path: Result<Path<(String, String, String, String)>, axum::extract::rejection::PathRejection>,
     req: Request,
 ) -> Response {
-    let Ok(Path((stream, rendition, file))) = path else {
+    let Ok(Path((app, stream, rendition, file))) = path else {
         return error(StatusCode::BAD_REQUEST);
     };
-    live_request(origin, stream, Some(rendition), file, req).await
+    let Ok(name) = StreamPath::new(&app, &stream).and_then(|s| s.with_rendition(&rendition)) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    live_request(origin, name, file, req).await
 }
 
+/// A file of `path`: a published stream, or (with a rendition) one
+/// rendition of its ladder, which plays under its source's authorization.
 async fn live_request<A: Authorizer>(
     origin: Arc<Origin<A>>,
-    stream: String,
-    rendition: Option<String>,
+    path: StreamPath,
     file: String,
     req: Request,
 ) -> Response {
-    let Ok(name) = StreamName::from_parts("live", &stream) else {
-        return error(StatusCode::BAD_REQUEST);
-    };
-    if rendition
-        .as_deref()
-        .is_some_and(|r| ugc_core::name::validate_segment(r).is_err())
-    {
-        return error(StatusCode::BAD_REQUEST);
-    }
+    let name = path.source();
     let file = match parse_file(&file) {
         Ok(f) => f,
         Err(FileNameError::BadNumber) => return error(StatusCode::BAD_REQUEST),
@@ -489,7 +490,7 @@ async fn live_request<A: Authorizer>(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let token = token_param(req.uri().query());
     let play = PlayRequest {
-        stream: name.as_str().to_owned(),
+        stream: name.clone(),
         token: token.clone(),
         client_ip: (origin.client_ip)(peer, req.headers()),
     };
@@ -499,11 +500,8 @@ async fn live_request<A: Authorizer>(
     }
     let token = token.filter(|t| token_is_url_safe(t));
     // Play is authorized on the stream; its renditions follow it.
-    let registry_name = match &rendition {
-        Some(r) => format!("{}/{r}", name.as_str()),
-        None => name.as_str().to_owned(),
-    };
-    let Some(live) = origin.registry.get(&registry_name) else {
+    let rendition = path.rendition();
+    let Some(live) = origin.registry.get(&path) else {
         return error(StatusCode::NOT_FOUND);
     };
     // A media file of another life of the stream (published before, and
@@ -513,10 +511,9 @@ async fn live_request<A: Authorizer>(
     {
         return error(StatusCode::NOT_FOUND);
     }
-    match (file, &rendition) {
+    match (file, rendition) {
         (LiveFile::Multivariant, Some(_)) => error(StatusCode::NOT_FOUND),
-        (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&registry_name)
-        {
+        (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&path) {
             Some(text) => respond(
                 PLAYLIST_TYPE,
                 playlist_cache(&live),
@@ -532,9 +529,7 @@ async fn live_request<A: Authorizer>(
                 want_low_latency(&origin, &name);
             }
             // A rendition of a ladder reports every other rendition.
-            let ladder = rendition
-                .as_deref()
-                .map(|r| (&*origin.registry, name.as_str(), r));
+            let ladder = rendition.map(|r| (&*origin.registry, &name, r));
             media_playlist(&origin, live, v, d, token.as_deref(), ladder).await
         }
         (LiveFile::Media(MediaFile::Part(_, msn, index)), _) => {
@@ -548,12 +543,9 @@ async fn live_request<A: Authorizer>(
 /// A viewer of `stream` plays at low latency (a blocking reload or a part):
 /// tell the hub, if any ([`OriginConfig::low_latency_hub`]). The ingest feeds
 /// the stream itself; its renditions follow it.
-fn want_low_latency<A>(origin: &Origin<A>, stream: &StreamName) {
+fn want_low_latency<A>(origin: &Origin<A>, stream: &StreamPath) {
     if let Some(hub) = &origin.config.low_latency_hub {
-        hub.want_low_latency(
-            stream.as_str(),
-            std::time::Instant::now() + LOW_LATENCY_DEMAND,
-        );
+        hub.want_low_latency(stream, std::time::Instant::now() + LOW_LATENCY_DEMAND);
     }
 }
 
@@ -570,7 +562,7 @@ async fn media_playlist<A>(
     variant: Variant,
     d: Directives,
     token: Option<&str>,
-    ladder: Option<(&LiveRegistry, &str, &str)>,
+    ladder: Option<(&LiveRegistry, &StreamPath, &str)>,
 ) -> Response {
     let ll = live.low_latency() && variant == Variant::Fmp4;
     let mut cache = if !ll {
@@ -631,7 +623,11 @@ async fn media_playlist<A>(
 
 /// `#EXT-X-RENDITION-REPORT`s of the renditions of `stream` other than
 /// `own`, with URIs relative to `own`'s (LL-HLS, fMP4) media playlist.
-fn rendition_reports(registry: &LiveRegistry, stream: &str, own: &str) -> Vec<RenditionReport> {
+fn rendition_reports(
+    registry: &LiveRegistry,
+    stream: &StreamPath,
+    own: &str,
+) -> Vec<RenditionReport> {
     registry
         .renditions(stream)
         .iter()

@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
-use ugc_core::{AllowAll, Frame, MediaEvent, TrackId};
+use ugc_core::{AllowAll, Frame, MediaEvent, StreamPath, TrackId};
 use ugc_dvr::{LiveConfig, LiveRegistry, LiveStream, Segmenter, SegmenterConfig, SegmenterOutput};
 use ugc_proto::origin::{OriginConfig, peer_is_client, router_with_config};
 
@@ -119,7 +119,10 @@ fn feed(secs: u64) -> Feed {
 
 fn app(live: &Arc<LiveStream>, config: OriginConfig) -> Router {
     let reg = Arc::new(LiveRegistry::new());
-    reg.insert("live/ll", live.clone());
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/ll").unwrap(),
+        live.clone(),
+    );
     router_with_config(reg, Arc::new(AllowAll), peer_is_client(), config)
 }
 
@@ -444,10 +447,19 @@ async fn rendition_playlists_report_every_other_rendition() {
     // segment published yet).
     let mid = fed_now(80);
     let lo = fed_now(61);
-    reg.insert("live/ll", source);
-    reg.insert("live/ll/hi", hi.clone());
-    reg.insert("live/ll/mid", mid.clone());
-    reg.insert("live/ll/lo", lo.clone());
+    reg.insert(&ugc_core::StreamPath::parse("live/ll").unwrap(), source);
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/ll/hi").unwrap(),
+        hi.clone(),
+    );
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/ll/mid").unwrap(),
+        mid.clone(),
+    );
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/ll/lo").unwrap(),
+        lo.clone(),
+    );
     let app = router_with_config(
         reg,
         Arc::new(AllowAll),
@@ -558,7 +570,7 @@ async fn segments_and_parts_are_served_from_their_chunks() {
 async fn low_latency_requests_tell_the_hub() {
     let f = feed(4);
     let hub = ugc_core::Hub::new(ugc_core::hub::HubConfig::default());
-    let publisher = hub.publish("live/ll").unwrap();
+    let publisher = hub.publish(&StreamPath::parse("live/ll").unwrap());
     let app = app(
         &f.live,
         OriginConfig {
@@ -594,7 +606,7 @@ async fn low_latency_requests_tell_the_hub() {
 
     // A part request alone marks it too (a fresh hub: nothing marked yet).
     let hub = ugc_core::Hub::new(ugc_core::hub::HubConfig::default());
-    let publisher = hub.publish("live/ll").unwrap();
+    let publisher = hub.publish(&StreamPath::parse("live/ll").unwrap());
     let app = self::app(
         &f.live,
         OriginConfig {

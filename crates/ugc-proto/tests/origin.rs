@@ -47,10 +47,16 @@ fn stream_with_segments(end: bool) -> Arc<LiveStream> {
 
 fn registry() -> Arc<LiveRegistry> {
     let reg = Arc::new(LiveRegistry::new());
-    reg.insert("live/demo", stream_with_segments(false));
-    reg.insert("live/done", stream_with_segments(true));
     reg.insert(
-        "live/empty",
+        &ugc_core::StreamPath::parse("live/demo").unwrap(),
+        stream_with_segments(false),
+    );
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/done").unwrap(),
+        stream_with_segments(true),
+    );
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/empty").unwrap(),
         Arc::new(LiveStream::new(LiveConfig::default())),
     );
     reg
@@ -96,6 +102,33 @@ async fn get(uri: &str) -> Answer {
     request(Method::GET, uri).await
 }
 
+/// Streams of any app are served under it (the control plane's are all
+/// `live/`; an embedder's authorizer may allow others), and a path names
+/// exactly one stream.
+#[tokio::test]
+async fn any_app_is_served_under_its_own_path() {
+    let reg = registry();
+    reg.insert(
+        &ugc_core::StreamPath::parse("tv/news").unwrap(),
+        stream_with_segments(false),
+    );
+    let app = router(reg);
+    let call = |uri: &'static str| {
+        let app = app.clone();
+        async move {
+            app.oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(call("/tv/news/mono.m3u8").await, StatusCode::OK);
+    assert_eq!(call("/tv/news/index.m3u8").await, StatusCode::OK);
+    assert_eq!(call("/live/news/mono.m3u8").await, StatusCode::NOT_FOUND);
+    assert_eq!(call("/tv/demo/mono.m3u8").await, StatusCode::NOT_FOUND);
+    assert_eq!(call("/..%2f/demo/mono.m3u8").await, StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn playlists() {
     for (uri, needle) in [
@@ -135,7 +168,9 @@ async fn playlists() {
 #[tokio::test]
 async fn segments_and_init() {
     let reg = registry();
-    let live = reg.get("live/demo").unwrap();
+    let live = reg
+        .get(&ugc_core::StreamPath::parse("live/demo").unwrap())
+        .unwrap();
     let r = get("/live/demo/init-0-0.mp4").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header(header::CONTENT_TYPE), "video/mp4");
@@ -335,8 +370,14 @@ proptest::proptest! {
 #[tokio::test]
 async fn ladder_renditions_have_their_own_playlists() {
     let reg = registry();
-    reg.insert("live/demo/720p", stream_with_segments(false));
-    reg.insert("live/demo/360p", stream_with_segments(false));
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/demo/720p").unwrap(),
+        stream_with_segments(false),
+    );
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/demo/360p").unwrap(),
+        stream_with_segments(false),
+    );
     let call = |uri: &'static str| {
         let reg = reg.clone();
         async move {

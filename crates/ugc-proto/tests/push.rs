@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use ugc_core::hub::tests_support::av_tracks;
-use ugc_core::{AllowAll, Frame, Hub, HubConfig, MediaEvent, TrackId};
+use ugc_core::{AllowAll, Frame, Hub, HubConfig, MediaEvent, StreamPath, TrackId};
 use ugc_proto::rtmp::push::{PushConfig, PushState, spawn_push};
 use ugc_proto::rtmp::server::{RtmpServerConfig, serve};
 use ugc_proto::rtmp::{ServerEvent, ServerSession, SessionConfig};
@@ -71,18 +71,18 @@ async fn a_stalled_target_skips_to_a_keyframe_without_holding_up_others() {
     let slow_addr = slow.local_addr().unwrap();
     let slow_task = tokio::spawn(stalling_target(slow, Duration::from_secs(4)));
 
-    let mut publisher = hub.publish("live/src").unwrap();
+    let mut publisher = hub.publish(&StreamPath::parse("live/src").unwrap());
     publisher.push(MediaEvent::Tracks(av_tracks())).unwrap();
     let config = PushConfig::default();
     let p_fast = spawn_push(
         hub.clone(),
-        "live/src".into(),
+        StreamPath::parse("live/src").unwrap(),
         format!("rtmp://{fast_addr}/live/copy"),
         config.clone(),
     );
     let p_slow = spawn_push(
         hub.clone(),
-        "live/src".into(),
+        StreamPath::parse("live/src").unwrap(),
         format!("rtmp://{slow_addr}/live/stall"),
         config,
     );
@@ -128,7 +128,9 @@ async fn a_stalled_target_skips_to_a_keyframe_without_holding_up_others() {
         "publisher held up {worst_push:?}"
     );
     // The fast copy got every frame.
-    let got = sink_hub.stats("live/copy").map_or(0, |s| s.frames_in);
+    let got = sink_hub
+        .stats(&StreamPath::parse("live/copy").unwrap())
+        .map_or(0, |s| s.frames_in);
     assert!(got >= 239, "fast copy has {got} frames");
     drop(p_slow);
     drop(p_fast);

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use ugc_core::hub::HubConfig;
-use ugc_core::{AllowAll, Hub, MediaEvent};
+use ugc_core::{AllowAll, Hub, MediaEvent, StreamPath};
 use ugc_proto::rtmp::amf0::{self, Amf0Value};
 use ugc_proto::rtmp::server::{RtmpServerConfig, serve};
 use ugc_proto::rtmp::{ChunkDecoder, ChunkEncoder, ServerEvent, ServerSession, SessionConfig};
@@ -189,7 +189,7 @@ async fn start_server() -> (SocketAddr, Hub) {
 async fn good_publish(addr: SocketAddr, hub: &Hub, key: &str) {
     let url = format!("rtmp://{addr}/live/{key}");
     let child = ffmpeg_publish(&url, &[], 2, true).spawn().unwrap();
-    let stream = format!("live/{key}");
+    let stream = ugc_core::StreamPath::live(key).unwrap();
     let mut seen = false;
     for _ in 0..100 {
         if hub.is_publishing(&stream) {
@@ -217,7 +217,7 @@ async fn serve_publishes_ffmpeg_into_the_hub() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_delivers_tracks_and_frames_to_hub_readers() {
     let (addr, hub) = start_server().await;
-    let mut reader = hub.subscribe("live/test").unwrap();
+    let mut reader = hub.subscribe(&StreamPath::parse("live/test").unwrap());
     let url = format!("rtmp://{addr}/live/test");
     let child = ffmpeg_publish(&url, &[], 3, true).spawn().unwrap();
     let mut tracks = None;
@@ -495,7 +495,7 @@ async fn reads_are_batched_until_a_viewer_wants_low_latency() {
         ..RtmpServerConfig::default()
     };
     tokio::spawn(serve(listener, hub.clone(), Arc::new(AllowAll), config));
-    let mut reader = hub.subscribe("live/batch").unwrap();
+    let mut reader = hub.subscribe(&StreamPath::parse("live/batch").unwrap());
     let url = format!("rtmp://{addr}/live/batch");
     let child = ffmpeg_publish(&url, &[], 8, true).spawn().unwrap();
     // Until the first frame (ffmpeg start-up), then settle.
@@ -504,7 +504,7 @@ async fn reads_are_batched_until_a_viewer_wants_low_latency() {
 
     let batched = bursts_per_second(&frame_arrivals(&mut reader, 2.0).await);
     let wish = std::time::Instant::now() + Duration::from_millis(2500);
-    hub.want_low_latency("live/batch", wish);
+    hub.want_low_latency(&StreamPath::parse("live/batch").unwrap(), wish);
     frame_arrivals(&mut reader, 0.4).await;
     let live = frame_arrivals(&mut reader, 1.8).await;
     let low_latency = bursts_per_second(&live);

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde::Deserialize;
 use tracing::{info, warn};
 use ugc_auth::ControlPlane;
+use ugc_core::StreamPath;
 use ugc_dvr::archive::{Archive, ArchiveConfig, DepthPolicy, TrackKey};
 
 /// `[dvr]` in the TOML file.
@@ -136,8 +137,8 @@ pub struct ExportArgs {
 fn depth_policy(control: Option<ControlPlane>, config: &DvrConfig) -> DepthPolicy {
     let default_hours = config.hours;
     let streams = config.streams.clone();
-    Arc::new(move |stream: &str| {
-        let name = stream.strip_prefix("live/").unwrap_or(stream);
+    Arc::new(move |stream: &StreamPath| {
+        let name = stream.name();
         control
             .as_ref()
             .and_then(|c| c.settings(name))
@@ -152,8 +153,8 @@ fn depth_policy(control: Option<ControlPlane>, config: &DvrConfig) -> DepthPolic
 pub fn rewind_policy(config: &DvrConfig) -> ugc_proto::dvr::RewindPolicy {
     let default = config.rewind_s;
     let streams = config.streams.clone();
-    Arc::new(move |stream: &str| {
-        let name = stream.strip_prefix("live/").unwrap_or(stream);
+    Arc::new(move |stream: &StreamPath| {
+        let name = stream.name();
         streams
             .get(name)
             .and_then(|s| s.rewind_s)
@@ -190,8 +191,8 @@ pub fn start_s3(
         delete_local: s3.delete_local.unwrap_or(true),
         streams: Some({
             let streams = config.streams.clone();
-            ugc_dvr::s3::StreamFilter(Arc::new(move |stream: &str| {
-                let name = stream.strip_prefix("live/").unwrap_or(stream);
+            ugc_dvr::s3::StreamFilter(Arc::new(move |stream: &StreamPath| {
+                let name = stream.name();
                 streams.get(name).and_then(|s| s.s3).unwrap_or(true)
             }))
         }),
@@ -269,12 +270,12 @@ pub async fn follow_settings(control: ControlPlane, archive: Archive) {
 pub fn export_command(config: &DvrConfig, data: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     let stream = if args.stream.contains('/') {
-        args.stream.clone()
+        StreamPath::parse(&args.stream)
     } else {
-        format!("live/{}", args.stream)
-    };
-    let key =
-        TrackKey::source(&stream).with_context(|| format!("bad stream name {:?}", args.stream))?;
+        StreamPath::live(&args.stream)
+    }
+    .with_context(|| format!("bad stream name {:?}", args.stream))?;
+    let key = TrackKey::source(&stream);
     anyhow::ensure!(
         (1..=ugc_dvr::range::MAX_RANGE_SECONDS).contains(&args.duration),
         "--duration must be within 1..=86400 seconds"

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Deserialize;
 use ugc_auth::{ControlAuthorizer, ControlPlane};
-use ugc_core::Hub;
+use ugc_core::{Hub, StreamPath};
 use ugc_proto::srt::server::{PassphraseLookup, SrtServerConfig, SrtStatsRegistry};
 
 use crate::config::Config;
@@ -25,11 +25,10 @@ pub struct StreamOverrides {
     pub restream: Vec<String>,
 }
 
-/// `live/<name>` -> `<name>`.
-pub fn stream_name(hub_stream: &str) -> Option<&str> {
-    hub_stream
-        .strip_prefix("live/")
-        .filter(|n| !n.contains('/'))
+/// `live/<name>` -> `<name>` (the control plane's name of a published
+/// stream; renditions and other apps have none).
+pub fn stream_name(hub_stream: &StreamPath) -> Option<&str> {
+    (hub_stream.app() == ugc_core::DEFAULT_APP && hub_stream.is_source()).then(|| hub_stream.name())
 }
 
 /// The passphrase of a Hub stream: the control plane's, else the config's.
@@ -37,7 +36,7 @@ pub fn passphrase_lookup(
     control: ControlPlane,
     overrides: BTreeMap<String, StreamOverrides>,
 ) -> PassphraseLookup {
-    Arc::new(move |stream: &str| {
+    Arc::new(move |stream: &StreamPath| {
         let name = stream_name(stream)?;
         control
             .settings(name)
@@ -217,7 +216,8 @@ mod tests {
         use ugc_core::{Hub, HubConfig};
         let (fast, slow) = (Duration::from_millis(10), Duration::from_millis(40));
         let hub = Hub::new(HubConfig::default());
-        let _p = hub.publish("live/a").unwrap();
+        let a = ugc_core::StreamPath::live("a").unwrap();
+        let _p = hub.publish(&a);
         let now = Instant::now();
         assert_eq!(tick_at(fast, None, now), fast);
         let relaxed = (slow, hub.clone());
@@ -227,7 +227,7 @@ mod tests {
             tick_at(fast, Some(&(Duration::from_millis(5), hub.clone())), now),
             fast
         );
-        hub.want_low_latency("live/a", now + Duration::from_secs(10));
+        hub.want_low_latency(&a, now + Duration::from_secs(10));
         assert_eq!(tick_at(fast, Some(&relaxed), now), fast);
         assert_eq!(
             tick_at(fast, Some(&relaxed), now + Duration::from_secs(11)),

@@ -133,7 +133,7 @@ fn hub(m: &mut Exposition, hub: &Hub) {
             |s| s.publishers as f64,
         ),
     ];
-    m.families(families, &streams, |s| vec![("stream", s.name.clone())]);
+    m.families(families, &streams, |s| vec![("stream", s.name.to_string())]);
 }
 
 fn restream(m: &mut Exposition, restreams: &Restreams) {
@@ -236,7 +236,10 @@ fn srt(m: &mut Exposition, registry: &SrtStatsRegistry) {
         ),
     ];
     m.families(families, &sessions, |s| {
-        vec![("stream", s.stream.clone()), ("peer", s.peer.to_string())]
+        vec![
+            ("stream", s.stream.to_string()),
+            ("peer", s.peer.to_string()),
+        ]
     });
 }
 

@@ -16,14 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tracing::info;
 use ugc_auth::ControlPlane;
-use ugc_core::Hub;
+use ugc_core::{Hub, StreamPath};
 use ugc_proto::rtmp::push::{PushConfig, PushHandle, PushState, spawn_push, tls_config};
 use ugc_proto::srt::server::SrtStatsRegistry;
 
 use crate::ingest::{StreamOverrides, stream_name};
 use crate::transcode::TranscodeStats;
 
-type Pushes = Arc<Mutex<HashMap<(String, String), PushHandle>>>;
+type Pushes = Arc<Mutex<HashMap<(StreamPath, String), PushHandle>>>;
 
 /// The running pushes.
 #[derive(Clone, Default)]
@@ -37,14 +37,14 @@ impl Restreams {
     /// their order from one call to the next).
     pub fn statuses(&self) -> Vec<(String, ugc_proto::rtmp::push::PushStatus)> {
         let pushes = self.lock();
-        let mut keys: Vec<&(String, String)> = pushes.keys().collect();
+        let mut keys: Vec<&(StreamPath, String)> = pushes.keys().collect();
         keys.sort();
         keys.into_iter()
-            .map(|k| (k.0.clone(), pushes[k].status()))
+            .map(|k| (k.0.to_string(), pushes[k].status()))
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), PushHandle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(StreamPath, String), PushHandle>> {
         self.pushes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -114,7 +114,7 @@ fn reconcile(
     config: &PushConfig,
     restreams: &Restreams,
 ) {
-    let mut want: Vec<(String, String)> = Vec::new();
+    let mut want: Vec<(StreamPath, String)> = Vec::new();
     for stream in hub.stream_names() {
         let Some(name) = stream_name(&stream) else {
             continue;
@@ -263,7 +263,7 @@ async fn srt_stats(State(state): State<StatsState>, headers: HeaderMap) -> Respo
         .into_iter()
         .map(|s| {
             serde_json::json!({
-                "stream": s.stream,
+                "stream": s.stream.as_str(),
                 "peer": s.peer.to_string(),
                 "rtt_us": s.connection.rtt_us,
                 "latency_ms": s.connection.latency_ms,

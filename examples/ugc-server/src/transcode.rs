@@ -365,7 +365,7 @@ mod supervisor {
     use tracing::{info, warn};
     use ugc_auth::ControlPlane;
     use ugc_codec::transcode::LadderRunStats;
-    use ugc_core::Hub;
+    use ugc_core::{Hub, StreamPath};
 
     use super::{TranscodeConfig, TranscodeStats};
 
@@ -408,7 +408,9 @@ mod supervisor {
         running: &mut HashMap<String, Running>,
         name: &str,
     ) {
-        let source = format!("live/{name}");
+        let Ok(source) = StreamPath::live(name) else {
+            return;
+        };
         let want = wanted(control, config, name);
         let live = hub.is_publishing(&source);
         if let Some(r) = running.get(name)
@@ -483,16 +485,7 @@ mod supervisor {
         let mut changes = control.subscribe_changes();
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_secs(2));
-        let top_level = |full: &str| {
-            full.strip_prefix("live/")
-                .filter(|n| !n.contains('/'))
-                .map(str::to_owned)
-        };
-        for full in hub.stream_names() {
-            if let Some(n) = top_level(&full) {
-                reconcile(&hub, &control, &config, &stats, &mut running, &n);
-            }
-        }
+        let top_level = |full: &StreamPath| crate::ingest::stream_name(full).map(str::to_owned);
         loop {
             tokio::select! {
                 n = watch.next() => match n {
@@ -518,7 +511,7 @@ mod supervisor {
                     // Streams that ended or came back (a reconnecting
                     // publisher keeps its Hub stream: no watch event).
                     let names: Vec<String> = running.keys().cloned().chain(
-                        hub.stream_names().iter().filter_map(|f| top_level(f))
+                        hub.stream_names().iter().filter_map(top_level)
                     ).collect();
                     for n in names {
                         reconcile(&hub, &control, &config, &stats, &mut running, &n);

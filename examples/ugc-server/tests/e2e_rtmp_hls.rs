@@ -412,18 +412,29 @@ fn wrong_keys_are_refused_and_rotation_drops_the_publisher() {
         wait_until(Duration::from_secs(5), || !publisher.running()).is_some(),
         "publisher on the rotated key still connected"
     );
-    // The old key is refused, the new one works.
-    let out = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=160x120:rate=10", "-t", "1"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv"])
-        .arg(server.rtmp_url(&key)));
-    assert!(!out.status.success(), "old key accepted after rotation");
-    let out = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=160x120:rate=10", "-t", "1"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv"])
-        .arg(server.rtmp_url(&new_key)));
+    // The old key is refused, and ffmpeg prints why (the `onStatus`
+    // description: "Server error: <reason>"); so is an unknown key.
+    let publish_1s = |key: &str| {
+        run(Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi"])
+            .args(["-i", "testsrc2=size=160x120:rate=10", "-t", "1"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv"])
+            .arg(server.rtmp_url(key)))
+    };
+    for (key, reason) in [
+        (key.as_str(), "stream key was rotated or deleted"),
+        ("not-a-key", "unknown stream key"),
+    ] {
+        let out = publish_1s(key);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{reason}: accepted");
+        assert!(
+            stderr.contains(&format!("Server error: {reason}")),
+            "{reason}: ffmpeg said {stderr}"
+        );
+        assert!(!stderr.contains("already exists"), "{stderr}");
+    }
+    let out = publish_1s(&new_key);
     assert!(
         out.status.success(),
         "new key refused: {}",

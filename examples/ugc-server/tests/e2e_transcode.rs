@@ -208,6 +208,24 @@ fn ladder_on_a_running_stream_through_the_api() {
         m
     };
     eprintln!("renditions listed {:?} after PATCH", on_at.elapsed());
+    // Each rendition's playlists (fMP4 with LL parts, and TS) keep one
+    // EXT-X-TARGETDURATION for the rendition's life (RFC 8216 6.2.1):
+    // sampled now and again after the checks below.
+    let targets = || -> Vec<String> {
+        let mut t = Vec::new();
+        for r in ["1080p", "720p", "360p"] {
+            for p in ["mono.m3u8", "mono-ts.m3u8"] {
+                let text = server.get(&format!("/live/ladder/{r}/{p}")).text();
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("#EXT-X-TARGETDURATION:"))
+                    .unwrap_or_else(|| panic!("{r}/{p}: {text}"));
+                t.push(format!("{r}/{p} {line}"));
+            }
+        }
+        t
+    };
+    let targets_then = targets();
     let v = variants(&master);
     let expect = [
         ("1080p/mono.m3u8", 1920, 1080, 4_000_000u64),
@@ -375,6 +393,8 @@ fn ladder_on_a_running_stream_through_the_api() {
     std::fs::write(&file, &switched).unwrap();
     let errors = decode_errors(&file);
     assert!(errors.is_empty(), "switching renditions: {errors}");
+
+    assert_eq!(targets(), targets_then, "target durations changed");
 
     // And off again: the master playlist is the stream itself within seconds.
     let key2 = key;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
-use ugc_core::{Hub, HubPublisher, MediaEvent, Transform};
+use ugc_core::{Hub, HubPublisher, MediaEvent, StreamPath, Transform};
 
 use super::{Ladder, LadderStats, LadderStatsSnapshot};
 use crate::ladder::{LadderConfig, LadderDemux, RENDITION_VIDEO_TRACK};
@@ -80,7 +80,7 @@ fn retire(ladder: Ladder) {
 /// dropped.
 pub async fn run_ladder(
     hub: Hub,
-    source: String,
+    source: StreamPath,
     config: LadderConfig,
     stop: watch::Receiver<bool>,
 ) -> crate::Result<LadderReport> {
@@ -90,7 +90,7 @@ pub async fn run_ladder(
 /// [`run_ladder`], counting into `stats` as it goes.
 pub async fn run_ladder_with_stats(
     hub: Hub,
-    source: String,
+    source: StreamPath,
     config: LadderConfig,
     mut stop: watch::Receiver<bool>,
     stats: Arc<LadderRunStats>,
@@ -206,8 +206,11 @@ pub async fn run_ladder_with_stats(
         retire(ladder);
     }
     for (i, _) in publishers.drain() {
-        if let Some(name) = config.rendition_name(i) {
-            hub.end(&format!("{source}/{name}"));
+        if let Some(path) = config
+            .rendition_name(i)
+            .and_then(|name| source.with_rendition(name).ok())
+        {
+            hub.end(&path);
         }
     }
     let report = stats.report();
@@ -217,7 +220,7 @@ pub async fn run_ladder_with_stats(
 
 fn route(
     hub: &Hub,
-    source: &str,
+    source: &StreamPath,
     config: &LadderConfig,
     demux: &mut LadderDemux,
     publishers: &mut HashMap<usize, HubPublisher>,
@@ -252,15 +255,13 @@ fn route(
             }
             let publisher = match publishers.entry(i) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match hub.publish(&format!("{source}/{name}")) {
-                        Ok(p) => v.insert(p),
-                        Err(err) => {
-                            tracing::warn!(stream = %source, rendition = name, error = %err, "cannot publish rendition");
-                            continue;
-                        }
+                std::collections::hash_map::Entry::Vacant(v) => match source.with_rendition(name) {
+                    Ok(path) => v.insert(hub.publish(&path)),
+                    Err(err) => {
+                        tracing::warn!(stream = %source, rendition = name, error = %err, "cannot publish rendition");
+                        continue;
                     }
-                }
+                },
             };
             if let Err(err) = publisher.push(e) {
                 tracing::debug!(stream = %source, rendition = name, error = %err, "rendition push");

@@ -37,61 +37,67 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ugc_core::StreamName;
+use ugc_core::StreamPath;
 
 use crate::packager::{ObserverFactory, SegmentObserver};
 use crate::segmenter::{InitSegment, Segment, SegmenterOutput};
 pub use names::SegmentName;
 
-/// The rendition name of a Hub stream with no rendition (`live/<stream>`).
+/// The rendition name of a published stream's own media (`live/<stream>`)
+/// in the archive. A ladder rung of this name is not archived (it would
+/// share the directory).
 pub const SOURCE_RENDITION: &str = "src";
 
 /// A stream and rendition of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackKey {
-    /// `live/<stream>` (validated).
-    pub stream: String,
+    /// The published stream (`live/<stream>`, no rendition).
+    pub stream: StreamPath,
     /// [`SOURCE_RENDITION`] or a ladder rung (`720p`).
     pub rendition: String,
 }
 
 impl TrackKey {
     /// The key of a Hub stream: `live/foo` -> (`live/foo`, `src`),
-    /// `live/foo/720p` -> (`live/foo`, `720p`). `None` for names that are not
-    /// valid [`StreamName`]s or have fewer than two segments.
-    pub fn from_hub_name(name: &str) -> Option<TrackKey> {
-        let valid = StreamName::new(name).ok()?;
-        let parts: Vec<&str> = valid.as_str().split('/').collect();
-        match parts.as_slice() {
-            [app, s] => Some(TrackKey {
-                stream: format!("{app}/{s}"),
-                rendition: SOURCE_RENDITION.into(),
-            }),
-            [app, s, r] => Some(TrackKey {
-                stream: format!("{app}/{s}"),
-                rendition: (*r).to_owned(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// The source rendition of `stream` (`live/foo`).
-    pub fn source(stream: &str) -> Option<TrackKey> {
-        let valid = StreamName::new(stream).ok()?;
-        (valid.as_str().split('/').count() == 2).then(|| TrackKey {
-            stream: valid.into_string(),
-            rendition: SOURCE_RENDITION.into(),
+    /// `live/foo/720p` -> (`live/foo`, `720p`). `None` for a rendition named
+    /// [`SOURCE_RENDITION`].
+    pub fn of(path: &StreamPath) -> Option<TrackKey> {
+        let rendition = match path.rendition() {
+            None => SOURCE_RENDITION,
+            Some(SOURCE_RENDITION) => return None,
+            Some(r) => r,
+        };
+        Some(TrackKey {
+            stream: path.source(),
+            rendition: rendition.to_owned(),
         })
     }
 
-    /// The directory below the archive root. Both parts are validated
-    /// stream-name segments (no `.`/`..`, no separators), so the path stays
-    /// inside the root.
+    /// The source rendition of `stream`.
+    pub fn source(stream: &StreamPath) -> TrackKey {
+        TrackKey {
+            stream: stream.source(),
+            rendition: SOURCE_RENDITION.into(),
+        }
+    }
+
+    /// Rendition `rendition` of `stream` ([`SOURCE_RENDITION`] is the
+    /// source); `None` for a name that is not a valid segment.
+    pub fn rendition(stream: &StreamPath, rendition: &str) -> Option<TrackKey> {
+        ugc_core::name::validate_segment(rendition).ok()?;
+        Some(TrackKey {
+            stream: stream.source(),
+            rendition: rendition.to_owned(),
+        })
+    }
+
+    /// The directory below the archive root: `<app>/<stream>/<rendition>`.
+    /// Every part is a validated stream-path segment (no `.`/`..`, no
+    /// separators), so the path stays inside the root.
     pub fn rel_dir(&self) -> PathBuf {
         let mut p = PathBuf::new();
-        for seg in self.stream.split('/') {
-            p.push(seg);
-        }
+        p.push(self.stream.app());
+        p.push(self.stream.name());
         p.push(&self.rendition);
         p
     }
@@ -202,9 +208,9 @@ impl TrackIndex {
     }
 }
 
-/// The archive depth of a Hub-level stream (`live/foo`) in hours; 0 = do not
-/// record. Asked for every segment, so a changed setting applies at once.
-pub type DepthPolicy = Arc<dyn Fn(&str) -> u32 + Send + Sync>;
+/// The archive depth of a published stream (`live/foo`) in hours; 0 = do
+/// not record. Asked for every segment, so a changed setting applies at once.
+pub type DepthPolicy = Arc<dyn Fn(&StreamPath) -> u32 + Send + Sync>;
 
 /// Configuration of an [`Archive`].
 #[derive(Clone)]
@@ -597,7 +603,7 @@ impl Archive {
     }
 
     /// The depth of `stream` in hours, per the policy.
-    pub fn depth_hours(&self, stream: &str) -> u32 {
+    pub fn depth_hours(&self, stream: &StreamPath) -> u32 {
         (self.inner.config.depth)(stream)
     }
 
@@ -619,8 +625,8 @@ impl Archive {
 
     /// A recorder for the Hub stream `hub_name`, or `None` for names the
     /// archive does not keep.
-    pub fn recorder(&self, hub_name: &str) -> Option<Recorder> {
-        let key = TrackKey::from_hub_name(hub_name)?;
+    pub fn recorder(&self, hub_name: &StreamPath) -> Option<Recorder> {
+        let key = TrackKey::of(hub_name)?;
         // Unique, increasing session ids even when two start in one ms.
         let now = now_unix_ms();
         let mut cur = self.inner.last_session.load(Ordering::Acquire);
@@ -888,7 +894,7 @@ impl SegmentObserver for Recorder {
 }
 
 impl ObserverFactory for Archive {
-    fn observe(&self, stream: &str) -> Option<Box<dyn SegmentObserver>> {
+    fn observe(&self, stream: &StreamPath) -> Option<Box<dyn SegmentObserver>> {
         self.recorder(stream)
             .map(|r| Box::new(r) as Box<dyn SegmentObserver>)
     }
@@ -914,7 +920,9 @@ fn scan_dirs(root: &Path) -> io::Result<Vec<(TrackKey, PathBuf)>> {
                 if !rdir.is_dir() {
                     continue;
                 }
-                let Some(key) = TrackKey::from_hub_name(&format!("{app}/{stream}/{rendition}"))
+                let Some(key) = StreamPath::new(&app, &stream)
+                    .ok()
+                    .and_then(|s| TrackKey::rendition(&s, &rendition))
                 else {
                     continue;
                 };
@@ -1234,7 +1242,7 @@ pub struct Expiry {
 /// `max_bytes`.
 pub fn plan_retention(
     index: &HashMap<TrackKey, TrackIndex>,
-    depth_hours: &dyn Fn(&str) -> u32,
+    depth_hours: &dyn Fn(&StreamPath) -> u32,
     max_bytes: Option<u64>,
     active: &HashSet<(TrackKey, i64)>,
     now_ms: i64,

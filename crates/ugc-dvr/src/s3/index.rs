@@ -6,6 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ugc_core::StreamPath;
+
 use super::queue::{Entry, Uploader};
 use crate::archive::{
     Archive, ArchivedInit, ArchivedSegment, Location, SegmentName, TrackKey, names,
@@ -95,8 +97,10 @@ fn read_remote_indexes(archive: &Archive) -> io::Result<Vec<(TrackKey, String, V
                         .unwrap_or("")
                         .to_owned()
                 };
-                let hub = format!("{}/{}/{}", name(&app), name(&stream), name(&rdir));
-                let Some(key) = TrackKey::from_hub_name(&hub) else {
+                let key = StreamPath::new(&name(&app), &name(&stream))
+                    .ok()
+                    .and_then(|s| TrackKey::rendition(&s, &name(&rdir)));
+                let Some(key) = key else {
                     continue;
                 };
                 for f in std::fs::read_dir(&rdir)? {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use object_store::multipart::PartId;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
+use ugc_core::StreamPath;
 
 use super::index::{remote_dir, render_index};
 use super::is_not_found;
@@ -20,17 +21,15 @@ impl Uploader {
     pub(super) async fn run_job(&self, name: &str) -> io::Result<()> {
         let dir = queue_dir(&self.archive);
         let mut job = load_job(&dir.join(name))?;
-        let key = TrackKey {
-            stream: job.stream.clone(),
-            rendition: job.rendition.clone(),
-        };
-        if TrackKey::from_hub_name(&format!("{}/{}", key.stream, key.rendition)).as_ref()
-            != Some(&key)
-        {
+        let key = StreamPath::parse(&job.stream)
+            .ok()
+            .filter(StreamPath::is_source)
+            .and_then(|s| TrackKey::rendition(&s, &job.rendition));
+        let Some(key) = key else {
             tracing::error!(job = %name, "malformed job dropped");
             let _ = std::fs::remove_file(dir.join(name));
             return Ok(());
-        }
+        };
         let path = ObjectPath::from(job.object.as_str());
         // Fix the layout once.
         if job.entries.is_empty() {

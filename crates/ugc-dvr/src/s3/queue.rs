@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use ugc_core::StreamPath;
 
 use super::Store;
 use crate::archive::{Archive, TrackKey, write_atomic};
@@ -32,7 +33,7 @@ pub struct UploadConfig {
 
 /// A per-stream on/off switch (`live/<s>` -> upload?).
 #[derive(Clone)]
-pub struct StreamFilter(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+pub struct StreamFilter(pub Arc<dyn Fn(&StreamPath) -> bool + Send + Sync>);
 
 impl std::fmt::Debug for StreamFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +113,7 @@ pub(super) fn queue_dir(archive: &Archive) -> PathBuf {
 fn job_name(key: &TrackKey, session: i64) -> String {
     format!(
         "{}_{}_{session}.job",
-        key.stream.replace('/', "~"),
+        key.stream.as_str().replace('/', "~"),
         key.rendition
     )
 }
@@ -172,7 +173,7 @@ impl Uploader {
             self.config.prefix, key.stream, key.rendition
         );
         let job = Job {
-            stream: key.stream.clone(),
+            stream: key.stream.to_string(),
             rendition: key.rendition.clone(),
             session,
             object,

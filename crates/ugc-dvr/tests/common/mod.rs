@@ -9,6 +9,11 @@ use ugc_dvr::{Segment, Segmenter, SegmenterConfig, SegmenterOutput};
 
 pub const T0: i64 = 1_795_681_772_000;
 
+/// A stream path from a test literal.
+pub fn path(s: &str) -> ugc_core::StreamPath {
+    ugc_core::StreamPath::parse(s).unwrap()
+}
+
 pub fn av() -> Tracks {
     ugc_core::hub::tests_support::av_tracks()
 }

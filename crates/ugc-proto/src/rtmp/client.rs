@@ -9,6 +9,11 @@
 //!  any `_error` / onStatus level "error" ──> Closed            (ClientEvent::Rejected)
 //! ```
 //!
+//! A refusal reports the server's status `code` and `description` (the
+//! reason a server such as ours gives: "unknown stream key"). `_error`
+//! answers to `releaseStream` and `FCPublish` are not refusals: many servers
+//! do not implement those Adobe leftovers (ffmpeg ignores them too).
+//!
 //! Run loop: [`ClientSession::handle_input`] with every read, then write
 //! every [`ClientSession::poll_output`] and handle every
 //! [`ClientSession::poll_event`]. Once publishing, send with
@@ -82,9 +87,11 @@ pub enum ClientEvent {
     /// The server refused (`_error`, or an error `onStatus`); the session is
     /// closed.
     Rejected {
-        /// The status code (`NetStream.Publish.BadName`, `NetConnection.Connect.Rejected`).
+        /// The status code (`NetStream.Publish.Denied`,
+        /// `NetStream.Publish.BadName`, `NetConnection.Connect.Rejected`), or
+        /// `_error` when the answer had none.
         code: String,
-        /// The server's description.
+        /// The server's description: why (empty if it gave none).
         description: String,
     },
     /// The server ended the publish (`onStatus` `NetStream.Unpublish.Success`
@@ -92,6 +99,8 @@ pub enum ClientEvent {
     Ended {
         /// The status code.
         code: String,
+        /// The server's description (empty if it gave none).
+        description: String,
     },
 }
 
@@ -118,6 +127,9 @@ pub struct ClientSession {
     stream_id: u32,
     next_txn: f64,
     create_txn: f64,
+    /// Transactions of `releaseStream` and `FCPublish`, whose `_error` is
+    /// no refusal.
+    optional_txns: [f64; 2],
     received: u64,
     last_ack: u64,
     peer_window: u32,
@@ -152,6 +164,7 @@ impl ClientSession {
             stream_id: 0,
             next_txn: 1.0,
             create_txn: 0.0,
+            optional_txns: [0.0; 2],
             received: 0,
             last_ack: 0,
             peer_window: 2_500_000,
@@ -221,11 +234,19 @@ impl ClientSession {
             self.handshake = BytesMut::new();
             self.start_connect();
         }
-        if !input.is_empty() {
-            self.decoder.feed(input)?;
-        }
+        // Messages completed before bad bytes are handled first: a status
+        // right before garbage still reaches the caller.
+        let fed = if input.is_empty() {
+            Ok(())
+        } else {
+            self.decoder.feed(input)
+        };
         while let Some(m) = self.decoder.poll_message() {
             self.on_message(m)?;
+        }
+        if let Err(e) = fed {
+            self.phase = Phase::Closed;
+            return Err(e);
         }
         if self.received - self.last_ack >= u64::from(self.peer_window) {
             self.last_ack = self.received;
@@ -334,7 +355,13 @@ impl ClientSession {
     fn on_command(&mut self, values: Vec<Amf0Value>) {
         let name = values.first().and_then(|v| v.as_str()).unwrap_or("");
         let txn = values.get(1).and_then(|v| v.as_f64()).unwrap_or(0.0);
-        let info = values.iter().skip(2).find(|v| v.properties().is_some());
+        // The info object is the one with a `code` (an `_error` may carry
+        // a command object such as `{fmsVer, capabilities}` before it).
+        let info = values
+            .iter()
+            .skip(2)
+            .find(|v| v.get("code").is_some())
+            .or_else(|| values.iter().skip(2).find(|v| v.properties().is_some()));
         let field = |k: &str| {
             info.and_then(|i| i.get(k))
                 .and_then(|v| v.as_str())
@@ -342,6 +369,7 @@ impl ClientSession {
                 .to_owned()
         };
         match (name, self.phase) {
+            ("_error", _) if self.optional_txns.contains(&txn) => {}
             ("_error", _) => {
                 let code = field("code");
                 let desc = field("description");
@@ -357,6 +385,7 @@ impl ClientSession {
             ("_result", Phase::AwaitConnect) => {
                 let key = self.config.stream_key.clone();
                 let t1 = self.txn();
+                self.optional_txns[0] = t1;
                 self.command(
                     0,
                     &[
@@ -367,6 +396,7 @@ impl ClientSession {
                     ],
                 );
                 let t2 = self.txn();
+                self.optional_txns[1] = t2;
                 self.command(
                     0,
                     &[
@@ -434,7 +464,9 @@ impl ClientSession {
                     || code == "NetConnection.Connect.Closed"
                 {
                     self.phase = Phase::Closed;
-                    self.events.push_back(ClientEvent::Ended { code });
+                    let description = field("description");
+                    self.events
+                        .push_back(ClientEvent::Ended { code, description });
                 }
             }
             _ => {}
@@ -510,6 +542,7 @@ impl ClientSession {
 mod tests {
     use super::*;
     use crate::rtmp::{ServerEvent, ServerSession, SessionConfig};
+    use ugc_core::DenyKind;
 
     #[test]
     fn url_splits_into_app_and_key() {
@@ -528,6 +561,176 @@ mod tests {
         ] {
             assert!(ClientConfig::from_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Runs our client against our server core in memory until the server
+    /// asks for a publish decision, which `decide` makes; returns the
+    /// client's events after that.
+    fn publish_against_our_server(
+        key: &str,
+        decide: impl FnOnce(&mut ServerSession),
+    ) -> (ClientSession, Vec<ClientEvent>) {
+        let mut client =
+            ClientSession::new(ClientConfig::from_url(&format!("rtmp://h/live/{key}")).unwrap());
+        let mut server = ServerSession::new(SessionConfig::default());
+        let mut decide = Some(decide);
+        let mut events = Vec::new();
+        for _ in 0..20 {
+            while let Some(b) = client.poll_output() {
+                if !server.is_closed() {
+                    server.handle_input(&b).unwrap();
+                }
+            }
+            while let Some(ev) = server.poll_event() {
+                if let ServerEvent::PublishRequested { .. } = ev {
+                    (decide.take().expect("one publish request"))(&mut server);
+                }
+            }
+            while let Some(b) = server.poll_output() {
+                client.handle_input(&b).unwrap();
+            }
+            events.extend(std::iter::from_fn(|| client.poll_event()));
+            if !events.is_empty() {
+                break;
+            }
+        }
+        (client, events)
+    }
+
+    #[test]
+    fn a_refusal_reports_the_servers_code_and_reason() {
+        let (client, events) = publish_against_our_server("wrong", |s| {
+            s.reject_publish(DenyKind::Unauthorized, "unknown stream key")
+                .unwrap();
+        });
+        assert_eq!(
+            events,
+            vec![ClientEvent::Rejected {
+                code: "NetStream.Publish.Denied".into(),
+                description: "unknown stream key".into(),
+            }]
+        );
+        assert!(client.is_closed());
+        let (_, events) = publish_against_our_server("taken", |s| {
+            s.reject_publish(DenyKind::BadName, "already publishing")
+                .unwrap();
+        });
+        assert_eq!(
+            events,
+            vec![ClientEvent::Rejected {
+                code: "NetStream.Publish.BadName".into(),
+                description: "already publishing".into(),
+            }]
+        );
+    }
+
+    /// Server messages, chunked at the default 128-byte chunk size.
+    fn server_says(messages: &[&[Amf0Value]]) -> BytesMut {
+        let mut enc = ChunkEncoder::new();
+        let mut out = BytesMut::new();
+        for m in messages {
+            let mut body = BytesMut::new();
+            amf0::encode_all(m, &mut body);
+            enc.write(csid::COMMAND, 0, msg_type::COMMAND_AMF0, 0, &body, &mut out);
+        }
+        out
+    }
+
+    fn handshaken_client() -> ClientSession {
+        let mut c = ClientSession::new(ClientConfig::from_url("rtmp://h/app/key").unwrap());
+        c.handle_input(&vec![RTMP_VERSION; 1 + 2 * PACKET_SIZE])
+            .unwrap();
+        assert_eq!(c.phase, Phase::AwaitConnect);
+        c
+    }
+
+    /// FMS-style `_error` answers to `connect` carry a command object
+    /// (`fmsVer`, `capabilities`) before the info object; the refusal is in
+    /// the latter.
+    #[test]
+    fn a_connect_refusal_is_read_from_the_info_object() {
+        let mut c = handshaken_client();
+        let input = server_says(&[&[
+            s("_error"),
+            Amf0Value::Number(1.0),
+            Amf0Value::Object(vec![
+                ("fmsVer".into(), s("FMS/3,5,7,7009")),
+                ("capabilities".into(), Amf0Value::Number(31.0)),
+            ]),
+            Amf0Value::Object(vec![
+                ("level".into(), s("error")),
+                ("code".into(), s("NetConnection.Connect.Rejected")),
+                (
+                    "description".into(),
+                    s("[ AccessManager.Reject ] : authentication failed"),
+                ),
+            ]),
+        ]]);
+        c.handle_input(&input).unwrap();
+        assert_eq!(
+            c.poll_event(),
+            Some(ClientEvent::Rejected {
+                code: "NetConnection.Connect.Rejected".into(),
+                description: "[ AccessManager.Reject ] : authentication failed".into(),
+            })
+        );
+        assert!(c.is_closed());
+    }
+
+    /// Servers without `releaseStream` / `FCPublish` answer them with
+    /// `_error`; the publish goes on, and a later refusal is still reported.
+    #[test]
+    fn errors_for_release_stream_and_fc_publish_are_not_refusals() {
+        let mut c = handshaken_client();
+        let connected = server_says(&[&[
+            s("_result"),
+            Amf0Value::Number(1.0),
+            Amf0Value::Null,
+            Amf0Value::Object(vec![("code".into(), s("NetConnection.Connect.Success"))]),
+        ]]);
+        c.handle_input(&connected).unwrap();
+        assert_eq!(c.phase, Phase::AwaitCreateStream);
+        let not_found = |txn: f64| {
+            vec![
+                s("_error"),
+                Amf0Value::Number(txn),
+                Amf0Value::Null,
+                Amf0Value::Object(vec![
+                    ("level".into(), s("error")),
+                    ("code".into(), s("NetConnection.Call.Failed")),
+                    ("description".into(), s("Method not found")),
+                ]),
+            ]
+        };
+        let (release, fc_publish) = (not_found(2.0), not_found(3.0));
+        let created = [
+            s("_result"),
+            Amf0Value::Number(4.0),
+            Amf0Value::Null,
+            Amf0Value::Number(1.0),
+        ];
+        c.handle_input(&server_says(&[&release, &fc_publish, &created]))
+            .unwrap();
+        assert_eq!(c.poll_event(), None);
+        assert_eq!(c.phase, Phase::AwaitPublishStart);
+        c.handle_input(&server_says(&[&[
+            s("onStatus"),
+            Amf0Value::Number(0.0),
+            Amf0Value::Null,
+            Amf0Value::Object(vec![
+                ("level".into(), s("error")),
+                ("code".into(), s("NetStream.Publish.Denied")),
+                ("description".into(), s("stream key was rotated or deleted")),
+            ]),
+        ]]))
+        .unwrap();
+        assert_eq!(
+            c.poll_event(),
+            Some(ClientEvent::Rejected {
+                code: "NetStream.Publish.Denied".into(),
+                description: "stream key was rotated or deleted".into(),
+            })
+        );
     }
 
     /// Our client against our server core, in memory.

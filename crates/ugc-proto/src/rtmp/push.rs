@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use ugc_codec::flv;
-use ugc_core::{Codec, Hub, MediaEvent, MediaKind, Timescale, Tracks, time::rescale};
+use ugc_core::{Codec, Hub, MediaEvent, MediaKind, StreamPath, Timescale, Tracks, time::rescale};
 
 use super::client::{ClientConfig, ClientEvent, ClientSession};
 use crate::error::{Error, Result};
@@ -175,7 +175,7 @@ fn lock(m: &Mutex<PushStatus>) -> std::sync::MutexGuard<'_, PushStatus> {
 
 /// Starts pushing Hub stream `stream` to `url` (on the current tokio
 /// runtime).
-pub fn spawn_push(hub: Hub, stream: String, url: String, config: PushConfig) -> PushHandle {
+pub fn spawn_push(hub: Hub, stream: StreamPath, url: String, config: PushConfig) -> PushHandle {
     let status = Arc::new(Mutex::new(PushStatus {
         target: redact(&url),
         state: PushState::Connecting,
@@ -202,6 +202,23 @@ pub fn spawn_push(hub: Hub, stream: String, url: String, config: PushConfig) -> 
     }
 }
 
+/// A target's status for our log and [`PushStatus::last_error`]:
+/// `refused: unknown stream key (NetStream.Publish.Denied)`. The target's
+/// description is cut to 200 characters with control characters blanked.
+fn status_text(what: &str, code: &str, description: &str) -> String {
+    let description: String = description
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let description = description.trim();
+    if description.is_empty() {
+        format!("{what}: {code}")
+    } else {
+        format!("{what}: {description} ({code})")
+    }
+}
+
 enum SessionEnd {
     /// The Hub stream ended.
     StreamEnded,
@@ -219,7 +236,7 @@ enum Failure {
 
 struct Pusher {
     hub: Hub,
-    stream: String,
+    stream: StreamPath,
     url: String,
     config: PushConfig,
     status: Arc<Mutex<PushStatus>>,
@@ -345,10 +362,18 @@ impl Pusher {
                 match ev {
                     ClientEvent::Publishing => live = true,
                     ClientEvent::Rejected { code, description } => {
-                        return Err(Failure::Refused(format!("refused: {code} {description}")));
+                        return Err(Failure::Refused(status_text(
+                            "refused",
+                            &code,
+                            &description,
+                        )));
                     }
-                    ClientEvent::Ended { code } => {
-                        return Err(Failure::Transient(format!("ended by target: {code}")));
+                    ClientEvent::Ended { code, description } => {
+                        return Err(Failure::Transient(status_text(
+                            "ended by target",
+                            &code,
+                            &description,
+                        )));
                     }
                 }
             }
@@ -365,10 +390,7 @@ impl Pusher {
         tracing::info!(stream = %self.stream, target = %redact(&self.url), "restream live");
 
         // Media. A fresh reader starts at the newest keyframe.
-        let mut reader = self
-            .hub
-            .subscribe(&self.stream)
-            .map_err(|e| Failure::Refused(e.to_string()))?;
+        let mut reader = self.hub.subscribe(&self.stream);
         let mut media = MediaState::default();
         let mut tag = Vec::with_capacity(64 * 1024);
         let mut stop = self.stop.clone();
@@ -416,10 +438,10 @@ impl Pusher {
                     while let Some(ev) = client.poll_event() {
                         match ev {
                             ClientEvent::Rejected { code, description } => {
-                                return Err(Failure::Refused(format!("refused: {code} {description}")));
+                                return Err(Failure::Refused(status_text("refused", &code, &description)));
                             }
-                            ClientEvent::Ended { code } => {
-                                return Err(Failure::Transient(format!("ended by target: {code}")));
+                            ClientEvent::Ended { code, description } => {
+                                return Err(Failure::Transient(status_text("ended by target", &code, &description)));
                             }
                             ClientEvent::Publishing => {}
                         }

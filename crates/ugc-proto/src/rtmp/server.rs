@@ -9,6 +9,11 @@
 //! [`FlvIngest`] into the [`HubPublisher`]. A connection's error (bad bytes,
 //! timeout, takeover of its stream) is logged with the peer address and
 //! closes only that connection.
+//!
+//! A refused publisher gets the authorizer's reason in the `onStatus`
+//! description; then we half-close and read what it still sends (discarded)
+//! until it closes, for at most [`RtmpServerConfig::refusal_linger`], so the
+//! client reads our status instead of a reset.
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -20,7 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 use ugc_codec::flv::FlvIngest;
-use ugc_core::{Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest, StreamPath,
+};
 
 use super::session::{ServerEvent, ServerSession, SessionConfig};
 use crate::error::{Error, Result};
@@ -45,7 +52,15 @@ pub struct RtmpServerConfig {
     /// read at most about once per this interval (see [`ReadBatcher`]).
     /// `None`: read whenever data arrives.
     pub batch_reads: Option<Duration>,
+    /// After refusing a publish: how long we keep reading (and discarding)
+    /// from the half-closed connection, waiting for the peer to close, so
+    /// that it reads our status to the end. At most
+    /// [`LINGER_MAX_BYTES`] are read meanwhile.
+    pub refusal_linger: Duration,
 }
+
+/// The most a refused peer may send us while we linger before closing.
+pub const LINGER_MAX_BYTES: usize = 256 * 1024;
 
 impl Default for RtmpServerConfig {
     fn default() -> Self {
@@ -57,6 +72,7 @@ impl Default for RtmpServerConfig {
             max_connections: 1024,
             read_buffer_size: 64 * 1024,
             batch_reads: None,
+            refusal_linger: Duration::from_secs(2),
         }
     }
 }
@@ -107,8 +123,16 @@ pub async fn serve<A: Authorizer>(
     }
 }
 
+/// How a connection's session ended without an error.
+enum Closed {
+    /// The peer closed the connection.
+    ByPeer,
+    /// We refused its publish; the refusal is written.
+    Refused,
+}
+
 struct Publishing {
-    stream: String,
+    stream: StreamPath,
     publisher: HubPublisher,
     ingest: FlvIngest,
 }
@@ -133,7 +157,14 @@ impl<A: Authorizer> Connection<A> {
         let stream = self.publishing.as_ref().map(|p| p.stream.clone());
         self.end_publish();
         match result {
-            Ok(()) => tracing::debug!(peer = %self.peer, ?stream, "rtmp connection closed"),
+            Ok(Closed::ByPeer) => {
+                tracing::debug!(peer = %self.peer, ?stream, "rtmp connection closed")
+            }
+            Ok(Closed::Refused) => {
+                self.linger().await;
+                tracing::debug!(peer = %self.peer, "refused rtmp connection closed");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(peer = %self.peer, ?stream, error = %e, "rtmp connection closed on error")
             }
@@ -141,7 +172,30 @@ impl<A: Authorizer> Connection<A> {
         let _ = self.tcp.shutdown().await;
     }
 
-    async fn drive(&mut self, session: &mut ServerSession) -> Result<()> {
+    /// Lets a refused peer read our last bytes (already written): sends
+    /// FIN, then reads and drops whatever it still sends until it closes,
+    /// for at most `refusal_linger` and [`LINGER_MAX_BYTES`]. Closing with
+    /// unread input, or before the peer's last writes arrive, makes the
+    /// kernel answer with a reset: the client may lose our status, and
+    /// librtmp, whose close writes `FCUnpublish` + `deleteStream` after our
+    /// FIN, dies of SIGPIPE on the second write.
+    async fn linger(&mut self) {
+        if self.tcp.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.refusal_linger;
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_MAX_BYTES;
+        while left > 0 {
+            match timeout_at(deadline, self.tcp.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                // Closed by the peer, reset, or the linger is over.
+                _ => break,
+            }
+        }
+    }
+
+    async fn drive(&mut self, session: &mut ServerSession) -> Result<Closed> {
         let handshake_deadline = Instant::now() + self.config.handshake_timeout;
         let mut buf = vec![0u8; self.config.read_buffer_size.max(1)];
         let mut last_full = false;
@@ -164,7 +218,7 @@ impl<A: Authorizer> Connection<A> {
             };
             let n = read?;
             if n == 0 {
-                return Ok(());
+                return Ok(Closed::ByPeer);
             }
             last_full = n == buf.len();
             let input = session.handle_input(&buf[..n]);
@@ -174,7 +228,8 @@ impl<A: Authorizer> Connection<A> {
             self.handle_events(session).await?;
             input?;
             if session.is_closed() {
-                return Ok(());
+                // Not by an input error (returned above): we refused.
+                return Ok(Closed::Refused);
             }
         }
     }
@@ -240,25 +295,20 @@ impl<A: Authorizer> Connection<A> {
             client_ip: self.peer.ip(),
         };
         match self.auth.authorize_publish(&req).await {
-            PublishDecision::Allow { stream } => match self.hub.publish(&stream) {
-                Ok(publisher) => {
-                    session.accept_publish()?;
-                    tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
-                    self.publishing = Some(Publishing {
-                        stream,
-                        publisher,
-                        ingest: FlvIngest::new(),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(peer = %self.peer, %stream, error = %e, "hub refused publish");
-                    session.reject_publish("stream unavailable")?;
-                }
-            },
-            PublishDecision::Deny { reason } => {
-                // The reason is for our log only (the key is not logged: it is a secret).
-                tracing::info!(peer = %self.peer, app = %req.app, %reason, "rtmp publish denied");
-                session.reject_publish("publish denied")?;
+            PublishDecision::Allow { stream } => {
+                let publisher = self.hub.publish(&stream);
+                session.accept_publish()?;
+                tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
+                self.publishing = Some(Publishing {
+                    stream,
+                    publisher,
+                    ingest: FlvIngest::new(),
+                });
+            }
+            PublishDecision::Deny { kind, reason } => {
+                // The key is not logged (a secret); the reason never holds it.
+                tracing::info!(peer = %self.peer, app = %req.app, ?kind, %reason, "rtmp publish denied");
+                session.reject_publish(kind, &reason)?;
             }
         }
         Ok(())

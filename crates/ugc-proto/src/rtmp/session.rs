@@ -7,6 +7,7 @@
 //!              releaseStream / FCPublish / createStream ──> answers
 //!              publish ──> ServerEvent::PublishRequested   [Idle -> Pending]
 //!                 caller: accept_publish()  [-> Publishing]  or reject_publish()  [-> closed]
+//!                 (reject: onStatus Denied / BadName / Failed + the caller's reason)
 //!              audio / video / @setDataFrame ──> ServerEvent::Audio / Video / Metadata
 //!              FCUnpublish / deleteStream / closeStream ──> ServerEvent::PublishEnded  [-> Idle]
 //! ```
@@ -17,7 +18,14 @@
 //! [`ServerSession::poll_event`]. The session reads no clock and owns no
 //! socket; timeouts are the caller's.
 //!
+//! After a rejection the session is closed: write its last output, then
+//! half-close the connection and keep reading (and discarding) until the
+//! peer closes or a short linger passes. Closing at once makes the kernel
+//! answer the client's next writes with a reset, so it may never show the
+//! status (librtmp even dies of SIGPIPE). The tokio adapter does this.
+//!
 //! ```
+//! use ugc_core::DenyKind;
 //! use ugc_proto::rtmp::{ServerEvent, ServerSession, SessionConfig};
 //!
 //! let mut session = ServerSession::new(SessionConfig::default());
@@ -34,7 +42,7 @@
 //!                 if app == "live" && !key.is_empty() {
 //!                     session.accept_publish()?;
 //!                 } else {
-//!                     session.reject_publish("unknown key")?;
+//!                     session.reject_publish(DenyKind::Unauthorized, "unknown stream key")?;
 //!                 }
 //!             }
 //!             ServerEvent::Video { timestamp_ms, body } => { let _ = (timestamp_ms, body); }
@@ -50,6 +58,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use ugc_codec::flv::FlvMetadata;
+use ugc_core::DenyKind;
 
 use super::amf0::{self, Amf0Value};
 use super::chunk::{
@@ -324,10 +333,18 @@ impl ServerSession {
         r
     }
 
-    /// Refuses the pending publish with `onStatus` `NetStream.Publish.BadName`
-    /// (level `error`) carrying `reason`, and closes the session: flush
-    /// [`Self::poll_output`], then close the connection.
-    pub fn reject_publish(&mut self, reason: &str) -> Result<()> {
+    /// Refuses the pending publish with an `onStatus` of level `error` on
+    /// the publishing stream, whose code says what kind of refusal it is
+    /// ([`refusal_code`]) and whose description is `reason` (at most
+    /// [`MAX_DESCRIPTION`] bytes, control characters blanked), and closes
+    /// the session. Flush [`Self::poll_output`], then half-close the
+    /// connection and let the peer read it (see the module docs).
+    ///
+    /// What clients print for [`DenyKind::Unauthorized`]
+    /// (`NetStream.Publish.Denied`): ffmpeg `Server error: <reason>`;
+    /// GStreamer `rtmp2sink` `publish denied: {.. "description": "<reason>" }`;
+    /// OBS's librtmp `NetStream.Publish.Denied (<reason>)` in its log.
+    pub fn reject_publish(&mut self, kind: DenyKind, reason: &str) -> Result<()> {
         let Phase::Connected(conn) = &mut self.phase else {
             return Err(Error::InvalidState("reject_publish before connect"));
         };
@@ -342,14 +359,49 @@ impl ServerSession {
         conn.on_status(
             stream_id,
             "error",
-            "NetStream.Publish.BadName",
-            reason,
+            refusal_code(kind),
+            &status_description(reason),
             None,
             &mut self.out,
         );
         self.closed = true;
         Ok(())
     }
+}
+
+/// The longest `onStatus` description we send, in bytes.
+pub const MAX_DESCRIPTION: usize = 256;
+
+/// The `onStatus` code that refuses a publish for `kind`:
+///
+/// | kind | code | meaning (Adobe's) and what clients do |
+/// |---|---|---|
+/// | `Unauthorized` | `NetStream.Publish.Denied` | GStreamer `rtmp2sink`: "publish denied" (permission denied); OBS's librtmp: closes and logs it |
+/// | `BadName` | `NetStream.Publish.BadName` | "a stream of that name is already published": `rtmp2sink` says "stream already exists" |
+/// | `Unavailable` | `NetStream.Failed` | "an error for another reason"; librtmp closes on it |
+///
+/// ffmpeg prints the description of any `error`-level status.
+pub fn refusal_code(kind: DenyKind) -> &'static str {
+    match kind {
+        DenyKind::Unauthorized => "NetStream.Publish.Denied",
+        DenyKind::BadName => "NetStream.Publish.BadName",
+        // Unavailable, and kinds added later.
+        _ => "NetStream.Failed",
+    }
+}
+
+/// `reason` as an `onStatus` description: control characters (a client
+/// prints it in its log) become spaces, and it is cut at a character
+/// boundary to at most [`MAX_DESCRIPTION`] bytes.
+fn status_description(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_DESCRIPTION));
+    for c in reason.chars() {
+        if out.len() + c.len_utf8() > MAX_DESCRIPTION {
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
 }
 
 impl Conn {

@@ -20,7 +20,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use ugc_codec::ts_demux::{TsDemuxStats, TsDemuxer};
-use ugc_core::{Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{
+    Authorizer, DenyKind, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest, StreamPath,
+};
 
 use super::listener::{
     ListenerConfig, ListenerEvent, RejectCode, SrtConnection, SrtConnectionStats, SrtListener,
@@ -29,7 +31,7 @@ use super::listener::{
 /// Finds the SRT passphrase of a Hub stream (`live/<name>`); `None` for an
 /// unencrypted stream. Called once per accepted handshake, after the
 /// [`Authorizer`] allowed it.
-pub type PassphraseLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+pub type PassphraseLookup = Arc<dyn Fn(&StreamPath) -> Option<String> + Send + Sync>;
 
 /// Settings of [`serve`].
 #[derive(Debug, Clone)]
@@ -62,7 +64,7 @@ pub struct SrtSessionStats {
     /// The caller.
     pub peer: SocketAddr,
     /// The Hub stream it publishes.
-    pub stream: String,
+    pub stream: StreamPath,
     /// Transport statistics (RTT, loss, retransmits, bitrate).
     pub connection: SrtConnectionStats,
     /// Demuxer counters (continuity errors, frames).
@@ -97,13 +99,23 @@ impl SrtStatsRegistry {
 enum Decision {
     Accept {
         peer: SocketAddr,
-        stream: String,
+        stream: StreamPath,
         passphrase: Option<String>,
     },
     Reject {
         peer: SocketAddr,
         code: RejectCode,
     },
+}
+
+/// The SRT reject reason for a publish refusal of `kind`.
+fn reject_code(kind: DenyKind) -> RejectCode {
+    match kind {
+        DenyKind::Unauthorized => RejectCode::UNAUTHORIZED,
+        DenyKind::BadName => RejectCode::BAD_REQUEST,
+        // Unavailable, and kinds added later.
+        _ => RejectCode::UNAVAILABLE,
+    }
 }
 
 struct Route {
@@ -125,7 +137,7 @@ pub async fn serve<A: Authorizer>(
     let (dec_tx, mut dec_rx) = mpsc::unbounded_channel::<Decision>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
     let mut routes: HashMap<SocketAddr, Route> = HashMap::new();
-    let mut deciding: HashMap<SocketAddr, String> = HashMap::new();
+    let mut deciding: HashMap<SocketAddr, StreamPath> = HashMap::new();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; 65_536];
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -218,11 +230,11 @@ pub async fn serve<A: Authorizer>(
                                         passphrase,
                                     }
                                 }
-                                Ok(PublishDecision::Deny { reason }) => {
-                                    tracing::info!(%peer, app = %req.app, %reason, "srt publish denied");
+                                Ok(PublishDecision::Deny { kind, reason }) => {
+                                    tracing::info!(%peer, app = %req.app, ?kind, %reason, "srt publish denied");
                                     Decision::Reject {
                                         peer,
-                                        code: RejectCode::UNAUTHORIZED,
+                                        code: reject_code(kind),
                                     }
                                 }
                                 Err(_) => Decision::Reject {
@@ -241,16 +253,7 @@ pub async fn serve<A: Authorizer>(
                     let Some(stream) = deciding.remove(&peer) else {
                         continue;
                     };
-                    let publisher = match hub.publish(&stream) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::warn!(%peer, %stream, error = %e, "hub refused srt publish");
-                            let mut c = connection;
-                            let bye = c.close(Instant::now().into_std());
-                            let _ = socket.send_to(&bye, peer).await;
-                            continue;
-                        }
-                    };
+                    let publisher = hub.publish(&stream);
                     tracing::info!(%peer, %stream, "srt publish started");
                     next_id += 1;
                     let (tx, rx) = mpsc::channel(config.queue_datagrams.max(16));
@@ -284,7 +287,7 @@ struct ConnectionTask {
     rx: mpsc::Receiver<Bytes>,
     socket: Arc<UdpSocket>,
     publisher: HubPublisher,
-    stream: String,
+    stream: StreamPath,
     stats: SrtStatsRegistry,
 }
 

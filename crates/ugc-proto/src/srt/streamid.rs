@@ -34,7 +34,7 @@
 use std::fmt;
 
 /// The app a key belongs to when the stream id names none.
-pub const DEFAULT_APP: &str = "live";
+pub const DEFAULT_APP: &str = ugc_core::DEFAULT_APP;
 /// Longest stream id SRT carries (bytes).
 pub const MAX_LEN: usize = 512;
 

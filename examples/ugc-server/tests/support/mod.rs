@@ -2,6 +2,8 @@
 //! real ffmpeg/ffprobe processes, and speaks plain HTTP/1.1 over std sockets.
 #![allow(dead_code)]
 
+pub mod gst;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -708,4 +710,90 @@ impl Drop for NginxEdge {
     fn drop(&mut self) {
         self.proc.kill();
     }
+}
+
+/// Downloads the init segment and media segment `seg` of Hub stream
+/// `stream` (`live/<name>`), by the URIs its playlist gave, into one file
+/// ready for ffprobe.
+pub fn fetch_fmp4_segment(
+    server: &Server,
+    stream: &str,
+    seg: &PlaylistSegment,
+    dir: &Path,
+) -> PathBuf {
+    let map = seg.map.as_deref().expect("EXT-X-MAP before segment");
+    let init = server.get(&format!("/{stream}/{map}"));
+    assert_eq!(init.status, 200, "init {map}");
+    let media = server.get(&format!("/{stream}/{}", seg.uri));
+    assert_eq!(media.status, 200, "segment {}", seg.uri);
+    let path = dir.join(format!("{}-{}.mp4", stream.replace('/', "_"), seg.msn));
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&init.body).unwrap();
+    f.write_all(&media.body).unwrap();
+    path
+}
+
+/// Checks that live stream `live/<name>`, published with H.264 `width`
+/// pixels wide + AAC and 2 s GOPs, plays over HLS: the multivariant
+/// playlist names both codecs, ffmpeg reads the live playlist for 4 s
+/// without an error, and the newest fMP4 segments and the newest MPEG-TS
+/// segment decode cleanly, start with a keyframe and hold audio and video.
+pub fn assert_live_hls_plays(server: &Server, name: &str, width: u32, work: &Path) {
+    let stream = format!("live/{name}");
+    let mono = || {
+        let r = server.get(&format!("/{stream}/mono.m3u8"));
+        if r.status == 200 {
+            parse_media_playlist(&r.text())
+        } else {
+            Vec::new()
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || mono().len() >= 3).is_some(),
+        "{stream}: no 3 segments in 30 s: {:?}",
+        mono()
+    );
+    let master = server.get(&format!("/{stream}/index.m3u8")).text();
+    assert!(
+        master.contains("avc1.") && master.contains("mp4a.40.2"),
+        "{master}"
+    );
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(server.url(&format!("/{stream}/index.m3u8")))
+        .args(["-t", "4", "-f", "null", "-"]));
+    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && errors.trim().is_empty(),
+        "ffmpeg reading {stream} live: {errors}"
+    );
+    let segs = mono();
+    for seg in &segs[segs.len() - 2..] {
+        assert!(
+            seg.duration <= 2.1,
+            "{stream} segment {} lasts {} s (GOP is 2 s)",
+            seg.uri,
+            seg.duration
+        );
+        let path = fetch_fmp4_segment(server, &stream, seg, work);
+        let errors = decode_errors(&path);
+        assert!(errors.trim().is_empty(), "{}: {errors}", path.display());
+        let keys = video_keyframes(&path);
+        assert!(keys.first() == Some(&true), "{}: {keys:?}", path.display());
+        let streams = probe_streams(&path);
+        let v = streams.iter().find(|s| s.0 == "video").expect("video");
+        assert_eq!(v.2, width, "{}: width", path.display());
+        assert!(streams.iter().any(|s| s.0 == "audio"), "{streams:?}");
+    }
+    let ts = server.get(&format!("/{stream}/mono-ts.m3u8"));
+    assert_eq!(ts.status, 200);
+    let ts_segs = parse_media_playlist(&ts.text());
+    let last = ts_segs.last().expect("a TS segment");
+    let body = server.get(&format!("/{stream}/{}", last.uri));
+    assert_eq!(body.status, 200, "{}", last.uri);
+    let path = work.join(format!("{name}-{}.ts", last.msn));
+    std::fs::write(&path, &body.body).unwrap();
+    let errors = decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{}: {errors}", path.display());
+    assert!(video_keyframes(&path).first() == Some(&true));
 }

@@ -225,18 +225,97 @@ fn rejected_publish_gets_an_error_status_and_closes() {
         s.poll_event(),
         Some(ServerEvent::PublishRequested { .. })
     ));
-    s.reject_publish("denied").unwrap();
+    s.reject_publish(DenyKind::Unauthorized, "unknown stream key")
+        .unwrap();
     assert_eq!(s.poll_event(), None);
     let msgs = c.read(&mut s);
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].stream_id, 1);
     assert_eq!(
         command_code(&msgs[0]),
-        ("onStatus".into(), Some("NetStream.Publish.BadName".into()))
+        ("onStatus".into(), Some("NetStream.Publish.Denied".into()))
     );
     assert!(s.is_closed());
     assert!(matches!(s.handle_input(&[0]), Err(Error::Closed)));
     assert!(matches!(s.accept_publish(), Err(Error::InvalidState(_))));
+}
+
+/// The `onStatus` info object of a command message, as (name, value) strings.
+fn status_info(m: &Message) -> Vec<(String, String)> {
+    let v = amf0::decode(&m.payload).unwrap();
+    assert_eq!(v[0].as_str(), Some("onStatus"));
+    v[3].properties()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("?").to_owned()))
+        .collect()
+}
+
+/// What a refused publisher reads: an error-level `onStatus` whose code
+/// tells the kind of refusal (GStreamer's rtmp2sink calls `BadName` "stream
+/// already exists", so a wrong key must not use it) and whose description is
+/// the authorizer's reason, never the key.
+#[test]
+fn refusals_say_their_kind_in_the_code_and_the_reason_in_the_description() {
+    for (kind, code, reason) in [
+        (
+            DenyKind::Unauthorized,
+            "NetStream.Publish.Denied",
+            "stream key was rotated or deleted",
+        ),
+        (
+            DenyKind::BadName,
+            "NetStream.Publish.BadName",
+            "name has a disallowed character '!'",
+        ),
+        (
+            DenyKind::Unavailable,
+            "NetStream.Failed",
+            "stream key lookup failed; try again",
+        ),
+    ] {
+        let (mut s, mut c) = connected();
+        publish(&mut s, &mut c, "s3cret-key?token=t0ken");
+        let _ = events(&mut s);
+        s.reject_publish(kind, reason).unwrap();
+        let msgs = c.read(&mut s);
+        assert_eq!(msgs.len(), 1, "{kind:?}");
+        assert_eq!(msgs[0].type_id, msg_type::COMMAND_AMF0);
+        assert_eq!(msgs[0].stream_id, 1, "on the publishing stream");
+        let info = status_info(&msgs[0]);
+        assert_eq!(
+            info,
+            vec![
+                ("level".to_owned(), "error".to_owned()),
+                ("code".to_owned(), code.to_owned()),
+                ("description".to_owned(), reason.to_owned()),
+            ],
+            "{kind:?}"
+        );
+        let wire = String::from_utf8_lossy(&msgs[0].payload).into_owned();
+        assert!(
+            !wire.contains("s3cret") && !wire.contains("t0ken"),
+            "{wire}"
+        );
+        assert!(s.is_closed());
+    }
+}
+
+#[test]
+fn refusal_descriptions_are_one_bounded_line() {
+    let (mut s, mut c) = connected();
+    publish(&mut s, &mut c, "k");
+    let _ = events(&mut s);
+    // A backend's reason may hold newlines and be long; multi-byte
+    // characters are never cut in half.
+    let long = format!("refused:\r\nline two\t{}", "é".repeat(400));
+    s.reject_publish(DenyKind::Unauthorized, &long).unwrap();
+    let msgs = c.read(&mut s);
+    let info = status_info(&msgs[0]);
+    let desc = &info.iter().find(|(k, _)| k == "description").unwrap().1;
+    assert!(desc.starts_with("refused:  line two é"), "{desc:?}");
+    assert!(desc.len() <= MAX_DESCRIPTION && desc.len() > MAX_DESCRIPTION - 2);
+    assert!(!desc.chars().any(char::is_control), "{desc:?}");
 }
 
 #[test]
