@@ -19,7 +19,12 @@
 //!   `PATCH` without a restart, in-process; separate media nodes follow
 //!   the HTTP feed (`GET /api/v1/settings`, `GET /api/v1/changes` as
 //!   Server-Sent Events) with [`RemoteSettings`]. Both implement
-//!   [`SettingsSource`].
+//!   [`SettingsSource`];
+//! * for the media server around it: admin-only JSON stats routes
+//!   ([`ControlPlane::admin_json_route`]), `/metrics` behind the admin
+//!   token except from loopback ([`ControlPlane::metrics_router`]), session
+//!   pruning ([`ControlPlane::prune_sessions_every`]) and the control
+//!   plane's name of a Hub stream ([`stream_name`]).
 //!
 //! It does not contain media code, sockets of its own (the caller serves the
 //! router), nor a TLS stack (external backends are plain `http://`).
@@ -60,6 +65,7 @@ pub mod error;
 mod external;
 pub mod net;
 mod openapi;
+mod ops;
 mod plane;
 mod provision;
 pub mod remote;
@@ -78,6 +84,7 @@ pub use authz::ControlAuthorizer;
 pub use error::{Error, Result};
 pub use external::ExternalBackend;
 pub use net::{IpNet, TrustedProxies};
+pub use ops::{ClientIpResolver, stream_name};
 pub use plane::{
     ChangeKind, ControlPlane, NewStream, PlayGrant, StreamChange, StreamPatch, StreamSettings,
 };

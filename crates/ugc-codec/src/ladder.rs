@@ -2,7 +2,7 @@
 //! source gets ([`LadderConfig::plan`]: never upscale) and how the ladder's
 //! combined output is split into one stream per rendition ([`LadderDemux`]).
 //!
-//! The encoder itself ([`crate::transcode::Ladder`]) needs the `ffmpeg`
+//! The encoder itself (`transcode::Ladder`) needs the `ffmpeg`
 //! feature; everything here builds without it, so servers can parse and
 //! validate ladder settings either way.
 //!
@@ -11,6 +11,11 @@
 //! rung is index `renditions.len()`) uses video track `2i + 1` and audio
 //! track `2i + 2`. [`LadderDemux`] turns that back into per-rendition streams
 //! with the usual ids 1 (video) and 2 (audio).
+//!
+//! [`stats`]: the counters of running ladders and the registry a server
+//! lists them in (`/metrics` families, JSON).
+
+pub mod stats;
 
 use ugc_core::{MediaEvent, TrackId, Tracks};
 

@@ -13,10 +13,13 @@
 //! * [`fmp4`]: CMAF init segments and fragments.
 //! * [`ts`]: MPEG-TS segments (H.264/H.265 + AAC).
 //! * [`ladder`]: ABR ladder settings, rung planning (never upscale) and the
-//!   per-rendition demux of the ladder's output.
+//!   per-rendition demux of the ladder's output; [`ladder::stats`]: the
+//!   counters of running ladders and their registry (`/metrics`, JSON).
 //! * `transcode` (feature `ffmpeg`, links the system FFmpeg 5.1 through
 //!   rsmpeg): the ladder itself, a [`ugc_core::Transform`] that decodes once,
-//!   scales and encodes every rung on its own thread.
+//!   scales and encodes every rung on its own thread; the tokio loop that
+//!   runs it between Hub streams, and the supervisor that keeps one per
+//!   live stream whose settings want one.
 //! * [`ts_demux`]: MPEG-TS demuxing (PAT/PMT, PES, H.264/H.265/AAC) into
 //!   [`ugc_core::MediaEvent`]s, for SRT ingest.
 //!

@@ -567,3 +567,66 @@ fn opus_input_becomes_aac_in_every_rung() {
     }
     assert_eq!(ladder.stats().decode_errors, 0);
 }
+
+/// The ladder is a transform like any other: `pump` feeds it and takes the
+/// output its threads make (through `Transform::poll_output`, woken by
+/// them) while the source still runs, then the rest at the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_runs_under_pump_like_any_transform() {
+    use std::sync::{Arc, Mutex};
+    use ugc_core::{Sink, Source, pump};
+
+    /// The capture at once, then a pause of a second before it ends; notes
+    /// how much output the sink had when the pause began and ended.
+    struct Paused(std::vec::IntoIter<MediaEvent>, Collect);
+    impl Source for Paused {
+        async fn next_event(&mut self) -> ugc_core::Result<Option<MediaEvent>> {
+            let next = self.0.next();
+            if next.is_none() {
+                let seen = || self.1.0.lock().unwrap().0.len();
+                let at_pause = seen();
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                self.1.0.lock().unwrap().1 = Some((at_pause, seen()));
+            }
+            Ok(next)
+        }
+    }
+    /// Events, and the output seen when the pause began and ended.
+    type Seen = (Vec<MediaEvent>, Option<(usize, usize)>);
+    /// Collects events.
+    #[derive(Clone, Default)]
+    struct Collect(Arc<Mutex<Seen>>);
+    impl Sink for Collect {
+        async fn send(&mut self, e: MediaEvent) -> ugc_core::Result<()> {
+            self.0.lock().unwrap().0.push(e);
+            Ok(())
+        }
+    }
+
+    let sink = Collect::default();
+    let ladder = Ladder::new(small_ladder()).unwrap();
+    pump(
+        Paused(capture().into_iter(), sink.clone()),
+        ladder,
+        sink.clone(),
+    )
+    .await
+    .unwrap();
+    let (out, pause) = std::mem::take(&mut *sink.0.lock().unwrap());
+    // Output came while no input did: the ladder's threads woke the pump
+    // (through Transform::poll_output), not only the flush at the end.
+    let (at_pause, after_pause) = pause.unwrap();
+    assert!(after_pause > at_pause, "{at_pause} then {after_pause}");
+    let mut demux = LadderDemux::new();
+    let mut frames: BTreeMap<usize, usize> = BTreeMap::new();
+    for e in out {
+        for (i, e) in demux.route(e) {
+            if let MediaEvent::Frame(_) = e {
+                *frames.entry(i).or_default() += 1;
+            }
+        }
+    }
+    // Every rendition of the small ladder (240p, 120p, passthrough) has output.
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert!(frames.values().all(|n| *n > 10), "{frames:?}");
+}

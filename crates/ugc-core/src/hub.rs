@@ -43,6 +43,13 @@ pub struct HubConfig {
     pub max_bytes: usize,
     /// For streams without video: a start point every this many audio frames.
     pub audio_only_start_every: u32,
+    /// How long a stream outlives a publisher that finished
+    /// ([`crate::Sink::finish`], which [`crate::pump`] calls when its source
+    /// ends): a publisher that reconnects within it continues the stream
+    /// (one discontinuity, continuous timestamps); after it the stream ends
+    /// ([`MediaEvent::End`] to its readers). Default zero: the source's end
+    /// ends the stream.
+    pub publisher_grace: Duration,
 }
 
 impl Default for HubConfig {
@@ -51,6 +58,7 @@ impl Default for HubConfig {
             max_gops: 3,
             max_bytes: 64 << 20,
             audio_only_start_every: 50,
+            publisher_grace: Duration::ZERO,
         }
     }
 }
@@ -120,6 +128,9 @@ struct State {
     ended: bool,
     /// Generation of the publisher allowed to send; bumped on every takeover.
     generation: u64,
+    /// Publishers attached so far (not bumped by a disconnect): a finished
+    /// publisher ends the stream only if no other attached since.
+    attaches: u64,
     publishing: bool,
     /// Whether anything was ever published (so a takeover is a discontinuity).
     had_media: bool,
@@ -237,6 +248,7 @@ impl Hub {
                         tracks: None,
                         ended: false,
                         generation: 0,
+                        attaches: 0,
                         publishing: false,
                         had_media: false,
                         rebase_pending: false,
@@ -273,9 +285,10 @@ impl Hub {
     /// discontinuity and continuous, rebased timestamps.
     pub fn publish(&self, name: &StreamPath) -> HubPublisher {
         let shared = self.get_or_create(name);
-        let generation = {
+        let (generation, attach) = {
             let mut st = shared.lock();
             st.generation += 1;
+            st.attaches += 1;
             st.publishing = true;
             st.idle_since = None;
             if st.had_media {
@@ -283,10 +296,15 @@ impl Hub {
                 st.announce_pending = true;
                 st.offset = timeline_end(&st.clocks);
             }
-            st.generation
+            (st.generation, st.attaches)
         };
         shared.stats.publishers.fetch_add(1, Ordering::Relaxed);
-        HubPublisher { shared, generation }
+        HubPublisher {
+            shared,
+            generation,
+            attach,
+            hub: Arc::downgrade(&self.inner),
+        }
     }
 
     /// A reader of stream `name`, creating the (empty) stream if needed. It
@@ -317,16 +335,26 @@ impl Hub {
         let Some(shared) = self.streams().remove(name) else {
             return;
         };
-        {
-            let mut st = shared.lock();
-            st.generation += 1;
-            st.publishing = false;
-            if !st.ended {
-                push_event(&shared, &mut st, MediaEvent::End, 0);
-                st.ended = true;
-            }
+        end_stream(&shared);
+    }
+
+    /// Ends `shared` if it is still this hub's stream of its name, no
+    /// publisher is attached and none attached after attach number
+    /// `attach` (see [`HubPublisher`]'s [`Sink::finish`]).
+    fn end_if_abandoned(&self, shared: &Arc<StreamShared>, attach: u64) {
+        let mut streams = self.streams();
+        let same = streams
+            .get(&shared.name)
+            .is_some_and(|s| Arc::ptr_eq(s, shared));
+        let abandoned = same && {
+            let st = shared.lock();
+            !st.publishing && st.attaches == attach
+        };
+        if abandoned {
+            streams.remove(&shared.name);
+            drop(streams);
+            end_stream(shared);
         }
-        shared.notify.notify_waiters();
     }
 
     /// Ends every stream that has had no publisher for `grace`, as seen by
@@ -473,10 +501,36 @@ fn trim(shared: &StreamShared, st: &mut State) {
     }
 }
 
-/// The publishing end of a Hub stream; a [`Sink`].
+/// Whether a reader wants a stream at low latency; see
+/// [`HubPublisher::low_latency_probe`]. Cheap to clone.
+#[derive(Clone)]
+pub struct LowLatencyProbe(Arc<StreamShared>);
+
+impl LowLatencyProbe {
+    /// Whether a reader wants the stream at low latency at `now`.
+    pub fn wanted(&self, now: Instant) -> bool {
+        self.0.low_latency.holds_at(now)
+    }
+}
+
+impl std::fmt::Debug for LowLatencyProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LowLatencyProbe({:?})", self.0.name)
+    }
+}
+
+/// The publishing end of a Hub stream; a [`Sink`]. Its
+/// [`Sink::finish`] ends the stream after [`HubConfig::publisher_grace`]
+/// unless another publisher attached meanwhile; dropping it only detaches
+/// (the stream then waits for one, or for [`Hub::end`] /
+/// [`Hub::reap_idle`]).
 pub struct HubPublisher {
     shared: Arc<StreamShared>,
     generation: u64,
+    /// Its attach number (the stream's attach count right after it
+    /// attached).
+    attach: u64,
+    hub: std::sync::Weak<HubInner>,
 }
 
 impl std::fmt::Debug for HubPublisher {
@@ -506,6 +560,22 @@ impl HubPublisher {
     /// input back for tens of milliseconds to take it in fewer, larger reads.
     pub fn low_latency_wanted(&self, now: Instant) -> bool {
         self.shared.low_latency.holds_at(now)
+    }
+
+    /// Detaches from the stream (it shows no publisher) without ending it:
+    /// the stream waits for a reconnect. [`Sink::finish`] does this first,
+    /// then ends the stream after the grace.
+    pub fn detach(&self) {
+        let mut st = self.shared.lock();
+        if st.generation == self.generation {
+            st.publishing = false;
+        }
+    }
+
+    /// [`Self::low_latency_wanted`] as a handle of its own, for an ingest
+    /// [`crate::Source`] whose publisher is the [`Sink`] of a pipeline.
+    pub fn low_latency_probe(&self) -> LowLatencyProbe {
+        LowLatencyProbe(self.shared.clone())
     }
 
     /// Appends one event. Never waits for readers. Fails with
@@ -612,6 +682,20 @@ impl HubPublisher {
     }
 }
 
+/// Pushes [`MediaEvent::End`] (once) and detaches any publisher.
+fn end_stream(shared: &StreamShared) {
+    {
+        let mut st = shared.lock();
+        st.generation += 1;
+        st.publishing = false;
+        if !st.ended {
+            push_event(shared, &mut st, MediaEvent::End, 0);
+            st.ended = true;
+        }
+    }
+    shared.notify.notify_waiters();
+}
+
 /// Pushes the takeover discontinuity once per takeover.
 fn announce(shared: &StreamShared, st: &mut State) {
     if st.announce_pending {
@@ -653,6 +737,21 @@ impl Drop for HubPublisher {
 impl Sink for HubPublisher {
     async fn send(&mut self, event: MediaEvent) -> Result<()> {
         self.push(event)
+    }
+
+    /// Detaches, waits out the hub's publisher grace time (a reconnect
+    /// continues the stream), then ends the stream unless another publisher
+    /// attached since. The hub reads no clock: the wait is this future's.
+    async fn finish(&mut self) -> Result<()> {
+        self.detach();
+        let grace = self.shared.config.publisher_grace;
+        if !grace.is_zero() {
+            tokio::time::sleep(grace).await;
+        }
+        if let Some(inner) = self.hub.upgrade() {
+            Hub { inner }.end_if_abandoned(&self.shared, self.attach);
+        }
+        Ok(())
     }
 }
 
@@ -1116,5 +1215,66 @@ mod tests {
         for want in ["live/b", "live/c"] {
             assert_eq!(second.next().await, Some(path(want)));
         }
+    }
+
+    fn graced(grace_s: u64) -> Hub {
+        Hub::new(HubConfig {
+            publisher_grace: Duration::from_secs(grace_s),
+            ..HubConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_finished_publisher_ends_its_stream() {
+        let hub = graced(0);
+        let mut r = hub.subscribe(&path("live/a"));
+        let mut p = hub.publish(&path("live/a"));
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p.push(video(0, true)).unwrap();
+        p.finish().await.unwrap();
+        assert!(hub.stream_names().is_empty());
+        let mut events = Vec::new();
+        while let Some(e) = r.recv().await {
+            events.push(e);
+        }
+        assert!(matches!(events.last(), Some(MediaEvent::End)), "{events:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnect_within_the_grace_continues_the_stream() {
+        let hub = graced(20);
+        let a = path("live/a");
+        let mut p1 = hub.publish(&a);
+        p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        let first = tokio::spawn(async move { p1.finish().await });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!hub.is_publishing(&a));
+        assert_eq!(hub.stream_names(), vec![a.clone()], "kept for the grace");
+        // A reconnect takes the stream over; the first finish then ends nothing.
+        let mut p2 = hub.publish(&a);
+        first.await.unwrap().unwrap();
+        assert_eq!(hub.stream_names(), vec![a.clone()]);
+        assert!(hub.is_publishing(&a));
+        // The second publisher's end ends the stream after its own grace.
+        let second = tokio::spawn(async move { p2.finish().await });
+        tokio::time::sleep(Duration::from_secs(19)).await;
+        assert_eq!(hub.stream_names(), vec![a.clone()]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        second.await.unwrap().unwrap();
+        assert!(hub.stream_names().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnected_publisher_still_ends_its_stream_after_the_grace() {
+        let hub = graced(3);
+        let a = path("live/a");
+        let mut p = hub.publish(&a);
+        hub.disconnect_publisher(&a);
+        assert!(matches!(
+            p.push(MediaEvent::Tracks(av_tracks())),
+            Err(Error::Closed)
+        ));
+        p.finish().await.unwrap();
+        assert!(hub.stream_names().is_empty());
     }
 }

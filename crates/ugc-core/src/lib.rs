@@ -34,11 +34,14 @@ pub use auth::{
     PublishRequest,
 };
 pub use error::{Error, Result};
-pub use hub::{Hub, HubConfig, HubPublisher, HubReader};
+pub use hub::{Hub, HubConfig, HubPublisher, HubReader, LowLatencyProbe};
 pub use media::{
     AudioParams, Codec, DiscontinuityReason, Frame, MediaEvent, MediaKind, TrackId, TrackInfo,
     TrackParams, Tracks, VideoParams,
 };
 pub use name::{DEFAULT_APP, StreamPath};
-pub use pipeline::{Passthrough, Sink, Source, Transform, pump};
+pub use pipeline::{
+    BoxSink, BoxSource, DynSink, DynSource, IterSource, Passthrough, Sink, Source, Transform,
+    drive, iter_source, pump,
+};
 pub use time::{MediaTime, Rational, Timescale, Unwrapper32};

@@ -1,6 +1,8 @@
 //! A writer of the Prometheus text exposition format (version 0.0.4), for a
 //! `/metrics` route that reads the counters the pipeline already keeps
 //! (`Hub::stats`, archive, restream, ladder counters) when it is scraped.
+//! Each crate renders its own stats with it: [`write_hub`] here, the
+//! restream, SRT, ladder and archive registries' `write_metrics` in theirs.
 //!
 //! ```
 //! use ugc_core::metrics::{Exposition, Kind};
@@ -162,6 +164,70 @@ impl Exposition {
     }
 }
 
+/// The Hub's families: `ugc_streams` and, by `stream`, whether it has a
+/// publisher, is wanted at low latency at `now`, its readers and its
+/// `ugc_stream_*_total` counters ([`Hub::stats`](crate::Hub::stats)).
+pub fn write_hub(m: &mut Exposition, hub: &crate::Hub, now: std::time::Instant) {
+    let mut names = hub.stream_names();
+    names.sort();
+    let streams: Vec<_> = names
+        .iter()
+        .filter_map(|n| hub.stats(n))
+        .map(|s| {
+            let low_latency = s.low_latency_until.is_some_and(|t| t > now);
+            (s, low_latency)
+        })
+        .collect();
+    m.family(
+        "ugc_streams",
+        Kind::Gauge,
+        "Streams in the Hub (published, or kept for a returning publisher), renditions included.",
+    )
+    .sample(&[], streams.len() as f64);
+    type Row = (crate::hub::StreamSnapshot, bool);
+    let families: &[Family<Row>] = &[
+        Family::gauge(
+            "ugc_stream_publishing",
+            "1 while a publisher is attached.",
+            |(s, _)| f64::from(u8::from(s.publishing)),
+        ),
+        Family::gauge(
+            "ugc_stream_low_latency",
+            "1 while a viewer wants the stream at low latency (LL-HLS blocking reloads or parts \
+             in the last 10 s): its RTMP ingest then reads as data arrives instead of batching.",
+            |(_, low_latency)| f64::from(u8::from(*low_latency)),
+        ),
+        Family::gauge(
+            "ugc_stream_readers",
+            "Readers attached (packager, archive, restream, transcoder).",
+            |(s, _)| s.readers as f64,
+        ),
+        Family::counter(
+            "ugc_stream_frames_in_total",
+            "Frames accepted from publishers.",
+            |(s, _)| s.frames_in as f64,
+        ),
+        Family::counter(
+            "ugc_stream_bytes_in_total",
+            "Payload bytes accepted from publishers.",
+            |(s, _)| s.bytes_in as f64,
+        ),
+        Family::counter(
+            "ugc_stream_reader_skips_total",
+            "Times a slow reader skipped to the newest keyframe.",
+            |(s, _)| s.reader_skips as f64,
+        ),
+        Family::counter(
+            "ugc_stream_publishers_total",
+            "Publisher sessions that took the stream over (the first included).",
+            |(s, _)| s.publishers as f64,
+        ),
+    ];
+    m.families(families, &streams, |(s, _)| {
+        vec![("stream", s.name.to_string())]
+    });
+}
+
 fn write_value(out: &mut String, v: f64) {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if v.is_nan() {
@@ -229,6 +295,28 @@ mod tests {
              x_total{stream=\"a\"} 1\nx_total{stream=\"b\"} 3\n\
              # HELP y Y.\n# TYPE y gauge\n\
              y{stream=\"a\"} 2\ny{stream=\"b\"} 4\n"
+        );
+    }
+
+    #[test]
+    fn hub_families_by_stream() {
+        let hub = crate::Hub::new(crate::HubConfig::default());
+        let a = crate::StreamPath::live("a").unwrap();
+        let _publisher = hub.publish(&a);
+        let now = std::time::Instant::now();
+        hub.want_low_latency(&a, now + std::time::Duration::from_secs(10));
+        let mut m = Exposition::new();
+        write_hub(&mut m, &hub, now);
+        let text = m.finish();
+        assert!(text.contains("\nugc_streams 1\n"), "{text}");
+        assert!(text.contains("ugc_stream_publishing{stream=\"live/a\"} 1\n"));
+        assert!(text.contains("ugc_stream_low_latency{stream=\"live/a\"} 1\n"));
+        let mut later = Exposition::new();
+        write_hub(&mut later, &hub, now + std::time::Duration::from_secs(11));
+        assert!(
+            later
+                .finish()
+                .contains("ugc_stream_low_latency{stream=\"live/a\"} 0\n")
         );
     }
 

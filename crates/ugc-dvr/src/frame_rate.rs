@@ -29,9 +29,9 @@ const COMMON: [(u32, u32); 8] = [
 /// flush) says too little.
 const MIN_SPAN_MS: u64 = 1000;
 
-/// `frames` pictures in `duration_ms`: the nearest [`COMMON`] rate within
+/// `frames` pictures in `duration_ms`: the nearest common rate within
 /// 0.5 %, else the measured rate (`frames * 1000 / duration_ms`, reduced).
-/// `None` for no frames, less than [`MIN_SPAN_MS`], or a rate that does not
+/// `None` for no frames, less than a second of them, or a rate that does not
 /// fit a `u32` fraction.
 pub fn measured(frames: u64, duration_ms: u64) -> Option<Rational> {
     if frames == 0 || duration_ms < MIN_SPAN_MS {

@@ -9,8 +9,12 @@
 //! The DVR: the [`archive`] keeps the same segments on disk (crash-safe
 //! time index, retention by depth and size), [`range`] renders playlists
 //! over any archived range, [`export`] builds a progressive MP4 of a range
-//! without re-encoding, and [`s3`] (feature `s3`) moves finished recordings
+//! without re-encoding, and `s3` (feature `s3`) moves finished recordings
 //! to an S3-compatible bucket behind a local LRU + TTL cache.
+//! [`policy`] maps per-stream settings to depth, rewind and S3 choices,
+//! [`export_file`] writes an archived range to a file (the export command's
+//! core), and the archive and uploader render their counters as `/metrics`
+//! families (`Archive::write_metrics`).
 //!
 //! It does not parse protocols, serve HTTP or decide who may watch.
 //!
@@ -47,23 +51,27 @@ pub mod archive;
 pub mod chunks;
 pub mod error;
 pub mod export;
+pub mod export_file;
 pub mod frame_rate;
 pub mod live;
+mod metrics;
 pub mod packager;
 pub mod playlist;
+pub mod policy;
 pub mod range;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod segmenter;
 mod ts_counters;
 pub mod variants;
+pub mod vod;
 
 pub use archive::{Archive, ArchiveConfig, Recorder, TrackKey};
 pub use chunks::Chunks;
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{
-    ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
+    HlsPackager, ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
     run_packager_observed, run_packager_with_clock,
 };
 pub use playlist::{

@@ -1,10 +1,12 @@
-//! The thin tokio loop that drives a [`Segmenter`] from a Hub reader into a
-//! [`LiveStream`]. The only place in this crate that reads the wall clock.
+//! The packager: [`HlsPackager`], a [`Sink`] that segments a stream into a
+//! [`LiveStream`], and the thin tokio loops that feed it from the Hub
+//! ([`run_packager`] for one stream, [`package_hub`] for every stream). The
+//! only place in this crate that reads the wall clock.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ugc_core::{HubReader, MediaEvent, StreamPath};
+use ugc_core::{HubReader, MediaEvent, Sink, StreamPath};
 
 use crate::live::LiveStream;
 use crate::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
@@ -33,37 +35,140 @@ pub trait ObserverFactory: Send + Sync {
     fn observe(&self, stream: &StreamPath) -> Option<Box<dyn SegmentObserver>>;
 }
 
-fn drain(
-    segmenter: &mut Segmenter,
-    stream: &LiveStream,
-    observer: &mut Option<Box<dyn SegmentObserver>>,
-    overruns: &mut u64,
-    name: &StreamPath,
-) {
-    let mut outputs = Vec::new();
-    while let Some(out) = segmenter.poll() {
-        if let SegmenterOutput::Segment(seg) = &out
-            && segmenter.stats().target_overruns > *overruns
-        {
-            *overruns = segmenter.stats().target_overruns;
-            tracing::warn!(
-                stream = %name,
-                msn = seg.msn,
-                duration_ms = seg.duration_ms,
-                target_s = seg.target_duration_s,
-                overruns = *overruns,
-                "segment longer than the stream's target duration: the encoder's keyframe \
-                 interval grew past it (set it at or below the segment duration, or raise \
-                 target_duration_s)"
-            );
-        }
-        if let Some(o) = observer.as_mut() {
-            o.on_output(&out);
-        }
-        outputs.push(out);
+/// The HLS / LL-HLS packager of one stream as a [`Sink`]: a [`Segmenter`]
+/// whose outputs go to a [`LiveStream`] (and to an optional
+/// [`SegmentObserver`], e.g. the DVR recorder), dated by the wall clock.
+/// [`Sink::finish`] (and [`MediaEvent::End`]) ends the live stream
+/// (`#EXT-X-ENDLIST`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use ugc_core::{Hub, HubConfig, Passthrough, StreamPath, pump};
+/// use ugc_dvr::{HlsPackager, LiveConfig, LiveStream, SegmenterConfig};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let hub = Hub::new(HubConfig::default());
+/// let path = StreamPath::live("demo")?;
+/// let live = Arc::new(LiveStream::new(LiveConfig::default()));
+/// let reader = hub.subscribe(&path);
+/// hub.end(&path); // (a publisher would feed it first)
+/// let packager = HlsPackager::new(path, live.clone(), SegmenterConfig::default());
+/// pump(reader, Passthrough, packager).await?;
+/// assert!(live.is_ended());
+/// # Ok::<(), ugc_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct HlsPackager {
+    name: StreamPath,
+    segmenter: Segmenter,
+    stream: Arc<LiveStream>,
+    observer: Option<Box<dyn SegmentObserver>>,
+    now_unix_ms: Box<dyn Fn() -> i64 + Send>,
+    overruns: u64,
+}
+
+impl std::fmt::Debug for HlsPackager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlsPackager")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
-    // One update per input: a part and the preload hint after it together.
-    stream.apply_all(outputs);
+}
+
+impl HlsPackager {
+    /// Packages stream `name` into `stream` with `config`.
+    pub fn new(name: StreamPath, stream: Arc<LiveStream>, config: SegmenterConfig) -> Self {
+        HlsPackager {
+            name,
+            segmenter: Segmenter::new(config),
+            stream,
+            observer: None,
+            now_unix_ms: Box::new(now_unix_ms),
+            overruns: 0,
+        }
+    }
+
+    /// Shows every output to `observer` too.
+    pub fn with_observer(mut self, observer: Option<Box<dyn SegmentObserver>>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Dates segments by `now_unix_ms` (unix milliseconds) instead of the
+    /// wall clock, for tests.
+    pub fn with_clock(mut self, now_unix_ms: impl Fn() -> i64 + Send + 'static) -> Self {
+        self.now_unix_ms = Box::new(now_unix_ms);
+        self
+    }
+
+    /// The live stream it fills.
+    pub fn live(&self) -> &Arc<LiveStream> {
+        &self.stream
+    }
+
+    /// The source went idle: publishes the open segment (players get what
+    /// was sent; the next segment starts at the next keyframe).
+    pub fn flush_idle(&mut self) {
+        if let Err(e) = self.segmenter.flush((self.now_unix_ms)()) {
+            tracing::warn!(stream = %self.name, error = %e, "flushing an idle stream");
+        }
+        self.drain();
+    }
+
+    /// Segments one event; the live stream ends with [`MediaEvent::End`].
+    fn push(&mut self, event: MediaEvent) {
+        if self.segmenter.is_ended() {
+            return;
+        }
+        let end = matches!(event, MediaEvent::End);
+        if let Err(e) = self.segmenter.push(event, (self.now_unix_ms)()) {
+            tracing::warn!(stream = %self.name, error = %e, "segmenter rejected an event");
+        }
+        self.drain();
+        if end {
+            self.stream.set_ended();
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut outputs = Vec::new();
+        while let Some(out) = self.segmenter.poll() {
+            if let SegmenterOutput::Segment(seg) = &out
+                && self.segmenter.stats().target_overruns > self.overruns
+            {
+                self.overruns = self.segmenter.stats().target_overruns;
+                tracing::warn!(
+                    stream = %self.name,
+                    msn = seg.msn,
+                    duration_ms = seg.duration_ms,
+                    target_s = seg.target_duration_s,
+                    overruns = self.overruns,
+                    "segment longer than the stream's target duration: the encoder's keyframe \
+                     interval grew past it (set it at or below the segment duration, or raise \
+                     target_duration_s)"
+                );
+            }
+            if let Some(o) = self.observer.as_mut() {
+                o.on_output(&out);
+            }
+            outputs.push(out);
+        }
+        // One update per input: a part and the preload hint after it together.
+        self.stream.apply_all(outputs);
+    }
+}
+
+impl Sink for HlsPackager {
+    async fn send(&mut self, event: MediaEvent) -> ugc_core::Result<()> {
+        self.push(event);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> ugc_core::Result<()> {
+        self.push(MediaEvent::End);
+        self.stream.set_ended();
+        Ok(())
+    }
 }
 
 /// Packages the Hub stream `reader` into `stream` until the stream ends.
@@ -90,57 +195,29 @@ pub async fn run_packager_with_clock(
     mut reader: HubReader,
     stream: Arc<LiveStream>,
     config: SegmenterConfig,
-    mut observer: Option<Box<dyn SegmentObserver>>,
-    now_unix_ms: impl Fn() -> i64 + Send,
+    observer: Option<Box<dyn SegmentObserver>>,
+    now_unix_ms: impl Fn() -> i64 + Send + 'static,
 ) {
     let idle = Duration::from_millis(u64::from(config.target_duration_ms.max(1)) * 2);
-    let mut segmenter = Segmenter::new(config);
-    let mut overruns = 0;
+    let mut packager = HlsPackager::new(reader.stream().clone(), stream, config)
+        .with_observer(observer)
+        .with_clock(now_unix_ms);
     loop {
         match tokio::time::timeout(idle, reader.recv()).await {
             Ok(Some(event)) => {
                 let end = matches!(event, MediaEvent::End);
-                if let Err(e) = segmenter.push(event, now_unix_ms()) {
-                    tracing::warn!(stream = %reader.stream(), error = %e, "segmenter rejected an event");
-                }
-                drain(
-                    &mut segmenter,
-                    &stream,
-                    &mut observer,
-                    &mut overruns,
-                    reader.stream(),
-                );
+                packager.push(event);
                 if end {
-                    stream.set_ended();
                     return;
                 }
             }
+            // The reader is done without an End: end the live stream too.
             Ok(None) => {
-                if let Err(e) = segmenter.push(MediaEvent::End, now_unix_ms()) {
-                    tracing::warn!(stream = %reader.stream(), error = %e, "closing the segmenter");
-                }
-                drain(
-                    &mut segmenter,
-                    &stream,
-                    &mut observer,
-                    &mut overruns,
-                    reader.stream(),
-                );
-                stream.set_ended();
+                packager.push(MediaEvent::End);
+                packager.stream.set_ended();
                 return;
             }
-            Err(_idle) => {
-                if let Err(e) = segmenter.flush(now_unix_ms()) {
-                    tracing::warn!(stream = %reader.stream(), error = %e, "flushing an idle stream");
-                }
-                drain(
-                    &mut segmenter,
-                    &stream,
-                    &mut observer,
-                    &mut overruns,
-                    reader.stream(),
-                );
-            }
+            Err(_idle) => packager.flush_idle(),
         }
     }
 }

@@ -45,6 +45,10 @@ use crate::chunks::Chunks;
 use crate::error::Error;
 use crate::ts_counters::TsCounters;
 
+/// How much earlier than the configured duration a keyframe still ends a
+/// segment (see `Segmenter::cut_at`): timestamp jitter, not a scene cut.
+const CUT_TOLERANCE_MS: u32 = 50;
+
 /// How many keyframe intervals predict the next one when a keyframe before
 /// the target may cut ([`SegmenterStats::early_cuts`]): the longest of them.
 /// Enough that a few scene cuts in a row do not hide the encoder's GOP; few
@@ -631,7 +635,7 @@ impl Segmenter {
         }
         if is_ref && let Some(open) = &self.open {
             let span = out_dts.saturating_sub(open.start_out_dts);
-            let target = self.ticks_of_ms(self.config.target_duration_ms, ti);
+            let target = self.cut_at(ti);
             if starts && span >= target {
                 result = self.close(Some(out_dts));
             } else if starts && self.cut_before_target(span, ti) {
@@ -752,6 +756,24 @@ impl Segmenter {
             }
         }
         result
+    }
+
+    /// The span (ticks of track `ti`) from a segment's start at which a
+    /// keyframe cuts it: the configured duration less
+    /// [`CUT_TOLERANCE_MS`]. Encoders put keyframes on a millisecond clock
+    /// (RTMP) or round frame times, so the keyframe meant to end a 2 s
+    /// segment of a 2 s GOP can come at 1999 ms; without the tolerance it
+    /// would not cut, the segment would run to the next keyframe (4 s) and
+    /// fix the stream's target duration at twice the intent.
+    /// (Audio-only streams, where every frame may cut, need none.)
+    fn cut_at(&self, ti: usize) -> i64 {
+        let target = self.ticks_of_ms(self.config.target_duration_ms, ti);
+        let audio = self.states.get(ti).is_some_and(|s| s.audio_frame.is_some());
+        if audio {
+            return target;
+        }
+        let tolerance = self.ticks_of_ms(CUT_TOLERANCE_MS, ti);
+        target.saturating_sub(tolerance).max(1)
     }
 
     /// Whether a keyframe `span` ticks (track `ti`) into the open segment,

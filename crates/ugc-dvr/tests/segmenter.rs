@@ -665,3 +665,22 @@ fn a_gop_reset_cuts_early_to_keep_the_target_duration() {
     assert_eq!(d, vec![2000, 2000, 3000, 2000, 2000, 2000, 1000]);
     assert!(segs.iter().all(|s| s.target_duration_s == 4));
 }
+
+/// An encoder whose 2 s GOP puts a keyframe a millisecond early (RTMP's
+/// millisecond timestamps: 1999 ms) still gets 2 s segments. Without a
+/// tolerance the keyframe did not cut, the first segment ran to the next
+/// keyframe (4 s) and fixed the stream's target duration at 4.
+#[test]
+fn a_keyframe_a_millisecond_early_still_cuts() {
+    let mut events = vec![MediaEvent::Tracks(video_only())];
+    // 25 fps: frame i at 40 i ms, but every keyframe 1 ms early.
+    events.extend((0..250).map(|i| {
+        let key = i % 50 == 0;
+        v(i * 40 - i64::from(key && i > 0), key)
+    }));
+    events.push(MediaEvent::End);
+    let segs = segments(&run(config(2000), events));
+    let d: Vec<u64> = segs.iter().map(|s| s.duration_ms).collect();
+    assert_eq!(d, vec![1999, 2000, 2000, 2000, 2001], "{d:?}");
+    assert!(segs.iter().all(|s| s.target_duration_s == 2));
+}

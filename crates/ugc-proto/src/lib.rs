@@ -15,6 +15,9 @@
 //!   HTTP/2 and HTTP/1.1 (feature `tls`).
 //! * `dvr`: the DVR routes (range and from-now playlists, archived
 //!   segments, MP4 export with HTTP Range), a layer over the origin.
+//! * `pacing` (feature `tokio`): the paced ingest runtime, one thread whose
+//!   passes over the ingest sockets are a tick apart. (A stream whose
+//!   publisher left ends by itself: `ugc_core::HubConfig::publisher_grace`.)
 //!
 //! Storage layout and auth policy are not here: publish requests go to a
 //! [`ugc_core::Authorizer`] supplied by the caller.
@@ -26,9 +29,15 @@ pub mod dvr;
 pub mod error;
 #[cfg(feature = "tokio")]
 pub mod origin;
+#[cfg(feature = "tokio")]
+pub mod pacing;
 pub mod rtmp;
 pub mod srt;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+/// The HTTP framework the origin's routers are made with: the same version
+/// for an embedder's own routes ([`origin::serve`] serves them all).
+#[cfg(feature = "tokio")]
+pub use axum;
 pub use error::{Error, Result};

@@ -41,7 +41,7 @@
 //! its first chunk exists, with a chunked body that grows as its frames
 //! arrive.
 //!
-//! Names are validated with [`StreamName`]; nothing here touches the file
+//! Names are validated with [`StreamPath`]; nothing here touches the file
 //! system. Every answer carries `Access-Control-Allow-Origin: *`, `OPTIONS`
 //! preflights are answered, `HEAD` works like `GET` without a body.
 //!
@@ -165,6 +165,18 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Serves `app` (the origin's routes, and any others) on `listener` over
+/// HTTP/1.1 and HTTP/2 (h2c), with each request's peer address known to the
+/// handlers: the client address of play requests, which IP-bound play
+/// tokens need (served without it, every client is `0.0.0.0`).
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
 
 /// The origin's routes over `registry`, open to every viewer.
@@ -536,7 +548,7 @@ async fn live_request<A: Authorizer>(
             want_low_latency(&origin, &name);
             part(&origin, live, msn, index).await
         }
-        (file, _) => serve(&live, file, token.as_deref()),
+        (file, _) => serve_file(&live, file, token.as_deref()),
     }
 }
 
@@ -736,7 +748,7 @@ fn playlist_body(text: String, token: Option<&str>) -> Bytes {
     }
 }
 
-fn serve(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
+fn serve_file(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Response {
     match file {
         LiveFile::Multivariant | LiveFile::MediaPlaylist(_) if !live.has_segments() => {
             // Nothing to play yet: players retry.

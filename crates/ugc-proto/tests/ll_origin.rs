@@ -440,7 +440,8 @@ fn fed_now(frames: i64) -> Arc<LiveStream> {
 async fn rendition_playlists_report_every_other_rendition() {
     let reg = Arc::new(LiveRegistry::new());
     // 30 fps with 1 s GOPs: 33 ms frames put the keyframes at 0, 990, 1980
-    // ms, so segments are cut every 60 frames (1980 ms, 10 parts).
+    // ms, and a keyframe within 50 ms of the 1 s target cuts: segments of
+    // 30 frames (990 ms, 5 parts).
     let source = fed_now(100);
     let hi = fed_now(100);
     // Mid-segment with parts, and just after a cut (no part of the open
@@ -488,7 +489,7 @@ async fn rendition_playlists_report_every_other_rendition() {
     };
     assert_eq!(
         lo.update().open_parts,
-        Some((1, 0)),
+        Some((2, 0)),
         "lo: no part after the cut"
     );
     assert!(mid.update().open_parts.unwrap().1 > 0);
@@ -506,11 +507,11 @@ async fn rendition_playlists_report_every_other_rendition() {
         text.find("#EXT-X-PRELOAD-HINT").unwrap() < text.find("#EXT-X-RENDITION-REPORT").unwrap()
     );
     // The reported part exists where the report points.
-    let (status, _, _) = get(&app, "/live/ll/lo/part-0-0.9.m4s").await;
+    let (status, _, _) = get(&app, "/live/ll/lo/part-0-1.4.m4s").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         expect("lo", &lo),
-        "#EXT-X-RENDITION-REPORT:URI=\"../lo/mono.m3u8\",LAST-MSN=0,LAST-PART=9"
+        "#EXT-X-RENDITION-REPORT:URI=\"../lo/mono.m3u8\",LAST-MSN=1,LAST-PART=4"
     );
 
     let (_, _, body) = get(&app, "/live/ll/lo/mono.m3u8?_HLS_msn=0").await;

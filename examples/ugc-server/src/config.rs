@@ -97,6 +97,18 @@ pub struct Cli {
     pub command: Option<crate::dvr::Command>,
 }
 
+/// `[streams.<name>]` in the config file: per-stream settings that apply
+/// when the control plane has none for that field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOverrides {
+    /// SRT passphrase (10..=79 characters).
+    pub srt_passphrase: Option<String>,
+    /// Restream targets (`rtmp://` / `rtmps://` URLs with the key).
+    #[serde(default)]
+    pub restream: Vec<String>,
+}
+
 /// The TOML file: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,7 +140,7 @@ struct FileConfig {
     srt_latency_ms: Option<u64>,
     /// Per-stream settings until/besides the control plane: `[streams.<name>]`.
     #[serde(default)]
-    streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
+    streams: std::collections::BTreeMap<String, StreamOverrides>,
     /// Extra trusted CA certificates (PEM) for `rtmps://` restream targets.
     restream_ca_file: Option<PathBuf>,
     /// `[dvr]`: archive, retention, S3 tier.
@@ -165,7 +177,7 @@ pub struct Config {
     pub transcode: crate::transcode::TranscodeConfig,
     pub srt: SocketAddr,
     pub srt_latency_ms: u64,
-    pub streams: std::collections::BTreeMap<String, crate::ingest::StreamOverrides>,
+    pub streams: std::collections::BTreeMap<String, StreamOverrides>,
     pub restream_ca_file: Option<PathBuf>,
     pub dvr: crate::dvr::DvrConfig,
 }

@@ -1,5 +1,5 @@
-//! DVR wiring: config, the archive, control-plane settings, and the
-//! `ugc-server dvr export` command.
+//! DVR wiring: the `[dvr]` config, the archive with its S3 tier, and the
+//! `ugc-server dvr export` command's flags.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,10 +8,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 use ugc_auth::ControlPlane;
 use ugc_core::StreamPath;
-use ugc_dvr::archive::{Archive, ArchiveConfig, DepthPolicy, TrackKey};
+use ugc_dvr::archive::{Archive, ArchiveConfig, TrackKey};
+use ugc_dvr::policy::{DvrPolicy, StreamPolicy};
+use ugc_dvr::s3::{CacheConfig, S3Settings, Store, UploadConfig, Uploader};
 
 /// `[dvr]` in the TOML file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -26,23 +28,11 @@ pub struct DvrFileConfig {
     pub max_gb: Option<f64>,
     /// Rewind window of live playlists in seconds (0 = live window only).
     pub rewind_s: Option<u32>,
-    /// Per-stream settings: `[dvr.streams.<name>]`.
-    pub streams: Option<HashMap<String, StreamDvrConfig>>,
+    /// Per-stream settings: `[dvr.streams.<name>]` (the control plane's
+    /// `dvr_hours`, when above 0, wins over `hours`).
+    pub streams: Option<HashMap<String, StreamPolicy>>,
     /// The S3 tier.
     pub s3: Option<S3FileConfig>,
-}
-
-/// `[dvr.streams.<name>]`: one stream's DVR settings (the control plane's
-/// `dvr_hours`, when above 0, wins over `hours`).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamDvrConfig {
-    /// Archive depth in hours.
-    pub hours: Option<u32>,
-    /// Rewind window in seconds.
-    pub rewind_s: Option<u32>,
-    /// Move finished events to S3 (default true when `[dvr.s3]` is set).
-    pub s3: Option<bool>,
 }
 
 /// `[dvr.s3]` in the TOML file.
@@ -76,11 +66,9 @@ pub struct S3FileConfig {
 /// Effective DVR settings.
 #[derive(Debug, Clone)]
 pub struct DvrConfig {
-    pub hours: u32,
     pub dir: PathBuf,
     pub max_bytes: Option<u64>,
-    pub rewind_s: u32,
-    pub streams: HashMap<String, StreamDvrConfig>,
+    pub policy: DvrPolicy,
     pub s3: Option<S3FileConfig>,
 }
 
@@ -88,11 +76,13 @@ impl DvrConfig {
     pub fn new(file: Option<DvrFileConfig>, flag_hours: Option<u32>, data: &Path) -> Self {
         let file = file.unwrap_or_default();
         DvrConfig {
-            hours: flag_hours.or(file.hours).unwrap_or(0),
             dir: file.dir.unwrap_or_else(|| data.join("dvr")),
             max_bytes: file.max_gb.map(|g| (g * 1e9) as u64),
-            rewind_s: file.rewind_s.unwrap_or(0),
-            streams: file.streams.unwrap_or_default(),
+            policy: DvrPolicy {
+                hours: flag_hours.or(file.hours).unwrap_or(0),
+                rewind_s: file.rewind_s.unwrap_or(0),
+                streams: file.streams.unwrap_or_default(),
+            },
             s3: file.s3,
         }
     }
@@ -132,56 +122,28 @@ pub struct ExportArgs {
     pub output: PathBuf,
 }
 
-/// Depth of `live/<s>`: the control plane's `dvr_hours` when above 0, else
-/// `[dvr.streams.<s>] hours`, else `[dvr] hours`.
-fn depth_policy(control: Option<ControlPlane>, config: &DvrConfig) -> DepthPolicy {
-    let default_hours = config.hours;
-    let streams = config.streams.clone();
-    Arc::new(move |stream: &StreamPath| {
-        let name = stream.name();
-        control
-            .as_ref()
-            .and_then(|c| c.settings(name))
-            .map(|s| s.dvr_hours)
-            .filter(|&h| h > 0)
-            .or_else(|| streams.get(name).and_then(|s| s.hours))
-            .unwrap_or(default_hours)
-    })
-}
-
-/// Rewind window of `live/<s>` in seconds.
-pub fn rewind_policy(config: &DvrConfig) -> ugc_proto::dvr::RewindPolicy {
-    let default = config.rewind_s;
-    let streams = config.streams.clone();
-    Arc::new(move |stream: &StreamPath| {
-        let name = stream.name();
-        streams
-            .get(name)
-            .and_then(|s| s.rewind_s)
-            .unwrap_or(default)
-    })
-}
-
-/// Opens the archive (a directory walk: call before serving).
+/// Opens the archive (a directory walk: call before serving), its depth
+/// from the control plane's `dvr_hours`, then `[dvr]`.
 pub fn open_archive(config: &DvrConfig, control: &ControlPlane) -> anyhow::Result<Archive> {
-    let mut ac = ArchiveConfig::new(&config.dir, config.hours);
-    ac.depth = depth_policy(Some(control.clone()), config);
+    let mut ac = ArchiveConfig::new(&config.dir, config.policy.hours);
+    ac.depth = config
+        .policy
+        .depth(crate::settings::dvr_hours(control.clone()));
     ac.max_bytes = config.max_bytes;
     let archive = Archive::open(ac)
         .with_context(|| format!("opening the DVR archive {}", config.dir.display()))?;
-    info!(dir = %config.dir.display(), default_hours = config.hours,
+    info!(dir = %config.dir.display(), default_hours = config.policy.hours,
         local_bytes = archive.local_bytes(), streams = archive.keys().len(), "DVR archive");
     Ok(archive)
 }
 
 /// The S3 tier of `[dvr.s3]`: the read-back cache becomes the archive's
-/// remote store, and the uploader task is returned to spawn.
+/// remote store, and the uploader is returned to run.
 pub fn start_s3(
     config: &DvrConfig,
     data: &Path,
     archive: &Archive,
-) -> anyhow::Result<Option<Arc<ugc_dvr::s3::Uploader>>> {
-    use ugc_dvr::s3::{UploadConfig, Uploader};
+) -> anyhow::Result<Option<Arc<Uploader>>> {
     let (Some(s3), Some(store)) = (&config.s3, s3_read_side(config, data, archive)?) else {
         return Ok(None);
     };
@@ -189,13 +151,7 @@ pub fn start_s3(
         prefix: s3.prefix.clone().unwrap_or_else(|| "ugc/".into()),
         part_size: (s3.part_mb.unwrap_or(8).max(5) << 20) as usize,
         delete_local: s3.delete_local.unwrap_or(true),
-        streams: Some({
-            let streams = config.streams.clone();
-            ugc_dvr::s3::StreamFilter(Arc::new(move |stream: &StreamPath| {
-                let name = stream.name();
-                streams.get(name).and_then(|s| s.s3).unwrap_or(true)
-            }))
-        }),
+        streams: Some(config.policy.s3_streams()),
         ..UploadConfig::default()
     };
     let uploader = Uploader::new(archive.clone(), store, upload).context("dvr.s3: upload queue")?;
@@ -211,8 +167,7 @@ fn s3_read_side(
     config: &DvrConfig,
     data: &Path,
     archive: &Archive,
-) -> anyhow::Result<Option<Arc<dyn ugc_dvr::s3::Store>>> {
-    use ugc_dvr::s3::{CacheConfig, S3Cache, S3Settings, s3_store};
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
     let Some(s3) = &config.s3 else {
         return Ok(None);
     };
@@ -232,8 +187,6 @@ fn s3_read_side(
             .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
             .context("dvr.s3: secret_access_key (or AWS_SECRET_ACCESS_KEY) is required")?,
     };
-    let store: Arc<dyn ugc_dvr::s3::Store> =
-        Arc::new(s3_store(&settings).context("dvr.s3: building the S3 client")?);
     let mut cache = CacheConfig::new(
         s3.cache_dir
             .clone()
@@ -245,28 +198,11 @@ fn s3_read_side(
     if let Some(ttl) = s3.cache_ttl_s {
         cache.ttl = std::time::Duration::from_secs(ttl);
     }
-    let cache = S3Cache::new(store.clone(), cache).context("dvr.s3: opening the cache")?;
-    archive.set_remote(Arc::new(cache));
+    let store = ugc_dvr::s3::attach_read_side(archive, &settings, cache).context("dvr.s3")?;
     Ok(Some(store))
 }
 
-/// Re-runs retention when a stream's settings change (a lower `dvr_hours`
-/// applies at once).
-pub async fn follow_settings(control: ControlPlane, archive: Archive) {
-    let mut changes = control.subscribe_changes();
-    loop {
-        match changes.recv().await {
-            Ok(change) => {
-                tracing::debug!(stream = %change.name, kind = ?change.kind, "dvr: settings changed");
-                archive.sweep();
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => archive.sweep(),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// `ugc-server dvr export`.
+/// `ugc-server dvr export`: the flags, then the library's export.
 pub fn export_command(config: &DvrConfig, data: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     let stream = if args.stream.contains('/') {
@@ -275,7 +211,6 @@ pub fn export_command(config: &DvrConfig, data: &Path, args: &ExportArgs) -> any
         StreamPath::live(&args.stream)
     }
     .with_context(|| format!("bad stream name {:?}", args.stream))?;
-    let key = TrackKey::source(&stream);
     anyhow::ensure!(
         (1..=ugc_dvr::range::MAX_RANGE_SECONDS).contains(&args.duration),
         "--duration must be within 1..=86400 seconds"
@@ -295,64 +230,47 @@ pub fn export_command(config: &DvrConfig, data: &Path, args: &ExportArgs) -> any
         ugc_dvr::s3::load_remote_index(&archive, &config.dir)
             .with_context(|| format!("reading the S3 index of bucket {}", s3.bucket))?;
     }
-    let from_ms = from * 1000;
-    let to_ms = from_ms + i64::from(args.duration) * 1000;
-    let segments = archive.range(&key, from_ms, to_ms);
-    if segments.is_empty() {
-        let bounds = archive.bounds(&key);
-        anyhow::bail!(
-            "nothing of {stream} archived in [{from}, {}) (archive: {})",
-            from + i64::from(args.duration),
-            match bounds {
-                Some((a, b)) => format!("{}..{}", a / 1000, b / 1000),
-                None => "empty".into(),
-            }
-        );
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let plan = rt
-        .block_on(archive.plan_export(&key, from_ms, to_ms))
-        .context("planning the export")?;
-    if plan.truncated {
-        warn!("the track set changed inside the range: the export stops before the change");
-    }
     let bar = if std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(plan.len);
-        b.set_style(
+        indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(b)
+        )
     } else {
-        None
+        indicatif::ProgressBar::hidden()
     };
-    let tmp = args.output.with_extension("mp4.part");
-    let mut out =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let started = std::time::Instant::now();
-    let written = plan.write_file(&mut out, |done| {
-        if let Some(b) = &bar {
-            b.set_position(done);
+    let from_ms = from * 1000;
+    let to_ms = from_ms + i64::from(args.duration) * 1000;
+    let progress = {
+        let bar = bar.clone();
+        move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
         }
-    })?;
-    drop(out);
-    std::fs::rename(&tmp, &args.output)?;
-    if let Some(b) = bar {
-        b.finish();
-    }
+    };
+    let started = std::time::Instant::now();
+    let export = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(ugc_dvr::export_file::export_to_file(
+            &archive,
+            &TrackKey::source(&stream),
+            from_ms,
+            to_ms,
+            &args.output,
+            progress,
+        ))?;
+    bar.finish();
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     eprintln!(
         "wrote {} ({} bytes, {:.1} s of media, {} segments) in {:.2} s ({:.0} MB/s)",
         args.output.display(),
-        written,
-        plan.duration_ms as f64 / 1000.0,
-        plan.files.len(),
+        export.bytes,
+        export.duration_ms as f64 / 1000.0,
+        export.segments,
         secs,
-        written as f64 / secs / 1e6
+        export.bytes as f64 / secs / 1e6
     );
     Ok(())
 }

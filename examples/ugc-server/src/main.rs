@@ -5,9 +5,7 @@
 
 mod config;
 mod dvr;
-mod ingest;
-mod metrics;
-mod restream;
+mod settings;
 mod transcode;
 
 use std::net::SocketAddr;
@@ -19,8 +17,12 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 use ugc_auth::{ControlConfig, ControlPlane, PublicUrls, TrustedProxies};
+use ugc_codec::ladder::stats::LadderRegistry;
+use ugc_core::metrics::{Exposition, Kind};
 use ugc_core::{Hub, HubConfig};
 use ugc_dvr::LiveRegistry;
+use ugc_proto::rtmp::restream::Restreams;
+use ugc_proto::srt::server::SrtStatsRegistry;
 
 use crate::config::{Cli, Config};
 
@@ -60,7 +62,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data dir {}", config.data.display()))?;
     let data = config.data.canonicalize()?;
-    let hub = Hub::new(HubConfig::default());
+    // A publisher that leaves keeps its stream for the grace time (a
+    // reconnect continues it); then the stream ends.
+    let hub = Hub::new(HubConfig {
+        publisher_grace: Duration::from_secs(config.publisher_grace_s),
+        ..HubConfig::default()
+    });
     let registry = Arc::new(LiveRegistry::new());
 
     let rtmp = TcpListener::bind(config.rtmp)
@@ -93,22 +100,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the control plane store")?;
     info!(data = %data.display(), rtmp = %rtmp_addr, http = %http_addr, "ugc-server started");
-    print_banner(
-        &control,
-        rtmp_addr,
-        http_addr,
-        config.demo_stream.as_deref(),
-        config.web.is_some(),
-    )
-    .await?;
+    let demo = config.demo_stream.as_deref();
+    let welcome = control.welcome("ugc-server", demo, config.web.is_some());
+    let demo_error = || format!("creating the demo stream {:?}", demo.unwrap_or_default());
+    print!("{}", welcome.await.with_context(demo_error)?);
 
     let archive = dvr::open_archive(&config.dvr, &control)?;
     let s3_uploader = dvr::start_s3(&config.dvr, &data, &archive)?;
     let uploader = s3_uploader.clone().map(|u| tokio::spawn(u.run()));
     let mut packager = config.packager();
     packager.observer = Some(Arc::new(archive.clone()));
-    let dvr_settings = tokio::spawn(dvr::follow_settings(control.clone(), archive.clone()));
-    let ingest_rt = ingest::paced_runtime(
+    let dvr_settings = tokio::spawn(ugc_dvr::policy::sweep_on_changes(
+        archive.clone(),
+        control.subscribe_changes(),
+    ));
+    let ingest_rt = ugc_proto::pacing::paced_runtime(
         config.ingest_tick,
         config.ingest_batch.map(|b| (b, hub.clone())),
     )?;
@@ -122,10 +128,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         host.clone(),
         http_addr.port(),
     ));
-    let reaper = tokio::spawn(reap_idle_streams(
-        hub.clone(),
-        Duration::from_secs(config.publisher_grace_s),
-    ));
     let authorizer = Arc::new(control.authorizer());
     let rtmp_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve(
         rtmp,
@@ -134,43 +136,52 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.rtmp_server(),
     ));
     // SRT ingest (same Authorizer as RTMP; passphrases from the control plane).
-    let srt_stats = ugc_proto::srt::server::SrtStatsRegistry::default();
-    let (srt_addr, srt_serve) = ingest::bind_srt(
-        &config,
+    let srt_stats = SrtStatsRegistry::default();
+    let srt = tokio::net::UdpSocket::bind(config.srt)
+        .await
+        .with_context(|| format!("binding SRT on {}", config.srt))?;
+    info!(srt = %srt.local_addr()?, "SRT listening");
+    let mut srt_config = ugc_proto::srt::server::SrtServerConfig::default();
+    srt_config.listener.latency = Duration::from_millis(config.srt_latency_ms);
+    let srt_task = tokio::spawn(ugc_proto::srt::server::serve(
+        srt,
         hub.clone(),
         authorizer.clone(),
-        control.clone(),
+        settings::srt_passphrase(control.clone(), config.streams.clone()),
+        srt_config,
         srt_stats.clone(),
-    )
-    .await?;
-    info!(srt = %srt_addr, "SRT listening");
-    let srt_task = tokio::spawn(srt_serve);
+    ));
     // Restream: one RTMP(S) push per live stream and target.
-    let restreams = restream::Restreams::default();
-    let restreamer = tokio::spawn(restream::supervise(
+    let restreams = Restreams::default();
+    let restreamer = tokio::spawn(ugc_proto::rtmp::restream::supervise(
         hub.clone(),
-        control.clone(),
-        config.streams.clone(),
-        restream::push_config(config.restream_ca_file.as_deref())?,
+        settings::restream_targets(control.clone(), config.streams.clone()),
+        control.subscribe_changes(),
+        ugc_proto::rtmp::push::PushConfig::with_ca_file(config.restream_ca_file.as_deref())?,
         restreams.clone(),
     ));
-    let client_ip: ugc_proto::origin::ClientIp = {
-        let control = control.clone();
-        Arc::new(move |peer, headers: &axum::http::HeaderMap| {
-            let xff = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            control.client_ip(peer, xff)
-        })
-    };
-    let transcode_stats = transcode::TranscodeStats::default();
-    let api = control.router_with(vec![restream::stats_api(
-        control.clone(),
-        restreams.clone(),
-        srt_stats.clone(),
-        transcode_stats.clone(),
-    )]);
+    let client_ip = control.client_ip_resolver();
+    let ladders = LadderRegistry::default();
+    let api = control.router_with(vec![
+        control.admin_json_route(
+            "/stats/restream",
+            "Restream pushes of live streams",
+            Restreams::json_schema(),
+            clone_fn(&restreams, Restreams::json),
+        ),
+        control.admin_json_route(
+            "/stats/srt",
+            "SRT publishers",
+            SrtStatsRegistry::json_schema(),
+            clone_fn(&srt_stats, SrtStatsRegistry::json),
+        ),
+        control.admin_json_route(
+            "/stats/transcode",
+            "Transcoding ladders",
+            LadderRegistry::json_schema(),
+            clone_fn(&ladders, |l| l.json(Instant::now())),
+        ),
+    ]);
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         authorizer.clone(),
@@ -186,20 +197,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
             archive: archive.clone(),
             registry: registry.clone(),
             auth: authorizer,
-            client_ip: client_ip.clone(),
+            client_ip,
             target_duration_ms: config.segment_ms,
-            rewind_s: dvr::rewind_policy(&config.dvr),
+            rewind_s: config.dvr.policy.rewind(),
         },
     );
-    let metrics = metrics::router(metrics::Sources {
-        hub: hub.clone(),
-        control: control.clone(),
-        client_ip,
-        restreams: restreams.clone(),
-        srt: srt_stats.clone(),
-        transcode: transcode_stats.clone(),
-        archive: archive.clone(),
-        uploader: s3_uploader,
+    // `/metrics`: the pipeline's own counters, read when scraped.
+    let metrics = control.metrics_router({
+        let (hub, restreams, srt, ladders) = (hub.clone(), restreams, srt_stats, ladders.clone());
+        let (archive, uploader) = (archive.clone(), s3_uploader);
+        move || {
+            let now = Instant::now();
+            let mut m = Exposition::new();
+            m.family("ugc_info", Kind::Gauge, "Always 1; the version as a label.")
+                .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+            ugc_core::metrics::write_hub(&mut m, &hub, now);
+            restreams.write_metrics(&mut m);
+            srt.write_metrics(&mut m);
+            ladders.write_metrics(&mut m, now);
+            archive.write_metrics(&mut m);
+            if let Some(u) = &uploader {
+                u.write_metrics(&mut m);
+            }
+            m.finish()
+        }
     });
     let mut app = axum::Router::new()
         .nest("/api/v1", api)
@@ -222,12 +243,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
     });
-    let pruner = tokio::spawn(prune_sessions(control.clone()));
+    let pruner = tokio::spawn(
+        control
+            .clone()
+            .prune_sessions_every(Duration::from_secs(3600)),
+    );
     let transcoder = transcode::spawn(
         hub.clone(),
         control.clone(),
         config.transcode.clone(),
-        transcode_stats,
+        ladders,
     );
     let https_task = match &config.https {
         Some(https) => Some(spawn_https(https, app_tls).await?),
@@ -261,7 +286,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         t.abort();
     }
     announcer.abort();
-    reaper.abort();
     for name in hub.stream_names() {
         hub.end(&name);
     }
@@ -269,6 +293,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ =
         tokio::task::spawn_blocking(move || archive.flush_blocking(Duration::from_secs(5))).await;
     Ok(())
+}
+
+/// `f(&value)` on a clone of `value`, for a route that reads it.
+fn clone_fn<T: Clone, R, F: Fn(&T) -> R + Clone>(
+    value: &T,
+    f: F,
+) -> impl Fn() -> R + Clone + use<T, R, F> {
+    let value = value.clone();
+    move || f(&value)
 }
 
 /// Binds the HTTPS listener (HTTP/2 + HTTP/1.1 over TLS) and serves `app`.
@@ -290,16 +323,6 @@ async fn announce_streams(hub: Hub, host: String, http_port: u16) {
     while let Some(name) = watch.next().await {
         let play = format!("http://{host}:{http_port}/{name}/index.m3u8");
         info!(stream = %name, %play, "new stream");
-    }
-}
-
-async fn reap_idle_streams(hub: Hub, grace: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        for name in hub.reap_idle(Instant::now(), grace) {
-            info!(stream = %name, "no publisher for {grace:?}: ended");
-        }
     }
 }
 
@@ -334,64 +357,4 @@ fn guess_public_host() -> String {
         })
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "127.0.0.1".into())
-}
-
-/// Drops expired play sessions now and then.
-async fn prune_sessions(control: ControlPlane) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        if let Err(e) = control.prune_sessions().await {
-            warn!(error = %e, "pruning play sessions");
-        }
-    }
-}
-
-async fn print_banner(
-    control: &ControlPlane,
-    rtmp: SocketAddr,
-    http: SocketAddr,
-    demo: Option<&str>,
-    panel: bool,
-) -> anyhow::Result<()> {
-    let urls = control.public_urls().clone();
-    let host = &urls.host;
-    let rtmp_port = rtmp.port();
-    let server = if rtmp_port == 1935 {
-        format!("rtmp://{host}/live")
-    } else {
-        format!("rtmp://{host}:{rtmp_port}/live")
-    };
-    let http_base = format!("http://{host}:{}", http.port());
-    println!();
-    println!("  ugc-server is running");
-    println!("  Control API:  {http_base}/api/v1  (OpenAPI: {http_base}/api/v1/openapi.json)");
-    if panel {
-        println!("  Creator panel: {http_base}/  (sign in with the admin or a creator token)");
-    }
-    if let Some(token) = control.take_generated_admin_token() {
-        println!("  Admin token (shown once, stored hashed; set UGC_ADMIN_TOKEN to choose it):");
-        println!("    {token}");
-    }
-    if let Some(name) = demo {
-        let (stream, key) = control
-            .ensure_demo_stream(name)
-            .await
-            .with_context(|| format!("creating the demo stream {name:?}"))?;
-        println!("  Demo stream \"{}\":", stream.name);
-        println!("    OBS:        Settings > Stream > Custom");
-        println!("      Server:     {server}");
-        println!("      Stream key: {key}");
-        println!(
-            "    ffmpeg:     ffmpeg -re -i input.mp4 -c copy -f flv {}",
-            urls.rtmp(&key)
-        );
-        println!("    Watch:      {http_base}/watch/{}", stream.name);
-        println!("    HLS:        {}", urls.play(&stream.name));
-    } else {
-        println!("  Create a stream: POST {http_base}/api/v1/streams {{\"name\": \"...\"}}");
-        println!("  then publish to {server} with the returned key.");
-    }
-    println!();
-    Ok(())
 }

@@ -1,6 +1,7 @@
-//! Transcoding wiring: ladder profiles from the config file and the
-//! supervisor that runs one ladder per live stream whose control-plane
-//! setting `transcode` is not `off` (settings changes reach running streams).
+//! Transcoding wiring: ladder profiles from the config file, and the
+//! library's supervisor (one ladder per live stream whose control-plane
+//! setting `transcode` is not `off`; settings changes reach running
+//! streams).
 //!
 //! ```toml
 //! [transcode]
@@ -17,8 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-#[cfg(feature = "ffmpeg")]
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -157,378 +156,33 @@ impl TranscodeConfig {
     }
 }
 
-/// One running ladder's counters, for the stats route and `/metrics`.
-struct LadderSample {
-    stream: String,
-    profile: String,
-    running: std::time::Duration,
-    restarts: u32,
-    frames_in: u64,
-    frames_out: u64,
-    pictures_encoded: u64,
-    input_dropped: u64,
-    pictures_dropped: u64,
-    decode_errors: u64,
-    renditions: Vec<RenditionSample>,
-}
-
-struct RenditionSample {
-    name: String,
-    width: u32,
-    height: u32,
-    video_frames: u64,
-    audio_frames: u64,
-}
-
-/// The ladders running now, by stream name, for `GET
-/// /api/v1/stats/transcode`: the supervisor adds a stream's counters when
-/// its ladder starts, the ladder's task removes them when it ends.
-#[derive(Clone, Default)]
-pub struct TranscodeStats {
-    #[cfg(feature = "ffmpeg")]
-    running: Arc<Mutex<BTreeMap<String, supervisor::Registered>>>,
-}
-
-impl TranscodeStats {
-    /// One JSON object per running ladder (none without the `ffmpeg`
-    /// feature): stream, profile, seconds running, restarts, the ladder's
-    /// counters (drops are for all rungs alike, so they are per ladder) and
-    /// per rendition its size and frames out.
-    pub fn json(&self) -> Vec<serde_json::Value> {
-        self.samples()
-            .into_iter()
-            .map(|l| {
-                let renditions: Vec<serde_json::Value> = l
-                    .renditions
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "name": r.name,
-                            "width": r.width,
-                            "height": r.height,
-                            "video_frames_out": r.video_frames,
-                            "audio_frames_out": r.audio_frames,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "stream": l.stream,
-                    "profile": l.profile,
-                    "running_s": l.running.as_secs(),
-                    "restarts": l.restarts,
-                    "frames_in": l.frames_in,
-                    "frames_out": l.frames_out,
-                    "pictures_encoded": l.pictures_encoded,
-                    "input_dropped": l.input_dropped,
-                    "pictures_dropped": l.pictures_dropped,
-                    "decode_errors": l.decode_errors,
-                    "renditions": renditions,
-                })
-            })
-            .collect()
-    }
-
-    /// The ladders' counters for `/metrics` (families without samples
-    /// without the `ffmpeg` feature).
-    pub fn write_metrics(&self, m: &mut ugc_core::metrics::Exposition) {
-        use ugc_core::metrics::Family;
-        let ladders = self.samples();
-        let families: &[Family<LadderSample>] = &[
-            Family::gauge(
-                "ugc_transcode_running_seconds",
-                "Seconds since the stream's ladder started.",
-                |l| l.running.as_secs_f64(),
-            ),
-            Family::counter(
-                "ugc_transcode_restarts_total",
-                "Ladders built after the first one failed.",
-                |l| f64::from(l.restarts),
-            ),
-            Family::counter(
-                "ugc_transcode_frames_in_total",
-                "Source frames taken by the ladder.",
-                |l| l.frames_in as f64,
-            ),
-            Family::counter(
-                "ugc_transcode_frames_out_total",
-                "Frames put out, all renditions, audio and video.",
-                |l| l.frames_out as f64,
-            ),
-            Family::counter(
-                "ugc_transcode_pictures_encoded_total",
-                "Decoded pictures sent to the renditions.",
-                |l| l.pictures_encoded as f64,
-            ),
-            Family::counter(
-                "ugc_transcode_input_dropped_total",
-                "Source frames dropped because decoding was behind.",
-                |l| l.input_dropped as f64,
-            ),
-            Family::counter(
-                "ugc_transcode_pictures_dropped_total",
-                "Pictures dropped for every rendition because one was behind.",
-                |l| l.pictures_dropped as f64,
-            ),
-            Family::counter(
-                "ugc_transcode_decode_errors_total",
-                "Source packets the decoders rejected.",
-                |l| l.decode_errors as f64,
-            ),
-        ];
-        m.families(families, &ladders, |l| vec![("stream", l.stream.clone())]);
-        // One row per rendition and media kind.
-        type Output<'a> = (&'a str, &'a str, &'static str, u64);
-        let outputs: Vec<Output> = ladders
-            .iter()
-            .flat_map(|l| {
-                l.renditions.iter().flat_map(|r| {
-                    [("video", r.video_frames), ("audio", r.audio_frames)]
-                        .map(|(kind, n)| (l.stream.as_str(), r.name.as_str(), kind, n))
-                })
-            })
-            .collect();
-        m.families(
-            &[Family::counter(
-                "ugc_transcode_rendition_frames_out_total",
-                "Frames a rendition published, by media kind.",
-                |o: &Output| o.3 as f64,
-            )],
-            &outputs,
-            |&(stream, rendition, kind, _)| {
-                vec![
-                    ("stream", stream.to_string()),
-                    ("rendition", rendition.to_string()),
-                    ("kind", kind.to_string()),
-                ]
-            },
-        );
-    }
-
-    fn samples(&self) -> Vec<LadderSample> {
-        #[cfg(feature = "ffmpeg")]
-        {
-            self.lock()
-                .iter()
-                .map(|(stream, r)| {
-                    let report = r.stats.report();
-                    let s = report.stats;
-                    LadderSample {
-                        stream: stream.clone(),
-                        profile: r.profile.clone(),
-                        running: r.since.elapsed(),
-                        restarts: report.restarts,
-                        frames_in: s.frames_in,
-                        frames_out: s.frames_out,
-                        pictures_encoded: s.pictures_encoded,
-                        input_dropped: s.input_dropped,
-                        pictures_dropped: s.pictures_dropped,
-                        decode_errors: s.decode_errors,
-                        renditions: report
-                            .renditions
-                            .iter()
-                            .map(|r| RenditionSample {
-                                name: r.name.clone(),
-                                width: r.width,
-                                height: r.height,
-                                video_frames: r.video_frames,
-                                audio_frames: r.audio_frames,
-                            })
-                            .collect(),
-                    }
-                })
-                .collect()
-        }
-        #[cfg(not(feature = "ffmpeg"))]
-        Vec::new()
-    }
-
-    #[cfg(feature = "ffmpeg")]
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, supervisor::Registered>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
+/// Runs a ladder for every `live/<name>` stream whose setting wants one;
+/// `ladders` lists the running ones.
 #[cfg(feature = "ffmpeg")]
-pub use supervisor::spawn;
-
-#[cfg(feature = "ffmpeg")]
-mod supervisor {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use tokio::sync::broadcast::error::RecvError;
-    use tokio::sync::watch;
-    use tokio::task::JoinHandle;
-    use tracing::{info, warn};
-    use ugc_auth::ControlPlane;
-    use ugc_codec::transcode::LadderRunStats;
-    use ugc_core::{Hub, StreamPath};
-
-    use super::{TranscodeConfig, TranscodeStats};
-
-    /// A running ladder as the stats endpoint sees it.
-    pub(super) struct Registered {
-        pub(super) profile: String,
-        pub(super) since: Instant,
-        pub(super) stats: Arc<LadderRunStats>,
-    }
-
-    struct Running {
-        profile: String,
-        stop: watch::Sender<bool>,
-        task: JoinHandle<()>,
-    }
-
-    /// Runs a ladder for every `live/<name>` stream whose setting wants one;
-    /// `stats` lists the running ones.
-    pub fn spawn(
-        hub: Hub,
-        control: ControlPlane,
-        config: TranscodeConfig,
-        stats: TranscodeStats,
-    ) -> JoinHandle<()> {
-        tokio::spawn(supervise(hub, control, Arc::new(config), stats))
-    }
-
-    fn wanted(control: &ControlPlane, config: &TranscodeConfig, name: &str) -> String {
-        control
-            .settings(name)
-            .map(|s| s.transcode)
-            .unwrap_or_else(|| config.default.clone())
-    }
-
-    fn reconcile(
-        hub: &Hub,
-        control: &ControlPlane,
-        config: &TranscodeConfig,
-        stats: &TranscodeStats,
-        running: &mut HashMap<String, Running>,
-        name: &str,
-    ) {
-        let Ok(source) = StreamPath::live(name) else {
-            return;
-        };
-        let want = wanted(control, config, name);
-        let live = hub.is_publishing(&source);
-        if let Some(r) = running.get(name)
-            && (r.profile != want || r.task.is_finished())
-        {
-            if !r.task.is_finished() {
-                info!(stream = %name, from = %r.profile, to = %want, "transcode setting changed");
-            }
-            let _ = r.stop.send(true);
-            running.remove(name);
-        }
-        if want == "off" || !live || running.contains_key(name) {
-            return;
-        }
-        let Some(ladder) = config.profiles.get(&want).cloned() else {
-            warn!(stream = %name, profile = %want, "unknown transcode profile");
-            return;
-        };
-        let (stop, stop_rx) = watch::channel(false);
-        let hub = hub.clone();
-        let counters = Arc::new(LadderRunStats::default());
-        stats.lock().insert(
-            name.to_owned(),
-            Registered {
-                profile: want.clone(),
-                since: Instant::now(),
-                stats: counters.clone(),
-            },
-        );
-        let task = tokio::spawn({
-            let name = name.to_owned();
-            let stats = stats.clone();
-            async move {
-                let r = ugc_codec::transcode::run_ladder_with_stats(
-                    hub,
-                    source,
-                    ladder,
-                    stop_rx,
-                    counters.clone(),
-                )
-                .await;
-                if let Err(e) = r {
-                    warn!(stream = %name, error = %e, "transcoding not possible");
-                }
-                // Unless a newer ladder of the stream registered since.
-                let mut running = stats.lock();
-                if running
-                    .get(&name)
-                    .is_some_and(|r| Arc::ptr_eq(&r.stats, &counters))
-                {
-                    running.remove(&name);
-                }
-            }
-        });
-        running.insert(
-            name.to_owned(),
-            Running {
-                profile: want,
-                stop,
-                task,
-            },
-        );
-    }
-
-    async fn supervise(
-        hub: Hub,
-        control: ControlPlane,
-        config: Arc<TranscodeConfig>,
-        stats: TranscodeStats,
-    ) {
-        let mut watch = hub.watch();
-        let mut changes = control.subscribe_changes();
-        let mut running: HashMap<String, Running> = HashMap::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        let top_level = |full: &StreamPath| crate::ingest::stream_name(full).map(str::to_owned);
-        loop {
-            tokio::select! {
-                n = watch.next() => match n {
-                    Some(full) => {
-                        if let Some(n) = top_level(&full) {
-                            reconcile(&hub, &control, &config, &stats, &mut running, &n);
-                        }
-                    }
-                    None => return,
-                },
-                c = changes.recv() => match c {
-                    Ok(change) => reconcile(&hub, &control, &config, &stats, &mut running, &change.name),
-                    Err(RecvError::Lagged(_)) => {
-                        for full in hub.stream_names() {
-                            if let Some(n) = top_level(&full) {
-                                reconcile(&hub, &control, &config, &stats, &mut running, &n);
-                            }
-                        }
-                    }
-                    Err(RecvError::Closed) => return,
-                },
-                _ = tick.tick() => {
-                    // Streams that ended or came back (a reconnecting
-                    // publisher keeps its Hub stream: no watch event).
-                    let names: Vec<String> = running.keys().cloned().chain(
-                        hub.stream_names().iter().filter_map(top_level)
-                    ).collect();
-                    for n in names {
-                        reconcile(&hub, &control, &config, &stats, &mut running, &n);
-                    }
-                }
-            }
-        }
-    }
+pub fn spawn(
+    hub: ugc_core::Hub,
+    settings: impl ugc_auth::SettingsSource,
+    config: TranscodeConfig,
+    ladders: ugc_codec::ladder::stats::LadderRegistry,
+) -> tokio::task::JoinHandle<()> {
+    let changes = settings.subscribe_changes();
+    let profile_of = crate::settings::transcode_profile(settings, config.default);
+    tokio::spawn(ugc_codec::transcode::supervise(
+        hub,
+        config.profiles,
+        profile_of,
+        changes,
+        ladders,
+    ))
 }
 
 /// Without the `ffmpeg` feature: say once that transcoding is off.
 #[cfg(not(feature = "ffmpeg"))]
 pub fn spawn(
     _hub: ugc_core::Hub,
-    _control: ugc_auth::ControlPlane,
+    _settings: impl ugc_auth::SettingsSource,
     config: TranscodeConfig,
-    _stats: TranscodeStats,
+    _ladders: ugc_codec::ladder::stats::LadderRegistry,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if config.default != "off" || config.profiles.len() > 1 {

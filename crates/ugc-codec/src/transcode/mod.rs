@@ -35,10 +35,15 @@ mod logo;
 mod raw;
 mod run;
 mod rung;
+mod supervise;
 
-pub use run::{LadderReport, LadderRunStats, RenditionReport, run_ladder, run_ladder_with_stats};
+pub use crate::ladder::stats::{
+    LadderReport, LadderRunStats, LadderStats, LadderStatsSnapshot, RenditionReport,
+};
+pub use run::{run_ladder, run_ladder_with_stats};
+pub use supervise::{ProfileOf, RECONCILE_INTERVAL, supervise};
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -57,56 +62,6 @@ use self::rung::{Job, Rung, RungSpec};
 
 /// Events waiting for the decode thread before `push` starts dropping.
 const INPUT_QUEUE: usize = 120;
-
-/// Counters of a ladder (shared with its threads).
-#[derive(Debug, Default)]
-pub struct LadderStats {
-    /// Frames accepted by `push`.
-    pub frames_in: AtomicU64,
-    /// Input frames dropped because the decode thread was behind (video up
-    /// to the next keyframe).
-    pub input_dropped: AtomicU64,
-    /// Decoded pictures dropped for all rungs because a rung was behind.
-    pub pictures_dropped: AtomicU64,
-    /// Packets the decoders rejected (corrupt input).
-    pub decode_errors: AtomicU64,
-    /// Pictures sent to the rungs.
-    pub pictures_encoded: AtomicU64,
-    /// Output frames (all rungs, audio and video).
-    pub frames_out: AtomicU64,
-}
-
-/// A snapshot of [`LadderStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LadderStatsSnapshot {
-    /// See [`LadderStats::frames_in`].
-    pub frames_in: u64,
-    /// See [`LadderStats::input_dropped`].
-    pub input_dropped: u64,
-    /// See [`LadderStats::pictures_dropped`].
-    pub pictures_dropped: u64,
-    /// See [`LadderStats::decode_errors`].
-    pub decode_errors: u64,
-    /// See [`LadderStats::pictures_encoded`].
-    pub pictures_encoded: u64,
-    /// See [`LadderStats::frames_out`].
-    pub frames_out: u64,
-}
-
-impl LadderStats {
-    /// Reads every counter.
-    pub fn snapshot(&self) -> LadderStatsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        LadderStatsSnapshot {
-            frames_in: l(&self.frames_in),
-            input_dropped: l(&self.input_dropped),
-            pictures_dropped: l(&self.pictures_dropped),
-            decode_errors: l(&self.decode_errors),
-            pictures_encoded: l(&self.pictures_encoded),
-            frames_out: l(&self.frames_out),
-        }
-    }
-}
 
 /// Called (from a ladder thread) whenever output is ready.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -140,6 +95,8 @@ enum Input {
 pub struct Ladder {
     input: Option<SyncSender<Input>>,
     output: Receiver<MediaEvent>,
+    /// The task waiting in [`Transform::poll_output`], woken by the threads.
+    waker: Arc<Mutex<Option<std::task::Waker>>>,
     stats: Arc<LadderStats>,
     failure: Arc<Mutex<Option<String>>>,
     worker: Option<JoinHandle<()>>,
@@ -192,9 +149,21 @@ impl Ladder {
         let (in_tx, in_rx) = mpsc::sync_channel(INPUT_QUEUE);
         let (out_tx, out_rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
+        // Output wakes a pipeline that polls the ladder as a transform, and
+        // calls the caller's notify.
+        let waker: Arc<Mutex<Option<std::task::Waker>>> = Arc::default();
+        let wake = waker.clone();
+        let notify: Notify = Arc::new(move || {
+            if let Some(w) = wake.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                w.wake();
+            }
+            if let Some(n) = &notify {
+                n();
+            }
+        });
         let output = Output {
             tx: out_tx,
-            notify,
+            notify: Some(notify),
             stats: stats.clone(),
         };
         let worker = {
@@ -221,6 +190,7 @@ impl Ladder {
         Ok(Ladder {
             input: Some(in_tx),
             output: out_rx,
+            waker,
             stats,
             failure,
             worker: Some(worker),
@@ -309,11 +279,13 @@ impl Transform for Ladder {
             self.video_track = t.video().map(|v| v.id);
         }
         self.send(event)?;
-        self.poll_output(out)
+        Ladder::poll_output(self, out)
     }
 
     /// Ends the input, waits for every rung to finish encoding and returns
-    /// the rest of the output.
+    /// the rest of the output. Blocks for the encoders' tails: in a
+    /// pipeline on a tokio runtime, pump the ladder where blocking is fine
+    /// (a multi-threaded runtime, or `spawn_blocking` around the flush).
     fn flush(&mut self, out: &mut Vec<MediaEvent>) -> Result<()> {
         if let Some(tx) = self.input.take() {
             let _ = tx.send(Input::Event(MediaEvent::End));
@@ -321,7 +293,25 @@ impl Transform for Ladder {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
-        self.poll_output(out)
+        Ladder::poll_output(self, out)
+    }
+
+    /// Encoded output the ladder's threads made since: `Ready` with it (or
+    /// with a thread's failure), else `Pending` until a thread has more.
+    /// This is what lets [`ugc_core::pump`] run a ladder like any transform.
+    fn poll_output(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut Vec<MediaEvent>,
+    ) -> std::task::Poll<Result<()>> {
+        // Register first: output that arrives after the check below wakes us.
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        let before = out.len();
+        match Ladder::poll_output(self, out) {
+            Err(e) => std::task::Poll::Ready(Err(e)),
+            Ok(()) if out.len() > before => std::task::Poll::Ready(Ok(())),
+            Ok(()) => std::task::Poll::Pending,
+        }
     }
 }
 

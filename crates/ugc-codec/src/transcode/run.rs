@@ -1,71 +1,16 @@
 //! The thin tokio loop that runs a [`Ladder`] from a Hub stream into one Hub
 //! stream per rendition, restarting it when it fails.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 use ugc_core::{Hub, HubPublisher, MediaEvent, StreamPath, Transform};
 
-use super::{Ladder, LadderStats, LadderStatsSnapshot};
+use super::{Ladder, LadderReport, LadderRunStats, LadderStatsSnapshot, RenditionReport};
 use crate::ladder::{LadderConfig, LadderDemux, RENDITION_VIDEO_TRACK};
-
-/// How a [`run_ladder`] went (or goes: [`LadderRunStats::report`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LadderReport {
-    /// Ladders built after the first one failed.
-    pub restarts: u32,
-    /// Counters summed over every ladder instance. Drops are for all rungs
-    /// alike (IDRs stay aligned), so they are not counted per rendition.
-    pub stats: LadderStatsSnapshot,
-    /// What each rendition put out, in config order (a rendition the
-    /// source is too small for never appears).
-    pub renditions: Vec<RenditionReport>,
-}
-
-/// Output of one rendition of a [`run_ladder`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RenditionReport {
-    /// Its name ([`LadderConfig::rendition_name`]).
-    pub name: String,
-    /// Video size of its latest track set (0 before one, or without video).
-    pub width: u32,
-    /// See `width`.
-    pub height: u32,
-    /// Video frames published to its Hub stream.
-    pub video_frames: u64,
-    /// Audio frames published to its Hub stream.
-    pub audio_frames: u64,
-}
-
-/// Live counters of a [`run_ladder_with_stats`], for a caller that shows
-/// them while it runs (a stats endpoint). They add up over ladder restarts.
-#[derive(Debug, Default)]
-pub struct LadderRunStats {
-    ladder: Arc<LadderStats>,
-    restarts: AtomicU32,
-    /// By rendition index.
-    renditions: Mutex<BTreeMap<usize, RenditionReport>>,
-}
-
-impl LadderRunStats {
-    /// Reads every counter.
-    pub fn report(&self) -> LadderReport {
-        LadderReport {
-            restarts: self.restarts.load(Ordering::Relaxed),
-            stats: self.ladder.snapshot(),
-            renditions: self.lock().values().cloned().collect(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, RenditionReport>> {
-        self.renditions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 /// Drops a ladder off the reactor (dropping joins its threads).
 fn retire(ladder: Ladder) {

@@ -1,5 +1,6 @@
 //! [`S3Cache`]: byte ranges of objects as files in a size-bounded LRU + TTL
-//! cache on local disk, each range fetched once however many ask.
+//! cache on local disk, each range fetched once however many ask; and
+//! [`attach_read_side`], which sets one as an archive's remote store.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,8 +15,9 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use sha2::Digest as _;
 
+use super::client::{S3Settings, s3_store};
 use super::{Store, hex, is_not_found};
-use crate::archive::{RemoteStore, write_atomic};
+use crate::archive::{Archive, RemoteStore, write_atomic};
 
 /// Settings of the [`S3Cache`].
 #[derive(Debug, Clone)]
@@ -266,4 +268,27 @@ impl RemoteStore for S3Cache {
     ) -> Pin<Box<dyn Future<Output = io::Result<PathBuf>> + Send + 'a>> {
         Box::pin(self.get(object, offset, len))
     }
+}
+
+/// The read side of an archive's S3 tier: the client of `settings` and a
+/// read-back [`S3Cache`] (`cache`) set as `archive`'s remote store, so that
+/// ranges moved to the bucket play and export. Returns the client, for an
+/// [`Uploader`]. Blocking (opens the cache directory): call at start.
+pub fn attach_read_side(
+    archive: &Archive,
+    settings: &S3Settings,
+    cache: CacheConfig,
+) -> io::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = Arc::new(
+        s3_store(settings).map_err(|e| io::Error::other(format!("building the S3 client: {e}")))?,
+    );
+    let dir = cache.dir.clone();
+    let cache = S3Cache::new(store.clone(), cache).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("opening the cache {}: {e}", dir.display()),
+        )
+    })?;
+    archive.set_remote(Arc::new(cache));
+    Ok(store)
 }

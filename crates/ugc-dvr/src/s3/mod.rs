@@ -42,7 +42,7 @@ mod verify;
 use object_store::ObjectStore;
 use object_store::multipart::MultipartStore;
 
-pub use cache::{CacheConfig, CacheStats, S3Cache};
+pub use cache::{CacheConfig, CacheStats, S3Cache, attach_read_side};
 #[cfg(not(feature = "s3-tls"))]
 pub use client::plain_http_store;
 pub use client::{S3Settings, s3_store};

@@ -14,6 +14,10 @@
 //! * [`client`]: [`ClientSession`], the publishing client used to push
 //!   streams to other servers (restream).
 //!
+//! The tokio adapters (cargo feature `tokio`, on by default): `push`, one
+//! restream target, and `restream`, the supervisor that keeps a push per
+//! stream and target its settings ask for.
+//!
 //! The tokio adapter [`server`] (cargo feature `tokio`, on by default)
 //! accepts connections and feeds accepted publishers into a
 //! [`ugc_core::Hub`].
@@ -30,6 +34,8 @@ pub mod session;
 
 #[cfg(feature = "tokio")]
 pub mod push;
+#[cfg(feature = "tokio")]
+pub mod restream;
 #[cfg(feature = "tokio")]
 pub mod server;
 

@@ -130,6 +130,32 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+impl PushConfig {
+    /// The defaults, with TLS roots the web PKI plus the CA certificates in
+    /// the PEM file `ca_file` (for `rtmps://` targets with a private CA).
+    pub fn with_ca_file(ca_file: Option<&std::path::Path>) -> Result<PushConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let mut extra = Vec::new();
+        if let Some(path) = ca_file {
+            let io = |what: &str, e: &dyn std::fmt::Display| {
+                Error::Io(std::io::Error::other(format!(
+                    "{what} {}: {e}",
+                    path.display()
+                )))
+            };
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| io("reading", &e))?
+            {
+                extra.push(cert.map_err(|e| io("parsing", &e))?);
+            }
+        }
+        Ok(PushConfig {
+            tls: Some(tls_config(extra)?),
+            ..PushConfig::default()
+        })
+    }
+}
+
 /// `rtmp://host/app/***`: a target URL safe to log.
 pub fn redact(url: &str) -> String {
     match url.rsplit_once('/') {
@@ -389,8 +415,14 @@ impl Pusher {
         });
         tracing::info!(stream = %self.stream, target = %redact(&self.url), "restream live");
 
-        // Media. A fresh reader starts at the newest keyframe.
-        let mut reader = self.hub.subscribe(&self.stream);
+        // Media. A fresh reader starts at the newest keyframe. A stream that
+        // ended meanwhile is not created anew (it would wait for a
+        // publisher forever).
+        let Some(mut reader) = self.hub.subscribe_existing(&self.stream) else {
+            client.unpublish();
+            let _ = self.flush(&mut io, &mut client, &mut sent_before).await;
+            return Ok(SessionEnd::StreamEnded);
+        };
         let mut media = MediaState::default();
         let mut tag = Vec::with_capacity(64 * 1024);
         let mut stop = self.stop.clone();

@@ -1,19 +1,47 @@
-//! The tokio adapter: accepts RTMP connections and publishes accepted
-//! streams into a [`Hub`].
+//! The tokio adapter of RTMP ingest, in three stages that an embedder can
+//! also drive one by one:
 //!
-//! One task per connection, each a small loop around a [`ServerSession`]:
-//! read -> [`ServerSession::handle_input`] -> write every
-//! [`ServerSession::poll_output`] -> handle every
-//! [`ServerSession::poll_event`]. Publish requests are decided by the
-//! caller's [`Authorizer`]; audio, video and metadata go through
-//! [`FlvIngest`] into the [`HubPublisher`]. A connection's error (bad bytes,
-//! timeout, takeover of its stream) is logged with the peer address and
-//! closes only that connection.
+//! * [`RtmpListener`] accepts connections (at most
+//!   [`RtmpServerConfig::max_connections`]);
+//! * [`RtmpConnection::publish`] runs a small loop around a
+//!   [`ServerSession`] (read -> [`ServerSession::handle_input`] -> write every
+//!   [`ServerSession::poll_output`] -> handle every
+//!   [`ServerSession::poll_event`]) until the peer asks to publish, and asks
+//!   the caller's [`Authorizer`];
+//! * an accepted publisher is an [`RtmpPublish`], a [`Source`] of media
+//!   events (audio, video and metadata through [`FlvIngest`]).
+//!
+//! [`serve`] assembles them: every accepted publisher is driven
+//! ([`ugc_core::drive`], then [`ugc_core::Sink::finish`]) into a
+//! [`ugc_core::HubPublisher`] of the stream the authorizer chose. A connection's error (bad bytes, timeout, takeover of
+//! its stream) is logged with the peer address and closes only that
+//! connection.
 //!
 //! A refused publisher gets the authorizer's reason in the `onStatus`
 //! description; then we half-close and read what it still sends (discarded)
 //! until it closes, for at most [`RtmpServerConfig::refusal_linger`], so the
 //! client reads our status instead of a reset.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ugc_core::{AllowAll, Hub, HubConfig, Passthrough, pump};
+//! use ugc_proto::rtmp::server::{RtmpListener, RtmpServerConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hub = Hub::new(HubConfig::default());
+//! let mut listener = RtmpListener::bind("0.0.0.0:1935", RtmpServerConfig::default()).await?;
+//! loop {
+//!     let conn = listener.accept().await?;
+//!     let hub = hub.clone();
+//!     tokio::spawn(async move {
+//!         if let Ok(Some(media)) = conn.publish(&AllowAll).await {
+//!             let sink = hub.publish(media.stream());
+//!             let _ = pump(media, Passthrough, sink).await;
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -26,7 +54,8 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 use ugc_codec::flv::FlvIngest;
 use ugc_core::{
-    Authorizer, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest, StreamPath,
+    Authorizer, Hub, LowLatencyProbe, MediaEvent, Passthrough, Protocol, PublishDecision,
+    PublishRequest, Sink, Source, StreamPath, drive,
 };
 
 use super::session::{ServerEvent, ServerSession, SessionConfig};
@@ -48,7 +77,7 @@ pub struct RtmpServerConfig {
     /// Size of the per-connection read buffer.
     pub read_buffer_size: usize,
     /// Read batching while no viewer wants a stream at low latency
-    /// ([`HubPublisher::low_latency_wanted`]): its publisher's socket is
+    /// ([`ugc_core::HubPublisher::low_latency_wanted`]): its publisher's socket is
     /// read at most about once per this interval (see [`ReadBatcher`]).
     /// `None`: read whenever data arrives.
     pub batch_reads: Option<Duration>,
@@ -78,98 +107,230 @@ impl Default for RtmpServerConfig {
 }
 
 /// Accepts RTMP connections on `listener` forever, one task per connection.
-/// Accepted publishers publish into `hub` under the stream name `auth`
-/// returns. Returns only if accepting fails for good.
+/// Accepted publishers publish into `hub` under the stream `auth` returns:
+/// each is an [`RtmpPublish`] source pumped into a [`ugc_core::HubPublisher`], whose
+/// [`ugc_core::Sink::finish`] ends the stream after the hub's publisher grace
+/// when the publisher leaves. Returns only if accepting fails for good.
 pub async fn serve<A: Authorizer>(
     listener: TcpListener,
     hub: Hub,
     auth: Arc<A>,
     config: RtmpServerConfig,
 ) -> std::io::Result<()> {
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    let config = Arc::new(config);
-    let seeds = std::collections::hash_map::RandomState::new();
-    let epoch = Instant::now();
+    let mut listener = RtmpListener::new(listener, config);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and similar: back off, keep serving.
-                tracing::warn!(error = %e, "rtmp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            tracing::warn!(%peer, limit = config.max_connections, "rtmp connection limit reached; closing");
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let seed = seeds.hash_one(peer);
-        let conn = Connection {
-            tcp,
-            peer,
-            hub: hub.clone(),
-            auth: Arc::clone(&auth),
-            config: Arc::clone(&config),
-            publishing: None,
-            batcher: config.batch_reads.map(|i| ReadBatcher::new(epoch, i)),
-        };
+        let conn = listener.accept().await?;
+        let (hub, auth) = (hub.clone(), Arc::clone(&auth));
         tokio::spawn(async move {
-            let _permit = permit;
-            conn.run(seed).await;
+            let peer = conn.peer();
+            let mut source = match conn.publish(&*auth).await {
+                Ok(Some(source)) => source,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "rtmp connection closed on error");
+                    return;
+                }
+            };
+            let stream = source.stream().clone();
+            let mut publisher = hub.publish(&stream);
+            source.follow_low_latency(publisher.low_latency_probe());
+            match drive(&mut source, Passthrough, &mut publisher).await {
+                Ok(()) => tracing::info!(%peer, %stream, "rtmp publish ended"),
+                Err(e) => {
+                    tracing::warn!(%peer, %stream, error = %e, "rtmp connection closed on error")
+                }
+            }
+            // Closed, then the stream ends after the hub's publisher grace.
+            drop(source);
+            let _ = publisher.finish().await;
         });
     }
 }
 
-/// How a connection's session ended without an error.
-enum Closed {
-    /// The peer closed the connection.
-    ByPeer,
-    /// We refused its publish; the refusal is written.
-    Refused,
+/// Accepts RTMP connections, at most [`RtmpServerConfig::max_connections`]
+/// at once. Each [`RtmpConnection`] is then driven on a task of its own.
+pub struct RtmpListener {
+    listener: TcpListener,
+    config: Arc<RtmpServerConfig>,
+    limit: Arc<Semaphore>,
+    seeds: std::collections::hash_map::RandomState,
+    /// The grid all connections' batched reads share.
+    epoch: Instant,
 }
 
-struct Publishing {
-    stream: StreamPath,
-    publisher: HubPublisher,
-    ingest: FlvIngest,
+impl std::fmt::Debug for RtmpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtmpListener")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
 }
 
-struct Connection<A> {
+impl RtmpListener {
+    /// Listens on `listener` with `config`.
+    pub fn new(listener: TcpListener, config: RtmpServerConfig) -> Self {
+        RtmpListener {
+            listener,
+            limit: Arc::new(Semaphore::new(config.max_connections)),
+            config: Arc::new(config),
+            seeds: std::collections::hash_map::RandomState::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Binds `addr`.
+    pub async fn bind(
+        addr: impl tokio::net::ToSocketAddrs,
+        config: RtmpServerConfig,
+    ) -> std::io::Result<Self> {
+        Ok(Self::new(TcpListener::bind(addr).await?, config))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The next connection. Connections over the limit are closed here;
+    /// errors accepting one (out of file descriptors) back off and go on.
+    /// Fails only if the listener does.
+    pub async fn accept(&mut self) -> std::io::Result<RtmpConnection> {
+        loop {
+            let (tcp, peer) = match self.listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rtmp accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
+                tracing::warn!(%peer, limit = self.config.max_connections, "rtmp connection limit reached; closing");
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let session = ServerSession::new(SessionConfig {
+                handshake_seed: self.seeds.hash_one(peer),
+                ..self.config.session.clone()
+            });
+            return Ok(RtmpConnection {
+                tcp,
+                peer,
+                session,
+                buf: vec![0u8; self.config.read_buffer_size.max(1)],
+                batcher: self
+                    .config
+                    .batch_reads
+                    .map(|i| ReadBatcher::new(self.epoch, i)),
+                config: Arc::clone(&self.config),
+                _permit: permit,
+            });
+        }
+    }
+}
+
+/// One RTMP connection, before it publishes: [`RtmpConnection::publish`]
+/// runs the handshake and the commands up to a publish request and asks
+/// the [`Authorizer`].
+pub struct RtmpConnection {
     tcp: TcpStream,
     peer: SocketAddr,
-    hub: Hub,
-    auth: Arc<A>,
-    config: Arc<RtmpServerConfig>,
-    publishing: Option<Publishing>,
+    session: ServerSession,
+    buf: Vec<u8>,
     batcher: Option<ReadBatcher>,
+    config: Arc<RtmpServerConfig>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl<A: Authorizer> Connection<A> {
-    async fn run(mut self, seed: u64) {
-        let mut session = ServerSession::new(SessionConfig {
-            handshake_seed: seed,
-            ..self.config.session.clone()
-        });
-        let result = self.drive(&mut session).await;
-        let stream = self.publishing.as_ref().map(|p| p.stream.clone());
-        self.end_publish();
-        match result {
-            Ok(Closed::ByPeer) => {
-                tracing::debug!(peer = %self.peer, ?stream, "rtmp connection closed")
+impl std::fmt::Debug for RtmpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtmpConnection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RtmpConnection {
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Reads until the peer asks to publish and asks `auth`. Allowed: the
+    /// publish is accepted (`NetStream.Publish.Start`) and its media is an
+    /// [`RtmpPublish`] source. Refused: the peer reads the reason, we linger
+    /// (see [`RtmpServerConfig::refusal_linger`]) and return `None`, as
+    /// when the peer leaves first. A timeout or bad bytes are an error.
+    pub async fn publish<A: Authorizer>(mut self, auth: &A) -> Result<Option<RtmpPublish>> {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        loop {
+            let read = if self.session.is_connected() {
+                timeout(self.config.idle_timeout, self.tcp.read(&mut self.buf))
+                    .await
+                    .map_err(|_| Error::Timeout("peer idle"))?
+            } else {
+                timeout_at(deadline, self.tcp.read(&mut self.buf))
+                    .await
+                    .map_err(|_| Error::Timeout("handshake"))?
+            };
+            let n = read?;
+            if n == 0 {
+                tracing::debug!(peer = %self.peer, "rtmp connection closed before publishing");
+                return Ok(None);
             }
-            Ok(Closed::Refused) => {
-                self.linger().await;
-                tracing::debug!(peer = %self.peer, "refused rtmp connection closed");
-                return;
+            let input = self.session.handle_input(&self.buf[..n]);
+            self.flush().await?;
+            while let Some(event) = self.session.poll_event() {
+                let ServerEvent::PublishRequested { app, key, .. } = event else {
+                    // Media before a publish was accepted: not ours to take.
+                    continue;
+                };
+                let req = PublishRequest {
+                    protocol: Protocol::Rtmp,
+                    app,
+                    key,
+                    client_ip: self.peer.ip(),
+                };
+                match auth.authorize_publish(&req).await {
+                    PublishDecision::Allow { stream } => {
+                        self.session.accept_publish()?;
+                        self.flush().await?;
+                        input?;
+                        tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
+                        return Ok(Some(RtmpPublish {
+                            conn: self,
+                            stream,
+                            ingest: FlvIngest::new(),
+                            low_latency: None,
+                            last_full: false,
+                            unpublished: false,
+                            ended: false,
+                            error: None,
+                        }));
+                    }
+                    PublishDecision::Deny { kind, reason } => {
+                        // The key is not logged (a secret); the reason never holds it.
+                        tracing::info!(peer = %self.peer, app = %req.app, ?kind, %reason, "rtmp publish denied");
+                        self.session.reject_publish(kind, &reason)?;
+                        self.flush().await?;
+                        self.linger().await;
+                        tracing::debug!(peer = %self.peer, "refused rtmp connection closed");
+                        return Ok(None);
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, ?stream, error = %e, "rtmp connection closed on error")
-            }
+            input?;
         }
-        let _ = self.tcp.shutdown().await;
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        while let Some(out) = self.session.poll_output() {
+            timeout(self.config.write_timeout, self.tcp.write_all(&out))
+                .await
+                .map_err(|_| Error::Timeout("write"))??;
+        }
+        Ok(())
     }
 
     /// Lets a refused peer read our last bytes (already written): sends
@@ -184,141 +345,146 @@ impl<A: Authorizer> Connection<A> {
             return;
         }
         let deadline = Instant::now() + self.config.refusal_linger;
-        let mut buf = [0u8; 4096];
         let mut left = LINGER_MAX_BYTES;
         while left > 0 {
-            match timeout_at(deadline, self.tcp.read(&mut buf)).await {
+            match timeout_at(deadline, self.tcp.read(&mut self.buf)).await {
                 Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
                 // Closed by the peer, reset, or the linger is over.
                 _ => break,
             }
         }
     }
+}
 
-    async fn drive(&mut self, session: &mut ServerSession) -> Result<Closed> {
-        let handshake_deadline = Instant::now() + self.config.handshake_timeout;
-        let mut buf = vec![0u8; self.config.read_buffer_size.max(1)];
-        let mut last_full = false;
-        loop {
-            if let (Some(batcher), Some(p)) = (&self.batcher, &self.publishing) {
-                let now = Instant::now();
-                let low_latency = p.publisher.low_latency_wanted(now.into_std());
-                if let Some(at) = batcher.next_read(now, low_latency, last_full) {
-                    tokio::time::sleep_until(at).await;
-                }
-            }
-            let read = if session.is_connected() {
-                timeout(self.config.idle_timeout, self.tcp.read(&mut buf))
-                    .await
-                    .map_err(|_| Error::Timeout("peer idle"))?
-            } else {
-                timeout_at(handshake_deadline, self.tcp.read(&mut buf))
-                    .await
-                    .map_err(|_| Error::Timeout("handshake"))?
-            };
-            let n = read?;
-            if n == 0 {
-                return Ok(Closed::ByPeer);
-            }
-            last_full = n == buf.len();
-            let input = session.handle_input(&buf[..n]);
-            // Events of messages before a bad one are still delivered (a
-            // clean FCUnpublish before garbage ends the stream cleanly).
-            self.flush(session).await?;
-            self.handle_events(session).await?;
-            input?;
-            if session.is_closed() {
-                // Not by an input error (returned above): we refused.
-                return Ok(Closed::Refused);
-            }
-        }
+/// The media of an accepted RTMP publisher: a [`Source`] of the events its
+/// FLV tags make (tracks, frames). Exhausted when the publisher unpublishes
+/// or closes; an error when it sends bad bytes or goes idle past
+/// [`RtmpServerConfig::idle_timeout`]. Dropping it closes the connection.
+///
+/// With [`RtmpServerConfig::batch_reads`] it reads at most once per interval
+/// while [`Self::follow_low_latency`]'s probe says no viewer wants the
+/// stream at low latency (see [`ReadBatcher`]).
+pub struct RtmpPublish {
+    conn: RtmpConnection,
+    stream: StreamPath,
+    ingest: FlvIngest,
+    low_latency: Option<LowLatencyProbe>,
+    last_full: bool,
+    /// The publisher sent FCUnpublish / deleteStream.
+    unpublished: bool,
+    ended: bool,
+    /// Why it ended, reported once its last events are out.
+    error: Option<Error>,
+}
+
+impl std::fmt::Debug for RtmpPublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtmpPublish")
+            .field("peer", &self.conn.peer)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RtmpPublish {
+    /// The stream the authorizer allowed.
+    pub fn stream(&self) -> &StreamPath {
+        &self.stream
     }
 
-    async fn flush(&mut self, session: &mut ServerSession) -> Result<()> {
-        while let Some(out) = session.poll_output() {
-            timeout(self.config.write_timeout, self.tcp.write_all(&out))
-                .await
-                .map_err(|_| Error::Timeout("write"))??;
-        }
-        Ok(())
+    /// The publisher's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.peer
     }
 
-    async fn handle_events(&mut self, session: &mut ServerSession) -> Result<()> {
-        while let Some(event) = session.poll_event() {
+    /// Batches reads while `probe` says no viewer wants the stream at low
+    /// latency (only with [`RtmpServerConfig::batch_reads`]). Without a
+    /// probe it reads as data arrives.
+    pub fn follow_low_latency(&mut self, probe: LowLatencyProbe) {
+        self.low_latency = Some(probe);
+    }
+
+    /// Reads once (after the batching wait) into the session: `false` when
+    /// the publisher closed the connection.
+    async fn read_some(&mut self) -> Result<bool> {
+        if let (Some(batcher), Some(probe)) = (&self.conn.batcher, &self.low_latency) {
+            let now = Instant::now();
+            let low_latency = probe.wanted(now.into_std());
+            if let Some(at) = batcher.next_read(now, low_latency, self.last_full) {
+                tokio::time::sleep_until(at).await;
+            }
+        }
+        let conn = &mut self.conn;
+        let n = timeout(conn.config.idle_timeout, conn.tcp.read(&mut conn.buf))
+            .await
+            .map_err(|_| Error::Timeout("peer idle"))??;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.last_full = n == conn.buf.len();
+        let input = conn.session.handle_input(&conn.buf[..n]);
+        // Events of messages before a bad one are still delivered (a clean
+        // FCUnpublish before garbage ends the stream cleanly).
+        conn.flush().await?;
+        self.handle_events()?;
+        input?;
+        Ok(true)
+    }
+
+    /// Feeds the session's queued events to the FLV ingest; how many there
+    /// were. Notes when the publisher unpublished.
+    fn handle_events(&mut self) -> Result<usize> {
+        let mut n = 0;
+        while let Some(event) = self.conn.session.poll_event() {
+            n += 1;
             match event {
-                ServerEvent::PublishRequested { app, key, .. } => {
-                    self.authorize(session, app, key).await?;
-                    self.flush(session).await?;
-                }
-                ServerEvent::Metadata(meta) => {
-                    if let Some(p) = &mut self.publishing {
-                        p.ingest.set_metadata(meta);
-                    }
-                }
-                ServerEvent::Audio { timestamp_ms, body } => {
-                    if let Some(p) = &mut self.publishing {
-                        p.ingest
-                            .push_audio(timestamp_ms, body)
-                            .map_err(|e| Error::Media(e.to_string()))?;
-                        drain(p)?;
-                    }
-                }
-                ServerEvent::Video { timestamp_ms, body } => {
-                    if let Some(p) = &mut self.publishing {
-                        p.ingest
-                            .push_video(timestamp_ms, body)
-                            .map_err(|e| Error::Media(e.to_string()))?;
-                        drain(p)?;
-                    }
-                }
-                ServerEvent::PublishEnded => {
-                    if let Some(stream) = self.publishing.as_ref().map(|p| p.stream.clone()) {
-                        tracing::info!(peer = %self.peer, %stream, "rtmp publish ended");
-                    }
-                    self.end_publish();
-                }
+                ServerEvent::Metadata(meta) => self.ingest.set_metadata(meta),
+                ServerEvent::Audio { timestamp_ms, body } => self
+                    .ingest
+                    .push_audio(timestamp_ms, body)
+                    .map_err(|e| Error::Media(e.to_string()))?,
+                ServerEvent::Video { timestamp_ms, body } => self
+                    .ingest
+                    .push_video(timestamp_ms, body)
+                    .map_err(|e| Error::Media(e.to_string()))?,
+                ServerEvent::PublishEnded => self.unpublished = true,
+                // One publish per connection: a second request is ignored
+                // (the session has answered the first).
+                ServerEvent::PublishRequested { .. } => {}
             }
         }
-        Ok(())
+        Ok(n)
     }
+}
 
-    async fn authorize(
-        &mut self,
-        session: &mut ServerSession,
-        app: String,
-        key: String,
-    ) -> Result<()> {
-        let req = PublishRequest {
-            protocol: Protocol::Rtmp,
-            app,
-            key,
-            client_ip: self.peer.ip(),
-        };
-        match self.auth.authorize_publish(&req).await {
-            PublishDecision::Allow { stream } => {
-                let publisher = self.hub.publish(&stream);
-                session.accept_publish()?;
-                tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
-                self.publishing = Some(Publishing {
-                    stream,
-                    publisher,
-                    ingest: FlvIngest::new(),
+impl Source for RtmpPublish {
+    async fn next_event(&mut self) -> ugc_core::Result<Option<MediaEvent>> {
+        loop {
+            if let Some(ev) = self.ingest.poll_event() {
+                return Ok(Some(ev));
+            }
+            // What arrived before an error reached the stream first.
+            if let Some(e) = self.error.take() {
+                return Err(ugc_core::Error::Stage {
+                    stage: format!("rtmp ingest from {}", self.conn.peer),
+                    source: Box::new(e),
                 });
             }
-            PublishDecision::Deny { kind, reason } => {
-                // The key is not logged (a secret); the reason never holds it.
-                tracing::info!(peer = %self.peer, app = %req.app, ?kind, %reason, "rtmp publish denied");
-                session.reject_publish(kind, &reason)?;
+            if self.ended {
+                return Ok(None);
             }
-        }
-        Ok(())
-    }
-
-    fn end_publish(&mut self) {
-        if let Some(mut p) = self.publishing.take() {
-            p.ingest.finish();
-            if let Err(e) = drain(&mut p) {
-                tracing::debug!(peer = %self.peer, stream = %p.stream, error = %e, "final media not accepted");
+            // Events the session queued with the publish request (media in
+            // the same read) first, then the socket.
+            let step = match self.handle_events() {
+                Ok(_) if self.unpublished => Ok(false),
+                Ok(0) => self.read_some().await.map(|open| open && !self.unpublished),
+                Ok(_) => Ok(true),
+                Err(e) => Err(e),
+            };
+            if !matches!(step, Ok(true)) {
+                self.ended = true;
+                self.ingest.finish();
+                self.error = step.err();
             }
         }
     }
@@ -373,14 +539,6 @@ impl ReadBatcher {
                 .unwrap_or_else(|| now + self.interval),
         )
     }
-}
-
-/// Moves the assembled media events into the Hub.
-fn drain(p: &mut Publishing) -> Result<()> {
-    while let Some(ev) = p.ingest.poll_event() {
-        p.publisher.push(ev)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@
 //!   sans-IO state machines.
 //! * [`server`] (feature `tokio`): the UDP adapter; accepted publishers'
 //!   MPEG-TS goes through [`ugc_codec::ts_demux::TsDemuxer`] into the
-//!   [`ugc_core::Hub`], exactly like RTMP's FLV.
+//!   [`ugc_core::Hub`], exactly like RTMP's FLV. Its
+//!   publishers' statistics render as `/metrics` families and JSON
+//!   (`SrtStatsRegistry::write_metrics`, `json`).
 
 pub mod listener;
 #[cfg(feature = "tokio")]
 pub mod server;
+#[cfg(feature = "tokio")]
+mod stats;
 pub mod streamid;
 
 pub use listener::{

@@ -1,7 +1,8 @@
 //! The tokio adapter of SRT ingest: one UDP socket, one task running the
-//! [`SrtListener`] (handshakes, routing), one task per connected publisher
-//! running its [`SrtConnection`] and a [`TsDemuxer`] into a
-//! [`HubPublisher`].
+//! [`SrtListener`] (handshakes, routing), one task per connected publisher:
+//! an [`SrtPublish`] source (its [`SrtConnection`] and a [`TsDemuxer`])
+//! pumped into a [`ugc_core::HubPublisher`] by [`serve`], or handed to the
+//! caller by [`serve_with`].
 //!
 //! Publish requests go to the caller's [`Authorizer`] (the same one RTMP
 //! uses: `app`/`key` from the stream id); the passphrase of the stream it
@@ -21,7 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use ugc_codec::ts_demux::{TsDemuxStats, TsDemuxer};
 use ugc_core::{
-    Authorizer, DenyKind, Hub, HubPublisher, Protocol, PublishDecision, PublishRequest, StreamPath,
+    Authorizer, DenyKind, Hub, MediaEvent, Passthrough, Protocol, PublishDecision, PublishRequest,
+    Sink, Source, StreamPath, drive,
 };
 
 use super::listener::{
@@ -123,7 +125,10 @@ struct Route {
     id: u64,
 }
 
-/// Serves SRT publishers on `socket` until it fails for good.
+/// Serves SRT publishers on `socket` until it fails for good: each accepted
+/// publisher ([`SrtPublish`]) is pumped into a [`ugc_core::HubPublisher`] of
+/// its stream, which ends the stream after the hub's publisher grace when
+/// the caller leaves.
 pub async fn serve<A: Authorizer>(
     socket: UdpSocket,
     hub: Hub,
@@ -132,6 +137,42 @@ pub async fn serve<A: Authorizer>(
     config: SrtServerConfig,
     stats: SrtStatsRegistry,
 ) -> std::io::Result<()> {
+    let on_publish = move |mut source: SrtPublish| {
+        let mut publisher = hub.publish(source.stream());
+        async move {
+            let (peer, stream) = (source.peer(), source.stream().clone());
+            match drive(&mut source, Passthrough, &mut publisher).await {
+                Ok(()) => {}
+                // Another publisher took the stream, or its key was revoked.
+                Err(ugc_core::Error::Closed) => {
+                    tracing::info!(%peer, %stream, taken_over = true, "srt publisher dropped");
+                }
+                Err(e) => tracing::info!(%peer, %stream, error = %e, "srt publish stopped"),
+            }
+            // Closed, then the stream ends after the hub's publisher grace.
+            drop(source);
+            let _ = publisher.finish().await;
+        }
+    };
+    serve_with(socket, auth, passphrase, config, stats, on_publish).await
+}
+
+/// [`serve`] that hands every accepted publisher to `on_publish` (run as a
+/// task of its own; the connection's datagram route goes when its future
+/// ends), e.g. to pump it through a transform of the embedder's.
+pub async fn serve_with<A, F, Fut>(
+    socket: UdpSocket,
+    auth: Arc<A>,
+    passphrase: PassphraseLookup,
+    config: SrtServerConfig,
+    stats: SrtStatsRegistry,
+    on_publish: F,
+) -> std::io::Result<()>
+where
+    A: Authorizer,
+    F: Fn(SrtPublish) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let socket = Arc::new(socket);
     let mut listener = SrtListener::new(config.listener.clone());
     let (dec_tx, mut dec_rx) = mpsc::unbounded_channel::<Decision>();
@@ -253,23 +294,27 @@ pub async fn serve<A: Authorizer>(
                     let Some(stream) = deciding.remove(&peer) else {
                         continue;
                     };
-                    let publisher = hub.publish(&stream);
                     tracing::info!(%peer, %stream, "srt publish started");
                     next_id += 1;
                     let (tx, rx) = mpsc::channel(config.queue_datagrams.max(16));
                     routes.insert(peer, Route { tx, id: next_id });
-                    let task = ConnectionTask {
+                    let source = SrtPublish {
                         conn: *connection,
                         rx,
                         socket: Arc::clone(&socket),
-                        publisher,
                         stream,
                         stats: stats.clone(),
+                        demux: TsDemuxer::new(),
+                        out: Vec::with_capacity(1500),
+                        next_stats: Instant::now(),
+                        closed: false,
+                        finished: false,
                     };
                     let done = done_tx.clone();
                     let id = next_id;
+                    let on_publish = on_publish.clone();
                     tokio::spawn(async move {
-                        task.run().await;
+                        on_publish(source).await;
                         let _ = done.send((peer, id));
                     });
                 }
@@ -282,97 +327,145 @@ pub async fn serve<A: Authorizer>(
     }
 }
 
-struct ConnectionTask {
+/// One connected SRT publisher: a [`Source`] of the media events its
+/// MPEG-TS makes. Exhausted when the caller closes (or stops answering).
+/// Dropping it closes the connection (an SRT shutdown to the caller, if it
+/// is still open) and logs its final statistics.
+pub struct SrtPublish {
     conn: SrtConnection,
     rx: mpsc::Receiver<Bytes>,
     socket: Arc<UdpSocket>,
-    publisher: HubPublisher,
     stream: StreamPath,
     stats: SrtStatsRegistry,
+    demux: TsDemuxer,
+    out: Vec<u8>,
+    next_stats: Instant,
+    /// The connection closed (or its datagram route did).
+    closed: bool,
+    /// The demuxer was finished after the close.
+    finished: bool,
 }
 
-impl ConnectionTask {
-    async fn run(mut self) {
+impl std::fmt::Debug for SrtPublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtPublish")
+            .field("peer", &self.conn.peer())
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SrtPublish {
+    /// The stream the authorizer allowed.
+    pub fn stream(&self) -> &StreamPath {
+        &self.stream
+    }
+
+    /// The caller's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.peer()
+    }
+
+    /// Runs the connection's timers and sends, feeds what it received to
+    /// the demuxer; when nothing was received, waits for a datagram or the
+    /// next timer.
+    async fn step(&mut self) {
         let peer = self.conn.peer();
-        let mut demux = TsDemuxer::new();
-        let mut out = Vec::with_capacity(1500);
-        let mut next_stats = Instant::now();
-        let mut taken_over = false;
-        loop {
-            let now = Instant::now();
-            let snow = now.into_std();
-            self.conn.handle_timeout(snow);
-            while self.conn.poll_transmit(snow, &mut out) {
-                let _ = self.socket.send_to(&out, peer).await;
-            }
-            while let Some(data) = self.conn.poll_data(snow) {
-                demux.push(&data);
-                while let Some(ev) = demux.poll_event() {
-                    if self.publisher.push(ev).is_err() {
-                        taken_over = true;
-                    }
-                }
-            }
-            if taken_over || self.conn.is_closed() {
-                break;
-            }
-            if now >= next_stats {
-                next_stats = now + Duration::from_secs(1);
-                let s = SrtSessionStats {
-                    peer,
-                    stream: self.stream.clone(),
-                    connection: self.conn.stats(snow),
-                    demux: demux.stats().clone(),
-                };
-                self.stats.lock().insert(peer, s);
-            }
-            // At least 1 ms between timer runs (no spin on a due timer), at
-            // most 100 ms (idle detection, statistics).
-            let due = self.conn.poll_timeout(snow);
-            let deadline = Instant::from_std(due)
-                .max(now + Duration::from_millis(1))
-                .min(now + Duration::from_millis(100));
-            tokio::select! {
-                d = self.rx.recv() => match d {
-                    Some(d) => {
-                        let t = Instant::now().into_std();
-                        self.conn.handle_datagram(t, &d);
-                        // Take what else is queued before running timers.
-                        for _ in 0..64 {
-                            match self.rx.try_recv() {
-                                Ok(d) => self.conn.handle_datagram(t, &d),
-                                Err(_) => break,
-                            }
+        let now = Instant::now();
+        let snow = now.into_std();
+        self.conn.handle_timeout(snow);
+        while self.conn.poll_transmit(snow, &mut self.out) {
+            let _ = self.socket.send_to(&self.out, peer).await;
+        }
+        let mut received = false;
+        while let Some(data) = self.conn.poll_data(snow) {
+            self.demux.push(&data);
+            received = true;
+        }
+        if self.conn.is_closed() {
+            self.closed = true;
+            return;
+        }
+        if now >= self.next_stats {
+            self.next_stats = now + Duration::from_secs(1);
+            let s = SrtSessionStats {
+                peer,
+                stream: self.stream.clone(),
+                connection: self.conn.stats(snow),
+                demux: self.demux.stats().clone(),
+            };
+            self.stats.lock().insert(peer, s);
+        }
+        if received {
+            return;
+        }
+        // At least 1 ms between timer runs (no spin on a due timer), at
+        // most 100 ms (idle detection, statistics).
+        let due = self.conn.poll_timeout(snow);
+        let deadline = Instant::from_std(due)
+            .max(now + Duration::from_millis(1))
+            .min(now + Duration::from_millis(100));
+        tokio::select! {
+            d = self.rx.recv() => match d {
+                Some(d) => {
+                    let t = Instant::now().into_std();
+                    self.conn.handle_datagram(t, &d);
+                    // Take what else is queued before running timers.
+                    for _ in 0..64 {
+                        match self.rx.try_recv() {
+                            Ok(d) => self.conn.handle_datagram(t, &d),
+                            Err(_) => break,
                         }
                     }
-                    None => break,
-                },
-                _ = sleep_until(deadline) => {}
-            }
+                }
+                None => self.closed = true,
+            },
+            _ = sleep_until(deadline) => {}
         }
+    }
+}
+
+impl Source for SrtPublish {
+    async fn next_event(&mut self) -> ugc_core::Result<Option<MediaEvent>> {
+        loop {
+            if let Some(ev) = self.demux.poll_event() {
+                return Ok(Some(ev));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            if self.closed {
+                self.demux.finish();
+                self.finished = true;
+                continue;
+            }
+            self.step().await;
+        }
+    }
+}
+
+impl Drop for SrtPublish {
+    fn drop(&mut self) {
+        let peer = self.conn.peer();
+        let now = Instant::now().into_std();
         if self.conn.panicked() {
             tracing::warn!(%peer, stream = %self.stream, "srt connection dropped after a panic in srt-protocol");
         }
-        if taken_over || !self.conn.is_closed() {
-            let bye = self.conn.close(Instant::now().into_std());
-            let _ = self.socket.send_to(&bye, peer).await;
+        if !self.conn.is_closed() {
+            // Taken over, or the pipeline failed: tell the caller. One UDP
+            // datagram; dropping cannot wait, so it is not retried.
+            let bye = self.conn.close(now);
+            let _ = self.socket.try_send_to(&bye, peer);
         }
-        demux.finish();
-        while let Some(ev) = demux.poll_event() {
-            if self.publisher.push(ev).is_err() {
-                break;
-            }
-        }
-        let final_stats = self.conn.stats(Instant::now().into_std());
+        let final_stats = self.conn.stats(now);
         self.stats.lock().remove(&peer);
         tracing::info!(
             %peer,
             stream = %self.stream,
-            taken_over,
             lost = final_stats.rx_lost,
             retransmitted = final_stats.rx_retransmitted,
             dropped = final_stats.rx_dropped,
-            cc_errors = demux.stats().cc_errors,
+            cc_errors = self.demux.stats().cc_errors,
             "srt publish ended"
         );
     }

@@ -1,94 +1,52 @@
-//! SRT ingest wiring: the UDP listener, the passphrase lookup from the
-//! control plane (config overrides as fallback).
+//! The paced ingest runtime: RTMP ingest and packaging on a thread of their
+//! own whose passes over the sockets begin at least a tick apart, so that
+//! under load the thread wakes once per tick for every stream instead of
+//! once per RTMP chunk (the mechanism behind the server's CPU figures; see
+//! the README). [`rtmp::server::ReadBatcher`](crate::rtmp::server::ReadBatcher)
+//! is its per-connection counterpart.
+//!
+//! ```no_run
+//! # fn main() -> ugc_proto::Result<()> {
+//! use std::time::Duration;
+//! let hub = ugc_core::Hub::new(ugc_core::HubConfig::default());
+//! let ingest = ugc_proto::pacing::paced_runtime(
+//!     Some(Duration::from_millis(10)),
+//!     Some((Duration::from_millis(40), hub.clone())),
+//! )?;
+//! // ingest.spawn(ugc_proto::rtmp::server::serve(listener, hub, auth, config));
+//! # let _ = ingest;
+//! # Ok(())
+//! # }
+//! ```
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use serde::Deserialize;
-use ugc_auth::{ControlAuthorizer, ControlPlane};
-use ugc_core::{Hub, StreamPath};
-use ugc_proto::srt::server::{PassphraseLookup, SrtServerConfig, SrtStatsRegistry};
-
-use crate::config::Config;
-
-/// `[streams.<name>]` in the config file: per-stream settings that apply
-/// when the control plane has none for that field.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamOverrides {
-    /// SRT passphrase (10..=79 characters).
-    pub srt_passphrase: Option<String>,
-    /// Restream targets (`rtmp://` / `rtmps://` URLs with the key).
-    #[serde(default)]
-    pub restream: Vec<String>,
-}
-
-/// `live/<name>` -> `<name>` (the control plane's name of a published
-/// stream; renditions and other apps have none).
-pub fn stream_name(hub_stream: &StreamPath) -> Option<&str> {
-    (hub_stream.app() == ugc_core::DEFAULT_APP && hub_stream.is_source()).then(|| hub_stream.name())
-}
-
-/// The passphrase of a Hub stream: the control plane's, else the config's.
-pub fn passphrase_lookup(
-    control: ControlPlane,
-    overrides: BTreeMap<String, StreamOverrides>,
-) -> PassphraseLookup {
-    Arc::new(move |stream: &StreamPath| {
-        let name = stream_name(stream)?;
-        control
-            .settings(name)
-            .and_then(|s| s.srt_passphrase)
-            .or_else(|| overrides.get(name).and_then(|o| o.srt_passphrase.clone()))
-    })
-}
-
-/// Binds the SRT port; the returned future serves it.
-pub async fn bind_srt(
-    config: &Config,
-    hub: Hub,
-    auth: Arc<ControlAuthorizer>,
-    control: ControlPlane,
-    stats: SrtStatsRegistry,
-) -> anyhow::Result<(
-    std::net::SocketAddr,
-    impl std::future::Future<Output = std::io::Result<()>> + use<>,
-)> {
-    let socket = tokio::net::UdpSocket::bind(config.srt)
-        .await
-        .with_context(|| format!("binding SRT on {}", config.srt))?;
-    let addr = socket.local_addr()?;
-    let mut c = SrtServerConfig::default();
-    c.listener.latency = Duration::from_millis(config.srt_latency_ms);
-    let lookup = passphrase_lookup(control, config.streams.clone());
-    Ok((
-        addr,
-        ugc_proto::srt::server::serve(socket, hub, auth, lookup, c, stats),
-    ))
-}
+use ugc_core::Hub;
 
 /// The runtime for RTMP ingest and packaging. Without a tick it is the
 /// current one, which wakes for every socket event: one wakeup, `recv` and
 /// ACK per RTMP message or chunk (~75 per second for a 1.5 Mbps stream),
 /// which was most of the server's CPU per stream. With a tick it is a
-/// current-thread runtime on its own OS thread whose passes over the tasks
-/// are paced by [`Pacer`]: events that arrive within a tick are taken
-/// together at its end. Under load that is one wakeup per tick for all
-/// streams, bigger reads and fewer ACKs, for at most a tick of added ingest
-/// latency (LL-HLS parts are 200 ms); a quiet server wakes only for its
-/// events, never on a timer.
+/// current-thread runtime on its own OS thread (`ugc-ingest`, running until
+/// the process exits) whose passes over the tasks are paced by `Pacer`:
+/// events that arrive within a tick are taken together at its end. Under
+/// load that is one wakeup per tick for all streams, bigger reads and fewer
+/// ACKs, for at most a tick of added ingest latency (LL-HLS parts are
+/// 200 ms); a quiet server wakes only for its events, never on a timer.
 ///
 /// `relaxed`: a longer tick for while no stream of the hub is wanted at low
 /// latency ([`Hub::low_latency_wanted`]), the RTMP read batching interval.
 /// Batching connections then read once per interval anyway, and the longer
 /// tick also absorbs the wakeups their unread sockets would cause (the
 /// sender's TCP sends on its own delayed-ACK timer).
+///
+/// Without a tick it must be called inside a tokio runtime. Fails when the
+/// runtime or its thread cannot be created ([`crate::Error::Io`]).
 pub fn paced_runtime(
     tick: Option<Duration>,
     relaxed: Option<(Duration, Hub)>,
-) -> anyhow::Result<tokio::runtime::Handle> {
+) -> crate::Result<tokio::runtime::Handle> {
     let Some(fast) = tick else {
         return Ok(tokio::runtime::Handle::current());
     };
@@ -209,11 +167,11 @@ impl Pacer {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_tick_relaxes_while_no_stream_is_wanted_at_low_latency() {
-        use super::tick_at;
-        use std::time::{Duration, Instant};
-        use ugc_core::{Hub, HubConfig};
+        use ugc_core::HubConfig;
         let (fast, slow) = (Duration::from_millis(10), Duration::from_millis(40));
         let hub = Hub::new(HubConfig::default());
         let a = ugc_core::StreamPath::live("a").unwrap();
@@ -234,8 +192,6 @@ mod tests {
             slow
         );
     }
-
-    use super::*;
 
     const TICK: Duration = Duration::from_millis(10);
     const MS: Duration = Duration::from_millis(1);

@@ -1,0 +1,98 @@
+//! The SRT publishers' statistics as `/metrics` families and JSON rows:
+//! [`SrtStatsRegistry::write_metrics`] and `SrtStatsRegistry::json`.
+
+use ugc_core::metrics::{Exposition, Family};
+
+use super::server::{SrtSessionStats, SrtStatsRegistry};
+
+impl SrtStatsRegistry {
+    /// The publishers' families for `/metrics`: RTT, receive bitrate and
+    /// `ugc_srt_*_total` counters by `stream` and `peer`.
+    pub fn write_metrics(&self, m: &mut Exposition) {
+        let sessions = self.snapshot();
+        let families: &[Family<SrtSessionStats>] = &[
+            Family::gauge(
+                "ugc_srt_rtt_seconds",
+                "Smoothed round-trip time to the publisher.",
+                |s| s.connection.rtt_us as f64 / 1e6,
+            ),
+            Family::gauge(
+                "ugc_srt_receive_bitrate_bits_per_second",
+                "Receive rate over the last second.",
+                |s| s.connection.rx_bitrate as f64,
+            ),
+            Family::counter("ugc_srt_rx_packets_total", "Data packets received.", |s| {
+                s.connection.rx_packets as f64
+            }),
+            Family::counter("ugc_srt_rx_bytes_total", "Payload bytes received.", |s| {
+                s.connection.rx_bytes as f64
+            }),
+            Family::counter(
+                "ugc_srt_rx_lost_total",
+                "Packets detected as lost (NAKed).",
+                |s| s.connection.rx_lost as f64,
+            ),
+            Family::counter(
+                "ugc_srt_rx_retransmitted_total",
+                "Retransmitted packets received.",
+                |s| s.connection.rx_retransmitted as f64,
+            ),
+            Family::counter(
+                "ugc_srt_rx_dropped_total",
+                "Packets given up on (too late to play).",
+                |s| s.connection.rx_dropped as f64,
+            ),
+            Family::counter(
+                "ugc_srt_ts_cc_errors_total",
+                "MPEG-TS continuity counter errors.",
+                |s| s.demux.cc_errors as f64,
+            ),
+        ];
+        m.families(families, &sessions, |s| {
+            vec![
+                ("stream", s.stream.to_string()),
+                ("peer", s.peer.to_string()),
+            ]
+        });
+    }
+
+    /// One JSON object per publisher, in [`snapshot`](Self::snapshot)
+    /// order, as [`json_schema`](Self::json_schema) describes.
+    #[cfg(feature = "json")]
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.snapshot()
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "stream": s.stream.as_str(),
+                    "peer": s.peer.to_string(),
+                    "rtt_us": s.connection.rtt_us,
+                    "latency_ms": s.connection.latency_ms,
+                    "rx_packets": s.connection.rx_packets,
+                    "rx_lost": s.connection.rx_lost,
+                    "rx_retransmitted": s.connection.rx_retransmitted,
+                    "rx_dropped": s.connection.rx_dropped,
+                    "rx_bytes": s.connection.rx_bytes,
+                    "rx_bitrate": s.connection.rx_bitrate,
+                    "ts_cc_errors": s.demux.cc_errors,
+                    "video_frames": s.demux.video_frames,
+                    "audio_frames": s.demux.audio_frames,
+                })
+            })
+            .collect()
+    }
+
+    /// The JSON Schema (OpenAPI 3.0 flavour) of one [`json`](Self::json)
+    /// object.
+    #[cfg(feature = "json")]
+    pub fn json_schema() -> serde_json::Value {
+        let int = || serde_json::json!({ "type": "integer" });
+        let string = || serde_json::json!({ "type": "string" });
+        serde_json::json!({ "type": "object", "properties": {
+            "stream": string(), "peer": string(), "rtt_us": int(), "latency_ms": int(),
+            "rx_packets": int(), "rx_lost": int(), "rx_retransmitted": int(), "rx_dropped": int(),
+            "rx_bytes": int(), "rx_bitrate": { "type": "integer", "description": "bits/s" },
+            "ts_cc_errors": int(), "video_frames": int(), "audio_frames": int()
+        } })
+    }
+}
