@@ -30,6 +30,8 @@
 pub mod dvr;
 pub mod error;
 #[cfg(feature = "tokio")]
+pub mod http;
+#[cfg(feature = "tokio")]
 pub mod origin;
 #[cfg(feature = "tokio")]
 pub mod pacing;

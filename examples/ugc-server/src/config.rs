@@ -145,6 +145,40 @@ struct FileConfig {
     restream_ca_file: Option<PathBuf>,
     /// `[dvr]`: archive, retention, S3 tier.
     dvr: Option<crate::dvr::DvrFileConfig>,
+    /// `[http_limits]`: what slow, idle and greedy HTTP clients may hold.
+    #[serde(default)]
+    http_limits: HttpLimits,
+}
+
+/// `[http_limits]` in the config file; defaults in `ugc_proto::http`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpLimits {
+    header_read_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+}
+
+impl HttpLimits {
+    fn serve_config(self) -> anyhow::Result<ugc_proto::http::ServeConfig> {
+        let mut c = ugc_proto::http::ServeConfig::default();
+        let secs = |s: u64, what: &str| {
+            anyhow::ensure!(s > 0, "http_limits.{what} must be at least 1 s");
+            Ok(std::time::Duration::from_secs(s))
+        };
+        if let Some(s) = self.header_read_timeout_s {
+            c.header_read_timeout = secs(s, "header_read_timeout_s")?;
+        }
+        if let Some(s) = self.idle_timeout_s {
+            c.idle_timeout = secs(s, "idle_timeout_s")?;
+        }
+        c.max_connections = self.max_connections.unwrap_or(c.max_connections);
+        c.max_connections_per_ip = self
+            .max_connections_per_ip
+            .unwrap_or(c.max_connections_per_ip);
+        Ok(c)
+    }
 }
 
 /// The effective configuration.
@@ -180,6 +214,8 @@ pub struct Config {
     pub streams: std::collections::BTreeMap<String, StreamOverrides>,
     pub restream_ca_file: Option<PathBuf>,
     pub dvr: crate::dvr::DvrConfig,
+    /// Limits of the HTTP and HTTPS listeners.
+    pub http_limits: ugc_proto::http::ServeConfig,
 }
 
 impl Config {
@@ -230,7 +266,9 @@ impl Config {
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from("data"));
         let dvr = crate::dvr::DvrConfig::new(file.dvr, cli.dvr_hours, &data);
+        let http_limits = file.http_limits.serve_config()?;
         Ok(Config {
+            http_limits,
             part_ms: (part_ms > 0).then_some(part_ms),
             https,
             data,
