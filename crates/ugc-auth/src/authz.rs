@@ -29,10 +29,16 @@ pub const APP: &str = ugc_core::DEFAULT_APP;
 /// * Play: `stream` is `live/<name>` (or `live/<name>/<rendition>`); public
 ///   streams are allowed; private ones need a token for `<name>`, not
 ///   expired, not revoked, and bound to `client_ip` if it is IP-bound.
-///   Unknown streams are refused.
+///   Unknown streams are not found (404).
 #[derive(Clone, Debug)]
 pub struct ControlAuthorizer {
     pub(crate) cp: ControlPlane,
+}
+
+fn unknown_stream(reason: impl Into<String>) -> PlayDecision {
+    PlayDecision::NotFound {
+        reason: reason.into(),
+    }
 }
 
 fn deny_play(reason: impl Into<String>) -> PlayDecision {
@@ -117,7 +123,7 @@ impl ControlPlane {
     /// backend: pure memory, no I/O.
     pub fn check_play(&self, req: &PlayRequest, now: u64) -> PlayDecision {
         if req.stream.app() != APP {
-            return deny_play("not a live/ stream");
+            return unknown_stream("not a live/ stream");
         }
         let name = req.stream.name();
         let private = match self
@@ -128,7 +134,7 @@ impl ControlPlane {
             .get(name)
         {
             Some(s) => s.private,
-            None => return deny_play("unknown stream"),
+            None => return unknown_stream("unknown stream"),
         };
         if !private {
             return PlayDecision::Allow;

@@ -140,11 +140,12 @@ async fn private_stream_tokens() {
         auth.authorize_play(&preq("live/priv", Some(&g.token), ip))
             .await
     ));
-    // unknown stream, wrong app
-    assert!(deny(
+    // unknown stream, wrong app: not found (404), not refused
+    let not_found = |d: PlayDecision| matches!(d, PlayDecision::NotFound { .. });
+    assert!(not_found(
         auth.authorize_play(&preq("live/ghost", None, ip)).await
     ));
-    assert!(deny(
+    assert!(not_found(
         auth.authorize_play(&preq("vod/priv", Some(&b.token), ip))
             .await
     ));

@@ -122,6 +122,14 @@ pub enum PlayDecision {
         /// Why.
         reason: String,
     },
+    /// No such stream (HTTP 404): not a refusal, so players and monitoring
+    /// see the stream is missing rather than that they lack a right.
+    /// (Private streams refuse with [`Deny`](Self::Deny) whether or not they
+    /// are live.)
+    NotFound {
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 /// Decides who may publish and who may play. Implemented by `ugc-auth`;

@@ -182,9 +182,13 @@ async fn intercept<A: Authorizer>(
         token: token.clone(),
         client_ip: (dvr.client_ip)(peer, req.headers()),
     };
-    if let PlayDecision::Deny { reason } = dvr.auth.authorize_play(&play).await {
-        tracing::debug!(stream = %play.stream, client = %play.client_ip, %reason, "dvr play denied");
-        return error(StatusCode::FORBIDDEN, "play denied");
+    match dvr.auth.authorize_play(&play).await {
+        PlayDecision::Allow => {}
+        PlayDecision::Deny { reason } => {
+            tracing::debug!(stream = %play.stream, client = %play.client_ip, %reason, "dvr play denied");
+            return error(StatusCode::FORBIDDEN, "play denied");
+        }
+        PlayDecision::NotFound { .. } => return error(StatusCode::NOT_FOUND, "no such stream"),
     }
     let token = token.filter(|t| token_is_url_safe(t));
     let key = match rendition {

@@ -11,13 +11,18 @@
 //!
 //! | limit | default | what it stops |
 //! |---|---|---|
-//! | `header_read_timeout` | 10 s | a request head (HTTP/1), or the first bytes of a connection, not complete in time: slowloris; also ends keep-alive connections idle between requests |
+//! | `header_read_timeout` | 30 s | a request head (HTTP/1), or the first bytes of a connection, not complete in time: slowloris; also ends keep-alive connections idle between requests |
 //! | `idle_timeout` | 60 s | no byte read or written in either direction while no request is being answered, or a write blocked that long: dead peers, HTTP/2 connections left open, readers that stopped reading (slow-read) |
 //! | `max_connections` | 16,384 | descriptors: connections beyond it are closed at accept |
 //! | `max_connections_per_ip` | 1,024 | one address taking all of them (a CDN edge or NAT needs hundreds, an attacker needs them all) |
 //! | `h2_max_concurrent_streams` | 256 | requests in flight on one HTTP/2 connection |
 //! | `h2_max_pending_accept_reset_streams` | 64 | streams opened and reset before we serve them (rapid reset) |
 //! | `h2_max_local_error_reset_streams` | 256 | streams the peer makes us reset (stream-error floods) |
+//!
+//! The header timeout is hyper's default, half of nginx's
+//! `client_header_timeout`: clients open connections before they need them
+//! (browsers preconnect; a load test opening 2,000 sockets here takes over
+//! 10 s before it sends a byte), and 10 s cut such connections.
 //!
 //! A request being answered is never idle (an LL-HLS blocking reload holds
 //! its answer for up to three target durations); a streamed response is
@@ -43,8 +48,11 @@ use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
+/// Addresses [`ServeConfig::max_connections_per_ip`] does not apply to.
+pub type IpCapExempt = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
 /// The limits of [`serve`]; see the module doc for what each one stops.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeConfig {
     /// Time to receive a whole request head (HTTP/1), counted from the
     /// moment the server waits for one, and the first bytes of a new
@@ -56,6 +64,11 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Open connections of one peer address; 0 = no cap.
     pub max_connections_per_ip: usize,
+    /// Peers exempt from `max_connections_per_ip`: the CDN edge or load
+    /// balancer in front of the server, which carries many viewers on one
+    /// address (ugc-server: its `trusted_proxies`). The listener's cap
+    /// still applies to them.
+    pub ip_cap_exempt: Option<IpCapExempt>,
     /// HTTP/2: streams in flight per connection.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2: streams reset by the peer before they were served.
@@ -67,14 +80,28 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 16_384,
             max_connections_per_ip: 1_024,
+            ip_cap_exempt: None,
             h2_max_concurrent_streams: 256,
             h2_max_pending_accept_reset_streams: 64,
             h2_max_local_error_reset_streams: 256,
         }
+    }
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("ip_cap_exempt", &self.ip_cap_exempt.is_some())
+            .field("h2_max_concurrent_streams", &self.h2_max_concurrent_streams)
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,10 +160,10 @@ impl ServeStats {
 
 /// Counts open connections per address and in total; a connection holds
 /// its [`Slot`] until it ends.
-#[derive(Debug)]
 pub struct ConnLimiter {
     max_total: usize,
     max_per_ip: usize,
+    exempt: Option<IpCapExempt>,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
@@ -152,9 +179,29 @@ pub enum Refused {
 impl ConnLimiter {
     /// A limiter with the caps (0 = none).
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Self::with_exempt(max_total, max_per_ip, None)
+    }
+
+    /// A limiter with `config`'s caps and exemptions.
+    pub fn of(config: &ServeConfig) -> Arc<Self> {
+        Self::with_exempt(
+            config.max_connections,
+            config.max_connections_per_ip,
+            config.ip_cap_exempt.clone(),
+        )
+    }
+
+    /// A limiter with the caps (0 = none); `exempt` addresses only count
+    /// towards the total.
+    pub fn with_exempt(
+        max_total: usize,
+        max_per_ip: usize,
+        exempt: Option<IpCapExempt>,
+    ) -> Arc<Self> {
         Arc::new(ConnLimiter {
             max_total,
             max_per_ip,
+            exempt,
             open: Mutex::new((0, HashMap::new())),
         })
     }
@@ -165,8 +212,9 @@ impl ConnLimiter {
         if self.max_total > 0 && open.0 >= self.max_total {
             return Err(Refused::Total);
         }
+        let capped = self.max_per_ip > 0 && !self.exempt.as_ref().is_some_and(|f| f(ip));
         let n = open.1.entry(ip).or_insert(0);
-        if self.max_per_ip > 0 && *n >= self.max_per_ip {
+        if capped && *n >= self.max_per_ip {
             return Err(Refused::PerIp);
         }
         *n += 1;
@@ -186,6 +234,16 @@ impl ConnLimiter {
     pub fn open(&self, ip: IpAddr) -> (usize, usize) {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         (open.0, open.1.get(&ip).copied().unwrap_or(0))
+    }
+}
+
+impl std::fmt::Debug for ConnLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnLimiter")
+            .field("max_total", &self.max_total)
+            .field("max_per_ip", &self.max_per_ip)
+            .field("open", &self.open_total())
+            .finish_non_exhaustive()
     }
 }
 
@@ -240,7 +298,7 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let builder = Arc::new(builder(&config));
-    let limiter = ConnLimiter::new(config.max_connections, config.max_connections_per_ip);
+    let limiter = ConnLimiter::of(&config);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -562,6 +620,19 @@ mod tests {
         assert_eq!(limiter.open(a), (2, 1));
         let _b2 = limiter.admit(b).unwrap();
         assert_eq!(limiter.open(b), (3, 2));
+    }
+
+    #[test]
+    fn exempt_addresses_count_only_towards_the_total() {
+        let edge: IpAddr = "192.0.2.1".parse().unwrap();
+        let limiter = ConnLimiter::with_exempt(5, 2, Some(Arc::new(move |ip| ip == edge)));
+        let slots: Vec<_> = (0..5).map(|_| limiter.admit(edge).unwrap()).collect();
+        assert_eq!(limiter.admit(edge).unwrap_err(), Refused::Total);
+        drop(slots);
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let _a = limiter.admit(other).unwrap();
+        let _b = limiter.admit(other).unwrap();
+        assert_eq!(limiter.admit(other).unwrap_err(), Refused::PerIp);
     }
 
     #[test]

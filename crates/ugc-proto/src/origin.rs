@@ -57,7 +57,7 @@
 //!
 //! Every request is put to an [`Authorizer`]'s `authorize_play` with the
 //! `token` query parameter and the client address (see [`ClientIp`]); a
-//! denial is `403`. A playlist served to a request that carried a token lists
+//! denial is `403`, a stream the authorizer does not know `404`. A playlist served to a request that carried a token lists
 //! its URIs with the same `?token=`, so players that resolve relative URIs
 //! (and drop the query) keep sending it.
 
@@ -505,9 +505,13 @@ async fn live_request<A: Authorizer>(
         token: token.clone(),
         client_ip: (origin.client_ip)(peer, req.headers()),
     };
-    if let PlayDecision::Deny { reason } = origin.auth.authorize_play(&play).await {
-        tracing::debug!(stream = %play.stream, client = %play.client_ip, %reason, "play denied");
-        return error(StatusCode::FORBIDDEN);
+    match origin.auth.authorize_play(&play).await {
+        PlayDecision::Allow => {}
+        PlayDecision::Deny { reason } => {
+            tracing::debug!(stream = %play.stream, client = %play.client_ip, %reason, "play denied");
+            return error(StatusCode::FORBIDDEN);
+        }
+        PlayDecision::NotFound { .. } => return error(StatusCode::NOT_FOUND),
     }
     let token = token.filter(|t| token_is_url_safe(t));
     // Play is authorized on the stream; its renditions follow it.

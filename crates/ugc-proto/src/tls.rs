@@ -71,7 +71,7 @@ pub async fn serve_tls_with(
     let builder = Arc::new(http::builder(&config));
     // Never told to stop: the listener runs as long as its task.
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let limiter = ConnLimiter::new(config.max_connections, config.max_connections_per_ip);
+    let limiter = ConnLimiter::of(&config);
     loop {
         let Some((tcp, peer, slot)) = http::accept(&listener, &limiter, &stats).await else {
             continue;

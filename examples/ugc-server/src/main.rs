@@ -94,6 +94,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     cc.trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+    // The edge in front carries many viewers on one address.
+    let mut http_limits = config.http_limits.clone();
+    http_limits.ip_cap_exempt = Some({
+        let proxies = cc.trusted_proxies.clone();
+        Arc::new(move |ip| proxies.is_trusted(ip))
+    });
     cc.hub = Some(hub.clone());
     cc.transcode_profiles = config.transcode.profile_names();
     let control = ControlPlane::open(cc)
@@ -247,7 +253,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let http_task = tokio::spawn(ugc_proto::http::serve_until(
         http,
         app,
-        config.http_limits.clone(),
+        http_limits.clone(),
         http_stats,
         shutdown_signal(),
     ));
@@ -263,9 +269,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ladders,
     );
     let https_task = match &config.https {
-        Some(https) => {
-            Some(spawn_https(https, app_tls, config.http_limits.clone(), https_stats).await?)
-        }
+        Some(https) => Some(spawn_https(https, app_tls, http_limits.clone(), https_stats).await?),
         None => None,
     };
 

@@ -134,3 +134,25 @@ fn one_address_is_capped() {
     );
     assert_eq!(refused, closed as f64);
 }
+
+/// A stream nobody created answers 404 on the origin and the DVR routes (it
+/// answered 403, which told players and monitoring they lacked a right);
+/// a private stream still refuses a request without a token with 403, live
+/// or not, and a public stream that is not live is 404.
+#[test]
+fn missing_streams_are_not_found_private_ones_refused() {
+    let server = Server::start(&[]);
+    server.create_stream("secret", "\"private\": true");
+    server.create_stream("open", "");
+    for (path, want) in [
+        ("/live/nosuch/index.m3u8", 404),
+        ("/live/nosuch/index-1700000000-10.m3u8", 404),
+        ("/other/nosuch/index.m3u8", 404),
+        ("/live/open/index.m3u8", 404),
+        ("/live/secret/index.m3u8", 403),
+        ("/live/secret/index-1700000000-10.m3u8", 403),
+    ] {
+        let r = server.get(path);
+        assert_eq!(r.status, want, "{path}: {}", r.text());
+    }
+}
