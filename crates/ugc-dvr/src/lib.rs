@@ -75,8 +75,8 @@ pub use chunks::Chunks;
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{
-    HlsPackager, ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
-    run_packager_observed, run_packager_with_clock,
+    HlsPackager, HlsTiming, ObserverFactory, PackagerConfig, SegmentObserver, package_hub,
+    run_packager, run_packager_observed, run_packager_with_clock,
 };
 pub use playlist::{
     LowLatency, MediaFile, MediaFileError, RenditionReport, Variant, VariantStream,
