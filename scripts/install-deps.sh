@@ -96,8 +96,6 @@ if [ "$want_fuzz" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 
-# Stripped FFmpeg pkg-config files for rsmpeg (see the script).
-"$(dirname "$0")/ffmpeg-pkgconfig.sh"
 # A real SigV4 S3 server over a directory, for ugc-dvr's S3 tier tests; the
 # binary lives in ~/.cargo/bin (outside the clone). 0.15+ needs a newer rustc.
 if [ "$want_s3" = 1 ] && ! s3s-fs --version >/dev/null 2>&1; then

@@ -1,11 +1,22 @@
 //! Fragmented MP4 / CMAF writer (ISO/IEC 14496-12, ISO/IEC 23000-19): the init
 //! segment (`ftyp` + `moov`), `styp`, and fragments (`moof` + `mdat`).
 //!
-//! The boxes are written directly (a few hundred bytes of fixed layout) rather
-//! than through a box-tree library: a fragment is sized up front, allocated
-//! once, and each sample payload is copied exactly once into it.
+//! The init segment is built as an mp4-atom box tree. Fragments, the
+//! per-frame hot path of LL-HLS (one `moof` + `mdat` per reference frame),
+//! are written by hand: sized up front, allocated once, each sample payload
+//! copied once. Through mp4-atom the same fragments cost 49.8 us instead of
+//! 15.5 us per 2 s of a 4 Mbit/s stream with AAC (one chunk per video
+//! frame), about half the 65 us the whole packager takes for those 2 s
+//! (`cargo bench -p ugc-benches --bench fmp4_writer`). The unit tests read
+//! the hand-written boxes back with mp4-atom.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor};
+use mp4_atom::{
+    Atom, Audio, Av01, Avc1, Dinf, Dops, Dref, Encode as _, Esds, FixedPoint, Ftyp, Hdlr, Hvc1,
+    Mdhd, Mdia, Minf, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Trex, Url,
+    Visual, Vmhd,
+};
 use ugc_core::{Codec, MediaKind, Timescale, TrackId, TrackInfo, TrackParams};
 
 use crate::error::{Error, Result};
@@ -42,92 +53,71 @@ pub fn track_timescale(track: &TrackInfo) -> Timescale {
     }
 }
 
-/// Starts a box; returns its offset for [`end_box`].
-fn begin_box(buf: &mut Vec<u8>, kind: &[u8; 4]) -> usize {
-    let at = buf.len();
-    buf.extend_from_slice(&[0, 0, 0, 0]);
-    buf.extend_from_slice(kind);
-    at
-}
-
-fn begin_full_box(buf: &mut Vec<u8>, kind: &[u8; 4], version: u8, flags: u32) -> usize {
-    let at = begin_box(buf, kind);
-    buf.extend_from_slice(&((u32::from(version) << 24) | (flags & 0x00ff_ffff)).to_be_bytes());
-    at
-}
-
-fn end_box(buf: &mut [u8], at: usize) -> Result<()> {
-    let size = u32::try_from(buf.len() - at)
-        .map_err(|_| Error::InvalidArgument("box larger than 4 GiB".into()))?;
-    buf[at..at + 4].copy_from_slice(&size.to_be_bytes());
-    Ok(())
-}
-
-fn u16_(buf: &mut Vec<u8>, v: u16) {
-    buf.extend_from_slice(&v.to_be_bytes());
-}
-fn u32_(buf: &mut Vec<u8>, v: u32) {
-    buf.extend_from_slice(&v.to_be_bytes());
-}
-
-const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
-
-/// ftyp (cmfc/iso6 brands) + moov (mvhd, trak per track with the codec sample entry: avc1/avcC, hvc1/hvcC, mp4a/esds, Opus/dOps; mvex/trex)
+/// `ftyp` + `moov` of a CMAF init segment (CMAF 7.3.2.1: `iso6`/`cmfc`
+/// brands; empty sample tables, `mvex` with one `trex` per track).
 pub fn init_segment(tracks: &[TrackInfo]) -> Result<Bytes> {
     if tracks.is_empty() {
         return Err(Error::InvalidArgument("init segment without tracks".into()));
     }
-    let mut b = Vec::with_capacity(1024);
-    let ftyp = begin_box(&mut b, b"ftyp");
-    b.extend_from_slice(b"iso6");
-    u32_(&mut b, 0);
-    for brand in [b"iso6", b"cmfc", b"mp41"] {
-        b.extend_from_slice(brand);
-    }
-    end_box(&mut b, ftyp)?;
-
-    let moov = begin_box(&mut b, b"moov");
-    let mvhd = begin_full_box(&mut b, b"mvhd", 0, 0);
-    u32_(&mut b, 0); // creation_time
-    u32_(&mut b, 0); // modification_time
-    u32_(&mut b, 1000); // timescale
-    u32_(&mut b, 0); // duration
-    u32_(&mut b, 0x0001_0000); // rate
-    u16_(&mut b, 0x0100); // volume
-    b.extend_from_slice(&[0; 10]);
-    for m in MATRIX {
-        u32_(&mut b, m);
-    }
-    b.extend_from_slice(&[0; 24]); // pre_defined
-    let next_id = tracks
+    let ftyp = Ftyp {
+        major_brand: b"iso6".into(),
+        minor_version: 0,
+        compatible_brands: vec![b"iso6".into(), b"cmfc".into(), b"mp41".into()],
+    };
+    let next_track_id = tracks
         .iter()
         .map(|t| t.id.0)
         .max()
         .unwrap_or(0)
         .saturating_add(1);
-    u32_(&mut b, next_id);
-    end_box(&mut b, mvhd)?;
-
-    for t in tracks {
-        write_trak(&mut b, t)?;
-    }
-
-    let mvex = begin_box(&mut b, b"mvex");
-    for t in tracks {
-        let trex = begin_full_box(&mut b, b"trex", 0, 0);
-        u32_(&mut b, t.id.0);
-        u32_(&mut b, 1); // default_sample_description_index
-        u32_(&mut b, 0); // default_sample_duration
-        u32_(&mut b, 0); // default_sample_size
-        u32_(&mut b, 0); // default_sample_flags
-        end_box(&mut b, trex)?;
-    }
-    end_box(&mut b, mvex)?;
-    end_box(&mut b, moov)?;
+    let moov = Moov {
+        mvhd: Mvhd {
+            timescale: 1000,
+            rate: 1.into(),
+            volume: 1.into(),
+            next_track_id,
+            ..Default::default()
+        },
+        trak: tracks.iter().map(trak).collect::<Result<_>>()?,
+        mvex: Some(Mvex {
+            mehd: None,
+            trex: tracks
+                .iter()
+                .map(|t| Trex {
+                    track_id: t.id.0,
+                    default_sample_description_index: 1,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    };
+    let mut b = Vec::with_capacity(1024);
+    ftyp.encode(&mut b).map_err(encode_error("ftyp"))?;
+    moov.encode(&mut b).map_err(encode_error("moov"))?;
     Ok(Bytes::from(b))
 }
 
-fn write_trak(b: &mut Vec<u8>, t: &TrackInfo) -> Result<()> {
+/// Maps an mp4-atom error while encoding `what` (a box we build: a bug or
+/// a value the box cannot hold).
+fn encode_error(what: &'static str) -> impl FnOnce(mp4_atom::Error) -> Error {
+    move |e| Error::InvalidArgument(format!("writing {what}: {e}"))
+}
+
+/// Decodes the body of a decoder configuration box (`avcC`, `hvcC`,
+/// `av1C`, `dOps`) from a track's `config`, which came from the publisher.
+fn decoder_config<A: Atom>(t: &TrackInfo) -> Result<A> {
+    A::decode_body(&mut &t.config[..]).map_err(|e| {
+        Error::invalid(
+            "decoder configuration record",
+            &t.config,
+            0,
+            format!("{:?} {}: {e}", t.id, A::KIND),
+        )
+    })
+}
+
+fn trak(t: &TrackInfo) -> Result<Trak> {
     if t.config.is_empty() && t.codec != Codec::Opus {
         return Err(Error::InvalidArgument(format!(
             "{:?}: no decoder configuration",
@@ -135,189 +125,150 @@ fn write_trak(b: &mut Vec<u8>, t: &TrackInfo) -> Result<()> {
         )));
     }
     let video = t.kind() == MediaKind::Video;
-    let trak = begin_box(b, b"trak");
-    let tkhd = begin_full_box(b, b"tkhd", 0, 0x3); // enabled | in_movie
-    u32_(b, 0);
-    u32_(b, 0);
-    u32_(b, t.id.0);
-    u32_(b, 0); // reserved
-    u32_(b, 0); // duration
-    b.extend_from_slice(&[0; 8]);
-    u16_(b, 0); // layer
-    u16_(b, 0); // alternate_group
-    u16_(b, if video { 0 } else { 0x0100 });
-    u16_(b, 0);
-    for m in MATRIX {
-        u32_(b, m);
-    }
     let (w, h) = t.video().map_or((0, 0), |v| (v.width, v.height));
-    u32_(b, w.min(0xffff) << 16);
-    u32_(b, h.min(0xffff) << 16);
-    end_box(b, tkhd)?;
-
-    let mdia = begin_box(b, b"mdia");
-    let mdhd = begin_full_box(b, b"mdhd", 0, 0);
-    u32_(b, 0);
-    u32_(b, 0);
-    u32_(b, track_timescale(t).get());
-    u32_(b, 0);
-    u16_(b, 0x55c4); // 'und'
-    u16_(b, 0);
-    end_box(b, mdhd)?;
-    let hdlr = begin_full_box(b, b"hdlr", 0, 0);
-    u32_(b, 0);
-    b.extend_from_slice(if video { b"vide" } else { b"soun" });
-    b.extend_from_slice(&[0; 12]);
-    b.extend_from_slice(if video {
-        b"VideoHandler\0"
-    } else {
-        b"SoundHandler\0"
-    });
-    end_box(b, hdlr)?;
-
-    let minf = begin_box(b, b"minf");
-    if video {
-        let vmhd = begin_full_box(b, b"vmhd", 0, 1);
-        b.extend_from_slice(&[0; 8]);
-        end_box(b, vmhd)?;
-    } else {
-        let smhd = begin_full_box(b, b"smhd", 0, 0);
-        b.extend_from_slice(&[0; 4]);
-        end_box(b, smhd)?;
-    }
-    let dinf = begin_box(b, b"dinf");
-    let dref = begin_full_box(b, b"dref", 0, 0);
-    u32_(b, 1);
-    let url = begin_full_box(b, b"url ", 0, 1);
-    end_box(b, url)?;
-    end_box(b, dref)?;
-    end_box(b, dinf)?;
-
-    let stbl = begin_box(b, b"stbl");
-    let stsd = begin_full_box(b, b"stsd", 0, 0);
-    u32_(b, 1);
-    write_sample_entry(b, t)?;
-    end_box(b, stsd)?;
-    for kind in [b"stts", b"stsc", b"stco"] {
-        let bx = begin_full_box(b, kind, 0, 0);
-        u32_(b, 0);
-        end_box(b, bx)?;
-    }
-    let stsz = begin_full_box(b, b"stsz", 0, 0);
-    u32_(b, 0);
-    u32_(b, 0);
-    end_box(b, stsz)?;
-    end_box(b, stbl)?;
-    end_box(b, minf)?;
-    end_box(b, mdia)?;
-    end_box(b, trak)?;
-    Ok(())
+    let fixed = |v: u32| FixedPoint::new(u16::try_from(v).unwrap_or(u16::MAX), 0);
+    Ok(Trak {
+        tkhd: Tkhd {
+            track_id: t.id.0,
+            enabled: true,
+            in_movie: true,
+            volume: if video { 0.into() } else { 1.into() },
+            width: fixed(w),
+            height: fixed(h),
+            ..Default::default()
+        },
+        mdia: Mdia {
+            mdhd: Mdhd {
+                timescale: track_timescale(t).get(),
+                language: "und".into(),
+                ..Default::default()
+            },
+            hdlr: Hdlr {
+                handler: if video { b"vide" } else { b"soun" }.into(),
+                name: if video {
+                    "VideoHandler"
+                } else {
+                    "SoundHandler"
+                }
+                .into(),
+            },
+            minf: Minf {
+                vmhd: video.then(Vmhd::default),
+                smhd: (!video).then(Smhd::default),
+                dinf: Dinf {
+                    dref: Dref {
+                        entries: vec![Url::default().into()],
+                    },
+                },
+                stbl: Stbl {
+                    stsd: Stsd {
+                        codecs: vec![sample_entry(t)?],
+                    },
+                    stco: Some(Stco::default()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    })
 }
 
-fn write_sample_entry(b: &mut Vec<u8>, t: &TrackInfo) -> Result<()> {
+/// The `stsd` sample entry of a track: avc1/avcC, hvc1/hvcC, av01/av1C,
+/// mp4a/esds or Opus/dOps.
+fn sample_entry(t: &TrackInfo) -> Result<mp4_atom::Codec> {
     match (&t.params, t.codec) {
         (TrackParams::Video(v), codec @ (Codec::H264 | Codec::H265 | Codec::Av1)) => {
-            let (entry, cfg) = match codec {
-                Codec::H264 => (b"avc1", b"avcC"),
-                Codec::H265 => (b"hvc1", b"hvcC"),
-                _ => (b"av01", b"av1C"),
+            let visual = Visual {
+                data_reference_index: 1,
+                width: u16::try_from(v.width).unwrap_or(u16::MAX),
+                height: u16::try_from(v.height).unwrap_or(u16::MAX),
+                ..Default::default()
             };
-            let e = begin_box(b, entry);
-            b.extend_from_slice(&[0; 6]);
-            u16_(b, 1); // data_reference_index
-            b.extend_from_slice(&[0; 16]); // pre_defined, reserved, pre_defined[3]
-            u16_(b, u16::try_from(v.width).unwrap_or(u16::MAX));
-            u16_(b, u16::try_from(v.height).unwrap_or(u16::MAX));
-            u32_(b, 0x0048_0000);
-            u32_(b, 0x0048_0000);
-            u32_(b, 0);
-            u16_(b, 1); // frame_count
-            b.extend_from_slice(&[0; 32]); // compressorname
-            u16_(b, 0x0018);
-            u16_(b, 0xffff);
-            let c = begin_box(b, cfg);
-            b.extend_from_slice(&t.config);
-            end_box(b, c)?;
-            end_box(b, e)
+            Ok(match codec {
+                Codec::H264 => Avc1 {
+                    visual,
+                    avcc: decoder_config(t)?,
+                    ..Default::default()
+                }
+                .into(),
+                Codec::H265 => Hvc1 {
+                    visual,
+                    hvcc: decoder_config(t)?,
+                    ..Default::default()
+                }
+                .into(),
+                _ => Av01 {
+                    visual,
+                    av1c: decoder_config(t)?,
+                    ..Default::default()
+                }
+                .into(),
+            })
         }
         (TrackParams::Audio(a), codec @ (Codec::Aac | Codec::Opus)) => {
-            let e = begin_box(
-                b,
-                if codec == Codec::Aac {
-                    b"mp4a"
-                } else {
-                    b"Opus"
-                },
-            );
-            b.extend_from_slice(&[0; 6]);
-            u16_(b, 1);
-            b.extend_from_slice(&[0; 8]);
-            u16_(b, u16::from(a.channels.max(1)));
-            u16_(b, 16);
-            u32_(b, 0);
             let rate = if codec == Codec::Opus {
                 48_000
             } else {
                 a.sample_rate
             };
-            u32_(b, if rate > 0xffff { 0 } else { rate << 16 });
-            if codec == Codec::Aac {
-                write_esds(b, t)?;
-            } else {
-                let d = begin_box(b, b"dOps");
-                if t.config.is_empty() {
-                    // Minimal dOps: version 0, channels, pre-skip 0, 48 kHz, gain 0, family 0.
-                    b.extend_from_slice(&[0, a.channels.max(1), 0, 0]);
-                    u32_(b, 48_000);
-                    b.extend_from_slice(&[0, 0, 0]);
-                } else {
-                    b.extend_from_slice(&t.config);
+            let audio = Audio {
+                data_reference_index: 1,
+                channel_count: u16::from(a.channels.max(1)),
+                sample_size: 16,
+                // 16.16 fixed point: rates above 65535 Hz do not fit (0).
+                sample_rate: u16::try_from(rate).unwrap_or(0).into(),
+            };
+            Ok(if codec == Codec::Aac {
+                let bitrate = t.bitrate.unwrap_or(0);
+                Mp4a {
+                    audio,
+                    esds: Esds {
+                        es_desc: EsDescriptor {
+                            dec_config: DecoderConfig {
+                                object_type_indication: 0x40, // Audio ISO/IEC 14496-3
+                                stream_type: 0x05,            // AudioStream
+                                max_bitrate: bitrate,
+                                avg_bitrate: bitrate,
+                                dec_specific: Some(DecoderSpecific {
+                                    raw: t.config.to_vec(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        },
+                    },
+                    btrt: None,
+                    taic: None,
                 }
-                end_box(b, d)?;
-            }
-            end_box(b, e)
+                .into()
+            } else {
+                let dops = if t.config.is_empty() {
+                    // Mono or stereo, no pre-skip, family 0.
+                    Dops {
+                        output_channel_count: a.channels.max(1),
+                        pre_skip: 0,
+                        input_sample_rate: 48_000,
+                        output_gain: 0,
+                        channel_mapping: None,
+                    }
+                } else {
+                    decoder_config(t)?
+                };
+                Opus {
+                    audio,
+                    dops,
+                    btrt: None,
+                }
+                .into()
+            })
         }
         _ => Err(Error::InvalidArgument(format!(
             "{:?}: codec {:?} has no fMP4 sample entry here",
             t.id, t.codec
         ))),
     }
-}
-
-/// Writes an MPEG-4 descriptor header (tag + expandable size).
-fn descriptor(b: &mut Vec<u8>, tag: u8, len: usize) -> Result<()> {
-    if len >= 1 << 28 {
-        return Err(Error::InvalidArgument("descriptor too large".into()));
-    }
-    b.push(tag);
-    b.push(0x80 | ((len >> 21) & 0x7f) as u8);
-    b.push(0x80 | ((len >> 14) & 0x7f) as u8);
-    b.push(0x80 | ((len >> 7) & 0x7f) as u8);
-    b.push((len & 0x7f) as u8);
-    Ok(())
-}
-
-fn write_esds(b: &mut Vec<u8>, t: &TrackInfo) -> Result<()> {
-    let asc = &t.config;
-    let bitrate = t.bitrate.unwrap_or(0);
-    let dsi_len = 5 + asc.len();
-    let dcd_len = 13 + dsi_len;
-    let es_len = 3 + (5 + dcd_len) + (5 + 1);
-    let esds = begin_full_box(b, b"esds", 0, 0);
-    descriptor(b, 0x03, es_len)?;
-    u16_(b, 0); // ES_ID
-    b.push(0); // flags
-    descriptor(b, 0x04, dcd_len)?;
-    b.push(0x40); // Audio ISO/IEC 14496-3
-    b.push((0x05 << 2) | 1); // AudioStream, upStream 0, reserved 1
-    b.extend_from_slice(&[0, 0, 0]); // bufferSizeDB
-    u32_(b, bitrate); // maxBitrate
-    u32_(b, bitrate); // avgBitrate
-    descriptor(b, 0x05, asc.len())?;
-    b.extend_from_slice(asc);
-    descriptor(b, 0x06, 1)?;
-    b.push(0x02);
-    end_box(b, esds)
 }
 
 /// `styp` box to put before the first fragment of a segment (msdh/msix/cmfs brands)
@@ -420,8 +371,10 @@ pub fn fragment(sequence_number: u32, fragments: &[TrackFragment<'_>]) -> Result
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use mp4_atom::{Decode as _, Header, Moof, Traf, TrunEntry};
 
     #[test]
     fn styp_is_well_formed() {
@@ -473,5 +426,185 @@ mod tests {
         assert_eq!(&f[moof + 4..moof + 8], b"mdat");
         assert_eq!(&f[moof + 8..], b"abcdefxyz");
         assert_eq!(u32::from_be_bytes(f[20..24].try_into().unwrap()), 7);
+
+        // The hand-written boxes, read back by the box layer.
+        let mut buf = &f[..];
+        let m = Moof::decode(&mut buf).unwrap();
+        let mdat = Header::decode(&mut buf).unwrap();
+        assert_eq!((mdat.kind, mdat.size), (b"mdat".into(), Some(9)));
+        assert_eq!(m.mfhd.sequence_number, 7);
+        let traf = |i: usize| -> (&Traf, Vec<TrunEntry>) {
+            let t = &m.traf[i];
+            assert!(t.tfhd.default_base_is_moof);
+            assert_eq!(t.trun.len(), 1);
+            (t, t.trun[0].samples.iter().collect())
+        };
+        let (v, vs) = traf(0);
+        assert_eq!(v.tfhd.track_id, 1);
+        assert_eq!(v.tfdt.as_ref().unwrap().base_media_decode_time, 90_000);
+        assert_eq!(v.trun[0].data_offset, Some(moof as i32 + 8));
+        let entry = |duration, size, flags, cts| TrunEntry {
+            duration: Some(duration),
+            size: Some(size),
+            flags: Some(flags),
+            cts: Some(cts),
+        };
+        assert_eq!(
+            vs,
+            [
+                entry(3000, 4, SAMPLE_FLAGS_SYNC, 0),
+                entry(3000, 2, SAMPLE_FLAGS_NON_SYNC, -3000)
+            ]
+        );
+        let (a, as_) = traf(1);
+        assert_eq!(a.tfhd.track_id, 2);
+        assert_eq!(a.tfdt.as_ref().unwrap().base_media_decode_time, 48_000);
+        assert_eq!(a.trun[0].data_offset, Some(moof as i32 + 8 + 6));
+        assert_eq!(as_, [entry(1024, 3, SAMPLE_FLAGS_SYNC, 0)]);
+    }
+
+    /// Decodes an init segment with mp4-atom: the `moov`'s tracks.
+    fn read_init(init: &[u8]) -> Vec<Trak> {
+        let mut buf = init;
+        let ftyp = Ftyp::decode(&mut buf).unwrap();
+        assert_eq!(ftyp.major_brand, b"iso6".into());
+        let moov = Moov::decode(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        let mvex = moov.mvex.unwrap();
+        assert_eq!(mvex.trex.len(), moov.trak.len());
+        moov.trak
+    }
+
+    fn body<A: Atom>(a: &A) -> Vec<u8> {
+        let mut b = Vec::new();
+        a.encode_body(&mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn h264_and_aac_sample_entries_carry_the_records() {
+        let tracks = ugc_core::hub::tests_support::av_tracks();
+        let (v, a) = (&tracks.as_slice()[0], &tracks.as_slice()[1]);
+        let traks = read_init(&init_segment(tracks.as_slice()).unwrap());
+        assert_eq!(traks.len(), 2);
+        let vt = &traks[0];
+        assert_eq!(vt.tkhd.track_id, 1);
+        assert_eq!(vt.mdia.mdhd.timescale, 90_000);
+        assert_eq!(vt.mdia.hdlr.handler, b"vide".into());
+        let [mp4_atom::Codec::Avc1(avc1)] = &vt.mdia.minf.stbl.stsd.codecs[..] else {
+            panic!("{:?}", vt.mdia.minf.stbl.stsd)
+        };
+        assert_eq!((avc1.visual.width, avc1.visual.height), (1280, 720));
+        assert_eq!(avc1.visual.data_reference_index, 1);
+        assert_eq!(body(&avc1.avcc), v.config);
+        let at = &traks[1];
+        assert_eq!(at.mdia.mdhd.timescale, 44_100);
+        assert_eq!(at.mdia.hdlr.handler, b"soun".into());
+        let [mp4_atom::Codec::Mp4a(mp4a)] = &at.mdia.minf.stbl.stsd.codecs[..] else {
+            panic!("{:?}", at.mdia.minf.stbl.stsd)
+        };
+        assert_eq!(mp4a.audio.channel_count, 2);
+        assert_eq!(mp4a.audio.sample_rate.integer(), 44_100);
+        let dc = &mp4a.esds.es_desc.dec_config;
+        assert_eq!((dc.object_type_indication, dc.stream_type), (0x40, 5));
+        assert_eq!(dc.dec_specific.as_ref().unwrap().raw, a.config);
+    }
+
+    fn track(id: u32, codec: Codec, config: &'static [u8]) -> TrackInfo {
+        let params = if codec.kind() == MediaKind::Video {
+            TrackParams::Video(ugc_core::VideoParams {
+                width: 352,
+                height: 288,
+                frame_rate: None,
+            })
+        } else {
+            TrackParams::Audio(ugc_core::AudioParams {
+                sample_rate: 48_000,
+                channels: 2,
+                samples_per_frame: 960,
+            })
+        };
+        TrackInfo {
+            id: TrackId(id),
+            codec,
+            timescale: Timescale::MILLIS,
+            config: Bytes::from_static(config),
+            codec_string: String::new(),
+            params,
+            bitrate: None,
+        }
+    }
+
+    /// hvcC of the x265 capture (Main, 352x288, 25 fps).
+    fn hvcc() -> Bytes {
+        let data = include_bytes!("../tests/data/ffmpeg51_libx265_aud_352x288_2s.hevc");
+        let nals = crate::h264::annexb_nal_units(data);
+        let of = |t: u8| -> Vec<&[u8]> {
+            nals.iter()
+                .copied()
+                .filter(|n| crate::hevc::nal_type(n) == Some(t))
+                .collect()
+        };
+        let hvcc = crate::hevc::build_hvcc(
+            &of(crate::hevc::NAL_VPS),
+            &of(crate::hevc::NAL_SPS),
+            &of(crate::hevc::NAL_PPS),
+        )
+        .unwrap();
+        Bytes::from(hvcc)
+    }
+    /// av1C of libaom (Main, 8 bit 4:2:0, with its sequence header OBU) and
+    /// dOps of libopus (stereo, pre-skip 312, family 0), both from
+    /// `tests/data/ffmpeg51_libaom_opus_320x240_1s.mp4`.
+    const AV1C: &[u8] = &[
+        0x81, 0x00, 0x0c, 0x00, 0x0a, 0x0b, 0x00, 0x00, 0x00, 0x04, 0x3c, 0xff, 0xbc, 0xda, 0xf9,
+        0x00, 0x40,
+    ];
+    const DOPS: &[u8] = &[
+        0x00, 0x02, 0x01, 0x38, 0x00, 0x00, 0xbb, 0x80, 0x00, 0x00, 0x00,
+    ];
+
+    #[test]
+    fn h265_av1_and_opus_sample_entries_carry_the_records() {
+        let tracks = [
+            TrackInfo {
+                config: hvcc(),
+                ..track(1, Codec::H265, b"")
+            },
+            track(2, Codec::Av1, AV1C),
+            track(3, Codec::Opus, DOPS),
+            track(4, Codec::Opus, b""),
+        ];
+        let traks = read_init(&init_segment(&tracks).unwrap());
+        let entry = |i: usize| traks[i].mdia.minf.stbl.stsd.codecs[0].clone();
+        let mp4_atom::Codec::Hvc1(hvc1) = entry(0) else {
+            panic!("{:?}", entry(0))
+        };
+        assert_eq!((hvc1.visual.width, hvc1.visual.height), (352, 288));
+        assert_eq!(body(&hvc1.hvcc), hvcc());
+        let mp4_atom::Codec::Av01(av01) = entry(1) else {
+            panic!("{:?}", entry(1))
+        };
+        assert_eq!(body(&av01.av1c), AV1C);
+        let mp4_atom::Codec::Opus(opus) = entry(2) else {
+            panic!("{:?}", entry(2))
+        };
+        assert_eq!(opus.audio.sample_rate.integer(), 48_000);
+        assert_eq!(traks[2].mdia.mdhd.timescale, 48_000);
+        assert_eq!(body(&opus.dops), DOPS);
+        // No dOps from the publisher: a minimal one (family 0) for its channels.
+        let mp4_atom::Codec::Opus(opus) = entry(3) else {
+            panic!("{:?}", entry(3))
+        };
+        assert_eq!(opus.dops.output_channel_count, 2);
+        assert_eq!(opus.dops.channel_mapping, None);
+    }
+
+    #[test]
+    fn a_record_the_box_layer_cannot_read_is_the_publishers_error() {
+        let err = init_segment(&[track(1, Codec::Av1, &[0x01, 0x00])]).unwrap_err();
+        assert!(matches!(err, Error::Invalid { .. }), "{err}");
+        assert!(init_segment(&[track(1, Codec::H264, b"")]).is_err());
+        assert!(init_segment(&[]).is_err());
     }
 }

@@ -231,6 +231,13 @@ impl ChunkDecoder {
         self.chunk_size
     }
 
+    /// Replaces the limits (a session raises them once its peer is
+    /// authorized). Messages being reassembled keep going: a lower limit
+    /// applies to headers read from now on.
+    pub fn set_limits(&mut self, limits: ChunkLimits) {
+        self.limits = limits;
+    }
+
     /// Input bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.offset

@@ -77,8 +77,14 @@ pub struct SessionConfig {
     pub window_ack_size: u32,
     /// Set Peer Bandwidth we announce.
     pub peer_bandwidth: u32,
-    /// Limits of the chunk layer.
+    /// Limits of the chunk layer once a publish is accepted (a 4K keyframe
+    /// can be megabytes).
     pub limits: ChunkLimits,
+    /// Limits of the chunk layer until then: a peer nobody authorized yet
+    /// sends commands of a few hundred bytes, and may not make us hold
+    /// 16 MiB messages (whose AMF0 would decode into many times that) per
+    /// connection. Default: messages up to 64 KiB, 256 KiB in reassembly.
+    pub unauthorized_limits: ChunkLimits,
     /// Message streams a client may create.
     pub max_message_streams: u32,
     /// Seeds the random filler of S1/S2 (the core reads no entropy).
@@ -92,6 +98,11 @@ impl Default for SessionConfig {
             window_ack_size: 2_500_000,
             peer_bandwidth: 2_500_000,
             limits: ChunkLimits::default(),
+            unauthorized_limits: ChunkLimits {
+                max_message_size: 64 << 10,
+                max_pending_bytes: 256 << 10,
+                ..ChunkLimits::default()
+            },
             max_message_streams: 8,
             handshake_seed: 0x9e37_79b9_7f4a_7c15,
         }
@@ -251,7 +262,7 @@ impl ServerSession {
                     }
                     C2Outcome::Done(_connected) => {
                         let mut conn = Box::new(Conn {
-                            decoder: ChunkDecoder::new(self.config.limits.clone()),
+                            decoder: ChunkDecoder::new(self.config.unauthorized_limits.clone()),
                             encoder: ChunkEncoder::new(),
                             app: None,
                             tc_url: None,
@@ -305,6 +316,8 @@ impl ServerSession {
             ));
         };
         conn.publish = Publish::Publishing { stream_id };
+        // Authorized: media may come in messages as large as the stream needs.
+        conn.decoder.set_limits(self.config.limits.clone());
         let mut uc = [0u8; 6];
         uc[..2].copy_from_slice(&user_control::STREAM_BEGIN.to_be_bytes());
         uc[2..].copy_from_slice(&stream_id.to_be_bytes());

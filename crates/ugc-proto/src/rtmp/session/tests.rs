@@ -470,3 +470,47 @@ proptest! {
         prop_assert_eq!(run_capture(&splits), whole);
     }
 }
+
+/// Issue #17: a client that completed the handshake could send a 16 MiB
+/// command before `connect` (an AMF0 strict array of one-byte nulls decodes
+/// into many times its size): four such connections took a fresh server
+/// from 30 MB to 612 MB. Until a publish is accepted, messages over 64 KiB
+/// are refused; after it, media messages as large as the stream needs pass.
+#[test]
+fn unauthorized_peers_cannot_send_large_messages() {
+    // Before connect: a 1 MiB command is refused with a clear error.
+    let mut s = ServerSession::new(SessionConfig::default());
+    let mut c = Client::new();
+    s.handle_input(&Client::handshake()).unwrap();
+    let mut huge = BytesMut::new();
+    huge.extend_from_slice(&[0x0a, 0, 0x10, 0, 0]); // strict array of 1 Mi entries
+    huge.extend(std::iter::repeat_n(0x05u8, 1 << 20)); // nulls
+    let bomb = c.msg(3, 0, msg_type::COMMAND_AMF0, 0, &huge);
+    let err = s.handle_input(&bomb).unwrap_err();
+    assert!(err.to_string().contains("65536"), "{err}");
+
+    // Connected and publishing: a 1 MiB keyframe is fine.
+    let (mut s, mut c) = connected();
+    publish(&mut s, &mut c, "k");
+    // Before the publish is accepted it would still be refused.
+    let frame = {
+        let mut body = vec![0x17u8, 1, 0, 0, 0];
+        body.extend(std::iter::repeat_n(0u8, 1 << 20));
+        body
+    };
+    let mut pending = ServerSession::new(SessionConfig::default());
+    let mut pc = Client::new();
+    pending.handle_input(&Client::handshake()).unwrap();
+    let early = pc.msg(6, 0, msg_type::VIDEO, 1, &frame);
+    assert!(pending.handle_input(&early).is_err());
+    // Accepted: it passes.
+    events(&mut s);
+    s.accept_publish().unwrap();
+    let video = c.msg(6, 40, msg_type::VIDEO, 1, &frame);
+    s.handle_input(&video).unwrap();
+    assert!(
+        events(&mut s)
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Video { body, .. } if body.len() == frame.len())),
+    );
+}
