@@ -1,13 +1,11 @@
 //! `ugc-server dvr export`: its flags, a progress bar, then the library's
-//! export.
+//! range ([`ExportRange`]) and export.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
-use ugc_core::StreamPath;
-use ugc_dvr::archive::TrackKey;
 use ugc_dvr::config::DvrConfig;
+use ugc_dvr::export_file::{ExportRange, export_to_file};
 
 /// `ugc-server <command>`; without one the server runs.
 #[derive(Debug, Subcommand)]
@@ -43,39 +41,22 @@ pub struct ExportArgs {
     pub output: PathBuf,
 }
 
-/// `ugc-server dvr export`: the flags, then the library's export.
+/// `ugc-server dvr export`: the library's range and export, with a
+/// progress bar on a terminal.
 pub fn export_command(config: &DvrConfig, args: &ExportArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    let stream = if args.stream.contains('/') {
-        StreamPath::parse(&args.stream)
-    } else {
-        StreamPath::live(&args.stream)
-    }
-    .with_context(|| format!("bad stream name {:?}", args.stream))?;
-    anyhow::ensure!(
-        (1..=ugc_dvr::range::MAX_RANGE_SECONDS).contains(&args.duration),
-        "--duration must be within 1..=86400 seconds"
-    );
-    let now_s = ugc_dvr::archive::now_unix_ms() / 1000;
-    let from = if args.from < 0 {
-        now_s + args.from
-    } else {
-        args.from
-    };
-    anyhow::ensure!(from <= now_s, "--from is in the future");
+    let now_ms = ugc_dvr::archive::now_unix_ms();
+    let range = ExportRange::resolve(&args.stream, args.from, args.duration, now_ms)?;
     let archive = config.open_read_only()?;
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(0).with_style(
+    let bar = match std::io::stderr().is_terminal() {
+        true => indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
+        ),
+        false => indicatif::ProgressBar::hidden(),
     };
-    let from_ms = from * 1000;
-    let to_ms = from_ms + i64::from(args.duration) * 1000;
     let progress = {
         let bar = bar.clone();
         move |done, total| {
@@ -87,11 +68,11 @@ pub fn export_command(config: &DvrConfig, args: &ExportArgs) -> anyhow::Result<(
     let export = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(ugc_dvr::export_file::export_to_file(
+        .block_on(export_to_file(
             &archive,
-            &TrackKey::source(&stream),
-            from_ms,
-            to_ms,
+            &range.key,
+            range.from_ms,
+            range.to_ms,
             &args.output,
             progress,
         ))?;
