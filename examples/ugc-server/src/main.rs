@@ -104,27 +104,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let dvr = config.dvr.open(lookup::dvr_hours(control.clone()))?;
     let (archive, s3_uploader) = (dvr.archive, dvr.uploader);
-    let uploader = s3_uploader.clone().map(|u| tokio::spawn(u.run()));
+    // Tasks that run until the server stops.
+    let mut background = Vec::new();
+    if let Some(u) = &s3_uploader {
+        background.push(tokio::spawn(u.clone().run()).abort_handle());
+    }
     let mut packager = config.packager.clone();
     packager.observer = Some(Arc::new(archive.clone()));
-    let dvr_settings = tokio::spawn(ugc_dvr::policy::sweep_on_changes(
-        archive.clone(),
-        control.subscribe_changes(),
-    ));
+    let dvr_settings =
+        ugc_dvr::policy::sweep_on_changes(archive.clone(), control.subscribe_changes());
+    background.push(tokio::spawn(dvr_settings).abort_handle());
     let ingest_rt = ugc_proto::pacing::paced_runtime(
         config.ingest_tick,
         config.rtmp_server.batch_reads.map(|b| (b, hub.clone())),
     )?;
-    let packaging = ingest_rt.spawn(ugc_dvr::package_hub(
-        hub.clone(),
-        registry.clone(),
-        packager,
-    ));
-    let announcer = tokio::spawn(announce_streams(
-        hub.clone(),
-        host.clone(),
-        http_addr.port(),
-    ));
+    let packaging = ugc_dvr::package_hub(hub.clone(), registry.clone(), packager);
+    background.push(ingest_rt.spawn(packaging).abort_handle());
+    let announcer = announce_streams(hub.clone(), host.clone(), http_addr.port());
+    background.push(tokio::spawn(announcer).abort_handle());
     let authorizer = Arc::new(control.authorizer());
     let rtmp_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve(
         rtmp,
@@ -151,7 +148,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     // Restream: one RTMP(S) push per live stream and target.
     let restreams = Restreams::default();
-    let restreamer = tokio::spawn(ugc_proto::rtmp::restream::supervise(
+    let restreamer = ugc_proto::rtmp::restream::supervise(
         hub.clone(),
         Arc::new(lookup::restream_targets(
             control.clone(),
@@ -160,7 +157,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         control.subscribe_changes(),
         ugc_proto::rtmp::push::PushConfig::with_ca_file(config.restream_ca_file.as_deref())?,
         restreams.clone(),
-    ));
+    );
+    background.push(tokio::spawn(restreamer).abort_handle());
     let client_ip = control.client_ip_resolver();
     let ladders = LadderRegistry::default();
     let api = control.router_with(vec![
@@ -244,16 +242,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
     });
-    let pruner = tokio::spawn(
-        control
-            .clone()
-            .prune_sessions_every(Duration::from_secs(3600)),
-    );
+    let pruner = control
+        .clone()
+        .prune_sessions_every(Duration::from_secs(3600));
+    background.push(tokio::spawn(pruner).abort_handle());
     let transcoder = spawn_ladders(&hub, &control, config.ladders.clone(), ladders);
-    let https_task = match &config.https {
-        Some(https) => Some(spawn_https(https, app_tls).await?),
-        None => None,
-    };
+    background.push(transcoder.abort_handle());
+    if let Some(https) = &config.https {
+        background.push(spawn_https(https, app_tls).await?.abort_handle());
+    }
 
     tokio::select! {
         r = http_task => {
@@ -270,18 +267,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             warn!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "SRT server stopped");
         }
     }
-    packaging.abort();
-    restreamer.abort();
-    dvr_settings.abort();
-    if let Some(u) = uploader {
-        u.abort();
-    }
-    pruner.abort();
-    transcoder.abort();
-    if let Some(t) = https_task {
-        t.abort();
-    }
-    announcer.abort();
+    background.iter().for_each(tokio::task::AbortHandle::abort);
     for name in hub.stream_names() {
         hub.end(&name);
     }
