@@ -4,9 +4,11 @@ use std::fmt::Write as _;
 
 /// Errors of the wire protocols, classified by who is to blame: the peer
 /// misbehaved ([`Error::Handshake`], [`Error::Chunk`], [`Error::Amf0`],
-/// [`Error::Protocol`], limits), the peer is incompatible
-/// ([`Error::UnsupportedVersion`]), or our caller misused the API
-/// ([`Error::InvalidState`]). Every peer error closes only its session.
+/// [`Error::Protocol`], limits), the peer said no ([`Error::Refused`],
+/// [`Error::EndedByPeer`]), the peer is incompatible
+/// ([`Error::UnsupportedVersion`], [`Error::Unsupported`]), or our caller
+/// misused the API ([`Error::InvalidState`], [`Error::BadTarget`]). Every
+/// peer error closes only its session.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -93,6 +95,33 @@ pub enum Error {
     /// The media assembler rejected a tag (adapters only).
     #[error("media: {0}")]
     Media(String),
+    /// The server we publish to refused the publish (`_error`, an error
+    /// `onStatus`): its status code and its reason, as the client reported
+    /// them ([`crate::rtmp::ClientEvent::Rejected`]).
+    #[error("refused: {}", status_text(code, description))]
+    Refused {
+        /// The status code (`NetStream.Publish.Denied`, ...).
+        code: String,
+        /// The server's description (empty if it gave none).
+        description: String,
+    },
+    /// The server we publish to ended the publish
+    /// ([`crate::rtmp::ClientEvent::Ended`]).
+    #[error("ended by target: {}", status_text(code, description))]
+    EndedByPeer {
+        /// The status code (`NetStream.Unpublish.Success`, ...).
+        code: String,
+        /// The server's description (empty if it gave none).
+        description: String,
+    },
+    /// A push target we cannot use: a malformed URL or host, unusable TLS
+    /// settings (the caller's to fix).
+    #[error("bad target: {0}")]
+    BadTarget(String),
+    /// The stream has media the peer's protocol cannot carry (a codec FLV
+    /// has no id for).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 /// `Result` with [`Error`].
@@ -111,4 +140,21 @@ pub(crate) fn short_hex(data: &[u8]) -> String {
         s.push_str(" ..");
     }
     s
+}
+
+/// A peer's status for an error message: `unknown stream key
+/// (NetStream.Publish.Denied)`. The description is cut to 200 characters
+/// with control characters blanked (it is the peer's text).
+fn status_text(code: &str, description: &str) -> String {
+    let description: String = description
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let description = description.trim();
+    if description.is_empty() {
+        code.to_owned()
+    } else {
+        format!("{description} ({code})")
+    }
 }

@@ -6,7 +6,9 @@
 //!
 //! * [`rtmp`]: RTMP server ingest ([`rtmp::ServerSession`],
 //!   `rtmp::server::serve`) and the publishing client for restream
-//!   ([`rtmp::ClientSession`], `rtmp::push::spawn_push` over TCP or TLS).
+//!   ([`rtmp::ClientSession`]; the `rtmp::push::RtmpPush` sink over TCP
+//!   or TLS, and `rtmp::push::spawn_push`, a supervised push of a Hub
+//!   stream).
 //! * [`srt`]: SRT ingest: stream ids, the panic-contained sans-IO listener
 //!   ([`srt::SrtListener`]) and `srt::server::serve` (UDP, MPEG-TS into the
 //!   Hub).
@@ -27,6 +29,8 @@
 #[cfg(feature = "tokio")]
 pub mod dvr;
 pub mod error;
+#[cfg(feature = "tokio")]
+pub mod http;
 #[cfg(feature = "tokio")]
 pub mod origin;
 #[cfg(feature = "tokio")]

@@ -66,6 +66,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::http::ServeConfig;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -170,13 +171,11 @@ impl Drop for Held<'_> {
 /// Serves `app` (the origin's routes, and any others) on `listener` over
 /// HTTP/1.1 and HTTP/2 (h2c), with each request's peer address known to the
 /// handlers: the client address of play requests, which IP-bound play
-/// tokens need (served without it, every client is `0.0.0.0`).
+/// tokens need (served without it, every client is `0.0.0.0`). The limits
+/// on slow, idle and greedy clients are [`ServeConfig::default`]'s; choose
+/// others with [`crate::http::serve`].
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    crate::http::serve(listener, app, ServeConfig::default()).await
 }
 
 /// The origin's routes over `registry`, open to every viewer.

@@ -4,21 +4,18 @@
 //! (h2c) on the same port.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tower::ServiceExt;
+
+use crate::http::{self, ConnLimiter, Guarded, ServeConfig, ServeStats};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,30 +45,43 @@ pub fn server_config(cert_pem: &Path, key_pem: &Path) -> io::Result<Arc<rustls::
     Ok(Arc::new(config))
 }
 
-/// Serves `app` on `listener` over TLS until the listener fails. Each
-/// request carries `ConnectInfo<SocketAddr>` of its peer, like
+/// Serves `app` on `listener` over TLS until the listener fails, with the
+/// limits of [`ServeConfig::default`]. Each request carries
+/// `ConnectInfo<SocketAddr>` of its peer, like
 /// `into_make_service_with_connect_info`.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
 ) -> io::Result<()> {
+    serve_tls_with(listener, tls, app, ServeConfig::default(), Arc::default()).await
+}
+
+/// [`serve_tls`] with `config`'s limits (the same as plain
+/// [`http::serve`](crate::http::serve)'s; the ClientHello is the first
+/// bytes `header_read_timeout` waits for), counting into `stats`.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    config: ServeConfig,
+    stats: Arc<ServeStats>,
+) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let builder = Arc::new(http::builder(&config));
+    // Never told to stop: the listener runs as long as its task.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let limiter = ConnLimiter::new(config.max_connections, config.max_connections_per_ip);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "accepting a TLS connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((tcp, peer, slot)) = http::accept(&listener, &limiter, &stats).await else {
+            continue;
         };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
+        let io = Guarded::new(tcp, &config, stats.clone());
+        let in_flight = io.in_flight();
+        let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
+        let (stopped, stats) = (stopped.clone(), stats.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -79,24 +89,8 @@ pub async fn serve_tls(
                 }
                 Err(_) => return,
             };
-            serve_connection(stream, peer, app).await;
+            http::serve_connection(&builder, stream, peer, app, stopped, in_flight, &stats).await;
+            drop(slot);
         });
-    }
-}
-
-async fn serve_connection<S>(stream: S, peer: SocketAddr, app: Router)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let mut req = req.map(axum::body::Body::new);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req)
-    });
-    let result = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await;
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
     }
 }

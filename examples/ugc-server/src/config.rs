@@ -140,6 +140,41 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub streams: Overrides,
+    /// `[http_limits]`: what slow, idle and greedy HTTP clients may hold.
+    #[arg(skip)]
+    #[serde(default)]
+    pub http_limits: HttpLimits,
+}
+
+/// `[http_limits]` in the config file; defaults in `ugc_proto::http`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    header_read_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+}
+
+impl HttpLimits {
+    fn serve_config(self) -> anyhow::Result<ugc_proto::http::ServeConfig> {
+        let mut c = ugc_proto::http::ServeConfig::default();
+        let secs = |s: u64, what: &str| {
+            anyhow::ensure!(s > 0, "http_limits.{what} must be at least 1 s");
+            Ok(std::time::Duration::from_secs(s))
+        };
+        if let Some(s) = self.header_read_timeout_s {
+            c.header_read_timeout = secs(s, "header_read_timeout_s")?;
+        }
+        if let Some(s) = self.idle_timeout_s {
+            c.idle_timeout = secs(s, "idle_timeout_s")?;
+        }
+        c.max_connections = self.max_connections.unwrap_or(c.max_connections);
+        c.max_connections_per_ip = self
+            .max_connections_per_ip
+            .unwrap_or(c.max_connections_per_ip);
+        Ok(c)
+    }
 }
 
 /// The effective configuration: defaults filled, ranges checked, in the
@@ -169,6 +204,8 @@ pub struct Config {
     pub dvr: DvrConfig,
     pub streams: Overrides,
     pub restream_ca_file: Option<PathBuf>,
+    /// Limits of the HTTP and HTTPS listeners.
+    pub http_limits: ugc_proto::http::ServeConfig,
 }
 
 impl Config {
@@ -245,6 +282,7 @@ impl Config {
             data,
             streams: s.streams,
             restream_ca_file: s.restream_ca_file,
+            http_limits: s.http_limits.serve_config()?,
         })
     }
 }
@@ -322,7 +360,7 @@ mod tests {
              restream_ca_file = \"ca.pem\"\n\
              [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
              [transcode]\ndefault = \"default\"\n[transcode.profiles.mobile]\npreset = \"fast\"\n\
-             [dvr]\nhours = 3\nrewind_s = 60\n",
+             [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\n",
         );
         let c = file.load(&[]).unwrap();
         assert_eq!((c.rtmp.port(), c.http.port(), c.srt.port()), (1, 2, 3));
@@ -358,6 +396,7 @@ mod tests {
             (Some("demo"), Some(Path::new("/w")))
         );
         assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
+        assert_eq!(c.http_limits.max_connections_per_ip, 9);
         assert_eq!(c.restream_ca_file.as_deref(), Some(Path::new("ca.pem")));
         assert_eq!(c.streams["demo"].restream, ["rtmp://a/b"]);
         assert_eq!(

@@ -202,8 +202,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     );
     // `/metrics`: the pipeline's own counters, read when scraped.
+    let (http_stats, https_stats) = (
+        Arc::new(ugc_proto::http::ServeStats::default()),
+        Arc::new(ugc_proto::http::ServeStats::default()),
+    );
     let metrics = control.metrics_router({
         let (hub, restreams, srt, ladders) = (hub.clone(), restreams, srt_stats, ladders.clone());
+        let (http_stats, https_stats) = (http_stats.clone(), https_stats.clone());
         let (archive, uploader) = (archive.clone(), s3_uploader);
         move || {
             let now = Instant::now();
@@ -215,6 +220,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             srt.write_metrics(&mut m);
             ladders.write_metrics(&mut m, now);
             archive.write_metrics(&mut m);
+            ugc_proto::http::ServeStats::write_metrics(
+                &mut m,
+                &[("http", &http_stats), ("https", &https_stats)],
+            );
             if let Some(u) = &uploader {
                 u.write_metrics(&mut m);
             }
@@ -234,14 +243,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => warn!("web panel files not found: pass --web <repo>/web to serve / and /watch"),
     }
     let app_tls = app.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(
-            http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    });
+    let http_task = tokio::spawn(ugc_proto::http::serve_until(
+        http,
+        app,
+        config.http_limits.clone(),
+        http_stats,
+        shutdown_signal(),
+    ));
     let pruner = control
         .clone()
         .prune_sessions_every(Duration::from_secs(3600));
@@ -249,7 +257,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let transcoder = spawn_ladders(&hub, &control, config.ladders.clone(), ladders);
     background.push(transcoder.abort_handle());
     if let Some(https) = &config.https {
-        background.push(spawn_https(https, app_tls).await?.abort_handle());
+        let limits = config.http_limits.clone();
+        background.push(
+            spawn_https(https, app_tls, limits, https_stats)
+                .await?
+                .abort_handle(),
+        );
     }
 
     tokio::select! {
@@ -323,13 +336,17 @@ fn clone_fn<T: Clone, R, F: Fn(&T) -> R + Clone>(
 async fn spawn_https(
     (addr, cert, key): &(SocketAddr, std::path::PathBuf, std::path::PathBuf),
     app: axum::Router,
+    limits: ugc_proto::http::ServeConfig,
+    stats: Arc<ugc_proto::http::ServeStats>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let tls = ugc_proto::tls::server_config(cert, key).context("loading the TLS certificate")?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding HTTPS on {addr}"))?;
     info!(https = %listener.local_addr()?, "HTTPS (HTTP/2, HTTP/1.1) listening");
-    Ok(tokio::spawn(ugc_proto::tls::serve_tls(listener, tls, app)))
+    Ok(tokio::spawn(ugc_proto::tls::serve_tls_with(
+        listener, tls, app, limits, stats,
+    )))
 }
 
 /// Logs the play URL of every new stream.

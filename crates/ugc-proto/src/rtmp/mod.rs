@@ -14,13 +14,16 @@
 //! * [`client`]: [`ClientSession`], the publishing client used to push
 //!   streams to other servers (restream).
 //!
-//! The tokio adapters (cargo feature `tokio`, on by default): `push`, one
-//! restream target, and `restream`, the supervisor that keeps a push per
-//! stream and target its settings ask for.
+//! The tokio adapters (cargo feature `tokio`, on by default):
 //!
-//! The tokio adapter [`server`] (cargo feature `tokio`, on by default)
-//! accepts connections and feeds accepted publishers into a
-//! [`ugc_core::Hub`].
+//! * `server`: accepts connections; an accepted publisher is an
+//!   `RtmpPublish`, a [`ugc_core::Source`] (`serve` pumps each into a
+//!   [`ugc_core::Hub`]).
+//! * `push`: the other direction. `RtmpPush` is a [`ugc_core::Sink`], one
+//!   publish session to a target; `spawn_push` keeps a Hub stream pushed
+//!   to a target (reconnects, backoff, a status).
+//! * `restream`: the supervisor that keeps a push per stream and target
+//!   its settings ask for.
 //!
 //! Not done here: playing (`play` is refused with `NetStream.Play.Failed`),
 //! RTMPE/RTMPT, AMF3 values (AMF3 command messages whose values are AMF0, as

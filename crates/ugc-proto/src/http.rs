@@ -1,0 +1,576 @@
+//! Serving an axum [`Router`] over TCP with the limits a public server
+//! needs: what a slow, idle or greedy client may hold.
+//!
+//! `axum::serve` sets no timer, so hyper applies no header-read timeout: a
+//! client that sends half a request header and stops (slowloris) holds its
+//! connection, and its file descriptor, forever, and a few thousand of them
+//! lock every viewer out. [`serve`] closes such connections, caps how many
+//! connections one address and the whole server hold, and bounds HTTP/2's
+//! concurrency. Every limit is a field of [`ServeConfig`] with a default
+//! that a public origin can run with:
+//!
+//! | limit | default | what it stops |
+//! |---|---|---|
+//! | `header_read_timeout` | 10 s | a request head (HTTP/1), or the first bytes of a connection, not complete in time: slowloris; also ends keep-alive connections idle between requests |
+//! | `idle_timeout` | 60 s | no byte read or written in either direction while no request is being answered, or a write blocked that long: dead peers, HTTP/2 connections left open, readers that stopped reading (slow-read) |
+//! | `max_connections` | 16,384 | descriptors: connections beyond it are closed at accept |
+//! | `max_connections_per_ip` | 1,024 | one address taking all of them (a CDN edge or NAT needs hundreds, an attacker needs them all) |
+//! | `h2_max_concurrent_streams` | 256 | requests in flight on one HTTP/2 connection |
+//! | `h2_max_pending_accept_reset_streams` | 64 | streams opened and reset before we serve them (rapid reset) |
+//! | `h2_max_local_error_reset_streams` | 256 | streams the peer makes us reset (stream-error floods) |
+//!
+//! A request being answered is never idle (an LL-HLS blocking reload holds
+//! its answer for up to three target durations); a streamed response is
+//! idle when it sends nothing for `idle_timeout` (the settings feed sends a
+//! comment every 10 s).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+/// The limits of [`serve`]; see the module doc for what each one stops.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Time to receive a whole request head (HTTP/1), counted from the
+    /// moment the server waits for one, and the first bytes of a new
+    /// connection (protocol detection, the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections of the whole listener; 0 = no cap.
+    pub max_connections: usize,
+    /// Open connections of one peer address; 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// HTTP/2: streams in flight per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams reset by the peer before they were served.
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2: streams we had to reset because of the peer's errors.
+    pub h2_max_local_error_reset_streams: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
+            max_connections_per_ip: 1_024,
+            h2_max_concurrent_streams: 256,
+            h2_max_pending_accept_reset_streams: 64,
+            h2_max_local_error_reset_streams: 256,
+        }
+    }
+}
+
+/// What [`serve`] refused and closed, for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections closed at accept: the listener's cap.
+    pub refused_total_cap: AtomicU64,
+    /// Connections closed at accept: their address's cap.
+    pub refused_ip_cap: AtomicU64,
+    /// Connections closed for their idle or first-bytes timeout.
+    pub timed_out: AtomicU64,
+}
+
+impl ServeStats {
+    /// Prometheus families of these counters, labelled `listener`
+    /// (`http`, `https`), for each `(listener, stats)`.
+    pub fn write_metrics(m: &mut ugc_core::metrics::Exposition, listeners: &[(&str, &ServeStats)]) {
+        use ugc_core::metrics::Kind;
+        type Field = fn(&ServeStats) -> &AtomicU64;
+        let families: [(&str, &str, Field); 4] = [
+            (
+                "ugc_http_connections_accepted_total",
+                "HTTP connections accepted and served.",
+                |s| &s.accepted,
+            ),
+            (
+                "ugc_http_connections_refused_total_cap_total",
+                "HTTP connections closed at accept: the listener's connection cap.",
+                |s| &s.refused_total_cap,
+            ),
+            (
+                "ugc_http_connections_refused_ip_cap_total",
+                "HTTP connections closed at accept: their address's connection cap.",
+                |s| &s.refused_ip_cap,
+            ),
+            (
+                "ugc_http_connections_timed_out_total",
+                "HTTP connections closed for sending no request in time or idling.",
+                |s| &s.timed_out,
+            ),
+        ];
+        for (name, help, field) in families {
+            m.family(name, Kind::Counter, help);
+            for (listener, stats) in listeners {
+                m.sample(
+                    &[("listener", listener)],
+                    field(stats).load(Ordering::Relaxed) as f64,
+                );
+            }
+        }
+    }
+}
+
+/// Counts open connections per address and in total; a connection holds
+/// its [`Slot`] until it ends.
+#[derive(Debug)]
+pub struct ConnLimiter {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Why [`ConnLimiter::admit`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The listener holds `max_connections`.
+    Total,
+    /// The peer's address holds `max_connections_per_ip`.
+    PerIp,
+}
+
+impl ConnLimiter {
+    /// A limiter with the caps (0 = none).
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnLimiter {
+            max_total,
+            max_per_ip,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a connection from `ip`, or why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if self.max_total > 0 && open.0 >= self.max_total {
+            return Err(Refused::Total);
+        }
+        let n = open.1.entry(ip).or_insert(0);
+        if self.max_per_ip > 0 && *n >= self.max_per_ip {
+            return Err(Refused::PerIp);
+        }
+        *n += 1;
+        open.0 += 1;
+        Ok(Slot {
+            limiter: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Open connections in total.
+    pub fn open_total(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Open connections: in total, and of `ip`.
+    pub fn open(&self, ip: IpAddr) -> (usize, usize) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        (open.0, open.1.get(&ip).copied().unwrap_or(0))
+    }
+}
+
+/// One admitted connection; dropping it frees the place.
+#[derive(Debug)]
+pub struct Slot {
+    limiter: Arc<ConnLimiter>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.limiter.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 -= 1;
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` over HTTP/1.1 and HTTP/2 (h2c, prior
+/// knowledge) with `config`'s limits. Each request carries
+/// `ConnectInfo<SocketAddr>` of its peer, as with
+/// `into_make_service_with_connect_info`. Runs until the listener fails
+/// for good; transient accept errors (out of descriptors) back off.
+pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig) -> io::Result<()> {
+    serve_until(
+        listener,
+        app,
+        config,
+        Arc::default(),
+        std::future::pending(),
+    )
+    .await
+}
+
+/// How long [`serve_until`] lets requests in flight finish after `shutdown`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// [`serve`], counting into `stats`, until `shutdown` completes: then it
+/// stops accepting, lets requests in flight finish (at most
+/// [`SHUTDOWN_GRACE`]; long-lived responses such as event streams are cut)
+/// and returns.
+pub async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    config: ServeConfig,
+    stats: Arc<ServeStats>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let builder = Arc::new(builder(&config));
+    let limiter = ConnLimiter::new(config.max_connections, config.max_connections_per_ip);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = accept(&listener, &limiter, &stats) => a,
+            () = &mut shutdown => break,
+        };
+        let Some((tcp, peer, slot)) = accepted else {
+            continue;
+        };
+        let io = Guarded::new(tcp, &config, stats.clone());
+        let in_flight = io.in_flight();
+        let (builder, app, stopped) = (builder.clone(), app.clone(), stopped.clone());
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            serve_connection(&builder, io, peer, app, stopped, in_flight, &stats).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while limiter.open_total() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Accepts one connection and admits it, or closes it (cap reached) and
+/// answers `None`; backs off on accept errors.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    limiter: &Arc<ConnLimiter>,
+    stats: &ServeStats,
+) -> Option<(tokio::net::TcpStream, SocketAddr, Slot)> {
+    let (tcp, peer) = match listener.accept().await {
+        Ok(c) => c,
+        Err(e) => {
+            // Out of descriptors and the like: back off, keep serving.
+            tracing::warn!(error = %e, "accepting an HTTP connection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return None;
+        }
+    };
+    match limiter.admit(peer.ip()) {
+        Ok(slot) => {
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let _ = tcp.set_nodelay(true);
+            Some((tcp, peer, slot))
+        }
+        Err(why) => {
+            let counter = match why {
+                Refused::Total => &stats.refused_total_cap,
+                Refused::PerIp => &stats.refused_ip_cap,
+            };
+            if counter.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                tracing::warn!(%peer, ?why, "connection cap reached: closing new connections");
+            }
+            None
+        }
+    }
+}
+
+/// The hyper connection builder with `config`'s protocol limits.
+pub(crate) fn builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(config.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(config.h2_max_local_error_reset_streams);
+    builder
+}
+
+/// Serves one connection's requests with `app`, each carrying the peer,
+/// counting the requests being answered in `in_flight` (see [`Guarded`]);
+/// when `stop` turns true, finishes the requests in flight and closes.
+pub(crate) async fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: S,
+    peer: SocketAddr,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    in_flight: Arc<AtomicUsize>,
+    stats: &ServeStats,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let answering = Answering::enter(&in_flight);
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(req).await;
+            drop(answering);
+            response
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let stopping = async move {
+        // Dropping the guard before anything else awaits.
+        let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // hyper's own header-read timeout (the first-bytes and idle ones
+        // are counted where they expire).
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_timeout())
+        {
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// A request being answered; counted while it lives.
+struct Answering(Arc<AtomicUsize>);
+
+impl Answering {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Answering(Arc::clone(count))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's byte stream with two deadlines: the first bytes must
+/// arrive within `header_read_timeout`, and afterwards some byte must move
+/// (either way) every `idle_timeout`. When one passes, reads and writes
+/// fail with `TimedOut` and hyper closes the connection.
+///
+/// While a request is being answered (the handler has not returned its
+/// response yet: a blocking reload holding for the next part) the client
+/// has nothing to send, so a quiet read is not idleness then; a write that
+/// cannot proceed always is (a reader that stopped reading).
+pub struct Guarded<S> {
+    inner: S,
+    in_flight: Arc<AtomicUsize>,
+    started: bool,
+    idle_timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+    expired: bool,
+    stats: Arc<ServeStats>,
+}
+
+impl<S> Guarded<S> {
+    /// Wraps `inner` with `config`'s deadlines, counting expiries in `stats`.
+    pub fn new(inner: S, config: &ServeConfig, stats: Arc<ServeStats>) -> Self {
+        Guarded {
+            inner,
+            in_flight: Arc::default(),
+            started: false,
+            idle_timeout: config.idle_timeout,
+            deadline: Box::pin(tokio::time::sleep(config.header_read_timeout)),
+            expired: false,
+            stats,
+        }
+    }
+
+    /// The count of requests being answered on this connection, which
+    /// [`serve`] keeps; a quiet read does not expire while it is above 0.
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.in_flight)
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn progressed(&mut self) {
+        self.started = true;
+        let at = Instant::now() + self.idle_timeout;
+        // Resetting the timer entry on every read is cheap, but skip it
+        // when the deadline barely moved (a busy connection).
+        if at > self.deadline.deadline() + Duration::from_millis(250) {
+            self.deadline.as_mut().reset(at);
+        }
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.expired {
+            return Err(timed_out(self.started));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            return Err(timed_out(self.started));
+        }
+        Ok(())
+    }
+}
+
+fn timed_out(started: bool) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        if started {
+            "HTTP connection idle for too long"
+        } else {
+            "HTTP connection sent no request in time"
+        },
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    self.check(cx)?;
+                } else if self.started {
+                    // Answering takes the time it takes: the idle time
+                    // counts from its end.
+                    self.progressed();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => {
+                self.check(cx)?;
+                return Poll::Pending;
+            }
+            Poll::Ready(r) => r?,
+        };
+        if n > 0 && self.started {
+            self.progressed();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let n = match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => {
+                self.check(cx)?;
+                return Poll::Pending;
+            }
+            Poll::Ready(r) => r?,
+        };
+        if n > 0 && self.started {
+            self.progressed();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_address_and_in_total() {
+        let limiter = ConnLimiter::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = limiter.admit(a).unwrap();
+        let _a2 = limiter.admit(a).unwrap();
+        assert_eq!(limiter.admit(a).unwrap_err(), Refused::PerIp);
+        let _b1 = limiter.admit(b).unwrap();
+        assert_eq!(limiter.admit(b).unwrap_err(), Refused::Total);
+        drop(a1);
+        assert_eq!(limiter.open(a), (2, 1));
+        let _b2 = limiter.admit(b).unwrap();
+        assert_eq!(limiter.open(b), (3, 2));
+    }
+
+    #[test]
+    fn zero_means_no_cap() {
+        let limiter = ConnLimiter::new(0, 0);
+        let a: IpAddr = "::1".parse().unwrap();
+        let slots: Vec<_> = (0..10_000).map(|_| limiter.admit(a).unwrap()).collect();
+        assert_eq!(limiter.open(a), (10_000, 10_000));
+        drop(slots);
+        assert_eq!(limiter.open(a), (0, 0));
+    }
+}

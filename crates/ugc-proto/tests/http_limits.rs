@@ -1,0 +1,201 @@
+//! `ugc_proto::http::serve` against hostile clients on real loopback
+//! sockets (issue #17): slowloris heads, silent and half-preface
+//! connections, a greedy address, a reader that stops reading. Each test
+//! checks that a well-behaved client is served meanwhile.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use ugc_proto::http::{ServeConfig, ServeStats, serve_until};
+
+const BIG: usize = 64 << 20;
+
+async fn start(config: ServeConfig) -> (SocketAddr, Arc<ServeStats>) {
+    let app = Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .route(
+            "/hold",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                "held"
+            }),
+        )
+        .route("/big", get(|| async { vec![b'x'; BIG] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(ServeStats::default());
+    tokio::spawn(serve_until(
+        listener,
+        app,
+        config,
+        stats.clone(),
+        std::future::pending(),
+    ));
+    (addr, stats)
+}
+
+fn short() -> ServeConfig {
+    ServeConfig {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        ..ServeConfig::default()
+    }
+}
+
+/// A connection from `from` (a loopback address) to `to`.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// GET `path` on a fresh connection from `from`; the status line and how
+/// long the answer took.
+async fn get_from(from: &str, to: SocketAddr, path: &str) -> (String, Duration) {
+    let t = Instant::now();
+    let mut s = connect_from(from, to).await;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).await.unwrap();
+    let text = String::from_utf8_lossy(&body);
+    (text.lines().next().unwrap_or("").to_string(), t.elapsed())
+}
+
+/// Reads until EOF or an error; true if the server closed within `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = vec![0u8; 1 << 16];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_silent_and_half_preface_connections_are_closed() {
+    let (addr, stats) = start(short()).await;
+    let mut attackers = Vec::new();
+    for i in 0..150 {
+        let mut s = connect_from("127.0.0.1", addr).await;
+        match i % 3 {
+            // Half a request head, then nothing.
+            0 => s
+                .write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\nX-a: ")
+                .await
+                .unwrap(),
+            // The start of the HTTP/2 preface: protocol detection waits.
+            1 => s.write_all(b"PRI * HTTP/2").await.unwrap(),
+            // Nothing at all.
+            _ => {}
+        }
+        attackers.push(s);
+    }
+    // Meanwhile a viewer is served at once.
+    let (status, took) = get_from("127.0.0.2", addr, "/ok").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(took < Duration::from_millis(500), "viewer waited {took:?}");
+    // Every attacker is cut within the header timeout (+ slack).
+    let t = Instant::now();
+    for s in &mut attackers {
+        assert!(closed_within(s, Duration::from_secs(5)).await, "held open");
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "closing took {took:?}");
+    assert!(stats.timed_out.load(Ordering::Relaxed) >= 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_idle_between_requests_are_closed() {
+    let (addr, _) = start(short()).await;
+    let mut s = connect_from("127.0.0.1", addr).await;
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    // Kept alive, then silent: hyper's header timeout ends it.
+    assert!(closed_within(&mut s, Duration::from_secs(4)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let config = ServeConfig {
+        max_connections_per_ip: 10,
+        header_read_timeout: Duration::from_secs(30),
+        ..ServeConfig::default()
+    };
+    let (addr, stats) = start(config).await;
+    let mut held = Vec::new();
+    for _ in 0..15 {
+        held.push(connect_from("127.0.0.1", addr).await);
+    }
+    // The five beyond the cap are closed at once, the first ten stay.
+    let mut closed = 0;
+    for s in &mut held {
+        if closed_within(s, Duration::from_millis(300)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 5);
+    assert_eq!(stats.refused_ip_cap.load(Ordering::Relaxed), 5);
+    // Another address is served.
+    let (status, _) = get_from("127.0.0.3", addr, "/ok").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // Freed places are given again.
+    held.truncate(2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = get_from("127.0.0.1", addr, "/ok").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_cut_after_the_idle_timeout() {
+    let (addr, stats) = start(short()).await;
+    let mut s = connect_from("127.0.0.1", addr).await;
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing for longer than the idle timeout: the server's writes
+    // stall once the socket buffers are full.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < BIG, "the whole body arrived: the reader was not cut");
+    assert!(stats.timed_out.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_is_not_idle() {
+    // A blocking reload holds its answer (up to three target durations) and
+    // the connection is quiet meanwhile: longer than both timeouts here.
+    let (addr, _) = start(ServeConfig {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        ..ServeConfig::default()
+    })
+    .await;
+    let (status, took) = get_from("127.0.0.1", addr, "/hold").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(took >= Duration::from_millis(2500));
+}
