@@ -19,7 +19,9 @@
 //!   `PATCH` without a restart, in-process; separate media nodes follow
 //!   the HTTP feed (`GET /api/v1/settings`, `GET /api/v1/changes` as
 //!   Server-Sent Events) with [`RemoteSettings`]. Both implement
-//!   [`SettingsSource`];
+//!   [`SettingsSource`]; [`lookup`] answers each media stage's per-stream
+//!   question (SRT passphrase, restream targets, transcode profile, DVR
+//!   depth) from one, with a config file's `[streams.<name>]` fallbacks;
 //! * for the media server around it: admin-only JSON stats routes
 //!   ([`ControlPlane::admin_json_route`]), `/metrics` behind the admin
 //!   token except from loopback ([`ControlPlane::metrics_router`]), session
@@ -63,6 +65,7 @@ mod api;
 mod authz;
 pub mod error;
 mod external;
+pub mod lookup;
 pub mod net;
 mod openapi;
 mod ops;
@@ -122,6 +125,20 @@ impl Default for PublicUrls {
 }
 
 impl PublicUrls {
+    /// The address other machines most likely reach this one at, for
+    /// [`host`](Self::host) when none is configured: the source address of
+    /// a route to a public address (a UDP socket is connected, nothing is
+    /// sent), else `127.0.0.1`.
+    pub fn guess_host() -> String {
+        std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| {
+                s.connect("192.0.2.1:9")?;
+                s.local_addr()
+            })
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| "127.0.0.1".into())
+    }
+
     /// `http://host:port` or [`http_base`](Self::http_base).
     pub fn http(&self) -> String {
         match &self.http_base {

@@ -13,9 +13,14 @@
 //! with the usual ids 1 (video) and 2 (audio).
 //!
 //! [`stats`]: the counters of running ladders and the registry a server
-//! lists them in (`/metrics` families, JSON).
+//! lists them in (`/metrics` families, JSON). `config` (feature `serde`):
+//! the `[transcode]` table of a config file, loaded into [`LadderProfiles`].
 
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod stats;
+
+use std::collections::BTreeMap;
 
 use ugc_core::{MediaEvent, TrackId, Tracks};
 
@@ -146,6 +151,39 @@ impl Default for LadderConfig {
             encoder_threads: 0,
             logo: None,
         }
+    }
+}
+
+/// The ladders a server offers, by profile name, and the profile of streams
+/// that have no setting of their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LadderProfiles {
+    /// Profile of streams without a setting: `off` (no ladder) or a key of
+    /// [`profiles`](Self::profiles).
+    pub default: String,
+    /// Ladders by profile name; `default` is always there.
+    pub profiles: BTreeMap<String, LadderConfig>,
+}
+
+impl Default for LadderProfiles {
+    /// The built-in `default` ladder only, off unless a stream asks.
+    fn default() -> Self {
+        LadderProfiles {
+            default: "off".into(),
+            profiles: BTreeMap::from([("default".into(), LadderConfig::default())]),
+        }
+    }
+}
+
+impl LadderProfiles {
+    /// The named profiles besides `default` (and `off`), which a control
+    /// plane accepts as a stream's `transcode` setting.
+    pub fn profile_names(&self) -> Vec<String> {
+        self.profiles
+            .keys()
+            .filter(|n| n.as_str() != "default")
+            .cloned()
+            .collect()
     }
 }
 

@@ -1,7 +1,8 @@
 //! # ugc-codec
 //!
 //! Bitstreams and containers of the ugc streaming toolkit, as pure readers and
-//! writers over bytes: no sockets, no files, no clocks.
+//! writers over bytes: no sockets, no files (but the logo PNG a ladder config
+//! names), no clocks.
 //!
 //! * [`h264`]: `avcC` + SPS (dimensions, profile/level, VUI frame rate), RFC 6381
 //!   codec strings, AVCC <-> Annex B.
@@ -14,7 +15,9 @@
 //! * [`ts`]: MPEG-TS segments (H.264/H.265 + AAC).
 //! * [`ladder`]: ABR ladder settings, rung planning (never upscale) and the
 //!   per-rendition demux of the ladder's output; [`ladder::stats`]: the
-//!   counters of running ladders and their registry (`/metrics`, JSON).
+//!   counters of running ladders and their registry (`/metrics`, JSON);
+//!   `ladder::config` (feature `serde`): ladder profiles as a config file's
+//!   `[transcode]` table.
 //! * `transcode` (feature `ffmpeg`, links the system FFmpeg 5.1 through
 //!   rsmpeg): the ladder itself, a [`ugc_core::Transform`] that decodes once,
 //!   scales and encodes every rung on its own thread; the tokio loop that

@@ -25,6 +25,11 @@ pub enum Error {
     /// The caller pushed an event after [`ugc_core::MediaEvent::End`].
     #[error("event after the end of the stream")]
     AfterEnd,
+    /// A setting is out of its range (the caller's configuration, e.g.
+    /// [`HlsTiming::packager`](crate::packager::HlsTiming::packager)); the
+    /// message names the setting and the value.
+    #[error("{0}")]
+    Setting(String),
     /// The muxer refused a segment or an init segment (internal bug or a
     /// track the muxer cannot represent).
     #[error("muxing {what}: {source}")]

@@ -23,6 +23,59 @@ pub struct FileExport {
     pub truncated: bool,
 }
 
+/// A range as a person asks for one (`ugc-server dvr export --stream news
+/// --from -600 --duration 60`), resolved against the clock: the track and
+/// `[from_ms, to_ms)` in unix ms for [`export_to_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRange {
+    /// The stream's source rendition.
+    pub key: TrackKey,
+    /// Start, unix ms.
+    pub from_ms: i64,
+    /// End (exclusive), unix ms.
+    pub to_ms: i64,
+}
+
+impl ExportRange {
+    /// `stream` is `name` (application `live`) or `app/name`; `from_s` is
+    /// unix seconds, or when negative seconds before `now_ms`, and may not
+    /// be after `now_ms`; `duration_s` is within
+    /// 1..=[`MAX_RANGE_SECONDS`](crate::range::MAX_RANGE_SECONDS).
+    pub fn resolve(
+        stream: &str,
+        from_s: i64,
+        duration_s: u32,
+        now_ms: i64,
+    ) -> Result<ExportRange, FileExportError> {
+        let bad = |m: String| FileExportError::Request(m);
+        let path = match stream.contains('/') {
+            true => ugc_core::StreamPath::parse(stream),
+            false => ugc_core::StreamPath::live(stream),
+        }
+        .map_err(|e| bad(format!("bad stream name {stream:?}: {e}")))?;
+        if !(1..=crate::range::MAX_RANGE_SECONDS).contains(&duration_s) {
+            return Err(bad(format!(
+                "the duration must be within 1..={} seconds, got {duration_s}",
+                crate::range::MAX_RANGE_SECONDS
+            )));
+        }
+        let now_s = now_ms.div_euclid(1000);
+        let from_s = match from_s < 0 {
+            true => now_s.saturating_add(from_s),
+            false => from_s,
+        };
+        if from_s > now_s {
+            return Err(bad(format!("the start {from_s} is in the future")));
+        }
+        let from_ms = from_s.saturating_mul(1000);
+        Ok(ExportRange {
+            key: TrackKey::source(&path),
+            from_ms,
+            to_ms: from_ms.saturating_add(i64::from(duration_s) * 1000),
+        })
+    }
+}
+
 /// Why [`export_to_file`] wrote nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -48,6 +101,10 @@ pub enum FileExportError {
         /// What the archive has of the stream (unix ms), if anything.
         bounds: Option<(i64, i64)>,
     },
+    /// The request itself is wrong: a bad stream name, a duration out of
+    /// range, a start in the future ([`ExportRange::resolve`]).
+    #[error("{0}")]
+    Request(String),
     /// Reading the archived files failed, or they are not what the archive
     /// wrote.
     #[error("planning the export: {0}")]
@@ -118,4 +175,49 @@ pub async fn export_to_file(
             path: PathBuf::new(),
             source: io::Error::other(e.to_string()),
         })?
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: i64 = 1_800_000_000_500;
+
+    #[test]
+    fn export_range_from_a_command_line() {
+        let r = ExportRange::resolve("news", 1_799_999_000, 600, NOW_MS).unwrap();
+        assert_eq!(r.key.stream.to_string(), "live/news");
+        assert_eq!(r.key.rendition, crate::archive::SOURCE_RENDITION);
+        assert_eq!((r.from_ms, r.to_ms), (1_799_999_000_000, 1_799_999_600_000));
+        // Negative: seconds before now (whole seconds, as the flags are).
+        let r = ExportRange::resolve("other/show", -3600, 60, NOW_MS).unwrap();
+        assert_eq!(r.key.stream.to_string(), "other/show");
+        assert_eq!((r.from_ms, r.to_ms), (1_799_996_400_000, 1_799_996_460_000));
+        // Now itself is not in the future.
+        assert!(ExportRange::resolve("news", 1_800_000_000, 1, NOW_MS).is_ok());
+    }
+
+    #[test]
+    fn export_range_refusals_say_what_is_wrong() {
+        for (stream, from, duration, says) in [
+            ("bad name!", -10, 5, "bad stream name \"bad name!\""),
+            (
+                "news",
+                -10,
+                0,
+                "the duration must be within 1..=86400 seconds, got 0",
+            ),
+            ("news", -10, 86_401, "within 1..=86400 seconds, got 86401"),
+            (
+                "news",
+                1_800_000_001,
+                5,
+                "the start 1800000001 is in the future",
+            ),
+        ] {
+            let e = ExportRange::resolve(stream, from, duration, NOW_MS).unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
 }

@@ -11,7 +11,9 @@
 //! over any archived range, [`export`] builds a progressive MP4 of a range
 //! without re-encoding, and `s3` (feature `s3`) moves finished recordings
 //! to an S3-compatible bucket behind a local LRU + TTL cache.
-//! [`policy`] maps per-stream settings to depth, rewind and S3 choices,
+//! [`policy`] maps per-stream settings to depth, rewind and S3 choices
+//! (`config`, feature `serde`: the `[dvr]` table of a config file, and
+//! opening the archive and its S3 tier from it),
 //! [`export_file`] writes an archived range to a file (the export command's
 //! core), and the archive and uploader render their counters as `/metrics`
 //! families (`Archive::write_metrics`).
@@ -49,6 +51,8 @@
 
 pub mod archive;
 pub mod chunks;
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod error;
 pub mod export;
 pub mod export_file;
@@ -71,8 +75,8 @@ pub use chunks::Chunks;
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{
-    HlsPackager, ObserverFactory, PackagerConfig, SegmentObserver, package_hub, run_packager,
-    run_packager_observed, run_packager_with_clock,
+    HlsPackager, HlsTiming, ObserverFactory, PackagerConfig, SegmentObserver, package_hub,
+    run_packager, run_packager_observed, run_packager_with_clock,
 };
 pub use playlist::{
     LowLatency, MediaFile, MediaFileError, RenditionReport, Variant, VariantStream,

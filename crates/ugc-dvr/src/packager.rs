@@ -257,6 +257,83 @@ impl PackagerConfig {
     }
 }
 
+/// The HLS timing a server exposes as settings, in the units its users
+/// write (`segment_ms = 2000`), turned into a checked [`PackagerConfig`] by
+/// [`packager`](Self::packager). The defaults are the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HlsTiming {
+    /// Target segment duration in ms (segments are cut at keyframes);
+    /// 200..=30000, default 2000.
+    pub segment_ms: u32,
+    /// `#EXT-X-TARGETDURATION` in seconds, fixed for a stream's life: 0
+    /// (default) derives it from the segments
+    /// ([`SegmenterConfig::target_duration_s`]), else at least the
+    /// segment duration and at most 60.
+    pub target_duration_s: u32,
+    /// Segments in the live playlist window; 2..=100, default 6.
+    pub window_segments: usize,
+    /// LL-HLS part target in ms: 0 is classic HLS (one part per
+    /// segment), else 50..=`segment_ms`; default 200.
+    pub part_ms: u32,
+}
+
+impl Default for HlsTiming {
+    fn default() -> Self {
+        HlsTiming {
+            segment_ms: 2000,
+            target_duration_s: 0,
+            window_segments: 6,
+            part_ms: 200,
+        }
+    }
+}
+
+impl HlsTiming {
+    /// The default [`PackagerConfig`] with this timing, or
+    /// [`Error::Setting`](crate::Error::Setting) naming the value out of
+    /// its range.
+    pub fn packager(&self) -> Result<PackagerConfig, crate::Error> {
+        let HlsTiming {
+            segment_ms,
+            target_duration_s: target_s,
+            window_segments,
+            part_ms,
+        } = *self;
+        let check = |ok: bool, message: String| match ok {
+            true => Ok(()),
+            false => Err(crate::Error::Setting(message)),
+        };
+        check(
+            (200..=30_000).contains(&segment_ms),
+            format!("segment_ms must be within 200..=30000, got {segment_ms}"),
+        )?;
+        check(
+            target_s == 0 || u64::from(target_s) * 1000 >= u64::from(segment_ms),
+            format!(
+                "target_duration_s must be 0 (automatic) or at least segment_ms, got {target_s}"
+            ),
+        )?;
+        check(
+            target_s <= 60,
+            "target_duration_s must be at most 60".into(),
+        )?;
+        check(
+            (2..=100).contains(&window_segments),
+            "window_segments must be within 2..=100".into(),
+        )?;
+        check(
+            part_ms == 0 || (50..=segment_ms).contains(&part_ms),
+            format!("part_ms must be 0 (off) or within 50..=segment_ms, got {part_ms}"),
+        )?;
+        let mut c = PackagerConfig::default();
+        c.segmenter.target_duration_ms = segment_ms;
+        c.segmenter.target_duration_s = (target_s > 0).then_some(target_s);
+        c.live.target_duration_ms = segment_ms;
+        c.live.window_segments = window_segments;
+        Ok(c.with_part_target((part_ms > 0).then_some(part_ms)))
+    }
+}
+
 impl Default for PackagerConfig {
     fn default() -> Self {
         PackagerConfig {
@@ -307,5 +384,88 @@ pub async fn package_hub(
             tokio::time::sleep(config.linger).await;
             registry.remove_if_same(&name, &live);
         });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hls_timing_defaults_are_the_servers() {
+        let c = HlsTiming::default().packager().unwrap();
+        let s = &c.segmenter;
+        assert_eq!(
+            (s.target_duration_ms, s.target_duration_s, s.part_target_ms),
+            (2000, None, Some(200))
+        );
+        assert_eq!(
+            (c.live.target_duration_ms, c.live.window_segments),
+            (2000, 6)
+        );
+        assert_eq!(c.live.part_target_ms, Some(200));
+    }
+
+    #[test]
+    fn hls_timing_zero_turns_parts_and_a_fixed_target_off() {
+        let t = HlsTiming {
+            segment_ms: 4000,
+            target_duration_s: 8,
+            window_segments: 3,
+            part_ms: 0,
+        };
+        let c = t.packager().unwrap();
+        assert_eq!(
+            (c.segmenter.target_duration_s, c.segmenter.part_target_ms),
+            (Some(8), None)
+        );
+        assert_eq!((c.live.window_segments, c.live.part_target_ms), (3, None));
+    }
+
+    #[test]
+    fn hls_timing_out_of_range_names_the_setting() {
+        let d = HlsTiming::default();
+        for (t, says) in [
+            (
+                HlsTiming {
+                    segment_ms: 100,
+                    ..d
+                },
+                "segment_ms must be within 200..=30000, got 100",
+            ),
+            (
+                HlsTiming {
+                    target_duration_s: 1,
+                    ..d
+                },
+                "target_duration_s must be 0 (automatic) or at least segment_ms, got 1",
+            ),
+            (
+                HlsTiming {
+                    segment_ms: 30_000,
+                    target_duration_s: 61,
+                    ..d
+                },
+                "target_duration_s must be at most 60",
+            ),
+            (
+                HlsTiming {
+                    window_segments: 1,
+                    ..d
+                },
+                "window_segments must be within 2..=100",
+            ),
+            (
+                HlsTiming { part_ms: 20, ..d },
+                "part_ms must be 0 (off) or within 50..=segment_ms, got 20",
+            ),
+            (
+                HlsTiming { part_ms: 2001, ..d },
+                "part_ms must be 0 (off) or within 50..=segment_ms, got 2001",
+            ),
+        ] {
+            assert_eq!(t.packager().unwrap_err().to_string(), says);
+        }
     }
 }

@@ -1,11 +1,27 @@
 //! Configuration: defaults < TOML file < environment < flags.
+//!
+//! [`Settings`] is both the flags (clap, each with its `UGC_*` env twin)
+//! and the file's keys (serde, the flag's name with `_`). The file is read
+//! into it, then clap overwrites the fields the command line or the
+//! environment gave (`update_from_arg_matches`): no merge code to keep in
+//! step. Tables that belong to a crate are its types: `[transcode]`
+//! (`ugc_codec::ladder::config`), `[dvr]` (`ugc_dvr::config`),
+//! `[streams.<name>]` (`ugc_auth::lookup`); the HLS timing is
+//! `ugc_dvr::HlsTiming`.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
+use ugc_auth::lookup::Overrides;
+use ugc_codec::ladder::LadderProfiles;
+use ugc_codec::ladder::config::TranscodeSection;
+use ugc_dvr::HlsTiming;
+use ugc_dvr::config::{DvrConfig, DvrSection};
 
 /// All-in-one ugc streaming server: RTMP in, HLS out.
 #[derive(Debug, Parser)]
@@ -14,6 +30,18 @@ pub struct Cli {
     /// TOML configuration file (keys as the long flags, with `_`).
     #[arg(long, env = "UGC_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<crate::dvr::Command>,
+}
+
+/// Every setting, as flags and as the file's keys (all optional). One flat
+/// struct, so that a bad key or value in the file is reported at its line.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
     /// Data directory (archive, database, logs). Nothing is written outside it.
     #[arg(long, env = "UGC_DATA", global = true)]
     pub data: Option<PathBuf>,
@@ -88,72 +116,40 @@ pub struct Cli {
     /// Transcode profile (`off`, `default` or a `[transcode.profiles]` name)
     /// of streams the control plane has no setting for.
     #[arg(long, env = "UGC_TRANSCODE_DEFAULT")]
+    #[serde(skip)]
     pub transcode_default: Option<String>,
     /// DVR archive depth (hours) of streams whose own `dvr_hours` is 0; 0 = off.
     #[arg(long, env = "UGC_DVR_HOURS")]
+    #[serde(skip)]
     pub dvr_hours: Option<u32>,
-    /// A tool to run instead of the server.
-    #[command(subcommand)]
-    pub command: Option<crate::dvr::Command>,
-}
-
-/// `[streams.<name>]` in the config file: per-stream settings that apply
-/// when the control plane has none for that field.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamOverrides {
-    /// SRT passphrase (10..=79 characters).
-    pub srt_passphrase: Option<String>,
-    /// Restream targets (`rtmp://` / `rtmps://` URLs with the key).
-    #[serde(default)]
-    pub restream: Vec<String>,
-}
-
-/// The TOML file: every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data: Option<PathBuf>,
-    rtmp: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    public_host: Option<String>,
-    segment_ms: Option<u32>,
-    target_duration_s: Option<u32>,
-    window_segments: Option<usize>,
-    part_ms: Option<u32>,
-    https: Option<SocketAddr>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    publisher_grace_s: Option<u64>,
-    ingest_tick_ms: Option<u64>,
-    ingest_batch_ms: Option<u64>,
-    log: Option<String>,
-    max_rtmp_connections: Option<usize>,
-    database_url: Option<String>,
-    demo_stream: Option<String>,
-    web: Option<PathBuf>,
+    // File only.
+    #[arg(skip)]
+    pub max_rtmp_connections: Option<usize>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
-    trusted_proxies: Option<Vec<String>>,
-    /// Ladder profiles (see `transcode.rs`).
-    transcode: Option<crate::transcode::TranscodeFile>,
-    srt: Option<SocketAddr>,
-    srt_latency_ms: Option<u64>,
-    /// Per-stream settings until/besides the control plane: `[streams.<name>]`.
-    #[serde(default)]
-    streams: std::collections::BTreeMap<String, StreamOverrides>,
+    #[arg(skip)]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Extra trusted CA certificates (PEM) for `rtmps://` restream targets.
-    restream_ca_file: Option<PathBuf>,
-    /// `[dvr]`: archive, retention, S3 tier.
-    dvr: Option<crate::dvr::DvrFileConfig>,
-    /// `[http_limits]`: what slow, idle and greedy HTTP clients may hold.
+    #[arg(skip)]
+    pub restream_ca_file: Option<PathBuf>,
+    #[arg(skip)]
     #[serde(default)]
-    http_limits: HttpLimits,
+    pub transcode: TranscodeSection,
+    #[arg(skip)]
+    #[serde(default)]
+    pub dvr: DvrSection,
+    #[arg(skip)]
+    #[serde(default)]
+    pub streams: Overrides,
+    /// `[http_limits]`: what slow, idle and greedy HTTP clients may hold.
+    #[arg(skip)]
+    #[serde(default)]
+    pub http_limits: HttpLimits,
 }
 
 /// `[http_limits]` in the config file; defaults in `ugc_proto::http`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HttpLimits {
+pub struct HttpLimits {
     header_read_timeout_s: Option<u64>,
     idle_timeout_s: Option<u64>,
     max_connections: Option<usize>,
@@ -181,160 +177,113 @@ impl HttpLimits {
     }
 }
 
-/// The effective configuration.
+/// The effective configuration: defaults filled, ranges checked, in the
+/// crates' own config types.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data: PathBuf,
+    pub log: String,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
-    pub public_host: Option<String>,
-    pub segment_ms: u32,
-    /// Fixed `#EXT-X-TARGETDURATION`; `None`: from the segments.
-    pub target_duration_s: Option<u32>,
-    pub window_segments: usize,
-    /// LL-HLS part target; `None` is classic HLS.
-    pub part_ms: Option<u32>,
+    pub srt: SocketAddr,
     /// HTTPS listener with its certificate and key.
     pub https: Option<(SocketAddr, PathBuf, PathBuf)>,
-    pub publisher_grace_s: u64,
-    /// Ingest tick; `None`: wake for every event.
-    pub ingest_tick: Option<std::time::Duration>,
-    /// RTMP read batching while no viewer wants low latency; `None`: off.
-    pub ingest_batch: Option<std::time::Duration>,
-    pub log: String,
-    pub max_rtmp_connections: Option<usize>,
+    pub public_host: Option<String>,
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
-    pub trusted_proxies: Vec<String>,
     /// The web panels' directory, if one was given or found.
     pub web: Option<PathBuf>,
-    pub transcode: crate::transcode::TranscodeConfig,
-    pub srt: SocketAddr,
-    pub srt_latency_ms: u64,
-    pub streams: std::collections::BTreeMap<String, StreamOverrides>,
+    pub trusted_proxies: Vec<String>,
+    pub hub: ugc_core::HubConfig,
+    pub packager: ugc_dvr::PackagerConfig,
+    pub rtmp_server: ugc_proto::rtmp::server::RtmpServerConfig,
+    pub srt_server: ugc_proto::srt::server::SrtServerConfig,
+    /// Ingest tick; `None`: wake for every event.
+    pub ingest_tick: Option<Duration>,
+    pub ladders: LadderProfiles,
+    pub dvr: DvrConfig,
+    pub streams: Overrides,
     pub restream_ca_file: Option<PathBuf>,
-    pub dvr: crate::dvr::DvrConfig,
     /// Limits of the HTTP and HTTPS listeners.
     pub http_limits: ugc_proto::http::ServeConfig,
 }
 
 impl Config {
-    pub fn load(cli: &Cli) -> anyhow::Result<Config> {
-        let file = match &cli.config {
-            Some(p) => read_file(p)?,
-            None => FileConfig::default(),
+    /// Parses `args` (exits on `--help` or a bad flag), reads the file it
+    /// names and lays flags and env over it.
+    pub fn from_args<I, T>(args: I) -> anyhow::Result<(Cli, Config)>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Cli::command().get_matches_from(args);
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let mut settings = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => Settings::default(),
         };
-        let segment_ms = cli.segment_ms.or(file.segment_ms).unwrap_or(2000);
-        anyhow::ensure!(
-            (200..=30_000).contains(&segment_ms),
-            "segment_ms must be within 200..=30000, got {segment_ms}"
-        );
-        let target_duration_s = cli
-            .target_duration_s
-            .or(file.target_duration_s)
-            .unwrap_or(0);
-        anyhow::ensure!(
-            target_duration_s == 0 || u64::from(target_duration_s) * 1000 >= u64::from(segment_ms),
-            "target_duration_s must be 0 (automatic) or at least segment_ms, got {target_duration_s}"
-        );
-        anyhow::ensure!(
-            target_duration_s <= 60,
-            "target_duration_s must be at most 60"
-        );
-        let window_segments = cli.window_segments.or(file.window_segments).unwrap_or(6);
-        anyhow::ensure!(
-            (2..=100).contains(&window_segments),
-            "window_segments must be within 2..=100"
-        );
-        let part_ms = cli.part_ms.or(file.part_ms).unwrap_or(200);
-        anyhow::ensure!(
-            part_ms == 0 || (50..=segment_ms).contains(&part_ms),
-            "part_ms must be 0 (off) or within 50..=segment_ms, got {part_ms}"
-        );
-        let https = match (
-            cli.https.or(file.https),
-            cli.tls_cert.clone().or(file.tls_cert),
-            cli.tls_key.clone().or(file.tls_key),
-        ) {
+        settings.update_from_arg_matches(&matches)?;
+        Ok((cli, Config::new(settings)?))
+    }
+
+    fn new(s: Settings) -> anyhow::Result<Config> {
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        let https = match (s.https, s.tls_cert, s.tls_key) {
             (Some(addr), Some(cert), Some(key)) => Some((addr, cert, key)),
             (None, None, None) => None,
             _ => anyhow::bail!("https, tls_cert and tls_key go together"),
         };
-        let data = cli
-            .data
-            .clone()
-            .or(file.data)
-            .unwrap_or_else(|| PathBuf::from("data"));
-        let dvr = crate::dvr::DvrConfig::new(file.dvr, cli.dvr_hours, &data);
-        let http_limits = file.http_limits.serve_config()?;
-        Ok(Config {
-            http_limits,
-            part_ms: (part_ms > 0).then_some(part_ms),
-            https,
-            data,
-            dvr,
-            rtmp: cli
-                .rtmp
-                .or(file.rtmp)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1935))),
-            http: cli
-                .http
-                .or(file.http)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
-            public_host: cli.public_host.clone().or(file.public_host),
-            segment_ms,
-            target_duration_s: (target_duration_s > 0).then_some(target_duration_s),
-            window_segments,
-            publisher_grace_s: cli
-                .publisher_grace_s
-                .or(file.publisher_grace_s)
-                .unwrap_or(20),
-            ingest_tick: Some(cli.ingest_tick_ms.or(file.ingest_tick_ms).unwrap_or(10))
-                .filter(|ms| *ms > 0)
-                .map(|ms| std::time::Duration::from_millis(ms.min(100))),
-            ingest_batch: Some(cli.ingest_batch_ms.or(file.ingest_batch_ms).unwrap_or(40))
-                .filter(|ms| *ms > 0)
-                .map(|ms| std::time::Duration::from_millis(ms.min(200))),
-            log: cli
-                .log
-                .clone()
-                .or(file.log)
-                .unwrap_or_else(|| "info".into()),
-            max_rtmp_connections: file.max_rtmp_connections,
-            database_url: cli.database_url.clone().or(file.database_url),
-            demo_stream: cli.demo_stream.clone().or(file.demo_stream),
-            trusted_proxies: file.trusted_proxies.unwrap_or_default(),
-            web: cli.web.clone().or(file.web).or_else(default_web_dir),
-            transcode: crate::transcode::TranscodeConfig::load(
-                file.transcode,
-                cli.transcode_default.clone(),
-            )?,
-            srt: cli
-                .srt
-                .or(file.srt)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9000))),
-            srt_latency_ms: cli.srt_latency_ms.or(file.srt_latency_ms).unwrap_or(120),
-            streams: file.streams,
-            restream_ca_file: file.restream_ca_file,
-        })
-    }
-
-    pub fn packager(&self) -> ugc_dvr::PackagerConfig {
-        let mut c = ugc_dvr::PackagerConfig::default();
-        c.segmenter.target_duration_ms = self.segment_ms;
-        c.segmenter.target_duration_s = self.target_duration_s;
-        c.live.target_duration_ms = self.segment_ms;
-        c.live.window_segments = self.window_segments;
-        c.with_part_target(self.part_ms)
-    }
-
-    pub fn rtmp_server(&self) -> ugc_proto::rtmp::server::RtmpServerConfig {
-        let mut c = ugc_proto::rtmp::server::RtmpServerConfig::default();
-        if let Some(m) = self.max_rtmp_connections {
-            c.max_connections = m;
+        let d = HlsTiming::default();
+        let packager = HlsTiming {
+            segment_ms: s.segment_ms.unwrap_or(d.segment_ms),
+            target_duration_s: s.target_duration_s.unwrap_or(d.target_duration_s),
+            window_segments: s.window_segments.unwrap_or(d.window_segments),
+            part_ms: s.part_ms.unwrap_or(d.part_ms),
         }
-        c.batch_reads = self.ingest_batch;
-        c
+        .packager()?;
+        let data = s.data.unwrap_or_else(|| PathBuf::from("data"));
+        let (mut transcode, mut dvr) = (s.transcode, s.dvr);
+        transcode.default = s.transcode_default.or(transcode.default);
+        dvr.hours = s.dvr_hours.or(dvr.hours);
+        // A tick or batch of 0 turns it off.
+        let ms = |v: Option<u64>, default, max: u64| {
+            Some(v.unwrap_or(default))
+                .filter(|ms| *ms > 0)
+                .map(|ms| Duration::from_millis(ms.min(max)))
+        };
+        let mut rtmp_server = ugc_proto::rtmp::server::RtmpServerConfig::default();
+        if let Some(m) = s.max_rtmp_connections {
+            rtmp_server.max_connections = m;
+        }
+        rtmp_server.batch_reads = ms(s.ingest_batch_ms, 40, 200);
+        let mut srt_server = ugc_proto::srt::server::SrtServerConfig::default();
+        srt_server.listener.latency = Duration::from_millis(s.srt_latency_ms.unwrap_or(120));
+        Ok(Config {
+            log: s.log.unwrap_or_else(|| "info".into()),
+            rtmp: s.rtmp.unwrap_or_else(|| any(1935)),
+            http: s.http.unwrap_or_else(|| any(8080)),
+            srt: s.srt.unwrap_or_else(|| any(9000)),
+            https,
+            public_host: s.public_host,
+            database_url: s.database_url,
+            demo_stream: s.demo_stream,
+            web: s.web.or_else(default_web_dir),
+            trusted_proxies: s.trusted_proxies.unwrap_or_default(),
+            hub: ugc_core::HubConfig {
+                publisher_grace: Duration::from_secs(s.publisher_grace_s.unwrap_or(20)),
+                ..ugc_core::HubConfig::default()
+            },
+            packager,
+            rtmp_server,
+            srt_server,
+            ingest_tick: ms(s.ingest_tick_ms, 10, 100),
+            ladders: transcode.load().context("transcode config")?,
+            dvr: dvr.resolve(&data),
+            data,
+            streams: s.streams,
+            restream_ca_file: s.restream_ca_file,
+            http_limits: s.http_limits.serve_config()?,
+        })
     }
 }
 
@@ -347,7 +296,7 @@ fn default_web_dir() -> Option<PathBuf> {
         .find(|d| ugc_auth::web::is_web_dir(d))
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file(path: &Path) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
@@ -357,26 +306,257 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 mod tests {
     use super::*;
 
+    /// `ugc.toml` with `text` in a directory of its own; removed on drop.
+    struct File(PathBuf);
+
+    impl File {
+        fn new(name: &str, text: &str) -> File {
+            let dir =
+                std::env::temp_dir().join(format!("ugc-config-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("ugc.toml"), text).unwrap();
+            File(dir)
+        }
+        fn load(&self, flags: &[&str]) -> anyhow::Result<Config> {
+            let path = self.0.join("ugc.toml");
+            let args = ["ugc-server", "--config", path.to_str().unwrap()];
+            Config::from_args(args.iter().chain(flags)).map(|(_, c)| c)
+        }
+    }
+
+    impl Drop for File {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn flags_override_file_and_defaults_fill_the_rest() {
-        let dir = std::env::temp_dir().join(format!("ugc-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("ugc.toml");
-        std::fs::write(&file, "rtmp = \"127.0.0.1:19350\"\nsegment_ms = 4000\n").unwrap();
-        let cli = Cli::parse_from([
-            "ugc-server",
-            "--config",
-            file.to_str().unwrap(),
-            "--segment-ms",
-            "1000",
-        ]);
-        let c = Config::load(&cli).unwrap();
+        let file = File::new(
+            "override",
+            "rtmp = \"127.0.0.1:19350\"\nsegment_ms = 4000\n",
+        );
+        let c = file.load(&["--segment-ms", "1000"]).unwrap();
         assert_eq!(c.rtmp, "127.0.0.1:19350".parse().unwrap());
-        assert_eq!(c.segment_ms, 1000);
+        assert_eq!(c.packager.segmenter.target_duration_ms, 1000);
         assert_eq!(c.http.port(), 8080);
-        std::fs::write(&file, "nonsense = 1\n").unwrap();
-        let refused = Config::load(&cli).is_err();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(refused);
+        std::fs::write(file.0.join("ugc.toml"), "nonsense = 1\n").unwrap();
+        assert!(file.load(&[]).is_err());
+    }
+
+    /// Every key of the README, in the file, reaches the effective config;
+    /// the flags that set a key inside a table beat it.
+    #[test]
+    fn every_documented_key_is_read() {
+        let file = File::new(
+            "keys",
+            "data = \"/d\"\nrtmp = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n\
+             srt = \"127.0.0.1:3\"\nsrt_latency_ms = 300\npublic_host = \"h\"\n\
+             https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
+             publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
+             max_rtmp_connections = 7\nlog = \"debug\"\ndatabase_url = \"postgres://x\"\n\
+             demo_stream = \"demo\"\nweb = \"/w\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+             restream_ca_file = \"ca.pem\"\n\
+             [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
+             [transcode]\ndefault = \"default\"\n[transcode.profiles.mobile]\npreset = \"fast\"\n\
+             [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\n",
+        );
+        let c = file.load(&[]).unwrap();
+        assert_eq!((c.rtmp.port(), c.http.port(), c.srt.port()), (1, 2, 3));
+        assert_eq!(c.srt_server.listener.latency, Duration::from_millis(300));
+        assert_eq!(c.public_host.as_deref(), Some("h"));
+        let (addr, cert, key) = c.https.clone().unwrap();
+        assert_eq!(
+            (addr.port(), cert.to_str(), key.to_str()),
+            (4, Some("c.pem"), Some("k.pem"))
+        );
+        let p = &c.packager;
+        assert_eq!(
+            (
+                p.segmenter.target_duration_ms,
+                p.segmenter.target_duration_s
+            ),
+            (4000, Some(8))
+        );
+        assert_eq!(
+            (p.live.window_segments, p.segmenter.part_target_ms),
+            (3, None)
+        );
+        assert_eq!(c.hub.publisher_grace, Duration::from_secs(5));
+        assert_eq!(c.ingest_tick, None);
+        assert_eq!(c.rtmp_server.batch_reads, Some(Duration::from_millis(200)));
+        assert_eq!(c.rtmp_server.max_connections, 7);
+        assert_eq!(
+            (c.log.as_str(), c.database_url.as_deref()),
+            ("debug", Some("postgres://x"))
+        );
+        assert_eq!(
+            (c.demo_stream.as_deref(), c.web.as_deref()),
+            (Some("demo"), Some(Path::new("/w")))
+        );
+        assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
+        assert_eq!(c.http_limits.max_connections_per_ip, 9);
+        assert_eq!(c.restream_ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(c.streams["demo"].restream, ["rtmp://a/b"]);
+        assert_eq!(
+            (c.ladders.default.as_str(), c.ladders.profile_names()),
+            ("default", vec!["mobile".into()])
+        );
+        assert_eq!(
+            (
+                c.dvr.dir.as_path(),
+                c.dvr.policy.hours,
+                c.dvr.policy.rewind_s
+            ),
+            (Path::new("/d/dvr"), 3, 60)
+        );
+
+        let c = file
+            .load(&[
+                "--transcode-default",
+                "mobile",
+                "--dvr-hours",
+                "0",
+                "--data",
+                "/e",
+            ])
+            .unwrap();
+        assert_eq!(
+            (c.ladders.default.as_str(), c.dvr.policy.hours),
+            ("mobile", 0)
+        );
+        assert_eq!(c.dvr.dir, Path::new("/e/dvr"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = File::new("defaults", "").load(&[]).unwrap();
+        assert_eq!(
+            (
+                c.rtmp.port(),
+                c.http.port(),
+                c.srt.port(),
+                c.https.is_none()
+            ),
+            (1935, 8080, 9000, true)
+        );
+        assert_eq!(
+            (c.data.as_path(), c.log.as_str()),
+            (Path::new("data"), "info")
+        );
+        let p = &c.packager;
+        assert_eq!(
+            (
+                p.segmenter.target_duration_ms,
+                p.segmenter.target_duration_s
+            ),
+            (2000, None)
+        );
+        assert_eq!(
+            (p.live.window_segments, p.live.part_target_ms),
+            (6, Some(200))
+        );
+        assert_eq!(c.hub.publisher_grace, Duration::from_secs(20));
+        assert_eq!(c.ingest_tick, Some(Duration::from_millis(10)));
+        assert_eq!(c.rtmp_server.batch_reads, Some(Duration::from_millis(40)));
+        assert_eq!(c.srt_server.listener.latency, Duration::from_millis(120));
+        assert_eq!((c.ladders.default.as_str(), c.dvr.policy.hours), ("off", 0));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let file = File::new("bad", "");
+        for flags in [
+            &["--segment-ms", "100"][..],
+            &["--target-duration-s", "1"],
+            &["--window-segments", "1"],
+            &["--part-ms", "20"],
+            &["--https", "127.0.0.1:1"],
+            &["--transcode-default", "nope"],
+        ] {
+            assert!(file.load(flags).is_err(), "{flags:?}");
+        }
+        // File errors point at the key's line (and list the known keys).
+        for (text, says, line) in [
+            // (`[transcode]` lists none: its keys are a flattened profile.)
+            ("[transcode]\nbogus = 1\n", "unknown field `bogus`", 2),
+            (
+                "[dvr]\nbogus = 1\n",
+                "unknown field `bogus`, expected one of",
+                3,
+            ),
+            (
+                "[streams.a]\nbogus = 1\n",
+                "unknown field `bogus`, expected",
+                3,
+            ),
+            ("segment_ms = \"x\"\n", "expected u32", 2),
+            (
+                "nonsense = 1\n",
+                "unknown field `nonsense`, expected one of",
+                2,
+            ),
+        ] {
+            let text = format!("log = \"info\"\n{text}");
+            std::fs::write(file.0.join("ugc.toml"), &text).unwrap();
+            let e = format!("{:#}", file.load(&[]).unwrap_err());
+            let at = format!("at line {line}, ");
+            assert!(e.contains(says) && e.contains(&at), "{text}: {e}");
+        }
+    }
+
+    /// The env twins of the README's flags (precedence: clap reads env as
+    /// a flag, see `env_beats_the_file_and_flags_beat_env`).
+    #[test]
+    fn every_flag_has_its_env_twin() {
+        let cmd = Cli::command();
+        let flags: Vec<_> = cmd
+            .get_arguments()
+            .filter_map(|a| Some((a.get_long()?, a.get_env()?.to_str()?)))
+            .collect();
+        for (flag, var) in &flags {
+            assert_eq!(
+                *var,
+                format!("UGC_{}", flag.replace('-', "_").to_uppercase())
+            );
+        }
+        // All but --log (whose env twin is `UGC_LOG`, read by the logger).
+        assert_eq!(flags.len(), 22, "{flags:?}");
+    }
+
+    /// Runs this test binary again with env set (set_var would race the
+    /// other tests): `child_prints_config` prints what it loaded.
+    #[test]
+    fn env_beats_the_file_and_flags_beat_env() {
+        let file = File::new(
+            "env",
+            "rtmp = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\nsrt = \"127.0.0.1:3\"\n",
+        );
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "config::tests::child_prints_config",
+                "--nocapture",
+            ])
+            .env("UGC_CONFIG", file.0.join("ugc.toml"))
+            .env("UGC_TEST_CHILD_FLAGS", "--srt 127.0.0.1:30")
+            .env("UGC_HTTP", "127.0.0.1:20")
+            .env("UGC_SRT", "127.0.0.1:31")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(out.contains("ports 1 20 30\n"), "{out}");
+    }
+
+    #[test]
+    fn child_prints_config() {
+        let Ok(flags) = std::env::var("UGC_TEST_CHILD_FLAGS") else {
+            return;
+        };
+        let c = Config::from_args(std::iter::once("ugc-server").chain(flags.split(' ')))
+            .unwrap()
+            .1;
+        println!("ports {} {} {}", c.rtmp.port(), c.http.port(), c.srt.port());
     }
 }

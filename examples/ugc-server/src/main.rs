@@ -5,36 +5,33 @@
 
 mod config;
 mod dvr;
-mod settings;
-mod transcode;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
-use ugc_auth::{ControlConfig, ControlPlane, PublicUrls, TrustedProxies};
+use ugc_auth::{ControlConfig, ControlPlane, PublicUrls, TrustedProxies, lookup};
+use ugc_codec::ladder::LadderProfiles;
 use ugc_codec::ladder::stats::LadderRegistry;
+use ugc_core::Hub;
 use ugc_core::metrics::{Exposition, Kind};
-use ugc_core::{Hub, HubConfig};
 use ugc_dvr::LiveRegistry;
 use ugc_proto::rtmp::restream::Restreams;
 use ugc_proto::srt::server::SrtStatsRegistry;
 
-use crate::config::{Cli, Config};
+use crate::config::Config;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config = Config::load(&cli)?;
+    let (cli, config) = Config::from_args(std::env::args_os())?;
     init_logging(&config);
     if let Some(dvr::Command::Dvr {
         command: dvr::DvrCommand::Export(args),
     }) = &cli.command
     {
-        return dvr::export_command(&config.dvr, &config.data, args);
+        return dvr::export_command(&config.dvr, args);
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("UGC_WORKER_THREADS")
@@ -64,10 +61,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let data = config.data.canonicalize()?;
     // A publisher that leaves keeps its stream for the grace time (a
     // reconnect continues it); then the stream ends.
-    let hub = Hub::new(HubConfig {
-        publisher_grace: Duration::from_secs(config.publisher_grace_s),
-        ..HubConfig::default()
-    });
+    let hub = Hub::new(config.hub.clone());
     let registry = Arc::new(LiveRegistry::new());
 
     let rtmp = TcpListener::bind(config.rtmp)
@@ -78,7 +72,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP on {}", config.http))?;
     let rtmp_addr = rtmp.local_addr()?;
     let http_addr = http.local_addr()?;
-    let host = config.public_host.clone().unwrap_or_else(guess_public_host);
+    let host = config
+        .public_host
+        .clone()
+        .unwrap_or_else(PublicUrls::guess_host);
 
     let mut cc = ControlConfig::new(&data);
     cc.database_url = config.database_url.clone();
@@ -101,7 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(move |ip| proxies.is_trusted(ip))
     });
     cc.hub = Some(hub.clone());
-    cc.transcode_profiles = config.transcode.profile_names();
+    cc.transcode_profiles = config.ladders.profile_names();
     let control = ControlPlane::open(cc)
         .await
         .context("opening the control plane store")?;
@@ -111,35 +108,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let demo_error = || format!("creating the demo stream {:?}", demo.unwrap_or_default());
     print!("{}", welcome.await.with_context(demo_error)?);
 
-    let archive = dvr::open_archive(&config.dvr, &control)?;
-    let s3_uploader = dvr::start_s3(&config.dvr, &data, &archive)?;
-    let uploader = s3_uploader.clone().map(|u| tokio::spawn(u.run()));
-    let mut packager = config.packager();
+    let dvr = config.dvr.open(lookup::dvr_hours(control.clone()))?;
+    let (archive, s3_uploader) = (dvr.archive, dvr.uploader);
+    // Tasks that run until the server stops.
+    let mut background = Vec::new();
+    if let Some(u) = &s3_uploader {
+        background.push(tokio::spawn(u.clone().run()).abort_handle());
+    }
+    let mut packager = config.packager.clone();
     packager.observer = Some(Arc::new(archive.clone()));
-    let dvr_settings = tokio::spawn(ugc_dvr::policy::sweep_on_changes(
-        archive.clone(),
-        control.subscribe_changes(),
-    ));
+    let dvr_settings =
+        ugc_dvr::policy::sweep_on_changes(archive.clone(), control.subscribe_changes());
+    background.push(tokio::spawn(dvr_settings).abort_handle());
     let ingest_rt = ugc_proto::pacing::paced_runtime(
         config.ingest_tick,
-        config.ingest_batch.map(|b| (b, hub.clone())),
+        config.rtmp_server.batch_reads.map(|b| (b, hub.clone())),
     )?;
-    let packaging = ingest_rt.spawn(ugc_dvr::package_hub(
-        hub.clone(),
-        registry.clone(),
-        packager,
-    ));
-    let announcer = tokio::spawn(announce_streams(
-        hub.clone(),
-        host.clone(),
-        http_addr.port(),
-    ));
+    let packaging = ugc_dvr::package_hub(hub.clone(), registry.clone(), packager);
+    background.push(ingest_rt.spawn(packaging).abort_handle());
+    let announcer = announce_streams(hub.clone(), host.clone(), http_addr.port());
+    background.push(tokio::spawn(announcer).abort_handle());
     let authorizer = Arc::new(control.authorizer());
     let rtmp_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve(
         rtmp,
         hub.clone(),
         authorizer.clone(),
-        config.rtmp_server(),
+        config.rtmp_server.clone(),
     ));
     // SRT ingest (same Authorizer as RTMP; passphrases from the control plane).
     let srt_stats = SrtStatsRegistry::default();
@@ -147,25 +141,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding SRT on {}", config.srt))?;
     info!(srt = %srt.local_addr()?, "SRT listening");
-    let mut srt_config = ugc_proto::srt::server::SrtServerConfig::default();
-    srt_config.listener.latency = Duration::from_millis(config.srt_latency_ms);
     let srt_task = tokio::spawn(ugc_proto::srt::server::serve(
         srt,
         hub.clone(),
         authorizer.clone(),
-        settings::srt_passphrase(control.clone(), config.streams.clone()),
-        srt_config,
+        Arc::new(lookup::srt_passphrase(
+            control.clone(),
+            config.streams.clone(),
+        )),
+        config.srt_server.clone(),
         srt_stats.clone(),
     ));
     // Restream: one RTMP(S) push per live stream and target.
     let restreams = Restreams::default();
-    let restreamer = tokio::spawn(ugc_proto::rtmp::restream::supervise(
+    let restreamer = ugc_proto::rtmp::restream::supervise(
         hub.clone(),
-        settings::restream_targets(control.clone(), config.streams.clone()),
+        Arc::new(lookup::restream_targets(
+            control.clone(),
+            config.streams.clone(),
+        )),
         control.subscribe_changes(),
         ugc_proto::rtmp::push::PushConfig::with_ca_file(config.restream_ca_file.as_deref())?,
         restreams.clone(),
-    ));
+    );
+    background.push(tokio::spawn(restreamer).abort_handle());
     let client_ip = control.client_ip_resolver();
     let ladders = LadderRegistry::default();
     let api = control.router_with(vec![
@@ -204,7 +203,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             registry: registry.clone(),
             auth: authorizer,
             client_ip,
-            target_duration_ms: config.segment_ms,
+            target_duration_ms: config.packager.segmenter.target_duration_ms,
             rewind_s: config.dvr.policy.rewind(),
         },
     );
@@ -257,21 +256,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         http_stats,
         shutdown_signal(),
     ));
-    let pruner = tokio::spawn(
-        control
-            .clone()
-            .prune_sessions_every(Duration::from_secs(3600)),
-    );
-    let transcoder = transcode::spawn(
-        hub.clone(),
-        control.clone(),
-        config.transcode.clone(),
-        ladders,
-    );
-    let https_task = match &config.https {
-        Some(https) => Some(spawn_https(https, app_tls, http_limits.clone(), https_stats).await?),
-        None => None,
-    };
+    let pruner = control
+        .clone()
+        .prune_sessions_every(Duration::from_secs(3600));
+    background.push(tokio::spawn(pruner).abort_handle());
+    let transcoder = spawn_ladders(&hub, &control, config.ladders.clone(), ladders);
+    background.push(transcoder.abort_handle());
+    if let Some(https) = &config.https {
+        background.push(
+            spawn_https(https, app_tls, http_limits.clone(), https_stats)
+                .await?
+                .abort_handle(),
+        );
+    }
 
     tokio::select! {
         r = http_task => {
@@ -288,18 +285,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             warn!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "SRT server stopped");
         }
     }
-    packaging.abort();
-    restreamer.abort();
-    dvr_settings.abort();
-    if let Some(u) = uploader {
-        u.abort();
-    }
-    pruner.abort();
-    transcoder.abort();
-    if let Some(t) = https_task {
-        t.abort();
-    }
-    announcer.abort();
+    background.iter().for_each(tokio::task::AbortHandle::abort);
     for name in hub.stream_names() {
         hub.end(&name);
     }
@@ -307,6 +293,39 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ =
         tokio::task::spawn_blocking(move || archive.flush_blocking(Duration::from_secs(5))).await;
     Ok(())
+}
+
+/// One ladder per live stream whose transcode profile is not `off`;
+/// settings changes reach running streams.
+#[cfg(feature = "ffmpeg")]
+fn spawn_ladders(
+    hub: &Hub,
+    control: &ControlPlane,
+    ladders: LadderProfiles,
+    registry: LadderRegistry,
+) -> tokio::task::JoinHandle<()> {
+    let profile_of = lookup::transcode_profile(control.clone(), ladders.default);
+    tokio::spawn(ugc_codec::transcode::supervise(
+        hub.clone(),
+        ladders.profiles,
+        Arc::new(profile_of),
+        control.subscribe_changes(),
+        registry,
+    ))
+}
+
+/// Without the `ffmpeg` feature: say once that transcoding is off.
+#[cfg(not(feature = "ffmpeg"))]
+fn spawn_ladders(
+    _: &Hub,
+    _: &ControlPlane,
+    ladders: LadderProfiles,
+    _: LadderRegistry,
+) -> tokio::task::JoinHandle<()> {
+    if ladders.default != "off" || ladders.profiles.len() > 1 {
+        warn!("built without the `ffmpeg` feature: transcoding is unavailable");
+    }
+    tokio::spawn(async {})
 }
 
 /// `f(&value)` on a clone of `value`, for a route that reads it.
@@ -363,16 +382,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-/// The address other machines most likely reach us at: the source address
-/// of a route to a public address (no packet is sent), else loopback.
-fn guess_public_host() -> String {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("192.0.2.1:9")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".into())
 }
