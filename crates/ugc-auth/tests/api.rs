@@ -383,9 +383,10 @@ async fn suite(db: Db) {
         play(&cp, "live/cam1/720p", Some(&token)).await,
         PlayDecision::Allow
     );
+    // A stream nobody created is not found, token or not.
     assert!(matches!(
         play(&cp, "live/bobcast2", Some(&token)).await,
-        PlayDecision::Deny { .. }
+        PlayDecision::NotFound { .. }
     ));
     // empty body: defaults
     let (s, v) = api
