@@ -91,6 +91,10 @@ mod reader;
 mod window;
 mod writer;
 
+#[cfg(feature = "tokio")]
+pub mod puller;
+#[cfg(feature = "tokio")]
+pub mod server;
 
 use ugc_core::{MediaEvent, Tracks};
 
