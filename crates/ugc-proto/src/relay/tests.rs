@@ -368,3 +368,62 @@ fn frame_of_an_unknown_track_is_refused_by_the_writer() {
     });
     assert!(w.event(Some(0), &f).is_err());
 }
+
+/// Writes the seed corpus of the `relay_reader` fuzz target when
+/// `UGC_WRITE_RELAY_SEEDS` names a directory (`fuzz/corpus/relay_reader`).
+#[test]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("UGC_WRITE_RELAY_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fresh = Hello {
+        epoch: 1,
+        window: 2,
+        start: (1 << 32) - 2,
+        resumed: false,
+    };
+    let av = ugc_core::hub::tests_support::av_tracks();
+    let seeds: [(&str, Vec<RelayEvent>); 2] = [
+        (
+            "seed_h264_aac_track_change_end",
+            script(
+                fresh,
+                &[
+                    Op::Tracks(av.clone(), true),
+                    Op::Frame(0, 0, 80, true, vec![0, 0, 0, 2, 0x65, 0x88]),
+                    Op::Frame(1, 0, 0, true, vec![0x21; 12]),
+                    Op::Frame(0, 40, 40, false, vec![0, 0, 0, 2, 0x41, 0x9a]),
+                    Op::Disc(1, false),
+                    Op::Tracks(av.clone(), false),
+                    Op::Frame(0, i64::MIN + 5, i64::MAX, true, vec![9; 3]),
+                ],
+                &[1],
+                true,
+            ),
+        ),
+        (
+            "seed_resumed_with_skip",
+            script(
+                Hello {
+                    resumed: true,
+                    ..fresh
+                },
+                &[
+                    Op::Frame(1, 1024, 1024, true, vec![1; 8]),
+                    Op::Disc(2, true),
+                    Op::Tracks(av, true),
+                    Op::Frame(0, 2000, 2080, true, vec![2; 16]),
+                ],
+                &[1, 5],
+                false,
+            ),
+        ),
+    ];
+    for (name, events) in seeds {
+        let mut bytes = vec![13u8]; // split seed
+        bytes.extend(write_all(&events));
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
