@@ -226,6 +226,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .nest("/api/v1", api)
         .merge(metrics)
         .merge(origin);
+    // The relay for other nodes (`GET /relay/v1/...`), only with a node token.
+    if let Some(token) = std::env::var("UGC_NODE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        let relay = ugc_proto::relay::server::RelayServerConfig::new(token);
+        app = app.merge(ugc_proto::relay::server::RelayServer::new(hub.clone(), relay).router());
+    }
     // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
     match &config.web {
         Some(dir) => {
