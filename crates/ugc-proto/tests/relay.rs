@@ -464,3 +464,82 @@ async fn garbage_body_is_a_clear_error_and_other_streams_continue() {
     assert_eq!(frames(&got), frames(&sent));
     task.await.unwrap().1.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puller_that_stops_reading_skips_to_a_keyframe_and_never_slows_the_publisher() {
+    // A 1 MB window; the publisher sends 40 MB while the puller reads
+    // nothing, more than the window and the socket buffers hold.
+    let p = pair(WindowConfig {
+        max_bytes: 1 << 20,
+        max_duration: Duration::from_secs(3600),
+    })
+    .await;
+    let mut pub_a = p.hub_a.publish(&p.path);
+    pub_a.push(MediaEvent::Tracks(h264_aac())).unwrap();
+    let mut puller = RelayPuller::new(pull_config(p.addr, &p.path, TOKEN));
+    let frame = |i: i64| {
+        MediaEvent::Frame(Frame {
+            track: TrackId(1),
+            dts: i * 40,
+            pts: i * 40,
+            keyframe: i % 10 == 0,
+            data: payload(i as u64, 100_000),
+        })
+    };
+    // The connection starts at the first keyframe; then the puller stops.
+    pub_a.push(frame(0)).unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), puller.next_relay_event()).await;
+    assert_eq!(
+        first.unwrap().unwrap(),
+        Some(MediaEvent::Tracks(h264_aac()))
+    );
+    let frames: Vec<MediaEvent> = (1..400).map(frame).collect();
+    let started = std::time::Instant::now();
+    for f in frames {
+        pub_a.push(f).unwrap();
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "publisher slowed"
+    );
+    drop(pub_a);
+    p.hub_a.end(&p.path);
+
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = puller.next_relay_event().await.unwrap() {
+            got.push(e);
+        }
+    })
+    .await
+    .expect("the end within 20 s");
+    let skips = p
+        .server
+        .stats()
+        .skips
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(skips >= 1, "the slow connection skipped");
+    let disc = got
+        .iter()
+        .position(|e| *e == MediaEvent::Discontinuity(DiscontinuityReason::ReaderSkipped))
+        .expect("a skip discontinuity");
+    // Then the newest keyframe with its track set (or, if the window had
+    // none left by then, the end).
+    match &got[disc + 1..] {
+        [MediaEvent::End] => {}
+        [MediaEvent::Tracks(_), MediaEvent::Frame(f), ..] => assert!(f.keyframe),
+        other => panic!("after the skip: {:?}", &other[..other.len().min(2)]),
+    }
+    assert_eq!(got.last(), Some(&MediaEvent::End));
+    // Fewer frames than sent, each at most once, in order.
+    let dts: Vec<i64> = got
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) => Some(f.dts),
+            _ => None,
+        })
+        .collect();
+    assert!(dts.len() < 400);
+    assert!(dts.windows(2).all(|w| w[0] < w[1]));
+}

@@ -420,7 +420,7 @@ async fn serve(
         let start = w.start(resume);
         let (at, resumed) = match &start {
             Start::Resume { from, .. } => (*from, true),
-            Start::Fresh { at, .. } => (*at, false),
+            Start::Fresh { at, .. } | Start::End { at } => (*at, false),
             Start::Wait => (w.next_seq(), false),
         };
         let hello = Hello {
@@ -516,6 +516,7 @@ impl Conn {
                 self.writer.event(None, &MediaEvent::Tracks(tracks))?;
                 self.pos = Pos::At(at);
             }
+            Start::End { at } => self.pos = Pos::At(at),
             Start::Wait => {}
         }
         Ok(())
@@ -574,6 +575,17 @@ impl Conn {
                             )?;
                         }
                         self.writer.event(None, &MediaEvent::Tracks(tracks))?;
+                        self.pos = Pos::At(at);
+                        wrote = true;
+                    }
+                    // Ended with no keyframe left: the end.
+                    Start::End { at } => {
+                        if skipped {
+                            self.writer.event(
+                                None,
+                                &MediaEvent::Discontinuity(DiscontinuityReason::ReaderSkipped),
+                            )?;
+                        }
                         self.pos = Pos::At(at);
                         wrote = true;
                     }

@@ -53,6 +53,12 @@ pub enum Start {
         /// The track set in effect there.
         tracks: Tracks,
     },
+    /// The stream ended with no keyframe left in the window: go to its end
+    /// (event `at`).
+    End {
+        /// Sequence of the end.
+        at: u64,
+    },
     /// The window has no keyframe yet: wait for one.
     Wait,
 }
@@ -82,6 +88,8 @@ pub struct RelayWindow {
     starts: VecDeque<u64>,
     tracks: Option<Tracks>,
     newest: Option<MediaTime>,
+    /// Sequence of [`MediaEvent::End`], once pushed.
+    end: Option<u64>,
 }
 
 impl std::fmt::Debug for RelayWindow {
@@ -107,6 +115,7 @@ impl RelayWindow {
             starts: VecDeque::new(),
             tracks: None,
             newest: None,
+            end: None,
         }
     }
 
@@ -137,6 +146,7 @@ impl RelayWindow {
         let before = self.tracks.clone();
         let mut size = 0;
         match &event {
+            MediaEvent::End => self.end = Some(seq),
             MediaEvent::Tracks(t) => self.tracks = Some(t.clone()),
             MediaEvent::Frame(f) => {
                 size = f.data.len();
@@ -224,7 +234,11 @@ impl RelayWindow {
                 return Start::Fresh { at, tracks };
             }
         }
-        Start::Wait
+        match self.end {
+            // The end is never trimmed: it is the newest event.
+            Some(at) => Start::End { at },
+            None => Start::Wait,
+        }
     }
 
     /// The track set in effect before event `seq`.
@@ -309,6 +323,18 @@ mod tests {
         assert!(matches!(w.get(1), Next::Behind));
         assert!(matches!(w.get(w.next_seq()), Next::Pending));
         assert!(matches!(w.get(w.front_seq()), Next::Event(..)));
+    }
+
+    #[test]
+    fn an_ended_window_without_keyframes_starts_at_its_end() {
+        let mut w = window(100);
+        w.push(MediaEvent::Tracks(av_tracks()));
+        for i in 0..10 {
+            w.push(video(i * 100, i == 0));
+        }
+        assert_eq!(w.start(None), Start::Wait);
+        let end = w.push(MediaEvent::End);
+        assert_eq!(w.start(None), Start::End { at: end });
     }
 
     #[test]
