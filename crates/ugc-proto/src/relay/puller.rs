@@ -36,7 +36,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use ugc_core::{DEFAULT_APP, DiscontinuityReason, MediaEvent, Source, StreamPath};
+use ugc_core::{DEFAULT_APP, DiscontinuityReason, MediaEvent, Source, StreamPath, Tracks};
 
 use super::{ReaderLimits, RelayEvent, RelayReader};
 use crate::error::{Error, Result};
@@ -117,6 +117,8 @@ pub struct RelayPuller {
     resume: Option<(u64, u64)>,
     epoch: u64,
     pending: VecDeque<MediaEvent>,
+    /// The track set delivered last.
+    tracks: Option<Tracks>,
     delivered: bool,
     done: bool,
     failures: u32,
@@ -146,6 +148,7 @@ impl RelayPuller {
             body: None,
             resume: None,
             pending: VecDeque::new(),
+            tracks: None,
             delivered: false,
             done: false,
             failures: 0,
@@ -261,10 +264,21 @@ impl RelayPuller {
                     }
                     self.resume = Some((h.window, self.resume.map_or(h.start, |r| r.1)));
                 }
-                RelayEvent::Context { .. } => {}
+                // A resumed connection's track set is the one delivered
+                // last, unless the connection that announced a new one
+                // broke before its first window event.
+                RelayEvent::Context { tracks, .. } => {
+                    if self.tracks.as_ref() != Some(&tracks) {
+                        self.tracks = Some(tracks.clone());
+                        self.pending.push_back(MediaEvent::Tracks(tracks));
+                    }
+                }
                 RelayEvent::Media { seq, event } => {
                     if let (Some(s), Some(r)) = (seq, self.resume.as_mut()) {
                         r.1 = s.saturating_add(1);
+                    }
+                    if let MediaEvent::Tracks(t) = &event {
+                        self.tracks = Some(t.clone());
                     }
                     self.failures = 0;
                     self.delivered = true;
