@@ -543,3 +543,67 @@ async fn a_puller_that_stops_reading_skips_to_a_keyframe_and_never_slows_the_pub
     assert!(dts.len() < 400);
     assert!(dts.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_delivers_identical_frames_and_a_wrong_token_ends_the_pusher() {
+    use ugc_proto::relay::push::{PushConfig, RelayPusher};
+    let config = HubConfig {
+        max_gops: 1000,
+        max_bytes: 1 << 30,
+        ..HubConfig::default()
+    };
+    let (hub_a, hub_b) = (Hub::new(config.clone()), Hub::new(config));
+    let server_b = RelayServer::new(hub_b.clone(), RelayServerConfig::new(TOKEN));
+    let addr = serve(server_b.router()).await;
+    let path = StreamPath::new("studio", "cam").unwrap();
+    let mut reader_b = hub_b.subscribe(&path);
+    let reader_a = hub_a.subscribe(&path);
+    let mut pub_a = hub_a.publish(&path);
+    let pusher = RelayPusher::new(PushConfig::new(
+        format!("http://{addr}"),
+        path.clone(),
+        TOKEN,
+    ));
+    let task = tokio::spawn(pump(reader_a, Passthrough, pusher));
+
+    pub_a.push(MediaEvent::Tracks(hevc_opus())).unwrap();
+    let mut sent = gops(&hevc_opus(), 0, 1);
+    publish(&mut pub_a, &sent);
+    let mut got = Vec::new();
+    read_frames(&mut reader_b, 1, &mut got).await;
+    let rest = gops(&hevc_opus(), 10, 2);
+    publish(&mut pub_a, &rest);
+    sent.extend(rest);
+    drop(pub_a);
+    hub_a.end(&path);
+    read_to_end(&mut reader_b, &mut got).await;
+    assert_eq!(frames(&got), frames(&sent));
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    // The same push with a wrong token: the receiver answers 401 and the
+    // pusher fails on a following event.
+    let mut wrong = RelayPusher::new(PushConfig::new(
+        format!("http://{addr}"),
+        path.clone(),
+        "nope",
+    ));
+    let events = gops(&hevc_opus(), 0, 50);
+    let e = tokio::time::timeout(Duration::from_secs(10), async {
+        use ugc_core::Sink;
+        wrong.send(MediaEvent::Tracks(hevc_opus())).await.unwrap();
+        for e in events.iter().cycle() {
+            if let Err(e) = wrong.send(e.clone()).await {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        unreachable!()
+    })
+    .await
+    .unwrap();
+    assert!(e.to_string().contains("HTTP 401"), "{e}");
+}

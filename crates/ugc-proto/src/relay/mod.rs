@@ -10,6 +10,8 @@
 //! * `server` (feature `tokio`): `GET /relay/v1/...` over a Hub.
 //! * `puller` (feature `tokio`): a [`ugc_core::Source`] that pulls a relay
 //!   stream over HTTP, reconnecting and resuming.
+//! * `push` (feature `tokio`): a [`ugc_core::Sink`] that `POST`s the same
+//!   framing to a node that takes it into its Hub (`server` answers it).
 //!
 //! # Wire format (version 1)
 //!
@@ -93,6 +95,8 @@ mod writer;
 
 #[cfg(feature = "tokio")]
 pub mod puller;
+#[cfg(feature = "tokio")]
+pub mod push;
 #[cfg(feature = "tokio")]
 pub mod server;
 

@@ -3,6 +3,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /relay/v1/<name>[/<rendition>][?app=<app>][&window=<id>&from=<seq>]`, `Authorization: Bearer <node token>` | `200`, `Content-Type: video/mp4`, one long-lived body: the relay stream of Hub stream `<app>/<name>[/<rendition>]` ([`crate::relay`] wire format) |
+//! | `POST` of the same path with a relay stream as the body (push) | the stream is published into the Hub (each push a new publisher: a reconnect is one discontinuity); `204` after its end, `400` malformed, `409` stale epoch or taken over |
 //! | no or another token | `401` (compared in constant time) |
 //! | a stream the Hub does not have | `404` |
 //! | a malformed name or query | `400` |
@@ -33,13 +34,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use ugc_core::metrics::{Exposition, Kind};
-use ugc_core::{DEFAULT_APP, DiscontinuityReason, Hub, HubReader, MediaEvent, StreamPath};
+use ugc_core::{
+    DEFAULT_APP, DiscontinuityReason, Hub, HubPublisher, HubReader, MediaEvent, Sink, StreamPath,
+};
 
 use super::window::{Next, RelayWindow, Start, WindowConfig};
-use super::{Hello, RelayWriter};
+use super::{Hello, RelayEvent, RelayReader, RelayWriter};
 
 /// Settings of a [`RelayServer`].
 #[derive(Debug, Clone)]
@@ -109,6 +113,8 @@ struct Inner {
     streams: Mutex<HashMap<StreamPath, Arc<Shared>>>,
     stats: RelayStats,
     windows: AtomicU64,
+    /// Highest epoch a pusher stated, per stream.
+    push_epochs: Mutex<HashMap<StreamPath, u64>>,
 }
 
 /// One stream's window and the connections on it.
@@ -156,6 +162,7 @@ impl RelayServer {
                 streams: Mutex::new(HashMap::new()),
                 stats: RelayStats::default(),
                 windows: AtomicU64::new(0),
+                push_epochs: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -192,11 +199,15 @@ impl RelayServer {
             .map_or(0, |s| s.conns.load(Ordering::Relaxed))
     }
 
-    /// The router: `GET /relay/v1/{name}` and `/relay/v1/{name}/{rendition}`.
+    /// The router: `GET` (pull) and `POST` (push) of `/relay/v1/{name}` and
+    /// `/relay/v1/{name}/{rendition}`.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/relay/v1/{name}", get(serve_source))
-            .route("/relay/v1/{name}/{rendition}", get(serve_rendition))
+            .route("/relay/v1/{name}", get(serve_source).post(receive_source))
+            .route(
+                "/relay/v1/{name}/{rendition}",
+                get(serve_rendition).post(receive_rendition),
+            )
             .with_state(self.clone())
     }
 
@@ -379,12 +390,14 @@ fn parse_query(q: Option<&str>) -> Option<Query> {
     Some(out)
 }
 
-async fn serve(
-    server: RelayServer,
-    name: String,
-    rendition: Option<String>,
-    req: Request,
-) -> Response {
+/// Checks the token and parses the stream and query: the answer to send
+/// instead when they are wrong.
+fn check(
+    server: &RelayServer,
+    name: &str,
+    rendition: Option<&str>,
+    req: &Request,
+) -> Result<(StreamPath, Query), Box<Response>> {
     let inner = &server.inner;
     let presented = req
         .headers()
@@ -397,18 +410,38 @@ async fn serve(
         let mut r = status(StatusCode::UNAUTHORIZED, "node token required\n");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+        return Err(Box::new(r));
     }
     let Some(q) = parse_query(req.uri().query()) else {
-        return status(StatusCode::BAD_REQUEST, "bad window or from\n");
+        return Err(Box::new(status(
+            StatusCode::BAD_REQUEST,
+            "bad window or from\n",
+        )));
     };
     let app = q.app.as_deref().unwrap_or(DEFAULT_APP);
-    let path = StreamPath::new(app, &name).and_then(|p| match &rendition {
+    let path = StreamPath::new(app, name).and_then(|p| match rendition {
         Some(r) => p.with_rendition(r),
         None => Ok(p),
     });
-    let Ok(path) = path else {
-        return status(StatusCode::BAD_REQUEST, "bad stream name\n");
+    match path {
+        Ok(path) => Ok((path, q)),
+        Err(_) => Err(Box::new(status(
+            StatusCode::BAD_REQUEST,
+            "bad stream name\n",
+        ))),
+    }
+}
+
+async fn serve(
+    server: RelayServer,
+    name: String,
+    rendition: Option<String>,
+    req: Request,
+) -> Response {
+    let inner = &server.inner;
+    let (path, q) = match check(&server, &name, rendition.as_deref(), &req) {
+        Ok(v) => v,
+        Err(r) => return *r,
     };
     let Some(shared) = inner.attach(&path, q.window) else {
         return status(StatusCode::NOT_FOUND, "no such stream\n");
@@ -456,6 +489,107 @@ async fn serve(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn receive_source(
+    State(server): State<RelayServer>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    receive(server, name, None, req).await
+}
+
+async fn receive_rendition(
+    State(server): State<RelayServer>,
+    Path((name, rendition)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    receive(server, name, Some(rendition), req).await
+}
+
+/// `POST`: a pushed relay stream into the Hub. Each push connection
+/// publishes anew (a reconnect is a Hub takeover: one discontinuity,
+/// continuous timestamps). `204` after the stream's end, `400` for a
+/// malformed stream, `409` for a stale epoch or a publisher taken over.
+async fn receive(
+    server: RelayServer,
+    name: String,
+    rendition: Option<String>,
+    req: Request,
+) -> Response {
+    let (path, _) = match check(&server, &name, rendition.as_deref(), &req) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let inner = &server.inner;
+    inner.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let mut body = req.into_body();
+    let mut reader = RelayReader::default();
+    let mut publisher: Option<HubPublisher> = None;
+    loop {
+        let data = match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            // The pusher went away: detach (the stream waits for it).
+            Some(Err(_)) => return status(StatusCode::BAD_REQUEST, "push interrupted\n"),
+            None => {
+                return match reader.finish() {
+                    Ok(()) => status(StatusCode::NO_CONTENT, ""),
+                    Err(e) => bad_push(&path, &e),
+                };
+            }
+        };
+        reader.handle_input(&data);
+        loop {
+            let ev = match reader.poll_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(e) => return bad_push(&path, &e),
+            };
+            let event = match ev {
+                RelayEvent::Hello(h) => {
+                    let mut epochs = inner.push_epochs.lock().unwrap_or_else(|p| p.into_inner());
+                    let seen = epochs.entry(path.clone()).or_insert(0);
+                    if h.epoch < *seen {
+                        return status(StatusCode::CONFLICT, "stale epoch\n");
+                    }
+                    *seen = h.epoch;
+                    drop(epochs);
+                    publisher = Some(inner.hub.publish(&path));
+                    continue;
+                }
+                RelayEvent::Context { tracks, .. } => MediaEvent::Tracks(tracks),
+                RelayEvent::Media { event, .. } => event,
+            };
+            let Some(p) = publisher.as_mut() else {
+                continue; // the reader yields the hello first
+            };
+            let end = matches!(event, MediaEvent::End);
+            match p.push(event) {
+                Ok(()) => {}
+                Err(ugc_core::Error::Closed) => {
+                    return status(StatusCode::CONFLICT, "publisher taken over\n");
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %path, error = %e, "relay push: media refused");
+                    return status(StatusCode::BAD_REQUEST, "media refused by the hub\n");
+                }
+            }
+            if end {
+                let _ = p.finish().await;
+                return status(StatusCode::NO_CONTENT, "");
+            }
+        }
+    }
+}
+
+fn bad_push(path: &StreamPath, e: &crate::Error) -> Response {
+    tracing::warn!(stream = %path, error = %e, "relay push: malformed");
+    let mut r = Response::new(Body::from(format!("{e}\n")));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
     r
 }
 
