@@ -122,6 +122,42 @@ pub enum Error {
     /// has no id for).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The relay byte stream is malformed (or not a relay stream at all).
+    #[error("relay at byte {offset}: {reason} (bytes: {hex})")]
+    Relay {
+        /// Offset in the connection's byte stream of the offending box.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+        /// A short hex dump from the offending box.
+        hex: String,
+    },
+    /// A relay sender stated a lease epoch lower than one already seen: a
+    /// node that lost its lease still sends (fencing).
+    #[error("relay: stale epoch {got}, already saw {seen}")]
+    StaleEpoch {
+        /// The highest epoch seen.
+        seen: u64,
+        /// The epoch the sender stated.
+        got: u64,
+    },
+    /// An HTTP peer answered with a status that retrying will not change
+    /// (401 wrong node token, 404 unknown stream).
+    #[error("{url}: HTTP {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+        /// The URL asked.
+        url: String,
+    },
+    /// A relay puller gave up reaching its sender.
+    #[error("relay: {url}: {reason}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// The last failure.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`].

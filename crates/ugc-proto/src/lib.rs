@@ -17,6 +17,9 @@
 //!   HTTP/2 and HTTP/1.1 (feature `tls`).
 //! * `dvr`: the DVR routes (range and from-now playlists, archived
 //!   segments, MP4 export with HTTP Range), a layer over the origin.
+//! * [`relay`]: the inter-node relay, a Hub stream as fragmented MP4 over
+//!   one long-lived HTTP response: sans-IO writer, reader and window, and
+//!   (feature `tokio`) the serving route and a resuming puller `Source`.
 //! * `pacing` (feature `tokio`): the paced ingest runtime, one thread whose
 //!   passes over the ingest sockets are a tick apart. (A stream whose
 //!   publisher left ends by itself: `ugc_core::HubConfig::publisher_grace`.)
@@ -35,6 +38,7 @@ pub mod http;
 pub mod origin;
 #[cfg(feature = "tokio")]
 pub mod pacing;
+pub mod relay;
 pub mod rtmp;
 pub mod srt;
 #[cfg(feature = "tls")]

@@ -207,6 +207,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             rewind_s: config.dvr.policy.rewind(),
         },
     );
+    // The relay for other nodes (`GET /relay/v1/...`), only with a node token.
+    let relay = std::env::var("UGC_NODE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(|token| {
+            let config = ugc_proto::relay::server::RelayServerConfig::new(token);
+            ugc_proto::relay::server::RelayServer::new(hub.clone(), config)
+        });
     // `/metrics`: the pipeline's own counters, read when scraped.
     let (http_stats, https_stats) = (
         Arc::new(ugc_proto::http::ServeStats::default()),
@@ -215,7 +223,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = control.metrics_router({
         let (hub, restreams, srt, ladders) = (hub.clone(), restreams, srt_stats, ladders.clone());
         let (http_stats, https_stats) = (http_stats.clone(), https_stats.clone());
-        let (archive, uploader) = (archive.clone(), s3_uploader);
+        let (archive, uploader, relay) = (archive.clone(), s3_uploader, relay.clone());
         move || {
             let now = Instant::now();
             let mut m = Exposition::new();
@@ -233,6 +241,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             if let Some(u) = &uploader {
                 u.write_metrics(&mut m);
             }
+            if let Some(r) = &relay {
+                r.write_metrics(&mut m);
+            }
             m.finish()
         }
     });
@@ -240,6 +251,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .nest("/api/v1", api)
         .merge(metrics)
         .merge(origin);
+    if let Some(relay) = &relay {
+        app = app.merge(relay.router());
+    }
     // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
     match &config.web {
         Some(dir) => {

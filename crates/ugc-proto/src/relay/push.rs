@@ -1,0 +1,348 @@
+//! Pushing a stream to another node: a [`Sink`] that `POST`s the relay
+//! framing to `/relay/v1/<name>[/<rendition>]` (same route, same token as
+//! a pull), for topologies where the sender dials out (a publishing node
+//! feeding its transcoder).
+//!
+//! ```no_run
+//! # async fn f(hub: ugc_core::Hub) -> ugc_proto::Result<()> {
+//! use ugc_core::{Passthrough, StreamPath, pump};
+//! use ugc_proto::relay::push::{PushConfig, RelayPusher};
+//!
+//! let stream = StreamPath::live("demo")?;
+//! let pusher = RelayPusher::new(PushConfig::new("http://10.0.0.6:8080", stream.clone(), "node-token"));
+//! pump(hub.subscribe(&stream), Passthrough, pusher).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Never slows its source: chunks go to a bounded queue in front of the
+//! request; when it is full the pusher drops frames up to the next
+//! keyframe (counted in [`RelayPusher::dropped`]) and marks the gap with a
+//! discontinuity. A failed request is retried on a later event, after a
+//! backoff, as a new push (the receiving Hub sees one discontinuity), which
+//! starts with the current track set at a keyframe. A `4xx` answer (wrong
+//! token, stale epoch, malformed) ends the sink with
+//! [`Error::HttpStatus`]. Push does not resume by sequence; pull does.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use ugc_core::{DiscontinuityReason, MediaEvent, MediaKind, Sink, StreamPath, Tracks};
+
+use super::puller::PullConfig;
+use super::{Hello, RelayWriter};
+use crate::error::{Error, Result};
+
+type PushBody = StreamBody<
+    Pin<Box<dyn Stream<Item = std::result::Result<Frame<Bytes>, std::convert::Infallible>> + Send>>,
+>;
+
+/// Settings of a [`RelayPusher`].
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The receiving node, `http://host:port`.
+    pub base_url: String,
+    /// The stream (the same name on both nodes).
+    pub stream: StreamPath,
+    /// The node token.
+    pub token: String,
+    /// This sender's lease epoch.
+    pub epoch: u64,
+    /// Chunks queued in front of the request (about two per frame).
+    pub queue: usize,
+    /// First retry delay; doubles per failed attempt.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl PushConfig {
+    /// Defaults: epoch 0, 1024 chunks, backoff 100 ms to 5 s.
+    pub fn new(base_url: impl Into<String>, stream: StreamPath, token: impl Into<String>) -> Self {
+        PushConfig {
+            base_url: base_url.into(),
+            stream,
+            token: token.into(),
+            epoch: 0,
+            queue: 1024,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    task: JoinHandle<std::result::Result<u16, String>>,
+    writer: RelayWriter,
+}
+
+/// A relay stream pushed over HTTP, as a [`Sink`]. See the module doc.
+pub struct RelayPusher {
+    config: PushConfig,
+    url: String,
+    client: Client<HttpConnector, PushBody>,
+    conn: Option<Conn>,
+    seq: u64,
+    tracks: Option<Tracks>,
+    /// Frames are dropped until a keyframe (after a full queue or a new
+    /// connection); `true` also when the gap must be announced.
+    skipping: bool,
+    announce_gap: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+    dropped: u64,
+    connects: u64,
+}
+
+impl std::fmt::Debug for RelayPusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayPusher")
+            .field("url", &self.url)
+            .field("connects", &self.connects)
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayPusher {
+    /// A pusher; it connects on the first event.
+    pub fn new(config: PushConfig) -> Self {
+        let url = PullConfig::new(config.base_url.clone(), config.stream.clone(), "").url(None);
+        RelayPusher {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            url,
+            config,
+            conn: None,
+            seq: 0,
+            tracks: None,
+            skipping: true,
+            announce_gap: false,
+            failures: 0,
+            retry_at: None,
+            dropped: 0,
+            connects: 0,
+        }
+    }
+
+    /// Frames dropped (queue full, or waiting for a keyframe after a
+    /// reconnect).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Push requests started.
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
+    fn connect(&mut self) {
+        let (tx, rx) = mpsc::channel::<Bytes>(self.config.queue.max(4));
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+        });
+        let body: PushBody = StreamBody::new(Box::pin(stream));
+        let req = hyper::Request::post(&self.url)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.config.token),
+            )
+            .header(hyper::header::CONTENT_TYPE, "video/mp4")
+            .body(body);
+        let client = self.client.clone();
+        let task = tokio::spawn(async move {
+            let req = req.map_err(|e| e.to_string())?;
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            Ok(resp.status().as_u16())
+        });
+        let mut writer = RelayWriter::new();
+        let window = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // A fresh writer cannot fail its hello.
+        let _ = writer.hello(&Hello {
+            epoch: self.config.epoch,
+            window,
+            start: self.seq,
+            resumed: false,
+        });
+        self.conn = Some(Conn { tx, task, writer });
+        self.connects += 1;
+        self.skipping = true;
+        self.announce_gap = false;
+        if let Some(t) = self.tracks.clone() {
+            let _ = self.write(None, &MediaEvent::Tracks(t));
+        }
+    }
+
+    /// Writes one event to the connection's queue, all or nothing; `false`
+    /// when the queue had no room (or is closed).
+    fn write(&mut self, seq: Option<u64>, event: &MediaEvent) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        if conn.writer.event(seq, event).is_err() {
+            return false;
+        }
+        let chunks: Vec<Bytes> = std::iter::from_fn(|| conn.writer.poll_output()).collect();
+        if conn.tx.capacity() < chunks.len() {
+            return false;
+        }
+        for c in chunks {
+            if conn.tx.try_send(c).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether `event` is a place to start after a gap.
+    fn is_start(&self, event: &MediaEvent) -> bool {
+        let MediaEvent::Frame(f) = event else {
+            return true;
+        };
+        let Some(t) = &self.tracks else {
+            return false;
+        };
+        let has_video = t.video().is_some();
+        f.keyframe && (!has_video || t.get(f.track).is_some_and(|i| i.kind() == MediaKind::Video))
+    }
+
+    /// The connection's request ended: a fatal answer, or retry later.
+    fn check_conn(&mut self) -> Result<()> {
+        let finished = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.task.is_finished() || c.tx.is_closed());
+        if !finished {
+            return Ok(());
+        }
+        if let Some(c) = self.conn.take()
+            && let Some(Ok(Ok(status))) = c.task.now_or_never_status()
+            && (400..500).contains(&status)
+        {
+            return Err(Error::HttpStatus {
+                status,
+                url: self.url.clone(),
+            });
+        }
+        self.failures += 1;
+        let shift = (self.failures - 1).min(16);
+        let delay = self
+            .config
+            .backoff_min
+            .saturating_mul(1 << shift)
+            .min(self.config.backoff_max);
+        self.retry_at = Some(Instant::now() + delay);
+        Ok(())
+    }
+}
+
+/// The result of a finished task without waiting.
+trait NowOrNever {
+    fn now_or_never_status(
+        self,
+    ) -> Option<std::result::Result<std::result::Result<u16, String>, ()>>;
+}
+
+impl NowOrNever for JoinHandle<std::result::Result<u16, String>> {
+    fn now_or_never_status(
+        self,
+    ) -> Option<std::result::Result<std::result::Result<u16, String>, ()>> {
+        use futures_util::FutureExt;
+        self.now_or_never().map(|r| r.map_err(|_| ()))
+    }
+}
+
+impl RelayPusher {
+    async fn push(&mut self, event: MediaEvent) -> Result<()> {
+        self.check_conn()?;
+        let seq = self.seq;
+        if self.conn.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                self.seq += 1;
+                if let MediaEvent::Tracks(t) = &event {
+                    self.tracks = Some(t.clone());
+                } else if matches!(event, MediaEvent::Frame(_)) {
+                    self.dropped += 1;
+                }
+                return Ok(());
+            }
+            // Starts at this event, with the track set so far (not the one
+            // this event sets).
+            self.connect();
+        }
+        self.seq += 1;
+        if let MediaEvent::Tracks(t) = &event {
+            self.tracks = Some(t.clone());
+        }
+        if self.skipping {
+            if !self.is_start(&event) {
+                self.dropped += 1;
+                return Ok(());
+            }
+            if self.announce_gap {
+                let gap = MediaEvent::Discontinuity(DiscontinuityReason::ReaderSkipped);
+                if !self.write(None, &gap) {
+                    self.dropped += 1;
+                    return Ok(());
+                }
+            }
+            self.skipping = false;
+            self.announce_gap = false;
+        }
+        if !self.write(Some(seq), &event) {
+            if matches!(event, MediaEvent::Frame(_)) {
+                self.dropped += 1;
+            }
+            self.skipping = true;
+            self.announce_gap = true;
+        } else if matches!(event, MediaEvent::Frame(_)) {
+            self.failures = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for RelayPusher {
+    async fn send(&mut self, event: MediaEvent) -> ugc_core::Result<()> {
+        self.push(event).await.map_err(|e| ugc_core::Error::Stage {
+            stage: format!("relay push {}", self.url),
+            source: Box::new(e),
+        })
+    }
+
+    /// Closes the request body and waits for the receiver's answer.
+    async fn finish(&mut self) -> ugc_core::Result<()> {
+        let Some(Conn { tx, task, .. }) = self.conn.take() else {
+            return Ok(());
+        };
+        drop(tx);
+        let answer = tokio::time::timeout(Duration::from_secs(10), task).await;
+        match answer {
+            Ok(Ok(Ok(status))) if (200..300).contains(&status) => Ok(()),
+            Ok(Ok(Ok(status))) => Err(ugc_core::Error::Stage {
+                stage: format!("relay push {}", self.url),
+                source: Box::new(Error::HttpStatus {
+                    status,
+                    url: self.url.clone(),
+                }),
+            }),
+            _ => Err(ugc_core::Error::Stage {
+                stage: format!("relay push {}", self.url),
+                source: Box::new(Error::Unreachable {
+                    url: self.url.clone(),
+                    reason: "no answer to the push".into(),
+                }),
+            }),
+        }
+    }
+}
