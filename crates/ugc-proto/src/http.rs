@@ -551,13 +551,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl<S> Guarded<S> {
+    /// What a write of the inner stream answered, with the deadlines
+    /// applied: a blocked write may expire, one that took bytes is progress.
+    fn wrote(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &[u8],
+        r: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        let n = match Pin::new(&mut self.inner).poll_write(cx, buf) {
+        let n = match r {
             Poll::Pending => {
                 self.check(cx)?;
                 return Poll::Pending;
@@ -569,23 +571,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         }
         Poll::Ready(Ok(n))
     }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(cx, r)
+    }
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let n = match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => {
-                self.check(cx)?;
-                return Poll::Pending;
-            }
-            Poll::Ready(r) => r?,
-        };
-        if n > 0 && self.started {
-            self.progressed();
-        }
-        Poll::Ready(Ok(n))
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
