@@ -10,7 +10,7 @@ for bin in "$1" "$2"; do
   UGC_ADMIN_TOKEN=bench-token-0123456789abcdef0123456789 "$bin" --data "$d" \
     --rtmp 127.0.0.1:19350 --http 127.0.0.1:18080 --srt 127.0.0.1:19000 >"$d/log" 2>&1 &
   pid=$!
-  for _ in $(seq 50); do nc -z 127.0.0.1 19350 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 50); do (: <>/dev/tcp/127.0.0.1/19350) 2>/dev/null && break; sleep 0.1; done
   idle=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
   python3 "$here/rtmp-preauth-rss.py" 127.0.0.1 19350 "$N" >"$d/probe" &
   probe=$!
