@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CACHE ?= $(HOME)/.cache/ugc
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 FUZZ_SECONDS ?= 15
-FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid dvr_request dvr_export relay_reader
+FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid srt_listener origin_query dvr_request dvr_export relay_reader
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 

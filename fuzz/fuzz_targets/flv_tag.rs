@@ -2,6 +2,9 @@
 //! sequences must never panic, and every emitted frame must belong to an
 //! announced track.
 //!
+//! Amplification (issue #17): the frames' payload bytes stay within the
+//! input bytes plus a constant.
+//!
 //! Input: a sequence of records `[flags][ts_delta][len][body; len]`; flags bit 0
 //! picks audio/video, bit 1 finishes the session, bit 2 sets metadata hints.
 #![no_main]
@@ -21,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let mut announced: Option<ugc_core::Tracks> = None;
     let mut ts: i64 = 0;
     let mut pos = 0usize;
+    let mut payload = 0usize;
     while pos + 3 <= data.len() {
         let flags = data[pos];
         ts += i64::from(data[pos + 1] as i8) * 16;
@@ -52,6 +56,12 @@ fuzz_target!(|data: &[u8]| {
                     let tracks = announced.as_ref().expect("frame before Tracks");
                     assert!(tracks.get(f.track).is_some(), "frame of unannounced track");
                     assert!(!f.data.is_empty());
+                    payload += f.data.len();
+                    assert!(
+                        payload <= 2 * data.len() + 4096,
+                        "{payload} frame bytes from {} input bytes",
+                        data.len()
+                    );
                 }
                 _ => {}
             }

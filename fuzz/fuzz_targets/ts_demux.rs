@@ -4,6 +4,10 @@
 //! the same bytes whole must give the same events when the input is a clean
 //! packet stream.
 //!
+//! Amplification (issue #17): the frames' payload bytes stay within twice
+//! the input plus a constant (Annex B start codes become 4-byte lengths),
+//! and there is at most one event per four input bytes.
+//!
 //! Input: `[split seed][TS bytes...]`.
 #![no_main]
 
@@ -11,7 +15,19 @@ use libfuzzer_sys::fuzz_target;
 use ugc_codec::ts_demux::TsDemuxer;
 use ugc_core::{Codec, MediaEvent};
 
-fn check(events: &[MediaEvent]) {
+fn check(events: &[MediaEvent], input_len: usize) {
+    assert!(events.len() <= input_len / 4 + 16, "{} events from {input_len} bytes", events.len());
+    let payload: usize = events
+        .iter()
+        .map(|e| match e {
+            MediaEvent::Frame(f) => f.data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        payload <= 2 * input_len + 4096,
+        "{payload} frame bytes from {input_len} input bytes"
+    );
     let mut tracks: Option<ugc_core::Tracks> = None;
     for e in events {
         match e {
@@ -48,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     while let Some(e) = d.poll_event() {
         events.push(e);
     }
-    check(&events);
+    check(&events, ts.len());
 
     // A clean packet stream (every packet starts with 0x47) demuxes the same
     // whatever the split.

@@ -150,7 +150,13 @@ impl fmt::Debug for MediaTime {
 
 /// Widens a wrapping 32-bit wire clock (RTMP timestamps, MPEG-TS 33-bit PTS
 /// reduced to 32 bits) into a monotonic-ish `i64` by tracking wraps: each new
-/// value is taken as the candidate closest to the previous one.
+/// value is taken as the candidate closest to the previous one, so one step
+/// moves by at most 2^31 either way.
+///
+/// The wire values come from the peer, so the arithmetic saturates at the
+/// `i64` range instead of overflowing: a peer would need about 2^32
+/// maximal steps in one direction to get there, and from then on the output
+/// stays pinned at the bound (it no longer matches the wire modulo 2^32).
 #[derive(Debug, Clone, Default)]
 pub struct Unwrapper32 {
     last: Option<i64>,
@@ -162,25 +168,25 @@ impl Unwrapper32 {
         Self::default()
     }
 
+    /// An unwrapper that continues from `last`, as if its previous
+    /// [`unwrap`](Self::unwrap) had returned it (to resume a clock, or to
+    /// test behaviour near the `i64` bounds).
+    pub fn continuing_from(last: i64) -> Self {
+        Unwrapper32 { last: Some(last) }
+    }
+
     /// The widened value of `wire`.
     pub fn unwrap(&mut self, wire: u32) -> i64 {
         let v = match self.last {
             None => i64::from(wire),
             Some(last) => {
-                // Base of the 2^32 window that holds `last`.
-                let base = last - last.rem_euclid(1 << 32);
-                let candidates = [base - (1 << 32), base, base + (1 << 32)];
-                let mut best = base + i64::from(wire);
-                let mut best_d = i64::MAX;
-                for c in candidates {
-                    let cand = c + i64::from(wire);
-                    let d = (cand - last).abs();
-                    if d < best_d {
-                        best_d = d;
-                        best = cand;
-                    }
-                }
-                best
+                // The low 32 bits of `last` (two's complement, so this is
+                // `last mod 2^32` for negative values too).
+                let low = last as u32;
+                // The shorter way round the 2^32 circle from `low` to
+                // `wire`, in -2^31..2^31 (an exact half turn goes back).
+                let step = i64::from(wire.wrapping_sub(low) as i32);
+                last.saturating_add(step)
             }
         };
         self.last = Some(v);
@@ -264,7 +270,67 @@ mod tests {
         assert_eq!(Rational::new(30, 0).to_decimal_3(), None);
     }
 
+    #[test]
+    fn unwrap_saturates_at_the_i64_bounds() {
+        // Near i64::MIN the old window arithmetic (`base - 2^32`) overflowed.
+        let mut u = Unwrapper32::continuing_from(i64::MIN + 5);
+        assert_eq!(u.unwrap(5u32.wrapping_add(1 << 31)), i64::MIN);
+        assert_eq!(u.unwrap(0), i64::MIN);
+        let mut u = Unwrapper32::continuing_from(i64::MAX - 5);
+        assert_eq!(
+            u.unwrap(((i64::MAX - 5) as u32).wrapping_add(0x7fff_ffff)),
+            i64::MAX
+        );
+        assert_eq!(u.unwrap(u32::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn unwrap_half_turn_goes_back() {
+        let mut u = Unwrapper32::continuing_from(1 << 40);
+        assert_eq!(u.unwrap(1 << 31), (1i64 << 40) - (1 << 31));
+    }
+
     proptest! {
+        /// Arbitrary wire values from an arbitrary starting point (the peer
+        /// controls both): never panics (overflow checks are on in tests),
+        /// every step is the shortest way round the 32-bit circle, and until
+        /// it saturates the output matches the wire modulo 2^32.
+        #[test]
+        fn unwrap_arbitrary_sequences_are_sane(
+            start in prop_oneof![any::<i64>(), Just(i64::MIN), Just(i64::MAX), Just(0i64)],
+            wires in proptest::collection::vec(any::<u32>(), 0..64),
+        ) {
+            let mut u = Unwrapper32::continuing_from(start);
+            let mut prev = start;
+            for w in wires {
+                let v = u.unwrap(w);
+                let step = i128::from(v) - i128::from(prev);
+                prop_assert!((-(1i128 << 31)..(1i128 << 31)).contains(&step), "{prev} -> {v}");
+                if v != i64::MIN && v != i64::MAX {
+                    prop_assert_eq!(v as u32, w);
+                }
+                prev = v;
+            }
+        }
+
+        /// From a fresh start, steps forward only (as a well-behaved peer
+        /// sends): the output is monotonic.
+        #[test]
+        fn unwrap_forward_steps_are_monotonic(
+            first in any::<u32>(),
+            steps in proptest::collection::vec(0u32..(1 << 31), 0..64),
+        ) {
+            let mut u = Unwrapper32::new();
+            let mut wire = first;
+            let mut prev = u.unwrap(wire);
+            for s in steps {
+                wire = wire.wrapping_add(s);
+                let v = u.unwrap(wire);
+                prop_assert!(v >= prev);
+                prev = v;
+            }
+        }
+
         #[test]
         fn rescale_round_trip_is_exact_when_target_is_finer(t in -1_000_000_000i64..1_000_000_000) {
             let ms = Timescale::MILLIS;

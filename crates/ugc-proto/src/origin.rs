@@ -219,8 +219,9 @@ pub fn router_with_config<A: Authorizer>(
         }))
 }
 
-/// The value of `token` in a raw query string.
-pub(crate) fn token_param(query: Option<&str>) -> Option<String> {
+/// The value of the first `token` parameter in a raw query string (not
+/// percent-decoded; see [`token_is_url_safe`] before echoing it).
+pub fn token_param(query: Option<&str>) -> Option<String> {
     query?
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
@@ -229,7 +230,7 @@ pub(crate) fn token_param(query: Option<&str>) -> Option<String> {
 
 /// Whether `token` may be copied into playlist URIs as is (tokens are
 /// base64url plus separators; anything else is not echoed).
-pub(crate) fn token_is_url_safe(token: &str) -> bool {
+pub fn token_is_url_safe(token: &str) -> bool {
     token.len() <= 1024
         && token
             .bytes()
@@ -380,24 +381,29 @@ fn error(status: StatusCode) -> Response {
     res
 }
 
-/// A file below `/live/<s>/`.
+/// A file below `/live/<s>/`, as named in a viewer's request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LiveFile {
+pub enum LiveFile {
+    /// `index.m3u8`.
     Multivariant,
+    /// `mono.m3u8` (fMP4) or `mono-ts.m3u8` (MPEG-TS).
     MediaPlaylist(Variant),
+    /// An init section, segment or part ([`MediaFile`]'s names).
     Media(MediaFile),
 }
 
 /// Why a file name was not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileNameError {
+pub enum FileNameError {
     /// Not a file name we know.
     Unknown,
     /// A known pattern with a malformed number.
     BadNumber,
 }
 
-fn parse_file(file: &str) -> Result<LiveFile, FileNameError> {
+/// Parses the last path component of a request below `/live/<s>/` (from
+/// any viewer): `Unknown` answers 404, `BadNumber` 400.
+pub fn parse_live_file(file: &str) -> Result<LiveFile, FileNameError> {
     match file {
         "index.m3u8" => return Ok(LiveFile::Multivariant),
         "mono.m3u8" => return Ok(LiveFile::MediaPlaylist(Variant::Fmp4)),
@@ -414,40 +420,48 @@ fn parse_file(file: &str) -> Result<LiveFile, FileNameError> {
 
 /// The LL-HLS delivery directives of a playlist request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Directives {
-    msn: Option<u64>,
-    part: Option<u32>,
-    skip: bool,
+pub struct Directives {
+    /// `_HLS_msn`: block until this media sequence number is available.
+    pub msn: Option<u64>,
+    /// `_HLS_part`: and this part of it (only with `msn`).
+    pub part: Option<u32>,
+    /// `_HLS_skip=YES|v2`: a delta update.
+    pub skip: bool,
 }
 
-/// Parses `_HLS_msn`, `_HLS_part` and `_HLS_skip`; `Err` is a bad request
-/// (not a decimal number, out of range, `_HLS_part` without `_HLS_msn`,
-/// repeated, unknown `_HLS_skip` value).
-fn parse_directives(query: Option<&str>) -> Result<Directives, ()> {
+/// Malformed LL-HLS directives: the request is answered 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadDirectives;
+
+/// Parses `_HLS_msn`, `_HLS_part` and `_HLS_skip` from a raw query string
+/// (from any viewer); `Err` is a bad request (not a decimal number, out of
+/// range, `_HLS_part` without `_HLS_msn`, repeated, unknown `_HLS_skip`
+/// value). Other parameters are ignored.
+pub fn parse_directives(query: Option<&str>) -> Result<Directives, BadDirectives> {
     let mut d = Directives::default();
-    let number = |v: &str| -> Result<u64, ()> {
+    let number = |v: &str| -> Result<u64, BadDirectives> {
         if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(());
+            return Err(BadDirectives);
         }
-        v.parse().map_err(|_| ())
+        v.parse().map_err(|_| BadDirectives)
     };
     for kv in query.unwrap_or("").split('&') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         match k {
             "_HLS_msn" if d.msn.is_none() => d.msn = Some(number(v)?),
             "_HLS_part" if d.part.is_none() => {
-                d.part = Some(u32::try_from(number(v)?).map_err(|_| ())?)
+                d.part = Some(u32::try_from(number(v)?).map_err(|_| BadDirectives)?)
             }
             "_HLS_skip" if !d.skip => match v {
                 "YES" | "v2" => d.skip = true,
-                _ => return Err(()),
+                _ => return Err(BadDirectives),
             },
-            "_HLS_msn" | "_HLS_part" | "_HLS_skip" => return Err(()),
+            "_HLS_msn" | "_HLS_part" | "_HLS_skip" => return Err(BadDirectives),
             _ => {}
         }
     }
     if d.part.is_some() && d.msn.is_none() {
-        return Err(());
+        return Err(BadDirectives);
     }
     Ok(d)
 }
@@ -490,7 +504,7 @@ async fn live_request<A: Authorizer>(
     req: Request,
 ) -> Response {
     let name = path.source();
-    let file = match parse_file(&file) {
+    let file = match parse_live_file(&file) {
         Ok(f) => f,
         Err(FileNameError::BadNumber) => return error(StatusCode::BAD_REQUEST),
         Err(FileNameError::Unknown) => return error(StatusCode::NOT_FOUND),
@@ -847,16 +861,16 @@ mod tests {
             "_HLS_skip=NO",
             "_HLS_msn=1.5",
         ] {
-            assert_eq!(d(bad), Err(()), "{bad}");
+            assert_eq!(d(bad), Err(BadDirectives), "{bad}");
         }
     }
 
     #[test]
     fn file_names() {
         use MediaFile::*;
-        assert_eq!(parse_file("index.m3u8"), Ok(LiveFile::Multivariant));
+        assert_eq!(parse_live_file("index.m3u8"), Ok(LiveFile::Multivariant));
         let ok = |name: &str, want: MediaFile| {
-            assert_eq!(parse_file(name), Ok(LiveFile::Media(want)), "{name}");
+            assert_eq!(parse_live_file(name), Ok(LiveFile::Media(want)), "{name}");
             assert_eq!(want.to_string(), name);
         };
         ok("seg-5-17.m4s", Segment(Variant::Fmp4, 5, 17));
@@ -879,10 +893,10 @@ mod tests {
             "part-7.3.m4s",
             "init-3.mp4",
         ] {
-            assert_eq!(parse_file(bad), Err(FileNameError::BadNumber), "{bad}");
+            assert_eq!(parse_live_file(bad), Err(FileNameError::BadNumber), "{bad}");
         }
         assert_eq!(
-            parse_file(&format!("seg-1-{}.m4s", "9".repeat(5000))),
+            parse_live_file(&format!("seg-1-{}.m4s", "9".repeat(5000))),
             Err(FileNameError::BadNumber)
         );
         for unknown in [
@@ -893,7 +907,7 @@ mod tests {
             "seg-1-1.mp4",
         ] {
             assert_eq!(
-                parse_file(unknown),
+                parse_live_file(unknown),
                 Err(FileNameError::Unknown),
                 "{unknown}"
             );

@@ -8,8 +8,11 @@
 //! the AVM+ switch are rejected with [`Error::Amf0`].
 //!
 //! Decoding never panics and never allocates more than the input can back:
-//! lengths are checked against the remaining bytes before any allocation and
-//! nesting is bounded by [`MAX_DEPTH`].
+//! lengths are checked against the remaining bytes before any allocation,
+//! nesting is bounded by [`MAX_DEPTH`], and the decoded values' heap size
+//! is bounded by a budget linear in the input ([`decoded_budget`]). Without
+//! the budget a strict array of one-byte nulls became a vector of 32-byte
+//! values: a 16 MiB RTMP message decoded to 512 MiB.
 
 use bytes::{BufMut, BytesMut};
 
@@ -17,6 +20,52 @@ use crate::error::{Error, Result, short_hex};
 
 /// Deepest nesting of objects and arrays accepted by [`decode`].
 pub const MAX_DEPTH: usize = 32;
+
+/// Decoded bytes allowed per input byte by [`decoded_budget`]. Arrays of
+/// numbers (9 bytes on the wire, 32 decoded: onMetaData keyframe tables) fit;
+/// long runs of nulls, booleans or empty strings do not.
+pub const DECODED_BYTES_PER_INPUT_BYTE: usize = 4;
+
+/// Decoded bytes allowed on top of the per-byte share (small commands such
+/// as `connect` or `play` decode to a few hundred bytes).
+pub const DECODED_BYTES_ALLOWANCE: usize = 64 * 1024;
+
+/// The heap size the values decoded from `input_len` bytes may take, as
+/// counted by [`decoded_size`]: [`DECODED_BYTES_PER_INPUT_BYTE`] per byte
+/// plus [`DECODED_BYTES_ALLOWANCE`]. [`decode`] and [`Decoder::new`] stop
+/// with [`Error::Amf0`] rather than exceed it.
+pub fn decoded_budget(input_len: usize) -> usize {
+    input_len
+        .saturating_mul(DECODED_BYTES_PER_INPUT_BYTE)
+        .saturating_add(DECODED_BYTES_ALLOWANCE)
+}
+
+/// The heap size of `values` as the decoder counts it against its budget:
+/// the slots of every vector (by capacity) and the bytes of every string
+/// (by capacity), recursively.
+pub fn decoded_size(values: &[Amf0Value]) -> usize {
+    fn props(p: &Vec<(String, Amf0Value)>) -> usize {
+        p.capacity() * std::mem::size_of::<(String, Amf0Value)>()
+            + p.iter()
+                .map(|(k, v)| k.capacity() + value(v))
+                .sum::<usize>()
+    }
+    fn value(v: &Amf0Value) -> usize {
+        match v {
+            Amf0Value::String(s) | Amf0Value::LongString(s) => s.capacity(),
+            Amf0Value::Object(p) | Amf0Value::EcmaArray(p) => props(p),
+            Amf0Value::StrictArray(v) => {
+                v.capacity() * std::mem::size_of::<Amf0Value>() + v.iter().map(value).sum::<usize>()
+            }
+            Amf0Value::Number(_)
+            | Amf0Value::Boolean(_)
+            | Amf0Value::Null
+            | Amf0Value::Undefined
+            | Amf0Value::Date { .. } => 0,
+        }
+    }
+    std::mem::size_of_val(values) + values.iter().map(value).sum::<usize>()
+}
 
 const NUMBER: u8 = 0x00;
 const BOOLEAN: u8 = 0x01;
@@ -107,12 +156,48 @@ impl Amf0Value {
 pub struct Decoder<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Decoded bytes still allowed (see [`decoded_size`]).
+    budget: usize,
 }
 
 impl<'a> Decoder<'a> {
-    /// A decoder over `data`.
+    /// A decoder over `data` with the budget [`decoded_budget`] of its
+    /// length.
     pub fn new(data: &'a [u8]) -> Self {
-        Decoder { data, pos: 0 }
+        Decoder::with_budget(data, decoded_budget(data.len()))
+    }
+
+    /// A decoder over `data` whose values may take at most `budget` bytes
+    /// of heap (counted as [`decoded_size`] counts them, for all values it
+    /// returns together).
+    pub fn with_budget(data: &'a [u8], budget: usize) -> Self {
+        Decoder {
+            data,
+            pos: 0,
+            budget,
+        }
+    }
+
+    /// Decoded bytes still allowed.
+    pub fn budget_left(&self) -> usize {
+        self.budget
+    }
+
+    /// Counts `bytes` of decoded heap against the budget.
+    fn charge(&mut self, at: usize, bytes: usize) -> Result<()> {
+        match self.budget.checked_sub(bytes) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => Err(self.err(
+                at,
+                format!(
+                    "decoded size over budget ({bytes} more bytes, {} left)",
+                    self.budget
+                ),
+            )),
+        }
     }
 
     /// Bytes consumed so far.
@@ -180,11 +265,15 @@ impl<'a> Decoder<'a> {
     }
 
     fn utf8(&mut self, n: usize, what: &str) -> Result<String> {
+        let at = self.pos;
         let b = self.take(n, what)?;
-        Ok(match std::str::from_utf8(b) {
+        let s = match std::str::from_utf8(b) {
             Ok(s) => s.to_owned(),
+            // Replacement characters can make this up to 3x the input.
             Err(_) => String::from_utf8_lossy(b).into_owned(),
-        })
+        };
+        self.charge(at, s.capacity())?;
+        Ok(s)
     }
 
     fn short_string(&mut self) -> Result<String> {
@@ -223,6 +312,7 @@ impl<'a> Decoder<'a> {
                         format!("strict array of {count} elements but only {left} bytes left"),
                     ));
                 }
+                self.charge(at, count.saturating_mul(std::mem::size_of::<Amf0Value>()))?;
                 let mut v = Vec::with_capacity(count);
                 for _ in 0..count {
                     v.push(self.value(depth + 1)?);
@@ -260,19 +350,28 @@ impl<'a> Decoder<'a> {
                 return Ok(props);
             }
             let v = self.value(depth + 1)?;
+            let cap = props.capacity();
             props.push((key, v));
+            let grown = props.capacity() - cap;
+            self.charge(at, grown * std::mem::size_of::<(String, Amf0Value)>())?;
         }
     }
 }
 
-/// Decodes every value in `data`.
+/// Decodes every value in `data`, within [`decoded_budget`] of its length.
 pub fn decode(data: &[u8]) -> Result<Vec<Amf0Value>> {
     let mut d = Decoder::new(data);
     let mut out = Vec::new();
-    while let Some(v) = d.next_value()? {
+    loop {
+        let at = d.position();
+        let Some(v) = d.next_value()? else {
+            return Ok(out);
+        };
+        let cap = out.capacity();
         out.push(v);
+        let grown = out.capacity() - cap;
+        d.charge(at, grown * std::mem::size_of::<Amf0Value>())?;
     }
-    Ok(out)
 }
 
 /// Appends the encoding of `value` to `out`. Strings longer than 65 535 bytes
@@ -396,7 +495,9 @@ mod tests {
 
         #[test]
         fn decode_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode(&data);
+            if let Ok(v) = decode(&data) {
+                prop_assert!(decoded_size(&v) <= decoded_budget(data.len()));
+            }
         }
     }
 
@@ -446,6 +547,54 @@ mod tests {
             data.extend_from_slice(&[OBJECT, 0, 1, b'a']);
         }
         assert!(decode(&data).is_err());
+    }
+
+    /// The amplification reported in issue #17: a strict array of one-byte
+    /// nulls decoded to 32 bytes per input byte.
+    #[test]
+    fn strict_array_of_nulls_is_over_budget() {
+        let n = 1 << 20;
+        let mut data = vec![STRICT_ARRAY];
+        data.extend_from_slice(&(n as u32).to_be_bytes());
+        data.resize(5 + n, NULL);
+        let err = decode(&data).unwrap_err();
+        assert!(err.to_string().contains("over budget"), "{err}");
+        // Small arrays of nulls are fine.
+        assert_eq!(
+            decode(&[STRICT_ARRAY, 0, 0, 0, 3, NULL, NULL, NULL]).unwrap(),
+            vec![Amf0Value::StrictArray(vec![Amf0Value::Null; 3])]
+        );
+    }
+
+    #[test]
+    fn properties_of_booleans_are_over_budget() {
+        // Empty keys with one-byte booleans: 4 input bytes, 56 decoded.
+        let mut data = vec![OBJECT];
+        for _ in 0..100_000 {
+            data.extend_from_slice(&[0, 0, BOOLEAN, 1]);
+        }
+        data.extend_from_slice(&[0, 0, OBJECT_END]);
+        let err = decode(&data).unwrap_err();
+        assert!(err.to_string().contains("over budget"), "{err}");
+    }
+
+    #[test]
+    fn metadata_keyframe_tables_fit_the_budget() {
+        // onMetaData with 100 000 keyframe times: numbers decode to 32 of
+        // their 9 bytes, under the budget.
+        let times = Amf0Value::StrictArray(
+            (0..100_000)
+                .map(|i| Amf0Value::Number(f64::from(i)))
+                .collect(),
+        );
+        let meta = Amf0Value::EcmaArray(vec![(
+            "keyframes".into(),
+            Amf0Value::Object(vec![("times".into(), times)]),
+        )]);
+        let mut buf = BytesMut::new();
+        encode_all(&[Amf0Value::String("onMetaData".into()), meta], &mut buf);
+        let v = decode(&buf).unwrap();
+        assert!(decoded_size(&v) <= decoded_budget(buf.len()));
     }
 
     #[test]

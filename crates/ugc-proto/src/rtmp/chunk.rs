@@ -846,6 +846,38 @@ mod tests {
             }
         }
 
+        /// Timestamps are the peer's to choose (absolute or as deltas,
+        /// with or without the extended field): whatever the sequence, the
+        /// decoder never panics, each message's timestamp is its wire value
+        /// widened (equal modulo 2^32), and consecutive messages of a chunk
+        /// stream are at most 2^31 ms apart.
+        #[test]
+        fn arbitrary_wire_timestamps_widen_sanely(
+            wires in prop::collection::vec(
+                prop_oneof![any::<u32>(), Just(0u32), Just(0x00ff_ffff), Just(0x0100_0000), Just(u32::MAX)],
+                1..40,
+            ),
+            csids in prop::collection::vec(3u32..6, 40),
+        ) {
+            let mut enc = ChunkEncoder::new();
+            let mut out = BytesMut::new();
+            for (i, w) in wires.iter().enumerate() {
+                enc.write(csids[i], *w, 8, 1, b"x", &mut out);
+            }
+            let msgs = decode_split(&out, &[]).unwrap();
+            prop_assert_eq!(msgs.len(), wires.len());
+            let mut last: Vec<(u32, i64)> = Vec::new();
+            for (m, w) in msgs.iter().zip(&wires) {
+                prop_assert_eq!(m.timestamp as u32, *w);
+                if let Some((_, prev)) = last.iter().find(|(c, _)| *c == m.csid) {
+                    let step = i128::from(m.timestamp) - i128::from(*prev);
+                    prop_assert!(step.abs() <= 1i128 << 31, "{prev} -> {}", m.timestamp);
+                }
+                last.retain(|(c, _)| *c != m.csid);
+                last.push((m.csid, m.timestamp));
+            }
+        }
+
         #[test]
         fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..512), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
             let _ = decode_split(&data, &cuts);
