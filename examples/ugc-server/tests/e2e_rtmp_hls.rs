@@ -26,20 +26,6 @@ fn segments(server: &Server, stream: &str) -> Vec<PlaylistSegment> {
         .unwrap_or_default()
 }
 
-/// Downloads init + segment of Hub stream `stream` (`live/<name>`) into one file, ready for ffprobe.
-fn fetch_fmp4(server: &Server, stream: &str, seg: &PlaylistSegment, dir: &Path) -> PathBuf {
-    let map = seg.map.as_deref().expect("EXT-X-MAP before segment");
-    let init = server.get(&format!("/{stream}/{map}"));
-    assert_eq!(init.status, 200, "init {map}");
-    let media = server.get(&format!("/{stream}/{}", seg.uri));
-    assert_eq!(media.status, 200, "segment {}", seg.uri);
-    let path = dir.join(format!("{}-{}.mp4", stream.replace('/', "_"), seg.msn));
-    let mut f = std::fs::File::create(&path).unwrap();
-    f.write_all(&init.body).unwrap();
-    f.write_all(&media.body).unwrap();
-    path
-}
-
 /// Checks one served segment: decodes cleanly, starts with a keyframe, audio
 /// and video start within 100 ms of each other.
 fn check_segment(path: &Path, expect_width: u32) {
@@ -126,7 +112,7 @@ fn ffmpeg_1080p_publish_plays_over_hls() {
             seg.msn,
             seg.duration
         );
-        let path = fetch_fmp4(&server, "live/e2e", seg, work.path());
+        let path = fetch_fmp4_segment(&server, "live/e2e", seg, work.path());
         check_segment(&path, 1920);
     }
 
@@ -251,7 +237,7 @@ fn two_publishers_stay_independent() {
     assert!(both.is_some(), "both streams segment");
     for (stream, width) in [("live/alpha", 640), ("live/beta", 320)] {
         let segs = segments(&server, stream);
-        let path = fetch_fmp4(&server, stream, segs.last().unwrap(), work.path());
+        let path = fetch_fmp4_segment(&server, stream, segs.last().unwrap(), work.path());
         check_segment(&path, width);
     }
     // Stopping one publisher does not stop the other.
@@ -301,7 +287,7 @@ fn publisher_reconnecting_mid_gop_continues_with_a_discontinuity() {
     let mut msns = HashSet::new();
     for seg in &segs {
         assert!(msns.insert(seg.msn));
-        let path = fetch_fmp4(&server, "live/re", seg, work.path());
+        let path = fetch_fmp4_segment(&server, "live/re", seg, work.path());
         check_segment(&path, 1920);
     }
 }
@@ -569,7 +555,7 @@ fn enhanced_rtmp_hevc_from_ffmpeg9_plays_over_hls() {
     let master = server.get("/live/hevcnotiming/index.m3u8").text();
     assert!(master.contains(",FRAME-RATE=25.000\n"), "{master}");
     for seg in segments(&server, "live/hevc").iter().take(2) {
-        let path = fetch_fmp4(&server, "live/hevc", seg, work.path());
+        let path = fetch_fmp4_segment(&server, "live/hevc", seg, work.path());
         check_segment(&path, 640);
     }
 }
