@@ -20,6 +20,7 @@ FANOUT=${FANOUT:-1000}
 FANOUT_S=${FANOUT_S:-15}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
+FANOUT_BIN=$TARGET/release/ll_fanout
 NGINX_MOD=/usr/lib/nginx/modules/ngx_rtmp_module.so
 WORK=$(mktemp -d /tmp/ugc-llbench.XXXXXX)
 chmod 755 "$WORK"
@@ -36,6 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$UGC_BIN" ] || { echo "build first: cargo build --release -p ugc-server" >&2; exit 1; }
+cargo build --release --locked -q -p ugc-benches --bin ll_fanout
 for c in ffmpeg nginx node python3; do command -v $c >/dev/null || { echo "missing $c (scripts/install-deps.sh bench browser)" >&2; exit 1; }; done
 [ -e "$NGINX_MOD" ] || { echo "missing libnginx-mod-rtmp" >&2; exit 1; }
 [ -d tests/browser/node_modules/hls.js ] || (cd tests/browser && npm ci --no-audit --no-fund >/dev/null)
@@ -137,7 +139,7 @@ done
 echo "== 3. fan-out: $FANOUT LL-HLS clients doing blocking reloads (${FANOUT_S}s) =="
 ulimit -n 8192 2>/dev/null || true
 t0=$(ticks "$UGC_LL_PID")
-res=$(python3 benches/ll_hls_probe.py fanout "$LL/mono.m3u8" "$FANOUT_S" "$FANOUT")
+res=$("$FANOUT_BIN" "$LL/mono.m3u8" "$FANOUT" "$FANOUT_S")
 t1=$(ticks "$UGC_LL_PID")
 echo "$res"
 python3 - "$res" "$t0" "$t1" "$HZ" <<'EOF'

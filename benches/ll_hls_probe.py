@@ -3,7 +3,6 @@
 
   ll_hls_probe.py avail  BASE_URL SECONDS PROGRESS    # part availability (LL-HLS)
   ll_hls_probe.py segavail BASE_URL SECONDS PROGRESS  # segment availability (classic)
-  ll_hls_probe.py fanout BASE_URL SECONDS N  # N clients doing blocking reloads
 
 BASE_URL is the media playlist, e.g. http://127.0.0.1:18080/live/bench/mono.m3u8.
 
@@ -17,7 +16,6 @@ segment). A blocking reload for the next part returns when the part exists;
 for the part's own frames (goal <= 50 ms).
 """
 import struct
-import asyncio
 import datetime
 import json
 import re
@@ -49,19 +47,21 @@ def parse(text):
             pending_pdt = pdt_ms(line.split(':', 1)[1])
             pending_parts = []
         elif line.startswith('#EXT-X-PART:'):
-            m = re.search(r'DURATION=([0-9.]+),URI="part-(\d+)\.(\d+)\.m4s"', line)
-            dur, pm, pi = float(m.group(1)) * 1000, int(m.group(2)), int(m.group(3))
-            segs.setdefault(pm, {'pdt': pending_pdt, 'parts': {}, 'dur': None})
+            # part-<session>-<msn>.<part>.m4s (no session before #21).
+            m = re.search(r'DURATION=([0-9.]+),URI="(part-(?:\d+-)?(\d+)\.(\d+)\.m4s)"', line)
+            dur, pm, pi = float(m.group(1)) * 1000, int(m.group(3)), int(m.group(4))
+            segs.setdefault(pm, {'pdt': pending_pdt, 'parts': {}, 'uris': {}, 'dur': None})
             segs[pm]['parts'][pi] = dur
+            segs[pm]['uris'][pi] = m.group(2)
         elif line.startswith('#EXTINF:'):
             d = float(line.split(':')[1].rstrip(',')) * 1000
-            segs.setdefault(seq, {'pdt': pending_pdt, 'parts': {}, 'dur': None})
+            segs.setdefault(seq, {'pdt': pending_pdt, 'parts': {}, 'uris': {}, 'dur': None})
             segs[seq]['dur'] = d
             segs[seq]['pdt'] = pending_pdt
         elif line.startswith('seg-'):
             seq += 1
         elif line.startswith('#EXT-X-PRELOAD-HINT:'):
-            m = re.search(r'part-(\d+)\.(\d+)\.m4s', line)
+            m = re.search(r'part-(?:\d+-)?(\d+)\.(\d+)\.m4s', line)
             hint = (int(m.group(1)), int(m.group(2)))
     return segs, hint
 
@@ -148,7 +148,7 @@ def avail(base, seconds, progress):
         seg = segs.get(m)
         if not seg or p not in seg['parts']:
             continue  # the segment closed before that part; ask for the next
-        with urllib.request.urlopen(f'{prefix}/part-{m}.{p}.m4s') as r:
+        with urllib.request.urlopen(f"{prefix}/{seg['uris'][p]}") as r:
             t_ms = first_tfdt(r.read()) * 1000 / ts
         got.append((now, seg['parts'][p], t_ms))
     offset = send_clock(progress)
@@ -199,77 +199,12 @@ def segavail(base, seconds, progress):
     return out
 
 
-async def http_get(reader, writer, host, path):
-    writer.write(f'GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode())
-    await writer.drain()
-    head = await reader.readuntil(b'\r\n\r\n')
-    status = int(head.split(b' ', 2)[1])
-    m = re.search(rb'(?i)content-length:\s*(\d+)', head)
-    if m:
-        body = await reader.readexactly(int(m.group(1)))
-    else:  # chunked
-        body = b''
-        while True:
-            size = int((await reader.readuntil(b'\r\n')).strip(), 16)
-            chunk = await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            body += chunk[:-2]
-    return status, body
-
-
-async def fanout(base, seconds, n):
-    u = urllib.parse.urlsplit(base)
-    host, port = u.hostname, u.port or 80
-    prefix = u.path.rsplit('/', 1)[0]
-    first_answer = {}
-    lat = []
-    delivered = [0]
-    errors = [0]
-    stop = time.time() + seconds
-
-    async def client():
-        reader, writer = await asyncio.open_connection(host, port)
-        _, body = await http_get(reader, writer, host, u.path)
-        _, hint = parse(body.decode())
-        while time.time() < stop and hint:
-            m, p = hint
-            status, body = await http_get(reader, writer, host, f'{u.path}?_HLS_msn={m}&_HLS_part={p}')
-            now = time.time()
-            if status != 200:
-                errors[0] += 1
-                await asyncio.sleep(0.2)
-                _, body = await http_get(reader, writer, host, u.path)
-                _, hint = parse(body.decode())
-                continue
-            delivered[0] += len(body)
-            text = body.decode()
-            segs, hint = parse(text)
-            if m in segs and p in segs[m]['parts']:
-                key = (m, p)
-                first_answer.setdefault(key, now)
-                lat.append((now - first_answer[key]) * 1000)
-                status, part = await http_get(reader, writer, host, f'{prefix}/part-{m}.{p}.m4s')
-                delivered[0] += len(part)
-        writer.close()
-
-    t0 = time.time()
-    await asyncio.gather(*(client() for _ in range(n)), return_exceptions=False)
-    took = time.time() - t0
-    out = {'clients': n, 'seconds': round(took, 1), 'errors': errors[0],
-           'delivered_mbit': round(delivered[0] * 8 / 1e6, 1)}
-    out.update(summary('answer_after_first_client_ms', lat))
-    return out
-
-
 def main():
     mode, base, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     if mode == 'avail':
         print(json.dumps(avail(base, seconds, sys.argv[4])))
     elif mode == 'segavail':
         print(json.dumps(segavail(base, seconds, sys.argv[4])))
-    elif mode == 'fanout':
-        print(json.dumps(asyncio.run(fanout(base, seconds, int(sys.argv[4])))))
     else:
         sys.exit(f'unknown mode {mode}')
 
