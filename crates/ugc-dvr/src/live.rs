@@ -6,7 +6,7 @@
 //! handles, never payloads.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 use ugc_core::{MediaKind, StreamPath};
@@ -151,7 +151,24 @@ pub struct LiveStream {
     /// Bumped on every chunk of the part being written (and on every
     /// update), for readers of a part in progress.
     chunks: watch::Sender<u64>,
+    /// The newest media playlists rendered, by what they were rendered
+    /// from: the thousands of viewers one new part wakes all ask for the
+    /// same text, and rendering it for each cost more than sending it.
+    rendered: Mutex<Vec<(RenderKey, Bytes)>>,
 }
+
+/// What a media playlist's text depends on besides the stream's state,
+/// and the state's version ([`LiveUpdate::version`]).
+#[derive(Debug, PartialEq)]
+struct RenderKey {
+    version: u64,
+    variant: Variant,
+    skip: bool,
+    reports: Vec<RenditionReport>,
+}
+
+/// Rendered playlists kept per stream: fMP4 and TS, full and delta.
+const RENDERED_KEPT: usize = 4;
 
 impl LiveStream {
     /// An empty live stream of session 0 (tests, a single stream that never
@@ -177,6 +194,7 @@ impl LiveStream {
             state: RwLock::new(LiveState::default()),
             updates,
             chunks,
+            rendered: Mutex::default(),
         }
     }
 
@@ -505,7 +523,39 @@ impl LiveStream {
     /// Renders the live media playlist for `variant` with `query`'s options
     /// (delta update, rendition reports).
     pub fn render_media_playlist_with(&self, variant: Variant, query: &PlaylistQuery) -> String {
+        self.render_state(&self.read(), variant, query)
+    }
+
+    /// [`Self::render_media_playlist_with`] as bytes, rendered once per
+    /// change of the stream (and per variant, delta or full, and rendition
+    /// reports) however many viewers ask: what the origin serves.
+    pub fn media_playlist(&self, variant: Variant, query: &PlaylistQuery) -> Bytes {
         let st = self.read();
+        // Read under the state's lock: `notify` bumps it under the write
+        // lock, so the version names exactly the state rendered below.
+        let key = RenderKey {
+            version: self.updates.borrow().version,
+            variant,
+            skip: query.skip,
+            reports: query.rendition_reports.clone(),
+        };
+        let cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, hit)) = cache.iter().find(|(k, _)| *k == key) {
+            return hit.clone();
+        }
+        drop(cache);
+        let text = Bytes::from(self.render_state(&st, variant, query));
+        drop(st);
+        let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|(k, _)| k.version >= key.version);
+        if cache.len() >= RENDERED_KEPT {
+            cache.remove(0);
+        }
+        cache.push((key, text.clone()));
+        text
+    }
+
+    fn render_state(&self, st: &LiveState, variant: Variant, query: &PlaylistQuery) -> String {
         let in_grace = st
             .segments
             .len()
@@ -528,7 +578,7 @@ impl LiveStream {
                 part_target_ms: pt,
                 open: st.open_start.filter(|o| Some(o.msn) == st.open_msn),
                 open_parts: &st.open_parts,
-                preload: Self::preload_of(&st),
+                preload: Self::preload_of(st),
                 skip: query.skip,
                 rendition_reports: &query.rendition_reports,
             }),

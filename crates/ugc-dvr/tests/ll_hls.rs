@@ -707,3 +707,49 @@ fn every_hinted_part_is_served() {
         );
     }
 }
+
+/// The origin serves `media_playlist`, rendered once per change and shared
+/// by every viewer: after every segmenter output, and for each variant,
+/// delta or full, with or without rendition reports, it is byte for byte
+/// what a fresh rendering gives (a stale entry would show up here as an old
+/// preload hint or a missing part).
+#[test]
+fn shared_rendering_is_never_stale() {
+    let live = ll_live(4);
+    let mut seg = ll_segmenter();
+    let report = ugc_dvr::RenditionReport {
+        uri: "../720p/mono.m3u8".into(),
+        last_msn: 3,
+        last_part: Some(1),
+    };
+    let queries = [
+        PlaylistQuery::default(),
+        PlaylistQuery {
+            skip: true,
+            rendition_reports: Vec::new(),
+        },
+        PlaylistQuery {
+            skip: false,
+            rendition_reports: vec![report.clone()],
+        },
+    ];
+    let mut checked = 0;
+    for (i, e) in av30(8, 30).into_iter().enumerate() {
+        seg.push(e, T0 + i as i64 * 10).unwrap();
+        while let Some(o) = seg.poll() {
+            live.apply(o);
+            for q in &queries {
+                for variant in [Variant::Fmp4, Variant::Ts] {
+                    // Twice: the second answer comes from the cache.
+                    for _ in 0..2 {
+                        let shared = live.media_playlist(variant, q);
+                        let fresh = live.render_media_playlist_with(variant, q);
+                        assert_eq!(std::str::from_utf8(&shared).unwrap(), fresh);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "only {checked} comparisons");
+}

@@ -638,7 +638,7 @@ async fn media_playlist<A>(
             None => Vec::new(),
         },
     };
-    let body = playlist_body(live.render_media_playlist_with(variant, &query), token);
+    let body = playlist_body(live.media_playlist(variant, &query), token);
     let mut res = respond(PLAYLIST_TYPE, NO_CACHE, body);
     let value = match blocking_cache {
         Some(v) => HeaderValue::from_str(&v).ok(),
@@ -758,10 +758,12 @@ fn playlist_cache(live: &LiveStream) -> &'static str {
     }
 }
 
-fn playlist_body(text: String, token: Option<&str>) -> Bytes {
+fn playlist_body(text: impl Into<Bytes>, token: Option<&str>) -> Bytes {
+    let text = text.into();
     match token {
-        Some(t) => Bytes::from(with_token(&text, t)),
-        None => Bytes::from(text),
+        // Our own rendering: always UTF-8.
+        Some(t) => Bytes::from(with_token(&String::from_utf8_lossy(&text), t)),
+        None => text,
     }
 }
 
@@ -779,7 +781,7 @@ fn serve_file(live: &LiveStream, file: LiveFile, token: Option<&str>) -> Respons
         LiveFile::MediaPlaylist(v) => respond(
             PLAYLIST_TYPE,
             playlist_cache(live),
-            playlist_body(live.render_media_playlist(v), token),
+            playlist_body(live.media_playlist(v, &PlaylistQuery::default()), token),
         ),
         LiveFile::Media(MediaFile::Init(_, n)) => match live.init(n) {
             Some(init) => respond("video/mp4", IMMUTABLE, init.data.clone()),
