@@ -275,6 +275,7 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("post", "/creators", post(create_creator)),
         ("get", "/settings", get(crate::provision::get_settings)),
         ("get", "/changes", get(crate::provision::get_changes)),
+        ("post", "/node/publish", post(crate::node::publish_check)),
         // Served by `router_with`, with the extensions' paths.
         (
             "get",

@@ -67,6 +67,7 @@ pub mod error;
 mod external;
 pub mod lookup;
 pub mod net;
+pub mod node;
 mod openapi;
 mod ops;
 mod plane;

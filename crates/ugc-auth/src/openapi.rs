@@ -160,6 +160,19 @@ pub(crate) fn document() -> Value {
                     }
                 }
             },
+            "/node/publish": {
+                "post": {
+                    "summary": "Decide a publisher arriving at a media node (media nodes; admin or node token)",
+                    "description": "The decision this control plane's own ingest would take, external auth backend included. A node may keep an allow for 2 s; a rotation or deletion reaches it through the settings feed.",
+                    "requestBody": body("PublishCheck", true),
+                    "responses": {
+                        "200": ok("The decision", "PublishAnswer"),
+                        "400": err("Bad JSON or protocol"),
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token")
+                    }
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -264,6 +277,26 @@ pub(crate) fn document() -> Value {
                         "name": { "type": "string" },
                         "kind": { "type": "string", "enum": ["created", "updated", "key_rotated", "deleted"] },
                         "settings": { "allOf": [{ "$ref": "#/components/schemas/StreamSettings" }], "nullable": true }
+                    }
+                },
+                "PublishCheck": {
+                    "type": "object", "additionalProperties": false,
+                    "required": ["protocol", "app", "key", "client_ip"],
+                    "properties": {
+                        "protocol": { "type": "string", "enum": ["rtmp", "srt", "whip"] },
+                        "app": { "type": "string" },
+                        "key": { "type": "string" },
+                        "client_ip": { "type": "string", "description": "the publisher's address as the node saw it" }
+                    }
+                },
+                "PublishAnswer": {
+                    "type": "object",
+                    "required": ["decision"],
+                    "properties": {
+                        "decision": { "type": "string", "enum": ["allow", "deny"] },
+                        "stream": { "type": "string", "description": "allow: <app>/<name>" },
+                        "kind": { "type": "string", "enum": ["unauthorized", "bad_name", "unavailable"] },
+                        "reason": { "type": "string" }
                     }
                 },
                 "NewCreator": {

@@ -198,7 +198,7 @@ impl ControlPlane {
 }
 
 /// The admin or the node token, else 401 (403 for a creator).
-async fn node_auth(cp: &ControlPlane, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) async fn node_auth(cp: &ControlPlane, headers: &HeaderMap) -> Result<(), ApiError> {
     let unauthorized = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -217,7 +217,7 @@ async fn node_auth(cp: &ControlPlane, headers: &HeaderMap) -> Result<(), ApiErro
         Some(p) if p.admin => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "the settings feed needs the admin or the node token".into(),
+            "media node routes need the admin or the node token".into(),
         )),
         None => Err(unauthorized()),
     }

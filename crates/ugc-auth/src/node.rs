@@ -1,0 +1,372 @@
+//! Publish authorization for media nodes in other processes.
+//!
+//! A publishing node has no stream keys: the settings feed deliberately
+//! leaves them out. It asks the control plane instead, with
+//! `POST /api/v1/node/publish` (node or admin token) and the publisher's
+//! protocol, app, key and address; the answer is the decision the control
+//! plane's own ingest would take, external auth backend included:
+//!
+//! ```json
+//! {"decision": "allow", "stream": "live/news"}
+//! {"decision": "deny", "kind": "unauthorized", "reason": "unknown stream key"}
+//! ```
+//!
+//! [`RemoteAuthorizer`] is that question as an [`Authorizer`] for the
+//! node's ingest. It keeps an allow for [`RemoteAuthorizer::CACHE_TTL`]
+//! (a reconnecting encoder asks again at once) and never keeps a denial.
+//! [`RemoteAuthorizer::follow`] drops the publisher of a stream whose key
+//! is rotated or which is deleted, as the control plane does for its own
+//! Hub, when the settings feed announces it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use ugc_core::auth::{
+    Authorizer, DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
+};
+use ugc_core::{Hub, StreamPath};
+
+use crate::ControlPlane;
+use crate::error::{Error, Result};
+use crate::plane::{ChangeKind, StreamChange};
+
+/// The body of `POST /api/v1/node/publish`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishCheck {
+    /// `rtmp`, `srt` or `whip`.
+    pub protocol: String,
+    /// The application the publisher named (`live`).
+    pub app: String,
+    /// The key it sent.
+    pub key: String,
+    /// Its address, as the node saw it.
+    pub client_ip: IpAddr,
+}
+
+/// The answer of `POST /api/v1/node/publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "lowercase")]
+pub enum PublishAnswer {
+    /// Publish as `stream` (`<app>/<name>`).
+    Allow {
+        /// The stream path.
+        stream: String,
+    },
+    /// Refuse.
+    Deny {
+        /// `unauthorized`, `bad_name` or `unavailable`.
+        kind: String,
+        /// For the publisher and the log; never a secret.
+        reason: String,
+    },
+}
+
+fn protocol_of(name: &str) -> Option<Protocol> {
+    match name {
+        "rtmp" => Some(Protocol::Rtmp),
+        "srt" => Some(Protocol::Srt),
+        "whip" => Some(Protocol::Whip),
+        _ => None,
+    }
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Srt => "srt",
+        Protocol::Whip => "whip",
+        _ => "rtmp",
+    }
+}
+
+fn kind_name(k: DenyKind) -> &'static str {
+    match k {
+        DenyKind::BadName => "bad_name",
+        DenyKind::Unavailable => "unavailable",
+        _ => "unauthorized",
+    }
+}
+
+impl PublishAnswer {
+    fn of(d: PublishDecision) -> Self {
+        match d {
+            PublishDecision::Allow { stream } => PublishAnswer::Allow {
+                stream: stream.to_string(),
+            },
+            PublishDecision::Deny { kind, reason } => PublishAnswer::Deny {
+                kind: kind_name(kind).into(),
+                reason,
+            },
+        }
+    }
+
+    /// The decision this answer carries; a malformed answer is
+    /// `unavailable` (the publisher may retry), never an allow.
+    fn decision(self) -> PublishDecision {
+        match self {
+            PublishAnswer::Allow { stream } => match stream.parse::<StreamPath>() {
+                Ok(stream) => PublishDecision::Allow { stream },
+                Err(_) => PublishDecision::unavailable("the control plane answered a bad stream"),
+            },
+            PublishAnswer::Deny { kind, reason } => PublishDecision::Deny {
+                kind: match kind.as_str() {
+                    "bad_name" => DenyKind::BadName,
+                    "unavailable" => DenyKind::Unavailable,
+                    _ => DenyKind::Unauthorized,
+                },
+                reason,
+            },
+        }
+    }
+}
+
+/// `POST /api/v1/node/publish`.
+pub(crate) async fn publish_check(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = crate::provision::node_auth(&cp, &headers).await {
+        return e.into_response();
+    }
+    let bad = |why: String| {
+        crate::api::ApiError::new(axum::http::StatusCode::BAD_REQUEST, why).into_response()
+    };
+    let check: PublishCheck = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return bad(format!("bad body: {e}")),
+    };
+    let Some(protocol) = protocol_of(&check.protocol) else {
+        return bad(format!("unknown protocol {:?}", check.protocol));
+    };
+    let req = PublishRequest {
+        protocol,
+        app: check.app,
+        key: check.key,
+        client_ip: check.client_ip,
+    };
+    let decision = cp.authorizer().authorize_publish(&req).await;
+    axum::Json(PublishAnswer::of(decision)).into_response()
+}
+
+/// A cached allow: the stream it names and when it stops counting.
+struct Cached {
+    stream: StreamPath,
+    until: Instant,
+}
+
+/// An [`Authorizer`] for a media node: publish decisions from a control
+/// plane in another process (see the module doc). Viewers are not served
+/// by a publishing node, so play requests are refused; an origin checks
+/// play tokens itself.
+#[derive(Clone)]
+pub struct RemoteAuthorizer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    uri: Uri,
+    token: String,
+    timeout: Duration,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// Allows by (protocol, app, key).
+    cache: Mutex<HashMap<(&'static str, String, String), Cached>>,
+}
+
+impl std::fmt::Debug for RemoteAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteAuthorizer")
+            .field("uri", &self.inner.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Largest answer read from the control plane.
+const MAX_ANSWER: usize = 64 << 10;
+
+impl RemoteAuthorizer {
+    /// How long an allow is reused for the same protocol, app and key: a
+    /// rotation that the settings feed fails to announce reaches new
+    /// publishers within it.
+    pub const CACHE_TTL: Duration = Duration::from_secs(2);
+
+    /// Asks the control plane at `url` (`http://host:port`) with `token`
+    /// (the node token); each question waits at most `timeout`.
+    pub fn new(url: &str, token: impl Into<String>, timeout: Duration) -> Result<Self> {
+        let base = url.trim_end_matches('/');
+        let remote = |reason: String| Error::Remote {
+            url: url.to_owned(),
+            status: None,
+            reason,
+        };
+        let uri: Uri = format!("{base}/api/v1/node/publish")
+            .parse()
+            .map_err(|e| remote(format!("bad URL: {e}")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(remote(
+                "only http://host[:port] is supported (no TLS stack)".into(),
+            ));
+        }
+        let token = token.into();
+        if token.is_empty() || token.len() > 256 {
+            return Err(remote("token must be 1 to 256 characters".into()));
+        }
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(timeout));
+        conn.set_nodelay(true);
+        Ok(RemoteAuthorizer {
+            inner: Arc::new(Inner {
+                uri,
+                token,
+                timeout,
+                client: Client::builder(TokioExecutor::new()).build(conn),
+                cache: Mutex::default(),
+            }),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String, String), Cached>> {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets every allow of `stream`.
+    fn forget(&self, stream: &StreamPath) {
+        self.cache().retain(|_, c| c.stream != *stream);
+    }
+
+    /// Follows `changes` (the node's settings feed): a stream whose key is
+    /// rotated or which is deleted loses its cached allows and its
+    /// publisher on `hub`, within the feed's delay. Runs until the feed
+    /// closes.
+    pub async fn follow(self, hub: Hub, mut changes: broadcast::Receiver<StreamChange>) {
+        loop {
+            let change = match changes.recv().await {
+                Ok(c) => c,
+                // Missed changes: forget everything, the next publishers ask again.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.cache().clear();
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !matches!(change.kind, ChangeKind::KeyRotated | ChangeKind::Deleted) {
+                continue;
+            }
+            let Ok(path) = StreamPath::live(&change.name) else {
+                continue;
+            };
+            self.forget(&path);
+            hub.disconnect_publisher(&path);
+            tracing::info!(stream = %path, "key rotated or stream deleted: its publisher, if any, dropped");
+        }
+    }
+
+    async fn ask(&self, req: &PublishRequest) -> PublishDecision {
+        let body = PublishCheck {
+            protocol: protocol_name(req.protocol).into(),
+            app: req.app.clone(),
+            key: req.key.clone(),
+            client_ip: req.client_ip,
+        };
+        let Ok(body) = serde_json::to_vec(&body) else {
+            return PublishDecision::unavailable("publish check could not be encoded");
+        };
+        let request = hyper::Request::post(self.inner.uri.clone())
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.inner.token),
+            )
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)));
+        let Ok(request) = request else {
+            return PublishDecision::unavailable("publish check could not be built");
+        };
+        let exchange = async {
+            let resp = self
+                .inner
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("answered {status}"));
+            }
+            serde_json::from_slice::<PublishAnswer>(&body).map_err(|e| format!("bad answer: {e}"))
+        };
+        match tokio::time::timeout(self.inner.timeout, exchange).await {
+            Ok(Ok(answer)) => answer.decision(),
+            Ok(Err(why)) => {
+                // May name the control plane's address: log only.
+                tracing::warn!(error = %why, "publish check at the control plane failed");
+                PublishDecision::unavailable("control plane unavailable; try again")
+            }
+            Err(_) => {
+                tracing::warn!("publish check at the control plane timed out");
+                PublishDecision::unavailable("control plane unavailable; try again")
+            }
+        }
+    }
+}
+
+impl Authorizer for RemoteAuthorizer {
+    async fn authorize_publish(&self, req: &PublishRequest) -> PublishDecision {
+        let key = (
+            protocol_name(req.protocol),
+            req.app.clone(),
+            req.key.clone(),
+        );
+        let now = Instant::now();
+        if let Some(c) = self.cache().get(&key).filter(|c| c.until > now) {
+            return PublishDecision::Allow {
+                stream: c.stream.clone(),
+            };
+        }
+        let d = self.ask(req).await;
+        let mut cache = self.cache();
+        cache.retain(|_, c| c.until > now);
+        match &d {
+            PublishDecision::Allow { stream } => {
+                cache.insert(
+                    key,
+                    Cached {
+                        stream: stream.clone(),
+                        until: now + Self::CACHE_TTL,
+                    },
+                );
+            }
+            _ => {
+                cache.remove(&key);
+            }
+        }
+        d
+    }
+
+    async fn authorize_play(&self, req: &PlayRequest) -> PlayDecision {
+        let _ = req;
+        PlayDecision::Deny {
+            reason: "this node does not serve viewers".into(),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Publish authorization for a media node in another process: the control
+//! plane's `POST /api/v1/node/publish` served on a loopback port, asked by a
+//! `RemoteAuthorizer`, with key rotation and deletion followed through the
+//! settings feed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::{ADMIN, Api, Db, TempDir, serve};
+use serde_json::json;
+use ugc_auth::node::RemoteAuthorizer;
+use ugc_auth::{ControlPlane, RemoteConfig, RemoteSettings};
+use ugc_core::auth::{Authorizer, DenyKind, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{Hub, HubConfig, StreamPath};
+
+const NODE: &str = "node-token-0123456789";
+
+fn req(key: &str) -> PublishRequest {
+    PublishRequest {
+        protocol: Protocol::Rtmp,
+        app: "live".into(),
+        key: key.into(),
+        client_ip: "203.0.113.7".parse::<IpAddr>().unwrap(),
+    }
+}
+
+fn kind(d: &PublishDecision) -> Option<DenyKind> {
+    match d {
+        PublishDecision::Deny { kind, .. } => Some(*kind),
+        PublishDecision::Allow { .. } => None,
+    }
+}
+
+async fn wait_until(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_node_asks_the_control_plane_and_follows_rotations() {
+    let dir = TempDir::new("node");
+    let mut cfg = Db::sqlite().config(&dir);
+    cfg.node_token = Some(NODE.into());
+    let cp = ControlPlane::open(cfg).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    let url = format!("http://{}", srv.addr);
+    let (s, v) = api
+        .call("POST", "/streams", Some(ADMIN), json!({"name": "news"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    let news = StreamPath::live("news").unwrap();
+
+    let auth = RemoteAuthorizer::new(&url, NODE, Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        auth.authorize_publish(&req(&key)).await,
+        PublishDecision::Allow {
+            stream: news.clone()
+        }
+    );
+    assert_eq!(
+        kind(&auth.authorize_publish(&req("not-a-key")).await),
+        Some(DenyKind::Unauthorized)
+    );
+    // The wrong node token: no decision, the publisher may retry later.
+    let stranger =
+        RemoteAuthorizer::new(&url, "wrong-token-0123456789", Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        kind(&stranger.authorize_publish(&req(&key)).await),
+        Some(DenyKind::Unavailable)
+    );
+    // A control plane that is not there: the same, within the timeout.
+    let gone = RemoteAuthorizer::new("http://127.0.0.1:9", NODE, Duration::from_secs(1)).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(
+        kind(&gone.authorize_publish(&req(&key)).await),
+        Some(DenyKind::Unavailable)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2));
+
+    // The node's ingest publishes on its own Hub; a rotation at the control
+    // plane drops that publisher and the old key's cached allow.
+    let hub = Hub::new(HubConfig::default());
+    let settings = RemoteSettings::connect(RemoteConfig::new(url.clone(), NODE))
+        .await
+        .unwrap();
+    tokio::spawn(
+        auth.clone()
+            .follow(hub.clone(), settings.subscribe_changes()),
+    );
+    let _publisher = hub.publish(&news);
+    assert!(hub.is_publishing(&news));
+    assert!(matches!(
+        auth.authorize_publish(&req(&key)).await,
+        PublishDecision::Allow { .. }
+    ));
+    let (s, v) = api
+        .call("POST", "/streams/news/key", Some(ADMIN), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let new_key = v["key"].as_str().unwrap().to_owned();
+    let took = wait_until(
+        "the publisher to be dropped",
+        Duration::from_secs(2),
+        async || !hub.is_publishing(&news),
+    )
+    .await;
+    println!("rotation reached the node's publisher in {took:?}");
+    // Well inside the 2 s cache: the allow was forgotten, not expired.
+    assert_eq!(
+        kind(&auth.authorize_publish(&req(&key)).await),
+        Some(DenyKind::Unauthorized)
+    );
+    assert!(matches!(
+        auth.authorize_publish(&req(&new_key)).await,
+        PublishDecision::Allow { .. }
+    ));
+
+    // Deleted: the same.
+    let _publisher = hub.publish(&news);
+    assert!(hub.is_publishing(&news));
+    let (s, _) = api
+        .call("DELETE", "/streams/news", Some(ADMIN), json!(null))
+        .await;
+    assert_eq!(s, 204);
+    wait_until(
+        "the publisher to be dropped",
+        Duration::from_secs(2),
+        async || !hub.is_publishing(&news),
+    )
+    .await;
+    assert_eq!(
+        kind(&auth.authorize_publish(&req(&new_key)).await),
+        Some(DenyKind::Unauthorized)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_check_wants_the_node_token_and_a_good_body() {
+    let dir = TempDir::new("node-auth");
+    let mut cfg = Db::sqlite().config(&dir);
+    cfg.node_token = Some(NODE.into());
+    let cp = ControlPlane::open(cfg).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    let (_, v) = api.call("POST", "/creators", Some(ADMIN), json!({})).await;
+    let creator = v["token"].as_str().unwrap().to_owned();
+    let body = json!({"protocol": "srt", "app": "live", "key": "k", "client_ip": "192.0.2.1"});
+    for (token, want) in [
+        (None, 401),
+        (Some("wrong-token-0123456789"), 401),
+        (Some(creator.as_str()), 403),
+        (Some(NODE), 200),
+        (Some(ADMIN), 200),
+    ] {
+        let (s, v) = api.call("POST", "/node/publish", token, body.clone()).await;
+        assert_eq!(s, want, "{token:?}: {v}");
+        if s == 200 {
+            assert_eq!(v["decision"], "deny", "{v}");
+            assert_eq!(v["kind"], "unauthorized", "{v}");
+        }
+    }
+    for bad in [
+        json!({"protocol": "ftp", "app": "live", "key": "k", "client_ip": "192.0.2.1"}),
+        json!({"protocol": "rtmp", "app": "live", "key": "k"}),
+        json!({"protocol": "rtmp", "app": "live", "key": "k", "client_ip": "x", "more": 1}),
+    ] {
+        let (s, v) = api
+            .call("POST", "/node/publish", Some(NODE), bad.clone())
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+}
