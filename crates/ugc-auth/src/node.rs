@@ -169,9 +169,12 @@ struct Cached {
 }
 
 /// An [`Authorizer`] for a media node: publish decisions from a control
-/// plane in another process (see the module doc). Viewers are not served
-/// by a publishing node, so play requests are refused; an origin checks
-/// play tokens itself.
+/// plane in another process (see the module doc). Play requests are
+/// refused (a publishing node serves no viewers) unless
+/// [`Self::with_public_play`] gave it the settings feed: then public
+/// streams play, unknown ones are not found, and private ones are refused,
+/// because checking their play tokens needs the control plane's signing
+/// key, which is not handed to nodes yet.
 #[derive(Clone)]
 pub struct RemoteAuthorizer {
     inner: Arc<Inner>,
@@ -184,6 +187,8 @@ struct Inner {
     client: Client<HttpConnector, Full<Bytes>>,
     /// Allows by (protocol, app, key).
     cache: Mutex<HashMap<(&'static str, String, String), Cached>>,
+    /// The settings feed, for play decisions.
+    play: Option<crate::RemoteSettings>,
 }
 
 impl std::fmt::Debug for RemoteAuthorizer {
@@ -234,8 +239,25 @@ impl RemoteAuthorizer {
                 timeout,
                 client: Client::builder(TokioExecutor::new()).build(conn),
                 cache: Mutex::default(),
+                play: None,
             }),
         })
+    }
+
+    /// Lets viewers play the public streams of `settings` (an origin node);
+    /// see the type's doc.
+    pub fn with_public_play(self, settings: crate::RemoteSettings) -> Self {
+        let inner = &self.inner;
+        RemoteAuthorizer {
+            inner: Arc::new(Inner {
+                uri: inner.uri.clone(),
+                token: inner.token.clone(),
+                timeout: inner.timeout,
+                client: inner.client.clone(),
+                cache: Mutex::default(),
+                play: Some(settings),
+            }),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String, String), Cached>> {
@@ -364,9 +386,23 @@ impl Authorizer for RemoteAuthorizer {
     }
 
     async fn authorize_play(&self, req: &PlayRequest) -> PlayDecision {
-        let _ = req;
-        PlayDecision::Deny {
-            reason: "this node does not serve viewers".into(),
+        let Some(settings) = &self.inner.play else {
+            return PlayDecision::Deny {
+                reason: "this node does not serve viewers".into(),
+            };
+        };
+        // Renditions (`live/<name>/<rendition>`) follow their source.
+        let known = (req.stream.app() == crate::authz::APP)
+            .then(|| crate::SettingsSource::settings(settings, req.stream.name()))
+            .flatten();
+        match known {
+            None => PlayDecision::NotFound {
+                reason: "no such stream".into(),
+            },
+            Some(s) if s.private => PlayDecision::Deny {
+                reason: "private stream: this node cannot check play tokens yet".into(),
+            },
+            Some(_) => PlayDecision::Allow,
         }
     }
 }

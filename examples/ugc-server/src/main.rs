@@ -82,6 +82,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     cc.admin_token = std::env::var("UGC_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    // Media nodes (ugc-publish, ugc-origin) present it to the control API.
+    cc.node_token = std::env::var("UGC_NODE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     cc.public_urls = PublicUrls {
         host: host.clone(),
         rtmp_port: rtmp_addr.port(),

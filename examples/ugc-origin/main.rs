@@ -1,0 +1,156 @@
+//! `ugc-origin`: an origin node of a ugc platform of several machines.
+//! Streams arrive over the relay (pushed by publishing or transcoding
+//! nodes to `POST /relay/v1/...`), are packaged and recorded (DVR) as on
+//! one node, and served as HLS/LL-HLS with the DVR routes. Stream settings
+//! (DVR depth, private) come from the control plane's settings feed; public
+//! streams play, private ones are refused until nodes can check play tokens
+//! (`ugc_auth::node::RemoteAuthorizer::with_public_play`).
+//!
+//! ```text
+//! UGC_NODE_TOKEN=... ugc-origin --control-url http://cp:8080 \
+//!     --http 0.0.0.0:8082 --data /var/lib/ugc-origin
+//! ```
+//!
+//! Wiring only; `ugc-server` is every role in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::{info, warn};
+use ugc_auth::lookup;
+use ugc_auth::node::RemoteAuthorizer;
+use ugc_auth::{RemoteConfig, RemoteSettings};
+use ugc_core::metrics::Exposition;
+use ugc_core::{Hub, HubConfig};
+use ugc_dvr::config::DvrSection;
+use ugc_dvr::{HlsTiming, LiveRegistry};
+use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
+
+/// An origin node: relay in, DVR, HLS/LL-HLS out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// The control plane, `http://host:port`.
+    #[arg(long, env = "UGC_CONTROL_URL")]
+    control_url: String,
+    /// HTTP listen address (HLS, DVR, relay, `/metrics`).
+    #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8082")]
+    http: SocketAddr,
+    /// Data directory (the DVR archive).
+    #[arg(long, env = "UGC_DATA", default_value = "data-origin")]
+    data: PathBuf,
+    /// Target HLS segment duration in milliseconds.
+    #[arg(long, env = "UGC_SEGMENT_MS")]
+    segment_ms: Option<u32>,
+    /// LL-HLS part target in milliseconds (0: classic HLS).
+    #[arg(long, env = "UGC_PART_MS")]
+    part_ms: Option<u32>,
+    /// DVR depth (hours) of streams whose own `dvr_hours` is 0.
+    #[arg(long, env = "UGC_DVR_HOURS")]
+    dvr_hours: Option<u32>,
+    /// Seconds a stream survives without its relay.
+    #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
+    publisher_grace_s: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UGC_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    let token = std::env::var("UGC_NODE_TOKEN").context("UGC_NODE_TOKEN is required")?;
+    std::fs::create_dir_all(&flags.data)?;
+    let hub = Hub::new(HubConfig {
+        publisher_grace: Duration::from_secs(flags.publisher_grace_s),
+        ..HubConfig::default()
+    });
+    let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
+        .await
+        .context("following the control plane's settings")?;
+    let auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?
+        .with_public_play(settings.clone());
+    let auth = Arc::new(auth);
+
+    let d = HlsTiming::default();
+    let timing = HlsTiming {
+        segment_ms: flags.segment_ms.unwrap_or(d.segment_ms),
+        part_ms: flags.part_ms.unwrap_or(d.part_ms),
+        ..d
+    };
+    let dvr = DvrSection {
+        hours: flags.dvr_hours,
+        ..DvrSection::default()
+    }
+    .resolve(&flags.data.canonicalize()?);
+    let rewind = dvr.policy.rewind();
+    let archive = dvr.open(lookup::dvr_hours(settings.clone()))?.archive;
+    tokio::spawn(ugc_dvr::policy::sweep_on_changes(
+        archive.clone(),
+        settings.subscribe_changes(),
+    ));
+    let mut packager = timing.packager()?;
+    packager.observer = Some(Arc::new(archive.clone()));
+    let target_duration_ms = packager.segmenter.target_duration_ms;
+    let registry = Arc::new(LiveRegistry::new());
+    tokio::spawn(ugc_dvr::package_hub(
+        hub.clone(),
+        registry.clone(),
+        packager,
+    ));
+
+    let client_ip = ugc_proto::origin::peer_is_client();
+    let origin = ugc_proto::origin::router_with_config(
+        registry.clone(),
+        auth.clone(),
+        client_ip.clone(),
+        ugc_proto::origin::OriginConfig {
+            low_latency_hub: Some(hub.clone()),
+            ..Default::default()
+        },
+    );
+    let origin = ugc_proto::dvr::layer(
+        origin,
+        ugc_proto::dvr::DvrOrigin {
+            archive: archive.clone(),
+            registry,
+            auth,
+            client_ip,
+            target_duration_ms,
+            rewind_s: rewind,
+        },
+    );
+    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
+    let metrics = {
+        let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
+        move || async move {
+            let mut m = Exposition::new();
+            ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
+            archive.write_metrics(&mut m);
+            relay.write_metrics(&mut m);
+            m.finish()
+        }
+    };
+    let app = origin
+        .merge(relay.router())
+        .route("/metrics", axum::routing::get(metrics));
+    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    info!(http = %http.local_addr()?, "ugc-origin started");
+    if let Err(e) = ugc_proto::http::serve(http, app, Default::default()).await {
+        warn!(error = %e, "HTTP server stopped");
+    }
+    for name in hub.stream_names() {
+        hub.end(&name);
+    }
+    let _ =
+        tokio::task::spawn_blocking(move || archive.flush_blocking(Duration::from_secs(5))).await;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! `ugc-publish`: a publishing node of a ugc platform of several machines.
+//! RTMP and SRT in, with publish decisions asked from the control plane
+//! (`ugc_auth::node::RemoteAuthorizer`) and SRT passphrases and restream
+//! targets from its settings feed (`RemoteSettings`); out: restreams, the
+//! relay for nodes that pull (`GET /relay/v1/...`), and a push of every
+//! stream to each `--push-to` node (an origin or a transcoder).
+//!
+//! ```text
+//! UGC_NODE_TOKEN=... ugc-publish --control-url http://cp:8080 \
+//!     --rtmp 0.0.0.0:1935 --srt 0.0.0.0:9000 --http 0.0.0.0:8081 \
+//!     --push-to http://origin1:8082 --push-to http://origin2:8082
+//! ```
+//!
+//! Wiring only; `ugc-server` is every role in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::{info, warn};
+use ugc_auth::lookup::{self, Overrides};
+use ugc_auth::node::RemoteAuthorizer;
+use ugc_auth::{RemoteConfig, RemoteSettings};
+use ugc_core::metrics::Exposition;
+use ugc_core::{Hub, HubConfig, Passthrough, pump};
+use ugc_proto::relay::push::{PushConfig, RelayPusher};
+use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
+use ugc_proto::rtmp::restream::Restreams;
+use ugc_proto::srt::server::SrtStatsRegistry;
+
+/// A publishing node: RTMP/SRT in, relay and restreams out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// The control plane, `http://host:port`.
+    #[arg(long, env = "UGC_CONTROL_URL")]
+    control_url: String,
+    /// RTMP listen address.
+    #[arg(long, env = "UGC_RTMP", default_value = "0.0.0.0:1935")]
+    rtmp: SocketAddr,
+    /// SRT listen address.
+    #[arg(long, env = "UGC_SRT", default_value = "0.0.0.0:9000")]
+    srt: SocketAddr,
+    /// HTTP listen address (relay, `/metrics`).
+    #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8081")]
+    http: SocketAddr,
+    /// Push every stream to this node (`http://host:port`); repeatable.
+    #[arg(long = "push-to", env = "UGC_PUSH_TO", value_delimiter = ',')]
+    push_to: Vec<String>,
+    /// Seconds a stream survives without a publisher.
+    #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
+    publisher_grace_s: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UGC_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    let token = std::env::var("UGC_NODE_TOKEN").context("UGC_NODE_TOKEN is required")?;
+    let hub = Hub::new(HubConfig {
+        publisher_grace: Duration::from_secs(flags.publisher_grace_s),
+        ..HubConfig::default()
+    });
+    let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
+        .await
+        .context("following the control plane's settings")?;
+    let auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?;
+    tokio::spawn(
+        auth.clone()
+            .follow(hub.clone(), settings.subscribe_changes()),
+    );
+    let auth = Arc::new(auth);
+
+    let rtmp = tokio::net::TcpListener::bind(flags.rtmp).await?;
+    let srt = tokio::net::UdpSocket::bind(flags.srt).await?;
+    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    info!(rtmp = %rtmp.local_addr()?, srt = %srt.local_addr()?, http = %http.local_addr()?, "ugc-publish started");
+    let rtmp_task = tokio::spawn(ugc_proto::rtmp::server::serve(
+        rtmp,
+        hub.clone(),
+        auth.clone(),
+        Default::default(),
+    ));
+    let srt_stats = SrtStatsRegistry::default();
+    let passphrase = lookup::srt_passphrase(settings.clone(), Overrides::default());
+    let srt_task = tokio::spawn(ugc_proto::srt::server::serve(
+        srt,
+        hub.clone(),
+        auth,
+        Arc::new(passphrase),
+        Default::default(),
+        srt_stats.clone(),
+    ));
+    let restreams = Restreams::default();
+    tokio::spawn(ugc_proto::rtmp::restream::supervise(
+        hub.clone(),
+        Arc::new(lookup::restream_targets(
+            settings.clone(),
+            Overrides::default(),
+        )),
+        settings.subscribe_changes(),
+        Default::default(),
+        restreams.clone(),
+    ));
+    tokio::spawn(push_streams(hub.clone(), flags.push_to, token.clone()));
+
+    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
+    let metrics = {
+        let (hub, relay) = (hub.clone(), relay.clone());
+        move || async move {
+            let mut m = Exposition::new();
+            ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
+            restreams.write_metrics(&mut m);
+            srt_stats.write_metrics(&mut m);
+            relay.write_metrics(&mut m);
+            m.finish()
+        }
+    };
+    let app = relay
+        .router()
+        .route("/metrics", axum::routing::get(metrics));
+    let http_task = tokio::spawn(ugc_proto::http::serve(http, app, Default::default()));
+    tokio::select! {
+        r = rtmp_task => warn!(result = ?r, "RTMP server stopped"),
+        r = srt_task => warn!(result = ?r, "SRT server stopped"),
+        r = http_task => warn!(result = ?r, "HTTP server stopped"),
+    }
+    Ok(())
+}
+
+/// One relay push per stream and target, for as long as the stream lives.
+async fn push_streams(hub: Hub, targets: Vec<String>, token: String) {
+    let mut watch = hub.watch();
+    while let Some(stream) = watch.next().await {
+        for target in &targets {
+            let Some(reader) = hub.subscribe_existing(&stream) else {
+                continue;
+            };
+            let pusher = RelayPusher::new(PushConfig::new(target, stream.clone(), &token));
+            let (stream, target) = (stream.clone(), target.clone());
+            tokio::spawn(async move {
+                match pump(reader, Passthrough, pusher).await {
+                    Ok(()) => info!(%stream, %target, "push ended with the stream"),
+                    Err(e) => warn!(%stream, %target, error = %e, "push failed"),
+                }
+            });
+        }
+    }
+}
