@@ -24,8 +24,8 @@ use ugc_auth::lookup::{self, Overrides};
 use ugc_auth::node::RemoteAuthorizer;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
-use ugc_core::{Hub, HubConfig, Passthrough, pump};
-use ugc_proto::relay::push::{PushConfig, RelayPusher};
+use ugc_core::{Hub, HubConfig};
+use ugc_proto::relay::push::push_all;
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 use ugc_proto::rtmp::restream::Restreams;
 use ugc_proto::srt::server::SrtStatsRegistry;
@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         Default::default(),
         restreams.clone(),
     ));
-    tokio::spawn(push_streams(hub.clone(), flags.push_to, token.clone()));
+    tokio::spawn(push_all(hub.clone(), flags.push_to, token.clone()));
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
     let metrics = {
@@ -134,24 +134,4 @@ async fn main() -> anyhow::Result<()> {
         r = http_task => warn!(result = ?r, "HTTP server stopped"),
     }
     Ok(())
-}
-
-/// One relay push per stream and target, for as long as the stream lives.
-async fn push_streams(hub: Hub, targets: Vec<String>, token: String) {
-    let mut watch = hub.watch();
-    while let Some(stream) = watch.next().await {
-        for target in &targets {
-            let Some(reader) = hub.subscribe_existing(&stream) else {
-                continue;
-            };
-            let pusher = RelayPusher::new(PushConfig::new(target, stream.clone(), &token));
-            let (stream, target) = (stream.clone(), target.clone());
-            tokio::spawn(async move {
-                match pump(reader, Passthrough, pusher).await {
-                    Ok(()) => info!(%stream, %target, "push ended with the stream"),
-                    Err(e) => warn!(%stream, %target, error = %e, "push failed"),
-                }
-            });
-        }
-    }
 }

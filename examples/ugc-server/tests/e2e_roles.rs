@@ -67,9 +67,15 @@ fn listening(a: SocketAddr) -> bool {
     std::net::TcpStream::connect(a).is_ok()
 }
 
-#[test]
-fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
-    let control = {
+/// The control plane: ugc-server with the node token (and `extra` flags).
+struct Control {
+    _proc: Proc,
+    _data: TempDir,
+    http: SocketAddr,
+}
+
+impl Control {
+    fn start(extra: &[&str]) -> Control {
         let data = TempDir::new("control");
         let (rtmp, http, srt) = (addr(), addr(), free_udp_port());
         let child = Command::new(server_bin())
@@ -78,60 +84,125 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
             .args(["--rtmp", &rtmp.to_string(), "--http", &http.to_string()])
             .args(["--srt", &format!("127.0.0.1:{srt}")])
             .args(["--public-host", "127.0.0.1"])
+            .args(extra)
             .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("UGC_NODE_TOKEN", NODE_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start ugc-server");
-        (Proc(child), data, http)
-    };
-    let cp = control.2;
-    wait_until(Duration::from_secs(10), || listening(cp)).expect("control plane listens");
-    let control_url = format!("http://{cp}");
-    let r = http_send(
-        cp,
-        "POST",
-        "/api/v1/streams",
-        Some(ADMIN_TOKEN),
-        Some(r#"{"name": "roles", "dvr_hours": 1}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let key = json_str(&r.text(), "key").unwrap();
+        let control = Control {
+            _proc: Proc(child),
+            _data: data,
+            http,
+        };
+        wait_until(Duration::from_secs(10), || listening(http)).expect("control plane listens");
+        control
+    }
 
-    let origin_http = addr();
-    let origin_data = TempDir::new("origin-data");
-    let origin = Node::start(
+    fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Creates a stream with the JSON `body`; its key.
+    fn create_stream(&self, body: &str) -> String {
+        let r = http_send(
+            self.http,
+            "POST",
+            "/api/v1/streams",
+            Some(ADMIN_TOKEN),
+            Some(body),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        json_str(&r.text(), "key").unwrap()
+    }
+}
+
+/// `ugc-origin` following `control`; (node, HTTP address, data dir).
+fn start_origin(control: &Control) -> (Node, SocketAddr, TempDir) {
+    let http = addr();
+    let data = TempDir::new("origin-data");
+    let node = Node::start(
         env!("CARGO_BIN_EXE_ugc-origin"),
         &[
             "--control-url".into(),
-            control_url.clone(),
+            control.url(),
             "--http".into(),
-            origin_http.to_string(),
+            http.to_string(),
             "--data".into(),
-            origin_data.path().display().to_string(),
+            data.path().display().to_string(),
             "--segment-ms".into(),
             "1000".into(),
         ],
     );
-    wait_until(Duration::from_secs(10), || listening(origin_http)).expect("origin listens");
-    let (rtmp, http) = (addr(), addr());
-    let publish = Node::start(
+    wait_until(Duration::from_secs(10), || listening(http)).expect("origin listens");
+    (node, http, data)
+}
+
+/// `ugc-publish` following `control`, pushing to `push_to`; (node, RTMP).
+fn start_publish(control: &Control, push_to: SocketAddr) -> (Node, SocketAddr) {
+    let rtmp = addr();
+    let node = Node::start(
         env!("CARGO_BIN_EXE_ugc-publish"),
         &[
             "--control-url".into(),
-            control_url.clone(),
+            control.url(),
             "--rtmp".into(),
             rtmp.to_string(),
             "--srt".into(),
             format!("127.0.0.1:{}", free_udp_port()),
             "--http".into(),
-            http.to_string(),
+            addr().to_string(),
             "--push-to".into(),
-            format!("http://{origin_http}"),
+            format!("http://{push_to}"),
         ],
     );
     wait_until(Duration::from_secs(10), || listening(rtmp)).expect("publishing node listens");
+    (node, rtmp)
+}
+
+/// The variants of a multivariant playlist: (URI, attributes).
+fn variants(master: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut attrs = None;
+    for line in master.lines() {
+        if let Some(a) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            attrs = Some(a.to_owned());
+        } else if !line.starts_with('#')
+            && !line.is_empty()
+            && let Some(a) = attrs.take()
+        {
+            out.push((line.to_owned(), a));
+        }
+    }
+    out
+}
+
+/// ffprobe's `codec,width,height` of the video of `url`, one line per program.
+fn probe_video(url: &str) -> Vec<String> {
+    let probe = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_name,width,height"])
+        .args(["-of", "csv=p=0", url]));
+    assert!(
+        probe.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
+    let control = Control::start(&[]);
+    let cp = control.http;
+    let key = control.create_stream(r#"{"name": "roles", "dvr_hours": 1}"#);
+    let (origin, origin_http, _origin_data) = start_origin(&control);
+    let (publish, rtmp) = start_publish(&control, origin_http);
 
     // A wrong key: the control plane refuses it through the node.
     let wrong = run(Command::new("ffmpeg")
@@ -165,22 +236,10 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
             publish.log()
         )
     });
-    let probe = run(Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=codec_name,width,height"])
-        .args(["-of", "csv=p=0"])
-        .arg(format!("http://{origin_http}{playlist}")));
-    let out = String::from_utf8_lossy(&probe.stdout);
+    let lines = probe_video(&format!("http://{origin_http}{playlist}"));
     assert!(
-        probe.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    // A line per program of the multivariant playlist.
-    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
-    assert!(
-        !lines.is_empty() && lines.iter().all(|l| *l == "h264,320,240"),
-        "{out}"
+        !lines.is_empty() && lines.iter().all(|l| l == "h264,320,240"),
+        "{lines:?}"
     );
     // And records it.
     wait_until(Duration::from_secs(10), || {
@@ -221,5 +280,67 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
         gone.is_some(),
         "the publisher on the rotated key is still connected"
     );
-    drop(control);
+}
+
+/// publish -> transcode -> origin: the ladder made on the transcoding node
+/// is served by the origin, each rendition at its size.
+#[test]
+fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
+    let work = TempDir::new("roles-ladder");
+    let config = work.path().join("ugc.toml");
+    std::fs::write(
+        &config,
+        "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
+         { name = \"240p\", height = 240, video_kbps = 300, audio_kbps = 64 },\n\
+         { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let control = Control::start(&["--config", config]);
+    let key = control.create_stream(r#"{"name": "ladder", "transcode": "small"}"#);
+    let (origin, origin_http, _origin_data) = start_origin(&control);
+    let transcode_http = addr();
+    let transcode = Node::start(
+        env!("CARGO_BIN_EXE_ugc-transcode"),
+        &[
+            "--control-url".into(),
+            control.url(),
+            "--config".into(),
+            config.into(),
+            "--http".into(),
+            transcode_http.to_string(),
+            "--push-to".into(),
+            format!("http://{origin_http}"),
+        ],
+    );
+    wait_until(Duration::from_secs(10), || listening(transcode_http)).expect("transcoder listens");
+    let (publish, rtmp) = start_publish(&control, transcode_http);
+    let clip = test_clip(320, 240, 20, 400);
+    let _ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
+    let mut master = String::new();
+    wait_until(Duration::from_secs(30), || {
+        master = http_get(origin_http, "/live/ladder/index.m3u8").text();
+        variants(&master).len() == 2
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no ladder at the origin: {master}\n{}\n{}\n{}",
+            origin.log(),
+            transcode.log(),
+            publish.log()
+        )
+    });
+    for (rendition, size) in [("240p", "320,240"), ("144p", "192,144")] {
+        let path = format!("/live/ladder/{rendition}/mono.m3u8");
+        wait_until(Duration::from_secs(10), || {
+            parse_media_playlist(&http_get(origin_http, &path).text()).len() >= 2
+        })
+        .unwrap_or_else(|| panic!("{rendition} has no segments at the origin"));
+        let lines = probe_video(&format!("http://{origin_http}{path}"));
+        let want = format!("h264,{size}");
+        assert!(
+            !lines.is_empty() && lines.iter().all(|l| *l == want),
+            "{rendition}: {lines:?}"
+        );
+    }
 }

@@ -346,3 +346,28 @@ impl Sink for RelayPusher {
         }
     }
 }
+
+/// Pushes every stream of `hub`, those that exist and those to come, to
+/// each node of `targets` (`http://host:port`) with `token`, one
+/// [`RelayPusher`] per stream and target for as long as the stream lives:
+/// a publishing node feeding its origins or transcoder, a transcoder
+/// feeding the origins (its renditions are streams of the Hub too). Runs
+/// until the Hub is gone.
+pub async fn push_all(hub: ugc_core::Hub, targets: Vec<String>, token: String) {
+    let mut watch = hub.watch();
+    while let Some(stream) = watch.next().await {
+        for target in &targets {
+            let Some(reader) = hub.subscribe_existing(&stream) else {
+                continue;
+            };
+            let pusher = RelayPusher::new(PushConfig::new(target, stream.clone(), &token));
+            let (stream, target) = (stream.clone(), target.clone());
+            tokio::spawn(async move {
+                match ugc_core::pump(reader, ugc_core::Passthrough, pusher).await {
+                    Ok(()) => tracing::info!(%stream, %target, "relay push ended with the stream"),
+                    Err(e) => tracing::warn!(%stream, %target, error = %e, "relay push failed"),
+                }
+            });
+        }
+    }
+}

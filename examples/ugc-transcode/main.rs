@@ -1,0 +1,127 @@
+//! `ugc-transcode`: a transcoding node of a ugc platform of several
+//! machines. Streams arrive over the relay (pushed by publishing nodes);
+//! each whose transcode profile (from the control plane's settings feed)
+//! is not `off` gets its ABR ladder; every stream, sources and renditions,
+//! is pushed to each `--push-to` node (the origins).
+//!
+//! ```text
+//! UGC_NODE_TOKEN=... ugc-transcode --control-url http://cp:8080 \
+//!     --http 0.0.0.0:8083 --push-to http://origin1:8082
+//! ```
+//!
+//! Wiring only; `ugc-server` is every role in one process. One transcoder
+//! per stream: leases and failover between transcoders are the cluster's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::{info, warn};
+use ugc_auth::lookup;
+use ugc_auth::{RemoteConfig, RemoteSettings};
+use ugc_codec::ladder::LadderProfiles;
+use ugc_codec::ladder::config::TranscodeSection;
+use ugc_codec::ladder::stats::LadderRegistry;
+use ugc_core::metrics::Exposition;
+use ugc_core::{Hub, HubConfig};
+use ugc_proto::relay::push::push_all;
+use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
+
+/// A transcoding node: relay in, ABR ladder, relay out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// The control plane, `http://host:port`.
+    #[arg(long, env = "UGC_CONTROL_URL")]
+    control_url: String,
+    /// HTTP listen address (relay in and out, `/metrics`).
+    #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8083")]
+    http: SocketAddr,
+    /// Push every stream and rendition to this node; repeatable.
+    #[arg(long = "push-to", env = "UGC_PUSH_TO", value_delimiter = ',')]
+    push_to: Vec<String>,
+    /// A TOML file whose `[transcode]` table sets the ladders, as in
+    /// ugc-server's configuration.
+    #[arg(long, env = "UGC_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Transcode profile of streams the control plane has no setting for
+    /// (default: the file's `transcode.default`, else `off`).
+    #[arg(long, env = "UGC_TRANSCODE_DEFAULT")]
+    transcode_default: Option<String>,
+    /// Seconds a stream survives without its relay.
+    #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
+    publisher_grace_s: u64,
+}
+
+/// The configuration file: the `[transcode]` table only.
+#[derive(Debug, serde::Deserialize)]
+struct File {
+    #[serde(default)]
+    transcode: TranscodeSection,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UGC_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    let token = std::env::var("UGC_NODE_TOKEN").context("UGC_NODE_TOKEN is required")?;
+    let hub = Hub::new(HubConfig {
+        publisher_grace: Duration::from_secs(flags.publisher_grace_s),
+        ..HubConfig::default()
+    });
+    let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
+        .await
+        .context("following the control plane's settings")?;
+    let mut section = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<File>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+                .transcode
+        }
+        None => TranscodeSection::default(),
+    };
+    section.default = flags.transcode_default.or(section.default);
+    let ladders: LadderProfiles = section.load().context("transcode config")?;
+    let profile_of = lookup::transcode_profile(settings.clone(), ladders.default.clone());
+    let registry = LadderRegistry::default();
+    tokio::spawn(ugc_codec::transcode::supervise(
+        hub.clone(),
+        ladders.profiles,
+        Arc::new(profile_of),
+        settings.subscribe_changes(),
+        registry.clone(),
+    ));
+    tokio::spawn(push_all(hub.clone(), flags.push_to, token.clone()));
+
+    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
+    let metrics = {
+        let (hub, relay) = (hub.clone(), relay.clone());
+        move || async move {
+            let now = Instant::now();
+            let mut m = Exposition::new();
+            ugc_core::metrics::write_hub(&mut m, &hub, now);
+            registry.write_metrics(&mut m, now);
+            relay.write_metrics(&mut m);
+            m.finish()
+        }
+    };
+    let app = relay
+        .router()
+        .route("/metrics", axum::routing::get(metrics));
+    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    info!(http = %http.local_addr()?, "ugc-transcode started");
+    if let Err(e) = ugc_proto::http::serve(http, app, Default::default()).await {
+        warn!(error = %e, "HTTP server stopped");
+    }
+    Ok(())
+}
