@@ -3,12 +3,12 @@
 //! (`ugc_auth::node::RemoteAuthorizer`) and SRT passphrases and restream
 //! targets from its settings feed (`RemoteSettings`); out: restreams, the
 //! relay for nodes that pull (`GET /relay/v1/...`), and a push of every
-//! stream to each `--push-to` node (an origin or a transcoder).
+//! stream to the control plane's transcoders (else its origins), or to
+//! each `--push-to` node.
 //!
 //! ```text
 //! UGC_NODE_TOKEN=... ugc-publish --control-url http://cp:8080 \
-//!     --rtmp 0.0.0.0:1935 --srt 0.0.0.0:9000 --http 0.0.0.0:8081 \
-//!     --push-to http://origin1:8082 --push-to http://origin2:8082
+//!     --rtmp 0.0.0.0:1935 --srt 0.0.0.0:9000 --http 0.0.0.0:8081
 //! ```
 //!
 //! Wiring only; `ugc-server` is every role in one process.
@@ -21,7 +21,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
 use ugc_auth::lookup::{self, Overrides};
-use ugc_auth::node::RemoteAuthorizer;
+use ugc_auth::node::{RemoteAuthorizer, Topology};
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
@@ -47,6 +47,8 @@ struct Flags {
     #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8081")]
     http: SocketAddr,
     /// Push every stream to this node (`http://host:port`); repeatable.
+    /// Default: the control plane's topology (its transcoders, else its
+    /// origins).
     #[arg(long = "push-to", env = "UGC_PUSH_TO", value_delimiter = ',')]
     push_to: Vec<String>,
     /// Seconds a stream survives without a publisher.
@@ -110,7 +112,15 @@ async fn main() -> anyhow::Result<()> {
         Default::default(),
         restreams.clone(),
     ));
-    tokio::spawn(push_all(hub.clone(), flags.push_to, token.clone()));
+    let targets = match flags.push_to {
+        t if t.is_empty() => Topology::fetch(&flags.control_url, &token)
+            .await
+            .publish_targets()
+            .to_vec(),
+        t => t,
+    };
+    info!(?targets, "pushing every stream");
+    tokio::spawn(push_all(hub.clone(), targets, token.clone()));
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
     let metrics = {

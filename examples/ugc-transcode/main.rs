@@ -2,11 +2,11 @@
 //! machines. Streams arrive over the relay (pushed by publishing nodes);
 //! each whose transcode profile (from the control plane's settings feed)
 //! is not `off` gets its ABR ladder; every stream, sources and renditions,
-//! is pushed to each `--push-to` node (the origins).
+//! is pushed to the control plane's origins (or each `--push-to` node).
 //!
 //! ```text
 //! UGC_NODE_TOKEN=... ugc-transcode --control-url http://cp:8080 \
-//!     --http 0.0.0.0:8083 --push-to http://origin1:8082
+//!     --http 0.0.0.0:8083
 //! ```
 //!
 //! Wiring only; `ugc-server` is every role in one process. One transcoder
@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
 use ugc_auth::lookup;
+use ugc_auth::node::Topology;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_codec::ladder::LadderProfiles;
 use ugc_codec::ladder::config::TranscodeSection;
@@ -40,6 +41,7 @@ struct Flags {
     #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8083")]
     http: SocketAddr,
     /// Push every stream and rendition to this node; repeatable.
+    /// Default: the control plane's origins.
     #[arg(long = "push-to", env = "UGC_PUSH_TO", value_delimiter = ',')]
     push_to: Vec<String>,
     /// A TOML file whose `[transcode]` table sets the ladders, as in
@@ -101,7 +103,12 @@ async fn main() -> anyhow::Result<()> {
         settings.subscribe_changes(),
         registry.clone(),
     ));
-    tokio::spawn(push_all(hub.clone(), flags.push_to, token.clone()));
+    let targets = match flags.push_to {
+        t if t.is_empty() => Topology::fetch(&flags.control_url, &token).await.origins,
+        t => t,
+    };
+    info!(?targets, "pushing every stream");
+    tokio::spawn(push_all(hub.clone(), targets, token.clone()));
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
     let metrics = {

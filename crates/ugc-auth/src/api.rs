@@ -276,6 +276,7 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("get", "/settings", get(crate::provision::get_settings)),
         ("get", "/changes", get(crate::provision::get_changes)),
         ("post", "/node/publish", post(crate::node::publish_check)),
+        ("get", "/node/topology", get(crate::node::get_topology)),
         // Served by `router_with`, with the extensions' paths.
         (
             "get",

@@ -197,6 +197,8 @@ pub struct ControlConfig {
     /// the settings feed (`GET /api/v1/settings`, `/api/v1/changes`); the
     /// admin token works too. Grants nothing else.
     pub node_token: Option<String>,
+    /// Where media nodes send streams (`GET /api/v1/node/topology`).
+    pub topology: node::Topology,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Named transcode profiles accepted besides `off` and `default`.
@@ -220,6 +222,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("publish_backend", &self.publish_backend)
             .field("play_backend", &self.play_backend)
             .field("node_token", &self.node_token.as_ref().map(|_| ".."))
+            .field("topology", &self.topology)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("transcode_profiles", &self.transcode_profiles)
             .field("hub", &self.hub.is_some())
@@ -239,6 +242,7 @@ impl ControlConfig {
             publish_backend: None,
             play_backend: None,
             node_token: None,
+            topology: node::Topology::default(),
             trusted_proxies: TrustedProxies::default(),
             transcode_profiles: Vec::new(),
             hub: None,

@@ -43,6 +43,89 @@ use crate::ControlPlane;
 use crate::error::{Error, Result};
 use crate::plane::{ChangeKind, StreamChange};
 
+/// Where media nodes send streams: the control plane's static choice
+/// (`[cluster]` in ugc-server's configuration file), answered by
+/// `GET /api/v1/node/topology` (node or admin token), so that no node's
+/// configuration lists the others. Least-loaded assignment and failover
+/// are the cluster's (node registry and leases).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Transcoding nodes (`http://host:port`): publishing nodes push here.
+    #[serde(default)]
+    pub transcoders: Vec<String>,
+    /// Origin nodes: transcoding nodes push here, and publishing nodes
+    /// when there is no transcoder.
+    #[serde(default)]
+    pub origins: Vec<String>,
+}
+
+impl Topology {
+    /// Every URL is `http://host:port` without a path.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for url in self.transcoders.iter().chain(&self.origins) {
+            let uri: Uri = url
+                .parse()
+                .map_err(|e| format!("cluster node {url:?}: {e}"))?;
+            let bare = uri.path() == "/" && uri.query().is_none() && !url.ends_with('/');
+            if uri.scheme_str() != Some("http") || uri.host().is_none() || !bare {
+                return Err(format!("cluster node {url:?}: want http://host:port"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a publishing node pushes its streams.
+    pub fn publish_targets(&self) -> &[String] {
+        match self.transcoders.is_empty() {
+            true => &self.origins,
+            false => &self.transcoders,
+        }
+    }
+
+    /// `GET /api/v1/node/topology` of the control plane at `url`, retried
+    /// every second until it answers (it may start after the node).
+    pub async fn fetch(url: &str, token: &str) -> Topology {
+        let uri = format!("{}/api/v1/node/topology", url.trim_end_matches('/'));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        loop {
+            let attempt = async {
+                let req = hyper::Request::get(uri.as_str())
+                    .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| e.to_string())?;
+                let resp = client.request(req).await.map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                if !status.is_success() {
+                    return Err(format!("answered {status}"));
+                }
+                let t: Topology = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                t.check().map(|()| t)
+            };
+            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(t)) => return t,
+                Ok(Err(why)) => tracing::warn!(error = %why, "cluster topology; retrying"),
+                Err(_) => tracing::warn!("cluster topology: timed out; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// `GET /api/v1/node/topology`.
+pub(crate) async fn get_topology(State(cp): State<ControlPlane>, headers: HeaderMap) -> Response {
+    if let Err(e) = crate::provision::node_auth(&cp, &headers).await {
+        return e.into_response();
+    }
+    axum::Json(cp.inner.topology.clone()).into_response()
+}
+
 /// The body of `POST /api/v1/node/publish`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -173,6 +173,16 @@ pub(crate) fn document() -> Value {
                     }
                 }
             },
+            "/node/topology": {
+                "get": {
+                    "summary": "Where media nodes send streams: transcoders and origins (media nodes; admin or node token)",
+                    "responses": {
+                        "200": ok("The topology", "Topology"),
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token")
+                    }
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -277,6 +287,13 @@ pub(crate) fn document() -> Value {
                         "name": { "type": "string" },
                         "kind": { "type": "string", "enum": ["created", "updated", "key_rotated", "deleted"] },
                         "settings": { "allOf": [{ "$ref": "#/components/schemas/StreamSettings" }], "nullable": true }
+                    }
+                },
+                "Topology": {
+                    "type": "object",
+                    "properties": {
+                        "transcoders": { "type": "array", "items": { "type": "string" }, "description": "http://host:port; publishing nodes push here" },
+                        "origins": { "type": "array", "items": { "type": "string" }, "description": "http://host:port; transcoders push here, publishing nodes too when there is no transcoder" }
                     }
                 },
                 "PublishCheck": {

@@ -192,6 +192,8 @@ pub(crate) struct Inner {
     pub(crate) feed: Mutex<crate::provision::Feed>,
     /// sha256 of the node token, if configured.
     pub(crate) node_token: Option<[u8; 32]>,
+    /// Where media nodes send streams (`GET /node/topology`).
+    pub(crate) topology: crate::node::Topology,
     generated_admin: Mutex<Option<String>>,
 }
 
@@ -313,6 +315,7 @@ impl ControlPlane {
             Some(t) => Some(sha256(t)),
             None => None,
         };
+        config.topology.check().map_err(Error::Config)?;
         Ok(ControlPlane {
             inner: Arc::new(Inner {
                 store,
@@ -335,6 +338,7 @@ impl ControlPlane {
                 changes,
                 feed: Mutex::new(feed),
                 node_token,
+                topology: config.topology,
                 generated_admin: Mutex::new(generated),
             }),
         })

@@ -179,3 +179,55 @@ async fn the_publish_check_wants_the_node_token_and_a_good_body() {
         assert_eq!(s, 400, "{bad}: {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_learn_the_topology_from_the_control_plane() {
+    use ugc_auth::node::Topology;
+    let dir = TempDir::new("node-topology");
+    let topology = Topology {
+        transcoders: vec!["http://10.0.0.3:8083".into()],
+        origins: vec!["http://10.0.0.4:8082".into(), "http://10.0.0.5:8082".into()],
+    };
+    let mut cfg = Db::sqlite().config(&dir);
+    cfg.node_token = Some(NODE.into());
+    cfg.topology = topology.clone();
+    let cp = ControlPlane::open(cfg).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    let (_, v) = api.call("POST", "/creators", Some(ADMIN), json!({})).await;
+    let creator = v["token"].as_str().unwrap().to_owned();
+    for (token, want) in [
+        (None, 401),
+        (Some(creator.as_str()), 403),
+        (Some(NODE), 200),
+    ] {
+        let (s, v) = api.call("GET", "/node/topology", token, json!(null)).await;
+        assert_eq!(s, want, "{token:?}: {v}");
+    }
+    let got = Topology::fetch(&format!("http://{}", srv.addr), NODE).await;
+    assert_eq!(got, topology);
+    assert_eq!(got.publish_targets(), &topology.transcoders[..]);
+    let no_transcoder = Topology {
+        transcoders: Vec::new(),
+        ..topology
+    };
+    assert_eq!(no_transcoder.publish_targets(), &no_transcoder.origins[..]);
+
+    // Only bare http://host:port URLs.
+    for bad in [
+        "https://10.0.0.4",
+        "http://10.0.0.4:8082/path",
+        "http://10.0.0.4:8082/",
+        "10.0.0.4:8082",
+    ] {
+        let t = Topology {
+            transcoders: Vec::new(),
+            origins: vec![bad.into()],
+        };
+        assert!(t.check().is_err(), "{bad}");
+        let dir = TempDir::new("node-topology-bad");
+        let mut cfg = Db::sqlite().config(&dir);
+        cfg.topology = t;
+        assert!(ControlPlane::open(cfg).await.is_err(), "{bad}");
+    }
+}

@@ -144,6 +144,12 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub http_limits: HttpLimits,
+    /// `[cluster]`: where media nodes send streams (`transcoders`,
+    /// `origins`: `http://host:port` lists), answered to them by
+    /// `GET /api/v1/node/topology`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub cluster: ugc_auth::node::Topology,
 }
 
 /// `[http_limits]` in the config file; defaults in `ugc_proto::http`.
@@ -206,6 +212,8 @@ pub struct Config {
     pub restream_ca_file: Option<PathBuf>,
     /// Limits of the HTTP and HTTPS listeners.
     pub http_limits: ugc_proto::http::ServeConfig,
+    /// Where media nodes send streams.
+    pub cluster: ugc_auth::node::Topology,
 }
 
 impl Config {
@@ -283,6 +291,7 @@ impl Config {
             streams: s.streams,
             restream_ca_file: s.restream_ca_file,
             http_limits: s.http_limits.serve_config()?,
+            cluster: s.cluster,
         })
     }
 }

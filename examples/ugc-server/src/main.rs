@@ -82,10 +82,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     cc.admin_token = std::env::var("UGC_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    // Media nodes (ugc-publish, ugc-origin) present it to the control API.
+    // Media nodes (ugc-publish, ugc-transcode, ugc-origin) present it to
+    // the control API, which tells them where streams go.
     cc.node_token = std::env::var("UGC_NODE_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    cc.topology = config.cluster.clone();
     cc.public_urls = PublicUrls {
         host: host.clone(),
         rtmp_port: rtmp_addr.port(),

@@ -118,9 +118,8 @@ impl Control {
     }
 }
 
-/// `ugc-origin` following `control`; (node, HTTP address, data dir).
-fn start_origin(control: &Control) -> (Node, SocketAddr, TempDir) {
-    let http = addr();
+/// `ugc-origin` following `control` on `http`; (node, data dir).
+fn start_origin(control: &Control, http: SocketAddr) -> (Node, TempDir) {
     let data = TempDir::new("origin-data");
     let node = Node::start(
         env!("CARGO_BIN_EXE_ugc-origin"),
@@ -136,27 +135,27 @@ fn start_origin(control: &Control) -> (Node, SocketAddr, TempDir) {
         ],
     );
     wait_until(Duration::from_secs(10), || listening(http)).expect("origin listens");
-    (node, http, data)
+    (node, data)
 }
 
-/// `ugc-publish` following `control`, pushing to `push_to`; (node, RTMP).
-fn start_publish(control: &Control, push_to: SocketAddr) -> (Node, SocketAddr) {
+/// `ugc-publish` following `control`, pushing to `push_to`, else where the
+/// control plane's topology says; (node, RTMP).
+fn start_publish(control: &Control, push_to: Option<SocketAddr>) -> (Node, SocketAddr) {
     let rtmp = addr();
-    let node = Node::start(
-        env!("CARGO_BIN_EXE_ugc-publish"),
-        &[
-            "--control-url".into(),
-            control.url(),
-            "--rtmp".into(),
-            rtmp.to_string(),
-            "--srt".into(),
-            format!("127.0.0.1:{}", free_udp_port()),
-            "--http".into(),
-            addr().to_string(),
-            "--push-to".into(),
-            format!("http://{push_to}"),
-        ],
-    );
+    let mut args = vec![
+        "--control-url".into(),
+        control.url(),
+        "--rtmp".into(),
+        rtmp.to_string(),
+        "--srt".into(),
+        format!("127.0.0.1:{}", free_udp_port()),
+        "--http".into(),
+        addr().to_string(),
+    ];
+    if let Some(p) = push_to {
+        args.extend(["--push-to".into(), format!("http://{p}")]);
+    }
+    let node = Node::start(env!("CARGO_BIN_EXE_ugc-publish"), &args);
     wait_until(Duration::from_secs(10), || listening(rtmp)).expect("publishing node listens");
     (node, rtmp)
 }
@@ -201,8 +200,9 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
     let control = Control::start(&[]);
     let cp = control.http;
     let key = control.create_stream(r#"{"name": "roles", "dvr_hours": 1}"#);
-    let (origin, origin_http, _origin_data) = start_origin(&control);
-    let (publish, rtmp) = start_publish(&control, origin_http);
+    let origin_http = addr();
+    let (origin, _origin_data) = start_origin(&control, origin_http);
+    let (publish, rtmp) = start_publish(&control, Some(origin_http));
 
     // A wrong key: the control plane refuses it through the node.
     let wrong = run(Command::new("ffmpeg")
@@ -282,15 +282,21 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
     );
 }
 
-/// publish -> transcode -> origin: the ladder made on the transcoding node
-/// is served by the origin, each rendition at its size.
+/// publish -> transcode -> origin, as the control plane's `[cluster]`
+/// says: the ladder made on the transcoding node is served by the origin,
+/// each rendition at its size.
 #[test]
 fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
     let work = TempDir::new("roles-ladder");
     let config = work.path().join("ugc.toml");
+    // Where streams go is the control plane's choice: no node names another.
+    let (origin_http, transcode_http) = (addr(), addr());
     std::fs::write(
         &config,
-        "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
+        format!(
+            "[cluster]\ntranscoders = [\"http://{transcode_http}\"]\n\
+             origins = [\"http://{origin_http}\"]\n"
+        ) + "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
          { name = \"240p\", height = 240, video_kbps = 300, audio_kbps = 64 },\n\
          { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
     )
@@ -298,8 +304,7 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
     let config = config.to_str().unwrap();
     let control = Control::start(&["--config", config]);
     let key = control.create_stream(r#"{"name": "ladder", "transcode": "small"}"#);
-    let (origin, origin_http, _origin_data) = start_origin(&control);
-    let transcode_http = addr();
+    let (origin, _origin_data) = start_origin(&control, origin_http);
     let transcode = Node::start(
         env!("CARGO_BIN_EXE_ugc-transcode"),
         &[
@@ -309,12 +314,10 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
             config.into(),
             "--http".into(),
             transcode_http.to_string(),
-            "--push-to".into(),
-            format!("http://{origin_http}"),
         ],
     );
     wait_until(Duration::from_secs(10), || listening(transcode_http)).expect("transcoder listens");
-    let (publish, rtmp) = start_publish(&control, transcode_http);
+    let (publish, rtmp) = start_publish(&control, None);
     let clip = test_clip(320, 240, 20, 400);
     let _ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
     let mut master = String::new();
