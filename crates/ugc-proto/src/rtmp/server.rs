@@ -69,7 +69,11 @@ use crate::limits::{ConnLimiter, Refused, Slot};
 pub struct RtmpServerConfig {
     /// Settings of every session.
     pub session: SessionConfig,
-    /// Time from accept until the handshake is complete.
+    /// Time from accept until the peer asks to publish: the RTMP handshake
+    /// and the commands before `publish` (`connect`, `createStream`). A
+    /// client does all of it in a few round trips; a peer that keeps
+    /// sending anything else (pings, chunk-size changes, media before
+    /// publishing) is closed when it runs out.
     pub handshake_timeout: Duration,
     /// Longest silence from a connected peer.
     pub idle_timeout: Duration,
@@ -375,15 +379,20 @@ impl RtmpConnection {
     pub async fn publish<A: Authorizer>(mut self, auth: &A) -> Result<Option<RtmpPublish>> {
         let deadline = Instant::now() + self.config.handshake_timeout;
         loop {
-            let read = if self.session.is_connected() {
-                timeout(self.config.idle_timeout, self.tcp.read(&mut self.buf))
-                    .await
-                    .map_err(|_| self.stats.timed_out("peer idle"))?
-            } else {
-                timeout_at(deadline, self.tcp.read(&mut self.buf))
-                    .await
-                    .map_err(|_| self.stats.timed_out("handshake"))?
+            let idle = Instant::now() + self.config.idle_timeout;
+            let (until, why) = match (deadline <= idle, self.session.is_connected()) {
+                (true, false) => (deadline, "handshake"),
+                (true, true) => (deadline, "no publish request in time"),
+                (false, _) => (idle, "peer idle"),
             };
+            // A peer that always has more to send never waits for a read:
+            // the deadline is checked, not only raced.
+            if until <= Instant::now() {
+                return Err(self.stats.timed_out(why));
+            }
+            let read = timeout_at(until, self.tcp.read(&mut self.buf))
+                .await
+                .map_err(|_| self.stats.timed_out(why))?;
             let n = read?;
             if n == 0 {
                 tracing::debug!(peer = %self.peer, "rtmp connection closed before publishing");
