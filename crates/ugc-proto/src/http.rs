@@ -389,11 +389,14 @@ impl<S> Guarded<S> {
     }
 
     fn progressed(&mut self) {
+        // The first progress replaces the first-bytes deadline, even by an
+        // earlier one (an `idle_timeout` shorter than `header_read_timeout`).
+        let first = !self.started;
         self.started = true;
         let at = Instant::now() + self.idle_timeout;
         // Resetting the timer entry on every read is cheap, but skip it
         // when the deadline barely moved (a busy connection).
-        if at > self.deadline.deadline() + Duration::from_millis(250) {
+        if first || at > self.deadline.deadline() + Duration::from_millis(250) {
             self.deadline.as_mut().reset(at);
         }
     }
