@@ -106,3 +106,51 @@ async fn silent_connections_are_closed_at_the_handshake_timeout() {
     }
     assert_eq!(stats.timed_out.load(Ordering::Relaxed), 5);
 }
+
+/// A peer that completes the handshake and then keeps sending (media
+/// before publishing, never a command) is closed at the handshake timeout:
+/// the deadline is checked even though its reads never wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_sending_but_never_publishes_is_closed_at_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(RtmpServerStats::default());
+    // Small reads of large bursts: the server's socket always has data,
+    // so its reads complete at once (as under a storm of several peers).
+    let config = RtmpServerConfig {
+        handshake_timeout: Duration::from_millis(500),
+        read_buffer_size: 256,
+        ..RtmpServerConfig::default()
+    };
+    tokio::spawn(serve_with_stats(
+        listener,
+        Hub::new(HubConfig::default()),
+        Arc::new(AllowAll),
+        config,
+        stats.clone(),
+    ));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut c0c1 = vec![0u8; 1537];
+    c0c1[0] = 3;
+    s.write_all(&c0c1).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 3073];
+    s.read_exact(&mut s0s1s2).await.unwrap();
+    s.write_all(&s0s1s2[1..1537]).await.unwrap();
+    // Video messages of 100 bytes on message stream 0, one chunk each.
+    let mut chunk = vec![0x06, 0, 0, 0, 0, 0, 100, 9, 0, 0, 0, 0];
+    chunk.resize(12 + 100, 0x17);
+    let burst = chunk.repeat(10_000);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while s.write_all(&burst).await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after 5 s of sending");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.timed_out.load(Ordering::Relaxed), 1);
+}
