@@ -20,6 +20,8 @@
 //! * [`relay`]: the inter-node relay, a Hub stream as fragmented MP4 over
 //!   one long-lived HTTP response: sans-IO writer, reader and window, and
 //!   (feature `tokio`) the serving route and a resuming puller `Source`.
+//! * [`limits`]: connection caps per listener and per peer address, shared
+//!   by the HTTP, HTTPS and RTMP listeners.
 //! * `pacing` (feature `tokio`): the paced ingest runtime, one thread whose
 //!   passes over the ingest sockets are a tick apart. (A stream whose
 //!   publisher left ends by itself: `ugc_core::HubConfig::publisher_grace`.)
@@ -34,6 +36,7 @@ pub mod dvr;
 pub mod error;
 #[cfg(feature = "tokio")]
 pub mod http;
+pub mod limits;
 #[cfg(feature = "tokio")]
 pub mod origin;
 #[cfg(feature = "tokio")]

@@ -185,6 +185,28 @@ async fn a_reader_that_stops_reading_is_cut_after_the_idle_timeout() {
     assert!(stats.timed_out.load(Ordering::Relaxed) >= 1);
 }
 
+/// With an idle timeout shorter than the header timeout, a reader that
+/// stops reading is cut after the idle timeout, not after the first-bytes
+/// deadline (which the first bytes replace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_timeout_shorter_than_the_header_timeout_applies_after_the_request() {
+    let (addr, stats) = start(ServeConfig {
+        header_read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(1),
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut s = connect_from("127.0.0.1", addr).await;
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        stats.timed_out.load(Ordering::Relaxed) >= 1,
+        "not cut 3 s after the request"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_request_is_not_idle() {
     // A blocking reload holds its answer (up to three target durations) and

@@ -40,8 +40,19 @@ fn call(
     stream_id: &str,
     passphrase: Option<&str>,
 ) -> (Outcome, Option<CallerEncryption>) {
-    let server: SocketAddr = SERVER.parse().unwrap();
     let me: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    call_from(listener, me, caller_keys, stream_id, passphrase)
+}
+
+/// [`call`] from any address.
+fn call_from(
+    listener: &mut SrtListener,
+    me: SocketAddr,
+    caller_keys: Option<(KeySize, &str)>,
+    stream_id: &str,
+    passphrase: Option<&str>,
+) -> (Outcome, Option<CallerEncryption>) {
+    let server: SocketAddr = SERVER.parse().unwrap();
     let settings = ConnInitSettings {
         key_settings: caller_keys.map(|(key_size, p)| KeySettings {
             key_size,
@@ -188,4 +199,215 @@ fn garbage_datagrams_never_panic_the_listener() {
     }
     let (o, _) = call(&mut l, 6001, None, "k1", None);
     assert_eq!(o, Outcome::Connected);
+}
+
+/// The induction a caller at `me` opens its handshake with.
+fn induction(me: SocketAddr, now: Instant) -> Vec<u8> {
+    let mut caller = Connect::new(
+        SERVER.parse().unwrap(),
+        me.ip(),
+        ConnInitSettings::default(),
+        Some("k1".to_owned()),
+        SeqNumber::new_truncate(1),
+    );
+    match caller.handle_tick(now) {
+        ConnectionResult::SendPacket((p, _)) => ser(&p),
+        other => panic!("no induction: {other:?}"),
+    }
+}
+
+/// Inductions from `ports` source ports of `ip` at `now`.
+fn flood(l: &mut SrtListener, ip: &str, ports: std::ops::Range<u16>, now: Instant) {
+    for port in ports {
+        let me: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        l.handle_datagram(now, me, &induction(me, now));
+        while l.poll_transmit().is_some() {}
+        while l.poll_event().is_some() {}
+    }
+}
+
+/// A handshake flood from one host over a thousand source ports: without
+/// a per-address cap it fills the listener's table and the next caller is
+/// ignored until the flood's handshakes time out; with it, the flood holds
+/// `max_pending_per_ip` places, the rest are dropped and counted, and
+/// another caller connects at once. The flood's places free up after
+/// `handshake_timeout`, and the host may start handshakes again.
+#[test]
+fn a_handshake_flood_from_one_address_leaves_room_for_others() {
+    let config = ListenerConfig {
+        max_pending: 100,
+        max_pending_per_ip: 8,
+        handshake_timeout: Duration::from_secs(10),
+        ..ListenerConfig::default()
+    };
+    let attacker: std::net::IpAddr = "10.6.6.6".parse().unwrap();
+
+    // Before: no cap per address.
+    let mut open = SrtListener::new(ListenerConfig {
+        max_pending_per_ip: 0,
+        ..config.clone()
+    });
+    let t0 = Instant::now();
+    flood(&mut open, "10.6.6.6", 20_000..21_000, t0);
+    assert_eq!(open.pending(), 100);
+    assert_eq!(open.stats().overload_drops, 900);
+    let (o, _) = call(&mut open, 7001, None, "k1", None);
+    assert_eq!(o, Outcome::Nothing, "locked out by the flood");
+
+    // Now: the flood holds 8 places.
+    let mut l = SrtListener::new(config);
+    let t0 = Instant::now();
+    flood(&mut l, "10.6.6.6", 20_000..21_000, t0);
+    assert_eq!(l.pending(), 8);
+    assert_eq!(l.of_ip(attacker), (8, 0));
+    assert_eq!(l.stats().ip_cap_drops, 992);
+    assert_eq!(l.stats().overload_drops, 0);
+    // Thousands more from the same few ports change nothing.
+    for _ in 0..500 {
+        flood(&mut l, "10.6.6.6", 20_000..20_004, t0);
+    }
+    assert_eq!(l.of_ip(attacker), (8, 0));
+    let (o, _) = call(&mut l, 7001, None, "k1", None);
+    assert_eq!(o, Outcome::Connected);
+
+    // Just before the timeout the flood's places are held; after it, free.
+    l.handle_timeout(t0 + Duration::from_millis(9_900));
+    assert_eq!(l.of_ip(attacker), (8, 0));
+    l.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(l.of_ip(attacker), (0, 0));
+    assert_eq!(l.pending(), 0);
+    assert_eq!(l.stats().timed_out, 8);
+    flood(
+        &mut l,
+        "10.6.6.6",
+        30_000..30_001,
+        t0 + Duration::from_secs(11),
+    );
+    assert_eq!(l.of_ip(attacker), (1, 0));
+}
+
+/// One address may hold `max_connections_per_ip` connections: the next
+/// caller from it is refused with 2402 before its access is asked for
+/// (no `AccessRequested`), other addresses are not affected, and a place
+/// freed by `connection_closed` (once, however often it is called) is
+/// given again.
+#[test]
+fn connections_per_address_are_capped_until_one_closes() {
+    let mut l = SrtListener::new(ListenerConfig {
+        max_connections_per_ip: 2,
+        ..ListenerConfig::default()
+    });
+    let host = |port: u16| -> SocketAddr { format!("10.0.0.1:{port}").parse().unwrap() };
+    let ip = host(0).ip();
+    for port in [8001, 8002] {
+        let (o, _) = call_from(&mut l, host(port), None, "k1", None);
+        assert_eq!(o, Outcome::Connected);
+    }
+    assert_eq!(l.of_ip(ip), (0, 2));
+    let (o, asked) = call_from(&mut l, host(8003), None, "k1", None);
+    assert_eq!(o, Outcome::Rejected(RejectCode::OVERLOAD));
+    assert_eq!(asked, None, "refused before its access was asked for");
+    assert_eq!(l.stats().ip_cap_rejects, 1);
+    // Another address is served.
+    let other: SocketAddr = "10.0.0.2:8001".parse().unwrap();
+    let (o, _) = call_from(&mut l, other, None, "k1", None);
+    assert_eq!(o, Outcome::Connected);
+    // A connection ends: its place is free, counted once.
+    l.connection_closed(&host(8001));
+    l.connection_closed(&host(8001));
+    l.connection_closed(&host(9999));
+    assert_eq!(l.of_ip(ip), (0, 1));
+    let (o, _) = call_from(&mut l, host(8004), None, "k1", None);
+    assert_eq!(o, Outcome::Connected);
+    let (o, _) = call_from(&mut l, host(8005), None, "k1", None);
+    assert_eq!(o, Outcome::Rejected(RejectCode::OVERLOAD));
+    assert_eq!(l.of_ip(ip), (0, 2));
+    assert_eq!(l.stats().ip_cap_rejects, 2);
+}
+
+/// Two callers of one address decided at once when it has one place
+/// left: the first accepted connects, the second is refused at `accept`.
+#[test]
+fn concurrent_decisions_do_not_overrun_the_per_address_cap() {
+    let mut l = SrtListener::new(ListenerConfig {
+        max_connections_per_ip: 1,
+        ..ListenerConfig::default()
+    });
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let mut now = Instant::now();
+    let peers: Vec<SocketAddr> = (0..2)
+        .map(|i| format!("10.0.0.7:{}", 9000 + i).parse().unwrap())
+        .collect();
+    let mut callers: Vec<Connect> = peers
+        .iter()
+        .map(|me| {
+            Connect::new(
+                server,
+                me.ip(),
+                ConnInitSettings::default(),
+                Some("k1".to_owned()),
+                SeqNumber::new_truncate(1),
+            )
+        })
+        .collect();
+    let mut inbox: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, c) in callers.iter_mut().enumerate() {
+        if let ConnectionResult::SendPacket((p, _)) = c.handle_tick(now) {
+            inbox.push((i, ser(&p)));
+        }
+    }
+    let mut asked = Vec::new();
+    let mut outcomes = vec![Outcome::Nothing, Outcome::Nothing];
+    for _ in 0..6 {
+        now += Duration::from_millis(10);
+        for (i, d) in inbox.drain(..) {
+            l.handle_datagram(now, peers[i], &d);
+        }
+        while let Some(ev) = l.poll_event() {
+            match ev {
+                ListenerEvent::AccessRequested { peer, .. } => asked.push(peer),
+                ListenerEvent::Connected { peer, .. } => {
+                    outcomes[peers.iter().position(|p| *p == peer).unwrap()] = Outcome::Connected
+                }
+                ListenerEvent::Rejected { peer, code } => {
+                    outcomes[peers.iter().position(|p| *p == peer).unwrap()] =
+                        Outcome::Rejected(code)
+                }
+                _ => {}
+            }
+        }
+        // Both are being decided: answer them together.
+        if asked.len() == 2 {
+            for peer in asked.drain(..) {
+                l.accept(now, peer, None);
+            }
+            while let Some(ev) = l.poll_event() {
+                match ev {
+                    ListenerEvent::Connected { peer, .. } => {
+                        outcomes[peers.iter().position(|p| *p == peer).unwrap()] =
+                            Outcome::Connected
+                    }
+                    ListenerEvent::Rejected { peer, code } => {
+                        outcomes[peers.iter().position(|p| *p == peer).unwrap()] =
+                            Outcome::Rejected(code)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        while let Some((d, to)) = l.poll_transmit() {
+            let i = peers.iter().position(|p| *p == to).unwrap();
+            let p = Packet::parse(&mut &d[..], false).unwrap();
+            if let ConnectionResult::SendPacket((p, _)) =
+                callers[i].handle_packet(Ok((p, server)), now)
+            {
+                inbox.push((i, ser(&p)));
+            }
+        }
+    }
+    assert_eq!(
+        outcomes,
+        [Outcome::Connected, Outcome::Rejected(RejectCode::OVERLOAD)]
+    );
+    assert_eq!(l.of_ip(peers[0].ip()), (0, 1));
 }

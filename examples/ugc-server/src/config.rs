@@ -125,6 +125,15 @@ pub struct Settings {
     // File only.
     #[arg(skip)]
     pub max_rtmp_connections: Option<usize>,
+    /// RTMP connections one address may hold (default 64; 0 = no cap).
+    #[arg(skip)]
+    pub max_rtmp_connections_per_ip: Option<usize>,
+    /// SRT connections one address may hold (default 64; 0 = no cap).
+    #[arg(skip)]
+    pub max_srt_connections_per_ip: Option<usize>,
+    /// SRT handshakes in progress from one address (default 32; 0 = no cap).
+    #[arg(skip)]
+    pub max_srt_handshakes_per_ip: Option<usize>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
     #[arg(skip)]
     pub trusted_proxies: Option<Vec<String>>,
@@ -263,9 +272,18 @@ impl Config {
         if let Some(m) = s.max_rtmp_connections {
             rtmp_server.max_connections = m;
         }
+        if let Some(m) = s.max_rtmp_connections_per_ip {
+            rtmp_server.max_connections_per_ip = m;
+        }
         rtmp_server.batch_reads = ms(s.ingest_batch_ms, 40, 200);
         let mut srt_server = ugc_proto::srt::server::SrtServerConfig::default();
         srt_server.listener.latency = Duration::from_millis(s.srt_latency_ms.unwrap_or(120));
+        if let Some(m) = s.max_srt_connections_per_ip {
+            srt_server.listener.max_connections_per_ip = m;
+        }
+        if let Some(m) = s.max_srt_handshakes_per_ip {
+            srt_server.listener.max_pending_per_ip = m;
+        }
         Ok(Config {
             log: s.log.unwrap_or_else(|| "info".into()),
             rtmp: s.rtmp.unwrap_or_else(|| any(1935)),
@@ -364,7 +382,8 @@ mod tests {
              https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
              segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
              publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
-             max_rtmp_connections = 7\nlog = \"debug\"\ndatabase_url = \"postgres://x\"\n\
+             max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
+             max_srt_connections_per_ip = 4\nmax_srt_handshakes_per_ip = 5\nlog = \"debug\"\ndatabase_url = \"postgres://x\"\n\
              demo_stream = \"demo\"\nweb = \"/w\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
              restream_ca_file = \"ca.pem\"\n\
              [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
@@ -406,6 +425,9 @@ mod tests {
         );
         assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
         assert_eq!(c.http_limits.max_connections_per_ip, 9);
+        assert_eq!(c.rtmp_server.max_connections_per_ip, 3);
+        assert_eq!(c.srt_server.listener.max_connections_per_ip, 4);
+        assert_eq!(c.srt_server.listener.max_pending_per_ip, 5);
         assert_eq!(c.restream_ca_file.as_deref(), Some(Path::new("ca.pem")));
         assert_eq!(c.streams["demo"].restream, ["rtmp://a/b"]);
         assert_eq!(

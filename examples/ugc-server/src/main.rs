@@ -135,11 +135,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let announcer = announce_streams(hub.clone(), host.clone(), http_addr.port());
     background.push(tokio::spawn(announcer).abort_handle());
     let authorizer = Arc::new(control.authorizer());
-    let rtmp_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve(
+    let rtmp_stats = Arc::new(ugc_proto::rtmp::server::RtmpServerStats::default());
+    let rtmp_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve_with_stats(
         rtmp,
         hub.clone(),
         authorizer.clone(),
         config.rtmp_server.clone(),
+        rtmp_stats.clone(),
     ));
     // SRT ingest (same Authorizer as RTMP; passphrases from the control plane).
     let srt_stats = SrtStatsRegistry::default();
@@ -237,6 +239,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
             ugc_core::metrics::write_hub(&mut m, &hub, now);
             restreams.write_metrics(&mut m);
+            rtmp_stats.write_metrics(&mut m);
             srt.write_metrics(&mut m);
             ladders.write_metrics(&mut m, now);
             archive.write_metrics(&mut m);

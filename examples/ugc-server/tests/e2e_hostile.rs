@@ -2,18 +2,38 @@
 //! attacks that held a ugc-server's resources before, each while a control
 //! viewer keeps being served.
 
+//!
+//! The attacks below each run while a control publisher (real ffmpeg) keeps
+//! publishing and a control viewer follows its LL-HLS parts with blocking
+//! reloads and fetches every new segment ([`follow`]); they assert that the
+//! control stream keeps coming, that the attacker's connections are
+//! closed, and that the server's memory and descriptors stay bounded.
+//! Attackers connect from other loopback addresses (`127.0.0.2`...; the
+//! whole of 127/8 is local on Linux), so the per-address caps that limit
+//! them do not count the control clients on 127.0.0.1. Each test prints its
+//! figures (`cargo test -- --nocapture`).
+
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Open descriptors of process `pid`.
+/// Open socket descriptors of process `pid`: its connections and
+/// listeners. Files are left out: the control plane's database pool opens
+/// connections (files) lazily, later on a loaded machine, which moved a
+/// base line taken at start-up.
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -155,4 +175,721 @@ fn missing_streams_are_not_found_private_ones_refused() {
         let r = server.get(path);
         assert_eq!(r.status, want, "{path}: {}", r.text());
     }
+}
+
+/// Resident memory of process `pid`, MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// The soft limit of open files of this process.
+fn fd_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// A TCP connection to `to` from the local address `ip` (std cannot bind
+/// before connecting; tokio's socket can).
+fn connect_from(ip: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_with(ip, to, None)
+}
+
+/// [`connect_from`] with a receive buffer of `recv_buffer` bytes (set
+/// before connecting, so the window the peer sees stays that small).
+fn connect_with(ip: &str, to: SocketAddr, recv_buffer: Option<u32>) -> std::io::Result<TcpStream> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_io()
+            .build()
+            .expect("a runtime")
+    });
+    let ip: IpAddr = ip.parse().expect("an address");
+    let tcp = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4()?;
+        if let Some(n) = recv_buffer {
+            s.set_recv_buffer_size(n)?;
+        }
+        s.bind(SocketAddr::new(ip, 0))?;
+        s.connect(to).await
+    })?;
+    let tcp = tcp.into_std()?;
+    tcp.set_nonblocking(false)?;
+    Ok(tcp)
+}
+
+/// The 95th percentile of `v`.
+fn p95(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get((v.len() * 95).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// What the control viewer saw over a window.
+#[derive(Debug, Default)]
+struct Control {
+    /// Time between successive LL-HLS parts becoming available (a blocking
+    /// reload for the hinted part returning).
+    part_gaps: Vec<Duration>,
+    /// Time to fetch each new complete segment.
+    segment_fetches: Vec<Duration>,
+    /// Blocking reloads or fetches that failed.
+    errors: usize,
+}
+
+impl Control {
+    fn summary(&self) -> String {
+        format!(
+            "{} parts, gap p95 {:?} max {:?}; {} segments, fetch p95 {:?} max {:?}; {} errors",
+            self.part_gaps.len(),
+            p95(&self.part_gaps),
+            self.part_gaps.iter().max().copied().unwrap_or_default(),
+            self.segment_fetches.len(),
+            p95(&self.segment_fetches),
+            self.segment_fetches
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default(),
+            self.errors
+        )
+    }
+
+    /// The control stream kept coming in this window as it did in
+    /// `baseline`: segments arrived at about their rate, part gaps and
+    /// segment fetch times stayed within 2x the baseline p95 or a bound
+    /// that holds on a loaded 2-core machine (parts: 1 s; fetches: 500 ms).
+    fn assert_served_like(&self, baseline: &Control, window: Duration, what: &str) {
+        let segments_due = (window.as_secs_f64() / 2.0) as usize;
+        assert!(
+            self.segment_fetches.len() + 2 >= segments_due,
+            "{what}: {} segments in {window:?} ({})",
+            self.segment_fetches.len(),
+            self.summary()
+        );
+        let part_bound = (p95(&baseline.part_gaps) * 2).max(Duration::from_secs(1));
+        assert!(
+            p95(&self.part_gaps) <= part_bound,
+            "{what}: part gap p95 {:?} > {part_bound:?} ({})",
+            p95(&self.part_gaps),
+            self.summary()
+        );
+        let fetch_bound = (p95(&baseline.segment_fetches) * 2).max(Duration::from_millis(500));
+        assert!(
+            p95(&self.segment_fetches) <= fetch_bound,
+            "{what}: segment fetch p95 {:?} > {fetch_bound:?} ({})",
+            p95(&self.segment_fetches),
+            self.summary()
+        );
+        assert!(self.errors <= 1, "{what}: {}", self.summary());
+    }
+}
+
+/// Follows live stream `live/<name>` for `window` as an LL-HLS player does:
+/// a blocking reload for each hinted part, and a fetch of each segment as
+/// it completes.
+fn follow(http: SocketAddr, name: &str, window: Duration) -> Control {
+    let base = format!("/live/{name}");
+    let mut c = Control::default();
+    let end = Instant::now() + window;
+    let first = http_get(http, &format!("{base}/mono.m3u8")).text();
+    let mut hint = preload_hint(&first).expect("a preload hint");
+    let mut fetched = parse_media_playlist(&first).last().map_or(0, |s| s.msn);
+    let mut last = Instant::now();
+    while Instant::now() < end {
+        let (m, p) = hint;
+        let r = http_get(
+            http,
+            &format!("{base}/mono.m3u8?_HLS_msn={m}&_HLS_part={p}"),
+        );
+        let now = Instant::now();
+        if r.status != 200 {
+            c.errors += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        c.part_gaps.push(now - last);
+        last = now;
+        let text = r.text();
+        let Some(next) = preload_hint(&text) else {
+            c.errors += 1;
+            continue;
+        };
+        hint = next;
+        for seg in parse_media_playlist(&text) {
+            if seg.msn <= fetched {
+                continue;
+            }
+            let t = Instant::now();
+            let body = http_get(http, &format!("{base}/{}", seg.uri));
+            if body.status == 200 && !body.body.is_empty() {
+                c.segment_fetches.push(t.elapsed());
+            } else {
+                c.errors += 1;
+            }
+            fetched = seg.msn;
+        }
+    }
+    // The first gap counts from the start, not from a part.
+    if !c.part_gaps.is_empty() {
+        c.part_gaps.remove(0);
+    }
+    c
+}
+
+/// A server with `config` (TOML) publishing a control stream `ctl` from
+/// ffmpeg over RTMP, once its playlist holds two segments.
+fn server_with_control(config: &str) -> (Server, Proc, TempDir) {
+    let work = TempDir::new("hostile");
+    let path = work.path().join("ugc.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let key = server.create_stream("ctl", "");
+    let publisher = publish_file(&test_clip(640, 360, 60, 800), &server.rtmp_url(&key));
+    wait_for_segments(&server, "ctl", 2);
+    (server, publisher, work)
+}
+
+fn wait_for_segments(server: &Server, name: &str, n: usize) {
+    let path = format!("/live/{name}/mono.m3u8");
+    wait_until(Duration::from_secs(30), || {
+        let r = server.get(&path);
+        r.status == 200 && parse_media_playlist(&r.text()).len() >= n
+    })
+    .unwrap_or_else(|| panic!("no {n} segments of {name}:\n{}", server.log()));
+}
+
+/// Runs `attack` on `threads` threads until the returned guard is dropped.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Attack {
+    fn start(threads: usize, attack: impl Fn(usize, &AtomicBool) + Send + Sync + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let attack = Arc::new(attack);
+        let threads = (0..threads)
+            .map(|i| {
+                let (stop, attack) = (stop.clone(), attack.clone());
+                std::thread::spawn(move || attack(i, &stop))
+            })
+            .collect();
+        Attack { stop, threads }
+    }
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The peak of `f` sampled every 100 ms while `during` runs.
+fn peak_while<T>(pid: u32, during: impl FnOnce() -> T) -> (T, f64, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut rss, mut fd) = (0f64, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                rss = rss.max(rss_mb(pid));
+                fd = fd.max(fds(pid));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (rss, fd)
+        })
+    };
+    let out = during();
+    stop.store(true, Ordering::Relaxed);
+    let (rss, fd) = sampler.join().unwrap();
+    (out, rss, fd)
+}
+
+// ---- RTMP chunk-size / extended-timestamp storm ----
+
+/// A simple RTMP handshake (C1 with a zero version: no digest).
+fn rtmp_handshake(s: &mut TcpStream) -> std::io::Result<()> {
+    let mut c0c1 = vec![0u8; 1537];
+    c0c1[0] = 3;
+    for (i, b) in c0c1[9..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+    }
+    s.write_all(&c0c1)?;
+    let mut s0s1s2 = vec![0u8; 3073];
+    s.read_exact(&mut s0s1s2)?;
+    s.write_all(&s0s1s2[1..1537])
+}
+
+/// A type-0 chunk header on chunk stream `csid` with an extended
+/// timestamp `ts`.
+fn chunk0(out: &mut Vec<u8>, csid: u8, len: usize, type_id: u8, stream: u32, ts: u32) {
+    out.push(csid & 0x3f);
+    out.extend_from_slice(&[0xff, 0xff, 0xff]);
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.push(type_id);
+    out.extend_from_slice(&stream.to_le_bytes());
+    out.extend_from_slice(&ts.to_be_bytes());
+}
+
+/// `payload` as one message, chunked at `chunk_size`, every continuation
+/// chunk repeating the extended timestamp.
+fn message(out: &mut Vec<u8>, csid: u8, type_id: u8, ts: u32, payload: &[u8], chunk_size: usize) {
+    chunk0(out, csid, payload.len(), type_id, 0, ts);
+    for (i, piece) in payload.chunks(chunk_size).enumerate() {
+        if i > 0 {
+            out.push(0xc0 | (csid & 0x3f));
+            out.extend_from_slice(&ts.to_be_bytes());
+        }
+        out.extend_from_slice(piece);
+    }
+}
+
+/// One round of the storm, about 70 KB on the wire, beginning and ending at
+/// chunk size 2^24: Set Chunk Size 1, a 600-byte video message in 600
+/// one-byte chunks (each with a 4-byte extended timestamp), Set Chunk Size
+/// 2^24 (in one-byte chunks), then a 60 KB AMF0 data message (one string)
+/// in one chunk, decoded before it is dropped. (Many small AMF0 values
+/// would trip the decoded-size budget and close the connection at once.) Nothing in it is a command, so
+/// the connection never asks to publish.
+fn storm_round(round: u32) -> Vec<u8> {
+    let ts = 0x0100_0000 | (round & 0xff_ffff);
+    let mut out = Vec::with_capacity(80_000);
+    message(&mut out, 2, 1, ts, &1u32.to_be_bytes(), 1 << 24);
+    message(&mut out, 6, 9, ts, &[0x17; 600], 1);
+    message(&mut out, 2, 1, ts, &(1u32 << 24).to_be_bytes(), 1);
+    let mut data = vec![0x02, 0xea, 0x60];
+    data.resize(3 + 60_000, b'a');
+    message(&mut out, 5, 18, ts, &data, 1 << 24);
+    out
+}
+
+/// An RTMP peer completes the handshake and then storms the server with
+/// chunk-size changes between 1 and 2^24 bytes and extended-timestamp
+/// chunks (never asking to publish), from 8 connections that reconnect
+/// when closed, for 12 s, while the control stream is followed. The
+/// control stream keeps its parts and segments coming like in the baseline
+/// window; the server's memory stays within 64 MB of what it was; every
+/// storm connection is closed by the server within the handshake timeout
+/// (10 s: it never asked to publish) plus slack; the server reports the
+/// closes as timeouts.
+#[test]
+fn rtmp_chunk_size_storm_does_not_starve_the_control_stream() {
+    let (server, _publisher, _work) = server_with_control("");
+    let baseline = follow(server.http, "ctl", Duration::from_secs(6));
+    eprintln!("rtmp storm: baseline {}", baseline.summary());
+    let rss_before = rss_mb(server.pid());
+
+    let rounds: Vec<Vec<u8>> = (0..16).map(storm_round).collect();
+    let rounds = Arc::new(rounds);
+    let sent = Arc::new(AtomicU64::new(0));
+    let lifetimes = Arc::new(std::sync::Mutex::new(Vec::<Duration>::new()));
+    let attack = {
+        let (rtmp, sent, lifetimes) = (server.rtmp, sent.clone(), lifetimes.clone());
+        Attack::start(8, move |_, stop| {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = connect_from("127.0.0.2", rtmp) else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                let opened = Instant::now();
+                s.set_write_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                if rtmp_handshake(&mut s).is_err() {
+                    continue;
+                }
+                let (mut i, mut at) = (0, 0);
+                let closed = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break false;
+                    }
+                    let round = &rounds[i % rounds.len()];
+                    match s.write(&round[at..]) {
+                        Ok(0) => break true,
+                        Ok(n) => {
+                            sent.fetch_add(n as u64, Ordering::Relaxed);
+                            at += n;
+                            if at == round.len() {
+                                (i, at) = (i + 1, 0);
+                            }
+                        }
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => break true,
+                    }
+                };
+                if closed {
+                    lifetimes.lock().unwrap().push(opened.elapsed());
+                }
+            }
+        })
+    };
+    let window = Duration::from_secs(12);
+    let (during, rss_peak, fds_peak) =
+        peak_while(server.pid(), || follow(server.http, "ctl", window));
+    drop(attack);
+    let lifetimes = lifetimes.lock().unwrap().clone();
+    eprintln!(
+        "rtmp storm: {} MB sent by 8 connections; {} closed by the server after {:?}; \
+         RSS {rss_before:.1} -> peak {rss_peak:.1} MB, peak fds {fds_peak}; during {}",
+        sent.load(Ordering::Relaxed) >> 20,
+        lifetimes.len(),
+        lifetimes,
+        during.summary()
+    );
+    during.assert_served_like(&baseline, window, "under the RTMP storm");
+    assert!(
+        sent.load(Ordering::Relaxed) > 8 << 20,
+        "the storm hardly ran: {} bytes",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(
+        lifetimes.len() >= 8,
+        "storm connections not closed: {lifetimes:?}"
+    );
+    assert!(
+        lifetimes.iter().all(|l| *l < Duration::from_secs(13)),
+        "{lifetimes:?}"
+    );
+    assert!(
+        rss_peak < rss_before + 64.0,
+        "RSS {rss_before:.1} -> {rss_peak:.1} MB"
+    );
+    assert!(counter(&server, "ugc_rtmp_connections_timed_out_total", "") >= 8.0);
+}
+
+// ---- SRT handshake flood ----
+
+/// An SRT handshake control packet (64 bytes): induction (`conclusion`
+/// false, version 4) or a conclusion with a made-up cookie (version 5, no
+/// extensions).
+fn srt_handshake(conclusion: bool, socket_id: u32, cookie: u32) -> [u8; 64] {
+    let mut p = [0u8; 64];
+    p[0] = 0x80; // control packet, type 0: handshake
+    p[16..20].copy_from_slice(&(if conclusion { 5u32 } else { 4 }).to_be_bytes());
+    p[22..24].copy_from_slice(&(if conclusion { 0u16 } else { 2 }).to_be_bytes());
+    p[24..28].copy_from_slice(&socket_id.wrapping_mul(7919).to_be_bytes()); // initial seq
+    p[28..32].copy_from_slice(&1500u32.to_be_bytes());
+    p[32..36].copy_from_slice(&8192u32.to_be_bytes());
+    let shake: i32 = if conclusion { -1 } else { 1 };
+    p[36..40].copy_from_slice(&shake.to_be_bytes());
+    p[40..44].copy_from_slice(&socket_id.to_be_bytes());
+    p[44..48].copy_from_slice(&cookie.to_be_bytes());
+    p[48..52].copy_from_slice(&[127, 0, 0, 1]);
+    p
+}
+
+/// A gauge or counter of `/metrics` by its exact sample name (with labels).
+fn metric(server: &Server, sample: &str) -> f64 {
+    let text = server.get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{sample} not in /metrics"))
+}
+
+/// An SRT handshake flood: 1,200 UDP sockets on 127.0.0.2 send inductions
+/// (more than the listener's 1,024 places: before the per-address cap this
+/// locked every other caller out for the 10 s handshake timeout), and 4
+/// sockets on 127.0.0.3 send inductions and made-up conclusions as fast as
+/// they can, thousands a second. Meanwhile a control ffmpeg SRT caller on
+/// 127.0.0.1 connects and publishes, and its stream keeps its segments
+/// coming. The server reports the flood's inductions as dropped by the
+/// per-address cap, holds at most the capped number of handshakes, and
+/// its memory stays within 64 MB of what it was.
+#[test]
+fn srt_handshake_flood_does_not_lock_out_a_publisher() {
+    let work = TempDir::new("hostile");
+    let server = Server::start(&[]);
+    let key = server.create_stream("srtctl", "");
+    let rss_before = rss_mb(server.pid());
+    let sent = Arc::new(AtomicU64::new(0));
+
+    let fillers: Vec<UdpSocket> = (0..1200)
+        .map(|_| UdpSocket::bind("127.0.0.2:0").expect("a UDP socket on 127.0.0.2"))
+        .collect();
+    let fillers = Arc::new(fillers);
+    let attack = {
+        let (srt, sent, fillers) = (server.srt, sent.clone(), fillers.clone());
+        Attack::start(5, move |i, stop| {
+            if i == 0 {
+                // The table fillers, again every second.
+                while !stop.load(Ordering::Relaxed) {
+                    for (n, s) in fillers.iter().enumerate() {
+                        let _ = s.send_to(&srt_handshake(false, n as u32 + 1, 0), srt);
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let until = Instant::now() + Duration::from_secs(1);
+                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                return;
+            }
+            // The hammers.
+            let s = UdpSocket::bind("127.0.0.3:0").unwrap();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                n = n.wrapping_add(1);
+                let _ = s.send_to(&srt_handshake(false, n, 0), srt);
+                let _ = s.send_to(&srt_handshake(true, n, n.wrapping_mul(2_654_435_761)), srt);
+                sent.fetch_add(2, Ordering::Relaxed);
+                if n.is_multiple_of(64) {
+                    // Thousands a second, not a busy loop that starves the box.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    // The table is as full as the flood can make it.
+    std::thread::sleep(Duration::from_secs(2));
+    let pending = metric(&server, "ugc_srt_handshakes_pending");
+    let url = format!("srt://{}?streamid=#!::r=live/{key},m=publish", server.srt);
+    let t = Instant::now();
+    let clip = test_clip(640, 360, 60, 800);
+    let _publisher = Proc(
+        std::process::Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-i",
+            ])
+            .arg(&clip)
+            .args(["-c", "copy", "-f", "mpegts", &url])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ffmpeg"),
+    );
+    wait_for_segments(&server, "srtctl", 2);
+    let first_segments = t.elapsed();
+    let window = Duration::from_secs(6);
+    let (during, rss_peak, fds_peak) =
+        peak_while(server.pid(), || follow(server.http, "srtctl", window));
+    drop(attack);
+    let dropped = metric(
+        &server,
+        "ugc_srt_handshakes_dropped_total{reason=\"ip_cap\"}",
+    );
+    let overload = metric(
+        &server,
+        "ugc_srt_handshakes_dropped_total{reason=\"overload\"}",
+    );
+    let connected = metric(&server, "ugc_srt_handshakes_connected_total");
+    eprintln!(
+        "srt flood: {} handshakes sent; {pending} pending under the flood, {dropped} dropped \
+         by the per-address cap, {overload} by the listener's; control publisher connected, \
+         2 segments after {first_segments:?}; RSS {rss_before:.1} -> peak {rss_peak:.1} MB, \
+         peak fds {fds_peak}; during {}",
+        sent.load(Ordering::Relaxed),
+        during.summary()
+    );
+    drop(work);
+    // 32 from each flooding address (127.0.0.2, 127.0.0.3).
+    assert!(pending <= 64.0, "{pending} handshakes pending");
+    assert!(dropped >= 1000.0, "{dropped} dropped");
+    assert_eq!(overload, 0.0);
+    assert!(connected >= 1.0);
+    // 2 s segments: two complete within ~4 s of the first frame.
+    assert!(
+        first_segments < Duration::from_secs(15),
+        "{first_segments:?}"
+    );
+    assert!(
+        during.segment_fetches.len() + 2 >= 3
+            && p95(&during.segment_fetches) < Duration::from_millis(500),
+        "{}",
+        during.summary()
+    );
+    assert!(
+        rss_peak < rss_before + 64.0,
+        "RSS {rss_before:.1} -> {rss_peak:.1} MB"
+    );
+}
+
+// ---- HTTP slow read ----
+
+/// Slow readers: 20 viewers (from 127.0.0.3, with 4 KB receive buffers)
+/// ask for a segment (250 KB) and read one byte a second, so the server's
+/// writes stall. Each is closed by the server once nothing moved for
+/// `idle_timeout` (5 s here; it was cut only at the 30 s first-bytes
+/// deadline before, when the idle timeout was the shorter), counted as
+/// timed out; their descriptors go;
+/// the server's memory stays within 64 MB; the control viewer is served as
+/// before throughout.
+#[test]
+fn slow_readers_are_cut_and_do_not_stall_viewers() {
+    let (server, _publisher, _work) = server_with_control("[http_limits]\nidle_timeout_s = 5\n");
+    let baseline = follow(server.http, "ctl", Duration::from_secs(5));
+    eprintln!("slow read: baseline {}", baseline.summary());
+    let playlist = server.get("/live/ctl/mono.m3u8").text();
+    let seg = parse_media_playlist(&playlist)
+        .last()
+        .expect("a segment")
+        .uri
+        .clone();
+    let size = server.get(&format!("/live/ctl/{seg}")).body.len();
+    let (base_fds, rss_before) = (fds(server.pid()), rss_mb(server.pid()));
+    let timed_out = |s: &Server| {
+        counter(
+            s,
+            "ugc_http_connections_timed_out_total",
+            "listener=\"http\"",
+        )
+    };
+    let timed_out_before = timed_out(&server);
+
+    let n = 20;
+    let readers: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = connect_with("127.0.0.3", server.http, Some(4096)).unwrap();
+            let head = format!("GET /live/ctl/{seg} HTTP/1.1\r\nHost: x\r\n\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let read = Arc::new(AtomicU64::new(0));
+    let attack = {
+        let read = read.clone();
+        Attack::start(1, move |_, stop| {
+            while !stop.load(Ordering::Relaxed) {
+                for mut s in &readers {
+                    let mut b = [0u8; 1];
+                    if let Ok(1) = s.read(&mut b) {
+                        read.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    let window = Duration::from_secs(10);
+    let (during, rss_peak, fds_peak) =
+        peak_while(server.pid(), || follow(server.http, "ctl", window));
+    let cut = wait_until(Duration::from_secs(5), || {
+        timed_out(&server) >= timed_out_before + n as f64 && fds(server.pid()) <= base_fds + 3
+    });
+    eprintln!(
+        "slow read: {n} readers of a {size}-byte segment read {} bytes; closed by the server \
+         (timed out {} -> {}, fds {base_fds} -> peak {fds_peak} -> {}); RSS {rss_before:.1} -> \
+         peak {rss_peak:.1} MB; during {}",
+        read.load(Ordering::Relaxed),
+        timed_out_before,
+        timed_out(&server),
+        fds(server.pid()),
+        during.summary()
+    );
+    drop(attack);
+    assert!(
+        size > 64 << 10,
+        "the segment ({size} bytes) fits in socket buffers"
+    );
+    assert!(cut.is_some(), "slow readers still held by the server");
+    during.assert_served_like(&baseline, window, "with slow readers");
+    assert!(
+        rss_peak < rss_before + 64.0,
+        "RSS {rss_before:.1} -> {rss_peak:.1} MB"
+    );
+}
+
+// ---- Idle connections ----
+
+/// 2,000 idle TCP connections, 1,000 to RTMP and 1,000 to HTTP, from 40
+/// addresses (127.0.0.10-49: 25 each, under the per-address caps, so the
+/// timeouts are what is tested): all are held at first, a control viewer
+/// is served like always meanwhile, and the server closes every one (HTTP
+/// after `header_read_timeout`, 5 s here; RTMP after the handshake
+/// timeout, 10 s), reports them as timed out, and its descriptors come
+/// back. Skipped when this process may not open that many files.
+#[test]
+fn idle_connections_are_closed_by_the_timeouts() {
+    let per_listener = 1000;
+    if fd_limit() < (2 * per_listener + 500) as u64 {
+        eprintln!(
+            "SKIPPED idle_connections_are_closed_by_the_timeouts: open files limited to {} \
+             (raise with `ulimit -n {}`)",
+            fd_limit(),
+            2 * per_listener + 500
+        );
+        return;
+    }
+    let (server, _publisher, _work) =
+        server_with_control("[http_limits]\nheader_read_timeout_s = 5\n");
+    let base_fds = fds(server.pid());
+    let rss_before = rss_mb(server.pid());
+    let rtmp_before = counter(&server, "ugc_rtmp_connections_timed_out_total", "");
+    let http_timed_out = |s: &Server| {
+        counter(
+            s,
+            "ugc_http_connections_timed_out_total",
+            "listener=\"http\"",
+        )
+    };
+    let http_before = http_timed_out(&server);
+
+    let opened = Instant::now();
+    let mut idle = Vec::with_capacity(2 * per_listener);
+    for i in 0..per_listener {
+        let ip = format!("127.0.0.{}", 10 + i % 40);
+        idle.push(connect_from(&ip, server.rtmp).expect("an RTMP connection"));
+        idle.push(connect_from(&ip, server.http).expect("an HTTP connection"));
+    }
+    let connecting = opened.elapsed();
+    let held = wait_until(Duration::from_secs(10), || {
+        fds(server.pid()) >= base_fds + 2 * per_listener * 9 / 10
+    });
+    let peak = fds(server.pid());
+    assert!(held.is_some(), "fds {peak}, {base_fds} before");
+    let during = follow(server.http, "ctl", Duration::from_secs(3));
+    let rss_peak = rss_mb(server.pid());
+    let closed = wait_until(Duration::from_secs(15), || {
+        fds(server.pid()) <= base_fds + 5
+    });
+    let rtmp = counter(&server, "ugc_rtmp_connections_timed_out_total", "") - rtmp_before;
+    let http = http_timed_out(&server) - http_before;
+    eprintln!(
+        "idle: {} connections opened in {connecting:?}; fds {base_fds} -> {peak} -> {} after \
+         {:?}; timed out: RTMP {rtmp}, HTTP {http}; RSS {rss_before:.1} -> {rss_peak:.1} MB; \
+         during {}",
+        idle.len(),
+        fds(server.pid()),
+        opened.elapsed(),
+        during.summary()
+    );
+    assert!(closed.is_some(), "idle connections still held");
+    assert!(
+        opened.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert!(rtmp >= per_listener as f64, "RTMP timed out {rtmp}");
+    assert!(http >= per_listener as f64, "HTTP timed out {http}");
+    during.assert_served_like(
+        &Control::default(),
+        Duration::from_secs(3),
+        "with idle connections",
+    );
+    drop(idle);
 }

@@ -2,7 +2,9 @@
 //! also drive one by one:
 //!
 //! * [`RtmpListener`] accepts connections (at most
-//!   [`RtmpServerConfig::max_connections`]);
+//!   [`RtmpServerConfig::max_connections`], and
+//!   [`RtmpServerConfig::max_connections_per_ip`] from one address), counting
+//!   what it refuses and what times out in [`RtmpServerStats`];
 //! * [`RtmpConnection::publish`] runs a small loop around a
 //!   [`ServerSession`] (read -> [`ServerSession::handle_input`] -> write every
 //!   [`ServerSession::poll_output`] -> handle every
@@ -46,11 +48,11 @@
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 use ugc_codec::flv::FlvIngest;
 use ugc_core::{
@@ -60,20 +62,31 @@ use ugc_core::{
 
 use super::session::{ServerEvent, ServerSession, SessionConfig};
 use crate::error::{Error, Result};
+use crate::limits::{ConnLimiter, Refused, Slot};
 
 /// Settings of [`serve`].
 #[derive(Debug, Clone)]
 pub struct RtmpServerConfig {
     /// Settings of every session.
     pub session: SessionConfig,
-    /// Time from accept until the handshake is complete.
+    /// Time from accept until the peer asks to publish: the RTMP handshake
+    /// and the commands before `publish` (`connect`, `createStream`). A
+    /// client does all of it in a few round trips; a peer that keeps
+    /// sending anything else (pings, chunk-size changes, media before
+    /// publishing) is closed when it runs out.
     pub handshake_timeout: Duration,
     /// Longest silence from a connected peer.
     pub idle_timeout: Duration,
     /// Longest time one write to the peer may take.
     pub write_timeout: Duration,
-    /// Connections served at once; more are closed at accept.
+    /// Connections served at once; more are closed at accept. 0 = no cap.
     pub max_connections: usize,
+    /// Connections one peer address may hold at once (publishers and
+    /// connections still in their handshake); more from it are closed at
+    /// accept. 0 = no cap. A studio or an encoder farm behind one NAT
+    /// address publishes all its streams from that address: raise it for
+    /// them.
+    pub max_connections_per_ip: usize,
     /// Size of the per-connection read buffer.
     pub read_buffer_size: usize,
     /// Read batching while no viewer wants a stream at low latency
@@ -99,10 +112,64 @@ impl Default for RtmpServerConfig {
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_ip: 64,
             read_buffer_size: 64 * 1024,
             batch_reads: None,
             refusal_linger: Duration::from_secs(2),
         }
+    }
+}
+
+/// What an [`RtmpListener`] refused and closed, for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct RtmpServerStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections closed at accept: [`RtmpServerConfig::max_connections`].
+    pub refused_total_cap: AtomicU64,
+    /// Connections closed at accept: their address held
+    /// [`RtmpServerConfig::max_connections_per_ip`].
+    pub refused_ip_cap: AtomicU64,
+    /// Connections closed for their handshake timeout or for idling
+    /// (before or while publishing).
+    pub timed_out: AtomicU64,
+}
+
+impl RtmpServerStats {
+    /// The `ugc_rtmp_connections_*_total` families of these counters.
+    pub fn write_metrics(&self, m: &mut ugc_core::metrics::Exposition) {
+        use ugc_core::metrics::Kind;
+        let families: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "ugc_rtmp_connections_accepted_total",
+                "RTMP connections accepted and served.",
+                &self.accepted,
+            ),
+            (
+                "ugc_rtmp_connections_refused_total_cap_total",
+                "RTMP connections closed at accept: the listener's connection cap.",
+                &self.refused_total_cap,
+            ),
+            (
+                "ugc_rtmp_connections_refused_ip_cap_total",
+                "RTMP connections closed at accept: their address's connection cap.",
+                &self.refused_ip_cap,
+            ),
+            (
+                "ugc_rtmp_connections_timed_out_total",
+                "RTMP connections closed for a handshake timeout or for idling.",
+                &self.timed_out,
+            ),
+        ];
+        for (name, help, value) in families {
+            m.family(name, Kind::Counter, help)
+                .sample(&[], value.load(Ordering::Relaxed) as f64);
+        }
+    }
+
+    fn timed_out(&self, what: &'static str) -> Error {
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+        Error::Timeout(what)
     }
 }
 
@@ -117,7 +184,18 @@ pub async fn serve<A: Authorizer>(
     auth: Arc<A>,
     config: RtmpServerConfig,
 ) -> std::io::Result<()> {
-    let mut listener = RtmpListener::new(listener, config);
+    serve_with_stats(listener, hub, auth, config, Arc::default()).await
+}
+
+/// [`serve`], counting refused and timed-out connections into `stats`.
+pub async fn serve_with_stats<A: Authorizer>(
+    listener: TcpListener,
+    hub: Hub,
+    auth: Arc<A>,
+    config: RtmpServerConfig,
+    stats: Arc<RtmpServerStats>,
+) -> std::io::Result<()> {
+    let mut listener = RtmpListener::with_stats(listener, config, stats);
     loop {
         let conn = listener.accept().await?;
         let (hub, auth) = (hub.clone(), Arc::clone(&auth));
@@ -148,11 +226,13 @@ pub async fn serve<A: Authorizer>(
 }
 
 /// Accepts RTMP connections, at most [`RtmpServerConfig::max_connections`]
-/// at once. Each [`RtmpConnection`] is then driven on a task of its own.
+/// at once and [`RtmpServerConfig::max_connections_per_ip`] per address.
+/// Each [`RtmpConnection`] is then driven on a task of its own.
 pub struct RtmpListener {
     listener: TcpListener,
     config: Arc<RtmpServerConfig>,
-    limit: Arc<Semaphore>,
+    limit: Arc<ConnLimiter>,
+    stats: Arc<RtmpServerStats>,
     seeds: std::collections::hash_map::RandomState,
     /// The grid all connections' batched reads share.
     epoch: Instant,
@@ -169,9 +249,19 @@ impl std::fmt::Debug for RtmpListener {
 impl RtmpListener {
     /// Listens on `listener` with `config`.
     pub fn new(listener: TcpListener, config: RtmpServerConfig) -> Self {
+        Self::with_stats(listener, config, Arc::default())
+    }
+
+    /// Listens on `listener` with `config`, counting into `stats`.
+    pub fn with_stats(
+        listener: TcpListener,
+        config: RtmpServerConfig,
+        stats: Arc<RtmpServerStats>,
+    ) -> Self {
         RtmpListener {
             listener,
-            limit: Arc::new(Semaphore::new(config.max_connections)),
+            limit: ConnLimiter::new(config.max_connections, config.max_connections_per_ip),
+            stats,
             config: Arc::new(config),
             seeds: std::collections::hash_map::RandomState::new(),
             epoch: Instant::now(),
@@ -191,8 +281,19 @@ impl RtmpListener {
         self.listener.local_addr()
     }
 
-    /// The next connection. Connections over the limit are closed here;
-    /// errors accepting one (out of file descriptors) back off and go on.
+    /// Its counters.
+    pub fn stats(&self) -> &Arc<RtmpServerStats> {
+        &self.stats
+    }
+
+    /// Connections open now: in total, and from `ip`.
+    pub fn open(&self, ip: std::net::IpAddr) -> (usize, usize) {
+        self.limit.open(ip)
+    }
+
+    /// The next connection. Connections over a cap are closed here (and
+    /// counted); errors accepting one (out of file descriptors) back off
+    /// and go on.
     /// Fails only if the listener does.
     pub async fn accept(&mut self) -> std::io::Result<RtmpConnection> {
         loop {
@@ -204,11 +305,22 @@ impl RtmpListener {
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
-                tracing::warn!(%peer, limit = self.config.max_connections, "rtmp connection limit reached; closing");
-                drop(tcp);
-                continue;
+            let slot = match self.limit.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    let counter = match why {
+                        Refused::Total => &self.stats.refused_total_cap,
+                        Refused::PerIp => &self.stats.refused_ip_cap,
+                    };
+                    // A flood is logged once per thousand.
+                    if counter.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                        tracing::warn!(%peer, ?why, "rtmp connection cap reached; closing new connections");
+                    }
+                    drop(tcp);
+                    continue;
+                }
             };
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
             let session = ServerSession::new(SessionConfig {
                 handshake_seed: self.seeds.hash_one(peer),
@@ -224,7 +336,8 @@ impl RtmpListener {
                     .batch_reads
                     .map(|i| ReadBatcher::new(self.epoch, i)),
                 config: Arc::clone(&self.config),
-                _permit: permit,
+                stats: Arc::clone(&self.stats),
+                _slot: slot,
             });
         }
     }
@@ -240,7 +353,8 @@ pub struct RtmpConnection {
     buf: Vec<u8>,
     batcher: Option<ReadBatcher>,
     config: Arc<RtmpServerConfig>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    stats: Arc<RtmpServerStats>,
+    _slot: Slot,
 }
 
 impl std::fmt::Debug for RtmpConnection {
@@ -265,15 +379,20 @@ impl RtmpConnection {
     pub async fn publish<A: Authorizer>(mut self, auth: &A) -> Result<Option<RtmpPublish>> {
         let deadline = Instant::now() + self.config.handshake_timeout;
         loop {
-            let read = if self.session.is_connected() {
-                timeout(self.config.idle_timeout, self.tcp.read(&mut self.buf))
-                    .await
-                    .map_err(|_| Error::Timeout("peer idle"))?
-            } else {
-                timeout_at(deadline, self.tcp.read(&mut self.buf))
-                    .await
-                    .map_err(|_| Error::Timeout("handshake"))?
+            let idle = Instant::now() + self.config.idle_timeout;
+            let (until, why) = match (deadline <= idle, self.session.is_connected()) {
+                (true, false) => (deadline, "handshake"),
+                (true, true) => (deadline, "no publish request in time"),
+                (false, _) => (idle, "peer idle"),
             };
+            // A peer that always has more to send never waits for a read:
+            // the deadline is checked, not only raced.
+            if until <= Instant::now() {
+                return Err(self.stats.timed_out(why));
+            }
+            let read = timeout_at(until, self.tcp.read(&mut self.buf))
+                .await
+                .map_err(|_| self.stats.timed_out(why))?;
             let n = read?;
             if n == 0 {
                 tracing::debug!(peer = %self.peer, "rtmp connection closed before publishing");
@@ -417,7 +536,7 @@ impl RtmpPublish {
         let conn = &mut self.conn;
         let n = timeout(conn.config.idle_timeout, conn.tcp.read(&mut conn.buf))
             .await
-            .map_err(|_| Error::Timeout("peer idle"))??;
+            .map_err(|_| conn.stats.timed_out("peer idle"))??;
         if n == 0 {
             return Ok(false);
         }

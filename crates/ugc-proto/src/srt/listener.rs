@@ -30,10 +30,26 @@
 //!    conclusion meanwhile), and take every [`ListenerEvent::Connected`]
 //!    connection;
 //! 3. call [`SrtListener::handle_timeout`] now and then (every 100 ms is
-//!    plenty) to expire stale handshakes.
+//!    plenty) to expire stale handshakes;
+//! 4. when a connection taken from [`ListenerEvent::Connected`] ends, call
+//!    [`SrtListener::connection_closed`], which frees its place under
+//!    [`ListenerConfig::max_connections_per_ip`].
+//!
+//! ## What one address may hold
+//!
+//! Handshakes in progress are keyed by the caller's address and port, so a
+//! flood from one host with many source ports could take every one of
+//! [`ListenerConfig::max_pending`] places for [`ListenerConfig::handshake_timeout`]
+//! and lock every other caller out. One IP address may therefore hold at
+//! most [`ListenerConfig::max_pending_per_ip`] handshakes (further
+//! inductions from it are ignored, as over `max_pending`, and counted in
+//! [`ListenerStats::ip_cap_drops`]) and
+//! [`ListenerConfig::max_connections_per_ip`] connections (a further caller
+//! from it is refused with [`RejectCode::OVERLOAD`] before its access is
+//! asked for, counted in [`ListenerStats::ip_cap_rejects`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -59,6 +75,15 @@ pub struct ListenerConfig {
     /// Handshakes in progress at once; further callers are ignored until
     /// some finish.
     pub max_pending: usize,
+    /// Handshakes in progress at once from one IP address (any port);
+    /// further inductions from it are ignored until some finish. 0 = no cap.
+    pub max_pending_per_ip: usize,
+    /// Established connections of one IP address (as counted between
+    /// [`ListenerEvent::Connected`] and [`SrtListener::connection_closed`]);
+    /// a further caller from it is refused with [`RejectCode::OVERLOAD`].
+    /// 0 = no cap. An encoder farm behind one NAT address publishes all
+    /// its streams from that address: raise it for them.
+    pub max_connections_per_ip: usize,
     /// How long a handshake may take, including the access decision.
     pub handshake_timeout: Duration,
     /// A connection that hears nothing from its peer this long closes.
@@ -70,6 +95,8 @@ impl Default for ListenerConfig {
         ListenerConfig {
             latency: Duration::from_millis(120),
             max_pending: 1024,
+            max_pending_per_ip: 32,
+            max_connections_per_ip: 64,
             handshake_timeout: Duration::from_secs(10),
             peer_idle_timeout: Duration::from_secs(5),
         }
@@ -94,6 +121,9 @@ impl RejectCode {
     pub const UNAUTHORIZED: RejectCode = RejectCode(2401);
     /// 2403: publishing refused by policy.
     pub const FORBIDDEN: RejectCode = RejectCode(2403);
+    /// 2402 (`SRT_REJX_OVERLOAD`): the caller's address holds as many
+    /// connections as it may.
+    pub const OVERLOAD: RejectCode = RejectCode(2402);
     /// 2405: a mode other than publish.
     pub const BAD_MODE: RejectCode = RejectCode(2405);
     /// 2409: the stream cannot take this publisher.
@@ -168,6 +198,12 @@ pub struct ListenerStats {
     pub panics: u64,
     /// Inductions ignored because too many handshakes were in progress.
     pub overload_drops: u64,
+    /// Inductions ignored because their IP address had
+    /// [`ListenerConfig::max_pending_per_ip`] handshakes in progress.
+    pub ip_cap_drops: u64,
+    /// Callers refused because their IP address held
+    /// [`ListenerConfig::max_connections_per_ip`] connections.
+    pub ip_cap_rejects: u64,
 }
 
 struct Pending {
@@ -186,11 +222,90 @@ struct Rejected {
     until: Instant,
 }
 
+/// Handshakes in progress by caller, with a count per IP address kept in
+/// step with every insertion and removal.
+#[derive(Default)]
+struct PendingTable {
+    by_peer: HashMap<SocketAddr, Pending>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl PendingTable {
+    fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    fn of_ip(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, peer: SocketAddr, p: Pending) {
+        if self.by_peer.insert(peer, p).is_none() {
+            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, peer: &SocketAddr) -> Option<Pending> {
+        let p = self.by_peer.remove(peer)?;
+        uncount(&mut self.per_ip, peer.ip());
+        Some(p)
+    }
+
+    /// Keeps the handshakes `keep` holds for; how many went.
+    fn retain(&mut self, mut keep: impl FnMut(&Pending) -> bool) -> usize {
+        let per_ip = &mut self.per_ip;
+        let before = self.by_peer.len();
+        self.by_peer.retain(|peer, p| {
+            let k = keep(p);
+            if !k {
+                uncount(per_ip, peer.ip());
+            }
+            k
+        });
+        before - self.by_peer.len()
+    }
+}
+
+/// Established connections by caller, with a count per IP address.
+#[derive(Default)]
+struct ConnectedTable {
+    peers: HashSet<SocketAddr>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl ConnectedTable {
+    fn of_ip(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, peer: SocketAddr) {
+        if self.peers.insert(peer) {
+            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, peer: &SocketAddr) {
+        if self.peers.remove(peer) {
+            uncount(&mut self.per_ip, peer.ip());
+        }
+    }
+}
+
+fn uncount(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = per_ip.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
+    }
+}
+
 /// The sans-IO SRT listener; see the [module documentation](self).
 pub struct SrtListener {
     config: ListenerConfig,
     base: ConnInitSettings,
-    pending: HashMap<SocketAddr, Pending>,
+    pending: PendingTable,
+    connected: ConnectedTable,
     rejected: HashMap<SocketAddr, Rejected>,
     transmit: VecDeque<(Bytes, SocketAddr)>,
     events: VecDeque<ListenerEvent>,
@@ -235,7 +350,8 @@ impl SrtListener {
         SrtListener {
             config,
             base,
-            pending: HashMap::new(),
+            pending: PendingTable::default(),
+            connected: ConnectedTable::default(),
             rejected: HashMap::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -255,7 +371,20 @@ impl SrtListener {
 
     /// Whether `peer` has a handshake in progress.
     pub fn is_pending(&self, peer: &SocketAddr) -> bool {
-        self.pending.contains_key(peer)
+        self.pending.by_peer.contains_key(peer)
+    }
+
+    /// Handshakes in progress from `ip`, and its established connections.
+    pub fn of_ip(&self, ip: IpAddr) -> (usize, usize) {
+        (self.pending.of_ip(ip), self.connected.of_ip(ip))
+    }
+
+    /// The connection of `peer` (from [`ListenerEvent::Connected`]) ended,
+    /// or was never used: its place under
+    /// [`ListenerConfig::max_connections_per_ip`] is free. Calling it again,
+    /// or for a peer never connected, does nothing.
+    pub fn connection_closed(&mut self, peer: &SocketAddr) {
+        self.connected.remove(peer);
     }
 
     /// The next datagram to send and its destination.
@@ -291,12 +420,17 @@ impl SrtListener {
             }
             self.rejected.remove(&from);
         }
-        if !self.pending.contains_key(&from) {
+        if !self.pending.by_peer.contains_key(&from) {
             if shake.shake_type != ShakeType::Induction {
                 return;
             }
             if self.pending.len() >= self.config.max_pending {
                 self.stats.overload_drops += 1;
+                return;
+            }
+            let per_ip = self.config.max_pending_per_ip;
+            if per_ip > 0 && self.pending.of_ip(from.ip()) >= per_ip {
+                self.stats.ip_cap_drops += 1;
                 return;
             }
             self.pending.insert(
@@ -311,7 +445,7 @@ impl SrtListener {
                 },
             );
         }
-        let Some(p) = self.pending.get_mut(&from) else {
+        let Some(p) = self.pending.by_peer.get_mut(&from) else {
             return;
         };
         if p.awaiting_decision {
@@ -345,9 +479,22 @@ impl SrtListener {
 
     /// Accepts the pending caller `peer`, with `passphrase` if its stream is
     /// encrypted. Refuses it instead when its keying material does not fit
-    /// (`SRT_REJ_UNSECURE` / `SRT_REJ_BADSECRET`).
+    /// (`SRT_REJ_UNSECURE` / `SRT_REJ_BADSECRET`), or when its address
+    /// came to hold [`ListenerConfig::max_connections_per_ip`] connections
+    /// while it was being decided ([`RejectCode::OVERLOAD`]).
     pub fn accept(&mut self, now: Instant, peer: SocketAddr, passphrase: Option<&str>) {
-        let Some(p) = self.pending.get_mut(&peer) else {
+        // Callers of one address decided at once: the cap holds at the end.
+        let per_ip = self.config.max_connections_per_ip;
+        let deciding = self
+            .pending
+            .by_peer
+            .get(&peer)
+            .is_some_and(|p| p.awaiting_decision);
+        if deciding && per_ip > 0 && self.connected.of_ip(peer.ip()) >= per_ip {
+            self.stats.ip_cap_rejects += 1;
+            return self.reject(now, peer, RejectCode::OVERLOAD);
+        }
+        let Some(p) = self.pending.by_peer.get_mut(&peer) else {
             return;
         };
         if !p.awaiting_decision {
@@ -387,7 +534,7 @@ impl SrtListener {
 
     /// Refuses the pending caller `peer` with `code`.
     pub fn reject(&mut self, now: Instant, peer: SocketAddr, code: RejectCode) {
-        let Some(p) = self.pending.get_mut(&peer) else {
+        let Some(p) = self.pending.by_peer.get_mut(&peer) else {
             return;
         };
         if !p.awaiting_decision {
@@ -406,10 +553,10 @@ impl SrtListener {
     /// Expires stale handshakes and remembered rejections.
     pub fn handle_timeout(&mut self, now: Instant) {
         let limit = self.config.handshake_timeout;
-        let before = self.pending.len();
-        self.pending
-            .retain(|_, p| now.saturating_duration_since(p.started) < limit);
-        self.stats.timed_out += (before - self.pending.len()) as u64;
+        let expired = self
+            .pending
+            .retain(|p| now.saturating_duration_since(p.started) < limit);
+        self.stats.timed_out += expired as u64;
         self.rejected.retain(|_, r| now < r.until);
     }
 
@@ -433,12 +580,19 @@ impl SrtListener {
             ConnectionResult::RequestAccess(req) => {
                 let encryption = self
                     .pending
+                    .by_peer
                     .get(&peer)
                     .map_or(CallerEncryption::None, |p| p.encryption);
                 let sid = req.stream_id.as_ref().map(|s| s.as_str()).unwrap_or("");
                 let stream_id = StreamId::parse(sid);
-                if let Some(p) = self.pending.get_mut(&peer) {
+                if let Some(p) = self.pending.by_peer.get_mut(&peer) {
                     p.awaiting_decision = true;
+                }
+                let per_ip = self.config.max_connections_per_ip;
+                if per_ip > 0 && self.connected.of_ip(peer.ip()) >= per_ip {
+                    // Refused before anyone is asked; no access event.
+                    self.stats.ip_cap_rejects += 1;
+                    return self.reject(now, peer, RejectCode::OVERLOAD);
                 }
                 match &stream_id {
                     Ok(_) => {}
@@ -475,10 +629,13 @@ impl SrtListener {
                 }
                 self.stats.connected += 1;
                 match SrtConnection::new(connection) {
-                    Some(c) => self.events.push_back(ListenerEvent::Connected {
-                        peer,
-                        connection: Box::new(c),
-                    }),
+                    Some(c) => {
+                        self.connected.insert(peer);
+                        self.events.push_back(ListenerEvent::Connected {
+                            peer,
+                            connection: Box::new(c),
+                        });
+                    }
                     None => self.stats.panics += 1,
                 }
             }

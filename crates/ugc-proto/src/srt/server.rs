@@ -27,7 +27,8 @@ use ugc_core::{
 };
 
 use super::listener::{
-    ListenerConfig, ListenerEvent, RejectCode, SrtConnection, SrtConnectionStats, SrtListener,
+    ListenerConfig, ListenerEvent, ListenerStats, RejectCode, SrtConnection, SrtConnectionStats,
+    SrtListener,
 };
 
 /// Finds the SRT passphrase of a Hub stream (`live/<name>`); `None` for an
@@ -42,7 +43,9 @@ pub struct SrtServerConfig {
     pub listener: ListenerConfig,
     /// Longest wait for the [`Authorizer`].
     pub decision_timeout: Duration,
-    /// Connected publishers at once; more are refused (2503).
+    /// Connected publishers at once; more are refused (2503). The caps per
+    /// IP address (connections and handshakes in progress) are in
+    /// [`ListenerConfig`].
     pub max_connections: usize,
     /// Datagrams queued per connection before new ones are dropped (SRT
     /// retransmits them).
@@ -74,11 +77,31 @@ pub struct SrtSessionStats {
 }
 
 /// The statistics of every connected SRT publisher, updated about once a
-/// second; cheap to clone and read from anywhere (metrics, API).
+/// second, and the listener's handshake counters, updated every 100 ms;
+/// cheap to clone and read from anywhere (metrics, API).
 #[derive(Debug, Clone, Default)]
-pub struct SrtStatsRegistry(Arc<Mutex<HashMap<SocketAddr, SrtSessionStats>>>);
+pub struct SrtStatsRegistry {
+    sessions: Arc<Mutex<HashMap<SocketAddr, SrtSessionStats>>>,
+    listener: Arc<Mutex<(ListenerStats, usize)>>,
+}
 
 impl SrtStatsRegistry {
+    /// The listener's counters and the handshakes in progress.
+    pub fn listener(&self) -> (ListenerStats, usize) {
+        self.listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_listener(&self, listener: &SrtListener) {
+        *self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (listener.stats().clone(), listener.pending());
+    }
+
     /// A snapshot of all sessions.
     pub fn snapshot(&self) -> Vec<SrtSessionStats> {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
@@ -92,7 +115,7 @@ impl SrtStatsRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, SrtSessionStats>> {
-        self.0
+        self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -233,10 +256,13 @@ where
                 if routes.get(&peer).is_some_and(|r| r.id == id) {
                     routes.remove(&peer);
                 }
+                // Sent once per connection task: its place is free.
+                listener.connection_closed(&peer);
             }
             _ = tick.tick() => {
                 listener.handle_timeout(Instant::now().into_std());
                 deciding.retain(|peer, _| listener.is_pending(peer));
+                stats.set_listener(&listener);
             }
         }
         while let Some((d, to)) = listener.poll_transmit() {
@@ -292,6 +318,7 @@ where
                 },
                 ListenerEvent::Connected { peer, connection } => {
                     let Some(stream) = deciding.remove(&peer) else {
+                        listener.connection_closed(&peer);
                         continue;
                     };
                     tracing::info!(%peer, %stream, "srt publish started");

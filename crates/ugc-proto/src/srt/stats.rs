@@ -1,4 +1,4 @@
-//! The SRT publishers' statistics as `/metrics` families and JSON rows:
+//! The SRT publishers' (and listener's) statistics as `/metrics` families and JSON rows:
 //! [`SrtStatsRegistry::write_metrics`] and `SrtStatsRegistry::json`.
 
 use ugc_core::metrics::{Exposition, Family};
@@ -7,7 +7,8 @@ use super::server::{SrtSessionStats, SrtStatsRegistry};
 
 impl SrtStatsRegistry {
     /// The publishers' families for `/metrics`: RTT, receive bitrate and
-    /// `ugc_srt_*_total` counters by `stream` and `peer`.
+    /// `ugc_srt_*_total` counters by `stream` and `peer`; then the
+    /// listener's (handshakes in progress, `ugc_srt_handshakes_*_total`).
     pub fn write_metrics(&self, m: &mut Exposition) {
         let sessions = self.snapshot();
         let families: &[Family<SrtSessionStats>] = &[
@@ -54,6 +55,59 @@ impl SrtStatsRegistry {
                 ("peer", s.peer.to_string()),
             ]
         });
+        self.write_listener_metrics(m);
+    }
+
+    /// The listener's families for `/metrics`: handshakes in progress and
+    /// `ugc_srt_handshakes_*_total` counters (what floods of handshakes
+    /// were refused and dropped).
+    fn write_listener_metrics(&self, m: &mut Exposition) {
+        use ugc_core::metrics::Kind;
+        let (s, pending) = self.listener();
+        m.family(
+            "ugc_srt_handshakes_pending",
+            Kind::Gauge,
+            "SRT handshakes in progress.",
+        )
+        .sample(&[], pending as f64);
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "ugc_srt_handshakes_connected_total",
+                "SRT callers connected.",
+                s.connected,
+            ),
+            (
+                "ugc_srt_handshakes_rejected_total",
+                "SRT callers refused (any reason, including the per-address cap).",
+                s.rejected,
+            ),
+            (
+                "ugc_srt_handshakes_timed_out_total",
+                "SRT handshakes not completed in time.",
+                s.timed_out,
+            ),
+            (
+                "ugc_srt_handshakes_refused_ip_cap_total",
+                "SRT callers refused because their address held max_connections_per_ip.",
+                s.ip_cap_rejects,
+            ),
+            (
+                "ugc_srt_listener_panics_total",
+                "Panics inside srt-protocol caught (handshakes and connections).",
+                s.panics,
+            ),
+        ];
+        for (name, help, v) in counters {
+            m.family(name, Kind::Counter, help).sample(&[], v as f64);
+        }
+        m.family(
+            "ugc_srt_handshakes_dropped_total",
+            Kind::Counter,
+            "SRT inductions ignored: too many handshakes in progress in all \
+             (reason=\"overload\") or from the caller's address (reason=\"ip_cap\").",
+        )
+        .sample(&[("reason", "overload")], s.overload_drops as f64)
+        .sample(&[("reason", "ip_cap")], s.ip_cap_drops as f64);
     }
 
     /// One JSON object per publisher, in [`snapshot`](Self::snapshot)
