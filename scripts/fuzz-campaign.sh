@@ -31,7 +31,8 @@ for t in "${targets[@]}"; do
   rc=$?
   secs=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log/$t" | awk '{print $2}' | tail -1)
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log/$t" | awk '{print $2}' | tail -1)
+  # libFuzzer prints no rate when -runs ends the run: execs / seconds.
+  rate=$(( ${execs:-0} / (secs > 0 ? secs : 1) ))
   cov=$(grep -oE 'cov: [0-9]+' "$log/$t" | tail -1 | awk '{print $2}')
   # Keep the new inputs that add coverage (existing ones, regression
   # inputs among them, stay).
@@ -41,5 +42,5 @@ for t in "${targets[@]}"; do
   crashes=$(( $(ls "artifacts/$t" | wc -l) - before ))
   note=""
   [ "$rc" -ne 0 ] && note=$(grep -m1 -e 'panicked at' -e 'ERROR: libFuzzer' "$log/$t" | cut -c1-80)
-  printf '%-16s %12s %8s %8s %8s %7s %7s %s\n' "$t" "${execs:-?}" "${rate:-?}" "$secs" "${cov:-?}" "$corpus" "$crashes" "$note"
+  printf '%-16s %12s %8s %8s %8s %7s %7s %s\n' "$t" "${execs:-?}" "$rate" "$secs" "${cov:-?}" "$corpus" "$crashes" "$note"
 done
