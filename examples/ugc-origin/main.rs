@@ -16,13 +16,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+#[path = "../role-common/node.rs"]
+mod node;
 
 use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
 use ugc_auth::lookup;
 use ugc_auth::node::RemoteAuthorizer;
+use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
@@ -55,6 +60,8 @@ struct Flags {
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
+    #[command(flatten)]
+    node: node::NodeFlags,
 }
 
 #[tokio::main]
@@ -128,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             rewind_s: rewind,
         },
     );
-    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
+    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let metrics = {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
         move || async move {
@@ -143,6 +150,20 @@ async fn main() -> anyhow::Result<()> {
         .merge(relay.router())
         .route("/metrics", axum::routing::get(metrics));
     let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let served = relay.clone();
+    node::spawn_heartbeat(
+        &flags.node,
+        NodeRole::Origin,
+        &flags.control_url,
+        &token,
+        node::Listening {
+            http: http.local_addr()?,
+            rtmp: None,
+            srt: None,
+        },
+        hub.clone(),
+        move || served.stats().bytes_out.load(Ordering::Relaxed),
+    )?;
     info!(http = %http.local_addr()?, "ugc-origin started");
     if let Err(e) = ugc_proto::http::serve(http, app, Default::default()).await {
         warn!(error = %e, "HTTP server stopped");

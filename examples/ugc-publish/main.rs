@@ -6,22 +6,32 @@
 //! stream to the control plane's transcoders (else its origins), or to
 //! each `--push-to` node.
 //!
+//! It registers with the control plane and beats every two seconds
+//! (`ugc_auth::registry`), so publish URLs go to the least-loaded
+//! publishing node.
+//!
 //! ```text
 //! UGC_NODE_TOKEN=... ugc-publish --control-url http://cp:8080 \
-//!     --rtmp 0.0.0.0:1935 --srt 0.0.0.0:9000 --http 0.0.0.0:8081
+//!     --rtmp 0.0.0.0:1935 --srt 0.0.0.0:9000 --http 0.0.0.0:8081 \
+//!     --public-host pub1.example.com
 //! ```
 //!
 //! Wiring only; `ugc-server` is every role in one process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+#[path = "../role-common/node.rs"]
+mod node;
 
 use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
 use ugc_auth::lookup::{self, Overrides};
 use ugc_auth::node::{RemoteAuthorizer, Topology};
+use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
@@ -54,6 +64,8 @@ struct Flags {
     /// Seconds a stream survives without a publisher.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
+    #[command(flatten)]
+    node: node::NodeFlags,
 }
 
 #[tokio::main]
@@ -84,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
     let rtmp = tokio::net::TcpListener::bind(flags.rtmp).await?;
     let srt = tokio::net::UdpSocket::bind(flags.srt).await?;
     let http = tokio::net::TcpListener::bind(flags.http).await?;
-    info!(rtmp = %rtmp.local_addr()?, srt = %srt.local_addr()?, http = %http.local_addr()?, "ugc-publish started");
+    let (rtmp_addr, srt_addr) = (rtmp.local_addr()?, srt.local_addr()?);
+    info!(rtmp = %rtmp_addr, srt = %srt_addr, http = %http.local_addr()?, "ugc-publish started");
     let rtmp_task = tokio::spawn(ugc_proto::rtmp::server::serve(
         rtmp,
         hub.clone(),
@@ -122,7 +135,22 @@ async fn main() -> anyhow::Result<()> {
     info!(?targets, "pushing every stream");
     tokio::spawn(push_all(hub.clone(), targets, token.clone()));
 
-    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
+    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
+    let listening = node::Listening {
+        http: http.local_addr()?,
+        rtmp: Some(rtmp_addr),
+        srt: Some(srt_addr),
+    };
+    let served = relay.clone();
+    node::spawn_heartbeat(
+        &flags.node,
+        NodeRole::Publish,
+        &flags.control_url,
+        &token,
+        listening,
+        hub.clone(),
+        move || served.stats().bytes_out.load(Ordering::Relaxed),
+    )?;
     let metrics = {
         let (hub, relay) = (hub.clone(), relay.clone());
         move || async move {

@@ -14,13 +14,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+#[path = "../role-common/node.rs"]
+mod node;
 
 use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
 use ugc_auth::lookup;
 use ugc_auth::node::Topology;
+use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_codec::ladder::LadderProfiles;
 use ugc_codec::ladder::config::TranscodeSection;
@@ -55,6 +60,8 @@ struct Flags {
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
+    #[command(flatten)]
+    node: node::NodeFlags,
 }
 
 /// The configuration file: the `[transcode]` table only.
@@ -110,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     info!(?targets, "pushing every stream");
     tokio::spawn(push_all(hub.clone(), targets, token.clone()));
 
-    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token));
+    let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let metrics = {
         let (hub, relay) = (hub.clone(), relay.clone());
         move || async move {
@@ -126,6 +133,20 @@ async fn main() -> anyhow::Result<()> {
         .router()
         .route("/metrics", axum::routing::get(metrics));
     let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let served = relay.clone();
+    node::spawn_heartbeat(
+        &flags.node,
+        NodeRole::Transcode,
+        &flags.control_url,
+        &token,
+        node::Listening {
+            http: http.local_addr()?,
+            rtmp: None,
+            srt: None,
+        },
+        hub.clone(),
+        move || served.stats().bytes_out.load(Ordering::Relaxed),
+    )?;
     info!(http = %http.local_addr()?, "ugc-transcode started");
     if let Err(e) = ugc_proto::http::serve(http, app, Default::default()).await {
         warn!(error = %e, "HTTP server stopped");

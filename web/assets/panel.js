@@ -5,9 +5,11 @@ import { playlistUrl, startPlayer } from './player.js';
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 5000;
+const NODES_MS = 2000;
 
 const cards = new Map(); // stream name -> { el, stream, player, watchToken }
 let refreshTimer = 0;
+let nodesTimer = 0;
 let toastTimer = 0;
 
 function toast(text) {
@@ -22,6 +24,8 @@ function toast(text) {
 
 function showSignIn(message = '') {
   clearInterval(refreshTimer);
+  clearInterval(nodesTimer);
+  $('nodes-section').hidden = true;
   for (const c of cards.values()) stopPreview(c);
   cards.clear();
   $('streams').replaceChildren();
@@ -42,6 +46,78 @@ async function enter() {
   await refresh();
   clearInterval(refreshTimer);
   refreshTimer = setInterval(() => refresh().catch(() => {}), REFRESH_MS);
+  clearInterval(nodesTimer);
+  if (await refreshNodes()) {
+    nodesTimer = setInterval(() => refreshNodes().catch(() => {}), NODES_MS);
+  }
+}
+
+// ---- the node registry (admin only) ---------------------------------------
+
+function fmtBps(bps) {
+  if (bps >= 1e9) return `${(bps / 1e9).toFixed(1)} Gbit/s`;
+  if (bps >= 1e6) return `${(bps / 1e6).toFixed(1)} Mbit/s`;
+  if (bps >= 1e3) return `${(bps / 1e3).toFixed(0)} kbit/s`;
+  return `${bps} bit/s`;
+}
+
+function fmtAge(ms) {
+  return ms < 1000 ? 'just now' : ms < 120000 ? `${Math.round(ms / 1000)} s ago` : `${Math.round(ms / 60000)} min ago`;
+}
+
+function cell(text, cls) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+/** Renders `GET /nodes`; false when the token is not the admin's. */
+async function refreshNodes() {
+  let nodes;
+  try {
+    nodes = await api('GET', '/nodes');
+  } catch (err) {
+    if (err.status === 403 || err.status === 401) {
+      $('nodes-section').hidden = true;
+      return false;
+    }
+    throw err;
+  }
+  $('nodes-section').hidden = false;
+  $('nodes-empty').hidden = nodes.length > 0;
+  const rows = nodes.map((n) => {
+    const tr = document.createElement('tr');
+    tr.dataset.node = n.id;
+    const name = cell(n.id);
+    const url = document.createElement('span');
+    url.className = 'n-url muted mono';
+    url.textContent = n.url;
+    name.append(url);
+    const state = document.createElement('td');
+    const badge = document.createElement('span');
+    badge.className = 'badge n-state';
+    badge.dataset.state = n.state;
+    badge.textContent = n.state;
+    state.append(badge);
+    const cap = n.capacity ? ` / ${n.capacity}` : '';
+    const streams = cell(`${n.load.streams}${cap}`, 'num n-streams');
+    streams.title = n.streams.join('\n');
+    tr.append(
+      name,
+      cell(n.role, 'n-role'),
+      state,
+      streams,
+      cell(`${Math.round(n.load.cpu * 100)} %`, 'num'),
+      cell(fmtBps(n.load.egress_bps * 8), 'num'),
+      cell(fmtAge(n.age_ms), 'n-age'),
+    );
+    return tr;
+  });
+  $('nodes').replaceChildren(...rows);
+  const live = nodes.filter((n) => n.state === 'live').length;
+  $('nodes-summary').textContent = nodes.length ? `${live} of ${nodes.length} live` : '';
+  return true;
 }
 
 $('signin-form').addEventListener('submit', async (e) => {

@@ -280,6 +280,29 @@ async function main() {
     }
     await native.close();
 
+    // ---- the node registry: the admin sees a node that beats ----------------
+    await panel.waitForSelector('#nodes-section:not([hidden]) #nodes-empty:not([hidden])');
+    const beat = await fetch(`${base}/api/v1/node/heartbeat`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        id: 'transcode-browser', role: 'transcode', url: 'http://127.0.0.1:9',
+        capacity: 8, load: { streams: 3, cpu: 0.25, egress_bps: 250000 },
+        streams: ['live/a', 'live/b', 'live/c'],
+      }),
+    });
+    assert(beat.status === 200, `heartbeat answered ${beat.status}`);
+    const row = '#nodes tr[data-node="transcode-browser"]';
+    await panel.waitForSelector(`${row} .n-state[data-state=live]`, { timeout: 5000 });
+    const cells = await panel.$eval(row, (tr) => tr.textContent);
+    assert(cells.includes('transcode') && cells.includes('3 / 8') && cells.includes('25 %')
+      && cells.includes('2.0 Mbit/s'), `node row: ${cells}`);
+    step('the admin panel lists a registered node, updated live');
+    const forget = await fetch(`${base}/api/v1/nodes/transcode-browser`, {
+      method: 'DELETE', headers: { Authorization: `Bearer ${ADMIN}` },
+    });
+    assert(forget.status === 204, `node delete answered ${forget.status}`);
+
     if (process.env.UGC_SCREENSHOTS) {
       await screenshots(context, base, card);
     }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::plane::{ControlPlane, NewStream, StreamPatch};
+use crate::registry::NodeView;
 use crate::store::{Principal, StreamRecord};
 
 /// An error answer: status and `{"error": "..."}`.
@@ -64,7 +65,7 @@ impl From<JsonRejection> for ApiError {
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
-async fn auth(cp: &ControlPlane, headers: &HeaderMap) -> ApiResult<Principal> {
+pub(crate) async fn auth(cp: &ControlPlane, headers: &HeaderMap) -> ApiResult<Principal> {
     let unauthorized = || {
         ApiError(
             StatusCode::UNAUTHORIZED,
@@ -75,9 +76,16 @@ async fn auth(cp: &ControlPlane, headers: &HeaderMap) -> ApiResult<Principal> {
     cp.authenticate(token).await?.ok_or_else(unauthorized)
 }
 
-/// The JSON of a stream, as the owner sees it.
-pub(crate) fn stream_json(cp: &ControlPlane, s: &StreamRecord) -> Value {
-    let urls = cp.public_urls();
+/// The JSON of a stream, as the owner sees it, with publish and play URLs
+/// on the nodes of the registry `nodes` (`place`: record the publishing
+/// node chosen, see [`ControlPlane::publish_urls`]).
+pub(crate) fn stream_json(
+    cp: &ControlPlane,
+    s: &StreamRecord,
+    nodes: &[NodeView],
+    place: bool,
+) -> Value {
+    let urls = cp.publish_urls(&s.name, nodes, place);
     json!({
         "name": s.name,
         "title": s.title,
@@ -89,14 +97,27 @@ pub(crate) fn stream_json(cp: &ControlPlane, s: &StreamRecord) -> Value {
         "restream": s.restream,
         "created_at": s.created_at,
         "key": s.key,
-        "publish": {
-            "rtmp": urls.rtmp(&s.key),
-            "srt": urls.srt(&s.key),
-            "whip": urls.whip(&s.name),
-        },
-        "play": urls.play(&s.name),
+        "publish": publish_json(&urls, &s.key, &s.name),
+        "play": cp.play_urls(&s.name, nodes).play(&s.name),
         "live": cp.is_live(&s.name),
     })
+}
+
+fn publish_json(urls: &crate::PublicUrls, key: &str, name: &str) -> Value {
+    json!({ "rtmp": urls.rtmp(key), "srt": urls.srt(key), "whip": urls.whip(name) })
+}
+
+/// `GET /streams/{name}/publish`: where the stream's publisher goes now.
+async fn get_publish(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let s = cp.stream_for(&p, &name).await?;
+    let nodes = cp.nodes().await?;
+    let urls = cp.publish_urls(&s.name, &nodes, true);
+    Ok(Json(publish_json(&urls, &s.key, &s.name)).into_response())
 }
 
 async fn create_stream(
@@ -107,16 +128,22 @@ async fn create_stream(
     let p = auth(&cp, &headers).await?;
     let Json(new) = body?;
     let s = cp.create_stream(&p, new).await?;
-    Ok((StatusCode::CREATED, Json(stream_json(&cp, &s))).into_response())
+    let nodes = cp.nodes().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(stream_json(&cp, &s, &nodes, true)),
+    )
+        .into_response())
 }
 
 async fn list_streams(State(cp): State<ControlPlane>, headers: HeaderMap) -> ApiResult {
     let p = auth(&cp, &headers).await?;
+    let nodes = cp.nodes().await?;
     let list: Vec<Value> = cp
         .list_streams(&p)
         .await?
         .iter()
-        .map(|s| stream_json(&cp, s))
+        .map(|s| stream_json(&cp, s, &nodes, false))
         .collect();
     Ok(Json(json!({ "streams": list })).into_response())
 }
@@ -128,7 +155,8 @@ async fn get_stream(
 ) -> ApiResult {
     let p = auth(&cp, &headers).await?;
     let s = cp.stream_for(&p, &name).await?;
-    Ok(Json(stream_json(&cp, &s)).into_response())
+    let nodes = cp.nodes().await?;
+    Ok(Json(stream_json(&cp, &s, &nodes, true)).into_response())
 }
 
 async fn patch_stream(
@@ -140,7 +168,8 @@ async fn patch_stream(
     let p = auth(&cp, &headers).await?;
     let Json(patch) = body?;
     let s = cp.update_stream(&p, &name, patch).await?;
-    Ok(Json(stream_json(&cp, &s)).into_response())
+    let nodes = cp.nodes().await?;
+    Ok(Json(stream_json(&cp, &s, &nodes, true)).into_response())
 }
 
 async fn delete_stream(
@@ -160,10 +189,11 @@ async fn rotate_key(
 ) -> ApiResult {
     let p = auth(&cp, &headers).await?;
     let key = cp.rotate_key(&p, &name).await?;
-    let urls = cp.public_urls();
+    let nodes = cp.nodes().await?;
+    let urls = cp.publish_urls(&name, &nodes, true);
     Ok(Json(json!({
         "key": key,
-        "publish": { "rtmp": urls.rtmp(&key), "srt": urls.srt(&key), "whip": urls.whip(&name) },
+        "publish": publish_json(&urls, &key, &name),
     }))
     .into_response())
 }
@@ -277,6 +307,14 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("get", "/changes", get(crate::provision::get_changes)),
         ("post", "/node/publish", post(crate::node::publish_check)),
         ("get", "/node/topology", get(crate::node::get_topology)),
+        ("post", "/node/heartbeat", post(crate::registry::heartbeat)),
+        ("get", "/nodes", get(crate::registry::list_nodes)),
+        (
+            "delete",
+            "/nodes/{id}",
+            delete(crate::registry::delete_node),
+        ),
+        ("get", "/streams/{name}/publish", get(get_publish)),
         // Served by `router_with`, with the extensions' paths.
         (
             "get",

@@ -72,6 +72,7 @@ mod openapi;
 mod ops;
 mod plane;
 mod provision;
+pub mod registry;
 pub mod remote;
 mod sse;
 pub mod store;
@@ -98,7 +99,8 @@ pub use store::{Principal, SessionRecord, Store, StreamRecord};
 pub use token::{PlayClaims, SessionId, TokenError, TokenKey};
 
 /// The public addresses publishers and viewers are told to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PublicUrls {
     /// Host name or address (`[::1]` for IPv6).
     pub host: String,
@@ -199,6 +201,9 @@ pub struct ControlConfig {
     pub node_token: Option<String>,
     /// Where media nodes send streams (`GET /api/v1/node/topology`).
     pub topology: node::Topology,
+    /// A registered node without a heartbeat for this long is `down` and
+    /// gets no new work (6 s: three missed beats).
+    pub node_down_after: Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Named transcode profiles accepted besides `off` and `default`.
@@ -223,6 +228,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("play_backend", &self.play_backend)
             .field("node_token", &self.node_token.as_ref().map(|_| ".."))
             .field("topology", &self.topology)
+            .field("node_down_after", &self.node_down_after)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("transcode_profiles", &self.transcode_profiles)
             .field("hub", &self.hub.is_some())
@@ -243,6 +249,7 @@ impl ControlConfig {
             play_backend: None,
             node_token: None,
             topology: node::Topology::default(),
+            node_down_after: Duration::from_secs(6),
             trusted_proxies: TrustedProxies::default(),
             transcode_profiles: Vec::new(),
             hub: None,

@@ -21,6 +21,131 @@ fn name_param() -> Value {
 
 /// The document served at `/api/v1/openapi.json`.
 pub(crate) fn document() -> Value {
+    let mut doc = base();
+    for (section, more) in [("paths", registry_paths()), ("schemas", registry_schemas())] {
+        let target = match section {
+            "paths" => &mut doc["paths"],
+            _ => &mut doc["components"]["schemas"],
+        };
+        if let (Some(t), Value::Object(m)) = (target.as_object_mut(), more) {
+            t.extend(m);
+        }
+    }
+    doc
+}
+
+/// The node registry's routes (one `json!` would pass the macro recursion
+/// limit).
+fn registry_paths() -> Value {
+    json!({
+            "/node/heartbeat": {
+                "post": {
+                    "summary": "Register a media node or renew it (media nodes; admin or node token)",
+                    "description": "Sent every interval_ms (2 s). The database clock stamps the beat; a node without a beat for the down threshold (6 s) is down and gets no new work.",
+                    "requestBody": body("NodeBeat", true),
+                    "responses": {
+                        "200": { "description": "Accepted", "content": { "application/json": { "schema": {
+                            "type": "object",
+                            "properties": { "interval_ms": { "type": "integer" }, "down_after_ms": { "type": "integer" } } } } } },
+                        "400": err("Bad JSON, id or URL"),
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token")
+                    }
+                }
+            },
+            "/nodes": {
+                "get": {
+                    "summary": "The node registry (admin)",
+                    "responses": {
+                        "200": { "description": "Every registered node, by id", "content": { "application/json": { "schema": {
+                            "type": "array", "items": { "$ref": "#/components/schemas/Node" } } } } },
+                        "401": err("Missing or bad token"),
+                        "403": err("Not the admin")
+                    }
+                }
+            },
+            "/nodes/{id}": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "delete": {
+                    "summary": "Forget a node taken out of service (admin); it registers again if it beats",
+                    "responses": {
+                        "204": { "description": "Forgotten" },
+                        "401": err("Missing or bad token"),
+                        "403": err("Not the admin"),
+                        "404": err("No such node")
+                    }
+                }
+            },
+            "/streams/{name}/publish": {
+                "parameters": name_param(),
+                "get": {
+                    "summary": "Where the stream's publisher goes now: the publishing node carrying it, else the one it was placed on while it lives, else the least loaded",
+                    "responses": {
+                        "200": ok("Publish URLs", "PublishUrls"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Another creator's stream"),
+                        "404": err("No such stream")
+                    }
+                }
+            }
+    })
+}
+
+/// The node registry's schemas.
+fn registry_schemas() -> Value {
+    json!({
+                "NodeBeat": {
+                    "type": "object", "additionalProperties": false,
+                    "required": ["id", "role", "url"],
+                    "properties": {
+                        "id": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" },
+                        "role": { "type": "string", "enum": ["publish", "transcode", "origin", "all"] },
+                        "url": { "type": "string", "description": "http://host:port, as other nodes reach it" },
+                        "public": { "$ref": "#/components/schemas/PublicUrls" },
+                        "capacity": { "type": "integer", "description": "streams at most; 0: not declared" },
+                        "load": { "$ref": "#/components/schemas/NodeLoad" },
+                        "streams": { "type": "array", "maxItems": 10000, "items": { "type": "string" } },
+                        "draining": { "type": "boolean", "default": false }
+                    }
+                },
+                "NodeLoad": {
+                    "type": "object",
+                    "properties": {
+                        "streams": { "type": "integer" },
+                        "cpu": { "type": "number", "description": "fraction of the machine, 0..1" },
+                        "egress_bps": { "type": "integer" }
+                    }
+                },
+                "PublicUrls": {
+                    "type": "object",
+                    "properties": {
+                        "host": { "type": "string" },
+                        "rtmp_port": { "type": "integer" },
+                        "srt_port": { "type": "integer" },
+                        "http_port": { "type": "integer" },
+                        "http_base": { "type": "string", "nullable": true }
+                    }
+                },
+                "Node": {
+                    "type": "object",
+                    "properties": {
+                        "id": { "type": "string" },
+                        "role": { "type": "string" },
+                        "url": { "type": "string" },
+                        "state": { "type": "string", "enum": ["live", "draining", "down"] },
+                        "load": { "$ref": "#/components/schemas/NodeLoad" },
+                        "streams": { "type": "array", "items": { "type": "string" } },
+                        "capacity": { "type": "integer" },
+                        "public": { "allOf": [{ "$ref": "#/components/schemas/PublicUrls" }], "nullable": true },
+                        "last_seen": { "type": "integer", "description": "unix milliseconds, database clock" },
+                        "age_ms": { "type": "integer" },
+                        "registered_at": { "type": "integer", "description": "unix seconds" }
+                    }
+                }
+    })
+}
+
+fn base() -> Value {
     json!({
         "openapi": "3.0.3",
         "info": {

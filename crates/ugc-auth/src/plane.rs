@@ -194,6 +194,9 @@ pub(crate) struct Inner {
     pub(crate) node_token: Option<[u8; 32]>,
     /// Where media nodes send streams (`GET /node/topology`).
     pub(crate) topology: crate::node::Topology,
+    pub(crate) node_down_after: std::time::Duration,
+    /// Streams placed on publishing nodes.
+    pub(crate) placements: crate::registry::Placements,
     generated_admin: Mutex<Option<String>>,
 }
 
@@ -339,6 +342,8 @@ impl ControlPlane {
                 feed: Mutex::new(feed),
                 node_token,
                 topology: config.topology,
+                node_down_after: config.node_down_after,
+                placements: Default::default(),
                 generated_admin: Mutex::new(generated),
             }),
         })
@@ -654,7 +659,9 @@ impl ControlPlane {
 
     // ---- play sessions --------------------------------------------------
 
-    /// Opens a play session on a stream `by` owns and signs its token.
+    /// Opens a play session on a stream `by` owns and signs its token. The
+    /// URL is on the least-loaded live origin of the node registry (one
+    /// carrying the stream if any does), else on this server.
     /// `ttl_s` defaults to the configured default and must not exceed the
     /// maximum.
     pub async fn issue_play(
@@ -701,8 +708,10 @@ impl ControlPlane {
                 i64::try_from(now).unwrap_or(i64::MAX),
             )
             .await?;
+        let nodes = self.nodes().await?;
+        let base = self.play_urls(&s.name, &nodes).play(&s.name);
         Ok(PlayGrant {
-            url: format!("{}?token={token}", self.inner.public.play(&s.name)),
+            url: format!("{base}?token={token}"),
             token,
             expires_at,
             session,

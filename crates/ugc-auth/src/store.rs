@@ -66,13 +66,34 @@ pub struct SessionRecord {
 }
 
 /// The schema migrations, embedded.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "nodes", include_str!("../migrations/0002_nodes.sql")),
+];
+
+/// One media node as stored: its last heartbeat and when the database saw
+/// it, by the database's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// Node id.
+    pub id: String,
+    /// `publish`, `transcode`, `origin` or `all`.
+    pub role: String,
+    /// Its HTTP base URL.
+    pub url: String,
+    /// Its last heartbeat, JSON.
+    pub info: String,
+    /// First registration, unix seconds.
+    pub registered_at: i64,
+    /// Last heartbeat, unix milliseconds of the database clock.
+    pub last_seen_ms: i64,
+}
 
 /// A connection pool to the control-plane database.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    sqlite: bool,
 }
 
 const STREAM_COLS: &str = "name, owner, title, private, stream_key, transcode, dvr_hours, restream, srt_passphrase, created_at";
@@ -108,7 +129,7 @@ impl Store {
             })
             .collect();
         Migrator::with_migrations(migrations).run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, sqlite })
     }
 
     /// Closes the pool.
@@ -355,6 +376,91 @@ impl Store {
                 .await
                 .map_err(db("list revoked"))?;
         rows.iter().map(|r| get(r, "play_sessions", "id")).collect()
+    }
+
+    // ---- nodes ----------------------------------------------------------
+
+    /// The database clock in unix milliseconds, as SQL: node liveness is
+    /// judged on this one clock, whichever process asks.
+    fn now_ms_sql(&self) -> &'static str {
+        if self.sqlite {
+            "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)"
+        } else {
+            "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+        }
+    }
+
+    /// Registers node `id` or renews it: one upsert per heartbeat, stamped
+    /// with the database clock.
+    pub async fn node_beat(
+        &self,
+        id: &str,
+        role: &str,
+        url: &str,
+        info: &str,
+        now: i64,
+    ) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO nodes (id, role, url, info, registered_at, last_seen_ms) \
+             VALUES ($1, $2, $3, $4, $5, {now_ms}) \
+             ON CONFLICT (id) DO UPDATE SET role = excluded.role, url = excluded.url, \
+             info = excluded.info, last_seen_ms = excluded.last_seen_ms",
+            now_ms = self.now_ms_sql()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(role)
+            .bind(url)
+            .bind(info)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db("node heartbeat"))?;
+        Ok(())
+    }
+
+    /// Every node, by id, and the database clock (unix ms) they are to be
+    /// judged by.
+    pub async fn nodes(&self) -> Result<(i64, Vec<NodeRow>)> {
+        let sql = format!(
+            "SELECT {now_ms} AS now_ms, n.id, n.role, n.url, n.info, n.registered_at, \
+             n.last_seen_ms FROM (SELECT 1 AS one) AS clock LEFT JOIN nodes AS n ON 1 = 1 \
+             ORDER BY n.id",
+            now_ms = self.now_ms_sql()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list nodes"))?;
+        const T: &str = "nodes";
+        let mut now = 0;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            now = get(r, T, "now_ms")?;
+            let Some(id) = get::<Option<String>>(r, T, "id")? else {
+                continue;
+            };
+            out.push(NodeRow {
+                id,
+                role: get(r, T, "role")?,
+                url: get(r, T, "url")?,
+                info: get(r, T, "info")?,
+                registered_at: get(r, T, "registered_at")?,
+                last_seen_ms: get(r, T, "last_seen_ms")?,
+            });
+        }
+        Ok((now, out))
+    }
+
+    /// Forgets node `id`; false if there was none.
+    pub async fn delete_node(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("delete node"))?
+            .rows_affected()
+            > 0)
     }
 
     /// Deletes sessions that expired before `now`; returns how many.

@@ -132,6 +132,8 @@ fn start_origin(control: &Control, http: SocketAddr) -> (Node, TempDir) {
             data.path().display().to_string(),
             "--segment-ms".into(),
             "1000".into(),
+            "--public-host".into(),
+            "127.0.0.1".into(),
         ],
     );
     wait_until(Duration::from_secs(10), || listening(http)).expect("origin listens");
@@ -151,6 +153,8 @@ fn start_publish(control: &Control, push_to: Option<SocketAddr>) -> (Node, Socke
         format!("127.0.0.1:{}", free_udp_port()),
         "--http".into(),
         addr().to_string(),
+        "--public-host".into(),
+        "127.0.0.1".into(),
     ];
     if let Some(p) = push_to {
         args.extend(["--push-to".into(), format!("http://{p}")]);
@@ -158,6 +162,147 @@ fn start_publish(control: &Control, push_to: Option<SocketAddr>) -> (Node, Socke
     let node = Node::start(env!("CARGO_BIN_EXE_ugc-publish"), &args);
     wait_until(Duration::from_secs(10), || listening(rtmp)).expect("publishing node listens");
     (node, rtmp)
+}
+
+/// `GET /api/v1/nodes`: (id, role, state, rtmp port of its public URLs).
+fn nodes(control: &Control) -> Vec<(String, String, String, u64)> {
+    let r = http_send(
+        control.http,
+        "GET",
+        "/api/v1/nodes",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_owned(),
+                n["role"].as_str().unwrap().to_owned(),
+                n["state"].as_str().unwrap().to_owned(),
+                n["public"]["rtmp_port"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// The RTMP port of the publish URL in a stream answer (or in the
+/// publish route's answer, the URLs alone).
+fn publish_port(answer: &str) -> u16 {
+    let v: serde_json::Value = serde_json::from_str(answer).unwrap();
+    let urls = if v["publish"].is_null() {
+        &v
+    } else {
+        &v["publish"]
+    };
+    let url = urls["rtmp"].as_str().unwrap();
+    let authority = url.trim_start_matches("rtmp://").split('/').next().unwrap();
+    authority.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Two publishing nodes and an origin register with the control plane; new
+/// streams are placed on the publishing node with the most room, a killed
+/// node is `down` within 10 s and gets no more streams, and viewers are
+/// sent to the origin.
+#[test]
+fn nodes_register_and_streams_are_placed_by_load() {
+    let control = Control::start(&[]);
+    let origin_http = addr();
+    let (_origin, _origin_data) = start_origin(&control, origin_http);
+    let (mut a, rtmp_a) = start_publish(&control, Some(origin_http));
+    let (_b, rtmp_b) = start_publish(&control, Some(origin_http));
+    wait_until(Duration::from_secs(10), || {
+        let n = nodes(&control);
+        n.len() == 3 && n.iter().all(|(_, _, state, _)| state == "live")
+    })
+    .unwrap_or_else(|| panic!("nodes did not register: {:?}", nodes(&control)));
+    let roles: Vec<String> = nodes(&control).into_iter().map(|n| n.1).collect();
+    assert_eq!(
+        roles.iter().filter(|r| *r == "publish").count(),
+        2,
+        "{roles:?}"
+    );
+
+    // Four new streams alternate between the two idle publishing nodes.
+    let mut ports = Vec::new();
+    for i in 0..4 {
+        let r = http_send(
+            control.http,
+            "POST",
+            "/api/v1/streams",
+            Some(ADMIN_TOKEN),
+            Some(&format!(r#"{{"name": "placed{i}"}}"#)),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        ports.push(publish_port(&r.text()));
+    }
+    let on_a = ports.iter().filter(|p| **p == rtmp_a.port()).count();
+    let on_b = ports.iter().filter(|p| **p == rtmp_b.port()).count();
+    assert_eq!((on_a, on_b), (2, 2), "{ports:?} a={rtmp_a} b={rtmp_b}");
+    // A placement sticks: asking again answers the same node.
+    let r = http_send(
+        control.http,
+        "GET",
+        "/api/v1/streams/placed0/publish",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(publish_port(&r.text()), ports[0]);
+    // Viewers go to the origin.
+    let r = http_send(
+        control.http,
+        "POST",
+        "/api/v1/streams/placed0/play",
+        Some(ADMIN_TOKEN),
+        Some("{}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = json_str(&r.text(), "url").unwrap();
+    assert!(
+        url.starts_with(&format!(
+            "http://{origin_http}/live/placed0/index.m3u8?token="
+        )),
+        "{url}"
+    );
+
+    // kill -9 of node a: down within 10 s, and every new stream goes to b.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let down = wait_until(Duration::from_secs(10), || {
+        nodes(&control)
+            .iter()
+            .any(|(_, _, state, port)| *port == u64::from(rtmp_a.port()) && state == "down")
+    });
+    assert!(
+        down.is_some(),
+        "a killed node is not down: {:?}",
+        nodes(&control)
+    );
+    eprintln!("killed node down after {:?}", down.unwrap());
+    for i in 4..6 {
+        let r = http_send(
+            control.http,
+            "POST",
+            "/api/v1/streams",
+            Some(ADMIN_TOKEN),
+            Some(&format!(r#"{{"name": "placed{i}"}}"#)),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(publish_port(&r.text()), rtmp_b.port(), "{}", r.text());
+    }
+    // placed0's node died: it is placed again, on b.
+    let r = http_send(
+        control.http,
+        "GET",
+        "/api/v1/streams/placed0",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(publish_port(&r.text()), rtmp_b.port(), "{}", r.text());
 }
 
 /// The variants of a multivariant playlist: (URI, attributes).

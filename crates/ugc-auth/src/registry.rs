@@ -1,0 +1,748 @@
+//! The node registry of a platform of several machines, and the placement
+//! of publishers and viewers on its nodes.
+//!
+//! Every media node (`ugc-publish`, `ugc-transcode`, `ugc-origin`) sends
+//! `POST /api/v1/node/heartbeat` (node token) every two seconds with its
+//! role, URLs, capacity, load and streams ([`NodeBeat`]); the first beat
+//! registers it and a node that restarts simply beats again. The control
+//! plane upserts one row per node, stamped by the database's clock, so
+//! liveness is judged on one clock even with several control planes on
+//! one PostgreSQL. `GET /api/v1/nodes` (admin) lists them with a state:
+//! `live`, `draining` (it asked for no new work) or `down` (no beat for
+//! [`ControlConfig::node_down_after`](crate::ControlConfig), 6 s by
+//! default: three missed beats).
+//!
+//! Placement: the publish URLs a stream answer carries point at a live
+//! publishing node, the one already carrying the stream, else the one the
+//! stream was placed on (sticky while that node lives), else the least
+//! loaded. Load is the streams a node reports plus the streams placed on
+//! it in the last [`PENDING`] that it does not report yet (so a burst of
+//! new streams spreads instead of piling on the node that was idle at the
+//! last beat), over its capacity. Play URLs point at the least-loaded live
+//! origin, preferring one that carries the stream. With no node
+//! registered, the control plane's own [`PublicUrls`] answer, as on a
+//! single machine.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::ApiError;
+use crate::error::{Error, Result};
+use crate::{ControlPlane, PublicUrls};
+
+/// How long a placement counts as load on its node before the node's own
+/// beats must show the stream.
+pub const PENDING: Duration = Duration::from_secs(10);
+
+/// The beat interval the control plane asks for.
+pub const BEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Streams a node with no declared capacity is assumed to hold.
+const DEFAULT_CAPACITY: u32 = 100;
+
+/// Longest heartbeat body accepted.
+const MAX_BEAT: usize = 1024 * 1024;
+
+/// What a media node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Takes RTMP, SRT and WHIP from publishers.
+    Publish,
+    /// Makes the ladder.
+    Transcode,
+    /// Records and serves HLS to viewers and edges.
+    Origin,
+    /// Every role in one process (`ugc-server` as a node).
+    All,
+}
+
+impl NodeRole {
+    /// The role's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Publish => "publish",
+            NodeRole::Transcode => "transcode",
+            NodeRole::Origin => "origin",
+            NodeRole::All => "all",
+        }
+    }
+
+    fn parse(s: &str) -> Option<NodeRole> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+
+    fn takes_publishers(self) -> bool {
+        matches!(self, NodeRole::Publish | NodeRole::All)
+    }
+
+    fn serves_viewers(self) -> bool {
+        matches!(self, NodeRole::Origin | NodeRole::All)
+    }
+}
+
+/// A node's load at one beat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLoad {
+    /// Streams it carries now.
+    #[serde(default)]
+    pub streams: u32,
+    /// Its process's CPU use as a fraction of the machine (0..=1).
+    #[serde(default)]
+    pub cpu: f64,
+    /// Bytes per second it sends (viewers, relay, restreams).
+    #[serde(default)]
+    pub egress_bps: u64,
+}
+
+/// The body of `POST /api/v1/node/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeBeat {
+    /// Stable across restarts: `[A-Za-z0-9._-]{1,64}`.
+    pub id: String,
+    /// What it does.
+    pub role: NodeRole,
+    /// Its HTTP base, `http://host:port`, as other nodes reach it (relay,
+    /// origins' HLS).
+    pub url: String,
+    /// Addresses publishers and viewers are told to use on this node.
+    #[serde(default)]
+    pub public: Option<PublicUrls>,
+    /// Streams it takes at most (0: not declared).
+    #[serde(default)]
+    pub capacity: u32,
+    /// Its load.
+    #[serde(default)]
+    pub load: NodeLoad,
+    /// The Hub streams it carries (`live/news`, `live/news/720p`).
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// It asks for no new work (it is being taken out of service).
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl NodeBeat {
+    /// A beat the registry accepts: a well-formed id and URL, at most 10,000
+    /// streams.
+    pub fn check(&self) -> Result<()> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !id_ok {
+            return Err(Error::Invalid {
+                field: "id",
+                reason: "want [A-Za-z0-9._-]{1,64}".into(),
+            });
+        }
+        let uri: hyper::Uri = self.url.parse().map_err(|_| Error::Invalid {
+            field: "url",
+            reason: "want http://host:port".into(),
+        })?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() || self.url.len() > 256 {
+            return Err(Error::Invalid {
+                field: "url",
+                reason: "want http://host:port".into(),
+            });
+        }
+        if self.streams.len() > 10_000 || self.streams.iter().any(|s| s.len() > 256) {
+            return Err(Error::Invalid {
+                field: "streams",
+                reason: "at most 10,000 names of at most 256 bytes".into(),
+            });
+        }
+        if !self.load.cpu.is_finite() {
+            return Err(Error::Invalid {
+                field: "load.cpu",
+                reason: "not a number".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A node's state, judged by the database clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Beating and taking work.
+    Live,
+    /// Beating, asks for no new work.
+    Draining,
+    /// No beat for longer than the down threshold.
+    Down,
+}
+
+/// One node as `GET /api/v1/nodes` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node id.
+    pub id: String,
+    /// What it does.
+    pub role: NodeRole,
+    /// Its HTTP base URL.
+    pub url: String,
+    /// Live, draining or down.
+    pub state: NodeState,
+    /// Its load at the last beat.
+    pub load: NodeLoad,
+    /// Streams it carried at the last beat.
+    pub streams: Vec<String>,
+    /// Streams it takes at most (0: not declared).
+    pub capacity: u32,
+    /// Its public addresses, if it declared them.
+    pub public: Option<PublicUrls>,
+    /// Last beat, unix milliseconds (database clock).
+    pub last_seen: i64,
+    /// Milliseconds since the last beat.
+    pub age_ms: i64,
+    /// First registration, unix seconds.
+    pub registered_at: i64,
+}
+
+impl NodeView {
+    fn usable(&self) -> bool {
+        self.state == NodeState::Live && self.public.is_some()
+    }
+
+    fn carries(&self, stream: &str) -> bool {
+        self.streams.iter().any(|s| s == stream)
+    }
+}
+
+/// Placements of streams on publishing nodes, in memory: a stream keeps
+/// its node while the node lives.
+#[derive(Debug, Default)]
+pub(crate) struct Placements {
+    by_stream: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// The least-loaded node of `candidates`: (reported streams + pending
+/// placements) over capacity, then CPU, then id.
+fn least_loaded<'a>(
+    candidates: impl Iterator<Item = &'a NodeView>,
+    pending: &HashMap<&str, u32>,
+) -> Option<&'a NodeView> {
+    let score = |n: &NodeView| {
+        let held = n.load.streams + pending.get(n.id.as_str()).copied().unwrap_or(0);
+        let cap = if n.capacity == 0 {
+            DEFAULT_CAPACITY
+        } else {
+            n.capacity
+        };
+        (f64::from(held) + 1.0) / f64::from(cap)
+    };
+    candidates.min_by(|a, b| {
+        score(a)
+            .total_cmp(&score(b))
+            .then(a.load.cpu.total_cmp(&b.load.cpu))
+            .then(a.id.cmp(&b.id))
+    })
+}
+
+impl ControlPlane {
+    /// Every registered node with its state, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>> {
+        let (now_ms, rows) = self.inner.store.nodes().await?;
+        let down_ms = i64::try_from(self.inner.node_down_after.as_millis()).unwrap_or(i64::MAX);
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let beat: NodeBeat = serde_json::from_str(&r.info).map_err(|e| Error::Corrupt {
+                table: "nodes",
+                reason: format!("info of {}: {e}", r.id),
+            })?;
+            let age_ms = now_ms.saturating_sub(r.last_seen_ms).max(0);
+            let state = if age_ms > down_ms {
+                NodeState::Down
+            } else if beat.draining {
+                NodeState::Draining
+            } else {
+                NodeState::Live
+            };
+            out.push(NodeView {
+                id: r.id,
+                role: NodeRole::parse(&r.role).unwrap_or(beat.role),
+                url: r.url,
+                state,
+                load: beat.load,
+                streams: beat.streams,
+                capacity: beat.capacity,
+                public: beat.public,
+                last_seen: r.last_seen_ms,
+                age_ms,
+                registered_at: r.registered_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a node's heartbeat.
+    pub async fn node_beat(&self, beat: &NodeBeat) -> Result<()> {
+        beat.check()?;
+        let info = serde_json::to_string(beat).map_err(|e| Error::Invalid {
+            field: "beat",
+            reason: e.to_string(),
+        })?;
+        let now = i64::try_from(crate::util::unix_now()).unwrap_or(i64::MAX);
+        self.inner
+            .store
+            .node_beat(&beat.id, beat.role.as_str(), &beat.url, &info, now)
+            .await
+    }
+
+    /// The addresses a publisher of stream `name` is told, given the
+    /// registry `nodes`; `place` records the choice (sticky for the
+    /// stream, counted as load for [`PENDING`]). The control plane's own
+    /// addresses when no publishing node is live.
+    pub fn publish_urls(&self, name: &str, nodes: &[NodeView], place: bool) -> PublicUrls {
+        let hub_name = format!("live/{name}");
+        let live = || {
+            nodes
+                .iter()
+                .filter(|n| n.role.takes_publishers() && n.usable())
+        };
+        let public = |n: &NodeView| n.public.clone().unwrap_or_default();
+        if let Some(n) = live().find(|n| n.carries(&hub_name)) {
+            return public(n);
+        }
+        let mut placed = self
+            .inner
+            .placements
+            .by_stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((id, _)) = placed.get(name)
+            && let Some(n) = live().find(|n| &n.id == id)
+        {
+            return public(n);
+        }
+        let now = Instant::now();
+        placed.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(24 * 3600));
+        let mut pending: HashMap<&str, u32> = HashMap::new();
+        for (stream, (id, at)) in placed.iter() {
+            let reported = nodes.iter().any(|n| n.carries(&format!("live/{stream}")));
+            if now.duration_since(*at) < PENDING && !reported {
+                *pending.entry(id.as_str()).or_default() += 1;
+            }
+        }
+        let Some(n) = least_loaded(live(), &pending) else {
+            return self.inner.public.clone();
+        };
+        let urls = public(n);
+        if place {
+            let id = n.id.clone();
+            placed.insert(name.to_owned(), (id, now));
+        }
+        urls
+    }
+
+    /// The addresses a viewer of stream `name` is told: the least-loaded
+    /// live origin, one carrying the stream if any does; the control
+    /// plane's own when no origin is live.
+    pub fn play_urls(&self, name: &str, nodes: &[NodeView]) -> PublicUrls {
+        let hub_name = format!("live/{name}");
+        let live = || {
+            nodes
+                .iter()
+                .filter(|n| n.role.serves_viewers() && n.usable())
+        };
+        let none = HashMap::new();
+        let best = least_loaded(live().filter(|n| n.carries(&hub_name)), &none)
+            .or_else(|| least_loaded(live(), &none));
+        match best {
+            Some(n) => n.public.clone().unwrap_or_default(),
+            None => self.inner.public.clone(),
+        }
+    }
+}
+
+/// `POST /api/v1/node/heartbeat` (node or admin token).
+pub(crate) async fn heartbeat(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = crate::provision::node_auth(&cp, &headers).await {
+        return e.into_response();
+    }
+    // axum's default body limit (2 MiB) bounds what was read; a beat is
+    // far smaller (10,000 stream names fit).
+    if body.len() > MAX_BEAT {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "heartbeat too large".into())
+            .into_response();
+    }
+    let beat: NodeBeat = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON: {e}"))
+                .into_response();
+        }
+    };
+    match cp.node_beat(&beat).await {
+        Ok(()) => axum::Json(json!({
+            "interval_ms": BEAT_INTERVAL.as_millis(),
+            "down_after_ms": cp.inner.node_down_after.as_millis(),
+        }))
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn admin(cp: &ControlPlane, headers: &HeaderMap) -> std::result::Result<(), Response> {
+    match crate::api::auth(cp, headers).await {
+        Ok(p) if p.admin => Ok(()),
+        Ok(_) => {
+            Err(ApiError::from(Error::Forbidden("nodes are the admin's".into())).into_response())
+        }
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// `GET /api/v1/nodes` (admin).
+pub(crate) async fn list_nodes(State(cp): State<ControlPlane>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&cp, &headers).await {
+        return r;
+    }
+    match cp.nodes().await {
+        Ok(nodes) => axum::Json(nodes).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `DELETE /api/v1/nodes/{id}` (admin): forget a node taken out of service.
+pub(crate) async fn delete_node(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = admin(&cp, &headers).await {
+        return r;
+    }
+    match cp.inner.store.delete_node(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => ApiError::from(Error::NotFound {
+            what: "node",
+            id: id.chars().take(64).collect(),
+        })
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// A node's side of the registry: sends [`NodeBeat`]s to the control
+/// plane at the interval it answers.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    uri: String,
+    token: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Heartbeat {
+    /// Beats to the control plane at `control_url` with the node token.
+    pub fn new(control_url: &str, token: &str) -> Heartbeat {
+        Heartbeat {
+            uri: format!(
+                "{}/api/v1/node/heartbeat",
+                control_url.trim_end_matches('/')
+            ),
+            token: token.to_owned(),
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+
+    /// Sends one beat; the interval the control plane asks for.
+    pub async fn send(&self, beat: &NodeBeat) -> Result<Duration> {
+        let remote = |status: Option<u16>, reason: String| Error::Remote {
+            url: self.uri.clone(),
+            status,
+            reason,
+        };
+        let body = serde_json::to_vec(beat).map_err(|e| remote(None, e.to_string()))?;
+        let req = hyper::Request::post(self.uri.as_str())
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| remote(None, e.to_string()))?;
+        let attempt = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| remote(None, e.to_string()))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|e| remote(Some(status.as_u16()), e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                let why: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                return Err(remote(
+                    Some(status.as_u16()),
+                    format!("answered {status}: {why}"),
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| remote(Some(status.as_u16()), e.to_string()))?;
+            let ms = v["interval_ms"].as_u64().unwrap_or(2000).clamp(100, 60_000);
+            Ok(Duration::from_millis(ms))
+        };
+        tokio::time::timeout(Duration::from_secs(5), attempt)
+            .await
+            .map_err(|_| remote(None, "timed out".into()))?
+    }
+
+    /// Beats forever: `beat()` is asked for the node's current state before
+    /// each one. A failed beat is logged and retried at the next interval
+    /// (the control plane may restart; media keeps flowing meanwhile).
+    pub async fn run(self, mut beat: impl FnMut() -> NodeBeat + Send) {
+        let mut interval = BEAT_INTERVAL;
+        let mut failing = false;
+        loop {
+            let b = beat();
+            match self.send(&b).await {
+                Ok(i) => {
+                    if failing {
+                        tracing::info!(node = %b.id, "heartbeat: control plane answers again");
+                    }
+                    failing = false;
+                    interval = i;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(node = %b.id, error = %e, "heartbeat failed; retrying");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+impl Heartbeat {
+    /// [`run`](Self::run) for a node whose streams are `hub`'s (those with
+    /// a publisher: an encoder, a relay, a transcoder): `template` with its
+    /// load and streams filled in at each beat; `egress_total` is the
+    /// node's bytes sent so far.
+    pub async fn run_hub(
+        self,
+        template: NodeBeat,
+        hub: ugc_core::Hub,
+        egress_total: impl Fn() -> u64 + Send,
+    ) {
+        let mut meter = LoadMeter::default();
+        self.run(move || {
+            let streams: Vec<String> = hub
+                .stream_names()
+                .into_iter()
+                .filter(|s| hub.is_publishing(s))
+                .map(|s| s.to_string())
+                .collect();
+            let (cpu, egress_bps) = meter.sample(egress_total());
+            NodeBeat {
+                load: NodeLoad {
+                    streams: u32::try_from(streams.len()).unwrap_or(u32::MAX),
+                    cpu,
+                    egress_bps,
+                },
+                streams,
+                ..template.clone()
+            }
+        })
+        .await;
+    }
+}
+
+/// A node id from its role and address (`publish-10.0.0.5-8081`): stable
+/// across restarts, unique per listening port, within the id alphabet.
+pub fn default_node_id(role: NodeRole, host: &str, http_port: u16) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
+            _ => '-',
+        })
+        .collect();
+    let mut id = format!("{}-{host}-{http_port}", role.as_str());
+    id.truncate(64);
+    id
+}
+
+/// CPU use of this process and the rate of a byte counter between two
+/// samples, for [`NodeLoad`].
+#[derive(Debug)]
+pub struct LoadMeter {
+    last: Instant,
+    cpu_s: f64,
+    bytes: u64,
+    cores: f64,
+}
+
+impl Default for LoadMeter {
+    fn default() -> Self {
+        LoadMeter {
+            last: Instant::now(),
+            cpu_s: process_cpu_seconds(),
+            bytes: 0,
+            cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        }
+    }
+}
+
+impl LoadMeter {
+    /// (CPU fraction of the machine, bytes per second of `bytes_total`)
+    /// since the previous sample.
+    pub fn sample(&mut self, bytes_total: u64) -> (f64, u64) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        let cpu_s = process_cpu_seconds();
+        let (cpu, bps) = if dt > 0.0 {
+            (
+                ((cpu_s - self.cpu_s) / dt / self.cores).clamp(0.0, 1.0),
+                (bytes_total.saturating_sub(self.bytes) as f64 / dt) as u64,
+            )
+        } else {
+            (0.0, 0)
+        };
+        self.last = now;
+        self.cpu_s = cpu_s;
+        self.bytes = bytes_total;
+        (cpu, bps)
+    }
+}
+
+/// User + system CPU seconds of this process (`/proc/self/stat` on Linux;
+/// 0 elsewhere). Clock ticks are taken as 100 per second, the value of
+/// every Linux architecture ugc builds for.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The command name (field 2) may hold spaces; count from its ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after ')'.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, role: NodeRole, streams: u32, capacity: u32) -> NodeView {
+        NodeView {
+            id: id.into(),
+            role,
+            url: format!("http://{id}:8080"),
+            state: NodeState::Live,
+            load: NodeLoad {
+                streams,
+                ..NodeLoad::default()
+            },
+            streams: Vec::new(),
+            capacity,
+            public: Some(PublicUrls {
+                host: id.into(),
+                ..PublicUrls::default()
+            }),
+            last_seen: 0,
+            age_ms: 0,
+            registered_at: 0,
+        }
+    }
+
+    #[test]
+    fn least_loaded_weighs_capacity_and_pending() {
+        let a = node("a", NodeRole::Publish, 4, 10);
+        let b = node("b", NodeRole::Publish, 4, 100);
+        let none = HashMap::new();
+        let pick =
+            |p: &HashMap<&str, u32>| least_loaded([&a, &b].into_iter(), p).unwrap().id.clone();
+        assert_eq!(pick(&none), "b");
+        let c = node("c", NodeRole::Publish, 0, 0);
+        let d = node("d", NodeRole::Publish, 0, 0);
+        let mut p = HashMap::new();
+        assert_eq!(least_loaded([&c, &d].into_iter(), &p).unwrap().id, "c");
+        p.insert("c", 1);
+        assert_eq!(least_loaded([&c, &d].into_iter(), &p).unwrap().id, "d");
+    }
+
+    #[test]
+    fn beats_are_checked() {
+        let ok = NodeBeat {
+            id: "pub-1".into(),
+            role: NodeRole::Publish,
+            url: "http://10.0.0.1:8081".into(),
+            public: None,
+            capacity: 0,
+            load: NodeLoad::default(),
+            streams: vec!["live/a".into()],
+            draining: false,
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            NodeBeat {
+                id: "a b".into(),
+                ..ok.clone()
+            },
+            NodeBeat {
+                id: String::new(),
+                ..ok.clone()
+            },
+            NodeBeat {
+                url: "ftp://x".into(),
+                ..ok.clone()
+            },
+            NodeBeat {
+                load: NodeLoad {
+                    cpu: f64::NAN,
+                    ..NodeLoad::default()
+                },
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_seconds_are_read() {
+        // Burn about 0.1 s of CPU: the counter (10 ms ticks) must move.
+        let before = process_cpu_seconds();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(150) {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));
+            }
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_seconds() > before);
+    }
+}

@@ -1,0 +1,305 @@
+//! The node registry on SQLite and on PostgreSQL: nodes register and beat
+//! over HTTP with the node token, `GET /api/v1/nodes` judges them by the
+//! database clock, and publish and play URLs are placed on live nodes by
+//! load. The library's [`Heartbeat`] client beats against the same server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ADMIN, Api, Db, TempDir, serve};
+use serde_json::{Value, json};
+use ugc_auth::ControlPlane;
+use ugc_auth::registry::{Heartbeat, NodeBeat, NodeLoad, NodeRole};
+
+const NODE: &str = "node-token-0123456789";
+
+fn beat(id: &str, role: &str, rtmp_port: u16, streams: &[&str]) -> Value {
+    json!({
+        "id": id,
+        "role": role,
+        "url": format!("http://{id}.test:8081"),
+        "public": {"host": format!("{id}.test"), "rtmp_port": rtmp_port, "http_port": 8081},
+        "load": {"streams": streams.len(), "cpu": 0.1, "egress_bps": 1000},
+        "streams": streams,
+    })
+}
+
+fn rtmp_host(stream: &Value) -> String {
+    // A stream answer, or the publish route's URLs alone.
+    let urls = if stream["publish"].is_null() {
+        stream
+    } else {
+        &stream["publish"]
+    };
+    let url = urls["rtmp"].as_str().unwrap();
+    url.trim_start_matches("rtmp://")
+        .split(['/', ':'])
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn states(nodes: &Value) -> Vec<(String, String)> {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_owned(),
+                n["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn suite(db: Db) {
+    let dir = TempDir::new("registry");
+    let mut cfg = db.config(&dir);
+    cfg.node_token = Some(NODE.into());
+    cfg.node_down_after = Duration::from_millis(1500);
+    let cp = ControlPlane::open(cfg).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+
+    // No node yet: the control plane's own addresses, as on one machine.
+    let (s, v) = api.call("GET", "/nodes", Some(ADMIN), Value::Null).await;
+    assert_eq!((s, v.clone()), (200, json!([])), "{v}");
+    let (s, v) = api
+        .call("POST", "/streams", Some(ADMIN), json!({"name": "solo"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(rtmp_host(&v), "localhost");
+
+    // Who may beat and list.
+    let b = beat("pub-a", "publish", 1935, &[]);
+    let (s, _) = api.call("POST", "/node/heartbeat", None, b.clone()).await;
+    assert_eq!(s, 401);
+    let (s, _) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some("wrong-0123456789"),
+            b.clone(),
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some(NODE),
+            json!({"id": "x y", "role": "publish", "url": "http://a:1"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some(NODE),
+            json!({"id": "x", "role": "mixer", "url": "http://a:1"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = api.call("GET", "/nodes", Some(NODE), Value::Null).await;
+    assert_eq!(s, 401, "the node token does not list nodes: {v}");
+    let (s, v) = api
+        .call("POST", "/creators", Some(ADMIN), json!({"name": "c"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let creator = v["token"].as_str().unwrap().to_owned();
+    let (s, _) = api.call("GET", "/nodes", Some(&creator), Value::Null).await;
+    assert_eq!(s, 403);
+
+    // Two publishing nodes and an origin register.
+    for b in [
+        beat("pub-a", "publish", 1935, &[]),
+        beat("pub-b", "publish", 1936, &[]),
+        beat("origin-1", "origin", 0, &[]),
+    ] {
+        let (s, v) = api.call("POST", "/node/heartbeat", Some(NODE), b).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["interval_ms"], 2000);
+    }
+    let (s, v) = api.call("GET", "/nodes", Some(ADMIN), Value::Null).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        states(&v),
+        [("origin-1", "live"), ("pub-a", "live"), ("pub-b", "live")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let a = &v[1];
+    assert_eq!(a["role"], "publish");
+    assert_eq!(a["url"], "http://pub-a.test:8081");
+    assert_eq!(a["load"]["egress_bps"], 1000);
+    assert!(a["last_seen"].as_i64().unwrap() > 1_700_000_000_000, "{a}");
+    assert!(a["age_ms"].as_i64().unwrap() < 1000, "{a}");
+
+    // New streams alternate between the idle publishing nodes.
+    let mut hosts = Vec::new();
+    for i in 0..4 {
+        let (s, v) = api
+            .call(
+                "POST",
+                "/streams",
+                Some(ADMIN),
+                json!({"name": format!("s{i}")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        hosts.push(rtmp_host(&v));
+    }
+    let on_a = hosts.iter().filter(|h| *h == "pub-a.test").count();
+    assert_eq!(on_a, 2, "{hosts:?}");
+    // Sticky: the stream answer and the publish route say the same.
+    let (_, v) = api
+        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(rtmp_host(&v), hosts[0]);
+    let (s, v) = api
+        .call("GET", "/streams/s0/publish", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(rtmp_host(&v), hosts[0]);
+    assert!(v["srt"].as_str().unwrap().contains(&hosts[0]), "{v}");
+
+    // A publisher that went to the other node anyway: the node carrying
+    // the stream is the answer.
+    let other = if hosts[0] == "pub-a.test" {
+        "pub-b"
+    } else {
+        "pub-a"
+    };
+    let port = if other == "pub-a" { 1935 } else { 1936 };
+    let (s, _) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some(NODE),
+            beat(other, "publish", port, &["live/s0"]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = api
+        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(rtmp_host(&v), format!("{other}.test"));
+    // Viewers are sent to the origin.
+    assert_eq!(v["play"], "http://origin-1.test:8081/live/s0/index.m3u8");
+    let (s, v) = api
+        .call("POST", "/streams/s0/play", Some(ADMIN), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://origin-1.test:8081/live/s0/index.m3u8?token="),
+        "{v}"
+    );
+
+    // A draining node gets no new streams.
+    let mut drain = beat("pub-a", "publish", 1935, &[]);
+    drain["draining"] = json!(true);
+    let (s, _) = api.call("POST", "/node/heartbeat", Some(NODE), drain).await;
+    assert_eq!(s, 200);
+    for i in 4..6 {
+        let (_, v) = api
+            .call(
+                "POST",
+                "/streams",
+                Some(ADMIN),
+                json!({"name": format!("s{i}")}),
+            )
+            .await;
+        assert_eq!(rtmp_host(&v), "pub-b.test", "{v}");
+    }
+
+    // The library's client beats pub-b and origin-1; pub-a stops beating
+    // and is down by the database clock after the threshold.
+    let url = format!("http://{}", srv.addr);
+    let hb = Heartbeat::new(&url, NODE);
+    let keep = |id: &str, role| NodeBeat {
+        id: id.into(),
+        role,
+        url: format!("http://{id}.test:8081"),
+        public: Some(ugc_auth::PublicUrls {
+            host: format!("{id}.test"),
+            rtmp_port: 1936,
+            ..Default::default()
+        }),
+        capacity: 10,
+        load: NodeLoad::default(),
+        streams: Vec::new(),
+        draining: false,
+    };
+    let t0 = Instant::now();
+    let down = loop {
+        assert_eq!(
+            hb.send(&keep("pub-b", NodeRole::Publish)).await.unwrap(),
+            Duration::from_secs(2)
+        );
+        hb.send(&keep("origin-1", NodeRole::Origin)).await.unwrap();
+        let (_, v) = api.call("GET", "/nodes", Some(ADMIN), Value::Null).await;
+        let st = states(&v);
+        if st.contains(&("pub-a".to_owned(), "down".to_owned())) {
+            assert!(
+                st.contains(&("pub-b".to_owned(), "live".to_owned())),
+                "{st:?}"
+            );
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "pub-a never down: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        down >= Duration::from_millis(1000),
+        "down too early: {down:?}"
+    );
+    // A beat brings it back (a restarted node re-registers).
+    let (s, _) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some(NODE),
+            beat("pub-a", "publish", 1935, &[]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = api.call("GET", "/nodes", Some(ADMIN), Value::Null).await;
+    assert!(states(&v).contains(&("pub-a".to_owned(), "live".to_owned())));
+    // The heartbeat client against a wrong token fails clearly.
+    let err = Heartbeat::new(&url, "wrong-token-0123456789")
+        .send(&keep("pub-b", NodeRole::Publish))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+
+    // Forgetting a node.
+    let (s, _) = api
+        .call("DELETE", "/nodes/pub-a", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = api
+        .call("DELETE", "/nodes/pub-a", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, 404);
+    drop(srv);
+    cp.store().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_sqlite() {
+    suite(Db::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_postgres() {
+    suite(Db::postgres()).await;
+}

@@ -1,0 +1,74 @@
+//! What every role binary shares: the flags that name the node to the
+//! control plane's registry, and its heartbeat.
+
+use std::net::SocketAddr;
+
+use ugc_auth::PublicUrls;
+use ugc_auth::registry::{Heartbeat, NodeBeat, NodeLoad, NodeRole, default_node_id};
+use ugc_core::Hub;
+
+/// The node's name and addresses in the registry.
+#[derive(Debug, clap::Args)]
+pub struct NodeFlags {
+    /// The address publishers, viewers and other nodes reach this node at
+    /// (default: the source address of a route to the Internet).
+    #[arg(long, env = "UGC_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+    /// This node's id in the registry (default: `<role>-<host>-<http port>`).
+    #[arg(long, env = "UGC_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Streams this node takes at most; publish URLs go to the node with the
+    /// most room (0: not declared, counted as 100).
+    #[arg(long, env = "UGC_CAPACITY", default_value_t = 0)]
+    pub capacity: u32,
+}
+
+/// Where the node listens, as the registry shows it.
+pub struct Listening {
+    pub http: SocketAddr,
+    pub rtmp: Option<SocketAddr>,
+    pub srt: Option<SocketAddr>,
+}
+
+/// Registers the node and beats every interval, for ever: load and streams
+/// from `hub`, egress from `egress_total` (bytes sent so far).
+pub fn spawn_heartbeat(
+    flags: &NodeFlags,
+    role: NodeRole,
+    control_url: &str,
+    token: &str,
+    at: Listening,
+    hub: Hub,
+    egress_total: impl Fn() -> u64 + Send + 'static,
+) -> anyhow::Result<()> {
+    let host = flags
+        .public_host
+        .clone()
+        .unwrap_or_else(PublicUrls::guess_host);
+    let d = PublicUrls::default();
+    let public = PublicUrls {
+        host: host.clone(),
+        rtmp_port: at.rtmp.map_or(d.rtmp_port, |a| a.port()),
+        srt_port: at.srt.map_or(d.srt_port, |a| a.port()),
+        http_port: at.http.port(),
+        http_base: None,
+    };
+    let id = flags
+        .node_id
+        .clone()
+        .unwrap_or_else(|| default_node_id(role, &host, at.http.port()));
+    let template = NodeBeat {
+        id,
+        role,
+        url: public.http(),
+        public: Some(public),
+        capacity: flags.capacity,
+        load: NodeLoad::default(),
+        streams: Vec::new(),
+        draining: false,
+    };
+    template.check()?;
+    tracing::info!(node = %template.id, url = %template.url, "registering with the control plane");
+    tokio::spawn(Heartbeat::new(control_url, token).run_hub(template, hub, egress_total));
+    Ok(())
+}
