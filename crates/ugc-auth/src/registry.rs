@@ -227,6 +227,12 @@ impl NodeView {
     }
 }
 
+/// The Hub stream of control-plane stream `name`, as nodes report it
+/// (empty, matching nothing, for a name that is not one).
+fn hub_name(name: &str) -> String {
+    ugc_core::StreamPath::live(name).map_or_else(|_| String::new(), |p| p.to_string())
+}
+
 /// Placements of streams on publishing nodes, in memory: a stream keeps
 /// its node while the node lives.
 #[derive(Debug, Default)]
@@ -312,14 +318,14 @@ impl ControlPlane {
     /// stream, counted as load for [`PENDING`]). The control plane's own
     /// addresses when no publishing node is live.
     pub fn publish_urls(&self, name: &str, nodes: &[NodeView], place: bool) -> PublicUrls {
-        let hub_name = format!("live/{name}");
+        let path = hub_name(name);
         let live = || {
             nodes
                 .iter()
                 .filter(|n| n.role.takes_publishers() && n.usable())
         };
         let public = |n: &NodeView| n.public.clone().unwrap_or_default();
-        if let Some(n) = live().find(|n| n.carries(&hub_name)) {
+        if let Some(n) = live().find(|n| n.carries(&path)) {
             return public(n);
         }
         let mut placed = self
@@ -337,7 +343,8 @@ impl ControlPlane {
         placed.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(24 * 3600));
         let mut pending: HashMap<&str, u32> = HashMap::new();
         for (stream, (id, at)) in placed.iter() {
-            let reported = nodes.iter().any(|n| n.carries(&format!("live/{stream}")));
+            let other = hub_name(stream);
+            let reported = nodes.iter().any(|n| n.carries(&other));
             if now.duration_since(*at) < PENDING && !reported {
                 *pending.entry(id.as_str()).or_default() += 1;
             }
@@ -357,14 +364,14 @@ impl ControlPlane {
     /// live origin, one carrying the stream if any does; the control
     /// plane's own when no origin is live.
     pub fn play_urls(&self, name: &str, nodes: &[NodeView]) -> PublicUrls {
-        let hub_name = format!("live/{name}");
+        let path = hub_name(name);
         let live = || {
             nodes
                 .iter()
                 .filter(|n| n.role.serves_viewers() && n.usable())
         };
         let none = HashMap::new();
-        let best = least_loaded(live().filter(|n| n.carries(&hub_name)), &none)
+        let best = least_loaded(live().filter(|n| n.carries(&path)), &none)
             .or_else(|| least_loaded(live(), &none));
         match best {
             Some(n) => n.public.clone().unwrap_or_default(),
