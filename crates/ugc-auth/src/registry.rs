@@ -168,6 +168,14 @@ impl NodeBeat {
                 reason: "at most 10,000 names of at most 256 bytes".into(),
             });
         }
+        if self.public.as_ref().is_some_and(|p| {
+            p.host.len() > 253 || p.http_base.as_ref().is_some_and(|b| b.len() > 256)
+        }) {
+            return Err(Error::Invalid {
+                field: "public",
+                reason: "host of at most 253 bytes, base of at most 256".into(),
+            });
+        }
         if !self.load.cpu.is_finite() {
             return Err(Error::Invalid {
                 field: "load.cpu",
@@ -247,7 +255,10 @@ fn least_loaded<'a>(
     pending: &HashMap<&str, u32>,
 ) -> Option<&'a NodeView> {
     let score = |n: &NodeView| {
-        let held = n.load.streams + pending.get(n.id.as_str()).copied().unwrap_or(0);
+        let held = n
+            .load
+            .streams
+            .saturating_add(pending.get(n.id.as_str()).copied().unwrap_or(0));
         let cap = if n.capacity == 0 {
             DEFAULT_CAPACITY
         } else {
@@ -697,6 +708,10 @@ mod tests {
         assert_eq!(least_loaded([&c, &d].into_iter(), &p).unwrap().id, "c");
         p.insert("c", 1);
         assert_eq!(least_loaded([&c, &d].into_iter(), &p).unwrap().id, "d");
+        // Counts a node reports do not overflow the score.
+        let e = node("e", NodeRole::Publish, u32::MAX, 0);
+        p.insert("e", 5);
+        assert_eq!(least_loaded([&e, &d].into_iter(), &p).unwrap().id, "d");
     }
 
     #[test]
@@ -723,6 +738,13 @@ mod tests {
             },
             NodeBeat {
                 url: "ftp://x".into(),
+                ..ok.clone()
+            },
+            NodeBeat {
+                public: Some(PublicUrls {
+                    host: "h".repeat(300),
+                    ..PublicUrls::default()
+                }),
                 ..ok.clone()
             },
             NodeBeat {
