@@ -57,13 +57,15 @@ browser: build-web
 
 # hls.js in headless Chromium (tests/browser/play.mjs), the #[ignore]d tests:
 # it plays an LL-HLS stream published by ffmpeg for 20 s
-# (examples/ugc-server/tests/e2e_ll_hls.rs) and switches through every
-# rendition of a transcoding ladder (e2e_transcode.rs).
+# (examples/ugc-server/tests/e2e_ll_hls.rs), switches through every
+# rendition of a transcoding ladder (e2e_transcode.rs) and plays through a
+# main -> backup -> main failover (e2e_failover.rs).
 browser-hls-js:
 	@scripts/install-deps.sh browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	$(CARGO) test --workspace --locked --test e2e_ll_hls -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_failover -- --ignored
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz

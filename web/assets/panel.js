@@ -205,7 +205,7 @@ function addCard(stream) {
   }
   q('.s-show').addEventListener('click', (e) => {
     const shown = e.currentTarget.getAttribute('aria-pressed') === 'true';
-    for (const sel of ['.s-key', '.s-rtmp', '.s-srt']) q(sel).type = shown ? 'password' : 'text';
+    for (const sel of ['.s-key', '.s-rtmp', '.s-srt', '.s-rtmp-backup']) q(sel).type = shown ? 'password' : 'text';
     e.currentTarget.setAttribute('aria-pressed', String(!shown));
     e.currentTarget.textContent = shown ? 'Show' : 'Hide';
   });
@@ -276,12 +276,15 @@ function update(c, s) {
   q('.s-private-toggle').checked = Boolean(s.private);
   const liveBadge = q('.s-live');
   liveBadge.dataset.live = String(Boolean(s.live));
-  liveBadge.textContent = s.live ? 'Live' : 'Offline';
+  // Which source viewers get, when it is not the main publisher.
+  const standIn = s.live && s.source && s.source.active !== 'main' ? s.source.active : '';
+  liveBadge.textContent = s.live ? (standIn ? `Live · ${standIn}` : 'Live') : 'Offline';
   q('.s-obs-server').value = obsServer(s.publish.rtmp);
   q('.s-key').value = s.key;
   q('.s-rtmp').value = s.publish.rtmp;
   q('.s-srt').value = s.publish.srt;
   q('.s-whip').value = s.publish.whip;
+  q('.s-rtmp-backup').value = s.publish.backup ? s.publish.backup.rtmp : '';
   q('.s-link').hidden = !s.private;
   const watch = s.private
     ? c.watchToken

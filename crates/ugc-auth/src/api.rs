@@ -100,11 +100,20 @@ pub(crate) fn stream_json(
         "publish": publish_json(&urls, &s.key, &s.name),
         "play": cp.play_urls(&s.name, nodes).play(&s.name),
         "live": cp.is_live(&s.name),
+        "source": cp.sources(&s.name).map(|(active, attached)| json!({
+            "active": active.as_str(),
+            "attached": attached.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        })),
     })
 }
 
 fn publish_json(urls: &crate::PublicUrls, key: &str, name: &str) -> Value {
-    json!({ "rtmp": urls.rtmp(key), "srt": urls.srt(key), "whip": urls.whip(name) })
+    json!({
+        "rtmp": urls.rtmp(key),
+        "srt": urls.srt(key),
+        "whip": urls.whip(name),
+        "backup": { "rtmp": urls.rtmp_backup(key), "srt": urls.srt_backup(key) },
+    })
 }
 
 /// `GET /streams/{name}/publish`: where the stream's publisher goes now.

@@ -2,7 +2,8 @@
 
 use serde_json::json;
 use ugc_core::{
-    Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, StreamPath,
+    Authorizer, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest, SourceRole,
+    StreamPath,
 };
 
 use crate::external::BackendDenial;
@@ -13,6 +14,10 @@ use crate::validate;
 /// The application name every ingest protocol publishes under: the
 /// control plane's streams are all `live/<name>`.
 pub const APP: &str = ugc_core::DEFAULT_APP;
+/// The application a stream's backup publisher publishes to, with the
+/// stream's own key (`rtmp://host/backup/<key>`): it stands by while the
+/// main publisher is live and takes over when it is not.
+pub const BACKUP_APP: &str = "backup";
 
 /// Authorizes publishers by stream key and viewers by play token, from
 /// memory; then asks the external backends, if configured. Cheap to clone.
@@ -64,12 +69,17 @@ impl ControlPlane {
 
     /// The local publish decision (no external backend).
     pub async fn check_publish(&self, req: &PublishRequest) -> PublishDecision {
-        if req.app != APP {
-            return PublishDecision::unauthorized(format!(
-                "unknown application {:?} (publish to {APP}/<stream key>)",
-                req.app.escape_default().to_string()
-            ));
-        }
+        let role = match req.app.as_str() {
+            APP => SourceRole::Main,
+            BACKUP_APP => SourceRole::Backup,
+            _ => {
+                return PublishDecision::unauthorized(format!(
+                    "unknown application {:?} (publish to {APP}/<stream key>, or \
+                     {BACKUP_APP}/<stream key> as the stream's backup)",
+                    req.app.escape_default().to_string()
+                ));
+            }
+        };
         if let Err(e) = validate::stream_key(&req.key) {
             let why = match e {
                 crate::Error::Invalid { reason, .. } => reason,
@@ -114,7 +124,7 @@ impl ControlPlane {
             },
         };
         match StreamPath::new(APP, &name) {
-            Ok(stream) => PublishDecision::Allow { stream },
+            Ok(stream) => PublishDecision::Allow { stream, role },
             Err(e) => PublishDecision::bad_name(format!("stream name: {e}")),
         }
     }
@@ -178,7 +188,8 @@ fn ipv4_of(ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
 impl Authorizer for ControlAuthorizer {
     async fn authorize_publish(&self, req: &PublishRequest) -> PublishDecision {
         let d = self.cp.check_publish(req).await;
-        let (PublishDecision::Allow { stream }, Some(b)) = (&d, &self.cp.inner.publish_backend)
+        let (PublishDecision::Allow { stream, role }, Some(b)) =
+            (&d, &self.cp.inner.publish_backend)
         else {
             return d;
         };
@@ -188,6 +199,7 @@ impl Authorizer for ControlAuthorizer {
             "app": req.app,
             "key": req.key,
             "stream": stream.as_str(),
+            "role": role.as_str(),
             "client_ip": req.client_ip.to_string(),
         });
         match b.ask(body).await {

@@ -85,7 +85,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use api::ApiExtension;
-pub use authz::ControlAuthorizer;
+pub use authz::{BACKUP_APP, ControlAuthorizer};
 pub use error::{Error, Result};
 pub use external::ExternalBackend;
 pub use net::{IpNet, TrustedProxies};
@@ -160,6 +160,27 @@ impl PublicUrls {
         format!(
             "srt://{}:{}?streamid=#!::r=live/{key},m=publish",
             self.host, self.srt_port
+        )
+    }
+
+    /// `rtmp://host:port/backup/<key>`: the stream's backup publisher.
+    pub fn rtmp_backup(&self, key: &str) -> String {
+        format!(
+            "rtmp://{}:{}/{}/{key}",
+            self.host,
+            self.rtmp_port,
+            authz::BACKUP_APP
+        )
+    }
+
+    /// `srt://host:port?streamid=#!::r=backup/<key>,m=publish`: the
+    /// stream's backup publisher.
+    pub fn srt_backup(&self, key: &str) -> String {
+        format!(
+            "srt://{}:{}?streamid=#!::r={}/{key},m=publish",
+            self.host,
+            self.srt_port,
+            authz::BACKUP_APP
         )
     }
 

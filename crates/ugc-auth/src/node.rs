@@ -37,7 +37,7 @@ use tokio::sync::broadcast;
 use ugc_core::auth::{
     Authorizer, DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
 };
-use ugc_core::{Hub, StreamPath};
+use ugc_core::{Hub, SourceRole, StreamPath};
 
 use crate::ControlPlane;
 use crate::error::{Error, Result};
@@ -148,6 +148,9 @@ pub enum PublishAnswer {
     Allow {
         /// The stream path.
         stream: String,
+        /// `main` or `backup` (absent: `main`, from older control planes).
+        #[serde(default)]
+        role: Option<String>,
     },
     /// Refuse.
     Deny {
@@ -186,8 +189,9 @@ fn kind_name(k: DenyKind) -> &'static str {
 impl PublishAnswer {
     fn of(d: PublishDecision) -> Self {
         match d {
-            PublishDecision::Allow { stream } => PublishAnswer::Allow {
+            PublishDecision::Allow { stream, role } => PublishAnswer::Allow {
                 stream: stream.to_string(),
+                role: Some(role.as_str().into()),
             },
             PublishDecision::Deny { kind, reason } => PublishAnswer::Deny {
                 kind: kind_name(kind).into(),
@@ -200,10 +204,24 @@ impl PublishAnswer {
     /// `unavailable` (the publisher may retry), never an allow.
     fn decision(self) -> PublishDecision {
         match self {
-            PublishAnswer::Allow { stream } => match stream.parse::<StreamPath>() {
-                Ok(stream) => PublishDecision::Allow { stream },
-                Err(_) => PublishDecision::unavailable("the control plane answered a bad stream"),
-            },
+            PublishAnswer::Allow { stream, role } => {
+                let role = match role.as_deref() {
+                    None | Some("main") => SourceRole::Main,
+                    Some("backup") => SourceRole::Backup,
+                    Some("fallback") => SourceRole::Fallback,
+                    Some(_) => {
+                        return PublishDecision::unavailable(
+                            "the control plane answered an unknown source role",
+                        );
+                    }
+                };
+                match stream.parse::<StreamPath>() {
+                    Ok(stream) => PublishDecision::Allow { stream, role },
+                    Err(_) => {
+                        PublishDecision::unavailable("the control plane answered a bad stream")
+                    }
+                }
+            }
             PublishAnswer::Deny { kind, reason } => PublishDecision::Deny {
                 kind: match kind.as_str() {
                     "bad_name" => DenyKind::BadName,
@@ -248,6 +266,7 @@ pub(crate) async fn publish_check(
 /// A cached allow: the stream it names and when it stops counting.
 struct Cached {
     stream: StreamPath,
+    role: SourceRole,
     until: Instant,
 }
 
@@ -446,17 +465,19 @@ impl Authorizer for RemoteAuthorizer {
         if let Some(c) = self.cache().get(&key).filter(|c| c.until > now) {
             return PublishDecision::Allow {
                 stream: c.stream.clone(),
+                role: c.role,
             };
         }
         let d = self.ask(req).await;
         let mut cache = self.cache();
         cache.retain(|_, c| c.until > now);
         match &d {
-            PublishDecision::Allow { stream } => {
+            PublishDecision::Allow { stream, role } => {
                 cache.insert(
                     key,
                     Cached {
                         stream: stream.clone(),
+                        role: *role,
                         until: now + Self::CACHE_TTL,
                     },
                 );

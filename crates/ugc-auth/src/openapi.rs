@@ -358,7 +358,15 @@ fn base() -> Value {
                         "key": { "type": "string" },
                         "publish": { "$ref": "#/components/schemas/PublishUrls" },
                         "play": { "type": "string", "description": "playlist URL (private streams need ?token=)" },
-                        "live": { "type": "boolean" }
+                        "live": { "type": "boolean" },
+                        "source": {
+                            "type": ["object", "null"],
+                            "description": "on a node carrying the stream: the source viewers get and the sources attached (main, backup, fallback)",
+                            "properties": {
+                                "active": { "type": "string", "enum": ["main", "backup", "fallback"] },
+                                "attached": { "type": "array", "items": { "type": "string", "enum": ["main", "backup", "fallback"] } }
+                            }
+                        }
                     }
                 },
                 "StreamList": {
@@ -367,7 +375,14 @@ fn base() -> Value {
                 },
                 "PublishUrls": {
                     "type": "object",
-                    "properties": { "rtmp": { "type": "string" }, "srt": { "type": "string" }, "whip": { "type": "string" } }
+                    "properties": {
+                        "rtmp": { "type": "string" }, "srt": { "type": "string" }, "whip": { "type": "string" },
+                        "backup": {
+                            "type": "object",
+                            "description": "URLs for an encoder's backup output: it stands by while the main publisher is live and takes over within source_timeout_ms + 1 GOP when it is not",
+                            "properties": { "rtmp": { "type": "string" }, "srt": { "type": "string" } }
+                        }
+                    }
                 },
                 "Key": {
                     "type": "object",

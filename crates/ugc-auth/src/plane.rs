@@ -431,6 +431,14 @@ impl ControlPlane {
         }
     }
 
+    /// The sources of stream `name` on this node's Hub, if it is here:
+    /// the one viewers get and those attached (see [`ugc_core::SourceRole`]).
+    pub fn sources(&self, name: &str) -> Option<(ugc_core::SourceRole, Vec<ugc_core::SourceRole>)> {
+        let path = StreamPath::live(name).ok()?;
+        let snap = self.inner.hub.as_ref()?.stats(&path)?;
+        Some((snap.active_source, snap.sources))
+    }
+
     /// Whether `live/<name>` has a publisher (false without a Hub).
     pub fn is_live(&self, name: &str) -> bool {
         let Ok(path) = StreamPath::live(name) else {

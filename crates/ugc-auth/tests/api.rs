@@ -233,9 +233,7 @@ async fn suite(db: Db) {
     // ---- publish authorization
     assert_eq!(
         publish(&cp, &key).await,
-        PublishDecision::Allow {
-            stream: StreamPath::parse("live/cam1").unwrap()
-        }
+        PublishDecision::allow(StreamPath::parse("live/cam1").unwrap())
     );
     // Refusals say why (the publisher reads it), never echoing the key.
     assert_eq!(
@@ -255,8 +253,18 @@ async fn suite(db: Db) {
     assert_eq!(
         cp.authorizer().authorize_publish(&req).await,
         PublishDecision::unauthorized(
-            "unknown application \"other\" (publish to live/<stream key>)"
+            "unknown application \"other\" (publish to live/<stream key>, or \
+             backup/<stream key> as the stream's backup)"
         )
+    );
+    // The same key under `backup` is the stream's backup publisher.
+    req.app = "backup".into();
+    assert_eq!(
+        cp.authorizer().authorize_publish(&req).await,
+        PublishDecision::Allow {
+            stream: StreamPath::parse("live/cam1").unwrap(),
+            role: ugc_core::SourceRole::Backup,
+        }
     );
     req.app = "live".into();
     assert!(matches!(
@@ -553,9 +561,7 @@ async fn suite(db: Db) {
     );
     assert_eq!(
         publish(&cp, &new_key).await,
-        PublishDecision::Allow {
-            stream: StreamPath::parse("live/cam1").unwrap()
-        }
+        PublishDecision::allow(StreamPath::parse("live/cam1").unwrap())
     );
     assert_eq!(
         changes.recv().await.unwrap(),
@@ -635,9 +641,7 @@ async fn suite(db: Db) {
     );
     assert_eq!(
         publish(&cp, &bob_key).await,
-        PublishDecision::Allow {
-            stream: StreamPath::parse("live/bobcast").unwrap()
-        }
+        PublishDecision::allow(StreamPath::parse("live/bobcast").unwrap())
     );
 
     // ---- openapi

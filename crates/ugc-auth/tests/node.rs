@@ -62,9 +62,7 @@ async fn a_remote_node_asks_the_control_plane_and_follows_rotations() {
     let auth = RemoteAuthorizer::new(&url, NODE, Duration::from_secs(2)).unwrap();
     assert_eq!(
         auth.authorize_publish(&req(&key)).await,
-        PublishDecision::Allow {
-            stream: news.clone()
-        }
+        PublishDecision::allow(news.clone())
     );
     assert_eq!(
         kind(&auth.authorize_publish(&req("not-a-key")).await),

@@ -206,9 +206,7 @@ async fn state_survives_restart() {
     };
     assert_eq!(
         auth.authorize_publish(&pr).await,
-        PublishDecision::Allow {
-            stream: StreamPath::parse("live/demo").unwrap()
-        }
+        PublishDecision::allow(StreamPath::parse("live/demo").unwrap())
     );
     // the secret persisted: old tokens verify; revocations were reloaded
     assert_eq!(
@@ -533,9 +531,7 @@ async fn second_node_sees_new_keys() {
     };
     assert_eq!(
         b.authorizer().authorize_publish(&req(&key)).await,
-        PublishDecision::Allow {
-            stream: StreamPath::parse("live/late").unwrap()
-        }
+        PublishDecision::allow(StreamPath::parse("live/late").unwrap())
     );
     let new = b.rotate_key(&admin(), "late").await.unwrap();
     assert_eq!(
@@ -544,14 +540,10 @@ async fn second_node_sees_new_keys() {
     );
     assert_eq!(
         b.authorizer().authorize_publish(&req(&new)).await,
-        PublishDecision::Allow {
-            stream: StreamPath::parse("live/late").unwrap()
-        }
+        PublishDecision::allow(StreamPath::parse("live/late").unwrap())
     );
     assert_eq!(
         a.authorizer().authorize_publish(&req(&new)).await,
-        PublishDecision::Allow {
-            stream: StreamPath::parse("live/late").unwrap()
-        }
+        PublishDecision::allow(StreamPath::parse("live/late").unwrap())
     );
 }

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
+use crate::hub::SourceRole;
 use crate::name::StreamPath;
 
 /// The ingest protocol of a publish request.
@@ -41,6 +42,9 @@ pub enum PublishDecision {
     Allow {
         /// The stream.
         stream: StreamPath,
+        /// Which of the stream's sources the publisher is: its main
+        /// publisher, or a backup standing by (see [`crate::hub`]).
+        role: SourceRole,
     },
     /// Refuse. The ingest answers with its protocol's code for `kind` and
     /// shows `reason` to the publisher (RTMP: the `onStatus` description,
@@ -56,6 +60,14 @@ pub enum PublishDecision {
 }
 
 impl PublishDecision {
+    /// [`PublishDecision::Allow`] as the stream's main publisher.
+    pub fn allow(stream: StreamPath) -> Self {
+        PublishDecision::Allow {
+            stream,
+            role: SourceRole::Main,
+        }
+    }
+
     /// [`PublishDecision::Deny`] of kind [`DenyKind::Unauthorized`].
     pub fn unauthorized(reason: impl Into<String>) -> Self {
         PublishDecision::Deny {
@@ -159,7 +171,7 @@ pub struct AllowAll;
 impl Authorizer for AllowAll {
     async fn authorize_publish(&self, req: &PublishRequest) -> PublishDecision {
         match StreamPath::new(&req.app, &req.key) {
-            Ok(stream) => PublishDecision::Allow { stream },
+            Ok(stream) => PublishDecision::allow(stream),
             Err(e) => PublishDecision::bad_name(e.to_string()),
         }
     }

@@ -18,6 +18,15 @@
 //!   [`MediaEvent::Discontinuity`] with [`DiscontinuityReason::SourceChanged`],
 //!   the new track set, and timestamps rebased to continue the timeline. Only
 //!   [`Hub::end`] ends a stream.
+//! * A stream has sources in priority order ([`SourceRole`]): its main
+//!   publisher, a backup publisher and a fallback. Only one, the *active*
+//!   source, reaches readers; the others stand by. A lower source takes over
+//!   on its keyframe once the active one is gone or silent for
+//!   [`HubConfig::source_timeout`]; a higher one takes back over on its
+//!   keyframe after sending for [`HubConfig::switch_back_after`] (so a source
+//!   that comes and goes does not flap the stream). Timestamps continue across
+//!   every switch, never going back on any track; a discontinuity is
+//!   announced only when the new source's tracks differ from the old ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::pin;
@@ -50,6 +59,49 @@ pub struct HubConfig {
     /// ([`MediaEvent::End`] to its readers). Default zero: the source's end
     /// ends the stream.
     pub publisher_grace: Duration,
+    /// How long the active source may send nothing before a standing-by
+    /// source (a backup, the fallback) takes over. Default 3 s.
+    pub source_timeout: Duration,
+    /// How long a higher-priority source must have been sending before it
+    /// takes the stream back from a lower one (hysteresis). Default 5 s.
+    pub switch_back_after: Duration,
+}
+
+/// Which of a stream's sources a publisher is, highest priority first: see
+/// the [module](self) documentation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceRole {
+    /// The stream's own publisher.
+    #[default]
+    Main,
+    /// A backup publisher (an encoder's second URL, a standby node).
+    Backup,
+    /// The fallback played while no publisher is there.
+    Fallback,
+}
+
+impl SourceRole {
+    /// All roles, highest priority first.
+    pub const ALL: [SourceRole; 3] = [SourceRole::Main, SourceRole::Backup, SourceRole::Fallback];
+
+    /// `"main"`, `"backup"` or `"fallback"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceRole::Main => "main",
+            SourceRole::Backup => "backup",
+            SourceRole::Fallback => "fallback",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for SourceRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for HubConfig {
@@ -59,6 +111,8 @@ impl Default for HubConfig {
             max_bytes: 64 << 20,
             audio_only_start_every: 50,
             publisher_grace: Duration::ZERO,
+            source_timeout: Duration::from_secs(3),
+            switch_back_after: Duration::from_secs(5),
         }
     }
 }
@@ -74,6 +128,10 @@ pub struct StreamStats {
     pub reader_skips: AtomicU64,
     /// Publisher sessions that took over this stream (including the first).
     pub publishers: AtomicU64,
+    /// Switches of the active source between roles ([`SourceRole`]).
+    pub source_switches: AtomicU64,
+    /// Frames of standing-by sources, not passed to readers.
+    pub standby_frames: AtomicU64,
 }
 
 /// A snapshot of [`StreamStats`] and state.
@@ -83,6 +141,12 @@ pub struct StreamSnapshot {
     pub name: StreamPath,
     /// Whether a publisher is attached now.
     pub publishing: bool,
+    /// The role whose frames readers get (whether or not it is attached).
+    pub active_source: SourceRole,
+    /// The roles attached now, highest priority first.
+    pub sources: Vec<SourceRole>,
+    /// Switches of the active source between roles.
+    pub source_switches: u64,
     /// Frames accepted.
     pub frames_in: u64,
     /// Bytes accepted.
@@ -112,6 +176,41 @@ struct StartPoint {
     tracks: Tracks,
 }
 
+/// One role's publisher, if attached.
+#[derive(Default)]
+struct Slot {
+    /// Its publisher's generation; 0 when none is attached.
+    generation: u64,
+    /// When its publisher attached (it has the source timeout to send).
+    attached_at: Option<Instant>,
+    /// The track set it announced last.
+    tracks: Option<Tracks>,
+    /// When it last sent a frame.
+    last_frame: Option<Instant>,
+    /// Since when it has sent without a gap longer than the source timeout.
+    healthy_since: Option<Instant>,
+}
+
+impl Slot {
+    fn attached(&self) -> bool {
+        self.generation != 0
+    }
+
+    /// Attached and sent a frame within `timeout` of `now` (or attached
+    /// within it and not sent yet).
+    fn healthy(&self, now: Instant, timeout: Duration) -> bool {
+        self.attached()
+            && self
+                .last_frame
+                .or(self.attached_at)
+                .is_some_and(|t| now.saturating_duration_since(t) <= timeout)
+    }
+
+    fn detach(&mut self) {
+        *self = Slot::default();
+    }
+}
+
 #[derive(Default)]
 struct TrackClock {
     last_dts: Option<i64>,
@@ -126,12 +225,18 @@ struct State {
     bytes: usize,
     tracks: Option<Tracks>,
     ended: bool,
-    /// Generation of the publisher allowed to send; bumped on every takeover.
+    /// The last publisher generation handed out.
     generation: u64,
     /// Publishers attached so far (not bumped by a disconnect): a finished
     /// publisher ends the stream only if no other attached since.
     attaches: u64,
-    publishing: bool,
+    /// The publisher of each role ([`SourceRole::index`]).
+    slots: [Slot; 3],
+    /// The role whose frames reach readers.
+    active: SourceRole,
+    /// Tracks whose first frame after a rebase has not passed yet: one at
+    /// or before the track's last timestamp is dropped (no going back).
+    settling: Vec<TrackId>,
     /// Whether anything was ever published (so a takeover is a discontinuity).
     had_media: bool,
     /// The current publisher still has to send its first frame (rebase base).
@@ -147,6 +252,27 @@ struct State {
     readers: u64,
     /// When [`Hub::reap_idle`] first saw the stream without a publisher.
     idle_since: Option<Instant>,
+}
+
+impl State {
+    /// Whether any role has a publisher attached.
+    fn publishing(&self) -> bool {
+        self.slots.iter().any(Slot::attached)
+    }
+
+    fn detach_all(&mut self) {
+        for slot in &mut self.slots {
+            slot.detach();
+        }
+    }
+
+    /// Starts a new timeline segment: the next frame lands at the end of the
+    /// current one, and no track goes back.
+    fn rebase(&mut self) {
+        self.rebase_pending = true;
+        self.offset = timeline_end(&self.clocks);
+        self.settling = self.clocks.keys().copied().collect();
+    }
 }
 
 struct StreamShared {
@@ -249,7 +375,9 @@ impl Hub {
                         ended: false,
                         generation: 0,
                         attaches: 0,
-                        publishing: false,
+                        slots: Default::default(),
+                        active: SourceRole::Main,
+                        settling: Vec::new(),
                         had_media: false,
                         rebase_pending: false,
                         announce_pending: false,
@@ -279,28 +407,48 @@ impl Hub {
         shared
     }
 
-    /// Attaches a publisher to stream `name`, creating the stream if needed.
-    /// If another publisher is attached it is taken over: its next
-    /// [`HubPublisher::send`] fails with [`Error::Closed`]. Readers see a
-    /// discontinuity and continuous, rebased timestamps.
+    /// Attaches the main publisher of stream `name`, creating the stream if
+    /// needed: [`Self::publish_as`] with [`SourceRole::Main`].
     pub fn publish(&self, name: &StreamPath) -> HubPublisher {
+        self.publish_as(name, SourceRole::Main)
+    }
+
+    /// Attaches a publisher of `role` to stream `name`, creating the stream
+    /// if needed. If another publisher of that role is attached it is taken
+    /// over: its next [`HubPublisher::send`] fails with [`Error::Closed`];
+    /// when that role is the active source, readers see a discontinuity and
+    /// continuous, rebased timestamps. A publisher of another role stands by
+    /// until the stream switches to it (see the [module](self) doc).
+    pub fn publish_as(&self, name: &StreamPath, role: SourceRole) -> HubPublisher {
+        self.publish_at(name, role, Instant::now())
+    }
+
+    /// [`Self::publish_as`] attaching at `now`, on the clock of
+    /// [`HubPublisher::push_at`]: a publisher that just attached has the
+    /// source timeout to send before a lower source takes over.
+    pub fn publish_at(&self, name: &StreamPath, role: SourceRole, now: Instant) -> HubPublisher {
         let shared = self.get_or_create(name);
         let (generation, attach) = {
             let mut st = shared.lock();
             st.generation += 1;
             st.attaches += 1;
-            st.publishing = true;
+            let generation = st.generation;
+            st.slots[role.index()] = Slot {
+                generation,
+                attached_at: Some(now),
+                ..Slot::default()
+            };
             st.idle_since = None;
-            if st.had_media {
-                st.rebase_pending = true;
+            if st.active == role && st.had_media {
+                st.rebase();
                 st.announce_pending = true;
-                st.offset = timeline_end(&st.clocks);
             }
-            (st.generation, st.attaches)
+            (generation, st.attaches)
         };
         shared.stats.publishers.fetch_add(1, Ordering::Relaxed);
         HubPublisher {
             shared,
+            role,
             generation,
             attach,
             hub: Arc::downgrade(&self.inner),
@@ -319,13 +467,12 @@ impl Hub {
         Some(HubReader::new(shared))
     }
 
-    /// Detaches the current publisher of `name` (e.g. its key was revoked);
-    /// its next send fails with [`Error::Closed`]. The stream stays.
+    /// Detaches the publishers of `name`, of every role (e.g. its key was
+    /// revoked); their next sends fail with [`Error::Closed`]. The stream
+    /// stays.
     pub fn disconnect_publisher(&self, name: &StreamPath) {
         if let Some(shared) = self.streams().get(name).cloned() {
-            let mut st = shared.lock();
-            st.generation += 1;
-            st.publishing = false;
+            shared.lock().detach_all();
         }
     }
 
@@ -348,7 +495,7 @@ impl Hub {
             .is_some_and(|s| Arc::ptr_eq(s, shared));
         let abandoned = same && {
             let st = shared.lock();
-            !st.publishing && st.attaches == attach
+            !st.publishing() && st.attaches == attach
         };
         if abandoned {
             streams.remove(&shared.name);
@@ -367,7 +514,7 @@ impl Hub {
         for shared in candidates {
             let expired = {
                 let mut st = shared.lock();
-                if st.publishing {
+                if st.publishing() {
                     st.idle_since = None;
                     false
                 } else {
@@ -414,7 +561,7 @@ impl Hub {
     pub fn is_publishing(&self, name: &StreamPath) -> bool {
         self.streams()
             .get(name)
-            .is_some_and(|s| s.lock().publishing)
+            .is_some_and(|s| s.lock().publishing())
     }
 
     /// Counters and state of stream `name`.
@@ -423,7 +570,13 @@ impl Hub {
         let st = shared.lock();
         Some(StreamSnapshot {
             name: shared.name.clone(),
-            publishing: st.publishing,
+            publishing: st.publishing(),
+            active_source: st.active,
+            sources: SourceRole::ALL
+                .into_iter()
+                .filter(|r| st.slots[r.index()].attached())
+                .collect(),
+            source_switches: shared.stats.source_switches.load(Ordering::Relaxed),
             frames_in: shared.stats.frames_in.load(Ordering::Relaxed),
             bytes_in: shared.stats.bytes_in.load(Ordering::Relaxed),
             reader_skips: shared.stats.reader_skips.load(Ordering::Relaxed),
@@ -526,6 +679,7 @@ impl std::fmt::Debug for LowLatencyProbe {
 /// [`Hub::reap_idle`]).
 pub struct HubPublisher {
     shared: Arc<StreamShared>,
+    role: SourceRole,
     generation: u64,
     /// Its attach number (the stream's attach count right after it
     /// attached).
@@ -537,6 +691,7 @@ impl std::fmt::Debug for HubPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubPublisher")
             .field("stream", &self.shared.name)
+            .field("role", &self.role)
             .field("generation", &self.generation)
             .finish()
     }
@@ -548,11 +703,25 @@ impl HubPublisher {
         &self.shared.name
     }
 
-    /// Whether this publisher still owns its stream (not taken over, not
-    /// disconnected, stream not ended).
+    /// Its role among the stream's sources.
+    pub fn role(&self) -> SourceRole {
+        self.role
+    }
+
+    /// Whether this publisher still owns its role of the stream (not taken
+    /// over, not disconnected, stream not ended).
     pub fn is_current(&self) -> bool {
         let st = self.shared.lock();
-        st.generation == self.generation && !st.ended
+        st.slots[self.role.index()].generation == self.generation && !st.ended
+    }
+
+    /// Whether its frames reach readers now (it is current and its role is
+    /// the active source), rather than standing by.
+    pub fn is_live(&self) -> bool {
+        let st = self.shared.lock();
+        st.slots[self.role.index()].generation == self.generation
+            && !st.ended
+            && st.active == self.role
     }
 
     /// Whether a reader wants this stream at low latency at `now`
@@ -567,8 +736,9 @@ impl HubPublisher {
     /// then ends the stream after the grace.
     pub fn detach(&self) {
         let mut st = self.shared.lock();
-        if st.generation == self.generation {
-            st.publishing = false;
+        let slot = &mut st.slots[self.role.index()];
+        if slot.generation == self.generation {
+            slot.detach();
         }
     }
 
@@ -578,46 +748,59 @@ impl HubPublisher {
         LowLatencyProbe(self.shared.clone())
     }
 
-    /// Appends one event. Never waits for readers. Fails with
-    /// [`Error::Closed`] once taken over, disconnected or ended, and with
-    /// [`Error::InvalidMedia`] / [`Error::UnknownTrack`] for frames that do
-    /// not fit the announced tracks.
+    /// Appends one event, as received now: [`Self::push_at`] with
+    /// [`Instant::now`].
     pub fn push(&mut self, event: MediaEvent) -> Result<()> {
+        self.push_at(event, Instant::now())
+    }
+
+    /// Appends one event received at `now` (the clock the source timeout and
+    /// the switch-back hysteresis are measured on). Never waits for
+    /// readers. A standing-by source's frames are dropped until the stream
+    /// switches to it. Fails with [`Error::Closed`] once taken over,
+    /// disconnected or ended, and with [`Error::InvalidMedia`] /
+    /// [`Error::UnknownTrack`] for frames that do not fit the announced
+    /// tracks.
+    pub fn push_at(&mut self, event: MediaEvent, now: Instant) -> Result<()> {
         let shared = &*self.shared;
+        let role = self.role;
         {
             let mut st = shared.lock();
-            if st.generation != self.generation || st.ended {
+            if st.slots[role.index()].generation != self.generation || st.ended {
                 return Err(Error::Closed);
             }
             match event {
                 MediaEvent::Tracks(tracks) => {
-                    announce(shared, &mut st);
-                    for t in tracks.iter() {
-                        st.clocks
-                            .entry(t.id)
-                            .and_modify(|(scale, clock)| {
-                                // Keep the timeline end, in the new clock.
-                                if *scale != t.timescale {
-                                    clock.last_dts = clock
-                                        .last_dts
-                                        .map(|d| crate::time::rescale(d, *scale, t.timescale));
-                                    clock.last_step =
-                                        crate::time::rescale(clock.last_step, *scale, t.timescale);
-                                    *scale = t.timescale;
-                                }
-                            })
-                            .or_insert((t.timescale, TrackClock::default()));
+                    st.slots[role.index()].tracks = Some(tracks.clone());
+                    if st.active == role {
+                        adopt_tracks(shared, &mut st, tracks);
                     }
-                    st.tracks = Some(tracks.clone());
-                    push_event(shared, &mut st, MediaEvent::Tracks(tracks), 0);
                 }
                 MediaEvent::Frame(mut frame) => {
-                    let Some(tracks) = st.tracks.clone() else {
+                    let Some(tracks) = st.slots[role.index()].tracks.clone() else {
                         return Err(Error::InvalidMedia("frame before any track set".into()));
                     };
                     let Some(info) = tracks.get(frame.track) else {
                         return Err(Error::UnknownTrack(frame.track));
                     };
+                    let is_video = info.kind() == MediaKind::Video;
+                    let timeout = shared.config.source_timeout;
+                    let slot = &mut st.slots[role.index()];
+                    if slot
+                        .last_frame
+                        .is_none_or(|t| now.saturating_duration_since(t) > timeout)
+                    {
+                        slot.healthy_since = Some(now);
+                    }
+                    slot.last_frame = Some(now);
+                    if st.active != role {
+                        let start = frame.keyframe && is_video || tracks.video().is_none();
+                        if !(start && should_switch(&st, &shared.config, role, now)) {
+                            shared.stats.standby_frames.fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        switch_to(shared, &mut st, role, tracks.clone());
+                    }
                     let scale = info.timescale;
                     announce(shared, &mut st);
                     if st.rebase_pending {
@@ -630,6 +813,20 @@ impl HubPublisher {
                     let off = st.offset.ticks_at(scale);
                     frame.dts = frame.dts.saturating_add(off);
                     frame.pts = frame.pts.saturating_add(off);
+                    if let Some(i) = st.settling.iter().position(|t| *t == frame.track) {
+                        let behind = st
+                            .clocks
+                            .get(&frame.track)
+                            .and_then(|(_, c)| c.last_dts)
+                            .is_some_and(|last| frame.dts <= last);
+                        if behind {
+                            // Interleaving of the new source put this frame
+                            // before the old timeline's end on its track.
+                            shared.stats.standby_frames.fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        st.settling.swap_remove(i);
+                    }
                     if let Some((_, clock)) = st.clocks.get_mut(&frame.track) {
                         if let Some(last) = clock.last_dts {
                             let step = frame.dts.saturating_sub(last);
@@ -641,7 +838,7 @@ impl HubPublisher {
                     }
                     let has_video = tracks.video().is_some();
                     let is_start = if has_video {
-                        frame.keyframe && info.kind() == MediaKind::Video
+                        frame.keyframe && is_video
                     } else {
                         st.audio_since_start += 1;
                         if st.starts.is_empty()
@@ -667,13 +864,14 @@ impl HubPublisher {
                     push_event(shared, &mut st, MediaEvent::Frame(frame), size);
                 }
                 MediaEvent::Discontinuity(reason) => {
-                    push_event(shared, &mut st, MediaEvent::Discontinuity(reason), 0);
+                    if st.active == role {
+                        push_event(shared, &mut st, MediaEvent::Discontinuity(reason), 0);
+                    }
                 }
                 MediaEvent::End => {
                     // A publisher that finishes does not end the stream (a
                     // backup may take over); it detaches.
-                    st.publishing = false;
-                    st.generation += 1;
+                    st.slots[role.index()].detach();
                 }
             }
         }
@@ -682,12 +880,72 @@ impl HubPublisher {
     }
 }
 
+/// Makes `tracks` the stream's track set (readers get it as an event),
+/// keeping each track's timeline end in its new clock.
+fn adopt_tracks(shared: &StreamShared, st: &mut State, tracks: Tracks) {
+    announce(shared, st);
+    for t in tracks.iter() {
+        st.clocks
+            .entry(t.id)
+            .and_modify(|(scale, clock)| {
+                // Keep the timeline end, in the new clock.
+                if *scale != t.timescale {
+                    clock.last_dts = clock
+                        .last_dts
+                        .map(|d| crate::time::rescale(d, *scale, t.timescale));
+                    clock.last_step = crate::time::rescale(clock.last_step, *scale, t.timescale);
+                    *scale = t.timescale;
+                }
+            })
+            .or_insert((t.timescale, TrackClock::default()));
+    }
+    st.tracks = Some(tracks.clone());
+    push_event(shared, st, MediaEvent::Tracks(tracks), 0);
+}
+
+/// Whether standing-by `role`, at a start point of its media at `now`,
+/// should become the active source.
+fn should_switch(st: &State, config: &HubConfig, role: SourceRole, now: Instant) -> bool {
+    let timeout = config.source_timeout;
+    let active = &st.slots[st.active.index()];
+    if active.healthy(now, timeout) {
+        // Only a higher source takes back over, once it has kept sending.
+        return role < st.active
+            && st.slots[role.index()]
+                .healthy_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= config.switch_back_after);
+    }
+    // The active source is gone or silent: take over unless a higher one
+    // that is sending will (at its own start point).
+    !SourceRole::ALL
+        .into_iter()
+        .filter(|r| *r < role && *r != st.active)
+        .any(|r| st.slots[r.index()].healthy(now, timeout))
+}
+
+/// Makes `role` (whose track set is `tracks`) the active source: its next
+/// frame continues the timeline; a discontinuity only if the tracks differ.
+fn switch_to(shared: &StreamShared, st: &mut State, role: SourceRole, tracks: Tracks) {
+    st.active = role;
+    shared.stats.source_switches.fetch_add(1, Ordering::Relaxed);
+    if st.had_media {
+        st.rebase();
+    }
+    if st.tracks.as_ref() != Some(&tracks) {
+        st.announce_pending = st.had_media;
+        adopt_tracks(shared, st, tracks);
+    } else {
+        // Same tracks, continuous timestamps: nothing for readers to reset
+        // (a takeover of the old role that never sent is moot too).
+        st.announce_pending = false;
+    }
+}
+
 /// Pushes [`MediaEvent::End`] (once) and detaches any publisher.
 fn end_stream(shared: &StreamShared) {
     {
         let mut st = shared.lock();
-        st.generation += 1;
-        st.publishing = false;
+        st.detach_all();
         if !st.ended {
             push_event(shared, &mut st, MediaEvent::End, 0);
             st.ended = true;
@@ -727,10 +985,7 @@ fn timeline_end(clocks: &HashMap<TrackId, (Timescale, TrackClock)>) -> MediaTime
 
 impl Drop for HubPublisher {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        if st.generation == self.generation {
-            st.publishing = false;
-        }
+        self.detach();
     }
 }
 

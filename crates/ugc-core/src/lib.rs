@@ -34,7 +34,7 @@ pub use auth::{
     PublishRequest,
 };
 pub use error::{Error, Result};
-pub use hub::{Hub, HubConfig, HubPublisher, HubReader, LowLatencyProbe};
+pub use hub::{Hub, HubConfig, HubPublisher, HubReader, LowLatencyProbe, SourceRole};
 pub use media::{
     AudioParams, Codec, DiscontinuityReason, Frame, MediaEvent, MediaKind, TrackId, TrackInfo,
     TrackParams, Tracks, VideoParams,

@@ -217,6 +217,16 @@ pub fn write_hub(m: &mut Exposition, hub: &crate::Hub, now: std::time::Instant) 
             "Times a slow reader skipped to the newest keyframe.",
             |(s, _)| s.reader_skips as f64,
         ),
+        Family::gauge(
+            "ugc_stream_active_source",
+            "The source viewers get: 0 main publisher, 1 backup publisher, 2 fallback.",
+            |(s, _)| s.active_source as u8 as f64,
+        ),
+        Family::counter(
+            "ugc_stream_source_switches_total",
+            "Switches between the main, backup and fallback sources.",
+            |(s, _)| s.source_switches as f64,
+        ),
         Family::counter(
             "ugc_stream_publishers_total",
             "Publisher sessions that took the stream over (the first included).",

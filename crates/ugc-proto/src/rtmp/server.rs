@@ -57,7 +57,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use ugc_codec::flv::FlvIngest;
 use ugc_core::{
     Authorizer, Hub, LowLatencyProbe, MediaEvent, Passthrough, Protocol, PublishDecision,
-    PublishRequest, Sink, Source, StreamPath, drive,
+    PublishRequest, Sink, Source, SourceRole, StreamPath, drive,
 };
 
 use super::session::{ServerEvent, ServerSession, SessionConfig};
@@ -210,7 +210,7 @@ pub async fn serve_with_stats<A: Authorizer>(
                 }
             };
             let stream = source.stream().clone();
-            let mut publisher = hub.publish(&stream);
+            let mut publisher = hub.publish_as(&stream, source.role());
             source.follow_low_latency(publisher.low_latency_probe());
             match drive(&mut source, Passthrough, &mut publisher).await {
                 Ok(()) => tracing::info!(%peer, %stream, "rtmp publish ended"),
@@ -412,14 +412,15 @@ impl RtmpConnection {
                     client_ip: self.peer.ip(),
                 };
                 match auth.authorize_publish(&req).await {
-                    PublishDecision::Allow { stream } => {
+                    PublishDecision::Allow { stream, role } => {
                         self.session.accept_publish()?;
                         self.flush().await?;
                         input?;
-                        tracing::info!(peer = %self.peer, %stream, "rtmp publish started");
+                        tracing::info!(peer = %self.peer, %stream, %role, "rtmp publish started");
                         return Ok(Some(RtmpPublish {
                             conn: self,
                             stream,
+                            role,
                             ingest: FlvIngest::new(),
                             low_latency: None,
                             last_full: false,
@@ -486,6 +487,7 @@ impl RtmpConnection {
 pub struct RtmpPublish {
     conn: RtmpConnection,
     stream: StreamPath,
+    role: SourceRole,
     ingest: FlvIngest,
     low_latency: Option<LowLatencyProbe>,
     last_full: bool,
@@ -509,6 +511,11 @@ impl RtmpPublish {
     /// The stream the authorizer allowed.
     pub fn stream(&self) -> &StreamPath {
         &self.stream
+    }
+
+    /// Which of the stream's sources the authorizer made it.
+    pub fn role(&self) -> SourceRole {
+        self.role
     }
 
     /// The publisher's address.

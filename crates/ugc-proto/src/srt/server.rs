@@ -23,7 +23,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use ugc_codec::ts_demux::{TsDemuxStats, TsDemuxer};
 use ugc_core::{
     Authorizer, DenyKind, Hub, MediaEvent, Passthrough, Protocol, PublishDecision, PublishRequest,
-    Sink, Source, StreamPath, drive,
+    Sink, Source, SourceRole, StreamPath, drive,
 };
 
 use super::listener::{
@@ -125,6 +125,7 @@ enum Decision {
     Accept {
         peer: SocketAddr,
         stream: StreamPath,
+        role: SourceRole,
         passphrase: Option<String>,
     },
     Reject {
@@ -161,7 +162,7 @@ pub async fn serve<A: Authorizer>(
     stats: SrtStatsRegistry,
 ) -> std::io::Result<()> {
     let on_publish = move |mut source: SrtPublish| {
-        let mut publisher = hub.publish(source.stream());
+        let mut publisher = hub.publish_as(source.stream(), source.role());
         async move {
             let (peer, stream) = (source.peer(), source.stream().clone());
             match drive(&mut source, Passthrough, &mut publisher).await {
@@ -201,7 +202,7 @@ where
     let (dec_tx, mut dec_rx) = mpsc::unbounded_channel::<Decision>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
     let mut routes: HashMap<SocketAddr, Route> = HashMap::new();
-    let mut deciding: HashMap<SocketAddr, StreamPath> = HashMap::new();
+    let mut deciding: HashMap<SocketAddr, (StreamPath, SourceRole)> = HashMap::new();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; 65_536];
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -241,11 +242,11 @@ where
             Some(d) = dec_rx.recv() => {
                 let now = Instant::now().into_std();
                 match d {
-                    Decision::Accept { peer, stream, passphrase } => {
+                    Decision::Accept { peer, stream, role, passphrase } => {
                         if routes.len() >= config.max_connections {
                             listener.reject(now, peer, RejectCode::UNAVAILABLE);
                         } else {
-                            deciding.insert(peer, stream);
+                            deciding.insert(peer, (stream, role));
                             listener.accept(now, peer, passphrase.as_deref());
                         }
                     }
@@ -289,11 +290,12 @@ where
                                 client_ip: peer.ip(),
                             };
                             let d = match timeout(limit, auth.authorize_publish(&req)).await {
-                                Ok(PublishDecision::Allow { stream }) => {
+                                Ok(PublishDecision::Allow { stream, role }) => {
                                     let passphrase = passphrase(&stream);
                                     Decision::Accept {
                                         peer,
                                         stream,
+                                        role,
                                         passphrase,
                                     }
                                 }
@@ -317,11 +319,11 @@ where
                     }
                 },
                 ListenerEvent::Connected { peer, connection } => {
-                    let Some(stream) = deciding.remove(&peer) else {
+                    let Some((stream, role)) = deciding.remove(&peer) else {
                         listener.connection_closed(&peer);
                         continue;
                     };
-                    tracing::info!(%peer, %stream, "srt publish started");
+                    tracing::info!(%peer, %stream, %role, "srt publish started");
                     next_id += 1;
                     let (tx, rx) = mpsc::channel(config.queue_datagrams.max(16));
                     routes.insert(peer, Route { tx, id: next_id });
@@ -330,6 +332,7 @@ where
                         rx,
                         socket: Arc::clone(&socket),
                         stream,
+                        role,
                         stats: stats.clone(),
                         demux: TsDemuxer::new(),
                         out: Vec::with_capacity(1500),
@@ -363,6 +366,7 @@ pub struct SrtPublish {
     rx: mpsc::Receiver<Bytes>,
     socket: Arc<UdpSocket>,
     stream: StreamPath,
+    role: SourceRole,
     stats: SrtStatsRegistry,
     demux: TsDemuxer,
     out: Vec<u8>,
@@ -386,6 +390,11 @@ impl SrtPublish {
     /// The stream the authorizer allowed.
     pub fn stream(&self) -> &StreamPath {
         &self.stream
+    }
+
+    /// Which of the stream's sources the authorizer made it.
+    pub fn role(&self) -> SourceRole {
+        self.role
     }
 
     /// The caller's address.

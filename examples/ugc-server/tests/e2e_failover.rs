@@ -1,0 +1,255 @@
+//! End to end: a stream with a main and a backup publisher (two real ffmpeg
+//! encoders, as vMix or a hardware encoder with a backup URL sends). Killing
+//! the main one hands the stream to the backup within one GOP, the main one
+//! coming back takes it back after the hysteresis, and what viewers get
+//! stays one timeline: ffprobe over every segment served finds timestamps
+//! that never go back and no discontinuity.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const STREAM: &str = "live/fo";
+
+/// `ugc_stream_active_source` of the stream: 0 main, 1 backup, 2 fallback.
+fn active_source(server: &Server) -> Option<f64> {
+    let text = server.get("/metrics").text();
+    let prefix = format!("ugc_stream_active_source{{stream=\"{STREAM}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn switches(server: &Server) -> f64 {
+    let text = server.get("/metrics").text();
+    let prefix = format!("ugc_stream_source_switches_total{{stream=\"{STREAM}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The backup URL of a stream key on this server.
+fn backup_url(server: &Server, key: &str) -> String {
+    server.rtmp_url(key).replace("/live/", "/backup/")
+}
+
+/// Keeps every fMP4 segment the live playlist lists, by sequence number.
+#[derive(Default)]
+struct Recorder {
+    init: Option<Vec<u8>>,
+    segments: BTreeMap<u64, (bool, Vec<u8>)>,
+}
+
+impl Recorder {
+    fn poll(&mut self, server: &Server) {
+        let r = server.get(&format!("/{STREAM}/mono.m3u8"));
+        if r.status != 200 {
+            return;
+        }
+        for seg in parse_media_playlist(&r.text()) {
+            if self.segments.contains_key(&seg.msn) {
+                continue;
+            }
+            if self.init.is_none() {
+                let map = seg.map.as_deref().expect("EXT-X-MAP");
+                let init = server.get(&format!("/{STREAM}/{map}"));
+                assert_eq!(init.status, 200);
+                self.init = Some(init.body.clone());
+            }
+            let body = server.get(&format!("/{STREAM}/{}", seg.uri));
+            if body.status == 200 {
+                self.segments
+                    .insert(seg.msn, (seg.discontinuity, body.body.clone()));
+            }
+        }
+    }
+}
+
+/// Per stream of `file`, the packets' DTS (s) in file order.
+fn packet_dts(file: &std::path::Path) -> BTreeMap<String, Vec<f64>> {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "packet=codec_type,dts_time"])
+        .args(["-of", "csv=p=0"])
+        .arg(file));
+    assert!(out.status.success());
+    let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut it = line.split(',');
+        let (Some(kind), Some(dts)) = (it.next(), it.next()) else {
+            continue;
+        };
+        if let Ok(d) = dts.parse() {
+            by.entry(kind.to_owned()).or_default().push(d);
+        }
+    }
+    by
+}
+
+#[test]
+fn backup_publisher_stands_in_for_the_main_one_and_hands_back() {
+    let server = Server::start(&[]);
+    let work = TempDir::new("failover");
+    let key = server.create_stream("fo", "");
+    let mut rec = Recorder::default();
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(30), || {
+        rec.poll(&server);
+        !rec.segments.is_empty()
+    })
+    .expect("the stream is packaged");
+    let mut backup = publish_live(640, 360, &backup_url(&server, &key));
+    wait_until(Duration::from_secs(30), || {
+        rec.poll(&server);
+        rec.segments.len() >= 4
+    })
+    .expect("the stream goes on");
+    assert_eq!(active_source(&server), Some(0.0), "main is live");
+    assert_eq!(switches(&server), 0.0, "the backup stands by");
+
+    // Main dies (its connection closes): the backup's next keyframe (GOP
+    // is 1 s) carries the stream.
+    main.kill();
+    let killed = Instant::now();
+    let took = wait_until(Duration::from_secs(10), || {
+        rec.poll(&server);
+        active_source(&server) == Some(1.0)
+    })
+    .expect("the backup took over");
+    eprintln!(
+        "switch to the backup: {} ms after the kill",
+        took.as_millis()
+    );
+    assert!(took <= Duration::from_millis(2_500), "{took:?}");
+    let seq_at_switch = rec.segments.keys().last().copied().unwrap_or(0);
+    wait_until(Duration::from_secs(15), || {
+        rec.poll(&server);
+        rec.segments.keys().filter(|m| **m > seq_at_switch).count() >= 2
+    })
+    .expect("segments from the backup");
+
+    // Main comes back: it takes over after 5 s of sending, on a keyframe.
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    let back = wait_until(Duration::from_secs(20), || {
+        rec.poll(&server);
+        active_source(&server) == Some(0.0)
+    })
+    .expect("main took back over");
+    eprintln!(
+        "back to main: {} ms after it restarted ({} ms after the kill)",
+        back.as_millis(),
+        killed.elapsed().as_millis()
+    );
+    assert!(back >= Duration::from_secs(5), "hysteresis: {back:?}");
+    assert!(back <= Duration::from_secs(10), "{back:?}");
+    assert_eq!(switches(&server), 2.0);
+    let seq_back = rec.segments.keys().last().copied().unwrap_or(0);
+    wait_until(Duration::from_secs(15), || {
+        rec.poll(&server);
+        rec.segments.keys().filter(|m| **m > seq_back).count() >= 2
+    })
+    .expect("segments from main again");
+    main.kill();
+    backup.kill();
+
+    // Everything viewers got, as one file: no discontinuity, consecutive
+    // segments, each stream's DTS strictly increasing, audio and video
+    // ending together.
+    let msns: Vec<u64> = rec.segments.keys().copied().collect();
+    for w in msns.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "a segment was missed: {msns:?}");
+    }
+    assert!(
+        rec.segments.values().all(|(disc, _)| !disc),
+        "same encoder settings: no discontinuity"
+    );
+    let path = work.path().join("all.mp4");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(rec.init.as_ref().unwrap()).unwrap();
+    for (_, body) in rec.segments.values() {
+        f.write_all(body).unwrap();
+    }
+    drop(f);
+    let errors = decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
+    let dts = packet_dts(&path);
+    for (kind, d) in &dts {
+        for w in d.windows(2) {
+            assert!(w[1] > w[0], "{kind} DTS goes from {} to {}", w[0], w[1]);
+        }
+    }
+    let (v, a) = (&dts["video"], &dts["audio"]);
+    let span = v.last().unwrap() - v.first().unwrap();
+    assert!(span >= 15.0, "{span} s recorded");
+    let drift = (v.last().unwrap() - a.last().unwrap()).abs();
+    assert!(drift < 0.1, "audio and video end {drift} s apart");
+}
+
+/// hls.js in headless Chromium plays through a failover and back, LL-HLS
+/// then classic HLS: no error, playback keeps advancing, no freeze of a
+/// second or more at either switch.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_plays_through_a_failover_and_back() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("fo", "");
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    let mut rec = Recorder::default();
+    wait_until(Duration::from_secs(30), || {
+        rec.poll(&server);
+        rec.segments.len() >= 2
+    })
+    .expect("the stream is packaged");
+    let mut backup = publish_live(640, 360, &backup_url(&server, &key));
+    std::thread::sleep(Duration::from_secs(3));
+    for low_latency in ["1", "0"] {
+        let url = server.url(&format!("/{STREAM}/index.m3u8"));
+        let player = std::thread::spawn(move || {
+            play_hls_js(&[
+                "--url",
+                &url,
+                "--seconds",
+                "30",
+                "--low-latency",
+                low_latency,
+            ])
+        });
+        // Playing by then; kill main, bring it back, let it take over.
+        std::thread::sleep(Duration::from_secs(7));
+        main.kill();
+        wait_until(Duration::from_secs(10), || {
+            active_source(&server) == Some(1.0)
+        })
+        .expect("the backup took over");
+        std::thread::sleep(Duration::from_secs(3));
+        main = publish_live(640, 360, &server.rtmp_url(&key));
+        wait_until(Duration::from_secs(15), || {
+            active_source(&server) == Some(0.0)
+        })
+        .expect("main took back over");
+        let stdout = player.join().expect("player thread");
+        let num = |k: &str| -> f64 {
+            let pat = format!("\"{k}\":");
+            let rest = &stdout[stdout
+                .find(&pat)
+                .unwrap_or_else(|| panic!("{k} in {stdout}"))
+                + pat.len()..];
+            let end = rest.find([',', '}']).unwrap();
+            rest[..end].parse().unwrap_or(f64::NAN)
+        };
+        eprintln!("hls.js (low latency {low_latency}) through a failover: {stdout}");
+        assert!(stdout.contains("\"started\":true"), "{stdout}");
+        assert!(stdout.contains("\"errors\":[]"), "{stdout}");
+        assert!(num("watched_s") >= 29.0, "{stdout}");
+        assert!(num("advanced_s") >= 27.0, "{stdout}");
+        assert!(num("longest_freeze_s") < 1.0, "froze: {stdout}");
+    }
+    assert_eq!(switches(&server), 4.0);
+    main.kill();
+    backup.kill();
+}
