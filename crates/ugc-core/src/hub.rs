@@ -504,6 +504,27 @@ impl Hub {
         }
     }
 
+    /// Ends stream `name` unless a main or backup publisher is attached
+    /// (its fallback ran for as long as it may). Returns whether it ended.
+    pub fn end_unless_published(&self, name: &StreamPath) -> bool {
+        let mut streams = self.streams();
+        let Some(shared) = streams.get(name).cloned() else {
+            return false;
+        };
+        let published = {
+            let st = shared.lock();
+            st.slots[SourceRole::Main.index()].attached()
+                || st.slots[SourceRole::Backup.index()].attached()
+        };
+        if published {
+            return false;
+        }
+        streams.remove(name);
+        drop(streams);
+        end_stream(&shared);
+        true
+    }
+
     /// Ends every stream that has had no publisher for `grace`, as seen by
     /// successive calls (the caller passes its clock; call it periodically).
     /// Returns the names ended. A stream that never had a publisher (readers

@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fallback;
 pub mod hub;
 pub mod media;
 pub mod metrics;

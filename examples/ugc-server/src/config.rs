@@ -103,6 +103,12 @@ pub struct Settings {
     /// Log filter (tracing `EnvFilter` syntax); `UGC_LOG` overrides.
     #[arg(long)]
     pub log: Option<String>,
+    /// What viewers get while a stream waits for its publisher (the
+    /// publisher grace): `slate` (default: "stream will be back shortly" on
+    /// black with silence, in the stream's picture size and audio layout,
+    /// looped and recorded like live) or `off` (the picture freezes).
+    #[arg(long, env = "UGC_FALLBACK")]
+    pub fallback: Option<String>,
     /// Control-plane database: `postgres://...`; default SQLite in the data dir.
     #[arg(long, env = "UGC_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -215,6 +221,8 @@ pub struct Config {
     pub srt_server: ugc_proto::srt::server::SrtServerConfig,
     /// Ingest tick; `None`: wake for every event.
     pub ingest_tick: Option<Duration>,
+    /// Loop a slate into streams waiting for their publisher.
+    pub fallback: bool,
     pub ladders: LadderProfiles,
     pub dvr: DvrConfig,
     pub streams: Overrides,
@@ -303,6 +311,13 @@ impl Config {
             rtmp_server,
             srt_server,
             ingest_tick: ms(s.ingest_tick_ms, 10, 100),
+            fallback: match s.fallback.as_deref() {
+                None | Some("slate") => true,
+                Some("off") => false,
+                Some(other) => {
+                    anyhow::bail!("fallback must be \"slate\" or \"off\", not {other:?}")
+                }
+            },
             ladders: transcode.load().context("transcode config")?,
             dvr: dvr.resolve(&data),
             data,

@@ -284,6 +284,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .prune_sessions_every(Duration::from_secs(3600));
     background.push(tokio::spawn(pruner).abort_handle());
     let transcoder = spawn_ladders(&hub, &control, config.ladders.clone(), ladders);
+    if config.fallback {
+        spawn_fallback(&hub, config.hub.publisher_grace);
+    }
     background.push(transcoder.abort_handle());
     if let Some(https) = &config.https {
         background.push(
@@ -335,6 +338,60 @@ fn spawn_ladders(
         control.subscribe_changes(),
         registry,
     ))
+}
+
+/// Loops a slate into every stream left without a publisher, for the
+/// publisher grace; one slate per track shape, encoded once.
+#[cfg(feature = "ffmpeg")]
+fn spawn_fallback(hub: &Hub, hold: std::time::Duration) {
+    use std::collections::HashMap;
+    use ugc_core::fallback::{Clip, FallbackConfig};
+    let cache: Arc<std::sync::Mutex<HashMap<String, Arc<Clip>>>> = Arc::default();
+    let clip_for = move |tracks: ugc_core::Tracks| {
+        let cache = Arc::clone(&cache);
+        async move {
+            // Same shape, same slate: ids, codecs' sizes, rates, channels.
+            let key = format!(
+                "{:?}",
+                tracks.iter().map(|t| (t.id, &t.params)).collect::<Vec<_>>()
+            );
+            if let Some(c) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+                return Some(Arc::clone(c));
+            }
+            let made =
+                tokio::task::spawn_blocking(move || ugc_codec::transcode::slate(&tracks)).await;
+            match made {
+                Ok(Ok(clip)) => {
+                    let clip = Arc::new(clip);
+                    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                    if cache.len() >= 64 {
+                        cache.clear();
+                    }
+                    cache.insert(key, Arc::clone(&clip));
+                    Some(clip)
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "no fallback slate for this stream");
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    };
+    tokio::spawn(ugc_core::fallback::supervise(
+        hub.clone(),
+        clip_for,
+        FallbackConfig {
+            hold,
+            ..FallbackConfig::default()
+        },
+    ));
+}
+
+/// Without the `ffmpeg` feature there is nothing to encode a slate with.
+#[cfg(not(feature = "ffmpeg"))]
+fn spawn_fallback(_: &Hub, _: std::time::Duration) {
+    tracing::info!("built without ffmpeg: no fallback slate");
 }
 
 /// Without the `ffmpeg` feature: say once that transcoding is off.

@@ -250,6 +250,156 @@ fn hls_js_plays_through_a_failover_and_back() {
         assert!(num("longest_freeze_s") < 1.0, "froze: {stdout}");
     }
     assert_eq!(switches(&server), 4.0);
+    // Both publishers gone: the slate (other codec parameters: a
+    // discontinuity and a new init segment), then main back.
+    for low_latency in ["1", "0"] {
+        let url = server.url(&format!("/{STREAM}/index.m3u8"));
+        let player = std::thread::spawn(move || {
+            play_hls_js(&[
+                "--url",
+                &url,
+                "--seconds",
+                "30",
+                "--low-latency",
+                low_latency,
+            ])
+        });
+        std::thread::sleep(Duration::from_secs(7));
+        main.kill();
+        backup.kill();
+        wait_until(Duration::from_secs(10), || {
+            active_source(&server) == Some(2.0)
+        })
+        .expect("the slate took over");
+        std::thread::sleep(Duration::from_secs(3));
+        main = publish_live(640, 360, &server.rtmp_url(&key));
+        backup = publish_live(640, 360, &backup_url(&server, &key));
+        wait_until(Duration::from_secs(15), || {
+            active_source(&server) == Some(0.0)
+        })
+        .expect("main took back over");
+        let stdout = player.join().expect("player thread");
+        eprintln!("hls.js (low latency {low_latency}) through the slate: {stdout}");
+        assert!(stdout.contains("\"started\":true"), "{stdout}");
+        assert!(stdout.contains("\"errors\":[]"), "{stdout}");
+        let num = |k: &str| -> f64 {
+            let pat = format!("\"{k}\":");
+            let rest = &stdout[stdout
+                .find(&pat)
+                .unwrap_or_else(|| panic!("{k} in {stdout}"))
+                + pat.len()..];
+            let end = rest.find([',', '}']).unwrap();
+            rest[..end].parse().unwrap_or(f64::NAN)
+        };
+        assert!(num("advanced_s") >= 27.0, "{stdout}");
+        assert!(num("longest_freeze_s") < 1.0, "froze: {stdout}");
+    }
     main.kill();
     backup.kill();
+}
+
+/// Without any publisher the stream plays its slate ("stream will be back
+/// shortly", silence) in the stream's own picture size, for the publisher
+/// grace; the publisher coming back takes over again, and a publisher gone
+/// for good ends the stream after the grace.
+#[test]
+fn the_slate_stands_in_while_the_stream_waits_for_its_publisher() {
+    let server = Server::start(&["--publisher-grace-s", "10"]);
+    let work = TempDir::new("slate");
+    let key = server.create_stream("fo", "");
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    // Every segment listed, fetched (with its init segment) when first seen.
+    let mut segs: BTreeMap<u64, PlaylistSegment> = BTreeMap::new();
+    let mut files: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
+    let dir = work.path().to_owned();
+    let poll = |segs: &mut BTreeMap<u64, PlaylistSegment>,
+                files: &mut BTreeMap<u64, std::path::PathBuf>| {
+        let r = server.get(&format!("/{STREAM}/mono.m3u8"));
+        if r.status == 200 {
+            for s in parse_media_playlist(&r.text()) {
+                if let std::collections::btree_map::Entry::Vacant(e) = segs.entry(s.msn) {
+                    files.insert(s.msn, fetch_fmp4_segment(&server, STREAM, &s, &dir));
+                    e.insert(s);
+                }
+            }
+        }
+    };
+    wait_until(Duration::from_secs(30), || {
+        poll(&mut segs, &mut files);
+        segs.len() >= 2
+    })
+    .expect("the stream is packaged");
+    main.kill();
+    let took = wait_until(Duration::from_secs(10), || {
+        poll(&mut segs, &mut files);
+        active_source(&server) == Some(2.0)
+    })
+    .expect("the slate took over");
+    eprintln!("slate live {} ms after the kill", took.as_millis());
+    let before = segs.keys().last().copied().unwrap_or(0);
+    wait_until(Duration::from_secs(15), || {
+        poll(&mut segs, &mut files);
+        segs.keys().filter(|m| **m > before).count() >= 2
+    })
+    .expect("slate segments");
+    // A slate segment: decodes, keyframe first, the stream's size, audio.
+    let slate = segs
+        .keys()
+        .filter(|m| **m > before)
+        .nth(1)
+        .copied()
+        .unwrap();
+    let path = files[&slate].clone();
+    let errors = decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
+    assert_eq!(video_keyframes(&path).first(), Some(&true));
+    let streams = probe_streams(&path);
+    let v = streams.iter().find(|s| s.0 == "video").expect("video");
+    assert_eq!((v.2, v.3), (640, 360));
+    assert!(streams.iter().any(|s| s.0 == "audio"), "{streams:?}");
+
+    // The publisher is back: it takes over after the hysteresis.
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(20), || {
+        poll(&mut segs, &mut files);
+        active_source(&server) == Some(0.0)
+    })
+    .expect("the publisher took back over");
+    let back = segs.keys().last().copied().unwrap_or(0);
+    wait_until(Duration::from_secs(15), || {
+        poll(&mut segs, &mut files);
+        segs.keys().filter(|m| **m > back).count() >= 2
+    })
+    .expect("segments from the publisher again");
+    // Every segment decodes with its own init segment; the track configs
+    // changed twice (to the slate, back), so two discontinuities, no more.
+    let msns: Vec<u64> = segs.keys().copied().collect();
+    for w in msns.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "a segment was missed: {msns:?}");
+    }
+    let discontinuities = segs.values().filter(|s| s.discontinuity).count();
+    assert_eq!(
+        discontinuities,
+        2,
+        "{:?}",
+        segs.values().collect::<Vec<_>>()
+    );
+    for (msn, path) in &files {
+        let errors = decode_errors(path);
+        assert!(errors.trim().is_empty(), "segment {msn}: {errors}");
+    }
+
+    // Gone for good: the slate plays for the grace, then the stream ends.
+    main.kill();
+    wait_until(Duration::from_secs(10), || {
+        active_source(&server) == Some(2.0)
+    })
+    .expect("the slate took over again");
+    let ended = wait_until(Duration::from_secs(20), || active_source(&server).is_none())
+        .expect("the stream ended after the grace");
+    eprintln!(
+        "stream ended {} ms after the slate took over",
+        ended.as_millis()
+    );
+    assert!(ended >= Duration::from_secs(8), "{ended:?}");
 }

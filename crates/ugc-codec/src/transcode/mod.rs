@@ -35,12 +35,14 @@ mod logo;
 mod raw;
 mod run;
 mod rung;
+mod slate;
 mod supervise;
 
 pub use crate::ladder::stats::{
     LadderReport, LadderRunStats, LadderStats, LadderStatsSnapshot, RenditionReport,
 };
 pub use run::{run_ladder, run_ladder_with_stats};
+pub use slate::slate;
 pub use supervise::{ProfileOf, RECONCILE_INTERVAL, supervise};
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -129,6 +129,22 @@ pub(crate) fn fifo_read(fifo: &mut AVAudioFifo, frame: &mut AVFrame, nb_samples:
         .is_ok_and(|n| n == nb_samples)
 }
 
+/// Fills an allocated audio frame with silence (all its samples, every
+/// channel).
+pub(crate) fn set_silence(frame: &mut AVFrame, channels: i32) -> bool {
+    let (n, format) = (frame.nb_samples, frame.format);
+    if frame.channels != 0 && frame.channels != channels {
+        return false;
+    }
+    // SAFETY: the frame's buffers were allocated (`alloc_buffer`) for its
+    // `nb_samples` and sample `format`, and `channels` planes (its channel
+    // layout's count, checked above when the frame states it).
+    unsafe {
+        ffi::av_samples_set_silence((*frame.as_mut_ptr()).extended_data, 0, n, channels, format)
+            >= 0
+    }
+}
+
 /// Keeps FFmpeg's own logging (x264 statistics and the like) to errors; our
 /// callers log through `tracing`.
 pub(crate) fn quiet_ffmpeg_logs() {

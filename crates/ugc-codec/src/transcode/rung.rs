@@ -260,7 +260,7 @@ impl Rung {
         Ok(())
     }
 
-    fn encode_video(&mut self, src: &AVFrame, force_key: bool) -> R<()> {
+    pub(crate) fn encode_video(&mut self, src: &AVFrame, force_key: bool) -> R<()> {
         let Some(v) = self.video.as_mut() else {
             return Ok(());
         };
@@ -355,7 +355,7 @@ impl Rung {
         }
     }
 
-    fn encode_audio(&mut self, src: &AVFrame) -> R<()> {
+    pub(crate) fn encode_audio(&mut self, src: &AVFrame) -> R<()> {
         let Some(a) = self.audio.as_mut() else {
             return Ok(());
         };
@@ -467,7 +467,7 @@ impl Rung {
         }
     }
 
-    fn flush(&mut self) -> R<()> {
+    pub(crate) fn flush(&mut self) -> R<()> {
         if let Some(v) = self.video.as_mut() {
             let _ = v.ctx.send_frame(None);
             self.drain_video()?;

@@ -1,0 +1,388 @@
+//! The fallback: a short clip looped as a stream's lowest source
+//! ([`SourceRole::Fallback`]) while it has no publisher, so viewers see a
+//! slate instead of a frozen picture, and the archive has no hole.
+//!
+//! * [`Clip`]: the media to loop (one track set; each track's frames, the
+//!   video starting on a keyframe).
+//! * [`Looper`]: a sans-IO cursor over a clip looped forever: given the
+//!   time elapsed since it started, the frames now due, each track's
+//!   timestamps continuing across loops (each track loops on its own
+//!   period, so audio frames need not divide the video's length).
+//! * [`run`] / [`supervise`]: the thin async side, publishing a looper into
+//!   a [`Hub`] stream while the stream has neither a main nor a backup
+//!   publisher, for at most a hold time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::hub::{Hub, SourceRole};
+use crate::media::{Frame, MediaEvent, MediaKind, TrackId, Tracks};
+use crate::name::StreamPath;
+use crate::time::{MediaTime, Timescale};
+
+/// Media to loop: a track set and each track's frames in decode order.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    tracks: Tracks,
+    /// Per track: frames with timestamps from 0, and the loop period.
+    lanes: Vec<Lane>,
+}
+
+#[derive(Debug, Clone)]
+struct Lane {
+    scale: Timescale,
+    frames: Vec<Frame>,
+    /// Ticks of one loop of this track.
+    period: i64,
+}
+
+impl Clip {
+    /// A clip of `frames` (any order across tracks, decode order within
+    /// one) for `tracks`. Each track's timestamps are moved to start at 0
+    /// and it loops after its last frame plus that frame's duration (the
+    /// step before it). Fails on a frame of an unknown track, a track
+    /// without frames, or video not starting on a keyframe.
+    pub fn new(tracks: Tracks, frames: Vec<Frame>) -> Result<Clip> {
+        let mut by: HashMap<TrackId, Vec<Frame>> = HashMap::new();
+        for f in frames {
+            if tracks.get(f.track).is_none() {
+                return Err(Error::UnknownTrack(f.track));
+            }
+            by.entry(f.track).or_default().push(f);
+        }
+        let mut lanes = Vec::new();
+        for info in tracks.iter() {
+            let Some(mut frames) = by.remove(&info.id) else {
+                return Err(Error::InvalidMedia(format!(
+                    "fallback clip: no frames for track {}",
+                    info.id.0
+                )));
+            };
+            if info.kind() == MediaKind::Video && !frames[0].keyframe {
+                return Err(Error::InvalidMedia(
+                    "fallback clip: video does not start on a keyframe".into(),
+                ));
+            }
+            if frames.windows(2).any(|w| w[1].dts <= w[0].dts) {
+                return Err(Error::InvalidMedia(format!(
+                    "fallback clip: track {} does not go forward",
+                    info.id.0
+                )));
+            }
+            let first = frames[0].dts;
+            for f in &mut frames {
+                f.dts -= first;
+                f.pts -= first;
+            }
+            let n = frames.len();
+            let step = if n >= 2 {
+                (frames[n - 1].dts - frames[n - 2].dts).max(1)
+            } else {
+                i64::from(info.timescale.get()).max(1)
+            };
+            let period = frames[n - 1].dts + step;
+            lanes.push(Lane {
+                scale: info.timescale,
+                frames,
+                period,
+            });
+        }
+        Ok(Clip { tracks, lanes })
+    }
+
+    /// Its track set.
+    pub fn tracks(&self) -> &Tracks {
+        &self.tracks
+    }
+
+    /// The longest track's loop period.
+    pub fn period(&self) -> Duration {
+        let us = self
+            .lanes
+            .iter()
+            .map(|l| MediaTime::new(l.period, l.scale).ticks_at(Timescale::MICROS))
+            .max()
+            .unwrap_or(0);
+        Duration::from_micros(u64::try_from(us).unwrap_or(0))
+    }
+}
+
+/// A clip looped forever, sans IO: see the [module](self) doc.
+#[derive(Debug, Clone)]
+pub struct Looper {
+    clip: Arc<Clip>,
+    /// Per lane: (loops done, next frame index).
+    at: Vec<(i64, usize)>,
+}
+
+impl Looper {
+    /// Starts `clip` at its beginning.
+    pub fn new(clip: Arc<Clip>) -> Looper {
+        let at = vec![(0, 0); clip.lanes.len()];
+        Looper { clip, at }
+    }
+
+    /// The frames due by `elapsed` since the start (timestamps continuing
+    /// loop after loop), in timestamp order across tracks.
+    pub fn due(&mut self, elapsed: Duration) -> Vec<Frame> {
+        let mut out = Vec::new();
+        let us = i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
+        for (lane, (loops, next)) in self.clip.lanes.iter().zip(self.at.iter_mut()) {
+            let limit = MediaTime::new(us, Timescale::MICROS).ticks_at(lane.scale);
+            loop {
+                let f = &lane.frames[*next];
+                let base = loops.saturating_mul(lane.period);
+                let dts = f.dts.saturating_add(base);
+                if dts > limit {
+                    break;
+                }
+                let mut f = f.clone();
+                f.dts = dts;
+                f.pts = f.pts.saturating_add(base);
+                out.push((MediaTime::new(dts, lane.scale), f));
+                *next += 1;
+                if *next == lane.frames.len() {
+                    *next = 0;
+                    *loops += 1;
+                }
+            }
+        }
+        out.sort_by_key(|(t, _)| *t);
+        out.into_iter().map(|(_, f)| f).collect()
+    }
+}
+
+/// How the fallback of [`supervise`] behaves.
+#[derive(Debug, Clone)]
+pub struct FallbackConfig {
+    /// How long a stream may run on its fallback before it ends (the
+    /// publisher did not come back). Use the hub's publisher grace.
+    pub hold: Duration,
+    /// How often a stream's sources are looked at (and frames sent).
+    pub tick: Duration,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            hold: Duration::from_secs(20),
+            tick: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Whether stream `name` has media and neither a main nor a backup
+/// publisher attached.
+fn orphaned(hub: &Hub, name: &StreamPath) -> Option<bool> {
+    let s = hub.stats(name)?;
+    Some(
+        s.tracks.is_some()
+            && !s
+                .sources
+                .iter()
+                .any(|r| matches!(r, SourceRole::Main | SourceRole::Backup)),
+    )
+}
+
+/// Loops `clip` into stream `name` as its fallback source until a main or
+/// backup publisher is live again (returns `Ok`), or for `hold` without
+/// one (then ends the stream). Timestamps are the hub's business: it
+/// continues the stream's timeline on the switch.
+pub async fn run(
+    hub: &Hub,
+    name: &StreamPath,
+    clip: Arc<Clip>,
+    config: &FallbackConfig,
+) -> Result<()> {
+    let mut publisher = hub.publish_as(name, SourceRole::Fallback);
+    publisher.push(MediaEvent::Tracks(clip.tracks().clone()))?;
+    let mut looper = Looper::new(clip);
+    let start = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(config.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = tokio::time::Instant::now();
+        for f in looper.due(now - start) {
+            publisher.push_at(MediaEvent::Frame(f), now.into_std())?;
+        }
+        let real_live = hub
+            .stats(name)
+            .is_some_and(|s| s.active_source != SourceRole::Fallback && s.publishing);
+        if real_live && !orphaned(hub, name).unwrap_or(true) {
+            // A publisher is back and live: stand down.
+            return Ok(());
+        }
+        if now - start >= config.hold {
+            drop(publisher);
+            hub.end_unless_published(name);
+            return Ok(());
+        }
+    }
+}
+
+/// Gives every source stream of `hub` its fallback: when a stream that had
+/// media is left without a main or backup publisher, `clip_for(tracks)`
+/// (the stream's track set; `None`: no fallback for it) is looped into it
+/// by [`run`]. Renditions ([`StreamPath::rendition`]) get none: their
+/// source's fallback goes through the ladder, so every rendition switches
+/// at the same point. Runs until the hub is dropped.
+pub async fn supervise<F, Fut>(hub: Hub, clip_for: F, config: FallbackConfig)
+where
+    F: Fn(Tracks) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<Arc<Clip>>> + Send + 'static,
+{
+    let clip_for = Arc::new(clip_for);
+    let mut watch = hub.watch();
+    while let Some(name) = watch.next().await {
+        if !name.is_source() {
+            continue;
+        }
+        let (hub, clip_for, config) = (hub.clone(), Arc::clone(&clip_for), config.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match orphaned(&hub, &name) {
+                    None => return, // the stream ended
+                    Some(false) => continue,
+                    Some(true) => {}
+                }
+                let Some(tracks) = hub.stats(&name).and_then(|s| s.tracks) else {
+                    continue;
+                };
+                let Some(clip) = clip_for(tracks).await else {
+                    return;
+                };
+                // Closed: the stream ended, its publishers were cut off
+                // (key revoked) or another fallback took the role.
+                if run(&hub, &name, clip, &config).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::tests_support::av_tracks;
+    use bytes::Bytes;
+
+    fn frame(track: u32, dts: i64, key: bool) -> Frame {
+        Frame {
+            track: TrackId(track),
+            dts,
+            pts: dts,
+            keyframe: key,
+            data: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// 1 s of 25 fps video (ms clock) starting at 5000, and 1.1 s of audio
+    /// in 23 ms frames.
+    fn clip() -> Arc<Clip> {
+        let mut frames: Vec<Frame> = (0..25).map(|i| frame(1, 5000 + i * 40, i == 0)).collect();
+        frames.extend((0..48).map(|i| frame(2, 7000 + i * 23, true)));
+        Arc::new(Clip::new(av_tracks(), frames).unwrap())
+    }
+
+    #[test]
+    fn tracks_loop_on_their_own_periods_with_continuous_timestamps() {
+        let mut l = Looper::new(clip());
+        let mut got = Vec::new();
+        for ms in (0..=10_000).step_by(10) {
+            got.extend(l.due(Duration::from_millis(ms)));
+        }
+        for track in [1, 2] {
+            let dts: Vec<i64> = got
+                .iter()
+                .filter(|f| f.track.0 == track)
+                .map(|f| f.dts)
+                .collect();
+            let step = if track == 1 { 40 } else { 23 };
+            assert_eq!(dts[0], 0);
+            for w in dts.windows(2) {
+                assert_eq!(w[1] - w[0], step, "track {track}");
+            }
+            // Real time: nothing is sent ahead of the clock.
+            assert!(*dts.last().unwrap() <= 10_000);
+            assert!(*dts.last().unwrap() > 10_000 - step);
+        }
+        // Video loops every 1 s, on its keyframe.
+        let keys: Vec<i64> = got
+            .iter()
+            .filter(|f| f.track.0 == 1 && f.keyframe)
+            .map(|f| f.dts)
+            .collect();
+        assert_eq!(keys, (0..=10).map(|s| s * 1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_clip_must_be_usable() {
+        assert!(matches!(
+            Clip::new(av_tracks(), vec![frame(1, 0, true)]),
+            Err(Error::InvalidMedia(_))
+        ));
+        assert!(matches!(
+            Clip::new(av_tracks(), vec![frame(1, 0, false), frame(2, 0, true)]),
+            Err(Error::InvalidMedia(_))
+        ));
+        assert!(matches!(
+            Clip::new(av_tracks(), vec![frame(9, 0, true)]),
+            Err(Error::UnknownTrack(TrackId(9)))
+        ));
+        assert_eq!(clip().period(), Duration::from_millis(1104));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fallback_stands_in_and_ends_the_stream_after_the_hold() {
+        let hub = Hub::new(crate::HubConfig::default());
+        let name = StreamPath::parse("live/a").unwrap();
+        let mut r = hub.subscribe(&name);
+        let mut main = hub.publish(&name);
+        main.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        main.push(MediaEvent::Frame(frame(1, 0, true))).unwrap();
+        drop(main);
+        let config = FallbackConfig {
+            hold: Duration::from_secs(5),
+            ..FallbackConfig::default()
+        };
+        let c = clip();
+        let sup = tokio::spawn(supervise(
+            hub.clone(),
+            move |_| {
+                let c = Arc::clone(&c);
+                async move { Some(c) }
+            },
+            config,
+        ));
+        let mut frames = 0;
+        let mut ended = false;
+        let mut on_fallback_at_3s = false;
+        for step in 0..60 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if step == 30 {
+                on_fallback_at_3s =
+                    hub.stats(&name).map(|s| s.active_source) == Some(SourceRole::Fallback);
+            }
+            while let Some(e) = r.try_next() {
+                match e {
+                    MediaEvent::Frame(_) => frames += 1,
+                    MediaEvent::End => ended = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(on_fallback_at_3s);
+        assert!(hub.stats(&name).is_none(), "ended after the hold");
+        assert!(ended);
+        // 5 s of 25 fps video and ~43 audio frames a second.
+        assert!(frames > 5 * 60, "{frames} frames");
+        sup.abort();
+    }
+}
