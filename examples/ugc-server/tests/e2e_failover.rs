@@ -233,15 +233,7 @@ fn hls_js_plays_through_a_failover_and_back() {
         })
         .expect("main took back over");
         let stdout = player.join().expect("player thread");
-        let num = |k: &str| -> f64 {
-            let pat = format!("\"{k}\":");
-            let rest = &stdout[stdout
-                .find(&pat)
-                .unwrap_or_else(|| panic!("{k} in {stdout}"))
-                + pat.len()..];
-            let end = rest.find([',', '}']).unwrap();
-            rest[..end].parse().unwrap_or(f64::NAN)
-        };
+        let num = |k: &str| report_number(&stdout, k);
         eprintln!("hls.js (low latency {low_latency}) through a failover: {stdout}");
         assert!(stdout.contains("\"started\":true"), "{stdout}");
         assert!(stdout.contains("\"errors\":[]"), "{stdout}");
@@ -282,15 +274,7 @@ fn hls_js_plays_through_a_failover_and_back() {
         eprintln!("hls.js (low latency {low_latency}) through the slate: {stdout}");
         assert!(stdout.contains("\"started\":true"), "{stdout}");
         assert!(stdout.contains("\"errors\":[]"), "{stdout}");
-        let num = |k: &str| -> f64 {
-            let pat = format!("\"{k}\":");
-            let rest = &stdout[stdout
-                .find(&pat)
-                .unwrap_or_else(|| panic!("{k} in {stdout}"))
-                + pat.len()..];
-            let end = rest.find([',', '}']).unwrap();
-            rest[..end].parse().unwrap_or(f64::NAN)
-        };
+        let num = |k: &str| report_number(&stdout, k);
         assert!(num("advanced_s") >= 27.0, "{stdout}");
         assert!(num("longest_freeze_s") < 1.0, "froze: {stdout}");
     }

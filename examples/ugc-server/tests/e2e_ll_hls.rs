@@ -247,15 +247,7 @@ fn hls_js_low_latency_plays_20_s_without_stall() {
         "--seconds",
         "20",
     ]);
-    let num = |k: &str| -> f64 {
-        let pat = format!("\"{k}\":");
-        let rest = &stdout[stdout
-            .find(&pat)
-            .unwrap_or_else(|| panic!("{k} in {stdout}"))
-            + pat.len()..];
-        let end = rest.find([',', '}']).unwrap();
-        rest[..end].parse().unwrap_or(f64::NAN)
-    };
+    let num = |k: &str| report_number(&stdout, k);
     // The player's report, for figures (`--nocapture`).
     eprintln!("hls.js report: {stdout}");
     assert!(stdout.contains("\"started\":true"), "{stdout}");

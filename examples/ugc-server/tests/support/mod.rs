@@ -391,6 +391,18 @@ pub fn play_hls_js(args: &[&str]) -> String {
     stdout
 }
 
+/// The number `key` of a player report (the JSON line `play_hls_js`
+/// returns); NaN if it is not a number.
+pub fn report_number(report: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = report
+        .find(&pat)
+        .unwrap_or_else(|| panic!("{key} in {report}"));
+    let rest = &report[at + pat.len()..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].parse().unwrap_or(f64::NAN)
+}
+
 /// A generated test clip, made once per machine and cached in the temp dir
 /// (ffmpeg lavfi test pattern + tone): `WxH@30`, H.264 High with a keyframe
 /// every 2 s, AAC-LC 48 kHz stereo.
