@@ -278,7 +278,8 @@ function update(c, s) {
   liveBadge.dataset.live = String(Boolean(s.live));
   // Which source viewers get, when it is not the main publisher.
   const standIn = s.live && s.source && s.source.active !== 'main' ? s.source.active : '';
-  liveBadge.textContent = s.live ? (standIn ? `Live · ${standIn}` : 'Live') : 'Offline';
+  const slate = !s.live && s.source && s.source.active === 'fallback';
+  liveBadge.textContent = s.live ? (standIn ? `Live · ${standIn}` : 'Live') : slate ? 'Offline · slate' : 'Offline';
   q('.s-obs-server').value = obsServer(s.publish.rtmp);
   q('.s-key').value = s.key;
   q('.s-rtmp').value = s.publish.rtmp;

@@ -24,7 +24,8 @@
 //!   on its keyframe once the active one is gone or silent for
 //!   [`HubConfig::source_timeout`]; a higher one takes back over on its
 //!   keyframe after sending for [`HubConfig::switch_back_after`] (so a source
-//!   that comes and goes does not flap the stream). Timestamps continue across
+//!   that comes and goes does not flap the stream; from the fallback:
+//!   [`HubConfig::switch_back_from_fallback_after`]). Timestamps continue across
 //!   every switch, never going back on any track; a discontinuity is
 //!   announced only when the new source's tracks differ from the old ones.
 
@@ -65,6 +66,12 @@ pub struct HubConfig {
     /// How long a higher-priority source must have been sending before it
     /// takes the stream back from a lower one (hysteresis). Default 5 s.
     pub switch_back_after: Duration,
+    /// The same, from the fallback: a publisher that comes back (a
+    /// reconnect) takes over from a slate on its first keyframe by default
+    /// (zero), since a slate is no content to hold on to; a flapping
+    /// publisher then alternates with the slate instead of leaving viewers
+    /// on it.
+    pub switch_back_from_fallback_after: Duration,
 }
 
 /// Which of a stream's sources a publisher is, highest priority first: see
@@ -113,6 +120,7 @@ impl Default for HubConfig {
             publisher_grace: Duration::ZERO,
             source_timeout: Duration::from_secs(3),
             switch_back_after: Duration::from_secs(5),
+            switch_back_from_fallback_after: Duration::ZERO,
         }
     }
 }
@@ -139,7 +147,8 @@ pub struct StreamStats {
 pub struct StreamSnapshot {
     /// The stream.
     pub name: StreamPath,
-    /// Whether a publisher is attached now.
+    /// Whether a main or backup publisher is attached now (a stream on its
+    /// fallback alone is not publishing).
     pub publishing: bool,
     /// The role whose frames readers get (whether or not it is attached).
     pub active_source: SourceRole,
@@ -255,9 +264,11 @@ struct State {
 }
 
 impl State {
-    /// Whether any role has a publisher attached.
+    /// Whether a main or backup publisher is attached (the fallback is no
+    /// publisher: a stream on it is waiting for one).
     fn publishing(&self) -> bool {
-        self.slots.iter().any(Slot::attached)
+        self.slots[SourceRole::Main.index()].attached()
+            || self.slots[SourceRole::Backup.index()].attached()
     }
 
     fn detach_all(&mut self) {
@@ -931,10 +942,15 @@ fn should_switch(st: &State, config: &HubConfig, role: SourceRole, now: Instant)
     let active = &st.slots[st.active.index()];
     if active.healthy(now, timeout) {
         // Only a higher source takes back over, once it has kept sending.
+        let hold = if st.active == SourceRole::Fallback {
+            config.switch_back_from_fallback_after
+        } else {
+            config.switch_back_after
+        };
         return role < st.active
             && st.slots[role.index()]
                 .healthy_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= config.switch_back_after);
+                .is_some_and(|t| now.saturating_duration_since(t) >= hold);
     }
     // The active source is gone or silent: take over unless a higher one
     // that is sending will (at its own start point).

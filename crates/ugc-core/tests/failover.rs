@@ -356,6 +356,74 @@ fn a_main_that_just_attached_gets_the_source_timeout_to_send() {
 }
 
 #[test]
+fn a_publisher_back_takes_over_from_the_fallback_on_its_first_keyframe() {
+    let hub = Hub::new(config());
+    let mut r = hub.subscribe(&stream());
+    let mut seen = Seen::default();
+    let t0 = Instant::now();
+    let mut fallback = Encoder::start_at(&hub, SourceRole::Fallback, b'F', 0, av_tracks(), t0);
+    let mut main: Option<Encoder> = None;
+    for ms in (0..10_000).step_by(10) {
+        let now = t0 + Duration::from_millis(ms as u64);
+        if ms == 3_000 {
+            main = Some(Encoder::start_at(
+                &hub,
+                SourceRole::Main,
+                b'M',
+                0,
+                av_tracks(),
+                now,
+            ));
+        }
+        fallback.run_until(ms, now).unwrap();
+        if let Some(m) = &mut main {
+            m.run_until(ms - 3_000, now).unwrap();
+        }
+        seen.take(&mut r);
+    }
+    seen.assert_monotonic();
+    let m = seen.first_of(b'M', 0).unwrap();
+    let fallback_video = seen.frames[..m].iter().filter(|f| f.1 == 1).count() as i64;
+    // Main's first keyframe is at 3 s: no hysteresis from a slate.
+    // (the fallback's own frame of that instant goes first).
+    assert_eq!(fallback_video * VIDEO_MS, 3_000 + VIDEO_MS);
+    // With a hold, the fallback keeps the stream for it.
+    let hub = Hub::new(HubConfig {
+        switch_back_from_fallback_after: Duration::from_secs(5),
+        ..config()
+    });
+    let mut r = hub.subscribe(&stream());
+    let mut seen = Seen::default();
+    let mut fallback = Encoder::start_at(&hub, SourceRole::Fallback, b'F', 0, av_tracks(), t0);
+    let mut main: Option<Encoder> = None;
+    for ms in (0..15_000).step_by(10) {
+        let now = t0 + Duration::from_millis(ms as u64);
+        if ms == 3_000 {
+            main = Some(Encoder::start_at(
+                &hub,
+                SourceRole::Main,
+                b'M',
+                0,
+                av_tracks(),
+                now,
+            ));
+        }
+        fallback.run_until(ms, now).unwrap();
+        if let Some(m) = &mut main {
+            m.run_until(ms - 3_000, now).unwrap();
+        }
+        seen.take(&mut r);
+    }
+    let m = seen.first_of(b'M', 0).unwrap();
+    let fallback_video = seen.frames[..m].iter().filter(|f| f.1 == 1).count() as i64;
+    assert_eq!(
+        fallback_video * VIDEO_MS,
+        3_000 + 6_000 + VIDEO_MS,
+        "5 s, then a keyframe"
+    );
+}
+
+#[test]
 fn a_standby_publisher_is_told_it_is_not_live() {
     let hub = Hub::new(config());
     let main = hub.publish_as(&stream(), SourceRole::Main);

@@ -104,9 +104,10 @@ pub struct Settings {
     #[arg(long)]
     pub log: Option<String>,
     /// What viewers get while a stream waits for its publisher (the
-    /// publisher grace): `slate` (default: "stream will be back shortly" on
-    /// black with silence, in the stream's picture size and audio layout,
-    /// looped and recorded like live) or `off` (the picture freezes).
+    /// publisher grace): `off` (default: the picture freezes) or `slate`
+    /// ("stream will be back shortly" on black with silence, in the
+    /// stream's picture size and audio layout, looped and recorded like
+    /// live).
     #[arg(long, env = "UGC_FALLBACK")]
     pub fallback: Option<String>,
     /// Control-plane database: `postgres://...`; default SQLite in the data dir.
@@ -312,8 +313,8 @@ impl Config {
             srt_server,
             ingest_tick: ms(s.ingest_tick_ms, 10, 100),
             fallback: match s.fallback.as_deref() {
-                None | Some("slate") => true,
-                Some("off") => false,
+                Some("slate") => true,
+                None | Some("off") => false,
                 Some(other) => {
                     anyhow::bail!("fallback must be \"slate\" or \"off\", not {other:?}")
                 }
@@ -568,7 +569,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 22, "{flags:?}");
+        assert_eq!(flags.len(), 23, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

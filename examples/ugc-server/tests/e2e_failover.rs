@@ -196,7 +196,7 @@ fn backup_publisher_stands_in_for_the_main_one_and_hands_back() {
 #[test]
 #[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn hls_js_plays_through_a_failover_and_back() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--fallback", "slate"]);
     let key = server.create_stream("fo", "");
     let mut main = publish_live(640, 360, &server.rtmp_url(&key));
     let mut rec = Recorder::default();
@@ -288,7 +288,7 @@ fn hls_js_plays_through_a_failover_and_back() {
 /// for good ends the stream after the grace.
 #[test]
 fn the_slate_stands_in_while_the_stream_waits_for_its_publisher() {
-    let server = Server::start(&["--publisher-grace-s", "10"]);
+    let server = Server::start(&["--publisher-grace-s", "10", "--fallback", "slate"]);
     let work = TempDir::new("slate");
     let key = server.create_stream("fo", "");
     let mut main = publish_live(640, 360, &server.rtmp_url(&key));
@@ -342,13 +342,19 @@ fn the_slate_stands_in_while_the_stream_waits_for_its_publisher() {
     assert_eq!((v.2, v.3), (640, 360));
     assert!(streams.iter().any(|s| s.0 == "audio"), "{streams:?}");
 
-    // The publisher is back: it takes over after the hysteresis.
+    // The publisher is back: it takes over from the slate on its first
+    // keyframe (no hysteresis from a slate).
     let mut main = publish_live(640, 360, &server.rtmp_url(&key));
-    wait_until(Duration::from_secs(20), || {
+    let back_in = wait_until(Duration::from_secs(20), || {
         poll(&mut segs, &mut files);
         active_source(&server) == Some(0.0)
     })
     .expect("the publisher took back over");
+    eprintln!(
+        "publisher back {} ms after it restarted",
+        back_in.as_millis()
+    );
+    assert!(back_in < Duration::from_secs(4), "{back_in:?}");
     let back = segs.keys().last().copied().unwrap_or(0);
     wait_until(Duration::from_secs(15), || {
         poll(&mut segs, &mut files);
