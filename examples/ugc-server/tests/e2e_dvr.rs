@@ -42,7 +42,7 @@ fn probe_duration(input: &str) -> f64 {
 fn play_errors(url: &str) -> String {
     let out = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i", url])
-        .args(["-f", "null", "-"]));
+        .args(["-enc_time_base", "-1", "-f", "null", "-"]));
     let mut s = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         s.push_str(&format!("\nffmpeg exited with {}", out.status));

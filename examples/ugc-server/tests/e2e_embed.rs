@@ -57,7 +57,7 @@ fn embed_rtmp_hls_serves_ll_hls_of_an_ffmpeg_publish() {
     let out = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
         .arg(format!("http://{http}/live/demo/index.m3u8"))
-        .args(["-t", "3", "-f", "null", "-"]));
+        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && errors.trim().is_empty(), "{errors}");
 }

@@ -152,7 +152,7 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 fn playable(url: &str) -> Result<(), String> {
     let out = run(Command::new("timeout")
         .args(["15", "ffmpeg", "-hide_banner", "-v", "error", "-i", url])
-        .args(["-t", "2", "-f", "null", "-"]));
+        .args(["-t", "2", "-enc_time_base", "-1", "-f", "null", "-"]));
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if !out.status.success() || !err.is_empty() {
         return Err(format!("{url}: {err} ({})", out.status));
@@ -289,7 +289,7 @@ fn pushes_an_srt_ingest_to_a_second_ugc_server() {
     let out = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
         .arg(target.url("/live/mirror/index.m3u8"))
-        .args(["-t", "3", "-f", "null", "-"]));
+        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
         "{}",

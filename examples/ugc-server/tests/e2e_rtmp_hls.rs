@@ -96,7 +96,7 @@ fn ffmpeg_1080p_publish_plays_over_hls() {
     let out = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
         .arg(server.url("/live/e2e/index.m3u8"))
-        .args(["-t", "4", "-f", "null", "-"]));
+        .args(["-t", "4", "-enc_time_base", "-1", "-f", "null", "-"]));
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
         "ffmpeg as HLS reader: {}",

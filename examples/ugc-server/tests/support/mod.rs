@@ -571,11 +571,19 @@ pub fn probe_streams(file: &Path) -> Vec<(String, f64, u32, u32)> {
 }
 
 /// Decodes every frame of `file`; returns ffmpeg's error output (empty when clean).
+///
+/// `-enc_time_base -1` (here and in every `-f null` read of the e2e tests):
+/// the null output keeps the input's time base. Otherwise ffmpeg rescales
+/// to 1/(the frame rate it guessed from the first frames), and a live
+/// source that started irregularly (a ladder dropping pictures under load,
+/// a pusher's first frames after a reconnect) made it guess low, so
+/// distinct frames met on one tick: "non monotonically increasing dts to
+/// muxer" although the media was right. Equal input timestamps still fail.
 pub fn decode_errors(file: &Path) -> String {
     let out = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
         .arg(file)
-        .args(["-f", "null", "-"]));
+        .args(["-enc_time_base", "-1", "-f", "null", "-"]));
     let mut s = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         s.push_str(&format!("\nffmpeg exited with {}", out.status));
@@ -773,7 +781,7 @@ pub fn assert_live_hls_plays(server: &Server, name: &str, width: u32, work: &Pat
     let out = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
         .arg(server.url(&format!("/{stream}/index.m3u8")))
-        .args(["-t", "4", "-f", "null", "-"]));
+        .args(["-t", "4", "-enc_time_base", "-1", "-f", "null", "-"]));
     let errors = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success() && errors.trim().is_empty(),
