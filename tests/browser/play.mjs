@@ -2,15 +2,18 @@
 // Debian /usr/bin/chromium) and prints one JSON line with what happened:
 //   node play.mjs --url http://127.0.0.1:8080/live/x/index.m3u8 [--seconds 20]
 //                 [--low-latency 1|0] [--switch HOLD_S] [--chromium /usr/bin/chromium]
-// Measures: playback progress, stalls (`waiting` after playback started, or
-// a second without progress), hls.js's `latency` (distance to the live edge
+// Measures: playback progress, stalls (`waiting` after playback started
+// while not seeking, or a second without progress; seeks after the start
+// and their waits are counted apart), hls.js's `latency` (distance to the live edge
 // it reports), and wall clock minus `playingDate` (PROGRAM-DATE-TIME of the
 // frame on screen: arrival at the server -> display) when the playlist has
 // dates. `errors` are fatal hls.js errors, non-fatal ones that mean media
 // did not parse or append (bufferAppendError, fragParsingError, ...) and
 // `<video>` errors; other non-fatal ones (stalls, nudges) are counted in
-// `nonfatal`. The page is our own tiny one, served by request interception
-// on the stream's origin.
+// `nonfatal`; `notes` has the first few of hls.js's warnings, seeks and
+// waits with the buffered ranges then, to diagnose a failed run. The page
+// is our own tiny one, with the watch page's hls.js settings, served by
+// request interception on the stream's origin.
 //
 // With `--switch HOLD_S` (a multivariant URL), instead of watching
 // `seconds`, it forces `hls.currentLevel` through every level once, lowest
@@ -45,9 +48,30 @@ const page_html = `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay style="width:320px"></video>
 <script>${hlsJs}</script>
 <script>
-window.report = { samples: [], waiting: 0, errors: [], nonfatal: {}, started: null, levelUpdates: 0 };
+window.report = {
+  samples: [], waiting: 0, seeks: 0, seekWaits: 0, errors: [], nonfatal: {}, notes: [], started: null, levelUpdates: 0,
+};
 const video = document.getElementById('v');
-const hls = new Hls({ lowLatencyMode: ${lowLatency}, enableWorker: true, backBufferLength: 10 });
+// hls.js's own warnings and errors (a seek to the live edge, a gap it
+// jumps) go to the report's notes, the first few only.
+const note = (text) => {
+  if (window.report.notes.length < 12) {
+    const since = window.report.started === null ? 'before start' : ((performance.now() - window.report.started) / 1000).toFixed(2) + ' s';
+    window.report.notes.push('[' + since + '] ' + text);
+  }
+};
+const quiet = () => {};
+const logger = {
+  trace: quiet, debug: quiet, log: quiet, info: quiet,
+  warn: (...a) => note('warn: ' + a.join(' ')),
+  error: (...a) => note('error: ' + a.join(' ')),
+};
+// The watch page's settings (web/assets/player.js): low latency, and a
+// catch-up of up to 1.2x speed when playback is behind the target latency.
+const hls = new Hls({
+  lowLatencyMode: ${lowLatency}, maxLiveSyncPlaybackRate: 1.2, enableWorker: true,
+  backBufferLength: 10, debug: logger,
+});
 window.hls = hls;
 // Non-fatal errors that still mean media was refused or lost.
 const MEDIA_ERRORS = new Set([
@@ -60,6 +84,10 @@ hls.on(Hls.Events.ERROR, (_, d) => {
     window.report.errors.push(d.type + ':' + d.details + (d.fatal ? ':fatal' : ''));
   } else {
     window.report.nonfatal[d.details] = (window.report.nonfatal[d.details] ?? 0) + 1;
+    // What hls.js says about it (a hole's position, a stall's buffer), for
+    // the diagnosis of a failed run; the first few only.
+    const why = d.reason ?? d.error?.message;
+    if (why) note(d.details + ' @' + video.currentTime.toFixed(3) + ': ' + why + ' [' + window.bufferedNote() + ']');
   }
 });
 video.addEventListener('error', () => {
@@ -91,7 +119,34 @@ window.switchTo = (level, width, height, timeoutMs) => new Promise((resolve) => 
 });
 hls.on(Hls.Events.LEVEL_UPDATED, () => { window.report.levelUpdates++; });
 video.addEventListener('playing', () => { if (window.report.started === null) window.report.started = performance.now(); });
-video.addEventListener('waiting', () => { if (window.report.started !== null) window.report.waiting++; });
+// The source buffers hls.js creates, to show their ranges at a stall.
+window.sourceBuffers = [];
+for (const MS of [self.MediaSource, self.ManagedMediaSource]) {
+  if (!MS) continue;
+  const add = MS.prototype.addSourceBuffer;
+  MS.prototype.addSourceBuffer = function (type) {
+    const sb = add.call(this, type);
+    window.sourceBuffers.push([type, sb]);
+    return sb;
+  };
+}
+const ranges = (r) => Array.from({ length: r.length }, (_, i) => r.start(i).toFixed(3) + '-' + r.end(i).toFixed(3)).join(',');
+window.bufferedNote = () => window.sourceBuffers
+  .map(([type, sb]) => { try { return type.split(';')[0] + ' ' + ranges(sb.buffered); } catch (e) { return type + ' ?'; } })
+  .join(' | ');
+// A stall is a 'waiting' while not seeking. A seek (hls.js's own seek to
+// its start position can come just after the first frame, when its gap
+// jump raced it) also waits, for the seek: counted apart.
+video.addEventListener('waiting', () => {
+  if (window.report.started === null) return;
+  if (video.seeking) window.report.seekWaits++;
+  else window.report.waiting++;
+  note('waiting' + (video.seeking ? ' (seeking)' : '') + ' @' + video.currentTime.toFixed(3) + ': ' + window.bufferedNote());
+});
+video.addEventListener('seeking', () => {
+  if (window.report.started !== null) window.report.seeks++;
+  note('seeking to ' + video.currentTime.toFixed(3) + ': ' + window.bufferedNote());
+});
 hls.loadSource(${JSON.stringify(url)});
 hls.attachMedia(video);
 video.play().catch(() => {});
@@ -192,9 +247,12 @@ console.log(JSON.stringify({
   watched_s: watched,
   advanced_s: advanced,
   waiting_events: result.waiting,
+  seeks_after_start: result.seeks,
+  seek_waits: result.seekWaits,
   longest_freeze_s: longestFreeze,
   errors: result.errors,
   nonfatal: result.nonfatal,
+  notes: result.notes,
   level_updates: result.levelUpdates,
   latency_p50_s: pct(settled.map((s) => s.latency), 50),
   latency_p95_s: pct(settled.map((s) => s.latency), 95),

@@ -67,7 +67,10 @@ export function startPlayer(video, url, onState) {
 
     const Hls = window.Hls;
     if (Hls && Hls.isSupported()) {
-      hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+      // Catch-up: up to 1.2x speed while playback is behind the target
+      // latency (a slow start, a stall), so it does not stay behind for
+      // the whole session. tests/browser/play.mjs plays with the same.
+      hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.2, backBufferLength: 30 });
       hls.on(Hls.Events.ERROR, (_event, data) => {
         const code = data.response && data.response.code;
         if (code === 403) return forbid();
