@@ -19,6 +19,11 @@ use crate::ladder::{RenditionConfig, audio_track, video_track};
 const LOOP_S: u32 = 2;
 /// The video timescale of the slate.
 const VIDEO_TIMESCALE: u32 = 90_000;
+/// The largest slate picture: 4096x2304 (4K DCI width, 16:9) in pixels.
+/// A stream's size is what its publisher's parameter sets say: without a
+/// bound one publisher could make the server encode (and hold, looped) a
+/// picture of any size.
+pub const MAX_SLATE_PIXELS: u32 = 4096 * 2304;
 
 /// 5x7 glyphs of the slate's words, a row per byte (bit 4 = left column).
 fn glyph(c: char) -> [u8; 7] {
@@ -129,6 +134,11 @@ pub fn slate(tracks: &Tracks) -> Result<Clip, String> {
         _ => None,
     });
     let (width, height) = size.unwrap_or((16, 16));
+    if u64::from(width) * u64::from(height) > u64::from(MAX_SLATE_PIXELS) {
+        return Err(format!(
+            "a slate of {width}x{height} is larger than {MAX_SLATE_PIXELS} pixels (4096x2304)"
+        ));
+    }
     let (tx, rx) = mpsc::channel();
     let out = Output {
         tx,
@@ -245,6 +255,26 @@ mod tests {
         assert_eq!(keys, vec![0, 180_000, 360_000], "a keyframe per loop");
         let video = frames.iter().filter(|f| f.track.0 == 1).count();
         assert_eq!(video, 121);
+    }
+
+    #[test]
+    fn a_picture_larger_than_4k_gets_no_slate() {
+        let with_size = |width, height| {
+            let v = av_tracks().iter().next().unwrap().clone();
+            let a = av_tracks().iter().nth(1).unwrap().clone();
+            let mut v = v;
+            v.params = TrackParams::Video(ugc_core::VideoParams {
+                width,
+                height,
+                frame_rate: Some(Rational::new(30, 1)),
+            });
+            Tracks::new(vec![v, a])
+        };
+        let e = slate(&with_size(16_384, 16_384)).err().unwrap();
+        assert!(e.contains("larger than"), "{e}");
+        assert!(slate(&with_size(4098, 2304)).is_err());
+        // The bound itself is a slate (and a fast one: a still picture).
+        assert!(slate(&with_size(4096, 2304)).is_ok());
     }
 
     #[test]
