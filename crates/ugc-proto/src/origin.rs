@@ -34,7 +34,8 @@
 //!   newest complete one, `_HLS_part` without `_HLS_msn`, or values that are
 //!   not decimal numbers are `400`. Every held request is one future parked on
 //!   a `tokio::sync::watch` (a waker, no task); past
-//!   [`OriginConfig::max_held_requests`] more are `503` at once.
+//!   [`OriginConfig::max_held_requests`] more are `503` at once, and so are
+//!   those of one client past [`OriginConfig::max_held_per_client`].
 //! * `_HLS_skip=YES|v2`: delta update (`#EXT-X-SKIP`).
 //!
 //! A part that is not complete yet (the preload hint) is answered as soon as
@@ -61,9 +62,10 @@
 //! its URIs with the same `?token=`, so players that resolve relative URIs
 //! (and drop the query) keep sending it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::http::ServeConfig;
@@ -109,6 +111,14 @@ pub struct OriginConfig {
     pub hold: Option<Duration>,
     /// Blocking requests held at once (all streams); more get `503`.
     pub max_held_requests: usize,
+    /// Blocking requests one client address (the play request's client IP:
+    /// the TCP peer, or the viewer a trusted proxy names) may hold at once;
+    /// more get `503`. Without it one client could take every held slot
+    /// (over HTTP/2, 256 requests per connection) and leave every other
+    /// viewer's blocking reloads `503`. A player holds one or two; a NAT of
+    /// many viewers, or a CDN edge that does not collapse requests, holds
+    /// more: raise it for them.
+    pub max_held_per_client: usize,
     /// The hub to tell when a viewer plays a stream at low latency (a
     /// blocking LL-HLS playlist reload or a part): [`Hub::want_low_latency`]
     /// for [`LOW_LATENCY_DEMAND`] from the request, so that the stream's
@@ -126,6 +136,7 @@ impl Default for OriginConfig {
         OriginConfig {
             hold: None,
             max_held_requests: 20_000,
+            max_held_per_client: 1_000,
             low_latency_hub: None,
         }
     }
@@ -146,26 +157,66 @@ struct Origin<A> {
     client_ip: ClientIp,
     config: OriginConfig,
     held: AtomicUsize,
+    /// Held requests per client address (entries at zero are removed).
+    held_by_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One held request; releases its slot when dropped.
-struct Held<'a>(&'a AtomicUsize);
+/// One held request; releases its slots (all clients', its client's) when
+/// dropped.
+struct Held<'a> {
+    total: &'a AtomicUsize,
+    by_client: &'a Mutex<HashMap<IpAddr, usize>>,
+    client: IpAddr,
+}
 
 impl<'a> Held<'a> {
-    fn take(counter: &'a AtomicUsize, max: usize) -> Option<Held<'a>> {
-        let prev = counter.fetch_add(1, Ordering::AcqRel);
-        if prev >= max {
-            counter.fetch_sub(1, Ordering::AcqRel);
+    /// A slot for `client`'s request, or `None` when all clients hold
+    /// `max_held_requests` or `client` holds its `max_held_per_client`.
+    fn take<A>(origin: &'a Origin<A>, client: IpAddr) -> Option<Held<'a>> {
+        let total = &origin.held;
+        let prev = total.fetch_add(1, Ordering::AcqRel);
+        if prev >= origin.config.max_held_requests {
+            total.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Held(counter))
+        let mut by_client = lock(&origin.held_by_client);
+        let n = by_client.entry(client).or_insert(0);
+        if *n >= origin.config.max_held_per_client {
+            if *n == 0 {
+                by_client.remove(&client);
+            }
+            drop(by_client);
+            total.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(%client, "held requests per client at the limit: 503");
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            total,
+            by_client: &origin.held_by_client,
+            client,
+        })
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut by_client = lock(self.by_client);
+        if let Some(n) = by_client.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+        drop(by_client);
+        self.total.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A lock that survives a panic elsewhere (the map stays consistent: each
+/// change is one insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Serves `app` (the origin's routes, and any others) on `listener` over
@@ -216,6 +267,7 @@ pub fn router_with_config<A: Authorizer>(
             client_ip,
             config,
             held: AtomicUsize::new(0),
+            held_by_client: Mutex::default(),
         }))
 }
 
@@ -559,11 +611,12 @@ async fn live_request<A: Authorizer>(
             }
             // A rendition of a ladder reports every other rendition.
             let ladder = rendition.map(|r| (&*origin.registry, &name, r));
-            media_playlist(&origin, live, v, d, token.as_deref(), ladder).await
+            let client = play.client_ip;
+            media_playlist(&origin, client, live, v, d, token.as_deref(), ladder).await
         }
         (LiveFile::Media(MediaFile::Part(_, msn, index)), _) => {
             want_low_latency(&origin, &name);
-            part(&origin, live, msn, index).await
+            part(&origin, play.client_ip, live, msn, index).await
         }
         (file, _) => serve_file(&live, file, token.as_deref()),
     }
@@ -587,6 +640,7 @@ fn hold_of<A>(origin: &Origin<A>, live: &LiveStream) -> Duration {
 /// The media playlist, after a blocking wait when `_HLS_msn` asks for it.
 async fn media_playlist<A>(
     origin: &Origin<A>,
+    client: IpAddr,
     live: Arc<LiveStream>,
     variant: Variant,
     d: Directives,
@@ -614,7 +668,7 @@ async fn media_playlist<A>(
             return error(StatusCode::BAD_REQUEST);
         }
         if !now.ended && !now.reached(msn, d.part) {
-            let Some(_held) = Held::take(&origin.held, origin.config.max_held_requests) else {
+            let Some(_held) = Held::take(origin, client) else {
                 return error(StatusCode::SERVICE_UNAVAILABLE);
             };
             let wait = rx.wait_for(|u| u.ended || u.reached(msn, d.part));
@@ -667,7 +721,13 @@ fn rendition_reports(
 
 /// A part: at once when complete, streamed while it is being written, after
 /// a bounded wait when it has not started.
-async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32) -> Response {
+async fn part<A>(
+    origin: &Origin<A>,
+    client: IpAddr,
+    live: Arc<LiveStream>,
+    msn: u64,
+    index: u32,
+) -> Response {
     let mut rx = live.subscribe_chunks();
     rx.borrow_and_update();
     let first = match live.part_progress(msn, index, 0) {
@@ -683,7 +743,7 @@ async fn part<A>(origin: &Origin<A>, live: Arc<LiveStream>, msn: u64, index: u32
             if msn > producing.saturating_add(1) || index > max_part.max(64) {
                 return error(StatusCode::NOT_FOUND);
             }
-            let Some(_held) = Held::take(&origin.held, origin.config.max_held_requests) else {
+            let Some(_held) = Held::take(origin, client) else {
                 return error(StatusCode::SERVICE_UNAVAILABLE);
             };
             let deadline = tokio::time::Instant::now() + hold_of(origin, &live);

@@ -176,6 +176,8 @@ pub struct HttpLimits {
     idle_timeout_s: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    max_held_requests: Option<usize>,
+    max_held_per_client: Option<usize>,
 }
 
 impl HttpLimits {
@@ -197,6 +199,24 @@ impl HttpLimits {
             .unwrap_or(c.max_connections_per_ip);
         Ok(c)
     }
+
+    /// The origin's budgets of held LL-HLS blocking requests (all clients,
+    /// one client); defaults in `ugc_proto::origin::OriginConfig`.
+    fn held_limits(&self) -> HeldLimits {
+        let d = ugc_proto::origin::OriginConfig::default();
+        HeldLimits {
+            total: self.max_held_requests.unwrap_or(d.max_held_requests),
+            per_client: self.max_held_per_client.unwrap_or(d.max_held_per_client),
+        }
+    }
+}
+
+/// LL-HLS blocking requests the origin holds at once: all clients, one
+/// client (more get 503 at once).
+#[derive(Debug, Clone, Copy)]
+pub struct HeldLimits {
+    pub total: usize,
+    pub per_client: usize,
 }
 
 /// The effective configuration: defaults filled, ranges checked, in the
@@ -230,6 +250,8 @@ pub struct Config {
     pub restream_ca_file: Option<PathBuf>,
     /// Limits of the HTTP and HTTPS listeners.
     pub http_limits: ugc_proto::http::ServeConfig,
+    /// Held LL-HLS blocking requests (`[http_limits]` too).
+    pub held_limits: HeldLimits,
     /// Where media nodes send streams.
     pub cluster: ugc_auth::node::Topology,
 }
@@ -324,6 +346,7 @@ impl Config {
             data,
             streams: s.streams,
             restream_ca_file: s.restream_ca_file,
+            held_limits: s.http_limits.held_limits(),
             http_limits: s.http_limits.serve_config()?,
             cluster: s.cluster,
         })
@@ -404,7 +427,7 @@ mod tests {
              restream_ca_file = \"ca.pem\"\n\
              [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
              [transcode]\ndefault = \"default\"\n[transcode.profiles.mobile]\npreset = \"fast\"\n\
-             [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\n",
+             [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\nmax_held_per_client = 7\n",
         );
         let c = file.load(&[]).unwrap();
         assert_eq!((c.rtmp.port(), c.http.port(), c.srt.port()), (1, 2, 3));
@@ -441,6 +464,8 @@ mod tests {
         );
         assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
         assert_eq!(c.http_limits.max_connections_per_ip, 9);
+        assert_eq!(c.held_limits.per_client, 7);
+        assert_eq!(c.held_limits.total, 20_000, "the origin's default");
         assert_eq!(c.rtmp_server.max_connections_per_ip, 3);
         assert_eq!(c.srt_server.listener.max_connections_per_ip, 4);
         assert_eq!(c.srt_server.listener.max_pending_per_ip, 5);

@@ -201,6 +201,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         client_ip.clone(),
         ugc_proto::origin::OriginConfig {
             low_latency_hub: Some(hub.clone()),
+            max_held_requests: config.held_limits.total,
+            max_held_per_client: config.held_limits.per_client,
             ..Default::default()
         },
     );

@@ -150,6 +150,73 @@ async fn a_stalled_publisher_holds_reloads_until_the_flush_or_503() {
     sim.assert_clean();
 }
 
+/// One client holding its budget of blocking requests gets `503` at once
+/// for the next, while another client's blocking reload is still held and
+/// answered when its part comes; a slot given back is taken again. Before
+/// the per-client budget, one address could hold every slot (over HTTP/2,
+/// 256 requests per connection) and every other viewer got `503`.
+#[tokio::test(start_paused = true)]
+async fn one_client_cannot_take_every_held_slot() {
+    let mut config = SimConfig::ll(1000, 200);
+    config.origin.max_held_requests = 100;
+    config.origin.max_held_per_client = 3;
+    let mut sim = Sim::new(config);
+    sim.publish(Plan::av("cam", 10_000).gop_ms(1000));
+    sim.run_until(1_100).await;
+    let pl = Playlist::parse(&sim.get("/live/cam/mono.m3u8").await.ok_text("playlist"));
+    let (m, p) = pl.preload_hint.expect("a hint");
+    let attacker: std::net::SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    let viewer: std::net::SocketAddr = "198.51.100.7:5000".parse().unwrap();
+    // The attacker's blocking reloads for the segment after the next: held.
+    let target = format!("/live/cam/mono.m3u8?_HLS_msn={}", m + 1);
+    let held: Vec<_> = (0..3)
+        .map(|_| sim.spawn_get_from(&target, attacker))
+        .collect();
+    sim.settle().await;
+    let refused = sim.spawn_get_from(&target, attacker);
+    sim.settle().await;
+    let refused = refused.await.unwrap();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "over the budget"
+    );
+    assert_eq!(refused.answered_ms, refused.asked_ms, "refused at once");
+    // Another client is held as usual, and answered by its part.
+    let asked = sim.now_ms();
+    let mine = sim.spawn_get_from(
+        &format!("/live/cam/mono.m3u8?_HLS_msn={m}&_HLS_part={p}"),
+        viewer,
+    );
+    let part = sim.spawn_get_from(
+        &format!("/live/cam/part-{}-{m}.{p}.m4s", pl.session()),
+        viewer,
+    );
+    sim.run_until(asked + 400).await;
+    let mine = mine.await.unwrap();
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text());
+    assert!(
+        mine.answered_ms > asked,
+        "it was held, not answered from the past"
+    );
+    assert_eq!(part.await.unwrap().status, StatusCode::OK);
+    // The attacker's held reloads end (answered when their segment is
+    // complete); its budget is free again.
+    sim.run_until(asked + 2_500).await;
+    for h in held {
+        assert_eq!(h.await.unwrap().status, StatusCode::OK);
+    }
+    let again = sim.spawn_get_from(&format!("/live/cam/mono.m3u8?_HLS_msn={}", m + 2), attacker);
+    sim.settle().await;
+    assert!(
+        !again.is_finished(),
+        "held again once its slots were given back"
+    );
+    sim.run_plans().await;
+    let _ = again.await.unwrap();
+    sim.assert_clean();
+}
+
 /// Keyframes where an encoder with scene cuts puts them (0, 2, 4, 5, 7, 9,
 /// 10.5, 12.5, 14.5, 16.5 s), 2 s segments.
 const SCENE_CUTS: &[i64] = &[

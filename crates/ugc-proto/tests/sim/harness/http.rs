@@ -54,12 +54,24 @@ impl Resp {
 
 /// GET `uri` from `router`, timing it on `clock`.
 pub async fn get(router: &Router, clock: &SimClock, uri: &str) -> Resp {
+    get_from(router, clock, uri, None).await
+}
+
+/// GET `uri` from `router` as client `from` (the peer address a server
+/// gives its handlers; `None`: none, as `0.0.0.0`), timing it on `clock`.
+pub async fn get_from(
+    router: &Router,
+    clock: &SimClock,
+    uri: &str,
+    from: Option<std::net::SocketAddr>,
+) -> Resp {
     let asked_ms = clock.now_ms();
-    let res = router
-        .clone()
-        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let mut req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    if let Some(addr) = from {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+    }
+    let res = router.clone().oneshot(req).await.unwrap();
     let answered_ms = clock.now_ms();
     let status = res.status();
     let headers = res.headers().clone();

@@ -814,6 +814,16 @@ impl Sim {
         tokio::spawn(async move { http::get(&router, &clock, &uri).await })
     }
 
+    /// [`Self::spawn_get`] as client `from` (its peer address).
+    pub fn spawn_get_from(
+        &self,
+        uri: &str,
+        from: std::net::SocketAddr,
+    ) -> tokio::task::JoinHandle<Resp> {
+        let (router, clock, uri) = (self.router.clone(), self.clock.clone(), uri.to_owned());
+        tokio::spawn(async move { http::get_from(&router, &clock, &uri, Some(from)).await })
+    }
+
     /// Panics if a connection or a segmenter reported an error.
     pub fn assert_clean(&self) {
         for (i, c) in self.conns.iter().enumerate() {
