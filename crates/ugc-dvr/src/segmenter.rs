@@ -278,6 +278,10 @@ struct TrackState {
     /// close): the next sample may not start before it, or decode times
     /// would overlap across chunks.
     committed_end: Option<i64>,
+    /// The track's parameter sets as length-prefixed NAL units, to put in
+    /// front of its next keyframe (a track change: see
+    /// [`inband_parameter_sets`]); taken when used.
+    inband: Option<Bytes>,
 }
 
 impl TrackState {
@@ -307,6 +311,7 @@ impl TrackState {
             last_duration,
             prev_duration: 0,
             committed_end: None,
+            inband: None,
         }
     }
 
@@ -537,6 +542,11 @@ impl Segmenter {
             return Ok(());
         }
         let r = self.close(None);
+        let before: Vec<(ugc_core::TrackId, Bytes)> = self
+            .states
+            .iter()
+            .map(|st| (st.info.id, st.info.config.clone()))
+            .collect();
         self.states = tracks.iter().map(TrackState::new).collect();
         self.last_keyframe = None;
         self.keyframe_interval = None;
@@ -548,6 +558,16 @@ impl Segmenter {
         let number = self.init_number.map_or(0, |n| n.wrapping_add(1));
         if self.init_number.is_some() {
             self.discontinuity_pending = true;
+            // A new init mid-stream: the parameter sets of a track whose
+            // configuration changed go in band too.
+            for st in &mut self.states {
+                let same = before
+                    .iter()
+                    .any(|(id, config)| *id == st.info.id && *config == st.info.config);
+                if !same {
+                    st.inband = inband_parameter_sets(&st.info);
+                }
+            }
         }
         self.init_number = Some(number);
         self.clock_offset_ms = None;
@@ -684,11 +704,20 @@ impl Segmenter {
             Some(_) => 0,
         };
         let cts = i32::try_from(cts).unwrap_or(if cts < 0 { i32::MIN } else { i32::MAX });
+        let data = match self.states.get_mut(ti) {
+            Some(st) if keyframe && st.inband.is_some() => {
+                with_parameter_sets(st.inband.take(), &frame.data, &st.info)
+            }
+            _ => frame.data.clone(),
+        };
+        let Some(st) = self.states.get(ti) else {
+            return result;
+        };
         let sample = fmp4::Sample {
             duration: st.last_duration,
             cts_offset: cts,
             keyframe,
-            data: frame.data.clone(),
+            data,
         };
         if let Some(open) = self.open.as_mut() {
             if let Some(slot) = open.last_idx.get_mut(ti) {
@@ -1155,6 +1184,72 @@ impl Segmenter {
             .push_back(SegmenterOutput::Segment(Arc::new(segment)));
         part_result
     }
+}
+
+/// The parameter sets of an H.264 or H.265 track (from its `avcC` /
+/// `hvcC`) as length-prefixed NAL units, for the first keyframe after a
+/// track change. A player that follows the new init segment's sample entry
+/// needs nothing more; those that do not are helped by having them in
+/// band: FFmpeg's HLS demuxer reads one `moov` per playlist and skips the
+/// next (the new `EXT-X-MAP` changes nothing for it), and its H.264 parser
+/// keeps the first sample entry's sets across an MP4 export's second
+/// `stsd` entry, parsing the new encoder's slices with the old ones. Both
+/// then decode with the wrong sets where the encoders differ (a backup
+/// encoder, the fallback slate). `None` for other codecs and for records
+/// that do not parse.
+fn inband_parameter_sets(info: &TrackInfo) -> Option<Bytes> {
+    let (nal_length_size, sets): (u8, Vec<Bytes>) = match info.codec {
+        ugc_core::Codec::H264 => {
+            let c = ugc_codec::h264::AvcConfig::parse(&info.config).ok()?;
+            (c.nal_length_size, c.sps.into_iter().chain(c.pps).collect())
+        }
+        ugc_core::Codec::H265 => {
+            let c = ugc_codec::hevc::HevcConfig::parse(&info.config).ok()?;
+            (c.nal_length_size, c.parameter_sets)
+        }
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    for nal in sets.iter().filter(|n| !n.is_empty()) {
+        let len = u32::try_from(nal.len()).ok()?;
+        let prefix = len.to_be_bytes();
+        let at = prefix.len().checked_sub(usize::from(nal_length_size))?;
+        if nal_length_size < 4 && len >> (8 * u32::from(nal_length_size)) != 0 {
+            return None;
+        }
+        out.extend_from_slice(prefix.get(at..)?);
+        out.extend_from_slice(nal);
+    }
+    (!out.is_empty()).then(|| Bytes::from(out))
+}
+
+/// `frame` with `sets` in front, unless it carries a parameter set of its
+/// own already (an encoder that repeats them at keyframes).
+fn with_parameter_sets(sets: Option<Bytes>, frame: &Bytes, info: &TrackInfo) -> Bytes {
+    let Some(sets) = sets else {
+        return frame.clone();
+    };
+    let (nal_length_size, is_set): (u8, fn(&[u8]) -> bool) = match info.codec {
+        ugc_core::Codec::H264 => (
+            ugc_codec::h264::AvcConfig::parse(&info.config).map_or(4, |c| c.nal_length_size),
+            |n| matches!(ugc_codec::h264::nal_type(n), Some(7 | 8)),
+        ),
+        ugc_core::Codec::H265 => (
+            ugc_codec::hevc::HevcConfig::parse(&info.config).map_or(4, |c| c.nal_length_size),
+            |n| matches!(ugc_codec::hevc::nal_type(n), Some(32..=34)),
+        ),
+        _ => return frame.clone(),
+    };
+    let has_own = ugc_codec::h264::nal_units(frame, nal_length_size)
+        .filter_map(Result::ok)
+        .any(is_set);
+    if has_own {
+        return frame.clone();
+    }
+    let mut out = Vec::with_capacity(sets.len() + frame.len());
+    out.extend_from_slice(&sets);
+    out.extend_from_slice(frame);
+    Bytes::from(out)
 }
 
 #[cfg(test)]

@@ -180,6 +180,81 @@ fn tracks_change_makes_new_init_and_discontinuity() {
     assert!(pos_init1 < pos_seg1);
 }
 
+/// `av()` with another encoder's H.264 configuration: the same SPS, a
+/// different PPS (as a backup encoder or the fallback slate has).
+fn av_other_encoder() -> (ugc_core::Tracks, Vec<u8>) {
+    let tracks = av();
+    let video = tracks.video().unwrap();
+    let avc = ugc_codec::h264::AvcConfig::parse(&video.config).unwrap();
+    let mut pps = avc.pps[0].to_vec();
+    *pps.last_mut().unwrap() ^= 0x40;
+    let record = ugc_codec::h264::build_avcc(&[&avc.sps[0]], &[&pps]).unwrap();
+    let mut inband = Vec::new();
+    for nal in [&avc.sps[0][..], &pps[..]] {
+        inband.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        inband.extend_from_slice(nal);
+    }
+    let mut v = video.clone();
+    v.config = bytes::Bytes::from(record);
+    let a = tracks.audio().unwrap().clone();
+    (ugc_core::Tracks::new(vec![v, a]), inband)
+}
+
+/// After a change of video configuration (a new init segment mid-stream)
+/// the first keyframe carries the new parameter sets in band, so a reader
+/// that keeps the first init's (FFmpeg's HLS demuxer, its H.264 parser in
+/// an MP4 export) decodes the new encoder's slices with the right ones. The
+/// first init's keyframes, and a change that keeps the video
+/// configuration, carry none.
+#[test]
+fn a_new_video_configuration_goes_in_band_at_its_first_keyframe() {
+    let (other, inband) = av_other_encoder();
+    let mut events = vec![MediaEvent::Tracks(av())];
+    events.extend(video_events(30, 25));
+    events.push(MediaEvent::Tracks(other.clone()));
+    events.push(v(1240, false)); // dropped: the segment waits for a keyframe
+    events.push(v(1280, true));
+    events.push(v(1320, false));
+    events.push(v(1360, true));
+    events.push(MediaEvent::Tracks(audio_video_same(&other)));
+    events.push(v(1400, true));
+    events.push(MediaEvent::End);
+    let out = run(config(2000), events);
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 3, "one per init");
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let first = segs[0].data.to_bytes();
+    assert_eq!(
+        find(&first, &inband[4..20]),
+        None,
+        "no sets in the first init's"
+    );
+    let second = segs[1].data.to_bytes();
+    let key = frame(1, 1280, true).data;
+    let mut expected = inband.clone();
+    expected.extend_from_slice(&key);
+    assert!(
+        find(&second, &expected).is_some(),
+        "sets right before the keyframe"
+    );
+    assert_eq!(
+        second
+            .windows(inband.len())
+            .filter(|w| *w == &inband[..])
+            .count(),
+        1,
+        "at the first keyframe only"
+    );
+    // Audio added or removed, video unchanged: nothing in band.
+    let third = segs[2].data.to_bytes();
+    assert_eq!(find(&third, &inband), None);
+}
+
+/// `tracks` again with its video only (the video configuration unchanged).
+fn audio_video_same(tracks: &ugc_core::Tracks) -> ugc_core::Tracks {
+    ugc_core::Tracks::new(tracks.video().into_iter().cloned().collect())
+}
+
 #[test]
 fn audio_only_is_cut_by_duration() {
     // AAC 44.1 kHz over RTMP: 23/24 ms jittery millisecond timestamps.
