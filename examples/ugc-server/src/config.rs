@@ -104,10 +104,9 @@ pub struct Settings {
     #[arg(long)]
     pub log: Option<String>,
     /// What viewers get while a stream waits for its publisher (the
-    /// publisher grace): `off` (default: the picture freezes) or `slate`
-    /// ("stream will be back shortly" on black with silence, in the
-    /// stream's picture size and audio layout, looped and recorded like
-    /// live).
+    /// publisher grace): `slate` (default: "stream will be back shortly" on
+    /// black with silence, in the stream's picture size and audio layout,
+    /// looped and recorded like live) or `off` (the picture freezes).
     #[arg(long, env = "UGC_FALLBACK")]
     pub fallback: Option<String>,
     /// Control-plane database: `postgres://...`; default SQLite in the data dir.
@@ -335,8 +334,8 @@ impl Config {
             srt_server,
             ingest_tick: ms(s.ingest_tick_ms, 10, 100),
             fallback: match s.fallback.as_deref() {
-                Some("slate") => true,
-                None | Some("off") => false,
+                None | Some("slate") => true,
+                Some("off") => false,
                 Some(other) => {
                     anyhow::bail!("fallback must be \"slate\" or \"off\", not {other:?}")
                 }
@@ -517,6 +516,7 @@ mod tests {
             (c.data.as_path(), c.log.as_str()),
             (Path::new("data"), "info")
         );
+        assert!(c.fallback, "the slate is on unless --fallback off");
         let p = &c.packager;
         assert_eq!(
             (

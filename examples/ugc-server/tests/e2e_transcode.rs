@@ -298,8 +298,14 @@ fn ladder_on_a_running_stream_through_the_api() {
         let base = format!("/live/ladder/{rendition}");
         let media = server.get(&format!("{base}/mono.m3u8")).text();
         let segs = parse_media_playlist(&media);
-        // Skip the first segment (the ladder started mid-GOP of the source).
-        let segs: Vec<_> = segs.into_iter().skip(1).collect();
+        // Skip the first segment (the ladder started mid-GOP of the source),
+        // and stop at the slate that follows the publisher (after a
+        // discontinuity): the encoder's rate is measured on the clip.
+        let segs: Vec<_> = segs
+            .into_iter()
+            .skip(1)
+            .take_while(|s| !s.discontinuity)
+            .collect();
         assert!(segs.len() >= 8, "{rendition}: {media}");
         let init = fetch(&server, &format!("{base}/{}", segs[0].map.clone().unwrap()));
         let mut whole = init.clone();
