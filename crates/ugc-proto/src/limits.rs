@@ -15,6 +15,30 @@ use std::sync::{Arc, Mutex};
 /// address).
 pub type IpCapExempt = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
+/// An [`IpCapExempt`] that settings deriving `Debug` and `Clone` can hold
+/// (the RTMP and SRT listeners' configs): a studio or encoder farm whose
+/// many encoders publish from one NAT address.
+#[derive(Clone)]
+pub struct ExemptIps(pub IpCapExempt);
+
+impl ExemptIps {
+    /// Exempts the addresses `f` says yes to.
+    pub fn new(f: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> Self {
+        ExemptIps(Arc::new(f))
+    }
+
+    /// Whether `ip` is exempt.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        (self.0)(ip)
+    }
+}
+
+impl std::fmt::Debug for ExemptIps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExemptIps(..)")
+    }
+}
+
 /// Counts open connections per address and in total; a connection holds
 /// its [`Slot`] until it ends.
 pub struct ConnLimiter {

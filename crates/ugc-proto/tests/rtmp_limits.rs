@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use ugc_core::{AllowAll, Hub, HubConfig};
+use ugc_proto::limits::ExemptIps;
 use ugc_proto::rtmp::server::{RtmpServerConfig, RtmpServerStats, serve_with_stats};
 
 async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
@@ -78,6 +79,45 @@ async fn one_address_is_capped_others_are_served() {
     let mut again = connect_from("127.0.0.1", addr).await;
     assert!(!closed(&mut again, Duration::from_millis(300)).await);
     assert_eq!(stats.accepted.load(Ordering::Relaxed), 5);
+    assert_eq!(stats.refused_ip_cap.load(Ordering::Relaxed), 1);
+}
+
+/// An exempt address (a studio behind one NAT address) holds more than
+/// `max_connections_per_ip`; another address is still capped.
+#[tokio::test]
+async fn an_exempt_address_is_not_capped_per_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(RtmpServerStats::default());
+    let studio: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let config = RtmpServerConfig {
+        max_connections_per_ip: 2,
+        ip_cap_exempt: Some(ExemptIps::new(move |ip| ip == studio)),
+        handshake_timeout: Duration::from_secs(30),
+        ..RtmpServerConfig::default()
+    };
+    tokio::spawn(serve_with_stats(
+        listener,
+        Hub::new(HubConfig::default()),
+        Arc::new(AllowAll),
+        config,
+        stats.clone(),
+    ));
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(connect_from("127.0.0.2", addr).await);
+    }
+    settle(&stats, 6).await;
+    for s in &mut held {
+        assert!(!closed(s, Duration::from_millis(50)).await);
+    }
+    assert_eq!(stats.accepted.load(Ordering::Relaxed), 6);
+    let mut capped = Vec::new();
+    for _ in 0..3 {
+        capped.push(connect_from("127.0.0.1", addr).await);
+    }
+    assert!(closed(&mut capped[2], Duration::from_secs(2)).await);
+    assert_eq!(stats.accepted.load(Ordering::Relaxed), 8);
     assert_eq!(stats.refused_ip_cap.load(Ordering::Relaxed), 1);
 }
 

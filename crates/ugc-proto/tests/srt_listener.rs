@@ -13,6 +13,7 @@ use srt_protocol::packet::{Packet, SeqNumber};
 use srt_protocol::protocol::pending_connection::ConnectionResult;
 use srt_protocol::protocol::pending_connection::connect::Connect;
 use srt_protocol::settings::{ConnInitSettings, KeySettings};
+use ugc_proto::limits::ExemptIps;
 use ugc_proto::srt::{CallerEncryption, ListenerConfig, ListenerEvent, RejectCode, SrtListener};
 
 const SERVER: &str = "127.0.0.1:9000";
@@ -323,6 +324,41 @@ fn connections_per_address_are_capped_until_one_closes() {
     assert_eq!(o, Outcome::Rejected(RejectCode::OVERLOAD));
     assert_eq!(l.of_ip(ip), (0, 2));
     assert_eq!(l.stats().ip_cap_rejects, 2);
+}
+
+/// An exempt address (an encoder farm behind one NAT address) is held to
+/// neither per-address cap, while others still are; `max_pending` still
+/// bounds everyone.
+#[test]
+fn an_exempt_address_is_not_capped_per_address() {
+    let farm: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let mut l = SrtListener::new(ListenerConfig {
+        max_pending: 50,
+        max_pending_per_ip: 2,
+        max_connections_per_ip: 2,
+        per_ip_exempt: Some(ExemptIps::new(move |ip| ip == farm)),
+        ..ListenerConfig::default()
+    });
+    let host = |ip: &str, port: u16| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
+    for port in 8001..8006 {
+        let (o, _) = call_from(&mut l, host("10.0.0.1", port), None, "k1", None);
+        assert_eq!(o, Outcome::Connected);
+    }
+    assert_eq!(l.of_ip(farm), (0, 5));
+    for port in 8001..8003 {
+        let (o, _) = call_from(&mut l, host("10.0.0.2", port), None, "k1", None);
+        assert_eq!(o, Outcome::Connected);
+    }
+    let (o, _) = call_from(&mut l, host("10.0.0.2", 8003), None, "k1", None);
+    assert_eq!(o, Outcome::Rejected(RejectCode::OVERLOAD));
+    assert_eq!(l.stats().ip_cap_rejects, 1);
+    // Handshakes in progress: the farm's are not capped per address, only
+    // by max_pending; another host's are.
+    let t0 = Instant::now();
+    flood(&mut l, "10.0.0.1", 20_000..20_100, t0);
+    assert_eq!(l.pending(), 50);
+    assert_eq!(l.stats().ip_cap_drops, 0);
+    assert_eq!(l.stats().overload_drops, 50);
 }
 
 /// Two callers of one address decided at once when it has one place

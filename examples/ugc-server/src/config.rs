@@ -140,6 +140,10 @@ pub struct Settings {
     /// SRT handshakes in progress from one address (default 32; 0 = no cap).
     #[arg(skip)]
     pub max_srt_handshakes_per_ip: Option<usize>,
+    /// Publishers' addresses (or CIDR nets) the per-address RTMP and SRT
+    /// caps do not apply to: a studio or encoder farm behind one NAT address.
+    #[arg(skip)]
+    pub ingest_cap_exempt: Option<Vec<String>>,
     /// Proxies (addresses or CIDR nets) whose `X-Forwarded-For` is believed.
     #[arg(skip)]
     pub trusted_proxies: Option<Vec<String>>,
@@ -314,6 +318,13 @@ impl Config {
         if let Some(m) = s.max_srt_handshakes_per_ip {
             srt_server.listener.max_pending_per_ip = m;
         }
+        if let Some(list) = &s.ingest_cap_exempt {
+            let nets = ugc_auth::TrustedProxies::parse(list)
+                .map_err(|e| anyhow::anyhow!("ingest_cap_exempt: {e}"))?;
+            let exempt = ugc_proto::limits::ExemptIps::new(move |ip| nets.is_trusted(ip));
+            rtmp_server.ip_cap_exempt = Some(exempt.clone());
+            srt_server.listener.per_ip_exempt = Some(exempt);
+        }
         Ok(Config {
             log: s.log.unwrap_or_else(|| "info".into()),
             rtmp: s.rtmp.unwrap_or_else(|| any(1935)),
@@ -423,6 +434,7 @@ mod tests {
              max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
              max_srt_connections_per_ip = 4\nmax_srt_handshakes_per_ip = 5\nlog = \"debug\"\ndatabase_url = \"postgres://x\"\n\
              demo_stream = \"demo\"\nweb = \"/w\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+             ingest_cap_exempt = [\"192.0.2.0/24\"]\n\
              restream_ca_file = \"ca.pem\"\n\
              [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
              [transcode]\ndefault = \"default\"\n[transcode.profiles.mobile]\npreset = \"fast\"\n\
@@ -468,6 +480,14 @@ mod tests {
         assert_eq!(c.rtmp_server.max_connections_per_ip, 3);
         assert_eq!(c.srt_server.listener.max_connections_per_ip, 4);
         assert_eq!(c.srt_server.listener.max_pending_per_ip, 5);
+        let studio: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let other: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+        for exempt in [
+            c.rtmp_server.ip_cap_exempt.as_ref().unwrap(),
+            c.srt_server.listener.per_ip_exempt.as_ref().unwrap(),
+        ] {
+            assert!(exempt.contains(studio) && !exempt.contains(other));
+        }
         assert_eq!(c.restream_ca_file.as_deref(), Some(Path::new("ca.pem")));
         assert_eq!(c.streams["demo"].restream, ["rtmp://a/b"]);
         assert_eq!(
@@ -576,6 +596,13 @@ mod tests {
             let at = format!("at line {line}, ");
             assert!(e.contains(says) && e.contains(&at), "{text}: {e}");
         }
+        std::fs::write(
+            file.0.join("ugc.toml"),
+            "ingest_cap_exempt = [\"10.0.0.0/99\"]\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", file.load(&[]).unwrap_err());
+        assert!(e.contains("ingest_cap_exempt"), "{e}");
     }
 
     /// The env twins of the README's flags (precedence: clap reads env as

@@ -62,7 +62,7 @@ use ugc_core::{
 
 use super::session::{ServerEvent, ServerSession, SessionConfig};
 use crate::error::{Error, Result};
-use crate::limits::{ConnLimiter, Refused, Slot};
+use crate::limits::{ConnLimiter, ExemptIps, Refused, Slot};
 
 /// Settings of [`serve`].
 #[derive(Debug, Clone)]
@@ -87,6 +87,9 @@ pub struct RtmpServerConfig {
     /// address publishes all its streams from that address: raise it for
     /// them.
     pub max_connections_per_ip: usize,
+    /// Addresses `max_connections_per_ip` does not apply to (they still
+    /// count towards `max_connections`). `None`: every address is capped.
+    pub ip_cap_exempt: Option<ExemptIps>,
     /// Size of the per-connection read buffer.
     pub read_buffer_size: usize,
     /// Read batching while no viewer wants a stream at low latency
@@ -113,6 +116,7 @@ impl Default for RtmpServerConfig {
             write_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_connections_per_ip: 64,
+            ip_cap_exempt: None,
             read_buffer_size: 64 * 1024,
             batch_reads: None,
             refusal_linger: Duration::from_secs(2),
@@ -260,7 +264,11 @@ impl RtmpListener {
     ) -> Self {
         RtmpListener {
             listener,
-            limit: ConnLimiter::new(config.max_connections, config.max_connections_per_ip),
+            limit: ConnLimiter::with_exempt(
+                config.max_connections,
+                config.max_connections_per_ip,
+                config.ip_cap_exempt.as_ref().map(|e| Arc::clone(&e.0)),
+            ),
             stats,
             config: Arc::new(config),
             seeds: std::collections::hash_map::RandomState::new(),

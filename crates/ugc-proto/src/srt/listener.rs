@@ -65,6 +65,7 @@ use srt_protocol::protocol::pending_connection::{AccessControlResponse, Connecti
 use srt_protocol::settings::{ConnInitSettings, KeySettings};
 
 use super::streamid::{StreamId, StreamIdError};
+use crate::limits::ExemptIps;
 
 /// Settings of an [`SrtListener`].
 #[derive(Debug, Clone)]
@@ -84,10 +85,24 @@ pub struct ListenerConfig {
     /// 0 = no cap. An encoder farm behind one NAT address publishes all
     /// its streams from that address: raise it for them.
     pub max_connections_per_ip: usize,
+    /// Addresses neither per-address cap (`max_pending_per_ip`,
+    /// `max_connections_per_ip`) applies to; `max_pending` still does.
+    pub per_ip_exempt: Option<ExemptIps>,
     /// How long a handshake may take, including the access decision.
     pub handshake_timeout: Duration,
     /// A connection that hears nothing from its peer this long closes.
     pub peer_idle_timeout: Duration,
+}
+
+impl ListenerConfig {
+    /// `cap` (a per-address cap) as it applies to `ip`: 0 (none) for an
+    /// exempt address.
+    fn cap_for(&self, cap: usize, ip: IpAddr) -> usize {
+        match &self.per_ip_exempt {
+            Some(exempt) if exempt.contains(ip) => 0,
+            _ => cap,
+        }
+    }
 }
 
 impl Default for ListenerConfig {
@@ -97,6 +112,7 @@ impl Default for ListenerConfig {
             max_pending: 1024,
             max_pending_per_ip: 32,
             max_connections_per_ip: 64,
+            per_ip_exempt: None,
             handshake_timeout: Duration::from_secs(10),
             peer_idle_timeout: Duration::from_secs(5),
         }
@@ -428,7 +444,9 @@ impl SrtListener {
                 self.stats.overload_drops += 1;
                 return;
             }
-            let per_ip = self.config.max_pending_per_ip;
+            let per_ip = self
+                .config
+                .cap_for(self.config.max_pending_per_ip, from.ip());
             if per_ip > 0 && self.pending.of_ip(from.ip()) >= per_ip {
                 self.stats.ip_cap_drops += 1;
                 return;
@@ -484,7 +502,9 @@ impl SrtListener {
     /// while it was being decided ([`RejectCode::OVERLOAD`]).
     pub fn accept(&mut self, now: Instant, peer: SocketAddr, passphrase: Option<&str>) {
         // Callers of one address decided at once: the cap holds at the end.
-        let per_ip = self.config.max_connections_per_ip;
+        let per_ip = self
+            .config
+            .cap_for(self.config.max_connections_per_ip, peer.ip());
         let deciding = self
             .pending
             .by_peer
@@ -588,7 +608,9 @@ impl SrtListener {
                 if let Some(p) = self.pending.by_peer.get_mut(&peer) {
                     p.awaiting_decision = true;
                 }
-                let per_ip = self.config.max_connections_per_ip;
+                let per_ip = self
+                    .config
+                    .cap_for(self.config.max_connections_per_ip, peer.ip());
                 if per_ip > 0 && self.connected.of_ip(peer.ip()) >= per_ip {
                     // Refused before anyone is asked; no access event.
                     self.stats.ip_cap_rejects += 1;
