@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::error::{Error, Result};
 use crate::media::{DiscontinuityReason, MediaEvent, MediaKind, TrackId, Tracks};
@@ -156,6 +156,11 @@ pub struct StreamSnapshot {
     pub sources: Vec<SourceRole>,
     /// Switches of the active source between roles.
     pub source_switches: u64,
+    /// Time on the fallback before `fallback_since` (see
+    /// [`Self::fallback_time`]).
+    pub fallback_before: Duration,
+    /// Since when the fallback is the active source, if it is.
+    pub fallback_since: Option<Instant>,
     /// Frames accepted.
     pub frames_in: u64,
     /// Bytes accepted.
@@ -171,6 +176,17 @@ pub struct StreamSnapshot {
     /// Until when a reader wants the stream at low latency
     /// ([`Hub::want_low_latency`]).
     pub low_latency_until: Option<Instant>,
+}
+
+impl StreamSnapshot {
+    /// How long the stream has had the fallback as its active source, up
+    /// to `now` (the stream's `ugc_stream_fallback_seconds_total`).
+    pub fn fallback_time(&self, now: Instant) -> Duration {
+        let current = self
+            .fallback_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.fallback_before + current
+    }
 }
 
 struct Entry {
@@ -261,6 +277,10 @@ struct State {
     readers: u64,
     /// When [`Hub::reap_idle`] first saw the stream without a publisher.
     idle_since: Option<Instant>,
+    /// Since when the fallback is the active source.
+    fallback_since: Option<Instant>,
+    /// Time on the fallback before `fallback_since`.
+    fallback_before: Duration,
 }
 
 impl State {
@@ -296,6 +316,8 @@ struct StreamShared {
     /// ([`Hub::want_low_latency`]). Its own lock: viewers' requests set it
     /// without contending with the publisher's pushes.
     low_latency: LowLatencyWish,
+    /// The hub's [`Hub::source_switches`] channel.
+    switches: broadcast::Sender<SourceSwitch>,
 }
 
 /// Until when readers want low latency ([`Hub::want_low_latency`]).
@@ -334,6 +356,25 @@ struct HubInner {
     low_latency: LowLatencyWish,
     streams: Mutex<HashMap<StreamPath, Arc<StreamShared>>>,
     watchers: Mutex<Vec<mpsc::UnboundedSender<StreamPath>>>,
+    switches: broadcast::Sender<SourceSwitch>,
+}
+
+/// Switches kept for a [`Hub::source_switches`] receiver that is behind;
+/// one further behind loses the oldest (`RecvError::Lagged` says how many).
+pub const SOURCE_SWITCHES_BUFFERED: usize = 1024;
+
+/// A stream's active source changed ([`Hub::source_switches`]): a failover
+/// to the backup or the fallback, or back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSwitch {
+    /// The stream.
+    pub stream: StreamPath,
+    /// The role readers got until now.
+    pub from: SourceRole,
+    /// The role readers get from now on.
+    pub to: SourceRole,
+    /// When the hub switched (the `now` of the push that did it).
+    pub at: Instant,
 }
 
 /// Named live streams. Cheap to clone; all clones share the streams.
@@ -359,6 +400,7 @@ impl Hub {
                 low_latency: LowLatencyWish::default(),
                 streams: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(Vec::new()),
+                switches: broadcast::channel(SOURCE_SWITCHES_BUFFERED).0,
             }),
         }
     }
@@ -397,10 +439,13 @@ impl Hub {
                         audio_since_start: 0,
                         readers: 0,
                         idle_since: None,
+                        fallback_since: None,
+                        fallback_before: Duration::ZERO,
                     }),
                     notify: Notify::new(),
                     stats: StreamStats::default(),
                     low_latency: LowLatencyWish::default(),
+                    switches: self.inner.switches.clone(),
                 })
             })
             .clone();
@@ -609,6 +654,8 @@ impl Hub {
                 .filter(|r| st.slots[r.index()].attached())
                 .collect(),
             source_switches: shared.stats.source_switches.load(Ordering::Relaxed),
+            fallback_before: st.fallback_before,
+            fallback_since: st.fallback_since,
             frames_in: shared.stats.frames_in.load(Ordering::Relaxed),
             bytes_in: shared.stats.bytes_in.load(Ordering::Relaxed),
             reader_skips: shared.stats.reader_skips.load(Ordering::Relaxed),
@@ -617,6 +664,14 @@ impl Hub {
             tracks: st.tracks.clone(),
             low_latency_until: shared.low_latency.until(),
         })
+    }
+
+    /// Every switch of any stream's active source from now on, in the order
+    /// they happen (for failover webhooks and logs). A receiver more than
+    /// [`SOURCE_SWITCHES_BUFFERED`] behind loses the oldest; the hub never
+    /// waits for it.
+    pub fn source_switches(&self) -> broadcast::Receiver<SourceSwitch> {
+        self.inner.switches.subscribe()
     }
 
     /// Every stream of the hub, each exactly once: those that exist now
@@ -831,7 +886,7 @@ impl HubPublisher {
                             shared.stats.standby_frames.fetch_add(1, Ordering::Relaxed);
                             return Ok(());
                         }
-                        switch_to(shared, &mut st, role, tracks.clone());
+                        switch_to(shared, &mut st, role, tracks.clone(), now);
                     }
                     let scale = info.timescale;
                     announce(shared, &mut st);
@@ -962,9 +1017,28 @@ fn should_switch(st: &State, config: &HubConfig, role: SourceRole, now: Instant)
 
 /// Makes `role` (whose track set is `tracks`) the active source: its next
 /// frame continues the timeline; a discontinuity only if the tracks differ.
-fn switch_to(shared: &StreamShared, st: &mut State, role: SourceRole, tracks: Tracks) {
-    st.active = role;
+fn switch_to(
+    shared: &StreamShared,
+    st: &mut State,
+    role: SourceRole,
+    tracks: Tracks,
+    now: Instant,
+) {
+    let from = std::mem::replace(&mut st.active, role);
     shared.stats.source_switches.fetch_add(1, Ordering::Relaxed);
+    if let Some(since) = st.fallback_since.take() {
+        st.fallback_before += now.saturating_duration_since(since);
+    }
+    if role == SourceRole::Fallback {
+        st.fallback_since = Some(now);
+    }
+    // No receiver is no error.
+    let _ = shared.switches.send(SourceSwitch {
+        stream: shared.name.clone(),
+        from,
+        to: role,
+        at: now,
+    });
     if st.had_media {
         st.rebase();
     }

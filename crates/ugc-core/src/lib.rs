@@ -35,7 +35,7 @@ pub use auth::{
     PublishRequest,
 };
 pub use error::{Error, Result};
-pub use hub::{Hub, HubConfig, HubPublisher, HubReader, LowLatencyProbe, SourceRole};
+pub use hub::{Hub, HubConfig, HubPublisher, HubReader, LowLatencyProbe, SourceRole, SourceSwitch};
 pub use media::{
     AudioParams, Codec, DiscontinuityReason, Frame, MediaEvent, MediaKind, TrackId, TrackInfo,
     TrackParams, Tracks, VideoParams,

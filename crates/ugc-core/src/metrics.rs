@@ -175,7 +175,8 @@ pub fn write_hub(m: &mut Exposition, hub: &crate::Hub, now: std::time::Instant) 
         .filter_map(|n| hub.stats(n))
         .map(|s| {
             let low_latency = s.low_latency_until.is_some_and(|t| t > now);
-            (s, low_latency)
+            let fallback = s.fallback_time(now).as_secs_f64();
+            (s, low_latency, fallback)
         })
         .collect();
     m.family(
@@ -184,56 +185,61 @@ pub fn write_hub(m: &mut Exposition, hub: &crate::Hub, now: std::time::Instant) 
         "Streams in the Hub (published, or kept for a returning publisher), renditions included.",
     )
     .sample(&[], streams.len() as f64);
-    type Row = (crate::hub::StreamSnapshot, bool);
+    type Row = (crate::hub::StreamSnapshot, bool, f64);
     let families: &[Family<Row>] = &[
         Family::gauge(
             "ugc_stream_publishing",
             "1 while a publisher is attached.",
-            |(s, _)| f64::from(u8::from(s.publishing)),
+            |(s, _, _)| f64::from(u8::from(s.publishing)),
         ),
         Family::gauge(
             "ugc_stream_low_latency",
             "1 while a viewer wants the stream at low latency (LL-HLS blocking reloads or parts \
              in the last 10 s): its RTMP ingest then reads as data arrives instead of batching.",
-            |(_, low_latency)| f64::from(u8::from(*low_latency)),
+            |(_, low_latency, _)| f64::from(u8::from(*low_latency)),
         ),
         Family::gauge(
             "ugc_stream_readers",
             "Readers attached (packager, archive, restream, transcoder).",
-            |(s, _)| s.readers as f64,
+            |(s, _, _)| s.readers as f64,
         ),
         Family::counter(
             "ugc_stream_frames_in_total",
             "Frames accepted from publishers.",
-            |(s, _)| s.frames_in as f64,
+            |(s, _, _)| s.frames_in as f64,
         ),
         Family::counter(
             "ugc_stream_bytes_in_total",
             "Payload bytes accepted from publishers.",
-            |(s, _)| s.bytes_in as f64,
+            |(s, _, _)| s.bytes_in as f64,
         ),
         Family::counter(
             "ugc_stream_reader_skips_total",
             "Times a slow reader skipped to the newest keyframe.",
-            |(s, _)| s.reader_skips as f64,
+            |(s, _, _)| s.reader_skips as f64,
         ),
         Family::gauge(
             "ugc_stream_active_source",
             "The source viewers get: 0 main publisher, 1 backup publisher, 2 fallback.",
-            |(s, _)| s.active_source as u8 as f64,
+            |(s, _, _)| s.active_source as u8 as f64,
         ),
         Family::counter(
             "ugc_stream_source_switches_total",
             "Switches between the main, backup and fallback sources.",
-            |(s, _)| s.source_switches as f64,
+            |(s, _, _)| s.source_switches as f64,
+        ),
+        Family::counter(
+            "ugc_stream_fallback_seconds_total",
+            "Seconds viewers got the fallback (the slate) instead of a publisher.",
+            |(_, _, fallback)| *fallback,
         ),
         Family::counter(
             "ugc_stream_publishers_total",
             "Publisher sessions that took the stream over (the first included).",
-            |(s, _)| s.publishers as f64,
+            |(s, _, _)| s.publishers as f64,
         ),
     ];
-    m.families(families, &streams, |(s, _)| {
+    m.families(families, &streams, |(s, _, _)| {
         vec![("stream", s.name.to_string())]
     });
 }

@@ -263,6 +263,68 @@ fn a_main_that_leaves_is_replaced_within_one_gop_and_the_fallback_after_both() {
     assert_eq!(seen.discontinuities, 0);
 }
 
+/// Every switch is announced on `Hub::source_switches` with the `now` it
+/// happened at, and the time on the fallback adds up across outages
+/// (`ugc_stream_fallback_seconds_total`).
+#[test]
+fn switches_are_announced_and_time_on_the_fallback_is_counted() {
+    let hub = Hub::new(config());
+    let mut switches = hub.source_switches();
+    let mut r = hub.subscribe(&stream());
+    let mut seen = Seen::default();
+    let t0 = Instant::now();
+    let start_main = |now| Encoder::start_at(&hub, SourceRole::Main, b'M', 0, av_tracks(), now);
+    // The main encoder and the wall time it started at.
+    let mut main = Some((start_main(t0), 0));
+    let mut fallback = Encoder::start_at(&hub, SourceRole::Fallback, b'F', 0, av_tracks(), t0);
+    simulate(|ms, now| {
+        // Two outages: 10-20 s and 40-70 s of wall time.
+        if ms == 10_000 || ms == 40_000 {
+            main = None;
+        }
+        if ms == 20_000 || ms == 70_000 {
+            main = Some((start_main(now), ms));
+        }
+        if let Some((m, started)) = &mut main {
+            m.run_until(ms - *started, now).unwrap();
+        }
+        fallback.run_until(ms, now).unwrap();
+        seen.take(&mut r);
+    });
+    seen.assert_monotonic();
+    let mut got = Vec::new();
+    while let Ok(s) = switches.try_recv() {
+        assert_eq!(s.stream, stream());
+        got.push((s.from, s.to, s.at.duration_since(t0).as_millis()));
+    }
+    // Away on the fallback's next keyframe (it runs on its own 2 s GOPs),
+    // back on the returning publisher's first frame, a keyframe.
+    let (main_, fb) = (SourceRole::Main, SourceRole::Fallback);
+    assert_eq!(
+        got,
+        [
+            (main_, fb, 10_000),
+            (fb, main_, 20_000),
+            (main_, fb, 40_000),
+            (fb, main_, 70_000),
+        ]
+    );
+    let snap = hub.stats(&stream()).unwrap();
+    assert_eq!(snap.fallback_since, None);
+    let total = snap.fallback_time(t0 + Duration::from_secs(1_000));
+    assert_eq!(total, Duration::from_secs(10 + 30));
+    // While on the fallback, the time grows with `now`.
+    drop(main);
+    let now = t0 + Duration::from_secs(200);
+    fallback.run_until(200_000, now).unwrap();
+    let snap = hub.stats(&stream()).unwrap();
+    assert_eq!(snap.active_source, SourceRole::Fallback);
+    assert_eq!(
+        snap.fallback_time(now + Duration::from_secs(5)),
+        Duration::from_secs(45)
+    );
+}
+
 #[test]
 fn different_tracks_are_one_discontinuity_and_a_new_track_set() {
     let hub = Hub::new(config());
