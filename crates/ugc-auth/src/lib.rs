@@ -80,6 +80,7 @@ pub mod token;
 mod util;
 pub mod validate;
 pub mod web;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -169,6 +169,40 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub cluster: ugc_auth::node::Topology,
+    /// `[webhooks]`: where events (failovers) are POSTed.
+    #[arg(skip)]
+    #[serde(default)]
+    pub webhooks: WebhookSection,
+}
+
+/// `[webhooks]` in the config file; defaults in `ugc_auth::webhook`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    urls: Vec<String>,
+    secret: Option<String>,
+    timeout_s: Option<u64>,
+    retries: Option<u32>,
+}
+
+impl WebhookSection {
+    fn config(self) -> anyhow::Result<Option<ugc_auth::webhook::WebhookConfig>> {
+        if self.urls.is_empty() {
+            anyhow::ensure!(
+                self.secret.is_none(),
+                "webhooks.secret without webhooks.urls"
+            );
+            return Ok(None);
+        }
+        let mut c = ugc_auth::webhook::WebhookConfig::new(self.urls);
+        c.secret = self.secret;
+        if let Some(s) = self.timeout_s {
+            anyhow::ensure!(s > 0, "webhooks.timeout_s must be at least 1 s");
+            c.timeout = Duration::from_secs(s);
+        }
+        c.retries = self.retries.unwrap_or(c.retries);
+        Ok(Some(c))
+    }
 }
 
 /// `[http_limits]` in the config file; defaults in `ugc_proto::http`.
@@ -257,6 +291,8 @@ pub struct Config {
     pub held_limits: HeldLimits,
     /// Where media nodes send streams.
     pub cluster: ugc_auth::node::Topology,
+    /// Where events are POSTed, if anywhere.
+    pub webhooks: Option<ugc_auth::webhook::WebhookConfig>,
 }
 
 impl Config {
@@ -359,6 +395,7 @@ impl Config {
             held_limits: s.http_limits.held_limits(),
             http_limits: s.http_limits.serve_config()?,
             cluster: s.cluster,
+            webhooks: s.webhooks.config()?,
         })
     }
 }
@@ -438,7 +475,8 @@ mod tests {
              restream_ca_file = \"ca.pem\"\n\
              [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
              [transcode]\ndefault = \"default\"\n[transcode.profiles.mobile]\npreset = \"fast\"\n\
-             [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\nmax_held_per_client = 7\n",
+             [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\nmax_held_per_client = 7\n\
+             [webhooks]\nurls = [\"http://127.0.0.1:9/hook\"]\nsecret = \"s\"\ntimeout_s = 2\nretries = 1\n",
         );
         let c = file.load(&[]).unwrap();
         assert_eq!((c.rtmp.port(), c.http.port(), c.srt.port()), (1, 2, 3));
@@ -489,6 +527,16 @@ mod tests {
             assert!(exempt.contains(studio) && !exempt.contains(other));
         }
         assert_eq!(c.restream_ca_file.as_deref(), Some(Path::new("ca.pem")));
+        let w = c.webhooks.as_ref().unwrap();
+        assert_eq!(
+            (w.urls.as_slice(), w.secret.as_deref(), w.timeout, w.retries),
+            (
+                &["http://127.0.0.1:9/hook".to_owned()][..],
+                Some("s"),
+                Duration::from_secs(2),
+                1
+            )
+        );
         assert_eq!(c.streams["demo"].restream, ["rtmp://a/b"]);
         assert_eq!(
             (c.ladders.default.as_str(), c.ladders.profile_names()),
@@ -554,6 +602,7 @@ mod tests {
         assert_eq!(c.rtmp_server.batch_reads, Some(Duration::from_millis(40)));
         assert_eq!(c.srt_server.listener.latency, Duration::from_millis(120));
         assert_eq!((c.ladders.default.as_str(), c.dvr.policy.hours), ("off", 0));
+        assert!(c.webhooks.is_none());
     }
 
     #[test]

@@ -121,6 +121,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(u) = &s3_uploader {
         background.push(tokio::spawn(u.clone().run()).abort_handle());
     }
+    // Failovers (and later other events) to the operator's receivers.
+    let webhooks = match config.webhooks.clone() {
+        Some(w) => Some(ugc_auth::webhook::Webhooks::start(w)?),
+        None => None,
+    };
+    if let Some(w) = &webhooks {
+        let forward = ugc_auth::webhook::forward_source_switches(&hub, w.clone());
+        background.push(tokio::spawn(forward).abort_handle());
+    }
     let mut packager = config.packager.clone();
     packager.observer = Some(Arc::new(archive.clone()));
     let dvr_settings =
@@ -254,6 +263,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
             if let Some(r) = &relay {
                 r.write_metrics(&mut m);
+            }
+            if let Some(w) = &webhooks {
+                w.stats().write_metrics(&mut m);
             }
             m.finish()
         }

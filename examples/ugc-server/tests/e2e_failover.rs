@@ -25,6 +25,16 @@ fn active_source(server: &Server) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `ugc_stream_fallback_seconds_total` of the stream.
+fn fallback_seconds(server: &Server) -> f64 {
+    let text = server.get("/metrics").text();
+    let prefix = format!("ugc_stream_fallback_seconds_total{{stream=\"{STREAM}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn switches(server: &Server) -> f64 {
     let text = server.get("/metrics").text();
     let prefix = format!("ugc_stream_source_switches_total{{stream=\"{STREAM}\"}} ");
@@ -93,8 +103,18 @@ fn packet_dts(file: &std::path::Path) -> BTreeMap<String, Vec<f64>> {
 
 #[test]
 fn backup_publisher_stands_in_for_the_main_one_and_hands_back() {
-    let server = Server::start(&[]);
     let work = TempDir::new("failover");
+    let hooks = WebhookReceiver::start();
+    let config = work.path().join("ugc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[webhooks]\nurls = [\"{}\"]\nsecret = \"hook-secret\"\n",
+            hooks.url
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
     let key = server.create_stream("fo", "");
     let mut rec = Recorder::default();
     let mut main = publish_live(640, 360, &server.rtmp_url(&key));
@@ -156,6 +176,26 @@ fn backup_publisher_stands_in_for_the_main_one_and_hands_back() {
     .expect("segments from main again");
     main.kill();
     backup.kill();
+
+    // The operator's webhook heard of both switches, signed.
+    let name = STREAM.trim_start_matches("live/");
+    let expected = [("main", "backup"), ("backup", "main")].map(|(f, t)| (f.into(), t.into()));
+    wait_until(Duration::from_secs(5), || hooks.switches(name) == expected)
+        .unwrap_or_else(|| panic!("webhooks: {:?}", hooks.switches(name)));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (head, body) in hooks.requests() {
+        let sig = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-ugc-signature: "))
+            .unwrap_or_else(|| panic!("unsigned: {head}"));
+        assert!(
+            ugc_auth::webhook::verify(b"hook-secret", sig, &body, now, 300),
+            "{head}"
+        );
+    }
 
     // Everything viewers got, as one file: no discontinuity, consecutive
     // segments, each stream's DTS strictly increasing, audio and video
@@ -314,6 +354,7 @@ fn the_slate_stands_in_while_the_stream_waits_for_its_publisher() {
     })
     .expect("the stream is packaged");
     main.kill();
+    let killed = Instant::now();
     let took = wait_until(Duration::from_secs(10), || {
         poll(&mut segs, &mut files);
         active_source(&server) == Some(2.0)
@@ -354,6 +395,16 @@ fn the_slate_stands_in_while_the_stream_waits_for_its_publisher() {
         "publisher back {} ms after it restarted",
         back_in.as_millis()
     );
+    // The time viewers had the slate (a segment of it at least), within
+    // the outage, and no longer growing once the publisher is back.
+    let on_slate = fallback_seconds(&server);
+    let outage = killed.elapsed().as_secs_f64();
+    assert!(
+        on_slate > 1.0 && on_slate <= outage,
+        "{on_slate} s on the slate, of {outage} s"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fallback_seconds(&server), on_slate);
     assert!(back_in < Duration::from_secs(4), "{back_in:?}");
     let back = segs.keys().last().copied().unwrap_or(0);
     wait_until(Duration::from_secs(15), || {

@@ -817,3 +817,90 @@ pub fn assert_live_hls_plays(server: &Server, name: &str, width: u32, work: &Pat
     assert!(errors.trim().is_empty(), "{}: {errors}", path.display());
     assert!(video_keyframes(&path).first() == Some(&true));
 }
+
+/// Requests a [`WebhookReceiver`] got: (head, body).
+type Requests = std::sync::Mutex<Vec<(String, Vec<u8>)>>;
+
+/// A webhook receiver on loopback: keeps every POST's headers and body and
+/// answers 204 (HTTP/1.1, keep-alive).
+pub struct WebhookReceiver {
+    pub url: String,
+    got: std::sync::Arc<Requests>,
+}
+
+impl WebhookReceiver {
+    pub fn start() -> WebhookReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(Requests::default());
+        let store = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let store = store.clone();
+                std::thread::spawn(move || Self::serve(conn, &store));
+            }
+        });
+        WebhookReceiver { url, got }
+    }
+
+    fn serve(mut conn: TcpStream, store: &Requests) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            store.lock().unwrap().push((head, body));
+            if conn
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Request heads and bodies so far.
+    pub fn requests(&self) -> Vec<(String, Vec<u8>)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The `(from, to)` of every `stream.source_switched` event for `name`
+    /// so far, in order.
+    pub fn switches(&self, name: &str) -> Vec<(String, String)> {
+        self.requests()
+            .iter()
+            .filter_map(|(_, body)| {
+                let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+                (v["event"] == "stream.source_switched" && v["stream"] == name).then(|| {
+                    (
+                        v["from"].as_str().unwrap_or_default().to_owned(),
+                        v["to"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
