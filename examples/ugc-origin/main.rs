@@ -3,8 +3,9 @@
 //! nodes to `POST /relay/v1/...`), are packaged and recorded (DVR) as on
 //! one node, and served as HLS/LL-HLS with the DVR routes. Stream settings
 //! (DVR depth, private) come from the control plane's settings feed; public
-//! streams play, private ones are refused until nodes can check play tokens
-//! (`ugc_auth::node::RemoteAuthorizer::with_public_play`).
+//! streams play, private ones with a play token the control plane issued,
+//! checked here with its key (`ugc_auth::node::PlayKeys`, refreshed every
+//! 2 s with the revoked sessions).
 //!
 //! ```text
 //! UGC_NODE_TOKEN=... ugc-origin --control-url http://cp:8080 \
@@ -25,8 +26,9 @@ mod node;
 use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
+use ugc_auth::TrustedProxies;
 use ugc_auth::lookup;
-use ugc_auth::node::RemoteAuthorizer;
+use ugc_auth::node::{PlayKeys, RemoteAuthorizer};
 use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
@@ -57,6 +59,11 @@ struct Flags {
     /// DVR depth (hours) of streams whose own `dvr_hours` is 0.
     #[arg(long, env = "UGC_DVR_HOURS")]
     dvr_hours: Option<u32>,
+    /// Proxies (addresses or CIDR nets, comma-separated: the CDN edge)
+    /// whose `X-Forwarded-For` names the viewer (for IP-bound play tokens),
+    /// and which the per-address connection cap does not apply to.
+    #[arg(long, env = "UGC_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
@@ -83,8 +90,17 @@ async fn main() -> anyhow::Result<()> {
     let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
         .await
         .context("following the control plane's settings")?;
+    let play_keys = PlayKeys::follow(
+        &flags.control_url,
+        &token,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )?;
     let auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?
-        .with_public_play(settings.clone());
+        .with_public_play(settings.clone())
+        .with_play_tokens(play_keys);
+    let trusted = TrustedProxies::parse(&flags.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     let auth = Arc::new(auth);
 
     let d = HlsTiming::default();
@@ -114,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         packager,
     ));
 
-    let client_ip = ugc_proto::origin::peer_is_client();
+    let client_ip = ugc_auth::client_ip_from(trusted.clone());
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         auth.clone(),
@@ -165,7 +181,11 @@ async fn main() -> anyhow::Result<()> {
         move || served.stats().bytes_out.load(Ordering::Relaxed),
     )?;
     info!(http = %http.local_addr()?, "ugc-origin started");
-    if let Err(e) = ugc_proto::http::serve(http, app, Default::default()).await {
+    let limits = ugc_proto::http::ServeConfig {
+        ip_cap_exempt: Some(Arc::new(move |ip| trusted.is_trusted(ip))),
+        ..Default::default()
+    };
+    if let Err(e) = ugc_proto::http::serve(http, app, limits).await {
         warn!(error = %e, "HTTP server stopped");
     }
     for name in hub.stream_names() {

@@ -316,6 +316,7 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("get", "/changes", get(crate::provision::get_changes)),
         ("post", "/node/publish", post(crate::node::publish_check)),
         ("get", "/node/topology", get(crate::node::get_topology)),
+        ("get", "/node/play-auth", get(crate::node::get_play_auth)),
         ("post", "/node/heartbeat", post(crate::registry::heartbeat)),
         ("get", "/nodes", get(crate::registry::list_nodes)),
         (

@@ -149,33 +149,45 @@ impl ControlPlane {
         if !private {
             return PlayDecision::Allow;
         }
-        let Some(token) = req.token.as_deref() else {
-            return deny_play("private stream: no token");
-        };
-        let claims = match self.inner.key.verify(token, now) {
-            Ok(c) => c,
-            Err(e) => return deny_play(e.to_string()),
-        };
-        if claims.stream != name {
-            return deny_play("token for another stream");
-        }
-        if let Some(ip) = claims.bind_ip
-            && ip != req.client_ip
-            && Some(ip) != ipv4_of(req.client_ip)
-        {
-            return deny_play("token bound to another address");
-        }
-        if self
+        let revoked = self
             .inner
             .revoked
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&claims.session)
-        {
-            return deny_play("session revoked");
-        }
-        PlayDecision::Allow
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        check_play_token(&self.inner.key, &revoked, req, now)
     }
+}
+
+/// The play decision for a private stream's viewer at `now` (unix s): a
+/// token signed with `key`, for this stream, bound to the viewer's address
+/// if bound, of a session not `revoked`. The control plane's and an origin
+/// node's ([`crate::node::PlayKeys`]) check.
+pub(crate) fn check_play_token(
+    key: &crate::token::TokenKey,
+    revoked: &std::collections::HashSet<crate::token::SessionId>,
+    req: &PlayRequest,
+    now: u64,
+) -> PlayDecision {
+    let Some(token) = req.token.as_deref() else {
+        return deny_play("private stream: no token");
+    };
+    let claims = match key.verify(token, now) {
+        Ok(c) => c,
+        Err(e) => return deny_play(e.to_string()),
+    };
+    if claims.stream != req.stream.name() {
+        return deny_play("token for another stream");
+    }
+    if let Some(ip) = claims.bind_ip
+        && ip != req.client_ip
+        && Some(ip) != ipv4_of(req.client_ip)
+    {
+        return deny_play("token bound to another address");
+    }
+    if revoked.contains(&claims.session) {
+        return deny_play("session revoked");
+    }
+    PlayDecision::Allow
 }
 
 fn ipv4_of(ip: std::net::IpAddr) -> Option<std::net::IpAddr> {

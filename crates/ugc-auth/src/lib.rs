@@ -90,7 +90,7 @@ pub use authz::{BACKUP_APP, ControlAuthorizer};
 pub use error::{Error, Result};
 pub use external::ExternalBackend;
 pub use net::{IpNet, TrustedProxies};
-pub use ops::{ClientIpResolver, stream_name};
+pub use ops::{ClientIpResolver, client_ip_from, stream_name};
 pub use plane::{
     ChangeKind, ControlPlane, NewStream, PlayGrant, StreamChange, StreamPatch, StreamSettings,
 };

@@ -274,9 +274,10 @@ struct Cached {
 /// plane in another process (see the module doc). Play requests are
 /// refused (a publishing node serves no viewers) unless
 /// [`Self::with_public_play`] gave it the settings feed: then public
-/// streams play, unknown ones are not found, and private ones are refused,
-/// because checking their play tokens needs the control plane's signing
-/// key, which is not handed to nodes yet.
+/// streams play and unknown ones are not found. Private ones are refused
+/// too, unless [`Self::with_play_tokens`] gave it the control plane's
+/// play-token key ([`PlayKeys`]): then their viewers' tokens are checked
+/// here, as the control plane checks them, with no request to it.
 #[derive(Clone)]
 pub struct RemoteAuthorizer {
     inner: Arc<Inner>,
@@ -291,6 +292,8 @@ struct Inner {
     cache: Mutex<HashMap<(&'static str, String, String), Cached>>,
     /// The settings feed, for play decisions.
     play: Option<crate::RemoteSettings>,
+    /// The play-token key and revocations, for private streams.
+    play_keys: Option<PlayKeys>,
 }
 
 impl std::fmt::Debug for RemoteAuthorizer {
@@ -342,6 +345,7 @@ impl RemoteAuthorizer {
                 client: Client::builder(TokioExecutor::new()).build(conn),
                 cache: Mutex::default(),
                 play: None,
+                play_keys: None,
             }),
         })
     }
@@ -349,6 +353,16 @@ impl RemoteAuthorizer {
     /// Lets viewers play the public streams of `settings` (an origin node);
     /// see the type's doc.
     pub fn with_public_play(self, settings: crate::RemoteSettings) -> Self {
+        self.rebuilt(Some(settings), self.inner.play_keys.clone())
+    }
+
+    /// Lets viewers with a good play token play the private streams of the
+    /// settings feed ([`Self::with_public_play`], needed too).
+    pub fn with_play_tokens(self, keys: PlayKeys) -> Self {
+        self.rebuilt(self.inner.play.clone(), Some(keys))
+    }
+
+    fn rebuilt(&self, play: Option<crate::RemoteSettings>, play_keys: Option<PlayKeys>) -> Self {
         let inner = &self.inner;
         RemoteAuthorizer {
             inner: Arc::new(Inner {
@@ -357,7 +371,8 @@ impl RemoteAuthorizer {
                 timeout: inner.timeout,
                 client: inner.client.clone(),
                 cache: Mutex::default(),
-                play: Some(settings),
+                play,
+                play_keys,
             }),
         }
     }
@@ -503,10 +518,208 @@ impl Authorizer for RemoteAuthorizer {
             None => PlayDecision::NotFound {
                 reason: "no such stream".into(),
             },
-            Some(s) if s.private => PlayDecision::Deny {
-                reason: "private stream: this node cannot check play tokens yet".into(),
+            Some(s) if s.private => match &self.inner.play_keys {
+                Some(keys) => keys.check(req, crate::util::unix_now()),
+                None => PlayDecision::Deny {
+                    reason: "private stream: this node does not check play tokens".into(),
+                },
             },
             Some(_) => PlayDecision::Allow,
         }
     }
+}
+
+/// The answer of `GET /api/v1/node/play-auth` (node or admin token): what
+/// an origin needs to check play tokens itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayAuth {
+    /// The play-token secret, base64url without padding.
+    pub key: String,
+    /// Sessions revoked before their tokens expire (32 hex digits each).
+    pub revoked: Vec<String>,
+}
+
+pub(crate) async fn get_play_auth(State(cp): State<ControlPlane>, headers: HeaderMap) -> Response {
+    // The node token (or the admin's, who may sign tokens anyway).
+    if let Err(e) = crate::provision::node_auth(&cp, &headers).await {
+        return e.into_response();
+    }
+    use base64::Engine as _;
+    let mut revoked: Vec<String> = cp
+        .inner
+        .revoked
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    revoked.sort();
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&cp.inner.play_secret);
+    let mut resp = axum::Json(PlayAuth { key, revoked }).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// The control plane's play-token key and revoked sessions, kept current
+/// on a media node by polling `GET /api/v1/node/play-auth` (a revocation
+/// reaches the node within one poll). Until the first answer, private
+/// streams are refused (fail closed); when the control plane is away, the
+/// last answer stays in force, so viewers keep playing. Cheap to clone;
+/// polling stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct PlayKeys {
+    shared: Arc<PlayKeysShared>,
+}
+
+struct PlayKeysShared {
+    current: std::sync::RwLock<Option<PlayKeysNow>>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for PlayKeysShared {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.get_mut().ok().and_then(Option::take) {
+            t.abort();
+        }
+    }
+}
+
+struct PlayKeysNow {
+    key: crate::token::TokenKey,
+    revoked: std::collections::HashSet<crate::token::SessionId>,
+}
+
+impl std::fmt::Debug for PlayKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayKeys")
+            .field("loaded", &self.loaded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlayKeys {
+    /// Polls the control plane at `url` (`http://host:port`) with the node
+    /// `token` every `every`, each request waiting at most `timeout`. The
+    /// first poll runs now; [`Self::loaded`] says when it has answered.
+    pub fn follow(url: &str, token: &str, every: Duration, timeout: Duration) -> Result<Self> {
+        let base = url.trim_end_matches('/');
+        let uri: Uri = format!("{base}/api/v1/node/play-auth")
+            .parse()
+            .map_err(|e| Error::Config(format!("control URL {url:?}: {e}")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(Error::Config(format!(
+                "control URL {url:?}: only http://host[:port] is supported (no TLS stack)"
+            )));
+        }
+        let shared = Arc::new(PlayKeysShared {
+            current: std::sync::RwLock::new(None),
+            task: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(timeout));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(conn);
+        let auth = format!("Bearer {token}");
+        let task = tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let got =
+                    tokio::time::timeout(timeout, fetch_play_auth(&client, &uri, &auth)).await;
+                let Some(shared) = weak.upgrade() else { return };
+                match got.unwrap_or_else(|_| Err("timed out".into())) {
+                    Ok(now) => {
+                        *shared
+                            .current
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+                        if failing {
+                            tracing::info!("play-token key reachable again");
+                        }
+                        failing = false;
+                    }
+                    Err(why) => {
+                        if !failing {
+                            // May name the control plane's address: log only.
+                            tracing::warn!(error = %why, "play-token key not refreshed; keeping the last one");
+                        }
+                        failing = true;
+                    }
+                }
+                drop(shared);
+                tokio::time::sleep(every).await;
+            }
+        });
+        *shared
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task.abort_handle());
+        Ok(PlayKeys { shared })
+    }
+
+    /// Whether the control plane has answered once.
+    pub fn loaded(&self) -> bool {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The decision for a viewer of a private stream at `now` (unix s).
+    pub fn check(&self, req: &PlayRequest, now: u64) -> PlayDecision {
+        let current = self
+            .shared
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match current.as_ref() {
+            Some(c) => crate::authz::check_play_token(&c.key, &c.revoked, req, now),
+            None => PlayDecision::Deny {
+                reason: "private stream: play tokens cannot be checked yet; try again".into(),
+            },
+        }
+    }
+}
+
+async fn fetch_play_auth(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: &Uri,
+    auth: &str,
+) -> std::result::Result<PlayKeysNow, String> {
+    let req = hyper::Request::get(uri.clone())
+        .header(hyper::header::AUTHORIZATION, auth)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    // Revocations of a busy platform: bounded, but generous.
+    let body = Limited::new(resp.into_body(), 16 << 20)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
+    }
+    let answer: PlayAuth = serde_json::from_slice(&body).map_err(|e| format!("bad answer: {e}"))?;
+    use base64::Engine as _;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(answer.key.as_bytes())
+        .map_err(|e| format!("bad key: {e}"))?;
+    if secret.len() < 16 {
+        return Err("key shorter than 16 bytes".into());
+    }
+    Ok(PlayKeysNow {
+        key: crate::token::TokenKey::new(&secret),
+        revoked: answer
+            .revoked
+            .iter()
+            .filter_map(|s| crate::token::SessionId::parse(s))
+            .collect(),
+    })
 }

@@ -308,6 +308,16 @@ fn base() -> Value {
                     }
                 }
             },
+            "/node/play-auth": {
+                "get": {
+                    "summary": "The play-token key and revoked sessions, for origins that check viewers' tokens themselves (media nodes; admin or node token; polled every 2 s)",
+                    "responses": {
+                        "200": ok("The key and revocations", "PlayAuth"),
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token")
+                    }
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -427,6 +437,13 @@ fn base() -> Value {
                         "name": { "type": "string" },
                         "kind": { "type": "string", "enum": ["created", "updated", "key_rotated", "deleted"] },
                         "settings": { "allOf": [{ "$ref": "#/components/schemas/StreamSettings" }], "nullable": true }
+                    }
+                },
+                "PlayAuth": {
+                    "type": "object", "required": ["key", "revoked"],
+                    "properties": {
+                        "key": { "type": "string", "description": "The play-token HMAC secret, base64url without padding" },
+                        "revoked": { "type": "array", "items": { "type": "string", "pattern": "^[0-9a-f]{32}$" }, "description": "Sessions revoked before their tokens expire" }
                     }
                 },
                 "Topology": {

@@ -128,6 +128,19 @@ impl ControlPlane {
 pub type ClientIpResolver =
     std::sync::Arc<dyn Fn(std::net::IpAddr, &HeaderMap) -> std::net::IpAddr + Send + Sync>;
 
+/// A [`ClientIpResolver`] that believes `X-Forwarded-For` from `trusted`
+/// peers only (a node without a control plane of its own: an origin
+/// behind a CDN edge).
+pub fn client_ip_from(trusted: crate::TrustedProxies) -> ClientIpResolver {
+    std::sync::Arc::new(move |peer, headers: &HeaderMap| {
+        let xff = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        trusted.client_ip(peer, xff)
+    })
+}
+
 impl ControlPlane {
     /// What a server prints to its operator when it starts (`server`: its
     /// name): the control API and, with `panel`, the creator panel URLs,

@@ -171,6 +171,9 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) key: TokenKey,
+    /// The play-token secret, for origins that check tokens themselves
+    /// (`GET /node/play-auth`, node token only).
+    pub(crate) play_secret: Vec<u8>,
     pub(crate) public: PublicUrls,
     pub(crate) trusted: TrustedProxies,
     pub(crate) profiles: Vec<String>,
@@ -323,6 +326,7 @@ impl ControlPlane {
             inner: Arc::new(Inner {
                 store,
                 key: TokenKey::new(&secret),
+                play_secret: secret.to_vec(),
                 public: config.public_urls,
                 trusted: config.trusted_proxies,
                 profiles: config.transcode_profiles,

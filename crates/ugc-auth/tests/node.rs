@@ -229,3 +229,168 @@ async fn nodes_learn_the_topology_from_the_control_plane() {
         assert!(ControlPlane::open(cfg).await.is_err(), "{bad}");
     }
 }
+
+/// An origin checks play tokens itself with the key `GET /node/play-auth`
+/// hands it (node or admin token only), as the control plane would, and a
+/// revoked session is refused there within a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_checks_play_tokens_with_the_control_planes_key() {
+    use ugc_auth::node::PlayKeys;
+    use ugc_core::auth::{PlayDecision, PlayRequest};
+    let dir = TempDir::new("node-play");
+    let mut cfg = Db::sqlite().config(&dir);
+    cfg.node_token = Some(NODE.into());
+    let cp = ControlPlane::open(cfg).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    let url = format!("http://{}", srv.addr);
+    let (_, v) = api.call("POST", "/creators", Some(ADMIN), json!({})).await;
+    let creator = v["token"].as_str().unwrap().to_owned();
+    for (token, want) in [
+        (None, 401),
+        (Some(creator.as_str()), 403),
+        (Some("wrong-token-0123456789"), 401),
+        (Some(NODE), 200),
+    ] {
+        let (s, v) = api.call("GET", "/node/play-auth", token, json!(null)).await;
+        assert_eq!(s, want, "{token:?}: {v}");
+    }
+    for name in ["priv", "open"] {
+        let private = name == "priv";
+        let (s, v) = api
+            .call(
+                "POST",
+                "/streams",
+                Some(ADMIN),
+                json!({"name": name, "private": private}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let play = async |body: serde_json::Value| {
+        let (s, v) = api
+            .call("POST", "/streams/priv/play", Some(ADMIN), body)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["session"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (token, session) = play(json!({})).await;
+    let (bound, _) = play(json!({"bind_ip": "192.0.2.7"})).await;
+
+    let settings = RemoteSettings::connect(RemoteConfig::new(&url, NODE))
+        .await
+        .unwrap();
+    let keys = PlayKeys::follow(
+        &url,
+        NODE,
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let origin = RemoteAuthorizer::new(&url, NODE, Duration::from_secs(2))
+        .unwrap()
+        .with_public_play(settings.clone())
+        .with_play_tokens(keys.clone());
+    let without_keys = RemoteAuthorizer::new(&url, NODE, Duration::from_secs(2))
+        .unwrap()
+        .with_public_play(settings);
+    wait_until("the key", Duration::from_secs(5), async || keys.loaded()).await;
+    let ask = |stream: &str, token: Option<&str>, ip: &str| PlayRequest {
+        stream: StreamPath::parse(stream).unwrap(),
+        token: token.map(str::to_owned),
+        client_ip: ip.parse().unwrap(),
+    };
+    let allowed = |d: &PlayDecision| *d == PlayDecision::Allow;
+    let viewer = "198.51.100.9";
+    for (what, req, want) in [
+        ("good token", ask("live/priv", Some(&token), viewer), true),
+        (
+            "rendition",
+            ask("live/priv/720p", Some(&token), viewer),
+            true,
+        ),
+        ("no token", ask("live/priv", None, viewer), false),
+        ("garbage", ask("live/priv", Some("abc"), viewer), false),
+        ("other stream", ask("live/open", Some(&token), viewer), true),
+        (
+            "bound, right IP",
+            ask("live/priv", Some(&bound), "192.0.2.7"),
+            true,
+        ),
+        (
+            "bound, other IP",
+            ask("live/priv", Some(&bound), viewer),
+            false,
+        ),
+        ("public", ask("live/open", None, viewer), true),
+    ] {
+        let d = origin.authorize_play(&req).await;
+        assert_eq!(allowed(&d), want, "{what}: {d:?}");
+        // The control plane's own decision is the same.
+        assert_eq!(
+            allowed(&cp.authorizer().authorize_play(&req).await),
+            want,
+            "{what}"
+        );
+    }
+    // A token for another stream: ask the public stream's decision with the
+    // private one's name swapped in (a token signed for "open").
+    let (s, v) = api
+        .call("POST", "/streams/open/play", Some(ADMIN), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let foreign = v["token"].as_str().unwrap();
+    assert!(!allowed(
+        &origin
+            .authorize_play(&ask("live/priv", Some(foreign), viewer))
+            .await
+    ));
+    // Without the key, the private stream is refused whatever the token.
+    assert!(!allowed(
+        &without_keys
+            .authorize_play(&ask("live/priv", Some(&token), viewer))
+            .await
+    ));
+    // Revoked: refused at the origin within a poll.
+    let (s, v) = api
+        .call(
+            "DELETE",
+            &format!("/sessions/{session}"),
+            Some(ADMIN),
+            json!(null),
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let took = wait_until("the revocation", Duration::from_secs(5), async || {
+        !allowed(
+            &origin
+                .authorize_play(&ask("live/priv", Some(&token), viewer))
+                .await,
+        )
+    })
+    .await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // A control plane that never answered: private streams are refused
+    // (fail closed), whatever the token.
+    let unreachable = PlayKeys::follow(
+        "http://127.0.0.1:9",
+        NODE,
+        Duration::from_millis(50),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!unreachable.loaded());
+    assert!(!allowed(
+        &unreachable.check(
+            &ask("live/priv", Some(&bound), "192.0.2.7"),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        )
+    ));
+}

@@ -1,5 +1,6 @@
 //! Three processes on loopback, as in the contract's "Several machines":
-//! `ugc-server` as the control plane, `ugc-publish` taking RTMP with
+//! `ugc-control` (or `ugc-server`, which contains it) as the control
+//! plane, `ugc-publish` taking RTMP with
 //! decisions asked from it, `ugc-origin` packaging and recording what the
 //! publishing node pushes over the relay. ffmpeg publishes to the
 //! publishing node; ffprobe plays the HLS of the origin.
@@ -97,6 +98,29 @@ impl Control {
             http,
         };
         wait_until(Duration::from_secs(10), || listening(http)).expect("control plane listens");
+        control
+    }
+
+    /// The dedicated control plane binary, `ugc-control`: no media.
+    fn dedicated() -> Control {
+        let data = TempDir::new("control");
+        let http = addr();
+        let child = Command::new(env!("CARGO_BIN_EXE_ugc-control"))
+            .arg("--data")
+            .arg(data.path())
+            .args(["--http", &http.to_string(), "--public-host", "127.0.0.1"])
+            .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("UGC_NODE_TOKEN", NODE_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ugc-control");
+        let control = Control {
+            _proc: Proc(child),
+            _data: data,
+            http,
+        };
+        wait_until(Duration::from_secs(10), || listening(http)).expect("ugc-control listens");
         control
     }
 
@@ -209,7 +233,7 @@ fn publish_port(answer: &str) -> u16 {
 /// sent to the origin.
 #[test]
 fn nodes_register_and_streams_are_placed_by_load() {
-    let control = Control::start(&[]);
+    let control = Control::dedicated();
     let origin_http = addr();
     let (_origin, _origin_data) = start_origin(&control, origin_http);
     let (mut a, rtmp_a) = start_publish(&control, Some(origin_http));
@@ -342,7 +366,7 @@ fn probe_video(url: &str) -> Vec<String> {
 
 #[test]
 fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
-    let control = Control::start(&[]);
+    let control = Control::dedicated();
     let cp = control.http;
     let key = control.create_stream(r#"{"name": "roles", "dvr_hours": 1}"#);
     let origin_http = addr();
@@ -395,21 +419,65 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
         })
     })
     .expect("the origin records the stream");
-    // Viewers of an unknown stream: 404 at the origin; of a private one,
-    // 403 (the origin cannot check play tokens yet, so it lets none in).
+    // Viewers of an unknown stream: 404 at the origin.
     assert_eq!(http_get(origin_http, "/live/nope/index.m3u8").status, 404);
+    // The stream turned private: the origin checks play tokens itself, with
+    // the control plane's key, IP binding and revocations included.
     let r = http_send(
         cp,
-        "POST",
-        "/api/v1/streams",
+        "PATCH",
+        "/api/v1/streams/roles",
         Some(ADMIN_TOKEN),
-        Some(r#"{"name": "secret", "private": true}"#),
+        Some(r#"{"private": true}"#),
     );
-    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
     wait_until(Duration::from_secs(5), || {
-        http_get(origin_http, "/live/secret/index.m3u8").status == 403
+        http_get(origin_http, playlist).status == 403
     })
-    .expect("a private stream refused at the origin");
+    .expect("a private stream refused at the origin without a token");
+    let grant = |body: &str| {
+        let r = http_send(
+            cp,
+            "POST",
+            "/api/v1/streams/roles/play",
+            Some(ADMIN_TOKEN),
+            Some(body),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        (
+            json_str(&text, "token").unwrap(),
+            json_str(&text, "session").unwrap(),
+        )
+    };
+    let (token, session) = grant("{}");
+    let (bound_here, _) = grant(r#"{"bind_ip": "127.0.0.1"}"#);
+    let (bound_there, _) = grant(r#"{"bind_ip": "192.0.2.7"}"#);
+    let with = |t: &str| format!("{playlist}?token={t}");
+    assert_eq!(http_get(origin_http, &with(&token)).status, 200);
+    assert_eq!(http_get(origin_http, &with(&bound_here)).status, 200);
+    assert_eq!(http_get(origin_http, &with(&bound_there)).status, 403);
+    assert_eq!(http_get(origin_http, &with("garbage")).status, 403);
+    // ffprobe plays it with the token (the media URIs carry it on).
+    let lines = probe_video(&format!("http://{origin_http}{}", with(&token)));
+    assert!(!lines.is_empty(), "the private stream plays with its token");
+    let r = http_send(
+        cp,
+        "DELETE",
+        &format!("/api/v1/sessions/{session}"),
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+    let revoked = wait_until(Duration::from_secs(10), || {
+        http_get(origin_http, &with(&token)).status == 403
+    })
+    .expect("a revoked session refused at the origin");
+    eprintln!(
+        "revocation reached the origin in {} ms",
+        revoked.as_millis()
+    );
+    assert_eq!(http_get(origin_http, &with(&bound_here)).status, 200);
 
     // A key rotation at the control plane drops the publisher at the node.
     let r = http_send(

@@ -1,0 +1,151 @@
+//! `ugc-control`: the control plane of a ugc platform of several machines,
+//! and nothing else: the REST API, the web panels, the settings feed and
+//! node routes media nodes follow (`ugc-publish`, `ugc-transcode`,
+//! `ugc-origin`), the node registry, play tokens. No media passes through
+//! it. SQLite in `--data` by default; PostgreSQL with `--database-url`, so
+//! several control nodes can share one database behind a load balancer.
+//!
+//! ```text
+//! UGC_ADMIN_TOKEN=... UGC_NODE_TOKEN=... ugc-control --http 0.0.0.0:8080 \
+//!     --database-url postgres://ugc@db/ugc --data /var/lib/ugc-control \
+//!     --public-host control.example.com --origins http://origin1:8082,http://origin2:8082
+//! ```
+//!
+//! Wiring only; `ugc-server` is every role in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::info;
+use ugc_auth::node::Topology;
+use ugc_auth::{ControlConfig, ControlPlane, PublicUrls, TrustedProxies};
+use ugc_core::metrics::{Exposition, Kind};
+
+/// The control plane: API, panels, settings feed, node registry.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// HTTP listen address (API under `/api/v1`, panels at `/`, `/metrics`).
+    #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8080")]
+    http: SocketAddr,
+    /// Data directory (the SQLite database unless `--database-url`, the
+    /// play-token key unless `UGC_TOKEN_SECRET`).
+    #[arg(long, env = "UGC_DATA", default_value = "data-control")]
+    data: PathBuf,
+    /// `postgres://...` (or `sqlite://...`); default SQLite in `--data`.
+    #[arg(long, env = "UGC_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The host name in the URLs the API answers (publish URLs go to
+    /// registered publishing nodes; this is used when none is registered).
+    #[arg(long, env = "UGC_PUBLIC_HOST")]
+    public_host: Option<String>,
+    /// Transcoding nodes publishing nodes push to (`http://host:port`,
+    /// comma-separated).
+    #[arg(long, env = "UGC_TRANSCODERS", value_delimiter = ',')]
+    transcoders: Vec<String>,
+    /// Origin nodes transcoders (or publishing nodes, without transcoders)
+    /// push to.
+    #[arg(long, env = "UGC_ORIGINS", value_delimiter = ',')]
+    origins: Vec<String>,
+    /// Transcode profiles streams may name besides `off` and `default`
+    /// (the transcoders' `[transcode.profiles]`), comma-separated.
+    #[arg(long, env = "UGC_TRANSCODE_PROFILES", value_delimiter = ',')]
+    transcode_profiles: Vec<String>,
+    /// Proxies (addresses or CIDR nets, comma-separated) whose
+    /// `X-Forwarded-For` names the client.
+    #[arg(long, env = "UGC_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// The web panels' directory (default `./web` when it holds them).
+    #[arg(long, env = "UGC_WEB")]
+    web: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UGC_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    std::fs::create_dir_all(&flags.data)
+        .with_context(|| format!("creating data dir {}", flags.data.display()))?;
+    let http = tokio::net::TcpListener::bind(flags.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", flags.http))?;
+    let http_addr = http.local_addr()?;
+
+    let mut cc = ControlConfig::new(flags.data.canonicalize()?);
+    cc.database_url = flags.database_url.clone();
+    cc.admin_token = env("UGC_ADMIN_TOKEN");
+    cc.token_secret = env("UGC_TOKEN_SECRET").map(String::into_bytes);
+    cc.node_token = env("UGC_NODE_TOKEN");
+    cc.topology = Topology {
+        transcoders: flags.transcoders.clone(),
+        origins: flags.origins.clone(),
+    };
+    cc.transcode_profiles = flags.transcode_profiles.clone();
+    cc.trusted_proxies = TrustedProxies::parse(&flags.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
+    cc.public_urls = PublicUrls {
+        host: flags
+            .public_host
+            .clone()
+            .unwrap_or_else(PublicUrls::guess_host),
+        http_port: http_addr.port(),
+        ..PublicUrls::default()
+    };
+    if cc.node_token.is_none() {
+        tracing::warn!("UGC_NODE_TOKEN is not set: no media node can follow this control plane");
+    }
+    let trusted = cc.trusted_proxies.clone();
+    let control = ControlPlane::open(cc)
+        .await
+        .context("opening the control plane store")?;
+    let web = flags
+        .web
+        .clone()
+        .or_else(|| Some(PathBuf::from("web")).filter(|d| ugc_auth::web::is_web_dir(d)));
+    print!(
+        "{}",
+        control
+            .welcome("ugc-control", None, web.is_some())
+            .await
+            .context("starting")?
+    );
+
+    let metrics = control.metrics_router(|| {
+        let mut m = Exposition::new();
+        m.family("ugc_info", Kind::Gauge, "Always 1; the version as a label.")
+            .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+        m.finish()
+    });
+    let mut app = axum::Router::new()
+        .nest("/api/v1", control.router())
+        .merge(metrics);
+    if let Some(dir) = web {
+        info!(dir = %dir.display(), "web panels");
+        app = app.merge(ugc_auth::web::router(dir));
+    }
+    tokio::spawn(
+        control
+            .clone()
+            .prune_sessions_every(Duration::from_secs(3600)),
+    );
+    info!(http = %http_addr, "ugc-control started");
+    let limits = ugc_proto::http::ServeConfig {
+        ip_cap_exempt: Some(Arc::new(move |ip| trusted.is_trusted(ip))),
+        ..Default::default()
+    };
+    ugc_proto::http::serve(http, app, limits)
+        .await
+        .context("HTTP server")?;
+    Ok(())
+}
