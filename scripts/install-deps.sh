@@ -46,6 +46,9 @@ need nginx nginx
 # GStreamer as a second publisher and player implementation (issue 21):
 # rtmp2sink, srtsink, rtmpsink (librtmp), openh264enc, avenc_aac, playbin3.
 need gst-launch-1.0 gstreamer1.0-tools
+# deploy/prometheus.yml is tested against a real Prometheus (issue 16). The
+# package's service is not started here (policy-rc.d); tests run their own.
+need prometheus prometheus
 for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-libav; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")

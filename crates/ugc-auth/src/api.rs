@@ -320,6 +320,11 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("post", "/node/heartbeat", post(crate::registry::heartbeat)),
         ("get", "/nodes", get(crate::registry::list_nodes)),
         (
+            "get",
+            "/prometheus/targets",
+            get(crate::registry::prometheus_sd),
+        ),
+        (
             "delete",
             "/nodes/{id}",
             delete(crate::registry::delete_node),

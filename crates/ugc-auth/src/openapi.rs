@@ -64,6 +64,17 @@ fn registry_paths() -> Value {
                     }
                 }
             },
+            "/prometheus/targets": {
+                "get": {
+                    "summary": "Prometheus HTTP service discovery of the registered nodes (admin): [{targets: [host:port], labels: {node, role, __meta_ugc_state, __meta_ugc_url}}]",
+                    "responses": {
+                        "200": { "description": "Target groups, one per node", "content": { "application/json": { "schema": {
+                            "type": "array", "items": { "type": "object" } } } } },
+                        "401": err("Missing or bad token"),
+                        "403": err("Not the admin")
+                    }
+                }
+            },
             "/nodes/{id}": {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "delete": {

@@ -444,6 +444,44 @@ pub(crate) async fn list_nodes(State(cp): State<ControlPlane>, headers: HeaderMa
     }
 }
 
+/// Prometheus HTTP service discovery: one target group per registered
+/// node (`host:port` of its URL), labelled `node` and `role`, with its
+/// registry state and URL as `__meta_ugc_state` / `__meta_ugc_url` for
+/// relabelling. Down nodes stay listed, so their `up` reads 0 until an
+/// admin forgets them.
+pub fn prometheus_targets(nodes: &[NodeView]) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = nodes
+        .iter()
+        .filter_map(|n| {
+            let uri: hyper::Uri = n.url.parse().ok()?;
+            let authority = uri.authority()?.as_str().to_owned();
+            let state = serde_json::to_value(n.state).ok()?;
+            Some(serde_json::json!({
+                "targets": [authority],
+                "labels": {
+                    "node": n.id,
+                    "role": n.role.as_str(),
+                    "__meta_ugc_state": state,
+                    "__meta_ugc_url": n.url,
+                },
+            }))
+        })
+        .collect();
+    serde_json::Value::Array(groups)
+}
+
+/// `GET /api/v1/prometheus/targets` (admin): [`prometheus_targets`] of the
+/// registry, for Prometheus' `http_sd_configs`.
+pub(crate) async fn prometheus_sd(State(cp): State<ControlPlane>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&cp, &headers).await {
+        return r;
+    }
+    match cp.nodes().await {
+        Ok(nodes) => axum::Json(prometheus_targets(&nodes)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
 /// `DELETE /api/v1/nodes/{id}` (admin): forget a node taken out of service.
 pub(crate) async fn delete_node(
     State(cp): State<ControlPlane>,

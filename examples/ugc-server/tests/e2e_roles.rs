@@ -560,3 +560,108 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
         );
     }
 }
+
+/// `GET /api/v1/query` of the Prometheus at `prom`: the result vector.
+fn prom_query(prom: SocketAddr, query: &str) -> Vec<serde_json::Value> {
+    let encoded: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let r = http_get(prom, &format!("/api/v1/query?query={encoded}"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// The value of a query's series whose `label` is `value`.
+fn prom_value(result: &[serde_json::Value], label: &str, value: &str) -> Option<f64> {
+    result
+        .iter()
+        .find(|s| s["metric"][label] == value)
+        .and_then(|s| s["value"][1].as_str()?.parse().ok())
+}
+
+/// deploy/prometheus.yml as shipped (only the control plane's address, the
+/// token file and the intervals rewritten), run by a real Prometheus:
+/// every node the registry knows is discovered and scraped with its
+/// `node` and `role` labels, the control plane with the admin token, and
+/// a node killed -9 reads `up` 0.
+#[test]
+fn prometheus_discovers_and_scrapes_every_node_from_the_registry() {
+    let control = Control::dedicated();
+    let key = control.create_stream(r#"{"name": "prom"}"#);
+    let origin_http = addr();
+    let (_origin, _origin_data) = start_origin(&control, origin_http);
+    let (mut publish, rtmp) = start_publish(&control, Some(origin_http));
+    let clip = test_clip(320, 240, 20, 400);
+    let _ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
+
+    let work = TempDir::new("prometheus");
+    let token_file = work.path().join("admin-token");
+    std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus.yml"),
+    )
+    .unwrap();
+    let config = shipped
+        .replace("control.internal:8080", &control.http.to_string())
+        .replace(
+            "/etc/prometheus/ugc-admin-token",
+            token_file.to_str().unwrap(),
+        )
+        .replace("15s", "1s");
+    assert_ne!(config, shipped);
+    let config_file = work.path().join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let prom = addr();
+    let _prometheus = Node::start(
+        "prometheus",
+        &[
+            format!("--config.file={}", config_file.display()),
+            format!("--storage.tsdb.path={}", work.path().join("tsdb").display()),
+            format!("--web.listen-address={prom}"),
+        ],
+    );
+
+    wait_until(Duration::from_secs(20), || listening(prom)).expect("Prometheus listens");
+    // The control plane and both nodes up, the nodes with their labels.
+    let ups = || prom_query(prom, "up");
+    wait_until(Duration::from_secs(30), || {
+        let up = ups();
+        up.len() == 3
+            && up
+                .iter()
+                .all(|s| s["value"][1] == "1" && s["metric"]["role"].is_string())
+    })
+    .unwrap_or_else(|| panic!("targets not all up: {:?}", ups()));
+    let up = ups();
+    for role in ["control", "publish", "origin"] {
+        assert_eq!(prom_value(&up, "role", role), Some(1.0), "{up:?}");
+    }
+    let node_ids: Vec<String> = nodes(&control).into_iter().map(|n| n.0).collect();
+    for s in up.iter().filter(|s| s["metric"]["job"] == "ugc-nodes") {
+        let node = s["metric"]["node"].as_str().unwrap_or_default();
+        assert!(node_ids.iter().any(|id| id == node), "{s}");
+    }
+    // The stream's frames, counted on both nodes it crossed.
+    let frames = || prom_query(prom, "sum by (role) (ugc_stream_frames_in_total)");
+    wait_until(Duration::from_secs(30), || {
+        let f = frames();
+        prom_value(&f, "role", "publish") > Some(0.0)
+            && prom_value(&f, "role", "origin") > Some(0.0)
+    })
+    .unwrap_or_else(|| panic!("no frames: {:?}", frames()));
+
+    // kill -9: still a target (the registry lists it as down), up 0.
+    publish.child.kill().unwrap();
+    let down = wait_until(Duration::from_secs(30), || {
+        prom_value(&ups(), "role", "publish") == Some(0.0)
+    })
+    .unwrap_or_else(|| panic!("a killed node still up: {:?}", ups()));
+    eprintln!("killed node up=0 in Prometheus after {down:?}");
+}
