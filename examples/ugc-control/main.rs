@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         let mut m = Exposition::new();
         m.family("ugc_info", Kind::Gauge, "Always 1; the version as a label.")
             .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+        ugc_core::metrics::write_process(&mut m);
         m.finish()
     });
     let mut app = axum::Router::new()

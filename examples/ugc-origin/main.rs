@@ -157,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
+            ugc_core::metrics::write_process(&mut m);
             archive.write_metrics(&mut m);
             relay.write_metrics(&mut m);
             m.finish()

@@ -35,7 +35,7 @@ use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
-use ugc_proto::relay::push::push_all;
+use ugc_proto::relay::push::{RelayPushStats, push_all_with_stats};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 use ugc_proto::rtmp::restream::Restreams;
 use ugc_proto::srt::server::SrtStatsRegistry;
@@ -98,11 +98,13 @@ async fn main() -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(flags.http).await?;
     let (rtmp_addr, srt_addr) = (rtmp.local_addr()?, srt.local_addr()?);
     info!(rtmp = %rtmp_addr, srt = %srt_addr, http = %http.local_addr()?, "ugc-publish started");
-    let rtmp_task = tokio::spawn(ugc_proto::rtmp::server::serve(
+    let rtmp_stats = Arc::new(ugc_proto::rtmp::server::RtmpServerStats::default());
+    let rtmp_task = tokio::spawn(ugc_proto::rtmp::server::serve_with_stats(
         rtmp,
         hub.clone(),
         auth.clone(),
         Default::default(),
+        rtmp_stats.clone(),
     ));
     let srt_stats = SrtStatsRegistry::default();
     let passphrase = lookup::srt_passphrase(settings.clone(), Overrides::default());
@@ -133,7 +135,13 @@ async fn main() -> anyhow::Result<()> {
         t => t,
     };
     info!(?targets, "pushing every stream");
-    tokio::spawn(push_all(hub.clone(), targets, token.clone()));
+    let pushed = Arc::new(RelayPushStats::default());
+    tokio::spawn(push_all_with_stats(
+        hub.clone(),
+        targets,
+        token.clone(),
+        pushed.clone(),
+    ));
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let listening = node::Listening {
@@ -149,16 +157,25 @@ async fn main() -> anyhow::Result<()> {
         &token,
         listening,
         hub.clone(),
-        move || served.stats().bytes_out.load(Ordering::Relaxed),
+        {
+            let pushed = pushed.clone();
+            move || {
+                served.stats().bytes_out.load(Ordering::Relaxed)
+                    + pushed.bytes_out.load(Ordering::Relaxed)
+            }
+        },
     )?;
     let metrics = {
         let (hub, relay) = (hub.clone(), relay.clone());
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
+            ugc_core::metrics::write_process(&mut m);
+            rtmp_stats.write_metrics(&mut m);
             restreams.write_metrics(&mut m);
             srt_stats.write_metrics(&mut m);
             relay.write_metrics(&mut m);
+            pushed.write_metrics(&mut m);
             m.finish()
         }
     };

@@ -32,7 +32,7 @@ use ugc_codec::ladder::config::TranscodeSection;
 use ugc_codec::ladder::stats::LadderRegistry;
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
-use ugc_proto::relay::push::push_all;
+use ugc_proto::relay::push::{RelayPushStats, push_all_with_stats};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 
 /// A transcoding node: relay in, ABR ladder, relay out.
@@ -115,17 +115,25 @@ async fn main() -> anyhow::Result<()> {
         t => t,
     };
     info!(?targets, "pushing every stream");
-    tokio::spawn(push_all(hub.clone(), targets, token.clone()));
+    let pushed = Arc::new(RelayPushStats::default());
+    tokio::spawn(push_all_with_stats(
+        hub.clone(),
+        targets,
+        token.clone(),
+        pushed.clone(),
+    ));
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let metrics = {
-        let (hub, relay) = (hub.clone(), relay.clone());
+        let (hub, relay, pushed) = (hub.clone(), relay.clone(), pushed.clone());
         move || async move {
             let now = Instant::now();
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, now);
+            ugc_core::metrics::write_process(&mut m);
             registry.write_metrics(&mut m, now);
             relay.write_metrics(&mut m);
+            pushed.write_metrics(&mut m);
             m.finish()
         }
     };
@@ -145,7 +153,10 @@ async fn main() -> anyhow::Result<()> {
             srt: None,
         },
         hub.clone(),
-        move || served.stats().bytes_out.load(Ordering::Relaxed),
+        move || {
+            served.stats().bytes_out.load(Ordering::Relaxed)
+                + pushed.bytes_out.load(Ordering::Relaxed)
+        },
     )?;
     info!(http = %http.local_addr()?, "ugc-transcode started");
     if let Err(e) = ugc_proto::http::serve(http, app, Default::default()).await {

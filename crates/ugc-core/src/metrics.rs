@@ -244,6 +244,91 @@ pub fn write_hub(m: &mut Exposition, hub: &crate::Hub, now: std::time::Instant) 
     });
 }
 
+/// The process's own families, as Prometheus' client libraries name them:
+/// `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_start_time_seconds`. Read from
+/// `/proc/self` (Linux); nothing elsewhere or when it cannot be read.
+pub fn write_process(m: &mut Exposition) {
+    let Some(p) = ProcessStats::read() else {
+        return;
+    };
+    m.family(
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        "User and system CPU time of the process, seconds.",
+    )
+    .sample(&[], p.cpu_seconds);
+    m.family(
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        "Resident memory of the process, bytes.",
+    )
+    .sample(&[], p.rss_bytes);
+    if let Some(fds) = p.open_fds {
+        m.family("process_open_fds", Kind::Gauge, "Open file descriptors.")
+            .sample(&[], fds);
+    }
+    if let Some(start) = p.start_time_seconds {
+        m.family(
+            "process_start_time_seconds",
+            Kind::Gauge,
+            "Start time of the process, seconds since the Unix epoch.",
+        )
+        .sample(&[], start);
+    }
+}
+
+/// What [`write_process`] reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    rss_bytes: f64,
+    open_fds: Option<f64>,
+    start_time_seconds: Option<f64>,
+}
+
+/// Clock ticks per second of `/proc` times (`sysconf(_SC_CLK_TCK)`; 100
+/// on every Linux this runs on, and not readable without libc).
+const CLK_TCK: f64 = 100.0;
+/// Page size of `statm` (4 KiB on x86-64 and most arm64 kernels).
+const PAGE: f64 = 4096.0;
+
+impl ProcessStats {
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as f64);
+        let boot = std::fs::read_to_string("/proc/stat").ok();
+        Self::parse(&stat, &statm, boot.as_deref(), fds)
+    }
+
+    /// From the text of `/proc/self/stat`, `/proc/self/statm` and
+    /// `/proc/stat` (for the boot time).
+    fn parse(stat: &str, statm: &str, proc_stat: Option<&str>, fds: Option<f64>) -> Option<Self> {
+        // The command name may hold spaces and parentheses: fields start
+        // after the last ')'. Field 3 (state) is the first after it.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i - 3)?.parse::<f64>().ok();
+        let cpu_seconds = (num(14)? + num(15)?) / CLK_TCK;
+        let rss_pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let boot = proc_stat.and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let start_time_seconds = boot.zip(num(22)).map(|(b, t)| b + t / CLK_TCK);
+        Some(ProcessStats {
+            cpu_seconds,
+            rss_bytes: rss_pages * PAGE,
+            open_fds: fds,
+            start_time_seconds,
+        })
+    }
+}
+
 fn write_value(out: &mut String, v: f64) {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if v.is_nan() {
@@ -269,6 +354,29 @@ fn valid_name(name: &str, colon: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_stats_come_from_proc_text() {
+        // A command name with a space and a parenthesis.
+        let stat = "4242 (ugc (x) y) S 1 4242 4242 0 -1 4194560 2000 0 0 0 \
+                    250 50 0 0 20 0 9 0 123400 900000000 5000 18446744073709551615";
+        let p = ProcessStats::parse(
+            stat,
+            "220000 5000 900 1 0 3000 0",
+            Some("cpu 1 2\nbtime 1700000000\n"),
+            Some(12.0),
+        )
+        .unwrap();
+        assert_eq!(p.cpu_seconds, 3.0);
+        assert_eq!(p.rss_bytes, 5000.0 * 4096.0);
+        assert_eq!(p.open_fds, Some(12.0));
+        assert_eq!(p.start_time_seconds, Some(1_700_000_000.0 + 1234.0));
+        assert_eq!(ProcessStats::parse("garbage", "", None, None), None);
+        // This process, on Linux: some CPU, some memory.
+        if let Some(me) = ProcessStats::read() {
+            assert!(me.rss_bytes > 0.0 && me.cpu_seconds >= 0.0, "{me:?}");
+        }
+    }
 
     #[test]
     fn families_samples_and_escaping() {

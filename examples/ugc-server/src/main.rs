@@ -249,6 +249,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             m.family("ugc_info", Kind::Gauge, "Always 1; the version as a label.")
                 .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
             ugc_core::metrics::write_hub(&mut m, &hub, now);
+            ugc_core::metrics::write_process(&mut m);
             restreams.write_metrics(&mut m);
             rtmp_stats.write_metrics(&mut m);
             srt.write_metrics(&mut m);

@@ -103,12 +103,18 @@ impl Control {
 
     /// The dedicated control plane binary, `ugc-control`: no media.
     fn dedicated() -> Control {
+        Self::dedicated_with(&[])
+    }
+
+    /// `ugc-control` with `extra` flags.
+    fn dedicated_with(extra: &[&str]) -> Control {
         let data = TempDir::new("control");
         let http = addr();
         let child = Command::new(env!("CARGO_BIN_EXE_ugc-control"))
             .arg("--data")
             .arg(data.path())
             .args(["--http", &http.to_string(), "--public-host", "127.0.0.1"])
+            .args(extra)
             .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("UGC_NODE_TOKEN", NODE_TOKEN)
             .stdout(Stdio::null())
@@ -593,15 +599,44 @@ fn prom_value(result: &[serde_json::Value], label: &str, value: &str) -> Option<
 /// a node killed -9 reads `up` 0.
 #[test]
 fn prometheus_discovers_and_scrapes_every_node_from_the_registry() {
-    let control = Control::dedicated();
-    let key = control.create_stream(r#"{"name": "prom"}"#);
-    let origin_http = addr();
+    let work = TempDir::new("prometheus");
+    // publish -> transcode -> origin, from ugc-control's topology flags.
+    let (origin_http, transcode_http) = (addr(), addr());
+    let control = Control::dedicated_with(&[
+        "--transcoders",
+        &format!("http://{transcode_http}"),
+        "--origins",
+        &format!("http://{origin_http}"),
+        "--transcode-profiles",
+        "small",
+    ]);
+    let key = control.create_stream(r#"{"name": "prom", "transcode": "small"}"#);
     let (_origin, _origin_data) = start_origin(&control, origin_http);
-    let (mut publish, rtmp) = start_publish(&control, Some(origin_http));
+    let ladder = work.path().join("ladder.toml");
+    std::fs::write(
+        &ladder,
+        "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
+         { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
+    )
+    .unwrap();
+    let _transcode = Node::start(
+        env!("CARGO_BIN_EXE_ugc-transcode"),
+        &[
+            "--control-url".into(),
+            control.url(),
+            "--config".into(),
+            ladder.display().to_string(),
+            "--http".into(),
+            transcode_http.to_string(),
+            "--public-host".into(),
+            "127.0.0.1".into(),
+        ],
+    );
+    wait_until(Duration::from_secs(10), || listening(transcode_http)).expect("transcoder listens");
+    let (mut publish, rtmp) = start_publish(&control, None);
     let clip = test_clip(320, 240, 20, 400);
     let _ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
 
-    let work = TempDir::new("prometheus");
     let token_file = work.path().join("admin-token");
     std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
     let shipped = std::fs::read_to_string(
@@ -629,33 +664,61 @@ fn prometheus_discovers_and_scrapes_every_node_from_the_registry() {
     );
 
     wait_until(Duration::from_secs(20), || listening(prom)).expect("Prometheus listens");
-    // The control plane and both nodes up, the nodes with their labels.
+    // The control plane and the three nodes up, with their labels.
     let ups = || prom_query(prom, "up");
     wait_until(Duration::from_secs(30), || {
         let up = ups();
-        up.len() == 3
+        up.len() == 4
             && up
                 .iter()
                 .all(|s| s["value"][1] == "1" && s["metric"]["role"].is_string())
     })
     .unwrap_or_else(|| panic!("targets not all up: {:?}", ups()));
     let up = ups();
-    for role in ["control", "publish", "origin"] {
+    for role in ["control", "publish", "transcode", "origin"] {
         assert_eq!(prom_value(&up, "role", role), Some(1.0), "{up:?}");
     }
     let node_ids: Vec<String> = nodes(&control).into_iter().map(|n| n.0).collect();
+    assert_eq!(node_ids.len(), 3, "{node_ids:?}");
     for s in up.iter().filter(|s| s["metric"]["job"] == "ugc-nodes") {
         let node = s["metric"]["node"].as_str().unwrap_or_default();
         assert!(node_ids.iter().any(|id| id == node), "{s}");
     }
-    // The stream's frames, counted on both nodes it crossed.
-    let frames = || prom_query(prom, "sum by (role) (ugc_stream_frames_in_total)");
-    wait_until(Duration::from_secs(30), || {
+    // The stream's frames, counted on every node it crossed, and the
+    // rendition's at the origin.
+    let frames = || {
+        prom_query(
+            prom,
+            "sum by (role) (rate(ugc_stream_frames_in_total{stream=\"live/prom/144p\"}[10s]))",
+        )
+    };
+    wait_until(Duration::from_secs(40), || {
         let f = frames();
-        prom_value(&f, "role", "publish") > Some(0.0)
-            && prom_value(&f, "role", "origin") > Some(0.0)
+        ["transcode", "origin"]
+            .iter()
+            .all(|r| prom_value(&f, "role", r) > Some(0.0))
     })
-    .unwrap_or_else(|| panic!("no frames: {:?}", frames()));
+    .unwrap_or_else(|| panic!("no rendition frames: {:?}", frames()));
+    let f = prom_query(prom, "sum by (role) (ugc_stream_frames_in_total)");
+    for role in ["publish", "transcode", "origin"] {
+        assert!(prom_value(&f, "role", role) > Some(0.0), "{role}: {f:?}");
+    }
+    // What the publishing and transcoding nodes pushed on, and what every
+    // process uses.
+    let pushed = prom_query(prom, "sum by (role) (ugc_relay_push_bytes_total)");
+    let rss = prom_query(prom, "sum by (role) (process_resident_memory_bytes)");
+    for role in ["publish", "transcode"] {
+        assert!(prom_value(&pushed, "role", role) > Some(0.0), "{pushed:?}");
+    }
+    for role in ["control", "publish", "transcode", "origin"] {
+        assert!(prom_value(&rss, "role", role) > Some(1e6), "{rss:?}");
+    }
+    // Two scrapes more, so every rate has two samples.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Every panel of the dashboards in deploy/grafana: its PromQL parses
+    // and returns data here, and every metric it names has series.
+    check_dashboards(prom, &node_ids);
 
     // kill -9: still a target (the registry lists it as down), up 0.
     publish.child.kill().unwrap();
@@ -664,4 +727,87 @@ fn prometheus_discovers_and_scrapes_every_node_from_the_registry() {
     })
     .unwrap_or_else(|| panic!("a killed node still up: {:?}", ups()));
     eprintln!("killed node up=0 in Prometheus after {down:?}");
+}
+
+/// Runs every panel query of `deploy/grafana/*.json` against `prom`, with
+/// the dashboards' variables set: `$stream` to the test's stream, `$node`
+/// to each of `nodes` (a role-specific panel has data on its role's node),
+/// `$__rate_interval` and `$__range` to what Grafana would give a 1 s
+/// scrape interval. Each must answer data; each metric it names must have
+/// series (a misspelt name would otherwise hide behind `or vector(0)`).
+fn check_dashboards(prom: SocketAddr, nodes: &[String]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let has_series = |name: &str| {
+        let q = format!("count({{__name__=\"{name}\"}})");
+        !prom_query(prom, &q).is_empty()
+    };
+    let mut checked = 0;
+    for file in &files {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        assert!(d["uid"].is_string() && d["title"].is_string(), "{file:?}");
+        for panel in d["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$__rate_interval", "4s")
+                    .replace("$__range", "5m")
+                    .replace("$stream", "live/prom");
+                let what = format!("{file:?} {}: {expr}", panel["title"]);
+                let queries: Vec<String> = if expr.contains("$node") {
+                    nodes.iter().map(|n| expr.replace("$node", n)).collect()
+                } else {
+                    vec![expr.clone()]
+                };
+                assert!(
+                    queries.iter().any(|q| !prom_query(prom, q).is_empty()),
+                    "no data: {what}"
+                );
+                for name in metric_names(&expr) {
+                    assert!(has_series(&name), "no series of {name}: {what}");
+                }
+                checked += 1;
+            }
+        }
+        // The variables' queries name metrics that exist too.
+        for v in d["templating"]["list"].as_array().unwrap() {
+            for name in metric_names(v["definition"].as_str().unwrap_or_default()) {
+                assert!(has_series(&name), "variable of {file:?}: {name}");
+            }
+        }
+    }
+    eprintln!("{checked} dashboard queries answered data");
+}
+
+/// The metric names a PromQL expression uses (ours, the process
+/// collector's, `up`): words with those prefixes not followed by a label
+/// matcher.
+fn metric_names(expr: &str) -> Vec<String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find(word) {
+        let len = rest[start..]
+            .find(|c| !word(c))
+            .unwrap_or(rest.len() - start);
+        let w = &rest[start..start + len];
+        let after = rest[start + len..].trim_start();
+        let is_label = after.starts_with('=') || after.starts_with("!=");
+        if !is_label
+            && (w.starts_with("ugc_") || w.starts_with("process_") || w == "up")
+            && !names.iter().any(|n| n == w)
+        {
+            names.push(w.to_owned());
+        }
+        rest = &rest[start + len..];
+    }
+    names
 }

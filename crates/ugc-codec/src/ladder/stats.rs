@@ -194,8 +194,9 @@ impl LadderRegistry {
     }
 
     /// The ladders' families for `/metrics` at `now`: `ugc_transcode_*` by
-    /// `stream` (its name, without the app), and the renditions' frames out
-    /// by `stream`, `rendition` and `kind`.
+    /// `stream` (its path, `live/<name>`, as every other family labels
+    /// it), and the renditions' frames out by `stream`, `rendition` and
+    /// `kind`.
     pub fn write_metrics(&self, m: &mut Exposition, now: Instant) {
         let ladders = self.rows(now);
         let families: &[Family<LadderRow>] = &[
@@ -241,7 +242,7 @@ impl LadderRegistry {
             ),
         ];
         m.families(families, &ladders, |l| {
-            vec![("stream", l.stream.name().to_owned())]
+            vec![("stream", l.stream.to_string())]
         });
         // One row per rendition and media kind.
         type Output<'a> = (&'a str, &'a str, &'static str, u64);
@@ -250,7 +251,7 @@ impl LadderRegistry {
             .flat_map(|l| {
                 l.report.renditions.iter().flat_map(|r| {
                     [("video", r.video_frames), ("audio", r.audio_frames)]
-                        .map(|(kind, n)| (l.stream.name(), r.name.as_str(), kind, n))
+                        .map(|(kind, n)| (l.stream.as_str(), r.name.as_str(), kind, n))
                 })
             })
             .collect();
@@ -375,9 +376,9 @@ mod tests {
         let mut m = Exposition::new();
         registry.write_metrics(&mut m, t0);
         let text = m.finish();
-        assert!(text.contains("ugc_transcode_frames_in_total{stream=\"a\"} 0\n"));
+        assert!(text.contains("ugc_transcode_frames_in_total{stream=\"live/a\"} 0\n"));
         assert!(text.contains(
-            "ugc_transcode_rendition_frames_out_total{stream=\"a\",rendition=\"720p\",kind=\"video\"} 7\n"
+            "ugc_transcode_rendition_frames_out_total{stream=\"live/a\",rendition=\"720p\",kind=\"video\"} 7\n"
         ));
     }
 }

@@ -24,6 +24,8 @@
 //! [`Error::HttpStatus`]. Push does not resume by sequence; pull does.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,6 +64,49 @@ pub struct PushConfig {
     pub backoff_min: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Where the pusher counts what it sends (shared by a node's pushers).
+    pub stats: Arc<RelayPushStats>,
+}
+
+/// Counters of a node's [`RelayPusher`]s, for `/metrics` and the load it
+/// reports: `ugc_relay_push_*`.
+#[derive(Debug, Default)]
+pub struct RelayPushStats {
+    /// Bytes handed to push connections.
+    pub bytes_out: AtomicU64,
+    /// Push requests started (the first and every reconnect).
+    pub connects: AtomicU64,
+    /// Frames dropped: a full queue, a reconnect wait, or waiting for a
+    /// keyframe after either.
+    pub dropped_frames: AtomicU64,
+}
+
+impl RelayPushStats {
+    /// The `ugc_relay_push_*_total` families.
+    pub fn write_metrics(&self, m: &mut ugc_core::metrics::Exposition) {
+        use ugc_core::metrics::Kind;
+        let families: [(&str, &str, &AtomicU64); 3] = [
+            (
+                "ugc_relay_push_bytes_total",
+                "Relay bytes pushed to other nodes.",
+                &self.bytes_out,
+            ),
+            (
+                "ugc_relay_push_connects_total",
+                "Relay push requests started (the first and every reconnect).",
+                &self.connects,
+            ),
+            (
+                "ugc_relay_push_dropped_frames_total",
+                "Frames a relay push dropped (a full queue, a reconnect wait, waiting for a keyframe).",
+                &self.dropped_frames,
+            ),
+        ];
+        for (name, help, v) in families {
+            m.family(name, Kind::Counter, help)
+                .sample(&[], v.load(Ordering::Relaxed) as f64);
+        }
+    }
 }
 
 impl PushConfig {
@@ -75,6 +120,7 @@ impl PushConfig {
             queue: 1024,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            stats: Arc::default(),
         }
     }
 }
@@ -139,6 +185,14 @@ impl RelayPusher {
         self.dropped
     }
 
+    fn count_drop(&mut self) {
+        self.dropped += 1;
+        self.config
+            .stats
+            .dropped_frames
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Push requests started.
     pub fn connects(&self) -> u64 {
         self.connects
@@ -176,6 +230,7 @@ impl RelayPusher {
         });
         self.conn = Some(Conn { tx, task, writer });
         self.connects += 1;
+        self.config.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.skipping = true;
         self.announce_gap = false;
         if let Some(t) = self.tracks.clone() {
@@ -197,9 +252,11 @@ impl RelayPusher {
             return false;
         }
         for c in chunks {
+            let n = c.len() as u64;
             if conn.tx.try_send(c).is_err() {
                 return false;
             }
+            self.config.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
         }
         true
     }
@@ -272,7 +329,7 @@ impl RelayPusher {
                 if let MediaEvent::Tracks(t) = &event {
                     self.tracks = Some(t.clone());
                 } else if matches!(event, MediaEvent::Frame(_)) {
-                    self.dropped += 1;
+                    self.count_drop();
                 }
                 return Ok(());
             }
@@ -286,13 +343,13 @@ impl RelayPusher {
         }
         if self.skipping {
             if !self.is_start(&event) {
-                self.dropped += 1;
+                self.count_drop();
                 return Ok(());
             }
             if self.announce_gap {
                 let gap = MediaEvent::Discontinuity(DiscontinuityReason::ReaderSkipped);
                 if !self.write(None, &gap) {
-                    self.dropped += 1;
+                    self.count_drop();
                     return Ok(());
                 }
             }
@@ -301,7 +358,7 @@ impl RelayPusher {
         }
         if !self.write(Some(seq), &event) {
             if matches!(event, MediaEvent::Frame(_)) {
-                self.dropped += 1;
+                self.count_drop();
             }
             self.skipping = true;
             self.announce_gap = true;
@@ -354,13 +411,26 @@ impl Sink for RelayPusher {
 /// feeding the origins (its renditions are streams of the Hub too). Runs
 /// until the Hub is gone.
 pub async fn push_all(hub: ugc_core::Hub, targets: Vec<String>, token: String) {
+    push_all_with_stats(hub, targets, token, Arc::default()).await;
+}
+
+/// [`push_all`], counting into `stats`.
+pub async fn push_all_with_stats(
+    hub: ugc_core::Hub,
+    targets: Vec<String>,
+    token: String,
+    stats: Arc<RelayPushStats>,
+) {
     let mut watch = hub.watch();
     while let Some(stream) = watch.next().await {
         for target in &targets {
             let Some(reader) = hub.subscribe_existing(&stream) else {
                 continue;
             };
-            let pusher = RelayPusher::new(PushConfig::new(target, stream.clone(), &token));
+            let pusher = RelayPusher::new(PushConfig {
+                stats: stats.clone(),
+                ..PushConfig::new(target, stream.clone(), &token)
+            });
             let (stream, target) = (stream.clone(), target.clone());
             tokio::spawn(async move {
                 match ugc_core::pump(reader, ugc_core::Passthrough, pusher).await {
