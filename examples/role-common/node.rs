@@ -52,6 +52,8 @@ pub fn spawn_heartbeat(
         srt_port: at.srt.map_or(d.srt_port, |a| a.port()),
         http_port: at.http.port(),
         http_base: None,
+        // Publishing nodes take no RTMPS yet (ugc-server does).
+        rtmps_port: None,
     };
     let id = flags
         .node_id

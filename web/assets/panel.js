@@ -281,6 +281,9 @@ function update(c, s) {
   const slate = !s.live && s.source && s.source.active === 'fallback';
   liveBadge.textContent = s.live ? (standIn ? `Live · ${standIn}` : 'Live') : slate ? 'Offline · slate' : 'Offline';
   q('.s-obs-server').value = obsServer(s.publish.rtmp);
+  // RTMPS when the server has a certificate: the same key over TLS.
+  for (const row of c.el.querySelectorAll('.s-rtmps-row')) row.hidden = !s.publish.rtmps;
+  q('.s-obs-server-tls').value = s.publish.rtmps ? obsServer(s.publish.rtmps) : '';
   q('.s-key').value = s.key;
   q('.s-rtmp').value = s.publish.rtmp;
   q('.s-srt').value = s.publish.srt;

@@ -110,6 +110,7 @@ pub(crate) fn stream_json(
 fn publish_json(urls: &crate::PublicUrls, key: &str, name: &str) -> Value {
     json!({
         "rtmp": urls.rtmp(key),
+        "rtmps": urls.rtmps(key),
         "srt": urls.srt(key),
         "whip": urls.whip(name),
         "backup": { "rtmp": urls.rtmp_backup(key), "srt": urls.srt_backup(key) },

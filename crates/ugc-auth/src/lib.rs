@@ -107,6 +107,8 @@ pub struct PublicUrls {
     pub host: String,
     /// RTMP port (1935).
     pub rtmp_port: u16,
+    /// RTMPS port (1936 by convention), when the server takes RTMPS.
+    pub rtmps_port: Option<u16>,
     /// SRT port (9000).
     pub srt_port: u16,
     /// HTTP port of WHIP and HLS (8080).
@@ -121,6 +123,7 @@ impl Default for PublicUrls {
         PublicUrls {
             host: "localhost".into(),
             rtmp_port: 1935,
+            rtmps_port: None,
             srt_port: 9000,
             http_port: 8080,
             http_base: None,
@@ -154,6 +157,12 @@ impl PublicUrls {
     /// `rtmp://host:port/live/<key>`.
     pub fn rtmp(&self, key: &str) -> String {
         format!("rtmp://{}:{}/live/{key}", self.host, self.rtmp_port)
+    }
+
+    /// `rtmps://host:port/live/<key>`, when RTMPS is served.
+    pub fn rtmps(&self, key: &str) -> Option<String> {
+        self.rtmps_port
+            .map(|port| format!("rtmps://{}:{port}/live/{key}", self.host))
     }
 
     /// `srt://host:port?streamid=#!::r=live/<key>,m=publish`.

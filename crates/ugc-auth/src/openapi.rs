@@ -398,6 +398,7 @@ fn base() -> Value {
                     "type": "object",
                     "properties": {
                         "rtmp": { "type": "string" }, "srt": { "type": "string" }, "whip": { "type": "string" },
+                        "rtmps": { "type": ["string", "null"], "description": "RTMP over TLS (OBS: rtmps://host:1936/live), null when the server has no certificate" },
                         "backup": {
                             "type": "object",
                             "description": "URLs for an encoder's backup output: it stands by while the main publisher is live and takes over within source_timeout_ms + 1 GOP when it is not",

@@ -79,6 +79,10 @@ pub struct Settings {
     /// Needs --tls-cert and --tls-key.
     #[arg(long, env = "UGC_HTTPS")]
     pub https: Option<SocketAddr>,
+    /// RTMPS (RTMP over TLS, with the --https certificate) listen address,
+    /// or `off`. Default `0.0.0.0:1936` when --https is configured.
+    #[arg(long, env = "UGC_RTMPS", value_name = "ADDR|off")]
+    pub rtmps: Option<String>,
     /// PEM certificate chain for --https.
     #[arg(long, env = "UGC_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -267,6 +271,8 @@ pub struct Config {
     pub srt: SocketAddr,
     /// HTTPS listener with its certificate and key.
     pub https: Option<(SocketAddr, PathBuf, PathBuf)>,
+    /// RTMPS listener (it takes the HTTPS certificate).
+    pub rtmps: Option<SocketAddr>,
     pub public_host: Option<String>,
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
@@ -320,6 +326,15 @@ impl Config {
             (None, None, None) => None,
             _ => anyhow::bail!("https, tls_cert and tls_key go together"),
         };
+        let rtmps = match (s.rtmps.as_deref(), &https) {
+            (Some("off"), _) | (None, None) => None,
+            (None, Some(_)) => Some(any(1936)),
+            (Some(addr), Some(_)) => Some(
+                addr.parse()
+                    .map_err(|e| anyhow::anyhow!("rtmps {addr:?}: {e} (an address or off)"))?,
+            ),
+            (Some(_), None) => anyhow::bail!("rtmps needs https, tls_cert and tls_key"),
+        };
         let d = HlsTiming::default();
         let packager = HlsTiming {
             segment_ms: s.segment_ms.unwrap_or(d.segment_ms),
@@ -367,6 +382,7 @@ impl Config {
             http: s.http.unwrap_or_else(|| any(8080)),
             srt: s.srt.unwrap_or_else(|| any(9000)),
             https,
+            rtmps,
             public_host: s.public_host,
             database_url: s.database_url,
             demo_stream: s.demo_stream,
@@ -465,7 +481,7 @@ mod tests {
             "keys",
             "data = \"/d\"\nrtmp = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n\
              srt = \"127.0.0.1:3\"\nsrt_latency_ms = 300\npublic_host = \"h\"\n\
-             https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nrtmps = \"127.0.0.1:5\"\n\
              segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
              publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
              max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
@@ -482,6 +498,7 @@ mod tests {
         assert_eq!((c.rtmp.port(), c.http.port(), c.srt.port()), (1, 2, 3));
         assert_eq!(c.srt_server.listener.latency, Duration::from_millis(300));
         assert_eq!(c.public_host.as_deref(), Some("h"));
+        assert_eq!(c.rtmps.map(|a| a.port()), Some(5));
         let (addr, cert, key) = c.https.clone().unwrap();
         assert_eq!(
             (addr.port(), cert.to_str(), key.to_str()),
@@ -670,7 +687,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 23, "{flags:?}");
+        assert_eq!(flags.len(), 24, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

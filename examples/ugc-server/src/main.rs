@@ -70,6 +70,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http))?;
+    let rtmps = match config.rtmps {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding RTMPS on {addr}"))?,
+        ),
+        None => None,
+    };
     let rtmp_addr = rtmp.local_addr()?;
     let http_addr = http.local_addr()?;
     let host = config
@@ -91,6 +99,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     cc.public_urls = PublicUrls {
         host: host.clone(),
         rtmp_port: rtmp_addr.port(),
+        rtmps_port: rtmps
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port()),
         srt_port: config.srt.port(),
         http_port: http_addr.port(),
         ..PublicUrls::default()
@@ -152,6 +164,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.rtmp_server.clone(),
         rtmp_stats.clone(),
     ));
+    // RTMPS: the same server behind TLS with the HTTPS certificate.
+    if let (Some(listener), Some((_, cert, key))) = (rtmps, &config.https) {
+        let mut tls = (*ugc_proto::tls::server_config(cert, key)
+            .context("loading the TLS certificate for RTMPS")?)
+        .clone();
+        // No ALPN: RTMP clients send none, and HTTPS's h2 is not RTMP.
+        tls.alpn_protocols.clear();
+        info!(rtmps = %listener.local_addr()?, "RTMPS listening");
+        let rtmps_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve_with_stats(
+            listener,
+            hub.clone(),
+            authorizer.clone(),
+            ugc_proto::rtmp::server::RtmpServerConfig {
+                tls: Some(Arc::new(tls)),
+                ..config.rtmp_server.clone()
+            },
+            rtmp_stats.clone(),
+        ));
+        background.push(rtmps_task.abort_handle());
+    }
     // SRT ingest (same Authorizer as RTMP; passphrases from the control plane).
     let srt_stats = SrtStatsRegistry::default();
     let srt = tokio::net::UdpSocket::bind(config.srt)

@@ -16,9 +16,8 @@ fn hint(playlist: &str) -> Option<(u64, u32)> {
     preload_hint(playlist)
 }
 
-/// Starts the server (LL-HLS on by default) with HTTPS, creates and publishes
-/// stream `name`, and waits until its playlist lists parts.
-fn live_server(name: &str, tls: &TempDir) -> (Server, Proc, SocketAddr) {
+/// A self-signed certificate for 127.0.0.1 in `tls`: (cert, key) PEM files.
+fn self_signed(tls: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
     let cert = tls.path().join("cert.pem");
     let key = tls.path().join("key.pem");
     let out = Command::new("openssl")
@@ -45,6 +44,13 @@ fn live_server(name: &str, tls: &TempDir) -> (Server, Proc, SocketAddr) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (cert, key)
+}
+
+/// Starts the server (LL-HLS on by default) with HTTPS, creates and publishes
+/// stream `name`, and waits until its playlist lists parts.
+fn live_server(name: &str, tls: &TempDir) -> (Server, Proc, SocketAddr) {
+    let (cert, key) = self_signed(tls);
     let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let server = Server::start(&[
         "--https",
@@ -53,6 +59,9 @@ fn live_server(name: &str, tls: &TempDir) -> (Server, Proc, SocketAddr) {
         cert.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
+        // Not the default 1936: tests run side by side.
+        "--rtmps",
+        "off",
     ]);
     let key = server.create_stream(name, "");
     let publisher = publish_live(320, 240, &server.rtmp_url(&key));
@@ -262,4 +271,71 @@ fn hls_js_low_latency_plays_20_s_without_stall() {
     let latency = num("latency_p50_s");
     assert!(latency < 1.5, "hls.js latency p50 {latency} s: {stdout}");
     publisher.kill();
+}
+
+/// RTMPS ingest (what OBS uses for services that require it): ffmpeg
+/// publishes over TLS to `--rtmps` with the HTTPS certificate and the
+/// stream plays; the API answers the `rtmps` URL; a plain RTMP client on
+/// the RTMPS port gets nowhere.
+#[test]
+fn ffmpeg_publishes_over_rtmps() {
+    let tls = TempDir::new("rtmps");
+    let (cert, key) = self_signed(&tls);
+    let https = format!("127.0.0.1:{}", free_port());
+    let rtmps = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&[
+        "--https",
+        &https,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--rtmps",
+        &rtmps,
+    ]);
+    let stream_key = server.create_stream("sec", "");
+    let r = http_send(
+        server.http,
+        "GET",
+        "/api/v1/streams/sec",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = format!("rtmps://{rtmps}/live/{stream_key}");
+    assert!(
+        r.text().contains(&format!("\"rtmps\":\"{url}\"")),
+        "{}",
+        r.text()
+    );
+
+    // Plain RTMP on the TLS port: refused (ffmpeg gives up), no stream.
+    let mut plain = publish_live(320, 180, &format!("rtmp://{rtmps}/live/{stream_key}"));
+    let gave_up = wait_until(Duration::from_secs(10), || !plain.running());
+    assert!(
+        gave_up.is_some(),
+        "a plain RTMP publisher kept going on RTMPS"
+    );
+    assert_ne!(server.get("/live/sec/mono.m3u8").status, 200);
+
+    let _ffmpeg = publish_live(320, 180, &url);
+    let playlist = wait_until(Duration::from_secs(20), || {
+        let r = server.get("/live/sec/mono.m3u8");
+        r.status == 200 && parse_media_playlist(&r.text()).len() >= 2
+    });
+    assert!(
+        playlist.is_some(),
+        "no playlist over RTMPS:\n{}",
+        server.log()
+    );
+    eprintln!("RTMPS: 2 segments after {:?}", playlist.unwrap());
+    let segs = parse_media_playlist(&server.get("/live/sec/mono.m3u8").text());
+    let file = fetch_fmp4_segment(&server, "live/sec", &segs[0], tls.path());
+    let lines = probe_streams(&file);
+    assert!(
+        lines
+            .iter()
+            .any(|s| s.0 == "video" && (s.2, s.3) == (320, 180)),
+        "{lines:?}"
+    );
 }

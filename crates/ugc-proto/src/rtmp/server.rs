@@ -90,6 +90,10 @@ pub struct RtmpServerConfig {
     /// Addresses `max_connections_per_ip` does not apply to (they still
     /// count towards `max_connections`). `None`: every address is capped.
     pub ip_cap_exempt: Option<ExemptIps>,
+    /// RTMPS: TLS in front of RTMP on this listener (its handshake counts
+    /// towards `handshake_timeout`). `None`: plain RTMP. Reads of a TLS
+    /// connection are not batched (`batch_reads`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Size of the per-connection read buffer.
     pub read_buffer_size: usize,
     /// Read batching while no viewer wants a stream at low latency
@@ -117,6 +121,7 @@ impl Default for RtmpServerConfig {
             max_connections: 1024,
             max_connections_per_ip: 64,
             ip_cap_exempt: None,
+            tls: None,
             read_buffer_size: 64 * 1024,
             batch_reads: None,
             refusal_linger: Duration::from_secs(2),
@@ -334,14 +339,17 @@ impl RtmpListener {
                 handshake_seed: self.seeds.hash_one(peer),
                 ..self.config.session.clone()
             });
+            let tls = self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
             return Ok(RtmpConnection {
-                tcp,
+                tcp: RtmpIo::Plain(tcp),
+                tls,
                 peer,
                 session,
                 buf: vec![0u8; self.config.read_buffer_size.max(1)],
                 batcher: self
                     .config
                     .batch_reads
+                    .filter(|_| self.config.tls.is_none())
                     .map(|i| ReadBatcher::new(self.epoch, i)),
                 config: Arc::clone(&self.config),
                 stats: Arc::clone(&self.stats),
@@ -355,7 +363,9 @@ impl RtmpListener {
 /// runs the handshake and the commands up to a publish request and asks
 /// the [`Authorizer`].
 pub struct RtmpConnection {
-    tcp: TcpStream,
+    tcp: RtmpIo,
+    /// RTMPS: the TLS handshake still to run, first thing in `publish`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     peer: SocketAddr,
     session: ServerSession,
     buf: Vec<u8>,
@@ -386,6 +396,21 @@ impl RtmpConnection {
     /// when the peer leaves first. A timeout or bad bytes are an error.
     pub async fn publish<A: Authorizer>(mut self, auth: &A) -> Result<Option<RtmpPublish>> {
         let deadline = Instant::now() + self.config.handshake_timeout;
+        if let Some(acceptor) = self.tls.take() {
+            let RtmpIo::Plain(tcp) = std::mem::replace(&mut self.tcp, RtmpIo::Closed) else {
+                return Err(Error::Io(std::io::ErrorKind::NotConnected.into()));
+            };
+            let tls = timeout_at(deadline, acceptor.accept(tcp))
+                .await
+                .map_err(|_| self.stats.timed_out("TLS handshake"))?;
+            match tls {
+                Ok(tls) => self.tcp = RtmpIo::Tls(Box::new(tls)),
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "rtmps: TLS handshake failed");
+                    return Ok(None);
+                }
+            }
+        }
         loop {
             let idle = Instant::now() + self.config.idle_timeout;
             let (until, why) = match (deadline <= idle, self.session.is_connected()) {
@@ -458,6 +483,10 @@ impl RtmpConnection {
                 .await
                 .map_err(|_| Error::Timeout("write"))??;
         }
+        // TLS holds records until flushed; plain TCP has nothing to flush.
+        timeout(self.config.write_timeout, self.tcp.flush())
+            .await
+            .map_err(|_| Error::Timeout("write"))??;
         Ok(())
     }
 
@@ -672,6 +701,69 @@ impl ReadBatcher {
                 .checked_add(next)
                 .unwrap_or_else(|| now + self.interval),
         )
+    }
+}
+
+/// The bytes of one RTMP connection: plain TCP (`rtmp://`) or TLS over it
+/// (`rtmps://`).
+enum RtmpIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Between taking the TCP stream for the TLS handshake and its end.
+    Closed,
+}
+
+fn not_connected() -> std::io::Error {
+    std::io::ErrorKind::NotConnected.into()
+}
+
+impl tokio::io::AsyncRead for RtmpIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RtmpIo::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            RtmpIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            RtmpIo::Closed => std::task::Poll::Ready(Err(not_connected())),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for RtmpIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            RtmpIo::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            RtmpIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            RtmpIo::Closed => std::task::Poll::Ready(Err(not_connected())),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RtmpIo::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            RtmpIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            RtmpIo::Closed => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RtmpIo::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            RtmpIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            RtmpIo::Closed => std::task::Poll::Ready(Ok(())),
+        }
     }
 }
 
