@@ -13,6 +13,9 @@
 //!
 //! Wiring only; `ugc-server` is every role in one process.
 
+#[path = "../role-common/logging.rs"]
+mod logging;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,13 +69,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UGC_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let flags = Flags::parse();
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     std::fs::create_dir_all(&flags.data)

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+#[path = "../role-common/logging.rs"]
+mod logging;
 #[path = "../role-common/node.rs"]
 mod node;
 
@@ -73,13 +75,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UGC_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let flags = Flags::parse();
     let token = std::env::var("UGC_NODE_TOKEN").context("UGC_NODE_TOKEN is required")?;
     std::fs::create_dir_all(&flags.data)?;

@@ -91,20 +91,8 @@ impl Topology {
             Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         loop {
             let attempt = async {
-                let req = hyper::Request::get(uri.as_str())
-                    .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-                    .body(Full::new(Bytes::new()))
-                    .map_err(|e| e.to_string())?;
-                let resp = client.request(req).await.map_err(|e| e.to_string())?;
-                let status = resp.status();
-                let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                if !status.is_success() {
-                    return Err(format!("answered {status}"));
-                }
+                let auth = format!("Bearer {token}");
+                let body = get_bounded(&client, uri.as_str(), &auth, MAX_ANSWER).await?;
                 let t: Topology = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
                 t.check().map(|()| t)
             };
@@ -437,21 +425,7 @@ impl RemoteAuthorizer {
             return PublishDecision::unavailable("publish check could not be built");
         };
         let exchange = async {
-            let resp = self
-                .inner
-                .client
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!("answered {status}"));
-            }
+            let body = answer_body(&self.inner.client, request, MAX_ANSWER).await?;
             serde_json::from_slice::<PublishAnswer>(&body).map_err(|e| format!("bad answer: {e}"))
         };
         match tokio::time::timeout(self.inner.timeout, exchange).await {
@@ -691,21 +665,8 @@ async fn fetch_play_auth(
     uri: &Uri,
     auth: &str,
 ) -> std::result::Result<PlayKeysNow, String> {
-    let req = hyper::Request::get(uri.clone())
-        .header(hyper::header::AUTHORIZATION, auth)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
     // Revocations of a busy platform: bounded, but generous.
-    let body = Limited::new(resp.into_body(), 16 << 20)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!("answered {status}"));
-    }
+    let body = get_bounded(client, uri.clone(), auth, 16 << 20).await?;
     let answer: PlayAuth = serde_json::from_slice(&body).map_err(|e| format!("bad answer: {e}"))?;
     use base64::Engine as _;
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -722,4 +683,39 @@ async fn fetch_play_auth(
             .filter_map(|s| crate::token::SessionId::parse(s))
             .collect(),
     })
+}
+
+/// `GET uri` with `Authorization: auth`: the body (at most `max` bytes) of
+/// a 2xx answer, or why not.
+async fn get_bounded(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: impl TryInto<Uri, Error: std::fmt::Display>,
+    auth: &str,
+    max: usize,
+) -> std::result::Result<Bytes, String> {
+    let uri = uri.try_into().map_err(|e| e.to_string())?;
+    let req = hyper::Request::get(uri)
+        .header(hyper::header::AUTHORIZATION, auth)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    answer_body(client, req, max).await
+}
+
+/// Sends `req`: the body (at most `max` bytes) of a 2xx answer, or why not.
+async fn answer_body(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: hyper::Request<Full<Bytes>>,
+    max: usize,
+) -> std::result::Result<Bytes, String> {
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), max)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
+    }
+    Ok(body)
 }

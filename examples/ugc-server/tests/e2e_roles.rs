@@ -68,7 +68,7 @@ fn listening(a: SocketAddr) -> bool {
     std::net::TcpStream::connect(a).is_ok()
 }
 
-/// The control plane: ugc-server with the node token (and `extra` flags).
+/// The control plane (ugc-server or ugc-control) with the node token.
 struct Control {
     _proc: Proc,
     _data: TempDir,
@@ -76,29 +76,13 @@ struct Control {
 }
 
 impl Control {
+    /// ugc-server (every role) as the control plane.
     fn start(extra: &[&str]) -> Control {
-        let data = TempDir::new("control");
-        let (rtmp, http, srt) = (addr(), addr(), free_udp_port());
-        let child = Command::new(server_bin())
-            .arg("--data")
-            .arg(data.path())
-            .args(["--rtmp", &rtmp.to_string(), "--http", &http.to_string()])
-            .args(["--srt", &format!("127.0.0.1:{srt}")])
-            .args(["--public-host", "127.0.0.1"])
-            .args(extra)
-            .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("UGC_NODE_TOKEN", NODE_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ugc-server");
-        let control = Control {
-            _proc: Proc(child),
-            _data: data,
-            http,
-        };
-        wait_until(Duration::from_secs(10), || listening(http)).expect("control plane listens");
-        control
+        let (rtmp, srt) = (addr(), free_udp_port());
+        let mut args = vec!["--rtmp".to_owned(), rtmp.to_string()];
+        args.extend(["--srt".to_owned(), format!("127.0.0.1:{srt}")]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::spawn(server_bin(), &args)
     }
 
     /// The dedicated control plane binary, `ugc-control`: no media.
@@ -108,25 +92,31 @@ impl Control {
 
     /// `ugc-control` with `extra` flags.
     fn dedicated_with(extra: &[&str]) -> Control {
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Self::spawn(env!("CARGO_BIN_EXE_ugc-control").into(), &args)
+    }
+
+    /// `bin` with a data directory, an HTTP port, the tokens and `args`.
+    fn spawn(bin: PathBuf, args: &[String]) -> Control {
         let data = TempDir::new("control");
         let http = addr();
-        let child = Command::new(env!("CARGO_BIN_EXE_ugc-control"))
+        let child = Command::new(&bin)
             .arg("--data")
             .arg(data.path())
             .args(["--http", &http.to_string(), "--public-host", "127.0.0.1"])
-            .args(extra)
+            .args(args)
             .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("UGC_NODE_TOKEN", NODE_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start ugc-control");
+            .unwrap_or_else(|e| panic!("start {bin:?}: {e}"));
         let control = Control {
             _proc: Proc(child),
             _data: data,
             http,
         };
-        wait_until(Duration::from_secs(10), || listening(http)).expect("ugc-control listens");
+        wait_until(Duration::from_secs(10), || listening(http)).expect("control plane listens");
         control
     }
 
