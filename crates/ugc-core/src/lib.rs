@@ -28,6 +28,7 @@ pub mod media;
 pub mod metrics;
 pub mod name;
 pub mod pipeline;
+pub mod plan;
 pub mod time;
 
 pub use auth::{

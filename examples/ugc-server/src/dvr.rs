@@ -15,6 +15,9 @@ pub enum Command {
         #[command(subcommand)]
         command: DvrCommand,
     },
+    /// Bandwidth, storage and servers a platform needs (defaults: the
+    /// guide's example).
+    Plan(crate::plan::PlanArgs),
 }
 
 /// `ugc-server dvr <command>`.

@@ -5,6 +5,7 @@
 
 mod config;
 mod dvr;
+mod plan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     }) = &cli.command
     {
         return dvr::export_command(&config.dvr, args);
+    }
+    if let Some(dvr::Command::Plan(args)) = &cli.command {
+        return plan::plan_command(args);
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("UGC_WORKER_THREADS")
