@@ -301,7 +301,8 @@ impl State {
     /// current one, and no track goes back.
     fn rebase(&mut self) {
         self.rebase_pending = true;
-        self.offset = timeline_end(&self.clocks);
+        let video = self.tracks.as_ref().and_then(|t| t.video()).map(|t| t.id);
+        self.offset = timeline_end(&self.clocks, video);
         self.settling = self.clocks.keys().copied().collect();
     }
 }
@@ -1078,20 +1079,45 @@ fn announce(shared: &StreamShared, st: &mut State) {
     }
 }
 
-/// The end of the previous source's timeline: the latest `last_dts + step`
-/// over all tracks, in microseconds.
-fn timeline_end(clocks: &HashMap<TrackId, (Timescale, TrackClock)>) -> MediaTime {
-    let mut end = MediaTime::zero(Timescale::MICROS);
-    for (scale, c) in clocks.values() {
-        if let Some(last) = c.last_dts {
-            let t = MediaTime::new(last.saturating_add(c.last_step.max(1)), *scale)
-                .rescale(Timescale::MICROS);
-            if t > end {
-                end = t;
-            }
-        }
+/// How far another track may run past the video's end for a switch to still
+/// land where the video ends (see [`timeline_end`]): a frame or two of
+/// interleaving is normal; more means the old source's video had stalled,
+/// and its audio is worth more than a gapless picture.
+const MAX_LEAD_OVER_VIDEO: MediaTime = MediaTime::new(250_000, Timescale::MICROS);
+
+/// The end of the previous source's timeline, in microseconds: where its
+/// `video` track ends (`last_dts + step`), unless another track runs more
+/// than [`MAX_LEAD_OVER_VIDEO`] past that; then (and without video) the
+/// latest end over all tracks.
+///
+/// A switch starts on a video keyframe, so landing it where the video ends
+/// keeps the picture gapless. Landing it at the latest end of any track
+/// instead left a hole of up to a frame in the video whenever the old
+/// source's audio ran ahead of its video (as interleaved RTMP does), and a
+/// segmenter closing at the switch also drops that trailing audio: players
+/// saw a gap in the buffer that hls.js' gap controller jumps by waiting for
+/// the next part (0.4–1.3 s freezes at a switch in LL-HLS). The new
+/// source's audio keeps its own offset to its video (lip sync); whatever of
+/// it would land at or before the old audio's end is dropped (no going
+/// back): less than a frame in practice, at most the bound.
+fn timeline_end(
+    clocks: &HashMap<TrackId, (Timescale, TrackClock)>,
+    video: Option<TrackId>,
+) -> MediaTime {
+    let end_of = |(scale, c): &(Timescale, TrackClock)| {
+        c.last_dts.map(|last| {
+            MediaTime::new(last.saturating_add(c.last_step.max(1)), *scale)
+                .rescale(Timescale::MICROS)
+        })
+    };
+    let latest = clocks
+        .values()
+        .filter_map(end_of)
+        .fold(MediaTime::zero(Timescale::MICROS), MediaTime::max);
+    match video.and_then(|v| clocks.get(&v)).and_then(end_of) {
+        Some(v) if latest.saturating_sub(v) <= MAX_LEAD_OVER_VIDEO => v,
+        _ => latest,
     }
-    end
 }
 
 impl Drop for HubPublisher {
@@ -1485,6 +1511,58 @@ mod tests {
         assert_eq!(f[4].1, 1160);
         assert_eq!(f[5].1, 1200);
         assert_eq!(f[6].1, 1240);
+    }
+
+    /// The old source's audio ran a frame ahead of its video (interleaving):
+    /// the new source lands where the video ended, so the picture has no
+    /// hole; the new audio keeps its offset to its video, and what of it
+    /// would go back on the audio track is dropped.
+    #[test]
+    fn a_takeover_lands_where_the_video_ends() {
+        let hub = Hub::new(HubConfig::default());
+        let mut r = hub.subscribe(&path("live/a"));
+        let mut p1 = hub.publish(&path("live/a"));
+        p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        for i in 0..5 {
+            p1.push(video(1000 + i * 40, i == 0)).unwrap();
+            p1.push(audio(1000 + i * 40)).unwrap();
+            p1.push(audio(1020 + i * 40)).unwrap();
+        }
+        // Audio ends at 1200 + 20, video at 1160 + 40.
+        p1.push(audio(1200)).unwrap();
+        drain(&mut r);
+        let mut p2 = hub.publish(&path("live/a"));
+        p2.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p2.push(video(0, true)).unwrap();
+        p2.push(audio(0)).unwrap();
+        p2.push(audio(20)).unwrap();
+        p2.push(video(40, false)).unwrap();
+        let f = frame_dts(&drain(&mut r));
+        // The new audio at 0 would land at 1200, not after the old audio.
+        assert_eq!(f, vec![(1, 1200, true), (2, 1220, true), (1, 1240, false)]);
+    }
+
+    /// The old source's video had stalled while its audio went on: landing
+    /// at the video's end would drop the new audio for as long, so the
+    /// switch lands after the audio instead.
+    #[test]
+    fn a_takeover_after_a_video_stall_lands_after_the_audio() {
+        let hub = Hub::new(HubConfig::default());
+        let mut r = hub.subscribe(&path("live/a"));
+        let mut p1 = hub.publish(&path("live/a"));
+        p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p1.push(video(1000, true)).unwrap();
+        p1.push(video(1040, false)).unwrap();
+        for i in 0..50 {
+            p1.push(audio(1000 + i * 20)).unwrap();
+        }
+        drain(&mut r);
+        let mut p2 = hub.publish(&path("live/a"));
+        p2.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p2.push(video(0, true)).unwrap();
+        p2.push(audio(0)).unwrap();
+        let f = frame_dts(&drain(&mut r));
+        assert_eq!(f, vec![(1, 2000, true), (2, 2000, true)]);
     }
 
     #[test]
