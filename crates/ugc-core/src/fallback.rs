@@ -7,7 +7,9 @@
 //! * [`Looper`]: a sans-IO cursor over a clip looped forever: given the
 //!   time elapsed since it started, the frames now due, each track's
 //!   timestamps continuing across loops (each track loops on its own
-//!   period, so audio frames need not divide the video's length).
+//!   period, so audio frames need not divide the video's length; or, for a
+//!   clip with real sound, [`Clip::in_sync`], all on the longest one's, so
+//!   lip sync holds loop after loop).
 //! * [`run`] / [`supervise`]: the thin async side, publishing a looper into
 //!   a [`Hub`] stream while the stream has neither a main nor a backup
 //!   publisher, for at most a hold time.
@@ -28,6 +30,9 @@ pub struct Clip {
     tracks: Tracks,
     /// Per track: frames with timestamps from 0, and the loop period.
     lanes: Vec<Lane>,
+    /// Every track loops on this period (microseconds) instead of its own
+    /// ([`Clip::in_sync`]).
+    common_us: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,12 +94,38 @@ impl Clip {
                 period,
             });
         }
-        Ok(Clip { tracks, lanes })
+        Ok(Clip {
+            tracks,
+            lanes,
+            common_us: None,
+        })
+    }
+
+    /// This clip with every track looping on the longest track's period:
+    /// a track that ends earlier holds its last frame longer (less than an
+    /// audio frame, for a clip cut to its video's length), and the tracks
+    /// stay as in sync as in the clip, loop after loop. Looped on their own
+    /// periods, audio and video of unequal lengths drift apart by the
+    /// difference every loop; that is fine for a silent slate, not for a
+    /// clip with speech.
+    pub fn in_sync(mut self) -> Clip {
+        let us = i64::try_from(self.period().as_micros()).unwrap_or(i64::MAX);
+        self.common_us = Some(us.max(1));
+        self
     }
 
     /// Its track set.
     pub fn tracks(&self) -> &Tracks {
         &self.tracks
+    }
+
+    /// Bytes of media it holds (for a cache's budget).
+    pub fn bytes(&self) -> usize {
+        self.lanes
+            .iter()
+            .flat_map(|l| &l.frames)
+            .map(|f| f.data.len())
+            .sum()
     }
 
     /// The longest track's loop period.
@@ -133,7 +164,12 @@ impl Looper {
             let limit = MediaTime::new(us, Timescale::MICROS).ticks_at(lane.scale);
             loop {
                 let f = &lane.frames[*next];
-                let base = loops.saturating_mul(lane.period);
+                // From microseconds each time: no rounding adds up.
+                let base = match self.clip.common_us {
+                    Some(us) => MediaTime::new(loops.saturating_mul(us), Timescale::MICROS)
+                        .ticks_at(lane.scale),
+                    None => loops.saturating_mul(lane.period),
+                };
                 let dts = f.dts.saturating_add(base);
                 if dts > limit {
                     break;
@@ -226,9 +262,13 @@ pub async fn run(
 /// Gives every source stream of `hub` its fallback: when a stream that had
 /// media is left without a main or backup publisher, `clip_for(tracks)`
 /// (the stream's track set; `None`: no fallback for it) is looped into it
-/// by [`run`]. Renditions ([`StreamPath::rendition`]) get none: their
-/// source's fallback goes through the ladder, so every rendition switches
-/// at the same point. Runs until the hub is dropped.
+/// by [`run`]. `clip_for` is also called, in a task of its own, as soon as
+/// a stream's track set is known or changes, so that a clip that takes
+/// long to make (an operator's file) is ready before the outage: a
+/// `clip_for` that caches by track shape makes it once. Renditions
+/// ([`StreamPath::rendition`]) get none: their source's fallback goes
+/// through the ladder, so every rendition switches at the same point. Runs
+/// until the hub is dropped.
 pub async fn supervise<F, Fut>(hub: Hub, clip_for: F, config: FallbackConfig)
 where
     F: Fn(Tracks) -> Fut + Send + Sync + 'static,
@@ -244,16 +284,24 @@ where
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut prepared: Option<Tracks> = None;
             loop {
                 tick.tick().await;
-                match orphaned(&hub, &name) {
+                let orphan = match orphaned(&hub, &name) {
                     None => return, // the stream ended
-                    Some(false) => continue,
-                    Some(true) => {}
-                }
+                    Some(o) => o,
+                };
                 let Some(tracks) = hub.stats(&name).and_then(|s| s.tracks) else {
                     continue;
                 };
+                if !orphan {
+                    // The publisher's tracks (not the fallback's own).
+                    if prepared.as_ref() != Some(&tracks) {
+                        prepared = Some(tracks.clone());
+                        tokio::spawn(clip_for(tracks));
+                    }
+                    continue;
+                }
                 let Some(clip) = clip_for(tracks).await else {
                     return;
                 };
@@ -323,6 +371,43 @@ mod tests {
     }
 
     #[test]
+    fn tracks_in_sync_loop_together_on_the_longest_period() {
+        let clip = Arc::new(Clip::clone(&clip()).in_sync());
+        let mut l = Looper::new(clip);
+        let mut got = Vec::new();
+        for ms in (0..=10_000).step_by(10) {
+            got.extend(l.due(Duration::from_millis(ms)));
+        }
+        // Both tracks restart together every 1104 ms, whatever the loop.
+        for track in [1, 2] {
+            let starts: Vec<i64> = got
+                .iter()
+                .filter(|f| f.track.0 == track)
+                .scan(None, |prev: &mut Option<i64>, f| {
+                    let gap = prev.map(|p| f.dts - p);
+                    *prev = Some(f.dts);
+                    Some((f.dts, gap))
+                })
+                .filter(|(_, gap)| gap.is_some_and(|g| g > 40))
+                .map(|(d, _)| d)
+                .collect();
+            let expect: Vec<i64> = (1..=9).map(|n| n * 1104).collect();
+            if track == 1 {
+                // The video's last frame lasts 40 + 104 ms.
+                assert_eq!(starts, expect);
+            } else {
+                assert!(starts.is_empty(), "audio has no gap: {starts:?}");
+            }
+        }
+        let keys: Vec<i64> = got
+            .iter()
+            .filter(|f| f.track.0 == 1 && f.keyframe)
+            .map(|f| f.dts)
+            .collect();
+        assert_eq!(keys, (0..=9).map(|n| n * 1104).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_clip_must_be_usable() {
         assert!(matches!(
             Clip::new(av_tracks(), vec![frame(1, 0, true)]),
@@ -383,6 +468,48 @@ mod tests {
         assert!(ended);
         // 5 s of 25 fps video and ~43 audio frames a second.
         assert!(frames > 5 * 60, "{frames} frames");
+        sup.abort();
+    }
+
+    /// The clip is asked for as soon as a stream's tracks are known (so a
+    /// slow one is ready before the outage), once per track set, and again
+    /// at the outage.
+    #[tokio::test(start_paused = true)]
+    async fn the_clip_is_prepared_while_the_publisher_is_live() {
+        let hub = Hub::new(crate::HubConfig::default());
+        let name = StreamPath::parse("live/a").unwrap();
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c = clip();
+        let seen = Arc::clone(&calls);
+        let sup = tokio::spawn(supervise(
+            hub.clone(),
+            move |tracks: Tracks| {
+                seen.lock().unwrap().push(tracks);
+                let c = Arc::clone(&c);
+                async move { Some(c) }
+            },
+            FallbackConfig::default(),
+        ));
+        let mut main = hub.publish(&name);
+        main.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        main.push(MediaEvent::Frame(frame(1, 0, true))).unwrap();
+        for i in 1..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            main.push(MediaEvent::Frame(frame(1, i * 40, false)))
+                .unwrap();
+        }
+        assert_eq!(*calls.lock().unwrap(), vec![av_tracks()], "prepared once");
+        drop(main);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            calls.lock().unwrap().len(),
+            2,
+            "and asked for at the outage"
+        );
+        assert_eq!(
+            hub.stats(&name).map(|s| s.active_source),
+            Some(SourceRole::Fallback)
+        );
         sup.abort();
     }
 }

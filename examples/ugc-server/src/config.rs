@@ -110,7 +110,9 @@ pub struct Settings {
     /// What viewers get while a stream waits for its publisher (the
     /// publisher grace): `slate` (default: "stream will be back shortly" on
     /// black with silence, in the stream's picture size and audio layout,
-    /// looped and recorded like live) or `off` (the picture freezes).
+    /// looped and recorded like live), `off` (the picture freezes), or the
+    /// path of a video file of your own (its first 60 s, encoded in each
+    /// stream's shape and looped).
     #[arg(long, env = "UGC_FALLBACK")]
     pub fallback: Option<String>,
     /// Control-plane database: `postgres://...`; default SQLite in the data dir.
@@ -285,8 +287,8 @@ pub struct Config {
     pub srt_server: ugc_proto::srt::server::SrtServerConfig,
     /// Ingest tick; `None`: wake for every event.
     pub ingest_tick: Option<Duration>,
-    /// Loop a slate into streams waiting for their publisher.
-    pub fallback: bool,
+    /// What to loop into streams waiting for their publisher.
+    pub fallback: Fallback,
     pub ladders: LadderProfiles,
     pub dvr: DvrConfig,
     pub streams: Overrides,
@@ -299,6 +301,17 @@ pub struct Config {
     pub cluster: ugc_auth::node::Topology,
     /// Where events are POSTed, if anywhere.
     pub webhooks: Option<ugc_auth::webhook::WebhookConfig>,
+}
+
+/// What viewers get while a stream waits for its publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// The picture freezes.
+    Off,
+    /// "Stream will be back shortly" on black, silence.
+    Slate,
+    /// The operator's video file, in each stream's shape.
+    File(PathBuf),
 }
 
 impl Config {
@@ -397,10 +410,17 @@ impl Config {
             srt_server,
             ingest_tick: ms(s.ingest_tick_ms, 10, 100),
             fallback: match s.fallback.as_deref() {
-                None | Some("slate") => true,
-                Some("off") => false,
-                Some(other) => {
-                    anyhow::bail!("fallback must be \"slate\" or \"off\", not {other:?}")
+                None | Some("slate") => Fallback::Slate,
+                Some("off") => Fallback::Off,
+                Some(path) => {
+                    let path = PathBuf::from(path);
+                    if !path.is_file() {
+                        anyhow::bail!(
+                            "fallback must be \"slate\", \"off\" or a video file; {} is none",
+                            path.display()
+                        )
+                    }
+                    Fallback::File(path)
                 }
             },
             ladders: transcode.load().context("transcode config")?,
@@ -601,7 +621,11 @@ mod tests {
             (c.data.as_path(), c.log.as_str()),
             (Path::new("data"), "info")
         );
-        assert!(c.fallback, "the slate is on unless --fallback off");
+        assert_eq!(
+            c.fallback,
+            Fallback::Slate,
+            "the slate is on unless --fallback off"
+        );
         let p = &c.packager;
         assert_eq!(
             (
@@ -712,6 +736,26 @@ mod tests {
             .unwrap();
         let out = String::from_utf8_lossy(&out.stdout);
         assert!(out.contains("ports 1 20 30\n"), "{out}");
+    }
+
+    #[test]
+    fn the_fallback_is_the_slate_off_or_an_existing_file() {
+        let file = File::new("fallback", "");
+        let path = file.0.join("ugc.toml");
+        let path = path.to_str().unwrap();
+        assert_eq!(
+            file.load(&["--fallback", "off"]).unwrap().fallback,
+            Fallback::Off
+        );
+        assert_eq!(
+            file.load(&["--fallback", path]).unwrap().fallback,
+            Fallback::File(PathBuf::from(path))
+        );
+        let e = file
+            .load(&["--fallback", "/no/such/loop.mp4"])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("is none"), "{e}");
     }
 
     #[test]

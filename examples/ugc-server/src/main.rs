@@ -335,8 +335,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .prune_sessions_every(Duration::from_secs(3600));
     background.push(tokio::spawn(pruner).abort_handle());
     let transcoder = spawn_ladders(&hub, &control, config.ladders.clone(), ladders);
-    if config.fallback {
-        spawn_fallback(&hub, config.hub.publisher_grace);
+    match &config.fallback {
+        config::Fallback::Off => {}
+        config::Fallback::Slate => spawn_fallback(&hub, config.hub.publisher_grace, None),
+        config::Fallback::File(path) => {
+            spawn_fallback(&hub, config.hub.publisher_grace, Some(path.clone()))
+        }
     }
     background.push(transcoder.abort_handle());
     if let Some(https) = &config.https {
@@ -391,42 +395,66 @@ fn spawn_ladders(
     ))
 }
 
-/// Loops a slate into every stream left without a publisher, for the
-/// publisher grace; one slate per track shape, encoded once.
+/// Loops a slate (or the operator's `file`) into every stream left without
+/// a publisher, for the publisher grace; one clip per track shape, made
+/// once (when the shape is first published: `supervise` prepares it) and
+/// shared by every caller while it is being made.
 #[cfg(feature = "ffmpeg")]
-fn spawn_fallback(hub: &Hub, hold: std::time::Duration) {
+fn spawn_fallback(hub: &Hub, hold: std::time::Duration, file: Option<std::path::PathBuf>) {
     use std::collections::HashMap;
+    use tokio::sync::OnceCell;
     use ugc_core::fallback::{Clip, FallbackConfig};
-    let cache: Arc<std::sync::Mutex<HashMap<String, Arc<Clip>>>> = Arc::default();
+    /// Media the cache may hold: 20 shapes of a 30 s 1080p file clip, or
+    /// thousands of slates. Over it, the cache starts again.
+    const CACHE_BYTES: usize = 256 << 20;
+    type Cell = Arc<OnceCell<Option<Arc<Clip>>>>;
+    let cache: Arc<std::sync::Mutex<HashMap<String, Cell>>> = Arc::default();
     let clip_for = move |tracks: ugc_core::Tracks| {
         let cache = Arc::clone(&cache);
+        let file = file.clone();
         async move {
-            // Same shape, same slate: ids, codecs' sizes, rates, channels.
+            // Same shape, same clip: ids, codecs' sizes, rates, channels.
             let key = format!(
                 "{:?}",
                 tracks.iter().map(|t| (t.id, &t.params)).collect::<Vec<_>>()
             );
-            if let Some(c) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-                return Some(Arc::clone(c));
-            }
-            let made =
-                tokio::task::spawn_blocking(move || ugc_codec::transcode::slate(&tracks)).await;
-            match made {
-                Ok(Ok(clip)) => {
-                    let clip = Arc::new(clip);
-                    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-                    if cache.len() >= 64 {
-                        cache.clear();
+            let cell = {
+                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                let held: usize = cache
+                    .values()
+                    .filter_map(|c| c.get().cloned().flatten())
+                    .map(|c| c.bytes())
+                    .sum();
+                if held > CACHE_BYTES {
+                    cache.clear();
+                }
+                Arc::clone(cache.entry(key).or_default())
+            };
+            let made = cell.get_or_init(|| async move {
+                let made = tokio::task::spawn_blocking(move || {
+                    // A file that fails (gone, unreadable) still leaves the slate.
+                    if let Some(path) = file {
+                        match ugc_codec::transcode::fallback_file(&path, &tracks) {
+                            Ok(clip) => return Ok(clip),
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                "the fallback file failed: the slate instead"
+                            ),
+                        }
                     }
-                    cache.insert(key, Arc::clone(&clip));
-                    Some(clip)
+                    ugc_codec::transcode::slate(&tracks)
+                })
+                .await;
+                match made {
+                    Ok(Ok(clip)) => Some(Arc::new(clip)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "no fallback slate for this stream");
+                        None
+                    }
+                    Err(_) => None,
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "no fallback slate for this stream");
-                    None
-                }
-                Err(_) => None,
-            }
+            });
+            made.await.clone()
         }
     };
     tokio::spawn(ugc_core::fallback::supervise(
@@ -441,7 +469,7 @@ fn spawn_fallback(hub: &Hub, hold: std::time::Duration) {
 
 /// Without the `ffmpeg` feature there is nothing to encode a slate with.
 #[cfg(not(feature = "ffmpeg"))]
-fn spawn_fallback(_: &Hub, _: std::time::Duration) {
+fn spawn_fallback(_: &Hub, _: std::time::Duration, _: Option<std::path::PathBuf>) {
     tracing::info!("built without ffmpeg: no fallback slate");
 }
 

@@ -444,3 +444,87 @@ fn the_slate_stands_in_while_the_stream_waits_for_its_publisher() {
     );
     assert!(ended >= Duration::from_secs(8), "{ended:?}");
 }
+
+/// The mean colour (R, G, B) of the first picture of `file`.
+fn mean_rgb(file: &std::path::Path) -> (f64, f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = (out.stdout.len() / 3) as f64;
+    let sum = |c: usize| {
+        out.stdout
+            .iter()
+            .skip(c)
+            .step_by(3)
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+    };
+    (sum(0) / n, sum(1) / n, sum(2) / n)
+}
+
+/// `--fallback FILE`: the operator's own clip (here red, 320x240 at
+/// 25 fps with a tone) stands in, encoded in the stream's shape: the
+/// stream's size, keyframe first, with sound, decoding cleanly.
+#[test]
+fn the_operators_fallback_file_stands_in() {
+    let work = TempDir::new("fallback-file");
+    let clip = work.path().join("be-right-back.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("color=c=red:size=320x240:rate=25:duration=4")
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=4"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    let server = Server::start(&["--fallback", clip.to_str().unwrap()]);
+    let key = server.create_stream("fo", "");
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    let dir = work.path().to_owned();
+    let mut segs: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
+    let mut poll = || {
+        let r = server.get(&format!("/{STREAM}/mono.m3u8"));
+        if r.status == 200 {
+            for s in parse_media_playlist(&r.text()) {
+                segs.entry(s.msn)
+                    .or_insert_with(|| fetch_fmp4_segment(&server, STREAM, &s, &dir));
+            }
+        }
+        segs.keys().last().copied()
+    };
+    wait_until(Duration::from_secs(30), || poll().is_some_and(|m| m >= 1))
+        .expect("the stream is packaged");
+    main.kill();
+    let took = wait_until(Duration::from_secs(15), || {
+        poll();
+        active_source(&server) == Some(2.0)
+    })
+    .expect("the fallback file took over");
+    eprintln!("fallback file live {} ms after the kill", took.as_millis());
+    let before = poll().unwrap_or(0);
+    let mut last = before;
+    wait_until(Duration::from_secs(15), || {
+        last = poll().unwrap_or(0);
+        last >= before + 2
+    })
+    .expect("segments of the fallback file");
+    let path = poll().map(|_| segs[&(before + 2)].clone()).unwrap();
+    let errors = decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
+    assert_eq!(video_keyframes(&path).first(), Some(&true));
+    let streams = probe_streams(&path);
+    let v = streams.iter().find(|s| s.0 == "video").expect("video");
+    assert_eq!((v.2, v.3), (640, 360), "the stream's size");
+    assert!(streams.iter().any(|s| s.0 == "audio"), "{streams:?}");
+    let (r, g, b) = mean_rgb(&path);
+    assert!(r > 200.0 && g < 60.0 && b < 60.0, "red: {r} {g} {b}");
+}

@@ -1,15 +1,21 @@
-//! The default fallback clip: a slate ("STREAM WILL BE BACK SHORTLY" on
-//! black) with silent audio, encoded once in the shape of a stream's tracks
-//! (its picture size, frame rate, sample rate and channels), so a player
-//! switching to it keeps its resolution and audio layout.
+//! Fallback clips, encoded once in the shape of a stream's tracks (its
+//! picture size, frame rate, sample rate and channels), so a player
+//! switching to one keeps its resolution and audio layout: the default
+//! slate ("STREAM WILL BE BACK SHORTLY" on black, silent audio, [`slate`])
+//! or the operator's own file ([`fallback_file`]).
 
+use std::ffi::CString;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use rsmpeg::avcodec::AVCodecContext;
+use rsmpeg::avformat::AVFormatContextInput;
 use rsmpeg::avutil::{AVFrame, av_get_default_channel_layout};
+use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use ugc_core::fallback::Clip;
-use ugc_core::{AudioParams, MediaEvent, MediaKind, Rational, TrackParams, Tracks};
+use ugc_core::{AudioParams, MediaEvent, MediaKind, Rational, TrackInfo, TrackParams, Tracks};
 
 use super::rung::{Rung, RungSpec};
 use super::{Output, ff_err, raw};
@@ -105,6 +111,175 @@ fn picture(width: u32, height: u32) -> Result<AVFrame, String> {
     Ok(f)
 }
 
+/// The shape of a stream's tracks a clip is encoded in.
+struct Shape<'a> {
+    video: Option<&'a TrackInfo>,
+    audio: Option<&'a TrackInfo>,
+    /// Picture size (even, at least 16x16), when there is video.
+    size: Option<(u32, u32)>,
+    fps: Rational,
+    audio_params: Option<AudioParams>,
+}
+
+impl<'a> Shape<'a> {
+    fn of(tracks: &'a Tracks) -> Result<Shape<'a>, String> {
+        let video = tracks.iter().find(|t| t.kind() == MediaKind::Video);
+        let audio = tracks.iter().find(|t| t.kind() == MediaKind::Audio);
+        if video.is_none() && audio.is_none() {
+            return Err("a fallback clip needs a video or an audio track".into());
+        }
+        let size = video.and_then(|t| match &t.params {
+            TrackParams::Video(v) => Some((v.width.max(16) & !1, v.height.max(16) & !1)),
+            _ => None,
+        });
+        if let Some((width, height)) = size
+            && u64::from(width) * u64::from(height) > u64::from(MAX_SLATE_PIXELS)
+        {
+            return Err(format!(
+                "a slate of {width}x{height} is larger than {MAX_SLATE_PIXELS} pixels (4096x2304)"
+            ));
+        }
+        let fps = video
+            .and_then(|t| match &t.params {
+                TrackParams::Video(v) => v.frame_rate,
+                _ => None,
+            })
+            .filter(|r| r.num > 0 && r.den > 0 && r.num / r.den <= 120)
+            .unwrap_or(Rational::new(30, 1));
+        let audio_params = audio.and_then(|t| match &t.params {
+            TrackParams::Audio(a) => Some(a.clone()),
+            _ => None,
+        });
+        Ok(Shape {
+            video,
+            audio,
+            size,
+            fps,
+            audio_params,
+        })
+    }
+
+    /// Video pts (in [`VIDEO_TIMESCALE`]) of output frame `i`.
+    fn frame_pts(&self, i: i64) -> i64 {
+        i * i64::from(VIDEO_TIMESCALE) * i64::from(self.fps.den) / i64::from(self.fps.num)
+    }
+
+    /// Whether output frame `i` starts a GOP: the first frame at or after
+    /// each multiple of [`LOOP_S`] (the encoder makes only the keyframes it
+    /// is told to, as the ladder aligns its renditions' keyframes).
+    fn gop_starts_at(&self, i: i64) -> bool {
+        let gop = i64::from(LOOP_S) * 1_000_000;
+        let us = |i: i64| i * 1_000_000 * i64::from(self.fps.den) / i64::from(self.fps.num);
+        i == 0 || us(i) / gop != us(i - 1) / gop
+    }
+
+    /// Encodes what `feed` gives a rung of this shape (H.264 at
+    /// `video_kbps`, a keyframe every `gop_ms`; AAC in the audio track's
+    /// rate and channels) into a clip with the stream's track ids.
+    fn encode(
+        &self,
+        video_kbps: u32,
+        gop_ms: u32,
+        feed: impl FnOnce(&mut Rung) -> Result<(), String>,
+    ) -> Result<Clip, String> {
+        let (width, height) = self.size.unwrap_or((16, 16));
+        let (tx, rx) = mpsc::channel();
+        let out = Output {
+            tx,
+            notify: None,
+            stats: Arc::default(),
+        };
+        let mut rung = Rung::open(
+            RungSpec {
+                index: 0,
+                width,
+                height,
+                rendition: RenditionConfig::new("fallback", height, video_kbps, 64),
+                preset: "ultrafast".into(),
+                keyframe_interval_ms: gop_ms,
+                threads: 1,
+                video: self.size.map(|_| (self.fps, VIDEO_TIMESCALE)),
+                audio: self.audio_params.clone(),
+            },
+            out,
+        )?;
+        feed(&mut rung)?;
+        rung.flush()?;
+        let infos = rung.track_infos();
+        drop(rung);
+        // The stream's own track ids, so the switch changes configs, not ids.
+        let id_of = |rung_id| {
+            if rung_id == video_track(0) {
+                self.video.map(|t| t.id)
+            } else if rung_id == audio_track(0) {
+                self.audio.map(|t| t.id)
+            } else {
+                None
+            }
+        };
+        let mut out_tracks = Vec::new();
+        for mut info in infos {
+            if let Some(id) = id_of(info.id) {
+                info.id = id;
+                info.bitrate = None;
+                out_tracks.push(info);
+            }
+        }
+        let mut frames = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let MediaEvent::Frame(mut f) = e
+                && let Some(id) = id_of(f.track)
+            {
+                f.track = id;
+                frames.push(f);
+            }
+        }
+        Clip::new(Tracks::new(out_tracks), frames).map_err(|e| format!("fallback clip: {e}"))
+    }
+
+    /// Feeds `rung` `frames` video frames of the slate picture from frame
+    /// `from` on (nothing without video).
+    fn slate_video(&self, rung: &mut Rung, from: i64, frames: i64) -> Result<(), String> {
+        let Some((width, height)) = self.size else {
+            return Ok(());
+        };
+        let pic = picture(width, height)?;
+        for i in from..from + frames {
+            let mut f = pic.clone();
+            f.set_pts(self.frame_pts(i));
+            rung.encode_video(&f, self.gop_starts_at(i))?;
+        }
+        Ok(())
+    }
+
+    /// Feeds `rung` silence from `from_us` to `to_us` (nothing without
+    /// audio).
+    fn silence(&self, rung: &mut Rung, from_us: i64, to_us: i64) -> Result<(), String> {
+        let Some(a) = &self.audio_params else {
+            return Ok(());
+        };
+        let rate = i32::try_from(a.sample_rate).map_err(|_| "sample rate")?;
+        let channels = i32::from(a.channels.clamp(1, 2));
+        let per = 1024i64;
+        let mut at = from_us;
+        while at < to_us {
+            let mut f = AVFrame::new();
+            f.set_nb_samples(per as i32);
+            f.set_format(ffi::AVSampleFormat_AV_SAMPLE_FMT_FLTP);
+            f.set_sample_rate(rate);
+            f.set_channel_layout(av_get_default_channel_layout(channels) as u64);
+            f.alloc_buffer().map_err(|e| ff_err("silence", e))?;
+            if !raw::set_silence(&mut f, channels) {
+                return Err("silence".into());
+            }
+            f.set_pts(at);
+            rung.encode_audio(&f)?;
+            at += per * 1_000_000 / i64::from(rate);
+        }
+        Ok(())
+    }
+}
+
 /// Encodes the slate for `tracks` (a stream's track set): one 2 s GOP of
 /// H.264 at the video track's size and frame rate (30 fps when unknown)
 /// and AAC silence at the audio track's rate and channels, with the
@@ -113,111 +288,234 @@ fn picture(width: u32, height: u32) -> Result<AVFrame, String> {
 /// a still picture): call it off the async runtime.
 pub fn slate(tracks: &Tracks) -> Result<Clip, String> {
     raw::quiet_ffmpeg_logs();
-    let video = tracks.iter().find(|t| t.kind() == MediaKind::Video);
-    let audio = tracks.iter().find(|t| t.kind() == MediaKind::Audio);
-    if video.is_none() && audio.is_none() {
-        return Err("a slate needs a video or an audio track".into());
-    }
-    let size = video.and_then(|t| match &t.params {
-        TrackParams::Video(v) => Some((v.width.max(16) & !1, v.height.max(16) & !1)),
-        _ => None,
+    let shape = Shape::of(tracks)?;
+    shape.encode(300, LOOP_S * 1000, |rung| {
+        let frames = i64::from(LOOP_S) * i64::from(shape.fps.num) / i64::from(shape.fps.den);
+        shape.slate_video(rung, 0, frames.max(1))?;
+        shape.silence(rung, 0, i64::from(LOOP_S) * 1_000_000)
+    })
+}
+
+/// The longest fallback file taken, in seconds: a clip is held in memory
+/// per track shape (about 5 MB for 30 s at 720p30, 12 MB at 1080p30).
+pub const MAX_FILE_S: u32 = 30;
+
+/// Encodes the operator's fallback file (any container and codecs FFmpeg
+/// reads; its first [`MAX_FILE_S`] seconds) in the shape of `tracks`, as
+/// [`slate`] does its picture: scaled to the stream's picture size (not
+/// letterboxed), at the stream's frame rate (frames repeated or dropped),
+/// audio resampled to the stream's rate and channels, the stream's track
+/// ids; looped in sync ([`Clip::in_sync`]). A file without video gets the
+/// slate picture, one without sound gets silence, so the clip always has the
+/// stream's tracks. Takes about a fifth of the file's length at 720p30 on
+/// one core of this VM (11.5 s for 60 s): call it off the async runtime,
+/// once per track shape.
+pub fn fallback_file(path: &Path, tracks: &Tracks) -> Result<Clip, String> {
+    raw::quiet_ffmpeg_logs();
+    let shape = Shape::of(tracks)?;
+    let mut file = FileDecoder::open(path)?;
+    // 0.05 bit per pixel and frame: 1.4 Mbit/s at 720p30, 3.1 at 1080p30
+    // (a holding clip, not the show).
+    let kbps = shape.size.map_or(300, |(w, h)| {
+        let bits = u64::from(w) * u64::from(h) * u64::from(shape.fps.num)
+            / u64::from(shape.fps.den.max(1))
+            / 20;
+        u32::try_from((bits / 1000).clamp(300, 8000)).unwrap_or(8000)
     });
-    let fps = video
-        .and_then(|t| match &t.params {
-            TrackParams::Video(v) => v.frame_rate,
-            _ => None,
-        })
-        .filter(|r| r.num > 0 && r.den > 0 && r.num / r.den <= 120)
-        .unwrap_or(Rational::new(30, 1));
-    let audio_params: Option<AudioParams> = audio.and_then(|t| match &t.params {
-        TrackParams::Audio(a) => Some(a.clone()),
-        _ => None,
-    });
-    let (width, height) = size.unwrap_or((16, 16));
-    if u64::from(width) * u64::from(height) > u64::from(MAX_SLATE_PIXELS) {
-        return Err(format!(
-            "a slate of {width}x{height} is larger than {MAX_SLATE_PIXELS} pixels (4096x2304)"
-        ));
-    }
-    let (tx, rx) = mpsc::channel();
-    let out = Output {
-        tx,
-        notify: None,
-        stats: Arc::default(),
-    };
-    let mut rung = Rung::open(
-        RungSpec {
-            index: 0,
-            width,
-            height,
-            rendition: RenditionConfig::new("slate", height, 300, 64),
-            preset: "ultrafast".into(),
-            keyframe_interval_ms: LOOP_S * 1000,
-            threads: 1,
-            video: size.map(|_| (fps, VIDEO_TIMESCALE)),
-            audio: audio_params.clone(),
-        },
-        out,
-    )?;
-    if size.is_some() {
-        let pic = picture(width, height)?;
-        let frames = i64::from(LOOP_S) * i64::from(fps.num) / i64::from(fps.den).max(1);
-        for i in 0..frames.max(1) {
-            let mut f = pic.clone();
-            f.set_pts(i * i64::from(VIDEO_TIMESCALE) * i64::from(fps.den) / i64::from(fps.num));
-            rung.encode_video(&f, i == 0)?;
-        }
-    }
-    if let Some(a) = &audio_params {
-        let rate = i32::try_from(a.sample_rate).map_err(|_| "sample rate")?;
-        let channels = i32::from(a.channels.clamp(1, 2));
-        let per = 1024i64;
-        let chunks = (i64::from(LOOP_S) * i64::from(rate) + per - 1) / per;
-        for i in 0..chunks {
-            let mut f = AVFrame::new();
-            f.set_nb_samples(per as i32);
-            f.set_format(ffi::AVSampleFormat_AV_SAMPLE_FMT_FLTP);
-            f.set_sample_rate(rate);
-            f.set_channel_layout(av_get_default_channel_layout(channels) as u64);
-            f.alloc_buffer().map_err(|e| ff_err("slate audio", e))?;
-            if !raw::set_silence(&mut f, channels) {
-                return Err("slate audio: silence".into());
+    let clip = shape.encode(kbps, LOOP_S * 1000, |rung| {
+        let limit_us = i64::from(MAX_FILE_S) * 1_000_000;
+        // Output video frame i shows the newest decoded picture at or
+        // before its time.
+        let mut next_out = 0i64;
+        let mut held: Option<AVFrame> = None;
+        let mut audio_end_us = 0i64;
+        let mut video_end_us = 0i64;
+        // The last decoded picture lasts as long as the one before it.
+        let mut last_video: Option<i64> = None;
+        let mut origin: Option<i64> = None;
+        let out_us = |i: i64| i * 1_000_000 * i64::from(shape.fps.den) / i64::from(shape.fps.num);
+        while let Some((kind, mut f, t_us)) = file.next()? {
+            let origin = *origin.get_or_insert(t_us);
+            let t = t_us - origin;
+            if t < 0 {
+                continue;
             }
-            f.set_pts(i * per * 1_000_000 / i64::from(rate));
-            rung.encode_audio(&f)?;
+            if t >= limit_us {
+                break;
+            }
+            match kind {
+                MediaKind::Video if shape.size.is_some() => {
+                    while out_us(next_out) < t
+                        && let Some(p) = held.as_ref()
+                    {
+                        let mut p = p.clone();
+                        p.set_pts(shape.frame_pts(next_out));
+                        rung.encode_video(&p, shape.gop_starts_at(next_out))?;
+                        next_out += 1;
+                    }
+                    let step = last_video.map_or(0, |l| t - l).max(0);
+                    last_video = Some(t);
+                    video_end_us = video_end_us.max(t + step);
+                    held = Some(f);
+                }
+                MediaKind::Audio if shape.audio_params.is_some() => {
+                    if f.channel_layout == 0 {
+                        f.set_channel_layout(av_get_default_channel_layout(f.channels) as u64);
+                    }
+                    let rate = i64::from(f.sample_rate.max(1));
+                    f.set_pts(t);
+                    audio_end_us = t + i64::from(f.nb_samples) * 1_000_000 / rate;
+                    rung.encode_audio(&f)?;
+                }
+                _ => {}
+            }
         }
-    }
-    rung.flush()?;
-    let infos = rung.track_infos();
-    drop(rung);
-    // The stream's own track ids, so the switch changes configs, not ids.
-    let id_of = |rung_id| {
-        if rung_id == video_track(0) {
-            video.map(|t| t.id)
-        } else if rung_id == audio_track(0) {
-            audio.map(|t| t.id)
+        if file.has_video && shape.size.is_some() {
+            let Some(p) = held else {
+                return Err("the fallback file has no picture".into());
+            };
+            // The last picture lasts until its end.
+            while next_out == 0 || out_us(next_out) < video_end_us {
+                let mut f = p.clone();
+                f.set_pts(shape.frame_pts(next_out));
+                rung.encode_video(&f, shape.gop_starts_at(next_out))?;
+                next_out += 1;
+            }
+        }
+        let length_us = if file.has_video {
+            out_us(next_out)
         } else {
-            None
+            audio_end_us
+        };
+        if length_us <= 0 {
+            return Err("the fallback file has no media".into());
         }
-    };
-    let mut out_tracks = Vec::new();
-    for mut info in infos {
-        if let Some(id) = id_of(info.id) {
-            info.id = id;
-            info.bitrate = None;
-            out_tracks.push(info);
+        if !file.has_video {
+            let per = 1_000_000 * i64::from(shape.fps.den);
+            let frames = (length_us * i64::from(shape.fps.num) + per - 1) / per;
+            shape.slate_video(rung, 0, frames.max(1))?;
+        }
+        // Sound to the picture's end: the file's, then silence.
+        let from = if file.has_audio { audio_end_us } else { 0 };
+        shape.silence(rung, from, length_us)
+    })?;
+    Ok(clip.in_sync())
+}
+
+/// The decoded frames of a file: its best video and audio streams.
+struct FileDecoder {
+    input: AVFormatContextInput,
+    /// Stream index, decoder, time base, kind.
+    decoders: Vec<(usize, AVCodecContext, ffi::AVRational, MediaKind)>,
+    has_video: bool,
+    has_audio: bool,
+    pending: std::collections::VecDeque<(MediaKind, AVFrame, i64)>,
+    eof: bool,
+}
+
+impl FileDecoder {
+    fn open(path: &Path) -> Result<FileDecoder, String> {
+        let name = path.display();
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("{name}: a path with a NUL byte"))?;
+        let input =
+            AVFormatContextInput::open(&c, None, &mut None).map_err(|e| format!("{name}: {e}"))?;
+        let mut decoders = Vec::new();
+        for (ty, kind) in [
+            (ffi::AVMediaType_AVMEDIA_TYPE_VIDEO, MediaKind::Video),
+            (ffi::AVMediaType_AVMEDIA_TYPE_AUDIO, MediaKind::Audio),
+        ] {
+            let Some((index, codec)) = input
+                .find_best_stream(ty)
+                .map_err(|e| format!("{name}: {e}"))?
+            else {
+                continue;
+            };
+            let stream = input.streams().get(index).ok_or("no such stream")?;
+            let mut ctx = AVCodecContext::new(&codec);
+            ctx.apply_codecpar(&stream.codecpar())
+                .map_err(|e| format!("{name}: {e}"))?;
+            ctx.open(None).map_err(|e| format!("{name}: {e}"))?;
+            decoders.push((index, ctx, stream.time_base, kind));
+        }
+        if decoders.is_empty() {
+            return Err(format!("{name}: neither video nor audio"));
+        }
+        let has = |k| decoders.iter().any(|d| d.3 == k);
+        Ok(FileDecoder {
+            has_video: has(MediaKind::Video),
+            has_audio: has(MediaKind::Audio),
+            input,
+            decoders,
+            pending: Default::default(),
+            eof: false,
+        })
+    }
+
+    /// The next decoded frame in file order: its kind, the frame and its
+    /// time in microseconds; `None` at the end.
+    fn next(&mut self) -> Result<Option<(MediaKind, AVFrame, i64)>, String> {
+        loop {
+            if let Some(f) = self.pending.pop_front() {
+                return Ok(Some(f));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            match self
+                .input
+                .read_packet()
+                .map_err(|e| format!("reading: {e}"))?
+            {
+                Some(pkt) => {
+                    let index = usize::try_from(pkt.stream_index).unwrap_or(usize::MAX);
+                    if let Some(d) = self.decoders.iter_mut().find(|d| d.0 == index) {
+                        // A damaged packet is skipped, as players do.
+                        if d.1.send_packet(Some(&pkt)).is_ok() {
+                            drain(d, &mut self.pending)?;
+                        }
+                    }
+                }
+                None => {
+                    self.eof = true;
+                    for d in &mut self.decoders {
+                        let _ = d.1.send_packet(None);
+                        drain(d, &mut self.pending)?;
+                    }
+                }
+            }
         }
     }
-    let mut frames = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        if let MediaEvent::Frame(mut f) = e
-            && let Some(id) = id_of(f.track)
-        {
-            f.track = id;
-            frames.push(f);
+}
+
+/// Moves a decoder's ready frames to `out`, each with its time in
+/// microseconds (frames without a timestamp are dropped).
+fn drain(
+    d: &mut (usize, AVCodecContext, ffi::AVRational, MediaKind),
+    out: &mut std::collections::VecDeque<(MediaKind, AVFrame, i64)>,
+) -> Result<(), String> {
+    loop {
+        match d.1.receive_frame() {
+            Ok(f) => {
+                let ts = if f.best_effort_timestamp != ffi::AV_NOPTS_VALUE {
+                    f.best_effort_timestamp
+                } else {
+                    f.pts
+                };
+                if ts == ffi::AV_NOPTS_VALUE {
+                    continue;
+                }
+                let tb = d.2;
+                let us =
+                    i128::from(ts) * 1_000_000 * i128::from(tb.num) / i128::from(tb.den.max(1));
+                out.push_back((d.3, f, i64::try_from(us).unwrap_or(i64::MAX)));
+            }
+            Err(RsmpegError::DecoderDrainError | RsmpegError::DecoderFlushedError) => {
+                return Ok(());
+            }
+            Err(e) => return Err(ff_err("decoding the fallback file", e)),
         }
     }
-    Clip::new(Tracks::new(out_tracks), frames).map_err(|e| format!("slate: {e}"))
 }
 
 #[cfg(test)]
@@ -275,6 +573,109 @@ mod tests {
         assert!(slate(&with_size(4098, 2304)).is_err());
         // The bound itself is a slate (and a fast one: a still picture).
         assert!(slate(&with_size(4096, 2304)).is_ok());
+    }
+
+    /// A file made by the ffmpeg CLI in a directory of its own.
+    fn made_file(name: &str, args: &[&str]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ugc-fallback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y"])
+            .args(args)
+            .arg(&path)
+            .output()
+            .expect("ffmpeg (scripts/install-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    }
+
+    fn frames_of(clip: Clip, seconds: u64) -> Vec<ugc_core::Frame> {
+        let mut looper = ugc_core::fallback::Looper::new(Arc::new(clip));
+        looper.due(std::time::Duration::from_secs(seconds))
+    }
+
+    /// 3 s of 25 fps 320x240 with a tone: the clip is 3 s of the stream's
+    /// 1280x720 at 30 fps and 44.1 kHz stereo, keyframes every 2 s, and its
+    /// tracks loop together.
+    #[test]
+    fn a_fallback_file_takes_the_streams_shape_and_loops_in_sync() {
+        let path = made_file(
+            "tone.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=25:duration=3",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000:duration=3",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                "-ac",
+                "1",
+            ],
+        );
+        let clip = fallback_file(&path, &av_tracks()).unwrap();
+        match &clip.tracks().get(ugc_core::TrackId(1)).unwrap().params {
+            TrackParams::Video(p) => assert_eq!((p.width, p.height), (1280, 720)),
+            other => panic!("{other:?}"),
+        }
+        match &clip.tracks().get(ugc_core::TrackId(2)).unwrap().params {
+            TrackParams::Audio(a) => assert_eq!((a.sample_rate, a.channels), (44_100, 2)),
+            other => panic!("{other:?}"),
+        }
+        let p = clip.period().as_millis();
+        assert!((3_000..3_050).contains(&p), "{p} ms");
+        let frames = frames_of(clip, 6);
+        let video: Vec<&ugc_core::Frame> = frames.iter().filter(|f| f.track.0 == 1).collect();
+        // 90 frames a loop at 30 fps (3 s), the second loop too.
+        // (AAC's whole frames make the audio, so the loop, a frame or two
+        // longer: the last picture holds that much longer.)
+        assert!((178..=182).contains(&video.len()), "{}", video.len());
+        let keys: Vec<i64> = video.iter().filter(|f| f.keyframe).map(|f| f.dts).collect();
+        assert_eq!(&keys[..2], &[0, 180_000], "a keyframe every 2 s");
+        let second_loop = p as i64 * 90;
+        assert!(
+            keys.iter().any(|k| (k - second_loop).abs() <= 90),
+            "the second loop starts on a keyframe: {keys:?}"
+        );
+        // Audio for the whole loop: 3 s of 1024-sample frames.
+        let audio = frames.iter().filter(|f| f.track.0 == 2).count();
+        assert!((255..=262).contains(&audio), "{audio}");
+    }
+
+    /// A file with sound only gets the slate picture; one that is no media
+    /// is a clear error.
+    #[test]
+    fn a_fallback_file_without_video_gets_the_slate_picture() {
+        let path = made_file(
+            "tone.m4a",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=1",
+                "-c:a",
+                "aac",
+            ],
+        );
+        let clip = fallback_file(&path, &av_tracks()).unwrap();
+        let frames = frames_of(clip, 1);
+        assert!(frames.iter().filter(|f| f.track.0 == 1).count() >= 30);
+        let junk = path.with_extension("txt");
+        std::fs::write(&junk, b"not a video").unwrap();
+        let e = fallback_file(&junk, &av_tracks()).err().unwrap();
+        assert!(e.contains("tone.txt"), "{e}");
     }
 
     #[test]
