@@ -240,6 +240,9 @@ impl Slot {
 struct TrackClock {
     last_dts: Option<i64>,
     last_step: i64,
+    /// The latest presentation time so far (B-frames present after their
+    /// decode order ends).
+    max_pts: Option<i64>,
 }
 
 struct State {
@@ -269,8 +272,12 @@ struct State {
     /// A takeover discontinuity is still to be announced.
     announce_pending: bool,
     /// Offset added to the current publisher's timestamps (before its first
-    /// frame: the end of the previous timeline).
+    /// frame: where the previous timeline's decoding ends).
     offset: MediaTime,
+    /// Before the current publisher's first frame: where the previous
+    /// timeline's presentation ends (the first frame is presented no
+    /// earlier).
+    present_end: MediaTime,
     /// Last timestamps per track, to find where the timeline ends.
     clocks: HashMap<TrackId, (Timescale, TrackClock)>,
     audio_since_start: u32,
@@ -302,7 +309,7 @@ impl State {
     fn rebase(&mut self) {
         self.rebase_pending = true;
         let video = self.tracks.as_ref().and_then(|t| t.video()).map(|t| t.id);
-        self.offset = timeline_end(&self.clocks, video);
+        (self.offset, self.present_end) = timeline_end(&self.clocks, video);
         self.settling = self.clocks.keys().copied().collect();
     }
 }
@@ -436,6 +443,7 @@ impl Hub {
                         rebase_pending: false,
                         announce_pending: false,
                         offset: MediaTime::zero(Timescale::MICROS),
+                        present_end: MediaTime::zero(Timescale::MICROS),
                         clocks: HashMap::new(),
                         audio_since_start: 0,
                         readers: 0,
@@ -892,10 +900,16 @@ impl HubPublisher {
                     let scale = info.timescale;
                     announce(shared, &mut st);
                     if st.rebase_pending {
-                        // offset holds the old timeline's end; make the first
-                        // frame land exactly there.
-                        let first = MediaTime::new(frame.dts, scale);
-                        st.offset = st.offset.saturating_sub(first);
+                        // offset holds where the old timeline's decoding
+                        // ends: the first frame lands there, or later if it
+                        // would be presented before the old presentation
+                        // ends (a source with B-frames presents its last
+                        // frames after its last decode time).
+                        let by_dts = st.offset.saturating_sub(MediaTime::new(frame.dts, scale));
+                        let by_pts = st
+                            .present_end
+                            .saturating_sub(MediaTime::new(frame.pts, scale));
+                        st.offset = by_dts.max(by_pts);
                         st.rebase_pending = false;
                     }
                     let off = st.offset.ticks_at(scale);
@@ -923,6 +937,7 @@ impl HubPublisher {
                             }
                         }
                         clock.last_dts = Some(frame.dts);
+                        clock.max_pts = Some(clock.max_pts.map_or(frame.pts, |p| p.max(frame.pts)));
                     }
                     let has_video = tracks.video().is_some();
                     let is_start = if has_video {
@@ -982,6 +997,9 @@ fn adopt_tracks(shared: &StreamShared, st: &mut State, tracks: Tracks) {
                         .last_dts
                         .map(|d| crate::time::rescale(d, *scale, t.timescale));
                     clock.last_step = crate::time::rescale(clock.last_step, *scale, t.timescale);
+                    clock.max_pts = clock
+                        .max_pts
+                        .map(|p| crate::time::rescale(p, *scale, t.timescale));
                     *scale = t.timescale;
                 }
             })
@@ -1086,9 +1104,10 @@ fn announce(shared: &StreamShared, st: &mut State) {
 const MAX_LEAD_OVER_VIDEO: MediaTime = MediaTime::new(250_000, Timescale::MICROS);
 
 /// The end of the previous source's timeline, in microseconds: where its
-/// `video` track ends (`last_dts + step`), unless another track runs more
-/// than [`MAX_LEAD_OVER_VIDEO`] past that; then (and without video) the
-/// latest end over all tracks.
+/// decoding ends (`last_dts + step`) and where its presentation ends
+/// (`max_pts + step`), on its `video` track, unless another track runs
+/// more than [`MAX_LEAD_OVER_VIDEO`] past that; then (and without video)
+/// the latest ends over all tracks.
 ///
 /// A switch starts on a video keyframe, so landing it where the video ends
 /// keeps the picture gapless. Landing it at the latest end of any track
@@ -1103,19 +1122,20 @@ const MAX_LEAD_OVER_VIDEO: MediaTime = MediaTime::new(250_000, Timescale::MICROS
 fn timeline_end(
     clocks: &HashMap<TrackId, (Timescale, TrackClock)>,
     video: Option<TrackId>,
-) -> MediaTime {
+) -> (MediaTime, MediaTime) {
     let end_of = |(scale, c): &(Timescale, TrackClock)| {
-        c.last_dts.map(|last| {
-            MediaTime::new(last.saturating_add(c.last_step.max(1)), *scale)
-                .rescale(Timescale::MICROS)
-        })
+        let step = c.last_step.max(1);
+        let at = |t: i64| MediaTime::new(t.saturating_add(step), *scale).rescale(Timescale::MICROS);
+        c.last_dts
+            .map(|last| (at(last), at(c.max_pts.unwrap_or(last).max(last))))
     };
+    let zero = MediaTime::zero(Timescale::MICROS);
     let latest = clocks
         .values()
         .filter_map(end_of)
-        .fold(MediaTime::zero(Timescale::MICROS), MediaTime::max);
+        .fold((zero, zero), |a, b| (a.0.max(b.0), a.1.max(b.1)));
     match video.and_then(|v| clocks.get(&v)).and_then(end_of) {
-        Some(v) if latest.saturating_sub(v) <= MAX_LEAD_OVER_VIDEO => v,
+        Some(v) if latest.1.saturating_sub(v.1) <= MAX_LEAD_OVER_VIDEO => v,
         _ => latest,
     }
 }
@@ -1540,6 +1560,48 @@ mod tests {
         let f = frame_dts(&drain(&mut r));
         // The new audio at 0 would land at 1200, not after the old audio.
         assert_eq!(f, vec![(1, 1200, true), (2, 1220, true), (1, 1240, false)]);
+    }
+
+    /// The old source had B-frames: its last frames are presented after
+    /// its last decode time. The new source is presented from where the
+    /// old presentation ends (no picture shown twice at one time), and
+    /// decoded no earlier than the old decoding ends.
+    #[test]
+    fn a_takeover_after_b_frames_is_presented_after_them() {
+        let frame = |dts: i64, pts: i64, key: bool| {
+            MediaEvent::Frame(Frame {
+                track: TrackId(1),
+                dts,
+                pts,
+                keyframe: key,
+                data: Bytes::from(vec![0u8; 100]),
+            })
+        };
+        let takeover = |first: MediaEvent| {
+            let hub = Hub::new(HubConfig::default());
+            let mut r = hub.subscribe(&path("live/a"));
+            let mut p1 = hub.publish(&path("live/a"));
+            p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+            // I P B B: decoding ends at 1160, presentation at 1240.
+            for (dts, pts) in [(1000, 1080), (1040, 1200), (1080, 1120), (1120, 1160)] {
+                p1.push(frame(dts, pts, dts == 1000)).unwrap();
+            }
+            drain(&mut r);
+            let mut p2 = hub.publish(&path("live/a"));
+            p2.push(MediaEvent::Tracks(av_tracks())).unwrap();
+            p2.push(first).unwrap();
+            match drain(&mut r).into_iter().find_map(|e| match e {
+                MediaEvent::Frame(f) => Some(f),
+                _ => None,
+            }) {
+                Some(f) => (f.dts, f.pts),
+                None => panic!("no frame"),
+            }
+        };
+        // Without B-frames: decoded and presented at 1240.
+        assert_eq!(takeover(frame(0, 0, true)), (1240, 1240));
+        // With them (presented 80 after decoding): decoded at 1160.
+        assert_eq!(takeover(frame(0, 80, true)), (1160, 1240));
     }
 
     /// The old source's video had stalled while its audio went on: landing
