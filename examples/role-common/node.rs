@@ -27,6 +27,8 @@ pub struct NodeFlags {
 pub struct Listening {
     pub http: SocketAddr,
     pub rtmp: Option<SocketAddr>,
+    /// RTMP over TLS, when the node has a certificate.
+    pub rtmps: Option<SocketAddr>,
     pub srt: Option<SocketAddr>,
 }
 
@@ -52,8 +54,7 @@ pub fn spawn_heartbeat(
         srt_port: at.srt.map_or(d.srt_port, |a| a.port()),
         http_port: at.http.port(),
         http_base: None,
-        // Publishing nodes take no RTMPS yet (ugc-server does).
-        rtmps_port: None,
+        rtmps_port: at.rtmps.map(|a| a.port()),
     };
     let id = flags
         .node_id

@@ -172,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
         node::Listening {
             http: http.local_addr()?,
             rtmp: None,
+            rtmps: None,
             srt: None,
         },
         hub.clone(),

@@ -1,5 +1,5 @@
 //! `ugc-publish`: a publishing node of a ugc platform of several machines.
-//! RTMP and SRT in, with publish decisions asked from the control plane
+//! RTMP, RTMPS (with `--rtmps` and a certificate) and SRT in, with publish decisions asked from the control plane
 //! (`ugc_auth::node::RemoteAuthorizer`) and SRT passphrases and restream
 //! targets from its settings feed (`RemoteSettings`); out: restreams, the
 //! relay for nodes that pull (`GET /relay/v1/...`), and a push of every
@@ -52,6 +52,16 @@ struct Flags {
     /// RTMP listen address.
     #[arg(long, env = "UGC_RTMP", default_value = "0.0.0.0:1935")]
     rtmp: SocketAddr,
+    /// RTMPS listen address (RTMP over TLS, OBS `rtmps://host:1936/live`);
+    /// needs --tls-cert and --tls-key. Off without it.
+    #[arg(long, env = "UGC_RTMPS", requires_all = ["tls_cert", "tls_key"])]
+    rtmps: Option<SocketAddr>,
+    /// Certificate chain (PEM) for RTMPS.
+    #[arg(long, env = "UGC_TLS_CERT", requires = "rtmps")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) for RTMPS.
+    #[arg(long, env = "UGC_TLS_KEY", requires = "rtmps")]
+    tls_key: Option<std::path::PathBuf>,
     /// SRT listen address.
     #[arg(long, env = "UGC_SRT", default_value = "0.0.0.0:9000")]
     srt: SocketAddr,
@@ -102,6 +112,32 @@ async fn main() -> anyhow::Result<()> {
         Default::default(),
         rtmp_stats.clone(),
     ));
+    // RTMPS: the same server behind TLS, sharing its counters.
+    let rtmps_addr = match (&flags.rtmps, &flags.tls_cert, &flags.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = ugc_proto::tls::rtmp_server_config(cert, key)
+                .context("loading the TLS certificate for RTMPS")?;
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let at = listener.local_addr()?;
+            info!(rtmps = %at, "RTMPS listening");
+            let served = ugc_proto::rtmp::server::serve_with_stats(
+                listener,
+                hub.clone(),
+                auth.clone(),
+                ugc_proto::rtmp::server::RtmpServerConfig {
+                    tls: Some(tls),
+                    ..Default::default()
+                },
+                rtmp_stats.clone(),
+            );
+            tokio::spawn(async move {
+                let result = served.await;
+                warn!(?result, "RTMPS server stopped");
+            });
+            Some(at)
+        }
+        _ => None,
+    };
     let srt_stats = SrtStatsRegistry::default();
     let passphrase = lookup::srt_passphrase(settings.clone(), Overrides::default());
     let srt_task = tokio::spawn(ugc_proto::srt::server::serve(
@@ -143,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
     let listening = node::Listening {
         http: http.local_addr()?,
         rtmp: Some(rtmp_addr),
+        rtmps: rtmps_addr,
         srt: Some(srt_addr),
     };
     let served = relay.clone();

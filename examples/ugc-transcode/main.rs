@@ -146,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         node::Listening {
             http: http.local_addr()?,
             rtmp: None,
+            rtmps: None,
             srt: None,
         },
         hub.clone(),

@@ -45,6 +45,17 @@ pub fn server_config(cert_pem: &Path, key_pem: &Path) -> io::Result<Arc<rustls::
     Ok(Arc::new(config))
 }
 
+/// [`server_config`] for RTMPS: no ALPN (RTMP clients send none, and the
+/// HTTPS `h2` is not RTMP).
+pub fn rtmp_server_config(
+    cert_pem: &Path,
+    key_pem: &Path,
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    let mut config = (*server_config(cert_pem, key_pem)?).clone();
+    config.alpn_protocols.clear();
+    Ok(Arc::new(config))
+}
+
 /// Serves `app` on `listener` over TLS until the listener fails, with the
 /// limits of [`ServeConfig::default`]. Each request carries
 /// `ConnectInfo<SocketAddr>` of its peer, like

@@ -170,18 +170,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     // RTMPS: the same server behind TLS with the HTTPS certificate.
     if let (Some(listener), Some((_, cert, key))) = (rtmps, &config.https) {
-        let mut tls = (*ugc_proto::tls::server_config(cert, key)
-            .context("loading the TLS certificate for RTMPS")?)
-        .clone();
-        // No ALPN: RTMP clients send none, and HTTPS's h2 is not RTMP.
-        tls.alpn_protocols.clear();
+        let tls = ugc_proto::tls::rtmp_server_config(cert, key)
+            .context("loading the TLS certificate for RTMPS")?;
         info!(rtmps = %listener.local_addr()?, "RTMPS listening");
         let rtmps_task = ingest_rt.spawn(ugc_proto::rtmp::server::serve_with_stats(
             listener,
             hub.clone(),
             authorizer.clone(),
             ugc_proto::rtmp::server::RtmpServerConfig {
-                tls: Some(Arc::new(tls)),
+                tls: Some(tls),
                 ..config.rtmp_server.clone()
             },
             rtmp_stats.clone(),

@@ -7,44 +7,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
 
 fn hint(playlist: &str) -> Option<(u64, u32)> {
     preload_hint(playlist)
-}
-
-/// A self-signed certificate for 127.0.0.1 in `tls`: (cert, key) PEM files.
-fn self_signed(tls: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
-    let cert = tls.path().join("cert.pem");
-    let key = tls.path().join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
 }
 
 /// Starts the server (LL-HLS on by default) with HTTPS, creates and publishes

@@ -163,6 +163,15 @@ fn start_origin(control: &Control, http: SocketAddr) -> (Node, TempDir) {
 /// `ugc-publish` following `control`, pushing to `push_to`, else where the
 /// control plane's topology says; (node, RTMP).
 fn start_publish(control: &Control, push_to: Option<SocketAddr>) -> (Node, SocketAddr) {
+    start_publish_with(control, push_to, &[])
+}
+
+/// [`start_publish`] with more flags.
+fn start_publish_with(
+    control: &Control,
+    push_to: Option<SocketAddr>,
+    extra: &[String],
+) -> (Node, SocketAddr) {
     let rtmp = addr();
     let mut args = vec![
         "--control-url".into(),
@@ -179,6 +188,7 @@ fn start_publish(control: &Control, push_to: Option<SocketAddr>) -> (Node, Socke
     if let Some(p) = push_to {
         args.extend(["--push-to".into(), format!("http://{p}")]);
     }
+    args.extend_from_slice(extra);
     let node = Node::start(env!("CARGO_BIN_EXE_ugc-publish"), &args);
     wait_until(Duration::from_secs(10), || listening(rtmp)).expect("publishing node listens");
     (node, rtmp)
@@ -323,6 +333,59 @@ fn nodes_register_and_streams_are_placed_by_load() {
         None,
     );
     assert_eq!(publish_port(&r.text()), rtmp_b.port(), "{}", r.text());
+}
+
+/// A publishing node with a certificate takes RTMPS: the control plane
+/// answers its `rtmps://` URL (from the node's heartbeat), ffmpeg publishes
+/// over TLS and the origin serves the stream.
+#[test]
+fn rtmps_to_a_publishing_node_reaches_the_origin() {
+    let control = Control::dedicated();
+    let tls = TempDir::new("roles-rtmps");
+    let (cert, key) = self_signed(&tls);
+    let origin_http = addr();
+    let (origin, _origin_data) = start_origin(&control, origin_http);
+    let rtmps = addr();
+    let (publish, _rtmp) = start_publish_with(
+        &control,
+        Some(origin_http),
+        &[
+            "--rtmps".into(),
+            rtmps.to_string(),
+            "--tls-cert".into(),
+            cert.to_str().unwrap().into(),
+            "--tls-key".into(),
+            key.to_str().unwrap().into(),
+        ],
+    );
+    wait_until(Duration::from_secs(10), || {
+        let n = nodes(&control);
+        n.len() == 2 && n.iter().all(|(_, _, state, _)| state == "live")
+    })
+    .unwrap_or_else(|| panic!("nodes did not register: {:?}", nodes(&control)));
+    let stream_key = control.create_stream(r#"{"name": "sec"}"#);
+    let r = http_send(
+        control.http,
+        "GET",
+        "/api/v1/streams/sec/publish",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    let url = format!("rtmps://{rtmps}/live/{stream_key}");
+    assert_eq!(v["rtmps"].as_str(), Some(url.as_str()), "{}", r.text());
+    let _ffmpeg = publish_live(320, 180, &url);
+    wait_until(Duration::from_secs(20), || {
+        parse_media_playlist(&http_get(origin_http, "/live/sec/mono.m3u8").text()).len() >= 2
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "nothing at the origin over RTMPS:\n{}\n{}",
+            origin.log(),
+            publish.log()
+        )
+    });
 }
 
 /// The variants of a multivariant playlist: (URI, attributes).

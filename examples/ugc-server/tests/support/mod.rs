@@ -904,3 +904,34 @@ impl WebhookReceiver {
             .collect()
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 in `tls`: (cert, key) PEM files.
+pub fn self_signed(tls: &TempDir) -> (PathBuf, PathBuf) {
+    let cert = tls.path().join("cert.pem");
+    let key = tls.path().join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
