@@ -322,6 +322,67 @@ fn hls_js_plays_through_a_failover_and_back() {
     backup.kill();
 }
 
+/// A main publisher that comes and goes (2 s up, 2 s down, for a minute)
+/// with a steady backup: the backup takes over once and keeps the stream
+/// (main never sends the 5 s it needs to take back), and hls.js plays the
+/// whole minute in LL-HLS with no error and no freeze of a second.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_plays_through_a_flapping_main_publisher() {
+    let server = Server::start(&["--fallback", "slate"]);
+    let key = server.create_stream("fo", "");
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    let mut rec = Recorder::default();
+    wait_until(Duration::from_secs(30), || {
+        rec.poll(&server);
+        rec.segments.len() >= 2
+    })
+    .expect("the stream is packaged");
+    let mut backup = publish_live(640, 360, &backup_url(&server, &key));
+    std::thread::sleep(Duration::from_secs(3));
+    let url = server.url(&format!("/{STREAM}/index.m3u8"));
+    let player = std::thread::spawn(move || {
+        play_hls_js(&["--url", &url, "--seconds", "60", "--low-latency", "1"])
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let start = Instant::now();
+    let mut flaps = 0;
+    // Which source is live, whenever it changes: (ms into the flapping,
+    // ugc_stream_active_source).
+    let mut seen: Vec<(u128, Option<f64>)> = Vec::new();
+    let watch = |seen: &mut Vec<(u128, Option<f64>)>, d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            let a = active_source(&server);
+            if seen.last().map(|l| l.1) != Some(a) {
+                seen.push((start.elapsed().as_millis(), a));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    while start.elapsed() < Duration::from_secs(50) {
+        main.kill();
+        watch(&mut seen, Duration::from_secs(2));
+        main = publish_live(640, 360, &server.rtmp_url(&key));
+        flaps += 1;
+        watch(&mut seen, Duration::from_secs(2));
+    }
+    // Down for good (up for longer, it would take back over, as it should).
+    main.kill();
+    let stdout = player.join().expect("player thread");
+    let switched = switches(&server);
+    backup.kill();
+    let num = |k: &str| report_number(&stdout, k);
+    eprintln!("hls.js through {flaps} flaps of main, live sources {seen:?}: {stdout}");
+    assert!(flaps >= 10, "{flaps}");
+    assert!(stdout.contains("\"started\":true"), "{stdout}");
+    assert!(stdout.contains("\"errors\":[]"), "{stdout}");
+    assert!(num("advanced_s") >= 55.0, "{stdout}");
+    assert!(num("longest_freeze_s") < 1.0, "froze: {stdout}");
+    // Hysteresis: one switch to the backup, none back.
+    assert_eq!(switched, 1.0, "{flaps} flaps: {seen:?}");
+}
+
 /// Without any publisher the stream plays its slate ("stream will be back
 /// shortly", silence) in the stream's own picture size, for the publisher
 /// grace; the publisher coming back takes over again, and a publisher gone
