@@ -63,7 +63,7 @@ browser: build-web
 browser-hls-js:
 	@scripts/install-deps.sh browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
-	$(CARGO) test --workspace --locked --test e2e_ll_hls -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_ll_hls -- --ignored --test-threads=1
 	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_failover -- --ignored
 

@@ -69,6 +69,12 @@ struct Flags {
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
+    /// Count each stream's HLS viewers (`ugc_stream_viewers`) with a
+    /// viewer session id in each multivariant playlist's variant URIs.
+    /// Off by default: an origin of a cluster is behind a CDN edge, whose
+    /// cache per-viewer playlist URLs would split (ugc-server: on).
+    #[arg(long, env = "UGC_VIEWER_COUNT", default_value = "off", value_parser = ["on", "off"])]
+    viewer_count: String,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -127,12 +133,15 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let client_ip = ugc_auth::client_ip_from(trusted.clone());
+    let viewers = (flags.viewer_count == "on")
+        .then(|| Arc::new(ugc_proto::viewers::ViewerCounter::default()));
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         auth.clone(),
         client_ip.clone(),
         ugc_proto::origin::OriginConfig {
             low_latency_hub: Some(hub.clone()),
+            viewers: viewers.clone(),
             ..Default::default()
         },
     );
@@ -156,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
             ugc_core::metrics::write_process(&mut m);
             archive.write_metrics(&mut m);
             relay.write_metrics(&mut m);
+            if let Some(v) = &viewers {
+                v.write_metrics(&mut m, Instant::now());
+            }
             m.finish()
         }
     };

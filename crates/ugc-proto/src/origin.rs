@@ -61,6 +61,18 @@
 //! denial is `403`, a stream the authorizer does not know `404`. A playlist served to a request that carried a token lists
 //! its URIs with the same `?token=`, so players that resolve relative URIs
 //! (and drop the query) keep sending it.
+//!
+//! ## Viewer counts
+//!
+//! With [`OriginConfig::viewers`], every media playlist request names its
+//! play session to a [`ViewerCounter`]: its token, or on public streams the
+//! `vs` parameter that the multivariant playlist puts on its variant URIs
+//! (a new id per multivariant request without one; such answers are
+//! `private`, as each is one viewer's). Segments and parts carry no `vs`,
+//! so they stay one cache entry for every viewer. Behind a CDN edge the
+//! per-viewer media playlist URLs are one cache entry per viewer, which
+//! defeats the collapsing of blocking reloads: turn counting off there
+//! (`None`) and count from the players' beacons instead.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -80,6 +92,8 @@ use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use ugc_core::{AllowAll, Authorizer, Hub, PlayDecision, PlayRequest, StreamPath};
+
+use crate::viewers::{ViewerCounter, session_id_is_valid};
 use ugc_dvr::{
     Chunks, LiveRegistry, LiveStream, MediaFile, MediaFileError, PartProgress, PlaylistQuery,
     RenditionReport, Variant,
@@ -124,6 +138,9 @@ pub struct OriginConfig {
     /// for [`LOW_LATENCY_DEMAND`] from the request, so that the stream's
     /// ingest stops batching its reads. `None`: nobody is told.
     pub low_latency_hub: Option<Hub>,
+    /// Counts each stream's viewers (see the module doc, "Viewer counts");
+    /// `None` (the default): no counting and no `vs` parameter.
+    pub viewers: Option<Arc<ViewerCounter>>,
 }
 
 /// How long one LL-HLS request keeps its stream wanted at low latency
@@ -138,6 +155,7 @@ impl Default for OriginConfig {
             max_held_requests: 20_000,
             max_held_per_client: 1_000,
             low_latency_hub: None,
+            viewers: None,
         }
     }
 }
@@ -274,10 +292,7 @@ pub fn router_with_config<A: Authorizer>(
 /// The value of the first `token` parameter in a raw query string (not
 /// percent-decoded; see [`token_is_url_safe`] before echoing it).
 pub fn token_param(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_owned)
+    query_param(query, "token")
 }
 
 /// Whether `token` may be copied into playlist URIs as is (tokens are
@@ -289,19 +304,39 @@ pub fn token_is_url_safe(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
+/// The value of the first `key` parameter in a raw query string (not
+/// percent-decoded).
+pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        kv.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::to_owned)
+    })
+}
+
+/// `Cache-Control` of a multivariant playlist made for one viewer (its
+/// viewer session id in the variant URIs): no shared cache may give it to
+/// another.
+pub const VIEWER_PLAYLIST_CACHE: &str = "private, no-cache";
+
 /// Appends `?token=<token>` to every URI of a playlist: URI lines and
 /// `URI="..."` attributes.
 pub fn with_token(playlist: &str, token: &str) -> String {
-    let mut out = String::with_capacity(playlist.len() + 64 * token.len() / 8);
+    with_param(playlist, "token", token)
+}
+
+/// Appends `?<key>=<value>` (`&` when the URI has a query) to every URI of
+/// a playlist: URI lines and `URI="..."` attributes.
+pub fn with_param(playlist: &str, key: &str, value: &str) -> String {
+    let token = value;
+    let mut out = String::with_capacity(playlist.len() + 64 * (token.len() + key.len()) / 8);
     for line in playlist.lines() {
         if line.is_empty() {
         } else if !line.starts_with('#') {
             out.push_str(line);
-            out.push_str(if line.contains('?') {
-                "&token="
-            } else {
-                "?token="
-            });
+            out.push(if line.contains('?') { '&' } else { '?' });
+            out.push_str(key);
+            out.push('=');
             out.push_str(token);
         } else if let Some(start) = line.find("URI=\"") {
             let value_start = start + 5;
@@ -315,7 +350,8 @@ pub fn with_token(playlist: &str, token: &str) -> String {
                     };
                     out.push_str(&line[..end]);
                     out.push_str(sep);
-                    out.push_str("token=");
+                    out.push_str(key);
+                    out.push('=');
                     out.push_str(token);
                     out.push_str(&line[end..]);
                 }
@@ -595,11 +631,24 @@ async fn live_request<A: Authorizer>(
     match (file, rendition) {
         (LiveFile::Multivariant, Some(_)) => error(StatusCode::NOT_FOUND),
         (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&path) {
-            Some(text) => respond(
-                PLAYLIST_TYPE,
-                playlist_cache(&live),
-                playlist_body(text, token.as_deref()),
-            ),
+            Some(text) => match (&origin.config.viewers, &token) {
+                // A public stream's viewer: one session id for its variants.
+                (Some(viewers), None) => {
+                    let id = query_param(req.uri().query(), "vs")
+                        .filter(|id| session_id_is_valid(id))
+                        .unwrap_or_else(|| viewers.new_session_id());
+                    respond(
+                        PLAYLIST_TYPE,
+                        VIEWER_PLAYLIST_CACHE,
+                        Bytes::from(with_param(&text, "vs", &id)),
+                    )
+                }
+                _ => respond(
+                    PLAYLIST_TYPE,
+                    playlist_cache(&live),
+                    playlist_body(text, token.as_deref()),
+                ),
+            },
             None => error(StatusCode::NOT_FOUND),
         },
         (LiveFile::MediaPlaylist(v), _) => {
@@ -608,6 +657,12 @@ async fn live_request<A: Authorizer>(
             };
             if v == Variant::Fmp4 && live.low_latency() && d.msn.is_some() {
                 want_low_latency(&origin, &name);
+            }
+            if let Some(viewers) = &origin.config.viewers {
+                let vs = query_param(req.uri().query(), "vs").filter(|id| session_id_is_valid(id));
+                if let Some(session) = token.as_deref().or(vs.as_deref()) {
+                    viewers.seen(&name, session, std::time::Instant::now());
+                }
             }
             // A rendition of a ladder reports every other rendition.
             let ladder = rendition.map(|r| (&*origin.registry, &name, r));

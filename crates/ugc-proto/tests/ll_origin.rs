@@ -626,3 +626,63 @@ async fn low_latency_requests_tell_the_hub() {
     assert!(publisher.low_latency_wanted(Instant::now()));
     f.task.abort();
 }
+
+/// With a viewer counter, each multivariant request of a public stream
+/// gets its own viewer session in the variant URIs (a private answer);
+/// media playlist reloads with it count one viewer each, segments carry
+/// none, and requests without a session count nobody.
+#[tokio::test]
+async fn viewers_are_counted_per_play_session() {
+    let f = feed(3);
+    let viewers = Arc::new(ugc_proto::viewers::ViewerCounter::default());
+    let app = app(
+        &f.live,
+        OriginConfig {
+            viewers: Some(viewers.clone()),
+            ..OriginConfig::default()
+        },
+    );
+    wait_for_segments(&f.live).await;
+    let stream = StreamPath::parse("live/ll").unwrap();
+    let variant = |body: &Bytes| {
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("mono.m3u8"))
+            .unwrap()
+            .to_owned()
+    };
+    let mut uris = Vec::new();
+    for _ in 0..3 {
+        let (status, cc, body) = get(&app, "/live/ll/index.m3u8").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cc, "private, no-cache", "one viewer's playlist");
+        uris.push(variant(&body));
+    }
+    assert!(
+        uris.iter().all(|u| u.starts_with("mono.m3u8?vs=")),
+        "{uris:?}"
+    );
+    uris.dedup();
+    assert_eq!(uris.len(), 3, "a session each: {uris:?}");
+    // A player that kept its session keeps it.
+    let (_, _, body) = get(&app, "/live/ll/index.m3u8?vs=abc123").await;
+    assert_eq!(variant(&body), "mono.m3u8?vs=abc123");
+    assert_eq!(
+        viewers.count(&stream, Instant::now()),
+        0,
+        "nobody plays yet"
+    );
+    // Two players reload their media playlists, one of them three times;
+    // one request has no session; one a session that is no id.
+    for uri in [&uris[0], &uris[0], &uris[0], &uris[1]] {
+        let (status, _, body) = get(&app, &format!("/live/ll/{uri}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("vs="), "segments carry no session: {text}");
+    }
+    get(&app, "/live/ll/mono.m3u8").await;
+    get(&app, "/live/ll/mono.m3u8?vs=a%2Fb").await;
+    assert_eq!(viewers.count(&stream, Instant::now()), 2);
+    f.task.abort();
+}

@@ -111,10 +111,16 @@ pub struct Settings {
     /// publisher grace): `slate` (default: "stream will be back shortly" on
     /// black with silence, in the stream's picture size and audio layout,
     /// looped and recorded like live), `off` (the picture freezes), or the
-    /// path of a video file of your own (its first 60 s, encoded in each
+    /// path of a video file of your own (its first 30 s, encoded in each
     /// stream's shape and looped).
     #[arg(long, env = "UGC_FALLBACK")]
     pub fallback: Option<String>,
+    /// Count each stream's HLS viewers (`ugc_stream_viewers`): `on`
+    /// (default) puts a viewer session id into the variant URIs of each
+    /// multivariant playlist; `off` behind a CDN edge, whose cache the
+    /// per-viewer playlist URLs would split.
+    #[arg(long, env = "UGC_VIEWER_COUNT")]
+    pub viewer_count: Option<String>,
     /// Control-plane database: `postgres://...`; default SQLite in the data dir.
     #[arg(long, env = "UGC_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -289,6 +295,8 @@ pub struct Config {
     pub ingest_tick: Option<Duration>,
     /// What to loop into streams waiting for their publisher.
     pub fallback: Fallback,
+    /// Count HLS viewers (`--viewer-count`).
+    pub viewer_count: bool,
     pub ladders: LadderProfiles,
     pub dvr: DvrConfig,
     pub streams: Overrides,
@@ -423,6 +431,13 @@ impl Config {
                     Fallback::File(path)
                 }
             },
+            viewer_count: match s.viewer_count.as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    anyhow::bail!("viewer_count must be \"on\" or \"off\", not {other:?}")
+                }
+            },
             ladders: transcode.load().context("transcode config")?,
             dvr: dvr.resolve(&data),
             data,
@@ -508,7 +523,7 @@ mod tests {
              max_srt_connections_per_ip = 4\nmax_srt_handshakes_per_ip = 5\nlog = \"debug\"\ndatabase_url = \"postgres://x\"\n\
              demo_stream = \"demo\"\nweb = \"/w\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
              ingest_cap_exempt = [\"192.0.2.0/24\"]\n\
-             restream_ca_file = \"ca.pem\"\n\
+             restream_ca_file = \"ca.pem\"\nviewer_count = \"off\"\n\
              [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
              [transcode]\ndefault = \"default\"\n[transcode.profiles.mobile]\npreset = \"fast\"\n\
              [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\nmax_held_per_client = 7\n\
@@ -549,6 +564,7 @@ mod tests {
             (Some("demo"), Some(Path::new("/w")))
         );
         assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
+        assert!(!c.viewer_count);
         assert_eq!(c.http_limits.max_connections_per_ip, 9);
         assert_eq!(c.held_limits.per_client, 7);
         assert_eq!(c.held_limits.total, 20_000, "the origin's default");
@@ -711,7 +727,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 24, "{flags:?}");
+        assert_eq!(flags.len(), 25, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

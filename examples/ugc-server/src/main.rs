@@ -237,6 +237,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             clone_fn(&ladders, |l| l.json(Instant::now())),
         ),
     ]);
+    let viewers = config
+        .viewer_count
+        .then(|| Arc::new(ugc_proto::viewers::ViewerCounter::default()));
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         authorizer.clone(),
@@ -245,6 +248,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             low_latency_hub: Some(hub.clone()),
             max_held_requests: config.held_limits.total,
             max_held_per_client: config.held_limits.per_client,
+            viewers: viewers.clone(),
             ..Default::default()
         },
     );
@@ -300,6 +304,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
             if let Some(w) = &webhooks {
                 w.stats().write_metrics(&mut m);
+            }
+            if let Some(v) = &viewers {
+                v.write_metrics(&mut m, now);
             }
             m.finish()
         }

@@ -16,32 +16,24 @@ use support::*;
 
 const STREAM: &str = "live/fo";
 
+/// A metric of the stream, by name.
+fn stream_metric(server: &Server, name: &str) -> Option<f64> {
+    metric_sample(server, &format!("{name}{{stream=\"{STREAM}\"}}"))
+}
+
 /// `ugc_stream_active_source` of the stream: 0 main, 1 backup, 2 fallback.
 fn active_source(server: &Server) -> Option<f64> {
-    let text = server.get("/metrics").text();
-    let prefix = format!("ugc_stream_active_source{{stream=\"{STREAM}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    stream_metric(server, "ugc_stream_active_source")
 }
 
 /// `ugc_stream_fallback_seconds_total` of the stream.
 fn fallback_seconds(server: &Server) -> f64 {
-    let text = server.get("/metrics").text();
-    let prefix = format!("ugc_stream_fallback_seconds_total{{stream=\"{STREAM}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    stream_metric(server, "ugc_stream_fallback_seconds_total").unwrap_or(0.0)
 }
 
+/// `ugc_stream_source_switches_total` of the stream.
 fn switches(server: &Server) -> f64 {
-    let text = server.get("/metrics").text();
-    let prefix = format!("ugc_stream_source_switches_total{{stream=\"{STREAM}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    stream_metric(server, "ugc_stream_source_switches_total").unwrap_or(0.0)
 }
 
 /// The backup URL of a stream key on this server.

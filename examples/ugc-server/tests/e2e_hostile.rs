@@ -607,11 +607,7 @@ fn srt_handshake(conclusion: bool, socket_id: u32, cookie: u32) -> [u8; 64] {
 
 /// A gauge or counter of `/metrics` by its exact sample name (with labels).
 fn metric(server: &Server, sample: &str) -> f64 {
-    let text = server.get("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{sample} not in /metrics"))
+    metric_sample(server, sample).unwrap_or_else(|| panic!("{sample} not in /metrics"))
 }
 
 /// An SRT handshake flood: 1,200 UDP sockets on 127.0.0.2 send inductions

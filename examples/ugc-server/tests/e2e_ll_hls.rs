@@ -242,6 +242,58 @@ fn hls_js_low_latency_plays_20_s_without_stall() {
     publisher.kill();
 }
 
+/// HLS viewer counts: three hls.js players, each loading the multivariant
+/// playlist as the watch page does, are three viewers in
+/// `ugc_stream_viewers` while they play, and none once the 30 s window has
+/// passed after they stopped.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_players_are_counted_as_viewers() {
+    let tls = TempDir::new("tls-viewers");
+    let (server, mut publisher, _) = live_server("viewers", &tls);
+    let url = server.url("/live/viewers/index.m3u8");
+    let players: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                play_hls_js(&["--url", &url, "--seconds", "20", "--low-latency", "0"])
+            })
+        })
+        .collect();
+    let sample = "ugc_stream_viewers{stream=\"live/viewers\"}";
+    let mut most = 0.0f64;
+    let counted = wait_until(Duration::from_secs(25), || {
+        let n = metric_sample(&server, sample).unwrap_or(0.0);
+        most = most.max(n);
+        n == 3.0
+    });
+    for p in players {
+        let stdout = p.join().expect("player thread");
+        assert!(stdout.contains("\"started\":true"), "{stdout}");
+    }
+    assert!(counted.is_some(), "at most {most} viewers counted");
+    eprintln!(
+        "3 viewers counted {:?} after the players started",
+        counted.unwrap()
+    );
+    let stopped = Instant::now();
+    let gone = wait_until(Duration::from_secs(40), || {
+        let n = metric_sample(&server, sample).unwrap_or(0.0);
+        most = most.max(n);
+        n == 0.0
+    });
+    assert!(
+        gone.is_some(),
+        "viewers still counted 40 s after they stopped"
+    );
+    eprintln!(
+        "no viewer counted {:?} after the players stopped",
+        stopped.elapsed()
+    );
+    assert!(most <= 4.0, "{most} viewers counted for 3 players");
+    publisher.kill();
+}
+
 /// RTMPS ingest (what OBS uses for services that require it): ffmpeg
 /// publishes over TLS to `--rtmps` with the HTTPS certificate and the
 /// stream plays; the API answers the `rtmps` URL; a plain RTMP client on

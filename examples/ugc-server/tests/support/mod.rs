@@ -935,3 +935,12 @@ pub fn self_signed(tls: &TempDir) -> (PathBuf, PathBuf) {
     );
     (cert, key)
 }
+
+/// A sample of the server's `/metrics` by its exact name with labels
+/// (`ugc_stream_viewers{stream="live/x"}`); `None` when it is not there.
+pub fn metric_sample(server: &Server, sample: &str) -> Option<f64> {
+    let text = server.get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
