@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::error::{Error, Result};
-use crate::media::{DiscontinuityReason, MediaEvent, MediaKind, TrackId, Tracks};
+use crate::media::{DiscontinuityReason, Frame, MediaEvent, MediaKind, TrackId, Tracks};
 use crate::name::StreamPath;
 use crate::pipeline::{Sink, Source};
 use crate::time::{MediaTime, Timescale};
@@ -201,6 +201,12 @@ struct StartPoint {
     tracks: Tracks,
 }
 
+/// Audio frames a standing-by source keeps for a switch to it
+/// ([`Slot::lead_in`]): 32 AAC frames are 0.7 s at 48 kHz, far more than
+/// the frame or two between the old source's last sound and the new one's
+/// keyframe.
+const LEAD_IN_FRAMES: usize = 32;
+
 /// One role's publisher, if attached.
 #[derive(Default)]
 struct Slot {
@@ -214,6 +220,9 @@ struct Slot {
     last_frame: Option<Instant>,
     /// Since when it has sent without a gap longer than the source timeout.
     healthy_since: Option<Instant>,
+    /// Standing by with video: its latest other (audio) frames, which the
+    /// stream takes with the keyframe it switches on.
+    lead_in: VecDeque<Frame>,
 }
 
 impl Slot {
@@ -872,7 +881,7 @@ impl HubPublisher {
                         adopt_tracks(shared, &mut st, tracks);
                     }
                 }
-                MediaEvent::Frame(mut frame) => {
+                MediaEvent::Frame(frame) => {
                     let Some(tracks) = st.slots[role.index()].tracks.clone() else {
                         return Err(Error::InvalidMedia("frame before any track set".into()));
                     };
@@ -889,82 +898,32 @@ impl HubPublisher {
                         slot.healthy_since = Some(now);
                     }
                     slot.last_frame = Some(now);
-                    if st.active != role {
+                    let lead_in = if st.active != role {
                         let start = frame.keyframe && is_video || tracks.video().is_none();
                         if !(start && should_switch(&st, &shared.config, role, now)) {
                             shared.stats.standby_frames.fetch_add(1, Ordering::Relaxed);
+                            if !is_video && tracks.video().is_some() {
+                                let lead_in = &mut st.slots[role.index()].lead_in;
+                                lead_in.push_back(frame);
+                                if lead_in.len() > LEAD_IN_FRAMES {
+                                    lead_in.pop_front();
+                                }
+                            }
                             return Ok(());
                         }
                         switch_to(shared, &mut st, role, tracks.clone(), now);
-                    }
-                    let scale = info.timescale;
-                    announce(shared, &mut st);
-                    if st.rebase_pending {
-                        // offset holds where the old timeline's decoding
-                        // ends: the first frame lands there, or later if it
-                        // would be presented before the old presentation
-                        // ends (a source with B-frames presents its last
-                        // frames after its last decode time).
-                        let by_dts = st.offset.saturating_sub(MediaTime::new(frame.dts, scale));
-                        let by_pts = st
-                            .present_end
-                            .saturating_sub(MediaTime::new(frame.pts, scale));
-                        st.offset = by_dts.max(by_pts);
-                        st.rebase_pending = false;
-                    }
-                    let off = st.offset.ticks_at(scale);
-                    frame.dts = frame.dts.saturating_add(off);
-                    frame.pts = frame.pts.saturating_add(off);
-                    if let Some(i) = st.settling.iter().position(|t| *t == frame.track) {
-                        let behind = st
-                            .clocks
-                            .get(&frame.track)
-                            .and_then(|(_, c)| c.last_dts)
-                            .is_some_and(|last| frame.dts <= last);
-                        if behind {
-                            // Interleaving of the new source put this frame
-                            // before the old timeline's end on its track.
-                            shared.stats.standby_frames.fetch_add(1, Ordering::Relaxed);
-                            return Ok(());
-                        }
-                        st.settling.swap_remove(i);
-                    }
-                    if let Some((_, clock)) = st.clocks.get_mut(&frame.track) {
-                        if let Some(last) = clock.last_dts {
-                            let step = frame.dts.saturating_sub(last);
-                            if step > 0 {
-                                clock.last_step = step;
-                            }
-                        }
-                        clock.last_dts = Some(frame.dts);
-                        clock.max_pts = Some(clock.max_pts.map_or(frame.pts, |p| p.max(frame.pts)));
-                    }
-                    let has_video = tracks.video().is_some();
-                    let is_start = if has_video {
-                        frame.keyframe && is_video
+                        std::mem::take(&mut st.slots[role.index()].lead_in)
                     } else {
-                        st.audio_since_start += 1;
-                        if st.starts.is_empty()
-                            || st.audio_since_start >= shared.config.audio_only_start_every
-                        {
-                            st.audio_since_start = 0;
-                            true
-                        } else {
-                            false
-                        }
+                        VecDeque::new()
                     };
-                    let size = frame.data.len();
-                    shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .stats
-                        .bytes_in
-                        .fetch_add(size as u64, Ordering::Relaxed);
-                    st.had_media = true;
-                    if is_start {
-                        let seq = st.next_seq;
-                        st.starts.push_back(StartPoint { seq, tracks });
+                    // The keyframe first: it sets where the new source lands.
+                    accept(shared, &mut st, frame, &tracks);
+                    // Then the new source's sound from just before it, so
+                    // that the old sound runs into the new without a gap:
+                    // what would go back on the audio track is dropped.
+                    for f in lead_in {
+                        accept(shared, &mut st, f, &tracks);
                     }
-                    push_event(shared, &mut st, MediaEvent::Frame(frame), size);
                 }
                 MediaEvent::Discontinuity(reason) => {
                     if st.active == role {
@@ -981,6 +940,85 @@ impl HubPublisher {
         shared.notify.notify_waiters();
         Ok(())
     }
+}
+
+/// Takes `frame` of the active source (whose track set is `tracks`) into
+/// the window: rebased onto the stream's timeline, dropped when it would
+/// go back on its track.
+fn accept(shared: &StreamShared, st: &mut State, mut frame: Frame, tracks: &Tracks) {
+    let Some(info) = tracks.get(frame.track) else {
+        return;
+    };
+    let is_video = info.kind() == MediaKind::Video;
+    let scale = info.timescale;
+    announce(shared, st);
+    if st.rebase_pending {
+        // offset holds where the old timeline's decoding
+        // ends: the first frame lands there, or later if it
+        // would be presented before the old presentation
+        // ends (a source with B-frames presents its last
+        // frames after its last decode time).
+        let by_dts = st.offset.saturating_sub(MediaTime::new(frame.dts, scale));
+        let by_pts = st
+            .present_end
+            .saturating_sub(MediaTime::new(frame.pts, scale));
+        st.offset = by_dts.max(by_pts);
+        st.rebase_pending = false;
+    }
+    let off = st.offset.ticks_at(scale);
+    frame.dts = frame.dts.saturating_add(off);
+    frame.pts = frame.pts.saturating_add(off);
+    if let Some(i) = st.settling.iter().position(|t| *t == frame.track) {
+        let behind = st
+            .clocks
+            .get(&frame.track)
+            .and_then(|(_, c)| c.last_dts)
+            .is_some_and(|last| frame.dts <= last);
+        if behind {
+            // Interleaving of the new source put this frame
+            // before the old timeline's end on its track.
+            shared.stats.standby_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        st.settling.swap_remove(i);
+    }
+    if let Some((_, clock)) = st.clocks.get_mut(&frame.track) {
+        if let Some(last) = clock.last_dts {
+            let step = frame.dts.saturating_sub(last);
+            if step > 0 {
+                clock.last_step = step;
+            }
+        }
+        clock.last_dts = Some(frame.dts);
+        clock.max_pts = Some(clock.max_pts.map_or(frame.pts, |p| p.max(frame.pts)));
+    }
+    let has_video = tracks.video().is_some();
+    let is_start = if has_video {
+        frame.keyframe && is_video
+    } else {
+        st.audio_since_start += 1;
+        if st.starts.is_empty() || st.audio_since_start >= shared.config.audio_only_start_every {
+            st.audio_since_start = 0;
+            true
+        } else {
+            false
+        }
+    };
+    let size = frame.data.len();
+    shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .bytes_in
+        .fetch_add(size as u64, Ordering::Relaxed);
+    st.had_media = true;
+    if is_start {
+        let seq = st.next_seq;
+        st.starts.push_back(StartPoint {
+            seq,
+            tracks: tracks.clone(),
+        });
+    }
+    push_event(shared, st, MediaEvent::Frame(frame), size);
 }
 
 /// Makes `tracks` the stream's track set (readers get it as an event),
@@ -1560,6 +1598,40 @@ mod tests {
         let f = frame_dts(&drain(&mut r));
         // The new audio at 0 would land at 1200, not after the old audio.
         assert_eq!(f, vec![(1, 1200, true), (2, 1220, true), (1, 1240, false)]);
+    }
+
+    /// A backup standing by sends sound before the keyframe it takes over
+    /// on: that sound comes along, so the old audio runs into the new one
+    /// without a gap (a gap in the audio is a hole in a player's buffer).
+    #[test]
+    fn a_takeover_brings_the_sound_from_just_before_its_keyframe() {
+        let hub = Hub::new(HubConfig::default());
+        let mut r = hub.subscribe(&path("live/a"));
+        let mut main = hub.publish(&path("live/a"));
+        main.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        for i in 0..5 {
+            main.push(video(i * 40, i == 0)).unwrap();
+            main.push(audio(i * 40)).unwrap();
+            main.push(audio(i * 40 + 20)).unwrap();
+        }
+        // Video ends at 200, audio at 180 + 20.
+        let mut backup = hub.publish_as(&path("live/a"), SourceRole::Backup);
+        backup.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        for t in [1000, 1020, 1040] {
+            backup.push(audio(t)).unwrap();
+        }
+        drain(&mut r);
+        drop(main);
+        backup.push(video(1050, true)).unwrap();
+        backup.push(audio(1060)).unwrap();
+        let audio_dts: Vec<i64> = frame_dts(&drain(&mut r))
+            .into_iter()
+            .filter(|f| f.0 == 2)
+            .map(|f| f.1)
+            .collect();
+        // The keyframe lands at 200; the sound from 1040 at 190 (1000 and
+        // 1020 would go back), then 210: no gap after the old 200.
+        assert_eq!(audio_dts, vec![190, 210]);
     }
 
     /// The old source had B-frames: its last frames are presented after
