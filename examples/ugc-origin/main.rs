@@ -133,8 +133,8 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let client_ip = ugc_auth::client_ip_from(trusted.clone());
-    let viewers = (flags.viewer_count == "on")
-        .then(|| Arc::new(ugc_proto::viewers::ViewerCounter::default()));
+    let viewers =
+        (flags.viewer_count == "on").then(|| Arc::new(ugc_core::viewers::ViewerCounter::default()));
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         auth.clone(),

@@ -280,6 +280,8 @@ function update(c, s) {
   const standIn = s.live && s.source && s.source.active !== 'main' ? s.source.active : '';
   const slate = !s.live && s.source && s.source.active === 'fallback';
   liveBadge.textContent = s.live ? (standIn ? `Live · ${standIn}` : 'Live') : slate ? 'Offline · slate' : 'Offline';
+  // HLS viewers, where the server counts them (`null` elsewhere).
+  if (s.live && typeof s.viewers === 'number') liveBadge.textContent += ` · ${s.viewers} watching`;
   q('.s-obs-server').value = obsServer(s.publish.rtmp);
   // RTMPS when the server has a certificate: the same key over TLS.
   for (const row of c.el.querySelectorAll('.s-rtmps-row')) row.hidden = !s.publish.rtmps;

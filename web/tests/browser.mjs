@@ -229,6 +229,13 @@ async function main() {
     step(`watch page plays: currentTime ${a.toFixed(2)} -> ${b.toFixed(2)} s`);
     const [pa, pb] = await videoAdvances(panel, `${card} .s-video`, 1, 20000);
     step(`panel preview plays: currentTime ${pa.toFixed(2)} -> ${pb.toFixed(2)} s`);
+    // The watch page and the preview are HLS viewers the card counts.
+    await panel.waitForFunction(
+      (sel) => /· [1-9]\d* watching$/.test(document.querySelector(sel).textContent),
+      `${card} .s-live`,
+      { timeout: 20000 },
+    );
+    step(`panel counts the viewers: "${await panel.textContent(`${card} .s-live`)}"`);
     await viewer.close();
 
     // ---- private: no token -> clear message; token link from the panel plays --

@@ -100,6 +100,7 @@ pub(crate) fn stream_json(
         "publish": publish_json(&urls, &s.key, &s.name),
         "play": cp.play_urls(&s.name, nodes).play(&s.name),
         "live": cp.is_live(&s.name),
+        "viewers": cp.viewers(&s.name),
         "source": cp.sources(&s.name).map(|(active, attached)| json!({
             "active": active.as_str(),
             "attached": attached.iter().map(|r| r.as_str()).collect::<Vec<_>>(),

@@ -60,6 +60,8 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// The OpenAPI document is one `json!` literal, deeper than the default 128.
+#![recursion_limit = "256"]
 
 mod api;
 mod authz;
@@ -242,6 +244,9 @@ pub struct ControlConfig {
     /// Live streams: key rotation and deletion drop the publisher, and
     /// stream answers carry `live`.
     pub hub: Option<ugc_core::Hub>,
+    /// HLS viewer counts of the origin in this process: stream answers
+    /// carry `viewers`.
+    pub viewers: Option<std::sync::Arc<ugc_core::viewers::ViewerCounter>>,
     /// Play token lifetime when the request names none (1 h).
     pub default_play_ttl: Duration,
     /// Longest play token lifetime (7 days).
@@ -284,6 +289,7 @@ impl ControlConfig {
             trusted_proxies: TrustedProxies::default(),
             transcode_profiles: Vec::new(),
             hub: None,
+            viewers: None,
             default_play_ttl: Duration::from_secs(3600),
             max_play_ttl: Duration::from_secs(7 * 24 * 3600),
         }

@@ -380,6 +380,7 @@ fn base() -> Value {
                         "publish": { "$ref": "#/components/schemas/PublishUrls" },
                         "play": { "type": "string", "description": "playlist URL (private streams need ?token=)" },
                         "live": { "type": "boolean" },
+                        "viewers": { "type": ["integer", "null"], "description": "HLS viewers now (play sessions seen in the last 30 s), where this process's origin counts them (ugc-server --viewer-count on); else null" },
                         "source": {
                             "type": ["object", "null"],
                             "description": "on a node carrying the stream: the source viewers get and the sources attached (main, backup, fallback)",

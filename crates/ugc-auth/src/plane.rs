@@ -180,6 +180,7 @@ pub(crate) struct Inner {
     pub(crate) publish_backend: Option<BackendClient>,
     pub(crate) play_backend: Option<BackendClient>,
     pub(crate) hub: Option<ugc_core::Hub>,
+    pub(crate) viewers: Option<Arc<ugc_core::viewers::ViewerCounter>>,
     pub(crate) default_ttl: u64,
     pub(crate) max_ttl: u64,
     /// Stream keys, current and retired.
@@ -333,6 +334,7 @@ impl ControlPlane {
                 publish_backend,
                 play_backend,
                 hub: config.hub,
+                viewers: config.viewers,
                 default_ttl: config.default_play_ttl.as_secs().max(1),
                 max_ttl: config.max_play_ttl.as_secs().max(1),
                 keys: RwLock::new(KeyCache {
@@ -441,6 +443,13 @@ impl ControlPlane {
         let path = StreamPath::live(name).ok()?;
         let snap = self.inner.hub.as_ref()?.stats(&path)?;
         Some((snap.active_source, snap.sources))
+    }
+
+    /// HLS viewers of `live/<name>` now (`None` where nobody counts them).
+    pub fn viewers(&self, name: &str) -> Option<usize> {
+        let path = StreamPath::live(name).ok()?;
+        let counter = self.inner.viewers.as_ref()?;
+        Some(counter.count(&path, std::time::Instant::now()))
     }
 
     /// Whether `live/<name>` has a publisher (false without a Hub).

@@ -30,6 +30,7 @@ pub mod name;
 pub mod pipeline;
 pub mod plan;
 pub mod time;
+pub mod viewers;
 
 pub use auth::{
     AllowAll, Authorizer, DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision,

@@ -46,7 +46,6 @@ pub mod rtmp;
 pub mod srt;
 #[cfg(feature = "tls")]
 pub mod tls;
-pub mod viewers;
 
 /// The HTTP framework the origin's routers are made with: the same version
 /// for an embedder's own routes ([`origin::serve`] serves them all).

@@ -93,7 +93,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use ugc_core::{AllowAll, Authorizer, Hub, PlayDecision, PlayRequest, StreamPath};
 
-use crate::viewers::{ViewerCounter, session_id_is_valid};
+use ugc_core::viewers::{ViewerCounter, session_id_is_valid};
 use ugc_dvr::{
     Chunks, LiveRegistry, LiveStream, MediaFile, MediaFileError, PartProgress, PlaylistQuery,
     RenditionReport, Variant,

@@ -634,7 +634,7 @@ async fn low_latency_requests_tell_the_hub() {
 #[tokio::test]
 async fn viewers_are_counted_per_play_session() {
     let f = feed(3);
-    let viewers = Arc::new(ugc_proto::viewers::ViewerCounter::default());
+    let viewers = Arc::new(ugc_core::viewers::ViewerCounter::default());
     let app = app(
         &f.live,
         OriginConfig {

@@ -120,6 +120,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(move |ip| proxies.is_trusted(ip))
     });
     cc.hub = Some(hub.clone());
+    let viewers = config
+        .viewer_count
+        .then(|| Arc::new(ugc_core::viewers::ViewerCounter::default()));
+    cc.viewers = viewers.clone();
     cc.transcode_profiles = config.ladders.profile_names();
     let control = ControlPlane::open(cc)
         .await
@@ -237,9 +241,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
             clone_fn(&ladders, |l| l.json(Instant::now())),
         ),
     ]);
-    let viewers = config
-        .viewer_count
-        .then(|| Arc::new(ugc_proto::viewers::ViewerCounter::default()));
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         authorizer.clone(),

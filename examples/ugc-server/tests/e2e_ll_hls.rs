@@ -244,8 +244,8 @@ fn hls_js_low_latency_plays_20_s_without_stall() {
 
 /// HLS viewer counts: three hls.js players, each loading the multivariant
 /// playlist as the watch page does, are three viewers in
-/// `ugc_stream_viewers` while they play, and none once the 30 s window has
-/// passed after they stopped.
+/// `ugc_stream_viewers` and in the stream's API answer while they play,
+/// and none once the 30 s window has passed after they stopped.
 #[test]
 #[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn hls_js_players_are_counted_as_viewers() {
@@ -267,11 +267,20 @@ fn hls_js_players_are_counted_as_viewers() {
         most = most.max(n);
         n == 3.0
     });
+    // The creator's stream answer says as much.
+    let api = http_send(
+        server.http,
+        "GET",
+        "/api/v1/streams/viewers",
+        Some(ADMIN_TOKEN),
+        None,
+    );
     for p in players {
         let stdout = p.join().expect("player thread");
         assert!(stdout.contains("\"started\":true"), "{stdout}");
     }
     assert!(counted.is_some(), "at most {most} viewers counted");
+    assert!(api.text().contains("\"viewers\":3"), "{}", api.text());
     eprintln!(
         "3 viewers counted {:?} after the players started",
         counted.unwrap()

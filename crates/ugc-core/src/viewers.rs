@@ -2,9 +2,11 @@
 //! window (30 s by default), sans IO (every call takes `now`).
 //!
 //! A session is what identifies one player across its playlist reloads: its
-//! play token (private streams), or the viewer session id the origin puts
+//! play token (private streams), or the viewer session id an origin puts
 //! into the variant URIs of the multivariant playlist it answers (public
-//! streams: [`ViewerCounter::new_session_id`], the `vs` query parameter).
+//! streams: [`ViewerCounter::new_session_id`]; `ugc_proto::origin` uses
+//! the `vs` query parameter). The counter lives here, with the Hub, so the
+//! control plane's stream answers can read it as the origin fills it.
 //! Players reload their media playlist every part or target duration, so a
 //! session seen within the window is a player still playing.
 //!
@@ -22,8 +24,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ugc_core::StreamPath;
-use ugc_core::metrics::{Exposition, Kind};
+use crate::metrics::{Exposition, Kind};
+use crate::name::StreamPath;
 
 /// How a [`ViewerCounter`] counts.
 #[derive(Debug, Clone)]
