@@ -149,12 +149,12 @@ impl ViewerCounter {
         })
     }
 
-    /// A new viewer session id: 16 hexadecimal digits, unpredictable
-    /// enough that two players do not share one (it is no secret: it only
-    /// counts).
+    /// A new viewer session id: 16 hexadecimal digits, the keyed hash of a
+    /// sequence number, so ids differ from one another and from another
+    /// process's (it is no secret: it only counts; no clock is read).
     pub fn new_session_id(&self) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}", self.hasher.hash_one((n, Instant::now())))
+        format!("{:016x}", self.hasher.hash_one(n))
     }
 
     /// `ugc_stream_viewers{stream}` (streams with viewers; a stream whose
