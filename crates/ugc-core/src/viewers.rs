@@ -62,7 +62,14 @@ pub struct ViewerCounter {
 struct State {
     streams: HashMap<StreamPath, HashMap<u64, Instant>>,
     sessions: usize,
+    /// When a full counter last looked for expired sessions.
+    expired_at: Option<Instant>,
 }
+
+/// How often a full counter looks for expired sessions: the scan walks
+/// every session under the lock, so a client sending new ids as fast as
+/// it can must not make every playlist request pay for one.
+const EXPIRE_AT_CAP_EVERY: Duration = Duration::from_secs(1);
 
 impl State {
     /// Forgets sessions last seen before `now - window`, and streams left
@@ -112,7 +119,13 @@ impl ViewerCounter {
             return;
         }
         if st.sessions >= self.config.max_sessions {
-            st.expire(now, self.config.window);
+            let due = st
+                .expired_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= EXPIRE_AT_CAP_EVERY);
+            if due {
+                st.expired_at = Some(now);
+                st.expire(now, self.config.window);
+            }
             if st.sessions >= self.config.max_sessions {
                 self.over_cap.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -232,10 +245,13 @@ mod tests {
         let t0 = Instant::now();
         let a = path("live/a");
         for i in 0..1000 {
-            c.seen(&a, &format!("s{i}"), t0);
+            c.seen(&a, &format!("s{i}"), t0 + Duration::from_micros(i));
         }
         assert_eq!(c.count(&a, t0), 100);
         assert_eq!(c.over_cap.load(Ordering::Relaxed), 900);
+        // The 900 refused looked for room once (the first, at 100 µs), not
+        // at every request.
+        assert_eq!(c.lock().expired_at, Some(t0 + Duration::from_micros(100)));
         // A session already counted keeps being counted at the cap.
         c.seen(&a, "s0", t0 + Duration::from_secs(20));
         // Once the others expire, new ones are counted again.
