@@ -222,23 +222,31 @@ fn backup_publisher_stands_in_for_the_main_one_and_hands_back() {
     assert!(drift < 0.1, "audio and video end {drift} s apart");
 }
 
-/// hls.js in headless Chromium plays through a failover and back, LL-HLS
-/// then classic HLS: no error, playback keeps advancing, no freeze of a
-/// second or more at either switch.
-#[test]
-#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
-fn hls_js_plays_through_a_failover_and_back() {
+/// A server with the slate on and stream `fo` packaged from a main
+/// publisher, then a backup standing by for 3 s: (server, key, main,
+/// backup).
+fn main_and_backup() -> (Server, String, Proc, Proc) {
     let server = Server::start(&["--fallback", "slate"]);
     let key = server.create_stream("fo", "");
-    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    let main = publish_live(640, 360, &server.rtmp_url(&key));
     let mut rec = Recorder::default();
     wait_until(Duration::from_secs(30), || {
         rec.poll(&server);
         rec.segments.len() >= 2
     })
     .expect("the stream is packaged");
-    let mut backup = publish_live(640, 360, &backup_url(&server, &key));
+    let backup = publish_live(640, 360, &backup_url(&server, &key));
     std::thread::sleep(Duration::from_secs(3));
+    (server, key, main, backup)
+}
+
+/// hls.js in headless Chromium plays through a failover and back, LL-HLS
+/// then classic HLS: no error, playback keeps advancing, no freeze of a
+/// second or more at either switch.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_plays_through_a_failover_and_back() {
+    let (server, key, mut main, mut backup) = main_and_backup();
     for low_latency in ["1", "0"] {
         let url = server.url(&format!("/{STREAM}/index.m3u8"));
         let player = std::thread::spawn(move || {
@@ -321,17 +329,7 @@ fn hls_js_plays_through_a_failover_and_back() {
 #[test]
 #[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn hls_js_plays_through_a_flapping_main_publisher() {
-    let server = Server::start(&["--fallback", "slate"]);
-    let key = server.create_stream("fo", "");
-    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
-    let mut rec = Recorder::default();
-    wait_until(Duration::from_secs(30), || {
-        rec.poll(&server);
-        rec.segments.len() >= 2
-    })
-    .expect("the stream is packaged");
-    let mut backup = publish_live(640, 360, &backup_url(&server, &key));
-    std::thread::sleep(Duration::from_secs(3));
+    let (server, key, mut main, mut backup) = main_and_backup();
     let url = server.url(&format!("/{STREAM}/index.m3u8"));
     let player = std::thread::spawn(move || {
         play_hls_js(&["--url", &url, "--seconds", "60", "--low-latency", "1"])
