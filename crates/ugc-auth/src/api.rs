@@ -95,6 +95,8 @@ pub(crate) fn stream_json(
         "transcode": s.transcode,
         "dvr_hours": s.dvr_hours,
         "restream": s.restream,
+        "fallback": s.fallback,
+        "source_timeout_ms": s.source_timeout_ms,
         "created_at": s.created_at,
         "key": s.key,
         "publish": publish_json(&urls, &s.key, &s.name),

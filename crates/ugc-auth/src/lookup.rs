@@ -39,6 +39,10 @@ pub struct StreamOverrides {
     /// Restream targets (`rtmp://` / `rtmps://` URLs with the key).
     #[serde(default)]
     pub restream: Vec<String>,
+    /// The stream's fallback (see [`crate::validate::fallback`]).
+    pub fallback: Option<String>,
+    /// The stream's source timeout in ms.
+    pub source_timeout_ms: Option<u32>,
 }
 
 /// Overrides by stream name.
@@ -99,6 +103,41 @@ pub fn transcode_profile(
     }
 }
 
+/// The fallback of a `live/<name>` stream (see
+/// [`crate::validate::fallback`]): the control plane's, else the
+/// override's; `None` for the media node's own.
+pub fn fallback(
+    settings: impl SettingsSource,
+    overrides: Overrides,
+) -> impl Fn(&StreamPath) -> Option<String> + Send + Sync + 'static {
+    move |stream: &StreamPath| {
+        let name = stream_name(stream)?;
+        settings
+            .settings(name)
+            .and_then(|s| s.fallback)
+            .or_else(|| overrides.get(name).and_then(|o| o.fallback.clone()))
+    }
+}
+
+/// The source timeout of a `live/<name>` stream, for
+/// `ugc_core::Hub::with_source_timeouts`: the control plane's, else the
+/// override's (0 in either is "not set"); `None` for the media node's.
+pub fn source_timeout(
+    settings: impl SettingsSource,
+    overrides: Overrides,
+) -> impl Fn(&StreamPath) -> Option<std::time::Duration> + Send + Sync + 'static {
+    move |stream: &StreamPath| {
+        let name = stream_name(stream)?;
+        let ms = settings
+            .settings(name)
+            .map(|s| s.source_timeout_ms)
+            .filter(|ms| *ms != 0)
+            .or_else(|| overrides.get(name).and_then(|o| o.source_timeout_ms))
+            .filter(|ms| *ms != 0)?;
+        Some(std::time::Duration::from_millis(u64::from(ms)))
+    }
+}
+
 /// The archive depth the control plane sets for a stream and its
 /// renditions (`dvr_hours`, where 0 means unset), for
 /// `ugc_dvr::policy::DvrPolicy::depth`.
@@ -135,6 +174,8 @@ mod tests {
             dvr_hours: 5,
             restream: restream.iter().map(|s| s.to_string()).collect(),
             srt_passphrase: passphrase.map(Into::into),
+            fallback: Some("https://api/loop.mp4".into()),
+            source_timeout_ms: 0,
         })
     }
 
@@ -145,6 +186,8 @@ mod tests {
                 let o = StreamOverrides {
                     srt_passphrase: Some(format!("{n}-file-passphrase")),
                     restream: vec![format!("rtmp://file/{n}")],
+                    fallback: Some(format!("{n}.mp4")),
+                    source_timeout_ms: Some(1500),
                 };
                 (n.to_owned(), o)
             })
@@ -186,6 +229,25 @@ mod tests {
         let hours = dvr_hours(api(&[], None));
         assert_eq!(hours(&path("live/api/720p")), Some(5));
         assert_eq!(hours(&path("live/file")), None);
+    }
+
+    #[test]
+    fn failover_settings_come_from_the_control_plane_then_the_overrides() {
+        let fallback = fallback(api(&[], None), overrides());
+        assert_eq!(fallback(&path("live/api")).unwrap(), "https://api/loop.mp4");
+        assert_eq!(fallback(&path("live/file")).unwrap(), "file.mp4");
+        assert_eq!(fallback(&path("live/none")), None);
+        assert_eq!(fallback(&path("live/api/720p")), None);
+        // 0 in the control plane is "not set": the override's.
+        let timeout = source_timeout(api(&[], None), overrides());
+        let ms = |p: &str| timeout(&path(p)).map(|d| d.as_millis());
+        assert_eq!(ms("live/api"), Some(1500));
+        assert_eq!(ms("live/none"), None);
+        let mut own = api(&[], None);
+        own.0.source_timeout_ms = 800;
+        let timeout = source_timeout(own, Overrides::new());
+        assert_eq!(timeout(&path("live/api")).map(|d| d.as_millis()), Some(800));
+        assert_eq!(timeout(&path("live/api/720p")), None);
     }
 
     #[test]

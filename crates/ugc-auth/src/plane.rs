@@ -35,6 +35,14 @@ pub struct StreamSettings {
     pub restream: Vec<String>,
     /// SRT passphrase.
     pub srt_passphrase: Option<String>,
+    /// The stream's fallback (`None`: the media node's own): `slate`,
+    /// `off`, an `http(s)://` URL or a file name in the node's fallback
+    /// directory.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Source timeout in ms (0: the media node's default).
+    #[serde(default)]
+    pub source_timeout_ms: u32,
 }
 
 impl From<&StreamRecord> for StreamSettings {
@@ -45,6 +53,8 @@ impl From<&StreamRecord> for StreamSettings {
             dvr_hours: s.dvr_hours,
             restream: s.restream.clone(),
             srt_passphrase: s.srt_passphrase.clone(),
+            fallback: s.fallback.clone(),
+            source_timeout_ms: s.source_timeout_ms,
         }
     }
 }
@@ -97,6 +107,12 @@ pub struct NewStream {
     /// Default empty.
     #[serde(default)]
     pub restream: Option<Vec<String>>,
+    /// Default none (the media node's fallback).
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Default 0 (the media node's source timeout).
+    #[serde(default)]
+    pub source_timeout_ms: Option<u32>,
 }
 
 /// A change to a stream (`PATCH /streams/{name}`); absent fields stay.
@@ -121,6 +137,12 @@ pub struct StreamPatch {
     /// New restream list.
     #[serde(default)]
     pub restream: Option<Vec<String>>,
+    /// `Some(None)` (JSON `null`) goes back to the media node's fallback.
+    #[serde(default, deserialize_with = "double_option")]
+    pub fallback: Option<Option<String>>,
+    /// New source timeout (0: the media node's).
+    #[serde(default)]
+    pub source_timeout_ms: Option<u32>,
 }
 
 fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
@@ -563,6 +585,11 @@ impl ControlPlane {
         if let Some(p) = &new.srt_passphrase {
             validate::srt_passphrase(p)?;
         }
+        if let Some(f) = &new.fallback {
+            validate::fallback(f)?;
+        }
+        let source_timeout_ms = new.source_timeout_ms.unwrap_or(0);
+        validate::source_timeout_ms(source_timeout_ms)?;
         let rec = StreamRecord {
             name: new.name,
             owner: by.id.clone(),
@@ -573,6 +600,8 @@ impl ControlPlane {
             dvr_hours,
             restream,
             srt_passphrase: new.srt_passphrase,
+            fallback: new.fallback,
+            source_timeout_ms,
             created_at: i64::try_from(unix_now()).unwrap_or(i64::MAX),
         };
         self.inner.store.insert_stream(&rec).await?;
@@ -619,6 +648,16 @@ impl ControlPlane {
         if let Some(r) = patch.restream {
             validate::restream(&r)?;
             s.restream = r;
+        }
+        if let Some(f) = patch.fallback {
+            if let Some(f) = &f {
+                validate::fallback(f)?;
+            }
+            s.fallback = f;
+        }
+        if let Some(t) = patch.source_timeout_ms {
+            validate::source_timeout_ms(t)?;
+            s.source_timeout_ms = t;
         }
         self.inner.store.update_stream(&s).await?;
         self.commit(&s.name, ChangeKind::Updated, Some(StreamSettings::from(&s)));

@@ -46,6 +46,13 @@ pub struct StreamRecord {
     pub restream: Vec<String>,
     /// SRT passphrase, if the SRT ingest must be encrypted.
     pub srt_passphrase: Option<String>,
+    /// What stands in while no publisher is there: `None` for the media
+    /// node's own fallback, else `slate`, `off`, an `http(s)://` URL of a
+    /// video or a file name in the node's fallback directory.
+    pub fallback: Option<String>,
+    /// How long the live source may send nothing before a backup or the
+    /// fallback takes over, in ms; 0 for the node's default.
+    pub source_timeout_ms: u32,
     /// Creation time, unix seconds.
     pub created_at: i64,
 }
@@ -69,6 +76,11 @@ pub struct SessionRecord {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "nodes", include_str!("../migrations/0002_nodes.sql")),
+    (
+        3,
+        "failover",
+        include_str!("../migrations/0003_failover.sql"),
+    ),
 ];
 
 /// One media node as stored: its last heartbeat and when the database saw
@@ -96,7 +108,7 @@ pub struct Store {
     sqlite: bool,
 }
 
-const STREAM_COLS: &str = "name, owner, title, private, stream_key, transcode, dvr_hours, restream, srt_passphrase, created_at";
+const STREAM_COLS: &str = "name, owner, title, private, stream_key, transcode, dvr_hours, restream, srt_passphrase, fallback, source_timeout_ms, created_at";
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH?mode=rwc` or
@@ -210,8 +222,8 @@ impl Store {
     pub async fn insert_stream(&self, s: &StreamRecord) -> Result<()> {
         let restream = restream_json(&s.restream);
         sqlx::query(
-            "INSERT INTO streams (name, owner, title, private, stream_key, transcode, dvr_hours, restream, srt_passphrase, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO streams (name, owner, title, private, stream_key, transcode, dvr_hours, restream, srt_passphrase, \
+             fallback, source_timeout_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&s.name)
         .bind(&s.owner)
@@ -222,6 +234,8 @@ impl Store {
         .bind(i64::from(s.dvr_hours))
         .bind(restream)
         .bind(s.srt_passphrase.clone())
+        .bind(s.fallback.clone())
+        .bind(i64::from(s.source_timeout_ms))
         .bind(s.created_at)
         .execute(&self.pool)
         .await
@@ -268,7 +282,7 @@ impl Store {
     pub async fn update_stream(&self, s: &StreamRecord) -> Result<()> {
         let n = sqlx::query(
             "UPDATE streams SET title = $1, private = $2, stream_key = $3, transcode = $4, dvr_hours = $5, \
-             restream = $6, srt_passphrase = $7 WHERE name = $8",
+             restream = $6, srt_passphrase = $7, fallback = $8, source_timeout_ms = $9 WHERE name = $10",
         )
         .bind(&s.title)
         .bind(i64::from(s.private))
@@ -277,6 +291,8 @@ impl Store {
         .bind(i64::from(s.dvr_hours))
         .bind(restream_json(&s.restream))
         .bind(s.srt_passphrase.clone())
+        .bind(s.fallback.clone())
+        .bind(i64::from(s.source_timeout_ms))
         .bind(&s.name)
         .execute(&self.pool)
         .await
@@ -494,6 +510,7 @@ fn stream_row(r: &AnyRow) -> Result<StreamRecord> {
         reason: format!("restream: {e}"),
     })?;
     let dvr: i64 = get(r, T, "dvr_hours")?;
+    let timeout: i64 = get(r, T, "source_timeout_ms")?;
     Ok(StreamRecord {
         name: get(r, T, "name")?,
         owner: get(r, T, "owner")?,
@@ -507,6 +524,11 @@ fn stream_row(r: &AnyRow) -> Result<StreamRecord> {
         })?,
         restream,
         srt_passphrase: get(r, T, "srt_passphrase")?,
+        fallback: get(r, T, "fallback")?,
+        source_timeout_ms: u32::try_from(timeout).map_err(|_| Error::Corrupt {
+            table: T,
+            reason: format!("source_timeout_ms {timeout}"),
+        })?,
         created_at: get(r, T, "created_at")?,
     })
 }

@@ -120,6 +120,67 @@ pub fn restream(list: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Longest fallback file name.
+pub const MAX_FALLBACK_NAME: usize = 128;
+/// Shortest and longest per-stream source timeout (0 also: the node's).
+pub const SOURCE_TIMEOUT_MS: std::ops::RangeInclusive<u32> = 500..=60_000;
+
+/// A stream's fallback: `slate`, `off`, an `http://` or `https://` URL of
+/// at most 1024 printable ASCII characters with a host, or a file name
+/// (`[A-Za-z0-9._-]`, up to 128, not starting with a dot) that the media
+/// node looks up in its fallback directory, never a path: a creator
+/// names what the operator put there, not files elsewhere on the node.
+pub fn fallback(f: &str) -> Result<()> {
+    if f == "slate" || f == "off" {
+        return Ok(());
+    }
+    if let Some(rest) = f
+        .strip_prefix("http://")
+        .or_else(|| f.strip_prefix("https://"))
+    {
+        if f.len() > MAX_URL {
+            return Err(invalid("fallback", format!("URL longer than {MAX_URL}")));
+        }
+        if !f.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "fallback",
+                "URL has spaces or non-ASCII characters",
+            ));
+        }
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(invalid("fallback", "URL has no host"));
+        }
+        return Ok(());
+    }
+    let name_ok = (1..=MAX_FALLBACK_NAME).contains(&f.len())
+        && !f.starts_with('.')
+        && f.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !name_ok {
+        return Err(invalid(
+            "fallback",
+            "must be slate, off, an http(s):// URL or a file name of [A-Za-z0-9._-] \
+             in the server's fallback directory",
+        ));
+    }
+    Ok(())
+}
+
+/// 0 (the media node's default) or 500 to 60,000 ms.
+pub fn source_timeout_ms(ms: u32) -> Result<()> {
+    if ms != 0 && !SOURCE_TIMEOUT_MS.contains(&ms) {
+        return Err(invalid(
+            "source_timeout_ms",
+            format!(
+                "{ms}: 0 (the server's) or {}..={}",
+                SOURCE_TIMEOUT_MS.start(),
+                SOURCE_TIMEOUT_MS.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// SRT passphrases: 10 to 79 printable ASCII characters (the SRT limits).
 pub fn srt_passphrase(p: &str) -> Result<()> {
     if !(10..=79).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
@@ -170,5 +231,34 @@ mod tests {
         assert!(srt_passphrase("long enough pass").is_ok());
         assert!(title("a\nb").is_err());
         assert!(stream_key("abc/def").is_err());
+        for ok in [
+            "slate",
+            "off",
+            "https://cdn.example/loop.mp4",
+            "http://10.0.0.1:8080/a",
+            "back-soon.mp4",
+        ] {
+            assert!(fallback(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../etc/passwd",
+            "/srv/loop.mp4",
+            ".hidden",
+            "a/b.mp4",
+            "file:///etc/passwd",
+            "https://",
+            "https:///x",
+            "http://a b",
+            "concat:a|b",
+            "loop 1.mp4",
+        ] {
+            assert!(fallback(bad).is_err(), "{bad:?}");
+        }
+        assert!(source_timeout_ms(0).is_ok());
+        assert!(source_timeout_ms(500).is_ok());
+        assert!(source_timeout_ms(60_000).is_ok());
+        assert!(source_timeout_ms(499).is_err());
+        assert!(source_timeout_ms(60_001).is_err());
     }
 }

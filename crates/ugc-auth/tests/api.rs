@@ -121,6 +121,8 @@ async fn suite(db: Db) {
     assert_eq!(v["transcode"], "default");
     assert_eq!(v["restream"], json!(["rtmp://a.example/live/k"]));
     assert_eq!(v["srt_passphrase"], "0123456789ab");
+    assert_eq!(v["fallback"], Value::Null, "the server's fallback");
+    assert_eq!(v["source_timeout_ms"], 0, "the server's timeout");
     assert_eq!(
         changes.recv().await.unwrap(),
         ugc_auth::StreamChange {
@@ -163,6 +165,11 @@ async fn suite(db: Db) {
         json!({"name": "ok", "srt_passphrase": "short"}),
         json!({"name": "ok", "private": "yes"}),
         json!({"name": "ok", "bogus": 1}),
+        json!({"name": "ok", "fallback": "/etc/passwd"}),
+        json!({"name": "ok", "fallback": "../loop.mp4"}),
+        json!({"name": "ok", "fallback": "file:///etc/passwd"}),
+        json!({"name": "ok", "source_timeout_ms": 100}),
+        json!({"name": "ok", "source_timeout_ms": 600_000}),
         json!({"title": "no name"}),
     ] {
         let (s, v) = api
@@ -297,6 +304,54 @@ async fn suite(db: Db) {
         (st.transcode.as_str(), st.dvr_hours, st.private),
         ("off", 0, true)
     );
+    // Failover settings: set, read back (API and settings), and back to
+    // the server's with null and 0.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/streams/cam1",
+            Some(&alice),
+            json!({"fallback": "https://cdn.example/back-soon.mp4", "source_timeout_ms": 1500}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["fallback"], "https://cdn.example/back-soon.mp4");
+    assert_eq!(v["source_timeout_ms"], 1500);
+    changes.recv().await.unwrap();
+    let st = cp.settings("cam1").unwrap();
+    assert_eq!(
+        (st.fallback.as_deref(), st.source_timeout_ms),
+        (Some("https://cdn.example/back-soon.mp4"), 1500)
+    );
+    let (_, v) = api
+        .call("GET", "/streams/cam1", Some(&alice), Value::Null)
+        .await;
+    assert_eq!(v["fallback"], "https://cdn.example/back-soon.mp4");
+    assert_eq!(v["source_timeout_ms"], 1500);
+    for bad in [
+        json!({"fallback": "a/b.mp4"}),
+        json!({"fallback": ""}),
+        json!({"source_timeout_ms": 499}),
+    ] {
+        let (s, v) = api
+            .call("PATCH", "/streams/cam1", Some(&alice), bad.clone())
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/streams/cam1",
+            Some(&alice),
+            json!({"fallback": null, "source_timeout_ms": 0}),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["fallback"], &v["source_timeout_ms"]),
+        (200, &Value::Null, &json!(0))
+    );
+    changes.recv().await.unwrap();
+    assert_eq!(cp.settings("cam1").unwrap().fallback, None);
     assert_eq!(
         api.call("PATCH", "/streams/cam1", Some(&bob), json!({"title": "x"}))
             .await
