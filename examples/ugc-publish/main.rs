@@ -92,6 +92,11 @@ async fn main() -> anyhow::Result<()> {
     let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
         .await
         .context("following the control plane's settings")?;
+    // A stream's own source timeout (main to backup on this node).
+    hub.set_source_timeouts(Arc::new(lookup::source_timeout(
+        settings.clone(),
+        Overrides::default(),
+    )));
     let auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?;
     tokio::spawn(
         auth.clone()

@@ -226,6 +226,25 @@ function addCard(stream) {
       box.disabled = false;
     }
   });
+  q('.failover-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const save = q('.s-failover-save');
+    const fallback = q('.s-fallback').value.trim();
+    const timeout = q('.s-timeout').value.trim();
+    save.disabled = true;
+    try {
+      const s = await call('PATCH', `/streams/${c.stream.name}`, {
+        fallback: fallback || null,
+        source_timeout_ms: timeout ? Number(timeout) : 0,
+      });
+      update(c, s, true);
+      toast(`${s.name}: saved, from the next time the stream drops`);
+    } catch (err) {
+      toast(`Could not save: ${err.message}`);
+    } finally {
+      save.disabled = false;
+    }
+  });
   q('.s-rotate').addEventListener('click', async () => {
     const msg = `Rotate the key of "${c.stream.name}"? The old key stops working at once and a live publisher on it is disconnected.`;
     if (!confirm(msg)) return;
@@ -266,9 +285,15 @@ function addCard(stream) {
   return c;
 }
 
-function update(c, s) {
+function update(c, s, saved = false) {
   c.stream = s;
   const q = (sel) => c.el.querySelector(sel);
+  // The failover fields, unless the creator is editing them.
+  const form = q('.failover-form');
+  if (saved || !form.contains(document.activeElement)) {
+    q('.s-fallback').value = s.fallback || '';
+    q('.s-timeout').value = s.source_timeout_ms ? String(s.source_timeout_ms) : '';
+  }
   q('.s-name').textContent = s.name;
   q('.s-title').textContent = s.title || '';
   q('.s-title').hidden = !s.title;

@@ -146,6 +146,7 @@ async function screenshots(context, base, card) {
   await p.click('#signin-form button[type=submit]');
   await p.waitForSelector(`${card} .s-live[data-live=true]`, { timeout: 15000 });
   await p.click(`${card} .s-preview`);
+  await p.click(`${card} .failover summary`);
   await sleep(4000);
   await p.screenshot({ path: join(dir, 'panel.png'), fullPage: true });
   await p.goto(`${base}/watch/browser`);
@@ -237,6 +238,30 @@ async function main() {
     );
     step(`panel counts the viewers: "${await panel.textContent(`${card} .s-live`)}"`);
     await viewer.close();
+
+    // ---- failover settings: saved through the API, back to the server's --
+    const stream = async () =>
+      (await fetch(`${base}/api/v1/streams/browser`, { headers: { Authorization: `Bearer ${ADMIN}` } })).json();
+    await panel.click(`${card} .failover summary`);
+    await panel.fill(`${card} .s-fallback`, 'off');
+    await panel.fill(`${card} .s-timeout`, '1500');
+    await panel.click(`${card} .s-failover-save`);
+    await until('the failover settings saved', 10000, async () => {
+      const s = await stream();
+      return s.fallback === 'off' && s.source_timeout_ms === 1500;
+    });
+    await panel.fill(`${card} .s-timeout`, '100');
+    await panel.click(`${card} .s-failover-save`);
+    await panel.waitForFunction(() => /Could not save/.test(document.body.textContent), null, { timeout: 10000 });
+    assert((await stream()).source_timeout_ms === 1500, 'a refused timeout leaves the setting');
+    await panel.fill(`${card} .s-fallback`, '');
+    await panel.fill(`${card} .s-timeout`, '');
+    await panel.click(`${card} .s-failover-save`);
+    await until("the server's failover settings again", 10000, async () => {
+      const s = await stream();
+      return s.fallback === null && s.source_timeout_ms === 0;
+    });
+    step('panel saves the stand-in video and the source timeout, refuses 100 ms');
 
     // ---- private: no token -> clear message; token link from the panel plays --
     await panel.check(`${card} .s-private-toggle`);

@@ -260,9 +260,10 @@ pub async fn run(
 }
 
 /// Gives every source stream of `hub` its fallback: when a stream that had
-/// media is left without a main or backup publisher, `clip_for(tracks)`
-/// (the stream's track set; `None`: no fallback for it) is looped into it
-/// by [`run`]. `clip_for` is also called, in a task of its own, as soon as
+/// media is left without a main or backup publisher, `clip_for(name,
+/// tracks)` (the stream and its track set; `None`: no fallback for it,
+/// e.g. one whose settings turn it off) is looped into it by [`run`].
+/// `clip_for` is also called, in a task of its own, as soon as
 /// a stream's track set is known or changes, so that a clip that takes
 /// long to make (an operator's file) is ready before the outage: a
 /// `clip_for` that caches by track shape makes it once. Renditions
@@ -271,7 +272,7 @@ pub async fn run(
 /// until the hub is dropped.
 pub async fn supervise<F, Fut>(hub: Hub, clip_for: F, config: FallbackConfig)
 where
-    F: Fn(Tracks) -> Fut + Send + Sync + 'static,
+    F: Fn(StreamPath, Tracks) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Option<Arc<Clip>>> + Send + 'static,
 {
     let clip_for = Arc::new(clip_for);
@@ -298,11 +299,11 @@ where
                     // The publisher's tracks (not the fallback's own).
                     if prepared.as_ref() != Some(&tracks) {
                         prepared = Some(tracks.clone());
-                        tokio::spawn(clip_for(tracks));
+                        tokio::spawn(clip_for(name.clone(), tracks));
                     }
                     continue;
                 }
-                let Some(clip) = clip_for(tracks).await else {
+                let Some(clip) = clip_for(name.clone(), tracks).await else {
                     return;
                 };
                 // Closed: the stream ended, its publishers were cut off
@@ -440,7 +441,7 @@ mod tests {
         let c = clip();
         let sup = tokio::spawn(supervise(
             hub.clone(),
-            move |_| {
+            move |_, _| {
                 let c = Arc::clone(&c);
                 async move { Some(c) }
             },
@@ -483,7 +484,8 @@ mod tests {
         let seen = Arc::clone(&calls);
         let sup = tokio::spawn(supervise(
             hub.clone(),
-            move |tracks: Tracks| {
+            move |stream: StreamPath, tracks: Tracks| {
+                assert_eq!(stream.to_string(), "live/a");
                 seen.lock().unwrap().push(tracks);
                 let c = Arc::clone(&c);
                 async move { Some(c) }

@@ -297,6 +297,8 @@ struct State {
     fallback_since: Option<Instant>,
     /// Time on the fallback before `fallback_since`.
     fallback_before: Duration,
+    /// This stream's source timeout, as of the last publisher attach.
+    source_timeout: Duration,
 }
 
 impl State {
@@ -369,6 +371,8 @@ impl StreamShared {
 
 struct HubInner {
     config: HubConfig,
+    /// Per-stream source timeouts ([`Hub::set_source_timeouts`]).
+    source_timeouts: std::sync::RwLock<Option<SourceTimeouts>>,
     /// The latest [`Hub::want_low_latency`] deadline of any stream.
     low_latency: LowLatencyWish,
     streams: Mutex<HashMap<StreamPath, Arc<StreamShared>>>,
@@ -394,6 +398,10 @@ pub struct SourceSwitch {
     pub at: Instant,
 }
 
+/// A stream's own source timeout, where it has one (else
+/// [`HubConfig::source_timeout`]): see [`Hub::set_source_timeouts`].
+pub type SourceTimeouts = Arc<dyn Fn(&StreamPath) -> Option<Duration> + Send + Sync>;
+
 /// Named live streams. Cheap to clone; all clones share the streams.
 #[derive(Clone)]
 pub struct Hub {
@@ -414,12 +422,39 @@ impl Hub {
         Hub {
             inner: Arc::new(HubInner {
                 config,
+                source_timeouts: std::sync::RwLock::new(None),
                 low_latency: LowLatencyWish::default(),
                 streams: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(Vec::new()),
                 switches: broadcast::channel(SOURCE_SWITCHES_BUFFERED).0,
             }),
         }
+    }
+
+    /// Gives streams source timeouts of their own (a control plane's
+    /// per-stream setting): `timeouts(name)`, or
+    /// [`HubConfig::source_timeout`] where it answers `None`. Asked each
+    /// time a publisher of the stream attaches (so a changed setting
+    /// applies from the next attach: a reconnect, a backup, the
+    /// fallback); it must answer from memory.
+    pub fn set_source_timeouts(&self, timeouts: SourceTimeouts) {
+        *self
+            .inner
+            .source_timeouts
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(timeouts);
+    }
+
+    /// The source timeout of stream `name`.
+    pub fn source_timeout(&self, name: &StreamPath) -> Duration {
+        let own = self
+            .inner
+            .source_timeouts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|f| f(name));
+        own.unwrap_or(self.inner.config.source_timeout)
     }
 
     fn streams(&self) -> MutexGuard<'_, HashMap<StreamPath, Arc<StreamShared>>> {
@@ -459,6 +494,7 @@ impl Hub {
                         idle_since: None,
                         fallback_since: None,
                         fallback_before: Duration::ZERO,
+                        source_timeout: self.inner.config.source_timeout,
                     }),
                     notify: Notify::new(),
                     stats: StreamStats::default(),
@@ -501,9 +537,11 @@ impl Hub {
     /// [`HubPublisher::push_at`]: a publisher that just attached has the
     /// source timeout to send before a lower source takes over.
     pub fn publish_at(&self, name: &StreamPath, role: SourceRole, now: Instant) -> HubPublisher {
+        let timeout = self.source_timeout(name);
         let shared = self.get_or_create(name);
         let (generation, attach) = {
             let mut st = shared.lock();
+            st.source_timeout = timeout;
             st.generation += 1;
             st.attaches += 1;
             let generation = st.generation;
@@ -889,7 +927,7 @@ impl HubPublisher {
                         return Err(Error::UnknownTrack(frame.track));
                     };
                     let is_video = info.kind() == MediaKind::Video;
-                    let timeout = shared.config.source_timeout;
+                    let timeout = st.source_timeout;
                     let slot = &mut st.slots[role.index()];
                     if slot
                         .last_frame
@@ -1050,7 +1088,7 @@ fn adopt_tracks(shared: &StreamShared, st: &mut State, tracks: Tracks) {
 /// Whether standing-by `role`, at a start point of its media at `now`,
 /// should become the active source.
 fn should_switch(st: &State, config: &HubConfig, role: SourceRole, now: Instant) -> bool {
-    let timeout = config.source_timeout;
+    let timeout = st.source_timeout;
     let active = &st.slots[st.active.index()];
     if active.healthy(now, timeout) {
         // Only a higher source takes back over, once it has kept sending.

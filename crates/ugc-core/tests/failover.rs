@@ -216,6 +216,54 @@ fn a_silent_main_gives_way_to_the_backup_on_its_keyframe_and_takes_back_over() {
 }
 
 #[test]
+fn a_stream_with_a_timeout_of_its_own_fails_over_sooner() {
+    // Main silent from 10 s; the backup's keyframes come at 11.3 s, 13.3 s...
+    let first_backup_ms = |own: Option<u64>| {
+        let hub = Hub::new(config());
+        if let Some(ms) = own {
+            hub.set_source_timeouts(std::sync::Arc::new(move |name: &StreamPath| {
+                (name == &stream()).then(|| Duration::from_millis(ms))
+            }));
+        }
+        assert_eq!(
+            hub.source_timeout(&stream()),
+            Duration::from_millis(own.unwrap_or(3_000))
+        );
+        assert_eq!(
+            hub.source_timeout(&StreamPath::parse("live/other").unwrap()),
+            Duration::from_secs(3)
+        );
+        let mut r = hub.subscribe(&stream());
+        let mut seen = Seen::default();
+        let mut main = Encoder::start(&hub, SourceRole::Main, b'M', 0, av_tracks());
+        let mut backup = Encoder::start(&hub, SourceRole::Backup, b'B', 90_000, av_tracks());
+        let mut first = None;
+        simulate(|ms, now| {
+            if ms > 20_000 {
+                return;
+            }
+            if ms < 10_000 {
+                main.run_until(ms, now).unwrap();
+            }
+            backup.run_until(ms + 700, now).unwrap();
+            seen.take(&mut r);
+            if first.is_none() && seen.first_of(b'B', 0).is_some() {
+                first = Some(ms);
+            }
+        });
+        seen.assert_monotonic();
+        first.expect("the backup went live")
+    };
+    assert_eq!(
+        first_backup_ms(Some(1_000)),
+        11_300,
+        "1 s, then its keyframe"
+    );
+    assert_eq!(first_backup_ms(None), 13_300, "the hub's 3 s");
+    assert_eq!(first_backup_ms(Some(5_000)), 15_300);
+}
+
+#[test]
 fn a_main_that_leaves_is_replaced_within_one_gop_and_the_fallback_after_both() {
     let hub = Hub::new(config());
     let mut r = hub.subscribe(&stream());

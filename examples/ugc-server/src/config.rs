@@ -115,6 +115,12 @@ pub struct Settings {
     /// stream's shape and looped).
     #[arg(long, env = "UGC_FALLBACK")]
     pub fallback: Option<String>,
+    /// A directory of fallback videos that streams may name as their own
+    /// `fallback` (API, panel, `[streams.<name>]`): a stream set to
+    /// `back-soon.mp4` loops `DIR/back-soon.mp4`. Creators name files
+    /// here, never paths elsewhere on the server.
+    #[arg(long, env = "UGC_FALLBACK_DIR")]
+    pub fallback_dir: Option<PathBuf>,
     /// Count each stream's HLS viewers (`ugc_stream_viewers`): `on`
     /// (default) puts a viewer session id into the variant URIs of each
     /// multivariant playlist; `off` behind a CDN edge, whose cache the
@@ -295,6 +301,8 @@ pub struct Config {
     pub ingest_tick: Option<Duration>,
     /// What to loop into streams waiting for their publisher.
     pub fallback: Fallback,
+    /// Where the fallback files that streams name are.
+    pub fallback_dir: Option<PathBuf>,
     /// Count HLS viewers (`--viewer-count`).
     pub viewer_count: bool,
     pub ladders: LadderProfiles,
@@ -320,6 +328,42 @@ pub enum Fallback {
     Slate,
     /// The operator's video file, in each stream's shape.
     File(PathBuf),
+    /// A video at an `http(s)://` URL (a stream's own setting).
+    Url(String),
+}
+
+impl Fallback {
+    /// The fallback of a stream whose own setting is `own` (the control
+    /// plane's `fallback`, see `ugc_auth::validate::fallback`): `None` is
+    /// `self` (the server's); a file name is looked up in `dir`, and is
+    /// the server's when there is no `dir` or the name is no plain file
+    /// name (both logged).
+    pub fn for_stream(&self, own: Option<&str>, dir: Option<&std::path::Path>) -> Fallback {
+        match own {
+            None => self.clone(),
+            Some("slate") => Fallback::Slate,
+            Some("off") => Fallback::Off,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Fallback::Url(url.to_owned())
+            }
+            Some(name) => {
+                if ugc_auth::validate::fallback(name).is_err() {
+                    tracing::warn!(name, "a stream's fallback is no file name: the server's");
+                    return self.clone();
+                }
+                match dir {
+                    Some(dir) => Fallback::File(dir.join(name)),
+                    None => {
+                        tracing::warn!(
+                            name,
+                            "a stream names a fallback file but there is no --fallback-dir: the server's"
+                        );
+                        self.clone()
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Config {
@@ -431,6 +475,12 @@ impl Config {
                     Fallback::File(path)
                 }
             },
+            fallback_dir: match s.fallback_dir {
+                Some(dir) if !dir.is_dir() => {
+                    anyhow::bail!("fallback_dir {} is no directory", dir.display())
+                }
+                dir => dir,
+            },
             viewer_count: match s.viewer_count.as_deref() {
                 None | Some("on") => true,
                 Some("off") => false,
@@ -441,7 +491,19 @@ impl Config {
             ladders: transcode.load().context("transcode config")?,
             dvr: dvr.resolve(&data),
             data,
-            streams: s.streams,
+            streams: {
+                for (name, o) in &s.streams {
+                    if let Some(f) = &o.fallback {
+                        ugc_auth::validate::fallback(f)
+                            .with_context(|| format!("[streams.{name}] fallback"))?;
+                    }
+                    if let Some(ms) = o.source_timeout_ms {
+                        ugc_auth::validate::source_timeout_ms(ms)
+                            .with_context(|| format!("[streams.{name}] source_timeout_ms"))?;
+                    }
+                }
+                s.streams
+            },
             restream_ca_file: s.restream_ca_file,
             held_limits: s.http_limits.held_limits(),
             http_limits: s.http_limits.serve_config()?,
@@ -727,7 +789,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 25, "{flags:?}");
+        assert_eq!(flags.len(), 26, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the
@@ -772,6 +834,35 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("is none"), "{e}");
+        let e = file
+            .load(&["--fallback-dir", "/no/such/dir"])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("no directory"), "{e}");
+    }
+
+    #[test]
+    fn a_streams_own_fallback_is_a_file_in_the_directory_a_url_or_the_servers() {
+        let server = Fallback::File(PathBuf::from("/srv/brb.mp4"));
+        let dir = std::path::Path::new("/srv/loops");
+        assert_eq!(server.for_stream(None, Some(dir)), server);
+        assert_eq!(server.for_stream(Some("off"), Some(dir)), Fallback::Off);
+        assert_eq!(
+            Fallback::Off.for_stream(Some("slate"), None),
+            Fallback::Slate
+        );
+        assert_eq!(
+            server.for_stream(Some("https://cdn.example/a.mp4"), None),
+            Fallback::Url("https://cdn.example/a.mp4".into())
+        );
+        assert_eq!(
+            server.for_stream(Some("mine.mp4"), Some(dir)),
+            Fallback::File(PathBuf::from("/srv/loops/mine.mp4"))
+        );
+        // No directory, or no plain name (a file edited by hand): the server's.
+        assert_eq!(server.for_stream(Some("mine.mp4"), None), server);
+        assert_eq!(server.for_stream(Some("../etc/passwd"), Some(dir)), server);
+        assert_eq!(server.for_stream(Some("/etc/passwd"), Some(dir)), server);
     }
 
     #[test]

@@ -134,6 +134,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let demo_error = || format!("creating the demo stream {:?}", demo.unwrap_or_default());
     print!("{}", welcome.await.with_context(demo_error)?);
 
+    // Each stream's own source timeout, where it has one.
+    hub.set_source_timeouts(Arc::new(lookup::source_timeout(
+        control.clone(),
+        config.streams.clone(),
+    )));
     let dvr = config.dvr.open(lookup::dvr_hours(control.clone()))?;
     let (archive, s3_uploader) = (dvr.archive, dvr.uploader);
     // Tasks that run until the server stops.
@@ -340,13 +345,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .prune_sessions_every(Duration::from_secs(3600));
     background.push(tokio::spawn(pruner).abort_handle());
     let transcoder = spawn_ladders(&hub, &control, config.ladders.clone(), ladders);
-    match &config.fallback {
-        config::Fallback::Off => {}
-        config::Fallback::Slate => spawn_fallback(&hub, config.hub.publisher_grace, None),
-        config::Fallback::File(path) => {
-            spawn_fallback(&hub, config.hub.publisher_grace, Some(path.clone()))
-        }
-    }
+    spawn_fallback(
+        &hub,
+        config.hub.publisher_grace,
+        config.fallback.clone(),
+        config.fallback_dir.clone(),
+        Arc::new(lookup::fallback(control.clone(), config.streams.clone())),
+    );
     background.push(transcoder.abort_handle());
     if let Some(https) = &config.https {
         background.push(
@@ -400,12 +405,22 @@ fn spawn_ladders(
     ))
 }
 
-/// Loops a slate (or the operator's `file`) into every stream left without
-/// a publisher, for the publisher grace; one clip per track shape, made
-/// once (when the shape is first published: `supervise` prepares it) and
-/// shared by every caller while it is being made.
+/// A stream's own fallback setting (`None`: the server's).
+type FallbackOf = Arc<dyn Fn(&ugc_core::StreamPath) -> Option<String> + Send + Sync>;
+
+/// Loops each stream's fallback (its own setting, `own`, else the
+/// server's `default`: a slate, a file, a URL) into every stream left
+/// without a publisher, for the publisher grace; one clip per fallback and
+/// track shape, made once (when the shape is first published: `supervise`
+/// prepares it) and shared by every caller while it is being made.
 #[cfg(feature = "ffmpeg")]
-fn spawn_fallback(hub: &Hub, hold: std::time::Duration, file: Option<std::path::PathBuf>) {
+fn spawn_fallback(
+    hub: &Hub,
+    hold: std::time::Duration,
+    default: config::Fallback,
+    dir: Option<std::path::PathBuf>,
+    own: FallbackOf,
+) {
     use std::collections::HashMap;
     use tokio::sync::OnceCell;
     use ugc_core::fallback::{Clip, FallbackConfig};
@@ -414,13 +429,17 @@ fn spawn_fallback(hub: &Hub, hold: std::time::Duration, file: Option<std::path::
     const CACHE_BYTES: usize = 256 << 20;
     type Cell = Arc<OnceCell<Option<Arc<Clip>>>>;
     let cache: Arc<std::sync::Mutex<HashMap<String, Cell>>> = Arc::default();
-    let clip_for = move |tracks: ugc_core::Tracks| {
+    let clip_for = move |stream: ugc_core::StreamPath, tracks: ugc_core::Tracks| {
         let cache = Arc::clone(&cache);
-        let file = file.clone();
+        let fallback = default.for_stream(own(&stream).as_deref(), dir.as_deref());
         async move {
-            // Same shape, same clip: ids, codecs' sizes, rates, channels.
+            if fallback == config::Fallback::Off {
+                return None;
+            }
+            // Same fallback and shape, same clip: ids, codecs' sizes,
+            // rates, channels.
             let key = format!(
-                "{:?}",
+                "{fallback:?} {:?}",
                 tracks.iter().map(|t| (t.id, &t.params)).collect::<Vec<_>>()
             );
             let cell = {
@@ -437,15 +456,25 @@ fn spawn_fallback(hub: &Hub, hold: std::time::Duration, file: Option<std::path::
             };
             let made = cell.get_or_init(|| async move {
                 let made = tokio::task::spawn_blocking(move || {
-                    // A file that fails (gone, unreadable) still leaves the slate.
-                    if let Some(path) = file {
-                        match ugc_codec::transcode::fallback_file(&path, &tracks) {
-                            Ok(clip) => return Ok(clip),
-                            Err(e) => tracing::warn!(
-                                error = %e,
-                                "the fallback file failed: the slate instead"
-                            ),
+                    // A file or URL that fails (gone, unreadable, no media)
+                    // still leaves the slate.
+                    let own = match &fallback {
+                        config::Fallback::File(path) => {
+                            Some(ugc_codec::transcode::fallback_file(path, &tracks))
                         }
+                        config::Fallback::Url(url) => {
+                            Some(ugc_codec::transcode::fallback_url(url, &tracks))
+                        }
+                        config::Fallback::Slate | config::Fallback::Off => None,
+                    };
+                    match own {
+                        Some(Ok(clip)) => return Ok(clip),
+                        Some(Err(e)) => tracing::warn!(
+                            stream = %stream,
+                            error = %e,
+                            "the fallback file failed: the slate instead"
+                        ),
+                        None => {}
                     }
                     ugc_codec::transcode::slate(&tracks)
                 })
@@ -474,7 +503,13 @@ fn spawn_fallback(hub: &Hub, hold: std::time::Duration, file: Option<std::path::
 
 /// Without the `ffmpeg` feature there is nothing to encode a slate with.
 #[cfg(not(feature = "ffmpeg"))]
-fn spawn_fallback(_: &Hub, _: std::time::Duration, _: Option<std::path::PathBuf>) {
+fn spawn_fallback(
+    _: &Hub,
+    _: std::time::Duration,
+    _: config::Fallback,
+    _: Option<std::path::PathBuf>,
+    _: FallbackOf,
+) {
     tracing::info!("built without ffmpeg: no fallback slate");
 }
 

@@ -521,53 +521,56 @@ fn mean_rgb(file: &std::path::Path) -> (f64, f64, f64) {
     (sum(0) / n, sum(1) / n, sum(2) / n)
 }
 
-/// `--fallback FILE`: the operator's own clip (here red, 320x240 at
-/// 25 fps with a tone) stands in, encoded in the stream's shape: the
-/// stream's size, keyframe first, with sound, decoding cleanly.
-#[test]
-fn the_operators_fallback_file_stands_in() {
-    let work = TempDir::new("fallback-file");
-    let clip = work.path().join("be-right-back.mp4");
+/// A 4 s 320x240 25 fps clip of one colour (`c`, an FFmpeg colour name)
+/// with a tone, at `path`.
+fn coloured_clip(path: &std::path::Path, c: &str) {
     let made = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("color=c=red:size=320x240:rate=25:duration=4")
+        .arg(format!("color=c={c}:size=320x240:rate=25:duration=4"))
         .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=4"])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
-        .arg(&clip)
+        .arg(path)
         .status()
         .expect("ffmpeg");
     assert!(made.success());
-    let server = Server::start(&["--fallback", clip.to_str().unwrap()]);
-    let key = server.create_stream("fo", "");
-    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
-    let dir = work.path().to_owned();
+}
+
+/// Stream `fo` of `server`, packaged while `publishers` publish; `stop`
+/// kills them. Waits for the fallback to go live and returns the second
+/// segment after that, written in `dir`, after checking it: the stream's
+/// size (640x360), keyframe first, with sound, decoding cleanly.
+fn fallback_segment(
+    server: &Server,
+    dir: &std::path::Path,
+    stop: impl FnOnce(),
+) -> std::path::PathBuf {
     let mut segs: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut poll = || {
         let r = server.get(&format!("/{STREAM}/mono.m3u8"));
         if r.status == 200 {
             for s in parse_media_playlist(&r.text()) {
                 segs.entry(s.msn)
-                    .or_insert_with(|| fetch_fmp4_segment(&server, STREAM, &s, &dir));
+                    .or_insert_with(|| fetch_fmp4_segment(server, STREAM, &s, dir));
             }
         }
         segs.keys().last().copied()
     };
     wait_until(Duration::from_secs(30), || poll().is_some_and(|m| m >= 1))
         .expect("the stream is packaged");
-    main.kill();
+    stop();
     let took = wait_until(Duration::from_secs(15), || {
         poll();
-        active_source(&server) == Some(2.0)
+        active_source(server) == Some(2.0)
     })
-    .expect("the fallback file took over");
-    eprintln!("fallback file live {} ms after the kill", took.as_millis());
+    .expect("the fallback took over");
+    eprintln!("fallback live {} ms after the kill", took.as_millis());
     let before = poll().unwrap_or(0);
     let mut last = before;
     wait_until(Duration::from_secs(15), || {
         last = poll().unwrap_or(0);
         last >= before + 2
     })
-    .expect("segments of the fallback file");
+    .expect("segments of the fallback");
     let path = poll().map(|_| segs[&(before + 2)].clone()).unwrap();
     let errors = decode_errors(&path);
     assert!(errors.trim().is_empty(), "{errors}");
@@ -576,6 +579,116 @@ fn the_operators_fallback_file_stands_in() {
     let v = streams.iter().find(|s| s.0 == "video").expect("video");
     assert_eq!((v.2, v.3), (640, 360), "the stream's size");
     assert!(streams.iter().any(|s| s.0 == "audio"), "{streams:?}");
+    path
+}
+
+/// `--fallback FILE`: the operator's own clip (here red, 320x240 at
+/// 25 fps with a tone) stands in, encoded in the stream's shape: the
+/// stream's size, keyframe first, with sound, decoding cleanly.
+#[test]
+fn the_operators_fallback_file_stands_in() {
+    let work = TempDir::new("fallback-file");
+    let clip = work.path().join("be-right-back.mp4");
+    coloured_clip(&clip, "red");
+    let server = Server::start(&["--fallback", clip.to_str().unwrap()]);
+    let key = server.create_stream("fo", "");
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    let path = fallback_segment(&server, work.path(), || main.kill());
     let (r, g, b) = mean_rgb(&path);
     assert!(r > 200.0 && g < 60.0 && b < 60.0, "red: {r} {g} {b}");
+}
+
+/// A stream's own settings: `source_timeout_ms` 1000 moves a stalled
+/// main (SIGSTOP: connection open, nothing sent) to the backup within 1 s
+/// and one GOP (1 s), where the server's 3 s would take 3-4 s; its
+/// `fallback`, a file name in `--fallback-dir` (green), stands in for both
+/// instead of the server's slate; set to a URL through the API, the next
+/// outage loops that video (blue, served over HTTP).
+#[test]
+fn a_streams_own_timeout_and_fallback_apply() {
+    let work = TempDir::new("fallback-own");
+    let loops = work.path().join("loops");
+    std::fs::create_dir_all(&loops).unwrap();
+    coloured_clip(&loops.join("green.mp4"), "lime");
+    let server = Server::start(&[
+        "--fallback",
+        "slate",
+        "--fallback-dir",
+        loops.to_str().unwrap(),
+    ]);
+    let key = server.create_stream(
+        "fo",
+        "\"source_timeout_ms\": 1000, \"fallback\": \"green.mp4\"",
+    );
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    let mut backup = None;
+    let path = fallback_segment(&server, work.path(), || {
+        backup = Some(publish_live(640, 360, &backup_url(&server, &key)));
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(active_source(&server), Some(0.0), "main is live");
+        let stop = Command::new("kill")
+            .args(["-STOP", &main.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(stop.success());
+        let took = wait_until(Duration::from_secs(10), || {
+            active_source(&server) == Some(1.0)
+        })
+        .expect("the backup took over");
+        eprintln!("a stalled main: the backup {} ms after", took.as_millis());
+        assert!(
+            (Duration::from_millis(900)..Duration::from_millis(2_600)).contains(&took),
+            "1 s timeout + 1 s GOP: {took:?}"
+        );
+        main.kill();
+        backup.as_mut().unwrap().kill();
+    });
+    let (r, g, b) = mean_rgb(&path);
+    assert!(g > 200.0 && r < 60.0 && b < 60.0, "green: {r} {g} {b}");
+
+    // The stream's fallback set to a URL: the next outage loops it.
+    let blue = work.path().join("blue.mp4");
+    coloured_clip(&blue, "blue");
+    let url = serve_file(std::fs::read(&blue).unwrap());
+    let r = http_send(
+        server.http,
+        "PATCH",
+        "/api/v1/streams/fo",
+        Some(ADMIN_TOKEN),
+        Some(&format!("{{\"fallback\": \"{url}\"}}")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut main = publish_live(640, 360, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(20), || {
+        active_source(&server) == Some(0.0)
+    })
+    .expect("main took over from the fallback");
+    let path = fallback_segment(&server, work.path(), || main.kill());
+    let (r, g, b) = mean_rgb(&path);
+    assert!(b > 200.0 && r < 60.0 && g < 60.0, "blue: {r} {g} {b}");
+}
+
+/// Serves `body` as `video/mp4` to every HTTP request on a loopback port,
+/// in a thread: its URL.
+fn serve_file(body: Vec<u8>) -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/blue.mp4", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    url
 }

@@ -42,7 +42,7 @@ pub use crate::ladder::stats::{
     LadderReport, LadderRunStats, LadderStats, LadderStatsSnapshot, RenditionReport,
 };
 pub use run::{run_ladder, run_ladder_with_stats};
-pub use slate::{MAX_FILE_S, fallback_file, slate};
+pub use slate::{MAX_FILE_S, fallback_file, fallback_url, slate};
 pub use supervise::{ProfileOf, RECONCILE_INTERVAL, supervise};
 
 use std::sync::atomic::{AtomicUsize, Ordering};

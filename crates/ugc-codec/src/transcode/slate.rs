@@ -2,7 +2,7 @@
 //! picture size, frame rate, sample rate and channels), so a player
 //! switching to one keeps its resolution and audio layout: the default
 //! slate ("STREAM WILL BE BACK SHORTLY" on black, silent audio, [`slate`])
-//! or the operator's own file ([`fallback_file`]).
+//! or the operator's own file ([`fallback_file`]) or URL ([`fallback_url`]).
 
 use std::ffi::CString;
 use std::path::Path;
@@ -311,9 +311,38 @@ pub const MAX_FILE_S: u32 = 30;
 /// one core of this VM (11.5 s for 60 s): call it off the async runtime,
 /// once per track shape.
 pub fn fallback_file(path: &Path, tracks: &Tracks) -> Result<Clip, String> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{}: a path with a NUL byte", path.display()))?;
+    // A local file only: not a playlist or concat list that names others.
+    fallback_input(&c, &path.display().to_string(), "file", tracks)
+}
+
+/// How long reading a fallback URL may wait for the server, in µs.
+const URL_WAIT_US: &std::ffi::CStr = c"10000000";
+
+/// [`fallback_file`] of an `http://` or `https://` URL (a creator's
+/// "be right back" video on their CDN). FFmpeg fetches it over HTTP(S)
+/// only (no `file:`, no other protocol, also for playlists it names),
+/// giving up after 10 s without data; only the first [`MAX_FILE_S`]
+/// seconds are read. The answer is only ever decoded as media: what is
+/// not media is an error, never passed on.
+pub fn fallback_url(url: &str, tracks: &Tracks) -> Result<Clip, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url}: not an http:// or https:// URL"));
+    }
+    let c = CString::new(url).map_err(|_| format!("{url}: a URL with a NUL byte"))?;
+    fallback_input(&c, url, "http,https,tls,tcp", tracks)
+}
+
+fn fallback_input(
+    input: &std::ffi::CStr,
+    name: &str,
+    protocols: &str,
+    tracks: &Tracks,
+) -> Result<Clip, String> {
     raw::quiet_ffmpeg_logs();
     let shape = Shape::of(tracks)?;
-    let mut file = FileDecoder::open(path)?;
+    let mut file = FileDecoder::open(input, name, protocols)?;
     // 0.05 bit per pixel and frame: 1.4 Mbit/s at 720p30, 3.1 at 1080p30
     // (a holding clip, not the show).
     let kbps = shape.size.map_or(300, |(w, h)| {
@@ -414,12 +443,17 @@ struct FileDecoder {
 }
 
 impl FileDecoder {
-    fn open(path: &Path) -> Result<FileDecoder, String> {
-        let name = path.display();
-        let c = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| format!("{name}: a path with a NUL byte"))?;
-        let input =
-            AVFormatContextInput::open(&c, None, &mut None).map_err(|e| format!("{name}: {e}"))?;
+    fn open(input: &std::ffi::CStr, name: &str, protocols: &str) -> Result<FileDecoder, String> {
+        let whitelist = CString::new(protocols).map_err(|_| format!("{name}: bad protocols"))?;
+        let mut options = Some(
+            rsmpeg::avutil::AVDictionary::new(c"protocol_whitelist", &whitelist, 0).set(
+                c"rw_timeout",
+                URL_WAIT_US,
+                0,
+            ),
+        );
+        let input = AVFormatContextInput::open(input, None, &mut options)
+            .map_err(|e| format!("{name}: {e}"))?;
         let mut decoders = Vec::new();
         for (ty, kind) in [
             (ffi::AVMediaType_AVMEDIA_TYPE_VIDEO, MediaKind::Video),
@@ -652,6 +686,89 @@ mod tests {
         // Audio for the whole loop: 3 s of 1024-sample frames.
         let audio = frames.iter().filter(|f| f.track.0 == 2).count();
         assert!((255..=262).contains(&audio), "{audio}");
+    }
+
+    /// Serves `body` (as `content_type`) to every HTTP request on a
+    /// loopback port, in a thread: the URL.
+    fn serve(body: Vec<u8>, content_type: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/loop", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(&body);
+            }
+        });
+        url
+    }
+
+    /// A creator's fallback URL: fetched over HTTP and shaped like a file;
+    /// no protocol but HTTP(S), also not through a playlist the server
+    /// answers (which could name local files); a dead URL is a clear error.
+    #[test]
+    fn a_fallback_url_is_fetched_over_http_only() {
+        let path = made_file(
+            "web.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x120:rate=25:duration=2",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000:duration=2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                "-movflags",
+                "+faststart",
+            ],
+        );
+        let url = serve(std::fs::read(&path).unwrap(), "video/mp4");
+        let clip = fallback_url(&url, &av_tracks()).unwrap();
+        let p = clip.period().as_millis();
+        assert!((2_000..2_050).contains(&p), "{p} ms");
+        match &clip.tracks().get(ugc_core::TrackId(1)).unwrap().params {
+            TrackParams::Video(v) => assert_eq!((v.width, v.height), (1280, 720)),
+            other => panic!("{other:?}"),
+        }
+
+        let local = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nfile://{}\n#EXT-X-ENDLIST\n",
+            path.display()
+        );
+        let playlist = serve(local.into_bytes(), "application/vnd.apple.mpegurl");
+        let e = fallback_url(&playlist, &av_tracks()).err().unwrap();
+        assert!(e.contains("/loop"), "{e}");
+
+        for bad in [
+            format!("file://{}", path.display()),
+            path.display().to_string(),
+        ] {
+            let e = fallback_url(&bad, &av_tracks()).err().unwrap();
+            assert!(e.contains("not an http"), "{e}");
+        }
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/gone.mp4", l.local_addr().unwrap())
+        };
+        let e = fallback_url(&dead, &av_tracks()).err().unwrap();
+        assert!(e.contains("gone.mp4"), "{e}");
     }
 
     /// A file with sound only gets the slate picture; one that is no media
