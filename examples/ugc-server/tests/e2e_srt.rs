@@ -214,6 +214,36 @@ fn hevc_over_srt_reaches_the_hub_with_its_codec_config() {
     assert!(master.contains("CODECS=\"hvc1.1."), "{master}");
     assert!(master.contains("RESOLUTION=352x288"), "{master}");
     assert!(master.contains(",FRAME-RATE=25.000\n"), "{master}");
+
+    // The publisher stops after 8 s: the slate stands in, in H.265 (so a
+    // player keeps its HEVC decoder), at the stream's size.
+    wait_until(Duration::from_secs(20), || {
+        metric_sample(&server, "ugc_stream_active_source{stream=\"live/hevc\"}") == Some(2.0)
+    })
+    .expect("the slate stands in");
+    let mut slate = None;
+    wait_until(Duration::from_secs(20), || {
+        let r = server.get("/live/hevc/mono.m3u8");
+        let segs = parse_media_playlist(&r.text());
+        // Two segments after the discontinuity of the switch: slate only.
+        let Some(at) = segs.iter().rposition(|s| s.discontinuity) else {
+            return false;
+        };
+        slate = segs.get(at + 1).cloned();
+        slate.is_some()
+    })
+    .expect("a slate segment");
+    let path = fetch_fmp4_segment(&server, "live/hevc", &slate.unwrap(), work.path());
+    let codec = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .args(["stream=codec_name,width,height", "-of", "csv=p=0"])
+        .arg(&path));
+    assert_eq!(
+        String::from_utf8_lossy(&codec.stdout).trim(),
+        "hevc,352,288"
+    );
+    let errors = decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
 }
 
 #[test]

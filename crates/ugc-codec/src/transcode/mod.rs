@@ -809,6 +809,7 @@ impl Worker {
                 threads: self.config.encoder_threads,
                 video: video.map(|(_, fps, ts)| (fps, ts)),
                 audio: audio.clone(),
+                video_codec: ugc_core::Codec::H264,
             };
             let rung = Rung::open(spec, self.out.clone())?;
             infos.extend(rung.track_infos());

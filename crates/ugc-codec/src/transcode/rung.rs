@@ -42,6 +42,9 @@ pub(crate) struct RungSpec {
     /// Frame rate and timescale of the source video, if any.
     pub video: Option<(Rational, u32)>,
     pub audio: Option<AudioParams>,
+    /// [`Codec::H264`] (x264) or [`Codec::H265`] (x265, for a fallback
+    /// clip in an HEVC stream's codec).
+    pub video_codec: Codec,
 }
 
 struct VideoEnc {
@@ -80,7 +83,16 @@ fn cstring(s: String) -> R<std::ffi::CString> {
 
 fn open_video(spec: &RungSpec, fps: Rational, timescale: u32) -> R<VideoEnc> {
     let r = &spec.rendition;
-    let codec = AVCodec::find_encoder_by_name(c"libx264").ok_or("FFmpeg lacks libx264")?;
+    let hevc = match spec.video_codec {
+        Codec::H264 => false,
+        Codec::H265 => true,
+        other => return Err(format!("no {other:?} encoder for a rung")),
+    };
+    let codec = if hevc {
+        AVCodec::find_encoder_by_name(c"libx265").ok_or("FFmpeg lacks libx265")?
+    } else {
+        AVCodec::find_encoder_by_name(c"libx264").ok_or("FFmpeg lacks libx264")?
+    };
     let mut ctx = AVCodecContext::new(&codec);
     ctx.set_width(i32::try_from(spec.width).map_err(|_| "width")?);
     ctx.set_height(i32::try_from(spec.height).map_err(|_| "height")?);
@@ -102,19 +114,44 @@ fn open_video(spec: &RungSpec, fps: Rational, timescale: u32) -> R<VideoEnc> {
     let gop =
         (i64::from(fn_) * i64::from(spec.keyframe_interval_ms) * 5 / 1000 / i64::from(fd)).max(1);
     let mut dict = AVDictionary::new(c"preset", &cstring(spec.preset.clone())?, 0)
-        .set(c"profile", &cstring(r.profile.clone())?, 0)
         .set(c"b", &cstring(r.video_bitrate.to_string())?, 0)
         .set(c"maxrate", &cstring(maxrate.to_string())?, 0)
         .set(c"bufsize", &cstring(bufsize.to_string())?, 0)
         .set(c"g", &cstring(gop.to_string())?, 0)
-        .set(c"forced-idr", c"1", 0)
-        .set(c"x264-params", c"scenecut=0", 0);
-    if spec.threads > 0 {
+        .set(c"forced-idr", c"1", 0);
+    dict = if hevc {
+        // Main profile, 8 bit; no scene cuts (keyframes on schedule), no
+        // B-frames (decode order is presentation order, as with x264's
+        // ultrafast), quiet.
+        dict.set(c"profile", c"main", 0).set(
+            c"x265-params",
+            &cstring(format!(
+                "scenecut=0:bframes=0:keyint={gop}:min-keyint=1:log-level=error:pools={}",
+                spec.threads.max(1)
+            ))?,
+            0,
+        )
+    } else {
+        dict.set(c"profile", &cstring(r.profile.clone())?, 0)
+            .set(c"x264-params", c"scenecut=0", 0)
+    };
+    if spec.threads > 0 && !hevc {
         dict = dict.set(c"threads", &cstring(spec.threads.to_string())?, 0);
     }
-    ctx.open(Some(dict))
-        .map_err(|e| ff_err("opening libx264", e))?;
+    ctx.open(Some(dict)).map_err(|e| {
+        ff_err(
+            if hevc {
+                "opening libx265"
+            } else {
+                "opening libx264"
+            },
+            e,
+        )
+    })?;
     let extradata = raw::extradata(&ctx).to_vec();
+    if hevc {
+        return hevc_video(spec, ctx, &extradata, fps, timescale);
+    }
     let nals = crate::h264::annexb_nal_units(&extradata);
     let sps: Vec<&[u8]> = nals
         .iter()
@@ -141,6 +178,48 @@ fn open_video(spec: &RungSpec, fps: Rational, timescale: u32) -> R<VideoEnc> {
             frame_rate: Some(fps),
         }),
         bitrate: Some(r.video_bitrate),
+    };
+    Ok(VideoEnc {
+        ctx,
+        info,
+        sws: None,
+        scaled: None,
+    })
+}
+
+/// The track of an x265 encoder whose global headers are `extradata`
+/// (Annex B VPS, SPS, PPS).
+fn hevc_video(
+    spec: &RungSpec,
+    ctx: AVCodecContext,
+    extradata: &[u8],
+    fps: Rational,
+    timescale: u32,
+) -> R<VideoEnc> {
+    let nals = crate::h264::annexb_nal_units(extradata);
+    let of = |t: u8| -> Vec<&[u8]> {
+        nals.iter()
+            .copied()
+            .filter(|n| crate::hevc::nal_type(n) == Some(t))
+            .collect()
+    };
+    let (vps, sps, pps) = (of(32), of(33), of(34));
+    let hvcc = Bytes::from(
+        crate::hevc::build_hvcc(&vps, &sps, &pps).map_err(|e| format!("x265 headers: {e}"))?,
+    );
+    let parsed = crate::hevc::HevcConfig::parse(&hvcc).map_err(|e| format!("x265 headers: {e}"))?;
+    let info = TrackInfo {
+        id: video_track(spec.index),
+        codec: Codec::H265,
+        timescale: Timescale::new(timescale).unwrap_or(Timescale::MILLIS),
+        config: hvcc,
+        codec_string: parsed.codec_string(),
+        params: TrackParams::Video(VideoParams {
+            width: spec.width,
+            height: spec.height,
+            frame_rate: Some(fps),
+        }),
+        bitrate: Some(spec.rendition.video_bitrate),
     };
     Ok(VideoEnc {
         ctx,
@@ -334,7 +413,7 @@ impl Rung {
                 Ok(pkt) => {
                     let data = raw::packet_data(&pkt);
                     let avcc = crate::h264::annexb_to_avcc(data, 4)
-                        .map_err(|e| format!("x264 output: {e}"))?;
+                        .map_err(|e| format!("video encoder output: {e}"))?;
                     self.out.send(MediaEvent::Frame(Frame {
                         track: v.info.id,
                         dts: if pkt.dts == i64::MIN {
@@ -350,7 +429,7 @@ impl Rung {
                 Err(RsmpegError::EncoderDrainError | RsmpegError::EncoderFlushedError) => {
                     return Ok(());
                 }
-                Err(e) => return Err(ff_err("x264", e)),
+                Err(e) => return Err(ff_err("video encoder", e)),
             }
         }
     }

@@ -15,7 +15,9 @@ use rsmpeg::avutil::{AVFrame, av_get_default_channel_layout};
 use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use ugc_core::fallback::Clip;
-use ugc_core::{AudioParams, MediaEvent, MediaKind, Rational, TrackInfo, TrackParams, Tracks};
+use ugc_core::{
+    AudioParams, Codec, MediaEvent, MediaKind, Rational, TrackInfo, TrackParams, Tracks,
+};
 
 use super::rung::{Rung, RungSpec};
 use super::{Output, ff_err, raw};
@@ -119,6 +121,8 @@ struct Shape<'a> {
     size: Option<(u32, u32)>,
     fps: Rational,
     audio_params: Option<AudioParams>,
+    /// H.265 for an HEVC stream (players keep their decoder), else H.264.
+    video_codec: Codec,
 }
 
 impl<'a> Shape<'a> {
@@ -150,12 +154,17 @@ impl<'a> Shape<'a> {
             TrackParams::Audio(a) => Some(a.clone()),
             _ => None,
         });
+        let video_codec = match video.map(|t| t.codec) {
+            Some(Codec::H265) => Codec::H265,
+            _ => Codec::H264,
+        };
         Ok(Shape {
             video,
             audio,
             size,
             fps,
             audio_params,
+            video_codec,
         })
     }
 
@@ -200,6 +209,7 @@ impl<'a> Shape<'a> {
                 threads: 1,
                 video: self.size.map(|_| (self.fps, VIDEO_TIMESCALE)),
                 audio: self.audio_params.clone(),
+                video_codec: self.video_codec,
             },
             out,
         )?;
@@ -587,6 +597,79 @@ mod tests {
         assert_eq!(keys, vec![0, 180_000, 360_000], "a keyframe per loop");
         let video = frames.iter().filter(|f| f.track.0 == 1).count();
         assert_eq!(video, 121);
+    }
+
+    /// An HEVC stream's slate is H.265 (Main, `hvc1`), so a player keeps
+    /// its decoder: a keyframe per loop, and FFmpeg decodes two loops of
+    /// it (as Annex B, parameter sets first) without an error.
+    #[test]
+    fn an_hevc_streams_slate_is_hevc() {
+        let tracks = Tracks::new(
+            av_tracks()
+                .iter()
+                .cloned()
+                .map(|mut t| {
+                    if t.kind() == MediaKind::Video {
+                        t.codec = Codec::H265;
+                    }
+                    t
+                })
+                .collect(),
+        );
+        let clip = slate(&tracks).unwrap();
+        let v = clip.tracks().get(ugc_core::TrackId(1)).unwrap().clone();
+        assert_eq!(v.codec, Codec::H265);
+        let hvcc = crate::hevc::HevcConfig::parse(&v.config).unwrap();
+        assert!(v.codec_string.starts_with("hvc1.1."), "{}", v.codec_string);
+        assert_eq!((hvcc.width, hvcc.height), (1280, 720));
+        let mut looper = ugc_core::fallback::Looper::new(Arc::new(clip));
+        let frames: Vec<ugc_core::Frame> = looper
+            .due(std::time::Duration::from_secs(4))
+            .into_iter()
+            .filter(|f| f.track.0 == 1)
+            .collect();
+        let keys: Vec<i64> = frames
+            .iter()
+            .filter(|f| f.keyframe)
+            .map(|f| f.dts)
+            .collect();
+        assert_eq!(keys, vec![0, 180_000, 360_000], "a keyframe per loop");
+        assert!(frames.iter().all(|f| f.pts == f.dts), "no B-frames");
+        let mut annexb = Vec::new();
+        for ps in &hvcc.parameter_sets {
+            annexb.extend_from_slice(&[0, 0, 0, 1]);
+            annexb.extend_from_slice(ps);
+        }
+        for f in &frames[..120] {
+            let mut rest = &f.data[..];
+            while rest.len() >= 4 {
+                let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                annexb.extend_from_slice(&[0, 0, 0, 1]);
+                annexb.extend_from_slice(&rest[4..4 + n]);
+                rest = &rest[4 + n..];
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("ugc-hevc-slate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("slate.h265");
+        std::fs::write(&path, &annexb).unwrap();
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "hevc", "-i"])
+            .arg(&path)
+            .args(["-f", "framecrc", "-"])
+            .output()
+            .expect("ffmpeg");
+        let decoded = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(decoded, 120, "two loops of 60 pictures");
     }
 
     #[test]
