@@ -59,7 +59,8 @@ browser: build-web
 # it plays an LL-HLS stream published by ffmpeg for 20 s
 # (examples/ugc-server/tests/e2e_ll_hls.rs), switches through every
 # rendition of a transcoding ladder (e2e_transcode.rs) and plays through a
-# main -> backup -> main failover (e2e_failover.rs).
+# main -> backup -> main failover, also while it switches renditions of a
+# ladder (e2e_failover.rs).
 browser-hls-js:
 	@scripts/install-deps.sh browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error

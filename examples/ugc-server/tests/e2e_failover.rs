@@ -692,3 +692,149 @@ fn serve_file(body: Vec<u8>) -> String {
     });
     url
 }
+
+/// A server with a two-rung ladder (360p and 180p, ultrafast) and stream
+/// `fo` on it, published by a main and a backup: (server, key, main,
+/// backup), with both renditions packaged.
+fn ladder_main_and_backup(work: &TempDir) -> (Server, String, Proc, Proc) {
+    let config = work.path().join("ugc.toml");
+    std::fs::write(
+        &config,
+        "[transcode]\npreset = \"ultrafast\"\n[transcode.profiles.small]\nrenditions = [\n\
+         { name = \"360p\", height = 360, video_kbps = 600, audio_kbps = 64 },\n\
+         { name = \"180p\", height = 180, video_kbps = 200, audio_kbps = 48 },\n]\n",
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--window-segments",
+        "30",
+    ]);
+    let key = server.create_stream("fo", "\"transcode\": \"small\"");
+    let main = publish_live(640, 360, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(40), || {
+        RUNGS.iter().all(|r| {
+            let p = server.get(&format!("/{STREAM}/{r}/mono.m3u8"));
+            p.status == 200 && parse_media_playlist(&p.text()).len() >= 2
+        })
+    })
+    .unwrap_or_else(|| panic!("both renditions are packaged; log:\n{}", server.log()));
+    let backup = publish_live(640, 360, &backup_url(&server, &key));
+    std::thread::sleep(Duration::from_secs(3));
+    (server, key, main, backup)
+}
+
+const RUNGS: [&str; 2] = ["360p", "180p"];
+
+/// The fallback goes in before the ladder, so every rendition switches at
+/// the same point: main killed (the backup), then the backup (the slate);
+/// both renditions' playlists then list the same segments (numbers,
+/// discontinuities, durations within 1 ms: keyframes stay aligned), and
+/// the first slate picture (black) is in the same segment of each.
+#[test]
+fn every_rendition_of_a_ladder_switches_at_the_same_segment() {
+    let work = TempDir::new("fallback-ladder");
+    let (server, _key, mut main, mut backup) = ladder_main_and_backup(&work);
+    main.kill();
+    wait_until(Duration::from_secs(10), || {
+        active_source(&server) == Some(1.0)
+    })
+    .expect("the backup took over");
+    std::thread::sleep(Duration::from_secs(4));
+    backup.kill();
+    wait_until(Duration::from_secs(10), || {
+        active_source(&server) == Some(2.0)
+    })
+    .expect("the slate took over");
+    let slate_from =
+        |r: &str| parse_media_playlist(&server.get(&format!("/{STREAM}/{r}/mono.m3u8")).text());
+    // Three segments of the slate in each.
+    let mut lists = Vec::new();
+    wait_until(Duration::from_secs(30), || {
+        lists = RUNGS.iter().map(|r| slate_from(r)).collect();
+        lists.iter().all(|l: &Vec<PlaylistSegment>| {
+            l.iter()
+                .rposition(|s| s.discontinuity)
+                .is_some_and(|i| l.len() >= i + 3)
+        })
+    })
+    .unwrap_or_else(|| panic!("slate segments in every rendition: {lists:?}"));
+    // The same segments: from the first number both list to the last.
+    let from = lists.iter().map(|l| l[0].msn).max().unwrap();
+    let to = lists.iter().map(|l| l.last().unwrap().msn).min().unwrap();
+    let span = |l: &Vec<PlaylistSegment>| -> Vec<(u64, bool, i64)> {
+        l.iter()
+            .filter(|s| (from..=to).contains(&s.msn))
+            .map(|s| (s.msn, s.discontinuity, (s.duration * 1000.0).round() as i64))
+            .collect()
+    };
+    let (a, b) = (span(&lists[0]), span(&lists[1]));
+    assert!(a.len() >= 6, "{a:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.0, x.1), (y.0, y.1), "360p {a:?}\n180p {b:?}");
+        assert!((x.2 - y.2).abs() <= 1, "durations: 360p {a:?}\n180p {b:?}");
+    }
+    // The first segment whose first picture is the slate (black), per rung.
+    let first_slate: Vec<u64> = RUNGS
+        .iter()
+        .zip(&lists)
+        .map(|(r, l)| {
+            l.iter()
+                .filter(|s| (from..=to).contains(&s.msn))
+                .find(|s| {
+                    let path =
+                        fetch_fmp4_segment(&server, &format!("{STREAM}/{r}"), s, work.path());
+                    let (r, g, b) = mean_rgb(&path);
+                    r + g + b < 60.0
+                })
+                .map(|s| s.msn)
+                .expect("a slate segment")
+        })
+        .collect();
+    eprintln!("renditions: {a:?}; first slate segment per rung {first_slate:?}");
+    assert_eq!(first_slate[0], first_slate[1], "{first_slate:?}");
+}
+
+/// hls.js plays the ladder's multivariant playlist and is forced through
+/// every rendition (tests/browser/play.mjs `--switch`) while main is
+/// killed (the backup) and then the backup (the slate): every switch lands,
+/// no error, no freeze of a second, playback goes on at each level.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_switches_renditions_during_a_failover() {
+    let work = TempDir::new("fallback-ladder-hls");
+    let (server, _key, mut main, mut backup) = ladder_main_and_backup(&work);
+    let url = server.url(&format!("/{STREAM}/index.m3u8"));
+    let player = std::thread::spawn(move || play_hls_js(&["--url", &url, "--switch", "8"]));
+    std::thread::sleep(Duration::from_secs(6));
+    main.kill();
+    wait_until(Duration::from_secs(10), || {
+        active_source(&server) == Some(1.0)
+    })
+    .expect("the backup took over");
+    std::thread::sleep(Duration::from_secs(5));
+    backup.kill();
+    wait_until(Duration::from_secs(10), || {
+        active_source(&server) == Some(2.0)
+    })
+    .expect("the slate took over");
+    let stdout = player.join().expect("player thread");
+    eprintln!("hls.js switching renditions through a failover: {stdout}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["started"], true, "{stdout}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{stdout}");
+    let freeze = r["longest_freeze_s"].as_f64().unwrap();
+    assert!(freeze < 1.0, "froze {freeze} s: {stdout}");
+    let switches = r["switches"].as_array().unwrap();
+    assert_eq!(switches.len(), 2, "{stdout}");
+    for s in switches {
+        assert!(!s["switched_ms"].is_null(), "no LEVEL_SWITCHED: {s}");
+        assert_eq!(s["size_matched"], true, "decoded size: {s}");
+        let advanced = s["advanced_s"].as_f64().unwrap();
+        assert!(
+            advanced >= 4.0,
+            "playback advanced {advanced} s in 8 s: {s}"
+        );
+    }
+}
