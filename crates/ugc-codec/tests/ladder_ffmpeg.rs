@@ -280,6 +280,95 @@ fn shift(events: Vec<MediaEvent>, by: i64) -> Vec<MediaEvent> {
         .collect()
 }
 
+/// A source switch to another encoder at the same size (a backup, the
+/// slate: a new track set with other parameter sets) loses no picture of
+/// the old one: the old decoder is drained into the rungs first.
+#[test]
+fn a_source_switch_keeps_the_old_sources_last_pictures() {
+    let cap = capture();
+    let input_pictures = cap
+        .iter()
+        .filter(|e| matches!(e, MediaEvent::Frame(f) if f.track.0 == 1))
+        .count();
+    let last_pts = cap
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.track.0 == 1 => Some(f.pts),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    let path = tmp("320x240-other.flv");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=320x240:r=25:d=1",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=f=440:d=1", "-c:v", "libx264"])
+        .args([
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+            "-shortest",
+            "-f",
+            "flv",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    let other = events_of(&Bytes::from(std::fs::read(&path).unwrap()));
+    // As the Hub hands a switch on: a discontinuity, the new track set.
+    let mut input = cap;
+    input.push(MediaEvent::Discontinuity(
+        ugc_core::DiscontinuityReason::SourceChanged,
+    ));
+    input.extend(shift(other, last_pts + 40));
+    let config = LadderConfig {
+        passthrough: None,
+        ..small_ladder()
+    };
+    let mut ladder = Ladder::new(config).unwrap();
+    let mut out = Vec::new();
+    for e in input {
+        ladder.push(e, &mut out).unwrap();
+    }
+    ladder.flush(&mut out).unwrap();
+    // Rung 1's pictures (track 1 of the combined output is rung 0's).
+    let video = ugc_codec::ladder::video_track(1);
+    let at = out
+        .iter()
+        .position(|e| matches!(e, MediaEvent::Discontinuity(_)))
+        .expect("the discontinuity is passed on");
+    let old_before = out[..at]
+        .iter()
+        .filter(|e| matches!(e, MediaEvent::Frame(f) if f.track == video && f.pts <= last_pts))
+        .count();
+    let old_after = out[at..]
+        .iter()
+        .filter(|e| matches!(e, MediaEvent::Frame(f) if f.track == video && f.pts <= last_pts))
+        .count();
+    assert_eq!(
+        (old_before, old_after),
+        (input_pictures, 0),
+        "every picture of the first source, all before the discontinuity"
+    );
+    let new = out[at..]
+        .iter()
+        .filter(|e| matches!(e, MediaEvent::Frame(f) if f.track == video))
+        .count();
+    assert!(new >= 20, "the second source is encoded too: {new}");
+    assert_eq!(ladder.stats().pictures_dropped, 0);
+}
+
 #[test]
 fn corrupt_input_resyncs_and_resolution_changes_replan() {
     let mut input = Vec::new();

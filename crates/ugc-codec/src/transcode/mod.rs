@@ -409,11 +409,17 @@ struct Worker {
     rungs: Vec<RungHandle>,
     /// Source picture size and format the rungs were planned for.
     planned: Option<(i32, i32)>,
+    /// What the rungs were last started with (`start`'s argument).
+    started_with: Option<StartVideo>,
     started: bool,
     next_key: Option<i64>,
     force_pending: bool,
     ended: bool,
 }
+
+/// The source video a ladder starts for: picture size, frame rate,
+/// timescale (`None`: audio only).
+type StartVideo = Option<((i32, i32), Rational, u32)>;
 
 impl Worker {
     fn new(
@@ -432,6 +438,7 @@ impl Worker {
             audio: None,
             rungs: Vec::new(),
             planned: None,
+            started_with: None,
             started: false,
             next_key: None,
             force_pending: false,
@@ -445,9 +452,22 @@ impl Worker {
                 MediaEvent::Tracks(t) => self.on_tracks(t)?,
                 MediaEvent::Frame(f) => self.on_frame(f)?,
                 MediaEvent::Discontinuity(r) => {
+                    // What the decoders and the encoders still hold belongs
+                    // before it: drained, and the rungs flushed (they start
+                    // again, same plan, on the next keyframe, which follows
+                    // every discontinuity).
+                    self.drain_decoders()?;
                     self.next_key = None;
                     if self.started {
+                        self.stop_rungs()?;
                         self.out.send(MediaEvent::Discontinuity(r));
+                        // Started again at once, so that the new source's
+                        // first sound (before its first picture) is kept; a
+                        // new picture size re-plans at its first picture.
+                        if let Some(video) = self.started_with {
+                            self.start(video)?;
+                            self.next_key = None;
+                        }
                     }
                 }
                 MediaEvent::End => {
@@ -506,6 +526,34 @@ impl Worker {
         }
     }
 
+    /// Hands the decoders' last pictures and samples (a frame-threaded
+    /// decoder holds one or two pictures) to the rungs, and starts the
+    /// decoders again for what follows. At a source switch (a backup, the
+    /// slate) they were dropped: a hole of a frame or two (or, with the
+    /// encoders' own delay, pictures after the discontinuity: a segment
+    /// of one frame), both of which hls.js in LL mode can stall on for
+    /// over a second.
+    fn drain_decoders(&mut self) -> std::result::Result<(), String> {
+        let tracks = self.input_tracks.clone();
+        if let Some(mut d) = self.video.take() {
+            let _ = d.ctx.send_packet(None);
+            self.drain_video(&mut d)?;
+            self.video = tracks
+                .as_ref()
+                .and_then(|t| t.video())
+                .and_then(|v| open_decoder(v).ok());
+        }
+        if let Some(mut d) = self.audio.take() {
+            let _ = d.ctx.send_packet(None);
+            self.drain_audio(&mut d)?;
+            self.audio = tracks
+                .as_ref()
+                .and_then(|t| t.audio())
+                .and_then(|a| open_decoder(a).ok());
+        }
+        Ok(())
+    }
+
     fn on_tracks(&mut self, tracks: Tracks) -> std::result::Result<(), String> {
         let old = self.input_tracks.replace(tracks.clone());
         let same = |a: Option<&TrackInfo>, b: Option<&TrackInfo>| match (a, b) {
@@ -518,7 +566,13 @@ impl Worker {
         let old_v = old.as_ref().and_then(|t| t.video().cloned());
         let old_a = old.as_ref().and_then(|t| t.audio().cloned());
         if !same(old_v.as_ref(), tracks.video()) || self.video.is_none() {
-            self.video = None;
+            // The old decoder's last pictures go to the rungs first (see
+            // `drain_decoders`; a switch announces a discontinuity first,
+            // which drains them already).
+            if let Some(mut d) = self.video.take() {
+                let _ = d.ctx.send_packet(None);
+                self.drain_video(&mut d)?;
+            }
             if let Some(v) = tracks.video() {
                 match open_decoder(v) {
                     Ok(d) => self.video = Some(d),
@@ -528,7 +582,10 @@ impl Worker {
         }
         let audio_changed = !same(old_a.as_ref(), tracks.audio());
         if audio_changed || self.audio.is_none() {
-            self.audio = None;
+            if let Some(mut d) = self.audio.take() {
+                let _ = d.ctx.send_packet(None);
+                self.drain_audio(&mut d)?;
+            }
             if let Some(a) = tracks.audio() {
                 match open_decoder(a) {
                     Ok(d) => self.audio = Some(d),
@@ -775,10 +832,8 @@ impl Worker {
 
     /// Opens every rung's encoders, announces the combined track set and
     /// starts the rung threads.
-    fn start(
-        &mut self,
-        video: Option<((i32, i32), Rational, u32)>,
-    ) -> std::result::Result<(), String> {
+    fn start(&mut self, video: StartVideo) -> std::result::Result<(), String> {
+        self.started_with = Some(video);
         let tracks = self.input_tracks.clone().unwrap_or_default();
         let audio = tracks.audio().and_then(|a| a.audio().cloned());
         let plan = match video {
@@ -810,6 +865,7 @@ impl Worker {
                 video: video.map(|(_, fps, ts)| (fps, ts)),
                 audio: audio.clone(),
                 video_codec: ugc_core::Codec::H264,
+                audio_codec: ugc_core::Codec::Aac,
             };
             let rung = Rung::open(spec, self.out.clone())?;
             infos.extend(rung.track_infos());
