@@ -45,6 +45,9 @@ pub(crate) struct RungSpec {
     /// [`Codec::H264`] (x264) or [`Codec::H265`] (x265, for a fallback
     /// clip in an HEVC stream's codec).
     pub video_codec: Codec,
+    /// [`Codec::Aac`] or [`Codec::Opus`] (libopus, for a fallback clip in
+    /// an Opus stream's codec).
+    pub audio_codec: Codec,
 }
 
 struct VideoEnc {
@@ -64,6 +67,9 @@ struct AudioEnc {
     fifo: AVAudioFifo,
     /// Pts (in samples) of the first sample in the fifo.
     next_pts: Option<i64>,
+    /// For an encoder of interleaved samples (libopus): planar to
+    /// interleaved float, the rest of the rung being planar.
+    interleave: Option<SwrContext>,
 }
 
 pub(crate) struct Rung {
@@ -229,7 +235,79 @@ fn hevc_video(
     })
 }
 
+/// An Opus encoder (libopus, 48 kHz, interleaved float in) for `a`'s
+/// channels, its track's config the `dOps` of its `OpusHead`.
+fn open_opus(spec: &RungSpec, a: &AudioParams) -> R<AudioEnc> {
+    let codec = AVCodec::find_encoder_by_name(c"libopus").ok_or("FFmpeg lacks libopus")?;
+    let mut ctx = AVCodecContext::new(&codec);
+    let rate_i = 48_000;
+    let channels = i32::from(a.channels.clamp(1, 2));
+    let layout = av_get_default_channel_layout(channels) as u64;
+    ctx.set_sample_rate(rate_i);
+    ctx.set_channels(channels);
+    ctx.set_channel_layout(layout);
+    ctx.set_sample_fmt(ffi::AVSampleFormat_AV_SAMPLE_FMT_FLT);
+    ctx.set_bit_rate(i64::from(spec.rendition.audio_bitrate));
+    ctx.set_time_base(ffi::AVRational {
+        num: 1,
+        den: rate_i,
+    });
+    ctx.open(None)
+        .map_err(|e| ff_err("opening the Opus encoder", e))?;
+    let frame_size = if ctx.frame_size > 0 {
+        ctx.frame_size
+    } else {
+        960
+    };
+    let head = Bytes::copy_from_slice(raw::extradata(&ctx));
+    let dops = crate::flv::opus_head_to_dops(&head).map_err(|e| format!("libopus header: {e}"))?;
+    let mut interleave = SwrContext::new(
+        layout,
+        ffi::AVSampleFormat_AV_SAMPLE_FMT_FLT,
+        rate_i,
+        layout,
+        ffi::AVSampleFormat_AV_SAMPLE_FMT_FLTP,
+        rate_i,
+    )
+    .ok_or("no planar-to-interleaved converter")?;
+    interleave.init().map_err(|e| ff_err("converter", e))?;
+    let info = TrackInfo {
+        id: audio_track(spec.index),
+        codec: Codec::Opus,
+        timescale: Timescale::new(48_000).unwrap_or(Timescale::MILLIS),
+        config: dops,
+        codec_string: "opus".into(),
+        params: TrackParams::Audio(AudioParams {
+            sample_rate: 48_000,
+            channels: channels as u8,
+            samples_per_frame: frame_size as u32,
+        }),
+        bitrate: Some(spec.rendition.audio_bitrate),
+    };
+    let fifo = AVAudioFifo::new(
+        ffi::AVSampleFormat_AV_SAMPLE_FMT_FLTP,
+        channels,
+        frame_size * 4,
+    );
+    Ok(AudioEnc {
+        ctx,
+        info,
+        rate: rate_i,
+        layout,
+        frame_size,
+        swr: None,
+        fifo,
+        next_pts: None,
+        interleave: Some(interleave),
+    })
+}
+
 fn open_audio(spec: &RungSpec, a: &AudioParams) -> R<AudioEnc> {
+    match spec.audio_codec {
+        Codec::Aac => {}
+        Codec::Opus => return open_opus(spec, a),
+        other => return Err(format!("no {other:?} encoder for a rung")),
+    }
     let codec = AVCodec::find_encoder(ffi::AVCodecID_AV_CODEC_ID_AAC)
         .ok_or("FFmpeg lacks an AAC encoder")?;
     let mut ctx = AVCodecContext::new(&codec);
@@ -288,6 +366,7 @@ fn open_audio(spec: &RungSpec, a: &AudioParams) -> R<AudioEnc> {
         swr: None,
         fifo,
         next_pts: None,
+        interleave: None,
     })
 }
 
@@ -519,7 +598,19 @@ impl Rung {
         let pts = a.next_pts.unwrap_or(0);
         f.set_pts(pts);
         a.next_pts = Some(pts + i64::from(n));
-        a.ctx.send_frame(Some(&f)).map_err(|e| ff_err("AAC", e))?;
+        if let Some(swr) = a.interleave.as_ref() {
+            let mut out = AVFrame::new();
+            out.set_format(ffi::AVSampleFormat_AV_SAMPLE_FMT_FLT);
+            out.set_sample_rate(a.rate);
+            out.set_channel_layout(a.layout);
+            swr.convert_frame(Some(&f), &mut out)
+                .map_err(|e| ff_err("interleaving", e))?;
+            out.set_pts(pts);
+            f = out;
+        }
+        a.ctx
+            .send_frame(Some(&f))
+            .map_err(|e| ff_err("audio encoder", e))?;
         self.drain_audio()
     }
 
@@ -541,7 +632,7 @@ impl Rung {
                 Err(RsmpegError::EncoderDrainError | RsmpegError::EncoderFlushedError) => {
                     return Ok(());
                 }
-                Err(e) => return Err(ff_err("AAC", e)),
+                Err(e) => return Err(ff_err("audio encoder", e)),
             }
         }
     }

@@ -123,6 +123,8 @@ struct Shape<'a> {
     audio_params: Option<AudioParams>,
     /// H.265 for an HEVC stream (players keep their decoder), else H.264.
     video_codec: Codec,
+    /// Opus for an Opus stream, else AAC.
+    audio_codec: Codec,
 }
 
 impl<'a> Shape<'a> {
@@ -158,6 +160,10 @@ impl<'a> Shape<'a> {
             Some(Codec::H265) => Codec::H265,
             _ => Codec::H264,
         };
+        let audio_codec = match audio.map(|t| t.codec) {
+            Some(Codec::Opus) => Codec::Opus,
+            _ => Codec::Aac,
+        };
         Ok(Shape {
             video,
             audio,
@@ -165,6 +171,7 @@ impl<'a> Shape<'a> {
             fps,
             audio_params,
             video_codec,
+            audio_codec,
         })
     }
 
@@ -210,6 +217,7 @@ impl<'a> Shape<'a> {
                 video: self.size.map(|_| (self.fps, VIDEO_TIMESCALE)),
                 audio: self.audio_params.clone(),
                 video_codec: self.video_codec,
+                audio_codec: self.audio_codec,
             },
             out,
         )?;
@@ -670,6 +678,86 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(decoded, 120, "two loops of 60 pictures");
+    }
+
+    /// An Opus stream's slate has Opus silence (libopus, 48 kHz, the
+    /// stream's channels, `dOps`), so a player keeps its audio decoder:
+    /// 20 ms packets over the loop, and FFmpeg decodes them from fMP4
+    /// without an error.
+    #[test]
+    fn an_opus_streams_slate_has_opus_sound() {
+        let tracks = Tracks::new(
+            av_tracks()
+                .iter()
+                .cloned()
+                .map(|mut t| {
+                    if t.kind() == MediaKind::Audio {
+                        t.codec = Codec::Opus;
+                        t.params = TrackParams::Audio(AudioParams {
+                            sample_rate: 48_000,
+                            channels: 2,
+                            samples_per_frame: 960,
+                        });
+                    }
+                    t
+                })
+                .collect(),
+        );
+        let clip = slate(&tracks).unwrap();
+        let a = clip.tracks().get(ugc_core::TrackId(2)).unwrap().clone();
+        assert_eq!((a.codec, a.codec_string.as_str()), (Codec::Opus, "opus"));
+        assert_eq!(a.config.len(), 11, "a dOps body of family 0");
+        assert_eq!((a.config[0], a.config[1]), (0, 2), "version 0, stereo");
+        let mut looper = ugc_core::fallback::Looper::new(Arc::new(clip));
+        let audio: Vec<ugc_core::Frame> = looper
+            .due(std::time::Duration::from_secs(4))
+            .into_iter()
+            .filter(|f| f.track.0 == 2)
+            .collect();
+        assert!(
+            (198..=204).contains(&audio.len()),
+            "{} packets in 4 s",
+            audio.len()
+        );
+        assert!(
+            audio.windows(2).all(|w| w[1].dts - w[0].dts == 960),
+            "20 ms packets"
+        );
+        let samples: Vec<crate::fmp4::Sample> = audio
+            .iter()
+            .map(|f| crate::fmp4::Sample {
+                duration: 960,
+                cts_offset: 0,
+                keyframe: true,
+                data: f.data.clone(),
+            })
+            .collect();
+        let mut mp4 = crate::fmp4::init_segment(std::slice::from_ref(&a))
+            .unwrap()
+            .to_vec();
+        mp4.extend_from_slice(&crate::fmp4::styp());
+        let fragment = crate::fmp4::TrackFragment {
+            track: a.id,
+            base_decode_time: 0,
+            samples: &samples,
+        };
+        mp4.extend_from_slice(&crate::fmp4::fragment(1, &[fragment]).unwrap());
+        let dir = std::env::temp_dir().join(format!("ugc-opus-slate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("slate.mp4");
+        std::fs::write(&path, &mp4).unwrap();
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&path)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
