@@ -75,6 +75,11 @@ struct Flags {
     /// cache per-viewer playlist URLs would split (ugc-server: on).
     #[arg(long, env = "UGC_VIEWER_COUNT", default_value = "off", value_parser = ["on", "off"])]
     viewer_count: String,
+    /// Viewer sessions counted per stream and client address (an IPv6
+    /// /64): one client inventing session ids adds at most this many.
+    #[arg(long, env = "UGC_VIEWER_SESSIONS_PER_ADDRESS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    viewer_sessions_per_address: u32,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -133,8 +138,14 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let client_ip = ugc_auth::client_ip_from(trusted.clone());
-    let viewers =
-        (flags.viewer_count == "on").then(|| Arc::new(ugc_core::viewers::ViewerCounter::default()));
+    let viewers = (flags.viewer_count == "on").then(|| {
+        Arc::new(ugc_core::viewers::ViewerCounter::new(
+            ugc_core::viewers::ViewerConfig {
+                max_sessions_per_address: flags.viewer_sessions_per_address as usize,
+                ..ugc_core::viewers::ViewerConfig::default()
+            },
+        ))
+    });
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         auth.clone(),

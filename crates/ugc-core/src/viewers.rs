@@ -16,10 +16,19 @@
 //! session string costs 8 bytes however long it was. At most
 //! [`ViewerConfig::max_sessions`] are kept over all streams; past it new
 //! sessions are not counted (and counted as such) until old ones expire.
+//!
+//! Session ids are not secrets a client must be given: anyone can send
+//! made-up ones. So that one client cannot make a stream look popular,
+//! each client address (an IPv6 client's /64, what one subscriber
+//! gets) counts at most [`ViewerConfig::max_sessions_per_address`]
+//! sessions per stream; more are not counted (and counted as such). The
+//! trade: viewers behind one address (an office, carrier-grade NAT) are
+//! counted up to that many.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,8 +41,12 @@ use crate::name::StreamPath;
 pub struct ViewerConfig {
     /// A session not seen for this long has stopped watching.
     pub window: Duration,
-    /// Sessions kept at most, over all streams (about 50 bytes each).
+    /// Sessions kept at most, over all streams (about 70 bytes each).
     pub max_sessions: usize,
+    /// Sessions counted at most per stream and client address (IPv6: per
+    /// /64). Default 200: an office's viewers of one event are counted,
+    /// one client inventing session ids adds at most 200.
+    pub max_sessions_per_address: usize,
 }
 
 impl Default for ViewerConfig {
@@ -41,6 +54,7 @@ impl Default for ViewerConfig {
         ViewerConfig {
             window: Duration::from_secs(30),
             max_sessions: 200_000,
+            max_sessions_per_address: 200,
         }
     }
 }
@@ -54,13 +68,20 @@ pub struct ViewerCounter {
     /// Sessions not counted because [`ViewerConfig::max_sessions`] were
     /// kept.
     over_cap: AtomicU64,
+    /// Sessions not counted because their address had
+    /// [`ViewerConfig::max_sessions_per_address`] on the stream.
+    over_address: AtomicU64,
     /// Session ids handed out.
     ids: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    streams: HashMap<StreamPath, HashMap<u64, Instant>>,
+    /// Per stream, per session key: last seen, and the key of its stream
+    /// and address in `per_address`.
+    streams: HashMap<StreamPath, HashMap<u64, (Instant, u64)>>,
+    /// Sessions counted per (stream, address) key.
+    per_address: HashMap<u64, usize>,
     sessions: usize,
     /// When a full counter last looked for expired sessions.
     expired_at: Option<Instant>,
@@ -76,11 +97,19 @@ impl State {
     /// without any.
     fn expire(&mut self, now: Instant, window: Duration) {
         let mut left = 0;
+        let per_address = &mut self.per_address;
         self.streams.retain(|_, sessions| {
-            sessions.retain(|_, seen| now.saturating_duration_since(*seen) <= window);
+            sessions.retain(|_, (seen, address)| {
+                let keep = now.saturating_duration_since(*seen) <= window;
+                if !keep && let Some(n) = per_address.get_mut(address) {
+                    *n = n.saturating_sub(1);
+                }
+                keep
+            });
             left += sessions.len();
             !sessions.is_empty()
         });
+        per_address.retain(|_, n| *n > 0);
         self.sessions = left;
     }
 }
@@ -99,6 +128,7 @@ impl ViewerCounter {
             hasher: RandomState::new(),
             state: Mutex::default(),
             over_cap: AtomicU64::new(0),
+            over_address: AtomicU64::new(0),
             ids: AtomicU64::new(0),
         }
     }
@@ -108,24 +138,43 @@ impl ViewerCounter {
         &self.config
     }
 
-    /// Session `session` of `stream` played at `now`.
-    pub fn seen(&self, stream: &StreamPath, session: &str, now: Instant) {
+    /// Session `session` of `stream`, from client address `client`,
+    /// played at `now`.
+    pub fn seen(&self, stream: &StreamPath, session: &str, client: IpAddr, now: Instant) {
         let key = self.hasher.hash_one(session);
         let mut st = self.lock();
         if let Some(sessions) = st.streams.get_mut(stream)
-            && let Some(at) = sessions.get_mut(&key)
+            && let Some((at, _)) = sessions.get_mut(&key)
         {
             *at = now;
             return;
         }
-        if st.sessions >= self.config.max_sessions {
-            let due = st
-                .expired_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= EXPIRE_AT_CAP_EVERY);
-            if due {
-                st.expired_at = Some(now);
-                st.expire(now, self.config.window);
+        // One subscriber's addresses: an IPv4 address, an IPv6 /64.
+        let subscriber: [u8; 8] = match client {
+            IpAddr::V4(a) => u64::from(u32::from(a)).to_be_bytes(),
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                [o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]]
             }
+        };
+        let address = self
+            .hasher
+            .hash_one((stream.as_str(), client.is_ipv6(), subscriber));
+        let full = |st: &State| {
+            st.per_address.get(&address).copied().unwrap_or(0)
+                >= self.config.max_sessions_per_address
+        };
+        if full(&st) {
+            // Its old sessions may have expired (at most once a second,
+            // as at the cap).
+            self.expire_if_due(&mut st, now);
+            if full(&st) {
+                self.over_address.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if st.sessions >= self.config.max_sessions {
+            self.expire_if_due(&mut st, now);
             if st.sessions >= self.config.max_sessions {
                 self.over_cap.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -134,7 +183,8 @@ impl ViewerCounter {
         st.streams
             .entry(stream.clone())
             .or_default()
-            .insert(key, now);
+            .insert(key, (now, address));
+        *st.per_address.entry(address).or_default() += 1;
         st.sessions += 1;
     }
 
@@ -157,7 +207,7 @@ impl ViewerCounter {
         st.streams.get(stream).map_or(0, |sessions| {
             sessions
                 .values()
-                .filter(|seen| now.saturating_duration_since(**seen) <= self.config.window)
+                .filter(|(seen, _)| now.saturating_duration_since(*seen) <= self.config.window)
                 .count()
         })
     }
@@ -171,8 +221,9 @@ impl ViewerCounter {
     }
 
     /// `ugc_stream_viewers{stream}` (streams with viewers; a stream whose
-    /// viewers all left drops out) and
-    /// `ugc_viewer_sessions_over_cap_total`.
+    /// viewers all left drops out),
+    /// `ugc_viewer_sessions_over_cap_total` and
+    /// `ugc_viewer_sessions_over_address_budget_total`.
     pub fn write_metrics(&self, m: &mut Exposition, now: Instant) {
         m.family(
             "ugc_stream_viewers",
@@ -188,6 +239,25 @@ impl ViewerCounter {
             "New viewer sessions not counted because the counter was full.",
         );
         m.sample(&[], self.over_cap.load(Ordering::Relaxed) as f64);
+        m.family(
+            "ugc_viewer_sessions_over_address_budget_total",
+            Kind::Counter,
+            "New viewer sessions not counted because their client address had its budget of sessions on the stream.",
+        );
+        m.sample(&[], self.over_address.load(Ordering::Relaxed) as f64);
+    }
+
+    /// Forgets expired sessions, unless that was done less than
+    /// [`EXPIRE_AT_CAP_EVERY`] ago: the scan walks every session under the
+    /// lock.
+    fn expire_if_due(&self, st: &mut State, now: Instant) {
+        let due = st
+            .expired_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= EXPIRE_AT_CAP_EVERY);
+        if due {
+            st.expired_at = Some(now);
+            st.expire(now, self.config.window);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -210,24 +280,32 @@ mod tests {
         StreamPath::parse(s).unwrap()
     }
 
+    /// A distinct client address per session name, so the per-address
+    /// budget does not apply.
+    fn ip(session: &str) -> IpAddr {
+        let h = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
+            .hash_one(session) as u32;
+        IpAddr::V4(std::net::Ipv4Addr::from(h))
+    }
+
     #[test]
     fn sessions_count_within_the_window_and_expire_after_it() {
         let c = ViewerCounter::default();
         let t0 = Instant::now();
         let (a, b) = (path("live/a"), path("live/b"));
         for s in ["x", "y", "z"] {
-            c.seen(&a, s, t0);
+            c.seen(&a, s, ip(s), t0);
         }
-        c.seen(&b, "x", t0);
+        c.seen(&b, "x", ip("x"), t0);
         // Reloads of one session are one viewer.
         for i in 1..10 {
-            c.seen(&a, "x", t0 + Duration::from_secs(i));
+            c.seen(&a, "x", ip("x"), t0 + Duration::from_secs(i));
         }
         assert_eq!(c.count(&a, t0), 3);
         assert_eq!(c.counts(t0), vec![(a.clone(), 3), (b.clone(), 1)]);
         // y and z stop; x goes on reloading.
         let later = t0 + Duration::from_secs(31);
-        c.seen(&a, "x", later);
+        c.seen(&a, "x", ip("x"), later);
         assert_eq!(c.counts(later), vec![(a.clone(), 1)]);
         assert_eq!(c.count(&b, later), 0);
         // Everyone gone: nothing is kept.
@@ -241,11 +319,17 @@ mod tests {
         let c = ViewerCounter::new(ViewerConfig {
             window: Duration::from_secs(30),
             max_sessions: 100,
+            ..ViewerConfig::default()
         });
         let t0 = Instant::now();
         let a = path("live/a");
         for i in 0..1000 {
-            c.seen(&a, &format!("s{i}"), t0 + Duration::from_micros(i));
+            c.seen(
+                &a,
+                &format!("s{i}"),
+                ip(&format!("s{i}")),
+                t0 + Duration::from_micros(i),
+            );
         }
         assert_eq!(c.count(&a, t0), 100);
         assert_eq!(c.over_cap.load(Ordering::Relaxed), 900);
@@ -253,11 +337,49 @@ mod tests {
         // at every request.
         assert_eq!(c.lock().expired_at, Some(t0 + Duration::from_micros(100)));
         // A session already counted keeps being counted at the cap.
-        c.seen(&a, "s0", t0 + Duration::from_secs(20));
+        c.seen(&a, "s0", ip("s0"), t0 + Duration::from_secs(20));
         // Once the others expire, new ones are counted again.
         let later = t0 + Duration::from_secs(40);
-        c.seen(&a, "new", later);
+        c.seen(&a, "new", ip("new"), later);
         assert_eq!(c.count(&a, later), 2);
+    }
+
+    /// One client inventing session ids counts at most its budget per
+    /// stream; other clients (another IPv4 address, another /64) are
+    /// counted, the same /64 is one client; expired sessions give the
+    /// budget back.
+    #[test]
+    fn one_address_counts_at_most_its_budget_per_stream() {
+        let c = ViewerCounter::new(ViewerConfig {
+            max_sessions_per_address: 5,
+            ..ViewerConfig::default()
+        });
+        let t0 = Instant::now();
+        let (a, b) = (path("live/a"), path("live/b"));
+        let bot: IpAddr = "203.0.113.7".parse().unwrap();
+        for i in 0..50 {
+            c.seen(&a, &format!("fake{i}"), bot, t0);
+        }
+        assert_eq!(c.count(&a, t0), 5);
+        assert_eq!(c.over_address.load(Ordering::Relaxed), 45);
+        // Its budget is per stream, and others have their own.
+        for i in 0..3 {
+            c.seen(&b, &format!("fake{i}"), bot, t0);
+        }
+        c.seen(&a, "neighbour", "203.0.113.8".parse().unwrap(), t0);
+        assert_eq!((c.count(&a, t0), c.count(&b, t0)), (6, 3));
+        // IPv6: one /64 is one subscriber; the next /64 is another.
+        for i in 0..10u16 {
+            let addr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i));
+            c.seen(&a, &format!("v6-{i}"), addr, t0);
+        }
+        c.seen(&a, "next64", "2001:db8:0:2::1".parse().unwrap(), t0);
+        assert_eq!(c.count(&a, t0), 6 + 5 + 1);
+        // The bot's sessions expire: its budget is back.
+        let later = t0 + Duration::from_secs(31);
+        c.seen(&a, "again", bot, later);
+        assert_eq!(c.count(&a, later), 1);
+        assert!(c.lock().per_address.len() <= 1, "nothing kept for the gone");
     }
 
     #[test]
@@ -279,8 +401,8 @@ mod tests {
     fn the_metrics_name_each_stream_with_viewers() {
         let c = ViewerCounter::default();
         let t0 = Instant::now();
-        c.seen(&path("live/a"), "x", t0);
-        c.seen(&path("live/a"), "y", t0);
+        c.seen(&path("live/a"), "x", ip("x"), t0);
+        c.seen(&path("live/a"), "y", ip("y"), t0);
         let mut m = Exposition::new();
         c.write_metrics(&mut m, t0);
         let text = m.finish();
@@ -290,6 +412,10 @@ mod tests {
         );
         assert!(
             text.contains("ugc_viewer_sessions_over_cap_total 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ugc_viewer_sessions_over_address_budget_total 0\n"),
             "{text}"
         );
     }

@@ -661,7 +661,7 @@ async fn live_request<A: Authorizer>(
             if let Some(viewers) = &origin.config.viewers {
                 let vs = query_param(req.uri().query(), "vs").filter(|id| session_id_is_valid(id));
                 if let Some(session) = token.as_deref().or(vs.as_deref()) {
-                    viewers.seen(&name, session, std::time::Instant::now());
+                    viewers.seen(&name, session, play.client_ip, std::time::Instant::now());
                 }
             }
             // A rendition of a ladder reports every other rendition.

@@ -155,6 +155,12 @@ pub struct Settings {
     /// SRT connections one address may hold (default 64; 0 = no cap).
     #[arg(skip)]
     pub max_srt_connections_per_ip: Option<usize>,
+    /// Viewer sessions counted per stream and client address (an IPv6
+    /// /64), default 200: one client inventing session ids cannot make a
+    /// stream look popular; viewers behind one NAT address past it are
+    /// not counted.
+    #[arg(skip)]
+    pub viewer_sessions_per_address: Option<usize>,
     /// SRT handshakes in progress from one address (default 32; 0 = no cap).
     #[arg(skip)]
     pub max_srt_handshakes_per_ip: Option<usize>,
@@ -305,6 +311,8 @@ pub struct Config {
     pub fallback_dir: Option<PathBuf>,
     /// Count HLS viewers (`--viewer-count`).
     pub viewer_count: bool,
+    /// Viewer sessions counted per stream and client address.
+    pub viewer_sessions_per_address: usize,
     pub ladders: LadderProfiles,
     pub dvr: DvrConfig,
     pub streams: Overrides,
@@ -481,6 +489,12 @@ impl Config {
                 }
                 dir => dir,
             },
+            viewer_sessions_per_address: match s.viewer_sessions_per_address {
+                Some(0) => anyhow::bail!("viewer_sessions_per_address must be at least 1"),
+                n => {
+                    n.unwrap_or(ugc_core::viewers::ViewerConfig::default().max_sessions_per_address)
+                }
+            },
             viewer_count: match s.viewer_count.as_deref() {
                 None | Some("on") => true,
                 Some("off") => false,
@@ -585,7 +599,7 @@ mod tests {
              max_srt_connections_per_ip = 4\nmax_srt_handshakes_per_ip = 5\nlog = \"debug\"\ndatabase_url = \"postgres://x\"\n\
              demo_stream = \"demo\"\nweb = \"/w\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
              ingest_cap_exempt = [\"192.0.2.0/24\"]\n\
-             restream_ca_file = \"ca.pem\"\nviewer_count = \"off\"\n\
+             restream_ca_file = \"ca.pem\"\nviewer_count = \"off\"\nviewer_sessions_per_address = 12\n\
              [streams.demo]\nrestream = [\"rtmp://a/b\"]\nsrt_passphrase = \"0123456789\"\n\
              [transcode]\ndefault = \"default\"\n[transcode.profiles.mobile]\npreset = \"fast\"\n\
              [dvr]\nhours = 3\nrewind_s = 60\n[http_limits]\nmax_connections_per_ip = 9\nmax_held_per_client = 7\n\
@@ -627,6 +641,7 @@ mod tests {
         );
         assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
         assert!(!c.viewer_count);
+        assert_eq!(c.viewer_sessions_per_address, 12);
         assert_eq!(c.http_limits.max_connections_per_ip, 9);
         assert_eq!(c.held_limits.per_client, 7);
         assert_eq!(c.held_limits.total, 20_000, "the origin's default");

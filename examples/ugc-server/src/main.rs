@@ -120,9 +120,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(move |ip| proxies.is_trusted(ip))
     });
     cc.hub = Some(hub.clone());
-    let viewers = config
-        .viewer_count
-        .then(|| Arc::new(ugc_core::viewers::ViewerCounter::default()));
+    let viewers = config.viewer_count.then(|| {
+        Arc::new(ugc_core::viewers::ViewerCounter::new(
+            ugc_core::viewers::ViewerConfig {
+                max_sessions_per_address: config.viewer_sessions_per_address,
+                ..ugc_core::viewers::ViewerConfig::default()
+            },
+        ))
+    });
     cc.viewers = viewers.clone();
     cc.transcode_profiles = config.ladders.profile_names();
     let control = ControlPlane::open(cc)
