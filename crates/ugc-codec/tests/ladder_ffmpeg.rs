@@ -280,9 +280,22 @@ fn shift(events: Vec<MediaEvent>, by: i64) -> Vec<MediaEvent> {
         .collect()
 }
 
+/// The video track id of a capture's events.
+fn cap_video_id(events: &[MediaEvent]) -> ugc_core::TrackId {
+    events
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::Tracks(t) => t.video().map(|v| v.id),
+            _ => None,
+        })
+        .unwrap()
+}
+
 /// A source switch to another encoder at the same size (a backup, the
-/// slate: a new track set with other parameter sets) loses no picture of
-/// the old one: the old decoder is drained into the rungs first.
+/// slate: a discontinuity, then a new track set with other parameter
+/// sets) loses no picture of the old one (the old decoder is drained into
+/// the rungs first) and no sound, and the renditions go on without a
+/// discontinuity: their codec parameters do not change.
 #[test]
 fn a_source_switch_keeps_the_old_sources_last_pictures() {
     let cap = capture();
@@ -331,7 +344,30 @@ fn a_source_switch_keeps_the_old_sources_last_pictures() {
     input.push(MediaEvent::Discontinuity(
         ugc_core::DiscontinuityReason::SourceChanged,
     ));
-    input.extend(shift(other, last_pts + 40));
+    // The second source's video counts in 90 kHz (as the slate does) where
+    // the first counted in ms.
+    let video_id = cap_video_id(&input);
+    input.extend(shift(other, last_pts + 40).into_iter().map(|e| {
+        match e {
+            MediaEvent::Tracks(t) => MediaEvent::Tracks(Tracks::new(
+                t.iter()
+                    .cloned()
+                    .map(|mut i| {
+                        if i.id == video_id {
+                            i.timescale = ugc_core::Timescale::new(90_000).unwrap();
+                        }
+                        i
+                    })
+                    .collect(),
+            )),
+            MediaEvent::Frame(mut f) if f.track == video_id => {
+                f.dts *= 90;
+                f.pts *= 90;
+                MediaEvent::Frame(f)
+            }
+            e => e,
+        }
+    }));
     let config = LadderConfig {
         passthrough: None,
         ..small_ladder()
@@ -342,30 +378,48 @@ fn a_source_switch_keeps_the_old_sources_last_pictures() {
         ladder.push(e, &mut out).unwrap();
     }
     ladder.flush(&mut out).unwrap();
-    // Rung 1's pictures (track 1 of the combined output is rung 0's).
+    // Rung 1's pictures and sound.
     let video = ugc_codec::ladder::video_track(1);
-    let at = out
-        .iter()
-        .position(|e| matches!(e, MediaEvent::Discontinuity(_)))
-        .expect("the discontinuity is passed on");
-    let old_before = out[..at]
-        .iter()
-        .filter(|e| matches!(e, MediaEvent::Frame(f) if f.track == video && f.pts <= last_pts))
-        .count();
-    let old_after = out[at..]
-        .iter()
-        .filter(|e| matches!(e, MediaEvent::Frame(f) if f.track == video && f.pts <= last_pts))
-        .count();
-    assert_eq!(
-        (old_before, old_after),
-        (input_pictures, 0),
-        "every picture of the first source, all before the discontinuity"
+    let audio = ugc_codec::ladder::audio_track(1);
+    assert!(
+        !out.iter()
+            .any(|e| matches!(e, MediaEvent::Discontinuity(_))),
+        "a new source at continuous timestamps is no discontinuity for the renditions"
     );
-    let new = out[at..]
+    let pictures: Vec<i64> = out
         .iter()
-        .filter(|e| matches!(e, MediaEvent::Frame(f) if f.track == video))
-        .count();
-    assert!(new >= 20, "the second source is encoded too: {new}");
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.track == video => Some(f.pts),
+            _ => None,
+        })
+        .collect();
+    let old = pictures.iter().filter(|p| **p <= last_pts).count();
+    assert_eq!(old, input_pictures, "every picture of the first source");
+    let first_new = pictures.iter().position(|p| *p > last_pts).unwrap();
+    assert!(
+        pictures[first_new..].iter().all(|p| *p > last_pts),
+        "the first source's pictures all come before the second's"
+    );
+    assert!(
+        pictures.len() - first_new >= 20,
+        "the second source is encoded too"
+    );
+    // On the rungs' clock (ms, the first source's): no jump at the switch
+    // (pictures in presentation order: the rungs make B-frames).
+    let mut shown = pictures.clone();
+    shown.sort_unstable();
+    let step = shown.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(step <= 80, "a {step} ms step between pictures"); // The sound goes on with no hole across the switch (44.1 kHz AAC
+    // frames of 1024 samples: no step over 1.5 frames).
+    let sound: Vec<i64> = out
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.track == audio => Some(f.dts),
+            _ => None,
+        })
+        .collect();
+    let step = sound.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(step <= 1536, "a {step}-sample hole in the sound");
     assert_eq!(ladder.stats().pictures_dropped, 0);
 }
 

@@ -55,7 +55,8 @@ use rsmpeg::avutil::AVFrame;
 use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use ugc_core::{
-    Codec, Frame, MediaEvent, MediaKind, Rational, Result, TrackInfo, Tracks, Transform,
+    Codec, DiscontinuityReason, Frame, MediaEvent, MediaKind, Rational, Result, TrackInfo, Tracks,
+    Transform,
 };
 
 use crate::ladder::{LadderConfig, audio_track, video_track};
@@ -452,18 +453,22 @@ impl Worker {
                 MediaEvent::Tracks(t) => self.on_tracks(t)?,
                 MediaEvent::Frame(f) => self.on_frame(f)?,
                 MediaEvent::Discontinuity(r) => {
-                    // What the decoders and the encoders still hold belongs
-                    // before it: drained, and the rungs flushed (they start
-                    // again, same plan, on the next keyframe, which follows
-                    // every discontinuity).
+                    // What the decoders still hold belongs before it.
                     self.drain_decoders()?;
                     self.next_key = None;
-                    if self.started {
+                    // A new source (a backup, the slate): the Hub keeps the
+                    // timestamps continuous and the rungs' output keeps its
+                    // codec parameters, so the renditions go on with no
+                    // discontinuity (an IDR at the first new picture). A
+                    // restart of the rungs there lost the encoders' delayed
+                    // pictures or, restarted, the sound before the first
+                    // encoded picture: holes of 70-170 ms that hls.js in LL
+                    // mode stalls on. A jump in time (a reader that skipped,
+                    // a publisher's own jump) is passed on, after everything
+                    // before it.
+                    if self.started && !matches!(r, DiscontinuityReason::SourceChanged) {
                         self.stop_rungs()?;
                         self.out.send(MediaEvent::Discontinuity(r));
-                        // Started again at once, so that the new source's
-                        // first sound (before its first picture) is kept; a
-                        // new picture size re-plans at its first picture.
                         if let Some(video) = self.started_with {
                             self.start(video)?;
                             self.next_key = None;
@@ -581,6 +586,9 @@ impl Worker {
             }
         }
         let audio_changed = !same(old_a.as_ref(), tracks.audio());
+        // The rungs resample any sound to their own format: only a track
+        // that comes or goes needs them started again.
+        let audio_came_or_went = old_a.is_some() != tracks.audio().is_some();
         if audio_changed || self.audio.is_none() {
             if let Some(mut d) = self.audio.take() {
                 let _ = d.ctx.send_packet(None);
@@ -596,9 +604,23 @@ impl Worker {
         // Audio format changes and passthrough track changes need new rungs
         // (a repeated, identical track set, e.g. after a takeover, does not).
         let changed = old.as_ref() != Some(&tracks);
-        if self.started && changed && (audio_changed || self.config.passthrough.is_some()) {
+        if self.started && changed && (audio_came_or_went || self.config.passthrough.is_some()) {
             self.stop_rungs()?;
-            self.planned = None;
+            // Started again at once, not at the next picture: the sound
+            // before it (a new source's first 100-200 ms, while its first
+            // picture decodes) would be a hole in every rendition.
+            // (A new picture size re-plans at its first picture instead.)
+            let size = tracks
+                .video()
+                .and_then(|v| v.video())
+                .and_then(|p| Some((i32::try_from(p.width).ok()?, i32::try_from(p.height).ok()?)));
+            match self.started_with {
+                Some(video) if size == self.planned => {
+                    self.start(video)?;
+                    self.next_key = None;
+                }
+                _ => self.planned = None,
+            }
         }
         Ok(())
     }
@@ -763,8 +785,16 @@ impl Worker {
             self.start(Some((size, fps, d.info.timescale.get())))?;
             self.next_key = None;
         }
+        // The rungs' clock is the timescale they started with; a new
+        // source (a backup, the slate) may count in another.
+        let scale = match self.started_with {
+            Some(Some((_, _, ts))) => ts,
+            _ => d.info.timescale.get(),
+        };
+        if scale != d.info.timescale.get() && f.pts != ffi::AV_NOPTS_VALUE {
+            f.set_pts(rescale(f.pts, d.info.timescale.get(), scale));
+        }
         // Plan IDRs on source pictures so every rung has them at the same pts.
-        let scale = d.info.timescale.get();
         let interval = rescale(i64::from(self.config.keyframe_interval_ms), 1000, scale).max(1);
         let mut force = std::mem::take(&mut self.force_pending);
         match self.next_key {
