@@ -429,6 +429,11 @@ fn spawn_fallback(
     use std::collections::HashMap;
     use tokio::sync::OnceCell;
     use ugc_core::fallback::{Clip, FallbackConfig};
+    /// How long a stream's own fallback (a file, a URL) may take to fetch
+    /// and encode before the slate is used instead: 30 s of a 720p file
+    /// took about 6 s on one core of this VM (release), 1080p about twice
+    /// that.
+    const OWN_CLIP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
     /// Media the cache may hold: 20 shapes of a 30 s 1080p file clip, or
     /// thousands of slates. Over it, the cache starts again.
     const CACHE_BYTES: usize = 256 << 20;
@@ -460,30 +465,52 @@ fn spawn_fallback(
                 Arc::clone(cache.entry(key).or_default())
             };
             let made = cell.get_or_init(|| async move {
-                let made = tokio::task::spawn_blocking(move || {
-                    // A file or URL that fails (gone, unreadable, no media)
-                    // still leaves the slate.
-                    let own = match &fallback {
-                        config::Fallback::File(path) => {
-                            Some(ugc_codec::transcode::fallback_file(path, &tracks))
+                // A file or URL that fails (gone, unreadable, no media) or
+                // takes over OWN_CLIP_LIMIT (a server that sends a byte now
+                // and then) leaves the slate; the stream is not kept waiting
+                // (the FFmpeg thread finishes on its own).
+                let own = match &fallback {
+                    config::Fallback::File(_) | config::Fallback::Url(_) => {
+                        let (own, shape) = (fallback.clone(), tracks.clone());
+                        let job = tokio::task::spawn_blocking(move || match &own {
+                            config::Fallback::File(path) => {
+                                ugc_codec::transcode::fallback_file(path, &shape)
+                            }
+                            config::Fallback::Url(url) => {
+                                ugc_codec::transcode::fallback_url(url, &shape)
+                            }
+                            _ => Err("no file or URL".into()),
+                        });
+                        match tokio::time::timeout(OWN_CLIP_LIMIT, job).await {
+                            Ok(Ok(Ok(clip))) => Some(clip),
+                            Ok(Ok(Err(e))) => {
+                                tracing::warn!(
+                                    stream = %stream,
+                                    error = %e,
+                                    "the fallback file failed: the slate instead"
+                                );
+                                None
+                            }
+                            Ok(Err(_)) => None,
+                            Err(_) => {
+                                tracing::warn!(
+                                    stream = %stream,
+                                    limit_s = OWN_CLIP_LIMIT.as_secs(),
+                                    "the fallback file takes too long: the slate instead"
+                                );
+                                None
+                            }
                         }
-                        config::Fallback::Url(url) => {
-                            Some(ugc_codec::transcode::fallback_url(url, &tracks))
-                        }
-                        config::Fallback::Slate | config::Fallback::Off => None,
-                    };
-                    match own {
-                        Some(Ok(clip)) => return Ok(clip),
-                        Some(Err(e)) => tracing::warn!(
-                            stream = %stream,
-                            error = %e,
-                            "the fallback file failed: the slate instead"
-                        ),
-                        None => {}
                     }
-                    ugc_codec::transcode::slate(&tracks)
-                })
-                .await;
+                    config::Fallback::Slate | config::Fallback::Off => None,
+                };
+                let made = match own {
+                    Some(clip) => Ok(Ok(clip)),
+                    None => {
+                        tokio::task::spawn_blocking(move || ugc_codec::transcode::slate(&tracks))
+                            .await
+                    }
+                };
                 match made {
                     Ok(Ok(clip)) => Some(Arc::new(clip)),
                     Ok(Err(e)) => {
