@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use ugc_auth::PublicUrls;
-use ugc_auth::registry::{Heartbeat, NodeBeat, NodeLoad, NodeRole, default_node_id};
+use ugc_auth::registry::{BeatAnswer, Heartbeat, NodeBeat, NodeLoad, NodeRole, default_node_id};
 use ugc_core::Hub;
 
 /// The node's name and addresses in the registry.
@@ -33,7 +33,9 @@ pub struct Listening {
 }
 
 /// Registers the node and beats every interval, for ever: load and streams
-/// from `hub`, egress from `egress_total` (bytes sent so far).
+/// from `hub`, egress from `egress_total` (bytes sent so far); each answer
+/// goes to `answered` (a transcoder's leases).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_heartbeat(
     flags: &NodeFlags,
     role: NodeRole,
@@ -42,6 +44,8 @@ pub fn spawn_heartbeat(
     at: Listening,
     hub: Hub,
     egress_total: impl Fn() -> u64 + Send + 'static,
+    priority: i32,
+    answered: impl FnMut(&BeatAnswer) + Send + 'static,
 ) -> anyhow::Result<()> {
     let host = flags
         .public_host
@@ -69,9 +73,15 @@ pub fn spawn_heartbeat(
         load: NodeLoad::default(),
         streams: Vec::new(),
         draining: false,
+        priority,
     };
     template.check()?;
     tracing::info!(node = %template.id, url = %template.url, "registering with the control plane");
-    tokio::spawn(Heartbeat::new(control_url, token).run_hub(template, hub, egress_total));
+    tokio::spawn(Heartbeat::new(control_url, token).run_hub_with(
+        template,
+        hub,
+        egress_total,
+        answered,
+    ));
     Ok(())
 }

@@ -47,7 +47,9 @@ struct Flags {
     #[arg(long, env = "UGC_PUBLIC_HOST")]
     public_host: Option<String>,
     /// Transcoding nodes publishing nodes push to (`http://host:port`,
-    /// comma-separated).
+    /// comma-separated). None: the registered transcoders lease the jobs
+    /// (each stream with a ladder made by one, pulled from its publishing
+    /// node; another takes over when it dies).
     #[arg(long, env = "UGC_TRANSCODERS", value_delimiter = ',')]
     transcoders: Vec<String>,
     /// Origin nodes transcoders (or publishing nodes, without transcoders)
@@ -58,6 +60,12 @@ struct Flags {
     /// (the transcoders' `[transcode.profiles]`), comma-separated.
     #[arg(long, env = "UGC_TRANSCODE_PROFILES", value_delimiter = ',')]
     transcode_profiles: Vec<String>,
+    /// A transcode lease ends this long after its holder's last beat:
+    /// shorter moves a dead transcoder's streams sooner, longer survives
+    /// longer stalls of a live one (transcoders beat every third of it).
+    #[arg(long, env = "UGC_LEASE_TTL_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(300..=60_000))]
+    lease_ttl_ms: u64,
     /// Proxies (addresses or CIDR nets, comma-separated) whose
     /// `X-Forwarded-For` names the client.
     #[arg(long, env = "UGC_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -89,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         origins: flags.origins.clone(),
     };
     cc.transcode_profiles = flags.transcode_profiles.clone();
+    cc.lease_ttl = std::time::Duration::from_millis(flags.lease_ttl_ms);
     cc.trusted_proxies = TrustedProxies::parse(&flags.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     cc.public_urls = PublicUrls {

@@ -200,6 +200,8 @@ async fn main() -> anyhow::Result<()> {
         },
         hub.clone(),
         move || served.stats().bytes_out.load(Ordering::Relaxed),
+        0,
+        |_| {},
     )?;
     info!(http = %http.local_addr()?, "ugc-origin started");
     let limits = ugc_proto::http::ServeConfig {

@@ -202,6 +202,8 @@ async fn main() -> anyhow::Result<()> {
                     + pushed.bytes_out.load(Ordering::Relaxed)
             }
         },
+        0,
+        |_| {},
     )?;
     let metrics = {
         let (hub, relay) = (hub.clone(), relay.clone());

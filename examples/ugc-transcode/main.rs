@@ -4,13 +4,17 @@
 //! is not `off` gets its ABR ladder; every stream, sources and renditions,
 //! is pushed to the control plane's origins (or each `--push-to` node).
 //!
+//! When the control plane names no transcoders it leases the jobs: each
+//! heartbeat's answer lists the streams this node is to transcode; it pulls
+//! each from its publishing node and pushes the renditions to the origins
+//! under the lease's epoch (`--priority` makes a main and its standby).
+//!
 //! ```text
 //! UGC_NODE_TOKEN=... ugc-transcode --control-url http://cp:8080 \
 //!     --http 0.0.0.0:8083
 //! ```
 //!
-//! Wiring only; `ugc-server` is every role in one process. One transcoder
-//! per stream: leases and failover between transcoders are the cluster's.
+//! Wiring only; `ugc-server` is every role in one process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,9 +36,11 @@ use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_codec::ladder::LadderProfiles;
 use ugc_codec::ladder::config::TranscodeSection;
 use ugc_codec::ladder::stats::LadderRegistry;
+use ugc_core::StreamPath;
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
-use ugc_proto::relay::push::{RelayPushStats, push_all_with_stats};
+use ugc_proto::relay::lease::{LeaseFollower, LeasedStream};
+use ugc_proto::relay::push::RelayPushStats;
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 
 /// A transcoding node: relay in, ABR ladder, relay out.
@@ -59,6 +65,16 @@ struct Flags {
     /// (default: the file's `transcode.default`, else `off`).
     #[arg(long, env = "UGC_TRANSCODE_DEFAULT")]
     transcode_default: Option<String>,
+    /// Priority for transcode leases: the live transcoders of the highest
+    /// priority share the jobs; a lower one (a standby) takes them only
+    /// while none of those beats.
+    #[arg(
+        long,
+        env = "UGC_PRIORITY",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    priority: i32,
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
@@ -112,16 +128,13 @@ async fn main() -> anyhow::Result<()> {
     };
     info!(?targets, "pushing every stream");
     let pushed = Arc::new(RelayPushStats::default());
-    tokio::spawn(push_all_with_stats(
-        hub.clone(),
-        targets,
-        token.clone(),
-        pushed.clone(),
-    ));
+    let follower = LeaseFollower::new(hub.clone(), targets, token.clone(), pushed.clone());
+    tokio::spawn(follower.clone().push_all());
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let metrics = {
         let (hub, relay, pushed) = (hub.clone(), relay.clone(), pushed.clone());
+        let follower = follower.clone();
         move || async move {
             let now = Instant::now();
             let mut m = Exposition::new();
@@ -130,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
             registry.write_metrics(&mut m, now);
             relay.write_metrics(&mut m);
             pushed.write_metrics(&mut m);
+            follower.write_metrics(&mut m);
             m.finish()
         }
     };
@@ -153,6 +167,27 @@ async fn main() -> anyhow::Result<()> {
         move || {
             served.stats().bytes_out.load(Ordering::Relaxed)
                 + pushed.bytes_out.load(Ordering::Relaxed)
+        },
+        flags.priority,
+        move |answer| {
+            let Some(leases) = &answer.leases else {
+                return;
+            };
+            let leases: Vec<LeasedStream> = leases
+                .iter()
+                .filter_map(|l| match StreamPath::parse(&l.stream) {
+                    Ok(stream) => Some(LeasedStream {
+                        stream,
+                        epoch: l.epoch,
+                        source: l.source.clone(),
+                    }),
+                    Err(e) => {
+                        warn!(stream = %l.stream, error = %e, "lease of a malformed stream");
+                        None
+                    }
+                })
+                .collect();
+            follower.apply(&leases);
         },
     )?;
     info!(http = %http.local_addr()?, "ugc-transcode started");

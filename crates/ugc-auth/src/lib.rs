@@ -67,6 +67,7 @@ mod api;
 mod authz;
 pub mod error;
 mod external;
+pub mod lease;
 pub mod lookup;
 pub mod net;
 pub mod node;
@@ -237,6 +238,9 @@ pub struct ControlConfig {
     /// A registered node without a heartbeat for this long is `down` and
     /// gets no new work (6 s: three missed beats).
     pub node_down_after: Duration,
+    /// A transcode lease ends this long after its holder's last renewal
+    /// (3 s; transcoders beat every third of it).
+    pub lease_ttl: Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Named transcode profiles accepted besides `off` and `default`.
@@ -265,6 +269,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("node_token", &self.node_token.as_ref().map(|_| ".."))
             .field("topology", &self.topology)
             .field("node_down_after", &self.node_down_after)
+            .field("lease_ttl", &self.lease_ttl)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("transcode_profiles", &self.transcode_profiles)
             .field("hub", &self.hub.is_some())
@@ -286,6 +291,7 @@ impl ControlConfig {
             node_token: None,
             topology: node::Topology::default(),
             node_down_after: Duration::from_secs(6),
+            lease_ttl: Duration::from_secs(3),
             trusted_proxies: TrustedProxies::default(),
             transcode_profiles: Vec::new(),
             hub: None,

@@ -46,7 +46,16 @@ fn registry_paths() -> Value {
                     "responses": {
                         "200": { "description": "Accepted", "content": { "application/json": { "schema": {
                             "type": "object",
-                            "properties": { "interval_ms": { "type": "integer" }, "down_after_ms": { "type": "integer" } } } } } },
+                            "properties": {
+                                "interval_ms": { "type": "integer" },
+                                "down_after_ms": { "type": "integer" },
+                                "leases": { "type": "array", "description": "A transcoder's transcode leases, when the topology names no transcoders (then it beats every third of the lease TTL)", "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "stream": { "type": "string", "description": "Hub stream, live/<name>" },
+                                        "epoch": { "type": "integer", "description": "State it on every relay push of the stream's renditions" },
+                                        "source": { "type": "string", "description": "The publishing node to pull the stream from, http://host:port" }
+                                    } } } } } } } },
                         "400": err("Bad JSON, id or URL"),
                         "401": err("Missing or bad token"),
                         "403": err("A creator token")
@@ -116,7 +125,8 @@ fn registry_schemas() -> Value {
                         "capacity": { "type": "integer", "description": "streams at most; 0: not declared" },
                         "load": { "$ref": "#/components/schemas/NodeLoad" },
                         "streams": { "type": "array", "maxItems": 10000, "items": { "type": "string" } },
-                        "draining": { "type": "boolean", "default": false }
+                        "draining": { "type": "boolean", "default": false },
+                        "priority": { "type": "integer", "default": 0, "description": "Transcoders: the live ones of the highest priority share the transcode leases (a main over its standby)" }
                     }
                 },
                 "NodeLoad": {

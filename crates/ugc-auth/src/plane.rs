@@ -221,6 +221,9 @@ pub(crate) struct Inner {
     /// Where media nodes send streams (`GET /node/topology`).
     pub(crate) topology: crate::node::Topology,
     pub(crate) node_down_after: std::time::Duration,
+    pub(crate) lease_ttl: std::time::Duration,
+    /// One transcode lease round at a time.
+    pub(crate) lease_lock: tokio::sync::Mutex<()>,
     /// Streams placed on publishing nodes.
     pub(crate) placements: crate::registry::Placements,
     generated_admin: Mutex<Option<String>>,
@@ -371,6 +374,8 @@ impl ControlPlane {
                 node_token,
                 topology: config.topology,
                 node_down_after: config.node_down_after,
+                lease_ttl: config.lease_ttl.max(std::time::Duration::from_millis(300)),
+                lease_lock: tokio::sync::Mutex::new(()),
                 placements: Default::default(),
                 generated_admin: Mutex::new(generated),
             }),

@@ -134,6 +134,10 @@ pub struct NodeBeat {
     /// It asks for no new work (it is being taken out of service).
     #[serde(default)]
     pub draining: bool,
+    /// A transcoder's priority for transcode leases: the live transcoders
+    /// of the highest one share the jobs (a main over its standby).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 impl NodeBeat {
@@ -223,6 +227,9 @@ pub struct NodeView {
     pub age_ms: i64,
     /// First registration, unix seconds.
     pub registered_at: i64,
+    /// Its priority for transcode leases.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 impl NodeView {
@@ -305,6 +312,7 @@ impl ControlPlane {
                 last_seen: r.last_seen_ms,
                 age_ms,
                 registered_at: r.registered_at,
+                priority: beat.priority,
             });
         }
         Ok(out)
@@ -413,14 +421,26 @@ pub(crate) async fn heartbeat(
                 .into_response();
         }
     };
-    match cp.node_beat(&beat).await {
-        Ok(()) => axum::Json(json!({
-            "interval_ms": BEAT_INTERVAL.as_millis(),
-            "down_after_ms": cp.inner.node_down_after.as_millis(),
-        }))
-        .into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+    if let Err(e) = cp.node_beat(&beat).await {
+        return ApiError::from(e).into_response();
     }
+    let mut answer = json!({
+        "interval_ms": BEAT_INTERVAL.as_millis(),
+        "down_after_ms": cp.inner.node_down_after.as_millis(),
+    });
+    // Transcoders take their jobs from leases unless the topology names
+    // them (then publishing nodes push to them and they take what comes).
+    if beat.role == NodeRole::Transcode && cp.inner.topology.transcoders.is_empty() {
+        match cp.transcode_leases(&beat).await {
+            Ok(leases) => {
+                answer["leases"] = json!(leases);
+                // A third of the lease: two beats may be lost in a row.
+                answer["interval_ms"] = json!((cp.inner.lease_ttl / 3).as_millis());
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    axum::Json(answer).into_response()
 }
 
 async fn admin(cp: &ControlPlane, headers: &HeaderMap) -> std::result::Result<(), Response> {
@@ -502,6 +522,16 @@ pub(crate) async fn delete_node(
     }
 }
 
+/// The control plane's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeatAnswer {
+    /// Beat again after this long.
+    pub interval: Duration,
+    /// A transcoder's leases (the jobs it is to run), when the control
+    /// plane leases transcode jobs; `None` otherwise.
+    pub leases: Option<Vec<crate::lease::Lease>>,
+}
+
 /// A node's side of the registry: sends [`NodeBeat`]s to the control
 /// plane at the interval it answers.
 #[derive(Debug, Clone)]
@@ -526,6 +556,11 @@ impl Heartbeat {
 
     /// Sends one beat; the interval the control plane asks for.
     pub async fn send(&self, beat: &NodeBeat) -> Result<Duration> {
+        Ok(self.send_for_answer(beat).await?.interval)
+    }
+
+    /// Sends one beat; the control plane's whole answer.
+    pub async fn send_for_answer(&self, beat: &NodeBeat) -> Result<BeatAnswer> {
         let remote = |status: Option<u16>, reason: String| Error::Remote {
             url: self.uri.clone(),
             status,
@@ -562,7 +597,17 @@ impl Heartbeat {
             let v: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| remote(Some(status.as_u16()), e.to_string()))?;
             let ms = v["interval_ms"].as_u64().unwrap_or(2000).clamp(100, 60_000);
-            Ok(Duration::from_millis(ms))
+            let leases = match v.get("leases") {
+                Some(l) => Some(
+                    serde_json::from_value(l.clone())
+                        .map_err(|e| remote(Some(status.as_u16()), format!("leases: {e}")))?,
+                ),
+                None => None,
+            };
+            Ok(BeatAnswer {
+                interval: Duration::from_millis(ms),
+                leases,
+            })
         };
         tokio::time::timeout(Duration::from_secs(5), attempt)
             .await
@@ -572,18 +617,29 @@ impl Heartbeat {
     /// Beats forever: `beat()` is asked for the node's current state before
     /// each one. A failed beat is logged and retried at the next interval
     /// (the control plane may restart; media keeps flowing meanwhile).
-    pub async fn run(self, mut beat: impl FnMut() -> NodeBeat + Send) {
+    pub async fn run(self, beat: impl FnMut() -> NodeBeat + Send) {
+        self.run_with(beat, |_| {}).await;
+    }
+
+    /// [`run`](Self::run), handing each answer to `answered` (a failed
+    /// beat hands nothing: the node keeps what it was last told).
+    pub async fn run_with(
+        self,
+        mut beat: impl FnMut() -> NodeBeat + Send,
+        mut answered: impl FnMut(&BeatAnswer) + Send,
+    ) {
         let mut interval = BEAT_INTERVAL;
         let mut failing = false;
         loop {
             let b = beat();
-            match self.send(&b).await {
-                Ok(i) => {
+            match self.send_for_answer(&b).await {
+                Ok(a) => {
                     if failing {
                         tracing::info!(node = %b.id, "heartbeat: control plane answers again");
                     }
                     failing = false;
-                    interval = i;
+                    interval = a.interval;
+                    answered(&a);
                 }
                 Err(e) => {
                     if !failing {
@@ -608,25 +664,39 @@ impl Heartbeat {
         hub: ugc_core::Hub,
         egress_total: impl Fn() -> u64 + Send,
     ) {
+        self.run_hub_with(template, hub, egress_total, |_| {}).await;
+    }
+
+    /// [`run_hub`](Self::run_hub), handing each answer to `answered`.
+    pub async fn run_hub_with(
+        self,
+        template: NodeBeat,
+        hub: ugc_core::Hub,
+        egress_total: impl Fn() -> u64 + Send,
+        answered: impl FnMut(&BeatAnswer) + Send,
+    ) {
         let mut meter = LoadMeter::default();
-        self.run(move || {
-            let streams: Vec<String> = hub
-                .stream_names()
-                .into_iter()
-                .filter(|s| hub.is_publishing(s))
-                .map(|s| s.to_string())
-                .collect();
-            let (cpu, egress_bps) = meter.sample(egress_total());
-            NodeBeat {
-                load: NodeLoad {
-                    streams: u32::try_from(streams.len()).unwrap_or(u32::MAX),
-                    cpu,
-                    egress_bps,
-                },
-                streams,
-                ..template.clone()
-            }
-        })
+        self.run_with(
+            move || {
+                let streams: Vec<String> = hub
+                    .stream_names()
+                    .into_iter()
+                    .filter(|s| hub.is_publishing(s))
+                    .map(|s| s.to_string())
+                    .collect();
+                let (cpu, egress_bps) = meter.sample(egress_total());
+                NodeBeat {
+                    load: NodeLoad {
+                        streams: u32::try_from(streams.len()).unwrap_or(u32::MAX),
+                        cpu,
+                        egress_bps,
+                    },
+                    streams,
+                    ..template.clone()
+                }
+            },
+            answered,
+        )
         .await;
     }
 }
@@ -729,6 +799,7 @@ mod tests {
             last_seen: 0,
             age_ms: 0,
             registered_at: 0,
+            priority: 0,
         }
     }
 
@@ -763,6 +834,7 @@ mod tests {
             load: NodeLoad::default(),
             streams: vec!["live/a".into()],
             draining: false,
+            priority: 0,
         };
         assert!(ok.check().is_ok());
         for bad in [

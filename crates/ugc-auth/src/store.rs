@@ -6,6 +6,7 @@
 //! as unix seconds, lists as JSON text) so both backends decode alike.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -81,6 +82,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "failover",
         include_str!("../migrations/0003_failover.sql"),
     ),
+    (4, "leases", include_str!("../migrations/0004_leases.sql")),
 ];
 
 /// One media node as stored: its last heartbeat and when the database saw
@@ -99,6 +101,32 @@ pub struct NodeRow {
     pub registered_at: i64,
     /// Last heartbeat, unix milliseconds of the database clock.
     pub last_seen_ms: i64,
+}
+
+/// One row of the transcode lease table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// Hub stream (`live/news`).
+    pub stream: String,
+    /// The holder's node id; empty when none holds it.
+    pub node_id: String,
+    /// Grows on every claim.
+    pub epoch: i64,
+    /// The lease ends then (unix ms, database clock) unless renewed.
+    pub expires_ms: i64,
+}
+
+/// What a transcoder's lease round does ([`Store::lease_round`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeasePlan {
+    /// Its leases to extend.
+    pub renew: Vec<String>,
+    /// Its leases to give up (it holds more than its share).
+    pub release: Vec<String>,
+    /// Rows to try to claim, best first.
+    pub claim: Vec<String>,
+    /// How many of them to claim at most.
+    pub want: usize,
 }
 
 /// A connection pool to the control-plane database.
@@ -479,6 +507,173 @@ impl Store {
             > 0)
     }
 
+    /// One transcoder's round of the lease table, in one transaction:
+    /// makes a row for every job (`jobs`, Hub stream names) that has none,
+    /// reads the jobs' rows, asks `plan` (given the database clock in unix
+    /// ms) which of its leases to renew and release and which rows to try
+    /// to claim, renews and releases, then claims up to
+    /// [`LeasePlan::want`] of the candidates that are still claimable when
+    /// locked (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so control planes
+    /// sharing the database never wait on each other's candidates nor
+    /// claim one twice; SQLite has one writer). Every claim adds one to the
+    /// row's epoch. Answers the leases `me` holds on jobs afterwards
+    /// (stream, epoch).
+    pub async fn lease_round(
+        &self,
+        me: &str,
+        jobs: &[String],
+        ttl_ms: i64,
+        plan: impl FnOnce(i64, &[LeaseRow]) -> LeasePlan,
+        claimable: impl Fn(&LeaseRow, i64) -> bool,
+    ) -> Result<Vec<(String, i64)>> {
+        let ctx = "transcode leases";
+        for chunk in jobs.chunks(500) {
+            let values: Vec<String> = (1..=chunk.len())
+                .map(|i| format!("(${i}, '', 0, 0)"))
+                .collect();
+            let sql = format!(
+                "INSERT INTO transcode_leases (stream, node_id, epoch, expires_ms) VALUES {} \
+                 ON CONFLICT (stream) DO NOTHING",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for j in chunk {
+                q = q.bind(j.as_str());
+            }
+            q.execute(&self.pool).await.map_err(db(ctx))?;
+        }
+        let now_ms = self.now_ms_sql();
+        let mut tx = self.pool.begin().await.map_err(db(ctx))?;
+        if self.sqlite {
+            // Take the write lock first: a WAL transaction that read and
+            // then writes fails at once if another writer came between.
+            sqlx::query("UPDATE transcode_leases SET epoch = epoch WHERE stream = ''")
+                .execute(&mut *tx)
+                .await
+                .map_err(db(ctx))?;
+        }
+        let mut rows = Vec::with_capacity(jobs.len());
+        let mut now = 0;
+        for chunk in jobs.chunks(1000) {
+            let sql = format!(
+                "SELECT {now_ms} AS now_ms, stream, node_id, epoch, expires_ms \
+                 FROM transcode_leases WHERE stream IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for j in chunk {
+                q = q.bind(j.as_str());
+            }
+            for r in q.fetch_all(&mut *tx).await.map_err(db(ctx))? {
+                now = get(&r, "transcode_leases", "now_ms")?;
+                rows.push(lease_row(&r)?);
+            }
+        }
+        if now == 0 {
+            let sql = format!("SELECT {now_ms} AS now_ms");
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db(ctx))?;
+            now = get(&r, "transcode_leases", "now_ms")?;
+        }
+        let plan = plan(now, &rows);
+        for (list, set) in [
+            (&plan.renew, format!("expires_ms = {now_ms} + {ttl_ms}")),
+            (&plan.release, "node_id = '', expires_ms = 0".to_owned()),
+        ] {
+            for chunk in list.chunks(1000) {
+                let sql = format!(
+                    "UPDATE transcode_leases SET {set} WHERE node_id = $1 AND stream IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(me);
+                for s in chunk {
+                    q = q.bind(s.as_str());
+                }
+                q.execute(&mut *tx).await.map_err(db(ctx))?;
+            }
+        }
+        if plan.want > 0 && !plan.claim.is_empty() {
+            // Candidates in the planner's order; those another round holds
+            // locked right now are skipped, not waited for.
+            let candidates = &plan.claim[..plan.claim.len().min(1000)];
+            let lock = if self.sqlite {
+                ""
+            } else {
+                " FOR UPDATE SKIP LOCKED"
+            };
+            let sql = format!(
+                "SELECT {now_ms} AS now_ms, stream, node_id, epoch, expires_ms \
+                 FROM transcode_leases WHERE stream IN ({}){lock}",
+                placeholders(1, candidates.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for s in candidates {
+                q = q.bind(s.as_str());
+            }
+            let mut locked = HashMap::new();
+            for r in q.fetch_all(&mut *tx).await.map_err(db(ctx))? {
+                now = get(&r, "transcode_leases", "now_ms")?;
+                let row = lease_row(&r)?;
+                locked.insert(row.stream.clone(), row);
+            }
+            let mut taken = 0;
+            for s in candidates {
+                if taken >= plan.want {
+                    break;
+                }
+                let Some(row) = locked.get(s) else { continue };
+                if !claimable(row, now) {
+                    continue;
+                }
+                let sql = format!(
+                    "UPDATE transcode_leases SET node_id = $1, epoch = epoch + 1, \
+                     expires_ms = {now_ms} + {ttl_ms} WHERE stream = $2 AND epoch = $3"
+                );
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(me)
+                    .bind(s.as_str())
+                    .bind(row.epoch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db(ctx))?
+                    .rows_affected();
+                taken += usize::from(done > 0);
+            }
+        }
+        let sql = format!(
+            "SELECT stream, epoch FROM transcode_leases WHERE node_id = $1 AND expires_ms > {now_ms}"
+        );
+        let held = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(me)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(ctx))?;
+        tx.commit().await.map_err(db(ctx))?;
+        let jobs: std::collections::HashSet<&str> = jobs.iter().map(String::as_str).collect();
+        let mut out = Vec::with_capacity(held.len());
+        for r in &held {
+            let stream: String = get(r, "transcode_leases", "stream")?;
+            if jobs.contains(stream.as_str()) {
+                out.push((stream, get(r, "transcode_leases", "epoch")?));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every lease row, by stream (the admin's view and tests').
+    pub async fn leases(&self) -> Result<Vec<LeaseRow>> {
+        let rows = sqlx::query(
+            "SELECT stream, node_id, epoch, expires_ms FROM transcode_leases ORDER BY stream",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list leases"))?;
+        rows.iter().map(lease_row).collect()
+    }
+
     /// Deletes sessions that expired before `now`; returns how many.
     pub async fn prune_sessions(&self, now: i64) -> Result<u64> {
         Ok(
@@ -531,6 +726,24 @@ fn stream_row(r: &AnyRow) -> Result<StreamRecord> {
         })?,
         created_at: get(r, T, "created_at")?,
     })
+}
+
+fn lease_row(r: &AnyRow) -> Result<LeaseRow> {
+    const T: &str = "transcode_leases";
+    Ok(LeaseRow {
+        stream: get(r, T, "stream")?,
+        node_id: get(r, T, "node_id")?,
+        epoch: get(r, T, "epoch")?,
+        expires_ms: get(r, T, "expires_ms")?,
+    })
+}
+
+/// `$first, $first+1, ...`: `n` bind placeholders.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn restream_json(list: &[String]) -> String {

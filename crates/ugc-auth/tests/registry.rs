@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::{ADMIN, Api, Db, TempDir, serve};
 use serde_json::{Value, json};
 use ugc_auth::ControlPlane;
+use ugc_auth::lease::Lease;
 use ugc_auth::registry::{Heartbeat, NodeBeat, NodeLoad, NodeRole};
 
 const NODE: &str = "node-token-0123456789";
@@ -235,6 +236,7 @@ async fn suite(db: Db) {
         load: NodeLoad::default(),
         streams: Vec::new(),
         draining: false,
+        priority: 0,
     };
     let t0 = Instant::now();
     let down = loop {
@@ -302,4 +304,204 @@ async fn nodes_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_postgres() {
     suite(Db::postgres()).await;
+}
+
+fn transcoder(id: &str, priority: i32) -> NodeBeat {
+    NodeBeat {
+        id: id.into(),
+        role: NodeRole::Transcode,
+        url: format!("http://{id}.test:8083"),
+        public: None,
+        capacity: 0,
+        load: NodeLoad::default(),
+        streams: Vec::new(),
+        draining: false,
+        priority,
+    }
+}
+
+fn publisher(streams: &[&str]) -> NodeBeat {
+    NodeBeat {
+        role: NodeRole::Publish,
+        url: "http://pub.test:8081".into(),
+        streams: streams.iter().map(|s| s.to_string()).collect(),
+        ..transcoder("pub", 0)
+    }
+}
+
+async fn leases_of(hb: &Heartbeat, t: &NodeBeat) -> Vec<Lease> {
+    let a = hb.send_for_answer(t).await.unwrap();
+    a.leases.expect("a transcoder gets its leases")
+}
+
+/// Transcode leases on the database: jobs are the published streams with
+/// a ladder, each held by one transcoder, claimed again with a new epoch
+/// when its holder stops beating; a standby takes over from its main and
+/// gives the jobs back; two control planes on one PostgreSQL never lease a
+/// job twice.
+async fn lease_suite(db: Db) {
+    let dir = TempDir::new("leases");
+    let mut cfg = db.config(&dir);
+    cfg.node_token = Some(NODE.into());
+    cfg.node_down_after = Duration::from_millis(1500);
+    cfg.lease_ttl = Duration::from_millis(600);
+    let cp = ControlPlane::open(cfg.clone()).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    for (name, transcode) in [
+        ("a", "default"),
+        ("b", "default"),
+        ("c", "default"),
+        ("d", "off"),
+    ] {
+        let (s, v) = api
+            .call(
+                "POST",
+                "/streams",
+                Some(ADMIN),
+                json!({"name": name, "transcode": transcode}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let hb = Heartbeat::new(&format!("http://{}", srv.addr), NODE);
+    // Other roles get no leases.
+    let pubs = publisher(&["live/a", "live/b", "live/c", "live/d", "live/zz"]);
+    let a = hb.send_for_answer(&pubs).await.unwrap();
+    assert_eq!(a.leases, None);
+    assert_eq!(a.interval, Duration::from_secs(2));
+
+    let (t1, t2) = (transcoder("t1", 0), transcoder("t2", 0));
+    let answer = hb.send_for_answer(&t1).await.unwrap();
+    assert_eq!(
+        answer.interval,
+        Duration::from_millis(200),
+        "a third of the TTL"
+    );
+    let l1 = answer.leases.unwrap();
+    let l2 = leases_of(&hb, &t2).await;
+    let l1b = leases_of(&hb, &t1).await;
+    let mut all: Vec<&str> = l1b.iter().chain(&l2).map(|l| l.stream.as_str()).collect();
+    all.sort();
+    assert_eq!(all, ["live/a", "live/b", "live/c"], "{l1:?} {l2:?}");
+    assert!(l1b.len() <= 3 && l2.len() <= 3);
+    for l in l1b.iter().chain(&l2) {
+        assert_eq!((l.epoch, l.source.as_str()), (1, "http://pub.test:8081"));
+    }
+
+    // t1 stops beating: t2 takes its jobs once their lease ran out, each
+    // with a new epoch.
+    let t0 = Instant::now();
+    let took = loop {
+        hb.send_for_answer(&pubs).await.unwrap();
+        let l = leases_of(&hb, &t2).await;
+        if l.len() == 3 {
+            break l;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "t2 never took over: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "taken before the lease ran out: {waited:?}"
+    );
+    for l in &took {
+        let was = l1b.iter().find(|o| o.stream == l.stream);
+        assert_eq!(l.epoch, if was.is_some() { 2 } else { 1 }, "{took:?}");
+    }
+    // t1 comes back: it holds nothing now (its epochs are stale) and takes
+    // no job from an equal that holds its share plus one.
+    let back = leases_of(&hb, &t1).await;
+    assert!(back.iter().all(|l| {
+        !l1b.iter()
+            .any(|o| o.stream == l.stream && o.epoch == l.epoch)
+    }));
+
+    // A main (priority 10) takes every job from the standbys and, when it
+    // stops beating, the standby takes them back.
+    let main = transcoder("main", 10);
+    let held = leases_of(&hb, &main).await;
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(leases_of(&hb, &t2).await.is_empty());
+    let t0 = Instant::now();
+    loop {
+        hb.send_for_answer(&pubs).await.unwrap();
+        hb.send_for_answer(&t1).await.unwrap();
+        if leases_of(&hb, &t2).await.len() + leases_of(&hb, &t1).await.len() == 3 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no standby took over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = leases_of(&hb, &main).await;
+    assert_eq!(again.len(), 3, "the main takes its jobs back: {again:?}");
+    assert!(leases_of(&hb, &t1).await.is_empty());
+
+    // A stream that ends is no job.
+    hb.send_for_answer(&publisher(&["live/a"])).await.unwrap();
+    let l = leases_of(&hb, &main).await;
+    assert_eq!(l.len(), 1, "{l:?}");
+
+    // Two control planes on one PostgreSQL, beaten at concurrently: every
+    // job held by exactly one transcoder, epochs only grow.
+    if matches!(db, Db::Postgres(_)) {
+        hb.send_for_answer(&pubs).await.unwrap();
+        let cp2 = ControlPlane::open(cfg).await.unwrap();
+        let srv2 = serve(&cp2).await;
+        let hb2 = Heartbeat::new(&format!("http://{}", srv2.addr), NODE);
+        let ts: Vec<NodeBeat> = (0..6).map(|i| transcoder(&format!("p{i}"), 20)).collect();
+        let mut last: std::collections::HashMap<String, u64> = Default::default();
+        for round in 0..10 {
+            let mut beats = Vec::new();
+            for (i, t) in ts.iter().enumerate() {
+                let hb = if i % 2 == 0 { hb.clone() } else { hb2.clone() };
+                let t = t.clone();
+                beats.push(tokio::spawn(async move {
+                    (t.id.clone(), leases_of(&hb, &t).await)
+                }));
+            }
+            let mut holder: std::collections::HashMap<String, String> = Default::default();
+            for b in beats {
+                let (id, leases) = b.await.unwrap();
+                for l in leases {
+                    if let Some(other) = holder.insert(l.stream.clone(), id.clone()) {
+                        panic!("{} leased to {other} and {id}", l.stream);
+                    }
+                    let seen = last.entry(l.stream.clone()).or_default();
+                    assert!(l.epoch >= *seen, "epoch went back: {l:?}");
+                    *seen = l.epoch;
+                }
+            }
+            let per: Vec<usize> = ts
+                .iter()
+                .map(|t| holder.values().filter(|h| **h == t.id).count())
+                .collect();
+            // Once all six have beaten, none holds more than ceil(3/6) + 1.
+            if round >= 3 {
+                assert!(per.iter().all(|&n| n <= 2), "round {round}: {per:?}");
+                assert_eq!(per.iter().sum::<usize>(), 3, "round {round}: {per:?}");
+            }
+        }
+        drop(srv2);
+        cp2.store().close().await;
+    }
+    drop(srv);
+    cp.store().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_on_sqlite() {
+    lease_suite(Db::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_on_postgres() {
+    lease_suite(Db::postgres()).await;
 }

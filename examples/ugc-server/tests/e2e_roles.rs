@@ -620,6 +620,180 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
     }
 }
 
+/// The transcoding nodes whose registry entries carry Hub stream `stream`
+/// (a node killed a moment ago is still listed until it is `down`).
+fn carriers(control: &Control, stream: &str) -> Vec<String> {
+    let r = http_send(
+        control.http,
+        "GET",
+        "/api/v1/nodes",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap_or_default();
+    let Some(nodes) = v.as_array() else {
+        return Vec::new();
+    };
+    nodes
+        .iter()
+        .filter(|n| n["role"] == "transcode" && n["state"] == "live")
+        .filter(|n| {
+            n["streams"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s == stream))
+        })
+        .map(|n| n["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A transcoding node taking its work from leases.
+fn start_transcoder(control: &Control, config: &str, id: &str) -> (Node, SocketAddr) {
+    let http = addr();
+    let node = Node::start(
+        env!("CARGO_BIN_EXE_ugc-transcode"),
+        &[
+            "--control-url".into(),
+            control.url(),
+            "--config".into(),
+            config.into(),
+            "--http".into(),
+            http.to_string(),
+            "--node-id".into(),
+            id.into(),
+            "--public-host".into(),
+            "127.0.0.1".into(),
+        ],
+    );
+    wait_until(Duration::from_secs(10), || listening(http)).expect("transcoder listens");
+    (node, http)
+}
+
+/// Transcode leases end to end: with no transcoder named in the
+/// control plane's topology, the ladder of a stream is made by exactly one
+/// of the registered transcoders, which pulls the stream from the
+/// publishing node. Killed (`kill -9`), another claims the stream after the
+/// lease and the origin's renditions go on after one discontinuity; a
+/// holder frozen past its lease (SIGSTOP, a partition) is replaced and,
+/// when it thaws, its old epoch feeds nobody: the rendition never
+/// interleaves two transcoders.
+#[test]
+fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
+    let work = TempDir::new("roles-lease");
+    let config = work.path().join("ugc.toml");
+    let origin_http = addr();
+    std::fs::write(
+        &config,
+        "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
+         { name = \"240p\", height = 240, video_kbps = 300, audio_kbps = 64 },\n\
+         { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // The lease's length is the trade between failover time and false
+    // takeovers; `UGC_TEST_LEASE_TTL_MS` measures another (benches/).
+    let ttl = std::env::var("UGC_TEST_LEASE_TTL_MS").unwrap_or_else(|_| "3000".into());
+    let origins = format!("http://{origin_http}");
+    let control = Control::dedicated_with(&[
+        "--origins",
+        &origins,
+        "--transcode-profiles",
+        "small",
+        "--lease-ttl-ms",
+        &ttl,
+    ]);
+    let key = control.create_stream(r#"{"name": "lease", "transcode": "small"}"#);
+    let (_origin, _origin_data) = start_origin(&control, origin_http);
+    let mut transcoders = vec![
+        start_transcoder(&control, config, "t1"),
+        start_transcoder(&control, config, "t2"),
+    ];
+    let (_publish, rtmp) = start_publish(&control, None);
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    let path = "/live/lease/240p/mono.m3u8";
+    let segments = || parse_media_playlist(&http_get(origin_http, path).text());
+    let logs = |t: &[(Node, SocketAddr)]| t.iter().map(|(n, _)| n.log()).collect::<Vec<_>>();
+    wait_until(Duration::from_secs(40), || segments().len() >= 2)
+        .unwrap_or_else(|| panic!("no rendition at the origin: {:?}", logs(&transcoders)));
+    let mut holder = String::new();
+    wait_until(Duration::from_secs(5), || {
+        let c = carriers(&control, "live/lease/240p");
+        holder = c.first().cloned().unwrap_or_default();
+        c.len() == 1
+    })
+    .expect("a transcoder carries the ladder");
+
+    // kill -9 of the holder.
+    let i = usize::from(holder == "t2");
+    let (mut dead, _) = transcoders.remove(i);
+    let last = segments().last().map_or(0, |s| s.msn);
+    dead.child.kill().unwrap();
+    let killed = std::time::Instant::now();
+    let resumed = |after: u64| {
+        move || {
+            let segs = segments();
+            let disc = segs.iter().position(|s| s.msn > after && s.discontinuity);
+            // The first whole segment of the new holder is listed.
+            disc.is_some_and(|d| segs.len() > d)
+        }
+    };
+    wait_until(Duration::from_secs(20), resumed(last)).unwrap_or_else(|| {
+        panic!(
+            "the rendition never resumed: {:?}\n{:?}",
+            segments(),
+            logs(&transcoders)
+        )
+    });
+    let took = killed.elapsed();
+    eprintln!(
+        "lease TTL {ttl} ms: kill -9 of the holder to the new holder's first segment: {took:?}"
+    );
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    let survivor = if holder == "t1" { "t2" } else { "t1" };
+    let c = carriers(&control, "live/lease/240p");
+    assert!(c.iter().any(|c| c == survivor), "{c:?}");
+
+    // A partition: the holder is frozen past its lease, a third transcoder
+    // takes over; thawed, the old holder stops at its next beat and the
+    // origin refuses its stale epoch meanwhile.
+    transcoders.push(start_transcoder(&control, config, "t3"));
+    std::thread::sleep(Duration::from_secs(2));
+    let frozen_pid = transcoders[0].0.child.id().to_string();
+    let before = segments().last().map_or(0, |s| s.msn);
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &frozen_pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    wait_until(Duration::from_secs(20), resumed(before)).unwrap_or_else(|| {
+        signal("-CONT");
+        panic!("nobody took over from the frozen holder: {:?}", segments())
+    });
+    wait_until(Duration::from_secs(3), || {
+        carriers(&control, "live/lease/240p").contains(&"t3".to_owned())
+    })
+    .expect("t3 carries the ladder");
+    signal("-CONT");
+    std::thread::sleep(Duration::from_secs(4));
+    let after: Vec<_> = segments().into_iter().filter(|s| s.msn > before).collect();
+    let discs = after.iter().filter(|s| s.discontinuity).count();
+    assert_eq!(
+        discs,
+        1,
+        "the thawed holder interleaved: {after:?}\n{:?}",
+        logs(&transcoders)
+    );
+    assert_eq!(carriers(&control, "live/lease/240p"), ["t3"]);
+    let metrics = http_get(transcoders[0].1, "/metrics").text();
+    assert!(
+        metrics.contains("ugc_transcode_leases 0"),
+        "the thawed holder still runs the ladder: {metrics}"
+    );
+}
+
 /// `GET /api/v1/query` of the Prometheus at `prom`: the result vector.
 fn prom_query(prom: SocketAddr, query: &str) -> Vec<serde_json::Value> {
     let encoded: String = query

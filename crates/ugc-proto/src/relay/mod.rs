@@ -94,6 +94,8 @@ mod window;
 mod writer;
 
 #[cfg(feature = "tokio")]
+pub mod lease;
+#[cfg(feature = "tokio")]
 pub mod puller;
 #[cfg(feature = "tokio")]
 pub mod push;

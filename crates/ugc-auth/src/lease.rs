@@ -1,0 +1,420 @@
+//! Transcode leases: which transcoding node makes a stream's ladder.
+//!
+//! With no static `transcoders` in the control plane's topology, every
+//! live stream whose transcode setting is not `off` is a job, and each job
+//! is leased by exactly one live transcoder. The transcoders' heartbeats
+//! do the work (one [`Store::lease_round`](crate::store::Store::lease_round)
+//! per beat, every [`ControlConfig::lease_ttl`](crate::ControlConfig) / 3):
+//! a transcoder renews what it holds, claims what is unheld, expired, held
+//! by a node that stopped beating, or held by a node of lower priority,
+//! and its beat's answer lists its leases, each with its epoch and the
+//! publishing node to pull the stream from. Every claim adds one to the
+//! job's epoch; the transcoder states it on its relay pushes and origins
+//! refuse a lower one than they saw, so a transcoder that comes back from
+//! a partition with an old lease feeds nobody.
+//!
+//! Spread: only the transcoders of the highest live priority claim, each
+//! up to its share, `ceil(jobs / those transcoders)` (capped by its
+//! capacity), so with N equal transcoders and M jobs none holds more than
+//! `ceil(M/N) + 1` while another has room: one holding more than that
+//! releases the rest. A lower-priority transcoder (a standby) claims only
+//! when no higher one beats; when the main comes back it takes its jobs
+//! back (the guide's main/standby pair: `ugc-transcode --priority`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ControlPlane;
+use crate::error::Result;
+use crate::registry::{NodeBeat, NodeRole, NodeState, NodeView};
+use crate::store::{LeasePlan, LeaseRow};
+
+/// Streams a transcoder with no declared capacity is assumed to take.
+const DEFAULT_CAPACITY: u32 = 100;
+
+/// One lease as a transcoder's heartbeat answer carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Hub stream (`live/news`).
+    pub stream: String,
+    /// The lease's epoch: state it on every relay push of the stream and
+    /// its renditions.
+    pub epoch: u64,
+    /// The publishing node carrying the stream (`http://host:port`): pull
+    /// it from there.
+    pub source: String,
+}
+
+/// A transcoder that takes work, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Node id.
+    pub id: String,
+    /// Higher is preferred.
+    pub priority: i32,
+    /// Jobs it takes at most.
+    pub capacity: u32,
+}
+
+/// One transcoder's lease round: the planner, a pure function of the
+/// registry and the lease rows (the store runs it in its transaction).
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// The transcoder beating.
+    pub me: String,
+    /// Its priority.
+    pub priority: i32,
+    /// Its capacity.
+    pub capacity: u32,
+    /// It is draining: it keeps what it holds until others take it, and
+    /// claims nothing.
+    pub draining: bool,
+    /// Every transcoder that beats and takes work, `me` included unless
+    /// draining.
+    pub peers: Vec<Peer>,
+    /// The number of jobs.
+    pub jobs: usize,
+}
+
+impl Round {
+    fn peer(&self, id: &str) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
+    /// The highest priority of a live transcoder.
+    fn top(&self) -> Option<i32> {
+        self.peers.iter().map(|p| p.priority).max()
+    }
+
+    /// How many jobs `me` should hold: its share among the transcoders of
+    /// the highest priority, none if it is not one of them.
+    pub fn share(&self) -> usize {
+        if self.draining || self.top() != Some(self.priority) {
+            return 0;
+        }
+        let top = self.top();
+        let tier = self
+            .peers
+            .iter()
+            .filter(|p| Some(p.priority) == top)
+            .count();
+        let cap = if self.capacity == 0 {
+            DEFAULT_CAPACITY
+        } else {
+            self.capacity
+        };
+        self.jobs
+            .div_ceil(tier.max(1))
+            .min(usize::try_from(cap).unwrap_or(usize::MAX))
+    }
+
+    /// Whether `me` may claim `row` at `now_ms`: nobody holds it, its lease
+    /// ran out, its holder no longer beats (or drains), or its holder has
+    /// a lower priority.
+    pub fn claimable(&self, row: &LeaseRow, now_ms: i64) -> bool {
+        if row.node_id == self.me || self.draining {
+            return false;
+        }
+        if row.node_id.is_empty() || row.expires_ms <= now_ms {
+            return true;
+        }
+        self.peer(&row.node_id)
+            .is_none_or(|holder| holder.priority < self.priority)
+    }
+
+    /// The round's plan over the jobs' `rows` at `now_ms`.
+    pub fn plan(&self, now_ms: i64, rows: &[LeaseRow]) -> LeasePlan {
+        let mut mine: Vec<String> = rows
+            .iter()
+            .filter(|r| r.node_id == self.me)
+            .map(|r| r.stream.clone())
+            .collect();
+        mine.sort();
+        let share = self.share();
+        let mut release = Vec::new();
+        if !self.draining && self.top() == Some(self.priority) && mine.len() > share + 1 {
+            release = mine.split_off(share);
+        }
+        // Free jobs first, then those taken back from a lower priority.
+        let mut free: Vec<&LeaseRow> = Vec::new();
+        let mut lower: Vec<&LeaseRow> = Vec::new();
+        for r in rows.iter().filter(|r| self.claimable(r, now_ms)) {
+            let held =
+                !r.node_id.is_empty() && r.expires_ms > now_ms && self.peer(&r.node_id).is_some();
+            if held { &mut lower } else { &mut free }.push(r);
+        }
+        free.sort_by(|a, b| a.stream.cmp(&b.stream));
+        lower.sort_by(|a, b| a.stream.cmp(&b.stream));
+        LeasePlan {
+            want: share.saturating_sub(mine.len()),
+            renew: mine,
+            release,
+            claim: free
+                .into_iter()
+                .chain(lower)
+                .map(|r| r.stream.clone())
+                .collect(),
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Runs the lease round of transcoder `beat` (just recorded) and
+    /// answers its leases. Jobs are the streams of live publishing nodes
+    /// whose transcode setting is not `off`.
+    pub async fn transcode_leases(&self, beat: &NodeBeat) -> Result<Vec<Lease>> {
+        let nodes = self.nodes().await?;
+        let ttl = self.inner.lease_ttl;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let sources = self.jobs(&nodes);
+        let jobs: Vec<String> = sources.keys().cloned().collect();
+        let peers = nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Transcode && n.state == NodeState::Live)
+            .filter(|n| n.age_ms <= ttl_ms || n.id == beat.id)
+            .map(|n| Peer {
+                id: n.id.clone(),
+                priority: n.priority,
+                capacity: n.capacity,
+            })
+            .collect();
+        let round = Round {
+            me: beat.id.clone(),
+            priority: beat.priority,
+            capacity: beat.capacity,
+            draining: beat.draining,
+            peers,
+            jobs: jobs.len(),
+        };
+        // One round at a time per control plane (SQLite has one writer;
+        // on PostgreSQL the row locks order rounds of other planes).
+        let _one = self.inner.lease_lock.lock().await;
+        let held = self
+            .inner
+            .store
+            .lease_round(
+                &beat.id,
+                &jobs,
+                ttl_ms,
+                |now, rows| round.plan(now, rows),
+                |row, now| round.claimable(row, now),
+            )
+            .await?;
+        Ok(held
+            .into_iter()
+            .filter_map(|(stream, epoch)| {
+                let source = sources.get(&stream)?.clone();
+                Some(Lease {
+                    stream,
+                    epoch: u64::try_from(epoch).unwrap_or(0),
+                    source,
+                })
+            })
+            .collect())
+    }
+
+    /// The jobs (Hub stream names) and the publishing node each is pulled
+    /// from.
+    fn jobs(&self, nodes: &[NodeView]) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for n in nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Publish && n.state != NodeState::Down)
+        {
+            for s in &n.streams {
+                let Some(name) = s.strip_prefix("live/") else {
+                    continue;
+                };
+                if name.contains('/') {
+                    continue; // a rendition, not a source
+                }
+                if self.settings(name).is_some_and(|st| st.transcode != "off") {
+                    out.entry(s.clone()).or_insert_with(|| n.url.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every lease row (`GET /api/v1/leases`).
+    pub async fn lease_rows(&self) -> Result<Vec<LeaseRow>> {
+        self.inner.store.leases().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, priority: i32) -> Peer {
+        Peer {
+            id: id.into(),
+            priority,
+            capacity: 0,
+        }
+    }
+
+    fn round(me: &str, priority: i32, peers: &[Peer], jobs: usize) -> Round {
+        Round {
+            me: me.into(),
+            priority,
+            capacity: 0,
+            draining: false,
+            peers: peers.to_vec(),
+            jobs,
+        }
+    }
+
+    /// A simulated lease table: rounds applied as the store applies them.
+    struct Table {
+        rows: BTreeMap<String, LeaseRow>,
+        ttl: i64,
+    }
+
+    impl Table {
+        fn new(jobs: usize) -> Table {
+            let rows = (0..jobs)
+                .map(|i| {
+                    let s = format!("live/s{i}");
+                    let row = LeaseRow {
+                        stream: s.clone(),
+                        node_id: String::new(),
+                        epoch: 0,
+                        expires_ms: 0,
+                    };
+                    (s, row)
+                })
+                .collect();
+            Table { rows, ttl: 3000 }
+        }
+
+        fn run(&mut self, r: &Round, now: i64) {
+            let rows: Vec<LeaseRow> = self.rows.values().cloned().collect();
+            let plan = r.plan(now, &rows);
+            for s in &plan.renew {
+                self.rows.get_mut(s).unwrap().expires_ms = now + self.ttl;
+            }
+            for s in &plan.release {
+                let row = self.rows.get_mut(s).unwrap();
+                row.node_id.clear();
+                row.expires_ms = 0;
+            }
+            let mut taken = 0;
+            for s in &plan.claim {
+                if taken == plan.want {
+                    break;
+                }
+                let row = self.rows.get_mut(s).unwrap();
+                if r.claimable(row, now) {
+                    row.node_id = r.me.clone();
+                    row.epoch += 1;
+                    row.expires_ms = now + self.ttl;
+                    taken += 1;
+                }
+            }
+        }
+
+        fn held(&self, id: &str) -> usize {
+            self.rows.values().filter(|r| r.node_id == id).count()
+        }
+    }
+
+    #[test]
+    fn jobs_spread_over_equal_transcoders_within_the_bound() {
+        for (n, m) in [(3, 6), (3, 7), (2, 5), (4, 1), (3, 20)] {
+            let peers: Vec<Peer> = (0..n).map(|i| peer(&format!("t{i}"), 0)).collect();
+            let mut t = Table::new(m);
+            for beat in 0..5 {
+                for p in &peers {
+                    t.run(&round(&p.id, 0, &peers, m), beat * 1000);
+                }
+            }
+            let bound = m.div_ceil(n) + 1;
+            let held: Vec<usize> = peers.iter().map(|p| t.held(&p.id)).collect();
+            assert_eq!(held.iter().sum::<usize>(), m, "{n}x{m}: every job held");
+            assert!(held.iter().all(|&h| h <= bound), "{n}x{m}: {held:?}");
+        }
+    }
+
+    #[test]
+    fn a_dead_transcoders_jobs_are_claimed_after_its_lease_with_a_new_epoch() {
+        let peers = [peer("a", 0), peer("b", 0)];
+        let mut t = Table::new(4);
+        t.run(&round("a", 0, &peers, 4), 0);
+        t.run(&round("b", 0, &peers, 4), 10);
+        assert_eq!((t.held("a"), t.held("b")), (2, 2));
+        // `a` stops beating at 0: before its lease ends `b` takes nothing.
+        t.run(&round("b", 0, &peers, 4), 2000);
+        assert_eq!(t.held("b"), 2);
+        // Once it has ended (and `a` counts as gone), `b` takes them all,
+        // each with a new epoch.
+        let alive = [peer("b", 0)];
+        t.run(&round("b", 0, &alive, 4), 3000);
+        assert_eq!(t.held("b"), 4);
+        assert!(t.rows.values().all(|r| r.epoch >= 1));
+        assert_eq!(t.rows.values().filter(|r| r.epoch == 2).count(), 2);
+    }
+
+    #[test]
+    fn a_stale_holders_lease_is_not_renewed_by_anyone_else() {
+        let peers = [peer("a", 0), peer("b", 0)];
+        let r = round("b", 0, &peers, 1);
+        let row = LeaseRow {
+            stream: "live/x".into(),
+            node_id: "a".into(),
+            epoch: 3,
+            expires_ms: 5000,
+        };
+        assert!(!r.claimable(&row, 4999));
+        assert!(r.claimable(&row, 5000));
+    }
+
+    #[test]
+    fn the_main_holds_the_jobs_and_the_standby_takes_over_and_gives_them_back() {
+        let both = [peer("main", 10), peer("standby", 0)];
+        let mut t = Table::new(3);
+        t.run(&round("standby", 0, &both, 3), 0);
+        t.run(&round("main", 10, &both, 3), 0);
+        assert_eq!((t.held("main"), t.held("standby")), (3, 0));
+        // The main stops beating: the standby alone takes over.
+        let standby = [peer("standby", 0)];
+        t.run(&round("standby", 0, &standby, 3), 3000);
+        assert_eq!(t.held("standby"), 3);
+        // The main comes back: it takes its jobs back at its first beat.
+        t.run(&round("main", 10, &both, 3), 9000);
+        assert_eq!((t.held("main"), t.held("standby")), (3, 0));
+        assert!(t.rows.values().all(|r| r.epoch == 3));
+    }
+
+    #[test]
+    fn a_holder_over_its_share_plus_one_releases_the_rest_for_a_newcomer() {
+        let one = [peer("a", 0)];
+        let mut t = Table::new(6);
+        t.run(&round("a", 0, &one, 6), 0);
+        assert_eq!(t.held("a"), 6);
+        let three = [peer("a", 0), peer("b", 0), peer("c", 0)];
+        t.run(&round("b", 0, &three, 6), 500);
+        t.run(&round("c", 0, &three, 6), 600);
+        assert_eq!(t.held("b") + t.held("c"), 0, "nothing free yet");
+        t.run(&round("a", 0, &three, 6), 1000);
+        assert_eq!(t.held("a"), 2);
+        t.run(&round("b", 0, &three, 6), 1500);
+        t.run(&round("c", 0, &three, 6), 1600);
+        assert_eq!((t.held("a"), t.held("b"), t.held("c")), (2, 2, 2));
+    }
+
+    #[test]
+    fn a_draining_transcoder_claims_nothing_and_its_jobs_move() {
+        let peers = [peer("b", 0)]; // `a` drains: not a peer
+        let mut t = Table::new(2);
+        let mut a = round("a", 0, &peers, 2);
+        t.run(&round("a", 0, &[peer("a", 0), peer("b", 0)], 2), 0);
+        assert_eq!(t.held("a"), 1);
+        a.draining = true;
+        t.run(&a, 100);
+        assert_eq!(t.held("a"), 1, "it keeps what it holds meanwhile");
+        t.run(&round("b", 0, &peers, 2), 200);
+        assert_eq!((t.held("a"), t.held("b")), (0, 2));
+    }
+}

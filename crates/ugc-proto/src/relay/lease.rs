@@ -1,0 +1,290 @@
+//! A transcoding node's side of transcode leases: the streams it holds are
+//! pulled from their publishing nodes into its Hub (where its ladder makes
+//! their renditions) and the renditions are pushed to the origins with the
+//! lease's epoch.
+//!
+//! The control plane's heartbeat answers list the node's leases;
+//! [`LeaseFollower::apply`] makes the node do exactly those: a new lease
+//! starts a [`RelayPuller`] from the lease's source into the Hub and
+//! pushes of the stream's renditions, a lost one stops them at once (the
+//! pushes are cut, so the origin waits for the new holder instead of
+//! taking an end from the old one) and ends the stream in the Hub, a new
+//! epoch on a held stream re-pushes under it. The origins get each
+//! stream's source from its publishing node, not from here.
+//!
+//! [`LeaseFollower::push_all`] is the node's one push loop: renditions of
+//! held streams go out under their lease's epoch; until the first lease
+//! answer (a control plane that names its transcoders instead, so that
+//! publishing nodes push to them) every stream goes out as before, epoch 0.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+use ugc_core::metrics::{Exposition, Kind};
+use ugc_core::{Hub, StreamPath};
+
+use super::puller::{PullConfig, RelayPuller};
+use super::push::{PushConfig, RelayPushStats, RelayPusher};
+
+/// One lease as the control plane gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedStream {
+    /// The source stream (`live/news`).
+    pub stream: StreamPath,
+    /// The lease's epoch.
+    pub epoch: u64,
+    /// The publishing node to pull it from, `http://host:port`.
+    pub source: String,
+}
+
+/// Follows a transcoding node's leases. Cheap to clone.
+#[derive(Clone)]
+pub struct LeaseFollower {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Hub,
+    targets: Vec<String>,
+    token: String,
+    stats: Arc<RelayPushStats>,
+    /// A lease answer came: push only what is leased.
+    leasing: AtomicBool,
+    held: Mutex<HashMap<StreamPath, Held>>,
+    gained: AtomicU64,
+    lost: AtomicU64,
+}
+
+struct Held {
+    epoch: u64,
+    source: String,
+    pull: AbortHandle,
+    pushes: Vec<AbortHandle>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.pull.abort();
+        for p in &self.pushes {
+            p.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for LeaseFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseFollower")
+            .field("targets", &self.inner.targets)
+            .field("held", &self.held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseFollower {
+    /// A follower pulling into `hub` and pushing to `targets` (the
+    /// origins) with the node token.
+    pub fn new(
+        hub: Hub,
+        targets: Vec<String>,
+        token: impl Into<String>,
+        stats: Arc<RelayPushStats>,
+    ) -> Self {
+        LeaseFollower {
+            inner: Arc::new(Inner {
+                hub,
+                targets,
+                token: token.into(),
+                stats,
+                leasing: AtomicBool::new(false),
+                held: Mutex::new(HashMap::new()),
+                gained: AtomicU64::new(0),
+                lost: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<StreamPath, Held>> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The streams held and their epochs, by stream.
+    pub fn held(&self) -> Vec<(StreamPath, u64)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(s, h)| (s.clone(), h.epoch))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Makes the node run exactly `leases` (a heartbeat's answer). Needs a
+    /// Tokio runtime.
+    pub fn apply(&self, leases: &[LeasedStream]) {
+        self.inner.leasing.store(true, Ordering::Relaxed);
+        let want: HashMap<&StreamPath, &LeasedStream> =
+            leases.iter().map(|l| (&l.stream, l)).collect();
+        let mut held = self.lock();
+        let lost: Vec<StreamPath> = held
+            .keys()
+            .filter(|s| !want.contains_key(s))
+            .cloned()
+            .collect();
+        for s in lost {
+            drop(held.remove(&s));
+            self.inner.hub.end(&s);
+            self.inner.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(stream = %s, "transcode lease lost: stopped");
+        }
+        for l in leases {
+            match held.get_mut(&l.stream) {
+                Some(h) => {
+                    if h.source != l.source {
+                        tracing::info!(stream = %l.stream, source = %l.source, "lease source moved");
+                        h.pull.abort();
+                        h.pull = self.spawn_pull(l);
+                        h.source = l.source.clone();
+                    }
+                    if h.epoch != l.epoch {
+                        tracing::info!(stream = %l.stream, epoch = l.epoch, "lease epoch changed");
+                        for p in h.pushes.drain(..) {
+                            p.abort();
+                        }
+                        h.epoch = l.epoch;
+                        h.pushes = self.push_renditions(&l.stream, l.epoch);
+                    }
+                }
+                None => {
+                    tracing::info!(stream = %l.stream, epoch = l.epoch, source = %l.source,
+                        "transcode lease gained");
+                    self.inner.gained.fetch_add(1, Ordering::Relaxed);
+                    let h = Held {
+                        epoch: l.epoch,
+                        source: l.source.clone(),
+                        pull: self.spawn_pull(l),
+                        pushes: self.push_renditions(&l.stream, l.epoch),
+                    };
+                    held.insert(l.stream.clone(), h);
+                }
+            }
+        }
+    }
+
+    /// Pulls the leased stream into the Hub for as long as the lease
+    /// lasts; a failed pull (the source not there yet, a refused epoch) is
+    /// retried every second.
+    fn spawn_pull(&self, l: &LeasedStream) -> AbortHandle {
+        let (hub, token) = (self.inner.hub.clone(), self.inner.token.clone());
+        let (stream, source) = (l.stream.clone(), l.source.clone());
+        tokio::spawn(async move {
+            loop {
+                let puller = RelayPuller::new(PullConfig::new(&source, stream.clone(), &token));
+                let publisher = hub.publish(&stream);
+                match ugc_core::pump(puller, ugc_core::Passthrough, publisher).await {
+                    Ok(()) => {
+                        tracing::info!(%stream, %source, "leased stream ended at its source");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%stream, %source, error = %e, "lease pull failed; retrying");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+        .abort_handle()
+    }
+
+    /// Pushes of the renditions of `root` the Hub has now.
+    fn push_renditions(&self, root: &StreamPath, epoch: u64) -> Vec<AbortHandle> {
+        self.inner
+            .hub
+            .stream_names()
+            .into_iter()
+            .filter(|s| !s.is_source() && s.source() == *root)
+            .flat_map(|s| self.spawn_pushes(&s, epoch))
+            .collect()
+    }
+
+    fn spawn_pushes(&self, stream: &StreamPath, epoch: u64) -> Vec<AbortHandle> {
+        let mut out = Vec::new();
+        for target in &self.inner.targets {
+            let Some(reader) = self.inner.hub.subscribe_existing(stream) else {
+                continue;
+            };
+            let pusher = RelayPusher::new(PushConfig {
+                epoch,
+                stats: self.inner.stats.clone(),
+                ..PushConfig::new(target, stream.clone(), &self.inner.token)
+            });
+            let (stream, target) = (stream.clone(), target.clone());
+            let task = tokio::spawn(async move {
+                match ugc_core::pump(reader, ugc_core::Passthrough, pusher).await {
+                    Ok(()) => tracing::info!(%stream, %target, "relay push ended with the stream"),
+                    Err(e) => tracing::warn!(%stream, %target, error = %e, "relay push failed"),
+                }
+            });
+            out.push(task.abort_handle());
+        }
+        out
+    }
+
+    /// The node's push loop (see the module doc); runs until the Hub is
+    /// gone.
+    pub async fn push_all(self) {
+        let mut watch = self.inner.hub.watch();
+        while let Some(stream) = watch.next().await {
+            let root = stream.source();
+            let mut held = self.lock();
+            match held.get_mut(&root) {
+                Some(_) if stream.is_source() => {} // the origins have it
+                Some(h) => {
+                    let epoch = h.epoch;
+                    h.pushes.retain(|p| !p.is_finished());
+                    let new = self.spawn_pushes(&stream, epoch);
+                    h.pushes.extend(new);
+                }
+                None if self.inner.leasing.load(Ordering::Relaxed) => {}
+                None => {
+                    drop(held);
+                    for p in self.spawn_pushes(&stream, 0) {
+                        drop(p); // runs with the stream
+                    }
+                }
+            }
+        }
+    }
+
+    /// `ugc_transcode_leases` (held now), `..._gained_total`,
+    /// `..._lost_total`.
+    pub fn write_metrics(&self, m: &mut Exposition) {
+        let held = self.lock().len();
+        m.family(
+            "ugc_transcode_leases",
+            Kind::Gauge,
+            "Transcode leases this node holds.",
+        );
+        m.sample(&[], held as f64);
+        for (name, help, v) in [
+            (
+                "ugc_transcode_leases_gained_total",
+                "Transcode leases this node claimed.",
+                &self.inner.gained,
+            ),
+            (
+                "ugc_transcode_leases_lost_total",
+                "Transcode leases this node lost or gave up.",
+                &self.inner.lost,
+            ),
+        ] {
+            m.family(name, Kind::Counter, help);
+            m.sample(&[], v.load(Ordering::Relaxed) as f64);
+        }
+    }
+}
