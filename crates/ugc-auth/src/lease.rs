@@ -21,17 +21,37 @@
 //! when no higher one beats; when the main comes back it takes its jobs
 //! back (the guide's main/standby pair: `ugc-transcode --priority`).
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ControlPlane;
 use crate::error::Result;
 use crate::registry::{NodeBeat, NodeRole, NodeState, NodeView};
-use crate::store::{LeasePlan, LeaseRow};
+use crate::store::{LeasePlan, LeaseQuery, LeaseRow};
 
 /// Streams a transcoder with no declared capacity is assumed to take.
 const DEFAULT_CAPACITY: u32 = 100;
+
+/// What lease rounds read of the registry, shared for 200 ms.
+#[derive(Debug)]
+pub(crate) struct LeaseView {
+    at: Instant,
+    nodes: Vec<NodeView>,
+    /// Job -> the publishing node carrying it.
+    sources: HashMap<String, String>,
+    /// The jobs, sorted.
+    jobs: Vec<String>,
+}
+
+/// The shared [`LeaseView`] and the jobs known to have a lease row.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseCache {
+    view: Option<Arc<LeaseView>>,
+    known: HashSet<String>,
+}
 
 /// One lease as a transcoder's heartbeat answer carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +93,8 @@ pub struct Round {
     /// Every transcoder that beats and takes work, `me` included unless
     /// draining.
     pub peers: Vec<Peer>,
+    /// Transcoders that beat but drain: others take their jobs.
+    pub drainers: Vec<String>,
     /// The number of jobs.
     pub jobs: usize,
 }
@@ -110,8 +132,9 @@ impl Round {
     }
 
     /// Whether `me` may claim `row` at `now_ms`: nobody holds it, its lease
-    /// ran out, its holder no longer beats (or drains), or its holder has
-    /// a lower priority.
+    /// ran out, its holder drains, or its holder has a lower priority. (A
+    /// holder missing from the registry view still holds its lease until
+    /// it runs out: the view may predate the holder's first beat.)
     pub fn claimable(&self, row: &LeaseRow, now_ms: i64) -> bool {
         if row.node_id == self.me || self.draining {
             return false;
@@ -119,13 +142,15 @@ impl Round {
         if row.node_id.is_empty() || row.expires_ms <= now_ms {
             return true;
         }
-        self.peer(&row.node_id)
-            .is_none_or(|holder| holder.priority < self.priority)
+        self.drainers.contains(&row.node_id)
+            || self
+                .peer(&row.node_id)
+                .is_some_and(|holder| holder.priority < self.priority)
     }
 
-    /// The round's plan over the jobs' `rows` at `now_ms`.
-    pub fn plan(&self, now_ms: i64, rows: &[LeaseRow]) -> LeasePlan {
-        let mut mine: Vec<String> = rows
+    /// The round's plan given the rows `me` holds on jobs (`mine`).
+    pub fn plan(&self, _now_ms: i64, mine: &[LeaseRow]) -> LeasePlan {
+        let mut mine: Vec<String> = mine
             .iter()
             .filter(|r| r.node_id == self.me)
             .map(|r| r.stream.clone())
@@ -136,26 +161,21 @@ impl Round {
         if !self.draining && self.top() == Some(self.priority) && mine.len() > share + 1 {
             release = mine.split_off(share);
         }
-        // Free jobs first, then those taken back from a lower priority.
-        let mut free: Vec<&LeaseRow> = Vec::new();
-        let mut lower: Vec<&LeaseRow> = Vec::new();
-        for r in rows.iter().filter(|r| self.claimable(r, now_ms)) {
-            let held =
-                !r.node_id.is_empty() && r.expires_ms > now_ms && self.peer(&r.node_id).is_some();
-            if held { &mut lower } else { &mut free }.push(r);
-        }
-        free.sort_by(|a, b| a.stream.cmp(&b.stream));
-        lower.sort_by(|a, b| a.stream.cmp(&b.stream));
         LeasePlan {
             want: share.saturating_sub(mine.len()),
             renew: mine,
             release,
-            claim: free
-                .into_iter()
-                .chain(lower)
-                .map(|r| r.stream.clone())
-                .collect(),
         }
+    }
+
+    /// The ids of the peers `me` may take jobs from while their lease
+    /// runs: those of a lower priority.
+    pub fn lower(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|p| p.priority < self.priority)
+            .map(|p| p.id.clone())
+            .collect()
     }
 }
 
@@ -164,47 +184,82 @@ impl ControlPlane {
     /// answers its leases. Jobs are the streams of live publishing nodes
     /// whose transcode setting is not `off`.
     pub async fn transcode_leases(&self, beat: &NodeBeat) -> Result<Vec<Lease>> {
-        let nodes = self.nodes().await?;
+        let (view, new_jobs) = self.lease_view().await?;
         let ttl = self.inner.lease_ttl;
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let sources = self.jobs(&nodes);
-        let jobs: Vec<String> = sources.keys().cloned().collect();
-        let peers = nodes
+        let mut peers: Vec<Peer> = view
+            .nodes
             .iter()
             .filter(|n| n.role == NodeRole::Transcode && n.state == NodeState::Live)
-            .filter(|n| n.age_ms <= ttl_ms || n.id == beat.id)
+            .filter(|n| n.age_ms <= ttl_ms && n.id != beat.id)
             .map(|n| Peer {
                 id: n.id.clone(),
                 priority: n.priority,
                 capacity: n.capacity,
             })
             .collect();
+        if !beat.draining {
+            peers.push(Peer {
+                id: beat.id.clone(),
+                priority: beat.priority,
+                capacity: beat.capacity,
+            });
+        }
+        let drainers = view
+            .nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Transcode && n.state == NodeState::Draining)
+            .map(|n| n.id.clone())
+            .collect();
         let round = Round {
+            drainers,
             me: beat.id.clone(),
             priority: beat.priority,
             capacity: beat.capacity,
             draining: beat.draining,
             peers,
-            jobs: jobs.len(),
+            jobs: view.jobs.len(),
         };
-        // One round at a time per control plane (SQLite has one writer;
-        // on PostgreSQL the row locks order rounds of other planes).
-        let _one = self.inner.lease_lock.lock().await;
+        let lower = round.lower();
+        let query = LeaseQuery {
+            me: &beat.id,
+            jobs: &view.jobs,
+            is_job: &|s| view.sources.contains_key(s),
+            new_jobs: &new_jobs,
+            draining: &round.drainers,
+            lower: &lower,
+            ttl_ms,
+        };
+        // SQLite has one writer: one round at a time. On PostgreSQL rounds
+        // run side by side (row locks and epoch-checked claims).
+        let one = match self.inner.store.is_sqlite() {
+            true => Some(self.inner.lease_lock.lock().await),
+            false => None,
+        };
         let held = self
             .inner
             .store
             .lease_round(
-                &beat.id,
-                &jobs,
-                ttl_ms,
+                &query,
                 |now, rows| round.plan(now, rows),
                 |row, now| round.claimable(row, now),
             )
-            .await?;
+            .await;
+        drop(one);
+        let held = match held {
+            Ok(h) => h,
+            Err(e) => {
+                if !new_jobs.is_empty() {
+                    // Their rows may be missing: make them again.
+                    self.inner.lease_view.lock().await.known.clear();
+                }
+                return Err(e);
+            }
+        };
         Ok(held
             .into_iter()
             .filter_map(|(stream, epoch)| {
-                let source = sources.get(&stream)?.clone();
+                let source = view.sources.get(&stream)?.clone();
                 Some(Lease {
                     stream,
                     epoch: u64::try_from(epoch).unwrap_or(0),
@@ -214,10 +269,40 @@ impl ControlPlane {
             .collect())
     }
 
+    /// The registry and the jobs for lease rounds, read at most every
+    /// 200 ms however many transcoders beat (a round would otherwise read
+    /// and parse every node's row and walk every stream), and the jobs
+    /// that may have no lease row yet (to this round only).
+    async fn lease_view(&self) -> Result<(Arc<LeaseView>, Vec<String>)> {
+        let mut cache = self.inner.lease_view.lock().await;
+        if let Some(v) = cache.view.as_ref()
+            && v.at.elapsed() < Duration::from_millis(200)
+        {
+            return Ok((v.clone(), Vec::new()));
+        }
+        let nodes = self.nodes().await?;
+        let sources = self.jobs(&nodes);
+        let jobs: Vec<String> = sources.keys().cloned().collect();
+        let new_jobs: Vec<String> = jobs
+            .iter()
+            .filter(|j| !cache.known.contains(*j))
+            .cloned()
+            .collect();
+        cache.known = jobs.iter().cloned().collect();
+        let view = Arc::new(LeaseView {
+            at: Instant::now(),
+            nodes,
+            sources,
+            jobs,
+        });
+        cache.view = Some(view.clone());
+        Ok((view, new_jobs))
+    }
+
     /// The jobs (Hub stream names) and the publishing node each is pulled
     /// from.
-    fn jobs(&self, nodes: &[NodeView]) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
+    fn jobs(&self, nodes: &[NodeView]) -> HashMap<String, String> {
+        let mut out = HashMap::new();
         for n in nodes
             .iter()
             .filter(|n| n.role == NodeRole::Publish && n.state != NodeState::Down)
@@ -245,6 +330,8 @@ impl ControlPlane {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn peer(id: &str, priority: i32) -> Peer {
@@ -262,6 +349,7 @@ mod tests {
             capacity: 0,
             draining: false,
             peers: peers.to_vec(),
+            drainers: Vec::new(),
             jobs,
         }
     }
@@ -290,8 +378,25 @@ mod tests {
         }
 
         fn run(&mut self, r: &Round, now: i64) {
-            let rows: Vec<LeaseRow> = self.rows.values().cloned().collect();
-            let plan = r.plan(now, &rows);
+            let mine: Vec<LeaseRow> = self
+                .rows
+                .values()
+                .filter(|row| row.node_id == r.me)
+                .cloned()
+                .collect();
+            let plan = r.plan(now, &mine);
+            // The store's candidates: claimable, free ones first.
+            let lower = r.lower();
+            let mut candidates: Vec<&LeaseRow> = self
+                .rows
+                .values()
+                .filter(|row| r.claimable(row, now))
+                .collect();
+            candidates.sort_by_key(|row| {
+                let held = lower.contains(&row.node_id) && row.expires_ms > now;
+                (held, row.stream.clone())
+            });
+            let claim: Vec<String> = candidates.iter().map(|row| row.stream.clone()).collect();
             for s in &plan.renew {
                 self.rows.get_mut(s).unwrap().expires_ms = now + self.ttl;
             }
@@ -301,7 +406,7 @@ mod tests {
                 row.expires_ms = 0;
             }
             let mut taken = 0;
-            for s in &plan.claim {
+            for s in &claim {
                 if taken == plan.want {
                     break;
                 }
@@ -414,7 +519,20 @@ mod tests {
         a.draining = true;
         t.run(&a, 100);
         assert_eq!(t.held("a"), 1, "it keeps what it holds meanwhile");
-        t.run(&round("b", 0, &peers, 2), 200);
+        let mut b = round("b", 0, &peers, 2);
+        b.drainers = vec!["a".into()];
+        t.run(&b, 200);
         assert_eq!((t.held("a"), t.held("b")), (0, 2));
+    }
+
+    #[test]
+    fn a_holder_missing_from_a_stale_registry_view_keeps_its_lease() {
+        // `main` registered after the view `t` plans with was read.
+        let mut t = Table::new(1);
+        let both = [peer("main", 10), peer("t", 0)];
+        t.run(&round("main", 10, &both, 1), 0);
+        assert_eq!(t.held("main"), 1);
+        t.run(&round("t", 0, &[peer("t", 0)], 1), 100);
+        assert_eq!((t.held("main"), t.held("t")), (1, 0));
     }
 }

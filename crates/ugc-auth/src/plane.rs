@@ -222,8 +222,10 @@ pub(crate) struct Inner {
     pub(crate) topology: crate::node::Topology,
     pub(crate) node_down_after: std::time::Duration,
     pub(crate) lease_ttl: std::time::Duration,
-    /// One transcode lease round at a time.
+    /// One transcode lease round at a time on SQLite.
     pub(crate) lease_lock: tokio::sync::Mutex<()>,
+    /// What lease rounds read of the registry.
+    pub(crate) lease_view: tokio::sync::Mutex<crate::lease::LeaseCache>,
     /// Streams placed on publishing nodes.
     pub(crate) placements: crate::registry::Placements,
     generated_admin: Mutex<Option<String>>,
@@ -376,6 +378,7 @@ impl ControlPlane {
                 node_down_after: config.node_down_after,
                 lease_ttl: config.lease_ttl.max(std::time::Duration::from_millis(300)),
                 lease_lock: tokio::sync::Mutex::new(()),
+                lease_view: tokio::sync::Mutex::new(Default::default()),
                 placements: Default::default(),
                 generated_admin: Mutex::new(generated),
             }),

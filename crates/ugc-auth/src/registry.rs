@@ -625,8 +625,19 @@ impl Heartbeat {
     /// beat hands nothing: the node keeps what it was last told).
     pub async fn run_with(
         self,
+        beat: impl FnMut() -> NodeBeat + Send,
+        answered: impl FnMut(&BeatAnswer) + Send,
+    ) {
+        self.run_waking(beat, answered, None).await;
+    }
+
+    /// [`run_with`](Self::run_with); a notification of `wake` brings the
+    /// next beat forward (after 100 ms, which gathers a burst into one).
+    async fn run_waking(
+        self,
         mut beat: impl FnMut() -> NodeBeat + Send,
         mut answered: impl FnMut(&BeatAnswer) + Send,
+        wake: Option<std::sync::Arc<tokio::sync::Notify>>,
     ) {
         let mut interval = BEAT_INTERVAL;
         let mut failing = false;
@@ -648,7 +659,17 @@ impl Heartbeat {
                     failing = true;
                 }
             }
-            tokio::time::sleep(interval).await;
+            match &wake {
+                Some(w) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        () = w.notified() => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                None => tokio::time::sleep(interval).await,
+            }
         }
     }
 }
@@ -667,7 +688,8 @@ impl Heartbeat {
         self.run_hub_with(template, hub, egress_total, |_| {}).await;
     }
 
-    /// [`run_hub`](Self::run_hub), handing each answer to `answered`.
+    /// [`run_hub`](Self::run_hub), handing each answer to `answered`; a new
+    /// stream in the Hub brings the next beat forward.
     pub async fn run_hub_with(
         self,
         template: NodeBeat,
@@ -675,8 +697,18 @@ impl Heartbeat {
         egress_total: impl Fn() -> u64 + Send,
         answered: impl FnMut(&BeatAnswer) + Send,
     ) {
+        // A new stream is told at once, not at the next beat: a leased
+        // ladder starts that much sooner.
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let mut watch = hub.watch();
+        let woken = wake.clone();
+        tokio::spawn(async move {
+            while watch.next().await.is_some() {
+                woken.notify_one();
+            }
+        });
         let mut meter = LoadMeter::default();
-        self.run_with(
+        self.run_waking(
             move || {
                 let streams: Vec<String> = hub
                     .stream_names()
@@ -696,6 +728,7 @@ impl Heartbeat {
                 }
             },
             answered,
+            Some(wake),
         )
         .await;
     }

@@ -6,7 +6,6 @@
 //! as unix seconds, lists as JSON text) so both backends decode alike.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -123,10 +122,29 @@ pub struct LeasePlan {
     pub renew: Vec<String>,
     /// Its leases to give up (it holds more than its share).
     pub release: Vec<String>,
-    /// Rows to try to claim, best first.
-    pub claim: Vec<String>,
-    /// How many of them to claim at most.
+    /// How many more to claim at most.
     pub want: usize,
+}
+
+/// Who runs a lease round and what the registry says
+/// ([`Store::lease_round`]).
+#[derive(Clone, Copy)]
+pub struct LeaseQuery<'a> {
+    /// The transcoder's node id.
+    pub me: &'a str,
+    /// Every job (Hub stream names).
+    pub jobs: &'a [String],
+    /// Whether a stream is one of `jobs`.
+    pub is_job: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Jobs that may have no row yet.
+    pub new_jobs: &'a [String],
+    /// Transcoders that drain: their leases may be taken.
+    pub draining: &'a [String],
+    /// Transcoders with a lower priority than `me`: their leases may be
+    /// taken.
+    pub lower: &'a [String],
+    /// A lease's length in ms.
+    pub ttl_ms: i64,
 }
 
 /// A connection pool to the control-plane database.
@@ -170,6 +188,11 @@ impl Store {
             .collect();
         Migrator::with_migrations(migrations).run(&pool).await?;
         Ok(Store { pool, sqlite })
+    }
+
+    /// Whether the database is SQLite (one writer).
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite
     }
 
     /// Closes the pool.
@@ -507,27 +530,28 @@ impl Store {
             > 0)
     }
 
-    /// One transcoder's round of the lease table, in one transaction:
-    /// makes a row for every job (`jobs`, Hub stream names) that has none,
-    /// reads the jobs' rows, asks `plan` (given the database clock in unix
-    /// ms) which of its leases to renew and release and which rows to try
-    /// to claim, renews and releases, then claims up to
-    /// [`LeasePlan::want`] of the candidates that are still claimable when
-    /// locked (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so control planes
-    /// sharing the database never wait on each other's candidates nor
-    /// claim one twice; SQLite has one writer). Every claim adds one to the
-    /// row's epoch. Answers the leases `me` holds on jobs afterwards
-    /// (stream, epoch).
+    /// One transcoder's round of the lease table, in one transaction.
+    /// Makes a row for each of `q.new_jobs` that has none; reads the rows
+    /// `q.me` holds and asks `plan` (given them, on jobs, and the database
+    /// clock in unix ms) which to renew and release and how many more to
+    /// claim; renews, releases (and lets go of rows of streams that are no
+    /// job any more); then claims up to [`LeasePlan::want`] rows that are
+    /// claimable (unheld, expired, held by a node in `q.draining` or in
+    /// `q.lower`), free ones first, locked `FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL (control planes sharing the database never wait on each
+    /// other's candidates nor claim one twice; SQLite has one writer) and
+    /// checked again with `claimable`. Every claim adds one to the row's
+    /// epoch. Reads only the node's own rows and, when it wants more, as
+    /// many candidates as it wants: a round costs the same with 10 jobs or
+    /// 10,000. Answers the leases `q.me` holds on jobs (stream, epoch).
     pub async fn lease_round(
         &self,
-        me: &str,
-        jobs: &[String],
-        ttl_ms: i64,
+        q: &LeaseQuery<'_>,
         plan: impl FnOnce(i64, &[LeaseRow]) -> LeasePlan,
         claimable: impl Fn(&LeaseRow, i64) -> bool,
     ) -> Result<Vec<(String, i64)>> {
         let ctx = "transcode leases";
-        for chunk in jobs.chunks(500) {
+        for chunk in q.new_jobs.chunks(500) {
             let values: Vec<String> = (1..=chunk.len())
                 .map(|i| format!("(${i}, '', 0, 0)"))
                 .collect();
@@ -536,13 +560,14 @@ impl Store {
                  ON CONFLICT (stream) DO NOTHING",
                 values.join(", ")
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut b = sqlx::query(sqlx::AssertSqlSafe(sql));
             for j in chunk {
-                q = q.bind(j.as_str());
+                b = b.bind(j.as_str());
             }
-            q.execute(&self.pool).await.map_err(db(ctx))?;
+            b.execute(&self.pool).await.map_err(db(ctx))?;
         }
         let now_ms = self.now_ms_sql();
+        let ttl_ms = q.ttl_ms;
         let mut tx = self.pool.begin().await.map_err(db(ctx))?;
         if self.sqlite {
             // Take the write lock first: a WAL transaction that read and
@@ -552,79 +577,102 @@ impl Store {
                 .await
                 .map_err(db(ctx))?;
         }
-        let mut rows = Vec::with_capacity(jobs.len());
+        let sql = format!(
+            "SELECT {now_ms} AS now_ms, l.stream, l.node_id, l.epoch, l.expires_ms \
+             FROM (SELECT 1 AS one) AS clock LEFT JOIN transcode_leases AS l \
+             ON l.node_id = $1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(q.me)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(ctx))?;
         let mut now = 0;
-        for chunk in jobs.chunks(1000) {
-            let sql = format!(
-                "SELECT {now_ms} AS now_ms, stream, node_id, epoch, expires_ms \
-                 FROM transcode_leases WHERE stream IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for j in chunk {
-                q = q.bind(j.as_str());
+        let (mut mine, mut gone) = (Vec::new(), Vec::new());
+        for r in &rows {
+            now = get(r, "transcode_leases", "now_ms")?;
+            if get::<Option<String>>(r, "transcode_leases", "stream")?.is_none() {
+                continue;
             }
-            for r in q.fetch_all(&mut *tx).await.map_err(db(ctx))? {
-                now = get(&r, "transcode_leases", "now_ms")?;
-                rows.push(lease_row(&r)?);
+            let row = lease_row(r)?;
+            if (q.is_job)(&row.stream) {
+                mine.push(row);
+            } else {
+                gone.push(row.stream);
             }
         }
-        if now == 0 {
-            let sql = format!("SELECT {now_ms} AS now_ms");
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db(ctx))?;
-            now = get(&r, "transcode_leases", "now_ms")?;
-        }
-        let plan = plan(now, &rows);
+        let plan = plan(now, &mine);
+        let mut release = plan.release.clone();
+        release.extend(gone);
         for (list, set) in [
             (&plan.renew, format!("expires_ms = {now_ms} + {ttl_ms}")),
-            (&plan.release, "node_id = '', expires_ms = 0".to_owned()),
+            (&release, "node_id = '', expires_ms = 0".to_owned()),
         ] {
             for chunk in list.chunks(1000) {
                 let sql = format!(
                     "UPDATE transcode_leases SET {set} WHERE node_id = $1 AND stream IN ({})",
                     placeholders(2, chunk.len())
                 );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(me);
+                let mut b = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q.me);
                 for s in chunk {
-                    q = q.bind(s.as_str());
+                    b = b.bind(s.as_str());
                 }
-                q.execute(&mut *tx).await.map_err(db(ctx))?;
+                b.execute(&mut *tx).await.map_err(db(ctx))?;
             }
         }
-        if plan.want > 0 && !plan.claim.is_empty() {
-            // Candidates in the planner's order; those another round holds
-            // locked right now are skipped, not waited for.
-            let candidates = &plan.claim[..plan.claim.len().min(1000)];
+        let mut taken = 0;
+        for chunk in q.jobs.chunks(10_000) {
+            if taken >= plan.want {
+                break;
+            }
             let lock = if self.sqlite {
                 ""
             } else {
                 " FOR UPDATE SKIP LOCKED"
             };
+            // $1 me, then the draining, the lower and the jobs.
+            let draining = placeholders(2, q.draining.len());
+            let lower_at = 2 + q.draining.len();
+            let lower = placeholders(lower_at, q.lower.len());
+            let jobs_at = lower_at + q.lower.len();
+            let (held_lower, free_lower) = if q.lower.is_empty() {
+                ("0 = 1".to_owned(), String::new())
+            } else {
+                (
+                    format!("node_id IN ({lower})"),
+                    format!(" OR node_id IN ({lower})"),
+                )
+            };
+            let drains = if q.draining.is_empty() {
+                String::new()
+            } else {
+                format!(" OR node_id IN ({draining})")
+            };
             let sql = format!(
                 "SELECT {now_ms} AS now_ms, stream, node_id, epoch, expires_ms \
-                 FROM transcode_leases WHERE stream IN ({}){lock}",
-                placeholders(1, candidates.len())
+                 FROM transcode_leases WHERE node_id <> $1 \
+                 AND (node_id = '' OR expires_ms <= {now_ms}{drains}{free_lower}) \
+                 AND stream IN ({jobs}) \
+                 ORDER BY CASE WHEN {held_lower} AND expires_ms > {now_ms} THEN 1 ELSE 0 END, stream \
+                 LIMIT {limit}{lock}",
+                jobs = placeholders(jobs_at, chunk.len()),
+                limit = plan.want - taken,
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for s in candidates {
-                q = q.bind(s.as_str());
+            let mut b = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q.me);
+            for p in q.draining.iter().chain(q.lower) {
+                b = b.bind(p.as_str());
             }
-            let mut locked = HashMap::new();
-            for r in q.fetch_all(&mut *tx).await.map_err(db(ctx))? {
-                now = get(&r, "transcode_leases", "now_ms")?;
-                let row = lease_row(&r)?;
-                locked.insert(row.stream.clone(), row);
+            for j in chunk {
+                b = b.bind(j.as_str());
             }
-            let mut taken = 0;
-            for s in candidates {
+            let candidates = b.fetch_all(&mut *tx).await.map_err(db(ctx))?;
+            for r in &candidates {
                 if taken >= plan.want {
                     break;
                 }
-                let Some(row) = locked.get(s) else { continue };
-                if !claimable(row, now) {
+                now = get(r, "transcode_leases", "now_ms")?;
+                let row = lease_row(r)?;
+                if !claimable(&row, now) {
                     continue;
                 }
                 let sql = format!(
@@ -632,8 +680,8 @@ impl Store {
                      expires_ms = {now_ms} + {ttl_ms} WHERE stream = $2 AND epoch = $3"
                 );
                 let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(me)
-                    .bind(s.as_str())
+                    .bind(q.me)
+                    .bind(row.stream.as_str())
                     .bind(row.epoch)
                     .execute(&mut *tx)
                     .await
@@ -646,16 +694,15 @@ impl Store {
             "SELECT stream, epoch FROM transcode_leases WHERE node_id = $1 AND expires_ms > {now_ms}"
         );
         let held = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(me)
+            .bind(q.me)
             .fetch_all(&mut *tx)
             .await
             .map_err(db(ctx))?;
         tx.commit().await.map_err(db(ctx))?;
-        let jobs: std::collections::HashSet<&str> = jobs.iter().map(String::as_str).collect();
         let mut out = Vec::with_capacity(held.len());
         for r in &held {
             let stream: String = get(r, "transcode_leases", "stream")?;
-            if jobs.contains(stream.as_str()) {
+            if (q.is_job)(&stream) {
                 out.push((stream, get(r, "transcode_leases", "epoch")?));
             }
         }

@@ -446,6 +446,8 @@ async fn lease_suite(db: Db) {
 
     // A stream that ends is no job.
     hb.send_for_answer(&publisher(&["live/a"])).await.unwrap();
+    // (Lease rounds read the registry at most every 200 ms.)
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let l = leases_of(&hb, &main).await;
     assert_eq!(l.len(), 1, "{l:?}");
 
@@ -453,12 +455,17 @@ async fn lease_suite(db: Db) {
     // job held by exactly one transcoder, epochs only grow.
     if matches!(db, Db::Postgres(_)) {
         hb.send_for_answer(&pubs).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let cp2 = ControlPlane::open(cfg).await.unwrap();
         let srv2 = serve(&cp2).await;
         let hb2 = Heartbeat::new(&format!("http://{}", srv2.addr), NODE);
         let ts: Vec<NodeBeat> = (0..6).map(|i| transcoder(&format!("p{i}"), 20)).collect();
         let mut last: std::collections::HashMap<String, u64> = Default::default();
         for round in 0..10 {
+            // A beat interval (a third of the TTL) apart, as transcoders
+            // beat: the registry view of a round may be 200 ms old.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            hb.send_for_answer(&pubs).await.unwrap();
             let mut beats = Vec::new();
             for (i, t) in ts.iter().enumerate() {
                 let hb = if i % 2 == 0 { hb.clone() } else { hb2.clone() };

@@ -668,17 +668,24 @@ fn start_transcoder(control: &Control, config: &str, id: &str) -> (Node, SocketA
     (node, http)
 }
 
-/// Transcode leases end to end: with no transcoder named in the
-/// control plane's topology, the ladder of a stream is made by exactly one
-/// of the registered transcoders, which pulls the stream from the
-/// publishing node. Killed (`kill -9`), another claims the stream after the
-/// lease and the origin's renditions go on after one discontinuity; a
-/// holder frozen past its lease (SIGSTOP, a partition) is replaced and,
-/// when it thaws, its old epoch feeds nobody: the rendition never
-/// interleaves two transcoders.
-#[test]
-fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
-    let work = TempDir::new("roles-lease");
+/// A cluster whose transcoders lease their jobs: ugc-control (lease TTL
+/// `UGC_TEST_LEASE_TTL_MS`, else 3000), an origin, transcoders t1 and t2
+/// with a two-rung profile, a publishing node and ffmpeg publishing
+/// `live/lease` to it (1 s GOP).
+struct LeaseCluster {
+    control: Control,
+    origin_http: SocketAddr,
+    config: String,
+    ttl: String,
+    transcoders: Vec<(Node, SocketAddr)>,
+    _origin: (Node, TempDir),
+    _publish: Node,
+    _ffmpeg: Proc,
+    _work: TempDir,
+}
+
+fn lease_cluster(tag: &str) -> LeaseCluster {
+    let work = TempDir::new(tag);
     let config = work.path().join("ugc.toml");
     let origin_http = addr();
     std::fs::write(
@@ -688,9 +695,9 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
          { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
     )
     .unwrap();
-    let config = config.to_str().unwrap();
+    let config = config.to_str().unwrap().to_owned();
     // The lease's length is the trade between failover time and false
-    // takeovers; `UGC_TEST_LEASE_TTL_MS` measures another (benches/).
+    // takeovers; `UGC_TEST_LEASE_TTL_MS` measures another.
     let ttl = std::env::var("UGC_TEST_LEASE_TTL_MS").unwrap_or_else(|_| "3000".into());
     let origins = format!("http://{origin_http}");
     let control = Control::dedicated_with(&[
@@ -702,21 +709,49 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
         &ttl,
     ]);
     let key = control.create_stream(r#"{"name": "lease", "transcode": "small"}"#);
-    let (_origin, _origin_data) = start_origin(&control, origin_http);
-    let mut transcoders = vec![
-        start_transcoder(&control, config, "t1"),
-        start_transcoder(&control, config, "t2"),
+    let origin = start_origin(&control, origin_http);
+    let transcoders = vec![
+        start_transcoder(&control, &config, "t1"),
+        start_transcoder(&control, &config, "t2"),
     ];
-    let (_publish, rtmp) = start_publish(&control, None);
-    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    let (publish, rtmp) = start_publish(&control, None);
+    let ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    LeaseCluster {
+        control,
+        origin_http,
+        config,
+        ttl,
+        transcoders,
+        _origin: origin,
+        _publish: publish,
+        _ffmpeg: ffmpeg,
+        _work: work,
+    }
+}
+
+/// Transcode leases end to end: with no transcoder named in the
+/// control plane's topology, the ladder of a stream is made by exactly one
+/// of the registered transcoders, which pulls the stream from the
+/// publishing node. Killed (`kill -9`), another claims the stream after the
+/// lease and the origin's renditions go on after one discontinuity; a
+/// holder frozen past its lease (SIGSTOP, a partition) is replaced and,
+/// when it thaws, its old epoch feeds nobody: the rendition never
+/// interleaves two transcoders.
+#[test]
+fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
+    let mut cluster = lease_cluster("roles-lease");
+    let (control, origin_http) = (&cluster.control, cluster.origin_http);
+    let (config, ttl) = (cluster.config.clone(), cluster.ttl.clone());
+    let config = config.as_str();
+    let transcoders = &mut cluster.transcoders;
     let path = "/live/lease/240p/mono.m3u8";
     let segments = || parse_media_playlist(&http_get(origin_http, path).text());
     let logs = |t: &[(Node, SocketAddr)]| t.iter().map(|(n, _)| n.log()).collect::<Vec<_>>();
     wait_until(Duration::from_secs(40), || segments().len() >= 2)
-        .unwrap_or_else(|| panic!("no rendition at the origin: {:?}", logs(&transcoders)));
+        .unwrap_or_else(|| panic!("no rendition at the origin: {:?}", logs(transcoders)));
     let mut holder = String::new();
     wait_until(Duration::from_secs(5), || {
-        let c = carriers(&control, "live/lease/240p");
+        let c = carriers(control, "live/lease/240p");
         holder = c.first().cloned().unwrap_or_default();
         c.len() == 1
     })
@@ -740,7 +775,7 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
         panic!(
             "the rendition never resumed: {:?}\n{:?}",
             segments(),
-            logs(&transcoders)
+            logs(transcoders)
         )
     });
     let took = killed.elapsed();
@@ -749,13 +784,13 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
     );
     assert!(took < Duration::from_secs(12), "{took:?}");
     let survivor = if holder == "t1" { "t2" } else { "t1" };
-    let c = carriers(&control, "live/lease/240p");
+    let c = carriers(control, "live/lease/240p");
     assert!(c.iter().any(|c| c == survivor), "{c:?}");
 
     // A partition: the holder is frozen past its lease, a third transcoder
     // takes over; thawed, the old holder stops at its next beat and the
     // origin refuses its stale epoch meanwhile.
-    transcoders.push(start_transcoder(&control, config, "t3"));
+    transcoders.push(start_transcoder(control, config, "t3"));
     std::thread::sleep(Duration::from_secs(2));
     let frozen_pid = transcoders[0].0.child.id().to_string();
     let before = segments().last().map_or(0, |s| s.msn);
@@ -773,7 +808,7 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
         panic!("nobody took over from the frozen holder: {:?}", segments())
     });
     wait_until(Duration::from_secs(3), || {
-        carriers(&control, "live/lease/240p").contains(&"t3".to_owned())
+        carriers(control, "live/lease/240p").contains(&"t3".to_owned())
     })
     .expect("t3 carries the ladder");
     signal("-CONT");
@@ -784,9 +819,9 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
         discs,
         1,
         "the thawed holder interleaved: {after:?}\n{:?}",
-        logs(&transcoders)
+        logs(transcoders)
     );
-    assert_eq!(carriers(&control, "live/lease/240p"), ["t3"]);
+    assert_eq!(carriers(control, "live/lease/240p"), ["t3"]);
     let metrics = http_get(transcoders[0].1, "/metrics").text();
     assert!(
         metrics.contains("ugc_transcode_leases 0"),
@@ -1037,4 +1072,63 @@ fn metric_names(expr: &str) -> Vec<String> {
         rest = &rest[start + len..];
     }
     names
+}
+
+/// hls.js (headless Chromium) plays a rendition from the origin while the
+/// transcoder making it is killed (`kill -9`): no error, and playback goes
+/// on by itself once another transcoder has the stream. Not in `make test`
+/// yet: in about one run of seven hls.js stops making progress after the
+/// takeover (`bufferAppendNoProgress`), an open defect of issue #22 whose
+/// note has the figures. Run it with
+/// `cargo test --test e2e_roles hls_js_plays -- --ignored --nocapture`
+/// (after `npm ci` in tests/browser).
+#[test]
+#[ignore = "an open defect of issue #22: hls.js sometimes stalls after the takeover"]
+fn hls_js_plays_a_rendition_through_a_transcoder_kill() {
+    let mut cluster = lease_cluster("roles-lease-hls");
+    let (control, origin_http) = (&cluster.control, cluster.origin_http);
+    let path = "/live/lease/240p/mono.m3u8";
+    let segments = || parse_media_playlist(&http_get(origin_http, path).text());
+    wait_until(Duration::from_secs(40), || segments().len() >= 3).expect("the rendition");
+    let mut holder = String::new();
+    wait_until(Duration::from_secs(5), || {
+        let c = carriers(control, "live/lease/240p");
+        holder = c.first().cloned().unwrap_or_default();
+        c.len() == 1
+    })
+    .expect("a transcoder carries the ladder");
+    let master = http_get(origin_http, "/live/lease/index.m3u8").text();
+    let (uri, _) = variants(&master)
+        .into_iter()
+        .find(|(u, _)| u.contains("240p"))
+        .unwrap_or_else(|| panic!("no 240p variant: {master}"));
+    let url = format!("http://{origin_http}/live/lease/{uri}");
+    let player = std::thread::spawn(move || play_hls_js(&["--url", &url, "--seconds", "30"]));
+    std::thread::sleep(Duration::from_secs(8));
+    let i = usize::from(holder == "t2");
+    let last = segments().last().map_or(0, |s| s.msn);
+    cluster.transcoders[i].0.child.kill().unwrap();
+    let killed = std::time::Instant::now();
+    wait_until(Duration::from_secs(20), || {
+        segments().iter().any(|s| s.msn > last && s.discontinuity)
+    })
+    .expect("another transcoder took over");
+    let outage = killed.elapsed().as_secs_f64();
+    let stdout = player.join().expect("player thread");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let freeze = r["longest_freeze_s"].as_f64().unwrap();
+    eprintln!(
+        "lease TTL {} ms: rendition outage {outage:.2} s, hls.js longest freeze {freeze:.2} s, \
+         advanced {} s of {} s",
+        cluster.ttl, r["advanced_s"], r["watched_s"]
+    );
+    assert_eq!(r["started"], true, "{stdout}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{stdout}");
+    // It played 8 s before the kill; well past that, it resumed.
+    let advanced = r["advanced_s"].as_f64().unwrap();
+    assert!(advanced >= 15.0, "advanced {advanced} s: {stdout}");
+    assert!(
+        freeze < 15.0,
+        "froze {freeze} s for a {outage} s outage: {stdout}"
+    );
 }
