@@ -20,9 +20,10 @@
 pub mod config;
 pub mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use ugc_core::{MediaEvent, TrackId, Tracks};
+use ugc_core::time::rescale;
+use ugc_core::{Frame, MediaEvent, Timescale, TrackId, Tracks};
 
 /// One rung of the ladder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,10 +333,55 @@ pub fn split_track(id: TrackId) -> Option<(usize, TrackId)> {
     Some((index, track))
 }
 
-/// Splits the ladder's combined output into per-rendition events (pure).
+/// Splits the ladder's combined output into per-rendition events (pure),
+/// each rendition's frames in decode order across its tracks: the video
+/// encoder hands out a frame only after its lookahead (a third of a second
+/// at `superfast`), the audio encoder at once, so a rendition's audio is
+/// held until its video has caught up (at most [`MAX_AUDIO_HOLD_US`]).
+/// Without it every LL-HLS part carried audio a third of a second later
+/// than its video, and a rendition cut mid-stream (a transcoder lost)
+/// ended with audio past its video.
 #[derive(Debug, Default)]
 pub struct LadderDemux {
     present: Vec<usize>,
+    waiting: HashMap<usize, Interleave>,
+}
+
+/// Longest a rendition's audio waits for its video, in microseconds.
+pub const MAX_AUDIO_HOLD_US: i64 = 1_000_000;
+
+/// One rendition's audio waiting for its video.
+#[derive(Debug, Default)]
+struct Interleave {
+    video: Option<Timescale>,
+    audio: Option<Timescale>,
+    /// Decode time of the last video frame out, µs.
+    video_us: Option<i64>,
+    held: VecDeque<Frame>,
+}
+
+impl Interleave {
+    fn us(&self, f: &Frame) -> i64 {
+        let scale = if f.track == RENDITION_VIDEO_TRACK {
+            self.video
+        } else {
+            self.audio
+        };
+        scale.map_or(f.dts, |s| rescale(f.dts, s, Timescale::MICROS))
+    }
+
+    /// Held audio that may go now.
+    fn release(&mut self, out: &mut Vec<Frame>) {
+        while let Some(front) = self.held.front() {
+            let at = self.us(front);
+            let newest = self.held.back().map_or(at, |b| self.us(b));
+            let caught_up = self.video_us.is_some_and(|v| at <= v);
+            if !caught_up && newest - at <= MAX_AUDIO_HOLD_US {
+                break;
+            }
+            out.extend(self.held.pop_front());
+        }
+    }
 }
 
 impl LadderDemux {
@@ -353,8 +399,30 @@ impl LadderDemux {
     /// track ids renumbered to 1 (video) and 2 (audio). A track set goes to
     /// every rendition it lists; discontinuities and the end go to all.
     pub fn route(&mut self, event: MediaEvent) -> Vec<(usize, MediaEvent)> {
+        let mut out = Vec::new();
         match event {
+            MediaEvent::Frame(mut f) => {
+                let Some((index, id)) = split_track(f.track) else {
+                    return out;
+                };
+                f.track = id;
+                let w = self.waiting.entry(index).or_default();
+                let mut frames = Vec::new();
+                if id == RENDITION_VIDEO_TRACK || w.video.is_none() {
+                    if id == RENDITION_VIDEO_TRACK {
+                        w.video_us = Some(w.us(&f));
+                        w.release(&mut frames);
+                    }
+                    frames.push(f);
+                } else {
+                    w.held.push_back(f);
+                    w.release(&mut frames);
+                }
+                out.extend(frames.into_iter().map(|f| (index, MediaEvent::Frame(f))));
+            }
             MediaEvent::Tracks(tracks) => {
+                // What waits goes first, in its own track set.
+                self.flush(&mut out);
                 let mut per: Vec<(usize, Vec<ugc_core::TrackInfo>)> = Vec::new();
                 for t in tracks.iter() {
                     let Some((index, id)) = split_track(t.id) else {
@@ -368,21 +436,42 @@ impl LadderDemux {
                     }
                 }
                 self.present = per.iter().map(|(i, _)| *i).collect();
-                per.into_iter()
-                    .map(|(i, mut v)| {
-                        v.sort_by_key(|t| t.id);
-                        (i, MediaEvent::Tracks(Tracks::new(v)))
-                    })
-                    .collect()
-            }
-            MediaEvent::Frame(mut f) => match split_track(f.track) {
-                Some((index, id)) => {
-                    f.track = id;
-                    vec![(index, MediaEvent::Frame(f))]
+                self.waiting.clear();
+                for (i, mut v) in per {
+                    v.sort_by_key(|t| t.id);
+                    let scale = |id| v.iter().find(|t| t.id == id).map(|t| t.timescale);
+                    self.waiting.insert(
+                        i,
+                        Interleave {
+                            video: scale(RENDITION_VIDEO_TRACK),
+                            audio: scale(RENDITION_AUDIO_TRACK),
+                            ..Interleave::default()
+                        },
+                    );
+                    out.push((i, MediaEvent::Tracks(Tracks::new(v))));
                 }
-                None => Vec::new(),
-            },
-            other => self.present.iter().map(|&i| (i, other.clone())).collect(),
+            }
+            other => {
+                // A discontinuity or the end: what waits goes before it,
+                // and audio after it waits for the video after it.
+                self.flush(&mut out);
+                for w in self.waiting.values_mut() {
+                    w.video_us = None;
+                }
+                out.extend(self.present.iter().map(|&i| (i, other.clone())));
+            }
+        }
+        out
+    }
+
+    /// Every rendition's held audio, now.
+    fn flush(&mut self, out: &mut Vec<(usize, MediaEvent)>) {
+        let mut ids: Vec<usize> = self.waiting.keys().copied().collect();
+        ids.sort_unstable();
+        for i in ids {
+            if let Some(w) = self.waiting.get_mut(&i) {
+                out.extend(w.held.drain(..).map(|f| (i, MediaEvent::Frame(f))));
+            }
         }
     }
 }
@@ -391,6 +480,126 @@ impl LadderDemux {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn video_info(id: TrackId) -> ugc_core::TrackInfo {
+        ugc_core::TrackInfo {
+            id,
+            codec: ugc_core::Codec::H264,
+            timescale: Timescale::MPEG,
+            config: bytes::Bytes::new(),
+            codec_string: "avc1.42c00d".into(),
+            params: ugc_core::TrackParams::Video(ugc_core::VideoParams {
+                width: 16,
+                height: 16,
+                frame_rate: None,
+            }),
+            bitrate: None,
+        }
+    }
+
+    fn audio_info(id: TrackId) -> ugc_core::TrackInfo {
+        ugc_core::TrackInfo {
+            id,
+            codec: ugc_core::Codec::Aac,
+            timescale: Timescale::new(48_000).unwrap(),
+            config: bytes::Bytes::new(),
+            codec_string: "mp4a.40.2".into(),
+            params: ugc_core::TrackParams::Audio(ugc_core::AudioParams {
+                sample_rate: 48_000,
+                channels: 2,
+                samples_per_frame: 1024,
+            }),
+            bitrate: None,
+        }
+    }
+
+    /// The combined track set of rendition 0: video at 90 kHz, audio at
+    /// 48 kHz (`audio`: whether it has audio at all).
+    fn combined(audio: bool) -> MediaEvent {
+        let mut v = vec![video_info(video_track(0))];
+        if audio {
+            v.push(audio_info(audio_track(0)));
+        }
+        MediaEvent::Tracks(Tracks::new(v))
+    }
+
+    fn frame(track: TrackId, dts: i64) -> MediaEvent {
+        MediaEvent::Frame(Frame {
+            track,
+            dts,
+            pts: dts,
+            keyframe: true,
+            data: bytes::Bytes::new(),
+        })
+    }
+
+    /// (track, dts in ms) of the frames routed.
+    fn order(d: &mut LadderDemux, events: Vec<MediaEvent>) -> Vec<(u32, i64)> {
+        let mut out = Vec::new();
+        for e in events {
+            for (_, e) in d.route(e) {
+                if let MediaEvent::Frame(f) = e {
+                    let ms = if f.track == RENDITION_VIDEO_TRACK {
+                        f.dts / 90
+                    } else {
+                        f.dts / 48
+                    };
+                    out.push((f.track.0, ms));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_renditions_audio_waits_for_its_delayed_video() {
+        let (v, a) = (video_track(0), audio_track(0));
+        let mut d = LadderDemux::new();
+        // The audio encoder is 360 ms ahead of the video encoder.
+        let got = order(
+            &mut d,
+            vec![
+                combined(true),
+                frame(a, 0),
+                frame(a, 48 * 200),
+                frame(a, 48 * 400),
+                frame(v, 0),
+                frame(a, 48 * 600),
+                frame(v, 90 * 200),
+                frame(v, 90 * 400),
+                MediaEvent::End,
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                (2, 0),
+                (1, 0),
+                (2, 200),
+                (1, 200),
+                (2, 400),
+                (1, 400),
+                (2, 600)
+            ]
+        );
+    }
+
+    #[test]
+    fn audio_waits_at_most_a_second_and_alone_not_at_all() {
+        let (v, a) = (video_track(0), audio_track(0));
+        let mut d = LadderDemux::new();
+        let mut events = vec![combined(true), frame(v, 0)];
+        events.extend((1..=12).map(|i| frame(a, 48 * 100 * i)));
+        let got = order(&mut d, events);
+        // The video stalled: audio goes once it is a second ahead.
+        assert_eq!(got.first(), Some(&(1, 0)));
+        assert_eq!(got.last(), Some(&(2, 100)), "{got:?}");
+        // A rendition without video passes its audio straight on.
+        let mut d = LadderDemux::new();
+        let only_audio = MediaEvent::Tracks(Tracks::new(vec![audio_info(a)]));
+        let got = order(&mut d, vec![only_audio, frame(a, 0), frame(a, 48 * 20)]);
+        assert_eq!(got, [(2, 0), (2, 20)]);
+    }
 
     #[test]
     fn never_upscales_and_keeps_aspect() {

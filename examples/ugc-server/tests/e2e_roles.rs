@@ -1077,9 +1077,10 @@ fn metric_names(expr: &str) -> Vec<String> {
 /// hls.js (headless Chromium) plays a rendition from the origin while the
 /// transcoder making it is killed (`kill -9`): no error, and playback goes
 /// on by itself once another transcoder has the stream. Not in `make test`
-/// yet: in about one run of seven hls.js stops making progress after the
-/// takeover (`bufferAppendNoProgress`), an open defect of issue #22 whose
-/// note has the figures. Run it with
+/// yet: in some runs hls.js stalls until it falls off the live window (an
+/// open defect of issue #22, whose note has the figures): the new holder's
+/// rendition, continued by the origin's take-over, leaves a hole of about
+/// 0.15 s in the buffer, more than hls.js jumps by itself. Run it with
 /// `cargo test --test e2e_roles hls_js_plays -- --ignored --nocapture`
 /// (after `npm ci` in tests/browser).
 #[test]
