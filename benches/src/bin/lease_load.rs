@@ -23,14 +23,9 @@ use ugc_auth::registry::{NodeBeat, NodeLoad, NodeRole};
 use ugc_auth::store::Principal;
 use ugc_auth::{ControlConfig, ControlPlane};
 
-fn pct(v: &mut [u32], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(v[i]) / 1000.0
-}
+#[path = "../percentile.rs"]
+mod percentile;
+use percentile::pct;
 
 fn beat(id: &str, role: NodeRole, streams: Vec<String>) -> NodeBeat {
     NodeBeat {

@@ -14,14 +14,9 @@ use std::time::{Duration, Instant};
 
 use ugc_auth::Store;
 
-fn pct(v: &mut [u32], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(v[i]) / 1000.0
-}
+#[path = "../percentile.rs"]
+mod percentile;
+use percentile::pct;
 
 #[tokio::main]
 async fn main() {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 use ugc_core::metrics::{Exposition, Kind};
-use ugc_core::{Hub, StreamPath};
+use ugc_core::{Hub, Source, StreamPath};
 
 use super::puller::{PullConfig, RelayPuller};
 use super::push::{PushConfig, RelayPushStats, RelayPusher};
@@ -177,19 +177,38 @@ impl LeaseFollower {
     }
 
     /// Pulls the leased stream into the Hub for as long as the lease
-    /// lasts; a failed pull (the source not there yet, a refused epoch) is
-    /// retried every second.
+    /// lasts: a failed pull (the source not there yet, a refused epoch) is
+    /// retried every second, and so is one that ended (the creator may
+    /// publish again before the control plane has seen the end).
     fn spawn_pull(&self, l: &LeasedStream) -> AbortHandle {
         let (hub, token) = (self.inner.hub.clone(), self.inner.token.clone());
         let (stream, source) = (l.stream.clone(), l.source.clone());
         tokio::spawn(async move {
             loop {
-                let puller = RelayPuller::new(PullConfig::new(&source, stream.clone(), &token));
-                let publisher = hub.publish(&stream);
+                let mut puller = RelayPuller::new(PullConfig::new(&source, stream.clone(), &token));
+                // Publish only once the source answers: a node that cannot
+                // pull the stream does not carry it.
+                let first = match puller.next_event().await {
+                    Ok(Some(e)) => e,
+                    Ok(None) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%stream, %source, error = %e, "lease pull: no source yet");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let mut publisher = hub.publish(&stream);
+                if let Err(e) = publisher.push(first) {
+                    tracing::warn!(%stream, error = %e, "lease pull: the Hub refused the stream");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 match ugc_core::pump(puller, ugc_core::Passthrough, publisher).await {
                     Ok(()) => {
                         tracing::info!(%stream, %source, "leased stream ended at its source");
-                        return;
                     }
                     Err(e) => {
                         tracing::warn!(%stream, %source, error = %e, "lease pull failed; retrying");
