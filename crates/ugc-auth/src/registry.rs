@@ -52,7 +52,8 @@ pub const BEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// Streams a node with no declared capacity is assumed to hold.
 const DEFAULT_CAPACITY: u32 = 100;
 
-/// Longest heartbeat body accepted.
+/// Longest heartbeat body accepted, and longest answer read (a
+/// transcoder's answer lists its leases: about 90 bytes each).
 const MAX_BEAT: usize = 1024 * 1024;
 
 /// What a media node does.
@@ -582,7 +583,7 @@ impl Heartbeat {
                 .await
                 .map_err(|e| remote(None, e.to_string()))?;
             let status = resp.status();
-            let body = Limited::new(resp.into_body(), 64 * 1024)
+            let body = Limited::new(resp.into_body(), MAX_BEAT)
                 .collect()
                 .await
                 .map_err(|e| remote(Some(status.as_u16()), e.to_string()))?
