@@ -128,6 +128,14 @@ pub struct LadderConfig {
     /// Live (`true`, the default): drop pictures when a rung is behind.
     /// Offline (`false`, files and benchmarks): wait for the rungs instead.
     pub drop_when_behind: bool,
+    /// Live: how long input may wait for busy rungs (from its arrival)
+    /// before pictures are dropped. A ladder that starts on a burst (a
+    /// relay or a reader joining at the last keyframe hands over up to a
+    /// GOP at once) catches up within it instead of dropping half a second
+    /// of pictures while its encoders start; a ladder that cannot keep real
+    /// time stays at most this far behind. 0 drops as soon as a rung has
+    /// [`Self::max_pending_frames`] waiting.
+    pub max_delay_ms: u32,
     /// x264 threads per rung (0 = x264's choice).
     pub encoder_threads: u32,
     /// Burnt-in logo.
@@ -149,6 +157,7 @@ impl Default for LadderConfig {
             keyframe_interval_ms: 2000,
             max_pending_frames: 8,
             drop_when_behind: true,
+            max_delay_ms: 1000,
             encoder_threads: 0,
             logo: None,
         }

@@ -495,6 +495,7 @@ fn live_mode_drops_instead_of_queueing() {
     let mut config = small_ladder();
     config.drop_when_behind = true;
     config.max_pending_frames = 1;
+    config.max_delay_ms = 0;
     config.preset = "medium".into();
     let mut ladder = Ladder::new(config).unwrap();
     let mut out = Vec::new();
@@ -522,6 +523,33 @@ fn live_mode_drops_instead_of_queueing() {
         }
     }
     assert_eq!(keys.get(&1), keys.get(&2));
+}
+
+/// Live, a ladder handed a whole GOP at once (a relay pull or a reader
+/// joining at the last keyframe) with rungs slower than the burst: the
+/// input waits for them within `max_delay_ms` and no picture is lost. The
+/// same burst with no delay allowed drops pictures (at a transcoder
+/// takeover it cut 0.5 s out of the new rendition's first segment).
+#[test]
+fn live_mode_absorbs_a_burst_within_its_delay() {
+    let burst = |max_delay_ms| {
+        let mut config = small_ladder();
+        config.drop_when_behind = true;
+        config.max_pending_frames = 2;
+        config.max_delay_ms = max_delay_ms;
+        let mut ladder = Ladder::new(config).unwrap();
+        let mut out = Vec::new();
+        for e in capture() {
+            ladder.push(e, &mut out).unwrap();
+        }
+        ladder.flush(&mut out).unwrap();
+        let s = ladder.stats();
+        (s.pictures_dropped + s.input_dropped, s.pictures_encoded)
+    };
+    let (dropped, encoded) = burst(30_000);
+    assert_eq!(dropped, 0, "{encoded} encoded");
+    let (dropped, _) = burst(0);
+    assert!(dropped > 0, "nothing dropped without a delay");
 }
 
 #[tokio::test]

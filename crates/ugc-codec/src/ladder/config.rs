@@ -100,6 +100,8 @@ pub struct ProfileSection {
     pub keyframe_interval_ms: Option<u32>,
     /// See [`LadderConfig::max_pending_frames`].
     pub max_pending_frames: Option<usize>,
+    /// See [`LadderConfig::max_delay_ms`].
+    pub max_delay_ms: Option<u32>,
     /// x264 threads per rung (0: x264's choice).
     pub encoder_threads: Option<u32>,
     /// A burnt-in logo.
@@ -140,6 +142,9 @@ impl ProfileSection {
         }
         if let Some(v) = self.max_pending_frames {
             ladder.max_pending_frames = v;
+        }
+        if let Some(v) = self.max_delay_ms {
+            ladder.max_delay_ms = v;
         }
         if let Some(v) = self.encoder_threads {
             ladder.encoder_threads = v;

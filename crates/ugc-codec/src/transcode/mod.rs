@@ -20,7 +20,9 @@
 //!   segments of all renditions line up one to one.
 //! * Overload: when the slowest rung has
 //!   [`LadderConfig::max_pending_frames`] pictures queued, the decode thread
-//!   drops the picture for every rung (alignment holds; counted in
+//!   waits for it until the input has waited
+//!   [`LadderConfig::max_delay_ms`], then drops the picture for every rung
+//!   (alignment holds; counted in
 //!   [`LadderStats::pictures_dropped`]); when the decode thread itself falls
 //!   behind, `push` drops input up to the next keyframe
 //!   ([`LadderStats::input_dropped`]). Memory stays bounded, the live edge
@@ -49,6 +51,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rsmpeg::avcodec::{AVCodec, AVCodecContext};
 use rsmpeg::avutil::AVFrame;
@@ -63,8 +66,10 @@ use crate::ladder::{LadderConfig, audio_track, video_track};
 
 use self::rung::{Job, Rung, RungSpec};
 
-/// Events waiting for the decode thread before `push` starts dropping.
-const INPUT_QUEUE: usize = 120;
+/// Events waiting for the decode thread before `push` starts dropping: a
+/// GOP burst and [`LadderConfig::max_delay_ms`] of input at 60 fps (sizes
+/// of compressed frames: a few MB at most).
+const INPUT_QUEUE: usize = 512;
 
 /// Called (from a ladder thread) whenever output is ready.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -91,7 +96,8 @@ impl Output {
 }
 
 enum Input {
-    Event(MediaEvent),
+    /// An event and when it was handed to the ladder.
+    Event(MediaEvent, Instant),
 }
 
 /// The ABR ladder; see the [module docs](self).
@@ -250,9 +256,9 @@ impl Ladder {
             _ => false,
         };
         let r = if must_deliver {
-            tx.send(Input::Event(event)).map_err(|_| ())
+            tx.send(Input::Event(event, Instant::now())).map_err(|_| ())
         } else {
-            match tx.try_send(Input::Event(event)) {
+            match tx.try_send(Input::Event(event, Instant::now())) {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Full(_)) => {
                     let n = self.stats.input_dropped.fetch_add(1, Ordering::Relaxed);
@@ -291,7 +297,7 @@ impl Transform for Ladder {
     /// (a multi-threaded runtime, or `spawn_blocking` around the flush).
     fn flush(&mut self, out: &mut Vec<MediaEvent>) -> Result<()> {
         if let Some(tx) = self.input.take() {
-            let _ = tx.send(Input::Event(MediaEvent::End));
+            let _ = tx.send(Input::Event(MediaEvent::End, Instant::now()));
         }
         if let Some(w) = self.worker.take() {
             let _ = w.join();
@@ -416,6 +422,8 @@ struct Worker {
     next_key: Option<i64>,
     force_pending: bool,
     ended: bool,
+    /// When the event being handled was handed to the ladder.
+    arrived: Instant,
 }
 
 /// The source video a ladder starts for: picture size, frame rate,
@@ -444,11 +452,13 @@ impl Worker {
             next_key: None,
             force_pending: false,
             ended: false,
+            arrived: Instant::now(),
         }
     }
 
     fn run(&mut self, input: Receiver<Input>) -> std::result::Result<(), String> {
-        while let Ok(Input::Event(e)) = input.recv() {
+        while let Ok(Input::Event(e, arrived)) = input.recv() {
+            self.arrived = arrived;
             match e {
                 MediaEvent::Tracks(t) => self.on_tracks(t)?,
                 MediaEvent::Frame(f) => self.on_frame(f)?,
@@ -813,18 +823,23 @@ impl Worker {
             Some(_) => {}
         }
         let max = self.config.max_pending_frames.max(1);
-        if !self.config.drop_when_behind {
-            while self
+        // Wait for the rungs: offline for as long as they take, live until
+        // the input has waited `max_delay_ms` since it arrived.
+        let deadline = self
+            .config
+            .drop_when_behind
+            .then(|| self.arrived + Duration::from_millis(u64::from(self.config.max_delay_ms)));
+        while self
+            .rungs
+            .iter()
+            .any(|r| r.pending.load(Ordering::Acquire) >= max)
+            && self
                 .rungs
                 .iter()
-                .any(|r| r.pending.load(Ordering::Acquire) >= max)
-                && self
-                    .rungs
-                    .iter()
-                    .all(|r| r.thread.as_ref().is_some_and(|t| !t.is_finished()))
-            {
-                std::thread::sleep(std::time::Duration::from_micros(300));
-            }
+                .all(|r| r.thread.as_ref().is_some_and(|t| !t.is_finished()))
+            && deadline.is_none_or(|d| Instant::now() < d)
+        {
+            std::thread::sleep(Duration::from_micros(300));
         }
         if self
             .rungs
