@@ -251,3 +251,56 @@ fn ts_of_ffmpeg_capture_decodes_without_errors() {
         vec![("h264".to_owned(), 60), ("aac".to_owned(), na)]
     );
 }
+
+/// The Hub's silence (`ugc_core::silence`) is real AAC: ffmpeg decodes a
+/// stream of it, mono and stereo, without a word, to samples that are all
+/// zero.
+#[test]
+fn silent_aac_frames_decode_to_silence() {
+    use ugc_codec::aac::{Asc, adts_header};
+    use ugc_core::{AudioParams, Codec, Timescale, TrackId, TrackInfo, TrackParams};
+    if !tool("ffmpeg") {
+        return;
+    }
+    for (asc, channels) in [([0x12u8, 0x08], 1usize), ([0x11, 0x90], 2)] {
+        let track = TrackInfo {
+            id: TrackId(2),
+            codec: Codec::Aac,
+            timescale: Timescale::new(44_100).unwrap(),
+            config: Bytes::copy_from_slice(&asc),
+            codec_string: "mp4a.40.2".into(),
+            params: TrackParams::Audio(AudioParams {
+                sample_rate: 44_100,
+                channels: channels as u8,
+                samples_per_frame: 1024,
+            }),
+            bitrate: None,
+        };
+        let frame = ugc_core::silence::silent_frame(&track).expect("a silent frame");
+        let parsed = Asc::parse(&asc).unwrap();
+        let mut adts = Vec::new();
+        for _ in 0..20 {
+            adts.extend_from_slice(&adts_header(&parsed, frame.len()));
+            adts.extend_from_slice(&frame);
+        }
+        let path = tmp(&format!("silence-{channels}.aac"));
+        std::fs::write(&path, &adts).unwrap();
+        let out = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(&path)
+            .args(["-f", "s16le", "-"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "ffmpeg: {err}"
+        );
+        assert_eq!(
+            out.stdout.len(),
+            20 * 1024 * channels * 2,
+            "{channels} channels"
+        );
+        assert!(out.stdout.iter().all(|b| *b == 0), "not silence");
+    }
+}

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::error::{Error, Result};
-use crate::media::{DiscontinuityReason, Frame, MediaEvent, MediaKind, TrackId, Tracks};
+use crate::media::{DiscontinuityReason, Frame, MediaEvent, MediaKind, TrackId, TrackInfo, Tracks};
 use crate::name::StreamPath;
 use crate::pipeline::{Sink, Source};
 use crate::time::{MediaTime, Timescale};
@@ -140,6 +140,8 @@ pub struct StreamStats {
     pub source_switches: AtomicU64,
     /// Frames of standing-by sources, not passed to readers.
     pub standby_frames: AtomicU64,
+    /// Frames of silence that closed a hole in an audio track at a switch.
+    pub silent_frames: AtomicU64,
 }
 
 /// A snapshot of [`StreamStats`] and state.
@@ -167,6 +169,8 @@ pub struct StreamSnapshot {
     pub bytes_in: u64,
     /// Reader skips.
     pub reader_skips: u64,
+    /// Frames of silence inserted at switches.
+    pub silent_frames: u64,
     /// Publisher sessions so far.
     pub publishers: u64,
     /// Readers attached now.
@@ -715,6 +719,7 @@ impl Hub {
             frames_in: shared.stats.frames_in.load(Ordering::Relaxed),
             bytes_in: shared.stats.bytes_in.load(Ordering::Relaxed),
             reader_skips: shared.stats.reader_skips.load(Ordering::Relaxed),
+            silent_frames: shared.stats.silent_frames.load(Ordering::Relaxed),
             publishers: shared.stats.publishers.load(Ordering::Relaxed),
             readers: st.readers,
             tracks: st.tracks.clone(),
@@ -916,7 +921,18 @@ impl HubPublisher {
                 MediaEvent::Tracks(tracks) => {
                     st.slots[role.index()].tracks = Some(tracks.clone());
                     if st.active == role {
-                        adopt_tracks(shared, &mut st, tracks);
+                        if st.rebase_pending && st.tracks.as_ref() == Some(&tracks) {
+                            // A new publisher of the active role (a reconnect,
+                            // a relay's new epoch) with the same tracks: the
+                            // timeline goes on, as at a switch between roles,
+                            // with nothing for readers to reset. hls.js
+                            // realigns a new discontinuity onto the playlist's
+                            // durations, which opened 80-150 ms holes in its
+                            // buffer at a transcoder takeover.
+                            st.announce_pending = false;
+                        } else {
+                            adopt_tracks(shared, &mut st, tracks);
+                        }
                     }
                 }
                 MediaEvent::Frame(frame) => {
@@ -1019,7 +1035,64 @@ fn accept(shared: &StreamShared, st: &mut State, mut frame: Frame, tracks: &Trac
             return;
         }
         st.settling.swap_remove(i);
+        if !is_video {
+            fill_silence(shared, st, &frame, info, tracks);
+        }
     }
+    commit(shared, st, frame, tracks, is_video);
+}
+
+/// Longest hole in an audio track that a switch fills with silence.
+const MAX_SILENCE_FILL: MediaTime = MediaTime::new(500_000, Timescale::MICROS);
+
+/// Fills the hole between the old source's audio and `first`, the new
+/// source's first audio frame, with frames of silence (as many whole
+/// frames as fit; what is left is under a frame long).
+///
+/// A switch lands the new source where the old video ends and keeps the
+/// new audio's offset to its video, so the audio track has a hole of the
+/// old audio's lag behind its video plus the new audio's lag: a
+/// transcoder killed mid-stream leaves its audio a third of a second
+/// behind (the video encoder's lookahead), which left 0.15 s holes in
+/// players' buffers at a transcoder takeover, more than hls.js jumps by
+/// itself. Silence keeps the buffer continuous and the sound in sync.
+fn fill_silence(
+    shared: &StreamShared,
+    st: &mut State,
+    first: &Frame,
+    info: &TrackInfo,
+    tracks: &Tracks,
+) {
+    let Some((_, clock)) = st.clocks.get(&first.track) else {
+        return;
+    };
+    let (Some(last), step) = (clock.last_dts, clock.last_step) else {
+        return;
+    };
+    let end = last.saturating_add(step);
+    let hole = first.dts.saturating_sub(end);
+    if step <= 0 || hole < step || hole > MAX_SILENCE_FILL.ticks_at(info.timescale) {
+        return;
+    }
+    let Some(data) = crate::silence::silent_frame(info) else {
+        return;
+    };
+    for k in 0..hole / step {
+        let at = end.saturating_add(k * step);
+        let frame = Frame {
+            track: first.track,
+            dts: at,
+            pts: at,
+            keyframe: true,
+            data: data.clone(),
+        };
+        shared.stats.silent_frames.fetch_add(1, Ordering::Relaxed);
+        commit(shared, st, frame, tracks, false);
+    }
+}
+
+/// Appends `frame` (on the stream's timeline already) to the window.
+fn commit(shared: &StreamShared, st: &mut State, frame: Frame, tracks: &Tracks, is_video: bool) {
     if let Some((_, clock)) = st.clocks.get_mut(&frame.track) {
         if let Some(last) = clock.last_dts {
             let step = frame.dts.saturating_sub(last);
@@ -1581,32 +1654,121 @@ mod tests {
     }
 
     #[test]
-    fn takeover_rebases_and_signals_one_discontinuity() {
+    fn takeover_rebases_and_signals_a_discontinuity_if_tracks_differ() {
+        for same in [true, false] {
+            let hub = Hub::new(HubConfig::default());
+            let mut r = hub.subscribe(&path("live/a"));
+            let mut p1 = hub.publish(&path("live/a"));
+            p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+            for i in 0..5 {
+                p1.push(video(1000 + i * 40, i == 0)).unwrap();
+            }
+            let mut ev = drain(&mut r);
+            // Reconnect: the old session is taken over and restarts at 0.
+            let mut p2 = hub.publish(&path("live/a"));
+            assert!(matches!(p1.push(video(2000, false)), Err(Error::Closed)));
+            let mut tracks = av_tracks();
+            if !same {
+                tracks = Tracks::new(tracks.iter().take(1).cloned().collect());
+            }
+            p2.push(MediaEvent::Tracks(tracks)).unwrap();
+            p2.push(video(0, true)).unwrap();
+            p2.push(video(40, false)).unwrap();
+            ev.extend(drain(&mut r));
+            let discs = ev
+                .iter()
+                .filter(|e| matches!(e, MediaEvent::Discontinuity(_)))
+                .count();
+            let track_sets = ev
+                .iter()
+                .filter(|e| matches!(e, MediaEvent::Tracks(_)))
+                .count();
+            // Same tracks: the reconnect is invisible but for the rebase.
+            assert_eq!((discs, track_sets), if same { (0, 1) } else { (1, 2) });
+            let f = frame_dts(&ev);
+            // 1000..1160, then continues at 1200, 1240.
+            assert_eq!(f[4].1, 1160);
+            assert_eq!(f[5].1, 1200);
+            assert_eq!(f[6].1, 1240);
+        }
+    }
+
+    /// A transcoder killed mid-stream: its audio stopped 120 ms before its
+    /// video (the encoder's lookahead held it). The new source lands where
+    /// the video ends and its audio starts 20 ms after its video; the
+    /// 140 ms hole in the audio is filled with silence, in whole frames.
+    #[test]
+    fn a_takeover_fills_the_hole_in_the_audio_with_silence() {
         let hub = Hub::new(HubConfig::default());
-        let mut r = hub.subscribe(&path("live/a"));
-        let mut p1 = hub.publish(&path("live/a"));
+        let name = path("live/a");
+        let mut r = hub.subscribe(&name);
+        let mut p1 = hub.publish(&name);
         p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
-        for i in 0..5 {
+        for i in 0..10 {
             p1.push(video(1000 + i * 40, i == 0)).unwrap();
         }
-        let mut ev = drain(&mut r);
-        // Reconnect: the old session is taken over and restarts at 0.
-        let mut p2 = hub.publish(&path("live/a"));
-        assert!(matches!(p1.push(video(2000, false)), Err(Error::Closed)));
+        for i in 0..12 {
+            p1.push(audio(1000 + i * 20)).unwrap(); // ends at 1240
+        }
+        drain(&mut r);
+        let mut p2 = hub.publish(&name);
         p2.push(MediaEvent::Tracks(av_tracks())).unwrap();
-        p2.push(video(0, true)).unwrap();
-        p2.push(video(40, false)).unwrap();
-        ev.extend(drain(&mut r));
-        let discs = ev
+        p2.push(video(5000, true)).unwrap(); // lands at 1400
+        p2.push(audio(5020)).unwrap(); // at 1420
+        p2.push(audio(5040)).unwrap();
+        let ev = drain(&mut r);
+        let silent = crate::silence::silent_frame(&av_tracks().iter().nth(1).unwrap().clone())
+            .expect("AAC-LC stereo has a silent frame");
+        let audio: Vec<(i64, bool)> = ev
             .iter()
-            .filter(|e| matches!(e, MediaEvent::Discontinuity(_)))
-            .count();
-        assert_eq!(discs, 1);
-        let f = frame_dts(&ev);
-        // 1000..1160, then continues at 1200, 1240.
-        assert_eq!(f[4].1, 1160);
-        assert_eq!(f[5].1, 1200);
-        assert_eq!(f[6].1, 1240);
+            .filter_map(|e| match e {
+                MediaEvent::Frame(f) if f.track == TrackId(2) => Some((f.dts, f.data == silent)),
+                _ => None,
+            })
+            .collect();
+        // 1240..1420 is 180 ms: nine 20 ms frames of silence, then the new
+        // audio where it belongs.
+        let mut want: Vec<(i64, bool)> = (0..9).map(|k| (1240 + k * 20, true)).collect();
+        want.extend([(1420, false), (1440, false)]);
+        assert_eq!(audio, want);
+        assert_eq!(hub.stats(&name).unwrap().silent_frames, 9);
+        let video: Vec<i64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Frame(f) if f.track == TrackId(1) => Some(f.dts),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(video, vec![1400]);
+    }
+
+    /// No fill past [`MAX_SILENCE_FILL`] (the old source's audio had
+    /// stopped long before: a real gap), nor for a hole under a frame.
+    #[test]
+    fn long_or_tiny_audio_holes_are_left() {
+        // (first audio dts, audio frames): the old audio ends at 1020
+        // (1.18 s before the video's end at 2200) or at 2190 (10 ms before).
+        for (first, frames) in [(1000, 1), (1010, 59)] {
+            let hub = Hub::new(HubConfig::default());
+            let name = path("live/a");
+            let mut r = hub.subscribe(&name);
+            let mut p1 = hub.publish(&name);
+            p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+            for i in 0..30 {
+                p1.push(video(1000 + i * 40, i == 0)).unwrap();
+            }
+            for i in 0..frames {
+                p1.push(audio(first + i * 20)).unwrap();
+            }
+            drain(&mut r);
+            let mut p2 = hub.publish(&name);
+            p2.push(MediaEvent::Tracks(av_tracks())).unwrap();
+            p2.push(video(0, true)).unwrap();
+            p2.push(audio(0)).unwrap();
+            assert_eq!(hub.stats(&name).unwrap().silent_frames, 0);
+            let f = frame_dts(&drain(&mut r));
+            assert_eq!(f, vec![(1, 2200, true), (2, 2200, true)], "{first}");
+        }
     }
 
     /// The old source's audio ran a frame ahead of its video (interleaving):

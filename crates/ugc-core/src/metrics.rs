@@ -218,6 +218,11 @@ pub fn write_hub(m: &mut Exposition, hub: &crate::Hub, now: std::time::Instant) 
             "Times a slow reader skipped to the newest keyframe.",
             |(s, _, _)| s.reader_skips as f64,
         ),
+        Family::counter(
+            "ugc_stream_silent_frames_total",
+            "Audio frames of silence that closed a hole at a source switch.",
+            |(s, _, _)| s.silent_frames as f64,
+        ),
         Family::gauge(
             "ugc_stream_active_source",
             "The source viewers get: 0 main publisher, 1 backup publisher, 2 fallback.",

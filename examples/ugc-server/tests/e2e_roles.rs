@@ -760,18 +760,27 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
     // kill -9 of the holder.
     let i = usize::from(holder == "t2");
     let (mut dead, _) = transcoders.remove(i);
-    let last = segments().last().map_or(0, |s| s.msn);
     dead.child.kill().unwrap();
     let killed = std::time::Instant::now();
-    let resumed = |after: u64| {
+    // The new holder's push is a new publisher of the origin's rendition
+    // (same tracks: the timeline goes on with no discontinuity); the first
+    // whole segment listed after it attached has its media.
+    let publishers = || origin_publishers(origin_http, "live/lease/240p");
+    let resumed = |before: f64| {
+        let mut listed: Option<u64> = None;
         move || {
             let segs = segments();
-            let disc = segs.iter().position(|s| s.msn > after && s.discontinuity);
-            // The first whole segment of the new holder is listed.
-            disc.is_some_and(|d| segs.len() > d)
+            let last = segs.last().map_or(0, |s| s.msn);
+            match listed {
+                None if publishers() > before => listed = Some(last),
+                Some(l) => return last > l,
+                None => {}
+            }
+            false
         }
     };
-    wait_until(Duration::from_secs(20), resumed(last)).unwrap_or_else(|| {
+    let attached = publishers();
+    wait_until(Duration::from_secs(20), resumed(attached)).unwrap_or_else(|| {
         panic!(
             "the rendition never resumed: {:?}\n{:?}",
             segments(),
@@ -794,6 +803,7 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
     std::thread::sleep(Duration::from_secs(2));
     let frozen_pid = transcoders[0].0.child.id().to_string();
     let before = segments().last().map_or(0, |s| s.msn);
+    let attached = publishers();
     let signal = |sig: &str| {
         let ok = Command::new("kill")
             .args([sig, &frozen_pid])
@@ -803,7 +813,7 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
         assert!(ok, "kill {sig}");
     };
     signal("-STOP");
-    wait_until(Duration::from_secs(20), resumed(before)).unwrap_or_else(|| {
+    wait_until(Duration::from_secs(20), resumed(attached)).unwrap_or_else(|| {
         signal("-CONT");
         panic!("nobody took over from the frozen holder: {:?}", segments())
     });
@@ -813,20 +823,34 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
     .expect("t3 carries the ladder");
     signal("-CONT");
     std::thread::sleep(Duration::from_secs(4));
+    // One new publisher (t3's epoch): the thawed holder's stale epoch
+    // attached nothing, so nothing of it is interleaved; the timeline went
+    // on without a discontinuity.
     let after: Vec<_> = segments().into_iter().filter(|s| s.msn > before).collect();
-    let discs = after.iter().filter(|s| s.discontinuity).count();
     assert_eq!(
-        discs,
-        1,
+        publishers(),
+        attached + 1.0,
         "the thawed holder interleaved: {after:?}\n{:?}",
         logs(transcoders)
     );
+    assert!(after.iter().all(|s| !s.discontinuity), "{after:?}");
     assert_eq!(carriers(control, "live/lease/240p"), ["t3"]);
     let metrics = http_get(transcoders[0].1, "/metrics").text();
     assert!(
         metrics.contains("ugc_transcode_leases 0"),
         "the thawed holder still runs the ladder: {metrics}"
     );
+}
+
+/// Publishers the origin at `origin` has had for `stream` (each epoch of a
+/// rendition's pusher is one): `ugc_stream_publishers_total`.
+fn origin_publishers(origin: SocketAddr, stream: &str) -> f64 {
+    let text = http_get(origin, "/metrics").text();
+    let label = format!("stream=\"{stream}\"");
+    text.lines()
+        .filter(|l| l.starts_with("ugc_stream_publishers_total{") && l.contains(&label))
+        .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// `GET /api/v1/query` of the Prometheus at `prom`: the result vector.
@@ -1076,15 +1100,19 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 /// hls.js (headless Chromium) plays a rendition from the origin while the
 /// transcoder making it is killed (`kill -9`): no error, and playback goes
-/// on by itself once another transcoder has the stream. Not in `make test`
-/// yet: in some runs hls.js stalls until it falls off the live window (an
-/// open defect of issue #22, whose note has the figures): the new holder's
-/// rendition, continued by the origin's take-over, leaves a hole of about
-/// 0.15 s in the buffer, more than hls.js jumps by itself. Run it with
-/// `cargo test --test e2e_roles hls_js_plays -- --ignored --nocapture`
-/// (after `npm ci` in tests/browser).
+/// on by itself once another transcoder has the stream, frozen no longer
+/// than the rendition was out (kill to the new holder's push at the
+/// origin) and a second. It used to freeze 6-15 s in one run of three:
+/// the origin marked the takeover a discontinuity, which hls.js lays onto
+/// the playlist's durations (holes of 80-150 ms in its buffer); the new
+/// holder's ladder dropped half a second of pictures while its encoders
+/// started on the burst of the source's last GOP; the killed holder's
+/// sound, held behind its video, left a hole the Hub now fills with
+/// silence; and the idle flush closed a last segment whose sound ended
+/// before its picture began, which hls.js never got past (see
+/// `Segmenter::flush`). `HLS_TRACE=FILE` keeps hls.js' own log of a run.
 #[test]
-#[ignore = "an open defect of issue #22: hls.js sometimes stalls after the takeover"]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn hls_js_plays_a_rendition_through_a_transcoder_kill() {
     let mut cluster = lease_cluster("roles-lease-hls");
     let (control, origin_http) = (&cluster.control, cluster.origin_http);
@@ -1105,13 +1133,18 @@ fn hls_js_plays_a_rendition_through_a_transcoder_kill() {
         .unwrap_or_else(|| panic!("no 240p variant: {master}"));
     let url = format!("http://{origin_http}/live/lease/{uri}");
     let player = std::thread::spawn(move || play_hls_js(&["--url", &url, "--seconds", "30"]));
-    std::thread::sleep(Duration::from_secs(8));
+    // Where in a segment the kill falls: `UGC_TEST_KILL_AFTER_MS` moves it.
+    let after: u64 = std::env::var("UGC_TEST_KILL_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8000);
+    std::thread::sleep(Duration::from_millis(after));
     let i = usize::from(holder == "t2");
-    let last = segments().last().map_or(0, |s| s.msn);
+    let attached = origin_publishers(origin_http, "live/lease/240p");
     cluster.transcoders[i].0.child.kill().unwrap();
     let killed = std::time::Instant::now();
     wait_until(Duration::from_secs(20), || {
-        segments().iter().any(|s| s.msn > last && s.discontinuity)
+        origin_publishers(origin_http, "live/lease/240p") > attached
     })
     .expect("another transcoder took over");
     let outage = killed.elapsed().as_secs_f64();
@@ -1129,7 +1162,7 @@ fn hls_js_plays_a_rendition_through_a_transcoder_kill() {
     let advanced = r["advanced_s"].as_f64().unwrap();
     assert!(advanced >= 15.0, "advanced {advanced} s: {stdout}");
     assert!(
-        freeze < 15.0,
-        "froze {freeze} s for a {outage} s outage: {stdout}"
+        freeze <= outage + 1.0,
+        "froze {freeze} s for a {outage:.2} s outage: {stdout}"
     );
 }

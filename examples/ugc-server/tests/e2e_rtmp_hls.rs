@@ -51,6 +51,18 @@ fn check_segment(path: &Path, expect_width: u32) {
     );
 }
 
+/// Decode times of the video packets of one segment, in seconds.
+fn video_dts(path: &Path) -> Vec<f64> {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .args(["packet=dts_time", "-of", "csv=p=0"])
+        .arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
 #[test]
 fn ffmpeg_1080p_publish_plays_over_hls() {
     let clip = test_clip(1920, 1080, 14, 4000);
@@ -254,10 +266,16 @@ fn two_publishers_stay_independent() {
     );
 }
 
+/// The publisher dies mid-GOP and comes back with the same encoder
+/// settings: the stream goes on on its timeline, with no discontinuity
+/// (nothing for a player to reset: hls.js realigns a discontinuity onto
+/// the playlist's durations and opens a hole in its buffer), and every
+/// segment decodes.
 #[test]
-fn publisher_reconnecting_mid_gop_continues_with_a_discontinuity() {
+fn publisher_reconnecting_mid_gop_continues_the_timeline() {
     let clip = test_clip(1920, 1080, 14, 4000);
-    let server = Server::start(&[]);
+    // No slate between the two sessions (e2e_failover tests that).
+    let server = Server::start(&["--fallback", "off"]);
     let work = TempDir::new("reconnect");
     let key = server.create_stream("re", "");
     let mut first = publish_file(&clip, &server.rtmp_url(&key));
@@ -271,26 +289,40 @@ fn publisher_reconnecting_mid_gop_continues_with_a_discontinuity() {
     std::thread::sleep(Duration::from_millis(1000));
     first.kill();
     std::thread::sleep(Duration::from_millis(500));
+    let before = segments(&server, "live/re").last().map_or(0, |s| s.msn);
     let mut second = publish_file(&clip, &server.rtmp_url(&key));
     let continued = wait_until(Duration::from_secs(15), || {
         segments(&server, "live/re")
-            .iter()
-            .skip_while(|s| !s.discontinuity)
-            .count()
-            >= 2
+            .last()
+            .is_some_and(|s| s.msn >= before + 2)
     });
     second.kill();
     assert!(
         continued.is_some(),
-        "no discontinuity followed by new segments: {}",
+        "no new segments after the reconnect: {}",
         media_playlist(&server, "live/re").unwrap_or_default()
     );
     let segs = segments(&server, "live/re");
+    assert!(
+        segs.iter().all(|s| !s.discontinuity),
+        "{}",
+        media_playlist(&server, "live/re").unwrap_or_default()
+    );
     let mut msns = HashSet::new();
+    let mut last_dts = f64::MIN;
     for seg in &segs {
         assert!(msns.insert(seg.msn));
         let path = fetch_fmp4_segment(&server, "live/re", seg, work.path());
         check_segment(&path, 1920);
+        // The second session continues the first one's timeline.
+        let dts = video_dts(&path);
+        assert!(
+            dts.first().is_some_and(|d| *d > last_dts),
+            "segment {} starts at {:?}, the last one ended at {last_dts}",
+            seg.msn,
+            dts.first()
+        );
+        last_dts = dts.last().copied().unwrap_or(last_dts);
     }
 }
 
