@@ -514,11 +514,58 @@ impl Segmenter {
 
     /// Closes the open segment (the source went idle). The next segment
     /// starts at the next keyframe and takes its date from the clock.
+    ///
+    /// A segment whose media would not reach past its own start on every
+    /// track that has been sending stays open: a source cut off right
+    /// after a keyframe (a transcoder killed, its sound a third of a second
+    /// behind its video, held back by the encoder's lookahead) left a
+    /// segment of a frame or two of video whose sound ends before that
+    /// video starts. hls.js buffers audio and video as their intersection,
+    /// so such a segment does not grow its buffer; it then counts both it
+    /// and the segment before as loaded and waits, 12 s in the e2e test,
+    /// before it loads on. If the source comes back on the same timeline (a
+    /// takeover), the segment goes on with it; if the stream ends, the end
+    /// closes it.
     pub fn flush(&mut self, now_unix_ms: i64) -> Result<(), Error> {
         let _ = now_unix_ms;
+        if self.open_reaches_past_its_start() == Some(false) {
+            return Ok(());
+        }
         let r = self.close(None);
         self.clock_offset_ms = None;
         r
+    }
+
+    /// Whether the open segment has media presented at or after its first
+    /// keyframe on every track that has been sending (`None`: no open
+    /// segment).
+    fn open_reaches_past_its_start(&self) -> Option<bool> {
+        let open = self.open.as_ref()?;
+        let ms = |f: &Frame| {
+            let scale = self
+                .states
+                .iter()
+                .find(|st| st.info.id == f.track)
+                .map_or(Timescale::MILLIS, |st| st.info.timescale);
+            rescale(f.pts, scale, Timescale::MILLIS)
+        };
+        let reference = self
+            .reference
+            .and_then(|r| self.states.get(r))
+            .map(|st| st.info.id);
+        let start = open
+            .frames
+            .iter()
+            .find(|f| Some(f.track) == reference)
+            .map(ms)?;
+        Some(self.states.iter().all(|st| {
+            // A track never heard from (declared but silent) waits for nothing.
+            st.last_out_dts.is_none()
+                || open
+                    .frames
+                    .iter()
+                    .any(|f| f.track == st.info.id && ms(f) >= start)
+        }))
     }
 
     /// The next output, if any. Call until `None` after every

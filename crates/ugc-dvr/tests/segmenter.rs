@@ -330,6 +330,59 @@ fn flush_publishes_the_open_segment() {
     }
 }
 
+/// A source cut off just after a keyframe: the open segment has one
+/// video frame (presented at 1040) and sound that ends before it. The idle
+/// flush leaves it open (a segment whose sound does not reach its picture
+/// stalls hls.js); the source's successor goes on on the same timeline and
+/// the segment closes with both tracks. Without the sound past the
+/// keyframe it is the same; with it, the flush closes the segment.
+#[test]
+fn flush_keeps_a_segment_whose_sound_ends_before_it_starts_open() {
+    let mut s = Segmenter::new(config(1000));
+    s.push(MediaEvent::Tracks(av()), T0).unwrap();
+    for i in 0..25 {
+        s.push(v(i * 40, i == 0), T0).unwrap();
+        s.push(a(i * 40), T0).unwrap();
+    }
+    s.push(v(1000, true), T0).unwrap(); // cuts segment 0
+    s.push(a(1000), T0).unwrap();
+    s.flush(T0 + 4000).unwrap();
+    let outputs: Vec<_> = std::iter::from_fn(|| s.poll()).collect();
+    assert_eq!(segments(&outputs).len(), 1, "only the whole segment 0");
+    s.push(a(1040), T0 + 4500).unwrap(); // the sound reaches the picture
+    s.flush(T0 + 8500).unwrap();
+    let outputs: Vec<_> = std::iter::from_fn(|| s.poll()).collect();
+    assert_eq!(segments(&outputs).len(), 1, "the flush closed segment 1");
+}
+
+#[test]
+fn flush_keeps_a_segment_that_lacks_a_track_open() {
+    let mut s = Segmenter::new(config(1000));
+    s.push(MediaEvent::Tracks(av()), T0).unwrap();
+    for i in 0..25 {
+        s.push(v(i * 40, i == 0), T0).unwrap();
+        s.push(a(i * 40), T0).unwrap();
+    }
+    s.push(v(1000, true), T0).unwrap(); // cuts segment 0
+    s.flush(T0 + 4000).unwrap();
+    let outputs: Vec<_> = std::iter::from_fn(|| s.poll()).collect();
+    let segs = segments(&outputs);
+    assert_eq!(segs.len(), 1, "only the whole segment 0");
+    // The takeover: sound from 1000 (the Hub's silence), video on.
+    for i in 0..30 {
+        s.push(a(1000 + i * 40), T0 + 5000).unwrap();
+        s.push(v(1040 + i * 40, i == 24), T0 + 5000).unwrap();
+    }
+    s.push(MediaEvent::End, T0 + 6000).unwrap();
+    let outputs: Vec<_> = std::iter::from_fn(|| s.poll()).collect();
+    let segs = segments(&outputs);
+    let first = &segs[0];
+    assert_eq!(first.msn, 1);
+    assert!(!first.discontinuity);
+    assert_eq!(first.duration_ms, 1000, "one old frame and 24 new ones");
+    assert!(first.frames.iter().any(|f| f.track == TrackId(2)));
+}
+
 #[test]
 fn source_errors_are_reported() {
     let mut s = Segmenter::new(config(2000));
