@@ -67,6 +67,7 @@ browser-hls-js:
 	$(CARGO) test --workspace --locked --test e2e_ll_hls -- --ignored --test-threads=1
 	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_failover -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_roles hls_js -- --ignored
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz

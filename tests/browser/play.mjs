@@ -11,7 +11,9 @@
 // did not parse or append (bufferAppendError, fragParsingError, ...) and
 // `<video>` errors; other non-fatal ones (stalls, nudges) are counted in
 // `nonfatal`; `notes` has the first few of hls.js's warnings, seeks and
-// waits with the buffered ranges then, to diagnose a failed run. The page
+// waits with the buffered ranges then, to diagnose a failed run (with
+// HLS_TRACE=FILE in the environment, every line hls.js logs goes to FILE,
+// stamped with the time since playback started). The page
 // is our own tiny one, with the watch page's hls.js settings, served by
 // request interception on the stream's origin.
 //
@@ -22,7 +24,7 @@
 // the video's decoded size to be the level's RESOLUTION, then plays it
 // HOLD_S seconds; `switches` says per level what it saw.
 import { chromium } from 'playwright-core';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -61,10 +63,18 @@ const note = (text) => {
   }
 };
 const quiet = () => {};
+window.trace = [];
+const tracing = ${process.env.HLS_TRACE ? 'true' : 'false'};
+const traced = (level, a) => {
+  const since = window.report.started === null ? 'before start' : ((performance.now() - window.report.started) / 1000).toFixed(2) + ' s';
+  window.trace.push('[' + since + '] ' + level + ': ' + a.join(' '));
+};
 const logger = {
-  trace: quiet, debug: quiet, log: quiet, info: quiet,
-  warn: (...a) => note('warn: ' + a.join(' ')),
-  error: (...a) => note('error: ' + a.join(' ')),
+  trace: quiet, debug: quiet,
+  log: tracing ? (...a) => traced('log', a) : quiet,
+  info: tracing ? (...a) => traced('info', a) : quiet,
+  warn: (...a) => { if (tracing) traced('warn', a); note('warn: ' + a.join(' ')); },
+  error: (...a) => { if (tracing) traced('error', a); note('error: ' + a.join(' ')); },
 };
 // The watch page's settings (web/assets/player.js): low latency, and a
 // catch-up of up to 1.2x speed when playback is behind the target latency.
@@ -217,6 +227,9 @@ try {
     }
   }
   result = await page.evaluate(() => window.report);
+  if (process.env.HLS_TRACE) {
+    writeFileSync(process.env.HLS_TRACE, (await page.evaluate(() => window.trace)).join('\n') + '\n');
+  }
 } finally {
   // playwright keeps the profile in its own temp dir and removes it.
   await browser.close();
