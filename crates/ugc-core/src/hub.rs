@@ -971,12 +971,15 @@ impl HubPublisher {
                         VecDeque::new()
                     };
                     // The keyframe first: it sets where the new source lands.
-                    accept(shared, &mut st, frame, &tracks);
+                    // With no sound of its own from before it, the sound up
+                    // to where it lands is silence.
+                    let fill = lead_in.is_empty();
+                    accept(shared, &mut st, frame, &tracks, fill);
                     // Then the new source's sound from just before it, so
                     // that the old sound runs into the new without a gap:
                     // what would go back on the audio track is dropped.
                     for f in lead_in {
-                        accept(shared, &mut st, f, &tracks);
+                        accept(shared, &mut st, f, &tracks, false);
                     }
                 }
                 MediaEvent::Discontinuity(reason) => {
@@ -999,13 +1002,25 @@ impl HubPublisher {
 /// Takes `frame` of the active source (whose track set is `tracks`) into
 /// the window: rebased onto the stream's timeline, dropped when it would
 /// go back on its track.
-fn accept(shared: &StreamShared, st: &mut State, mut frame: Frame, tracks: &Tracks) {
+///
+/// The first frame after a rebase with `fill_to_it` (a new source with no
+/// sound from before its keyframe) has the audio tracks' holes up to where
+/// it lands filled with silence first, so the old timeline's sound ends
+/// where its picture does (in the segment the picture ends in).
+fn accept(
+    shared: &StreamShared,
+    st: &mut State,
+    mut frame: Frame,
+    tracks: &Tracks,
+    fill_to_it: bool,
+) {
     let Some(info) = tracks.get(frame.track) else {
         return;
     };
     let is_video = info.kind() == MediaKind::Video;
     let scale = info.timescale;
     announce(shared, st);
+    let landing = st.rebase_pending;
     if st.rebase_pending {
         // offset holds where the old timeline's decoding
         // ends: the first frame lands there, or later if it
@@ -1022,6 +1037,13 @@ fn accept(shared: &StreamShared, st: &mut State, mut frame: Frame, tracks: &Trac
     let off = st.offset.ticks_at(scale);
     frame.dts = frame.dts.saturating_add(off);
     frame.pts = frame.pts.saturating_add(off);
+    if landing && fill_to_it && is_video {
+        let at = MediaTime::new(frame.dts, scale);
+        for audio in tracks.iter().filter(|t| t.kind() == MediaKind::Audio) {
+            let until = at.ticks_at(audio.timescale);
+            fill_silence(shared, st, audio, until, tracks);
+        }
+    }
     if let Some(i) = st.settling.iter().position(|t| *t == frame.track) {
         let behind = st
             .clocks
@@ -1036,7 +1058,7 @@ fn accept(shared: &StreamShared, st: &mut State, mut frame: Frame, tracks: &Trac
         }
         st.settling.swap_remove(i);
         if !is_video {
-            fill_silence(shared, st, &frame, info, tracks);
+            fill_silence(shared, st, info, frame.dts, tracks);
         }
     }
     commit(shared, st, frame, tracks, is_video);
@@ -1045,9 +1067,10 @@ fn accept(shared: &StreamShared, st: &mut State, mut frame: Frame, tracks: &Trac
 /// Longest hole in an audio track that a switch fills with silence.
 const MAX_SILENCE_FILL: MediaTime = MediaTime::new(500_000, Timescale::MICROS);
 
-/// Fills the hole between the old source's audio and `first`, the new
-/// source's first audio frame, with frames of silence (as many whole
-/// frames as fit; what is left is under a frame long).
+/// Fills the hole on audio track `info` from where its timeline ends up to
+/// `until` (its clock) with frames of silence: as many whole frames as fit
+/// (what is left is under a frame long), none if the hole is longer than
+/// [`MAX_SILENCE_FILL`] (a real gap).
 ///
 /// A switch lands the new source where the old video ends and keeps the
 /// new audio's offset to its video, so the audio track has a hole of the
@@ -1059,18 +1082,18 @@ const MAX_SILENCE_FILL: MediaTime = MediaTime::new(500_000, Timescale::MICROS);
 fn fill_silence(
     shared: &StreamShared,
     st: &mut State,
-    first: &Frame,
     info: &TrackInfo,
+    until: i64,
     tracks: &Tracks,
 ) {
-    let Some((_, clock)) = st.clocks.get(&first.track) else {
+    let Some((_, clock)) = st.clocks.get(&info.id) else {
         return;
     };
     let (Some(last), step) = (clock.last_dts, clock.last_step) else {
         return;
     };
     let end = last.saturating_add(step);
-    let hole = first.dts.saturating_sub(end);
+    let hole = until.saturating_sub(end);
     if step <= 0 || hole < step || hole > MAX_SILENCE_FILL.ticks_at(info.timescale) {
         return;
     }
@@ -1080,7 +1103,7 @@ fn fill_silence(
     for k in 0..hole / step {
         let at = end.saturating_add(k * step);
         let frame = Frame {
-            track: first.track,
+            track: info.id,
             dts: at,
             pts: at,
             keyframe: true,
@@ -1696,7 +1719,7 @@ mod tests {
     /// A transcoder killed mid-stream: its audio stopped 120 ms before its
     /// video (the encoder's lookahead held it). The new source lands where
     /// the video ends and its audio starts 20 ms after its video; the
-    /// 140 ms hole in the audio is filled with silence, in whole frames.
+    /// 180 ms hole in the audio is filled with silence, in whole frames.
     #[test]
     fn a_takeover_fills_the_hole_in_the_audio_with_silence() {
         let hub = Hub::new(HubConfig::default());
@@ -1732,14 +1755,13 @@ mod tests {
         want.extend([(1420, false), (1440, false)]);
         assert_eq!(audio, want);
         assert_eq!(hub.stats(&name).unwrap().silent_frames, 9);
-        let video: Vec<i64> = ev
-            .iter()
-            .filter_map(|e| match e {
-                MediaEvent::Frame(f) if f.track == TrackId(1) => Some(f.dts),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(video, vec![1400]);
+        // The silence up to where the picture lands comes before it (so the
+        // old timeline's sound ends in the segment its picture ends in),
+        // the rest at the new sound.
+        let order: Vec<(u32, i64)> = frame_dts(&ev).iter().map(|f| (f.0, f.1)).collect();
+        let mut want: Vec<(u32, i64)> = (0..8).map(|k| (2, 1240 + k * 20)).collect();
+        want.extend([(1, 1400), (2, 1400), (2, 1420), (2, 1440)]);
+        assert_eq!(order, want);
     }
 
     /// No fill past [`MAX_SILENCE_FILL`] (the old source's audio had
