@@ -103,11 +103,19 @@ async function refreshNodes() {
     const cap = n.capacity ? ` / ${n.capacity}` : '';
     const streams = cell(`${n.load.streams}${cap}`, 'num n-streams');
     streams.title = n.streams.join('\n');
+    // Transcoders: their lease priority (a main over its standby) and the
+    // transcode leases they hold, with epochs, on hover.
+    const transcoder = n.role === 'transcode';
+    const role = cell(transcoder ? `${n.role} · p${n.priority ?? 0}` : n.role, 'n-role');
+    const held = n.leases ?? [];
+    const leases = cell(transcoder ? String(held.length) : '–', 'num n-leases');
+    leases.title = held.map((l) => `${l.stream} (epoch ${l.epoch})`).join('\n');
     tr.append(
       name,
-      cell(n.role, 'n-role'),
+      role,
       state,
       streams,
+      leases,
       cell(`${Math.round(n.load.cpu * 100)} %`, 'num'),
       cell(fmtBps(n.load.egress_bps * 8), 'num'),
       cell(fmtAge(n.age_ms), 'n-age'),

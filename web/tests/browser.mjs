@@ -320,15 +320,18 @@ async function main() {
       body: JSON.stringify({
         id: 'transcode-browser', role: 'transcode', url: 'http://127.0.0.1:9',
         capacity: 8, load: { streams: 3, cpu: 0.25, egress_bps: 250000 },
-        streams: ['live/a', 'live/b', 'live/c'],
+        streams: ['live/a', 'live/b', 'live/c'], priority: 10,
       }),
     });
     assert(beat.status === 200, `heartbeat answered ${beat.status}`);
     const row = '#nodes tr[data-node="transcode-browser"]';
     await panel.waitForSelector(`${row} .n-state[data-state=live]`, { timeout: 5000 });
     const cells = await panel.$eval(row, (tr) => tr.textContent);
-    assert(cells.includes('transcode') && cells.includes('3 / 8') && cells.includes('25 %')
+    assert(cells.includes('transcode · p10') && cells.includes('3 / 8') && cells.includes('25 %')
       && cells.includes('2.0 Mbit/s'), `node row: ${cells}`);
+    // No stream is live on a publishing node: no transcode job to lease.
+    const leases = await panel.$eval(`${row} .n-leases`, (td) => td.textContent);
+    assert(leases === '0', `leases cell: ${leases}`);
     step('the admin panel lists a registered node, updated live');
     const forget = await fetch(`${base}/api/v1/nodes/transcode-browser`, {
       method: 'DELETE', headers: { Authorization: `Bearer ${ADMIN}` },

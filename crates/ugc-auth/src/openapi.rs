@@ -160,7 +160,20 @@ fn registry_schemas() -> Value {
                         "public": { "allOf": [{ "$ref": "#/components/schemas/PublicUrls" }], "nullable": true },
                         "last_seen": { "type": "integer", "description": "unix milliseconds, database clock" },
                         "age_ms": { "type": "integer" },
-                        "registered_at": { "type": "integer", "description": "unix seconds" }
+                        "registered_at": { "type": "integer", "description": "unix seconds" },
+                        "priority": { "type": "integer", "description": "Transcoders: the live ones of the highest priority share the transcode leases" },
+                        "leases": {
+                            "type": "array",
+                            "description": "Transcoders: the transcode leases held now (absent when none)",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "stream": { "type": "string" },
+                                    "epoch": { "type": "integer", "description": "grows on every claim; origins refuse a lower one" },
+                                    "expires_in_ms": { "type": "integer", "description": "until it ends unless renewed" }
+                                }
+                            }
+                        }
                     }
                 }
     })

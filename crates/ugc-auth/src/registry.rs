@@ -231,6 +231,39 @@ pub struct NodeView {
     /// Its priority for transcode leases.
     #[serde(default)]
     pub priority: i32,
+    /// The transcode leases it holds now (filled by `GET /api/v1/nodes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<HeldLease>,
+}
+
+/// A transcode lease a node holds, as `GET /api/v1/nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLease {
+    /// The Hub stream (`live/news`).
+    pub stream: String,
+    /// Its epoch (grows on every claim).
+    pub epoch: i64,
+    /// Milliseconds until it ends unless renewed.
+    pub expires_in_ms: i64,
+}
+
+/// Puts each unexpired lease of `rows` on its holder in `nodes` (the
+/// database clock now is a node's `last_seen + age_ms`).
+pub fn attach_leases(nodes: &mut [NodeView], rows: &[crate::store::LeaseRow]) {
+    let Some(now) = nodes.first().map(|n| n.last_seen.saturating_add(n.age_ms)) else {
+        return;
+    };
+    for n in nodes.iter_mut() {
+        n.leases = rows
+            .iter()
+            .filter(|r| r.node_id == n.id && r.expires_ms > now)
+            .map(|r| HeldLease {
+                stream: r.stream.clone(),
+                epoch: r.epoch,
+                expires_in_ms: r.expires_ms.saturating_sub(now),
+            })
+            .collect();
+    }
 }
 
 impl NodeView {
@@ -314,6 +347,7 @@ impl ControlPlane {
                 age_ms,
                 registered_at: r.registered_at,
                 priority: beat.priority,
+                leases: Vec::new(),
             });
         }
         Ok(out)
@@ -454,12 +488,19 @@ async fn admin(cp: &ControlPlane, headers: &HeaderMap) -> std::result::Result<()
     }
 }
 
-/// `GET /api/v1/nodes` (admin).
+/// `GET /api/v1/nodes` (admin), each transcoder with the leases it holds.
 pub(crate) async fn list_nodes(State(cp): State<ControlPlane>, headers: HeaderMap) -> Response {
     if let Err(r) = admin(&cp, &headers).await {
         return r;
     }
-    match cp.nodes().await {
+    let listed = async {
+        let mut nodes = cp.nodes().await?;
+        if nodes.iter().any(|n| n.role == NodeRole::Transcode) {
+            attach_leases(&mut nodes, &cp.lease_rows().await?);
+        }
+        Ok::<_, Error>(nodes)
+    };
+    match listed.await {
         Ok(nodes) => axum::Json(nodes).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
@@ -834,7 +875,42 @@ mod tests {
             age_ms: 0,
             registered_at: 0,
             priority: 0,
+            leases: Vec::new(),
         }
+    }
+
+    #[test]
+    fn held_leases_go_on_their_holder_until_they_expire() {
+        let mut nodes = vec![
+            node("t1", NodeRole::Transcode, 0, 0),
+            node("t2", NodeRole::Transcode, 0, 0),
+        ];
+        for n in &mut nodes {
+            n.last_seen = 10_000;
+            n.age_ms = 500; // the database clock: 10 500
+        }
+        let row = |stream: &str, node: &str, epoch, expires_ms| crate::store::LeaseRow {
+            stream: stream.into(),
+            node_id: node.into(),
+            epoch,
+            expires_ms,
+        };
+        let rows = [
+            row("live/a", "t1", 3, 12_000),
+            row("live/b", "t1", 1, 10_400), // expired
+            row("live/c", "t2", 7, 13_500),
+            row("live/d", "", 2, 0), // released
+        ];
+        attach_leases(&mut nodes, &rows);
+        let held = |i: usize| {
+            nodes[i]
+                .leases
+                .iter()
+                .map(|l| (l.stream.as_str(), l.epoch, l.expires_in_ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(held(0), [("live/a", 3, 1_500)]);
+        assert_eq!(held(1), [("live/c", 7, 3_000)]);
     }
 
     #[test]

@@ -622,7 +622,23 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
 
 /// The transcoding nodes whose registry entries carry Hub stream `stream`
 /// (a node killed a moment ago is still listed until it is `down`).
-fn carriers(control: &Control, stream: &str) -> Vec<String> {
+/// The transcode leases on `stream` (`live/x`) `GET /api/v1/nodes` shows:
+/// (holder, epoch).
+fn lease_holders(control: &Control, stream: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for n in &listed_nodes(control) {
+        for l in n["leases"].as_array().into_iter().flatten() {
+            if l["stream"] == stream {
+                let id = n["id"].as_str().unwrap_or_default().to_owned();
+                out.push((id, l["epoch"].as_i64().unwrap_or(-1)));
+            }
+        }
+    }
+    out
+}
+
+/// `GET /api/v1/nodes` of the control plane (empty when it fails).
+fn listed_nodes(control: &Control) -> Vec<serde_json::Value> {
     let r = http_send(
         control.http,
         "GET",
@@ -631,10 +647,11 @@ fn carriers(control: &Control, stream: &str) -> Vec<String> {
         None,
     );
     let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap_or_default();
-    let Some(nodes) = v.as_array() else {
-        return Vec::new();
-    };
-    nodes
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn carriers(control: &Control, stream: &str) -> Vec<String> {
+    listed_nodes(control)
         .iter()
         .filter(|n| n["role"] == "transcode" && n["state"] == "live")
         .filter(|n| {
@@ -757,6 +774,14 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
     })
     .expect("a transcoder carries the ladder");
 
+    // The admin's node list shows the lease on its holder, with its epoch.
+    let held = lease_holders(control, "live/lease");
+    let [(lessee, first_epoch)] = held.as_slice() else {
+        panic!("one lease on live/lease: {held:?}");
+    };
+    assert_eq!(lessee, &holder);
+    let first_epoch = *first_epoch;
+
     // kill -9 of the holder.
     let i = usize::from(holder == "t2");
     let (mut dead, _) = transcoders.remove(i);
@@ -795,6 +820,11 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
     let survivor = if holder == "t1" { "t2" } else { "t1" };
     let c = carriers(control, "live/lease/240p");
     assert!(c.iter().any(|c| c == survivor), "{c:?}");
+    let held = lease_holders(control, "live/lease");
+    assert!(
+        matches!(held.as_slice(), [(s, e)] if s == survivor && *e > first_epoch),
+        "{held:?} after epoch {first_epoch}"
+    );
 
     // A partition: the holder is frozen past its lease, a third transcoder
     // takes over; thawed, the old holder stops at its next beat and the
