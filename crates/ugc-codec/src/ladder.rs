@@ -254,6 +254,10 @@ impl LadderConfig {
         if !(250..=20_000).contains(&self.keyframe_interval_ms) {
             return bad("keyframe_interval_ms must be within 250..=20000".into());
         }
+        // Longer is no live ladder: it would wait like an offline one.
+        if self.max_delay_ms > 60_000 {
+            return bad("max_delay_ms must be within 0..=60000".into());
+        }
         if let Some(l) = &self.logo
             && l.opacity > 100
         {
@@ -653,6 +657,17 @@ mod tests {
         assert!(c.validate().is_err());
         c.renditions[1].name = "index".into();
         c.preset = "warp".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn validate_bounds_the_live_delay() {
+        let mut c = LadderConfig {
+            max_delay_ms: 60_000,
+            ..LadderConfig::default()
+        };
+        assert!(c.validate().is_ok());
+        c.max_delay_ms = 60_001;
         assert!(c.validate().is_err());
     }
 }
