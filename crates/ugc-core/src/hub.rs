@@ -1089,19 +1089,35 @@ fn fill_silence(
     let Some((_, clock)) = st.clocks.get(&info.id) else {
         return;
     };
-    let (Some(last), step) = (clock.last_dts, clock.last_step) else {
+    let (Some(last), observed) = (clock.last_dts, clock.last_step) else {
         return;
     };
-    let end = last.saturating_add(step);
-    let hole = until.saturating_sub(end);
-    if step <= 0 || hole < step || hole > MAX_SILENCE_FILL.ticks_at(info.timescale) {
+    // The frame step comes from the track's parameters, never from the
+    // timestamps alone: those are the publisher's, and a 1-tick step would
+    // turn half a second into thousands of frames. A track whose timestamps
+    // do not advance by whole frames (to within a tick) gets no fill.
+    let Some(audio) = info.audio() else {
+        return;
+    };
+    let ts = i128::from(info.timescale.get());
+    let samples = i128::from(audio.samples_per_frame);
+    let rate = i128::from(audio.sample_rate);
+    // One frame lasts samples / rate seconds = samples * ts / rate ticks.
+    let frame_ticks = samples * ts;
+    if rate == 0 || frame_ticks < rate || (i128::from(observed) * rate - frame_ticks).abs() > rate {
         return;
     }
+    let end = last.saturating_add(observed);
+    let hole = i128::from(until.saturating_sub(end));
+    if hole > i128::from(MAX_SILENCE_FILL.ticks_at(info.timescale)) {
+        return;
+    }
+    let count = (hole * rate / frame_ticks).max(0);
     let Some(data) = crate::silence::silent_frame(info) else {
         return;
     };
-    for k in 0..hole / step {
-        let at = end.saturating_add(k * step);
+    for k in 0..count {
+        let at = end.saturating_add((k * frame_ticks / rate) as i64);
         let frame = Frame {
             track: info.id,
             dts: at,
@@ -1716,6 +1732,24 @@ mod tests {
         }
     }
 
+    /// `av_tracks` with the audio at `rate` Hz and `samples` per frame, on
+    /// a clock of `timescale` ticks per second.
+    fn tracks_with_audio(rate: u32, samples: u32, timescale: Timescale) -> Tracks {
+        let mut t: Vec<TrackInfo> = av_tracks().iter().cloned().collect();
+        t[1].timescale = timescale;
+        t[1].params = crate::media::TrackParams::Audio(crate::media::AudioParams {
+            sample_rate: rate,
+            channels: 2,
+            samples_per_frame: samples,
+        });
+        Tracks::new(t)
+    }
+
+    /// AAC-LC at 48 kHz in 960-sample frames: exactly 20 ms a frame.
+    fn tracks_20ms_audio() -> Tracks {
+        tracks_with_audio(48_000, 960, Timescale::MILLIS)
+    }
+
     /// A transcoder killed mid-stream: its audio stopped 120 ms before its
     /// video (the encoder's lookahead held it). The new source lands where
     /// the video ends and its audio starts 20 ms after its video; the
@@ -1726,7 +1760,7 @@ mod tests {
         let name = path("live/a");
         let mut r = hub.subscribe(&name);
         let mut p1 = hub.publish(&name);
-        p1.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p1.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
         for i in 0..10 {
             p1.push(video(1000 + i * 40, i == 0)).unwrap();
         }
@@ -1735,7 +1769,7 @@ mod tests {
         }
         drain(&mut r);
         let mut p2 = hub.publish(&name);
-        p2.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        p2.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
         p2.push(video(5000, true)).unwrap(); // lands at 1400
         p2.push(audio(5020)).unwrap(); // at 1420
         p2.push(audio(5040)).unwrap();
@@ -1762,6 +1796,68 @@ mod tests {
         let mut want: Vec<(u32, i64)> = (0..8).map(|k| (2, 1240 + k * 20)).collect();
         want.extend([(1, 1400), (2, 1400), (2, 1420), (2, 1440)]);
         assert_eq!(order, want);
+    }
+
+    /// The fill steps by the track's frame duration, not by the spacing of
+    /// the publisher's timestamps: AAC at 44.1 kHz on a millisecond clock
+    /// (23.2 ms frames, stamped 23 or 24 ms apart) gets frames placed on
+    /// the exact frame grid, as many as fit in the hole.
+    #[test]
+    fn the_fill_follows_the_frame_duration_on_a_rounded_clock() {
+        let tracks = tracks_with_audio(44_100, 1024, Timescale::MILLIS);
+        let hub = Hub::new(HubConfig::default());
+        let name = path("live/a");
+        let mut r = hub.subscribe(&name);
+        let mut p1 = hub.publish(&name);
+        p1.push(MediaEvent::Tracks(tracks.clone())).unwrap();
+        for i in 0..10 {
+            p1.push(video(1000 + i * 40, i == 0)).unwrap();
+        }
+        // Frame k at 1000 + floor(k * 1024 / 44.1): ends at 1232 + 24.
+        for k in 0..11 {
+            p1.push(audio(1000 + k * 1_024_000 / 44_100)).unwrap();
+        }
+        drain(&mut r);
+        let mut p2 = hub.publish(&name);
+        p2.push(MediaEvent::Tracks(tracks)).unwrap();
+        p2.push(video(0, true)).unwrap(); // lands at 1400
+        p2.push(audio(0)).unwrap(); // at 1400
+        let f = frame_dts(&drain(&mut r));
+        let audio: Vec<i64> = f.iter().filter(|f| f.0 == 2).map(|f| f.1).collect();
+        // 1256..1400 holds six frames of 23.2 ms (139 ms); the seventh
+        // would end past the new audio.
+        assert_eq!(audio, vec![1256, 1279, 1302, 1325, 1348, 1372, 1400]);
+        assert_eq!(hub.stats(&name).unwrap().silent_frames, 6);
+    }
+
+    /// A publisher whose audio timestamps advance by one tick (a 48 kHz
+    /// clock, frames one tick apart: nonsense, but untrusted) gets no fill:
+    /// stepping by what the timestamps say would commit half a second of
+    /// one-tick frames, 24,000 of them, at each takeover.
+    #[test]
+    fn audio_stamped_off_its_frame_duration_gets_no_fill() {
+        let scale = Timescale::new(48_000).unwrap();
+        let tracks = tracks_with_audio(48_000, 1024, scale);
+        let hub = Hub::new(HubConfig::default());
+        let name = path("live/a");
+        let mut r = hub.subscribe(&name);
+        let mut p1 = hub.publish(&name);
+        p1.push(MediaEvent::Tracks(tracks.clone())).unwrap();
+        for i in 0..10 {
+            p1.push(video(1000 + i * 40, i == 0)).unwrap();
+        }
+        // Audio at 1.000 s, one tick apart: ends 0.4 s before the video.
+        for k in 0..20 {
+            p1.push(audio(48_000 + k)).unwrap();
+        }
+        drain(&mut r);
+        let mut p2 = hub.publish(&name);
+        p2.push(MediaEvent::Tracks(tracks)).unwrap();
+        p2.push(video(0, true)).unwrap();
+        p2.push(audio(0)).unwrap();
+        let f = frame_dts(&drain(&mut r));
+        assert_eq!(hub.stats(&name).unwrap().silent_frames, 0);
+        assert_eq!(f.len(), 2, "{f:?}");
     }
 
     /// No fill past [`MAX_SILENCE_FILL`] (the old source's audio had
