@@ -25,9 +25,7 @@
 //! next input byte.
 #![no_main]
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
@@ -38,31 +36,11 @@ use srt_protocol::protocol::pending_connection::connect::Connect;
 use srt_protocol::settings::{ConnInitSettings, KeySettings};
 use ugc_proto::srt::{ListenerConfig, ListenerEvent, RejectCode, SrtConnection, SrtListener};
 
+#[path = "../common/contained_panics.rs"]
+mod contained_panics;
+
 const PASS: &str = "correcthorsebattery";
 const MAX_PENDING: usize = 2;
-
-fn install_hook() {
-    static ONCE: Once = Once::new();
-    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let at = info
-                .location()
-                .map(|l| format!("{}:{}", l.file(), l.line()))
-                .unwrap_or_default();
-            // Panics in dependencies (srt-protocol, bytes under its parser)
-            // are contained by the listener: print each location once.
-            // Panics of our own code (assertions here, anything in ugc)
-            // print every time: they are the crash.
-            let contained = at.contains("/.cargo/registry/");
-            let seen = SEEN.get_or_init(Default::default);
-            let first = seen.lock().map(|mut s| s.insert(at.clone())).unwrap_or(true);
-            if !contained || first {
-                eprintln!("panic at {at}: {info}");
-            }
-        }));
-    });
-}
 
 struct Input<'a>(&'a [u8]);
 
@@ -136,7 +114,7 @@ fn check_sent(data: &[u8], to: SocketAddr) -> Packet {
 }
 
 fuzz_target!(|data: &[u8]| {
-    install_hook();
+    contained_panics::install();
     let server: SocketAddr = "10.0.0.9:9000".parse().expect("address");
     let addrs: [SocketAddr; 4] = [
         "10.0.0.1:5000".parse().expect("address"),

@@ -373,7 +373,7 @@ fn base() -> Value {
                         "srt_passphrase": { "type": "string", "minLength": 10, "maxLength": 79 },
                         "transcode": { "type": "string", "description": "off, default or a configured profile", "default": "off" },
                         "dvr_hours": { "type": "integer", "minimum": 0, "maximum": 8760, "default": 0 },
-                        "restream": { "type": "array", "maxItems": 16, "items": { "type": "string", "pattern": "^rtmps?://" } },
+                        "restream": { "type": "array", "maxItems": 16, "items": { "type": "string", "pattern": "^(rtmps?|srt)://" } },
                         "fallback": { "type": "string", "description": "what viewers get while no publisher is there: slate (a generated picture with silence), off, an http(s):// URL of a video, or a file name in the server's --fallback-dir; absent or null: the server's --fallback" },
                         "source_timeout_ms": { "type": "integer", "description": "how long the live source may send nothing before the backup or the fallback takes over; 0: the server's (3000)", "default": 0, "oneOf": [{ "const": 0 }, { "minimum": 500, "maximum": 60000 }] }
                     }
@@ -386,7 +386,7 @@ fn base() -> Value {
                         "srt_passphrase": { "type": "string", "nullable": true, "minLength": 10, "maxLength": 79 },
                         "transcode": { "type": "string" },
                         "dvr_hours": { "type": "integer", "minimum": 0, "maximum": 8760 },
-                        "restream": { "type": "array", "maxItems": 16, "items": { "type": "string", "pattern": "^rtmps?://" } },
+                        "restream": { "type": "array", "maxItems": 16, "items": { "type": "string", "pattern": "^(rtmps?|srt)://" } },
                         "fallback": { "type": ["string", "null"], "description": "as in NewStream; null: back to the server's" },
                         "source_timeout_ms": { "type": "integer", "oneOf": [{ "const": 0 }, { "minimum": 500, "maximum": 60000 }] }
                     }

@@ -90,8 +90,10 @@ pub fn dvr_hours(h: u32) -> Result<()> {
     Ok(())
 }
 
-/// Up to 16 `rtmp://` or `rtmps://` URLs of at most 1024 printable ASCII
-/// characters with a host.
+/// Up to 16 `rtmp://`, `rtmps://` or `srt://` URLs of at most 1024
+/// printable ASCII characters with a host (and, for `srt://`, a port:
+/// `srt://host:port?streamid=...`; the push checks its parameters and
+/// says which one it cannot use).
 pub fn restream(list: &[String]) -> Result<()> {
     if list.len() > MAX_RESTREAM {
         return Err(invalid(
@@ -103,7 +105,26 @@ pub fn restream(list: &[String]) -> Result<()> {
         let rest = u
             .strip_prefix("rtmp://")
             .or_else(|| u.strip_prefix("rtmps://"))
-            .ok_or_else(|| invalid("restream", "URL must start with rtmp:// or rtmps://"))?;
+            .ok_or_else(|| {
+                invalid(
+                    "restream",
+                    "URL must start with rtmp://, rtmps:// or srt://",
+                )
+            });
+        let rest = match (rest, u.strip_prefix("srt://")) {
+            (Ok(r), _) => r,
+            (Err(_), Some(r)) => {
+                let authority = r.split(['?', '/']).next().unwrap_or("");
+                let ok = authority
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !ok {
+                    return Err(invalid("restream", "srt:// URL needs host:port"));
+                }
+                r
+            }
+            (Err(e), None) => return Err(e),
+        };
         if u.len() > MAX_URL {
             return Err(invalid("restream", format!("URL longer than {MAX_URL}")));
         }
@@ -223,6 +244,9 @@ mod tests {
         assert!(restream(&["http://a/x".into()]).is_err());
         assert!(restream(&["rtmp:///x".into()]).is_err());
         assert!(restream(&["rtmp://a b".into()]).is_err());
+        assert!(restream(&["srt://a:9000?streamid=#!::r=live/x,m=publish".into()]).is_ok());
+        assert!(restream(&["srt://a?streamid=x".into()]).is_err());
+        assert!(restream(&["srt://:9000".into()]).is_err());
         assert!(transcode("default", &[]).is_ok());
         assert!(transcode("mobile", &["mobile".into()]).is_ok());
         assert!(transcode("x", &[]).is_err());

@@ -301,3 +301,118 @@ fn pushes_an_srt_ingest_to_a_second_ugc_server() {
         "{master}"
     );
 }
+
+/// Whether the MPEG-TS file `path` has video and audio and decodes
+/// without an error but for its last half second (the receiver was killed
+/// mid-frame).
+fn ts_decodes(path: &Path) -> Result<(), String> {
+    let probe = run(Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration"])
+        .args(["-of", "csv=p=0"])
+        .arg(path));
+    let duration: f64 = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{}: duration: {e}", path.display()))?;
+    if duration < 3.0 {
+        return Err(format!("{}: only {duration} s", path.display()));
+    }
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-t", &format!("{:.2}", duration - 0.5)])
+        .args(["-enc_time_base", "-1", "-f", "null", "-"]));
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if !out.status.success() || !err.is_empty() {
+        return Err(format!("{}: {err} ({})", path.display(), out.status));
+    }
+    let probe = run(Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name"])
+        .args(["-of", "csv=p=0"])
+        .arg(path));
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    if !(codecs.contains("h264") && codecs.contains("aac")) {
+        return Err(format!("{}: streams {codecs:?}", path.display()));
+    }
+    Ok(())
+}
+
+/// `restream` to `srt://` targets: Debian's srt-live-transmit as a plain
+/// listener (what it writes decodes, H.264 and AAC), a second ugc-server's
+/// SRT ingest with an AES-256 passphrase (its HLS plays), and the same
+/// ingest with a wrong passphrase (refused, and the status says why).
+#[test]
+fn pushes_over_srt_to_srt_live_transmit_and_an_encrypted_ugc_ingest() {
+    let work = TempDir::new("restream-srt");
+    const PASS: &str = "restream-passphrase-1";
+    let target = Server::start(&[]);
+    let target_key = target.create_stream("mirror", &format!("\"srt_passphrase\": \"{PASS}\""));
+    let slt_port = free_port();
+    let ts = work.path().join("slt.ts");
+    let mut slt = Proc(
+        Command::new("srt-live-transmit")
+            .args([
+                "-q",
+                &format!("srt://127.0.0.1:{slt_port}?mode=listener"),
+                "file://con",
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&ts).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("srt-live-transmit (Debian srt-tools)"),
+    );
+    let sid = format!("#!::r=live/{target_key},m=publish");
+    let targets = [
+        format!("srt://127.0.0.1:{slt_port}?latency=200"),
+        format!(
+            "srt://{}?streamid={sid}&passphrase={PASS}&pbkeylen=32",
+            target.srt
+        ),
+        format!(
+            "srt://{}?streamid={sid}&passphrase=not-the-passphrase",
+            target.srt
+        ),
+    ];
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let server = Server::start(&[]);
+    let key = server.create_stream("multi", &format!("\"restream\": [{}]", list.join(",")));
+    let mut publisher = publish_live(640, 360, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(30), || {
+        let s = restream_states(&server);
+        s.matches("\"state\":\"live\"").count() == 2 && s.contains("wrong passphrase")
+    })
+    .unwrap_or_else(|| panic!("two live, one refused: {}", restream_states(&server)));
+    let states = restream_states(&server);
+    // Secrets stay out of the status.
+    assert!(
+        !states.contains(PASS) && !states.contains(&target_key),
+        "{states}"
+    );
+    wait_until(Duration::from_secs(30), || {
+        hls_segments(&target, "live/mirror") >= 3
+    })
+    .unwrap_or_else(|| panic!("mirror segments; log:\n{}", server.log()));
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(target.url("/live/mirror/index.m3u8"))
+        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let master = target.get("/live/mirror/index.m3u8").text();
+    assert!(
+        master.contains("RESOLUTION=640x360") && master.contains("mp4a.40.2"),
+        "{master}"
+    );
+    // srt-live-transmit got the stream from a keyframe on.
+    wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&ts).map(|m| m.len()).unwrap_or(0) > 1_000_000
+    })
+    .expect("srt-live-transmit received the stream");
+    slt.kill();
+    ts_decodes(&ts).unwrap();
+    assert!(publisher.running());
+}

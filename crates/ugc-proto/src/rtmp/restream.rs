@@ -39,7 +39,7 @@ use ugc_core::{Hub, StreamPath};
 
 use super::push::{PushConfig, PushHandle, PushState, PushStatus, redact, spawn_push};
 
-/// The restream targets (`rtmp://` / `rtmps://` URLs with their keys) of a
+/// The restream targets (`rtmp://` / `rtmps://` / `srt://` URLs with their keys) of a
 /// Hub stream; empty for none. Called on every pass for every Hub stream,
 /// renditions included: answer from memory.
 pub type RestreamTargets = Arc<dyn Fn(&StreamPath) -> Vec<String> + Send + Sync>;

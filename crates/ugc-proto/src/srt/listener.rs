@@ -337,7 +337,7 @@ impl std::fmt::Debug for SrtListener {
     }
 }
 
-fn serialize(p: &Packet) -> Bytes {
+pub(crate) fn serialize(p: &Packet) -> Bytes {
     let mut v = Vec::with_capacity(p.wire_size());
     p.serialize(&mut v);
     Bytes::from(v)
@@ -710,7 +710,9 @@ impl SrtListener {
     }
 }
 
-fn reject_code_of(r: &srt_protocol::protocol::pending_connection::ConnectionReject) -> RejectCode {
+pub(crate) fn reject_code_of(
+    r: &srt_protocol::protocol::pending_connection::ConnectionReject,
+) -> RejectCode {
     use srt_protocol::protocol::pending_connection::ConnectionReject as C;
     let reason = match r {
         C::Rejecting(r) | C::Rejected(r) => *r,
@@ -742,9 +744,10 @@ pub struct SrtConnectionStats {
     pub latency_ms: u64,
 }
 
-/// One established SRT connection (we receive; sending is only control
-/// traffic): a sans-IO wrapper around `srt-protocol`'s `DuplexConnection`
-/// where every call is panic-contained.
+/// One established SRT connection, accepted by an [`SrtListener`] (we
+/// receive) or made by an [`super::SrtCaller`] (we send with
+/// [`send`](Self::send)): a sans-IO wrapper around `srt-protocol`'s
+/// `DuplexConnection` where every call is panic-contained.
 ///
 /// Loop: [`handle_datagram`](Self::handle_datagram) for each datagram from
 /// the peer; then [`handle_timeout`](Self::handle_timeout) when
@@ -770,7 +773,7 @@ impl std::fmt::Debug for SrtConnection {
 }
 
 impl SrtConnection {
-    fn new(connection: Connection) -> Option<Self> {
+    pub(crate) fn new(connection: Connection) -> Option<Self> {
         let peer = connection.settings.remote;
         let stream_id = connection.settings.stream_id.clone();
         let start = connection.settings.socket_start_time;
@@ -854,6 +857,21 @@ impl SrtConnection {
             }
             None => false,
         }
+    }
+
+    /// Queues `data` (one message of at most 1316 bytes: seven TS packets)
+    /// to send, stamped `now` (its TSBPD origin time); false when the
+    /// connection is closed.
+    pub fn send(&mut self, now: Instant, data: Bytes) -> bool {
+        self.guard(|c| c.handle_data_input(now, Some((now, data))))
+            .is_some()
+    }
+
+    /// Payload bytes sent, retransmissions included, and packets
+    /// retransmitted.
+    pub fn tx_totals(&self) -> (u64, u64) {
+        let s = self.conn.statistics();
+        (s.tx_bytes, s.tx_retransmit_data)
     }
 
     /// The next message received, in order (for live mode: one datagram's

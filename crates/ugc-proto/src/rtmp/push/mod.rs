@@ -1,5 +1,5 @@
-//! Restream: pushes media to an `rtmp://` or `rtmps://` target (a
-//! platform, another ugc-server), in two layers.
+//! Restream: pushes media to an `rtmp://`, `rtmps://` or `srt://` target
+//! (a platform, another ugc-server), in two layers.
 //!
 //! * [`RtmpPush`] is a [`ugc_core::Sink`]: one publish session to one
 //!   target, over TCP or TLS (rustls), around the sans-IO
@@ -11,8 +11,11 @@
 //!   discontinuity. Errors say what the target said ([`Error::Refused`]
 //!   with its status code and description). Pump any source into it: an
 //!   ingest session, a [`ugc_core::HubReader`], a file.
+//!   [`crate::srt::push::SrtPush`] is the same for an `srt://` target
+//!   (MPEG-TS over an SRT caller); [`TargetPush`] is either, by the URL's
+//!   scheme.
 //! * [`spawn_push`] keeps a Hub stream pushed to a target as a tracked
-//!   output: per session `drive(hub reader, Passthrough, RtmpPush)`, and
+//!   output: per session `drive(hub reader, Passthrough, TargetPush)`, and
 //!   around it
 //!   * a state ([`PushState`]: connecting, live, retrying, failed,
 //!     stopped), the last error, bytes and frames sent, reconnects and
@@ -50,10 +53,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+mod any;
 mod flv_out;
 mod sink;
 mod task;
 
+pub use any::TargetPush;
 pub use sink::RtmpPush;
 pub use task::{PushHandle, PushState, PushStatus, spawn_push};
 
@@ -150,8 +155,11 @@ impl PushConfig {
     }
 }
 
-/// `rtmp://host/app/***`: a target URL safe to log.
+/// `rtmp://host/app/***` (`srt://host:port?***`): a target URL safe to log.
 pub fn redact(url: &str) -> String {
+    if url.starts_with("srt://") {
+        return crate::srt::push::redact(url);
+    }
     match url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/***"),
         None => "***".into(),

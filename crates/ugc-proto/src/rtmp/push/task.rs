@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use ugc_core::{DiscontinuityReason, Hub, MediaEvent, Passthrough, Sink, StreamPath, drive};
 
-use super::{PushConfig, RtmpPush, redact};
+use super::{PushConfig, TargetPush, redact};
 use crate::error::Error;
 
 /// The state of one restream target.
@@ -82,7 +82,7 @@ fn lock(m: &Mutex<PushStatus>) -> std::sync::MutexGuard<'_, PushStatus> {
 
 /// Starts pushing Hub stream `stream` to `url` (on the current tokio
 /// runtime): session after session, `drive(reader, Passthrough,
-/// RtmpPush)` with a fresh [`Hub::subscribe_existing`] reader (it starts
+/// TargetPush)` with a fresh [`Hub::subscribe_existing`] reader (it starts
 /// at the newest keyframe), until the stream ends or the push is stopped;
 /// see the [module documentation](super).
 pub fn spawn_push(hub: Hub, stream: StreamPath, url: String, config: PushConfig) -> PushHandle {
@@ -139,7 +139,7 @@ impl Failure {
         }
     }
 
-    /// A pipeline error: the [`RtmpPush`]'s own when it is one.
+    /// A pipeline error: the [`TargetPush`]'s own when it is one.
     fn of_stage(e: &ugc_core::Error) -> Failure {
         match e {
             ugc_core::Error::Stage { source, .. } => match source.downcast_ref::<Error>() {
@@ -225,11 +225,11 @@ impl Pusher {
     }
 
     /// One session: connect and publish, then the Hub stream's events
-    /// from its newest keyframe into the [`RtmpPush`].
+    /// from its newest keyframe into the [`TargetPush`].
     async fn session(&self, went_live: &mut bool) -> Result<SessionEnd, Failure> {
         let mut stop = self.stop.clone();
         let push = tokio::select! {
-            push = RtmpPush::connect(&self.url, &self.config) => push.map_err(|e| Failure::of(&e))?,
+            push = TargetPush::connect(&self.url, &self.config) => push.map_err(|e| Failure::of(&e))?,
             () = stopped(&mut stop) => return Ok(SessionEnd::Stopped),
         };
         *went_live = true;
@@ -265,11 +265,11 @@ impl Pusher {
     }
 }
 
-/// A session's [`RtmpPush`] that keeps the push's status current: bytes
+/// A session's [`TargetPush`] that keeps the push's status current: bytes
 /// and frames sent, and the Hub reader's skips (its
 /// [`DiscontinuityReason::ReaderSkipped`]s).
 struct Tracked {
-    push: RtmpPush,
+    push: TargetPush,
     status: Arc<Mutex<PushStatus>>,
     /// The push's counters as last added to the status.
     bytes: u64,
@@ -277,7 +277,7 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(push: RtmpPush, status: Arc<Mutex<PushStatus>>) -> Tracked {
+    fn new(push: TargetPush, status: Arc<Mutex<PushStatus>>) -> Tracked {
         let mut t = Tracked {
             push,
             status,
