@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 # run's dice found an old bug. Random exploration is `make fuzz-campaign`.
 FUZZ_SECONDS ?= 15
 FUZZ_SEED ?= 1
-FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid srt_listener srt_caller origin_query dvr_request dvr_export relay_reader
+FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid srt_listener srt_caller whip_session origin_query dvr_request dvr_export relay_reader
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
@@ -60,7 +60,7 @@ browser: build-web
 # (examples/ugc-server/tests/e2e_ll_hls.rs), switches through every
 # rendition of a transcoding ladder (e2e_transcode.rs) and plays through a
 # main -> backup -> main failover, also while it switches renditions of a
-# ladder (e2e_failover.rs).
+# ladder (e2e_failover.rs); Chromium publishes over WHIP (e2e_whip.rs).
 browser-hls-js:
 	@scripts/install-deps.sh browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
@@ -68,6 +68,7 @@ browser-hls-js:
 	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_failover -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_roles hls_js -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_whip -- --ignored
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz

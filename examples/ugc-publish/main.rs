@@ -1,5 +1,5 @@
 //! `ugc-publish`: a publishing node of a ugc platform of several machines.
-//! RTMP, RTMPS (with `--rtmps` and a certificate) and SRT in, with publish decisions asked from the control plane
+//! RTMP, RTMPS (with `--rtmps` and a certificate), SRT and WHIP in, with publish decisions asked from the control plane
 //! (`ugc_auth::node::RemoteAuthorizer`) and SRT passphrases and restream
 //! targets from its settings feed (`RemoteSettings`); out: restreams, the
 //! relay for nodes that pull (`GET /relay/v1/...`), and a push of every
@@ -65,9 +65,22 @@ struct Flags {
     /// SRT listen address.
     #[arg(long, env = "UGC_SRT", default_value = "0.0.0.0:9000")]
     srt: SocketAddr,
-    /// HTTP listen address (relay, `/metrics`).
+    /// HTTP listen address (relay, `/metrics`, WHIP signalling).
     #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8081")]
     http: SocketAddr,
+    /// WHIP media: the UDP address every session shares, or `off` (see
+    /// ugc-server's flag of the same name).
+    #[arg(
+        long,
+        env = "UGC_WHIP_UDP",
+        default_value = "0.0.0.0:8189",
+        value_name = "ADDR|off"
+    )]
+    whip_udp: String,
+    /// The local addresses WHIP offers as ICE candidates when --whip-udp
+    /// has an unspecified IP (comma-separated).
+    #[arg(long, env = "UGC_WHIP_IP", value_delimiter = ',')]
+    whip_ip: Vec<std::net::IpAddr>,
     /// Push every stream to this node (`http://host:port`); repeatable.
     /// Default: the control plane's topology (its transcoders, else its
     /// origins).
@@ -142,6 +155,28 @@ async fn main() -> anyhow::Result<()> {
             Some(at)
         }
         _ => None,
+    };
+    // WHIP: signalling on the HTTP port, media on its UDP sockets.
+    let whip = match flags.whip_udp.as_str() {
+        "off" => None,
+        addr => {
+            let addr: SocketAddr = addr
+                .parse()
+                .with_context(|| format!("--whip-udp {addr:?} (an address or off)"))?;
+            match ugc_proto::whip::server::bind_sockets(addr, &flags.whip_ip).await {
+                Ok(sockets) => Some(ugc_proto::whip::server::WhipServer::start(
+                    sockets,
+                    hub.clone(),
+                    auth.clone(),
+                    ugc_proto::origin::peer_is_client(),
+                    Default::default(),
+                )?),
+                Err(e) => {
+                    warn!(error = %e, %addr, "WHIP off: cannot bind its UDP sockets");
+                    None
+                }
+            }
+        }
     };
     let srt_stats = SrtStatsRegistry::default();
     let passphrase = lookup::srt_passphrase(settings.clone(), Overrides::default());
@@ -219,9 +254,12 @@ async fn main() -> anyhow::Result<()> {
             m.finish()
         }
     };
-    let app = relay
+    let mut app = relay
         .router()
         .route("/metrics", axum::routing::get(metrics));
+    if let Some(whip) = &whip {
+        app = app.merge(whip.router());
+    }
     let http_task = tokio::spawn(ugc_proto::http::serve(http, app, Default::default()));
     tokio::select! {
         r = rtmp_task => warn!(result = ?r, "RTMP server stopped"),

@@ -46,6 +46,8 @@ pub mod rtmp;
 pub mod srt;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "whip")]
+pub mod whip;
 
 /// The HTTP framework the origin's routers are made with: the same version
 /// for an embedder's own routes ([`origin::serve`] serves them all).

@@ -83,6 +83,16 @@ pub struct Settings {
     /// or `off`. Default `0.0.0.0:1936` when --https is configured.
     #[arg(long, env = "UGC_RTMPS", value_name = "ADDR|off")]
     pub rtmps: Option<String>,
+    /// WHIP (WebRTC publish) media: the UDP address every session shares,
+    /// or `off`. Default `0.0.0.0:8189`; with an unspecified IP a socket is
+    /// bound on each --whip-ip (default: 127.0.0.1 and the address of the
+    /// default route), since each is an ICE candidate. Port 0 picks one.
+    #[arg(long, env = "UGC_WHIP_UDP", value_name = "ADDR|off")]
+    pub whip_udp: Option<String>,
+    /// The local addresses WHIP offers as ICE candidates when --whip-udp
+    /// has an unspecified IP (comma-separated).
+    #[arg(long, env = "UGC_WHIP_IP", value_delimiter = ',')]
+    pub whip_ip: Option<Vec<std::net::IpAddr>>,
     /// PEM certificate chain for --https.
     #[arg(long, env = "UGC_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -293,6 +303,10 @@ pub struct Config {
     pub https: Option<(SocketAddr, PathBuf, PathBuf)>,
     /// RTMPS listener (it takes the HTTPS certificate).
     pub rtmps: Option<SocketAddr>,
+    /// WHIP's UDP address and the IPs to bind when it is unspecified; the
+    /// flag says whether it was asked for (a default that cannot bind is a
+    /// warning, not a failure).
+    pub whip: Option<(SocketAddr, Vec<std::net::IpAddr>, bool)>,
     pub public_host: Option<String>,
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
@@ -408,6 +422,16 @@ impl Config {
             ),
             (Some(_), None) => anyhow::bail!("rtmps needs https, tls_cert and tls_key"),
         };
+        let whip = match s.whip_udp.as_deref() {
+            Some("off") => None,
+            None => Some((any(8189), s.whip_ip.clone().unwrap_or_default(), false)),
+            Some(addr) => Some((
+                addr.parse()
+                    .map_err(|e| anyhow::anyhow!("whip_udp {addr:?}: {e} (an address or off)"))?,
+                s.whip_ip.clone().unwrap_or_default(),
+                true,
+            )),
+        };
         let d = HlsTiming::default();
         let packager = HlsTiming {
             segment_ms: s.segment_ms.unwrap_or(d.segment_ms),
@@ -456,6 +480,7 @@ impl Config {
             srt: s.srt.unwrap_or_else(|| any(9000)),
             https,
             rtmps,
+            whip,
             public_host: s.public_host,
             database_url: s.database_url,
             demo_stream: s.demo_stream,

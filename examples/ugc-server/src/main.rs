@@ -251,6 +251,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
             clone_fn(&ladders, |l| l.json(Instant::now())),
         ),
     ]);
+    // WHIP: signalling on the HTTP port, media on its UDP sockets.
+    let whip = match &config.whip {
+        Some((addr, ips, explicit)) => {
+            match ugc_proto::whip::server::bind_sockets(*addr, ips).await {
+                Ok(sockets) => {
+                    let addrs: Vec<String> = sockets
+                        .iter()
+                        .filter_map(|s| s.local_addr().ok())
+                        .map(|a| a.to_string())
+                        .collect();
+                    info!(udp = %addrs.join(","), "WHIP listening");
+                    Some(ugc_proto::whip::server::WhipServer::start(
+                        sockets,
+                        hub.clone(),
+                        authorizer.clone(),
+                        client_ip.clone(),
+                        ugc_proto::whip::server::WhipConfig::default(),
+                    )?)
+                }
+                Err(e) if !*explicit => {
+                    warn!(error = %e, "WHIP off: its default UDP port is taken (set --whip-udp)");
+                    None
+                }
+                Err(e) => return Err(e).context("binding WHIP's UDP sockets"),
+            }
+        }
+        None => None,
+    };
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         authorizer.clone(),
@@ -328,6 +356,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .merge(origin);
     if let Some(relay) = &relay {
         app = app.merge(relay.router());
+    }
+    if let Some(whip) = &whip {
+        app = app.merge(whip.router());
     }
     // Web panels: `/` creator panel, `/watch/<stream>` viewer page.
     match &config.web {

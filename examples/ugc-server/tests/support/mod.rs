@@ -114,6 +114,12 @@ impl Server {
             .args(["--rtmp", &rtmp.to_string(), "--http", &http.to_string()])
             .args(["--srt", &srt.to_string()])
             .args(["--public-host", "127.0.0.1"])
+            // WHIP on a port of its own (servers run side by side).
+            .args(if extra.contains(&"--whip-udp") {
+                &[][..]
+            } else {
+                &["--whip-udp", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env("UGC_LOG", "info,ugc_proto=debug")
             .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)

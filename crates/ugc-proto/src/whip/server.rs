@@ -1,0 +1,557 @@
+//! The WHIP endpoint (RFC 9725) over a [`Hub`]: HTTP routes for the
+//! signalling and one UDP socket per local address for every session's
+//! media (ICE-lite; datagrams are routed to their session by str0m's
+//! `accepts`, then by the peer's address).
+//!
+//! * `POST /whip/<stream>` with `Authorization: Bearer <stream key>` and
+//!   `Content-Type: application/sdp`: the key is checked by the
+//!   [`Authorizer`] (protocol `whip`, app `live`) and must be the key of
+//!   `<stream>`; the answer comes back `201 Created` with
+//!   `Location: /whip/<stream>/<session>`. Wrong or missing key 401,
+//!   another stream's key 403, an offer without H.264 or Opus 400, a
+//!   refusal for now (limits, auth backend down) 503.
+//! * `DELETE /whip/<stream>/<session>` ends the publish (200; 404 for a
+//!   session that is not there). The session id is 128 random bits: the
+//!   URL is the capability, as RFC 9725 has it.
+//! * `PATCH` (trickle ICE) is answered 405: the server is ICE-lite with
+//!   host candidates in its answer, and learns the publisher's address from
+//!   its STUN checks (which is also how an OBS that never trickles works).
+//! * `OPTIONS` answers CORS preflights so a page on another origin (the
+//!   creator panel) can publish.
+//!
+//! The media goes into the Hub as the stream's publisher of the role the
+//! authorizer gave; a session that is taken over (another publisher of the
+//! same role) is closed. A session that does not connect within
+//! [`WhipConfig::connect_timeout`] is dropped.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use ugc_core::auth::{DenyKind, Protocol, PublishDecision, PublishRequest};
+use ugc_core::{Authorizer, Hub, HubPublisher, StreamPath};
+
+use super::session::{MAX_OFFER, SessionSetup, WhipSession, WhipStats};
+use crate::origin::ClientIp;
+
+/// Settings of a [`WhipServer`].
+#[derive(Debug, Clone)]
+pub struct WhipConfig {
+    /// Sessions at once; further offers are answered 503.
+    pub max_sessions: usize,
+    /// A session that has not connected (ICE and DTLS) by then is dropped.
+    pub connect_timeout: Duration,
+    /// How long the authorizer may take.
+    pub auth_timeout: Duration,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        WhipConfig {
+            max_sessions: 256,
+            connect_timeout: Duration::from_secs(15),
+            auth_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One running publish, as the stats route shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhipSessionStatus {
+    /// The stream.
+    pub stream: String,
+    /// Whether ICE and DTLS are up.
+    pub connected: bool,
+    /// Counters.
+    pub stats: WhipStats,
+}
+
+enum Command {
+    Start {
+        id: String,
+        session: Box<WhipSession>,
+        publisher: HubPublisher,
+    },
+    Stop {
+        id: String,
+        done: tokio::sync::oneshot::Sender<bool>,
+    },
+}
+
+struct Shared<A> {
+    hub: Hub,
+    auth: Arc<A>,
+    setup: SessionSetup,
+    config: WhipConfig,
+    client_ip: ClientIp,
+    commands: mpsc::Sender<Command>,
+    /// Session id -> its stream and status, for the routes and stats.
+    sessions: Mutex<HashMap<String, WhipSessionStatus>>,
+}
+
+/// The WHIP endpoint; see the [module documentation](self). Cheap to
+/// clone.
+pub struct WhipServer<A> {
+    shared: Arc<Shared<A>>,
+}
+
+impl<A> Clone for WhipServer<A> {
+    fn clone(&self) -> Self {
+        WhipServer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<A: Authorizer> WhipServer<A> {
+    /// Starts the media loop on `sockets` (each bound to a specific local
+    /// address, which is the host candidate it stands for) and returns the
+    /// server, whose [`router`](Self::router) takes the signalling.
+    pub fn start(
+        sockets: Vec<UdpSocket>,
+        hub: Hub,
+        auth: Arc<A>,
+        client_ip: ClientIp,
+        config: WhipConfig,
+    ) -> std::io::Result<WhipServer<A>> {
+        let mut candidates = Vec::new();
+        let mut socks = Vec::new();
+        for s in sockets {
+            let addr = s.local_addr()?;
+            if addr.ip().is_unspecified() {
+                return Err(std::io::Error::other(format!(
+                    "WHIP socket {addr}: bind a specific address (it is the ICE candidate)"
+                )));
+            }
+            candidates.push(addr);
+            socks.push(Arc::new(s));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let shared = Arc::new(Shared {
+            hub,
+            auth,
+            setup: SessionSetup::new(candidates),
+            config,
+            client_ip,
+            commands: tx,
+            sessions: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(media_loop(socks, rx, Arc::clone(&shared)));
+        Ok(WhipServer { shared })
+    }
+
+    /// The running sessions, by stream.
+    pub fn sessions(&self) -> Vec<WhipSessionStatus> {
+        let mut v: Vec<_> = lock(&self.shared.sessions).values().cloned().collect();
+        v.sort_by(|a, b| a.stream.cmp(&b.stream));
+        v
+    }
+
+    /// The signalling routes (`/whip/...`).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/whip/{stream}", post(offer::<A>).options(preflight))
+            .route(
+                "/whip/{stream}/{session}",
+                delete(end::<A>).patch(no_trickle).options(preflight),
+            )
+            .with_state(self.clone())
+    }
+}
+
+fn cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link"),
+    );
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    let mut r = (status, text.into()).into_response();
+    cors(r.headers_mut());
+    r
+}
+
+async fn preflight() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert("Accept-Post", HeaderValue::from_static("application/sdp"));
+    r
+}
+
+async fn no_trickle() -> Response {
+    let mut r = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported: the answer has the server's candidates",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
+    r
+}
+
+fn random_id() -> String {
+    use std::hash::BuildHasher;
+    let s = std::collections::hash_map::RandomState::new();
+    let a = s.hash_one(Instant::now());
+    let b = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{a:016x}{b:016x}")
+}
+
+async fn offer<A: Authorizer>(
+    State(server): State<WhipServer<A>>,
+    Path(stream): Path<String>,
+    req: Request,
+) -> Response {
+    let shared = &server.shared;
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
+    let headers = req.headers().clone();
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_OFFER + 1).await else {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "offer too large");
+    };
+    let unauthorized = |why: &str| {
+        let mut r = plain(StatusCode::UNAUTHORIZED, why);
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    };
+    let Some(key) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    else {
+        return unauthorized("Authorization: Bearer <stream key> is required");
+    };
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().starts_with("application/sdp"));
+    if !is_sdp {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be Content-Type: application/sdp",
+        );
+    }
+    if body.len() > MAX_OFFER {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "offer too large");
+    }
+    let Ok(sdp) = std::str::from_utf8(&body) else {
+        return plain(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
+    };
+    if lock(&shared.sessions).len() >= shared.config.max_sessions {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "too many WHIP sessions");
+    }
+    let peer_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let req = PublishRequest {
+        protocol: Protocol::Whip,
+        app: "live".into(),
+        key: key.to_owned(),
+        client_ip: (shared.client_ip)(peer_ip, &headers),
+    };
+    let decision = match tokio::time::timeout(
+        shared.config.auth_timeout,
+        shared.auth.authorize_publish(&req),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(_) => PublishDecision::unavailable("the publish check timed out"),
+    };
+    let (path, role) = match decision {
+        PublishDecision::Allow { stream, role } => (stream, role),
+        PublishDecision::Deny { kind, reason } => {
+            tracing::info!(%stream, client = %req.client_ip, %reason, "whip publish refused");
+            return match kind {
+                DenyKind::Unauthorized => unauthorized(&reason),
+                DenyKind::BadName => plain(StatusCode::CONFLICT, reason),
+                _ => plain(StatusCode::SERVICE_UNAVAILABLE, reason),
+            };
+        }
+    };
+    if path.name() != stream {
+        return plain(
+            StatusCode::FORBIDDEN,
+            format!("this key publishes {}, not {stream}", path.name()),
+        );
+    }
+    let (session, answer) = match WhipSession::new(sdp, &shared.setup, Instant::now()) {
+        Ok(s) => s,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let id = random_id();
+    let publisher = shared.hub.publish_as(&path, role);
+    lock(&shared.sessions).insert(
+        id.clone(),
+        WhipSessionStatus {
+            stream: path.to_string(),
+            connected: false,
+            stats: WhipStats::default(),
+        },
+    );
+    let start = Command::Start {
+        id: id.clone(),
+        session: Box::new(session),
+        publisher,
+    };
+    if shared.commands.send(start).await.is_err() {
+        lock(&shared.sessions).remove(&id);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "the WHIP server stopped");
+    }
+    tracing::info!(stream = %path, client = %req.client_ip, session = %id, "whip publish started");
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{stream}/{id}")) {
+        h.insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn end<A: Authorizer>(
+    State(server): State<WhipServer<A>>,
+    Path((stream, id)): Path<(String, String)>,
+) -> Response {
+    let known = lock(&server.shared.sessions)
+        .get(&id)
+        .is_some_and(|s| StreamPath::parse(&s.stream).is_ok_and(|p| p.name() == stream));
+    if !known {
+        return plain(StatusCode::NOT_FOUND, "no such WHIP session");
+    }
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    let _ = server
+        .shared
+        .commands
+        .send(Command::Stop { id, done })
+        .await;
+    match stopped.await {
+        Ok(true) => plain(StatusCode::OK, ""),
+        _ => plain(StatusCode::NOT_FOUND, "no such WHIP session"),
+    }
+}
+
+/// WHIP's UDP sockets: `addr` itself, or with an unspecified IP one socket
+/// per address of `ips` (default 127.0.0.1 and the default route's), each
+/// an ICE candidate on the same port when `addr` names one.
+pub async fn bind_sockets(
+    addr: SocketAddr,
+    ips: &[std::net::IpAddr],
+) -> std::io::Result<Vec<UdpSocket>> {
+    if !addr.ip().is_unspecified() {
+        return Ok(vec![UdpSocket::bind(addr).await?]);
+    }
+    let mut ips = ips.to_vec();
+    if ips.is_empty() {
+        ips.push(std::net::Ipv4Addr::LOCALHOST.into());
+        // The default route's source address, found without sending
+        // anything (connecting a UDP socket only picks a route).
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        if probe.connect("192.0.2.255:9").is_ok()
+            && let Ok(local) = probe.local_addr()
+            && !local.ip().is_unspecified()
+            && !ips.contains(&local.ip())
+        {
+            ips.push(local.ip());
+        }
+    }
+    let mut sockets = Vec::new();
+    let mut port = addr.port();
+    for ip in ips {
+        let s = UdpSocket::bind((ip, port)).await?;
+        if port == 0 {
+            port = s.local_addr()?.port();
+        }
+        sockets.push(s);
+    }
+    Ok(sockets)
+}
+
+struct Running {
+    session: Box<WhipSession>,
+    publisher: Option<HubPublisher>,
+    started: Instant,
+}
+
+/// A datagram from one of the sockets: which one, from whom, what.
+type Datagram = (usize, SocketAddr, Vec<u8>);
+
+async fn media_loop<A>(
+    sockets: Vec<Arc<UdpSocket>>,
+    mut commands: mpsc::Receiver<Command>,
+    shared: Arc<Shared<A>>,
+) {
+    let (dgram_tx, mut dgrams) = mpsc::channel::<Datagram>(1024);
+    let locals: Vec<SocketAddr> = sockets
+        .iter()
+        .map(|s| {
+            s.local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        })
+        .collect();
+    for (i, s) in sockets.iter().enumerate() {
+        let (s, tx) = (Arc::clone(s), dgram_tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                match s.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        if tx.send((i, from, buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // ICMP errors of earlier sends; keep going.
+                    Err(_) => tokio::task::yield_now().await,
+                }
+            }
+        });
+    }
+    drop(dgram_tx);
+    let mut running: HashMap<String, Running> = HashMap::new();
+    // Peer address -> session, learned from what each session accepted.
+    let mut routes: HashMap<SocketAddr, String> = HashMap::new();
+    loop {
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(1);
+        let mut ended = Vec::new();
+        for (id, r) in running.iter_mut() {
+            if r.session.poll_timeout() <= now {
+                r.session.handle_timeout(now);
+            }
+            flush(&sockets, &locals, r).await;
+            if !r.session.is_connected()
+                && now.saturating_duration_since(r.started) > shared.config.connect_timeout
+            {
+                r.session.close();
+            }
+            if r.session.closed().is_some() {
+                ended.push(id.clone());
+            } else {
+                next = next.min(r.session.poll_timeout());
+            }
+        }
+        for id in ended {
+            finish(&shared, &mut running, &mut routes, &id);
+        }
+        tokio::select! {
+            d = dgrams.recv() => {
+                let Some((i, from, data)) = d else { return };
+                let to = locals[i];
+                let now = Instant::now();
+                let id = routes.get(&from).filter(|id| running.contains_key(*id)).cloned().or_else(|| {
+                    running
+                        .iter()
+                        .find(|(_, r)| r.session.accepts(now, from, to, &data))
+                        .map(|(id, _)| id.clone())
+                });
+                if let Some(id) = id
+                    && let Some(r) = running.get_mut(&id)
+                {
+                    routes.insert(from, id.clone());
+                    r.session.handle_datagram(now, from, to, &data);
+                    flush(&sockets, &locals, r).await;
+                    let mut sessions = lock(&shared.sessions);
+                    if let Some(s) = sessions.get_mut(&id) {
+                        s.connected = r.session.is_connected();
+                        s.stats = r.session.stats().clone();
+                    }
+                }
+            }
+            c = commands.recv() => match c {
+                Some(Command::Start { id, session, publisher }) => {
+                    running.insert(id, Running { session, publisher: Some(publisher), started: Instant::now() });
+                }
+                Some(Command::Stop { id, done }) => {
+                    let found = match running.get_mut(&id) {
+                        Some(r) => {
+                            r.session.close();
+                            true
+                        }
+                        None => false,
+                    };
+                    finish(&shared, &mut running, &mut routes, &id);
+                    let _ = done.send(found);
+                }
+                None => return,
+            },
+            () = tokio::time::sleep_until(next.into()) => {}
+        }
+    }
+}
+
+/// Sends what the session has for the network and pushes its media into
+/// the Hub; a publisher that was taken over closes the session.
+async fn flush(sockets: &[Arc<UdpSocket>], locals: &[SocketAddr], r: &mut Running) {
+    while let Some((from, to, data)) = r.session.poll_transmit() {
+        let i = locals.iter().position(|l| *l == from).unwrap_or(0);
+        if let Some(s) = sockets.get(i) {
+            let _ = s.send_to(&data, to).await;
+        }
+    }
+    while let Some(event) = r.session.poll_event() {
+        let Some(p) = r.publisher.as_mut() else { break };
+        if p.push(event).is_err() {
+            // Taken over by another publisher, or the key was revoked.
+            r.session.close();
+            r.publisher = None;
+            break;
+        }
+    }
+}
+
+fn finish<A>(
+    shared: &Shared<A>,
+    running: &mut HashMap<String, Running>,
+    routes: &mut HashMap<SocketAddr, String>,
+    id: &str,
+) {
+    let Some(mut r) = running.remove(id) else {
+        return;
+    };
+    routes.retain(|_, v| v != id);
+    let status = lock(&shared.sessions).remove(id);
+    let why = r.session.closed().unwrap_or("closed").to_owned();
+    tracing::info!(
+        stream = status.as_ref().map_or("", |s| s.stream.as_str()),
+        session = id,
+        reason = %why,
+        stats = ?r.session.stats(),
+        "whip publish ended"
+    );
+    if let Some(mut p) = r.publisher.take() {
+        // Detaches now; the stream ends after the Hub's publisher grace
+        // unless the publisher comes back. That wait is this task's, not
+        // the media loop's.
+        tokio::spawn(async move {
+            let _ = ugc_core::Sink::finish(&mut p).await;
+        });
+    }
+}

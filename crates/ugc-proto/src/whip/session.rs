@@ -1,0 +1,662 @@
+//! One WHIP publisher: a sans-IO WebRTC receive session (str0m's `Rtc`, as
+//! an ICE-lite server) whose depacketized media becomes the Hub's media
+//! events.
+//!
+//! * [`WhipSession::new`] takes the publisher's SDP offer (H.264 video and
+//!   Opus audio are accepted; other codecs are declined in the answer) and
+//!   returns the answer with our host candidates.
+//! * Datagrams for it go to [`WhipSession::handle_datagram`] (the server
+//!   finds the session with [`WhipSession::accepts`]); timers to
+//!   [`WhipSession::handle_timeout`] at [`WhipSession::poll_timeout`].
+//! * After either, send [`WhipSession::poll_transmit`] and take
+//!   [`WhipSession::poll_event`]: the stream's `Tracks` (again when the
+//!   publisher changes resolution: its SPS changes) and frames.
+//!
+//! Media:
+//! * H.264 arrives in Annex B (str0m's depacketizer); parameter sets are
+//!   taken out into the `avcC` and the rest of the access unit becomes one
+//!   length-prefixed frame. Nothing goes out before the first IDR picture
+//!   with its SPS and PPS: until then a keyframe is asked for (PLI, at most
+//!   once a second), as it is after a hole in the RTP sequence.
+//! * Opus frames go out as they are (48 kHz clock, `dOps` for stereo).
+//! * Timestamps: each track's RTP clock from its first packet, laid on the
+//!   session's clock (arrival of that first packet), so audio and video
+//!   share one timeline; video at 90 kHz, audio at 48 kHz.
+//!
+//! Every call into str0m runs under `catch_unwind`: a publisher whose
+//! packets trip it loses its own session, nothing else.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use str0m::change::SdpOffer;
+use str0m::crypto::CryptoProvider;
+use str0m::crypto::dtls::DtlsCert;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as RtcKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use ugc_codec::h264::{self, AvcConfig};
+use ugc_core::{
+    AudioParams, Codec, Frame, MediaEvent, Timescale, TrackId, TrackInfo, TrackParams, Tracks,
+    VideoParams,
+};
+
+/// The video track's id in the Hub stream.
+pub const VIDEO_TRACK: TrackId = TrackId(1);
+/// The audio track's id in the Hub stream.
+pub const AUDIO_TRACK: TrackId = TrackId(2);
+
+/// Longest SDP offer taken (a browser's is 3-6 KiB).
+pub const MAX_OFFER: usize = 64 * 1024;
+
+/// Shortest time between two keyframe requests.
+const PLI_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why an offer was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    /// Not an SDP offer str0m can read.
+    #[error("bad SDP offer: {0}")]
+    Malformed(String),
+    /// Neither H.264 video nor Opus audio is offered as sent to us.
+    #[error("the offer sends neither H.264 video nor Opus audio")]
+    NoMedia,
+    /// No usable host candidate was configured.
+    #[error("no usable ICE candidate: {0}")]
+    Candidate(String),
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhipStats {
+    /// Video frames out.
+    pub video_frames: u64,
+    /// Audio frames out.
+    pub audio_frames: u64,
+    /// Frames dropped: before the first keyframe, or of a codec we do not
+    /// take.
+    pub dropped_frames: u64,
+    /// Keyframe requests (PLI) sent.
+    pub keyframe_requests: u64,
+    /// Holes in the RTP sequence the depacketizer reported.
+    pub discontinuities: u64,
+    /// Datagrams str0m refused or panicked on.
+    pub bad_datagrams: u64,
+}
+
+/// The Opus `dOps` box body for a stereo WebRTC stream (version 0, two
+/// channels, no pre-skip: RTP Opus carries none, 48 kHz, no gain, family
+/// 0).
+fn opus_dops(channels: u8) -> Bytes {
+    let mut d = vec![0u8, channels];
+    d.extend_from_slice(&0u16.to_be_bytes());
+    d.extend_from_slice(&48_000u32.to_be_bytes());
+    d.extend_from_slice(&0i16.to_be_bytes());
+    d.push(0);
+    Bytes::from(d)
+}
+
+/// One track's clock: its first RTP time and where that lands on the
+/// session's timeline (track ticks).
+#[derive(Debug, Clone, Copy)]
+struct TrackClock {
+    first_rtp: u64,
+    base: i64,
+}
+
+impl TrackClock {
+    fn ticks(&self, rtp: u64) -> i64 {
+        let delta = i64::try_from(rtp.wrapping_sub(self.first_rtp)).unwrap_or(i64::MAX);
+        self.base.saturating_add(delta)
+    }
+}
+
+/// The depacketized media into the Hub's model.
+#[derive(Debug)]
+struct Assembler {
+    start: Instant,
+    expect_video: bool,
+    expect_audio: bool,
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+    video: Option<TrackInfo>,
+    audio: Option<TrackInfo>,
+    announced: Option<Tracks>,
+    video_clock: Option<TrackClock>,
+    audio_clock: Option<TrackClock>,
+    /// Waiting for an IDR picture (start, or after a hole).
+    want_keyframe: bool,
+}
+
+impl Assembler {
+    fn new(start: Instant) -> Self {
+        Assembler {
+            start,
+            expect_video: false,
+            expect_audio: false,
+            sps: None,
+            pps: None,
+            video: None,
+            audio: None,
+            announced: None,
+            video_clock: None,
+            audio_clock: None,
+            want_keyframe: true,
+        }
+    }
+
+    fn clock(&self, slot: Option<TrackClock>, rtp: u64, at: Instant, rate: i64) -> TrackClock {
+        slot.unwrap_or_else(|| {
+            let since = at.saturating_duration_since(self.start);
+            let base = i64::try_from(since.as_micros()).unwrap_or(i64::MAX) * rate / 1_000_000;
+            TrackClock {
+                first_rtp: rtp,
+                base,
+            }
+        })
+    }
+
+    /// The track set when every expected track is known and nothing is
+    /// waiting for a keyframe; a new set when it changed.
+    fn announce(&mut self, out: &mut Vec<MediaEvent>) -> bool {
+        if (self.expect_video && self.video.is_none())
+            || (self.expect_audio && self.audio.is_none())
+        {
+            return false;
+        }
+        let tracks: Vec<TrackInfo> = self
+            .video
+            .iter()
+            .chain(self.audio.iter())
+            .cloned()
+            .collect();
+        let tracks = Tracks::new(tracks);
+        if self.announced.as_ref() != Some(&tracks) {
+            out.push(MediaEvent::Tracks(tracks.clone()));
+            self.announced = Some(tracks);
+        }
+        true
+    }
+
+    /// One H.264 access unit (Annex B). Returns the events and whether a
+    /// keyframe should be asked for.
+    fn video(&mut self, md: &MediaData, stats: &mut WhipStats) -> (Vec<MediaEvent>, bool) {
+        let mut out = Vec::new();
+        if !md.contiguous {
+            stats.discontinuities += 1;
+            self.want_keyframe = true;
+        }
+        let mut avcc = Vec::with_capacity(md.data.len() + 16);
+        let mut idr = false;
+        let mut config_changed = false;
+        for nal in h264::annexb_nal_units(&md.data) {
+            match h264::nal_type(nal) {
+                Some(h264::NAL_SPS) => config_changed |= set_ps(&mut self.sps, nal),
+                Some(h264::NAL_PPS) => config_changed |= set_ps(&mut self.pps, nal),
+                Some(h264::NAL_AUD) | Some(12) | None => {}
+                Some(t) => {
+                    idr |= t == h264::NAL_IDR;
+                    let len = u32::try_from(nal.len()).unwrap_or(u32::MAX);
+                    avcc.extend_from_slice(&len.to_be_bytes());
+                    avcc.extend_from_slice(nal);
+                }
+            }
+        }
+        if config_changed && let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
+            match video_track(sps, pps) {
+                Some(info) => self.video = Some(info),
+                None => stats.bad_datagrams += 1,
+            }
+        }
+        if avcc.is_empty() {
+            return (out, false);
+        }
+        if self.want_keyframe && !(idr && self.video.is_some()) {
+            stats.dropped_frames += 1;
+            return (out, true);
+        }
+        if !self.announce(&mut out) {
+            stats.dropped_frames += 1;
+            return (out, false);
+        }
+        self.want_keyframe = false;
+        let clock = self.clock(self.video_clock, md.time.numer(), md.network_time, 90_000);
+        self.video_clock = Some(clock);
+        let dts = clock.ticks(md.time.numer());
+        stats.video_frames += 1;
+        out.push(MediaEvent::Frame(Frame {
+            track: VIDEO_TRACK,
+            dts,
+            pts: dts,
+            keyframe: idr,
+            data: Bytes::from(avcc),
+        }));
+        (out, false)
+    }
+
+    /// One Opus frame.
+    fn audio(&mut self, md: &MediaData, stats: &mut WhipStats) -> Vec<MediaEvent> {
+        let mut out = Vec::new();
+        if md.data.is_empty() {
+            return out;
+        }
+        // Audio waits for the picture: the stream starts at a keyframe.
+        if (self.expect_video && self.want_keyframe) || !self.announce(&mut out) {
+            stats.dropped_frames += 1;
+            return out;
+        }
+        let clock = self.clock(self.audio_clock, md.time.numer(), md.network_time, 48_000);
+        self.audio_clock = Some(clock);
+        let dts = clock.ticks(md.time.numer());
+        stats.audio_frames += 1;
+        out.push(MediaEvent::Frame(Frame {
+            track: AUDIO_TRACK,
+            dts,
+            pts: dts,
+            keyframe: true,
+            data: Bytes::copy_from_slice(&md.data),
+        }));
+        out
+    }
+}
+
+fn set_ps(slot: &mut Option<Bytes>, nal: &[u8]) -> bool {
+    if slot.as_deref() == Some(nal) {
+        return false;
+    }
+    *slot = Some(Bytes::copy_from_slice(nal));
+    true
+}
+
+/// The H.264 track for these parameter sets (None if they do not parse).
+fn video_track(sps: &[u8], pps: &[u8]) -> Option<TrackInfo> {
+    let config = Bytes::from(h264::build_avcc(&[sps], &[pps]).ok()?);
+    let c = AvcConfig::parse(&config).ok()?;
+    Some(TrackInfo {
+        id: VIDEO_TRACK,
+        codec: Codec::H264,
+        timescale: Timescale::MPEG,
+        codec_string: c.codec_string(),
+        params: TrackParams::Video(VideoParams {
+            width: c.width,
+            height: c.height,
+            frame_rate: c.frame_rate,
+        }),
+        config,
+        bitrate: None,
+    })
+}
+
+/// Whether our `answer` receives H.264 video and Opus audio: an m-section
+/// of that kind that is receiving (`recvonly`/`sendrecv`, a port other than
+/// 0) with the codec in its `rtpmap`s. str0m announces the media only once
+/// the session runs, and an offer with nothing for us must be refused at
+/// once.
+fn answer_receives(answer: &str) -> (bool, bool) {
+    let (mut video, mut audio) = (false, false);
+    for section in answer.split("\nm=").skip(1) {
+        let first = section.lines().next().unwrap_or("");
+        let port_zero = first.split_whitespace().nth(1) == Some("0");
+        let receiving = section
+            .lines()
+            .any(|l| matches!(l.trim_end(), "a=recvonly" | "a=sendrecv"));
+        if port_zero || !receiving {
+            continue;
+        }
+        let has = |codec: &str| {
+            section.lines().any(|l| {
+                l.starts_with("a=rtpmap:")
+                    && l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|c| c.to_ascii_lowercase().starts_with(codec))
+            })
+        };
+        if first.starts_with("video") && has("h264/") {
+            video = true;
+        } else if first.starts_with("audio") && has("opus/") {
+            audio = true;
+        }
+    }
+    (video, audio)
+}
+
+fn audio_track(channels: u8) -> TrackInfo {
+    TrackInfo {
+        id: AUDIO_TRACK,
+        codec: Codec::Opus,
+        timescale: Timescale::new(48_000).unwrap_or(Timescale::MPEG),
+        config: opus_dops(channels),
+        codec_string: "opus".into(),
+        params: TrackParams::Audio(AudioParams {
+            sample_rate: 48_000,
+            channels,
+            samples_per_frame: 960,
+        }),
+        bitrate: None,
+    }
+}
+
+/// One WHIP publisher's WebRTC session; see the [module documentation](self).
+pub struct WhipSession {
+    rtc: Rtc,
+    media: Assembler,
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    transmit: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    events: VecDeque<MediaEvent>,
+    next_timeout: Instant,
+    last_pli: Option<Instant>,
+    connected: bool,
+    closed: Option<String>,
+    stats: WhipStats,
+}
+
+impl std::fmt::Debug for WhipSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhipSession")
+            .field("connected", &self.connected)
+            .field("closed", &self.closed)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a session is built with, shared by all sessions of a server.
+#[derive(Clone)]
+pub struct SessionSetup {
+    /// Our host candidates (the server's UDP socket as publishers reach it).
+    pub candidates: Vec<SocketAddr>,
+    /// The crypto provider (str0m's aws-lc-rs one).
+    pub crypto: Arc<CryptoProvider>,
+    /// The DTLS certificate (one per server: making one per session costs
+    /// a key generation).
+    pub cert: Option<DtlsCert>,
+}
+
+impl std::fmt::Debug for SessionSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSetup")
+            .field("candidates", &self.candidates)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionSetup {
+    /// A setup with `candidates`, str0m's default crypto and a fresh
+    /// certificate.
+    pub fn new(candidates: Vec<SocketAddr>) -> Self {
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = catch_unwind(AssertUnwindSafe(|| {
+            crypto.dtls_provider.generate_certificate()
+        }))
+        .ok()
+        .flatten();
+        SessionSetup {
+            candidates,
+            crypto,
+            cert,
+        }
+    }
+}
+
+impl WhipSession {
+    /// A session for the SDP `offer`, and its answer.
+    pub fn new(
+        offer: &str,
+        setup: &SessionSetup,
+        now: Instant,
+    ) -> Result<(WhipSession, String), OfferError> {
+        if offer.len() > MAX_OFFER {
+            return Err(OfferError::Malformed(format!(
+                "longer than {MAX_OFFER} bytes"
+            )));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let mut config = RtcConfig::new()
+                .set_ice_lite(true)
+                .clear_codecs()
+                .enable_h264(true)
+                .enable_opus(true, false)
+                .set_crypto_provider(setup.crypto.clone());
+            if let Some(cert) = &setup.cert {
+                config = config.set_dtls_cert(cert.clone());
+            }
+            let mut rtc = config.build(now);
+            for &addr in &setup.candidates {
+                let c = Candidate::host(addr, "udp")
+                    .map_err(|e| OfferError::Candidate(e.to_string()))?;
+                rtc.add_local_candidate(c);
+            }
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| OfferError::Malformed(e.to_string()))?;
+            Ok::<_, OfferError>((rtc, answer.to_sdp_string()))
+        }));
+        let (rtc, answer) =
+            built.map_err(|_| OfferError::Malformed("str0m failed on it".into()))??;
+        let mut session = WhipSession {
+            rtc,
+            media: Assembler::new(now),
+            video_mid: None,
+            audio_mid: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            next_timeout: now,
+            last_pli: None,
+            connected: false,
+            closed: None,
+            stats: WhipStats::default(),
+        };
+        let (video, audio) = answer_receives(&answer);
+        if !video && !audio {
+            return Err(OfferError::NoMedia);
+        }
+        session.media.expect_video = video;
+        session.media.expect_audio = audio;
+        if audio {
+            session.media.audio = Some(audio_track(2));
+        }
+        session.drive(now);
+        Ok((session, answer))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &WhipStats {
+        &self.stats
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Why the session ended, once it has (ICE gone, str0m failed, closed).
+    pub fn closed(&self) -> Option<&str> {
+        self.closed.as_deref()
+    }
+
+    /// Whether this datagram from `source` to our `destination` belongs to
+    /// this session (its ICE credentials or its peer's address).
+    pub fn accepts(
+        &self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
+            return false;
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            self.rtc.accepts(&Input::Receive(now, r))
+        }))
+        .unwrap_or(false)
+    }
+
+    /// A datagram for this session.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        if self.closed.is_some() {
+            return;
+        }
+        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
+            self.stats.bad_datagrams += 1;
+            return;
+        };
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            self.rtc.handle_input(Input::Receive(now, r))
+        }));
+        match handled {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.stats.bad_datagrams += 1,
+            Err(_) => return self.fail("str0m failed on a datagram"),
+        }
+        self.drive(now);
+    }
+
+    /// When [`Self::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_timeout
+    }
+
+    /// Runs str0m's timers (ICE, DTLS, RTCP, NACK).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed.is_some() {
+            return;
+        }
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.rtc.handle_input(Input::Timeout(now))
+        })) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.fail(&format!("webrtc: {e}")),
+            Err(_) => return self.fail("str0m failed on a timeout"),
+        }
+        self.drive(now);
+    }
+
+    /// The next datagram to send: our address to send it from (one of the
+    /// candidates), its destination, and its bytes.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        self.transmit.pop_front()
+    }
+
+    /// The next media event for the Hub.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Ends the session (a `DELETE`, a takeover, the server stopping).
+    pub fn close(&mut self) {
+        if self.closed.is_none() {
+            let _ = catch_unwind(AssertUnwindSafe(|| self.rtc.disconnect()));
+            self.closed = Some("closed".into());
+        }
+    }
+
+    fn fail(&mut self, why: &str) {
+        if self.closed.is_none() {
+            self.closed = Some(why.to_owned());
+        }
+    }
+
+    /// Takes str0m's output until it waits for time or input.
+    fn drive(&mut self, now: Instant) {
+        // A bounded number of outputs per call: a session never holds the
+        // server's loop for long.
+        for _ in 0..10_000 {
+            let output = match catch_unwind(AssertUnwindSafe(|| self.rtc.poll_output())) {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => return self.fail(&format!("webrtc: {e}")),
+                Err(_) => return self.fail("str0m failed"),
+            };
+            match output {
+                Output::Timeout(t) => {
+                    self.next_timeout = t.max(now);
+                    return;
+                }
+                Output::Transmit(t) => {
+                    self.transmit
+                        .push_back((t.source, t.destination, t.contents.to_vec()));
+                }
+                Output::Event(e) => self.on_event(now, e),
+            }
+        }
+        self.next_timeout = now;
+    }
+
+    fn on_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Connected => self.connected = true,
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.fail("the publisher went away (ICE disconnected)");
+            }
+            // Only what the publisher sends us (a receive-only m-line of a
+            // player's offer is answered send-only, and carries nothing in).
+            Event::MediaAdded(m) if !m.direction.is_receiving() => {}
+            Event::MediaAdded(m) => match m.kind {
+                RtcKind::Video if self.video_mid.is_none() && self.media.expect_video => {
+                    self.video_mid = Some(m.mid);
+                }
+                RtcKind::Audio if self.audio_mid.is_none() && self.media.expect_audio => {
+                    self.audio_mid = Some(m.mid);
+                }
+                _ => {}
+            },
+            Event::MediaData(md) => self.on_media(now, &md),
+            _ => {}
+        }
+    }
+
+    fn on_media(&mut self, now: Instant, md: &MediaData) {
+        let codec = md.params.spec().codec;
+        if Some(md.mid) == self.video_mid && codec == RtcCodec::H264 {
+            let (events, want_key) = self.media.video(md, &mut self.stats);
+            self.events.extend(events);
+            if want_key {
+                self.request_keyframe(now);
+            }
+        } else if Some(md.mid) == self.audio_mid && codec == RtcCodec::Opus {
+            let events = self.media.audio(md, &mut self.stats);
+            self.events.extend(events);
+        } else {
+            self.stats.dropped_frames += 1;
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant) {
+        if self
+            .last_pli
+            .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
+        {
+            return;
+        }
+        let Some(mid) = self.video_mid else {
+            return;
+        };
+        self.last_pli = Some(now);
+        let asked = catch_unwind(AssertUnwindSafe(|| {
+            self.rtc
+                .writer(mid)
+                .map(|mut w| w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok())
+        }));
+        if let Ok(Some(true)) = asked {
+            self.stats.keyframe_requests += 1;
+        }
+    }
+}

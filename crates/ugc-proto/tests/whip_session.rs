@@ -1,0 +1,289 @@
+//! The sans-IO WHIP session against a str0m publisher (a WebRTC peer as a
+//! browser is one: ICE, DTLS-SRTP, RTP), in memory on simulated time: the
+//! offer/answer, ICE-lite with the publisher learned from its checks, the
+//! first pictures refused until an IDR picture with a keyframe request
+//! (PLI) sent meanwhile, then the stream's tracks (H.264 with the avcC from
+//! the in-band SPS/PPS, Opus) and frames on one timeline.
+#![cfg(feature = "whip")]
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use ugc_core::{Codec, MediaEvent, TrackId};
+use ugc_proto::whip::{SessionSetup, WhipSession};
+
+fn publisher_addr() -> SocketAddr {
+    "10.0.0.1:5000".parse().unwrap()
+}
+
+fn server_addr() -> SocketAddr {
+    "10.0.0.2:8189".parse().unwrap()
+}
+
+/// The SPS and PPS of an x264 1280x720 High@3.1 stream (those of
+/// `ugc_core::hub::tests_support::av_tracks`).
+const SPS: &[u8] = &[
+    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+    0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+];
+const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+
+/// An access unit in Annex B: SPS, PPS and an IDR slice, or a non-IDR
+/// slice (the slice bytes are filler: nothing here decodes them).
+fn access_unit(idr: bool, n: u8) -> Vec<u8> {
+    let mut au = Vec::new();
+    if idr {
+        for ps in [SPS, PPS] {
+            au.extend_from_slice(&[0, 0, 0, 1]);
+            au.extend_from_slice(ps);
+        }
+        au.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84, n]);
+        au.extend(std::iter::repeat_n(0x5a, 3000));
+    } else {
+        au.extend_from_slice(&[0, 0, 0, 1, 0x41, 0x9a, 0x02, n]);
+        au.extend(std::iter::repeat_n(0x5b, 400));
+    }
+    au
+}
+
+struct Call {
+    now: Instant,
+    start: Instant,
+    publisher: Rtc,
+    session: WhipSession,
+    video: Mid,
+    audio: Mid,
+    connected: bool,
+    plis_seen: usize,
+    events: Vec<MediaEvent>,
+}
+
+impl Call {
+    fn new() -> Call {
+        let now = Instant::now();
+        let mut publisher = RtcConfig::new()
+            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+            .build(now);
+        publisher.add_local_candidate(Candidate::host(publisher_addr(), "udp").unwrap());
+        let mut change = publisher.sdp_api();
+        let video = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let setup = SessionSetup::new(vec![server_addr()]);
+        let (session, answer) = WhipSession::new(&offer.to_sdp_string(), &setup, now).unwrap();
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(
+            answer.contains("H264") && answer.contains("opus"),
+            "{answer}"
+        );
+        assert!(!answer.contains("VP8"), "{answer}");
+        publisher
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        Call {
+            now,
+            start: now,
+            publisher,
+            session,
+            video,
+            audio,
+            connected: false,
+            plis_seen: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Moves datagrams both ways and runs timers at `self.now`.
+    fn step(&mut self) {
+        for _ in 0..100 {
+            let mut moved = false;
+            loop {
+                match self.publisher.poll_output().unwrap() {
+                    Output::Transmit(t) => {
+                        assert_eq!(t.destination, server_addr());
+                        self.session.handle_datagram(
+                            self.now,
+                            publisher_addr(),
+                            server_addr(),
+                            &t.contents,
+                        );
+                        moved = true;
+                    }
+                    Output::Event(Event::Connected) => self.connected = true,
+                    Output::Event(Event::KeyframeRequest(_)) => self.plis_seen += 1,
+                    Output::Event(_) => {}
+                    Output::Timeout(t) => {
+                        if t <= self.now {
+                            self.publisher
+                                .handle_input(Input::Timeout(self.now))
+                                .unwrap();
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
+            if self.session.poll_timeout() <= self.now {
+                self.session.handle_timeout(self.now);
+            }
+            while let Some((from, to, data)) = self.session.poll_transmit() {
+                assert_eq!((from, to), (server_addr(), publisher_addr()));
+                let r =
+                    Receive::new(Protocol::Udp, server_addr(), publisher_addr(), &data).unwrap();
+                self.publisher
+                    .handle_input(Input::Receive(self.now, r))
+                    .unwrap();
+                moved = true;
+            }
+            while let Some(e) = self.session.poll_event() {
+                self.events.push(e);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.step();
+    }
+
+    fn write(&mut self, video: bool, rtp: u64, data: Vec<u8>) {
+        let (mid, codec, freq) = if video {
+            (self.video, RtcCodec::H264, Frequency::NINETY_KHZ)
+        } else {
+            (self.audio, RtcCodec::Opus, Frequency::FORTY_EIGHT_KHZ)
+        };
+        let now = self.now;
+        let w = self.publisher.writer(mid).unwrap();
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+            .unwrap();
+        w.write(pt, now, MediaTime::new(rtp, freq), data).unwrap();
+    }
+}
+
+#[test]
+fn a_publisher_connects_and_its_media_starts_at_an_idr_picture() {
+    let mut call = Call::new();
+    for _ in 0..200 {
+        if call.connected && call.session.is_connected() {
+            break;
+        }
+        call.advance(Duration::from_millis(10));
+    }
+    assert!(
+        call.connected && call.session.is_connected(),
+        "{:?}",
+        call.session
+    );
+    let connected_at = call.now;
+
+    // 3 s: 30 fps video (an IDR picture only after 1 s: the first pictures
+    // are refused and a keyframe asked for), 50 fps Opus.
+    let (mut v, mut a) = (0u32, 0u32);
+    let mut video_rtp = 7_000_000u64;
+    let mut audio_rtp = 1_000_000u64;
+    let end = call.now + Duration::from_secs(3);
+    while call.now < end {
+        let t = call.now.duration_since(connected_at).as_millis() as u32;
+        if t >= v * 33 {
+            let idr = v == 30 || v == 90;
+            call.write(true, video_rtp, access_unit(idr, v as u8));
+            video_rtp += 3000;
+            v += 1;
+        }
+        if t >= a * 20 {
+            call.write(false, audio_rtp, vec![0xfc, 0xff, 0xfe, a as u8]);
+            audio_rtp += 960;
+            a += 1;
+        }
+        call.advance(Duration::from_millis(1));
+    }
+    call.advance(Duration::from_millis(200));
+
+    let stats = call.session.stats().clone();
+    assert!(stats.keyframe_requests >= 1, "{stats:?}");
+    assert!(call.plis_seen >= 1, "the publisher got the PLI");
+    // Tracks first: H.264 from the in-band SPS, Opus.
+    let MediaEvent::Tracks(tracks) = &call.events[0] else {
+        panic!("{:?}", call.events[0]);
+    };
+    let t: Vec<_> = tracks.iter().collect();
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].codec, t[0].id), (Codec::H264, TrackId(1)));
+    let vp = t[0].video().unwrap();
+    assert_eq!((vp.width, vp.height), (1280, 720));
+    assert_eq!(t[0].codec_string, "avc1.64001f");
+    assert_eq!((t[1].codec, t[1].timescale.get()), (Codec::Opus, 48_000));
+    // Then the first IDR picture: nothing before it.
+    let frames: Vec<_> = call
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        frames[0].track == TrackId(1) && frames[0].keyframe,
+        "{:?}",
+        frames[0]
+    );
+    let video: Vec<_> = frames.iter().filter(|f| f.track == TrackId(1)).collect();
+    let audio: Vec<_> = frames.iter().filter(|f| f.track == TrackId(2)).collect();
+    // Pictures 30..90 and on: about 60 of them, one more IDR at 90.
+    assert!(video.len() >= 55, "{} pictures", video.len());
+    assert_eq!(video.iter().filter(|f| f.keyframe).count(), 2);
+    assert!(stats.dropped_frames >= 29, "{stats:?}");
+    // Video frames are length-prefixed, without parameter sets; 3000 ticks
+    // apart at 90 kHz.
+    // (The IDR NAL: 4 header bytes and 3000 of filler.)
+    assert_eq!(&video[0].data[..5], &[0, 0, 0x0b, 0xbc, 0x65]);
+    assert_eq!(video[0].data.len(), 4 + 3004);
+    for w in video.windows(2) {
+        assert_eq!(w[1].dts - w[0].dts, 3000);
+    }
+    for w in audio.windows(2) {
+        assert_eq!(w[1].dts - w[0].dts, 960);
+    }
+    // One timeline: the first audio frame after the IDR picture is within
+    // 40 ms of it (both were sent within a frame of each other).
+    let v0 = video[0].dts as f64 / 90_000.0;
+    let a0 = audio[0].dts as f64 / 48_000.0;
+    assert!((a0 - v0).abs() < 0.04, "video at {v0} s, audio at {a0} s");
+    assert!(
+        v0 > 0.9 && v0 < 3.0,
+        "on the session's clock: {v0} s after {:?}",
+        call.start
+    );
+}
+
+#[test]
+fn offers_it_cannot_take_are_errors() {
+    let setup = SessionSetup::new(vec![server_addr()]);
+    let now = Instant::now();
+    assert!(WhipSession::new("hello", &setup, now).is_err());
+    assert!(WhipSession::new("", &setup, now).is_err());
+    let huge = "a".repeat(100_000);
+    assert!(WhipSession::new(&huge, &setup, now).is_err());
+    // A receive-only offer (a player's) has nothing to publish.
+    let mut player = RtcConfig::new()
+        .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+        .build(now);
+    let mut change = player.sdp_api();
+    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _) = change.apply().unwrap();
+    let e = WhipSession::new(&offer.to_sdp_string(), &setup, now).unwrap_err();
+    assert!(e.to_string().contains("neither"), "{e}");
+}

@@ -1,0 +1,103 @@
+//! The WHIP session (issue #18): an arbitrary SDP offer into
+//! [`WhipSession::new`], then arbitrary datagrams and time into a session
+//! made from a publisher's real offer (str0m's, H.264 + Opus send-only).
+//!
+//! str0m's panics are contained by the session's `catch_unwind` (the hook of
+//! `common/contained_panics.rs` prints each location once); a panic that
+//! escapes aborts. Invariants: a session that failed sends nothing more and
+//! yields no media; every media event's frames belong to announced tracks.
+//!
+//! Input: `[mode]`: mode & 1 == 0: the rest is an offer (as UTF-8, lossy);
+//! else ops on a real session: `[op][len][bytes]`, op & 3: a datagram from
+//! the publisher's address (0), from a stranger (1), time `len` x 10 ms (2),
+//! close (3).
+#![no_main]
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, RtcConfig};
+use ugc_core::MediaEvent;
+use ugc_proto::whip::{SessionSetup, WhipSession};
+
+#[path = "../common/contained_panics.rs"]
+mod contained_panics;
+
+fn setup() -> &'static SessionSetup {
+    static SETUP: OnceLock<SessionSetup> = OnceLock::new();
+    SETUP.get_or_init(|| SessionSetup::new(vec!["10.0.0.2:8189".parse().expect("address")]))
+}
+
+fn real_offer() -> &'static str {
+    static OFFER: OnceLock<String> = OnceLock::new();
+    OFFER.get_or_init(|| {
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+            .build(Instant::now());
+        let c = Candidate::host("10.0.0.1:5000".parse().expect("address"), "udp").expect("candidate");
+        rtc.add_local_candidate(c);
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, _) = change.apply().expect("an offer");
+        offer.to_sdp_string()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    contained_panics::install();
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut now = Instant::now();
+    if mode & 1 == 0 {
+        let offer = String::from_utf8_lossy(rest);
+        let _ = WhipSession::new(&offer, setup(), now);
+        return;
+    }
+    let Ok((mut session, _answer)) = WhipSession::new(real_offer(), setup(), now) else {
+        panic!("a real offer is taken");
+    };
+    let us: SocketAddr = "10.0.0.2:8189".parse().expect("address");
+    let publisher: SocketAddr = "10.0.0.1:5000".parse().expect("address");
+    let stranger: SocketAddr = "10.0.0.9:5000".parse().expect("address");
+    let mut rest = rest;
+    let mut announced = false;
+    while let [op, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (bytes, next) = tail.split_at(n);
+        rest = next;
+        match op & 3 {
+            0 => session.handle_datagram(now, publisher, us, bytes),
+            1 => {
+                let _ = session.accepts(now, stranger, us, bytes);
+                session.handle_datagram(now, stranger, us, bytes);
+            }
+            2 => {
+                now += Duration::from_millis(10 * u64::from(*len));
+                session.handle_timeout(now);
+            }
+            _ => session.close(),
+        }
+        let failed = session.closed().is_some();
+        let mut sent = 0;
+        while session.poll_transmit().is_some() {
+            sent += 1;
+            assert!(sent < 10_000, "a session that never stops sending");
+        }
+        while let Some(e) = session.poll_event() {
+            match e {
+                MediaEvent::Tracks(_) => announced = true,
+                MediaEvent::Frame(_) => assert!(announced, "a frame before its tracks"),
+                _ => {}
+            }
+        }
+        if failed {
+            session.handle_timeout(now + Duration::from_secs(1));
+            assert!(session.poll_transmit().is_none(), "sent after it ended");
+        }
+    }
+});
