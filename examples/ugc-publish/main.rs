@@ -241,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
         |_| {},
     )?;
     let metrics = {
-        let (hub, relay) = (hub.clone(), relay.clone());
+        let (hub, relay, whip) = (hub.clone(), relay.clone(), whip.clone());
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
@@ -249,6 +249,9 @@ async fn main() -> anyhow::Result<()> {
             rtmp_stats.write_metrics(&mut m);
             restreams.write_metrics(&mut m);
             srt_stats.write_metrics(&mut m);
+            if let Some(w) = &whip {
+                w.write_metrics(&mut m);
+            }
             relay.write_metrics(&mut m);
             pushed.write_metrics(&mut m);
             m.finish()

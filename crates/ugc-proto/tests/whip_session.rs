@@ -62,10 +62,19 @@ struct Call {
     connected: bool,
     plis_seen: usize,
     events: Vec<MediaEvent>,
+    /// Drop every `lose_every`th video datagram of the publisher's once
+    /// connected (0: none).
+    lose_every: usize,
+    sent: usize,
+    h264_pt: u8,
 }
 
 impl Call {
     fn new() -> Call {
+        Call::with(SessionSetup::new(vec![server_addr()]))
+    }
+
+    fn with(setup: SessionSetup) -> Call {
         let now = Instant::now();
         let mut publisher = RtcConfig::new()
             .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
@@ -75,7 +84,6 @@ impl Call {
         let video = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let (offer, pending) = change.apply().unwrap();
-        let setup = SessionSetup::new(vec![server_addr()]);
         let (session, answer) = WhipSession::new(&offer.to_sdp_string(), &setup, now).unwrap();
         assert!(answer.contains("a=ice-lite"), "{answer}");
         assert!(
@@ -97,6 +105,9 @@ impl Call {
             connected: false,
             plis_seen: 0,
             events: Vec::new(),
+            lose_every: 0,
+            sent: 0,
+            h264_pt: 0,
         }
     }
 
@@ -108,12 +119,26 @@ impl Call {
                 match self.publisher.poll_output().unwrap() {
                     Output::Transmit(t) => {
                         assert_eq!(t.destination, server_addr());
-                        self.session.handle_datagram(
-                            self.now,
-                            publisher_addr(),
-                            server_addr(),
-                            &t.contents,
-                        );
+                        // Losses hit the video's first sendings (RTP
+                        // headers are in the clear under SRTP: the payload
+                        // type says H.264, not its RTX resends nor Opus,
+                        // which is not resent).
+                        let video = t.contents.len() > 12
+                            && t.contents[0] >> 6 == 2
+                            && t.contents[1] & 0x7f == self.h264_pt;
+                        self.sent += usize::from(video);
+                        let lost = self.connected
+                            && video
+                            && self.lose_every > 0
+                            && self.sent.is_multiple_of(self.lose_every);
+                        if !lost {
+                            self.session.handle_datagram(
+                                self.now,
+                                publisher_addr(),
+                                server_addr(),
+                                &t.contents,
+                            );
+                        }
                         moved = true;
                     }
                     Output::Event(Event::Connected) => self.connected = true,
@@ -175,7 +200,33 @@ impl Call {
 
 #[test]
 fn a_publisher_connects_and_its_media_starts_at_an_idr_picture() {
+    publish(0);
+}
+
+/// One video datagram in 10 lost: NACKs bring the lost packets again, so
+/// every picture arrives whole and no keyframe beyond the stream's own is
+/// needed (with NACK off this sees a discontinuity and missing pictures).
+#[test]
+fn lost_packets_are_asked_for_again() {
+    let stats = publish(10);
+    assert_eq!(stats.discontinuities, 0, "{stats:?}");
+}
+
+/// Publishes 3 s (an IDR picture at 1 s and 3 s in) losing every
+/// `lose_every`th video datagram, checks what came out, returns the
+/// counters.
+fn publish(lose_every: usize) -> ugc_proto::whip::WhipStats {
     let mut call = Call::new();
+    call.lose_every = lose_every;
+    let video = call.video;
+    call.h264_pt = *call
+        .publisher
+        .writer(video)
+        .unwrap()
+        .payload_params()
+        .find(|p| p.spec().codec == RtcCodec::H264)
+        .map(|p| p.pt())
+        .unwrap();
     for _ in 0..200 {
         if call.connected && call.session.is_connected() {
             break;
@@ -267,6 +318,56 @@ fn a_publisher_connects_and_its_media_starts_at_an_idr_picture() {
         "on the session's clock: {v0} s after {:?}",
         call.start
     );
+    stats
+}
+
+/// A browser sends a keyframe only when asked; HLS needs one per segment:
+/// with `keyframe_interval` 1 s, a publisher that sends its IDR picture
+/// only when asked is asked about once a second.
+#[test]
+fn keyframes_are_asked_for_every_interval() {
+    let mut setup = SessionSetup::new(vec![server_addr()]);
+    setup.keyframe_interval = Some(Duration::from_secs(1));
+    let mut call = Call::with(setup);
+    for _ in 0..200 {
+        if call.connected && call.session.is_connected() {
+            break;
+        }
+        call.advance(Duration::from_millis(10));
+    }
+    // 5 s at 30 fps: an IDR picture only in answer to a PLI.
+    let (mut rtp, mut n, mut pli_seen) = (0u64, 0u32, 0usize);
+    let mut idrs = 0;
+    let start = call.now;
+    while call.now < start + Duration::from_secs(5) {
+        let t = call.now.duration_since(start).as_millis() as u32;
+        if t >= n * 33 {
+            let idr = call.plis_seen > pli_seen;
+            pli_seen = call.plis_seen;
+            idrs += u32::from(idr);
+            call.write(true, rtp, access_unit(idr, n as u8));
+            rtp += 3000;
+            n += 1;
+        }
+        call.advance(Duration::from_millis(1));
+    }
+    let keys: Vec<i64> = call
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.keyframe => Some(f.dts),
+            _ => None,
+        })
+        .collect();
+    // The first at once (the start's PLI), then one about every second.
+    assert!((5..=6).contains(&keys.len()), "{keys:?} ({idrs} IDR sent)");
+    for w in keys.windows(2) {
+        let gap = (w[1] - w[0]) as f64 / 90_000.0;
+        assert!(
+            (0.8..=1.1).contains(&gap),
+            "{gap} s between keyframes: {keys:?}"
+        );
+    }
 }
 
 #[test]

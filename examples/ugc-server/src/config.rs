@@ -618,6 +618,7 @@ mod tests {
             "data = \"/d\"\nrtmp = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n\
              srt = \"127.0.0.1:3\"\nsrt_latency_ms = 300\npublic_host = \"h\"\n\
              https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nrtmps = \"127.0.0.1:5\"\n\
+             whip_udp = \"0.0.0.0:6\"\nwhip_ip = [\"127.0.0.1\"]\n\
              segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
              publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
              max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
@@ -635,6 +636,8 @@ mod tests {
         assert_eq!(c.srt_server.listener.latency, Duration::from_millis(300));
         assert_eq!(c.public_host.as_deref(), Some("h"));
         assert_eq!(c.rtmps.map(|a| a.port()), Some(5));
+        let (whip, whip_ips, explicit) = c.whip.clone().unwrap();
+        assert_eq!((whip.port(), whip_ips.len(), explicit), (6, 1, true));
         let (addr, cert, key) = c.https.clone().unwrap();
         assert_eq!(
             (addr.port(), cert.to_str(), key.to_str()),
@@ -829,7 +832,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 26, "{flags:?}");
+        assert_eq!(flags.len(), 28, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

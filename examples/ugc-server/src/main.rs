@@ -267,7 +267,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
                         hub.clone(),
                         authorizer.clone(),
                         client_ip.clone(),
-                        ugc_proto::whip::server::WhipConfig::default(),
+                        ugc_proto::whip::server::WhipConfig {
+                            // A keyframe per segment (browsers send them
+                            // only when asked).
+                            keyframe_interval: Some(Duration::from_millis(u64::from(
+                                config.packager.segmenter.target_duration_ms,
+                            ))),
+                            ..Default::default()
+                        },
                     )?)
                 }
                 Err(e) if !*explicit => {
@@ -317,6 +324,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let metrics = control.metrics_router({
         let (hub, restreams, srt, ladders) = (hub.clone(), restreams, srt_stats, ladders.clone());
+        let whip = whip.clone();
         let (http_stats, https_stats) = (http_stats.clone(), https_stats.clone());
         let (archive, uploader, relay) = (archive.clone(), s3_uploader, relay.clone());
         move || {
@@ -329,6 +337,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             restreams.write_metrics(&mut m);
             rtmp_stats.write_metrics(&mut m);
             srt.write_metrics(&mut m);
+            if let Some(w) = &whip {
+                w.write_metrics(&mut m);
+            }
             ladders.write_metrics(&mut m, now);
             archive.write_metrics(&mut m);
             ugc_proto::http::ServeStats::write_metrics(

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -512,20 +512,6 @@ fn private_stream_needs_a_valid_token_on_every_request() {
             assert_eq!(r.status, 403, "{path} with {what} token");
         }
     }
-}
-
-/// FFmpeg 9 from the `imageio-ffmpeg` wheel (scripts/install-deps.sh).
-fn ffmpeg9() -> PathBuf {
-    let out = run(Command::new("python3").args([
-        "-c",
-        "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
-    ]));
-    assert!(
-        out.status.success(),
-        "imageio-ffmpeg missing (scripts/install-deps.sh installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// FFmpeg 9 publishing 640x360 libx265 + AAC over Enhanced RTMP for 12 s at

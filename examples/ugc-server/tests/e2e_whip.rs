@@ -149,46 +149,28 @@ fn chromium_publishes_over_whip_and_hls_plays_it() {
     let server = Server::start(&[]);
     let key = server.create_stream("cam", "");
     let browser = chromium_publish(&server, "cam", &key, 14);
-    wait_until(Duration::from_secs(40), || {
-        let r = server.get("/live/cam/index.m3u8");
-        if r.status != 200 {
-            return false;
-        }
-        let media = r
-            .text()
-            .lines()
-            .find(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| l.to_string());
-        media.is_some_and(|m| {
-            let p = server.get(&format!("/live/cam/{m}"));
-            p.status == 200 && parse_media_playlist(&p.text()).len() >= 3
-        })
-    })
-    .unwrap_or_else(|| panic!("three segments; log:\n{}", server.log()));
+    wait_segments(&server, "cam", 3);
+    // Segments of about the 2 s target: the browser sends keyframes only
+    // when asked, and is asked once a segment.
+    let media = server.get("/live/cam/mono.m3u8").text();
+    let segments = parse_media_playlist(&media);
+    assert!(segments.iter().all(|s| s.duration <= 2.6), "{media}");
+    // The session in /metrics (this host needs no token).
+    let metrics = server.get("/metrics").text();
+    let connected = metrics
+        .lines()
+        .find(|l| l.starts_with("ugc_whip_connected{") && l.contains("stream=\"live/cam\""));
+    assert!(
+        connected.is_some_and(|l| l.ends_with(" 1")),
+        "{metrics}\nlog:\n{}",
+        server.log()
+    );
+    assert!(
+        metrics.contains("ugc_whip_video_frames_total{"),
+        "{metrics}"
+    );
     // Both tracks, and they decode.
-    let url = server.url("/live/cam/index.m3u8");
-    let probe = run(Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height",
-        ])
-        .args(["-of", "csv=p=0", &url]));
-    let streams = String::from_utf8_lossy(&probe.stdout).to_string();
-    assert!(
-        streams.contains("h264,640,360") && streams.contains("opus"),
-        "{streams}\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    let out = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i", &url])
-        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    plays_h264_and_opus(&server, "cam", "640,360");
     let done = browser.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&done.stdout).to_string();
     eprintln!("whip.mjs: {report}");
@@ -204,6 +186,7 @@ fn chromium_publishes_over_whip_and_hls_plays_it() {
         "{report}"
     );
     assert!(report.contains("\"deleted\":200"), "{report}");
+    assert!(report_number(&report, "plis") >= 3.0, "{report}");
     assert!(report.contains("pc:connected"), "{report}");
     // Connected throughout: ICE never dropped before the DELETE.
     assert!(
@@ -215,4 +198,111 @@ fn chromium_publishes_over_whip_and_hls_plays_it() {
         server.log().contains("whip publish ended")
     })
     .unwrap_or_else(|| panic!("ended; log:\n{}", server.log()));
+}
+
+/// Waits for `n` segments of `stream`'s first variant.
+fn wait_segments(server: &Server, stream: &str, n: usize) {
+    wait_until(Duration::from_secs(40), || {
+        let r = server.get(&format!("/live/{stream}/index.m3u8"));
+        if r.status != 200 {
+            return false;
+        }
+        let media = r
+            .text()
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.to_string());
+        media.is_some_and(|m| {
+            let p = server.get(&format!("/live/{stream}/{m}"));
+            p.status == 200 && parse_media_playlist(&p.text()).len() >= n
+        })
+    })
+    .unwrap_or_else(|| panic!("{n} segments of {stream}; log:\n{}", server.log()));
+}
+
+/// Whether `stream`'s HLS has H.264 at `size` and Opus, and 3 s of it
+/// decode without an error.
+fn plays_h264_and_opus(server: &Server, stream: &str, size: &str) {
+    let url = server.url(&format!("/live/{stream}/index.m3u8"));
+    let probe = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+        ])
+        .args(["-of", "csv=p=0", &url]));
+    let streams = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        streams.contains(&format!("h264,{size}")) && streams.contains("opus"),
+        "{streams}\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i", &url])
+        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// FFmpeg 9's `whip` muxer (a second WebRTC stack: its own ICE, DTLS and
+/// packetizer; no trickle) publishes x264 baseline + libopus; the stream
+/// plays over HLS. A second publish with the same key takes the stream
+/// over, as a second RTMP publisher would, and the stream goes on.
+#[test]
+fn ffmpeg_whip_muxer_publishes_and_a_second_one_takes_over() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("ff", "");
+    let publish = |seconds: u32, tone: u32| {
+        Proc(
+            Command::new(ffmpeg9())
+                .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+                .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+                .args(["-f", "lavfi", "-i"])
+                .arg(format!("sine=frequency={tone}:sample_rate=48000"))
+                .args(["-t", &seconds.to_string()])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-tune",
+                    "zerolatency",
+                ])
+                .args(["-profile:v", "baseline", "-g", "30", "-bf", "0"])
+                .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
+                .args(["-f", "whip", "-authorization", &key])
+                .arg(server.url("/whip/ff"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("ffmpeg 9 (imageio-ffmpeg)"),
+        )
+    };
+    let mut first = publish(30, 440);
+    wait_segments(&server, "ff", 3);
+    plays_h264_and_opus(&server, "ff", "640,360");
+    // The same key again: the newcomer takes over, the first is closed.
+    let started = server.log().matches("whip publish started").count();
+    let mut second = publish(30, 660);
+    wait_until(Duration::from_secs(15), || {
+        server.log().matches("whip publish started").count() > started
+            && server.log().contains("whip publish ended")
+    })
+    .unwrap_or_else(|| panic!("taken over; log:\n{}", server.log()));
+    let newest = || {
+        let r = server.get("/live/ff/mono.m3u8");
+        parse_media_playlist(&r.text()).last().map_or(0, |s| s.msn)
+    };
+    let before = newest();
+    wait_until(Duration::from_secs(15), || newest() > before + 1)
+        .unwrap_or_else(|| panic!("the stream goes on; log:\n{}", server.log()));
+    plays_h264_and_opus(&server, "ff", "640,360");
+    assert!(second.running(), "the newcomer publishes");
+    first.kill();
+    second.kill();
 }

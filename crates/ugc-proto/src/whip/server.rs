@@ -37,6 +37,7 @@ use axum::routing::{delete, post};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use ugc_core::auth::{DenyKind, Protocol, PublishDecision, PublishRequest};
+use ugc_core::metrics::{Exposition, Family};
 use ugc_core::{Authorizer, Hub, HubPublisher, StreamPath};
 
 use super::session::{MAX_OFFER, SessionSetup, WhipSession, WhipStats};
@@ -51,6 +52,10 @@ pub struct WhipConfig {
     pub connect_timeout: Duration,
     /// How long the authorizer may take.
     pub auth_timeout: Duration,
+    /// Ask publishers for a keyframe when the last is this old (see
+    /// [`SessionSetup::keyframe_interval`]); set it to the HLS segment
+    /// target.
+    pub keyframe_interval: Option<Duration>,
 }
 
 impl Default for WhipConfig {
@@ -59,6 +64,7 @@ impl Default for WhipConfig {
             max_sessions: 256,
             connect_timeout: Duration::from_secs(15),
             auth_timeout: Duration::from_secs(5),
+            keyframe_interval: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -139,10 +145,12 @@ impl<A: Authorizer> WhipServer<A> {
             socks.push(Arc::new(s));
         }
         let (tx, rx) = mpsc::channel(64);
+        let mut setup = SessionSetup::new(candidates);
+        setup.keyframe_interval = config.keyframe_interval;
         let shared = Arc::new(Shared {
             hub,
             auth,
-            setup: SessionSetup::new(candidates),
+            setup,
             config,
             client_ip,
             commands: tx,
@@ -157,6 +165,58 @@ impl<A: Authorizer> WhipServer<A> {
         let mut v: Vec<_> = lock(&self.shared.sessions).values().cloned().collect();
         v.sort_by(|a, b| a.stream.cmp(&b.stream));
         v
+    }
+
+    /// The sessions' families for `/metrics`, by `stream` and `session`
+    /// (the session id is the DELETE capability: only its first 8 hex
+    /// digits are shown): `ugc_whip_connected` (ICE and DTLS up) and the
+    /// `ugc_whip_*_total` counters.
+    pub fn write_metrics(&self, m: &mut Exposition) {
+        let rows: Vec<(String, WhipSessionStatus)> = {
+            let sessions = lock(&self.shared.sessions);
+            let mut v: Vec<_> = sessions
+                .iter()
+                .map(|(id, s)| (id.chars().take(8).collect(), s.clone()))
+                .collect();
+            v.sort_by(|a, b| (&a.1.stream, &a.0).cmp(&(&b.1.stream, &b.0)));
+            v
+        };
+        type Row = (String, WhipSessionStatus);
+        let families: &[Family<Row>] = &[
+            Family::gauge(
+                "ugc_whip_connected",
+                "1 once ICE and DTLS are up.",
+                |(_, s)| f64::from(u8::from(s.connected)),
+            ),
+            Family::counter(
+                "ugc_whip_video_frames_total",
+                "Pictures into the Hub.",
+                |(_, s)| s.stats.video_frames as f64,
+            ),
+            Family::counter(
+                "ugc_whip_audio_frames_total",
+                "Audio frames into the Hub.",
+                |(_, s)| s.stats.audio_frames as f64,
+            ),
+            Family::counter(
+                "ugc_whip_dropped_frames_total",
+                "Frames dropped: before the first keyframe, or of a codec not taken.",
+                |(_, s)| s.stats.dropped_frames as f64,
+            ),
+            Family::counter(
+                "ugc_whip_keyframe_requests_total",
+                "Keyframe requests (PLI) sent to the publisher.",
+                |(_, s)| s.stats.keyframe_requests as f64,
+            ),
+            Family::counter(
+                "ugc_whip_discontinuities_total",
+                "Holes in the video's RTP sequence that NACK did not fill.",
+                |(_, s)| s.stats.discontinuities as f64,
+            ),
+        ];
+        m.families(families, &rows, |(id, s)| {
+            vec![("stream", s.stream.clone()), ("session", id.clone())]
+        });
     }
 
     /// The signalling routes (`/whip/...`).

@@ -57,6 +57,10 @@ pub const MAX_OFFER: usize = 64 * 1024;
 /// Shortest time between two keyframe requests.
 const PLI_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How much before [`SessionSetup::keyframe_interval`] is up a keyframe is
+/// asked for.
+const KEYFRAME_LEAD: Duration = Duration::from_millis(150);
+
 /// Why an offer was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {
@@ -351,6 +355,11 @@ pub struct WhipSession {
     events: VecDeque<MediaEvent>,
     next_timeout: Instant,
     last_pli: Option<Instant>,
+    /// When the last keyframe went out, and how old it may get.
+    last_keyframe: Option<Instant>,
+    keyframe_interval: Option<Duration>,
+    /// NACK is on for the video's receive stream.
+    nack_on: bool,
     connected: bool,
     closed: Option<String>,
     stats: WhipStats,
@@ -376,6 +385,14 @@ pub struct SessionSetup {
     /// The DTLS certificate (one per server: making one per session costs
     /// a key generation).
     pub cert: Option<DtlsCert>,
+    /// Ask for a keyframe when the last one is this old (`None`: never
+    /// beyond the start and losses). WebRTC encoders send keyframes only
+    /// when asked (Chromium: at the start and on PLI), while HLS cuts
+    /// segments at keyframes: without this a browser's stream has one
+    /// segment that never ends. Default 2 s, the segment target; a shorter
+    /// interval costs bitrate (a keyframe is several times a P picture),
+    /// a longer one makes longer segments and later starts.
+    pub keyframe_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for SessionSetup {
@@ -400,6 +417,7 @@ impl SessionSetup {
             candidates,
             crypto,
             cert,
+            keyframe_interval: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -451,6 +469,9 @@ impl WhipSession {
             events: VecDeque::new(),
             next_timeout: now,
             last_pli: None,
+            last_keyframe: None,
+            keyframe_interval: setup.keyframe_interval,
+            nack_on: false,
             connected: false,
             closed: None,
             stats: WhipStats::default(),
@@ -612,6 +633,7 @@ impl WhipSession {
             Event::MediaAdded(m) => match m.kind {
                 RtcKind::Video if self.video_mid.is_none() && self.media.expect_video => {
                     self.video_mid = Some(m.mid);
+                    self.enable_nack();
                 }
                 RtcKind::Audio if self.audio_mid.is_none() && self.media.expect_audio => {
                     self.audio_mid = Some(m.mid);
@@ -623,12 +645,50 @@ impl WhipSession {
         }
     }
 
+    /// Turns NACK on for the video's receive stream. str0m leaves it off
+    /// when the offer has no RTX stream, but OBS (libdatachannel) offers
+    /// NACK without RTX and resends lost packets on the main stream: with
+    /// NACK off every loss would cost a keyframe. Done when the video is
+    /// added and again at its first packets (a stream without `a=ssrc` is
+    /// only known then).
+    fn enable_nack(&mut self) {
+        let Some(mid) = self.video_mid else {
+            return;
+        };
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            let mut api = self.rtc.direct_api();
+            match api.stream_rx_by_mid(mid, None) {
+                Some(rx) => {
+                    rx.suppress_nack(false);
+                    true
+                }
+                None => false,
+            }
+        }));
+        self.nack_on = matches!(done, Ok(true));
+    }
+
     fn on_media(&mut self, now: Instant, md: &MediaData) {
+        if !self.nack_on && Some(md.mid) == self.video_mid {
+            self.enable_nack();
+        }
         let codec = md.params.spec().codec;
         if Some(md.mid) == self.video_mid && codec == RtcCodec::H264 {
             let (events, want_key) = self.media.video(md, &mut self.stats);
+            let key = events
+                .iter()
+                .any(|e| matches!(e, MediaEvent::Frame(f) if f.keyframe));
             self.events.extend(events);
-            if want_key {
+            if key {
+                self.last_keyframe = Some(now);
+            }
+            // Asked a little before the interval is up, so the keyframe
+            // arrives (a round trip and an encode later) near it.
+            let due = match (self.last_keyframe, self.keyframe_interval) {
+                (Some(t), Some(i)) => now.saturating_duration_since(t) + KEYFRAME_LEAD >= i,
+                _ => false,
+            };
+            if want_key || due {
                 self.request_keyframe(now);
             }
         } else if Some(md.mid) == self.audio_mid && codec == RtcCodec::Opus {

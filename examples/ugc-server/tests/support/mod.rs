@@ -950,3 +950,17 @@ pub fn metric_sample(server: &Server, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// FFmpeg 9 from the `imageio-ffmpeg` wheel (scripts/install-deps.sh).
+pub fn ffmpeg9() -> PathBuf {
+    let out = run(Command::new("python3").args([
+        "-c",
+        "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
+    ]));
+    assert!(
+        out.status.success(),
+        "imageio-ffmpeg missing (scripts/install-deps.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# CPU per stream of ugc-server taking a publish to HLS over WHIP (headless
+# Chromium's fake camera and microphone: H.264 + Opus over SRTP) next to
+# RTMP (ffmpeg -re -c copy of an H.264 + AAC clip at the bitrate Chromium
+# sent, same size and frame rate). Prints each way's server CPU % per
+# stream and per Mbit/s received, and the WHIP/RTMP ratio per Mbit/s (the
+# browser picks its own bitrate, so per stream alone would compare unlike
+# loads).
+#
+# Env: N=1 (publishers at once) WINDOW=20 WARMUP=6 WIDTH=640 HEIGHT=360
+#      UGC_BIN=... (default: release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-1}
+WINDOW=${WINDOW:-20}
+WARMUP=${WARMUP:-6}
+WIDTH=${WIDTH:-640}
+HEIGHT=${HEIGHT:-360}
+TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
+UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
+WORK=$(mktemp -d /tmp/ugc-whip-bench.XXXXXX)
+HZ=$(getconf CLK_TCK)
+TOKEN=bench-admin-token-0123456789abcdef
+PIDS=()
+SERVER=
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null || true
+  sleep 0.5
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ -x "$UGC_BIN" ] || { echo "build first: cargo build --release -p ugc-server" >&2; exit 1; }
+scripts/install-deps.sh browser >/dev/null
+(cd tests/browser && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+
+ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, int(sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+
+start_server() {
+  local rtmp srt
+  rtmp=$(port 1); HTTP=$(port 1); srt=$(port 2); RTMP=$rtmp
+  rm -rf "$WORK/data"
+  UGC_ADMIN_TOKEN=$TOKEN UGC_LOG=warn "$UGC_BIN" --data "$WORK/data" --rtmp 127.0.0.1:$rtmp \
+    --http 127.0.0.1:$HTTP --srt 127.0.0.1:$srt --whip-udp 127.0.0.1:0 \
+    --public-host 127.0.0.1 >/dev/null 2>"$WORK/server.log" &
+  SERVER=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$HTTP/api/v1/openapi.json" && break; sleep 0.1; done
+}
+
+stream_key() {
+  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{\"name\": \"$1\"}" "http://127.0.0.1:$HTTP/api/v1/streams" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}
+
+# Media bytes the Hub took from publishers (frame payloads).
+ingest_bytes() {
+  curl -s "http://127.0.0.1:$HTTP/metrics" |
+    awk '/^ugc_stream_bytes_in_total/ {s += $2} END {printf "%d\n", s}'
+}
+
+measure() { # label; sets CPU (% of one core) and MBPS
+  local t0 t1 b0 b1
+  sleep "$WARMUP"
+  t0=$(ticks "$SERVER"); b0=$(ingest_bytes)
+  sleep "$WINDOW"
+  t1=$(ticks "$SERVER"); b1=$(ingest_bytes)
+  CPU=$(python3 -c "print(100*($t1-$t0)/$HZ/$WINDOW)")
+  MBPS=$(python3 -c "print(8*($b1-$b0)/$WINDOW/1e6)")
+  python3 -c "import sys; c,m,n=float(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]); print(f'{sys.argv[1]:5s} {n} streams: {c:6.2f} % CPU, {c/n:5.2f} % per stream, {m/n:5.2f} Mbit/s per stream, {c/m if m else 0:5.2f} % per Mbit/s')" \
+    "$1" "$CPU" "$MBPS" "$N"
+}
+
+# WHIP: N Chromium publishers.
+start_server
+PIDS=()
+for i in $(seq "$N"); do
+  key=$(stream_key "w$i")
+  node tests/browser/whip.mjs --url "http://127.0.0.1:$HTTP/whip/w$i" --key "$key" \
+    --seconds $((WARMUP + WINDOW + 4)) --width "$WIDTH" --height "$HEIGHT" \
+    >"$WORK/whip$i.json" 2>&1 &
+  PIDS+=($!)
+done
+measure whip
+WHIP_CPU=$CPU WHIP_MBPS=$MBPS
+wait "${PIDS[@]}" 2>/dev/null || true
+grep -q '"post":201' "$WORK/whip1.json" || { echo "WHIP publish failed: $(cat "$WORK/whip1.json")" >&2; exit 1; }
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+
+# RTMP: the same size and frame rate at the bitrate Chromium sent.
+KBPS=$(python3 -c "print(max(200, int(1000*$WHIP_MBPS/$N)))")
+CLIP=$WORK/clip.mp4
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=${WIDTH}x${HEIGHT}:rate=30" \
+  -f lavfi -i "sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo" -t 20 \
+  -c:v libx264 -preset veryfast -b:v "${KBPS}k" -maxrate "${KBPS}k" -bufsize "$((2 * KBPS))k" \
+  -g 60 -pix_fmt yuv420p -c:a aac -b:a 64k "$CLIP"
+start_server
+PIDS=()
+for i in $(seq "$N"); do
+  key=$(stream_key "r$i")
+  ffmpeg -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$CLIP" -c copy \
+    -f flv "rtmp://127.0.0.1:$RTMP/live/$key" </dev/null >/dev/null 2>&1 &
+  PIDS+=($!)
+done
+measure rtmp
+RTMP_CPU=$CPU RTMP_MBPS=$MBPS
+python3 -c "import sys; w=float(sys.argv[1])/max(float(sys.argv[2]),1e-9); r=float(sys.argv[3])/max(float(sys.argv[4]),1e-9); print(f'WHIP/RTMP CPU per Mbit/s: {w/r if r else 0:.2f}x ({w:.2f} vs {r:.2f} % per Mbit/s)')" \
+  "$WHIP_CPU" "$WHIP_MBPS" "$RTMP_CPU" "$RTMP_MBPS"
