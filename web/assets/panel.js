@@ -204,7 +204,7 @@ function watchUrl(name, token) {
 
 function addCard(stream) {
   const el = $('stream-tpl').content.firstElementChild.cloneNode(true);
-  const c = { el, stream, player: null, watchToken: '' };
+  const c = { el, stream, player: null, watchToken: '', live: null };
   const q = (sel) => el.querySelector(sel);
   el.dataset.stream = stream.name;
 
@@ -283,6 +283,14 @@ function addCard(stream) {
       toast(`Could not delete: ${err.message}`);
     }
   });
+  q('.s-golive').addEventListener('click', (e) => {
+    const box = q('.golive');
+    box.hidden = !box.hidden;
+    e.currentTarget.setAttribute('aria-expanded', String(!box.hidden));
+    if (box.hidden) stopBrowserLive(c);
+  });
+  q('.s-golive-start').addEventListener('click', () => startBrowserLive(c));
+  q('.s-golive-stop').addEventListener('click', () => stopBrowserLive(c));
   q('.s-preview').addEventListener('click', () => {
     if (c.player) stopPreview(c);
     else startPreview(c);
@@ -348,8 +356,88 @@ async function newWatchToken(c) {
 
 function removeCard(c) {
   stopPreview(c);
+  stopBrowserLive(c);
   c.el.remove();
   cards.delete(c.stream.name);
+}
+
+// ---- go live from this browser (WHIP) ------------------------------------
+
+/** Publishes the camera (or the screen) and the microphone to the stream's
+ * WHIP URL with its key: H.264 preferred, the resolution kept when the
+ * network is short (the frame rate gives), the session URL from `Location`
+ * kept to end it. */
+async function startBrowserLive(c) {
+  const q = (sel) => c.el.querySelector(sel);
+  const msg = (text) => { q('.s-golive-msg').textContent = text; };
+  if (c.live) return;
+  const start = q('.s-golive-start');
+  start.disabled = true;
+  const live = { pc: null, media: null, location: null };
+  c.live = live;
+  try {
+    msg('Asking for the camera and microphone…');
+    const audio = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+    const video = q('.s-source').value === 'screen'
+      ? await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 30 } })
+      : await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720, frameRate: 30 } });
+    const media = new MediaStream([...video.getVideoTracks(), ...(audio ? audio.getAudioTracks() : [])]);
+    live.media = media;
+    q('.s-local').srcObject = media;
+    const pc = new RTCPeerConnection();
+    live.pc = pc;
+    for (const track of media.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+      if (track.kind === 'video') {
+        const h264 = RTCRtpSender.getCapabilities('video').codecs.filter((x) => x.mimeType === 'video/H264');
+        if (h264.length) t.setCodecPreferences(h264);
+        const params = t.sender.getParameters();
+        params.degradationPreference = 'maintain-resolution';
+        await t.sender.setParameters(params).catch(() => {});
+      }
+    }
+    pc.onconnectionstatechange = () => {
+      const state = pc.connectionState;
+      if (state === 'connected') msg('Live from this browser.');
+      else if (state === 'failed') msg('The connection to the server failed; press Stop and Start again.');
+      else if (state === 'disconnected') msg('Connection lost; trying to get it back…');
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    msg('Connecting…');
+    const url = c.stream.publish.whip;
+    const r = await fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${c.stream.key}` },
+      body: pc.localDescription.sdp,
+    });
+    const body = await r.text();
+    if (r.status !== 201) throw new Error(`the server answered ${r.status}: ${body.trim()}`);
+    const loc = r.headers.get('Location');
+    live.location = loc ? new URL(loc, url).href : null;
+    await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    q('.s-golive-stop').hidden = false;
+    start.hidden = true;
+  } catch (err) {
+    msg(`Could not go live: ${err.message}`);
+    await stopBrowserLive(c, false);
+  } finally {
+    start.disabled = false;
+  }
+}
+
+/** Ends the browser's publish: DELETE of the session, tracks stopped. */
+async function stopBrowserLive(c, say = true) {
+  const live = c.live;
+  if (!live) return;
+  c.live = null;
+  const q = (sel) => c.el.querySelector(sel);
+  if (live.location) await fetch(live.location, { method: 'DELETE' }).catch(() => {});
+  if (live.pc) live.pc.close();
+  if (live.media) for (const t of live.media.getTracks()) t.stop();
+  q('.s-local').srcObject = null;
+  q('.s-golive-stop').hidden = true;
+  q('.s-golive-start').hidden = false;
+  if (say) q('.s-golive-msg').textContent = 'Stopped.';
 }
 
 // ---- preview -------------------------------------------------------------

@@ -3,7 +3,8 @@
 // Starts the built ugc-server (UGC_SERVER_BIN, else
 // $CARGO_TARGET_DIR/debug/ugc-server), drives headless Chromium
 // (/usr/bin/chromium, through playwright-core; no browser download) through
-// the creator panel, publishes with ffmpeg to the key the panel shows, and
+// the creator panel, publishes with ffmpeg to the key the panel shows (and
+// from the panel itself over WHIP with Chromium's fake camera), and
 // checks the viewer page plays (video currentTime advances), that a private
 // stream without a token shows the private message, that a token link from
 // the panel plays, and that a missing player asset is explained.
@@ -86,7 +87,8 @@ async function startServer() {
   const child = spawn(
     SERVER_BIN,
     ['--data', join(tmp, 'data'), '--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`,
-     '--public-host', '127.0.0.1', '--segment-ms', '1000', '--web', WEB],
+     '--public-host', '127.0.0.1', '--segment-ms', '1000', '--web', WEB,
+     '--whip-udp', '127.0.0.1:0'],
     { cwd: tmp, env: { ...process.env, UGC_ADMIN_TOKEN: ADMIN, UGC_LOG: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.push(child);
@@ -175,7 +177,10 @@ async function main() {
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required'],
+      '--autoplay-policy=no-user-gesture-required',
+      // "Go live here": the fake camera and microphone, no prompt.
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection'],
   });
   const pageErrors = [];
   const context = await browser.newContext();
@@ -238,6 +243,34 @@ async function main() {
     );
     step(`panel counts the viewers: "${await panel.textContent(`${card} .s-live`)}"`);
     await viewer.close();
+
+    // ---- go live from the browser (WHIP, the fake camera) ---------------------
+    await panel.fill('#new-name', 'webcam');
+    await panel.click('#create-form button[type=submit]');
+    const cam = '[data-stream=webcam]';
+    await panel.waitForSelector(cam);
+    await panel.click(`${cam} .s-golive`);
+    await panel.click(`${cam} .s-golive-start`);
+    await panel.waitForFunction(
+      (sel) => document.querySelector(sel).textContent.includes('Live from this browser'),
+      `${cam} .s-golive-msg`,
+      { timeout: 20000 },
+    );
+    await panel.waitForSelector(`${cam} .s-live[data-live=true]`, { timeout: 20000 });
+    step('"Go live here" publishes the camera over WHIP; the card shows it live');
+    const camViewer = await context.newPage();
+    await camViewer.goto(`${base}/watch/webcam`);
+    const [ca, cb] = await videoAdvances(camViewer, '#video', 2, 30000);
+    step(`its watch page plays (H.264 + Opus): currentTime ${ca.toFixed(2)} -> ${cb.toFixed(2)} s`);
+    await camViewer.close();
+    await panel.click(`${cam} .s-golive-stop`);
+    await panel.waitForFunction(
+      (sel) => document.querySelector(sel).textContent === 'Stopped.',
+      `${cam} .s-golive-msg`,
+      { timeout: 10000 },
+    );
+    await panel.waitForSelector(`${cam} .s-live[data-live=false]`, { timeout: 30000 });
+    step('Stop ends the publish (DELETE of the session)');
 
     // ---- failover settings: saved through the API, back to the server's --
     const stream = async () =>
