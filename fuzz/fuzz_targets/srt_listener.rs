@@ -38,25 +38,12 @@ use ugc_proto::srt::{ListenerConfig, ListenerEvent, RejectCode, SrtConnection, S
 
 #[path = "../common/contained_panics.rs"]
 mod contained_panics;
+#[path = "../common/input.rs"]
+mod input;
+use input::Input;
 
 const PASS: &str = "correcthorsebattery";
 const MAX_PENDING: usize = 2;
-
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a.to_vec()
-    }
-}
 
 #[derive(Default)]
 struct Peer {

@@ -213,6 +213,33 @@ pub fn build_avcc(sps: &[&[u8]], pps: &[&[u8]]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The H.264 track `id` for the in-band parameter sets `sps` and `pps`
+/// (NAL units with their headers): the `avcC` built from them, its codec
+/// string and the picture size and frame rate of the SPS, on the 90 kHz
+/// clock (MPEG-TS and RTP carry H.264 on it). For ingests that see Annex B
+/// (SRT's MPEG-TS, WHIP's RTP).
+pub fn track_from_parameter_sets(
+    id: ugc_core::TrackId,
+    sps: &[u8],
+    pps: &[u8],
+) -> Result<ugc_core::TrackInfo> {
+    let config = Bytes::from(build_avcc(&[sps], &[pps])?);
+    let c = AvcConfig::parse(&config)?;
+    Ok(ugc_core::TrackInfo {
+        id,
+        codec: ugc_core::Codec::H264,
+        timescale: ugc_core::Timescale::MPEG,
+        codec_string: c.codec_string(),
+        params: ugc_core::TrackParams::Video(ugc_core::VideoParams {
+            width: c.width,
+            height: c.height,
+            frame_rate: c.frame_rate,
+        }),
+        config,
+        bitrate: None,
+    })
+}
+
 /// The NAL units of an AVCC/HVCC frame (length-prefixed, `nal_length_size`
 /// bytes of big-endian length before each NAL unit).
 pub fn nal_units(frame: &[u8], nal_length_size: u8) -> NalUnits<'_> {

@@ -185,6 +185,25 @@ fn restream_states(server: &Server) -> String {
     .text()
 }
 
+/// The second server's `live/mirror` plays: 3 s decode without an error,
+/// 640x360 with AAC.
+fn mirror_plays(target: &Server) {
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(target.url("/live/mirror/index.m3u8"))
+        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let master = target.get("/live/mirror/index.m3u8").text();
+    assert!(
+        master.contains("RESOLUTION=640x360") && master.contains("mp4a.40.2"),
+        "{master}"
+    );
+}
+
 fn hls_segments(server: &Server, stream: &str) -> usize {
     let r = server.get(&format!("/{stream}/mono.m3u8"));
     if r.status != 200 {
@@ -286,20 +305,7 @@ fn pushes_an_srt_ingest_to_a_second_ugc_server() {
     })
     .unwrap_or_else(|| panic!("mirror segments; origin log:\n{}", origin.log()));
     // The pushed stream plays on the second server.
-    let out = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i"])
-        .arg(target.url("/live/mirror/index.m3u8"))
-        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let master = target.get("/live/mirror/index.m3u8").text();
-    assert!(
-        master.contains("RESOLUTION=640x360") && master.contains("mp4a.40.2"),
-        "{master}"
-    );
+    mirror_plays(&target);
 }
 
 /// Whether the MPEG-TS file `path` has video and audio and decodes
@@ -393,20 +399,7 @@ fn pushes_over_srt_to_srt_live_transmit_and_an_encrypted_ugc_ingest() {
         hls_segments(&target, "live/mirror") >= 3
     })
     .unwrap_or_else(|| panic!("mirror segments; log:\n{}", server.log()));
-    let out = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i"])
-        .arg(target.url("/live/mirror/index.m3u8"))
-        .args(["-t", "3", "-enc_time_base", "-1", "-f", "null", "-"]));
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let master = target.get("/live/mirror/index.m3u8").text();
-    assert!(
-        master.contains("RESOLUTION=640x360") && master.contains("mp4a.40.2"),
-        "{master}"
-    );
+    mirror_plays(&target);
     // srt-live-transmit got the stream from a keyframe on.
     wait_until(Duration::from_secs(10), || {
         std::fs::metadata(&ts).map(|m| m.len()).unwrap_or(0) > 1_000_000

@@ -7,7 +7,7 @@ use ugc_core::{Codec, Frame, MediaKind, Timescale, TrackInfo, TrackParams, Video
 
 use super::psi::EsKind;
 use super::{TsDemuxer, VIDEO_TRACK};
-use crate::h264::{self, AvcConfig};
+use crate::h264;
 use crate::hevc::{self, HevcConfig};
 
 /// Video elementary stream state.
@@ -93,26 +93,10 @@ impl TsDemuxer {
         };
         let info = match kind {
             EsKind::H264 => {
-                let Ok(rec) = h264::build_avcc(&[&sps], &[&pps]) else {
+                let Ok(info) = h264::track_from_parameter_sets(VIDEO_TRACK, &sps, &pps) else {
                     return;
                 };
-                let config = Bytes::from(rec);
-                let Ok(c) = AvcConfig::parse(&config) else {
-                    return;
-                };
-                TrackInfo {
-                    id: VIDEO_TRACK,
-                    codec: Codec::H264,
-                    timescale: Timescale::MPEG,
-                    codec_string: c.codec_string(),
-                    params: TrackParams::Video(VideoParams {
-                        width: c.width,
-                        height: c.height,
-                        frame_rate: c.frame_rate,
-                    }),
-                    config,
-                    bitrate: None,
-                }
+                info
             }
             _ => {
                 let Some(vps) = self.video.vps.clone() else {

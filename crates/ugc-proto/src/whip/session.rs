@@ -40,10 +40,9 @@ use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as RtcKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use ugc_codec::h264::{self, AvcConfig};
+use ugc_codec::h264;
 use ugc_core::{
     AudioParams, Codec, Frame, MediaEvent, Timescale, TrackId, TrackInfo, TrackParams, Tracks,
-    VideoParams,
 };
 
 /// The video track's id in the Hub stream.
@@ -212,9 +211,9 @@ impl Assembler {
             }
         }
         if config_changed && let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
-            match video_track(sps, pps) {
-                Some(info) => self.video = Some(info),
-                None => stats.bad_datagrams += 1,
+            match h264::track_from_parameter_sets(VIDEO_TRACK, sps, pps) {
+                Ok(info) => self.video = Some(info),
+                Err(_) => stats.bad_datagrams += 1,
             }
         }
         if avcc.is_empty() {
@@ -275,25 +274,6 @@ fn set_ps(slot: &mut Option<Bytes>, nal: &[u8]) -> bool {
     }
     *slot = Some(Bytes::copy_from_slice(nal));
     true
-}
-
-/// The H.264 track for these parameter sets (None if they do not parse).
-fn video_track(sps: &[u8], pps: &[u8]) -> Option<TrackInfo> {
-    let config = Bytes::from(h264::build_avcc(&[sps], &[pps]).ok()?);
-    let c = AvcConfig::parse(&config).ok()?;
-    Some(TrackInfo {
-        id: VIDEO_TRACK,
-        codec: Codec::H264,
-        timescale: Timescale::MPEG,
-        codec_string: c.codec_string(),
-        params: TrackParams::Video(VideoParams {
-            width: c.width,
-            height: c.height,
-            frame_rate: c.frame_rate,
-        }),
-        config,
-        bitrate: None,
-    })
 }
 
 /// Whether our `answer` receives H.264 video and Opus audio: an m-section
