@@ -240,8 +240,12 @@ impl SrtPush {
     pub async fn connect(url: &str, config: &PushConfig) -> Result<SrtPush> {
         let target = parse_target(url)?;
         let shown = redact(url);
-        let remote = tokio::net::lookup_host((target.host.as_str(), target.port))
+        // The name lookup is bounded like the handshake: a resolver that
+        // hangs must not hold the push in `Connecting` forever.
+        let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+        let remote = tokio::time::timeout(config.connect_timeout, lookup)
             .await
+            .map_err(|_| Error::Timeout("resolving the SRT target's host"))?
             .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{shown}: {e}"))))?
             .next()
             .ok_or_else(|| Error::BadTarget(format!("{}: no address", target.host)))?;

@@ -113,8 +113,12 @@ struct TrackClock {
 }
 
 impl TrackClock {
+    /// `rtp` on the session's timeline. A time before the first packet's
+    /// (the publisher's clock stepped back) lands before `base`, as far as
+    /// it says, rather than wrapping to the end of time.
     fn ticks(&self, rtp: u64) -> i64 {
-        let delta = i64::try_from(rtp.wrapping_sub(self.first_rtp)).unwrap_or(i64::MAX);
+        let delta = i128::from(rtp) - i128::from(self.first_rtp);
+        let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
         self.base.saturating_add(delta)
     }
 }
@@ -156,7 +160,8 @@ impl Assembler {
     fn clock(&self, slot: Option<TrackClock>, rtp: u64, at: Instant, rate: i64) -> TrackClock {
         slot.unwrap_or_else(|| {
             let since = at.saturating_duration_since(self.start);
-            let base = i64::try_from(since.as_micros()).unwrap_or(i64::MAX) * rate / 1_000_000;
+            let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
+            let base = micros.saturating_mul(rate) / 1_000_000;
             TrackClock {
                 first_rtp: rtp,
                 base,
@@ -698,5 +703,30 @@ impl WhipSession {
         if let Ok(Some(true)) = asked {
             self.stats.keyframe_requests += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publisher's RTP clock is its own: a packet stamped before the
+    /// first one (it stepped back, or reordering across the start) lands
+    /// that much before the first on the timeline; it used to wrap to
+    /// `i64::MAX`.
+    #[test]
+    fn rtp_times_before_the_first_land_before_it() {
+        let c = TrackClock {
+            first_rtp: 10_000,
+            base: 90_000,
+        };
+        assert_eq!(c.ticks(13_000), 93_000);
+        assert_eq!(c.ticks(7_000), 87_000);
+        assert_eq!(c.ticks(0), 80_000);
+        let far = TrackClock {
+            first_rtp: u64::MAX,
+            base: 0,
+        };
+        assert_eq!(far.ticks(0), i64::MIN);
     }
 }
