@@ -56,9 +56,14 @@ pub const MAX_OFFER: usize = 64 * 1024;
 /// Shortest time between two keyframe requests.
 const PLI_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How much before [`SessionSetup::keyframe_interval`] is up a keyframe is
-/// asked for.
-const KEYFRAME_LEAD: Duration = Duration::from_millis(150);
+/// How much before [`SessionSetup::keyframe_interval`] is up (on the
+/// media's clock) a keyframe is asked for: the packager's cut tolerance
+/// (`ugc_dvr::segmenter`: a keyframe from 50 ms short of the target on cuts
+/// a segment). The keyframe the request brings is a picture taken after
+/// the newest one seen, so it comes on or after that point and always cuts;
+/// asked any earlier, a quick encoder answers before it, the keyframe cuts
+/// nothing and the segment runs to the next one (twice the target).
+const KEYFRAME_LEAD_TICKS: i64 = 90_000 * 50 / 1000;
 
 /// Why an offer was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -340,8 +345,10 @@ pub struct WhipSession {
     events: VecDeque<MediaEvent>,
     next_timeout: Instant,
     last_pli: Option<Instant>,
-    /// When the last keyframe went out, and how old it may get.
-    last_keyframe: Option<Instant>,
+    /// The media time (90 kHz) of the last keyframe that cut a segment
+    /// (one at least the interval less [`KEYFRAME_LEAD_TICKS`] after the
+    /// one before), and how old it may get.
+    last_cut: Option<i64>,
     keyframe_interval: Option<Duration>,
     /// NACK is on for the video's receive stream.
     nack_on: bool,
@@ -454,7 +461,7 @@ impl WhipSession {
             events: VecDeque::new(),
             next_timeout: now,
             last_pli: None,
-            last_keyframe: None,
+            last_cut: None,
             keyframe_interval: setup.keyframe_interval,
             nack_on: false,
             connected: false,
@@ -660,19 +667,25 @@ impl WhipSession {
         let codec = md.params.spec().codec;
         if Some(md.mid) == self.video_mid && codec == RtcCodec::H264 {
             let (events, want_key) = self.media.video(md, &mut self.stats);
-            let key = events
-                .iter()
-                .any(|e| matches!(e, MediaEvent::Frame(f) if f.keyframe));
-            self.events.extend(events);
-            if key {
-                self.last_keyframe = Some(now);
+            let interval = self
+                .keyframe_interval
+                .map(|i| i64::try_from(i.as_micros() * 9 / 100).unwrap_or(i64::MAX));
+            // Judged on the media's clock, as the packager cuts: arrival
+            // times carry the encoder's and the network's delays.
+            let mut due = false;
+            for e in &events {
+                let MediaEvent::Frame(f) = e else { continue };
+                let since = self.last_cut.map(|c| f.dts.saturating_sub(c));
+                let reaches = |i: i64| since.is_none_or(|s| s >= i - KEYFRAME_LEAD_TICKS);
+                if f.keyframe && interval.is_none_or(reaches) {
+                    // A keyframe sooner (a loss's) cuts nothing: the next
+                    // one is still due an interval after this cut.
+                    self.last_cut = Some(f.dts);
+                } else if interval.is_some_and(reaches) {
+                    due = true;
+                }
             }
-            // Asked a little before the interval is up, so the keyframe
-            // arrives (a round trip and an encode later) near it.
-            let due = match (self.last_keyframe, self.keyframe_interval) {
-                (Some(t), Some(i)) => now.saturating_duration_since(t) + KEYFRAME_LEAD >= i,
-                _ => false,
-            };
+            self.events.extend(events);
             if want_key || due {
                 self.request_keyframe(now);
             }
