@@ -44,6 +44,7 @@ pub mod fmp4;
 pub mod h264;
 pub mod hevc;
 pub mod ladder;
+pub mod opus;
 #[cfg(feature = "ffmpeg")]
 pub mod transcode;
 pub mod ts;

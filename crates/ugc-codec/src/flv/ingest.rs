@@ -183,21 +183,12 @@ impl FlvIngest {
                 Ok(())
             }
             (AudioCodec::Opus, AudioPacket::SequenceHeader(head)) => {
-                let dops = opus_head_to_dops(&head)?;
-                let channels = dops.get(1).copied().unwrap_or(2);
-                let info = TrackInfo {
-                    id: AUDIO_TRACK,
-                    codec: Codec::Opus,
-                    timescale: Timescale::MILLIS,
-                    config: dops,
-                    codec_string: "opus".to_owned(),
-                    params: TrackParams::Audio(AudioParams {
-                        sample_rate: 48_000,
-                        channels,
-                        samples_per_frame: 960,
-                    }),
-                    bitrate: self.meta.audio_bitrate.filter(|b| *b > 0),
-                };
+                let info = crate::opus::track(
+                    AUDIO_TRACK,
+                    Timescale::MILLIS,
+                    opus_head_to_dops(&head)?,
+                    self.meta.audio_bitrate.filter(|b| *b > 0),
+                );
                 self.set_track(MediaKind::Audio, info, timestamp_ms);
                 Ok(())
             }

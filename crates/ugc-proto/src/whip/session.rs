@@ -40,10 +40,8 @@ use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as RtcKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use ugc_codec::h264;
-use ugc_core::{
-    AudioParams, Codec, Frame, MediaEvent, Timescale, TrackId, TrackInfo, TrackParams, Tracks,
-};
+use ugc_codec::{h264, opus};
+use ugc_core::{Frame, MediaEvent, Timescale, TrackId, TrackInfo, Tracks};
 
 /// The video track's id in the Hub stream.
 pub const VIDEO_TRACK: TrackId = TrackId(1);
@@ -95,18 +93,6 @@ pub struct WhipStats {
     pub discontinuities: u64,
     /// Datagrams str0m refused or panicked on.
     pub bad_datagrams: u64,
-}
-
-/// The Opus `dOps` box body for a stereo WebRTC stream (version 0, two
-/// channels, no pre-skip: RTP Opus carries none, 48 kHz, no gain, family
-/// 0).
-fn opus_dops(channels: u8) -> Bytes {
-    let mut d = vec![0u8, channels];
-    d.extend_from_slice(&0u16.to_be_bytes());
-    d.extend_from_slice(&48_000u32.to_be_bytes());
-    d.extend_from_slice(&0i16.to_be_bytes());
-    d.push(0);
-    Bytes::from(d)
 }
 
 /// One track's clock: its first RTP time and where that lands on the
@@ -320,19 +306,8 @@ fn answer_receives(answer: &str) -> (bool, bool) {
 }
 
 fn audio_track(channels: u8) -> TrackInfo {
-    TrackInfo {
-        id: AUDIO_TRACK,
-        codec: Codec::Opus,
-        timescale: Timescale::new(48_000).unwrap_or(Timescale::MPEG),
-        config: opus_dops(channels),
-        codec_string: "opus".into(),
-        params: TrackParams::Audio(AudioParams {
-            sample_rate: 48_000,
-            channels,
-            samples_per_frame: 960,
-        }),
-        bitrate: None,
-    }
+    let timescale = Timescale::new(48_000).unwrap_or(Timescale::MPEG);
+    opus::track(AUDIO_TRACK, timescale, opus::dops(channels), None)
 }
 
 /// One WHIP publisher's WebRTC session; see the [module documentation](self).
