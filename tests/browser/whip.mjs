@@ -3,6 +3,7 @@
 // browser would, and prints one JSON line with what happened:
 //   node whip.mjs --url http://127.0.0.1:8080/whip/<stream> --key <stream key>
 //                 [--seconds 20] [--width 640 --height 360] [--chromium PATH]
+//                 [--video FILE.y4m --audio FILE.wav]
 // The page (our own, served by request interception on the server's
 // origin, so the POST is same-origin) takes getUserMedia video and audio,
 // offers them send-only (H.264 preferred), POSTs the offer with the key as
@@ -27,6 +28,12 @@ const seconds = Number(args.seconds ?? 20);
 const width = Number(args.width ?? 640);
 const height = Number(args.height ?? 360);
 const executablePath = args.chromium ?? process.env.CHROMIUM ?? '/usr/bin/chromium';
+// The camera and microphone play these files (looped) instead of
+// Chromium's own pattern and beep.
+const files = [
+  ...(args.video ? [`--use-file-for-fake-video-capture=${args.video}`] : []),
+  ...(args.audio ? [`--use-file-for-fake-audio-capture=${args.audio}`] : []),
+];
 
 const pageHtml = `<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
 <script>
@@ -103,6 +110,7 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
     '--allow-loopback-in-peer-connection',
+    ...files,
   ],
 });
 let result = {};

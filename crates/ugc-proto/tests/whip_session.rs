@@ -182,19 +182,25 @@ impl Call {
     }
 
     fn write(&mut self, video: bool, rtp: u64, data: Vec<u8>) {
+        self.write_captured(video, self.now, rtp, data);
+    }
+
+    /// Sends a frame captured at `wallclock` (the time the publisher's
+    /// sender reports tie its RTP clock to).
+    fn write_captured(&mut self, video: bool, wallclock: Instant, rtp: u64, data: Vec<u8>) {
         let (mid, codec, freq) = if video {
             (self.video, RtcCodec::H264, Frequency::NINETY_KHZ)
         } else {
             (self.audio, RtcCodec::Opus, Frequency::FORTY_EIGHT_KHZ)
         };
-        let now = self.now;
         let w = self.publisher.writer(mid).unwrap();
         let pt = w
             .payload_params()
             .find(|p| p.spec().codec == codec)
             .map(|p| p.pt())
             .unwrap();
-        w.write(pt, now, MediaTime::new(rtp, freq), data).unwrap();
+        w.write(pt, wallclock, MediaTime::new(rtp, freq), data)
+            .unwrap();
     }
 }
 
@@ -383,6 +389,91 @@ fn keyframes_are_asked_for_every_interval() {
             "{gap} s between keyframes: {keys:?}"
         );
     }
+}
+
+/// Lip sync: a publisher whose video (or audio) leaves 120 ms after its
+/// capture, the other track at once. Laid by arrival, the tracks are
+/// 120 ms apart; the publisher's sender reports tie both RTP clocks to its
+/// wall clock, and the audio is moved onto the video (forward: a gap; back:
+/// the overlapped audio dropped), never out of order.
+#[test]
+fn sender_reports_put_audio_in_sync_with_video() {
+    for (video_delay, audio_delay) in [(120, 0), (0, 120)] {
+        let (offset, stats) = publish_delayed(video_delay, audio_delay);
+        assert!(
+            offset.abs() < 0.003,
+            "video {video_delay} ms, audio {audio_delay} ms late: audio {offset} s off; {stats:?}"
+        );
+        assert!((1..=2).contains(&stats.av_sync_steps), "{stats:?}");
+    }
+}
+
+/// Publishes 6 s of 30 fps video (an IDR picture a second) and 50 fps
+/// Opus, each track sent its delay (ms) after capture; returns how far the
+/// audio ends up from the video on the session's timeline (s, positive:
+/// later than its capture says) and the stats.
+fn publish_delayed(video_delay: u64, audio_delay: u64) -> (f64, ugc_proto::whip::WhipStats) {
+    let mut call = Call::new();
+    for _ in 0..200 {
+        if call.connected && call.session.is_connected() {
+            break;
+        }
+        call.advance(Duration::from_millis(10));
+    }
+    let origin = call.now;
+    let (video_rtp0, audio_rtp0) = (3_000_000u64, 500_000u64);
+    // (sent at, video, captured at, rtp, bytes)
+    let mut queue: Vec<(Instant, bool, Instant, u64, Vec<u8>)> = Vec::new();
+    let (mut v, mut a) = (0u64, 0u64);
+    let mut last_captured = [origin, origin];
+    while call.now < origin + Duration::from_secs(6) {
+        let t = call.now.duration_since(origin).as_millis() as u64;
+        if t >= v * 33 {
+            let at = origin + Duration::from_millis(v * 33);
+            let au = access_unit(v.is_multiple_of(30), v as u8);
+            let sent = at + Duration::from_millis(video_delay);
+            queue.push((sent, true, at, video_rtp0 + v * 33 * 90, au));
+            v += 1;
+        }
+        if t >= a * 20 {
+            let at = origin + Duration::from_millis(a * 20);
+            let sent = at + Duration::from_millis(audio_delay);
+            let frame = vec![0xfc, 0xff, 0xfe, a as u8];
+            queue.push((sent, false, at, audio_rtp0 + a * 960, frame));
+            a += 1;
+        }
+        let now = call.now;
+        for (_, video, at, rtp, data) in queue.extract_if(.., |q| q.0 <= now) {
+            last_captured[usize::from(video)] = at;
+            call.write_captured(video, at, rtp, data);
+        }
+        call.advance(Duration::from_millis(1));
+    }
+    call.advance(Duration::from_millis(200));
+    let last = |track: u32| {
+        call.events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                MediaEvent::Frame(f) if f.track == TrackId(track) => Some(f.dts),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let audio: Vec<i64> = call
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.track == TrackId(2) => Some(f.dts),
+            _ => None,
+        })
+        .collect();
+    assert!(audio.windows(2).all(|w| w[1] > w[0]), "{audio:?}");
+    // Where each track puts its last capture, against the capture times.
+    let since = |at: Instant| at.duration_since(origin).as_secs_f64();
+    let video_at = last(1) as f64 / 90_000.0 - since(last_captured[1]);
+    let audio_at = last(2) as f64 / 48_000.0 - since(last_captured[0]);
+    (audio_at - video_at, call.session.stats().clone())
 }
 
 #[test]

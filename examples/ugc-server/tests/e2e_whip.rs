@@ -125,8 +125,15 @@ fn whip_signalling_refuses_what_it_cannot_take() {
     assert_eq!(server.get("/live/cam/index.m3u8").status, 404);
 }
 
-/// Runs `tests/browser/whip.mjs` (Chromium) publishing `seconds`.
-fn chromium_publish(server: &Server, stream: &str, key: &str, seconds: u32) -> std::process::Child {
+/// Runs `tests/browser/whip.mjs` (Chromium) publishing `seconds`, with
+/// `extra` arguments.
+fn chromium_publish(
+    server: &Server,
+    stream: &str,
+    key: &str,
+    seconds: u32,
+    extra: &[&str],
+) -> std::process::Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/whip.mjs");
     Command::new("node")
         .arg(&script)
@@ -137,6 +144,7 @@ fn chromium_publish(server: &Server, stream: &str, key: &str, seconds: u32) -> s
             key,
         ])
         .args(["--seconds", &seconds.to_string()])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -148,7 +156,7 @@ fn chromium_publish(server: &Server, stream: &str, key: &str, seconds: u32) -> s
 fn chromium_publishes_over_whip_and_hls_plays_it() {
     let server = Server::start(&[]);
     let key = server.create_stream("cam", "");
-    let browser = chromium_publish(&server, "cam", &key, 14);
+    let browser = chromium_publish(&server, "cam", &key, 14, &[]);
     wait_segments(&server, "cam", 3);
     // Segments of about the 2 s target: the browser sends keyframes only
     // when asked, and is asked once a segment.
@@ -200,6 +208,134 @@ fn chromium_publishes_over_whip_and_hls_plays_it() {
         server.log().contains("whip publish ended")
     })
     .unwrap_or_else(|| panic!("ended; log:\n{}", server.log()));
+}
+
+/// Lip sync from a browser to HLS: Chromium's camera and microphone play
+/// a file that flashes white and beeps (1 kHz) together for 100 ms every
+/// second; in the HLS, ffmpeg finds where each flash and each beep starts,
+/// and every flash has its beep within 100 ms (the goal), once the sender
+/// reports are in (the audio is moved onto the video then: at most one
+/// step).
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn chromium_lip_sync_holds_through_whip_to_hls() {
+    let work = TempDir::new("whip-sync");
+    let (video, audio) = (work.path().join("flash.y4m"), work.path().join("beep.wav"));
+    let made = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("color=c=black:s=320x180:r=30:d=4,geq=lum='if(lt(mod(T\\,1)\\,0.1)\\,235\\,16)':cb=128:cr=128")
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .args(["-f", "lavfi", "-i"])
+        .arg("aevalsrc='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000:d=4")
+        .args(["-map", "1:a", "-ac", "1", "-c:a", "pcm_s16le"])
+        .arg(&audio));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = Server::start(&[]);
+    let key = server.create_stream("sync", "");
+    let files = [
+        "--video",
+        video.to_str().unwrap(),
+        "--audio",
+        audio.to_str().unwrap(),
+        "--width",
+        "320",
+        "--height",
+        "180",
+    ];
+    let browser = chromium_publish(&server, "sync", &key, 16, &files);
+    wait_segments(&server, "sync", 5);
+    let (flashes, beeps) = flashes_and_beeps(&server.url("/live/sync/index.m3u8"), 6);
+    let offsets: Vec<f64> = flashes
+        .iter()
+        .filter_map(|&v| {
+            beeps
+                .iter()
+                .map(|&a| a - v)
+                .filter(|d| d.abs() < 0.5)
+                .min_by(|x, y| x.abs().total_cmp(&y.abs()))
+        })
+        .collect();
+    let metrics = server.get("/metrics").text();
+    let steps = metrics
+        .lines()
+        .find(|l| l.starts_with("ugc_whip_av_sync_steps_total{") && l.contains("live/sync"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    eprintln!(
+        "flashes {flashes:?}\nbeeps {beeps:?}\naudio - video: {offsets:?} s; sync steps {steps:?}"
+    );
+    assert!(offsets.len() >= 4, "flashes {flashes:?} beeps {beeps:?}");
+    assert!(
+        offsets.iter().all(|d| d.abs() < 0.1),
+        "audio - video {offsets:?} s"
+    );
+    assert!(steps.is_some_and(|s| s <= 1.0), "{steps:?}");
+    let done = browser.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// Where the picture turns bright and where the sound turns loud in
+/// `seconds` of `url` as ffmpeg decodes it (s, on the input's timeline,
+/// which both tracks share): mean luma over half, and RMS over -30 dBFS in
+/// 5 ms steps.
+fn flashes_and_beeps(url: &str, seconds: u32) -> (Vec<f64>, Vec<f64>) {
+    let out = run(Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-v",
+            "info",
+            "-i",
+            url,
+            "-t",
+            &seconds.to_string(),
+        ])
+        .args([
+            "-filter_complex",
+            "[0:v]scale=16:16,format=gray,showinfo[v];\
+             [0:a]aformat=channel_layouts=mono,asetnsamples=n=240:p=0,\
+             astats=metadata=1:reset=1,ametadata=print:key=lavfi.astats.Overall.RMS_level[a]",
+        ])
+        .args(["-map", "[v]", "-map", "[a]", "-f", "null", "-"]));
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let end = rest.find([' ', ']']).unwrap_or(rest.len());
+        rest[..end].trim().parse().ok()
+    };
+    let (mut flashes, mut beeps) = (Vec::new(), Vec::new());
+    let (mut bright, mut loud, mut audio_at) = (true, true, None);
+    for line in log.lines() {
+        if line.contains("Parsed_showinfo") && line.contains(" n:") {
+            let (Some(t), Some(mean)) = (field(line, "pts_time:"), field(line, "mean:[")) else {
+                continue;
+            };
+            let now = mean > 128.0;
+            if now && !bright {
+                flashes.push(t);
+            }
+            bright = now;
+        } else if line.contains("Parsed_ametadata") {
+            if let Some(t) = field(line, "pts_time:") {
+                audio_at = Some(t);
+            } else if let (Some(level), Some(t)) = (field(line, "RMS_level="), audio_at) {
+                let now = level > -30.0;
+                if now && !loud {
+                    beeps.push(t);
+                }
+                loud = now;
+            }
+        }
+    }
+    (flashes, beeps)
 }
 
 /// Waits for `n` segments of `stream`'s first variant.

@@ -200,7 +200,7 @@ impl<A: Authorizer> WhipServer<A> {
             ),
             Family::counter(
                 "ugc_whip_dropped_frames_total",
-                "Frames dropped: before the first keyframe, or of a codec not taken.",
+                "Frames dropped: before the first keyframe, of a codec not taken, or audio a sync step overlapped.",
                 |(_, s)| s.stats.dropped_frames as f64,
             ),
             Family::counter(
@@ -212,6 +212,11 @@ impl<A: Authorizer> WhipServer<A> {
                 "ugc_whip_discontinuities_total",
                 "Holes in the video's RTP sequence that NACK did not fill.",
                 |(_, s)| s.stats.discontinuities as f64,
+            ),
+            Family::counter(
+                "ugc_whip_av_sync_steps_total",
+                "Times the audio was moved onto the video by the publisher's sender reports.",
+                |(_, s)| s.stats.av_sync_steps as f64,
             ),
         ];
         m.families(families, &rows, |(id, s)| {

@@ -21,7 +21,12 @@
 //! * Opus frames go out as they are (48 kHz clock, `dOps` for stereo).
 //! * Timestamps: each track's RTP clock from its first packet, laid on the
 //!   session's clock (arrival of that first packet), so audio and video
-//!   share one timeline; video at 90 kHz, audio at 48 kHz.
+//!   share one timeline; video at 90 kHz, audio at 48 kHz. Arrival carries
+//!   each track's own encoder and pacing delay, so once the publisher's
+//!   RTCP sender reports have tied both RTP clocks to its wall clock, the
+//!   audio is moved to where that clock puts it against the video (lip
+//!   sync; video, which segments are cut on, never moves). A publisher that
+//!   sends no reports keeps the arrival timeline.
 //!
 //! Every call into str0m runs under `catch_unwind`: a publisher whose
 //! packets trip it loses its own session, nothing else.
@@ -39,6 +44,7 @@ use str0m::crypto::dtls::DtlsCert;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as RtcKind, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::rtcp::SenderInfo;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use ugc_codec::{h264, opus};
 use ugc_core::{Frame, MediaEvent, Timescale, TrackId, TrackInfo, Tracks};
@@ -84,8 +90,8 @@ pub struct WhipStats {
     pub video_frames: u64,
     /// Audio frames out.
     pub audio_frames: u64,
-    /// Frames dropped: before the first keyframe, or of a codec we do not
-    /// take.
+    /// Frames dropped: before the first keyframe, of a codec we do not
+    /// take, or audio a sync step back overlapped.
     pub dropped_frames: u64,
     /// Keyframe requests (PLI) sent.
     pub keyframe_requests: u64,
@@ -93,6 +99,58 @@ pub struct WhipStats {
     pub discontinuities: u64,
     /// Datagrams str0m refused or panicked on.
     pub bad_datagrams: u64,
+    /// Times the audio was moved onto the video by the sender reports
+    /// (once at the start, when the first reports of both are in; again
+    /// only if they drift apart).
+    pub av_sync_steps: u64,
+}
+
+/// Lip sync finer than this is left alone (a step moves or drops audio).
+const AV_SYNC_DEADBAND_MS: i128 = 10;
+
+/// Sender reports putting audio further than this from the video are not
+/// believed (a broken or lying publisher).
+const AV_SYNC_MAX_MS: i128 = 2_000;
+
+/// A sender report's tie of one track's RTP clock to the publisher's wall
+/// clock.
+#[derive(Debug, Clone, Copy)]
+struct SenderClock {
+    /// The report's wall time, ns since the Unix epoch.
+    nanos: i128,
+    /// The report's RTP time, unrolled next to the packets' (which str0m
+    /// extends to 64 bits on its own count).
+    rtp: i128,
+    rate: i128,
+}
+
+impl SenderClock {
+    /// The report `info` as of a packet at (extended) RTP time `packet_rtp`
+    /// on a `rate` Hz clock; `None` for a wall time before 1970.
+    fn new(info: &SenderInfo, packet_rtp: u64, rate: i128) -> Option<SenderClock> {
+        let nanos = info
+            .ntp_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        // The report's 32 bits nearest the packet's time.
+        let near = (info.rtp_time.numer() as u32).wrapping_sub(packet_rtp as u32) as i32;
+        Some(SenderClock {
+            nanos: i128::try_from(nanos).ok()?,
+            rtp: i128::from(packet_rtp) + i128::from(near),
+            rate,
+        })
+    }
+
+    /// The publisher's wall time (ns) of RTP time `rtp`.
+    fn nanos_of(&self, rtp: i128) -> i128 {
+        self.nanos + (rtp - self.rtp) * 1_000_000_000 / self.rate
+    }
+
+    /// The RTP time at the publisher's wall time `nanos`.
+    fn rtp_at(&self, nanos: i128) -> i128 {
+        self.rtp + (nanos - self.nanos) * self.rate / 1_000_000_000
+    }
 }
 
 /// One track's clock: its first RTP time and where that lands on the
@@ -108,7 +166,11 @@ impl TrackClock {
     /// (the publisher's clock stepped back) lands before `base`, as far as
     /// it says, rather than wrapping to the end of time.
     fn ticks(&self, rtp: u64) -> i64 {
-        let delta = i128::from(rtp) - i128::from(self.first_rtp);
+        self.ticks_wide(i128::from(rtp))
+    }
+
+    fn ticks_wide(&self, rtp: i128) -> i64 {
+        let delta = rtp - i128::from(self.first_rtp);
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
         self.base.saturating_add(delta)
     }
@@ -127,6 +189,12 @@ struct Assembler {
     announced: Option<Tracks>,
     video_clock: Option<TrackClock>,
     audio_clock: Option<TrackClock>,
+    /// The latest sender reports of each track.
+    video_sender: Option<SenderClock>,
+    audio_sender: Option<SenderClock>,
+    /// The last audio frame's time out (frames a sync step moved before it
+    /// are dropped).
+    last_audio: Option<i64>,
     /// Waiting for an IDR picture (start, or after a hole).
     want_keyframe: bool,
 }
@@ -144,6 +212,9 @@ impl Assembler {
             announced: None,
             video_clock: None,
             audio_clock: None,
+            video_sender: None,
+            audio_sender: None,
+            last_audio: None,
             want_keyframe: true,
         }
     }
@@ -186,6 +257,10 @@ impl Assembler {
     /// keyframe should be asked for.
     fn video(&mut self, md: &MediaData, stats: &mut WhipStats) -> (Vec<MediaEvent>, bool) {
         let mut out = Vec::new();
+        if let Some(info) = &md.last_sender_info {
+            self.video_sender =
+                SenderClock::new(info, md.time.numer(), 90_000).or(self.video_sender);
+        }
         if !md.contiguous {
             stats.discontinuities += 1;
             self.want_keyframe = true;
@@ -249,9 +324,23 @@ impl Assembler {
             stats.dropped_frames += 1;
             return out;
         }
-        let clock = self.clock(self.audio_clock, md.time.numer(), md.network_time, 48_000);
+        if let Some(info) = &md.last_sender_info {
+            self.audio_sender =
+                SenderClock::new(info, md.time.numer(), 48_000).or(self.audio_sender);
+        }
+        let mut clock = self.clock(self.audio_clock, md.time.numer(), md.network_time, 48_000);
+        if let Some(step) = self.av_sync_step(&clock, md.time.numer()) {
+            clock.base = clock.base.saturating_add(step);
+            stats.av_sync_steps += 1;
+        }
         self.audio_clock = Some(clock);
         let dts = clock.ticks(md.time.numer());
+        // A step back overlaps what went out: that much audio is dropped.
+        if self.last_audio.is_some_and(|last| dts <= last) {
+            stats.dropped_frames += 1;
+            return out;
+        }
+        self.last_audio = Some(dts);
         stats.audio_frames += 1;
         out.push(MediaEvent::Frame(Frame {
             track: AUDIO_TRACK,
@@ -261,6 +350,25 @@ impl Assembler {
             data: Bytes::copy_from_slice(&md.data),
         }));
         out
+    }
+}
+
+impl Assembler {
+    /// How far (48 kHz ticks) the audio at RTP time `rtp` on `clock` is to
+    /// move to sit where the sender reports put it against the video;
+    /// `None` while either report is missing, within the dead band, or
+    /// beyond belief.
+    fn av_sync_step(&self, clock: &TrackClock, rtp: u64) -> Option<i64> {
+        let (video, vs, aus) = (self.video_clock?, self.video_sender?, self.audio_sender?);
+        let rtp = i128::from(rtp);
+        let video_rtp = vs.rtp_at(aus.nanos_of(rtp));
+        let target = i128::from(video.ticks_wide(video_rtp)) * 48_000 / 90_000;
+        let step = target - i128::from(clock.ticks_wide(rtp));
+        let ms = step.abs() * 1000 / 48_000;
+        if ms <= AV_SYNC_DEADBAND_MS || ms > AV_SYNC_MAX_MS {
+            return None;
+        }
+        i64::try_from(step).ok()
     }
 }
 
