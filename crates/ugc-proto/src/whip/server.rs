@@ -279,12 +279,13 @@ async fn no_trickle() -> Response {
     r
 }
 
-fn random_id() -> String {
-    use std::hash::BuildHasher;
-    let s = std::collections::hash_map::RandomState::new();
-    let a = s.hash_one(Instant::now());
-    let b = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-    format!("{a:016x}{b:016x}")
+/// A session id: 128 bits from the OS's CSPRNG (the session URL is what
+/// ends the session, so it must not be guessable). `None` if the OS has
+/// none to give.
+fn random_id() -> Option<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).ok()?;
+    Some(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 async fn offer<A: Authorizer>(
@@ -369,7 +370,12 @@ async fn offer<A: Authorizer>(
         Ok(s) => s,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let id = random_id();
+    let Some(id) = random_id() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness for a session id",
+        );
+    };
     let publisher = shared.hub.publish_as(&path, role);
     lock(&shared.sessions).insert(
         id.clone(),
