@@ -192,6 +192,18 @@ impl ControlPlane {
                 "    ffmpeg:     ffmpeg -re -i input.mp4 -c copy -f flv {}",
                 urls.rtmp(&key)
             );
+            let _ = writeln!(
+                t,
+                "    WHIP:       {}  (OBS 30+: Bearer Token = the stream key)",
+                urls.whip(&stream.name)
+            );
+            if panel {
+                let _ = writeln!(
+                    t,
+                    "    Browser:    {http}/ > {} > Go live here (camera or screen)",
+                    stream.name
+                );
+            }
             let _ = writeln!(t, "    Watch:      {http}/watch/{}", stream.name);
             let _ = writeln!(t, "    HLS:        {}", urls.play(&stream.name));
         } else {

@@ -699,6 +699,26 @@ async fn suite(db: Db) {
         PublishDecision::allow(StreamPath::parse("live/bobcast").unwrap())
     );
 
+    // ---- what the server prints at start: the demo stream's settings,
+    // made once, with a key that publishes and a WHIP URL as the API's
+    let w = cp.welcome("ugc-server", Some("demo"), true).await.unwrap();
+    let key = w
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Stream key: "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        publish(&cp, &key).await,
+        PublishDecision::allow(StreamPath::parse("live/demo").unwrap())
+    );
+    let (_, demo) = api.call("GET", "/streams/demo", a, Value::Null).await;
+    let whip = demo["publish"]["whip"].as_str().unwrap();
+    assert!(w.contains(&format!("WHIP:       {whip}  (")), "{w}");
+    assert!(w.contains("> demo > Go live here"), "{w}");
+    let again = cp.welcome("ugc-server", Some("demo"), false).await.unwrap();
+    assert!(again.contains(&format!("Stream key: {key}")), "{again}");
+    assert!(!again.contains("Go live here"), "no panel: {again}");
+
     // ---- openapi
     let (s, v) = api.call("GET", "/openapi.json", None, Value::Null).await;
     assert_eq!(s, 200);
