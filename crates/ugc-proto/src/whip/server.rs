@@ -430,6 +430,18 @@ async fn end<A: Authorizer>(
     }
 }
 
+/// This host's source address on its default IPv4 route, found without
+/// sending anything (connecting a UDP socket only picks a route). The probe
+/// is a unicast address (TEST-NET-3): a broadcast one is refused without
+/// `SO_BROADCAST`, which hid the route on a host whose own subnet was the
+/// probe's.
+pub fn default_route_ip() -> Option<IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("203.0.113.1:9").ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 /// WHIP's UDP sockets: `addr` itself, or with an unspecified IP one socket
 /// per address of `ips` (default 127.0.0.1 and the default route's), each
 /// an ICE candidate on the same port when `addr` names one.
@@ -443,15 +455,8 @@ pub async fn bind_sockets(
     let mut ips = ips.to_vec();
     if ips.is_empty() {
         ips.push(std::net::Ipv4Addr::LOCALHOST.into());
-        // The default route's source address, found without sending
-        // anything (connecting a UDP socket only picks a route).
-        let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        if probe.connect("192.0.2.255:9").is_ok()
-            && let Ok(local) = probe.local_addr()
-            && !local.ip().is_unspecified()
-            && !ips.contains(&local.ip())
-        {
-            ips.push(local.ip());
+        if let Some(ip) = default_route_ip().filter(|ip| !ips.contains(ip)) {
+            ips.push(ip);
         }
     }
     let mut sockets = Vec::new();
