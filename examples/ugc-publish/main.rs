@@ -81,6 +81,10 @@ struct Flags {
     /// has an unspecified IP (comma-separated).
     #[arg(long, env = "UGC_WHIP_IP", value_delimiter = ',')]
     whip_ip: Vec<std::net::IpAddr>,
+    /// The address publishers reach WHIP at behind a 1:1 NAT (see
+    /// ugc-server's flag of the same name).
+    #[arg(long, env = "UGC_WHIP_PUBLIC_IP")]
+    whip_public_ip: Option<std::net::IpAddr>,
     /// Push every stream to this node (`http://host:port`); repeatable.
     /// Default: the control plane's topology (its transcoders, else its
     /// origins).
@@ -169,7 +173,10 @@ async fn main() -> anyhow::Result<()> {
                     hub.clone(),
                     auth.clone(),
                     ugc_proto::origin::peer_is_client(),
-                    Default::default(),
+                    ugc_proto::whip::server::WhipConfig {
+                        public_ip: flags.whip_public_ip,
+                        ..Default::default()
+                    },
                 )?),
                 Err(e) => {
                     warn!(error = %e, %addr, "WHIP off: cannot bind its UDP sockets");

@@ -93,6 +93,11 @@ pub struct Settings {
     /// has an unspecified IP (comma-separated).
     #[arg(long, env = "UGC_WHIP_IP", value_delimiter = ',')]
     pub whip_ip: Option<Vec<std::net::IpAddr>>,
+    /// The address publishers reach WHIP at when a 1:1 NAT or a port
+    /// forward stands in front of the server (a cloud VM's public IP): the
+    /// ICE candidate of every non-loopback WHIP socket, at its port.
+    #[arg(long, env = "UGC_WHIP_PUBLIC_IP")]
+    pub whip_public_ip: Option<std::net::IpAddr>,
     /// PEM certificate chain for --https.
     #[arg(long, env = "UGC_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -303,10 +308,8 @@ pub struct Config {
     pub https: Option<(SocketAddr, PathBuf, PathBuf)>,
     /// RTMPS listener (it takes the HTTPS certificate).
     pub rtmps: Option<SocketAddr>,
-    /// WHIP's UDP address and the IPs to bind when it is unspecified; the
-    /// flag says whether it was asked for (a default that cannot bind is a
-    /// warning, not a failure).
-    pub whip: Option<(SocketAddr, Vec<std::net::IpAddr>, bool)>,
+    /// WHIP's UDP sockets, or `None` (off).
+    pub whip: Option<WhipListen>,
     pub public_host: Option<String>,
     pub database_url: Option<String>,
     pub demo_stream: Option<String>,
@@ -339,6 +342,20 @@ pub struct Config {
     pub cluster: ugc_auth::node::Topology,
     /// Where events are POSTed, if anywhere.
     pub webhooks: Option<ugc_auth::webhook::WebhookConfig>,
+}
+
+/// WHIP's UDP sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhipListen {
+    /// The address; with an unspecified IP one socket per `ips`.
+    pub addr: SocketAddr,
+    /// The IPs to bind when `addr`'s is unspecified (empty: 127.0.0.1 and
+    /// the default route's).
+    pub ips: Vec<std::net::IpAddr>,
+    /// Asked for (a default that cannot bind is a warning, not a failure).
+    pub explicit: bool,
+    /// The candidate of the non-loopback sockets behind a 1:1 NAT.
+    pub public_ip: Option<std::net::IpAddr>,
 }
 
 /// What viewers get while a stream waits for its publisher.
@@ -424,13 +441,17 @@ impl Config {
         };
         let whip = match s.whip_udp.as_deref() {
             Some("off") => None,
-            None => Some((any(8189), s.whip_ip.clone().unwrap_or_default(), false)),
-            Some(addr) => Some((
-                addr.parse()
-                    .map_err(|e| anyhow::anyhow!("whip_udp {addr:?}: {e} (an address or off)"))?,
-                s.whip_ip.clone().unwrap_or_default(),
-                true,
-            )),
+            udp => Some(WhipListen {
+                addr: match udp {
+                    None => any(8189),
+                    Some(addr) => addr.parse().map_err(|e| {
+                        anyhow::anyhow!("whip_udp {addr:?}: {e} (an address or off)")
+                    })?,
+                },
+                ips: s.whip_ip.clone().unwrap_or_default(),
+                explicit: udp.is_some(),
+                public_ip: s.whip_public_ip,
+            }),
         };
         let d = HlsTiming::default();
         let packager = HlsTiming {
@@ -618,7 +639,7 @@ mod tests {
             "data = \"/d\"\nrtmp = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n\
              srt = \"127.0.0.1:3\"\nsrt_latency_ms = 300\npublic_host = \"h\"\n\
              https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nrtmps = \"127.0.0.1:5\"\n\
-             whip_udp = \"0.0.0.0:6\"\nwhip_ip = [\"127.0.0.1\"]\n\
+             whip_udp = \"0.0.0.0:6\"\nwhip_ip = [\"127.0.0.1\"]\nwhip_public_ip = \"203.0.113.9\"\n\
              segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
              publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
              max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
@@ -636,8 +657,12 @@ mod tests {
         assert_eq!(c.srt_server.listener.latency, Duration::from_millis(300));
         assert_eq!(c.public_host.as_deref(), Some("h"));
         assert_eq!(c.rtmps.map(|a| a.port()), Some(5));
-        let (whip, whip_ips, explicit) = c.whip.clone().unwrap();
-        assert_eq!((whip.port(), whip_ips.len(), explicit), (6, 1, true));
+        let whip = c.whip.clone().unwrap();
+        assert_eq!(
+            (whip.addr.port(), whip.ips.len(), whip.explicit),
+            (6, 1, true)
+        );
+        assert_eq!(whip.public_ip, "203.0.113.9".parse().ok());
         let (addr, cert, key) = c.https.clone().unwrap();
         assert_eq!(
             (addr.port(), cert.to_str(), key.to_str()),
@@ -832,7 +857,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 28, "{flags:?}");
+        assert_eq!(flags.len(), 29, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

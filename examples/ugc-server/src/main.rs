@@ -253,15 +253,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ]);
     // WHIP: signalling on the HTTP port, media on its UDP sockets.
     let whip = match &config.whip {
-        Some((addr, ips, explicit)) => {
-            match ugc_proto::whip::server::bind_sockets(*addr, ips).await {
+        Some(listen) => {
+            match ugc_proto::whip::server::bind_sockets(listen.addr, &listen.ips).await {
                 Ok(sockets) => {
                     let addrs: Vec<String> = sockets
                         .iter()
                         .filter_map(|s| s.local_addr().ok())
                         .map(|a| a.to_string())
                         .collect();
-                    info!(udp = %addrs.join(","), "WHIP listening");
+                    info!(udp = %addrs.join(","), public_ip = ?listen.public_ip, "WHIP listening");
                     Some(ugc_proto::whip::server::WhipServer::start(
                         sockets,
                         hub.clone(),
@@ -273,11 +273,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                             keyframe_interval: Some(Duration::from_millis(u64::from(
                                 config.packager.segmenter.target_duration_ms,
                             ))),
+                            public_ip: listen.public_ip,
                             ..Default::default()
                         },
                     )?)
                 }
-                Err(e) if !*explicit => {
+                Err(e) if !listen.explicit => {
                     warn!(error = %e, "WHIP off: its default UDP port is taken (set --whip-udp)");
                     None
                 }

@@ -338,6 +338,111 @@ fn flashes_and_beeps(url: &str, seconds: u32) -> (Vec<f64>, Vec<f64>) {
     (flashes, beeps)
 }
 
+/// Behind a 1:1 NAT: the server's WHIP socket is on this host's
+/// non-loopback address, but publishers reach it at a "public" one
+/// (`--whip-public-ip`), here 127.0.0.7 where a UDP forwarder stands in for
+/// the NAT. FFmpeg 9's `whip` muxer goes to the candidate in the answer, so
+/// it publishes through the forwarder or not at all; the stream plays.
+#[test]
+fn whip_behind_a_nat_is_offered_at_its_public_address() {
+    // This host's address on its default route (what a NATed server binds).
+    let private = ugc_proto::whip::server::default_route_ip().expect("a default route");
+    assert!(!private.is_loopback(), "{private}");
+    let port = free_udp_port();
+    let public: std::net::SocketAddr = format!("127.0.0.7:{port}").parse().unwrap();
+    let nat = UdpForwarder::start(public, (private, port).into());
+    let udp = format!("{private}:{port}");
+    let server = Server::start(&["--whip-udp", &udp, "--whip-public-ip", "127.0.0.7"]);
+    let key = server.create_stream("nat", "");
+    let mut ffmpeg = Proc(
+        Command::new(ffmpeg9())
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", "30", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args(["-tune", "zerolatency", "-profile:v", "baseline", "-g", "30"])
+            .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
+            .args(["-f", "whip", "-authorization", &key])
+            .arg(server.url("/whip/nat"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg 9 (imageio-ffmpeg)"),
+    );
+    wait_segments(&server, "nat", 2);
+    plays_h264_and_opus(&server, "nat", "320,180");
+    let (up, down) = nat.counts();
+    eprintln!("through the NAT: {up} datagrams up, {down} down");
+    // Down: STUN answers, the DTLS handshake, RTCP (feedback is sparse).
+    assert!(up > 100 && down > 3, "{up} up, {down} down");
+    ffmpeg.kill();
+}
+
+/// A 1:1 NAT on loopback: datagrams to `public` go on to `private` from a
+/// socket of its own, and the answers come back from `public` (one
+/// publisher at a time).
+struct UdpForwarder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    up: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    down: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl UdpForwarder {
+    fn start(public: std::net::SocketAddr, private: std::net::SocketAddr) -> UdpForwarder {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let outside = std::net::UdpSocket::bind(public).expect("bind the NAT's public side");
+        let inside = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        inside.connect(private).unwrap();
+        for s in [&outside, &inside] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (up, down) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let client = Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
+        let (o2, i2) = (outside.try_clone().unwrap(), inside.try_clone().unwrap());
+        let (s1, u1, c1) = (stop.clone(), up.clone(), client.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s1.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = outside.recv_from(&mut buf) {
+                    *c1.lock().unwrap() = Some(from);
+                    let _ = inside.send(&buf[..n]);
+                    u1.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let (s2, d2) = (stop.clone(), down.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok(n) = i2.recv(&mut buf)
+                    && let Some(to) = *client.lock().unwrap()
+                {
+                    let _ = o2.send_to(&buf[..n], to);
+                    d2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        UdpForwarder { stop, up, down }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for UdpForwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Waits for `n` segments of `stream`'s first variant.
 fn wait_segments(server: &Server, stream: &str, n: usize) {
     wait_until(Duration::from_secs(40), || {

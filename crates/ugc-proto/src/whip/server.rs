@@ -19,6 +19,12 @@
 //! * `OPTIONS` answers CORS preflights so a page on another origin (the
 //!   creator panel) can publish.
 //!
+//! * Behind a 1:1 NAT or a port forward (a cloud VM whose public address
+//!   is not on any interface), [`WhipConfig::public_ip`] is the candidate
+//!   of every non-loopback socket, at its port; what arrives on such a
+//!   socket is taken as sent to that address (the NAT rewrote it), and what
+//!   the session sends from it leaves by the socket.
+//!
 //! The media goes into the Hub as the stream's publisher of the role the
 //! authorizer gave; a session that is taken over (another publisher of the
 //! same role) is closed. A session that does not connect within
@@ -56,6 +62,12 @@ pub struct WhipConfig {
     /// [`SessionSetup::keyframe_interval`]); set it to the HLS segment
     /// target.
     pub keyframe_interval: Option<Duration>,
+    /// The address publishers reach the server at when a 1:1 NAT or a port
+    /// forward stands in front of it: the ICE candidate of every
+    /// non-loopback socket (at the socket's port) instead of the socket's
+    /// own address. Loopback sockets keep theirs (publishers on the host
+    /// itself). `None`: every socket's own address.
+    pub public_ip: Option<IpAddr>,
 }
 
 impl Default for WhipConfig {
@@ -65,8 +77,38 @@ impl Default for WhipConfig {
             connect_timeout: Duration::from_secs(15),
             auth_timeout: Duration::from_secs(5),
             keyframe_interval: Some(Duration::from_secs(2)),
+            public_ip: None,
         }
     }
+}
+
+/// The ICE candidate of each socket bound at `locals`: its own address, or
+/// with `public_ip` that address at the socket's port for non-loopback
+/// sockets. Two sockets may not end up with one candidate (the answer to a
+/// datagram would leave by the wrong one).
+fn candidates(
+    locals: &[SocketAddr],
+    public_ip: Option<IpAddr>,
+) -> std::io::Result<Vec<SocketAddr>> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for &local in locals {
+        if local.ip().is_unspecified() {
+            return Err(std::io::Error::other(format!(
+                "WHIP socket {local}: bind a specific address (it is the ICE candidate)"
+            )));
+        }
+        let c = match public_ip {
+            Some(ip) if !local.ip().is_loopback() => SocketAddr::new(ip, local.port()),
+            _ => local,
+        };
+        if out.contains(&c) {
+            return Err(std::io::Error::other(format!(
+                "WHIP sockets: two would be offered as {c} (one non-loopback socket per port with a public IP)"
+            )));
+        }
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// One running publish, as the stats route shows it.
@@ -132,20 +174,14 @@ impl<A: Authorizer> WhipServer<A> {
         client_ip: ClientIp,
         config: WhipConfig,
     ) -> std::io::Result<WhipServer<A>> {
-        let mut candidates = Vec::new();
-        let mut socks = Vec::new();
-        for s in sockets {
-            let addr = s.local_addr()?;
-            if addr.ip().is_unspecified() {
-                return Err(std::io::Error::other(format!(
-                    "WHIP socket {addr}: bind a specific address (it is the ICE candidate)"
-                )));
-            }
-            candidates.push(addr);
-            socks.push(Arc::new(s));
-        }
+        let locals = sockets
+            .iter()
+            .map(UdpSocket::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let candidates = candidates(&locals, config.public_ip)?;
+        let socks = sockets.into_iter().map(Arc::new).collect();
         let (tx, rx) = mpsc::channel(64);
-        let mut setup = SessionSetup::new(candidates);
+        let mut setup = SessionSetup::new(candidates.clone());
         setup.keyframe_interval = config.keyframe_interval;
         let shared = Arc::new(Shared {
             hub,
@@ -156,7 +192,7 @@ impl<A: Authorizer> WhipServer<A> {
             commands: tx,
             sessions: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(media_loop(socks, rx, Arc::clone(&shared)));
+        tokio::spawn(media_loop(socks, candidates, rx, Arc::clone(&shared)));
         Ok(WhipServer { shared })
     }
 
@@ -480,19 +516,16 @@ struct Running {
 /// A datagram from one of the sockets: which one, from whom, what.
 type Datagram = (usize, SocketAddr, Vec<u8>);
 
+/// `locals[i]` is the address the sessions know socket `i` by (its ICE
+/// candidate): datagrams it receives were sent there, and what a session
+/// sends from there leaves by it.
 async fn media_loop<A>(
     sockets: Vec<Arc<UdpSocket>>,
+    locals: Vec<SocketAddr>,
     mut commands: mpsc::Receiver<Command>,
     shared: Arc<Shared<A>>,
 ) {
     let (dgram_tx, mut dgrams) = mpsc::channel::<Datagram>(1024);
-    let locals: Vec<SocketAddr> = sockets
-        .iter()
-        .map(|s| {
-            s.local_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-        })
-        .collect();
     for (i, s) in sockets.iter().enumerate() {
         let (s, tx) = (Arc::clone(s), dgram_tx.clone());
         tokio::spawn(async move {
@@ -629,5 +662,34 @@ fn finish<A>(
         tokio::spawn(async move {
             let _ = ugc_core::Sink::finish(&mut p).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// Behind a 1:1 NAT the public address stands for the non-loopback
+    /// sockets at their ports; loopback ones stay for publishers on the
+    /// host; two sockets offered as one address, or a wildcard, are errors.
+    #[test]
+    fn a_public_ip_stands_for_the_non_loopback_sockets() {
+        let locals = [addr("127.0.0.1:8189"), addr("10.0.0.7:8189")];
+        assert_eq!(candidates(&locals, None).ok(), Some(locals.to_vec()));
+        let public = "203.0.113.9".parse().ok();
+        assert_eq!(
+            candidates(&locals, public).ok(),
+            Some(vec![addr("127.0.0.1:8189"), addr("203.0.113.9:8189")])
+        );
+        let two = [addr("10.0.0.7:8189"), addr("10.0.1.7:8189")];
+        assert!(candidates(&two, None).is_ok());
+        let e = candidates(&two, public).unwrap_err().to_string();
+        assert!(e.contains("203.0.113.9:8189"), "{e}");
+        let e = candidates(&[addr("0.0.0.0:8189")], None).unwrap_err();
+        assert!(e.to_string().contains("bind a specific address"), "{e}");
     }
 }
