@@ -85,6 +85,10 @@ struct Flags {
     /// ugc-server's flag of the same name).
     #[arg(long, env = "UGC_WHIP_PUBLIC_IP")]
     whip_public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers for WHIP publishers, sent as `Link` headers (see
+    /// ugc-server's flag of the same name).
+    #[arg(long, env = "UGC_WHIP_ICE_SERVER", value_delimiter = ',')]
+    whip_ice_server: Vec<ugc_proto::whip::server::IceServer>,
     /// Push every stream to this node (`http://host:port`); repeatable.
     /// Default: the control plane's topology (its transcoders, else its
     /// origins).
@@ -175,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
                     ugc_proto::origin::peer_is_client(),
                     ugc_proto::whip::server::WhipConfig {
                         public_ip: flags.whip_public_ip,
+                        ice_servers: flags.whip_ice_server.clone(),
                         ..Default::default()
                     },
                 )?),

@@ -22,6 +22,7 @@ use ugc_codec::ladder::LadderProfiles;
 use ugc_codec::ladder::config::TranscodeSection;
 use ugc_dvr::HlsTiming;
 use ugc_dvr::config::{DvrConfig, DvrSection};
+use ugc_proto::whip::server::IceServer;
 
 /// All-in-one ugc streaming server: RTMP in, HLS out.
 #[derive(Debug, Parser)]
@@ -98,6 +99,11 @@ pub struct Settings {
     /// ICE candidate of every non-loopback WHIP socket, at its port.
     #[arg(long, env = "UGC_WHIP_PUBLIC_IP")]
     pub whip_public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers WHIP publishers may use, sent with every answer
+    /// as `Link` headers: `stun:HOST:PORT`,
+    /// `turn:USER:PASSWORD@HOST:PORT?transport=udp` (comma-separated).
+    #[arg(long, env = "UGC_WHIP_ICE_SERVER", value_delimiter = ',')]
+    pub whip_ice_server: Option<Vec<String>>,
     /// PEM certificate chain for --https.
     #[arg(long, env = "UGC_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -356,6 +362,8 @@ pub struct WhipListen {
     pub explicit: bool,
     /// The candidate of the non-loopback sockets behind a 1:1 NAT.
     pub public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers for publishers.
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// What viewers get while a stream waits for its publisher.
@@ -451,6 +459,14 @@ impl Config {
                 ips: s.whip_ip.clone().unwrap_or_default(),
                 explicit: udp.is_some(),
                 public_ip: s.whip_public_ip,
+                ice_servers: s
+                    .whip_ice_server
+                    .iter()
+                    .flatten()
+                    .map(|u| {
+                        IceServer::parse(u).map_err(|e| anyhow::anyhow!("whip_ice_server: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
             }),
         };
         let d = HlsTiming::default();
@@ -640,6 +656,7 @@ mod tests {
              srt = \"127.0.0.1:3\"\nsrt_latency_ms = 300\npublic_host = \"h\"\n\
              https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nrtmps = \"127.0.0.1:5\"\n\
              whip_udp = \"0.0.0.0:6\"\nwhip_ip = [\"127.0.0.1\"]\nwhip_public_ip = \"203.0.113.9\"\n\
+             whip_ice_server = [\"stun:stun.example.net:3478\"]\n\
              segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
              publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
              max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
@@ -663,6 +680,7 @@ mod tests {
             (6, 1, true)
         );
         assert_eq!(whip.public_ip, "203.0.113.9".parse().ok());
+        assert_eq!(whip.ice_servers[0].uri, "stun:stun.example.net:3478");
         let (addr, cert, key) = c.https.clone().unwrap();
         assert_eq!(
             (addr.port(), cert.to_str(), key.to_str()),
@@ -857,7 +875,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 29, "{flags:?}");
+        assert_eq!(flags.len(), 30, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

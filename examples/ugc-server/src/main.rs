@@ -274,6 +274,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                                 config.packager.segmenter.target_duration_ms,
                             ))),
                             public_ip: listen.public_ip,
+                            ice_servers: listen.ice_servers.clone(),
                             ..Default::default()
                         },
                     )?)

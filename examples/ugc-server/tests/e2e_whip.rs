@@ -63,6 +63,71 @@ a=rtcp-mux\r\n\
 a=rtpmap:96 VP8/90000\r\n\
 a=ssrc:1111 cname:x\r\n";
 
+/// The same offer with H.264 (what browsers send first): taken.
+fn h264_offer() -> String {
+    VP8_ONLY_OFFER.replace("SAVPF 96", "SAVPF 102").replace(
+        "a=rtpmap:96 VP8/90000\r\n",
+        "a=rtpmap:102 H264/90000\r\n\
+             a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
+    )
+}
+
+/// An offer taken: 201 with the SDP answer (ICE-lite, H.264), the session
+/// URL (128 bits), and the configured STUN/TURN servers as one `Link`
+/// header each (RFC 9725 4.6); DELETE of the session URL ends it, once.
+#[test]
+fn whip_signalling_answers_with_the_session_url_and_ice_servers() {
+    let turn = "turn:alice:s3cret@turn.example.net:3478?transport=udp";
+    let servers = format!("stun:stun.example.net:3478,{turn}");
+    let server = Server::start(&["--whip-ice-server", &servers]);
+    let key = server.create_stream("cam", "");
+    let r = whip_send(
+        server.http,
+        "POST",
+        "/whip/cam",
+        Some(&key),
+        Some("application/sdp"),
+        &h264_offer(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let answer = r.text();
+    assert!(
+        answer.contains("a=ice-lite") && answer.contains("H264/90000"),
+        "{answer}"
+    );
+    let location = r.header("location").unwrap().to_owned();
+    let id = location.strip_prefix("/whip/cam/").unwrap();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{location}"
+    );
+    let links: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("link"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "<stun:stun.example.net:3478>; rel=\"ice-server\"",
+            "<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"; \
+             username=\"alice\"; credential=\"s3cret\"; credential-type=\"password\"",
+        ]
+    );
+    assert!(
+        r.header("access-control-expose-headers")
+            .is_some_and(|h| h.contains("Link")),
+        "{:?}",
+        r.headers
+    );
+    let r = whip_send(server.http, "DELETE", &location, None, None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = whip_send(server.http, "DELETE", &location, None, None, "");
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
 #[test]
 fn whip_signalling_refuses_what_it_cannot_take() {
     let server = Server::start(&[]);

@@ -68,6 +68,83 @@ pub struct WhipConfig {
     /// own address. Loopback sockets keep theirs (publishers on the host
     /// itself). `None`: every socket's own address.
     pub public_ip: Option<IpAddr>,
+    /// STUN and TURN servers for publishers, sent with every answer as
+    /// `Link` headers (RFC 9725 4.6; OBS reads them): what a publisher
+    /// behind a network that blocks UDP needs to relay through TURN.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server a publisher may use; see [`IceServer::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URI (RFC 7064, RFC 7065).
+    pub uri: String,
+    /// TURN's username and password (long-term credentials).
+    pub credentials: Option<(String, String)>,
+}
+
+impl IceServer {
+    /// Parses `stun[s]:HOST[:PORT]` or
+    /// `turn[s]:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp]` (TURN needs
+    /// credentials, STUN takes none). Quotes, angle brackets, commas,
+    /// spaces and control characters are refused: they would break the
+    /// header.
+    pub fn parse(s: &str) -> Result<IceServer, String> {
+        if let Some(c) = s.chars().find(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | ',' | '\\')
+        }) {
+            return Err(format!("ICE server {s:?}: {c:?} is not allowed"));
+        }
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("ICE server {s:?}: no scheme (stun:, stuns:, turn:, turns:)"))?;
+        let turn = match scheme {
+            "stun" | "stuns" => false,
+            "turn" | "turns" => true,
+            other => return Err(format!("ICE server {s:?}: unknown scheme {other:?}")),
+        };
+        let (credentials, host) = match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let (user, pass) = userinfo
+                    .split_once(':')
+                    .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+                    .ok_or_else(|| format!("ICE server {s:?}: credentials are USER:PASSWORD@"))?;
+                (Some((user.to_owned(), pass.to_owned())), host)
+            }
+            None => (None, rest),
+        };
+        if host.is_empty() || host.starts_with(['?', ':']) {
+            return Err(format!("ICE server {s:?}: no host"));
+        }
+        match (turn, &credentials) {
+            (true, None) => Err(format!(
+                "ICE server {s:?}: TURN needs USER:PASSWORD@ (browsers refuse TURN without)"
+            )),
+            (false, Some(_)) => Err(format!("ICE server {s:?}: STUN takes no credentials")),
+            _ => Ok(IceServer {
+                uri: format!("{scheme}:{host}"),
+                credentials,
+            }),
+        }
+    }
+
+    /// The `Link` header value that announces it.
+    pub fn link(&self) -> String {
+        let mut l = format!("<{}>; rel=\"ice-server\"", self.uri);
+        if let Some((user, pass)) = &self.credentials {
+            l.push_str(&format!(
+                "; username=\"{user}\"; credential=\"{pass}\"; credential-type=\"password\""
+            ));
+        }
+        l
+    }
+}
+
+impl std::str::FromStr for IceServer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        IceServer::parse(s)
+    }
 }
 
 impl Default for WhipConfig {
@@ -78,6 +155,7 @@ impl Default for WhipConfig {
             auth_timeout: Duration::from_secs(5),
             keyframe_interval: Some(Duration::from_secs(2)),
             public_ip: None,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -441,6 +519,11 @@ async fn offer<A: Authorizer>(
     if let Ok(v) = HeaderValue::from_str(&format!("/whip/{stream}/{id}")) {
         h.insert(header::LOCATION, v);
     }
+    for server in &shared.config.ice_servers {
+        if let Ok(v) = HeaderValue::from_str(&server.link()) {
+            h.append(header::LINK, v);
+        }
+    }
     r
 }
 
@@ -691,5 +774,36 @@ mod tests {
         assert!(e.contains("203.0.113.9:8189"), "{e}");
         let e = candidates(&[addr("0.0.0.0:8189")], None).unwrap_err();
         assert!(e.to_string().contains("bind a specific address"), "{e}");
+    }
+
+    /// ICE servers as RFC 9725 4.6 sends them, and what would break the
+    /// header or a browser refused.
+    #[test]
+    fn ice_servers_become_link_headers() {
+        let stun = IceServer::parse("stun:stun.example.net:3478").unwrap();
+        assert_eq!(
+            stun.link(),
+            "<stun:stun.example.net:3478>; rel=\"ice-server\""
+        );
+        let turn =
+            IceServer::parse("turns:u1:p@ss:w0rd@turn.example.net:443?transport=tcp").unwrap();
+        assert_eq!(
+            turn.link(),
+            "<turns:turn.example.net:443?transport=tcp>; rel=\"ice-server\"; \
+             username=\"u1\"; credential=\"p@ss:w0rd\"; credential-type=\"password\""
+        );
+        for (bad, says) in [
+            ("turn:turn.example.net", "TURN needs"),
+            ("stun:u:p@stun.example.net", "no credentials"),
+            ("http://x", "unknown scheme"),
+            ("stun.example.net", "no scheme"),
+            ("turn:u:\"p@x", "not allowed"),
+            ("stun:a,stun:b", "not allowed"),
+            ("turn:u@x", "USER:PASSWORD@"),
+            ("stun:", "no host"),
+        ] {
+            let e = IceServer::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }
