@@ -46,11 +46,19 @@ need nginx nginx
 # GStreamer as a second publisher and player implementation (issue 21):
 # rtmp2sink, srtsink, rtmpsink (librtmp), openh264enc, avenc_aac, playbin3.
 need gst-launch-1.0 gstreamer1.0-tools
+# GStreamer's webrtcbin as a WHIP publisher (issue 18), driven from Python
+# (tests/gst/whip_webrtcbin.py; Debian 12's simple-whip-client aborts at
+# start: libsoup 2 and 3 in one process): introspection data, libnice,
+# x264enc (plugins-ugly).
+for pkg in python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
+  gir1.2-gst-plugins-bad-1.0; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done
 # deploy/prometheus.yml is tested against a real Prometheus (issue 16). The
 # package's service is not started here (policy-rc.d); tests run their own.
 need prometheus prometheus
 for pkg in gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-  gstreamer1.0-libav; do
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
 if [ "$want_bench" = 1 ]; then

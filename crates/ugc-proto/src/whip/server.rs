@@ -642,7 +642,15 @@ async fn media_loop<A>(
             if !r.session.is_connected()
                 && now.saturating_duration_since(r.started) > shared.config.connect_timeout
             {
-                r.session.close();
+                let why = format!(
+                    "not connected within {:?}{}",
+                    shared.config.connect_timeout,
+                    r.session
+                        .last_error()
+                        .map(|e| format!(" (last refused: {e})"))
+                        .unwrap_or_default()
+                );
+                r.session.close_because(&why);
             }
             if r.session.closed().is_some() {
                 ended.push(id.clone());

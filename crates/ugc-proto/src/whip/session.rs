@@ -437,6 +437,7 @@ pub struct WhipSession {
     nack_on: bool,
     connected: bool,
     closed: Option<String>,
+    last_error: Option<String>,
     stats: WhipStats,
 }
 
@@ -549,6 +550,7 @@ impl WhipSession {
             nack_on: false,
             connected: false,
             closed: None,
+            last_error: None,
             stats: WhipStats::default(),
         };
         let (video, audio) = answer_receives(&answer);
@@ -620,7 +622,10 @@ impl WhipSession {
         }));
         match handled {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => self.stats.bad_datagrams += 1,
+            Ok(Err(e)) => {
+                self.stats.bad_datagrams += 1;
+                self.last_error = Some(e.to_string());
+            }
             Err(_) => return self.fail("str0m failed on a datagram"),
         }
         self.drive(now);
@@ -659,10 +664,21 @@ impl WhipSession {
 
     /// Ends the session (a `DELETE`, a takeover, the server stopping).
     pub fn close(&mut self) {
+        self.close_because("closed");
+    }
+
+    /// Ends the session for `why` (what [`Self::closed`] says after).
+    pub fn close_because(&mut self, why: &str) {
         if self.closed.is_none() {
             let _ = catch_unwind(AssertUnwindSafe(|| self.rtc.disconnect()));
-            self.closed = Some("closed".into());
+            self.closed = Some(why.to_owned());
         }
+    }
+
+    /// What str0m last refused of the publisher's datagrams (a DTLS
+    /// handshake it cannot do says so here), if anything.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     fn fail(&mut self, why: &str) {
