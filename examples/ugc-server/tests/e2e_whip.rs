@@ -279,8 +279,8 @@ fn chromium_publishes_over_whip_and_hls_plays_it() {
 /// a file that flashes white and beeps (1 kHz) together for 100 ms every
 /// second; in the HLS, ffmpeg finds where each flash and each beep starts,
 /// and every flash has its beep within 100 ms (the goal), once the sender
-/// reports are in (the audio is moved onto the video then: at most one
-/// step).
+/// reports are in (the audio is moved onto the video then: a step, perhaps
+/// one refinement).
 #[test]
 #[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn chromium_lip_sync_holds_through_whip_to_hls() {
@@ -338,7 +338,8 @@ fn chromium_lip_sync_holds_through_whip_to_hls() {
         offsets.iter().all(|d| d.abs() < 0.1),
         "audio - video {offsets:?} s"
     );
-    assert!(steps.is_some_and(|s| s <= 1.0), "{steps:?}");
+    // A step when the reports come, perhaps one refinement; more is a flap.
+    assert!(steps.is_some_and(|s| s <= 2.0), "{steps:?}");
     let done = browser.wait_with_output().unwrap();
     assert!(
         done.status.success(),
