@@ -10,5 +10,6 @@
 #[cfg(feature = "tokio")]
 pub mod server;
 pub mod session;
+mod peer;
 
 pub use session::{OfferError, SessionSetup, WhipSession, WhipStats};

@@ -38,16 +38,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use str0m::change::SdpOffer;
 use str0m::crypto::CryptoProvider;
 use str0m::crypto::dtls::DtlsCert;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as RtcKind, Mid};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::rtcp::SenderInfo;
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{Event, IceConnectionState};
 use ugc_codec::{h264, opus};
 use ugc_core::{Frame, MediaEvent, Timescale, TrackId, TrackInfo, Tracks};
+
+use super::peer::Peer;
 
 /// The video track's id in the Hub stream.
 pub const VIDEO_TRACK: TrackId = TrackId(1);
@@ -78,6 +78,9 @@ pub enum OfferError {
     /// Neither H.264 video nor Opus audio is offered as sent to us.
     #[error("the offer sends neither H.264 video nor Opus audio")]
     NoMedia,
+    /// A viewer's offer receives neither H.264 video nor Opus audio.
+    #[error("the offer receives neither H.264 video nor Opus audio")]
+    NothingToPlay,
     /// No usable host candidate was configured.
     #[error("no usable ICE candidate: {0}")]
     Candidate(String),
@@ -386,13 +389,17 @@ fn set_ps(slot: &mut Option<Bytes>, nal: &[u8]) -> bool {
 /// the session runs, and an offer with nothing for us must be refused at
 /// once.
 fn answer_receives(answer: &str) -> (bool, bool) {
+    answer_media(answer, &["a=recvonly", "a=sendrecv"])
+}
+
+/// Whether the answer has H.264 video and Opus audio m-lines in one of
+/// `directions` (ours: `a=recvonly` is what we receive).
+pub(crate) fn answer_media(answer: &str, directions: &[&str]) -> (bool, bool) {
     let (mut video, mut audio) = (false, false);
     for section in answer.split("\nm=").skip(1) {
         let first = section.lines().next().unwrap_or("");
         let port_zero = first.split_whitespace().nth(1) == Some("0");
-        let receiving = section
-            .lines()
-            .any(|l| matches!(l.trim_end(), "a=recvonly" | "a=sendrecv"));
+        let receiving = section.lines().any(|l| directions.contains(&l.trim_end()));
         if port_zero || !receiving {
             continue;
         }
@@ -420,13 +427,11 @@ fn audio_track(channels: u8) -> TrackInfo {
 
 /// One WHIP publisher's WebRTC session; see the [module documentation](self).
 pub struct WhipSession {
-    rtc: Rtc,
+    peer: Peer,
     media: Assembler,
     video_mid: Option<Mid>,
     audio_mid: Option<Mid>,
-    transmit: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     events: VecDeque<MediaEvent>,
-    next_timeout: Instant,
     last_pli: Option<Instant>,
     /// The media time (90 kHz) of the last keyframe that cut a segment
     /// (one at least the interval less [`KEYFRAME_LEAD_TICKS`] after the
@@ -435,17 +440,14 @@ pub struct WhipSession {
     keyframe_interval: Option<Duration>,
     /// NACK is on for the video's receive stream.
     nack_on: bool,
-    connected: bool,
-    closed: Option<String>,
-    last_error: Option<String>,
     stats: WhipStats,
 }
 
 impl std::fmt::Debug for WhipSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WhipSession")
-            .field("connected", &self.connected)
-            .field("closed", &self.closed)
+            .field("connected", &self.peer.connected)
+            .field("closed", &self.peer.closed())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -505,52 +507,17 @@ impl WhipSession {
         setup: &SessionSetup,
         now: Instant,
     ) -> Result<(WhipSession, String), OfferError> {
-        if offer.len() > MAX_OFFER {
-            return Err(OfferError::Malformed(format!(
-                "longer than {MAX_OFFER} bytes"
-            )));
-        }
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
-        let built = catch_unwind(AssertUnwindSafe(|| {
-            let mut config = RtcConfig::new()
-                .set_ice_lite(true)
-                .clear_codecs()
-                .enable_h264(true)
-                .enable_opus(true, false)
-                .set_crypto_provider(setup.crypto.clone());
-            if let Some(cert) = &setup.cert {
-                config = config.set_dtls_cert(cert.clone());
-            }
-            let mut rtc = config.build(now);
-            for &addr in &setup.candidates {
-                let c = Candidate::host(addr, "udp")
-                    .map_err(|e| OfferError::Candidate(e.to_string()))?;
-                rtc.add_local_candidate(c);
-            }
-            let answer = rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| OfferError::Malformed(e.to_string()))?;
-            Ok::<_, OfferError>((rtc, answer.to_sdp_string()))
-        }));
-        let (rtc, answer) =
-            built.map_err(|_| OfferError::Malformed("str0m failed on it".into()))??;
+        let (peer, answer) = Peer::answer(offer, setup, now)?;
         let mut session = WhipSession {
-            rtc,
+            peer,
             media: Assembler::new(now),
             video_mid: None,
             audio_mid: None,
-            transmit: VecDeque::new(),
             events: VecDeque::new(),
-            next_timeout: now,
             last_pli: None,
             last_cut: None,
             keyframe_interval: setup.keyframe_interval,
             nack_on: false,
-            connected: false,
-            closed: None,
-            last_error: None,
             stats: WhipStats::default(),
         };
         let (video, audio) = answer_receives(&answer);
@@ -573,12 +540,12 @@ impl WhipSession {
 
     /// Whether ICE and DTLS are up.
     pub fn is_connected(&self) -> bool {
-        self.connected
+        self.peer.connected
     }
 
     /// Why the session ended, once it has (ICE gone, str0m failed, closed).
     pub fn closed(&self) -> Option<&str> {
-        self.closed.as_deref()
+        self.peer.closed()
     }
 
     /// Whether this datagram from `source` to our `destination` belongs to
@@ -590,16 +557,7 @@ impl WhipSession {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        if self.closed.is_some() {
-            return false;
-        }
-        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
-            return false;
-        };
-        catch_unwind(AssertUnwindSafe(|| {
-            self.rtc.accepts(&Input::Receive(now, r))
-        }))
-        .unwrap_or(false)
+        self.peer.accepts(now, source, destination, data)
     }
 
     /// A datagram for this session.
@@ -610,51 +568,29 @@ impl WhipSession {
         destination: SocketAddr,
         data: &[u8],
     ) {
-        if self.closed.is_some() {
-            return;
+        let go = self.peer.receive(now, source, destination, data);
+        self.stats.bad_datagrams = self.peer.bad_datagrams;
+        if go {
+            self.drive(now);
         }
-        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
-            self.stats.bad_datagrams += 1;
-            return;
-        };
-        let handled = catch_unwind(AssertUnwindSafe(|| {
-            self.rtc.handle_input(Input::Receive(now, r))
-        }));
-        match handled {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.stats.bad_datagrams += 1;
-                self.last_error = Some(e.to_string());
-            }
-            Err(_) => return self.fail("str0m failed on a datagram"),
-        }
-        self.drive(now);
     }
 
     /// When [`Self::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_timeout
+        self.peer.poll_timeout()
     }
 
     /// Runs str0m's timers (ICE, DTLS, RTCP, NACK).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed.is_some() {
-            return;
+        if self.peer.timeout(now) {
+            self.drive(now);
         }
-        match catch_unwind(AssertUnwindSafe(|| {
-            self.rtc.handle_input(Input::Timeout(now))
-        })) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return self.fail(&format!("webrtc: {e}")),
-            Err(_) => return self.fail("str0m failed on a timeout"),
-        }
-        self.drive(now);
     }
 
     /// The next datagram to send: our address to send it from (one of the
     /// candidates), its destination, and its bytes.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
-        self.transmit.pop_front()
+        self.peer.poll_transmit()
     }
 
     /// The next media event for the Hub.
@@ -669,54 +605,33 @@ impl WhipSession {
 
     /// Ends the session for `why` (what [`Self::closed`] says after).
     pub fn close_because(&mut self, why: &str) {
-        if self.closed.is_none() {
-            let _ = catch_unwind(AssertUnwindSafe(|| self.rtc.disconnect()));
-            self.closed = Some(why.to_owned());
-        }
+        self.peer.close_because(why);
     }
 
     /// What str0m last refused of the publisher's datagrams (a DTLS
     /// handshake it cannot do says so here), if anything.
     pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
+        self.peer.last_error()
     }
 
-    fn fail(&mut self, why: &str) {
-        if self.closed.is_none() {
-            self.closed = Some(why.to_owned());
-        }
-    }
-
-    /// Takes str0m's output until it waits for time or input.
+    /// Takes str0m's output until it waits for time or input, acting on
+    /// its events (which may send more: a keyframe request).
     fn drive(&mut self, now: Instant) {
-        // A bounded number of outputs per call: a session never holds the
-        // server's loop for long.
-        for _ in 0..10_000 {
-            let output = match catch_unwind(AssertUnwindSafe(|| self.rtc.poll_output())) {
-                Ok(Ok(o)) => o,
-                Ok(Err(e)) => return self.fail(&format!("webrtc: {e}")),
-                Err(_) => return self.fail("str0m failed"),
-            };
-            match output {
-                Output::Timeout(t) => {
-                    self.next_timeout = t.max(now);
-                    return;
-                }
-                Output::Transmit(t) => {
-                    self.transmit
-                        .push_back((t.source, t.destination, t.contents.to_vec()));
-                }
-                Output::Event(e) => self.on_event(now, e),
+        for _ in 0..100 {
+            let events = self.peer.poll_events(now);
+            if events.is_empty() {
+                return;
+            }
+            for e in events {
+                self.on_event(now, e);
             }
         }
-        self.next_timeout = now;
     }
 
     fn on_event(&mut self, now: Instant, event: Event) {
         match event {
-            Event::Connected => self.connected = true,
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.fail("the publisher went away (ICE disconnected)");
+                self.peer.fail("the publisher went away (ICE disconnected)");
             }
             // Only what the publisher sends us (a receive-only m-line of a
             // player's offer is answered send-only, and carries nothing in).
@@ -747,7 +662,7 @@ impl WhipSession {
             return;
         };
         let done = catch_unwind(AssertUnwindSafe(|| {
-            let mut api = self.rtc.direct_api();
+            let mut api = self.peer.rtc.direct_api();
             match api.stream_rx_by_mid(mid, None) {
                 Some(rx) => {
                     rx.suppress_nack(false);
@@ -808,7 +723,8 @@ impl WhipSession {
         };
         self.last_pli = Some(now);
         let asked = catch_unwind(AssertUnwindSafe(|| {
-            self.rtc
+            self.peer
+                .rtc
                 .writer(mid)
                 .map(|mut w| w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok())
         }));

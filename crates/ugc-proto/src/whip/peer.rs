@@ -1,0 +1,229 @@
+//! What a WHIP publisher's and a WHEP viewer's sessions share: str0m's
+//! `Rtc` as an ICE-lite server answering one offer, fed datagrams and
+//! timers, with its datagrams out queued and its events handed to the
+//! session that owns it.
+//!
+//! Every call into str0m runs under `catch_unwind`: a peer whose packets
+//! trip it loses its own session, nothing else.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+use super::session::{MAX_OFFER, OfferError, SessionSetup};
+
+/// Outputs taken from str0m per call: a session never holds the server's
+/// loop for long.
+const MAX_OUTPUTS: usize = 10_000;
+
+/// One answered offer's WebRTC peer; see the [module documentation](self).
+pub(crate) struct Peer {
+    pub(crate) rtc: Rtc,
+    transmit: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    next_timeout: Instant,
+    pub(crate) connected: bool,
+    closed: Option<String>,
+    last_error: Option<String>,
+    /// Datagrams str0m refused or panicked on.
+    pub(crate) bad_datagrams: u64,
+}
+
+impl Peer {
+    /// A peer for the SDP `offer` with H.264 and Opus, and its answer.
+    pub(crate) fn answer(
+        offer: &str,
+        setup: &SessionSetup,
+        now: Instant,
+    ) -> Result<(Peer, String), OfferError> {
+        if offer.len() > MAX_OFFER {
+            return Err(OfferError::Malformed(format!(
+                "longer than {MAX_OFFER} bytes"
+            )));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let mut config = RtcConfig::new()
+                .set_ice_lite(true)
+                .clear_codecs()
+                .enable_h264(true)
+                .enable_opus(true, false)
+                .set_crypto_provider(setup.crypto.clone());
+            if let Some(cert) = &setup.cert {
+                config = config.set_dtls_cert(cert.clone());
+            }
+            let mut rtc = config.build(now);
+            for &addr in &setup.candidates {
+                let c = Candidate::host(addr, "udp")
+                    .map_err(|e| OfferError::Candidate(e.to_string()))?;
+                rtc.add_local_candidate(c);
+            }
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| OfferError::Malformed(e.to_string()))?;
+            Ok::<_, OfferError>((rtc, answer.to_sdp_string()))
+        }));
+        let (rtc, answer) =
+            built.map_err(|_| OfferError::Malformed("str0m failed on it".into()))??;
+        let peer = Peer {
+            rtc,
+            transmit: VecDeque::new(),
+            next_timeout: now,
+            connected: false,
+            closed: None,
+            last_error: None,
+            bad_datagrams: 0,
+        };
+        Ok((peer, answer))
+    }
+
+    pub(crate) fn closed(&self) -> Option<&str> {
+        self.closed.as_deref()
+    }
+
+    pub(crate) fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Instant {
+        self.next_timeout
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        self.transmit.pop_front()
+    }
+
+    /// Whether this datagram from `source` to our `destination` is this
+    /// peer's (its ICE credentials or its address).
+    pub(crate) fn accepts(
+        &self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
+            return false;
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            self.rtc.accepts(&Input::Receive(now, r))
+        }))
+        .unwrap_or(false)
+    }
+
+    /// Gives str0m a datagram; `false` if there is nothing to drive (the
+    /// peer is closed, or the datagram was refused).
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
+            self.bad_datagrams += 1;
+            return false;
+        };
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.rtc.handle_input(Input::Receive(now, r))
+        })) {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.bad_datagrams += 1;
+                self.last_error = Some(e.to_string());
+                true
+            }
+            Err(_) => {
+                self.fail("str0m failed on a datagram");
+                false
+            }
+        }
+    }
+
+    /// Runs str0m's timers; `false` if the peer is closed (now or before).
+    pub(crate) fn timeout(&mut self, now: Instant) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.rtc.handle_input(Input::Timeout(now))
+        })) {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.fail(&format!("webrtc: {e}"));
+                false
+            }
+            Err(_) => {
+                self.fail("str0m failed on a timeout");
+                false
+            }
+        }
+    }
+
+    /// Takes str0m's output until it waits for time or input: datagrams
+    /// are queued, events returned (what they cause is sent on the next
+    /// call).
+    pub(crate) fn poll_events(&mut self, now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.closed.is_some() {
+            return events;
+        }
+        for _ in 0..MAX_OUTPUTS {
+            let output = match catch_unwind(AssertUnwindSafe(|| self.rtc.poll_output())) {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => {
+                    self.fail(&format!("webrtc: {e}"));
+                    return events;
+                }
+                Err(_) => {
+                    self.fail("str0m failed");
+                    return events;
+                }
+            };
+            match output {
+                Output::Timeout(t) => {
+                    self.next_timeout = t.max(now);
+                    return events;
+                }
+                Output::Transmit(t) => {
+                    self.transmit
+                        .push_back((t.source, t.destination, t.contents.to_vec()));
+                }
+                Output::Event(Event::Connected) => {
+                    self.connected = true;
+                    events.push(Event::Connected);
+                }
+                Output::Event(e) => events.push(e),
+            }
+        }
+        self.next_timeout = now;
+        events
+    }
+
+    /// Ends the session for `why` (what [`Self::closed`] says after).
+    pub(crate) fn close_because(&mut self, why: &str) {
+        if self.closed.is_none() {
+            let _ = catch_unwind(AssertUnwindSafe(|| self.rtc.disconnect()));
+            self.closed = Some(why.to_owned());
+        }
+    }
+
+    /// Marks the session failed (str0m is not touched again).
+    pub(crate) fn fail(&mut self, why: &str) {
+        if self.closed.is_none() {
+            self.closed = Some(why.to_owned());
+        }
+    }
+}
