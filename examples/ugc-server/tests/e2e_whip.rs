@@ -670,3 +670,184 @@ fn ffmpeg_whip_muxer_publishes_and_a_second_one_takes_over() {
     first.kill();
     second.kill();
 }
+
+/// A viewer's offer as a browser makes it: the H.264 offer, receiving.
+fn h264_recv_offer() -> String {
+    h264_offer()
+        .replace("a=sendonly", "a=recvonly")
+        .replace("a=ssrc:1111 cname:x\r\n", "")
+}
+
+/// POSTs a WHEP offer, with a bearer token if any.
+fn whep_post(server: &Server, path: &str, token: Option<&str>, offer: &str) -> Response {
+    whip_send(
+        server.http,
+        "POST",
+        path,
+        token,
+        Some("application/sdp"),
+        offer,
+    )
+}
+
+/// WHEP's signalling: a stream that is not live is 404; a taken offer is
+/// 201 with a send-only answer and a session URL that DELETE ends, once; a
+/// private stream wants its play token (as bearer or `?token=`), 403
+/// without; an offer that receives nothing we send is 400; the viewers are
+/// in `/metrics` by stream.
+#[test]
+fn whep_signalling_plays_what_is_live_to_whom_may_watch() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("cam", "");
+    let secret = server.create_stream("secret", "\"private\": true");
+    let offer = h264_recv_offer();
+    let r = whep_post(&server, "/whep/cam", None, &offer);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let _cam = publish_live(320, 180, &server.rtmp_url(&key));
+    let _secret = publish_live(320, 180, &server.rtmp_url(&secret));
+    let mut r = whep_post(&server, "/whep/cam", None, &offer);
+    wait_until(Duration::from_secs(20), || {
+        r = whep_post(&server, "/whep/cam", None, &offer);
+        r.status != 404
+    })
+    .unwrap_or_else(|| panic!("live; log:\n{}", server.log()));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let answer = r.text();
+    assert!(
+        answer.contains("a=sendonly") && answer.contains("H264/90000"),
+        "{answer}"
+    );
+    let location = r.header("location").unwrap().to_owned();
+    let id = location.strip_prefix("/whep/cam/").unwrap();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{location}"
+    );
+    assert_eq!(
+        metric_sample(&server, "ugc_whep_viewers{stream=\"live/cam\"}"),
+        Some(1.0)
+    );
+    let r = whip_send(server.http, "DELETE", &location, None, None, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = whip_send(server.http, "DELETE", &location, None, None, "");
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    wait_until(Duration::from_secs(20), || {
+        server.get("/live/secret/mono.m3u8").status != 404
+    });
+    let r = whep_post(&server, "/whep/secret", None, &offer);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let token = server.play_token("secret", "{}");
+    let r = whep_post(&server, "/whep/secret", Some(&token), &offer);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = whep_post(
+        &server,
+        &format!("/whep/secret?token={token}"),
+        None,
+        &offer,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = whep_post(&server, "/whep/secret", Some("not-a-token"), &offer);
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    let vp8 = VP8_ONLY_OFFER.replace("a=sendonly", "a=recvonly");
+    let r = whep_post(&server, "/whep/cam", None, &vp8);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("receives neither"), "{}", r.text());
+    let r = whip_send(
+        server.http,
+        "POST",
+        "/whep/cam",
+        None,
+        Some("text/plain"),
+        &offer,
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
+}
+
+fn chromium_whep(server: &Server, stream: &str, seconds: u32, extra: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/whep.mjs");
+    let done = Command::new("node")
+        .arg(&script)
+        .args(["--url", &server.url(&format!("/whep/{stream}"))])
+        .args(["--seconds", &seconds.to_string()])
+        .args(extra)
+        .output()
+        .expect("node (tests/browser)");
+    let report = String::from_utf8_lossy(&done.stdout).to_string();
+    eprintln!("whep.mjs: {report}");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(report.contains("\"post\":201"), "{report}");
+    assert!(report.contains("\"deleted\":200"), "{report}");
+    report
+}
+
+/// The number after `"key":` inside the `"section":{...}` object.
+fn section_number(report: &str, section: &str, key: &str) -> f64 {
+    let at = report
+        .find(&format!("\"{section}\":{{"))
+        .unwrap_or_else(|| panic!("no {section}: {report}"));
+    let end = at + report[at..].find('}').unwrap_or(report.len() - at);
+    report_number(&report[at..end], key)
+}
+
+/// Browser to browser through the server: Chromium publishes a canvas
+/// showing its clock over WHIP and watches it over WHEP in the same page;
+/// every picture shown is read for the clock it was drawn at. H.264 and
+/// Opus arrive and decode, and the glass-to-glass delay is printed (the
+/// goal is 400 ms p50 on loopback; measured 34-52 ms here, asserted under
+/// 1 s so a loaded CI machine does not fail it).
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn chromium_watches_over_whep_what_it_publishes_over_whip() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("cam", "");
+    let whip = server.url("/whip/cam");
+    let report = chromium_whep(&server, "cam", 10, &["--whip", &whip, "--key", &key]);
+    assert!(report.contains("\"whip\":201"), "{report}");
+    assert!(
+        section_number(&report, "video", "frames") >= 150.0,
+        "{report}"
+    );
+    assert_eq!(section_number(&report, "video", "width"), 640.0, "{report}");
+    assert!(
+        report.contains("video/H264") && report.contains("audio/opus"),
+        "{report}"
+    );
+    assert!(
+        section_number(&report, "audio", "samples") > 100_000.0,
+        "{report}"
+    );
+    let p50 = section_number(&report, "latency", "p50");
+    assert!(section_number(&report, "latency", "n") >= 100.0, "{report}");
+    assert!(p50 <= 1000.0, "glass to glass {p50} ms: {report}");
+}
+
+/// An RTMP stream (H.264 without B pictures, AAC) over WHEP: the video
+/// plays from its next keyframe; AAC is not sent (WebRTC has none).
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn chromium_watches_an_rtmp_stream_over_whep() {
+    let server = Server::start(&[]);
+    let key = server.create_stream("cam", "");
+    let _ffmpeg = publish_live(640, 360, &server.rtmp_url(&key));
+    wait_until(Duration::from_secs(20), || {
+        server.get("/live/cam/mono.m3u8").status != 404
+    })
+    .unwrap_or_else(|| panic!("live; log:\n{}", server.log()));
+    let report = chromium_whep(&server, "cam", 6, &[]);
+    assert!(
+        section_number(&report, "video", "frames") >= 100.0,
+        "{report}"
+    );
+    assert_eq!(
+        section_number(&report, "video", "height"),
+        360.0,
+        "{report}"
+    );
+    assert!(!report.contains("audio/opus"), "{report}");
+}

@@ -42,18 +42,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use ugc_core::auth::{DenyKind, Protocol, PublishDecision, PublishRequest};
+use ugc_core::auth::{
+    DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
+};
 use ugc_core::metrics::{Exposition, Family};
-use ugc_core::{Authorizer, Hub, HubPublisher, StreamPath};
+use ugc_core::{Authorizer, Hub, HubPublisher, HubReader, MediaEvent, StreamPath};
 
+use super::play::{WhepSession, WhepStats};
 use super::session::{MAX_OFFER, SessionSetup, WhipSession, WhipStats};
-use crate::origin::ClientIp;
+use crate::origin::{ClientIp, token_param};
 
 /// Settings of a [`WhipServer`].
 #[derive(Debug, Clone)]
 pub struct WhipConfig {
     /// Sessions at once; further offers are answered 503.
     pub max_sessions: usize,
+    /// WHEP viewers at once; further offers are answered 503.
+    pub max_viewers: usize,
     /// A session that has not connected (ICE and DTLS) by then is dropped.
     pub connect_timeout: Duration,
     /// How long the authorizer may take.
@@ -151,6 +156,7 @@ impl Default for WhipConfig {
     fn default() -> Self {
         WhipConfig {
             max_sessions: 256,
+            max_viewers: 1000,
             connect_timeout: Duration::from_secs(15),
             auth_timeout: Duration::from_secs(5),
             keyframe_interval: Some(Duration::from_secs(2)),
@@ -200,11 +206,27 @@ pub struct WhipSessionStatus {
     pub stats: WhipStats,
 }
 
+/// One WHEP viewer, as the stats show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhepSessionStatus {
+    /// The stream played (a rendition's own name when one is played).
+    pub stream: String,
+    /// Whether ICE and DTLS are up.
+    pub connected: bool,
+    /// Counters.
+    pub stats: WhepStats,
+}
+
 enum Command {
     Start {
         id: String,
         session: Box<WhipSession>,
         publisher: HubPublisher,
+    },
+    Play {
+        id: String,
+        session: Box<WhepSession>,
+        reader: HubReader,
     },
     Stop {
         id: String,
@@ -221,6 +243,19 @@ struct Shared<A> {
     commands: mpsc::Sender<Command>,
     /// Session id -> its stream and status, for the routes and stats.
     sessions: Mutex<HashMap<String, WhipSessionStatus>>,
+    /// The same of WHEP viewers.
+    viewers: Mutex<HashMap<String, WhepSessionStatus>>,
+    /// Counters of the viewers gone, by stream, kept while the stream has
+    /// a viewer (the metrics' counters must not go down).
+    viewers_gone: Mutex<HashMap<String, WhepStats>>,
+}
+
+fn add_stats(to: &mut WhepStats, s: &WhepStats) {
+    to.video_frames += s.video_frames;
+    to.audio_frames += s.audio_frames;
+    to.dropped_frames += s.dropped_frames;
+    to.keyframe_requests += s.keyframe_requests;
+    to.bad_datagrams += s.bad_datagrams;
 }
 
 /// The WHIP endpoint; see the [module documentation](self). Cheap to
@@ -269,6 +304,8 @@ impl<A: Authorizer> WhipServer<A> {
             client_ip,
             commands: tx,
             sessions: Mutex::new(HashMap::new()),
+            viewers: Mutex::new(HashMap::new()),
+            viewers_gone: Mutex::new(HashMap::new()),
         });
         tokio::spawn(media_loop(socks, candidates, rx, Arc::clone(&shared)));
         Ok(WhipServer { shared })
@@ -277,6 +314,13 @@ impl<A: Authorizer> WhipServer<A> {
     /// The running sessions, by stream.
     pub fn sessions(&self) -> Vec<WhipSessionStatus> {
         let mut v: Vec<_> = lock(&self.shared.sessions).values().cloned().collect();
+        v.sort_by(|a, b| a.stream.cmp(&b.stream));
+        v
+    }
+
+    /// The WHEP viewers, by stream.
+    pub fn viewers(&self) -> Vec<WhepSessionStatus> {
+        let mut v: Vec<_> = lock(&self.shared.viewers).values().cloned().collect();
         v.sort_by(|a, b| a.stream.cmp(&b.stream));
         v
     }
@@ -336,15 +380,83 @@ impl<A: Authorizer> WhipServer<A> {
         m.families(families, &rows, |(id, s)| {
             vec![("stream", s.stream.clone()), ("session", id.clone())]
         });
+        self.write_viewer_metrics(m);
     }
 
-    /// The signalling routes (`/whip/...`).
+    /// WHEP viewers by stream (a series per viewer would be thousands):
+    /// `ugc_whep_viewers`, `ugc_whep_connected_viewers`, and counters over
+    /// the stream's viewers, those gone included while any is left.
+    fn write_viewer_metrics(&self, m: &mut Exposition) {
+        #[derive(Default)]
+        struct Row {
+            viewers: u64,
+            connected: u64,
+            stats: WhepStats,
+        }
+        let mut rows: std::collections::BTreeMap<String, Row> = Default::default();
+        for (stream, stats) in lock(&self.shared.viewers_gone).iter() {
+            add_stats(&mut rows.entry(stream.clone()).or_default().stats, stats);
+        }
+        for s in lock(&self.shared.viewers).values() {
+            let row = rows.entry(s.stream.clone()).or_default();
+            row.viewers += 1;
+            row.connected += u64::from(s.connected);
+            add_stats(&mut row.stats, &s.stats);
+        }
+        let rows: Vec<(String, Row)> = rows.into_iter().collect();
+        type R = (String, Row);
+        let families: &[Family<R>] = &[
+            Family::gauge("ugc_whep_viewers", "WHEP viewers.", |(_, r)| {
+                r.viewers as f64
+            }),
+            Family::gauge(
+                "ugc_whep_connected_viewers",
+                "WHEP viewers with ICE and DTLS up.",
+                |(_, r)| r.connected as f64,
+            ),
+            Family::counter(
+                "ugc_whep_video_frames_total",
+                "Pictures sent to WHEP viewers.",
+                |(_, r)| r.stats.video_frames as f64,
+            ),
+            Family::counter(
+                "ugc_whep_audio_frames_total",
+                "Audio frames sent to WHEP viewers.",
+                |(_, r)| r.stats.audio_frames as f64,
+            ),
+            Family::counter(
+                "ugc_whep_dropped_frames_total",
+                "Frames not sent to WHEP viewers: before they connected, waiting for a keyframe, or of a codec WebRTC does not carry here.",
+                |(_, r)| r.stats.dropped_frames as f64,
+            ),
+            Family::counter(
+                "ugc_whep_keyframe_requests_total",
+                "Keyframe requests (PLI, FIR) from WHEP viewers.",
+                |(_, r)| r.stats.keyframe_requests as f64,
+            ),
+        ];
+        m.families(families, &rows, |(stream, _)| {
+            vec![("stream", stream.clone())]
+        });
+    }
+
+    /// The signalling routes (`/whip/...`, `/whep/...`).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/whip/{stream}", post(offer::<A>).options(preflight))
             .route(
                 "/whip/{stream}/{session}",
                 delete(end::<A>).patch(no_trickle).options(preflight),
+            )
+            .route("/whep/{stream}", post(play::<A>).options(preflight))
+            // A rendition is offered to at `/whep/<stream>/<rendition>`;
+            // a session (32 hex digits) is ended at `/whep/<stream>/<id>`.
+            .route(
+                "/whep/{stream}/{session}",
+                post(play_rendition::<A>)
+                    .delete(end_play::<A>)
+                    .patch(no_trickle)
+                    .options(preflight),
             )
             .with_state(self.clone())
     }
@@ -408,51 +520,23 @@ async fn offer<A: Authorizer>(
     req: Request,
 ) -> Response {
     let shared = &server.shared;
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
-    let headers = req.headers().clone();
-    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_OFFER + 1).await else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "offer too large");
+    let offer = match Offer::read(req).await {
+        Ok(o) => o,
+        Err(r) => return r,
     };
-    let unauthorized = |why: &str| {
-        let mut r = plain(StatusCode::UNAUTHORIZED, why);
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        r
-    };
-    let Some(key) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-    else {
+    let (peer, headers, sdp) = (offer.peer, &offer.headers, offer.sdp.as_str());
+    let Some(key) = offer.bearer.as_deref() else {
         return unauthorized("Authorization: Bearer <stream key> is required");
-    };
-    let is_sdp = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().starts_with("application/sdp"));
-    if !is_sdp {
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be Content-Type: application/sdp",
-        );
-    }
-    if body.len() > MAX_OFFER {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "offer too large");
-    }
-    let Ok(sdp) = std::str::from_utf8(&body) else {
-        return plain(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
     };
     if lock(&shared.sessions).len() >= shared.config.max_sessions {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "too many WHIP sessions");
     }
-    let peer_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let peer_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
     let req = PublishRequest {
         protocol: Protocol::Whip,
         app: "live".into(),
         key: key.to_owned(),
-        client_ip: (shared.client_ip)(peer_ip, &headers),
+        client_ip: (shared.client_ip)(peer_ip, headers),
     };
     let decision = match tokio::time::timeout(
         shared.config.auth_timeout,
@@ -509,6 +593,11 @@ async fn offer<A: Authorizer>(
         return plain(StatusCode::SERVICE_UNAVAILABLE, "the WHIP server stopped");
     }
     tracing::info!(stream = %path, client = %req.client_ip, session = %id, "whip publish started");
+    created(&shared.config, answer, &format!("/whip/{stream}/{id}"))
+}
+
+/// A `201 Created` answer at `location`, with the ICE servers.
+fn created(config: &WhipConfig, answer: String, location: &str) -> Response {
     let mut r = (StatusCode::CREATED, answer).into_response();
     let h = r.headers_mut();
     cors(h);
@@ -516,15 +605,213 @@ async fn offer<A: Authorizer>(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{stream}/{id}")) {
+    if let Ok(v) = HeaderValue::from_str(location) {
         h.insert(header::LOCATION, v);
     }
-    for server in &shared.config.ice_servers {
+    for server in &config.ice_servers {
         if let Ok(v) = HeaderValue::from_str(&server.link()) {
             h.append(header::LINK, v);
         }
     }
     r
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, why);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// An offer's request: checked to be SDP, of bounded size, UTF-8.
+struct Offer {
+    peer: Option<SocketAddr>,
+    headers: HeaderMap,
+    /// The `Authorization: Bearer` credential, if any.
+    bearer: Option<String>,
+    query: Option<String>,
+    sdp: String,
+}
+
+impl Offer {
+    async fn read(req: Request) -> Result<Offer, Response> {
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
+        let headers = req.headers().clone();
+        let query = req.uri().query().map(str::to_owned);
+        let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_OFFER + 1).await else {
+            return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "offer too large"));
+        };
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned);
+        let is_sdp = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().starts_with("application/sdp"));
+        if !is_sdp {
+            return Err(plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the offer must be Content-Type: application/sdp",
+            ));
+        }
+        if body.len() > MAX_OFFER {
+            return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "offer too large"));
+        }
+        let Ok(sdp) = String::from_utf8(body.to_vec()) else {
+            return Err(plain(StatusCode::BAD_REQUEST, "the offer is not UTF-8"));
+        };
+        Ok(Offer {
+            peer: peer.map(|c| c.0),
+            headers,
+            bearer,
+            query,
+            sdp,
+        })
+    }
+}
+
+/// `POST /whep/<stream>`: a viewer's offer.
+async fn play<A: Authorizer>(
+    State(server): State<WhipServer<A>>,
+    Path(stream): Path<String>,
+    req: Request,
+) -> Response {
+    match StreamPath::new("live", &stream) {
+        Ok(path) => start_play(server, path, req).await,
+        Err(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// `POST /whep/<stream>/<rendition>`: a viewer's offer for one rendition
+/// of the stream's ladder (played under the stream's authorization).
+async fn play_rendition<A: Authorizer>(
+    State(server): State<WhipServer<A>>,
+    Path((stream, rendition)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    match StreamPath::new("live", &stream).and_then(|p| p.with_rendition(&rendition)) {
+        Ok(path) => start_play(server, path, req).await,
+        Err(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// Plays `path` to the offer of `req`: the play token (as bearer, or the
+/// `token` query parameter as HLS takes it) is checked on the source
+/// stream; 403 refused, 404 no such stream or not live, 503 too many
+/// viewers.
+async fn start_play<A: Authorizer>(
+    server: WhipServer<A>,
+    path: StreamPath,
+    req: Request,
+) -> Response {
+    let shared = &server.shared;
+    let offer = match Offer::read(req).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if lock(&shared.viewers).len() >= shared.config.max_viewers {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "too many WHEP viewers");
+    }
+    let peer_ip = offer.peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    let play = PlayRequest {
+        stream: path.source(),
+        token: offer
+            .bearer
+            .clone()
+            .or_else(|| token_param(offer.query.as_deref())),
+        client_ip: (shared.client_ip)(peer_ip, &offer.headers),
+    };
+    let decision = match tokio::time::timeout(
+        shared.config.auth_timeout,
+        shared.auth.authorize_play(&play),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(_) => {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "the play check timed out");
+        }
+    };
+    match decision {
+        PlayDecision::Allow => {}
+        PlayDecision::Deny { reason } => {
+            tracing::debug!(stream = %play.stream, client = %play.client_ip, %reason, "whep play denied");
+            return plain(StatusCode::FORBIDDEN, "not allowed to play this stream");
+        }
+        PlayDecision::NotFound { .. } => return plain(StatusCode::NOT_FOUND, "no such stream"),
+    }
+    let Some(reader) = shared
+        .hub
+        .subscribe_existing(&path)
+        .filter(|_| shared.hub.is_publishing(&path))
+    else {
+        return plain(StatusCode::NOT_FOUND, "the stream is not live");
+    };
+    let (session, answer) = match WhepSession::new(&offer.sdp, &shared.setup, Instant::now()) {
+        Ok(s) => s,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(id) = random_id() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness for a session id",
+        );
+    };
+    lock(&shared.viewers).insert(
+        id.clone(),
+        WhepSessionStatus {
+            stream: path.to_string(),
+            connected: false,
+            stats: WhepStats::default(),
+        },
+    );
+    let start = Command::Play {
+        id: id.clone(),
+        session: Box::new(session),
+        reader,
+    };
+    if shared.commands.send(start).await.is_err() {
+        lock(&shared.viewers).remove(&id);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "the WHEP server stopped");
+    }
+    tracing::info!(stream = %path, client = %play.client_ip, session = %id, "whep play started");
+    let location = match path.rendition() {
+        Some(_) => format!("/whep/{}/{id}", path.source().name()),
+        None => format!("/whep/{}/{id}", path.name()),
+    };
+    created(&shared.config, answer, &location)
+}
+
+/// `DELETE /whep/<stream>/<session>`.
+async fn end_play<A: Authorizer>(
+    State(server): State<WhipServer<A>>,
+    Path((stream, id)): Path<(String, String)>,
+) -> Response {
+    let known = lock(&server.shared.viewers)
+        .get(&id)
+        .is_some_and(|s| StreamPath::parse(&s.stream).is_ok_and(|p| p.source().name() == stream));
+    if !known {
+        return plain(StatusCode::NOT_FOUND, "no such WHEP session");
+    }
+    stop(&server, id).await
+}
+
+/// Ends session `id`: 200, or 404 if it is not running.
+async fn stop<A>(server: &WhipServer<A>, id: String) -> Response {
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    let _ = server
+        .shared
+        .commands
+        .send(Command::Stop { id, done })
+        .await;
+    match stopped.await {
+        Ok(true) => plain(StatusCode::OK, ""),
+        _ => plain(StatusCode::NOT_FOUND, "no such session"),
+    }
 }
 
 async fn end<A: Authorizer>(
@@ -537,16 +824,7 @@ async fn end<A: Authorizer>(
     if !known {
         return plain(StatusCode::NOT_FOUND, "no such WHIP session");
     }
-    let (done, stopped) = tokio::sync::oneshot::channel();
-    let _ = server
-        .shared
-        .commands
-        .send(Command::Stop { id, done })
-        .await;
-    match stopped.await {
-        Ok(true) => plain(StatusCode::OK, ""),
-        _ => plain(StatusCode::NOT_FOUND, "no such WHIP session"),
-    }
+    stop(&server, id).await
 }
 
 /// This host's source address on its default IPv4 route, found without
@@ -590,14 +868,131 @@ pub async fn bind_sockets(
     Ok(sockets)
 }
 
-struct Running {
-    session: Box<WhipSession>,
-    publisher: Option<HubPublisher>,
-    started: Instant,
+/// A running session: a publisher's, or a viewer's with the task that
+/// reads its stream from the Hub.
+enum Running {
+    Publish {
+        session: Box<WhipSession>,
+        publisher: Option<HubPublisher>,
+        started: Instant,
+    },
+    Play {
+        session: Box<WhepSession>,
+        feed: tokio::task::JoinHandle<()>,
+        started: Instant,
+        /// The stream played.
+        stream: StreamPath,
+    },
+}
+
+impl Running {
+    fn started(&self) -> Instant {
+        match self {
+            Running::Publish { started, .. } | Running::Play { started, .. } => *started,
+        }
+    }
+
+    fn poll_timeout(&self) -> Instant {
+        match self {
+            Running::Publish { session, .. } => session.poll_timeout(),
+            Running::Play { session, .. } => session.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Running::Publish { session, .. } => session.handle_timeout(now),
+            Running::Play { session, .. } => session.handle_timeout(now),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        match self {
+            Running::Publish { session, .. } => session.is_connected(),
+            Running::Play { session, .. } => session.is_connected(),
+        }
+    }
+
+    fn closed(&self) -> Option<&str> {
+        match self {
+            Running::Publish { session, .. } => session.closed(),
+            Running::Play { session, .. } => session.closed(),
+        }
+    }
+
+    fn close_because(&mut self, why: &str) {
+        match self {
+            Running::Publish { session, .. } => session.close_because(why),
+            Running::Play { session, .. } => session.close_because(why),
+        }
+    }
+
+    fn last_error(&self) -> Option<&str> {
+        match self {
+            Running::Publish { session, .. } => session.last_error(),
+            Running::Play { session, .. } => session.last_error(),
+        }
+    }
+
+    fn accepts(&self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+        match self {
+            Running::Publish { session, .. } => session.accepts(now, from, to, data),
+            Running::Play { session, .. } => session.accepts(now, from, to, data),
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        match self {
+            Running::Publish { session, .. } => session.handle_datagram(now, from, to, data),
+            Running::Play { session, .. } => session.handle_datagram(now, from, to, data),
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        match self {
+            Running::Publish { session, .. } => session.poll_transmit(),
+            Running::Play { session, .. } => session.poll_transmit(),
+        }
+    }
+
+    /// Copies the session's state into the status the routes show.
+    fn report<A>(&self, shared: &Shared<A>, id: &str) {
+        match self {
+            Running::Publish { session, .. } => {
+                if let Some(s) = lock(&shared.sessions).get_mut(id) {
+                    s.connected = session.is_connected();
+                    s.stats = session.stats().clone();
+                }
+            }
+            Running::Play { session, .. } => {
+                if let Some(s) = lock(&shared.viewers).get_mut(id) {
+                    s.connected = session.is_connected();
+                    s.stats = session.stats().clone();
+                }
+            }
+        }
+    }
 }
 
 /// A datagram from one of the sockets: which one, from whom, what.
 type Datagram = (usize, SocketAddr, Vec<u8>);
+
+/// Reads a viewer's stream from the Hub into the media loop until the
+/// stream ends or the viewer goes.
+fn feed(
+    id: String,
+    mut reader: HubReader,
+    media: mpsc::Sender<(String, MediaEvent)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(e) = reader.recv().await {
+            if media.send((id.clone(), e)).await.is_err() {
+                return;
+            }
+        }
+        let _ = media.send((id, MediaEvent::End)).await;
+    })
+}
 
 /// `locals[i]` is the address the sessions know socket `i` by (its ICE
 /// candidate): datagrams it receives were sent there, and what a session
@@ -627,6 +1022,8 @@ async fn media_loop<A>(
         });
     }
     drop(dgram_tx);
+    // The viewers' streams, read by one task each.
+    let (media_tx, mut media) = mpsc::channel::<(String, MediaEvent)>(1024);
     let mut running: HashMap<String, Running> = HashMap::new();
     // Peer address -> session, learned from what each session accepted.
     let mut routes: HashMap<SocketAddr, String> = HashMap::new();
@@ -635,27 +1032,26 @@ async fn media_loop<A>(
         let mut next = now + Duration::from_secs(1);
         let mut ended = Vec::new();
         for (id, r) in running.iter_mut() {
-            if r.session.poll_timeout() <= now {
-                r.session.handle_timeout(now);
+            if r.poll_timeout() <= now {
+                r.handle_timeout(now);
             }
             flush(&sockets, &locals, r).await;
-            if !r.session.is_connected()
-                && now.saturating_duration_since(r.started) > shared.config.connect_timeout
+            if !r.is_connected()
+                && now.saturating_duration_since(r.started()) > shared.config.connect_timeout
             {
                 let why = format!(
                     "not connected within {:?}{}",
                     shared.config.connect_timeout,
-                    r.session
-                        .last_error()
+                    r.last_error()
                         .map(|e| format!(" (last refused: {e})"))
                         .unwrap_or_default()
                 );
-                r.session.close_because(&why);
+                r.close_because(&why);
             }
-            if r.session.closed().is_some() {
+            if r.closed().is_some() {
                 ended.push(id.clone());
             } else {
-                next = next.min(r.session.poll_timeout());
+                next = next.min(r.poll_timeout());
             }
         }
         for id in ended {
@@ -669,30 +1065,45 @@ async fn media_loop<A>(
                 let id = routes.get(&from).filter(|id| running.contains_key(*id)).cloned().or_else(|| {
                     running
                         .iter()
-                        .find(|(_, r)| r.session.accepts(now, from, to, &data))
+                        .find(|(_, r)| r.accepts(now, from, to, &data))
                         .map(|(id, _)| id.clone())
                 });
                 if let Some(id) = id
                     && let Some(r) = running.get_mut(&id)
                 {
                     routes.insert(from, id.clone());
-                    r.session.handle_datagram(now, from, to, &data);
+                    r.handle_datagram(now, from, to, &data);
                     flush(&sockets, &locals, r).await;
-                    let mut sessions = lock(&shared.sessions);
-                    if let Some(s) = sessions.get_mut(&id) {
-                        s.connected = r.session.is_connected();
-                        s.stats = r.session.stats().clone();
+                    r.report(&shared, &id);
+                    keyframe_for_viewer(&shared, &mut running, &id, &sockets, &locals).await;
+                }
+            }
+            m = media.recv() => {
+                let Some((id, event)) = m else { return };
+                if let Some(r @ Running::Play { .. }) = running.get_mut(&id) {
+                    if let Running::Play { session, .. } = r {
+                        session.push(Instant::now(), &event);
                     }
+                    flush(&sockets, &locals, r).await;
+                    if matches!(event, MediaEvent::Tracks(_) | MediaEvent::End) {
+                        r.report(&shared, &id);
+                    }
+                    keyframe_for_viewer(&shared, &mut running, &id, &sockets, &locals).await;
                 }
             }
             c = commands.recv() => match c {
                 Some(Command::Start { id, session, publisher }) => {
-                    running.insert(id, Running { session, publisher: Some(publisher), started: Instant::now() });
+                    running.insert(id, Running::Publish { session, publisher: Some(publisher), started: Instant::now() });
+                }
+                Some(Command::Play { id, session, reader }) => {
+                    let stream = reader.stream().clone();
+                    let feed = feed(id.clone(), reader, media_tx.clone());
+                    running.insert(id, Running::Play { session, feed, started: Instant::now(), stream });
                 }
                 Some(Command::Stop { id, done }) => {
                     let found = match running.get_mut(&id) {
                         Some(r) => {
-                            r.session.close();
+                            r.close_because("closed");
                             true
                         }
                         None => false,
@@ -707,21 +1118,60 @@ async fn media_loop<A>(
     }
 }
 
-/// Sends what the session has for the network and pushes its media into
-/// the Hub; a publisher that was taken over closes the session.
+/// When viewer `id` waits for a keyframe of a stream a WHIP session of
+/// this server publishes, asks that publisher for one (it comes in a
+/// round trip and an encode, instead of at the publisher's next keyframe,
+/// up to the segment target later).
+async fn keyframe_for_viewer<A>(
+    shared: &Shared<A>,
+    running: &mut HashMap<String, Running>,
+    id: &str,
+    sockets: &[Arc<UdpSocket>],
+    locals: &[SocketAddr],
+) {
+    let Some(Running::Play {
+        session, stream, ..
+    }) = running.get_mut(id)
+    else {
+        return;
+    };
+    if !session.wish_keyframe() {
+        return;
+    }
+    let stream = stream.to_string();
+    let publisher = lock(&shared.sessions)
+        .iter()
+        .find(|(_, s)| s.stream == stream)
+        .map(|(id, _)| id.clone());
+    if let Some(r) = publisher.and_then(|p| running.get_mut(&p))
+        && let Running::Publish { session, .. } = r
+    {
+        session.request_keyframe_for_viewer(Instant::now());
+        flush(sockets, locals, r).await;
+    }
+}
+
+/// Sends what the session has for the network and pushes a publisher's
+/// media into the Hub; a publisher that was taken over closes the session.
 async fn flush(sockets: &[Arc<UdpSocket>], locals: &[SocketAddr], r: &mut Running) {
-    while let Some((from, to, data)) = r.session.poll_transmit() {
+    while let Some((from, to, data)) = r.poll_transmit() {
         let i = locals.iter().position(|l| *l == from).unwrap_or(0);
         if let Some(s) = sockets.get(i) {
             let _ = s.send_to(&data, to).await;
         }
     }
-    while let Some(event) = r.session.poll_event() {
-        let Some(p) = r.publisher.as_mut() else { break };
+    let Running::Publish {
+        session, publisher, ..
+    } = r
+    else {
+        return;
+    };
+    while let Some(event) = session.poll_event() {
+        let Some(p) = publisher.as_mut() else { break };
         if p.push(event).is_err() {
             // Taken over by another publisher, or the key was revoked.
-            r.session.close();
-            r.publisher = None;
+            session.close();
+            *publisher = None;
             break;
         }
     }
@@ -733,26 +1183,55 @@ fn finish<A>(
     routes: &mut HashMap<SocketAddr, String>,
     id: &str,
 ) {
-    let Some(mut r) = running.remove(id) else {
+    let Some(r) = running.remove(id) else {
         return;
     };
     routes.retain(|_, v| v != id);
-    let status = lock(&shared.sessions).remove(id);
-    let why = r.session.closed().unwrap_or("closed").to_owned();
-    tracing::info!(
-        stream = status.as_ref().map_or("", |s| s.stream.as_str()),
-        session = id,
-        reason = %why,
-        stats = ?r.session.stats(),
-        "whip publish ended"
-    );
-    if let Some(mut p) = r.publisher.take() {
-        // Detaches now; the stream ends after the Hub's publisher grace
-        // unless the publisher comes back. That wait is this task's, not
-        // the media loop's.
-        tokio::spawn(async move {
-            let _ = ugc_core::Sink::finish(&mut p).await;
-        });
+    let why = r.closed().unwrap_or("closed").to_owned();
+    match r {
+        Running::Publish {
+            session,
+            mut publisher,
+            ..
+        } => {
+            let status = lock(&shared.sessions).remove(id);
+            tracing::info!(
+                stream = status.as_ref().map_or("", |s| s.stream.as_str()),
+                session = id,
+                reason = %why,
+                stats = ?session.stats(),
+                "whip publish ended"
+            );
+            if let Some(mut p) = publisher.take() {
+                // Detaches now; the stream ends after the Hub's publisher
+                // grace unless the publisher comes back. That wait is this
+                // task's, not the media loop's.
+                tokio::spawn(async move {
+                    let _ = ugc_core::Sink::finish(&mut p).await;
+                });
+            }
+        }
+        Running::Play { session, feed, .. } => {
+            feed.abort();
+            let mut viewers = lock(&shared.viewers);
+            let status = viewers.remove(id);
+            let stream = status.as_ref().map_or("", |s| s.stream.as_str());
+            let others = viewers.values().any(|s| s.stream == stream);
+            drop(viewers);
+            let mut gone = lock(&shared.viewers_gone);
+            if others {
+                add_stats(gone.entry(stream.to_owned()).or_default(), session.stats());
+            } else {
+                gone.remove(stream);
+            }
+            tracing::info!(
+                stream,
+                session = id,
+                reason = %why,
+                stats = ?session.stats(),
+                "whep play ended"
+            );
+        }
     }
 }
 

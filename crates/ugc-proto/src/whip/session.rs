@@ -433,6 +433,8 @@ pub struct WhipSession {
     audio_mid: Option<Mid>,
     events: VecDeque<MediaEvent>,
     last_pli: Option<Instant>,
+    /// When a viewer last had a keyframe asked for.
+    last_viewer_pli: Option<Instant>,
     /// The media time (90 kHz) of the last keyframe that cut a segment
     /// (one at least the interval less [`KEYFRAME_LEAD_TICKS`] after the
     /// one before), and how old it may get.
@@ -515,6 +517,7 @@ impl WhipSession {
             audio_mid: None,
             events: VecDeque::new(),
             last_pli: None,
+            last_viewer_pli: None,
             last_cut: None,
             keyframe_interval: setup.keyframe_interval,
             nack_on: false,
@@ -711,6 +714,23 @@ impl WhipSession {
         }
     }
 
+    /// Asks the publisher for a keyframe (PLI) for a viewer that waits for
+    /// one (WHEP starts at a keyframe), at most once a second whoever asks.
+    /// Kept apart from the segment schedule's requests: this one neither
+    /// delays them (a request suppressed by it would make a long segment)
+    /// nor moves them (the keyframe it brings cuts no segment early).
+    pub fn request_keyframe_for_viewer(&mut self, now: Instant) {
+        if self
+            .last_viewer_pli
+            .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
+        {
+            return;
+        }
+        self.last_viewer_pli = Some(now);
+        self.send_pli();
+        self.drive(now);
+    }
+
     fn request_keyframe(&mut self, now: Instant) {
         if self
             .last_pli
@@ -718,10 +738,16 @@ impl WhipSession {
         {
             return;
         }
+        if self.video_mid.is_some() {
+            self.last_pli = Some(now);
+            self.send_pli();
+        }
+    }
+
+    fn send_pli(&mut self) {
         let Some(mid) = self.video_mid else {
             return;
         };
-        self.last_pli = Some(now);
         let asked = catch_unwind(AssertUnwindSafe(|| {
             self.peer
                 .rtc
