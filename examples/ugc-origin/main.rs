@@ -1,7 +1,8 @@
 //! `ugc-origin`: an origin node of a ugc platform of several machines.
 //! Streams arrive over the relay (pushed by publishing or transcoding
 //! nodes to `POST /relay/v1/...`), are packaged and recorded (DVR) as on
-//! one node, and served as HLS/LL-HLS with the DVR routes. Stream settings
+//! one node, and served as HLS/LL-HLS with the DVR routes, and over WebRTC
+//! (WHEP, `POST /whep/<stream>`; media on `--whep-udp`). Stream settings
 //! (DVR depth, private) come from the control plane's settings feed; public
 //! streams play, private ones with a play token the control plane issued,
 //! checked here with its key (`ugc_auth::node::PlayKeys`, refreshed every
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 mod logging;
 #[path = "../role-common/node.rs"]
 mod node;
+#[path = "../role-common/webrtc.rs"]
+mod webrtc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -80,6 +83,28 @@ struct Flags {
     #[arg(long, env = "UGC_VIEWER_SESSIONS_PER_ADDRESS", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
     viewer_sessions_per_address: u32,
+    /// WHEP media (WebRTC play): the UDP address every viewer's session
+    /// shares, or `off`. With an unspecified IP one socket per --whep-ip.
+    #[arg(
+        long,
+        env = "UGC_WHEP_UDP",
+        default_value = "0.0.0.0:8189",
+        value_name = "ADDR|off"
+    )]
+    whep_udp: String,
+    /// The local addresses WHEP offers as ICE candidates when --whep-udp
+    /// has an unspecified IP (comma-separated; default 127.0.0.1 and the
+    /// default route's).
+    #[arg(long, env = "UGC_WHEP_IP", value_delimiter = ',')]
+    whep_ip: Vec<std::net::IpAddr>,
+    /// The address viewers reach WHEP at behind a 1:1 NAT or port forward
+    /// (the ICE candidate of every non-loopback socket, at its port).
+    #[arg(long, env = "UGC_WHEP_PUBLIC_IP")]
+    whep_public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers for viewers, sent as `Link` headers
+    /// (comma-separated `stun:HOST:PORT`, `turn[s]:USER:PASS@HOST:PORT`).
+    #[arg(long, env = "UGC_WHEP_ICE_SERVER", value_delimiter = ',')]
+    whep_ice_server: Vec<ugc_proto::whip::server::IceServer>,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -146,6 +171,22 @@ async fn main() -> anyhow::Result<()> {
             },
         ))
     });
+    // WebRTC play (WHEP) of what this node has; nothing is published here.
+    let whep = webrtc::start(
+        "whep-udp",
+        &flags.whep_udp,
+        &flags.whep_ip,
+        hub.clone(),
+        auth.clone(),
+        client_ip.clone(),
+        ugc_proto::whip::server::WhipConfig {
+            accept_publish: false,
+            public_ip: flags.whep_public_ip,
+            ice_servers: flags.whep_ice_server.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         auth.clone(),
@@ -170,21 +211,28 @@ async fn main() -> anyhow::Result<()> {
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let metrics = {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
+        let whep = whep.clone();
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
             ugc_core::metrics::write_process(&mut m);
             archive.write_metrics(&mut m);
             relay.write_metrics(&mut m);
+            if let Some(w) = &whep {
+                w.write_metrics(&mut m);
+            }
             if let Some(v) = &viewers {
                 v.write_metrics(&mut m, Instant::now());
             }
             m.finish()
         }
     };
-    let app = origin
+    let mut app = origin
         .merge(relay.router())
         .route("/metrics", axum::routing::get(metrics));
+    if let Some(w) = &whep {
+        app = app.merge(w.router());
+    }
     let http = tokio::net::TcpListener::bind(flags.http).await?;
     let served = relay.clone();
     node::spawn_heartbeat(

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 mod logging;
 #[path = "../role-common/node.rs"]
 mod node;
+#[path = "../role-common/webrtc.rs"]
+mod webrtc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -165,31 +167,20 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     // WHIP: signalling on the HTTP port, media on its UDP sockets.
-    let whip = match flags.whip_udp.as_str() {
-        "off" => None,
-        addr => {
-            let addr: SocketAddr = addr
-                .parse()
-                .with_context(|| format!("--whip-udp {addr:?} (an address or off)"))?;
-            match ugc_proto::whip::server::bind_sockets(addr, &flags.whip_ip).await {
-                Ok(sockets) => Some(ugc_proto::whip::server::WhipServer::start(
-                    sockets,
-                    hub.clone(),
-                    auth.clone(),
-                    ugc_proto::origin::peer_is_client(),
-                    ugc_proto::whip::server::WhipConfig {
-                        public_ip: flags.whip_public_ip,
-                        ice_servers: flags.whip_ice_server.clone(),
-                        ..Default::default()
-                    },
-                )?),
-                Err(e) => {
-                    warn!(error = %e, %addr, "WHIP off: cannot bind its UDP sockets");
-                    None
-                }
-            }
-        }
-    };
+    let whip = webrtc::start(
+        "whip-udp",
+        &flags.whip_udp,
+        &flags.whip_ip,
+        hub.clone(),
+        auth.clone(),
+        ugc_proto::origin::peer_is_client(),
+        ugc_proto::whip::server::WhipConfig {
+            public_ip: flags.whip_public_ip,
+            ice_servers: flags.whip_ice_server.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
     let srt_stats = SrtStatsRegistry::default();
     let passphrase = lookup::srt_passphrase(settings.clone(), Overrides::default());
     let srt_task = tokio::spawn(ugc_proto::srt::server::serve(

@@ -154,6 +154,8 @@ fn start_origin(control: &Control, http: SocketAddr) -> (Node, TempDir) {
             "1000".into(),
             "--public-host".into(),
             "127.0.0.1".into(),
+            "--whep-udp".into(),
+            "127.0.0.1:0".into(),
         ],
     );
     wait_until(Duration::from_secs(10), || listening(http)).expect("origin listens");
@@ -180,11 +182,12 @@ fn start_publish_with(
         rtmp.to_string(),
         "--srt".into(),
         format!("127.0.0.1:{}", free_udp_port()),
-        "--http".into(),
-        addr().to_string(),
         "--public-host".into(),
         "127.0.0.1".into(),
     ];
+    if !extra.iter().any(|a| a == "--http") {
+        args.extend(["--http".into(), addr().to_string()]);
+    }
     if let Some(p) = push_to {
         args.extend(["--push-to".into(), format!("http://{p}")]);
     }
@@ -430,7 +433,12 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
     let key = control.create_stream(r#"{"name": "roles", "dvr_hours": 1}"#);
     let origin_http = addr();
     let (origin, _origin_data) = start_origin(&control, origin_http);
-    let (publish, rtmp) = start_publish(&control, Some(origin_http));
+    let publish_http = addr();
+    let (publish, rtmp) = start_publish_with(
+        &control,
+        Some(origin_http),
+        &["--http".into(), publish_http.to_string()],
+    );
 
     // A wrong key: the control plane refuses it through the node.
     let wrong = run(Command::new("ffmpeg")
@@ -464,6 +472,18 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
             publish.log()
         )
     });
+    // WebRTC play from the origin (WHEP); nothing is published there, and
+    // the publishing node serves no viewers.
+    let offer = h264_recv_offer();
+    let sdp = |node: SocketAddr, path: &str| {
+        whip_send(node, "POST", path, None, Some("application/sdp"), &offer)
+    };
+    let r = sdp(origin_http, "/whep/roles");
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), origin.log());
+    assert!(r.text().contains("a=sendonly"), "{}", r.text());
+    assert_eq!(sdp(origin_http, "/whip/roles").status, 404);
+    let r = sdp(publish_http, "/whep/roles");
+    assert_eq!(r.status, 403, "{}", r.text());
     let lines = probe_video(&format!("http://{origin_http}{playlist}"));
     assert!(
         !lines.is_empty() && lines.iter().all(|l| l == "h264,320,240"),

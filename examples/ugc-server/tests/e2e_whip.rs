@@ -1,76 +1,20 @@
-//! End to end: WHIP publish (RFC 9725). Headless Chromium with its fake
-//! camera and microphone publishes H.264 + Opus (`tests/browser/whip.mjs`);
-//! the stream plays over HLS (ffmpeg decodes it without an error, ffprobe
-//! sees both tracks) and a DELETE of the session URL ends it. The
-//! signalling's refusals (key, content type, offer, methods, CORS) are
-//! checked without a browser.
+//! End to end: WHIP publish (RFC 9725) and WHEP play. Headless Chromium
+//! with its fake camera and microphone publishes H.264 + Opus
+//! (`tests/browser/whip.mjs`); the stream plays over HLS (ffmpeg decodes it
+//! without an error, ffprobe sees both tracks) and a DELETE of the session
+//! URL ends it. Chromium plays over WHEP what it publishes over WHIP
+//! (`tests/browser/whep.mjs`, glass-to-glass delay read off the pictures)
+//! and what ffmpeg publishes over RTMP. The signalling's refusals (key,
+//! token, content type, offer, methods, CORS) are checked without a
+//! browser.
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-
-/// A request with an SDP (or other) body and an optional bearer key.
-fn whip_send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    content_type: Option<&str>,
-    body: &str,
-) -> Response {
-    let mut s = TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(k) = key {
-        head.push_str(&format!("Authorization: Bearer {k}\r\n"));
-    }
-    if let Some(t) = content_type {
-        head.push_str(&format!("Content-Type: {t}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read http");
-    parse_response(&raw)
-}
-
-/// An offer as a browser makes it, but with a codec we do not take only
-/// (VP8 video): parses, and has nothing for us.
-const VP8_ONLY_OFFER: &str = "v=0\r\n\
-o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0\r\n\
-a=msid-semantic: WMS\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=ice-options:trickle\r\n\
-a=fingerprint:sha-256 7A:D7:C9:33:94:8D:8A:BA:10:EB:93:21:7C:B4:91:6D:40:F7:56:07:CA:9D:42:D3:80:32:2D:10:D9:AC:8E:15\r\n\
-a=setup:actpass\r\n\
-a=mid:0\r\n\
-a=sendonly\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:96 VP8/90000\r\n\
-a=ssrc:1111 cname:x\r\n";
-
-/// The same offer with H.264 (what browsers send first): taken.
-fn h264_offer() -> String {
-    VP8_ONLY_OFFER.replace("SAVPF 96", "SAVPF 102").replace(
-        "a=rtpmap:96 VP8/90000\r\n",
-        "a=rtpmap:102 H264/90000\r\n\
-             a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
-    )
-}
 
 /// An offer taken: 201 with the SDP answer (ICE-lite, H.264), the session
 /// URL (128 bits), and the configured STUN/TURN servers as one `Link`
@@ -669,13 +613,6 @@ fn ffmpeg_whip_muxer_publishes_and_a_second_one_takes_over() {
     assert!(second.running(), "the newcomer publishes");
     first.kill();
     second.kill();
-}
-
-/// A viewer's offer as a browser makes it: the H.264 offer, receiving.
-fn h264_recv_offer() -> String {
-    h264_offer()
-        .replace("a=sendonly", "a=recvonly")
-        .replace("a=ssrc:1111 cname:x\r\n", "")
 }
 
 /// POSTs a WHEP offer, with a bearer token if any.

@@ -59,6 +59,9 @@ pub struct WhipConfig {
     pub max_sessions: usize,
     /// WHEP viewers at once; further offers are answered 503.
     pub max_viewers: usize,
+    /// Whether `/whip` takes publishers (a node that only plays, an
+    /// origin, serves `/whep` alone).
+    pub accept_publish: bool,
     /// A session that has not connected (ICE and DTLS) by then is dropped.
     pub connect_timeout: Duration,
     /// How long the authorizer may take.
@@ -157,6 +160,7 @@ impl Default for WhipConfig {
         WhipConfig {
             max_sessions: 256,
             max_viewers: 1000,
+            accept_publish: true,
             connect_timeout: Duration::from_secs(15),
             auth_timeout: Duration::from_secs(5),
             keyframe_interval: Some(Duration::from_secs(2)),
@@ -440,15 +444,19 @@ impl<A: Authorizer> WhipServer<A> {
         });
     }
 
-    /// The signalling routes (`/whip/...`, `/whep/...`).
+    /// The signalling routes (`/whip/...` unless publishing is off,
+    /// `/whep/...`).
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/whip/{stream}", post(offer::<A>).options(preflight))
-            .route(
-                "/whip/{stream}/{session}",
-                delete(end::<A>).patch(no_trickle).options(preflight),
-            )
-            .route("/whep/{stream}", post(play::<A>).options(preflight))
+        let mut r = Router::new();
+        if self.shared.config.accept_publish {
+            r = r
+                .route("/whip/{stream}", post(offer::<A>).options(preflight))
+                .route(
+                    "/whip/{stream}/{session}",
+                    delete(end::<A>).patch(no_trickle).options(preflight),
+                );
+        }
+        r.route("/whep/{stream}", post(play::<A>).options(preflight))
             // A rendition is offered to at `/whep/<stream>/<rendition>`;
             // a session (32 hex digits) is ended at `/whep/<stream>/<id>`.
             .route(
