@@ -59,6 +59,12 @@ pub struct WhipConfig {
     pub max_sessions: usize,
     /// WHEP viewers at once; further offers are answered 503.
     pub max_viewers: usize,
+    /// Sessions from one address (an IPv6 /64) that are not connected yet
+    /// (publishers and viewers counted apart); more offers are answered
+    /// 429. A real client connects within a second of its answer, so few
+    /// are ever pending; without a cap, offers that never connect (held
+    /// for `connect_timeout` each) from one address could take every slot.
+    pub max_pending_per_address: usize,
     /// Whether `/whip` takes publishers (a node that only plays, an
     /// origin, serves `/whep` alone).
     pub accept_publish: bool,
@@ -160,6 +166,7 @@ impl Default for WhipConfig {
         WhipConfig {
             max_sessions: 256,
             max_viewers: 1000,
+            max_pending_per_address: 8,
             accept_publish: true,
             connect_timeout: Duration::from_secs(15),
             auth_timeout: Duration::from_secs(5),
@@ -204,6 +211,8 @@ fn candidates(
 pub struct WhipSessionStatus {
     /// The stream.
     pub stream: String,
+    /// The publisher's address (after trusted-proxy resolution).
+    pub client: IpAddr,
     /// Whether ICE and DTLS are up.
     pub connected: bool,
     /// Counters.
@@ -215,6 +224,8 @@ pub struct WhipSessionStatus {
 pub struct WhepSessionStatus {
     /// The stream played (a rendition's own name when one is played).
     pub stream: String,
+    /// The viewer's address (after trusted-proxy resolution).
+    pub client: IpAddr,
     /// Whether ICE and DTLS are up.
     pub connected: bool,
     /// Counters.
@@ -546,6 +557,15 @@ async fn offer<A: Authorizer>(
         key: key.to_owned(),
         client_ip: (shared.client_ip)(peer_ip, headers),
     };
+    let pending = pending_from(
+        lock(&shared.sessions)
+            .values()
+            .map(|s| (s.client, s.connected)),
+        req.client_ip,
+    );
+    if pending >= shared.config.max_pending_per_address {
+        return too_many_pending();
+    }
     let decision = match tokio::time::timeout(
         shared.config.auth_timeout,
         shared.auth.authorize_publish(&req),
@@ -587,6 +607,7 @@ async fn offer<A: Authorizer>(
         id.clone(),
         WhipSessionStatus {
             stream: path.to_string(),
+            client: req.client_ip,
             connected: false,
             stats: WhipStats::default(),
         },
@@ -621,6 +642,32 @@ fn created(config: &WhipConfig, answer: String, location: &str) -> Response {
             h.append(header::LINK, v);
         }
     }
+    r
+}
+
+/// How many of `sessions` (address, connected) are from `client`'s
+/// address (its /64 for IPv6) and not connected yet.
+fn pending_from(sessions: impl Iterator<Item = (IpAddr, bool)>, client: IpAddr) -> usize {
+    let key = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_bits()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(v4.to_bits()),
+            None => (v6.to_bits() >> 64) | (1 << 127),
+        },
+    };
+    let me = key(client);
+    sessions
+        .filter(|&(ip, connected)| !connected && key(ip) == me)
+        .count()
+}
+
+fn too_many_pending() -> Response {
+    let mut r = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many sessions from this address are still connecting",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r
 }
 
@@ -733,6 +780,15 @@ async fn start_play<A: Authorizer>(
             .or_else(|| token_param(offer.query.as_deref())),
         client_ip: (shared.client_ip)(peer_ip, &offer.headers),
     };
+    let pending = pending_from(
+        lock(&shared.viewers)
+            .values()
+            .map(|s| (s.client, s.connected)),
+        play.client_ip,
+    );
+    if pending >= shared.config.max_pending_per_address {
+        return too_many_pending();
+    }
     let decision = match tokio::time::timeout(
         shared.config.auth_timeout,
         shared.auth.authorize_play(&play),
@@ -773,6 +829,7 @@ async fn start_play<A: Authorizer>(
         id.clone(),
         WhepSessionStatus {
             stream: path.to_string(),
+            client: play.client_ip,
             connected: false,
             stats: WhepStats::default(),
         },
@@ -1269,6 +1326,28 @@ mod tests {
         assert!(e.contains("203.0.113.9:8189"), "{e}");
         let e = candidates(&[addr("0.0.0.0:8189")], None).unwrap_err();
         assert!(e.to_string().contains("bind a specific address"), "{e}");
+    }
+
+    /// Pending sessions are counted per address, an IPv6 /64 as one (a
+    /// host has a whole /64 to pick from), connected ones not at all.
+    #[test]
+    fn pending_sessions_are_counted_per_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let sessions = [
+            (ip("192.0.2.1"), false),
+            (ip("192.0.2.1"), true),
+            (ip("::ffff:192.0.2.1"), false),
+            (ip("192.0.2.2"), false),
+            (ip("2001:db8:1:2::5"), false),
+            (ip("2001:db8:1:2:ffff::9"), false),
+            (ip("2001:db8:1:3::5"), false),
+        ];
+        let n = |client: &str| pending_from(sessions.iter().copied(), ip(client));
+        assert_eq!(n("192.0.2.1"), 2);
+        assert_eq!(n("192.0.2.2"), 1);
+        assert_eq!(n("192.0.2.3"), 0);
+        assert_eq!(n("2001:db8:1:2::77"), 2);
+        assert_eq!(n("2001:db8:1:3::1"), 1);
     }
 
     /// ICE servers as RFC 9725 4.6 sends them, and what would break the
