@@ -188,6 +188,10 @@ fn start_publish_with(
     if !extra.iter().any(|a| a == "--http") {
         args.extend(["--http".into(), addr().to_string()]);
     }
+    // A port of its own: the default one may be another test's.
+    if !extra.iter().any(|a| a == "--whip-udp") {
+        args.extend(["--whip-udp".into(), "127.0.0.1:0".into()]);
+    }
     if let Some(p) = push_to {
         args.extend(["--push-to".into(), format!("http://{p}")]);
     }
