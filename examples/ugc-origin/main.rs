@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+#[path = "../role-common/audio.rs"]
+mod audio;
 #[path = "../role-common/logging.rs"]
 mod logging;
 #[path = "../role-common/node.rs"]
@@ -105,6 +107,10 @@ struct Flags {
     /// (comma-separated `stun:HOST:PORT`, `turn[s]:USER:PASS@HOST:PORT`).
     #[arg(long, env = "UGC_WHEP_ICE_SERVER", value_delimiter = ',')]
     whep_ice_server: Vec<ugc_proto::whip::server::IceServer>,
+    /// Opus audio re-encoded to AAC for HLS and the DVR (`on`, `off`; see
+    /// ugc-server's flag of the same name).
+    #[arg(long, env = "UGC_OPUS_TO_AAC", default_value = "on", value_parser = ["on", "off"])]
+    opus_to_aac: String,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -154,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let mut packager = timing.packager()?;
     packager.observer = Some(Arc::new(archive.clone()));
+    packager.transform = audio::opus_to_aac(flags.opus_to_aac == "on");
     let target_duration_ms = packager.segmenter.target_duration_ms;
     let registry = Arc::new(LiveRegistry::new());
     tokio::spawn(ugc_dvr::package_hub(

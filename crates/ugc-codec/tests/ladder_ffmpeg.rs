@@ -697,6 +697,136 @@ fn capture_with_opus() -> Vec<MediaEvent> {
     out
 }
 
+/// The RMS level (dB) ffmpeg hears in `frames` of AAC with `config` (as
+/// an ADTS file `name`); no decode error allowed.
+fn aac_rms(frames: &[&Frame], config: &Bytes, name: &str) -> f64 {
+    let asc = ugc_codec::aac::Asc::parse(config).unwrap();
+    let mut adts = Vec::new();
+    for f in frames {
+        adts.extend_from_slice(&ugc_codec::aac::adts_header(&asc, f.data.len()));
+        adts.extend_from_slice(&f.data);
+    }
+    let file = tmp(name);
+    std::fs::write(&file, adts).unwrap();
+    let stats = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-v", "info", "-i"])
+        .arg(&file)
+        .args(["-af", "astats=metadata=0:reset=0", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&stats.stderr);
+    assert!(!log.contains("Error"), "{name}: {log}");
+    log.lines()
+        .filter(|l| l.contains("RMS level dB"))
+        .filter_map(|l| l.rsplit(':').next()?.trim().parse::<f64>().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no astats in {log}"))
+}
+
+/// Opus -> AAC alone (no ladder), as the packager runs it for HLS players
+/// without Opus: the audio track keeps its id and becomes AAC-LC at 48
+/// kHz that decodes to the tone, on the Opus's timeline (a 100 ms hole of
+/// lost packets is filled, not closed: the audio after it stays in
+/// place); the video passes untouched.
+#[test]
+fn audio_transcode_makes_aac_of_opus_and_passes_the_video() {
+    use ugc_codec::transcode::AudioTranscode;
+    use ugc_core::Codec;
+    let all = capture_with_opus();
+    let opus_id = all
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::Tracks(t) => t.audio().map(|a| a.id),
+            _ => None,
+        })
+        .unwrap();
+    // Opus frames 40..45 (20 ms, 960 ticks each) are lost.
+    let input: Vec<MediaEvent> = all
+        .into_iter()
+        .filter(|e| {
+            !matches!(e, MediaEvent::Frame(f) if f.track == opus_id && (40..45).contains(&(f.pts / 960)))
+        })
+        .collect();
+    let mut t = AudioTranscode::opus_to_aac();
+    let mut out = Vec::new();
+    for e in input.clone() {
+        t.push(e, &mut out).unwrap();
+    }
+    t.flush(&mut out).unwrap();
+    let tracks_in = input.iter().find_map(|e| match e {
+        MediaEvent::Tracks(t) => Some(t.clone()),
+        _ => None,
+    });
+    let tracks_out = out.iter().find_map(|e| match e {
+        MediaEvent::Tracks(t) => Some(t.clone()),
+        _ => None,
+    });
+    let (tracks_in, tracks_out) = (tracks_in.unwrap(), tracks_out.unwrap());
+    let opus = tracks_in.audio().unwrap();
+    let aac = tracks_out.audio().unwrap();
+    assert_eq!((aac.id, aac.codec), (opus.id, Codec::Aac));
+    assert_eq!(aac.codec_string, "mp4a.40.2");
+    assert_eq!(aac.timescale.get(), 48_000);
+    let video_of = |events: &[MediaEvent]| -> Vec<Frame> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Frame(f) if f.track != opus.id => Some(f.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        video_of(&out),
+        video_of(&input),
+        "the video passes as it was"
+    );
+    let frames: Vec<&Frame> = out
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.track == aac.id => Some(f),
+            _ => None,
+        })
+        .collect();
+    // 2 s at 48 kHz: 93.75 AAC frames (the tone is cut with the video).
+    assert!(frames.len() >= 80, "{} AAC frames", frames.len());
+    for w in frames.windows(2) {
+        assert_eq!(w[1].pts - w[0].pts, 1024, "AAC frames back to back");
+    }
+    // The hole was filled: the last AAC frame ends where the last Opus
+    // frame does (less the priming, within a frame).
+    let last_opus = input
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.track == opus.id => Some(f.pts + 960),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    let last_aac = frames.last().unwrap().pts + 1024;
+    assert!(
+        (last_aac - (last_opus - 1024)).abs() <= 2048,
+        "AAC ends at {last_aac}, Opus at {last_opus}"
+    );
+    // On the Opus's timeline: the first AAC frame is the first Opus
+    // frame's time less the encoder's priming (1024 samples).
+    let first_opus = input
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::Frame(f) if f.track == opus.id => Some(f.pts),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        (frames[0].pts - (first_opus - 1024)).abs() <= 960,
+        "first AAC at {} for Opus at {first_opus}",
+        frames[0].pts
+    );
+    let rms = aac_rms(&frames, &aac.config, "opus-to-aac.aac");
+    assert!(rms > -30.0, "RMS {rms} dB");
+    assert_eq!(t.decode_errors, 0);
+}
+
 #[test]
 fn opus_input_becomes_aac_in_every_rung() {
     let mut config = small_ladder();
@@ -711,30 +841,9 @@ fn opus_input_becomes_aac_in_every_rung() {
         // 2 s at 48 kHz is 93.75 AAC frames; the tone ends with the video.
         assert!(aac.len() >= 80, "rung {i}: {} AAC frames", aac.len());
         // The AAC decodes to the tone, not to silence.
-        let asc = ugc_codec::aac::Asc::parse(&audio.config).unwrap();
-        let mut adts = Vec::new();
-        for f in &aac {
-            adts.extend_from_slice(&ugc_codec::aac::adts_header(&asc, f.data.len()));
-            adts.extend_from_slice(&f.data);
-        }
-        let file = tmp(&format!("opus-rung-{i}.aac"));
-        std::fs::write(&file, adts).unwrap();
-        let stats = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostats", "-v", "info", "-i"])
-            .arg(&file)
-            .args(["-af", "astats=metadata=0:reset=0", "-f", "null", "-"])
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&stats.stderr);
-        let rms = log
-            .lines()
-            .filter(|l| l.contains("RMS level dB"))
-            .filter_map(|l| l.rsplit(':').next()?.trim().parse::<f64>().ok())
-            .next_back()
-            .unwrap_or_else(|| panic!("no astats in {log}"));
+        let rms = aac_rms(&aac, &audio.config, &format!("opus-rung-{i}.aac"));
         // A full-scale sine at 1/8 amplitude (lavfi's default) is -21 dB RMS.
-        assert!(rms > -30.0, "rung {i}: RMS {rms} dB\n{log}");
-        assert!(!log.contains("Error"), "rung {i}: {log}");
+        assert!(rms > -30.0, "rung {i}: RMS {rms} dB");
     }
     assert_eq!(ladder.stats().decode_errors, 0);
 }

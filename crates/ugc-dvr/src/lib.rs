@@ -75,8 +75,9 @@ pub use chunks::Chunks;
 pub use error::Error;
 pub use live::{LiveConfig, LiveRegistry, LiveStream, LiveUpdate, PartProgress, PlaylistQuery};
 pub use packager::{
-    HlsPackager, HlsTiming, ObserverFactory, PackagerConfig, SegmentObserver, package_hub,
-    run_packager, run_packager_observed, run_packager_with_clock,
+    HlsPackager, HlsTiming, ObserverFactory, PackagerConfig, SegmentObserver, TransformFactory,
+    package_hub, run_packager, run_packager_observed, run_packager_transformed,
+    run_packager_with_clock,
 };
 pub use playlist::{
     LowLatency, MediaFile, MediaFileError, RenditionReport, Variant, VariantStream,

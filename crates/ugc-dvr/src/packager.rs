@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ugc_core::{HubReader, MediaEvent, Sink, StreamPath};
+use ugc_core::{HubReader, MediaEvent, Sink, StreamPath, Transform};
 
 use crate::live::LiveStream;
 use crate::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
@@ -33,6 +33,13 @@ pub trait ObserverFactory: Send + Sync {
     /// An observer for the Hub stream `stream` (e.g. `live/foo`), or `None`
     /// to observe nothing.
     fn observe(&self, stream: &StreamPath) -> Option<Box<dyn SegmentObserver>>;
+}
+
+/// Makes a [`Transform`] each Hub stream [`package_hub`] packages goes
+/// through first (an audio transcode: Opus -> AAC for HLS players).
+pub trait TransformFactory: Send + Sync {
+    /// A transform for the Hub stream `stream`, or `None` for none.
+    fn transform(&self, stream: &StreamPath) -> Option<Box<dyn Transform>>;
 }
 
 /// The HLS / LL-HLS packager of one stream as a [`Sink`]: a [`Segmenter`]
@@ -192,21 +199,48 @@ pub async fn run_packager_observed(
 /// [`run_packager_observed`] with the wall clock `now_unix_ms` (unix
 /// milliseconds) injected, for tests.
 pub async fn run_packager_with_clock(
+    reader: HubReader,
+    stream: Arc<LiveStream>,
+    config: SegmenterConfig,
+    observer: Option<Box<dyn SegmentObserver>>,
+    now_unix_ms: impl Fn() -> i64 + Send + 'static,
+) {
+    run_packager_transformed(reader, stream, config, observer, None, now_unix_ms).await;
+}
+
+/// [`run_packager_with_clock`] with every event going through `transform`
+/// first (whose failure passes the event on as it was).
+pub async fn run_packager_transformed(
     mut reader: HubReader,
     stream: Arc<LiveStream>,
     config: SegmenterConfig,
     observer: Option<Box<dyn SegmentObserver>>,
+    mut transform: Option<Box<dyn Transform>>,
     now_unix_ms: impl Fn() -> i64 + Send + 'static,
 ) {
     let idle = Duration::from_millis(u64::from(config.target_duration_ms.max(1)) * 2);
     let mut packager = HlsPackager::new(reader.stream().clone(), stream, config)
         .with_observer(observer)
         .with_clock(now_unix_ms);
+    let mut out = Vec::new();
     loop {
         match tokio::time::timeout(idle, reader.recv()).await {
             Ok(Some(event)) => {
                 let end = matches!(event, MediaEvent::End);
-                packager.push(event);
+                match transform.as_mut() {
+                    Some(t) => {
+                        let kept = (!matches!(event, MediaEvent::Frame(_))).then(|| event.clone());
+                        if t.push(event, &mut out).is_err() {
+                            // Nothing of this event came out: pass it on.
+                            transform = None;
+                            out.extend(kept);
+                        }
+                        for e in out.drain(..) {
+                            packager.push(e);
+                        }
+                    }
+                    None => packager.push(event),
+                }
                 if end {
                     return;
                 }
@@ -234,6 +268,9 @@ pub struct PackagerConfig {
     pub linger: Duration,
     /// Makes an observer per stream (the DVR recorder); `None` by default.
     pub observer: Option<Arc<dyn ObserverFactory>>,
+    /// Makes a transform per stream, before the segmenter; `None` by
+    /// default.
+    pub transform: Option<Arc<dyn TransformFactory>>,
 }
 
 impl std::fmt::Debug for PackagerConfig {
@@ -243,6 +280,7 @@ impl std::fmt::Debug for PackagerConfig {
             .field("live", &self.live)
             .field("linger", &self.linger)
             .field("observer", &self.observer.is_some())
+            .field("transform", &self.transform.is_some())
             .finish()
     }
 }
@@ -341,6 +379,7 @@ impl Default for PackagerConfig {
             live: crate::live::LiveConfig::default(),
             linger: Duration::from_secs(60),
             observer: None,
+            transform: None,
         }
     }
 }
@@ -378,8 +417,17 @@ pub async fn package_hub(
         let registry = registry.clone();
         let config = config.clone();
         let observer = config.observer.as_ref().and_then(|f| f.observe(&name));
+        let transform = config.transform.as_ref().and_then(|f| f.transform(&name));
         tokio::spawn(async move {
-            run_packager_observed(reader, live.clone(), config.segmenter, observer).await;
+            run_packager_transformed(
+                reader,
+                live.clone(),
+                config.segmenter,
+                observer,
+                transform,
+                now_unix_ms,
+            )
+            .await;
             tracing::info!(stream = %name, "stream ended");
             tokio::time::sleep(config.linger).await;
             registry.remove_if_same(&name, &live);

@@ -148,6 +148,12 @@ pub struct Settings {
     /// per-viewer playlist URLs would split.
     #[arg(long, env = "UGC_VIEWER_COUNT")]
     pub viewer_count: Option<String>,
+    /// Opus audio (WHIP publishers, Enhanced RTMP) re-encoded to AAC for
+    /// HLS and the DVR: `on` (default: every HLS player plays it) or `off`
+    /// (Opus in CMAF, which hls.js and Safari play; saves the transcode).
+    /// WebRTC viewers get the Opus either way.
+    #[arg(long, env = "UGC_OPUS_TO_AAC")]
+    pub opus_to_aac: Option<String>,
     /// Control-plane database: `postgres://...`; default SQLite in the data dir.
     #[arg(long, env = "UGC_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -334,6 +340,8 @@ pub struct Config {
     pub fallback_dir: Option<PathBuf>,
     /// Count HLS viewers (`--viewer-count`).
     pub viewer_count: bool,
+    /// Opus -> AAC before packaging (`--opus-to-aac`).
+    pub opus_to_aac: bool,
     /// Viewer sessions counted per stream and client address.
     pub viewer_sessions_per_address: usize,
     pub ladders: LadderProfiles,
@@ -557,13 +565,8 @@ impl Config {
                     n.unwrap_or(ugc_core::viewers::ViewerConfig::default().max_sessions_per_address)
                 }
             },
-            viewer_count: match s.viewer_count.as_deref() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => {
-                    anyhow::bail!("viewer_count must be \"on\" or \"off\", not {other:?}")
-                }
-            },
+            viewer_count: on_off("viewer_count", s.viewer_count.as_deref())?,
+            opus_to_aac: on_off("opus_to_aac", s.opus_to_aac.as_deref())?,
             ladders: transcode.load().context("transcode config")?,
             dvr: dvr.resolve(&data),
             data,
@@ -591,6 +594,15 @@ impl Config {
 
 /// `./web` when it holds the panels, else the source tree's `web/` (for
 /// `make demo` and `cargo run` from anywhere in a checkout).
+/// An `on`/`off` setting (default `on`) named `name` in errors.
+fn on_off(name: &str, v: Option<&str>) -> anyhow::Result<bool> {
+    match v {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => anyhow::bail!("{name} must be \"on\" or \"off\", not {other:?}"),
+    }
+}
+
 fn default_web_dir() -> Option<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
     [PathBuf::from("web"), source]
@@ -875,7 +887,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 30, "{flags:?}");
+        assert_eq!(flags.len(), 31, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

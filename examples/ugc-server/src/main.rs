@@ -3,6 +3,8 @@
 //! Thin wiring only: flags/config, listeners, and the per-stream packager
 //! tasks. Everything a library user would need lives in the crates.
 
+#[path = "../../role-common/audio.rs"]
+mod audio;
 mod config;
 mod dvr;
 mod plan;
@@ -162,6 +164,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut packager = config.packager.clone();
     packager.observer = Some(Arc::new(archive.clone()));
+    packager.transform = audio::opus_to_aac(config.opus_to_aac);
     let dvr_settings =
         ugc_dvr::policy::sweep_on_changes(archive.clone(), control.subscribe_changes());
     background.push(tokio::spawn(dvr_settings).abort_handle());

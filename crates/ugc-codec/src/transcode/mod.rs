@@ -33,6 +33,7 @@
 //! * A failed thread makes `push` return an error; the caller drops the
 //!   ladder and builds a new one (other ladders are unaffected).
 
+mod audio;
 mod logo;
 mod raw;
 mod run;
@@ -43,6 +44,7 @@ mod supervise;
 pub use crate::ladder::stats::{
     LadderReport, LadderRunStats, LadderStats, LadderStatsSnapshot, RenditionReport,
 };
+pub use audio::AudioTranscode;
 pub use run::{run_ladder, run_ladder_with_stats};
 pub use slate::{MAX_FILE_S, fallback_file, fallback_url, slate};
 pub use supervise::{ProfileOf, RECONCILE_INTERVAL, supervise};
