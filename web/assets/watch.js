@@ -1,9 +1,13 @@
-// The viewer page /watch/<stream>[?token=...]: needs no API, only the origin.
+// The viewer page /watch/<stream>[?token=...][&mode=webrtc]: needs no API,
+// only the origin. HLS by default; "Low latency" (mode=webrtc) plays over
+// WebRTC (WHEP) instead.
 import { playlistUrl, startPlayer } from './player.js';
+import { startWebRtc } from './webrtc.js';
 
 const $ = (id) => document.getElementById(id);
 const stream = decodeURIComponent(location.pathname.replace(/^\/watch\//, '').replace(/\/$/, ''));
-const token = new URLSearchParams(location.search).get('token') || '';
+const params = new URLSearchParams(location.search);
+const token = params.get('token') || '';
 
 $('stream-name').textContent = stream;
 document.title = `${stream} · ugc`;
@@ -48,4 +52,21 @@ function show(state) {
 }
 
 // Module scripts run after deferred classic ones, so hls.js (if present) is loaded.
-startPlayer(video, playlistUrl(stream, token), show);
+const webrtc = $('webrtc');
+webrtc.checked = params.get('mode') === 'webrtc';
+let player = null;
+function play() {
+  if (player) player.stop();
+  video.dataset.mode = webrtc.checked ? 'webrtc' : 'hls';
+  player = webrtc.checked
+    ? startWebRtc(video, stream, token, show)
+    : startPlayer(video, playlistUrl(stream, token), show);
+}
+webrtc.addEventListener('change', () => {
+  if (webrtc.checked) params.set('mode', 'webrtc');
+  else params.delete('mode');
+  const q = params.toString();
+  history.replaceState(null, '', location.pathname + (q ? `?${q}` : ''));
+  play();
+});
+play();

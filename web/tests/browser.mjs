@@ -5,7 +5,8 @@
 // (/usr/bin/chromium, through playwright-core; no browser download) through
 // the creator panel, publishes with ffmpeg to the key the panel shows (and
 // from the panel itself over WHIP with Chromium's fake camera), and
-// checks the viewer page plays (video currentTime advances), that a private
+// checks the viewer page plays (video currentTime advances; over HLS, and
+// over WebRTC with "Low latency"), that a private
 // stream without a token shows the private message, that a token link from
 // the panel plays, and that a missing player asset is explained.
 // Exits non-zero on the first failure.
@@ -261,7 +262,21 @@ async function main() {
     const camViewer = await context.newPage();
     await camViewer.goto(`${base}/watch/webcam`);
     const [ca, cb] = await videoAdvances(camViewer, '#video', 2, 30000);
-    step(`its watch page plays (H.264 + Opus): currentTime ${ca.toFixed(2)} -> ${cb.toFixed(2)} s`);
+    step(`its watch page plays (H.264, the Opus as AAC): currentTime ${ca.toFixed(2)} -> ${cb.toFixed(2)} s`);
+    // "Low latency": the same page over WebRTC (WHEP), and back to HLS.
+    await camViewer.click('#webrtc');
+    await until('the page in WebRTC mode', 5000, async () =>
+      (await camViewer.$eval('#video', (v) => v.dataset.mode)) === 'webrtc' && camViewer.url().includes('mode=webrtc'));
+    const [wa, wb] = await videoAdvances(camViewer, '#video', 2, 30000);
+    assert(await camViewer.$eval('#video', (v) => v.srcObject !== null), 'WebRTC plays a MediaStream');
+    assert((await camViewer.textContent('#live')) === 'Live', 'live badge in WebRTC mode');
+    step(`"Low latency" plays it over WebRTC (WHEP): currentTime ${wa.toFixed(2)} -> ${wb.toFixed(2)} s`);
+    await camViewer.reload();
+    assert(await camViewer.isChecked('#webrtc'), 'the mode survives a reload (mode=webrtc)');
+    await camViewer.click('#webrtc');
+    const [ha, hb] = await videoAdvances(camViewer, '#video', 1, 30000);
+    assert((await camViewer.$eval('#video', (v) => v.dataset.mode)) === 'hls', 'back to HLS');
+    step(`and back to HLS: currentTime ${ha.toFixed(2)} -> ${hb.toFixed(2)} s`);
     await camViewer.close();
     await panel.click(`${cam} .s-golive-stop`);
     await panel.waitForFunction(
@@ -306,6 +321,10 @@ async function main() {
     const o = await overlay(noToken);
     assert(!o.hidden && /private/i.test(o.text) && /token/i.test(o.text), `private message: ${o.text}`);
     step(`private stream without token: "${o.text}"`);
+    await noToken.goto(`${base}/watch/browser?mode=webrtc`);
+    await noToken.waitForSelector('#msg[data-state=forbidden]', { timeout: 15000 });
+    assert(/private/i.test((await overlay(noToken)).text), 'private message over WebRTC too');
+    step('the same over WebRTC (WHEP 403)');
     await noToken.goto(`${base}/watch/browser?token=v1.tampered.token`);
     await noToken.waitForSelector('#msg[data-state=forbidden]', { timeout: 15000 });
     const bad = await overlay(noToken);
