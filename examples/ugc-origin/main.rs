@@ -111,6 +111,10 @@ struct Flags {
     /// ugc-server's flag of the same name).
     #[arg(long, env = "UGC_OPUS_TO_AAC", default_value = "on", value_parser = ["on", "off"])]
     opus_to_aac: String,
+    /// AAC audio re-encoded to Opus for WHEP viewers (`on`, `off`; see
+    /// ugc-server's flag of the same name).
+    #[arg(long, env = "UGC_AAC_TO_OPUS", default_value = "on", value_parser = ["on", "off"])]
+    aac_to_opus: String,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -188,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         client_ip.clone(),
         ugc_proto::whip::server::WhipConfig {
             accept_publish: false,
+            play_transform: audio::aac_to_opus(flags.aac_to_opus == "on"),
             public_ip: flags.whep_public_ip,
             ice_servers: flags.whep_ice_server.clone(),
             ..Default::default()

@@ -3,8 +3,8 @@
 // startPlayer: onState(state) with 'loading', 'playing', 'offline' (404:
 // not live yet; retried), 'unreachable' (network error, busy server or the
 // connection dropped; retried), 'forbidden' (403; not retried), 'error'.
-// The play token goes as a bearer. A stream from RTMP has no sound here
-// (WebRTC carries Opus, not AAC).
+// The play token goes as a bearer. (WebRTC carries Opus, not AAC: the
+// server re-encodes an RTMP stream's AAC, unless --aac-to-opus is off.)
 
 const RETRY_MS = 3000;
 

@@ -154,6 +154,11 @@ pub struct Settings {
     /// WebRTC viewers get the Opus either way.
     #[arg(long, env = "UGC_OPUS_TO_AAC")]
     pub opus_to_aac: Option<String>,
+    /// AAC audio (RTMP, SRT publishers) re-encoded to Opus for WebRTC
+    /// (WHEP) viewers, once per stream watched: `on` (default: it plays
+    /// with sound) or `off` (video only; saves the transcode).
+    #[arg(long, env = "UGC_AAC_TO_OPUS")]
+    pub aac_to_opus: Option<String>,
     /// Control-plane database: `postgres://...`; default SQLite in the data dir.
     #[arg(long, env = "UGC_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -342,6 +347,8 @@ pub struct Config {
     pub viewer_count: bool,
     /// Opus -> AAC before packaging (`--opus-to-aac`).
     pub opus_to_aac: bool,
+    /// AAC -> Opus for WHEP viewers (`--aac-to-opus`).
+    pub aac_to_opus: bool,
     /// Viewer sessions counted per stream and client address.
     pub viewer_sessions_per_address: usize,
     pub ladders: LadderProfiles,
@@ -567,6 +574,7 @@ impl Config {
             },
             viewer_count: on_off("viewer_count", s.viewer_count.as_deref())?,
             opus_to_aac: on_off("opus_to_aac", s.opus_to_aac.as_deref())?,
+            aac_to_opus: on_off("aac_to_opus", s.aac_to_opus.as_deref())?,
             ladders: transcode.load().context("transcode config")?,
             dvr: dvr.resolve(&data),
             data,
@@ -887,7 +895,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 31, "{flags:?}");
+        assert_eq!(flags.len(), 32, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

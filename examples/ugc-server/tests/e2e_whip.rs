@@ -777,26 +777,36 @@ fn chromium_watches_over_whep_what_it_publishes_over_whip() {
 }
 
 /// An RTMP stream (H.264 without B pictures, AAC) over WHEP: the video
-/// plays from its next keyframe; AAC is not sent (WebRTC has none).
+/// plays from its next keyframe, the AAC re-encoded to Opus (WebRTC has no
+/// AAC) plays as sound; with `--aac-to-opus off`, video alone.
 #[test]
 #[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn chromium_watches_an_rtmp_stream_over_whep() {
-    let server = Server::start(&[]);
-    let key = server.create_stream("cam", "");
-    let _ffmpeg = publish_live(640, 360, &server.rtmp_url(&key));
-    wait_until(Duration::from_secs(20), || {
-        server.get("/live/cam/mono.m3u8").status != 404
-    })
-    .unwrap_or_else(|| panic!("live; log:\n{}", server.log()));
-    let report = chromium_whep(&server, "cam", 6, &[]);
-    assert!(
-        section_number(&report, "video", "frames") >= 100.0,
-        "{report}"
-    );
-    assert_eq!(
-        section_number(&report, "video", "height"),
-        360.0,
-        "{report}"
-    );
-    assert!(!report.contains("audio/opus"), "{report}");
+    for transcode in ["on", "off"] {
+        let server = Server::start(&["--aac-to-opus", transcode]);
+        let key = server.create_stream("cam", "");
+        let _ffmpeg = publish_live(640, 360, &server.rtmp_url(&key));
+        wait_until(Duration::from_secs(20), || {
+            server.get("/live/cam/mono.m3u8").status != 404
+        })
+        .unwrap_or_else(|| panic!("live; log:\n{}", server.log()));
+        let report = chromium_whep(&server, "cam", 6, &[]);
+        assert!(
+            section_number(&report, "video", "frames") >= 100.0,
+            "{report}"
+        );
+        assert_eq!(
+            section_number(&report, "video", "height"),
+            360.0,
+            "{report}"
+        );
+        if transcode == "on" {
+            assert!(report.contains("audio/opus"), "{report}");
+            // 6 s at 48 kHz is 288000 samples: sound from the start.
+            let samples = section_number(&report, "audio", "samples");
+            assert!(samples > 150_000.0, "{report}");
+        } else {
+            assert!(!report.contains("audio/opus"), "{report}");
+        }
+    }
 }

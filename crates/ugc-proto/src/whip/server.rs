@@ -46,7 +46,9 @@ use ugc_core::auth::{
     DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
 };
 use ugc_core::metrics::{Exposition, Family};
-use ugc_core::{Authorizer, Hub, HubPublisher, HubReader, MediaEvent, StreamPath};
+use ugc_core::{
+    Authorizer, Hub, HubPublisher, HubReader, MediaEvent, StreamPath, Tracks, Transform,
+};
 
 use super::play::{WhepSession, WhepStats};
 use super::session::{MAX_OFFER, SessionSetup, WhipSession, WhipStats};
@@ -65,6 +67,11 @@ pub struct WhipConfig {
     /// are ever pending; without a cap, offers that never connect (held
     /// for `connect_timeout` each) from one address could take every slot.
     pub max_pending_per_address: usize,
+    /// Makes the transform a stream goes through on its way to WHEP
+    /// viewers (one per stream watched, shared by its viewers): an AAC ->
+    /// Opus audio transcode, since WebRTC carries no AAC. `None`: the
+    /// stream as the Hub has it.
+    pub play_transform: Option<TransformMaker>,
     /// Whether `/whip` takes publishers (a node that only plays, an
     /// origin, serves `/whep` alone).
     pub accept_publish: bool,
@@ -86,6 +93,16 @@ pub struct WhipConfig {
     /// `Link` headers (RFC 9725 4.6; OBS reads them): what a publisher
     /// behind a network that blocks UDP needs to relay through TURN.
     pub ice_servers: Vec<IceServer>,
+}
+
+/// Makes a [`Transform`] (see [`WhipConfig::play_transform`]).
+#[derive(Clone)]
+pub struct TransformMaker(pub Arc<dyn Fn() -> Box<dyn Transform> + Send + Sync>);
+
+impl std::fmt::Debug for TransformMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransformMaker")
+    }
 }
 
 /// A STUN or TURN server a publisher may use; see [`IceServer::parse`].
@@ -168,6 +185,7 @@ impl Default for WhipConfig {
             max_viewers: 1000,
             max_pending_per_address: 8,
             accept_publish: true,
+            play_transform: None,
             connect_timeout: Duration::from_secs(15),
             auth_timeout: Duration::from_secs(5),
             keyframe_interval: Some(Duration::from_secs(2)),
@@ -943,11 +961,27 @@ enum Running {
     },
     Play {
         session: Box<WhepSession>,
-        feed: tokio::task::JoinHandle<()>,
         started: Instant,
         /// The stream played.
         stream: StreamPath,
     },
+}
+
+/// A stream being watched over WHEP: read from the Hub (and transformed)
+/// once, by one task, for all its viewers.
+struct Feed {
+    task: tokio::task::JoinHandle<()>,
+    viewers: Vec<String>,
+    /// The last track set, for a viewer who joins.
+    tracks: Option<Tracks>,
+}
+
+/// Everything the media loop keeps.
+struct Loop {
+    running: HashMap<String, Running>,
+    /// Peer address -> session, learned from what each session accepted.
+    routes: HashMap<SocketAddr, String>,
+    feeds: HashMap<StreamPath, Feed>,
 }
 
 impl Running {
@@ -1042,20 +1076,35 @@ impl Running {
 /// A datagram from one of the sockets: which one, from whom, what.
 type Datagram = (usize, SocketAddr, Vec<u8>);
 
-/// Reads a viewer's stream from the Hub into the media loop until the
-/// stream ends or the viewer goes.
+/// Reads a watched stream from the Hub into the media loop, through
+/// `transform` if any (whose failure passes events on as they were), until
+/// the stream ends or its last viewer goes.
 fn feed(
-    id: String,
     mut reader: HubReader,
-    media: mpsc::Sender<(String, MediaEvent)>,
+    mut transform: Option<Box<dyn Transform>>,
+    media: mpsc::Sender<(StreamPath, MediaEvent)>,
 ) -> tokio::task::JoinHandle<()> {
+    let stream = reader.stream().clone();
     tokio::spawn(async move {
+        let mut out = Vec::new();
         while let Some(e) = reader.recv().await {
-            if media.send((id.clone(), e)).await.is_err() {
-                return;
+            match transform.as_mut() {
+                Some(t) => {
+                    let kept = (!matches!(e, MediaEvent::Frame(_))).then(|| e.clone());
+                    if t.push(e, &mut out).is_err() {
+                        transform = None;
+                        out.extend(kept);
+                    }
+                }
+                None => out.push(e),
+            }
+            for e in out.drain(..) {
+                if media.send((stream.clone(), e)).await.is_err() {
+                    return;
+                }
             }
         }
-        let _ = media.send((id, MediaEvent::End)).await;
+        let _ = media.send((stream, MediaEvent::End)).await;
     })
 }
 
@@ -1087,16 +1136,18 @@ async fn media_loop<A>(
         });
     }
     drop(dgram_tx);
-    // The viewers' streams, read by one task each.
-    let (media_tx, mut media) = mpsc::channel::<(String, MediaEvent)>(1024);
-    let mut running: HashMap<String, Running> = HashMap::new();
-    // Peer address -> session, learned from what each session accepted.
-    let mut routes: HashMap<SocketAddr, String> = HashMap::new();
+    // The watched streams, read by one task each.
+    let (media_tx, mut media) = mpsc::channel::<(StreamPath, MediaEvent)>(1024);
+    let mut l = Loop {
+        running: HashMap::new(),
+        routes: HashMap::new(),
+        feeds: HashMap::new(),
+    };
     loop {
         let now = Instant::now();
         let mut next = now + Duration::from_secs(1);
         let mut ended = Vec::new();
-        for (id, r) in running.iter_mut() {
+        for (id, r) in l.running.iter_mut() {
             if r.poll_timeout() <= now {
                 r.handle_timeout(now);
             }
@@ -1120,60 +1171,77 @@ async fn media_loop<A>(
             }
         }
         for id in ended {
-            finish(&shared, &mut running, &mut routes, &id);
+            finish(&shared, &mut l, &id);
         }
         tokio::select! {
             d = dgrams.recv() => {
                 let Some((i, from, data)) = d else { return };
                 let to = locals[i];
                 let now = Instant::now();
-                let id = routes.get(&from).filter(|id| running.contains_key(*id)).cloned().or_else(|| {
+                let running = &l.running;
+                let id = l.routes.get(&from).filter(|id| running.contains_key(*id)).cloned().or_else(|| {
                     running
                         .iter()
                         .find(|(_, r)| r.accepts(now, from, to, &data))
                         .map(|(id, _)| id.clone())
                 });
                 if let Some(id) = id
-                    && let Some(r) = running.get_mut(&id)
+                    && let Some(r) = l.running.get_mut(&id)
                 {
-                    routes.insert(from, id.clone());
+                    l.routes.insert(from, id.clone());
                     r.handle_datagram(now, from, to, &data);
                     flush(&sockets, &locals, r).await;
                     r.report(&shared, &id);
-                    keyframe_for_viewer(&shared, &mut running, &id, &sockets, &locals).await;
+                    keyframe_for_viewer(&shared, &mut l.running, &id, &sockets, &locals).await;
                 }
             }
             m = media.recv() => {
-                let Some((id, event)) = m else { return };
-                if let Some(r @ Running::Play { .. }) = running.get_mut(&id) {
-                    if let Running::Play { session, .. } = r {
-                        session.push(Instant::now(), &event);
-                    }
-                    flush(&sockets, &locals, r).await;
-                    if matches!(event, MediaEvent::Tracks(_) | MediaEvent::End) {
-                        r.report(&shared, &id);
-                    }
-                    keyframe_for_viewer(&shared, &mut running, &id, &sockets, &locals).await;
+                let Some((stream, event)) = m else { return };
+                let Some(feed) = l.feeds.get_mut(&stream) else { continue };
+                if let MediaEvent::Tracks(t) = &event {
+                    feed.tracks = Some(t.clone());
+                }
+                let viewers = feed.viewers.clone();
+                if matches!(event, MediaEvent::End) {
+                    l.feeds.remove(&stream);
+                }
+                for id in viewers {
+                    to_viewer(&shared, &mut l.running, &id, &event, &sockets, &locals).await;
                 }
             }
             c = commands.recv() => match c {
                 Some(Command::Start { id, session, publisher }) => {
-                    running.insert(id, Running::Publish { session, publisher: Some(publisher), started: Instant::now() });
+                    l.running.insert(id, Running::Publish { session, publisher: Some(publisher), started: Instant::now() });
                 }
                 Some(Command::Play { id, session, reader }) => {
                     let stream = reader.stream().clone();
-                    let feed = feed(id.clone(), reader, media_tx.clone());
-                    running.insert(id, Running::Play { session, feed, started: Instant::now(), stream });
+                    let joined = match l.feeds.get_mut(&stream) {
+                        Some(feed) => {
+                            // Reading already: this reader is not needed.
+                            feed.viewers.push(id.clone());
+                            feed.tracks.clone()
+                        }
+                        None => {
+                            let transform = shared.config.play_transform.as_ref().map(|m| (m.0)());
+                            let task = feed(reader, transform, media_tx.clone());
+                            l.feeds.insert(stream.clone(), Feed { task, viewers: vec![id.clone()], tracks: None });
+                            None
+                        }
+                    };
+                    l.running.insert(id.clone(), Running::Play { session, started: Instant::now(), stream });
+                    if let Some(t) = joined {
+                        to_viewer(&shared, &mut l.running, &id, &MediaEvent::Tracks(t), &sockets, &locals).await;
+                    }
                 }
                 Some(Command::Stop { id, done }) => {
-                    let found = match running.get_mut(&id) {
+                    let found = match l.running.get_mut(&id) {
                         Some(r) => {
                             r.close_because("closed");
                             true
                         }
                         None => false,
                     };
-                    finish(&shared, &mut running, &mut routes, &id);
+                    finish(&shared, &mut l, &id);
                     let _ = done.send(found);
                 }
                 None => return,
@@ -1181,6 +1249,29 @@ async fn media_loop<A>(
             () = tokio::time::sleep_until(next.into()) => {}
         }
     }
+}
+
+/// One event of the stream viewer `id` watches, to its session.
+async fn to_viewer<A>(
+    shared: &Shared<A>,
+    running: &mut HashMap<String, Running>,
+    id: &str,
+    event: &MediaEvent,
+    sockets: &[Arc<UdpSocket>],
+    locals: &[SocketAddr],
+) {
+    let Some(r) = running.get_mut(id) else {
+        return;
+    };
+    let Running::Play { session, .. } = r else {
+        return;
+    };
+    session.push(Instant::now(), event);
+    flush(sockets, locals, r).await;
+    if matches!(event, MediaEvent::Tracks(_) | MediaEvent::End) {
+        r.report(shared, id);
+    }
+    keyframe_for_viewer(shared, running, id, sockets, locals).await;
 }
 
 /// When viewer `id` waits for a keyframe of a stream a WHIP session of
@@ -1242,16 +1333,11 @@ async fn flush(sockets: &[Arc<UdpSocket>], locals: &[SocketAddr], r: &mut Runnin
     }
 }
 
-fn finish<A>(
-    shared: &Shared<A>,
-    running: &mut HashMap<String, Running>,
-    routes: &mut HashMap<SocketAddr, String>,
-    id: &str,
-) {
-    let Some(r) = running.remove(id) else {
+fn finish<A>(shared: &Shared<A>, l: &mut Loop, id: &str) {
+    let Some(r) = l.running.remove(id) else {
         return;
     };
-    routes.retain(|_, v| v != id);
+    l.routes.retain(|_, v| v != id);
     let why = r.closed().unwrap_or("closed").to_owned();
     match r {
         Running::Publish {
@@ -1276,8 +1362,16 @@ fn finish<A>(
                 });
             }
         }
-        Running::Play { session, feed, .. } => {
-            feed.abort();
+        Running::Play {
+            session, stream, ..
+        } => {
+            if let Some(feed) = l.feeds.get_mut(&stream) {
+                feed.viewers.retain(|v| v != id);
+                if feed.viewers.is_empty() {
+                    feed.task.abort();
+                    l.feeds.remove(&stream);
+                }
+            }
             let mut viewers = lock(&shared.viewers);
             let status = viewers.remove(id);
             let stream = status.as_ref().map_or("", |s| s.stream.as_str());
