@@ -1,6 +1,9 @@
 //! WHEP viewers as load (issue #18, "100 WHEP viewers of one stream on 2
 //! cores"): `VIEWERS` str0m peers, each with its own UDP socket on
-//! loopback, offer to receive video and audio at `URL`, connect, and count
+//! loopback and its own address there (127.0.1.1, 127.0.1.2, ...: a crowd
+//! comes from many addresses, and the server holds each address to a few
+//! sessions still connecting), offer to receive video and audio at `URL`,
+//! connect, and count
 //! the pictures and audio frames they get for `SECONDS` (a picture counts
 //! once str0m has depacketized it whole: RTP, SRTP and reassembly are done
 //! as a browser would, decoding is not). Then each DELETEs its session.
@@ -50,13 +53,16 @@ struct Seen {
 
 /// One HTTP/1.1 request; status, `Location`, body.
 async fn http(
+    from: std::net::IpAddr,
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: &str,
 ) -> std::io::Result<(u16, Option<String>, String)> {
-    let mut s = TcpStream::connect(addr).await?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let mut s: TcpStream = socket.connect(addr).await?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -84,15 +90,22 @@ async fn http(
     Ok((status, location, body.to_owned()))
 }
 
-async fn view(http_addr: SocketAddr, path: String, token: Option<String>, until: Instant) -> Seen {
+async fn view(
+    ip: std::net::IpAddr,
+    http_addr: SocketAddr,
+    path: String,
+    token: Option<String>,
+    until: Instant,
+) -> Seen {
     let mut seen = Seen::default();
-    if let Err(e) = run(http_addr, &path, token.as_deref(), until, &mut seen).await {
+    if let Err(e) = run(ip, http_addr, &path, token.as_deref(), until, &mut seen).await {
         seen.error = Some(e);
     }
     seen
 }
 
 async fn run(
+    ip: std::net::IpAddr,
     http_addr: SocketAddr,
     path: &str,
     token: Option<&str>,
@@ -112,9 +125,10 @@ async fn run(
     change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     let (offer, pending) = change.apply().ok_or("no offer")?;
     let posted = Instant::now();
-    let (status, location, answer) = http(http_addr, "POST", path, token, &offer.to_sdp_string())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (status, location, answer) =
+        http(ip, http_addr, "POST", path, token, &offer.to_sdp_string())
+            .await
+            .map_err(|e| e.to_string())?;
     if status != 201 {
         return Err(format!("POST {status}: {answer}"));
     }
@@ -174,7 +188,7 @@ async fn run(
         }
     }
     if let Some(l) = location {
-        let _ = http(http_addr, "DELETE", &l, None, "").await;
+        let _ = http(ip, http_addr, "DELETE", &l, None, "").await;
     }
     Ok(())
 }
@@ -208,7 +222,9 @@ async fn main() {
     let until = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for i in 0..viewers {
+        let ip = std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
         tasks.push(tokio::spawn(view(
+            ip.into(),
             http_addr,
             path.clone(),
             token.clone(),
