@@ -17,7 +17,15 @@
 // and reads the clock off every picture it presents: `latency` has the
 // glass-to-glass delay (capture to presentation, one clock) in ms: p50,
 // p95, max and the number of pictures read.
+//
+// With --hls URL (and --whip), it plays that HLS URL with hls.js (the
+// watch page's settings: low-latency mode, catch-up to 1.2x) instead of
+// WHEP, and reads the clock the same way: the two ways of watching side by
+// side (benches/glass-to-glass.sh).
 import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => {
@@ -25,17 +33,20 @@ const args = Object.fromEntries(
     return acc;
   }, []),
 );
-if (!args.url) {
+if (!args.url && !args.hls) {
   console.error('usage: whep.mjs --url URL [--token T] [--seconds N] [--whip URL --key KEY]');
   process.exit(2);
 }
 const seconds = Number(args.seconds ?? 10);
 const executablePath = args.chromium ?? process.env.CHROMIUM ?? '/usr/bin/chromium';
+const here = dirname(fileURLToPath(import.meta.url));
+const hlsJs = args.hls ? readFileSync(join(here, 'node_modules/hls.js/dist/hls.min.js'), 'utf8') : '';
 
 const pageHtml = `<!doctype html><html><body>
 <canvas id="clock" width="640" height="360"></canvas>
 <video id="v" muted autoplay playsinline></video>
 <canvas id="read" width="640" height="360"></canvas>
+<script>${hlsJs}</script>
 <script>
 window.report = { states: [], errors: [] };
 const t0 = performance.now();
@@ -110,7 +121,7 @@ const readClock = () => {
         if (i < 24) value |= bit << i; else check |= bit << (i - 24);
       }
       if (bitsOf(value)[1] === check) {
-        window.latencies.push((((now & 0xffffff) - value) + 0x1000000) % 0x1000000);
+        window.latencies.push([now, (((now & 0xffffff) - value) + 0x1000000) % 0x1000000]);
       }
     }
     v.requestVideoFrameCallback(onFrame);
@@ -156,6 +167,27 @@ window.play = async (url, token, measure) => {
   });
   if (measure) readClock();
 };
+window.playHls = async (url) => {
+  const r = window.report;
+  const started = performance.now();
+  // Live once the first segment is packaged: until then 404.
+  for (let i = 0; i < 100; i++) {
+    const res = await fetch(url, { cache: 'no-store' }).catch(() => null);
+    if (res && res.status === 200) break;
+    await new Promise((ok) => setTimeout(ok, 200));
+  }
+  const v = document.getElementById('v');
+  const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.2, backBufferLength: 30 });
+  hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) r.errors.push('hls.js: ' + d.details); });
+  hls.loadSource(url);
+  hls.attachMedia(v);
+  v.play().catch(() => {});
+  r.post = 'hls';
+  v.requestVideoFrameCallback(() => {
+    r.firstPictureMs = Math.round(performance.now() - started);
+  });
+  readClock();
+};
 window.inbound = async () => {
   const out = {};
   const stats = await window.pc.getStats();
@@ -178,7 +210,10 @@ window.inbound = async () => {
 };
 window.stop = async (base) => {
   const r = window.report;
-  const l = window.latencies.slice().sort((a, b) => a - b);
+  // The first 3 s of pictures are left out: a player settling (hls.js
+  // catching up to its target) is not the delay it keeps.
+  const from = window.latencies.length ? window.latencies[0][0] + 3000 : 0;
+  const l = window.latencies.filter(([t]) => t >= from).map(([, v]) => v).sort((a, b) => a - b);
   if (l.length) {
     const q = (f) => l[Math.min(l.length - 1, Math.floor(f * l.length))];
     r.latency = { n: l.length, p50: q(0.5), p95: q(0.95), max: l[l.length - 1] };
@@ -203,7 +238,7 @@ const browser = await chromium.launch({
 let result = {};
 try {
   const page = await browser.newPage();
-  const base = new URL(args.url);
+  const base = new URL(args.url ?? args.hls);
   const pageUrl = `${base.origin}/__whep_test_page`;
   await page.route(pageUrl, (route) =>
     route.fulfill({ status: 200, contentType: 'text/html', body: pageHtml }),
@@ -212,7 +247,12 @@ try {
   if (args.whip) {
     await page.evaluate(([u, k]) => window.publish(u, k), [args.whip, args.key]);
   }
-  await page.evaluate(([u, t, m]) => window.play(u, t, m), [args.url, args.token ?? '', !!args.whip]);
+  if (args.hls) {
+    await page.evaluate((u) => window.playHls(u), args.hls);
+    await page.waitForTimeout(seconds * 1000);
+  } else {
+    await page.evaluate(([u, t, m]) => window.play(u, t, m), [args.url, args.token ?? '', !!args.whip]);
+  }
   const report = await page.evaluate(() => window.report);
   if (report.post === 201) {
     await page.waitForTimeout(seconds * 1000);
