@@ -1,4 +1,4 @@
-//! A role binary's WebRTC listener: WHIP and/or WHEP signalling on its HTTP
+//! A binary's WebRTC listener: WHIP and/or WHEP signalling on its HTTP
 //! port, every session's media on UDP sockets bound here.
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,18 +10,24 @@ use ugc_core::{Authorizer, Hub};
 use ugc_proto::origin::ClientIp;
 use ugc_proto::whip::server::{WhipConfig, WhipServer, bind_sockets};
 
-/// Starts WebRTC on `udp` (an address, or `off`; flag `--<flag>` in
-/// messages): with an unspecified IP one socket per address of `ips`
-/// (default 127.0.0.1 and the default route's). Sockets that cannot be
-/// bound turn it off with a warning.
+/// What a flag's value and the binary's wiring give [`start_at`].
+pub struct Wiring<A> {
+    pub hub: Hub,
+    pub auth: Arc<A>,
+    pub client_ip: ClientIp,
+    pub config: WhipConfig,
+}
+
+/// [`start_at`] for the value of flag `--<flag>`: an address, or `off`;
+/// any other than `default` is explicit. (ugc-server resolves its address
+/// from its config file and flags itself.)
+#[allow(dead_code)]
 pub async fn start<A: Authorizer>(
     flag: &str,
     udp: &str,
+    default: &str,
     ips: &[IpAddr],
-    hub: Hub,
-    auth: Arc<A>,
-    client_ip: ClientIp,
-    config: WhipConfig,
+    wiring: Wiring<A>,
 ) -> anyhow::Result<Option<WhipServer<A>>> {
     if udp == "off" {
         return Ok(None);
@@ -29,6 +35,21 @@ pub async fn start<A: Authorizer>(
     let addr: SocketAddr = udp
         .parse()
         .with_context(|| format!("--{flag} {udp:?} (an address or off)"))?;
+    start_at(flag, addr, udp != default, ips, wiring).await
+}
+
+/// Starts WebRTC on `addr`: with an unspecified IP one socket per address
+/// of `ips` (default 127.0.0.1 and the default route's). Sockets that
+/// cannot be bound are an error when the address was asked for
+/// (`explicit`), else WebRTC is off with a warning (the default port is
+/// another program's).
+pub async fn start_at<A: Authorizer>(
+    flag: &str,
+    addr: SocketAddr,
+    explicit: bool,
+    ips: &[IpAddr],
+    w: Wiring<A>,
+) -> anyhow::Result<Option<WhipServer<A>>> {
     match bind_sockets(addr, ips).await {
         Ok(sockets) => {
             let addrs: Vec<String> = sockets
@@ -36,14 +57,19 @@ pub async fn start<A: Authorizer>(
                 .filter_map(|s| s.local_addr().ok())
                 .map(|a| a.to_string())
                 .collect();
-            info!(udp = %addrs.join(","), public_ip = ?config.public_ip, "WebRTC listening");
+            info!(udp = %addrs.join(","), public_ip = ?w.config.public_ip, "WebRTC listening");
             Ok(Some(WhipServer::start(
-                sockets, hub, auth, client_ip, config,
+                sockets,
+                w.hub,
+                w.auth,
+                w.client_ip,
+                w.config,
             )?))
         }
-        Err(e) => {
-            warn!(error = %e, %addr, "WebRTC off: cannot bind its UDP sockets (--{flag})");
+        Err(e) if !explicit => {
+            warn!(error = %e, %addr, "WebRTC off: its default UDP port is taken (set --{flag})");
             Ok(None)
         }
+        Err(e) => Err(e).with_context(|| format!("binding --{flag} {addr}")),
     }
 }

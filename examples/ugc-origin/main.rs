@@ -30,6 +30,9 @@ mod node;
 #[path = "../role-common/webrtc.rs"]
 mod webrtc;
 
+/// WHEP's UDP address unless --whep-udp says another.
+const DEFAULT_WEBRTC_UDP: &str = "0.0.0.0:8189";
+
 use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
@@ -90,7 +93,7 @@ struct Flags {
     #[arg(
         long,
         env = "UGC_WHEP_UDP",
-        default_value = "0.0.0.0:8189",
+        default_value = DEFAULT_WEBRTC_UDP,
         value_name = "ADDR|off"
     )]
     whep_udp: String,
@@ -186,16 +189,19 @@ async fn main() -> anyhow::Result<()> {
     let whep = webrtc::start(
         "whep-udp",
         &flags.whep_udp,
+        DEFAULT_WEBRTC_UDP,
         &flags.whep_ip,
-        hub.clone(),
-        auth.clone(),
-        client_ip.clone(),
-        ugc_proto::whip::server::WhipConfig {
-            accept_publish: false,
-            play_transform: audio::aac_to_opus(flags.aac_to_opus == "on"),
-            public_ip: flags.whep_public_ip,
-            ice_servers: flags.whep_ice_server.clone(),
-            ..Default::default()
+        webrtc::Wiring {
+            hub: hub.clone(),
+            auth: auth.clone(),
+            client_ip: client_ip.clone(),
+            config: ugc_proto::whip::server::WhipConfig {
+                accept_publish: false,
+                play_transform: audio::aac_to_opus(flags.aac_to_opus == "on"),
+                public_ip: flags.whep_public_ip,
+                ice_servers: flags.whep_ice_server.clone(),
+                ..Default::default()
+            },
         },
     )
     .await?;

@@ -30,6 +30,9 @@ mod node;
 #[path = "../role-common/webrtc.rs"]
 mod webrtc;
 
+/// WHIP's UDP address unless --whip-udp says another.
+const DEFAULT_WEBRTC_UDP: &str = "0.0.0.0:8189";
+
 use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
@@ -75,7 +78,7 @@ struct Flags {
     #[arg(
         long,
         env = "UGC_WHIP_UDP",
-        default_value = "0.0.0.0:8189",
+        default_value = DEFAULT_WEBRTC_UDP,
         value_name = "ADDR|off"
     )]
     whip_udp: String,
@@ -170,14 +173,17 @@ async fn main() -> anyhow::Result<()> {
     let whip = webrtc::start(
         "whip-udp",
         &flags.whip_udp,
+        DEFAULT_WEBRTC_UDP,
         &flags.whip_ip,
-        hub.clone(),
-        auth.clone(),
-        ugc_proto::origin::peer_is_client(),
-        ugc_proto::whip::server::WhipConfig {
-            public_ip: flags.whip_public_ip,
-            ice_servers: flags.whip_ice_server.clone(),
-            ..Default::default()
+        webrtc::Wiring {
+            hub: hub.clone(),
+            auth: auth.clone(),
+            client_ip: ugc_proto::origin::peer_is_client(),
+            config: ugc_proto::whip::server::WhipConfig {
+                public_ip: flags.whip_public_ip,
+                ice_servers: flags.whip_ice_server.clone(),
+                ..Default::default()
+            },
         },
     )
     .await?;

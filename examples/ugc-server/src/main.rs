@@ -8,6 +8,8 @@ mod audio;
 mod config;
 mod dvr;
 mod plan;
+#[path = "../../role-common/webrtc.rs"]
+mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -254,41 +256,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
             clone_fn(&ladders, |l| l.json(Instant::now())),
         ),
     ]);
-    // WHIP: signalling on the HTTP port, media on its UDP sockets.
+    // WHIP and WHEP: signalling on the HTTP port, media on UDP sockets.
     let whip = match &config.whip {
         Some(listen) => {
-            match ugc_proto::whip::server::bind_sockets(listen.addr, &listen.ips).await {
-                Ok(sockets) => {
-                    let addrs: Vec<String> = sockets
-                        .iter()
-                        .filter_map(|s| s.local_addr().ok())
-                        .map(|a| a.to_string())
-                        .collect();
-                    info!(udp = %addrs.join(","), public_ip = ?listen.public_ip, "WHIP listening");
-                    Some(ugc_proto::whip::server::WhipServer::start(
-                        sockets,
-                        hub.clone(),
-                        authorizer.clone(),
-                        client_ip.clone(),
-                        ugc_proto::whip::server::WhipConfig {
-                            // A keyframe per segment (browsers send them
-                            // only when asked).
-                            keyframe_interval: Some(Duration::from_millis(u64::from(
-                                config.packager.segmenter.target_duration_ms,
-                            ))),
-                            public_ip: listen.public_ip,
-                            ice_servers: listen.ice_servers.clone(),
-                            play_transform: audio::aac_to_opus(config.aac_to_opus),
-                            ..Default::default()
-                        },
-                    )?)
-                }
-                Err(e) if !listen.explicit => {
-                    warn!(error = %e, "WHIP off: its default UDP port is taken (set --whip-udp)");
-                    None
-                }
-                Err(e) => return Err(e).context("binding WHIP's UDP sockets"),
-            }
+            let wiring = webrtc::Wiring {
+                hub: hub.clone(),
+                auth: authorizer.clone(),
+                client_ip: client_ip.clone(),
+                config: ugc_proto::whip::server::WhipConfig {
+                    // A keyframe per segment (browsers send them only when
+                    // asked).
+                    keyframe_interval: Some(Duration::from_millis(u64::from(
+                        config.packager.segmenter.target_duration_ms,
+                    ))),
+                    public_ip: listen.public_ip,
+                    ice_servers: listen.ice_servers.clone(),
+                    play_transform: audio::aac_to_opus(config.aac_to_opus),
+                    ..Default::default()
+                },
+            };
+            webrtc::start_at(
+                "whip-udp",
+                listen.addr,
+                listen.explicit,
+                &listen.ips,
+                wiring,
+            )
+            .await?
         }
         None => None,
     };

@@ -227,3 +227,78 @@ impl Peer {
         }
     }
 }
+
+/// The methods of a session built on a [`Peer`]: its field `peer`, a
+/// `stats` with `bad_datagrams`, and a `drive(now)` acting on the peer's
+/// events. Both sessions' public API, written once.
+macro_rules! peer_methods {
+    () => {
+        /// Whether ICE and DTLS are up.
+        pub fn is_connected(&self) -> bool {
+            self.peer.connected
+        }
+
+        /// Why the session ended, once it has (ICE gone, str0m failed,
+        /// closed).
+        pub fn closed(&self) -> Option<&str> {
+            self.peer.closed()
+        }
+
+        /// Whether this datagram from `source` to our `destination` belongs
+        /// to this session (its ICE credentials or its peer's address).
+        pub fn accepts(
+            &self,
+            now: Instant,
+            source: SocketAddr,
+            destination: SocketAddr,
+            data: &[u8],
+        ) -> bool {
+            self.peer.accepts(now, source, destination, data)
+        }
+
+        /// A datagram for this session.
+        pub fn handle_datagram(
+            &mut self,
+            now: Instant,
+            source: SocketAddr,
+            destination: SocketAddr,
+            data: &[u8],
+        ) {
+            let go = self.peer.receive(now, source, destination, data);
+            self.stats.bad_datagrams = self.peer.bad_datagrams;
+            if go {
+                self.drive(now);
+            }
+        }
+
+        /// When [`Self::handle_timeout`] is due.
+        pub fn poll_timeout(&self) -> Instant {
+            self.peer.poll_timeout()
+        }
+
+        /// Runs str0m's timers (ICE, DTLS, RTCP, NACK).
+        pub fn handle_timeout(&mut self, now: Instant) {
+            if self.peer.timeout(now) {
+                self.drive(now);
+            }
+        }
+
+        /// The next datagram to send: our address to send it from (one of
+        /// the candidates), its destination, and its bytes.
+        pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+            self.peer.poll_transmit()
+        }
+
+        /// Ends the session for `why` (what [`Self::closed`] says after).
+        pub fn close_because(&mut self, why: &str) {
+            self.peer.close_because(why);
+        }
+
+        /// What str0m last refused of the peer's datagrams (a DTLS
+        /// handshake it cannot do says so here), if anything.
+        pub fn last_error(&self) -> Option<&str> {
+            self.peer.last_error()
+        }
+    };
+}
+pub(crate) use peer_methods;

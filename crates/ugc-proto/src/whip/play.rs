@@ -37,7 +37,7 @@ use str0m::{Event, IceConnectionState};
 use ugc_codec::h264;
 use ugc_core::{Codec, Frame, MediaEvent, Timescale, TrackId, Tracks};
 
-use super::peer::Peer;
+use super::peer::{Peer, peer_methods};
 use super::session::{OfferError, SessionSetup, answer_media};
 
 /// Counters of one viewer.
@@ -136,69 +136,7 @@ impl WhepSession {
         &self.stats
     }
 
-    /// Whether ICE and DTLS are up.
-    pub fn is_connected(&self) -> bool {
-        self.peer.connected
-    }
-
-    /// Why the session ended, once it has.
-    pub fn closed(&self) -> Option<&str> {
-        self.peer.closed()
-    }
-
-    /// Whether this datagram from `source` to our `destination` belongs to
-    /// this session.
-    pub fn accepts(
-        &self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) -> bool {
-        self.peer.accepts(now, source, destination, data)
-    }
-
-    /// A datagram for this session.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) {
-        let go = self.peer.receive(now, source, destination, data);
-        self.stats.bad_datagrams = self.peer.bad_datagrams;
-        if go {
-            self.drive(now);
-        }
-    }
-
-    /// When [`Self::handle_timeout`] is due.
-    pub fn poll_timeout(&self) -> Instant {
-        self.peer.poll_timeout()
-    }
-
-    /// Runs str0m's timers (ICE, DTLS, RTCP).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.peer.timeout(now) {
-            self.drive(now);
-        }
-    }
-
-    /// The next datagram to send: from (one of the candidates), to, bytes.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
-        self.peer.poll_transmit()
-    }
-
-    /// Ends the session for `why`.
-    pub fn close_because(&mut self, why: &str) {
-        self.peer.close_because(why);
-    }
-
-    /// What str0m last refused of the viewer's datagrams, if anything.
-    pub fn last_error(&self) -> Option<&str> {
-        self.peer.last_error()
-    }
+    peer_methods!();
 
     /// Whether the viewer is connected and its video waits for a keyframe
     /// not wished for yet: `true` once per wait. The server asks the

@@ -224,31 +224,39 @@ fn candidates(
     Ok(out)
 }
 
-/// One running publish, as the stats route shows it.
+/// One running session, as the stats show it: a publisher's
+/// ([`WhipSessionStatus`]) or a viewer's ([`WhepSessionStatus`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WhipSessionStatus {
-    /// The stream.
+pub struct SessionStatus<S> {
+    /// The stream (played: a rendition's own name when one is played).
     pub stream: String,
-    /// The publisher's address (after trusted-proxy resolution).
+    /// The peer's address (after trusted-proxy resolution).
     pub client: IpAddr,
     /// Whether ICE and DTLS are up.
     pub connected: bool,
     /// Counters.
-    pub stats: WhipStats,
+    pub stats: S,
 }
 
-/// One WHEP viewer, as the stats show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WhepSessionStatus {
-    /// The stream played (a rendition's own name when one is played).
-    pub stream: String,
-    /// The viewer's address (after trusted-proxy resolution).
-    pub client: IpAddr,
-    /// Whether ICE and DTLS are up.
-    pub connected: bool,
-    /// Counters.
-    pub stats: WhepStats,
+impl<S: Default> SessionStatus<S> {
+    fn new(stream: &StreamPath, client: IpAddr) -> Self {
+        SessionStatus {
+            stream: stream.to_string(),
+            client,
+            connected: false,
+            stats: S::default(),
+        }
+    }
 }
+
+/// One running publish.
+pub type WhipSessionStatus = SessionStatus<WhipStats>;
+
+/// One WHEP viewer.
+pub type WhepSessionStatus = SessionStatus<WhepStats>;
+
+/// Statuses by session id.
+type Statuses<S> = Mutex<HashMap<String, SessionStatus<S>>>;
 
 enum Command {
     Start {
@@ -275,9 +283,9 @@ struct Shared<A> {
     client_ip: ClientIp,
     commands: mpsc::Sender<Command>,
     /// Session id -> its stream and status, for the routes and stats.
-    sessions: Mutex<HashMap<String, WhipSessionStatus>>,
+    sessions: Statuses<WhipStats>,
     /// The same of WHEP viewers.
-    viewers: Mutex<HashMap<String, WhepSessionStatus>>,
+    viewers: Statuses<WhepStats>,
     /// Counters of the viewers gone, by stream, kept while the stream has
     /// a viewer (the metrics' counters must not go down).
     viewers_gone: Mutex<HashMap<String, WhepStats>>,
@@ -575,14 +583,8 @@ async fn offer<A: Authorizer>(
         key: key.to_owned(),
         client_ip: (shared.client_ip)(peer_ip, headers),
     };
-    let pending = pending_from(
-        lock(&shared.sessions)
-            .values()
-            .map(|s| (s.client, s.connected)),
-        req.client_ip,
-    );
-    if pending >= shared.config.max_pending_per_address {
-        return too_many_pending();
+    if let Some(refused) = too_many_pending(&shared.sessions, req.client_ip, &shared.config) {
+        return refused;
     }
     let decision = match tokio::time::timeout(
         shared.config.auth_timeout,
@@ -615,21 +617,10 @@ async fn offer<A: Authorizer>(
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let Some(id) = random_id() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no randomness for a session id",
-        );
+        return no_randomness();
     };
     let publisher = shared.hub.publish_as(&path, role);
-    lock(&shared.sessions).insert(
-        id.clone(),
-        WhipSessionStatus {
-            stream: path.to_string(),
-            client: req.client_ip,
-            connected: false,
-            stats: WhipStats::default(),
-        },
-    );
+    lock(&shared.sessions).insert(id.clone(), SessionStatus::new(&path, req.client_ip));
     let start = Command::Start {
         id: id.clone(),
         session: Box::new(session),
@@ -679,14 +670,35 @@ fn pending_from(sessions: impl Iterator<Item = (IpAddr, bool)>, client: IpAddr) 
         .count()
 }
 
-fn too_many_pending() -> Response {
+/// 429 when `client` has as many sessions in `statuses` still connecting
+/// as the config allows.
+fn too_many_pending<S>(
+    statuses: &Statuses<S>,
+    client: IpAddr,
+    config: &WhipConfig,
+) -> Option<Response> {
+    let pending = pending_from(
+        lock(statuses).values().map(|s| (s.client, s.connected)),
+        client,
+    );
+    if pending < config.max_pending_per_address {
+        return None;
+    }
     let mut r = plain(
         StatusCode::TOO_MANY_REQUESTS,
         "too many sessions from this address are still connecting",
     );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
+    Some(r)
+}
+
+/// 503 for a session id [`random_id`] could not make.
+fn no_randomness() -> Response {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no randomness for a session id",
+    )
 }
 
 fn unauthorized(why: &str) -> Response {
@@ -798,14 +810,8 @@ async fn start_play<A: Authorizer>(
             .or_else(|| token_param(offer.query.as_deref())),
         client_ip: (shared.client_ip)(peer_ip, &offer.headers),
     };
-    let pending = pending_from(
-        lock(&shared.viewers)
-            .values()
-            .map(|s| (s.client, s.connected)),
-        play.client_ip,
-    );
-    if pending >= shared.config.max_pending_per_address {
-        return too_many_pending();
+    if let Some(refused) = too_many_pending(&shared.viewers, play.client_ip, &shared.config) {
+        return refused;
     }
     let decision = match tokio::time::timeout(
         shared.config.auth_timeout,
@@ -838,20 +844,9 @@ async fn start_play<A: Authorizer>(
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let Some(id) = random_id() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no randomness for a session id",
-        );
+        return no_randomness();
     };
-    lock(&shared.viewers).insert(
-        id.clone(),
-        WhepSessionStatus {
-            stream: path.to_string(),
-            client: play.client_ip,
-            connected: false,
-            stats: WhepStats::default(),
-        },
-    );
+    lock(&shared.viewers).insert(id.clone(), SessionStatus::new(&path, play.client_ip));
     let start = Command::Play {
         id: id.clone(),
         session: Box::new(session),
@@ -984,6 +979,16 @@ struct Loop {
     feeds: HashMap<StreamPath, Feed>,
 }
 
+/// `$e` with `$s` bound to the session of either kind of [`Running`].
+macro_rules! either {
+    ($r:expr, $s:ident => $e:expr) => {
+        match $r {
+            Running::Publish { session: $s, .. } => $e,
+            Running::Play { session: $s, .. } => $e,
+        }
+    };
+}
+
 impl Running {
     fn started(&self) -> Instant {
         match self {
@@ -992,66 +997,39 @@ impl Running {
     }
 
     fn poll_timeout(&self) -> Instant {
-        match self {
-            Running::Publish { session, .. } => session.poll_timeout(),
-            Running::Play { session, .. } => session.poll_timeout(),
-        }
+        either!(self, session => session.poll_timeout())
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Running::Publish { session, .. } => session.handle_timeout(now),
-            Running::Play { session, .. } => session.handle_timeout(now),
-        }
+        either!(self, session => session.handle_timeout(now))
     }
 
     fn is_connected(&self) -> bool {
-        match self {
-            Running::Publish { session, .. } => session.is_connected(),
-            Running::Play { session, .. } => session.is_connected(),
-        }
+        either!(self, session => session.is_connected())
     }
 
     fn closed(&self) -> Option<&str> {
-        match self {
-            Running::Publish { session, .. } => session.closed(),
-            Running::Play { session, .. } => session.closed(),
-        }
+        either!(self, session => session.closed())
     }
 
     fn close_because(&mut self, why: &str) {
-        match self {
-            Running::Publish { session, .. } => session.close_because(why),
-            Running::Play { session, .. } => session.close_because(why),
-        }
+        either!(self, session => session.close_because(why))
     }
 
     fn last_error(&self) -> Option<&str> {
-        match self {
-            Running::Publish { session, .. } => session.last_error(),
-            Running::Play { session, .. } => session.last_error(),
-        }
+        either!(self, session => session.last_error())
     }
 
     fn accepts(&self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
-        match self {
-            Running::Publish { session, .. } => session.accepts(now, from, to, data),
-            Running::Play { session, .. } => session.accepts(now, from, to, data),
-        }
+        either!(self, session => session.accepts(now, from, to, data))
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        match self {
-            Running::Publish { session, .. } => session.handle_datagram(now, from, to, data),
-            Running::Play { session, .. } => session.handle_datagram(now, from, to, data),
-        }
+        either!(self, session => session.handle_datagram(now, from, to, data))
     }
 
     fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
-        match self {
-            Running::Publish { session, .. } => session.poll_transmit(),
-            Running::Play { session, .. } => session.poll_transmit(),
-        }
+        either!(self, session => session.poll_transmit())
     }
 
     /// Copies the session's state into the status the routes show.

@@ -47,7 +47,7 @@ use str0m::{Event, IceConnectionState};
 use ugc_codec::{h264, opus};
 use ugc_core::{Frame, MediaEvent, Timescale, TrackId, TrackInfo, Tracks};
 
-use super::peer::Peer;
+use super::peer::{Peer, peer_methods};
 
 /// The video track's id in the Hub stream.
 pub const VIDEO_TRACK: TrackId = TrackId(1);
@@ -541,60 +541,7 @@ impl WhipSession {
         &self.stats
     }
 
-    /// Whether ICE and DTLS are up.
-    pub fn is_connected(&self) -> bool {
-        self.peer.connected
-    }
-
-    /// Why the session ended, once it has (ICE gone, str0m failed, closed).
-    pub fn closed(&self) -> Option<&str> {
-        self.peer.closed()
-    }
-
-    /// Whether this datagram from `source` to our `destination` belongs to
-    /// this session (its ICE credentials or its peer's address).
-    pub fn accepts(
-        &self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) -> bool {
-        self.peer.accepts(now, source, destination, data)
-    }
-
-    /// A datagram for this session.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) {
-        let go = self.peer.receive(now, source, destination, data);
-        self.stats.bad_datagrams = self.peer.bad_datagrams;
-        if go {
-            self.drive(now);
-        }
-    }
-
-    /// When [`Self::handle_timeout`] is due.
-    pub fn poll_timeout(&self) -> Instant {
-        self.peer.poll_timeout()
-    }
-
-    /// Runs str0m's timers (ICE, DTLS, RTCP, NACK).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.peer.timeout(now) {
-            self.drive(now);
-        }
-    }
-
-    /// The next datagram to send: our address to send it from (one of the
-    /// candidates), its destination, and its bytes.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
-        self.peer.poll_transmit()
-    }
+    peer_methods!();
 
     /// The next media event for the Hub.
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
@@ -604,17 +551,6 @@ impl WhipSession {
     /// Ends the session (a `DELETE`, a takeover, the server stopping).
     pub fn close(&mut self) {
         self.close_because("closed");
-    }
-
-    /// Ends the session for `why` (what [`Self::closed`] says after).
-    pub fn close_because(&mut self, why: &str) {
-        self.peer.close_because(why);
-    }
-
-    /// What str0m last refused of the publisher's datagrams (a DTLS
-    /// handshake it cannot do says so here), if anything.
-    pub fn last_error(&self) -> Option<&str> {
-        self.peer.last_error()
     }
 
     /// Takes str0m's output until it waits for time or input, acting on
