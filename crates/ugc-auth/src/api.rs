@@ -86,6 +86,7 @@ pub(crate) fn stream_json(
     place: bool,
 ) -> Value {
     let urls = cp.publish_urls(&s.name, nodes, place);
+    let play = cp.play_urls(&s.name, nodes);
     json!({
         "name": s.name,
         "title": s.title,
@@ -100,7 +101,8 @@ pub(crate) fn stream_json(
         "created_at": s.created_at,
         "key": s.key,
         "publish": publish_json(&urls, &s.key, &s.name),
-        "play": cp.play_urls(&s.name, nodes).play(&s.name),
+        "play": play.play(&s.name),
+        "whep": play.whep(&s.name),
         "live": cp.is_live(&s.name),
         "viewers": cp.viewers(&s.name),
         "source": cp.sources(&s.name).map(|(active, attached)| json!({
@@ -246,6 +248,7 @@ async fn play(
     let g = cp.issue_play(&p, &name, b.ttl_s, bind_ip).await?;
     Ok(Json(json!({
         "url": g.url,
+        "whep": g.whep,
         "token": g.token,
         "expires_at": g.expires_at,
         "session": g.session.to_string(),

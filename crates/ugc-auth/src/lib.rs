@@ -206,6 +206,12 @@ impl PublicUrls {
     pub fn play(&self, name: &str) -> String {
         format!("{}/live/{name}/index.m3u8", self.http())
     }
+
+    /// `http://host:port/whep/<name>`: WebRTC play of the same node (a
+    /// play token goes as `Authorization: Bearer`).
+    pub fn whep(&self, name: &str) -> String {
+        format!("{}/whep/{name}", self.http())
+    }
 }
 
 /// Everything [`ControlPlane::open`] needs.

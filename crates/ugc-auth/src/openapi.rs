@@ -408,6 +408,7 @@ fn base() -> Value {
                         "key": { "type": "string" },
                         "publish": { "$ref": "#/components/schemas/PublishUrls" },
                         "play": { "type": "string", "description": "playlist URL (private streams need ?token=)" },
+                        "whep": { "type": "string", "description": "WebRTC play (WHEP) on the same node: POST an SDP offer (private streams: the play token as bearer)" },
                         "live": { "type": "boolean" },
                         "viewers": { "type": ["integer", "null"], "description": "HLS viewers now (play sessions seen in the last 30 s), where this process's origin counts them (ugc-server --viewer-count on); else null" },
                         "source": {
@@ -451,6 +452,7 @@ fn base() -> Value {
                     "type": "object",
                     "properties": {
                         "url": { "type": "string" },
+                        "whep": { "type": "string", "description": "WebRTC play (WHEP) on the same origin; the token goes as Authorization: Bearer" },
                         "token": { "type": "string" },
                         "expires_at": { "type": "integer", "description": "unix seconds" },
                         "session": { "type": "string" }

@@ -158,6 +158,8 @@ where
 pub struct PlayGrant {
     /// The playlist URL with `?token=`.
     pub url: String,
+    /// WebRTC play (WHEP) on the same origin; the token as bearer.
+    pub whep: String,
     /// The token.
     pub token: String,
     /// Expiry, unix seconds.
@@ -777,9 +779,11 @@ impl ControlPlane {
             )
             .await?;
         let nodes = self.nodes().await?;
-        let base = self.play_urls(&s.name, &nodes).play(&s.name);
+        let urls = self.play_urls(&s.name, &nodes);
+        let base = urls.play(&s.name);
         Ok(PlayGrant {
             url: format!("{base}?token={token}"),
+            whep: urls.whep(&s.name),
             token,
             expires_at,
             session,

@@ -432,6 +432,7 @@ async fn suite(db: Db) {
         v["url"],
         format!("http://localhost:8080/live/cam1/index.m3u8?token={token}")
     );
+    assert_eq!(v["whep"], "http://localhost:8080/whep/cam1");
     let exp = v["expires_at"].as_u64().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

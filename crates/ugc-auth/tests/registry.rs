@@ -190,6 +190,7 @@ async fn suite(db: Db) {
     assert_eq!(rtmp_host(&v), format!("{other}.test"));
     // Viewers are sent to the origin.
     assert_eq!(v["play"], "http://origin-1.test:8081/live/s0/index.m3u8");
+    assert_eq!(v["whep"], "http://origin-1.test:8081/whep/s0");
     let (s, v) = api
         .call("POST", "/streams/s0/play", Some(ADMIN), json!({}))
         .await;
