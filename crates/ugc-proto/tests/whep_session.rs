@@ -259,3 +259,34 @@ fn an_offer_that_receives_nothing_is_refused() {
     let e = WhepSession::new(&offer.to_sdp_string(), &setup, now).unwrap_err();
     assert!(e.to_string().contains("receives neither"), "{e}");
 }
+
+/// Timestamps are the publisher's: pictures a few hundred thousand years
+/// after the last one, or before it, are sent (str0m takes the RTP times
+/// and the sender-report clock) and the session goes on. (The wall clock
+/// is added with `checked_add`: where an `Instant` spans less than that,
+/// as on macOS, it would otherwise panic the server's media loop.)
+#[test]
+fn wild_timestamps_do_not_panic() {
+    let mut view = View::new();
+    view.push(MediaEvent::Tracks(tracks()));
+    for _ in 0..200 {
+        if view.connected && view.session.is_connected() {
+            break;
+        }
+        view.now += Duration::from_millis(10);
+        view.step();
+    }
+    assert!(view.session.is_connected());
+    for ms in [0, i64::MAX / 4, i64::MIN / 4, 40] {
+        view.push(video(ms, true));
+        view.push(audio(ms.clamp(-1_000_000_000, 1_000_000_000)));
+        view.now += Duration::from_millis(40);
+        view.step();
+    }
+    assert!(view.session.closed().is_none(), "{:?}", view.session);
+    assert!(
+        view.session.stats().video_frames >= 3,
+        "{:?}",
+        view.session.stats()
+    );
+}

@@ -201,14 +201,15 @@ impl AudioTranscode {
                     }
                     let pts_us = rescale(frame.pts, r.timescale, 1_000_000);
                     if let Some(from) = r.next_us
-                        && (MIN_FILL_US..=MAX_FILL_US).contains(&(pts_us - from))
+                        && (MIN_FILL_US..=MAX_FILL_US).contains(&pts_us.saturating_sub(from))
                     {
                         silence(&mut r.rung, &frame, from, pts_us)?;
                     }
                     frame.set_pts(pts_us);
                     r.rung.encode_audio(&frame)?;
                     let rate = i64::from(frame.sample_rate.max(1));
-                    r.next_us = Some(pts_us + i64::from(frame.nb_samples) * 1_000_000 / rate);
+                    r.next_us =
+                        Some(pts_us.saturating_add(i64::from(frame.nb_samples) * 1_000_000 / rate));
                 }
                 Err(RsmpegError::DecoderDrainError | RsmpegError::DecoderFlushedError) => break,
                 Err(e) => {

@@ -268,8 +268,12 @@ impl WhepSession {
         };
         let micros = ticks(pts, i64::from(timescale.get()), 1_000_000);
         let (epoch, base) = *self.epoch.get_or_insert((now, micros));
+        // Checked both ways: a publisher's timestamps are its own, and an
+        // Instant out of range would panic the server's media loop.
         let wallclock = match u64::try_from(micros.saturating_sub(base)) {
-            Ok(ahead) => epoch + Duration::from_micros(ahead),
+            Ok(ahead) => epoch
+                .checked_add(Duration::from_micros(ahead))
+                .unwrap_or(epoch),
             Err(_) => epoch
                 .checked_sub(Duration::from_micros(
                     base.saturating_sub(micros).unsigned_abs(),
