@@ -139,7 +139,10 @@ async fn main() -> anyhow::Result<()> {
         .merge(metrics);
     if let Some(dir) = web {
         info!(dir = %dir.display(), "web panels");
-        app = app.merge(ugc_auth::web::router(dir));
+        app = app.merge(ugc_auth::web::router_with(
+            dir,
+            Some(control.media_origins()),
+        ));
     }
     tokio::spawn(
         control

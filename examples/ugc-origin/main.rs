@@ -6,7 +6,8 @@
 //! (DVR depth, private) come from the control plane's settings feed; public
 //! streams play, private ones with a play token the control plane issued,
 //! checked here with its key (`ugc_auth::node::PlayKeys`, refreshed every
-//! 2 s with the revoked sessions).
+//! 2 s with the revoked sessions). With `--web DIR` (default `./web` when
+//! it holds the panels) it serves their viewer page, `/watch/<stream>`.
 //!
 //! ```text
 //! UGC_NODE_TOKEN=... ugc-origin --control-url http://cp:8080 \
@@ -118,6 +119,10 @@ struct Flags {
     /// ugc-server's flag of the same name).
     #[arg(long, env = "UGC_AAC_TO_OPUS", default_value = "on", value_parser = ["on", "off"])]
     aac_to_opus: String,
+    /// The web panels' directory: the origin serves their viewer page,
+    /// `/watch/<stream>` (default `./web` when it holds them; `off`: none).
+    #[arg(long, env = "UGC_WEB")]
+    web: Option<PathBuf>,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -250,6 +255,15 @@ async fn main() -> anyhow::Result<()> {
         .route("/metrics", axum::routing::get(metrics));
     if let Some(w) = &whep {
         app = app.merge(w.router());
+    }
+    let web = match flags.web {
+        Some(dir) if dir.as_os_str() == "off" => None,
+        Some(dir) => Some(dir),
+        None => Some(PathBuf::from("web")).filter(|d| ugc_auth::web::is_web_dir(d)),
+    };
+    if let Some(dir) = web {
+        info!(dir = %dir.display(), "viewer page at /watch/<stream>");
+        app = app.merge(ugc_auth::web::viewer_router(dir));
     }
     let http = tokio::net::TcpListener::bind(flags.http).await?;
     let served = relay.clone();

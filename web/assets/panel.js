@@ -196,8 +196,22 @@ function obsServer(rtmpUrl) {
   return i > 'rtmp://'.length ? rtmpUrl.slice(0, i) : rtmpUrl;
 }
 
-function watchUrl(name, token) {
-  const u = new URL(`/watch/${encodeURIComponent(name)}`, location.href);
+/**
+ * The viewer page of stream `s` on the server that plays it: the origin of
+ * its `play` URL (another node in a cluster), else this one.
+ */
+function watchUrl(s, token) {
+  const play = /^(https?:\/\/.*)\/live\/[^/?#]+\/index\.m3u8(?:[?#].*)?$/.exec(s.play || '');
+  const page = `/watch/${encodeURIComponent(s.name)}`;
+  const u = new URL(play ? play[1] + page : page, location.href);
+  if (token) u.searchParams.set('token', token);
+  return u.href;
+}
+
+/** The playlist of stream `s` where the API says it plays, with a token. */
+function previewUrl(s, token) {
+  if (!s.play) return playlistUrl(s.name, token);
+  const u = new URL(s.play, location.href);
   if (token) u.searchParams.set('token', token);
   return u.href;
 }
@@ -335,9 +349,9 @@ function update(c, s, saved = false) {
   q('.s-link').hidden = !s.private;
   const watch = s.private
     ? c.watchToken
-      ? watchUrl(s.name, c.watchToken)
+      ? watchUrl(s, c.watchToken)
       : ''
-    : watchUrl(s.name);
+    : watchUrl(s);
   q('.s-watch').value = watch;
   q('.s-watch').placeholder = s.private ? 'Private: press “New watch link”' : '';
   q('[data-copy=".s-watch"]').disabled = !watch;
@@ -469,7 +483,7 @@ async function startPreview(c) {
     }
   }
   const video = box.querySelector('video');
-  c.player = startPlayer(video, playlistUrl(c.stream.name, token), (state) => {
+  c.player = startPlayer(video, previewUrl(c.stream, token), (state) => {
     msg.hidden = state === 'playing';
     msg.textContent = PREVIEW_TEXT[state] || '';
   });

@@ -103,7 +103,7 @@ pub(crate) fn stream_json(
         "publish": publish_json(&urls, &s.key, &s.name),
         "play": play.play(&s.name),
         "whep": play.whep(&s.name),
-        "live": cp.is_live(&s.name),
+        "live": cp.is_live(&s.name) || cp.published_on_nodes(&s.name, nodes),
         "viewers": cp.viewers(&s.name),
         "source": cp.sources(&s.name).map(|(active, attached)| json!({
             "active": active.as_str(),

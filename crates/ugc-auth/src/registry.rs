@@ -414,6 +414,38 @@ impl ControlPlane {
         urls
     }
 
+    /// Whether stream `name` has a publisher on a publishing node that is
+    /// not down (a control plane without media of its own learns it from
+    /// the nodes' beats; see [`ControlPlane::is_live`] for its own Hub).
+    pub fn published_on_nodes(&self, name: &str, nodes: &[NodeView]) -> bool {
+        let path = hub_name(name);
+        nodes
+            .iter()
+            .any(|n| n.role.takes_publishers() && n.state != NodeState::Down && n.carries(&path))
+    }
+
+    /// Where the control plane's play URLs may point, for the pages' CSP
+    /// ([`crate::web::router_with`]): its own public HTTP address and each
+    /// live origin's (none when the registry cannot be read).
+    pub fn media_origins(&self) -> crate::web::MediaOrigins {
+        let cp = self.clone();
+        std::sync::Arc::new(move || {
+            let cp = cp.clone();
+            Box::pin(async move {
+                let mut out = vec![cp.inner.public.http()];
+                for n in cp.nodes().await.unwrap_or_default() {
+                    if n.role.serves_viewers()
+                        && n.usable()
+                        && let Some(p) = &n.public
+                    {
+                        out.push(p.http());
+                    }
+                }
+                out
+            })
+        })
+    }
+
     /// The addresses a viewer of stream `name` is told: the least-loaded
     /// live origin, one carrying the stream if any does; the control
     /// plane's own when no origin is live.

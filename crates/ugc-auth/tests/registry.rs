@@ -160,6 +160,7 @@ async fn suite(db: Db) {
         .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
         .await;
     assert_eq!(rtmp_host(&v), hosts[0]);
+    assert_eq!(v["live"], false, "placed, not published: {v}");
     let (s, v) = api
         .call("GET", "/streams/s0/publish", Some(ADMIN), Value::Null)
         .await;
@@ -188,6 +189,8 @@ async fn suite(db: Db) {
         .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
         .await;
     assert_eq!(rtmp_host(&v), format!("{other}.test"));
+    // Live by the publishing node's beat (this control plane has no Hub).
+    assert_eq!(v["live"], true, "{v}");
     // Viewers are sent to the origin.
     assert_eq!(v["play"], "http://origin-1.test:8081/live/s0/index.m3u8");
     assert_eq!(v["whep"], "http://origin-1.test:8081/whep/s0");
@@ -265,6 +268,12 @@ async fn suite(db: Db) {
         down >= Duration::from_millis(1000),
         "down too early: {down:?}"
     );
+    // No live publishing node reports s0 any more (its carrier is down or
+    // beats without it): not live.
+    let (_, v) = api
+        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(v["live"], false, "{v}");
     // A beat brings it back (a restarted node re-registers).
     let (s, _) = api
         .call(

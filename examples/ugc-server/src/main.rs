@@ -375,7 +375,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     match &config.web {
         Some(dir) => {
             info!(dir = %dir.display(), "web panels");
-            app = app.merge(ugc_auth::web::router(dir.clone()));
+            app = app.merge(ugc_auth::web::router_with(
+                dir.clone(),
+                Some(control.media_origins()),
+            ));
         }
         None => warn!("web panel files not found: pass --web <repo>/web to serve / and /watch"),
     }
