@@ -1,6 +1,8 @@
 # ugc: two commands on a fresh Debian machine.
 #   make demo   install what is missing, build, start the all-in-one server
 #   make test   everything CI runs
+#   make cluster-demo   the same as separate control, publish, transcode
+#               and origin servers on this machine
 #
 # Build output and tools stay outside the clone so CI reuses them.
 
@@ -16,7 +18,7 @@ FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_t
 DATA ?= $(CURDIR)/data
 CARGO ?= cargo
 
-.PHONY: demo test deps build build-web lint unit browser browser-hls-js fuzz-smoke fuzz-campaign bench bench-criterion bench-load bench-transcode bench-ll-hls clean-data
+.PHONY: demo cluster-demo test deps build build-web lint unit browser browser-hls-js fuzz-smoke fuzz-campaign bench bench-criterion bench-load bench-transcode bench-ll-hls clean-data
 
 deps:
 	@scripts/install-deps.sh
@@ -32,6 +34,11 @@ demo: deps build build-web
 	@mkdir -p "$(DATA)"
 	$(CARGO_TARGET_DIR)/release/ugc-server --data "$(DATA)" --web "$(CURDIR)/web" \
 	  --demo-stream demo $(DEMO_FLAGS)
+
+# Control + publish + transcode + origin, one process each, on this
+# machine (scripts/cluster-demo.sh; ports 8080-8083, 1935, 9000).
+cluster-demo: deps build build-web
+	@DATA="$(DATA)" scripts/cluster-demo.sh
 
 test: deps lint unit browser browser-hls-js fuzz-smoke
 	@echo "make test: all green"

@@ -24,6 +24,8 @@ need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need ffmpeg ffmpeg
 need ffprobe ffmpeg
 need curl curl
+# scripts/cluster-demo.sh reads the control API's answers.
+need jq jq
 need pkg-config pkg-config
 # The web panels: scripts/build-web.sh installs hls.js with npm.
 need node nodejs

@@ -393,6 +393,7 @@ async function main() {
     if (process.env.UGC_SCREENSHOTS) {
       await screenshots(context, base, card);
     }
+    await clusterPanel(context);
 
     assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
   } catch (e) {
@@ -404,6 +405,74 @@ async function main() {
     await browser.close();
   }
   step('browser test passed');
+}
+
+/**
+ * `make cluster-demo` (scripts/cluster-demo.sh with the role binaries next
+ * to SERVER_BIN): the panel of ugc-control previews the stream from the
+ * origin node (another port: its page policy names the origin) and links
+ * the watch page there, which plays.
+ */
+async function clusterPanel(context) {
+  let portBase = 0;
+  for (let i = 0; i < 50 && !portBase; i++) {
+    const b = 20000 + Math.floor(Math.random() * 20000);
+    const free = await Promise.all([b, b + 1, b + 2, b + 3, b - 6145].map((p) => new Promise((ok) => {
+      const s = createServer();
+      s.once('error', () => ok(false));
+      s.listen(p, '0.0.0.0', () => s.close(() => ok(true)));
+    })));
+    if (free.every(Boolean)) portBase = b;
+  }
+  assert(portBase, 'free ports for the cluster demo');
+  const demo = spawn(join(WEB, '../scripts/cluster-demo.sh'), [], {
+    env: { ...process.env, UGC_BIN_DIR: dirname(SERVER_BIN), DATA: join(tmp, 'demo'),
+      UGC_PORT_BASE: String(portBase) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(demo);
+  let out = '';
+  demo.stdout.on('data', (d) => { out += d; });
+  try {
+    await until('the cluster demo to start', 60000, () => out.includes('Ctrl-C stops'));
+    const admin = /admin token: ([A-Za-z0-9_-]+)/.exec(out)[1];
+    const rtmpUrl = /-f flv (rtmp:\S+)/.exec(out)[1];
+    const origin = `http://127.0.0.1:${portBase + 2}`;
+    publish(rtmpUrl);
+    const page = await context.newPage();
+    const fromOrigin = [];
+    page.on('request', (r) => { if (r.url().startsWith(`${origin}/live/demo/`)) fromOrigin.push(r.url()); });
+    await page.goto(`http://127.0.0.1:${portBase}/`);
+    await page.fill('#token', admin);
+    await page.click('#signin-form button[type=submit]');
+    const card = '[data-stream=demo]';
+    await page.waitForSelector(`${card} .s-live[data-live=true]`, { timeout: 30000 });
+    await page.click(`${card} .s-preview`);
+    const [a, b] = await videoAdvances(page, `${card} .s-video`, 1, 30000);
+    assert(fromOrigin.length > 0, 'the preview fetched from the origin');
+    step(`cluster demo: the control plane's panel previews from the origin: ${a.toFixed(2)} -> ${b.toFixed(2)} s`);
+    const watch = await page.$eval(`${card} .s-watch`, (i) => i.value);
+    assert(watch === `${origin}/watch/demo`, `watch link ${watch}`);
+    const viewer = await context.newPage();
+    await viewer.goto(watch);
+    const [c, d] = await videoAdvances(viewer, '#video', 1, 30000);
+    step(`cluster demo: the watch page on the origin plays: ${c.toFixed(2)} -> ${d.toFixed(2)} s`);
+    await viewer.close();
+    await page.close();
+  } catch (e) {
+    for (const node of ['publish', 'transcode', 'origin', 'control']) {
+      try {
+        const log = readFileSync(join(tmp, `demo/cluster/logs/${node}.log`), 'utf8');
+        console.error(`---- cluster demo: ${node} log (tail) ----\n${log.split('\n').slice(-15).join('\n')}`);
+      } catch {
+        // no log
+      }
+    }
+    throw e;
+  } finally {
+    demo.kill('SIGTERM');
+    await until('the cluster demo to stop', 10000, () => demo.exitCode !== null || demo.signalCode);
+  }
 }
 
 main().then(

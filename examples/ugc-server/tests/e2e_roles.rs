@@ -1220,3 +1220,61 @@ fn hls_js_plays_a_rendition_through_a_transcoder_kill() {
         "froze {freeze} s for a {outage:.2} s outage: {stdout}"
     );
 }
+
+/// Whether TCP `tcp` and UDP `udp` ports are free on every address.
+fn ports_free(tcp: &[u16], udp: &[u16]) -> bool {
+    tcp.iter()
+        .all(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        && udp
+            .iter()
+            .all(|p| std::net::UdpSocket::bind(("0.0.0.0", *p)).is_ok())
+}
+
+/// `make cluster-demo` (scripts/cluster-demo.sh) with these binaries:
+/// control, publish, transcode and origin come up, the control plane
+/// places the demo stream, ffmpeg publishes to the URL it printed, and the
+/// ladder the transcoding node made plays from the origin, with the watch
+/// page there when the panels are built (`--check`).
+#[test]
+fn the_cluster_demo_runs() {
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_ugc-control"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    // The script's ports are offsets from one base.
+    let base = (0..200)
+        .map(|_| 20_000 + free_port() % 20_000)
+        .find(|&b| {
+            ports_free(
+                &[b, b + 1, b + 2, b + 3, b - 6145],
+                &[b + 920, b + 109, b + 110],
+            )
+        })
+        .expect("a free port base");
+    let data = TempDir::new("cluster-demo");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster-demo.sh");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(&script)
+        .arg("--check")
+        .env("UGC_BIN_DIR", &bin_dir)
+        .env("DATA", data.path())
+        .env("UGC_PORT_BASE", base.to_string())
+        .output()
+        .expect("run scripts/cluster-demo.sh");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for want in [
+        "Stream key: ",
+        &format!("rtmp://127.0.0.1:{}/live", base - 6145),
+        &format!("http://127.0.0.1:{}/watch/demo", base + 2),
+        "720p/mono.m3u8",
+        "360p/mono.m3u8",
+        "cluster demo: ok",
+    ] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+}
