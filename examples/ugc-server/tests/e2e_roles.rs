@@ -140,24 +140,28 @@ impl Control {
 
 /// `ugc-origin` following `control` on `http`; (node, data dir).
 fn start_origin(control: &Control, http: SocketAddr) -> (Node, TempDir) {
+    start_origin_with(control, http, &[])
+}
+
+/// [`start_origin`] with more flags.
+fn start_origin_with(control: &Control, http: SocketAddr, extra: &[&str]) -> (Node, TempDir) {
     let data = TempDir::new("origin-data");
-    let node = Node::start(
-        env!("CARGO_BIN_EXE_ugc-origin"),
-        &[
-            "--control-url".into(),
-            control.url(),
-            "--http".into(),
-            http.to_string(),
-            "--data".into(),
-            data.path().display().to_string(),
-            "--segment-ms".into(),
-            "1000".into(),
-            "--public-host".into(),
-            "127.0.0.1".into(),
-            "--whep-udp".into(),
-            "127.0.0.1:0".into(),
-        ],
-    );
+    let mut args: Vec<String> = vec![
+        "--control-url".into(),
+        control.url(),
+        "--http".into(),
+        http.to_string(),
+        "--data".into(),
+        data.path().display().to_string(),
+        "--segment-ms".into(),
+        "1000".into(),
+        "--public-host".into(),
+        "127.0.0.1".into(),
+        "--whep-udp".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let node = Node::start(env!("CARGO_BIN_EXE_ugc-origin"), &args);
     wait_until(Duration::from_secs(10), || listening(http)).expect("origin listens");
     (node, data)
 }
@@ -1277,4 +1281,192 @@ fn the_cluster_demo_runs() {
     ] {
         assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
     }
+}
+
+/// A relay node: ugc-transcode with no ladder for the streams it gets
+/// (relay in, relay out), on `http`.
+fn start_relay_node(control: &Control, http: SocketAddr) -> Node {
+    let node = Node::start(
+        env!("CARGO_BIN_EXE_ugc-transcode"),
+        &[
+            "--control-url".into(),
+            control.url(),
+            "--http".into(),
+            http.to_string(),
+            "--public-host".into(),
+            "127.0.0.1".into(),
+        ],
+    );
+    wait_until(Duration::from_secs(10), || listening(http)).expect("relay node listens");
+    node
+}
+
+/// Three hops: a control plane whose topology names a relay node and an
+/// origin, the stream `stream` (JSON body) created, the origin (with
+/// `origin_extra` flags), the relay node and a publishing node pushing to
+/// it. Nothing publishes yet.
+struct Chain {
+    control: Control,
+    key: String,
+    origin: (Node, TempDir),
+    origin_http: SocketAddr,
+    relay: Node,
+    relay_http: SocketAddr,
+    publish: Node,
+    rtmp: SocketAddr,
+}
+
+fn chain(stream: &str, origin_extra: &[&str]) -> Chain {
+    let (relay_http, origin_http) = (addr(), addr());
+    let (transcoders, origins) = (
+        format!("http://{relay_http}"),
+        format!("http://{origin_http}"),
+    );
+    let control = Control::dedicated_with(&["--transcoders", &transcoders, "--origins", &origins]);
+    let key = control.create_stream(stream);
+    let origin = start_origin_with(&control, origin_http, origin_extra);
+    let relay = start_relay_node(&control, relay_http);
+    let (publish, rtmp) = start_publish(&control, None);
+    Chain {
+        control,
+        key,
+        origin,
+        origin_http,
+        relay,
+        relay_http,
+        publish,
+        rtmp,
+    }
+}
+
+impl Chain {
+    fn logs(&self) -> String {
+        format!(
+            "---- origin\n{}\n---- relay\n{}\n---- publish\n{}",
+            self.origin.0.log(),
+            self.relay.log(),
+            self.publish.log()
+        )
+    }
+}
+
+/// HEVC and Opus cross three processes untouched (the relay is
+/// codec-agnostic): FFmpeg 9 publishes libx265 + libopus over Enhanced
+/// RTMP to a publishing node, which pushes to a relay node (ugc-transcode
+/// with no ladder for the stream: relay in, relay out), which pushes to the
+/// origin; the origin, told to keep Opus, serves HEVC + Opus that ffprobe
+/// reads at the publisher's size.
+#[test]
+fn hevc_and_opus_cross_three_hops_untouched() {
+    let c = chain(r#"{"name": "hevc"}"#, &["--opus-to-aac", "off"]);
+    let _ffmpeg = Proc(
+        Command::new(ffmpeg9())
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-c:v", "libx265", "-preset", "ultrafast", "-g", "25"])
+            .args([
+                "-x265-params",
+                "log-level=none:keyint=25:min-keyint=25:scenecut=0",
+            ])
+            .args(["-c:a", "libopus", "-b:a", "64k", "-t", "20", "-f", "flv"])
+            .arg(format!("rtmp://{}/live/{}", c.rtmp, c.key))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ffmpeg 9"),
+    );
+    let mut master = String::new();
+    wait_until(Duration::from_secs(30), || {
+        master = http_get(c.origin_http, "/live/hevc/index.m3u8").text();
+        master.contains("hvc1.")
+            && parse_media_playlist(&http_get(c.origin_http, "/live/hevc/mono.m3u8").text()).len()
+                >= 2
+    })
+    .unwrap_or_else(|| panic!("no HEVC at the origin: {master}\n{}", c.logs()));
+    assert!(master.contains("opus"), "Opus kept: {master}");
+    let probe = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(format!("http://{}/live/hevc/mono.m3u8", c.origin_http)));
+    let streams = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        streams.lines().any(|l| l == "hevc,320,240") && streams.lines().any(|l| l == "opus"),
+        "{streams}\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+}
+
+/// Sum of the `#EXTINF` durations of a playlist, in seconds.
+fn listed_seconds(playlist: &str) -> f64 {
+    parse_media_playlist(playlist)
+        .iter()
+        .map(|s| s.duration)
+        .sum()
+}
+
+/// The middle node of three hops killed (-9) and restarted while ffmpeg
+/// keeps publishing: the publishing node's push finds it again by itself,
+/// the origin's stream goes on with one discontinuity at most, and the
+/// archive misses no more media than the outage (kill to the first new
+/// segment at the origin).
+#[test]
+fn a_killed_relay_node_comes_back_and_the_origin_resumes() {
+    let mut c = chain(r#"{"name": "hop", "dvr_hours": 1}"#, &[]);
+    let from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let started = std::time::Instant::now();
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{}/live/{}", c.rtmp, c.key));
+    let live =
+        |c: &Chain| parse_media_playlist(&http_get(c.origin_http, "/live/hop/mono.m3u8").text());
+    wait_until(Duration::from_secs(30), || live(&c).len() >= 3)
+        .unwrap_or_else(|| panic!("no stream at the origin\n{}", c.logs()));
+    let last_before = live(&c).last().map(|s| s.msn).unwrap();
+    let killed = std::time::Instant::now();
+    c.relay.child.kill().unwrap();
+    c.relay.child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.relay = start_relay_node(&c.control, c.relay_http);
+    let outage = wait_until(Duration::from_secs(30), || {
+        live(&c).last().is_some_and(|s| s.msn > last_before + 1)
+    })
+    .map(|_| killed.elapsed())
+    .unwrap_or_else(|| panic!("the origin never resumed\n{}", c.logs()));
+    // A few more segments, then the archive of the whole event.
+    let resumed_at = live(&c).last().unwrap().msn;
+    wait_until(Duration::from_secs(20), || {
+        live(&c).last().is_some_and(|s| s.msn >= resumed_at + 3)
+    })
+    .expect("segments after the restart");
+    let playlist = http_get(c.origin_http, "/live/hop/mono.m3u8").text();
+    let discontinuities = parse_media_playlist(&playlist)
+        .iter()
+        .filter(|s| s.discontinuity)
+        .count();
+    assert!(discontinuities <= 1, "{playlist}");
+    let wall = started.elapsed().as_secs_f64();
+    let archived = http_get(c.origin_http, &format!("/live/hop/index-{from}-now.m3u8"));
+    assert_eq!(archived.status, 200, "{}", archived.text());
+    let missing = wall - listed_seconds(&archived.text());
+    eprintln!(
+        "relay node kill -9 + restart after 2 s: outage {:.2} s (kill to a new segment at the origin), \
+         archive misses {missing:.2} s of {wall:.1} s (the publisher's start included)",
+        outage.as_secs_f64()
+    );
+    // `wall` also holds the publisher's start (ffmpeg up, its first
+    // keyframe) and the open segment at the live edge: 3 s of slack.
+    assert!(
+        missing <= outage.as_secs_f64() + 3.0,
+        "archive misses {missing:.2} s for an outage of {outage:?}\n{}",
+        archived.text()
+    );
 }
