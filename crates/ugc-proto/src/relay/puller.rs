@@ -67,8 +67,8 @@ pub struct PullConfig {
 }
 
 impl PullConfig {
-    /// Defaults: epoch 0, backoff 100 ms to 5 s, read timeout 10 s, retry
-    /// forever.
+    /// Defaults: epoch 0, backoff 100 ms to 1 s (as a pusher's), read
+    /// timeout 10 s, retry forever.
     pub fn new(base_url: impl Into<String>, stream: StreamPath, token: impl Into<String>) -> Self {
         PullConfig {
             base_url: base_url.into(),
@@ -76,7 +76,7 @@ impl PullConfig {
             token: token.into(),
             min_epoch: 0,
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(1),
             read_timeout: Duration::from_secs(10),
             max_attempts: None,
             limits: ReaderLimits::default(),

@@ -110,7 +110,9 @@ impl RelayPushStats {
 }
 
 impl PushConfig {
-    /// Defaults: epoch 0, 1024 chunks, backoff 100 ms to 5 s.
+    /// Defaults: epoch 0, 1024 chunks, backoff 100 ms to 1 s (a node back
+    /// from a restart gets its streams again within a second; an attempt at
+    /// a node that is down costs one refused connect).
     pub fn new(base_url: impl Into<String>, stream: StreamPath, token: impl Into<String>) -> Self {
         PushConfig {
             base_url: base_url.into(),
@@ -119,7 +121,7 @@ impl PushConfig {
             epoch: 0,
             queue: 1024,
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(1),
             stats: Arc::default(),
         }
     }
