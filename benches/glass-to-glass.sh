@@ -11,6 +11,7 @@
 # Env: ROUNDS=3 ROUND_S=15 UGC_BIN=... (default: release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 ROUND_S=${ROUND_S:-15}
@@ -31,7 +32,6 @@ trap cleanup EXIT
 scripts/install-deps.sh browser >/dev/null
 (cd tests/browser && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
-port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, int(sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 RTMP=$(port 1); HTTP=$(port 1); SRT=$(port 2)
 UGC_ADMIN_TOKEN=$TOKEN UGC_LOG=warn "$UGC_BIN" --data "$WORK/data" --rtmp 127.0.0.1:$RTMP \
   --http 127.0.0.1:$HTTP --srt 127.0.0.1:$SRT --whip-udp 127.0.0.1:0 \

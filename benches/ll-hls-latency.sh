@@ -14,6 +14,7 @@
 # Env: PLAY_S=20 FANOUT=1000 FANOUT_S=15 UGC_BIN=... (default: release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 PLAY_S=${PLAY_S:-20}
 FANOUT=${FANOUT:-1000}
@@ -24,7 +25,6 @@ FANOUT_BIN=$TARGET/release/ll_fanout
 NGINX_MOD=/usr/lib/nginx/modules/ngx_rtmp_module.so
 WORK=$(mktemp -d /tmp/ugc-llbench.XXXXXX)
 chmod 755 "$WORK"
-HZ=$(getconf CLK_TCK)
 PIDS=()
 TOKEN=bench-admin-token-0123456789
 
@@ -42,7 +42,6 @@ for c in ffmpeg nginx node python3; do command -v $c >/dev/null || { echo "missi
 [ -e "$NGINX_MOD" ] || { echo "missing libnginx-mod-rtmp" >&2; exit 1; }
 [ -d tests/browser/node_modules/hls.js ] || (cd tests/browser && npm ci --no-audit --no-fund >/dev/null)
 
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 start_ugc() { # name rtmp http part_ms
   # Each server gets its own SRT port (the default 9000 can be bound once).

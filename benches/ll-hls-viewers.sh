@@ -12,6 +12,7 @@
 # Env: N=5000 SECONDS_RUN=30 BITRATE=400k UGC_BIN=... (default: release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 N=${N:-5000}
 SECONDS_RUN=${SECONDS_RUN:-30}
@@ -23,7 +24,6 @@ MEDIA=${TMPDIR:-/tmp}/ugc-test-media
 CLIP=$MEDIA/viewers_426x240_30fps_1sgop_${BITRATE}_20s.mp4
 WORK=$(mktemp -d /tmp/ugc-viewers.XXXXXX)
 TOKEN=bench-admin-token-0123456789abcdef
-HZ=$(getconf CLK_TCK)
 PIDS=()
 
 cleanup() {
@@ -68,7 +68,6 @@ URL=http://127.0.0.1:18160/live/viewers/mono.m3u8
 for _ in $(seq 1 100); do curl -sf -o /dev/null "$URL" && break; sleep 0.2; done
 sleep 3
 
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 rss_mb() { awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }
 echo "ugc-server before: RSS $(rss_mb $UGC_PID) MB, fds $(ls /proc/$UGC_PID/fd | wc -l)"
 t0=$(ticks $UGC_PID)

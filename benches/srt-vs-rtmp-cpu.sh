@@ -7,6 +7,7 @@
 # Env: N=4 WINDOW=15 WARMUP=5 UGC_BIN=... (default: release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 N=${N:-4}
 WINDOW=${WINDOW:-15}
@@ -16,7 +17,6 @@ UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
 WORK=$(mktemp -d /tmp/ugc-srt-bench.XXXXXX)
 MEDIA_DIR=${TMPDIR:-/tmp}/ugc-test-media
 CLIP=$MEDIA_DIR/bench_720p30_1500k_aac_20s.mp4
-HZ=$(getconf CLK_TCK)
 TOKEN=bench-admin-token-0123456789abcdef
 PIDS=()
 SERVER=
@@ -39,8 +39,6 @@ if [ ! -f "$CLIP" ]; then
   mv "$CLIP.tmp.mp4" "$CLIP"
 fi
 
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, int(sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 
 run_case() { # $1 = rtmp | srt | srt-aes
   local how=$1 rtmp http srt

@@ -14,6 +14,7 @@
 #      UGC_BIN=... (default: release build), VIEWERS_BIN=... (same)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 COUNTS=${COUNTS:-25 50 100}
 WINDOW=${WINDOW:-20}
@@ -23,7 +24,6 @@ TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
 VIEWERS_BIN=${VIEWERS_BIN:-$TARGET/release/whep_viewers}
 WORK=$(mktemp -d /tmp/ugc-whep-bench.XXXXXX)
-HZ=$(getconf CLK_TCK)
 TOKEN=bench-admin-token-0123456789abcdef
 PUBLISHER=
 SERVER=
@@ -42,8 +42,6 @@ done
 FFMPEG9=$(python3 -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())') ||
   { echo "imageio-ffmpeg missing: scripts/install-deps.sh" >&2; exit 1; }
 
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, int(sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 
 RTMP=$(port 1); HTTP=$(port 1); SRT=$(port 2)
 UGC_ADMIN_TOKEN=$TOKEN UGC_LOG=warn "$UGC_BIN" --data "$WORK/data" --rtmp 127.0.0.1:$RTMP \

@@ -11,6 +11,7 @@
 #      UGC_BIN=... (default: release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 N=${N:-1}
 WINDOW=${WINDOW:-20}
@@ -20,7 +21,6 @@ HEIGHT=${HEIGHT:-360}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
 WORK=$(mktemp -d /tmp/ugc-whip-bench.XXXXXX)
-HZ=$(getconf CLK_TCK)
 TOKEN=bench-admin-token-0123456789abcdef
 PIDS=()
 SERVER=
@@ -37,8 +37,6 @@ trap cleanup EXIT
 scripts/install-deps.sh browser >/dev/null
 (cd tests/browser && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, int(sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 
 start_server() {
   local rtmp srt

@@ -1,0 +1,44 @@
+# Shell helpers of the benches/ scripts: source it (`. benches/lib.sh`).
+
+HZ=$(getconf CLK_TCK)
+
+# CPU ticks (user + system) of process $1 so far.
+ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# Resident memory of process $1 in KiB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# A free port on loopback: $1 = 1 for TCP, 2 for UDP.
+free_port() {
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, int(sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
+}
+
+# Waits up to 10 s for an HTTP server on 127.0.0.1:$1 to answer.
+wait_http() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/metrics" && return
+    sleep 0.1
+  done
+  echo "nothing answers HTTP on port $1" >&2
+  return 1
+}
+
+# A test clip (testsrc2 + a 440 Hz tone, H.264 veryfast CBR-ish + AAC 128k,
+# 2 s GOP), made once in $TMPDIR/ugc-test-media: size, fps, video bitrate,
+# seconds. Prints its path.
+bench_clip() {
+  local dir=${TMPDIR:-/tmp}/ugc-test-media
+  local clip=$dir/bench_${1}_${2}fps_${3}_aac_${4}s.mp4
+  mkdir -p "$dir"
+  if [ ! -f "$clip" ]; then
+    ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=$1:rate=$2" \
+      -f lavfi -i "sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo" -t "$4" \
+      -c:v libx264 -preset veryfast -b:v "$3" -maxrate "$3" -bufsize "$3" -g $(($2 * 2)) \
+      -keyint_min $(($2 * 2)) -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 128k "$clip.tmp.mp4"
+    mv "$clip.tmp.mp4" "$clip"
+  fi
+  echo "$clip"
+}
+
+# The older name of free_port.
+port() { free_port "$@"; }
