@@ -30,6 +30,9 @@ mod node;
 #[path = "../role-common/webrtc.rs"]
 mod webrtc;
 
+/// How often the control plane's topology is asked for again.
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(2);
+
 /// WHIP's UDP address unless --whip-udp says another.
 const DEFAULT_WEBRTC_UDP: &str = "0.0.0.0:8189";
 
@@ -42,7 +45,7 @@ use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
-use ugc_proto::relay::push::{RelayPushStats, push_all_with_stats};
+use ugc_proto::relay::push::{RelayPushStats, push_all_following};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 use ugc_proto::rtmp::restream::Restreams;
 use ugc_proto::srt::server::SrtStatsRegistry;
@@ -208,16 +211,20 @@ async fn main() -> anyhow::Result<()> {
         Default::default(),
         restreams.clone(),
     ));
+    // Where streams go: --push-to, else the control plane's topology,
+    // followed while the node runs (origins come and go).
     let targets = match flags.push_to {
-        t if t.is_empty() => Topology::fetch(&flags.control_url, &token)
+        t if t.is_empty() => {
+            Topology::follow(&flags.control_url, &token, TOPOLOGY_EVERY, |t| {
+                t.publish_targets().to_vec()
+            })
             .await
-            .publish_targets()
-            .to_vec(),
-        t => t,
+        }
+        t => tokio::sync::watch::channel(t).1,
     };
-    info!(?targets, "pushing every stream");
+    info!(targets = ?*targets.borrow(), "pushing every stream");
     let pushed = Arc::new(RelayPushStats::default());
-    tokio::spawn(push_all_with_stats(
+    tokio::spawn(push_all_following(
         hub.clone(),
         targets,
         token.clone(),

@@ -122,13 +122,20 @@ async fn main() -> anyhow::Result<()> {
         settings.subscribe_changes(),
         registry.clone(),
     ));
+    // Where renditions go: --push-to, else the control plane's origins,
+    // followed while the node runs.
     let targets = match flags.push_to {
-        t if t.is_empty() => Topology::fetch(&flags.control_url, &token).await.origins,
-        t => t,
+        t if t.is_empty() => {
+            Topology::follow(&flags.control_url, &token, Duration::from_secs(2), |t| {
+                t.origins.clone()
+            })
+            .await
+        }
+        t => tokio::sync::watch::channel(t).1,
     };
-    info!(?targets, "pushing every stream");
+    info!(targets = ?*targets.borrow(), "pushing every stream");
     let pushed = Arc::new(RelayPushStats::default());
-    let follower = LeaseFollower::new(hub.clone(), targets, token.clone(), pushed.clone());
+    let follower = LeaseFollower::following(hub.clone(), targets, token.clone(), pushed.clone());
     tokio::spawn(follower.clone().push_all());
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));

@@ -43,11 +43,13 @@ use crate::ControlPlane;
 use crate::error::{Error, Result};
 use crate::plane::{ChangeKind, StreamChange};
 
-/// Where media nodes send streams: the control plane's static choice
-/// (`[cluster]` in ugc-server's configuration file), answered by
-/// `GET /api/v1/node/topology` (node or admin token), so that no node's
-/// configuration lists the others. Least-loaded assignment and failover
-/// are the cluster's (node registry and leases).
+/// Where media nodes send streams: the control plane's choice (`[cluster]`
+/// in ugc-server's configuration file, `--transcoders`/`--origins` of
+/// ugc-control; with no origins named, the registry's origins that are not
+/// down), answered by `GET /api/v1/node/topology` (node or admin token) and
+/// followed by the nodes ([`Topology::follow`]), so that no node's
+/// configuration lists the others. Transcode jobs go by leases when no
+/// transcoder is named.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
@@ -86,24 +88,77 @@ impl Topology {
     /// `GET /api/v1/node/topology` of the control plane at `url`, retried
     /// every second until it answers (it may start after the node).
     pub async fn fetch(url: &str, token: &str) -> Topology {
-        let uri = format!("{}/api/v1/node/topology", url.trim_end_matches('/'));
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let client = topology_client();
         loop {
-            let attempt = async {
-                let auth = format!("Bearer {token}");
-                let body = get_bounded(&client, uri.as_str(), &auth, MAX_ANSWER).await?;
-                let t: Topology = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-                t.check().map(|()| t)
-            };
-            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-                Ok(Ok(t)) => return t,
-                Ok(Err(why)) => tracing::warn!(error = %why, "cluster topology; retrying"),
-                Err(_) => tracing::warn!("cluster topology: timed out; retrying"),
+            match Self::fetch_once(&client, url, token).await {
+                Ok(t) => return t,
+                Err(why) => tracing::warn!(error = %why, "cluster topology; retrying"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+
+    async fn fetch_once(
+        client: &Client<HttpConnector, Full<Bytes>>,
+        url: &str,
+        token: &str,
+    ) -> std::result::Result<Topology, String> {
+        let uri = format!("{}/api/v1/node/topology", url.trim_end_matches('/'));
+        let attempt = async {
+            let auth = format!("Bearer {token}");
+            let body = get_bounded(client, uri.as_str(), &auth, MAX_ANSWER).await?;
+            let t: Topology = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            t.check().map(|()| t)
+        };
+        tokio::time::timeout(Duration::from_secs(5), attempt)
+            .await
+            .map_err(|_| "timed out".to_owned())?
+    }
+
+    /// Follows the control plane's topology: `pick`ed from its first answer
+    /// ([`fetch`](Self::fetch)), then from an answer every `every` (a
+    /// failed one keeps the last), for as long as a receiver lives. Where a
+    /// node sends its streams changes while it runs: origins that register
+    /// or go down (a control plane that names none answers its live
+    /// origins), a topology edited and the control plane restarted.
+    pub async fn follow(
+        url: &str,
+        token: &str,
+        every: Duration,
+        pick: fn(&Topology) -> Vec<String>,
+    ) -> tokio::sync::watch::Receiver<Vec<String>> {
+        let first = pick(&Self::fetch(url, token).await);
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        let (url, token) = (url.to_owned(), token.to_owned());
+        tokio::spawn(async move {
+            let client = topology_client();
+            loop {
+                tokio::time::sleep(every).await;
+                if tx.is_closed() {
+                    return;
+                }
+                match Self::fetch_once(&client, &url, &token).await {
+                    Ok(t) => {
+                        let want = pick(&t);
+                        tx.send_if_modified(|have| {
+                            let changed = *have != want;
+                            if changed {
+                                tracing::info!(targets = ?want, "cluster topology changed");
+                                *have = want;
+                            }
+                            changed
+                        });
+                    }
+                    Err(why) => tracing::debug!(error = %why, "cluster topology; keeping the last"),
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn topology_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
 /// `GET /api/v1/node/topology`.
@@ -111,7 +166,32 @@ pub(crate) async fn get_topology(State(cp): State<ControlPlane>, headers: Header
     if let Err(e) = crate::provision::node_auth(&cp, &headers).await {
         return e.into_response();
     }
-    axum::Json(cp.inner.topology.clone()).into_response()
+    let mut t = cp.inner.topology.clone();
+    // Origins named nowhere: those of the registry that are not down, so
+    // an origin that registers gets every stream and one that is down none.
+    if t.origins.is_empty() {
+        let mut live: Vec<String> = cp
+            .nodes()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| {
+                n.role == crate::registry::NodeRole::Origin
+                    && n.state != crate::registry::NodeState::Down
+            })
+            .map(|n| n.url)
+            .filter(|url| {
+                let one = Topology {
+                    transcoders: Vec::new(),
+                    origins: vec![url.clone()],
+                };
+                one.check().is_ok()
+            })
+            .collect();
+        live.sort();
+        t.origins = live;
+    }
+    axum::Json(t).into_response()
 }
 
 /// The body of `POST /api/v1/node/publish`.

@@ -1470,3 +1470,50 @@ fn a_killed_relay_node_comes_back_and_the_origin_resumes() {
         archived.text()
     );
 }
+
+/// No node's configuration lists another, not even the control plane's:
+/// with no origins named, its topology answers the origins of the registry,
+/// and a publishing node follows it while it runs. Two origins started one
+/// after the other, while ffmpeg publishes, each get the stream by
+/// themselves.
+#[test]
+fn origins_that_register_later_get_every_stream() {
+    let control = Control::dedicated();
+    let key = control.create_stream(r#"{"name": "late"}"#);
+    let (publish, rtmp) = start_publish(&control, None);
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    let live = || {
+        let r = http_send(
+            control.http,
+            "GET",
+            "/api/v1/streams/late",
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        r.text().contains("\"live\":true")
+    };
+    wait_until(Duration::from_secs(15), live).expect("the publishing node reports the stream");
+    let mut origins = Vec::new();
+    for _ in 0..2 {
+        let http = addr();
+        let started = std::time::Instant::now();
+        let origin = start_origin(&control, http);
+        let got = wait_until(Duration::from_secs(20), || {
+            parse_media_playlist(&http_get(http, "/live/late/mono.m3u8").text()).len() >= 2
+        })
+        .map(|_| started.elapsed())
+        .unwrap_or_else(|| {
+            panic!(
+                "the origin never got the stream\n{}\n{}",
+                origin.0.log(),
+                publish.log()
+            )
+        });
+        eprintln!(
+            "origin {} started: two segments of the stream after {:.2} s",
+            origins.len() + 1,
+            got.as_secs_f64()
+        );
+        origins.push(origin);
+    }
+}

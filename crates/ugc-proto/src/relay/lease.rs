@@ -22,12 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use ugc_core::metrics::{Exposition, Kind};
 use ugc_core::{Hub, Source, StreamPath};
 
 use super::puller::{PullConfig, RelayPuller};
-use super::push::{PushConfig, RelayPushStats, RelayPusher};
+use super::push::{Pushes, RelayPushStats};
 
 /// One lease as the control plane gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +49,16 @@ pub struct LeaseFollower {
 
 struct Inner {
     hub: Hub,
-    targets: Vec<String>,
+    targets: watch::Receiver<Vec<String>>,
+    /// The sender of targets that never change ([`LeaseFollower::new`]).
+    _fixed: Option<watch::Sender<Vec<String>>>,
     token: String,
     stats: Arc<RelayPushStats>,
     /// A lease answer came: push only what is leased.
     leasing: AtomicBool,
     held: Mutex<HashMap<StreamPath, Held>>,
+    /// Pushes of streams no lease covers (before the first lease answer).
+    loose: Mutex<Pushes>,
     gained: AtomicU64,
     lost: AtomicU64,
 }
@@ -62,22 +67,20 @@ struct Held {
     epoch: u64,
     source: String,
     pull: AbortHandle,
-    pushes: Vec<AbortHandle>,
+    /// Cut when dropped.
+    pushes: Pushes,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         self.pull.abort();
-        for p in &self.pushes {
-            p.abort();
-        }
     }
 }
 
 impl std::fmt::Debug for LeaseFollower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseFollower")
-            .field("targets", &self.inner.targets)
+            .field("targets", &*self.inner.targets.borrow())
             .field("held", &self.held())
             .finish_non_exhaustive()
     }
@@ -92,11 +95,36 @@ impl LeaseFollower {
         token: impl Into<String>,
         stats: Arc<RelayPushStats>,
     ) -> Self {
+        let (fixed, targets) = watch::channel(targets);
+        Self::build(hub, targets, Some(fixed), token.into(), stats)
+    }
+
+    /// [`new`](Self::new) with targets that change while it runs (the
+    /// control plane's topology): a target that appears gets the held
+    /// streams' renditions, one that goes away has its pushes cut.
+    pub fn following(
+        hub: Hub,
+        targets: watch::Receiver<Vec<String>>,
+        token: impl Into<String>,
+        stats: Arc<RelayPushStats>,
+    ) -> Self {
+        Self::build(hub, targets, None, token.into(), stats)
+    }
+
+    fn build(
+        hub: Hub,
+        targets: watch::Receiver<Vec<String>>,
+        fixed: Option<watch::Sender<Vec<String>>>,
+        token: String,
+        stats: Arc<RelayPushStats>,
+    ) -> Self {
         LeaseFollower {
             inner: Arc::new(Inner {
                 hub,
                 targets,
-                token: token.into(),
+                _fixed: fixed,
+                loose: Mutex::new(Pushes::default()),
+                token,
                 stats,
                 leasing: AtomicBool::new(false),
                 held: Mutex::new(HashMap::new()),
@@ -153,9 +181,6 @@ impl LeaseFollower {
                     }
                     if h.epoch != l.epoch {
                         tracing::info!(stream = %l.stream, epoch = l.epoch, "lease epoch changed");
-                        for p in h.pushes.drain(..) {
-                            p.abort();
-                        }
                         h.epoch = l.epoch;
                         h.pushes = self.push_renditions(&l.stream, l.epoch);
                     }
@@ -220,64 +245,130 @@ impl LeaseFollower {
         .abort_handle()
     }
 
-    /// Pushes of the renditions of `root` the Hub has now.
-    fn push_renditions(&self, root: &StreamPath, epoch: u64) -> Vec<AbortHandle> {
+    /// Pushes of the renditions of `root` the Hub has now, to every target.
+    fn push_renditions(&self, root: &StreamPath, epoch: u64) -> Pushes {
+        let mut pushes = Pushes::default();
+        let targets = self.inner.targets.borrow().clone();
+        for s in self.renditions(root) {
+            for t in &targets {
+                pushes.start(
+                    &self.inner.hub,
+                    &s,
+                    t,
+                    epoch,
+                    &self.inner.token,
+                    &self.inner.stats,
+                );
+            }
+        }
+        pushes
+    }
+
+    /// The renditions of `root` in the Hub.
+    fn renditions(&self, root: &StreamPath) -> Vec<StreamPath> {
         self.inner
             .hub
             .stream_names()
             .into_iter()
             .filter(|s| !s.is_source() && s.source() == *root)
-            .flat_map(|s| self.spawn_pushes(&s, epoch))
             .collect()
     }
 
-    fn spawn_pushes(&self, stream: &StreamPath, epoch: u64) -> Vec<AbortHandle> {
-        let mut out = Vec::new();
-        for target in &self.inner.targets {
-            let Some(reader) = self.inner.hub.subscribe_existing(stream) else {
-                continue;
-            };
-            let pusher = RelayPusher::new(PushConfig {
-                epoch,
-                stats: self.inner.stats.clone(),
-                ..PushConfig::new(target, stream.clone(), &self.inner.token)
-            });
-            let (stream, target) = (stream.clone(), target.clone());
-            let task = tokio::spawn(async move {
-                match ugc_core::pump(reader, ugc_core::Passthrough, pusher).await {
-                    Ok(()) => tracing::info!(%stream, %target, "relay push ended with the stream"),
-                    Err(e) => tracing::warn!(%stream, %target, error = %e, "relay push failed"),
-                }
-            });
-            out.push(task.abort_handle());
-        }
-        out
+    fn push(&self, pushes: &mut Pushes, stream: &StreamPath, target: &str, epoch: u64) {
+        let (hub, token, stats) = (&self.inner.hub, &self.inner.token, &self.inner.stats);
+        pushes.start(hub, stream, target, epoch, token, stats);
     }
 
     /// The node's push loop (see the module doc); runs until the Hub is
     /// gone.
     pub async fn push_all(self) {
         let mut watch = self.inner.hub.watch();
-        while let Some(stream) = watch.next().await {
-            let root = stream.source();
-            let mut held = self.lock();
-            match held.get_mut(&root) {
-                Some(_) if stream.is_source() => {} // the origins have it
-                Some(h) => {
-                    let epoch = h.epoch;
-                    h.pushes.retain(|p| !p.is_finished());
-                    let new = self.spawn_pushes(&stream, epoch);
-                    h.pushes.extend(new);
+        let mut targets = self.inner.targets.clone();
+        let mut current = targets.borrow_and_update().clone();
+        let mut following = true;
+        loop {
+            tokio::select! {
+                stream = watch.next() => {
+                    let Some(stream) = stream else { return };
+                    self.pushes_of(&stream, &current);
                 }
-                None if self.inner.leasing.load(Ordering::Relaxed) => {}
-                None => {
-                    drop(held);
-                    for p in self.spawn_pushes(&stream, 0) {
-                        drop(p); // runs with the stream
+                changed = targets.changed(), if following => {
+                    if changed.is_err() {
+                        following = false; // the last targets stay
+                        continue;
                     }
+                    let new = targets.borrow_and_update().clone();
+                    self.retarget(&current, &new);
+                    current = new;
                 }
             }
         }
+    }
+
+    /// A stream appeared in the Hub: its pushes to `targets`.
+    fn pushes_of(&self, stream: &StreamPath, targets: &[String]) {
+        let root = stream.source();
+        let mut held = self.lock();
+        match held.get_mut(&root) {
+            Some(_) if stream.is_source() => {} // the origins have it
+            Some(h) => {
+                let epoch = h.epoch;
+                let mut pushes = std::mem::take(&mut h.pushes);
+                pushes.tidy();
+                for t in targets {
+                    self.push(&mut pushes, stream, t, epoch);
+                }
+                h.pushes = pushes;
+            }
+            None if self.inner.leasing.load(Ordering::Relaxed) => {}
+            None => {
+                drop(held);
+                let mut loose = self.loose();
+                loose.tidy();
+                for t in targets {
+                    self.push(&mut loose, stream, t, 0);
+                }
+            }
+        }
+    }
+
+    /// The targets went from `old` to `new`: pushes to those gone are cut,
+    /// those added get what this node sends.
+    fn retarget(&self, old: &[String], new: &[String]) {
+        let added: Vec<&String> = new.iter().filter(|t| !old.contains(t)).collect();
+        let mut held = self.lock();
+        for (root, h) in held.iter_mut() {
+            let epoch = h.epoch;
+            let mut pushes = std::mem::take(&mut h.pushes);
+            pushes.stop_except(new);
+            for s in self.renditions(root) {
+                for t in &added {
+                    self.push(&mut pushes, &s, t, epoch);
+                }
+            }
+            h.pushes = pushes;
+        }
+        let roots: Vec<StreamPath> = held.keys().cloned().collect();
+        drop(held);
+        let mut loose = self.loose();
+        loose.stop_except(new);
+        if !self.inner.leasing.load(Ordering::Relaxed) {
+            for s in self.inner.hub.stream_names() {
+                if roots.contains(&s.source()) {
+                    continue;
+                }
+                for t in &added {
+                    self.push(&mut loose, &s, t, 0);
+                }
+            }
+        }
+    }
+
+    fn loose(&self) -> MutexGuard<'_, Pushes> {
+        self.inner
+            .loose
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `ugc_transcode_leases` (held now), `..._gained_total`,

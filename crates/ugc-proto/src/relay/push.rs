@@ -423,23 +423,110 @@ pub async fn push_all_with_stats(
     token: String,
     stats: Arc<RelayPushStats>,
 ) {
+    let (keep, targets) = tokio::sync::watch::channel(targets);
+    push_all_following(hub, targets, token, stats).await;
+    drop(keep);
+}
+
+/// [`push_all_with_stats`] to targets that change while it runs (the
+/// control plane's topology, `ugc_auth::node::Topology::follow`): a target
+/// that appears gets a push of every stream the Hub has, one that goes
+/// away has its pushes cut.
+pub async fn push_all_following(
+    hub: ugc_core::Hub,
+    mut targets: tokio::sync::watch::Receiver<Vec<String>>,
+    token: String,
+    stats: Arc<RelayPushStats>,
+) {
+    let mut pushes = Pushes::default();
+    let mut current = targets.borrow_and_update().clone();
+    let mut following = true;
     let mut watch = hub.watch();
-    while let Some(stream) = watch.next().await {
-        for target in &targets {
-            let Some(reader) = hub.subscribe_existing(&stream) else {
-                continue;
-            };
-            let pusher = RelayPusher::new(PushConfig {
-                stats: stats.clone(),
-                ..PushConfig::new(target, stream.clone(), &token)
-            });
-            let (stream, target) = (stream.clone(), target.clone());
-            tokio::spawn(async move {
-                match ugc_core::pump(reader, ugc_core::Passthrough, pusher).await {
-                    Ok(()) => tracing::info!(%stream, %target, "relay push ended with the stream"),
-                    Err(e) => tracing::warn!(%stream, %target, error = %e, "relay push failed"),
+    loop {
+        tokio::select! {
+            stream = watch.next() => {
+                let Some(stream) = stream else { return };
+                pushes.tidy();
+                for target in &current {
+                    pushes.start(&hub, &stream, target, 0, &token, &stats);
                 }
-            });
+            }
+            changed = targets.changed(), if following => {
+                if changed.is_err() {
+                    following = false; // the last targets stay
+                    continue;
+                }
+                let new = targets.borrow_and_update().clone();
+                pushes.stop_except(&new);
+                for target in new.iter().filter(|t| !current.contains(t)) {
+                    for stream in hub.stream_names() {
+                        pushes.start(&hub, &stream, target, 0, &token, &stats);
+                    }
+                }
+                current = new;
+            }
+        }
+    }
+}
+
+/// Running pushes by stream and target, cut when dropped.
+#[derive(Default)]
+pub(crate) struct Pushes(std::collections::HashMap<(StreamPath, String), tokio::task::AbortHandle>);
+
+impl Pushes {
+    /// Forgets pushes that ended with their stream.
+    pub(crate) fn tidy(&mut self) {
+        self.0.retain(|_, h| !h.is_finished());
+    }
+
+    /// Pushes `stream` to `target` under `epoch` (nothing when the Hub has
+    /// no such stream). A push there of an earlier stream of that name is
+    /// left to end with it.
+    pub(crate) fn start(
+        &mut self,
+        hub: &ugc_core::Hub,
+        stream: &StreamPath,
+        target: &str,
+        epoch: u64,
+        token: &str,
+        stats: &Arc<RelayPushStats>,
+    ) {
+        let key = (stream.clone(), target.to_owned());
+        let Some(reader) = hub.subscribe_existing(stream) else {
+            return;
+        };
+        let pusher = RelayPusher::new(PushConfig {
+            epoch,
+            stats: stats.clone(),
+            ..PushConfig::new(target, stream.clone(), token)
+        });
+        let (stream, target) = key.clone();
+        let task = tokio::spawn(async move {
+            match ugc_core::pump(reader, ugc_core::Passthrough, pusher).await {
+                Ok(()) => tracing::info!(%stream, %target, "relay push ended with the stream"),
+                Err(e) => tracing::warn!(%stream, %target, error = %e, "relay push failed"),
+            }
+        });
+        self.0.insert(key, task.abort_handle());
+    }
+
+    /// Cuts the pushes to targets not in `keep`.
+    pub(crate) fn stop_except(&mut self, keep: &[String]) {
+        self.0.retain(|(stream, target), h| {
+            let stays = keep.contains(target);
+            if !stays {
+                tracing::info!(%stream, %target, "relay push stopped: the target left the topology");
+                h.abort();
+            }
+            stays
+        });
+    }
+}
+
+impl Drop for Pushes {
+    fn drop(&mut self) {
+        for h in self.0.values() {
+            h.abort();
         }
     }
 }
