@@ -192,6 +192,10 @@ fn start_publish_with(
     if !extra.iter().any(|a| a == "--http") {
         args.extend(["--http".into(), addr().to_string()]);
     }
+    if extra.iter().any(|a| a == "--srt") {
+        let at = args.iter().position(|a| a == "--srt").unwrap();
+        args.drain(at..at + 2);
+    }
     // A port of its own: the default one may be another test's.
     if !extra.iter().any(|a| a == "--whip-udp") {
         args.extend(["--whip-udp".into(), "127.0.0.1:0".into()]);
@@ -603,7 +607,12 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
     .unwrap();
     let config = config.to_str().unwrap();
     let control = Control::start(&["--config", config]);
-    let key = control.create_stream(r#"{"name": "ladder", "transcode": "small"}"#);
+    let key = control.create_stream(r#"{"name": "ladder", "transcode": "small", "dvr_hours": 1}"#);
+    let from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
     let (origin, _origin_data) = start_origin(&control, origin_http);
     let transcode = Node::start(
         env!("CARGO_BIN_EXE_ugc-transcode"),
@@ -617,9 +626,29 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
         ],
     );
     wait_until(Duration::from_secs(10), || listening(transcode_http)).expect("transcoder listens");
-    let (publish, rtmp) = start_publish(&control, None);
+    // Over SRT (the RTMP way in is every other test's).
+    let srt = format!("127.0.0.1:{}", free_udp_port());
+    let (publish, _) = start_publish_with(&control, None, &["--srt".into(), srt.clone()]);
     let clip = test_clip(320, 240, 20, 400);
-    let _ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
+    let _ffmpeg = Proc(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-i",
+            ])
+            .arg(&clip)
+            .args(["-c", "copy", "-f", "mpegts"])
+            .arg(format!("srt://{srt}?streamid=#!::r=live/{key},m=publish"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ffmpeg"),
+    );
     let mut master = String::new();
     wait_until(Duration::from_secs(30), || {
         master = http_get(origin_http, "/live/ladder/index.m3u8").text();
@@ -646,6 +675,35 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
             "{rendition}: {lines:?}"
         );
     }
+    // LL-HLS parts, and segments cut at the same keyframes in both
+    // renditions (the same msn has the same duration).
+    let rungs = ["240p", "144p"]
+        .map(|r| http_get(origin_http, &format!("/live/ladder/{r}/mono.m3u8")).text());
+    assert!(rungs[0].contains("#EXT-X-PART:"), "{}", rungs[0]);
+    let [a, b] = rungs.map(|p| parse_media_playlist(&p));
+    let mut common = 0;
+    for x in &a {
+        if let Some(y) = b.iter().find(|y| y.msn == x.msn) {
+            assert!(
+                (x.duration - y.duration).abs() < 0.002,
+                "msn {}: {} s vs {} s",
+                x.msn,
+                x.duration,
+                y.duration
+            );
+            common += 1;
+        }
+    }
+    assert!(common >= 2, "{a:?}\n{b:?}");
+    // The origin's DVR records every rendition: its archive playlist of
+    // the event is multivariant over both.
+    let archived = http_get(origin_http, &format!("/live/ladder/index-{from}-now.m3u8"));
+    assert_eq!(archived.status, 200, "{}", archived.text());
+    let archived = archived.text();
+    assert!(
+        archived.contains("240p/index-") && archived.contains("144p/index-"),
+        "{archived}"
+    );
 }
 
 /// The transcoding nodes whose registry entries carry Hub stream `stream`
