@@ -96,10 +96,10 @@ start origin ugc-origin --control-url "http://127.0.0.1:$control" --http "0.0.0.
   --whep-udp "0.0.0.0:$whep_udp"
 start transcode ugc-transcode --control-url "http://127.0.0.1:$control" \
   --http "0.0.0.0:$transcode" --config "$data/ugc.toml" --public-host "$host" \
-  --node-id transcode-1
+  --data "$data/transcode" --node-id transcode-1
 start publish ugc-publish --control-url "http://127.0.0.1:$control" --http "0.0.0.0:$publish_http" \
   --rtmp "0.0.0.0:$rtmp" --srt "0.0.0.0:$srt" --whip-udp "0.0.0.0:$whip_udp" \
-  --public-host "$host" --node-id publish-1
+  --public-host "$host" --data "$data/publish" --node-id publish-1
 for p in "$origin" "$transcode" "$publish_http"; do
   wait_http "$p" "$(case $p in "$origin") echo origin ;; "$transcode") echo transcode ;; *) echo publish ;; esac)"
 done

@@ -14,13 +14,46 @@ pub struct NodeFlags {
     /// (default: the source address of a route to the Internet).
     #[arg(long, env = "UGC_PUBLIC_HOST")]
     pub public_host: Option<String>,
-    /// This node's id in the registry (default: `<role>-<host>-<http port>`).
+    /// This node's id in the registry (default: the one `--data` keeps,
+    /// else `<role>-<host>-<http port>`, kept there).
     #[arg(long, env = "UGC_NODE_ID")]
     pub node_id: Option<String>,
     /// Streams this node takes at most; publish URLs go to the node with the
     /// most room (0: not declared, counted as 100).
     #[arg(long, env = "UGC_CAPACITY", default_value_t = 0)]
     pub capacity: u32,
+}
+
+/// The node's id: `--node-id`, else the one `data/node-id` keeps, else
+/// `<role>-<host>-<http port>`, then kept there when there is a data
+/// directory, so that the registry and the leases know the node again after
+/// a restart on another address.
+pub fn node_id(
+    flags: &NodeFlags,
+    data: Option<&std::path::Path>,
+    role: NodeRole,
+    host: &str,
+    http_port: u16,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    if let Some(id) = &flags.node_id {
+        return Ok(id.clone());
+    }
+    let Some(data) = data else {
+        return Ok(default_node_id(role, host, http_port));
+    };
+    let file = data.join("node-id");
+    if let Ok(kept) = std::fs::read_to_string(&file) {
+        let kept = kept.trim();
+        if !kept.is_empty() {
+            return Ok(kept.to_owned());
+        }
+    }
+    let id = default_node_id(role, host, http_port);
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    std::fs::write(&file, format!("{id}\n"))
+        .with_context(|| format!("keeping the node id in {}", file.display()))?;
+    Ok(id)
 }
 
 /// Where the node listens, as the registry shows it.
@@ -38,6 +71,7 @@ pub struct Listening {
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_heartbeat(
     flags: &NodeFlags,
+    data: Option<&std::path::Path>,
     role: NodeRole,
     control_url: &str,
     token: &str,
@@ -60,10 +94,7 @@ pub fn spawn_heartbeat(
         http_base: None,
         rtmps_port: at.rtmps.map(|a| a.port()),
     };
-    let id = flags
-        .node_id
-        .clone()
-        .unwrap_or_else(|| default_node_id(role, &host, at.http.port()));
+    let id = node_id(flags, data, role, &host, at.http.port())?;
     let template = NodeBeat {
         id,
         role,

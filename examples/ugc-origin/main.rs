@@ -58,7 +58,7 @@ struct Flags {
     /// HTTP listen address (HLS, DVR, relay, `/metrics`).
     #[arg(long, env = "UGC_HTTP", default_value = "0.0.0.0:8082")]
     http: SocketAddr,
-    /// Data directory (the DVR archive).
+    /// Data directory (the DVR archive, the node's id).
     #[arg(long, env = "UGC_DATA", default_value = "data-origin")]
     data: PathBuf,
     /// Target HLS segment duration in milliseconds.
@@ -269,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
     let served = relay.clone();
     node::spawn_heartbeat(
         &flags.node,
+        Some(&flags.data),
         NodeRole::Origin,
         &flags.control_url,
         &token,

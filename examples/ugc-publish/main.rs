@@ -105,6 +105,10 @@ struct Flags {
     /// Seconds a stream survives without a publisher.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
+    /// Data directory: the node's id is kept there across restarts (on
+    /// another address too). Without one the id follows the address.
+    #[arg(long, env = "UGC_DATA")]
+    data: Option<std::path::PathBuf>,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -241,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
     let served = relay.clone();
     node::spawn_heartbeat(
         &flags.node,
+        flags.data.as_deref(),
         NodeRole::Publish,
         &flags.control_url,
         &token,

@@ -78,6 +78,10 @@ struct Flags {
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
+    /// Data directory: the node's id is kept there across restarts (on
+    /// another address too). Without one the id follows the address.
+    #[arg(long, env = "UGC_DATA")]
+    data: Option<std::path::PathBuf>,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -161,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
     let served = relay.clone();
     node::spawn_heartbeat(
         &flags.node,
+        flags.data.as_deref(),
         NodeRole::Transcode,
         &flags.control_url,
         &token,

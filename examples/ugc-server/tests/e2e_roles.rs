@@ -1575,3 +1575,30 @@ fn origins_that_register_later_get_every_stream() {
         origins.push(origin);
     }
 }
+
+/// A node with a data directory keeps its id there: restarted on other
+/// ports it is the same node in the registry (one entry, its new address),
+/// so leases and placements know it again.
+#[test]
+fn a_node_keeps_its_id_in_its_data_directory() {
+    let control = Control::dedicated();
+    let data = TempDir::new("publish-data");
+    let flags = ["--data".to_owned(), data.path().display().to_string()];
+    let (first, _) = start_publish_with(&control, None, &flags);
+    wait_until(Duration::from_secs(10), || nodes(&control).len() == 1).expect("the node registers");
+    let listed = nodes(&control).remove(0);
+    assert!(listed.0.starts_with("publish-127.0.0.1-"), "{listed:?}");
+    let kept = std::fs::read_to_string(data.path().join("node-id")).unwrap();
+    assert_eq!(kept.trim(), listed.0);
+    drop(first);
+    let (_again, rtmp) = start_publish_with(&control, None, &flags);
+    wait_until(Duration::from_secs(10), || {
+        nodes(&control)
+            .iter()
+            .any(|n| n.3 == u64::from(rtmp.port()))
+    })
+    .expect("the restarted node beats");
+    let now = nodes(&control);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].0, listed.0, "{now:?}");
+}
