@@ -67,6 +67,7 @@ stop_all() {
 cluster() {
   local name=$1 shape=$2 topo=()
   C_HTTP=$(free_port 1) P_RTMP=$(free_port 1) R_HTTP=$(free_port 1) O_HTTP=$(free_port 1)
+  rm -rf "${WORK:?}/$name"
   mkdir -p "$WORK/$name"
   [ "$shape" = relay ] && topo=(--transcoders "http://127.0.0.1:$R_HTTP" --origins "http://127.0.0.1:$O_HTTP")
   UGC_ADMIN_TOKEN=$TOKEN bg control ugc-control --http "127.0.0.1:$C_HTTP" --data "$WORK/$name/control" \
