@@ -16,8 +16,11 @@
 #        the relay costs. Goal: hop <= 0.5x ingest. The relay node's RSS
 #        growth per stream; goal <= 8 MB plus the relay window.
 #
-# Env: N=4 WINDOW=20 WARMUP=8 PLAY_S=30 ROUNDS=2, UGC_BIN_DIR (default: the
-# release build of ugc-server's package).
+# Both parts run for each relay batch of BATCHES (ms, the nodes'
+# --relay-batch-ms: frames sent together, less CPU per hop, more latency).
+#
+# Env: N=4 WINDOW=20 WARMUP=8 PLAY_S=30 ROUNDS=2 BATCHES="0 100",
+# UGC_BIN_DIR (default: the release build of ugc-server's package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -27,6 +30,7 @@ WINDOW=${WINDOW:-20}
 WARMUP=${WARMUP:-8}
 PLAY_S=${PLAY_S:-30}
 ROUNDS=${ROUNDS:-2}
+BATCHES=${BATCHES:-0 100}
 BIN=${UGC_BIN_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}/release}
 WORK=$(mktemp -d /tmp/ugc-relay-hop.XXXXXX)
 TOKEN=bench-admin-token-0123456789abcdef
@@ -63,9 +67,10 @@ stop_all() {
 
 # A cluster "$1": control (naming the relay node and the origin when $2 is
 # relay, nothing when it is none), a publishing node, and with relay the
-# relay node and the origin. Sets C_HTTP, P_RTMP, R_HTTP, O_HTTP.
+# relay node and the origin; relay batches of $3 ms. Sets C_HTTP, P_RTMP,
+# R_HTTP, O_HTTP.
 cluster() {
-  local name=$1 shape=$2 topo=()
+  local name=$1 shape=$2 batch=${3:-0} topo=()
   C_HTTP=$(free_port 1) P_RTMP=$(free_port 1) R_HTTP=$(free_port 1) O_HTTP=$(free_port 1)
   rm -rf "${WORK:?}/$name"
   mkdir -p "$WORK/$name"
@@ -77,23 +82,25 @@ cluster() {
   if [ "$shape" = relay ]; then
     bg origin ugc-origin "${node[@]}" --http "127.0.0.1:$O_HTTP" --data "$WORK/$name/origin" \
       --whep-udp off --web off
-    bg relay ugc-transcode "${node[@]}" --http "127.0.0.1:$R_HTTP"
+    bg relay ugc-transcode "${node[@]}" --http "127.0.0.1:$R_HTTP" --relay-batch-ms "$batch"
     wait_http "$O_HTTP"
     wait_http "$R_HTTP"
   fi
   local p_http
   p_http=$(free_port 1)
   bg publish ugc-publish "${node[@]}" --http "127.0.0.1:$p_http" --rtmp "127.0.0.1:$P_RTMP" \
-    --srt "127.0.0.1:$(free_port 2)" --whip-udp off
+    --srt "127.0.0.1:$(free_port 2)" --whip-udp off --relay-batch-ms "$batch"
   wait_http "$p_http"
 }
 
-echo "== 1. LL-HLS part availability: one process vs publish -> relay -> origin (${PLAY_S}s) =="
+for batch in $BATCHES; do
+echo "== 1. LL-HLS part availability: one process vs publish -> relay -> origin, relay batch ${batch} ms (${PLAY_S}s) =="
 S_HTTP=$(free_port 1) S_RTMP=$(free_port 1)
+rm -rf "$WORK/server"
 UGC_ADMIN_TOKEN=$TOKEN bg server ugc-server --data "$WORK/server" --rtmp "127.0.0.1:$S_RTMP" \
   --http "127.0.0.1:$S_HTTP" --srt "127.0.0.1:$(free_port 2)" --whip-udp off --public-host 127.0.0.1
 wait_http "$S_HTTP"
-cluster avail relay
+cluster avail relay "$batch"
 KEY_S=$(create "$S_HTTP")
 KEY_C=$(create "$C_HTTP")
 ffmpeg -hide_banner -loglevel error -nostdin -re \
@@ -127,6 +134,7 @@ if one.get(k) and hops.get(k):
           f"p95 {hops[k]['p95'] - one[k]['p95']:+.1f} ms (goal p95 <= +50 ms)")
 EOF
 stop_all
+done
 
 echo "== 2. CPU and memory: $N x 1080p30 4.5 Mbit/s, ${WINDOW}s windows, $ROUNDS rounds =="
 streams() { # http port: N streams b1..bN -> their keys, space-separated
@@ -158,27 +166,29 @@ for r in $(seq "$ROUNDS"); do
   sleep "$WINDOW"
   x1=$(ticks "$PID_publish")
   stop_all
-  # (b) publish -> relay node -> origin.
-  cluster relay relay
-  rss0=$(rss_kb "$PID_relay")
-  # shellcheck disable=SC2046
-  publish_keys "$P_RTMP" $(streams "$C_HTTP")
-  sleep "$WARMUP"
-  p0=$(ticks "$PID_publish") h0=$(ticks "$PID_relay") o0=$(ticks "$PID_origin")
-  sleep "$WINDOW"
-  p1=$(ticks "$PID_publish") h1=$(ticks "$PID_relay") o1=$(ticks "$PID_origin")
-  rss1=$(rss_kb "$PID_relay")
-  segs=$(curl -fs "http://127.0.0.1:$O_HTTP/live/b$N/mono.m3u8" | grep -c '^#EXTINF' || true)
-  stop_all
-  echo "$r $((x1 - x0)) $((p1 - p0)) $((h1 - h0)) $((o1 - o0)) $rss0 $rss1 $segs" >>"$WORK/rounds"
+  # (b) publish -> relay node -> origin, for each batch.
+  for batch in $BATCHES; do
+    cluster relay relay "$batch"
+    rss0=$(rss_kb "$PID_relay")
+    # shellcheck disable=SC2046
+    publish_keys "$P_RTMP" $(streams "$C_HTTP")
+    sleep "$WARMUP"
+    p0=$(ticks "$PID_publish") h0=$(ticks "$PID_relay") o0=$(ticks "$PID_origin")
+    sleep "$WINDOW"
+    p1=$(ticks "$PID_publish") h1=$(ticks "$PID_relay") o1=$(ticks "$PID_origin")
+    rss1=$(rss_kb "$PID_relay")
+    segs=$(curl -fs "http://127.0.0.1:$O_HTTP/live/b$N/mono.m3u8" | grep -c '^#EXTINF' || true)
+    stop_all
+    echo "$r $batch $((x1 - x0)) $((p1 - p0)) $((h1 - h0)) $((o1 - o0)) $rss0 $rss1 $segs" >>"$WORK/rounds"
+  done
 done
 python3 - "$WORK/rounds" "$N" "$WINDOW" "$HZ" <<'EOF'
 import sys
 rows = [list(map(int, l.split())) for l in open(sys.argv[1])]
 n, window, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 pct = lambda ticks: 100 * ticks / hz / window / n  # % of a core per stream
-for r, x, p, h, o, rss0, rss1, segs in rows:
-    print(f"round {r}: per stream, % of a core: RTMP ingest {pct(x):.2f} | "
+for r, batch, x, p, h, o, rss0, rss1, segs in rows:
+    print(f"round {r}, batch {batch} ms: per stream, % of a core: RTMP ingest {pct(x):.2f} | "
           f"publishing node with relay out {pct(p):.2f} (relay out {pct(p - x):+.2f}) | "
           f"relay node (in + out) {pct(h):.2f} = {h / max(x, 1):.2f}x ingest | "
           f"origin {pct(o):.2f} | relay node RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB, "

@@ -45,7 +45,7 @@ use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
-use ugc_proto::relay::push::{RelayPushStats, push_all_following};
+use ugc_proto::relay::push::{PushOptions, RelayPushStats, push_all_following};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 use ugc_proto::rtmp::restream::Restreams;
 use ugc_proto::srt::server::SrtStatsRegistry;
@@ -102,6 +102,13 @@ struct Flags {
     /// origins).
     #[arg(long = "push-to", env = "UGC_PUSH_TO", value_delimiter = ',')]
     push_to: Vec<String>,
+    /// Relay pushes send what a source gave within this many milliseconds
+    /// as one chunk: less CPU on both ends of each hop, this much more
+    /// latency per hop (0: each frame at once; benches/relay-hop.sh
+    /// measures both sides).
+    #[arg(long, env = "UGC_RELAY_BATCH_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    relay_batch_ms: u64,
     /// Seconds a stream survives without a publisher.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
@@ -231,8 +238,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(push_all_following(
         hub.clone(),
         targets,
-        token.clone(),
-        pushed.clone(),
+        PushOptions {
+            token: token.clone(),
+            stats: pushed.clone(),
+            batch: Duration::from_millis(flags.relay_batch_ms),
+        },
     ));
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));

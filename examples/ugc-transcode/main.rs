@@ -75,6 +75,13 @@ struct Flags {
         allow_negative_numbers = true
     )]
     priority: i32,
+    /// Relay pushes send what a source gave within this many milliseconds
+    /// as one chunk: less CPU on both ends of each hop, this much more
+    /// latency per hop (0: each frame at once; benches/relay-hop.sh
+    /// measures both sides).
+    #[arg(long, env = "UGC_RELAY_BATCH_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    relay_batch_ms: u64,
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
@@ -139,7 +146,15 @@ async fn main() -> anyhow::Result<()> {
     };
     info!(targets = ?*targets.borrow(), "pushing every stream");
     let pushed = Arc::new(RelayPushStats::default());
-    let follower = LeaseFollower::following(hub.clone(), targets, token.clone(), pushed.clone());
+    let follower = LeaseFollower::following(
+        hub.clone(),
+        targets,
+        ugc_proto::relay::push::PushOptions {
+            token: token.clone(),
+            stats: pushed.clone(),
+            batch: Duration::from_millis(flags.relay_batch_ms),
+        },
+    );
     tokio::spawn(follower.clone().push_all());
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));

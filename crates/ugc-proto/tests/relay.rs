@@ -607,3 +607,51 @@ async fn push_delivers_identical_frames_and_a_wrong_token_ends_the_pusher() {
     .unwrap();
     assert!(e.to_string().contains("HTTP 401"), "{e}");
 }
+
+/// A push that batches (`PushConfig::batch`) delivers every frame, in
+/// order and intact: those of a batch cut by time, and the last ones when
+/// the stream ends before their batch is due.
+#[tokio::test]
+async fn a_batching_push_delivers_identical_frames() {
+    use ugc_proto::relay::push::{PushConfig, RelayPusher};
+    let config = HubConfig {
+        max_gops: 1000,
+        max_bytes: 1 << 30,
+        ..HubConfig::default()
+    };
+    let (hub_a, hub_b) = (Hub::new(config.clone()), Hub::new(config));
+    let server_b = RelayServer::new(hub_b.clone(), RelayServerConfig::new(TOKEN));
+    let addr = serve(server_b.router()).await;
+    let path = StreamPath::new("studio", "batched").unwrap();
+    let mut reader_b = hub_b.subscribe(&path);
+    let reader_a = hub_a.subscribe(&path);
+    let mut pub_a = hub_a.publish(&path);
+    let pusher = RelayPusher::new(PushConfig {
+        batch: Duration::from_millis(40),
+        ..PushConfig::new(format!("http://{addr}"), path.clone(), TOKEN)
+    });
+    let task = tokio::spawn(pump(reader_a, Passthrough, pusher));
+    pub_a.push(MediaEvent::Tracks(h264_aac())).unwrap();
+    let mut sent = gops(&h264_aac(), 0, 1);
+    publish(&mut pub_a, &sent);
+    let mut got = Vec::new();
+    read_frames(&mut reader_b, 1, &mut got).await;
+    // Then frame by frame, so that batches are cut by time.
+    for g in 1..4 {
+        let gop = gops(&h264_aac(), g * 10, 1);
+        for e in &gop {
+            publish(&mut pub_a, std::slice::from_ref(e));
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        sent.extend(gop);
+    }
+    drop(pub_a);
+    hub_a.end(&path);
+    read_to_end(&mut reader_b, &mut got).await;
+    assert_eq!(frames(&got), frames(&sent));
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -28,7 +28,7 @@ use ugc_core::metrics::{Exposition, Kind};
 use ugc_core::{Hub, Source, StreamPath};
 
 use super::puller::{PullConfig, RelayPuller};
-use super::push::{Pushes, RelayPushStats};
+use super::push::{PushOptions, Pushes, RelayPushStats};
 
 /// One lease as the control plane gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +52,7 @@ struct Inner {
     targets: watch::Receiver<Vec<String>>,
     /// The sender of targets that never change ([`LeaseFollower::new`]).
     _fixed: Option<watch::Sender<Vec<String>>>,
-    token: String,
-    stats: Arc<RelayPushStats>,
+    push: PushOptions,
     /// A lease answer came: push only what is leased.
     leasing: AtomicBool,
     held: Mutex<HashMap<StreamPath, Held>>,
@@ -96,27 +95,26 @@ impl LeaseFollower {
         stats: Arc<RelayPushStats>,
     ) -> Self {
         let (fixed, targets) = watch::channel(targets);
-        Self::build(hub, targets, Some(fixed), token.into(), stats)
+        let push = PushOptions {
+            token: token.into(),
+            stats,
+            batch: Duration::ZERO,
+        };
+        Self::build(hub, targets, Some(fixed), push)
     }
 
     /// [`new`](Self::new) with targets that change while it runs (the
     /// control plane's topology): a target that appears gets the held
     /// streams' renditions, one that goes away has its pushes cut.
-    pub fn following(
-        hub: Hub,
-        targets: watch::Receiver<Vec<String>>,
-        token: impl Into<String>,
-        stats: Arc<RelayPushStats>,
-    ) -> Self {
-        Self::build(hub, targets, None, token.into(), stats)
+    pub fn following(hub: Hub, targets: watch::Receiver<Vec<String>>, push: PushOptions) -> Self {
+        Self::build(hub, targets, None, push)
     }
 
     fn build(
         hub: Hub,
         targets: watch::Receiver<Vec<String>>,
         fixed: Option<watch::Sender<Vec<String>>>,
-        token: String,
-        stats: Arc<RelayPushStats>,
+        push: PushOptions,
     ) -> Self {
         LeaseFollower {
             inner: Arc::new(Inner {
@@ -124,8 +122,7 @@ impl LeaseFollower {
                 targets,
                 _fixed: fixed,
                 loose: Mutex::new(Pushes::default()),
-                token,
-                stats,
+                push,
                 leasing: AtomicBool::new(false),
                 held: Mutex::new(HashMap::new()),
                 gained: AtomicU64::new(0),
@@ -206,7 +203,7 @@ impl LeaseFollower {
     /// retried every second, and so is one that ended (the creator may
     /// publish again before the control plane has seen the end).
     fn spawn_pull(&self, l: &LeasedStream) -> AbortHandle {
-        let (hub, token) = (self.inner.hub.clone(), self.inner.token.clone());
+        let (hub, token) = (self.inner.hub.clone(), self.inner.push.token.clone());
         let (stream, source) = (l.stream.clone(), l.source.clone());
         tokio::spawn(async move {
             loop {
@@ -251,14 +248,7 @@ impl LeaseFollower {
         let targets = self.inner.targets.borrow().clone();
         for s in self.renditions(root) {
             for t in &targets {
-                pushes.start(
-                    &self.inner.hub,
-                    &s,
-                    t,
-                    epoch,
-                    &self.inner.token,
-                    &self.inner.stats,
-                );
+                pushes.start(&self.inner.hub, &s, t, epoch, &self.inner.push);
             }
         }
         pushes
@@ -275,8 +265,7 @@ impl LeaseFollower {
     }
 
     fn push(&self, pushes: &mut Pushes, stream: &StreamPath, target: &str, epoch: u64) {
-        let (hub, token, stats) = (&self.inner.hub, &self.inner.token, &self.inner.stats);
-        pushes.start(hub, stream, target, epoch, token, stats);
+        pushes.start(&self.inner.hub, stream, target, epoch, &self.inner.push);
     }
 
     /// The node's push loop (see the module doc); runs until the Hub is

@@ -66,6 +66,11 @@ pub struct PushConfig {
     pub backoff_max: Duration,
     /// Where the pusher counts what it sends (shared by a node's pushers).
     pub stats: Arc<RelayPushStats>,
+    /// What the source gives within this long of an unsent event goes out
+    /// with it as one chunk (one write, one wake-up of the receiver); zero:
+    /// each event at once. The trade is CPU on both ends of the hop against
+    /// the latency it adds (up to this much per hop).
+    pub batch: Duration,
 }
 
 /// Counters of a node's [`RelayPusher`]s, for `/metrics` and the load it
@@ -123,6 +128,7 @@ impl PushConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             stats: Arc::default(),
+            batch: Duration::ZERO,
         }
     }
 }
@@ -131,6 +137,39 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
     task: JoinHandle<std::result::Result<u16, String>>,
     writer: RelayWriter,
+}
+
+/// A batch is sent once it holds this much, however young.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// `first` and what else the queue gives within `batch` of it (up to
+/// [`MAX_BATCH_BYTES`]) as one chunk: one write and one wake-up of the
+/// receiver for the lot. Waits at most `batch`; zero gives `first` alone.
+async fn gather(rx: &mut mpsc::Receiver<Bytes>, first: Bytes, batch: Duration) -> Bytes {
+    if batch.is_zero() {
+        return first;
+    }
+    let deadline = tokio::time::Instant::now() + batch;
+    let mut len = first.len();
+    let mut parts = vec![first];
+    while len < MAX_BATCH_BYTES {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(b)) => {
+                len += b.len();
+                parts.push(b);
+            }
+            // Closed (the end: the next poll finds it) or due.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut joined = bytes::BytesMut::with_capacity(len);
+    for p in parts {
+        joined.extend_from_slice(&p);
+    }
+    joined.freeze()
 }
 
 /// A relay stream pushed over HTTP, as a [`Sink`]. See the module doc.
@@ -202,8 +241,10 @@ impl RelayPusher {
 
     fn connect(&mut self) {
         let (tx, rx) = mpsc::channel::<Bytes>(self.config.queue.max(4));
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+        let batch = self.config.batch;
+        let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+            let first = rx.recv().await?;
+            Some((Ok(Frame::data(gather(&mut rx, first, batch).await)), rx))
         });
         let body: PushBody = StreamBody::new(Box::pin(stream));
         let req = hyper::Request::post(&self.url)
@@ -424,8 +465,25 @@ pub async fn push_all_with_stats(
     stats: Arc<RelayPushStats>,
 ) {
     let (keep, targets) = tokio::sync::watch::channel(targets);
-    push_all_following(hub, targets, token, stats).await;
+    let options = PushOptions {
+        token,
+        stats,
+        batch: Duration::ZERO,
+    };
+    push_all_following(hub, targets, options).await;
     drop(keep);
+}
+
+/// What a node's pushes share: the node token, the counters, and
+/// [`PushConfig::batch`].
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// The node token.
+    pub token: String,
+    /// The node's push counters.
+    pub stats: Arc<RelayPushStats>,
+    /// See [`PushConfig::batch`].
+    pub batch: Duration,
 }
 
 /// [`push_all_with_stats`] to targets that change while it runs (the
@@ -435,8 +493,7 @@ pub async fn push_all_with_stats(
 pub async fn push_all_following(
     hub: ugc_core::Hub,
     mut targets: tokio::sync::watch::Receiver<Vec<String>>,
-    token: String,
-    stats: Arc<RelayPushStats>,
+    options: PushOptions,
 ) {
     let mut pushes = Pushes::default();
     let mut current = targets.borrow_and_update().clone();
@@ -448,7 +505,7 @@ pub async fn push_all_following(
                 let Some(stream) = stream else { return };
                 pushes.tidy();
                 for target in &current {
-                    pushes.start(&hub, &stream, target, 0, &token, &stats);
+                    pushes.start(&hub, &stream, target, 0, &options);
                 }
             }
             changed = targets.changed(), if following => {
@@ -460,7 +517,7 @@ pub async fn push_all_following(
                 pushes.stop_except(&new);
                 for target in new.iter().filter(|t| !current.contains(t)) {
                     for stream in hub.stream_names() {
-                        pushes.start(&hub, &stream, target, 0, &token, &stats);
+                        pushes.start(&hub, &stream, target, 0, &options);
                     }
                 }
                 current = new;
@@ -488,8 +545,7 @@ impl Pushes {
         stream: &StreamPath,
         target: &str,
         epoch: u64,
-        token: &str,
-        stats: &Arc<RelayPushStats>,
+        options: &PushOptions,
     ) {
         let key = (stream.clone(), target.to_owned());
         let Some(reader) = hub.subscribe_existing(stream) else {
@@ -497,8 +553,9 @@ impl Pushes {
         };
         let pusher = RelayPusher::new(PushConfig {
             epoch,
-            stats: stats.clone(),
-            ..PushConfig::new(target, stream.clone(), token)
+            stats: options.stats.clone(),
+            batch: options.batch,
+            ..PushConfig::new(target, stream.clone(), &options.token)
         });
         let (stream, target) = key.clone();
         let task = tokio::spawn(async move {
