@@ -170,28 +170,51 @@ pub(crate) async fn get_topology(State(cp): State<ControlPlane>, headers: Header
     // Origins named nowhere: those of the registry that are not down, so
     // an origin that registers gets every stream and one that is down none.
     if t.origins.is_empty() {
-        let mut live: Vec<String> = cp
-            .nodes()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| {
-                n.role == crate::registry::NodeRole::Origin
-                    && n.state != crate::registry::NodeState::Down
-            })
-            .map(|n| n.url)
-            .filter(|url| {
-                let one = Topology {
-                    transcoders: Vec::new(),
-                    origins: vec![url.clone()],
-                };
-                one.check().is_ok()
-            })
-            .collect();
-        live.sort();
-        t.origins = live;
+        t.origins = registry_origins(&cp).await;
     }
     axum::Json(t).into_response()
+}
+
+/// The registry's origins that are not down (bare `http://host:port` URLs
+/// only), read at most once a second.
+async fn registry_origins(cp: &ControlPlane) -> Vec<String> {
+    const FRESH: Duration = Duration::from_secs(1);
+    let cached = |cp: &ControlPlane| {
+        cp.inner
+            .registry_origins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FRESH)
+            .map(|(_, o)| o.clone())
+    };
+    if let Some(o) = cached(cp) {
+        return o;
+    }
+    let mut live: Vec<String> = cp
+        .nodes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| {
+            n.role == crate::registry::NodeRole::Origin
+                && n.state != crate::registry::NodeState::Down
+        })
+        .map(|n| n.url)
+        .filter(|url| {
+            let one = Topology {
+                transcoders: Vec::new(),
+                origins: vec![url.clone()],
+            };
+            one.check().is_ok()
+        })
+        .collect();
+    live.sort();
+    *cp.inner
+        .registry_origins
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), live.clone()));
+    live
 }
 
 /// The body of `POST /api/v1/node/publish`.

@@ -222,6 +222,10 @@ pub(crate) struct Inner {
     pub(crate) node_token: Option<[u8; 32]>,
     /// Where media nodes send streams (`GET /node/topology`).
     pub(crate) topology: crate::node::Topology,
+    /// The registry's origins as the topology answers them, and when they
+    /// were read: every node asks every 2 s, the registry is read once a
+    /// second at most.
+    pub(crate) registry_origins: Mutex<Option<(std::time::Instant, Vec<String>)>>,
     pub(crate) node_down_after: std::time::Duration,
     pub(crate) lease_ttl: std::time::Duration,
     /// One transcode lease round at a time on SQLite.
@@ -377,6 +381,7 @@ impl ControlPlane {
                 feed: Mutex::new(feed),
                 node_token,
                 topology: config.topology,
+                registry_origins: Mutex::new(None),
                 node_down_after: config.node_down_after,
                 lease_ttl: config.lease_ttl.max(std::time::Duration::from_millis(300)),
                 lease_lock: tokio::sync::Mutex::new(()),

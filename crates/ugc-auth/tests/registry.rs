@@ -191,6 +191,15 @@ async fn suite(db: Db) {
     assert_eq!(rtmp_host(&v), format!("{other}.test"));
     // Live by the publishing node's beat (this control plane has no Hub).
     assert_eq!(v["live"], true, "{v}");
+    // No origins named: the topology answers the registered one.
+    let (s, t) = api
+        .call("GET", "/node/topology", Some(NODE), Value::Null)
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(
+        t,
+        json!({"transcoders": [], "origins": ["http://origin-1.test:8081"]})
+    );
     // Viewers are sent to the origin.
     assert_eq!(v["play"], "http://origin-1.test:8081/live/s0/index.m3u8");
     assert_eq!(v["whep"], "http://origin-1.test:8081/whep/s0");
