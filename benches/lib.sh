@@ -42,3 +42,24 @@ bench_clip() {
 
 # The older name of free_port.
 port() { free_port "$@"; }
+
+# One live encode (640x360 30 fps, 1 s GOP, x264 zerolatency 1.2 Mbit/s +
+# AAC) to every RTMP URL given (ffmpeg tee; a failing one is ignored), with
+# ffmpeg's progress stamped by the wall clock into $WORK/progress.log for
+# benches/ll_hls_probe.py; its log in $WORK/ffmpeg.log. Adds the pipeline
+# and its ffmpeg to PIDS.
+tee_publish() {
+  local outs="" u
+  for u in "$@"; do outs+="${outs:+|}[f=flv:onfail=ignore]$u"; done
+  ffmpeg -hide_banner -loglevel error -nostdin -re \
+    -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+    -c:v libx264 -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
+    -b:v 1200k -pix_fmt yuv420p -c:a aac -b:a 96k -map 0:v -map 1:a -flags +global_header \
+    -f tee "$outs" -progress pipe:1 -stats_period 0.1 </dev/null 2>"$WORK/ffmpeg.log" |
+    python3 -u -c 'import sys, time
+for l in sys.stdin:
+    if l.startswith("out_time_us="): print(f"{time.time():.4f} {l.strip()}", flush=True)' >"$WORK/progress.log" &
+  PIDS+=($!)
+  sleep 0.5
+  PIDS+=($(pgrep -f -- "$1" || true))
+}

@@ -99,19 +99,7 @@ http {
 EOF
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 
-ffmpeg -hide_banner -loglevel error -nostdin -re \
-  -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 \
-  -c:v libx264 -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
-  -b:v 1200k -pix_fmt yuv420p -c:a aac -b:a 96k -map 0:v -map 1:a -flags +global_header \
-  -f tee "[f=flv:onfail=ignore]rtmp://127.0.0.1:19945/live/$KEY_LL|[f=flv:onfail=ignore]rtmp://127.0.0.1:19946/live/$KEY_CL|[f=flv:onfail=ignore]rtmp://127.0.0.1:19947/live/bench" \
-  -progress pipe:1 -stats_period 0.1 </dev/null 2>"$WORK/ffmpeg.log" |
-  python3 -u -c 'import sys, time
-for l in sys.stdin:
-    if l.startswith("out_time_us="): print(f"{time.time():.4f} {l.strip()}", flush=True)' >"$WORK/progress.log" &
-PIDS+=($!)
-# The ffmpeg of that pipeline, for cleanup.
-sleep 0.5
-PIDS+=($(pgrep -f "rtmp://127.0.0.1:19947/live/bench" || true))
+tee_publish "rtmp://127.0.0.1:19945/live/$KEY_LL" "rtmp://127.0.0.1:19946/live/$KEY_CL" "rtmp://127.0.0.1:19947/live/bench"
 echo "publishing; warming up 10 s" >&2
 sleep 10
 

@@ -103,18 +103,7 @@ wait_http "$S_HTTP"
 cluster avail relay "$batch"
 KEY_S=$(create "$S_HTTP")
 KEY_C=$(create "$C_HTTP")
-ffmpeg -hide_banner -loglevel error -nostdin -re \
-  -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-  -c:v libx264 -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
-  -b:v 1200k -pix_fmt yuv420p -c:a aac -b:a 96k -map 0:v -map 1:a -flags +global_header \
-  -f tee "[f=flv:onfail=ignore]rtmp://127.0.0.1:$S_RTMP/live/$KEY_S|[f=flv:onfail=ignore]rtmp://127.0.0.1:$P_RTMP/live/$KEY_C" \
-  -progress pipe:1 -stats_period 0.1 </dev/null 2>"$WORK/ffmpeg.log" |
-  python3 -u -c 'import sys, time
-for l in sys.stdin:
-    if l.startswith("out_time_us="): print(f"{time.time():.4f} {l.strip()}", flush=True)' >"$WORK/progress.log" &
-PIDS+=($!)
-sleep 0.5
-PIDS+=($(pgrep -f "rtmp://127.0.0.1:$P_RTMP/live/$KEY_C" || true))
+tee_publish "rtmp://127.0.0.1:$S_RTMP/live/$KEY_S" "rtmp://127.0.0.1:$P_RTMP/live/$KEY_C"
 sleep 10
 python3 benches/ll_hls_probe.py avail "http://127.0.0.1:$S_HTTP/live/bench/mono.m3u8" "$PLAY_S" \
   "$WORK/progress.log" >"$WORK/avail-one.json" &

@@ -544,8 +544,16 @@ async fn a_puller_that_stops_reading_skips_to_a_keyframe_and_never_slows_the_pub
     assert!(dts.windows(2).all(|w| w[0] < w[1]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_delivers_identical_frames_and_a_wrong_token_ends_the_pusher() {
+/// Hub A pushing `path` to a relay server over hub B, batching `batch`.
+struct PushPair {
+    hub_a: Hub,
+    pub_a: ugc_core::HubPublisher,
+    reader_b: HubReader,
+    task: tokio::task::JoinHandle<ugc_core::Result<()>>,
+    addr: SocketAddr,
+}
+
+async fn push_pair(path: &StreamPath, batch: Duration) -> PushPair {
     use ugc_proto::relay::push::{PushConfig, RelayPusher};
     let config = HubConfig {
         max_gops: 1000,
@@ -555,16 +563,34 @@ async fn push_delivers_identical_frames_and_a_wrong_token_ends_the_pusher() {
     let (hub_a, hub_b) = (Hub::new(config.clone()), Hub::new(config));
     let server_b = RelayServer::new(hub_b.clone(), RelayServerConfig::new(TOKEN));
     let addr = serve(server_b.router()).await;
-    let path = StreamPath::new("studio", "cam").unwrap();
-    let mut reader_b = hub_b.subscribe(&path);
-    let reader_a = hub_a.subscribe(&path);
-    let mut pub_a = hub_a.publish(&path);
-    let pusher = RelayPusher::new(PushConfig::new(
-        format!("http://{addr}"),
-        path.clone(),
-        TOKEN,
-    ));
+    let reader_b = hub_b.subscribe(path);
+    let reader_a = hub_a.subscribe(path);
+    let pub_a = hub_a.publish(path);
+    let pusher = RelayPusher::new(PushConfig {
+        batch,
+        ..PushConfig::new(format!("http://{addr}"), path.clone(), TOKEN)
+    });
     let task = tokio::spawn(pump(reader_a, Passthrough, pusher));
+    PushPair {
+        hub_a,
+        pub_a,
+        reader_b,
+        task,
+        addr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_delivers_identical_frames_and_a_wrong_token_ends_the_pusher() {
+    use ugc_proto::relay::push::{PushConfig, RelayPusher};
+    let path = StreamPath::new("studio", "cam").unwrap();
+    let PushPair {
+        hub_a,
+        mut pub_a,
+        mut reader_b,
+        task,
+        addr,
+    } = push_pair(&path, Duration::ZERO).await;
 
     pub_a.push(MediaEvent::Tracks(hevc_opus())).unwrap();
     let mut sent = gops(&hevc_opus(), 0, 1);
@@ -613,24 +639,14 @@ async fn push_delivers_identical_frames_and_a_wrong_token_ends_the_pusher() {
 /// the stream ends before their batch is due.
 #[tokio::test]
 async fn a_batching_push_delivers_identical_frames() {
-    use ugc_proto::relay::push::{PushConfig, RelayPusher};
-    let config = HubConfig {
-        max_gops: 1000,
-        max_bytes: 1 << 30,
-        ..HubConfig::default()
-    };
-    let (hub_a, hub_b) = (Hub::new(config.clone()), Hub::new(config));
-    let server_b = RelayServer::new(hub_b.clone(), RelayServerConfig::new(TOKEN));
-    let addr = serve(server_b.router()).await;
     let path = StreamPath::new("studio", "batched").unwrap();
-    let mut reader_b = hub_b.subscribe(&path);
-    let reader_a = hub_a.subscribe(&path);
-    let mut pub_a = hub_a.publish(&path);
-    let pusher = RelayPusher::new(PushConfig {
-        batch: Duration::from_millis(40),
-        ..PushConfig::new(format!("http://{addr}"), path.clone(), TOKEN)
-    });
-    let task = tokio::spawn(pump(reader_a, Passthrough, pusher));
+    let PushPair {
+        hub_a,
+        mut pub_a,
+        mut reader_b,
+        task,
+        ..
+    } = push_pair(&path, Duration::from_millis(40)).await;
     pub_a.push(MediaEvent::Tracks(h264_aac())).unwrap();
     let mut sent = gops(&h264_aac(), 0, 1);
     publish(&mut pub_a, &sent);

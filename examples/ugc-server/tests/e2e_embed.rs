@@ -72,24 +72,7 @@ fn embed_srt_relay_pushes_an_srt_publish_to_an_rtmp_server() {
     std::thread::sleep(Duration::from_millis(500));
     // The SRT stream is named after the key, so the push lands on it.
     let clip = test_clip(320, 240, 20, 400);
-    let _caller = Proc(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-            ])
-            .arg(&clip)
-            .args(["-c", "copy", "-f", "mpegts"])
-            .arg(format!("srt://{srt}?streamid=live/{key}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _caller = publish_srt(&clip, &format!("srt://{srt}?streamid=live/{key}"));
     let mut text = String::new();
     let relayed = wait_until(Duration::from_secs(30), || {
         let r = server.get("/live/relayed/mono.m3u8");

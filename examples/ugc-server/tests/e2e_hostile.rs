@@ -669,24 +669,7 @@ fn srt_handshake_flood_does_not_lock_out_a_publisher() {
     let url = format!("srt://{}?streamid=#!::r=live/{key},m=publish", server.srt);
     let t = Instant::now();
     let clip = test_clip(640, 360, 60, 800);
-    let _publisher = Proc(
-        std::process::Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-            ])
-            .arg(&clip)
-            .args(["-c", "copy", "-f", "mpegts", &url])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start ffmpeg"),
-    );
+    let _publisher = publish_srt(&clip, &url);
     wait_for_segments(&server, "srtctl", 2);
     let first_segments = t.elapsed();
     let window = Duration::from_secs(6);

@@ -630,24 +630,9 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
     let srt = format!("127.0.0.1:{}", free_udp_port());
     let (publish, _) = start_publish_with(&control, None, &["--srt".into(), srt.clone()]);
     let clip = test_clip(320, 240, 20, 400);
-    let _ffmpeg = Proc(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-            ])
-            .arg(&clip)
-            .args(["-c", "copy", "-f", "mpegts"])
-            .arg(format!("srt://{srt}?streamid=#!::r=live/{key},m=publish"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ffmpeg"),
+    let _ffmpeg = publish_srt(
+        &clip,
+        &format!("srt://{srt}?streamid=#!::r=live/{key},m=publish"),
     );
     let mut master = String::new();
     wait_until(Duration::from_secs(30), || {

@@ -39,28 +39,6 @@ fn srt_url(addr: SocketAddr, key: &str, extra: &str) -> String {
     format!("srt://{addr}?streamid=#!::r=live/{key},m=publish{extra}")
 }
 
-/// `ffmpeg -re -i clip -c copy -f mpegts srt://...` in the background.
-fn publish_srt(clip: &Path, url: &str) -> Proc {
-    Proc(
-        Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-            ])
-            .arg(clip)
-            .args(["-c", "copy", "-f", "mpegts", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ffmpeg"),
-    )
-}
-
 /// Runs an SRT caller that should be refused; returns when it gave up.
 fn refused_caller(url: &str) -> bool {
     let out = run(Command::new("timeout")

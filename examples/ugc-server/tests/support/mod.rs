@@ -461,6 +461,28 @@ pub fn publish_file(clip: &Path, url: &str) -> Proc {
     publish_args(&["-re", "-i", clip.to_str().unwrap(), "-c", "copy"], url)
 }
 
+/// `ffmpeg -re -i clip -c copy -f mpegts srt://...` in the background.
+pub fn publish_srt(clip: &Path, url: &str) -> Proc {
+    Proc(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-i",
+            ])
+            .arg(clip)
+            .args(["-c", "copy", "-f", "mpegts", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ffmpeg"),
+    )
+}
+
 /// A live-encoded publisher (lavfi pattern, low CPU), for several at once.
 pub fn publish_live(width: u32, height: u32, url: &str) -> Proc {
     publish_args(
