@@ -43,16 +43,33 @@ function cleanup() {
 process.on('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
-function freePort() {
-  return new Promise((ok, fail) => {
+// Ports for the servers under test come from below the kernel's ephemeral
+// range (from 32768): one picked by listening on port 0 and released can be
+// taken by any outgoing connection (ffmpeg's, the browser's) before the
+// server binds it. A counter spread by the process id, each port checked.
+let nextPort = (process.pid * 7919) % 20000;
+function portFree(p) {
+  return new Promise((ok) => {
     const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
+    s.once('error', () => ok(false));
+    s.listen(p, '0.0.0.0', () => s.close(() => ok(true)));
   });
 }
+
+/** The first of `n` consecutive free ports (TCP) below the ephemeral range. */
+async function freePorts(n) {
+  for (let i = 0; i < 20000; i++) {
+    const first = 10000 + (nextPort % 20000);
+    nextPort += n;
+    if (first + n > 30000) continue;
+    let p = first;
+    while (p < first + n && await portFree(p)) p++;
+    if (p === first + n) return first;
+  }
+  throw new Error(`no ${n} free ports`);
+}
+
+const freePort = () => freePorts(1);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -414,17 +431,8 @@ async function main() {
  * the watch page there, which plays.
  */
 async function clusterPanel(context) {
-  let portBase = 0;
-  for (let i = 0; i < 50 && !portBase; i++) {
-    const b = 20000 + Math.floor(Math.random() * 20000);
-    const free = await Promise.all([b, b + 1, b + 2, b + 3, b - 6145].map((p) => new Promise((ok) => {
-      const s = createServer();
-      s.once('error', () => ok(false));
-      s.listen(p, '0.0.0.0', () => s.close(() => ok(true)));
-    })));
-    if (free.every(Boolean)) portBase = b;
-  }
-  assert(portBase, 'free ports for the cluster demo');
+  // The script's ports run from RTMP at base - 6145 to SRT at base + 920.
+  const portBase = (await freePorts(6145 + 921)) + 6145;
   const demo = spawn(join(WEB, '../scripts/cluster-demo.sh'), [], {
     env: { ...process.env, UGC_BIN_DIR: dirname(SERVER_BIN), DATA: join(tmp, 'demo'),
       UGC_PORT_BASE: String(portBase) },

@@ -105,12 +105,20 @@ impl Drop for S3Server {
     }
 }
 
+/// A free port for the S3 server, below the kernel's ephemeral range
+/// (from 32768): one picked by binding port 0 and released can be taken by
+/// any outgoing connection before the server binds it. Spread by the process
+/// id and a counter, and checked free.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    (0..20_000)
+        .map(|_| {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            10_000 + (std::process::id().wrapping_mul(7919).wrapping_add(n) % 20_000) as u16
+        })
+        .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
+        .expect("a free port")
 }
 
 fn store(port: u16) -> Arc<dyn Store> {

@@ -20,20 +20,58 @@ pub fn server_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ugc-server")))
 }
 
-/// A free TCP port on loopback (bound then released; good enough for tests).
+/// A free TCP port on loopback for a server under test to bind.
+///
+/// Test ports come from below the kernel's ephemeral range (32768-60999 by
+/// default), never from binding port 0: a port picked that way and released
+/// lies in the range every outgoing connection draws from, so ffmpeg's or
+/// the test's own connect can take it before the server binds it (CI of
+/// stop 33: "binding HTTPS on 127.0.0.1:46003: Address already in use").
+/// A process-wide counter hands each port out once; its start is spread by
+/// the process id so test binaries running side by side rarely meet, and
+/// every port handed out is checked free for TCP and UDP.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports(1)
 }
 
-/// A free UDP port on loopback (bound then released).
+/// A free UDP port on loopback (see [`free_port`]; checked for both).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
+    free_ports(1)
+}
+
+/// The first of `n` consecutive ports free for TCP and UDP on every
+/// address, below the ephemeral range (see [`free_port`]).
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let high = ephemeral_low().min(32_768);
+    let low = 10_000u16.min(high / 2);
+    let span = u32::from(high - low);
+    assert!(u32::from(n) < span / 2, "{n} ports is too many");
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919) % span));
+    for _ in 0..span {
+        let first = next.fetch_add(u32::from(n), Ordering::Relaxed) % span;
+        if first + u32::from(n) > span {
+            continue;
+        }
+        let first = low + first as u16;
+        let free = (first..first + n).all(|p| {
+            TcpListener::bind(("0.0.0.0", p)).is_ok()
+                && std::net::UdpSocket::bind(("0.0.0.0", p)).is_ok()
+        });
+        if free {
+            return first;
+        }
+    }
+    panic!("no {n} free ports between {low} and {high}");
+}
+
+/// The low end of the kernel's ephemeral port range.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A fresh temporary directory, removed on drop.
