@@ -63,6 +63,7 @@ pub mod packager;
 pub mod playlist;
 pub mod policy;
 pub mod range;
+pub mod replica;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod segmenter;

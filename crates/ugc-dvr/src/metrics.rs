@@ -9,7 +9,8 @@ use crate::archive::{Archive, ArchiveStats};
 
 impl Archive {
     /// The archive's families: `ugc_dvr_{segments_written,segments_dropped,
-    /// write_errors,segments_expired}_total`, without labels.
+    /// write_errors,segments_expired,segments_imported}_total`, without
+    /// labels.
     pub fn write_metrics(&self, m: &mut Exposition) {
         let archived: &[Family<ArchiveStats>] = &[
             Family::counter(
@@ -29,6 +30,11 @@ impl Archive {
                 "ugc_dvr_segments_expired_total",
                 "Segments removed by retention.",
                 |a| a.segments_expired.load(Relaxed) as f64,
+            ),
+            Family::counter(
+                "ugc_dvr_segments_imported_total",
+                "Segments copied into the archive from another origin (replication).",
+                |a| a.segments_imported.load(Relaxed) as f64,
             ),
         ];
         m.families(archived, std::slice::from_ref(self.stats()), |_| Vec::new());

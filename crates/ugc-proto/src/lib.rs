@@ -33,6 +33,8 @@
 
 #[cfg(feature = "tokio")]
 pub mod dvr;
+#[cfg(feature = "tokio")]
+pub mod dvr_sync;
 pub mod error;
 #[cfg(feature = "tokio")]
 pub mod http;

@@ -31,6 +31,7 @@
 //! thread), `scan` (rebuilding the index from a listing), `retention` and
 //! `relocation` (files the S3 tier moved).
 
+mod import;
 mod index;
 pub mod names;
 mod recorder;
@@ -181,6 +182,8 @@ pub struct ArchiveStats {
     pub write_errors: AtomicU64,
     /// Segments removed by retention.
     pub segments_expired: AtomicU64,
+    /// Segments copied from another origin (DVR replication).
+    pub segments_imported: AtomicU64,
 }
 
 /// The recording state of one stream and rendition.

@@ -1,0 +1,47 @@
+//! A peer origin's DVR listing (replication, `ugc_dvr::replica`) is bytes
+//! from another machine. Parsing never panics; what parses renders back to
+//! a listing that parses to the same files; tracks listings never name a
+//! path outside the archive; and a plan over any listing fetches each file
+//! once, every segment after the init it needs, within the window.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ugc_dvr::archive::TrackIndex;
+use ugc_dvr::replica::{PeerFile, Window, parse_listing, parse_tracks, plan};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for key in parse_tracks(text) {
+        let dir = key.rel_dir();
+        assert!(dir.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+    }
+    let Ok(files) = parse_listing(text) else {
+        return;
+    };
+    let again: String = files
+        .iter()
+        .map(|f| format!("{} {}\n", f.file_name(), f.size()))
+        .collect();
+    assert_eq!(parse_listing(&again).as_ref(), Ok(&files));
+    let window = Window {
+        from_ms: 0,
+        settle_before_ms: i64::MAX / 2,
+    };
+    let p = plan(Some(&TrackIndex::default()), &files, window, u64::MAX);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut inits = std::collections::BTreeSet::new();
+    for f in &p.fetch {
+        assert!(seen.insert(f.file_name()), "{} twice", f.file_name());
+        match *f {
+            PeerFile::Init { session, n, .. } => {
+                inits.insert((session, n));
+            }
+            PeerFile::Segment { name, .. } => {
+                assert!(inits.contains(&(name.session, name.init)));
+                assert!(name.pdt_ms >= window.from_ms && name.end_ms() <= window.settle_before_ms);
+            }
+        }
+    }
+});
