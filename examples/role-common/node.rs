@@ -67,7 +67,8 @@ pub struct Listening {
 
 /// Registers the node and beats every interval, for ever: load and streams
 /// from `hub`, egress from `egress_total` (bytes sent so far); each answer
-/// goes to `answered` (a transcoder's leases).
+/// goes to `answered` (a transcoder's leases). Returns the node's URL as
+/// the registry shows it (`http://host:port`).
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_heartbeat(
     flags: &NodeFlags,
@@ -80,7 +81,7 @@ pub fn spawn_heartbeat(
     egress_total: impl Fn() -> u64 + Send + 'static,
     priority: i32,
     answered: impl FnMut(&BeatAnswer) + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let host = flags
         .public_host
         .clone()
@@ -108,11 +109,12 @@ pub fn spawn_heartbeat(
     };
     template.check()?;
     tracing::info!(node = %template.id, url = %template.url, "registering with the control plane");
+    let url = template.url.clone();
     tokio::spawn(Heartbeat::new(control_url, token).run_hub_with(
         template,
         hub,
         egress_total,
         answered,
     ));
-    Ok(())
+    Ok(url)
 }

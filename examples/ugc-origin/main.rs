@@ -123,6 +123,22 @@ struct Flags {
     /// `/watch/<stream>` (default `./web` when it holds them; `off`: none).
     #[arg(long, env = "UGC_WEB")]
     web: Option<PathBuf>,
+    /// DVR replication: fill holes in this origin's archive (it was down,
+    /// or lost a stream's relay) from the other origins' (`on`, `off`).
+    #[arg(long, env = "UGC_DVR_SYNC", default_value = "on", value_parser = ["on", "off"])]
+    dvr_sync: String,
+    /// Milliseconds between replication rounds over the other origins.
+    #[arg(long, env = "UGC_DVR_SYNC_EVERY_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    dvr_sync_every_ms: u64,
+    /// Replication fetch rate in Mbit/s (0: unpaced), so a restore leaves
+    /// live delivery its bandwidth.
+    #[arg(long, env = "UGC_DVR_SYNC_MBPS", default_value_t = 64)]
+    dvr_sync_mbps: u64,
+    /// Peer segments that ended less than this many milliseconds ago are
+    /// not copied: this origin records the live edge itself.
+    #[arg(long, env = "UGC_DVR_SYNC_SETTLE_MS", default_value_t = 10_000)]
+    dvr_sync_settle_ms: u64,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -231,10 +247,21 @@ async fn main() -> anyhow::Result<()> {
             rewind_s: rewind,
         },
     );
+    let sync = (flags.dvr_sync == "on").then(|| {
+        ugc_proto::dvr_sync::DvrSync::new(
+            archive.clone(),
+            ugc_proto::dvr_sync::SyncConfig {
+                every: Duration::from_millis(flags.dvr_sync_every_ms),
+                settle: Duration::from_millis(flags.dvr_sync_settle_ms),
+                bytes_per_s: flags.dvr_sync_mbps.saturating_mul(125_000),
+                ..ugc_proto::dvr_sync::SyncConfig::new(token.clone())
+            },
+        )
+    });
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let metrics = {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
-        let whep = whep.clone();
+        let (whep, sync) = (whep.clone(), sync.clone());
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
@@ -247,11 +274,15 @@ async fn main() -> anyhow::Result<()> {
             if let Some(v) = &viewers {
                 v.write_metrics(&mut m, Instant::now());
             }
+            if let Some(s) = &sync {
+                s.write_metrics(&mut m);
+            }
             m.finish()
         }
     };
     let mut app = origin
         .merge(relay.router())
+        .merge(ugc_proto::dvr_sync::router(archive.clone(), &token))
         .route("/metrics", axum::routing::get(metrics));
     if let Some(w) = &whep {
         app = app.merge(w.router());
@@ -267,7 +298,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let http = tokio::net::TcpListener::bind(flags.http).await?;
     let served = relay.clone();
-    node::spawn_heartbeat(
+    let own_url = node::spawn_heartbeat(
         &flags.node,
         Some(&flags.data),
         NodeRole::Origin,
@@ -284,6 +315,17 @@ async fn main() -> anyhow::Result<()> {
         0,
         |_| {},
     )?;
+    if let Some(sync) = sync {
+        let (control, token) = (flags.control_url.clone(), token.clone());
+        tokio::spawn(async move {
+            let peers =
+                ugc_auth::node::Topology::follow(&control, &token, Duration::from_secs(2), |t| {
+                    t.origins.clone()
+                })
+                .await;
+            sync.with_own_url(own_url).run(peers).await;
+        });
+    }
     info!(http = %http.local_addr()?, "ugc-origin started");
     let limits = ugc_proto::http::ServeConfig {
         ip_cap_exempt: Some(Arc::new(move |ip| trusted.is_trusted(ip))),

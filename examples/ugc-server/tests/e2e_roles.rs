@@ -8,7 +8,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -146,13 +146,18 @@ fn start_origin(control: &Control, http: SocketAddr) -> (Node, TempDir) {
 /// [`start_origin`] with more flags.
 fn start_origin_with(control: &Control, http: SocketAddr, extra: &[&str]) -> (Node, TempDir) {
     let data = TempDir::new("origin-data");
+    (start_origin_in(control, http, data.path(), extra), data)
+}
+
+/// [`start_origin_with`] on the data directory `data`.
+fn start_origin_in(control: &Control, http: SocketAddr, data: &Path, extra: &[&str]) -> Node {
     let mut args: Vec<String> = vec![
         "--control-url".into(),
         control.url(),
         "--http".into(),
         http.to_string(),
         "--data".into(),
-        data.path().display().to_string(),
+        data.display().to_string(),
         "--segment-ms".into(),
         "1000".into(),
         "--public-host".into(),
@@ -163,7 +168,7 @@ fn start_origin_with(control: &Control, http: SocketAddr, extra: &[&str]) -> (No
     args.extend(extra.iter().map(|a| a.to_string()));
     let node = Node::start(env!("CARGO_BIN_EXE_ugc-origin"), &args);
     wait_until(Duration::from_secs(10), || listening(http)).expect("origin listens");
-    (node, data)
+    node
 }
 
 /// `ugc-publish` following `control`, pushing to `push_to`, else where the
@@ -1570,4 +1575,148 @@ fn a_node_keeps_its_id_in_its_data_directory() {
     let now = nodes(&control);
     assert_eq!(now.len(), 1, "{now:?}");
     assert_eq!(now[0].0, listed.0, "{now:?}");
+}
+
+/// An origin's DVR listing of `stream`'s source (the replication route,
+/// node token): (file name, pdt ms, duration ms) of each segment.
+fn dvr_listing(origin: SocketAddr, stream: &str) -> Vec<(String, i64, i64)> {
+    let r = http_send(
+        origin,
+        "GET",
+        &format!("/dvr/v1/index/live/{stream}/src"),
+        Some(NODE_TOKEN),
+        None,
+    );
+    if r.status != 200 {
+        return Vec::new();
+    }
+    r.text()
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(' ').next()?;
+            let mut f = name.strip_prefix('s')?.split('_');
+            let pdt: i64 = f.next()?.parse().ok()?;
+            let dur: i64 = f.next()?.parse().ok()?;
+            Some((name.to_owned(), pdt, dur))
+        })
+        .collect()
+}
+
+/// Two origins record one stream; one is killed for 8 s and restarted on
+/// its data directory: it copies the segments of the outage from the other
+/// (replication rounds every 500 ms, the live edge left for 3 s), byte for
+/// byte, until its archive has no hole the other does not have, and its
+/// DVR range playlist over the outage is as long as the other's.
+#[test]
+fn a_restarted_origin_fills_its_dvr_hole_from_the_other() {
+    let control = Control::dedicated();
+    let key = control.create_stream(r#"{"name": "twin", "dvr_hours": 1}"#);
+    let sync = ["--dvr-sync-every-ms", "500", "--dvr-sync-settle-ms", "3000"];
+    let (a_http, b_http) = (addr(), addr());
+    let a_data = TempDir::new("origin-a");
+    let a = start_origin_in(&control, a_http, a_data.path(), &sync);
+    let (b, _b_data) = start_origin_with(&control, b_http, &sync);
+    let (publish, rtmp) = start_publish(&control, None);
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    let recorded = |o: SocketAddr, n: usize| dvr_listing(o, "twin").len() >= n;
+    wait_until(Duration::from_secs(30), || {
+        recorded(a_http, 4) && recorded(b_http, 4)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "both origins record\n{}\n{}\n{}",
+            a.log(),
+            b.log(),
+            publish.log()
+        )
+    });
+    drop(a);
+    let (down, killed_ms) = (std::time::Instant::now(), twin_now_ms());
+    std::thread::sleep(Duration::from_secs(8));
+    let back_ms = twin_now_ms();
+    let a = start_origin_in(&control, a_http, a_data.path(), &sync);
+    let restarted = down.elapsed();
+    // A's own recording goes on after the restart; the hole before it is
+    // filled once the other's segments are 3 s old.
+    let covered = || {
+        let (mine, theirs) = (dvr_listing(a_http, "twin"), dvr_listing(b_http, "twin"));
+        // Every segment of B up to 2 s past the restart, once the 3 s
+        // settle let A copy them.
+        let settled = back_ms + 2000;
+        if twin_now_ms() < settled + 3000 {
+            return false;
+        }
+        let holes: Vec<_> = theirs
+            .iter()
+            .filter(|(_, pdt, dur)| pdt + dur <= settled)
+            .filter(|(_, pdt, dur)| {
+                let mid = pdt + dur / 2;
+                !mine.iter().any(|(_, p, d)| *p <= mid && mid < p + d)
+            })
+            .map(|s| s.0.clone())
+            .collect();
+        let after_restart = mine.iter().any(|(_, p, _)| *p > back_ms);
+        holes.is_empty() && after_restart && theirs.len() > 8
+    };
+    let took = wait_until(Duration::from_secs(40), covered).unwrap_or_else(|| {
+        panic!(
+            "the restarted origin's hole stays\nA: {:?}\nB: {:?}\n{}\n{}",
+            dvr_listing(a_http, "twin"),
+            dvr_listing(b_http, "twin"),
+            a.log(),
+            b.log()
+        )
+    });
+    eprintln!(
+        "down {:.1} s; archive whole {:.1} s after the restart",
+        restarted.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    // What A holds of the time it was down is B's files, byte for byte,
+    // under B's names.
+    let (mine, theirs) = (dvr_listing(a_http, "twin"), dvr_listing(b_http, "twin"));
+    let copied: Vec<&String> = mine
+        .iter()
+        .filter(|(_, pdt, _)| *pdt > killed_ms + 1500 && *pdt < back_ms - 1500)
+        .map(|s| &s.0)
+        .collect();
+    assert!(copied.len() >= 4, "{copied:?}");
+    for name in &copied {
+        assert!(theirs.iter().any(|t| &t.0 == *name), "{name} is not B's");
+        let path = format!("/dvr/v1/file/live/twin/src/{name}");
+        let (x, y) = (
+            http_send(a_http, "GET", &path, Some(NODE_TOKEN), None),
+            http_send(b_http, "GET", &path, Some(NODE_TOKEN), None),
+        );
+        assert_eq!((x.status, y.status), (200, 200));
+        assert!(x.body == y.body, "{name} differs");
+    }
+    let metrics = http_get(a_http, "/metrics").text();
+    let files = metric(&metrics, "ugc_dvr_sync_files_total").unwrap_or(0.0);
+    assert!(files >= copied.len() as f64, "{files} files for {copied:?}");
+    assert_eq!(metric(&metrics, "ugc_dvr_sync_rejected_total"), Some(0.0));
+    // Without the node token the routes answer nothing.
+    let r = http_get(a_http, "/dvr/v1/tracks");
+    assert_eq!(r.status, 401);
+    // The range playlist over the whole recording is as long on A as on B.
+    let from = theirs[0].1 / 1000 + 1;
+    let secs = (theirs[theirs.len() - 3].1 / 1000) - from;
+    let range = format!("/live/twin/index-{from}-{secs}.m3u8");
+    let length = |o: SocketAddr| listed_seconds(&http_get(o, &range).text());
+    let (la, lb) = (length(a_http), length(b_http));
+    assert!(lb >= secs as f64 - 3.0, "B lists {lb} s of {secs}");
+    assert!((la - lb).abs() <= 2.5, "A lists {la} s, B {lb} s of {secs}");
+}
+
+fn twin_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The value of the unlabelled sample `name` in a `/metrics` answer.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
