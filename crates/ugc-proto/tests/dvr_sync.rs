@@ -206,3 +206,57 @@ async fn a_wrong_token_gets_nothing_and_the_pace_holds() {
     assert!(took >= Duration::from_millis(450), "{took:?}");
     eprintln!("500 kB at 1 MB/s in {took:?}");
 }
+
+/// `count` 2 s segments of session `session` from `start`, by the clock of
+/// origin `salt` (cut `salt` ms later than the others), each after its
+/// init.
+fn record_at(a: &Archive, session: i64, start: i64, count: u64, salt: i64) {
+    record(a, session, start + salt, count, 5_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_down_at_different_times_fill_from_each_other() {
+    let (da, db) = (Dir::new("a"), Dir::new("b"));
+    let (a, b) = (open(&da), open(&db));
+    let t0 = now_unix_ms() - 600_000;
+    // A was down 40..60 s, B 50..56 s and 80..100 s: both were down
+    // 50..56 s.
+    record_at(&a, t0, t0, 20, 0);
+    record_at(&a, t0 + 60_000, t0 + 60_000, 30, 0);
+    record_at(&b, t0 + 1, t0, 25, 3);
+    record_at(&b, t0 + 56_000, t0 + 56_000, 12, 3);
+    record_at(&b, t0 + 100_000, t0 + 100_000, 10, 3);
+    let (pa, pb) = (
+        format!("http://{}", serve(a.clone(), 0).await),
+        format!("http://{}", serve(b.clone(), 0).await),
+    );
+    let (sa, sb) = (
+        DvrSync::new(a.clone(), config(TOKEN, 0)),
+        DvrSync::new(b.clone(), config(TOKEN, 0)),
+    );
+    for _ in 0..2 {
+        sa.round(&pb, &mut Pacer::new(0)).await.unwrap();
+        sb.round(&pa, &mut Pacer::new(0)).await.unwrap();
+    }
+    let holes = |x: &Archive| {
+        ugc_dvr::replica::holes(
+            x.with_index(&key(), |i| i.cloned()).as_ref(),
+            t0,
+            t0 + 120_000,
+            1000,
+        )
+    };
+    // Each holds the union; the stretch both missed is reported by both.
+    let (ha, hb) = (holes(&a), holes(&b));
+    assert_eq!(ha.len(), 1, "{ha:?}");
+    assert_eq!(hb.len(), 1, "{hb:?}");
+    for (from, to) in [ha[0], hb[0]] {
+        assert!((t0 + 49_000..=t0 + 50_003).contains(&from), "{}", from - t0);
+        assert!((t0 + 56_000..=t0 + 56_003).contains(&to), "{}", to - t0);
+    }
+    // A copied B's 40..50 s (5 segments) and 56..60 s (2), each run with
+    // its init; B copied A's 80..100 s (10) and its init. The second round
+    // copied nothing.
+    assert_eq!(sa.stats().files.load(Ordering::Relaxed), 1 + 5 + 1 + 2);
+    assert_eq!(sb.stats().files.load(Ordering::Relaxed), 1 + 10);
+}
