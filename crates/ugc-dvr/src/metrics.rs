@@ -44,7 +44,7 @@ impl Archive {
 #[cfg(feature = "s3")]
 impl crate::s3::Uploader {
     /// The uploader's families: `ugc_dvr_s3_{sessions_uploaded,retries,
-    /// aborted}_total`, without labels.
+    /// objects_deleted,aborted}_total`, without labels.
     pub fn write_metrics(&self, m: &mut Exposition) {
         use crate::s3::UploadStats;
         let uploaded: &[Family<UploadStats>] = &[
@@ -57,6 +57,11 @@ impl crate::s3::Uploader {
                 "ugc_dvr_s3_retries_total",
                 "Object store requests retried.",
                 |u| u.retries.load(Relaxed) as f64,
+            ),
+            Family::counter(
+                "ugc_dvr_s3_objects_deleted_total",
+                "Recordings past their depth deleted from the object store.",
+                |u| u.deleted.load(Relaxed) as f64,
             ),
             Family::counter(
                 "ugc_dvr_s3_aborted_total",

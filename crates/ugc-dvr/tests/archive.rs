@@ -188,6 +188,51 @@ fn retention_by_depth_then_by_total_size_oldest_first() {
     assert!(plan.segments.is_empty());
 }
 
+/// Objects of the remote tier go only when depth dropped every segment in
+/// them: one straddling the horizon stays, and the local size bound never
+/// deletes one.
+#[test]
+fn retention_expires_remote_objects_by_depth_only() {
+    let hour = 3_600_000;
+    let now = 100 * hour;
+    let mut index: HashMap<TrackKey, TrackIndex> = HashMap::new();
+    // Session 1 (object o1): 3 h ago for 20 min. Session 2 (o2): from
+    // 70 min ago for 20 min (straddles a 1 h horizon). Session 3: local,
+    // 10 min ago.
+    for (session, object, from, count) in [
+        (1, Some("o1"), now - 3 * hour, 10),
+        (2, Some("o2"), now - 70 * 60_000, 10),
+        (3, None, now - 10 * 60_000, 3),
+    ] {
+        for i in 0..count {
+            let (k, mut s) = entry("live/r", from + i * 120_000, 100);
+            s.name.session = session;
+            s.name.msn = i as u64;
+            if let Some(o) = object {
+                s.location = Location::Remote {
+                    object: o.into(),
+                    offset: i as u64 * 100,
+                };
+            }
+            let t = index.entry(k).or_default();
+            if s.location == Location::Local {
+                t.local_bytes += s.size;
+            }
+            t.segments.push_back(s);
+        }
+    }
+    let plan = plan_retention(&index, &|_| 1, None, &HashSet::new(), now);
+    let objects: Vec<(i64, &str)> = plan.objects.iter().map(|(_, s, o)| (*s, &**o)).collect();
+    assert_eq!(objects, vec![(1, "o1")]);
+    // o2's segments before the horizon go from the index, the object stays.
+    assert!(plan.segments.iter().any(|(_, s)| s.name.session == 2));
+    // Size pressure (cap 0) drops local and older remote entries from the
+    // index, never an object.
+    let plan = plan_retention(&index, &|_| 0, Some(0), &HashSet::new(), now);
+    assert!(!plan.segments.is_empty());
+    assert!(plan.objects.is_empty());
+}
+
 #[test]
 fn retention_deletes_files_past_the_depth() {
     let dir = Dir::new("depth");

@@ -353,3 +353,103 @@ async fn upload_survives_a_60s_outage_then_reads_come_back_through_the_cache() {
     assert_eq!(ttl.stats().expired.load(Ordering::Relaxed), 1);
     assert!(std::fs::read(p).unwrap() == first_seg_bytes);
 }
+
+/// Retention past the depth deletes the recording from S3 too (object,
+/// its `.idx`, the local copy of the index), never a younger one, and
+/// nothing comes back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_past_their_depth_leave_the_object_store() {
+    use std::sync::atomic::AtomicU32;
+    use ugc_dvr::archive::SegmentName;
+    let dir = Dir::new("expiry");
+    let s3root = dir.0.join("s3");
+    let port = free_port();
+    let _server = S3Server::start(&s3root, port);
+    let depth = Arc::new(AtomicU32::new(4));
+    let config = || {
+        let d = depth.clone();
+        let mut c = ArchiveConfig::new(dir.0.join("dvr"), 0);
+        c.depth = Arc::new(move |_| d.load(Ordering::Relaxed));
+        c
+    };
+    let archive = Archive::open(config()).unwrap();
+    let upload = UploadConfig {
+        backoff_max: Duration::from_secs(1),
+        ..UploadConfig::default()
+    };
+    let up = Uploader::new(archive.clone(), store(port), upload.clone()).unwrap();
+    let key = TrackKey::source(&path("live/old"));
+    // Two recordings: 3 h ago and 30 min ago, five 2 s segments each.
+    let now = now_unix_ms();
+    let sessions = [now - 3 * 3_600_000, now - 30 * 60_000];
+    for session in sessions {
+        archive
+            .import_init(&key, session, 0, b"init segment bytes")
+            .unwrap();
+        for i in 0..5u8 {
+            let name = SegmentName {
+                pdt_ms: session + i64::from(i) * 2000,
+                duration_ms: 2000,
+                dts_ms: i64::from(i) * 2000,
+                session,
+                msn: u64::from(i),
+                init: 0,
+                discontinuity: i == 0,
+            };
+            archive.import_segment(&key, &name, &vec![i; 1000]).unwrap();
+        }
+        up.enqueue(&archive, &key, session).unwrap();
+    }
+    let task = tokio::spawn(up.clone().run());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.stats().uploaded.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "uploads did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let object = |s: i64| {
+        s3root
+            .join(BUCKET)
+            .join(format!("ugc/live/old/src/{s}.mp4"))
+    };
+    let idx = |s: i64| {
+        s3root
+            .join(BUCKET)
+            .join(format!("ugc/live/old/src/{s}.mp4.idx"))
+    };
+    let local_idx = |s: i64| dir.0.join(format!("dvr/.s3/remote/live/old/src/{s}.idx"));
+    for s in sessions {
+        assert!(object(s).exists() && idx(s).exists() && local_idx(s).exists());
+    }
+    // Depth 4 h -> 2 h: the recording of 3 h ago expires, from S3 too.
+    depth.store(2, Ordering::Relaxed);
+    archive.sweep();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.stats().deleted.load(Ordering::Relaxed) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the expired object was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!object(sessions[0]).exists());
+    assert!(!idx(sessions[0]).exists());
+    assert!(!local_idx(sessions[0]).exists());
+    assert!(object(sessions[1]).exists() && idx(sessions[1]).exists());
+    let left = archive.range(&key, 0, i64::MAX);
+    assert_eq!(left.len(), 5);
+    assert!(left.iter().all(|s| s.name.session == sessions[1]));
+    assert!(
+        dir.0
+            .join("dvr/.s3/delete")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // After a restart nothing of it comes back.
+    task.abort();
+    drop(up);
+    let archive = Archive::open(config()).unwrap();
+    let _up = Uploader::new(archive.clone(), store(port), upload).unwrap();
+    assert_eq!(archive.range(&key, 0, i64::MAX).len(), 5);
+}

@@ -208,6 +208,11 @@ pub trait RemoteStore: Send + Sync {
 /// stream ended): the S3 tier queues its upload.
 pub type SessionEndHook = Arc<dyn Fn(&Archive, &TrackKey, i64) + Send + Sync>;
 
+/// Called on the writer thread when retention dropped every segment of an
+/// object of the remote tier (session `i64` of the track, past its depth):
+/// the S3 tier deletes the object.
+pub type ObjectExpiredHook = Arc<dyn Fn(&Archive, &TrackKey, i64, &str) + Send + Sync>;
+
 struct Inner {
     config: ArchiveConfig,
     index: RwLock<HashMap<TrackKey, TrackIndex>>,
@@ -219,6 +224,7 @@ struct Inner {
     last_session: AtomicI64,
     local_bytes: AtomicU64,
     on_session_end: RwLock<Option<SessionEndHook>>,
+    on_object_expired: RwLock<Option<ObjectExpiredHook>>,
     remote: RwLock<Option<Arc<dyn RemoteStore>>>,
 }
 
@@ -276,6 +282,7 @@ impl Archive {
             last_session: AtomicI64::new(last_session),
             local_bytes: AtomicU64::new(local),
             on_session_end: RwLock::new(None),
+            on_object_expired: RwLock::new(None),
             remote: RwLock::new(None),
         });
         let archive = Archive {
@@ -305,6 +312,7 @@ impl Archive {
                 last_session: AtomicI64::new(0),
                 local_bytes: AtomicU64::new(0),
                 on_session_end: RwLock::new(None),
+                on_object_expired: RwLock::new(None),
                 remote: RwLock::new(None),
             }),
         })
@@ -328,6 +336,12 @@ impl Archive {
     /// Sets the hook run (on the writer thread) when a session ended.
     pub fn set_session_end_hook(&self, hook: SessionEndHook) {
         *write(&self.inner.on_session_end) = Some(hook);
+    }
+
+    /// Sets the hook run (on the writer thread) when retention dropped a
+    /// whole object of the remote tier.
+    pub fn set_object_expired_hook(&self, hook: ObjectExpiredHook) {
+        *write(&self.inner.on_object_expired) = Some(hook);
     }
 
     /// Sets the remote tier that serves [`Location::Remote`] files.

@@ -17,6 +17,10 @@ pub struct Expiry {
     pub segments: Vec<(TrackKey, ArchivedSegment)>,
     /// Init segments to remove.
     pub inits: Vec<(TrackKey, (i64, u32), ArchivedInit)>,
+    /// Objects of the remote tier past the depth: every segment in them
+    /// ended before the stream's horizon (track, session, object). Only
+    /// depth expires an object; the local size bound never does.
+    pub objects: Vec<(TrackKey, i64, std::sync::Arc<str>)>,
 }
 
 /// Decides what to remove (pure): per stream everything that ended before
@@ -40,11 +44,28 @@ pub fn plan_retention(
         }
         let horizon = now_ms.saturating_sub(i64::from(hours).saturating_mul(3_600_000));
         let n = t.segments.partition_point(|s| s.name.end_ms() <= horizon);
+        let mut objects: Vec<(i64, &std::sync::Arc<str>)> = Vec::new();
         for s in t.segments.range(..n) {
-            if s.location == Location::Local {
-                total = total.saturating_sub(s.size);
+            match &s.location {
+                Location::Local => total = total.saturating_sub(s.size),
+                Location::Remote { object, .. } => {
+                    if !objects.iter().any(|(_, o)| *o == object) {
+                        objects.push((s.name.session, object));
+                    }
+                }
             }
             out.segments.push((key.clone(), s.clone()));
+        }
+        // An object with a segment left (younger than the horizon) stays.
+        let kept = |object: &std::sync::Arc<str>| {
+            t.segments
+                .range(n..)
+                .any(|s| matches!(&s.location, Location::Remote { object: o, .. } if o == object))
+        };
+        for (session, object) in objects {
+            if !kept(object) {
+                out.objects.push((key.clone(), session, object.clone()));
+            }
         }
         removed.insert(key, n);
     }
@@ -117,7 +138,7 @@ pub(super) fn retention(archive: &Archive, now_ms: i64) {
             now_ms,
         )
     };
-    if plan.segments.is_empty() && plan.inits.is_empty() {
+    if plan.segments.is_empty() && plan.inits.is_empty() && plan.objects.is_empty() {
         return;
     }
     {
@@ -162,5 +183,15 @@ pub(super) fn retention(archive: &Archive, now_ms: i64) {
         .inner
         .local_bytes
         .store(cur.saturating_sub(freed), Ordering::Relaxed);
+    if !plan.objects.is_empty() {
+        let hook = read(&archive.inner.on_object_expired).clone();
+        for (key, session, object) in &plan.objects {
+            tracing::info!(stream = %key.stream, rendition = %key.rendition, session, %object,
+                "archive retention: recording past its depth; its object is deleted");
+            if let Some(h) = &hook {
+                h(archive, key, *session, object);
+            }
+        }
+    }
     tracing::debug!(segments = plan.segments.len(), freed, "archive retention");
 }

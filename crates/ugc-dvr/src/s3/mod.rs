@@ -27,13 +27,21 @@
 //! service on the local network (MinIO, garage, s3s). Feature `s3-tls`
 //! switches to object_store's own reqwest + rustls client for `https://`.
 //!
+//! **Expiry.** A recording past its depth leaves the object store too:
+//! when retention dropped every segment of an object, the object, its
+//! `.idx` and the local copy of the index are deleted (a persisted job,
+//! retried while the server is away; logged). Only depth expires objects:
+//! the local size bound never deletes what is in S3.
+//!
 //! One module per job: `queue` (the [`Uploader`] and its jobs on disk),
 //! `multipart` (uploading one job), `verify` (checksums of the local files
 //! and of the object read back), `index` (where moved files live), `cache`
-//! ([`S3Cache`]) and `client` (the S3 client, plain HTTP or `s3-tls`).
+//! ([`S3Cache`]), `expiry` (deleting expired objects) and `client` (the S3
+//! client, plain HTTP or `s3-tls`).
 
 mod cache;
 mod client;
+mod expiry;
 mod index;
 mod multipart;
 mod queue;

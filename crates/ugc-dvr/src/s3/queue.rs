@@ -88,6 +88,8 @@ pub struct UploadStats {
     pub retries: AtomicU64,
     /// Multipart uploads aborted (to start over).
     pub aborted: AtomicU64,
+    /// Objects deleted: recordings past their depth.
+    pub deleted: AtomicU64,
 }
 
 /// Moves finished sessions to the object store; see the [module docs](super).
@@ -137,6 +139,7 @@ impl Uploader {
             stats: UploadStats::default(),
         });
         up.load_remote_indexes()?;
+        up.hook_expiry()?;
         let weak = Arc::downgrade(&up);
         archive.set_session_end_hook(Arc::new(move |archive, key, session| {
             if let Some(up) = weak.upgrade() {
@@ -205,6 +208,9 @@ impl Uploader {
     /// until woken or for 30 s when the queue is empty.
     pub async fn run(self: Arc<Self>) {
         loop {
+            if let Err(e) = self.run_deletes().await {
+                tracing::error!(error = %e, "deleting expired recordings failed; retrying later");
+            }
             let next = {
                 let dir = queue_dir(&self.archive);
                 tokio::task::spawn_blocking(move || next_job(&dir))
