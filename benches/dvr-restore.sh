@@ -9,10 +9,10 @@
 # the publisher's clock, benches/ll_hls_probe.py) are published and
 # recorded by both origins. Origin A is killed (-9) for DOWN seconds and
 # restarted on its data directory. Printed per round:
-#   - restore: bytes A copied from B (ugc_dvr_sync_bytes_total), from the
-#     first to the last copied byte, and MB/s;
+#   - restore: bytes A copied from B (ugc_dvr_sync_bytes_total), when the
+#     last arrived, and the MB/s while fetching (A's log);
 #   - the probe's part availability at A (p50/p95 after the part's first
-#     frame) before the kill (baseline) and during the PLAY_S seconds after
+#     frame, and the worst) before the kill (baseline) and during the PLAY_S seconds after
 #     the restart (the restore), and at B meanwhile (it serves the copy).
 #
 # Env: N=3 DOWN=60 PLAY_S=20 RATES="64 0" (Mbit/s, --dvr-sync-mbps; 0 =
@@ -60,12 +60,26 @@ avail() { # origin http port, seconds, output file: the probe's part availabilit
   python3 benches/ll_hls_probe.py avail "http://127.0.0.1:$1/live/probe/mono.m3u8" "$2" \
     "$WORK/progress.log" >"$3"
 }
-summary() { # json file -> "p50 X p95 Y ms"
-  python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])).get("part_available_after_first_frame_ms") or {}
-print(f"p50 {d.get(\"p50\", float(\"nan\")):.1f} p95 {d.get(\"p95\", float(\"nan\")):.1f} ms")' "$1"
+summary() { # json file -> "p50 X p95 Y ms (n parts)"
+  python3 - "$1" <<'EOF2'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1])).get('part_available_after_first_frame_ms') or {}
+except (OSError, ValueError):
+    d = {}
+nan = float('nan')
+print(f"p50 {d.get('p50', nan):.1f} p95 {d.get('p95', nan):.1f} max {d.get('max', nan):.1f} ms "
+      f"({d.get('n', 0)} parts)")
+EOF2
 }
-
+wait_probe() { # origin http port: until its probe playlist answers (60 s)
+  for _ in $(seq 300); do
+    curl -fs -o /dev/null "http://127.0.0.1:$1/live/probe/mono.m3u8" && return
+    sleep 0.2
+  done
+  echo "no probe playlist at port $1" >&2
+  return 1
+}
 for rate in $RATES; do
   echo "== rate ${rate} Mbit/s (0 = unpaced): $N x 1080p30 4.5 Mbit/s + the probe, A down ${DOWN}s =="
   for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
@@ -92,6 +106,8 @@ for rate in $RATES; do
       -f flv "rtmp://127.0.0.1:$P_RTMP/live/$(create "load$i")" </dev/null >/dev/null 2>&1 &
     PIDS+=($!)
   done
+  wait_probe "$A_HTTP"
+  wait_probe "$B_HTTP"
   sleep 8
   avail "$A_HTTP" "$PLAY_S" "$WORK/base.json"
   kill -9 "$PID_a"
@@ -99,6 +115,7 @@ for rate in $RATES; do
   bg a ugc-origin "${node[@]}" --http "127.0.0.1:$A_HTTP" --data "$WORK/a" "${origin[@]}"
   wait_http "$A_HTTP"
   restarted=$(date +%s.%N)
+  wait_probe "$A_HTTP"
   avail "$A_HTTP" "$PLAY_S" "$WORK/during-a.json" &
   pa=$!
   avail "$B_HTTP" "$PLAY_S" "$WORK/during-b.json" &
@@ -124,12 +141,18 @@ last = next((t for t, b in rows if b >= total), None)
 if not total or first is None:
     print("restore: nothing copied")
 else:
-    secs = max(last - first, 0.2)
-    print(f"restore: {total / 1e6:.1f} MB copied, first byte {first - start:.1f} s after the restart, "
-          f"{secs:.1f} s from first to last: {total / 1e6 / secs:.1f} MB/s")
+    print(f"restore: {total / 1e6:.1f} MB copied, complete {last - start:.1f} s after the restart "
+          f"(the hole's last seconds wait for the settle)")
 EOF
   echo "probe parts at A before the kill:     $(summary "$WORK/base.json")"
   echo "probe parts at A during the restore:  $(summary "$WORK/during-a.json")"
   echo "probe parts at B during the restore:  $(summary "$WORK/during-b.json")"
-  grep -h "archive hole filled" "$WORK/a.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 3 || true
+  # Throughput while fetching: each track's run of a round (bytes, secs
+  # including the pacing), summed.
+  sed 's/\x1b\[[0-9;]*m//g' "$WORK/a.log" | python3 -c '
+import re, sys
+rows = [(int(m.group(1)), float(m.group(2))) for m in
+        (re.search(r"archive hole filled.* bytes=(\d+) secs=([0-9.]+)", l) for l in sys.stdin) if m]
+b, s = sum(r[0] for r in rows), sum(r[1] for r in rows)
+print(f"fetching: {len(rows)} runs, {b / 1e6:.1f} MB in {s:.2f} s: {b / 1e6 / max(s, 1e-3):.1f} MB/s")'
 done
