@@ -526,14 +526,22 @@ pub async fn push_all_following(
     }
 }
 
-/// Running pushes by stream and target, cut when dropped.
+/// Running pushes by stream and target, cut when dropped. A key holds
+/// every push still running there: a push of an earlier stream of that
+/// name (left to end with it when the stream comes back) is cut with the
+/// newest when the target leaves.
 #[derive(Default)]
-pub(crate) struct Pushes(std::collections::HashMap<(StreamPath, String), tokio::task::AbortHandle>);
+pub(crate) struct Pushes(
+    std::collections::HashMap<(StreamPath, String), Vec<tokio::task::AbortHandle>>,
+);
 
 impl Pushes {
     /// Forgets pushes that ended with their stream.
     pub(crate) fn tidy(&mut self) {
-        self.0.retain(|_, h| !h.is_finished());
+        self.0.retain(|_, hs| {
+            hs.retain(|h| !h.is_finished());
+            !hs.is_empty()
+        });
     }
 
     /// Pushes `stream` to `target` under `epoch` (nothing when the Hub has
@@ -564,16 +572,23 @@ impl Pushes {
                 Err(e) => tracing::warn!(%stream, %target, error = %e, "relay push failed"),
             }
         });
-        self.0.insert(key, task.abort_handle());
+        self.insert(key, task.abort_handle());
+    }
+
+    fn insert(&mut self, key: (StreamPath, String), push: tokio::task::AbortHandle) {
+        let hs = self.0.entry(key).or_default();
+        hs.retain(|h| !h.is_finished());
+        hs.push(push);
     }
 
     /// Cuts the pushes to targets not in `keep`.
     pub(crate) fn stop_except(&mut self, keep: &[String]) {
-        self.0.retain(|(stream, target), h| {
+        self.0.retain(|(stream, target), hs| {
             let stays = keep.contains(target);
             if !stays {
-                tracing::info!(%stream, %target, "relay push stopped: the target left the topology");
-                h.abort();
+                tracing::info!(%stream, %target, pushes = hs.len(),
+                    "relay push stopped: the target left the topology");
+                hs.iter().for_each(tokio::task::AbortHandle::abort);
             }
             stays
         });
@@ -582,8 +597,45 @@ impl Pushes {
 
 impl Drop for Pushes {
     fn drop(&mut self) {
-        for h in self.0.values() {
+        for h in self.0.values().flatten() {
             h.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod pushes_tests {
+    use super::*;
+
+    /// Two pushes of one stream name to one target (an earlier incarnation
+    /// still draining, and the newest): a target that leaves cuts both;
+    /// the other target's push runs on.
+    #[tokio::test]
+    async fn a_target_that_leaves_cuts_every_push_to_it() {
+        let stream = StreamPath::new("live", "p").expect("name");
+        let forever = || tokio::spawn(std::future::pending::<()>());
+        let (old, new, other) = (forever(), forever(), forever());
+        let mut pushes = Pushes::default();
+        pushes.insert((stream.clone(), "http://a".into()), old.abort_handle());
+        pushes.insert((stream.clone(), "http://a".into()), new.abort_handle());
+        pushes.insert((stream.clone(), "http://b".into()), other.abort_handle());
+        pushes.stop_except(&["http://b".to_owned()]);
+        let cut = |t| tokio::time::timeout(std::time::Duration::from_secs(2), t);
+        assert!(
+            cut(old)
+                .await
+                .expect("the earlier push is cut")
+                .is_err_and(|e| e.is_cancelled())
+        );
+        assert!(
+            cut(new)
+                .await
+                .expect("the newest push is cut")
+                .is_err_and(|e| e.is_cancelled())
+        );
+        pushes.tidy();
+        assert!(!other.is_finished());
+        drop(pushes);
+        assert!(other.await.is_err_and(|e| e.is_cancelled()));
     }
 }
