@@ -268,6 +268,9 @@ pub fn holes(
     out
 }
 
+/// The most time one [`Pacer::reserve`] books.
+pub const MAX_BOOKING: Duration = Duration::from_secs(60);
+
 /// Paces fetches to `bytes_per_s` on average, so a restore never takes
 /// the bandwidth live delivery needs: [`reserve`](Self::reserve) books a
 /// fetch of `n` bytes and says how long to wait before sending it (the
@@ -287,14 +290,17 @@ impl Pacer {
         }
     }
 
-    /// Books `n` bytes at `now`: the wait before fetching them.
+    /// Books `n` bytes at `now`: the wait before fetching them. One
+    /// booking costs at most [`MAX_BOOKING`], whatever `n` a peer listed.
     pub fn reserve(&mut self, now: Instant, n: u64) -> Duration {
         if self.bytes_per_s == 0 {
             return Duration::ZERO;
         }
         let start = self.free_at.map_or(now, |f| f.max(now));
-        let cost = Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64);
-        self.free_at = Some(start + cost);
+        let cost = Duration::try_from_secs_f64(n as f64 / self.bytes_per_s as f64)
+            .unwrap_or(MAX_BOOKING)
+            .min(MAX_BOOKING);
+        self.free_at = Some(start.checked_add(cost).unwrap_or(start));
         start - now
     }
 }

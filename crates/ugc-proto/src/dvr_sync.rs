@@ -446,6 +446,15 @@ impl DvrSync {
             {
                 continue;
             }
+            if f.size() > MAX_FILE_BYTES {
+                // No archive file is that large: refused unread.
+                if let PeerFile::Init { session, n, .. } = f {
+                    missing.insert((*session, *n));
+                }
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(file = %f.file_name(), size = f.size(), "dvr sync: a peer lists a file over {MAX_FILE_BYTES} bytes; refused");
+                continue;
+            }
             let wait = pacer.reserve(Instant::now(), f.size());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;

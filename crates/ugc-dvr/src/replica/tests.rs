@@ -248,6 +248,10 @@ fn the_pacer_holds_the_rate() {
     assert_eq!(p.reserve(later, 2_000_000), Duration::ZERO);
     assert_eq!(p.reserve(later, 1), Duration::from_secs(2));
     assert_eq!(Pacer::new(0).reserve(t, u64::MAX), Duration::ZERO);
+    // A size no file has (a peer's listing) books a bounded time.
+    let mut p = Pacer::new(1);
+    assert_eq!(p.reserve(t, u64::MAX), Duration::ZERO);
+    assert_eq!(p.reserve(t, 1), MAX_BOOKING);
 }
 
 proptest! {
