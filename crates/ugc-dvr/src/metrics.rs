@@ -9,7 +9,7 @@ use crate::archive::{Archive, ArchiveStats};
 
 impl Archive {
     /// The archive's families: `ugc_dvr_{segments_written,segments_dropped,
-    /// write_errors,segments_expired,segments_imported}_total`, without
+    /// write_errors,segments_expired,segments_imported,recordings_deleted}_total`, without
     /// labels.
     pub fn write_metrics(&self, m: &mut Exposition) {
         let archived: &[Family<ArchiveStats>] = &[
@@ -35,6 +35,11 @@ impl Archive {
                 "ugc_dvr_segments_imported_total",
                 "Segments copied into the archive from another origin (replication).",
                 |a| a.segments_imported.load(Relaxed) as f64,
+            ),
+            Family::counter(
+                "ugc_dvr_recordings_deleted_total",
+                "Recordings deleted on request (API), with their objects in the remote tier.",
+                |a| a.recordings_deleted.load(Relaxed) as f64,
             ),
         ];
         m.families(archived, std::slice::from_ref(self.stats()), |_| Vec::new());

@@ -307,3 +307,86 @@ fn export_puts_moov_first_and_reads_any_range() {
         assert_eq!(buf, all[a as usize..b as usize], "{a}..{b}");
     }
 }
+
+#[test]
+fn recordings_group_renditions_by_event_and_delete_removes_one() {
+    let dir = Dir::new("recordings");
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 2)).unwrap();
+    let stream = path("live/r");
+    let t0 = now_unix_ms() - 3_600_000;
+    // Event 1: the source and a ladder rung starting a moment later.
+    record(&archive, "live/r", &outputs(20, t0));
+    record(&archive, "live/r/720p", &outputs(18, t0 + 1_500));
+    // Event 2, ten minutes later, source only.
+    let t1 = t0 + 600_000;
+    record(&archive, "live/r", &outputs(10, t1));
+    // Another stream is not listed.
+    record(&archive, "live/other", &outputs(10, t0));
+    let recs = archive.recordings(&stream);
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    let (second, first) = (&recs[0], &recs[1]);
+    assert_eq!(first.renditions(), vec!["720p", "src"]);
+    assert_eq!(second.renditions(), vec!["src"]);
+    assert!(first.start_ms >= t0 && first.start_ms < t0 + 1_000);
+    assert!((first.duration_ms() - 20_000).abs() <= 2_000, "{first:?}");
+    assert!((second.duration_ms() - 10_000).abs() <= 2_000, "{second:?}");
+    assert!(!first.recording() && !second.recording());
+    assert_eq!(first.stored(), ugc_dvr::archive::Stored::Local);
+    let on_disk = |r: &str| {
+        std::fs::read_dir(dir.0.join("live/r").join(r))
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    assert_eq!(on_disk("720p"), 9 + 1, "segments and the init segment");
+    let before = archive.local_bytes();
+
+    let gone = archive.delete_recording(&stream, first.id).unwrap();
+    assert_eq!(gone.id, first.id);
+    // The archive's local total counts segments; the recording's size
+    // also its two init segments.
+    let freed = before - archive.local_bytes();
+    assert!(freed > 0 && freed < first.bytes() && first.bytes() - freed < 8_000);
+    let left = archive.recordings(&stream);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, second.id);
+    assert_eq!(on_disk("720p"), 0);
+    assert_eq!(on_disk("src"), 5 + 1, "only event 2 is left");
+    assert_eq!(archive.recordings(&path("live/other")).len(), 1);
+    assert_eq!(
+        archive.stats().recordings_deleted.load(Ordering::Relaxed),
+        1
+    );
+    assert!(matches!(
+        archive.delete_recording(&stream, first.id),
+        Err(ugc_dvr::archive::DeleteRecordingError::NotFound)
+    ));
+    // After a restart the index (rebuilt from the files) agrees.
+    drop(archive);
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 2)).unwrap();
+    let again = archive.recordings(&stream);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, second.id);
+}
+
+#[test]
+fn a_recording_still_running_is_listed_but_not_deleted() {
+    let dir = Dir::new("recording-live");
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 2)).unwrap();
+    let stream = path("live/l");
+    let outs = outputs(10, now_unix_ms() - 20_000);
+    let mut r = archive.recorder(&stream).unwrap();
+    // Everything but the end: the stream is still live.
+    for o in outs.iter().filter(|o| !matches!(o, SegmenterOutput::Ended)) {
+        r.on_output(o);
+    }
+    assert!(archive.flush_blocking(Duration::from_secs(10)));
+    let recs = archive.recordings(&stream);
+    assert_eq!(recs.len(), 1);
+    assert!(recs[0].recording());
+    assert!(matches!(
+        archive.delete_recording(&stream, recs[0].id),
+        Err(ugc_dvr::archive::DeleteRecordingError::Recording)
+    ));
+    assert_eq!(archive.recordings(&stream).len(), 1);
+    drop(r);
+}

@@ -224,6 +224,15 @@ async fn upload_survives_a_60s_outage_then_reads_come_back_through_the_cache() {
     let first_seg_bytes = std::fs::read(archive.segment_path(&key, &segs[0].name)).unwrap();
     let queue = archive_root.join(".s3/queue");
     assert!(job_parts(&queue).is_some() || queue.read_dir().unwrap().count() == 1);
+    // Queued: the recording says so, with the size of its files.
+    let upload = |a: &Archive| {
+        let recs = a.recordings(&path("live/event"));
+        assert_eq!(recs.len(), 1);
+        recs[0].upload()
+    };
+    let queued = upload(&archive).expect("queued upload");
+    assert!(!queued.uploading && queued.bytes_done == 0);
+    assert_eq!(queued.bytes_total, expected.len() as u64);
 
     // Start uploading; stop the S3 server once two parts are in.
     let task = tokio::spawn(up.clone().run());
@@ -246,6 +255,14 @@ async fn upload_survives_a_60s_outage_then_reads_come_back_through_the_cache() {
     );
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(up.stats().uploaded.load(Ordering::Relaxed), 0);
+    // Stalled mid-way: visible as an upload in progress.
+    let stalled = upload(&archive).expect("running upload");
+    assert!(stalled.uploading, "{stalled:?}");
+    assert_eq!(stalled.bytes_total, expected.len() as u64);
+    assert!(
+        stalled.bytes_done >= 2 * (5 << 20) && stalled.bytes_done < stalled.bytes_total,
+        "{stalled:?}"
+    );
     let _server = S3Server::start(&s3root, port);
     let deadline = Instant::now() + Duration::from_secs(120);
     while up.stats().uploaded.load(Ordering::Relaxed) == 0 {
@@ -273,6 +290,7 @@ async fn upload_survives_a_60s_outage_then_reads_come_back_through_the_cache() {
         queue.read_dir().unwrap().next().is_none(),
         "job left in the queue"
     );
+    assert_eq!(upload(&archive), None, "uploaded: no progress left");
 
     // Local files are gone; the index points into the object.
     let segs_after = archive.range(&key, 0, i64::MAX);
@@ -358,7 +376,7 @@ async fn upload_survives_a_60s_outage_then_reads_come_back_through_the_cache() {
 /// its `.idx`, the local copy of the index), never a younger one, and
 /// nothing comes back after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recordings_past_their_depth_leave_the_object_store() {
+async fn recordings_past_their_depth_or_deleted_leave_the_object_store() {
     use std::sync::atomic::AtomicU32;
     use ugc_dvr::archive::SegmentName;
     let dir = Dir::new("expiry");
@@ -450,6 +468,35 @@ async fn recordings_past_their_depth_leave_the_object_store() {
     task.abort();
     drop(up);
     let archive = Archive::open(config()).unwrap();
-    let _up = Uploader::new(archive.clone(), store(port), upload).unwrap();
+    let up = Uploader::new(archive.clone(), store(port), upload).unwrap();
     assert_eq!(archive.range(&key, 0, i64::MAX).len(), 5);
+    // Deleting the recording left (an API call) deletes its object too.
+    let recs = archive.recordings(&path("live/old"));
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].id, sessions[1]);
+    assert_eq!(recs[0].stored(), ugc_dvr::archive::Stored::Remote);
+    assert_eq!(recs[0].bytes(), 5 * 1000 + 18);
+    archive
+        .delete_recording(&path("live/old"), sessions[1])
+        .unwrap();
+    let _task = AbortOnDrop(tokio::spawn(up.clone().run()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.stats().deleted.load(Ordering::Relaxed) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted recording's object is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!object(sessions[1]).exists() && !idx(sessions[1]).exists());
+    assert!(!local_idx(sessions[1]).exists());
+    assert!(archive.range(&key, 0, i64::MAX).is_empty());
+    assert!(archive.recordings(&path("live/old")).is_empty());
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

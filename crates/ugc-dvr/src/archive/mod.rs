@@ -35,6 +35,7 @@ mod import;
 mod index;
 pub mod names;
 mod recorder;
+mod recordings;
 mod relocation;
 mod retention;
 mod scan;
@@ -53,6 +54,7 @@ use ugc_core::StreamPath;
 pub use index::{ArchivedInit, ArchivedSegment, Location, SessionFiles, TrackIndex};
 pub use names::SegmentName;
 pub use recorder::Recorder;
+pub use recordings::{DeleteRecordingError, Recording, SessionSummary, Stored, group_sessions};
 pub use retention::{Expiry, plan_retention};
 pub use writer::write_atomic;
 
@@ -184,6 +186,8 @@ pub struct ArchiveStats {
     pub segments_expired: AtomicU64,
     /// Segments copied from another origin (DVR replication).
     pub segments_imported: AtomicU64,
+    /// Recordings deleted on request ([`Archive::delete_recording`]).
+    pub recordings_deleted: AtomicU64,
 }
 
 /// The recording state of one stream and rendition.
@@ -203,6 +207,22 @@ pub trait RemoteStore: Send + Sync {
         len: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<PathBuf>> + Send + 'a>>;
 }
+
+/// How far the remote tier is with moving one session (see
+/// [`Archive::set_upload_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadProgress {
+    /// Parts are being sent (else queued, waiting for its turn).
+    pub uploading: bool,
+    /// Bytes sent.
+    pub bytes_done: u64,
+    /// Bytes of the object (while queued: of the local files).
+    pub bytes_total: u64,
+}
+
+/// Answers the upload progress of session `i64` of a track, `None` when no
+/// upload of it is queued or running.
+pub type UploadProgressFn = Arc<dyn Fn(&TrackKey, i64) -> Option<UploadProgress> + Send + Sync>;
 
 /// Called on the writer thread when a recording session ended (the Hub
 /// stream ended): the S3 tier queues its upload.
@@ -226,6 +246,7 @@ struct Inner {
     on_session_end: RwLock<Option<SessionEndHook>>,
     on_object_expired: RwLock<Option<ObjectExpiredHook>>,
     remote: RwLock<Option<Arc<dyn RemoteStore>>>,
+    upload_progress: RwLock<Option<UploadProgressFn>>,
 }
 
 /// The archive; cheap to clone. See the [module docs](self).
@@ -284,6 +305,7 @@ impl Archive {
             on_session_end: RwLock::new(None),
             on_object_expired: RwLock::new(None),
             remote: RwLock::new(None),
+            upload_progress: RwLock::new(None),
         });
         let archive = Archive {
             inner: inner.clone(),
@@ -314,6 +336,7 @@ impl Archive {
                 on_session_end: RwLock::new(None),
                 on_object_expired: RwLock::new(None),
                 remote: RwLock::new(None),
+                upload_progress: RwLock::new(None),
             }),
         })
     }
@@ -336,6 +359,12 @@ impl Archive {
     /// Sets the hook run (on the writer thread) when a session ended.
     pub fn set_session_end_hook(&self, hook: SessionEndHook) {
         *write(&self.inner.on_session_end) = Some(hook);
+    }
+
+    /// Sets where [`Archive::recordings`] reads the upload progress of
+    /// sessions (the S3 tier's uploader).
+    pub fn set_upload_progress(&self, f: UploadProgressFn) {
+        *write(&self.inner.upload_progress) = Some(f);
     }
 
     /// Sets the hook run (on the writer thread) when retention dropped a

@@ -141,6 +141,13 @@ pub(super) fn retention(archive: &Archive, now_ms: i64) {
     if plan.segments.is_empty() && plan.inits.is_empty() && plan.objects.is_empty() {
         return;
     }
+    apply(archive, &plan, true);
+}
+
+/// Carries out `plan`: the index first, then the files; each object goes to
+/// the object-expired hook. `expired`: retention's (counted as expired and
+/// logged as past the depth) rather than a deletion asked for.
+pub(super) fn apply(archive: &Archive, plan: &Expiry, expired: bool) {
     {
         let mut idx = write(&archive.inner.index);
         for (key, seg) in &plan.segments {
@@ -167,11 +174,13 @@ pub(super) fn retention(archive: &Archive, now_ms: i64) {
             let _ = std::fs::remove_file(archive.segment_path(key, &seg.name));
             freed = freed.saturating_add(seg.size);
         }
-        archive
-            .inner
-            .stats
-            .segments_expired
-            .fetch_add(1, Ordering::Relaxed);
+        if expired {
+            archive
+                .inner
+                .stats
+                .segments_expired
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
     for (key, (session, n), init) in &plan.inits {
         if init.location == Location::Local {
@@ -186,8 +195,13 @@ pub(super) fn retention(archive: &Archive, now_ms: i64) {
     if !plan.objects.is_empty() {
         let hook = read(&archive.inner.on_object_expired).clone();
         for (key, session, object) in &plan.objects {
-            tracing::info!(stream = %key.stream, rendition = %key.rendition, session, %object,
-                "archive retention: recording past its depth; its object is deleted");
+            if expired {
+                tracing::info!(stream = %key.stream, rendition = %key.rendition, session, %object,
+                    "archive retention: recording past its depth; its object is deleted");
+            } else {
+                tracing::info!(stream = %key.stream, rendition = %key.rendition, session, %object,
+                    "archive: recording deleted; its object is deleted");
+            }
             if let Some(h) = &hook {
                 h(archive, key, *session, object);
             }

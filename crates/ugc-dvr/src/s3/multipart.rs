@@ -102,6 +102,8 @@ impl Uploader {
         };
         let part_size = job.part_size as u64;
         let n_parts = total.div_ceil(part_size).max(1);
+        let sent = |parts: usize| (parts as u64).saturating_mul(part_size).min(total);
+        self.set_running(Some((name.to_owned(), sent(job.parts.len()), total)));
         while (job.parts.len() as u64) < n_parts {
             let idx = job.parts.len();
             let start = idx as u64 * part_size;
@@ -121,6 +123,7 @@ impl Uploader {
                 Ok(part) => {
                     job.parts.push(part.content_id);
                     save_job(&dir, name, &job)?;
+                    self.set_running(Some((name.to_owned(), sent(job.parts.len()), total)));
                 }
                 Err(e) => {
                     // The server forgot the upload: start over.
@@ -190,6 +193,7 @@ impl Uploader {
         write_atomic(&rdir, &format!("{}.idx", job.session), &[index.as_bytes()])?;
         self.apply_remote(&key, &job.object, &job.entries);
         std::fs::remove_file(dir.join(name))?;
+        self.set_running(None);
         self.stats.uploaded.fetch_add(1, Ordering::Relaxed);
         tracing::info!(stream = %key.stream, rendition = %key.rendition, session = job.session,
             object = %job.object, bytes = total, "recording moved to S3");

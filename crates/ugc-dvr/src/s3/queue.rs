@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use ugc_core::StreamPath;
 
 use super::Store;
-use crate::archive::{Archive, TrackKey, write_atomic};
+use crate::archive::{Archive, TrackKey, UploadProgress, write_atomic};
 
 /// Settings of the [`Uploader`].
 #[derive(Debug, Clone)]
@@ -99,6 +99,8 @@ pub struct Uploader {
     pub(super) config: UploadConfig,
     pub(super) wake: tokio::sync::Notify,
     pub(super) stats: UploadStats,
+    /// The running job: its name, bytes sent, bytes in all.
+    pub(super) running: std::sync::Mutex<Option<(String, u64, u64)>>,
 }
 
 impl std::fmt::Debug for Uploader {
@@ -137,9 +139,14 @@ impl Uploader {
             config,
             wake: tokio::sync::Notify::new(),
             stats: UploadStats::default(),
+            running: std::sync::Mutex::new(None),
         });
         up.load_remote_indexes()?;
         up.hook_expiry()?;
+        let weak = Arc::downgrade(&up);
+        archive.set_upload_progress(Arc::new(move |key, session| {
+            weak.upgrade().and_then(|up| up.progress(key, session))
+        }));
         let weak = Arc::downgrade(&up);
         archive.set_session_end_hook(Arc::new(move |archive, key, session| {
             if let Some(up) = weak.upgrade() {
@@ -155,6 +162,44 @@ impl Uploader {
     /// Counters.
     pub fn stats(&self) -> &UploadStats {
         &self.stats
+    }
+
+    /// The upload of session `session` of `key`: running (bytes sent of
+    /// the object's), queued (bytes of its local files), or `None`.
+    pub fn progress(&self, key: &TrackKey, session: i64) -> Option<UploadProgress> {
+        let name = job_name(key, session);
+        if let Some((running, done, total)) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && *running == name
+        {
+            return Some(UploadProgress {
+                uploading: true,
+                bytes_done: *done,
+                bytes_total: *total,
+            });
+        }
+        if !queue_dir(&self.archive).join(&name).exists() {
+            return None;
+        }
+        let files = self.archive.session_files(key, session);
+        let total = files
+            .inits
+            .iter()
+            .map(|i| i.1)
+            .chain(files.segments.iter().map(|s| s.1))
+            .fold(0u64, u64::saturating_add);
+        Some(UploadProgress {
+            uploading: false,
+            bytes_done: 0,
+            bytes_total: total,
+        })
+    }
+
+    pub(super) fn set_running(&self, state: Option<(String, u64, u64)>) {
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 
     /// Queues the upload of session `session` of `key` (also for sessions
@@ -220,7 +265,9 @@ impl Uploader {
             };
             match next {
                 Some(name) => {
-                    if let Err(e) = self.run_job(&name).await {
+                    let done = self.run_job(&name).await;
+                    self.set_running(None);
+                    if let Err(e) = done {
                         tracing::error!(job = %name, error = %e, "S3 upload failed; retrying later");
                         tokio::time::sleep(self.config.backoff_max).await;
                     }
