@@ -309,6 +309,12 @@ function addCard(stream) {
     if (c.player) stopPreview(c);
     else startPreview(c);
   });
+  q('.recordings').addEventListener('toggle', (e) => {
+    clearInterval(c.recTimer);
+    if (!e.currentTarget.open) return;
+    loadRecordings(c);
+    c.recTimer = setInterval(() => loadRecordings(c), REFRESH_MS);
+  });
 
   cards.set(stream.name, c);
   $('streams').append(el);
@@ -369,6 +375,7 @@ async function newWatchToken(c) {
 }
 
 function removeCard(c) {
+  clearInterval(c.recTimer);
   stopPreview(c);
   stopBrowserLive(c);
   c.el.remove();
@@ -465,7 +472,112 @@ const PREVIEW_TEXT = {
   error: 'Playback failed.',
 };
 
-async function startPreview(c) {
+// ---- recordings ----------------------------------------------------------
+
+function fmtBytes(n) {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  return `${Math.max(1, Math.round(n / 1e3))} kB`;
+}
+
+function fmtDuration(ms) {
+  const s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const pad = (x) => String(x).padStart(2, '0');
+  return h ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+}
+
+/** `url` with the stream's watch token when it is private. */
+async function withToken(c, url) {
+  if (!c.stream.private) return url;
+  const token = c.watchToken || (await newWatchToken(c));
+  const u = new URL(url, location.href);
+  u.searchParams.set('token', token);
+  return u.href;
+}
+
+/** Lists the stream's recorded events with play, download and delete. */
+async function loadRecordings(c) {
+  const q = (sel) => c.el.querySelector(sel);
+  const msg = q('.s-rec-msg');
+  let recs;
+  try {
+    ({ recordings: recs } = await call('GET', `/streams/${c.stream.name}/recordings`));
+  } catch (err) {
+    msg.textContent = `Cannot list recordings: ${err.message}`;
+    return;
+  }
+  q('.rec-table').hidden = recs.length === 0;
+  msg.textContent = recs.length ? '' : 'Nothing recorded yet (the stream records when its DVR depth is above 0).';
+  const body = q('.s-recs');
+  body.replaceChildren();
+  for (const r of recs) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = String(r.id);
+    let stored = { local: 'This server', s3: 'S3', both: 'Server + S3' }[r.stored] || r.stored;
+    if (r.recording) stored = 'Recording…';
+    else if (r.upload) {
+      const pct = r.upload.bytes_total ? Math.floor((100 * r.upload.bytes_done) / r.upload.bytes_total) : 0;
+      stored += r.upload.state === 'uploading' ? ` · uploading ${pct}%` : ' · upload queued';
+    }
+    tr.append(
+      cell(new Date(r.start_ms).toLocaleString()),
+      cell(fmtDuration(r.duration_ms)),
+      cell(fmtBytes(r.bytes)),
+      cell(stored, 'rec-stored'),
+    );
+    const actions = document.createElement('td');
+    actions.className = 'rec-actions';
+    const play = document.createElement('button');
+    play.type = 'button';
+    play.className = 'btn small rec-play';
+    play.textContent = 'Play';
+    play.addEventListener('click', async () => {
+      try {
+        startPreview(c, await withToken(c, r.play));
+      } catch (err) {
+        toast(`Cannot play: ${err.message}`);
+      }
+    });
+    const dl = document.createElement('a');
+    dl.className = 'btn small ghost rec-download';
+    dl.textContent = 'Download';
+    dl.href = r.download || '#';
+    dl.setAttribute('download', '');
+    dl.addEventListener('click', async (e) => {
+      // A private stream's download needs a token: add it at click time.
+      if (!c.stream.private) return;
+      e.preventDefault();
+      try {
+        location.href = await withToken(c, r.download);
+      } catch (err) {
+        toast(`Cannot download: ${err.message}`);
+      }
+    });
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.className = 'btn small danger rec-delete';
+    del.textContent = 'Delete';
+    del.disabled = r.recording;
+    del.addEventListener('click', async () => {
+      const when = new Date(r.start_ms).toLocaleString();
+      if (!confirm(`Delete the recording of ${when}? It is removed from this server and S3.`)) return;
+      try {
+        await call('DELETE', `/streams/${c.stream.name}/recordings/${r.id}`);
+        toast('Recording deleted');
+        loadRecordings(c);
+      } catch (err) {
+        toast(`Could not delete: ${err.message}`);
+      }
+    });
+    actions.append(play, dl, del);
+    tr.append(actions);
+    body.append(tr);
+  }
+}
+
+async function startPreview(c, url = null) {
   stopPreview(c);
   const box = c.el.querySelector('.preview');
   const msg = box.querySelector('.player-msg');
@@ -474,7 +586,7 @@ async function startPreview(c) {
   btn.setAttribute('aria-expanded', 'true');
   btn.textContent = 'Close preview';
   let token = '';
-  if (c.stream.private) {
+  if (c.stream.private && !url) {
     try {
       token = c.watchToken || (await newWatchToken(c));
     } catch (err) {
@@ -483,7 +595,7 @@ async function startPreview(c) {
     }
   }
   const video = box.querySelector('video');
-  c.player = startPlayer(video, previewUrl(c.stream, token), (state) => {
+  c.player = startPlayer(video, url || previewUrl(c.stream, token), (state) => {
     msg.hidden = state === 'playing';
     msg.textContent = PREVIEW_TEXT[state] || '';
   });

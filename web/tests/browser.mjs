@@ -106,7 +106,7 @@ async function startServer() {
     SERVER_BIN,
     ['--data', join(tmp, 'data'), '--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`,
      '--public-host', '127.0.0.1', '--segment-ms', '1000', '--web', WEB,
-     '--whip-udp', '127.0.0.1:0'],
+     '--whip-udp', '127.0.0.1:0', '--publisher-grace-s', '3'],
     { cwd: tmp, env: { ...process.env, UGC_ADMIN_TOKEN: ADMIN, UGC_LOG: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.push(child);
@@ -121,13 +121,13 @@ async function startServer() {
   return { base, rtmp };
 }
 
-function publish(url) {
+function publish(url, seconds = 0) {
   const child = spawn('ffmpeg', [
     '-hide_banner', '-loglevel', 'error', '-nostdin', '-re',
     '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=25',
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
     '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p', '-g', '25',
-    '-c:a', 'aac', '-b:a', '64k', '-f', 'flv', url,
+    '-c:a', 'aac', '-b:a', '64k', ...(seconds ? ['-t', String(seconds)] : []), '-f', 'flv', url,
   ], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   return child;
@@ -380,6 +380,46 @@ async function main() {
       step(`without hls.js, native HLS plays: ${e.toFixed(2)} -> ${f.toFixed(2)} s`);
     }
     await native.close();
+
+    // ---- recordings: an ended event listed, played, downloaded, deleted ------
+    const created = await fetch(`${base}/api/v1/streams`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'vod', dvr_hours: 1 }),
+    });
+    assert(created.status === 201, `create vod answered ${created.status}`);
+    publish((await created.json()).publish.rtmp, 8);
+    const recordings = async () =>
+      (await (await fetch(`${base}/api/v1/streams/vod/recordings`, {
+        headers: { Authorization: `Bearer ${ADMIN}` },
+      })).json()).recordings;
+    await until('an ended recording of "vod"', 40000, async () => {
+      const r = await recordings();
+      return r.length === 1 && !r[0].recording;
+    });
+    const vod = '[data-stream=vod]';
+    await panel.waitForSelector(vod, { timeout: 10000 });
+    await panel.click(`${vod} .recordings summary`);
+    await panel.waitForSelector(`${vod} .s-recs tr[data-id]`, { timeout: 10000 });
+    const recRow = await panel.$eval(`${vod} .s-recs tr`, (tr) => tr.textContent);
+    assert(/This server/.test(recRow) && /0:0[6-9]|0:1[0-1]/.test(recRow), `recording row: ${recRow}`);
+    await panel.click(`${vod} .rec-play`);
+    const [ra, rb] = await videoAdvances(panel, `${vod} .s-video`, 2, 30000);
+    step(`the recordings list plays an ended event: ${ra.toFixed(2)} -> ${rb.toFixed(2)} s ("${recRow}")`);
+    const href = await panel.$eval(`${vod} .rec-download`, (a) => a.href);
+    const mp4 = await fetch(href);
+    const bytes = new Uint8Array(await mp4.arrayBuffer());
+    assert(mp4.status === 200 && mp4.headers.get('content-type') === 'video/mp4', `download ${mp4.status}`);
+    assert(new TextDecoder().decode(bytes.slice(4, 8)) === 'ftyp', 'the download is an MP4');
+    panel.once('dialog', (d) => d.accept());
+    await panel.click(`${vod} .rec-delete`);
+    await panel.waitForFunction(
+      (sel) => /Nothing recorded yet/.test(document.querySelector(sel).textContent),
+      `${vod} .s-rec-msg`,
+      { timeout: 10000 },
+    );
+    assert((await recordings()).length === 0, 'deleted through the panel');
+    step(`download ${bytes.length} bytes of MP4; Delete removes the recording`);
 
     // ---- the node registry: the admin sees a node that beats ----------------
     await panel.waitForSelector('#nodes-section:not([hidden]) #nodes-empty:not([hidden])');

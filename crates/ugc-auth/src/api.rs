@@ -347,6 +347,27 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
 }
 
 impl ControlPlane {
+    /// For an embedder's routes about one stream (e.g. its recordings on a
+    /// media node): `Ok` when the request's bearer token is the creator's
+    /// of stream `name` or the admin's, else the control API's status and
+    /// message (401 missing or bad token, 403 another creator's stream,
+    /// 404 no such stream, 400 a bad name; answer them as
+    /// `{"error": message}`).
+    pub async fn authorize_owner(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+    ) -> Result<(), (StatusCode, String)> {
+        let p = auth(self, headers).await.map_err(|ApiError(s, m)| (s, m))?;
+        match self.stream_for(&p, name).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let ApiError(s, m) = ApiError::from(e);
+                Err((s, m))
+            }
+        }
+    }
+
     /// The REST API, to be mounted at `/api/v1`
     /// (`Router::new().nest("/api/v1", cp.router())`).
     pub fn router(&self) -> axum::Router {

@@ -43,6 +43,8 @@ pub mod limits;
 pub mod origin;
 #[cfg(feature = "tokio")]
 pub mod pacing;
+#[cfg(feature = "json")]
+pub mod recordings;
 pub mod relay;
 pub mod rtmp;
 pub mod srt;

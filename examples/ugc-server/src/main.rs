@@ -255,6 +255,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
             LadderRegistry::json_schema(),
             clone_fn(&ladders, |l| l.json(Instant::now())),
         ),
+        // Recorded events: their creator (or the admin) lists, plays,
+        // downloads and deletes them; URLs on this node.
+        ugc_auth::ApiExtension {
+            router: ugc_proto::recordings::router(archive.clone(), {
+                let (cp, base) = (control.clone(), control.public_urls().http());
+                Arc::new(move |headers, name| {
+                    let (cp, base) = (cp.clone(), base.clone());
+                    Box::pin(
+                        async move { cp.authorize_owner(&headers, &name).await.map(|()| base) },
+                    )
+                })
+            }),
+            paths: ugc_proto::recordings::openapi_paths(),
+        },
     ]);
     // WHIP and WHEP: signalling on the HTTP port, media on UDP sockets.
     let whip = match &config.whip {

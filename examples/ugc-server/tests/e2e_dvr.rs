@@ -493,7 +493,206 @@ fn dvr_moves_an_ended_event_to_s3_and_plays_it_back_from_there() {
             .any(|f| f.extension().is_some_and(|e| e == "bin")),
         "reads went through the cache"
     );
+    // The recordings API lists the event as stored in S3; its download
+    // comes through the cache; deleting it deletes the object.
+    let (status, list) = recordings(&server, "ev", ADMIN_TOKEN);
+    assert_eq!(status, 200, "{list}");
+    let ev = &list["recordings"][0];
+    assert_eq!(ev["stored"], "s3", "{list}");
+    assert!(ev["upload"].is_null(), "{list}");
+    let download = ev["download"].as_str().unwrap();
+    let path = download.strip_prefix(&server.url("")).unwrap();
+    let r = server.get(path);
+    assert_eq!(r.status, 200, "{path}");
+    let moov = box_offset(&r.body, b"moov").expect("moov");
+    assert!(moov < box_offset(&r.body, b"mdat").expect("mdat"));
+    let id = ev["id"].as_i64().unwrap();
+    let r = http_send(
+        server.http,
+        "DELETE",
+        &format!("/api/v1/streams/ev/recordings/{id}"),
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let gone = wait_until(Duration::from_secs(30), || {
+        !files_under(&s3root.path().join("dvr"))
+            .iter()
+            .any(|f| f.to_string_lossy().contains("/live/ev/"))
+    });
+    assert!(gone.is_some(), "object left in S3:\n{}", server.log());
+    assert_eq!(
+        recordings(&server, "ev", ADMIN_TOKEN).1["recordings"],
+        serde_json::json!([])
+    );
+    assert_eq!(server.get(path).status, 404);
     publisher.kill();
+}
+
+/// `GET /api/v1/streams/<name>/recordings` with `token`: status and JSON.
+fn recordings(server: &Server, name: &str, token: &str) -> (u16, serde_json::Value) {
+    let r = http_send(
+        server.http,
+        "GET",
+        &format!("/api/v1/streams/{name}/recordings"),
+        Some(token),
+        None,
+    );
+    let v = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status, v)
+}
+
+/// A new creator's bearer token.
+fn creator(server: &Server) -> String {
+    let r = http_send(
+        server.http,
+        "POST",
+        "/api/v1/creators",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    json_str(&r.text(), "token").unwrap()
+}
+
+/// Two events of one stream (the publisher gone longer than the grace time
+/// between them): the creator's recordings API lists both, newest first,
+/// with play and download URLs that ffprobe reads; another creator cannot
+/// see them; a running one cannot be deleted; a finished one is deleted
+/// from the disk.
+#[test]
+fn recordings_api_lists_plays_downloads_and_deletes_events() {
+    let server = Server::start(&["--publisher-grace-s", "1"]);
+    let (alice, bob) = (creator(&server), creator(&server));
+    let r = http_send(
+        server.http,
+        "POST",
+        "/api/v1/streams",
+        Some(&alice),
+        Some("{\"name\": \"show\", \"dvr_hours\": 2}"),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = json_str(&r.text(), "key").unwrap();
+    let clip = test_clip(640, 360, 10, 800);
+    let work = TempDir::new("recordings");
+    let mut first = publish_file(&clip, &server.rtmp_url(&key));
+    assert!(wait_until(Duration::from_secs(30), || !first.running()).is_some());
+    // Past the grace time: the next publish is another event.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut second = publish_file(&clip, &server.rtmp_url(&key));
+    let live = wait_until(Duration::from_secs(20), || {
+        recordings(&server, "show", &alice).1["recordings"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    });
+    let (_, list) = recordings(&server, "show", &alice);
+    assert!(live.is_some(), "{list}");
+    assert_eq!(list["recordings"][0]["recording"], true, "{list}");
+    let running = list["recordings"][0]["id"].as_i64().unwrap();
+    let r = http_send(
+        server.http,
+        "DELETE",
+        &format!("/api/v1/streams/show/recordings/{running}"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(wait_until(Duration::from_secs(30), || !second.running()).is_some());
+    let ended = wait_until(Duration::from_secs(10), || {
+        recordings(&server, "show", &alice).1["recordings"][0]["recording"] == false
+    });
+    assert!(ended.is_some());
+
+    // Who may look: the creator and the admin; not another creator, not
+    // without a token.
+    assert_eq!(recordings(&server, "show", &bob).0, 403);
+    assert_eq!(recordings(&server, "show", "not-a-token").0, 401);
+    assert_eq!(recordings(&server, "nope", &alice).0, 404);
+    let (status, list) = recordings(&server, "show", ADMIN_TOKEN);
+    assert_eq!(status, 200);
+    let recs = list["recordings"].as_array().unwrap().clone();
+    assert_eq!(recs.len(), 2, "{list}");
+    assert!(
+        recs[0]["start_ms"].as_i64() > recs[1]["end_ms"].as_i64(),
+        "{list}"
+    );
+    for rec in &recs {
+        let d = rec["duration_ms"].as_i64().unwrap();
+        assert!((8_000..=12_500).contains(&d), "{rec}");
+        assert_eq!(rec["renditions"], serde_json::json!(["src"]));
+        assert_eq!(rec["stored"], "local");
+        assert!(rec["bytes"].as_u64().unwrap() > 500_000, "{rec}");
+        // The range playlist plays for the event's length.
+        let play = rec["play"].as_str().unwrap();
+        assert!(play.starts_with(&server.url("/live/show/index-")), "{play}");
+        let errors = play_errors(play);
+        assert!(errors.trim().is_empty(), "{play}: {errors}");
+        let probed = probe_duration(play);
+        assert!(
+            (probed - d as f64 / 1000.0).abs() <= 2.5,
+            "{play}: {probed} s"
+        );
+        // The download: a progressive MP4, moov first.
+        let download = rec["download"].as_str().unwrap();
+        assert_eq!(rec["downloads"]["src"], download);
+        let r = server.get(download.strip_prefix(&server.url("")).unwrap());
+        assert_eq!(r.status, 200, "{download}");
+        let moov = box_offset(&r.body, b"moov").expect("moov");
+        assert!(moov < box_offset(&r.body, b"mdat").expect("mdat"));
+        let f = work.path().join("download.mp4");
+        std::fs::write(&f, &r.body).unwrap();
+        let probed = probe_duration(f.to_str().unwrap());
+        assert!(
+            (probed - d as f64 / 1000.0).abs() <= 2.5,
+            "{download}: {probed} s"
+        );
+    }
+
+    // Deleting the older event: its files leave the disk, the newer stays.
+    let dir = server.data.path().join("dvr/live/show/src");
+    let session_files = |id: i64| {
+        files_under(&dir)
+            .iter()
+            .filter(|f| {
+                let n = f.file_name().unwrap().to_string_lossy().into_owned();
+                n.contains(&format!("_{id}_")) || n.starts_with(&format!("i{id}_"))
+            })
+            .count()
+    };
+    let (old, new) = (
+        recs[1]["id"].as_i64().unwrap(),
+        recs[0]["id"].as_i64().unwrap(),
+    );
+    assert!(session_files(old) >= 5 && session_files(new) >= 5);
+    let delete = |token: &str, id: i64| {
+        http_send(
+            server.http,
+            "DELETE",
+            &format!("/api/v1/streams/show/recordings/{id}"),
+            Some(token),
+            None,
+        )
+        .status
+    };
+    assert_eq!(delete(&bob, old), 403);
+    assert_eq!(delete(&alice, old), 204);
+    assert_eq!(session_files(old), 0);
+    assert!(session_files(new) >= 5);
+    let (_, list) = recordings(&server, "show", &alice);
+    assert_eq!(list["recordings"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["recordings"][0]["id"], new);
+    let old_download = recs[1]["download"].as_str().unwrap();
+    assert_eq!(
+        server
+            .get(old_download.strip_prefix(&server.url("")).unwrap())
+            .status,
+        404
+    );
+    assert_eq!(delete(&alice, old), 404);
+    assert_eq!(
+        metric_sample(&server, "ugc_dvr_recordings_deleted_total"),
+        Some(1.0)
+    );
 }
 
 /// An export across a new publisher with other video parameters (360p then
