@@ -134,8 +134,50 @@ async fn main() -> anyhow::Result<()> {
         ugc_core::metrics::write_process(&mut m);
         m.finish()
     });
+    // Recorded events live on the origins: the recordings API asks them
+    // (node token) and merges their copies.
+    let mut extensions = Vec::new();
+    if let Some(token) = env("UGC_NODE_TOKEN") {
+        let origins: ugc_proto::recordings::Origins = {
+            let cp = control.clone();
+            Arc::new(move || {
+                let cp = cp.clone();
+                Box::pin(async move {
+                    use ugc_auth::registry::{NodeRole, NodeState};
+                    let nodes = cp.nodes().await.unwrap_or_default();
+                    nodes
+                        .into_iter()
+                        .filter(|n| n.role == NodeRole::Origin && n.state != NodeState::Down)
+                        .map(|n| ugc_proto::recordings::OriginNode {
+                            public: n
+                                .public
+                                .as_ref()
+                                .map_or_else(|| n.url.clone(), |p| p.http()),
+                            id: n.id,
+                            url: n.url,
+                        })
+                        .collect()
+                })
+            })
+        };
+        let authorize: ugc_proto::recordings::Authorize = {
+            let cp = control.clone();
+            Arc::new(move |headers, name| {
+                let cp = cp.clone();
+                Box::pin(async move {
+                    cp.authorize_owner(&headers, &name)
+                        .await
+                        .map(|()| String::new())
+                })
+            })
+        };
+        extensions.push(ugc_auth::ApiExtension {
+            router: ugc_proto::recordings::cluster_router(origins, &token, authorize),
+            paths: ugc_proto::recordings::openapi_paths(),
+        });
+    }
     let mut app = axum::Router::new()
-        .nest("/api/v1", control.router())
+        .nest("/api/v1", control.router_with(extensions))
         .merge(metrics);
     if let Some(dir) = web {
         info!(dir = %dir.display(), "web panels");

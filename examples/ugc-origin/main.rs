@@ -283,6 +283,8 @@ async fn main() -> anyhow::Result<()> {
     let mut app = origin
         .merge(relay.router())
         .merge(ugc_proto::dvr_sync::router(archive.clone(), &token))
+        // Its recordings, for the control plane's recordings API.
+        .merge(ugc_proto::recordings::node_router(archive.clone(), &token))
         .route("/metrics", axum::routing::get(metrics));
     if let Some(w) = &whep {
         app = app.merge(w.router());

@@ -2,12 +2,17 @@
 //! from another machine. Parsing never panics; what parses renders back to
 //! a listing that parses to the same files; tracks listings never name a
 //! path outside the archive; and a plan over any listing fetches each file
-//! once, every segment after the init it needs, within the window.
+//! once, every segment after the init it needs, within the window. A
+//! deleted-recordings listing parses to non-empty spans of source streams
+//! that render back to themselves.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ugc_dvr::archive::TrackIndex;
-use ugc_dvr::replica::{PeerFile, Window, parse_listing, parse_tracks, plan};
+use ugc_dvr::replica::{
+    PeerFile, Window, parse_deleted, parse_listing, parse_tracks, plan, render_deleted,
+    without_deleted,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,11 +20,25 @@ fuzz_target!(|data: &[u8]| {
     };
     for key in parse_tracks(text) {
         let dir = key.rel_dir();
-        assert!(dir.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+        assert!(
+            dir.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        );
     }
+    let deleted = parse_deleted(text);
+    for (stream, from, to) in &deleted {
+        assert!(from < to && stream.rendition().is_none());
+    }
+    let again: String = deleted
+        .iter()
+        .map(|(s, f, t)| render_deleted(s, *f, *t))
+        .collect();
+    assert_eq!(parse_deleted(&again), deleted);
     let Ok(files) = parse_listing(text) else {
         return;
     };
+    let spans: Vec<(i64, i64)> = deleted.iter().map(|&(_, f, t)| (f, t)).collect();
+    assert!(without_deleted(files.clone(), &spans).len() <= files.len());
     let again: String = files
         .iter()
         .map(|f| format!("{} {}\n", f.file_name(), f.size()))

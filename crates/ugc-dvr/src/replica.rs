@@ -145,6 +145,48 @@ pub fn parse_tracks(text: &str) -> Vec<TrackKey> {
         .collect()
 }
 
+/// One line of the deleted-recordings listing: `<app>/<stream> <from_ms>
+/// <to_ms>` (a span of a stream's recordings deleted on request).
+pub fn render_deleted(stream: &ugc_core::StreamPath, from_ms: i64, to_ms: i64) -> String {
+    format!("{stream} {from_ms} {to_ms}\n")
+}
+
+/// Parses the deleted-recordings listing (lines of [`render_deleted`]);
+/// lines that are not one (or whose span is empty) are skipped.
+pub fn parse_deleted(text: &str) -> Vec<(ugc_core::StreamPath, i64, i64)> {
+    text.lines()
+        .take(MAX_LISTING_LINES)
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            let (app, name) = it.next()?.split_once('/')?;
+            let stream = ugc_core::StreamPath::new(app, name).ok()?;
+            let from: i64 = it.next()?.parse().ok()?;
+            let to: i64 = it.next()?.parse().ok()?;
+            (stream.rendition().is_none() && from < to && it.next().is_none())
+                .then_some((stream, from, to))
+        })
+        .collect()
+}
+
+/// Drops the peer's segments whose midpoint lies in a deleted span
+/// (`[from_ms, to_ms]`): a recording deleted here is not copied back from
+/// a peer that still has it.
+pub fn without_deleted(files: Vec<PeerFile>, spans: &[(i64, i64)]) -> Vec<PeerFile> {
+    if spans.is_empty() {
+        return files;
+    }
+    files
+        .into_iter()
+        .filter(|f| match f {
+            PeerFile::Segment { name, .. } => {
+                let mid = name.pdt_ms.saturating_add(i64::from(name.duration_ms) / 2);
+                !spans.iter().any(|&(from, to)| from <= mid && mid <= to)
+            }
+            PeerFile::Init { .. } => true,
+        })
+        .collect()
+}
+
 /// What to fetch from a peer for one track, in order: each segment after
 /// the init segments it needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

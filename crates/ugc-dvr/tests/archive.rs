@@ -390,3 +390,43 @@ fn a_recording_still_running_is_listed_but_not_deleted() {
     assert_eq!(archive.recordings(&stream).len(), 1);
     drop(r);
 }
+
+#[test]
+fn a_deleted_span_takes_every_overlapping_event_and_is_remembered() {
+    let dir = Dir::new("delete-span");
+    let stream = path("live/s");
+    let t0 = now_unix_ms() - 3_600_000;
+    {
+        let archive = Archive::open(ArchiveConfig::new(&dir.0, 2)).unwrap();
+        record(&archive, "live/s", &outputs(10, t0));
+        record(&archive, "live/s", &outputs(10, t0 + 600_000));
+        let first = archive.recordings(&stream)[1].clone();
+        // Another origin's copy of the first event started a second later
+        // and ended a second earlier: its span still takes this one whole.
+        let n = archive
+            .delete_span(&stream, first.start_ms + 1_000, first.end_ms - 1_000)
+            .unwrap();
+        assert_eq!(n, 1);
+        let left = archive.recordings(&stream);
+        assert_eq!(left.len(), 1);
+        assert!(left[0].start_ms >= t0 + 600_000);
+        // The remembered span covers the whole event deleted here.
+        assert_eq!(
+            archive.deleted_spans(&stream),
+            vec![(first.start_ms, first.end_ms)]
+        );
+        assert!(archive.deleted_spans(&path("live/other")).is_empty());
+        // Nothing overlapping: nothing deleted, the span is remembered.
+        assert_eq!(
+            archive
+                .delete_span(&stream, t0 + 200_000, t0 + 300_000)
+                .unwrap(),
+            0
+        );
+        assert_eq!(archive.deleted().len(), 2);
+    }
+    // Deletions survive a restart (`.deleted` at the archive root).
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 2)).unwrap();
+    assert_eq!(archive.deleted_spans(&stream).len(), 2);
+    assert_eq!(archive.recordings(&stream).len(), 1);
+}

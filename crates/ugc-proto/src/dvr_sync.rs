@@ -8,6 +8,14 @@
 //! | `GET /dvr/v1/tracks` | `text/plain`: `<app>/<stream> <rendition>` per archived track |
 //! | `GET /dvr/v1/index/<app>/<stream>/<rendition>?from=<unix ms>` | `text/plain`: `<file> <size>` per init segment and segment ending after `from` ([`ugc_dvr::replica::render_listing`]) |
 //! | `GET /dvr/v1/file/<app>/<stream>/<rendition>/<file>` | the file's bytes, `x-ugc-sha256: <hex>` of them |
+//! | `GET /dvr/v1/deleted` | `text/plain`: `<app>/<stream> <from ms> <to ms>` per span of recordings deleted on request ([`ugc_dvr::replica::render_deleted`]) |
+//!
+//! A recording deleted on one origin stays deleted on all: a round first
+//! applies the peer's deleted spans here ([`Archive::delete_span`]), and
+//! never copies a peer segment inside a span deleted here
+//! ([`ugc_dvr::replica::without_deleted`]), so an origin that was down
+//! while a recording was deleted loses it when it is back instead of
+//! bringing it back to the other.
 //!
 //! A fetched file enters the archive only when its length is the size the
 //! listing gave and its SHA-256 the one its peer read from disk; anything
@@ -104,7 +112,21 @@ pub fn router(archive: Archive, token: &str) -> Router {
         .route("/dvr/v1/tracks", get(tracks))
         .route("/dvr/v1/index/{app}/{name}/{rendition}", get(index))
         .route("/dvr/v1/file/{app}/{name}/{rendition}/{file}", get(file))
+        .route("/dvr/v1/deleted", get(deleted))
         .with_state(served)
+}
+
+async fn deleted(State(s): State<Arc<Served>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&s, &headers) {
+        return r;
+    }
+    let body: String = s
+        .archive
+        .deleted()
+        .iter()
+        .map(|(stream, from, to)| replica::render_deleted(stream, *from, *to))
+        .collect();
+    text(StatusCode::OK, body)
 }
 
 async fn tracks(State(s): State<Arc<Served>>, headers: HeaderMap) -> Response {
@@ -381,6 +403,11 @@ impl DvrSync {
     /// One round with `peer`: every track it lists that this archive keeps.
     pub async fn round(&self, peer: &str, pacer: &mut Pacer) -> Result<(), String> {
         let base = peer.trim_end_matches('/');
+        // Deletions first: what the peer deleted goes here too.
+        match self.get_text(&format!("{base}/dvr/v1/deleted")).await {
+            Ok(text) => self.apply_deleted(peer, &text).await,
+            Err(why) => tracing::debug!(%peer, error = %why, "dvr sync: no deletions listed"),
+        }
         let listing = self.get_text(&format!("{base}/dvr/v1/tracks")).await?;
         for key in replica::parse_tracks(&listing) {
             let depth = self.archive.depth_hours(&key.stream);
@@ -403,6 +430,35 @@ impl DvrSync {
         Ok(())
     }
 
+    /// Deletes here what `peer` lists as deleted and is not yet deleted
+    /// here (a span no local span covers).
+    async fn apply_deleted(&self, peer: &str, text: &str) {
+        for (stream, from, to) in replica::parse_deleted(text) {
+            let known = self
+                .archive
+                .deleted_spans(&stream)
+                .iter()
+                .any(|&(f, t)| f <= from && to <= t);
+            if known {
+                continue;
+            }
+            let archive = self.archive.clone();
+            let s = stream.clone();
+            let done = tokio::task::spawn_blocking(move || archive.delete_span(&s, from, to)).await;
+            match done {
+                Ok(Ok(n)) => {
+                    tracing::info!(%peer, %stream, from, to, recordings = n,
+                        "dvr sync: a recording deleted on a peer is deleted here too");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, %stream, from, to, error = %e,
+                        "dvr sync: applying a peer's deletion");
+                }
+                Err(e) => tracing::warn!(error = %e, "dvr sync: deletion task"),
+            }
+        }
+    }
+
     async fn track(
         &self,
         base: &str,
@@ -423,6 +479,7 @@ impl DvrSync {
             ))
             .await?;
         let files = replica::parse_listing(&listing).map_err(|e| format!("listing: {e}"))?;
+        let files = replica::without_deleted(files, &self.archive.deleted_spans(&key.stream));
         let plan = self.archive.with_index(key, |i| {
             replica::plan(i, &files, window, self.config.round_bytes)
         });

@@ -20,6 +20,18 @@
 //! Who may list or delete a stream's recordings is the embedder's policy:
 //! an [`Authorize`] answers for each request (the control plane: the
 //! stream's creator or the admin).
+//!
+//! **Several origins.** Each origin answers its own archive to holders of
+//! the node token ([`node_router`]): `GET /dvr/v1/recordings/<app>/<s>`
+//! (the same JSON, URLs relative to the origin) and `DELETE
+//! /dvr/v1/recordings/<app>/<s>?from=<ms>&to=<ms>` (every ended recording
+//! overlapping the span; [`Archive::delete_span`]). The control plane
+//! serves the public routes with [`cluster_router`]: it asks every origin,
+//! merges the events whose spans overlap (origins record the same event a
+//! moment apart), gives the URLs of the origin with the longest copy and
+//! lists each origin's copy under `origins`; a delete goes to every origin
+//! and succeeds when one took it (the others follow through replication,
+//! [`crate::dvr_sync`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -201,6 +213,399 @@ pub fn recording_json(r: &Recording, base: &str, name: &str) -> Value {
     })
 }
 
+/// The node-token routes of an origin's archive (see the [module
+/// docs](self)).
+pub fn node_router(archive: Archive, token: &str) -> Router {
+    let node = Node {
+        archive,
+        token: crate::relay::server::digest(token),
+    };
+    Router::new()
+        .route(
+            "/dvr/v1/recordings/{app}/{name}",
+            get(node_list).delete(node_delete),
+        )
+        .with_state(Arc::new(node))
+}
+
+struct Node {
+    archive: Archive,
+    token: [u8; 32],
+}
+
+fn node_refused(node: &Node, headers: &HeaderMap) -> Option<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(crate::relay::server::digest);
+    if presented.is_some_and(|d| crate::relay::server::same(&d, &node.token)) {
+        return None;
+    }
+    Some(error(StatusCode::UNAUTHORIZED, "node token required"))
+}
+
+fn node_stream(app: &str, name: &str) -> Option<StreamPath> {
+    StreamPath::new(app, name)
+        .ok()
+        .filter(StreamPath::is_source)
+}
+
+async fn node_list(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path((app, name)): Path<(String, String)>,
+) -> Response {
+    if let Some(r) = node_refused(&node, &headers) {
+        return r;
+    }
+    let Some(stream) = node_stream(&app, &name) else {
+        return error(StatusCode::BAD_REQUEST, "bad stream name");
+    };
+    let list: Vec<Value> = node
+        .archive
+        .recordings(&stream)
+        .iter()
+        .map(|r| recording_json(r, "", &name))
+        .collect();
+    json_response(StatusCode::OK, &json!({ "recordings": list }))
+}
+
+async fn node_delete(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path((app, name)): Path<(String, String)>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    if let Some(r) = node_refused(&node, &headers) {
+        return r;
+    }
+    let Some(stream) = node_stream(&app, &name) else {
+        return error(StatusCode::BAD_REQUEST, "bad stream name");
+    };
+    let param = |k: &str| -> Option<i64> {
+        q.as_deref()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    let (Some(from), Some(to)) = (param("from"), param("to")) else {
+        return error(StatusCode::BAD_REQUEST, "from and to (unix ms) wanted");
+    };
+    if from >= to {
+        return error(StatusCode::BAD_REQUEST, "empty span");
+    }
+    let archive = node.archive.clone();
+    let done = tokio::task::spawn_blocking(move || archive.delete_span(&stream, from, to)).await;
+    match done {
+        Ok(Ok(n)) => json_response(StatusCode::OK, &json!({ "deleted": n })),
+        Ok(Err(DeleteRecordingError::Recording)) => {
+            error(StatusCode::CONFLICT, "the recording is still running")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "deleting recordings");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "deleting failed")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "deleting recordings");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "deleting failed")
+        }
+    }
+}
+
+/// An origin as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginNode {
+    /// Its node id.
+    pub id: String,
+    /// Its HTTP base URL for nodes (the node token routes).
+    pub url: String,
+    /// Its base URL for viewers (`http://host:port`).
+    pub public: String,
+}
+
+/// The origins to ask, now (the control plane's registry).
+pub type Origins =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<OriginNode>> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+struct Cluster {
+    origins: Origins,
+    token: Arc<str>,
+    authorize: Authorize,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<bytes::Bytes>,
+    >,
+}
+
+/// How long an origin may take to answer.
+const ORIGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bytes an origin's recordings answer may have.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// The public routes (relative to `/api/v1`) over every origin's archive,
+/// for a control plane without one (see the [module docs](self)).
+pub fn cluster_router(origins: Origins, token: &str, authorize: Authorize) -> Router {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    Router::new()
+        .route("/streams/{name}/recordings", get(cluster_list))
+        .route("/streams/{name}/recordings/{id}", delete(cluster_delete))
+        .with_state(Cluster {
+            origins,
+            token: token.into(),
+            authorize,
+            client,
+        })
+}
+
+impl Cluster {
+    async fn call(
+        &self,
+        method: axum::http::Method,
+        url: &str,
+    ) -> Result<(StatusCode, Value), String> {
+        use http_body_util::BodyExt as _;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(http_body_util::Empty::new())
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(ORIGIN_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = tokio::time::timeout(
+            ORIGIN_TIMEOUT,
+            http_body_util::Limited::new(resp.into_body(), MAX_ANSWER).collect(),
+        )
+        .await
+        .map_err(|_| "body timed out".to_owned())?
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    /// Every origin's recordings of `name`, merged, newest first.
+    async fn merged(&self, name: &str) -> Result<Vec<Value>, Response> {
+        let origins = (self.origins)().await;
+        let asks = origins.iter().map(|o| async move {
+            let url = format!(
+                "{}/dvr/v1/recordings/live/{name}",
+                o.url.trim_end_matches('/')
+            );
+            (o, self.call(axum::http::Method::GET, &url).await)
+        });
+        let mut copies: Vec<(&OriginNode, Value)> = Vec::new();
+        let mut answered = 0;
+        for (o, got) in futures_util::future::join_all(asks).await {
+            match got {
+                Ok((StatusCode::OK, v)) => {
+                    answered += 1;
+                    if let Some(list) = v["recordings"].as_array() {
+                        copies.extend(list.iter().map(|r| (o, r.clone())));
+                    }
+                }
+                Ok((status, _)) => {
+                    tracing::warn!(origin = %o.id, %status, "recordings: origin refused");
+                }
+                Err(why) => {
+                    tracing::warn!(origin = %o.id, error = %why, "recordings: origin unreachable")
+                }
+            }
+        }
+        if answered == 0 && !origins.is_empty() {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no origin answered; try again",
+            ));
+        }
+        Ok(merge(copies))
+    }
+}
+
+/// Merges origins' copies of events (pure): copies whose spans overlap are
+/// one event, shown with the URLs of its longest copy (made absolute on
+/// that origin's public base), `id` the earliest start, and `origins`.
+/// Copies of one event: its span and each origin's entry.
+type Group<'a> = (i64, i64, Vec<(&'a OriginNode, Value)>);
+
+fn merge(mut copies: Vec<(&OriginNode, Value)>) -> Vec<Value> {
+    let span = |v: &Value| {
+        (
+            v["start_ms"].as_i64().unwrap_or(0),
+            v["end_ms"].as_i64().unwrap_or(0),
+        )
+    };
+    copies.sort_by_key(|(o, v)| (span(v), o.id.clone()));
+    let mut groups: Vec<Group> = Vec::new();
+    for (o, v) in copies {
+        let (start, end) = span(&v);
+        match groups.last_mut() {
+            Some(g) if start < g.1 => {
+                g.1 = g.1.max(end);
+                g.2.push((o, v));
+            }
+            _ => groups.push((start, end, vec![(o, v)])),
+        }
+    }
+    let absolute = |v: &Value, base: &str| -> Value {
+        match v {
+            Value::String(p) if p.starts_with('/') => Value::String(format!("{base}{p}")),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (k.clone(), absolute_str(x, base)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    };
+    let mut out: Vec<Value> = groups
+        .into_iter()
+        .map(|(start, end, copies)| {
+            let best = copies
+                .iter()
+                .max_by_key(|(o, v)| {
+                    let (s, e) = span(v);
+                    (e - s, std::cmp::Reverse(o.id.clone()))
+                })
+                .map(|(o, v)| ((*o).clone(), v.clone()));
+            let Some((origin, mut v)) = best else {
+                return Value::Null;
+            };
+            for k in ["play", "download", "downloads"] {
+                v[k] = absolute(&v[k], &origin.public);
+            }
+            v["id"] = json!(start);
+            v["start_ms"] = json!(start);
+            v["end_ms"] = json!(end);
+            v["duration_ms"] = json!(end - start);
+            v["recording"] = json!(copies.iter().any(|(_, c)| c["recording"] == true));
+            v["origins"] = copies
+                .iter()
+                .map(|(o, c)| {
+                    json!({
+                        "node": o.id,
+                        "stored": c["stored"],
+                        "bytes": c["bytes"],
+                        "duration_ms": c["duration_ms"],
+                        "recording": c["recording"],
+                        "upload": c["upload"],
+                    })
+                })
+                .collect();
+            v
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+fn absolute_str(v: &Value, base: &str) -> Value {
+    match v {
+        Value::String(p) if p.starts_with('/') => Value::String(format!("{base}{p}")),
+        other => other.clone(),
+    }
+}
+
+async fn cluster_list(
+    State(c): State<Cluster>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if stream_path(&name).is_none() {
+        return error(StatusCode::BAD_REQUEST, "bad stream name");
+    }
+    if let Err((status, why)) = (c.authorize)(headers, name.clone()).await {
+        return error(status, &why);
+    }
+    match c.merged(&name).await {
+        Ok(list) => json_response(StatusCode::OK, &json!({ "recordings": list })),
+        Err(r) => r,
+    }
+}
+
+async fn cluster_delete(
+    State(c): State<Cluster>,
+    headers: HeaderMap,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    if stream_path(&name).is_none() {
+        return error(StatusCode::BAD_REQUEST, "bad stream name");
+    }
+    if let Err((status, why)) = (c.authorize)(headers, name.clone()).await {
+        return error(status, &why);
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::NOT_FOUND, "no such recording");
+    };
+    let list = match c.merged(&name).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    // The id is the earliest copy's start: an origin that did not answer
+    // this time may have had it, so else the event starting within a
+    // minute after it.
+    let exact = list.iter().find(|r| r["id"].as_i64() == Some(id));
+    let near = || {
+        list.iter()
+            .filter(|r| {
+                let s = r["start_ms"].as_i64().unwrap_or(i64::MIN);
+                id <= s && s <= id.saturating_add(60_000)
+            })
+            .min_by_key(|r| r["start_ms"].as_i64().unwrap_or(i64::MAX))
+    };
+    let Some(rec) = exact.or_else(near) else {
+        return error(StatusCode::NOT_FOUND, "no such recording");
+    };
+    if rec["recording"] == true {
+        return error(
+            StatusCode::CONFLICT,
+            "the recording is still running; delete it after the stream ends",
+        );
+    }
+    let (from, to) = (
+        rec["start_ms"].as_i64().unwrap_or(0).min(id),
+        rec["end_ms"].as_i64().unwrap_or(0),
+    );
+    let origins = (c.origins)().await;
+    let asks = origins.iter().map(|o| {
+        let url = format!(
+            "{}/dvr/v1/recordings/live/{name}?from={from}&to={to}",
+            o.url.trim_end_matches('/')
+        );
+        let c = &c;
+        async move { (o, c.call(axum::http::Method::DELETE, &url).await) }
+    });
+    let (mut ok, mut conflict) = (0, 0);
+    for (o, got) in futures_util::future::join_all(asks).await {
+        match got {
+            Ok((StatusCode::OK, _)) => ok += 1,
+            Ok((StatusCode::CONFLICT, _)) => conflict += 1,
+            Ok((status, _)) => {
+                tracing::warn!(origin = %o.id, %status, "recordings: delete refused")
+            }
+            Err(why) => {
+                tracing::warn!(origin = %o.id, error = %why, "recordings: delete not delivered")
+            }
+        }
+    }
+    if conflict > 0 {
+        return error(StatusCode::CONFLICT, "the recording is still running");
+    }
+    if ok == 0 {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no origin took the deletion; try again",
+        );
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 /// The OpenAPI path items of [`router`], by path.
 pub fn openapi_paths() -> serde_json::Map<String, Value> {
     let name = json!({ "name": "name", "in": "path", "required": true,
@@ -286,6 +691,46 @@ mod tests {
             ..r
         };
         assert_eq!(range_of(&empty).1, 1);
+    }
+
+    #[test]
+    fn copies_of_one_event_on_two_origins_merge_into_one() {
+        let node = |id: &str| OriginNode {
+            id: id.into(),
+            url: format!("http://{id}:1"),
+            public: format!("https://{id}.example"),
+        };
+        let (a, b) = (node("a"), node("b"));
+        let entry = |start: i64, end: i64, recording: bool| {
+            json!({
+                "id": start, "start_ms": start, "end_ms": end, "duration_ms": end - start,
+                "recording": recording, "stored": "local", "bytes": 1, "upload": null,
+                "play": format!("/live/s/index-{}-9.m3u8", start / 1000),
+                "download": "/live/s/archive-1-9.mp4",
+                "downloads": { "src": "/live/s/archive-1-9.mp4" },
+            })
+        };
+        let got = merge(vec![
+            (&a, entry(10_000, 60_000, false)),
+            (&b, entry(9_500, 61_000, false)),
+            (&a, entry(90_000, 99_000, true)),
+        ]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0]["id"], 90_000, "newest first");
+        assert_eq!(got[0]["recording"], true);
+        let one = &got[1];
+        assert_eq!(
+            (one["id"].clone(), one["end_ms"].clone()),
+            (json!(9_500), json!(61_000))
+        );
+        assert_eq!(one["origins"].as_array().map(Vec::len), Some(2));
+        // URLs of the longest copy (B's), on its public base.
+        assert_eq!(one["play"], "https://b.example/live/s/index-9-9.m3u8");
+        assert_eq!(
+            one["downloads"]["src"],
+            "https://b.example/live/s/archive-1-9.mp4"
+        );
+        assert!(merge(Vec::new()).is_empty());
     }
 
     #[test]

@@ -1720,3 +1720,113 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// An origin's recordings of `stream` (node route), as JSON.
+fn origin_recordings(origin: SocketAddr, stream: &str) -> Vec<serde_json::Value> {
+    let r = http_send(
+        origin,
+        "GET",
+        &format!("/dvr/v1/recordings/live/{stream}"),
+        Some(NODE_TOKEN),
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    v["recordings"].as_array().cloned().unwrap_or_default()
+}
+
+/// One event recorded by two origins: the control plane's recordings API
+/// lists it once, with both copies and URLs on an origin that serve it;
+/// deleting it there deletes it on the origin that is up, and the origin
+/// that was down meanwhile loses it when it is back (replication applies
+/// the other's deletion) instead of copying it back.
+#[test]
+fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
+    let control = Control::dedicated();
+    let key = control.create_stream(r#"{"name": "evt", "dvr_hours": 1}"#);
+    let sync = ["--dvr-sync-every-ms", "500", "--dvr-sync-settle-ms", "3000"];
+    let (a_http, b_http) = (addr(), addr());
+    let (a, _a_data) = start_origin_with(&control, a_http, &sync);
+    let b_data = TempDir::new("origin-b");
+    let b = start_origin_in(&control, b_http, b_data.path(), &sync);
+    let grace = ["--publisher-grace-s".to_owned(), "1".to_owned()];
+    let (publish, rtmp) = start_publish_with(&control, None, &grace);
+    let clip = test_clip(320, 240, 8, 400);
+    // Both origins follow the stream before it starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
+    assert!(wait_until(Duration::from_secs(30), || !ffmpeg.running()).is_some());
+    let ended = |o: SocketAddr| {
+        let r = origin_recordings(o, "evt");
+        !r.is_empty() && r.iter().all(|x| x["recording"] == false)
+    };
+    wait_until(Duration::from_secs(30), || ended(a_http) && ended(b_http)).unwrap_or_else(|| {
+        panic!(
+            "both origins record the event\nA {:?}\nB {:?}\n{}\n{}\n{}",
+            origin_recordings(a_http, "evt"),
+            origin_recordings(b_http, "evt"),
+            a.log(),
+            b.log(),
+            publish.log()
+        )
+    });
+    let list = |token: &str| {
+        let r = http_send(
+            control.http,
+            "GET",
+            "/api/v1/streams/evt/recordings",
+            Some(token),
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        (r.status, v)
+    };
+    let (status, v) = list(ADMIN_TOKEN);
+    assert_eq!(status, 200, "{v}");
+    let recs = v["recordings"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{v}");
+    let rec = &recs[0];
+    assert_eq!(rec["origins"].as_array().unwrap().len(), 2, "{v}");
+    let d = rec["duration_ms"].as_i64().unwrap();
+    assert!((6_000..=12_000).contains(&d), "{v}");
+    // The download is served by the origin it names.
+    let download = rec["download"].as_str().unwrap();
+    let (host, path) = download
+        .strip_prefix("http://")
+        .and_then(|u| u.split_once('/'))
+        .unwrap();
+    let at: SocketAddr = host.parse().unwrap();
+    assert!(at == a_http || at == b_http, "{download}");
+    let mp4 = http_get(at, &format!("/{path}"));
+    assert_eq!(mp4.status, 200, "{download}");
+    assert_eq!(&mp4.body[4..8], b"ftyp");
+    assert_eq!(list("not-a-token").0, 401);
+
+    // B is down while the event is deleted through the control plane.
+    drop(b);
+    let id = rec["id"].as_i64().unwrap();
+    let r = http_send(
+        control.http,
+        "DELETE",
+        &format!("/api/v1/streams/evt/recordings/{id}"),
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(origin_recordings(a_http, "evt").is_empty());
+    // B back on its data: it drops the event, A copies nothing back.
+    let b = start_origin_in(&control, b_http, b_data.path(), &sync);
+    wait_until(Duration::from_secs(20), || {
+        listening(b_http) && origin_recordings(b_http, "evt").is_empty()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "B keeps the deleted event {:?}\n{}",
+            origin_recordings(b_http, "evt"),
+            b.log()
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(origin_recordings(a_http, "evt").is_empty(), "{}", a.log());
+    assert!(origin_recordings(b_http, "evt").is_empty(), "{}", b.log());
+    assert_eq!(list(ADMIN_TOKEN).1["recordings"], serde_json::json!([]));
+}

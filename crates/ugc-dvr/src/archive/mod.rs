@@ -247,6 +247,8 @@ struct Inner {
     on_object_expired: RwLock<Option<ObjectExpiredHook>>,
     remote: RwLock<Option<Arc<dyn RemoteStore>>>,
     upload_progress: RwLock<Option<UploadProgressFn>>,
+    /// Spans of recordings deleted on request (`.deleted`).
+    deleted: Mutex<Vec<(StreamPath, i64, i64)>>,
 }
 
 /// The archive; cheap to clone. See the [module docs](self).
@@ -286,6 +288,7 @@ impl Archive {
     pub fn open(config: ArchiveConfig) -> io::Result<Archive> {
         std::fs::create_dir_all(&config.root)?;
         let index = scan(&config.root)?;
+        let deleted = recordings::load_deleted(&config.root);
         let local: u64 = index.values().map(|t| t.local_bytes).sum();
         let last_session = index
             .values()
@@ -306,6 +309,7 @@ impl Archive {
             on_object_expired: RwLock::new(None),
             remote: RwLock::new(None),
             upload_progress: RwLock::new(None),
+            deleted: Mutex::new(deleted),
         });
         let archive = Archive {
             inner: inner.clone(),
@@ -337,6 +341,7 @@ impl Archive {
                 on_object_expired: RwLock::new(None),
                 remote: RwLock::new(None),
                 upload_progress: RwLock::new(None),
+                deleted: Mutex::new(recordings::load_deleted(root)),
             }),
         })
     }

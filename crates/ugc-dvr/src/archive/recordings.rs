@@ -282,6 +282,8 @@ impl Archive {
         }
         tracing::info!(stream = %stream, id, segments = plan.segments.len(),
             objects = plan.objects.len(), "archive: recording deleted");
+        // Remembered first: replication must not copy it back meanwhile.
+        self.remember_deleted(&stream, rec.start_ms, rec.end_ms)?;
         apply(self, &plan, false);
         self.inner
             .stats
@@ -289,6 +291,102 @@ impl Archive {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(rec)
     }
+
+    /// Deletes every ended recording of `stream` that overlaps
+    /// `[from_ms, to_ms]` (another origin's deletion of the same event,
+    /// whose sessions started a moment apart here) and remembers the span;
+    /// how many were deleted. A running one is refused and nothing is
+    /// deleted. Blocking.
+    pub fn delete_span(
+        &self,
+        stream: &StreamPath,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<usize, DeleteRecordingError> {
+        let hit: Vec<Recording> = self
+            .recordings(stream)
+            .into_iter()
+            .filter(|r| r.start_ms < to_ms && r.end_ms > from_ms)
+            .collect();
+        if hit.iter().any(Recording::recording) {
+            return Err(DeleteRecordingError::Recording);
+        }
+        let (mut lo, mut hi) = (from_ms, to_ms);
+        for r in &hit {
+            lo = lo.min(r.start_ms);
+            hi = hi.max(r.end_ms);
+        }
+        self.remember_deleted(&stream.source(), lo, hi)?;
+        let mut n = 0;
+        for r in &hit {
+            match self.delete_recording(stream, r.id) {
+                Ok(_) | Err(DeleteRecordingError::NotFound) => n += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Spans `[from_ms, to_ms]` of `stream`'s recordings deleted on request
+    /// (within the archive depth): replication does not copy them back.
+    pub fn deleted_spans(&self, stream: &StreamPath) -> Vec<(i64, i64)> {
+        let stream = stream.source();
+        self.inner
+            .deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(s, _, _)| *s == stream)
+            .map(|&(_, f, t)| (f, t))
+            .collect()
+    }
+
+    /// Every remembered deletion: (stream, from, to).
+    pub fn deleted(&self) -> Vec<(StreamPath, i64, i64)> {
+        self.inner
+            .deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds a deleted span (merging it into one it overlaps) and rewrites
+    /// `<root>/.deleted` crash-safely, forgetting spans past their
+    /// stream's depth.
+    fn remember_deleted(&self, stream: &StreamPath, from_ms: i64, to_ms: i64) -> io::Result<()> {
+        let mut spans = self.inner.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        let now = super::now_unix_ms();
+        let depth = &self.inner.config.depth;
+        spans.retain(|(s, _, to)| {
+            let hours = i64::from(depth(s)).max(1);
+            *to >= now.saturating_sub(hours.saturating_mul(3_600_000))
+        });
+        match spans
+            .iter_mut()
+            .find(|(s, f, t)| s == stream && *f <= to_ms && from_ms <= *t)
+        {
+            Some(span) => {
+                span.1 = span.1.min(from_ms);
+                span.2 = span.2.max(to_ms);
+            }
+            None => spans.push((stream.clone(), from_ms, to_ms)),
+        }
+        let text: String = spans
+            .iter()
+            .map(|(s, f, t)| crate::replica::render_deleted(s, *f, *t))
+            .collect();
+        super::write_atomic(&self.inner.config.root, DELETED_FILE, &[text.as_bytes()])
+    }
+}
+
+/// The file of remembered deletions under the archive root.
+const DELETED_FILE: &str = ".deleted";
+
+/// Reads `<root>/.deleted` (missing or unreadable: nothing remembered).
+pub(super) fn load_deleted(root: &std::path::Path) -> Vec<(StreamPath, i64, i64)> {
+    std::fs::read_to_string(root.join(DELETED_FILE))
+        .map(|t| crate::replica::parse_deleted(&t))
+        .unwrap_or_default()
 }
 
 fn add(m: &mut SessionSummary, location: &Location, size: u64) {

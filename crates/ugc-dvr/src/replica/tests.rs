@@ -316,3 +316,41 @@ proptest! {
         prop_assert_eq!(plan(Some(&after), &p, w, u64::MAX), Plan::default());
     }
 }
+
+#[test]
+fn deleted_spans_round_trip_and_keep_their_segments_out() {
+    let stream = ugc_core::StreamPath::parse("live/show").unwrap();
+    let text = format!(
+        "{}garbage\nlive/x 5 5\nlive/show/720p 1 2\n{}",
+        render_deleted(&stream, 1_000, 9_000),
+        render_deleted(&stream, 20_000, 30_000)
+    );
+    assert_eq!(
+        parse_deleted(&text),
+        vec![(stream.clone(), 1_000, 9_000), (stream, 20_000, 30_000)]
+    );
+    let seg = |pdt: i64| PeerFile::Segment {
+        name: SegmentName {
+            pdt_ms: pdt,
+            duration_ms: 2000,
+            dts_ms: 0,
+            session: 1,
+            msn: 0,
+            init: 0,
+            discontinuity: false,
+        },
+        size: 10,
+    };
+    let init = PeerFile::Init {
+        session: 1,
+        n: 0,
+        size: 5,
+    };
+    let files = vec![init, seg(0), seg(7_000), seg(8_500), seg(12_000)];
+    // Midpoints 1000 (in), 8000 (in), 9500 (out), 13000 (out).
+    assert_eq!(
+        without_deleted(files.clone(), &[(1_000, 9_000)]),
+        vec![init, seg(8_500), seg(12_000)]
+    );
+    assert_eq!(without_deleted(files.clone(), &[]), files);
+}
