@@ -62,8 +62,8 @@ pub struct DvrSection {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Section {
-    /// `http://host:port` of an S3-compatible server; unset = AWS (needs the
-    /// feature `s3-tls`).
+    /// `http://host:port` or `https://host[:port]` of an S3-compatible
+    /// server; unset = AWS.
     pub endpoint: Option<String>,
     /// Bucket.
     pub bucket: String,
@@ -86,6 +86,9 @@ pub struct S3Section {
     pub cache_ttl_s: Option<u64>,
     /// Multipart part size in MiB (default 8, at least 5).
     pub part_mb: Option<u64>,
+    /// PEM file of CA certificates trusted for an `https://` endpoint
+    /// besides the web PKI's (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Effective DVR settings: a [`DvrSection`] with its defaults filled.
@@ -241,6 +244,7 @@ fn s3_read_side(
             "secret_access_key",
             "AWS_SECRET_ACCESS_KEY",
         )?,
+        ca_file: s3.ca_file.clone(),
     };
     let mut cache = crate::s3::CacheConfig::new(s3.cache_dir.clone().unwrap_or_default());
     if let Some(gb) = s3.cache_gb {

@@ -2,7 +2,8 @@
 //! disk) started on loopback (install: `scripts/install-deps.sh s3`).
 //! Upload with the server gone for 60 s in the middle, integrity, no
 //! orphaned multipart uploads, read back through the cache (single fetch,
-//! LRU by size, TTL).
+//! LRU by size, TTL); the same over HTTPS (nginx terminating TLS with a
+//! private CA's certificate in front of s3s-fs).
 #![cfg(feature = "s3")]
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -129,6 +130,7 @@ fn store(port: u16) -> Arc<dyn Store> {
             region: "us-east-1".into(),
             access_key_id: ACCESS.into(),
             secret_access_key: SECRET.into(),
+            ca_file: None,
         })
         .unwrap(),
     )
@@ -499,4 +501,210 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// nginx terminating TLS on `port` in front of `upstream` (its `stream`
+/// module), killed on drop.
+struct TlsProxy(Child);
+
+impl TlsProxy {
+    fn start(dir: &Path, port: u16, upstream: u16, cert: &Path, key: &Path) -> TlsProxy {
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+                 daemon off;\nmaster_process off;\npid {0}/nginx.pid;\n\
+                 error_log {0}/nginx-error.log info;\nevents {{ worker_connections 64; }}\n\
+                 stream {{ server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {1}; \
+                 ssl_certificate_key {2}; proxy_pass 127.0.0.1:{upstream}; }} }}\n",
+                dir.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/install-deps.sh: nginx, libnginx-mod-stream)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsProxy(child)
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1 (openssl):
+/// (CA certificate, server certificate, server key).
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "1", "-subj", "/CN=ugc test CA"],
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "s3.key",
+            "-out",
+            "s3.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "s3.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "s3.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("s3.pem"), dir.join("s3.key"))
+}
+
+/// The S3 tier over HTTPS: a client that does not trust the server's CA
+/// sends nothing; one given the CA file uploads an event (verified, equal
+/// to the local files) and reads a segment back through the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_reads_back_over_https_with_a_private_ca() {
+    use object_store::ObjectStoreExt as _;
+    let dir = Dir::new("https");
+    let s3root = dir.0.join("s3");
+    let port = free_port();
+    let _server = S3Server::start(&s3root, port);
+    let tls_port = free_port();
+    let (ca, cert, key) = private_ca(&dir.0);
+    let _proxy = TlsProxy::start(&dir.0, tls_port, port, &cert, &key);
+    let https = |ca_file: Option<PathBuf>| -> Arc<dyn Store> {
+        Arc::new(
+            s3_store(&S3Settings {
+                endpoint: Some(format!("https://127.0.0.1:{tls_port}")),
+                bucket: BUCKET.into(),
+                region: "us-east-1".into(),
+                access_key_id: ACCESS.into(),
+                secret_access_key: SECRET.into(),
+                ca_file,
+            })
+            .unwrap(),
+        )
+    };
+    // Not trusted: refused at the handshake.
+    let err = https(None)
+        .head(&object_store::path::Path::from("ugc/none"))
+        .await
+        .unwrap_err();
+    let text = format!("{err:?}").to_lowercase();
+    assert!(
+        text.contains("certificate") || text.contains("unknownissuer"),
+        "{err:?}"
+    );
+
+    let archive = Archive::open(ArchiveConfig::new(dir.0.join("dvr"), 1)).unwrap();
+    let cache = Arc::new(
+        S3Cache::new(
+            https(Some(ca.clone())),
+            CacheConfig::new(dir.0.join("cache")),
+        )
+        .unwrap(),
+    );
+    archive.set_remote(cache.clone());
+    let up = Uploader::new(
+        archive.clone(),
+        https(Some(ca)),
+        UploadConfig {
+            backoff_max: Duration::from_secs(1),
+            ..UploadConfig::default()
+        },
+    )
+    .unwrap();
+    let recorded = {
+        let a = archive.clone();
+        tokio::task::spawn_blocking(move || {
+            record_session(&a, "live/tls", 10, 16);
+            a.flush_blocking(Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+    };
+    assert!(recorded);
+    let key = TrackKey::source(&path("live/tls"));
+    let segs = archive.range(&key, 0, i64::MAX);
+    assert!(segs.len() >= 4, "{} segments", segs.len());
+    let session = segs[0].name.session;
+    let expected = local_object(&archive, &key, session);
+    let second = std::fs::read(archive.segment_path(&key, &segs[1].name)).unwrap();
+    let _task = AbortOnDrop(tokio::spawn(up.clone().run()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.stats().uploaded.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no upload over HTTPS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = std::fs::read(
+        s3root
+            .join(BUCKET)
+            .join(format!("ugc/live/tls/src/{session}.mp4")),
+    )
+    .unwrap();
+    assert!(
+        stored == expected,
+        "the object differs from the local files"
+    );
+    assert!(!archive.segment_path(&key, &segs[1].name).exists());
+    let back = archive.segment_file(&key, &segs[1].name).await.unwrap();
+    assert!(std::fs::read(back).unwrap() == second);
+    assert_eq!(cache.stats().fetches.load(Ordering::Relaxed), 1);
 }

@@ -21,11 +21,13 @@
 //! the same range fetch it once; the cache evicts least-recently-used files
 //! beyond its size and refetches files older than its TTL.
 //!
-//! **HTTP.** By default the S3 client speaks plain HTTP through the
-//! `hyper-util` client already in the dependency tree, signing with the
-//! RustCrypto `hmac`/`sha2` crates ([`plain_http_store`]); that suits an S3
-//! service on the local network (MinIO, garage, s3s). Feature `s3-tls`
-//! switches to object_store's own reqwest + rustls client for `https://`.
+//! **HTTP.** The S3 client is object_store's signing and protocol code
+//! over the `hyper-util` client already in the dependency tree, with
+//! rustls (aws-lc-rs) for `https://` endpoints (web PKI roots plus
+//! [`S3Settings::ca_file`]) and the RustCrypto `hmac`/`sha2` crates for
+//! SigV4 ([`s3_store`], [`http_connector`]): plain HTTP for an S3 service
+//! on the local network (MinIO, garage, s3s), HTTPS for AWS or a remote
+//! one, with no second HTTP or TLS stack.
 //!
 //! **Expiry.** A recording past its depth leaves the object store too:
 //! when retention dropped every segment of an object, the object, its
@@ -37,7 +39,7 @@
 //! `multipart` (uploading one job), `verify` (checksums of the local files
 //! and of the object read back), `index` (where moved files live), `cache`
 //! ([`S3Cache`]), `expiry` (deleting expired objects) and `client` (the S3
-//! client, plain HTTP or `s3-tls`).
+//! client over HTTP or HTTPS).
 
 mod cache;
 mod client;
@@ -51,9 +53,7 @@ use object_store::ObjectStore;
 use object_store::multipart::MultipartStore;
 
 pub use cache::{CacheConfig, CacheStats, S3Cache, attach_read_side};
-#[cfg(not(feature = "s3-tls"))]
-pub use client::plain_http_store;
-pub use client::{S3Settings, s3_store};
+pub use client::{S3Settings, http_connector, s3_store};
 pub use index::load_remote_index;
 pub use queue::{StreamFilter, UploadConfig, UploadStats, Uploader};
 
