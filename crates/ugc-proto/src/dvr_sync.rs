@@ -76,12 +76,7 @@ fn text(status: StatusCode, body: String) -> Response {
 
 /// The answer to a request without the node token, `None` with it.
 fn refused(s: &Served, headers: &HeaderMap) -> Option<Response> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(crate::relay::server::digest);
-    if presented.is_some_and(|d| crate::relay::server::same(&d, &s.token)) {
+    if crate::relay::server::bearer_is(headers, &s.token) {
         return None;
     }
     let mut r = text(StatusCode::UNAUTHORIZED, "node token required\n".into());

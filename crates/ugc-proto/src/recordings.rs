@@ -234,12 +234,7 @@ struct Node {
 }
 
 fn node_refused(node: &Node, headers: &HeaderMap) -> Option<Response> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(crate::relay::server::digest);
-    if presented.is_some_and(|d| crate::relay::server::same(&d, &node.token)) {
+    if crate::relay::server::bearer_is(headers, &node.token) {
         return None;
     }
     Some(error(StatusCode::UNAUTHORIZED, "node token required"))

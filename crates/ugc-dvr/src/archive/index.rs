@@ -192,15 +192,19 @@ impl Archive {
             .max()
     }
 
-    /// Sessions of `key` with local files, and whether each is still
-    /// being recorded.
-    pub fn local_sessions(&self, key: &TrackKey) -> Vec<(i64, bool)> {
-        let active = self
-            .inner
+    /// Every (track, session) being recorded now.
+    pub(super) fn active_sessions(&self) -> std::collections::HashSet<(TrackKey, i64)> {
+        self.inner
             .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .clone()
+    }
+
+    /// Sessions of `key` with local files, and whether each is still
+    /// being recorded.
+    pub fn local_sessions(&self, key: &TrackKey) -> Vec<(i64, bool)> {
+        let active = self.active_sessions();
         self.with_index(key, |i| {
             let mut v: Vec<i64> = i
                 .map(|i| {

@@ -184,12 +184,7 @@ impl Archive {
     /// newest first.
     pub fn recordings(&self, stream: &StreamPath) -> Vec<Recording> {
         let stream = stream.source();
-        let active = self
-            .inner
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let active = self.active_sessions();
         let mut sessions: Vec<SessionSummary> = Vec::new();
         let idx = read(&self.inner.index);
         for (key, t) in idx.iter().filter(|(k, _)| k.stream == stream) {

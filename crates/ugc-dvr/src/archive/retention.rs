@@ -122,12 +122,7 @@ pub fn plan_retention(
 }
 
 pub(super) fn retention(archive: &Archive, now_ms: i64) {
-    let active = archive
-        .inner
-        .active
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let active = archive.active_sessions();
     let plan = {
         let idx = read(&archive.inner.index);
         plan_retention(

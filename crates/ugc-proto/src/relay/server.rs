@@ -150,6 +150,17 @@ pub(crate) fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// Whether `headers` carry `Authorization: Bearer <t>` with `t` the node
+/// token of digest `token` (compared in constant time).
+pub(crate) fn bearer_is(headers: &axum::http::HeaderMap, token: &[u8; 32]) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(digest)
+        .is_some_and(|d| same(&d, token))
+}
+
 impl RelayServer {
     /// A server of `hub`'s streams.
     pub fn new(hub: Hub, config: RelayServerConfig) -> Self {
@@ -399,13 +410,7 @@ fn check(
     req: &Request,
 ) -> Result<(StreamPath, Query), Box<Response>> {
     let inner = &server.inner;
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(digest);
-    if !presented.is_some_and(|d| same(&d, &inner.token)) {
+    if !bearer_is(req.headers(), &inner.token) {
         inner.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
         let mut r = status(StatusCode::UNAUTHORIZED, "node token required\n");
         r.headers_mut()
