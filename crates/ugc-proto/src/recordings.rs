@@ -466,7 +466,7 @@ fn merge(mut copies: Vec<(&OriginNode, Value)>) -> Vec<Value> {
                 .iter()
                 .max_by_key(|(o, v)| {
                     let (s, e) = span(v);
-                    (e - s, std::cmp::Reverse(o.id.clone()))
+                    (e.saturating_sub(s), std::cmp::Reverse(o.id.clone()))
                 })
                 .map(|(o, v)| ((*o).clone(), v.clone()));
             let Some((origin, mut v)) = best else {
@@ -478,7 +478,7 @@ fn merge(mut copies: Vec<(&OriginNode, Value)>) -> Vec<Value> {
             v["id"] = json!(start);
             v["start_ms"] = json!(start);
             v["end_ms"] = json!(end);
-            v["duration_ms"] = json!(end - start);
+            v["duration_ms"] = json!(end.saturating_sub(start));
             v["recording"] = json!(copies.iter().any(|(_, c)| c["recording"] == true));
             v["origins"] = copies
                 .iter()
@@ -698,7 +698,7 @@ mod tests {
         let (a, b) = (node("a"), node("b"));
         let entry = |start: i64, end: i64, recording: bool| {
             json!({
-                "id": start, "start_ms": start, "end_ms": end, "duration_ms": end - start,
+                "id": start, "start_ms": start, "end_ms": end, "duration_ms": end.saturating_sub(start),
                 "recording": recording, "stored": "local", "bytes": 1, "upload": null,
                 "play": format!("/live/s/index-{}-9.m3u8", start / 1000),
                 "download": "/live/s/archive-1-9.mp4",
@@ -726,6 +726,9 @@ mod tests {
             "https://b.example/live/s/archive-1-9.mp4"
         );
         assert!(merge(Vec::new()).is_empty());
+        // An origin's extreme span cannot overflow the merge.
+        let odd = merge(vec![(&a, entry(i64::MIN, i64::MAX, false))]);
+        assert_eq!(odd[0]["duration_ms"], i64::MAX);
     }
 
     #[test]
