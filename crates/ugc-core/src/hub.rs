@@ -1250,12 +1250,41 @@ fn switch_to(
         st.rebase();
     }
     if st.tracks.as_ref() != Some(&tracks) {
+        if st.had_media {
+            end_old_sound(shared, st);
+        }
         st.announce_pending = st.had_media;
         adopt_tracks(shared, st, tracks);
     } else {
         // Same tracks, continuous timestamps: nothing for readers to reset
         // (a takeover of the old role that never sent is moot too).
         st.announce_pending = false;
+    }
+}
+
+/// Before a switch to other tracks (a discontinuity): the old source's
+/// audio tracks filled with silence up to where its picture ends (the
+/// timeline end [`State::rebase`] just took), in the old tracks' format.
+///
+/// A transcoder killed just after a keyframe leaves a last segment of a
+/// frame or two of video whose sound ends before that video starts (the
+/// encoder's lookahead held it back). A takeover on the same tracks fills
+/// that hole at its landing; a switch to other tracks (the origin's slate
+/// when every transcoder is down) closed that segment as it was, and
+/// hls.js, whose buffer is audio and video's intersection, never got past
+/// it: 15-17 s frozen on a slate it had listed, in the e2e test. Filled,
+/// the segment's sound reaches its picture's end and the player moves on
+/// to the next one.
+fn end_old_sound(shared: &StreamShared, st: &mut State) {
+    let Some(old) = st.tracks.clone() else {
+        return;
+    };
+    if old.video().is_none() {
+        return;
+    }
+    let end = st.present_end;
+    for audio in old.iter().filter(|t| t.kind() == MediaKind::Audio) {
+        fill_silence(shared, st, audio, end.ticks_at(audio.timescale), &old);
     }
 }
 
@@ -1796,6 +1825,53 @@ mod tests {
         let mut want: Vec<(u32, i64)> = (0..8).map(|k| (2, 1240 + k * 20)).collect();
         want.extend([(1, 1400), (2, 1400), (2, 1420), (2, 1440)]);
         assert_eq!(order, want);
+    }
+
+    /// A switch to other tracks (the slate, in its own codec parameters):
+    /// the old audio, stopped 120 ms before the old video's end, is filled
+    /// with silence up to that end before the new tracks are announced, so
+    /// the old timeline's last segment has sound to its picture's end.
+    #[test]
+    fn a_switch_to_other_tracks_ends_the_old_sound_with_the_picture() {
+        let hub = Hub::new(HubConfig::default());
+        let name = path("live/a");
+        let mut r = hub.subscribe(&name);
+        let mut main = hub.publish(&name);
+        main.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+        for i in 0..10 {
+            main.push(video(1000 + i * 40, i == 0)).unwrap(); // ends at 1400
+        }
+        for i in 0..12 {
+            main.push(audio(1000 + i * 20)).unwrap(); // ends at 1240
+        }
+        drop(main);
+        drain(&mut r);
+        let mut other = tracks_20ms_audio().iter().cloned().collect::<Vec<_>>();
+        if let crate::media::TrackParams::Video(v) = &mut other[0].params {
+            v.width += 16;
+        }
+        let other = Tracks::new(other);
+        let mut fallback = hub.publish_as(&name, SourceRole::Fallback);
+        fallback.push(MediaEvent::Tracks(other.clone())).unwrap();
+        fallback.push(video(0, true)).unwrap();
+        fallback.push(audio(0)).unwrap();
+        let ev = drain(&mut r);
+        let at_tracks = ev
+            .iter()
+            .position(|e| matches!(e, MediaEvent::Tracks(t) if *t == other))
+            .expect("the new tracks announced");
+        let before: Vec<(u32, i64)> = frame_dts(&ev[..at_tracks])
+            .iter()
+            .map(|f| (f.0, f.1))
+            .collect();
+        // 1240..1400: eight 20 ms frames of silence, all before the new
+        // tracks.
+        let want: Vec<(u32, i64)> = (0..8).map(|k| (2, 1240 + k * 20)).collect();
+        assert_eq!(before, want);
+        assert_eq!(hub.stats(&name).unwrap().silent_frames, 8);
+        // The new source lands where the old picture ended.
+        let after = frame_dts(&ev[at_tracks..]);
+        assert_eq!(after.first().map(|f| (f.0, f.1)), Some((1, 1400)));
     }
 
     /// The fill steps by the track's frame duration, not by the spacing of
