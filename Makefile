@@ -74,7 +74,7 @@ browser-hls-js:
 	$(CARGO) test --workspace --locked --test e2e_ll_hls -- --ignored --test-threads=1
 	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_failover -- --ignored
-	$(CARGO) test --workspace --locked --test e2e_roles hls_js -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_roles hls_js -- --ignored --test-threads=1
 	$(CARGO) test --workspace --locked --test e2e_whip -- --ignored
 
 fuzz-smoke:

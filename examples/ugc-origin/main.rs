@@ -9,6 +9,11 @@
 //! 2 s with the revoked sessions). With `--web DIR` (default `./web` when
 //! it holds the panels) it serves their viewer page, `/watch/<stream>`.
 //!
+//! A rendition nobody feeds for `--fallback-after-ms` while its source
+//! still arrives (every transcoder down) loops its fallback until a
+//! transcoder is back. (A publisher that drops is covered upstream: its
+//! publishing node loops the fallback into the source.)
+//!
 //! ```text
 //! UGC_NODE_TOKEN=... ugc-origin --control-url http://cp:8080 \
 //!     --http 0.0.0.0:8082 --data /var/lib/ugc-origin
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../role-common/audio.rs"]
 mod audio;
+#[path = "../role-common/fallback.rs"]
+mod fallback;
 #[path = "../role-common/logging.rs"]
 mod logging;
 #[path = "../role-common/node.rs"]
@@ -140,6 +147,16 @@ struct Flags {
     #[arg(long, env = "UGC_DVR_SYNC_SETTLE_MS", default_value_t = 10_000)]
     dvr_sync_settle_ms: u64,
     #[command(flatten)]
+    fallback: fallback::FallbackFlags,
+    /// Milliseconds a rendition goes without its relay, while its source
+    /// arrives, before the origin loops the fallback into it (every
+    /// transcoder down). Keep it above the time a standby transcoder
+    /// takes over (the control plane's --lease-ttl-ms plus about 2 s, with
+    /// room for a loaded machine) so that an ordinary failover is not
+    /// covered by a flash of the slate.
+    #[arg(long, env = "UGC_FALLBACK_AFTER_MS", default_value_t = 8000)]
+    fallback_after_ms: u64,
+    #[command(flatten)]
     node: node::NodeFlags,
 }
 
@@ -156,6 +173,20 @@ async fn main() -> anyhow::Result<()> {
     let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
         .await
         .context("following the control plane's settings")?;
+    // Renditions nobody feeds any more while their source arrives: their
+    // fallback, after the wait (a standby transcoder takes over first).
+    fallback::spawn(
+        &hub,
+        &flags.fallback,
+        &settings,
+        ugc_core::fallback::FallbackConfig {
+            hold: Duration::from_secs(flags.publisher_grace_s),
+            after: Duration::from_millis(flags.fallback_after_ms),
+            sources: false,
+            renditions: true,
+            ..Default::default()
+        },
+    )?;
     let play_keys = PlayKeys::follow(
         &flags.control_url,
         &token,

@@ -6,6 +6,9 @@
 //! stream to the control plane's transcoders (else its origins), or to
 //! each `--push-to` node.
 //!
+//! A stream whose publisher drops loops its fallback (`--fallback`, the
+//! stream's own setting) for the publisher grace.
+//!
 //! It registers with the control plane and beats every two seconds
 //! (`ugc_auth::registry`), so publish URLs go to the least-loaded
 //! publishing node.
@@ -23,6 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+#[path = "../role-common/fallback.rs"]
+mod fallback;
 #[path = "../role-common/logging.rs"]
 mod logging;
 #[path = "../role-common/node.rs"]
@@ -117,6 +122,8 @@ struct Flags {
     #[arg(long, env = "UGC_DATA")]
     data: Option<std::path::PathBuf>,
     #[command(flatten)]
+    fallback: fallback::FallbackFlags,
+    #[command(flatten)]
     node: node::NodeFlags,
 }
 
@@ -137,6 +144,17 @@ async fn main() -> anyhow::Result<()> {
         settings.clone(),
         Overrides::default(),
     )));
+    // A publisher that drops: its fallback, pushed on like live (through
+    // the ladder on the transcoders, so every rendition switches at once).
+    fallback::spawn(
+        &hub,
+        &flags.fallback,
+        &settings,
+        ugc_core::fallback::FallbackConfig {
+            hold: Duration::from_secs(flags.publisher_grace_s),
+            ..Default::default()
+        },
+    )?;
     let auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?;
     tokio::spawn(
         auth.clone()

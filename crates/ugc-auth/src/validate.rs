@@ -142,7 +142,7 @@ pub fn restream(list: &[String]) -> Result<()> {
 }
 
 /// Longest fallback file name.
-pub const MAX_FALLBACK_NAME: usize = 128;
+pub const MAX_FALLBACK_NAME: usize = ugc_core::fallback::MAX_FILE_NAME;
 /// Shortest and longest per-stream source timeout (0 also: the node's).
 pub const SOURCE_TIMEOUT_MS: std::ops::RangeInclusive<u32> = 500..=60_000;
 
@@ -173,11 +173,7 @@ pub fn fallback(f: &str) -> Result<()> {
         }
         return Ok(());
     }
-    let name_ok = (1..=MAX_FALLBACK_NAME).contains(&f.len())
-        && !f.starts_with('.')
-        && f.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !name_ok {
+    if !ugc_core::fallback::plain_file_name(f) {
         return Err(invalid(
             "fallback",
             "must be slate, off, an http(s):// URL or a file name of [A-Za-z0-9._-] \

@@ -13,8 +13,11 @@
 //! * [`run`] / [`supervise`]: the thin async side, publishing a looper into
 //!   a [`Hub`] stream while the stream has neither a main nor a backup
 //!   publisher, for at most a hold time.
+//! * [`FallbackMedia`]: what a node loops (a slate, a file, a URL, nothing)
+//!   and how a stream's own setting picks among them.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,14 +193,126 @@ impl Looper {
     }
 }
 
+/// Longest file name a stream's own fallback may name.
+pub const MAX_FILE_NAME: usize = 128;
+
+/// Whether `name` is a plain file name a stream may pick its fallback by
+/// (`[A-Za-z0-9._-]`, 1 to [`MAX_FILE_NAME`] bytes, not starting with a
+/// dot): never a path, so a creator names what the operator put in the
+/// node's fallback directory and reaches no other file.
+pub fn plain_file_name(name: &str) -> bool {
+    (1..=MAX_FILE_NAME).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// What a node loops into a stream left without a publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FallbackMedia {
+    /// Nothing: the picture freezes (players stall) until the publisher
+    /// is back or the stream ends.
+    Off,
+    /// "Stream will be back shortly" on black, with silence, in the
+    /// stream's codecs and size.
+    Slate,
+    /// A video file, re-encoded once per stream shape.
+    File(PathBuf),
+    /// A video at an `http(s)://` URL (a stream's own setting).
+    Url(String),
+}
+
+/// Why a stream's own fallback setting was not used (the node's is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnFallbackIgnored {
+    /// It names no plain file name ([`plain_file_name`]): a path, a file
+    /// edited by hand.
+    NotAFileName,
+    /// It names a file but the node has no fallback directory.
+    NoDirectory,
+}
+
+impl std::fmt::Display for OwnFallbackIgnored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OwnFallbackIgnored::NotAFileName => "a stream's fallback is no file name",
+            OwnFallbackIgnored::NoDirectory => {
+                "a stream names a fallback file but the node has no fallback directory"
+            }
+        })
+    }
+}
+
+impl FallbackMedia {
+    /// A node's own setting: `slate`, `off` or the path of a video file,
+    /// which must exist.
+    pub fn node_setting(s: &str) -> std::result::Result<FallbackMedia, String> {
+        match s {
+            "slate" => Ok(FallbackMedia::Slate),
+            "off" => Ok(FallbackMedia::Off),
+            path if Path::new(path).is_file() => Ok(FallbackMedia::File(path.into())),
+            path => Err(format!(
+                "fallback must be \"slate\", \"off\" or a video file; {path} is none"
+            )),
+        }
+    }
+
+    /// The fallback of a stream whose own setting is `own` (the control
+    /// plane's `fallback`): `None` is `self` (the node's); `slate`, `off`
+    /// and `http(s)://` URLs are taken as they are; a file name is looked
+    /// up in `dir`. A name that is no plain file name, or any name without
+    /// a `dir`, is refused (the caller says so and uses `self`).
+    pub fn for_stream(
+        &self,
+        own: Option<&str>,
+        dir: Option<&Path>,
+    ) -> std::result::Result<FallbackMedia, OwnFallbackIgnored> {
+        Ok(match own {
+            None => self.clone(),
+            Some("slate") => FallbackMedia::Slate,
+            Some("off") => FallbackMedia::Off,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                FallbackMedia::Url(url.to_owned())
+            }
+            Some(name) if !plain_file_name(name) => return Err(OwnFallbackIgnored::NotAFileName),
+            Some(name) => match dir {
+                Some(dir) => FallbackMedia::File(dir.join(name)),
+                None => return Err(OwnFallbackIgnored::NoDirectory),
+            },
+        })
+    }
+}
+
 /// How the fallback of [`supervise`] behaves.
 #[derive(Debug, Clone)]
 pub struct FallbackConfig {
     /// How long a stream may run on its fallback before it ends (the
-    /// publisher did not come back). Use the hub's publisher grace.
+    /// publisher did not come back). Use the hub's publisher grace. A
+    /// rendition's fallback ([`FallbackConfig::renditions`]) holds on
+    /// while its source stream has a publisher.
     pub hold: Duration,
     /// How often a stream's sources are looked at (and frames sent).
     pub tick: Duration,
+    /// How long a stream must be without a publisher before the fallback
+    /// stands in: 0 on the node publishers connect to (a publisher that
+    /// drops is gone); a node fed by another that fails over on its own
+    /// (an origin behind main/standby transcoders) waits for that
+    /// failover instead of flashing the fallback during it.
+    pub after: Duration,
+    /// Source streams get a fallback. On where publishers connect; off on
+    /// an origin: a relay that ends there ends the same way when the
+    /// stream ended upstream (after its own fallback) and when its node
+    /// went down, so the origin cannot tell an outage to cover.
+    pub sources: bool,
+    /// Renditions of a source that is live get a fallback of their own.
+    /// Off where a ladder runs (the source's fallback goes through it, so
+    /// every rendition switches at the same point); on where renditions
+    /// arrive made elsewhere (an origin, when every transcoder is down
+    /// while the source still arrives). Their checks run on one clock, so
+    /// the renditions of a source that stop together switch in the same
+    /// tick.
+    pub renditions: bool,
 }
 
 impl Default for FallbackConfig {
@@ -205,6 +320,9 @@ impl Default for FallbackConfig {
         FallbackConfig {
             hold: Duration::from_secs(20),
             tick: Duration::from_millis(20),
+            after: Duration::ZERO,
+            sources: true,
+            renditions: false,
         }
     }
 }
@@ -222,9 +340,24 @@ fn orphaned(hub: &Hub, name: &StreamPath) -> Option<bool> {
     )
 }
 
+/// Whether `name` is a rendition whose source stream has a live main or
+/// backup publisher (an origin whose transcoders are all down still gets
+/// the source from its publishing node).
+fn source_live(hub: &Hub, name: &StreamPath) -> bool {
+    if name.is_source() {
+        return false;
+    }
+    let source = name.source();
+    orphaned(hub, &source) == Some(false)
+        && hub
+            .stats(&source)
+            .is_some_and(|s| s.publishing && s.active_source != SourceRole::Fallback)
+}
+
 /// Loops `clip` into stream `name` as its fallback source until a main or
 /// backup publisher is live again (returns `Ok`), or for `hold` without
-/// one (then ends the stream). Timestamps are the hub's business: it
+/// one (then ends the stream; a rendition holds on while its source is
+/// live). Timestamps are the hub's business: it
 /// continues the stream's timeline on the switch.
 pub async fn run(
     hub: &Hub,
@@ -251,7 +384,7 @@ pub async fn run(
             // A publisher is back and live: stand down.
             return Ok(());
         }
-        if now - start >= config.hold {
+        if now - start >= config.hold && !source_live(hub, name) {
             drop(publisher);
             hub.end_unless_published(name);
             return Ok(());
@@ -259,17 +392,21 @@ pub async fn run(
     }
 }
 
+/// How often [`supervise`] looks at a stream's publishers.
+pub const CHECK_EVERY: Duration = Duration::from_millis(250);
+
 /// Gives every source stream of `hub` its fallback: when a stream that had
-/// media is left without a main or backup publisher, `clip_for(name,
-/// tracks)` (the stream and its track set; `None`: no fallback for it,
-/// e.g. one whose settings turn it off) is looped into it by [`run`].
-/// `clip_for` is also called, in a task of its own, as soon as
-/// a stream's track set is known or changes, so that a clip that takes
-/// long to make (an operator's file) is ready before the outage: a
-/// `clip_for` that caches by track shape makes it once. Renditions
-/// ([`StreamPath::rendition`]) get none: their source's fallback goes
-/// through the ladder, so every rendition switches at the same point. Runs
-/// until the hub is dropped.
+/// media is left without a main or backup publisher for
+/// [`FallbackConfig::after`] (a rendition: while its source is live),
+/// `clip_for(name, tracks)` (the stream and its
+/// track set; `None`: no fallback for it, e.g. one whose settings turn it
+/// off) is looped into it by [`run`]. `clip_for` is also called, in a task
+/// of its own, as soon as a stream's track set is known or changes, so
+/// that a clip that takes long to make (an operator's file) is ready
+/// before the outage: a `clip_for` that caches by track shape makes it
+/// once. Sources and renditions ([`StreamPath::rendition`]) get one with
+/// [`FallbackConfig::sources`] and [`FallbackConfig::renditions`]. Every stream is looked at every
+/// [`CHECK_EVERY`] on one clock. Runs until the hub is dropped.
 pub async fn supervise<F, Fut>(hub: Hub, clip_for: F, config: FallbackConfig)
 where
     F: Fn(StreamPath, Tracks) -> Fut + Send + Sync + 'static,
@@ -277,17 +414,28 @@ where
 {
     let clip_for = Arc::new(clip_for);
     let mut watch = hub.watch();
+    let epoch = tokio::time::Instant::now();
     while let Some(name) = watch.next().await {
-        if !name.is_source() {
+        if !(if name.is_source() {
+            config.sources
+        } else {
+            config.renditions
+        }) {
             continue;
         }
         let (hub, clip_for, config) = (hub.clone(), Arc::clone(&clip_for), config.clone());
+        // The next tick of the one clock: streams that lose their
+        // publishers together (the renditions of one transcoder) are seen
+        // in the same tick, and their fallbacks start together.
+        let ticks = epoch.elapsed().as_nanos() / CHECK_EVERY.as_nanos() + 1;
+        let first = epoch + CHECK_EVERY * u32::try_from(ticks).unwrap_or(u32::MAX);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tick = tokio::time::interval_at(first, CHECK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut prepared: Option<Tracks> = None;
+            let mut orphaned_at: Option<tokio::time::Instant> = None;
             loop {
-                tick.tick().await;
+                let now = tick.tick().await;
                 let orphan = match orphaned(&hub, &name) {
                     None => return, // the stream ended
                     Some(o) => o,
@@ -296,6 +444,7 @@ where
                     continue;
                 };
                 if !orphan {
+                    orphaned_at = None;
                     // The publisher's tracks (not the fallback's own).
                     if prepared.as_ref() != Some(&tracks) {
                         prepared = Some(tracks.clone());
@@ -303,6 +452,14 @@ where
                     }
                     continue;
                 }
+                if now.duration_since(*orphaned_at.get_or_insert(now)) < config.after {
+                    continue;
+                }
+                if !name.is_source() && !source_live(&hub, &name) {
+                    // The source went too: the renditions follow it.
+                    continue;
+                }
+                orphaned_at = None;
                 let Some(clip) = clip_for(name.clone(), tracks).await else {
                     return;
                 };
@@ -513,5 +670,139 @@ mod tests {
             Some(SourceRole::Fallback)
         );
         sup.abort();
+    }
+
+    /// A live main publisher of `name` sending a frame every 40 ms until
+    /// dropped (returned: abort it to stop).
+    fn live(hub: &Hub, name: &str) -> tokio::task::JoinHandle<()> {
+        let mut p = hub.publish(&StreamPath::parse(name).unwrap());
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        tokio::spawn(async move {
+            for i in 0.. {
+                if p.push(MediaEvent::Frame(frame(1, i * 40, i % 25 == 0)))
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    }
+
+    fn active(hub: &Hub, name: &str) -> Option<SourceRole> {
+        hub.stats(&StreamPath::parse(name).unwrap())
+            .map(|s| s.active_source)
+    }
+
+    /// An origin whose transcoders all stop: its renditions get their own
+    /// fallback after the wait (none during a shorter outage), both in the
+    /// same tick though they stopped 100 ms apart, and hold on past the
+    /// hold time while the source stream is live; once the source is gone
+    /// too they end, and the source gets none (sources off).
+    #[tokio::test(start_paused = true)]
+    async fn renditions_stand_in_together_after_the_wait_while_the_source_lives() {
+        let hub = Hub::new(crate::HubConfig::default());
+        let c = clip();
+        let config = FallbackConfig {
+            hold: Duration::from_secs(5),
+            after: Duration::from_secs(2),
+            sources: false,
+            renditions: true,
+            ..FallbackConfig::default()
+        };
+        let sup = tokio::spawn(supervise(
+            hub.clone(),
+            move |_, _| {
+                let c = Arc::clone(&c);
+                async move { Some(c) }
+            },
+            config,
+        ));
+        let source = live(&hub, "live/a");
+        let r1 = live(&hub, "live/a/r1");
+        // The second rendition appears a moment later (its checks still run
+        // on the same clock).
+        tokio::time::sleep(Duration::from_millis(130)).await;
+        let r2 = live(&hub, "live/a/r2");
+        tokio::time::sleep(Duration::from_millis(9_920)).await;
+        // A 1.5 s outage of one rendition: shorter than the wait.
+        r1.abort();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(active(&hub, "live/a/r1"), Some(SourceRole::Main));
+        let r1 = live(&hub, "live/a/r1");
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert_eq!(active(&hub, "live/a/r1"), Some(SourceRole::Main));
+        // Both transcoders' renditions stop, 100 ms apart.
+        r1.abort();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r2.abort();
+        let stopped = tokio::time::Instant::now();
+        let mut switched: [Option<Duration>; 2] = [None, None];
+        while stopped.elapsed() < Duration::from_secs(4) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for (i, r) in ["live/a/r1", "live/a/r2"].iter().enumerate() {
+                if switched[i].is_none() && active(&hub, r) == Some(SourceRole::Fallback) {
+                    switched[i] = Some(stopped.elapsed());
+                }
+            }
+        }
+        let [Some(a), Some(b)] = switched else {
+            panic!("both renditions on their fallback: {switched:?}");
+        };
+        assert_eq!(a, b, "in the same tick");
+        assert!(
+            a >= Duration::from_millis(1900) && a <= Duration::from_millis(2300),
+            "{a:?}"
+        );
+        assert_eq!(active(&hub, "live/a"), Some(SourceRole::Main));
+        // Past the hold: the source is live, the renditions hold on.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(active(&hub, "live/a/r1"), Some(SourceRole::Fallback));
+        assert_eq!(active(&hub, "live/a/r2"), Some(SourceRole::Fallback));
+        // The source goes too (the stream ended upstream): no fallback of
+        // its own here, and the renditions, past their hold, end.
+        source.abort();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_ne!(active(&hub, "live/a"), Some(SourceRole::Fallback));
+        assert_eq!(active(&hub, "live/a/r1"), None);
+        assert_eq!(active(&hub, "live/a/r2"), None);
+        // A rendition that stops while its source is gone gets none.
+        live(&hub, "live/a/r3").abort();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_ne!(active(&hub, "live/a/r3"), Some(SourceRole::Fallback));
+        sup.abort();
+    }
+
+    #[test]
+    fn a_streams_own_fallback_is_a_file_in_the_directory_a_url_or_the_nodes() {
+        use FallbackMedia::*;
+        let node = File(PathBuf::from("/srv/brb.mp4"));
+        let dir = Path::new("/srv/loops");
+        assert_eq!(node.for_stream(None, Some(dir)), Ok(node.clone()));
+        assert_eq!(node.for_stream(Some("off"), Some(dir)), Ok(Off));
+        assert_eq!(Off.for_stream(Some("slate"), None), Ok(Slate));
+        assert_eq!(
+            node.for_stream(Some("https://cdn.example/a.mp4"), None),
+            Ok(Url("https://cdn.example/a.mp4".into()))
+        );
+        assert_eq!(
+            node.for_stream(Some("mine.mp4"), Some(dir)),
+            Ok(File(PathBuf::from("/srv/loops/mine.mp4")))
+        );
+        // No directory, or no plain name (a file edited by hand): refused.
+        let refused = |own| node.for_stream(Some(own), Some(dir));
+        assert_eq!(
+            node.for_stream(Some("mine.mp4"), None),
+            Err(OwnFallbackIgnored::NoDirectory)
+        );
+        for own in ["../etc/passwd", "/etc/passwd", ".hidden", "a/b.mp4", ""] {
+            assert_eq!(refused(own), Err(OwnFallbackIgnored::NotAFileName), "{own}");
+        }
+        assert!(!plain_file_name(&"a".repeat(MAX_FILE_NAME + 1)));
+        assert!(plain_file_name(&"a".repeat(MAX_FILE_NAME)));
+        assert_eq!(FallbackMedia::node_setting("off"), Ok(Off));
+        assert_eq!(FallbackMedia::node_setting("slate"), Ok(Slate));
+        let e = FallbackMedia::node_setting("/no/such/loop.mp4").unwrap_err();
+        assert!(e.contains("is none"), "{e}");
     }
 }

@@ -382,51 +382,7 @@ pub struct WhipListen {
 }
 
 /// What viewers get while a stream waits for its publisher.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fallback {
-    /// The picture freezes.
-    Off,
-    /// "Stream will be back shortly" on black, silence.
-    Slate,
-    /// The operator's video file, in each stream's shape.
-    File(PathBuf),
-    /// A video at an `http(s)://` URL (a stream's own setting).
-    Url(String),
-}
-
-impl Fallback {
-    /// The fallback of a stream whose own setting is `own` (the control
-    /// plane's `fallback`, see `ugc_auth::validate::fallback`): `None` is
-    /// `self` (the server's); a file name is looked up in `dir`, and is
-    /// the server's when there is no `dir` or the name is no plain file
-    /// name (both logged).
-    pub fn for_stream(&self, own: Option<&str>, dir: Option<&std::path::Path>) -> Fallback {
-        match own {
-            None => self.clone(),
-            Some("slate") => Fallback::Slate,
-            Some("off") => Fallback::Off,
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                Fallback::Url(url.to_owned())
-            }
-            Some(name) => {
-                if ugc_auth::validate::fallback(name).is_err() {
-                    tracing::warn!(name, "a stream's fallback is no file name: the server's");
-                    return self.clone();
-                }
-                match dir {
-                    Some(dir) => Fallback::File(dir.join(name)),
-                    None => {
-                        tracing::warn!(
-                            name,
-                            "a stream names a fallback file but there is no --fallback-dir: the server's"
-                        );
-                        self.clone()
-                    }
-                }
-            }
-        }
-    }
-}
+pub use ugc_core::fallback::FallbackMedia as Fallback;
 
 impl Config {
     /// Parses `args` (exits on `--help` or a bad flag), reads the file it
@@ -547,18 +503,8 @@ impl Config {
             srt_server,
             ingest_tick: ms(s.ingest_tick_ms, 10, 100),
             fallback: match s.fallback.as_deref() {
-                None | Some("slate") => Fallback::Slate,
-                Some("off") => Fallback::Off,
-                Some(path) => {
-                    let path = PathBuf::from(path);
-                    if !path.is_file() {
-                        anyhow::bail!(
-                            "fallback must be \"slate\", \"off\" or a video file; {} is none",
-                            path.display()
-                        )
-                    }
-                    Fallback::File(path)
-                }
+                None => Fallback::Slate,
+                Some(setting) => Fallback::node_setting(setting).map_err(anyhow::Error::msg)?,
             },
             fallback_dir: match s.fallback_dir {
                 Some(dir) if !dir.is_dir() => {
@@ -945,30 +891,6 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("no directory"), "{e}");
-    }
-
-    #[test]
-    fn a_streams_own_fallback_is_a_file_in_the_directory_a_url_or_the_servers() {
-        let server = Fallback::File(PathBuf::from("/srv/brb.mp4"));
-        let dir = std::path::Path::new("/srv/loops");
-        assert_eq!(server.for_stream(None, Some(dir)), server);
-        assert_eq!(server.for_stream(Some("off"), Some(dir)), Fallback::Off);
-        assert_eq!(
-            Fallback::Off.for_stream(Some("slate"), None),
-            Fallback::Slate
-        );
-        assert_eq!(
-            server.for_stream(Some("https://cdn.example/a.mp4"), None),
-            Fallback::Url("https://cdn.example/a.mp4".into())
-        );
-        assert_eq!(
-            server.for_stream(Some("mine.mp4"), Some(dir)),
-            Fallback::File(PathBuf::from("/srv/loops/mine.mp4"))
-        );
-        // No directory, or no plain name (a file edited by hand): the server's.
-        assert_eq!(server.for_stream(Some("mine.mp4"), None), server);
-        assert_eq!(server.for_stream(Some("../etc/passwd"), Some(dir)), server);
-        assert_eq!(server.for_stream(Some("/etc/passwd"), Some(dir)), server);
     }
 
     #[test]

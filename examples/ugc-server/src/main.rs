@@ -474,9 +474,8 @@ type FallbackOf = Arc<dyn Fn(&ugc_core::StreamPath) -> Option<String> + Send + S
 
 /// Loops each stream's fallback (its own setting, `own`, else the
 /// server's `default`: a slate, a file, a URL) into every stream left
-/// without a publisher, for the publisher grace; one clip per fallback and
-/// track shape, made once (when the shape is first published: `supervise`
-/// prepares it) and shared by every caller while it is being made.
+/// without a publisher, for the publisher grace (see
+/// `ugc_codec::transcode::fallback`).
 #[cfg(feature = "ffmpeg")]
 fn spawn_fallback(
     hub: &Hub,
@@ -485,111 +484,18 @@ fn spawn_fallback(
     dir: Option<std::path::PathBuf>,
     own: FallbackOf,
 ) {
-    use std::collections::HashMap;
-    use tokio::sync::OnceCell;
-    use ugc_core::fallback::{Clip, FallbackConfig};
-    /// How long a stream's own fallback (a file, a URL) may take to fetch
-    /// and encode before the slate is used instead: 30 s of a 720p file
-    /// took about 6 s on one core of this VM (release), 1080p about twice
-    /// that.
-    const OWN_CLIP_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-    /// Media the cache may hold: 20 shapes of a 30 s 1080p file clip, or
-    /// thousands of slates. Over it, the cache starts again.
-    const CACHE_BYTES: usize = 256 << 20;
-    type Cell = Arc<OnceCell<Option<Arc<Clip>>>>;
-    let cache: Arc<std::sync::Mutex<HashMap<String, Cell>>> = Arc::default();
-    let clip_for = move |stream: ugc_core::StreamPath, tracks: ugc_core::Tracks| {
-        let cache = Arc::clone(&cache);
-        let fallback = default.for_stream(own(&stream).as_deref(), dir.as_deref());
-        async move {
-            if fallback == config::Fallback::Off {
-                return None;
-            }
-            // Same fallback and shape, same clip: ids, codecs' sizes,
-            // rates, channels.
-            let key = format!(
-                "{fallback:?} {:?}",
-                tracks.iter().map(|t| (t.id, &t.params)).collect::<Vec<_>>()
-            );
-            let cell = {
-                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-                let held: usize = cache
-                    .values()
-                    .filter_map(|c| c.get().cloned().flatten())
-                    .map(|c| c.bytes())
-                    .sum();
-                if held > CACHE_BYTES {
-                    cache.clear();
-                }
-                Arc::clone(cache.entry(key).or_default())
-            };
-            let made = cell.get_or_init(|| async move {
-                // A file or URL that fails (gone, unreadable, no media) or
-                // takes over OWN_CLIP_LIMIT (a server that sends a byte now
-                // and then) leaves the slate; the stream is not kept waiting
-                // (the FFmpeg thread finishes on its own).
-                let own = match &fallback {
-                    config::Fallback::File(_) | config::Fallback::Url(_) => {
-                        let (own, shape) = (fallback.clone(), tracks.clone());
-                        let job = tokio::task::spawn_blocking(move || match &own {
-                            config::Fallback::File(path) => {
-                                ugc_codec::transcode::fallback_file(path, &shape)
-                            }
-                            config::Fallback::Url(url) => {
-                                ugc_codec::transcode::fallback_url(url, &shape)
-                            }
-                            _ => Err("no file or URL".into()),
-                        });
-                        match tokio::time::timeout(OWN_CLIP_LIMIT, job).await {
-                            Ok(Ok(Ok(clip))) => Some(clip),
-                            Ok(Ok(Err(e))) => {
-                                tracing::warn!(
-                                    stream = %stream,
-                                    error = %e,
-                                    "the fallback file failed: the slate instead"
-                                );
-                                None
-                            }
-                            Ok(Err(_)) => None,
-                            Err(_) => {
-                                tracing::warn!(
-                                    stream = %stream,
-                                    limit_s = OWN_CLIP_LIMIT.as_secs(),
-                                    "the fallback file takes too long: the slate instead"
-                                );
-                                None
-                            }
-                        }
-                    }
-                    config::Fallback::Slate | config::Fallback::Off => None,
-                };
-                let made = match own {
-                    Some(clip) => Ok(Ok(clip)),
-                    None => {
-                        tokio::task::spawn_blocking(move || ugc_codec::transcode::slate(&tracks))
-                            .await
-                    }
-                };
-                match made {
-                    Ok(Ok(clip)) => Some(Arc::new(clip)),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "no fallback slate for this stream");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            });
-            made.await.clone()
-        }
-    };
-    tokio::spawn(ugc_core::fallback::supervise(
-        hub.clone(),
-        clip_for,
-        FallbackConfig {
-            hold,
-            ..FallbackConfig::default()
+    ugc_codec::transcode::fallback::spawn(
+        hub,
+        ugc_codec::transcode::fallback::FallbackSettings {
+            default,
+            dir,
+            own,
+            config: ugc_core::fallback::FallbackConfig {
+                hold,
+                ..Default::default()
+            },
         },
-    ));
+    );
 }
 
 /// Without the `ffmpeg` feature there is nothing to encode a slate with.

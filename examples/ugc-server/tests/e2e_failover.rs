@@ -496,31 +496,6 @@ fn the_slate_stands_in_while_the_stream_waits_for_its_publisher() {
     assert!(ended >= Duration::from_secs(8), "{ended:?}");
 }
 
-/// The mean colour (R, G, B) of the first picture of `file`.
-fn mean_rgb(file: &std::path::Path) -> (f64, f64, f64) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("ffmpeg");
-    assert!(
-        out.status.success() && !out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let n = (out.stdout.len() / 3) as f64;
-    let sum = |c: usize| {
-        out.stdout
-            .iter()
-            .skip(c)
-            .step_by(3)
-            .map(|&v| f64::from(v))
-            .sum::<f64>()
-    };
-    (sum(0) / n, sum(1) / n, sum(2) / n)
-}
-
 /// A 4 s 320x240 25 fps clip of one colour (`c`, an FFmpeg colour name)
 /// with a tone, at `path`.
 fn coloured_clip(path: &std::path::Path, c: &str) {

@@ -741,22 +741,31 @@ fn carriers(control: &Control, stream: &str) -> Vec<String> {
 
 /// A transcoding node taking its work from leases.
 fn start_transcoder(control: &Control, config: &str, id: &str) -> (Node, SocketAddr) {
+    start_transcoder_with(control, config, id, &[])
+}
+
+/// [`start_transcoder`] with more flags.
+fn start_transcoder_with(
+    control: &Control,
+    config: &str,
+    id: &str,
+    extra: &[&str],
+) -> (Node, SocketAddr) {
     let http = addr();
-    let node = Node::start(
-        env!("CARGO_BIN_EXE_ugc-transcode"),
-        &[
-            "--control-url".into(),
-            control.url(),
-            "--config".into(),
-            config.into(),
-            "--http".into(),
-            http.to_string(),
-            "--node-id".into(),
-            id.into(),
-            "--public-host".into(),
-            "127.0.0.1".into(),
-        ],
-    );
+    let mut args: Vec<String> = vec![
+        "--control-url".into(),
+        control.url(),
+        "--config".into(),
+        config.into(),
+        "--http".into(),
+        http.to_string(),
+        "--node-id".into(),
+        id.into(),
+        "--public-host".into(),
+        "127.0.0.1".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let node = Node::start(env!("CARGO_BIN_EXE_ugc-transcode"), &args);
     wait_until(Duration::from_secs(10), || listening(http)).expect("transcoder listens");
     (node, http)
 }
@@ -773,11 +782,16 @@ struct LeaseCluster {
     transcoders: Vec<(Node, SocketAddr)>,
     _origin: (Node, TempDir),
     _publish: Node,
-    _ffmpeg: Proc,
+    ffmpeg: Proc,
     _work: TempDir,
 }
 
 fn lease_cluster(tag: &str) -> LeaseCluster {
+    lease_cluster_with(tag, [&[], &[]])
+}
+
+/// [`lease_cluster`] with more flags for t1 and t2.
+fn lease_cluster_with(tag: &str, transcoder_flags: [&[&str]; 2]) -> LeaseCluster {
     let work = TempDir::new(tag);
     let config = work.path().join("ugc.toml");
     let origin_http = addr();
@@ -804,8 +818,8 @@ fn lease_cluster(tag: &str) -> LeaseCluster {
     let key = control.create_stream(r#"{"name": "lease", "transcode": "small"}"#);
     let origin = start_origin(&control, origin_http);
     let transcoders = vec![
-        start_transcoder(&control, &config, "t1"),
-        start_transcoder(&control, &config, "t2"),
+        start_transcoder_with(&control, &config, "t1", transcoder_flags[0]),
+        start_transcoder_with(&control, &config, "t2", transcoder_flags[1]),
     ];
     let (publish, rtmp) = start_publish(&control, None);
     let ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
@@ -817,7 +831,7 @@ fn lease_cluster(tag: &str) -> LeaseCluster {
         transcoders,
         _origin: origin,
         _publish: publish,
-        _ffmpeg: ffmpeg,
+        ffmpeg,
         _work: work,
     }
 }
@@ -951,12 +965,197 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
 /// Publishers the origin at `origin` has had for `stream` (each epoch of a
 /// rendition's pusher is one): `ugc_stream_publishers_total`.
 fn origin_publishers(origin: SocketAddr, stream: &str) -> f64 {
-    let text = http_get(origin, "/metrics").text();
+    stream_sample(origin, "ugc_stream_publishers_total", stream).unwrap_or(0.0)
+}
+
+/// The sample of metric `name` for `stream` on the node at `http`.
+fn stream_sample(http: SocketAddr, name: &str, stream: &str) -> Option<f64> {
+    let text = http_get(http, "/metrics").text();
     let label = format!("stream=\"{stream}\"");
     text.lines()
-        .filter(|l| l.starts_with("ugc_stream_publishers_total{") && l.contains(&label))
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
         .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
-        .unwrap_or(0.0)
+}
+
+/// Main and standby transcoders, then the origin's own fallback, then main
+/// again, then the publisher gone (the issue's cluster case of #15). t1 is
+/// the main transcoder (`--priority 10`), t2 its standby. Killed, the main
+/// hands the ladder to the standby; both killed, the origin loops its slate
+/// into the renditions after `--fallback-after-ms` (its default, 8 s) while
+/// the source still arrives, in the same segment of each rendition; the
+/// main back, its renditions replace the slate. Then the publisher stops:
+/// the publishing node's slate goes through the ladder like live (no
+/// discontinuity in a rendition, the same segment of each).
+#[test]
+fn main_standby_then_the_origins_fallback_then_main_again() {
+    let mut cluster = lease_cluster_with(
+        "roles-standby",
+        [&["--priority", "10"], &["--priority", "0"]],
+    );
+    let (control, origin) = (&cluster.control, cluster.origin_http);
+    let config = cluster.config.clone();
+    let work = TempDir::new("roles-standby-segs");
+    const RUNGS: [&str; 2] = ["240p", "144p"];
+    let list = |r: &str| {
+        parse_media_playlist(&http_get(origin, &format!("/live/lease/{r}/mono.m3u8")).text())
+    };
+    let active = |r: &str| {
+        stream_sample(
+            origin,
+            "ugc_stream_active_source",
+            &format!("live/lease/{r}"),
+        )
+    };
+    let logs = |t: &[(Node, SocketAddr)]| t.iter().map(|(n, _)| n.log()).collect::<Vec<_>>();
+    wait_until(Duration::from_secs(40), || list("240p").len() >= 2).unwrap_or_else(|| {
+        panic!(
+            "no rendition at the origin: {:?}",
+            logs(&cluster.transcoders)
+        )
+    });
+    wait_until(
+        Duration::from_secs(10),
+        || matches!(lease_holders(control, "live/lease").as_slice(), [(h, _)] if h == "t1"),
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "the main holds the lease: {:?}",
+            lease_holders(control, "live/lease")
+        )
+    });
+    // Whether the first picture of segment `msn` of rendition `r` is the
+    // slate (black), or the test pattern.
+    let black = |r: &str, msn: u64| -> Option<bool> {
+        let seg = list(r).into_iter().find(|s| s.msn == msn)?;
+        let file = fetch_fmp4_segment_at(origin, &format!("live/lease/{r}"), &seg, work.path());
+        let (red, green, blue) = mean_rgb(&file);
+        Some(red + green + blue < 60.0)
+    };
+    // The first segment after `after` whose first picture is black, per rung.
+    let first_black = |after: u64| -> Vec<Option<u64>> {
+        RUNGS
+            .iter()
+            .map(|r| {
+                list(r)
+                    .iter()
+                    .filter(|s| s.msn > after)
+                    .find(|s| black(r, s.msn) == Some(true))
+                    .map(|s| s.msn)
+            })
+            .collect()
+    };
+
+    // The main killed: the standby's renditions.
+    let attached = origin_publishers(origin, "live/lease/240p");
+    let (mut main, _) = cluster.transcoders.remove(0);
+    main.child.kill().unwrap();
+    let killed = std::time::Instant::now();
+    wait_until(Duration::from_secs(20), || {
+        origin_publishers(origin, "live/lease/240p") > attached
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the standby never took over: {:?}",
+            logs(&cluster.transcoders)
+        )
+    });
+    eprintln!(
+        "main killed: the standby's renditions at the origin after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        lease_holders(control, "live/lease")
+            .first()
+            .map(|h| h.0.as_str()),
+        Some("t2")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        active("240p"),
+        Some(0.0),
+        "the standby's renditions are live"
+    );
+
+    // Both down: the origin's slate in every rendition, after its wait.
+    let before = list("240p").last().map_or(0, |s| s.msn);
+    let (mut standby, _) = cluster.transcoders.remove(0);
+    standby.child.kill().unwrap();
+    let killed = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        active("240p"),
+        Some(0.0),
+        "no slate before the wait: a standby may take over"
+    );
+    wait_until(Duration::from_secs(10), || {
+        RUNGS.iter().all(|r| active(r) == Some(2.0))
+    })
+    .expect("the origin's fallback in every rendition");
+    let on_slate = killed.elapsed();
+    eprintln!("both transcoders killed: the origin's slate after {on_slate:?}");
+    assert!(on_slate >= Duration::from_secs(8), "{on_slate:?}");
+    let mut slate_from = vec![None, None];
+    wait_until(Duration::from_secs(15), || {
+        slate_from = first_black(before);
+        slate_from.iter().all(Option::is_some)
+    })
+    .unwrap_or_else(|| panic!("slate segments in every rendition: {slate_from:?}"));
+    eprintln!("first slate segment per rendition: {slate_from:?} (after {before})");
+    assert_eq!(
+        slate_from[0], slate_from[1],
+        "every rendition switches at the same segment"
+    );
+    // The source, fed by the publishing node, never stopped.
+    assert_eq!(
+        stream_sample(origin, "ugc_stream_active_source", "live/lease"),
+        Some(0.0)
+    );
+
+    // The main back: its renditions replace the slate.
+    let back = std::time::Instant::now();
+    cluster.transcoders.push(start_transcoder_with(
+        control,
+        &config,
+        "t1",
+        &["--priority", "10"],
+    ));
+    wait_until(Duration::from_secs(30), || {
+        RUNGS.iter().all(|r| active(r) == Some(0.0))
+    })
+    .unwrap_or_else(|| panic!("the main never came back: {:?}", logs(&cluster.transcoders)));
+    eprintln!(
+        "main restarted: its renditions at the origin after {:?}",
+        back.elapsed()
+    );
+    let resumed = list("240p").last().map_or(0, |s| s.msn);
+    wait_until(Duration::from_secs(10), || {
+        list("240p").last().is_some_and(|s| s.msn > resumed + 1)
+    })
+    .expect("segments from the main");
+    let newest = list("240p").last().map(|s| s.msn).unwrap();
+    assert_eq!(black("240p", newest), Some(false), "the test pattern again");
+
+    // The publisher stops: the publishing node's slate, through the
+    // ladder: the same segment in each rendition, no discontinuity.
+    let before = newest;
+    cluster.ffmpeg.kill();
+    let mut slate_from = vec![None, None];
+    wait_until(Duration::from_secs(20), || {
+        slate_from = first_black(before);
+        slate_from.iter().all(Option::is_some)
+    })
+    .unwrap_or_else(|| panic!("the publishing node's slate in every rendition: {slate_from:?}"));
+    eprintln!("publisher gone: first slate segment per rendition {slate_from:?} (after {before})");
+    assert_eq!(slate_from[0], slate_from[1], "{slate_from:?}");
+    for r in RUNGS {
+        let after: Vec<_> = list(r).into_iter().filter(|s| s.msn > before).collect();
+        assert!(after.iter().all(|s| !s.discontinuity), "{r}: {after:?}");
+        assert_eq!(
+            active(r),
+            Some(0.0),
+            "{r}: the transcoder's renditions, not the origin's slate"
+        );
+    }
 }
 
 /// `GET /api/v1/query` of the Prometheus at `prom`: the result vector.
@@ -1270,6 +1469,57 @@ fn hls_js_plays_a_rendition_through_a_transcoder_kill() {
     assert!(
         freeze <= outage + 1.0,
         "froze {freeze} s for a {outage:.2} s outage: {stdout}"
+    );
+}
+
+/// hls.js (LL-HLS, headless Chromium) on a rendition at the origin while
+/// both transcoders go down (the origin's slate after its wait: a
+/// discontinuity) and one comes back (another): no error, and it plays on
+/// through both, the freeze bounded by the origin's wait.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_plays_a_rendition_through_the_origins_fallback() {
+    let mut cluster = lease_cluster("roles-fallback-hls");
+    let origin_http = cluster.origin_http;
+    let config = cluster.config.clone();
+    let path = "/live/lease/240p/mono.m3u8";
+    let segments = || parse_media_playlist(&http_get(origin_http, path).text());
+    wait_until(Duration::from_secs(40), || segments().len() >= 3).expect("the rendition");
+    let master = http_get(origin_http, "/live/lease/index.m3u8").text();
+    let (uri, _) = variants(&master)
+        .into_iter()
+        .find(|(u, _)| u.contains("240p"))
+        .unwrap_or_else(|| panic!("no 240p variant: {master}"));
+    let url = format!("http://{origin_http}/live/lease/{uri}");
+    let player = std::thread::spawn(move || play_hls_js(&["--url", &url, "--seconds", "40"]));
+    std::thread::sleep(Duration::from_secs(8));
+    for (node, _) in &mut cluster.transcoders {
+        node.child.kill().unwrap();
+    }
+    let killed = std::time::Instant::now();
+    let active = || stream_sample(origin_http, "ugc_stream_active_source", "live/lease/240p");
+    wait_until(Duration::from_secs(15), || active() == Some(2.0)).expect("the origin's slate");
+    let wait = killed.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(8));
+    cluster
+        .transcoders
+        .push(start_transcoder(&cluster.control, &config, "t1"));
+    wait_until(Duration::from_secs(20), || active() == Some(0.0)).expect("a transcoder is back");
+    let stdout = player.join().expect("player thread");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let freeze = r["longest_freeze_s"].as_f64().unwrap();
+    eprintln!(
+        "both transcoders down: the origin's slate after {wait:.2} s; hls.js longest freeze \
+         {freeze:.2} s, advanced {} s of {} s",
+        r["advanced_s"], r["watched_s"]
+    );
+    assert_eq!(r["started"], true, "{stdout}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{stdout}");
+    let advanced = r["advanced_s"].as_f64().unwrap();
+    assert!(advanced >= 25.0, "advanced {advanced} s: {stdout}");
+    assert!(
+        freeze <= wait + 1.5,
+        "froze {freeze} s, the slate came after {wait:.2} s: {stdout}"
     );
 }
 

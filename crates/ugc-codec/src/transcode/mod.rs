@@ -34,6 +34,7 @@
 //!   ladder and builds a new one (other ladders are unaffected).
 
 mod audio;
+pub mod fallback;
 mod logo;
 mod raw;
 mod run;

@@ -807,16 +807,51 @@ pub fn fetch_fmp4_segment(
     seg: &PlaylistSegment,
     dir: &Path,
 ) -> PathBuf {
+    fetch_fmp4_segment_at(server.http, stream, seg, dir)
+}
+
+/// [`fetch_fmp4_segment`] from the node at `http` (an origin).
+pub fn fetch_fmp4_segment_at(
+    http: SocketAddr,
+    stream: &str,
+    seg: &PlaylistSegment,
+    dir: &Path,
+) -> PathBuf {
     let map = seg.map.as_deref().expect("EXT-X-MAP before segment");
-    let init = server.get(&format!("/{stream}/{map}"));
+    let init = http_get(http, &format!("/{stream}/{map}"));
     assert_eq!(init.status, 200, "init {map}");
-    let media = server.get(&format!("/{stream}/{}", seg.uri));
+    let media = http_get(http, &format!("/{stream}/{}", seg.uri));
     assert_eq!(media.status, 200, "segment {}", seg.uri);
     let path = dir.join(format!("{}-{}.mp4", stream.replace('/', "_"), seg.msn));
     let mut f = std::fs::File::create(&path).unwrap();
     f.write_all(&init.body).unwrap();
     f.write_all(&media.body).unwrap();
     path
+}
+
+/// The mean colour (R, G, B) of the first picture of `file`.
+pub fn mean_rgb(file: &Path) -> (f64, f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = (out.stdout.len() / 3) as f64;
+    let sum = |c: usize| {
+        out.stdout
+            .iter()
+            .skip(c)
+            .step_by(3)
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+    };
+    (sum(0) / n, sum(1) / n, sum(2) / n)
 }
 
 /// Checks that live stream `live/<name>`, published with H.264 `width`
