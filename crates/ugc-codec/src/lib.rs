@@ -8,6 +8,9 @@
 //!   codec strings, AVCC <-> Annex B.
 //! * [`hevc`]: `hvcC` (codec string, NAL length size, picture size).
 //! * [`aac`]: AudioSpecificConfig and ADTS headers.
+//! * [`av1`]: OBUs, the sequence header and `av1C` (codec string, the
+//!   record of an encoder's global header, samples without temporal
+//!   delimiters).
 //! * [`flv`]: FLV audio/video tag bodies (legacy and Enhanced RTMP) and
 //!   [`flv::FlvIngest`], the RTMP publish-session assembler that produces
 //!   [`ugc_core::MediaEvent`]s.
@@ -38,6 +41,7 @@
 #![deny(missing_docs)]
 
 pub mod aac;
+pub mod av1;
 pub mod error;
 pub mod flv;
 pub mod fmp4;

@@ -573,6 +573,48 @@ fn the_operators_fallback_file_stands_in() {
     assert!(r > 200.0 && g < 60.0 && b < 60.0, "red: {r} {g} {b}");
 }
 
+/// An AV1 stream (FFmpeg 9, SVT-AV1 over Enhanced RTMP) gets an AV1 slate
+/// (libaom), so a player keeps its AV1 decoder through the outage: the
+/// slate segments are `av01` at the stream's size, keyframe first, with
+/// sound, decoding cleanly, and black.
+#[test]
+fn an_av1_streams_slate_is_av1() {
+    let work = TempDir::new("fallback-av1");
+    let server = Server::start(&["--fallback", "slate"]);
+    let key = server.create_stream("fo", "");
+    let mut main = Proc(
+        Command::new(ffmpeg9())
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-c:v",
+                "libsvtav1",
+                "-preset",
+                "12",
+                "-g",
+                "30",
+                "-svtav1-params",
+            ])
+            .args(["lp=1:scd=0", "-c:a", "aac", "-f", "flv"])
+            .arg(server.rtmp_url(&key))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ffmpeg 9"),
+    );
+    let path = fallback_segment(&server, work.path(), || main.kill());
+    let codec = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["stream=codec_name", "-of", "csv=p=0"])
+        .arg(&path));
+    let codec = String::from_utf8_lossy(&codec.stdout).trim().to_owned();
+    assert_eq!(codec, "av1", "the slate keeps the stream's codec");
+    let (r, g, b) = mean_rgb(&path);
+    assert!(r + g + b < 60.0, "the slate is black: {r} {g} {b}");
+}
+
 /// A stream's own settings: `source_timeout_ms` 1000 moves a stalled
 /// main (SIGSTOP: connection open, nothing sent) to the backup within 1 s
 /// and one GOP (1 s), where the server's 3 s would take 3-4 s; its

@@ -11,29 +11,9 @@ use ugc_core::{
 use super::audio::{AudioCodec, AudioPacket, opus_head_to_dops, parse_audio_tag};
 use super::video::{VideoCodec, VideoPacket, parse_video_tag};
 use crate::aac::Asc;
-use crate::error::{Error, Reader, Result};
+use crate::error::{Error, Result};
 use crate::h264::{AvcConfig, reduce};
 use crate::hevc::HevcConfig;
-
-/// Codec string of an `av1C` record: `av01.P.LLT.DD`.
-fn av1_codec_string(av1c: &[u8]) -> Result<String> {
-    let mut r = Reader::new("av1C", av1c);
-    let marker = r.u8()?;
-    if marker & 0x80 == 0 {
-        return Err(r.invalid("av1C marker bit not set"));
-    }
-    let b1 = r.u8()?;
-    let b2 = r.u8()?;
-    let profile = b1 >> 5;
-    let level = b1 & 0x1f;
-    let tier = if b2 & 0x80 != 0 { 'H' } else { 'M' };
-    let depth = match (b2 & 0x40 != 0, b2 & 0x20 != 0) {
-        (true, true) => 12,
-        (true, false) => 10,
-        _ => 8,
-    };
-    Ok(format!("av01.{profile}.{level:02}{tier}.{depth:02}"))
-}
 
 /// Hints from the publisher's `onMetaData` (all optional; AMF numbers already converted).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -310,7 +290,7 @@ impl FlvIngest {
                 )
             }
             _ => {
-                let s = av1_codec_string(&config)?;
+                let s = crate::av1::codec_string(&config)?;
                 (Codec::Av1, s, 0, 0, None)
             }
         };

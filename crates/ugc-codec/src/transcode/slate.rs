@@ -158,6 +158,7 @@ impl<'a> Shape<'a> {
         });
         let video_codec = match video.map(|t| t.codec) {
             Some(Codec::H265) => Codec::H265,
+            Some(Codec::Av1) => Codec::Av1,
             _ => Codec::H264,
         };
         let audio_codec = match audio.map(|t| t.codec) {
@@ -663,6 +664,91 @@ mod tests {
         std::fs::write(&path, &annexb).unwrap();
         let out = std::process::Command::new("ffmpeg")
             .args(["-v", "error", "-f", "hevc", "-i"])
+            .arg(&path)
+            .args(["-f", "framecrc", "-"])
+            .output()
+            .expect("ffmpeg");
+        let decoded = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(decoded, 120, "two loops of 60 pictures");
+    }
+
+    /// An AV1 stream's slate is AV1 (libaom, Main 8 bit 4:2:0, `av01`
+    /// with its `av1C`), so a player keeps its decoder at the switch: a
+    /// keyframe per loop, no temporal delimiters in samples, and FFmpeg
+    /// decodes two loops of it from our fMP4 without an error.
+    #[test]
+    fn an_av1_streams_slate_is_av1() {
+        let tracks = Tracks::new(
+            av_tracks()
+                .iter()
+                .cloned()
+                .map(|mut t| {
+                    if t.kind() == MediaKind::Video {
+                        t.codec = Codec::Av1;
+                    }
+                    t
+                })
+                .collect(),
+        );
+        let clip = slate(&tracks).unwrap();
+        let v = clip.tracks().get(ugc_core::TrackId(1)).unwrap().clone();
+        assert_eq!(v.codec, Codec::Av1);
+        assert!(v.codec_string.starts_with("av01.0."), "{}", v.codec_string);
+        assert!(v.codec_string.ends_with("M.08"), "{}", v.codec_string);
+        let mut looper = ugc_core::fallback::Looper::new(Arc::new(clip));
+        let frames: Vec<ugc_core::Frame> = looper
+            .due(std::time::Duration::from_secs(4))
+            .into_iter()
+            .filter(|f| f.track.0 == 1)
+            .collect();
+        let keys: Vec<i64> = frames
+            .iter()
+            .filter(|f| f.keyframe)
+            .map(|f| f.dts)
+            .collect();
+        assert_eq!(keys, vec![0, 180_000, 360_000], "a keyframe per loop");
+        assert!(frames.iter().all(|f| f.pts == f.dts), "no reordering");
+        for f in &frames {
+            let obus = crate::av1::obus(&f.data).unwrap();
+            assert!(
+                obus.iter()
+                    .all(|o| o.kind != crate::av1::obu_type::TEMPORAL_DELIMITER)
+            );
+        }
+        let samples: Vec<crate::fmp4::Sample> = frames[..120]
+            .iter()
+            .map(|f| crate::fmp4::Sample {
+                duration: 3000,
+                cts_offset: 0,
+                keyframe: f.keyframe,
+                data: f.data.clone(),
+            })
+            .collect();
+        let mut mp4 = crate::fmp4::init_segment(std::slice::from_ref(&v))
+            .unwrap()
+            .to_vec();
+        mp4.extend_from_slice(&crate::fmp4::styp());
+        let fragment = crate::fmp4::TrackFragment {
+            track: v.id,
+            base_decode_time: 0,
+            samples: &samples,
+        };
+        mp4.extend_from_slice(&crate::fmp4::fragment(1, &[fragment]).unwrap());
+        let dir = std::env::temp_dir().join(format!("ugc-av1-slate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("slate.mp4");
+        std::fs::write(&path, &mp4).unwrap();
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
             .arg(&path)
             .args(["-f", "framecrc", "-"])
             .output()
