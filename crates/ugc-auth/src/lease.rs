@@ -97,6 +97,12 @@ pub struct Round {
     pub drainers: Vec<String>,
     /// The number of jobs.
     pub jobs: usize,
+    /// Leases run at least until then (Unix ms): one lease time after the
+    /// control plane started, so the leases that ran out while it was down
+    /// (nobody could renew them) go back to their holders' next beat, not
+    /// to whichever transcoder beats first: a restart of the control plane
+    /// moves no ladder.
+    pub leases_run_until_ms: i64,
 }
 
 impl Round {
@@ -139,7 +145,7 @@ impl Round {
         if row.node_id == self.me || self.draining {
             return false;
         }
-        if row.node_id.is_empty() || row.expires_ms <= now_ms {
+        if row.node_id.is_empty() || row.expires_ms.max(self.leases_run_until_ms) <= now_ms {
             return true;
         }
         self.drainers.contains(&row.node_id)
@@ -212,6 +218,7 @@ impl ControlPlane {
             .map(|n| n.id.clone())
             .collect();
         let round = Round {
+            leases_run_until_ms: self.inner.started_ms.saturating_add(ttl_ms),
             drainers,
             me: beat.id.clone(),
             priority: beat.priority,
@@ -351,7 +358,32 @@ mod tests {
             peers: peers.to_vec(),
             drainers: Vec::new(),
             jobs,
+            leases_run_until_ms: 0,
         }
+    }
+
+    /// A control plane restarted at 5 s (lease time 3 s) finds a lease
+    /// that ran out at 1 s, while it was down: another transcoder may not
+    /// take it before 8 s (its holder's next beat renews it), and may
+    /// after, if the holder never came back.
+    #[test]
+    fn a_lease_that_ran_out_while_the_control_plane_was_down_stays_a_lease_time() {
+        let peers = [peer("t1", 0), peer("t2", 0)];
+        let row = LeaseRow {
+            stream: "live/a".into(),
+            node_id: "t1".into(),
+            epoch: 4,
+            expires_ms: 1000,
+        };
+        let t2 = Round {
+            leases_run_until_ms: 5000 + 3000,
+            ..round("t2", 0, &peers, 1)
+        };
+        assert!(!t2.claimable(&row, 6000));
+        assert!(!t2.claimable(&row, 8000 - 1));
+        assert!(t2.claimable(&row, 8000));
+        // Without a restart it was claimable as soon as it ran out.
+        assert!(round("t2", 0, &peers, 1).claimable(&row, 1000));
     }
 
     /// A simulated lease table: rounds applied as the store applies them.

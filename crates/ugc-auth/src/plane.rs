@@ -228,6 +228,10 @@ pub(crate) struct Inner {
     pub(crate) registry_origins: Mutex<Option<(std::time::Instant, Vec<String>)>>,
     pub(crate) node_down_after: std::time::Duration,
     pub(crate) lease_ttl: std::time::Duration,
+    /// When this process opened the control plane (Unix ms): the registry
+    /// and the leases do not judge nodes by beats they could not hear
+    /// before it (see [`ControlPlane::nodes`], [`crate::lease::Round`]).
+    pub(crate) started_ms: i64,
     /// One transcode lease round at a time on SQLite.
     pub(crate) lease_lock: tokio::sync::Mutex<()>,
     /// What lease rounds read of the registry.
@@ -384,6 +388,9 @@ impl ControlPlane {
                 registry_origins: Mutex::new(None),
                 node_down_after: config.node_down_after,
                 lease_ttl: config.lease_ttl.max(std::time::Duration::from_millis(300)),
+                started_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
                 lease_lock: tokio::sync::Mutex::new(()),
                 lease_view: tokio::sync::Mutex::new(Default::default()),
                 placements: Default::default(),

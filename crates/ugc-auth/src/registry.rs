@@ -326,7 +326,13 @@ impl ControlPlane {
                 table: "nodes",
                 reason: format!("info of {}: {e}", r.id),
             })?;
-            let age_ms = now_ms.saturating_sub(r.last_seen_ms).max(0);
+            // A node is judged by the beats this process could hear: one
+            // that beat before a restart of the control plane has the
+            // down time from the restart on to beat again (else a restart
+            // longer than `node_down_after` would mark every node down and
+            // hand their streams and leases to others).
+            let heard_from = r.last_seen_ms.max(self.inner.started_ms.min(now_ms));
+            let age_ms = now_ms.saturating_sub(heard_from).max(0);
             let state = if age_ms > down_ms {
                 NodeState::Down
             } else if beat.draining {

@@ -70,9 +70,11 @@ fn listening(a: SocketAddr) -> bool {
 
 /// The control plane (ugc-server or ugc-control) with the node token.
 struct Control {
-    _proc: Proc,
-    _data: TempDir,
+    proc: Proc,
+    data: TempDir,
     http: SocketAddr,
+    bin: PathBuf,
+    args: Vec<String>,
 }
 
 impl Control {
@@ -100,9 +102,20 @@ impl Control {
     fn spawn(bin: PathBuf, args: &[String]) -> Control {
         let data = TempDir::new("control");
         let http = addr();
-        let child = Command::new(&bin)
+        let proc = Self::run(&bin, data.path(), http, args);
+        Control {
+            proc,
+            data,
+            http,
+            bin,
+            args: args.to_vec(),
+        }
+    }
+
+    fn run(bin: &Path, data: &Path, http: SocketAddr, args: &[String]) -> Proc {
+        let child = Command::new(bin)
             .arg("--data")
-            .arg(data.path())
+            .arg(data)
             .args(["--http", &http.to_string(), "--public-host", "127.0.0.1"])
             .args(args)
             .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -111,13 +124,17 @@ impl Control {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {bin:?}: {e}"));
-        let control = Control {
-            _proc: Proc(child),
-            _data: data,
-            http,
-        };
+        let proc = Proc(child);
         wait_until(Duration::from_secs(10), || listening(http)).expect("control plane listens");
-        control
+        proc
+    }
+
+    /// `kill -9`, `down` long, then the same binary on the same data
+    /// directory, port and flags.
+    fn kill9_and_restart(&mut self, down: Duration) {
+        self.proc.kill();
+        std::thread::sleep(down);
+        self.proc = Self::run(&self.bin, self.data.path(), self.http, &self.args);
     }
 
     fn url(&self) -> String {
@@ -962,6 +979,69 @@ fn a_killed_or_frozen_transcoders_stream_is_taken_over_by_another() {
     );
 }
 
+/// The control plane is no part of the media path: killed (`kill -9`)
+/// for longer than a lease and than a node takes to be `down`, then
+/// restarted on its database, it leaves the stream and its ladder where
+/// they were. No new publisher at the origin (the ladder stayed on its
+/// transcoder, under its epoch), the renditions' segments go on without
+/// a gap, and the registry and the lease are back after the restart.
+#[test]
+fn a_control_plane_restart_leaves_the_stream_and_its_ladder_alone() {
+    let mut cluster = lease_cluster("roles-control-restart");
+    let origin = cluster.origin_http;
+    let path = "/live/lease/240p/mono.m3u8";
+    let segments = || parse_media_playlist(&http_get(origin, path).text());
+    wait_until(Duration::from_secs(40), || segments().len() >= 3).expect("the rendition");
+    let mut held = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        held = lease_holders(&cluster.control, "live/lease");
+        held.len() == 1
+    })
+    .expect("a lease");
+    let before = segments().last().map_or(0, |s| s.msn);
+    let publishers = origin_publishers(origin, "live/lease/240p");
+    let source_publishers = origin_publishers(origin, "live/lease");
+    // Down for 10 s: past the lease (3 s) and the registry's `down` (6 s).
+    cluster.control.kill9_and_restart(Duration::from_secs(10));
+    let restarted = std::time::Instant::now();
+    wait_until(Duration::from_secs(15), || {
+        lease_holders(&cluster.control, "live/lease").len() == 1
+            && carriers(&cluster.control, "live/lease/240p").len() == 1
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no lease after the restart: {:?}",
+            listed_nodes(&cluster.control)
+        )
+    });
+    eprintln!(
+        "control plane restarted: lease and carriers back after {:?}",
+        restarted.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let after = lease_holders(&cluster.control, "live/lease");
+    assert_eq!(after, held, "the same holder under the same epoch");
+    assert_eq!(
+        origin_publishers(origin, "live/lease/240p"),
+        publishers,
+        "no new rendition publisher"
+    );
+    assert_eq!(
+        origin_publishers(origin, "live/lease"),
+        source_publishers,
+        "no new source publisher"
+    );
+    // Segments went on: every one since of the ladder's 2 s GOP, none
+    // stretched by a hole, no discontinuity (16 s: about 8 of them; the
+    // newest are listed, the window holds 6).
+    let since: Vec<_> = segments().into_iter().filter(|s| s.msn > before).collect();
+    assert!(since.len() >= 5, "{since:?}");
+    assert!(
+        since.iter().all(|s| !s.discontinuity && s.duration <= 2.05),
+        "{since:?}"
+    );
+}
+
 /// Publishers the origin at `origin` has had for `stream` (each epoch of a
 /// rendition's pusher is one): `ugc_stream_publishers_total`.
 fn origin_publishers(origin: SocketAddr, stream: &str) -> f64 {
@@ -1491,7 +1571,7 @@ fn hls_js_plays_a_rendition_through_the_origins_fallback() {
         .find(|(u, _)| u.contains("240p"))
         .unwrap_or_else(|| panic!("no 240p variant: {master}"));
     let url = format!("http://{origin_http}/live/lease/{uri}");
-    let player = std::thread::spawn(move || play_hls_js(&["--url", &url, "--seconds", "40"]));
+    let player = std::thread::spawn(move || play_hls_js(&["--url", &url, "--seconds", "32"]));
     std::thread::sleep(Duration::from_secs(8));
     for (node, _) in &mut cluster.transcoders {
         node.child.kill().unwrap();
@@ -1500,7 +1580,7 @@ fn hls_js_plays_a_rendition_through_the_origins_fallback() {
     let active = || stream_sample(origin_http, "ugc_stream_active_source", "live/lease/240p");
     wait_until(Duration::from_secs(15), || active() == Some(2.0)).expect("the origin's slate");
     let wait = killed.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(6));
     cluster
         .transcoders
         .push(start_transcoder(&cluster.control, &config, "t1"));
@@ -1516,7 +1596,7 @@ fn hls_js_plays_a_rendition_through_the_origins_fallback() {
     assert_eq!(r["started"], true, "{stdout}");
     assert_eq!(r["errors"], serde_json::json!([]), "{stdout}");
     let advanced = r["advanced_s"].as_f64().unwrap();
-    assert!(advanced >= 25.0, "advanced {advanced} s: {stdout}");
+    assert!(advanced >= 18.0, "advanced {advanced} s: {stdout}");
     assert!(
         freeze <= wait + 1.5,
         "froze {freeze} s, the slate came after {wait:.2} s: {stdout}"
