@@ -160,32 +160,25 @@ fn open_video(spec: &RungSpec, fps: Rational, timescale: u32) -> R<VideoEnc> {
     ctx.open(Some(dict))
         .map_err(|e| ff_err(&format!("opening {name}"), e))?;
     let extradata = raw::extradata(&ctx).to_vec();
-    if hevc {
-        return hevc_video(spec, ctx, &extradata, fps, timescale);
-    }
-    if av1 {
-        return av1_video(spec, ctx, &extradata, fps, timescale);
-    }
-    let nals = crate::h264::annexb_nal_units(&extradata);
-    let sps: Vec<&[u8]> = nals
-        .iter()
-        .copied()
-        .filter(|n| crate::h264::nal_type(n) == Some(7))
-        .collect();
-    let pps: Vec<&[u8]> = nals
-        .iter()
-        .copied()
-        .filter(|n| crate::h264::nal_type(n) == Some(8))
-        .collect();
-    let avcc =
-        Bytes::from(crate::h264::build_avcc(&sps, &pps).map_err(|e| format!("x264 headers: {e}"))?);
-    let parsed = crate::h264::AvcConfig::parse(&avcc).map_err(|e| format!("x264 headers: {e}"))?;
+    let (config, codec_string) = if hevc {
+        hevc_config(&extradata)?
+    } else if av1 {
+        // FFmpeg 5.1's libaom wrapper leaves its global header empty: the
+        // `av1C` is then made from the first keyframe's sequence header
+        // (`Rung::drain_video`), before anyone reads the track.
+        match extradata.is_empty() {
+            true => (Bytes::new(), String::new()),
+            false => av1_config(&extradata)?,
+        }
+    } else {
+        avc_config(&extradata)?
+    };
     let info = TrackInfo {
         id: video_track(spec.index),
-        codec: Codec::H264,
+        codec: spec.video_codec,
         timescale: Timescale::new(timescale).unwrap_or(Timescale::MILLIS),
-        config: avcc,
-        codec_string: parsed.codec_string(),
+        config,
+        codec_string,
         params: TrackParams::Video(VideoParams {
             width: spec.width,
             height: spec.height,
@@ -201,15 +194,26 @@ fn open_video(spec: &RungSpec, fps: Rational, timescale: u32) -> R<VideoEnc> {
     })
 }
 
-/// The track of an x265 encoder whose global headers are `extradata`
-/// (Annex B VPS, SPS, PPS).
-fn hevc_video(
-    spec: &RungSpec,
-    ctx: AVCodecContext,
-    extradata: &[u8],
-    fps: Rational,
-    timescale: u32,
-) -> R<VideoEnc> {
+/// The `avcC` and codec string of x264's global headers (Annex B SPS,
+/// PPS).
+fn avc_config(extradata: &[u8]) -> R<(Bytes, String)> {
+    let nals = crate::h264::annexb_nal_units(extradata);
+    let of = |t: u8| -> Vec<&[u8]> {
+        nals.iter()
+            .copied()
+            .filter(|n| crate::h264::nal_type(n) == Some(t))
+            .collect()
+    };
+    let avcc = Bytes::from(
+        crate::h264::build_avcc(&of(7), &of(8)).map_err(|e| format!("x264 headers: {e}"))?,
+    );
+    let parsed = crate::h264::AvcConfig::parse(&avcc).map_err(|e| format!("x264 headers: {e}"))?;
+    Ok((avcc, parsed.codec_string()))
+}
+
+/// The `hvcC` and codec string of x265's global headers (Annex B VPS,
+/// SPS, PPS).
+fn hevc_config(extradata: &[u8]) -> R<(Bytes, String)> {
     let nals = crate::h264::annexb_nal_units(extradata);
     let of = |t: u8| -> Vec<&[u8]> {
         nals.iter()
@@ -217,67 +221,12 @@ fn hevc_video(
             .filter(|n| crate::hevc::nal_type(n) == Some(t))
             .collect()
     };
-    let (vps, sps, pps) = (of(32), of(33), of(34));
     let hvcc = Bytes::from(
-        crate::hevc::build_hvcc(&vps, &sps, &pps).map_err(|e| format!("x265 headers: {e}"))?,
+        crate::hevc::build_hvcc(&of(32), &of(33), &of(34))
+            .map_err(|e| format!("x265 headers: {e}"))?,
     );
     let parsed = crate::hevc::HevcConfig::parse(&hvcc).map_err(|e| format!("x265 headers: {e}"))?;
-    let info = TrackInfo {
-        id: video_track(spec.index),
-        codec: Codec::H265,
-        timescale: Timescale::new(timescale).unwrap_or(Timescale::MILLIS),
-        config: hvcc,
-        codec_string: parsed.codec_string(),
-        params: TrackParams::Video(VideoParams {
-            width: spec.width,
-            height: spec.height,
-            frame_rate: Some(fps),
-        }),
-        bitrate: Some(spec.rendition.video_bitrate),
-    };
-    Ok(VideoEnc {
-        ctx,
-        info,
-        sws: None,
-        scaled: None,
-    })
-}
-
-/// The track of a libaom encoder whose global header is `extradata` (its
-/// sequence header OBU). FFmpeg 5.1's libaom wrapper leaves it empty: the
-/// `av1C` is then made from the first keyframe's sequence header
-/// ([`Rung::drain_video`]), before anyone reads the track.
-fn av1_video(
-    spec: &RungSpec,
-    ctx: AVCodecContext,
-    extradata: &[u8],
-    fps: Rational,
-    timescale: u32,
-) -> R<VideoEnc> {
-    let (config, codec_string) = if extradata.is_empty() {
-        (Bytes::new(), String::new())
-    } else {
-        av1_config(extradata)?
-    };
-    let info = TrackInfo {
-        id: video_track(spec.index),
-        codec: Codec::Av1,
-        timescale: Timescale::new(timescale).unwrap_or(Timescale::MILLIS),
-        config,
-        codec_string,
-        params: TrackParams::Video(VideoParams {
-            width: spec.width,
-            height: spec.height,
-            frame_rate: Some(fps),
-        }),
-        bitrate: Some(spec.rendition.video_bitrate),
-    };
-    Ok(VideoEnc {
-        ctx,
-        info,
-        sws: None,
-        scaled: None,
-    })
+    Ok((hvcc, parsed.codec_string()))
 }
 
 /// The `av1C` and codec string of libaom's sequence header in `obus`.

@@ -681,6 +681,41 @@ mod tests {
         assert_eq!(decoded, 120, "two loops of 60 pictures");
     }
 
+    /// FFmpeg reading `samples` of `track` from our fMP4 (init segment and
+    /// one fragment) into `format` on its stdout.
+    fn ffmpeg_reads_fmp4(
+        track: &TrackInfo,
+        samples: &[crate::fmp4::Sample],
+        format: &str,
+    ) -> std::process::Output {
+        let mut mp4 = crate::fmp4::init_segment(std::slice::from_ref(track))
+            .unwrap()
+            .to_vec();
+        mp4.extend_from_slice(&crate::fmp4::styp());
+        let fragment = crate::fmp4::TrackFragment {
+            track: track.id,
+            base_decode_time: 0,
+            samples,
+        };
+        mp4.extend_from_slice(&crate::fmp4::fragment(1, &[fragment]).unwrap());
+        let dir = std::env::temp_dir().join(format!(
+            "ugc-slate-{:?}-{}",
+            track.codec,
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("slate.mp4");
+        std::fs::write(&path, &mp4).unwrap();
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&path)
+            .args(["-f", format, "-"])
+            .output()
+            .expect("ffmpeg");
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
     /// An AV1 stream's slate is AV1 (libaom, Main 8 bit 4:2:0, `av01`
     /// with its `av1C`), so a player keeps its decoder at the switch: a
     /// keyframe per loop, no temporal delimiters in samples, and FFmpeg
@@ -733,31 +768,11 @@ mod tests {
                 data: f.data.clone(),
             })
             .collect();
-        let mut mp4 = crate::fmp4::init_segment(std::slice::from_ref(&v))
-            .unwrap()
-            .to_vec();
-        mp4.extend_from_slice(&crate::fmp4::styp());
-        let fragment = crate::fmp4::TrackFragment {
-            track: v.id,
-            base_decode_time: 0,
-            samples: &samples,
-        };
-        mp4.extend_from_slice(&crate::fmp4::fragment(1, &[fragment]).unwrap());
-        let dir = std::env::temp_dir().join(format!("ugc-av1-slate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("slate.mp4");
-        std::fs::write(&path, &mp4).unwrap();
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(&path)
-            .args(["-f", "framecrc", "-"])
-            .output()
-            .expect("ffmpeg");
+        let out = ffmpeg_reads_fmp4(&v, &samples, "framecrc");
         let decoded = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.starts_with('#'))
             .count();
-        let _ = std::fs::remove_dir_all(&dir);
         assert!(
             out.status.success() && out.stderr.is_empty(),
             "{}",
@@ -818,27 +833,7 @@ mod tests {
                 data: f.data.clone(),
             })
             .collect();
-        let mut mp4 = crate::fmp4::init_segment(std::slice::from_ref(&a))
-            .unwrap()
-            .to_vec();
-        mp4.extend_from_slice(&crate::fmp4::styp());
-        let fragment = crate::fmp4::TrackFragment {
-            track: a.id,
-            base_decode_time: 0,
-            samples: &samples,
-        };
-        mp4.extend_from_slice(&crate::fmp4::fragment(1, &[fragment]).unwrap());
-        let dir = std::env::temp_dir().join(format!("ugc-opus-slate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("slate.mp4");
-        std::fs::write(&path, &mp4).unwrap();
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(&path)
-            .args(["-f", "null", "-"])
-            .output()
-            .expect("ffmpeg");
-        let _ = std::fs::remove_dir_all(&dir);
+        let out = ffmpeg_reads_fmp4(&a, &samples, "null");
         assert!(
             out.status.success() && out.stderr.is_empty(),
             "{}",
