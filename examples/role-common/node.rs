@@ -104,6 +104,7 @@ pub fn spawn_heartbeat(
         capacity: flags.capacity,
         load: NodeLoad::default(),
         streams: Vec::new(),
+        standby: Vec::new(),
         draining: false,
         priority,
     };

@@ -50,7 +50,7 @@ use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
 use ugc_core::{Hub, HubConfig};
-use ugc_proto::relay::push::{PushOptions, RelayPushStats, push_all_following};
+use ugc_proto::relay::push::{PushOptions, RelayPushStats, Standby, StandbyOf, push_all_following};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 use ugc_proto::rtmp::restream::Restreams;
 use ugc_proto::srt::server::SrtStatsRegistry;
@@ -224,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
     let srt_task = tokio::spawn(ugc_proto::srt::server::serve(
         srt,
         hub.clone(),
-        auth,
+        auth.clone(),
         Arc::new(passphrase),
         Default::default(),
         srt_stats.clone(),
@@ -253,6 +253,8 @@ async fn main() -> anyhow::Result<()> {
     };
     info!(targets = ?*targets.borrow(), "pushing every stream");
     let pushed = Arc::new(RelayPushStats::default());
+    // This node's relay URL, as the registry knows it, once registered.
+    let own_url = Arc::new(std::sync::OnceLock::<String>::new());
     tokio::spawn(push_all_following(
         hub.clone(),
         targets,
@@ -260,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
             token: token.clone(),
             stats: pushed.clone(),
             batch: Duration::from_millis(flags.relay_batch_ms),
+            standby: Some(standby_of(auth.clone(), own_url.clone())),
         },
     ));
 
@@ -271,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
         srt: Some(srt_addr),
     };
     let served = relay.clone();
-    node::spawn_heartbeat(
+    let url = node::spawn_heartbeat(
         &flags.node,
         flags.data.as_deref(),
         NodeRole::Publish,
@@ -289,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
         0,
         |_| {},
     )?;
+    let _ = own_url.set(url);
     let metrics = {
         let (hub, relay, whip) = (hub.clone(), relay.clone(), whip.clone());
         move || async move {
@@ -319,4 +323,24 @@ async fn main() -> anyhow::Result<()> {
         r = http_task => warn!(result = ?r, "HTTP server stopped"),
     }
     Ok(())
+}
+
+/// The streams this node stands by for: those whose backup publisher is
+/// here while the control plane sends the main one to another node (a
+/// second publishing point). They are pushed as backups, and to the main's
+/// node too, so that node switches to this one when its publisher drops,
+/// and the receivers when that whole node dies. Until the node knows its
+/// own URL, a main's node it cannot tell from itself gets nothing.
+fn standby_of(auth: Arc<RemoteAuthorizer>, own_url: Arc<std::sync::OnceLock<String>>) -> StandbyOf {
+    StandbyOf(Arc::new(move |stream| {
+        let main_node = auth.backup_main_node(stream)?;
+        match (main_node, own_url.get()) {
+            // Both publishers here: this node is the stream's main.
+            (Some(main), Some(own)) if main == *own => None,
+            (Some(main), Some(_)) => Some(Standby {
+                main_node: Some(main),
+            }),
+            _ => Some(Standby { main_node: None }),
+        }
+    }))
 }

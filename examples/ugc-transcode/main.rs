@@ -153,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
             token: token.clone(),
             stats: pushed.clone(),
             batch: Duration::from_millis(flags.relay_batch_ms),
+            standby: None,
         },
     );
     tokio::spawn(follower.clone().push_all());

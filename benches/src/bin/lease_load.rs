@@ -36,6 +36,7 @@ fn beat(id: &str, role: NodeRole, streams: Vec<String>) -> NodeBeat {
         capacity: 0,
         load: NodeLoad::default(),
         streams,
+        standby: Vec::new(),
         draining: false,
         priority: 0,
     }

@@ -85,7 +85,7 @@ pub(crate) fn stream_json(
     nodes: &[NodeView],
     place: bool,
 ) -> Value {
-    let urls = cp.publish_urls(&s.name, nodes, place);
+    let urls = cp.publish_points(&s.name, nodes, place);
     let play = cp.play_urls(&s.name, nodes);
     json!({
         "name": s.name,
@@ -112,13 +112,16 @@ pub(crate) fn stream_json(
     })
 }
 
-fn publish_json(urls: &crate::PublicUrls, key: &str, name: &str) -> Value {
+/// The publish URLs: the main publisher's, and the backup's (on a second
+/// publishing node when the cluster has one).
+fn publish_json(points: &crate::registry::PublishPoints, key: &str, name: &str) -> Value {
+    let (urls, backup) = (&points.main, &points.backup);
     json!({
         "rtmp": urls.rtmp(key),
         "rtmps": urls.rtmps(key),
         "srt": urls.srt(key),
         "whip": urls.whip(name),
-        "backup": { "rtmp": urls.rtmp_backup(key), "srt": urls.srt_backup(key) },
+        "backup": { "rtmp": backup.rtmp_backup(key), "srt": backup.srt_backup(key) },
     })
 }
 
@@ -131,7 +134,7 @@ async fn get_publish(
     let p = auth(&cp, &headers).await?;
     let s = cp.stream_for(&p, &name).await?;
     let nodes = cp.nodes().await?;
-    let urls = cp.publish_urls(&s.name, &nodes, true);
+    let urls = cp.publish_points(&s.name, &nodes, true);
     Ok(Json(publish_json(&urls, &s.key, &s.name)).into_response())
 }
 
@@ -205,7 +208,7 @@ async fn rotate_key(
     let p = auth(&cp, &headers).await?;
     let key = cp.rotate_key(&p, &name).await?;
     let nodes = cp.nodes().await?;
-    let urls = cp.publish_urls(&name, &nodes, true);
+    let urls = cp.publish_points(&name, &nodes, true);
     Ok(Json(json!({
         "key": key,
         "publish": publish_json(&urls, &key, &name),

@@ -242,6 +242,11 @@ pub enum PublishAnswer {
         /// `main` or `backup` (absent: `main`, from older control planes).
         #[serde(default)]
         role: Option<String>,
+        /// For a backup publisher: the relay URL of the publishing node the
+        /// stream's main publisher is sent to, which the backup's stream is
+        /// pushed to as well (see [`RemoteAuthorizer::standby`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        main_node: Option<String>,
     },
     /// Refuse.
     Deny {
@@ -283,6 +288,7 @@ impl PublishAnswer {
             PublishDecision::Allow { stream, role } => PublishAnswer::Allow {
                 stream: stream.to_string(),
                 role: Some(role.as_str().into()),
+                main_node: None,
             },
             PublishDecision::Deny { kind, reason } => PublishAnswer::Deny {
                 kind: kind_name(kind).into(),
@@ -295,7 +301,7 @@ impl PublishAnswer {
     /// `unavailable` (the publisher may retry), never an allow.
     fn decision(self) -> PublishDecision {
         match self {
-            PublishAnswer::Allow { stream, role } => {
+            PublishAnswer::Allow { stream, role, .. } => {
                 let role = match role.as_deref() {
                     None | Some("main") => SourceRole::Main,
                     Some("backup") => SourceRole::Backup,
@@ -351,13 +357,30 @@ pub(crate) async fn publish_check(
         client_ip: check.client_ip,
     };
     let decision = cp.authorizer().authorize_publish(&req).await;
-    axum::Json(PublishAnswer::of(decision)).into_response()
+    let main_of = match &decision {
+        PublishDecision::Allow {
+            stream,
+            role: SourceRole::Backup,
+        } => Some(stream.name().to_owned()),
+        _ => None,
+    };
+    let mut answer = PublishAnswer::of(decision);
+    // A backup publisher: where the main one goes (placing it if need be,
+    // as the API would), so the backup's node pushes there too.
+    if let (Some(name), PublishAnswer::Allow { main_node, .. }) = (main_of, &mut answer) {
+        match cp.nodes().await {
+            Ok(nodes) => *main_node = cp.publish_node(&name, &nodes, true).map(|n| n.url.clone()),
+            Err(e) => tracing::warn!(error = %e, "publish check: no registry for the main's node"),
+        }
+    }
+    axum::Json(answer).into_response()
 }
 
 /// A cached allow: the stream it names and when it stops counting.
 struct Cached {
     stream: StreamPath,
     role: SourceRole,
+    main_node: Option<String>,
     until: Instant,
 }
 
@@ -385,6 +408,9 @@ struct Inner {
     play: Option<crate::RemoteSettings>,
     /// The play-token key and revocations, for private streams.
     play_keys: Option<PlayKeys>,
+    /// Streams whose latest allow here was a backup publisher's, with the
+    /// main publisher's node the control plane named.
+    backups: Mutex<HashMap<StreamPath, Option<String>>>,
 }
 
 impl std::fmt::Debug for RemoteAuthorizer {
@@ -437,6 +463,7 @@ impl RemoteAuthorizer {
                 cache: Mutex::default(),
                 play: None,
                 play_keys: None,
+                backups: Mutex::default(),
             }),
         })
     }
@@ -464,6 +491,7 @@ impl RemoteAuthorizer {
                 cache: Mutex::default(),
                 play,
                 play_keys,
+                backups: Mutex::default(),
             }),
         }
     }
@@ -473,6 +501,38 @@ impl RemoteAuthorizer {
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// When the latest publisher allowed here for `stream` is its backup
+    /// publisher: the relay URL of the node the control plane sends the
+    /// main publisher to (`Some(None)`: it named none). A node standing by
+    /// like that pushes the stream as a backup, to that node too
+    /// (`ugc_proto::relay::push::PushOptions::standby`). `None` after a
+    /// main publisher's allow.
+    pub fn backup_main_node(&self, stream: &StreamPath) -> Option<Option<String>> {
+        self.inner
+            .backups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(stream)
+            .cloned()
+    }
+
+    fn note_allow(&self, stream: &StreamPath, role: SourceRole, main_node: Option<String>) {
+        let mut backups = self
+            .inner
+            .backups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match role {
+            SourceRole::Backup => {
+                // Bounded by the streams this node ever took a backup of.
+                backups.insert(stream.clone(), main_node);
+            }
+            _ => {
+                backups.remove(stream);
+            }
+        }
     }
 
     /// Forgets every allow of `stream`.
@@ -507,7 +567,8 @@ impl RemoteAuthorizer {
         }
     }
 
-    async fn ask(&self, req: &PublishRequest) -> PublishDecision {
+    /// The control plane's decision, with the main's node for a backup.
+    async fn ask(&self, req: &PublishRequest) -> (PublishDecision, Option<String>) {
         let body = PublishCheck {
             protocol: protocol_name(req.protocol).into(),
             app: req.app.clone(),
@@ -515,7 +576,10 @@ impl RemoteAuthorizer {
             client_ip: req.client_ip,
         };
         let Ok(body) = serde_json::to_vec(&body) else {
-            return PublishDecision::unavailable("publish check could not be encoded");
+            return (
+                PublishDecision::unavailable("publish check could not be encoded"),
+                None,
+            );
         };
         let request = hyper::Request::post(self.inner.uri.clone())
             .header(
@@ -525,24 +589,33 @@ impl RemoteAuthorizer {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)));
         let Ok(request) = request else {
-            return PublishDecision::unavailable("publish check could not be built");
+            return (
+                PublishDecision::unavailable("publish check could not be built"),
+                None,
+            );
         };
         let exchange = async {
             let body = answer_body(&self.inner.client, request, MAX_ANSWER).await?;
             serde_json::from_slice::<PublishAnswer>(&body).map_err(|e| format!("bad answer: {e}"))
         };
         match tokio::time::timeout(self.inner.timeout, exchange).await {
-            Ok(Ok(answer)) => answer.decision(),
+            Ok(Ok(answer)) => {
+                let main_node = match &answer {
+                    PublishAnswer::Allow { main_node, .. } => main_node.clone(),
+                    PublishAnswer::Deny { .. } => None,
+                };
+                return (answer.decision(), main_node);
+            }
+            // May name the control plane's address: log only.
             Ok(Err(why)) => {
-                // May name the control plane's address: log only.
-                tracing::warn!(error = %why, "publish check at the control plane failed");
-                PublishDecision::unavailable("control plane unavailable; try again")
+                tracing::warn!(error = %why, "publish check at the control plane failed")
             }
-            Err(_) => {
-                tracing::warn!("publish check at the control plane timed out");
-                PublishDecision::unavailable("control plane unavailable; try again")
-            }
+            Err(_) => tracing::warn!("publish check at the control plane timed out"),
         }
+        (
+            PublishDecision::unavailable("control plane unavailable; try again"),
+            None,
+        )
     }
 }
 
@@ -554,13 +627,16 @@ impl Authorizer for RemoteAuthorizer {
             req.key.clone(),
         );
         let now = Instant::now();
-        if let Some(c) = self.cache().get(&key).filter(|c| c.until > now) {
-            return PublishDecision::Allow {
-                stream: c.stream.clone(),
-                role: c.role,
-            };
+        let cached = self
+            .cache()
+            .get(&key)
+            .filter(|c| c.until > now)
+            .map(|c| (c.stream.clone(), c.role, c.main_node.clone()));
+        if let Some((stream, role, main_node)) = cached {
+            self.note_allow(&stream, role, main_node);
+            return PublishDecision::Allow { stream, role };
         }
-        let d = self.ask(req).await;
+        let (d, main_node) = self.ask(req).await;
         let mut cache = self.cache();
         cache.retain(|_, c| c.until > now);
         match &d {
@@ -570,9 +646,12 @@ impl Authorizer for RemoteAuthorizer {
                     Cached {
                         stream: stream.clone(),
                         role: *role,
+                        main_node: main_node.clone(),
                         until: now + Self::CACHE_TTL,
                     },
                 );
+                drop(cache);
+                self.note_allow(stream, *role, main_node);
             }
             _ => {
                 cache.remove(&key);

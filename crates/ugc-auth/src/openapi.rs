@@ -125,6 +125,7 @@ fn registry_schemas() -> Value {
                         "capacity": { "type": "integer", "description": "streams at most; 0: not declared" },
                         "load": { "$ref": "#/components/schemas/NodeLoad" },
                         "streams": { "type": "array", "maxItems": 10000, "items": { "type": "string" } },
+                        "standby": { "type": "array", "maxItems": 10000, "items": { "type": "string" }, "description": "those of streams carried for a backup publisher alone (the main one is on another node): main publish URLs avoid this node for them" },
                         "draining": { "type": "boolean", "default": false },
                         "priority": { "type": "integer", "default": 0, "description": "Transcoders: the live ones of the highest priority share the transcode leases (a main over its standby)" }
                     }
@@ -156,6 +157,7 @@ fn registry_schemas() -> Value {
                         "state": { "type": "string", "enum": ["live", "draining", "down"] },
                         "load": { "$ref": "#/components/schemas/NodeLoad" },
                         "streams": { "type": "array", "items": { "type": "string" } },
+                        "standby": { "type": "array", "items": { "type": "string" }, "description": "those of streams it stands by for (a backup publisher alone); absent when none" },
                         "capacity": { "type": "integer" },
                         "public": { "allOf": [{ "$ref": "#/components/schemas/PublicUrls" }], "nullable": true },
                         "last_seen": { "type": "integer", "description": "unix milliseconds, database clock" },
@@ -432,7 +434,7 @@ fn base() -> Value {
                         "rtmps": { "type": ["string", "null"], "description": "RTMP over TLS (OBS: rtmps://host:1936/live), null when the server has no certificate" },
                         "backup": {
                             "type": "object",
-                            "description": "URLs for an encoder's backup output: it stands by while the main publisher is live and takes over within source_timeout_ms + 1 GOP when it is not",
+                            "description": "URLs for an encoder's backup output: it stands by while the main publisher is live and takes over within source_timeout_ms + 1 GOP when it is not. In a cluster of two or more publishing nodes, on another node than the main URL (a second publishing point)",
                             "properties": { "rtmp": { "type": "string" }, "srt": { "type": "string" } }
                         }
                     }
@@ -515,6 +517,8 @@ fn base() -> Value {
                     "properties": {
                         "decision": { "type": "string", "enum": ["allow", "deny"] },
                         "stream": { "type": "string", "description": "allow: <app>/<name>" },
+                        "role": { "type": "string", "enum": ["main", "backup"], "description": "allow: the source the publisher is (absent: main)" },
+                        "main_node": { "type": "string", "description": "allow of a backup publisher: the relay URL of the publishing node the main publisher is sent to; the backup's node pushes the stream there too (as ?role=backup)" },
                         "kind": { "type": "string", "enum": ["unauthorized", "bad_name", "unavailable"] },
                         "reason": { "type": "string" }
                     }

@@ -13,9 +13,12 @@
 //! default: three missed beats).
 //!
 //! Placement: the publish URLs a stream answer carries point at a live
-//! publishing node, the one already carrying the stream, else the one the
-//! stream was placed on (sticky while that node lives), else the least
-//! loaded. Load is the streams a node reports plus the streams placed on
+//! publishing node, the one already carrying the stream with its main
+//! publisher, else the one the stream was placed on (sticky while that
+//! node lives), else the least loaded. The backup publisher's URLs point
+//! at another live publishing node when there is one (a second publishing
+//! point, sticky too), which beats that it stands by for the stream
+//! ([`NodeBeat::standby`]). Load is the streams a node reports plus the streams placed on
 //! it in the last [`PENDING`] that it does not report yet (so a burst of
 //! new streams spreads instead of piling on the node that was idle at the
 //! last beat), over its capacity. Play URLs point at the least-loaded live
@@ -132,6 +135,11 @@ pub struct NodeBeat {
     /// The Hub streams it carries (`live/news`, `live/news/720p`).
     #[serde(default)]
     pub streams: Vec<String>,
+    /// Those of `streams` it carries for a backup publisher alone (no main
+    /// publisher attached here): a publishing node standing by for the
+    /// stream's main node. Main publish URLs avoid it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby: Vec<String>,
     /// It asks for no new work (it is being taken out of service).
     #[serde(default)]
     pub draining: bool,
@@ -167,7 +175,8 @@ impl NodeBeat {
                 reason: "want http://host:port".into(),
             });
         }
-        if self.streams.len() > 10_000 || self.streams.iter().any(|s| s.len() > 256) {
+        let names = |v: &[String]| v.len() > 10_000 || v.iter().any(|s| s.len() > 256);
+        if names(&self.streams) || names(&self.standby) {
             return Err(Error::Invalid {
                 field: "streams",
                 reason: "at most 10,000 names of at most 256 bytes".into(),
@@ -218,6 +227,9 @@ pub struct NodeView {
     pub load: NodeLoad,
     /// Streams it carried at the last beat.
     pub streams: Vec<String>,
+    /// Those it carried for a backup publisher alone ([`NodeBeat::standby`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby: Vec<String>,
     /// Streams it takes at most (0: not declared).
     pub capacity: u32,
     /// Its public addresses, if it declared them.
@@ -274,6 +286,11 @@ impl NodeView {
     fn carries(&self, stream: &str) -> bool {
         self.streams.iter().any(|s| s == stream)
     }
+
+    /// Carries `stream` with its main publisher (not only standing by).
+    fn carries_main(&self, stream: &str) -> bool {
+        self.carries(stream) && !self.standby.iter().any(|s| s == stream)
+    }
 }
 
 /// The Hub stream of control-plane stream `name`, as nodes report it
@@ -283,17 +300,50 @@ fn hub_name(name: &str) -> String {
 }
 
 /// Placements of streams on publishing nodes, in memory: a stream keeps
-/// its node while the node lives.
+/// its node while the node lives, and its backup publisher's node (another
+/// one when there are two) too.
 #[derive(Debug, Default)]
 pub(crate) struct Placements {
     by_stream: Mutex<HashMap<String, (String, Instant)>>,
+    backup_by_stream: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// Where a stream's publishers are sent: [`ControlPlane::publish_points`].
+#[derive(Debug, Clone)]
+pub struct PublishPoints {
+    /// The main publisher's node (the control plane's own addresses when
+    /// no publishing node is live).
+    pub main: PublicUrls,
+    /// The main node's registry entry (its id and relay URL), if any.
+    pub main_node: Option<NodeView>,
+    /// The backup publisher's: another live publishing node when there is
+    /// one (a second publishing point), else the main's.
+    pub backup: PublicUrls,
+}
+
+/// Streams placed in the last [`PENDING`] per node that the node does not
+/// report yet.
+fn pending(
+    placed: &HashMap<String, (String, Instant)>,
+    nodes: &[NodeView],
+) -> HashMap<String, u32> {
+    let now = Instant::now();
+    let mut pending: HashMap<String, u32> = HashMap::new();
+    for (stream, (id, at)) in placed {
+        let other = hub_name(stream);
+        let reported = nodes.iter().any(|n| n.carries(&other));
+        if now.duration_since(*at) < PENDING && !reported {
+            *pending.entry(id.clone()).or_default() += 1;
+        }
+    }
+    pending
 }
 
 /// The least-loaded node of `candidates`: (reported streams + pending
 /// placements) over capacity, then CPU, then id.
 fn least_loaded<'a>(
     candidates: impl Iterator<Item = &'a NodeView>,
-    pending: &HashMap<&str, u32>,
+    pending: &HashMap<String, u32>,
 ) -> Option<&'a NodeView> {
     let score = |n: &NodeView| {
         let held = n
@@ -347,6 +397,7 @@ impl ControlPlane {
                 state,
                 load: beat.load,
                 streams: beat.streams,
+                standby: beat.standby,
                 capacity: beat.capacity,
                 public: beat.public,
                 last_seen: r.last_seen_ms,
@@ -378,46 +429,107 @@ impl ControlPlane {
     /// stream, counted as load for [`PENDING`]). The control plane's own
     /// addresses when no publishing node is live.
     pub fn publish_urls(&self, name: &str, nodes: &[NodeView], place: bool) -> PublicUrls {
+        let public = |n: &NodeView| n.public.clone().unwrap_or_default();
+        self.publish_node(name, nodes, place)
+            .map_or_else(|| self.inner.public.clone(), public)
+    }
+
+    /// The main publisher's node of stream `name` (see
+    /// [`Self::publish_urls`]): the live one carrying it with a main
+    /// publisher, else the one it was placed on, else the least loaded
+    /// (that not standing by for the stream, when another is live).
+    pub fn publish_node<'a>(
+        &self,
+        name: &str,
+        nodes: &'a [NodeView],
+        place: bool,
+    ) -> Option<&'a NodeView> {
         let path = hub_name(name);
         let live = || {
             nodes
                 .iter()
                 .filter(|n| n.role.takes_publishers() && n.usable())
         };
-        let public = |n: &NodeView| n.public.clone().unwrap_or_default();
-        if let Some(n) = live().find(|n| n.carries(&path)) {
-            return public(n);
+        if let Some(n) = live().find(|n| n.carries_main(&path)) {
+            return Some(n);
         }
-        let mut placed = self
-            .inner
-            .placements
-            .by_stream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One lock at a time: the backup placement first.
+        let standing_by = self.placed(true).get(name).map(|(id, _)| id.clone());
+        let mut placed = self.placed(false);
         if let Some((id, _)) = placed.get(name)
             && let Some(n) = live().find(|n| &n.id == id)
         {
-            return public(n);
+            return Some(n);
         }
+        let pending = pending(&placed, nodes);
+        let n = least_loaded(
+            live().filter(|n| Some(&n.id) != standing_by.as_ref() && !n.carries(&path)),
+            &pending,
+        )
+        .or_else(|| least_loaded(live(), &pending))?;
+        if place {
+            placed.insert(name.to_owned(), (n.id.clone(), Instant::now()));
+        }
+        Some(n)
+    }
+
+    /// Both publishing points of stream `name`: the main's
+    /// ([`Self::publish_node`]) and the backup's, on another live
+    /// publishing node when there is one (sticky like the main's), so that
+    /// the loss of one node leaves the other publisher on air. `place`
+    /// records both.
+    pub fn publish_points(&self, name: &str, nodes: &[NodeView], place: bool) -> PublishPoints {
+        let public = |n: &NodeView| n.public.clone().unwrap_or_default();
+        let main_node = self.publish_node(name, nodes, place);
+        let main = main_node.map_or_else(|| self.inner.public.clone(), public);
+        let Some(main_node) = main_node else {
+            return PublishPoints {
+                backup: main.clone(),
+                main,
+                main_node: None,
+            };
+        };
+        let others = || {
+            nodes
+                .iter()
+                .filter(|n| n.role.takes_publishers() && n.usable() && n.id != main_node.id)
+        };
+        let pending = pending(&self.placed(false), nodes);
+        let mut backups = self.placed(true);
+        let sticky = backups
+            .get(name)
+            .and_then(|(id, _)| others().find(|n| &n.id == id));
+        let backup_node = sticky.or_else(|| {
+            let n = least_loaded(others(), &pending)?;
+            if place {
+                backups.insert(name.to_owned(), (n.id.clone(), Instant::now()));
+            }
+            Some(n)
+        });
+        PublishPoints {
+            backup: backup_node.map_or_else(|| main.clone(), public),
+            main,
+            main_node: Some(main_node.clone()),
+        }
+    }
+
+    /// The main (`backup: false`) or backup placements, forgetting those
+    /// older than a day.
+    fn placed(
+        &self,
+        backup: bool,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        let p = &self.inner.placements;
+        let mut placed = if backup {
+            &p.backup_by_stream
+        } else {
+            &p.by_stream
+        }
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         placed.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(24 * 3600));
-        let mut pending: HashMap<&str, u32> = HashMap::new();
-        for (stream, (id, at)) in placed.iter() {
-            let other = hub_name(stream);
-            let reported = nodes.iter().any(|n| n.carries(&other));
-            if now.duration_since(*at) < PENDING && !reported {
-                *pending.entry(id.as_str()).or_default() += 1;
-            }
-        }
-        let Some(n) = least_loaded(live(), &pending) else {
-            return self.inner.public.clone();
-        };
-        let urls = public(n);
-        if place {
-            let id = n.id.clone();
-            placed.insert(name.to_owned(), (id, now));
-        }
-        urls
+        placed
     }
 
     /// Whether stream `name` has a publisher on a publishing node that is
@@ -462,7 +574,7 @@ impl ControlPlane {
                 .iter()
                 .filter(|n| n.role.serves_viewers() && n.usable())
         };
-        let none = HashMap::new();
+        let none: HashMap<String, u32> = HashMap::new();
         let best = least_loaded(live().filter(|n| n.carries(&path)), &none)
             .or_else(|| least_loaded(live(), &none));
         match best {
@@ -790,12 +902,18 @@ impl Heartbeat {
         let mut meter = LoadMeter::default();
         self.run_waking(
             move || {
-                let streams: Vec<String> = hub
-                    .stream_names()
-                    .into_iter()
-                    .filter(|s| hub.is_publishing(s))
-                    .map(|s| s.to_string())
-                    .collect();
+                let (mut streams, mut standby) = (Vec::new(), Vec::new());
+                for s in hub.stream_names() {
+                    let Some(st) = hub.stats(&s).filter(|st| st.publishing) else {
+                        continue;
+                    };
+                    if !st.sources.contains(&ugc_core::SourceRole::Main)
+                        && st.sources.contains(&ugc_core::SourceRole::Backup)
+                    {
+                        standby.push(s.to_string());
+                    }
+                    streams.push(s.to_string());
+                }
                 let (cpu, egress_bps) = meter.sample(egress_total());
                 NodeBeat {
                     load: NodeLoad {
@@ -804,6 +922,7 @@ impl Heartbeat {
                         egress_bps,
                     },
                     streams,
+                    standby,
                     ..template.clone()
                 }
             },
@@ -904,6 +1023,7 @@ mod tests {
                 ..NodeLoad::default()
             },
             streams: Vec::new(),
+            standby: Vec::new(),
             capacity,
             public: Some(PublicUrls {
                 host: id.into(),
@@ -955,19 +1075,19 @@ mod tests {
     fn least_loaded_weighs_capacity_and_pending() {
         let a = node("a", NodeRole::Publish, 4, 10);
         let b = node("b", NodeRole::Publish, 4, 100);
-        let none = HashMap::new();
+        let none: HashMap<String, u32> = HashMap::new();
         let pick =
-            |p: &HashMap<&str, u32>| least_loaded([&a, &b].into_iter(), p).unwrap().id.clone();
+            |p: &HashMap<String, u32>| least_loaded([&a, &b].into_iter(), p).unwrap().id.clone();
         assert_eq!(pick(&none), "b");
         let c = node("c", NodeRole::Publish, 0, 0);
         let d = node("d", NodeRole::Publish, 0, 0);
         let mut p = HashMap::new();
         assert_eq!(least_loaded([&c, &d].into_iter(), &p).unwrap().id, "c");
-        p.insert("c", 1);
+        p.insert("c".to_owned(), 1);
         assert_eq!(least_loaded([&c, &d].into_iter(), &p).unwrap().id, "d");
         // Counts a node reports do not overflow the score.
         let e = node("e", NodeRole::Publish, u32::MAX, 0);
-        p.insert("e", 5);
+        p.insert("e".to_owned(), 5);
         assert_eq!(least_loaded([&e, &d].into_iter(), &p).unwrap().id, "d");
     }
 
@@ -981,6 +1101,7 @@ mod tests {
             capacity: 0,
             load: NodeLoad::default(),
             streams: vec!["live/a".into()],
+            standby: Vec::new(),
             draining: false,
             priority: 0,
         };

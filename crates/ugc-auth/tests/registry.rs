@@ -168,6 +168,58 @@ async fn suite(db: Db) {
     assert_eq!(rtmp_host(&v), hosts[0]);
     assert!(v["srt"].as_str().unwrap().contains(&hosts[0]), "{v}");
 
+    // The backup publisher is sent to the other publishing node (a second
+    // publishing point), sticky too. A backup's publish check there names
+    // the main's node, and that node's beat standing by for the stream
+    // (a backup publisher alone) moves no main publisher to it.
+    let backup = v["backup"].clone();
+    let backup_host = rtmp_host(&backup);
+    assert!(backup["rtmp"].as_str().unwrap().contains("/backup/"), "{v}");
+    assert_ne!(backup_host, hosts[0], "{v}");
+    let (_, again) = api
+        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(rtmp_host(&again["publish"]["backup"]), backup_host);
+    let key = again["key"].as_str().unwrap().to_owned();
+    let check =
+        |app: &str| json!({"protocol": "rtmp", "app": app, "key": key, "client_ip": "127.0.0.1"});
+    let (s, d) = api
+        .call("POST", "/node/publish", Some(NODE), check("backup"))
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let main_id = hosts[0].trim_end_matches(".test");
+    assert_eq!(
+        d,
+        json!({"decision": "allow", "stream": "live/s0", "role": "backup",
+               "main_node": format!("http://{main_id}.test:8081")})
+    );
+    let (_, d) = api
+        .call("POST", "/node/publish", Some(NODE), check("live"))
+        .await;
+    assert!(d.get("main_node").is_none(), "{d}");
+    let backup_id = backup_host.trim_end_matches(".test").to_owned();
+    let backup_port = if backup_id == "pub-a" { 1935 } else { 1936 };
+    let mut standing_by = beat(&backup_id, "publish", backup_port, &["live/s0"]);
+    standing_by["standby"] = json!(["live/s0"]);
+    let (s, _) = api
+        .call("POST", "/node/heartbeat", Some(NODE), standing_by)
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = api
+        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(rtmp_host(&v), hosts[0], "{v}");
+    assert_eq!(rtmp_host(&v["publish"]["backup"]), backup_host, "{v}");
+    let (s, _) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some(NODE),
+            beat(&backup_id, "publish", backup_port, &[]),
+        )
+        .await;
+    assert_eq!(s, 200);
+
     // A publisher that went to the other node anyway: the node carrying
     // the stream is the answer.
     let other = if hosts[0] == "pub-a.test" {
@@ -248,6 +300,7 @@ async fn suite(db: Db) {
         capacity: 10,
         load: NodeLoad::default(),
         streams: Vec::new(),
+        standby: Vec::new(),
         draining: false,
         priority: 0,
     };
@@ -334,6 +387,7 @@ fn transcoder(id: &str, priority: i32) -> NodeBeat {
         capacity: 0,
         load: NodeLoad::default(),
         streams: Vec::new(),
+        standby: Vec::new(),
         draining: false,
         priority,
     }

@@ -671,3 +671,78 @@ async fn a_batching_push_delivers_identical_frames() {
         .unwrap()
         .unwrap();
 }
+
+/// A push with `role=backup` (a second publishing point's stream) attaches
+/// as the receiver's backup source: it stands by while the main push
+/// lives, and the main one stays the stream readers get. An unknown role
+/// is a `400`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_push_stands_by_behind_the_main_push() {
+    use ugc_core::SourceRole;
+    use ugc_proto::relay::push::{PushConfig, RelayPusher};
+    let path = StreamPath::live("two-points").unwrap();
+    let hub_b = Hub::new(HubConfig::default());
+    let server_b = RelayServer::new(hub_b.clone(), RelayServerConfig::new(TOKEN));
+    let addr = serve(server_b.router()).await;
+    let mut pushes = Vec::new();
+    let mut publishers = Vec::new();
+    for role in [SourceRole::Main, SourceRole::Backup] {
+        let hub = Hub::new(HubConfig::default());
+        let reader = hub.subscribe(&path);
+        let mut publisher = hub.publish(&path);
+        publisher.push(MediaEvent::Tracks(h264_aac())).unwrap();
+        let config = PushConfig {
+            role,
+            ..PushConfig::new(format!("http://{addr}"), path.clone(), TOKEN)
+        };
+        assert_eq!(
+            config.url().ends_with("?role=backup"),
+            role == SourceRole::Backup,
+            "{}",
+            config.url()
+        );
+        pushes.push(tokio::spawn(pump(
+            reader,
+            Passthrough,
+            RelayPusher::new(config),
+        )));
+        publishers.push((hub, publisher));
+    }
+    let mut at = 0;
+    let attached = |hub: &Hub| hub.stats(&path).map(|s| (s.active_source, s.sources));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while attached(&hub_b)
+            != Some((SourceRole::Main, vec![SourceRole::Main, SourceRole::Backup]))
+        {
+            for (_, publisher) in &mut publishers {
+                publish(publisher, &gops(&h264_aac(), at, 1));
+            }
+            at += 10;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("main and backup attached: {:?}", attached(&hub_b)));
+    for (hub, _) in &publishers {
+        hub.end(&path);
+    }
+    for push in pushes {
+        push.abort();
+    }
+
+    let r = post_status(addr, "/relay/v1/two-points?role=fallback").await;
+    assert_eq!(r, 400);
+}
+
+/// The status of an empty `POST` to `path` of the relay server at `addr`.
+async fn post_status(addr: SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split(' ').nth(1).unwrap().parse().unwrap()
+}

@@ -2160,3 +2160,134 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
     assert!(origin_recordings(b_http, "evt").is_empty(), "{}", b.log());
     assert_eq!(list(ADMIN_TOKEN).1["recordings"], serde_json::json!([]));
 }
+
+/// A live 320x240 publisher of one colour (`c`) with a tone, 1 s GOPs.
+fn publish_colour(c: &str, url: &str) -> Proc {
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("color=c={c}:size=320x240:rate=25"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=44100"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "25", "-c:a", "aac", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg");
+    Proc(child)
+}
+
+/// A second publishing point (#15): with two publishing nodes the API
+/// sends the backup publisher to the other one. Its node stands by (its
+/// beat says so, and the main URL stays put) and pushes the stream as a
+/// backup to the origin and to the main's node. The main publisher
+/// killed, the main's node switches to the backup (blue at the origin);
+/// back, the main again; the main's whole node killed, the origin itself
+/// switches to the backup's push.
+#[test]
+fn a_backup_publisher_on_a_second_node_stands_in_for_the_main_and_its_node() {
+    let control = Control::dedicated();
+    let origin_http = addr();
+    let (origin, _origin_data) = start_origin(&control, origin_http);
+    let (pub_1, rtmp_1) = start_publish(&control, None);
+    let (pub_2, rtmp_2) = start_publish(&control, None);
+    wait_until(Duration::from_secs(10), || {
+        nodes(&control).iter().filter(|n| n.2 == "live").count() == 3
+    })
+    .expect("three nodes live");
+    control.create_stream(r#"{"name": "twin"}"#);
+    let stream = || {
+        let r = http_send(
+            control.http,
+            "GET",
+            "/api/v1/streams/twin",
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()
+    };
+    let v = stream();
+    let port = |url: &serde_json::Value| -> u16 {
+        let url = url.as_str().unwrap().trim_start_matches("rtmp://");
+        let authority = url.split('/').next().unwrap();
+        authority.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    let (main_url, backup_url) = (
+        v["publish"]["rtmp"].as_str().unwrap().to_owned(),
+        v["publish"]["backup"]["rtmp"].as_str().unwrap().to_owned(),
+    );
+    let (main_port, backup_port) = (
+        port(&v["publish"]["rtmp"]),
+        port(&v["publish"]["backup"]["rtmp"]),
+    );
+    assert_ne!(main_port, backup_port, "two publishing points: {v}");
+    let mut pubs = [(pub_1, rtmp_1), (pub_2, rtmp_2)];
+    if pubs[0].1.port() != main_port {
+        pubs.swap(0, 1);
+    }
+    let [(mut main_node, _), (backup_node, _)] = pubs;
+    assert!(backup_url.contains("/backup/"), "{backup_url}");
+
+    let work = TempDir::new("roles-twin");
+    let list = || parse_media_playlist(&http_get(origin_http, "/live/twin/mono.m3u8").text());
+    // Whether the newest segment at the origin is the backup's blue.
+    let newest_blue = || -> Option<bool> {
+        let seg = list().pop()?;
+        let file = fetch_fmp4_segment_at(origin_http, "live/twin", &seg, work.path());
+        let (r, g, b) = mean_rgb(&file);
+        Some(b > 150.0 && r < 80.0 && g < 80.0)
+    };
+    let active = || stream_sample(origin_http, "ugc_stream_active_source", "live/twin");
+    // (Every node's log is printed when the test fails.)
+    let _ = (&origin, &backup_node);
+
+    let mut main = publish_live(320, 240, &main_url);
+    let _backup = publish_colour("blue", &backup_url);
+    wait_until(Duration::from_secs(30), || {
+        list().len() >= 3 && newest_blue() == Some(false)
+    })
+    .expect("the main's picture at the origin");
+    // The backup's node beats that it stands by; the main stays put.
+    wait_until(Duration::from_secs(10), || {
+        listed_nodes(&control).iter().any(|n| {
+            n["public"]["rtmp_port"].as_u64() == Some(u64::from(backup_port))
+                && n["standby"].as_array().is_some_and(|s| s.len() == 1)
+        })
+    })
+    .unwrap_or_else(|| panic!("the standby beat: {:?}", listed_nodes(&control)));
+    let v = stream();
+    assert_eq!(port(&v["publish"]["rtmp"]), main_port, "{v}");
+    assert_eq!(port(&v["publish"]["backup"]["rtmp"]), backup_port, "{v}");
+    assert_eq!(active(), Some(0.0));
+
+    // The main publisher gone: its node switches to the backup.
+    main.kill();
+    let took = wait_until(Duration::from_secs(20), || newest_blue() == Some(true))
+        .expect("the backup never stood in");
+    eprintln!("main publisher killed: the backup's picture at the origin after {took:?}");
+    assert_eq!(active(), Some(0.0), "through the main's node");
+
+    // Back: the main again (after the switch-back hysteresis).
+    let mut main = publish_live(320, 240, &main_url);
+    let back = wait_until(Duration::from_secs(30), || newest_blue() == Some(false))
+        .expect("the main never came back");
+    eprintln!("main publisher back: its picture at the origin after {back:?}");
+
+    // The main's whole node killed: the origin switches to the backup's
+    // own push.
+    main_node.child.kill().unwrap();
+    let took = wait_until(Duration::from_secs(20), || {
+        active() == Some(1.0) && newest_blue() == Some(true)
+    })
+    .expect("the origin never took the backup");
+    eprintln!("main's node killed: the backup's picture at the origin after {took:?}");
+    main.kill();
+}

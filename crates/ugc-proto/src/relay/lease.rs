@@ -98,7 +98,7 @@ impl LeaseFollower {
         let push = PushOptions {
             token: token.into(),
             stats,
-            batch: Duration::ZERO,
+            ..Default::default()
         };
         Self::build(hub, targets, Some(fixed), push)
     }

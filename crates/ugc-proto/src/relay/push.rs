@@ -37,7 +37,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use ugc_core::{DiscontinuityReason, MediaEvent, MediaKind, Sink, StreamPath, Tracks};
+use ugc_core::{DiscontinuityReason, MediaEvent, MediaKind, Sink, SourceRole, StreamPath, Tracks};
 
 use super::puller::PullConfig;
 use super::{Hello, RelayWriter};
@@ -71,6 +71,11 @@ pub struct PushConfig {
     /// each event at once. The trade is CPU on both ends of the hop against
     /// the latency it adds (up to this much per hop).
     pub batch: Duration,
+    /// The source the receiver attaches this push as: [`SourceRole::Main`]
+    /// (the default), or [`SourceRole::Backup`] for a second publishing
+    /// point's stream, which stands by there while a main push lives
+    /// (`?role=backup`; a fallback role is sent as main).
+    pub role: SourceRole,
 }
 
 /// Counters of a node's [`RelayPusher`]s, for `/metrics` and the load it
@@ -129,6 +134,19 @@ impl PushConfig {
             backoff_max: Duration::from_secs(1),
             stats: Arc::default(),
             batch: Duration::ZERO,
+            role: SourceRole::Main,
+        }
+    }
+
+    /// The URL the push goes to.
+    pub fn url(&self) -> String {
+        let url = PullConfig::new(self.base_url.clone(), self.stream.clone(), "").url(None);
+        match self.role {
+            SourceRole::Backup => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}role=backup")
+            }
+            _ => url,
         }
     }
 }
@@ -203,7 +221,7 @@ impl std::fmt::Debug for RelayPusher {
 impl RelayPusher {
     /// A pusher; it connects on the first event.
     pub fn new(config: PushConfig) -> Self {
-        let url = PullConfig::new(config.base_url.clone(), config.stream.clone(), "").url(None);
+        let url = config.url();
         RelayPusher {
             client: Client::builder(TokioExecutor::new()).build_http(),
             url,
@@ -468,14 +486,14 @@ pub async fn push_all_with_stats(
     let options = PushOptions {
         token,
         stats,
-        batch: Duration::ZERO,
+        ..Default::default()
     };
     push_all_following(hub, targets, options).await;
     drop(keep);
 }
 
-/// What a node's pushes share: the node token, the counters, and
-/// [`PushConfig::batch`].
+/// What a node's pushes share: the node token, the counters,
+/// [`PushConfig::batch`], and which streams the node only stands by for.
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
     /// The node token.
@@ -484,28 +502,76 @@ pub struct PushOptions {
     pub stats: Arc<RelayPushStats>,
     /// See [`PushConfig::batch`].
     pub batch: Duration,
+    /// Streams this node carries for a backup publisher while the main one
+    /// publishes to another node (a second publishing point): see
+    /// [`push_all_following`]. None: every stream is pushed as main.
+    pub standby: Option<StandbyOf>,
+}
+
+/// A stream a node carries for its backup publisher alone (the stream's
+/// main publisher goes to another publishing node).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Standby {
+    /// The main publisher's node (`http://host:port`), when known: the
+    /// stream goes there too, as its backup, so that node switches to it
+    /// when the main publisher drops (before its own fallback).
+    pub main_node: Option<String>,
+}
+
+/// Which streams of a Hub are [`Standby`] ones, asked when a stream
+/// appears (`ugc_auth::node::RemoteAuthorizer::standby` answers it from
+/// the control plane's publish decisions).
+#[derive(Clone)]
+pub struct StandbyOf(pub Arc<StandbyFn>);
+
+/// The question [`StandbyOf`] answers.
+pub type StandbyFn = dyn Fn(&StreamPath) -> Option<Standby> + Send + Sync;
+
+impl std::fmt::Debug for StandbyOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StandbyOf(..)")
+    }
 }
 
 /// [`push_all_with_stats`] to targets that change while it runs (the
 /// control plane's topology, `ugc_auth::node::Topology::follow`): a target
 /// that appears gets a push of every stream the Hub has, one that goes
 /// away has its pushes cut.
+///
+/// A stream [`PushOptions::standby`] names goes to every target as a
+/// backup ([`PushConfig::role`]), and to its main publisher's node as a
+/// backup too: there it stands in for a main publisher that drops; at the
+/// targets, for that whole node when it dies (its push ends and the
+/// receivers' source timeout passes).
 pub async fn push_all_following(
     hub: ugc_core::Hub,
     mut targets: tokio::sync::watch::Receiver<Vec<String>>,
     options: PushOptions,
 ) {
     let mut pushes = Pushes::default();
+    let mut forwards = Pushes::default();
     let mut current = targets.borrow_and_update().clone();
     let mut following = true;
     let mut watch = hub.watch();
+    let standby = |stream: &StreamPath| options.standby.as_ref().and_then(|f| (f.0)(stream));
+    let role = |standby: &Option<Standby>| match standby {
+        Some(_) => SourceRole::Backup,
+        None => SourceRole::Main,
+    };
     loop {
         tokio::select! {
             stream = watch.next() => {
                 let Some(stream) = stream else { return };
                 pushes.tidy();
+                forwards.tidy();
+                let standby = standby(&stream);
                 for target in &current {
-                    pushes.start(&hub, &stream, target, 0, &options);
+                    pushes.start_as(&hub, &stream, target, 0, role(&standby), &options);
+                }
+                if let Some(Standby { main_node: Some(node) }) = &standby {
+                    tracing::info!(%stream, main = %node,
+                        "a backup publisher: its stream goes to the main's node too");
+                    forwards.start_as(&hub, &stream, node, 0, SourceRole::Backup, &options);
                 }
             }
             changed = targets.changed(), if following => {
@@ -517,7 +583,8 @@ pub async fn push_all_following(
                 pushes.stop_except(&new);
                 for target in new.iter().filter(|t| !current.contains(t)) {
                     for stream in hub.stream_names() {
-                        pushes.start(&hub, &stream, target, 0, &options);
+                        let role = role(&standby(&stream));
+                        pushes.start_as(&hub, &stream, target, 0, role, &options);
                     }
                 }
                 current = new;
@@ -555,6 +622,19 @@ impl Pushes {
         epoch: u64,
         options: &PushOptions,
     ) {
+        self.start_as(hub, stream, target, epoch, SourceRole::Main, options);
+    }
+
+    /// [`Self::start`] attaching as `role` at the target.
+    pub(crate) fn start_as(
+        &mut self,
+        hub: &ugc_core::Hub,
+        stream: &StreamPath,
+        target: &str,
+        epoch: u64,
+        role: SourceRole,
+        options: &PushOptions,
+    ) {
         let key = (stream.clone(), target.to_owned());
         let Some(reader) = hub.subscribe_existing(stream) else {
             return;
@@ -563,6 +643,7 @@ impl Pushes {
             epoch,
             stats: options.stats.clone(),
             batch: options.batch,
+            role,
             ..PushConfig::new(target, stream.clone(), &options.token)
         });
         let (stream, target) = key.clone();

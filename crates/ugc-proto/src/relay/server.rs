@@ -3,7 +3,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /relay/v1/<name>[/<rendition>][?app=<app>][&window=<id>&from=<seq>]`, `Authorization: Bearer <node token>` | `200`, `Content-Type: video/mp4`, one long-lived body: the relay stream of Hub stream `<app>/<name>[/<rendition>]` ([`crate::relay`] wire format) |
-//! | `POST` of the same path with a relay stream as the body (push) | the stream is published into the Hub (each push a new publisher: a reconnect is one discontinuity); `204` after its end, `400` malformed, `409` stale epoch or taken over |
+//! | `POST` of the same path with a relay stream as the body (push), `[&role=backup]` | the stream is published into the Hub (each push a new publisher: a reconnect is one discontinuity), as its backup source with `role=backup` (a second publishing point's stream, standing by while a main push lives); `204` after its end, `400` malformed, `409` stale epoch or taken over |
 //! | no or another token | `401` (compared in constant time) |
 //! | a stream the Hub does not have | `404` |
 //! | a malformed name or query | `400` |
@@ -39,7 +39,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use ugc_core::metrics::{Exposition, Kind};
 use ugc_core::{
-    DEFAULT_APP, DiscontinuityReason, Hub, HubPublisher, HubReader, MediaEvent, Sink, StreamPath,
+    DEFAULT_APP, DiscontinuityReason, Hub, HubPublisher, HubReader, MediaEvent, Sink, SourceRole,
+    StreamPath,
 };
 
 use super::window::{Next, RelayWindow, Start, WindowConfig};
@@ -381,6 +382,8 @@ struct Query {
     app: Option<String>,
     window: Option<u64>,
     from: Option<u64>,
+    /// A push's source role (`role=main|backup`).
+    role: SourceRole,
 }
 
 fn parse_query(q: Option<&str>) -> Option<Query> {
@@ -388,6 +391,7 @@ fn parse_query(q: Option<&str>) -> Option<Query> {
         app: None,
         window: None,
         from: None,
+        role: SourceRole::Main,
     };
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -395,6 +399,13 @@ fn parse_query(q: Option<&str>) -> Option<Query> {
             "app" => out.app = Some(v.to_owned()),
             "window" => out.window = Some(v.parse().ok()?),
             "from" => out.from = Some(v.parse().ok()?),
+            "role" => {
+                out.role = match v {
+                    "main" => SourceRole::Main,
+                    "backup" => SourceRole::Backup,
+                    _ => return None,
+                }
+            }
             _ => {}
         }
     }
@@ -420,7 +431,7 @@ fn check(
     let Some(q) = parse_query(req.uri().query()) else {
         return Err(Box::new(status(
             StatusCode::BAD_REQUEST,
-            "bad window or from\n",
+            "bad window, from or role\n",
         )));
     };
     let app = q.app.as_deref().unwrap_or(DEFAULT_APP);
@@ -523,7 +534,7 @@ async fn receive(
     rendition: Option<String>,
     req: Request,
 ) -> Response {
-    let (path, _) = match check(&server, &name, rendition.as_deref(), &req) {
+    let (path, query) = match check(&server, &name, rendition.as_deref(), &req) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -563,7 +574,7 @@ async fn receive(
                     }
                     *seen = h.epoch;
                     drop(epochs);
-                    publisher = Some(inner.hub.publish(&path));
+                    publisher = Some(inner.hub.publish_as(&path, query.role));
                     continue;
                 }
                 RelayEvent::Context { tracks, .. } => MediaEvent::Tracks(tracks),
