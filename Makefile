@@ -11,7 +11,8 @@ CACHE ?= $(HOME)/.cache/ugc
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 # The smoke in `make test` is a regression run: a fixed seed over the
 # repo's corpus, so a red CI means a change broke something, not that this
-# run's dice found an old bug. Random exploration is `make fuzz-campaign`.
+# run's dice found an old bug; one target per core at a time
+# (scripts/fuzz-smoke.sh). Random exploration is `make fuzz-campaign`.
 FUZZ_SECONDS ?= 15
 FUZZ_SEED ?= 1
 FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid srt_listener srt_caller whip_session origin_query dvr_request dvr_export relay_reader dvr_listing
@@ -79,19 +80,8 @@ browser-hls-js:
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz
-	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	cd fuzz && for t in $(FUZZ_TARGETS); do \
-	  mkdir -p "$$tmp/$$t"; \
-	  echo "fuzz $$t for $(FUZZ_SECONDS)s"; \
-	  if TMPDIR="$$tmp" CARGO_TARGET_DIR=$(CACHE)/fuzz-target $(CARGO) fuzz run -s none $$t "$$tmp/$$t" corpus/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -seed=$(FUZZ_SEED) -print_final_stats=0 >"$$tmp/$$t.log" 2>&1; then \
-	    tail -n 1 "$$tmp/$$t.log"; \
-	  else \
-	    grep -v -e '^#' -e '^INFO:' "$$tmp/$$t.log" | grep -m1 -A8 -e 'panicked' -e 'ERROR:'; \
-	    grep -e 'Test unit written' -e '^Base64:' "$$tmp/$$t.log"; \
-	    exit 1; \
-	  fi; \
-	done
+	@CACHE=$(CACHE) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) \
+	  scripts/fuzz-smoke.sh $(FUZZ_TARGETS)
 
 # Every fuzz target for 10 million executions or an hour (RUNS=,
 # SECONDS_EACH=), random seeds; new coverage is merged into fuzz/corpus.
