@@ -326,21 +326,22 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The streams this node stands by for: those whose backup publisher is
-/// here while the control plane sends the main one to another node (a
-/// second publishing point). They are pushed as backups, and to the main's
-/// node too, so that node switches to this one when its publisher drops,
-/// and the receivers when that whole node dies. Until the node knows its
-/// own URL, a main's node it cannot tell from itself gets nothing.
+/// here (the latest publisher the control plane allowed for them). They
+/// are pushed as backups, so they never fight a main push at the
+/// receivers, and to the main's node too when the control plane sends
+/// the main publisher to another node (a second publishing point): that
+/// node then switches to this one when its publisher drops, and the
+/// receivers when that whole node dies. Until this node knows its own URL,
+/// a main's node it cannot tell from itself gets no forward.
 fn standby_of(auth: Arc<RemoteAuthorizer>, own_url: Arc<std::sync::OnceLock<String>>) -> StandbyOf {
     StandbyOf(Arc::new(move |stream| {
         let main_node = auth.backup_main_node(stream)?;
-        match (main_node, own_url.get()) {
-            // Both publishers here: this node is the stream's main.
-            (Some(main), Some(own)) if main == *own => None,
-            (Some(main), Some(_)) => Some(Standby {
-                main_node: Some(main),
-            }),
-            _ => Some(Standby { main_node: None }),
-        }
+        let elsewhere = match (&main_node, own_url.get()) {
+            (Some(main), Some(own)) => main != own,
+            _ => false,
+        };
+        Some(Standby {
+            main_node: main_node.filter(|_| elsewhere),
+        })
     }))
 }
