@@ -2161,30 +2161,6 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
     assert_eq!(list(ADMIN_TOKEN).1["recordings"], serde_json::json!([]));
 }
 
-/// A live 320x240 publisher of one colour (`c`) with a tone, 1 s GOPs.
-fn publish_colour(c: &str, url: &str) -> Proc {
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("color=c={c}:size=320x240:rate=25"))
-        .args(["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=44100"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-g", "25", "-c:a", "aac", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg");
-    Proc(child)
-}
-
 /// A second publishing point (#15): with two publishing nodes the API
 /// sends the backup publisher to the other one. Its node stands by (its
 /// beat says so, and the main URL stays put) and pushes the stream as a
@@ -2250,7 +2226,7 @@ fn a_backup_publisher_on_a_second_node_stands_in_for_the_main_and_its_node() {
     let _ = (&origin, &backup_node);
 
     let mut main = publish_live(320, 240, &main_url);
-    let _backup = publish_colour("blue", &backup_url);
+    let _backup = publish_lavfi("color=c=blue:size=320x240:rate=30", &backup_url);
     wait_until(Duration::from_secs(30), || {
         list().len() >= 3 && newest_blue() == Some(false)
     })

@@ -523,13 +523,19 @@ pub fn publish_srt(clip: &Path, url: &str) -> Proc {
 
 /// A live-encoded publisher (lavfi pattern, low CPU), for several at once.
 pub fn publish_live(width: u32, height: u32, url: &str) -> Proc {
+    publish_lavfi(&format!("testsrc2=size={width}x{height}:rate=30"), url)
+}
+
+/// [`publish_live`] of the lavfi video source `video` (30 fps: 1 s GOPs),
+/// e.g. `color=c=blue:size=320x240:rate=30`, with a 440 Hz tone.
+pub fn publish_lavfi(video: &str, url: &str) -> Proc {
     publish_args(
         &[
             "-re",
             "-f",
             "lavfi",
             "-i",
-            &format!("testsrc2=size={width}x{height}:rate=30"),
+            video,
             "-f",
             "lavfi",
             "-i",
