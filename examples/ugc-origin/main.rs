@@ -85,12 +85,13 @@ struct Flags {
     /// Seconds a stream survives without its relay.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
-    /// Count each stream's HLS viewers (`ugc_stream_viewers`) with a
-    /// viewer session id in each multivariant playlist's variant URIs.
-    /// Off by default: an origin of a cluster is behind a CDN edge, whose
-    /// cache per-viewer playlist URLs would split (ugc-server: on).
-    #[arg(long, env = "UGC_VIEWER_COUNT", default_value = "off", value_parser = ["on", "off"])]
-    viewer_count: String,
+    /// Count each stream's HLS viewers (`ugc_stream_viewers`): `beacons`
+    /// (default) from the players' QoE beacons, which pass a CDN edge
+    /// uncached: an origin of a cluster is behind one, whose cache the
+    /// per-viewer playlist URLs of `on` (playlists and beacons, as
+    /// ugc-server's default) would split; `off`.
+    #[arg(long, env = "UGC_VIEWER_COUNT", default_value = "beacons")]
+    viewer_count: ugc_core::viewers::CountFrom,
     /// Viewer sessions counted per stream and client address (an IPv6
     /// /64): one client inventing session ids adds at most this many.
     #[arg(long, env = "UGC_VIEWER_SESSIONS_PER_ADDRESS", default_value_t = 200,
@@ -229,14 +230,15 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let client_ip = ugc_auth::client_ip_from(trusted.clone());
-    let viewers = (flags.viewer_count == "on").then(|| {
-        Arc::new(ugc_core::viewers::ViewerCounter::new(
-            ugc_core::viewers::ViewerConfig {
-                max_sessions_per_address: flags.viewer_sessions_per_address as usize,
-                ..ugc_core::viewers::ViewerConfig::default()
-            },
-        ))
+    let (viewers, count_playlists) = flags.viewer_count.counter(ugc_core::viewers::ViewerConfig {
+        max_sessions_per_address: flags.viewer_sessions_per_address as usize,
+        ..ugc_core::viewers::ViewerConfig::default()
     });
+    // Players' QoE beacons, which count viewers too.
+    let qoe = Arc::new(ugc_core::qoe::QoeCollector::new(
+        ugc_core::qoe::QoeConfig::default(),
+        viewers.clone(),
+    ));
     // WebRTC play (WHEP) of what this node has; nothing is published here.
     let whep = webrtc::start(
         "whep-udp",
@@ -263,7 +265,8 @@ async fn main() -> anyhow::Result<()> {
         client_ip.clone(),
         ugc_proto::origin::OriginConfig {
             low_latency_hub: Some(hub.clone()),
-            viewers: viewers.clone(),
+            viewers: viewers.clone().filter(|_| count_playlists),
+            qoe: Some(qoe.clone()),
             ..Default::default()
         },
     );
@@ -292,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let metrics = {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
-        let (whep, sync) = (whep.clone(), sync.clone());
+        let (whep, sync, qoe) = (whep.clone(), sync.clone(), qoe.clone());
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
@@ -305,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(v) = &viewers {
                 v.write_metrics(&mut m, Instant::now());
             }
+            qoe.write_metrics(&mut m, Instant::now());
             if let Some(s) = &sync {
                 s.write_metrics(&mut m);
             }

@@ -12,7 +12,7 @@
 // Exits non-zero on the first failure.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, createWriteStream, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, homedir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
@@ -260,6 +260,31 @@ async function main() {
       { timeout: 20000 },
     );
     step(`panel counts the viewers: "${await panel.textContent(`${card} .s-live`)}"`);
+
+    // ---- the players' QoE beacons (ugc_core::qoe) ---------------------------
+    const metric = async (name, stream) => {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name}{stream="${stream}"} `));
+      return line ? Number(line.split(' ').pop()) : 0;
+    };
+    await until('QoE beacons with the startup time of both players', 20000, async () =>
+      (await metric('ugc_qoe_startup_seconds_count', 'live/browser')) >= 2);
+    const startup = await metric('ugc_qoe_startup_seconds_sum', 'live/browser');
+    assert(startup > 0 && startup < 40, `startup seconds of two players: ${startup}`);
+    // Each player is one viewer, counted from its playlist requests and its
+    // beacons alike (its beacons name the origin's vs id); leaving the page
+    // sends a last beacon that ends it at once, not 30 s later.
+    const watching = await until('both players counted', 20000, async () => {
+      const n = await metric('ugc_stream_viewers', 'live/browser');
+      return n >= 2 ? n : 0;
+    });
+    await viewer.goto('about:blank');
+    const left = Date.now();
+    await until('the viewer who left to be counted no more', 8000, async () =>
+      (await metric('ugc_stream_viewers', 'live/browser')) === watching - 1);
+    step(`QoE beacons: startup of ${await metric('ugc_qoe_startup_seconds_count', 'live/browser')} players `
+      + `(${startup.toFixed(2)} s together); viewers ${watching} -> ${watching - 1} `
+      + `${Date.now() - left} ms after one left the page`);
     await viewer.close();
 
     // ---- go live from the browser (WHIP, the fake camera) ---------------------
@@ -506,6 +531,7 @@ async function clusterPanel(context) {
     const [c, d] = await videoAdvances(viewer, '#video', 1, 30000);
     step(`cluster demo: the watch page on the origin plays: ${c.toFixed(2)} -> ${d.toFixed(2)} s`);
     await viewer.close();
+    await viewersBehindAnEdge(context, origin);
     await page.close();
   } catch (e) {
     for (const node of ['publish', 'transcode', 'origin', 'control']) {
@@ -520,6 +546,57 @@ async function clusterPanel(context) {
   } finally {
     demo.kill('SIGTERM');
     await until('the cluster demo to stop', 10000, () => demo.exitCode !== null || demo.signalCode);
+  }
+}
+
+/**
+ * The origin of a cluster counts viewers from the players' QoE beacons
+ * (ugc-origin --viewer-count beacons, its default), which pass a CDN edge
+ * uncached: the watch page played through an nginx proxy_cache edge
+ * (examples/ugc-server/tests/nginx-edge.conf.in) is counted on the origin
+ * while it plays and no more when it leaves, while its media comes from
+ * the edge's cache.
+ */
+async function viewersBehindAnEdge(context, origin) {
+  const dir = join(tmp, 'edge');
+  mkdirSync(dir, { recursive: true });
+  const edgePort = await freePort();
+  const conf = readFileSync(join(WEB, '../examples/ugc-server/tests/nginx-edge.conf.in'), 'utf8')
+    .replaceAll('{{', '\u0000').replaceAll('}}', '\u0001')
+    .replaceAll('{dir}', dir).replaceAll('{listen}', `127.0.0.1:${edgePort}`)
+    .replaceAll('{origin}', origin.replace('http://', ''))
+    .replaceAll('\u0000', '{').replaceAll('\u0001', '}');
+  writeFileSync(join(dir, 'nginx.conf'), conf);
+  const nginx = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')],
+    { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(nginx);
+  const edge = `http://127.0.0.1:${edgePort}`;
+  const viewers = async () => {
+    const text = await (await fetch(`${origin}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('ugc_stream_viewers{stream="live/demo"} '));
+    return line ? Number(line.split(' ').pop()) : 0;
+  };
+  try {
+    await until('the nginx edge to answer', 10000, async () => (await fetch(`${edge}/watch/demo`)).ok);
+    // The panel's preview still plays from the origin: one viewer.
+    const before = await until('the preview counted from its beacons', 20000, async () => viewers());
+    const page = await context.newPage();
+    const cache = [];
+    page.on('response', (r) => {
+      if (r.url().startsWith(`${edge}/live/demo/`)) cache.push(r.headers()['x-cache-status'] || '');
+    });
+    await page.goto(`${edge}/watch/demo`);
+    const [a, b] = await videoAdvances(page, '#video', 1, 30000);
+    await until('the viewer behind the edge counted', 20000, async () => (await viewers()) === before + 1);
+    assert(cache.includes('HIT') || cache.includes('MISS'), `media through the edge's cache: ${cache}`);
+    await page.goto('about:blank');
+    await until('the viewer who left counted no more', 8000, async () => (await viewers()) === before);
+    step(`cluster demo: a watch page behind an nginx edge plays (${a.toFixed(2)} -> ${b.toFixed(2)} s) and is `
+      + `counted on the origin from its beacons: ${before} -> ${before + 1} -> ${before} viewers `
+      + `(edge cache: ${cache.filter((x) => x === 'HIT').length} hits of ${cache.length})`);
+    await page.close();
+  } finally {
+    nginx.kill('SIGKILL');
   }
 }
 

@@ -412,7 +412,7 @@ fn base() -> Value {
                         "play": { "type": "string", "description": "playlist URL (private streams need ?token=)" },
                         "whep": { "type": "string", "description": "WebRTC play (WHEP) on the same node: POST an SDP offer (private streams: the play token as bearer)" },
                         "live": { "type": "boolean" },
-                        "viewers": { "type": ["integer", "null"], "description": "HLS viewers now (play sessions seen in the last 30 s), where this process's origin counts them (ugc-server --viewer-count on); else null" },
+                        "viewers": { "type": ["integer", "null"], "description": "HLS viewers now (play sessions seen in the last 30 s), where this process's origin counts them (ugc-server --viewer-count on or beacons); else null" },
                         "source": {
                             "type": ["object", "null"],
                             "description": "on a node carrying the stream: the source viewers get and the sources attached (main, backup, fallback)",

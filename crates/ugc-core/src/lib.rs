@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod name;
 pub mod pipeline;
 pub mod plan;
+pub mod qoe;
 pub mod silence;
 pub mod time;
 pub mod viewers;

@@ -29,6 +29,9 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Observations counted in buckets: samples with
+    /// [`Exposition::histogram`].
+    Histogram,
 }
 
 /// Builds one exposition: families, each followed by its samples.
@@ -54,6 +57,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let _ = write!(self.out, "# HELP {name} ");
         for c in help.chars() {
@@ -72,8 +76,60 @@ impl Exposition {
     /// names, URLs) and are escaped. Integral values up to 2^53 print
     /// without a fraction.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.sample_of("", labels, value)
+    }
+
+    /// One histogram of the current family (a [`Kind::Histogram`]): its
+    /// `_bucket` samples, cumulative, with `le` from `bounds` (ascending
+    /// upper bounds) then `+Inf`; `_sum` and `_count`. `counts` holds the
+    /// observations per bucket, not cumulative: one per bound and a last
+    /// one above every bound.
+    ///
+    /// ```
+    /// use ugc_core::metrics::{Exposition, Kind};
+    ///
+    /// let mut m = Exposition::new();
+    /// m.family("ugc_startup_seconds", Kind::Histogram, "Startup.");
+    /// m.histogram(&[("stream", "live/a")], &[1.0, 2.5], &[3, 0, 1], 6.5);
+    /// let text = m.finish();
+    /// assert!(text.contains("ugc_startup_seconds_bucket{stream=\"live/a\",le=\"2.5\"} 3\n"));
+    /// assert!(text.contains("ugc_startup_seconds_bucket{stream=\"live/a\",le=\"+Inf\"} 4\n"));
+    /// assert!(text.contains("ugc_startup_seconds_sum{stream=\"live/a\"} 6.5\n"));
+    /// assert!(text.contains("ugc_startup_seconds_count{stream=\"live/a\"} 4\n"));
+    /// ```
+    pub fn histogram(
+        &mut self,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) -> &mut Self {
+        debug_assert_eq!(
+            counts.len(),
+            bounds.len() + 1,
+            "one count per bucket and +Inf"
+        );
+        let mut total = 0u64;
+        for (i, n) in counts.iter().enumerate() {
+            total = total.saturating_add(*n);
+            let mut le = String::new();
+            match bounds.get(i) {
+                Some(b) => write_value(&mut le, *b),
+                None => le.push_str("+Inf"),
+            }
+            let mut with_le: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 1);
+            with_le.extend_from_slice(labels);
+            with_le.push(("le", &le));
+            self.sample_of("_bucket", &with_le, total as f64);
+        }
+        self.sample_of("_sum", labels, sum);
+        self.sample_of("_count", labels, total as f64)
+    }
+
+    fn sample_of(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
         debug_assert!(!self.family.is_empty(), "sample before any family");
         self.out.push_str(&self.family);
+        self.out.push_str(suffix);
         if !labels.is_empty() {
             self.out.push('{');
             for (i, (name, value)) in labels.iter().enumerate() {

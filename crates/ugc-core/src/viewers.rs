@@ -149,17 +149,7 @@ impl ViewerCounter {
             *at = now;
             return;
         }
-        // One subscriber's addresses: an IPv4 address, an IPv6 /64.
-        let subscriber: [u8; 8] = match client {
-            IpAddr::V4(a) => u64::from(u32::from(a)).to_be_bytes(),
-            IpAddr::V6(a) => {
-                let o = a.octets();
-                [o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]]
-            }
-        };
-        let address = self
-            .hasher
-            .hash_one((stream.as_str(), client.is_ipv6(), subscriber));
+        let address = self.hasher.hash_one((stream.as_str(), subscriber(client)));
         let full = |st: &State| {
             st.per_address.get(&address).copied().unwrap_or(0)
                 >= self.config.max_sessions_per_address
@@ -186,6 +176,29 @@ impl ViewerCounter {
             .insert(key, (now, address));
         *st.per_address.entry(address).or_default() += 1;
         st.sessions += 1;
+    }
+
+    /// Session `session` of `stream` stopped playing (its player said
+    /// so): not counted any more, before its window would have run out.
+    pub fn left(&self, stream: &StreamPath, session: &str) {
+        let key = self.hasher.hash_one(session);
+        let mut st = self.lock();
+        let Some(sessions) = st.streams.get_mut(stream) else {
+            return;
+        };
+        let Some((_, address)) = sessions.remove(&key) else {
+            return;
+        };
+        if sessions.is_empty() {
+            st.streams.remove(stream);
+        }
+        if let Some(n) = st.per_address.get_mut(&address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.per_address.remove(&address);
+            }
+        }
+        st.sessions = st.sessions.saturating_sub(1);
     }
 
     /// Viewers of each stream with any at `now`, by name.
@@ -262,6 +275,62 @@ impl ViewerCounter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where a node counts viewers from (`--viewer-count` of the binaries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountFrom {
+    /// Media playlist requests (a session id in the variant URIs of each
+    /// multivariant playlist) and players' QoE beacons, into one count
+    /// (`on`): for an origin that viewers reach directly.
+    PlaylistsAndBeacons,
+    /// Players' QoE beacons only (`beacons`): behind a CDN edge, whose
+    /// cache per-viewer playlist URLs would split; players that send no
+    /// beacons (not the watch page's) are not counted.
+    Beacons,
+    /// No count (`off`).
+    Off,
+}
+
+impl std::str::FromStr for CountFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on" => Ok(CountFrom::PlaylistsAndBeacons),
+            "beacons" => Ok(CountFrom::Beacons),
+            "off" => Ok(CountFrom::Off),
+            other => Err(format!(
+                "viewer count must be \"on\", \"beacons\" or \"off\", not {other:?}"
+            )),
+        }
+    }
+}
+
+impl CountFrom {
+    /// The counter (unless [`Off`](Self::Off)), and whether the origin
+    /// counts playlist requests on it too.
+    pub fn counter(self, config: ViewerConfig) -> (Option<std::sync::Arc<ViewerCounter>>, bool) {
+        match self {
+            CountFrom::Off => (None, false),
+            mode => (
+                Some(std::sync::Arc::new(ViewerCounter::new(config))),
+                mode == CountFrom::PlaylistsAndBeacons,
+            ),
+        }
+    }
+}
+
+/// One subscriber's addresses, as a key: an IPv4 address, an IPv6 /64
+/// (what one subscriber gets).
+pub fn subscriber(client: IpAddr) -> (bool, [u8; 8]) {
+    match client {
+        IpAddr::V4(a) => (false, u64::from(u32::from(a)).to_be_bytes()),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            (true, [o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]])
+        }
     }
 }
 

@@ -73,6 +73,20 @@
 //! per-viewer media playlist URLs are one cache entry per viewer, which
 //! defeats the collapsing of blocking reloads: turn counting off there
 //! (`None`) and count from the players' beacons instead.
+//!
+//! ## Viewer experience
+//!
+//! With [`OriginConfig::qoe`], `POST /<app>/<stream>/qoe` takes a player's
+//! beacon ([`ugc_core::qoe`]): `204` when taken; `429` (with
+//! `Retry-After`) past its address's or the total rate, checked before the
+//! body is read; `413` for a body over [`ugc_core::qoe::MAX_BEACON_BYTES`],
+//! `400` for a malformed one; `403`/`404` as a play request of the stream
+//! with the same `token` would get, and `404` for a stream not live here;
+//! `503` when the collector keeps its most streams. The path is the
+//! stream's, so an edge that passes the stream's URLs to the origin passes
+//! beacons too (POSTs are not cached). A beacon names its session: the
+//! request's play token, else the player's `sid` (the `vs` of its variant
+//! URIs when the origin counts playlists, so both count one viewer once).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -93,6 +107,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use ugc_core::{AllowAll, Authorizer, Hub, PlayDecision, PlayRequest, StreamPath};
 
+use ugc_core::qoe::{Beacon, QoeCollector, Refusal};
 use ugc_core::viewers::{ViewerCounter, session_id_is_valid};
 use ugc_dvr::{
     Chunks, LiveRegistry, LiveStream, MediaFile, MediaFileError, PartProgress, PlaylistQuery,
@@ -141,6 +156,9 @@ pub struct OriginConfig {
     /// Counts each stream's viewers (see the module doc, "Viewer counts");
     /// `None` (the default): no counting and no `vs` parameter.
     pub viewers: Option<Arc<ViewerCounter>>,
+    /// Takes players' QoE beacons (`POST /<app>/<stream>/qoe`; see the
+    /// module doc, "Viewer experience"); `None` (the default): `404`.
+    pub qoe: Option<Arc<QoeCollector>>,
 }
 
 /// How long one LL-HLS request keeps its stream wanted at low latency
@@ -156,6 +174,7 @@ impl Default for OriginConfig {
             max_held_per_client: 1_000,
             low_latency_hub: None,
             viewers: None,
+            qoe: None,
         }
     }
 }
@@ -272,7 +291,10 @@ pub fn router_with_config<A: Authorizer>(
     config: OriginConfig,
 ) -> Router {
     Router::new()
-        .route("/{app}/{stream}/{file}", get(live_file::<A>))
+        .route(
+            "/{app}/{stream}/{file}",
+            get(live_file::<A>).post(beacon::<A>),
+        )
         .route(
             "/{app}/{stream}/{rendition}/{file}",
             get(rendition_file::<A>),
@@ -380,7 +402,7 @@ async fn cors(req: Request, next: Next) -> Response {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_any);
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
         );
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
         h.insert(
@@ -566,6 +588,86 @@ async fn live_file<A: Authorizer>(
         return error(StatusCode::BAD_REQUEST);
     };
     live_request(origin, name, file, req).await
+}
+
+/// `POST /<app>/<stream>/qoe`: a player's beacon (see the module doc,
+/// "Viewer experience").
+async fn beacon<A: Authorizer>(
+    State(origin): State<Arc<Origin<A>>>,
+    path: Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>,
+    req: Request,
+) -> Response {
+    let Some(qoe) = origin.config.qoe.clone() else {
+        return error(StatusCode::NOT_FOUND);
+    };
+    let Ok(Path((app, stream, file))) = path else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    if file != "qoe" {
+        return error(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let Ok(name) = StreamPath::new(&app, &stream) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let client_ip = (origin.client_ip)(peer, req.headers());
+    if !qoe.admit(client_ip, std::time::Instant::now()) {
+        let mut res = error(StatusCode::TOO_MANY_REQUESTS);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        return res;
+    }
+    let token = token_param(req.uri().query());
+    let body = match axum::body::to_bytes(req.into_body(), ugc_core::qoe::MAX_BEACON_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            qoe.refuse(Refusal::Malformed);
+            return error(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+    };
+    let beacon = match Beacon::parse(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            qoe.refuse(Refusal::Malformed);
+            tracing::debug!(stream = %name, client = %client_ip, error = %e, "QoE beacon refused");
+            return error(StatusCode::BAD_REQUEST);
+        }
+    };
+    let play = PlayRequest {
+        stream: name.clone(),
+        token: token.clone(),
+        client_ip,
+    };
+    match origin.auth.authorize_play(&play).await {
+        PlayDecision::Allow => {}
+        PlayDecision::Deny { .. } => {
+            qoe.refuse(Refusal::Denied);
+            return error(StatusCode::FORBIDDEN);
+        }
+        PlayDecision::NotFound { .. } => {
+            qoe.refuse(Refusal::UnknownStream);
+            return error(StatusCode::NOT_FOUND);
+        }
+    }
+    if origin.registry.get(&name).is_none() {
+        qoe.refuse(Refusal::UnknownStream);
+        return error(StatusCode::NOT_FOUND);
+    }
+    let session = token.as_deref().unwrap_or(&beacon.session);
+    let now = std::time::Instant::now();
+    match qoe.record(&name, &beacon, session, client_ip, now) {
+        Ok(()) => {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE),
+    }
 }
 
 /// A file of one rendition of a transcoding ladder.

@@ -418,3 +418,182 @@ async fn ladder_renditions_have_their_own_playlists() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// `live/private` plays with the token `good` only; other streams are
+/// public.
+struct PrivateStream;
+
+impl ugc_core::Authorizer for PrivateStream {
+    async fn authorize_publish(
+        &self,
+        _req: &ugc_core::PublishRequest,
+    ) -> ugc_core::PublishDecision {
+        ugc_core::PublishDecision::unauthorized("no publishing here")
+    }
+
+    async fn authorize_play(&self, req: &ugc_core::PlayRequest) -> ugc_core::PlayDecision {
+        match (req.stream.as_str(), req.token.as_deref()) {
+            ("live/private", Some("good")) => ugc_core::PlayDecision::Allow,
+            ("live/private", _) => ugc_core::PlayDecision::Deny {
+                reason: "token".into(),
+            },
+            ("live/gone", _) => ugc_core::PlayDecision::NotFound {
+                reason: "no such stream".into(),
+            },
+            _ => ugc_core::PlayDecision::Allow,
+        }
+    }
+}
+
+/// QoE beacons (`POST /<app>/<stream>/qoe`): taken for live streams the
+/// client may play, counted as viewers (a token is the session of a
+/// private stream's viewer), refused clearly otherwise, and rate-limited
+/// before the body is read.
+#[tokio::test]
+async fn qoe_beacons_are_taken_counted_refused_and_rate_limited() {
+    use ugc_core::qoe::{QoeCollector, QoeConfig, Refusal};
+    use ugc_core::viewers::{ViewerConfig, ViewerCounter};
+
+    let reg = registry();
+    reg.insert(
+        &ugc_core::StreamPath::parse("live/private").unwrap(),
+        stream_with_segments(false),
+    );
+    let viewers = Arc::new(ViewerCounter::new(ViewerConfig::default()));
+    let qoe = Arc::new(QoeCollector::new(
+        QoeConfig {
+            per_address_rate: 0.001,
+            per_address_burst: 13.0,
+            ..QoeConfig::default()
+        },
+        Some(viewers.clone()),
+    ));
+    let app = ugc_proto::origin::router_with_config(
+        reg,
+        Arc::new(PrivateStream),
+        ugc_proto::origin::peer_is_client(),
+        ugc_proto::origin::OriginConfig {
+            qoe: Some(qoe.clone()),
+            ..Default::default()
+        },
+    );
+    let post = |uri: &str, body: &'static str| {
+        let app = app.clone();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        async move { app.oneshot(req).await.unwrap() }
+    };
+    let ok = post(
+        "/live/demo/qoe",
+        "sid=v1&startup_ms=900&played_ms=1000&latency_ms=2500",
+    )
+    .await;
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(ok.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert_eq!(ok.headers()[header::CACHE_CONTROL], "no-store");
+    let status = |uri: &'static str, body: &'static str| {
+        let f = post(uri, body);
+        async move { f.await.status() }
+    };
+    assert_eq!(
+        status("/live/demo/qoe", "sid=v2").await,
+        StatusCode::NO_CONTENT
+    );
+    // A private stream's viewer is its token, whatever sid it sends.
+    for body in ["sid=a", "sid=b"] {
+        assert_eq!(
+            status("/live/private/qoe?token=good", body).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let now = std::time::Instant::now();
+    let demo = ugc_core::StreamPath::parse("live/demo").unwrap();
+    let private = ugc_core::StreamPath::parse("live/private").unwrap();
+    assert_eq!(viewers.count(&demo, now), 2);
+    assert_eq!(viewers.count(&private, now), 1);
+    // An end beacon ends its viewer at once.
+    assert_eq!(
+        status("/live/demo/qoe", "sid=v1&end=1").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(viewers.count(&demo, now), 1);
+    // Refusals, each as a play request would get it, each counted.
+    let cases: [(&str, &str, StatusCode); 6] = [
+        ("/live/private/qoe", "sid=a", StatusCode::FORBIDDEN),
+        (
+            "/live/private/qoe?token=bad",
+            "sid=a",
+            StatusCode::FORBIDDEN,
+        ),
+        ("/live/gone/qoe", "sid=a", StatusCode::NOT_FOUND),
+        ("/live/offline/qoe", "sid=a", StatusCode::NOT_FOUND),
+        (
+            "/live/demo/qoe",
+            "sid=a&played_ms=x",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/live/demo/qoe",
+            "\u{0}\u{1}garbage",
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (uri, body, want) in cases {
+        assert_eq!(status(uri, body).await, want, "{uri} {body:?}");
+    }
+    assert_eq!(qoe.refused(Refusal::Denied), 2);
+    assert_eq!(qoe.refused(Refusal::UnknownStream), 2);
+    assert_eq!(qoe.refused(Refusal::Malformed), 2);
+    // Too large: 413 (the limit holds however the body comes).
+    let big: &'static str = Box::leak(format!("sid=a&x={}", "y".repeat(4096)).into_boxed_str());
+    assert_eq!(
+        status("/live/demo/qoe", big).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // Only `qoe` takes a POST; GET of it is no file.
+    assert_eq!(
+        status("/live/demo/index.m3u8", "sid=a").await,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(get("/live/demo/qoe").await.status, StatusCode::NOT_FOUND);
+    // 12 beacons so far from this address (burst 13): one more, then 429
+    // with Retry-After, counted as rate.
+    assert_eq!(
+        status("/live/demo/qoe", "sid=v2").await,
+        StatusCode::NO_CONTENT
+    );
+    let limited = post("/live/demo/qoe", "sid=v2").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()[header::RETRY_AFTER], "10");
+    assert_eq!(qoe.refused(Refusal::Rate), 1);
+    let mut m = ugc_core::metrics::Exposition::new();
+    qoe.write_metrics(&mut m, now);
+    let text = m.finish();
+    assert!(
+        text.contains("ugc_qoe_beacons_total{stream=\"live/demo\"} 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ugc_qoe_startup_seconds_count{stream=\"live/demo\"} 1\n"),
+        "{text}"
+    );
+    // Without a collector, there is no such route.
+    assert_eq!(
+        router(registry())
+            .oneshot(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/live/demo/qoe")
+                    .body(Body::from("sid=a"))
+                    .unwrap()
+            )
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -143,9 +143,10 @@ pub struct Settings {
     #[arg(long, env = "UGC_FALLBACK_DIR")]
     pub fallback_dir: Option<PathBuf>,
     /// Count each stream's HLS viewers (`ugc_stream_viewers`): `on`
-    /// (default) puts a viewer session id into the variant URIs of each
-    /// multivariant playlist; `off` behind a CDN edge, whose cache the
-    /// per-viewer playlist URLs would split.
+    /// (default) from playlist requests (a viewer session id in the
+    /// variant URIs of each multivariant playlist) and the players' QoE
+    /// beacons; `beacons` only from beacons, behind a CDN edge whose cache
+    /// the per-viewer playlist URLs would split; `off`.
     #[arg(long, env = "UGC_VIEWER_COUNT")]
     pub viewer_count: Option<String>,
     /// Opus audio (WHIP publishers, Enhanced RTMP) re-encoded to AAC for
@@ -343,8 +344,8 @@ pub struct Config {
     pub fallback: Fallback,
     /// Where the fallback files that streams name are.
     pub fallback_dir: Option<PathBuf>,
-    /// Count HLS viewers (`--viewer-count`).
-    pub viewer_count: bool,
+    /// Where HLS viewers are counted from (`--viewer-count`).
+    pub viewer_count: ugc_core::viewers::CountFrom,
     /// Opus -> AAC before packaging (`--opus-to-aac`).
     pub opus_to_aac: bool,
     /// AAC -> Opus for WHEP viewers (`--aac-to-opus`).
@@ -518,7 +519,12 @@ impl Config {
                     n.unwrap_or(ugc_core::viewers::ViewerConfig::default().max_sessions_per_address)
                 }
             },
-            viewer_count: on_off("viewer_count", s.viewer_count.as_deref())?,
+            viewer_count: s
+                .viewer_count
+                .as_deref()
+                .unwrap_or("on")
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))?,
             opus_to_aac: on_off("opus_to_aac", s.opus_to_aac.as_deref())?,
             aac_to_opus: on_off("aac_to_opus", s.aac_to_opus.as_deref())?,
             ladders: transcode.load().context("transcode config")?,
@@ -677,7 +683,7 @@ mod tests {
             (Some("demo"), Some(Path::new("/w")))
         );
         assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
-        assert!(!c.viewer_count);
+        assert_eq!(c.viewer_count, ugc_core::viewers::CountFrom::Off);
         assert_eq!(c.viewer_sessions_per_address, 12);
         assert_eq!(c.http_limits.max_connections_per_ip, 9);
         assert_eq!(c.held_limits.per_client, 7);

@@ -124,14 +124,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(move |ip| proxies.is_trusted(ip))
     });
     cc.hub = Some(hub.clone());
-    let viewers = config.viewer_count.then(|| {
-        Arc::new(ugc_core::viewers::ViewerCounter::new(
-            ugc_core::viewers::ViewerConfig {
-                max_sessions_per_address: config.viewer_sessions_per_address,
-                ..ugc_core::viewers::ViewerConfig::default()
-            },
-        ))
-    });
+    let (viewers, count_playlists) = config
+        .viewer_count
+        .counter(ugc_core::viewers::ViewerConfig {
+            max_sessions_per_address: config.viewer_sessions_per_address,
+            ..ugc_core::viewers::ViewerConfig::default()
+        });
+    // Players' QoE beacons, which count viewers too.
+    let qoe = Arc::new(ugc_core::qoe::QoeCollector::new(
+        ugc_core::qoe::QoeConfig::default(),
+        viewers.clone(),
+    ));
     cc.viewers = viewers.clone();
     cc.transcode_profiles = config.ladders.profile_names();
     let control = ControlPlane::open(cc)
@@ -308,7 +311,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             low_latency_hub: Some(hub.clone()),
             max_held_requests: config.held_limits.total,
             max_held_per_client: config.held_limits.per_client,
-            viewers: viewers.clone(),
+            viewers: viewers.clone().filter(|_| count_playlists),
+            qoe: Some(qoe.clone()),
             ..Default::default()
         },
     );
@@ -372,6 +376,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             if let Some(v) = &viewers {
                 v.write_metrics(&mut m, now);
             }
+            qoe.write_metrics(&mut m, now);
             m.finish()
         }
     });

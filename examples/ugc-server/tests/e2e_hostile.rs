@@ -1027,3 +1027,162 @@ fn ll_hls_retry_storm_is_answered_at_once_and_starves_nobody() {
         "RSS {rss_before:.1} -> {rss_peak:.1} MB"
     );
 }
+
+// ---- QoE beacon floods ----
+
+/// Posts `bodies` to `path` over one keep-alive connection from local
+/// address `ip`, pipelined; the statuses in order (fewer if the server
+/// closed the connection).
+fn post_pipelined(ip: &str, to: SocketAddr, path: &str, bodies: &[Vec<u8>]) -> Vec<u16> {
+    let Ok(mut s) = connect_from(ip, to) else {
+        return Vec::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    for b in bodies {
+        out.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\n\r\n",
+                b.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(b);
+    }
+    if s.write_all(&out).is_err() {
+        return Vec::new();
+    }
+    let mut statuses = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while statuses.len() < bodies.len() {
+        // One response: its head, then Content-Length bytes of body.
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + len {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return statuses,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..end + 4 + len);
+        statuses.push(status);
+    }
+    statuses
+}
+
+/// QoE beacons are anyone's to post, so a flood of them is bounded: one
+/// address posting as fast as it can gets `429` past its rate; 254 other
+/// addresses post made-up sessions and garbage within their rate, which
+/// are taken (`204`) or refused (`400`) and count at most each address's
+/// budget of viewers. Memory stays within 32 MB of what it was, the
+/// control stream's playlist keeps being answered at once, and every
+/// refusal is counted by reason.
+#[test]
+fn qoe_beacon_floods_and_garbage_are_bounded() {
+    let (server, _publisher, _work) = server_with_control("");
+    let http = server.http;
+    let rss_before = rss_mb(server.pid());
+    let tally = Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeMap::<u16, u64>::new(),
+    ));
+    let add = {
+        let tally = tally.clone();
+        move |statuses: Vec<u16>| {
+            let mut t = tally.lock().unwrap();
+            for s in statuses {
+                *t.entry(s).or_default() += 1;
+            }
+        }
+    };
+    let (during, rss_peak, fds_peak) = peak_while(server.pid(), || {
+        let attack = Attack::start(2, move |i, stop| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let (ip, count) = if i == 0 {
+                    // One address, as fast as it can.
+                    ("127.0.1.1".to_owned(), 100)
+                } else {
+                    // Many addresses, each within its burst (60).
+                    (format!("127.0.2.{}", 1 + n % 254), 40)
+                };
+                let bodies: Vec<Vec<u8>> = (0..count)
+                    .map(|k| match k % 4 {
+                        0 => b"\x00\xff garbage".to_vec(),
+                        1 => format!("sid=a{n}x{k}&played_ms=99999999").into_bytes(),
+                        _ => format!("sid=s{i}n{n}k{k}&startup_ms=700&played_ms=10000&stalls=200")
+                            .into_bytes(),
+                    })
+                    .collect();
+                add(post_pipelined(&ip, http, "/live/ctl/qoe", &bodies));
+            }
+        });
+        // The control viewer meanwhile.
+        let mut times = Vec::new();
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            let t = Instant::now();
+            let r = server.get("/live/ctl/mono.m3u8");
+            assert_eq!(r.status, 200);
+            times.push(t.elapsed());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(attack);
+        times
+    });
+    let tally = tally.lock().unwrap().clone();
+    let viewers = metric(&server, "ugc_stream_viewers{stream=\"live/ctl\"}");
+    let refused = |why: &str| {
+        metric(
+            &server,
+            &format!("ugc_qoe_beacons_refused_total{{reason=\"{why}\"}}"),
+        )
+    };
+    let (rate, malformed) = (refused("rate"), refused("malformed"));
+    let taken = metric(&server, "ugc_qoe_beacons_total{stream=\"live/ctl\"}");
+    eprintln!(
+        "beacons: {tally:?}; taken {taken}, refused rate {rate}, malformed {malformed}; \
+         viewers counted {viewers}; RSS {rss_before:.1} -> peak {rss_peak:.1} MB, peak fds \
+         {fds_peak}; control playlist p95 {:?}",
+        p95(&during)
+    );
+    let n = |s: u16| tally.get(&s).copied().unwrap_or(0);
+    assert!(n(429) > 0 && n(204) > 0 && n(400) > 0, "{tally:?}");
+    assert_eq!(n(429) as f64, rate, "every 429 counted as rate");
+    assert_eq!(n(400) as f64, malformed, "every 400 counted as malformed");
+    assert_eq!(n(204) as f64, taken, "every 204 counted as taken");
+    assert_eq!(
+        tally
+            .keys()
+            .copied()
+            .filter(|s| ![204, 400, 429].contains(s))
+            .count(),
+        0,
+        "{tally:?}"
+    );
+    // Each address counts at most its 200 sessions (255 addresses posted).
+    assert!(viewers <= 255.0 * 200.0, "{viewers}");
+    assert!(
+        rss_peak < rss_before + 32.0,
+        "RSS {rss_before:.1} -> {rss_peak:.1} MB"
+    );
+    assert!(p95(&during) < Duration::from_secs(1), "{during:?}");
+}

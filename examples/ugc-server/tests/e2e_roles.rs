@@ -1384,12 +1384,50 @@ fn prometheus_discovers_and_scrapes_every_node_from_the_registry() {
     for role in ["control", "publish", "transcode", "origin"] {
         assert!(prom_value(&rss, "role", role) > Some(1e6), "{rss:?}");
     }
+    // Three viewers' players post QoE beacons to the origin for a few
+    // seconds (as the watch page does every 10 s): the viewer-experience
+    // dashboard has its series, and Prometheus counts three viewers.
+    for round in 0..4 {
+        for v in 0..3 {
+            let body = if round == 0 {
+                format!(
+                    "sid=prom{v}&startup_ms={}&played_ms=1000&latency_ms=2500",
+                    600 + 300 * v
+                )
+            } else {
+                format!(
+                    "sid=prom{v}&played_ms=1000&stalls=250&switches=1&err_network=1&latency_ms=3000"
+                )
+            };
+            let r = http_send(origin_http, "POST", "/live/prom/qoe", None, Some(&body));
+            assert_eq!(r.status, 204, "{}", r.text());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let watching = || prom_query(prom, "sum(ugc_stream_viewers{stream=\"live/prom\"})");
+    wait_until(Duration::from_secs(10), || {
+        watching().first().and_then(|s| s["value"][1].as_str()) == Some("3")
+    })
+    .unwrap_or_else(|| panic!("three viewers: {:?}", watching()));
     // Two scrapes more, so every rate has two samples.
     std::thread::sleep(Duration::from_secs(3));
 
     // Every panel of the dashboards in deploy/grafana: its PromQL parses
     // and returns data here, and every metric it names has series.
     check_dashboards(prom, &node_ids);
+    // The players stop: their last beacons end them at once.
+    for v in 0..3 {
+        let body = format!("sid=prom{v}&played_ms=500&end=1");
+        let r = http_send(origin_http, "POST", "/live/prom/qoe", None, Some(&body));
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    wait_until(Duration::from_secs(10), || {
+        watching()
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .is_none_or(|v| v == "0")
+    })
+    .unwrap_or_else(|| panic!("no viewers after they stopped: {:?}", watching()));
 
     // kill -9: still a target (the registry lists it as down), up 0.
     publish.child.kill().unwrap();
@@ -1414,7 +1452,7 @@ fn check_dashboards(prom: SocketAddr, nodes: &[String]) {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 3, "{files:?}");
+    assert!(files.len() >= 4, "{files:?}");
     let has_series = |name: &str| {
         let q = format!("count({{__name__=\"{name}\"}})");
         !prom_query(prom, &q).is_empty()
