@@ -1,6 +1,7 @@
 // The creator panel at /: sign in with an API token, list and create
 // streams, copy publish settings, rotate keys, toggle private, preview.
 import { api, ApiError, clearToken, saveToken, savedToken } from './api.js';
+import { setupPlanner } from './plan.js';
 import { playlistUrl, startPlayer } from './player.js';
 
 const $ = (id) => document.getElementById(id);
@@ -309,6 +310,16 @@ function addCard(stream) {
     if (c.player) stopPreview(c);
     else startPreview(c);
   });
+  q('.health').addEventListener('toggle', (e) => {
+    clearInterval(c.chartTimer);
+    if (!e.currentTarget.open) {
+      if (c.chart) c.chart.destroy();
+      c.chart = null;
+      return;
+    }
+    loadHistory(c).catch(() => {});
+    c.chartTimer = setInterval(() => loadHistory(c).catch(() => {}), HISTORY_MS);
+  });
   q('.recordings').addEventListener('toggle', (e) => {
     clearInterval(c.recTimer);
     if (!e.currentTarget.open) return;
@@ -376,6 +387,8 @@ async function newWatchToken(c) {
 
 function removeCard(c) {
   clearInterval(c.recTimer);
+  clearInterval(c.chartTimer);
+  if (c.chart) c.chart.destroy();
   stopPreview(c);
   stopBrowserLive(c);
   c.el.remove();
@@ -486,6 +499,113 @@ function fmtDuration(ms) {
   const m = Math.floor((s % 3600) / 60);
   const pad = (x) => String(x).padStart(2, '0');
   return h ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+}
+
+// ---- the last 15 minutes (GET /streams/{name}/history, uPlot) -------------
+
+const HISTORY_MS = 5000;
+const BAND = { backup: 'rgba(230, 160, 30, 0.22)', fallback: 'rgba(220, 60, 60, 0.18)', offline: 'rgba(128, 128, 128, 0.15)' };
+
+/** Shades the plot where viewers got the backup, the stand-in or nothing. */
+function sourceBands(c) {
+  return {
+    hooks: {
+      drawClear: [(u) => {
+        const [ts] = u.data;
+        const sources = c.sources || [];
+        const { ctx } = u;
+        ctx.save();
+        for (let i = 0; i < ts.length; i++) {
+          const s = sources[i] || 'offline';
+          if (s === 'main') continue;
+          const x0 = u.valToPos(i > 0 ? ts[i - 1] : ts[i] - HISTORY_MS / 1000, 'x', true);
+          const x1 = u.valToPos(ts[i], 'x', true);
+          ctx.fillStyle = BAND[s] || BAND.offline;
+          ctx.fillRect(Math.min(x0, x1), u.bbox.top, Math.abs(x1 - x0), u.bbox.height);
+        }
+        ctx.restore();
+      }],
+    },
+  };
+}
+
+function chartOptions(c, width) {
+  const css = getComputedStyle(document.body);
+  const ink = css.getPropertyValue('--muted').trim() || '#667';
+  const axis = { stroke: ink, grid: { stroke: 'rgba(128,128,128,0.15)' }, ticks: { stroke: 'rgba(128,128,128,0.3)' } };
+  return {
+    width,
+    height: 200,
+    scales: {
+      // Up to now: the last 15 minutes, or since the first sample (at
+      // least a minute) while the history is younger.
+      x: {
+        time: true,
+        range: (u) => {
+          const now = Date.now() / 1000;
+          const first = u.data[0].length ? u.data[0][0] : now - 900;
+          return [Math.max(now - 900, Math.min(first, now - 60)), now];
+        },
+      },
+      kbps: { range: (_u, _min, max) => [0, Math.max(100, (max || 0) * 1.15)] },
+      n: { range: (_u, _min, max) => [0, Math.max(4, Math.ceil((max || 0) * 1.25))] },
+    },
+    axes: [
+      axis,
+      { ...axis, scale: 'kbps', label: 'kbit/s', size: 56 },
+      { ...axis, scale: 'n', side: 1, label: 'viewers · drops', grid: { show: false }, size: 48 },
+    ],
+    series: [
+      {},
+      { label: 'Ingest', scale: 'kbps', stroke: '#2a7de1', width: 2, fill: 'rgba(42, 125, 225, 0.08)',
+        value: (_u, v) => (v == null ? '–' : `${Math.round(v)} kbit/s`) },
+      { label: 'Viewers', scale: 'n', stroke: '#1a9c5b', width: 2, value: (_u, v) => (v == null ? '–' : String(v)) },
+      { label: 'Drops', scale: 'n', stroke: '#d9412b', width: 0, points: { show: true, size: 7, fill: '#d9412b' },
+        value: (_u, v) => (v == null ? '0' : String(v)) },
+    ],
+    plugins: [sourceBands(c)],
+  };
+}
+
+/** Draws (or updates) the card's chart of its last 15 minutes. */
+async function loadHistory(c) {
+  const msg = c.el.querySelector('.s-health');
+  const box = c.el.querySelector('.s-chart');
+  const h = await api('GET', `/streams/${encodeURIComponent(c.stream.name)}/history`);
+  if (!window.uPlot) {
+    msg.textContent = 'The chart library is not installed: the operator can install it with scripts/build-web.sh.';
+    return;
+  }
+  const s = h.samples;
+  c.sources = s.map((x) => x.source || 'offline');
+  const data = [
+    s.map((x) => x.t / 1000),
+    s.map((x) => x.bitrate_bps / 1000),
+    s.map((x) => x.viewers),
+    s.map((x) => (x.skips ? x.skips : null)),
+  ];
+  const width = Math.max(280, Math.floor(box.clientWidth));
+  if (!c.chart) {
+    box.replaceChildren();
+    c.chart = new window.uPlot(chartOptions(c, width), data, box);
+  } else {
+    if (c.chart.width !== width) c.chart.setSize({ width, height: 200 });
+    c.chart.setData(data);
+  }
+  box.dataset.samples = String(s.length);
+  if (!s.length) {
+    msg.textContent = 'No samples yet: the chart starts when the stream goes live on this server (a sample every 5 s).';
+    return;
+  }
+  const last = s[s.length - 1];
+  const every = h.every_ms;
+  const on = (src) => s.filter((x) => (x.source || 'offline') === src).length * every;
+  const drops = s.reduce((n, x) => n + x.skips, 0);
+  const now = last.source ? `${last.source}, ${fmtBps(last.bitrate_bps)}` : 'offline';
+  const watching = typeof last.viewers === 'number' ? ` · ${last.viewers} watching` : '';
+  msg.textContent = `Now: ${now}${watching}. Last ${fmtDuration(s.length * every)}: `
+    + `${drops} drops, ${fmtDuration(on('backup'))} on the backup, ${fmtDuration(on('fallback'))} on the stand-in, `
+    + `${fmtDuration(on('offline'))} offline.`;
 }
 
 /** `url` with the stream's watch token when it is private. */
@@ -664,6 +784,7 @@ async function copy(text, button) {
 
 // ---- start ---------------------------------------------------------------
 
+setupPlanner();
 if (savedToken()) {
   enter().catch((err) => showSignIn(err.status === 401 ? '' : err.message));
 } else {

@@ -287,6 +287,31 @@ async function main() {
       + `${Date.now() - left} ms after one left the page`);
     await viewer.close();
 
+    // ---- the card's chart of the last 15 minutes (uPlot) ----------------------
+    // Drawn with data: the canvas holds the ingest line's colour (#2a7de1),
+    // which an empty chart does not.
+    await panel.click(`${card} .health summary`);
+    await until('the chart with two samples', 30000, async () =>
+      Number(await panel.$eval(`${card} .s-chart`, (b) => b.dataset.samples || 0)) >= 2);
+    const inked = () => panel.$eval(`${card} .s-chart canvas`, (cv) => {
+      const { data } = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height);
+      let n = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        const near = Math.abs(data[i] - 0x2a) < 40 && Math.abs(data[i + 1] - 0x7d) < 40
+          && Math.abs(data[i + 2] - 0xe1) < 40 && data[i + 3] > 200;
+        if (near) n += 1;
+      }
+      return n;
+    });
+    const line = await until('the ingest line drawn', 10000, async () => ((await inked()) > 50 ? inked() : 0));
+    const health = await panel.textContent(`${card} .s-health`);
+    assert(/^Now: main, \d+ kbit\/s · \d+ watching\. Last /.test(health), `health line: ${health}`);
+    if (process.env.UGC_SCREENSHOTS) {
+      await panel.locator(`${card} .health`).screenshot({ path: join(process.env.UGC_SCREENSHOTS, 'chart.png') });
+    }
+    step(`the card charts its last minutes: ${line} pixels of the ingest line; "${health}"`);
+    await panel.click(`${card} .health summary`);
+
     // ---- go live from the browser (WHIP, the fake camera) ---------------------
     await panel.fill('#new-name', 'webcam');
     await panel.click('#create-form button[type=submit]');
@@ -471,6 +496,32 @@ async function main() {
       method: 'DELETE', headers: { Authorization: `Bearer ${ADMIN}` },
     });
     assert(forget.status === 204, `node delete answered ${forget.status}`);
+
+    // ---- the capacity planner (POST /api/v1/plan) -------------------------------
+    // Its defaults are the guide's example: the figures the guide's text
+    // checks, the guide's 223 Mbit/s explained, sources of the capacities.
+    await panel.click('#plan summary');
+    await panel.waitForSelector('#plan-result:not([hidden])', { timeout: 10000 });
+    const planText = async () => panel.$eval('#plan-result', (t) => t.innerText);
+    const guide = await planText();
+    for (const want of ['51.9 Mbit/s', '74.2 Mbit/s', 'the guide prints 223 Mbit/s', '200.2 Mbit/s',
+      '419.2 Gbit/s', '333.7 GB', '188.6 GB']) {
+      assert(guide.includes(want), `planner: ${want} in ${guide}`);
+    }
+    const sources = await panel.$$eval('#plan-sources li', (li) => li.map((x) => x.textContent));
+    assert(sources.length === 3 && sources.every((x) => x.startsWith('benches/')), `sources ${sources}`);
+    const origins = async () => Number(/Origin servers\s+(\d+)/.exec(await planText())[1]);
+    const before = await origins();
+    // A CDN that serves 95 % from its cache: fewer origins, same ladder.
+    await panel.fill('#plan-form input[name=cdn_share]', '95');
+    await panel.click('#plan-form button[type=submit]');
+    await until('the plan with a CDN', 10000, async () => (await origins()) < before);
+    const after = await origins();
+    await panel.fill('#plan-form input[name=ladder]', '1080p:bad');
+    await panel.click('#plan-form button[type=submit]');
+    await panel.waitForFunction(() => document.getElementById('plan-error').textContent.includes('Ladder rung'));
+    step(`the capacity planner: the guide's example (74.2 Mbit/s of ladder output, 419.2 Gbit/s to viewers), `
+      + `${before} origins -> ${after} behind a 95 % CDN; a bad ladder explained`);
 
     if (process.env.UGC_SCREENSHOTS) {
       await screenshots(context, base, card);

@@ -125,6 +125,206 @@ fn publish_json(points: &crate::registry::PublishPoints, key: &str, name: &str) 
     })
 }
 
+/// `GET /streams/{name}/history`: the stream's recent samples here.
+async fn get_history(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let p = auth(&cp, &headers).await?;
+    let s = cp.stream_for(&p, &name).await?;
+    let (every, samples) = cp.history(&s.name);
+    let source = |s: Option<u8>| match s {
+        Some(0) => Some("main"),
+        Some(1) => Some("backup"),
+        Some(_) => Some("fallback"),
+        None => None,
+    };
+    let samples: Vec<Value> = samples
+        .iter()
+        .map(|x| {
+            json!({
+                "t": x.at_ms,
+                "bitrate_bps": x.bitrate_bps,
+                "fps": (f64::from(x.frames_per_s) * 10.0).round() / 10.0,
+                "skips": x.skips,
+                "source": source(x.source),
+                "viewers": x.viewers,
+            })
+        })
+        .collect();
+    let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+    Ok(Json(json!({ "every_ms": every_ms, "samples": samples })).into_response())
+}
+
+/// One rung of `POST /plan`'s ladder.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanRung {
+    name: String,
+    video_kbps: f64,
+    audio_kbps: f64,
+}
+
+/// `POST /plan`: the capacity planner's inputs; each absent one is the
+/// guide's example's (`ugc_core::plan::guide_example`), servers of 16
+/// cores with a quarter kept free, capacities measured by the benchmarks.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanRequest {
+    streams: Option<u32>,
+    input_video_kbps: Option<f64>,
+    input_audio_kbps: Option<f64>,
+    ladder: Option<Vec<PlanRung>>,
+    viewers: Option<u64>,
+    viewer_rung: Option<String>,
+    cdn_share: Option<f64>,
+    origins: Option<u32>,
+    dvr_hours: Option<f64>,
+    dvr_streams: Option<u32>,
+    cores: Option<f64>,
+    headroom: Option<f64>,
+    streams_per_publish_server: Option<f64>,
+    ladders_per_transcode_server: Option<f64>,
+    gbps_per_origin: Option<f64>,
+}
+
+/// Servers of this many cores unless asked otherwise.
+pub const PLAN_DEFAULT_CORES: f64 = 16.0;
+/// Share of each server kept free unless asked otherwise.
+pub const PLAN_DEFAULT_HEADROOM: f64 = 0.25;
+
+/// `POST /plan` (any signed-in user): bandwidth, storage and servers.
+async fn post_plan(
+    State(cp): State<ControlPlane>,
+    headers: HeaderMap,
+    body: Result<Json<PlanRequest>, JsonRejection>,
+) -> ApiResult {
+    auth(&cp, &headers).await?;
+    let Json(r) = body?;
+    let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.to_owned());
+    let num = |v: Option<f64>, default: f64, max: f64, what: &str| match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && (0.0..=max).contains(&x) => Ok(x),
+        Some(_) => Err(bad(&format!("{what} must be a number from 0 to {max}"))),
+    };
+    let g = ugc_core::plan::guide_example();
+    let ladder = match r.ladder {
+        None => g.ladder.clone(),
+        Some(l) if l.len() > 16 => return Err(bad("ladder: at most 16 rungs")),
+        Some(l) => l
+            .into_iter()
+            .map(|x| {
+                let ok = |v: f64| v.is_finite() && (0.0..=200_000.0).contains(&v);
+                if x.name.is_empty() || x.name.len() > 32 || !ok(x.video_kbps) || !ok(x.audio_kbps)
+                {
+                    return Err(bad("ladder: each rung a name of 1 to 32 characters and kbit/s from 0 to 200000"));
+                }
+                Ok(ugc_core::plan::Rung {
+                    name: x.name,
+                    video_kbps: x.video_kbps,
+                    audio_kbps: x.audio_kbps,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let viewer_rung = match r.viewer_rung {
+        None => 0,
+        Some(n) => ladder
+            .iter()
+            .position(|x| x.name == n)
+            .ok_or_else(|| bad("viewer_rung: not a rung of the ladder"))?,
+    };
+    let cores = num(r.cores, PLAN_DEFAULT_CORES, 1024.0, "cores")?;
+    let headroom = num(r.headroom, PLAN_DEFAULT_HEADROOM, 0.95, "headroom")?;
+    let measured = ugc_core::plan::Capacity::measured(cores, headroom);
+    let capacity = ugc_core::plan::Capacity {
+        streams_per_publish_server: num(
+            r.streams_per_publish_server,
+            measured.streams_per_publish_server,
+            1e9,
+            "streams_per_publish_server",
+        )?,
+        ladders_per_transcode_server: num(
+            r.ladders_per_transcode_server,
+            measured.ladders_per_transcode_server,
+            1e9,
+            "ladders_per_transcode_server",
+        )?,
+        gbps_per_origin: num(
+            r.gbps_per_origin,
+            measured.gbps_per_origin,
+            1e9,
+            "gbps_per_origin",
+        )?,
+    };
+    let input = ugc_core::plan::PlanInput {
+        streams: r.streams.unwrap_or(g.streams).min(1_000_000),
+        input_video_kbps: num(
+            r.input_video_kbps,
+            g.input_video_kbps,
+            200_000.0,
+            "input_video_kbps",
+        )?,
+        input_audio_kbps: num(
+            r.input_audio_kbps,
+            g.input_audio_kbps,
+            10_000.0,
+            "input_audio_kbps",
+        )?,
+        ladder,
+        viewers: r.viewers.unwrap_or(g.viewers).min(10_000_000_000),
+        viewer_rung,
+        cdn_share: num(r.cdn_share, g.cdn_share, 1.0, "cdn_share")?,
+        origins: r.origins.unwrap_or(g.origins).clamp(1, 1000),
+        dvr_hours: num(r.dvr_hours, g.dvr_hours, 100_000.0, "dvr_hours")?,
+        dvr_streams: r.dvr_streams.unwrap_or(g.dvr_streams).min(1_000_000),
+        capacity: Some(capacity),
+    };
+    let p = ugc_core::plan::plan(&input);
+    let (publish, transcode, origin) = p.servers.unwrap_or_default();
+    let guide = ugc_core::plan::PlanInput {
+        capacity: None,
+        ..input.clone()
+    } == g;
+    let rungs = input.ladder.len().max(1);
+    let measured_caps = ugc_core::plan::MEASURED_PER_CORE;
+    Ok(Json(json!({
+        "input_mbps": p.input_mbps,
+        "ladder_kbps_per_stream": p.ladder_kbps_per_stream,
+        "ladder_output_mbps": p.ladder_output_mbps,
+        "ladder_output_note": format!(
+            "{} streams x {:.0} kbit/s, every rung once{}",
+            input.streams,
+            p.ladder_kbps_per_stream,
+            if guide {
+                format!("; the guide prints 223 Mbit/s because it multiplies the per-stream sum by all {} output renditions, counting each ladder {rungs} times", input.streams as usize * rungs)
+            } else {
+                String::new()
+            }
+        ),
+        "inter_node_mbps": p.inter_node_mbps,
+        "viewers_mbps": p.viewers_mbps,
+        "origin_egress_mbps": p.origin_egress_mbps,
+        "dvr_ladder_gb": p.dvr_ladder_gb,
+        "dvr_top_gb": p.dvr_top_gb,
+        "servers": { "publish": publish, "transcode": transcode, "origin": origin, "cores": cores, "headroom": headroom },
+        "capacity": {
+            "streams_per_publish_server": capacity.streams_per_publish_server,
+            "ladders_per_transcode_server": capacity.ladders_per_transcode_server,
+            "gbps_per_origin": capacity.gbps_per_origin,
+            "per_core": {
+                "streams": measured_caps.streams,
+                "ladders": measured_caps.ladders,
+                "origin_gbps": measured_caps.origin_gbps,
+            },
+            "sources": measured_caps.sources,
+        },
+        "guide_example": guide,
+    }))
+    .into_response())
+}
+
 /// `GET /streams/{name}/publish`: where the stream's publisher goes now.
 async fn get_publish(
     State(cp): State<ControlPlane>,
@@ -340,6 +540,8 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
             delete(crate::registry::delete_node),
         ),
         ("get", "/streams/{name}/publish", get(get_publish)),
+        ("get", "/streams/{name}/history", get(get_history)),
+        ("post", "/plan", post(post_plan)),
         // Served by `router_with`, with the extensions' paths.
         (
             "get",

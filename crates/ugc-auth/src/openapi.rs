@@ -96,6 +96,29 @@ fn registry_paths() -> Value {
                     }
                 }
             },
+            "/plan": {
+                "post": {
+                    "summary": "Capacity planner (any signed-in user): input, inter-node and viewer bandwidth, DVR storage and the publishing, transcoding and origin servers of a size needed, from capacities this project's benchmarks measured per core (sources in the answer). Every input is optional: the guide's example, 16-core servers with a quarter free",
+                    "requestBody": body("PlanRequest", false),
+                    "responses": {
+                        "200": ok("The plan", "Plan"),
+                        "400": err("An input out of range"),
+                        "401": err("Missing or bad token")
+                    }
+                }
+            },
+            "/streams/{name}/history": {
+                "parameters": name_param(),
+                "get": {
+                    "summary": "The stream's last 15 minutes on this server, one sample every 5 s (the panel's chart): ingest bitrate and frame rate, reader skips, the source viewers got, viewers. Empty where no Hub of this process carries the stream (a cluster's control plane)",
+                    "responses": {
+                        "200": ok("Samples, oldest first", "StreamHistory"),
+                        "401": err("Missing or bad token"),
+                        "403": err("Another creator's stream"),
+                        "404": err("No such stream")
+                    }
+                }
+            },
             "/streams/{name}/publish": {
                 "parameters": name_param(),
                 "get": {
@@ -426,6 +449,59 @@ fn base() -> Value {
                 "StreamList": {
                     "type": "object",
                     "properties": { "streams": { "type": "array", "items": { "$ref": "#/components/schemas/Stream" } } }
+                },
+                "PlanRequest": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "streams": { "type": "integer", "default": 10 },
+                        "input_video_kbps": { "type": "number", "default": 5000 },
+                        "input_audio_kbps": { "type": "number", "default": 192 },
+                        "ladder": { "type": "array", "maxItems": 16, "description": "top rung first; [] for no transcoding; default 1080p 4000+192, 720p 2000+128, 360p 1000+96",
+                            "items": { "type": "object", "required": ["name", "video_kbps", "audio_kbps"], "additionalProperties": false,
+                                "properties": { "name": { "type": "string" }, "video_kbps": { "type": "number" }, "audio_kbps": { "type": "number" } } } },
+                        "viewers": { "type": "integer", "default": 100000 },
+                        "viewer_rung": { "type": "string", "description": "the rung viewers watch (default the top one)" },
+                        "cdn_share": { "type": "number", "minimum": 0, "maximum": 1, "default": 0 },
+                        "origins": { "type": "integer", "default": 2 },
+                        "dvr_hours": { "type": "number", "default": 10 },
+                        "dvr_streams": { "type": "integer", "default": 10 },
+                        "cores": { "type": "number", "default": 16, "description": "cores of one server" },
+                        "headroom": { "type": "number", "minimum": 0, "maximum": 0.95, "default": 0.25, "description": "share of each server kept free" },
+                        "streams_per_publish_server": { "type": "number", "description": "instead of the measured capacity" },
+                        "ladders_per_transcode_server": { "type": "number", "description": "instead of the measured capacity" },
+                        "gbps_per_origin": { "type": "number", "description": "instead of the measured capacity" }
+                    }
+                },
+                "Plan": {
+                    "type": "object",
+                    "properties": {
+                        "input_mbps": { "type": "number" }, "ladder_kbps_per_stream": { "type": "number" },
+                        "ladder_output_mbps": { "type": "number" }, "ladder_output_note": { "type": "string" },
+                        "inter_node_mbps": { "type": "number" }, "viewers_mbps": { "type": "number" },
+                        "origin_egress_mbps": { "type": "number" }, "dvr_ladder_gb": { "type": "number" }, "dvr_top_gb": { "type": "number" },
+                        "servers": { "type": "object", "properties": { "publish": { "type": "integer" }, "transcode": { "type": "integer", "description": "one more as standby" }, "origin": { "type": "integer" }, "cores": { "type": "number" }, "headroom": { "type": "number" } } },
+                        "capacity": { "type": "object", "description": "of one server, and what one core did in the benchmarks with their sources" },
+                        "guide_example": { "type": "boolean" }
+                    }
+                },
+                "StreamHistory": {
+                    "type": "object",
+                    "required": ["every_ms", "samples"],
+                    "properties": {
+                        "every_ms": { "type": "integer", "description": "time between samples" },
+                        "samples": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["t", "bitrate_bps", "fps", "skips", "source", "viewers"],
+                            "properties": {
+                                "t": { "type": "integer", "description": "end of the interval, unix ms" },
+                                "bitrate_bps": { "type": "integer", "description": "ingest bitrate over the interval" },
+                                "fps": { "type": "number", "description": "frames in per second (audio and video)" },
+                                "skips": { "type": "integer", "description": "slow readers' skips to a keyframe in the interval (frames dropped for them)" },
+                                "source": { "type": ["string", "null"], "enum": ["main", "backup", "fallback", null], "description": "what viewers got; null: offline" },
+                                "viewers": { "type": ["integer", "null"], "description": "HLS viewers, where this server counts them" }
+                            }
+                        } }
+                    }
                 },
                 "PublishUrls": {
                     "type": "object",

@@ -205,6 +205,9 @@ pub(crate) struct Inner {
     pub(crate) play_backend: Option<BackendClient>,
     pub(crate) hub: Option<ugc_core::Hub>,
     pub(crate) viewers: Option<Arc<ugc_core::viewers::ViewerCounter>>,
+    /// The last 15 minutes of each stream on this node's Hub, for the
+    /// panel's charts (`GET /streams/{name}/history`).
+    pub(crate) history: Mutex<ugc_core::history::StreamHistory>,
     pub(crate) default_ttl: u64,
     pub(crate) max_ttl: u64,
     /// Stream keys, current and retired.
@@ -372,6 +375,7 @@ impl ControlPlane {
                 play_backend,
                 hub: config.hub,
                 viewers: config.viewers,
+                history: Mutex::default(),
                 default_ttl: config.default_play_ttl.as_secs().max(1),
                 max_ttl: config.max_play_ttl.as_secs().max(1),
                 keys: RwLock::new(KeyCache {
@@ -494,6 +498,57 @@ impl ControlPlane {
         let path = StreamPath::live(name).ok()?;
         let counter = self.inner.viewers.as_ref()?;
         Some(counter.count(&path, std::time::Instant::now()))
+    }
+
+    /// Samples every stream of this node's Hub into the history of the
+    /// panel's charts, at unix time `now_ms` (see
+    /// [`ugc_core::history`]); nothing without a Hub.
+    pub fn sample_history(&self, now_ms: u64) {
+        let Some(hub) = &self.inner.hub else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let readings: Vec<ugc_core::history::Reading> = hub
+            .stream_names()
+            .into_iter()
+            .filter(|p| p.rendition().is_none())
+            .filter_map(|p| {
+                let name = p.as_str().strip_prefix("live/")?.to_owned();
+                let s = hub.stats(&p)?;
+                let fallback = s.fallback_since.is_some();
+                Some(ugc_core::history::Reading {
+                    viewers: self
+                        .inner
+                        .viewers
+                        .as_ref()
+                        .map(|v| u32::try_from(v.count(&p, now)).unwrap_or(u32::MAX)),
+                    name,
+                    bytes_in: s.bytes_in,
+                    frames_in: s.frames_in,
+                    skips: s.reader_skips,
+                    source: (s.publishing || fallback).then_some(s.active_source as u8),
+                })
+            })
+            .collect();
+        crate::util::lock(&self.inner.history).record(now_ms, &readings);
+    }
+
+    /// Samples the history (see [`sample_history`](Self::sample_history))
+    /// every 5 s, forever: spawn it where the control plane has a Hub.
+    pub async fn sample_history_every(self) {
+        let every = crate::util::lock(&self.inner.history).config().every;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sample_history(crate::util::now_ms());
+        }
+    }
+
+    /// Stream `name`'s recent samples (oldest first) and their interval.
+    pub fn history(&self, name: &str) -> (std::time::Duration, Vec<ugc_core::history::Sample>) {
+        let h = crate::util::lock(&self.inner.history);
+        (h.config().every, h.samples(name, crate::util::now_ms()))
     }
 
     /// Whether `live/<name>` has a publisher (false without a Hub).

@@ -56,6 +56,19 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A lock that survives a panic elsewhere (what it guards stays usable:
+/// each change under it is whole).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Short hex of the first bytes of untrusted input, for error context.
 pub(crate) fn short_hex(bytes: &[u8]) -> String {
     hex(bytes.get(..bytes.len().min(16)).unwrap_or_default())

@@ -720,6 +720,67 @@ async fn suite(db: Db) {
     assert!(again.contains(&format!("Stream key: {key}")), "{again}");
     assert!(!again.contains("Go live here"), "no panel: {again}");
 
+    // ---- history: empty where no Hub of this process carries the stream
+    let (s, h) = api
+        .call("GET", "/streams/demo/history", a, Value::Null)
+        .await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h, json!({"every_ms": 5000, "samples": []}));
+    let (s, _) = api
+        .call("GET", "/streams/nosuch/history", a, Value::Null)
+        .await;
+    assert_eq!(s, 404);
+
+    // ---- capacity planner: the guide's example by default
+    let (s, p) = api.call("POST", "/plan", a, json!({})).await;
+    assert_eq!(s, 200, "{p}");
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-6 * want.max(1.0);
+    assert!(close(&p["input_mbps"], 51.92), "{p}");
+    assert!(close(&p["ladder_output_mbps"], 74.16), "{p}");
+    assert!(close(&p["inter_node_mbps"], 200.24), "{p}");
+    assert!(close(&p["viewers_mbps"], 419_200.0), "{p}");
+    assert!(close(&p["dvr_ladder_gb"], 333.72), "{p}");
+    assert!(close(&p["dvr_top_gb"], 188.64), "{p}");
+    assert_eq!(p["guide_example"], true);
+    assert!(
+        p["ladder_output_note"]
+            .as_str()
+            .unwrap()
+            .contains("223 Mbit/s"),
+        "{p}"
+    );
+    assert_eq!(p["capacity"]["sources"].as_array().unwrap().len(), 3);
+    assert_eq!(p["servers"]["cores"], 16.0);
+    // Any caller's own inputs and capacities; out of range is 400.
+    let (s, q) = api
+        .call(
+            "POST",
+            "/plan",
+            a,
+            json!({"streams": 40, "ladder": [], "viewers": 1000, "cdn_share": 0.5,
+                   "streams_per_publish_server": 8, "gbps_per_origin": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    assert_eq!(q["servers"]["publish"], 5, "{q}");
+    assert_eq!(
+        q["servers"]["transcode"], 0,
+        "no ladder, no transcoders: {q}"
+    );
+    assert_eq!(q["guide_example"], false);
+    for bad in [
+        json!({"cdn_share": 2}),
+        json!({"cores": -1}),
+        json!({"viewer_rung": "4k"}),
+        json!({"ladder": [{"name": "", "video_kbps": 1, "audio_kbps": 1}]}),
+        json!({"nonsense": 1}),
+    ] {
+        let (s, e) = api.call("POST", "/plan", a, bad.clone()).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+    }
+    let (s, _) = api.call("POST", "/plan", None, json!({})).await;
+    assert_eq!(s, 401);
+
     // ---- openapi
     let (s, v) = api.call("GET", "/openapi.json", None, Value::Null).await;
     assert_eq!(s, 200);

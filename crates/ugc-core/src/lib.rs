@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod error;
 pub mod fallback;
+pub mod history;
 pub mod hub;
 pub mod media;
 pub mod metrics;

@@ -72,6 +72,60 @@ pub struct Capacity {
     pub gbps_per_origin: f64,
 }
 
+/// What one core did in this project's benchmarks, with where each figure
+/// comes from: the default capacities of a server of N cores
+/// ([`Capacity::measured`]). Measured on a 2-core VM (AMD EPYC, KVM);
+/// measure your own hardware with the same scripts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerCore {
+    /// Input streams (1080p30, 4.5 Mbit/s, RTMP) one core ingests and
+    /// packages.
+    pub streams: f64,
+    /// Ladders of the guide's shape (1080p30 in; 1080p, 720p, 360p out,
+    /// x264 `veryfast`) one core runs in real time.
+    pub ladders: f64,
+    /// Gbit/s of LL-HLS one origin core serves to viewers.
+    pub origin_gbps: f64,
+    /// Where each figure comes from, in the order above.
+    pub sources: [&'static str; 3],
+}
+
+/// This project's measured figures; see [`PerCore`].
+pub const MEASURED_PER_CORE: PerCore = PerCore {
+    // 0.74 % of a core per stream, the worst of 9 rounds (0.29-0.74 %).
+    streams: 135.0,
+    // 51.0 fps of the whole ladder on 1.93 cores busy: 30 fps needs 1.14.
+    ladders: 0.88,
+    // 0.12 ms of CPU per Mbit delivered to 1,000 LL-HLS viewers: 8.3.
+    origin_gbps: 8.0,
+    sources: [
+        "benches/relay-hop.sh: RTMP ingest of a 1080p30 4.5 Mbit/s stream took 0.29-0.74 % of \
+         a core over 9 rounds; 0.74 % -> 135 streams per core",
+        "benches/transcode-vs-ffmpeg.sh: the guide's ladder from 1080p30 (testsrc2 + grain, x264 \
+         veryfast) ran at 51.0 fps keeping 1.93 cores busy -> 1.14 cores per 30 fps ladder, 0.88 \
+         per core (harder content: 39.2 fps, 0.68 per core)",
+        "benches/ll-hls-viewers.sh: 1,000 LL-HLS viewers of one 4 Mbit/s stream (200 ms parts), \
+         2.2 Gbit/s delivered for 26-27 % of a core, 0.12 ms of CPU per Mbit in 2 rounds -> 8 \
+         Gbit/s per core; over loopback without TLS: a real origin's network interface and TLS \
+         bound it first",
+    ],
+};
+
+impl Capacity {
+    /// The capacities of a server with `cores` cores from
+    /// [`MEASURED_PER_CORE`], keeping `headroom` (0 to 1) of each free
+    /// for peaks and failover.
+    pub fn measured(cores: f64, headroom: f64) -> Capacity {
+        let use_ = cores.max(0.0) * (1.0 - headroom.clamp(0.0, 0.95));
+        let m = MEASURED_PER_CORE;
+        Capacity {
+            streams_per_publish_server: m.streams * use_,
+            ladders_per_transcode_server: m.ladders * use_,
+            gbps_per_origin: m.origin_gbps * use_,
+        }
+    }
+}
+
 /// Bandwidth (Mbit/s) and storage (GB) of a [`PlanInput`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Plan {
@@ -228,6 +282,28 @@ mod tests {
         assert!(close(p.origin_egress_mbps, 20_960.0 + 74.16));
         // 10 / 4 -> 3; 10 ladders + 1 standby; 21.03 Gbps / 10 -> 3.
         assert_eq!(p.servers, Some((3, 11, 3)));
+    }
+
+    #[test]
+    fn measured_capacities_scale_with_cores_and_headroom() {
+        let c = Capacity::measured(16.0, 0.25);
+        assert!(close(c.streams_per_publish_server, 135.0 * 12.0));
+        assert!(close(c.ladders_per_transcode_server, 0.88 * 12.0));
+        assert!(close(c.gbps_per_origin, 8.0 * 12.0));
+        // The guide's example on 16-core servers, a quarter kept free:
+        // 10 streams on one publishing server; 10 ladders / 10.56 -> 1,
+        // plus a standby; 419.2 Gbit/s / 96 -> 5 origins.
+        let p = plan(&PlanInput {
+            capacity: Some(c),
+            ..guide_example()
+        });
+        assert_eq!(p.servers, Some((1, 2, 5)));
+        assert!(
+            MEASURED_PER_CORE
+                .sources
+                .iter()
+                .all(|s| s.starts_with("benches/"))
+        );
     }
 
     fn input() -> impl Strategy<Value = PlanInput> {

@@ -413,6 +413,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .clone()
         .prune_sessions_every(Duration::from_secs(3600));
     background.push(tokio::spawn(pruner).abort_handle());
+    // The panel's charts: each stream's last 15 minutes.
+    background.push(tokio::spawn(control.clone().sample_history_every()).abort_handle());
     let transcoder = spawn_ladders(&hub, &control, config.ladders.clone(), ladders);
     spawn_fallback(
         &hub,

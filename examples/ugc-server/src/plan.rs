@@ -38,15 +38,23 @@ pub struct PlanArgs {
     /// Streams recorded.
     #[arg(long, default_value_t = 10)]
     dvr_streams: u32,
-    /// Input streams one publishing server takes (measure:
-    /// benches/load-vs-nginx.sh). With the next two: server counts.
+    /// Cores of one server: server counts come from what one core did in
+    /// this project's benchmarks (printed with their sources) times this.
+    #[arg(long, default_value_t = 16.0)]
+    cores: f64,
+    /// Share of each server kept free for peaks and failover, 0 to 0.95.
+    #[arg(long, default_value_t = 0.25)]
+    headroom: f64,
+    /// Input streams one publishing server takes, instead of the measured
+    /// figure (measure: benches/relay-hop.sh, benches/load-vs-nginx.sh).
     #[arg(long)]
     streams_per_publish_server: Option<f64>,
-    /// Ladders one transcoding server runs in real time (measure:
-    /// benches/transcode-vs-ffmpeg.sh).
+    /// Ladders one transcoding server runs in real time, instead of the
+    /// measured figure (measure: benches/transcode-vs-ffmpeg.sh).
     #[arg(long)]
     ladders_per_transcode_server: Option<f64>,
-    /// Gbit/s one origin serves (measure: benches/ll-hls-viewers.sh).
+    /// Gbit/s one origin serves, instead of the measured figure (measure:
+    /// benches/ll-hls-viewers.sh).
     #[arg(long)]
     gbps_per_origin: Option<f64>,
 }
@@ -88,19 +96,20 @@ pub fn plan_command(a: &PlanArgs) -> anyhow::Result<()> {
         None => 0,
     };
     anyhow::ensure!((0.0..=1.0).contains(&a.cdn_share), "--cdn-share is 0 to 1");
-    let capacity = match (
-        a.streams_per_publish_server,
-        a.ladders_per_transcode_server,
-        a.gbps_per_origin,
-    ) {
-        (Some(s), Some(l), Some(g)) => Some(Capacity {
-            streams_per_publish_server: s,
-            ladders_per_transcode_server: l,
-            gbps_per_origin: g,
-        }),
-        (None, None, None) => None,
-        _ => anyhow::bail!("server counts need all three capacities"),
-    };
+    anyhow::ensure!(
+        a.cores.is_finite() && a.cores > 0.0 && (0.0..=0.95).contains(&a.headroom),
+        "--cores is more than 0, --headroom 0 to 0.95"
+    );
+    let measured = Capacity::measured(a.cores, a.headroom);
+    let capacity = Some(Capacity {
+        streams_per_publish_server: a
+            .streams_per_publish_server
+            .unwrap_or(measured.streams_per_publish_server),
+        ladders_per_transcode_server: a
+            .ladders_per_transcode_server
+            .unwrap_or(measured.ladders_per_transcode_server),
+        gbps_per_origin: a.gbps_per_origin.unwrap_or(measured.gbps_per_origin),
+    });
     let input = PlanInput {
         streams: a.streams,
         input_video_kbps: a.input_video_kbps,
@@ -147,17 +156,30 @@ pub fn plan_command(a: &PlanArgs) -> anyhow::Result<()> {
         p.dvr_ladder_gb, a.dvr_streams, a.dvr_hours
     );
     println!("DVR, top rung   {:>12.1} GB per origin", p.dvr_top_gb);
-    match p.servers {
-        Some((publish, transcode, origins)) => println!(
-            "servers         {publish} publishing, {transcode} transcoding (1 standby), {origins} origins"
-        ),
-        None => println!(
-            "servers         pass --streams-per-publish-server, --ladders-per-transcode-server and \
-             --gbps-per-origin, measured on your hardware with benches/"
-        ),
-    }
+    let (publish, transcode, origins) = p.servers.unwrap_or_default();
+    let c = input.capacity.unwrap_or(measured);
+    println!(
+        "servers         {publish} publishing, {transcode} transcoding (1 standby), {origins} origins \
+         ({} cores, {:.0} % kept free)",
+        a.cores,
+        a.headroom * 100.0
+    );
+    println!(
+        "  one server:   {:.0} streams in, {:.1} ladders, {:.1} Gbit/s to viewers",
+        c.streams_per_publish_server, c.ladders_per_transcode_server, c.gbps_per_origin
+    );
+    let m = ugc_core::plan::MEASURED_PER_CORE;
+    println!(
+        "  one core (this project's benchmarks; measure yours with the same scripts):\n    \
+         {} streams: {}\n    {} ladders: {}\n    {} Gbit/s: {}",
+        m.streams, m.sources[0], m.ladders, m.sources[1], m.origin_gbps, m.sources[2]
+    );
     // The guide's own example, for reference.
-    if input == guide_example() {
+    let without_servers = PlanInput {
+        capacity: None,
+        ..input.clone()
+    };
+    if without_servers == guide_example() {
         println!(
             "(the guide's example; it prints 223 Mbit/s of ladder output, counting each ladder once per rendition)"
         );
