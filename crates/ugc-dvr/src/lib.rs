@@ -50,6 +50,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod box_guard;
 pub mod chunks;
 #[cfg(feature = "serde")]
 pub mod config;

@@ -27,6 +27,7 @@ pub struct InitFacts {
 
 /// The first `moov` of `init`, `None` when the box layer cannot read it.
 fn read_moov(init: &[u8]) -> Option<Moov> {
+    crate::box_guard::check(init).ok()?;
     let mut buf = init;
     loop {
         match Any::decode_maybe(&mut buf) {

@@ -61,6 +61,7 @@ pub(super) fn read_fragments(
                 return Err(malformed(path, at, "moof larger than 64 MiB"));
             }
             let bytes = read_at(&mut f, at, len as usize).map_err(io_err)?;
+            crate::box_guard::check(&bytes).map_err(|reason| malformed(path, at, reason))?;
             let moof = Moof::decode(&mut &bytes[..])
                 .map_err(|e| malformed(path, at, format!("box layer: {e}")))?;
             parse_moof(&moof, at, &mut runs, first_dts)

@@ -19,6 +19,7 @@ pub(super) struct InitInfo {
 /// Reads the `moov` of an init segment (the first one; other top-level
 /// boxes are skipped).
 pub(super) fn parse_init(path: &Path, bytes: Bytes) -> Result<InitInfo, ExportError> {
+    crate::box_guard::check(&bytes).map_err(|reason| malformed(path, 0, reason))?;
     let mut buf = &bytes[..];
     let mut moov = None;
     loop {
