@@ -2,6 +2,7 @@
 //! control plane's registry, and its heartbeat.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ugc_auth::PublicUrls;
 use ugc_auth::registry::{BeatAnswer, Heartbeat, NodeBeat, NodeLoad, NodeRole, default_node_id};
@@ -80,6 +81,7 @@ pub fn spawn_heartbeat(
     hub: Hub,
     egress_total: impl Fn() -> u64 + Send + 'static,
     priority: i32,
+    viewers: Option<Arc<ugc_core::viewers::ViewerCounter>>,
     answered: impl FnMut(&BeatAnswer) + Send + 'static,
 ) -> anyhow::Result<String> {
     let host = flags
@@ -105,17 +107,17 @@ pub fn spawn_heartbeat(
         load: NodeLoad::default(),
         streams: Vec::new(),
         standby: Vec::new(),
+        stats: Vec::new(),
         draining: false,
         priority,
     };
     template.check()?;
     tracing::info!(node = %template.id, url = %template.url, "registering with the control plane");
     let url = template.url.clone();
-    tokio::spawn(Heartbeat::new(control_url, token).run_hub_with(
-        template,
-        hub,
-        egress_total,
-        answered,
-    ));
+    tokio::spawn(
+        Heartbeat::new(control_url, token)
+            .with_viewers(viewers)
+            .run_hub_with(template, hub, egress_total, answered),
+    );
     Ok(url)
 }

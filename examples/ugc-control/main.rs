@@ -191,6 +191,9 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .prune_sessions_every(Duration::from_secs(3600)),
     );
+    // The panel's charts: each stream's last 15 minutes, from the nodes'
+    // beats.
+    tokio::spawn(control.clone().sample_history_every());
     info!(http = %http_addr, "ugc-control started");
     let limits = ugc_proto::http::ServeConfig {
         ip_cap_exempt: Some(Arc::new(move |ip| trusted.is_trusted(ip))),

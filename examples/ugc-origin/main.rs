@@ -293,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
         )
     });
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
+    let beat_viewers = viewers.clone();
     let metrics = {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
         let (whep, sync, qoe) = (whep.clone(), sync.clone(), qoe.clone());
@@ -350,6 +351,7 @@ async fn main() -> anyhow::Result<()> {
         hub.clone(),
         move || served.stats().bytes_out.load(Ordering::Relaxed),
         0,
+        beat_viewers,
         |_| {},
     )?;
     if let Some(sync) = sync {

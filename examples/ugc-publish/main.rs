@@ -290,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         0,
+        None,
         |_| {},
     )?;
     let _ = own_url.set(url);

@@ -197,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
                 + pushed.bytes_out.load(Ordering::Relaxed)
         },
         flags.priority,
+        None,
         move |answer| {
             let Some(leases) = &answer.leases else {
                 return;

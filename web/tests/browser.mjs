@@ -583,6 +583,15 @@ async function clusterPanel(context) {
     step(`cluster demo: the watch page on the origin plays: ${c.toFixed(2)} -> ${d.toFixed(2)} s`);
     await viewer.close();
     await viewersBehindAnEdge(context, origin);
+    // The control plane has no Hub here: the chart's samples come from
+    // the nodes' beats (the publishing node's ingest, the origin's
+    // viewers).
+    await page.click(`${card} .health summary`);
+    await until('the cluster chart with two samples', 30000, async () =>
+      Number(await page.$eval(`${card} .s-chart`, (b) => b.dataset.samples || 0)) >= 2);
+    const health = await page.textContent(`${card} .s-health`);
+    assert(/^Now: main, \d+ kbit\/s · \d+ watching\. /.test(health), `cluster health line: ${health}`);
+    step(`cluster demo: the card's chart from the nodes' beats: "${health}"`);
     await page.close();
   } catch (e) {
     for (const node of ['publish', 'transcode', 'origin', 'control']) {

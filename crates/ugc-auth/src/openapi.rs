@@ -110,7 +110,7 @@ fn registry_paths() -> Value {
             "/streams/{name}/history": {
                 "parameters": name_param(),
                 "get": {
-                    "summary": "The stream's last 15 minutes on this server, one sample every 5 s (the panel's chart): ingest bitrate and frame rate, reader skips, the source viewers got, viewers. Empty where no Hub of this process carries the stream (a cluster's control plane)",
+                    "summary": "The stream's last 15 minutes, one sample every 5 s (the panel's chart): ingest bitrate and frame rate, reader skips, the source viewers got, viewers; from this process's Hub, or in a cluster from its nodes' heartbeats (the publishing node's counters, the origins' viewers)",
                     "responses": {
                         "200": ok("Samples, oldest first", "StreamHistory"),
                         "401": err("Missing or bad token"),
@@ -150,7 +150,13 @@ fn registry_schemas() -> Value {
                         "streams": { "type": "array", "maxItems": 10000, "items": { "type": "string" } },
                         "standby": { "type": "array", "maxItems": 10000, "items": { "type": "string" }, "description": "those of streams carried for a backup publisher alone (the main one is on another node): main publish URLs avoid this node for them" },
                         "draining": { "type": "boolean", "default": false },
-                        "priority": { "type": "integer", "default": 0, "description": "Transcoders: the live ones of the highest priority share the transcode leases (a main over its standby)" }
+                        "priority": { "type": "integer", "default": 0, "description": "Transcoders: the live ones of the highest priority share the transcode leases (a main over its standby)" },
+                        "stats": { "type": "array", "maxItems": 10000, "description": "counters of the published streams it carries (no renditions), for the panel's charts",
+                            "items": { "type": "object", "required": ["stream"],
+                                "properties": {
+                                    "stream": { "type": "string" }, "bytes_in": { "type": "integer" }, "frames_in": { "type": "integer" },
+                                    "skips": { "type": "integer" }, "source": { "type": "integer", "description": "0 main, 1 backup, 2 fallback" },
+                                    "viewers": { "type": "integer", "description": "HLS viewers here, where the node counts them" } } } }
                     }
                 },
                 "NodeLoad": {

@@ -533,15 +533,65 @@ impl ControlPlane {
         crate::util::lock(&self.inner.history).record(now_ms, &readings);
     }
 
-    /// Samples the history (see [`sample_history`](Self::sample_history))
-    /// every 5 s, forever: spawn it where the control plane has a Hub.
+    /// Samples the history of a cluster's streams at unix time `now_ms`
+    /// from its nodes' beats ([`crate::registry::NodeBeat::stats`]): a
+    /// stream's ingest counters from the publishing node whose source
+    /// ranks first (main, backup, fallback; another role's only when no
+    /// publishing node carries it), its viewers summed over the nodes that
+    /// count them (origins). Down nodes are left out.
+    pub fn sample_history_from(&self, nodes: &[crate::registry::NodeView], now_ms: u64) {
+        use crate::registry::{NodeRole, NodeState};
+        let mut by: HashMap<String, ((u8, u8), ugc_core::history::Reading)> = HashMap::new();
+        for n in nodes.iter().filter(|n| n.state != NodeState::Down) {
+            let role_rank = u8::from(!matches!(n.role, NodeRole::Publish | NodeRole::All));
+            for st in &n.stats {
+                let Some(name) = st.stream.strip_prefix("live/") else {
+                    continue;
+                };
+                let rank = (role_rank, st.source);
+                let (best, r) = by.entry(name.to_owned()).or_insert_with(|| {
+                    (
+                        (u8::MAX, u8::MAX),
+                        ugc_core::history::Reading {
+                            name: name.to_owned(),
+                            ..Default::default()
+                        },
+                    )
+                });
+                if rank < *best {
+                    *best = rank;
+                    r.bytes_in = st.bytes_in;
+                    r.frames_in = st.frames_in;
+                    r.skips = st.skips;
+                    r.source = Some(st.source);
+                }
+                if let Some(v) = st.viewers {
+                    r.viewers = Some(r.viewers.unwrap_or(0).saturating_add(v));
+                }
+            }
+        }
+        let readings: Vec<_> = by.into_values().map(|(_, r)| r).collect();
+        crate::util::lock(&self.inner.history).record(now_ms, &readings);
+    }
+
+    /// Samples the history every 5 s, forever: from this node's Hub
+    /// ([`sample_history`](Self::sample_history)) where it has one, else
+    /// from the registry's beats
+    /// ([`sample_history_from`](Self::sample_history_from)).
     pub async fn sample_history_every(self) {
         let every = crate::util::lock(&self.inner.history).config().every;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.sample_history(crate::util::now_ms());
+            if self.inner.hub.is_some() {
+                self.sample_history(crate::util::now_ms());
+            } else {
+                match self.nodes().await {
+                    Ok(nodes) => self.sample_history_from(&nodes, crate::util::now_ms()),
+                    Err(e) => tracing::debug!(error = %e, "history: the registry"),
+                }
+            }
         }
     }
 

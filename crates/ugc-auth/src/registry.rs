@@ -147,6 +147,33 @@ pub struct NodeBeat {
     /// of the highest one share the jobs (a main over its standby).
     #[serde(default)]
     pub priority: i32,
+    /// The counters of the published streams it carries (no renditions),
+    /// for the control plane's charts of each stream's last minutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats: Vec<StreamStat>,
+}
+
+/// One stream's counters on a node, as its beat carries them (see
+/// `ugc_core::history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStat {
+    /// The Hub stream (`live/news`).
+    pub stream: String,
+    /// Payload bytes accepted from its publishers so far.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Frames accepted from its publishers so far.
+    #[serde(default)]
+    pub frames_in: u64,
+    /// Slow readers' skips to a keyframe so far.
+    #[serde(default)]
+    pub skips: u64,
+    /// The source viewers get: 0 main, 1 backup, 2 fallback.
+    #[serde(default)]
+    pub source: u8,
+    /// Its HLS viewers here, where this node counts them (an origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<u32>,
 }
 
 impl NodeBeat {
@@ -176,7 +203,11 @@ impl NodeBeat {
             });
         }
         let names = |v: &[String]| v.len() > 10_000 || v.iter().any(|s| s.len() > 256);
-        if names(&self.streams) || names(&self.standby) {
+        if names(&self.streams)
+            || names(&self.standby)
+            || self.stats.len() > 10_000
+            || self.stats.iter().any(|s| s.stream.len() > 256)
+        {
             return Err(Error::Invalid {
                 field: "streams",
                 reason: "at most 10,000 names of at most 256 bytes".into(),
@@ -246,6 +277,10 @@ pub struct NodeView {
     /// The transcode leases it holds now (filled by `GET /api/v1/nodes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<HeldLease>,
+    /// Its streams' counters at the last beat ([`NodeBeat::stats`]; not
+    /// in `GET /api/v1/nodes`).
+    #[serde(default, skip_serializing)]
+    pub stats: Vec<StreamStat>,
 }
 
 /// A transcode lease a node holds, as `GET /api/v1/nodes` shows it.
@@ -405,6 +440,7 @@ impl ControlPlane {
                 registered_at: r.registered_at,
                 priority: beat.priority,
                 leases: Vec::new(),
+                stats: beat.stats,
             });
         }
         Ok(out)
@@ -731,6 +767,7 @@ pub struct Heartbeat {
     uri: String,
     token: String,
     client: Client<HttpConnector, Full<Bytes>>,
+    viewers: Option<std::sync::Arc<ugc_core::viewers::ViewerCounter>>,
 }
 
 impl Heartbeat {
@@ -743,7 +780,18 @@ impl Heartbeat {
             ),
             token: token.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            viewers: None,
         }
+    }
+
+    /// Beats of [`run_hub`](Self::run_hub) carry each stream's viewers
+    /// from `viewers` (an origin's count).
+    pub fn with_viewers(
+        mut self,
+        viewers: Option<std::sync::Arc<ugc_core::viewers::ViewerCounter>>,
+    ) -> Heartbeat {
+        self.viewers = viewers;
+        self
     }
 
     /// Sends one beat; the interval the control plane asks for.
@@ -900,9 +948,11 @@ impl Heartbeat {
             }
         });
         let mut meter = LoadMeter::default();
+        let viewers = self.viewers.clone();
         self.run_waking(
             move || {
-                let (mut streams, mut standby) = (Vec::new(), Vec::new());
+                let (mut streams, mut standby, mut stats) = (Vec::new(), Vec::new(), Vec::new());
+                let now = Instant::now();
                 for s in hub.stream_names() {
                     let Some(st) = hub.stats(&s).filter(|st| st.publishing) else {
                         continue;
@@ -911,6 +961,18 @@ impl Heartbeat {
                         && st.sources.contains(&ugc_core::SourceRole::Backup)
                     {
                         standby.push(s.to_string());
+                    }
+                    if s.rendition().is_none() {
+                        stats.push(StreamStat {
+                            stream: s.to_string(),
+                            bytes_in: st.bytes_in,
+                            frames_in: st.frames_in,
+                            skips: st.reader_skips,
+                            source: st.active_source as u8,
+                            viewers: viewers
+                                .as_ref()
+                                .map(|v| u32::try_from(v.count(&s, now)).unwrap_or(u32::MAX)),
+                        });
                     }
                     streams.push(s.to_string());
                 }
@@ -923,6 +985,7 @@ impl Heartbeat {
                     },
                     streams,
                     standby,
+                    stats,
                     ..template.clone()
                 }
             },
@@ -1024,6 +1087,7 @@ mod tests {
             },
             streams: Vec::new(),
             standby: Vec::new(),
+            stats: Vec::new(),
             capacity,
             public: Some(PublicUrls {
                 host: id.into(),
@@ -1102,6 +1166,7 @@ mod tests {
             load: NodeLoad::default(),
             streams: vec!["live/a".into()],
             standby: Vec::new(),
+            stats: Vec::new(),
             draining: false,
             priority: 0,
         };

@@ -301,6 +301,7 @@ async fn suite(db: Db) {
         load: NodeLoad::default(),
         streams: Vec::new(),
         standby: Vec::new(),
+        stats: Vec::new(),
         draining: false,
         priority: 0,
     };
@@ -355,6 +356,40 @@ async fn suite(db: Db) {
         .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 
+    // The panel's chart of a stream in a cluster: its history comes from
+    // the beats' stats, the ingest counters from the publishing node (not
+    // the origins' relay counters), the viewers summed over the origins.
+    let stat_beat = |id: &str, role: &str, bytes: u64, viewers: Option<u32>| {
+        let mut b = beat(id, role, 1935, &["live/s1"]);
+        b["stats"] = json!([{"stream": "live/s1", "bytes_in": bytes, "frames_in": bytes / 1000,
+                             "skips": 0, "source": 0, "viewers": viewers}]);
+        b
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (t, bytes, v) in [(now_ms - 5_000, 1_000_000u64, 3u32), (now_ms, 1_625_000, 4)] {
+        for b in [
+            stat_beat("pub-b", "publish", bytes, None),
+            stat_beat("origin-1", "origin", bytes * 3, Some(v)),
+            stat_beat("origin-2", "origin", bytes * 3, Some(v)),
+        ] {
+            let (s, a) = api.call("POST", "/node/heartbeat", Some(NODE), b).await;
+            assert_eq!(s, 200, "{a}");
+        }
+        cp.sample_history_from(&cp.nodes().await.unwrap(), t);
+    }
+    let (s, h) = api
+        .call("GET", "/streams/s1/history", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, 200, "{h}");
+    let samples = h["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 1, "{h}");
+    assert_eq!(samples[0]["bitrate_bps"], 1_000_000, "{h}");
+    assert_eq!(samples[0]["viewers"], 8, "{h}");
+    assert_eq!(samples[0]["source"], "main", "{h}");
+
     // Forgetting a node.
     let (s, _) = api
         .call("DELETE", "/nodes/pub-a", Some(ADMIN), Value::Null)
@@ -388,6 +423,7 @@ fn transcoder(id: &str, priority: i32) -> NodeBeat {
         load: NodeLoad::default(),
         streams: Vec::new(),
         standby: Vec::new(),
+        stats: Vec::new(),
         draining: false,
         priority,
     }
