@@ -142,6 +142,11 @@ pub struct StreamStats {
     pub standby_frames: AtomicU64,
     /// Frames of silence that closed a hole in an audio track at a switch.
     pub silent_frames: AtomicU64,
+    /// Times a track's timestamps went back or forward by more than a
+    /// second between two frames (a publisher's clock jump or a gap).
+    pub timestamp_jumps: AtomicU64,
+    /// The video's last keyframe interval, milliseconds (0: not yet two).
+    pub keyframe_interval_ms: AtomicU64,
 }
 
 /// A snapshot of [`StreamStats`] and state.
@@ -171,6 +176,10 @@ pub struct StreamSnapshot {
     pub reader_skips: u64,
     /// Frames of silence inserted at switches.
     pub silent_frames: u64,
+    /// Timestamp jumps of any track (see [`StreamStats::timestamp_jumps`]).
+    pub timestamp_jumps: u64,
+    /// The video's last keyframe interval, milliseconds (0: unknown).
+    pub keyframe_interval_ms: u64,
     /// Publisher sessions so far.
     pub publishers: u64,
     /// Readers attached now.
@@ -253,6 +262,8 @@ impl Slot {
 struct TrackClock {
     last_dts: Option<i64>,
     last_step: i64,
+    /// Decode time of the track's last keyframe (video).
+    last_key_dts: Option<i64>,
     /// The latest presentation time so far (B-frames present after their
     /// decode order ends).
     max_pts: Option<i64>,
@@ -720,6 +731,8 @@ impl Hub {
             bytes_in: shared.stats.bytes_in.load(Ordering::Relaxed),
             reader_skips: shared.stats.reader_skips.load(Ordering::Relaxed),
             silent_frames: shared.stats.silent_frames.load(Ordering::Relaxed),
+            timestamp_jumps: shared.stats.timestamp_jumps.load(Ordering::Relaxed),
+            keyframe_interval_ms: shared.stats.keyframe_interval_ms.load(Ordering::Relaxed),
             publishers: shared.stats.publishers.load(Ordering::Relaxed),
             readers: st.readers,
             tracks: st.tracks.clone(),
@@ -1132,12 +1145,28 @@ fn fill_silence(
 
 /// Appends `frame` (on the stream's timeline already) to the window.
 fn commit(shared: &StreamShared, st: &mut State, frame: Frame, tracks: &Tracks, is_video: bool) {
-    if let Some((_, clock)) = st.clocks.get_mut(&frame.track) {
+    if let Some((scale, clock)) = st.clocks.get_mut(&frame.track) {
+        let second = i64::from(scale.get()).max(1);
         if let Some(last) = clock.last_dts {
             let step = frame.dts.saturating_sub(last);
             if step > 0 {
                 clock.last_step = step;
             }
+            if !(0..=second).contains(&step) {
+                shared.stats.timestamp_jumps.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if is_video && frame.keyframe {
+            if let Some(k) = clock.last_key_dts
+                && frame.dts > k
+            {
+                let ms = (frame.dts - k).saturating_mul(1000) / second;
+                shared
+                    .stats
+                    .keyframe_interval_ms
+                    .store(u64::try_from(ms).unwrap_or(0), Ordering::Relaxed);
+            }
+            clock.last_key_dts = Some(frame.dts);
         }
         clock.last_dts = Some(frame.dts);
         clock.max_pts = Some(clock.max_pts.map_or(frame.pts, |p| p.max(frame.pts)));
@@ -1188,6 +1217,9 @@ fn adopt_tracks(shared: &StreamShared, st: &mut State, tracks: Tracks) {
                     clock.max_pts = clock
                         .max_pts
                         .map(|p| crate::time::rescale(p, *scale, t.timescale));
+                    clock.last_key_dts = clock
+                        .last_key_dts
+                        .map(|d| crate::time::rescale(d, *scale, t.timescale));
                     *scale = t.timescale;
                 }
             })
@@ -1645,6 +1677,23 @@ mod tests {
         // The viewers' wish belongs to the stream: a new publisher has it.
         let p2 = hub.publish(&path("live/a"));
         assert!(p2.low_latency_wanted(t0 + 5 * s));
+    }
+
+    #[test]
+    fn keyframe_interval_and_timestamp_jumps_are_counted() {
+        let hub = Hub::new(HubConfig::default());
+        let name = StreamPath::live("k").unwrap();
+        let mut p = hub.publish(&name);
+        p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        // 10 fps, a keyframe every 2 s; then both tracks jump 5 s ahead.
+        for i in 0..50i64 {
+            let t = i * 100 + if i >= 45 { 5_000 } else { 0 };
+            p.push(video(t, i % 20 == 0)).unwrap();
+            p.push(audio(t)).unwrap();
+        }
+        let s = hub.stats(&name).unwrap();
+        assert_eq!(s.keyframe_interval_ms, 2_000);
+        assert_eq!(s.timestamp_jumps, 2, "one per track");
     }
 
     #[test]

@@ -275,6 +275,16 @@ pub fn write_hub(m: &mut Exposition, hub: &crate::Hub, now: std::time::Instant) 
             |(s, _, _)| s.reader_skips as f64,
         ),
         Family::counter(
+            "ugc_stream_timestamp_jumps_total",
+            "Times a track's timestamps went back or forward by more than a second between two frames.",
+            |(s, _, _)| s.timestamp_jumps as f64,
+        ),
+        Family::gauge(
+            "ugc_stream_keyframe_interval_seconds",
+            "The video's last keyframe interval (0 until two keyframes).",
+            |(s, _, _)| s.keyframe_interval_ms as f64 / 1000.0,
+        ),
+        Family::counter(
             "ugc_stream_silent_frames_total",
             "Audio frames of silence that closed a hole at a source switch.",
             |(s, _, _)| s.silent_frames as f64,
