@@ -1160,7 +1160,7 @@ fn commit(shared: &StreamShared, st: &mut State, frame: Frame, tracks: &Tracks, 
             if let Some(k) = clock.last_key_dts
                 && frame.dts > k
             {
-                let ms = (frame.dts - k).saturating_mul(1000) / second;
+                let ms = frame.dts.saturating_sub(k).saturating_mul(1000) / second;
                 shared
                     .stats
                     .keyframe_interval_ms
