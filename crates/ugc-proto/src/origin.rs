@@ -80,7 +80,8 @@
 //! beacon ([`ugc_core::qoe`]): `204` when taken; `429` (with
 //! `Retry-After`) past its address's or the total rate, checked before the
 //! body is read; `413` for a body over [`ugc_core::qoe::MAX_BEACON_BYTES`],
-//! `400` for a malformed one; `403`/`404` as a play request of the stream
+//! `400` for a malformed one, `408` for one not complete within
+//! [`BEACON_BODY_TIMEOUT`]; `403`/`404` as a play request of the stream
 //! with the same `token` would get, and `404` for a stream not live here;
 //! `503` when the collector keeps its most streams. The path is the
 //! stream's, so an edge that passes the stream's URLs to the origin passes
@@ -590,6 +591,10 @@ async fn live_file<A: Authorizer>(
     live_request(origin, name, file, req).await
 }
 
+/// How long a beacon's body may take to arrive (a player sends a few
+/// hundred bytes at once).
+pub const BEACON_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `POST /<app>/<stream>/qoe`: a player's beacon (see the module doc,
 /// "Viewer experience").
 async fn beacon<A: Authorizer>(
@@ -621,11 +626,19 @@ async fn beacon<A: Authorizer>(
         return res;
     }
     let token = token_param(req.uri().query());
-    let body = match axum::body::to_bytes(req.into_body(), ugc_core::qoe::MAX_BEACON_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
+    // A request being answered is never idle to the HTTP server, so a body
+    // trickled a byte a minute would hold this task and its connection
+    // for a day: the whole body comes within BEACON_BODY_TIMEOUT or 408.
+    let read = axum::body::to_bytes(req.into_body(), ugc_core::qoe::MAX_BEACON_BYTES);
+    let body = match tokio::time::timeout(BEACON_BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             qoe.refuse(Refusal::Malformed);
             return error(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        Err(_) => {
+            qoe.refuse(Refusal::Malformed);
+            return error(StatusCode::REQUEST_TIMEOUT);
         }
     };
     let beacon = match Beacon::parse(&body) {

@@ -597,3 +597,36 @@ async fn qoe_beacons_are_taken_counted_refused_and_rate_limited() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// A beacon whose body never completes is answered 408 after
+/// `BEACON_BODY_TIMEOUT` (simulated time), not held for ever.
+#[tokio::test(start_paused = true)]
+async fn a_trickled_beacon_body_times_out() {
+    use futures_util::StreamExt as _;
+    let qoe = Arc::new(ugc_core::qoe::QoeCollector::default());
+    let app = ugc_proto::origin::router_with_config(
+        registry(),
+        Arc::new(ugc_core::AllowAll),
+        ugc_proto::origin::peer_is_client(),
+        ugc_proto::origin::OriginConfig {
+            qoe: Some(qoe.clone()),
+            ..Default::default()
+        },
+    );
+    let first: Result<Bytes, std::io::Error> = Ok(Bytes::from_static(b"sid=a&played"));
+    let body = futures_util::stream::iter([first]).chain(futures_util::stream::pending());
+    let started = tokio::time::Instant::now();
+    let res = app
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/live/demo/qoe")
+                .body(Body::from_stream(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(started.elapsed(), ugc_proto::origin::BEACON_BODY_TIMEOUT);
+    assert_eq!(qoe.refused(ugc_core::qoe::Refusal::Malformed), 1);
+}
