@@ -294,14 +294,18 @@ async fn main() -> anyhow::Result<()> {
     });
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
     let beat_viewers = viewers.clone();
+    let http_stats = Arc::new(ugc_proto::http::ServeStats::default());
     let metrics = {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
+        let http_stats = http_stats.clone();
         let (whep, sync, qoe) = (whep.clone(), sync.clone(), qoe.clone());
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
             ugc_core::metrics::write_process(&mut m);
             archive.write_metrics(&mut m);
+            ugc_dvr::live::PART_STATS.write_metrics(&mut m);
+            ugc_proto::http::ServeStats::write_metrics(&mut m, &[("http", &http_stats)]);
             relay.write_metrics(&mut m);
             if let Some(w) = &whep {
                 w.write_metrics(&mut m);
@@ -370,7 +374,9 @@ async fn main() -> anyhow::Result<()> {
         ip_cap_exempt: Some(Arc::new(move |ip| trusted.is_trusted(ip))),
         ..Default::default()
     };
-    if let Err(e) = ugc_proto::http::serve(http, app, limits).await {
+    let serving =
+        ugc_proto::http::serve_until(http, app, limits, http_stats, std::future::pending());
+    if let Err(e) = serving.await {
         warn!(error = %e, "HTTP server stopped");
     }
     for name in hub.stream_names() {

@@ -294,8 +294,10 @@ async fn main() -> anyhow::Result<()> {
         |_| {},
     )?;
     let _ = own_url.set(url);
+    let http_stats = Arc::new(ugc_proto::http::ServeStats::default());
     let metrics = {
         let (hub, relay, whip) = (hub.clone(), relay.clone(), whip.clone());
+        let http_stats = http_stats.clone();
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
@@ -308,6 +310,7 @@ async fn main() -> anyhow::Result<()> {
             }
             relay.write_metrics(&mut m);
             pushed.write_metrics(&mut m);
+            ugc_proto::http::ServeStats::write_metrics(&mut m, &[("http", &http_stats)]);
             m.finish()
         }
     };
@@ -317,7 +320,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(whip) = &whip {
         app = app.merge(whip.router());
     }
-    let http_task = tokio::spawn(ugc_proto::http::serve(http, app, Default::default()));
+    let http_task = tokio::spawn(ugc_proto::http::serve_until(
+        http,
+        app,
+        Default::default(),
+        http_stats,
+        std::future::pending(),
+    ));
     tokio::select! {
         r = rtmp_task => warn!(result = ?r, "RTMP server stopped"),
         r = srt_task => warn!(result = ?r, "SRT server stopped"),

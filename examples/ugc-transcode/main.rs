@@ -159,9 +159,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(follower.clone().push_all());
 
     let relay = RelayServer::new(hub.clone(), RelayServerConfig::new(token.clone()));
+    let http_stats = Arc::new(ugc_proto::http::ServeStats::default());
     let metrics = {
         let (hub, relay, pushed) = (hub.clone(), relay.clone(), pushed.clone());
         let follower = follower.clone();
+        let http_stats = http_stats.clone();
         move || async move {
             let now = Instant::now();
             let mut m = Exposition::new();
@@ -171,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             relay.write_metrics(&mut m);
             pushed.write_metrics(&mut m);
             follower.write_metrics(&mut m);
+            ugc_proto::http::ServeStats::write_metrics(&mut m, &[("http", &http_stats)]);
             m.finish()
         }
     };
@@ -220,7 +223,14 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     info!(http = %http.local_addr()?, "ugc-transcode started");
-    if let Err(e) = ugc_proto::http::serve(http, app, Default::default()).await {
+    let serving = ugc_proto::http::serve_until(
+        http,
+        app,
+        Default::default(),
+        http_stats,
+        std::future::pending(),
+    );
+    if let Err(e) = serving.await {
         warn!(error = %e, "HTTP server stopped");
     }
     Ok(())

@@ -132,6 +132,21 @@ fn rungs_are_planned_aligned_and_have_audio() {
     let s = ladder.stats();
     assert_eq!(s.pictures_dropped, 0);
     assert_eq!(s.decode_errors, 0);
+    // About 2 s of 30 fps source decoded (the first picture's own
+    // duration is not counted), and each stage worked for part of it.
+    assert!(
+        (1_800_000..=2_100_000).contains(&s.media_us),
+        "media {} us",
+        s.media_us
+    );
+    assert!(s.decode_busy_ns > 0);
+    let rungs = ladder.stats_handle().rungs_busy();
+    assert_eq!(
+        rungs.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2],
+        "{rungs:?}"
+    );
+    assert!(rungs.values().all(|n| *n > 0), "{rungs:?}");
 }
 
 fn annexb(frames: &[Frame]) -> Vec<u8> {

@@ -422,8 +422,96 @@ fn valid_name(name: &str, colon: bool) -> bool {
     chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false))
 }
 
+/// The largest value recorded within the last one to two `period`s: a
+/// gauge of recent peaks (a queue's wait, a reader's lag) that a scrape
+/// reads without resetting, so two scrapers see the same. Sans-IO: the
+/// caller passes `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct RecentMax {
+    period: std::time::Duration,
+    slot: Option<std::time::Instant>,
+    current: f64,
+    previous: f64,
+}
+
+impl Default for RecentMax {
+    /// Peaks kept 10-20 s (a scrape interval or two).
+    fn default() -> Self {
+        RecentMax::new(std::time::Duration::from_secs(10))
+    }
+}
+
+impl RecentMax {
+    /// Nothing recorded; peaks are kept one to two `period`s.
+    pub fn new(period: std::time::Duration) -> Self {
+        RecentMax {
+            period: period.max(std::time::Duration::from_millis(1)),
+            slot: None,
+            current: 0.0,
+            previous: 0.0,
+        }
+    }
+
+    /// Records `value` at `now`.
+    pub fn record(&mut self, value: f64, now: std::time::Instant) {
+        match self.slot {
+            None => self.slot = Some(now),
+            Some(s) => {
+                let age = now.saturating_duration_since(s);
+                if age >= self.period * 2 {
+                    (self.previous, self.current, self.slot) = (0.0, 0.0, Some(now));
+                } else if age >= self.period {
+                    (self.previous, self.current, self.slot) =
+                        (self.current, 0.0, Some(s + self.period));
+                }
+            }
+        }
+        if value > self.current {
+            self.current = value;
+        }
+    }
+
+    /// The largest value recorded within the last one to two periods at
+    /// `now` (0 when none).
+    pub fn get(&self, now: std::time::Instant) -> f64 {
+        let Some(s) = self.slot else {
+            return 0.0;
+        };
+        let age = now.saturating_duration_since(s);
+        if age >= self.period * 2 {
+            0.0
+        } else if age >= self.period {
+            self.current
+        } else {
+            self.current.max(self.previous)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn recent_max_keeps_a_peak_one_to_two_periods() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut m = super::RecentMax::new(Duration::from_secs(10));
+        assert_eq!(m.get(t0), 0.0);
+        m.record(5.0, s(0));
+        m.record(2.0, s(3));
+        assert_eq!(m.get(s(9)), 5.0);
+        // The next period: the peak is still within reach.
+        m.record(1.0, s(12));
+        assert_eq!(m.get(s(15)), 5.0);
+        // Two periods on, only what came since.
+        m.record(3.0, s(21));
+        assert_eq!(m.get(s(22)), 3.0);
+        // Quiet for two periods: nothing.
+        assert_eq!(m.get(s(45)), 0.0);
+        m.record(0.5, s(50));
+        assert_eq!(m.get(s(50)), 0.5);
+    }
+
     use super::*;
 
     #[test]

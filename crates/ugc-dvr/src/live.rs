@@ -106,6 +106,72 @@ struct Building {
     chunks: Vec<Bytes>,
 }
 
+/// LL-HLS parts published by this process's live streams: how regularly
+/// they become available, which is what players' blocking reloads wait for
+/// (`ugc_llhls_*` in `/metrics`; one process-wide set, so a stream's end
+/// never makes a counter go back).
+pub static PART_STATS: PartStats = PartStats::new();
+
+/// Upper bounds (seconds) of [`PartStats`]'s interval buckets: around the
+/// usual part targets (0.2-1 s) and the stalls players notice.
+pub const PART_INTERVAL_BOUNDS: [f64; 10] = [0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
+
+/// See [`PART_STATS`].
+#[derive(Debug)]
+pub struct PartStats {
+    /// Wall time between a stream's consecutive parts, by bucket of
+    /// [`PART_INTERVAL_BOUNDS`] (and +Inf).
+    buckets: [std::sync::atomic::AtomicU64; 11],
+    sum_us: std::sync::atomic::AtomicU64,
+    /// Parts that came over 1.5 part targets after the previous one.
+    late: std::sync::atomic::AtomicU64,
+}
+
+impl Default for PartStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartStats {
+    /// Nothing counted.
+    pub const fn new() -> Self {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const ZERO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        PartStats {
+            buckets: [ZERO; 11],
+            sum_us: ZERO,
+            late: ZERO,
+        }
+    }
+
+    /// Counts a part published `interval` after its stream's previous one.
+    pub fn observe(&self, interval: std::time::Duration, part_target_ms: Option<u32>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = interval.as_secs_f64();
+        let i = PART_INTERVAL_BOUNDS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(PART_INTERVAL_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(interval.as_micros() as u64, Relaxed);
+        if part_target_ms.is_some_and(|t| interval.as_millis() * 2 > u128::from(t) * 3) {
+            self.late.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Per-bucket counts (not cumulative), the sum in seconds, and the late
+    /// parts.
+    pub fn read(&self) -> ([u64; 11], f64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            self.sum_us.load(Relaxed) as f64 / 1e6,
+            self.late.load(Relaxed),
+        )
+    }
+}
+
 #[derive(Debug, Default)]
 struct LiveState {
     /// Playlist window plus grace, oldest first, msn consecutive.
@@ -125,6 +191,8 @@ struct LiveState {
     /// Where the segmenter expects the next part ([`SegmenterOutput::PreloadHint`]),
     /// until the next part is published.
     hint: Option<(u64, u32)>,
+    /// When this stream last published a part (LL-HLS availability).
+    last_part_at: Option<std::time::Instant>,
 }
 
 impl LiveState {
@@ -274,6 +342,10 @@ impl LiveStream {
             }
             SegmenterOutput::PreloadHint { msn, part } => st.hint = Some((msn, part)),
             SegmenterOutput::Part { msn, part } => {
+                let now = std::time::Instant::now();
+                if let Some(prev) = st.last_part_at.replace(now) {
+                    PART_STATS.observe(now.saturating_duration_since(prev), config.part_target_ms);
+                }
                 if st.open_msn != Some(msn) {
                     st.open_parts.clear();
                     st.open_msn = Some(msn);
@@ -743,5 +815,32 @@ impl LiveRegistry {
             .collect();
         names.sort();
         names
+    }
+}
+
+#[cfg(test)]
+mod part_stats_tests {
+    use super::PartStats;
+    use std::time::Duration;
+
+    #[test]
+    fn intervals_land_in_their_buckets_and_late_parts_count() {
+        let s = PartStats::new();
+        s.observe(Duration::from_millis(500), Some(500));
+        s.observe(Duration::from_millis(740), Some(500));
+        // Over 1.5 targets: late.
+        s.observe(Duration::from_millis(760), Some(500));
+        s.observe(Duration::from_secs(9), None);
+        let (buckets, sum, late) = s.read();
+        assert_eq!(buckets[3], 1, "0.5 s is in le=0.5");
+        assert_eq!(
+            (buckets[4], buckets[5]),
+            (1, 1),
+            "0.74 s in le=0.75, 0.76 s in le=1"
+        );
+        assert_eq!(buckets[10], 1, "+Inf");
+        assert_eq!(buckets.iter().sum::<u64>(), 4);
+        assert!((sum - 11.0).abs() < 1e-6, "{sum}");
+        assert_eq!(late, 1);
     }
 }

@@ -9,7 +9,8 @@ use crate::archive::{Archive, ArchiveStats};
 
 impl Archive {
     /// The archive's families: `ugc_dvr_{segments_written,segments_dropped,
-    /// write_errors,segments_expired,segments_imported,recordings_deleted}_total`, without
+    /// write_errors,segments_expired,segments_imported,recordings_deleted,
+    /// bytes_written}_total` and the gauge `ugc_dvr_write_queue`, without
     /// labels.
     pub fn write_metrics(&self, m: &mut Exposition) {
         let archived: &[Family<ArchiveStats>] = &[
@@ -41,6 +42,16 @@ impl Archive {
                 "Recordings deleted on request (API), with their objects in the remote tier.",
                 |a| a.recordings_deleted.load(Relaxed) as f64,
             ),
+            Family::counter(
+                "ugc_dvr_bytes_written_total",
+                "Segment bytes written to the archive's local disk.",
+                |a| a.bytes_written.load(Relaxed) as f64,
+            ),
+            Family::gauge(
+                "ugc_dvr_write_queue",
+                "Segments and init segments waiting for the archive's writer (the disk keeping up: near 0).",
+                |a| a.write_queue.load(Relaxed) as f64,
+            ),
         ];
         m.families(archived, std::slice::from_ref(self.stats()), |_| Vec::new());
     }
@@ -49,7 +60,8 @@ impl Archive {
 #[cfg(feature = "s3")]
 impl crate::s3::Uploader {
     /// The uploader's families: `ugc_dvr_s3_{sessions_uploaded,retries,
-    /// objects_deleted,aborted}_total`, without labels.
+    /// objects_deleted,aborted,bytes_uploaded}_total` and the gauge
+    /// `ugc_dvr_s3_queue`, without labels.
     pub fn write_metrics(&self, m: &mut Exposition) {
         use crate::s3::UploadStats;
         let uploaded: &[Family<UploadStats>] = &[
@@ -73,7 +85,38 @@ impl crate::s3::Uploader {
                 "Multipart uploads aborted to start over.",
                 |u| u.aborted.load(Relaxed) as f64,
             ),
+            Family::counter(
+                "ugc_dvr_s3_bytes_uploaded_total",
+                "Recording bytes the object store accepted (parts of multipart uploads).",
+                |u| u.bytes_uploaded.load(Relaxed) as f64,
+            ),
+            Family::gauge(
+                "ugc_dvr_s3_queue",
+                "Recording sessions waiting for their upload or being uploaded.",
+                |u| u.queued.load(Relaxed) as f64,
+            ),
         ];
         m.families(uploaded, std::slice::from_ref(self.stats()), |_| Vec::new());
+    }
+}
+
+impl crate::live::PartStats {
+    /// `ugc_llhls_part_interval_seconds` (histogram) and
+    /// `ugc_llhls_parts_late_total`, without labels (the whole process).
+    pub fn write_metrics(&self, m: &mut Exposition) {
+        use ugc_core::metrics::Kind;
+        let (buckets, sum, late) = self.read();
+        m.family(
+            "ugc_llhls_part_interval_seconds",
+            Kind::Histogram,
+            "Wall time between consecutive LL-HLS parts of a stream becoming available (players' blocking reloads wait this long).",
+        )
+        .histogram(&[], &crate::live::PART_INTERVAL_BOUNDS, &buckets, sum);
+        m.family(
+            "ugc_llhls_parts_late_total",
+            Kind::Counter,
+            "LL-HLS parts that became available over 1.5 part targets after the previous one.",
+        )
+        .sample(&[], late as f64);
     }
 }

@@ -114,6 +114,114 @@ pub struct ServeStats {
     pub refused_ip_cap: AtomicU64,
     /// Connections closed for their idle or first-bytes timeout.
     pub timed_out: AtomicU64,
+    /// Requests answered, by [`RequestKind`] and status class (1xx..5xx).
+    requests: [[AtomicU64; 5]; RequestKind::ALL.len()],
+    /// Response body bytes sent, by [`RequestKind`].
+    bytes: [AtomicU64; RequestKind::ALL.len()],
+}
+
+/// What a request asks for, told from its path alone (cheap: no parsing
+/// beyond the last component): the `kind` label of
+/// `ugc_http_requests_total` and `ugc_http_response_bytes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// An HLS playlist (`*.m3u8`: live, DVR, multivariant).
+    Playlist,
+    /// A live media segment (`seg-*`).
+    Segment,
+    /// An LL-HLS part (`part-*`).
+    Part,
+    /// An init segment (`init-*`).
+    Init,
+    /// An archived segment or init segment (`dvr-*`).
+    Dvr,
+    /// An MP4 export (`archive-*.mp4`).
+    Export,
+    /// The control plane's REST API (`/api/`).
+    Api,
+    /// The inter-node relay (`/relay/`).
+    Relay,
+    /// A player's QoE beacon (`.../qoe`).
+    Beacon,
+    /// WebRTC signalling (`.../whip`, `.../whep`).
+    Webrtc,
+    /// `/metrics`.
+    Metrics,
+    /// Anything else: panels, the watch page, assets, health.
+    Other,
+}
+
+impl RequestKind {
+    /// Every kind, in label order.
+    pub const ALL: [RequestKind; 12] = [
+        RequestKind::Playlist,
+        RequestKind::Segment,
+        RequestKind::Part,
+        RequestKind::Init,
+        RequestKind::Dvr,
+        RequestKind::Export,
+        RequestKind::Api,
+        RequestKind::Relay,
+        RequestKind::Beacon,
+        RequestKind::Webrtc,
+        RequestKind::Metrics,
+        RequestKind::Other,
+    ];
+
+    /// The kind of a request for `path`.
+    pub fn of(path: &str) -> RequestKind {
+        if path.starts_with("/api/") {
+            return RequestKind::Api;
+        }
+        if path.starts_with("/relay/") {
+            return RequestKind::Relay;
+        }
+        if path == "/metrics" {
+            return RequestKind::Metrics;
+        }
+        let file = path.rsplit('/').next().unwrap_or("");
+        match file {
+            "qoe" => return RequestKind::Beacon,
+            "whip" | "whep" => return RequestKind::Webrtc,
+            _ => {}
+        }
+        if file.ends_with(".m3u8") {
+            RequestKind::Playlist
+        } else if file.starts_with("part-") {
+            RequestKind::Part
+        } else if file.starts_with("seg-") {
+            RequestKind::Segment
+        } else if file.starts_with("init-") {
+            RequestKind::Init
+        } else if file.starts_with("dvr-") {
+            RequestKind::Dvr
+        } else if file.starts_with("archive-") {
+            RequestKind::Export
+        } else if path.contains("/whep/") || path.contains("/whip/") {
+            // A session's resource (PATCH, DELETE).
+            RequestKind::Webrtc
+        } else {
+            RequestKind::Other
+        }
+    }
+
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestKind::Playlist => "playlist",
+            RequestKind::Segment => "segment",
+            RequestKind::Part => "part",
+            RequestKind::Init => "init",
+            RequestKind::Dvr => "dvr",
+            RequestKind::Export => "export",
+            RequestKind::Api => "api",
+            RequestKind::Relay => "relay",
+            RequestKind::Beacon => "beacon",
+            RequestKind::Webrtc => "webrtc",
+            RequestKind::Metrics => "metrics",
+            RequestKind::Other => "other",
+        }
+    }
 }
 
 impl ServeStats {
@@ -153,6 +261,97 @@ impl ServeStats {
                 );
             }
         }
+        // By kind: only the pairs seen (a counter appears at its first
+        // request).
+        const CODES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        m.family(
+            "ugc_http_requests_total",
+            Kind::Counter,
+            "HTTP requests answered, by what they asked for (kind) and status class (code).",
+        );
+        for (listener, stats) in listeners {
+            for (k, kind) in RequestKind::ALL.iter().enumerate() {
+                for (c, code) in CODES.iter().enumerate() {
+                    let n = stats.requests[k][c].load(Ordering::Relaxed);
+                    if n > 0 {
+                        m.sample(
+                            &[
+                                ("listener", listener),
+                                ("kind", kind.label()),
+                                ("code", code),
+                            ],
+                            n as f64,
+                        );
+                    }
+                }
+            }
+        }
+        m.family(
+            "ugc_http_response_bytes_total",
+            Kind::Counter,
+            "HTTP response body bytes sent, by what the requests asked for (kind).",
+        );
+        for (listener, stats) in listeners {
+            for (k, kind) in RequestKind::ALL.iter().enumerate() {
+                let n = stats.bytes[k].load(Ordering::Relaxed);
+                if n > 0 {
+                    m.sample(&[("listener", listener), ("kind", kind.label())], n as f64);
+                }
+            }
+        }
+    }
+
+    /// Requests of `kind` answered with a status of `class` (1..=5) so far.
+    pub fn requests(&self, kind: RequestKind, class: usize) -> u64 {
+        let k = RequestKind::ALL
+            .iter()
+            .position(|x| *x == kind)
+            .unwrap_or(0);
+        self.requests[k]
+            .get(class.wrapping_sub(1))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Response body bytes of requests of `kind` sent so far.
+    pub fn response_bytes(&self, kind: RequestKind) -> u64 {
+        let k = RequestKind::ALL
+            .iter()
+            .position(|x| *x == kind)
+            .unwrap_or(0);
+        self.bytes[k].load(Ordering::Relaxed)
+    }
+}
+
+/// A response body that counts the bytes it yields into a counter.
+struct Counted {
+    inner: axum::body::Body,
+    bytes: Arc<ServeStats>,
+    kind: usize,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes.bytes[self.kind].fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -288,19 +487,36 @@ pub(crate) async fn serve_connection<S>(
     app: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
     in_flight: Arc<AtomicUsize>,
-    stats: &ServeStats,
+    stats: &Arc<ServeStats>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let counts = stats.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         let answering = Answering::enter(&in_flight);
         let app = app.clone();
+        let kind = RequestKind::of(req.uri().path());
+        let kind = RequestKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        let stats = counts.clone();
         async move {
             let response = app.oneshot(req).await;
             drop(answering);
-            response
+            response.map(|r| {
+                let class = usize::from(r.status().as_u16() / 100).clamp(1, 5) - 1;
+                stats.requests[kind][class].fetch_add(1, Ordering::Relaxed);
+                r.map(|inner| {
+                    axum::body::Body::new(Counted {
+                        inner,
+                        bytes: stats,
+                        kind,
+                    })
+                })
+            })
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -506,5 +722,39 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_kinds_from_paths() {
+        use super::RequestKind::*;
+        let kind = super::RequestKind::of;
+        for (path, want) in [
+            ("/live/s/index.m3u8", Playlist),
+            ("/live/s/720p/mono.m3u8", Playlist),
+            ("/live/s/index-1700000000-60.m3u8", Playlist),
+            ("/live/s/seg-3-17.m4s", Segment),
+            ("/live/s/seg-3-17.ts", Segment),
+            ("/live/s/part-3-17.2.m4s", Part),
+            ("/live/s/360p/init-3-1.mp4", Init),
+            ("/live/s/dvr-s1-2.m4s", Dvr),
+            ("/live/s/archive-1700000000-60.mp4", Export),
+            ("/api/v1/streams", Api),
+            ("/relay/v1/s", Relay),
+            ("/live/s/qoe", Beacon),
+            ("/live/s/whip", Webrtc),
+            ("/live/s/whep/abc", Webrtc),
+            ("/metrics", Metrics),
+            ("/", Other),
+            ("/watch/s", Other),
+            ("/assets/player.js", Other),
+        ] {
+            assert_eq!(kind(path), want, "{path}");
+        }
+        let labels: std::collections::BTreeSet<_> =
+            super::RequestKind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels.len(), super::RequestKind::ALL.len());
     }
 }

@@ -360,6 +360,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
             ladders.write_metrics(&mut m, now);
             archive.write_metrics(&mut m);
+            ugc_dvr::live::PART_STATS.write_metrics(&mut m);
             ugc_proto::http::ServeStats::write_metrics(
                 &mut m,
                 &[("http", &http_stats), ("https", &https_stats)],

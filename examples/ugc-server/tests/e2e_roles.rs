@@ -1415,6 +1415,31 @@ fn prometheus_discovers_and_scrapes_every_node_from_the_registry() {
     // Every panel of the dashboards in deploy/grafana: its PromQL parses
     // and returns data here, and every metric it names has series.
     check_dashboards(prom, &node_ids);
+    // The origin counted those beacons by kind; the ladder its media time
+    // and each stage's busy time (its realtime factor is their ratio).
+    let first = |q: &str| {
+        prom_query(prom, q)
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+    };
+    let beacons =
+        first("sum(ugc_http_requests_total{role=\"origin\",kind=\"beacon\",code=\"2xx\"})");
+    assert!(beacons >= Some(12.0), "beacons by kind: {beacons:?}");
+    let media = first("sum(ugc_transcode_media_seconds_total{stream=\"live/prom\"})");
+    assert!(media > Some(1.0), "transcoded media time: {media:?}");
+    for stage in ["decode", "144p"] {
+        let busy = first(&format!(
+            "sum(ugc_transcode_busy_seconds_total{{stream=\"live/prom\",stage=\"{stage}\"}})"
+        ));
+        assert!(
+            busy > Some(0.0) && busy < media,
+            "{stage} busy {busy:?} of {media:?} media seconds"
+        );
+    }
+    eprintln!(
+        "relay pull lag series: {:?}",
+        prom_query(prom, "ugc_relay_lag_seconds")
+    );
     // The players stop: their last beacons end them at once.
     for v in 0..3 {
         let body = format!("sid=prom{v}&played_ms=500&end=1");

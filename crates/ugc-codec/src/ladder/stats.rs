@@ -27,6 +27,17 @@ pub struct LadderStats {
     pub pictures_encoded: AtomicU64,
     /// Output frames (all rungs, audio and video).
     pub frames_out: AtomicU64,
+    /// Media time the decoded source pictures cover, in microseconds (the
+    /// advance of their timestamps; jumps over 10 s are not counted). Its
+    /// rate is the ladder's speed: 1 while it keeps up with a live source.
+    pub media_us: AtomicU64,
+    /// Wall time the decode thread spent working (decoding, the logo,
+    /// handing pictures out; not waiting for input or for a rung), in
+    /// nanoseconds.
+    pub decode_busy_ns: AtomicU64,
+    /// Wall time each rung's thread spent scaling and encoding, by
+    /// rendition index, in nanoseconds (shared with the rung threads).
+    rung_busy_ns: Mutex<BTreeMap<usize, Arc<AtomicU64>>>,
 }
 
 /// A snapshot of [`LadderStats`].
@@ -44,6 +55,10 @@ pub struct LadderStatsSnapshot {
     pub pictures_encoded: u64,
     /// See [`LadderStats::frames_out`].
     pub frames_out: u64,
+    /// See [`LadderStats::media_us`].
+    pub media_us: u64,
+    /// See [`LadderStats::decode_busy_ns`].
+    pub decode_busy_ns: u64,
 }
 
 impl LadderStats {
@@ -57,7 +72,30 @@ impl LadderStats {
             decode_errors: l(&self.decode_errors),
             pictures_encoded: l(&self.pictures_encoded),
             frames_out: l(&self.frames_out),
+            media_us: l(&self.media_us),
+            decode_busy_ns: l(&self.decode_busy_ns),
         }
+    }
+
+    /// The busy-time counter of rendition `index`'s rung (the same one
+    /// across ladder restarts).
+    pub fn rung_busy(&self, index: usize) -> Arc<AtomicU64> {
+        self.rung_busy_ns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(index)
+            .or_default()
+            .clone()
+    }
+
+    /// Busy nanoseconds of every rung that ran, by rendition index.
+    pub fn rungs_busy(&self) -> BTreeMap<usize, u64> {
+        self.rung_busy_ns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(i, n)| (*i, n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -87,6 +125,9 @@ pub struct RenditionReport {
     pub video_frames: u64,
     /// Audio frames published to its Hub stream.
     pub audio_frames: u64,
+    /// Wall time its rung's thread spent scaling and encoding, in
+    /// nanoseconds ([`LadderStats::rung_busy`]).
+    pub busy_ns: u64,
 }
 
 /// Live counters of a ladder run (`transcode::run_ladder_with_stats`, feature
@@ -103,10 +144,18 @@ pub struct LadderRunStats {
 impl LadderRunStats {
     /// Reads every counter.
     pub fn report(&self) -> LadderReport {
+        let busy = self.ladder.rungs_busy();
         LadderReport {
             restarts: self.restarts.load(Ordering::Relaxed),
             stats: self.ladder.snapshot(),
-            renditions: self.lock().values().cloned().collect(),
+            renditions: self
+                .lock()
+                .iter()
+                .map(|(i, r)| RenditionReport {
+                    busy_ns: busy.get(i).copied().unwrap_or(0),
+                    ..r.clone()
+                })
+                .collect(),
         }
     }
 
@@ -240,10 +289,40 @@ impl LadderRegistry {
                 "Source packets the decoders rejected.",
                 |l| l.report.stats.decode_errors as f64,
             ),
+            Family::counter(
+                "ugc_transcode_media_seconds_total",
+                "Media time of the source pictures decoded; its rate is the ladder's speed (1 = real time).",
+                |l| l.report.stats.media_us as f64 / 1e6,
+            ),
         ];
         m.families(families, &ladders, |l| {
             vec![("stream", l.stream.to_string())]
         });
+        // Busy time per stage: the decode thread and each rendition's
+        // rung. rate(media) / rate(busy) is how many times faster than real
+        // time a stage works; the slowest stage's is the ladder's realtime
+        // factor (below 1 it cannot keep up and drops pictures).
+        type Busy<'a> = (&'a str, &'a str, u64);
+        let busy: Vec<Busy> = ladders
+            .iter()
+            .flat_map(|l| {
+                std::iter::once((l.stream.as_str(), "decode", l.report.stats.decode_busy_ns)).chain(
+                    l.report
+                        .renditions
+                        .iter()
+                        .map(|r| (l.stream.as_str(), r.name.as_str(), r.busy_ns)),
+                )
+            })
+            .collect();
+        m.families(
+            &[Family::counter(
+                "ugc_transcode_busy_seconds_total",
+                "Wall time a ladder stage's thread spent working: stage \"decode\" or a rendition's rung (scale and encode).",
+                |b: &Busy| b.2 as f64 / 1e9,
+            )],
+            &busy,
+            |&(stream, stage, _)| vec![("stream", stream.to_string()), ("stage", stage.to_string())],
+        );
         // One row per rendition and media kind.
         type Output<'a> = (&'a str, &'a str, &'static str, u64);
         let outputs: Vec<Output> = ladders
@@ -276,7 +355,8 @@ impl LadderRegistry {
     /// [`json_schema`](Self::json_schema) describes: stream (its name,
     /// without the app), profile, seconds running, restarts, the ladder's
     /// counters (drops are for all rungs alike, so they are per ladder) and
-    /// per rendition its size and frames out.
+    /// per rendition its size, frames out and busy time (milliseconds of
+    /// its thread's work; with `media_ms`, how near real time it runs).
     #[cfg(feature = "json")]
     pub fn json(&self, now: Instant) -> Vec<serde_json::Value> {
         self.rows(now)
@@ -293,6 +373,7 @@ impl LadderRegistry {
                             "height": r.height,
                             "video_frames_out": r.video_frames,
                             "audio_frames_out": r.audio_frames,
+                            "busy_ms": r.busy_ns / 1_000_000,
                         })
                     })
                     .collect();
@@ -308,6 +389,8 @@ impl LadderRegistry {
                     "input_dropped": s.input_dropped,
                     "pictures_dropped": s.pictures_dropped,
                     "decode_errors": s.decode_errors,
+                    "media_ms": s.media_us / 1000,
+                    "decode_busy_ms": s.decode_busy_ns / 1_000_000,
                     "renditions": renditions,
                 })
             })
@@ -323,12 +406,13 @@ impl LadderRegistry {
         let string = || json!({ "type": "string" });
         let rendition = json!({ "type": "object", "properties": {
             "name": string(), "width": int(), "height": int(),
-            "video_frames_out": int(), "audio_frames_out": int()
+            "video_frames_out": int(), "audio_frames_out": int(), "busy_ms": int()
         } });
         json!({ "type": "object", "properties": {
             "stream": string(), "profile": string(), "running_s": int(), "restarts": int(),
             "frames_in": int(), "frames_out": int(), "pictures_encoded": int(),
             "input_dropped": int(), "pictures_dropped": int(), "decode_errors": int(),
+            "media_ms": int(), "decode_busy_ms": int(),
             "renditions": { "type": "array", "items": rendition }
         } })
     }

@@ -427,6 +427,12 @@ struct Worker {
     ended: bool,
     /// When the event being handled was handed to the ladder.
     arrived: Instant,
+    /// Time spent waiting for a rung while handling the current event (not
+    /// work: subtracted from the busy time).
+    waited: Duration,
+    /// The previous decoded picture's pts, at the rungs' timescale (the
+    /// media-time counter's reference).
+    last_pts: Option<i64>,
 }
 
 /// The source video a ladder starts for: picture size, frame rate,
@@ -456,46 +462,64 @@ impl Worker {
             force_pending: false,
             ended: false,
             arrived: Instant::now(),
+            waited: Duration::ZERO,
+            last_pts: None,
         }
     }
 
     fn run(&mut self, input: Receiver<Input>) -> std::result::Result<(), String> {
         while let Ok(Input::Event(e, arrived)) = input.recv() {
             self.arrived = arrived;
-            match e {
-                MediaEvent::Tracks(t) => self.on_tracks(t)?,
-                MediaEvent::Frame(f) => self.on_frame(f)?,
-                MediaEvent::Discontinuity(r) => {
-                    // What the decoders still hold belongs before it.
-                    self.drain_decoders()?;
-                    self.next_key = None;
-                    // A new source (a backup, the slate): the Hub keeps the
-                    // timestamps continuous and the rungs' output keeps its
-                    // codec parameters, so the renditions go on with no
-                    // discontinuity (an IDR at the first new picture). A
-                    // restart of the rungs there lost the encoders' delayed
-                    // pictures or, restarted, the sound before the first
-                    // encoded picture: holes of 70-170 ms that hls.js in LL
-                    // mode stalls on. A jump in time (a reader that skipped,
-                    // a publisher's own jump) is passed on, after everything
-                    // before it.
-                    if self.started && !matches!(r, DiscontinuityReason::SourceChanged) {
-                        self.stop_rungs()?;
-                        self.out.send(MediaEvent::Discontinuity(r));
-                        if let Some(video) = self.started_with {
-                            self.start(video)?;
-                            self.next_key = None;
-                        }
-                    }
-                }
-                MediaEvent::End => {
-                    self.ended = true;
-                    break;
-                }
-                _ => {}
+            let began = Instant::now();
+            self.waited = Duration::ZERO;
+            let r = self.handle(e);
+            let busy = began.elapsed().saturating_sub(self.waited);
+            self.stats
+                .decode_busy_ns
+                .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+            if !r? {
+                break;
             }
         }
         Ok(())
+    }
+
+    /// Handles one input event; `false` at the end of the input.
+    fn handle(&mut self, e: MediaEvent) -> std::result::Result<bool, String> {
+        match e {
+            MediaEvent::Tracks(t) => self.on_tracks(t)?,
+            MediaEvent::Frame(f) => self.on_frame(f)?,
+            MediaEvent::Discontinuity(r) => {
+                // What the decoders still hold belongs before it.
+                self.drain_decoders()?;
+                self.next_key = None;
+                self.last_pts = None;
+                // A new source (a backup, the slate): the Hub keeps the
+                // timestamps continuous and the rungs' output keeps its
+                // codec parameters, so the renditions go on with no
+                // discontinuity (an IDR at the first new picture). A
+                // restart of the rungs there lost the encoders' delayed
+                // pictures or, restarted, the sound before the first
+                // encoded picture: holes of 70-170 ms that hls.js in LL
+                // mode stalls on. A jump in time (a reader that skipped,
+                // a publisher's own jump) is passed on, after everything
+                // before it.
+                if self.started && !matches!(r, DiscontinuityReason::SourceChanged) {
+                    self.stop_rungs()?;
+                    self.out.send(MediaEvent::Discontinuity(r));
+                    if let Some(video) = self.started_with {
+                        self.start(video)?;
+                        self.next_key = None;
+                    }
+                }
+            }
+            MediaEvent::End => {
+                self.ended = true;
+                return Ok(false);
+            }
+            _ => {}
+        }
+        Ok(true)
     }
 
     /// Flushes decoders and rungs and announces the end.
@@ -807,6 +831,17 @@ impl Worker {
         if scale != d.info.timescale.get() && f.pts != ffi::AV_NOPTS_VALUE {
             f.set_pts(rescale(f.pts, d.info.timescale.get(), scale));
         }
+        // Media time: the pts's advance, up to a plausible step (a jump or
+        // a step back counts nothing).
+        if let Some(prev) = self.last_pts.replace(f.pts) {
+            let step = f.pts.saturating_sub(prev);
+            if step > 0 && step <= rescale(10, 1, scale) {
+                let us = rescale(step, scale, 1_000_000);
+                self.stats
+                    .media_us
+                    .fetch_add(u64::try_from(us).unwrap_or(0), Ordering::Relaxed);
+            }
+        }
         // Plan IDRs on source pictures so every rung has them at the same pts.
         let interval = rescale(i64::from(self.config.keyframe_interval_ms), 1000, scale).max(1);
         let mut force = std::mem::take(&mut self.force_pending);
@@ -832,6 +867,7 @@ impl Worker {
             .config
             .drop_when_behind
             .then(|| self.arrived + Duration::from_millis(u64::from(self.config.max_delay_ms)));
+        let waiting = Instant::now();
         while self
             .rungs
             .iter()
@@ -844,6 +880,7 @@ impl Worker {
         {
             std::thread::sleep(Duration::from_micros(300));
         }
+        self.waited += waiting.elapsed();
         if self
             .rungs
             .iter()
@@ -946,9 +983,10 @@ impl Worker {
             let pending = Arc::new(AtomicUsize::new(0));
             let index = rung.index();
             let p = pending.clone();
+            let busy = self.stats.rung_busy(index);
             let thread = std::thread::Builder::new()
                 .name(format!("ugc-ladder-{index}"))
-                .spawn(move || rung.run(rx, p))
+                .spawn(move || rung.run(rx, p, &busy))
                 .map_err(|e| format!("spawning a rung thread: {e}"))?;
             self.rungs.push(RungHandle {
                 index,

@@ -1,7 +1,7 @@
 //! One rung: scaler + x264 encoder + AAC encoder on its own thread.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 
 use bytes::Bytes;
@@ -401,8 +401,15 @@ impl Rung {
         v
     }
 
-    pub(crate) fn run(mut self, jobs: Receiver<Job>, pending: Arc<AtomicUsize>) -> R<()> {
+    pub(crate) fn run(
+        mut self,
+        jobs: Receiver<Job>,
+        pending: Arc<AtomicUsize>,
+        busy: &AtomicU64,
+    ) -> R<()> {
         while let Ok(job) = jobs.recv() {
+            let began = std::time::Instant::now();
+            let _count = BusyTime(began, busy);
             match job {
                 Job::Video { frame, force_key } => {
                     let r = self.encode_video(&frame, force_key);
@@ -659,5 +666,15 @@ impl Rung {
             self.drain_audio()?;
         }
         Ok(())
+    }
+}
+
+/// Adds the time since its start to a busy-time counter when dropped.
+struct BusyTime<'a>(std::time::Instant, &'a AtomicU64);
+
+impl Drop for BusyTime<'_> {
+    fn drop(&mut self) {
+        self.1
+            .fetch_add(self.0.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 }

@@ -188,6 +188,11 @@ pub struct ArchiveStats {
     pub segments_imported: AtomicU64,
     /// Recordings deleted on request ([`Archive::delete_recording`]).
     pub recordings_deleted: AtomicU64,
+    /// Segments and init segments queued for the writer thread, not
+    /// written yet (a gauge: the disk keeping up, or not).
+    pub write_queue: AtomicU64,
+    /// Segment bytes written to the local disk.
+    pub bytes_written: AtomicU64,
 }
 
 /// The recording state of one stream and rendition.

@@ -77,6 +77,11 @@ impl Recorder {
     fn send(&mut self, job: Job) -> bool {
         match self.archive.inner.tx.try_send(job) {
             Ok(()) => {
+                self.archive
+                    .inner
+                    .stats
+                    .write_queue
+                    .fetch_add(1, Ordering::Relaxed);
                 self.warned_full = false;
                 true
             }

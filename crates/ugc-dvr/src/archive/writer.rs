@@ -98,6 +98,15 @@ pub(super) fn writer_loop(inner: std::sync::Weak<Inner>, rx: Receiver<Job>) {
 
 impl Writer {
     fn handle(&mut self, archive: &Archive, job: Job) {
+        if matches!(job, Job::Init { .. } | Job::Segment { .. }) {
+            // Saturating: a job queued by an older archive handle is never
+            // counted twice, but never below zero either.
+            let _ = archive.inner.stats.write_queue.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |n| Some(n.saturating_sub(1)),
+            );
+        }
         match job {
             Job::Init { key, session, init } => {
                 let tw = self.tracks.entry(key.clone()).or_default();
@@ -242,6 +251,11 @@ fn write_segment(
     let pieces: Vec<&[u8]> = seg.data.pieces().iter().map(|p| &p[..]).collect();
     write_atomic(&archive.dir(key), &name.file_name(), &pieces)?;
     let size = seg.data.len() as u64;
+    archive
+        .inner
+        .stats
+        .bytes_written
+        .fetch_add(size, Ordering::Relaxed);
     write(&archive.inner.index)
         .entry(key.clone())
         .or_default()

@@ -121,6 +121,9 @@ impl Uploader {
                 .await;
             match res {
                 Ok(part) => {
+                    self.stats
+                        .bytes_uploaded
+                        .fetch_add(end - start, Ordering::Relaxed);
                     job.parts.push(part.content_id);
                     save_job(&dir, name, &job)?;
                     self.set_running(Some((name.to_owned(), sent(job.parts.len()), total)));

@@ -90,6 +90,11 @@ pub struct UploadStats {
     pub aborted: AtomicU64,
     /// Objects deleted: recordings past their depth.
     pub deleted: AtomicU64,
+    /// Sessions waiting for their upload or being uploaded (a gauge, from
+    /// the queue's job files).
+    pub queued: AtomicU64,
+    /// Bytes of parts and objects the store accepted.
+    pub bytes_uploaded: AtomicU64,
 }
 
 /// Moves finished sessions to the object store; see the [module docs](super).
@@ -231,7 +236,9 @@ impl Uploader {
             part_size: self.config.part_size.max(5 << 20),
             sha256: None,
         };
-        save_job(&dir, &name, &job)
+        save_job(&dir, &name, &job)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Queues every local session that is not being recorded and has no
@@ -258,10 +265,11 @@ impl Uploader {
             }
             let next = {
                 let dir = queue_dir(&self.archive);
-                tokio::task::spawn_blocking(move || next_job(&dir))
+                let (next, queued) = tokio::task::spawn_blocking(move || next_job(&dir))
                     .await
-                    .ok()
-                    .flatten()
+                    .unwrap_or((None, 0));
+                self.stats.queued.store(queued, Ordering::Relaxed);
+                next
             };
             match next {
                 Some(name) => {
@@ -322,10 +330,15 @@ pub(super) fn load_job(path: &Path) -> io::Result<Job> {
     serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// The oldest job file (by session, the last `_` field).
-fn next_job(dir: &Path) -> Option<String> {
+/// The oldest job file (by session, the last `_` field), and how many
+/// there are.
+fn next_job(dir: &Path) -> (Option<String>, u64) {
     let mut best: Option<(i64, String)> = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
+    let mut jobs = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (None, 0);
+    };
+    for e in entries.flatten() {
         let Ok(name) = e.file_name().into_string() else {
             continue;
         };
@@ -337,9 +350,10 @@ fn next_job(dir: &Path) -> Option<String> {
             .next()
             .and_then(|s| s.parse::<i64>().ok())
             .unwrap_or(i64::MAX);
+        jobs += 1;
         if best.as_ref().is_none_or(|(s, _)| session < *s) {
             best = Some((session, name));
         }
     }
-    best.map(|b| b.1)
+    (best.map(|b| b.1), jobs)
 }

@@ -89,6 +89,9 @@ pub struct RelayPushStats {
     /// Frames dropped: a full queue, a reconnect wait, or waiting for a
     /// keyframe after either.
     pub dropped_frames: AtomicU64,
+    /// The longest a chunk waited in a push queue before its request took
+    /// it, recently (seconds): how far a push lags its source.
+    pub queue_wait: std::sync::Mutex<ugc_core::metrics::RecentMax>,
 }
 
 impl RelayPushStats {
@@ -116,6 +119,24 @@ impl RelayPushStats {
             m.family(name, Kind::Counter, help)
                 .sample(&[], v.load(Ordering::Relaxed) as f64);
         }
+        let wait = self
+            .queue_wait
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(Instant::now());
+        m.family(
+            "ugc_relay_push_lag_seconds",
+            Kind::Gauge,
+            "The longest a relay push's bytes waited in its queue before they went out (all pushes of the node), the largest in the last 10-20 s.",
+        )
+        .sample(&[], wait);
+    }
+
+    fn waited(&self, since: Instant) {
+        self.queue_wait
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(since.elapsed().as_secs_f64(), Instant::now());
     }
 }
 
@@ -152,7 +173,8 @@ impl PushConfig {
 }
 
 struct Conn {
-    tx: mpsc::Sender<Bytes>,
+    /// Chunks with when they were queued.
+    tx: mpsc::Sender<(Bytes, Instant)>,
     task: JoinHandle<std::result::Result<u16, String>>,
     writer: RelayWriter,
 }
@@ -163,7 +185,7 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 /// `first` and what else the queue gives within `batch` of it (up to
 /// [`MAX_BATCH_BYTES`]) as one chunk: one write and one wake-up of the
 /// receiver for the lot. Waits at most `batch`; zero gives `first` alone.
-async fn gather(rx: &mut mpsc::Receiver<Bytes>, first: Bytes, batch: Duration) -> Bytes {
+async fn gather(rx: &mut mpsc::Receiver<(Bytes, Instant)>, first: Bytes, batch: Duration) -> Bytes {
     if batch.is_zero() {
         return first;
     }
@@ -172,7 +194,7 @@ async fn gather(rx: &mut mpsc::Receiver<Bytes>, first: Bytes, batch: Duration) -
     let mut parts = vec![first];
     while len < MAX_BATCH_BYTES {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(b)) => {
+            Ok(Some((b, _))) => {
                 len += b.len();
                 parts.push(b);
             }
@@ -258,11 +280,16 @@ impl RelayPusher {
     }
 
     fn connect(&mut self) {
-        let (tx, rx) = mpsc::channel::<Bytes>(self.config.queue.max(4));
+        let (tx, rx) = mpsc::channel::<(Bytes, Instant)>(self.config.queue.max(4));
         let batch = self.config.batch;
-        let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
-            let first = rx.recv().await?;
-            Some((Ok(Frame::data(gather(&mut rx, first, batch).await)), rx))
+        let stats = self.config.stats.clone();
+        let stream = futures_util::stream::unfold(rx, move |mut rx| {
+            let stats = stats.clone();
+            async move {
+                let (first, queued) = rx.recv().await?;
+                stats.waited(queued);
+                Some((Ok(Frame::data(gather(&mut rx, first, batch).await)), rx))
+            }
         });
         let body: PushBody = StreamBody::new(Box::pin(stream));
         let req = hyper::Request::post(&self.url)
@@ -312,9 +339,10 @@ impl RelayPusher {
         if conn.tx.capacity() < chunks.len() {
             return false;
         }
+        let now = Instant::now();
         for c in chunks {
             let n = c.len() as u64;
-            if conn.tx.try_send(c).is_err() {
+            if conn.tx.try_send((c, now)).is_err() {
                 return false;
             }
             self.config.stats.bytes_out.fetch_add(n, Ordering::Relaxed);

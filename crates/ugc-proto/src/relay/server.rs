@@ -37,7 +37,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
-use ugc_core::metrics::{Exposition, Kind};
+use ugc_core::metrics::{Exposition, Kind, RecentMax};
 use ugc_core::{
     DEFAULT_APP, DiscontinuityReason, Hub, HubPublisher, HubReader, MediaEvent, Sink, SourceRole,
     StreamPath,
@@ -131,6 +131,9 @@ struct Shared {
     generation: AtomicU64,
     /// The Hub stream ended (the window holds its end); kept for resumes.
     ended: AtomicBool,
+    /// The largest lag of a connection about to send (media time behind
+    /// the newest frame), recently: `ugc_relay_lag_seconds`.
+    lag: Mutex<RecentMax>,
 }
 
 impl Shared {
@@ -257,6 +260,24 @@ impl RelayServer {
             m.family(name, Kind::Counter, help)
                 .sample(&[], v.load(Ordering::Relaxed) as f64);
         }
+        let now = Instant::now();
+        let lags: Vec<(String, f64)> = self
+            .inner
+            .registry()
+            .iter()
+            .map(|(path, s)| {
+                let lag = s.lag.lock().unwrap_or_else(|p| p.into_inner()).get(now);
+                (path.to_string(), lag)
+            })
+            .collect();
+        let family = m.family(
+            "ugc_relay_lag_seconds",
+            Kind::Gauge,
+            "How far the slowest relay connection of a stream was behind its newest frame (media time) when it sent, the largest in the last 10-20 s.",
+        );
+        for (stream, lag) in lags {
+            family.sample(&[("stream", &stream)], lag);
+        }
     }
 }
 
@@ -298,6 +319,7 @@ impl Inner {
             idle_since: Mutex::new(Instant::now()),
             generation: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            lag: Mutex::new(RecentMax::new(LAG_PERIOD)),
         });
         reg.insert(path.clone(), shared.clone());
         tokio::spawn(feed(self.clone(), path.clone(), shared.clone(), reader));
@@ -652,6 +674,9 @@ impl std::error::Error for Abort {}
 /// Events written per lock of the window.
 const BATCH: usize = 64;
 
+/// A lag peak stays in `ugc_relay_lag_seconds` for 10-20 s.
+const LAG_PERIOD: Duration = Duration::from_secs(10);
+
 impl Conn {
     fn begin(&mut self, hello: &Hello, start: Start) -> crate::Result<()> {
         self.writer.hello(hello)?;
@@ -743,6 +768,13 @@ impl Conn {
                 },
                 Pos::At(p) => match w.get(p) {
                     Next::Event(seq, ev) => {
+                        if !wrote && let Some(lag) = w.behind(seq) {
+                            shared
+                                .lag
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .record(lag.as_secs_f64(), Instant::now());
+                        }
                         self.writer.event(Some(seq), ev)?;
                         self.pos = Pos::At(seq + 1);
                         wrote = true;

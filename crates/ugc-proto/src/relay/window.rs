@@ -250,6 +250,16 @@ impl RelayWindow {
         self.entries.get(i).and_then(|e| e.tracks.clone())
     }
 
+    /// How far event `seq` is behind the newest frame pushed, in media
+    /// time (a connection about to send it lags that much); `None` outside
+    /// the window or before any frame.
+    pub fn behind(&self, seq: u64) -> Option<Duration> {
+        let i = usize::try_from(seq.checked_sub(self.front_seq())?).ok()?;
+        let at = self.entries.get(i)?.time?;
+        let lag = self.newest?.saturating_sub(at).as_micros();
+        Some(Duration::from_micros(u64::try_from(lag).unwrap_or(0)))
+    }
+
     /// The event at position `seq`.
     pub fn get(&self, seq: u64) -> Next<'_> {
         if seq < self.front_seq() {
@@ -301,6 +311,11 @@ mod tests {
             w.push(video(i * 100, i % 5 == 0));
         }
         // seq 0 tracks, 1..=10 frames; keyframes at 1 and 6.
+        // The first frame is 900 ms behind the newest, the newest 0.
+        assert_eq!(w.behind(1), Some(Duration::from_millis(900)));
+        assert_eq!(w.behind(6), Some(Duration::from_millis(400)));
+        assert_eq!(w.behind(10), Some(Duration::ZERO));
+        assert_eq!((w.behind(0), w.behind(11)), (None, None));
         assert_eq!(
             w.start(Some((9, 4))),
             Start::Resume {
