@@ -208,6 +208,23 @@ async fn post_plan(
         Some(x) if x.is_finite() && (0.0..=max).contains(&x) => Ok(x),
         Some(_) => Err(bad(&format!("{what} must be a number from 0 to {max}"))),
     };
+    /// A count of the request: the default when absent, 400 out of range
+    /// (never silently clamped: the plan would answer another question).
+    fn count<T: PartialOrd + Copy + std::fmt::Display>(
+        v: Option<T>,
+        default: T,
+        (min, max): (T, T),
+        what: &str,
+    ) -> Result<T, ApiError> {
+        match v {
+            None => Ok(default),
+            Some(x) if x >= min && x <= max => Ok(x),
+            Some(_) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{what} must be a whole number from {min} to {max}"),
+            )),
+        }
+    }
     let g = ugc_core::plan::guide_example();
     let ladder = match r.ladder {
         None => g.ladder.clone(),
@@ -259,7 +276,7 @@ async fn post_plan(
         )?,
     };
     let input = ugc_core::plan::PlanInput {
-        streams: r.streams.unwrap_or(g.streams).min(1_000_000),
+        streams: count(r.streams, g.streams, (0, 1_000_000), "streams")?,
         input_video_kbps: num(
             r.input_video_kbps,
             g.input_video_kbps,
@@ -273,12 +290,12 @@ async fn post_plan(
             "input_audio_kbps",
         )?,
         ladder,
-        viewers: r.viewers.unwrap_or(g.viewers).min(10_000_000_000),
+        viewers: count(r.viewers, g.viewers, (0, 10_000_000_000), "viewers")?,
         viewer_rung,
         cdn_share: num(r.cdn_share, g.cdn_share, 1.0, "cdn_share")?,
-        origins: r.origins.unwrap_or(g.origins).clamp(1, 1000),
+        origins: count(r.origins, g.origins, (1, 1000), "origins")?,
         dvr_hours: num(r.dvr_hours, g.dvr_hours, 100_000.0, "dvr_hours")?,
-        dvr_streams: r.dvr_streams.unwrap_or(g.dvr_streams).min(1_000_000),
+        dvr_streams: count(r.dvr_streams, g.dvr_streams, (0, 1_000_000), "dvr_streams")?,
         capacity: Some(capacity),
     };
     let p = ugc_core::plan::plan(&input);

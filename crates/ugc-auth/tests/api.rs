@@ -774,6 +774,12 @@ async fn suite(db: Db) {
         json!({"viewer_rung": "4k"}),
         json!({"ladder": [{"name": "", "video_kbps": 1, "audio_kbps": 1}]}),
         json!({"nonsense": 1}),
+        // Out of range counts are refused, not clamped into another plan.
+        json!({"origins": 0}),
+        json!({"origins": 1001}),
+        json!({"streams": 1_000_001}),
+        json!({"viewers": 10_000_000_001u64}),
+        json!({"dvr_streams": 2_000_000}),
     ] {
         let (s, e) = api.call("POST", "/plan", a, bad.clone()).await;
         assert_eq!(s, 400, "{bad}: {e}");
