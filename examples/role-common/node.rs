@@ -57,6 +57,21 @@ pub fn node_id(
     Ok(id)
 }
 
+/// The id [`spawn_heartbeat`] registers this node under, known before it
+/// runs (a node that names its objects after itself).
+pub fn own_id(
+    flags: &NodeFlags,
+    data: Option<&std::path::Path>,
+    role: NodeRole,
+    http_port: u16,
+) -> anyhow::Result<String> {
+    let host = flags
+        .public_host
+        .clone()
+        .unwrap_or_else(PublicUrls::guess_host);
+    node_id(flags, data, role, &host, http_port)
+}
+
 /// Where the node listens, as the registry shows it.
 pub struct Listening {
     pub http: SocketAddr,
@@ -97,7 +112,7 @@ pub fn spawn_heartbeat(
         http_base: None,
         rtmps_port: at.rtmps.map(|a| a.port()),
     };
-    let id = node_id(flags, data, role, &host, at.http.port())?;
+    let id = own_id(flags, data, role, at.http.port())?;
     let template = NodeBeat {
         id,
         role,

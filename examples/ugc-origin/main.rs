@@ -55,6 +55,13 @@ use ugc_dvr::config::DvrSection;
 use ugc_dvr::{HlsTiming, LiveRegistry};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 
+/// The configuration file: the `[dvr]` table only.
+#[derive(Debug, serde::Deserialize)]
+struct File {
+    #[serde(default)]
+    dvr: DvrSection,
+}
+
 /// An origin node: relay in, DVR, HLS/LL-HLS out.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -74,9 +81,18 @@ struct Flags {
     /// LL-HLS part target in milliseconds (0: classic HLS).
     #[arg(long, env = "UGC_PART_MS")]
     part_ms: Option<u32>,
-    /// DVR depth (hours) of streams whose own `dvr_hours` is 0.
+    /// DVR depth (hours) of streams whose own `dvr_hours` is 0 (over the
+    /// file's `dvr.hours`).
     #[arg(long, env = "UGC_DVR_HOURS")]
     dvr_hours: Option<u32>,
+    /// A TOML file whose `[dvr]` table sets the archive as in ugc-server's
+    /// configuration: size bound, rewind, per-stream overrides and the S3
+    /// tier (`[dvr.s3]`: ended events move to the bucket, read back through
+    /// a local cache). Other tables are ignored. Without a `prefix` the
+    /// origin's objects go below `ugc/<node id>/`, so that origins sharing
+    /// a bucket never write each other's keys.
+    #[arg(long, env = "UGC_CONFIG")]
+    config: Option<PathBuf>,
     /// Proxies (addresses or CIDR nets, comma-separated: the CDN edge)
     /// whose `X-Forwarded-For` names the viewer (for IP-bound play tokens),
     /// and which the per-address connection cap does not apply to.
@@ -207,13 +223,39 @@ async fn main() -> anyhow::Result<()> {
         part_ms: flags.part_ms.unwrap_or(d.part_ms),
         ..d
     };
-    let dvr = DvrSection {
-        hours: flags.dvr_hours,
-        ..DvrSection::default()
+    // Bound first: the node's id (the S3 prefix) needs the HTTP port.
+    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let mut section = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<File>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+                .dvr
+        }
+        None => DvrSection::default(),
+    };
+    section.hours = flags.dvr_hours.or(section.hours);
+    if let Some(s3) = section.s3.as_mut()
+        && s3.prefix.is_none()
+    {
+        let id = node::own_id(
+            &flags.node,
+            Some(&flags.data),
+            NodeRole::Origin,
+            http.local_addr()?.port(),
+        )?;
+        s3.prefix = Some(format!("ugc/{id}/"));
     }
-    .resolve(&flags.data.canonicalize()?);
+    let dvr = section.resolve(&flags.data.canonicalize()?);
     let rewind = dvr.policy.rewind();
-    let archive = dvr.open(lookup::dvr_hours(settings.clone()))?.archive;
+    let opened = dvr
+        .open(lookup::dvr_hours(settings.clone()))
+        .context("opening the DVR archive")?;
+    let (archive, uploader) = (opened.archive, opened.uploader);
+    if let Some(u) = &uploader {
+        tokio::spawn(u.clone().run());
+    }
     tokio::spawn(ugc_dvr::policy::sweep_on_changes(
         archive.clone(),
         settings.subscribe_changes(),
@@ -299,11 +341,15 @@ async fn main() -> anyhow::Result<()> {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
         let http_stats = http_stats.clone();
         let (whep, sync, qoe) = (whep.clone(), sync.clone(), qoe.clone());
+        let uploader = uploader.clone();
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
             ugc_core::metrics::write_process(&mut m);
             archive.write_metrics(&mut m);
+            if let Some(u) = &uploader {
+                u.write_metrics(&mut m);
+            }
             ugc_dvr::live::PART_STATS.write_metrics(&mut m);
             ugc_proto::http::ServeStats::write_metrics(&mut m, &[("http", &http_stats)]);
             relay.write_metrics(&mut m);
@@ -338,7 +384,6 @@ async fn main() -> anyhow::Result<()> {
         info!(dir = %dir.display(), "viewer page at /watch/<stream>");
         app = app.merge(ugc_auth::web::viewer_router(dir));
     }
-    let http = tokio::net::TcpListener::bind(flags.http).await?;
     let served = relay.clone();
     let own_url = node::spawn_heartbeat(
         &flags.node,

@@ -2224,6 +2224,109 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
     assert_eq!(list(ADMIN_TOKEN).1["recordings"], serde_json::json!([]));
 }
 
+/// The origin's S3 tier (#20): `--config` with a `[dvr.s3]` table and no
+/// prefix, against s3s-fs (a real S3 server). The ended event moves to the
+/// bucket below `ugc/<node id>/` (so origins sharing a bucket never write
+/// each other's keys), its local files go once the object is verified, and
+/// the origin serves its MP4 download from the bucket through its cache;
+/// `/metrics` counts the upload.
+#[test]
+fn an_origin_moves_an_ended_event_to_s3_and_plays_it_from_there() {
+    let s3root = TempDir::new("s3");
+    let s3port = free_port();
+    let _s3 = S3Fs::start(s3root.path(), s3port);
+    let cfg_dir = TempDir::new("origin-cfg");
+    let cfg = cfg_dir.path().join("origin.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nignored = true\n[dvr]\nhours = 1\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{s3port}\"\n\
+             bucket = \"dvr\"\naccess_key_id = \"e2eaccess\"\nsecret_access_key = \"e2esecret0123456789\"\n"
+        ),
+    )
+    .unwrap();
+    let control = Control::dedicated();
+    let key = control.create_stream(r#"{"name": "s3evt", "dvr_hours": 1}"#);
+    let origin_http = addr();
+    let (origin, origin_data) =
+        start_origin_with(&control, origin_http, &["--config", cfg.to_str().unwrap()]);
+    let grace = ["--publisher-grace-s".to_owned(), "1".to_owned()];
+    let (publish, rtmp) = start_publish_with(&control, None, &grace);
+    std::thread::sleep(Duration::from_secs(2));
+    let clip = test_clip(320, 240, 8, 400);
+    let mut ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
+    assert!(wait_until(Duration::from_secs(30), || !ffmpeg.running()).is_some());
+    // Ended, uploaded, verified: stored in S3 only.
+    let in_s3 = || {
+        let r = origin_recordings(origin_http, "s3evt");
+        !r.is_empty() && r.iter().all(|x| x["stored"] == "s3")
+    };
+    wait_until(Duration::from_secs(60), in_s3).unwrap_or_else(|| {
+        panic!(
+            "the event in S3: {:?}\n{}\n{}",
+            origin_recordings(origin_http, "s3evt"),
+            origin.log(),
+            publish.log()
+        )
+    });
+    // Below ugc/<node id>/ in the bucket.
+    let id = std::fs::read_to_string(origin_data.path().join("node-id")).unwrap();
+    let dir = s3root
+        .path()
+        .join("dvr/ugc")
+        .join(id.trim())
+        .join("live/s3evt");
+    let objects: Vec<_> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    assert_eq!(objects.len(), 1, "{dir:?}: {objects:?}");
+    // The download, read back from the bucket through the cache.
+    let r = http_send(
+        control.http,
+        "GET",
+        "/api/v1/streams/s3evt/recordings",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let download = v["recordings"][0]["download"].as_str().unwrap_or_default();
+    let path = download
+        .strip_prefix("http://")
+        .and_then(|u| u.split_once('/'))
+        .map(|(_, p)| format!("/{p}"))
+        .unwrap_or_else(|| panic!("a download URL: {v}"));
+    let mp4 = http_get(origin_http, &path);
+    assert_eq!(mp4.status, 200, "{path}: {}", origin.log());
+    assert_eq!(&mp4.body[4..8], b"ftyp");
+    assert!(mp4.body.len() > 100_000, "{} bytes", mp4.body.len());
+    let m = http_get(origin_http, "/metrics").text();
+    assert_eq!(
+        metric(&m, "ugc_dvr_s3_sessions_uploaded_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "ugc_dvr_s3_bytes_uploaded_total") > Some(100_000.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "ugc_dvr_s3_queue"), Some(0.0), "{m}");
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// A second publishing point (#15): with two publishing nodes the API
 /// sends the backup publisher to the other one. Its node stands by (its
 /// beat says so, and the main URL stays put) and pushes the stream as a

@@ -1129,3 +1129,47 @@ pub fn whip_send(
     s.read_to_end(&mut raw).expect("read http");
     parse_response(&raw)
 }
+
+/// `s3s-fs` (installed by `scripts/install-deps.sh s3`) on loopback.
+pub struct S3Fs(std::process::Child);
+
+impl S3Fs {
+    /// Serves the buckets of directory `root` (bucket `dvr` made) on
+    /// `port`, keys `e2eaccess` / `e2esecret0123456789`.
+    pub fn start(root: &Path, port: u16) -> S3Fs {
+        let home = std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        let bin = home.join(".cargo/bin/s3s-fs");
+        assert!(
+            bin.exists(),
+            "s3s-fs missing: run scripts/install-deps.sh s3"
+        );
+        std::fs::create_dir_all(root.join("dvr")).unwrap();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--access-key",
+                "e2eaccess",
+                "--secret-key",
+                "e2esecret0123456789",
+            ])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .expect("s3s-fs listens");
+        S3Fs(child)
+    }
+}
+
+impl Drop for S3Fs {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
