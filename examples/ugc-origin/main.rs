@@ -108,6 +108,11 @@ struct Flags {
     /// ugc-server's default) would split; `off`.
     #[arg(long, env = "UGC_VIEWER_COUNT", default_value = "beacons")]
     viewer_count: ugc_core::viewers::CountFrom,
+    /// Seconds between a playing viewer's QoE beacons, told to players in
+    /// each multivariant playlist (as ugc-server's flag).
+    #[arg(long, env = "UGC_QOE_INTERVAL_S", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(5..=300))]
+    qoe_interval_s: u64,
     /// Viewer sessions counted per stream and client address (an IPv6
     /// /64): one client inventing session ids adds at most this many.
     #[arg(long, env = "UGC_VIEWER_SESSIONS_PER_ADDRESS", default_value_t = 200,
@@ -272,13 +277,18 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let client_ip = ugc_auth::client_ip_from(trusted.clone());
+    let qoe_config = ugc_core::qoe::QoeConfig {
+        player_interval: Duration::from_secs(flags.qoe_interval_s),
+        ..ugc_core::qoe::QoeConfig::default()
+    };
     let (viewers, count_playlists) = flags.viewer_count.counter(ugc_core::viewers::ViewerConfig {
         max_sessions_per_address: flags.viewer_sessions_per_address as usize,
+        window: qoe_config.viewer_window(),
         ..ugc_core::viewers::ViewerConfig::default()
     });
     // Players' QoE beacons, which count viewers too.
     let qoe = Arc::new(ugc_core::qoe::QoeCollector::new(
-        ugc_core::qoe::QoeConfig::default(),
+        qoe_config,
         viewers.clone(),
     ));
     // WebRTC play (WHEP) of what this node has; nothing is published here.

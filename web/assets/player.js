@@ -7,10 +7,13 @@
 //   (hls.js asset not installed and no native HLS), 'error'.
 // Once it plays, it reports the viewer's experience to the origin (QoE
 // beacons: startup time, stalls, rendition switches, errors, latency;
-// ugc_core::qoe) every BEACON_MS and when it stops.
+// ugc_core::qoe) every BEACON_MS (or what the origin's multivariant
+// playlist says: #EXT-X-SESSION-DATA com.ugc.qoe-interval, in seconds) and
+// when it stops.
 
 const RETRY_MS = 3000;
-const BEACON_MS = 10000;
+const BEACON_MS = 20000;
+const INTERVAL_DATA_ID = 'com.ugc.qoe-interval';
 // hls.js reports every stall as a non-fatal error too: stalls are counted
 // as stalls, not errors.
 const STALL_DETAILS = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole']);
@@ -50,6 +53,7 @@ class QoeReporter {
     this.fatal = 0;
     this.hls = null;
     this.timer = 0;
+    this.interval = BEACON_MS;
     this.events = new AbortController();
     const on = (type, f) => video.addEventListener(type, f, { signal: this.events.signal });
     on('playing', () => this.playing());
@@ -74,6 +78,12 @@ class QoeReporter {
     if (!this.started) this.loadStart = performance.now();
     if (!hls) return;
     const Hls = window.Hls;
+    hls.on(Hls.Events.MANIFEST_LOADED, (_e, data) => {
+      // The origin's beacon interval (5-300 s), else the default.
+      const said = data.sessionData && data.sessionData[INTERVAL_DATA_ID];
+      const s = Number(said && said.VALUE);
+      if (Number.isFinite(s) && s >= 5 && s <= 300) this.every(s * 1000);
+    });
     hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
       // The origin's viewer session id in the variant URIs (vs), when it
       // counts playlist requests: one viewer, counted once by both.
@@ -103,10 +113,20 @@ class QoeReporter {
       this.started = true;
       this.startupMs = now - this.loadStart;
       this.send(false);
-      this.timer = setInterval(() => this.send(false), BEACON_MS);
+      this.timer = setInterval(() => this.send(false), this.interval);
     } else if (this.stallStart) {
       this.stalls.push(now - this.stallStart);
       this.stallStart = 0;
+    }
+  }
+
+  /** Beacons every `ms` from now on (the running timer too). */
+  every(ms) {
+    if (ms === this.interval) return;
+    this.interval = ms;
+    if (this.timer) {
+      clearInterval(this.timer);
+      this.timer = setInterval(() => this.send(false), ms);
     }
   }
 

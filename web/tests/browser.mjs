@@ -106,7 +106,7 @@ async function startServer() {
     SERVER_BIN,
     ['--data', join(tmp, 'data'), '--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`,
      '--public-host', '127.0.0.1', '--segment-ms', '1000', '--web', WEB,
-     '--whip-udp', '127.0.0.1:0', '--publisher-grace-s', '3'],
+     '--whip-udp', '127.0.0.1:0', '--publisher-grace-s', '3', '--qoe-interval-s', '5'],
     { cwd: tmp, env: { ...process.env, UGC_ADMIN_TOKEN: ADMIN, UGC_LOG: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.push(child);
@@ -278,6 +278,13 @@ async function main() {
       const n = await metric('ugc_stream_viewers', 'live/browser');
       return n >= 2 ? n : 0;
     });
+    // The players post every 5 s, as the multivariant playlist tells them
+    // (--qoe-interval-s 5; without it they would wait 20 s).
+    const beacons = await metric('ugc_qoe_beacons_total', 'live/browser');
+    const ticked = Date.now();
+    await until('the players\' periodic beacons every 5 s', 12000, async () =>
+      (await metric('ugc_qoe_beacons_total', 'live/browser')) >= beacons + 2);
+    step(`periodic beacons: +2 in ${Date.now() - ticked} ms (interval from the playlist's session data)`);
     await viewer.goto('about:blank');
     const left = Date.now();
     await until('the viewer who left to be counted no more', 8000, async () =>

@@ -223,13 +223,13 @@ fn count(value: &str, key: &'static str) -> Result<u32, BeaconError> {
 #[derive(Debug, Clone)]
 pub struct QoeConfig {
     /// Beacons per second one client address (IPv6: /64) may post on
-    /// average. A player posts one every 10 s, so the default 20 is about
-    /// 200 players behind one address (an office, a NAT).
+    /// average. A player posts one every 20 s by default, so the default
+    /// 20 is about 400 players behind one address (an office, a NAT).
     pub per_address_rate: f64,
     /// Beacons one address may post at once after a quiet time.
     pub per_address_burst: f64,
     /// Beacons per second taken from all clients together (the default
-    /// 5,000: 50,000 players at one beacon per 10 s).
+    /// 5,000: 100,000 players at one beacon per 20 s).
     pub total_rate: f64,
     /// Beacons taken at once from all clients together.
     pub total_burst: f64,
@@ -242,6 +242,43 @@ pub struct QoeConfig {
     /// A stream without a beacon for this long drops out of the figures
     /// (its counters start over if beacons come again).
     pub stream_idle: Duration,
+    /// How often a playing viewer posts a beacon. The origin tells players
+    /// in its multivariant playlists ([`SESSION_DATA_ID`]); the watch
+    /// page's player follows (its own default, when a playlist says
+    /// nothing, is the same 20 s). The trade: how fresh the figures and
+    /// the beacon viewer count are against the origin's CPU
+    /// (`benches/qoe-beacons.sh`, 1,000 viewers on this project's 2-core
+    /// VM: every 10 s about 1.5 % of a core, every 20 s about 0.75 %).
+    /// Between [`MIN_PLAYER_INTERVAL`] and [`MAX_PLAYER_INTERVAL`].
+    pub player_interval: Duration,
+}
+
+/// The `DATA-ID` of the `#EXT-X-SESSION-DATA` that carries
+/// [`QoeConfig::player_interval`] in seconds (RFC 8216 4.4.6.4; hls.js
+/// hands it to the player with the manifest).
+pub const SESSION_DATA_ID: &str = "com.ugc.qoe-interval";
+/// The shortest [`QoeConfig::player_interval`].
+pub const MIN_PLAYER_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest [`QoeConfig::player_interval`].
+pub const MAX_PLAYER_INTERVAL: Duration = Duration::from_secs(300);
+
+impl QoeConfig {
+    /// The `#EXT-X-SESSION-DATA` line (with its newline) that tells players
+    /// the beacon interval.
+    pub fn session_data(&self) -> String {
+        format!(
+            "#EXT-X-SESSION-DATA:DATA-ID=\"{SESSION_DATA_ID}\",VALUE=\"{}\"\n",
+            self.player_interval.as_secs()
+        )
+    }
+
+    /// How long a viewer counted from beacons stays counted without one:
+    /// 30 s (`ugc_stream_viewers`' window), or one and a half beacon
+    /// intervals when they are longer than 20 s, so that a viewer whose
+    /// beacon is a little late is not dropped between two.
+    pub fn viewer_window(&self) -> Duration {
+        Duration::from_secs(30).max(self.player_interval * 3 / 2)
+    }
 }
 
 impl Default for QoeConfig {
@@ -254,6 +291,7 @@ impl Default for QoeConfig {
             max_addresses: 100_000,
             max_streams: 10_000,
             stream_idle: Duration::from_secs(600),
+            player_interval: Duration::from_secs(20),
         }
     }
 }
@@ -581,7 +619,7 @@ impl QoeCollector {
         m.family(
             "ugc_qoe_beacons_total",
             Kind::Counter,
-            "Player beacons taken (one every 10 s per playing viewer, one when it stops).",
+            "Player beacons taken (one per beacon interval per playing viewer, one when it stops).",
         );
         for (name, s) in &rows {
             m.sample(&[("stream", name.as_str())], s.beacons as f64);
@@ -676,6 +714,21 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+    }
+
+    #[test]
+    fn the_player_interval_goes_to_players_and_widens_the_viewer_window() {
+        let c = QoeConfig::default();
+        assert_eq!(
+            c.session_data(),
+            "#EXT-X-SESSION-DATA:DATA-ID=\"com.ugc.qoe-interval\",VALUE=\"20\"\n"
+        );
+        assert_eq!(c.viewer_window(), Duration::from_secs(30));
+        let slow = QoeConfig {
+            player_interval: Duration::from_secs(60),
+            ..QoeConfig::default()
+        };
+        assert_eq!(slow.viewer_window(), Duration::from_secs(90));
     }
 
     #[test]

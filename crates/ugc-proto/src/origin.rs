@@ -88,6 +88,9 @@
 //! beacons too (POSTs are not cached). A beacon names its session: the
 //! request's play token, else the player's `sid` (the `vs` of its variant
 //! URIs when the origin counts playlists, so both count one viewer once).
+//! Its multivariant playlists then tell players how often to post one:
+//! `#EXT-X-SESSION-DATA:DATA-ID="com.ugc.qoe-interval",VALUE="<seconds>"`
+//! ([`ugc_core::qoe::QoeConfig::player_interval`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -595,6 +598,19 @@ async fn live_file<A: Authorizer>(
 /// hundred bytes at once).
 pub const BEACON_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A multivariant playlist with the beacon interval for players (the
+/// `#EXT-X-SESSION-DATA` of [`ugc_core::qoe::QoeConfig::session_data`])
+/// after its first line, when this origin takes beacons.
+fn with_qoe_interval(config: &OriginConfig, text: String) -> String {
+    let Some(qoe) = &config.qoe else {
+        return text;
+    };
+    match text.split_once('\n') {
+        Some((first, rest)) => format!("{first}\n{}{rest}", qoe.config().session_data()),
+        None => text,
+    }
+}
+
 /// `POST /<app>/<stream>/qoe`: a player's beacon (see the module doc,
 /// "Viewer experience").
 async fn beacon<A: Authorizer>(
@@ -745,7 +761,11 @@ async fn live_request<A: Authorizer>(
     }
     match (file, rendition) {
         (LiveFile::Multivariant, Some(_)) => error(StatusCode::NOT_FOUND),
-        (LiveFile::Multivariant, None) => match origin.registry.render_multivariant(&path) {
+        (LiveFile::Multivariant, None) => match origin
+            .registry
+            .render_multivariant(&path)
+            .map(|text| with_qoe_interval(&origin.config, text))
+        {
             Some(text) => match (&origin.config.viewers, &token) {
                 // A public stream's viewer: one session id for its variants.
                 (Some(viewers), None) => {

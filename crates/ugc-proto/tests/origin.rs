@@ -495,6 +495,26 @@ async fn qoe_beacons_are_taken_counted_refused_and_rate_limited() {
     assert_eq!(ok.status(), StatusCode::NO_CONTENT);
     assert_eq!(ok.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
     assert_eq!(ok.headers()[header::CACHE_CONTROL], "no-store");
+    // Players learn how often to post one from the multivariant playlist.
+    let res = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/live/demo/index.m3u8")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text =
+        String::from_utf8(to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(
+        text.starts_with(
+            "#EXTM3U\n#EXT-X-SESSION-DATA:DATA-ID=\"com.ugc.qoe-interval\",VALUE=\"20\"\n"
+        ),
+        "{text}"
+    );
     let status = |uri: &'static str, body: &'static str| {
         let f = post(uri, body);
         async move { f.await.status() }

@@ -124,15 +124,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(move |ip| proxies.is_trusted(ip))
     });
     cc.hub = Some(hub.clone());
+    let qoe_config = ugc_core::qoe::QoeConfig {
+        player_interval: config.qoe_interval,
+        ..ugc_core::qoe::QoeConfig::default()
+    };
     let (viewers, count_playlists) = config
         .viewer_count
         .counter(ugc_core::viewers::ViewerConfig {
             max_sessions_per_address: config.viewer_sessions_per_address,
+            window: qoe_config.viewer_window(),
             ..ugc_core::viewers::ViewerConfig::default()
         });
     // Players' QoE beacons, which count viewers too.
     let qoe = Arc::new(ugc_core::qoe::QoeCollector::new(
-        ugc_core::qoe::QoeConfig::default(),
+        qoe_config,
         viewers.clone(),
     ));
     cc.viewers = viewers.clone();
