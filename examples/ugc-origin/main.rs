@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../role-common/audio.rs"]
 mod audio;
+#[path = "../role-common/config_file.rs"]
+mod config_file;
 #[path = "../role-common/fallback.rs"]
 mod fallback;
 #[path = "../role-common/logging.rs"]
@@ -56,7 +58,7 @@ use ugc_dvr::{HlsTiming, LiveRegistry};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
 
 /// The configuration file: the `[dvr]` table only.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 struct File {
     #[serde(default)]
     dvr: DvrSection,
@@ -230,16 +232,7 @@ async fn main() -> anyhow::Result<()> {
     };
     // Bound first: the node's id (the S3 prefix) needs the HTTP port.
     let http = tokio::net::TcpListener::bind(flags.http).await?;
-    let mut section = match &flags.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<File>(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
-                .dvr
-        }
-        None => DvrSection::default(),
-    };
+    let mut section = config_file::load::<File>(flags.config.as_deref())?.dvr;
     section.hours = flags.dvr_hours.or(section.hours);
     if let Some(s3) = section.s3.as_mut()
         && s3.prefix.is_none()

@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+#[path = "../role-common/config_file.rs"]
+mod config_file;
 #[path = "../role-common/logging.rs"]
 mod logging;
 #[path = "../role-common/node.rs"]
@@ -94,7 +96,7 @@ struct Flags {
 }
 
 /// The configuration file: the `[transcode]` table only.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 struct File {
     #[serde(default)]
     transcode: TranscodeSection,
@@ -112,16 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
         .await
         .context("following the control plane's settings")?;
-    let mut section = match &flags.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<File>(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
-                .transcode
-        }
-        None => TranscodeSection::default(),
-    };
+    let mut section = config_file::load::<File>(flags.config.as_deref())?.transcode;
     section.default = flags.transcode_default.or(section.default);
     let ladders: LadderProfiles = section.load().context("transcode config")?;
     let profile_of = lookup::transcode_profile(settings.clone(), ladders.default.clone());
