@@ -544,6 +544,68 @@ async fn a_puller_that_stops_reading_skips_to_a_keyframe_and_never_slows_the_pub
     assert!(dts.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// `ugc_relay_lag_seconds`: a puller that stopped reading while 8 s of
+/// media arrived (the window holds it all) catches up from far behind, and
+/// the stream's lag gauge shows it; a scrape reads it without resetting.
+#[tokio::test]
+async fn a_lagging_puller_shows_in_the_lag_gauge() {
+    let p = pair(WindowConfig {
+        max_bytes: 64 << 20,
+        max_duration: Duration::from_secs(60),
+    })
+    .await;
+    let mut pub_a = p.hub_a.publish(&p.path);
+    pub_a.push(MediaEvent::Tracks(h264_aac())).unwrap();
+    let mut puller = RelayPuller::new(pull_config(p.addr, &p.path, TOKEN));
+    let frame = |i: i64| {
+        MediaEvent::Frame(Frame {
+            track: TrackId(1),
+            dts: i * 40,
+            pts: i * 40,
+            keyframe: i % 25 == 0,
+            data: payload(i as u64, 100_000),
+        })
+    };
+    pub_a.push(frame(0)).unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), puller.next_relay_event()).await;
+    assert!(first.is_ok());
+    // 8 s of media (20 MB, more than the socket buffers) while the puller
+    // reads nothing.
+    for i in 1..200 {
+        pub_a.push(frame(i)).unwrap();
+        tokio::task::yield_now().await;
+    }
+    let mut frames = 1;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while frames < 200 {
+            if let Some(MediaEvent::Frame(_)) = puller.next_relay_event().await.unwrap() {
+                frames += 1;
+            }
+        }
+    })
+    .await
+    .expect("every frame within 20 s");
+    let scrape = || {
+        let mut m = ugc_core::metrics::Exposition::new();
+        p.server.write_metrics(&mut m);
+        let text = m.finish();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ugc_relay_lag_seconds{stream=\"live/cam\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let lag = scrape();
+    assert!(lag.is_some_and(|l| (1.0..=8.0).contains(&l)), "lag {lag:?}");
+    eprintln!("lag gauge after catching up: {lag:?} s");
+    assert_eq!(scrape(), lag, "a scrape does not reset the gauge");
+    assert_eq!(
+        p.server
+            .stats()
+            .skips
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
 /// Hub A pushing `path` to a relay server over hub B, batching `batch`.
 struct PushPair {
     hub_a: Hub,
