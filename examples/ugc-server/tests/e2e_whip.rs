@@ -367,7 +367,9 @@ fn gstreamer_webrtcbin_connects_ice_and_its_rsa_dtls_is_refused_clearly() {
     let url = server.url("/whip/gst");
     let done = Command::new("/usr/bin/python3")
         .arg(&script)
-        .args(["--url", &url, "--key", &key, "--seconds", "5"])
+        // `--key=` keeps a key that begins with '-' (one in 64) a value
+        // for argparse rather than an unknown option.
+        .args(["--url", &url, &format!("--key={key}"), "--seconds", "5"])
         .stdin(Stdio::null())
         .output()
         .expect("python3 with GStreamer's introspection (install-deps)");
