@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh bench      # + nginx-rtmp, wrk (benchmark peers)
 #   scripts/install-deps.sh fuzz       # + cargo-fuzz
 #   scripts/install-deps.sh browser    # + chromium, node/npm, openssl (browser tests: panels, LL-HLS)
-#   scripts/install-deps.sh s3         # + s3s-fs (S3 server for the DVR's S3 tests)
+#   scripts/install-deps.sh s3         # + s3s-fs and garage (S3 servers for the DVR's S3 tests)
 set -euo pipefail
 
 want_bench=0; want_fuzz=0; want_browser=0; want_s3=0
@@ -69,6 +69,13 @@ if [ "$want_bench" = 1 ]; then
   need wrk wrk
 fi
 
+if [ "$want_s3" = 1 ] && ! garage --version >/dev/null 2>&1; then
+  # garage's build links these (feature system-libs).
+  for pkg in libsodium-dev libzstd-dev libsqlite3-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
+fi
+
 if [ "$want_browser" = 1 ]; then
   need chromium chromium
   need node nodejs
@@ -114,4 +121,10 @@ fi
 if [ "$want_s3" = 1 ] && ! s3s-fs --version >/dev/null 2>&1; then
   echo "installing s3s-fs 0.14.1 (a few minutes, once)"
   cargo install s3s-fs@0.14.1 --locked --features binary --quiet
+fi
+# garage: a distributed S3 store (AGPL; run as an external server, never
+# linked), the store several origins share in the DVR's shared-bucket test.
+if [ "$want_s3" = 1 ] && ! garage --version >/dev/null 2>&1; then
+  echo "installing garage 2.5.0 (about 10-15 minutes, once)"
+  cargo install garage@2.5.0 --locked --no-default-features --features sqlite,system-libs --quiet
 fi

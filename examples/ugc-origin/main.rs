@@ -92,7 +92,9 @@ struct Flags {
     /// tier (`[dvr.s3]`: ended events move to the bucket, read back through
     /// a local cache). Other tables are ignored. Without a `prefix` the
     /// origin's objects go below `ugc/<node id>/`, so that origins sharing
-    /// a bucket never write each other's keys.
+    /// a bucket never write each other's keys, and (unless `peers` says
+    /// otherwise) it reads what the other origins uploaded below `ugc/`,
+    /// so an event outlives the origin that recorded it.
     #[arg(long, env = "UGC_CONFIG")]
     config: Option<PathBuf>,
     /// Proxies (addresses or CIDR nets, comma-separated: the CDN edge)
@@ -244,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
             http.local_addr()?.port(),
         )?;
         s3.prefix = Some(format!("ugc/{id}/"));
+        s3.peers.get_or_insert_with(|| "ugc/".into());
     }
     let dvr = section.resolve(&flags.data.canonicalize()?);
     let rewind = dvr.policy.rewind();
@@ -408,7 +411,14 @@ async fn main() -> anyhow::Result<()> {
     )?;
     if let Some(sync) = sync {
         let (control, token) = (flags.control_url.clone(), token.clone());
+        let uploader = uploader.clone();
         tokio::spawn(async move {
+            // What the peers' objects in a shared bucket hold is read in,
+            // not copied (bounded: a store that does not answer).
+            if let Some(u) = &uploader {
+                let first = u.peers_read_once();
+                let _ = tokio::time::timeout(Duration::from_secs(15), first).await;
+            }
             let peers =
                 ugc_auth::node::Topology::follow(&control, &token, Duration::from_secs(2), |t| {
                     t.origins.clone()

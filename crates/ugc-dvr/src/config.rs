@@ -21,6 +21,8 @@
 //! access_key_id = "..."                # or env AWS_ACCESS_KEY_ID
 //! secret_access_key = "..."            # or env AWS_SECRET_ACCESS_KEY
 //! prefix = "ugc/"
+//! peers = "ugc/"                       # read other nodes' uploads below it
+//! peer_scan_s = 60
 //! part_mb = 8
 //! cache_dir = "/ssd/dvr-cache"         # default <data>/dvr-cache
 //! cache_gb = 100
@@ -75,6 +77,12 @@ pub struct S3Section {
     pub secret_access_key: Option<String>,
     /// Key prefix of every object (default `ugc/`).
     pub prefix: Option<String>,
+    /// Read the recordings other nodes uploaded below this prefix (their
+    /// own prefixes inside it: `ugc/` above each origin's `ugc/<node id>/`),
+    /// so a recording outlives the node that made it. Default: none.
+    pub peers: Option<String>,
+    /// Seconds between listings of the peers' uploads (default 60, 5-3600).
+    pub peer_scan_s: Option<u64>,
     /// Delete local files once an upload is verified (default true).
     pub delete_local: Option<bool>,
     /// Cache directory for ranges read back from S3 (default
@@ -208,6 +216,8 @@ impl DvrConfig {
             part_size: (s3.part_mb.unwrap_or(8).max(5) << 20) as usize,
             delete_local: s3.delete_local.unwrap_or(true),
             streams: Some(self.policy.s3_streams()),
+            peers: s3.peers.clone().filter(|p| !p.is_empty()),
+            peer_scan: std::time::Duration::from_secs(s3.peer_scan_s.unwrap_or(60).clamp(5, 3600)),
             ..crate::s3::UploadConfig::default()
         };
         let uploader = crate::s3::Uploader::new(archive.clone(), store, upload)

@@ -60,7 +60,8 @@ impl Archive {
 #[cfg(feature = "s3")]
 impl crate::s3::Uploader {
     /// The uploader's families: `ugc_dvr_s3_{sessions_uploaded,retries,
-    /// objects_deleted,aborted,bytes_uploaded}_total` and the gauge
+    /// objects_deleted,aborted,bytes_uploaded,peer_objects,peer_segments}_total`
+    /// and the gauge
     /// `ugc_dvr_s3_queue`, without labels.
     pub fn write_metrics(&self, m: &mut Exposition) {
         use crate::s3::UploadStats;
@@ -89,6 +90,16 @@ impl crate::s3::Uploader {
                 "ugc_dvr_s3_bytes_uploaded_total",
                 "Recording bytes the object store accepted (parts of multipart uploads).",
                 |u| u.bytes_uploaded.load(Relaxed) as f64,
+            ),
+            Family::counter(
+                "ugc_dvr_s3_peer_objects_total",
+                "Other nodes' recording objects in the shared bucket read into this archive's index.",
+                |u| u.peer_objects.load(Relaxed) as f64,
+            ),
+            Family::counter(
+                "ugc_dvr_s3_peer_segments_total",
+                "Segments of other nodes' recording objects read into this archive's index.",
+                |u| u.peer_segments.load(Relaxed) as f64,
             ),
             Family::gauge(
                 "ugc_dvr_s3_queue",

@@ -3,7 +3,8 @@
 //! Upload with the server gone for 60 s in the middle, integrity, no
 //! orphaned multipart uploads, read back through the cache (single fetch,
 //! LRU by size, TTL); the same over HTTPS (nginx terminating TLS with a
-//! private CA's certificate in front of s3s-fs).
+//! private CA's certificate in front of s3s-fs); two nodes sharing one
+//! bucket, on s3s-fs and on garage (a distributed S3 store).
 #![cfg(feature = "s3")]
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -103,6 +104,112 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// garage (a distributed S3 store; `scripts/install-deps.sh s3`) as one
+/// node on loopback, with bucket `dvr` and a key that may use it; killed
+/// on drop.
+struct Garage {
+    child: Child,
+    port: u16,
+}
+
+const GARAGE_KEY: &str = "GK0123456789abcdef01234567";
+const GARAGE_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+impl Garage {
+    fn start(dir: &Path) -> Garage {
+        let bin = std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cargo/bin/garage"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "garage not found: run scripts/install-deps.sh s3 (cargo install garage@2.5.0)"
+                )
+            });
+        std::fs::create_dir_all(dir).unwrap();
+        let (port, rpc) = (free_port(), free_port());
+        let conf = dir.join("garage.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{1}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{port}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n",
+                dir.display(),
+                "5".repeat(64)
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .arg("server")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+            .spawn()
+            .expect("start garage");
+        let garage = Garage { child, port };
+        let cli = |args: &[&str]| -> String {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let out = Command::new(&bin)
+                    .arg("-c")
+                    .arg(&conf)
+                    .args(args)
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    return String::from_utf8_lossy(&out.stdout).into_owned();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "garage {args:?}: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        let id = cli(&["node", "id", "-q"]);
+        let id = id.trim().split('@').next().unwrap().to_owned();
+        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
+        cli(&["layout", "apply", "--version", "1"]);
+        cli(&["key", "import", "--yes", GARAGE_KEY, GARAGE_SECRET]);
+        cli(&["bucket", "create", BUCKET]);
+        cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", GARAGE_KEY,
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "garage's S3 API did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        garage
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(
+            s3_store(&S3Settings {
+                endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
+                bucket: BUCKET.into(),
+                region: "garage".into(),
+                access_key_id: GARAGE_KEY.into(),
+                secret_access_key: GARAGE_SECRET.into(),
+                ca_file: None,
+            })
+            .unwrap(),
+        )
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -707,4 +814,186 @@ async fn uploads_and_reads_back_over_https_with_a_private_ca() {
     let back = archive.segment_file(&key, &segs[1].name).await.unwrap();
     assert!(std::fs::read(back).unwrap() == second);
     assert_eq!(cache.stats().fetches.load(Ordering::Relaxed), 1);
+}
+
+/// Two nodes writing below their own prefixes of one bucket (`ugc/a/`,
+/// `ugc/b/`) with `peers = "ugc/"`: each reads in what the other uploaded
+/// and it lacks (a hole in the same event, an event it never saw), plays
+/// it from the other's object through its own cache, byte for byte; a
+/// second listing adds nothing; retention never deletes the other's
+/// object, a recording deleted on request does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_bucket_read_each_others_recordings() {
+    let dir = Dir::new("peers");
+    let port = free_port();
+    let _server = S3Server::start(&dir.0.join("s3"), port);
+    two_nodes_share_a_bucket(&dir, &|| store(port)).await;
+}
+
+/// The same against garage, a distributed S3 store (one node here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_garage_bucket_read_each_others_recordings() {
+    let dir = Dir::new("garage");
+    let garage = Garage::start(&dir.0.join("garage"));
+    two_nodes_share_a_bucket(&dir, &|| garage.store()).await;
+}
+
+async fn two_nodes_share_a_bucket(dir: &Dir, store: &dyn Fn() -> Arc<dyn Store>) {
+    use object_store::ObjectStoreExt as _;
+    use std::sync::atomic::AtomicU32;
+    use ugc_dvr::archive::SegmentName;
+    let bucket = store();
+    let exists = |key: String| {
+        let bucket = bucket.clone();
+        async move {
+            let at = object_store::path::Path::from(key.as_str());
+            match bucket.head(&at).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => panic!("HEAD {key}: {e}"),
+            }
+        }
+    };
+    let depths = [Arc::new(AtomicU32::new(24)), Arc::new(AtomicU32::new(24))];
+    let node = |name: &str, d: Arc<AtomicU32>| {
+        let mut c = ArchiveConfig::new(dir.0.join(name), 0);
+        c.depth = Arc::new(move |_| d.load(Ordering::Relaxed));
+        let archive = Archive::open(c).unwrap();
+        let cache = S3Cache::new(
+            store(),
+            CacheConfig::new(dir.0.join(format!("{name}-cache"))),
+        );
+        archive.set_remote(Arc::new(cache.unwrap()));
+        let up = Uploader::new(
+            archive.clone(),
+            store(),
+            UploadConfig {
+                prefix: format!("ugc/{name}/"),
+                peers: Some("ugc/".into()),
+                peer_scan: Duration::from_secs(3600),
+                backoff_max: Duration::from_secs(1),
+                ..UploadConfig::default()
+            },
+        )
+        .unwrap();
+        (archive, up)
+    };
+    let (a, up_a) = node("a", depths[0].clone());
+    let (b, up_b) = node("b", depths[1].clone());
+    let key = TrackKey::source(&path("live/ev"));
+    let seg_bytes = |node: u8, session: i64, i: u64| {
+        let mut v = vec![node; 1500];
+        v[..8].copy_from_slice(&session.to_be_bytes());
+        v[8..16].copy_from_slice(&i.to_be_bytes());
+        v
+    };
+    // Event 1, 2 h ago: A records 20 s; B only its first 10 s (cut 300 ms
+    // later, its own session). Event 2, 30 min ago: only B.
+    let now = now_unix_ms();
+    let ev1_a = now - 2 * 3_600_000;
+    let ev1_b = ev1_a + 300;
+    let ev2_b = now - 1_800_000;
+    let record = |archive: &Archive, node: u8, session: i64, n: u64| {
+        archive
+            .import_init(&key, session, 0, format!("init of {node}").as_bytes())
+            .unwrap();
+        for i in 0..n {
+            let name = SegmentName {
+                pdt_ms: session + i as i64 * 2000,
+                duration_ms: 2000,
+                dts_ms: i as i64 * 2000,
+                session,
+                msn: i,
+                init: 0,
+                discontinuity: i == 0,
+            };
+            archive
+                .import_segment(&key, &name, &seg_bytes(node, session, i))
+                .unwrap();
+        }
+    };
+    record(&a, b'a', ev1_a, 10);
+    record(&b, b'b', ev1_b, 5);
+    record(&b, b'b', ev2_b, 5);
+    up_a.enqueue(&a, &key, ev1_a).unwrap();
+    up_b.enqueue(&b, &key, ev1_b).unwrap();
+    up_b.enqueue(&b, &key, ev2_b).unwrap();
+    let _ta = AbortOnDrop(tokio::spawn(up_a.clone().run()));
+    let _tb = AbortOnDrop(tokio::spawn(up_b.clone().run()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up_a.stats().uploaded.load(Ordering::Relaxed) < 1
+        || up_b.stats().uploaded.load(Ordering::Relaxed) < 2
+    {
+        assert!(Instant::now() < deadline, "uploads did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let object = |node: &str, s: i64| format!("ugc/{node}/live/ev/src/{s}.mp4");
+    assert!(exists(object("a", ev1_a)).await);
+    assert!(exists(object("b", ev2_b)).await);
+
+    // Each reads the other's listing.
+    assert_eq!(up_a.scan_peers().await.unwrap(), 1, "A reads B's event 2");
+    assert_eq!(up_b.scan_peers().await.unwrap(), 1, "B reads A's event 1");
+    let in_object = |s: &ugc_dvr::archive::ArchivedSegment, o: &str| matches!(&s.location, Location::Remote { object, .. } if &**object == o);
+    // B: its own first 10 s of event 1, A's last 10 s, all of event 2.
+    let b_ev1 = b.range(&key, ev1_a, ev1_a + 21_000);
+    assert_eq!(b_ev1.len(), 10, "{b_ev1:?}");
+    assert!(b_ev1[..5].iter().all(|s| s.name.session == ev1_b));
+    assert!(b_ev1[5..].iter().all(|s| in_object(s, &object("a", ev1_a))));
+    assert_eq!(b_ev1[5].name.msn, 5);
+    // A: event 1 its own, event 2 from B's object.
+    let a_ev2 = a.range(&key, ev2_b, ev2_b + 10_000);
+    assert_eq!(a_ev2.len(), 5);
+    assert!(a_ev2.iter().all(|s| in_object(s, &object("b", ev2_b))));
+    assert_eq!(a.range(&key, ev1_a, ev1_a + 21_000).len(), 10);
+    // Played from the other's object through the own cache, byte for byte.
+    for (archive, seg, node, session) in
+        [(&b, &b_ev1[7], b'a', ev1_a), (&a, &a_ev2[2], b'b', ev2_b)]
+    {
+        let file = archive.segment_file(&key, &seg.name).await.unwrap();
+        assert_eq!(
+            std::fs::read(file).unwrap(),
+            seg_bytes(node, session, seg.name.msn)
+        );
+    }
+    // Both are recordings there, stored in S3.
+    let recs = a.recordings(&path("live/ev"));
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(
+        recs.iter()
+            .all(|r| r.stored() == ugc_dvr::archive::Stored::Remote)
+    );
+    // A second listing adds nothing.
+    assert_eq!(up_a.scan_peers().await.unwrap(), 0);
+    assert_eq!(up_b.scan_peers().await.unwrap(), 0);
+    assert_eq!(up_a.stats().peer_objects.load(Ordering::Relaxed), 1);
+    assert_eq!(up_b.stats().peer_segments.load(Ordering::Relaxed), 5);
+
+    // B's depth 24 h -> 1 h: event 1 expires there. B deletes its own
+    // object of it, never A's.
+    depths[1].store(1, Ordering::Relaxed);
+    b.sweep();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(object("b", ev1_b)).await {
+        assert!(Instant::now() < deadline, "B's expired object stays");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(exists(object("a", ev1_a)).await, "B deleted A's object");
+    assert!(b.range(&key, ev1_a, ev1_a + 21_000).is_empty());
+    assert_eq!(b.range(&key, ev2_b, ev2_b + 10_000).len(), 5);
+    // A recording deleted on request on A goes from S3 too, though B
+    // wrote it.
+    a.delete_recording(&path("live/ev"), ev2_b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(object("b", ev2_b)).await {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted recording's object stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!exists(format!("{}.idx", object("b", ev2_b))).await);
+    assert!(exists(object("a", ev1_a)).await);
+    assert!(a.recordings(&path("live/ev")).len() == 1);
 }

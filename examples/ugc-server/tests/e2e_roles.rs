@@ -2225,13 +2225,18 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
 }
 
 /// The origin's S3 tier (#20): `--config` with a `[dvr.s3]` table and no
-/// prefix, against s3s-fs (a real S3 server). The ended event moves to the
-/// bucket below `ugc/<node id>/` (so origins sharing a bucket never write
-/// each other's keys), its local files go once the object is verified, and
-/// the origin serves its MP4 download from the bucket through its cache;
-/// `/metrics` counts the upload.
+/// prefix, against s3s-fs (a real S3 server). Origins sharing the bucket
+/// write below their own `ugc/<node id>/` and read the others' uploads
+/// (`peers`, ugc-origin's default `ugc/`). Origin A records event 1,
+/// which moves to the bucket (its local files go once the object is
+/// verified; `/metrics` counts the upload), and serves its MP4 download
+/// from there through its cache; then A dies. Origin B, started
+/// afterwards on an empty disk, serves event 1 from A's object (the
+/// control plane sends viewers there) byte for byte as A served it. B
+/// alone records event 2; A back on its disk serves event 2 from B's
+/// object, as B serves it.
 #[test]
-fn an_origin_moves_an_ended_event_to_s3_and_plays_it_from_there() {
+fn origins_sharing_a_bucket_serve_each_others_events() {
     let s3root = TempDir::new("s3");
     let s3port = free_port();
     let _s3 = S3Fs::start(s3root.path(), s3port);
@@ -2240,67 +2245,81 @@ fn an_origin_moves_an_ended_event_to_s3_and_plays_it_from_there() {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nignored = true\n[dvr]\nhours = 1\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{s3port}\"\n\
-             bucket = \"dvr\"\naccess_key_id = \"e2eaccess\"\nsecret_access_key = \"e2esecret0123456789\"\n"
+            "[dvr]\nhours = 1\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{s3port}\"\n\
+             bucket = \"dvr\"\naccess_key_id = \"e2eaccess\"\nsecret_access_key = \"e2esecret0123456789\"\n\
+             peer_scan_s = 5\n"
         ),
     )
     .unwrap();
+    let cfg = ["--config", cfg.to_str().unwrap()];
     let control = Control::dedicated();
-    let key = control.create_stream(r#"{"name": "s3evt", "dvr_hours": 1}"#);
-    let origin_http = addr();
-    let (origin, origin_data) =
-        start_origin_with(&control, origin_http, &["--config", cfg.to_str().unwrap()]);
+    let key = control.create_stream(r#"{"name": "shared", "dvr_hours": 1}"#);
+    let (a_http, b_http) = (addr(), addr());
+    let (a, a_data) = start_origin_with(&control, a_http, &cfg);
     let grace = ["--publisher-grace-s".to_owned(), "1".to_owned()];
     let (publish, rtmp) = start_publish_with(&control, None, &grace);
-    std::thread::sleep(Duration::from_secs(2));
     let clip = test_clip(320, 240, 8, 400);
-    let mut ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
-    assert!(wait_until(Duration::from_secs(30), || !ffmpeg.running()).is_some());
-    // Ended, uploaded, verified: stored in S3 only.
-    let in_s3 = || {
-        let r = origin_recordings(origin_http, "s3evt");
-        !r.is_empty() && r.iter().all(|x| x["stored"] == "s3")
+    let event = |origin: &Node, http: SocketAddr, n: usize| {
+        std::thread::sleep(Duration::from_secs(2));
+        let mut ffmpeg = publish_file(&clip, &format!("rtmp://{rtmp}/live/{key}"));
+        assert!(wait_until(Duration::from_secs(30), || !ffmpeg.running()).is_some());
+        let in_s3 = || {
+            let r = origin_recordings(http, "shared");
+            r.len() == n && r.iter().all(|x| x["stored"] == "s3")
+        };
+        wait_until(Duration::from_secs(60), in_s3).unwrap_or_else(|| {
+            panic!(
+                "event {n} in S3: {:?}\n{}\n{}",
+                origin_recordings(http, "shared"),
+                origin.log(),
+                publish.log()
+            )
+        });
     };
-    wait_until(Duration::from_secs(60), in_s3).unwrap_or_else(|| {
-        panic!(
-            "the event in S3: {:?}\n{}\n{}",
-            origin_recordings(origin_http, "s3evt"),
-            origin.log(),
-            publish.log()
-        )
-    });
-    // Below ugc/<node id>/ in the bucket.
-    let id = std::fs::read_to_string(origin_data.path().join("node-id")).unwrap();
-    let dir = s3root
-        .path()
-        .join("dvr/ugc")
-        .join(id.trim())
-        .join("live/s3evt");
-    let objects: Vec<_> = walk(&dir)
+    // The control plane's recordings, newest first: (id, download path).
+    let listed = || -> Vec<(i64, String, String)> {
+        let r = http_send(
+            control.http,
+            "GET",
+            "/api/v1/streams/shared/recordings",
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        v["recordings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| {
+                let (host, path) = x["download"]
+                    .as_str()?
+                    .strip_prefix("http://")?
+                    .split_once('/')?;
+                Some((x["id"].as_i64()?, host.to_owned(), format!("/{path}")))
+            })
+            .collect()
+    };
+    let download = |http: SocketAddr, path: &str, log: &str| {
+        let mp4 = http_get(http, path);
+        assert_eq!(mp4.status, 200, "{path}: {log}");
+        assert_eq!(&mp4.body[4..8], b"ftyp");
+        assert!(mp4.body.len() > 100_000, "{} bytes", mp4.body.len());
+        mp4.body
+    };
+
+    // Event 1: A records it and moves it to S3.
+    event(&a, a_http, 1);
+    let one = wait_for(Duration::from_secs(10), || listed().pop())
+        .unwrap_or_else(|| panic!("event 1 listed: {}", a.log()));
+    let from_a = download(a_http, &one.2, &a.log());
+    let a_id = std::fs::read_to_string(a_data.path().join("node-id")).unwrap();
+    let a_objects: Vec<_> = walk(&s3root.path().join("dvr/ugc").join(a_id.trim()))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
         .collect();
-    assert_eq!(objects.len(), 1, "{dir:?}: {objects:?}");
-    // The download, read back from the bucket through the cache.
-    let r = http_send(
-        control.http,
-        "GET",
-        "/api/v1/streams/s3evt/recordings",
-        Some(ADMIN_TOKEN),
-        None,
-    );
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    let download = v["recordings"][0]["download"].as_str().unwrap_or_default();
-    let path = download
-        .strip_prefix("http://")
-        .and_then(|u| u.split_once('/'))
-        .map(|(_, p)| format!("/{p}"))
-        .unwrap_or_else(|| panic!("a download URL: {v}"));
-    let mp4 = http_get(origin_http, &path);
-    assert_eq!(mp4.status, 200, "{path}: {}", origin.log());
-    assert_eq!(&mp4.body[4..8], b"ftyp");
-    assert!(mp4.body.len() > 100_000, "{} bytes", mp4.body.len());
-    let m = http_get(origin_http, "/metrics").text();
+    assert_eq!(a_objects.len(), 1, "{a_objects:?}");
+    let m = http_get(a_http, "/metrics").text();
     assert_eq!(
         metric(&m, "ugc_dvr_s3_sessions_uploaded_total"),
         Some(1.0),
@@ -2311,6 +2330,76 @@ fn an_origin_moves_an_ended_event_to_s3_and_plays_it_from_there() {
         "{m}"
     );
     assert_eq!(metric(&m, "ugc_dvr_s3_queue"), Some(0.0), "{m}");
+    drop(a);
+    // B, on an empty disk: event 1 from A's object.
+    let b_data = TempDir::new("origin-b");
+    let b = start_origin_in(&control, b_http, b_data.path(), &cfg);
+    wait_until(Duration::from_secs(30), || {
+        origin_recordings(b_http, "shared").len() == 1
+    })
+    .unwrap_or_else(|| panic!("B reads A's upload\n{}", b.log()));
+    let host = b_http.to_string();
+    let one_b = wait_for(Duration::from_secs(30), || {
+        listed().into_iter().find(|r| r.1 == host)
+    })
+    .unwrap_or_else(|| panic!("event 1 listed on B: {:?}", listed()));
+    assert_eq!(one_b.2, one.2);
+    assert!(
+        download(b_http, &one.2, &b.log()) == from_a,
+        "event 1 differs on B"
+    );
+    let m = http_get(b_http, "/metrics").text();
+    assert_eq!(
+        metric(&m, "ugc_dvr_s3_peer_objects_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "ugc_dvr_s3_sessions_uploaded_total"),
+        Some(0.0),
+        "{m}"
+    );
+
+    // Event 2: only B records it. A back on its disk: event 2 from B's
+    // object, event 1 its own.
+    event(&b, b_http, 2);
+    let two = wait_for(Duration::from_secs(10), || {
+        listed().into_iter().find(|r| r.0 != one.0)
+    })
+    .unwrap_or_else(|| panic!("event 2 listed: {:?}", listed()));
+    let from_b = download(b_http, &two.2, &b.log());
+    let a = start_origin_in(&control, a_http, a_data.path(), &cfg);
+    wait_until(Duration::from_secs(30), || {
+        let r = origin_recordings(a_http, "shared");
+        r.len() == 2 && r.iter().all(|x| x["stored"] == "s3")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "A reads B's upload: {:?}\n{}",
+            origin_recordings(a_http, "shared"),
+            a.log()
+        )
+    });
+    assert!(
+        download(a_http, &two.2, &a.log()) == from_b,
+        "event 2 differs on A"
+    );
+    assert!(
+        download(a_http, &one.2, &a.log()) == from_a,
+        "event 1 differs on A"
+    );
+    // Each wrote only below its own prefix: one object each.
+    let objects: Vec<_> = walk(&s3root.path().join("dvr/ugc"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let owner = |p: &Path| {
+        p.strip_prefix(s3root.path().join("dvr/ugc"))
+            .ok()
+            .and_then(|r| r.iter().next().map(|c| c.to_owned()))
+    };
+    assert_ne!(owner(&objects[0]), owner(&objects[1]));
 }
 
 /// Every file below `dir`.

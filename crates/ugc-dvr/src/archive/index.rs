@@ -54,7 +54,7 @@ pub struct TrackIndex {
 }
 
 impl TrackIndex {
-    pub(super) fn insert(&mut self, seg: ArchivedSegment) {
+    pub(crate) fn insert(&mut self, seg: ArchivedSegment) {
         if seg.location == Location::Local {
             self.local_bytes = self.local_bytes.saturating_add(seg.size);
         }

@@ -233,10 +233,11 @@ pub type UploadProgressFn = Arc<dyn Fn(&TrackKey, i64) -> Option<UploadProgress>
 /// stream ended): the S3 tier queues its upload.
 pub type SessionEndHook = Arc<dyn Fn(&Archive, &TrackKey, i64) + Send + Sync>;
 
-/// Called on the writer thread when retention dropped every segment of an
-/// object of the remote tier (session `i64` of the track, past its depth):
-/// the S3 tier deletes the object.
-pub type ObjectExpiredHook = Arc<dyn Fn(&Archive, &TrackKey, i64, &str) + Send + Sync>;
+/// Called when every segment of an object of the remote tier left the
+/// index (session `i64` of the track): `true` when retention dropped it
+/// (past its depth), `false` when its recording was deleted on request.
+/// The S3 tier deletes the object (a peer's only when deleted on request).
+pub type ObjectExpiredHook = Arc<dyn Fn(&Archive, &TrackKey, i64, &str, bool) + Send + Sync>;
 
 struct Inner {
     config: ArchiveConfig,

@@ -198,7 +198,7 @@ pub(super) fn apply(archive: &Archive, plan: &Expiry, expired: bool) {
                     "archive: recording deleted; its object is deleted");
             }
             if let Some(h) = &hook {
-                h(archive, key, *session, object);
+                h(archive, key, *session, object, expired);
             }
         }
     }

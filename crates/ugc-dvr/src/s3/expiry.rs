@@ -24,8 +24,9 @@ use crate::archive::{Archive, TrackKey, write_atomic};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DeleteJob {
     object: String,
-    /// The local copy of the object's index.
-    local_index: PathBuf,
+    /// The local copy of the object's index (none for a peer's object).
+    #[serde(default)]
+    local_index: Option<PathBuf>,
 }
 
 pub(super) fn delete_dir(archive: &Archive) -> PathBuf {
@@ -38,9 +39,15 @@ impl Uploader {
         std::fs::create_dir_all(delete_dir(&self.archive))?;
         let weak = Arc::downgrade(self);
         self.archive
-            .set_object_expired_hook(Arc::new(move |archive, key, session, object| {
+            .set_object_expired_hook(Arc::new(move |archive, key, session, object, expired| {
                 if let Some(up) = weak.upgrade() {
-                    if let Err(e) = enqueue_delete(archive, key, session, object) {
+                    let own = object.starts_with(&up.config.prefix);
+                    if expired && !own {
+                        // Its owner expires it at its own depth.
+                        tracing::debug!(%object, "a peer's recording left the index past its depth; its object is the peer's to delete");
+                        return;
+                    }
+                    if let Err(e) = enqueue_delete(archive, key, session, object, own) {
                         tracing::error!(%object, error = %e, "queueing the deletion of an expired recording");
                     }
                     up.wake.notify_one();
@@ -84,9 +91,11 @@ impl Uploader {
                     return Err(io::Error::other(e));
                 }
             }
-            match std::fs::remove_file(&job.local_index) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+            if let Some(local) = &job.local_index {
+                match std::fs::remove_file(local) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
             }
             std::fs::remove_file(&path)?;
             self.stats.deleted.fetch_add(1, Ordering::Relaxed);
@@ -97,13 +106,29 @@ impl Uploader {
     }
 }
 
-fn enqueue_delete(archive: &Archive, key: &TrackKey, session: i64, object: &str) -> io::Result<()> {
+fn enqueue_delete(
+    archive: &Archive,
+    key: &TrackKey,
+    session: i64,
+    object: &str,
+    own: bool,
+) -> io::Result<()> {
     let job = DeleteJob {
         object: object.to_owned(),
-        local_index: remote_dir(archive, key).join(format!("{session}.idx")),
+        local_index: own.then(|| remote_dir(archive, key).join(format!("{session}.idx"))),
+    };
+    // A peer's object of the same track and session gets its own job.
+    let peer = if own {
+        String::new()
+    } else {
+        use sha2::Digest as _;
+        format!(
+            "_{}",
+            &super::hex(&sha2::Sha256::digest(object.as_bytes()))[..16]
+        )
     };
     let name = format!(
-        "{}_{}_{session}.del",
+        "{}_{}_{session}{peer}.del",
         key.stream.as_str().replace('/', "~"),
         key.rendition
     );

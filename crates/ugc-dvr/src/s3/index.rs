@@ -42,7 +42,7 @@ impl Uploader {
 
 /// Adds the entries of one remote index to the archive index; returns the
 /// new location of every file.
-fn add_remote_entries(
+pub(super) fn add_remote_entries(
     archive: &Archive,
     key: &TrackKey,
     object: &str,
@@ -134,7 +134,7 @@ pub(super) fn render_index(object: &str, entries: &[Entry]) -> String {
     s
 }
 
-fn parse_index(text: &str) -> Option<(String, Vec<Entry>)> {
+pub(super) fn parse_index(text: &str) -> Option<(String, Vec<Entry>)> {
     let mut lines = text.lines();
     if lines.next()? != "ugc-dvr-index 1" {
         return None;

@@ -46,6 +46,7 @@ mod client;
 mod expiry;
 mod index;
 mod multipart;
+mod peers;
 mod queue;
 mod verify;
 

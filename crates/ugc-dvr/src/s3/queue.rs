@@ -29,6 +29,12 @@ pub struct UploadConfig {
     pub delete_local: bool,
     /// Which streams (`live/<s>`) go to S3; `None`: all.
     pub streams: Option<StreamFilter>,
+    /// Read the recordings other nodes uploaded below this prefix (each
+    /// below its own prefix inside it, e.g. `ugc/` above `ugc/<node>/`);
+    /// `None`: only this node's. See the `peers` module.
+    pub peers: Option<String>,
+    /// How often the peers' uploads are listed. Default 60 s.
+    pub peer_scan: Duration,
 }
 
 /// A per-stream on/off switch (`live/<s>` -> upload?).
@@ -50,6 +56,8 @@ impl Default for UploadConfig {
             backoff_max: Duration::from_secs(15),
             delete_local: true,
             streams: None,
+            peers: None,
+            peer_scan: Duration::from_secs(60),
         }
     }
 }
@@ -95,6 +103,11 @@ pub struct UploadStats {
     pub queued: AtomicU64,
     /// Bytes of parts and objects the store accepted.
     pub bytes_uploaded: AtomicU64,
+    /// Other nodes' objects read into the index (segments this archive
+    /// lacked).
+    pub peer_objects: AtomicU64,
+    /// Segments of other nodes' objects read into the index.
+    pub peer_segments: AtomicU64,
 }
 
 /// Moves finished sessions to the object store; see the [module docs](super).
@@ -106,6 +119,10 @@ pub struct Uploader {
     pub(super) stats: UploadStats,
     /// The running job: its name, bytes sent, bytes in all.
     pub(super) running: std::sync::Mutex<Option<(String, u64, u64)>>,
+    /// Peer index objects read: key -> ETag (or size).
+    pub(super) peer_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Whether the peers' uploads were listed once since the start.
+    pub(super) peers_read: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Uploader {
@@ -145,6 +162,8 @@ impl Uploader {
             wake: tokio::sync::Notify::new(),
             stats: UploadStats::default(),
             running: std::sync::Mutex::new(None),
+            peer_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            peers_read: tokio::sync::watch::Sender::new(false),
         });
         up.load_remote_indexes()?;
         up.hook_expiry()?;
@@ -258,7 +277,14 @@ impl Uploader {
     }
     /// The upload loop: runs queued jobs one at a time, oldest first; sleeps
     /// until woken or for 30 s when the queue is empty.
+    /// With [`UploadConfig::peers`] it also lists the peers' uploads (at
+    /// start, then every [`UploadConfig::peer_scan`]).
     pub async fn run(self: Arc<Self>) {
+        let _peers = self
+            .config
+            .peers
+            .is_some()
+            .then(|| AbortOnDrop(tokio::spawn(self.clone().run_peer_scans())));
         loop {
             if let Err(e) = self.run_deletes().await {
                 tracing::error!(error = %e, "deleting expired recordings failed; retrying later");
@@ -356,4 +382,12 @@ fn next_job(dir: &Path) -> (Option<String>, u64) {
         }
     }
     (best.map(|b| b.1), jobs)
+}
+
+/// Ends the peer scans with the upload loop.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -279,6 +279,16 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Dura
     None
 }
 
+/// Polls `f` every 50 ms until it gives a value or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut out = None;
+    wait_until(timeout, || {
+        out = f();
+        out.is_some()
+    });
+    out
+}
+
 /// An HTTP response.
 #[derive(Debug)]
 pub struct Response {
