@@ -22,22 +22,6 @@ fn playlist_seconds(text: &str) -> f64 {
     parse_media_playlist(text).iter().map(|s| s.duration).sum()
 }
 
-/// ffprobe's duration of a file or URL.
-fn probe_duration(input: &str) -> f64 {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration"])
-        .args(["-of", "csv=p=0", input]));
-    assert!(
-        out.status.success(),
-        "ffprobe {input}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(f64::NAN)
-}
-
 /// Plays `url` to the end with ffmpeg; returns its error output.
 fn play_errors(url: &str) -> String {
     let out = run(Command::new("ffmpeg")
@@ -48,22 +32,6 @@ fn play_errors(url: &str) -> String {
         s.push_str(&format!("\nffmpeg exited with {}", out.status));
     }
     s
-}
-
-fn box_offset(data: &[u8], kind: &[u8; 4]) -> Option<usize> {
-    // Top-level boxes only.
-    let mut at = 0usize;
-    while at + 8 <= data.len() {
-        let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        if &data[at + 4..at + 8] == kind {
-            return Some(at);
-        }
-        if size < 8 {
-            return None;
-        }
-        at += size;
-    }
-    None
 }
 
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -48,17 +48,6 @@ fn play_errors(url: &str) -> String {
     s
 }
 
-fn probe_duration(file: &std::path::Path) -> f64 {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration"])
-        .args(["-of", "csv=p=0"])
-        .arg(file));
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(f64::NAN)
-}
-
 #[test]
 fn dvr_archives_every_rendition_and_serves_a_multivariant_range() {
     // 24 s of 360p30; a two-rung ladder at superfast keeps real time on 2 cores.

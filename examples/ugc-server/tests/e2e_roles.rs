@@ -2234,7 +2234,8 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
 /// afterwards on an empty disk, serves event 1 from A's object (the
 /// control plane sends viewers there) byte for byte as A served it. B
 /// alone records event 2; A back on its disk serves event 2 from B's
-/// object, as B serves it.
+/// object, as B serves it. Deleted through the control plane, event 1
+/// leaves both origins and the bucket.
 #[test]
 fn origins_sharing_a_bucket_serve_each_others_events() {
     let s3root = TempDir::new("s3");
@@ -2400,6 +2401,50 @@ fn origins_sharing_a_bucket_serve_each_others_events() {
             .and_then(|r| r.iter().next().map(|c| c.to_owned()))
     };
     assert_ne!(owner(&objects[0]), owner(&objects[1]));
+    // What either serves is a progressive MP4 (moov before mdat) of the
+    // event's length.
+    let work = TempDir::new("shared-mp4");
+    let file = work.path().join("one.mp4");
+    std::fs::write(&file, &from_a).unwrap();
+    let d = probe_duration(&file);
+    assert!((6.0..=10.0).contains(&d), "{d} s");
+    let (moov, mdat) = (box_offset(&from_a, b"moov"), box_offset(&from_a, b"mdat"));
+    assert!(
+        moov.is_some() && moov < mdat,
+        "moov {moov:?}, mdat {mdat:?}"
+    );
+    // Event 1 deleted through the control plane: gone from both origins
+    // and from the bucket (A's object, which B played it from).
+    let r = http_send(
+        control.http,
+        "DELETE",
+        &format!("/api/v1/streams/shared/recordings/{}", one.0),
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let objects = || {
+        walk(&s3root.path().join("dvr/ugc"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "mp4" || e == "idx"))
+            .count()
+    };
+    wait_until(Duration::from_secs(30), || {
+        origin_recordings(a_http, "shared").len() == 1
+            && origin_recordings(b_http, "shared").len() == 1
+            && objects() == 2
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "event 1 deleted: A {:?}, B {:?}, {} objects\n{}\n{}",
+            origin_recordings(a_http, "shared"),
+            origin_recordings(b_http, "shared"),
+            objects(),
+            a.log(),
+            b.log()
+        )
+    });
+    assert_eq!(listed().len(), 1);
 }
 
 /// Every file below `dir`.

@@ -1183,3 +1183,39 @@ impl Drop for S3Fs {
         let _ = self.0.wait();
     }
 }
+
+/// ffprobe's duration of a file or URL.
+pub fn probe_duration(input: impl AsRef<std::ffi::OsStr>) -> f64 {
+    let input = input.as_ref();
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration"])
+        .args(["-of", "csv=p=0"])
+        .arg(input));
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
+}
+
+/// Offset of the first top-level ISO BMFF box of type `kind`.
+pub fn box_offset(data: &[u8], kind: &[u8; 4]) -> Option<usize> {
+    // Top-level boxes only.
+    let mut at = 0usize;
+    while at + 8 <= data.len() {
+        let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if &data[at + 4..at + 8] == kind {
+            return Some(at);
+        }
+        if size < 8 {
+            return None;
+        }
+        at += size;
+    }
+    None
+}
