@@ -36,9 +36,10 @@
 //! }
 //! events.push(MediaEvent::End);
 //! for (i, event) in events.into_iter().enumerate() {
-//!     seg.push(event, 1_700_000_000_000 + i as i64 * 33)?;
+//!     let now = 1_700_000_000_000 + i as i64 * 33;
+//!     seg.push(event, now)?;
 //!     while let Some(out) = seg.poll() {
-//!         live.apply(out);
+//!         live.apply(out, now);
 //!     }
 //! }
 //! let playlist = live.render_media_playlist(Variant::Fmp4);

@@ -192,7 +192,7 @@ struct LiveState {
     /// until the next part is published.
     hint: Option<(u64, u32)>,
     /// When this stream last published a part (LL-HLS availability).
-    last_part_at: Option<std::time::Instant>,
+    last_part_at: Option<i64>,
 }
 
 impl LiveState {
@@ -286,20 +286,22 @@ impl LiveStream {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies one segmenter output and notifies watchers.
-    pub fn apply(&self, output: SegmenterOutput) {
-        self.apply_all(std::iter::once(output));
+    /// Applies one segmenter output and notifies watchers; `now_ms` is the
+    /// caller's clock in milliseconds (the packager's: what dates segments),
+    /// which times the parts' intervals ([`PART_STATS`]).
+    pub fn apply(&self, output: SegmenterOutput, now_ms: i64) {
+        self.apply_all(std::iter::once(output), now_ms);
     }
 
     /// Applies the outputs of one segmenter input under one lock, then
     /// notifies watchers once: a blocking playlist request woken by a new
     /// part never sees the part without the preload hint that follows it.
-    pub fn apply_all(&self, outputs: impl IntoIterator<Item = SegmenterOutput>) {
+    pub fn apply_all(&self, outputs: impl IntoIterator<Item = SegmenterOutput>, now_ms: i64) {
         let mut st = self.write();
         let mut changed = false;
         let mut chunk = false;
         for output in outputs {
-            if Self::apply_one(&self.config, &mut st, output) {
+            if Self::apply_one(&self.config, &mut st, output, now_ms) {
                 changed = true;
             } else {
                 chunk = true;
@@ -316,7 +318,12 @@ impl LiveStream {
 
     /// Applies one output; false when it changed no playlist (a chunk of
     /// the part being written).
-    fn apply_one(config: &LiveConfig, st: &mut LiveState, output: SegmenterOutput) -> bool {
+    fn apply_one(
+        config: &LiveConfig,
+        st: &mut LiveState,
+        output: SegmenterOutput,
+        now_ms: i64,
+    ) -> bool {
         match output {
             SegmenterOutput::Init(init) => {
                 st.inits.insert(init.number, init);
@@ -342,9 +349,10 @@ impl LiveStream {
             }
             SegmenterOutput::PreloadHint { msn, part } => st.hint = Some((msn, part)),
             SegmenterOutput::Part { msn, part } => {
-                let now = std::time::Instant::now();
-                if let Some(prev) = st.last_part_at.replace(now) {
-                    PART_STATS.observe(now.saturating_duration_since(prev), config.part_target_ms);
+                if let Some(prev) = st.last_part_at.replace(now_ms) {
+                    let gap = u64::try_from(now_ms.saturating_sub(prev)).unwrap_or(0);
+                    PART_STATS
+                        .observe(std::time::Duration::from_millis(gap), config.part_target_ms);
                 }
                 if st.open_msn != Some(msn) {
                     st.open_parts.clear();

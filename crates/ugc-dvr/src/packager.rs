@@ -161,7 +161,7 @@ impl HlsPackager {
             outputs.push(out);
         }
         // One update per input: a part and the preload hint after it together.
-        self.stream.apply_all(outputs);
+        self.stream.apply_all(outputs, (self.now_unix_ms)());
     }
 }
 

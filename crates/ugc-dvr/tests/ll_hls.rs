@@ -239,7 +239,7 @@ fn ll_playlists_conform_while_the_stream_grows() {
                 }
                 _ => {}
             }
-            live.apply(o);
+            live.apply(o, 0);
         }
         if !live.has_segments() || i % 7 != 0 {
             continue;
@@ -304,7 +304,7 @@ fn delta_update_is_the_full_playlist_minus_skipped_segments() {
     for (i, e) in av30(22, 30).into_iter().enumerate() {
         seg.push(e, T0 + i as i64 * 20).unwrap();
         while let Some(o) = seg.poll() {
-            live.apply(o);
+            live.apply(o, 0);
         }
     }
     let full = live.render_media_playlist(Variant::Fmp4);
@@ -412,7 +412,7 @@ fn part_bytes_from_an_offset() {
                     _ => Vec::new(),
                 };
                 let len: usize = before.iter().map(Bytes::len).sum();
-                live.apply(o.clone());
+                live.apply(o.clone(), 0);
                 // From the old end on, exactly the new chunk; from the middle
                 // of it, its tail.
                 assert_eq!(
@@ -426,7 +426,7 @@ fn part_bytes_from_an_offset() {
                 seen_partial = true;
                 continue;
             }
-            live.apply(o);
+            live.apply(o, 0);
         }
     }
     assert!(seen_partial);
@@ -666,7 +666,7 @@ fn every_hinted_part_is_served() {
                 while let Some(o) = seg.poll() {
                     outs.push(o);
                 }
-                live.apply_all(outs);
+                live.apply_all(outs, 0);
                 if live.has_segments() {
                     let text = live.render_media_playlist(Variant::Fmp4);
                     // The target duration never changes (RFC 8216 6.2.1),
@@ -737,7 +737,7 @@ fn shared_rendering_is_never_stale() {
     for (i, e) in av30(8, 30).into_iter().enumerate() {
         seg.push(e, T0 + i as i64 * 10).unwrap();
         while let Some(o) = seg.poll() {
-            live.apply(o);
+            live.apply(o, 0);
             for q in &queries {
                 for variant in [Variant::Fmp4, Variant::Ts] {
                     // Twice: the second answer comes from the cache.
@@ -752,4 +752,41 @@ fn shared_rendering_is_never_stale() {
         }
     }
     assert!(checked > 1000, "only {checked} comparisons");
+}
+
+/// Part intervals (`ugc_llhls_part_interval_seconds`) are timed by the
+/// caller's clock, so simulated time drives them: parts that come at the
+/// media's pace fall in the buckets around the part target, and a source
+/// that stalls 3 s makes one part late (over 1.5 targets).
+#[test]
+fn part_intervals_are_timed_by_the_callers_clock() {
+    use ugc_dvr::live::{PART_INTERVAL_BOUNDS, PART_STATS};
+    let live = ll_live(6);
+    let mut seg = ll_segmenter();
+    let (before, _, late_before) = PART_STATS.read();
+    let mut parts = 0u64;
+    for (frame, e) in
+        std::iter::once((0, MediaEvent::Tracks(av()))).chain(av30_frames(4 * 30, 30, Ms::Truncated))
+    {
+        // Arrival at the media's pace, 3 s late from frame 60 on.
+        let now = T0 + frame * 1000 / 30 + if frame >= 60 { 3000 } else { 0 };
+        seg.push(e, now).unwrap();
+        while let Some(o) = seg.poll() {
+            if matches!(o, SegmenterOutput::Part { .. }) {
+                parts += 1;
+            }
+            live.apply(o, now);
+        }
+    }
+    let (after, _, late_after) = PART_STATS.read();
+    let counted: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+    // Every part but the stream's first closes an interval.
+    assert!(parts >= 15, "{parts} parts");
+    assert_eq!(counted, parts - 1);
+    assert_eq!(late_after - late_before, 1);
+    // The stall lands in the 5 s bucket; the rest at most 0.3 s apart.
+    let at = |s: f64| PART_INTERVAL_BOUNDS.iter().position(|b| *b == s).unwrap();
+    assert_eq!(after[at(5.0)] - before[at(5.0)], 1);
+    let quick: u64 = (0..=at(0.3)).map(|i| after[i] - before[i]).sum();
+    assert_eq!(quick, parts - 2);
 }

@@ -21,7 +21,7 @@ fn feed(stream: &LiveStream, seg: &mut Segmenter, events: Vec<MediaEvent>, t0: i
     for (i, e) in events.into_iter().enumerate() {
         seg.push(e, t0 + i as i64 * 40).unwrap();
         while let Some(o) = seg.poll() {
-            stream.apply(o);
+            stream.apply(o, 0);
         }
     }
 }
@@ -158,7 +158,7 @@ fn discontinuity_sequence_counts_slid_out_discontinuities() {
         seg2.push(e, T0).unwrap();
         while let Some(o) = seg2.poll() {
             let is_segment = matches!(o, ugc_dvr::SegmenterOutput::Segment(_));
-            stream2.apply(o);
+            stream2.apply(o, 0);
             if is_segment {
                 let pl = parse_media(&stream2.render_media_playlist(Variant::Fmp4));
                 seen.push((

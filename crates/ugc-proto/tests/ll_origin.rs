@@ -69,7 +69,7 @@ fn feed(secs: u64) -> Feed {
                         }
                         _ => {}
                     }
-                    live.apply(o);
+                    live.apply(o, 0);
                 }
             };
             seg.push(
@@ -430,7 +430,7 @@ fn fed_now(frames: i64) -> Arc<LiveStream> {
     for e in events {
         seg.push(e, 1_700_000_000_000).unwrap();
         while let Some(o) = seg.poll() {
-            live.apply(o);
+            live.apply(o, 0);
         }
     }
     live

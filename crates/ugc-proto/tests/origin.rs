@@ -39,7 +39,7 @@ fn stream_with_segments(end: bool) -> Arc<LiveStream> {
     for e in events {
         seg.push(e, 1_700_000_000_000).unwrap();
         while let Some(o) = seg.poll() {
-            live.apply(o);
+            live.apply(o, 0);
         }
     }
     live

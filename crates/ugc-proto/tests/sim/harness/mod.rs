@@ -882,6 +882,6 @@ impl Packager {
             outputs.push(out);
         }
         self.life.stats = self.segmenter.stats().clone();
-        self.life.live.apply_all(outputs);
+        self.life.live.apply_all(outputs, now);
     }
 }
