@@ -2258,7 +2258,7 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
 }
 
 /// The origin's S3 tier (#20): `--config` with a `[dvr.s3]` table and no
-/// prefix, against s3s-fs (a real S3 server). Origins sharing the bucket
+/// prefix, against garage (a distributed S3 store). Origins sharing the bucket
 /// write below their own `ugc/<node id>/` and read the others' uploads
 /// (`peers`, ugc-origin's default `ugc/`). Origin A records event 1,
 /// which moves to the bucket (its local files go once the object is
@@ -2271,20 +2271,12 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
 /// leaves both origins and the bucket.
 #[test]
 fn origins_sharing_a_bucket_serve_each_others_events() {
-    let s3root = TempDir::new("s3");
-    let s3port = free_port();
-    let _s3 = S3Fs::start(s3root.path(), s3port);
+    let s3dir = TempDir::new("garage");
+    let garage = Garage::start(s3dir.path());
     let cfg_dir = TempDir::new("origin-cfg");
     let cfg = cfg_dir.path().join("origin.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[dvr]\nhours = 1\n[dvr.s3]\nendpoint = \"http://127.0.0.1:{s3port}\"\n\
-             bucket = \"dvr\"\naccess_key_id = \"e2eaccess\"\nsecret_access_key = \"e2esecret0123456789\"\n\
-             peer_scan_s = 5\n"
-        ),
-    )
-    .unwrap();
+    let s3 = garage.dvr_s3_toml();
+    std::fs::write(&cfg, format!("[dvr]\nhours = 1\n{s3}peer_scan_s = 5\n")).unwrap();
     let cfg = ["--config", cfg.to_str().unwrap()];
     let control = Control::dedicated();
     let key = control.create_stream(r#"{"name": "shared", "dvr_hours": 1}"#);
@@ -2348,10 +2340,12 @@ fn origins_sharing_a_bucket_serve_each_others_events() {
         .unwrap_or_else(|| panic!("event 1 listed: {}", a.log()));
     let from_a = download(a_http, &one.2, &a.log());
     let a_id = std::fs::read_to_string(a_data.path().join("node-id")).unwrap();
-    let a_objects: Vec<_> = walk(&s3root.path().join("dvr/ugc").join(a_id.trim()))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
-        .collect();
+    let mp4s = |prefix: &str| -> Vec<String> {
+        let mut v = garage.keys(prefix);
+        v.retain(|k| k.ends_with(".mp4"));
+        v
+    };
+    let a_objects = mp4s(&format!("ugc/{}/live/shared/", a_id.trim()));
     assert_eq!(a_objects.len(), 1, "{a_objects:?}");
     let m = http_get(a_http, "/metrics").text();
     assert_eq!(
@@ -2423,17 +2417,10 @@ fn origins_sharing_a_bucket_serve_each_others_events() {
         "event 1 differs on A"
     );
     // Each wrote only below its own prefix: one object each.
-    let objects: Vec<_> = walk(&s3root.path().join("dvr/ugc"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
-        .collect();
+    let objects = mp4s("ugc/");
     assert_eq!(objects.len(), 2, "{objects:?}");
-    let owner = |p: &Path| {
-        p.strip_prefix(s3root.path().join("dvr/ugc"))
-            .ok()
-            .and_then(|r| r.iter().next().map(|c| c.to_owned()))
-    };
-    assert_ne!(owner(&objects[0]), owner(&objects[1]));
+    let owner = |k: &str| k.split('/').nth(1).map(str::to_owned);
+    assert_ne!(owner(&objects[0]), owner(&objects[1]), "{objects:?}");
     // What either serves is a progressive MP4 (moov before mdat) of the
     // event's length.
     let work = TempDir::new("shared-mp4");
@@ -2456,12 +2443,7 @@ fn origins_sharing_a_bucket_serve_each_others_events() {
         None,
     );
     assert_eq!(r.status, 204, "{}", r.text());
-    let objects = || {
-        walk(&s3root.path().join("dvr/ugc"))
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "mp4" || e == "idx"))
-            .count()
-    };
+    let objects = || garage.keys("ugc/").len();
     wait_until(Duration::from_secs(30), || {
         origin_recordings(a_http, "shared").len() == 1
             && origin_recordings(b_http, "shared").len() == 1
@@ -2478,20 +2460,6 @@ fn origins_sharing_a_bucket_serve_each_others_events() {
         )
     });
     assert_eq!(listed().len(), 1);
-}
-
-/// Every file below `dir`.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// A second publishing point (#15): with two publishing nodes the API
