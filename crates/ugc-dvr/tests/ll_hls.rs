@@ -778,15 +778,22 @@ fn part_intervals_are_timed_by_the_callers_clock() {
             live.apply(o, now);
         }
     }
+    // The other tests of this binary run alongside and feed the same
+    // process-wide stats, but with a constant clock: intervals of 0, in
+    // the first bucket, never late. What is above it is this test's.
     let (after, _, late_after) = PART_STATS.read();
-    let counted: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
-    // Every part but the stream's first closes an interval.
-    assert!(parts >= 15, "{parts} parts");
-    assert_eq!(counted, parts - 1);
-    assert_eq!(late_after - late_before, 1);
-    // The stall lands in the 5 s bucket; the rest at most 0.3 s apart.
+    let delta = |i: usize| after[i] - before[i];
     let at = |s: f64| PART_INTERVAL_BOUNDS.iter().position(|b| *b == s).unwrap();
-    assert_eq!(after[at(5.0)] - before[at(5.0)], 1);
-    let quick: u64 = (0..=at(0.3)).map(|i| after[i] - before[i]).sum();
-    assert_eq!(quick, parts - 2);
+    assert!(parts >= 15, "{parts} parts");
+    assert_eq!(late_after - late_before, 1);
+    // The stall lands in the 5 s bucket, nothing else above 0.3 s, and the
+    // parts at the media's pace (about 200 ms apart) mostly in 0.1-0.3 s.
+    assert_eq!(delta(at(5.0)), 1);
+    let slow: u64 = (at(0.5)..after.len()).map(delta).sum();
+    assert_eq!(slow, 1, "{after:?} {before:?}");
+    let paced: u64 = (at(0.2)..=at(0.3)).map(delta).sum();
+    assert!(
+        paced >= (parts - 2) / 2,
+        "{paced} of {parts}: {after:?} {before:?}"
+    );
 }
