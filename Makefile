@@ -91,10 +91,12 @@ fuzz-campaign:
 
 # Long failure runs kept out of `make test` (each test's name starts with
 # chaos_; ignored there): an origin down 60 s mid-event restoring its
-# archive from the other.
+# archive from the other; random media nodes killed every 20 s for 3
+# minutes while four streams publish and hls.js plays (figures printed).
 chaos: deps
-	@scripts/install-deps.sh s3
-	$(CARGO) test --workspace --locked -- --ignored --test-threads 1 chaos_
+	@scripts/install-deps.sh s3 browser
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	$(CARGO) test --workspace --locked -- --ignored --test-threads 1 --nocapture chaos_
 
 bench: bench-criterion bench-load
 

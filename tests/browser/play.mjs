@@ -244,11 +244,24 @@ const pct = (xs, p) => {
 };
 // A stall: a second or more in which currentTime did not move.
 let longestFreeze = 0;
+let stalls = 0;
+let frozen = 0;
 let lastMove = samples.length ? samples[0].t : 0;
+const endFreeze = (t) => {
+  const d = (t - lastMove) / 1000;
+  if (d >= 1) {
+    stalls += 1;
+    frozen += d;
+  }
+};
 for (let i = 1; i < samples.length; i++) {
-  if (samples[i].ct > samples[i - 1].ct) lastMove = samples[i].t;
+  if (samples[i].ct > samples[i - 1].ct) {
+    endFreeze(samples[i - 1].t);
+    lastMove = samples[i].t;
+  }
   longestFreeze = Math.max(longestFreeze, (samples[i].t - lastMove) / 1000);
 }
+if (samples.length) endFreeze(samples[samples.length - 1].t);
 const watched = samples.length ? (samples[samples.length - 1].t - samples[0].t) / 1000 : 0;
 const advanced = samples.length ? samples[samples.length - 1].ct - samples[0].ct : 0;
 // Latency samples after a 3 s settling period.
@@ -263,6 +276,8 @@ console.log(JSON.stringify({
   seeks_after_start: result.seeks,
   seek_waits: result.seekWaits,
   longest_freeze_s: longestFreeze,
+  stalls,
+  frozen_s: frozen,
   errors: result.errors,
   nonfatal: result.nonfatal,
   notes: result.notes,
