@@ -107,110 +107,23 @@ impl Drop for S3Server {
     }
 }
 
-/// garage (a distributed S3 store; `scripts/install-deps.sh s3`) as one
-/// node on loopback, with bucket `dvr` and a key that may use it; killed
-/// on drop.
-struct Garage {
-    child: Child,
-    port: u16,
-}
+#[path = "../../../tests/support/garage.rs"]
+mod garage;
+use garage::{GARAGE_KEY, GARAGE_SECRET, Garage};
 
-const GARAGE_KEY: &str = "GK0123456789abcdef01234567";
-const GARAGE_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-impl Garage {
-    fn start(dir: &Path) -> Garage {
-        let bin = std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".cargo/bin/garage"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| {
-                panic!(
-                    "garage not found: run scripts/install-deps.sh s3 (cargo install garage@2.5.0)"
-                )
-            });
-        std::fs::create_dir_all(dir).unwrap();
-        let (port, rpc) = (free_port(), free_port());
-        let conf = dir.join("garage.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
-                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{1}\"\n\
-                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{port}\"\n\
-                 root_domain = \".s3.garage.localhost\"\n",
-                dir.display(),
-                "5".repeat(64)
-            ),
-        )
-        .unwrap();
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&conf)
-            .arg("server")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-            .spawn()
-            .expect("start garage");
-        let garage = Garage { child, port };
-        let cli = |args: &[&str]| -> String {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let out = Command::new(&bin)
-                    .arg("-c")
-                    .arg(&conf)
-                    .args(args)
-                    .output()
-                    .unwrap();
-                if out.status.success() {
-                    return String::from_utf8_lossy(&out.stdout).into_owned();
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "garage {args:?}: {}\n{}",
-                    String::from_utf8_lossy(&out.stderr),
-                    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        };
-        let id = cli(&["node", "id", "-q"]);
-        let id = id.trim().split('@').next().unwrap().to_owned();
-        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
-        cli(&["layout", "apply", "--version", "1"]);
-        cli(&["key", "import", "--yes", GARAGE_KEY, GARAGE_SECRET]);
-        cli(&["bucket", "create", BUCKET]);
-        cli(&[
-            "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", GARAGE_KEY,
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "garage's S3 API did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        garage
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        Arc::new(
-            s3_store(&S3Settings {
-                endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
-                bucket: BUCKET.into(),
-                region: "garage".into(),
-                access_key_id: GARAGE_KEY.into(),
-                secret_access_key: GARAGE_SECRET.into(),
-                ca_file: None,
-            })
-            .unwrap(),
-        )
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A client of a [`Garage`]'s bucket.
+fn garage_store(g: &Garage) -> Arc<dyn Store> {
+    Arc::new(
+        s3_store(&S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{}", g.port)),
+            bucket: BUCKET.into(),
+            region: "garage".into(),
+            access_key_id: GARAGE_KEY.into(),
+            secret_access_key: GARAGE_SECRET.into(),
+            ca_file: None,
+        })
+        .unwrap(),
+    )
 }
 
 /// A free port for the S3 server, below the kernel's ephemeral range
@@ -834,8 +747,8 @@ async fn nodes_sharing_a_bucket_read_each_others_recordings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_sharing_a_garage_bucket_read_each_others_recordings() {
     let dir = Dir::new("garage");
-    let garage = Garage::start(&dir.0.join("garage"));
-    two_nodes_share_a_bucket(&dir, &|| garage.store()).await;
+    let garage = Garage::start(&dir.0.join("garage"), free_port(), free_port());
+    two_nodes_share_a_bucket(&dir, &|| garage_store(&garage)).await;
 }
 
 async fn two_nodes_share_a_bucket(dir: &Dir, store: &dyn Fn() -> Arc<dyn Store>) {
@@ -915,6 +828,18 @@ async fn two_nodes_share_a_bucket(dir: &Dir, store: &dyn Fn() -> Arc<dyn Store>)
     record(&a, b'a', ev1_a, 10);
     record(&b, b'b', ev1_b, 5);
     record(&b, b'b', ev2_b, 5);
+    // B also holds copies replication made of A's segments 5-7 (and
+    // their init): the same names and bytes.
+    b.import_init(&key, ev1_a, 0, b"init of 97").unwrap();
+    let a_names: Vec<SegmentName> = a
+        .range(&key, ev1_a, ev1_a + 21_000)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    for n in &a_names[5..8] {
+        b.import_segment(&key, n, &seg_bytes(b'a', ev1_a, n.msn))
+            .unwrap();
+    }
     up_a.enqueue(&a, &key, ev1_a).unwrap();
     up_b.enqueue(&b, &key, ev1_b).unwrap();
     up_b.enqueue(&b, &key, ev2_b).unwrap();
@@ -935,12 +860,18 @@ async fn two_nodes_share_a_bucket(dir: &Dir, store: &dyn Fn() -> Arc<dyn Store>)
     assert_eq!(up_a.scan_peers().await.unwrap(), 1, "A reads B's event 2");
     assert_eq!(up_b.scan_peers().await.unwrap(), 1, "B reads A's event 1");
     let in_object = |s: &ugc_dvr::archive::ArchivedSegment, o: &str| matches!(&s.location, Location::Remote { object, .. } if &**object == o);
-    // B: its own first 10 s of event 1, A's last 10 s, all of event 2.
+    // B: its own first 10 s of event 1, A's last 10 s (its copies of 5-7
+    // now read from A's object too, their local files gone), all of
+    // event 2.
     let b_ev1 = b.range(&key, ev1_a, ev1_a + 21_000);
     assert_eq!(b_ev1.len(), 10, "{b_ev1:?}");
     assert!(b_ev1[..5].iter().all(|s| s.name.session == ev1_b));
     assert!(b_ev1[5..].iter().all(|s| in_object(s, &object("a", ev1_a))));
     assert_eq!(b_ev1[5].name.msn, 5);
+    for n in &a_names[5..8] {
+        assert!(!b.segment_path(&key, n).exists(), "B's copy of {n:?} stays");
+    }
+    assert!(!b.init_path(&key, ev1_a, 0).exists());
     // A: event 1 its own, event 2 from B's object.
     let a_ev2 = a.range(&key, ev2_b, ev2_b + 10_000);
     assert_eq!(a_ev2.len(), 5);

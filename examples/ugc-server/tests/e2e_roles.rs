@@ -2306,7 +2306,7 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
 #[test]
 fn origins_sharing_a_bucket_serve_each_others_events() {
     let s3dir = TempDir::new("garage");
-    let garage = Garage::start(s3dir.path());
+    let garage = Garage::start(s3dir.path(), free_port(), free_port());
     let cfg_dir = TempDir::new("origin-cfg");
     let cfg = cfg_dir.path().join("origin.toml");
     let s3 = garage.dvr_s3_toml();

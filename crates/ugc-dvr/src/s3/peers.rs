@@ -13,6 +13,12 @@
 //! from the peer's object through this node's cache, like its own moved
 //! ones; nothing is copied.
 //!
+//! A local copy replication made of a peer's file (same name and size)
+//! becomes a reference to the peer's object once that object holds it,
+//! and the local file goes (with `delete_local`, as for this node's own
+//! uploads): the shared bucket then holds the recording once, and a
+//! restarted node does not upload the copy again below its own prefix.
+//!
 //! Ownership stays with the writer: retention here never deletes a peer's
 //! object (its owner expires it at its own depth); a recording deleted on
 //! request here deletes the objects it lives in, whoever wrote them (the
@@ -39,7 +45,7 @@ use ugc_core::StreamPath;
 use super::index::{add_remote_entries, parse_index};
 use super::queue::{Entry, Uploader};
 use crate::archive::names::parse_init_name;
-use crate::archive::{SegmentName, TrackIndex, TrackKey};
+use crate::archive::{Location, SegmentName, TrackIndex, TrackKey};
 use crate::replica::{self, PeerFile, Window};
 
 /// Largest index object read (a day of 1 s segments is about 6 MB).
@@ -92,6 +98,34 @@ pub(super) fn lacking(
     entries
         .iter()
         .filter(|e| want.contains(&e.file))
+        .cloned()
+        .collect()
+}
+
+/// The entries of a peer's object this node holds as local files of the
+/// same name and size (pure): copies replication made of the peer's
+/// files, which the peer's object now holds.
+pub(super) fn local_copies(local: Option<&TrackIndex>, entries: &[Entry]) -> Vec<Entry> {
+    let Some(local) = local else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|e| {
+            if let Some(name) = SegmentName::parse(&e.file) {
+                let at = local.segments.partition_point(|s| s.name < name);
+                local.segments.get(at).is_some_and(|s| {
+                    s.name == name && s.size == e.size && s.location == Location::Local
+                })
+            } else if let Some(k) = parse_init_name(&e.file) {
+                local
+                    .inits
+                    .get(&k)
+                    .is_some_and(|i| i.size == e.size && i.location == Location::Local)
+            } else {
+                false
+            }
+        })
         .cloned()
         .collect()
 }
@@ -169,19 +203,41 @@ impl Uploader {
             crate::archive::now_unix_ms().saturating_sub(i64::from(depth) * 3_600_000)
         };
         let deleted = self.archive.deleted_spans(&track.stream);
-        let chosen = self
-            .archive
-            .with_index(&track, |local| lacking(local, &entries, from_ms, &deleted));
-        let segments = chosen
-            .iter()
-            .filter(|e| SegmentName::parse(&e.file).is_some())
-            .count();
+        let (chosen, copies) = self.archive.with_index(&track, |local| {
+            let copies = if self.config.delete_local {
+                local_copies(local, &entries)
+            } else {
+                Vec::new()
+            };
+            (lacking(local, &entries, from_ms, &deleted), copies)
+        });
+        let is_segment = |e: &&Entry| SegmentName::parse(&e.file).is_some();
+        let segments = chosen.iter().filter(is_segment).count();
         if segments > 0 {
             add_remote_entries(&self.archive, &track, &object, &chosen);
             tracing::info!(stream = %track.stream, rendition = %track.rendition, %object, segments,
                 "a peer's recording read into the archive index");
         }
-        Ok(segments)
+        let copied = copies.iter().filter(is_segment).count();
+        if !copies.is_empty() {
+            let object: std::sync::Arc<str> = std::sync::Arc::from(object.as_str());
+            let moved = copies
+                .iter()
+                .map(|e| {
+                    let at = Location::Remote {
+                        object: object.clone(),
+                        offset: e.offset,
+                    };
+                    (e.file.clone(), at)
+                })
+                .collect();
+            for p in self.archive.relocate(&track, &moved) {
+                let _ = std::fs::remove_file(p);
+            }
+            tracing::info!(stream = %track.stream, rendition = %track.rendition, %object, files = copies.len(),
+                "local copies of a peer's files now read from its object");
+        }
+        Ok(segments + copied)
     }
 
     fn lock_peer_seen(
@@ -222,7 +278,7 @@ impl Uploader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::{ArchivedSegment, Location};
+    use crate::archive::{ArchivedInit, ArchivedSegment};
 
     fn seg(session: i64, pdt: i64, msn: u64) -> SegmentName {
         SegmentName {
@@ -322,5 +378,44 @@ mod tests {
             }
         }
         assert!(lacking(Some(&after), &peer, i64::MIN, &[]).is_empty());
+    }
+
+    #[test]
+    fn local_copies_are_files_of_the_same_name_and_size_here() {
+        let peer = entries(1_000_000, 4);
+        let mut local = TrackIndex::default();
+        // Segment 1 copied, segment 2 of another size, segment 3 already
+        // read from some object; the init copied.
+        for (i, size, location) in [
+            (1u64, 100, Location::Local),
+            (2, 99, Location::Local),
+            (
+                3,
+                100,
+                Location::Remote {
+                    object: "o".into(),
+                    offset: 0,
+                },
+            ),
+        ] {
+            local.insert(ArchivedSegment {
+                name: seg(1_000_000, 1_000_000 + i as i64 * 2000, i),
+                size,
+                location,
+            });
+        }
+        local.inits.insert(
+            (1_000_000, 0),
+            ArchivedInit {
+                size: 10,
+                location: Location::Local,
+            },
+        );
+        let copies = local_copies(Some(&local), &peer);
+        let files: Vec<&str> = copies.iter().map(|e| e.file.as_str()).collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(parse_init_name(files[0]).is_some());
+        assert_eq!(SegmentName::parse(files[1]).map(|n| n.msn), Some(1));
+        assert!(local_copies(None, &peer).is_empty());
     }
 }

@@ -1220,90 +1220,21 @@ pub fn box_offset(data: &[u8], kind: &[u8; 4]) -> Option<usize> {
     None
 }
 
-/// garage, a distributed S3 store (`scripts/install-deps.sh s3`), as one
-/// node on loopback with bucket `dvr` that [`GARAGE_KEY`] may use (region
-/// `garage`); killed on drop.
-pub struct Garage {
-    child: std::process::Child,
-    /// Its S3 API's port.
-    pub port: u16,
+#[path = "../../../../tests/support/garage.rs"]
+mod garage;
+pub use garage::{GARAGE_KEY, GARAGE_SECRET, Garage};
+
+/// What the process tests do with a [`Garage`].
+pub trait GarageExt {
+    /// A `[dvr.s3]` table for bucket `dvr` (no prefix).
+    fn dvr_s3_toml(&self) -> String;
+    /// The keys of bucket `dvr` below `prefix` (ListObjectsV2, signed by
+    /// curl; up to 1,000).
+    fn keys(&self, prefix: &str) -> Vec<String>;
 }
 
-/// garage's access key id in the tests (imported, so fixed).
-pub const GARAGE_KEY: &str = "GK0123456789abcdef01234567";
-/// Its secret.
-pub const GARAGE_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-impl Garage {
-    /// Starts it with its metadata and data below `dir`.
-    pub fn start(dir: &Path) -> Garage {
-        let bin = std::env::var_os("HOME")
-            .map(|h| std::path::PathBuf::from(h).join(".cargo/bin/garage"))
-            .filter(|p| p.exists())
-            .expect("garage missing: run scripts/install-deps.sh s3");
-        std::fs::create_dir_all(dir).unwrap();
-        let (port, rpc) = (free_port(), free_port());
-        let conf = dir.join("garage.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
-                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{1}\"\n\
-                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{port}\"\n\
-                 root_domain = \".s3.garage.localhost\"\n",
-                dir.display(),
-                "7".repeat(64)
-            ),
-        )
-        .unwrap();
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&conf)
-            .arg("server")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-            .spawn()
-            .expect("start garage");
-        let garage = Garage { child, port };
-        let cli = |args: &[&str]| -> String {
-            let mut out = String::new();
-            wait_until(Duration::from_secs(20), || {
-                let o = Command::new(&bin)
-                    .arg("-c")
-                    .arg(&conf)
-                    .args(args)
-                    .output()
-                    .unwrap();
-                out = String::from_utf8_lossy(&o.stdout).into_owned();
-                o.status.success()
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "garage {args:?}\n{}",
-                    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-                )
-            });
-            out
-        };
-        let id = cli(&["node", "id", "-q"]);
-        let id = id.trim().split('@').next().unwrap_or_default().to_owned();
-        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
-        cli(&["layout", "apply", "--version", "1"]);
-        cli(&["key", "import", "--yes", GARAGE_KEY, GARAGE_SECRET]);
-        cli(&["bucket", "create", "dvr"]);
-        cli(&[
-            "bucket", "allow", "--read", "--write", "--owner", "dvr", "--key", GARAGE_KEY,
-        ]);
-        wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .expect("garage's S3 API listens");
-        garage
-    }
-
-    /// A `[dvr.s3]` table for bucket `dvr` (no prefix).
-    pub fn dvr_s3_toml(&self) -> String {
+impl GarageExt for Garage {
+    fn dvr_s3_toml(&self) -> String {
         format!(
             "[dvr.s3]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"garage\"\nbucket = \"dvr\"\n\
              access_key_id = \"{GARAGE_KEY}\"\nsecret_access_key = \"{GARAGE_SECRET}\"\n",
@@ -1311,9 +1242,7 @@ impl Garage {
         )
     }
 
-    /// The keys of bucket `dvr` below `prefix` (ListObjectsV2, signed by
-    /// curl; up to 1,000).
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
+    fn keys(&self, prefix: &str) -> Vec<String> {
         // garage wants the payload hash header; curl 7.88 leaves it out.
         let out = run(Command::new("curl")
             .args(["-sS", "--fail", "--aws-sigv4", "aws:amz:garage:s3"])
@@ -1335,12 +1264,5 @@ impl Garage {
             .filter_map(|s| s.split("</Key>").next())
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
