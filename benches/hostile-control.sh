@@ -7,9 +7,10 @@
 # extended-timestamp storm (8 connections), an SRT handshake flood (1,200
 # sockets' inductions plus 4 hammering sockets; a new SRT publisher must
 # still get in), 20 HTTP slow readers (1 byte/s), IDLE idle connections to
-# both RTMP and HTTP.
+# both RTMP and HTTP, an HTTP/2 rapid reset (4 connections sending HEADERS +
+# RST_STREAM bursts, reconnecting when the server ends them).
 #   benches/hostile-control.sh [BIN] [SECONDS]
-# Env: IDLE=1000, ATTACKS='rtmp-storm srt-flood slow-read idle' (a subset),
+# Env: IDLE=1000, ATTACKS='rtmp-storm srt-flood slow-read idle h2-reset' (a subset),
 # EXTRA_CONFIG='max_srt_handshakes_per_ip = 0' (top-level TOML keys, e.g.
 # to turn a cap off and see what it prevents).
 set -euo pipefail

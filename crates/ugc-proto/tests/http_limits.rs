@@ -221,3 +221,80 @@ async fn a_held_request_is_not_idle() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(took >= Duration::from_millis(2500));
 }
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// `GET /ok` as an HPACK block of the static table and literals.
+const H2_GET_OK: [u8; 10] = [0x82, 0x86, 0x01, 0x01, b't', 0x04, 0x03, b'/', b'o', b'k'];
+
+/// Sends the client preface, then `streams` requests built by `request`
+/// (stream id -> frames) in one burst; reads the server's frames until it
+/// closes: (the GOAWAY's error code if one came, bytes read).
+async fn h2_flood(
+    addr: SocketAddr,
+    streams: u32,
+    request: impl Fn(u32) -> Vec<u8>,
+) -> (Option<u32>, usize) {
+    let mut s = connect_from("127.0.0.3", addr).await;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    for i in 0..streams {
+        out.extend(request(2 * i + 1));
+    }
+    // The server may close before it read everything: not an error here.
+    let _ = s.write_all(&out).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    let mut at = 0;
+    let mut goaway = None;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        if got[at + 3] == 7 && at + 9 + 8 <= got.len() {
+            let p = &got[at + 9..];
+            goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    (goaway, got.len())
+}
+
+/// HTTP/2 "rapid reset" (CVE-2023-44487): a client opens streams and
+/// cancels each at once, so the server starts work it never finishes;
+/// and its sibling, a flood of streams the server must reset itself (here
+/// requests without `:path`). Past
+/// `h2_max_pending_accept_reset_streams` / `h2_max_local_error_reset_streams`
+/// the server ends the connection with GOAWAY ENHANCE_YOUR_CALM (0xb);
+/// a viewer is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_reset_floods_end_the_connection_with_enhance_your_calm() {
+    let config = ServeConfig::default();
+    let (limit_pending, limit_local) = (
+        config.h2_max_pending_accept_reset_streams as u32,
+        config.h2_max_local_error_reset_streams as u32,
+    );
+    let (addr, _) = start(config).await;
+    // HEADERS (END_STREAM | END_HEADERS) then RST_STREAM (CANCEL).
+    let rapid_reset = |id: u32| {
+        let mut f = h2_frame(1, 0x5, id, &H2_GET_OK);
+        f.extend(h2_frame(3, 0, id, &8u32.to_be_bytes()));
+        f
+    };
+    let (goaway, _) = h2_flood(addr, 20 * limit_pending, rapid_reset).await;
+    assert_eq!(goaway, Some(0xb), "rapid reset: GOAWAY {goaway:?}");
+    // A request without `:path`: malformed, a stream error the server
+    // answers with RST_STREAM (PROTOCOL_ERROR) each time.
+    let stream_errors = |id: u32| h2_frame(1, 0x5, id, &H2_GET_OK[..5]);
+    let (goaway, _) = h2_flood(addr, 4 * limit_local, stream_errors).await;
+    assert_eq!(goaway, Some(0xb), "stream-error flood: GOAWAY {goaway:?}");
+    // A viewer meanwhile.
+    let (status, took) = get_from("127.0.0.2", addr, "/ok").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(took < Duration::from_millis(500), "viewer waited {took:?}");
+}
