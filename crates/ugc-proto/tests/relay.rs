@@ -477,15 +477,7 @@ async fn a_puller_that_stops_reading_skips_to_a_keyframe_and_never_slows_the_pub
     let mut pub_a = p.hub_a.publish(&p.path);
     pub_a.push(MediaEvent::Tracks(h264_aac())).unwrap();
     let mut puller = RelayPuller::new(pull_config(p.addr, &p.path, TOKEN));
-    let frame = |i: i64| {
-        MediaEvent::Frame(Frame {
-            track: TrackId(1),
-            dts: i * 40,
-            pts: i * 40,
-            keyframe: i % 10 == 0,
-            data: payload(i as u64, 100_000),
-        })
-    };
+    let frame = |i: i64| big_frame(i, 10);
     // The connection starts at the first keyframe; then the puller stops.
     pub_a.push(frame(0)).unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), puller.next_relay_event()).await;
@@ -544,6 +536,18 @@ async fn a_puller_that_stops_reading_skips_to_a_keyframe_and_never_slows_the_pub
     assert!(dts.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// Video frame `i` of 100 kB at 25 fps, a keyframe every `gop` frames:
+/// a few of them fill the socket buffers.
+fn big_frame(i: i64, gop: i64) -> MediaEvent {
+    MediaEvent::Frame(Frame {
+        track: TrackId(1),
+        dts: i * 40,
+        pts: i * 40,
+        keyframe: i % gop == 0,
+        data: payload(i as u64, 100_000),
+    })
+}
+
 /// `ugc_relay_lag_seconds`: a puller that stopped reading while 8 s of
 /// media arrived (the window holds it all) catches up from far behind, and
 /// the stream's lag gauge shows it; a scrape reads it without resetting.
@@ -557,15 +561,7 @@ async fn a_lagging_puller_shows_in_the_lag_gauge() {
     let mut pub_a = p.hub_a.publish(&p.path);
     pub_a.push(MediaEvent::Tracks(h264_aac())).unwrap();
     let mut puller = RelayPuller::new(pull_config(p.addr, &p.path, TOKEN));
-    let frame = |i: i64| {
-        MediaEvent::Frame(Frame {
-            track: TrackId(1),
-            dts: i * 40,
-            pts: i * 40,
-            keyframe: i % 25 == 0,
-            data: payload(i as u64, 100_000),
-        })
-    };
+    let frame = |i: i64| big_frame(i, 25);
     pub_a.push(frame(0)).unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), puller.next_relay_event()).await;
     assert!(first.is_ok());
