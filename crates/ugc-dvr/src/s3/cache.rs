@@ -198,9 +198,15 @@ impl S3Cache {
     async fn fetch(&self, object: &str, offset: u64, len: u64, name: &str) -> io::Result<PathBuf> {
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let path = ObjectPath::from(object);
+        let end = offset.checked_add(len).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("object {object}: range past u64"),
+            )
+        })?;
         let data = self
             .store
-            .get_range(&path, offset..offset + len)
+            .get_range(&path, offset..end)
             .await
             .map_err(|e| {
                 if is_not_found(&e) {

@@ -144,9 +144,26 @@ pub(super) fn parse_index(text: &str) -> Option<(String, Vec<Entry>)> {
     for l in lines {
         let mut it = l.split(' ');
         let file = it.next()?.to_owned();
-        let offset = it.next()?.parse().ok()?;
-        let size = it.next()?.parse().ok()?;
+        let offset: u64 = it.next()?.parse().ok()?;
+        let size: u64 = it.next()?.parse().ok()?;
+        // Another node may have written it (a shared bucket): a range
+        // that does not fit in u64 refuses the whole index.
+        offset.checked_add(size)?;
         entries.push(Entry { file, offset, size });
     }
     Some((object, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_whose_range_overflows_is_refused() {
+        let ok = "ugc-dvr-index 1\nobject o.mp4\ninit-1-0.mp4 0 10\n";
+        assert_eq!(parse_index(ok).map(|(_, e)| e.len()), Some(1));
+        let max = u64::MAX;
+        let bad = format!("ugc-dvr-index 1\nobject o.mp4\ninit-1-0.mp4 {max} 10\n");
+        assert!(parse_index(&bad).is_none());
+    }
 }
