@@ -20,7 +20,9 @@ pub struct NodeFlags {
     #[arg(long, env = "UGC_NODE_ID")]
     pub node_id: Option<String>,
     /// Streams this node takes at most; publish URLs go to the node with the
-    /// most room (0: not declared, counted as 100).
+    /// most room. A publishing node refuses a publisher of another stream
+    /// beyond it, with the node that has room in the reason (0: not
+    /// declared, counted as 100 for placement, nobody refused).
     #[arg(long, env = "UGC_CAPACITY", default_value_t = 0)]
     pub capacity: u32,
 }

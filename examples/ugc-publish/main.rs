@@ -155,16 +155,25 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
     )?;
-    let auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?;
+    let rtmp = tokio::net::TcpListener::bind(flags.rtmp).await?;
+    let srt = tokio::net::UdpSocket::bind(flags.srt).await?;
+    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let mut auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?;
+    if flags.node.capacity > 0 {
+        let id = node::own_id(
+            &flags.node,
+            flags.data.as_deref(),
+            NodeRole::Publish,
+            http.local_addr()?.port(),
+        )?;
+        auth = auth.with_room(room_check(hub.clone(), flags.node.capacity, id));
+    }
     tokio::spawn(
         auth.clone()
             .follow(hub.clone(), settings.subscribe_changes()),
     );
     let auth = Arc::new(auth);
 
-    let rtmp = tokio::net::TcpListener::bind(flags.rtmp).await?;
-    let srt = tokio::net::UdpSocket::bind(flags.srt).await?;
-    let http = tokio::net::TcpListener::bind(flags.http).await?;
     let (rtmp_addr, srt_addr) = (rtmp.local_addr()?, srt.local_addr()?);
     info!(rtmp = %rtmp_addr, srt = %srt_addr, http = %http.local_addr()?, "ugc-publish started");
     let rtmp_stats = Arc::new(ugc_proto::rtmp::server::RtmpServerStats::default());
@@ -343,6 +352,26 @@ async fn main() -> anyhow::Result<()> {
 /// node then switches to this one when its publisher drops, and the
 /// receivers when that whole node dies. Until this node knows its own URL,
 /// a main's node it cannot tell from itself gets no forward.
+/// `Some(id)` while `hub` has `capacity` streams with a publisher
+/// attached (main or backup; a stream on its fallback alone has room for
+/// its publisher's return, which the control plane lets in anyway).
+fn room_check(hub: Hub, capacity: u32, id: String) -> ugc_auth::node::RoomCheck {
+    Arc::new(move || {
+        let publishing = hub
+            .stream_names()
+            .iter()
+            .filter(|s| s.rendition().is_none())
+            .filter_map(|s| hub.stats(s))
+            .filter(|st| {
+                st.sources
+                    .iter()
+                    .any(|r| matches!(r, ugc_core::SourceRole::Main | ugc_core::SourceRole::Backup))
+            })
+            .count();
+        (publishing >= usize::try_from(capacity).unwrap_or(usize::MAX)).then(|| id.clone())
+    })
+}
+
 fn standby_of(auth: Arc<RemoteAuthorizer>, own_url: Arc<std::sync::OnceLock<String>>) -> StandbyOf {
     StandbyOf(Arc::new(move |stream| {
         let main_node = auth.backup_main_node(stream)?;

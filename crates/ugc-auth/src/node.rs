@@ -229,6 +229,12 @@ pub struct PublishCheck {
     pub key: String,
     /// Its address, as the node saw it.
     pub client_ip: IpAddr,
+    /// The asking node's id when it has no room for another publisher
+    /// (its declared capacity reached): the control plane then refuses a
+    /// stream that node does not carry already, naming the node with the
+    /// most room in the reason, and places the stream there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<String>,
 }
 
 /// The answer of `POST /api/v1/node/publish`.
@@ -356,7 +362,12 @@ pub(crate) async fn publish_check(
         key: check.key,
         client_ip: check.client_ip,
     };
-    let decision = cp.authorizer().authorize_publish(&req).await;
+    let mut decision = cp.authorizer().authorize_publish(&req).await;
+    if let (Some(full), PublishDecision::Allow { stream, role }) = (&check.full, &decision)
+        && let Some(refusal) = elsewhere(&cp, full, stream, *role, protocol).await
+    {
+        decision = refusal;
+    }
     let main_of = match &decision {
         PublishDecision::Allow {
             stream,
@@ -374,6 +385,62 @@ pub(crate) async fn publish_check(
         }
     }
     axum::Json(answer).into_response()
+}
+
+/// The refusal of a publisher of `stream` allowed at node `full`, which
+/// has no room: `None` when that node carries the stream already (a
+/// publisher coming back, or the other one of a main/backup pair), else
+/// `unavailable` with the URL of the live publishing node with the most
+/// room (the stream is placed there, so the API's publish URLs follow) or,
+/// with none, a plain "full". The way there is the reason publishers
+/// print (without the key): RTMP's connect-refused redirect (`ex.redirect`)
+/// is followed by neither ffmpeg (5.1 here: a refused connect is read only
+/// for an auth challenge) nor OBS's librtmp.
+async fn elsewhere(
+    cp: &ControlPlane,
+    full: &str,
+    stream: &StreamPath,
+    role: SourceRole,
+    protocol: Protocol,
+) -> Option<PublishDecision> {
+    let nodes = match cp.nodes().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "publish check: no registry to place a full node's publisher");
+            Vec::new()
+        }
+    };
+    let path = stream.to_string();
+    if nodes.iter().any(|n| n.id == full && n.carries(&path)) {
+        return None;
+    }
+    let others: Vec<_> = nodes.into_iter().filter(|n| n.id != full).collect();
+    let target = cp
+        .publish_node(stream.name(), &others, true)
+        .and_then(|n| n.public.clone());
+    let reason = match target {
+        Some(at) => {
+            let app = match role {
+                SourceRole::Backup => crate::authz::BACKUP_APP,
+                _ => crate::authz::APP,
+            };
+            let url = match protocol {
+                Protocol::Srt => format!("srt://{}:{} (same streamid)", at.host, at.srt_port),
+                Protocol::Whip => at.whip(stream.name()),
+                _ => format!(
+                    "rtmp://{}:{}/{app} (same stream key)",
+                    at.host, at.rtmp_port
+                ),
+            };
+            format!("publishing node {full} is full; publish to {url}")
+        }
+        None => format!("publishing node {full} is full and no other has room; try again later"),
+    };
+    tracing::info!(node = %full, stream = %path, %reason, "publisher sent elsewhere");
+    Some(PublishDecision::Deny {
+        kind: DenyKind::Unavailable,
+        reason,
+    })
 }
 
 /// A cached allow: the stream it names and when it stops counting.
@@ -411,7 +478,12 @@ struct Inner {
     /// Streams whose latest allow here was a backup publisher's, with the
     /// main publisher's node the control plane named.
     backups: Mutex<HashMap<StreamPath, Option<String>>>,
+    /// This node's id while it has no room ([`RemoteAuthorizer::with_room`]).
+    room: Option<RoomCheck>,
 }
+
+/// See [`RemoteAuthorizer::with_room`].
+pub type RoomCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for RemoteAuthorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -464,8 +536,21 @@ impl RemoteAuthorizer {
                 play: None,
                 play_keys: None,
                 backups: Mutex::default(),
+                room: None,
             }),
         })
+    }
+
+    /// Asks `full` before every publish check: `Some(node id)` while the
+    /// node has no room for another publisher. The control plane then
+    /// refuses a stream the node does not carry yet and names the node to
+    /// publish to instead (see `POST /api/v1/node/publish`).
+    pub fn with_room(self, full: RoomCheck) -> Self {
+        let mut next = self.rebuilt(self.inner.play.clone(), self.inner.play_keys.clone());
+        if let Some(inner) = Arc::get_mut(&mut next.inner) {
+            inner.room = Some(full);
+        }
+        next
     }
 
     /// Lets viewers play the public streams of `settings` (an origin node);
@@ -492,6 +577,7 @@ impl RemoteAuthorizer {
                 play,
                 play_keys,
                 backups: Mutex::default(),
+                room: inner.room.clone(),
             }),
         }
     }
@@ -574,6 +660,7 @@ impl RemoteAuthorizer {
             app: req.app.clone(),
             key: req.key.clone(),
             client_ip: req.client_ip,
+            full: self.inner.room.as_ref().and_then(|full| full()),
         };
         let Ok(body) = serde_json::to_vec(&body) else {
             return (

@@ -590,7 +590,8 @@ fn base() -> Value {
                         "protocol": { "type": "string", "enum": ["rtmp", "srt", "whip"] },
                         "app": { "type": "string" },
                         "key": { "type": "string" },
-                        "client_ip": { "type": "string", "description": "the publisher's address as the node saw it" }
+                        "client_ip": { "type": "string", "description": "the publisher's address as the node saw it" },
+                        "full": { "type": "string", "description": "the asking node's id when its declared capacity is reached: a stream it does not carry yet is then denied (unavailable) with the URL of the node with the most room in the reason, and placed there" }
                     }
                 },
                 "PublishAnswer": {

@@ -318,7 +318,7 @@ impl NodeView {
         self.state == NodeState::Live && self.public.is_some()
     }
 
-    fn carries(&self, stream: &str) -> bool {
+    pub(crate) fn carries(&self, stream: &str) -> bool {
         self.streams.iter().any(|s| s == stream)
     }
 

@@ -389,6 +389,110 @@ fn nodes_register_and_streams_are_placed_by_load() {
     assert_eq!(publish_port(&r.text()), rtmp_b.port(), "{}", r.text());
 }
 
+/// A publishing node at its declared capacity (`--capacity 1`) refuses the
+/// publisher of another stream with a reason that names the node with
+/// room, which ffmpeg prints, and the API's publish URLs of that stream
+/// move there; the publisher of a stream the full node carries (its backup
+/// here) still gets in, and the sent-away one publishes at the other node.
+#[test]
+fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
+    let control = Control::dedicated();
+    let origin_http = addr();
+    let (_origin, _origin_data) = start_origin(&control, origin_http);
+    let full_http = addr();
+    let (full, rtmp_full) = start_publish_with(
+        &control,
+        None,
+        &[
+            "--capacity".into(),
+            "1".into(),
+            "--http".into(),
+            full_http.to_string(),
+        ],
+    );
+    let (other, rtmp_other) = start_publish(&control, None);
+    wait_until(Duration::from_secs(10), || {
+        nodes(&control).iter().filter(|n| n.2 == "live").count() == 3
+    })
+    .expect("three nodes live");
+    let node_of = |rtmp: SocketAddr| {
+        nodes(&control)
+            .into_iter()
+            .find(|n| n.3 == u64::from(rtmp.port()))
+            .map(|n| n.0)
+            .unwrap()
+    };
+    let (full_id, other_id) = (node_of(rtmp_full), node_of(rtmp_other));
+    let streams_of = |id: &str| -> Vec<String> {
+        listed_nodes(&control)
+            .iter()
+            .filter(|n| n["id"] == id)
+            .flat_map(|n| n["streams"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let roomy = control.create_stream(r#"{"name": "roomy"}"#);
+    let crowded = control.create_stream(r#"{"name": "crowded"}"#);
+    let _main = publish_live(320, 240, &format!("rtmp://{rtmp_full}/live/{roomy}"));
+    wait_until(Duration::from_secs(20), || {
+        streams_of(&full_id).contains(&"live/roomy".to_owned())
+    })
+    .unwrap_or_else(|| panic!("the first stream is not on the node\n{}", full.log()));
+
+    // Another stream's publisher: refused, told where to go.
+    let refused = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=10",
+            "-t",
+            "5",
+        ])
+        .args(["-c:v", "libx264", "-f", "flv"])
+        .arg(format!("rtmp://{rtmp_full}/live/{crowded}")));
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        !refused.status.success(),
+        "published on a full node: {said}"
+    );
+    let told = format!(
+        "publishing node {full_id} is full; publish to rtmp://127.0.0.1:{}/live (same stream key)",
+        rtmp_other.port()
+    );
+    assert!(said.contains(&told), "ffmpeg said: {said}\n{}", full.log());
+    let reason = said.lines().find(|l| l.contains("Server error")).unwrap();
+    assert!(!reason.contains(&crowded), "the key in a reason: {said}");
+    // The API follows.
+    let r = http_send(
+        control.http,
+        "GET",
+        "/api/v1/streams/crowded/publish",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(publish_port(&r.text()), rtmp_other.port(), "{}", r.text());
+
+    // The stream the full node carries: its backup publisher gets in.
+    let _backup = publish_lavfi(
+        "color=c=blue:size=320x240:rate=30",
+        &format!("rtmp://{rtmp_full}/backup/{roomy}"),
+    );
+    wait_until(Duration::from_secs(15), || {
+        stream_sample(full_http, "ugc_stream_publishers_total", "live/roomy") >= Some(2.0)
+    })
+    .unwrap_or_else(|| panic!("the backup was not let in\n{}", full.log()));
+    // And the sent-away publisher is on air where it was told to go.
+    let _moved = publish_live(320, 240, &format!("rtmp://{rtmp_other}/live/{crowded}"));
+    wait_until(Duration::from_secs(20), || {
+        streams_of(&other_id).contains(&"live/crowded".to_owned())
+    })
+    .unwrap_or_else(|| panic!("the moved stream is not on the other node\n{}", other.log()));
+    assert!(!streams_of(&full_id).contains(&"live/crowded".to_owned()));
+}
+
 /// A publishing node with a certificate takes RTMPS: the control plane
 /// answers its `rtmps://` URL (from the node's heartbeat), ffmpeg publishes
 /// over TLS and the origin serves the stream.
