@@ -374,6 +374,17 @@ impl LiveStream {
                 st.open_start = None;
                 st.building = None;
                 st.next_msn = seg.msn.saturating_add(1);
+                // A number jumped (aligned segments over a hole in the
+                // media): a playlist cannot list the hole, so the window
+                // starts again after it.
+                if st
+                    .segments
+                    .back()
+                    .is_some_and(|last| last.msn.saturating_add(1) != seg.msn)
+                {
+                    let dropped = st.segments.drain(..).filter(|s| s.discontinuity).count();
+                    st.discontinuities_dropped += dropped as u64;
+                }
                 st.segments.push_back(seg);
                 let keep = config.window_segments.saturating_add(config.grace_segments);
                 while st.segments.len() > keep {

@@ -31,6 +31,37 @@
 //!   the open segment; the next one is marked discontinuous (a changed track
 //!   set also gets a new numbered init segment). [`MediaEvent::End`] closes
 //!   and reports [`SegmenterOutput::Ended`].
+//!
+//! # Aligned segments
+//!
+//! With [`SegmenterConfig::aligned`] every decision is a function of the
+//! media timeline (the input's decode times), never of where the segmenter
+//! started or of the wall clock, so origins that joined a stream at
+//! different times serve the same media under the same URIs. With `T` the
+//! configured duration and `cell(t) = floor((t + 50 ms) / T)` (the 50 ms
+//! take a keyframe a little early for its boundary, as above):
+//! * Segment `n` starts at the first video keyframe of cell `n` and takes
+//!   `n` as its media sequence number. A cell with no keyframe by a quarter
+//!   of `T` past its boundary starts at the frame there instead (a GOP
+//!   longer than `T`: that segment is not independent).
+//! * After a discontinuity or a new track set in the middle of a cell, the
+//!   next segment takes the next number and runs to the boundary after.
+//!   When the timeline jumps over whole cells (a hole in the media), the
+//!   numbers jump too (an [`crate::LiveStream`] restarts its window there).
+//! * A segmenter holds back the segments before that of its second cut
+//!   (and before it has seen three keyframes): its first segment starts
+//!   wherever it joined, with its parts, and what a segment leaves to the
+//!   next (sound past its last part, the keyframe interval its last part
+//!   is cut by) depends on where that segment started. The segment of the
+//!   second cut follows one that started where every segmenter starts it.
+//!   So a stream's first segment or two are never published, and a
+//!   segmenter that joins publishes two or three segment durations later.
+//! * Parts are cut as above from their segment's start; the audio clock
+//!   snaps to whole frames counted from time 0 (not from the first frame
+//!   seen); `mfhd` sequence numbers come from the segment number;
+//!   `#EXT-X-TARGETDURATION` is the configured one from the start.
+//! * Program date-times still come from the arrival clock (a few
+//!   milliseconds apart between origins).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -80,6 +111,13 @@ pub struct SegmenterConfig {
     /// whose GOP varies, at the price of latency (players stay about three
     /// target durations behind live).
     pub target_duration_s: Option<u32>,
+    /// Cut and number segments by the media timeline alone, so that two
+    /// segmenters fed the same stream, one of them started later (two
+    /// origins), make the same segments under the same numbers, byte for
+    /// byte, from the later one's first published segment on. Default
+    /// `false` (numbers from 0, cuts by duration). See [the module
+    /// docs](self#aligned-segments).
+    pub aligned: bool,
 }
 
 impl Default for SegmenterConfig {
@@ -88,6 +126,7 @@ impl Default for SegmenterConfig {
             target_duration_ms: 2000,
             part_target_ms: None,
             target_duration_s: None,
+            aligned: false,
         }
     }
 }
@@ -273,6 +312,8 @@ struct TrackState {
     last_duration: u32,
     /// Duration of the sample before that (0 until known).
     prev_duration: u32,
+    /// Aligned segments: the audio clock snaps to whole frames from 0.
+    aligned: bool,
     /// Where the last sample ends when it was written with an assumed
     /// (nominal) duration before the next frame arrived (LL-HLS early part
     /// close): the next sample may not start before it, or decode times
@@ -285,7 +326,7 @@ struct TrackState {
 }
 
 impl TrackState {
-    fn new(info: &TrackInfo) -> Self {
+    fn new(info: &TrackInfo, aligned: bool) -> Self {
         let out_ts = fmp4::track_timescale(info);
         let audio_frame = match (info.kind(), info.audio()) {
             (MediaKind::Audio, Some(a)) if a.samples_per_frame > 0 => {
@@ -310,6 +351,7 @@ impl TrackState {
             last_out_dts: None,
             last_duration,
             prev_duration: 0,
+            aligned,
             committed_end: None,
             inband: None,
         }
@@ -320,6 +362,17 @@ impl TrackState {
     fn map_dts(&mut self, in_dts: i64, resyncs: &mut u64) -> (i64, Option<u32>) {
         let expected = rescale(in_dts, self.info.timescale, self.out_ts);
         let out = match (self.last_out_dts, self.audio_frame) {
+            // Aligned: the frame grid from time 0, the same wherever the
+            // track was first seen.
+            (None, Some(frame)) if self.aligned => snap(expected, frame),
+            (Some(last), Some(frame)) if self.aligned => {
+                let snapped = snap(expected, frame);
+                let clean = last.saturating_add(frame);
+                if snapped != clean {
+                    *resyncs += 1;
+                }
+                if snapped <= last { clean } else { snapped }
+            }
             (None, _) => expected,
             (Some(last), Some(frame)) => {
                 let clean = last.saturating_add(frame);
@@ -396,6 +449,8 @@ struct OpenSegment {
     /// The end of the segment's last part, which waits for other tracks'
     /// samples up to there before it is cut.
     last_part_end: Option<i64>,
+    /// Fragments (`moof` + `mdat`) written so far.
+    fragments: u32,
 }
 
 /// The segmenter state machine; see the [module docs](self).
@@ -441,11 +496,33 @@ pub struct Segmenter {
     target_s: Option<u64>,
     /// Continuity counters of the segments' MPEG-TS renditions.
     ts_counters: TsCounters,
+    /// Aligned: the number of the last segment opened.
+    last_msn: Option<u64>,
+    /// Aligned: reference frames seen (counted up to 4: three before a
+    /// segment's first make its first parts' frame durations known).
+    ref_frames_seen: u8,
+    /// Aligned: reference keyframes seen (counted up to 3: with two before
+    /// a segment's first, the keyframe interval was known when the segment
+    /// before it cut its last part, which decides what that segment leaves
+    /// to this one).
+    keyframes_seen: u8,
+    /// Aligned: segments opened by a cut of the timeline (counted up to 2:
+    /// the second such segment follows one that started where every
+    /// segmenter starts it, so its parts, and what it leaves to the next,
+    /// are cut alike).
+    aligned_cuts: u8,
+    /// Aligned: the first segment opened with enough of the stream seen
+    /// before it to be cut as any other segmenter cuts it.
+    publish_from: Option<u64>,
+    /// Aligned: that segment's first output went out; nothing is held back
+    /// any more.
+    warm: bool,
 }
 
 impl Segmenter {
     /// A segmenter with `config`.
     pub fn new(config: SegmenterConfig) -> Self {
+        let aligned = config.aligned;
         Segmenter {
             config,
             tracks: None,
@@ -468,6 +545,12 @@ impl Segmenter {
             keyframe_intervals: VecDeque::with_capacity(KEYFRAME_HISTORY),
             target_s: None,
             ts_counters: TsCounters::default(),
+            last_msn: None,
+            ref_frames_seen: 0,
+            keyframes_seen: 0,
+            aligned_cuts: 0,
+            publish_from: None,
+            warm: !aligned,
         }
     }
 
@@ -571,7 +654,36 @@ impl Segmenter {
     /// The next output, if any. Call until `None` after every
     /// [`Self::push`] / [`Self::flush`].
     pub fn poll(&mut self) -> Option<SegmenterOutput> {
+        if !self.warm {
+            self.hold_back_warm_up();
+        }
         self.out.pop_front()
+    }
+
+    /// Aligned: drops the outputs about segments before
+    /// [`Self::publish_from`] (a segmenter's first segment starts wherever
+    /// it joined, and the first parts after it are cut with less history
+    /// than another segmenter has), keeping init segments and the end.
+    fn hold_back_warm_up(&mut self) {
+        let from = self.publish_from;
+        let mut kept = VecDeque::with_capacity(self.out.len());
+        for o in self.out.drain(..) {
+            let first = match &o {
+                SegmenterOutput::Init(_) | SegmenterOutput::Ended => {
+                    kept.push_back(o);
+                    continue;
+                }
+                _ if self.warm => true,
+                SegmenterOutput::Opened(s) => from.is_some_and(|f| s.msn >= f),
+                SegmenterOutput::Segment(s) => from.is_some_and(|f| s.msn >= f),
+                _ => false,
+            };
+            if first {
+                self.warm = true;
+                kept.push_back(o);
+            }
+        }
+        self.out = kept;
     }
 
     fn reset_timelines(&mut self) {
@@ -594,7 +706,8 @@ impl Segmenter {
             .iter()
             .map(|st| (st.info.id, st.info.config.clone()))
             .collect();
-        self.states = tracks.iter().map(TrackState::new).collect();
+        let aligned = self.config.aligned;
+        self.states = tracks.iter().map(|t| TrackState::new(t, aligned)).collect();
         self.last_keyframe = None;
         self.keyframe_interval = None;
         self.keyframe_intervals.clear();
@@ -659,9 +772,24 @@ impl Segmenter {
         // Every audio frame is a random access point, whatever the source says.
         let keyframe = frame.keyframe || is_audio;
         let starts = is_ref && keyframe;
+        // Aligned: the reference frame's decode time (ms), which every
+        // decision is made from.
+        let aligned_t = (self.config.aligned && is_ref).then(|| {
+            let scale = self
+                .states
+                .get(ti)
+                .map_or(Timescale::MILLIS, |s| s.info.timescale);
+            rescale(frame.dts, scale, Timescale::MILLIS)
+        });
         if self.open.is_none() && !starts {
             self.stats.frames_dropped += 1;
             return Ok(());
+        }
+        if self.config.aligned && is_ref {
+            self.ref_frames_seen = self.ref_frames_seen.saturating_add(1).min(4);
+            if starts {
+                self.keyframes_seen = self.keyframes_seen.saturating_add(1).min(3);
+            }
         }
         let (out_dts, delta) = match self.states.get_mut(ti) {
             Some(st) => st.map_dts(frame.dts, &mut self.stats.audio_resyncs),
@@ -700,37 +828,55 @@ impl Segmenter {
                 result = self.cut_part_early(self.reference.unwrap_or(0), end, true);
             }
         }
+        // Aligned: the number of the segment a cut here opens.
+        let mut aligned_next = None;
         if is_ref && let Some(open) = &self.open {
             let span = out_dts.saturating_sub(open.start_out_dts);
             let target = self.cut_at(ti);
-            if starts && span >= target {
+            let aligned_cut = aligned_t.and_then(|t| self.aligned_cut(open.msn, t, starts));
+            let hole = aligned_cut.is_some_and(|n| n > open.msn.saturating_add(1));
+            if let Some(next) = aligned_cut {
+                aligned_next = Some(next);
+                if hole {
+                    // Over a hole the segment ends with its media: its last
+                    // frame lasts as long as the one before, not until this.
+                    let before = self.states.get(ti).map_or(0, |s| s.prev_duration);
+                    if let Some(open) = self.open.as_mut()
+                        && let Some(Some(j)) = open.last_idx.get(ti).copied()
+                        && let Some(last) = open.samples.get_mut(j)
+                        && before > 0
+                    {
+                        last.sample.duration = before;
+                    }
+                }
+                result = self.close((!hole).then_some(out_dts));
+            } else if self.config.aligned {
+                // Only the timeline cuts.
+                if let Some(pt) = self.config.part_target_ms {
+                    result = self.part_on_arrival(ti, out_dts, delta, pt);
+                }
+            } else if starts && span >= target {
                 result = self.close(Some(out_dts));
             } else if starts && self.cut_before_target(span, ti) {
                 self.stats.early_cuts += 1;
                 result = self.close(Some(out_dts));
             } else if let Some(pt) = self.config.part_target_ms {
-                let part_span = out_dts.saturating_sub(open.part_start_out_dts);
-                // This frame most likely lasts its track's estimate (see
-                // `TrackState::estimate`): cut now if including it would
-                // make the part longer than the target.
-                let next = delta.map_or(0, |_| {
-                    i64::from(self.states.get(ti).map_or(0, TrackState::estimate))
-                });
-                let has_pending = !open.samples.is_empty();
-                if part_span > 0
-                    && part_span.saturating_add(next) > self.ticks_of_ms(pt, ti)
-                    && (has_pending || !open.part_chunks.is_empty())
-                {
-                    result = self.cut_part(out_dts);
-                } else if open.samples.iter().any(|s| Some(s.track) == self.reference) {
-                    // One chunk per reference frame: samples of other tracks
-                    // pending since a part was closed with its last
-                    // reference frame wait for this one.
-                    result = self.write_chunk().map(|_| ());
-                }
+                result = self.part_on_arrival(ti, out_dts, delta, pt);
             }
         }
         if self.open.is_none() {
+            if aligned_next.is_some() {
+                self.aligned_cuts = self.aligned_cuts.saturating_add(1).min(2);
+            }
+            if let Some(t) = aligned_t {
+                let cell = u64::try_from(self.cell_of(t)).unwrap_or(0);
+                self.next_msn = aligned_next.unwrap_or(match self.last_msn {
+                    // After a discontinuity mid-cell: the next number, to
+                    // the boundary after.
+                    Some(last) => cell.max(last.saturating_add(1)),
+                    None => cell,
+                });
+            }
             self.open_segment(&frame, ti, out_dts, now_unix_ms);
         }
         let Some(st) = self.states.get(ti) else {
@@ -807,7 +953,18 @@ impl Segmenter {
                 }
                 _ => open.part_start_out_dts.saturating_sub(open.start_out_dts) < target,
             };
-            let reaches_target = end.saturating_sub(open.start_out_dts) >= target && keyframe_due;
+            let reaches_target = if self.config.aligned {
+                // The segment's end is the next cell boundary.
+                let boundary_ms = i64::try_from(open.msn)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(1)
+                    .saturating_mul(i64::from(self.config.target_duration_ms))
+                    .saturating_sub(i64::from(CUT_TOLERANCE_MS));
+                let boundary = rescale(boundary_ms, Timescale::MILLIS, self.ref_ts());
+                end >= boundary && keyframe_due
+            } else {
+                end.saturating_sub(open.start_out_dts) >= target && keyframe_due
+            };
             let full = span.saturating_add(nominal) > self.ticks_of_ms(pt, ti);
             if nominal > 0 && span > 0 && (reaches_target || full) {
                 if !reaches_target || self.others_cover(end) {
@@ -832,6 +989,76 @@ impl Segmenter {
             }
         }
         result
+    }
+
+    /// A reference frame (track `ti`, at `out_dts`, `delta` after the
+    /// previous one) arrived in the open segment and does not cut it: cut
+    /// the part before it if it would make the part longer than `pt` ms,
+    /// else write the pending samples as a chunk.
+    fn part_on_arrival(
+        &mut self,
+        ti: usize,
+        out_dts: i64,
+        delta: Option<u32>,
+        pt: u32,
+    ) -> Result<(), Error> {
+        let Some(open) = &self.open else {
+            return Ok(());
+        };
+        let part_span = out_dts.saturating_sub(open.part_start_out_dts);
+        // This frame most likely lasts its track's estimate (see
+        // `TrackState::estimate`): cut now if including it would
+        // make the part longer than the target.
+        let next = delta.map_or(0, |_| {
+            i64::from(self.states.get(ti).map_or(0, TrackState::estimate))
+        });
+        let has_pending = !open.samples.is_empty();
+        if part_span > 0
+            && part_span.saturating_add(next) > self.ticks_of_ms(pt, ti)
+            && (has_pending || !open.part_chunks.is_empty())
+        {
+            self.cut_part(out_dts)
+        } else if open.samples.iter().any(|s| Some(s.track) == self.reference) {
+            // One chunk per reference frame: samples of other tracks
+            // pending since a part was closed with its last
+            // reference frame wait for this one.
+            self.write_chunk().map(|_| ())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Aligned: the cell of decode time `t_ms` (see [the module
+    /// docs](self#aligned-segments)).
+    fn cell_of(&self, t_ms: i64) -> i64 {
+        let period = i64::from(self.config.target_duration_ms.max(1));
+        t_ms.saturating_add(i64::from(CUT_TOLERANCE_MS))
+            .div_euclid(period)
+    }
+
+    /// Aligned: the number of the segment that a reference frame at
+    /// `t_ms` (a keyframe or not) starts, cutting the open segment
+    /// `open_msn`; `None` when it does not cut.
+    fn aligned_cut(&self, open_msn: u64, t_ms: i64, keyframe: bool) -> Option<u64> {
+        let period = i64::from(self.config.target_duration_ms.max(1));
+        let open = i64::try_from(open_msn).unwrap_or(i64::MAX);
+        if keyframe {
+            let cell = self.cell_of(t_ms);
+            if cell > open {
+                return u64::try_from(cell).ok();
+            }
+        }
+        // No keyframe a quarter of a period past the boundary: this frame.
+        let late = period / 4;
+        let due = open
+            .saturating_add(1)
+            .saturating_mul(period)
+            .saturating_add(late);
+        if t_ms >= due {
+            let m = t_ms.saturating_sub(late).div_euclid(period);
+            return u64::try_from(m.max(open.saturating_add(1))).ok();
+        }
+        None
     }
 
     /// The span (ticks of track `ti`) from a segment's start at which a
@@ -954,6 +1181,17 @@ impl Segmenter {
         let dts_ms = rescale(out_dts, ref_ts, Timescale::MILLIS);
         let msn = self.next_msn;
         self.next_msn = self.next_msn.saturating_add(1);
+        self.last_msn = Some(msn);
+        // Aligned: the first segment cut where any segmenter cuts it, with
+        // the frame durations and the keyframe interval known.
+        if self.config.aligned
+            && self.publish_from.is_none()
+            && self.ref_frames_seen >= 4
+            && self.keyframes_seen >= 3
+            && self.aligned_cuts >= 2
+        {
+            self.publish_from = Some(msn);
+        }
         let discontinuity = std::mem::take(&mut self.discontinuity_pending);
         let start_media_ms = rescale(frame.dts, in_ts, Timescale::MILLIS);
         let program_date_time_ms = self.date_of(start_media_ms, now_unix_ms);
@@ -986,6 +1224,7 @@ impl Segmenter {
             part_independent: None,
             frames: Vec::new(),
             last_part_end: None,
+            fragments: 0,
         });
         if let (Some((samples, frames)), Some(open)) = (self.carry.take(), self.open.as_mut()) {
             for (i, s) in samples.iter().enumerate() {
@@ -1042,8 +1281,15 @@ impl Segmenter {
                 })
             })
             .collect();
-        let seq = self.next_fragment_seq;
+        let seq = if self.config.aligned {
+            // From the segment number: the same in every aligned segmenter.
+            let n = u32::try_from(open.msn & 0x3f_ffff).unwrap_or(0);
+            (n << 10) | (open.fragments.min(1022) + 1)
+        } else {
+            self.next_fragment_seq
+        };
         self.next_fragment_seq = self.next_fragment_seq.wrapping_add(1).max(1);
+        open.fragments = open.fragments.saturating_add(1);
         let index = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
         let data = fmp4::fragment(seq, &frags).map_err(|source| Error::Mux {
             what: format!("segment {} part {index}", open.msn),
@@ -1188,6 +1434,9 @@ impl Segmenter {
             None => {
                 let t = match self.config.target_duration_s {
                     Some(s) => u64::from(s.max(1)),
+                    None if self.config.aligned => crate::playlist::target_duration_secs(
+                        u64::from(self.config.target_duration_ms),
+                    ),
                     None => crate::playlist::target_duration_secs(
                         duration_ms.max(u64::from(self.config.target_duration_ms)),
                     ),
@@ -1231,6 +1480,15 @@ impl Segmenter {
             .push_back(SegmenterOutput::Segment(Arc::new(segment)));
         part_result
     }
+}
+
+/// `ticks` rounded to the nearest multiple of `step` (> 0).
+fn snap(ticks: i64, step: i64) -> i64 {
+    let step = step.max(1);
+    ticks
+        .saturating_add(step / 2)
+        .div_euclid(step)
+        .saturating_mul(step)
 }
 
 /// The parameter sets of an H.264 or H.265 track (from its `avcC` /
@@ -1307,7 +1565,7 @@ mod tests {
     fn aac_state() -> TrackState {
         let tracks = ugc_core::hub::tests_support::av_tracks();
         let audio = tracks.audio().cloned();
-        TrackState::new(&audio.expect("audio track"))
+        TrackState::new(&audio.expect("audio track"), false)
     }
 
     #[test]
@@ -1350,7 +1608,7 @@ mod tests {
     #[test]
     fn video_timeline_stays_monotonic() {
         let tracks = ugc_core::hub::tests_support::av_tracks();
-        let mut st = TrackState::new(tracks.video().expect("video"));
+        let mut st = TrackState::new(tracks.video().expect("video"), false);
         let mut r = 0;
         assert_eq!(st.map_dts(100, &mut r), (9000, None));
         assert_eq!(st.map_dts(90, &mut r), (9000, Some(0)));
