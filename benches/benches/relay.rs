@@ -24,6 +24,7 @@ fn events() -> Vec<RelayEvent> {
             window: 1,
             start: 0,
             resumed: false,
+            timeline: Some(1),
         }),
         RelayEvent::Media {
             seq: Some(0),

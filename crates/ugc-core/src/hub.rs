@@ -291,6 +291,8 @@ struct State {
     settling: Vec<TrackId>,
     /// Whether anything was ever published (so a takeover is a discontinuity).
     had_media: bool,
+    /// The id of the stream's timeline (see [`Hub::timeline`]).
+    timeline: u64,
     /// The current publisher still has to send its first frame (rebase base).
     rebase_pending: bool,
     /// A takeover discontinuity is still to be announced.
@@ -477,6 +479,13 @@ impl Hub {
     }
 
     fn get_or_create(&self, name: &StreamPath) -> Arc<StreamShared> {
+        self.get_or_create_on(name, None)
+    }
+
+    /// [`Self::get_or_create`] on `timeline` (see [`Self::timeline`]): a
+    /// new stream is created on it, before anyone watching the hub can
+    /// see the stream, and one that has had no media yet takes it.
+    fn get_or_create_on(&self, name: &StreamPath, timeline: Option<u64>) -> Arc<StreamShared> {
         let mut created = false;
         let mut streams = self.streams();
         let shared = streams
@@ -499,6 +508,7 @@ impl Hub {
                         active: SourceRole::Main,
                         settling: Vec::new(),
                         had_media: false,
+                        timeline: timeline.unwrap_or_else(new_timeline_id),
                         rebase_pending: false,
                         announce_pending: false,
                         offset: MediaTime::zero(Timescale::MICROS),
@@ -530,6 +540,38 @@ impl Hub {
         }
         drop(streams);
         shared
+    }
+
+    /// The id of stream `name`'s timeline: the same for every node of a
+    /// platform that carries this life of the stream, so that they can
+    /// name its media alike (origins' aligned segments). A stream takes
+    /// the id its first publisher brings from upstream
+    /// ([`Self::publish_on_timeline`]: a relay carries it), else a new
+    /// one, its creation in unix milliseconds (larger than the ids of the
+    /// name's earlier lives on this machine's clock).
+    pub fn timeline(&self, name: &StreamPath) -> Option<u64> {
+        let shared = self.streams().get(name).cloned()?;
+        let id = shared.lock().timeline;
+        Some(id)
+    }
+
+    /// [`Self::publish_as`] by a publisher whose timestamps are on timeline
+    /// `timeline` upstream: a stream that has had no media yet takes it as
+    /// its own ([`Self::timeline`]).
+    pub fn publish_on_timeline(
+        &self,
+        name: &StreamPath,
+        role: SourceRole,
+        timeline: Option<u64>,
+    ) -> HubPublisher {
+        let shared = self.get_or_create_on(name, timeline);
+        if let Some(id) = timeline {
+            let mut st = shared.lock();
+            if !st.had_media {
+                st.timeline = id;
+            }
+        }
+        self.publish_at(name, role, Instant::now())
     }
 
     /// Attaches the main publisher of stream `name`, creating the stream if
@@ -1368,6 +1410,21 @@ const MAX_LEAD_OVER_VIDEO: MediaTime = MediaTime::new(250_000, Timescale::MICROS
 /// source's audio keeps its own offset to its video (lip sync); whatever of
 /// it would land at or before the old audio's end is dropped (no going
 /// back): less than a frame in practice, at most the bound.
+/// A new stream's timeline id: now in unix milliseconds, and larger than
+/// the last one this process gave.
+fn new_timeline_id() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let prev = LAST.fetch_max(now, Ordering::Relaxed);
+    if prev >= now {
+        LAST.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        now
+    }
+}
+
 fn timeline_end(
     clocks: &HashMap<TrackId, (Timescale, TrackClock)>,
     video: Option<TrackId>,
@@ -1651,6 +1708,31 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_stream_is_on_its_first_publishers_timeline_or_a_new_one() {
+        let hub = Hub::new(HubConfig::default());
+        // Made here: a new id, larger for each new stream.
+        let mut a = hub.publish(&path("live/a"));
+        let own = hub.timeline(&path("live/a")).unwrap();
+        assert!(own > 1_700_000_000_000, "{own}");
+        let b = hub.publish(&path("live/b"));
+        assert!(hub.timeline(&path("live/b")).unwrap() > own);
+        drop(b);
+        // Brought from upstream (a relay's hello): taken as is, also by a
+        // stream that exists without media yet.
+        let _c = hub.publish_on_timeline(&path("live/c"), SourceRole::Main, Some(42));
+        assert_eq!(hub.timeline(&path("live/c")), Some(42));
+        let _b = hub.publish_on_timeline(&path("live/b"), SourceRole::Main, Some(43));
+        assert_eq!(hub.timeline(&path("live/b")), Some(43));
+        // A stream with media keeps its own: a later publisher is rebased
+        // onto it.
+        a.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        a.push(video(0, true)).unwrap();
+        let _a2 = hub.publish_on_timeline(&path("live/a"), SourceRole::Backup, Some(7));
+        assert_eq!(hub.timeline(&path("live/a")), Some(own));
+        assert_eq!(hub.timeline(&path("live/none")), None);
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl HlsPackager {
 
     fn drain(&mut self) {
         let mut outputs = Vec::new();
-        while let Some(out) = self.segmenter.poll() {
+        while let Some((out, live)) = self.segmenter.poll_all() {
             if let SegmenterOutput::Segment(seg) = &out
                 && self.segmenter.stats().target_overruns > self.overruns
             {
@@ -155,10 +155,14 @@ impl HlsPackager {
                      target_duration_s)"
                 );
             }
+            // The recorder keeps what aligned segments hold back from the
+            // live window (a stream's first seconds).
             if let Some(o) = self.observer.as_mut() {
                 o.on_output(&out);
             }
-            outputs.push(out);
+            if live {
+                outputs.push(out);
+            }
         }
         // One update per input: a part and the preload hint after it together.
         self.stream.apply_all(outputs, (self.now_unix_ms)());
@@ -313,6 +317,10 @@ pub struct HlsTiming {
     /// LL-HLS part target in ms: 0 is classic HLS (one part per
     /// segment), else 50..=`segment_ms`; default 200.
     pub part_ms: u32,
+    /// Aligned segments ([`SegmenterConfig::aligned`]), named after the
+    /// stream's timeline ([`ugc_core::Hub::timeline`]): origins carrying
+    /// one stream serve the same media under the same URIs. Default off.
+    pub aligned: bool,
 }
 
 impl Default for HlsTiming {
@@ -322,6 +330,7 @@ impl Default for HlsTiming {
             target_duration_s: 0,
             window_segments: 6,
             part_ms: 200,
+            aligned: false,
         }
     }
 }
@@ -336,6 +345,7 @@ impl HlsTiming {
             target_duration_s: target_s,
             window_segments,
             part_ms,
+            aligned: _,
         } = *self;
         let check = |ok: bool, message: String| match ok {
             true => Ok(()),
@@ -365,6 +375,7 @@ impl HlsTiming {
         )?;
         let mut c = PackagerConfig::default();
         c.segmenter.target_duration_ms = segment_ms;
+        c.segmenter.aligned = self.aligned;
         c.segmenter.target_duration_s = (target_s > 0).then_some(target_s);
         c.live.target_duration_ms = segment_ms;
         c.live.window_segments = window_segments;
@@ -405,12 +416,22 @@ pub async fn package_hub(
         // Each life of a stream name gets a session larger than the last
         // one's, so its media URIs (segment numbers restart at 0) never
         // name bytes of an earlier broadcast that a cache may keep: its start
-        // in unix ms, also across restarts of this process.
-        let session = u64::try_from(now_unix_ms()).unwrap_or(0).max(
-            registry
-                .get(&name)
-                .map_or(0, |old| old.session().saturating_add(1)),
-        );
+        // in unix ms, also across restarts of this process. Aligned
+        // segments take the id of the stream's timeline instead (the
+        // first node's unix ms), which every origin carrying this life of
+        // the stream knows alike.
+        let start = if config.segmenter.aligned {
+            hub.timeline(&name)
+        } else {
+            None
+        };
+        let session = start
+            .unwrap_or_else(|| u64::try_from(now_unix_ms()).unwrap_or(0))
+            .max(
+                registry
+                    .get(&name)
+                    .map_or(0, |old| old.session().saturating_add(1)),
+            );
         let live = Arc::new(LiveStream::with_session(config.live.clone(), session));
         registry.insert(&name, live.clone());
         tracing::info!(stream = %name, "packaging");
@@ -462,8 +483,10 @@ mod tests {
             target_duration_s: 8,
             window_segments: 3,
             part_ms: 0,
+            aligned: true,
         };
         let c = t.packager().unwrap();
+        assert!(c.segmenter.aligned);
         assert_eq!(
             (c.segmenter.target_duration_s, c.segmenter.part_target_ms),
             (Some(8), None)

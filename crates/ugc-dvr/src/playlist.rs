@@ -352,10 +352,18 @@ impl MediaPlaylist<'_> {
         }
         let _ = write!(
             out,
-            "#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n\
-             #EXT-X-INDEPENDENT-SEGMENTS\n",
+            "#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
             self.discontinuity_sequence,
         );
+        // Only while every listed segment starts with a keyframe (aligned
+        // segments of a GOP longer than a segment do not).
+        let independent = self
+            .segments
+            .iter()
+            .all(|s| s.parts.first().is_none_or(|p| p.independent));
+        if independent {
+            out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
         let skipped = match ll {
             Some(l) if l.skip => self.skippable_segments(),
             _ => 0,

@@ -41,9 +41,10 @@
 //! configured duration and `cell(t) = floor((t + 50 ms) / T)` (the 50 ms
 //! take a keyframe a little early for its boundary, as above):
 //! * Segment `n` starts at the first video keyframe of cell `n` and takes
-//!   `n` as its media sequence number. A cell with no keyframe by a quarter
-//!   of `T` past its boundary starts at the frame there instead (a GOP
-//!   longer than `T`: that segment is not independent).
+//!   `n` as its media sequence number. A cell with no keyframe a quarter of
+//!   `T` after where the last keyframe fell in its own cell (or by the
+//!   cell's last tenth) starts at the frame there instead (a GOP longer
+//!   than `T`: that segment is not independent).
 //! * After a discontinuity or a new track set in the middle of a cell, the
 //!   next segment takes the next number and runs to the boundary after.
 //!   When the timeline jumps over whole cells (a hole in the media), the
@@ -312,8 +313,12 @@ struct TrackState {
     last_duration: u32,
     /// Duration of the sample before that (0 until known).
     prev_duration: u32,
-    /// Aligned segments: the audio clock snaps to whole frames from 0.
+    /// Aligned segments: the audio clock snaps to whole frames of the
+    /// track's own phase, estimated from its last frames alone.
     aligned: bool,
+    /// Aligned, audio: where the last [`PHASE_FRAMES`] frames fell within
+    /// a frame's length (ticks), newest last.
+    phases: VecDeque<i64>,
     /// Where the last sample ends when it was written with an assumed
     /// (nominal) duration before the next frame arrived (LL-HLS early part
     /// close): the next sample may not start before it, or decode times
@@ -352,6 +357,7 @@ impl TrackState {
             last_duration,
             prev_duration: 0,
             aligned,
+            phases: VecDeque::with_capacity(PHASE_FRAMES),
             committed_end: None,
             inband: None,
         }
@@ -364,14 +370,28 @@ impl TrackState {
         let out = match (self.last_out_dts, self.audio_frame) {
             // Aligned: the frame grid from time 0, the same wherever the
             // track was first seen.
-            (None, Some(frame)) if self.aligned => snap(expected, frame),
-            (Some(last), Some(frame)) if self.aligned => {
-                let snapped = snap(expected, frame);
-                let clean = last.saturating_add(frame);
-                if snapped != clean {
-                    *resyncs += 1;
+            (last, Some(frame)) if self.aligned => {
+                // The grid of whole frames at the phase the last frames
+                // show (their input times jitter by a millisecond): the
+                // same in every segmenter that saw those frames, wherever
+                // it started, and never ambiguous the way a grid at an
+                // arbitrary phase is for frames that fall half-way.
+                if self.phases.len() == PHASE_FRAMES {
+                    self.phases.pop_front();
                 }
-                if snapped <= last { clean } else { snapped }
+                self.phases.push_back(expected.rem_euclid(frame));
+                let phase = circular_mean(&self.phases, frame);
+                let snapped = snap(expected.saturating_sub(phase), frame).saturating_add(phase);
+                match last {
+                    None => snapped,
+                    Some(last) => {
+                        let clean = last.saturating_add(frame);
+                        if snapped != clean {
+                            *resyncs += 1;
+                        }
+                        if snapped <= last { clean } else { snapped }
+                    }
+                }
             }
             (None, _) => expected,
             (Some(last), Some(frame)) => {
@@ -506,6 +526,9 @@ pub struct Segmenter {
     /// before it cut its last part, which decides what that segment leaves
     /// to this one).
     keyframes_seen: u8,
+    /// Aligned: where in its cell the last reference keyframe fell, which
+    /// puts the cut of a cell with no keyframe after where one was due.
+    last_key_phase: Option<i64>,
     /// Aligned: segments opened by a cut of the timeline (counted up to 2:
     /// the second such segment follows one that started where every
     /// segmenter starts it, so its parts, and what it leaves to the next,
@@ -549,6 +572,7 @@ impl Segmenter {
             ref_frames_seen: 0,
             keyframes_seen: 0,
             aligned_cuts: 0,
+            last_key_phase: None,
             publish_from: None,
             warm: !aligned,
         }
@@ -654,36 +678,38 @@ impl Segmenter {
     /// The next output, if any. Call until `None` after every
     /// [`Self::push`] / [`Self::flush`].
     pub fn poll(&mut self) -> Option<SegmenterOutput> {
-        if !self.warm {
-            self.hold_back_warm_up();
-        }
-        self.out.pop_front()
-    }
-
-    /// Aligned: drops the outputs about segments before
-    /// [`Self::publish_from`] (a segmenter's first segment starts wherever
-    /// it joined, and the first parts after it are cut with less history
-    /// than another segmenter has), keeping init segments and the end.
-    fn hold_back_warm_up(&mut self) {
-        let from = self.publish_from;
-        let mut kept = VecDeque::with_capacity(self.out.len());
-        for o in self.out.drain(..) {
-            let first = match &o {
-                SegmenterOutput::Init(_) | SegmenterOutput::Ended => {
-                    kept.push_back(o);
-                    continue;
-                }
-                _ if self.warm => true,
-                SegmenterOutput::Opened(s) => from.is_some_and(|f| s.msn >= f),
-                SegmenterOutput::Segment(s) => from.is_some_and(|f| s.msn >= f),
-                _ => false,
-            };
-            if first {
-                self.warm = true;
-                kept.push_back(o);
+        loop {
+            if let (o, true) = self.poll_all()? {
+                return Some(o);
             }
         }
-        self.out = kept;
+    }
+
+    /// [`Self::poll`] with the outputs it holds back too, each with whether
+    /// it is for live playlists (`true`) or held back (`false`): aligned
+    /// segments before the second cut (see [the module
+    /// docs](self#aligned-segments)), which a recording may keep (its
+    /// first seconds) but a live window must not list (another origin
+    /// names other bytes so). Without [`SegmenterConfig::aligned`] every
+    /// output is `true`.
+    pub fn poll_all(&mut self) -> Option<(SegmenterOutput, bool)> {
+        let o = self.out.pop_front()?;
+        if self.warm {
+            return Some((o, true));
+        }
+        let from = self.publish_from;
+        let live = match &o {
+            SegmenterOutput::Init(_) | SegmenterOutput::Ended => true,
+            SegmenterOutput::Opened(s) => from.is_some_and(|f| s.msn >= f),
+            SegmenterOutput::Segment(s) => from.is_some_and(|f| s.msn >= f),
+            _ => false,
+        };
+        // From the first output of the first published segment on,
+        // everything goes out.
+        if live && !matches!(o, SegmenterOutput::Init(_) | SegmenterOutput::Ended) {
+            self.warm = true;
+        }
+        Some((o, live))
     }
 
     fn reset_timelines(&mut self) {
@@ -791,6 +817,17 @@ impl Segmenter {
                 self.keyframes_seen = self.keyframes_seen.saturating_add(1).min(3);
             }
         }
+        // Aligned: a frame that starts a segment keeps its own decode time,
+        // not the end an early part cut promised for the frame before it
+        // (which depends on where that segment's parts fell, so on where
+        // the segmenter joined); the two overlap by that estimate's error,
+        // under a millisecond, across the boundary.
+        if let (Some(t), Some(open)) = (aligned_t, &self.open)
+            && self.aligned_cut(open.msn, t, starts).is_some()
+            && let Some(st) = self.states.get_mut(ti)
+        {
+            st.committed_end = None;
+        }
         let (out_dts, delta) = match self.states.get_mut(ti) {
             Some(st) => st.map_dts(frame.dts, &mut self.stats.audio_resyncs),
             None => return Ok(()),
@@ -863,6 +900,9 @@ impl Segmenter {
             } else if let Some(pt) = self.config.part_target_ms {
                 result = self.part_on_arrival(ti, out_dts, delta, pt);
             }
+        }
+        if starts && let Some(t) = aligned_t {
+            self.last_key_phase = Some(self.phase_of(t));
         }
         if self.open.is_none() {
             if aligned_next.is_some() {
@@ -1028,6 +1068,14 @@ impl Segmenter {
         }
     }
 
+    /// Aligned: where in its cell decode time `t_ms` falls (0 at the
+    /// cell's start, 50 ms before its boundary).
+    fn phase_of(&self, t_ms: i64) -> i64 {
+        let period = i64::from(self.config.target_duration_ms.max(1));
+        t_ms.saturating_add(i64::from(CUT_TOLERANCE_MS))
+            .rem_euclid(period)
+    }
+
     /// Aligned: the cell of decode time `t_ms` (see [the module
     /// docs](self#aligned-segments)).
     fn cell_of(&self, t_ms: i64) -> i64 {
@@ -1048,14 +1096,23 @@ impl Segmenter {
                 return u64::try_from(cell).ok();
             }
         }
-        // No keyframe a quarter of a period past the boundary: this frame.
-        let late = period / 4;
+        // No keyframe by a quarter of a period after where the last one
+        // fell in its cell (GOPs repeat their phase), or by the last tenth
+        // of the cell (at least 100 ms, so that a frame comes after it
+        // before the cell ends: a cell is skipped only by a hole in the
+        // media): this frame.
+        let last_window = (period / 10).max(100).min(period / 2);
+        let late = self
+            .last_key_phase
+            .map_or(period / 4, |p| p.saturating_add(period / 4))
+            .min(period - last_window);
         let due = open
             .saturating_add(1)
             .saturating_mul(period)
+            .saturating_sub(i64::from(CUT_TOLERANCE_MS))
             .saturating_add(late);
         if t_ms >= due {
-            let m = t_ms.saturating_sub(late).div_euclid(period);
+            let m = self.cell_of(t_ms.saturating_sub(late));
             return u64::try_from(m.max(open.saturating_add(1))).ok();
         }
         None
@@ -1480,6 +1537,30 @@ impl Segmenter {
             .push_back(SegmenterOutput::Segment(Arc::new(segment)));
         part_result
     }
+}
+
+/// Audio frames whose phase sets an aligned segmenter's audio grid.
+const PHASE_FRAMES: usize = 8;
+
+/// The mean of `phases` (each in `0..period`) on the circle of `period`,
+/// in `0..period`: the first is the reference, the others are taken within
+/// half a period of it.
+fn circular_mean(phases: &VecDeque<i64>, period: i64) -> i64 {
+    let Some(&first) = phases.front() else {
+        return 0;
+    };
+    let period = period.max(1);
+    let n = i64::try_from(phases.len()).unwrap_or(1).max(1);
+    let sum: i64 = phases
+        .iter()
+        .map(|p| {
+            p.saturating_sub(first)
+                .saturating_add(period / 2)
+                .rem_euclid(period)
+                .saturating_sub(period / 2)
+        })
+        .sum();
+    first.saturating_add(sum.div_euclid(n)).rem_euclid(period)
 }
 
 /// `ticks` rounded to the nearest multiple of `step` (> 0).

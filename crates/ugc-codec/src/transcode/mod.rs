@@ -842,21 +842,27 @@ impl Worker {
                     .fetch_add(u64::try_from(us).unwrap_or(0), Ordering::Relaxed);
             }
         }
-        // Plan IDRs on source pictures so every rung has them at the same pts.
+        // Plan IDRs on source pictures so every rung has them at the same
+        // pts: the first picture, then the first at or after each multiple
+        // of the interval on the stream's timeline (not counted from where
+        // this transcoder started), so a standby that takes over puts them
+        // where the main did, and origins cutting aligned segments of the
+        // same length find one at each boundary.
         let interval = rescale(i64::from(self.config.keyframe_interval_ms), 1000, scale).max(1);
         let mut force = std::mem::take(&mut self.force_pending);
+        let next_grid = |pts: i64| {
+            pts.div_euclid(interval)
+                .saturating_add(1)
+                .saturating_mul(interval)
+        };
         match self.next_key {
             None => {
                 force = true;
-                self.next_key = Some(f.pts.saturating_add(interval));
+                self.next_key = Some(next_grid(f.pts));
             }
             Some(k) if f.pts >= k => {
                 force = true;
-                let mut k = k;
-                while k <= f.pts {
-                    k = k.saturating_add(interval);
-                }
-                self.next_key = Some(k);
+                self.next_key = Some(next_grid(f.pts));
             }
             Some(_) => {}
         }

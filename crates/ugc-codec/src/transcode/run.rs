@@ -201,7 +201,13 @@ fn route(
             let publisher = match publishers.entry(i) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => match source.with_rendition(name) {
-                    Ok(path) => v.insert(hub.publish(&path)),
+                    // On the source's timeline: every node names the
+                    // rendition's media as it names the source's.
+                    Ok(path) => v.insert(hub.publish_on_timeline(
+                        &path,
+                        ugc_core::SourceRole::Main,
+                        hub.timeline(source),
+                    )),
                     Err(err) => {
                         tracing::warn!(stream = %source, rendition = name, error = %err, "cannot publish rendition");
                         continue;

@@ -222,7 +222,8 @@ impl LeaseFollower {
                         continue;
                     }
                 };
-                let mut publisher = hub.publish(&stream);
+                let mut publisher =
+                    hub.publish_on_timeline(&stream, ugc_core::SourceRole::Main, puller.timeline());
                 if let Err(e) = publisher.push(first) {
                     tracing::warn!(%stream, error = %e, "lease pull: the Hub refused the stream");
                     tokio::time::sleep(Duration::from_secs(1)).await;

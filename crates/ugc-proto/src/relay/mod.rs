@@ -27,7 +27,7 @@
 //! | box | content |
 //! |---|---|
 //! | `ftyp` | major brand `ugcr`, minor version = wire version (1), compatible `iso6`, `ugcr` |
-//! | `ugch` | hello, full box v0, flag 1 = resumed; `epoch` u64 (the sender's lease epoch), `window` u64 (id of the sender's window), `start` u64 (sequence of the first window event on this connection) |
+//! | `ugch` | hello, full box v0, flag 1 = resumed; `epoch` u64 (the sender's lease epoch), `window` u64 (id of the sender's window), `start` u64 (sequence of the first window event on this connection), [`timeline` u64 (the id of the stream's timeline, [`ugc_core::Hub::timeline`]; readers take what follows `start` as it when present)] |
 //! | `moov` | a track set: `mvhd`, one `trak` per track (`tkhd` track id, `mdhd` timescale = the Hub track's timescale, `stsd` with `avc1`/`avcC`, `hvc1`/`hvcC`, `av01`/`av1C`, `mp4a`/`esds` (the AudioSpecificConfig), `Opus`/`dOps`, each config byte-exact), `mvex`/`trex` |
 //! | `trak/ugct` | full box v0, flags 1 = frame rate, 2 = bitrate; kind u8 (0 video: width u32, height u32, [num u32, den u32]; 1 audio: sample rate u32, channels u8, samples per frame u32); [bitrate u32]; codec string (u16 length + UTF-8) |
 //! | `moov/ugci` | full box v0, flags 1 = context (the track set in effect where a resumed connection starts: not an event), 2 = made for this connection (no sequence); `seq` u64 |
@@ -64,7 +64,7 @@
 //! let tracks = ugc_core::hub::tests_support::av_tracks();
 //! let frame = Frame { track: TrackId(1), dts: 0, pts: 40, keyframe: true, data: bytes::Bytes::from_static(b"idr") };
 //! let mut w = RelayWriter::new();
-//! w.hello(&Hello { epoch: 7, window: 1, start: 0, resumed: false })?;
+//! w.hello(&Hello { epoch: 7, window: 1, start: 0, resumed: false, timeline: Some(1_700_000_000_000) })?;
 //! w.event(Some(0), &MediaEvent::Tracks(tracks.clone()))?;
 //! w.event(Some(1), &MediaEvent::Frame(frame.clone()))?;
 //! w.event(Some(2), &MediaEvent::End)?;
@@ -129,6 +129,10 @@ pub struct Hello {
     pub start: u64,
     /// The connection continues where the puller asked (no gap).
     pub resumed: bool,
+    /// The id of the stream's timeline at the sender
+    /// ([`ugc_core::Hub::timeline`]), which the receiver's stream takes
+    /// ([`ugc_core::Hub::publish_on_timeline`]); absent from older senders.
+    pub timeline: Option<u64>,
 }
 
 /// One unit of the relay stream.

@@ -124,6 +124,8 @@ pub struct RelayPuller {
     failures: u32,
     connects: u64,
     resumes: u64,
+    /// The stream's timeline id at the source, from the last hello.
+    timeline: Option<u64>,
 }
 
 impl std::fmt::Debug for RelayPuller {
@@ -154,7 +156,15 @@ impl RelayPuller {
             failures: 0,
             connects: 0,
             resumes: 0,
+            timeline: None,
         }
+    }
+
+    /// The id of the stream's timeline at the source (from the last
+    /// connection's hello; `None` before one, or from older senders): give
+    /// it to [`ugc_core::Hub::publish_on_timeline`].
+    pub fn timeline(&self) -> Option<u64> {
+        self.timeline
     }
 
     /// Connections made (answered `200`).
@@ -251,6 +261,7 @@ impl RelayPuller {
                         });
                     }
                     self.epoch = h.epoch;
+                    self.timeline = h.timeline.or(self.timeline);
                     let resumed = h.resumed && self.resume.is_some_and(|(w, _)| w == h.window);
                     if resumed {
                         self.resumes += 1;

@@ -76,6 +76,9 @@ pub struct PushConfig {
     /// point's stream, which stands by there while a main push lives
     /// (`?role=backup`; a fallback role is sent as main).
     pub role: SourceRole,
+    /// The id of the stream's timeline here ([`ugc_core::Hub::timeline`]),
+    /// sent in the hello for the receiver's stream to take.
+    pub timeline: Option<u64>,
 }
 
 /// Counters of a node's [`RelayPusher`]s, for `/metrics` and the load it
@@ -156,6 +159,7 @@ impl PushConfig {
             stats: Arc::default(),
             batch: Duration::ZERO,
             role: SourceRole::Main,
+            timeline: None,
         }
     }
 
@@ -315,6 +319,7 @@ impl RelayPusher {
             window,
             start: self.seq,
             resumed: false,
+            timeline: self.config.timeline,
         });
         self.conn = Some(Conn { tx, task, writer });
         self.connects += 1;
@@ -672,6 +677,7 @@ impl Pushes {
             stats: options.stats.clone(),
             batch: options.batch,
             role,
+            timeline: hub.timeline(stream),
             ..PushConfig::new(target, stream.clone(), &options.token)
         });
         let (stream, target) = key.clone();

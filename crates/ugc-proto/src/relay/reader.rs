@@ -295,6 +295,8 @@ impl RelayReader {
             window: c.u64().ok_or(t)?,
             start: c.u64().ok_or(t)?,
             resumed: vf & HELLO_RESUMED != 0,
+            // Absent from senders before it.
+            timeline: c.u64(),
         };
         self.next_seq = hello.start;
         self.hello = Some(hello);

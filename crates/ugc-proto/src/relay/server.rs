@@ -499,6 +499,7 @@ async fn serve(
             window: w.id(),
             start: at,
             resumed,
+            timeline: inner.hub.timeline(&path),
         };
         (start, hello)
     };
@@ -596,7 +597,7 @@ async fn receive(
                     }
                     *seen = h.epoch;
                     drop(epochs);
-                    publisher = Some(inner.hub.publish_as(&path, query.role));
+                    publisher = Some(inner.hub.publish_on_timeline(&path, query.role, h.timeline));
                     continue;
                 }
                 RelayEvent::Context { tracks, .. } => MediaEvent::Tracks(tracks),

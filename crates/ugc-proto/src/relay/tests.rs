@@ -207,7 +207,7 @@ proptest! {
         end in any::<bool>(),
         cuts in proptest::collection::vec(prop_oneof![1usize..8, 1usize..4000], 1..8),
     ) {
-        let hello = Hello { epoch, window, start, resumed };
+        let hello = Hello { epoch, window, start, resumed, timeline: None };
         let events = script(hello, &ops, &steps, end);
         let bytes = write_all(&events);
         let read = read_chunked(&bytes, &cuts).unwrap();
@@ -224,7 +224,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..12),
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
     ) {
-        let hello = Hello { epoch: 1, window: 2, start: 3, resumed: false };
+        let hello = Hello { epoch: 1, window: 2, start: 3, resumed: false, timeline: Some(9) };
         let mut bytes = write_all(&script(hello, &ops, &[1], true));
         for (at, v) in flips {
             let n = bytes.len();
@@ -235,7 +235,7 @@ proptest! {
 
     #[test]
     fn every_truncation_is_need_more_or_an_error(ops in proptest::collection::vec(op(), 1..8), keep in any::<usize>()) {
-        let hello = Hello { epoch: 1, window: 2, start: 3, resumed: false };
+        let hello = Hello { epoch: 1, window: 2, start: 3, resumed: false, timeline: Some(9) };
         let events = script(hello, &ops, &[1], true);
         let bytes = write_all(&events);
         let keep = keep % bytes.len();
@@ -256,6 +256,7 @@ fn sample_stream() -> Vec<u8> {
         window: 2,
         start: 0,
         resumed: false,
+        timeline: None,
     };
     let ops = [
         Op::Tracks(ugc_core::hub::tests_support::av_tracks(), false),
@@ -326,6 +327,7 @@ fn frames_are_zero_copy_slices_on_the_writer_side() {
         window: 0,
         start: 0,
         resumed: false,
+        timeline: None,
     })
     .unwrap();
     w.event(
@@ -357,6 +359,7 @@ fn frame_of_an_unknown_track_is_refused_by_the_writer() {
         window: 0,
         start: 0,
         resumed: false,
+        timeline: None,
     })
     .unwrap();
     let f = MediaEvent::Frame(Frame {
@@ -383,6 +386,7 @@ fn write_fuzz_seeds() {
         window: 2,
         start: (1 << 32) - 2,
         resumed: false,
+        timeline: None,
     };
     let av = ugc_core::hub::tests_support::av_tracks();
     let seeds: [(&str, Vec<RelayEvent>); 2] = [

@@ -57,6 +57,9 @@ impl RelayWriter {
         w.u64(hello.epoch);
         w.u64(hello.window);
         w.u64(hello.start);
+        if let Some(t) = hello.timeline {
+            w.u64(t);
+        }
         w.close(h)?;
         self.out.push_back(Bytes::from(w.buf));
         Ok(())
