@@ -83,6 +83,14 @@ struct Flags {
     /// LL-HLS part target in milliseconds (0: classic HLS).
     #[arg(long, env = "UGC_PART_MS")]
     part_ms: Option<u32>,
+    /// Cut and name segments by the stream's timeline, so that every
+    /// origin carrying a stream serves the same segments and parts under
+    /// the same URIs (an edge may balance or fail over between them); a
+    /// stream's first two segments are then not published (`false`: cut
+    /// from where this origin joined, published from the first).
+    #[arg(long, env = "UGC_ALIGNED_SEGMENTS", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    aligned_segments: bool,
     /// DVR depth (hours) of streams whose own `dvr_hours` is 0 (over the
     /// file's `dvr.hours`).
     #[arg(long, env = "UGC_DVR_HOURS")]
@@ -230,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
     let timing = HlsTiming {
         segment_ms: flags.segment_ms.unwrap_or(d.segment_ms),
         part_ms: flags.part_ms.unwrap_or(d.part_ms),
+        aligned: flags.aligned_segments,
         ..d
     };
     // Bound first: the node's id (the S3 prefix) needs the HTTP port.

@@ -455,6 +455,7 @@ impl Config {
             target_duration_s: s.target_duration_s.unwrap_or(d.target_duration_s),
             window_segments: s.window_segments.unwrap_or(d.window_segments),
             part_ms: s.part_ms.unwrap_or(d.part_ms),
+            aligned: d.aligned,
         }
         .packager()?;
         let data = s.data.unwrap_or_else(|| PathBuf::from("data"));

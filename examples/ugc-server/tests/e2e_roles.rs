@@ -743,7 +743,7 @@ fn a_ladder_made_on_a_transcoding_node_plays_from_the_origin() {
         format!(
             "[cluster]\ntranscoders = [\"http://{transcode_http}\"]\n\
              origins = [\"http://{origin_http}\"]\n"
-        ) + "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
+        ) + "[transcode.profiles.small]\npreset = \"superfast\"\nkeyframe_interval_ms = 1000\nrenditions = [\n\
          { name = \"240p\", height = 240, video_kbps = 300, audio_kbps = 64 },\n\
          { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
     )
@@ -947,7 +947,7 @@ fn lease_cluster_with(tag: &str, transcoder_flags: [&[&str]; 2]) -> LeaseCluster
     let origin_http = addr();
     std::fs::write(
         &config,
-        "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
+        "[transcode.profiles.small]\npreset = \"superfast\"\nkeyframe_interval_ms = 1000\nrenditions = [\n\
          { name = \"240p\", height = 240, video_kbps = 300, audio_kbps = 64 },\n\
          { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
     )
@@ -1419,7 +1419,7 @@ fn prometheus_discovers_and_scrapes_every_node_from_the_registry() {
     let ladder = work.path().join("ladder.toml");
     std::fs::write(
         &ladder,
-        "[transcode.profiles.small]\npreset = \"superfast\"\nrenditions = [\n\
+        "[transcode.profiles.small]\npreset = \"superfast\"\nkeyframe_interval_ms = 1000\nrenditions = [\n\
          { name = \"144p\", height = 144, video_kbps = 150, audio_kbps = 48 },\n]\n",
     )
     .unwrap();
@@ -1959,6 +1959,223 @@ fn hevc_and_opus_cross_three_hops_untouched() {
         "{streams}\n{}",
         String::from_utf8_lossy(&probe.stderr)
     );
+}
+
+/// The media URIs of a playlist (segments, parts, init) with their bytes
+/// at `node`, and the `#EXTINF`/`#EXT-X-PART` lines without the dates.
+fn listed_media(node: SocketAddr, playlist: &str) -> Vec<(String, Vec<u8>)> {
+    let mut uris: Vec<String> = Vec::new();
+    for line in playlist.lines() {
+        let uri = if line.starts_with("#EXT-X-MAP:") || line.starts_with("#EXT-X-PART:") {
+            line.split("URI=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+        } else if !line.starts_with('#') && !line.is_empty() {
+            Some(line)
+        } else {
+            None
+        };
+        if let Some(u) = uri {
+            uris.push(u.split('?').next().unwrap().to_owned());
+        }
+    }
+    uris.into_iter()
+        .map(|u| {
+            let r = http_get(node, &format!("/live/apart/{u}"));
+            assert_eq!(r.status, 200, "{u} at {node}");
+            (u, r.body.to_vec())
+        })
+        .collect()
+}
+
+/// Two origins that joined a stream 8 s apart (the second registers while
+/// the stream is on air, and the publishing node starts pushing to it at a
+/// keyframe) serve it under the same URIs with the same bytes: init,
+/// segments and LL-HLS parts, so an edge may send any request to either.
+#[test]
+fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
+    let control = Control::dedicated();
+    let a_http = addr();
+    let (a, _a_data) = start_origin(&control, a_http);
+    let (publish, rtmp) = start_publish(&control, None);
+    wait_until(Duration::from_secs(10), || {
+        nodes(&control).iter().filter(|n| n.2 == "live").count() == 2
+    })
+    .expect("two nodes live");
+    let key = control.create_stream(r#"{"name": "apart"}"#);
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    let media = "/live/apart/mono.m3u8";
+    let segments_at = |node: SocketAddr| parse_media_playlist(&http_get(node, media).text());
+    wait_until(Duration::from_secs(30), || segments_at(a_http).len() >= 4)
+        .unwrap_or_else(|| panic!("no playlist at origin A\n{}\n{}", a.log(), publish.log()));
+    let b_http = addr();
+    let (b, _b_data) = start_origin(&control, b_http);
+    wait_until(Duration::from_secs(40), || segments_at(b_http).len() >= 3)
+        .unwrap_or_else(|| panic!("no playlist at origin B\n{}\n{}", b.log(), publish.log()));
+    // Read B first, then A (ahead or level): every URI B lists that A
+    // still lists has the same bytes at both, and the same duration.
+    for round in 0..3 {
+        let text_b = http_get(b_http, media).text();
+        let text_a = http_get(a_http, media).text();
+        let (seg_a, seg_b) = (parse_media_playlist(&text_a), parse_media_playlist(&text_b));
+        let first_a = seg_a.first().unwrap().msn;
+        let common: Vec<_> = seg_b.iter().filter(|s| s.msn >= first_a).collect();
+        assert!(
+            common.len() >= 2,
+            "round {round}:\nA:\n{text_a}\nB:\n{text_b}"
+        );
+        for s in &common {
+            let at_a = seg_a
+                .iter()
+                .find(|x| x.msn == s.msn)
+                .unwrap_or_else(|| panic!("A lacks {}:\nA:\n{text_a}\nB:\n{text_b}", s.msn));
+            assert_eq!(
+                (&at_a.uri, at_a.duration),
+                (&s.uri, s.duration),
+                "round {round}"
+            );
+        }
+        let from_b = listed_media(b_http, &text_b);
+        let from_a: std::collections::HashMap<String, Vec<u8>> =
+            listed_media(a_http, &text_a).into_iter().collect();
+        let mut compared = 0;
+        for (uri, bytes) in &from_b {
+            if let Some(a_bytes) = from_a.get(uri) {
+                assert!(
+                    a_bytes == bytes,
+                    "round {round}: {uri} differs ({} bytes at A, {} at B)",
+                    a_bytes.len(),
+                    bytes.len()
+                );
+                compared += 1;
+            }
+        }
+        eprintln!("round {round}: {compared} URIs identical at both origins");
+        assert!(compared >= 5, "round {round}: {compared}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// `deploy/nginx-edge.conf` as shipped, with the two origins, its port and
+/// its paths rewritten; nginx started on it.
+struct Edge {
+    proc: Proc,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Edge {
+    fn start(origins: [SocketAddr; 2]) -> Edge {
+        let dir = TempDir::new("edge");
+        let addr = addr();
+        let shipped = include_str!("../../../deploy/nginx-edge.conf");
+        let d = dir.path().display().to_string();
+        let conf = shipped
+            .replace("origin-1.internal:8082", &origins[0].to_string())
+            .replace("origin-2.internal:8082", &origins[1].to_string())
+            .replace("listen 8080;", &format!("listen {addr};"))
+            .replace("worker_processes auto;", "worker_processes 1;")
+            .replace("/var/cache/ugc-edge", &d);
+        assert!(conf.contains(&origins[1].to_string()), "the rewrite missed");
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off; master_process off;", "-e", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let edge = Edge {
+            proc: Proc(child),
+            addr,
+            _dir: dir,
+        };
+        wait_until(Duration::from_secs(10), || listening(addr)).expect("nginx listens");
+        edge
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.proc.kill();
+    }
+}
+
+/// Requests an origin answered so far (`ugc_http_requests_total`).
+fn requests_served(origin: SocketAddr) -> f64 {
+    let text = http_get(origin, "/metrics").text();
+    text.lines()
+        .filter(|l| l.starts_with("ugc_http_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The edge of `deploy/nginx-edge.conf` round robin in front of two
+/// origins that joined the stream 8 s apart: hls.js, LL-HLS and classic,
+/// plays through it with no error while both origins serve it, then one
+/// is killed (-9) and they play on from the other.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_plays_through_an_nginx_edge_over_two_origins_one_killed() {
+    let control = Control::dedicated();
+    let a_http = addr();
+    let (mut a, _a_data) = start_origin(&control, a_http);
+    let (publish, rtmp) = start_publish(&control, None);
+    wait_until(Duration::from_secs(10), || {
+        nodes(&control).iter().filter(|n| n.2 == "live").count() == 2
+    })
+    .expect("two nodes live");
+    let key = control.create_stream(r#"{"name": "edge"}"#);
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    let media = "/live/edge/mono.m3u8";
+    let segments_at = |node: SocketAddr| parse_media_playlist(&http_get(node, media).text());
+    wait_until(Duration::from_secs(30), || segments_at(a_http).len() >= 3)
+        .unwrap_or_else(|| panic!("no playlist at origin A\n{}\n{}", a.log(), publish.log()));
+    std::thread::sleep(Duration::from_secs(8));
+    let b_http = addr();
+    let (b, _b_data) = start_origin(&control, b_http);
+    wait_until(Duration::from_secs(40), || segments_at(b_http).len() >= 3)
+        .unwrap_or_else(|| panic!("no playlist at origin B\n{}", b.log()));
+    let edge = Edge::start([a_http, b_http]);
+    let served = (requests_served(a_http), requests_served(b_http));
+    let url = format!("http://{}/live/edge/index.m3u8", edge.addr);
+    let players: Vec<_> = ["1", "0"]
+        .into_iter()
+        .map(|ll| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                play_hls_js(&["--url", &url, "--seconds", "30", "--low-latency", ll])
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(12));
+    // Both origins served the players through the edge.
+    let during = (
+        requests_served(a_http) - served.0,
+        requests_served(b_http) - served.1,
+    );
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    for (player, ll) in players.into_iter().zip(["LL-HLS", "classic"]) {
+        let stdout = player.join().expect("player thread");
+        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        eprintln!(
+            "{ll} through the edge, origin A killed at 12 s: advanced {} s of {} s, \
+             {} stalls, longest freeze {} s, errors {}",
+            r["advanced_s"], r["watched_s"], r["stalls"], r["longest_freeze_s"], r["errors"]
+        );
+        assert_eq!(r["started"], true, "{ll}: {stdout}");
+        assert_eq!(r["errors"], serde_json::json!([]), "{ll}: {stdout}");
+        let advanced = r["advanced_s"].as_f64().unwrap();
+        assert!(advanced >= 22.0, "{ll}: advanced {advanced} s: {stdout}");
+        let freeze = r["longest_freeze_s"].as_f64().unwrap();
+        assert!(freeze <= 3.0, "{ll}: froze {freeze} s: {stdout}");
+    }
+    eprintln!("requests in the first 12 s: A {} B {}", during.0, during.1);
+    assert!(during.0 >= 5.0 && during.1 >= 5.0, "{during:?}");
 }
 
 /// Sum of the `#EXTINF` durations of a playlist, in seconds.
@@ -2790,7 +3007,7 @@ fn chaos_random_media_node_kills_while_streams_play() {
     let config = work.path().join("ugc.toml");
     std::fs::write(
         &config,
-        "[transcode.profiles.tiny]\npreset = \"superfast\"\nrenditions = [\n\
+        "[transcode.profiles.tiny]\npreset = \"superfast\"\nkeyframe_interval_ms = 1000\nrenditions = [\n\
          { name = \"180p\", height = 180, video_kbps = 250, audio_kbps = 64 },\n]\n",
     )
     .unwrap();
