@@ -2581,6 +2581,40 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
     assert_eq!(mp4.status, 200, "{download}");
     assert_eq!(&mp4.body[4..8], b"ftyp");
     assert_eq!(list("not-a-token").0, 401);
+    // Aligned segments: both origins recorded the same media, so the
+    // event's MP4 export is the same bytes at either, and its range
+    // playlist lists the same segments, the same durations; its URIs
+    // differ only by the dates in their names (each origin's arrival
+    // clock, milliseconds apart: not yet the same).
+    let other = if at == a_http { b_http } else { a_http };
+    let mp4_other = http_get(other, &format!("/{path}"));
+    assert_eq!(mp4_other.status, 200, "{download} at {other}");
+    assert!(
+        mp4_other.body == mp4.body,
+        "the exports differ: {} and {} bytes",
+        mp4.body.len(),
+        mp4_other.body.len()
+    );
+    let play = rec["play"].as_str().unwrap();
+    let play_path = play
+        .strip_prefix("http://")
+        .and_then(|u| u.split_once('/'))
+        .unwrap()
+        .1;
+    let undated = |o: SocketAddr| -> Vec<String> {
+        http_get(o, &format!("/{play_path}"))
+            .text()
+            .lines()
+            .filter(|l| l.starts_with('#') && !l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
+            .filter(|l| !l.starts_with("#EXT-X-MAP"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(undated(a_http), undated(b_http));
+    eprintln!(
+        "the event's export ({} bytes) is the same at both origins",
+        mp4.body.len()
+    );
 
     // B is down while the event is deleted through the control plane.
     drop(b);
