@@ -31,7 +31,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-export UGC_ADMIN_TOKEN=bench-admin-token-0123456789 UGC_NODE_TOKEN=bench-node-token-0123456789
+export UGC_ADMIN_TOKEN=bench-admin-token-0123456789abcdef UGC_NODE_TOKEN=bench-node-token-0123456789abcdef
 
 one_round() { # aligned: true|false; prints "segment_s part_s"
   local aligned=$1 dir=$WORK/$1-$RANDOM
@@ -53,8 +53,11 @@ one_round() { # aligned: true|false; prints "segment_s part_s"
   PIDS+=($!)
   wait_http "$pub_http"; wait_http "$origin"
   local key
-  key=$(curl -s -H "Authorization: Bearer $UGC_ADMIN_TOKEN" -d '{"name":"bench"}' \
-    "http://127.0.0.1:$cp/api/v1/streams" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  local answer
+  answer=$(curl -s -H "Authorization: Bearer $UGC_ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"name":"bench"}' "http://127.0.0.1:$cp/api/v1/streams")
+  key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$answer") ||
+    { echo "creating the stream: $answer" >&2; return 1; }
   # Both nodes registered and the origin in the topology.
   sleep 3
   local start; start=$(date +%s.%N)
@@ -84,7 +87,7 @@ one_round() { # aligned: true|false; prints "segment_s part_s"
   echo "${seg:-none} ${part:-none}"
 }
 
-echo "time from the publisher's start to the origin's first part and first listed segment"
+echo "time from the publisher's start to the origin's first playlist (its first part and first segment)"
 echo "(segment ${SEGMENT_MS} ms, 1 s GOPs, $BUILD binaries, $ROUNDS rounds each, alternating)"
 for r in $(seq "$ROUNDS"); do
   for aligned in false true; do
