@@ -389,6 +389,23 @@ fn nodes_register_and_streams_are_placed_by_load() {
     assert_eq!(publish_port(&r.text()), rtmp_b.port(), "{}", r.text());
 }
 
+/// ffmpeg publishing a small test pattern to `url` for `seconds`, to its
+/// end (or its refusal): what it printed and how it exited.
+fn publish_briefly(url: &str, seconds: u32) -> std::process::Output {
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-f",
+            "flv",
+            url,
+        ]))
+}
+
 /// A publishing node at its declared capacity (`--capacity 1`) refuses the
 /// publisher of another stream with a reason that names the node with
 /// room, which ffmpeg prints, and the API's publish URLs of that stream
@@ -440,18 +457,7 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
     .unwrap_or_else(|| panic!("the first stream is not on the node\n{}", full.log()));
 
     // Another stream's publisher: refused, told where to go.
-    let refused = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x90:rate=10",
-            "-t",
-            "5",
-        ])
-        .args(["-c:v", "libx264", "-f", "flv"])
-        .arg(format!("rtmp://{rtmp_full}/live/{crowded}")));
+    let refused = publish_briefly(&format!("rtmp://{rtmp_full}/live/{crowded}"), 5);
     let said = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert!(
         !refused.status.success(),
@@ -596,18 +602,7 @@ fn rtmp_to_a_publishing_node_plays_from_an_origin_node() {
     );
 
     // A wrong key: the control plane refuses it through the node.
-    let wrong = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x90:rate=10",
-            "-t",
-            "2",
-        ])
-        .args(["-c:v", "libx264", "-f", "flv"])
-        .arg(format!("rtmp://{rtmp}/live/not-the-key")));
+    let wrong = publish_briefly(&format!("rtmp://{rtmp}/live/not-the-key"), 2);
     assert!(!wrong.status.success(), "a wrong key published");
 
     let clip = test_clip(320, 240, 20, 400);
@@ -2056,52 +2051,19 @@ fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
     }
 }
 
-/// `deploy/nginx-edge.conf` as shipped, with the two origins, its port and
-/// its paths rewritten; nginx started on it.
-struct Edge {
-    proc: Proc,
-    addr: SocketAddr,
-    _dir: TempDir,
-}
-
-impl Edge {
-    fn start(origins: [SocketAddr; 2]) -> Edge {
-        let dir = TempDir::new("edge");
-        let addr = addr();
-        let shipped = include_str!("../../../deploy/nginx-edge.conf");
-        let d = dir.path().display().to_string();
-        let conf = shipped
+/// nginx on `deploy/nginx-edge.conf` as shipped, with the two origins,
+/// its port and its paths rewritten.
+fn deploy_edge(origins: [SocketAddr; 2]) -> NginxEdge {
+    NginxEdge::with_config(|dir, listen| {
+        let conf = include_str!("../../../deploy/nginx-edge.conf")
             .replace("origin-1.internal:8082", &origins[0].to_string())
             .replace("origin-2.internal:8082", &origins[1].to_string())
-            .replace("listen 8080;", &format!("listen {addr};"))
+            .replace("listen 8080;", &format!("listen {listen};"))
             .replace("worker_processes auto;", "worker_processes 1;")
-            .replace("/var/cache/ugc-edge", &d);
+            .replace("/var/cache/ugc-edge", &dir.display().to_string());
         assert!(conf.contains(&origins[1].to_string()), "the rewrite missed");
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .args(["-g", "daemon off; master_process off;", "-e", "stderr"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let edge = Edge {
-            proc: Proc(child),
-            addr,
-            _dir: dir,
-        };
-        wait_until(Duration::from_secs(10), || listening(addr)).expect("nginx listens");
-        edge
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.proc.kill();
-    }
+        conf
+    })
 }
 
 /// Requests an origin answered so far (`ugc_http_requests_total`).
@@ -2139,7 +2101,7 @@ fn hls_js_plays_through_an_nginx_edge_over_two_origins_one_killed() {
     let (b, _b_data) = start_origin(&control, b_http);
     wait_until(Duration::from_secs(40), || segments_at(b_http).len() >= 3)
         .unwrap_or_else(|| panic!("no playlist at origin B\n{}", b.log()));
-    let edge = Edge::start([a_http, b_http]);
+    let edge = deploy_edge([a_http, b_http]);
     let served = (requests_served(a_http), requests_served(b_http));
     let url = format!("http://{}/live/edge/index.m3u8", edge.addr);
     let players: Vec<_> = ["1", "0"]

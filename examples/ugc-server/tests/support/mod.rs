@@ -771,22 +771,29 @@ pub struct NginxEdge {
 
 impl NginxEdge {
     pub fn start(origin: SocketAddr) -> NginxEdge {
+        Self::with_config(|dir, listen| {
+            format!(
+                include_str!("../nginx-edge.conf.in"),
+                dir = dir.display(),
+                listen = listen,
+                origin = origin
+            )
+        })
+    }
+
+    /// nginx on the configuration `make(dir, listen)` writes for its
+    /// files' directory and its address (in the foreground, one process).
+    pub fn with_config(make: impl FnOnce(&Path, SocketAddr) -> String) -> NginxEdge {
         let dir = TempDir::new("nginx");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let d = dir.path().display();
-        let conf = format!(
-            include_str!("../nginx-edge.conf.in"),
-            dir = d,
-            listen = addr,
-            origin = origin
-        );
+        let conf = make(dir.path(), addr);
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let child = Command::new("nginx")
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
             .arg(dir.path().join("nginx.conf"))
-            .args(["-e", "stderr"])
+            .args(["-g", "daemon off; master_process off;", "-e", "stderr"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
