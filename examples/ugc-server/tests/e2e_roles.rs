@@ -2052,10 +2052,11 @@ fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
 }
 
 /// nginx on `deploy/nginx-edge.conf` as shipped, with the two origins,
-/// its port and its paths rewritten.
+/// its port and its paths rewritten (in the foreground, one process).
 fn deploy_edge(origins: [SocketAddr; 2]) -> NginxEdge {
     NginxEdge::with_config(|dir, listen| {
-        let conf = include_str!("../../../deploy/nginx-edge.conf")
+        let shipped = include_str!("../../../deploy/nginx-edge.conf");
+        let conf = format!("daemon off;\nmaster_process off;\n{shipped}")
             .replace("origin-1.internal:8082", &origins[0].to_string())
             .replace("origin-2.internal:8082", &origins[1].to_string())
             .replace("listen 8080;", &format!("listen {listen};"))

@@ -782,7 +782,8 @@ impl NginxEdge {
     }
 
     /// nginx on the configuration `make(dir, listen)` writes for its
-    /// files' directory and its address (in the foreground, one process).
+    /// files' directory and its address (which must keep nginx in the
+    /// foreground: `daemon off;`).
     pub fn with_config(make: impl FnOnce(&Path, SocketAddr) -> String) -> NginxEdge {
         let dir = TempDir::new("nginx");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -793,7 +794,7 @@ impl NginxEdge {
             .arg(dir.path())
             .arg("-c")
             .arg(dir.path().join("nginx.conf"))
-            .args(["-g", "daemon off; master_process off;", "-e", "stderr"])
+            .args(["-e", "stderr"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
