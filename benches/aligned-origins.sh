@@ -91,7 +91,10 @@ echo "time from the publisher's start to the origin's first playlist (its first 
 echo "(segment ${SEGMENT_MS} ms, 1 s GOPs, $BUILD binaries, $ROUNDS rounds each, alternating)"
 for r in $(seq "$ROUNDS"); do
   for aligned in false true; do
-    read -r seg part < <(one_round "$aligned")
+    # In this shell, not a process substitution: the nodes a failed round
+    # started stay in PIDS, which the EXIT trap stops.
+    one_round "$aligned" >"$WORK/round"
+    read -r seg part <"$WORK/round"
     echo "round $r aligned=$aligned: first part ${part} s, first segment ${seg} s"
   done
 done

@@ -401,7 +401,11 @@ fn publish_briefly(url: &str, seconds: u32) -> std::process::Output {
             "-c:v",
             "libx264",
             "-f",
-            "flv",
+            if url.starts_with("srt://") {
+                "mpegts"
+            } else {
+                "flv"
+            },
             url,
         ]))
 }
@@ -417,6 +421,7 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
     let origin_http = addr();
     let (_origin, _origin_data) = start_origin(&control, origin_http);
     let full_http = addr();
+    let full_srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
     let (full, rtmp_full) = start_publish_with(
         &control,
         None,
@@ -425,6 +430,8 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
             "1".into(),
             "--http".into(),
             full_http.to_string(),
+            "--srt".into(),
+            full_srt.to_string(),
         ],
     );
     let (other, rtmp_other) = start_publish(&control, None);
@@ -470,6 +477,30 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
     assert!(said.contains(&told), "ffmpeg said: {said}\n{}", full.log());
     let reason = said.lines().find(|l| l.contains("Server error")).unwrap();
     assert!(!reason.contains(&crowded), "the key in a reason: {said}");
+    // The same refusal over SRT (reject 2503, "unavailable": a caller may
+    // retry elsewhere) and WHIP (503 with the reason, before any SDP).
+    let srt = publish_briefly(
+        &format!("srt://{full_srt}?streamid=#!::r=live/{crowded},m=publish"),
+        2,
+    );
+    assert!(!srt.status.success(), "published over SRT on a full node");
+    wait_until(Duration::from_secs(5), || {
+        let log = without_ansi(&full.log());
+        log.contains("srt caller rejected") && log.contains("code=2503")
+    })
+    .unwrap_or_else(|| panic!("no SRT reject 2503\n{}", full.log()));
+    let r = whip_send(
+        full_http,
+        "POST",
+        "/whip/crowded",
+        Some(&crowded),
+        Some("application/sdp"),
+        &h264_offer(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    let told_whip = format!("publishing node {full_id} is full; publish to http://127.0.0.1:");
+    assert!(r.text().contains(&told_whip), "{}", r.text());
+    assert!(r.text().contains("/whip/crowded"), "{}", r.text());
     // The API follows.
     let r = http_send(
         control.http,

@@ -18,21 +18,7 @@ const PASS: &str = "correcthorsebattery";
 
 /// The server log without ANSI colour codes.
 fn plain_log(server: &Server) -> String {
-    let log = server.log();
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    without_ansi(&server.log())
 }
 
 fn srt_url(addr: SocketAddr, key: &str, extra: &str) -> String {

@@ -334,6 +334,24 @@ pub fn http_get_headers(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
     parse_response(&raw)
 }
 
+/// A log without its ANSI colour codes.
+pub fn without_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A minimal HTTP/1.1 request with an optional bearer token and JSON body.
 pub fn http_send(
     addr: SocketAddr,
