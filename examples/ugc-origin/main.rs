@@ -24,7 +24,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[path = "../role-common/audio.rs"]
@@ -190,6 +189,15 @@ struct Flags {
     /// covered by a flash of the slate.
     #[arg(long, env = "UGC_FALLBACK_AFTER_MS", default_value_t = 8000)]
     fallback_after_ms: u64,
+    /// New viewers (a stream's multivariant playlist): `off` (default)
+    /// every viewer plays here; `redirect` asks the control plane which
+    /// live origin carrying the stream has the fewest viewers and answers
+    /// `302` there when it is another (the guide's "origin 1 serves as a
+    /// load balancer", for events without a CDN; a stream this origin
+    /// does not carry is redirected too). Keep it `off` behind a CDN edge,
+    /// which would hand the redirect to players and send them around it.
+    #[arg(long, env = "UGC_BALANCE", default_value = "off", value_parser = ["off", "redirect"])]
+    balance: String,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -241,20 +249,21 @@ async fn main() -> anyhow::Result<()> {
         aligned: flags.aligned_segments,
         ..d
     };
-    // Bound first: the node's id (the S3 prefix) needs the HTTP port.
+    // Bound first: the node's id (the S3 prefix, the balancer) needs the
+    // HTTP port.
     let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let own_id = node::own_id(
+        &flags.node,
+        Some(&flags.data),
+        NodeRole::Origin,
+        http.local_addr()?.port(),
+    )?;
     let mut section = config_file::load::<File>(flags.config.as_deref())?.dvr;
     section.hours = flags.dvr_hours.or(section.hours);
     if let Some(s3) = section.s3.as_mut()
         && s3.prefix.is_none()
     {
-        let id = node::own_id(
-            &flags.node,
-            Some(&flags.data),
-            NodeRole::Origin,
-            http.local_addr()?.port(),
-        )?;
-        s3.prefix = Some(format!("ugc/{id}/"));
+        s3.prefix = Some(format!("ugc/{own_id}/"));
         s3.peers.get_or_insert_with(|| "ugc/".into());
     }
     let dvr = section.resolve(&flags.data.canonicalize()?);
@@ -316,6 +325,16 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    let balancer = (flags.balance == "redirect").then(|| {
+        info!("new viewers balanced over the origins by redirect");
+        ugc_auth::balance::PlayBalancer::new(&flags.control_url, &token, &own_id)
+    });
+    let balance = balancer.clone().map(|b| {
+        ugc_proto::origin::Balance(Arc::new(move |stream| {
+            let b = b.clone();
+            Box::pin(async move { b.elsewhere(&stream).await })
+        }))
+    });
     let origin = ugc_proto::origin::router_with_config(
         registry.clone(),
         auth.clone(),
@@ -324,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
             low_latency_hub: Some(hub.clone()),
             viewers: viewers.clone().filter(|_| count_playlists),
             qoe: Some(qoe.clone()),
+            balance,
             ..Default::default()
         },
     );
@@ -356,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
         let (hub, relay, archive) = (hub.clone(), relay.clone(), archive.clone());
         let http_stats = http_stats.clone();
         let (whep, sync, qoe) = (whep.clone(), sync.clone(), qoe.clone());
-        let uploader = uploader.clone();
+        let (uploader, balancer) = (uploader.clone(), balancer.clone());
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
@@ -377,6 +397,9 @@ async fn main() -> anyhow::Result<()> {
             qoe.write_metrics(&mut m, Instant::now());
             if let Some(s) = &sync {
                 s.write_metrics(&mut m);
+            }
+            if let Some(b) = &balancer {
+                b.write_metrics(&mut m);
             }
             m.finish()
         }
@@ -399,7 +422,8 @@ async fn main() -> anyhow::Result<()> {
         info!(dir = %dir.display(), "viewer page at /watch/<stream>");
         app = app.merge(ugc_auth::web::viewer_router(dir));
     }
-    let served = relay.clone();
+    // Its egress: every HTTP answer (HLS, DVR, relay, replication).
+    let served = http_stats.clone();
     let own_url = node::spawn_heartbeat(
         &flags.node,
         Some(&flags.data),
@@ -413,7 +437,7 @@ async fn main() -> anyhow::Result<()> {
             srt: None,
         },
         hub.clone(),
-        move || served.stats().bytes_out.load(Ordering::Relaxed),
+        move || served.bytes_sent(),
         0,
         beat_viewers,
         |_| {},

@@ -86,7 +86,7 @@ pub(crate) fn stream_json(
     place: bool,
 ) -> Value {
     let urls = cp.publish_points(&s.name, nodes, place);
-    let play = cp.play_urls(&s.name, nodes);
+    let play = cp.play_urls(&s.name, nodes, false);
     json!({
         "name": s.name,
         "title": s.title,
@@ -544,6 +544,11 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
         ("post", "/node/publish", post(crate::node::publish_check)),
         ("get", "/node/topology", get(crate::node::get_topology)),
         ("get", "/node/play-auth", get(crate::node::get_play_auth)),
+        (
+            "get",
+            "/node/play/{name}",
+            get(crate::balance::get_play_node),
+        ),
         ("post", "/node/heartbeat", post(crate::registry::heartbeat)),
         ("get", "/nodes", get(crate::registry::list_nodes)),
         (

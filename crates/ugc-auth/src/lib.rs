@@ -65,6 +65,7 @@
 
 mod api;
 mod authz;
+pub mod balance;
 pub mod error;
 mod external;
 pub mod lease;

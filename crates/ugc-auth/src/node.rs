@@ -956,7 +956,7 @@ async fn fetch_play_auth(
 
 /// `GET uri` with `Authorization: auth`: the body (at most `max` bytes) of
 /// a 2xx answer, or why not.
-async fn get_bounded(
+pub(crate) async fn get_bounded(
     client: &Client<HttpConnector, Full<Bytes>>,
     uri: impl TryInto<Uri, Error: std::fmt::Display>,
     auth: &str,

@@ -383,6 +383,19 @@ fn base() -> Value {
                     }
                 }
             },
+            "/node/play/{name}": {
+                "parameters": name_param(),
+                "get": {
+                    "summary": "The origin a new viewer of the stream goes to: of the live origins carrying it, the one with the fewest viewers (beats' counts plus viewers sent there lately); the viewer counts there. Asked by origins that balance viewers by redirect (media nodes; admin or node token)",
+                    "responses": {
+                        "200": ok("The origin", "PlayNode"),
+                        "400": err("Not a stream name"),
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token"),
+                        "404": err("No live origin")
+                    }
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -574,6 +587,13 @@ fn base() -> Value {
                     "properties": {
                         "key": { "type": "string", "description": "The play-token HMAC secret, base64url without padding" },
                         "revoked": { "type": "array", "items": { "type": "string", "pattern": "^[0-9a-f]{32}$" }, "description": "Sessions revoked before their tokens expire" }
+                    }
+                },
+                "PlayNode": {
+                    "type": "object", "required": ["node", "url"],
+                    "properties": {
+                        "node": { "type": "string", "description": "The origin's node id" },
+                        "url": { "type": "string", "description": "Its public HTTP base, http://host:port" }
                     }
                 },
                 "Topology": {

@@ -192,6 +192,9 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The registry as last read for viewer redirects, and when.
+pub(crate) type NodesForPlay = Option<(std::time::Instant, Arc<Vec<crate::registry::NodeView>>)>;
+
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) key: TokenKey,
@@ -229,6 +232,11 @@ pub(crate) struct Inner {
     /// were read: every node asks every 2 s, the registry is read once a
     /// second at most.
     pub(crate) registry_origins: Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    /// The registry as origins' viewer redirects read it (once a second at
+    /// most: every new viewer of a balancing origin asks).
+    pub(crate) nodes_for_play: tokio::sync::Mutex<NodesForPlay>,
+    /// Viewers sent to each origin lately ([`ControlPlane::play_node`]).
+    pub(crate) viewer_picks: crate::registry::ViewerPicks,
     pub(crate) node_down_after: std::time::Duration,
     pub(crate) lease_ttl: std::time::Duration,
     /// When this process opened the control plane (Unix ms): the registry
@@ -390,6 +398,8 @@ impl ControlPlane {
                 node_token,
                 topology: config.topology,
                 registry_origins: Mutex::new(None),
+                nodes_for_play: tokio::sync::Mutex::new(None),
+                viewer_picks: Default::default(),
                 node_down_after: config.node_down_after,
                 lease_ttl: config.lease_ttl.max(std::time::Duration::from_millis(300)),
                 started_ms: std::time::SystemTime::now()
@@ -896,7 +906,7 @@ impl ControlPlane {
             )
             .await?;
         let nodes = self.nodes().await?;
-        let urls = self.play_urls(&s.name, &nodes);
+        let urls = self.play_urls(&s.name, &nodes, true);
         let base = urls.play(&s.name);
         Ok(PlayGrant {
             url: format!("{base}?token={token}"),

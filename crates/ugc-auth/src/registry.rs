@@ -21,10 +21,12 @@
 //! ([`NodeBeat::standby`]). Load is the streams a node reports plus the streams placed on
 //! it in the last [`PENDING`] that it does not report yet (so a burst of
 //! new streams spreads instead of piling on the node that was idle at the
-//! last beat), over its capacity. Play URLs point at the least-loaded live
-//! origin, preferring one that carries the stream. With no node
-//! registered, the control plane's own [`PublicUrls`] answer, as on a
-//! single machine.
+//! last beat), over its capacity. Play URLs point at the live origin with
+//! the fewest viewers, preferring one that carries the stream: the viewers
+//! its beats count plus those sent there lately ([`VIEWER_PICK_DECAY`]:
+//! a burst of new viewers spreads, and players that send no beacons are
+//! spread too), then the lowest egress. With no node registered, the
+//! control plane's own [`PublicUrls`] answer, as on a single machine.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -400,6 +402,73 @@ fn least_loaded<'a>(
     })
 }
 
+/// How fast the viewers sent to an origin ([`ControlPlane::play_node`])
+/// stop counting as its load, on top of the viewers its beats count: a
+/// weight that decays with this time constant. A player's first beacon
+/// reaches the origin's count within seconds and the control plane a beat
+/// later; a player that sends none is never counted, so its pick is its
+/// only trace, and arrivals alternate over tens of seconds.
+pub const VIEWER_PICK_DECAY: Duration = Duration::from_secs(20);
+
+/// The viewers sent to each origin lately: a weight per node, decaying with
+/// [`VIEWER_PICK_DECAY`] (bounded: one entry per node picked, dropped once
+/// it has decayed to nothing).
+#[derive(Debug, Default)]
+pub(crate) struct ViewerPicks(Mutex<HashMap<String, (Instant, f64)>>);
+
+impl ViewerPicks {
+    fn decayed(at: Instant, weight: f64, now: Instant) -> f64 {
+        let age = now.saturating_duration_since(at).as_secs_f64();
+        weight * (-age / VIEWER_PICK_DECAY.as_secs_f64()).exp()
+    }
+
+    fn weights(&self, now: Instant) -> HashMap<String, f64> {
+        let picks = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        picks
+            .iter()
+            .map(|(id, &(at, w))| (id.clone(), Self::decayed(at, w, now)))
+            .collect()
+    }
+
+    fn add(&self, id: &str, now: Instant) {
+        let mut picks = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        picks.retain(|_, &mut (at, w)| Self::decayed(at, w, now) > 0.01);
+        let (at, w) = picks.entry(id.to_owned()).or_insert((now, 0.0));
+        *w = Self::decayed(*at, *w, now) + 1.0;
+        *at = now;
+    }
+}
+
+/// The origin of `candidates` a new viewer goes to: the fewest viewers
+/// (those its beats count plus `picks`, those sent there lately), then
+/// the lowest egress, CPU, id.
+fn least_viewed<'a>(
+    candidates: impl Iterator<Item = &'a NodeView>,
+    picks: &HashMap<String, f64>,
+) -> Option<&'a NodeView> {
+    let score = |n: &NodeView| {
+        let counted = n
+            .stats
+            .iter()
+            .filter_map(|s| s.viewers)
+            .fold(0u32, u32::saturating_add);
+        f64::from(counted) + picks.get(&n.id).copied().unwrap_or(0.0)
+    };
+    candidates.min_by(|a, b| {
+        score(a)
+            .total_cmp(&score(b))
+            .then(a.load.egress_bps.cmp(&b.load.egress_bps))
+            .then(a.load.cpu.total_cmp(&b.load.cpu))
+            .then(a.id.cmp(&b.id))
+    })
+}
+
 impl ControlPlane {
     /// Every registered node with its state, by id.
     pub async fn nodes(&self) -> Result<Vec<NodeView>> {
@@ -600,20 +669,37 @@ impl ControlPlane {
         })
     }
 
-    /// The addresses a viewer of stream `name` is told: the least-loaded
-    /// live origin, one carrying the stream if any does; the control
-    /// plane's own when no origin is live.
-    pub fn play_urls(&self, name: &str, nodes: &[NodeView]) -> PublicUrls {
+    /// The origin a viewer of stream `name` goes to: of the live origins
+    /// carrying the stream (any live origin when none does), the one with
+    /// the fewest viewers ([`least_viewed`]). `pick`: a viewer is sent
+    /// there now, which counts until its beats do ([`VIEWER_PICK_DECAY`]).
+    pub fn play_node<'a>(
+        &self,
+        name: &str,
+        nodes: &'a [NodeView],
+        pick: bool,
+    ) -> Option<&'a NodeView> {
         let path = hub_name(name);
         let live = || {
             nodes
                 .iter()
                 .filter(|n| n.role.serves_viewers() && n.usable())
         };
-        let none: HashMap<String, u32> = HashMap::new();
-        let best = least_loaded(live().filter(|n| n.carries(&path)), &none)
-            .or_else(|| least_loaded(live(), &none));
-        match best {
+        let now = Instant::now();
+        let picks = self.inner.viewer_picks.weights(now);
+        let n = least_viewed(live().filter(|n| n.carries(&path)), &picks)
+            .or_else(|| least_viewed(live(), &picks))?;
+        if pick {
+            self.inner.viewer_picks.add(&n.id, now);
+        }
+        Some(n)
+    }
+
+    /// The addresses a viewer of stream `name` is told: those of
+    /// [`Self::play_node`] (`pick`: a viewer is sent there now); the
+    /// control plane's own when no origin is live.
+    pub fn play_urls(&self, name: &str, nodes: &[NodeView], pick: bool) -> PublicUrls {
+        match self.play_node(name, nodes, pick) {
             Some(n) => n.public.clone().unwrap_or_default(),
             None => self.inner.public.clone(),
         }

@@ -621,3 +621,95 @@ async fn leases_on_sqlite() {
 async fn leases_on_postgres() {
     lease_suite(Db::postgres()).await;
 }
+
+/// Viewers go to the live origin carrying the stream with the fewest
+/// viewers, counting those its beats report and those sent there lately
+/// (`GET /node/play/{name}`, asked by balancing origins, and play grants):
+/// a loaded origin gets none until the other has as many, then they
+/// alternate; an origin without the stream gets none while one has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_go_to_the_origin_with_the_fewest() {
+    let dir = TempDir::new("play-pick");
+    let mut cfg = Db::sqlite().config(&dir);
+    cfg.node_token = Some(NODE.into());
+    let cp = ControlPlane::open(cfg).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    let origin = |id: &str, streams: &[&str], viewers: u32| {
+        let mut b = beat(id, "origin", 0, streams);
+        b["stats"] = json!(
+            streams
+                .iter()
+                .map(|s| json!({"stream": s, "viewers": viewers}))
+                .collect::<Vec<_>>()
+        );
+        b
+    };
+    for b in [
+        origin("origin-1", &["live/ev"], 5),
+        origin("origin-2", &["live/ev"], 0),
+        origin("origin-3", &[], 0),
+    ] {
+        let (s, a) = api.call("POST", "/node/heartbeat", Some(NODE), b).await;
+        assert_eq!(s, 200, "{a}");
+    }
+    let (s, v) = api
+        .call("POST", "/streams", Some(ADMIN), json!({"name": "ev"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // Who may ask.
+    let (s, _) = api.call("GET", "/node/play/ev", None, Value::Null).await;
+    assert_eq!(s, 401);
+    let (s, v) = api
+        .call("POST", "/creators", Some(ADMIN), json!({"name": "c"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let creator = v["token"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call("GET", "/node/play/ev", Some(&creator), Value::Null)
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = api
+        .call("GET", "/node/play/no%20name", Some(NODE), Value::Null)
+        .await;
+    assert_eq!(s, 400);
+
+    let mut picks = Vec::new();
+    for i in 0..12 {
+        // Every third viewer through a play grant, the rest through an
+        // origin's question: both count.
+        let node = if i % 3 == 2 {
+            let (s, v) = api
+                .call("POST", "/streams/ev/play", Some(ADMIN), json!({}))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            let url = v["url"].as_str().unwrap();
+            url.trim_start_matches("http://")
+                .split('.')
+                .next()
+                .unwrap()
+                .to_owned()
+        } else {
+            let (s, v) = api
+                .call("GET", "/node/play/ev", Some(NODE), Value::Null)
+                .await;
+            assert_eq!(s, 200, "{v}");
+            let node = v["node"].as_str().unwrap().to_owned();
+            assert_eq!(v["url"], format!("http://{node}.test:8081"), "{v}");
+            node
+        };
+        picks.push(node);
+    }
+    // Five viewers (and a pick's worth of decay) before origin-1 gets one.
+    assert!(picks[..5].iter().all(|p| p == "origin-2"), "{picks:?}");
+    let ones = picks.iter().filter(|p| *p == "origin-1").count();
+    assert!((2..=4).contains(&ones), "{picks:?}");
+    assert!(!picks.iter().any(|p| p == "origin-3"), "{picks:?}");
+    // A stream no origin carries: any live origin.
+    let (s, v) = api
+        .call("GET", "/node/play/other", Some(NODE), Value::Null)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    drop(srv);
+    cp.store().close().await;
+}

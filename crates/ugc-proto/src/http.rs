@@ -225,6 +225,13 @@ impl RequestKind {
 }
 
 impl ServeStats {
+    /// Response body bytes sent so far, of every kind.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes
+            .iter()
+            .fold(0u64, |sum, b| sum.saturating_add(b.load(Ordering::Relaxed)))
+    }
+
     /// Prometheus families of these counters, labelled `listener`
     /// (`http`, `https`), for each `(listener, stats)`.
     pub fn write_metrics(m: &mut ugc_core::metrics::Exposition, listeners: &[(&str, &ServeStats)]) {

@@ -163,7 +163,33 @@ pub struct OriginConfig {
     /// Takes players' QoE beacons (`POST /<app>/<stream>/qoe`; see the
     /// module doc, "Viewer experience"); `None` (the default): `404`.
     pub qoe: Option<Arc<QoeCollector>>,
+    /// Balances new viewers over origins: an authorized request for a
+    /// stream's multivariant playlist without [`BALANCED_PARAM`] asks it,
+    /// and where it names another origin the answer is `302` to the same
+    /// path and query there, plus `balanced=1` (that origin serves it: no
+    /// chain of redirects). Asked also for a stream this origin does not
+    /// carry. `None` (the default): every viewer plays here.
+    pub balance: Option<Balance>,
 }
+
+/// Where a new viewer of a stream plays ([`OriginConfig::balance`]): given
+/// the stream (`live/news`), the `http://host:port` of another origin, or
+/// `None` to play here.
+#[derive(Clone)]
+pub struct Balance(pub Arc<dyn Fn(StreamPath) -> BalanceAnswer + Send + Sync>);
+
+/// What a [`Balance`] answers, in time.
+pub type BalanceAnswer = std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
+impl std::fmt::Debug for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Balance")
+    }
+}
+
+/// The query parameter of a viewer that a balancing origin redirected:
+/// the origin it was sent to serves it ([`OriginConfig::balance`]).
+pub const BALANCED_PARAM: &str = "balanced";
 
 /// How long one LL-HLS request keeps its stream wanted at low latency
 /// ([`OriginConfig::low_latency_hub`]). A low-latency player asks every part
@@ -179,6 +205,7 @@ impl Default for OriginConfig {
             low_latency_hub: None,
             viewers: None,
             qoe: None,
+            balance: None,
         }
     }
 }
@@ -749,6 +776,15 @@ async fn live_request<A: Authorizer>(
     let token = token.filter(|t| token_is_url_safe(t));
     // Play is authorized on the stream; its renditions follow it.
     let rendition = path.rendition();
+    // A new viewer (its first request), perhaps sent to another origin.
+    if let (LiveFile::Multivariant, None, Some(balance)) =
+        (&file, rendition, &origin.config.balance)
+        && query_param(req.uri().query(), BALANCED_PARAM).is_none()
+        && let Some(base) = (balance.0)(name.clone()).await
+        && let Some(redirect) = balanced_redirect(&base, req.uri())
+    {
+        return redirect;
+    }
     let Some(live) = origin.registry.get(&path) else {
         return error(StatusCode::NOT_FOUND);
     };
@@ -810,6 +846,24 @@ async fn live_request<A: Authorizer>(
         }
         (file, _) => serve_file(&live, file, token.as_deref()),
     }
+}
+
+/// `302` to the same path and query at `base` (another origin's
+/// `http://host:port`), marked [`BALANCED_PARAM`]; never cached (the next
+/// viewer may go elsewhere). `None` when that is no valid URL.
+fn balanced_redirect(base: &str, uri: &axum::http::Uri) -> Option<Response> {
+    let query = match uri.query() {
+        Some(q) if !q.is_empty() => format!("{q}&{BALANCED_PARAM}=1"),
+        _ => format!("{BALANCED_PARAM}=1"),
+    };
+    let to = format!("{}{}?{query}", base.trim_end_matches('/'), uri.path());
+    let location = HeaderValue::from_str(&to).ok()?;
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::empty())
+        .ok()
 }
 
 /// A viewer of `stream` plays at low latency (a blocking reload or a part):

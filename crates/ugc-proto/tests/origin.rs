@@ -650,3 +650,65 @@ async fn a_trickled_beacon_body_times_out() {
     assert_eq!(started.elapsed(), ugc_proto::origin::BEACON_BODY_TIMEOUT);
     assert_eq!(qoe.refused(ugc_core::qoe::Refusal::Malformed), 1);
 }
+
+/// A balancing origin asks where each new viewer (a multivariant request)
+/// plays: `302` to the same path and query at another origin, marked so
+/// that origin serves it; its own turn, a marked request, or any other file
+/// is served here without asking; and private streams are checked first.
+#[tokio::test]
+async fn a_balancing_origin_redirects_new_viewers_only() {
+    use std::sync::Mutex;
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let balance = {
+        let (asked, turn) = (asked.clone(), turn.clone());
+        ugc_proto::origin::Balance(Arc::new(move |stream| {
+            asked.lock().unwrap().push(stream.to_string());
+            // Every other viewer elsewhere.
+            let n = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move { (n % 2 == 0).then(|| "http://10.0.0.2:8082".to_owned()) })
+        }))
+    };
+    let app = ugc_proto::origin::router_with_config(
+        registry(),
+        Arc::new(PrivateStream),
+        ugc_proto::origin::peer_is_client(),
+        ugc_proto::origin::OriginConfig {
+            balance: Some(balance),
+            ..Default::default()
+        },
+    );
+    let get = |uri: &str| {
+        let app = app.clone();
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        async move { app.oneshot(req).await.unwrap() }
+    };
+    let first = get("/live/demo/index.m3u8?vs=abc").await;
+    assert_eq!(first.status(), StatusCode::FOUND);
+    assert_eq!(
+        first.headers()[header::LOCATION],
+        "http://10.0.0.2:8082/live/demo/index.m3u8?vs=abc&balanced=1"
+    );
+    assert_eq!(first.headers()[header::CACHE_CONTROL], "no-store");
+    let second = get("/live/demo/index.m3u8").await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let third = get("/live/demo/index.m3u8").await;
+    assert_eq!(
+        third.headers()[header::LOCATION],
+        "http://10.0.0.2:8082/live/demo/index.m3u8?balanced=1"
+    );
+    assert_eq!(asked.lock().unwrap().len(), 3);
+    // Sent here by another origin, or not a new viewer: not asked.
+    assert_eq!(
+        get("/live/demo/index.m3u8?balanced=1").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(get("/live/demo/mono.m3u8").await.status(), StatusCode::OK);
+    assert_eq!(asked.lock().unwrap().len(), 3);
+    // A viewer the stream refuses is refused here, not sent on.
+    assert_eq!(
+        get("/live/private/index.m3u8").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(*asked.lock().unwrap(), vec!["live/demo"; 3]);
+}

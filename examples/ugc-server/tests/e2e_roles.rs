@@ -530,6 +530,110 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
     assert!(!streams_of(&full_id).contains(&"live/crowded".to_owned()));
 }
 
+/// Two origins that balance new viewers by redirect (`--balance
+/// redirect`, the guide's "origin 1 serves as a load balancer"): viewers
+/// asking origin A alternate between A and B while neither counts viewers;
+/// once A counts ten (its players' beacons, carried by its beats), every
+/// new viewer is sent to B, ffprobe follows the redirect and plays there,
+/// and the origin sent to serves a redirected viewer itself.
+#[test]
+fn origins_balance_new_viewers_by_redirect() {
+    let control = Control::dedicated();
+    let (a_http, b_http) = (addr(), addr());
+    let (a, _a_data) = start_origin_with(&control, a_http, &["--balance", "redirect"]);
+    let (b, _b_data) = start_origin_with(&control, b_http, &["--balance", "redirect"]);
+    let (_publish, rtmp) = start_publish(&control, None);
+    let key = control.create_stream(r#"{"name": "bal"}"#);
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    // Both origins carry it, and the control plane knows.
+    for o in [a_http, b_http] {
+        wait_until(Duration::from_secs(30), || {
+            http_get(o, "/live/bal/index.m3u8?balanced=1").status == 200
+        })
+        .unwrap_or_else(|| panic!("no stream at {o}\n{}\n{}", a.log(), b.log()));
+    }
+    wait_until(Duration::from_secs(10), || {
+        listed_nodes(&control)
+            .iter()
+            .filter(|n| n["role"] == "origin" && n["state"] == "live")
+            .filter(|n| {
+                n["streams"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s == "live/bal"))
+            })
+            .count()
+            == 2
+    })
+    .expect("both origins beat the stream");
+
+    let at_b = format!(
+        "http://127.0.0.1:{}/live/bal/index.m3u8?x=1&balanced=1",
+        b_http.port()
+    );
+    let (mut here, mut there) = (0, 0);
+    for _ in 0..6 {
+        let r = http_get(a_http, "/live/bal/index.m3u8?x=1");
+        match r.status {
+            200 => here += 1,
+            302 => {
+                assert_eq!(r.header("location"), Some(at_b.as_str()));
+                assert_eq!(r.header("cache-control"), Some("no-store"));
+                there += 1;
+            }
+            s => panic!("answered {s}: {}", r.text()),
+        }
+    }
+    assert!(here >= 2 && there >= 2, "kept {here}, sent on {there}");
+    // Sent there, a viewer is served there (B balances too).
+    assert_eq!(
+        http_get(b_http, &at_b[at_b.find("/live").unwrap()..]).status,
+        200
+    );
+
+    // Ten viewers counted at A: new ones go to B.
+    for v in 0..10 {
+        let body = format!("sid=bal{v}&startup_ms=500&played_ms=1000&latency_ms=2500");
+        let r = http_send(a_http, "POST", "/live/bal/qoe", None, Some(&body));
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    wait_until(Duration::from_secs(10), || {
+        stream_sample(a_http, "ugc_stream_viewers", "live/bal") >= Some(10.0)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "A counts no viewers\n{}",
+            http_get(a_http, "/metrics").text()
+        )
+    });
+    // Two beats carry the count to the control plane.
+    std::thread::sleep(Duration::from_millis(4500));
+    for _ in 0..4 {
+        let r = http_get(a_http, "/live/bal/index.m3u8?x=1");
+        assert_eq!(r.status, 302, "a new viewer kept at the loaded origin");
+    }
+    let lines = probe_video(&format!("http://{a_http}/live/bal/index.m3u8"));
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l == "h264,320,240"),
+        "{lines:?}"
+    );
+    let m = http_get(a_http, "/metrics").text();
+    let decided = |d: &str| {
+        m.lines()
+            .find(|l| l.starts_with(&format!("ugc_balance_viewers_total{{decision=\"{d}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(decided("redirected") >= Some(7.0), "{m}");
+    assert!(decided("kept") >= Some(2.0), "{m}");
+    // ffprobe's session played at B: its media playlist was asked there.
+    assert!(
+        http_get(b_http, "/metrics")
+            .text()
+            .lines()
+            .any(|l| l.starts_with("ugc_http_requests_total{") && l.contains("kind=\"segment\"")),
+        "B served no segment"
+    );
+}
+
 /// A publishing node with a certificate takes RTMPS: the control plane
 /// answers its `rtmps://` URL (from the node's heartbeat), ffmpeg publishes
 /// over TLS and the origin serves the stream.

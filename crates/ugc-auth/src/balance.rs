@@ -1,0 +1,198 @@
+//! Viewers balanced over origins by redirect: the guide's "origin 1 serves
+//! as a load balancer" for an event without a CDN, and the way to a stream
+//! for a viewer who asks an origin that does not carry it.
+//!
+//! An origin with balancing on asks, for each new viewer (a request for a
+//! stream's multivariant playlist), `GET /api/v1/node/play/<stream>` (node
+//! or admin token). The control plane answers the origin the viewer goes
+//! to, [`ControlPlane::play_node`] (of the live origins carrying the
+//! stream, the one with the fewest viewers: those its beats count plus
+//! those sent there lately), and counts the viewer there:
+//!
+//! ```json
+//! {"node": "origin-10.0.0.12-8082", "url": "http://10.0.0.12:8082"}
+//! ```
+//!
+//! When that is another origin, the asking one answers `302` to the same
+//! path there (query kept, plus `balanced=1` so that origin serves it);
+//! when it is itself, or the control plane does not answer within
+//! [`PlayBalancer::TIMEOUT`], it serves the viewer (a viewer is never
+//! refused for the balancer's sake). The players follow the redirect and
+//! resolve the playlist's relative URIs against where they were sent, so
+//! the whole session plays there. [`PlayBalancer`] is the origin's side.
+//!
+//! Every request of a balancing origin's new viewers costs one round trip
+//! to the control plane, which reads the registry at most once a second
+//! for them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use ugc_core::StreamPath;
+use ugc_core::metrics::{Exposition, Kind};
+
+use crate::ControlPlane;
+use crate::api::ApiError;
+use crate::registry::NodeView;
+
+/// The answer of `GET /api/v1/node/play/<stream>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayNode {
+    /// The origin's node id.
+    pub node: String,
+    /// Its public HTTP base, `http://host:port`, as viewers reach it.
+    pub url: String,
+}
+
+/// How long the registry read for viewer redirects is reused.
+const NODES_FRESH: Duration = Duration::from_secs(1);
+
+impl ControlPlane {
+    /// The registry, read at most once a second ([`NODES_FRESH`]); readers
+    /// that arrive during a read wait for it rather than read again.
+    async fn nodes_for_play(&self) -> crate::error::Result<Arc<Vec<NodeView>>> {
+        let mut cached = self.inner.nodes_for_play.lock().await;
+        if let Some((at, nodes)) = cached.as_ref()
+            && at.elapsed() < NODES_FRESH
+        {
+            return Ok(nodes.clone());
+        }
+        let nodes = Arc::new(self.nodes().await?);
+        *cached = Some((Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
+}
+
+/// `GET /api/v1/node/play/{name}` (node or admin token): the origin a new
+/// viewer of stream `name` goes to; the viewer counts there.
+pub(crate) async fn get_play_node(
+    State(cp): State<ControlPlane>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = crate::provision::node_auth(&cp, &headers).await {
+        return e.into_response();
+    }
+    if StreamPath::live(&name).is_err() {
+        return ApiError::new(StatusCode::BAD_REQUEST, "not a stream name".into()).into_response();
+    }
+    let nodes = match cp.nodes_for_play().await {
+        Ok(n) => n,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Some((node, Some(public))) = cp
+        .play_node(&name, &nodes, true)
+        .map(|n| (n.id.clone(), n.public.as_ref()))
+    else {
+        return ApiError::new(StatusCode::NOT_FOUND, "no live origin".into()).into_response();
+    };
+    let mut resp = axum::Json(PlayNode {
+        node,
+        url: public.http(),
+    })
+    .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// An origin's side of viewer balancing: asks the control plane where each
+/// new viewer goes (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct PlayBalancer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client<HttpConnector, Full<Bytes>>,
+    control_url: String,
+    auth: String,
+    own_id: String,
+    /// Viewers sent to another origin.
+    redirected: AtomicU64,
+    /// Viewers the control plane sent here.
+    kept: AtomicU64,
+    /// Viewers served here because the control plane did not answer.
+    unanswered: AtomicU64,
+}
+
+impl PlayBalancer {
+    /// Longest wait for the control plane's answer; past it the viewer is
+    /// served here.
+    pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+    /// The balancer of the origin whose node id is `own_id`, asking the
+    /// control plane at `control_url` with the node token `token`.
+    pub fn new(control_url: &str, token: &str, own_id: &str) -> Self {
+        PlayBalancer {
+            inner: Arc::new(Inner {
+                client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+                control_url: control_url.trim_end_matches('/').to_owned(),
+                auth: format!("Bearer {token}"),
+                own_id: own_id.to_owned(),
+                redirected: AtomicU64::new(0),
+                kept: AtomicU64::new(0),
+                unanswered: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Where a new viewer of `stream` (its source: `live/news`) goes: the
+    /// `http://host:port` of another origin, or `None` to serve it here
+    /// (this origin's turn, or no answer in time).
+    pub async fn elsewhere(&self, stream: &StreamPath) -> Option<String> {
+        let inner = &self.inner;
+        let uri = format!("{}/api/v1/node/play/{}", inner.control_url, stream.name());
+        let asked = crate::node::get_bounded(&inner.client, uri.as_str(), &inner.auth, 4096);
+        let answer = match tokio::time::timeout(Self::TIMEOUT, asked).await {
+            Ok(Ok(body)) => serde_json::from_slice::<PlayNode>(&body).map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("timed out".into()),
+        };
+        match answer {
+            Ok(p) if p.node != inner.own_id => {
+                inner.redirected.fetch_add(1, Ordering::Relaxed);
+                Some(p.url)
+            }
+            Ok(_) => {
+                inner.kept.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(why) => {
+                inner.unanswered.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%stream, error = %why, "viewer balancing: no answer; serving here");
+                None
+            }
+        }
+    }
+
+    /// `ugc_balance_viewers_total{decision}`: `redirected`, `kept`,
+    /// `unanswered`.
+    pub fn write_metrics(&self, m: &mut Exposition) {
+        let i = &self.inner;
+        m.family(
+            "ugc_balance_viewers_total",
+            Kind::Counter,
+            "New viewers by the balancer's decision: redirected to another origin, kept here, or served here because the control plane did not answer.",
+        );
+        for (decision, n) in [
+            ("redirected", &i.redirected),
+            ("kept", &i.kept),
+            ("unanswered", &i.unanswered),
+        ] {
+            m.sample(&[("decision", decision)], n.load(Ordering::Relaxed) as f64);
+        }
+    }
+}
