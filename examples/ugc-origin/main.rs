@@ -210,6 +210,9 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&flags.data)?;
     let hub = Hub::new(HubConfig {
         publisher_grace: Duration::from_secs(flags.publisher_grace_s),
+        // The timelines this node makes are dated by their ids (origins'
+        // aligned segments): a cluster's nodes all do so.
+        timeline_on_clock: true,
         ..HubConfig::default()
     });
     let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))

@@ -72,6 +72,14 @@ pub struct HubConfig {
     /// publisher then alternates with the slate instead of leaving viewers
     /// on it.
     pub switch_back_from_fallback_after: Duration,
+    /// A new timeline ([`Hub::timeline`]: a stream not brought by a relay
+    /// from upstream) starts on the wall clock: its first frame lands at
+    /// its age, the milliseconds since the timeline id, and later sources
+    /// continue from there. So the timeline id plus a frame's decode time
+    /// is its date, at every node the timeline reaches (aligned origins
+    /// date their segments so; see `ugc_dvr::SegmenterConfig::date_anchor_ms`).
+    /// Default `false`: the first publisher's timestamps are kept.
+    pub timeline_on_clock: bool,
 }
 
 /// Which of a stream's sources a publisher is, highest priority first: see
@@ -121,6 +129,7 @@ impl Default for HubConfig {
             source_timeout: Duration::from_secs(3),
             switch_back_after: Duration::from_secs(5),
             switch_back_from_fallback_after: Duration::ZERO,
+            timeline_on_clock: false,
         }
     }
 }
@@ -293,6 +302,9 @@ struct State {
     had_media: bool,
     /// The id of the stream's timeline (see [`Hub::timeline`]).
     timeline: u64,
+    /// The first frame is still to land at the timeline's age
+    /// ([`HubConfig::timeline_on_clock`]).
+    place_on_clock: bool,
     /// The current publisher still has to send its first frame (rebase base).
     rebase_pending: bool,
     /// A takeover discontinuity is still to be announced.
@@ -509,6 +521,7 @@ impl Hub {
                         settling: Vec::new(),
                         had_media: false,
                         timeline: timeline.unwrap_or_else(new_timeline_id),
+                        place_on_clock: self.inner.config.timeline_on_clock && timeline.is_none(),
                         rebase_pending: false,
                         announce_pending: false,
                         offset: MediaTime::zero(Timescale::MICROS),
@@ -569,6 +582,7 @@ impl Hub {
             let mut st = shared.lock();
             if !st.had_media {
                 st.timeline = id;
+                st.place_on_clock = false;
             }
         }
         self.publish_at(name, role, Instant::now())
@@ -1075,6 +1089,15 @@ fn accept(
     let is_video = info.kind() == MediaKind::Video;
     let scale = info.timescale;
     announce(shared, st);
+    if std::mem::take(&mut st.place_on_clock) {
+        // A new timeline on the wall clock: this first frame lands at its
+        // age; every track of the source moves by as much (lip sync).
+        let age_ms = unix_ms().saturating_sub(st.timeline);
+        let age = MediaTime::from_millis(i64::try_from(age_ms).unwrap_or(i64::MAX));
+        st.offset = age
+            .rescale(Timescale::MICROS)
+            .saturating_sub(MediaTime::new(frame.dts, scale));
+    }
     let landing = st.rebase_pending;
     if st.rebase_pending {
         // offset holds where the old timeline's decoding
@@ -1410,13 +1433,18 @@ const MAX_LEAD_OVER_VIDEO: MediaTime = MediaTime::new(250_000, Timescale::MICROS
 /// source's audio keeps its own offset to its video (lip sync); whatever of
 /// it would land at or before the old audio's end is dropped (no going
 /// back): less than a frame in practice, at most the bound.
+/// Now, in unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A new stream's timeline id: now in unix milliseconds, and larger than
 /// the last one this process gave.
 fn new_timeline_id() -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = unix_ms();
     let prev = LAST.fetch_max(now, Ordering::Relaxed);
     if prev >= now {
         LAST.fetch_add(1, Ordering::Relaxed) + 1
@@ -1733,6 +1761,58 @@ mod tests {
         let _a2 = hub.publish_on_timeline(&path("live/a"), SourceRole::Backup, Some(7));
         assert_eq!(hub.timeline(&path("live/a")), Some(own));
         assert_eq!(hub.timeline(&path("live/none")), None);
+    }
+
+    #[test]
+    fn a_timeline_on_the_clock_dates_its_frames_from_its_id() {
+        let hub = Hub::new(HubConfig {
+            timeline_on_clock: true,
+            ..HubConfig::default()
+        });
+        let dts_of = |events: Vec<MediaEvent>| -> Vec<i64> {
+            events
+                .into_iter()
+                .filter_map(|e| match e {
+                    MediaEvent::Frame(f) => Some(f.dts),
+                    _ => None,
+                })
+                .collect()
+        };
+        // A publisher whose clock starts ten hours in (an MPEG-TS PTS):
+        // its first frame lands at the timeline's age, the others keep
+        // their distance to it, on every track.
+        let mut a = hub.publish(&path("live/a"));
+        let mut r = hub.subscribe(&path("live/a"));
+        std::thread::sleep(Duration::from_millis(30));
+        a.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        let ten_hours = 36_000_000;
+        let before = unix_ms();
+        a.push(video(ten_hours, true)).unwrap();
+        a.push(audio(ten_hours + 5)).unwrap();
+        a.push(video(ten_hours + 40, false)).unwrap();
+        let now = unix_ms();
+        let id = hub.timeline(&path("live/a")).unwrap();
+        let dts = dts_of(drain(&mut r));
+        assert_eq!(dts.len(), 3, "{dts:?}");
+        // (The id is the creation's ms, or a little later when other
+        // streams were made in the same ms.)
+        let age = |at: u64| at.saturating_sub(id) as i64;
+        assert!((age(before)..=age(now)).contains(&dts[0]), "{dts:?}");
+        assert!(dts[0] < ten_hours, "{dts:?}");
+        assert_eq!((dts[1] - dts[0], dts[2] - dts[0]), (5, 40));
+        // Brought from upstream: the timestamps are that timeline's already.
+        let mut b = hub.publish_on_timeline(&path("live/b"), SourceRole::Main, Some(42));
+        let mut rb = hub.subscribe(&path("live/b"));
+        b.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        b.push(video(1_000, true)).unwrap();
+        assert_eq!(dts_of(drain(&mut rb)), vec![1_000]);
+        // Off (the default): the first publisher's own.
+        let hub = Hub::new(HubConfig::default());
+        let mut c = hub.publish(&path("live/c"));
+        let mut rc = hub.subscribe(&path("live/c"));
+        c.push(MediaEvent::Tracks(av_tracks())).unwrap();
+        c.push(video(ten_hours, true)).unwrap();
+        assert_eq!(dts_of(drain(&mut rc)), vec![ten_hours]);
     }
 
     #[test]

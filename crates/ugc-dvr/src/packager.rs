@@ -33,6 +33,19 @@ pub trait ObserverFactory: Send + Sync {
     /// An observer for the Hub stream `stream` (e.g. `live/foo`), or `None`
     /// to observe nothing.
     fn observe(&self, stream: &StreamPath) -> Option<Box<dyn SegmentObserver>>;
+
+    /// [`Self::observe`] for a stream whose media is named after
+    /// `session` alike at every origin (aligned segments: the timeline
+    /// id), so that a recorder can name its files after it too. By default
+    /// the session is not used.
+    fn observe_session(
+        &self,
+        stream: &StreamPath,
+        session: u64,
+    ) -> Option<Box<dyn SegmentObserver>> {
+        let _ = session;
+        self.observe(stream)
+    }
 }
 
 /// Makes a [`Transform`] each Hub stream [`package_hub`] packages goes
@@ -432,18 +445,31 @@ pub async fn package_hub(
                     .get(&name)
                     .map_or(0, |old| old.session().saturating_add(1)),
             );
+        // Aligned segments are dated by the timeline too: its id is the
+        // unix ms of its media time 0 (`HubConfig::timeline_on_clock` at
+        // the node that made it), so every origin dates them alike.
+        let mut segmenter = config.segmenter.clone();
+        if segmenter.aligned {
+            segmenter.date_anchor_ms = start.and_then(|t| i64::try_from(t).ok());
+        }
         let live = Arc::new(LiveStream::with_session(config.live.clone(), session));
         registry.insert(&name, live.clone());
         tracing::info!(stream = %name, "packaging");
         let registry = registry.clone();
         let config = config.clone();
-        let observer = config.observer.as_ref().and_then(|f| f.observe(&name));
+        let observer = config
+            .observer
+            .as_ref()
+            .and_then(|f| match segmenter.aligned {
+                true => f.observe_session(&name, session),
+                false => f.observe(&name),
+            });
         let transform = config.transform.as_ref().and_then(|f| f.transform(&name));
         tokio::spawn(async move {
             run_packager_transformed(
                 reader,
                 live.clone(),
-                config.segmenter,
+                segmenter,
                 observer,
                 transform,
                 now_unix_ms,

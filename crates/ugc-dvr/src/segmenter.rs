@@ -61,8 +61,10 @@
 //!   snaps to whole frames counted from time 0 (not from the first frame
 //!   seen); `mfhd` sequence numbers come from the segment number;
 //!   `#EXT-X-TARGETDURATION` is the configured one from the start.
-//! * Program date-times still come from the arrival clock (a few
-//!   milliseconds apart between origins).
+//! * Program date-times come from the arrival clock (a few milliseconds
+//!   apart between origins) unless [`SegmenterConfig::date_anchor_ms`]
+//!   dates the timeline itself: then a segment's date is the anchor plus
+//!   its start's decode time, the same at every segmenter.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -119,6 +121,13 @@ pub struct SegmenterConfig {
     /// `false` (numbers from 0, cuts by duration). See [the module
     /// docs](self#aligned-segments).
     pub aligned: bool,
+    /// The unix milliseconds of media time 0: a segment's program
+    /// date-time is this plus its start's decode time (ms), whatever the
+    /// arrival clock says, so segmenters fed the same timeline date their
+    /// segments alike (`ugc_core::HubConfig::timeline_on_clock`: the
+    /// timeline id is that anchor). `None` (the default): dated by the
+    /// arrival clock (see [`Segmenter::push`]).
+    pub date_anchor_ms: Option<i64>,
 }
 
 impl Default for SegmenterConfig {
@@ -128,6 +137,7 @@ impl Default for SegmenterConfig {
             part_target_ms: None,
             target_duration_s: None,
             aligned: false,
+            date_anchor_ms: None,
         }
     }
 }
@@ -1205,9 +1215,13 @@ impl Segmenter {
         Ok(())
     }
 
-    /// The date of media time `media_ms`: clock offset + media time, never
-    /// before the last closed segment's date.
+    /// The date of media time `media_ms`: the anchor's
+    /// ([`SegmenterConfig::date_anchor_ms`]), else clock offset + media
+    /// time, never before the last closed segment's date.
     fn date_of(&self, media_ms: i64, fallback_unix_ms: i64) -> i64 {
+        if let Some(anchor) = self.config.date_anchor_ms {
+            return anchor.saturating_add(media_ms);
+        }
         let date = self
             .clock_offset_ms
             .map_or(fallback_unix_ms, |o| o.saturating_add(media_ms));

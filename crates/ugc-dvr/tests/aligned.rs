@@ -15,17 +15,22 @@ fn aligned(target_ms: u32, part_ms: Option<u32>) -> SegmenterConfig {
         target_duration_ms: target_ms,
         part_target_ms: part_ms,
         aligned: true,
+        // Dated by the timeline, not by the arrival clock (which differs
+        // between the runs compared: it counts events).
+        date_anchor_ms: Some(ANCHOR),
         ..Default::default()
     }
 }
 
-/// What a segmenter published, without the wall clock (program date-times
-/// are still the arrival clock's): every output from the first segment it
-/// opened on, as comparable values.
+/// The unix ms of media time 0 in these tests.
+const ANCHOR: i64 = 1_750_000_000_000;
+
+/// What a segmenter published: every output from the first segment it
+/// opened on, as comparable values (dates included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
     Init(u32, Vec<u8>),
-    Opened(u64, bool),
+    Opened(u64, bool, i64),
     Chunk(u64, u32, Vec<u8>),
     Part(u64, u32, bool, u64, Vec<u8>),
     Hint(u64, u32),
@@ -33,6 +38,7 @@ enum Seen {
         msn: u64,
         disc: bool,
         start_dts_ms: i64,
+        date: i64,
         duration_ms: u64,
         target_s: u64,
         data: Vec<u8>,
@@ -44,7 +50,9 @@ fn seen(out: &[SegmenterOutput]) -> Vec<Seen> {
     out.iter()
         .map(|o| match o {
             SegmenterOutput::Init(i) => Seen::Init(i.number, i.data.to_vec()),
-            SegmenterOutput::Opened(s) => Seen::Opened(s.msn, s.discontinuity),
+            SegmenterOutput::Opened(s) => {
+                Seen::Opened(s.msn, s.discontinuity, s.program_date_time_ms)
+            }
             SegmenterOutput::PartChunk { msn, part, data } => {
                 Seen::Chunk(*msn, *part, data.to_vec())
             }
@@ -60,6 +68,7 @@ fn seen(out: &[SegmenterOutput]) -> Vec<Seen> {
                 msn: s.msn,
                 disc: s.discontinuity,
                 start_dts_ms: s.start_dts_ms,
+                date: s.program_date_time_ms,
                 duration_ms: s.duration_ms,
                 target_s: s.target_duration_s,
                 data: s.data.to_bytes().to_vec(),
@@ -71,7 +80,7 @@ fn seen(out: &[SegmenterOutput]) -> Vec<Seen> {
 
 fn msn_of(s: &Seen) -> Option<u64> {
     match s {
-        Seen::Opened(m, _) | Seen::Chunk(m, _, _) | Seen::Part(m, ..) => Some(*m),
+        Seen::Opened(m, ..) | Seen::Chunk(m, _, _) | Seen::Part(m, ..) => Some(*m),
         Seen::Segment { msn, .. } => Some(*msn),
         _ => None,
     }
@@ -348,6 +357,12 @@ proptest! {
         for w in segs.windows(2) {
             prop_assert_eq!(w[1].0, w[0].0 + 1, "{:?}", segs);
         }
+        // Each segment dated by the timeline: anchor + its start.
+        for s in all.iter() {
+            if let Seen::Segment { start_dts_ms, date, .. } = s {
+                prop_assert_eq!(*date, ANCHOR + start_dts_ms);
+            }
+        }
         for (msn, start) in segs.iter().skip(1) {
             let cell = (start + 50).div_euclid(i64::from(target));
             let key = frames.iter().any(|f| f.track == TrackId(1) && f.dts == *start && f.keyframe);
@@ -360,7 +375,7 @@ proptest! {
             }
         }
         let Some(first) = late.iter().find_map(|s| match s {
-            Seen::Opened(m, _) => Some(*m),
+            Seen::Opened(m, ..) => Some(*m),
             Seen::Segment { msn, .. } => Some(*msn),
             _ => None,
         }) else {

@@ -2154,17 +2154,33 @@ fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
             common.len() >= 2,
             "round {round}:\nA:\n{text_a}\nB:\n{text_b}"
         );
+        // Dated alike too (by the timeline), and on the wall clock: the
+        // newest within seconds of now.
+        let (dates_a, dates_b) = (dated_segments(&text_a), dated_segments(&text_b));
         for s in &common {
             let at_a = seg_a
                 .iter()
                 .find(|x| x.msn == s.msn)
                 .unwrap_or_else(|| panic!("A lacks {}:\nA:\n{text_a}\nB:\n{text_b}", s.msn));
             assert_eq!(
-                (&at_a.uri, at_a.duration),
-                (&s.uri, s.duration),
+                (&at_a.uri, at_a.duration, dates_a.get(&s.uri)),
+                (&s.uri, s.duration, dates_b.get(&s.uri)),
                 "round {round}"
             );
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let newest = dates_a.get(&seg_a.last().unwrap().uri).unwrap();
+        let (early, late) = (
+            ugc_dvr::playlist::format_program_date_time(now - 15_000),
+            ugc_dvr::playlist::format_program_date_time(now),
+        );
+        assert!(
+            early.as_str() <= newest.as_str() && newest.as_str() <= late.as_str(),
+            "newest segment dated {newest}, now {late}"
+        );
         let from_b = listed_media(b_http, &text_b);
         let from_a: std::collections::HashMap<String, Vec<u8>> =
             listed_media(a_http, &text_a).into_iter().collect();
@@ -2184,6 +2200,20 @@ fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
         assert!(compared >= 5, "round {round}: {compared}");
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// Each segment URI of a media playlist with its program date-time.
+fn dated_segments(text: &str) -> std::collections::HashMap<String, String> {
+    let mut date = String::new();
+    let mut out = std::collections::HashMap::new();
+    for l in text.lines() {
+        if let Some(d) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            date = d.to_owned();
+        } else if !l.is_empty() && !l.starts_with('#') {
+            out.insert(l.to_owned(), date.clone());
+        }
+    }
+    out
 }
 
 /// nginx on `deploy/nginx-edge.conf` as shipped, with the two origins,
@@ -2681,9 +2711,8 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
     assert_eq!(list("not-a-token").0, 401);
     // Aligned segments: both origins recorded the same media, so the
     // event's MP4 export is the same bytes at either, and its range
-    // playlist lists the same segments, the same durations; its URIs
-    // differ only by the dates in their names (each origin's arrival
-    // clock, milliseconds apart: not yet the same).
+    // playlist is the same text (segments dated by the timeline: the same
+    // dates, so the same archive names in the URIs).
     let other = if at == a_http { b_http } else { a_http };
     let mp4_other = http_get(other, &format!("/{path}"));
     assert_eq!(mp4_other.status, 200, "{download} at {other}");
@@ -2699,16 +2728,8 @@ fn recordings_of_two_origins_list_once_and_a_deletion_reaches_both() {
         .and_then(|u| u.split_once('/'))
         .unwrap()
         .1;
-    let undated = |o: SocketAddr| -> Vec<String> {
-        http_get(o, &format!("/{play_path}"))
-            .text()
-            .lines()
-            .filter(|l| l.starts_with('#') && !l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
-            .filter(|l| !l.starts_with("#EXT-X-MAP"))
-            .map(str::to_owned)
-            .collect()
-    };
-    assert_eq!(undated(a_http), undated(b_http));
+    let range = |o: SocketAddr| http_get(o, &format!("/{play_path}")).text();
+    assert_eq!(range(a_http), range(b_http));
     eprintln!(
         "the event's export ({} bytes) is the same at both origins",
         mp4.body.len()

@@ -16,7 +16,6 @@ impl Archive {
     /// A recorder for the Hub stream `hub_name`, or `None` for names the
     /// archive does not keep.
     pub fn recorder(&self, hub_name: &StreamPath) -> Option<Recorder> {
-        let key = TrackKey::of(hub_name)?;
         // Unique, increasing session ids even when two start in one ms.
         let now = now_unix_ms();
         let mut cur = self.inner.last_session.load(Ordering::Acquire);
@@ -32,6 +31,21 @@ impl Archive {
                 Err(c) => cur = c,
             }
         };
+        self.recorder_in(hub_name, session)
+    }
+
+    /// [`Self::recorder`] under session `session`, given: the timeline id
+    /// of aligned segments, the same at every origin, so that their
+    /// archives name the stream's files alike. The packager gives each
+    /// life of a stream name a larger one than the last.
+    pub fn recorder_as(&self, hub_name: &StreamPath, session: u64) -> Option<Recorder> {
+        let session = i64::try_from(session).unwrap_or(i64::MAX);
+        self.inner.last_session.fetch_max(session, Ordering::AcqRel);
+        self.recorder_in(hub_name, session)
+    }
+
+    fn recorder_in(&self, hub_name: &StreamPath, session: i64) -> Option<Recorder> {
+        let key = TrackKey::of(hub_name)?;
         Some(Recorder {
             archive: self.clone(),
             key,
@@ -169,6 +183,15 @@ impl SegmentObserver for Recorder {
 impl ObserverFactory for Archive {
     fn observe(&self, stream: &StreamPath) -> Option<Box<dyn SegmentObserver>> {
         self.recorder(stream)
+            .map(|r| Box::new(r) as Box<dyn SegmentObserver>)
+    }
+
+    fn observe_session(
+        &self,
+        stream: &StreamPath,
+        session: u64,
+    ) -> Option<Box<dyn SegmentObserver>> {
+        self.recorder_as(stream, session)
             .map(|r| Box::new(r) as Box<dyn SegmentObserver>)
     }
 }
