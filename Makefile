@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 # repo's corpus, so a red CI means a change broke something, not that this
 # run's dice found an old bug; one target per core at a time
 # (scripts/fuzz-smoke.sh). Random exploration is `make fuzz-campaign`.
-FUZZ_SECONDS ?= 15
+FUZZ_SECONDS ?= 8
 FUZZ_SEED ?= 1
 FUZZ_TARGETS := rtmp_handshake rtmp_session amf0 flv_tag avcc_sps aac_asc play_token ts_demux srt_streamid srt_listener srt_caller whip_session origin_query qoe_beacon dvr_request dvr_export relay_reader dvr_listing
 DATA ?= $(CURDIR)/data

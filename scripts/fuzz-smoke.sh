@@ -7,14 +7,14 @@
 # per target.
 #
 #   scripts/fuzz-smoke.sh target ...
-#   FUZZ_SECONDS=15 FUZZ_SEED=1 JOBS=<cores> (the defaults)
+#   FUZZ_SECONDS=8 FUZZ_SEED=1 JOBS=<cores> (the defaults)
 #
 # Prints each target's last line in order; on a failure, the panic or
 # error with the input that caused it, and exits 1 after every target ran.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 CACHE=${CACHE:-$HOME/.cache/ugc}
-FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+FUZZ_SECONDS=${FUZZ_SECONDS:-8}
 FUZZ_SEED=${FUZZ_SEED:-1}
 JOBS=${JOBS:-$(nproc)}
 export CARGO_TARGET_DIR=$CACHE/fuzz-target

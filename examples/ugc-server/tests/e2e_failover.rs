@@ -322,17 +322,17 @@ fn hls_js_plays_through_a_failover_and_back() {
     backup.kill();
 }
 
-/// A main publisher that comes and goes (2 s up, 2 s down, for a minute)
-/// with a steady backup: the backup takes over once and keeps the stream
-/// (main never sends the 5 s it needs to take back), and hls.js plays the
-/// whole minute in LL-HLS with no error and no freeze of a second.
+/// A main publisher that comes and goes (2 s up, 2 s down, for 30 s) with
+/// a steady backup: the backup takes over once and keeps the stream (main
+/// never sends the 5 s it needs to take back), and hls.js plays the whole
+/// 40 s in LL-HLS with no error and no freeze of a second.
 #[test]
 #[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
 fn hls_js_plays_through_a_flapping_main_publisher() {
     let (server, key, mut main, mut backup) = main_and_backup();
     let url = server.url(&format!("/{STREAM}/index.m3u8"));
     let player = std::thread::spawn(move || {
-        play_hls_js(&["--url", &url, "--seconds", "60", "--low-latency", "1"])
+        play_hls_js(&["--url", &url, "--seconds", "40", "--low-latency", "1"])
     });
     std::thread::sleep(Duration::from_secs(5));
     let start = Instant::now();
@@ -350,7 +350,7 @@ fn hls_js_plays_through_a_flapping_main_publisher() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    while start.elapsed() < Duration::from_secs(50) {
+    while start.elapsed() < Duration::from_secs(30) {
         main.kill();
         watch(&mut seen, Duration::from_secs(2));
         main = publish_live(640, 360, &server.rtmp_url(&key));
@@ -364,10 +364,10 @@ fn hls_js_plays_through_a_flapping_main_publisher() {
     backup.kill();
     let num = |k: &str| report_number(&stdout, k);
     eprintln!("hls.js through {flaps} flaps of main, live sources {seen:?}: {stdout}");
-    assert!(flaps >= 10, "{flaps}");
+    assert!(flaps >= 6, "{flaps}");
     assert!(stdout.contains("\"started\":true"), "{stdout}");
     assert!(stdout.contains("\"errors\":[]"), "{stdout}");
-    assert!(num("advanced_s") >= 55.0, "{stdout}");
+    assert!(num("advanced_s") >= 36.0, "{stdout}");
     assert!(num("longest_freeze_s") < 1.0, "froze: {stdout}");
     // Hysteresis: one switch to the backup, none back.
     assert_eq!(switched, 1.0, "{flaps} flaps: {seen:?}");
