@@ -16,22 +16,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 ROUNDS=${ROUNDS:-3}
 SEGMENT_MS=${SEGMENT_MS:-2000}
-BUILD=${BUILD:-debug}
-if [ "$BUILD" = release ]; then
-  cargo build --release --locked -p ugc-server --bins -q
-else
-  cargo build --locked -p ugc-server --bins -q
-fi
-BIN=$CARGO_TARGET_DIR/$BUILD
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-export UGC_ADMIN_TOKEN=bench-admin-token-0123456789abcdef UGC_NODE_TOKEN=bench-node-token-0123456789abcdef
+cluster_bench_start
 
 one_round() { # aligned: true|false; prints "segment_s part_s"
   local aligned=$1 dir=$WORK/$1-$RANDOM

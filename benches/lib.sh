@@ -63,3 +63,30 @@ for l in sys.stdin:
   sleep 0.5
   PIDS+=($(pgrep -f -- "$1" || true))
 }
+
+# The cluster benches' start: the role binaries built ($BUILD: debug, the
+# binaries `cargo test` builds, or release; SKIP_BUILD=1: those built
+# last) in BIN, a work directory WORK and the started processes PIDS,
+# both cleaned up on exit, and the tokens the nodes share.
+cluster_bench_start() {
+  BUILD=${BUILD:-debug}
+  if [ -n "${SKIP_BUILD:-}" ]; then
+    :
+  elif [ "$BUILD" = release ]; then
+    cargo build --release --locked -p ugc-server --bins -q
+  else
+    cargo build --locked -p ugc-server --bins -q
+  fi
+  BIN=$CARGO_TARGET_DIR/$BUILD
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap cluster_bench_cleanup EXIT
+  export UGC_ADMIN_TOKEN=bench-admin-token-0123456789abcdef
+  export UGC_NODE_TOKEN=bench-node-token-0123456789abcdef
+}
+
+cluster_bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}

@@ -15,24 +15,7 @@ cd "$(dirname "$0")/.."
 . benches/lib.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 VIEWERS=${VIEWERS:-200}
-BUILD=${BUILD:-debug}
-if [ -n "${SKIP_BUILD:-}" ]; then
-  : # the binaries of the last build (`make test`'s, for debug)
-elif [ "$BUILD" = release ]; then
-  cargo build --release --locked -p ugc-server --bins -q
-else
-  cargo build --locked -p ugc-server --bins -q
-fi
-BIN=$CARGO_TARGET_DIR/$BUILD
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-export UGC_ADMIN_TOKEN=bench-admin-token-0123456789abcdef UGC_NODE_TOKEN=bench-node-token-0123456789abcdef
+cluster_bench_start
 
 cp=$(free_port 1); pub_http=$(free_port 1); rtmp=$(free_port 1); srt=$(free_port 2)
 a=$(free_port 1); b=$(free_port 1)

@@ -96,16 +96,13 @@ pub(crate) async fn get_play_node(
     else {
         return ApiError::new(StatusCode::NOT_FOUND, "no live origin".into()).into_response();
     };
-    let mut resp = axum::Json(PlayNode {
-        node,
-        url: public.http(),
-    })
-    .into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    resp
+    crate::node::no_store(
+        axum::Json(PlayNode {
+            node,
+            url: public.http(),
+        })
+        .into_response(),
+    )
 }
 
 /// An origin's side of viewer balancing: asks the control plane where each

@@ -799,7 +799,11 @@ pub(crate) async fn get_play_auth(State(cp): State<ControlPlane>, headers: Heade
         .collect();
     revoked.sort();
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&cp.inner.play_secret);
-    let mut resp = axum::Json(PlayAuth { key, revoked }).into_response();
+    no_store(axum::Json(PlayAuth { key, revoked }).into_response())
+}
+
+/// `resp` with `Cache-Control: no-store` (an answer for one node, now).
+pub(crate) fn no_store(mut resp: Response) -> Response {
     resp.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),

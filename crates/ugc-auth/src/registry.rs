@@ -392,11 +392,21 @@ fn least_loaded<'a>(
         } else {
             n.capacity
         };
-        (f64::from(held) + 1.0) / f64::from(cap)
+        ((f64::from(held) + 1.0) / f64::from(cap), 0)
     };
+    lowest(candidates, score)
+}
+
+/// The node of `candidates` with the lowest `score` (a load, then a
+/// tie-break), then the lowest CPU, then id.
+fn lowest<'a>(
+    candidates: impl Iterator<Item = &'a NodeView>,
+    score: impl Fn(&NodeView) -> (f64, u64),
+) -> Option<&'a NodeView> {
     candidates.min_by(|a, b| {
-        score(a)
-            .total_cmp(&score(b))
+        let ((la, ta), (lb, tb)) = (score(a), score(b));
+        la.total_cmp(&lb)
+            .then(ta.cmp(&tb))
             .then(a.load.cpu.total_cmp(&b.load.cpu))
             .then(a.id.cmp(&b.id))
     })
@@ -458,15 +468,10 @@ fn least_viewed<'a>(
             .iter()
             .filter_map(|s| s.viewers)
             .fold(0u32, u32::saturating_add);
-        f64::from(counted) + picks.get(&n.id).copied().unwrap_or(0.0)
+        let viewers = f64::from(counted) + picks.get(&n.id).copied().unwrap_or(0.0);
+        (viewers, n.load.egress_bps)
     };
-    candidates.min_by(|a, b| {
-        score(a)
-            .total_cmp(&score(b))
-            .then(a.load.egress_bps.cmp(&b.load.egress_bps))
-            .then(a.load.cpu.total_cmp(&b.load.cpu))
-            .then(a.id.cmp(&b.id))
-    })
+    lowest(candidates, score)
 }
 
 impl ControlPlane {
