@@ -23,7 +23,10 @@
 //!
 //! Every request of a balancing origin's new viewers costs one round trip
 //! to the control plane, which reads the registry at most once a second
-//! for them.
+//! for them. An origin asks [`PlayBalancer::MAX_ASKING`] questions at
+//! once at most: past them a new viewer is served here at once, so a
+//! flood of new viewers at one origin is not passed on to the control
+//! plane.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,12 +126,19 @@ struct Inner {
     kept: AtomicU64,
     /// Viewers served here because the control plane did not answer.
     unanswered: AtomicU64,
+    /// Viewers served here because [`PlayBalancer::MAX_ASKING`]
+    /// questions were out.
+    busy: AtomicU64,
+    asking: tokio::sync::Semaphore,
 }
 
 impl PlayBalancer {
     /// Longest wait for the control plane's answer; past it the viewer is
     /// served here.
     pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+    /// Questions to the control plane out at once, at most.
+    pub const MAX_ASKING: usize = 64;
 
     /// The balancer of the origin whose node id is `own_id`, asking the
     /// control plane at `control_url` with the node token `token`.
@@ -142,15 +152,21 @@ impl PlayBalancer {
                 redirected: AtomicU64::new(0),
                 kept: AtomicU64::new(0),
                 unanswered: AtomicU64::new(0),
+                busy: AtomicU64::new(0),
+                asking: tokio::sync::Semaphore::new(Self::MAX_ASKING),
             }),
         }
     }
 
     /// Where a new viewer of `stream` (its source: `live/news`) goes: the
     /// `http://host:port` of another origin, or `None` to serve it here
-    /// (this origin's turn, or no answer in time).
+    /// (this origin's turn, no answer in time, or too many questions out).
     pub async fn elsewhere(&self, stream: &StreamPath) -> Option<String> {
         let inner = &self.inner;
+        let Ok(_asking) = inner.asking.try_acquire() else {
+            inner.busy.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let uri = format!("{}/api/v1/node/play/{}", inner.control_url, stream.name());
         let asked = crate::node::get_bounded(&inner.client, uri.as_str(), &inner.auth, 4096);
         let answer = match tokio::time::timeout(Self::TIMEOUT, asked).await {
@@ -176,18 +192,19 @@ impl PlayBalancer {
     }
 
     /// `ugc_balance_viewers_total{decision}`: `redirected`, `kept`,
-    /// `unanswered`.
+    /// `unanswered`, `busy`.
     pub fn write_metrics(&self, m: &mut Exposition) {
         let i = &self.inner;
         m.family(
             "ugc_balance_viewers_total",
             Kind::Counter,
-            "New viewers by the balancer's decision: redirected to another origin, kept here, or served here because the control plane did not answer.",
+            "New viewers by the balancer's decision: redirected to another origin, kept here, served here because the control plane did not answer, or because too many questions were out.",
         );
         for (decision, n) in [
             ("redirected", &i.redirected),
             ("kept", &i.kept),
             ("unanswered", &i.unanswered),
+            ("busy", &i.busy),
         ] {
             m.sample(&[("decision", decision)], n.load(Ordering::Relaxed) as f64);
         }

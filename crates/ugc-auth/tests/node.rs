@@ -394,3 +394,79 @@ async fn an_origin_checks_play_tokens_with_the_control_planes_key() {
         )
     ));
 }
+
+/// A balancing origin asks the control plane at most
+/// `PlayBalancer::MAX_ASKING` questions at once: a flood of new viewers
+/// is served here past them, at once, instead of being passed on; a
+/// control plane slower than `PlayBalancer::TIMEOUT` leaves the viewer
+/// here too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancing_origin_passes_no_flood_to_the_control_plane() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use ugc_auth::balance::PlayBalancer;
+    // A control plane that answers "the other origin" after 300 ms.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let asked = asked.clone();
+        axum::Router::new().route(
+            "/api/v1/node/play/{name}",
+            axum::routing::get(move || {
+                let asked = asked.clone();
+                async move {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    axum::Json(json!({"node": "other", "url": "http://10.0.0.2:8082"}))
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let balancer = PlayBalancer::new(&url, NODE, "me");
+    let stream = StreamPath::live("ev").unwrap();
+    let flood = PlayBalancer::MAX_ASKING + 36;
+    let t0 = Instant::now();
+    let answers = futures_join_all((0..flood).map(|_| {
+        let (b, s) = (balancer.clone(), stream.clone());
+        tokio::spawn(async move { (b.elsewhere(&s).await, Instant::now()) })
+    }))
+    .await;
+    let sent: Vec<_> = answers.iter().filter(|(a, _)| a.is_some()).collect();
+    let here: Vec<_> = answers.iter().filter(|(a, _)| a.is_none()).collect();
+    assert!(asked.load(Ordering::SeqCst) <= PlayBalancer::MAX_ASKING);
+    assert_eq!(
+        sent.len(),
+        asked.load(Ordering::SeqCst),
+        "every answer sent on"
+    );
+    assert!(here.len() >= 36, "{} served here", here.len());
+    // Those past the bound were not held for the slow answers.
+    let quick = here
+        .iter()
+        .filter(|(_, at)| at.duration_since(t0) < Duration::from_millis(200))
+        .count();
+    assert!(quick >= 36, "{quick} served at once");
+    let mut m = ugc_core::metrics::Exposition::new();
+    balancer.write_metrics(&mut m);
+    let text = m.finish();
+    assert!(
+        text.contains(&format!(
+            "ugc_balance_viewers_total{{decision=\"busy\"}} {}",
+            here.len()
+        )),
+        "{text}"
+    );
+}
+
+/// Awaits every task, in order.
+async fn futures_join_all<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}
