@@ -22,6 +22,7 @@ fn ten_hours() -> TrackIndex {
                 msn: i as u64,
                 init: 0,
                 discontinuity: false,
+                provisional: None,
             },
             size: 1_000_000,
             location: Location::Local,

@@ -9,7 +9,8 @@ use crate::archive::{Archive, ArchiveStats};
 
 impl Archive {
     /// The archive's families: `ugc_dvr_{segments_written,segments_dropped,
-    /// write_errors,segments_expired,segments_imported,recordings_deleted,
+    /// write_errors,segments_expired,segments_imported,segments_replaced,
+    /// recordings_deleted,
     /// bytes_written}_total` and the gauge `ugc_dvr_write_queue`, without
     /// labels.
     pub fn write_metrics(&self, m: &mut Exposition) {
@@ -36,6 +37,12 @@ impl Archive {
                 "ugc_dvr_segments_imported_total",
                 "Segments copied into the archive from another origin (replication).",
                 |a| a.segments_imported.load(Relaxed) as f64,
+            ),
+            Family::counter(
+                "ugc_dvr_segments_replaced_total",
+                "Provisional segments (cut before this origin had seen enough of the stream) \
+                 replaced by another origin's copy of the same time.",
+                |a| a.segments_replaced.load(Relaxed) as f64,
             ),
             Family::counter(
                 "ugc_dvr_recordings_deleted_total",

@@ -24,8 +24,11 @@ fn now_unix_ms() -> i64 {
 /// Called on the packager task: implementations must return at once (hand
 /// work to a thread or a bounded queue; never block on I/O).
 pub trait SegmentObserver: Send {
-    /// One output, before the live window applies it.
-    fn on_output(&mut self, output: &SegmenterOutput);
+    /// One output, before the live window applies it. `live`: whether
+    /// the live window gets it too; `false` for what an aligned segmenter
+    /// holds back (see [`crate::Segmenter::poll_all`]), which a recording
+    /// keeps as provisional.
+    fn on_output(&mut self, output: &SegmenterOutput, live: bool);
 }
 
 /// Makes a [`SegmentObserver`] for each Hub stream [`package_hub`] packages.
@@ -171,7 +174,7 @@ impl HlsPackager {
             // The recorder keeps what aligned segments hold back from the
             // live window (a stream's first seconds).
             if let Some(o) = self.observer.as_mut() {
-                o.on_output(&out);
+                o.on_output(&out, live);
             }
             if live {
                 outputs.push(out);

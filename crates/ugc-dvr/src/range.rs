@@ -354,6 +354,7 @@ mod tests {
                 msn,
                 init: 0,
                 discontinuity: false,
+                provisional: None,
             },
             size: 1,
             location: Location::Local,

@@ -19,6 +19,16 @@
 //! and it ended before `settle_before` (the live edge is being recorded
 //! here too; a segment still in the writer's queue is not a hole).
 //!
+//! A local segment marked provisional (cut before this origin had seen
+//! enough of the stream: a stream's first seconds, an origin's first
+//! seconds after a restart mid-event; other bytes than the peer's may
+//! stand for the same time, see [`SegmentName::provisional`]) does not
+//! cover a peer segment that is not provisional, nor a provisional one
+//! that beats it ([`SegmentName::provisional_beats`]): the peer's copy is
+//! fetched and replaces it on import
+//! ([`crate::archive::keeps_against`]). So origins settle on one copy of
+//! every second and their archives end up byte-identical.
+//!
 //! One-way replication (a primary and its secondaries) is the same with
 //! one direction: only the secondaries ask.
 
@@ -179,7 +189,7 @@ pub fn without_deleted(files: Vec<PeerFile>, spans: &[(i64, i64)]) -> Vec<PeerFi
         .into_iter()
         .filter(|f| match f {
             PeerFile::Segment { name, .. } => {
-                let mid = name.pdt_ms.saturating_add(i64::from(name.duration_ms) / 2);
+                let mid = name.mid_ms();
                 !spans.iter().any(|&(from, to)| from <= mid && mid <= to)
             }
             PeerFile::Init { .. } => true,
@@ -217,15 +227,6 @@ pub fn plan(local: Option<&TrackIndex>, peer: &[PeerFile], window: Window, max_b
     let mut out = Plan::default();
     let empty = TrackIndex::default();
     let local = local.unwrap_or(&empty);
-    let covered = |mid: i64| {
-        // The last local segment starting at or before `mid`.
-        let at = local.segments.partition_point(|s| s.name.pdt_ms <= mid);
-        at > 0
-            && local
-                .segments
-                .get(at - 1)
-                .is_some_and(|s| mid < s.name.end_ms())
-    };
     let peer_inits: std::collections::BTreeMap<(i64, u32), u64> = peer
         .iter()
         .filter_map(|f| match *f {
@@ -245,8 +246,9 @@ pub fn plan(local: Option<&TrackIndex>, peer: &[PeerFile], window: Window, max_b
         {
             continue;
         }
-        let mid = name.pdt_ms.saturating_add(i64::from(name.duration_ms / 2));
-        if covered(mid) {
+        // A local segment of that time keeps its place, unless it is
+        // provisional and the peer's copy replaces it (on import).
+        if local.keeps_time_against(&name, size) {
             continue;
         }
         let ik = (name.session, name.init);

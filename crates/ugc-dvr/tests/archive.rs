@@ -56,7 +56,7 @@ fn outputs(seconds: i64, t0: i64) -> Vec<SegmenterOutput> {
 fn record(archive: &Archive, hub: &str, outs: &[SegmenterOutput]) {
     let mut r = archive.recorder(&path(hub)).unwrap();
     for o in outs {
-        r.on_output(o);
+        r.on_output(o, true);
     }
     assert!(archive.flush_blocking(Duration::from_secs(10)));
 }
@@ -101,6 +101,127 @@ fn segments_survive_a_restart_and_tmp_leftovers_are_removed() {
     assert!(r.session() > segs[0].name.session);
 }
 
+/// An origin that joined mid-event records its first segments as
+/// provisional (held back from the live window: cut before it had seen
+/// enough of the stream). A peer's own copy of that time, imported,
+/// replaces them on disk and in the index; the provisional name still
+/// serves (the copy), and a provisional segment of that time recorded
+/// after the copy is not written. Reopened, the archive holds the copies.
+#[test]
+fn a_peers_copy_replaces_provisional_segments() {
+    let dir = Dir::new("provisional");
+    let stream = path("live/p");
+    let key = TrackKey::source(&stream);
+    let outs = outputs(12, now_unix_ms() - 30_000);
+    let held = |outs: &[SegmenterOutput], n: usize| {
+        let mut segs = 0;
+        outs.iter()
+            .map(|o| {
+                let seg = matches!(o, SegmenterOutput::Segment(_));
+                segs += usize::from(seg);
+                (o.clone(), !(seg && segs <= n))
+            })
+            .collect::<Vec<_>>()
+    };
+    let archive = Archive::open(ArchiveConfig::new(&dir.0, 2)).unwrap();
+    let mut r = archive.recorder(&stream).unwrap();
+    for (o, live) in held(&outs, 2) {
+        r.on_output(&o, live);
+    }
+    assert!(archive.flush_blocking(Duration::from_secs(10)));
+    let before = archive.range(&key, 0, i64::MAX);
+    assert_eq!(before.len(), 6);
+    let marked: Vec<bool> = before.iter().map(|s| s.name.is_provisional()).collect();
+    assert_eq!(marked, [true, true, false, false, false, false]);
+    // Named with the digest of their bytes.
+    let first = before[0].name;
+    let bytes = std::fs::read(archive.segment_path(&key, &first)).unwrap();
+    assert_eq!(first.provisional, Some(ugc_dvr::archive::digest(&[&bytes])));
+    assert!(
+        first
+            .file_name()
+            .ends_with(&format!("p{:016x}.m4s", first.provisional.unwrap())),
+        "{first:?}"
+    );
+    // A peer's provisional copy of the second under another digest: taken
+    // only if it beats this one; one whose bytes do not match its name is
+    // refused.
+    let second = before[1].clone();
+    let theirs = b"another cut of the same time".to_vec();
+    let their_name = SegmentName {
+        provisional: Some(ugc_dvr::archive::digest(&[&theirs])),
+        ..second.name
+    };
+    assert!(
+        archive
+            .import_segment(
+                &key,
+                &SegmentName {
+                    provisional: Some(1),
+                    ..second.name
+                },
+                &theirs
+            )
+            .is_err()
+    );
+    archive.import_segment(&key, &their_name, &theirs).unwrap();
+    let now = archive.range(&key, second.name.pdt_ms, second.name.end_ms());
+    let beats = their_name.provisional_beats(theirs.len() as u64, &second.name, second.size);
+    assert!(!beats, "a shorter copy never beats");
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].name, second.name);
+    // A larger one beats it and takes its place.
+    let larger = vec![7u8; second.size as usize + 1];
+    let larger_name = SegmentName {
+        provisional: Some(ugc_dvr::archive::digest(&[&larger])),
+        ..second.name
+    };
+    archive.import_segment(&key, &larger_name, &larger).unwrap();
+    let now = archive.range(&key, second.name.pdt_ms, second.name.end_ms());
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].name, larger_name);
+    assert!(!archive.segment_path(&key, &second.name).exists());
+    // The peer's own copy of the first segment: same name, not provisional.
+    let copy = first.settled();
+    archive
+        .import_segment(&key, &copy, b"the peer's bytes")
+        .unwrap();
+    let after = archive.range(&key, 0, i64::MAX);
+    assert_eq!(after.len(), 6);
+    assert_eq!(after[0].name, copy);
+    assert!(!archive.segment_path(&key, &first).exists());
+    assert_eq!(archive.stats().segments_replaced.load(Ordering::Relaxed), 2);
+    // A player holding the provisional name gets the copy.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let served = rt.block_on(archive.segment_file(&key, &first)).unwrap();
+    assert_eq!(std::fs::read(served).unwrap(), b"the peer's bytes");
+    // The same seconds recorded provisionally again (another restart):
+    // the copy stays, nothing is added.
+    let mut r2 = archive.recorder(&stream).unwrap();
+    for (o, live) in held(&outs, 1) {
+        r2.on_output(&o, live);
+    }
+    assert!(archive.flush_blocking(Duration::from_secs(10)));
+    let again = archive.range(&key, 0, i64::MAX);
+    assert_eq!(again[0].name, copy);
+    assert!(
+        again
+            .iter()
+            .all(|s| s.name.pdt_ms != first.pdt_ms || s.name == copy),
+        "{again:?}"
+    );
+    drop(archive);
+    let reopened = Archive::open(ArchiveConfig::new(&dir.0, 2)).unwrap();
+    let names: Vec<SegmentName> = reopened
+        .range(&key, 0, first.end_ms())
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, [copy]);
+}
+
 #[test]
 fn write_errors_pause_recording_and_it_resumes() {
     let dir = Dir::new("full");
@@ -140,6 +261,7 @@ fn entry(stream: &str, pdt: i64, size: u64) -> (TrackKey, ArchivedSegment) {
                 msn: 0,
                 init: 0,
                 discontinuity: false,
+                provisional: None,
             },
             size,
             location: Location::Local,
@@ -377,7 +499,7 @@ fn a_recording_still_running_is_listed_but_not_deleted() {
     let mut r = archive.recorder(&stream).unwrap();
     // Everything but the end: the stream is still live.
     for o in outs.iter().filter(|o| !matches!(o, SegmenterOutput::Ended)) {
-        r.on_output(o);
+        r.on_output(o, true);
     }
     assert!(archive.flush_blocking(Duration::from_secs(10)));
     let recs = archive.recordings(&stream);

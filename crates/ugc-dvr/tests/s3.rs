@@ -179,7 +179,7 @@ fn record_session(archive: &Archive, hub: &str, seconds: i64, frame_kb: usize) {
     for (i, e) in events.into_iter().enumerate() {
         seg.push(e, t0 + i as i64 * 20).unwrap();
         while let Some(o) = seg.poll() {
-            rec.on_output(&o);
+            rec.on_output(&o, true);
         }
     }
 }
@@ -435,6 +435,7 @@ async fn recordings_past_their_depth_or_deleted_leave_the_object_store() {
                 msn: u64::from(i),
                 init: 0,
                 discontinuity: i == 0,
+                provisional: None,
             };
             archive.import_segment(&key, &name, &vec![i; 1000]).unwrap();
         }
@@ -819,6 +820,7 @@ async fn two_nodes_share_a_bucket(dir: &Dir, store: &dyn Fn() -> Arc<dyn Store>)
                 msn: i,
                 init: 0,
                 discontinuity: i == 0,
+                provisional: None,
             };
             archive
                 .import_segment(&key, &name, &seg_bytes(node, session, i))

@@ -74,6 +74,7 @@ fn record(a: &Archive, session: i64, start: i64, count: u64, len: usize) -> Vec<
                 msn: i,
                 init: 0,
                 discontinuity: i == 0,
+                provisional: None,
             };
             a.import_segment(&key(), &name, &bytes(name.pdt_ms as u64, len))
                 .unwrap();

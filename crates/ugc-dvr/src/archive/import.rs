@@ -57,10 +57,31 @@ impl Archive {
                 "the stream is not recorded here",
             ));
         }
+        if name
+            .provisional
+            .is_some_and(|d| d != names::digest(&[data]))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a provisional segment's bytes do not match the digest in its name",
+            ));
+        }
+        if name.is_provisional()
+            && self.with_index(key, |i| {
+                i.is_some_and(|i| i.keeps_time_against(name, data.len() as u64))
+            })
+        {
+            // A copy of that time here keeps its place (the plan saw
+            // otherwise, the recorder wrote since): nothing to do.
+            return Ok(());
+        }
         write_atomic(&self.dir(key), &name.file_name(), &[data])?;
         let size = data.len() as u64;
         let mut idx = write(&self.inner.index);
         let t = idx.entry(key.clone()).or_default();
+        // The peer's copy of these seconds replaces what this origin cut
+        // provisionally (in the same step, so that no range lists both).
+        let replaced = t.take_replaced(name, size);
         let before = t.segments.len();
         t.insert(ArchivedSegment {
             name: *name,
@@ -71,10 +92,21 @@ impl Archive {
             self.inner.local_bytes.fetch_add(size, Ordering::Relaxed);
         }
         drop(idx);
-        self.inner
-            .stats
-            .segments_imported
-            .fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir(key);
+        for old in &replaced {
+            self.inner
+                .local_bytes
+                .fetch_sub(old.size.min(self.local_bytes()), Ordering::Relaxed);
+            if let Err(e) = std::fs::remove_file(dir.join(old.name.file_name())) {
+                tracing::warn!(stream = %key.stream, file = %old.name.file_name(), error = %e,
+                    "removing a replaced provisional segment");
+            }
+        }
+        let stats = &self.inner.stats;
+        stats.segments_imported.fetch_add(1, Ordering::Relaxed);
+        stats
+            .segments_replaced
+            .fetch_add(replaced.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -100,6 +132,7 @@ mod tests {
             msn: 0,
             init: 0,
             discontinuity: true,
+            provisional: None,
         };
         {
             let a = Archive::open(ArchiveConfig::new(&dir, 1)).unwrap();

@@ -104,6 +104,70 @@ impl TrackIndex {
         self.segments.range(a..b)
     }
 
+    /// Whether a segment covers wall-clock `ms` (starts at or before it
+    /// and ends after it).
+    pub fn covers(&self, ms: i64) -> bool {
+        let at = self.segments.partition_point(|s| s.name.pdt_ms <= ms);
+        // Overlapping segments are few (another session's, a peer's copy):
+        // a handful before `ms` decide.
+        self.segments
+            .range(..at)
+            .rev()
+            .take(8)
+            .any(|s| ms < s.name.end_ms())
+    }
+
+    /// Whether a segment here covering the time of `incoming` (another
+    /// origin's copy of `size` bytes) keeps its place, by
+    /// [`keeps_against`].
+    pub fn keeps_time_against(&self, incoming: &SegmentName, size: u64) -> bool {
+        let mid = incoming.mid_ms();
+        let at = self.segments.partition_point(|s| s.name.pdt_ms <= mid);
+        self.segments
+            .range(..at)
+            .rev()
+            .take(8)
+            .any(|s| mid < s.name.end_ms() && keeps_against(s, incoming, size))
+    }
+
+    /// Removes the local segments whose midpoint lies in `incoming`'s time
+    /// and that do not keep their place against it ([`keeps_against`]:
+    /// provisional ones it replaces) and returns them.
+    pub(crate) fn take_replaced(
+        &mut self,
+        incoming: &SegmentName,
+        size: u64,
+    ) -> Vec<ArchivedSegment> {
+        let (from_ms, to_ms) = (incoming.pdt_ms, incoming.end_ms());
+        let mut taken = Vec::new();
+        // Sorted by start: a segment whose middle is at or after `from_ms`
+        // starts at most half its length before it (segments are seconds
+        // long; two minutes of slack).
+        let slack = 120_000;
+        let mut i = self
+            .segments
+            .partition_point(|s| s.name.pdt_ms < from_ms.saturating_sub(slack));
+        while let Some(s) = self.segments.get(i) {
+            if s.name.pdt_ms >= to_ms {
+                break;
+            }
+            let mid = s.name.mid_ms();
+            if from_ms <= mid
+                && mid < to_ms
+                && s.name != *incoming
+                && !keeps_against(s, incoming, size)
+            {
+                if let Some(s) = self.segments.remove(i) {
+                    self.local_bytes = self.local_bytes.saturating_sub(s.size);
+                    taken.push(s);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        taken
+    }
+
     /// Wall clock of the first segment's start and the last one's end.
     pub fn bounds(&self) -> Option<(i64, i64)> {
         Some((
@@ -112,6 +176,19 @@ impl TrackIndex {
         ))
     }
 }
+/// Whether the archived segment `local` keeps its place against
+/// `incoming` of `size` bytes, another origin's copy of the same time: a
+/// segment that is not provisional always; a provisional one in the remote
+/// tier always (its bytes are in an uploaded object); a local provisional
+/// one only against a provisional copy that does not beat it
+/// ([`SegmentName::provisional_beats`]).
+pub fn keeps_against(local: &ArchivedSegment, incoming: &SegmentName, size: u64) -> bool {
+    if !local.name.is_provisional() || local.location != Location::Local {
+        return true;
+    }
+    incoming.is_provisional() && !incoming.provisional_beats(size, &local.name, local.size)
+}
+
 impl Archive {
     /// Runs `f` over the index of `key` (a read lock is held: keep it short).
     pub fn with_index<R>(&self, key: &TrackKey, f: impl FnOnce(Option<&TrackIndex>) -> R) -> R {
@@ -134,6 +211,33 @@ impl Archive {
     /// The init segment entry.
     pub fn init(&self, key: &TrackKey, session: i64, n: u32) -> Option<ArchivedInit> {
         self.with_index(key, |i| i.and_then(|i| i.inits.get(&(session, n)).cloned()))
+    }
+
+    /// Whether a segment of `key` covers `ms`.
+    pub fn covers(&self, key: &TrackKey, ms: i64) -> bool {
+        self.with_index(key, |i| i.is_some_and(|i| i.covers(ms)))
+    }
+
+    /// The segment now in the place of the provisional segment `name`
+    /// (replaced by another origin's copy of its time, see
+    /// [`SegmentName::provisional`]): the same segment number of the same
+    /// session covering its middle.
+    pub fn successor(&self, key: &TrackKey, name: &SegmentName) -> Option<ArchivedSegment> {
+        let mid = name.mid_ms();
+        self.with_index(key, |i| {
+            let i = i?;
+            let at = i.segments.partition_point(|s| s.name.pdt_ms <= mid);
+            i.segments
+                .range(..at)
+                .rev()
+                .take(8)
+                .find(|s| {
+                    s.name.session == name.session
+                        && s.name.msn == name.msn
+                        && mid < s.name.end_ms()
+                })
+                .cloned()
+        })
     }
 
     /// The segment named `name`, if archived.

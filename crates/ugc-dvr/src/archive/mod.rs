@@ -51,8 +51,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ugc_core::StreamPath;
 
-pub use index::{ArchivedInit, ArchivedSegment, Location, SessionFiles, TrackIndex};
-pub use names::SegmentName;
+pub use index::{ArchivedInit, ArchivedSegment, Location, SessionFiles, TrackIndex, keeps_against};
+pub use names::{SegmentName, digest};
 pub use recorder::Recorder;
 pub use recordings::{DeleteRecordingError, Recording, SessionSummary, Stored, group_sessions};
 pub use retention::{Expiry, plan_retention};
@@ -186,6 +186,9 @@ pub struct ArchiveStats {
     pub segments_expired: AtomicU64,
     /// Segments copied from another origin (DVR replication).
     pub segments_imported: AtomicU64,
+    /// Provisional segments replaced by another origin's copy of the same
+    /// time (see [`SegmentName::provisional`]).
+    pub segments_replaced: AtomicU64,
     /// Recordings deleted on request ([`Archive::delete_recording`]).
     pub recordings_deleted: AtomicU64,
     /// Segments and init segments queued for the writer thread, not
@@ -413,11 +416,22 @@ impl Archive {
     /// A local file with the bytes of segment `name` of `key` (fetched into
     /// the cache when it lives only in the remote tier).
     pub async fn segment_file(&self, key: &TrackKey, name: &SegmentName) -> io::Result<PathBuf> {
+        // A provisional name listed before a peer's copy replaced it (a
+        // range playlist fetched just before) gets that copy.
         let entry = self
             .segment(key, name)
+            .or_else(|| {
+                name.is_provisional()
+                    .then(|| self.successor(key, name))
+                    .flatten()
+            })
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such segment"))?;
-        self.local_file(self.segment_path(key, name), entry.size, &entry.location)
-            .await
+        self.local_file(
+            self.segment_path(key, &entry.name),
+            entry.size,
+            &entry.location,
+        )
+        .await
     }
 
     /// A local file with init segment `n` of `session` of `key`.

@@ -118,7 +118,7 @@ impl Recorder {
 }
 
 impl SegmentObserver for Recorder {
-    fn on_output(&mut self, output: &SegmenterOutput) {
+    fn on_output(&mut self, output: &SegmenterOutput, live: bool) {
         match output {
             SegmenterOutput::Init(init) => {
                 self.init = Some(init.clone());
@@ -155,6 +155,7 @@ impl SegmentObserver for Recorder {
                     session: self.session,
                     init,
                     seg: seg.clone(),
+                    provisional: !live,
                 });
             }
             SegmenterOutput::Ended => {

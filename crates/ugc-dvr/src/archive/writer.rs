@@ -27,6 +27,8 @@ pub(super) enum Job {
         session: i64,
         init: Arc<InitSegment>,
         seg: Arc<Segment>,
+        /// Held back from the live window (see [`SegmentName::provisional`]).
+        provisional: bool,
     },
     Ended {
         key: TrackKey,
@@ -124,6 +126,7 @@ impl Writer {
                 session,
                 init,
                 seg,
+                provisional,
             } => {
                 let tw = self.tracks.entry(key.clone()).or_default();
                 if tw.paused_until.is_some_and(|t| Instant::now() < t) {
@@ -134,7 +137,7 @@ impl Writer {
                         .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                match write_segment(archive, &key, session, &init, &seg, tw) {
+                match write_segment(archive, &key, session, &init, &seg, provisional, tw) {
                     Ok(()) => {
                         if tw.paused_until.take().is_some() {
                             tracing::info!(stream = %key.stream, rendition = %key.rendition,
@@ -227,6 +230,7 @@ fn write_segment(
     session: i64,
     init: &InitSegment,
     seg: &Segment,
+    provisional: bool,
     tw: &mut TrackWriter,
 ) -> io::Result<()> {
     if seg.init != init.number {
@@ -247,8 +251,22 @@ fn write_segment(
         msn: seg.msn,
         init: seg.init,
         discontinuity: seg.discontinuity,
+        provisional: None,
     };
     let pieces: Vec<&[u8]> = seg.data.pieces().iter().map(|p| &p[..]).collect();
+    let name = if provisional {
+        if archive.covers(key, name.mid_ms()) {
+            // A peer's copy of these seconds came first (replication): the
+            // archive keeps that one.
+            return Ok(());
+        }
+        SegmentName {
+            provisional: Some(names::digest(&pieces)),
+            ..name
+        }
+    } else {
+        name
+    };
     write_atomic(&archive.dir(key), &name.file_name(), &pieces)?;
     let size = seg.data.len() as u64;
     archive

@@ -14,6 +14,7 @@ fn seg(session: i64, msn: u64, pdt_ms: i64, duration_ms: u32) -> SegmentName {
         msn,
         init: 0,
         discontinuity: msn == 0,
+        provisional: None,
     }
 }
 
@@ -173,6 +174,132 @@ fn an_init_of_another_size_under_the_same_name_is_never_mixed() {
     );
 }
 
+/// Marks the segments of `t` starting in `[from, to)` provisional with
+/// `digest` and `size`.
+fn provisional(t: &mut TrackIndex, from: i64, to: i64, digest: u64, size: u64) {
+    for s in t.segments.iter_mut() {
+        if (from..to).contains(&s.name.pdt_ms) {
+            s.name.provisional = Some(digest);
+            s.size = size;
+        }
+    }
+}
+
+/// Fetches `plan` into `t` as the adapter does: each segment replaces what
+/// it beats.
+fn apply(t: &mut TrackIndex, plan: &Plan) -> usize {
+    let mut replaced = 0;
+    for f in &plan.fetch {
+        match *f {
+            PeerFile::Init { session, n, size } => {
+                t.inits.insert(
+                    (session, n),
+                    ArchivedInit {
+                        size,
+                        location: Location::Local,
+                    },
+                );
+            }
+            PeerFile::Segment { name, size } => {
+                replaced += t.take_replaced(&name, size).len();
+                t.insert(ArchivedSegment {
+                    name,
+                    size,
+                    location: Location::Local,
+                });
+            }
+        }
+    }
+    replaced
+}
+
+/// What an origin lists of `t`.
+fn listing(t: &TrackIndex) -> Vec<PeerFile> {
+    let mut v: Vec<PeerFile> = t
+        .inits
+        .iter()
+        .map(|(&(session, n), i)| PeerFile::Init {
+            session,
+            n,
+            size: i.size,
+        })
+        .collect();
+    v.extend(t.segments.iter().map(|s| PeerFile::Segment {
+        name: s.name,
+        size: s.size,
+    }));
+    v
+}
+
+fn fetched_ms(plan: &Plan) -> Vec<i64> {
+    plan.fetch
+        .iter()
+        .filter_map(|f| match f {
+            PeerFile::Segment { name, .. } => Some(name.pdt_ms - T0),
+            PeerFile::Init { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn provisional_segments_give_way_to_a_settled_or_a_better_copy() {
+    let w = Window {
+        from_ms: 0,
+        settle_before_ms: i64::MAX,
+    };
+    // Both hold 0..20 s under the same names. Here: 10..14 s provisional
+    // (cut after a restart), 16..18 s and 18..20 s provisional too. There:
+    // 0..4 s provisional (the stream's start), 16..20 s provisional,
+    // of the same size as here.
+    let mut a = local(T0, T0, T0 + 20_000);
+    provisional(&mut a, T0 + 10_000, T0 + 14_000, 5, 1000);
+    provisional(&mut a, T0 + 16_000, T0 + 18_000, 9, 1000);
+    provisional(&mut a, T0 + 18_000, T0 + 20_000, 1, 1000);
+    let mut b = local(T0, T0, T0 + 20_000);
+    provisional(&mut b, T0, T0 + 4_000, 7, 1000);
+    provisional(&mut b, T0 + 16_000, T0 + 20_000, 3, 1000);
+    // Here takes there's own copies of 10..14 s and its 16..18 s (digest 3
+    // beats 9); never a provisional copy over a settled one (0..4 s), nor
+    // one it beats (18..20 s: 1 beats 3).
+    let plan_a = plan(Some(&a), &listing(&b), w, u64::MAX);
+    assert_eq!(fetched_ms(&plan_a), [10_000, 12_000, 16_000]);
+    // There takes here's 18..20 s and its settled 0..4 s.
+    let plan_b = plan(Some(&b), &listing(&a), w, u64::MAX);
+    assert_eq!(fetched_ms(&plan_b), [0, 2_000, 18_000]);
+    assert_eq!(apply(&mut a, &plan_a), 3);
+    assert_eq!(apply(&mut b, &plan_b), 3);
+    // One copy of every second at both, the same.
+    assert_eq!(listing(&a), listing(&b));
+    assert_eq!(a.segments.len(), 10);
+    assert_eq!(plan(Some(&a), &listing(&b), w, u64::MAX), Plan::default());
+    // A larger provisional copy beats whatever its digest.
+    let mut c = local(T0, T0, T0 + 2_000);
+    provisional(&mut c, T0, T0 + 2_000, 0, 900);
+    let mut a2 = a.clone();
+    provisional(&mut a2, T0, T0 + 2_000, 2, 1000);
+    // (c holds only 0..2 s: it fetches the rest of a2 either way.)
+    assert!(fetched_ms(&plan(Some(&c), &listing(&a2), w, u64::MAX)).contains(&0));
+    assert!(plan(Some(&a2), &listing(&c), w, u64::MAX).fetch.is_empty());
+    provisional(&mut c, T0, T0 + 2_000, 0, 1100);
+    assert!(!fetched_ms(&plan(Some(&c), &listing(&a2), w, u64::MAX)).contains(&0));
+    assert_eq!(fetched_ms(&plan(Some(&a2), &listing(&c), w, u64::MAX)), [0]);
+    // A provisional segment already in the remote tier stays (its bytes
+    // are in an uploaded object).
+    let mut remote = local(T0, T0, T0 + 20_000);
+    provisional(&mut remote, T0, T0 + 20_000, 9, 1000);
+    for s in remote.segments.iter_mut() {
+        s.location = Location::Remote {
+            object: "o".into(),
+            offset: 0,
+        };
+    }
+    assert!(
+        plan(Some(&remote), &listing(&b), w, u64::MAX)
+            .fetch
+            .is_empty()
+    );
+}
+
 #[test]
 fn a_round_is_bounded_in_bytes_and_segments_without_an_init_are_left() {
     let mut p = peer(T0, T0, T0 + 20_000);
@@ -266,7 +393,7 @@ proptest! {
         let segments: Vec<(SegmentName, u64)> = segs
             .iter()
             .map(|&(pdt_ms, duration_ms, dts_ms, session, msn, init, discontinuity, size)| {
-                (SegmentName { pdt_ms, duration_ms, dts_ms, session, msn, init, discontinuity }, size)
+                (SegmentName { pdt_ms, duration_ms, dts_ms, session, msn, init, discontinuity, provisional: None }, size)
             })
             .collect();
         let text = render_listing(&inits, &segments);
@@ -315,6 +442,57 @@ proptest! {
         }
         prop_assert_eq!(plan(Some(&after), &p, w, u64::MAX), Plan::default());
     }
+
+    /// Two origins with the same cuts, any of whose segments provisional
+    /// (digests drawn from few values, so ties happen): after
+    /// each fetched the other's plan (rounds in turn), their listings are
+    /// the same over the time both hold, no time is listed twice, and a
+    /// further round fetches nothing.
+    #[test]
+    fn two_origins_settle_on_one_copy_of_every_second(
+        a_from in 0i64..10, a_len in 0i64..20, b_from in 0i64..10, b_len in 0i64..20,
+        a_prov in proptest::collection::vec(proptest::option::of(0u64..4), 20),
+        b_prov in proptest::collection::vec(proptest::option::of(0u64..4), 20),
+    ) {
+        // The digest stands for the bytes, so it decides the size: 0 and 1
+        // tie in size, 2 and 3 are larger.
+        let mark = |t: &mut TrackIndex, prov: &[Option<u64>]| {
+            for (s, p) in t.segments.iter_mut().zip(prov) {
+                if let Some(digest) = *p {
+                    s.name.provisional = Some(digest);
+                    s.size = 1000 + digest / 2;
+                }
+            }
+        };
+        let mut a = local(T0, T0 + a_from * 2000, T0 + (a_from + a_len) * 2000);
+        let mut b = local(T0, T0 + b_from * 2000, T0 + (b_from + b_len) * 2000);
+        // The same cut of the same time: the same segment number at both.
+        mark(&mut a, &a_prov[..]);
+        mark(&mut b, &b_prov[(a_from - b_from).max(0) as usize..]);
+        for s in a.segments.iter_mut().chain(b.segments.iter_mut()) {
+            s.name.msn = ((s.name.pdt_ms - T0) / 2000) as u64;
+            s.name.discontinuity = false;
+        }
+        let w = Window { from_ms: T0, settle_before_ms: i64::MAX };
+        for _ in 0..2 {
+            let pa = plan(Some(&a), &listing(&b), w, u64::MAX);
+            apply(&mut a, &pa);
+            let pb = plan(Some(&b), &listing(&a), w, u64::MAX);
+            apply(&mut b, &pb);
+        }
+        prop_assert_eq!(plan(Some(&a), &listing(&b), w, u64::MAX), Plan::default());
+        prop_assert_eq!(plan(Some(&b), &listing(&a), w, u64::MAX), Plan::default());
+        prop_assert_eq!(listing(&a), listing(&b));
+        for t in [&a, &b] {
+            let mids: Vec<i64> = t.segments.iter().map(|s| s.name.mid_ms()).collect();
+            for (i, s) in t.segments.iter().enumerate() {
+                let inside = mids.iter().enumerate()
+                    .filter(|&(j, &m)| j != i && s.name.pdt_ms <= m && m < s.name.end_ms())
+                    .count();
+                prop_assert_eq!(inside, 0, "{:?}", t.segments);
+            }
+        }
+    }
 }
 
 #[test]
@@ -338,6 +516,7 @@ fn deleted_spans_round_trip_and_keep_their_segments_out() {
             msn: 0,
             init: 0,
             discontinuity: false,
+            provisional: None,
         },
         size: 10,
     };

@@ -289,6 +289,7 @@ mod tests {
             msn,
             init: 0,
             discontinuity: msn == 0,
+            provisional: None,
         }
     }
 

@@ -877,7 +877,7 @@ impl Packager {
                 _ => {}
             }
             if let Some(o) = self.observer.as_mut() {
-                o.on_output(&out);
+                o.on_output(&out, true);
             }
             outputs.push(out);
         }
