@@ -9,6 +9,15 @@
 SHELL := /bin/bash
 CACHE ?= $(HOME)/.cache/ugc
 export CARGO_TARGET_DIR ?= $(CACHE)/target
+# pkg-config through scripts/pkg-config-ffmpeg (.cargo/config.toml says
+# why), copied to a path outside the clone: the config's own value is the
+# clone's path, and cargo rebuilds every -sys crate whose build script
+# watches PKG_CONFIG (aws-lc-sys, rusty_ffmpeg's bindgen) and all that
+# depends on them whenever that value changes, i.e. on every fresh clone
+# (measured: 80 s of the fuzz smoke's build alone). The environment's value
+# wins over the config's; plain `cargo` in a clone still works.
+export PKG_CONFIG := $(CACHE)/bin/pkg-config-ffmpeg
+$(shell mkdir -p $(CACHE)/bin && { cmp -s scripts/pkg-config-ffmpeg $(PKG_CONFIG) || install -m 0755 scripts/pkg-config-ffmpeg $(PKG_CONFIG); })
 # The smoke in `make test` is a regression run: a fixed seed over the
 # repo's corpus, so a red CI means a change broke something, not that this
 # run's dice found an old bug; one target per core at a time
@@ -68,7 +77,9 @@ browser: build-web
 # (examples/ugc-server/tests/e2e_ll_hls.rs), switches through every
 # rendition of a transcoding ladder (e2e_transcode.rs) and plays through a
 # main -> backup -> main failover, also while it switches renditions of a
-# ladder (e2e_failover.rs); Chromium publishes over WHIP (e2e_whip.rs).
+# ladder (e2e_failover.rs); plays through an nginx edge, a transcoder
+# kill, an origin's fallback and a balancing origin's redirect
+# (e2e_roles.rs); Chromium publishes over WHIP (e2e_whip.rs).
 browser-hls-js:
 	@scripts/install-deps.sh browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
