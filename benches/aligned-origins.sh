@@ -24,14 +24,8 @@ one_round() { # aligned: true|false; prints "segment_s part_s"
   local cp pub_http rtmp srt origin
   cp=$(free_port 1); pub_http=$(free_port 1); rtmp=$(free_port 1); srt=$(free_port 2)
   origin=$(free_port 1)
-  "$BIN/ugc-control" --data "$dir/control" --http "127.0.0.1:$cp" --public-host 127.0.0.1 \
-    >"$dir/control.log" 2>&1 &
-  PIDS+=($!)
-  wait_http "$cp"
-  "$BIN/ugc-publish" --control-url "http://127.0.0.1:$cp" --rtmp "127.0.0.1:$rtmp" \
-    --srt "127.0.0.1:$srt" --http "127.0.0.1:$pub_http" --public-host 127.0.0.1 \
-    --whip-udp off >"$dir/publish.log" 2>&1 &
-  PIDS+=($!)
+  start_control "$dir" "$cp"
+  start_publish "$dir" "$cp" "$rtmp" "$srt" "$pub_http"
   "$BIN/ugc-origin" --control-url "http://127.0.0.1:$cp" --http "127.0.0.1:$origin" \
     --data "$dir/origin" --public-host 127.0.0.1 --whep-udp off --segment-ms "$SEGMENT_MS" \
     --aligned-segments "$aligned" >"$dir/origin.log" 2>&1 &

@@ -85,6 +85,24 @@ cluster_bench_start() {
   export UGC_NODE_TOKEN=bench-node-token-0123456789abcdef
 }
 
+# A control plane on 127.0.0.1:$2 with its data and log below $1,
+# waited for.
+start_control() { # dir port
+  "$BIN/ugc-control" --data "$1/control" --http "127.0.0.1:$2" --public-host 127.0.0.1 \
+    >"$1/control.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "$2"
+}
+
+# A publishing node of the control plane on port $2 (RTMP $3, SRT $4,
+# HTTP $5, no WHIP), its log below $1; not waited for.
+start_publish() { # dir control-port rtmp-port srt-port http-port
+  "$BIN/ugc-publish" --control-url "http://127.0.0.1:$2" --rtmp "127.0.0.1:$3" \
+    --srt "127.0.0.1:$4" --http "127.0.0.1:$5" --public-host 127.0.0.1 \
+    --whip-udp off >"$1/publish.log" 2>&1 &
+  PIDS+=($!)
+}
+
 cluster_bench_cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true

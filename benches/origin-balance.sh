@@ -19,14 +19,8 @@ cluster_bench_start
 
 cp=$(free_port 1); pub_http=$(free_port 1); rtmp=$(free_port 1); srt=$(free_port 2)
 a=$(free_port 1); b=$(free_port 1)
-"$BIN/ugc-control" --data "$WORK/control" --http "127.0.0.1:$cp" --public-host 127.0.0.1 \
-  >"$WORK/control.log" 2>&1 &
-PIDS+=($!)
-wait_http "$cp"
-"$BIN/ugc-publish" --control-url "http://127.0.0.1:$cp" --rtmp "127.0.0.1:$rtmp" \
-  --srt "127.0.0.1:$srt" --http "127.0.0.1:$pub_http" --public-host 127.0.0.1 \
-  --whip-udp off >"$WORK/publish.log" 2>&1 &
-PIDS+=($!)
+start_control "$WORK" "$cp"
+start_publish "$WORK" "$cp" "$rtmp" "$srt" "$pub_http"
 for port in "$a" "$b"; do
   "$BIN/ugc-origin" --control-url "http://127.0.0.1:$cp" --http "127.0.0.1:$port" \
     --data "$WORK/origin-$port" --public-host 127.0.0.1 --whep-udp off --segment-ms 1000 \
