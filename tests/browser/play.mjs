@@ -179,6 +179,11 @@ const browser = await chromium.launch({
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--autoplay-policy=no-user-gesture-required',
+    // The page is intercepted (below), so Chromium counts it as public; its
+    // own origin is exempt, but a balancing origin's redirect to another
+    // loopback origin would meet Local Network Access (public -> loopback),
+    // which a real deployment (a public page, public origins) never does.
+    '--disable-features=LocalNetworkAccessChecks',
   ],
 });
 let result;

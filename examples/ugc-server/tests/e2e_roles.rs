@@ -530,6 +530,83 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
     assert!(!streams_of(&full_id).contains(&"live/crowded".to_owned()));
 }
 
+/// Two origins balancing new viewers by redirect (`--balance redirect`),
+/// both carrying stream `name` (published live), the control plane aware.
+struct BalancingPair {
+    _control: Control,
+    a_http: SocketAddr,
+    b_http: SocketAddr,
+    _nodes: Vec<(Node, Option<TempDir>)>,
+    _ffmpeg: Proc,
+}
+
+fn balancing_pair(name: &str) -> BalancingPair {
+    let control = Control::dedicated();
+    let (a_http, b_http) = (addr(), addr());
+    let (a, a_data) = start_origin_with(&control, a_http, &["--balance", "redirect"]);
+    let (b, b_data) = start_origin_with(&control, b_http, &["--balance", "redirect"]);
+    let (publish, rtmp) = start_publish(&control, None);
+    let key = control.create_stream(&format!(r#"{{"name": "{name}"}}"#));
+    let ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    // Both origins carry it, and the control plane knows.
+    let master = format!("/live/{name}/index.m3u8?balanced=1");
+    for o in [a_http, b_http] {
+        wait_until(Duration::from_secs(30), || {
+            http_get(o, &master).status == 200
+        })
+        .unwrap_or_else(|| panic!("no stream at {o}\n{}\n{}", a.log(), b.log()));
+    }
+    let path = format!("live/{name}");
+    wait_until(Duration::from_secs(10), || {
+        listed_nodes(&control)
+            .iter()
+            .filter(|n| n["role"] == "origin" && n["state"] == "live")
+            .filter(|n| {
+                n["streams"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| *s == path.as_str()))
+            })
+            .count()
+            == 2
+    })
+    .expect("both origins beat the stream");
+    BalancingPair {
+        _control: control,
+        a_http,
+        b_http,
+        _nodes: vec![(a, Some(a_data)), (b, Some(b_data)), (publish, None)],
+        _ffmpeg: ffmpeg,
+    }
+}
+
+/// Counts `n` viewers of `name` at `origin` (QoE beacons) and waits until
+/// the control plane heard of them (two heartbeats).
+fn count_viewers(origin: SocketAddr, name: &str, n: usize) {
+    for v in 0..n {
+        let body = format!("sid={name}{v}&startup_ms=500&played_ms=1000&latency_ms=2500");
+        let r = http_send(
+            origin,
+            "POST",
+            &format!("/live/{name}/qoe"),
+            None,
+            Some(&body),
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let path = format!("live/{name}");
+    wait_until(Duration::from_secs(10), || {
+        stream_sample(origin, "ugc_stream_viewers", &path) >= Some(n as f64)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{origin} counts no viewers\n{}",
+            http_get(origin, "/metrics").text()
+        )
+    });
+    // Two beats carry the count to the control plane.
+    std::thread::sleep(Duration::from_millis(4500));
+}
+
 /// Two origins that balance new viewers by redirect (`--balance
 /// redirect`, the guide's "origin 1 serves as a load balancer"): viewers
 /// asking origin A alternate between A and B while neither counts viewers;
@@ -538,33 +615,8 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
 /// and the origin sent to serves a redirected viewer itself.
 #[test]
 fn origins_balance_new_viewers_by_redirect() {
-    let control = Control::dedicated();
-    let (a_http, b_http) = (addr(), addr());
-    let (a, _a_data) = start_origin_with(&control, a_http, &["--balance", "redirect"]);
-    let (b, _b_data) = start_origin_with(&control, b_http, &["--balance", "redirect"]);
-    let (_publish, rtmp) = start_publish(&control, None);
-    let key = control.create_stream(r#"{"name": "bal"}"#);
-    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
-    // Both origins carry it, and the control plane knows.
-    for o in [a_http, b_http] {
-        wait_until(Duration::from_secs(30), || {
-            http_get(o, "/live/bal/index.m3u8?balanced=1").status == 200
-        })
-        .unwrap_or_else(|| panic!("no stream at {o}\n{}\n{}", a.log(), b.log()));
-    }
-    wait_until(Duration::from_secs(10), || {
-        listed_nodes(&control)
-            .iter()
-            .filter(|n| n["role"] == "origin" && n["state"] == "live")
-            .filter(|n| {
-                n["streams"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|s| s == "live/bal"))
-            })
-            .count()
-            == 2
-    })
-    .expect("both origins beat the stream");
+    let pair = balancing_pair("bal");
+    let (a_http, b_http) = (pair.a_http, pair.b_http);
 
     let at_b = format!(
         "http://127.0.0.1:{}/live/bal/index.m3u8?x=1&balanced=1",
@@ -591,22 +643,7 @@ fn origins_balance_new_viewers_by_redirect() {
     );
 
     // Ten viewers counted at A: new ones go to B.
-    for v in 0..10 {
-        let body = format!("sid=bal{v}&startup_ms=500&played_ms=1000&latency_ms=2500");
-        let r = http_send(a_http, "POST", "/live/bal/qoe", None, Some(&body));
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-    wait_until(Duration::from_secs(10), || {
-        stream_sample(a_http, "ugc_stream_viewers", "live/bal") >= Some(10.0)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "A counts no viewers\n{}",
-            http_get(a_http, "/metrics").text()
-        )
-    });
-    // Two beats carry the count to the control plane.
-    std::thread::sleep(Duration::from_millis(4500));
+    count_viewers(a_http, "bal", 10);
     for _ in 0..4 {
         let r = http_get(a_http, "/live/bal/index.m3u8?x=1");
         assert_eq!(r.status, 302, "a new viewer kept at the loaded origin");
@@ -632,6 +669,66 @@ fn origins_balance_new_viewers_by_redirect() {
             .any(|l| l.starts_with("ugc_http_requests_total{") && l.contains("kind=\"segment\"")),
         "B served no segment"
     );
+}
+
+/// Media requests (segments, parts, init segments) an origin served.
+fn media_served(origin: SocketAddr) -> f64 {
+    http_get(origin, "/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("ugc_http_requests_total{"))
+        .filter(|l| {
+            ["segment", "part", "init"]
+                .iter()
+                .any(|k| l.contains(&format!("kind=\"{k}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// hls.js in Chromium (LL-HLS and classic) asks a balancing origin that
+/// counts ten viewers: both players follow its 302, load every media
+/// playlist, part and segment from the origin they were sent to (hls.js
+/// resolves the multivariant playlist's relative URIs against the URL it
+/// was redirected to) and play there, with no error and no freeze.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn hls_js_follows_a_balancing_origins_redirect() {
+    let pair = balancing_pair("balhls");
+    let (a_http, b_http) = (pair.a_http, pair.b_http);
+    count_viewers(a_http, "balhls", 10);
+    let before = (media_served(a_http), media_served(b_http));
+    let url = format!("http://{a_http}/live/balhls/index.m3u8");
+    let players: Vec<_> = ["1", "0"]
+        .into_iter()
+        .map(|ll| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                play_hls_js(&["--url", &url, "--seconds", "12", "--low-latency", ll])
+            })
+        })
+        .collect();
+    for (player, ll) in players.into_iter().zip(["LL-HLS", "classic"]) {
+        let stdout = player.join().expect("player thread");
+        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        eprintln!(
+            "{ll} redirected: advanced {} s of {} s, {} stalls, longest freeze {} s",
+            r["advanced_s"], r["watched_s"], r["stalls"], r["longest_freeze_s"]
+        );
+        assert_eq!(r["started"], true, "{ll}: {stdout}");
+        assert_eq!(r["errors"], serde_json::json!([]), "{ll}: {stdout}");
+        let advanced = r["advanced_s"].as_f64().unwrap();
+        assert!(advanced >= 8.0, "{ll}: advanced {advanced} s: {stdout}");
+        let freeze = r["longest_freeze_s"].as_f64().unwrap();
+        assert!(freeze <= 2.0, "{ll}: froze {freeze} s: {stdout}");
+    }
+    let (at_a, at_b) = (
+        media_served(a_http) - before.0,
+        media_served(b_http) - before.1,
+    );
+    eprintln!("media requests while the players played: A {at_a}, B {at_b}");
+    assert_eq!(at_a, 0.0, "a redirected player loaded media from A");
+    assert!(at_b >= 10.0, "B served {at_b} media requests");
 }
 
 /// A publishing node with a certificate takes RTMPS: the control plane
