@@ -671,6 +671,50 @@ fn origins_balance_new_viewers_by_redirect() {
     );
 }
 
+/// hls.js in Chromium, LL-HLS and classic side by side, each playing `url`
+/// for `seconds`: their threads, with the mode's name.
+fn spawn_ll_and_classic(
+    url: &str,
+    seconds: u32,
+) -> Vec<(std::thread::JoinHandle<String>, &'static str)> {
+    [("1", "LL-HLS"), ("0", "classic")]
+        .into_iter()
+        .map(|(ll, name)| {
+            let (url, secs) = (url.to_owned(), seconds.to_string());
+            let player = std::thread::spawn(move || {
+                play_hls_js(&["--url", &url, "--seconds", &secs, "--low-latency", ll])
+            });
+            (player, name)
+        })
+        .collect()
+}
+
+/// Joins a player of [`spawn_ll_and_classic`] and checks its report:
+/// started, no error, advanced at least `min_advanced_s`, no freeze over
+/// `max_freeze_s`.
+fn joined_and_played(
+    (player, ll): (std::thread::JoinHandle<String>, &'static str),
+    how: &str,
+    min_advanced_s: f64,
+    max_freeze_s: f64,
+) {
+    let stdout = player.join().expect("player thread");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!(
+        "{ll} {how}: advanced {} s of {} s, {} stalls, longest freeze {} s, errors {}",
+        r["advanced_s"], r["watched_s"], r["stalls"], r["longest_freeze_s"], r["errors"]
+    );
+    assert_eq!(r["started"], true, "{ll}: {stdout}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{ll}: {stdout}");
+    let advanced = r["advanced_s"].as_f64().unwrap();
+    assert!(
+        advanced >= min_advanced_s,
+        "{ll}: advanced {advanced} s: {stdout}"
+    );
+    let freeze = r["longest_freeze_s"].as_f64().unwrap();
+    assert!(freeze <= max_freeze_s, "{ll}: froze {freeze} s: {stdout}");
+}
+
 /// Media requests (segments, parts, init segments) an origin served.
 fn media_served(origin: SocketAddr) -> f64 {
     http_get(origin, "/metrics")
@@ -699,28 +743,8 @@ fn hls_js_follows_a_balancing_origins_redirect() {
     count_viewers(a_http, "balhls", 10);
     let before = (media_served(a_http), media_served(b_http));
     let url = format!("http://{a_http}/live/balhls/index.m3u8");
-    let players: Vec<_> = ["1", "0"]
-        .into_iter()
-        .map(|ll| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                play_hls_js(&["--url", &url, "--seconds", "12", "--low-latency", ll])
-            })
-        })
-        .collect();
-    for (player, ll) in players.into_iter().zip(["LL-HLS", "classic"]) {
-        let stdout = player.join().expect("player thread");
-        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        eprintln!(
-            "{ll} redirected: advanced {} s of {} s, {} stalls, longest freeze {} s",
-            r["advanced_s"], r["watched_s"], r["stalls"], r["longest_freeze_s"]
-        );
-        assert_eq!(r["started"], true, "{ll}: {stdout}");
-        assert_eq!(r["errors"], serde_json::json!([]), "{ll}: {stdout}");
-        let advanced = r["advanced_s"].as_f64().unwrap();
-        assert!(advanced >= 8.0, "{ll}: advanced {advanced} s: {stdout}");
-        let freeze = r["longest_freeze_s"].as_f64().unwrap();
-        assert!(freeze <= 2.0, "{ll}: froze {freeze} s: {stdout}");
+    for player in spawn_ll_and_classic(&url, 12) {
+        joined_and_played(player, "redirected", 8.0, 2.0);
     }
     let (at_a, at_b) = (
         media_served(a_http) - before.0,
@@ -2367,15 +2391,7 @@ fn hls_js_plays_through_an_nginx_edge_over_two_origins_one_killed() {
     let edge = deploy_edge([a_http, b_http]);
     let served = (requests_served(a_http), requests_served(b_http));
     let url = format!("http://{}/live/edge/index.m3u8", edge.addr);
-    let players: Vec<_> = ["1", "0"]
-        .into_iter()
-        .map(|ll| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                play_hls_js(&["--url", &url, "--seconds", "22", "--low-latency", ll])
-            })
-        })
-        .collect();
+    let players = spawn_ll_and_classic(&url, 22);
     std::thread::sleep(Duration::from_secs(9));
     // Both origins served the players through the edge.
     let during = (
@@ -2384,20 +2400,13 @@ fn hls_js_plays_through_an_nginx_edge_over_two_origins_one_killed() {
     );
     a.child.kill().unwrap();
     a.child.wait().unwrap();
-    for (player, ll) in players.into_iter().zip(["LL-HLS", "classic"]) {
-        let stdout = player.join().expect("player thread");
-        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        eprintln!(
-            "{ll} through the edge, origin A killed at 9 s: advanced {} s of {} s, \
-             {} stalls, longest freeze {} s, errors {}",
-            r["advanced_s"], r["watched_s"], r["stalls"], r["longest_freeze_s"], r["errors"]
+    for player in players {
+        joined_and_played(
+            player,
+            "through the edge, origin A killed at 9 s",
+            16.0,
+            3.0,
         );
-        assert_eq!(r["started"], true, "{ll}: {stdout}");
-        assert_eq!(r["errors"], serde_json::json!([]), "{ll}: {stdout}");
-        let advanced = r["advanced_s"].as_f64().unwrap();
-        assert!(advanced >= 16.0, "{ll}: advanced {advanced} s: {stdout}");
-        let freeze = r["longest_freeze_s"].as_f64().unwrap();
-        assert!(freeze <= 3.0, "{ll}: froze {freeze} s: {stdout}");
     }
     eprintln!("requests in the first 9 s: A {} B {}", during.0, during.1);
     assert!(during.0 >= 5.0 && during.1 >= 5.0, "{during:?}");
