@@ -10,8 +10,9 @@
 //! [`Pacer`]'s rate, checks size and SHA-256 and hands them to
 //! [`Archive::import`](crate::Archive::import). The copied files keep the
 //! peer's names (its session and numbers), so a segment is byte-identical
-//! on both and copying it twice is a no-op; in playlists the copied run is
-//! its own recording session, with discontinuities at its ends.
+//! on both and copying it twice is a no-op. (Aligned origins name a
+//! stream's files alike, by its timeline, so a copied run continues the
+//! local one in playlists.)
 //!
 //! A peer segment is lacking when no local segment covers its midpoint
 //! (the origins cut their segments at the same keyframes, but not at the

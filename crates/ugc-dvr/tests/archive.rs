@@ -197,9 +197,11 @@ fn a_peers_copy_replaces_provisional_segments() {
         .unwrap();
     let served = rt.block_on(archive.segment_file(&key, &first)).unwrap();
     assert_eq!(std::fs::read(served).unwrap(), b"the peer's bytes");
-    // The same seconds recorded provisionally again (another restart):
-    // the copy stays, nothing is added.
-    let mut r2 = archive.recorder(&stream).unwrap();
+    // The same seconds of the same timeline recorded provisionally again
+    // (another restart): the copy stays, nothing is added.
+    let mut r2 = archive
+        .recorder_as(&stream, u64::try_from(first.session).unwrap())
+        .unwrap();
     for (o, live) in held(&outs, 1) {
         r2.on_output(&o, live);
     }
@@ -220,6 +222,20 @@ fn a_peers_copy_replaces_provisional_segments() {
         .map(|s| s.name)
         .collect();
     assert_eq!(names, [copy]);
+    // Another timeline's provisional segment of that time is other media:
+    // recorded beside the copy, which keeps its place.
+    let mut r3 = reopened.recorder(&stream).unwrap();
+    for (o, live) in held(&outs, 1) {
+        r3.on_output(&o, live);
+    }
+    assert!(reopened.flush_blocking(Duration::from_secs(10)));
+    let both = reopened.range(&key, first.pdt_ms, first.end_ms());
+    assert!(both.iter().any(|s| s.name == copy), "{both:?}");
+    assert!(
+        both.iter()
+            .any(|s| s.name.is_provisional() && s.name.session == r3.session()),
+        "{both:?}"
+    );
 }
 
 #[test]

@@ -104,9 +104,9 @@ impl TrackIndex {
         self.segments.range(a..b)
     }
 
-    /// Whether a segment covers wall-clock `ms` (starts at or before it
-    /// and ends after it).
-    pub fn covers(&self, ms: i64) -> bool {
+    /// Whether a segment of recording session `session` covers wall-clock
+    /// `ms` (starts at or before it and ends after it).
+    pub fn session_covers(&self, session: i64, ms: i64) -> bool {
         let at = self.segments.partition_point(|s| s.name.pdt_ms <= ms);
         // Overlapping segments are few (another session's, a peer's copy):
         // a handful before `ms` decide.
@@ -114,7 +114,7 @@ impl TrackIndex {
             .range(..at)
             .rev()
             .take(8)
-            .any(|s| ms < s.name.end_ms())
+            .any(|s| s.name.session == session && ms < s.name.end_ms())
     }
 
     /// Whether a segment here covering the time of `incoming` (another
@@ -178,12 +178,16 @@ impl TrackIndex {
 }
 /// Whether the archived segment `local` keeps its place against
 /// `incoming` of `size` bytes, another origin's copy of the same time: a
-/// segment that is not provisional always; a provisional one in the remote
-/// tier always (its bytes are in an uploaded object); a local provisional
-/// one only against a provisional copy that does not beat it
-/// ([`SegmentName::provisional_beats`]).
+/// segment that is not provisional always; one of another recording
+/// session (another timeline: other media, not another cut of it) always;
+/// a provisional one in the remote tier always (its bytes are in an
+/// uploaded object); a local provisional one only against a provisional
+/// copy that does not beat it ([`SegmentName::provisional_beats`]).
 pub fn keeps_against(local: &ArchivedSegment, incoming: &SegmentName, size: u64) -> bool {
-    if !local.name.is_provisional() || local.location != Location::Local {
+    if !local.name.is_provisional()
+        || local.name.session != incoming.session
+        || local.location != Location::Local
+    {
         return true;
     }
     incoming.is_provisional() && !incoming.provisional_beats(size, &local.name, local.size)
@@ -213,9 +217,10 @@ impl Archive {
         self.with_index(key, |i| i.and_then(|i| i.inits.get(&(session, n)).cloned()))
     }
 
-    /// Whether a segment of `key` covers `ms`.
-    pub fn covers(&self, key: &TrackKey, ms: i64) -> bool {
-        self.with_index(key, |i| i.is_some_and(|i| i.covers(ms)))
+    /// Whether a segment of `key` and recording session `session` covers
+    /// `ms`.
+    pub fn session_covers(&self, key: &TrackKey, session: i64, ms: i64) -> bool {
+        self.with_index(key, |i| i.is_some_and(|i| i.session_covers(session, ms)))
     }
 
     /// The segment now in the place of the provisional segment `name`

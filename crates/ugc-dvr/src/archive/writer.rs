@@ -255,9 +255,9 @@ fn write_segment(
     };
     let pieces: Vec<&[u8]> = seg.data.pieces().iter().map(|p| &p[..]).collect();
     let name = if provisional {
-        if archive.covers(key, name.mid_ms()) {
-            // A peer's copy of these seconds came first (replication): the
-            // archive keeps that one.
+        if archive.session_covers(key, session, name.mid_ms()) {
+            // A peer's copy of these seconds of this timeline came first
+            // (replication): the archive keeps that one.
             return Ok(());
         }
         SegmentName {

@@ -283,6 +283,18 @@ fn provisional_segments_give_way_to_a_settled_or_a_better_copy() {
     provisional(&mut c, T0, T0 + 2_000, 0, 1100);
     assert!(!fetched_ms(&plan(Some(&c), &listing(&a2), w, u64::MAX)).contains(&0));
     assert_eq!(fetched_ms(&plan(Some(&a2), &listing(&c), w, u64::MAX)), [0]);
+    // Another timeline's settled segment of that time is other media: a
+    // provisional one here stays.
+    let mut other = local(T0 + 1, T0, T0 + 20_000);
+    for s in other.segments.iter_mut() {
+        s.name.session = T0 + 1;
+    }
+    let mut d = local(T0, T0, T0 + 20_000);
+    provisional(&mut d, T0 + 10_000, T0 + 12_000, 4, 1000);
+    assert!(
+        !fetched_ms(&plan(Some(&d), &listing(&other), w, u64::MAX)).contains(&10_000),
+        "another session's copy never replaces"
+    );
     // A provisional segment already in the remote tier stays (its bytes
     // are in an uploaded object).
     let mut remote = local(T0, T0, T0 + 20_000);
