@@ -533,7 +533,7 @@ fn a_full_publishing_node_sends_a_new_publisher_to_the_node_with_room() {
 /// Two origins balancing new viewers by redirect (`--balance redirect`),
 /// both carrying stream `name` (published live), the control plane aware.
 struct BalancingPair {
-    _control: Control,
+    control: Control,
     a_http: SocketAddr,
     b_http: SocketAddr,
     _nodes: Vec<(Node, Option<TempDir>)>,
@@ -571,7 +571,7 @@ fn balancing_pair(name: &str) -> BalancingPair {
     })
     .expect("both origins beat the stream");
     BalancingPair {
-        _control: control,
+        control,
         a_http,
         b_http,
         _nodes: vec![(a, Some(a_data)), (b, Some(b_data)), (publish, None)],
@@ -580,8 +580,9 @@ fn balancing_pair(name: &str) -> BalancingPair {
 }
 
 /// Counts `n` viewers of `name` at `origin` (QoE beacons) and waits until
-/// the control plane heard of them (two heartbeats).
-fn count_viewers(origin: SocketAddr, name: &str, n: usize) {
+/// the control plane heard of them: its history of the stream, sampled
+/// from the nodes' beats every 5 s, shows them.
+fn count_viewers(control: &Control, origin: SocketAddr, name: &str, n: usize) {
     for v in 0..n {
         let body = format!("sid={name}{v}&startup_ms=500&played_ms=1000&latency_ms=2500");
         let r = http_send(
@@ -603,8 +604,31 @@ fn count_viewers(origin: SocketAddr, name: &str, n: usize) {
             http_get(origin, "/metrics").text()
         )
     });
-    // Two beats carry the count to the control plane.
-    std::thread::sleep(Duration::from_millis(4500));
+    wait_until(Duration::from_secs(20), || {
+        let r = http_send(
+            control.http,
+            "GET",
+            &format!("/api/v1/streams/{name}/history"),
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap_or_default();
+        v["samples"]
+            .as_array()
+            .and_then(|s| s.last())
+            .and_then(|s| s["viewers"].as_u64())
+            >= Some(n as u64)
+    })
+    .unwrap_or_else(|| panic!("the control plane never counted {n} viewers of {name}"));
+}
+
+/// `ugc_balance_viewers_total{decision}` of an origin's metrics text.
+fn balance_decisions(metrics: &str, decision: &str) -> f64 {
+    let prefix = format!("ugc_balance_viewers_total{{decision=\"{decision}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 /// Two origins that balance new viewers by redirect (`--balance
@@ -642,33 +666,46 @@ fn origins_balance_new_viewers_by_redirect() {
         200
     );
 
-    // Ten viewers counted at A: new ones go to B.
-    count_viewers(a_http, "bal", 10);
+    // Ten viewers counted at A: new ones go to B. A viewer is served at A
+    // only when the control plane did not answer within the balancer's
+    // timeout (a loaded test machine), and the origin counts that.
+    count_viewers(&pair.control, a_http, "bal", 10);
+    let unanswered = balance_decisions(&http_get(a_http, "/metrics").text(), "unanswered");
+    let mut sent = 0.0;
     for _ in 0..4 {
         let r = http_get(a_http, "/live/bal/index.m3u8?x=1");
-        assert_eq!(r.status, 302, "a new viewer kept at the loaded origin");
+        assert!(matches!(r.status, 200 | 302), "answered {}", r.status);
+        if r.status == 302 {
+            sent += 1.0;
+        }
     }
+    let m = http_get(a_http, "/metrics").text();
+    let unanswered = balance_decisions(&m, "unanswered") - unanswered;
+    assert_eq!(
+        sent + unanswered,
+        4.0,
+        "a new viewer kept at the loaded origin\n{m}"
+    );
+    assert!(sent >= 2.0, "{unanswered} of 4 questions unanswered\n{m}");
     let lines = probe_video(&format!("http://{a_http}/live/bal/index.m3u8"));
     assert!(
         !lines.is_empty() && lines.iter().all(|l| l == "h264,320,240"),
         "{lines:?}"
     );
     let m = http_get(a_http, "/metrics").text();
-    let decided = |d: &str| {
-        m.lines()
-            .find(|l| l.starts_with(&format!("ugc_balance_viewers_total{{decision=\"{d}\"}}")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-    };
-    assert!(decided("redirected") >= Some(7.0), "{m}");
-    assert!(decided("kept") >= Some(2.0), "{m}");
-    // ffprobe's session played at B: its media playlist was asked there.
-    assert!(
-        http_get(b_http, "/metrics")
-            .text()
-            .lines()
-            .any(|l| l.starts_with("ugc_http_requests_total{") && l.contains("kind=\"segment\"")),
-        "B served no segment"
-    );
+    let redirected = balance_decisions(&m, "redirected");
+    assert!(redirected >= f64::from(there) + sent, "{m}");
+    assert!(balance_decisions(&m, "kept") >= 2.0, "{m}");
+    // ffprobe's session played at B (unless its question went unanswered):
+    // its media playlist and segments were asked there.
+    if redirected > f64::from(there) + sent {
+        assert!(
+            http_get(b_http, "/metrics").text().lines().any(|l| l
+                .starts_with("ugc_http_requests_total{")
+                && l.contains("kind=\"segment\"")),
+            "B served no segment"
+        );
+    }
 }
 
 /// hls.js in Chromium, LL-HLS and classic side by side, each playing `url`
@@ -740,7 +777,7 @@ fn media_served(origin: SocketAddr) -> f64 {
 fn hls_js_follows_a_balancing_origins_redirect() {
     let pair = balancing_pair("balhls");
     let (a_http, b_http) = (pair.a_http, pair.b_http);
-    count_viewers(a_http, "balhls", 10);
+    count_viewers(&pair.control, a_http, "balhls", 10);
     let before = (media_served(a_http), media_served(b_http));
     let url = format!("http://{a_http}/live/balhls/index.m3u8");
     for player in spawn_ll_and_classic(&url, 12) {
