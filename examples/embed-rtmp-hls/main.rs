@@ -26,7 +26,7 @@ async fn serve(rtmp_addr: &str, http_addr: &str) -> std::io::Result<()> {
     let registry = Arc::new(LiveRegistry::new());
     let packaging = PackagerConfig::default().with_part_target(Some(200));
     tokio::spawn(package_hub(hub.clone(), registry.clone(), packaging));
-    let http = tokio::net::TcpListener::bind(http_addr).await?;
+    let http = ugc_proto::http::bind(http_addr).await?;
     tokio::spawn(origin::serve(http, origin::router(registry)));
     let mut rtmp = RtmpListener::bind(rtmp_addr, Default::default()).await?;
     loop {

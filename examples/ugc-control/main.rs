@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     std::fs::create_dir_all(&flags.data)
         .with_context(|| format!("creating data dir {}", flags.data.display()))?;
-    let http = tokio::net::TcpListener::bind(flags.http)
+    let http = ugc_proto::http::bind(flags.http)
         .await
         .with_context(|| format!("binding HTTP on {}", flags.http))?;
     let http_addr = http.local_addr()?;

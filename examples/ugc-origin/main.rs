@@ -254,7 +254,7 @@ async fn main() -> anyhow::Result<()> {
     };
     // Bound first: the node's id (the S3 prefix, the balancer) needs the
     // HTTP port.
-    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let http = ugc_proto::http::bind(flags.http).await?;
     let own_id = node::own_id(
         &flags.node,
         Some(&flags.data),

@@ -158,9 +158,9 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
     )?;
-    let rtmp = tokio::net::TcpListener::bind(flags.rtmp).await?;
+    let rtmp = ugc_proto::http::bind(flags.rtmp).await?;
     let srt = tokio::net::UdpSocket::bind(flags.srt).await?;
-    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let http = ugc_proto::http::bind(flags.http).await?;
     let mut auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?;
     if flags.node.capacity > 0 {
         let id = node::own_id(
@@ -192,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
         (Some(addr), Some(cert), Some(key)) => {
             let tls = ugc_proto::tls::rtmp_server_config(cert, key)
                 .context("loading the TLS certificate for RTMPS")?;
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = ugc_proto::http::bind(addr).await?;
             let at = listener.local_addr()?;
             info!(rtmps = %at, "RTMPS listening");
             let served = ugc_proto::rtmp::server::serve_with_stats(

@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let app = relay
         .router()
         .route("/metrics", axum::routing::get(metrics));
-    let http = tokio::net::TcpListener::bind(flags.http).await?;
+    let http = ugc_proto::http::bind(flags.http).await?;
     let served = relay.clone();
     node::spawn_heartbeat(
         &flags.node,

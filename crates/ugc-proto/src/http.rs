@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `header_read_timeout` | 30 s | a request head (HTTP/1), or the first bytes of a connection, not complete in time: slowloris; also ends keep-alive connections idle between requests |
 //! | `idle_timeout` | 60 s | no byte read or written in either direction while no request is being answered, or a write blocked that long: dead peers, HTTP/2 connections left open, readers that stopped reading (slow-read) |
-//! | `max_connections` | 16,384 | descriptors: connections beyond it are closed at accept |
+//! | `max_connections` | 16,384 | descriptors: at the cap a new connection displaces the oldest one that has sent no request yet (see [`crate::limits`]); with none such, it is closed at accept |
 //! | `max_connections_per_ip` | 1,024 | one address taking all of them (a CDN edge or NAT needs hundreds, an attacker needs them all) |
 //! | `h2_max_concurrent_streams` | 256 | requests in flight on one HTTP/2 connection |
 //! | `h2_max_pending_accept_reset_streams` | 64 | streams opened and reset before we serve them (rapid reset) |
@@ -58,7 +58,9 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     /// A connection with no byte read or written for this long is closed.
     pub idle_timeout: Duration,
-    /// Open connections of the whole listener; 0 = no cap.
+    /// Open connections of the whole listener; 0 = no cap. At the cap a new
+    /// connection displaces the oldest that has sent no request yet, or is
+    /// closed at accept when all have ([`crate::limits`]).
     pub max_connections: usize,
     /// Open connections of one peer address; 0 = no cap.
     pub max_connections_per_ip: usize,
@@ -114,6 +116,9 @@ pub struct ServeStats {
     pub refused_ip_cap: AtomicU64,
     /// Connections closed for their idle or first-bytes timeout.
     pub timed_out: AtomicU64,
+    /// Connections that had sent no request yet, closed at the connection
+    /// cap to make room for a new one ([`crate::limits`]).
+    pub displaced: AtomicU64,
     /// Requests answered, by [`RequestKind`] and status class (1xx..5xx).
     requests: [[AtomicU64; 5]; RequestKind::ALL.len()],
     /// Response body bytes sent, by [`RequestKind`].
@@ -237,7 +242,7 @@ impl ServeStats {
     pub fn write_metrics(m: &mut ugc_core::metrics::Exposition, listeners: &[(&str, &ServeStats)]) {
         use ugc_core::metrics::Kind;
         type Field = fn(&ServeStats) -> &AtomicU64;
-        let families: [(&str, &str, Field); 4] = [
+        let families: [(&str, &str, Field); 5] = [
             (
                 "ugc_http_connections_accepted_total",
                 "HTTP connections accepted and served.",
@@ -252,6 +257,11 @@ impl ServeStats {
                 "ugc_http_connections_refused_ip_cap_total",
                 "HTTP connections closed at accept: their address's connection cap.",
                 |s| &s.refused_ip_cap,
+            ),
+            (
+                "ugc_http_connections_displaced_total",
+                "HTTP connections that had sent no request yet, closed at the listener's connection cap to make room for a new one.",
+                |s| &s.displaced,
             ),
             (
                 "ugc_http_connections_timed_out_total",
@@ -389,6 +399,37 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig) -> i
     .await
 }
 
+/// The accept queue a listener bound by [`bind`] asks for. The kernel
+/// caps it at `net.core.somaxconn` (4,096 by default since Linux 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener (HTTP, HTTPS, RTMP, RTMPS) on `addr` with an accept
+/// queue of [`LISTEN_BACKLOG`]. `TcpListener::bind` (std's, tokio's)
+/// asks for 128: a burst of connections larger than that while the
+/// acceptor is busy (a flash crowd sent to an origin at once, publishers
+/// reconnecting after a network blip, an idle-connection flood the caps
+/// must see to displace) overflows it, and each dropped SYN costs its
+/// client a 1 s, then 2 s, retransmission (measured: 1,000 connections
+/// to a loaded debug server took 7 s with 128, the 7 overflows all
+/// retried).
+pub async fn bind(addr: impl tokio::net::ToSocketAddrs) -> io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std and tokio do: a restarted server rebinds at once.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+}
+
 /// How long [`serve_until`] lets requests in flight finish after `shutdown`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -420,8 +461,7 @@ pub async fn serve_until(
         let (builder, app, stopped) = (builder.clone(), app.clone(), stopped.clone());
         let stats = stats.clone();
         tokio::spawn(async move {
-            serve_connection(&builder, io, peer, app, stopped, in_flight, &stats).await;
-            drop(slot);
+            serve_connection(&builder, io, peer, app, stopped, in_flight, &stats, slot).await;
         });
     }
     drop(listener);
@@ -449,7 +489,7 @@ pub(crate) async fn accept(
             return None;
         }
     };
-    match limiter.admit(peer.ip()) {
+    match limiter.admit_soon(peer.ip(), tokio::task::yield_now).await {
         Ok(slot) => {
             stats.accepted.fetch_add(1, Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
@@ -487,6 +527,10 @@ pub(crate) fn builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
 /// Serves one connection's requests with `app`, each carrying the peer,
 /// counting the requests being answered in `in_flight` (see [`Guarded`]);
 /// when `stop` turns true, finishes the requests in flight and closes.
+/// Its first request proves the connection's `slot`; until then a newer
+/// connection may displace it at the cap ([`crate::limits`]), which closes
+/// it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     io: S,
@@ -495,11 +539,15 @@ pub(crate) async fn serve_connection<S>(
     mut stop: tokio::sync::watch::Receiver<bool>,
     in_flight: Arc<AtomicUsize>,
     stats: &Arc<ServeStats>,
+    slot: Slot,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let counts = stats.clone();
+    let displaced = slot.displaced();
+    let slot = Arc::new(slot);
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        slot.prove();
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         let answering = Answering::enter(&in_flight);
@@ -537,6 +585,11 @@ pub(crate) async fn serve_connection<S>(
         () = stopping => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        () = displaced => {
+            stats.displaced.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "HTTP connection displaced at the connection cap before its first request");
+            return;
         }
     };
     if let Err(e) = result {

@@ -92,16 +92,26 @@ pub async fn serve_tls_with(
         let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
         let (stopped, stats) = (stopped.clone(), stats.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
+            let stream = tokio::select! {
+                biased;
+                () = slot.displaced() => {
+                    stats.displaced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
-                Err(_) => return,
+                h = handshake => match h {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
             };
-            http::serve_connection(&builder, stream, peer, app, stopped, in_flight, &stats).await;
-            drop(slot);
+            http::serve_connection(
+                &builder, stream, peer, app, stopped, in_flight, &stats, slot,
+            )
+            .await;
         });
     }
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tracing::{info, warn};
 use ugc_auth::{ControlConfig, ControlPlane, PublicUrls, TrustedProxies, lookup};
 use ugc_codec::ladder::LadderProfiles;
@@ -72,15 +71,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let hub = Hub::new(config.hub.clone());
     let registry = Arc::new(LiveRegistry::new());
 
-    let rtmp = TcpListener::bind(config.rtmp)
+    let rtmp = ugc_proto::http::bind(config.rtmp)
         .await
         .with_context(|| format!("binding RTMP on {}", config.rtmp))?;
-    let http = TcpListener::bind(config.http)
+    let http = ugc_proto::http::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http))?;
     let rtmps = match config.rtmps {
         Some(addr) => Some(
-            TcpListener::bind(addr)
+            ugc_proto::http::bind(addr)
                 .await
                 .with_context(|| format!("binding RTMPS on {addr}"))?,
         ),
@@ -554,7 +553,7 @@ async fn spawn_https(
     stats: Arc<ugc_proto::http::ServeStats>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let tls = ugc_proto::tls::server_config(cert, key).context("loading the TLS certificate")?;
-    let listener = TcpListener::bind(addr)
+    let listener = ugc_proto::http::bind(*addr)
         .await
         .with_context(|| format!("binding HTTPS on {addr}"))?;
     info!(https = %listener.local_addr()?, "HTTPS (HTTP/2, HTTP/1.1) listening");

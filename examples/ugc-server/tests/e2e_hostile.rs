@@ -804,109 +804,129 @@ fn slow_readers_are_cut_and_do_not_stall_viewers() {
 
 // ---- Idle connections ----
 
-/// 2,000 idle TCP connections, 1,000 to RTMP and 1,000 to HTTP, from 40
-/// addresses (127.0.0.10-49: 25 each, under the per-address caps, so the
-/// timeouts are what is tested): all are accepted, a control viewer
-/// is served like always meanwhile, and the server closes every one (HTTP
-/// after `header_read_timeout`, 5 s here; RTMP after the handshake
-/// timeout, 10 s), reports them as timed out, and its descriptors come
-/// back. Skipped when this process may not open that many files.
+/// 10,000 idle TCP connections from 400 addresses (127.0.1.0 onwards), 2,000
+/// to RTMP and 8,000 to HTTP (5 and 20 per address, under the per-address
+/// caps, as a botnet would spread them), against listeners whose total caps
+/// they exceed: RTMP's default 1,024, and HTTP's set to 4,096 here. At the
+/// cap each new connection displaces the oldest one that has not proven
+/// itself yet ([`ugc_proto::limits`]), so: a publisher that arrives while
+/// RTMP is full publishes, a control viewer (a new connection per request)
+/// is served like always, the server's memory stays bounded, and every
+/// idle connection is closed, displaced or by the timeouts (HTTP's
+/// `header_read_timeout`, 5 s here; RTMP's handshake timeout, 10 s), with
+/// the descriptors back. Skipped when this process may not open that many
+/// files.
 #[test]
-fn idle_connections_are_closed_by_the_timeouts() {
-    let per_listener = 1000;
-    if fd_limit() < (2 * per_listener + 500) as u64 {
+fn ten_thousand_idle_connections_are_displaced_or_timed_out() {
+    let (addresses, rtmp_each, http_each) = (400usize, 5usize, 20usize);
+    let (rtmp_n, http_n) = (addresses * rtmp_each, addresses * http_each);
+    if fd_limit() < (rtmp_n + http_n + 500) as u64 {
         eprintln!(
-            "SKIPPED idle_connections_are_closed_by_the_timeouts: open files limited to {} \
-             (raise with `ulimit -n {}`)",
+            "SKIPPED ten_thousand_idle_connections_are_displaced_or_timed_out: open files \
+             limited to {} (raise with `ulimit -n {}`)",
             fd_limit(),
-            2 * per_listener + 500
+            rtmp_n + http_n + 500
         );
         return;
     }
     let (server, _publisher, _work) =
-        server_with_control("[http_limits]\nheader_read_timeout_s = 5\n");
+        server_with_control("[http_limits]\nheader_read_timeout_s = 5\nmax_connections = 4096\n");
+    let late_key = server.create_stream("late", "");
+    let late_clip = test_clip(320, 240, 30, 300);
     let base_fds = fds(server.pid());
     let rss_before = rss_mb(server.pid());
-    let rtmp_before = counter(&server, "ugc_rtmp_connections_timed_out_total", "");
-    let http_timed_out = |s: &Server| {
-        counter(
-            s,
-            "ugc_http_connections_timed_out_total",
-            "listener=\"http\"",
+    let http_label = "listener=\"http\"";
+    let before = |name: &str, label: &str| counter(&server, name, label);
+    let rtmp0 = [
+        "ugc_rtmp_connections_accepted_total",
+        "ugc_rtmp_connections_displaced_total",
+        "ugc_rtmp_connections_timed_out_total",
+    ]
+    .map(|n| before(n, ""));
+    let http0 = [
+        "ugc_http_connections_accepted_total",
+        "ugc_http_connections_displaced_total",
+        "ugc_http_connections_timed_out_total",
+    ]
+    .map(|n| before(n, http_label));
+    // (accepted, displaced, timed out) since the start.
+    let rtmp = |s: &Server| {
+        let c = |i: usize, n: &str| counter(s, n, "") - rtmp0[i];
+        (
+            c(0, "ugc_rtmp_connections_accepted_total"),
+            c(1, "ugc_rtmp_connections_displaced_total"),
+            c(2, "ugc_rtmp_connections_timed_out_total"),
         )
     };
-    let http_before = http_timed_out(&server);
-    let rtmp_accepted_before = counter(&server, "ugc_rtmp_connections_accepted_total", "");
-    let http_accepted_before = counter(
-        &server,
-        "ugc_http_connections_accepted_total",
-        "listener=\"http\"",
-    );
+    let http = |s: &Server| {
+        let c = |i: usize, n: &str| counter(s, n, http_label) - http0[i];
+        (
+            c(0, "ugc_http_connections_accepted_total"),
+            c(1, "ugc_http_connections_displaced_total"),
+            c(2, "ugc_http_connections_timed_out_total"),
+        )
+    };
+    let source = |i: usize| format!("127.0.{}.{}", 1 + i / 250, i % 250);
 
     let opened = Instant::now();
-    let mut idle = Vec::with_capacity(2 * per_listener);
-    for i in 0..per_listener {
-        let ip = format!("127.0.0.{}", 10 + i % 40);
-        idle.push(connect_from(&ip, server.rtmp).expect("an RTMP connection"));
-        idle.push(connect_from(&ip, server.http).expect("an HTTP connection"));
+    let mut idle = Vec::with_capacity(rtmp_n + http_n);
+    for i in 0..rtmp_n {
+        idle.push(connect_from(&source(i % addresses), server.rtmp).expect("an RTMP connection"));
+    }
+    wait_until(Duration::from_secs(10), || rtmp(&server).0 >= rtmp_n as f64)
+        .unwrap_or_else(|| panic!("RTMP accepted {:?} of {rtmp_n}", rtmp(&server)));
+    let rtmp_full = rtmp(&server);
+    // RTMP is full of idle connections: a publisher still gets in.
+    let late = publish_file(&late_clip, &server.rtmp_url(&late_key));
+    for i in 0..http_n {
+        idle.push(connect_from(&source(i % addresses), server.http).expect("an HTTP connection"));
     }
     let connecting = opened.elapsed();
-    // Every one accepted, none refused: counted by the server, not sampled
-    // from its descriptors, because on a loaded machine opening 2,000
-    // sockets can take longer than the 5 s header timeout that closes the
-    // first ones.
-    let accepted = |s: &Server| {
-        (
-            counter(s, "ugc_rtmp_connections_accepted_total", "") - rtmp_accepted_before,
-            counter(
-                s,
-                "ugc_http_connections_accepted_total",
-                "listener=\"http\"",
-            ) - http_accepted_before,
-        )
-    };
-    let held = wait_until(Duration::from_secs(20), || {
-        let (r, h) = accepted(&server);
-        r >= per_listener as f64 && h >= per_listener as f64
-    });
+    wait_until(Duration::from_secs(20), || http(&server).0 >= http_n as f64)
+        .unwrap_or_else(|| panic!("HTTP accepted {:?} of {http_n}", http(&server)));
     let peak = fds(server.pid());
-    assert!(
-        held.is_some(),
-        "accepted (RTMP, HTTP) {:?} of {per_listener} each; sockets {peak}, {base_fds} before",
-        accepted(&server)
-    );
     let during = follow(server.http, "ctl", Duration::from_secs(3));
+    wait_for_segments(&server, "late", 1);
     let rss_peak = rss_mb(server.pid());
-    let timed_out = |s: &Server| {
-        (
-            counter(s, "ugc_rtmp_connections_timed_out_total", "") - rtmp_before,
-            http_timed_out(s) - http_before,
-        )
-    };
-    // Closed, and every one counted: the descriptor count allows a few
-    // unrelated sockets, so on its own it can pass while the last
-    // connections (opened last, timed out last) are still being closed.
-    let closed = wait_until(Duration::from_secs(30), || {
-        let (r, h) = timed_out(&server);
-        fds(server.pid()) <= base_fds + 5 && r >= per_listener as f64 && h >= per_listener as f64
+    let rtmp_late = rtmp(&server);
+    drop(late);
+    // Closed, and every one counted, displaced or timed out.
+    let closed = wait_until(Duration::from_secs(40), || {
+        let ((_, rd, rt), (_, hd, ht)) = (rtmp(&server), http(&server));
+        fds(server.pid()) <= base_fds + 5 && rd + rt >= rtmp_n as f64 && hd + ht >= http_n as f64
     });
-    let (rtmp, http) = timed_out(&server);
+    let ((ra, rd, rt), (ha, hd, ht)) = (rtmp(&server), http(&server));
     eprintln!(
         "idle: {} connections opened in {connecting:?}; fds {base_fds} -> {peak} -> {} after \
-         {:?}; timed out: RTMP {rtmp}, HTTP {http}; RSS {rss_before:.1} -> {rss_peak:.1} MB; \
-         during {}",
+         {:?}; RTMP accepted {ra}, displaced {rd} ({} when full, {} after the late publisher), \
+         timed out {rt}; HTTP accepted {ha}, displaced {hd}, timed out {ht}; RSS \
+         {rss_before:.1} -> {rss_peak:.1} MB; during {}",
         idle.len(),
         fds(server.pid()),
         opened.elapsed(),
+        rtmp_full.1,
+        rtmp_late.1,
         during.summary()
     );
     assert!(closed.is_some(), "idle connections still held");
-    assert!(rtmp >= per_listener as f64, "RTMP timed out {rtmp}");
-    assert!(http >= per_listener as f64, "HTTP timed out {http}");
+    // 1,024 RTMP places, one the control publisher's: the rest displaced.
+    assert!(
+        rtmp_full.1 >= (rtmp_n - 1023) as f64,
+        "RTMP displaced {rtmp_full:?}"
+    );
+    assert!(
+        rtmp_late.1 > rtmp_full.1,
+        "the late publisher displaced none: {rtmp_full:?} -> {rtmp_late:?}"
+    );
+    assert!(hd >= (http_n - 4096) as f64, "HTTP displaced {hd}");
     during.assert_served_like(
         &Control::default(),
         Duration::from_secs(3),
         "with idle connections",
+    );
+    assert!(
+        rss_peak < rss_before + 256.0,
+        "RSS {rss_before:.1} -> {rss_peak:.1} MB"
     );
     drop(idle);
 }

@@ -79,7 +79,9 @@ pub struct RtmpServerConfig {
     pub idle_timeout: Duration,
     /// Longest time one write to the peer may take.
     pub write_timeout: Duration,
-    /// Connections served at once; more are closed at accept. 0 = no cap.
+    /// Connections served at once. At the cap a new connection displaces
+    /// the oldest one that is not publishing yet, or is closed at accept
+    /// when all are ([`crate::limits`]). 0 = no cap.
     pub max_connections: usize,
     /// Connections one peer address may hold at once (publishers and
     /// connections still in their handshake); more from it are closed at
@@ -142,13 +144,16 @@ pub struct RtmpServerStats {
     /// Connections closed for their handshake timeout or for idling
     /// (before or while publishing).
     pub timed_out: AtomicU64,
+    /// Connections that had not published yet, closed at the connection
+    /// cap to make room for a new one ([`crate::limits`]).
+    pub displaced: AtomicU64,
 }
 
 impl RtmpServerStats {
     /// The `ugc_rtmp_connections_*_total` families of these counters.
     pub fn write_metrics(&self, m: &mut ugc_core::metrics::Exposition) {
         use ugc_core::metrics::Kind;
-        let families: [(&str, &str, &AtomicU64); 4] = [
+        let families: [(&str, &str, &AtomicU64); 5] = [
             (
                 "ugc_rtmp_connections_accepted_total",
                 "RTMP connections accepted and served.",
@@ -168,6 +173,11 @@ impl RtmpServerStats {
                 "ugc_rtmp_connections_timed_out_total",
                 "RTMP connections closed for a handshake timeout or for idling.",
                 &self.timed_out,
+            ),
+            (
+                "ugc_rtmp_connections_displaced_total",
+                "RTMP connections that had not published yet, closed at the listener's connection cap to make room for a new one.",
+                &self.displaced,
             ),
         ];
         for (name, help, value) in families {
@@ -213,6 +223,12 @@ pub async fn serve_with_stats<A: Authorizer>(
             let mut source = match conn.publish(&*auth).await {
                 Ok(Some(source)) => source,
                 Ok(None) => return,
+                // Counted (timed out, displaced); an idle flood would
+                // otherwise log a line per connection.
+                Err(e @ Error::Timeout(_)) => {
+                    tracing::debug!(%peer, error = %e, "rtmp connection closed before publishing");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "rtmp connection closed on error");
                     return;
@@ -286,7 +302,7 @@ impl RtmpListener {
         addr: impl tokio::net::ToSocketAddrs,
         config: RtmpServerConfig,
     ) -> std::io::Result<Self> {
-        Ok(Self::new(TcpListener::bind(addr).await?, config))
+        Ok(Self::new(crate::http::bind(addr).await?, config))
     }
 
     /// The address it listens on.
@@ -318,7 +334,11 @@ impl RtmpListener {
                     continue;
                 }
             };
-            let slot = match self.limit.admit(peer.ip()) {
+            let admitted = self
+                .limit
+                .admit_soon(peer.ip(), tokio::task::yield_now)
+                .await;
+            let slot = match admitted {
                 Ok(slot) => slot,
                 Err(why) => {
                     let counter = match why {
@@ -334,6 +354,9 @@ impl RtmpListener {
                 }
             };
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            if slot.displaced_another() {
+                tracing::debug!(%peer, "rtmp connection cap reached: displaced the oldest connection not yet publishing");
+            }
             let _ = tcp.set_nodelay(true);
             let session = ServerSession::new(SessionConfig {
                 handshake_seed: self.seeds.hash_one(peer),
@@ -353,7 +376,7 @@ impl RtmpListener {
                     .map(|i| ReadBatcher::new(self.epoch, i)),
                 config: Arc::clone(&self.config),
                 stats: Arc::clone(&self.stats),
-                _slot: slot,
+                slot,
             });
         }
     }
@@ -372,7 +395,7 @@ pub struct RtmpConnection {
     batcher: Option<ReadBatcher>,
     config: Arc<RtmpServerConfig>,
     stats: Arc<RtmpServerStats>,
-    _slot: Slot,
+    slot: Slot,
 }
 
 impl std::fmt::Debug for RtmpConnection {
@@ -393,8 +416,26 @@ impl RtmpConnection {
     /// publish is accepted (`NetStream.Publish.Start`) and its media is an
     /// [`RtmpPublish`] source. Refused: the peer reads the reason, we linger
     /// (see [`RtmpServerConfig::refusal_linger`]) and return `None`, as
-    /// when the peer leaves first. A timeout or bad bytes are an error.
-    pub async fn publish<A: Authorizer>(mut self, auth: &A) -> Result<Option<RtmpPublish>> {
+    /// when the peer leaves first. A timeout or bad bytes are an error, as
+    /// is being displaced at the connection cap before publishing
+    /// ([`crate::limits`]).
+    pub async fn publish<A: Authorizer>(self, auth: &A) -> Result<Option<RtmpPublish>> {
+        let displaced = self.slot.displaced();
+        let stats = Arc::clone(&self.stats);
+        tokio::select! {
+            biased;
+            () = displaced => {
+                stats.displaced.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Timeout("displaced at the connection cap before publishing"))
+            }
+            r = self.handshake_and_publish(auth) => r,
+        }
+    }
+
+    async fn handshake_and_publish<A: Authorizer>(
+        mut self,
+        auth: &A,
+    ) -> Result<Option<RtmpPublish>> {
         let deadline = Instant::now() + self.config.handshake_timeout;
         if let Some(acceptor) = self.tls.take() {
             let RtmpIo::Plain(tcp) = std::mem::replace(&mut self.tcp, RtmpIo::Closed) else {
@@ -446,6 +487,7 @@ impl RtmpConnection {
                 };
                 match auth.authorize_publish(&req).await {
                     PublishDecision::Allow { stream, role } => {
+                        self.slot.prove();
                         self.session.accept_publish()?;
                         self.flush().await?;
                         input?;
