@@ -229,6 +229,12 @@ async fn main() -> anyhow::Result<()> {
             after: Duration::from_millis(flags.fallback_after_ms),
             sources: false,
             renditions: true,
+            // Every rendition's slate starts the same aligned segment.
+            align: flags.aligned_segments.then(|| {
+                Duration::from_millis(u64::from(
+                    flags.segment_ms.unwrap_or(HlsTiming::default().segment_ms),
+                ))
+            }),
             ..Default::default()
         },
     )?;

@@ -313,6 +313,16 @@ pub struct FallbackConfig {
     /// the renditions of a source that stop together switch in the same
     /// tick.
     pub renditions: bool,
+    /// Renditions' fallbacks start on a multiple of this on the timeline:
+    /// the first at or after the latest end of the source's renditions
+    /// (set it to the segment duration of aligned segments). The
+    /// renditions of one transcoder stop a few frames apart, so their own
+    /// ends can straddle a segment boundary: landing there, one
+    /// rendition's slate would start a segment later than another's. On a
+    /// common boundary every rendition's slate starts the same segment
+    /// (the media before it has a hole of less than this). `None`: each
+    /// lands where its own timeline ends.
+    pub align: Option<Duration>,
 }
 
 impl Default for FallbackConfig {
@@ -323,8 +333,29 @@ impl Default for FallbackConfig {
             after: Duration::ZERO,
             sources: true,
             renditions: false,
+            align: None,
         }
     }
+}
+
+/// Where the fallback of rendition `name` lands with [`FallbackConfig::align`]
+/// `period`: the first multiple of `period` at or after the latest
+/// timeline end of its source's renditions (`None`: none has media).
+pub fn aligned_landing(hub: &Hub, name: &StreamPath, period: Duration) -> Option<MediaTime> {
+    let source = name.source();
+    let latest = hub
+        .stream_names()
+        .into_iter()
+        .filter(|p| p.rendition().is_some() && p.source() == source)
+        .filter_map(|p| hub.timeline_end(&p))
+        .map(|t| t.as_micros())
+        .max()?;
+    let period = i64::try_from(period.as_micros()).unwrap_or(i64::MAX).max(1);
+    let at = latest
+        .saturating_add(period - 1)
+        .div_euclid(period)
+        .saturating_mul(period);
+    Some(MediaTime::new(at, Timescale::MICROS))
 }
 
 /// Whether stream `name` has media and neither a main nor a backup
@@ -365,7 +396,24 @@ pub async fn run(
     clip: Arc<Clip>,
     config: &FallbackConfig,
 ) -> Result<()> {
+    run_from(hub, name, clip, config, None).await
+}
+
+/// [`run`], the clip's first frame landing on the stream's timeline at
+/// `landing` or later ([`HubPublisher::land_not_before`]).
+///
+/// [`HubPublisher::land_not_before`]: crate::HubPublisher::land_not_before
+pub async fn run_from(
+    hub: &Hub,
+    name: &StreamPath,
+    clip: Arc<Clip>,
+    config: &FallbackConfig,
+    landing: Option<MediaTime>,
+) -> Result<()> {
     let mut publisher = hub.publish_as(name, SourceRole::Fallback);
+    if let Some(at) = landing {
+        publisher.land_not_before(at);
+    }
     publisher.push(MediaEvent::Tracks(clip.tracks().clone()))?;
     let mut looper = Looper::new(clip);
     let start = tokio::time::Instant::now();
@@ -415,6 +463,12 @@ where
     let clip_for = Arc::new(clip_for);
     let mut watch = hub.watch();
     let epoch = tokio::time::Instant::now();
+    // With `align`: the landing of each source's renditions, by the tick
+    // it was found in. The first rendition of a tick finds it (before any
+    // fallback of that tick sends, which would move the ends), the others
+    // of the same tick take it.
+    let landings: Arc<std::sync::Mutex<HashMap<StreamPath, (tokio::time::Instant, MediaTime)>>> =
+        Arc::default();
     while let Some(name) = watch.next().await {
         if !(if name.is_source() {
             config.sources
@@ -424,6 +478,7 @@ where
             continue;
         }
         let (hub, clip_for, config) = (hub.clone(), Arc::clone(&clip_for), config.clone());
+        let landings = Arc::clone(&landings);
         // The next tick of the one clock: streams that lose their
         // publishers together (the renditions of one transcoder) are seen
         // in the same tick, and their fallbacks start together.
@@ -463,9 +518,26 @@ where
                 let Some(clip) = clip_for(name.clone(), tracks).await else {
                     return;
                 };
+                // Renditions that stopped together (this tick) share one
+                // landing point.
+                let landing = config
+                    .align
+                    .filter(|_| !name.is_source())
+                    .and_then(|period| {
+                        let mut found = landings.lock().unwrap_or_else(|e| e.into_inner());
+                        let source = name.source();
+                        match found.get(&source) {
+                            Some((tick, at)) if *tick == now => Some(*at),
+                            _ => {
+                                let at = aligned_landing(&hub, &name, period)?;
+                                found.insert(source, (now, at));
+                                Some(at)
+                            }
+                        }
+                    });
                 // Closed: the stream ended, its publishers were cut off
                 // (key revoked) or another fallback took the role.
-                if run(&hub, &name, clip, &config).await.is_err() {
+                if run_from(&hub, &name, clip, &config, landing).await.is_err() {
                     return;
                 }
             }
@@ -670,6 +742,87 @@ mod tests {
             Some(SourceRole::Fallback)
         );
         sup.abort();
+    }
+
+    /// The renditions of one transcoder stop a few frames apart, their
+    /// ends on either side of a segment boundary (r1's timeline ends at
+    /// 9.92 s, r2's at 10.12 s; 1 s segments): with `align` both slates
+    /// land on the first boundary after the later end (11 s), so an
+    /// aligned segmenter starts the same segment in each; without it each
+    /// lands at its own end, in different segments.
+    #[tokio::test(start_paused = true)]
+    async fn renditions_fallbacks_land_on_one_aligned_boundary() {
+        for align in [Some(Duration::from_secs(1)), None] {
+            let hub = Hub::new(crate::HubConfig::default());
+            let c = clip();
+            let config = FallbackConfig {
+                after: Duration::from_secs(1),
+                sources: false,
+                renditions: true,
+                align,
+                ..FallbackConfig::default()
+            };
+            let sup = tokio::spawn(supervise(
+                hub.clone(),
+                move |_, _| {
+                    let c = Arc::clone(&c);
+                    async move { Some(c) }
+                },
+                config,
+            ));
+            let source = live(&hub, "live/a");
+            let mut readers = Vec::new();
+            let mut renditions = Vec::new();
+            for (name, frames) in [("live/a/r1", 249), ("live/a/r2", 254)] {
+                let path = StreamPath::parse(name).unwrap();
+                let mut p = hub.publish(&path);
+                p.push(MediaEvent::Tracks(av_tracks())).unwrap();
+                // Read as it comes (a reader left behind skips ahead).
+                let mut reader = hub.subscribe(&path);
+                readers.push(tokio::spawn(async move {
+                    let mut video = Vec::new();
+                    while let Some(e) = reader.recv().await {
+                        if let MediaEvent::Frame(f) = e
+                            && f.track == TrackId(1)
+                        {
+                            video.push(f.dts);
+                        }
+                    }
+                    video
+                }));
+                renditions.push((p, frames));
+            }
+            // Both send in step; r1 stops 5 frames (200 ms) before r2.
+            for i in 0..254i64 {
+                for (p, n) in &mut renditions {
+                    if i < *n {
+                        p.push(MediaEvent::Frame(frame(1, i * 40, i % 25 == 0)))
+                            .unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            drop(renditions);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            source.abort();
+            sup.abort();
+            // The renditions end with the supervisor's fallbacks.
+            for name in ["live/a/r1", "live/a/r2"] {
+                hub.end_unless_published(&StreamPath::parse(name).unwrap());
+            }
+            let mut landed = Vec::new();
+            for (r, last) in readers.into_iter().zip([248 * 40, 253 * 40]) {
+                let video = tokio::time::timeout(Duration::from_secs(5), r)
+                    .await
+                    .expect("the reader ends")
+                    .unwrap();
+                landed.push(video.into_iter().find(|t| *t > last));
+            }
+            match align {
+                Some(_) => assert_eq!(landed, [Some(11_000), Some(11_000)]),
+                None => assert_eq!(landed, [Some(9_960), Some(10_160)]),
+            }
+        }
     }
 
     /// A live main publisher of `name` sending a frame every 40 ms until

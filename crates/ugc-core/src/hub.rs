@@ -316,6 +316,9 @@ struct State {
     /// timeline's presentation ends (the first frame is presented no
     /// earlier).
     present_end: MediaTime,
+    /// The next landing of this role's frames is at this time or later
+    /// ([`HubPublisher::land_not_before`]).
+    landing_floor: Option<(SourceRole, MediaTime)>,
     /// Last timestamps per track, to find where the timeline ends.
     clocks: HashMap<TrackId, (Timescale, TrackClock)>,
     audio_since_start: u32,
@@ -526,6 +529,7 @@ impl Hub {
                         announce_pending: false,
                         offset: MediaTime::zero(Timescale::MICROS),
                         present_end: MediaTime::zero(Timescale::MICROS),
+                        landing_floor: None,
                         clocks: HashMap::new(),
                         audio_since_start: 0,
                         readers: 0,
@@ -754,6 +758,19 @@ impl Hub {
         self.inner.low_latency.holds_at(now)
     }
 
+    /// Where stream `name`'s timeline ends now (microseconds): the decode
+    /// time the next publisher's first frame would land at; `None` for a
+    /// stream without media.
+    pub fn timeline_end(&self, name: &StreamPath) -> Option<MediaTime> {
+        let shared = self.streams().get(name).cloned()?;
+        let st = shared.lock();
+        if !st.had_media {
+            return None;
+        }
+        let video = st.tracks.as_ref().and_then(|t| t.video()).map(|t| t.id);
+        Some(timeline_end(&st.clocks, video).0)
+    }
+
     /// All streams, sorted.
     pub fn stream_names(&self) -> Vec<StreamPath> {
         let mut v: Vec<StreamPath> = self.streams().keys().cloned().collect();
@@ -923,6 +940,14 @@ impl HubPublisher {
     /// Its role among the stream's sources.
     pub fn role(&self) -> SourceRole {
         self.role
+    }
+
+    /// Its first frame lands on the stream's timeline at `at` or later
+    /// (rather than where the timeline ends, when that is earlier): the
+    /// fallbacks of several renditions start on one common point,
+    /// whatever instant each rendition's own media stopped at.
+    pub fn land_not_before(&self, at: MediaTime) {
+        self.shared.lock().landing_floor = Some((self.role, at));
     }
 
     /// Whether this publisher still owns its role of the stream (not taken
@@ -1110,6 +1135,15 @@ fn accept(
             .present_end
             .saturating_sub(MediaTime::new(frame.pts, scale));
         st.offset = by_dts.max(by_pts);
+        if let Some((role, at)) = st.landing_floor
+            && role == st.active
+        {
+            st.landing_floor = None;
+            let by_floor = at
+                .rescale(Timescale::MICROS)
+                .saturating_sub(MediaTime::new(frame.dts, scale));
+            st.offset = st.offset.max(by_floor);
+        }
         st.rebase_pending = false;
     }
     let off = st.offset.ticks_at(scale);
