@@ -85,7 +85,8 @@ pub struct Listening {
 
 /// Registers the node and beats every interval, for ever: load and streams
 /// from `hub`, egress from `egress_total` (bytes sent so far); each answer
-/// goes to `answered` (a transcoder's leases). Returns the node's URL as
+/// goes to `answered` (a transcoder's leases); `pulls`: an origin that
+/// carries streams on demand only. Returns the node's URL as
 /// the registry shows it (`http://host:port`).
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_heartbeat(
@@ -98,6 +99,7 @@ pub fn spawn_heartbeat(
     hub: Hub,
     egress_total: impl Fn() -> u64 + Send + 'static,
     priority: i32,
+    pulls: bool,
     viewers: Option<Arc<ugc_core::viewers::ViewerCounter>>,
     answered: impl FnMut(&BeatAnswer) + Send + 'static,
 ) -> anyhow::Result<String> {
@@ -127,6 +129,7 @@ pub fn spawn_heartbeat(
         stats: Vec::new(),
         draining: false,
         priority,
+        pulls,
     };
     template.check()?;
     tracing::info!(node = %template.id, url = %template.url, "registering with the control plane");

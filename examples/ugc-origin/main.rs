@@ -51,7 +51,7 @@ use ugc_auth::node::{PlayKeys, RemoteAuthorizer};
 use ugc_auth::registry::NodeRole;
 use ugc_auth::{RemoteConfig, RemoteSettings};
 use ugc_core::metrics::Exposition;
-use ugc_core::{Hub, HubConfig};
+use ugc_core::{Hub, HubConfig, StreamPath};
 use ugc_dvr::config::DvrSection;
 use ugc_dvr::{HlsTiming, LiveRegistry};
 use ugc_proto::relay::server::{RelayServer, RelayServerConfig};
@@ -196,8 +196,16 @@ struct Flags {
     /// load balancer", for events without a CDN; a stream this origin
     /// does not carry is redirected too). Keep it `off` behind a CDN edge,
     /// which would hand the redirect to players and send them around it.
-    #[arg(long, env = "UGC_BALANCE", default_value = "off", value_parser = ["off", "redirect"])]
+    /// `pull`: no node pushes streams here; a stream a viewer asks for is
+    /// pulled over the relay from an origin that carries it (the control
+    /// plane says which) and dropped `--pull-idle-s` after its last
+    /// request: a tier of origins that carry only what their viewers watch.
+    #[arg(long, env = "UGC_BALANCE", default_value = "off", value_parser = ["off", "redirect", "pull"])]
     balance: String,
+    /// With `--balance pull`: seconds a pulled stream stays without a
+    /// request before it is dropped.
+    #[arg(long, env = "UGC_PULL_IDLE_S", default_value_t = 30)]
+    pull_idle_s: u64,
     #[command(flatten)]
     node: node::NodeFlags,
 }
@@ -338,6 +346,31 @@ async fn main() -> anyhow::Result<()> {
         info!("new viewers balanced over the origins by redirect");
         ugc_auth::balance::PlayBalancer::new(&flags.control_url, &token, &own_id)
     });
+    let on_demand = (flags.balance == "pull").then(|| {
+        info!("streams pulled on demand from the origins that carry them");
+        let locator = ugc_auth::balance::PullLocator::new(&flags.control_url, &token, &own_id);
+        let pulls = ugc_proto::relay::on_demand::OnDemandPulls::new(
+            hub.clone(),
+            &token,
+            Duration::from_secs(flags.pull_idle_s),
+            move |source| {
+                let locator = locator.clone();
+                Box::pin(async move {
+                    let from = locator.locate(&source).await?;
+                    Some(ugc_proto::relay::on_demand::Carrier {
+                        base_url: from.url,
+                        streams: from
+                            .streams
+                            .iter()
+                            .filter_map(|s| StreamPath::parse(s).ok())
+                            .collect(),
+                    })
+                })
+            },
+        );
+        tokio::spawn(pulls.clone().reap_every(Duration::from_secs(1)));
+        pulls
+    });
     let balance = balancer.clone().map(|b| {
         ugc_proto::origin::Balance(Arc::new(move |stream| {
             let b = b.clone();
@@ -353,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
             viewers: viewers.clone().filter(|_| count_playlists),
             qoe: Some(qoe.clone()),
             balance,
+            on_demand: on_demand.clone(),
             ..Default::default()
         },
     );
@@ -386,6 +420,7 @@ async fn main() -> anyhow::Result<()> {
         let http_stats = http_stats.clone();
         let (whep, sync, qoe) = (whep.clone(), sync.clone(), qoe.clone());
         let (uploader, balancer) = (uploader.clone(), balancer.clone());
+        let on_demand = on_demand.clone();
         move || async move {
             let mut m = Exposition::new();
             ugc_core::metrics::write_hub(&mut m, &hub, Instant::now());
@@ -409,6 +444,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(b) = &balancer {
                 b.write_metrics(&mut m);
+            }
+            if let Some(p) = &on_demand {
+                p.write_metrics(&mut m);
             }
             m.finish()
         }
@@ -448,6 +486,7 @@ async fn main() -> anyhow::Result<()> {
         hub.clone(),
         move || served.bytes_sent(),
         0,
+        flags.balance == "pull",
         beat_viewers,
         |_| {},
     )?;

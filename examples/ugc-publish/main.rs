@@ -302,6 +302,7 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         0,
+        false,
         None,
         |_| {},
     )?;

@@ -196,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
                 + pushed.bytes_out.load(Ordering::Relaxed)
         },
         flags.priority,
+        false,
         None,
         move |answer| {
             let Some(leases) = &answer.leases else {

@@ -40,6 +40,7 @@ fn beat(id: &str, role: NodeRole, streams: Vec<String>) -> NodeBeat {
         stats: Vec::new(),
         draining: false,
         priority: 0,
+        pulls: false,
     }
 }
 

@@ -549,6 +549,11 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ControlP
             "/node/play/{name}",
             get(crate::balance::get_play_node),
         ),
+        (
+            "get",
+            "/node/pull/{name}",
+            get(crate::balance::get_pull_node),
+        ),
         ("post", "/node/heartbeat", post(crate::registry::heartbeat)),
         ("get", "/nodes", get(crate::registry::list_nodes)),
         (

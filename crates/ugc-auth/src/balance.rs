@@ -21,6 +21,15 @@
 //! resolve the playlist's relative URIs against where they were sent, so
 //! the whole session plays there. [`PlayBalancer`] is the origin's side.
 //!
+//! An origin can also carry streams on demand only (`--balance pull`): no
+//! node pushes to it ([`NodeBeat::pulls`](crate::registry::NodeBeat::pulls)),
+//! and a viewer's first request for a stream it lacks makes it ask
+//! `GET /api/v1/node/pull/<stream>?from=<own id>` where to pull it from:
+//! of the live origins carrying it by push, the least loaded
+//! ([`PullFrom`]; [`PullLocator`] is the asking side), whose relay it then
+//! pulls the stream and its renditions from
+//! (`ugc_proto::relay::on_demand`).
+//!
 //! Every request of a balancing origin's new viewers costs one round trip
 //! to the control plane, which reads the registry at most once a second
 //! for them. An origin asks [`PlayBalancer::MAX_ASKING`] questions at
@@ -73,6 +82,118 @@ impl ControlPlane {
         let nodes = Arc::new(self.nodes().await?);
         *cached = Some((Instant::now(), nodes.clone()));
         Ok(nodes)
+    }
+}
+
+/// The answer of `GET /api/v1/node/pull/<stream>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullFrom {
+    /// The origin's node id.
+    pub node: String,
+    /// Its HTTP base as nodes reach it (its relay), `http://host:port`.
+    pub url: String,
+    /// The Hub streams it carries of the stream: the source and its
+    /// renditions (`live/news`, `live/news/720p`).
+    pub streams: Vec<String>,
+}
+
+/// `GET /api/v1/node/pull/{name}?from=<id>` (node or admin token): where
+/// an origin that pulls on demand (node `from`, never answered) gets
+/// stream `name`: of the live origins that carry it by push, the one with
+/// the fewest streams, then the least egress.
+pub(crate) async fn get_pull_node(
+    State(cp): State<ControlPlane>,
+    Path(name): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = crate::provision::node_auth(&cp, &headers).await {
+        return e.into_response();
+    }
+    let Ok(source) = StreamPath::live(&name) else {
+        return ApiError::new(StatusCode::BAD_REQUEST, "not a stream name".into()).into_response();
+    };
+    let from = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("from="))
+        .unwrap_or("")
+        .to_owned();
+    let nodes = match cp.nodes_for_play().await {
+        Ok(n) => n,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let source = source.to_string();
+    let Some(n) = nodes
+        .iter()
+        .filter(|n| n.role.serves_viewers() && n.usable() && !n.pulls && n.id != from)
+        .filter(|n| n.carries(&source))
+        .min_by_key(|n| (n.load.streams, n.load.egress_bps))
+    else {
+        return ApiError::new(StatusCode::NOT_FOUND, "no live origin carries it".into())
+            .into_response();
+    };
+    let rendition_prefix = format!("{source}/");
+    let streams = n
+        .streams
+        .iter()
+        .filter(|s| **s == source || s.starts_with(&rendition_prefix))
+        .cloned()
+        .collect();
+    crate::node::no_store(
+        axum::Json(PullFrom {
+            node: n.id.clone(),
+            url: n.url.clone(),
+            streams,
+        })
+        .into_response(),
+    )
+}
+
+/// An origin's side of pulling on demand: asks the control plane where a
+/// stream is ([`PullFrom`]). Cheap to clone.
+#[derive(Clone)]
+pub struct PullLocator {
+    client: Client<HttpConnector, Full<Bytes>>,
+    control_url: String,
+    auth: String,
+    own_id: String,
+}
+
+impl PullLocator {
+    /// Longest wait for the control plane's answer.
+    pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// The locator of the origin `own_id`, asking the control plane at
+    /// `control_url` with the node token `token`.
+    pub fn new(control_url: &str, token: &str, own_id: &str) -> Self {
+        PullLocator {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            control_url: control_url.trim_end_matches('/').to_owned(),
+            auth: format!("Bearer {token}"),
+            own_id: own_id.to_owned(),
+        }
+    }
+
+    /// Where `stream` (a source: `live/news`) is pulled from; `None` when
+    /// no origin carries it or the control plane does not answer.
+    pub async fn locate(&self, stream: &StreamPath) -> Option<PullFrom> {
+        let uri = format!(
+            "{}/api/v1/node/pull/{}?from={}",
+            self.control_url,
+            stream.name(),
+            self.own_id
+        );
+        let asked = crate::node::get_bounded(&self.client, uri.as_str(), &self.auth, 64 << 10);
+        match tokio::time::timeout(Self::TIMEOUT, asked).await {
+            Ok(Ok(body)) => serde_json::from_slice(&body).ok(),
+            Ok(Err(e)) => {
+                tracing::debug!(%stream, error = %e, "no origin to pull from");
+                None
+            }
+            Err(_) => None,
+        }
     }
 }
 

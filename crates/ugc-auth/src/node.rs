@@ -168,7 +168,8 @@ pub(crate) async fn get_topology(State(cp): State<ControlPlane>, headers: Header
     }
     let mut t = cp.inner.topology.clone();
     // Origins named nowhere: those of the registry that are not down, so
-    // an origin that registers gets every stream and one that is down none.
+    // an origin that registers gets every stream and one that is down none
+    // (one that pulls on demand gets none pushed).
     if t.origins.is_empty() {
         t.origins = registry_origins(&cp).await;
     }
@@ -199,6 +200,8 @@ async fn registry_origins(cp: &ControlPlane) -> Vec<String> {
         .filter(|n| {
             n.role == crate::registry::NodeRole::Origin
                 && n.state != crate::registry::NodeState::Down
+                // It pulls what its viewers ask for.
+                && !n.pulls
         })
         .map(|n| n.url)
         .filter(|url| {

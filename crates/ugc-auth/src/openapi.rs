@@ -396,6 +396,19 @@ fn base() -> Value {
                     }
                 }
             },
+            "/node/pull/{name}": {
+                "parameters": name_param(),
+                "get": {
+                    "summary": "Where an origin that carries streams on demand (--balance pull) pulls the stream from: of the live origins carrying it by push, the least loaded, with the Hub streams it carries of it (the source and its renditions). Query `from`: the asking node's id, never answered. Media nodes; admin or node token",
+                    "responses": {
+                        "200": ok("The origin to pull from", "PullFrom"),
+                        "400": err("Not a stream name"),
+                        "401": err("Missing or bad token"),
+                        "403": err("A creator token"),
+                        "404": err("No live origin carries it")
+                    }
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -587,6 +600,14 @@ fn base() -> Value {
                     "properties": {
                         "key": { "type": "string", "description": "The play-token HMAC secret, base64url without padding" },
                         "revoked": { "type": "array", "items": { "type": "string", "pattern": "^[0-9a-f]{32}$" }, "description": "Sessions revoked before their tokens expire" }
+                    }
+                },
+                "PullFrom": {
+                    "type": "object", "required": ["node", "url", "streams"],
+                    "properties": {
+                        "node": { "type": "string", "description": "The origin's node id" },
+                        "url": { "type": "string", "description": "Its HTTP base as nodes reach it (relay), http://host:port" },
+                        "streams": { "type": "array", "items": { "type": "string" }, "description": "The Hub streams to pull: live/<name> and live/<name>/<rendition>" }
                     }
                 },
                 "PlayNode": {

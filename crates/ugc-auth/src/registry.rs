@@ -94,7 +94,7 @@ impl NodeRole {
         matches!(self, NodeRole::Publish | NodeRole::All)
     }
 
-    fn serves_viewers(self) -> bool {
+    pub(crate) fn serves_viewers(self) -> bool {
         matches!(self, NodeRole::Origin | NodeRole::All)
     }
 }
@@ -149,6 +149,11 @@ pub struct NodeBeat {
     /// of the highest one share the jobs (a main over its standby).
     #[serde(default)]
     pub priority: i32,
+    /// An origin that carries streams on demand only (`--balance pull`):
+    /// no node pushes to it; it pulls a stream from an origin that carries
+    /// it when a viewer asks ([`crate::balance`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pulls: bool,
     /// The counters of the published streams it carries (no renditions),
     /// for the control plane's charts of each stream's last minutes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -276,6 +281,9 @@ pub struct NodeView {
     /// Its priority for transcode leases.
     #[serde(default)]
     pub priority: i32,
+    /// It carries streams on demand only ([`NodeBeat::pulls`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pulls: bool,
     /// The transcode leases it holds now (filled by `GET /api/v1/nodes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<HeldLease>,
@@ -316,7 +324,7 @@ pub fn attach_leases(nodes: &mut [NodeView], rows: &[crate::store::LeaseRow]) {
 }
 
 impl NodeView {
-    fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         self.state == NodeState::Live && self.public.is_some()
     }
 
@@ -513,6 +521,7 @@ impl ControlPlane {
                 age_ms,
                 registered_at: r.registered_at,
                 priority: beat.priority,
+                pulls: beat.pulls,
                 leases: Vec::new(),
                 stats: beat.stats,
             });
@@ -1188,6 +1197,7 @@ mod tests {
             age_ms: 0,
             registered_at: 0,
             priority: 0,
+            pulls: false,
             leases: Vec::new(),
         }
     }
@@ -1260,6 +1270,7 @@ mod tests {
             stats: Vec::new(),
             draining: false,
             priority: 0,
+            pulls: false,
         };
         assert!(ok.check().is_ok());
         for bad in [

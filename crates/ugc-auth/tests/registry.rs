@@ -304,6 +304,7 @@ async fn suite(db: Db) {
         stats: Vec::new(),
         draining: false,
         priority: 0,
+        pulls: false,
     };
     let t0 = Instant::now();
     let down = loop {
@@ -426,6 +427,7 @@ fn transcoder(id: &str, priority: i32) -> NodeBeat {
         stats: Vec::new(),
         draining: false,
         priority,
+        pulls: false,
     }
 }
 

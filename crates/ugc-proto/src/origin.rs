@@ -170,7 +170,18 @@ pub struct OriginConfig {
     /// chain of redirects). Asked also for a stream this origin does not
     /// carry. `None` (the default): every viewer plays here.
     pub balance: Option<Balance>,
+    /// Pulls a stream this origin does not carry when a viewer asks for it
+    /// ([`crate::relay::on_demand`]): the request waits up to
+    /// [`PULL_WAIT`] for its first segment; every authorized request keeps
+    /// its stream pulled. `None` (the default): `404`.
+    pub on_demand: Option<crate::relay::on_demand::OnDemandPulls>,
 }
+
+/// Longest wait of a viewer's request for a stream being pulled on demand
+/// ([`OriginConfig::on_demand`]) until it has a segment: an aligned
+/// segmenter publishes from its second cut, two or three segment
+/// durations after the pull starts.
+pub const PULL_WAIT: Duration = Duration::from_secs(12);
 
 /// Where a new viewer of a stream plays ([`OriginConfig::balance`]): given
 /// the stream (`live/news`), the `http://host:port` of another origin, or
@@ -206,6 +217,7 @@ impl Default for OriginConfig {
             viewers: None,
             qoe: None,
             balance: None,
+            on_demand: None,
         }
     }
 }
@@ -785,8 +797,24 @@ async fn live_request<A: Authorizer>(
     {
         return redirect;
     }
-    let Some(live) = origin.registry.get(&path) else {
-        return error(StatusCode::NOT_FOUND);
+    let live = match (origin.registry.get(&path), &origin.config.on_demand) {
+        (Some(live), None) => live,
+        (None, None) => return error(StatusCode::NOT_FOUND),
+        (live, Some(pulls)) => {
+            pulls.used(&name);
+            // An ended life (a pull stopped, its playlist lingering) is
+            // pulled again.
+            match live.filter(|l| l.has_segments() && !l.is_ended()) {
+                Some(live) => live,
+                None if pulls.pull(&name).await => {
+                    match pulled(&origin.registry, &path, PULL_WAIT).await {
+                        Some(live) => live,
+                        None => return error(StatusCode::NOT_FOUND),
+                    }
+                }
+                None => return error(StatusCode::NOT_FOUND),
+            }
+        }
     };
     // A media file of another life of the stream (published before, and
     // perhaps still in a cache) is gone.
@@ -845,6 +873,28 @@ async fn live_request<A: Authorizer>(
             part(&origin, play.client_ip, live, msn, index).await
         }
         (file, _) => serve_file(&live, file, token.as_deref()),
+    }
+}
+
+/// Stream `path` of `registry` once it has a segment (pulled on demand),
+/// within `wait`.
+async fn pulled(
+    registry: &LiveRegistry,
+    path: &StreamPath,
+    wait: Duration,
+) -> Option<Arc<LiveStream>> {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(live) = registry
+            .get(path)
+            .filter(|l| l.has_segments() && !l.is_ended())
+        {
+            return Some(live);
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

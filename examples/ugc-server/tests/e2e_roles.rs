@@ -792,6 +792,111 @@ fn hls_js_follows_a_balancing_origins_redirect() {
     assert!(at_b >= 10.0, "B served {at_b} media requests");
 }
 
+/// An unlabelled sample of `name` in an origin's `/metrics` (a label set
+/// may follow, as `{outcome="started"}` in `name`).
+fn origin_sample(origin: SocketAddr, name: &str) -> Option<f64> {
+    http_get(origin, "/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// An origin that carries streams on demand (`--balance pull`, an edge
+/// tier of origins): no node pushes to it, so it carries nothing until a
+/// viewer asks; ffprobe's first request there pulls the stream over the
+/// relay from the origin that carries it (the control plane names it),
+/// waits for its first segment and plays; both origins then serve the
+/// same segments under the same URIs, byte for byte (aligned segments on
+/// one timeline); and once nobody asked for `--pull-idle-s` the pull
+/// stops and the stream goes.
+#[test]
+fn an_origin_pulls_a_stream_on_demand_and_drops_it_when_idle() {
+    let control = Control::dedicated();
+    let (a_http, b_http) = (addr(), addr());
+    let (_a, _a_data) = start_origin(&control, a_http);
+    let (b, _b_data) = start_origin_with(
+        &control,
+        b_http,
+        &[
+            "--balance",
+            "pull",
+            "--pull-idle-s",
+            "3",
+            "--publisher-grace-s",
+            "1",
+        ],
+    );
+    let (_publish, rtmp) = start_publish(&control, None);
+    let key = control.create_stream(r#"{"name": "pulled"}"#);
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp}/live/{key}"));
+    wait_until(Duration::from_secs(30), || {
+        http_get(a_http, "/live/pulled/index.m3u8").status == 200
+    })
+    .expect("the pushed origin plays the stream");
+    // B is listed as pulling, and nothing was pushed to it.
+    let b_node = listed_nodes(&control)
+        .into_iter()
+        .find(|n| {
+            n["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(&format!(":{}", b_http.port())))
+        })
+        .expect("B registered");
+    assert_eq!(b_node["pulls"], true, "{b_node}");
+    assert_eq!(
+        stream_sample(b_http, "ugc_stream_frames_in_total", "live/pulled"),
+        None
+    );
+    assert_eq!(origin_sample(b_http, "ugc_on_demand_pulls"), Some(0.0));
+
+    let asked = std::time::Instant::now();
+    let lines = probe_video(&format!("http://{b_http}/live/pulled/index.m3u8"));
+    eprintln!(
+        "pulled on demand: ffprobe done {:?} after asking",
+        asked.elapsed()
+    );
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l == "h264,320,240"),
+        "{lines:?}\n{}",
+        b.log()
+    );
+    assert_eq!(origin_sample(b_http, "ugc_on_demand_pulls"), Some(1.0));
+    assert_eq!(
+        origin_sample(b_http, "ugc_on_demand_pulls_total{outcome=\"started\"}"),
+        Some(1.0)
+    );
+    // Interchangeable: B's newest segment is A's, byte for byte.
+    let at_b = http_get(b_http, "/live/pulled/mono.m3u8").text();
+    let uri = at_b
+        .lines()
+        .rfind(|l| l.starts_with("seg-"))
+        .expect("a segment at B")
+        .to_owned();
+    let (from_a, from_b) = (
+        http_get(a_http, &format!("/live/pulled/{uri}")),
+        http_get(b_http, &format!("/live/pulled/{uri}")),
+    );
+    assert_eq!((from_a.status, from_b.status), (200, 200), "{uri}");
+    assert!(
+        from_a.body == from_b.body,
+        "{uri}: other bytes at the two origins"
+    );
+
+    // Nobody asks: the pull stops after 3 s and the stream goes.
+    wait_until(Duration::from_secs(15), || {
+        origin_sample(b_http, "ugc_on_demand_pulls") == Some(0.0)
+            && stream_sample(b_http, "ugc_stream_frames_in_total", "live/pulled").is_none()
+    })
+    .unwrap_or_else(|| panic!("still pulled\n{}", http_get(b_http, "/metrics").text()));
+    assert_eq!(
+        origin_sample(
+            b_http,
+            "ugc_on_demand_pulls_total{outcome=\"stopped_idle\"}"
+        ),
+        Some(1.0)
+    );
+}
+
 /// A publishing node with a certificate takes RTMPS: the control plane
 /// answers its `rtmps://` URL (from the node's heartbeat), ffmpeg publishes
 /// over TLS and the origin serves the stream.

@@ -96,6 +96,8 @@ mod writer;
 #[cfg(feature = "tokio")]
 pub mod lease;
 #[cfg(feature = "tokio")]
+pub mod on_demand;
+#[cfg(feature = "tokio")]
 pub mod puller;
 #[cfg(feature = "tokio")]
 pub mod push;
