@@ -561,6 +561,232 @@ fn plays_h264_and(server: &Server, stream: &str, size: &str, audio: &str) {
     );
 }
 
+/// FFmpeg 9's `whip` muxer publishing `seconds` of a test pattern (x264
+/// baseline, 640x360, 30 fps, a keyframe a second) and a `tone` Hz sine
+/// (libopus) to `stream` with `key`.
+fn ffmpeg_whip(server: &Server, key: &str, stream: &str, seconds: u32, tone: u32) -> Proc {
+    Proc(
+        Command::new(ffmpeg9())
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("sine=frequency={tone}:sample_rate=48000"))
+            .args(["-t", &seconds.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-profile:v", "baseline", "-g", "30", "-bf", "0"])
+            .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
+            .args(["-f", "whip", "-authorization", key])
+            .arg(server.url(&format!("/whip/{stream}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg 9 (imageio-ffmpeg)"),
+    )
+}
+
+/// Hostile SDP, STUN, RTP and DTLS beside a live WHIP stream (#18): while
+/// FFmpeg's `whip` muxer publishes, 8 s of garbage datagrams of every
+/// kind the WHIP port demultiplexes (random bytes; STUN binding requests
+/// with unknown, empty and overlong users, bad lengths and no integrity;
+/// RTP and RTCP of random SSRCs; DTLS records) go to the WHIP UDP port,
+/// and bad offers to the stream's endpoint, with its right key among them
+/// (garbage, truncated, a megabyte, a thousand m-lines). Every offer is
+/// refused, none takes the stream over, the live session keeps
+/// publishing (its segments keep coming at the pace of the media, no
+/// publisher change), it decodes cleanly after, and memory stays bounded.
+#[test]
+fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
+    let server = Server::start(&["--opus-to-aac", "off"]);
+    let key = server.create_stream("live1", "");
+    let probe_key = server.create_stream("probe", "");
+    // The WHIP UDP port, from the candidate of an answer.
+    let r = whip_send(
+        server.http,
+        "POST",
+        "/whip/probe",
+        Some(&probe_key),
+        Some("application/sdp"),
+        &h264_offer(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let answer = r.text();
+    let port: u16 = answer
+        .lines()
+        .find_map(|l| {
+            let c = l.strip_prefix("a=candidate:")?;
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f.get(2) == Some(&"udp") || f.get(2) == Some(&"UDP"))
+                .then(|| f.get(5)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no UDP candidate: {answer}"));
+    let location = r.header("location").unwrap().to_owned();
+    assert_eq!(
+        whip_send(server.http, "DELETE", &location, None, None, "").status,
+        200
+    );
+    let whip_udp: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let _publisher = ffmpeg_whip(&server, &key, "live1", 40, 440);
+    wait_segments(&server, "live1", 3);
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    let rss_before = rss();
+    let newest = || {
+        let r = server.get("/live/live1/mono.m3u8");
+        parse_media_playlist(&r.text()).last().map_or(0, |s| s.msn)
+    };
+    let started = server.log().matches("whip publish started").count();
+    let msn_before = newest();
+    let attack_for = Duration::from_secs(8);
+
+    // UDP: every kind of datagram the port tells apart, garbled.
+    let udp = std::thread::spawn(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let until = std::time::Instant::now() + attack_for;
+        let mut sent = 0u64;
+        while std::time::Instant::now() < until {
+            let len = (rand() % 1400) as usize + 1;
+            let mut d: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+            match sent % 6 {
+                // STUN binding request, cookie right, length and user wrong.
+                0 => {
+                    d.resize(d.len().max(28), 0);
+                    d[0..2].copy_from_slice(&[0x00, 0x01]);
+                    d[2..4].copy_from_slice(&((rand() % 2000) as u16).to_be_bytes());
+                    d[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+                    // USERNAME of a random length, perhaps past the end.
+                    d[20..22].copy_from_slice(&[0x00, 0x06]);
+                    d[22..24].copy_from_slice(&((rand() % 600) as u16).to_be_bytes());
+                }
+                // A STUN header alone, truncated.
+                1 => d = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1, 2],
+                // RTP of a random SSRC and payload type.
+                2 => {
+                    d.resize(d.len().max(12), 0);
+                    d[0] = 0x80;
+                    d[1] = (rand() % 128) as u8 | (rand() as u8 & 0x80);
+                }
+                // RTCP (SR, RR, PLI, NACK types) with bad lengths.
+                3 => {
+                    d.resize(d.len().max(8), 0);
+                    d[0] = 0x81;
+                    d[1] = [200u8, 201, 205, 206][(rand() % 4) as usize];
+                }
+                // A DTLS handshake record header with garbage.
+                4 => {
+                    d.resize(d.len().max(13), 0);
+                    d[0] = 22;
+                    d[1..3].copy_from_slice(&[0xfe, 0xfd]);
+                }
+                _ => {}
+            }
+            if sock.send_to(&d, whip_udp).is_ok() {
+                sent += 1;
+            }
+            if sent.is_multiple_of(64) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sent
+    });
+    // Offers: the stream's own key with bad SDP, and other keys.
+    let http = server.http;
+    let offers = std::thread::spawn({
+        let key = key.clone();
+        move || {
+            let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(250_000));
+            let many = format!(
+                "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n{}",
+                "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 H264/90000\r\n"
+                    .repeat(1000)
+            );
+            let truncated: String = h264_offer().chars().take(200).collect();
+            let bodies = [
+                "garbage".to_owned(),
+                truncated,
+                huge,
+                many,
+                "v=0\r\n\0\0\0".to_owned(),
+            ];
+            let until = std::time::Instant::now() + attack_for;
+            let mut statuses = std::collections::BTreeMap::new();
+            let mut i = 0usize;
+            while std::time::Instant::now() < until {
+                let body = &bodies[i % bodies.len()];
+                let k = if i % 3 == 2 { "wrong" } else { key.as_str() };
+                let r = whip_send(
+                    http,
+                    "POST",
+                    "/whip/live1",
+                    Some(k),
+                    Some("application/sdp"),
+                    body,
+                );
+                *statuses.entry(r.status).or_insert(0u32) += 1;
+                i += 1;
+            }
+            statuses
+        }
+    });
+    let sent = udp.join().unwrap();
+    let statuses = offers.join().unwrap();
+    let rss_after = rss();
+    let msn_after = newest();
+    eprintln!(
+        "hostile WHIP: {sent} datagrams, offers answered {statuses:?}; segments {msn_before} -> \
+         {msn_after} in {attack_for:?}; RSS {rss_before:.1} -> {rss_after:.1} MB"
+    );
+    assert!(
+        statuses.keys().all(|s| [400, 401, 413].contains(s)),
+        "a bad offer was taken: {statuses:?}"
+    );
+    assert_eq!(
+        server.log().matches("whip publish started").count(),
+        started,
+        "the live session was taken over"
+    );
+    assert!(
+        !server
+            .log()
+            .lines()
+            .any(|l| l.contains("whip publish ended") && l.contains("live/live1")),
+        "the live session ended"
+    );
+    // 2 s segments: the media's pace, less one for where the window fell.
+    assert!(
+        msn_after >= msn_before + 3,
+        "segments {msn_before} -> {msn_after} during the attack"
+    );
+    plays_h264_and(&server, "live1", "640,360", "opus");
+    assert!(
+        rss_after < rss_before + 64.0,
+        "RSS {rss_before:.1} -> {rss_after:.1} MB"
+    );
+}
+
 /// FFmpeg 9's `whip` muxer (a second WebRTC stack: its own ICE, DTLS and
 /// packetizer; no trickle) publishes x264 baseline + libopus; the stream
 /// plays over HLS. A second publish with the same key takes the stream
@@ -570,33 +796,7 @@ fn ffmpeg_whip_muxer_publishes_and_a_second_one_takes_over() {
     // HLS carries the Opus as it came (the transcode to AAC off).
     let server = Server::start(&["--opus-to-aac", "off"]);
     let key = server.create_stream("ff", "");
-    let publish = |seconds: u32, tone: u32| {
-        Proc(
-            Command::new(ffmpeg9())
-                .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-                .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-                .args(["-f", "lavfi", "-i"])
-                .arg(format!("sine=frequency={tone}:sample_rate=48000"))
-                .args(["-t", &seconds.to_string()])
-                .args([
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-tune",
-                    "zerolatency",
-                ])
-                .args(["-profile:v", "baseline", "-g", "30", "-bf", "0"])
-                .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
-                .args(["-f", "whip", "-authorization", &key])
-                .arg(server.url("/whip/ff"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("ffmpeg 9 (imageio-ffmpeg)"),
-        )
-    };
+    let publish = |seconds: u32, tone: u32| ffmpeg_whip(&server, &key, "ff", seconds, tone);
     let mut first = publish(30, 440);
     wait_segments(&server, "ff", 3);
     plays_h264_and(&server, "ff", "640,360", "opus");
