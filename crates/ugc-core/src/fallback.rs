@@ -754,22 +754,16 @@ mod tests {
     async fn renditions_fallbacks_land_on_one_aligned_boundary() {
         for align in [Some(Duration::from_secs(1)), None] {
             let hub = Hub::new(crate::HubConfig::default());
-            let c = clip();
-            let config = FallbackConfig {
-                after: Duration::from_secs(1),
-                sources: false,
-                renditions: true,
-                align,
-                ..FallbackConfig::default()
-            };
-            let sup = tokio::spawn(supervise(
-                hub.clone(),
-                move |_, _| {
-                    let c = Arc::clone(&c);
-                    async move { Some(c) }
+            let sup = supervise_clip(
+                &hub,
+                FallbackConfig {
+                    after: Duration::from_secs(1),
+                    sources: false,
+                    renditions: true,
+                    align,
+                    ..FallbackConfig::default()
                 },
-                config,
-            ));
+            );
             let source = live(&hub, "live/a");
             let mut readers = Vec::new();
             let mut renditions = Vec::new();
@@ -825,6 +819,19 @@ mod tests {
         }
     }
 
+    /// [`supervise`] of `hub` with `config`, every stream's clip [`clip`].
+    fn supervise_clip(hub: &Hub, config: FallbackConfig) -> tokio::task::JoinHandle<()> {
+        let c = clip();
+        tokio::spawn(supervise(
+            hub.clone(),
+            move |_, _| {
+                let c = Arc::clone(&c);
+                async move { Some(c) }
+            },
+            config,
+        ))
+    }
+
     /// A live main publisher of `name` sending a frame every 40 ms until
     /// dropped (returned: abort it to stop).
     fn live(hub: &Hub, name: &str) -> tokio::task::JoinHandle<()> {
@@ -855,22 +862,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn renditions_stand_in_together_after_the_wait_while_the_source_lives() {
         let hub = Hub::new(crate::HubConfig::default());
-        let c = clip();
-        let config = FallbackConfig {
-            hold: Duration::from_secs(5),
-            after: Duration::from_secs(2),
-            sources: false,
-            renditions: true,
-            ..FallbackConfig::default()
-        };
-        let sup = tokio::spawn(supervise(
-            hub.clone(),
-            move |_, _| {
-                let c = Arc::clone(&c);
-                async move { Some(c) }
+        let sup = supervise_clip(
+            &hub,
+            FallbackConfig {
+                hold: Duration::from_secs(5),
+                after: Duration::from_secs(2),
+                sources: false,
+                renditions: true,
+                ..FallbackConfig::default()
             },
-            config,
-        ));
+        );
         let source = live(&hub, "live/a");
         let r1 = live(&hub, "live/a/r1");
         // The second rendition appears a moment later (its checks still run
