@@ -87,7 +87,7 @@ browser-hls-js:
 	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_failover -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_roles hls_js -- --ignored --test-threads=1
-	$(CARGO) test --workspace --locked --test e2e_whip -- --ignored
+	$(CARGO) test --workspace --locked --test e2e_whip -- --ignored --skip chaos_
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz
@@ -103,7 +103,8 @@ fuzz-campaign:
 # Long failure runs kept out of `make test` (each test's name starts with
 # chaos_; ignored there): an origin down 60 s mid-event restoring its
 # archive from the other; random media nodes killed every 20 s for 3
-# minutes while four streams publish and hls.js plays (figures printed).
+# minutes while four streams publish and hls.js plays; Chromium publishing
+# over WHIP through 3 % loss and 50 ms each way (figures printed).
 chaos: deps
 	@scripts/install-deps.sh s3 browser
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error

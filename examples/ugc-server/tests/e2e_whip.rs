@@ -439,6 +439,97 @@ fn whip_behind_a_nat_is_offered_at_its_public_address() {
     ffmpeg.kill();
 }
 
+/// A lossy path (#18): Chromium publishes over WHIP through a forwarder
+/// that drops 3 % of the datagrams each way and delays each by 50 ms each
+/// way (netem's job; this VM's kernel has none, so the forwarder of the
+/// NAT test does it in user space, the server advertising it with
+/// `--whip-public-ip`). NACK and PLI do their job: the browser is asked to
+/// resend (its NACK count) and for keyframes, nearly every hole is filled
+/// (`ugc_whip_discontinuities_total`), the HLS decodes without one error,
+/// and its video has no gap over 1 s. In `make chaos`, not `make test`:
+/// Chromium's bitrate over the lossy path differs from run to run (650
+/// to 4,100 video packets in 24 s), and so does how many holes NACK
+/// leaves (none at the low rates, about 1 % of the packets at the high).
+#[test]
+#[ignore = "chaos: a lossy path, Chromium; run by `make chaos`"]
+fn chaos_chromium_publishes_over_a_lossy_path_and_nack_and_pli_repair_it() {
+    let private = ugc_proto::whip::server::default_route_ip().expect("a default route");
+    let port = free_udp_port();
+    let public: std::net::SocketAddr = format!("127.0.0.7:{port}").parse().unwrap();
+    let path = UdpForwarder::impaired(
+        public,
+        (private, port).into(),
+        Impairment {
+            loss: 0.03,
+            delay: Duration::from_millis(50),
+        },
+    );
+    let udp = format!("{private}:{port}");
+    let server = Server::start(&["--whip-udp", &udp, "--whip-public-ip", "127.0.0.7"]);
+    let key = server.create_stream("lossy", "");
+    let browser = chromium_publish(&server, "lossy", &key, 24, &[]);
+    wait_segments(&server, "lossy", 6);
+    let metrics = server.get("/metrics").text();
+    let done = browser.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&done.stdout).to_string();
+    let (up, down) = path.counts();
+    let holes = metrics
+        .lines()
+        .filter(|l| l.starts_with("ugc_whip_discontinuities_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    let r: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_default();
+    let video = &r["outbound"]["video"];
+    let (packets, nacks, plis) = (
+        video["packets"].as_f64().unwrap_or(0.0),
+        video["nacks"].as_f64().unwrap_or(0.0),
+        video["plis"].as_f64().unwrap_or(0.0),
+    );
+    eprintln!(
+        "lossy path: {up} datagrams up, {down} down (3 % dropped each way, +50 ms); the browser \
+         sent {packets} video packets, got {nacks} NACKs and {plis} PLIs; holes left {holes}"
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // About 3 % of the video packets were lost on the way.
+    assert!(
+        packets > 300.0 && nacks >= packets * 0.01,
+        "NACK did not ask for the losses: {report}"
+    );
+    // NACK repairs most losses (about 3 % of the packets were lost): what it
+    // could not is a hole, a keyframe asked for and frames dropped until it.
+    assert!(
+        holes <= packets * 0.015,
+        "{holes} holes NACK did not fill of {packets} packets\n{metrics}"
+    );
+    // The HLS decodes cleanly, with no gap in its video over 1 s.
+    let url = server.url("/live/lossy/mono.m3u8");
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i", &url])
+        .args(["-enc_time_base", "-1", "-f", "null", "-"]));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0", &url]));
+    let times: Vec<f64> = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    eprintln!("{} frames, longest gap {gap:.3} s", times.len());
+    assert!(
+        times.len() > 100 && gap <= 1.0,
+        "longest video gap {gap:.3} s"
+    );
+}
+
 /// A 1:1 NAT on loopback: datagrams to `public` go on to `private` from a
 /// socket of its own, and the answers come back from `public` (one
 /// publisher at a time).
@@ -448,41 +539,113 @@ struct UdpForwarder {
     down: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// How a [`UdpForwarder`] treats each datagram, each way: dropped with
+/// probability `loss`, else sent on `delay` later (a path with loss and
+/// latency, as netem would make it; this VM's kernel has no netem).
+#[derive(Clone, Copy)]
+struct Impairment {
+    loss: f64,
+    delay: Duration,
+}
+
 impl UdpForwarder {
     fn start(public: std::net::SocketAddr, private: std::net::SocketAddr) -> UdpForwarder {
+        Self::impaired(
+            public,
+            private,
+            Impairment {
+                loss: 0.0,
+                delay: Duration::ZERO,
+            },
+        )
+    }
+
+    /// [`Self::start`] over a path with `impairment` each way. Each
+    /// outside address gets an inside socket of its own (a NAT's mapping):
+    /// a browser checks from several candidates, and each pair must get
+    /// its own answers.
+    fn impaired(
+        public: std::net::SocketAddr,
+        private: std::net::SocketAddr,
+        impairment: Impairment,
+    ) -> UdpForwarder {
+        use std::net::{SocketAddr, UdpSocket};
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let outside = std::net::UdpSocket::bind(public).expect("bind the NAT's public side");
-        let inside = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        inside.connect(private).unwrap();
-        for s in [&outside, &inside] {
-            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        }
+        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        let outside = Arc::new(UdpSocket::bind(public).expect("bind the NAT's public side"));
+        outside
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (up, down) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let client = Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
-        let (o2, i2) = (outside.try_clone().unwrap(), inside.try_clone().unwrap());
-        let (s1, u1, c1) = (stop.clone(), up.clone(), client.clone());
+        // Drops with probability `loss` (xorshift: the same run each time).
+        let seed = Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15));
+        let lose = move || {
+            let mut x = seed.load(Ordering::Relaxed);
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            seed.store(x, Ordering::Relaxed);
+            (x % 1_000_000) as f64 / 1_000_000.0 < impairment.loss
+        };
+        // One delay line for both ways: (due, socket, to, datagram).
+        type Item = (
+            std::time::Instant,
+            Arc<UdpSocket>,
+            Option<SocketAddr>,
+            Vec<u8>,
+        );
+        let (line, due) = std::sync::mpsc::channel::<Item>();
+        let s0 = stop.clone();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s1.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = outside.recv_from(&mut buf) {
-                    *c1.lock().unwrap() = Some(from);
-                    let _ = inside.send(&buf[..n]);
-                    u1.fetch_add(1, Ordering::Relaxed);
-                }
+            while !s0.load(Ordering::Relaxed) {
+                let Ok((at, sock, to, d)) = due.recv_timeout(Duration::from_millis(20)) else {
+                    continue;
+                };
+                std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+                let _ = match to {
+                    Some(to) => sock.send_to(&d, to),
+                    None => sock.send(&d),
+                };
             }
         });
-        let (s2, d2) = (stop.clone(), down.clone());
+        let (s1, u1, d1) = (stop.clone(), up.clone(), down.clone());
         std::thread::spawn(move || {
+            let mut maps: std::collections::HashMap<SocketAddr, Arc<UdpSocket>> =
+                std::collections::HashMap::new();
             let mut buf = [0u8; 2048];
-            while !s2.load(Ordering::Relaxed) {
-                if let Ok(n) = i2.recv(&mut buf)
-                    && let Some(to) = *client.lock().unwrap()
-                {
-                    let _ = o2.send_to(&buf[..n], to);
-                    d2.fetch_add(1, Ordering::Relaxed);
+            while !s1.load(Ordering::Relaxed) {
+                let Ok((n, from)) = outside.recv_from(&mut buf) else {
+                    continue;
+                };
+                let inside = maps.entry(from).or_insert_with(|| {
+                    let inside = Arc::new(UdpSocket::bind("0.0.0.0:0").unwrap());
+                    inside.connect(private).unwrap();
+                    inside
+                        .set_read_timeout(Some(Duration::from_millis(20)))
+                        .unwrap();
+                    let (back, out, line) = (inside.clone(), outside.clone(), line.clone());
+                    let (s2, d2, lose) = (s1.clone(), d1.clone(), lose.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 2048];
+                        while !s2.load(Ordering::Relaxed) {
+                            if let Ok(n) = back.recv(&mut buf) {
+                                if !lose() {
+                                    let at = std::time::Instant::now() + impairment.delay;
+                                    let _ =
+                                        line.send((at, out.clone(), Some(from), buf[..n].to_vec()));
+                                }
+                                d2.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                    inside
+                });
+                if !lose() {
+                    let at = std::time::Instant::now() + impairment.delay;
+                    let _ = line.send((at, inside.clone(), None, buf[..n].to_vec()));
                 }
+                u1.fetch_add(1, Ordering::Relaxed);
             }
         });
         UdpForwarder { stop, up, down }

@@ -53,6 +53,7 @@ impl Peer {
                 .clear_codecs()
                 .enable_h264(true)
                 .enable_opus(true, false)
+                .set_reordering_size_video(setup.reordering_packets.max(30))
                 .set_crypto_provider(setup.crypto.clone());
             if let Some(cert) = &setup.cert {
                 config = config.set_dtls_cert(cert.clone());
