@@ -312,7 +312,7 @@ async function main() {
     });
     const line = await until('the ingest line drawn', 10000, async () => ((await inked()) > 50 ? inked() : 0));
     const health = await panel.textContent(`${card} .s-health`);
-    assert(/^Now: main, \d+ kbit\/s · \d+ watching\. Last /.test(health), `health line: ${health}`);
+    assert(/^Now: main, (\d+ kbit|\d+\.\d Mbit)\/s · \d+ watching\. Last /.test(health), `health line: ${health}`);
     if (process.env.UGC_SCREENSHOTS) {
       await panel.locator(`${card} .health`).screenshot({ path: join(process.env.UGC_SCREENSHOTS, 'chart.png') });
     }
@@ -597,7 +597,7 @@ async function clusterPanel(context) {
     await until('the cluster chart with two samples', 30000, async () =>
       Number(await page.$eval(`${card} .s-chart`, (b) => b.dataset.samples || 0)) >= 2);
     const health = await page.textContent(`${card} .s-health`);
-    assert(/^Now: main, \d+ kbit\/s · \d+ watching\. /.test(health), `cluster health line: ${health}`);
+    assert(/^Now: main, (\d+ kbit|\d+\.\d Mbit)\/s · \d+ watching\. /.test(health), `cluster health line: ${health}`);
     step(`cluster demo: the card's chart from the nodes' beats: "${health}"`);
     await page.close();
   } catch (e) {
