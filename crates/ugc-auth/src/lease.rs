@@ -42,15 +42,27 @@ pub(crate) struct LeaseView {
     nodes: Vec<NodeView>,
     /// Job -> the publishing node carrying it.
     sources: HashMap<String, String>,
-    /// The jobs, sorted.
-    jobs: Vec<String>,
+    /// How many jobs there are.
+    jobs: usize,
 }
 
-/// The shared [`LeaseView`] and the jobs known to have a lease row.
+/// The shared [`LeaseView`] and the jobs known to have a lease row marked
+/// live.
 #[derive(Debug, Default)]
 pub(crate) struct LeaseCache {
     view: Option<Arc<LeaseView>>,
     known: HashSet<String>,
+    /// Whether the live flags of the rows were checked against the jobs
+    /// since this control plane started (or since a round failed).
+    synced: bool,
+}
+
+/// What a round changes of the lease rows' live flags.
+#[derive(Debug, Default)]
+struct JobChanges {
+    new: Vec<String>,
+    ended: Vec<String>,
+    resync: bool,
 }
 
 /// One lease as a transcoder's heartbeat answer carries it.
@@ -190,7 +202,7 @@ impl ControlPlane {
     /// answers its leases. Jobs are the streams of live publishing nodes
     /// whose transcode setting is not `off`.
     pub async fn transcode_leases(&self, beat: &NodeBeat) -> Result<Vec<Lease>> {
-        let (view, new_jobs) = self.lease_view().await?;
+        let (view, changes) = self.lease_view().await?;
         let ttl = self.inner.lease_ttl;
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let mut peers: Vec<Peer> = view
@@ -225,14 +237,15 @@ impl ControlPlane {
             capacity: beat.capacity,
             draining: beat.draining,
             peers,
-            jobs: view.jobs.len(),
+            jobs: view.jobs,
         };
         let lower = round.lower();
         let query = LeaseQuery {
             me: &beat.id,
-            jobs: &view.jobs,
             is_job: &|s| view.sources.contains_key(s),
-            new_jobs: &new_jobs,
+            new_jobs: &changes.new,
+            ended_jobs: &changes.ended,
+            resync: changes.resync,
             draining: &round.drainers,
             lower: &lower,
             ttl_ms,
@@ -256,9 +269,13 @@ impl ControlPlane {
         let held = match held {
             Ok(h) => h,
             Err(e) => {
-                if !new_jobs.is_empty() {
-                    // Their rows may be missing: make them again.
-                    self.inner.lease_view.lock().await.known.clear();
+                let c = &changes;
+                if !c.new.is_empty() || !c.ended.is_empty() || c.resync {
+                    // Their rows may be missing or flagged wrong: check
+                    // every row again.
+                    let mut cache = self.inner.lease_view.lock().await;
+                    cache.known.clear();
+                    cache.synced = false;
                 }
                 return Err(e);
             }
@@ -278,32 +295,44 @@ impl ControlPlane {
 
     /// The registry and the jobs for lease rounds, read at most every
     /// 200 ms however many transcoders beat (a round would otherwise read
-    /// and parse every node's row and walk every stream), and the jobs
-    /// that may have no lease row yet (to this round only).
-    async fn lease_view(&self) -> Result<(Arc<LeaseView>, Vec<String>)> {
+    /// and parse every node's row and walk every stream), and what changed
+    /// of the jobs since the last read (to this round only): those that
+    /// may have no lease row marked live yet, those that ended, and on
+    /// the first read whether to check every live row.
+    async fn lease_view(&self) -> Result<(Arc<LeaseView>, JobChanges)> {
         let mut cache = self.inner.lease_view.lock().await;
         if let Some(v) = cache.view.as_ref()
             && v.at.elapsed() < Duration::from_millis(200)
         {
-            return Ok((v.clone(), Vec::new()));
+            return Ok((v.clone(), JobChanges::default()));
         }
         let nodes = self.nodes().await?;
         let sources = self.jobs(&nodes);
-        let jobs: Vec<String> = sources.keys().cloned().collect();
-        let new_jobs: Vec<String> = jobs
-            .iter()
-            .filter(|j| !cache.known.contains(*j))
-            .cloned()
-            .collect();
-        cache.known = jobs.iter().cloned().collect();
+        let mut changes = JobChanges {
+            new: sources
+                .keys()
+                .filter(|j| !cache.known.contains(*j))
+                .cloned()
+                .collect(),
+            ended: cache
+                .known
+                .iter()
+                .filter(|j| !sources.contains_key(*j))
+                .cloned()
+                .collect(),
+            resync: !cache.synced,
+        };
+        changes.ended.sort();
+        cache.synced = true;
+        cache.known = sources.keys().cloned().collect();
         let view = Arc::new(LeaseView {
             at: Instant::now(),
             nodes,
+            jobs: sources.len(),
             sources,
-            jobs,
         });
         cache.view = Some(view.clone());
-        Ok((view, new_jobs))
+        Ok((view, changes))
     }
 
     /// The jobs (Hub stream names) and the publishing node each is pulled

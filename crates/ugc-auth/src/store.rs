@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0003_failover.sql"),
     ),
     (4, "leases", include_str!("../migrations/0004_leases.sql")),
+    (
+        5,
+        "lease_live",
+        include_str!("../migrations/0005_lease_live.sql"),
+    ),
 ];
 
 /// One media node as stored: its last heartbeat and when the database saw
@@ -132,12 +137,17 @@ pub struct LeasePlan {
 pub struct LeaseQuery<'a> {
     /// The transcoder's node id.
     pub me: &'a str,
-    /// Every job (Hub stream names).
-    pub jobs: &'a [String],
-    /// Whether a stream is one of `jobs`.
+    /// Whether a stream is a job (a Hub stream name).
     pub is_job: &'a (dyn Fn(&str) -> bool + Sync),
-    /// Jobs that may have no row yet.
+    /// Jobs that may have no row yet, or a row not marked live.
     pub new_jobs: &'a [String],
+    /// Streams that were jobs and are no more: their rows are marked not
+    /// live.
+    pub ended_jobs: &'a [String],
+    /// Whether to check every row marked live against `is_job` (a control
+    /// plane's first round, when it does not know what ended while it was
+    /// away).
+    pub resync: bool,
     /// Transcoders that drain: their leases may be taken.
     pub draining: &'a [String],
     /// Transcoders with a lower priority than `me`: their leases may be
@@ -531,19 +541,23 @@ impl Store {
     }
 
     /// One transcoder's round of the lease table, in one transaction.
-    /// Makes a row for each of `q.new_jobs` that has none; reads the rows
-    /// `q.me` holds and asks `plan` (given them, on jobs, and the database
-    /// clock in unix ms) which to renew and release and how many more to
-    /// claim; renews, releases (and lets go of rows of streams that are no
-    /// job any more); then claims up to [`LeasePlan::want`] rows that are
-    /// claimable (unheld, expired, held by a node in `q.draining` or in
-    /// `q.lower`), free ones first, locked `FOR UPDATE SKIP LOCKED` on
-    /// PostgreSQL (control planes sharing the database never wait on each
-    /// other's candidates nor claim one twice; SQLite has one writer) and
-    /// checked again with `claimable`. Every claim adds one to the row's
-    /// epoch. Reads only the node's own rows and, when it wants more, as
-    /// many candidates as it wants: a round costs the same with 10 jobs or
-    /// 10,000. Answers the leases `q.me` holds on jobs (stream, epoch).
+    /// First keeps the rows' live flags: makes a row for each of
+    /// `q.new_jobs` that has none and marks theirs live, marks those of
+    /// `q.ended_jobs` (and, with `q.resync`, every live row that is no job)
+    /// not live. Then reads the rows `q.me` holds and asks `plan` (given
+    /// them, on jobs, and the database clock in unix ms) which to renew and
+    /// release and how many more to claim; renews, releases (and lets go of
+    /// rows of streams that are no job any more); then claims up to
+    /// [`LeasePlan::want`] live rows that are claimable (unheld, expired,
+    /// held by a node in `q.draining` or in `q.lower`), free ones first,
+    /// locked `FOR UPDATE SKIP LOCKED` on PostgreSQL (control planes
+    /// sharing the database never wait on each other's candidates nor claim
+    /// one twice; SQLite has one writer) and checked again with `is_job`
+    /// and `claimable`. Every claim adds one to the row's epoch. Reads only
+    /// the node's own rows and, when it wants more, as many candidates as
+    /// it wants, and names no job it does not write: a round costs the
+    /// same with 10 jobs or 10,000. Answers the leases `q.me` holds on
+    /// jobs (stream, epoch).
     pub async fn lease_round(
         &self,
         q: &LeaseQuery<'_>,
@@ -551,21 +565,7 @@ impl Store {
         claimable: impl Fn(&LeaseRow, i64) -> bool,
     ) -> Result<Vec<(String, i64)>> {
         let ctx = "transcode leases";
-        for chunk in q.new_jobs.chunks(500) {
-            let values: Vec<String> = (1..=chunk.len())
-                .map(|i| format!("(${i}, '', 0, 0)"))
-                .collect();
-            let sql = format!(
-                "INSERT INTO transcode_leases (stream, node_id, epoch, expires_ms) VALUES {} \
-                 ON CONFLICT (stream) DO NOTHING",
-                values.join(", ")
-            );
-            let mut b = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for j in chunk {
-                b = b.bind(j.as_str());
-            }
-            b.execute(&self.pool).await.map_err(db(ctx))?;
-        }
+        self.mark_jobs(q).await?;
         let now_ms = self.now_ms_sql();
         let ttl_ms = q.ttl_ms;
         let mut tx = self.pool.begin().await.map_err(db(ctx))?;
@@ -621,49 +621,40 @@ impl Store {
             }
         }
         let mut taken = 0;
-        for chunk in q.jobs.chunks(10_000) {
-            if taken >= plan.want {
-                break;
+        let lock = if self.sqlite {
+            ""
+        } else {
+            " FOR UPDATE SKIP LOCKED"
+        };
+        // Free rows first (unheld rows have `expires_ms` 0, so "unheld or
+        // expired" is one range of the (live, expires_ms) index), then
+        // those held by a draining or a lower-priority node (the node_id
+        // index): neither query reads or sorts the held rows of others.
+        let takers: Vec<&String> = q.draining.iter().chain(q.lower).collect();
+        for free in [true, false] {
+            if taken >= plan.want || (!free && takers.is_empty()) {
+                continue;
             }
-            let lock = if self.sqlite {
-                ""
+            let which = if free {
+                format!("expires_ms <= {now_ms} AND node_id <> $1 ORDER BY expires_ms, stream")
             } else {
-                " FOR UPDATE SKIP LOCKED"
-            };
-            // $1 me, then the draining, the lower and the jobs.
-            let draining = placeholders(2, q.draining.len());
-            let lower_at = 2 + q.draining.len();
-            let lower = placeholders(lower_at, q.lower.len());
-            let jobs_at = lower_at + q.lower.len();
-            let (held_lower, free_lower) = if q.lower.is_empty() {
-                ("0 = 1".to_owned(), String::new())
-            } else {
-                (
-                    format!("node_id IN ({lower})"),
-                    format!(" OR node_id IN ({lower})"),
+                format!(
+                    "node_id IN ({}) ORDER BY stream",
+                    placeholders(1, takers.len())
                 )
-            };
-            let drains = if q.draining.is_empty() {
-                String::new()
-            } else {
-                format!(" OR node_id IN ({draining})")
             };
             let sql = format!(
                 "SELECT {now_ms} AS now_ms, stream, node_id, epoch, expires_ms \
-                 FROM transcode_leases WHERE node_id <> $1 \
-                 AND (node_id = '' OR expires_ms <= {now_ms}{drains}{free_lower}) \
-                 AND stream IN ({jobs}) \
-                 ORDER BY CASE WHEN {held_lower} AND expires_ms > {now_ms} THEN 1 ELSE 0 END, stream \
-                 LIMIT {limit}{lock}",
-                jobs = placeholders(jobs_at, chunk.len()),
+                 FROM transcode_leases WHERE live = 1 AND {which} LIMIT {limit}{lock}",
                 limit = plan.want - taken,
             );
-            let mut b = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q.me);
-            for p in q.draining.iter().chain(q.lower) {
-                b = b.bind(p.as_str());
-            }
-            for j in chunk {
-                b = b.bind(j.as_str());
+            let mut b = sqlx::query(sqlx::AssertSqlSafe(sql));
+            if free {
+                b = b.bind(q.me);
+            } else {
+                for p in &takers {
+                    b = b.bind(p.as_str());
+                }
             }
             let candidates = b.fetch_all(&mut *tx).await.map_err(db(ctx))?;
             for r in &candidates {
@@ -672,7 +663,9 @@ impl Store {
                 }
                 now = get(r, "transcode_leases", "now_ms")?;
                 let row = lease_row(r)?;
-                if !claimable(&row, now) {
+                // A row another control plane marked live a moment before
+                // this one's registry view has it is left for the next round.
+                if !(q.is_job)(&row.stream) || !claimable(&row, now) {
                     continue;
                 }
                 let sql = format!(
@@ -708,6 +701,50 @@ impl Store {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Keeps the live flags of the lease rows (see [`Store::lease_round`]).
+    async fn mark_jobs(&self, q: &LeaseQuery<'_>) -> Result<()> {
+        let ctx = "transcode lease jobs";
+        for chunk in q.new_jobs.chunks(500) {
+            let values: Vec<String> = (1..=chunk.len())
+                .map(|i| format!("(${i}, '', 0, 0, 1)"))
+                .collect();
+            let sql = format!(
+                "INSERT INTO transcode_leases (stream, node_id, epoch, expires_ms, live) VALUES {} \
+                 ON CONFLICT (stream) DO UPDATE SET live = 1 WHERE transcode_leases.live <> 1",
+                values.join(", ")
+            );
+            let mut b = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for j in chunk {
+                b = b.bind(j.as_str());
+            }
+            b.execute(&self.pool).await.map_err(db(ctx))?;
+        }
+        let mut ended: Vec<&str> = q.ended_jobs.iter().map(String::as_str).collect();
+        let stale;
+        if q.resync {
+            stale = sqlx::query("SELECT stream FROM transcode_leases WHERE live = 1")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(ctx))?
+                .iter()
+                .map(|r| get::<String>(r, "transcode_leases", "stream"))
+                .collect::<Result<Vec<String>>>()?;
+            ended.extend(stale.iter().map(String::as_str).filter(|s| !(q.is_job)(s)));
+        }
+        for chunk in ended.chunks(1000) {
+            let sql = format!(
+                "UPDATE transcode_leases SET live = 0 WHERE live = 1 AND stream IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut b = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for s in chunk {
+                b = b.bind(*s);
+            }
+            b.execute(&self.pool).await.map_err(db(ctx))?;
+        }
+        Ok(())
     }
 
     /// Every lease row, by stream (the admin's view and tests').
