@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# CPU per stream of ugc-server taking a publish to HLS over WHIP (headless
-# Chromium's fake camera and microphone: H.264 + Opus over SRTP) next to
-# RTMP (ffmpeg -re -c copy of an H.264 + AAC clip at the bitrate Chromium
-# sent, same size and frame rate). Prints each way's server CPU % per
-# stream and per Mbit/s received, and the WHIP/RTMP ratio per Mbit/s (the
-# browser picks its own bitrate, so per stream alone would compare unlike
-# loads).
+# CPU per stream of ugc-server taking a publish to HLS over WHIP next to the
+# same over RTMP (#18's goal: WHIP <= 1.5x RTMP per stream).
 #
-# Env: N=1 (publishers at once) WINDOW=20 WARMUP=6 WIDTH=640 HEIGHT=360
+# PUBLISHER=chromium (default): headless Chromium's fake camera and
+#   microphone (H.264 + Opus over SRTP) next to RTMP (ffmpeg -re -c copy of
+#   an H.264 + AAC clip at the bitrate Chromium sent, same size and frame
+#   rate). The browser picks its own (small, for a near-static picture)
+#   bitrate, so the ratio is per Mbit/s.
+# PUBLISHER=ffmpeg: one H.264 clip (constrained baseline, no B-pictures, as
+#   WebRTC encoders send; WIDTHxHEIGHT at KBPS, 2 s GOP) sent as it is both
+#   ways: FFmpeg 9's whip muxer with Opus, ffmpeg to RTMP with AAC. Same
+#   pictures, same bitrate: the ratio is per stream. WHIP runs twice: with
+#   the server's Opus -> AAC audio transcode (the default, what HLS players
+#   need) and without (--opus-to-aac off: the transport alone).
+#
+# Prints each way's server CPU % per stream and per Mbit/s received.
+#
+# Env: N=1 (publishers at once) WINDOW=20 WARMUP=6 PUBLISHER=chromium
+#      WIDTH/HEIGHT (640x360 for chromium, 1920x1080 for ffmpeg) KBPS=4000
 #      UGC_BIN=... (default: release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +26,13 @@ cd "$(dirname "$0")/.."
 N=${N:-1}
 WINDOW=${WINDOW:-20}
 WARMUP=${WARMUP:-6}
-WIDTH=${WIDTH:-640}
-HEIGHT=${HEIGHT:-360}
+PUBLISHER=${PUBLISHER:-chromium}
+if [ "$PUBLISHER" = ffmpeg ]; then
+  WIDTH=${WIDTH:-1920} HEIGHT=${HEIGHT:-1080}
+else
+  WIDTH=${WIDTH:-640} HEIGHT=${HEIGHT:-360}
+fi
+KBPS=${KBPS:-4000}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/ugc/target}
 UGC_BIN=${UGC_BIN:-$TARGET/release/ugc-server}
 WORK=$(mktemp -d /tmp/ugc-whip-bench.XXXXXX)
@@ -38,13 +53,13 @@ scripts/install-deps.sh browser >/dev/null
 (cd tests/browser && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 
-start_server() {
+start_server() { # extra server flags
   local rtmp srt
   rtmp=$(port 1); HTTP=$(port 1); srt=$(port 2); RTMP=$rtmp
   rm -rf "$WORK/data"
   UGC_ADMIN_TOKEN=$TOKEN UGC_LOG=warn "$UGC_BIN" --data "$WORK/data" --rtmp 127.0.0.1:$rtmp \
     --http 127.0.0.1:$HTTP --srt 127.0.0.1:$srt --whip-udp 127.0.0.1:0 \
-    --public-host 127.0.0.1 >/dev/null 2>"$WORK/server.log" &
+    --public-host 127.0.0.1 "$@" >/dev/null 2>"$WORK/server.log" &
   SERVER=$!
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$HTTP/api/v1/openapi.json" && break; sleep 0.1; done
 }
@@ -73,6 +88,65 @@ measure() { # label; sets CPU (% of one core) and MBPS
     "$1" "$CPU" "$MBPS" "$N"
 }
 
+ratio() { # whip-cpu whip-mbps rtmp-cpu rtmp-mbps label
+  python3 -c "import sys; wc,wm,rc,rm=map(float,sys.argv[1:5]); w=wc/max(wm,1e-9); r=rc/max(rm,1e-9); print(f'{sys.argv[5]}: WHIP/RTMP CPU per stream {wc/rc if rc else 0:.2f}x, per Mbit/s {w/r if r else 0:.2f}x ({w:.2f} vs {r:.2f} % per Mbit/s)')" \
+    "$@"
+}
+
+rtmp_run() { # clip
+  start_server
+  PIDS=()
+  for i in $(seq "$N"); do
+    key=$(stream_key "r$i")
+    ffmpeg -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$1" -c copy \
+      -f flv "rtmp://127.0.0.1:$RTMP/live/$key" </dev/null >/dev/null 2>&1 &
+    PIDS+=($!)
+  done
+  measure rtmp
+  RTMP_CPU=$CPU RTMP_MBPS=$MBPS
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+}
+
+if [ "$PUBLISHER" = ffmpeg ]; then
+  FFMPEG9=$(python3 -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())') ||
+    { echo "imageio-ffmpeg missing: scripts/install-deps.sh" >&2; exit 1; }
+  VIDEO=$WORK/video.h264.mp4
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=${WIDTH}x${HEIGHT}:rate=30" -t 20 \
+    -c:v libx264 -preset veryfast -profile:v baseline -bf 0 -b:v "${KBPS}k" -maxrate "${KBPS}k" \
+    -bufsize "${KBPS}k" -g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p "$VIDEO"
+  TONE="sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo"
+  ffmpeg -hide_banner -loglevel error -y -i "$VIDEO" -f lavfi -i "$TONE" -t 20 -map 0:v -map 1:a \
+    -c:v copy -c:a aac -b:a 128k "$WORK/clip_aac.mp4"
+  ffmpeg -hide_banner -loglevel error -y -i "$VIDEO" -f lavfi -i "$TONE" -t 20 -map 0:v -map 1:a \
+    -c:v copy -c:a libopus -b:a 128k "$WORK/clip_opus.mkv"
+  whip_run() { # label, server flags
+    local label=$1
+    shift
+    start_server "$@"
+    PIDS=()
+    for i in $(seq "$N"); do
+      key=$(stream_key "w$i")
+      "$FFMPEG9" -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$WORK/clip_opus.mkv" \
+        -c copy -f whip -authorization "$key" "http://127.0.0.1:$HTTP/whip/w$i" \
+        </dev/null >/dev/null 2>"$WORK/whip$i.log" &
+      PIDS+=($!)
+    done
+    measure "$label"
+    WHIP_CPU=$CPU WHIP_MBPS=$MBPS
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    python3 -c "import sys; sys.exit(float(sys.argv[1]) < 0.5 * $KBPS / 1000 * $N)" "$MBPS" ||
+      { echo "WHIP publish failed ($MBPS Mbit/s in): $(cat "$WORK/whip1.log")" >&2; exit 1; }
+    kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+  }
+  rtmp_run "$WORK/clip_aac.mp4"
+  whip_run whip+aac
+  ratio "$WHIP_CPU" "$WHIP_MBPS" "$RTMP_CPU" "$RTMP_MBPS" "with Opus -> AAC"
+  whip_run whip --opus-to-aac off
+  ratio "$WHIP_CPU" "$WHIP_MBPS" "$RTMP_CPU" "$RTMP_MBPS" "transport alone"
+  exit 0
+fi
+
 # WHIP: N Chromium publishers.
 start_server
 PIDS=()
@@ -96,15 +170,5 @@ ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=${WIDTH}x${HEI
   -f lavfi -i "sine=frequency=440:sample_rate=48000,aformat=channel_layouts=stereo" -t 20 \
   -c:v libx264 -preset veryfast -b:v "${KBPS}k" -maxrate "${KBPS}k" -bufsize "$((2 * KBPS))k" \
   -g 60 -pix_fmt yuv420p -c:a aac -b:a 64k "$CLIP"
-start_server
-PIDS=()
-for i in $(seq "$N"); do
-  key=$(stream_key "r$i")
-  ffmpeg -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$CLIP" -c copy \
-    -f flv "rtmp://127.0.0.1:$RTMP/live/$key" </dev/null >/dev/null 2>&1 &
-  PIDS+=($!)
-done
-measure rtmp
-RTMP_CPU=$CPU RTMP_MBPS=$MBPS
-python3 -c "import sys; w=float(sys.argv[1])/max(float(sys.argv[2]),1e-9); r=float(sys.argv[3])/max(float(sys.argv[4]),1e-9); print(f'WHIP/RTMP CPU per Mbit/s: {w/r if r else 0:.2f}x ({w:.2f} vs {r:.2f} % per Mbit/s)')" \
-  "$WHIP_CPU" "$WHIP_MBPS" "$RTMP_CPU" "$RTMP_MBPS"
+rtmp_run "$CLIP"
+ratio "$WHIP_CPU" "$WHIP_MBPS" "$RTMP_CPU" "$RTMP_MBPS" "Chromium"
