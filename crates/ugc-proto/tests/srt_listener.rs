@@ -447,3 +447,85 @@ fn concurrent_decisions_do_not_overrun_the_per_address_cap() {
     );
     assert_eq!(l.of_ip(peers[0].ip()), (0, 1));
 }
+
+/// An accepted caller's connection, driven through `listener`.
+fn connected(listener: &mut SrtListener, me: SocketAddr) -> Box<ugc_proto::srt::SrtConnection> {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let mut caller = Connect::new(
+        server,
+        me.ip(),
+        ConnInitSettings::default(),
+        Some("k1".to_owned()),
+        SeqNumber::new_truncate(1234),
+    );
+    let mut now = Instant::now();
+    let mut inbox = Vec::new();
+    if let ConnectionResult::SendPacket((p, _)) = caller.handle_tick(now) {
+        inbox.push(ser(&p));
+    }
+    for _ in 0..10 {
+        now += Duration::from_millis(10);
+        for d in inbox.drain(..) {
+            listener.handle_datagram(now, me, &d);
+        }
+        while let Some(ev) = listener.poll_event() {
+            match ev {
+                ListenerEvent::AccessRequested { peer, .. } => listener.accept(now, peer, None),
+                ListenerEvent::Connected { connection, .. } => return connection,
+                _ => {}
+            }
+        }
+        while let Some((d, _)) = listener.poll_transmit() {
+            let p = Packet::parse(&mut &d[..], false).unwrap();
+            if let ConnectionResult::SendPacket((p, _)) = caller.handle_packet(Ok((p, server)), now)
+            {
+                inbox.push(ser(&p));
+            }
+        }
+    }
+    panic!("never connected");
+}
+
+/// The slow fuzz inputs of `srt_listener` (35 s to minutes each, found by
+/// the campaign): one NAK from an accepted caller whose loss range
+/// `srt-protocol` 0.4.4 walks one number at a time, up to 2^32 (a range
+/// whose end word equals its start, lies below it or has the top bit
+/// set). Such a NAK is refused and counted; an honest one is taken; the
+/// connection goes on.
+#[test]
+fn a_nak_naming_billions_of_losses_is_refused_in_no_time() {
+    let mut l = SrtListener::new(ListenerConfig::default());
+    let me: SocketAddr = "10.0.0.9:9000".parse().unwrap();
+    let mut conn = connected(&mut l, me);
+    let nak = |words: &[u32]| {
+        let mut d = Vec::new();
+        for w in [0x8003_0000u32, 0, 0, 0].iter().chain(words) {
+            d.extend_from_slice(&w.to_be_bytes());
+        }
+        d
+    };
+    const RANGE: u32 = 1 << 31;
+    let now = Instant::now() + Duration::from_secs(1);
+    let started = Instant::now();
+    for words in [
+        [RANGE | 7, 7],
+        [RANGE | 7, 6],
+        [RANGE | 7, RANGE | 9],
+        [RANGE | 3, 1 << 30],
+    ] {
+        conn.handle_datagram(now, &nak(&words));
+    }
+    assert_eq!(conn.naks_refused(), 4);
+    conn.handle_datagram(now, &nak(&[RANGE | 7, 9]));
+    assert_eq!(conn.naks_refused(), 4, "an honest NAK is taken");
+    assert!(!conn.is_closed() && !conn.panicked());
+    conn.handle_timeout(now + Duration::from_millis(20));
+    let mut out = Vec::new();
+    let mut sent = 0;
+    while conn.poll_transmit(now + Duration::from_millis(20), &mut out) {
+        sent += 1;
+    }
+    assert!(sent < 100, "no deluge of answers: {sent}");
+    // (Without the check the first NAK alone walks 2^32 numbers: minutes.)
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

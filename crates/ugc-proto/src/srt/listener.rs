@@ -57,8 +57,8 @@ use bytes::Bytes;
 use srt_protocol::connection::{Connection, DuplexConnection};
 use srt_protocol::options::{KeySize, Passphrase};
 use srt_protocol::packet::{
-    ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet, RejectReason,
-    ShakeType, SrtControlPacket, TimeStamp,
+    CompressedLossList, ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet,
+    RejectReason, ShakeType, SrtControlPacket, TimeStamp,
 };
 use srt_protocol::protocol::pending_connection::listen::Listen;
 use srt_protocol::protocol::pending_connection::{AccessControlResponse, ConnectionResult};
@@ -744,6 +744,37 @@ pub struct SrtConnectionStats {
     pub latency_ms: u64,
 }
 
+/// The most lost packets one NAK may name: SRT's default flow window
+/// (packets in flight), beyond which no sender holds anything to resend.
+pub const MAX_NAK_SPAN: u64 = 25_600;
+
+/// How many sequence numbers `srt-protocol` 0.4.4 walks for a NAK's
+/// compressed loss list. A word with the top bit set starts a range that
+/// the next word ends; its decompressor counts a `u32` up from the start
+/// until it equals the end word as sent (top bit and all, wrapping), so an
+/// end below the start, equal to it or with its top bit set walks up to
+/// 2^32 numbers. A range without an end word (it would panic) counts as
+/// unbounded.
+fn nak_span(list: &CompressedLossList) -> u64 {
+    const RANGE: u32 = 1 << 31;
+    let mut span = 0u64;
+    let mut words = list.iter_compressed();
+    while let Some(w) = words.next() {
+        if w & RANGE == 0 {
+            span = span.saturating_add(1);
+            continue;
+        }
+        let start = w & !RANGE;
+        let Some(end) = words.next() else {
+            return u64::MAX;
+        };
+        // `start` itself, then start + 1 up to `end` inclusive.
+        let walked = u64::from(end.wrapping_sub(start + 1)) + 1;
+        span = span.saturating_add(1 + walked);
+    }
+    span
+}
+
 /// One established SRT connection, accepted by an [`SrtListener`] (we
 /// receive) or made by an [`super::SrtCaller`] (we send with
 /// [`send`](Self::send)): a sans-IO wrapper around `srt-protocol`'s
@@ -757,6 +788,7 @@ pub struct SrtConnectionStats {
 pub struct SrtConnection {
     conn: DuplexConnection,
     peer: SocketAddr,
+    naks_refused: u64,
     stream_id: Option<String>,
     closed: bool,
     panicked: bool,
@@ -781,6 +813,7 @@ impl SrtConnection {
         Some(SrtConnection {
             conn,
             peer,
+            naks_refused: 0,
             stream_id,
             closed: false,
             panicked: false,
@@ -796,6 +829,11 @@ impl SrtConnection {
     /// The stream id the caller sent.
     pub fn stream_id(&self) -> Option<&str> {
         self.stream_id.as_deref()
+    }
+
+    /// NAKs refused for naming more than [`MAX_NAK_SPAN`] lost packets.
+    pub fn naks_refused(&self) -> u64 {
+        self.naks_refused
     }
 
     /// Whether `srt-protocol` panicked inside this connection (it is closed).
@@ -817,11 +855,22 @@ impl SrtConnection {
         }
     }
 
-    /// A datagram from the peer.
+    /// A datagram from the peer. A NAK claiming more than
+    /// [`MAX_NAK_SPAN`] lost packets is refused (counted in
+    /// [`naks_refused`](Self::naks_refused)): `srt-protocol` 0.4.4's sender
+    /// walks a NAK's ranges one sequence number at a time, so a single
+    /// datagram naming a range of 2^30 kept a thread busy for minutes.
     pub fn handle_datagram(&mut self, now: Instant, data: &[u8]) {
         let Some(packet) = parse_packet(data, self.peer.is_ipv6()) else {
             return;
         };
+        if let Packet::Control(c) = &packet
+            && let ControlTypes::Nak(list) = &c.control_type
+            && nak_span(list) > MAX_NAK_SPAN
+        {
+            self.naks_refused += 1;
+            return;
+        }
         let peer = self.peer;
         self.guard(|c| c.handle_packet_input(now, Ok((packet, peer))));
     }
@@ -926,5 +975,60 @@ impl SrtConnection {
             latency_ms: u64::try_from(self.conn.settings().recv_tsbpd_latency.as_millis())
                 .unwrap_or(u64::MAX),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use srt_protocol::packet::SeqNumber;
+
+    use super::*;
+
+    fn seqs(v: &[u32]) -> CompressedLossList {
+        CompressedLossList::try_from_iter(v.iter().map(|&n| SeqNumber::new_truncate(n)))
+            .expect("a loss list")
+    }
+
+    const RANGE: u32 = 1 << 31;
+
+    /// A NAK's loss list as a peer sends it: parsed from a control packet.
+    fn words(w: &[u32]) -> CompressedLossList {
+        let mut d = Vec::new();
+        for x in [0x8003_0000u32, 0, 0, 0].iter().chain(w) {
+            d.extend_from_slice(&x.to_be_bytes());
+        }
+        match Packet::parse(&mut &d[..], false) {
+            Ok(Packet::Control(ControlPacket {
+                control_type: ControlTypes::Nak(list),
+                ..
+            })) => list,
+            other => panic!("not a NAK: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_naks_span_counts_singles_ranges_and_wraps() {
+        assert_eq!(nak_span(&seqs(&[5])), 1);
+        assert_eq!(nak_span(&seqs(&[5, 9, 10, 11, 12, 40])), 6);
+        let range = |a: u32, b: u32| {
+            CompressedLossList::try_from_range(
+                SeqNumber::new_truncate(a)..SeqNumber::new_truncate(b),
+            )
+            .expect("a range")
+        };
+        assert_eq!(nak_span(&range(100, 200)), 100);
+        assert!(nak_span(&range(0, 25_600)) <= MAX_NAK_SPAN);
+        assert!(nak_span(&range(3, 1 << 30)) > MAX_NAK_SPAN);
+        // Words as a peer may send them: srt-protocol walks from the start
+        // up to the end word as sent, wrapping through 2^32.
+        let list = words;
+        assert_eq!(nak_span(&list(&[RANGE | 7, 9])), 3);
+        // An end equal to the start walks all of u32.
+        assert_eq!(nak_span(&list(&[RANGE | 7, 7])), 1 + (1 << 32));
+        // An end below the start, or with its top bit set: ~2^31 or more.
+        assert!(nak_span(&list(&[RANGE | 7, 6])) > 1 << 31);
+        assert!(nak_span(&list(&[RANGE | 7, RANGE | 9])) > 1 << 31);
+        // A range with no end.
+        assert_eq!(nak_span(&list(&[3, RANGE | 7])), u64::MAX);
     }
 }
