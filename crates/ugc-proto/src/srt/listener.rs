@@ -742,6 +742,8 @@ pub struct SrtConnectionStats {
     pub rx_bitrate: u64,
     /// Negotiated receive latency, milliseconds.
     pub latency_ms: u64,
+    /// NAKs refused for naming more than [`MAX_NAK_SPAN`] lost packets.
+    pub naks_refused: u64,
 }
 
 /// The most lost packets one NAK may name: SRT's default flow window
@@ -974,6 +976,7 @@ impl SrtConnection {
             rx_bitrate: rate,
             latency_ms: u64::try_from(self.conn.settings().recv_tsbpd_latency.as_millis())
                 .unwrap_or(u64::MAX),
+            naks_refused: self.naks_refused,
         }
     }
 }

@@ -44,6 +44,11 @@ impl SrtStatsRegistry {
                 |s| s.connection.rx_dropped as f64,
             ),
             Family::counter(
+                "ugc_srt_naks_refused_total",
+                "NAKs refused for naming more lost packets than SRT's flow window.",
+                |s| s.connection.naks_refused as f64,
+            ),
+            Family::counter(
                 "ugc_srt_ts_cc_errors_total",
                 "MPEG-TS continuity counter errors.",
                 |s| s.demux.cc_errors as f64,
