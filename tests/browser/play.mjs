@@ -12,7 +12,8 @@
 // `<video>` errors; other non-fatal ones (stalls, nudges) are counted in
 // `nonfatal`; `notes` has the first few of hls.js's warnings, seeks and
 // waits with the buffered ranges then, to diagnose a failed run (with
-// HLS_TRACE=FILE in the environment, every line hls.js logs goes to FILE,
+// HLS_TRACE=FILE in the environment, every line hls.js logs goes to FILE, %p in
+// it replaced by the pid so that players side by side keep their own,
 // stamped with the time since playback started). The page
 // is our own tiny one, with the watch page's hls.js settings, served by
 // request interception on the stream's origin.
@@ -70,7 +71,7 @@ const traced = (level, a) => {
   window.trace.push('[' + since + '] ' + level + ': ' + a.join(' '));
 };
 const logger = {
-  trace: quiet, debug: quiet,
+  trace: quiet, debug: tracing && ${process.env.HLS_TRACE_DEBUG ? 'true' : 'false'} ? (...a) => traced('debug', a) : quiet,
   log: tracing ? (...a) => traced('log', a) : quiet,
   info: tracing ? (...a) => traced('info', a) : quiet,
   warn: (...a) => { if (tracing) traced('warn', a); note('warn: ' + a.join(' ')); },
@@ -92,6 +93,25 @@ const MEDIA_ERRORS = new Set([
 hls.on(Hls.Events.ERROR, (_, d) => {
   if (d.fatal || MEDIA_ERRORS.has(d.details)) {
     window.report.errors.push(d.type + ':' + d.details + (d.fatal ? ':fatal' : ''));
+    // Which resource, and how many bytes of it hls.js had: a failed run
+    // says what to fetch again.
+    const res = d.part ?? d.frag;
+    if (res) {
+      note(d.details + ' in ' + (res.relurl ?? res.url) + ' (' + (res.stats?.loaded ?? '?') + ' bytes loaded, sn ' +
+        d.frag?.sn + (d.part ? ' part ' + d.part.index : '') + ') @' + video.currentTime.toFixed(3));
+      // The same URL fetched again: its status and top-level boxes.
+      fetch(res.url).then(async (r) => {
+        const b = new DataView(await r.arrayBuffer());
+        const boxes = [];
+        for (let o = 0; o + 8 <= b.byteLength && boxes.length < 12;) {
+          const size = b.getUint32(o);
+          boxes.push(String.fromCharCode(b.getUint8(o + 4), b.getUint8(o + 5), b.getUint8(o + 6), b.getUint8(o + 7)) + ':' + size);
+          if (size < 8) break;
+          o += size;
+        }
+        note('fetched again: ' + r.status + ', ' + b.byteLength + ' bytes: ' + boxes.join(' '));
+      }, (e) => note('fetched again: ' + e));
+    }
   } else {
     window.report.nonfatal[d.details] = (window.report.nonfatal[d.details] ?? 0) + 1;
     // What hls.js says about it (a hole's position, a stall's buffer), for
@@ -233,7 +253,7 @@ try {
   }
   result = await page.evaluate(() => window.report);
   if (process.env.HLS_TRACE) {
-    writeFileSync(process.env.HLS_TRACE, (await page.evaluate(() => window.trace)).join('\n') + '\n');
+    writeFileSync(process.env.HLS_TRACE.replace("%p", String(process.pid)), (await page.evaluate(() => window.trace)).join('\n') + '\n');
   }
 } finally {
   // playwright keeps the profile in its own temp dir and removes it.
