@@ -51,6 +51,8 @@ pub struct LiveUpdate {
     pub version: u64,
     /// The newest closed segment.
     pub last_msn: Option<u64>,
+    /// How many parts the newest closed segment has (LL-HLS).
+    pub last_parts: Option<u32>,
     /// The open segment's msn and its number of published parts (LL-HLS).
     pub open_parts: Option<(u64, u32)>,
     /// The stream ended.
@@ -60,14 +62,26 @@ pub struct LiveUpdate {
 impl LiveUpdate {
     /// Whether a blocking playlist request for `_HLS_msn=msn` (and
     /// `_HLS_part=part`) can be answered: segment `msn` is complete, or (with
-    /// `part`) part `part` of segment `msn` or any later part is published.
-    /// A closed segment counts as having all its parts.
+    /// `part`) part `part` of segment `msn` or a later part is published.
+    ///
+    /// The part after the last of a closed segment is the next segment's
+    /// first (RFC 8216bis 6.2.5.2: the playlist must contain that part "or
+    /// later"; the segment's close alone is not a later part). hls.js asks
+    /// for it (part N + 1 of the newest part's segment) right after the
+    /// segment's last part; answered at the close, one frame later, it got
+    /// a playlist with no new media, often while it was still loading that
+    /// last part, and asked again.
     pub fn reached(&self, msn: u64, part: Option<u32>) -> bool {
-        if self.last_msn.is_some_and(|m| m >= msn) {
-            return true;
+        match (self.last_msn, part) {
+            (Some(m), None) if m >= msn => return true,
+            (Some(m), Some(_)) if m > msn => return true,
+            (Some(m), Some(p)) if m == msn && self.last_parts.is_none_or(|n| n > p) => {
+                return true;
+            }
+            _ => {}
         }
         match (part, self.open_parts) {
-            (Some(p), Some((m, n))) => m > msn || (m == msn && n > p),
+            (Some(p), Some((m, n))) => (m > msn && n > 0) || (m == msn && n > p),
             _ => false,
         }
     }
@@ -416,6 +430,10 @@ impl LiveStream {
 
     fn notify(&self, st: &LiveState) {
         let last_msn = st.segments.back().map(|s| s.msn);
+        let last_parts = st
+            .segments
+            .back()
+            .map(|s| u32::try_from(s.parts.len()).unwrap_or(u32::MAX));
         let open_parts = st
             .open_msn
             .map(|m| (m, u32::try_from(st.open_parts.len()).unwrap_or(u32::MAX)));
@@ -423,6 +441,7 @@ impl LiveStream {
         self.updates.send_modify(|u| {
             u.version = u.version.wrapping_add(1);
             u.last_msn = last_msn;
+            u.last_parts = last_parts;
             u.open_parts = open_parts;
             u.ended = ended;
         });

@@ -390,12 +390,41 @@ fn reached_follows_msn_and_part_order() {
     assert!(u.reached(5, Some(1)));
     assert!(!u.reached(5, Some(2)));
     assert!(u.reached(3, Some(99)));
-    assert!(u.reached(4, Some(99)), "a closed segment has all its parts");
+    assert!(u.reached(4, Some(99)), "parts of 4 unknown: all of them");
     u.open_parts = Some((6, 0));
+    assert!(!u.reached(5, Some(7)), "no later part yet");
+    u.open_parts = Some((6, 1));
     assert!(u.reached(5, Some(7)));
     u.open_parts = None;
     u.last_msn = None;
     assert!(!u.reached(0, Some(0)));
+}
+
+/// The part after the last of a closed segment is the next segment's
+/// first: a blocking request for it waits for that part, not just for the
+/// segment's close.
+#[test]
+fn the_part_after_a_closed_segments_last_waits_for_the_next_segment() {
+    let mut u = ugc_dvr::LiveUpdate {
+        last_msn: Some(19),
+        last_parts: Some(10),
+        open_parts: Some((20, 0)),
+        ..Default::default()
+    };
+    assert!(u.reached(19, None));
+    assert!(u.reached(19, Some(9)), "its last part");
+    assert!(!u.reached(19, Some(10)), "closed, but no later part yet");
+    assert!(!u.reached(20, Some(0)));
+    u.open_parts = Some((20, 1));
+    assert!(u.reached(19, Some(10)));
+    assert!(u.reached(20, Some(0)));
+    assert!(!u.reached(20, Some(1)));
+    // A later closed segment answers it too.
+    u.last_msn = Some(20);
+    u.last_parts = Some(3);
+    u.open_parts = None;
+    assert!(u.reached(19, Some(10)));
+    assert!(!u.reached(20, Some(3)));
 }
 
 #[test]

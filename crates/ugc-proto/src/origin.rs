@@ -28,8 +28,10 @@
 //! `#EXT-X-SERVER-CONTROL` (RFC 8216bis), and takes:
 //!
 //! * `_HLS_msn=<M>[&_HLS_part=<P>]`: blocking reload. The answer waits until
-//!   segment `M` is complete (or part `P` of it, or any later part, exists),
-//!   and comes at once when it does; at most [`OriginConfig::hold`] (default
+//!   segment `M` is complete (or part `P` of it, or any later part, exists:
+//!   the part after the last of a closed segment is the next segment's
+//!   first, see [`ugc_dvr::LiveUpdate::reached`]), and comes at once when it
+//!   does; at most [`OriginConfig::hold`] (default
 //!   three target durations), then `503`. `M` more than two segments past the
 //!   newest complete one, `_HLS_part` without `_HLS_msn`, or values that are
 //!   not decimal numbers are `400`. Every held request is one future parked on

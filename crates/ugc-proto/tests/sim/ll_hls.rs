@@ -10,7 +10,10 @@ use crate::harness::{Plan, Playlist, Sim, SimConfig, TagKind};
 
 /// The simulated instant a blocking reload for `(msn, part)` can be
 /// answered: the asked part or any later one is published, or segment
-/// `msn` (or a later one) is closed.
+/// `msn` (or a later one) is closed. (For a part past the last of a closed
+/// segment only a later part answers, see
+/// `the_part_after_a_segments_last_is_answered_with_the_next_segments_first`;
+/// preload hints never name one.)
 fn reachable_at(sim: &Sim, stream: &str, msn: u64, part: u32) -> Option<i64> {
     let life = sim.life(stream);
     let by_part = life.parts.range((msn, part)..).map(|(_, t)| *t).min();
@@ -102,6 +105,58 @@ async fn blocking_reloads_answer_at_the_instant_the_part_exists() {
         asked += 1;
     }
     assert!(asked >= 25, "{asked} reloads");
+    sim.assert_clean();
+}
+
+/// What hls.js asks after each part: part N + 1 of the newest part's
+/// segment, not the preload hint. When that segment closes with N + 1
+/// parts, the request is for the next segment's first part: it is answered
+/// when that part is published (and lists it), not at the segment's close
+/// a frame earlier, which carries no new media. Every segment boundary of
+/// 6 s is crossed so.
+#[tokio::test(start_paused = true)]
+async fn the_part_after_a_segments_last_is_answered_with_the_next_segments_first() {
+    let mut sim = Sim::new(SimConfig::ll(1000, 200));
+    sim.publish(Plan::av("cam", 8_000).gop_ms(1000));
+    sim.run_until(1_500).await;
+    let (mut crossed, mut asked) = (0, 0);
+    while sim.now_ms() < 7_500 {
+        let pl = Playlist::parse(&sim.get("/live/cam/mono.m3u8").await.ok_text("playlist"));
+        let newest = pl.parts.last().expect("parts");
+        let (m, p) = (newest.msn, newest.index + 1);
+        let held = sim.spawn_get(&format!("/live/cam/mono.m3u8?_HLS_msn={m}&_HLS_part={p}"));
+        let from = sim.now_ms();
+        while !held.is_finished() && sim.now_ms() < from + 1_000 {
+            sim.run_for(1).await;
+        }
+        let r = held.await.unwrap();
+        let got = Playlist::parse(&r.ok_text("blocking reload"));
+        let life = sim.life("live/cam");
+        let first_later = life.parts.range((m, p)..).map(|(_, t)| *t).min();
+        assert_eq!(
+            Some(r.answered_ms),
+            first_later,
+            "{m}.{p}: answered before a later part existed"
+        );
+        let closed_short = life.segments.get(&m).is_some_and(|&at| at <= r.answered_ms)
+            && !life.parts.contains_key(&(m, p));
+        if closed_short {
+            crossed += 1;
+            assert!(
+                life.segments[&m] < r.answered_ms,
+                "{m}.{p}: the segment's close alone answered it"
+            );
+            assert!(
+                got.parts.iter().any(|x| (x.msn, x.index) == (m + 1, 0)),
+                "{m}.{p}: no part of the next segment in\n{got:?}"
+            );
+        }
+        asked += 1;
+    }
+    assert!(
+        crossed >= 5,
+        "{crossed} segment boundaries in {asked} reloads"
+    );
     sim.assert_clean();
 }
 
