@@ -58,7 +58,7 @@ const video = document.getElementById('v');
 // hls.js's own warnings and errors (a seek to the live edge, a gap it
 // jumps) go to the report's notes, the first few only.
 const note = (text) => {
-  if (window.report.notes.length < 12) {
+  if (window.report.notes.length < 20) {
     const since = window.report.started === null ? 'before start' : ((performance.now() - window.report.started) / 1000).toFixed(2) + ' s';
     window.report.notes.push('[' + since + '] ' + text);
   }
@@ -118,8 +118,36 @@ hls.on(Hls.Events.ERROR, (_, d) => {
     // the diagnosis of a failed run; the first few only.
     const why = d.reason ?? d.error?.message;
     if (why) note(d.details + ' @' + video.currentTime.toFixed(3) + ': ' + why + ' [' + window.bufferedNote() + ']');
+    if (d.details === 'bufferStalledError') note('stalled with ' + window.loaderState());
   }
 });
+// What hls.js's stream controller knows when playback stalls (its internal
+// fields, by name: hls.js keeps them in its minified build): which
+// fragment it loaded last, where it loads next, and, for that fragment and
+// the next, the fragment tracker's state and which of their parts it
+// counts as loaded. A stall at a segment boundary with nothing loading is
+// decided by these.
+window.loaderState = () => {
+  try {
+    const sc = hls.streamController;
+    const details = hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : 0]?.details;
+    const prev = sc.fragPrevious;
+    const of = (sn) => {
+      const frag = details?.fragments.find((f) => f?.sn === sn) ?? (details?.fragmentHint?.sn === sn ? details.fragmentHint : null);
+      const parts = (details?.partList ?? []).filter((p) => p.fragment.sn === sn);
+      return 'sn ' + sn + (frag ? ' [' + frag.start.toFixed(3) + '-' + frag.end.toFixed(3) + ']' + (frag.relurl ? '' : ' hint') +
+        ' ' + sc.fragmentTracker.getState(frag) : ' absent') + ' parts ' + parts.map((p) => p.index + (p.loaded ? '+' : '-')).join('');
+    };
+    return JSON.stringify({
+      state: sc.state, loadingParts: sc.loadingParts, nextLoadPosition: sc.nextLoadPosition,
+      fragPrevious: prev ? prev.sn + (prev === details?.fragments.find((f) => f?.sn === prev.sn) ? ' (current object)' : ' (stale object)') : null,
+      window: details ? details.startSN + '-' + details.endSN + ' partEnd ' + details.partEnd?.toFixed(3) : null,
+      prev: prev ? of(prev.sn) : null, next: prev ? of(prev.sn + 1) : null,
+    });
+  } catch (e) {
+    return 'no loader state: ' + e;
+  }
+};
 video.addEventListener('error', () => {
   window.report.errors.push('video:' + (video.error ? video.error.code + ' ' + video.error.message : '?'));
 });
@@ -252,6 +280,7 @@ try {
     }
   }
   result = await page.evaluate(() => window.report);
+  result.loaderState = await page.evaluate(() => window.loaderState());
   if (process.env.HLS_TRACE) {
     writeFileSync(process.env.HLS_TRACE.replace("%p", String(process.pid)), (await page.evaluate(() => window.trace)).join('\n') + '\n');
   }
@@ -306,6 +335,7 @@ console.log(JSON.stringify({
   errors: result.errors,
   nonfatal: result.nonfatal,
   notes: result.notes,
+  loader_state_at_end: result.loaderState,
   level_updates: result.levelUpdates,
   latency_p50_s: pct(settled.map((s) => s.latency), 50),
   latency_p95_s: pct(settled.map((s) => s.latency), 95),
