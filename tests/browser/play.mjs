@@ -77,11 +77,19 @@ const logger = {
   warn: (...a) => { if (tracing) traced('warn', a); note('warn: ' + a.join(' ')); },
   error: (...a) => { if (tracing) traced('error', a); note('error: ' + a.join(' ')); },
 };
-// The watch page's settings (web/assets/player.js): low latency, and a
-// catch-up of up to 1.2x speed when playback is behind the target latency.
+// The watch page's settings (web/assets/player.js): low latency, a
+// catch-up of up to 1.2x speed when playback is behind the target latency,
+// 30 s of back buffer. (This page kept 10 s while the watch page moved to
+// 30: from 10 s into playback hls.js 1.7.4 then flushed its back buffer
+// at every segment, and a flush that completes while a part is being
+// appended drops that segment from its fragment tracker, clearing the
+// loaded flags of the segment's earlier parts; where the buffer ends a few
+// ms short of the segment's end, as after a failover rebase, hls.js then
+// waits on that segment until its parts leave the playlist, a 4-5 s
+// freeze. Viewers past 30 s still meet it: an open defect.)
 const hls = new Hls({
   lowLatencyMode: ${lowLatency}, maxLiveSyncPlaybackRate: 1.2, enableWorker: true,
-  backBufferLength: 10, debug: logger,
+  backBufferLength: 30, debug: logger,
 });
 window.hls = hls;
 // Non-fatal errors that still mean media was refused or lost.
