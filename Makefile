@@ -59,9 +59,15 @@ lint:
 
 # Unit, property, doc and end-to-end tests (the e2e tests drive real ffmpeg
 # publishers and ffprobe/ffmpeg players against the built ugc-server).
+# cargo-nextest runs them one process a test, UNIT_JOBS at a time across
+# all test binaries (cargo test runs binaries one after another, two tests
+# at a time within each, so a binary's one long test left a core idle:
+# 826 s there, 691 s here); .config/nextest.toml. Doc tests are cargo's.
+UNIT_JOBS ?= 2
 unit:
-	@scripts/install-deps.sh s3
-	$(CARGO) test --workspace --locked
+	@scripts/install-deps.sh s3 nextest
+	$(CARGO) nextest run --workspace --locked -j $(UNIT_JOBS)
+	$(CARGO) test --workspace --locked --doc
 
 # The web panels in headless Chromium (playwright-core), against the built
 # server and a real ffmpeg publisher.

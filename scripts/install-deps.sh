@@ -4,15 +4,17 @@
 #   scripts/install-deps.sh            # runtime + test peers (ffmpeg, ffprobe)
 #   scripts/install-deps.sh bench      # + nginx-rtmp, wrk (benchmark peers)
 #   scripts/install-deps.sh fuzz       # + cargo-fuzz
+#   scripts/install-deps.sh nextest    # + cargo-nextest (the runner of `make unit`)
 #   scripts/install-deps.sh browser    # + chromium, node/npm, openssl (browser tests: panels, LL-HLS)
 #   scripts/install-deps.sh s3         # + s3s-fs and garage (S3 servers for the DVR's S3 tests)
 set -euo pipefail
 
-want_bench=0; want_fuzz=0; want_browser=0; want_s3=0
+want_bench=0; want_fuzz=0; want_browser=0; want_s3=0; want_nextest=0
 for a in "$@"; do
   case "$a" in
     bench) want_bench=1 ;;
     fuzz) want_fuzz=1 ;;
+    nextest) want_nextest=1 ;;
     browser) want_browser=1 ;;
     s3) want_s3=1 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
@@ -114,6 +116,14 @@ pip_need prometheus_client prometheus-client==0.21.1 "parser for the /metrics te
 if [ "$want_fuzz" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet
+fi
+
+# cargo-nextest runs `make unit`'s tests one process each, two at a time
+# across all test binaries (cargo test runs the binaries one after another,
+# so one long test leaves a core idle); 0.9.143 wants rustc 1.91.
+if [ "$want_nextest" = 1 ] && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest 0.9.143 (a few minutes, once)"
+  cargo install cargo-nextest@0.9.143 --locked --quiet
 fi
 
 # A real SigV4 S3 server over a directory, for ugc-dvr's S3 tier tests; the

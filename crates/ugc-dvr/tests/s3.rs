@@ -129,14 +129,21 @@ fn garage_store(g: &Garage) -> Arc<dyn Store> {
 /// A free port for the S3 server, below the kernel's ephemeral range
 /// (from 32768): one picked by binding port 0 and released can be taken by
 /// any outgoing connection before the server binds it. Spread by the process
-/// id and a counter, and checked free.
+/// id and a counter, and checked free; under cargo-nextest (one process per
+/// test, two at a time in `make unit`) started in the eighth of the range
+/// of the test's slot, as the e2e tests' ports are.
 fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
+    let band = std::env::var("NEXTEST_TEST_GLOBAL_SLOT")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .map_or(0, |slot| (slot % 8) * 2_500);
+    let spread = std::process::id().wrapping_mul(7919) % 1_250;
     (0..20_000)
         .map(|_| {
             let n = N.fetch_add(1, Ordering::Relaxed);
-            10_000 + (std::process::id().wrapping_mul(7919).wrapping_add(n) % 20_000) as u16
+            10_000 + ((band + spread + n) % 20_000) as u16
         })
         .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
         .expect("a free port")

@@ -28,8 +28,11 @@ pub fn server_bin() -> PathBuf {
 /// the test's own connect can take it before the server binds it (CI of
 /// stop 33: "binding HTTPS on 127.0.0.1:46003: Address already in use").
 /// A process-wide counter hands each port out once; its start is spread by
-/// the process id so test binaries running side by side rarely meet, and
-/// every port handed out is checked free for TCP and UDP.
+/// the process id, and every port handed out is checked free for TCP and
+/// UDP. Under cargo-nextest (`make unit`: one process per test, two at a
+/// time) each running test starts in its own part of the range (see
+/// [`first_port_offset`]): two tests checking the same port before either
+/// binds it could otherwise both take it.
 pub fn free_port() -> u16 {
     free_ports(1)
 }
@@ -48,7 +51,7 @@ pub fn free_ports(n: u16) -> u16 {
     let low = 10_000u16.min(high / 2);
     let span = u32::from(high - low);
     assert!(u32::from(n) < span / 2, "{n} ports is too many");
-    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919) % span));
+    let next = NEXT.get_or_init(|| AtomicU32::new(first_port_offset(span)));
     for _ in 0..span {
         let first = next.fetch_add(u32::from(n), Ordering::Relaxed) % span;
         if first + u32::from(n) > span {
@@ -64,6 +67,27 @@ pub fn free_ports(n: u16) -> u16 {
         }
     }
     panic!("no {n} free ports between {low} and {high}");
+}
+
+/// Where in a range of `span` ports this process starts handing them out:
+/// spread by the process id; under cargo-nextest, in the first half of the
+/// eighth of the range that belongs to the test's slot
+/// (`NEXTEST_TEST_GLOBAL_SLOT`, from 0 to the number of tests run at once,
+/// two in `make unit`), so tests running side by side start far apart and
+/// meet only if one takes more than half an eighth (1,400 ports here).
+pub fn first_port_offset(span: u32) -> u32 {
+    const BANDS: u32 = 8;
+    let spread = std::process::id().wrapping_mul(7919);
+    let slot = std::env::var("NEXTEST_TEST_GLOBAL_SLOT")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok());
+    match slot {
+        Some(slot) => {
+            let width = span / BANDS;
+            (slot % BANDS) * width + spread % (width / 2)
+        }
+        None => spread % span,
+    }
 }
 
 /// The low end of the kernel's ephemeral port range.
