@@ -186,11 +186,7 @@ async fn main() -> anyhow::Result<()> {
             Some(control.media_origins()),
         ));
     }
-    tokio::spawn(
-        control
-            .clone()
-            .prune_sessions_every(Duration::from_secs(3600)),
-    );
+    tokio::spawn(control.clone().prune_every(Duration::from_secs(3600)));
     // The panel's charts: each stream's last 15 minutes, from the nodes'
     // beats.
     tokio::spawn(control.clone().sample_history_every());

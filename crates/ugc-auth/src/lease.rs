@@ -8,10 +8,13 @@
 //! a transcoder renews what it holds, claims what is unheld, expired, held
 //! by a node that stopped beating, or held by a node of lower priority,
 //! and its beat's answer lists its leases, each with its epoch and the
-//! publishing node to pull the stream from. Every claim adds one to the
-//! job's epoch; the transcoder states it on its relay pushes and origins
-//! refuse a lower one than they saw, so a transcoder that comes back from
-//! a partition with an old lease feeds nobody.
+//! publishing node to pull the stream from. Every claim raises the job's
+//! epoch ([`next_epoch`]); the transcoder states it on its relay pushes and
+//! origins refuse a lower one than they saw, so a transcoder that comes
+//! back from a partition with an old lease feeds nobody. Epochs are at
+//! least the database clock in ms at the claim, so the row of a stream
+//! gone for an hour can be deleted ([`ControlPlane::prune_leases`]): when
+//! the stream comes back its first claim is above every epoch it had.
 //!
 //! Spread: only the transcoders of the highest live priority claim, each
 //! up to its share, `ceil(jobs / those transcoders)` (capped by its
@@ -34,6 +37,18 @@ use crate::store::{LeasePlan, LeaseQuery, LeaseRow};
 
 /// Streams a transcoder with no declared capacity is assumed to take.
 const DEFAULT_CAPACITY: u32 = 100;
+
+/// How long after its last claim the lease row of a stream that is no job
+/// any more is kept ([`ControlPlane::prune_leases`]): the step back of the
+/// database clock that epochs survive.
+pub const LEASE_ROW_KEEP: Duration = Duration::from_secs(3600);
+
+/// The epoch a claim gives a job whose row had `epoch`, on the database
+/// clock `now_ms`: one more, or the clock if that is more (what
+/// [`Store::lease_round`](crate::store::Store::lease_round) writes).
+pub fn next_epoch(epoch: i64, now_ms: i64) -> i64 {
+    if epoch < now_ms { now_ms } else { epoch + 1 }
+}
 
 /// What lease rounds read of the registry, shared for 200 ms.
 #[derive(Debug)]
@@ -362,6 +377,16 @@ impl ControlPlane {
     pub async fn lease_rows(&self) -> Result<Vec<LeaseRow>> {
         self.inner.store.leases().await
     }
+
+    /// Deletes the lease rows of streams that are no job, held by nobody
+    /// and last claimed over [`LEASE_ROW_KEEP`] ago (see
+    /// [`Store::prune_leases`](crate::store::Store::prune_leases)): without
+    /// it the table keeps a row for every stream that ever had a ladder.
+    /// Returns how many went.
+    pub async fn prune_leases(&self) -> Result<u64> {
+        let keep_ms = i64::try_from(LEASE_ROW_KEEP.as_millis()).unwrap_or(i64::MAX);
+        self.inner.store.prune_leases(keep_ms).await
+    }
 }
 
 #[cfg(test)]
@@ -474,7 +499,7 @@ mod tests {
                 let row = self.rows.get_mut(s).unwrap();
                 if r.claimable(row, now) {
                     row.node_id = r.me.clone();
-                    row.epoch += 1;
+                    row.epoch = next_epoch(row.epoch, now);
                     row.expires_ms = now + self.ttl;
                     taken += 1;
                 }
@@ -518,8 +543,19 @@ mod tests {
         let alive = [peer("b", 0)];
         t.run(&round("b", 0, &alive, 4), 3000);
         assert_eq!(t.held("b"), 4);
+        // (Claimed at 0 by `a`, 10 by `b`; `a`'s again at 3000: the clock.)
         assert!(t.rows.values().all(|r| r.epoch >= 1));
-        assert_eq!(t.rows.values().filter(|r| r.epoch == 2).count(), 2);
+        assert_eq!(t.rows.values().filter(|r| r.epoch == 3000).count(), 2);
+    }
+
+    #[test]
+    fn epochs_grow_by_one_or_to_the_clock() {
+        assert_eq!(next_epoch(0, 0), 1);
+        assert_eq!(next_epoch(0, 5_000), 5_000);
+        assert_eq!(next_epoch(5_000, 5_000), 5_001);
+        // Claimed twice in one ms, or after the clock stepped back.
+        assert_eq!(next_epoch(5_001, 5_000), 5_002);
+        assert_eq!(next_epoch(9_000, 4_000), 9_001);
     }
 
     #[test]
@@ -550,7 +586,8 @@ mod tests {
         // The main comes back: it takes its jobs back at its first beat.
         t.run(&round("main", 10, &both, 3), 9000);
         assert_eq!((t.held("main"), t.held("standby")), (3, 0));
-        assert!(t.rows.values().all(|r| r.epoch == 3));
+        // Claimed three times (at 0, 3000, 9000): each epoch is the clock's.
+        assert!(t.rows.values().all(|r| r.epoch == 9000));
     }
 
     #[test]

@@ -24,8 +24,8 @@
 //!   depth) from one, with a config file's `[streams.<name>]` fallbacks;
 //! * for the media server around it: admin-only JSON stats routes
 //!   ([`ControlPlane::admin_json_route`]), `/metrics` behind the admin
-//!   token except from loopback ([`ControlPlane::metrics_router`]), session
-//!   pruning ([`ControlPlane::prune_sessions_every`]) and the control
+//!   token except from loopback ([`ControlPlane::metrics_router`]), pruning
+//!   of sessions and lease rows ([`ControlPlane::prune_every`]) and the control
 //!   plane's name of a Hub stream ([`stream_name`]).
 //!
 //! It does not contain media code, sockets of its own (the caller serves the

@@ -200,7 +200,7 @@ fn registry_schemas() -> Value {
                                 "type": "object",
                                 "properties": {
                                     "stream": { "type": "string" },
-                                    "epoch": { "type": "integer", "description": "grows on every claim; origins refuse a lower one" },
+                                    "epoch": { "type": "integer", "description": "grows on every claim (to one more, or to the control plane database's clock in unix ms if that is more); origins refuse a lower one" },
                                     "expires_in_ms": { "type": "integer", "description": "until it ends unless renewed" }
                                 }
                             }

@@ -109,15 +109,22 @@ impl ControlPlane {
             .with_state(self.clone())
     }
 
-    /// Forgets expired play sessions every `every`, the first time at once
-    /// ([`prune_sessions`](Self::prune_sessions)); a failure is logged and
+    /// Forgets expired play sessions and the transcode lease rows of
+    /// streams long gone every `every`, the first time at once
+    /// ([`prune_sessions`](Self::prune_sessions),
+    /// [`prune_leases`](Self::prune_leases)); a failure is logged and
     /// tried again next time. Runs until dropped.
-    pub async fn prune_sessions_every(self, every: Duration) {
+    pub async fn prune_every(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             if let Err(e) = self.prune_sessions().await {
                 tracing::warn!(error = %e, "pruning play sessions");
+            }
+            match self.prune_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "pruned transcode lease rows"),
+                Err(e) => tracing::warn!(error = %e, "pruning transcode lease rows"),
             }
         }
     }

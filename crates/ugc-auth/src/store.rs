@@ -553,7 +553,8 @@ impl Store {
     /// locked `FOR UPDATE SKIP LOCKED` on PostgreSQL (control planes
     /// sharing the database never wait on each other's candidates nor claim
     /// one twice; SQLite has one writer) and checked again with `is_job`
-    /// and `claimable`. Every claim adds one to the row's epoch. Reads only
+    /// and `claimable`. Every claim raises the row's epoch (to one more, or
+    /// to the database clock in ms if that is more). Reads only
     /// the node's own rows and, when it wants more, as many candidates as
     /// it wants, and names no job it does not write: a round costs the
     /// same with 10 jobs or 10,000. Answers the leases `q.me` holds on
@@ -668,8 +669,13 @@ impl Store {
                 if !(q.is_job)(&row.stream) || !claimable(&row, now) {
                     continue;
                 }
+                // The epoch: one more than the last, and at least the
+                // database clock in ms (`crate::lease::next_epoch`), so a
+                // stream whose row was pruned starts above every epoch it
+                // had ([`Store::prune_leases`]).
                 let sql = format!(
-                    "UPDATE transcode_leases SET node_id = $1, epoch = epoch + 1, \
+                    "UPDATE transcode_leases SET node_id = $1, \
+                     epoch = CASE WHEN epoch < {now_ms} THEN {now_ms} ELSE epoch + 1 END, \
                      expires_ms = {now_ms} + {ttl_ms} WHERE stream = $2 AND epoch = $3"
                 );
                 let done = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -756,6 +762,27 @@ impl Store {
         .await
         .map_err(db("list leases"))?;
         rows.iter().map(lease_row).collect()
+    }
+
+    /// Deletes the lease rows of streams that are no job (not live), held
+    /// by nobody, and last claimed more than `keep_ms` ago by the database
+    /// clock (their epoch is at most a little past the clock of their last
+    /// claim); returns how many. A stream that comes back gets a new row,
+    /// and its first claim an epoch from the clock then, above every epoch
+    /// it had: origins that remember one refuse nothing they should take.
+    /// `keep_ms` is the database clock step back this tolerates.
+    pub async fn prune_leases(&self, keep_ms: i64) -> Result<u64> {
+        let now_ms = self.now_ms_sql();
+        let sql = format!(
+            "DELETE FROM transcode_leases WHERE live = 0 AND expires_ms <= {now_ms} \
+             AND epoch < {now_ms} - $1"
+        );
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(keep_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db("prune transcode leases"))?
+            .rows_affected())
     }
 
     /// Deletes sessions that expired before `now`; returns how many.

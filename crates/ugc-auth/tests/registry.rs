@@ -414,6 +414,14 @@ async fn nodes_on_postgres() {
     suite(Db::postgres()).await;
 }
 
+/// Now in unix ms.
+fn unix_ms() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    d.as_millis() as u64
+}
+
 fn transcoder(id: &str, priority: i32) -> NodeBeat {
     NodeBeat {
         id: id.into(),
@@ -496,8 +504,10 @@ async fn lease_suite(db: Db) {
     all.sort();
     assert_eq!(all, ["live/a", "live/b", "live/c"], "{l1:?} {l2:?}");
     assert!(l1b.len() <= 3 && l2.len() <= 3);
+    // A first claim's epoch is the database clock in ms (this machine's).
     for l in l1b.iter().chain(&l2) {
-        assert_eq!((l.epoch, l.source.as_str()), (1, "http://pub.test:8081"));
+        assert_eq!(l.source, "http://pub.test:8081");
+        assert!(l.epoch.abs_diff(unix_ms()) < 60_000, "{l:?}");
     }
 
     // t1 stops beating: t2 takes its jobs once their lease ran out, each
@@ -521,8 +531,10 @@ async fn lease_suite(db: Db) {
         "taken before the lease ran out: {waited:?}"
     );
     for l in &took {
-        let was = l1b.iter().find(|o| o.stream == l.stream);
-        assert_eq!(l.epoch, if was.is_some() { 2 } else { 1 }, "{took:?}");
+        match l1b.iter().find(|o| o.stream == l.stream) {
+            Some(was) => assert!(l.epoch > was.epoch, "{took:?} {l1b:?}"),
+            None => assert!(l2.contains(l), "{took:?} {l2:?}"),
+        }
     }
     // t1 comes back: it holds nothing now (its epochs are stale) and takes
     // no job from an equal that holds its share plus one.
@@ -673,11 +685,12 @@ async fn claims_take_live_jobs_only(db: Db) {
     let got = leases_of(&hb, &t2).await;
     let streams: Vec<&str> = got.iter().map(|l| l.stream.as_str()).collect();
     assert_eq!(streams, ["live/z"], "the job at the first round: {got:?}");
-    // b, c and d were not claimed (their epochs stay 1), and return as
+    // b, c and d were not claimed (their epochs stay t1's), and return as
     // jobs when they start again.
     let rows = cp.lease_rows().await.unwrap();
     for r in rows.iter().filter(|r| r.stream != "live/z") {
-        assert_eq!(r.epoch, 1, "{rows:?}");
+        let was = held.iter().find(|l| l.stream == r.stream).unwrap();
+        assert_eq!(r.epoch as u64, was.epoch, "{rows:?}");
     }
     hb.send_for_answer(&publisher(&["live/z", "live/b"]))
         .await
@@ -688,7 +701,42 @@ async fn claims_take_live_jobs_only(db: Db) {
     let got = leases_of(&hb, &t2).await;
     let streams: Vec<&str> = got.iter().map(|l| l.stream.as_str()).collect();
     assert_eq!(streams, ["live/b", "live/z"], "{got:?}");
-    assert_eq!(got[0].epoch, 2, "claimed again: {got:?}");
+    let b1 = held.iter().find(|l| l.stream == "live/b").unwrap();
+    assert!(got[0].epoch > b1.epoch, "claimed again: {got:?}");
+
+    // Pruning: no row goes within the hour's keep; with none, the rows of
+    // c and d (no job, unheld) go and those of the live b and z stay;
+    // once b and z end and t2 lets go of them, theirs go too. b comes
+    // back on a new row with an epoch above the one it had.
+    let b_before = got[0].epoch;
+    assert_eq!(cp.prune_leases().await.unwrap(), 0, "kept for an hour");
+    let rows = |cp: &ControlPlane| {
+        let cp = cp.clone();
+        async move {
+            let mut r: Vec<String> = cp
+                .lease_rows()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.stream)
+                .collect();
+            r.sort();
+            r
+        }
+    };
+    assert_eq!(cp.store().prune_leases(0).await.unwrap(), 2);
+    assert_eq!(rows(&cp).await, ["live/b", "live/z"]);
+    hb.send_for_answer(&publisher(&[])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = leases_of(&hb, &t2).await;
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(cp.store().prune_leases(0).await.unwrap(), 2);
+    assert!(rows(&cp).await.is_empty());
+    hb.send_for_answer(&publisher(&["live/b"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = leases_of(&hb, &t2).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(again[0].epoch > b_before, "{again:?} after {b_before}");
     drop(srv);
     cp.store().close().await;
 }

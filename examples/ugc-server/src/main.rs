@@ -414,9 +414,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         http_stats,
         shutdown_signal(),
     ));
-    let pruner = control
-        .clone()
-        .prune_sessions_every(Duration::from_secs(3600));
+    let pruner = control.clone().prune_every(Duration::from_secs(3600));
     background.push(tokio::spawn(pruner).abort_handle());
     // The panel's charts: each stream's last 15 minutes.
     background.push(tokio::spawn(control.clone().sample_history_every()).abort_handle());
