@@ -413,11 +413,17 @@ impl TrackState {
                     clean
                 }
             }
-            // Video: keep the timeline monotonic, and never start before
-            // the end already promised for the previous sample (input
-            // jitter of a tick or a millisecond moves this frame that much).
+            // Video: keep the timeline strictly increasing, and never
+            // start before the end already promised for the previous
+            // sample (input jitter of a tick or a millisecond moves this
+            // frame that much). A frame that comes where the one before
+            // was pushed to (an early part cut promised two frames' length
+            // after dropped pictures, and the next picture came one frame
+            // on) goes a tick after it: the same decode time twice is a
+            // sample of no length, and ffmpeg calls the pair "non
+            // monotonically increasing dts".
             (Some(last), None) => expected
-                .max(last)
+                .max(last.saturating_add(1))
                 .max(self.committed_end.take().unwrap_or(i64::MIN)),
         };
         let delta = self
@@ -1706,7 +1712,28 @@ mod tests {
         let mut st = TrackState::new(tracks.video().expect("video"), false);
         let mut r = 0;
         assert_eq!(st.map_dts(100, &mut r), (9000, None));
-        assert_eq!(st.map_dts(90, &mut r), (9000, Some(0)));
-        assert_eq!(st.map_dts(140, &mut r), (12600, Some(3600)));
+        assert_eq!(st.map_dts(90, &mut r), (9001, Some(1)));
+        assert_eq!(st.map_dts(140, &mut r), (12600, Some(3599)));
+    }
+
+    /// Under load the ladder drops pictures (33 ms frames 67 ms apart), an
+    /// early part cut promises the last frame the shorter of the last two
+    /// deltas (67 ms), and the next pictures come 33 ms apart again: the
+    /// first is pushed to the promised end, the second, due just there,
+    /// goes a tick later instead of repeating its decode time (seen in a
+    /// 720p rendition with three tests at once on 2 cores).
+    #[test]
+    fn a_frame_due_where_the_one_before_was_pushed_goes_a_tick_later() {
+        let tracks = ugc_core::hub::tests_support::av_tracks();
+        let mut st = TrackState::new(tracks.video().expect("video"), false);
+        let mut r = 0;
+        st.map_dts(0, &mut r);
+        st.map_dts(67, &mut r);
+        st.map_dts(134, &mut r);
+        assert_eq!(st.estimate(), 6030);
+        st.committed_end = Some(12060 + 6030);
+        assert_eq!(st.map_dts(167, &mut r), (18090, Some(6030)));
+        assert_eq!(st.map_dts(201, &mut r), (18091, Some(1)));
+        assert_eq!(st.map_dts(234, &mut r), (21060, Some(2969)));
     }
 }
