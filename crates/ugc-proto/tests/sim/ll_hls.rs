@@ -205,6 +205,36 @@ async fn a_stalled_publisher_holds_reloads_until_the_flush_or_503() {
     sim.assert_clean();
 }
 
+/// The part after a stalled segment's last: a reload for part 5 of
+/// segment 2 (five parts out) is not answered when the idle flush closes
+/// segment 2 with those five (as a reload for the segment alone is), since
+/// only a later part, the next segment's first, would answer it (RFC
+/// 8216bis 6.2.5.2 "or later"); none comes, so `503` after the hold, as
+/// for any request for the next segment. A plain reload at that point
+/// shows the segment closed and the hint on the next one.
+#[tokio::test(start_paused = true)]
+async fn after_the_idle_flush_the_part_after_the_last_waits_out_the_hold() {
+    let mut sim = Sim::new(SimConfig::ll(1000, 200));
+    sim.publish(Plan::av("cam", 3_000).gop_ms(1000));
+    sim.run_plans().await;
+    let last_media = sim.now_ms();
+    assert_eq!(sim.life("live/cam").live.update().open_parts, Some((2, 5)));
+    let after = sim.spawn_get("/live/cam/mono.m3u8?_HLS_msn=2&_HLS_part=5");
+    sim.run_until(last_media + 3_500).await;
+    assert_eq!(
+        sim.life("live/cam").segments[&2],
+        last_media + 2_000,
+        "flushed"
+    );
+    let after = after.await.unwrap();
+    assert_eq!(after.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(after.answered_ms - after.asked_ms, 3_000, "the hold");
+    let pl = Playlist::parse(&sim.get("/live/cam/mono.m3u8").await.ok_text("playlist"));
+    assert!(pl.segments.iter().any(|s| s.msn == 2), "{pl:?}");
+    assert_eq!(pl.preload_hint, Some((3, 0)), "{pl:?}");
+    sim.assert_clean();
+}
+
 /// One client holding its budget of blocking requests gets `503` at once
 /// for the next, while another client's blocking reload is still held and
 /// answered when its part comes; a slot given back is taken again. Before
