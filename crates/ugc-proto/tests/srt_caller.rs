@@ -36,6 +36,9 @@ struct Net {
     sent_by_caller: usize,
     outcome: Option<CallerEvent>,
     accepted: Option<Box<SrtConnection>>,
+    /// Rewrite the MSS field of the listener's handshakes (a hostile
+    /// listener's).
+    mss: Option<u32>,
 }
 
 impl Net {
@@ -54,6 +57,7 @@ impl Net {
             sent_by_caller: 0,
             outcome: None,
             accepted: None,
+            mss: None,
         }
     }
 
@@ -84,6 +88,14 @@ impl Net {
             }
             while let Some((d, to)) = self.listener.poll_transmit() {
                 assert_eq!(to, caller_addr());
+                let mut d = d.to_vec();
+                // A handshake (control type 0): its MSS at 28..32.
+                if let Some(mss) = self.mss
+                    && d.len() >= 32
+                    && d[..2] == [0x80, 0]
+                {
+                    d[28..32].copy_from_slice(&mss.to_be_bytes());
+                }
                 self.caller.handle_datagram(self.now, listener_addr(), &d);
             }
             self.outcome = self.caller.poll_event();
@@ -258,6 +270,34 @@ fn refusals_carry_the_listeners_reason() {
             Some(CallerEvent::Rejected(RejectCode::UNSECURE))
         ),
         "{:?}",
+        net.outcome
+    );
+}
+
+/// A listener whose handshake asks for packets under SRT's minimum (MSS
+/// 0 made `srt-protocol` loop for ever in the first send, growing its
+/// buffer: found by the fuzz smoke) is refused with that reason; at the
+/// minimum the call connects.
+#[test]
+fn a_listener_asking_for_tiny_packets_is_refused() {
+    for mss in [0, 1, 75] {
+        let mut net = Net::new(&CallerConfig::default(), Ok(None));
+        net.mss = Some(mss);
+        net.run(Duration::from_secs(2));
+        match &net.outcome {
+            Some(CallerEvent::Failed(why)) => {
+                assert!(why.contains(&format!("packets of {mss} bytes")), "{why}");
+            }
+            other => panic!("MSS {mss}: {other:?}"),
+        }
+        assert!(net.caller.is_done());
+    }
+    let mut net = Net::new(&CallerConfig::default(), Ok(None));
+    net.mss = Some(ugc_proto::srt::MIN_PACKET_SIZE as u32);
+    net.run(Duration::from_secs(2));
+    assert!(
+        matches!(net.outcome, Some(CallerEvent::Connected(_))),
+        "at the minimum: {:?}",
         net.outcome
     );
 }

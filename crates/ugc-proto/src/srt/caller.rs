@@ -228,10 +228,8 @@ impl SrtCaller {
                 }
                 self.done = true;
                 match SrtConnection::new(connection) {
-                    Some(c) => self.events.push_back(CallerEvent::Connected(Box::new(c))),
-                    None => self.events.push_back(CallerEvent::Failed(
-                        "srt-protocol failed to start the connection".into(),
-                    )),
+                    Ok(c) => self.events.push_back(CallerEvent::Connected(Box::new(c))),
+                    Err(e) => self.events.push_back(CallerEvent::Failed(e.to_string())),
                 }
             }
             ConnectionResult::Reject(packet, reject) => {

@@ -649,16 +649,20 @@ impl SrtListener {
                 if let Some((p, to)) = answer {
                     self.transmit.push_back((serialize(&p), to));
                 }
-                self.stats.connected += 1;
                 match SrtConnection::new(connection) {
-                    Some(c) => {
+                    Ok(c) => {
+                        self.stats.connected += 1;
                         self.connected.insert(peer);
                         self.events.push_back(ListenerEvent::Connected {
                             peer,
                             connection: Box::new(c),
                         });
                     }
-                    None => self.stats.panics += 1,
+                    // A caller asking for packets under the minimum: it is
+                    // dropped as if refused (it may believe it connected;
+                    // nothing answers it).
+                    Err(StartError::SmallPackets(_)) => self.stats.rejected += 1,
+                    Err(StartError::Panicked) => self.stats.panics += 1,
                 }
             }
             ConnectionResult::NotHandled(_) | ConnectionResult::NoAction => {}
@@ -806,13 +810,51 @@ impl std::fmt::Debug for SrtConnection {
     }
 }
 
+/// The smallest packet a peer's handshake may ask for (its MSS field;
+/// libsrt's floor for `SRTO_MSS`). `srt-protocol` takes the peer's value
+/// as it comes and splits what it sends into packets of that size: at 0 it
+/// never finishes the first send (a busy loop that grows its buffer until
+/// the process runs out of memory; found by the `srt_caller` fuzz smoke
+/// of `make test`), and a few bytes turn each 1,316-byte send into
+/// hundreds of packets. A hostile SRT restream target or caller could
+/// ask either.
+pub const MIN_PACKET_SIZE: u64 = 76;
+
+/// Why a connection `srt-protocol` made is not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartError {
+    /// The peer asked for packets of this many bytes, under
+    /// [`MIN_PACKET_SIZE`].
+    SmallPackets(u64),
+    /// `srt-protocol` panicked starting it.
+    Panicked,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::SmallPackets(n) => write!(
+                f,
+                "the peer's handshake asks for packets of {n} bytes, under SRT's minimum of {MIN_PACKET_SIZE}"
+            ),
+            StartError::Panicked => f.write_str("srt-protocol failed to start the connection"),
+        }
+    }
+}
+
 impl SrtConnection {
-    pub(crate) fn new(connection: Connection) -> Option<Self> {
+    /// The connection `srt-protocol` made, or why it is refused.
+    pub(crate) fn new(connection: Connection) -> Result<Self, StartError> {
+        let size = connection.settings.max_packet_size.0;
+        if size < MIN_PACKET_SIZE {
+            return Err(StartError::SmallPackets(size));
+        }
         let peer = connection.settings.remote;
         let stream_id = connection.settings.stream_id.clone();
         let start = connection.settings.socket_start_time;
-        let conn = catch_unwind(AssertUnwindSafe(|| DuplexConnection::new(connection))).ok()?;
-        Some(SrtConnection {
+        let conn = catch_unwind(AssertUnwindSafe(|| DuplexConnection::new(connection)))
+            .map_err(|_| StartError::Panicked)?;
+        Ok(SrtConnection {
             conn,
             peer,
             naks_refused: 0,

@@ -29,7 +29,7 @@ pub mod streamid;
 
 pub use caller::{CallerConfig, CallerEvent, SrtCaller};
 pub use listener::{
-    CallerEncryption, ListenerConfig, ListenerEvent, ListenerStats, RejectCode, SrtConnection,
-    SrtConnectionStats, SrtListener,
+    CallerEncryption, ListenerConfig, ListenerEvent, ListenerStats, MIN_PACKET_SIZE, RejectCode,
+    SrtConnection, SrtConnectionStats, SrtListener,
 };
 pub use streamid::{StreamId, StreamIdError};
