@@ -2,8 +2,8 @@
 //! audio, as a browser's offer has them), in memory on simulated time:
 //! nothing before the viewer connects, video from the next keyframe with
 //! the SPS and PPS before it, Annex B as a decoder takes it, RTP times from
-//! the presentation times, Opus as it is, and the stream's end closing the
-//! session.
+//! the presentation times, Opus as it is, the stream's end closing the
+//! session, and a viewer's keyframe request passed on once.
 #![cfg(feature = "whip")]
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec as RtcCodec;
-use str0m::media::{Direction, MediaKind};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use ugc_codec::opus;
@@ -71,6 +71,8 @@ struct View {
     connected: bool,
     /// What the viewer got: video or not, RTP time, payload.
     got: Vec<(bool, u64, Vec<u8>)>,
+    /// The viewer's video media, once a picture came.
+    video_mid: Option<Mid>,
 }
 
 impl View {
@@ -98,7 +100,20 @@ impl View {
             session,
             connected: false,
             got: Vec::new(),
+            video_mid: None,
         }
+    }
+
+    /// Steps 10 ms at a time until both ends say connected (2 s at most).
+    fn connect(&mut self) {
+        for _ in 0..200 {
+            if self.connected && self.session.is_connected() {
+                return;
+            }
+            self.now += Duration::from_millis(10);
+            self.step();
+        }
+        panic!("not connected: {:?}", self.session);
     }
 
     /// Moves datagrams both ways and runs timers at `self.now`.
@@ -119,6 +134,9 @@ impl View {
                     Output::Event(Event::Connected) => self.connected = true,
                     Output::Event(Event::MediaData(md)) => {
                         let video = md.params.spec().codec == RtcCodec::H264;
+                        if video {
+                            self.video_mid = Some(md.mid);
+                        }
                         self.got.push((video, md.time.numer(), md.data.to_vec()));
                     }
                     Output::Event(_) => {}
@@ -183,18 +201,7 @@ fn a_viewer_gets_video_from_a_keyframe_with_its_parameter_sets_and_opus() {
     view.session.push(now, &MediaEvent::Tracks(tracks()));
     view.session.push(now, &video(0, true));
     assert_eq!(view.session.stats().dropped_frames, 1);
-    for _ in 0..200 {
-        if view.connected && view.session.is_connected() {
-            break;
-        }
-        view.now += Duration::from_millis(10);
-        view.step();
-    }
-    assert!(
-        view.connected && view.session.is_connected(),
-        "{view:?}",
-        view = view.session
-    );
+    view.connect();
     // Connected in the middle of a GOP: its pictures wait for the next
     // keyframe; audio goes at once.
     let mut ms = 1000;
@@ -245,6 +252,44 @@ fn a_viewer_gets_video_from_a_keyframe_with_its_parameter_sets_and_opus() {
     for w in sounds.windows(2) {
         assert_eq!(w[1].1 - w[0].1, 960);
     }
+}
+
+/// A viewer that lost a picture asks for a keyframe (PLI): the session
+/// wishes for one once per request (the server passes it to a WHIP
+/// publisher of the stream, whose session sends at most one PLI a
+/// second), and not otherwise once video flows.
+#[test]
+fn a_viewers_keyframe_request_is_wished_for_once() {
+    let mut view = View::new();
+    view.push(MediaEvent::Tracks(tracks()));
+    view.connect();
+    // Waiting for the first keyframe: one wish for the whole wait.
+    assert!(view.session.wish_keyframe());
+    assert!(!view.session.wish_keyframe());
+    let mut ms = 0;
+    while ms < 400 {
+        view.push(video(ms, ms == 0));
+        ms += 40;
+        view.now += Duration::from_millis(40);
+        view.step();
+    }
+    assert!(!view.session.wish_keyframe(), "video flows, nobody asked");
+    let mid = view.video_mid.expect("pictures came");
+    view.viewer
+        .writer(mid)
+        .unwrap()
+        .request_keyframe(None, KeyframeRequestKind::Pli)
+        .unwrap();
+    for _ in 0..100 {
+        if view.session.stats().keyframe_requests > 0 {
+            break;
+        }
+        view.now += Duration::from_millis(10);
+        view.step();
+    }
+    assert_eq!(view.session.stats().keyframe_requests, 1);
+    assert!(view.session.wish_keyframe(), "the request is passed on");
+    assert!(!view.session.wish_keyframe(), "once per request");
 }
 
 /// An offer that receives nothing we send is refused.

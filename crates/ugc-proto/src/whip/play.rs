@@ -90,6 +90,9 @@ pub struct WhepSession {
     annexb: Vec<u8>,
     /// A keyframe was wished for since video began to wait for one.
     wished: bool,
+    /// The viewer asked for a keyframe (PLI, FIR: its decoder lost a
+    /// picture) and it was not passed on yet.
+    asked: bool,
     stats: WhepStats,
 }
 
@@ -125,6 +128,7 @@ impl WhepSession {
             epoch: None,
             annexb: Vec::new(),
             wished: false,
+            asked: false,
             stats: WhepStats::default(),
         };
         session.drive(now);
@@ -138,15 +142,18 @@ impl WhepSession {
 
     peer_methods!();
 
-    /// Whether the viewer is connected and its video waits for a keyframe
-    /// not wished for yet: `true` once per wait. The server asks the
-    /// stream's publisher for one when it can (a WHIP publisher on this
-    /// node), so the first picture comes without waiting for the source's
-    /// next keyframe.
+    /// Whether the viewer is connected and needs a keyframe: its video
+    /// waits for one not wished for yet (`true` once per wait), or the
+    /// viewer asked for one (PLI or FIR: a lost picture broke its decoding;
+    /// `true` once per request). The server asks the stream's publisher
+    /// for one when it can (a WHIP publisher on this node; the publisher's
+    /// session sends at most one PLI a second for all its viewers), so the
+    /// picture comes without waiting for the source's next keyframe.
     pub fn wish_keyframe(&mut self) -> bool {
-        let wish =
-            self.peer.connected && self.want_keyframe && self.video.is_some() && !self.wished;
-        self.wished |= wish;
+        let ready = self.peer.connected && self.video.is_some();
+        let wish = ready && ((self.want_keyframe && !self.wished) || self.asked);
+        self.wished |= wish && self.want_keyframe;
+        self.asked = false;
         wish
     }
 
@@ -328,7 +335,10 @@ impl WhepSession {
                 RtcKind::Audio if self.audio_mid.is_none() => self.audio_mid = Some(m.mid),
                 _ => {}
             },
-            Event::KeyframeRequest(_) => self.stats.keyframe_requests += 1,
+            Event::KeyframeRequest(_) => {
+                self.stats.keyframe_requests += 1;
+                self.asked = true;
+            }
             _ => {}
         }
     }
