@@ -450,11 +450,21 @@ fn concurrent_decisions_do_not_overrun_the_per_address_cap() {
 
 /// An accepted caller's connection, driven through `listener`.
 fn connected(listener: &mut SrtListener, me: SocketAddr) -> Box<ugc_proto::srt::SrtConnection> {
+    connect_with(listener, me, ConnInitSettings::default()).expect("never connected")
+}
+
+/// A call from `me` with `settings`, accepted: the listener's connection,
+/// or `None` if it gave none within 100 ms.
+fn connect_with(
+    listener: &mut SrtListener,
+    me: SocketAddr,
+    settings: ConnInitSettings,
+) -> Option<Box<ugc_proto::srt::SrtConnection>> {
     let server: SocketAddr = SERVER.parse().unwrap();
     let mut caller = Connect::new(
         server,
         me.ip(),
-        ConnInitSettings::default(),
+        settings,
         Some("k1".to_owned()),
         SeqNumber::new_truncate(1234),
     );
@@ -471,7 +481,7 @@ fn connected(listener: &mut SrtListener, me: SocketAddr) -> Box<ugc_proto::srt::
         while let Some(ev) = listener.poll_event() {
             match ev {
                 ListenerEvent::AccessRequested { peer, .. } => listener.accept(now, peer, None),
-                ListenerEvent::Connected { connection, .. } => return connection,
+                ListenerEvent::Connected { connection, .. } => return Some(connection),
                 _ => {}
             }
         }
@@ -483,7 +493,27 @@ fn connected(listener: &mut SrtListener, me: SocketAddr) -> Box<ugc_proto::srt::
             }
         }
     }
-    panic!("never connected");
+    None
+}
+
+/// A caller whose handshake asks for packets under SRT's minimum (MSS 0
+/// made `srt-protocol` loop for ever on the first send to it) gets no
+/// connection: counted refused, not connected, nothing panics.
+#[test]
+fn a_caller_asking_for_tiny_packets_gets_no_connection() {
+    let mut l = SrtListener::new(ListenerConfig::default());
+    let me: SocketAddr = "10.0.0.8:9000".parse().unwrap();
+    let settings = ConnInitSettings {
+        max_packet_size: srt_protocol::options::PacketSize(0),
+        ..ConnInitSettings::default()
+    };
+    assert!(connect_with(&mut l, me, settings).is_none());
+    assert_eq!((l.stats().connected, l.stats().rejected), (0, 1));
+    assert_eq!(l.stats().panics, 0);
+    // An ordinary caller still connects.
+    let other: SocketAddr = "10.0.0.7:9000".parse().unwrap();
+    connected(&mut l, other);
+    assert_eq!(l.stats().connected, 1);
 }
 
 /// The slow fuzz inputs of `srt_listener` (35 s to minutes each, found by
