@@ -126,6 +126,7 @@ pub fn spawn_heartbeat(
         load: NodeLoad::default(),
         streams: Vec::new(),
         standby: Vec::new(),
+        fallback: Vec::new(),
         stats: Vec::new(),
         draining: false,
         priority,

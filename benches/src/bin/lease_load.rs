@@ -37,6 +37,7 @@ fn beat(id: &str, role: NodeRole, streams: Vec<String>) -> NodeBeat {
         load: NodeLoad::default(),
         streams,
         standby: Vec::new(),
+        fallback: Vec::new(),
         stats: Vec::new(),
         draining: false,
         priority: 0,

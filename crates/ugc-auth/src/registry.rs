@@ -142,6 +142,12 @@ pub struct NodeBeat {
     /// stream's main node. Main publish URLs avoid it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standby: Vec<String>,
+    /// Those of `streams` on their fallback alone (no publisher attached:
+    /// one dropped and the node loops its fallback for the publisher
+    /// grace). Still carried, so still a transcode job (the fallback goes
+    /// through the ladder like live), but not live.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
     /// It asks for no new work (it is being taken out of service).
     #[serde(default)]
     pub draining: bool,
@@ -212,6 +218,7 @@ impl NodeBeat {
         let names = |v: &[String]| v.len() > 10_000 || v.iter().any(|s| s.len() > 256);
         if names(&self.streams)
             || names(&self.standby)
+            || names(&self.fallback)
             || self.stats.len() > 10_000
             || self.stats.iter().any(|s| s.stream.len() > 256)
         {
@@ -268,6 +275,9 @@ pub struct NodeView {
     /// Those it carried for a backup publisher alone ([`NodeBeat::standby`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standby: Vec<String>,
+    /// Those it carried on their fallback alone ([`NodeBeat::fallback`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
     /// Streams it takes at most (0: not declared).
     pub capacity: u32,
     /// Its public addresses, if it declared them.
@@ -332,7 +342,14 @@ impl NodeView {
         self.streams.iter().any(|s| s == stream)
     }
 
-    /// Carries `stream` with its main publisher (not only standing by).
+    /// Carries `stream` with a publisher (not on its fallback alone).
+    fn publishes(&self, stream: &str) -> bool {
+        self.carries(stream) && !self.fallback.iter().any(|s| s == stream)
+    }
+
+    /// Carries `stream` with its main publisher, or on its fallback after
+    /// it dropped (not only standing by): where the main publisher goes
+    /// back to.
     fn carries_main(&self, stream: &str) -> bool {
         self.carries(stream) && !self.standby.iter().any(|s| s == stream)
     }
@@ -515,6 +532,7 @@ impl ControlPlane {
                 load: beat.load,
                 streams: beat.streams,
                 standby: beat.standby,
+                fallback: beat.fallback,
                 capacity: beat.capacity,
                 public: beat.public,
                 last_seen: r.last_seen_ms,
@@ -555,7 +573,7 @@ impl ControlPlane {
 
     /// The main publisher's node of stream `name` (see
     /// [`Self::publish_urls`]): the live one carrying it with a main
-    /// publisher, else the one it was placed on, else the least loaded
+    /// publisher (or on its fallback, the main one gone), else the one it was placed on, else the least loaded
     /// (that not standing by for the stream, when another is live).
     pub fn publish_node<'a>(
         &self,
@@ -658,7 +676,7 @@ impl ControlPlane {
         let path = hub_name(name);
         nodes
             .iter()
-            .any(|n| n.role.takes_publishers() && n.state != NodeState::Down && n.carries(&path))
+            .any(|n| n.role.takes_publishers() && n.state != NodeState::Down && n.publishes(&path))
     }
 
     /// Where the control plane's play URLs may point, for the pages' CSP
@@ -1051,41 +1069,18 @@ impl Heartbeat {
         let viewers = self.viewers.clone();
         self.run_waking(
             move || {
-                let (mut streams, mut standby, mut stats) = (Vec::new(), Vec::new(), Vec::new());
-                let now = Instant::now();
-                for s in hub.stream_names() {
-                    let Some(st) = hub.stats(&s).filter(|st| st.publishing) else {
-                        continue;
-                    };
-                    if !st.sources.contains(&ugc_core::SourceRole::Main)
-                        && st.sources.contains(&ugc_core::SourceRole::Backup)
-                    {
-                        standby.push(s.to_string());
-                    }
-                    if s.rendition().is_none() {
-                        stats.push(StreamStat {
-                            stream: s.to_string(),
-                            bytes_in: st.bytes_in,
-                            frames_in: st.frames_in,
-                            skips: st.reader_skips,
-                            source: st.active_source as u8,
-                            viewers: viewers
-                                .as_ref()
-                                .map(|v| u32::try_from(v.count(&s, now)).unwrap_or(u32::MAX)),
-                        });
-                    }
-                    streams.push(s.to_string());
-                }
                 let (cpu, egress_bps) = meter.sample(egress_total());
+                let carried = hub_streams(&hub, viewers.as_deref(), Instant::now());
                 NodeBeat {
                     load: NodeLoad {
-                        streams: u32::try_from(streams.len()).unwrap_or(u32::MAX),
+                        streams: u32::try_from(carried.streams.len()).unwrap_or(u32::MAX),
                         cpu,
                         egress_bps,
                     },
-                    streams,
-                    standby,
-                    stats,
+                    streams: carried.streams,
+                    standby: carried.standby,
+                    fallback: carried.fallback,
+                    stats: carried.stats,
                     ..template.clone()
                 }
             },
@@ -1154,6 +1149,54 @@ impl LoadMeter {
     }
 }
 
+/// What a beat says a Hub carries ([`hub_streams`]).
+#[derive(Debug, Default, PartialEq)]
+struct Carried {
+    streams: Vec<String>,
+    standby: Vec<String>,
+    fallback: Vec<String>,
+    stats: Vec<StreamStat>,
+}
+
+/// The streams of `hub` a beat reports: those with a publisher, and those
+/// on their fallback alone (a publisher gone, within its grace: still
+/// carried, so their transcode lease holds and the fallback goes through
+/// the ladder); not those with readers waiting and nothing attached.
+fn hub_streams(
+    hub: &ugc_core::Hub,
+    viewers: Option<&ugc_core::viewers::ViewerCounter>,
+    now: Instant,
+) -> Carried {
+    use ugc_core::SourceRole;
+    let mut out = Carried::default();
+    for s in hub.stream_names() {
+        let Some(st) = hub
+            .stats(&s)
+            .filter(|st| st.publishing || st.sources.contains(&SourceRole::Fallback))
+        else {
+            continue;
+        };
+        if !st.publishing {
+            out.fallback.push(s.to_string());
+        }
+        if !st.sources.contains(&SourceRole::Main) && st.sources.contains(&SourceRole::Backup) {
+            out.standby.push(s.to_string());
+        }
+        if s.rendition().is_none() {
+            out.stats.push(StreamStat {
+                stream: s.to_string(),
+                bytes_in: st.bytes_in,
+                frames_in: st.frames_in,
+                skips: st.reader_skips,
+                source: st.active_source as u8,
+                viewers: viewers.map(|v| u32::try_from(v.count(&s, now)).unwrap_or(u32::MAX)),
+            });
+        }
+        out.streams.push(s.to_string());
+    }
+    out
+}
+
 /// User + system CPU seconds of this process (`/proc/self/stat` on Linux;
 /// 0 elsewhere). Clock ticks are taken as 100 per second, the value of
 /// every Linux architecture ugc builds for.
@@ -1175,6 +1218,30 @@ fn process_cpu_seconds() -> f64 {
 mod tests {
     use super::*;
 
+    /// A beat reports the streams with a publisher and those on their
+    /// fallback alone (flagged: still transcode jobs, not live), not those
+    /// whose readers wait for a publisher.
+    #[test]
+    fn a_beat_carries_streams_on_their_fallback_and_flags_them() {
+        use ugc_core::{Hub, HubConfig, SourceRole, StreamPath};
+        let hub = Hub::new(HubConfig::default());
+        let path = |s: &str| StreamPath::parse(s).unwrap();
+        let _live = hub.publish(&path("live/a"));
+        let gone = hub.publish(&path("live/b"));
+        let _slate = hub.publish_as(&path("live/b"), SourceRole::Fallback);
+        let _backup = hub.publish_as(&path("live/c"), SourceRole::Backup);
+        let _waiting = hub.subscribe(&path("live/d"));
+        let before = hub_streams(&hub, None, Instant::now());
+        assert_eq!(before.streams, ["live/a", "live/b", "live/c"]);
+        assert!(before.fallback.is_empty(), "{before:?}");
+        assert_eq!(before.standby, ["live/c"]);
+        drop(gone);
+        let after = hub_streams(&hub, None, Instant::now());
+        assert_eq!(after.streams, ["live/a", "live/b", "live/c"]);
+        assert_eq!(after.fallback, ["live/b"]);
+        assert_eq!(after.stats.len(), 3);
+    }
+
     fn node(id: &str, role: NodeRole, streams: u32, capacity: u32) -> NodeView {
         NodeView {
             id: id.into(),
@@ -1187,6 +1254,7 @@ mod tests {
             },
             streams: Vec::new(),
             standby: Vec::new(),
+            fallback: Vec::new(),
             stats: Vec::new(),
             capacity,
             public: Some(PublicUrls {
@@ -1267,6 +1335,7 @@ mod tests {
             load: NodeLoad::default(),
             streams: vec!["live/a".into()],
             standby: Vec::new(),
+            fallback: Vec::new(),
             stats: Vec::new(),
             draining: false,
             priority: 0,

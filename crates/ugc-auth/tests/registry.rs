@@ -243,6 +243,28 @@ async fn suite(db: Db) {
     assert_eq!(rtmp_host(&v), format!("{other}.test"));
     // Live by the publishing node's beat (this control plane has no Hub).
     assert_eq!(v["live"], true, "{v}");
+    // Its publisher dropped, the node loops the fallback: not live, and the
+    // publisher is sent back to the node that carries the stream.
+    let mut on_slate = beat(other, "publish", port, &["live/s0"]);
+    on_slate["fallback"] = json!(["live/s0"]);
+    let (s, _) = api
+        .call("POST", "/node/heartbeat", Some(NODE), on_slate)
+        .await;
+    assert_eq!(s, 200);
+    let (_, on) = api
+        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(on["live"], false, "{on}");
+    assert_eq!(rtmp_host(&on), format!("{other}.test"), "{on}");
+    let (s, _) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some(NODE),
+            beat(other, "publish", port, &["live/s0"]),
+        )
+        .await;
+    assert_eq!(s, 200);
     // No origins named: the topology answers the registered one.
     let (s, t) = api
         .call("GET", "/node/topology", Some(NODE), Value::Null)
@@ -301,6 +323,7 @@ async fn suite(db: Db) {
         load: NodeLoad::default(),
         streams: Vec::new(),
         standby: Vec::new(),
+        fallback: Vec::new(),
         stats: Vec::new(),
         draining: false,
         priority: 0,
@@ -432,6 +455,7 @@ fn transcoder(id: &str, priority: i32) -> NodeBeat {
         load: NodeLoad::default(),
         streams: Vec::new(),
         standby: Vec::new(),
+        fallback: Vec::new(),
         stats: Vec::new(),
         draining: false,
         priority,
@@ -566,6 +590,19 @@ async fn lease_suite(db: Db) {
     let again = leases_of(&hb, &main).await;
     assert_eq!(again.len(), 3, "the main takes its jobs back: {again:?}");
     assert!(leases_of(&hb, &t1).await.is_empty());
+
+    // A stream on its publishing node's fallback (its publisher dropped,
+    // the slate within the grace) is still a job: its lease holds, epoch
+    // and all, so the slate goes through the same ladder.
+    let mut slate = pubs.clone();
+    slate.fallback = vec!["live/b".into()];
+    hb.send_for_answer(&slate).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut held = leases_of(&hb, &main).await;
+    held.sort_by(|a, b| a.stream.cmp(&b.stream));
+    let mut was = again.clone();
+    was.sort_by(|a, b| a.stream.cmp(&b.stream));
+    assert_eq!(held, was, "the lease of a stream on its fallback holds");
 
     // A stream that ends is no job.
     hb.send_for_answer(&publisher(&["live/a"])).await.unwrap();

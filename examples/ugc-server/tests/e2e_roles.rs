@@ -1745,14 +1745,39 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
     // ladder: the same segment in each rendition, no discontinuity.
     let before = newest;
     cluster.ffmpeg.kill();
+    let stopped = std::time::Instant::now();
     let mut slate_from = vec![None, None];
     wait_until(Duration::from_secs(20), || {
         slate_from = first_black(before);
         slate_from.iter().all(Option::is_some)
     })
     .unwrap_or_else(|| panic!("the publishing node's slate in every rendition: {slate_from:?}"));
-    eprintln!("publisher gone: first slate segment per rendition {slate_from:?} (after {before})");
+    eprintln!(
+        "publisher gone: first slate segment per rendition {slate_from:?} (after {before}) \
+         found after {:?}",
+        stopped.elapsed()
+    );
     assert_eq!(slate_from[0], slate_from[1], "{slate_from:?}");
+    // Past the origin's wait (8 s), within the publisher grace (20 s): the
+    // stream on its slate is still a transcode job, so the main keeps its
+    // lease and the renditions keep coming from the ladder (not from the
+    // origin's own slate). Seen once before the publishing node beat such
+    // streams: the lease dropped 0.7 s after the publisher, the origin's
+    // slate 8 s later.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed()));
+    assert_eq!(
+        lease_holders(control, "live/lease")
+            .first()
+            .map(|h| h.0.as_str()),
+        Some("t1"),
+        "the lease holds through the publishing node's slate"
+    );
+    let newest = list("240p").last().map(|s| s.msn).unwrap();
+    assert!(
+        newest > slate_from[0].unwrap_or(u64::MAX),
+        "the ladder's segments go on"
+    );
+    assert_eq!(black("240p", newest), Some(true), "the slate, 10 s on");
     for r in RUNGS {
         let after: Vec<_> = list(r).into_iter().filter(|s| s.msn > before).collect();
         assert!(after.iter().all(|s| !s.discontinuity), "{r}: {after:?}");
