@@ -136,6 +136,7 @@ impl SrtCaller {
             send_latency: config.latency,
             recv_latency: config.latency,
             peer_idle_timeout: config.peer_idle_timeout,
+            send_buffer_size: super::listener::SEND_BUFFER_PACKETS,
             ..ConnInitSettings::default()
         };
         let connect = catch_unwind(AssertUnwindSafe(|| {

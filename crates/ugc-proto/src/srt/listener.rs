@@ -361,6 +361,7 @@ impl SrtListener {
             send_latency: config.latency,
             peer_idle_timeout: config.peer_idle_timeout,
             key_settings: None,
+            send_buffer_size: SEND_BUFFER_PACKETS,
             ..ConnInitSettings::default()
         };
         SrtListener {
@@ -819,6 +820,20 @@ impl std::fmt::Debug for SrtConnection {
 /// hundreds of packets. A hostile SRT restream target or caller could
 /// ask either.
 pub const MIN_PACKET_SIZE: u64 = 76;
+
+/// Packets a connection keeps to send and to send again until the peer
+/// acknowledges them: libsrt's default (`SRTO_SNDBUF`, 8192 packets).
+/// `srt-protocol`'s default is 46,592 bytes, 32 packets, and it makes room
+/// by dropping the oldest packet, sent or not: a burst of more than 32
+/// messages queued at once (one keyframe of over 42 KB, or a sending task
+/// that fell a few milliseconds behind) lost its first packets before they
+/// were sent, and the `srt-protocol` receiver at the other end then
+/// delivered nothing more, ever. Memory is taken only as packets wait
+/// (acknowledged ones leave within a round trip; none stays past 1.25x
+/// the latency, at least 1 s), and their payloads share the queued
+/// messages' buffers (unencrypted).
+pub(crate) const SEND_BUFFER_PACKETS: srt_protocol::options::PacketCount =
+    srt_protocol::options::PacketCount(8192);
 
 /// Why a connection `srt-protocol` made is not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
