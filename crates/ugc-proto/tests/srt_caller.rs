@@ -36,7 +36,7 @@ struct Net {
     sent_by_caller: usize,
     outcome: Option<CallerEvent>,
     accepted: Option<Box<SrtConnection>>,
-    /// Rewrite the MSS field of the listener's handshakes (a hostile
+    /// Rewrite the MSS field of the listener's conclusion (a hostile
     /// listener's).
     mss: Option<u32>,
 }
@@ -89,10 +89,14 @@ impl Net {
             while let Some((d, to)) = self.listener.poll_transmit() {
                 assert_eq!(to, caller_addr());
                 let mut d = d.to_vec();
-                // A handshake (control type 0): its MSS at 28..32.
+                // A conclusion handshake (control type 0, handshake type
+                // -1 at 36..40): its MSS at 28..32. (Rewriting the
+                // induction too would make the caller echo the size in its
+                // conclusion, which our listener refuses by itself.)
                 if let Some(mss) = self.mss
-                    && d.len() >= 32
+                    && d.len() >= 40
                     && d[..2] == [0x80, 0]
+                    && d[36..40] == [0xff; 4]
                 {
                     d[28..32].copy_from_slice(&mss.to_be_bytes());
                 }

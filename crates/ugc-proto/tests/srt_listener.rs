@@ -460,6 +460,16 @@ fn connect_with(
     me: SocketAddr,
     settings: ConnInitSettings,
 ) -> Option<Box<ugc_proto::srt::SrtConnection>> {
+    call_with(listener, me, settings).0
+}
+
+/// [`connect_with`], with what the caller made of the listener's answer:
+/// `Connected`, or the rejection's reason.
+fn call_with(
+    listener: &mut SrtListener,
+    me: SocketAddr,
+    settings: ConnInitSettings,
+) -> (Option<Box<ugc_proto::srt::SrtConnection>>, Option<String>) {
     let server: SocketAddr = SERVER.parse().unwrap();
     let mut caller = Connect::new(
         server,
@@ -470,6 +480,7 @@ fn connect_with(
     );
     let mut now = Instant::now();
     let mut inbox = Vec::new();
+    let (mut ours, mut theirs) = (None, None);
     if let ConnectionResult::SendPacket((p, _)) = caller.handle_tick(now) {
         inbox.push(ser(&p));
     }
@@ -481,24 +492,31 @@ fn connect_with(
         while let Some(ev) = listener.poll_event() {
             match ev {
                 ListenerEvent::AccessRequested { peer, .. } => listener.accept(now, peer, None),
-                ListenerEvent::Connected { connection, .. } => return Some(connection),
+                ListenerEvent::Connected { connection, .. } => ours = Some(connection),
                 _ => {}
             }
         }
         while let Some((d, _)) = listener.poll_transmit() {
             let p = Packet::parse(&mut &d[..], false).unwrap();
-            if let ConnectionResult::SendPacket((p, _)) = caller.handle_packet(Ok((p, server)), now)
-            {
-                inbox.push(ser(&p));
+            match caller.handle_packet(Ok((p, server)), now) {
+                ConnectionResult::SendPacket((p, _)) => inbox.push(ser(&p)),
+                ConnectionResult::Connected(..) => theirs = Some("Connected".to_owned()),
+                ConnectionResult::Reject(_, reason) => theirs = Some(format!("{reason}")),
+                _ => {}
             }
         }
+        if ours.is_some() && theirs.is_some() {
+            break;
+        }
     }
-    None
+    (ours, theirs)
 }
 
 /// A caller whose handshake asks for packets under SRT's minimum (MSS 0
 /// made `srt-protocol` loop for ever on the first send to it) gets no
-/// connection: counted refused, not connected, nothing panics.
+/// connection: counted refused, not connected, nothing panics, and the
+/// caller is answered with the rejection (SRT_REJ_ROGUE), not left
+/// believing it connected.
 #[test]
 fn a_caller_asking_for_tiny_packets_gets_no_connection() {
     let mut l = SrtListener::new(ListenerConfig::default());
@@ -507,7 +525,13 @@ fn a_caller_asking_for_tiny_packets_gets_no_connection() {
         max_packet_size: srt_protocol::options::PacketSize(0),
         ..ConnInitSettings::default()
     };
-    assert!(connect_with(&mut l, me, settings).is_none());
+    let (ours, theirs) = call_with(&mut l, me, settings);
+    assert!(ours.is_none());
+    assert_eq!(
+        theirs.as_deref(),
+        Some("Remote rejected connection: incorrect data in handshake messages"),
+        "the caller's view"
+    );
     assert_eq!((l.stats().connected, l.stats().rejected), (0, 1));
     assert_eq!(l.stats().panics, 0);
     // An ordinary caller still connects.

@@ -129,6 +129,9 @@ impl RejectCode {
     pub const BAD_SECRET: RejectCode = RejectCode(1010);
     /// 1011 `SRT_REJ_UNSECURE`: passphrase required, or given where none is.
     pub const UNSECURE: RejectCode = RejectCode(1011);
+    /// 1004 `SRT_REJ_ROGUE`: incorrect data in the handshake (packets
+    /// under [`MIN_PACKET_SIZE`]).
+    pub const ROGUE: RejectCode = RejectCode(1004);
     /// 1006 `SRT_REJ_IPE`: internal error (a handshake that panicked).
     pub const INTERNAL: RejectCode = RejectCode(1006);
     /// 2400: malformed stream id.
@@ -645,6 +648,14 @@ impl SrtListener {
                 self.events
                     .push_back(ListenerEvent::Rejected { peer, code });
             }
+            ConnectionResult::Connected(_, connection)
+                if connection.settings.max_packet_size.0 < MIN_PACKET_SIZE =>
+            {
+                // Answered with a rejection instead of the conclusion
+                // `srt-protocol` made: the caller learns at once why,
+                // rather than sending into nothing until its timeout.
+                self.reject_ourselves(now, peer, RejectCode::ROGUE);
+            }
             ConnectionResult::Connected(answer, connection) => {
                 self.pending.remove(&peer);
                 if let Some((p, to)) = answer {
@@ -659,9 +670,7 @@ impl SrtListener {
                             connection: Box::new(c),
                         });
                     }
-                    // A caller asking for packets under the minimum: it is
-                    // dropped as if refused (it may believe it connected;
-                    // nothing answers it).
+                    // (Refused above, with an answer.)
                     Err(StartError::SmallPackets(_)) => self.stats.rejected += 1,
                     Err(StartError::Panicked) => self.stats.panics += 1,
                 }
