@@ -27,6 +27,15 @@ fn beat(id: &str, role: &str, rtmp_port: u16, streams: &[&str]) -> Value {
     })
 }
 
+/// Posts node beat `b`, then answers `GET /streams/s0`.
+async fn beat_then_s0(api: &Api, b: Value) -> Value {
+    let (s, _) = api.call("POST", "/node/heartbeat", Some(NODE), b).await;
+    assert_eq!(s, 200);
+    api.call("GET", "/streams/s0", Some(ADMIN), Value::Null)
+        .await
+        .1
+}
+
 fn rtmp_host(stream: &Value) -> String {
     // A stream answer, or the publish route's URLs alone.
     let urls = if stream["publish"].is_null() {
@@ -228,18 +237,7 @@ async fn suite(db: Db) {
         "pub-a"
     };
     let port = if other == "pub-a" { 1935 } else { 1936 };
-    let (s, _) = api
-        .call(
-            "POST",
-            "/node/heartbeat",
-            Some(NODE),
-            beat(other, "publish", port, &["live/s0"]),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let (_, v) = api
-        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
-        .await;
+    let v = beat_then_s0(&api, beat(other, "publish", port, &["live/s0"])).await;
     assert_eq!(rtmp_host(&v), format!("{other}.test"));
     // Live by the publishing node's beat (this control plane has no Hub).
     assert_eq!(v["live"], true, "{v}");
@@ -247,24 +245,10 @@ async fn suite(db: Db) {
     // publisher is sent back to the node that carries the stream.
     let mut on_slate = beat(other, "publish", port, &["live/s0"]);
     on_slate["fallback"] = json!(["live/s0"]);
-    let (s, _) = api
-        .call("POST", "/node/heartbeat", Some(NODE), on_slate)
-        .await;
-    assert_eq!(s, 200);
-    let (_, on) = api
-        .call("GET", "/streams/s0", Some(ADMIN), Value::Null)
-        .await;
+    let on = beat_then_s0(&api, on_slate).await;
     assert_eq!(on["live"], false, "{on}");
     assert_eq!(rtmp_host(&on), format!("{other}.test"), "{on}");
-    let (s, _) = api
-        .call(
-            "POST",
-            "/node/heartbeat",
-            Some(NODE),
-            beat(other, "publish", port, &["live/s0"]),
-        )
-        .await;
-    assert_eq!(s, 200);
+    beat_then_s0(&api, beat(other, "publish", port, &["live/s0"])).await;
     // No origins named: the topology answers the registered one.
     let (s, t) = api
         .call("GET", "/node/topology", Some(NODE), Value::Null)
