@@ -103,7 +103,13 @@ async function refreshNodes() {
     state.append(badge);
     const cap = n.capacity ? ` / ${n.capacity}` : '';
     const streams = cell(`${n.load.streams}${cap}`, 'num n-streams');
-    streams.title = n.streams.join('\n');
+    // On hover: each stream, marked when it stands by for a backup
+    // publisher alone or loops its fallback (its publisher dropped).
+    const standby = new Set(n.standby ?? []);
+    const fallback = new Set(n.fallback ?? []);
+    streams.title = n.streams
+      .map((s) => s + (fallback.has(s) ? ' (fallback)' : standby.has(s) ? ' (standby)' : ''))
+      .join('\n');
     // Transcoders: their lease priority (a main over its standby) and the
     // transcode leases they hold, with epochs, on hover.
     const transcoder = n.role === 'transcode';
