@@ -1763,9 +1763,20 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
         stopped.elapsed()
     );
     // Each rendition's segments since, with the brightness of their first
-    // picture, for a failure to be read (seen once in 8 runs with two CPU
-    // burners beside it: [12, 13]).
+    // picture, and the frames the transcoders' relay pushes dropped (a
+    // full push queue drops up to the next keyframe: a rendition would
+    // then start a segment at the slate's own IDR), for a failure to be
+    // read (seen once in 14 runs with two CPU burners beside it: [12, 13]).
     let report = || {
+        let drops = cluster.transcoders.iter().map(|(_, http)| {
+            let text = http_get(*http, "/metrics").text();
+            let n: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("ugc_relay_push_dropped_frames_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            format!("transcoder {http}: relay pushes dropped {n} frames")
+        });
         RUNGS
             .iter()
             .map(|r| {
@@ -1781,6 +1792,7 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
                     .collect();
                 format!("{r}: {}", segs.join(", "))
             })
+            .chain(drops)
             .collect::<Vec<_>>()
             .join("\n")
     };
