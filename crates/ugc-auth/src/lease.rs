@@ -351,9 +351,14 @@ impl ControlPlane {
     }
 
     /// The jobs (Hub stream names) and the publishing node each is pulled
-    /// from.
+    /// from: of the nodes carrying it, one that beat in the last
+    /// [`STALE_BEAT_MS`](crate::registry::STALE_BEAT_MS) (a node killed a
+    /// moment ago reads live with its last streams until it is down), then
+    /// the one with its main publisher, else with a backup publisher, else
+    /// on its fallback (a publisher that moved leaves its old node looping
+    /// the slate for the grace).
     fn jobs(&self, nodes: &[NodeView]) -> HashMap<String, String> {
-        let mut out = HashMap::new();
+        let mut best: HashMap<String, ((bool, u8), &str)> = HashMap::new();
         for n in nodes
             .iter()
             .filter(|n| n.role == NodeRole::Publish && n.state != NodeState::Down)
@@ -365,12 +370,18 @@ impl ControlPlane {
                 if name.contains('/') {
                     continue; // a rendition, not a source
                 }
+                let rank = n.source_rank(s).unwrap_or((true, u8::MAX));
+                if best.get(s).is_some_and(|(r, _)| *r <= rank) {
+                    continue;
+                }
                 if self.settings(name).is_some_and(|st| st.transcode != "off") {
-                    out.entry(s.clone()).or_insert_with(|| n.url.clone());
+                    best.insert(s.clone(), (rank, &n.url));
                 }
             }
         }
-        out
+        best.into_iter()
+            .map(|(s, (_, url))| (s, url.to_owned()))
+            .collect()
     }
 
     /// Every lease row (`GET /api/v1/leases`).

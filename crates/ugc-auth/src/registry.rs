@@ -353,7 +353,40 @@ impl NodeView {
     fn carries_main(&self, stream: &str) -> bool {
         self.carries(stream) && !self.standby.iter().any(|s| s == stream)
     }
+
+    /// How this node carries `stream`, best first: `None` when it does
+    /// not; else 0 with its main publisher, 1 with a backup publisher alone
+    /// (standing by), 2 on its fallback alone. A publisher that moved to
+    /// another node leaves its old node on the slate for the grace: the
+    /// node with the publisher is the stream's source.
+    pub(crate) fn carrying_rank(&self, stream: &str) -> Option<u8> {
+        if !self.carries(stream) {
+            return None;
+        }
+        let listed = |v: &[String]| v.iter().any(|s| s == stream);
+        Some(if listed(&self.fallback) {
+            2
+        } else if listed(&self.standby) {
+            1
+        } else {
+            0
+        })
+    }
+
+    /// [`carrying_rank`](Self::carrying_rank) behind whether the node's
+    /// last beat is older than [`STALE_BEAT_MS`]: a node killed a moment
+    /// ago still reads live (until the down threshold, 10 s) with the
+    /// streams of its last beat, while their publishers have reconnected
+    /// elsewhere; the fresh node that has them now comes first.
+    pub(crate) fn source_rank(&self, stream: &str) -> Option<(bool, u8)> {
+        Some((self.age_ms > STALE_BEAT_MS, self.carrying_rank(stream)?))
+    }
 }
+
+/// A node's beat older than this (one and a half of a publishing node's
+/// 2 s interval) makes it stale for choosing where a stream is: the
+/// source of its transcode lease, where its publisher goes back to.
+pub(crate) const STALE_BEAT_MS: i64 = 3_000;
 
 /// The Hub stream of control-plane stream `name`, as nodes report it
 /// (empty, matching nothing, for a name that is not one).
@@ -587,7 +620,12 @@ impl ControlPlane {
                 .iter()
                 .filter(|n| n.role.takes_publishers() && n.usable())
         };
-        if let Some(n) = live().find(|n| n.carries_main(&path)) {
+        // Fresh before stale, with its main publisher before on its
+        // fallback alone.
+        if let Some(n) = live()
+            .filter(|n| n.carries_main(&path))
+            .min_by_key(|n| n.source_rank(&path))
+        {
             return Some(n);
         }
         // One lock at a time: the backup placement first.
@@ -1217,6 +1255,27 @@ fn process_cpu_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where a stream is carried best: with its main publisher, then
+    /// standing by, then on its fallback alone.
+    #[test]
+    fn a_node_with_the_publisher_ranks_before_one_on_the_slate() {
+        let mut n = node("a", NodeRole::Publish, 3, 0);
+        n.streams = vec!["live/x".into(), "live/y".into(), "live/z".into()];
+        n.standby = vec!["live/y".into()];
+        n.fallback = vec!["live/z".into()];
+        let ranks: Vec<_> = ["live/x", "live/y", "live/z", "live/w"]
+            .iter()
+            .map(|s| n.carrying_rank(s))
+            .collect();
+        assert_eq!(ranks, [Some(0), Some(1), Some(2), None]);
+        // A node silent for longer than a beat and a half (killed, not yet
+        // down) comes after a fresh one, whatever either carries.
+        let mut dead = n.clone();
+        dead.age_ms = STALE_BEAT_MS + 1;
+        assert!(dead.source_rank("live/x") > n.source_rank("live/z"));
+        assert!(n.source_rank("live/x") < n.source_rank("live/z"));
+    }
 
     /// A beat reports the streams with a publisher and those on their
     /// fallback alone (flagged: still transcode jobs, not live), not those

@@ -587,6 +587,35 @@ async fn lease_suite(db: Db) {
     let mut was = again.clone();
     was.sort_by(|a, b| a.stream.cmp(&b.stream));
     assert_eq!(held, was, "the lease of a stream on its fallback holds");
+    // Its publisher on another publishing node meanwhile (the old one
+    // loops the slate for the grace): that node is the source, under the
+    // same lease and epoch.
+    let moved = NodeBeat {
+        id: "pub2".into(),
+        url: "http://pub2.test:8081".into(),
+        streams: vec!["live/b".into()],
+        ..publisher(&[])
+    };
+    hb.send_for_answer(&moved).await.unwrap();
+    hb.send_for_answer(&slate).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let held = leases_of(&hb, &main).await;
+    let b = held
+        .iter()
+        .find(|l| l.stream == "live/b")
+        .expect("live/b held");
+    assert_eq!(b.source, "http://pub2.test:8081", "{held:?}");
+    assert_eq!(
+        Some(b.epoch),
+        was.iter().find(|l| l.stream == "live/b").map(|l| l.epoch)
+    );
+    // Back to one publishing node (pub2 no longer carries it).
+    hb.send_for_answer(&NodeBeat {
+        streams: Vec::new(),
+        ..moved
+    })
+    .await
+    .unwrap();
 
     // A stream that ends is no job.
     hb.send_for_answer(&publisher(&["live/a"])).await.unwrap();
