@@ -606,7 +606,8 @@ impl ControlPlane {
 
     /// The main publisher's node of stream `name` (see
     /// [`Self::publish_urls`]): the live one carrying it with a main
-    /// publisher (or on its fallback, the main one gone), else the one it was placed on, else the least loaded
+    /// publisher (or on its fallback, the main one gone), else the one it
+    /// was placed on, else the least loaded
     /// (that not standing by for the stream, when another is live).
     pub fn publish_node<'a>(
         &self,

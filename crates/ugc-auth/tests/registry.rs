@@ -801,6 +801,65 @@ async fn claims_take_live_jobs_only_on_postgres() {
     claims_take_live_jobs_only(Db::postgres()).await;
 }
 
+/// A publishing node killed a moment ago reads live until the down
+/// threshold (10 s here) with the streams of its last beat; its publisher
+/// reconnected to another node. The lease follows the node that still
+/// beats once the dead one has been silent for 3 s (`STALE_BEAT_MS`),
+/// not at the down threshold (with equal ranks the first node listed,
+/// the dead one, stayed the source: the chaos run's seed-2 stall).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_leaves_a_silent_publishing_node_before_it_is_down() {
+    let dir = TempDir::new("lease-stale");
+    let mut cfg = Db::sqlite().config(&dir);
+    cfg.node_token = Some(NODE.into());
+    cfg.node_down_after = Duration::from_secs(10);
+    cfg.lease_ttl = Duration::from_millis(600);
+    let cp = ControlPlane::open(cfg).await.unwrap();
+    let srv = serve(&cp).await;
+    let api = Api::new(&srv);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/streams",
+            Some(ADMIN),
+            json!({"name": "a", "transcode": "default"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let hb = Heartbeat::new(&format!("http://{}", srv.addr), NODE);
+    let t = transcoder("t", 0);
+    let source_of_a = |leases: Vec<Lease>| {
+        leases
+            .into_iter()
+            .find(|l| l.stream == "live/a")
+            .map(|l| (l.source, l.epoch))
+    };
+    hb.send_for_answer(&publisher(&["live/a"])).await.unwrap();
+    let (first, epoch) = source_of_a(leases_of(&hb, &t).await).expect("leased");
+    assert_eq!(first, "http://pub.test:8081");
+    // "pub" goes silent; its publisher is on "pub2" now, which beats.
+    let moved = NodeBeat {
+        id: "pub2".into(),
+        url: "http://pub2.test:8081".into(),
+        ..publisher(&["live/a"])
+    };
+    let t0 = Instant::now();
+    let followed = loop {
+        hb.send_for_answer(&moved).await.unwrap();
+        let (source, e) = source_of_a(leases_of(&hb, &t).await).expect("still leased");
+        assert_eq!(e, epoch, "the same lease");
+        if source == "http://pub2.test:8081" {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(6), "still on {source}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Stale after 3 s of silence, well before the 10 s down threshold.
+    assert!(followed < Duration::from_secs(6), "{followed:?}");
+    drop(srv);
+    cp.store().close().await;
+}
+
 /// Viewers go to the live origin carrying the stream with the fewest
 /// viewers, counting those its beats report and those sent there lately
 /// (`GET /node/play/{name}`, asked by balancing origins, and play grants):
