@@ -216,11 +216,16 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let token = std::env::var("UGC_NODE_TOKEN").context("UGC_NODE_TOKEN is required")?;
     std::fs::create_dir_all(&flags.data)?;
+    let segment_ms = flags.segment_ms.unwrap_or(HlsTiming::default().segment_ms);
     let hub = Hub::new(HubConfig {
         publisher_grace: Duration::from_secs(flags.publisher_grace_s),
         // The timelines this node makes are dated by their ids (origins'
         // aligned segments): a cluster's nodes all do so.
         timeline_on_clock: true,
+        // The slate's and the transcoders' takeovers start whole segments.
+        discontinuity_grid: flags
+            .aligned_segments
+            .then(|| Duration::from_millis(u64::from(segment_ms))),
         ..HubConfig::default()
     });
     let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))
@@ -238,11 +243,9 @@ async fn main() -> anyhow::Result<()> {
             sources: false,
             renditions: true,
             // Every rendition's slate starts the same aligned segment.
-            align: flags.aligned_segments.then(|| {
-                Duration::from_millis(u64::from(
-                    flags.segment_ms.unwrap_or(HlsTiming::default().segment_ms),
-                ))
-            }),
+            align: flags
+                .aligned_segments
+                .then(|| Duration::from_millis(u64::from(segment_ms))),
             ..Default::default()
         },
     )?;

@@ -117,6 +117,16 @@ struct Flags {
     /// Seconds a stream survives without a publisher.
     #[arg(long, env = "UGC_PUBLISHER_GRACE_S", default_value_t = 20)]
     publisher_grace_s: u64,
+    /// The origins' segment duration in milliseconds (the same variable
+    /// as theirs), or a multiple of it: a source with other tracks taking
+    /// over (the slate, a backup or a publisher back with other settings)
+    /// lands on a multiple of it on the stream's timeline, so that the
+    /// origins' aligned segments of the source stay within their target
+    /// duration (a hole of less than this at the discontinuity, where a
+    /// transcoder holds its last picture). 0: it lands where the old media
+    /// ends.
+    #[arg(long, env = "UGC_SEGMENT_MS", default_value_t = 2000)]
+    segment_ms: u64,
     /// Data directory: the node's id is kept there across restarts (on
     /// another address too). Without one the id follows the address.
     #[arg(long, env = "UGC_DATA")]
@@ -137,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
         // The timelines this node makes are dated by their ids (origins'
         // aligned segments): a cluster's nodes all do so.
         timeline_on_clock: true,
+        discontinuity_grid: Some(Duration::from_millis(flags.segment_ms)).filter(|g| !g.is_zero()),
         ..HubConfig::default()
     });
     let settings = RemoteSettings::connect(RemoteConfig::new(&flags.control_url, &token))

@@ -80,6 +80,28 @@ pub struct HubConfig {
     /// date their segments so; see `ugc_dvr::SegmenterConfig::date_anchor_ms`).
     /// Default `false`: the first publisher's timestamps are kept.
     pub timeline_on_clock: bool,
+    /// When a source with other tracks takes over (a switch to the slate
+    /// or back, a backup or a reconnecting publisher with other settings:
+    /// a discontinuity), its first frame lands on the first multiple of
+    /// this on the timeline at or after where the old media ends, and the
+    /// old sound is filled with silence up to there (in its own format,
+    /// before the discontinuity). A publisher that changes tracks itself
+    /// (a relay bringing a switch from upstream) keeps its timestamps.
+    ///
+    /// Set it to the segment duration of aligned segments
+    /// (`ugc_dvr::SegmenterConfig::aligned`), or a multiple of it, on every
+    /// node whose timeline those segments follow (origins, and publishing
+    /// nodes for the sources they relay): aligned segments are numbered by
+    /// cells of that length on the timeline, so a discontinuity inside a
+    /// cell whose number is taken made the next segment run to the
+    /// boundary after, up to twice the duration and past
+    /// `#EXT-X-TARGETDURATION` (RFC 8216 4.3.3.1). On a boundary the new
+    /// source's first segment is a whole one under its own cell's number.
+    /// The price: a hole of less than this in the timeline at the
+    /// discontinuity (players re-base there; a transcoder reading the
+    /// stream holds its last picture over it, with the silence).
+    /// `None` (the default): the new source lands where the old media ends.
+    pub discontinuity_grid: Option<Duration>,
 }
 
 /// Which of a stream's sources a publisher is, highest priority first: see
@@ -130,6 +152,7 @@ impl Default for HubConfig {
             switch_back_after: Duration::from_secs(5),
             switch_back_from_fallback_after: Duration::ZERO,
             timeline_on_clock: false,
+            discontinuity_grid: None,
         }
     }
 }
@@ -319,6 +342,10 @@ struct State {
     /// The next landing of this role's frames is at this time or later
     /// ([`HubPublisher::land_not_before`]).
     landing_floor: Option<(SourceRole, MediaTime)>,
+    /// After a track set's change on [`HubConfig::discontinuity_grid`]:
+    /// where the old media ends and the grid's period (µs). The next frame
+    /// lands on the first multiple at or after that and its own place.
+    grid_floor: Option<(MediaTime, i64)>,
     /// Last timestamps per track, to find where the timeline ends.
     clocks: HashMap<TrackId, (Timescale, TrackClock)>,
     audio_since_start: u32,
@@ -530,6 +557,7 @@ impl Hub {
                         offset: MediaTime::zero(Timescale::MICROS),
                         present_end: MediaTime::zero(Timescale::MICROS),
                         landing_floor: None,
+                        grid_floor: None,
                         clocks: HashMap::new(),
                         audio_since_start: 0,
                         readers: 0,
@@ -1146,6 +1174,12 @@ fn accept(
         }
         st.rebase_pending = false;
     }
+    if let Some((end, period)) = st.grid_floor.take() {
+        let dts = MediaTime::new(frame.dts, scale).as_micros();
+        let landed = st.offset.as_micros().saturating_add(dts);
+        let at = grid_ceil(landed.max(end.as_micros()), period);
+        st.offset = MediaTime::new(at.saturating_sub(dts), Timescale::MICROS);
+    }
     let off = st.offset.ticks_at(scale);
     frame.dts = frame.dts.saturating_add(off);
     frame.pts = frame.pts.saturating_add(off);
@@ -1198,6 +1232,18 @@ fn fill_silence(
     until: i64,
     tracks: &Tracks,
 ) {
+    fill_silence_within(shared, st, info, until, tracks, MAX_SILENCE_FILL);
+}
+
+/// [`fill_silence`] of holes up to `most` long.
+fn fill_silence_within(
+    shared: &StreamShared,
+    st: &mut State,
+    info: &TrackInfo,
+    until: i64,
+    tracks: &Tracks,
+    most: MediaTime,
+) {
     let Some((_, clock)) = st.clocks.get(&info.id) else {
         return;
     };
@@ -1221,7 +1267,7 @@ fn fill_silence(
     }
     let end = last.saturating_add(observed);
     let hole = i128::from(until.saturating_sub(end));
-    if hole > i128::from(MAX_SILENCE_FILL.ticks_at(info.timescale)) {
+    if hole > i128::from(most.ticks_at(info.timescale)) {
         return;
     }
     let count = (hole * rate / frame_ticks).max(0);
@@ -1302,6 +1348,13 @@ fn commit(shared: &StreamShared, st: &mut State, frame: Frame, tracks: &Tracks, 
 /// Makes `tracks` the stream's track set (readers get it as an event),
 /// keeping each track's timeline end in its new clock.
 fn adopt_tracks(shared: &StreamShared, st: &mut State, tracks: Tracks) {
+    // The old sound's silence goes before the discontinuity.
+    if let Some(grid) = shared.config.discontinuity_grid.filter(|g| !g.is_zero())
+        && st.had_media
+        && st.tracks.as_ref().is_some_and(|old| *old != tracks)
+    {
+        land_on_grid(shared, st, grid);
+    }
     announce(shared, st);
     for t in tracks.iter() {
         st.clocks
@@ -1417,6 +1470,48 @@ fn end_old_sound(shared: &StreamShared, st: &mut State) {
     for audio in old.iter().filter(|t| t.kind() == MediaKind::Audio) {
         fill_silence(shared, st, audio, end.ticks_at(audio.timescale), &old);
     }
+}
+
+/// Before a change of the stream's track set after media that the Hub
+/// announces as a discontinuity (a switch between sources, a new
+/// publisher of the active role), with [`HubConfig::discontinuity_grid`]
+/// `grid`: the first frame after it lands on the first multiple of `grid`
+/// at or after where the old media ends, and the old source's sound (with
+/// video) is filled with silence up to there, so that its last segment's
+/// sound reaches the new media and a transcoder reading the stream gets no
+/// hole in its sound.
+///
+/// A publisher that changes tracks itself (a relay whose source switched
+/// upstream, with the discontinuity it brought) keeps its timestamps: its
+/// upstream lands on the grid (a publishing node does), and a shift here
+/// would set this node's timeline apart from other nodes' that joined the
+/// relay later.
+fn land_on_grid(shared: &StreamShared, st: &mut State, grid: Duration) {
+    if !(st.announce_pending && st.rebase_pending) {
+        return;
+    }
+    let period = i64::try_from(grid.as_micros()).unwrap_or(i64::MAX).max(1);
+    // `rebase` took where the old media ends.
+    let end = st.offset.max(st.present_end);
+    st.grid_floor = Some((end, period));
+    let at = MediaTime::new(grid_ceil(end.as_micros(), period), Timescale::MICROS);
+    let Some(old) = st.tracks.clone() else {
+        return;
+    };
+    if old.video().is_none() {
+        return;
+    }
+    let most = MAX_SILENCE_FILL.saturating_add(MediaTime::new(period, Timescale::MICROS));
+    for audio in old.iter().filter(|t| t.kind() == MediaKind::Audio) {
+        fill_silence_within(shared, st, audio, at.ticks_at(audio.timescale), &old, most);
+    }
+}
+
+/// The first multiple of `period` at or after `t`.
+fn grid_ceil(t: i64, period: i64) -> i64 {
+    t.saturating_add(period - 1)
+        .div_euclid(period)
+        .saturating_mul(period)
 }
 
 /// Pushes [`MediaEvent::End`] (once) and detaches any publisher.
@@ -2022,6 +2117,132 @@ mod tests {
     /// AAC-LC at 48 kHz in 960-sample frames: exactly 20 ms a frame.
     fn tracks_20ms_audio() -> Tracks {
         tracks_with_audio(48_000, 960, Timescale::MILLIS)
+    }
+
+    /// [`tracks_20ms_audio`] with a picture of another size.
+    fn tracks_20ms_audio_640() -> Tracks {
+        let mut t: Vec<TrackInfo> = tracks_20ms_audio().iter().cloned().collect();
+        t[0].params = crate::media::TrackParams::Video(crate::media::VideoParams {
+            width: 640,
+            height: 360,
+            frame_rate: Some(crate::Rational::new(30, 1)),
+        });
+        Tracks::new(t)
+    }
+
+    /// The three ways a stream's track set changes after media: a new
+    /// publisher of the active role, a switch to another role (the
+    /// fallback), the same publisher (a relay whose source switched
+    /// upstream). With a 1 s `discontinuity_grid` the new tracks' first
+    /// frame lands on 2.0 s, not where the old media ends (1.4 s), and the
+    /// old sound is silence up to there, before the discontinuity; without
+    /// it, at 1.4 s. A change back to the same tracks is not moved.
+    #[test]
+    fn a_new_track_set_lands_on_the_discontinuity_grid() {
+        #[derive(Debug, Clone, Copy)]
+        enum How {
+            Takeover,
+            Fallback,
+            SamePublisher,
+        }
+        for how in [How::Takeover, How::Fallback, How::SamePublisher] {
+            for grid in [Some(Duration::from_secs(1)), None] {
+                let hub = Hub::new(HubConfig {
+                    discontinuity_grid: grid,
+                    source_timeout: Duration::ZERO,
+                    ..HubConfig::default()
+                });
+                let name = path("live/a");
+                let mut r = hub.subscribe(&name);
+                let mut p1 = hub.publish(&name);
+                let fb = hub.publish_as(&name, SourceRole::Fallback);
+                p1.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+                for i in 0..10 {
+                    p1.push(video(1000 + i * 40, i == 0)).unwrap(); // ends at 1400
+                }
+                for i in 0..20 {
+                    p1.push(audio(1000 + i * 20)).unwrap(); // ends at 1400
+                }
+                drain(&mut r);
+                let mut p2 = match how {
+                    How::Takeover => hub.publish(&name),
+                    How::Fallback => {
+                        drop(p1);
+                        fb
+                    }
+                    How::SamePublisher => p1,
+                };
+                if matches!(how, How::SamePublisher) {
+                    // As a relay brings it from upstream.
+                    p2.push(MediaEvent::Discontinuity(
+                        DiscontinuityReason::SourceChanged,
+                    ))
+                    .unwrap();
+                }
+                p2.push(MediaEvent::Tracks(tracks_20ms_audio_640()))
+                    .unwrap();
+                p2.push(video(7010, true)).unwrap();
+                p2.push(audio(7010)).unwrap();
+                p2.push(video(7050, false)).unwrap();
+                let ev = drain(&mut r);
+                let disc = ev
+                    .iter()
+                    .position(|e| matches!(e, MediaEvent::Discontinuity(_)));
+                let first_new = ev
+                    .iter()
+                    .position(|e| matches!(e, MediaEvent::Tracks(_)))
+                    .expect("the new track set");
+                assert_eq!(disc.map(|d| d < first_new), Some(true), "{how:?}");
+                let old_sound: Vec<i64> = frame_dts(&ev[..first_new])
+                    .into_iter()
+                    .map(|(_, dts, _)| dts)
+                    .collect();
+                let new = frame_dts(&ev[first_new..]);
+                match grid {
+                    Some(_) => {
+                        // 1400..2000 in 20 ms frames of the old format (but
+                        // after a discontinuity that came from upstream).
+                        let silence: Vec<i64> = match how {
+                            How::SamePublisher => Vec::new(),
+                            _ => (0..30).map(|k| 1400 + k * 20).collect(),
+                        };
+                        assert_eq!(old_sound, silence, "{how:?}");
+                        // The same publisher: its own timestamps (7.01 s).
+                        let at = if matches!(how, How::SamePublisher) {
+                            7010
+                        } else {
+                            2000
+                        };
+                        assert_eq!(new, vec![(1, at, true), (2, at, true), (1, at + 40, false)]);
+                    }
+                    None if matches!(how, How::SamePublisher) => {
+                        assert!(old_sound.is_empty(), "{how:?}: {old_sound:?}");
+                        assert_eq!(
+                            new,
+                            vec![(1, 7010, true), (2, 7010, true), (1, 7050, false)]
+                        );
+                    }
+                    None => {
+                        assert!(old_sound.is_empty(), "{how:?}: {old_sound:?}");
+                        assert_eq!(
+                            new,
+                            vec![(1, 1400, true), (2, 1400, true), (1, 1440, false)]
+                        );
+                    }
+                }
+                // Back to the first track set: its own timestamps again.
+                if matches!(how, How::SamePublisher) {
+                    for t in [7030, 7050, 7070] {
+                        p2.push(audio(t)).unwrap();
+                    }
+                    p2.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+                    p2.push(video(7090, true)).unwrap();
+                    let ev = drain(&mut r);
+                    let want = 7090;
+                    assert_eq!(frame_dts(&ev).last(), Some(&(1, want, true)));
+                }
+            }
+        }
     }
 
     /// A transcoder killed mid-stream: its audio stopped 120 ms before its

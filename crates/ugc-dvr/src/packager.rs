@@ -88,6 +88,8 @@ pub struct HlsPackager {
     observer: Option<Box<dyn SegmentObserver>>,
     now_unix_ms: Box<dyn Fn() -> i64 + Send>,
     overruns: u64,
+    /// Of them, started by a discontinuity in mid-cell (aligned).
+    mid_cell_overruns: u64,
 }
 
 impl std::fmt::Debug for HlsPackager {
@@ -108,6 +110,7 @@ impl HlsPackager {
             observer: None,
             now_unix_ms: Box::new(now_unix_ms),
             overruns: 0,
+            mid_cell_overruns: 0,
         }
     }
 
@@ -160,16 +163,33 @@ impl HlsPackager {
                 && self.segmenter.stats().target_overruns > self.overruns
             {
                 self.overruns = self.segmenter.stats().target_overruns;
-                tracing::warn!(
-                    stream = %self.name,
-                    msn = seg.msn,
-                    duration_ms = seg.duration_ms,
-                    target_s = seg.target_duration_s,
-                    overruns = self.overruns,
-                    "segment longer than the stream's target duration: the encoder's keyframe \
-                     interval grew past it (set it at or below the segment duration, or raise \
-                     target_duration_s)"
-                );
+                let mid_cell = self.segmenter.stats().mid_cell_overruns;
+                if mid_cell > self.mid_cell_overruns {
+                    self.mid_cell_overruns = mid_cell;
+                    // Aligned segments: a source that landed in mid-cell
+                    // (see `HubConfig::discontinuity_grid`).
+                    tracing::warn!(
+                        stream = %self.name,
+                        msn = seg.msn,
+                        duration_ms = seg.duration_ms,
+                        target_s = seg.target_duration_s,
+                        overruns = self.overruns,
+                        "segment longer than the stream's target duration: a new source \
+                         started it in mid-segment (land sources on the segment grid: the Hub's \
+                         discontinuity_grid, UGC_SEGMENT_MS on every node)"
+                    );
+                } else {
+                    tracing::warn!(
+                        stream = %self.name,
+                        msn = seg.msn,
+                        duration_ms = seg.duration_ms,
+                        target_s = seg.target_duration_s,
+                        overruns = self.overruns,
+                        "segment longer than the stream's target duration: the encoder's \
+                         keyframe interval grew past it (set it at or below the segment \
+                         duration, or raise target_duration_s)"
+                    );
+                }
             }
             // The recorder keeps what aligned segments hold back from the
             // live window (a stream's first seconds).

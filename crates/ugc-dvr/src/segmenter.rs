@@ -46,7 +46,10 @@
 //!   cell's last tenth) starts at the frame there instead (a GOP longer
 //!   than `T`: that segment is not independent).
 //! * After a discontinuity or a new track set in the middle of a cell, the
-//!   next segment takes the next number and runs to the boundary after.
+//!   next segment takes the next number and runs to the boundary after
+//!   (up to twice the duration: [`SegmenterStats::mid_cell_overruns`]). A
+//!   Hub with `discontinuity_grid` lands new sources on boundaries, so
+//!   this is left to a relay's holes.
 //!   When the timeline jumps over whole cells (a hole in the media), the
 //!   numbers jump too (an [`crate::LiveStream`] restarts its window there).
 //! * A segmenter holds back the segments before that of its second cut
@@ -308,6 +311,10 @@ pub struct SegmenterStats {
     /// Segments cut at a keyframe before the configured duration, so that
     /// the next keyframe would not make them longer than the target.
     pub early_cuts: u64,
+    /// Of [`Self::target_overruns`], aligned segments that a discontinuity
+    /// started in the middle of a cell whose number was taken (they run
+    /// to the boundary after; see `ugc_core::HubConfig::discontinuity_grid`).
+    pub mid_cell_overruns: u64,
 }
 
 #[derive(Debug)]
@@ -534,6 +541,9 @@ pub struct Segmenter {
     ts_counters: TsCounters,
     /// Aligned: the number of the last segment opened.
     last_msn: Option<u64>,
+    /// Aligned: the number of a segment opened in the middle of a cell
+    /// whose number was taken (after a discontinuity).
+    mid_cell_msn: Option<u64>,
     /// Aligned: reference frames seen (counted up to 4: three before a
     /// segment's first make its first parts' frame durations known).
     ref_frames_seen: u8,
@@ -585,6 +595,7 @@ impl Segmenter {
             target_s: None,
             ts_counters: TsCounters::default(),
             last_msn: None,
+            mid_cell_msn: None,
             ref_frames_seen: 0,
             keyframes_seen: 0,
             aligned_cuts: 0,
@@ -932,6 +943,9 @@ impl Segmenter {
                     Some(last) => cell.max(last.saturating_add(1)),
                     None => cell,
                 });
+                if self.next_msn > cell {
+                    self.mid_cell_msn = Some(self.next_msn);
+                }
             }
             self.open_segment(&frame, ti, out_dts, now_unix_ms);
         }
@@ -1505,6 +1519,9 @@ impl Segmenter {
                     .saturating_add(crate::playlist::TARGET_DURATION_SLACK_MS);
                 if duration_ms > limit {
                     self.stats.target_overruns += 1;
+                    if self.mid_cell_msn == Some(open.msn) {
+                        self.stats.mid_cell_overruns += 1;
+                    }
                 }
                 t
             }

@@ -225,6 +225,100 @@ fn after_a_discontinuity_mid_cell_the_next_number_runs_to_the_boundary_after() {
     );
 }
 
+/// A stream's slate takes over in mid-cell (its main publisher gone at
+/// 5.3 s, 1 s GOPs, 2 s segments with 0.5 s parts), with other tracks: a
+/// discontinuity. Through a Hub with a 2 s `discontinuity_grid` the slate
+/// lands on 6 s and every segment stays within the target duration under
+/// its cell's number; without it the slate's first segment runs from 5.32 s
+/// to its first keyframe in the next cell (8.32 s): 3 s, past
+/// `#EXT-X-TARGETDURATION:2`.
+#[test]
+fn a_slate_in_mid_cell_through_a_hub_on_the_grid_keeps_segments_within_the_target() {
+    use ugc_core::{Hub, HubConfig, SourceRole, TrackParams, VideoParams};
+    for grid in [Some(std::time::Duration::from_secs(2)), None] {
+        let hub = Hub::new(HubConfig {
+            discontinuity_grid: grid,
+            source_timeout: std::time::Duration::ZERO,
+            ..HubConfig::default()
+        });
+        let name = path("live/a");
+        let mut reader = hub.subscribe(&name);
+        let mut events = Vec::new();
+        // Read as it goes (the Hub keeps three GOPs).
+        let mut read = |events: &mut Vec<MediaEvent>| {
+            while let Some(e) = reader.try_next() {
+                events.push(e);
+            }
+        };
+        let mut main = hub.publish(&name);
+        let mut slate = hub.publish_as(&name, SourceRole::Fallback);
+        main.push(MediaEvent::Tracks(av())).unwrap();
+        for i in 0..133i64 {
+            let t = i * 40; // to 5.32 s
+            main.push(v(t, i % 25 == 0)).unwrap();
+            main.push(a(t + 3)).unwrap();
+            read(&mut events);
+        }
+        drop(main);
+        let mut other: Vec<_> = av().iter().cloned().collect();
+        other[0].params = TrackParams::Video(VideoParams {
+            width: 640,
+            height: 360,
+            frame_rate: None,
+        });
+        slate
+            .push(MediaEvent::Tracks(ugc_core::Tracks::new(other)))
+            .unwrap();
+        for i in 0..150i64 {
+            let t = 90_000 + i * 40;
+            slate.push(v(t, i % 25 == 0)).unwrap();
+            slate.push(a(t + 3)).unwrap();
+            read(&mut events);
+        }
+        let mut s = Segmenter::new(aligned(2000, Some(500)));
+        let mut out = Vec::new();
+        for (i, e) in events.into_iter().enumerate() {
+            s.push(e, T0 + i as i64 * 10).unwrap();
+            while let Some(o) = s.poll() {
+                out.push(o);
+            }
+        }
+        s.flush(T0 + 100_000).unwrap();
+        while let Some(o) = s.poll() {
+            out.push(o);
+        }
+        let got: Vec<(u64, i64, u64, bool)> = segments(&out)
+            .iter()
+            .map(|s| (s.msn, s.start_dts_ms, s.duration_ms, s.discontinuity))
+            .collect();
+        match grid {
+            Some(_) => {
+                assert_eq!(s.stats().target_overruns, 0, "{got:?}");
+                assert_eq!(
+                    got,
+                    vec![
+                        // (A segmenter holds its first segments back.)
+                        (2, 4000, 1320, false),
+                        // The slate from 6 s: cell 3, 4, ...
+                        (3, 6000, 2000, true),
+                        (4, 8000, 2000, false),
+                        (5, 10_000, 2000, false),
+                    ],
+                );
+                assert!(
+                    got.iter()
+                        .all(|(msn, start, ..)| *start / 2000 == *msn as i64)
+                );
+            }
+            None => {
+                assert_eq!(s.stats().mid_cell_overruns, 1, "{got:?}");
+                // From 5.32 s to the slate's first keyframe of cell 4.
+                assert!(got.contains(&(3, 5320, 3000, true)), "{got:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_hole_in_the_timeline_jumps_the_numbers_and_restarts_the_window() {
     let mut events = vec![MediaEvent::Tracks(video_only())];

@@ -1858,6 +1858,17 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
         pushes,
         "the same push to the origin"
     );
+    // Every source that took over (the origin's slate and the main back
+    // in the renditions, the publishing node's slate and the publisher
+    // back in the source) landed on a segment boundary: none started a
+    // segment in mid-cell that then ran past the target duration (before
+    // the grid: 1.934 s renditions' segments after the main came back,
+    // with `#EXT-X-TARGETDURATION:1`).
+    let origin_log = cluster._origin.0.log();
+    assert!(
+        !origin_log.contains("a new source started it in mid-segment"),
+        "{origin_log}"
+    );
 }
 
 /// `GET /api/v1/query` of the Prometheus at `prom`: the result vector.
