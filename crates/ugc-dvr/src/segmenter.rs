@@ -48,8 +48,11 @@
 //! * After a discontinuity or a new track set in the middle of a cell, the
 //!   next segment takes the next number and runs to the boundary after
 //!   (up to twice the duration: [`SegmenterStats::mid_cell_overruns`]). A
-//!   Hub with `discontinuity_grid` lands new sources on boundaries, so
-//!   this is left to a relay's holes.
+//!   Hub with `discontinuity_grid` lands new sources on boundaries. After a
+//!   reader skipped ([`DiscontinuityReason::ReaderSkipped`]: a hole on
+//!   the same timeline) the media waits for the first keyframe of a cell
+//!   whose number is free, so the segments after the hole are the ones
+//!   every other segmenter makes.
 //!   When the timeline jumps over whole cells (a hole in the media), the
 //!   numbers jump too (an [`crate::LiveStream`] restarts its window there).
 //! * A segmenter holds back the segments before that of its second cut
@@ -76,7 +79,7 @@ use bytes::Bytes;
 use ugc_codec::fmp4;
 use ugc_codec::ts::{Continuity, TsMuxer};
 use ugc_core::time::rescale;
-use ugc_core::{Frame, MediaEvent, MediaKind, Timescale, TrackInfo, Tracks};
+use ugc_core::{DiscontinuityReason, Frame, MediaEvent, MediaKind, Timescale, TrackInfo, Tracks};
 
 use crate::chunks::Chunks;
 use crate::error::Error;
@@ -544,6 +547,9 @@ pub struct Segmenter {
     /// Aligned: the number of a segment opened in the middle of a cell
     /// whose number was taken (after a discontinuity).
     mid_cell_msn: Option<u64>,
+    /// Aligned, after a reader skipped (a hole on the same timeline): the
+    /// last number used; keyframes of cells up to it do not open a segment.
+    skipped_through: Option<u64>,
     /// Aligned: reference frames seen (counted up to 4: three before a
     /// segment's first make its first parts' frame durations known).
     ref_frames_seen: u8,
@@ -596,6 +602,7 @@ impl Segmenter {
             ts_counters: TsCounters::default(),
             last_msn: None,
             mid_cell_msn: None,
+            skipped_through: None,
             ref_frames_seen: 0,
             keyframes_seen: 0,
             aligned_cuts: 0,
@@ -629,10 +636,13 @@ impl Segmenter {
         match event {
             MediaEvent::Tracks(tracks) => self.on_tracks(tracks),
             MediaEvent::Frame(frame) => self.on_frame(frame, now_unix_ms),
-            MediaEvent::Discontinuity(_) => {
+            MediaEvent::Discontinuity(reason) => {
                 let r = self.close(None);
                 self.discontinuity_pending = true;
                 self.reset_timelines();
+                if self.config.aligned && reason == DiscontinuityReason::ReaderSkipped {
+                    self.skipped_through = self.last_msn;
+                }
                 r
             }
             MediaEvent::End => {
@@ -837,6 +847,20 @@ impl Segmenter {
         if self.open.is_none() && !starts {
             self.stats.frames_dropped += 1;
             return Ok(());
+        }
+        // Aligned, after a reader skipped: the media resumes on the same
+        // timeline. A keyframe in a cell whose number is taken would open a
+        // segment running to the boundary after (up to twice the duration)
+        // under the number the other origins give the next cell's segment:
+        // the media waits for the next cell's keyframe instead.
+        if self.open.is_none()
+            && let (Some(t), Some(last)) = (aligned_t, self.skipped_through)
+        {
+            if u64::try_from(self.cell_of(t)).is_ok_and(|cell| cell <= last) {
+                self.stats.frames_dropped += 1;
+                return Ok(());
+            }
+            self.skipped_through = None;
         }
         if self.config.aligned && is_ref {
             self.ref_frames_seen = self.ref_frames_seen.saturating_add(1).min(4);

@@ -225,6 +225,59 @@ fn after_a_discontinuity_mid_cell_the_next_number_runs_to_the_boundary_after() {
     );
 }
 
+/// A relay push that fell behind skips to the next keyframe: a hole on
+/// the same timeline, announced as `ReaderSkipped`. Here the media stops at
+/// 4.3 s and resumes at 5 s, a keyframe in cell 2 (4-6 s), whose number the
+/// segment before took: rather than a segment from 5 s to the boundary
+/// after (3 s, past the target duration, under the number that the other
+/// origins give the segment from 6 s), the media waits for 6 s.
+#[test]
+fn after_a_reader_skipped_mid_cell_the_media_waits_for_the_next_cell() {
+    for reason in [
+        ugc_core::DiscontinuityReason::ReaderSkipped,
+        ugc_core::DiscontinuityReason::SourceChanged,
+    ] {
+        let mut events = vec![MediaEvent::Tracks(av())];
+        for i in 0..44i64 {
+            events.push(v(i * 100, i % 10 == 0));
+            events.push(a(i * 100 + 3));
+        }
+        events.push(MediaEvent::Discontinuity(reason));
+        for i in 50..100i64 {
+            events.push(v(i * 100, i % 10 == 0));
+            events.push(a(i * 100 + 3));
+        }
+        events.push(MediaEvent::End);
+        let mut s = Segmenter::new(aligned(2000, None));
+        let mut out = Vec::new();
+        for (i, e) in events.into_iter().enumerate() {
+            s.push(e, T0 + i as i64 * 10).unwrap();
+            while let Some(o) = s.poll() {
+                out.push(o);
+            }
+        }
+        let got: Vec<(u64, i64, u64, bool)> = segments(&out)
+            .iter()
+            .map(|s| (s.msn, s.start_dts_ms, s.duration_ms, s.discontinuity))
+            .collect();
+        let want = match reason {
+            ugc_core::DiscontinuityReason::ReaderSkipped => vec![
+                (2, 4000, 400, false),
+                (3, 6000, 2000, true),
+                (4, 8000, 2000, false),
+            ],
+            // A new source (which a Hub with the grid lands on a
+            // boundary): nothing of it is dropped.
+            _ => vec![
+                (2, 4000, 400, false),
+                (3, 5000, 3000, true),
+                (4, 8000, 2000, false),
+            ],
+        };
+        assert_eq!(got, want, "{reason:?}");
+    }
+}
+
 /// A stream's slate takes over in mid-cell (its main publisher gone at
 /// 5.3 s, 1 s GOPs, 2 s segments with 0.5 s parts), with other tracks: a
 /// discontinuity. Through a Hub with a 2 s `discontinuity_grid` the slate
