@@ -268,6 +268,10 @@ struct Slot {
     /// Standing by with video: its latest other (audio) frames, which the
     /// stream takes with the keyframe it switches on.
     lead_in: VecDeque<Frame>,
+    /// Its timestamps are on the stream's own timeline (a relay of it,
+    /// [`Hub::publish_on_timeline`]): where its keyframes fall on a grid
+    /// means something (a ladder's IDRs are on one).
+    on_timeline: bool,
 }
 
 impl Slot {
@@ -343,9 +347,9 @@ struct State {
     /// ([`HubPublisher::land_not_before`]).
     landing_floor: Option<(SourceRole, MediaTime)>,
     /// After a track set's change on [`HubConfig::discontinuity_grid`]:
-    /// where the old media ends and the grid's period (µs). The next frame
-    /// lands on the first multiple at or after that and its own place.
-    grid_floor: Option<(MediaTime, i64)>,
+    /// where the old media ends, the grid's period (µs), and whether the
+    /// new source keeps its place on the grid (see [`land_on_grid`]).
+    grid_floor: Option<(MediaTime, i64, bool)>,
     /// Last timestamps per track, to find where the timeline ends.
     clocks: HashMap<TrackId, (Timescale, TrackClock)>,
     audio_since_start: u32,
@@ -617,7 +621,16 @@ impl Hub {
                 st.place_on_clock = false;
             }
         }
-        self.publish_at(name, role, Instant::now())
+        let publisher = self.publish_at(name, role, Instant::now());
+        if let Some(id) = timeline {
+            let mut st = shared.lock();
+            let same = st.timeline == id;
+            let slot = &mut st.slots[role.index()];
+            if slot.generation == publisher.generation {
+                slot.on_timeline = same;
+            }
+        }
+        publisher
     }
 
     /// Attaches the main publisher of stream `name`, creating the stream if
@@ -1174,10 +1187,17 @@ fn accept(
         }
         st.rebase_pending = false;
     }
-    if let Some((end, period)) = st.grid_floor.take() {
+    if let Some((end, period, keep_phase)) = st.grid_floor.take() {
         let dts = MediaTime::new(frame.dts, scale).as_micros();
         let landed = st.offset.as_micros().saturating_add(dts);
-        let at = grid_ceil(landed.max(end.as_micros()), period);
+        let boundary = grid_ceil(landed.max(end.as_micros()), period);
+        let at = if keep_phase {
+            // Whole periods from its own place: the first point at or
+            // after the boundary where its own phase falls.
+            boundary.saturating_add(dts.saturating_sub(boundary).rem_euclid(period))
+        } else {
+            boundary
+        };
         st.offset = MediaTime::new(at.saturating_sub(dts), Timescale::MICROS);
     }
     let off = st.offset.ticks_at(scale);
@@ -1481,6 +1501,18 @@ fn end_old_sound(shared: &StreamShared, st: &mut State) {
 /// sound reaches the new media and a transcoder reading the stream gets no
 /// hole in its sound.
 ///
+/// A source on the stream's own timeline (a relay of it: a transcoder's
+/// renditions back at an origin) lands whole periods from its own place,
+/// at the first point after the boundary where its own phase falls: its
+/// keyframes stay where its timeline put them relative to the grid (a
+/// ladder's IDRs, as before the switch), its first keyframe opens a cell
+/// whose number is free, and every origin that saw the switch lands it
+/// alike. (A ladder's first IDR, forced on its first picture, is off its
+/// grid: the first segment still runs to the next grid IDR in the cell
+/// after.) Its sound is filled up to the boundary only (the rest of the
+/// hole is at the discontinuity; nothing reads an origin's stream to
+/// transcode it).
+///
 /// A publisher that changes tracks itself (a relay whose source switched
 /// upstream, with the discontinuity it brought) keeps its timestamps: its
 /// upstream lands on the grid (a publishing node does), and a shift here
@@ -1493,7 +1525,8 @@ fn land_on_grid(shared: &StreamShared, st: &mut State, grid: Duration) {
     let period = i64::try_from(grid.as_micros()).unwrap_or(i64::MAX).max(1);
     // `rebase` took where the old media ends.
     let end = st.offset.max(st.present_end);
-    st.grid_floor = Some((end, period));
+    let keep_phase = st.slots[st.active.index()].on_timeline;
+    st.grid_floor = Some((end, period, keep_phase));
     let at = MediaTime::new(grid_ceil(end.as_micros(), period), Timescale::MICROS);
     let Some(old) = st.tracks.clone() else {
         return;
@@ -2242,6 +2275,54 @@ mod tests {
                     assert_eq!(frame_dts(&ev).last(), Some(&(1, want, true)));
                 }
             }
+        }
+    }
+
+    /// A source on the stream's own timeline (a transcoder's renditions
+    /// relayed back to an origin after its slate) keeps its phase on the
+    /// grid: after the slate (landed on 2.0 s, ending at 2.4 s) it lands at
+    /// 3.3 s, whole seconds from its own 5.3 s, so that its later IDRs
+    /// (on whole seconds of the timeline) stay on the boundaries. A
+    /// publisher not on the timeline lands on the boundary, 3.0 s.
+    #[test]
+    fn a_source_on_the_streams_timeline_keeps_its_phase_on_the_grid() {
+        for on_timeline in [true, false] {
+            let hub = Hub::new(HubConfig {
+                discontinuity_grid: Some(Duration::from_secs(1)),
+                source_timeout: Duration::ZERO,
+                ..HubConfig::default()
+            });
+            let name = path("live/a");
+            let id = 1_700_000_000_000;
+            let mut r = hub.subscribe(&name);
+            let mut main = hub.publish_on_timeline(&name, SourceRole::Main, Some(id));
+            let mut slate = hub.publish_as(&name, SourceRole::Fallback);
+            main.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+            for i in 0..10 {
+                main.push(video(1000 + i * 40, i == 0)).unwrap();
+            }
+            drop(main);
+            slate
+                .push(MediaEvent::Tracks(tracks_20ms_audio_640()))
+                .unwrap();
+            for i in 0..10 {
+                slate.push(video(i * 40, i == 0)).unwrap(); // 2.0 s on
+            }
+            drain(&mut r);
+            let mut back = if on_timeline {
+                hub.publish_on_timeline(&name, SourceRole::Main, Some(id))
+            } else {
+                hub.publish(&name)
+            };
+            back.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+            back.push(video(5300, true)).unwrap();
+            let ev = drain(&mut r);
+            let want = if on_timeline { 3300 } else { 3000 };
+            assert_eq!(
+                frame_dts(&ev).last(),
+                Some(&(1, want, true)),
+                "{on_timeline}"
+            );
         }
     }
 
