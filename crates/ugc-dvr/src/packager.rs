@@ -164,32 +164,25 @@ impl HlsPackager {
             {
                 self.overruns = self.segmenter.stats().target_overruns;
                 let mid_cell = self.segmenter.stats().mid_cell_overruns;
-                if mid_cell > self.mid_cell_overruns {
+                let cause = if mid_cell > self.mid_cell_overruns {
                     self.mid_cell_overruns = mid_cell;
-                    // Aligned segments: a source that landed in mid-cell
+                    // Aligned segments: media that resumed in mid-cell
                     // (see `HubConfig::discontinuity_grid`).
-                    tracing::warn!(
-                        stream = %self.name,
-                        msn = seg.msn,
-                        duration_ms = seg.duration_ms,
-                        target_s = seg.target_duration_s,
-                        overruns = self.overruns,
-                        "segment longer than the stream's target duration: a new source \
-                         started it in mid-segment (land sources on the segment grid: the Hub's \
-                         discontinuity_grid, UGC_SEGMENT_MS on every node)"
-                    );
+                    "it started in the middle of a segment's time, after a source switch or \
+                     an idle source (sources with other tracks land on the segment grid with \
+                     the Hub's discontinuity_grid: UGC_SEGMENT_MS on every node)"
                 } else {
-                    tracing::warn!(
-                        stream = %self.name,
-                        msn = seg.msn,
-                        duration_ms = seg.duration_ms,
-                        target_s = seg.target_duration_s,
-                        overruns = self.overruns,
-                        "segment longer than the stream's target duration: the encoder's \
-                         keyframe interval grew past it (set it at or below the segment \
-                         duration, or raise target_duration_s)"
-                    );
-                }
+                    "the encoder's keyframe interval grew past it (set it at or below the \
+                     segment duration, or raise target_duration_s)"
+                };
+                tracing::warn!(
+                    stream = %self.name,
+                    msn = seg.msn,
+                    duration_ms = seg.duration_ms,
+                    target_s = seg.target_duration_s,
+                    overruns = self.overruns,
+                    "segment longer than the stream's target duration: {cause}"
+                );
             }
             // The recorder keeps what aligned segments hold back from the
             // live window (a stream's first seconds).

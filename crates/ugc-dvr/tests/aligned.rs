@@ -248,14 +248,7 @@ fn after_a_reader_skipped_mid_cell_the_media_waits_for_the_next_cell() {
             events.push(a(i * 100 + 3));
         }
         events.push(MediaEvent::End);
-        let mut s = Segmenter::new(aligned(2000, None));
-        let mut out = Vec::new();
-        for (i, e) in events.into_iter().enumerate() {
-            s.push(e, T0 + i as i64 * 10).unwrap();
-            while let Some(o) = s.poll() {
-                out.push(o);
-            }
-        }
+        let out = run(aligned(2000, None), events);
         let got: Vec<(u64, i64, u64, bool)> = segments(&out)
             .iter()
             .map(|s| (s.msn, s.start_dts_ms, s.duration_ms, s.discontinuity))
