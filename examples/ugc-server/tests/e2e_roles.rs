@@ -1745,9 +1745,9 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
     .expect("segments from the main");
     let newest = list("240p").last().map(|s| s.msn).unwrap();
     assert_eq!(black("240p", newest), Some(false), "the test pattern again");
-    // The main's first segment since (for the note: its first IDR, on its
-    // first picture, is off the ladder's grid, so that segment runs to the
-    // next grid IDR: 1.867 s here, past `#EXT-X-TARGETDURATION:1`).
+    // The main's first segments since, for the note: the first runs
+    // 1.867 s, past `#EXT-X-TARGETDURATION:1`, though the main lands
+    // just past a boundary (what cuts it where is not traced yet).
     for r in RUNGS {
         let first: Vec<_> = list(r)
             .into_iter()
