@@ -124,8 +124,10 @@ struct Flags {
     /// origins' aligned segments of the source stay within their target
     /// duration (a hole of less than this at the discontinuity, where a
     /// transcoder holds its last picture). 0: it lands where the old media
-    /// ends.
-    #[arg(long, env = "UGC_SEGMENT_MS", default_value_t = 2000)]
+    /// ends. Otherwise within 200..=30000, the origins' range: the hole and
+    /// the silence filled before it are at most this long.
+    #[arg(long, env = "UGC_SEGMENT_MS", default_value_t = 2000,
+          value_parser = parse_segment_ms)]
     segment_ms: u64,
     /// Data directory: the node's id is kept there across restarts (on
     /// another address too). Without one the id follows the address.
@@ -135,6 +137,16 @@ struct Flags {
     fallback: fallback::FallbackFlags,
     #[command(flatten)]
     node: node::NodeFlags,
+}
+
+/// `--segment-ms`: 0 (off) or an origin's segment duration (200..=30000,
+/// what `HlsTiming` accepts), never hours of silence to fill by a typo.
+fn parse_segment_ms(s: &str) -> Result<u64, String> {
+    let ms: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    match ms {
+        0 | 200..=30_000 => Ok(ms),
+        _ => Err(format!("0 (off) or within 200..=30000, got {ms}")),
+    }
 }
 
 #[tokio::main]
@@ -398,4 +410,19 @@ fn standby_of(auth: Arc<RemoteAuthorizer>, own_url: Arc<std::sync::OnceLock<Stri
             main_node: main_node.filter(|_| elsewhere),
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_segment_ms;
+
+    #[test]
+    fn segment_ms_is_off_or_an_origins_segment_duration() {
+        for ok in ["0", "200", "2000", "30000"] {
+            assert!(parse_segment_ms(ok).is_ok(), "{ok}");
+        }
+        for bad in ["1", "199", "30001", "36000000", "-1", "2s"] {
+            assert!(parse_segment_ms(bad).is_err(), "{bad}");
+        }
+    }
 }

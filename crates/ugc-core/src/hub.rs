@@ -101,6 +101,8 @@ pub struct HubConfig {
     /// discontinuity (players re-base there; a transcoder reading the
     /// stream holds its last picture over it, with the silence).
     /// `None` (the default): the new source lands where the old media ends.
+    /// A grid longer than [`MAX_DISCONTINUITY_GRID`] (no segment is that
+    /// long) is taken as `None`: it would fill that much silence at once.
     pub discontinuity_grid: Option<Duration>,
 }
 
@@ -1231,6 +1233,11 @@ fn accept(
 }
 
 /// Longest hole in an audio track that a switch fills with silence.
+/// The longest [`HubConfig::discontinuity_grid`] the Hub lands on (an
+/// HLS origin's longest segment): the silence filled at a landing is at
+/// most this plus [`MAX_SILENCE_FILL`].
+pub const MAX_DISCONTINUITY_GRID: Duration = Duration::from_secs(30);
+
 const MAX_SILENCE_FILL: MediaTime = MediaTime::new(500_000, Timescale::MICROS);
 
 /// Fills the hole on audio track `info` from where its timeline ends up to
@@ -1369,7 +1376,10 @@ fn commit(shared: &StreamShared, st: &mut State, frame: Frame, tracks: &Tracks, 
 /// keeping each track's timeline end in its new clock.
 fn adopt_tracks(shared: &StreamShared, st: &mut State, tracks: Tracks) {
     // The old sound's silence goes before the discontinuity.
-    if let Some(grid) = shared.config.discontinuity_grid.filter(|g| !g.is_zero())
+    if let Some(grid) = shared
+        .config
+        .discontinuity_grid
+        .filter(|g| !g.is_zero() && *g <= MAX_DISCONTINUITY_GRID)
         && st.had_media
         && st.tracks.as_ref().is_some_and(|old| *old != tracks)
     {
@@ -2168,7 +2178,9 @@ mod tests {
     /// upstream). With a 1 s `discontinuity_grid` the new tracks' first
     /// frame lands on 2.0 s, not where the old media ends (1.4 s), and the
     /// old sound is silence up to there, before the discontinuity; without
-    /// it, at 1.4 s. A change back to the same tracks is not moved.
+    /// it, at 1.4 s; nor with a grid past [`MAX_DISCONTINUITY_GRID`] (an
+    /// hour of it would be an hour of silence). A change back to the same
+    /// tracks is not moved.
     #[test]
     fn a_new_track_set_lands_on_the_discontinuity_grid() {
         #[derive(Debug, Clone, Copy)]
@@ -2178,7 +2190,8 @@ mod tests {
             SamePublisher,
         }
         for how in [How::Takeover, How::Fallback, How::SamePublisher] {
-            for grid in [Some(Duration::from_secs(1)), None] {
+            let too_long = MAX_DISCONTINUITY_GRID + Duration::from_millis(1);
+            for grid in [Some(Duration::from_secs(1)), None, Some(too_long)] {
                 let hub = Hub::new(HubConfig {
                     discontinuity_grid: grid,
                     source_timeout: Duration::ZERO,
@@ -2230,7 +2243,7 @@ mod tests {
                     .map(|(_, dts, _)| dts)
                     .collect();
                 let new = frame_dts(&ev[first_new..]);
-                match grid {
+                match grid.filter(|g| *g <= MAX_DISCONTINUITY_GRID) {
                     Some(_) => {
                         // 1400..2000 in 20 ms frames of the old format (but
                         // after a discontinuity that came from upstream).

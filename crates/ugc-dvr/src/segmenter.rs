@@ -547,8 +547,9 @@ pub struct Segmenter {
     /// Aligned: the number of a segment opened in the middle of a cell
     /// whose number was taken (after a discontinuity).
     mid_cell_msn: Option<u64>,
-    /// Aligned, after a reader skipped (a hole on the same timeline): the
-    /// last number used; keyframes of cells up to it do not open a segment.
+    /// Aligned, after a reader skipped (a hole on the same timeline) or an
+    /// idle flush closed a segment: the last number used; keyframes of
+    /// cells up to it do not open a segment.
     skipped_through: Option<u64>,
     /// Aligned: reference frames seen (counted up to 4: three before a
     /// segment's first make its first parts' frame durations known).
@@ -670,10 +671,18 @@ impl Segmenter {
     /// before it loads on. If the source comes back on the same timeline (a
     /// takeover), the segment goes on with it; if the stream ends, the end
     /// closes it.
+    ///
+    /// Aligned: a segment closed here took its cell's number, so media that
+    /// goes on in that cell (a standby's takeover on the same timeline)
+    /// waits for a later cell's keyframe, as after a reader skipped: it
+    /// would otherwise open a segment running to the boundary after, up to
+    /// twice the duration.
     pub fn flush(&mut self, now_unix_ms: i64) -> Result<(), Error> {
         let _ = now_unix_ms;
-        if self.open_reaches_past_its_start() == Some(false) {
-            return Ok(());
+        match self.open_reaches_past_its_start() {
+            Some(false) => return Ok(()),
+            Some(true) if self.config.aligned => self.skipped_through = self.last_msn,
+            _ => {}
         }
         let r = self.close(None);
         self.clock_offset_ms = None;

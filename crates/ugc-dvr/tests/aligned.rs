@@ -271,6 +271,48 @@ fn after_a_reader_skipped_mid_cell_the_media_waits_for_the_next_cell() {
     }
 }
 
+/// The same after an idle flush: the main transcoder killed at 4.4 s, the
+/// origin's idle flush closes segment 2 (4-6 s) there, and the standby's
+/// renditions (the same tracks, no discontinuity) go on from 4.4 s with an
+/// IDR, then IDRs on the grid (5 s, 6 s, ...). Rather than a segment from
+/// 4.4 s to the boundary after 6 s (3.6 s under number 3), the media waits
+/// for 6 s; if the source comes back before the flush, segment 2 goes on
+/// with it (nothing is dropped).
+#[test]
+fn after_an_idle_flush_mid_cell_the_media_waits_for_the_next_cell() {
+    for flushed in [true, false] {
+        let mut s = Segmenter::new(aligned(2000, None));
+        let mut out = Vec::new();
+        let mut push = |s: &mut Segmenter, e: MediaEvent| {
+            s.push(e, T0).unwrap();
+            out.extend(std::iter::from_fn(|| s.poll()));
+        };
+        push(&mut s, MediaEvent::Tracks(av()));
+        for i in 0..44i64 {
+            push(&mut s, v(i * 100, i % 10 == 0));
+            push(&mut s, a(i * 100 + 3));
+        }
+        if flushed {
+            s.flush(T0 + 5000).unwrap();
+        }
+        for i in 44..100i64 {
+            push(&mut s, v(i * 100, i == 44 || i % 10 == 0));
+            push(&mut s, a(i * 100 + 3));
+        }
+        push(&mut s, MediaEvent::End);
+        let got: Vec<(u64, i64, u64)> = segments(&out)
+            .iter()
+            .map(|s| (s.msn, s.start_dts_ms, s.duration_ms))
+            .collect();
+        let want = match flushed {
+            true => vec![(2, 4000, 400), (3, 6000, 2000), (4, 8000, 2000)],
+            false => vec![(2, 4000, 2000), (3, 6000, 2000), (4, 8000, 2000)],
+        };
+        assert_eq!(got, want, "flushed: {flushed}");
+        assert_eq!(s.stats().target_overruns, 0, "{got:?}");
+    }
+}
+
 /// A stream's slate takes over in mid-cell (its main publisher gone at
 /// 5.3 s, 1 s GOPs, 2 s segments with 0.5 s parts), with other tracks: a
 /// discontinuity. Through a Hub with a 2 s `discontinuity_grid` the slate
