@@ -1517,8 +1517,7 @@ fn end_old_sound(shared: &StreamShared, st: &mut State) {
 /// keyframes stay where its timeline put them relative to the grid (a
 /// ladder's IDRs, as before the switch), its first keyframe opens a cell
 /// whose number is free, and every origin that saw the switch lands it
-/// alike. (The first segment after a transcoder's return still ran
-/// 1.867 s of 1 s in e2e_roles; why is not traced yet.) Its sound is
+/// alike. Its sound is
 /// filled up to the boundary only (the rest of the hole is at the
 /// discontinuity; nothing reads an origin's stream to transcode it).
 ///

@@ -40,8 +40,10 @@
 //! different times serve the same media under the same URIs. With `T` the
 //! configured duration and `cell(t) = floor((t + 50 ms) / T)` (the 50 ms
 //! take a keyframe a little early for its boundary, as above):
-//! * Segment `n` starts at the first video keyframe of cell `n` and takes
-//!   `n` as its media sequence number. A cell with no keyframe a quarter of
+//! * Segment `n` starts at the first video keyframe presented in cell `n`
+//!   (by its presentation time: with B-frames an IDR presented on a
+//!   boundary is decoded a frame or two before it) and takes `n` as its
+//!   media sequence number. A cell with no keyframe a quarter of
 //!   `T` after where the last keyframe fell in its own cell (or by the
 //!   cell's last tenth) starts at the frame there instead (a GOP longer
 //!   than `T`: that segment is not independent).
@@ -559,9 +561,13 @@ pub struct Segmenter {
     /// before it cut its last part, which decides what that segment leaves
     /// to this one).
     keyframes_seen: u8,
-    /// Aligned: where in its cell the last reference keyframe fell, which
-    /// puts the cut of a cell with no keyframe after where one was due.
+    /// Aligned: where in its cell the last reference keyframe was decoded,
+    /// which puts the cut of a cell with no keyframe (a decode time too)
+    /// after where one was due.
     last_key_phase: Option<i64>,
+    /// Aligned: how long before its presentation the last reference
+    /// keyframe was decoded (ms; B-frames' reorder delay).
+    last_key_lead_ms: i64,
     /// Aligned: segments opened by a cut of the timeline (counted up to 2:
     /// the second such segment follows one that started where every
     /// segmenter starts it, so its parts, and what it leaves to the next,
@@ -608,6 +614,7 @@ impl Segmenter {
             keyframes_seen: 0,
             aligned_cuts: 0,
             last_key_phase: None,
+            last_key_lead_ms: 0,
             publish_from: None,
             warm: !aligned,
         }
@@ -853,6 +860,30 @@ impl Segmenter {
                 .map_or(Timescale::MILLIS, |s| s.info.timescale);
             rescale(frame.dts, scale, Timescale::MILLIS)
         });
+        // Aligned: where a keyframe is presented (ms), which puts it in its
+        // cell. An encoder with B-frames decodes an IDR presented on a
+        // boundary a frame or two before it (the ladder's x264: 67 ms at
+        // 30 fps), past the tolerance, so by its decode time it fell at the
+        // end of the cell before: no cut there, the cell's late cut a frame
+        // or two before it instead, and every segment started between
+        // keyframes. Across a hole in the timeline (a new source landed on
+        // the grid) x264 decodes the IDR after it at the time of a picture
+        // before the hole: 593 ms before it is presented, in e2e_roles. A
+        // composition offset past two cells (no encoder's) is not trusted:
+        // the decode time decides.
+        let key_t = aligned_t.filter(|_| starts).map(|t| {
+            let scale = self
+                .states
+                .get(ti)
+                .map_or(Timescale::MILLIS, |s| s.info.timescale);
+            let lead = rescale(frame.pts, scale, Timescale::MILLIS).saturating_sub(t);
+            let most = i64::from(self.config.target_duration_ms).saturating_mul(2);
+            if (0..=most).contains(&lead) {
+                t.saturating_add(lead)
+            } else {
+                t
+            }
+        });
         if self.open.is_none() && !starts {
             self.stats.frames_dropped += 1;
             return Ok(());
@@ -863,7 +894,7 @@ impl Segmenter {
         // under the number the other origins give the next cell's segment:
         // the media waits for the next cell's keyframe instead.
         if self.open.is_none()
-            && let (Some(t), Some(last)) = (aligned_t, self.skipped_through)
+            && let (Some(t), Some(last)) = (key_t, self.skipped_through)
         {
             if u64::try_from(self.cell_of(t)).is_ok_and(|cell| cell <= last) {
                 self.stats.frames_dropped += 1;
@@ -883,7 +914,7 @@ impl Segmenter {
         // the segmenter joined); the two overlap by that estimate's error,
         // under a millisecond, across the boundary.
         if let (Some(t), Some(open)) = (aligned_t, &self.open)
-            && self.aligned_cut(open.msn, t, starts).is_some()
+            && self.aligned_cut(open.msn, t, key_t).is_some()
             && let Some(st) = self.states.get_mut(ti)
         {
             st.committed_end = None;
@@ -930,7 +961,7 @@ impl Segmenter {
         if is_ref && let Some(open) = &self.open {
             let span = out_dts.saturating_sub(open.start_out_dts);
             let target = self.cut_at(ti);
-            let aligned_cut = aligned_t.and_then(|t| self.aligned_cut(open.msn, t, starts));
+            let aligned_cut = aligned_t.and_then(|t| self.aligned_cut(open.msn, t, key_t));
             let hole = aligned_cut.is_some_and(|n| n > open.msn.saturating_add(1));
             if let Some(next) = aligned_cut {
                 aligned_next = Some(next);
@@ -961,14 +992,15 @@ impl Segmenter {
                 result = self.part_on_arrival(ti, out_dts, delta, pt);
             }
         }
-        if starts && let Some(t) = aligned_t {
+        if let (Some(k), Some(t)) = (key_t, aligned_t) {
             self.last_key_phase = Some(self.phase_of(t));
+            self.last_key_lead_ms = k.saturating_sub(t);
         }
         if self.open.is_none() {
             if aligned_next.is_some() {
                 self.aligned_cuts = self.aligned_cuts.saturating_add(1).min(2);
             }
-            if let Some(t) = aligned_t {
+            if let Some(t) = key_t.or(aligned_t) {
                 let cell = u64::try_from(self.cell_of(t)).unwrap_or(0);
                 self.next_msn = aligned_next.unwrap_or(match self.last_msn {
                     // After a discontinuity mid-cell: the next number, to
@@ -1062,7 +1094,9 @@ impl Segmenter {
                     .unwrap_or(i64::MAX)
                     .saturating_add(1)
                     .saturating_mul(i64::from(self.config.target_duration_ms))
-                    .saturating_sub(i64::from(CUT_TOLERANCE_MS));
+                    .saturating_sub(i64::from(CUT_TOLERANCE_MS))
+                    // Decoded that much before it is presented.
+                    .saturating_sub(self.last_key_lead_ms);
                 let boundary = rescale(boundary_ms, Timescale::MILLIS, self.ref_ts());
                 end >= boundary && keyframe_due
             } else {
@@ -1147,14 +1181,15 @@ impl Segmenter {
             .div_euclid(period)
     }
 
-    /// Aligned: the number of the segment that a reference frame at
-    /// `t_ms` (a keyframe or not) starts, cutting the open segment
-    /// `open_msn`; `None` when it does not cut.
-    fn aligned_cut(&self, open_msn: u64, t_ms: i64, keyframe: bool) -> Option<u64> {
+    /// Aligned: the number of the segment that a reference frame decoded
+    /// at `t_ms` (a keyframe presented at `key_ms`, or not a keyframe)
+    /// starts, cutting the open segment `open_msn`; `None` when it does not
+    /// cut.
+    fn aligned_cut(&self, open_msn: u64, t_ms: i64, key_ms: Option<i64>) -> Option<u64> {
         let period = i64::from(self.config.target_duration_ms.max(1));
         let open = i64::try_from(open_msn).unwrap_or(i64::MAX);
-        if keyframe {
-            let cell = self.cell_of(t_ms);
+        if let Some(k) = key_ms {
+            let cell = self.cell_of(k);
             if cell > open {
                 return u64::try_from(cell).ok();
             }

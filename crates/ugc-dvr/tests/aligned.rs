@@ -170,6 +170,55 @@ fn a_gop_longer_than_the_target_is_cut_where_the_cell_begins() {
     );
 }
 
+/// The ladder's renditions (x264 with B-frames, 30 fps): IDRs presented
+/// on the grid (+6 ms, the source's phase), decoded 67 ms before, past the
+/// 50 ms tolerance. By decode time each fell at the end of the cell before,
+/// where the open segment's number was: no cut, and the cell's late cut a
+/// frame or two before it instead, so every segment started with two
+/// frames that are not a keyframe (1.867 s of 1 s for the first after a
+/// discontinuity, in e2e_roles). By presentation time each starts its
+/// cell's segment.
+#[test]
+fn keyframes_decoded_before_their_boundary_start_the_cell_they_are_presented_in() {
+    for part in [None, Some(250)] {
+        let mut events = vec![MediaEvent::Tracks(av())];
+        for i in 30..330i64 {
+            let pts = 6 + i * 1000 / 30;
+            let mut f = frame(1, pts - 67, i % 30 == 0);
+            f.pts = pts;
+            events.push(MediaEvent::Frame(f));
+            if i % 3 == 0 {
+                events.push(a(pts - 60));
+                events.push(a(pts - 40));
+                events.push(a(pts - 20));
+            }
+        }
+        events.push(MediaEvent::End);
+        let mut s = Segmenter::new(aligned(1000, part));
+        for (i, e) in events.into_iter().enumerate() {
+            s.push(e, T0 + i as i64 * 10).unwrap();
+        }
+        let out: Vec<_> = std::iter::from_fn(|| s.poll()).collect();
+        let got: Vec<(u64, i64, bool, u64)> = segments(&out)
+            .iter()
+            .map(|s| (s.msn, s.start_dts_ms, s.frames[0].keyframe, s.duration_ms))
+            .collect();
+        // (Published from the second cut on; the last ends with the media.)
+        let want: Vec<(u64, i64, bool, u64)> = (3..11)
+            .map(|k| {
+                (
+                    k,
+                    k as i64 * 1000 - 61,
+                    true,
+                    if k < 10 { 1000 } else { 999 },
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "parts: {part:?}");
+        assert_eq!(s.stats().target_overruns, 0, "{got:?}");
+    }
+}
+
 #[test]
 fn keyframes_anywhere_in_their_cells_start_every_segment() {
     // 2 s GOPs whose keyframes fall 1.3 s into each 2 s cell (an SRT
@@ -547,10 +596,12 @@ proptest! {
         }
         for (msn, start) in segs.iter().skip(1) {
             let cell = (start + 50).div_euclid(i64::from(target));
-            let key = frames.iter().any(|f| f.track == TrackId(1) && f.dts == *start && f.keyframe);
-            // A keyframe's segment is its cell's; a cell with no keyframe
-            // may be cut as late as its end (its first frame after it).
-            if key {
+            let key = frames.iter().find(|f| f.track == TrackId(1) && f.dts == *start && f.keyframe);
+            // A keyframe's segment is the cell it is presented in; a cell
+            // with no keyframe may be cut as late as its end (its first
+            // frame after it).
+            if let Some(key) = key {
+                let cell = (key.pts + 50).div_euclid(i64::from(target));
                 prop_assert_eq!(*msn as i64, cell, "{:?}", segs);
             } else {
                 prop_assert!(*msn as i64 == cell || *msn as i64 == cell - 1, "{:?}", segs);
