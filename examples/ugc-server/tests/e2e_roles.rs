@@ -1642,6 +1642,43 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
         let (red, green, blue) = mean_rgb(&file);
         Some(red + green + blue < 60.0)
     };
+    // Every segment of each rendition's window, as (msn, duration, whether
+    // its first picture is a keyframe): the ladder's IDRs are decoded 67 ms
+    // before the boundary they are presented on (B-frames), and the
+    // origin's segments once all started two pictures before them.
+    let window = |r: &str| -> Vec<(u64, f64, bool)> {
+        list(r)
+            .into_iter()
+            .map(|seg| {
+                let file =
+                    fetch_fmp4_segment_at(origin, &format!("live/lease/{r}"), &seg, work.path());
+                let out = Command::new("ffprobe")
+                    .args(["-v", "error", "-select_streams", "v:0"])
+                    .args(["-show_entries", "packet=flags", "-of", "csv=p=0"])
+                    .arg(&file)
+                    .output()
+                    .expect("ffprobe");
+                let flags = String::from_utf8_lossy(&out.stdout).into_owned();
+                (seg.msn, seg.duration, flags.starts_with('K'))
+            })
+            .collect()
+    };
+    // The ladder's segments from `from` on: within the target duration
+    // (1 s; up to a picture more where a source lands on the grid, 1.026 s
+    // seen) and each starting with a keyframe. Without the ladder's
+    // repeats over a landing hole, the IDR after it counts from a decode
+    // time up to the hole's length early (1.426 s and 2.567 s seen). (Not the origin's
+    // slate: its 2 s GOP, longer than these 1 s segments, starts every
+    // other one between keyframes.)
+    let check_window = |when: &str, from: u64| {
+        for r in RUNGS {
+            let segs: Vec<_> = window(r).into_iter().filter(|s| s.0 >= from).collect();
+            assert!(
+                segs.iter().all(|(_, d, key)| *d < 1.2 && *key),
+                "{when}: {r}: {segs:?}"
+            );
+        }
+    };
     // The first segment after `after` whose first picture is black, per rung.
     let first_black = |after: u64| -> Vec<Option<u64>> {
         RUNGS
@@ -1745,9 +1782,9 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
     .expect("segments from the main");
     let newest = list("240p").last().map(|s| s.msn).unwrap();
     assert_eq!(black("240p", newest), Some(false), "the test pattern again");
-    // The main's first segments since, for the note: the first runs
-    // 1.867 s, past `#EXT-X-TARGETDURATION:1`, though the main lands
-    // just past a boundary (what cuts it where is not traced yet).
+    // The main's first segments since: the first ran 1.867 s (past
+    // `#EXT-X-TARGETDURATION:1`), cut two pictures before the IDR that
+    // should have started the next (decoded 60 ms before its boundary).
     for r in RUNGS {
         let first: Vec<_> = list(r)
             .into_iter()
@@ -1756,6 +1793,11 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
             .collect();
         eprintln!("main back: {r}: its first segments {first:?}");
     }
+    let main_from = list("240p")
+        .iter()
+        .find(|s| s.msn >= resumed && s.discontinuity)
+        .map_or(resumed + 1, |s| s.msn);
+    check_window("main back", main_from);
 
     // The publisher stops: the publishing node's slate, through the
     // ladder: the same segment in each rendition, no discontinuity.
@@ -1851,6 +1893,10 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
         "the ladder's segments go on"
     );
     assert_eq!(black("240p", newest), Some(true), "the slate, 10 s on");
+    // The ladder's slate landed on the grid: its hole filled with the
+    // last picture (it ran from the IDR's decode time, 593 ms before it
+    // is shown: 1.4-2.6 s segments).
+    check_window("publishing node's slate", 0);
     for r in RUNGS {
         let after: Vec<_> = list(r).into_iter().filter(|s| s.msn > before).collect();
         assert!(after.iter().all(|s| !s.discontinuity), "{r}: {after:?}");
@@ -1878,6 +1924,8 @@ fn main_standby_then_the_origins_fallback_then_main_again() {
         "publisher back: its pictures in the renditions after {:?}",
         back.elapsed()
     );
+    std::thread::sleep(Duration::from_secs(3));
+    check_window("publisher back", 0);
     assert_eq!(
         lease_holders(control, "live/lease"),
         holders,

@@ -25,6 +25,9 @@ pub struct LadderStats {
     pub decode_errors: AtomicU64,
     /// Pictures sent to the rungs.
     pub pictures_encoded: AtomicU64,
+    /// Of those, the old source's last picture repeated over the hole
+    /// before a new source's first (its landing on the segment grid).
+    pub pictures_repeated: AtomicU64,
     /// Output frames (all rungs, audio and video).
     pub frames_out: AtomicU64,
     /// Media time the decoded source pictures cover, in microseconds (the
@@ -53,6 +56,8 @@ pub struct LadderStatsSnapshot {
     pub decode_errors: u64,
     /// See [`LadderStats::pictures_encoded`].
     pub pictures_encoded: u64,
+    /// See [`LadderStats::pictures_repeated`].
+    pub pictures_repeated: u64,
     /// See [`LadderStats::frames_out`].
     pub frames_out: u64,
     /// See [`LadderStats::media_us`].
@@ -71,6 +76,7 @@ impl LadderStats {
             pictures_dropped: l(&self.pictures_dropped),
             decode_errors: l(&self.decode_errors),
             pictures_encoded: l(&self.pictures_encoded),
+            pictures_repeated: l(&self.pictures_repeated),
             frames_out: l(&self.frames_out),
             media_us: l(&self.media_us),
             decode_busy_ns: l(&self.decode_busy_ns),
@@ -275,6 +281,11 @@ impl LadderRegistry {
                 |l| l.report.stats.pictures_encoded as f64,
             ),
             Family::counter(
+                "ugc_transcode_pictures_repeated_total",
+                "Of those, a source's last picture repeated over the hole before the next source's first.",
+                |l| l.report.stats.pictures_repeated as f64,
+            ),
+            Family::counter(
                 "ugc_transcode_input_dropped_total",
                 "Source frames dropped because decoding was behind.",
                 |l| l.report.stats.input_dropped as f64,
@@ -386,6 +397,7 @@ impl LadderRegistry {
                     "frames_in": s.frames_in,
                     "frames_out": s.frames_out,
                     "pictures_encoded": s.pictures_encoded,
+                    "pictures_repeated": s.pictures_repeated,
                     "input_dropped": s.input_dropped,
                     "pictures_dropped": s.pictures_dropped,
                     "decode_errors": s.decode_errors,
@@ -411,6 +423,7 @@ impl LadderRegistry {
         json!({ "type": "object", "properties": {
             "stream": string(), "profile": string(), "running_s": int(), "restarts": int(),
             "frames_in": int(), "frames_out": int(), "pictures_encoded": int(),
+            "pictures_repeated": int(),
             "input_dropped": int(), "pictures_dropped": int(), "decode_errors": int(),
             "media_ms": int(), "decode_busy_ms": int(),
             "renditions": { "type": "array", "items": rendition }

@@ -433,6 +433,11 @@ struct Worker {
     /// The previous decoded picture's pts, at the rungs' timescale (the
     /// media-time counter's reference).
     last_pts: Option<i64>,
+    /// The last picture handed to the rungs (a reference, as drawn).
+    last_sent: Option<AVFrame>,
+    /// After a new source: the old source's last picture, repeated over a
+    /// hole before the new source's first (see `fill_hole`).
+    hold: Option<AVFrame>,
 }
 
 /// The source video a ladder starts for: picture size, frame rate,
@@ -464,6 +469,8 @@ impl Worker {
             arrived: Instant::now(),
             waited: Duration::ZERO,
             last_pts: None,
+            last_sent: None,
+            hold: None,
         }
     }
 
@@ -494,6 +501,10 @@ impl Worker {
                 self.drain_decoders()?;
                 self.next_key = None;
                 self.last_pts = None;
+                self.hold = self
+                    .last_sent
+                    .take()
+                    .filter(|_| matches!(r, DiscontinuityReason::SourceChanged));
                 // A new source (a backup, the slate): the Hub keeps the
                 // timestamps continuous and the rungs' output keeps its
                 // codec parameters, so the renditions go on with no
@@ -821,6 +832,8 @@ impl Worker {
                 .unwrap_or(Rational::new(30, 1));
             self.start(Some((size, fps, d.info.timescale.get())))?;
             self.next_key = None;
+            // New rungs for another picture size: nothing to repeat.
+            self.hold = None;
         }
         // The rungs' clock is the timescale they started with; a new
         // source (a backup, the slate) may count in another.
@@ -831,6 +844,70 @@ impl Worker {
         if scale != d.info.timescale.get() && f.pts != ffi::AV_NOPTS_VALUE {
             f.set_pts(rescale(f.pts, d.info.timescale.get(), scale));
         }
+        if let Some(held) = self.hold.take() {
+            self.fill_hole(held, f.pts, scale)?;
+        }
+        if let Some(logo) = &mut self.logo {
+            logo.draw(&mut f);
+        }
+        self.encode_picture(f, scale)
+    }
+
+    /// A new source that took over with a hole before its first picture
+    /// (a Hub with `discontinuity_grid` lands it on a segment boundary, up
+    /// to a segment after the old media's end): the old source's last
+    /// picture is repeated at the frame rate up to it, as a player would
+    /// hold it. Left as a hole, the renditions' video stopped there (their
+    /// sound, the old source's silence, went on), and x264, which decodes
+    /// a picture at the time of one presented `delay` pictures before,
+    /// decoded the IDR after the hole at the time of a picture before it:
+    /// 0.6-1.6 s before it is presented in e2e_roles, so the origins'
+    /// segment of that IDR ran from that decode time, 2.567 s of 1 s. A
+    /// hole longer than two keyframe intervals (not a landing) stays.
+    fn fill_hole(
+        &mut self,
+        held: AVFrame,
+        next_pts: i64,
+        scale: u32,
+    ) -> std::result::Result<(), String> {
+        let Some(Some((_, fps, _))) = self.started_with else {
+            return Ok(());
+        };
+        if fps.num == 0 || fps.den == 0 || held.pts == ffi::AV_NOPTS_VALUE {
+            return Ok(());
+        }
+        let step = (i64::from(scale) * i64::from(fps.den) / i64::from(fps.num)).max(1);
+        let most = rescale(2 * i64::from(self.config.keyframe_interval_ms), 1000, scale);
+        let gap = next_pts.saturating_sub(held.pts);
+        // (A picture or two missing is no hole: x264 decodes the next one
+        // that much earlier, as at any switch.)
+        if gap <= step.saturating_mul(3) || gap > most {
+            return Ok(());
+        }
+        // The repeats go on the old source's GOPs (IDRs on the grid only);
+        // the new source's first picture is an IDR as before.
+        let interval = rescale(i64::from(self.config.keyframe_interval_ms), 1000, scale).max(1);
+        self.next_key = Some(
+            held.pts
+                .div_euclid(interval)
+                .saturating_add(1)
+                .saturating_mul(interval),
+        );
+        let mut pts = held.pts.saturating_add(step);
+        while next_pts.saturating_sub(pts) >= step / 2 {
+            let mut repeat = held.clone();
+            repeat.set_pts(pts);
+            self.stats.pictures_repeated.fetch_add(1, Ordering::Relaxed);
+            self.encode_picture(repeat, scale)?;
+            pts = pts.saturating_add(step);
+        }
+        self.next_key = None;
+        Ok(())
+    }
+
+    /// Plans a picture's IDR and hands it to every rung (`f` at the rungs'
+    /// timescale `scale`, drawn).
+    fn encode_picture(&mut self, f: AVFrame, scale: u32) -> std::result::Result<(), String> {
         // Media time: the pts's advance, up to a plausible step (a jump or
         // a step back counts nothing).
         if let Some(prev) = self.last_pts.replace(f.pts) {
@@ -902,9 +979,6 @@ impl Worker {
             self.force_pending = force;
             return Ok(());
         }
-        if let Some(logo) = &mut self.logo {
-            logo.draw(&mut f);
-        }
         self.stats.pictures_encoded.fetch_add(1, Ordering::Relaxed);
         for r in &self.rungs {
             if r.tx
@@ -918,6 +992,7 @@ impl Worker {
             }
             r.pending.fetch_add(1, Ordering::AcqRel);
         }
+        self.last_sent = Some(f);
         Ok(())
     }
 
