@@ -178,6 +178,9 @@ async fn main() -> anyhow::Result<()> {
         &settings,
         ugc_core::fallback::FallbackConfig {
             hold: Duration::from_secs(flags.publisher_grace_s),
+            // (Sources land by the Hub's grid; this gives the slate a
+            // keyframe per segment, for streams the origins take as is.)
+            align: Some(Duration::from_millis(flags.segment_ms)).filter(|d| !d.is_zero()),
             ..Default::default()
         },
     )?;

@@ -321,7 +321,9 @@ pub struct FallbackConfig {
     /// rendition's slate would start a segment later than another's. On a
     /// common boundary every rendition's slate starts the same segment
     /// (the media before it has a hole of less than this). `None`: each
-    /// lands where its own timeline ends.
+    /// lands where its own timeline ends. ugc-codec's slate also takes its
+    /// keyframe interval from it (one at every segment's start; sources
+    /// land by `HubConfig::discontinuity_grid`, not by this).
     pub align: Option<Duration>,
 }
 

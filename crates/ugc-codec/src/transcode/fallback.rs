@@ -20,7 +20,7 @@ use tokio::sync::OnceCell;
 use ugc_core::fallback::{Clip, FallbackConfig, FallbackMedia};
 use ugc_core::{Hub, StreamPath, Tracks};
 
-use super::{fallback_file, fallback_url, slate};
+use super::{fallback_file, fallback_url, slate_for_segments};
 
 /// A stream's own fallback setting (`None`: the node's).
 pub type FallbackOf = Arc<dyn Fn(&StreamPath) -> Option<String> + Send + Sync>;
@@ -87,6 +87,7 @@ pub fn clips(
     let cache: Arc<std::sync::Mutex<HashMap<String, Cell>>> = Arc::default();
     move |stream: StreamPath, tracks: Tracks| {
         let cache = Arc::clone(&cache);
+        let align = settings.config.align;
         let own = (settings.own)(&stream);
         let fallback = settings
             .default
@@ -115,15 +116,22 @@ pub fn clips(
                 }
                 Arc::clone(cache.entry(key).or_default())
             };
-            let made = cell.get_or_init(|| make(stream, fallback, tracks));
+            let made = cell.get_or_init(|| make(stream, fallback, tracks, align));
             made.await.clone()
         })
     }
 }
 
-/// The clip of `fallback` in the shape of `tracks`, or the slate when the
-/// file or URL fails; `None` when even the slate cannot be made.
-async fn make(stream: StreamPath, fallback: FallbackMedia, tracks: Tracks) -> Option<Arc<Clip>> {
+/// The clip of `fallback` in the shape of `tracks`, or the slate (a
+/// keyframe at the start of each segment of `align`,
+/// [`FallbackConfig::align`]) when the file or URL fails; `None` when even
+/// the slate cannot be made.
+async fn make(
+    stream: StreamPath,
+    fallback: FallbackMedia,
+    tracks: Tracks,
+    align: Option<Duration>,
+) -> Option<Arc<Clip>> {
     let own = match &fallback {
         FallbackMedia::File(_) | FallbackMedia::Url(_) => {
             let shape = tracks.clone();
@@ -157,7 +165,7 @@ async fn make(stream: StreamPath, fallback: FallbackMedia, tracks: Tracks) -> Op
     };
     let made = match own {
         Some(clip) => Ok(Ok(clip)),
-        None => tokio::task::spawn_blocking(move || slate(&tracks)).await,
+        None => tokio::task::spawn_blocking(move || slate_for_segments(&tracks, align)).await,
     };
     match made {
         Ok(Ok(clip)) => Some(Arc::new(clip)),

@@ -47,7 +47,7 @@ pub use crate::ladder::stats::{
 };
 pub use audio::AudioTranscode;
 pub use run::{run_ladder, run_ladder_with_stats};
-pub use slate::{MAX_FILE_S, fallback_file, fallback_url, slate};
+pub use slate::{MAX_FILE_S, fallback_file, fallback_url, slate, slate_for_segments};
 pub use supervise::{ProfileOf, RECONCILE_INTERVAL, supervise};
 
 use std::sync::atomic::{AtomicUsize, Ordering};

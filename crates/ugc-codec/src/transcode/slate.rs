@@ -8,6 +8,7 @@ use std::ffi::CString;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use rsmpeg::avcodec::AVCodecContext;
 use rsmpeg::avformat::AVFormatContextInput;
@@ -125,6 +126,9 @@ struct Shape<'a> {
     video_codec: Codec,
     /// Opus for an Opus stream, else AAC.
     audio_codec: Codec,
+    /// The keyframe interval in µs ([`LOOP_S`] unless aligned segments
+    /// ask for less, see [`slate_for_segments`]).
+    gop_us: i64,
 }
 
 impl<'a> Shape<'a> {
@@ -173,6 +177,7 @@ impl<'a> Shape<'a> {
             audio_params,
             video_codec,
             audio_codec,
+            gop_us: i64::from(LOOP_S) * 1_000_000,
         })
     }
 
@@ -182,10 +187,11 @@ impl<'a> Shape<'a> {
     }
 
     /// Whether output frame `i` starts a GOP: the first frame at or after
-    /// each multiple of [`LOOP_S`] (the encoder makes only the keyframes it
-    /// is told to, as the ladder aligns its renditions' keyframes).
+    /// each multiple of the keyframe interval (the encoder makes only the
+    /// keyframes it is told to, as the ladder aligns its renditions'
+    /// keyframes).
     fn gop_starts_at(&self, i: i64) -> bool {
-        let gop = i64::from(LOOP_S) * 1_000_000;
+        let gop = self.gop_us.max(1);
         let us = |i: i64| i * 1_000_000 * i64::from(self.fps.den) / i64::from(self.fps.num);
         i == 0 || us(i) / gop != us(i - 1) / gop
     }
@@ -306,13 +312,41 @@ impl<'a> Shape<'a> {
 /// gets an error. Takes well under a second at 1080p (x264 `ultrafast` on
 /// a still picture): call it off the async runtime.
 pub fn slate(tracks: &Tracks) -> Result<Clip, String> {
+    slate_for_segments(tracks, None)
+}
+
+/// [`slate`] for aligned segments of `segment` (an origin's
+/// `--segment-ms`; `None`: the 2 s GOP): a keyframe at the start of every
+/// segment. With 1 s segments the 2 s GOP started every other segment
+/// between keyframes (not independent; 1.267 s and 0.4 s segments in
+/// e2e_roles, by the late cut). The GOP is the segment duration divided
+/// into pieces of at most 2 s (1 s: 1 s; 3 s: 1.5 s; 6 s: 2 s), and the
+/// loop the shortest whole number of GOPs of at least 2 s, so a loop
+/// that starts on a boundary keeps its keyframes on them.
+pub fn slate_for_segments(tracks: &Tracks, segment: Option<Duration>) -> Result<Clip, String> {
     raw::quiet_ffmpeg_logs();
-    let shape = Shape::of(tracks)?;
-    shape.encode(300, LOOP_S * 1000, |rung| {
-        let frames = i64::from(LOOP_S) * i64::from(shape.fps.num) / i64::from(shape.fps.den);
+    let mut shape = Shape::of(tracks)?;
+    let (gop_ms, loop_ms) = slate_timing(segment);
+    shape.gop_us = i64::from(gop_ms) * 1000;
+    shape.encode(300, gop_ms, |rung| {
+        let frames =
+            i64::from(loop_ms) * i64::from(shape.fps.num) / (i64::from(shape.fps.den) * 1000);
         shape.slate_video(rung, 0, frames.max(1))?;
-        shape.silence(rung, 0, i64::from(LOOP_S) * 1_000_000)
+        shape.silence(rung, 0, i64::from(loop_ms) * 1000)
     })
+}
+
+/// The slate's GOP and loop in ms for aligned segments of `segment`.
+fn slate_timing(segment: Option<Duration>) -> (u32, u32) {
+    let most = LOOP_S * 1000;
+    let Some(segment) = segment
+        .and_then(|d| u32::try_from(d.as_millis()).ok())
+        .filter(|ms| (1..=60_000).contains(ms))
+    else {
+        return (most, most);
+    };
+    let gop = (segment / segment.div_ceil(most)).max(1);
+    (gop, gop * most.div_ceil(gop))
 }
 
 /// The longest fallback file taken, in seconds: a clip is held in memory
@@ -606,6 +640,33 @@ mod tests {
         assert_eq!(keys, vec![0, 180_000, 360_000], "a keyframe per loop");
         let video = frames.iter().filter(|f| f.track.0 == 1).count();
         assert_eq!(video, 121);
+    }
+
+    /// For aligned segments a keyframe starts every segment: 1 s
+    /// segments get two 1 s GOPs in the 2 s loop, 3 s ones two of 1.5 s in
+    /// a 3 s loop; 2 s, 6 s and none keep the 2 s GOP and loop.
+    #[test]
+    fn a_slate_for_aligned_segments_has_a_keyframe_per_segment() {
+        let ms = |ms: u64| Some(Duration::from_millis(ms));
+        assert_eq!(slate_timing(None), (2000, 2000));
+        assert_eq!(slate_timing(ms(1000)), (1000, 2000));
+        assert_eq!(slate_timing(ms(1500)), (1500, 3000));
+        assert_eq!(slate_timing(ms(2000)), (2000, 2000));
+        assert_eq!(slate_timing(ms(3000)), (1500, 3000));
+        assert_eq!(slate_timing(ms(6000)), (2000, 2000));
+        assert_eq!(slate_timing(ms(200)), (200, 2000));
+        assert_eq!(slate_timing(ms(0)), (2000, 2000));
+        let clip = slate_for_segments(&av_tracks(), ms(1000)).unwrap();
+        let p = clip.period().as_millis();
+        assert!((2_000..2_100).contains(&p), "{p} ms");
+        let mut looper = ugc_core::fallback::Looper::new(Arc::new(clip));
+        let frames = looper.due(Duration::from_secs(4));
+        let keys: Vec<i64> = frames
+            .iter()
+            .filter(|f| f.track.0 == 1 && f.keyframe)
+            .map(|f| f.dts)
+            .collect();
+        assert_eq!(keys, vec![0, 90_000, 180_000, 270_000, 360_000]);
     }
 
     /// An HEVC stream's slate is H.265 (Main, `hvc1`), so a player keeps
