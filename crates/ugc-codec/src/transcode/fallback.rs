@@ -122,10 +122,10 @@ pub fn clips(
     }
 }
 
-/// The clip of `fallback` in the shape of `tracks`, or the slate (a
-/// keyframe at the start of each segment of `align`,
-/// [`FallbackConfig::align`]) when the file or URL fails; `None` when even
-/// the slate cannot be made.
+/// The clip of `fallback` in the shape of `tracks`, or the slate when the
+/// file or URL fails, either with a keyframe at the start of each segment
+/// of `align` ([`FallbackConfig::align`]); `None` when even the slate
+/// cannot be made.
 async fn make(
     stream: StreamPath,
     fallback: FallbackMedia,
@@ -136,8 +136,8 @@ async fn make(
         FallbackMedia::File(_) | FallbackMedia::Url(_) => {
             let shape = tracks.clone();
             let job = tokio::task::spawn_blocking(move || match &fallback {
-                FallbackMedia::File(path) => fallback_file(path, &shape),
-                FallbackMedia::Url(url) => fallback_url(url, &shape),
+                FallbackMedia::File(path) => fallback_file(path, &shape, align),
+                FallbackMedia::Url(url) => fallback_url(url, &shape, align),
                 _ => Err("no file or URL".into()),
             });
             match tokio::time::timeout(OWN_CLIP_LIMIT, job).await {

@@ -17,7 +17,8 @@ use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use ugc_core::fallback::Clip;
 use ugc_core::{
-    AudioParams, Codec, MediaEvent, MediaKind, Rational, TrackInfo, TrackParams, Tracks,
+    AudioParams, Codec, Frame, MediaEvent, MediaKind, Rational, TrackId, TrackInfo, TrackParams,
+    Tracks,
 };
 
 use super::rung::{Rung, RungSpec};
@@ -198,11 +199,20 @@ impl<'a> Shape<'a> {
 
     /// Encodes what `feed` gives a rung of this shape (H.264 at
     /// `video_kbps`, a keyframe every `gop_ms`; AAC in the audio track's
-    /// rate and channels) into a clip with the stream's track ids.
+    /// rate and channels) into a clip with the stream's track ids. With
+    /// `fit_sound` the sound frames that would end after the pictures'
+    /// loop are dropped (the last frames of the silence that fills to the
+    /// pictures' end, and the encoder's flush): the sound then ends within
+    /// a frame before the pictures, and a clip looped on their period
+    /// ([`Clip::in_sync`]) keeps its keyframes exactly on it; with whole
+    /// frames past the end the loop grew by up to two frames (46 ms at
+    /// 44.1 kHz) and the keyframes drifted off the segment grid, loop
+    /// after loop.
     fn encode(
         &self,
         video_kbps: u32,
         gop_ms: u32,
+        fit_sound: bool,
         feed: impl FnOnce(&mut Rung) -> Result<(), String>,
     ) -> Result<Clip, String> {
         let (width, height) = self.size.unwrap_or((16, 16));
@@ -259,6 +269,9 @@ impl<'a> Shape<'a> {
                 frames.push(f);
             }
         }
+        if fit_sound && let (Some(video), Some(audio)) = (self.video, self.audio) {
+            fit_sound_to_pictures(&mut frames, &out_tracks, video.id, audio.id);
+        }
         Clip::new(Tracks::new(out_tracks), frames).map_err(|e| format!("fallback clip: {e}"))
     }
 
@@ -303,6 +316,57 @@ impl<'a> Shape<'a> {
         }
         Ok(())
     }
+
+    /// The encoder's audio frame (AAC 1024 samples, Opus 20 ms) in µs,
+    /// rounded up.
+    fn audio_frame_us(&self) -> i64 {
+        let rate = self.audio_params.as_ref().map_or(48_000, |a| a.sample_rate);
+        match self.audio_codec {
+            Codec::Opus => 20_000,
+            _ => {
+                let rate = i64::from(rate.max(1));
+                (1024 * 1_000_000 + rate - 1) / rate
+            }
+        }
+    }
+}
+
+/// Drops the `audio` frames of `frames` that end after the `video`
+/// frames' loop (the last picture's dts plus its step), each track counted
+/// from its first frame as [`Clip::new`] does (the AAC encoder's first
+/// frame is stamped a frame early, its priming).
+fn fit_sound_to_pictures(
+    frames: &mut Vec<Frame>,
+    tracks: &[TrackInfo],
+    video: TrackId,
+    audio: TrackId,
+) {
+    let scale = |id| {
+        tracks
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| i128::from(t.timescale.get()))
+    };
+    let (Some(video_scale), Some(audio_scale)) = (scale(video), scale(audio)) else {
+        return;
+    };
+    // (first dts, last dts, the last frame's step)
+    let span = |id| {
+        let first = frames.iter().find(|f| f.track == id)?.dts;
+        let mut d = frames.iter().filter(|f| f.track == id).map(|f| f.dts).rev();
+        let (last, before) = (d.next()?, d.next()?);
+        Some((first, last, (last - before).max(1)))
+    };
+    let (Some((first_picture, last_picture, picture)), Some((first_sound, _, sound))) =
+        (span(video), span(audio))
+    else {
+        return;
+    };
+    // Compared in a common unit: ticks of both timescales.
+    let pictures_end = i128::from(last_picture - first_picture + picture) * audio_scale;
+    frames.retain(|f| {
+        f.track != audio || i128::from(f.dts - first_sound + sound) * video_scale <= pictures_end
+    });
 }
 
 /// Encodes the slate for `tracks` (a stream's track set): one 2 s GOP of
@@ -326,9 +390,10 @@ pub fn slate(tracks: &Tracks) -> Result<Clip, String> {
 pub fn slate_for_segments(tracks: &Tracks, segment: Option<Duration>) -> Result<Clip, String> {
     raw::quiet_ffmpeg_logs();
     let mut shape = Shape::of(tracks)?;
-    let (gop_ms, loop_ms) = slate_timing(segment);
+    let most = LOOP_S * 1000;
+    let (gop_ms, loop_ms) = slate_timing(segment).unwrap_or((most, most));
     shape.gop_us = i64::from(gop_ms) * 1000;
-    shape.encode(300, gop_ms, |rung| {
+    shape.encode(300, gop_ms, false, |rung| {
         let frames =
             i64::from(loop_ms) * i64::from(shape.fps.num) / (i64::from(shape.fps.den) * 1000);
         shape.slate_video(rung, 0, frames.max(1))?;
@@ -336,17 +401,15 @@ pub fn slate_for_segments(tracks: &Tracks, segment: Option<Duration>) -> Result<
     })
 }
 
-/// The slate's GOP and loop in ms for aligned segments of `segment`.
-fn slate_timing(segment: Option<Duration>) -> (u32, u32) {
+/// The GOP and the shortest loop in ms for aligned segments of `segment`
+/// (`None`: not aligned, or not a segment duration of 1 ms to 60 s).
+fn slate_timing(segment: Option<Duration>) -> Option<(u32, u32)> {
     let most = LOOP_S * 1000;
-    let Some(segment) = segment
+    let segment = segment
         .and_then(|d| u32::try_from(d.as_millis()).ok())
-        .filter(|ms| (1..=60_000).contains(ms))
-    else {
-        return (most, most);
-    };
+        .filter(|ms| (1..=60_000).contains(ms))?;
     let gop = (segment / segment.div_ceil(most)).max(1);
-    (gop, gop * most.div_ceil(gop))
+    Some((gop, gop * most.div_ceil(gop)))
 }
 
 /// The longest fallback file taken, in seconds: a clip is held in memory
@@ -363,11 +426,21 @@ pub const MAX_FILE_S: u32 = 30;
 /// stream's tracks. Takes about a fifth of the file's length at 720p30 on
 /// one core of this VM (11.5 s for 60 s): call it off the async runtime,
 /// once per track shape.
-pub fn fallback_file(path: &Path, tracks: &Tracks) -> Result<Clip, String> {
+///
+/// For aligned segments of `segment` (as [`slate_for_segments`]) a
+/// keyframe starts every segment, and the last picture is held up to the
+/// next GOP's start (less than a GOP), so every loop of a clip started on
+/// a boundary keeps its keyframes on boundaries; `None`: a keyframe
+/// every 2 s and the file's own length.
+pub fn fallback_file(
+    path: &Path,
+    tracks: &Tracks,
+    segment: Option<Duration>,
+) -> Result<Clip, String> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: a path with a NUL byte", path.display()))?;
     // A local file only: not a playlist or concat list that names others.
-    fallback_input(&c, &path.display().to_string(), "file", tracks)
+    fallback_input(&c, &path.display().to_string(), "file", tracks, segment)
 }
 
 /// How long reading a fallback URL may wait for the server, in µs.
@@ -379,12 +452,12 @@ const URL_WAIT_US: &std::ffi::CStr = c"10000000";
 /// giving up after 10 s without data; only the first [`MAX_FILE_S`]
 /// seconds are read. The answer is only ever decoded as media: what is
 /// not media is an error, never passed on.
-pub fn fallback_url(url: &str, tracks: &Tracks) -> Result<Clip, String> {
+pub fn fallback_url(url: &str, tracks: &Tracks, segment: Option<Duration>) -> Result<Clip, String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!("{url}: not an http:// or https:// URL"));
     }
     let c = CString::new(url).map_err(|_| format!("{url}: a URL with a NUL byte"))?;
-    fallback_input(&c, url, "http,https,tls,tcp", tracks)
+    fallback_input(&c, url, "http,https,tls,tcp", tracks, segment)
 }
 
 fn fallback_input(
@@ -392,9 +465,15 @@ fn fallback_input(
     name: &str,
     protocols: &str,
     tracks: &Tracks,
+    segment: Option<Duration>,
 ) -> Result<Clip, String> {
     raw::quiet_ffmpeg_logs();
-    let shape = Shape::of(tracks)?;
+    let mut shape = Shape::of(tracks)?;
+    let aligned = slate_timing(segment);
+    if let Some((gop_ms, _)) = aligned {
+        shape.gop_us = i64::from(gop_ms) * 1000;
+    }
+    let gop_ms = u32::try_from(shape.gop_us / 1000).unwrap_or(LOOP_S * 1000);
     let mut file = FileDecoder::open(input, name, protocols)?;
     // 0.05 bit per pixel and frame: 1.4 Mbit/s at 720p30, 3.1 at 1080p30
     // (a holding clip, not the show).
@@ -404,7 +483,7 @@ fn fallback_input(
             / 20;
         u32::try_from((bits / 1000).clamp(300, 8000)).unwrap_or(8000)
     });
-    let clip = shape.encode(kbps, LOOP_S * 1000, |rung| {
+    let clip = shape.encode(kbps, gop_ms, aligned.is_some(), |rung| {
         let limit_us = i64::from(MAX_FILE_S) * 1_000_000;
         // Output video frame i shows the newest decoded picture at or
         // before its time.
@@ -456,8 +535,17 @@ fn fallback_input(
             let Some(p) = held else {
                 return Err("the fallback file has no picture".into());
             };
-            // The last picture lasts until its end.
-            while next_out == 0 || out_us(next_out) < video_end_us {
+            // The last picture lasts until its end (and, for aligned
+            // segments, past the sound's and to the next GOP's start).
+            let sound_end_us = if aligned.is_some() && file.has_audio {
+                audio_end_us + shape.audio_frame_us()
+            } else {
+                0
+            };
+            while next_out == 0
+                || out_us(next_out) < video_end_us.max(sound_end_us)
+                || (aligned.is_some() && !shape.gop_starts_at(next_out))
+            {
                 let mut f = p.clone();
                 f.set_pts(shape.frame_pts(next_out));
                 rung.encode_video(&f, shape.gop_starts_at(next_out))?;
@@ -472,12 +560,21 @@ fn fallback_input(
         if length_us <= 0 {
             return Err("the fallback file has no media".into());
         }
+        // A file without pictures: the slate's, to the next GOP's start
+        // for aligned segments.
+        let length_us = match aligned {
+            Some(_) if !file.has_video && shape.size.is_some() => {
+                (length_us + shape.gop_us - 1) / shape.gop_us * shape.gop_us
+            }
+            _ => length_us,
+        };
         if !file.has_video {
             let per = 1_000_000 * i64::from(shape.fps.den);
             let frames = (length_us * i64::from(shape.fps.num) + per - 1) / per;
             shape.slate_video(rung, 0, frames.max(1))?;
         }
-        // Sound to the picture's end: the file's, then silence.
+        // Sound to the picture's end: the file's, then silence (for
+        // aligned segments cut to within a frame before it, by `encode`).
         let from = if file.has_audio { audio_end_us } else { 0 };
         shape.silence(rung, from, length_us)
     })?;
@@ -648,14 +745,14 @@ mod tests {
     #[test]
     fn a_slate_for_aligned_segments_has_a_keyframe_per_segment() {
         let ms = |ms: u64| Some(Duration::from_millis(ms));
-        assert_eq!(slate_timing(None), (2000, 2000));
-        assert_eq!(slate_timing(ms(1000)), (1000, 2000));
-        assert_eq!(slate_timing(ms(1500)), (1500, 3000));
-        assert_eq!(slate_timing(ms(2000)), (2000, 2000));
-        assert_eq!(slate_timing(ms(3000)), (1500, 3000));
-        assert_eq!(slate_timing(ms(6000)), (2000, 2000));
-        assert_eq!(slate_timing(ms(200)), (200, 2000));
-        assert_eq!(slate_timing(ms(0)), (2000, 2000));
+        assert_eq!(slate_timing(None), None);
+        assert_eq!(slate_timing(ms(1000)), Some((1000, 2000)));
+        assert_eq!(slate_timing(ms(1500)), Some((1500, 3000)));
+        assert_eq!(slate_timing(ms(2000)), Some((2000, 2000)));
+        assert_eq!(slate_timing(ms(3000)), Some((1500, 3000)));
+        assert_eq!(slate_timing(ms(6000)), Some((2000, 2000)));
+        assert_eq!(slate_timing(ms(200)), Some((200, 2000)));
+        assert_eq!(slate_timing(ms(0)), None);
         let clip = slate_for_segments(&av_tracks(), ms(1000)).unwrap();
         let p = clip.period().as_millis();
         assert!((2_000..2_100).contains(&p), "{p} ms");
@@ -972,7 +1069,7 @@ mod tests {
                 "1",
             ],
         );
-        let clip = fallback_file(&path, &av_tracks()).unwrap();
+        let clip = fallback_file(&path, &av_tracks(), None).unwrap();
         match &clip.tracks().get(ugc_core::TrackId(1)).unwrap().params {
             TrackParams::Video(p) => assert_eq!((p.width, p.height), (1280, 720)),
             other => panic!("{other:?}"),
@@ -999,6 +1096,55 @@ mod tests {
         // Audio for the whole loop: 3 s of 1024-sample frames.
         let audio = frames.iter().filter(|f| f.track.0 == 2).count();
         assert!((255..=262).contains(&audio), "{audio}");
+
+        // For aligned 2 s segments: the last picture held to 4 s (the
+        // next GOP's start), the sound within it, so the loop is exactly
+        // 4 s and its keyframes stay on the grid loop after loop (with
+        // the sound's whole frames past the end they drifted up to 46 ms
+        // a loop).
+        let clip = fallback_file(&path, &av_tracks(), Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(clip.period(), Duration::from_secs(4));
+        let frames = frames_of(clip, 40);
+        let keys: Vec<i64> = frames
+            .iter()
+            .filter(|f| f.track.0 == 1 && f.keyframe)
+            .map(|f| f.dts)
+            .collect();
+        let grid: Vec<i64> = (0..=20).map(|i| i * 180_000).collect();
+        assert_eq!(keys, grid, "a keyframe on every 2 s boundary");
+        let audio: Vec<i64> = frames
+            .iter()
+            .filter(|f| f.track.0 == 2)
+            .map(|f| f.dts)
+            .collect();
+        assert!(audio.windows(2).all(|w| w[0] < w[1]), "{audio:?}");
+        // The sound's tenth loop starts with the pictures' (40 s).
+        assert_eq!(audio.last(), Some(&(40 * 44_100)));
+    }
+
+    /// A sound-only file for aligned 1 s segments: the slate's picture to
+    /// the next whole second, a keyframe each.
+    #[test]
+    fn a_sound_only_fallback_file_for_aligned_segments_keeps_the_grid() {
+        let path = made_file(
+            "sound.m4a",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000:duration=2.5",
+                "-c:a",
+                "aac",
+            ],
+        );
+        let clip = fallback_file(&path, &av_tracks(), Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(clip.period(), Duration::from_secs(3));
+        let keys: Vec<i64> = frames_of(clip, 9)
+            .iter()
+            .filter(|f| f.track.0 == 1 && f.keyframe)
+            .map(|f| f.dts)
+            .collect();
+        assert_eq!(keys, (0..=9).map(|i| i * 90_000).collect::<Vec<_>>());
     }
 
     /// Serves `body` (as `content_type`) to every HTTP request on a
@@ -1053,7 +1199,7 @@ mod tests {
             ],
         );
         let url = serve(std::fs::read(&path).unwrap(), "video/mp4");
-        let clip = fallback_url(&url, &av_tracks()).unwrap();
+        let clip = fallback_url(&url, &av_tracks(), None).unwrap();
         let p = clip.period().as_millis();
         assert!((2_000..2_050).contains(&p), "{p} ms");
         match &clip.tracks().get(ugc_core::TrackId(1)).unwrap().params {
@@ -1066,21 +1212,21 @@ mod tests {
             path.display()
         );
         let playlist = serve(local.into_bytes(), "application/vnd.apple.mpegurl");
-        let e = fallback_url(&playlist, &av_tracks()).err().unwrap();
+        let e = fallback_url(&playlist, &av_tracks(), None).err().unwrap();
         assert!(e.contains("/loop"), "{e}");
 
         for bad in [
             format!("file://{}", path.display()),
             path.display().to_string(),
         ] {
-            let e = fallback_url(&bad, &av_tracks()).err().unwrap();
+            let e = fallback_url(&bad, &av_tracks(), None).err().unwrap();
             assert!(e.contains("not an http"), "{e}");
         }
         let dead = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("http://{}/gone.mp4", l.local_addr().unwrap())
         };
-        let e = fallback_url(&dead, &av_tracks()).err().unwrap();
+        let e = fallback_url(&dead, &av_tracks(), None).err().unwrap();
         assert!(e.contains("gone.mp4"), "{e}");
     }
 
@@ -1099,12 +1245,12 @@ mod tests {
                 "aac",
             ],
         );
-        let clip = fallback_file(&path, &av_tracks()).unwrap();
+        let clip = fallback_file(&path, &av_tracks(), None).unwrap();
         let frames = frames_of(clip, 1);
         assert!(frames.iter().filter(|f| f.track.0 == 1).count() >= 30);
         let junk = path.with_extension("txt");
         std::fs::write(&junk, b"not a video").unwrap();
-        let e = fallback_file(&junk, &av_tracks()).err().unwrap();
+        let e = fallback_file(&junk, &av_tracks(), None).err().unwrap();
         assert!(e.contains("tone.txt"), "{e}");
     }
 
