@@ -805,8 +805,10 @@ async fn live_request<A: Authorizer>(
         (live, Some(pulls)) => {
             pulls.used(&name);
             // An ended life (a pull stopped, its playlist lingering) is
-            // pulled again.
-            match live.filter(|l| l.has_segments() && !l.is_ended()) {
+            // pulled again. One carried here without a segment yet (it
+            // began moments ago) is not pulled: its playlist waits for
+            // the first segment (`media_playlist`).
+            match live.filter(|l| !l.is_ended()) {
                 Some(live) => live,
                 None if pulls.pull(&name).await => {
                     match pulled(&origin.registry, &path, PULL_WAIT).await {
@@ -979,7 +981,23 @@ async fn media_playlist<A>(
         cache = "";
     }
     if !live.has_segments() {
-        return error(StatusCode::NOT_FOUND);
+        // A stream that began moments ago (an aligned segmenter publishes
+        // from its second cut, two or three segment durations in): its
+        // first viewers wait for its first segment, as for a pull
+        // ([`PULL_WAIT`]), instead of a 404 that hls.js takes as fatal
+        // after one retry (the chaos run's player that never started).
+        if live.is_ended() {
+            return error(StatusCode::NOT_FOUND);
+        }
+        let Some(_held) = Held::take(origin, client) else {
+            return error(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let mut rx = live.subscribe();
+        let first = rx.wait_for(|u| u.ended || u.last_msn.is_some());
+        let _ = tokio::time::timeout(PULL_WAIT, first).await;
+        if !live.has_segments() {
+            return error(StatusCode::NOT_FOUND);
+        }
     }
     let query = PlaylistQuery {
         skip: d.skip && ll,

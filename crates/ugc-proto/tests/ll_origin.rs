@@ -167,6 +167,30 @@ async fn wait_for_segments(live: &LiveStream) {
     panic!("no segment after 10 s");
 }
 
+/// A player that asks for the playlist of a stream that began moments
+/// ago, before its first segment, waits for it and gets the playlist (a
+/// 404 there is fatal to hls.js after one retry); an ended stream
+/// without segments is still a 404 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_asked_before_the_first_segment_waits_for_it() {
+    let f = feed(4);
+    let early = app(&f.live, OriginConfig::default());
+    assert!(!f.live.has_segments());
+    let (status, _, body) = get(&early, "/live/ll/mono.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains("#EXTINF:"), "{text}");
+    f.task.abort();
+
+    let ended = Arc::new(LiveStream::new(LiveConfig::default()));
+    ended.set_ended();
+    let gone = app(&ended, OriginConfig::default());
+    let asked = Instant::now();
+    let (status, _, _) = get(&gone, "/live/ll/mono.m3u8").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(asked.elapsed() < Duration::from_secs(1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_reload_answers_within_one_part_of_production() {
     let f = feed(6);
