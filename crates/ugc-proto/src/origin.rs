@@ -809,7 +809,13 @@ async fn live_request<A: Authorizer>(
             // began moments ago) is not pulled: its playlist waits for
             // the first segment (`media_playlist`).
             match live.filter(|l| !l.is_ended()) {
-                Some(live) => live,
+                // ... unless its pull's sender went away for good: it is
+                // located again, and the request waits for the new pull.
+                Some(live) if live.has_segments() || !pulls.pull_again_if_lost(&name).await => live,
+                Some(_) => match pulled(&origin.registry, &path, PULL_WAIT).await {
+                    Some(live) => live,
+                    None => return error(StatusCode::NOT_FOUND),
+                },
                 None if pulls.pull(&name).await => {
                     match pulled(&origin.registry, &path, PULL_WAIT).await {
                         Some(live) => live,

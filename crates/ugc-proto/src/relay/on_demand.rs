@@ -188,6 +188,18 @@ impl OnDemandPulls {
             .unwrap_or(false)
     }
 
+    /// Pulls source stream `source` again if it was pulled here and every
+    /// pull of it ended (its sender went away for good); a stream not
+    /// pulled here (pushed to this node) is left alone. `true`: pulled
+    /// again.
+    pub async fn pull_again_if_lost(&self, source: &StreamPath) -> bool {
+        let lost = matches!(
+            self.lock().get(&source.source()),
+            Some(p) if !p.tasks.is_empty() && !p.running()
+        );
+        lost && self.pull(source).await
+    }
+
     async fn start(&self, source: StreamPath) -> bool {
         let carrier = (self.inner.locate)(source.clone()).await;
         let mut pulls = self.lock();
@@ -356,5 +368,44 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
+    }
+
+    /// A pull whose sender is gone for good (every attempt failed) is
+    /// located again by `pull_again_if_lost`; a stream never pulled here
+    /// (pushed to this node) is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_pull_is_located_again_and_a_pushed_stream_is_not_pulled() {
+        let hub = Hub::new(ugc_core::HubConfig::default());
+        let located = Arc::new(AtomicU64::new(0));
+        let counter = located.clone();
+        let pulls = OnDemandPulls::new(hub, "t", Duration::from_secs(30), move |source| {
+            let counter = counter.clone();
+            Box::pin(async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Some(Carrier {
+                    // Nobody listens: the pull gives up after its attempts.
+                    base_url: "http://127.0.0.1:9".into(),
+                    streams: vec![source.clone()],
+                })
+            })
+        });
+        let news = StreamPath::live("news").unwrap();
+        let pushed = StreamPath::live("pushed").unwrap();
+        assert!(pulls.pull(&news).await);
+        // Running: nothing to do.
+        assert!(!pulls.pull_again_if_lost(&news).await);
+        assert!(!pulls.pull_again_if_lost(&pushed).await);
+        assert_eq!(located.load(Ordering::Relaxed), 1);
+        let mut waited = Duration::ZERO;
+        while pulls.lock().get(&news).is_some_and(Pull::running) {
+            assert!(waited < Duration::from_secs(600), "the pull gives up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += Duration::from_millis(100);
+        }
+        assert!(pulls.pull_again_if_lost(&news).await);
+        assert_eq!(located.load(Ordering::Relaxed), 2);
+        assert!(pulls.lock().get(&news).is_some_and(Pull::running));
+        assert!(!pulls.pull_again_if_lost(&pushed).await);
+        assert_eq!(located.load(Ordering::Relaxed), 2);
     }
 }
