@@ -804,3 +804,106 @@ async fn post_status(addr: SocketAddr, path: &str) -> u16 {
     s.read_to_string(&mut out).await.unwrap();
     out.split(' ').nth(1).unwrap().parse().unwrap()
 }
+
+/// A transcoder's lease pull whose source node restarts (a new process on
+/// the same port, its publisher not back yet: the resume gets `404`)
+/// retries within a second or two and takes the stream again when the
+/// publisher returns, without waiting out the Hub's publisher grace
+/// first (it did: the ladder stopped for the whole grace).
+#[tokio::test]
+async fn a_lease_pull_takes_a_restarted_source_back_within_the_publisher_grace() {
+    use std::sync::Arc;
+    use ugc_proto::relay::lease::{LeaseFollower, LeasedStream};
+    let path = StreamPath::live("cam").unwrap();
+    let grace = Duration::from_secs(30);
+    let hub = Hub::new(HubConfig {
+        publisher_grace: grace,
+        ..HubConfig::default()
+    });
+    // The source node: a runtime of its own, so that its death closes
+    // every connection it served.
+    let node = |listener: std::net::TcpListener| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let source = Hub::new(HubConfig::default());
+        let router = RelayServer::new(source.clone(), RelayServerConfig::new(TOKEN)).router();
+        rt.spawn(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, router).await
+        });
+        (source, rt)
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (source, rt) = node(listener);
+    let tracks = h264_aac();
+    let old = gops(&tracks, 0, 2);
+    let mut publisher = source.publish(&path);
+    publisher.push(MediaEvent::Tracks(tracks.clone())).unwrap();
+    publish(&mut publisher, &old);
+    let follower = LeaseFollower::new(
+        hub.clone(),
+        Vec::new(),
+        TOKEN,
+        Arc::new(ugc_proto::relay::push::RelayPushStats::default()),
+    );
+    follower.apply(&[LeasedStream {
+        stream: path.clone(),
+        epoch: 1,
+        source: format!("http://{addr}"),
+    }]);
+    let mut reader = hub.subscribe(&path);
+    let mut got = Vec::new();
+    read_frames(&mut reader, 1, &mut got).await;
+
+    // The source node dies and comes back empty on the same port.
+    rt.shutdown_background();
+    drop((publisher, source));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (source, rt) = node(std::net::TcpListener::bind(addr).unwrap());
+    // Its resumes are answered 404 for a while; then the publisher is back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let back = std::time::Instant::now();
+    let mut publisher = source.publish(&path);
+    publisher.push(MediaEvent::Tracks(tracks.clone())).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeding = {
+        let (stop, tracks) = (stop.clone(), tracks.clone());
+        tokio::spawn(async move {
+            // A GOP at a time, as it goes (a pull starts at the latest
+            // keyframe).
+            let mut at = 1000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                publish(&mut publisher, &gops(&tracks, at, 1));
+                at += 10;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    // A frame of the new publisher (not one of the old source's).
+    let old: Vec<u64> = frames(&old).iter().map(|k| k.4).collect();
+    let new_frame = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match reader.recv().await {
+                Some(MediaEvent::Frame(f)) if !old.contains(&key(&f).4) => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = feeding.await;
+    rt.shutdown_background();
+    assert_eq!(new_frame, Ok(true), "the stream is pulled again");
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "back after {:?} (grace {grace:?})",
+        back.elapsed()
+    );
+    follower.apply(&[]);
+}

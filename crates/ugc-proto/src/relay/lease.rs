@@ -229,7 +229,7 @@ impl LeaseFollower {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-                match ugc_core::pump(puller, ugc_core::Passthrough, publisher).await {
+                match ugc_core::drive(puller, ugc_core::Passthrough, &mut publisher).await {
                     Ok(()) => {
                         tracing::info!(%stream, %source, "leased stream ended at its source");
                     }
@@ -237,6 +237,15 @@ impl LeaseFollower {
                         tracing::warn!(%stream, %source, error = %e, "lease pull failed; retrying");
                     }
                 }
+                // The publisher detaches now and waits out the Hub's
+                // publisher grace on its own: the stream ends then unless
+                // the retry below has taken it over. (`pump` waited here:
+                // a source node restarted a moment before its publishers
+                // came back answered 404, and the ladder stopped for the
+                // whole grace, 20 s, in the chaos run's seed 1.)
+                tokio::spawn(async move {
+                    let _ = ugc_core::Sink::finish(&mut publisher).await;
+                });
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
