@@ -3588,7 +3588,9 @@ impl Supervised {
             .args(&self.args)
             .env("UGC_NODE_TOKEN", NODE_TOKEN)
             .env("UGC_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("UGC_LOG", "info")
+            // (The relay puller's retries too: how a lease pull or an
+            // on-demand pull spent an outage.)
+            .env("UGC_LOG", "info,ugc_proto::relay::puller=debug")
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(log)
@@ -3614,6 +3616,16 @@ impl Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         self.kill9();
+        // `UGC_CHAOS_LOGS=DIR` keeps each node's log (all its lives) for
+        // tracing a run.
+        if let Some(dir) = std::env::var_os("UGC_CHAOS_LOGS") {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                self.dir.path().join("log"),
+                dir.join(format!("{}.log", self.name)),
+            );
+        }
     }
 }
 
@@ -3625,7 +3637,9 @@ impl Drop for Supervised {
 /// `kill -9` and restarted 5 s later on its data, as a supervisor would;
 /// publishers whose node died reconnect to the URL the API gives, as OBS
 /// does. Reported: per kill, the time until every stream and rendition
-/// records a segment begun after the kill on both origins; the players'
+/// records a segment begun after the kill on both origins (after the end
+/// of its recorded dates at the kill) and the last to do so, how far each
+/// track's dates lagged the clock before it; the players'
 /// stalls; the seconds of each stream missing from each origin's archive
 /// after replication, and from both. Asserted: every kill recovers within
 /// its 20 s, the players start and end with no fatal error.
@@ -3794,15 +3808,97 @@ fn chaos_random_media_node_kills_while_streams_play() {
         std::thread::sleep(slot.saturating_duration_since(std::time::Instant::now()));
         let v = victims[rand(victims.len())];
         let killed_ms = twin_now_ms();
+        // Per origin and track: where its recorded dates end (its newest
+        // segment's end). A segment begun after that is one begun after
+        // the kill (the one open at the kill begins there). Not the
+        // clock: a stream's dates lag it by each outage of its publishing
+        // node (the new life continues where the old media ended), so
+        // the clock would count that lag as recovery time; the lag is
+        // reported.
+        let ends: Vec<((&str, &str, &str), i64)> = [(a_http, "A"), (b_http, "B")]
+            .iter()
+            .flat_map(|(o, side)| {
+                tracks.iter().map(move |(s, t)| {
+                    let end = dvr_track_listing(*o, s, t)
+                        .iter()
+                        .map(|x| x.1 + x.2)
+                        .max()
+                        .unwrap_or(0);
+                    ((*side, *s, *t), end)
+                })
+            })
+            .collect();
+        let end_of = |key: (&str, &str, &str)| ends.iter().find(|e| e.0 == key).map_or(0, |e| e.1);
+        let lags: Vec<String> = tracks
+            .iter()
+            .map(|(s, t)| {
+                format!(
+                    "{s}/{t} {:.1}/{:.1}",
+                    (killed_ms - end_of(("A", s, t))) as f64 / 1000.0,
+                    (killed_ms - end_of(("B", s, t))) as f64 / 1000.0
+                )
+            })
+            .collect();
+        eprintln!(
+            "chaos: before kill {k}, dates lag the clock A/B (s): {}",
+            lags.join(", ")
+        );
         media[v].kill9();
         std::thread::sleep(Duration::from_secs(5));
         media[v].spawn();
-        let recovered = wait_until(Duration::from_secs(14), || all_after(killed_ms))
-            .map(|_| (twin_now_ms() - killed_ms) as f64 / 1000.0);
+        // Per origin and track: when it first recorded a segment begun
+        // after the kill (s from the kill).
+        let mut back: Vec<(f64, &str, &str, &str)> = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(14);
+        loop {
+            for (o, side) in [(a_http, "A"), (b_http, "B")] {
+                for (s, t) in &tracks {
+                    if !back.iter().any(|b| (b.1, b.2, b.3) == (side, *s, *t))
+                        && newest(o, s, t) > end_of((side, s, t))
+                    {
+                        let at = (twin_now_ms() - killed_ms) as f64 / 1000.0;
+                        back.push((at, side, s, t));
+                    }
+                }
+            }
+            if back.len() == 2 * tracks.len() || std::time::Instant::now() >= until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let recovered =
+            (back.len() == 2 * tracks.len()).then(|| back.iter().map(|b| b.0).fold(0.0, f64::max));
+        let last: Vec<String> = back
+            .iter()
+            .rev()
+            .take(3)
+            .map(|b| format!("{} {}/{} {:.1} s", b.1, b.2, b.3, b.0))
+            .collect();
         eprintln!(
-            "chaos: kill {k}: {} -> recovered after {recovered:?} s",
-            media[v].name
+            "chaos: kill {k} at {killed_ms}: {} -> recovered after {recovered:?} s (last: {})",
+            media[v].name,
+            last.join(", ")
         );
+        if recovered.is_none() {
+            // What lags: the newest segments of each track that has none
+            // begun after the kill.
+            for (o, side) in [(a_http, "A"), (b_http, "B")] {
+                for (s, t) in &tracks {
+                    let mut l = dvr_track_listing(o, s, t);
+                    l.sort_by_key(|x| x.1);
+                    if l.last().is_some_and(|x| x.1 > end_of((side, s, t))) {
+                        continue;
+                    }
+                    let tail: Vec<_> = l
+                        .iter()
+                        .rev()
+                        .take(6)
+                        .map(|x| (x.1 - killed_ms, x.2))
+                        .collect();
+                    eprintln!("chaos:   {side} {s}/{t}: newest (start - kill, ms) {tail:?}");
+                }
+            }
+        }
         report.push((media[v].name.clone(), recovered));
     }
     let run_end = twin_now_ms();
@@ -3850,6 +3946,26 @@ fn chaos_random_media_node_kills_while_streams_play() {
     };
     for (s, t) in &tracks {
         let (ha, hb) = (holes(a_http, s, t), holes(b_http, s, t));
+        // A hole on both: the segments around it, (start - run start, duration) ms.
+        for (h0, h1) in ha
+            .iter()
+            .filter(|a| hb.iter().any(|b| a.0 < b.1 && b.0 < a.1))
+        {
+            for (o, side) in [(a_http, "A"), (b_http, "B")] {
+                let mut l = dvr_track_listing(o, s, t);
+                l.sort_by_key(|x| x.1);
+                let near: Vec<_> = l
+                    .iter()
+                    .filter(|x| x.1 + x.2 >= h0 - 4000 && x.1 <= h1 + 4000)
+                    .map(|x| (x.1 - run_start, x.2))
+                    .collect();
+                eprintln!(
+                    "chaos:   hole {s}/{t} {}..{} ms: {side} has {near:?}",
+                    h0 - run_start,
+                    h1 - run_start
+                );
+            }
+        }
         eprintln!(
             "chaos: archive {s}/{t}: missing on A {:.1} s, on B {:.1} s, on both {:.1} s",
             secs_of(&ha),
