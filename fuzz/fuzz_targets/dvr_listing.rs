@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
     let window = Window {
         from_ms: 0,
         settle_before_ms: i64::MAX / 2,
+        recording: None,
     };
     let p = plan(Some(&TrackIndex::default()), &files, window, u64::MAX);
     let mut seen = std::collections::BTreeSet::new();

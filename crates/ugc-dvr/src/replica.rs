@@ -209,6 +209,9 @@ pub struct Plan {
     pub conflicts: usize,
     /// Bytes to fetch.
     pub bytes: u64,
+    /// Peer segments of another session past the live recording's newest
+    /// segment, left ([`Window::recording`]).
+    pub past_live_edge: usize,
 }
 
 /// The window of a [`plan`]: peer segments ending in `[from_ms,
@@ -219,6 +222,15 @@ pub struct Window {
     pub from_ms: i64,
     /// Segments ending later are left (the live edge).
     pub settle_before_ms: i64,
+    /// The session this archive records the track in now
+    /// (`Archive::current_session`), if any. A peer segment of another
+    /// session whose middle is past this session's newest segment is
+    /// left: this recording will cover that time, and the peer's copy is
+    /// the same stream dated otherwise (the two origins' timelines parted:
+    /// one restarted after its stream's publisher moved to another
+    /// publishing node). Copying it put two copies of every second in
+    /// the archive, one round after another.
+    pub recording: Option<i64>,
 }
 
 /// The files of `peer` (a parsed listing of one track) that `local` (this
@@ -237,6 +249,15 @@ pub fn plan(local: Option<&TrackIndex>, peer: &[PeerFile], window: Window, max_b
         .collect();
     let mut planned_inits = BTreeSet::new();
     let mut planned = BTreeSet::new();
+    // The live recording's session and where its newest segment ends.
+    let live_edge = window.recording.and_then(|session| {
+        local
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.name.session == session)
+            .map(|s| (session, s.name.end_ms()))
+    });
     for f in peer {
         let PeerFile::Segment { name, size } = *f else {
             continue;
@@ -245,6 +266,13 @@ pub fn plan(local: Option<&TrackIndex>, peer: &[PeerFile], window: Window, max_b
             || name.end_ms() > window.settle_before_ms
             || planned.contains(&name)
         {
+            continue;
+        }
+        if let Some((session, edge)) = live_edge
+            && name.session != session
+            && name.mid_ms() >= edge
+        {
+            out.past_live_edge += 1;
             continue;
         }
         // A local segment of that time keeps its place, unless it is

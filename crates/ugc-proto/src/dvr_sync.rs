@@ -277,6 +277,10 @@ pub struct SyncStats {
     pub errors: AtomicU64,
     /// Peer segments skipped for an init segment of another size here.
     pub conflicts: AtomicU64,
+    /// Peer segments of another session past this origin's live
+    /// recording, left ([`replica::Window::recording`]); counted each
+    /// round until the recording covers their time.
+    pub past_live_edge: AtomicU64,
 }
 
 /// The replication loop of one origin; see the [module docs](self).
@@ -324,7 +328,7 @@ impl DvrSync {
         &self.stats
     }
 
-    /// `ugc_dvr_sync_{rounds,files,bytes,rejected,errors,conflicts}_total`.
+    /// `ugc_dvr_sync_{rounds,files,bytes,rejected,errors,conflicts,past_live_edge}_total`.
     pub fn write_metrics(&self, m: &mut Exposition) {
         let f: &[Family<SyncStats>] = &[
             Family::counter(
@@ -356,6 +360,12 @@ impl DvrSync {
                 "ugc_dvr_sync_conflicts_total",
                 "Peer segments skipped: an init segment of the same name and another size here.",
                 |s| s.conflicts.load(Ordering::Relaxed) as f64,
+            ),
+            Family::counter(
+                "ugc_dvr_sync_past_live_edge_total",
+                "Peer segments of another recording session past this origin's live recording, \
+                 left (the same stream dated otherwise); counted each round.",
+                |s| s.past_live_edge.load(Ordering::Relaxed) as f64,
             ),
         ];
         m.families(f, std::slice::from_ref(&*self.stats), |_| Vec::new());
@@ -415,6 +425,7 @@ impl DvrSync {
                 settle_before_ms: now.saturating_sub(
                     i64::try_from(self.config.settle.as_millis()).unwrap_or(i64::MAX),
                 ),
+                recording: self.archive.current_session(&key),
             };
             if let Err(why) = self.track(base, &key, window, pacer).await {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -478,6 +489,14 @@ impl DvrSync {
         let plan = self.archive.with_index(key, |i| {
             replica::plan(i, &files, window, self.config.round_bytes)
         });
+        if plan.past_live_edge > 0 {
+            self.stats
+                .past_live_edge
+                .fetch_add(plan.past_live_edge as u64, Ordering::Relaxed);
+            tracing::debug!(stream = %key.stream, rendition = %key.rendition,
+                left = plan.past_live_edge,
+                "dvr sync: a peer's other session past the live recording left");
+        }
         if plan.conflicts > 0 {
             self.stats
                 .conflicts

@@ -76,6 +76,7 @@ fn a_hole_is_filled_with_the_peers_segments_and_their_init_first() {
     let w = Window {
         from_ms: T0 - 3_600_000,
         settle_before_ms: T0 + 120_000,
+        recording: None,
     };
     let plan = plan(Some(&l), &p, w, u64::MAX);
     assert_eq!(plan.conflicts, 0);
@@ -130,6 +131,7 @@ fn the_live_edge_and_what_is_past_the_depth_are_left() {
         Window {
             from_ms: T0 + 10_000,
             settle_before_ms: T0 + 50_000,
+            recording: None,
         },
         u64::MAX,
     );
@@ -154,6 +156,7 @@ fn an_init_of_another_size_under_the_same_name_is_never_mixed() {
     let w = Window {
         from_ms: 0,
         settle_before_ms: i64::MAX,
+        recording: None,
     };
     let plan1 = plan(Some(&l), &p, w, u64::MAX);
     assert!(plan1.fetch.is_empty());
@@ -246,6 +249,7 @@ fn provisional_segments_give_way_to_a_settled_or_a_better_copy() {
     let w = Window {
         from_ms: 0,
         settle_before_ms: i64::MAX,
+        recording: None,
     };
     // Both hold 0..20 s under the same names. Here: 10..14 s provisional
     // (cut after a restart), 16..18 s and 18..20 s provisional too. There:
@@ -318,6 +322,7 @@ fn a_round_is_bounded_in_bytes_and_segments_without_an_init_are_left() {
     let w = Window {
         from_ms: 0,
         settle_before_ms: i64::MAX,
+        recording: None,
     };
     let plan1 = plan(None, &p, w, 4000);
     // The init (800) and two segments (1500 each) fit in 4000.
@@ -436,7 +441,7 @@ proptest! {
     ) {
         let l = local(T0, T0 + local_from * 1000, T0 + (local_from + local_len) * 1000);
         let p = peer(T0 + 1, T0 + peer_from * 1000, T0 + (peer_from + peer_len) * 1000);
-        let w = Window { from_ms: T0, settle_before_ms: T0 + settle * 1000 };
+        let w = Window { from_ms: T0, settle_before_ms: T0 + settle * 1000, recording: None };
         let first = plan(Some(&l), &p, w, u64::MAX);
         let mut after = l.clone();
         for f in &first.fetch {
@@ -485,7 +490,7 @@ proptest! {
             s.name.msn = ((s.name.pdt_ms - T0) / 2000) as u64;
             s.name.discontinuity = false;
         }
-        let w = Window { from_ms: T0, settle_before_ms: i64::MAX };
+        let w = Window { from_ms: T0, settle_before_ms: i64::MAX, recording: None };
         for _ in 0..2 {
             let pa = plan(Some(&a), &listing(&b), w, u64::MAX);
             apply(&mut a, &pa);
@@ -544,4 +549,55 @@ fn deleted_spans_round_trip_and_keep_their_segments_out() {
         vec![init, seg(8_500), seg(12_000)]
     );
     assert_eq!(without_deleted(files.clone(), &[]), files);
+}
+
+/// An origin that records the track now in session S1 while its peer's
+/// copy is session S2 (their timelines parted): the peer's segments past
+/// the newest S1 segment are left (this recording covers that time; they
+/// are the same stream dated otherwise), those before it still fill a
+/// hole; a peer on the same session, or an archive that records nothing
+/// now, takes them as before.
+#[test]
+fn a_live_recordings_time_is_not_filled_from_a_peer_of_another_session() {
+    // Local S1: 0..20 s, a hole, 30..40 s, recording now.
+    let mut l = local(T0, T0, T0 + 20_000);
+    for s in local(T0, T0 + 30_000, T0 + 40_000).segments {
+        l.segments.push_back(s);
+    }
+    let w = |recording| Window {
+        from_ms: T0 - 3_600_000,
+        settle_before_ms: T0 + 120_000,
+        recording,
+    };
+    let starts = |plan: &Plan| -> Vec<i64> {
+        plan.fetch
+            .iter()
+            .filter_map(|f| match f {
+                PeerFile::Segment { name, .. } => Some(name.pdt_ms - T0),
+                PeerFile::Init { .. } => None,
+            })
+            .collect()
+    };
+    // The peer: S2, 0..60 s.
+    let other = peer(T0 + 1, T0, T0 + 60_000);
+    let p = plan(Some(&l), &other, w(Some(T0)), u64::MAX);
+    assert_eq!(starts(&p), [20_007, 22_007, 24_007, 26_007, 28_007]);
+    assert_eq!(p.past_live_edge, 10);
+    // Recording nothing now (a replica, or the stream left this origin).
+    let p = plan(Some(&l), &other, w(None), u64::MAX);
+    assert_eq!(starts(&p).len(), 15);
+    assert_eq!(p.past_live_edge, 0);
+    // A peer on the same session (its init the same), ahead of this
+    // recording.
+    let mut same = peer(T0, T0, T0 + 60_000);
+    same[0] = PeerFile::Init {
+        session: T0,
+        n: 0,
+        size: 700,
+    };
+    let p = plan(Some(&l), &same, w(Some(T0)), u64::MAX);
+    assert_eq!(starts(&p).len(), 15);
+    // Recording a session with no segment yet: nothing to judge by.
+    let p = plan(Some(&l), &other, w(Some(T0 + 50_000)), u64::MAX);
+    assert_eq!(starts(&p).len(), 15);
 }

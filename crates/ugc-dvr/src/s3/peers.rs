@@ -92,6 +92,7 @@ pub(super) fn lacking(
     let window = Window {
         from_ms,
         settle_before_ms: i64::MAX,
+        recording: None,
     };
     let plan = replica::plan(local, &files, window, u64::MAX);
     let want: HashSet<String> = plan.fetch.iter().map(PeerFile::file_name).collect();
