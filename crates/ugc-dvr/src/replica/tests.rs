@@ -569,23 +569,14 @@ fn a_live_recordings_time_is_not_filled_from_a_peer_of_another_session() {
         settle_before_ms: T0 + 120_000,
         recording,
     };
-    let starts = |plan: &Plan| -> Vec<i64> {
-        plan.fetch
-            .iter()
-            .filter_map(|f| match f {
-                PeerFile::Segment { name, .. } => Some(name.pdt_ms - T0),
-                PeerFile::Init { .. } => None,
-            })
-            .collect()
-    };
     // The peer: S2, 0..60 s.
     let other = peer(T0 + 1, T0, T0 + 60_000);
     let p = plan(Some(&l), &other, w(Some(T0)), u64::MAX);
-    assert_eq!(starts(&p), [20_007, 22_007, 24_007, 26_007, 28_007]);
+    assert_eq!(fetched_ms(&p), [20_007, 22_007, 24_007, 26_007, 28_007]);
     assert_eq!(p.past_live_edge, 10);
     // Recording nothing now (a replica, or the stream left this origin).
     let p = plan(Some(&l), &other, w(None), u64::MAX);
-    assert_eq!(starts(&p).len(), 15);
+    assert_eq!(fetched_ms(&p).len(), 15);
     assert_eq!(p.past_live_edge, 0);
     // A peer on the same session (its init the same), ahead of this
     // recording.
@@ -596,8 +587,8 @@ fn a_live_recordings_time_is_not_filled_from_a_peer_of_another_session() {
         size: 700,
     };
     let p = plan(Some(&l), &same, w(Some(T0)), u64::MAX);
-    assert_eq!(starts(&p).len(), 15);
+    assert_eq!(fetched_ms(&p).len(), 15);
     // Recording a session with no segment yet: nothing to judge by.
     let p = plan(Some(&l), &other, w(Some(T0 + 50_000)), u64::MAX);
-    assert_eq!(starts(&p).len(), 15);
+    assert_eq!(fetched_ms(&p).len(), 15);
 }

@@ -320,10 +320,9 @@ impl OnDemandPulls {
 mod tests {
     use super::*;
 
-    /// Concurrent viewers of one stream locate it once; a stream nobody
-    /// carries is not found; an idle pull is reaped, a used one is not.
-    #[tokio::test]
-    async fn one_locate_per_stream_and_idle_pulls_reaped() {
+    /// Pulls from nowhere (port 9: nobody listens) that count their
+    /// locates; `carrier` answers each.
+    fn counted(carrier: fn(&StreamPath) -> Option<Carrier>) -> (OnDemandPulls, Arc<AtomicU64>) {
         let hub = Hub::new(ugc_core::HubConfig::default());
         let located = Arc::new(AtomicU64::new(0));
         let counter = located.clone();
@@ -332,11 +331,21 @@ mod tests {
             Box::pin(async move {
                 counter.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                (source.name() == "news").then(|| Carrier {
-                    // Nobody listens: the pulls retry until stopped.
-                    base_url: "http://127.0.0.1:9".into(),
-                    streams: vec![source.clone(), source.with_rendition("720p").unwrap()],
-                })
+                carrier(&source)
+            })
+        });
+        (pulls, located)
+    }
+
+    /// Concurrent viewers of one stream locate it once; a stream nobody
+    /// carries is not found; an idle pull is reaped, a used one is not.
+    #[tokio::test]
+    async fn one_locate_per_stream_and_idle_pulls_reaped() {
+        let (pulls, located) = counted(|source| {
+            (source.name() == "news").then(|| Carrier {
+                // Nobody listens: the pulls retry until stopped.
+                base_url: "http://127.0.0.1:9".into(),
+                streams: vec![source.clone(), source.with_rendition("720p").unwrap()],
             })
         });
         let news = StreamPath::live("news").unwrap();
@@ -375,18 +384,11 @@ mod tests {
     /// (pushed to this node) is not.
     #[tokio::test(start_paused = true)]
     async fn a_lost_pull_is_located_again_and_a_pushed_stream_is_not_pulled() {
-        let hub = Hub::new(ugc_core::HubConfig::default());
-        let located = Arc::new(AtomicU64::new(0));
-        let counter = located.clone();
-        let pulls = OnDemandPulls::new(hub, "t", Duration::from_secs(30), move |source| {
-            let counter = counter.clone();
-            Box::pin(async move {
-                counter.fetch_add(1, Ordering::Relaxed);
-                Some(Carrier {
-                    // Nobody listens: the pull gives up after its attempts.
-                    base_url: "http://127.0.0.1:9".into(),
-                    streams: vec![source.clone()],
-                })
+        let (pulls, located) = counted(|source| {
+            Some(Carrier {
+                // Nobody listens: the pull gives up after its attempts.
+                base_url: "http://127.0.0.1:9".into(),
+                streams: vec![source.clone()],
             })
         });
         let news = StreamPath::live("news").unwrap();
