@@ -128,6 +128,7 @@ pub fn spawn_heartbeat(
         standby: Vec::new(),
         fallback: Vec::new(),
         stats: Vec::new(),
+        timelines: Default::default(),
         draining: false,
         priority,
         pulls,

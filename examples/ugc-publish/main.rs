@@ -187,7 +187,10 @@ async fn main() -> anyhow::Result<()> {
     let rtmp = ugc_proto::http::bind(flags.rtmp).await?;
     let srt = tokio::net::UdpSocket::bind(flags.srt).await?;
     let http = ugc_proto::http::bind(flags.http).await?;
-    let mut auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?;
+    // A publisher that moved here from a failed node goes on with its
+    // stream's timeline (dates and numbering unbroken at the origins).
+    let mut auth = RemoteAuthorizer::new(&flags.control_url, &token, Duration::from_secs(5))?
+        .with_timelines(hub.clone());
     if flags.node.capacity > 0 {
         let id = node::own_id(
             &flags.node,

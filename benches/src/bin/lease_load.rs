@@ -39,6 +39,7 @@ fn beat(id: &str, role: NodeRole, streams: Vec<String>) -> NodeBeat {
         standby: Vec::new(),
         fallback: Vec::new(),
         stats: Vec::new(),
+        timelines: Default::default(),
         draining: false,
         priority: 0,
         pulls: false,

@@ -256,6 +256,13 @@ pub enum PublishAnswer {
         /// pushed to as well (see [`RemoteAuthorizer::standby`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         main_node: Option<String>,
+        /// The stream's timeline id while a node reported it lately
+        /// ([`TIMELINE_KEPT_FOR`]): a publisher that moved here from
+        /// another node (its node killed) goes on with it
+        /// ([`ugc_core::Hub::continue_timeline`]), so the stream's media
+        /// and dates stay on one timeline at every node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeline: Option<u64>,
     },
     /// Refuse.
     Deny {
@@ -298,6 +305,7 @@ impl PublishAnswer {
                 stream: stream.to_string(),
                 role: Some(role.as_str().into()),
                 main_node: None,
+                timeline: None,
             },
             PublishDecision::Deny { kind, reason } => PublishAnswer::Deny {
                 kind: kind_name(kind).into(),
@@ -378,7 +386,26 @@ pub(crate) async fn publish_check(
         } => Some(stream.name().to_owned()),
         _ => None,
     };
+    // A main publisher goes on with the stream's timeline (a backup's
+    // stream, pushed to the main's node, stays on its own there: it lands
+    // on a segment boundary at a switch, which a timeline's relay does
+    // not).
+    let allowed = match &decision {
+        PublishDecision::Allow {
+            stream,
+            role: SourceRole::Main,
+        } => Some(stream.to_string()),
+        _ => None,
+    };
     let mut answer = PublishAnswer::of(decision);
+    if let (Some(path), PublishAnswer::Allow { timeline, .. }) = (allowed, &mut answer) {
+        match cp.nodes().await {
+            Ok(nodes) => *timeline = timeline_of(&nodes, &path),
+            Err(e) => {
+                tracing::warn!(error = %e, "publish check: no registry for the stream's timeline")
+            }
+        }
+    }
     // A backup publisher: where the main one goes (placing it if need be,
     // as the API would), so the backup's node pushes there too.
     if let (Some(name), PublishAnswer::Allow { main_node, .. }) = (main_of, &mut answer) {
@@ -388,6 +415,26 @@ pub(crate) async fn publish_check(
         }
     }
     axum::Json(answer).into_response()
+}
+
+/// How long after a node last reported a stream its timeline goes on
+/// for a publisher that arrives at a publishing node ([`timeline_of`]):
+/// past the publishing nodes' publisher grace (20 s by default), after
+/// which the stream has ended everywhere and a publisher begins a new
+/// life of it.
+pub const TIMELINE_KEPT_FOR: Duration = Duration::from_secs(30);
+
+/// The timeline of `stream` (`live/news`) that a node of `nodes`
+/// reported within [`TIMELINE_KEPT_FOR`] (a node killed included: its
+/// last beat), the newest if several: the life of the stream that a
+/// publisher arriving now goes on with.
+fn timeline_of(nodes: &[crate::registry::NodeView], stream: &str) -> Option<u64> {
+    let within = i64::try_from(TIMELINE_KEPT_FOR.as_millis()).unwrap_or(i64::MAX);
+    nodes
+        .iter()
+        .filter(|n| n.age_ms <= within)
+        .filter_map(|n| n.timelines.get(stream).copied())
+        .max()
 }
 
 /// The refusal of a publisher of `stream` allowed at node `full`, which
@@ -451,6 +498,7 @@ struct Cached {
     stream: StreamPath,
     role: SourceRole,
     main_node: Option<String>,
+    timeline: Option<u64>,
     until: Instant,
 }
 
@@ -483,6 +531,9 @@ struct Inner {
     backups: Mutex<HashMap<StreamPath, Option<String>>>,
     /// This node's id while it has no room ([`RemoteAuthorizer::with_room`]).
     room: Option<RoomCheck>,
+    /// The Hub whose streams go on with the timeline the control plane
+    /// names ([`RemoteAuthorizer::with_timelines`]).
+    hub: Option<Hub>,
 }
 
 /// See [`RemoteAuthorizer::with_room`].
@@ -540,6 +591,7 @@ impl RemoteAuthorizer {
                 play_keys: None,
                 backups: Mutex::default(),
                 room: None,
+                hub: None,
             }),
         })
     }
@@ -554,6 +606,26 @@ impl RemoteAuthorizer {
             inner.room = Some(full);
         }
         next
+    }
+
+    /// A publishing node's `hub`: a main publisher allowed here goes on
+    /// with the timeline the control plane names for its stream (the
+    /// publisher moved here from a node that failed):
+    /// [`Hub::continue_timeline`] before it attaches.
+    pub fn with_timelines(self, hub: Hub) -> Self {
+        let mut next = self.rebuilt(self.inner.play.clone(), self.inner.play_keys.clone());
+        if let Some(inner) = Arc::get_mut(&mut next.inner) {
+            inner.hub = Some(hub);
+        }
+        next
+    }
+
+    /// A main publisher of `stream` allowed with `timeline`: the Hub's
+    /// stream goes on with it.
+    fn continue_timeline(&self, stream: &StreamPath, role: SourceRole, timeline: Option<u64>) {
+        if let (Some(hub), Some(id), SourceRole::Main) = (&self.inner.hub, timeline, role) {
+            hub.continue_timeline(stream, id);
+        }
     }
 
     /// Lets viewers play the public streams of `settings` (an origin node);
@@ -581,6 +653,7 @@ impl RemoteAuthorizer {
                 play_keys,
                 backups: Mutex::default(),
                 room: inner.room.clone(),
+                hub: inner.hub.clone(),
             }),
         }
     }
@@ -656,8 +729,9 @@ impl RemoteAuthorizer {
         }
     }
 
-    /// The control plane's decision, with the main's node for a backup.
-    async fn ask(&self, req: &PublishRequest) -> (PublishDecision, Option<String>) {
+    /// The control plane's decision, with the main's node for a backup and
+    /// the stream's timeline for a main publisher.
+    async fn ask(&self, req: &PublishRequest) -> (PublishDecision, Option<String>, Option<u64>) {
         let body = PublishCheck {
             protocol: protocol_name(req.protocol).into(),
             app: req.app.clone(),
@@ -668,6 +742,7 @@ impl RemoteAuthorizer {
         let Ok(body) = serde_json::to_vec(&body) else {
             return (
                 PublishDecision::unavailable("publish check could not be encoded"),
+                None,
                 None,
             );
         };
@@ -682,6 +757,7 @@ impl RemoteAuthorizer {
             return (
                 PublishDecision::unavailable("publish check could not be built"),
                 None,
+                None,
             );
         };
         let exchange = async {
@@ -690,11 +766,15 @@ impl RemoteAuthorizer {
         };
         match tokio::time::timeout(self.inner.timeout, exchange).await {
             Ok(Ok(answer)) => {
-                let main_node = match &answer {
-                    PublishAnswer::Allow { main_node, .. } => main_node.clone(),
-                    PublishAnswer::Deny { .. } => None,
+                let (main_node, timeline) = match &answer {
+                    PublishAnswer::Allow {
+                        main_node,
+                        timeline,
+                        ..
+                    } => (main_node.clone(), *timeline),
+                    PublishAnswer::Deny { .. } => (None, None),
                 };
-                return (answer.decision(), main_node);
+                return (answer.decision(), main_node, timeline);
             }
             // May name the control plane's address: log only.
             Ok(Err(why)) => {
@@ -704,6 +784,7 @@ impl RemoteAuthorizer {
         }
         (
             PublishDecision::unavailable("control plane unavailable; try again"),
+            None,
             None,
         )
     }
@@ -721,12 +802,13 @@ impl Authorizer for RemoteAuthorizer {
             .cache()
             .get(&key)
             .filter(|c| c.until > now)
-            .map(|c| (c.stream.clone(), c.role, c.main_node.clone()));
-        if let Some((stream, role, main_node)) = cached {
+            .map(|c| (c.stream.clone(), c.role, c.main_node.clone(), c.timeline));
+        if let Some((stream, role, main_node, timeline)) = cached {
             self.note_allow(&stream, role, main_node);
+            self.continue_timeline(&stream, role, timeline);
             return PublishDecision::Allow { stream, role };
         }
-        let (d, main_node) = self.ask(req).await;
+        let (d, main_node, timeline) = self.ask(req).await;
         let mut cache = self.cache();
         cache.retain(|_, c| c.until > now);
         match &d {
@@ -737,11 +819,13 @@ impl Authorizer for RemoteAuthorizer {
                         stream: stream.clone(),
                         role: *role,
                         main_node: main_node.clone(),
+                        timeline,
                         until: now + Self::CACHE_TTL,
                     },
                 );
                 drop(cache);
                 self.note_allow(stream, *role, main_node);
+                self.continue_timeline(stream, *role, timeline);
             }
             _ => {
                 cache.remove(&key);

@@ -157,7 +157,8 @@ fn registry_schemas() -> Value {
                                 "properties": {
                                     "stream": { "type": "string" }, "bytes_in": { "type": "integer" }, "frames_in": { "type": "integer" },
                                     "skips": { "type": "integer" }, "source": { "type": "integer", "description": "0 main, 1 backup, 2 fallback" },
-                                    "viewers": { "type": "integer", "description": "HLS viewers here, where the node counts them" } } } }
+                                    "viewers": { "type": "integer", "description": "HLS viewers here, where the node counts them" } } } },
+                        "timelines": { "type": "object", "additionalProperties": { "type": "integer" }, "description": "the timeline id (unix ms of the stream's start at its first node) of each published stream its Hub holds with media, one whose publisher left within its grace included; a main publisher that arrives at another publishing node goes on with it" }
                     }
                 },
                 "NodeLoad": {
@@ -645,6 +646,7 @@ fn base() -> Value {
                         "stream": { "type": "string", "description": "allow: <app>/<name>" },
                         "role": { "type": "string", "enum": ["main", "backup"], "description": "allow: the source the publisher is (absent: main)" },
                         "main_node": { "type": "string", "description": "allow of a backup publisher: the relay URL of the publishing node the main publisher is sent to; the backup's node pushes the stream there too (as ?role=backup)" },
+                        "timeline": { "type": "integer", "description": "allow of a main publisher: the stream's timeline id, while a node reported it within the last 30 s (its old node killed included); the asking node's stream goes on with it, its first frame landing at the timeline's age" },
                         "kind": { "type": "string", "enum": ["unauthorized", "bad_name", "unavailable"] },
                         "reason": { "type": "string" }
                     }

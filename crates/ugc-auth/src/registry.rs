@@ -28,7 +28,7 @@
 //! spread too), then the lowest egress. With no node registered, the
 //! control plane's own [`PublicUrls`] answer, as on a single machine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,13 @@ pub struct NodeBeat {
     /// for the control plane's charts of each stream's last minutes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stats: Vec<StreamStat>,
+    /// The timeline id (`ugc_core::Hub::live_timeline`) of each published
+    /// stream its Hub holds with media and whose end did not come, a
+    /// publisher gone within its grace included: a main publisher that
+    /// arrives at another publishing node goes on with it (see
+    /// `POST /api/v1/node/publish`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timelines: BTreeMap<String, u64>,
 }
 
 /// One stream's counters on a node, as its beat carries them (see
@@ -221,6 +228,8 @@ impl NodeBeat {
             || names(&self.fallback)
             || self.stats.len() > 10_000
             || self.stats.iter().any(|s| s.stream.len() > 256)
+            || self.timelines.len() > 10_000
+            || self.timelines.keys().any(|s| s.len() > 256)
         {
             return Err(Error::Invalid {
                 field: "streams",
@@ -301,6 +310,10 @@ pub struct NodeView {
     /// in `GET /api/v1/nodes`).
     #[serde(default, skip_serializing)]
     pub stats: Vec<StreamStat>,
+    /// Its streams' timelines at the last beat ([`NodeBeat::timelines`];
+    /// not in `GET /api/v1/nodes`).
+    #[serde(default, skip_serializing)]
+    pub timelines: BTreeMap<String, u64>,
 }
 
 /// A transcode lease a node holds, as `GET /api/v1/nodes` shows it.
@@ -575,6 +588,7 @@ impl ControlPlane {
                 pulls: beat.pulls,
                 leases: Vec::new(),
                 stats: beat.stats,
+                timelines: beat.timelines,
             });
         }
         Ok(out)
@@ -1120,6 +1134,7 @@ impl Heartbeat {
                     standby: carried.standby,
                     fallback: carried.fallback,
                     stats: carried.stats,
+                    timelines: carried.timelines,
                     ..template.clone()
                 }
             },
@@ -1195,6 +1210,7 @@ struct Carried {
     standby: Vec<String>,
     fallback: Vec<String>,
     stats: Vec<StreamStat>,
+    timelines: BTreeMap<String, u64>,
 }
 
 /// The streams of `hub` a beat reports: those with a publisher, and those
@@ -1209,6 +1225,11 @@ fn hub_streams(
     use ugc_core::SourceRole;
     let mut out = Carried::default();
     for s in hub.stream_names() {
+        if s.rendition().is_none()
+            && let Some(id) = hub.live_timeline(&s)
+        {
+            out.timelines.insert(s.to_string(), id);
+        }
         let Some(st) = hub
             .stats(&s)
             .filter(|st| st.publishing || st.sources.contains(&SourceRole::Fallback))
@@ -1316,6 +1337,7 @@ mod tests {
             standby: Vec::new(),
             fallback: Vec::new(),
             stats: Vec::new(),
+            timelines: BTreeMap::new(),
             capacity,
             public: Some(PublicUrls {
                 host: id.into(),
@@ -1397,6 +1419,7 @@ mod tests {
             standby: Vec::new(),
             fallback: Vec::new(),
             stats: Vec::new(),
+            timelines: BTreeMap::new(),
             draining: false,
             priority: 0,
             pulls: false,

@@ -206,6 +206,36 @@ async fn suite(db: Db) {
         .call("POST", "/node/publish", Some(NODE), check("live"))
         .await;
     assert!(d.get("main_node").is_none(), "{d}");
+    assert!(
+        d.get("timeline").is_none(),
+        "no node reported the stream: {d}"
+    );
+    // A node that reported the stream's timeline (its last beat, its node
+    // killed since, included): a main publisher goes on with it, a backup
+    // publisher (whose stream stands by on its own timeline) does not.
+    let mut carrying = beat("origin-1", "origin", 0, &["live/s0"]);
+    carrying["timelines"] = json!({"live/s0": 1_700_000_000_123u64});
+    let (s, _) = api
+        .call("POST", "/node/heartbeat", Some(NODE), carrying)
+        .await;
+    assert_eq!(s, 200);
+    let (_, d) = api
+        .call("POST", "/node/publish", Some(NODE), check("live"))
+        .await;
+    assert_eq!(d["timeline"], 1_700_000_000_123u64, "{d}");
+    let (_, d) = api
+        .call("POST", "/node/publish", Some(NODE), check("backup"))
+        .await;
+    assert!(d.get("timeline").is_none(), "{d}");
+    let (s, _) = api
+        .call(
+            "POST",
+            "/node/heartbeat",
+            Some(NODE),
+            beat("origin-1", "origin", 0, &[]),
+        )
+        .await;
+    assert_eq!(s, 200);
     let backup_id = backup_host.trim_end_matches(".test").to_owned();
     let backup_port = if backup_id == "pub-a" { 1935 } else { 1936 };
     let mut standing_by = beat(&backup_id, "publish", backup_port, &["live/s0"]);
@@ -309,6 +339,7 @@ async fn suite(db: Db) {
         standby: Vec::new(),
         fallback: Vec::new(),
         stats: Vec::new(),
+        timelines: Default::default(),
         draining: false,
         priority: 0,
         pulls: false,
@@ -441,6 +472,7 @@ fn transcoder(id: &str, priority: i32) -> NodeBeat {
         standby: Vec::new(),
         fallback: Vec::new(),
         stats: Vec::new(),
+        timelines: Default::default(),
         draining: false,
         priority,
         pulls: false,

@@ -329,6 +329,9 @@ struct State {
     settling: Vec<TrackId>,
     /// Whether anything was ever published (so a takeover is a discontinuity).
     had_media: bool,
+    /// The active source's publisher pushed [`MediaEvent::End`] (a relay
+    /// of a stream that ended upstream) and no publisher attached since.
+    source_ended: bool,
     /// The id of the stream's timeline (see [`Hub::timeline`]).
     timeline: u64,
     /// The first frame is still to land at the timeline's age
@@ -556,6 +559,7 @@ impl Hub {
                         active: SourceRole::Main,
                         settling: Vec::new(),
                         had_media: false,
+                        source_ended: false,
                         timeline: timeline.unwrap_or_else(new_timeline_id),
                         place_on_clock: self.inner.config.timeline_on_clock && timeline.is_none(),
                         rebase_pending: false,
@@ -606,6 +610,19 @@ impl Hub {
         Some(id)
     }
 
+    /// The timeline of stream `name` while its life may go on elsewhere:
+    /// it has had media here and its source did not end it (a publisher
+    /// is attached, or the last one went without an end: its node killed,
+    /// a connection cut). `None` once a relay brought the stream's end
+    /// (it ended upstream), before any media, and for no such stream. A
+    /// node's beats carry it, so that a publisher arriving at another
+    /// publishing node goes on with it ([`Self::continue_timeline`]).
+    pub fn live_timeline(&self, name: &StreamPath) -> Option<u64> {
+        let shared = self.streams().get(name).cloned()?;
+        let st = shared.lock();
+        (st.had_media && !st.source_ended).then_some(st.timeline)
+    }
+
     /// [`Self::publish_as`] by a publisher whose timestamps are on timeline
     /// `timeline` upstream: a stream that has had no media yet takes it as
     /// its own ([`Self::timeline`]).
@@ -633,6 +650,24 @@ impl Hub {
             }
         }
         publisher
+    }
+
+    /// Stream `name` goes on with timeline `id`, begun at another node
+    /// (its publisher moved here, its old node gone): a stream not here
+    /// yet is created on it and one with no media yet takes it; with
+    /// [`HubConfig::timeline_on_clock`] its first frame lands at the
+    /// timeline's age, as its first node's did. So the stream's media
+    /// keeps one timeline and its dates the wall clock across the move
+    /// (the nodes downstream keep the hole of the outage), and a node
+    /// that joins later names it as the others do. A stream that has had
+    /// media here keeps its own.
+    pub fn continue_timeline(&self, name: &StreamPath, id: u64) {
+        let shared = self.get_or_create_on(name, Some(id));
+        let mut st = shared.lock();
+        if !st.had_media {
+            st.timeline = id;
+            st.place_on_clock = self.inner.config.timeline_on_clock;
+        }
     }
 
     /// Attaches the main publisher of stream `name`, creating the stream if
@@ -669,6 +704,7 @@ impl Hub {
                 ..Slot::default()
             };
             st.idle_since = None;
+            st.source_ended = false;
             if st.active == role && st.had_media {
                 st.rebase();
                 st.announce_pending = true;
@@ -1128,6 +1164,9 @@ impl HubPublisher {
                     // A publisher that finishes does not end the stream (a
                     // backup may take over); it detaches.
                     st.slots[role.index()].detach();
+                    if st.active == role {
+                        st.source_ended = true;
+                    }
                 }
             }
         }
@@ -1188,6 +1227,19 @@ fn accept(
             st.offset = st.offset.max(by_floor);
         }
         st.rebase_pending = false;
+        // A source on the stream's own timeline (a relay of it) whose
+        // frames come at or after every floor keeps its timestamps: a hole
+        // upstream (its publishing node's outage) stays a hole here, as
+        // at a node that joined after it, so both name its media alike
+        // and date it by the timeline.
+        let own = MediaTime::new(frame.dts, scale).as_micros();
+        let past_grid = st
+            .grid_floor
+            .is_none_or(|(end, period, _)| own >= grid_ceil(end.as_micros(), period));
+        if st.slots[st.active.index()].on_timeline && st.offset.as_micros() <= 0 && past_grid {
+            st.offset = MediaTime::zero(Timescale::MICROS);
+            st.grid_floor = None;
+        }
     }
     if let Some((end, period, keep_phase)) = st.grid_floor.take() {
         let dts = MediaTime::new(frame.dts, scale).as_micros();
@@ -2290,11 +2342,12 @@ mod tests {
     }
 
     /// A source on the stream's own timeline (a transcoder's renditions
-    /// relayed back to an origin after its slate) keeps its phase on the
-    /// grid: after the slate (landed on 2.0 s, ending at 2.4 s) it lands at
-    /// 3.3 s, whole seconds from its own 5.3 s, so that its later IDRs
-    /// (on whole seconds of the timeline) stay on the boundaries. A
-    /// publisher not on the timeline lands on the boundary, 3.0 s.
+    /// relayed back to an origin after its slate) whose own place is
+    /// taken keeps its phase on the grid: after the slate (landed on
+    /// 2.0 s, ending at 2.4 s) it lands at 3.3 s, whole seconds from its
+    /// own 2.3 s, so that its later IDRs (on whole seconds of the
+    /// timeline) stay on the boundaries. A publisher not on the timeline
+    /// lands on the boundary, 3.0 s.
     #[test]
     fn a_source_on_the_streams_timeline_keeps_its_phase_on_the_grid() {
         for on_timeline in [true, false] {
@@ -2326,7 +2379,7 @@ mod tests {
                 hub.publish(&name)
             };
             back.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
-            back.push(video(5300, true)).unwrap();
+            back.push(video(2300, true)).unwrap();
             let ev = drain(&mut r);
             let want = if on_timeline { 3300 } else { 3000 };
             assert_eq!(
@@ -2335,6 +2388,114 @@ mod tests {
                 "{on_timeline}"
             );
         }
+    }
+
+    /// A relay of the stream's own timeline back after a hole upstream (its
+    /// publishing node killed, the publisher gone on at another node on
+    /// the same timeline) keeps its timestamps: the hole stays, as at a
+    /// node that joined after it (and so do the dates). One whose place
+    /// is taken, or a publisher not on the timeline, lands where the old
+    /// media ends; with the grid, on or after its boundary.
+    #[test]
+    fn a_relay_on_the_streams_timeline_keeps_the_hole_before_it() {
+        for (grid, on_timeline, own, want) in [
+            (None, true, 6000, 6000),
+            (None, true, 300, 400),
+            (None, false, 6000, 400),
+            (Some(1), true, 6300, 6300),
+            (Some(1), true, 900, 1900),
+            (Some(1), false, 6300, 1000),
+        ] {
+            let hub = Hub::new(HubConfig {
+                discontinuity_grid: grid.map(Duration::from_secs),
+                source_timeout: Duration::ZERO,
+                ..HubConfig::default()
+            });
+            let name = path("live/a");
+            let id = 1_700_000_000_000;
+            let mut r = hub.subscribe(&name);
+            let mut first = hub.publish_on_timeline(&name, SourceRole::Main, Some(id));
+            first.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+            for i in 0..10 {
+                first.push(video(i * 40, i == 0)).unwrap();
+            }
+            drop(first);
+            drain(&mut r);
+            let mut back = if on_timeline {
+                hub.publish_on_timeline(&name, SourceRole::Main, Some(id))
+            } else {
+                hub.publish(&name)
+            };
+            // Other tracks: a discontinuity, landed on the grid if any.
+            back.push(MediaEvent::Tracks(tracks_20ms_audio_640()))
+                .unwrap();
+            back.push(video(own, true)).unwrap();
+            back.push(video(own + 40, false)).unwrap();
+            let ev = drain(&mut r);
+            let got: Vec<i64> = frame_dts(&ev)
+                .iter()
+                .filter(|(track, _, _)| *track == 1)
+                .map(|(_, dts, _)| *dts)
+                .collect();
+            assert_eq!(
+                got,
+                vec![want, want + 40],
+                "grid {grid:?}, on the timeline {on_timeline}, own {own}"
+            );
+            assert_eq!(hub.timeline(&name), Some(id));
+        }
+    }
+
+    /// A publisher that moved here from another node (the control plane
+    /// names the stream's timeline): its first frame lands at that
+    /// timeline's age, as on the node where it began, whatever its own
+    /// clock. A stream with media here keeps its own timeline.
+    #[test]
+    fn a_continued_timeline_lands_its_first_frame_at_its_age() {
+        let hub = Hub::new(HubConfig {
+            timeline_on_clock: true,
+            ..HubConfig::default()
+        });
+        let name = path("live/a");
+        let id = unix_ms() - 60_000;
+        hub.continue_timeline(&name, id);
+        assert_eq!(hub.timeline(&name), Some(id));
+        let mut r = hub.subscribe(&name);
+        let mut a = hub.publish(&name);
+        a.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+        let before = unix_ms();
+        a.push(video(5_000, true)).unwrap();
+        let after = unix_ms();
+        let dts: Vec<i64> = frame_dts(&drain(&mut r)).iter().map(|f| f.1).collect();
+        let age = |at: u64| (at - id) as i64;
+        assert_eq!(dts.len(), 1);
+        assert!((age(before)..=age(after)).contains(&dts[0]), "{dts:?}");
+        // Its media keeps its timeline.
+        hub.continue_timeline(&name, id + 5);
+        assert_eq!(hub.timeline(&name), Some(id));
+    }
+
+    /// A stream's timeline goes on elsewhere while its life may: with media
+    /// and a publisher attached or gone without an end (its node killed);
+    /// not once a relay brought its end (it ended upstream), until a
+    /// publisher attaches again.
+    #[test]
+    fn a_streams_timeline_goes_on_until_its_end_comes() {
+        let hub = Hub::new(HubConfig::default());
+        let name = path("live/a");
+        let mut a = hub.publish_on_timeline(&name, SourceRole::Main, Some(42));
+        assert_eq!(hub.live_timeline(&name), None, "no media yet");
+        a.push(MediaEvent::Tracks(tracks_20ms_audio())).unwrap();
+        a.push(video(0, true)).unwrap();
+        assert_eq!(hub.live_timeline(&name), Some(42));
+        drop(a);
+        assert_eq!(hub.live_timeline(&name), Some(42), "gone without its end");
+        let mut b = hub.publish_on_timeline(&name, SourceRole::Main, Some(42));
+        b.push(MediaEvent::End).unwrap();
+        assert_eq!(hub.live_timeline(&name), None, "ended upstream");
+        let _c = hub.publish_on_timeline(&name, SourceRole::Main, Some(42));
+        assert_eq!(hub.live_timeline(&name), Some(42));
+        assert_eq!(hub.live_timeline(&path("live/none")), None);
     }
 
     /// A transcoder killed mid-stream: its audio stopped 120 ms before its

@@ -2527,7 +2527,7 @@ fn hevc_and_opus_cross_three_hops_untouched() {
 
 /// The media URIs of a playlist (segments, parts, init) with their bytes
 /// at `node`, and the `#EXTINF`/`#EXT-X-PART` lines without the dates.
-fn listed_media(node: SocketAddr, playlist: &str) -> Vec<(String, Vec<u8>)> {
+fn listed_media(node: SocketAddr, name: &str, playlist: &str) -> Vec<(String, Vec<u8>)> {
     let mut uris: Vec<String> = Vec::new();
     for line in playlist.lines() {
         let uri = if line.starts_with("#EXT-X-MAP:") || line.starts_with("#EXT-X-PART:") {
@@ -2545,7 +2545,7 @@ fn listed_media(node: SocketAddr, playlist: &str) -> Vec<(String, Vec<u8>)> {
     }
     uris.into_iter()
         .map(|u| {
-            let r = http_get(node, &format!("/live/apart/{u}"));
+            let r = http_get(node, &format!("/live/{name}/{u}"));
             assert_eq!(r.status, 200, "{u} at {node}");
             (u, r.body.to_vec())
         })
@@ -2576,8 +2576,17 @@ fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
     let (b, _b_data) = start_origin(&control, b_http);
     wait_until(Duration::from_secs(40), || segments_at(b_http).len() >= 3)
         .unwrap_or_else(|| panic!("no playlist at origin B\n{}\n{}", b.log(), publish.log()));
-    // Read B first, then A (ahead or level): every URI B lists that A
-    // still lists has the same bytes at both, and the same duration.
+    served_alike(a_http, b_http, "apart");
+}
+
+/// Stream `name`'s `mono` playlist at origins `a` and `b` (`a` the one
+/// that joined first): read `b` first, then `a` (ahead or level), three
+/// rounds 2 s apart; every URI `b` lists that `a` still lists has the
+/// same bytes at both, the same duration and the same date, and the
+/// newest is dated within 15 s of the wall clock.
+fn served_alike(a_http: SocketAddr, b_http: SocketAddr, name: &str) {
+    let media = format!("/live/{name}/mono.m3u8");
+    let media = media.as_str();
     for round in 0..3 {
         let text_b = http_get(b_http, media).text();
         let text_a = http_get(a_http, media).text();
@@ -2615,9 +2624,9 @@ fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
             early.as_str() <= newest.as_str() && newest.as_str() <= late.as_str(),
             "newest segment dated {newest}, now {late}"
         );
-        let from_b = listed_media(b_http, &text_b);
+        let from_b = listed_media(b_http, name, &text_b);
         let from_a: std::collections::HashMap<String, Vec<u8>> =
-            listed_media(a_http, &text_a).into_iter().collect();
+            listed_media(a_http, name, &text_a).into_iter().collect();
         let mut compared = 0;
         for (uri, bytes) in &from_b {
             if let Some(a_bytes) = from_a.get(uri) {
@@ -2630,10 +2639,72 @@ fn two_origins_that_joined_apart_serve_the_same_media_under_the_same_uris() {
                 compared += 1;
             }
         }
-        eprintln!("round {round}: {compared} URIs identical at both origins");
+        eprintln!(
+            "round {round}: {compared} URIs identical at both origins; newest dated {newest}, now {late}"
+        );
         assert!(compared >= 5, "round {round}: {compared}");
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// A stream's publisher that moved to another publishing node (its node
+/// killed) goes on with the stream's timeline there: the origin that
+/// carried it keeps the hole of the outage in its timeline, so its dates
+/// stay on the wall clock, and an origin that joins after the move serves
+/// the same media under the same URIs, dated alike. (Before, the new node
+/// began a timeline of its own: the first origin closed the hole, its
+/// dates fell behind by the outage, and the later origin's URIs, numbers
+/// and dates were another timeline's.)
+#[test]
+fn origins_that_joined_before_and_after_a_publisher_moved_serve_the_same_media() {
+    let control = Control::dedicated();
+    let a_http = addr();
+    let (a, _a_data) = start_origin(&control, a_http);
+    let (mut pub_1, rtmp_1) = start_publish(&control, None);
+    let (pub_2, rtmp_2) = start_publish(&control, None);
+    wait_until(Duration::from_secs(10), || {
+        nodes(&control).iter().filter(|n| n.2 == "live").count() == 3
+    })
+    .expect("three nodes live");
+    let key = control.create_stream(r#"{"name": "moved"}"#);
+    let media = "/live/moved/mono.m3u8";
+    let segments_at = |node: SocketAddr| parse_media_playlist(&http_get(node, media).text());
+    let ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp_1}/live/{key}"));
+    wait_until(Duration::from_secs(30), || segments_at(a_http).len() >= 4)
+        .unwrap_or_else(|| panic!("no playlist at origin A\n{}\n{}", a.log(), pub_1.log()));
+    // Its node killed; the publisher back at the other one after 4 s.
+    let _ = pub_1.child.kill();
+    drop(ffmpeg);
+    std::thread::sleep(Duration::from_secs(4));
+    let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp_2}/live/{key}"));
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let moved_at = now_ms();
+    // Origin A lists media dated after the move (the new node's).
+    wait_until(Duration::from_secs(30), || {
+        let text = http_get(a_http, media).text();
+        let newest = parse_media_playlist(&text)
+            .last()
+            .and_then(|s| dated_segments(&text).get(&s.uri).cloned());
+        newest.is_some_and(|d| d > ugc_dvr::playlist::format_program_date_time(moved_at))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no media dated after the move at origin A:\n{}\n{}\n{}",
+            http_get(a_http, media).text(),
+            a.log(),
+            pub_2.log()
+        )
+    });
+    let b_http = addr();
+    let (b, _b_data) = start_origin(&control, b_http);
+    wait_until(Duration::from_secs(40), || segments_at(b_http).len() >= 3)
+        .unwrap_or_else(|| panic!("no playlist at origin B\n{}\n{}", b.log(), pub_2.log()));
+    served_alike(a_http, b_http, "moved");
 }
 
 /// Each segment URI of a media playlist with its program date-time.
