@@ -2208,6 +2208,16 @@ mod tests {
     }
 
     /// AAC-LC at 48 kHz in 960-sample frames: exactly 20 ms a frame.
+    /// A hub landing switches on `grid`, whose standing-by sources take
+    /// over as soon as the active one stops (no source timeout).
+    fn grid_hub(grid: Option<Duration>) -> Hub {
+        Hub::new(HubConfig {
+            discontinuity_grid: grid,
+            source_timeout: Duration::ZERO,
+            ..HubConfig::default()
+        })
+    }
+
     fn tracks_20ms_audio() -> Tracks {
         tracks_with_audio(48_000, 960, Timescale::MILLIS)
     }
@@ -2243,11 +2253,7 @@ mod tests {
         for how in [How::Takeover, How::Fallback, How::SamePublisher] {
             let too_long = MAX_DISCONTINUITY_GRID + Duration::from_millis(1);
             for grid in [Some(Duration::from_secs(1)), None, Some(too_long)] {
-                let hub = Hub::new(HubConfig {
-                    discontinuity_grid: grid,
-                    source_timeout: Duration::ZERO,
-                    ..HubConfig::default()
-                });
+                let hub = grid_hub(grid);
                 let name = path("live/a");
                 let mut r = hub.subscribe(&name);
                 let mut p1 = hub.publish(&name);
@@ -2351,11 +2357,7 @@ mod tests {
     #[test]
     fn a_source_on_the_streams_timeline_keeps_its_phase_on_the_grid() {
         for on_timeline in [true, false] {
-            let hub = Hub::new(HubConfig {
-                discontinuity_grid: Some(Duration::from_secs(1)),
-                source_timeout: Duration::ZERO,
-                ..HubConfig::default()
-            });
+            let hub = grid_hub(Some(Duration::from_secs(1)));
             let name = path("live/a");
             let id = 1_700_000_000_000;
             let mut r = hub.subscribe(&name);
@@ -2406,11 +2408,7 @@ mod tests {
             (Some(1), true, 900, 1900),
             (Some(1), false, 6300, 1000),
         ] {
-            let hub = Hub::new(HubConfig {
-                discontinuity_grid: grid.map(Duration::from_secs),
-                source_timeout: Duration::ZERO,
-                ..HubConfig::default()
-            });
+            let hub = grid_hub(grid.map(Duration::from_secs));
             let name = path("live/a");
             let id = 1_700_000_000_000;
             let mut r = hub.subscribe(&name);
