@@ -209,39 +209,6 @@ struct LiveState {
     last_part_at: Option<i64>,
 }
 
-/// The gap segments ([`Segment::gap`]) for the numbers an aligned
-/// segmenter jumped over between `prev` and `next`: segment `n` of cell
-/// `n` of `period_ms`, the first from where `prev` ends, the last to where
-/// `next` starts, so the listed durations add up to the hole, each at most
-/// `period_ms` (`#EXT-X-TARGETDURATION` bounds every `#EXTINF`, RFC 8216
-/// 4.3.3.1): the part of a hole past that (the ends of `prev`'s and
-/// `next`'s cells that their media leave, up to a cell each) is not
-/// listed, and `next`'s date and timestamps place it.
-fn gaps_between(prev: &Segment, next: &Segment, period_ms: u32) -> Vec<Segment> {
-    let period = i64::from(period_ms.max(1));
-    let mut at = prev
-        .start_dts_ms
-        .saturating_add(i64::try_from(prev.duration_ms).unwrap_or(i64::MAX));
-    let end = next.start_dts_ms.max(at);
-    let mut out = Vec::new();
-    for msn in prev.msn.saturating_add(1)..next.msn {
-        let until = if msn.saturating_add(1) == next.msn {
-            end
-        } else {
-            i64::try_from(msn.saturating_add(1))
-                .unwrap_or(i64::MAX)
-                .saturating_mul(period)
-                .max(at)
-                .min(end)
-        };
-        let duration = until.saturating_sub(at).clamp(0, period);
-        let duration = u64::try_from(duration).unwrap_or(0);
-        out.push(Segment::gap_after(prev, msn, at, duration));
-        at = until;
-    }
-    out
-}
-
 impl LiveState {
     /// Segment `msn` if it is retained.
     fn segment_of(&self, msn: u64) -> Option<&Arc<Segment>> {
@@ -422,24 +389,15 @@ impl LiveStream {
                 st.building = None;
                 st.next_msn = seg.msn.saturating_add(1);
                 // A number jumped (aligned segments over a hole in the
-                // media): the numbers between are listed as gaps
-                // (`#EXT-X-GAP`), so the window goes on over the hole as
-                // at every origin; one longer than the window starts the
-                // window again after it.
-                if let Some(last) = st.segments.back().cloned()
-                    && last.msn.saturating_add(1) != seg.msn
+                // media): a playlist cannot list the hole, so the window
+                // starts again after it.
+                if st
+                    .segments
+                    .back()
+                    .is_some_and(|last| last.msn.saturating_add(1) != seg.msn)
                 {
-                    let missing = seg.msn.saturating_sub(last.msn).saturating_sub(1);
-                    if seg.msn > last.msn
-                        && usize::try_from(missing).is_ok_and(|n| n < config.window_segments)
-                    {
-                        for gap in gaps_between(&last, &seg, config.target_duration_ms) {
-                            st.segments.push_back(Arc::new(gap));
-                        }
-                    } else {
-                        let dropped = st.segments.drain(..).filter(|s| s.discontinuity).count();
-                        st.discontinuities_dropped += dropped as u64;
-                    }
+                    let dropped = st.segments.drain(..).filter(|s| s.discontinuity).count();
+                    st.discontinuities_dropped += dropped as u64;
                 }
                 st.segments.push_back(seg);
                 let keep = config.window_segments.saturating_add(config.grace_segments);
@@ -640,26 +598,19 @@ impl LiveStream {
         !self.read().segments.is_empty()
     }
 
-    /// The segments with media listed in the playlist, oldest first (not
-    /// the gaps, [`Segment::gap`]).
+    /// The segments listed in the playlist, oldest first.
     pub fn window(&self) -> Vec<Arc<Segment>> {
         let st = self.read();
         let skip = st
             .segments
             .len()
             .saturating_sub(self.config.window_segments);
-        st.segments
-            .iter()
-            .skip(skip)
-            .filter(|s| !s.gap)
-            .cloned()
-            .collect()
+        st.segments.iter().skip(skip).cloned().collect()
     }
 
-    /// Segment `msn` if it is still (or already) retained and has media
-    /// (a gap has none to serve).
+    /// Segment `msn` if it is still (or already) retained.
     pub fn segment(&self, msn: u64) -> Option<Arc<Segment>> {
-        self.read().segment_of(msn).filter(|s| !s.gap).cloned()
+        self.read().segment_of(msn).cloned()
     }
 
     /// Init segment `n` if a retained segment (or the newest track set)

@@ -399,9 +399,6 @@ impl MediaPlaylist<'_> {
                     write_part(&mut out, self.session, seg.msn, p);
                 }
             }
-            if seg.gap {
-                out.push_str("#EXT-X-GAP\n");
-            }
             let _ = write!(
                 out,
                 "#EXTINF:{},\n{}\n",

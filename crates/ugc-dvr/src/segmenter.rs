@@ -56,8 +56,7 @@
 //!   whose number is free, so the segments after the hole are the ones
 //!   every other segmenter makes.
 //!   When the timeline jumps over whole cells (a hole in the media), the
-//!   numbers jump too (a [`crate::LiveStream`] lists those it jumped over
-//!   as gaps, `#EXT-X-GAP`).
+//!   numbers jump too (an [`crate::LiveStream`] restarts its window there).
 //! * A segmenter holds back the segments before that of its second cut
 //!   (and before it has seen three keyframes): its first segment starts
 //!   wherever it joined, with its parts, and what a segment leaves to the
@@ -210,38 +209,9 @@ pub struct Segment {
     /// continuity errors.
     ts_continuity: Continuity,
     ts: OnceLock<Bytes>,
-    /// No media: a number an aligned segmenter jumped over (a hole in the
-    /// timeline), which a [`crate::LiveStream`] lists with `#EXT-X-GAP`
-    /// so its playlist's window goes on over the hole. Never served,
-    /// never recorded.
-    pub gap: bool,
 }
 
 impl Segment {
-    /// Gap segment `msn` ([`Self::gap`]) after `prev`, from `start_dts_ms`
-    /// for `duration_ms`, dated from `prev`'s date on the same timeline.
-    pub(crate) fn gap_after(prev: &Segment, msn: u64, start_dts_ms: i64, duration_ms: u64) -> Self {
-        Segment {
-            msn,
-            init: prev.init,
-            discontinuity: false,
-            start_dts_ms,
-            start_pts_ms: start_dts_ms,
-            duration_ms,
-            target_duration_s: prev.target_duration_s,
-            program_date_time_ms: prev
-                .program_date_time_ms
-                .saturating_add(start_dts_ms.saturating_sub(prev.start_dts_ms)),
-            parts: Vec::new(),
-            frames: Vec::new(),
-            tracks: prev.tracks.clone(),
-            data: Chunks::default(),
-            ts_continuity: prev.ts_continuity.clone(),
-            ts: OnceLock::new(),
-            gap: true,
-        }
-    }
-
     /// Size of the fMP4 segment in bytes.
     pub fn fmp4_size(&self) -> usize {
         self.data.len()
@@ -1667,7 +1637,6 @@ impl Segmenter {
             data,
             ts_continuity,
             ts: OnceLock::new(),
-            gap: false,
         };
         self.out
             .push_back(SegmenterOutput::Segment(Arc::new(segment)));

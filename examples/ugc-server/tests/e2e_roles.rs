@@ -2529,18 +2529,13 @@ fn hevc_and_opus_cross_three_hops_untouched() {
 /// at `node`, and the `#EXTINF`/`#EXT-X-PART` lines without the dates.
 fn listed_media(node: SocketAddr, name: &str, playlist: &str) -> Vec<(String, Vec<u8>)> {
     let mut uris: Vec<String> = Vec::new();
-    let mut gap = false;
     for line in playlist.lines() {
-        if line == "#EXT-X-GAP" {
-            gap = true;
-        }
         let uri = if line.starts_with("#EXT-X-MAP:") || line.starts_with("#EXT-X-PART:") {
             line.split("URI=\"")
                 .nth(1)
                 .and_then(|r| r.split('"').next())
         } else if !line.starts_with('#') && !line.is_empty() {
-            // A gap's URI has no media (404): never loaded.
-            (!std::mem::take(&mut gap)).then_some(line)
+            Some(line)
         } else {
             None
         };
@@ -2677,10 +2672,10 @@ fn origins_that_joined_before_and_after_a_publisher_moved_serve_the_same_media()
     let ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp_1}/live/{key}"));
     wait_until(Duration::from_secs(30), || segments_at(a_http).len() >= 4)
         .unwrap_or_else(|| panic!("no playlist at origin A\n{}\n{}", a.log(), pub_1.log()));
-    // Its node killed; the publisher back at the other one after 2 s.
+    // Its node killed; the publisher back at the other one after 4 s.
     let _ = pub_1.child.kill();
     drop(ffmpeg);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(4));
     let _ffmpeg = publish_live(320, 240, &format!("rtmp://{rtmp_2}/live/{key}"));
     let now_ms = || {
         std::time::SystemTime::now()
@@ -2689,16 +2684,13 @@ fn origins_that_joined_before_and_after_a_publisher_moved_serve_the_same_media()
             .as_millis() as i64
     };
     let moved_at = now_ms();
-    // Origin A lists media dated after the move (the new node's), and
-    // the hole before it as gaps: its window goes on.
-    let after_move = wait_for(Duration::from_secs(30), || {
+    // Origin A lists media dated after the move (the new node's).
+    wait_until(Duration::from_secs(30), || {
         let text = http_get(a_http, media).text();
         let newest = parse_media_playlist(&text)
             .last()
             .and_then(|s| dated_segments(&text).get(&s.uri).cloned());
-        newest
-            .is_some_and(|d| d > ugc_dvr::playlist::format_program_date_time(moved_at))
-            .then_some(text)
+        newest.is_some_and(|d| d > ugc_dvr::playlist::format_program_date_time(moved_at))
     })
     .unwrap_or_else(|| {
         panic!(
@@ -2708,9 +2700,6 @@ fn origins_that_joined_before_and_after_a_publisher_moved_serve_the_same_media()
             pub_2.log()
         )
     });
-    let gaps = after_move.matches("#EXT-X-GAP").count();
-    eprintln!("origin A after the move: {gaps} gaps listed");
-    assert!(gaps >= 1, "{after_move}");
     let b_http = addr();
     let (b, _b_data) = start_origin(&control, b_http);
     wait_until(Duration::from_secs(40), || segments_at(b_http).len() >= 3)

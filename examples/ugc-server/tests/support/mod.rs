@@ -636,31 +636,25 @@ pub fn parse_media_playlist(text: &str) -> Vec<PlaylistSegment> {
     let mut disc = false;
     let mut dur = 0.0;
     let mut map = None;
-    let mut gap = false;
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             msn = v.trim().parse().unwrap();
         } else if line.starts_with("#EXT-X-DISCONTINUITY") && !line.contains("SEQUENCE") {
             disc = true;
-        } else if line == "#EXT-X-GAP" {
-            gap = true;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
             dur = v.split(',').next().unwrap().parse().unwrap();
         } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=") {
             map = Some(v.trim_matches('"').to_string());
         } else if !line.starts_with('#') && !line.trim().is_empty() {
-            // A gap (no media, never loaded) takes its number only.
-            if !std::mem::take(&mut gap) {
-                out.push(PlaylistSegment {
-                    msn,
-                    discontinuity: disc,
-                    duration: dur,
-                    uri: line.trim().to_string(),
-                    map: map.clone(),
-                });
-                disc = false;
-            }
+            out.push(PlaylistSegment {
+                msn,
+                discontinuity: disc,
+                duration: dur,
+                uri: line.trim().to_string(),
+                map: map.clone(),
+            });
             msn += 1;
+            disc = false;
         }
     }
     out
