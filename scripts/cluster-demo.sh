@@ -4,7 +4,7 @@
 #   ugc-control   :8080  API, panels, node registry, transcode leases (SQLite)
 #   ugc-publish   :1935 RTMP, :9000 SRT, :8081 HTTP (relay, WHIP; UDP 8189)
 #   ugc-transcode :8083  the ladder of the demo stream (720p + 360p)
-#   ugc-origin    :8082  HLS/LL-HLS, DVR, WHEP (UDP 8190), the watch page
+#   ugc-origin    :8082  HLS/LL-HLS, DVR, WHEP (UDP and ICE-TCP 8190), the watch page
 # Nodes register with the control plane and take their work from it; the
 # control plane names only the origin (where renditions go). Prints the
 # panel, the publish settings (on the publishing node the control plane

@@ -1,5 +1,6 @@
 //! A binary's WebRTC listener: WHIP and/or WHEP signalling on its HTTP
-//! port, every session's media on UDP sockets bound here.
+//! port, every session's media on UDP sockets bound here, and on ICE-TCP
+//! listeners beside them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use anyhow::Context;
 use tracing::{info, warn};
 use ugc_core::{Authorizer, Hub};
 use ugc_proto::origin::ClientIp;
-use ugc_proto::whip::server::{WhipConfig, WhipServer, bind_sockets};
+use ugc_proto::whip::server::{IceTcp, WhipConfig, WhipServer, bind_sockets, bind_tcp};
 
 /// What a flag's value and the binary's wiring give [`start_at`].
 pub struct Wiring<A> {
@@ -16,6 +17,8 @@ pub struct Wiring<A> {
     pub auth: Arc<A>,
     pub client_ip: ClientIp,
     pub config: WhipConfig,
+    /// Where ICE-TCP listens (`--<flag's protocol>-tcp`).
+    pub tcp: IceTcp,
 }
 
 /// [`start_at`] for the value of flag `--<flag>`: an address, or `off`;
@@ -52,14 +55,24 @@ pub async fn start_at<A: Authorizer>(
 ) -> anyhow::Result<Option<WhipServer<A>>> {
     match bind_sockets(addr, ips).await {
         Ok(sockets) => {
+            let tcp_flag = flag.replace("-udp", "-tcp");
+            let listeners = bind_tcp(w.tcp, ips, &sockets)
+                .await
+                .with_context(|| format!("binding --{tcp_flag} {:?}", w.tcp))?;
             let addrs: Vec<String> = sockets
                 .iter()
                 .filter_map(|s| s.local_addr().ok())
                 .map(|a| a.to_string())
                 .collect();
-            info!(udp = %addrs.join(","), public_ip = ?w.config.public_ip, "WebRTC listening");
+            let tcp: Vec<String> = listeners
+                .iter()
+                .filter_map(|s| s.local_addr().ok())
+                .map(|a| a.to_string())
+                .collect();
+            info!(udp = %addrs.join(","), tcp = %tcp.join(","), public_ip = ?w.config.public_ip, "WebRTC listening");
             Ok(Some(WhipServer::start(
                 sockets,
+                listeners,
                 w.hub,
                 w.auth,
                 w.client_ip,

@@ -151,6 +151,11 @@ struct Flags {
     /// (comma-separated `stun:HOST:PORT`, `turn[s]:USER:PASS@HOST:PORT`).
     #[arg(long, env = "UGC_WHEP_ICE_SERVER", value_delimiter = ',')]
     whep_ice_server: Vec<ugc_proto::whip::server::IceServer>,
+    /// WHEP's ICE-TCP listener, for viewers whose network lets no UDP
+    /// through: an address, or `off`; default beside each --whep-udp
+    /// socket (same address and port, over TCP).
+    #[arg(long, env = "UGC_WHEP_TCP", value_name = "ADDR|off")]
+    whep_tcp: Option<ugc_proto::whip::server::IceTcp>,
     /// Opus audio re-encoded to AAC for HLS and the DVR (`on`, `off`; see
     /// ugc-server's flag of the same name).
     #[arg(long, env = "UGC_OPUS_TO_AAC", default_value = "on", value_parser = ["on", "off"])]
@@ -342,6 +347,7 @@ async fn main() -> anyhow::Result<()> {
                 ice_servers: flags.whep_ice_server.clone(),
                 ..Default::default()
             },
+            tcp: flags.whep_tcp.unwrap_or_default(),
         },
     )
     .await?;

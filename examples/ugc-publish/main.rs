@@ -102,6 +102,10 @@ struct Flags {
     /// ugc-server's flag of the same name).
     #[arg(long, env = "UGC_WHIP_ICE_SERVER", value_delimiter = ',')]
     whip_ice_server: Vec<ugc_proto::whip::server::IceServer>,
+    /// WHIP's ICE-TCP listener (see ugc-server's flag of the same name):
+    /// an address, or `off`; default beside each --whip-udp socket.
+    #[arg(long, env = "UGC_WHIP_TCP", value_name = "ADDR|off")]
+    whip_tcp: Option<ugc_proto::whip::server::IceTcp>,
     /// Push every stream to this node (`http://host:port`); repeatable.
     /// Default: the control plane's topology (its transcoders, else its
     /// origins).
@@ -257,6 +261,7 @@ async fn main() -> anyhow::Result<()> {
                 ice_servers: flags.whip_ice_server.clone(),
                 ..Default::default()
             },
+            tcp: flags.whip_tcp.unwrap_or_default(),
         },
     )
     .await?;

@@ -27,14 +27,20 @@ use libfuzzer_sys::fuzz_target;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, RtcConfig};
 use ugc_core::{Codec, Frame, MediaEvent, TrackId, Tracks};
-use ugc_proto::whip::{SessionSetup, WhepSession, WhipSession};
+use ugc_proto::whip::{SessionSetup, Transport, WhepSession, WhipSession};
 
 #[path = "../common/contained_panics.rs"]
 mod contained_panics;
 
 fn setup() -> &'static SessionSetup {
     static SETUP: OnceLock<SessionSetup> = OnceLock::new();
-    SETUP.get_or_init(|| SessionSetup::new(vec!["10.0.0.2:8189".parse().expect("address")]))
+    SETUP.get_or_init(|| {
+        let us: SocketAddr = "10.0.0.2:8189".parse().expect("address");
+        let mut setup = SessionSetup::new(vec![us]);
+        // The same address over ICE-TCP: packets come either way.
+        setup.tcp_candidates = vec![us];
+        setup
+    })
 }
 
 fn real_offer() -> &'static str {
@@ -96,11 +102,16 @@ fn view(mut rest: &[u8], mut now: Instant) {
                 data: Bytes::copy_from_slice(bytes),
             })
         };
+        let via = if op & 8 == 0 {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
         match op & 7 {
-            0 => session.handle_datagram(now, viewer, us, bytes),
+            0 => session.handle_datagram(now, via, viewer, us, bytes),
             1 => {
-                let _ = session.accepts(now, stranger, us, bytes);
-                session.handle_datagram(now, stranger, us, bytes);
+                let _ = session.accepts(now, via, stranger, us, bytes);
+                session.handle_datagram(now, via, stranger, us, bytes);
             }
             2 => {
                 now += Duration::from_millis(10 * u64::from(*len));
@@ -158,11 +169,16 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(*len).min(tail.len());
         let (bytes, next) = tail.split_at(n);
         rest = next;
+        let via = if op & 4 == 0 {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
         match op & 3 {
-            0 => session.handle_datagram(now, publisher, us, bytes),
+            0 => session.handle_datagram(now, via, publisher, us, bytes),
             1 => {
-                let _ = session.accepts(now, stranger, us, bytes);
-                session.handle_datagram(now, stranger, us, bytes);
+                let _ = session.accepts(now, via, stranger, us, bytes);
+                session.handle_datagram(now, via, stranger, us, bytes);
             }
             2 => {
                 now += Duration::from_millis(10 * u64::from(*len));

@@ -206,6 +206,13 @@ window.inbound = async () => {
       };
     }
   });
+  // The transport ICE chose: the selected pair's local candidate.
+  stats.forEach((t) => {
+    if (t.type !== 'transport' || !t.selectedCandidatePairId) return;
+    const pair = stats.get(t.selectedCandidatePairId);
+    const local = pair && stats.get(pair.localCandidateId);
+    if (local) out.transport = { protocol: local.protocol, tcpType: local.tcpType };
+  });
   return out;
 };
 window.stop = async (base) => {

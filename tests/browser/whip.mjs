@@ -91,6 +91,13 @@ window.outbound = async () => {
       };
     }
   });
+  // The transport ICE chose: the selected pair's local candidate.
+  stats.forEach((t) => {
+    if (t.type !== 'transport' || !t.selectedCandidatePairId) return;
+    const pair = stats.get(t.selectedCandidatePairId);
+    const local = pair && stats.get(pair.localCandidateId);
+    if (local) out.transport = { protocol: local.protocol, tcpType: local.tcpType };
+  });
   return out;
 };
 window.unpublish = async (base) => {

@@ -18,7 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use ugc_codec::opus;
 use ugc_core::{Frame, MediaEvent, Timescale, TrackId, Tracks};
-use ugc_proto::whip::{SessionSetup, WhepSession};
+use ugc_proto::whip::{SessionSetup, Transport, WhepSession};
 
 fn viewer_addr() -> SocketAddr {
     "10.0.0.1:5000".parse().unwrap()
@@ -125,6 +125,7 @@ impl View {
                     Output::Transmit(t) => {
                         self.session.handle_datagram(
                             self.now,
+                            Transport::Udp,
                             viewer_addr(),
                             server_addr(),
                             &t.contents,
@@ -152,9 +153,12 @@ impl View {
             if self.session.poll_timeout() <= self.now {
                 self.session.handle_timeout(self.now);
             }
-            while let Some((from, to, data)) = self.session.poll_transmit() {
-                assert_eq!((from, to), (server_addr(), viewer_addr()));
-                let r = Receive::new(Protocol::Udp, from, to, &data).unwrap();
+            while let Some(p) = self.session.poll_transmit() {
+                assert_eq!(
+                    (p.transport, p.source, p.destination),
+                    (Transport::Udp, server_addr(), viewer_addr())
+                );
+                let r = Receive::new(Protocol::Udp, p.source, p.destination, &p.data).unwrap();
                 self.viewer
                     .handle_input(Input::Receive(self.now, r))
                     .unwrap();

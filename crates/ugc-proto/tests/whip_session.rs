@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use ugc_core::{Codec, MediaEvent, TrackId};
-use ugc_proto::whip::{SessionSetup, WhipSession};
+use ugc_proto::whip::{SessionSetup, Transport, WhipSession};
 
 fn publisher_addr() -> SocketAddr {
     "10.0.0.1:5000".parse().unwrap()
@@ -67,6 +67,9 @@ struct Call {
     lose_every: usize,
     sent: usize,
     h264_pt: u8,
+    /// UDP, or ICE-TCP (the publisher connecting to our passive candidate;
+    /// in memory, a connection is its two addresses).
+    transport: Transport,
 }
 
 impl Call {
@@ -75,11 +78,32 @@ impl Call {
     }
 
     fn with(setup: SessionSetup) -> Call {
+        Call::over(setup, Transport::Udp)
+    }
+
+    /// A publisher reaching the server over ICE-TCP only (no UDP on
+    /// either side): its active candidate, our passive one.
+    fn over_tcp() -> Call {
+        let mut setup = SessionSetup::new(Vec::new());
+        setup.tcp_candidates = vec![server_addr()];
+        Call::over(setup, Transport::Tcp)
+    }
+
+    fn over(setup: SessionSetup, transport: Transport) -> Call {
         let now = Instant::now();
         let mut publisher = RtcConfig::new()
             .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
             .build(now);
-        publisher.add_local_candidate(Candidate::host(publisher_addr(), "udp").unwrap());
+        let candidate = match transport {
+            Transport::Udp => Candidate::host(publisher_addr(), "udp").unwrap(),
+            Transport::Tcp => Candidate::builder()
+                .tcp()
+                .host(publisher_addr())
+                .tcptype(TcpType::Active)
+                .build()
+                .unwrap(),
+        };
+        publisher.add_local_candidate(candidate);
         let mut change = publisher.sdp_api();
         let video = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
@@ -91,6 +115,13 @@ impl Call {
             "{answer}"
         );
         assert!(!answer.contains("VP8"), "{answer}");
+        if transport == Transport::Tcp {
+            assert!(
+                answer.contains(" tcp ") && answer.contains("tcptype passive"),
+                "{answer}"
+            );
+            assert!(!answer.contains(" udp "), "{answer}");
+        }
         publisher
             .sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
@@ -108,6 +139,7 @@ impl Call {
             lose_every: 0,
             sent: 0,
             h264_pt: 0,
+            transport,
         }
     }
 
@@ -134,6 +166,7 @@ impl Call {
                         if !lost {
                             self.session.handle_datagram(
                                 self.now,
+                                self.transport,
                                 publisher_addr(),
                                 server_addr(),
                                 &t.contents,
@@ -158,10 +191,16 @@ impl Call {
             if self.session.poll_timeout() <= self.now {
                 self.session.handle_timeout(self.now);
             }
-            while let Some((from, to, data)) = self.session.poll_transmit() {
-                assert_eq!((from, to), (server_addr(), publisher_addr()));
-                let r =
-                    Receive::new(Protocol::Udp, server_addr(), publisher_addr(), &data).unwrap();
+            while let Some(p) = self.session.poll_transmit() {
+                assert_eq!(
+                    (p.transport, p.source, p.destination),
+                    (self.transport, server_addr(), publisher_addr())
+                );
+                let proto = match p.transport {
+                    Transport::Udp => Protocol::Udp,
+                    Transport::Tcp => Protocol::Tcp,
+                };
+                let r = Receive::new(proto, server_addr(), publisher_addr(), &p.data).unwrap();
                 self.publisher
                     .handle_input(Input::Receive(self.now, r))
                     .unwrap();
@@ -209,6 +248,15 @@ fn a_publisher_connects_and_its_media_starts_at_an_idr_picture() {
     publish(0);
 }
 
+/// The same publisher over ICE-TCP (RFC 6544): a network that lets no UDP
+/// through. The answer offers our passive TCP candidate; ICE, DTLS and the
+/// media go over the connection, NACK and PLI included.
+#[test]
+fn a_publisher_over_ice_tcp_connects_and_its_media_arrives() {
+    let stats = publish_on(Call::over_tcp(), 10);
+    assert_eq!(stats.discontinuities, 0, "{stats:?}");
+}
+
 /// One video datagram in 10 lost: NACKs bring the lost packets again, so
 /// every picture arrives whole and no keyframe beyond the stream's own is
 /// needed (with NACK off this sees a discontinuity and missing pictures).
@@ -222,7 +270,10 @@ fn lost_packets_are_asked_for_again() {
 /// `lose_every`th video datagram, checks what came out, returns the
 /// counters.
 fn publish(lose_every: usize) -> ugc_proto::whip::WhipStats {
-    let mut call = Call::new();
+    publish_on(Call::new(), lose_every)
+}
+
+fn publish_on(mut call: Call, lose_every: usize) -> ugc_proto::whip::WhipStats {
     call.lose_every = lose_every;
     let video = call.video;
     call.h264_pt = *call

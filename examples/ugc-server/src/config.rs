@@ -22,7 +22,7 @@ use ugc_codec::ladder::LadderProfiles;
 use ugc_codec::ladder::config::TranscodeSection;
 use ugc_dvr::HlsTiming;
 use ugc_dvr::config::{DvrConfig, DvrSection};
-use ugc_proto::whip::server::IceServer;
+use ugc_proto::whip::server::{IceServer, IceTcp};
 
 /// All-in-one ugc streaming server: RTMP in, HLS out.
 #[derive(Debug, Parser)]
@@ -104,6 +104,12 @@ pub struct Settings {
     /// `turn:USER:PASSWORD@HOST:PORT?transport=udp` (comma-separated).
     #[arg(long, env = "UGC_WHIP_ICE_SERVER", value_delimiter = ',')]
     pub whip_ice_server: Option<Vec<String>>,
+    /// WHIP's (and WHEP's) ICE-TCP listener, the way in for publishers and
+    /// viewers whose network lets no UDP through (a passive candidate of
+    /// lower priority than UDP's, RFC 6544): an address, or `off`. Default
+    /// beside each WHIP UDP socket: its address and port, over TCP.
+    #[arg(long, env = "UGC_WHIP_TCP", value_name = "ADDR|off")]
+    pub whip_tcp: Option<String>,
     /// PEM certificate chain for --https.
     #[arg(long, env = "UGC_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -388,6 +394,8 @@ pub struct WhipListen {
     pub public_ip: Option<std::net::IpAddr>,
     /// STUN/TURN servers for publishers.
     pub ice_servers: Vec<IceServer>,
+    /// Where ICE-TCP listens.
+    pub tcp: IceTcp,
 }
 
 /// What viewers get while a stream waits for its publisher.
@@ -447,6 +455,10 @@ impl Config {
                         IceServer::parse(u).map_err(|e| anyhow::anyhow!("whip_ice_server: {e}"))
                     })
                     .collect::<anyhow::Result<_>>()?,
+                tcp: match s.whip_tcp.as_deref() {
+                    None => IceTcp::BesideUdp,
+                    Some(t) => t.parse().map_err(|e| anyhow::anyhow!("whip_tcp {e}"))?,
+                },
             }),
         };
         let d = HlsTiming::default();
@@ -642,7 +654,7 @@ mod tests {
              srt = \"127.0.0.1:3\"\nsrt_latency_ms = 300\npublic_host = \"h\"\n\
              https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nrtmps = \"127.0.0.1:5\"\n\
              whip_udp = \"0.0.0.0:6\"\nwhip_ip = [\"127.0.0.1\"]\nwhip_public_ip = \"203.0.113.9\"\n\
-             whip_ice_server = [\"stun:stun.example.net:3478\"]\n\
+             whip_ice_server = [\"stun:stun.example.net:3478\"]\nwhip_tcp = \"127.0.0.1:7\"\n\
              segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
              publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
              max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
@@ -667,6 +679,7 @@ mod tests {
         );
         assert_eq!(whip.public_ip, "203.0.113.9".parse().ok());
         assert_eq!(whip.ice_servers[0].uri, "stun:stun.example.net:3478");
+        assert_eq!(whip.tcp, IceTcp::At("127.0.0.1:7".parse().unwrap()));
         let (addr, cert, key) = c.https.clone().unwrap();
         assert_eq!(
             (addr.port(), cert.to_str(), key.to_str()),
@@ -861,7 +874,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 33, "{flags:?}");
+        assert_eq!(flags.len(), 34, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

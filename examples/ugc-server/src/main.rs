@@ -295,6 +295,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     play_transform: audio::aac_to_opus(config.aac_to_opus),
                     ..Default::default()
                 },
+                tcp: listen.tcp,
             };
             webrtc::start_at(
                 "whip-udp",

@@ -205,6 +205,11 @@ fn chromium_publishes_over_whip_and_hls_plays_it() {
         "{report}"
     );
     assert!(report.contains("\"deleted\":200"), "{report}");
+    // UDP, though the answer offers ICE-TCP too (of lower priority).
+    assert!(
+        report.contains("\"transport\":{\"protocol\":\"udp\""),
+        "{report}"
+    );
     assert!(report_number(&report, "plis") >= 3.0, "{report}");
     assert!(report.contains("pc:connected"), "{report}");
     // Connected throughout: ICE never dropped before the DELETE.
@@ -437,6 +442,76 @@ fn whip_behind_a_nat_is_offered_at_its_public_address() {
     // Down: STUN answers, the DTLS handshake, RTCP (feedback is sparse).
     assert!(up > 100 && down > 3, "{up} up, {down} down");
     ffmpeg.kill();
+}
+
+/// ICE-TCP (RFC 6544, #18): a publisher and a viewer whose network lets
+/// no UDP through. The answer's UDP candidate is at 127.0.0.7
+/// (`--whip-public-ip`) where nothing listens, so every UDP check fails as
+/// behind a firewall that drops UDP; its passive TCP candidate
+/// (`--whip-tcp`) is reachable. Chromium publishes over WHIP and watches
+/// over WHEP in one page: both connect over TCP (their selected pairs say
+/// so), the pictures arrive, the stream plays over HLS, and the server
+/// counts the connections.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn chromium_publishes_and_watches_over_ice_tcp_when_udp_is_blocked() {
+    let private = ugc_proto::whip::server::default_route_ip().expect("a default route");
+    let port = free_ports(2);
+    let udp = format!("{private}:{port}");
+    let tcp = format!("127.0.0.7:{}", port + 1);
+    let server = Server::start(&[
+        "--whip-udp",
+        &udp,
+        "--whip-public-ip",
+        "127.0.0.7",
+        "--whip-tcp",
+        &tcp,
+    ]);
+    let key = server.create_stream("cam", "");
+    let whip = server.url("/whip/cam");
+    let http = server.http;
+    let watch = std::thread::spawn(move || {
+        // While both are connected: the gauge at its highest, and the
+        // HLS's segments at their most.
+        let (mut most, mut segments) = (0.0f64, 0);
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(250));
+            let m = http_get(http, "/metrics").text();
+            let open = m
+                .lines()
+                .find_map(|l| l.strip_prefix("ugc_webrtc_tcp_connections "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            most = most.max(open);
+            let hls = http_get(http, "/live/cam/mono.m3u8");
+            if hls.status == 200 {
+                segments = segments.max(parse_media_playlist(&hls.text()).len());
+            }
+        }
+        (most, segments)
+    });
+    let report = chromium_whep(&server, "cam", 10, &["--whip", &whip, "--key", &key]);
+    let (most, segments) = watch.join().unwrap();
+    assert!(report.contains("\"whip\":201"), "{report}");
+    let r: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_default();
+    assert_eq!(
+        r["inbound"]["transport"]["protocol"], "tcp",
+        "the viewer's pair: {report}"
+    );
+    assert!(
+        section_number(&report, "video", "frames") >= 150.0,
+        "{report}"
+    );
+    assert!(
+        report.contains("video/H264") && report.contains("audio/opus"),
+        "{report}"
+    );
+    let p50 = section_number(&report, "latency", "p50");
+    eprintln!("over ICE-TCP: glass to glass p50 {p50} ms, {most} TCP connections at most");
+    assert!(p50 <= 1000.0, "glass to glass {p50} ms: {report}");
+    // The publisher's and the viewer's connections.
+    assert!(most >= 2.0, "{most} ICE-TCP connections");
+    assert!(segments >= 2, "{segments} HLS segments");
 }
 
 /// A lossy path (#18): Chromium publishes over WHIP through a forwarder
@@ -765,6 +840,9 @@ fn ffmpeg_whip(server: &Server, key: &str, stream: &str, seconds: u32, tone: u32
 /// refused, none takes the stream over, the live session keeps
 /// publishing (its segments keep coming at the pace of the media, no
 /// publisher change), it decodes cleanly after, and memory stays bounded.
+/// Over ICE-TCP meanwhile: connections whose frames no session takes
+/// (strangers' STUN checks, garbage) are closed after eight, and 40 idle
+/// connections from one address meet its cap: 24 closed as they come.
 #[test]
 fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
     let server = Server::start(&["--opus-to-aac", "off"]);
@@ -790,12 +868,23 @@ fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
                 .then(|| f.get(5)?.parse().ok())?
         })
         .unwrap_or_else(|| panic!("no UDP candidate: {answer}"));
+    // Its passive ICE-TCP candidate (beside the UDP socket).
+    let tcp_port: u16 = answer
+        .lines()
+        .find_map(|l| {
+            let c = l.strip_prefix("a=candidate:")?;
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f.get(2)?.eq_ignore_ascii_case("tcp") && c.contains("tcptype passive"))
+                .then(|| f.get(5)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no passive TCP candidate: {answer}"));
     let location = r.header("location").unwrap().to_owned();
     assert_eq!(
         whip_send(server.http, "DELETE", &location, None, None, "").status,
         200
     );
     let whip_udp: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let whip_tcp: std::net::SocketAddr = ([127, 0, 0, 1], tcp_port).into();
 
     let _publisher = ffmpeg_whip(&server, &key, "live1", 40, 440);
     wait_segments(&server, "live1", 3);
@@ -875,6 +964,63 @@ fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
         }
         sent
     });
+    // ICE-TCP: connections that send frames no session takes (STUN of a
+    // stranger, garbage) are closed after a few; then idle connections
+    // from one address past its cap (16) are closed as they come.
+    let tcp = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let closed = |c: &mut std::net::TcpStream, wait: Duration| {
+            let _ = c.set_read_timeout(Some(wait));
+            match c.read(&mut [0u8; 256]) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        };
+        let until = std::time::Instant::now() + attack_for;
+        let (mut strangers, mut strangers_closed) = (0u32, 0u32);
+        while std::time::Instant::now() < until {
+            let Ok(mut c) = std::net::TcpStream::connect(whip_tcp) else {
+                continue;
+            };
+            strangers += 1;
+            for i in 0..8 {
+                let len = (rand() % 1400) as usize + 28;
+                let mut d: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+                if i % 2 == 0 {
+                    d[0..2].copy_from_slice(&[0x00, 0x01]);
+                    d[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+                }
+                let mut frame = (len as u16).to_be_bytes().to_vec();
+                frame.extend(d);
+                if c.write_all(&frame).is_err() {
+                    break;
+                }
+            }
+            strangers_closed += u32::from(closed(&mut c, Duration::from_secs(3)));
+        }
+        let mut idle: Vec<std::net::TcpStream> = (0..40)
+            .filter_map(|_| std::net::TcpStream::connect(whip_tcp).ok())
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let refused = idle
+            .iter_mut()
+            .map(|c| closed(c, Duration::from_millis(300)))
+            .filter(|&c| c)
+            .count();
+        // Those left open stay so until the metrics are read.
+        (strangers, strangers_closed, idle, refused)
+    });
     // Offers: the stream's own key with bad SDP, and other keys.
     let http = server.http;
     let offers = std::thread::spawn({
@@ -916,12 +1062,38 @@ fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
     });
     let sent = udp.join().unwrap();
     let statuses = offers.join().unwrap();
+    let (strangers, strangers_closed, idle_open, refused) = tcp.join().unwrap();
+    let idle = idle_open.len();
     let rss_after = rss();
     let msn_after = newest();
     eprintln!(
         "hostile WHIP: {sent} datagrams, offers answered {statuses:?}; segments {msn_before} -> \
-         {msn_after} in {attack_for:?}; RSS {rss_before:.1} -> {rss_after:.1} MB"
+         {msn_after} in {attack_for:?}; RSS {rss_before:.1} -> {rss_after:.1} MB; ICE-TCP: \
+         {strangers_closed} of {strangers} strangers' connections closed, {refused} of {idle} \
+         idle ones refused"
     );
+    assert!(strangers > 10, "{strangers} ICE-TCP connections");
+    assert_eq!(
+        strangers_closed, strangers,
+        "strangers' connections left open"
+    );
+    assert_eq!((idle, refused), (40, 24), "the per-address cap (16)");
+    let metrics = server.get("/metrics").text();
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    assert_eq!(
+        (
+            metric("ugc_webrtc_tcp_refused_total"),
+            metric("ugc_webrtc_tcp_connections"),
+            metric("ugc_webrtc_tcp_unused_total"),
+        ),
+        (Some(24.0), Some(16.0), Some(f64::from(strangers))),
+        "{metrics}"
+    );
+    drop(idle_open);
     assert!(
         statuses.keys().all(|s| [400, 401, 413].contains(s)),
         "a bad offer was taken: {statuses:?}"

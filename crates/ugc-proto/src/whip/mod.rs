@@ -16,5 +16,6 @@ pub mod play;
 pub mod server;
 pub mod session;
 
+pub use peer::{Packet, Transport};
 pub use play::{WhepSession, WhepStats};
 pub use session::{OfferError, SessionSetup, WhipSession, WhipStats};

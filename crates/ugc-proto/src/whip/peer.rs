@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::session::{MAX_OFFER, OfferError, SessionSetup};
@@ -21,10 +21,45 @@ use super::session::{MAX_OFFER, OfferError, SessionSetup};
 /// loop for long.
 const MAX_OUTPUTS: usize = 10_000;
 
+/// How a packet travels: a UDP datagram, or one RFC 4571 frame on an
+/// ICE-TCP connection (RFC 6544; the adapter does the framing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A UDP datagram.
+    Udp,
+    /// A packet on a TCP connection the peer opened to our passive
+    /// candidate.
+    Tcp,
+}
+
+impl Transport {
+    fn protocol(self) -> Protocol {
+        match self {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        }
+    }
+}
+
+/// A packet for the network: our address to send it from (one of the
+/// candidates), its destination, and its bytes, over `transport` (for TCP:
+/// on the connection between `source` and `destination`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// UDP, or the peer's ICE-TCP connection.
+    pub transport: Transport,
+    /// Our candidate's address.
+    pub source: SocketAddr,
+    /// The peer's address.
+    pub destination: SocketAddr,
+    /// The packet.
+    pub data: Vec<u8>,
+}
+
 /// One answered offer's WebRTC peer; see the [module documentation](self).
 pub(crate) struct Peer {
     pub(crate) rtc: Rtc,
-    transmit: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    transmit: VecDeque<Packet>,
     next_timeout: Instant,
     pub(crate) connected: bool,
     closed: Option<String>,
@@ -64,6 +99,17 @@ impl Peer {
                     .map_err(|e| OfferError::Candidate(e.to_string()))?;
                 rtc.add_local_candidate(c);
             }
+            // Passive: the peer connects (RFC 6544); a lower priority than
+            // UDP's, so a peer that reaches both uses UDP.
+            for &addr in &setup.tcp_candidates {
+                let c = Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(|e| OfferError::Candidate(e.to_string()))?;
+                rtc.add_local_candidate(c);
+            }
             let answer = rtc
                 .sdp_api()
                 .accept_offer(offer)
@@ -96,15 +142,16 @@ impl Peer {
         self.next_timeout
     }
 
-    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Packet> {
         self.transmit.pop_front()
     }
 
-    /// Whether this datagram from `source` to our `destination` is this
+    /// Whether this packet from `source` to our `destination` is this
     /// peer's (its ICE credentials or its address).
     pub(crate) fn accepts(
         &self,
         now: Instant,
+        via: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
@@ -112,7 +159,7 @@ impl Peer {
         if self.closed.is_some() {
             return false;
         }
-        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
+        let Ok(r) = Receive::new(via.protocol(), source, destination, data) else {
             return false;
         };
         catch_unwind(AssertUnwindSafe(|| {
@@ -126,6 +173,7 @@ impl Peer {
     pub(crate) fn receive(
         &mut self,
         now: Instant,
+        via: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
@@ -133,7 +181,7 @@ impl Peer {
         if self.closed.is_some() {
             return false;
         }
-        let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
+        let Ok(r) = Receive::new(via.protocol(), source, destination, data) else {
             self.bad_datagrams += 1;
             return false;
         };
@@ -199,8 +247,18 @@ impl Peer {
                     return events;
                 }
                 Output::Transmit(t) => {
-                    self.transmit
-                        .push_back((t.source, t.destination, t.contents.to_vec()));
+                    // Only what we offered: UDP, and TCP to a passive
+                    // candidate.
+                    let transport = match t.proto {
+                        Protocol::Udp => Transport::Udp,
+                        _ => Transport::Tcp,
+                    };
+                    self.transmit.push_back(Packet {
+                        transport,
+                        source: t.source,
+                        destination: t.destination,
+                        data: t.contents.to_vec(),
+                    });
                 }
                 Output::Event(Event::Connected) => {
                     self.connected = true;
@@ -245,27 +303,31 @@ macro_rules! peer_methods {
             self.peer.closed()
         }
 
-        /// Whether this datagram from `source` to our `destination` belongs
-        /// to this session (its ICE credentials or its peer's address).
+        /// Whether this packet from `source` to our `destination` (a UDP
+        /// datagram, or a frame of an ICE-TCP connection) belongs to this
+        /// session (its ICE credentials or its peer's address).
         pub fn accepts(
             &self,
             now: Instant,
+            via: $crate::whip::Transport,
             source: SocketAddr,
             destination: SocketAddr,
             data: &[u8],
         ) -> bool {
-            self.peer.accepts(now, source, destination, data)
+            self.peer.accepts(now, via, source, destination, data)
         }
 
-        /// A datagram for this session.
+        /// A packet for this session: a UDP datagram, or a frame of an
+        /// ICE-TCP connection (its RFC 4571 length taken off).
         pub fn handle_datagram(
             &mut self,
             now: Instant,
+            via: $crate::whip::Transport,
             source: SocketAddr,
             destination: SocketAddr,
             data: &[u8],
         ) {
-            let go = self.peer.receive(now, source, destination, data);
+            let go = self.peer.receive(now, via, source, destination, data);
             self.stats.bad_datagrams = self.peer.bad_datagrams;
             if go {
                 self.drive(now);
@@ -284,9 +346,8 @@ macro_rules! peer_methods {
             }
         }
 
-        /// The next datagram to send: our address to send it from (one of
-        /// the candidates), its destination, and its bytes.
-        pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        /// The next packet to send.
+        pub fn poll_transmit(&mut self) -> Option<$crate::whip::Packet> {
             self.peer.poll_transmit()
         }
 

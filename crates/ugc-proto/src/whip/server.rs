@@ -19,6 +19,16 @@
 //! * `OPTIONS` answers CORS preflights so a page on another origin (the
 //!   creator panel) can publish.
 //!
+//! * ICE-TCP (RFC 6544): beside the UDP sockets, TCP listeners are
+//!   offered as passive candidates (a lower priority than UDP's), for
+//!   publishers and viewers whose network lets no UDP through. A
+//!   connection's packets are RFC 4571 frames (a 16-bit length, then the
+//!   packet); its first must be a STUN check a session takes, which binds
+//!   the connection to that session; connections are capped
+//!   ([`WhipConfig::max_tcp_connections`], per address
+//!   [`WhipConfig::max_tcp_per_address`]), and one no session takes within
+//!   [`WhipConfig::connect_timeout`] is closed. A peer that does not read
+//!   loses packets, as over UDP: the loop never waits for it.
 //! * Behind a 1:1 NAT or a port forward (a cloud VM whose public address
 //!   is not on any interface), [`WhipConfig::public_ip`] is the candidate
 //!   of every non-loopback socket, at its port; what arrives on such a
@@ -32,6 +42,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,16 +51,19 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use ugc_core::auth::{
     DenyKind, PlayDecision, PlayRequest, Protocol, PublishDecision, PublishRequest,
 };
-use ugc_core::metrics::{Exposition, Family};
+use ugc_core::metrics::{Exposition, Family, Kind};
 use ugc_core::{
     Authorizer, Hub, HubPublisher, HubReader, MediaEvent, StreamPath, Tracks, Transform,
 };
 
+use super::peer::{Packet, Transport};
 use super::play::{WhepSession, WhepStats};
 use super::session::{MAX_OFFER, SessionSetup, WhipSession, WhipStats};
 use crate::origin::{ClientIp, token_param};
@@ -93,6 +107,12 @@ pub struct WhipConfig {
     /// `Link` headers (RFC 9725 4.6; OBS reads them): what a publisher
     /// behind a network that blocks UDP needs to relay through TURN.
     pub ice_servers: Vec<IceServer>,
+    /// ICE-TCP connections open at once; more are closed as they come.
+    /// A publisher or viewer opens one or two (one per pair of its
+    /// addresses and our TCP candidates).
+    pub max_tcp_connections: usize,
+    /// ICE-TCP connections open at once from one address (an IPv6 /64).
+    pub max_tcp_per_address: usize,
 }
 
 /// Makes a [`Transform`] (see [`WhipConfig::play_transform`]).
@@ -191,6 +211,8 @@ impl Default for WhipConfig {
             keyframe_interval: Some(Duration::from_secs(2)),
             public_ip: None,
             ice_servers: Vec::new(),
+            max_tcp_connections: 1024,
+            max_tcp_per_address: 16,
         }
     }
 }
@@ -289,6 +311,12 @@ struct Shared<A> {
     /// Counters of the viewers gone, by stream, kept while the stream has
     /// a viewer (the metrics' counters must not go down).
     viewers_gone: Mutex<HashMap<String, WhepStats>>,
+    /// ICE-TCP connections: open now, refused (over a cap), closed unused
+    /// (no session took them), packets dropped at a peer that did not read.
+    tcp_open: AtomicU64,
+    tcp_refused: AtomicU64,
+    tcp_unused: AtomicU64,
+    tcp_dropped: AtomicU64,
 }
 
 fn add_stats(to: &mut WhepStats, s: &WhepStats) {
@@ -318,11 +346,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<A: Authorizer> WhipServer<A> {
-    /// Starts the media loop on `sockets` (each bound to a specific local
-    /// address, which is the host candidate it stands for) and returns the
-    /// server, whose [`router`](Self::router) takes the signalling.
+    /// Starts the media loop on `sockets` and the ICE-TCP `listeners`
+    /// (each bound to a specific local address, which is the host
+    /// candidate it stands for) and returns the server, whose
+    /// [`router`](Self::router) takes the signalling.
     pub fn start(
         sockets: Vec<UdpSocket>,
+        listeners: Vec<TcpListener>,
         hub: Hub,
         auth: Arc<A>,
         client_ip: ClientIp,
@@ -333,9 +363,15 @@ impl<A: Authorizer> WhipServer<A> {
             .map(UdpSocket::local_addr)
             .collect::<std::io::Result<Vec<_>>>()?;
         let candidates = candidates(&locals, config.public_ip)?;
+        let tcp_locals = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let tcp_candidates = self::candidates(&tcp_locals, config.public_ip)?;
         let socks = sockets.into_iter().map(Arc::new).collect();
         let (tx, rx) = mpsc::channel(64);
         let mut setup = SessionSetup::new(candidates.clone());
+        setup.tcp_candidates = tcp_candidates.clone();
         setup.keyframe_interval = config.keyframe_interval;
         let shared = Arc::new(Shared {
             hub,
@@ -347,8 +383,20 @@ impl<A: Authorizer> WhipServer<A> {
             sessions: Mutex::new(HashMap::new()),
             viewers: Mutex::new(HashMap::new()),
             viewers_gone: Mutex::new(HashMap::new()),
+            tcp_open: AtomicU64::new(0),
+            tcp_refused: AtomicU64::new(0),
+            tcp_unused: AtomicU64::new(0),
+            tcp_dropped: AtomicU64::new(0),
         });
-        tokio::spawn(media_loop(socks, candidates, rx, Arc::clone(&shared)));
+        let wire = Wire {
+            sockets: socks,
+            locals: candidates,
+            tcp_locals: tcp_candidates,
+            conns: HashMap::new(),
+            by_peer: HashMap::new(),
+            next_conn: 0,
+        };
+        tokio::spawn(media_loop(wire, listeners, rx, Arc::clone(&shared)));
         Ok(WhipServer { shared })
     }
 
@@ -422,6 +470,41 @@ impl<A: Authorizer> WhipServer<A> {
             vec![("stream", s.stream.clone()), ("session", id.clone())]
         });
         self.write_viewer_metrics(m);
+        self.write_tcp_metrics(m);
+    }
+
+    /// ICE-TCP: `ugc_webrtc_tcp_connections` and its counters (when TCP
+    /// candidates are offered).
+    fn write_tcp_metrics(&self, m: &mut Exposition) {
+        let s = &self.shared;
+        if s.setup.tcp_candidates.is_empty() {
+            return;
+        }
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        m.family(
+            "ugc_webrtc_tcp_connections",
+            Kind::Gauge,
+            "ICE-TCP connections open (publishers' and viewers').",
+        )
+        .sample(&[], get(&s.tcp_open));
+        m.family(
+            "ugc_webrtc_tcp_refused_total",
+            Kind::Counter,
+            "ICE-TCP connections closed as they came: over the caps.",
+        )
+        .sample(&[], get(&s.tcp_refused));
+        m.family(
+            "ugc_webrtc_tcp_unused_total",
+            Kind::Counter,
+            "ICE-TCP connections closed that no session took.",
+        )
+        .sample(&[], get(&s.tcp_unused));
+        m.family(
+            "ugc_webrtc_tcp_dropped_packets_total",
+            Kind::Counter,
+            "Packets for ICE-TCP peers dropped: their connection gone or not reading.",
+        )
+        .sample(&[], get(&s.tcp_dropped));
     }
 
     /// WHEP viewers by stream (a series per viewer would be thousands):
@@ -924,8 +1007,87 @@ pub async fn bind_sockets(
     addr: SocketAddr,
     ips: &[std::net::IpAddr],
 ) -> std::io::Result<Vec<UdpSocket>> {
+    let mut sockets = Vec::new();
+    let mut port = addr.port();
+    for ip in listen_ips(addr, ips) {
+        let s = UdpSocket::bind((ip, port)).await?;
+        if port == 0 {
+            port = s.local_addr()?.port();
+        }
+        sockets.push(s);
+    }
+    Ok(sockets)
+}
+
+/// Where WebRTC's ICE-TCP listens (`--whip-tcp`): beside the UDP sockets
+/// (the default), at an address (`ADDR`), or nowhere (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IceTcp {
+    /// A listener at each UDP socket's address and port (another port if
+    /// that one is taken over TCP).
+    #[default]
+    BesideUdp,
+    /// At this address (with an unspecified IP, one per local address, as
+    /// the UDP sockets).
+    At(SocketAddr),
+    /// UDP only.
+    Off,
+}
+
+impl std::str::FromStr for IceTcp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(IceTcp::Off),
+            _ => s
+                .parse()
+                .map(IceTcp::At)
+                .map_err(|e| format!("{s:?}: {e} (an address or off)")),
+        }
+    }
+}
+
+/// WHIP's ICE-TCP listeners, as `tcp` says: beside the UDP `sockets`, or
+/// at an address (with an unspecified IP, one per address of `ips`, as
+/// [`bind_sockets`]).
+pub async fn bind_tcp(
+    tcp: IceTcp,
+    ips: &[IpAddr],
+    sockets: &[UdpSocket],
+) -> std::io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    let addr = match tcp {
+        IceTcp::Off => return Ok(listeners),
+        IceTcp::At(addr) => addr,
+        IceTcp::BesideUdp => {
+            for s in sockets {
+                let at = s.local_addr()?;
+                let l = match TcpListener::bind(at).await {
+                    Ok(l) => l,
+                    Err(_) => TcpListener::bind((at.ip(), 0)).await?,
+                };
+                listeners.push(l);
+            }
+            return Ok(listeners);
+        }
+    };
+    let mut port = addr.port();
+    for ip in listen_ips(addr, ips) {
+        let l = TcpListener::bind((ip, port)).await?;
+        if port == 0 {
+            port = l.local_addr()?.port();
+        }
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+/// The addresses to bind for `addr`: itself, or with an unspecified IP
+/// those of `ips` (default 127.0.0.1 and the default route's).
+fn listen_ips(addr: SocketAddr, ips: &[IpAddr]) -> Vec<IpAddr> {
     if !addr.ip().is_unspecified() {
-        return Ok(vec![UdpSocket::bind(addr).await?]);
+        return vec![addr.ip()];
     }
     let mut ips = ips.to_vec();
     if ips.is_empty() {
@@ -934,16 +1096,7 @@ pub async fn bind_sockets(
             ips.push(ip);
         }
     }
-    let mut sockets = Vec::new();
-    let mut port = addr.port();
-    for ip in ips {
-        let s = UdpSocket::bind((ip, port)).await?;
-        if port == 0 {
-            port = s.local_addr()?.port();
-        }
-        sockets.push(s);
-    }
-    Ok(sockets)
+    ips
 }
 
 /// A running session: a publisher's, or a viewer's with the task that
@@ -974,9 +1127,171 @@ struct Feed {
 /// Everything the media loop keeps.
 struct Loop {
     running: HashMap<String, Running>,
-    /// Peer address -> session, learned from what each session accepted.
+    /// Peer address -> session, learned from what each session accepted
+    /// (UDP; an ICE-TCP connection knows its session).
     routes: HashMap<SocketAddr, String>,
     feeds: HashMap<StreamPath, Feed>,
+    wire: Wire,
+}
+
+/// The network side of the media loop: the UDP sockets and the ICE-TCP
+/// connections, by the candidate each stands for.
+struct Wire {
+    sockets: Vec<Arc<UdpSocket>>,
+    /// `locals[i]`: the address the sessions know socket `i` by (its ICE
+    /// candidate): datagrams it receives were sent there, and what a
+    /// session sends from there leaves by it.
+    locals: Vec<SocketAddr>,
+    /// The same of the TCP listeners.
+    tcp_locals: Vec<SocketAddr>,
+    conns: HashMap<u64, TcpConn>,
+    /// (peer, our candidate) -> its connection: where a session's TCP
+    /// packet goes.
+    by_peer: HashMap<(SocketAddr, SocketAddr), u64>,
+    next_conn: u64,
+}
+
+/// An ICE-TCP connection a peer opened.
+struct TcpConn {
+    /// The peer's address, and our candidate it connected to.
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// Packets to send (framed by the writer task); full: dropped.
+    out: mpsc::Sender<Vec<u8>>,
+    /// The session its STUN check went to.
+    session: Option<String>,
+    opened: Instant,
+    /// Packets no session took before one did.
+    strangers: u32,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TcpConn {
+    fn drop(&mut self) {
+        // The writer ends with `out`, shutting the connection down.
+        self.reader.abort();
+    }
+}
+
+/// Packets queued to one ICE-TCP peer: 1.5 MB, over a second of a
+/// 6 Mbit/s stream.
+const TCP_QUEUE: usize = 1024;
+
+/// Packets on an unbound ICE-TCP connection that no session takes before
+/// it is closed (a real peer's first packet is its STUN check).
+const TCP_STRANGERS: u32 = 8;
+
+impl Wire {
+    /// Opens connection `stream` from `peer` to TCP listener `local` if the
+    /// caps allow.
+    fn open<A>(
+        &mut self,
+        shared: &Shared<A>,
+        net: &mpsc::Sender<Net>,
+        local: usize,
+        peer: SocketAddr,
+        stream: TcpStream,
+    ) {
+        let c = &shared.config;
+        let from_there = self
+            .conns
+            .values()
+            .filter(|o| same_address(o.peer.ip(), peer.ip()))
+            .count();
+        let Some(&candidate) = self.tcp_locals.get(local) else {
+            return;
+        };
+        if self.conns.len() >= c.max_tcp_connections || from_there >= c.max_tcp_per_address {
+            shared.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "ICE-TCP connection refused: over a cap");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let (r, w) = stream.into_split();
+        let (out, queue) = mpsc::channel(TCP_QUEUE);
+        tokio::spawn(write_frames(w, queue));
+        let reader = tokio::spawn(read_frames(id, r, net.clone()));
+        self.by_peer.insert((peer, candidate), id);
+        self.conns.insert(
+            id,
+            TcpConn {
+                peer,
+                local: candidate,
+                out,
+                session: None,
+                opened: Instant::now(),
+                strangers: 0,
+                reader,
+            },
+        );
+        shared
+            .tcp_open
+            .store(self.conns.len() as u64, Ordering::Relaxed);
+    }
+
+    fn close<A>(&mut self, shared: &Shared<A>, id: u64) {
+        if let Some(c) = self.conns.remove(&id) {
+            if self.by_peer.get(&(c.peer, c.local)) == Some(&id) {
+                self.by_peer.remove(&(c.peer, c.local));
+            }
+            if c.session.is_none() {
+                shared.tcp_unused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        shared
+            .tcp_open
+            .store(self.conns.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Closes the connections of session `id`, and those no session took
+    /// within the connect timeout.
+    fn close_stale<A>(&mut self, shared: &Shared<A>, now: Instant, ended: Option<&str>) {
+        let stale: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.session.as_deref() {
+                Some(s) => Some(s) == ended,
+                None => now.saturating_duration_since(c.opened) > shared.config.connect_timeout,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.close(shared, id);
+        }
+    }
+
+    /// Sends `p`; to a TCP peer without a connection (closed) or whose
+    /// queue is full it is lost, as a datagram would be.
+    async fn send<A>(&self, shared: &Shared<A>, p: Packet) {
+        match p.transport {
+            Transport::Udp => {
+                let i = self.locals.iter().position(|l| *l == p.source).unwrap_or(0);
+                if let Some(s) = self.sockets.get(i) {
+                    let _ = s.send_to(&p.data, p.destination).await;
+                }
+            }
+            Transport::Tcp => {
+                let conn = self
+                    .by_peer
+                    .get(&(p.destination, p.source))
+                    .and_then(|id| self.conns.get(id));
+                if conn.is_none_or(|c| c.out.try_send(p.data).is_err()) {
+                    shared.tcp_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Whether two peers count as one address for the caps: the same IPv4
+/// address, or the same IPv6 /64.
+fn same_address(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.octets()[..8] == b.octets()[..8],
+        _ => a == b,
+    }
 }
 
 /// `$e` with `$s` bound to the session of either kind of [`Running`].
@@ -1020,15 +1335,29 @@ impl Running {
         either!(self, session => session.last_error())
     }
 
-    fn accepts(&self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
-        either!(self, session => session.accepts(now, from, to, data))
+    fn accepts(
+        &self,
+        now: Instant,
+        via: Transport,
+        from: SocketAddr,
+        to: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        either!(self, session => session.accepts(now, via, from, to, data))
     }
 
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        either!(self, session => session.handle_datagram(now, from, to, data))
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        via: Transport,
+        from: SocketAddr,
+        to: SocketAddr,
+        data: &[u8],
+    ) {
+        either!(self, session => session.handle_datagram(now, via, from, to, data))
     }
 
-    fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+    fn poll_transmit(&mut self) -> Option<Packet> {
         either!(self, session => session.poll_transmit())
     }
 
@@ -1051,8 +1380,65 @@ impl Running {
     }
 }
 
-/// A datagram from one of the sockets: which one, from whom, what.
-type Datagram = (usize, SocketAddr, Vec<u8>);
+/// What the network tasks hand the media loop.
+enum Net {
+    /// A datagram on UDP socket `.0` from `.1`.
+    Udp(usize, SocketAddr, Vec<u8>),
+    /// A connection to TCP listener `local`.
+    TcpOpen {
+        local: usize,
+        peer: SocketAddr,
+        stream: TcpStream,
+    },
+    /// A packet (its RFC 4571 length taken off) on connection `.0`.
+    Tcp(u64, Vec<u8>),
+    /// Connection `.0` ended: closed by the peer, or broken.
+    TcpClosed(u64),
+}
+
+/// Reads connection `conn`'s RFC 4571 frames (a 16-bit big-endian length,
+/// then the packet; at most 64 KiB, so nothing a peer sends makes it hold
+/// more) into the loop, until it ends.
+async fn read_frames(conn: u64, mut r: OwnedReadHalf, net: mpsc::Sender<Net>) {
+    let mut buf = vec![0u8; usize::from(u16::MAX)];
+    while let Ok(n) = r.read_u16().await {
+        let packet = &mut buf[..usize::from(n)];
+        if r.read_exact(packet).await.is_err() {
+            break;
+        }
+        if n > 0 && net.send(Net::Tcp(conn, packet.to_vec())).await.is_err() {
+            return;
+        }
+    }
+    let _ = net.send(Net::TcpClosed(conn)).await;
+}
+
+/// Writes the packets queued for a connection as RFC 4571 frames, those
+/// waiting together, until the queue's sender is gone (the connection
+/// closed) or the peer is.
+async fn write_frames(mut w: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let mut buf = Vec::new();
+    while let Some(first) = queue.recv().await {
+        buf.clear();
+        let mut next = Some(first);
+        while let Some(p) = next {
+            // Ours are under the MTU; a longer one cannot be framed.
+            if let Ok(n) = u16::try_from(p.len()) {
+                buf.extend_from_slice(&n.to_be_bytes());
+                buf.extend_from_slice(&p);
+            }
+            next = if buf.len() < 64 * 1024 {
+                queue.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if w.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+}
 
 /// Reads a watched stream from the Hub into the media loop, through
 /// `transform` if any (whose failure passes events on as they were), until
@@ -1086,24 +1472,25 @@ fn feed(
     })
 }
 
-/// `locals[i]` is the address the sessions know socket `i` by (its ICE
-/// candidate): datagrams it receives were sent there, and what a session
-/// sends from there leaves by it.
+/// Runs every session: the UDP sockets' datagrams and the ICE-TCP
+/// connections' packets to their sessions, the sessions' packets out,
+/// their timers, the watched streams to their viewers, and the commands of
+/// the routes.
 async fn media_loop<A>(
-    sockets: Vec<Arc<UdpSocket>>,
-    locals: Vec<SocketAddr>,
+    wire: Wire,
+    listeners: Vec<TcpListener>,
     mut commands: mpsc::Receiver<Command>,
     shared: Arc<Shared<A>>,
 ) {
-    let (dgram_tx, mut dgrams) = mpsc::channel::<Datagram>(1024);
-    for (i, s) in sockets.iter().enumerate() {
-        let (s, tx) = (Arc::clone(s), dgram_tx.clone());
+    let (net_tx, mut net) = mpsc::channel::<Net>(1024);
+    for (i, s) in wire.sockets.iter().enumerate() {
+        let (s, tx) = (Arc::clone(s), net_tx.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             loop {
                 match s.recv_from(&mut buf).await {
                     Ok((n, from)) => {
-                        if tx.send((i, from, buf[..n].to_vec())).await.is_err() {
+                        if tx.send(Net::Udp(i, from, buf[..n].to_vec())).await.is_err() {
                             return;
                         }
                     }
@@ -1113,13 +1500,34 @@ async fn media_loop<A>(
             }
         });
     }
-    drop(dgram_tx);
+    for (local, l) in listeners.into_iter().enumerate() {
+        let tx = net_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((stream, peer)) => {
+                        let open = Net::TcpOpen {
+                            local,
+                            peer,
+                            stream,
+                        };
+                        if tx.send(open).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Out of descriptors, most likely: let some close.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+    }
     // The watched streams, read by one task each.
     let (media_tx, mut media) = mpsc::channel::<(StreamPath, MediaEvent)>(1024);
     let mut l = Loop {
         running: HashMap::new(),
         routes: HashMap::new(),
         feeds: HashMap::new(),
+        wire,
     };
     loop {
         let now = Instant::now();
@@ -1129,7 +1537,7 @@ async fn media_loop<A>(
             if r.poll_timeout() <= now {
                 r.handle_timeout(now);
             }
-            flush(&sockets, &locals, r).await;
+            flush(&shared, &l.wire, r).await;
             if !r.is_connected()
                 && now.saturating_duration_since(r.started()) > shared.config.connect_timeout
             {
@@ -1151,26 +1559,69 @@ async fn media_loop<A>(
         for id in ended {
             finish(&shared, &mut l, &id);
         }
+        l.wire.close_stale(&shared, now, None);
         tokio::select! {
-            d = dgrams.recv() => {
-                let Some((i, from, data)) = d else { return };
-                let to = locals[i];
+            n = net.recv() => {
+                let Some(n) = n else { return };
                 let now = Instant::now();
+                let (via, from, to, data) = match n {
+                    Net::Udp(i, from, data) => (Transport::Udp, from, l.wire.locals[i], data),
+                    Net::TcpOpen { local, peer, stream } => {
+                        l.wire.open(&shared, &net_tx, local, peer, stream);
+                        continue;
+                    }
+                    Net::TcpClosed(conn) => {
+                        l.wire.close(&shared, conn);
+                        continue;
+                    }
+                    Net::Tcp(conn, data) => {
+                        let Some(c) = l.wire.conns.get(&conn) else { continue };
+                        (Transport::Tcp, c.peer, c.local, data)
+                    }
+                };
                 let running = &l.running;
-                let id = l.routes.get(&from).filter(|id| running.contains_key(*id)).cloned().or_else(|| {
+                let known = match via {
+                    Transport::Udp => l.routes.get(&from),
+                    Transport::Tcp => l.wire.by_peer.get(&(from, to)).and_then(|c| l.wire.conns.get(c)).and_then(|c| c.session.as_ref()),
+                };
+                // An ICE-TCP connection is bound by a STUN check alone
+                // (RFC 7983: first byte 0-3): str0m also takes a packet by
+                // its source address, which over TCP is any port number
+                // that happens to be a UDP peer's.
+                let may_bind = via == Transport::Udp || data.first().is_some_and(|&b| b < 4);
+                let id = known.filter(|id| running.contains_key(*id)).cloned().or_else(|| {
                     running
                         .iter()
-                        .find(|(_, r)| r.accepts(now, from, to, &data))
+                        .find(|(_, r)| may_bind && r.accepts(now, via, from, to, &data))
                         .map(|(id, _)| id.clone())
                 });
-                if let Some(id) = id
-                    && let Some(r) = l.running.get_mut(&id)
-                {
-                    l.routes.insert(from, id.clone());
-                    r.handle_datagram(now, from, to, &data);
-                    flush(&sockets, &locals, r).await;
+                let conn = match via {
+                    Transport::Udp => None,
+                    Transport::Tcp => l.wire.by_peer.get(&(from, to)).copied(),
+                };
+                let Some(id) = id else {
+                    // A connection whose peer is no session's is closed.
+                    if let Some(conn) = conn
+                        && let Some(c) = l.wire.conns.get_mut(&conn)
+                    {
+                        c.strangers += 1;
+                        if c.strangers >= TCP_STRANGERS {
+                            l.wire.close(&shared, conn);
+                        }
+                    }
+                    continue;
+                };
+                match conn.and_then(|c| l.wire.conns.get_mut(&c)) {
+                    Some(c) => c.session = Some(id.clone()),
+                    None => {
+                        l.routes.insert(from, id.clone());
+                    }
+                }
+                if let Some(r) = l.running.get_mut(&id) {
+                    r.handle_datagram(now, via, from, to, &data);
+                    flush(&shared, &l.wire, r).await;
                     r.report(&shared, &id);
-                    keyframe_for_viewer(&shared, &mut l.running, &id, &sockets, &locals).await;
+                    keyframe_for_viewer(&shared, &mut l.running, &id, &l.wire).await;
                 }
             }
             m = media.recv() => {
@@ -1184,7 +1635,7 @@ async fn media_loop<A>(
                     l.feeds.remove(&stream);
                 }
                 for id in viewers {
-                    to_viewer(&shared, &mut l.running, &id, &event, &sockets, &locals).await;
+                    to_viewer(&shared, &mut l.running, &id, &event, &l.wire).await;
                 }
             }
             c = commands.recv() => match c {
@@ -1208,7 +1659,7 @@ async fn media_loop<A>(
                     };
                     l.running.insert(id.clone(), Running::Play { session, started: Instant::now(), stream });
                     if let Some(t) = joined {
-                        to_viewer(&shared, &mut l.running, &id, &MediaEvent::Tracks(t), &sockets, &locals).await;
+                        to_viewer(&shared, &mut l.running, &id, &MediaEvent::Tracks(t), &l.wire).await;
                     }
                 }
                 Some(Command::Stop { id, done }) => {
@@ -1235,8 +1686,7 @@ async fn to_viewer<A>(
     running: &mut HashMap<String, Running>,
     id: &str,
     event: &MediaEvent,
-    sockets: &[Arc<UdpSocket>],
-    locals: &[SocketAddr],
+    wire: &Wire,
 ) {
     let Some(r) = running.get_mut(id) else {
         return;
@@ -1245,11 +1695,11 @@ async fn to_viewer<A>(
         return;
     };
     session.push(Instant::now(), event);
-    flush(sockets, locals, r).await;
+    flush(shared, wire, r).await;
     if matches!(event, MediaEvent::Tracks(_) | MediaEvent::End) {
         r.report(shared, id);
     }
-    keyframe_for_viewer(shared, running, id, sockets, locals).await;
+    keyframe_for_viewer(shared, running, id, wire).await;
 }
 
 /// When viewer `id` waits for a keyframe of a stream a WHIP session of
@@ -1260,8 +1710,7 @@ async fn keyframe_for_viewer<A>(
     shared: &Shared<A>,
     running: &mut HashMap<String, Running>,
     id: &str,
-    sockets: &[Arc<UdpSocket>],
-    locals: &[SocketAddr],
+    wire: &Wire,
 ) {
     let Some(Running::Play {
         session, stream, ..
@@ -1281,18 +1730,15 @@ async fn keyframe_for_viewer<A>(
         && let Running::Publish { session, .. } = r
     {
         session.request_keyframe_for_viewer(Instant::now());
-        flush(sockets, locals, r).await;
+        flush(shared, wire, r).await;
     }
 }
 
 /// Sends what the session has for the network and pushes a publisher's
 /// media into the Hub; a publisher that was taken over closes the session.
-async fn flush(sockets: &[Arc<UdpSocket>], locals: &[SocketAddr], r: &mut Running) {
-    while let Some((from, to, data)) = r.poll_transmit() {
-        let i = locals.iter().position(|l| *l == from).unwrap_or(0);
-        if let Some(s) = sockets.get(i) {
-            let _ = s.send_to(&data, to).await;
-        }
+async fn flush<A>(shared: &Shared<A>, wire: &Wire, r: &mut Running) {
+    while let Some(p) = r.poll_transmit() {
+        wire.send(shared, p).await;
     }
     let Running::Publish {
         session, publisher, ..
@@ -1316,6 +1762,7 @@ fn finish<A>(shared: &Shared<A>, l: &mut Loop, id: &str) {
         return;
     };
     l.routes.retain(|_, v| v != id);
+    l.wire.close_stale(shared, Instant::now(), Some(id));
     let why = r.closed().unwrap_or("closed").to_owned();
     match r {
         Running::Publish {

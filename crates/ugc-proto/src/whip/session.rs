@@ -460,6 +460,10 @@ impl std::fmt::Debug for WhipSession {
 pub struct SessionSetup {
     /// Our host candidates (the server's UDP socket as publishers reach it).
     pub candidates: Vec<SocketAddr>,
+    /// Our passive ICE-TCP candidates (RFC 6544; the server's TCP
+    /// listeners as publishers reach them): the way in for a publisher
+    /// whose network lets no UDP through. Empty: UDP only.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// The crypto provider (str0m's aws-lc-rs one).
     pub crypto: Arc<CryptoProvider>,
     /// The DTLS certificate (one per server: making one per session costs
@@ -493,6 +497,7 @@ impl std::fmt::Debug for SessionSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionSetup")
             .field("candidates", &self.candidates)
+            .field("tcp_candidates", &self.tcp_candidates)
             .finish_non_exhaustive()
     }
 }
@@ -509,6 +514,7 @@ impl SessionSetup {
         .flatten();
         SessionSetup {
             candidates,
+            tcp_candidates: Vec::new(),
             crypto,
             cert,
             keyframe_interval: Some(Duration::from_secs(2)),
