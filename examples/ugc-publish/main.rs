@@ -106,6 +106,10 @@ struct Flags {
     /// an address, or `off`; default beside each --whip-udp socket.
     #[arg(long, env = "UGC_WHIP_TCP", value_name = "ADDR|off")]
     whip_tcp: Option<ugc_proto::whip::server::IceTcp>,
+    /// Whether WHIP publishers may send AV1 (see ugc-server's flag of the
+    /// same name).
+    #[arg(long, env = "UGC_WHIP_AV1", default_value = "off", value_parser = ["on", "off"])]
+    whip_av1: String,
     /// Push every stream to this node (`http://host:port`); repeatable.
     /// Default: the control plane's topology (its transcoders, else its
     /// origins).
@@ -259,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
             config: ugc_proto::whip::server::WhipConfig {
                 public_ip: flags.whip_public_ip,
                 ice_servers: flags.whip_ice_server.clone(),
+                av1: flags.whip_av1 == "on",
                 ..Default::default()
             },
             tcp: flags.whip_tcp.unwrap_or_default(),

@@ -1,14 +1,40 @@
 //! `avcC` / SPS / `hvcC` / HEVC VPS parsing and AVCC -> Annex B conversion
 //! never panic; a parsed avcC round-trips through `build_avcc`; an hvcC built
-//! around a readable HEVC SPS gives back its size and frame rate.
+//! around a readable HEVC SPS gives back its size and frame rate. AV1 (what
+//! a WHIP publisher's and an Enhanced RTMP publisher's sequence headers go
+//! through): OBU splitting, sequence header parsing, the `av1C` built from
+//! it (its codec string and picture size readable again, its size the
+//! input's plus the 4-byte header at most).
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use ugc_codec::av1;
 use ugc_codec::h264::{self, AvcConfig};
 use ugc_codec::hevc::HevcConfig;
 
+fn av1(data: &[u8]) {
+    if let Ok(obus) = av1::obus(data) {
+        let total: usize = obus.iter().map(|o| o.bytes.len()).sum();
+        assert_eq!(total, data.len(), "OBUs cover the input");
+        for o in &obus {
+            let _ = av1::SequenceHeader::parse(o.payload);
+        }
+        let sample = av1::without_temporal_delimiters(data).expect("split once, splits again");
+        assert!(sample.len() <= data.len());
+    }
+    if let Ok(c) = av1::av1c(data) {
+        assert!(c.len() <= data.len() + 4, "av1C of {} bytes from {}", c.len(), data.len());
+        av1::codec_string(&c).expect("a built av1C has a codec string");
+        if data.first() != Some(&0x81) {
+            assert!(av1::dimensions(&c).is_some(), "a built av1C has its size");
+        }
+    }
+    let _ = av1::dimensions(data);
+}
+
 fuzz_target!(|data: &[u8]| {
+    av1(data);
     let b = Bytes::copy_from_slice(data);
     if let Ok(c) = AvcConfig::parse(&b) {
         let _ = c.codec_string();

@@ -3,7 +3,7 @@
 // browser would, and prints one JSON line with what happened:
 //   node whip.mjs --url http://127.0.0.1:8080/whip/<stream> --key <stream key>
 //                 [--seconds 20] [--width 640 --height 360] [--chromium PATH]
-//                 [--video FILE.y4m --audio FILE.wav]
+//                 [--video FILE.y4m --audio FILE.wav] [--codec H264|AV1]
 // The page (our own, served by request interception on the server's
 // origin, so the POST is same-origin) takes getUserMedia video and audio,
 // offers them send-only (H.264 preferred), POSTs the offer with the key as
@@ -40,7 +40,7 @@ const pageHtml = `<!doctype html><html><body><video id="v" muted autoplay playsi
 window.report = { states: [], errors: [] };
 const t0 = performance.now();
 const at = () => ((performance.now() - t0) / 1000).toFixed(1) + 's';
-window.publish = async (url, key, width, height) => {
+window.publish = async (url, key, width, height, codec) => {
   const r = window.report;
   const media = await navigator.mediaDevices.getUserMedia({
     video: { width, height, frameRate: 30 }, audio: true,
@@ -57,9 +57,9 @@ window.publish = async (url, key, width, height) => {
       const p = t.sender.getParameters();
       p.degradationPreference = 'maintain-resolution';
       await t.sender.setParameters(p).catch(() => {});
-      const h264 = RTCRtpSender.getCapabilities('video').codecs
-        .filter((c) => c.mimeType === 'video/H264');
-      t.setCodecPreferences(h264);
+      const chosen = RTCRtpSender.getCapabilities('video').codecs
+        .filter((c) => c.mimeType === 'video/' + codec);
+      t.setCodecPreferences(chosen);
     }
   }
   await pc.setLocalDescription(await pc.createOffer());
@@ -129,7 +129,10 @@ try {
     route.fulfill({ status: 200, contentType: 'text/html', body: pageHtml }),
   );
   await page.goto(pageUrl);
-  await page.evaluate(([u, k, w, h]) => window.publish(u, k, w, h), [args.url, args.key, width, height]);
+  await page.evaluate(
+    ([u, k, w, h, c]) => window.publish(u, k, w, h, c),
+    [args.url, args.key, width, height, args.codec ?? 'H264'],
+  );
   const report = await page.evaluate(() => window.report);
   if (report.post === 201) {
     await page.waitForTimeout(seconds * 1000);

@@ -134,6 +134,10 @@ pub struct SequenceHeader {
     pub subsampling_y: bool,
     /// `chroma_sample_position`.
     pub chroma_sample_position: u8,
+    /// `max_frame_width_minus_1 + 1`: the widest picture of the sequence.
+    pub max_width: u32,
+    /// `max_frame_height_minus_1 + 1`.
+    pub max_height: u32,
 }
 
 impl SequenceHeader {
@@ -188,7 +192,8 @@ impl SequenceHeader {
         }
         let width_bits = r.bits(4)? + 1;
         let height_bits = r.bits(4)? + 1;
-        r.skip((width_bits + height_bits) as usize)?;
+        let max_width = r.bits(width_bits)? + 1;
+        let max_height = r.bits(height_bits)? + 1;
         if !reduced && r.flag()? {
             // frame_id_numbers_present_flag
             r.skip(4 + 3)?;
@@ -251,6 +256,8 @@ impl SequenceHeader {
             subsampling_x,
             subsampling_y,
             chroma_sample_position,
+            max_width,
+            max_height,
         })
     }
 }
@@ -299,6 +306,15 @@ pub fn av1c(header: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The largest picture (width, height) of an `av1C` record's sequence
+/// header (in its `configOBUs`); `None` when it holds none.
+pub fn dimensions(av1c: &[u8]) -> Option<(u32, u32)> {
+    let obus = obus(av1c.get(4..)?).ok()?;
+    let seq = obus.iter().find(|o| o.kind == obu_type::SEQUENCE_HEADER)?;
+    let h = SequenceHeader::parse(seq.payload).ok()?;
+    Some((h.max_width, h.max_height))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,11 +335,14 @@ mod tests {
         assert_eq!((h.profile, h.level, h.tier), (0, 0, false));
         assert!(!h.high_bitdepth && !h.monochrome);
         assert!(h.subsampling_x && h.subsampling_y);
+        assert_eq!((h.max_width, h.max_height), (320, 240));
         let c = av1c(&SEQ_OBU).unwrap();
         // The file's own av1C, byte for byte.
         assert_eq!(&c[..4], &[0x81, 0x00, 0x0c, 0x00]);
         assert_eq!(&c[4..], &SEQ_OBU);
         assert_eq!(codec_string(&c).unwrap(), "av01.0.00M.08");
+        assert_eq!(dimensions(&c), Some((320, 240)));
+        assert_eq!(dimensions(&c[..4]), None, "no configOBUs");
         // An av1C already is kept.
         assert_eq!(av1c(&c).unwrap(), c);
     }

@@ -70,6 +70,8 @@ struct Call {
     /// UDP, or ICE-TCP (the publisher connecting to our passive candidate;
     /// in memory, a connection is its two addresses).
     transport: Transport,
+    /// The codec the publisher's video is written in.
+    video_codec: RtcCodec,
 }
 
 impl Call {
@@ -140,6 +142,7 @@ impl Call {
             sent: 0,
             h264_pt: 0,
             transport,
+            video_codec: RtcCodec::H264,
         }
     }
 
@@ -228,7 +231,7 @@ impl Call {
     /// sender reports tie its RTP clock to).
     fn write_captured(&mut self, video: bool, wallclock: Instant, rtp: u64, data: Vec<u8>) {
         let (mid, codec, freq) = if video {
-            (self.video, RtcCodec::H264, Frequency::NINETY_KHZ)
+            (self.video, self.video_codec, Frequency::NINETY_KHZ)
         } else {
             (self.audio, RtcCodec::Opus, Frequency::FORTY_EIGHT_KHZ)
         };
@@ -525,6 +528,105 @@ fn publish_delayed(video_delay: u64, audio_delay: u64) -> (f64, ugc_proto::whip:
     let video_at = last(1) as f64 / 90_000.0 - since(last_captured[1]);
     let audio_at = last(2) as f64 / 48_000.0 - since(last_captured[0]);
     (audio_at - video_at, call.session.stats().clone())
+}
+
+/// The sequence header OBU of a libaom 320x240 stream (Main, level 2.0,
+/// 8 bit 4:2:0), with its size field.
+const AV1_SEQUENCE: [u8; 13] = [
+    0x0a, 0x0b, 0x00, 0x00, 0x00, 0x04, 0x3c, 0xff, 0xbc, 0xda, 0xf9, 0x00, 0x40,
+];
+
+/// An AV1 temporal unit as an encoder writes it: a temporal delimiter,
+/// with a keyframe the sequence header, and one frame OBU (filler: nothing
+/// here decodes it), long enough to take several packets.
+fn temporal_unit(key: bool, n: u8) -> Vec<u8> {
+    let mut tu = vec![0x12, 0x00];
+    if key {
+        tu.extend_from_slice(&AV1_SEQUENCE);
+    }
+    let len: usize = if key { 3000 } else { 400 };
+    tu.push(0x32); // OBU_FRAME with a size field
+    tu.extend_from_slice(&[0x80 | (len & 0x7f) as u8, (len >> 7) as u8]);
+    tu.push(n);
+    tu.extend(std::iter::repeat_n(0x5a, len - 1));
+    tu
+}
+
+/// AV1 from a publisher when the setup takes it (#18: "HEVC/AV1 when
+/// offered and configured"): the answer receives AV1; nothing goes out
+/// before a keyframe (one is asked for); the track is AV1 with the `av1C`
+/// of the in-band sequence header, its codec string and size; samples are
+/// the temporal units less their delimiters, the sequence header kept in
+/// the keyframe's. Without the setting the answer has no AV1.
+#[test]
+fn an_av1_publisher_is_taken_when_the_setup_says_so() {
+    let now = Instant::now();
+    let offer = {
+        let mut p = RtcConfig::new()
+            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+            .build(now);
+        let mut change = p.sdp_api();
+        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        change.apply().unwrap().0.to_sdp_string()
+    };
+    assert!(offer.contains("AV1/90000"), "{offer}");
+    let (_, answer) =
+        WhipSession::new(&offer, &SessionSetup::new(vec![server_addr()]), now).unwrap();
+    assert!(!answer.contains("AV1"), "{answer}");
+
+    let mut setup = SessionSetup::new(vec![server_addr()]);
+    setup.av1 = true;
+    let mut call = Call::with(setup);
+    call.video_codec = RtcCodec::Av1;
+    for _ in 0..200 {
+        if call.connected && call.session.is_connected() {
+            break;
+        }
+        call.advance(Duration::from_millis(10));
+    }
+    assert!(call.connected && call.session.is_connected());
+    // 2 s at 30 fps, a keyframe at 0.5 s and 1.5 s in.
+    let mut rtp = 1_000_000u64;
+    for v in 0..60u32 {
+        let key = v == 15 || v == 45;
+        call.write(true, rtp, temporal_unit(key, v as u8));
+        rtp += 3000;
+        call.advance(Duration::from_millis(33));
+    }
+    call.advance(Duration::from_millis(200));
+    let stats = call.session.stats().clone();
+    assert!(stats.keyframe_requests >= 1, "{stats:?}");
+    let MediaEvent::Tracks(tracks) = &call.events[0] else {
+        panic!("{:?}", call.events[0]);
+    };
+    let t = tracks.iter().next().unwrap();
+    assert_eq!((t.codec, t.id), (Codec::Av1, TrackId(1)));
+    assert_eq!(t.codec_string, "av01.0.00M.08");
+    assert_eq!(&t.config[..4], &[0x81, 0x00, 0x0c, 0x00]);
+    assert_eq!(&t.config[4..], &AV1_SEQUENCE);
+    let vp = t.video().unwrap();
+    assert_eq!((vp.width, vp.height), (320, 240));
+    let video: Vec<_> = call
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Frame(f) if f.track == TrackId(1) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(video.len(), 45, "pictures 15..60");
+    assert!(video[0].keyframe && video[30].keyframe);
+    assert_eq!(video.iter().filter(|f| f.keyframe).count(), 2);
+    // The keyframe's sample: the sequence header, then the frame; no
+    // temporal delimiter anywhere.
+    assert_eq!(&video[0].data[..AV1_SEQUENCE.len()], &AV1_SEQUENCE);
+    assert_eq!(video[0].data.len(), AV1_SEQUENCE.len() + 3 + 3000);
+    assert_eq!(video[1].data[0], 0x32);
+    assert_eq!(video[1].data.len(), 3 + 400);
+    for w in video.windows(2) {
+        assert_eq!(w[1].dts - w[0].dts, 3000);
+    }
+    assert_eq!(stats.discontinuities, 0, "{stats:?}");
 }
 
 #[test]

@@ -110,6 +110,12 @@ pub struct Settings {
     /// beside each WHIP UDP socket: its address and port, over TCP.
     #[arg(long, env = "UGC_WHIP_TCP", value_name = "ADDR|off")]
     pub whip_tcp: Option<String>,
+    /// Whether WHIP publishers may send AV1: `off` (default: H.264, which
+    /// every HLS player decodes) or `on` (a browser offering AV1 then sends
+    /// it: it comes first in browsers' offers; HLS plays it where AV1
+    /// decodes, WHEP viewers get no video).
+    #[arg(long, env = "UGC_WHIP_AV1", value_name = "on|off")]
+    pub whip_av1: Option<String>,
     /// PEM certificate chain for --https.
     #[arg(long, env = "UGC_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -396,6 +402,8 @@ pub struct WhipListen {
     pub ice_servers: Vec<IceServer>,
     /// Where ICE-TCP listens.
     pub tcp: IceTcp,
+    /// Publishers may send AV1.
+    pub av1: bool,
 }
 
 /// What viewers get while a stream waits for its publisher.
@@ -459,6 +467,7 @@ impl Config {
                     None => IceTcp::BesideUdp,
                     Some(t) => t.parse().map_err(|e| anyhow::anyhow!("whip_tcp {e}"))?,
                 },
+                av1: s.whip_av1.is_some() && on_off("whip_av1", s.whip_av1.as_deref())?,
             }),
         };
         let d = HlsTiming::default();
@@ -654,7 +663,7 @@ mod tests {
              srt = \"127.0.0.1:3\"\nsrt_latency_ms = 300\npublic_host = \"h\"\n\
              https = \"127.0.0.1:4\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nrtmps = \"127.0.0.1:5\"\n\
              whip_udp = \"0.0.0.0:6\"\nwhip_ip = [\"127.0.0.1\"]\nwhip_public_ip = \"203.0.113.9\"\n\
-             whip_ice_server = [\"stun:stun.example.net:3478\"]\nwhip_tcp = \"127.0.0.1:7\"\n\
+             whip_ice_server = [\"stun:stun.example.net:3478\"]\nwhip_tcp = \"127.0.0.1:7\"\nwhip_av1 = \"on\"\n\
              segment_ms = 4000\ntarget_duration_s = 8\nwindow_segments = 3\npart_ms = 0\n\
              publisher_grace_s = 5\ningest_tick_ms = 0\ningest_batch_ms = 500\n\
              max_rtmp_connections = 7\nmax_rtmp_connections_per_ip = 3\n\
@@ -680,6 +689,7 @@ mod tests {
         assert_eq!(whip.public_ip, "203.0.113.9".parse().ok());
         assert_eq!(whip.ice_servers[0].uri, "stun:stun.example.net:3478");
         assert_eq!(whip.tcp, IceTcp::At("127.0.0.1:7".parse().unwrap()));
+        assert!(whip.av1);
         let (addr, cert, key) = c.https.clone().unwrap();
         assert_eq!(
             (addr.port(), cert.to_str(), key.to_str()),
@@ -874,7 +884,7 @@ mod tests {
             );
         }
         // All but --log (whose env twin is `UGC_LOG`, read by the logger).
-        assert_eq!(flags.len(), 34, "{flags:?}");
+        assert_eq!(flags.len(), 35, "{flags:?}");
     }
 
     /// Runs this test binary again with env set (set_var would race the

@@ -293,6 +293,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     public_ip: listen.public_ip,
                     ice_servers: listen.ice_servers.clone(),
                     play_transform: audio::aac_to_opus(config.aac_to_opus),
+                    av1: listen.av1,
                     ..Default::default()
                 },
                 tcp: listen.tcp,

@@ -291,7 +291,10 @@ impl FlvIngest {
             }
             _ => {
                 let s = crate::av1::codec_string(&config)?;
-                (Codec::Av1, s, 0, 0, None)
+                // The sequence header's largest picture (encoders write
+                // their picture size there); metadata's when it has none.
+                let (w, h) = crate::av1::dimensions(&config).unwrap_or((0, 0));
+                (Codec::Av1, s, w, h, None)
             }
         };
         let info = TrackInfo {

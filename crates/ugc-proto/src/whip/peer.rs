@@ -69,10 +69,12 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// A peer for the SDP `offer` with H.264 and Opus, and its answer.
+    /// A peer for the SDP `offer` with H.264 (and AV1 with `av1`) and
+    /// Opus, and its answer.
     pub(crate) fn answer(
         offer: &str,
         setup: &SessionSetup,
+        av1: bool,
         now: Instant,
     ) -> Result<(Peer, String), OfferError> {
         if offer.len() > MAX_OFFER {
@@ -87,6 +89,7 @@ impl Peer {
                 .set_ice_lite(true)
                 .clear_codecs()
                 .enable_h264(true)
+                .enable_av1(av1)
                 .enable_opus(true, false)
                 .set_reordering_size_video(setup.reordering_packets.max(30))
                 .set_crypto_provider(setup.crypto.clone());

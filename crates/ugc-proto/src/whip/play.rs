@@ -113,7 +113,7 @@ impl WhepSession {
         setup: &SessionSetup,
         now: Instant,
     ) -> Result<(WhepSession, String), OfferError> {
-        let (peer, answer) = Peer::answer(offer, setup, now)?;
+        let (peer, answer) = Peer::answer(offer, setup, false, now)?;
         let (video, audio) = answer_media(&answer, &["a=sendonly", "a=sendrecv"]);
         if !video && !audio {
             return Err(OfferError::NothingToPlay);

@@ -113,6 +113,8 @@ pub struct WhipConfig {
     pub max_tcp_connections: usize,
     /// ICE-TCP connections open at once from one address (an IPv6 /64).
     pub max_tcp_per_address: usize,
+    /// Publishers may send AV1 ([`SessionSetup::av1`]).
+    pub av1: bool,
 }
 
 /// Makes a [`Transform`] (see [`WhipConfig::play_transform`]).
@@ -213,6 +215,7 @@ impl Default for WhipConfig {
             ice_servers: Vec::new(),
             max_tcp_connections: 1024,
             max_tcp_per_address: 16,
+            av1: false,
         }
     }
 }
@@ -372,6 +375,7 @@ impl<A: Authorizer> WhipServer<A> {
         let (tx, rx) = mpsc::channel(64);
         let mut setup = SessionSetup::new(candidates.clone());
         setup.tcp_candidates = tcp_candidates.clone();
+        setup.av1 = config.av1;
         setup.keyframe_interval = config.keyframe_interval;
         let shared = Arc::new(Shared {
             hub,

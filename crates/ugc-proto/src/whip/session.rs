@@ -2,9 +2,10 @@
 //! an ICE-lite server) whose depacketized media becomes the Hub's media
 //! events.
 //!
-//! * [`WhipSession::new`] takes the publisher's SDP offer (H.264 video and
-//!   Opus audio are accepted; other codecs are declined in the answer) and
-//!   returns the answer with our host candidates.
+//! * [`WhipSession::new`] takes the publisher's SDP offer (H.264 video,
+//!   AV1 too when [`SessionSetup::av1`] says so, and Opus audio are
+//!   accepted; other codecs are declined in the answer) and returns the
+//!   answer with our host candidates.
 //! * Datagrams for it go to [`WhipSession::handle_datagram`] (the server
 //!   finds the session with [`WhipSession::accepts`]); timers to
 //!   [`WhipSession::handle_timeout`] at [`WhipSession::poll_timeout`].
@@ -18,6 +19,11 @@
 //!   length-prefixed frame. Nothing goes out before the first IDR picture
 //!   with its SPS and PPS: until then a keyframe is asked for (PLI, at most
 //!   once a second), as it is after a hole in the RTP sequence.
+//! * AV1 arrives as OBUs with their sizes (str0m's depacketizer); the
+//!   sequence header makes the `av1C` (a new one, a new track set) and stays
+//!   in its keyframe's sample, temporal delimiters are left out (AV1-ISOBMFF
+//!   2.4). A keyframe is a packet that starts a coded video sequence (the
+//!   RTP aggregation header's N bit) once a sequence header is known.
 //! * Opus frames go out as they are (48 kHz clock, `dOps` for stereo).
 //! * Timestamps: each track's RTP clock from its first packet, laid on the
 //!   session's clock (arrival of that first packet), so audio and video
@@ -44,8 +50,10 @@ use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as RtcKind, Mid};
 use str0m::rtp::rtcp::SenderInfo;
 use str0m::{Event, IceConnectionState};
-use ugc_codec::{h264, opus};
-use ugc_core::{Frame, MediaEvent, Timescale, TrackId, TrackInfo, Tracks};
+use ugc_codec::{av1, h264, opus};
+use ugc_core::{
+    Codec, Frame, MediaEvent, Timescale, TrackId, TrackInfo, TrackParams, Tracks, VideoParams,
+};
 
 use super::peer::{Peer, peer_methods};
 
@@ -187,6 +195,8 @@ struct Assembler {
     expect_audio: bool,
     sps: Option<Bytes>,
     pps: Option<Bytes>,
+    /// The AV1 sequence header OBU.
+    av1_sequence: Option<Bytes>,
     video: Option<TrackInfo>,
     audio: Option<TrackInfo>,
     announced: Option<Tracks>,
@@ -210,6 +220,7 @@ impl Assembler {
             expect_audio: false,
             sps: None,
             pps: None,
+            av1_sequence: None,
             video: None,
             audio: None,
             announced: None,
@@ -256,8 +267,8 @@ impl Assembler {
         true
     }
 
-    /// One H.264 access unit (Annex B). Returns the events and whether a
-    /// keyframe should be asked for.
+    /// One picture: an H.264 access unit (Annex B) or an AV1 temporal
+    /// unit. Returns the events and whether a keyframe should be asked for.
     fn video(&mut self, md: &MediaData, stats: &mut WhipStats) -> (Vec<MediaEvent>, bool) {
         let mut out = Vec::new();
         if let Some(info) = &md.last_sender_info {
@@ -268,6 +279,68 @@ impl Assembler {
             stats.discontinuities += 1;
             self.want_keyframe = true;
         }
+        let (sample, idr) = match md.params.spec().codec {
+            RtcCodec::Av1 => self.av1_sample(md, stats),
+            _ => self.h264_sample(md, stats),
+        };
+        if sample.is_empty() {
+            return (out, false);
+        }
+        if self.want_keyframe && !(idr && self.video.is_some()) {
+            stats.dropped_frames += 1;
+            return (out, true);
+        }
+        if !self.announce(&mut out) {
+            stats.dropped_frames += 1;
+            return (out, false);
+        }
+        self.want_keyframe = false;
+        let clock = self.clock(self.video_clock, md.time.numer(), md.network_time, 90_000);
+        self.video_clock = Some(clock);
+        let dts = clock.ticks(md.time.numer());
+        stats.video_frames += 1;
+        out.push(MediaEvent::Frame(Frame {
+            track: VIDEO_TRACK,
+            dts,
+            pts: dts,
+            keyframe: idr,
+            data: Bytes::from(sample),
+        }));
+        (out, false)
+    }
+
+    /// An AV1 temporal unit's sample (its OBUs less temporal delimiters,
+    /// tile lists and padding) and whether it is a keyframe; a new
+    /// sequence header makes the track.
+    fn av1_sample(&mut self, md: &MediaData, stats: &mut WhipStats) -> (Vec<u8>, bool) {
+        let Ok(obus) = av1::obus(&md.data) else {
+            stats.bad_datagrams += 1;
+            return (Vec::new(), false);
+        };
+        let mut sample = Vec::with_capacity(md.data.len());
+        for o in obus {
+            match o.kind {
+                av1::obu_type::TEMPORAL_DELIMITER | AV1_TILE_LIST | AV1_PADDING => continue,
+                av1::obu_type::SEQUENCE_HEADER if self.av1_sequence.as_deref() != Some(o.bytes) => {
+                    match av1_track(o.bytes) {
+                        Ok(info) => {
+                            self.video = Some(info);
+                            self.av1_sequence = Some(Bytes::copy_from_slice(o.bytes));
+                        }
+                        Err(_) => stats.bad_datagrams += 1,
+                    }
+                }
+                _ => {}
+            }
+            sample.extend_from_slice(o.bytes);
+        }
+        (sample, md.is_keyframe() && self.av1_sequence.is_some())
+    }
+
+    /// An H.264 access unit's sample (length-prefixed NAL units, without
+    /// parameter sets) and whether it is an IDR picture; new parameter sets
+    /// make the track.
+    fn h264_sample(&mut self, md: &MediaData, stats: &mut WhipStats) -> (Vec<u8>, bool) {
         let mut avcc = Vec::with_capacity(md.data.len() + 16);
         let mut idr = false;
         let mut config_changed = false;
@@ -290,30 +363,7 @@ impl Assembler {
                 Err(_) => stats.bad_datagrams += 1,
             }
         }
-        if avcc.is_empty() {
-            return (out, false);
-        }
-        if self.want_keyframe && !(idr && self.video.is_some()) {
-            stats.dropped_frames += 1;
-            return (out, true);
-        }
-        if !self.announce(&mut out) {
-            stats.dropped_frames += 1;
-            return (out, false);
-        }
-        self.want_keyframe = false;
-        let clock = self.clock(self.video_clock, md.time.numer(), md.network_time, 90_000);
-        self.video_clock = Some(clock);
-        let dts = clock.ticks(md.time.numer());
-        stats.video_frames += 1;
-        out.push(MediaEvent::Frame(Frame {
-            track: VIDEO_TRACK,
-            dts,
-            pts: dts,
-            keyframe: idr,
-            data: Bytes::from(avcc),
-        }));
-        (out, false)
+        (avcc, idr)
     }
 
     /// One Opus frame.
@@ -375,6 +425,36 @@ impl Assembler {
     }
 }
 
+/// AV1 OBU types left out of samples beside temporal delimiters: tile
+/// lists (large-scale tile decoding only) and padding.
+const AV1_TILE_LIST: u8 = 8;
+const AV1_PADDING: u8 = 15;
+
+/// The video track of an AV1 sequence header OBU: its `av1C`, codec string
+/// and largest picture, on the 90 kHz RTP clock.
+fn av1_track(sequence_header: &[u8]) -> Result<TrackInfo, ugc_codec::Error> {
+    let config = av1::av1c(sequence_header)?;
+    let codec_string = av1::codec_string(&config)?;
+    let (mut width, mut height) = (0, 0);
+    if let Some(o) = av1::obus(sequence_header)?.first() {
+        let h = av1::SequenceHeader::parse(o.payload)?;
+        (width, height) = (h.max_width, h.max_height);
+    }
+    Ok(TrackInfo {
+        id: VIDEO_TRACK,
+        codec: Codec::Av1,
+        timescale: Timescale::MPEG,
+        config: Bytes::from(config),
+        codec_string,
+        params: TrackParams::Video(VideoParams {
+            width,
+            height,
+            frame_rate: None,
+        }),
+        bitrate: None,
+    })
+}
+
 fn set_ps(slot: &mut Option<Bytes>, nal: &[u8]) -> bool {
     if slot.as_deref() == Some(nal) {
         return false;
@@ -411,7 +491,7 @@ pub(crate) fn answer_media(answer: &str, directions: &[&str]) -> (bool, bool) {
                         .is_some_and(|c| c.to_ascii_lowercase().starts_with(codec))
             })
         };
-        if first.starts_with("video") && has("h264/") {
+        if first.starts_with("video") && (has("h264/") || has("av1/")) {
             video = true;
         } else if first.starts_with("audio") && has("opus/") {
             audio = true;
@@ -487,6 +567,11 @@ pub struct SessionSetup {
     /// plus three round trips), so a large cap costs memory (about 1.2 KB
     /// a packet), not latency. Default [`REORDERING_PACKETS`].
     pub reordering_packets: usize,
+    /// Whether publishers may send AV1 (offered beside H.264, AV1 is what
+    /// a browser then sends: it comes first in their offers). Off by
+    /// default: an AV1 stream plays where AV1 decodes (browsers, not older
+    /// phones' HLS players), and WHEP plays H.264 only.
+    pub av1: bool,
 }
 
 /// The default of [`SessionSetup::reordering_packets`]: 0.8 s of a
@@ -519,6 +604,7 @@ impl SessionSetup {
             cert,
             keyframe_interval: Some(Duration::from_secs(2)),
             reordering_packets: REORDERING_PACKETS,
+            av1: false,
         }
     }
 }
@@ -530,7 +616,7 @@ impl WhipSession {
         setup: &SessionSetup,
         now: Instant,
     ) -> Result<(WhipSession, String), OfferError> {
-        let (peer, answer) = Peer::answer(offer, setup, now)?;
+        let (peer, answer) = Peer::answer(offer, setup, setup.av1, now)?;
         let mut session = WhipSession {
             peer,
             media: Assembler::new(now),
@@ -639,7 +725,7 @@ impl WhipSession {
             self.enable_nack();
         }
         let codec = md.params.spec().codec;
-        if Some(md.mid) == self.video_mid && codec == RtcCodec::H264 {
+        if Some(md.mid) == self.video_mid && matches!(codec, RtcCodec::H264 | RtcCodec::Av1) {
             let (events, want_key) = self.media.video(md, &mut self.stats);
             let interval = self
                 .keyframe_interval
