@@ -3,7 +3,7 @@
 // JSON line with what happened:
 //   node whep.mjs --url http://127.0.0.1:8080/whep/<stream> [--token T]
 //                 [--seconds 10] [--chromium PATH]
-//                 [--whip URL --key KEY]
+//                 [--whip URL --key KEY [--codec H264|AV1]]
 // The page (our own, served by request interception on the server's
 // origin, so the POSTs are same-origin) offers to receive video and audio,
 // POSTs the offer (the play token as bearer, if any), applies the answer,
@@ -58,7 +58,7 @@ const bitsOf = (ms) => {
   const check = ((v & 0xff) + ((v >> 8) & 0xff) + ((v >> 16) & 0xff)) & 0xff;
   return [v, check];
 };
-window.publish = async (url, key) => {
+window.publish = async (url, key, codec) => {
   const r = window.report;
   const canvas = document.getElementById('clock');
   const g = canvas.getContext('2d');
@@ -83,9 +83,9 @@ window.publish = async (url, key) => {
   for (const track of media.getTracks()) {
     const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
     if (track.kind === 'video') {
-      const h264 = RTCRtpSender.getCapabilities('video').codecs
-        .filter((c) => c.mimeType === 'video/H264');
-      t.setCodecPreferences(h264);
+      const chosen = RTCRtpSender.getCapabilities('video').codecs
+        .filter((c) => c.mimeType === 'video/' + codec);
+      t.setCodecPreferences(chosen);
     }
   }
   await pc.setLocalDescription(await pc.createOffer());
@@ -252,7 +252,10 @@ try {
   );
   await page.goto(pageUrl);
   if (args.whip) {
-    await page.evaluate(([u, k]) => window.publish(u, k), [args.whip, args.key]);
+    await page.evaluate(
+      ([u, k, c]) => window.publish(u, k, c),
+      [args.whip, args.key, args.codec ?? 'H264'],
+    );
   }
   if (args.hls) {
     await page.evaluate((u) => window.playHls(u), args.hls);

@@ -73,6 +73,8 @@ struct View {
     got: Vec<(bool, u64, Vec<u8>)>,
     /// The viewer's video media, once a picture came.
     video_mid: Option<Mid>,
+    /// The codec the pictures came in.
+    video_codec: Option<RtcCodec>,
 }
 
 impl View {
@@ -101,6 +103,7 @@ impl View {
             connected: false,
             got: Vec::new(),
             video_mid: None,
+            video_codec: None,
         }
     }
 
@@ -134,9 +137,11 @@ impl View {
                     }
                     Output::Event(Event::Connected) => self.connected = true,
                     Output::Event(Event::MediaData(md)) => {
-                        let video = md.params.spec().codec == RtcCodec::H264;
+                        let codec = md.params.spec().codec;
+                        let video = codec != RtcCodec::Opus;
                         if video {
                             self.video_mid = Some(md.mid);
+                            self.video_codec = Some(codec);
                         }
                         self.got.push((video, md.time.numer(), md.data.to_vec()));
                     }
@@ -256,6 +261,74 @@ fn a_viewer_gets_video_from_a_keyframe_with_its_parameter_sets_and_opus() {
     for w in sounds.windows(2) {
         assert_eq!(w[1].1 - w[0].1, 960);
     }
+}
+
+/// The sequence header OBU of a libaom 320x240 stream, with its size.
+const AV1_SEQUENCE: [u8; 13] = [
+    0x0a, 0x0b, 0x00, 0x00, 0x00, 0x04, 0x3c, 0xff, 0xbc, 0xda, 0xf9, 0x00, 0x40,
+];
+
+/// An AV1 stream (#18) goes out as AV1 to a viewer that offered it, its
+/// OBUs as they are, with the `av1C`'s sequence header before a keyframe
+/// whose sample has none (an RTMP source's) and not twice before one that
+/// has it (a WHIP publisher's).
+#[test]
+fn an_av1_stream_goes_out_as_av1_with_its_sequence_header_before_keyframes() {
+    let mut view = View::new();
+    let mut av1c = vec![0x81, 0x00, 0x0c, 0x00];
+    av1c.extend_from_slice(&AV1_SEQUENCE);
+    let video = ugc_core::TrackInfo {
+        id: TrackId(1),
+        codec: ugc_core::Codec::Av1,
+        timescale: Timescale::MILLIS,
+        config: Bytes::from(av1c),
+        codec_string: "av01.0.00M.08".into(),
+        params: ugc_core::TrackParams::Video(ugc_core::VideoParams {
+            width: 320,
+            height: 240,
+            frame_rate: None,
+        }),
+        bitrate: None,
+    };
+    view.push(MediaEvent::Tracks(Tracks::new(vec![video])));
+    view.connect();
+    let frame_obu = |n: u8, len: usize| {
+        let mut o = vec![0x32, 0x80 | (len & 0x7f) as u8, (len >> 7) as u8, n];
+        o.extend(std::iter::repeat_n(0x5a, len - 1));
+        o
+    };
+    let mut with_header = AV1_SEQUENCE.to_vec();
+    with_header.extend(frame_obu(3, 2000));
+    let samples = [
+        (false, frame_obu(0, 300)),
+        (true, frame_obu(1, 2000)),
+        (false, frame_obu(2, 300)),
+        (true, with_header),
+    ];
+    for (i, (key, data)) in samples.iter().enumerate() {
+        let ms = 40 * i as i64;
+        view.push(MediaEvent::Frame(Frame {
+            track: TrackId(1),
+            dts: ms,
+            pts: ms,
+            keyframe: *key,
+            data: Bytes::from(data.clone()),
+        }));
+        view.now += Duration::from_millis(40);
+        view.step();
+    }
+    view.now += Duration::from_millis(100);
+    view.step();
+    assert_eq!(view.video_codec, Some(RtcCodec::Av1));
+    let pictures: Vec<_> = view.got.iter().filter(|g| g.0).collect();
+    // The first waits for a keyframe; then three.
+    assert_eq!(pictures.len(), 3, "{:?}", view.session.stats());
+    let mut first = AV1_SEQUENCE.to_vec();
+    first.extend(frame_obu(1, 2000));
+    assert_eq!(pictures[0].2, first);
+    assert_eq!(pictures[1].2, frame_obu(2, 300));
+    assert_eq!(pictures[2].2, samples[3].1, "the header once");
+    assert_eq!(pictures[1].1 - pictures[0].1, 3600);
 }
 
 /// A viewer that lost a picture asks for a keyframe (PLI): the session

@@ -113,7 +113,7 @@ pub struct Settings {
     /// Whether WHIP publishers may send AV1: `off` (default: H.264, which
     /// every HLS player decodes) or `on` (a browser offering AV1 then sends
     /// it: it comes first in browsers' offers; HLS plays it where AV1
-    /// decodes, WHEP viewers get no video).
+    /// decodes, over WHEP to browsers that decode AV1).
     #[arg(long, env = "UGC_WHIP_AV1", value_name = "on|off")]
     pub whip_av1: Option<String>,
     /// PEM certificate chain for --https.

@@ -1349,6 +1349,35 @@ fn chromium_watches_over_whep_what_it_publishes_over_whip() {
     assert!(p50 <= 1000.0, "glass to glass {p50} ms: {report}");
 }
 
+/// AV1 both ways (#18): with `--whip-av1 on` Chromium publishes AV1 over
+/// WHIP and watches it over WHEP in the same page; the viewer's offer has
+/// AV1, so the stream goes out as it came (no transcode): the pictures
+/// arrive as AV1 and decode, with their clock read off them.
+#[test]
+#[ignore = "needs Chromium and tests/browser/node_modules: run by `make browser-hls-js`"]
+fn chromium_watches_over_whep_the_av1_it_publishes_over_whip() {
+    let server = Server::start(&["--whip-av1", "on"]);
+    let key = server.create_stream("cam", "");
+    let whip = server.url("/whip/cam");
+    let report = chromium_whep(
+        &server,
+        "cam",
+        10,
+        &["--whip", &whip, "--key", &key, "--codec", "AV1"],
+    );
+    assert!(report.contains("\"whip\":201"), "{report}");
+    assert!(report.contains("video/AV1"), "{report}");
+    assert!(
+        section_number(&report, "video", "frames") >= 100.0,
+        "{report}"
+    );
+    assert_eq!(section_number(&report, "video", "width"), 640.0, "{report}");
+    let p50 = section_number(&report, "latency", "p50");
+    eprintln!("AV1 over WebRTC both ways: glass to glass p50 {p50} ms");
+    assert!(section_number(&report, "latency", "n") >= 50.0, "{report}");
+    assert!(p50 <= 1000.0, "glass to glass {p50} ms: {report}");
+}
+
 /// An RTMP stream (H.264 without B pictures, AAC) over WHEP: the video
 /// plays from its next keyframe, the AAC re-encoded to Opus (WebRTC has no
 /// AAC) plays as sound; with `--aac-to-opus off`, video alone.

@@ -1,9 +1,10 @@
 //! One WHEP viewer: a sans-IO WebRTC send session (str0m's `Rtc`, as an
-//! ICE-lite server) that plays a Hub stream's H.264 and Opus.
+//! ICE-lite server) that plays a Hub stream's H.264 or AV1, and Opus.
 //!
 //! * [`WhepSession::new`] takes the viewer's SDP offer (receive-only video
 //!   and audio, as a browser's `recvonly` transceivers make it) and returns
-//!   the answer, sending H.264 and Opus.
+//!   the answer, sending H.264 (or AV1 when the viewer offers it) and
+//!   Opus.
 //! * Datagrams and timers as for a publisher ([`WhepSession::accepts`],
 //!   [`WhepSession::handle_datagram`], [`WhepSession::handle_timeout`] at
 //!   [`WhepSession::poll_timeout`], then [`WhepSession::poll_transmit`]).
@@ -17,6 +18,10 @@
 //! * H.264 frames are length-prefixed in the Hub: they go out in Annex B,
 //!   with the track's SPS and PPS before every keyframe (a viewer joining
 //!   needs them, and the `avcC` is the only place an RTMP source has them).
+//! * AV1 frames (OBUs with their sizes) go out as they are, with the
+//!   `av1C`'s sequence header before a keyframe's OBUs when the sample has
+//!   none (an RTMP source's may not). A viewer whose offer has no AV1 gets
+//!   no video of an AV1 stream.
 //!   Other video codecs are not sent (the count says so).
 //! * Opus frames go out as they are; AAC is not sent (WebRTC has no AAC):
 //!   a stream from RTMP plays without sound unless the source is Opus.
@@ -34,7 +39,7 @@ use std::time::{Duration, Instant};
 use str0m::format::{Codec as RtcCodec, PayloadParams};
 use str0m::media::{Frequency, MediaKind as RtcKind, MediaTime, Mid, Pt};
 use str0m::{Event, IceConnectionState};
-use ugc_codec::h264;
+use ugc_codec::{av1, h264};
 use ugc_core::{Codec, Frame, MediaEvent, Timescale, TrackId, Tracks};
 
 use super::peer::{Peer, peer_methods};
@@ -57,15 +62,25 @@ pub struct WhepStats {
     pub bad_datagrams: u64,
 }
 
-/// The video track being sent: its id, clock, and the Annex B SPS and PPS
-/// put before keyframes.
-#[derive(Debug, Clone)]
+/// The video track being sent: its id, clock, and what goes before
+/// keyframes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct VideoOut {
     id: TrackId,
     timescale: Timescale,
-    nal_length_size: u8,
-    parameter_sets: Vec<u8>,
-    profile_idc: u8,
+    codec: VideoCodec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum VideoCodec {
+    /// The Annex B SPS and PPS, the length prefix's size, the profile.
+    H264 {
+        nal_length_size: u8,
+        parameter_sets: Vec<u8>,
+        profile_idc: u8,
+    },
+    /// The `av1C`'s sequence header OBU.
+    Av1 { sequence_header: Vec<u8> },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +128,9 @@ impl WhepSession {
         setup: &SessionSetup,
         now: Instant,
     ) -> Result<(WhepSession, String), OfferError> {
-        let (peer, answer) = Peer::answer(offer, setup, false, now)?;
+        // AV1 too: the viewer decodes what it offered, and an AV1 stream
+        // (a WHIP publisher's, Enhanced RTMP's) is sent as it is.
+        let (peer, answer) = Peer::answer(offer, setup, true, now)?;
         let (video, audio) = answer_media(&answer, &["a=sendonly", "a=sendrecv"]);
         if !video && !audio {
             return Err(OfferError::NothingToPlay);
@@ -176,28 +193,33 @@ impl WhepSession {
     }
 
     fn set_tracks(&mut self, tracks: &Tracks) {
-        let video = tracks
-            .iter()
-            .find(|t| t.codec == Codec::H264)
-            .and_then(|t| {
-                let cfg = h264::AvcConfig::parse(&t.config).ok()?;
-                let mut parameter_sets = Vec::new();
-                for ps in cfg.sps.iter().chain(&cfg.pps) {
-                    parameter_sets.extend_from_slice(&[0, 0, 0, 1]);
-                    parameter_sets.extend_from_slice(ps);
+        let video = tracks.iter().find_map(|t| {
+            let codec = match t.codec {
+                Codec::H264 => {
+                    let cfg = h264::AvcConfig::parse(&t.config).ok()?;
+                    let mut parameter_sets = Vec::new();
+                    for ps in cfg.sps.iter().chain(&cfg.pps) {
+                        parameter_sets.extend_from_slice(&[0, 0, 0, 1]);
+                        parameter_sets.extend_from_slice(ps);
+                    }
+                    VideoCodec::H264 {
+                        nal_length_size: cfg.nal_length_size,
+                        parameter_sets,
+                        profile_idc: cfg.profile_idc,
+                    }
                 }
-                Some(VideoOut {
-                    id: t.id,
-                    timescale: t.timescale,
-                    nal_length_size: cfg.nal_length_size,
-                    parameter_sets,
-                    profile_idc: cfg.profile_idc,
-                })
-            });
-        let changed = match (&self.video, &video) {
-            (Some(a), Some(b)) => a.id != b.id || a.parameter_sets != b.parameter_sets,
-            (a, b) => a.is_some() != b.is_some(),
-        };
+                Codec::Av1 => VideoCodec::Av1 {
+                    sequence_header: t.config.get(4..)?.to_vec(),
+                },
+                _ => return None,
+            };
+            Some(VideoOut {
+                id: t.id,
+                timescale: t.timescale,
+                codec,
+            })
+        });
+        let changed = self.video != video;
         if changed {
             self.want_keyframe = true;
         }
@@ -224,15 +246,38 @@ impl WhepSession {
             }
             let v = v.clone();
             self.annexb.clear();
-            if f.keyframe {
-                self.annexb.extend_from_slice(&v.parameter_sets);
-            }
-            if h264::avcc_to_annexb_into(&f.data, v.nal_length_size, &mut self.annexb).is_err() {
-                self.stats.dropped_frames += 1;
-                return false;
-            }
+            let (codec, profile_idc) = match &v.codec {
+                VideoCodec::H264 {
+                    nal_length_size,
+                    parameter_sets,
+                    profile_idc,
+                } => {
+                    if f.keyframe {
+                        self.annexb.extend_from_slice(parameter_sets);
+                    }
+                    if h264::avcc_to_annexb_into(&f.data, *nal_length_size, &mut self.annexb)
+                        .is_err()
+                    {
+                        self.stats.dropped_frames += 1;
+                        return false;
+                    }
+                    (RtcCodec::H264, Some(*profile_idc))
+                }
+                VideoCodec::Av1 { sequence_header } => {
+                    let has_header = || {
+                        av1::obus(&f.data).is_ok_and(|o| {
+                            o.iter().any(|o| o.kind == av1::obu_type::SEQUENCE_HEADER)
+                        })
+                    };
+                    if f.keyframe && !has_header() {
+                        self.annexb.extend_from_slice(sequence_header);
+                    }
+                    self.annexb.extend_from_slice(&f.data);
+                    (RtcCodec::Av1, None)
+                }
+            };
             let data = std::mem::take(&mut self.annexb);
-            let ok = self.write(now, true, v.timescale, f.pts, &data, Some(v.profile_idc));
+            let ok = self.write(now, Some(codec), v.timescale, f.pts, &data, profile_idc);
             self.annexb = data;
             if ok {
                 self.want_keyframe = false;
@@ -241,7 +286,7 @@ impl WhepSession {
             }
             ok
         } else if let Some(a) = self.audio.filter(|a| a.id == f.track) {
-            let ok = self.write(now, false, a.timescale, f.pts, &f.data, None);
+            let ok = self.write(now, None, a.timescale, f.pts, &f.data, None);
             if ok {
                 self.stats.audio_frames += 1;
             }
@@ -255,18 +300,18 @@ impl WhepSession {
         written
     }
 
-    /// Writes `data` at `pts` (in `timescale`) on the video or audio
-    /// m-line.
+    /// Writes `data` at `pts` (in `timescale`) on the video m-line in
+    /// `video`'s codec, or with `None` on the audio one.
     fn write(
         &mut self,
         now: Instant,
-        video: bool,
+        video: Option<RtcCodec>,
         timescale: Timescale,
         pts: i64,
         data: &[u8],
         profile_idc: Option<u8>,
     ) -> bool {
-        let Some(mid) = (if video {
+        let Some(mid) = (if video.is_some() {
             self.video_mid
         } else {
             self.audio_mid
@@ -287,7 +332,7 @@ impl WhepSession {
                 ))
                 .unwrap_or(epoch),
         };
-        let (freq, rate) = if video {
+        let (freq, rate) = if video.is_some() {
             (Frequency::NINETY_KHZ, 90_000)
         } else {
             (Frequency::FORTY_EIGHT_KHZ, 48_000)
@@ -350,25 +395,32 @@ fn ticks(t: i64, from: i64, to: i64) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
-/// The payload type to send with: Opus, or H.264 in packetization mode 1
-/// (mode 0 takes one NAL unit per packet, which a picture is not), of the
-/// stream's profile when the viewer offered it (a decoder takes any
-/// profile in practice; the offer's order decides otherwise).
+/// The payload type to send with: Opus (`video` `None`), AV1, or H.264
+/// in packetization mode 1 (mode 0 takes one NAL unit per packet, which a
+/// picture is not), of the stream's profile when the viewer offered it (a
+/// decoder takes any profile in practice; the offer's order decides
+/// otherwise).
 fn pick_pt<'a>(
     params: impl Iterator<Item = &'a PayloadParams>,
-    video: bool,
+    video: Option<RtcCodec>,
     profile_idc: Option<u8>,
 ) -> Option<Pt> {
     let mut first = None;
     for p in params {
         let spec = p.spec();
-        if !video {
+        let Some(codec) = video else {
             if spec.codec == RtcCodec::Opus {
                 return Some(p.pt());
             }
             continue;
+        };
+        if spec.codec != codec {
+            continue;
         }
-        if spec.codec != RtcCodec::H264 || spec.format.packetization_mode != Some(1) {
+        if codec == RtcCodec::Av1 {
+            return Some(p.pt());
+        }
+        if spec.format.packetization_mode != Some(1) {
             continue;
         }
         let profile = spec.format.profile_level_id.map(|id| (id >> 16) as u8);

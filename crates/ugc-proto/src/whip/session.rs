@@ -569,8 +569,8 @@ pub struct SessionSetup {
     pub reordering_packets: usize,
     /// Whether publishers may send AV1 (offered beside H.264, AV1 is what
     /// a browser then sends: it comes first in their offers). Off by
-    /// default: an AV1 stream plays where AV1 decodes (browsers, not older
-    /// phones' HLS players), and WHEP plays H.264 only.
+    /// default: an AV1 stream plays only where AV1 decodes (browsers, not
+    /// older phones' HLS players; over WHEP, browsers that decode AV1).
     pub av1: bool,
 }
 
