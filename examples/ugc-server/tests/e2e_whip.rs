@@ -134,6 +134,20 @@ fn whip_signalling_refuses_what_it_cannot_take() {
     assert_eq!(server.get("/live/cam/index.m3u8").status, 404);
 }
 
+/// The report of a finished `whip.mjs` whose offer was taken (201).
+fn published(browser: std::process::Child) -> String {
+    let done = browser.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&done.stdout).to_string();
+    eprintln!("whip.mjs: {report}");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(report.contains("\"post\":201"), "{report}");
+    report
+}
+
 /// Runs `tests/browser/whip.mjs` (Chromium) publishing `seconds`, with
 /// `extra` arguments.
 fn chromium_publish(
@@ -190,15 +204,7 @@ fn chromium_publishes_over_whip_and_hls_plays_it() {
     );
     // Both tracks, and they decode.
     plays_h264_and(&server, "cam", "640,360", "aac");
-    let done = browser.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&done.stdout).to_string();
-    eprintln!("whip.mjs: {report}");
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    assert!(report.contains("\"post\":201"), "{report}");
+    let report = published(browser);
     assert!(report.contains("\"location\":\"/whip/cam/"), "{report}");
     assert!(
         report.contains("video/H264") && report.contains("audio/opus"),
@@ -241,15 +247,7 @@ fn chromium_publishes_av1_over_whip_when_it_is_on() {
     let multivariant = server.get("/live/av1/index.m3u8").text();
     assert!(multivariant.contains("av01.0."), "{multivariant}");
     plays(&server, "av1", "av1,640,360", "aac");
-    let done = browser.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&done.stdout).to_string();
-    eprintln!("whip.mjs: {report}");
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    assert!(report.contains("\"post\":201"), "{report}");
+    let report = published(browser);
     assert!(report.contains("video/AV1"), "{report}");
     assert!(report.contains("\"deleted\":200"), "{report}");
 }
@@ -878,7 +876,8 @@ fn ffmpeg_whip(server: &Server, key: &str, stream: &str, seconds: u32, tone: u32
 /// publisher change), it decodes cleanly after, and memory stays bounded.
 /// Over ICE-TCP meanwhile: connections whose frames no session takes
 /// (strangers' STUN checks, garbage) are closed after eight, and 40 idle
-/// connections from one address meet its cap: 24 closed as they come.
+/// connections from one address meet its cap of 16: each past it closes
+/// the oldest idle one (the first 24 closed, the newest 16 open).
 #[test]
 fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
     let server = Server::start(&["--opus-to-aac", "off"]);
@@ -1002,7 +1001,8 @@ fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
     });
     // ICE-TCP: connections that send frames no session takes (STUN of a
     // stranger, garbage) are closed after a few; then idle connections
-    // from one address past its cap (16) are closed as they come.
+    // from one address past its cap (16): each new one closes the oldest
+    // idle one, so idle connections never lock the address out.
     let tcp = std::thread::spawn(move || {
         use std::io::{Read, Write};
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -1049,11 +1049,10 @@ fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
             .filter_map(|_| std::net::TcpStream::connect(whip_tcp).ok())
             .collect();
         std::thread::sleep(Duration::from_millis(500));
-        let refused = idle
+        let refused: Vec<bool> = idle
             .iter_mut()
             .map(|c| closed(c, Duration::from_millis(300)))
-            .filter(|&c| c)
-            .count();
+            .collect();
         // Those left open stay so until the metrics are read.
         (strangers, strangers_closed, idle, refused)
     });
@@ -1100,20 +1099,26 @@ fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
     let statuses = offers.join().unwrap();
     let (strangers, strangers_closed, idle_open, refused) = tcp.join().unwrap();
     let idle = idle_open.len();
+    let evicted = refused.iter().filter(|&&c| c).count();
     let rss_after = rss();
     let msn_after = newest();
     eprintln!(
         "hostile WHIP: {sent} datagrams, offers answered {statuses:?}; segments {msn_before} -> \
          {msn_after} in {attack_for:?}; RSS {rss_before:.1} -> {rss_after:.1} MB; ICE-TCP: \
-         {strangers_closed} of {strangers} strangers' connections closed, {refused} of {idle} \
-         idle ones refused"
+         {strangers_closed} of {strangers} strangers' connections closed, {evicted} of {idle} \
+         idle ones closed for newer ones"
     );
     assert!(strangers > 10, "{strangers} ICE-TCP connections");
     assert_eq!(
         strangers_closed, strangers,
         "strangers' connections left open"
     );
-    assert_eq!((idle, refused), (40, 24), "the per-address cap (16)");
+    assert_eq!(idle, 40);
+    // The oldest 24 made room; the newest 16 (the cap) are open.
+    assert!(
+        refused[..24].iter().all(|&c| c) && refused[24..].iter().all(|&c| !c),
+        "closed: {refused:?}"
+    );
     let metrics = server.get("/metrics").text();
     let metric = |name: &str| {
         metrics
@@ -1126,7 +1131,7 @@ fn hostile_sdp_stun_and_rtp_change_nothing_for_a_live_whip_stream() {
             metric("ugc_webrtc_tcp_connections"),
             metric("ugc_webrtc_tcp_unused_total"),
         ),
-        (Some(24.0), Some(16.0), Some(f64::from(strangers))),
+        (Some(24.0), Some(16.0), Some(f64::from(strangers + 24))),
         "{metrics}"
     );
     drop(idle_open);

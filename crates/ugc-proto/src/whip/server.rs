@@ -26,8 +26,9 @@
 //!   packet); its first must be a STUN check a session takes, which binds
 //!   the connection to that session; connections are capped
 //!   ([`WhipConfig::max_tcp_connections`], per address
-//!   [`WhipConfig::max_tcp_per_address`]), and one no session takes within
-//!   [`WhipConfig::connect_timeout`] is closed. A peer that does not read
+//!   [`WhipConfig::max_tcp_per_address`]; past a cap the oldest connection
+//!   no session took is closed for the new one), and one no session takes
+//!   within [`WhipConfig::connect_timeout`] is closed. A peer that does not read
 //!   loses packets, as over UDP: the loop never waits for it.
 //! * Behind a 1:1 NAT or a port forward (a cloud VM whose public address
 //!   is not on any interface), [`WhipConfig::public_ip`] is the candidate
@@ -107,11 +108,13 @@ pub struct WhipConfig {
     /// `Link` headers (RFC 9725 4.6; OBS reads them): what a publisher
     /// behind a network that blocks UDP needs to relay through TURN.
     pub ice_servers: Vec<IceServer>,
-    /// ICE-TCP connections open at once; more are closed as they come.
-    /// A publisher or viewer opens one or two (one per pair of its
-    /// addresses and our TCP candidates).
+    /// ICE-TCP connections open at once. A publisher or viewer opens one
+    /// or two (one per pair of its addresses and our TCP candidates).
+    /// Beyond it the oldest connection no session took is closed to make
+    /// room, or the new one when every one is a session's.
     pub max_tcp_connections: usize,
-    /// ICE-TCP connections open at once from one address (an IPv6 /64).
+    /// ICE-TCP connections open at once from one address (an IPv6 /64),
+    /// made room for in the same way.
     pub max_tcp_per_address: usize,
     /// Publishers may send AV1 ([`SessionSetup::av1`]).
     pub av1: bool,
@@ -494,7 +497,7 @@ impl<A: Authorizer> WhipServer<A> {
         m.family(
             "ugc_webrtc_tcp_refused_total",
             Kind::Counter,
-            "ICE-TCP connections closed as they came: over the caps.",
+            "ICE-TCP connections over the caps: the oldest unused one closed for the new one, or the new one when none was unused.",
         )
         .sample(&[], get(&s.tcp_refused));
         m.family(
@@ -1197,18 +1200,33 @@ impl Wire {
         stream: TcpStream,
     ) {
         let c = &shared.config;
-        let from_there = self
-            .conns
-            .values()
-            .filter(|o| same_address(o.peer.ip(), peer.ip()))
-            .count();
+        let here = |o: &TcpConn| same_address(o.peer.ip(), peer.ip());
+        let from_there = self.conns.values().filter(|o| here(o)).count();
         let Some(&candidate) = self.tcp_locals.get(local) else {
             return;
         };
-        if self.conns.len() >= c.max_tcp_connections || from_there >= c.max_tcp_per_address {
+        let full_here = from_there >= c.max_tcp_per_address;
+        if self.conns.len() >= c.max_tcp_connections || full_here {
+            // Room is made by closing the oldest connection no session
+            // took (of this address when its cap is the one reached): it
+            // carries no one's media, and a real peer's STUN check binds
+            // its connection within a round trip, so idle connections
+            // cannot lock an address (a NAT's publishers) out. Refused
+            // when every one is some session's.
             shared.tcp_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, "ICE-TCP connection refused: over a cap");
-            return;
+            let idle = self
+                .conns
+                .iter()
+                .filter(|(_, o)| o.session.is_none() && (!full_here || here(o)))
+                .map(|(id, _)| *id)
+                .min();
+            match idle {
+                Some(oldest) => self.close(shared, oldest),
+                None => {
+                    tracing::debug!(%peer, "ICE-TCP connection refused: over a cap");
+                    return;
+                }
+            }
         }
         let _ = stream.set_nodelay(true);
         let id = self.next_conn;
