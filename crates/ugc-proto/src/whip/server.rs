@@ -29,7 +29,8 @@
 //!   [`WhipConfig::max_tcp_per_address`]; past a cap the oldest connection
 //!   no session took is closed for the new one), and one no session takes
 //!   within [`WhipConfig::connect_timeout`] is closed. A peer that does not read
-//!   loses packets, as over UDP: the loop never waits for it.
+//!   loses packets, as over UDP: the loop never waits for it; one whose
+//!   socket takes no write for 5 s has its connection closed.
 //! * Behind a 1:1 NAT or a port forward (a cloud VM whose public address
 //!   is not on any interface), [`WhipConfig::public_ip`] is the candidate
 //!   of every non-loopback socket, at its port; what arrives on such a
@@ -1184,6 +1185,12 @@ impl Drop for TcpConn {
 /// 6 Mbit/s stream.
 const TCP_QUEUE: usize = 1024;
 
+/// How long a write to an ICE-TCP peer may wait (the peer not reading)
+/// before its connection is closed: a connection closed meanwhile, its
+/// queue gone, would otherwise keep its socket and task for as long as
+/// the peer keeps it open without reading.
+const TCP_WRITE_STALL: Duration = Duration::from_secs(5);
+
 /// Packets on an unbound ICE-TCP connection that no session takes before
 /// it is closed (a real peer's first packet is its STUN check).
 const TCP_STRANGERS: u32 = 8;
@@ -1233,7 +1240,7 @@ impl Wire {
         self.next_conn += 1;
         let (r, w) = stream.into_split();
         let (out, queue) = mpsc::channel(TCP_QUEUE);
-        tokio::spawn(write_frames(w, queue));
+        tokio::spawn(write_frames(id, w, queue, net.clone(), TCP_WRITE_STALL));
         let reader = tokio::spawn(read_frames(id, r, net.clone()));
         self.by_peer.insert((peer, candidate), id);
         self.conns.insert(
@@ -1435,10 +1442,18 @@ async fn read_frames(conn: u64, mut r: OwnedReadHalf, net: mpsc::Sender<Net>) {
     let _ = net.send(Net::TcpClosed(conn)).await;
 }
 
-/// Writes the packets queued for a connection as RFC 4571 frames, those
-/// waiting together, until the queue's sender is gone (the connection
-/// closed) or the peer is.
-async fn write_frames(mut w: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+/// Writes the packets queued for connection `conn` as RFC 4571 frames,
+/// those waiting together, until the queue's sender is gone (the
+/// connection closed), the peer is, or a write waited `stall` (the peer
+/// does not read: the loop is told to close the connection, and this
+/// half goes at once).
+async fn write_frames(
+    conn: u64,
+    mut w: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    net: mpsc::Sender<Net>,
+    stall: Duration,
+) {
     let mut buf = Vec::new();
     while let Some(first) = queue.recv().await {
         buf.clear();
@@ -1455,11 +1470,16 @@ async fn write_frames(mut w: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>)
                 None
             };
         }
-        if w.write_all(&buf).await.is_err() {
-            break;
+        match tokio::time::timeout(stall, w.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                let _ = tokio::time::timeout(stall, net.send(Net::TcpClosed(conn))).await;
+                return;
+            }
         }
     }
-    let _ = w.shutdown().await;
+    let _ = tokio::time::timeout(stall, w.shutdown()).await;
 }
 
 /// Reads a watched stream from the Hub into the media loop, through
@@ -1844,6 +1864,46 @@ fn finish<A>(shared: &Shared<A>, l: &mut Loop, id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ICE-TCP peer that never reads: once the socket's buffers are
+    /// full a write waits, and after the stall the writer tells the loop
+    /// to close the connection and ends (its half of the socket with it),
+    /// however long the peer keeps the connection open.
+    #[tokio::test]
+    async fn a_tcp_peer_that_does_not_read_has_its_connection_closed() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let (_r, w) = s.into_split();
+        let (out, queue) = mpsc::channel(TCP_QUEUE);
+        let (net_tx, mut net) = mpsc::channel(4);
+        let writer = tokio::spawn(write_frames(
+            7,
+            w,
+            queue,
+            net_tx,
+            Duration::from_millis(200),
+        ));
+        // Far more than loopback's socket buffers hold.
+        let feeder = tokio::spawn(async move {
+            for _ in 0..100_000 {
+                if out.send(vec![0u8; 1200]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let closed = tokio::time::timeout(Duration::from_secs(20), net.recv()).await;
+        assert!(
+            matches!(closed, Ok(Some(Net::TcpClosed(7)))),
+            "the writer did not give up"
+        );
+        tokio::time::timeout(Duration::from_secs(1), writer)
+            .await
+            .expect("the writer ended")
+            .unwrap();
+        feeder.abort();
+        drop(peer);
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
