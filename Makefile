@@ -93,7 +93,7 @@ browser-hls-js:
 	$(CARGO) test --workspace --locked --test e2e_transcode -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_failover -- --ignored
 	$(CARGO) test --workspace --locked --test e2e_roles hls_js -- --ignored --test-threads=1
-	$(CARGO) test --workspace --locked --test e2e_whip -- --ignored --skip chaos_
+	$(CARGO) test --workspace --locked --test e2e_whip -- --ignored --skip chaos_ --test-threads=1
 
 fuzz-smoke:
 	@scripts/install-deps.sh fuzz

@@ -83,6 +83,11 @@ window.publish = async (url, key, codec) => {
   for (const track of media.getTracks()) {
     const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
     if (track.kind === 'video') {
+      // Keep the resolution: the clock is read off squares placed for
+      // 640x360 (under CPU load Chromium otherwise scales down).
+      const p = t.sender.getParameters();
+      p.degradationPreference = 'maintain-resolution';
+      await t.sender.setParameters(p).catch(() => {});
       const chosen = RTCRtpSender.getCapabilities('video').codecs
         .filter((c) => c.mimeType === 'video/' + codec);
       t.setCodecPreferences(chosen);
